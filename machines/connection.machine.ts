@@ -1,0 +1,374 @@
+/**
+ * The connection machine: the whole lifecycle of one WebSocket connection as a
+ * statechart. Pure definition — no socket, no clock, no I/O imports. `src/`
+ * provides the two actors (`reader`, `writer`) by name, once, and passes the
+ * socket through `input.io` (never `.provide()` per connection: FACTS.md).
+ *
+ *   connecting → open{heartbeat: idle ⇄ pinging, write: flowing ⇄ blocked}
+ *              → closing → closed
+ *
+ * The data path does NOT run through this machine: the reader hands messages
+ * to the application and the writer takes them from it directly. The machine
+ * only hears about lifecycle facts (open, pong, first traffic while pinging,
+ * backpressure, overflow, close, error), a handful of events per ping
+ * interval at most, so supervising costs no throughput.
+ */
+import { assign, fromCallback, sendTo, setup } from 'xstate';
+import {
+  CloseCodes,
+  isExpectedClose,
+  type CloseCause,
+  type Closure,
+} from './close-codes.ts';
+
+/** The four named delays (R6, R10, R16). Milliseconds, all > 0. */
+export interface ConnectionTiming {
+  /** Idle time between heartbeats (R4, R6). */
+  pingInterval: number;
+  /** How long a ping may go unanswered by any inbound traffic (R4, R5). */
+  pongTimeout: number;
+  /** How long the socket may stay unable to drain before it counts as stalled (R10). */
+  writeTimeout: number;
+  /** How long a close handshake may take before the socket is terminated (R16). */
+  closeTimeout: number;
+}
+
+export interface ConnectionInput {
+  /** Connection id, for logs and the registry. */
+  id: string;
+  timing: ConnectionTiming;
+  /**
+   * Opaque handle on the transport, handed unchanged to the reader and writer
+   * actors. The machine never looks inside it.
+   */
+  io: unknown;
+}
+
+/** What the application or supervisor asks of a connection. */
+export type ConnectionCommand =
+  | { type: 'close'; code?: number; reason?: string; cause?: CloseCause }
+  | { type: 'terminate'; reason?: string };
+
+/** Facts the read actor reports (R1, R2, R5, R15). */
+export type ReaderEvent =
+  | { type: 'socket.open' }
+  /** A pong arrived while a ping was outstanding; rttMs measured from the ping payload. */
+  | { type: 'socket.pong'; rttMs: number }
+  /** Some other inbound frame arrived while a ping was outstanding (R5). */
+  | { type: 'socket.activity' }
+  /** The transport is closed. code/reason are what the close frame carried (1006: none). */
+  | { type: 'socket.closed'; code: number; reason: string }
+  /** The peer broke the protocol; the transport is already sending close `code` (R15). */
+  | { type: 'socket.error'; code: number; message: string };
+
+/** Facts the write actor reports (R9–R11). */
+export type WriterEvent =
+  /** The socket stopped accepting bytes; the write deadline starts (R10). */
+  | { type: 'write.blocked' }
+  /** Some queued bytes reached the OS while blocked; the deadline restarts (R10). */
+  | { type: 'write.progress' }
+  /** Everything queued has reached the OS. */
+  | { type: 'write.drained' }
+  /** The per-connection send queue is over its limit: a slow consumer (R9, R11). */
+  | { type: 'write.overflow'; messages: number; bytes: number };
+
+export type ConnectionEvent = ConnectionCommand | ReaderEvent | WriterEvent;
+
+/** Commands the machine sends its actors. Everything that touches the socket's output goes through the writer (R8). */
+export type WriterCommand =
+  | { type: 'writer.ping' }
+  /**
+   * Send a close frame. `flush`: hand the queued messages to the socket first
+   * (a clean close); false for a slow consumer, whose queue becomes dead letters (R12).
+   */
+  | { type: 'writer.close'; code: number; reason: string; flush: boolean };
+export type ReaderCommand = { type: 'reader.expectLiveness' };
+
+export interface ActorInput {
+  id: string;
+  io: unknown;
+}
+
+interface CloseRequest {
+  code: number;
+  reason: string;
+  cause: CloseCause;
+}
+
+export interface ConnectionContext {
+  id: string;
+  timing: ConnectionTiming;
+  io: unknown;
+  /** Last measured ping→pong round trip, ms; null until the first pong. */
+  rttMs: number | null;
+  /** The close we started, if we started one. */
+  closeRequest: CloseRequest | null;
+  /** Filled in on entering `closed`. */
+  closure: Closure | null;
+}
+
+function closure(
+  code: number,
+  reason: string,
+  initiator: Closure['initiator'],
+  cause: CloseCause,
+  receivedCode: number | null = null,
+): Closure {
+  return { code, reason, initiator, cause, expected: isExpectedClose(code, cause), receivedCode };
+}
+
+export const connectionMachine = setup({
+  types: {} as {
+    context: ConnectionContext;
+    events: ConnectionEvent;
+    input: ConnectionInput;
+    output: Closure;
+  },
+  actors: {
+    /** R8: the one place that reads. Provided by src/ (real socket) or a test (fake). */
+    reader: fromCallback<ReaderCommand, ActorInput, ReaderEvent>(() => undefined),
+    /**
+     * R8: the one place that writes. Owns the bounded send queue (R9). Stopping
+     * it releases the socket: a connection that reaches `closed` never keeps one.
+     */
+    writer: fromCallback<WriterCommand, ActorInput, WriterEvent>(() => undefined),
+  },
+  delays: {
+    pingInterval: ({ context }) => context.timing.pingInterval,
+    pongTimeout: ({ context }) => context.timing.pongTimeout,
+    writeTimeout: ({ context }) => context.timing.writeTimeout,
+    closeTimeout: ({ context }) => context.timing.closeTimeout,
+  },
+  guards: {
+    /** Codes an application may put in a close frame (RFC 6455 §7.4). */
+    isSendableCode: ({ event }) =>
+      event.type === 'close' &&
+      (event.code === undefined ||
+        event.code === 1000 ||
+        (event.code >= 3000 && event.code <= 4999) ||
+        (event.code >= 1001 && event.code <= 1014 && ![1004, 1005, 1006].includes(event.code))),
+  },
+  actions: {
+    sendPing: sendTo('writer', { type: 'writer.ping' }),
+    expectLiveness: sendTo('reader', { type: 'reader.expectLiveness' }),
+    sendClose: sendTo('writer', ({ context }) => ({
+      type: 'writer.close' as const,
+      code: context.closeRequest?.code ?? CloseCodes.NORMAL,
+      reason: context.closeRequest?.reason ?? '',
+      flush: context.closeRequest?.cause !== 'slow-consumer' && context.closeRequest?.cause !== 'write-timeout',
+    })),
+    recordRtt: assign({
+      rttMs: ({ event, context }) => (event.type === 'socket.pong' ? event.rttMs : context.rttMs),
+    }),
+    requestAppClose: assign({
+      closeRequest: ({ event }) => {
+        const e = event as Extract<ConnectionEvent, { type: 'close' }>;
+        return {
+          code: e.code ?? CloseCodes.NORMAL,
+          reason: e.reason ?? '',
+          cause: e.cause ?? (e.code === CloseCodes.GOING_AWAY ? 'shutdown' : 'normal'),
+        };
+      },
+    }),
+    requestProtocolClose: assign({
+      closeRequest: ({ event }) => {
+        const e = event as Extract<ConnectionEvent, { type: 'socket.error' }>;
+        return { code: e.code, reason: e.message, cause: 'protocol-error' as const };
+      },
+    }),
+    requestOverflowClose: assign({
+      closeRequest: () => ({
+        code: CloseCodes.POLICY_VIOLATION,
+        reason: 'slow consumer: send queue overflow',
+        cause: 'slow-consumer' as const,
+      }),
+    }),
+    requestStallClose: assign({
+      closeRequest: () => ({
+        code: CloseCodes.POLICY_VIOLATION,
+        reason: 'slow consumer: write timeout',
+        cause: 'write-timeout' as const,
+      }),
+    }),
+  },
+}).createMachine({
+  id: 'connection',
+  context: ({ input }) => ({
+    id: input.id,
+    timing: input.timing,
+    io: input.io,
+    rttMs: null,
+    closeRequest: null,
+    closure: null,
+  }),
+  // Both actors live exactly as long as the connection: stopped (and so
+  // cleaned up, R3) when `closed` is reached.
+  invoke: [
+    { id: 'reader', src: 'reader', input: ({ context }) => ({ id: context.id, io: context.io }) },
+    { id: 'writer', src: 'writer', input: ({ context }) => ({ id: context.id, io: context.io }) },
+  ],
+  initial: 'connecting',
+  states: {
+    connecting: {
+      description: 'Transport not yet open. Nothing can be written.',
+      on: {
+        'socket.open': { target: 'open' },
+        'socket.closed': {
+          target: 'closed',
+          actions: assign({
+            closure: ({ event }) => closure(event.code, event.reason, 'remote', 'socket-error', event.code),
+          }),
+        },
+        close: {
+          target: 'closed',
+          actions: assign({
+            closure: ({ event }) =>
+              closure(CloseCodes.ABNORMAL, event.reason ?? 'closed before open', 'local', event.cause ?? 'normal'),
+          }),
+        },
+        terminate: {
+          target: 'closed',
+          actions: assign({
+            closure: ({ event }) => closure(CloseCodes.ABNORMAL, event.reason ?? 'terminated', 'local', 'terminated'),
+          }),
+        },
+      },
+    },
+    open: {
+      description: 'R1: the connection lives until a peer closes it or an error happens.',
+      type: 'parallel',
+      on: {
+        // R16/R17: the peer closed (ws has echoed its code) or the transport died (1006).
+        'socket.closed': {
+          target: 'closed',
+          actions: assign({
+            closure: ({ event }) =>
+              closure(
+                event.code,
+                event.reason,
+                'remote',
+                event.code === CloseCodes.ABNORMAL ? 'socket-error' : 'peer',
+                event.code,
+              ),
+          }),
+        },
+        // R15: protocol violation — the transport is already sending the close frame.
+        'socket.error': { target: 'closing', actions: 'requestProtocolClose' },
+        close: [
+          { guard: 'isSendableCode', target: 'closing', actions: 'requestAppClose' },
+          // An unsendable code (e.g. 1006) from the app means "just drop it".
+          {
+            target: 'closed',
+            actions: assign({
+              closure: ({ event }) =>
+                closure(CloseCodes.ABNORMAL, event.reason ?? 'terminated', 'local', event.cause ?? 'terminated'),
+            }),
+          },
+        ],
+        terminate: {
+          target: 'closed',
+          actions: assign({
+            closure: ({ event }) => closure(CloseCodes.ABNORMAL, event.reason ?? 'terminated', 'local', 'terminated'),
+          }),
+        },
+        // R9/R11: a consumer that cannot keep up is closed; others are unaffected.
+        'write.overflow': { target: 'closing', actions: 'requestOverflowClose' },
+      },
+      states: {
+        heartbeat: {
+          initial: 'idle',
+          states: {
+            idle: {
+              description: 'R4: wait one ping interval, then ping.',
+              after: { pingInterval: { target: 'pinging' } },
+            },
+            pinging: {
+              description: 'R4/R5: a ping is out; any inbound frame proves liveness.',
+              entry: ['sendPing', 'expectLiveness'],
+              on: {
+                'socket.pong': { target: 'idle', actions: 'recordRtt' },
+                'socket.activity': { target: 'idle' },
+              },
+              after: {
+                // R4: a dead peer (half-open TCP, frozen tab) is terminated, no handshake.
+                pongTimeout: {
+                  target: '#connection.closed',
+                  actions: assign({
+                    closure: () => closure(CloseCodes.ABNORMAL, 'heartbeat timeout', 'local', 'heartbeat-timeout'),
+                  }),
+                },
+              },
+            },
+          },
+        },
+        write: {
+          initial: 'flowing',
+          states: {
+            flowing: {
+              description: 'The socket takes bytes as fast as we write them.',
+              on: { 'write.blocked': { target: 'blocked' } },
+            },
+            blocked: {
+              description: 'R10: the socket is not draining; it must make progress within the write timeout.',
+              on: {
+                'write.progress': { target: 'blocked', reenter: true },
+                'write.drained': { target: 'flowing' },
+              },
+              after: {
+                writeTimeout: { target: '#connection.closing', actions: 'requestStallClose' },
+              },
+            },
+          },
+        },
+      },
+    },
+    closing: {
+      description: 'R16: our close frame is out; wait for the peer to finish the handshake.',
+      entry: 'sendClose',
+      on: {
+        'socket.closed': {
+          target: 'closed',
+          actions: assign({
+            closure: ({ context, event }) =>
+              closure(
+                context.closeRequest!.code,
+                context.closeRequest!.reason,
+                'local',
+                context.closeRequest!.cause,
+                event.code,
+              ),
+          }),
+        },
+        terminate: {
+          target: 'closed',
+          actions: assign({
+            closure: ({ context, event }) =>
+              closure(
+                context.closeRequest!.code,
+                event.reason ?? context.closeRequest!.reason,
+                'local',
+                context.closeRequest!.cause,
+              ),
+          }),
+        },
+      },
+      after: {
+        // R16: the peer never answered; terminate (the writer releases the socket when stopped).
+        closeTimeout: {
+          target: 'closed',
+          actions: assign({
+            closure: ({ context }) =>
+              closure(context.closeRequest!.code, context.closeRequest!.reason, 'local', context.closeRequest!.cause),
+          }),
+        },
+      },
+    },
+    closed: {
+      description: 'R2/R3: reached exactly once; both actors are stopped and the socket released.',
+      type: 'final',
+    },
+  },
+  output: ({ context }) => context.closure!,
+});
+
+export type ConnectionMachine = typeof connectionMachine;

@@ -1,0 +1,2 @@
+export * from './connection.machine.ts';
+export * from './close-codes.ts';

@@ -1,0 +1,136 @@
+/**
+ * Admission at upgrade (R19–R21): every refusal is an HTTP response with a
+ * status and a one-line reason, written before the WebSocket handshake.
+ */
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { OriginPolicy } from './options.ts';
+
+/** Throw from `authenticate` (or anywhere in admission) to refuse with a specific status. */
+export class AdmissionError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AdmissionError';
+  }
+}
+
+/** Why an upgrade was refused; also the `reason` label of refusal metrics. */
+export type RefusalReason =
+  | 'path'
+  | 'origin'
+  | 'subprotocol'
+  | 'max-connections'
+  | 'draining'
+  | 'unauthenticated'
+  | 'auth-error'
+  | 'bad-request';
+
+export interface Refusal {
+  status: number;
+  reason: RefusalReason;
+  message: string;
+}
+
+/**
+ * R19. Same-origin means the Origin's host:port equals the Host header, as
+ * gorilla's checkSameOrigin does (the scheme is not compared: TLS may end at a
+ * proxy). No Origin at all is a non-browser client and is accepted.
+ */
+export function checkOrigin(request: IncomingMessage, policy: OriginPolicy): Refusal | null {
+  const origin = request.headers.origin;
+  if (origin === undefined || policy === '*') return null;
+  let parsed: URL | null = null;
+  try {
+    parsed = new URL(origin);
+  } catch {
+    parsed = null;
+  }
+  if (parsed && parsed.origin !== 'null') {
+    if (policy === 'same-origin') {
+      const host = request.headers.host;
+      if (host !== undefined && parsed.host.toLowerCase() === hostWithDefaultPort(host, parsed.protocol)) return null;
+    } else if (policy.includes(parsed.origin)) {
+      return null;
+    }
+  }
+  const allowed = policy === 'same-origin' ? `same origin as ${request.headers.host ?? '(no Host)'}` : policy.join(', ');
+  return { status: 403, reason: 'origin', message: `origin ${truncate(origin)} is not allowed (allowed: ${allowed})` };
+}
+
+/** Normalises a Host header the way URL#host does (lower case, default port dropped). */
+function hostWithDefaultPort(host: string, protocol: string): string {
+  try {
+    return new URL(`${protocol}//${host}`).host.toLowerCase();
+  } catch {
+    return host.toLowerCase();
+  }
+}
+
+/** R20: picks our most preferred protocol that the client offered; a mismatch is a refusal. */
+export function negotiateProtocol(
+  offered: ReadonlySet<string>,
+  supported: readonly string[],
+  required: boolean,
+): { protocol: string } | Refusal {
+  if (offered.size === 0) {
+    if (required && supported.length > 0) {
+      return {
+        status: 400,
+        reason: 'subprotocol',
+        message: `a subprotocol is required (supported: ${supported.join(', ')})`,
+      };
+    }
+    return { protocol: '' };
+  }
+  for (const p of supported) if (offered.has(p)) return { protocol: p };
+  return {
+    status: 400,
+    reason: 'subprotocol',
+    message: `none of the requested subprotocols (${truncate([...offered].join(', '))}) is supported${
+      supported.length ? ` (supported: ${supported.join(', ')})` : ' (this server speaks none)'
+    }`,
+  };
+}
+
+/** Parses Sec-WebSocket-Protocol as RFC 6455 tokens; null if malformed. */
+export function parseProtocols(header: string | undefined): Set<string> | null {
+  const out = new Set<string>();
+  if (header === undefined || header.trim() === '') return out;
+  for (const part of header.split(',')) {
+    const token = part.trim();
+    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(token) || out.has(token)) return null;
+    out.add(token);
+  }
+  return out;
+}
+
+/** Writes a plain-text HTTP refusal on a raw upgrade socket and closes it. */
+export function refuseUpgrade(socket: Duplex, refusal: { status: number; message: string }, extraHeaders: Record<string, string> = {}): void {
+  if (socket.destroyed || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = `${refusal.message}\n`;
+  const headers = {
+    Connection: 'close',
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Content-Length': String(Buffer.byteLength(body)),
+    ...extraHeaders,
+  };
+  // As ws's abortHandshake: no lingering half-open socket after the reply.
+  socket.once('finish', () => socket.destroy());
+  socket.end(
+    `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? 'Error'}\r\n` +
+      Object.entries(headers)
+        .map(([k, v]) => `${k}: ${v}\r\n`)
+        .join('') +
+      `\r\n${body}`,
+  );
+}
+
+function truncate(s: string): string {
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}

@@ -1,0 +1,8 @@
+export { Supervisor, createSupervisor, type SupervisorEvents } from './supervisor.ts';
+export { Connection, supervisedConnectionMachine, assertSendableCloseCode, type DeadLetter, type ConnectionSnapshot } from './connection.ts';
+export { Hub, type BroadcastResult } from './hub.ts';
+export { AdmissionError, type Refusal, type RefusalReason } from './admission.ts';
+export { DEFAULTS, type SupervisorOptions, type TimingOptions, type SendQueueOptions, type OriginPolicy, type AuthenticateHook, type MessageHandler } from './options.ts';
+export type { SupervisorMetrics } from './metrics.ts';
+export type { DeadLetterReason, Outbound } from './writer.ts';
+export * from '../machines/index.ts';

@@ -1,0 +1,497 @@
+/**
+ * The JSON request protocol of the source articles, decoded the way their Go
+ * server decodes it, so a browser client written against that server works
+ * unchanged against this one.
+ *
+ * The Go server reads each text frame with `json.Unmarshal` into
+ *
+ *     type Message struct {
+ *         RequestID      int    `json:"requestID"`
+ *         Command        string `json:"command"`
+ *         SomeOtherThing string `json:"someOtherThing"`
+ *         Success        bool   `json:"success"`
+ *     }
+ *
+ * R13 (structured messages, case-insensitive names): a request is one JSON
+ * object per text frame, `{"requestID":N,"command":"…","someOtherThing":"…"}`.
+ * encoding/json matches object keys to fields case-insensitively, so the
+ * articles' browser client can send `{"RequestID":1,"Command":"…"}`. We follow
+ * encoding/json's decoding rules exactly where they can be observed:
+ *   - keys are processed in document order; a key selects a field by exact
+ *     name or, failing that, case-insensitively. Our three names differ by
+ *     more than case, so both lookups pick the same field and one lower-case
+ *     map suffices. We fold ASCII only: Go also folds the Kelvin sign (U+212A)
+ *     onto k and the long s (U+017F) onto s, so Go accepts `"ſomeOtherThing"`
+ *     and we ignore it as an unknown key;
+ *   - a later key for the same field overwrites an earlier one, whatever the
+ *     case of either (`{"requestID":1,"RequestID":2}` is request 2). JSON.parse
+ *     cannot tell us this (it keeps one property per exact spelling, at the
+ *     position of its first occurrence), so after JSON.parse has validated the
+ *     text, a small linear scanner walks the top-level members in order;
+ *   - unknown keys are ignored, whatever their value (nested values are
+ *     skipped, not looked at);
+ *   - `null` for a field is a no-op: the field keeps its zero value, or the
+ *     value of an earlier key for it (`{"requestID":5,"requestID":null}` is 5);
+ *   - a value of the wrong type does not stop decoding: Go records the FIRST
+ *     such error and keeps decoding the remaining keys. We report that first
+ *     error, together with the requestID the whole message left in the struct,
+ *     so the error reply can still be correlated (R14);
+ *   - `\uXXXX` escapes that are not a valid UTF-16 pair decode to U+FFFD, as in
+ *     Go (JSON.parse would keep the lone surrogate).
+ *
+ * requestID (Go `int`): accepted only as a JSON number written as an integer
+ * literal, i.e. `-?(0|[1-9][0-9]*)` with no fraction and no exponent, because Go
+ * hands the literal to strconv.ParseInt: `1.5`, `1.0` and `1e3` are errors
+ * (`cannot unmarshal number 1e3 into Go struct field Message.requestID of type
+ * int`); `-7` is fine; `-0` is 0. Go's int is 64-bit; we accept only
+ * |n| <= 2^53-1 (Number.isSafeInteger) so that the echoed id is exactly the
+ * one sent, and reject larger literals. Strings (`"7"`), booleans, arrays and
+ * objects are errors. A missing requestID is 0.
+ *
+ * command, someOtherThing (Go `string`): JSON strings; any other non-null type
+ * is an error. Missing means "".
+ *
+ * success (Go `bool`): a request may carry it (the Go struct has the field),
+ * so like Go we reject a non-boolean, non-null value; the value itself is
+ * discarded, as only the server writes it.
+ *
+ * Deliberate differences from Go: the top-level value must be an object
+ * (Go accepts a top-level `null` as a no-op); the Unicode folds above;
+ * requestIDs beyond 2^53-1 (above); and the encoders
+ * below emit `<`, `>`, `&`, U+2028 and U+2029 literally where Go's Marshal
+ * writes `\u003c` etc. (same JSON value, different bytes).
+ *
+ * R15 (bad input is answered, not fatal): every decoding failure — malformed
+ * JSON, a non-object, a mistyped field — comes back as a value, never an
+ * exception; handleText turns it into `{"requestID":N,"success":false,
+ * "error":"…"}` and the connection carries on.
+ *
+ * R14 (requestID correlation): every reply echoes the request's requestID
+ * (0 when the request had none or it could not be read); pushes (`encodePush`)
+ * carry no requestID, which is how a client tells them from replies.
+ *
+ * Hot path: one JSON.parse per message (validation and its error messages),
+ * then one linear pass over the top-level members (string ends found with
+ * indexOf); no regular expressions; keys matched through a precomputed
+ * lower-case map, and only keys of a field name's length are folded at all.
+ */
+
+/** A decoded request: Go's zero values ("" / 0) for anything absent or null. */
+export interface Request {
+  requestID: number;
+  command: string;
+  someOtherThing: string;
+}
+
+export type DecodeResult =
+  | { ok: true; request: Request }
+  | {
+      ok: false;
+      /** The requestID the message carried if it could be read (even if another field was bad), else 0. */
+      requestID: number;
+      error: string;
+    };
+
+/** A successful reply. Extra fields are appended after the three fixed ones, in their own order. */
+export interface Reply {
+  requestID: number;
+  success: true;
+  someOtherThing: string;
+  [extra: string]: unknown;
+}
+
+/** What the server does with one inbound text frame. */
+export interface Handled {
+  /** The reply to the sender (always exactly one, R14/R15). */
+  reply: string;
+  /** A push for every connected client, or null. */
+  broadcast: string | null;
+}
+
+/** The command the demo server broadcasts. Matched case-sensitively (the Go server compares with ==). */
+export const BROADCAST_COMMAND = 'broadcast';
+
+/** Longest quoted offending value in an error message (characters of content). */
+const MAX_QUOTED = 40;
+/** Longest JSON.parse message we pass on (V8 already trims its source excerpt). */
+const MAX_PARSE_MESSAGE = 200;
+
+// ---------------------------------------------------------------------------
+// Decoding
+
+const F_REQUEST_ID = 0;
+const F_COMMAND = 1;
+const F_SOME_OTHER_THING = 2;
+/** Go's `Success bool`: type-checked like Go does, then discarded (only the server writes it). */
+const F_SUCCESS = 3;
+type FieldId = typeof F_REQUEST_ID | typeof F_COMMAND | typeof F_SOME_OTHER_THING | typeof F_SUCCESS;
+
+/** Lower-case field name → field. All names are ASCII. */
+const FIELD_BY_LOWER_NAME: ReadonlyMap<string, FieldId> = new Map<string, FieldId>([
+  ['requestid', F_REQUEST_ID],
+  ['command', F_COMMAND],
+  ['someotherthing', F_SOME_OTHER_THING],
+  ['success', F_SUCCESS],
+]);
+/** Key lengths worth folding; every other key is unknown without further work. */
+const FIELD_NAME_LENGTHS: ReadonlySet<number> = new Set([...FIELD_BY_LOWER_NAME.keys()].map((k) => k.length));
+const FIELD_NAMES = ['requestID', 'command', 'someOtherThing', 'success'] as const;
+
+// Character codes (plain constants: no enums, so any TS-stripping loader can run this file).
+const TAB = 0x09;
+const LF = 0x0a;
+const CR = 0x0d;
+const SPACE = 0x20;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COMMA = 0x2c;
+const DOT = 0x2e;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const LOWER_E = 0x65;
+const UPPER_E = 0x45;
+const LOWER_F = 0x66;
+const LOWER_N = 0x6e;
+const LOWER_T = 0x74;
+
+/**
+ * Decodes one inbound text frame. Never throws: every failure is returned as
+ * `{ ok: false, requestID, error }` (R15).
+ */
+export function decodeRequest(text: string): DecodeResult {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    return { ok: false, requestID: 0, error: 'invalid JSON: ' + truncate(message, MAX_PARSE_MESSAGE) };
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    return { ok: false, requestID: 0, error: 'request must be a JSON object, got ' + describeParsed(parsed, text) };
+  }
+
+  // The text is valid JSON and its top-level value is an object: walk its
+  // members in document order. No validation is needed below this point.
+  let requestID = 0;
+  let command = '';
+  let someOtherThing = '';
+  let error: string | null = null;
+
+  let i = skipWhitespace(text, 0) + 1; // just past '{'
+  i = skipWhitespace(text, i);
+  if (text.charCodeAt(i) !== CLOSE_BRACE) {
+    for (;;) {
+      // Key.
+      const keyEnd = endOfString(text, i);
+      const field = fieldFor(text, i, keyEnd);
+      i = skipWhitespace(text, keyEnd) + 1; // just past ':'
+      i = skipWhitespace(text, i);
+      // Value.
+      const valueStart = i;
+      const valueEnd = endOfValue(text, i);
+      if (field !== undefined) {
+        const first = text.charCodeAt(valueStart);
+        if (first === LOWER_N) {
+          // null: Go leaves the field as it is.
+        } else if (field === F_REQUEST_ID) {
+          if (isNumberStart(first)) {
+            const raw = text.slice(valueStart, valueEnd);
+            const id = parseIntegerLiteral(raw);
+            if (typeof id === 'number') requestID = id;
+            else error ??= id.error;
+          } else {
+            error ??= 'requestID must be an integer, got ' + describeRaw(text, valueStart, valueEnd);
+          }
+        } else if (field === F_SUCCESS) {
+          if (first !== LOWER_T && first !== LOWER_F) {
+            error ??= 'success must be a boolean, got ' + describeRaw(text, valueStart, valueEnd);
+          }
+        } else if (first === QUOTE) {
+          const value = stringContent(text, valueStart, valueEnd);
+          if (field === F_COMMAND) command = value;
+          else someOtherThing = value;
+        } else {
+          error ??= FIELD_NAMES[field] + ' must be a string, got ' + describeRaw(text, valueStart, valueEnd);
+        }
+      }
+      i = skipWhitespace(text, valueEnd);
+      if (text.charCodeAt(i) !== COMMA) break; // '}'
+      i = skipWhitespace(text, i + 1);
+    }
+  }
+
+  if (error !== null) return { ok: false, requestID, error };
+  return { ok: true, request: { requestID, command, someOtherThing } };
+}
+
+/** The field a key (the string literal at [start, end)) selects, if any. */
+function fieldFor(text: string, start: number, end: number): FieldId | undefined {
+  // Cheap length test first: the literal is at least as long as the key, and
+  // at most 6× as long (\uXXXX); only escaped keys can differ in length.
+  const literalLength = end - start - 2;
+  if (literalLength < 7 || literalLength > 14 * 6) return undefined;
+  const key = stringContent(text, start, end);
+  if (!FIELD_NAME_LENGTHS.has(key.length)) return undefined;
+  const field = FIELD_BY_LOWER_NAME.get(key.toLowerCase());
+  if (field === undefined) return undefined;
+  // toLowerCase folds some non-ASCII letters onto ASCII ones (U+212A KELVIN
+  // SIGN → k); we promise ASCII folding only, so the key must be ASCII.
+  for (let j = 0; j < key.length; j++) if (key.charCodeAt(j) > 0x7f) return undefined;
+  return field;
+}
+
+/**
+ * Parses a JSON number literal as a Go int would (strconv.ParseInt): integer
+ * literal only, and here also within the safe-integer range.
+ */
+function parseIntegerLiteral(raw: string): number | { error: string } {
+  for (let j = 0; j < raw.length; j++) {
+    const c = raw.charCodeAt(j);
+    if (c === DOT || c === LOWER_E || c === UPPER_E) {
+      return { error: 'requestID must be an integer, got ' + truncate(raw, MAX_QUOTED) };
+    }
+  }
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n)) {
+    return {
+      error:
+        'requestID must be an integer between ' +
+        -Number.MAX_SAFE_INTEGER +
+        ' and ' +
+        Number.MAX_SAFE_INTEGER +
+        ', got ' +
+        truncate(raw, MAX_QUOTED),
+    };
+  }
+  return n === 0 ? 0 : n; // -0 → 0
+}
+
+function isNumberStart(c: number): boolean {
+  return c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39);
+}
+
+function skipWhitespace(text: string, i: number): number {
+  for (;;) {
+    const c = text.charCodeAt(i);
+    if (c === SPACE || c === LF || c === CR || c === TAB) i++;
+    else return i;
+  }
+}
+
+/** `text[i]` is the opening quote of a (valid) string literal; returns the index just past its closing quote. */
+function endOfString(text: string, i: number): number {
+  let from = i + 1;
+  for (;;) {
+    const q = text.indexOf('"', from);
+    // Escaped if preceded by an odd number of backslashes.
+    let b = q - 1;
+    while (text.charCodeAt(b) === BACKSLASH) b--;
+    if ((q - 1 - b) % 2 === 0) return q + 1;
+    from = q + 1;
+  }
+}
+
+/** `text[i]` starts a (valid) JSON value; returns the index just past it. */
+function endOfValue(text: string, i: number): number {
+  const c = text.charCodeAt(i);
+  switch (c) {
+    case QUOTE:
+      return endOfString(text, i);
+    case OPEN_BRACE:
+    case OPEN_BRACKET: {
+      // Iterative, so deep nesting cannot overflow the stack.
+      let depth = 0;
+      for (;;) {
+        const d = text.charCodeAt(i);
+        if (d === QUOTE) {
+          i = endOfString(text, i);
+          continue;
+        }
+        i++;
+        if (d === OPEN_BRACE || d === OPEN_BRACKET) depth++;
+        else if ((d === CLOSE_BRACE || d === CLOSE_BRACKET) && --depth === 0) return i;
+      }
+    }
+    case LOWER_T:
+    case LOWER_N:
+      return i + 4;
+    case LOWER_F:
+      return i + 5;
+    default: {
+      // Number: digits, sign, '.', exponent.
+      let j = i + 1;
+      for (;;) {
+        const d = text.charCodeAt(j);
+        if ((d >= 0x30 && d <= 0x39) || d === DOT || d === LOWER_E || d === UPPER_E || d === 0x2b || d === 0x2d) j++;
+        else return j;
+      }
+    }
+  }
+}
+
+/** The decoded content of the (valid) string literal at [start, end). */
+function stringContent(text: string, start: number, end: number): string {
+  const raw = text.slice(start + 1, end - 1);
+  return raw.indexOf('\\') === -1 ? raw : unescapeJson(raw);
+}
+
+/**
+ * Decodes the escapes of valid JSON string content. Like Go, a `\uXXXX` that
+ * is not part of a valid surrogate pair becomes U+FFFD.
+ */
+function unescapeJson(s: string): string {
+  let out = '';
+  let last = 0;
+  let i = s.indexOf('\\');
+  while (i !== -1) {
+    out += s.slice(last, i);
+    const c = s.charCodeAt(i + 1);
+    i += 2;
+    switch (c) {
+      case 0x62: out += '\b'; break; // b
+      case 0x66: out += '\f'; break; // f
+      case 0x6e: out += '\n'; break; // n
+      case 0x72: out += '\r'; break; // r
+      case 0x74: out += '\t'; break; // t
+      case 0x75: { // u
+        const unit = parseInt(s.slice(i, i + 4), 16);
+        i += 4;
+        if (unit >= 0xd800 && unit <= 0xdbff) {
+          if (s.charCodeAt(i) === BACKSLASH && s.charCodeAt(i + 1) === 0x75) {
+            const low = parseInt(s.slice(i + 2, i + 6), 16);
+            if (low >= 0xdc00 && low <= 0xdfff) {
+              out += String.fromCharCode(unit, low);
+              i += 6;
+              break;
+            }
+          }
+          out += '\ufffd';
+        } else if (unit >= 0xdc00 && unit <= 0xdfff) {
+          out += '\ufffd';
+        } else {
+          out += String.fromCharCode(unit);
+        }
+        break;
+      }
+      default: out += String.fromCharCode(c); // " \ /
+    }
+    last = i;
+    i = s.indexOf('\\', last);
+  }
+  return out + s.slice(last);
+}
+
+/** Describes the (valid) JSON value at [start, end) for an error message. */
+function describeRaw(text: string, start: number, end: number): string {
+  switch (text.charCodeAt(start)) {
+    case QUOTE:
+      return 'string ' + quote(stringContent(text, start, end));
+    case OPEN_BRACE:
+      return 'object';
+    case OPEN_BRACKET:
+      return 'array';
+    case LOWER_T:
+      return 'boolean true';
+    case LOWER_F:
+      return 'boolean false';
+    case LOWER_N:
+      return 'null';
+    default:
+      return 'number ' + truncate(text.slice(start, end), MAX_QUOTED);
+  }
+}
+
+/** Describes a parsed top-level non-object for an error message. */
+function describeParsed(value: unknown, text: string): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  if (typeof value === 'string') return 'string ' + quote(value);
+  if (typeof value === 'number') return 'number ' + truncate(text.trim(), MAX_QUOTED); // as written
+  return typeof value + ' ' + String(value);
+}
+
+/** JSON-quotes `s`, cut to MAX_QUOTED characters (never inside a surrogate pair). */
+function quote(s: string): string {
+  return JSON.stringify(truncate(s, MAX_QUOTED));
+}
+
+function truncate(s: string, max: number): string {
+  if (s.length <= max) return s;
+  let cut = max;
+  const c = s.charCodeAt(cut - 1);
+  if (c >= 0xd800 && c <= 0xdbff) cut--;
+  return s.slice(0, cut) + '…';
+}
+
+// ---------------------------------------------------------------------------
+// Encoding: compact JSON, lower-camel keys, fixed key order.
+
+function checkRequestID(requestID: number): string {
+  // Programmer error, not bad input: decodeRequest only ever yields safe integers.
+  if (!Number.isSafeInteger(requestID)) throw new RangeError(`requestID must be a safe integer, got ${requestID}`);
+  return requestID === 0 ? '0' : String(requestID);
+}
+
+/**
+ * `{"requestID":N,"success":true,"someOtherThing":"…"}`, then any extra fields
+ * of `reply` (those whose value JSON can represent), in their own order.
+ * Throws RangeError if requestID is not a safe integer (a programming error).
+ */
+export function encodeReply(reply: Reply): string {
+  let out =
+    '{"requestID":' +
+    checkRequestID(reply.requestID) +
+    ',"success":true,"someOtherThing":' +
+    JSON.stringify(String(reply.someOtherThing));
+  for (const key of Object.keys(reply)) {
+    if (key === 'requestID' || key === 'success' || key === 'someOtherThing') continue;
+    const value: string | undefined = JSON.stringify(reply[key]);
+    if (value !== undefined) out += ',' + JSON.stringify(key) + ':' + value;
+  }
+  return out + '}';
+}
+
+/** `{"requestID":N,"success":false,"error":"…"}`. Throws RangeError if requestID is not a safe integer. */
+export function encodeError(requestID: number, error: string): string {
+  return '{"requestID":' + checkRequestID(requestID) + ',"success":false,"error":' + JSON.stringify(String(error)) + '}';
+}
+
+/** A server push: `{"command":"…","someOtherThing":"…"}` — no requestID, so it is never mistaken for a reply (R14). */
+export function encodePush(command: string, someOtherThing: string): string {
+  return '{"command":' + JSON.stringify(String(command)) + ',"someOtherThing":' + JSON.stringify(String(someOtherThing)) + '}';
+}
+
+// ---------------------------------------------------------------------------
+// The demo server's behaviour.
+
+/**
+ * What the articles' demo server does with a decoded request:
+ * - `broadcast` (exactly that: compared case-sensitively, as Go's `==` does,
+ *   even though the field NAMES matched case-insensitively) replies success
+ *   echoing someOtherThing and pushes `{"command":"broadcast","someOtherThing":S}`
+ *   to every client;
+ * - any other command, including "", replies success with
+ *   `"Server processed command: " + command` and pushes nothing.
+ */
+export function handleRequest(request: Request): Handled {
+  const { requestID, command, someOtherThing } = request;
+  if (command === BROADCAST_COMMAND) {
+    return {
+      reply: encodeReply({ requestID, success: true, someOtherThing }),
+      broadcast: encodePush(BROADCAST_COMMAND, someOtherThing),
+    };
+  }
+  return {
+    reply: encodeReply({ requestID, success: true, someOtherThing: 'Server processed command: ' + command }),
+    broadcast: null,
+  };
+}
+
+/** Decodes and handles one text frame; a bad frame gets an error reply (R15), never an exception. */
+export function handleText(text: string): Handled {
+  const decoded = decodeRequest(text);
+  if (!decoded.ok) return { reply: encodeError(decoded.requestID, decoded.error), broadcast: null };
+  return handleRequest(decoded.request);
+}

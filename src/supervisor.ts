@@ -1,0 +1,241 @@
+/**
+ * The server supervisor: admits upgrades (R19–R21), runs one connection
+ * machine per socket, owns the hub, and drains gracefully (R18).
+ */
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import type { Closure } from '../machines/close-codes.ts';
+import {
+  AdmissionError,
+  checkOrigin,
+  negotiateProtocol,
+  parseProtocols,
+  refuseUpgrade,
+  type Refusal,
+} from './admission.ts';
+import { Connection, type DeadLetter } from './connection.ts';
+import { Hub, type BroadcastResult } from './hub.ts';
+import { createMetrics, type SupervisorMetrics } from './metrics.ts';
+import { resolveOptions, type ResolvedOptions, type SupervisorOptions } from './options.ts';
+
+export interface SupervisorEvents<Auth> {
+  /** A connection passed admission and is open. */
+  connection: [connection: Connection<Auth>, request: IncomingMessage];
+  /** A connection reached `closed` (exactly once per connection, R2). */
+  close: [connection: Connection<Auth>, closure: Closure];
+  /** An accepted message never reached the OS socket (R12). */
+  deadLetter: [letter: DeadLetter];
+  /** An upgrade was refused at admission. */
+  refused: [refusal: Refusal, request: IncomingMessage];
+  /** `onMessage` or `authenticate` threw; the connection was closed 1011 / refused 500. */
+  handlerError: [error: unknown, connection: Connection<Auth> | null];
+}
+
+export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Auth>> {
+  readonly options: ResolvedOptions;
+  readonly hub = new Hub<Auth>();
+  readonly metrics: SupervisorMetrics;
+  private readonly wss: WebSocketServer;
+  private readonly negotiated = new WeakMap<IncomingMessage, string>();
+  private readonly admitting = new Set<Duplex>();
+  private readonly raw: SupervisorOptions<Auth>;
+  private draining = false;
+  private shutdown: Promise<void> | null = null;
+  private readonly onServerUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    if (this.options.path !== null && pathOf(request) !== this.options.path) {
+      // Another upgrade listener may own this path; answer only if we are alone.
+      if (this.raw.server && this.raw.server.listenerCount('upgrade') > 1) return;
+    }
+    this.handleUpgrade(request, socket, head);
+  };
+
+  constructor(options: SupervisorOptions<Auth> = {}) {
+    super();
+    this.raw = options;
+    this.options = resolveOptions(options as SupervisorOptions<unknown>);
+    this.metrics = createMetrics();
+    this.wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false, // the hub is the registry
+      perMessageDeflate: false,
+      maxPayload: this.options.maxPayload,
+      handleProtocols: (_offered, request) => this.negotiated.get(request) || false,
+    });
+    options.server?.on('upgrade', this.onServerUpgrade);
+  }
+
+  /** True from `close()` on: upgrades and health checks get 503. */
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  /** Live connections (not yet closed). */
+  get size(): number {
+    return this.hub.size;
+  }
+
+  /** R11: enqueue into every live connection without waiting on any. */
+  broadcast(data: string | Buffer, options?: Parameters<Hub<Auth>['broadcast']>[1]): BroadcastResult {
+    return this.hub.broadcast(data, options);
+  }
+
+  /**
+   * The upgrade handler, for noServer mode (`server.on('upgrade', (req, socket, head) => supervisor.handleUpgrade(req, socket, head))`).
+   * Never throws: every refusal is an HTTP response.
+   */
+  handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // Until ws owns the socket, a reset must not become an unhandled 'error'.
+    socket.on('error', ignore);
+    const refusal = this.admit(request);
+    if (refusal) return this.refuse(request, socket, refusal);
+    this.admitting.add(socket);
+    void this.authenticateThenUpgrade(request, socket, head);
+  }
+
+  /** R18: stop accepting, send 1001 to all, wait up to the close timeout, terminate the rest. */
+  close(): Promise<void> {
+    if (this.shutdown) return this.shutdown;
+    this.draining = true;
+    for (const socket of this.admitting) {
+      refuseUpgrade(socket, { status: 503, message: 'server is shutting down' });
+    }
+    this.admitting.clear();
+    const closing: Promise<Closure>[] = [];
+    for (const connection of this.hub.values()) {
+      closing.push(connection.close(1001, 'server shutting down', 'shutdown'));
+    }
+    this.shutdown = Promise.all(closing).then(() => undefined);
+    return this.shutdown;
+  }
+
+  /** Detach from the http server (after close()); upgrades are then no longer answered. */
+  detach(): void {
+    this.raw.server?.off('upgrade', this.onServerUpgrade);
+  }
+
+  private admit(request: IncomingMessage): Refusal | null {
+    if (this.draining) return { status: 503, reason: 'draining', message: 'server is shutting down' };
+    if (this.options.path !== null && pathOf(request) !== this.options.path) {
+      return { status: 404, reason: 'path', message: `no WebSocket endpoint at ${pathOf(request)} (try ${this.options.path})` };
+    }
+    const origin = checkOrigin(request, this.options.origins);
+    if (origin) return origin;
+    const offered = parseProtocols(request.headers['sec-websocket-protocol']);
+    if (offered === null) return { status: 400, reason: 'bad-request', message: 'invalid Sec-WebSocket-Protocol header' };
+    const negotiation = negotiateProtocol(offered, this.options.protocols, this.options.requireProtocol);
+    if ('status' in negotiation) return negotiation;
+    if (negotiation.protocol) this.negotiated.set(request, negotiation.protocol);
+    if (this.hub.size + this.admitting.size >= this.options.maxConnections) {
+      return {
+        status: 503,
+        reason: 'max-connections',
+        message: `too many connections (limit ${this.options.maxConnections})`,
+      };
+    }
+    return null;
+  }
+
+  private refuse(request: IncomingMessage, socket: Duplex, refusal: Refusal): void {
+    this.metrics.refusedTotal.inc({ reason: refusal.reason });
+    refuseUpgrade(socket, refusal, refusal.status === 503 ? { 'Retry-After': '5' } : {});
+    this.emit('refused', refusal, request);
+  }
+
+  private async authenticateThenUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    let auth: Auth | null = null;
+    if (this.raw.authenticate) {
+      let refusal: Refusal | null = null;
+      try {
+        const result = await this.raw.authenticate(request);
+        if (result === false || result === null || result === undefined) {
+          refusal = { status: 401, reason: 'unauthenticated', message: 'authentication required' };
+        } else auth = result;
+      } catch (err) {
+        if (err instanceof AdmissionError) {
+          refusal = { status: err.status, reason: 'unauthenticated', message: err.message };
+        } else {
+          this.emit('handlerError', err, null);
+          refusal = { status: 500, reason: 'auth-error', message: 'authentication failed' };
+        }
+      }
+      if (!this.admitting.has(socket)) return; // refused by close() meanwhile
+      if (refusal || this.draining || socket.destroyed) {
+        this.admitting.delete(socket);
+        if (socket.destroyed) return;
+        return this.refuse(request, socket, refusal ?? { status: 503, reason: 'draining', message: 'server is shutting down' });
+      }
+    }
+    let settled = false;
+    const settle = (): void => {
+      if (settled) return;
+      settled = true;
+      this.admitting.delete(socket);
+    };
+    // ws refuses a malformed handshake itself (400) without calling back.
+    socket.once('close', settle);
+    this.wss.handleUpgrade(request, socket, head, (ws) => {
+      settle();
+      socket.off('close', settle);
+      this.open(ws, socket, request, auth as Auth);
+    });
+  }
+
+  private open(ws: import('ws').WebSocket, socket: Duplex, request: IncomingMessage, auth: Auth): void {
+    const onMessage = this.raw.onMessage;
+    const connection: Connection<Auth> = new Connection<Auth>({
+      id: randomUUID(),
+      ws,
+      socket,
+      timing: this.options.timing,
+      sendQueue: this.options.sendQueue,
+      remoteAddress: `${request.socket.remoteAddress ?? '?'}:${request.socket.remotePort ?? '?'}`,
+      protocol: ws.protocol,
+      auth,
+      inspect: this.raw.inspect,
+      onMessage: onMessage
+        ? (c, data, isBinary) => {
+            try {
+              onMessage(c, data, isBinary);
+            } catch (err) {
+              this.emit('handlerError', err, c);
+              if (c.stateName === 'open' || c.stateName === 'pinging') void c.close(1011, 'internal error');
+            }
+          }
+        : ignore,
+      onDeadLetter: (letter) => {
+        this.metrics.deadLettersTotal.inc({ reason: letter.reason });
+        this.emit('deadLetter', letter);
+      },
+    });
+    this.hub.register(connection);
+    this.metrics.connections.inc();
+    void connection.closed.then((closure) => {
+      this.hub.unregister(connection);
+      this.metrics.connections.dec();
+      this.metrics.closesTotal.inc({ code: String(closure.code) });
+      if (closure.cause === 'heartbeat-timeout') this.metrics.heartbeatTimeoutsTotal.inc();
+      if (closure.cause === 'slow-consumer' || closure.cause === 'write-timeout') {
+        this.metrics.slowConsumerClosesTotal.inc({ cause: closure.cause });
+      }
+      this.emit('close', connection, closure);
+    });
+    connection.start();
+    this.emit('connection', connection, request);
+  }
+}
+
+/** Creates a supervisor; see `SupervisorOptions` for every option and its default. */
+export function createSupervisor<Auth = unknown>(options: SupervisorOptions<Auth> = {}): Supervisor<Auth> {
+  return new Supervisor<Auth>(options);
+}
+
+function pathOf(request: IncomingMessage): string {
+  const url = request.url ?? '/';
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
+function ignore(): void {}

@@ -1,0 +1,74 @@
+/** Shared test fixtures: a supervisor on a loopback http server, clients, waiting. */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import WebSocket, { type ClientOptions } from 'ws';
+import { createSupervisor, type Supervisor, type SupervisorOptions } from '../../src/index.ts';
+
+export interface TestServer<Auth = unknown> {
+  server: http.Server;
+  supervisor: Supervisor<Auth>;
+  port: number;
+  /** ws://127.0.0.1:PORT + path */
+  url: string;
+  /** Drains the supervisor and closes the http server (idempotent). */
+  close(): Promise<void>;
+}
+
+/** Starts a supervisor embedded in a fresh http server on 127.0.0.1 (random port). */
+export async function startSupervisor<Auth = unknown>(
+  options: Omit<SupervisorOptions<Auth>, 'server'> = {},
+  onRequest?: http.RequestListener,
+): Promise<TestServer<Auth>> {
+  const server = http.createServer(onRequest);
+  const supervisor = createSupervisor<Auth>({ path: '/server', ...options, server });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  let closing: Promise<void> | null = null;
+  return {
+    server,
+    supervisor,
+    port,
+    url: `ws://127.0.0.1:${port}${options.path ?? '/server'}`,
+    close() {
+      closing ??= (async () => {
+        await supervisor.close();
+        supervisor.detach();
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Opens a `ws` client and waits for it to be open. */
+export async function openClient(url: string, options: ClientOptions = {}, protocols?: string | string[]): Promise<WebSocket> {
+  const ws = new WebSocket(url, protocols, options);
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  return ws;
+}
+
+/** Resolves with the client's close code and reason. */
+export function closeOf(ws: WebSocket): Promise<{ code: number; reason: string }> {
+  if (ws.readyState === WebSocket.CLOSED) return Promise.resolve({ code: -1, reason: 'already closed' });
+  return new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+}
+
+/** The next message the client receives, as text. */
+export function nextMessage(ws: WebSocket): Promise<string> {
+  return new Promise((resolve) => ws.once('message', (data) => resolve(data.toString())));
+}
+
+/** Polls `condition` every 5 ms until true, or throws after `timeoutMs`. */
+export async function waitFor(condition: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+export const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
