@@ -133,8 +133,17 @@ const FIELD_BY_LOWER_NAME: ReadonlyMap<string, FieldId> = new Map<string, FieldI
   ['someotherthing', F_SOME_OTHER_THING],
   ['success', F_SUCCESS],
 ]);
-/** Key lengths worth folding; every other key is unknown without further work. */
-const FIELD_NAME_LENGTHS: ReadonlySet<number> = new Set([...FIELD_BY_LOWER_NAME.keys()].map((k) => k.length));
+/** FIELD_BY_LOWER_NAME indexed by name length, names as char codes: keys of any other length are unknown at once. */
+const FIELDS_BY_LENGTH: ReadonlyArray<ReadonlyArray<{ id: FieldId; codes: readonly number[] }> | undefined> = (() => {
+  const table: Array<Array<{ id: FieldId; codes: number[] }> | undefined> = [];
+  for (const [name, id] of FIELD_BY_LOWER_NAME) {
+    if (!/^[a-z]+$/.test(name)) throw new Error(`field name ${name} must be lower-case ASCII letters`); // matchName relies on it
+    (table[name.length] ??= []).push({ id, codes: [...name].map((ch) => ch.charCodeAt(0)) });
+  }
+  return table;
+})();
+const MIN_NAME_LENGTH = Math.min(...[...FIELD_BY_LOWER_NAME.keys()].map((k) => k.length));
+const MAX_NAME_LENGTH = Math.max(...[...FIELD_BY_LOWER_NAME.keys()].map((k) => k.length));
 const FIELD_NAMES = ['requestID', 'command', 'someOtherThing', 'success'] as const;
 
 // Character codes (plain constants: no enums, so any TS-stripping loader can run this file).
@@ -146,6 +155,8 @@ const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 const COMMA = 0x2c;
 const DOT = 0x2e;
+const MINUS = 0x2d;
+const PLUS = 0x2b;
 const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
 const OPEN_BRACE = 0x7b;
@@ -197,8 +208,7 @@ export function decodeRequest(text: string): DecodeResult {
           // null: Go leaves the field as it is.
         } else if (field === F_REQUEST_ID) {
           if (isNumberStart(first)) {
-            const raw = text.slice(valueStart, valueEnd);
-            const id = parseIntegerLiteral(raw);
+            const id = parseIntegerLiteral(text, valueStart, valueEnd);
             if (typeof id === 'number') requestID = id;
             else error ??= id.error;
           } else {
@@ -228,33 +238,59 @@ export function decodeRequest(text: string): DecodeResult {
 
 /** The field a key (the string literal at [start, end)) selects, if any. */
 function fieldFor(text: string, start: number, end: number): FieldId | undefined {
-  // Cheap length test first: the literal is at least as long as the key, and
-  // at most 6× as long (\uXXXX); only escaped keys can differ in length.
-  const literalLength = end - start - 2;
-  if (literalLength < 7 || literalLength > 14 * 6) return undefined;
-  const key = stringContent(text, start, end);
-  if (!FIELD_NAME_LENGTHS.has(key.length)) return undefined;
-  const field = FIELD_BY_LOWER_NAME.get(key.toLowerCase());
-  if (field === undefined) return undefined;
-  // toLowerCase folds some non-ASCII letters onto ASCII ones (U+212A KELVIN
-  // SIGN → k); we promise ASCII folding only, so the key must be ASCII.
-  for (let j = 0; j < key.length; j++) if (key.charCodeAt(j) > 0x7f) return undefined;
-  return field;
+  const from = start + 1;
+  const length = end - 1 - from;
+  // A literal is at least as long as its key and at most 6× as long (\uXXXX).
+  if (length < MIN_NAME_LENGTH || length > MAX_NAME_LENGTH * 6) return undefined;
+  for (let j = from; j < from + length; j++) {
+    if (text.charCodeAt(j) === BACKSLASH) {
+      // Escaped key (rare): decode it, then match the decoded name.
+      const key = unescapeJson(text.slice(from, from + length));
+      return matchName(key, 0, key.length);
+    }
+  }
+  // Plain key: compared in place, no allocation.
+  return matchName(text, from, length);
 }
 
 /**
- * Parses a JSON number literal as a Go int would (strconv.ParseInt): integer
- * literal only, and here also within the safe-integer range.
+ * ASCII case-insensitive match of s[from, from + length) against the field
+ * names of that length. The lower-case names are letters a–z only (checked
+ * at load), so a character matches iff it equals the name's letter or that
+ * letter minus 0x20 (its upper case); a non-ASCII character never matches.
  */
-function parseIntegerLiteral(raw: string): number | { error: string } {
-  for (let j = 0; j < raw.length; j++) {
-    const c = raw.charCodeAt(j);
-    if (c === DOT || c === LOWER_E || c === UPPER_E) {
-      return { error: 'requestID must be an integer, got ' + truncate(raw, MAX_QUOTED) };
+function matchName(s: string, from: number, length: number): FieldId | undefined {
+  const candidates = FIELDS_BY_LENGTH[length];
+  if (candidates === undefined) return undefined;
+  next: for (const { id, codes } of candidates) {
+    for (let j = 0; j < length; j++) {
+      const c = s.charCodeAt(from + j);
+      const n = codes[j]!;
+      if (c !== n && c !== n - 0x20) continue next;
     }
+    return id;
   }
-  const n = Number(raw);
-  if (!Number.isSafeInteger(n)) {
+  return undefined;
+}
+
+/**
+ * Parses the (valid) JSON number literal at [start, end) as a Go int would
+ * (strconv.ParseInt): an integer literal only — no fraction, no exponent —
+ * and here also within the safe-integer range.
+ */
+function parseIntegerLiteral(text: string, start: number, end: number): number | { error: string } {
+  const negative = text.charCodeAt(start) === MINUS;
+  let n = 0;
+  for (let j = negative ? start + 1 : start; j < end; j++) {
+    const c = text.charCodeAt(j);
+    if (c === DOT || c === LOWER_E || c === UPPER_E) {
+      return { error: 'requestID must be an integer, got ' + truncate(text.slice(start, end), MAX_QUOTED) };
+    }
+    n = n * 10 + (c - 0x30); // exact while n stays below 2^53
+  }
+  // Up to 15 digits the sum is exact and safe; beyond, let Number round it and check.
+  if (end - start > 15) n = Math.abs(Number(text.slice(start, end)));
+  if (n > Number.MAX_SAFE_INTEGER) {
     return {
       error:
         'requestID must be an integer between ' +
@@ -262,14 +298,14 @@ function parseIntegerLiteral(raw: string): number | { error: string } {
         ' and ' +
         Number.MAX_SAFE_INTEGER +
         ', got ' +
-        truncate(raw, MAX_QUOTED),
+        truncate(text.slice(start, end), MAX_QUOTED),
     };
   }
-  return n === 0 ? 0 : n; // -0 → 0
+  return negative && n !== 0 ? -n : n; // never -0
 }
 
 function isNumberStart(c: number): boolean {
-  return c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39);
+  return c === MINUS || (c >= 0x30 && c <= 0x39);
 }
 
 function skipWhitespace(text: string, i: number): number {
@@ -324,7 +360,7 @@ function endOfValue(text: string, i: number): number {
       let j = i + 1;
       for (;;) {
         const d = text.charCodeAt(j);
-        if ((d >= 0x30 && d <= 0x39) || d === DOT || d === LOWER_E || d === UPPER_E || d === 0x2b || d === 0x2d) j++;
+        if ((d >= 0x30 && d <= 0x39) || d === DOT || d === LOWER_E || d === UPPER_E || d === PLUS || d === MINUS) j++;
         else return j;
       }
     }
@@ -440,17 +476,18 @@ function checkRequestID(requestID: number): string {
  * Throws RangeError if requestID is not a safe integer (a programming error).
  */
 export function encodeReply(reply: Reply): string {
-  let out =
-    '{"requestID":' +
-    checkRequestID(reply.requestID) +
-    ',"success":true,"someOtherThing":' +
-    JSON.stringify(String(reply.someOtherThing));
+  let out = replyFields(reply.requestID, reply.someOtherThing);
   for (const key of Object.keys(reply)) {
     if (key === 'requestID' || key === 'success' || key === 'someOtherThing') continue;
     const value: string | undefined = JSON.stringify(reply[key]);
     if (value !== undefined) out += ',' + JSON.stringify(key) + ':' + value;
   }
   return out + '}';
+}
+
+/** encodeReply without the extras, and without its open brace's closing `}`. */
+function replyFields(requestID: number, someOtherThing: string): string {
+  return '{"requestID":' + checkRequestID(requestID) + ',"success":true,"someOtherThing":' + JSON.stringify(String(someOtherThing));
 }
 
 /** `{"requestID":N,"success":false,"error":"…"}`. Throws RangeError if requestID is not a safe integer. */
@@ -479,12 +516,12 @@ export function handleRequest(request: Request): Handled {
   const { requestID, command, someOtherThing } = request;
   if (command === BROADCAST_COMMAND) {
     return {
-      reply: encodeReply({ requestID, success: true, someOtherThing }),
+      reply: replyFields(requestID, someOtherThing) + '}', // = encodeReply({ requestID, success: true, someOtherThing })
       broadcast: encodePush(BROADCAST_COMMAND, someOtherThing),
     };
   }
   return {
-    reply: encodeReply({ requestID, success: true, someOtherThing: 'Server processed command: ' + command }),
+    reply: replyFields(requestID, 'Server processed command: ' + command) + '}',
     broadcast: null,
   };
 }

@@ -1,0 +1,132 @@
+/**
+ * The ready-made server behind `ws-supervisor server`: an http.Server with the
+ * supervisor embedded on one path, speaking the source articles' JSON protocol
+ * (src/protocol/codec.ts), plus /healthz, /metrics and the static demo page.
+ */
+import { existsSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import sirv from 'sirv';
+import { encodeError, handleText } from './protocol/codec.ts';
+import { createSupervisor, type Supervisor } from './supervisor.ts';
+import type { SupervisorOptions } from './options.ts';
+
+export interface DemoServerOptions extends Omit<SupervisorOptions, 'server' | 'onMessage' | 'path'> {
+  /** Interface to listen on. Default 'localhost'. */
+  host?: string;
+  /** Port; 0 picks a free one. Default 8080. */
+  port?: number;
+  /** WebSocket endpoint. Default '/server' (the articles' path). */
+  path?: string;
+  /** Static files for GET /. Default: the bundled www/. */
+  www?: string;
+}
+
+export interface DemoServer {
+  server: http.Server;
+  supervisor: Supervisor;
+  /** The bound address (port resolved when 0 was asked for). */
+  address: AddressInfo;
+  /** R18: drain the supervisor (health turns 503), then close the http server. */
+  close(): Promise<void>;
+}
+
+/** The bundled www/ folder, from src/ (tsx) or dist/src/ (built). */
+export function bundledWww(): string {
+  for (const rel of ['../www/', '../../www/']) {
+    const dir = fileURLToPath(new URL(rel, import.meta.url));
+    if (existsSync(`${dir}index.html`)) return dir;
+  }
+  throw new Error('ws-supervisor: bundled www/ folder not found');
+}
+
+const BINARY_NOT_SUPPORTED = encodeError(0, 'binary frames are not supported: send JSON text');
+
+export async function startDemoServer(options: DemoServerOptions = {}): Promise<DemoServer> {
+  const { host = 'localhost', port = 8080, path = '/server', www = bundledWww(), ...supervisorOptions } = options;
+  const statics = sirv(www, { dev: false, etag: true, dotfiles: false });
+  const server = http.createServer();
+  const supervisor: Supervisor = createSupervisor({
+    ...supervisorOptions,
+    server,
+    path,
+    // R13–R15: reply first, then push (per-connection FIFO keeps that order).
+    onMessage(connection, data, isBinary) {
+      if (isBinary) {
+        connection.send(BINARY_NOT_SUPPORTED);
+        return;
+      }
+      const { reply, broadcast } = handleText(data.toString());
+      connection.send(reply);
+      if (broadcast !== null) supervisor.broadcast(broadcast);
+    },
+  });
+
+  server.on('request', (req, res) => {
+    const url = req.url ?? '/';
+    const pathname = url.split('?', 1)[0]!;
+    if (pathname === '/healthz') {
+      const draining = supervisor.isDraining;
+      res.writeHead(draining ? 503 : 200, { 'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-store' });
+      res.end(draining ? 'draining\n' : 'ok\n');
+      return;
+    }
+    if (pathname === '/metrics') {
+      supervisor.metrics.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'Content-Type': supervisor.metrics.registry.contentType });
+          res.end(text);
+        },
+        (err: unknown) => {
+          res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' });
+          res.end(`metrics failed: ${String(err)}\n`);
+        },
+      );
+      return;
+    }
+    if (pathname === path) {
+      // A plain GET on the WebSocket path: say what it is (RFC 7231 §6.5.15).
+      res.writeHead(426, { Upgrade: 'websocket', Connection: 'Upgrade', 'Content-Type': 'text/plain; charset=utf-8' });
+      res.end(`${path} is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)\n`);
+      return;
+    }
+    statics(req, res, () => {
+      res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' });
+      res.end(`not found: ${pathname}\n`);
+    });
+  });
+  // A hostile or broken HTTP client gets a 400, never a crash.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
+    socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+
+  let closing: Promise<void> | null = null;
+  return {
+    server,
+    supervisor,
+    address: server.address() as AddressInfo,
+    close() {
+      closing ??= (async () => {
+        await supervisor.close();
+        supervisor.detach();
+        server.closeIdleConnections();
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          // Keep-alive HTTP clients must not hold the exit hostage.
+          setTimeout(() => server.closeAllConnections(), 1000).unref();
+        });
+      })();
+      return closing;
+    },
+  };
+}
