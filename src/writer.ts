@@ -37,8 +37,15 @@ export class SendQueue {
   private readonly binary: boolean[] = [];
   private head = 0;
   private queuedBytes = 0;
-  /** Messages handed to ws whose write callback has not fired yet. */
-  private inflight = 0;
+  /**
+   * Messages handed to ws whose write callback has not fired yet, oldest
+   * first (socket write callbacks fire in order). One shared callback for all
+   * writes lets Node batch its after-write ticks: a closure per message would
+   * cost a tick each.
+   */
+  private readonly inflight: Outbound[] = [];
+  private readonly inflightBinary: boolean[] = [];
+  private inflightHead = 0;
   private accepting = true;
   private released = false;
   private blocked = false;
@@ -126,8 +133,9 @@ export class SendQueue {
   }
 
   private write(data: Outbound, binary: boolean): void {
-    this.inflight++;
-    this.ws.send(data, binary ? BINARY : TEXT, (err) => this.onWritten(data, binary, err));
+    this.inflight.push(data);
+    this.inflightBinary.push(binary);
+    this.ws.send(data, binary ? BINARY : TEXT, this.onWritten);
     if (!this.blocked && this.socket.writableNeedDrain) {
       this.blocked = true;
       this.socket.once('drain', this.onDrain);
@@ -135,8 +143,21 @@ export class SendQueue {
     }
   }
 
-  private onWritten(data: Outbound, binary: boolean, err: Error | undefined | null): void {
-    this.inflight--;
+  private readonly onWritten = (err?: Error | null): void => {
+    const i = this.inflightHead++;
+    const data = this.inflight[i]!;
+    const binary = this.inflightBinary[i]!;
+    if (this.inflightHead === this.inflight.length) {
+      this.inflight.length = 0;
+      this.inflightBinary.length = 0;
+      this.inflightHead = 0;
+    } else if (this.inflightHead > 1024 && this.inflightHead * 2 > this.inflight.length) {
+      this.inflight.splice(0, this.inflightHead);
+      this.inflightBinary.splice(0, this.inflightHead);
+      this.inflightHead = 0;
+    } else {
+      this.inflight[i] = '';
+    }
     if (err) {
       this.onDeadLetter(data, binary, 'write-error');
       return;
@@ -148,7 +169,7 @@ export class SendQueue {
       this.progressScheduled = true;
       setImmediate(this.emitProgress);
     }
-  }
+  };
 
   private readonly emitProgress = (): void => {
     this.progressScheduled = false;

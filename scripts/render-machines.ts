@@ -1,0 +1,237 @@
+/**
+ * Renders every machine in machines/ to a Mermaid stateDiagram-v2 (which
+ * GitHub draws) plus a transition table, into docs/<name>.md, by walking the
+ * machine definition itself, so the drawings cannot drift from the code.
+ *
+ *   npm run docs            write docs/*.md
+ *   npm run docs -- --check exit 1 if a committed file differs (used by the tests)
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { AnyStateMachine } from 'xstate';
+import { connectionMachine } from '../machines/connection.machine.ts';
+
+/** The parts of xstate's StateNode we read (its public shape in v5). */
+interface Node {
+  key: string;
+  id: string;
+  type: 'atomic' | 'compound' | 'parallel' | 'final' | 'history';
+  description?: string;
+  states: Record<string, Node>;
+  initial?: { target: readonly Node[] };
+  parent?: Node;
+  transitions: Map<string, readonly Transition[]>;
+  entry: readonly { type?: string }[] | readonly unknown[];
+  invoke: readonly { id: string; src: unknown }[];
+}
+interface Transition {
+  eventType: string;
+  target?: readonly Node[];
+  guard?: { type: string } | string | unknown;
+  reenter?: boolean;
+  source: Node;
+}
+
+export interface MachineDoc {
+  /** File name under docs/. */
+  file: string;
+  title: string;
+  machine: AnyStateMachine;
+  intro: string;
+}
+
+export const MACHINES: MachineDoc[] = [
+  {
+    file: 'connection-machine.md',
+    title: 'The connection machine',
+    machine: connectionMachine,
+    intro:
+      'One per WebSocket connection (`machines/connection.machine.ts`). Data messages never pass through it; ' +
+      'see [architecture.md](architecture.md) for the data path.',
+  },
+];
+
+const mid = (n: Node): string => n.id.replace(/[^A-Za-z0-9_]/g, '_');
+
+/** Human label for an event type: xstate.after.<delay>.<id> → "after <delay>". */
+function eventLabel(t: Transition): string {
+  const after = /^xstate\.after\.([^.]+)\./.exec(t.eventType);
+  let label = after ? `after ${after[1]}` : t.eventType;
+  const g = t.guard as { type?: string } | string | undefined;
+  const guard = typeof g === 'string' ? g : g?.type;
+  if (guard) label += ` [${guard}]`;
+  else if (t.eventType === 'close' && siblingsHaveGuard(t)) label += ' [else]';
+  return label;
+}
+
+function siblingsHaveGuard(t: Transition): boolean {
+  return (t.source.transitions.get(t.eventType) ?? []).some((x) => x !== t && x.guard);
+}
+
+function actionNames(t: Transition): string {
+  const actions = (t as unknown as { actions?: readonly unknown[] }).actions ?? [];
+  const names = actions
+    .map((a) => (typeof a === 'string' ? a : (a as { type?: string })?.type))
+    .filter((a): a is string => typeof a === 'string' && !a.startsWith('xstate.'));
+  return names.join(', ');
+}
+
+function children(n: Node): Node[] {
+  return Object.values(n.states);
+}
+
+function allNodes(n: Node): Node[] {
+  return [n, ...children(n).flatMap(allNodes)];
+}
+
+function allTransitions(root: Node): Transition[] {
+  return allNodes(root).flatMap((n) => [...n.transitions.values()].flat());
+}
+
+function renderState(n: Node, indent: string, out: string[]): void {
+  const kids = children(n);
+  out.push(`${indent}state "${n.key}" as ${mid(n)}`);
+  if (kids.length === 0) return;
+  out.push(`${indent}state ${mid(n)} {`);
+  if (n.type === 'parallel') {
+    kids.forEach((region, i) => {
+      if (i > 0) out.push(`${indent}  --`);
+      renderState(region, `${indent}  `, out);
+    });
+  } else {
+    const initial = n.initial?.target[0];
+    if (initial) out.push(`${indent}  [*] --> ${mid(initial)}`);
+    for (const k of kids) renderState(k, `${indent}  `, out);
+  }
+  out.push(`${indent}}`);
+}
+
+export function renderMermaid(machine: AnyStateMachine): string {
+  const root = machine.root as unknown as Node;
+  const out: string[] = ['stateDiagram-v2'];
+  const initial = root.initial?.target[0];
+  if (initial) out.push(`  [*] --> ${mid(initial)}`);
+  for (const n of children(root)) renderState(n, '  ', out);
+  for (const t of allTransitions(root)) {
+    for (const target of t.target ?? [t.source]) {
+      out.push(`  ${mid(t.source)} --> ${mid(target)} : ${eventLabel(t)}`);
+    }
+  }
+  for (const n of allNodes(root)) if (n.type === 'final') out.push(`  ${mid(n)} --> [*]`);
+  return out.join('\n');
+}
+
+function renderTable(machine: AnyStateMachine): string {
+  const root = machine.root as unknown as Node;
+  const rows = allTransitions(root).map((t) => {
+    const targets = (t.target ?? [t.source]).map((x) => `\`${x.id.replace(/^connection\./, '')}\``).join(', ');
+    const actions = actionNames(t);
+    return `| \`${t.source.id.replace(/^connection\.?/, '') || '(root)'}\` | ${eventLabel(t).replace(/\|/g, '\\|')} | ${targets}${t.reenter ? ' (re-entered)' : ''} | ${actions || '—'} |`;
+  });
+  return ['| from | event | to | actions |', '|---|---|---|---|', ...rows].join('\n');
+}
+
+function renderStates(machine: AnyStateMachine): string {
+  const root = machine.root as unknown as Node;
+  return allNodes(root)
+    .slice(1)
+    .map((n) => {
+      const entry = (n.entry as readonly { type?: string }[])
+        .map((a) => a?.type)
+        .filter((a): a is string => !!a && !a.startsWith('xstate.'));
+      const extra = entry.length ? ` Entry: ${entry.map((e) => `\`${e}\``).join(', ')}.` : '';
+      return `- \`${n.id.replace(/^connection\./, '')}\` (${n.type})${n.description ? `: ${n.description}` : ''}${extra}`;
+    })
+    .join('\n');
+}
+
+function renderActors(machine: AnyStateMachine): string {
+  const root = machine.root as unknown as Node;
+  return allNodes(root)
+    .flatMap((n) => n.invoke.map((i) => `- \`${i.id}\` invoked by \`${n.id}\` (lives as long as that state)`))
+    .join('\n');
+}
+
+export function renderDoc(doc: MachineDoc): string {
+  const delays = Object.keys((doc.machine.implementations as { delays: Record<string, unknown> }).delays);
+  return `<!-- Generated by \`npm run docs\` from the machine definition. Do not edit by hand. -->
+# ${doc.title}
+
+${doc.intro}
+
+\`\`\`mermaid
+${renderMermaid(doc.machine)}
+\`\`\`
+
+## States
+
+${renderStates(doc.machine)}
+
+## Actors
+
+${renderActors(doc.machine)}
+
+## Named delays
+
+${delays.map((d) => `- \`${d}\``).join('\n')}
+
+## Transitions
+
+${renderTable(doc.machine)}
+`;
+}
+
+/** Docs that embed a generated diagram between `<!-- machine:FILE:start … -->` and `<!-- machine:FILE:end -->`. */
+export const EMBEDDING_DOCS = ['architecture.md'];
+
+/** Replaces each embedded diagram block in `text` with the current rendering. */
+export function embedDiagrams(text: string): string {
+  return text.replace(
+    /(<!-- machine:([\w.-]+):start[^>]*-->\n)[\s\S]*?(<!-- machine:\2:end -->)/g,
+    (_all, start: string, file: string, end: string) => {
+      const doc = MACHINES.find((d) => d.file === file);
+      if (!doc) throw new Error(`unknown machine doc ${file}`);
+      return `${start}\`\`\`mermaid\n${renderMermaid(doc.machine)}\n\`\`\`\n${end}`;
+    },
+  );
+}
+
+function main(): void {
+  const check = process.argv.includes('--check');
+  let stale = 0;
+  for (const file of EMBEDDING_DOCS) {
+    const path = fileURLToPath(new URL(`../docs/${file}`, import.meta.url));
+    const current = readFileSync(path, 'utf8');
+    const text = embedDiagrams(current);
+    if (current === text) continue;
+    if (check) {
+      console.error(`docs/${file} embeds a stale diagram: run npm run docs`);
+      stale++;
+    } else {
+      writeFileSync(path, text);
+      console.log(`updated docs/${file}`);
+    }
+  }
+  for (const doc of MACHINES) {
+    const path = fileURLToPath(new URL(`../docs/${doc.file}`, import.meta.url));
+    const text = renderDoc(doc);
+    if (check) {
+      let current = '';
+      try {
+        current = readFileSync(path, 'utf8');
+      } catch {
+        current = '';
+      }
+      if (current !== text) {
+        console.error(`docs/${doc.file} differs from the machine: run npm run docs`);
+        stale++;
+      }
+    } else {
+      writeFileSync(path, text);
+      console.log(`wrote docs/${doc.file}`);
+    }
+  }
+  process.exit(stale ? 1 : 0);
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) main();
