@@ -114,7 +114,9 @@ function closure(
   cause: CloseCause,
   receivedCode: number | null = null,
 ): Closure {
-  return { code, reason, initiator, cause, expected: isExpectedClose(code, cause), receivedCode };
+  // R17: a close we started is only clean if the peer answered it.
+  const clean = initiator === 'remote' || receivedCode !== null;
+  return { code, reason, initiator, cause, expected: clean && isExpectedClose(code, cause), receivedCode };
 }
 
 export const connectionMachine = setup({
@@ -126,12 +128,12 @@ export const connectionMachine = setup({
   },
   actors: {
     /** R8: the one place that reads. Provided by src/ (real socket) or a test (fake). */
-    reader: fromCallback<ReaderCommand, ActorInput, ReaderEvent>(() => undefined),
+    reader: fromCallback<ReaderCommand, ActorInput>(() => undefined),
     /**
      * R8: the one place that writes. Owns the bounded send queue (R9). Stopping
      * it releases the socket: a connection that reaches `closed` never keeps one.
      */
-    writer: fromCallback<WriterCommand, ActorInput, WriterEvent>(() => undefined),
+    writer: fromCallback<WriterCommand, ActorInput>(() => undefined),
   },
   delays: {
     pingInterval: ({ context }) => context.timing.pingInterval,
@@ -216,7 +218,14 @@ export const connectionMachine = setup({
         'socket.closed': {
           target: 'closed',
           actions: assign({
-            closure: ({ event }) => closure(event.code, event.reason, 'remote', 'socket-error', event.code),
+            closure: ({ event }) =>
+              closure(
+                event.code,
+                event.reason,
+                'remote',
+                event.code === CloseCodes.ABNORMAL ? 'socket-error' : 'peer',
+                event.code,
+              ),
           }),
         },
         close: {

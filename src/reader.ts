@@ -28,7 +28,9 @@ export function closeCodeForWsError(err: Error & { code?: string }): number {
 
 function noop(): void {}
 
-export const readerActor = fromCallback<ReaderCommand, ActorInput, ReaderEvent>(({ input, sendBack, receive }) => {
+export const readerActor = fromCallback<ReaderCommand, ActorInput>(({ input, sendBack: send, receive }) => {
+  // Typed: the machine's events are checked here, at the actor boundary.
+  const sendBack = (event: ReaderEvent): void => send(event);
   const io = input.io as SocketIO;
   const { ws, stats } = io;
   // True between a ping and the first inbound frame after it: only then does

@@ -84,7 +84,7 @@ export class SendQueue {
    * UTF-8 Buffer as a text frame (broadcast encodes once for everyone).
    */
   send(data: Outbound, binary: boolean = typeof data !== 'string'): boolean {
-    if (!this.accepting) return false;
+    if (!this.accepting || this.ws.readyState !== 1) return false;
     if (this.head === this.queue.length && !this.socket.writableNeedDrain) {
       this.write(data, binary);
       return true;
@@ -240,7 +240,9 @@ export class SendQueue {
 function ignoreError(): void {}
 
 /** The write actor as the machine's `writer`. */
-export const writerActor = fromCallback<WriterCommand, ActorInput, WriterEvent>(({ input, sendBack, receive }) => {
+export const writerActor = fromCallback<WriterCommand, ActorInput>(({ input, sendBack: send, receive }) => {
+  // Typed: the machine's events are checked here, at the actor boundary.
+  const sendBack = (event: WriterEvent): void => send(event);
   const queue = (input.io as SocketIO).writer;
   queue.attach(sendBack);
   receive((command) => {

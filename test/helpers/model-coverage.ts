@@ -1,0 +1,184 @@
+/**
+ * Coverage bookkeeping for model-based tests built on `xstate/graph`'s TestModel.
+ *
+ * TestModel has two silent gaps (FACTS.md): an event type with no executor and a
+ * state with no matching check are skipped without error. These helpers let a
+ * test close them: the set of transitions is computed from the machine
+ * definition itself (walking `machine.root`), the transitions actually taken
+ * by the system under test are recorded through xstate's `inspect` option, and
+ * the two are compared by a stable, human-readable key.
+ */
+import {
+  SimulatedClock,
+  type AnyMachineSnapshot,
+  type AnyStateMachine,
+  type AnyStateNode,
+  type AnyTransitionDefinition,
+  type InspectionEvent,
+} from 'xstate';
+
+/** Every state node of `machine`, the root first, in document order. */
+export function allStateNodes(machine: AnyStateMachine): AnyStateNode[] {
+  const out: AnyStateNode[] = [];
+  const visit = (node: AnyStateNode): void => {
+    out.push(node);
+    for (const child of Object.values(node.states)) visit(child);
+  };
+  visit(machine.root);
+  return out;
+}
+
+function guardLabel(t: AnyTransitionDefinition): string | null {
+  const g: unknown = t.guard;
+  if (g === undefined) return null;
+  if (typeof g === 'string') return g;
+  if (typeof g === 'function') return g.name || 'inline guard';
+  if (typeof g === 'object' && g !== null && 'type' in g) return String(g.type);
+  return 'guard';
+}
+
+/**
+ * A stable name for one transition, the same for the model machine and for a
+ * `.provide()`d copy of it (which rebuilds the node tree, so object identity
+ * cannot be used). Guarded alternatives of one event are told apart by index:
+ *
+ *   connection.open: close[0] if isSendableCode → connection.closing
+ *   connection.open: close[1] otherwise → connection.closed
+ */
+export function transitionKey(t: AnyTransitionDefinition): string {
+  const siblings = t.source.transitions.get(t.eventType) ?? [t];
+  const targets = t.target?.map((n) => n.id).join(', ') ?? '(no target)';
+  let event = t.eventType;
+  if (siblings.length > 1) {
+    const index = siblings.indexOf(t);
+    const guard = guardLabel(t);
+    event += `[${index}] ${guard === null ? 'otherwise' : `if ${guard}`}`;
+  } else if (guardLabel(t) !== null) {
+    event += ` if ${guardLabel(t)}`;
+  }
+  return `${t.source.id}: ${event} → ${targets}${t.reenter ? ' (reenter)' : ''}`;
+}
+
+/** Every transition of the machine (`on`, `after`, guarded alternatives), by key. */
+export function allTransitionKeys(machine: AnyStateMachine): string[] {
+  return allStateNodes(machine).flatMap((node) =>
+    [...node.transitions.values()].flat().map((t) => transitionKey(t)),
+  );
+}
+
+/** `xstate.after.<delay>.<stateId>` event types of the machine, mapped to their delay (a name or ms). */
+export function delayedEventTypes(machine: AnyStateMachine): Map<string, string | number> {
+  const out = new Map<string, string | number>();
+  for (const node of allStateNodes(machine)) {
+    for (const t of node.after) {
+      if (typeof t.delay === 'function') throw new Error(`${t.eventType}: inline delay functions are not supported here`);
+      out.set(t.eventType, t.delay);
+    }
+  }
+  return out;
+}
+
+/** Whether `node` is active in `snapshot` (the root always is). */
+export function isActive(snapshot: AnyMachineSnapshot, node: AnyStateNode): boolean {
+  return snapshot._nodes.some((n) => n.id === node.id);
+}
+
+/**
+ * A TestModel `stateMatcher` for check keys written as `#stateId`: a check runs
+ * whenever that state node is active (so several run on a parallel state).
+ */
+export function stateIdMatcher(machine: AnyStateMachine) {
+  return (snapshot: AnyMachineSnapshot, key: string): boolean =>
+    isActive(snapshot, machine.getStateNodeById(key));
+}
+
+/** An `inspect` callback that adds the key of every transition the actor takes to `into`. */
+export function recordTransitions(into: Set<string>): (e: InspectionEvent) => void {
+  return (e) => {
+    if (e.type === '@xstate.microstep') for (const t of e._transitions) into.add(transitionKey(t));
+  };
+}
+
+/** `expected` minus `observed`, in the order of `expected`. */
+export function missing(expected: Iterable<string>, observed: ReadonlySet<string>): string[] {
+  return [...expected].filter((k) => !observed.has(k));
+}
+
+export interface PendingTimer {
+  id: number;
+  /** Simulated time at which it was armed. */
+  start: number;
+  /** Its duration, ms. */
+  timeout: number;
+}
+
+/**
+ * xstate's SimulatedClock, plus a table of the timers currently armed, so a
+ * test can assert which timers a state holds (and that none leak), and fire
+ * the timer behind a model's delayed event by advancing the clock to exactly
+ * its deadline.
+ */
+export class TimerTableClock extends SimulatedClock {
+  readonly #pending = new Map<number, PendingTimer>();
+
+  override setTimeout(fn: (...args: any[]) => void, timeout: number): number {
+    const start = this.now();
+    const id: number = super.setTimeout(() => {
+      this.#pending.delete(id);
+      fn();
+    }, timeout);
+    this.#pending.set(id, { id, start, timeout });
+    return id;
+  }
+
+  override clearTimeout(id: number): void {
+    this.#pending.delete(id);
+    super.clearTimeout(id);
+  }
+
+  /** Armed timers, earliest deadline first. */
+  pending(): PendingTimer[] {
+    return [...this.#pending.values()].sort((a, b) => a.start + a.timeout - (b.start + b.timeout));
+  }
+
+  /** Durations of the armed timers, ascending. */
+  pendingDurations(): number[] {
+    return this.pending()
+      .map((t) => t.timeout)
+      .sort((a, b) => a - b);
+  }
+
+  /**
+   * The deadline of the one armed timer of `timeout` ms, provided it is the
+   * next to fire. Throws when no such timer is armed, or another one is due no
+   * later than it: a path that asks for that timeout next asks for an order of
+   * timeouts this timing cannot produce, and firing some other timer first
+   * would make the run diverge from the path silently.
+   */
+  nextDeadline(timeout: number): number {
+    const [timer, ...more] = this.pending().filter((t) => t.timeout === timeout);
+    const armed = JSON.stringify(this.pending());
+    if (timer === undefined || more.length > 0) {
+      throw new Error(`expected exactly one armed ${timeout} ms timer at t=${this.now()}, armed: ${armed}`);
+    }
+    const deadline = timer.start + timer.timeout;
+    if (this.pending().some((t) => t !== timer && t.start + t.timeout <= deadline)) {
+      throw new Error(`the ${timeout} ms timer cannot fire next at t=${this.now()}: another is due first; armed: ${armed}`);
+    }
+    return deadline;
+  }
+
+  /** Advances the clock by `ms`, which must not reach any armed timer's deadline. */
+  advanceQuietly(ms: number): void {
+    const [first] = this.pending();
+    if (first !== undefined && first.start + first.timeout <= this.now() + ms) {
+      throw new Error(`advancing ${ms} ms at t=${this.now()} would fire the ${first.timeout} ms timer armed at t=${first.start}`);
+    }
+    this.increment(ms);
+  }
+
+  /** Advances the clock to `nextDeadline(timeout)`, which fires that timer (and only it). */
+  fireTimer(timeout: number): void {
+    this.increment(this.nextDeadline(timeout) - this.now());
+  }
+}
