@@ -25,6 +25,7 @@ export type RefusalReason =
   | 'max-connections'
   | 'draining'
   | 'unauthenticated'
+  | 'auth-rejected'
   | 'auth-error'
   | 'bad-request';
 

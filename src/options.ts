@@ -22,6 +22,8 @@ export const DEFAULTS = {
   sendQueueMessages: 256,
   /** R9: 4 MiB of queued bytes per connection, so a few big messages count too. */
   sendQueueBytes: 4 * 1_048_576,
+  /** Admission: an `authenticate` hook that has not settled by then is refused with 503. */
+  authenticateTimeout: 10_000,
   /** R21: below this machine's ~19k descriptor ceiling; refused with 503 beyond it. */
   maxConnections: 10_000,
 } as const;
@@ -88,6 +90,8 @@ export interface SupervisorOptions<Auth = unknown> {
    * refuse with 401; throw an `AdmissionError` for another status.
    */
   authenticate?: AuthenticateHook<Auth>;
+  /** Time `authenticate` may take before the upgrade is refused with 503, ms. Default 10000. */
+  authenticateTimeout?: number;
   /** The inbound message handler. */
   onMessage?: MessageHandler<Auth>;
   /**
@@ -104,6 +108,7 @@ export interface ResolvedOptions {
   requireProtocol: boolean;
   maxConnections: number;
   maxPayload: number;
+  authenticateTimeout: number;
   timing: Required<TimingOptions>;
   sendQueue: Required<SendQueueOptions>;
 }
@@ -148,6 +153,7 @@ export function resolveOptions(options: SupervisorOptions<unknown>): ResolvedOpt
     requireProtocol: options.requireProtocol ?? false,
     maxConnections: positiveInt('maxConnections', options.maxConnections, DEFAULTS.maxConnections),
     maxPayload: positiveInt('maxPayload', options.maxPayload, DEFAULTS.maxPayload),
+    authenticateTimeout: positiveInt('authenticateTimeout', options.authenticateTimeout, DEFAULTS.authenticateTimeout),
     timing: {
       pingInterval: positiveInt('timing.pingInterval', t.pingInterval, DEFAULTS.pingInterval),
       pongTimeout: positiveInt('timing.pongTimeout', t.pongTimeout, DEFAULTS.pongTimeout),

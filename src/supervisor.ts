@@ -148,18 +148,36 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     let auth: Auth | null = null;
     if (this.raw.authenticate) {
       let refusal: Refusal | null = null;
+      // A client that leaves while its authentication is pending frees its slot at once.
+      const onGone = (): void => {
+        this.admitting.delete(socket);
+      };
+      socket.once('close', onGone);
+      let timer: NodeJS.Timeout | undefined;
       try {
-        const result = await this.raw.authenticate(request);
+        const timeoutMs = this.options.authenticateTimeout;
+        const result = await Promise.race([
+          this.raw.authenticate(request),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new AdmissionError(503, `authentication timed out after ${timeoutMs} ms`)),
+              timeoutMs,
+            );
+          }),
+        ]);
         if (result === false || result === null || result === undefined) {
           refusal = { status: 401, reason: 'unauthenticated', message: 'authentication required' };
         } else auth = result;
       } catch (err) {
         if (err instanceof AdmissionError) {
-          refusal = { status: err.status, reason: 'unauthenticated', message: err.message };
+          refusal = { status: err.status, reason: err.status === 401 ? 'unauthenticated' : 'auth-rejected', message: err.message };
         } else {
           this.emit('handlerError', err, null);
           refusal = { status: 500, reason: 'auth-error', message: 'authentication failed' };
         }
+      } finally {
+        clearTimeout(timer);
+        socket.off('close', onGone);
       }
       if (!this.admitting.has(socket)) return; // refused by close() meanwhile
       if (refusal || this.draining || socket.destroyed) {

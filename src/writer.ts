@@ -45,6 +45,12 @@ export class SendQueue {
    */
   private readonly inflight: Outbound[] = [];
   private readonly inflightBinary: boolean[] = [];
+  /**
+   * Parallel to `inflight`: whether the OS took the whole frame at once. When
+   * a socket is destroyed mid-write, Node calls that write's callback with no
+   * error, so only this tells a delivered frame from a cut one (R12).
+   */
+  private readonly inflightSynced: boolean[] = [];
   private inflightHead = 0;
   private accepting = true;
   private released = false;
@@ -136,6 +142,7 @@ export class SendQueue {
     this.inflight.push(data);
     this.inflightBinary.push(binary);
     this.ws.send(data, binary ? BINARY : TEXT, this.onWritten);
+    this.inflightSynced.push(this.socket.writableLength === 0);
     if (!this.blocked && this.socket.writableNeedDrain) {
       this.blocked = true;
       this.socket.once('drain', this.onDrain);
@@ -147,19 +154,22 @@ export class SendQueue {
     const i = this.inflightHead++;
     const data = this.inflight[i]!;
     const binary = this.inflightBinary[i]!;
+    const synced = this.inflightSynced[i]!;
     if (this.inflightHead === this.inflight.length) {
       this.inflight.length = 0;
       this.inflightBinary.length = 0;
+      this.inflightSynced.length = 0;
       this.inflightHead = 0;
     } else if (this.inflightHead > 1024 && this.inflightHead * 2 > this.inflight.length) {
       this.inflight.splice(0, this.inflightHead);
       this.inflightBinary.splice(0, this.inflightHead);
+      this.inflightSynced.splice(0, this.inflightHead);
       this.inflightHead = 0;
     } else {
       this.inflight[i] = '';
     }
-    if (err) {
-      this.onDeadLetter(data, binary, 'write-error');
+    if (err || (!synced && this.socket.destroyed)) {
+      this.onDeadLetter(data, binary, err ? 'write-error' : 'closed');
       return;
     }
     this.messagesOut++;
