@@ -1,0 +1,124 @@
+// Interop with a third-party client that is not the `ws` package: Python's
+// `websockets` library (Debian's python3-websockets, asyncio API), driven by
+// test/interop/python/client.py against the CLI server (`ws-supervisor server`).
+// R4 (server pings answered by the client), R13 (Go-style capitalised names),
+// R14 (requestID correlation), R15 (malformed JSON answered; 1009 over the
+// size limit), R16 (close 1000 echoed), broadcast (reply, then push).
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { metric, metricsOf, startCliServer } from '../helpers/cli.ts';
+import { requireBinary } from './require-binary.ts';
+import { assertServerHealthy, jsonSummary, runProgram } from './spawn.ts';
+
+/** Debian's interpreter, not the pyenv `python3` that may come first on PATH (INTEROP_PYTHON overrides). */
+const PYTHON = process.env.INTEROP_PYTHON ?? '/usr/bin/python3';
+const INSTALL = 'apt-get install python3 python3-websockets';
+const CLIENT = fileURLToPath(new URL('./python/client.py', import.meta.url));
+
+/** A clean environment for the system interpreter: no pyenv/venv paths, no .pyc files in the repo. */
+function pythonEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PYTHONDONTWRITEBYTECODE: '1', PYTHONNOUSERSITE: '1' };
+  for (const key of ['PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV', 'PYENV_VERSION']) delete env[key];
+  return env;
+}
+
+/** websockets >= 10 (legacy asyncio client with open_timeout) importable by /usr/bin/python3. */
+function websocketsImportable(): string | null {
+  const r = spawnSync(
+    PYTHON,
+    ['-c', 'import websockets, websockets.legacy.client; v = websockets.__version__; assert int(v.split(".")[0]) >= 10, v; print(v)'],
+    { env: pythonEnv(), encoding: 'utf8', timeout: 10_000 },
+  );
+  return r.status === 0 ? null : `${PYTHON} cannot import websockets >= 10: ${(r.stderr || r.error?.message || '').trim().split('\n').pop()}`;
+}
+
+function requirePython(t: TestContext): boolean {
+  return requireBinary(t, PYTHON, INSTALL, websocketsImportable);
+}
+
+async function runClient(t: TestContext, args: string[]) {
+  const r = await runProgram(PYTHON, [CLIENT, ...args], { timeoutMs: 20_000, env: pythonEnv(), signal: t.signal });
+  assert.equal(r.timedOut, false, `client.py timed out\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  assert.equal(r.code, 0, `client.py exited ${r.code ?? r.signal}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  return r;
+}
+
+/** Polls /metrics until `ok` holds (close bookkeeping on the server may trail the client's view by a tick). */
+async function metricsWhen(base: string, ok: (text: string) => boolean, timeoutMs = 3_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await metricsOf(base);
+    if (ok(text) || Date.now() > deadline) return text;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+interface ProtocolSummary {
+  library: string;
+  requests: number;
+  replies_ok: number;
+  reply_errors: unknown[];
+  broadcast_reply: unknown;
+  broadcast_push: unknown;
+  malformed_reply: { requestID: unknown; success: unknown; error: unknown };
+  after_malformed_reply: unknown;
+  idle_seconds: number;
+  pings_answered_while_idle: number;
+  open_after_idle: boolean;
+  after_idle_reply: unknown;
+  close_code: number;
+  close_reason: string;
+}
+
+test('python websockets: Go-style requests, broadcast, malformed JSON, idle across server pings, close 1000', { timeout: 45_000 }, async (t) => {
+  if (!requirePython(t)) return;
+  const server = await startCliServer(['--ping-interval', '300', '--pong-timeout', '300'], t);
+  const r = await runClient(t, [server.wsUrl, 'protocol', '--ping-wait', '1.2']);
+  const s = jsonSummary<ProtocolSummary>(r);
+  t.diagnostic(`${s.library}: ${r.ms} ms; ${s.pings_answered_while_idle} server pings answered in ${s.idle_seconds} s idle`);
+
+  // R13 + R14: capitalised names decoded, each reply carries its requestID.
+  assert.equal(s.requests, 20);
+  assert.deepEqual(s.reply_errors, []);
+  assert.equal(s.replies_ok, 20);
+
+  // Broadcast: the sender's reply first, then the push (no requestID).
+  assert.deepEqual(s.broadcast_reply, { requestID: 100, success: true, someOtherThing: 'hello from python' });
+  assert.deepEqual(s.broadcast_push, { command: 'broadcast', someOtherThing: 'hello from python' });
+
+  // R15: malformed JSON gets an error reply with requestID 0; the connection stays usable.
+  assert.equal(s.malformed_reply.requestID, 0);
+  assert.equal(s.malformed_reply.success, false);
+  assert.match(String(s.malformed_reply.error), /^invalid JSON: /);
+  assert.deepEqual(s.after_malformed_reply, { requestID: 101, success: true, someOtherThing: 'Server processed command: after malformed' });
+
+  // R4: the server pinged at least twice while the client was idle; websockets answered; still open.
+  assert.ok(s.pings_answered_while_idle >= 2, `expected >= 2 server pings in ${s.idle_seconds} s, got ${s.pings_answered_while_idle}`);
+  assert.equal(s.open_after_idle, true);
+  assert.deepEqual(s.after_idle_reply, { requestID: 102, success: true, someOtherThing: 'Server processed command: after idle' });
+
+  // R16: the server echoed close 1000.
+  assert.equal(s.close_code, 1000);
+
+  const m = await metricsWhen(server.base, (x) => metric(x, 'ws_supervisor_connections') === 0);
+  assert.equal(metric(m, 'ws_supervisor_connections'), 0);
+  assert.equal(metric(m, 'ws_supervisor_closes_total', { code: '1000' }), 1);
+  assert.equal(metric(m, 'ws_supervisor_heartbeat_timeouts_total'), 0);
+  assertServerHealthy(server);
+});
+
+test('python websockets: a 4 KiB message over --max-payload 1024 is closed with 1009', { timeout: 30_000 }, async (t) => {
+  if (!requirePython(t)) return;
+  const server = await startCliServer(['--max-payload', '1024'], t);
+  const r = await runClient(t, [server.wsUrl, 'oversize', '--size', '4096']);
+  const s = jsonSummary<{ sent_bytes: number; exception?: string; unexpected_message?: string; close_code: number }>(r);
+  t.diagnostic(`${r.ms} ms; client saw ${s.exception ?? 'no exception'}, close ${s.close_code}`);
+  assert.equal(s.unexpected_message, undefined);
+  assert.equal(s.exception, 'ConnectionClosedError'); // websockets: a close code other than 1000/1001
+  assert.equal(s.close_code, 1009);
+  const m = await metricsWhen(server.base, (x) => metric(x, 'ws_supervisor_closes_total', { code: '1009' }) === 1);
+  assert.equal(metric(m, 'ws_supervisor_closes_total', { code: '1009' }), 1);
+  assertServerHealthy(server);
+});
