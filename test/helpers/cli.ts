@@ -1,0 +1,406 @@
+/**
+ * Test helpers for the CLI: spawn `src/cli.ts` through tsx (in-process, so
+ * signals reach the server itself), plain HTTP requests, Prometheus text
+ * parsing, and a minimal raw WebSocket client over TCP for the frames a real
+ * client library will not send (bad UTF-8, unmasked frames) and for peers
+ * that misbehave (never answer a close frame, never read).
+ *
+ * Loopback only. Every spawned process is tracked and SIGKILLed at the latest
+ * when the test process exits.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+
+/** The repository root (where `tsx` and `src/cli.ts` live). */
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+const live = new Set<ChildProcessWithoutNullStreams>();
+process.on('exit', () => {
+  for (const child of live) child.kill('SIGKILL');
+});
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface CliProcess {
+  child: ChildProcessWithoutNullStreams;
+  /** Everything written so far. */
+  stdout(): string;
+  stderr(): string;
+  /** Resolves when the process has exited. */
+  exited: Promise<Exit>;
+  /** Resolves once stdout contains `text` (rejects after timeoutMs or if the process exits first). */
+  waitForStdout(text: string | RegExp, timeoutMs?: number): Promise<string>;
+  /** SIGKILL if still running (idempotent). */
+  kill(): void;
+}
+
+/** Spawns `node --import tsx src/cli.ts ...args` in the repo root. */
+export function spawnCli(args: string[]): CliProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, NODE_OPTIONS: '' },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  live.add(child);
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));
+  const exited = new Promise<Exit>((resolve) => {
+    child.once('exit', (code, signal) => {
+      live.delete(child);
+      resolve({ code, signal });
+    });
+  });
+  let done = false;
+  void exited.then(() => (done = true));
+  return {
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    waitForStdout(text, timeoutMs = 15_000) {
+      const match = (): string | null => {
+        if (typeof text === 'string') return out.includes(text) ? text : null;
+        const m = text.exec(out);
+        return m ? m[0] : null;
+      };
+      return new Promise<string>((resolve, reject) => {
+        const check = (): void => {
+          const m = match();
+          if (m !== null) {
+            cleanup();
+            resolve(m);
+          }
+        };
+        const onExit = (): void => {
+          cleanup();
+          reject(new Error(`CLI exited before printing ${String(text)}\nstdout: ${out}\nstderr: ${err}`));
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`timed out after ${timeoutMs} ms waiting for ${String(text)}\nstdout: ${out}\nstderr: ${err}`));
+        }, timeoutMs);
+        const cleanup = (): void => {
+          clearTimeout(timer);
+          child.stdout.off('data', check);
+          child.off('exit', onExit);
+        };
+        child.stdout.on('data', check);
+        child.once('exit', onExit);
+        check();
+        if (done) onExit();
+      });
+    },
+    kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
+/** Runs the CLI to completion (SIGKILLed after timeoutMs). */
+export async function runCli(args: string[], timeoutMs = 15_000): Promise<Exit & { stdout: string; stderr: string; timedOut: boolean }> {
+  const p = spawnCli(args);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    p.kill();
+  }, timeoutMs);
+  const exit = await p.exited;
+  clearTimeout(timer);
+  return { ...exit, stdout: p.stdout(), stderr: p.stderr(), timedOut };
+}
+
+export interface CliServer extends CliProcess {
+  port: number;
+  /** http://127.0.0.1:PORT */
+  base: string;
+  /** ws://127.0.0.1:PORT/server */
+  wsUrl: string;
+}
+
+const LISTENING = /ws-supervisor: listening on http:\/\/127\.0\.0\.1:(\d+)\/ /;
+
+/**
+ * Spawns `ws-supervisor server --address 127.0.0.1:0 ...flags` and waits for
+ * its "listening" line. Pass the test context to have it killed in `t.after`.
+ */
+export async function startCliServer(
+  flags: string[] = [],
+  t?: { after(fn: () => void | Promise<void>): void },
+  timeoutMs = 15_000,
+): Promise<CliServer> {
+  const p = spawnCli(['server', '--address', '127.0.0.1:0', ...flags]);
+  t?.after(() => p.kill());
+  try {
+    const line = await p.waitForStdout(LISTENING, timeoutMs);
+    const port = Number(LISTENING.exec(line)![1]);
+    return { ...p, port, base: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/server` };
+  } catch (err) {
+    p.kill();
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+
+export interface HttpResult {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/** A GET without keep-alive (so a draining server never waits on us). */
+export function httpGet(url: string, headers: Record<string, string> = {}, timeoutMs = 5_000): Promise<HttpResult> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, headers: { Connection: 'close', ...headers } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (s: string) => (body += s));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      res.on('error', reject);
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${url}: no response within ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+}
+
+/**
+ * The value of one Prometheus sample, e.g. `metric(text, 'ws_supervisor_closes_total', { code: '1000' })`;
+ * 0 when the series is absent (counters with labels appear on first use).
+ */
+export function metric(text: string, name: string, labels: Record<string, string> = {}): number {
+  const want = Object.entries(labels)
+    .map(([k, v]) => `${k}="${v}"`)
+    .sort()
+    .join(',');
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const got = (m[2] ?? '')
+      .split(',')
+      .filter(Boolean)
+      .sort()
+      .join(',');
+    if (got === want) return Number(m[3]);
+  }
+  return 0;
+}
+
+export async function metricsOf(base: string): Promise<string> {
+  const r = await httpGet(`${base}/metrics`);
+  if (r.status !== 200) throw new Error(`GET /metrics: ${r.status}`);
+  return r.body;
+}
+
+/** Opens a `ws` client; resolves with the HTTP status: 101 when it opened (the socket is then closed), else the refusal's status. */
+export function upgradeStatus(url: string, options: WebSocket.ClientOptions = {}, timeoutMs = 5_000): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, options);
+    const timer = setTimeout(() => {
+      ws.terminate();
+      reject(new Error(`upgrade to ${url}: no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    ws.on('open', () => {
+      clearTimeout(timer);
+      ws.close(1000);
+      resolve({ status: 101, body: '' });
+    });
+    ws.on('unexpected-response', (_req, res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (s: string) => (body += s));
+      res.on('end', () => {
+        clearTimeout(timer);
+        resolve({ status: res.statusCode ?? 0, body });
+      });
+      res.on('error', () => undefined);
+    });
+    ws.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Raw WebSocket over TCP (RFC 6455 framing by hand)
+
+export interface Frame {
+  fin: boolean;
+  opcode: number;
+  payload: Buffer;
+}
+
+export const OP = { CONT: 0x0, TEXT: 0x1, BINARY: 0x2, CLOSE: 0x8, PING: 0x9, PONG: 0xa } as const;
+
+/** Encodes one frame; client frames are masked unless `mask: false`. */
+export function encodeFrame(opcode: number, payload: Buffer, { fin = true, mask = true }: { fin?: boolean; mask?: boolean } = {}): Buffer {
+  const len = payload.length;
+  const lenBytes = len < 126 ? 0 : len < 65536 ? 2 : 8;
+  const header = Buffer.alloc(2 + lenBytes + (mask ? 4 : 0));
+  header[0] = (fin ? 0x80 : 0) | opcode;
+  header[1] = (mask ? 0x80 : 0) | (lenBytes === 0 ? len : lenBytes === 2 ? 126 : 127);
+  if (lenBytes === 2) header.writeUInt16BE(len, 2);
+  if (lenBytes === 8) header.writeBigUInt64BE(BigInt(len), 2);
+  if (!mask) return Buffer.concat([header, payload]);
+  const key = randomBytes(4);
+  key.copy(header, 2 + lenBytes);
+  const masked = Buffer.alloc(len);
+  for (let i = 0; i < len; i++) masked[i] = payload[i]! ^ key[i & 3]!;
+  return Buffer.concat([header, masked]);
+}
+
+/**
+ * A hand-rolled client: handshake, then frames in and out. It never answers
+ * anything by itself (no pong, no close echo) unless told to.
+ */
+export class RawWsClient {
+  readonly frames: Frame[] = [];
+  /** Resolves when the TCP connection is closed (by either side). */
+  readonly ended: Promise<void>;
+  private buffer: Buffer = Buffer.alloc(0);
+  private waiters: Array<() => void> = [];
+
+  private constructor(readonly socket: net.Socket) {
+    this.ended = new Promise((resolve) => socket.once('close', () => resolve()));
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+      this.parse();
+    });
+    socket.on('close', () => this.wake());
+  }
+
+  /** Connects and completes the opening handshake; rejects on a non-101 answer. */
+  static connect(port: number, path = '/server', headers: Record<string, string> = {}, timeoutMs = 5_000): Promise<RawWsClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: '127.0.0.1', port });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error('raw handshake timed out'));
+      }, timeoutMs);
+      let head = Buffer.alloc(0);
+      const onData = (chunk: Buffer): void => {
+        head = Buffer.concat([head, chunk]);
+        const end = head.indexOf('\r\n\r\n');
+        if (end === -1) return;
+        socket.off('data', onData);
+        clearTimeout(timer);
+        const statusLine = head.subarray(0, head.indexOf('\r\n')).toString('latin1');
+        if (!/^HTTP\/1\.1 101 /.test(statusLine)) {
+          socket.destroy();
+          reject(new Error(`raw handshake refused: ${head.toString('latin1')}`));
+          return;
+        }
+        const client = new RawWsClient(socket);
+        const rest = head.subarray(end + 4);
+        if (rest.length > 0) socket.emit('data', rest);
+        resolve(client);
+      };
+      socket.on('data', onData);
+      socket.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      socket.once('connect', () => {
+        const extra = Object.entries(headers)
+          .map(([k, v]) => `${k}: ${v}\r\n`)
+          .join('');
+        socket.write(
+          `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+            `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`,
+        );
+      });
+    });
+  }
+
+  send(opcode: number, payload: Buffer | string, options?: { fin?: boolean; mask?: boolean }): void {
+    this.socket.write(encodeFrame(opcode, typeof payload === 'string' ? Buffer.from(payload) : payload, options));
+  }
+
+  /** Sends a close frame with `code`. */
+  sendClose(code = 1000, reason = ''): void {
+    const payload = Buffer.alloc(2 + Buffer.byteLength(reason));
+    payload.writeUInt16BE(code, 0);
+    payload.write(reason, 2);
+    this.send(OP.CLOSE, payload);
+  }
+
+  /** The first frame with `opcode` (waits for it); rejects after timeoutMs or if the connection ends first. */
+  async nextFrame(opcode: number, timeoutMs = 5_000): Promise<Frame> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const i = this.frames.findIndex((f) => f.opcode === opcode);
+      if (i !== -1) return this.frames.splice(i, 1)[0]!;
+      if (this.socket.destroyed) throw new Error(`connection ended without a frame of opcode ${opcode}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no frame of opcode ${opcode} within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Waits for the server's close frame and decodes it (code 1005 when it has no payload). */
+  async closeFrame(timeoutMs = 5_000): Promise<{ code: number; reason: string }> {
+    const f = await this.nextFrame(OP.CLOSE, timeoutMs);
+    if (f.payload.length < 2) return { code: 1005, reason: '' };
+    return { code: f.payload.readUInt16BE(0), reason: f.payload.subarray(2).toString() };
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const fn of w) fn();
+  }
+
+  private parse(): void {
+    let got = false;
+    for (;;) {
+      const b = this.buffer;
+      if (b.length < 2) break;
+      const masked = (b[1]! & 0x80) !== 0;
+      let len = b[1]! & 0x7f;
+      let off = 2;
+      if (len === 126) {
+        if (b.length < 4) break;
+        len = b.readUInt16BE(2);
+        off = 4;
+      } else if (len === 127) {
+        if (b.length < 10) break;
+        len = Number(b.readBigUInt64BE(2));
+        off = 10;
+      }
+      const keyOff = off;
+      if (masked) off += 4;
+      if (b.length < off + len) break;
+      let payload = b.subarray(off, off + len);
+      if (masked) {
+        const key = b.subarray(keyOff, keyOff + 4);
+        payload = Buffer.from(payload.map((x, i) => x ^ key[i & 3]!));
+      }
+      this.frames.push({ fin: (b[0]! & 0x80) !== 0, opcode: b[0]! & 0x0f, payload: Buffer.from(payload) });
+      this.buffer = b.subarray(off + len);
+      got = true;
+    }
+    if (got) this.wake();
+  }
+}
