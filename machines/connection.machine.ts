@@ -59,7 +59,9 @@ export type ReaderEvent =
   /** The transport is closed. code/reason are what the close frame carried (1006: none). */
   | { type: 'socket.closed'; code: number; reason: string }
   /** The peer broke the protocol; the transport is already sending close `code` (R15). */
-  | { type: 'socket.error'; code: number; message: string };
+  | { type: 'socket.error'; code: number; message: string }
+  /** Answer to `reader.confirmSilence`: pending input was read and none of it came from the peer. */
+  | { type: 'socket.silent' };
 
 /** Facts the write actor reports (R9–R11). */
 export type WriterEvent =
@@ -82,7 +84,10 @@ export type WriterCommand =
    * (a clean close); false for a slow consumer, whose queue becomes dead letters (R12).
    */
   | { type: 'writer.close'; code: number; reason: string; flush: boolean };
-export type ReaderCommand = { type: 'reader.expectLiveness' };
+export type ReaderCommand =
+  | { type: 'reader.expectLiveness' }
+  /** Read whatever input is already waiting, then answer `socket.silent` if none of it proved liveness. */
+  | { type: 'reader.confirmSilence' };
 
 export interface ActorInput {
   id: string;
@@ -153,6 +158,7 @@ export const connectionMachine = setup({
   actions: {
     sendPing: sendTo('writer', { type: 'writer.ping' }),
     expectLiveness: sendTo('reader', { type: 'reader.expectLiveness' }),
+    confirmSilence: sendTo('reader', { type: 'reader.confirmSilence' }),
     sendClose: sendTo('writer', ({ context }) => ({
       type: 'writer.close' as const,
       code: context.closeRequest?.code ?? CloseCodes.NORMAL,
@@ -298,9 +304,17 @@ export const connectionMachine = setup({
                 'socket.pong': { target: 'idle', actions: 'recordRtt' },
                 'socket.activity': { target: 'idle' },
               },
-              after: {
+              after: { pongTimeout: { target: 'suspect' } },
+            },
+            suspect: {
+              description:
+                'R4: the pong timeout fired. Input already waiting is read first, so a stalled event loop (GC, CPU starvation) never kills a peer whose pong has arrived.',
+              entry: 'confirmSilence',
+              on: {
+                'socket.pong': { target: 'idle', actions: 'recordRtt' },
+                'socket.activity': { target: 'idle' },
                 // R4: a dead peer (half-open TCP, frozen tab) is terminated, no handshake.
-                pongTimeout: {
+                'socket.silent': {
                   target: '#connection.closed',
                   actions: assign({
                     closure: () => closure(CloseCodes.ABNORMAL, 'heartbeat timeout', 'local', 'heartbeat-timeout'),

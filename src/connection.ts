@@ -143,7 +143,8 @@ export class Connection<Auth = unknown> {
   get stateName(): 'connecting' | 'open' | 'pinging' | 'closing' | 'closed' {
     const s = this.actor.getSnapshot();
     if (s.status !== 'active') return 'closed';
-    if (s.matches({ open: { heartbeat: 'pinging' } })) return 'pinging';
+    // `suspect` is the last moment of waiting for the pong: still pinging.
+    if (s.matches({ open: { heartbeat: 'pinging' } }) || s.matches({ open: { heartbeat: 'suspect' } })) return 'pinging';
     if (s.matches('open')) return 'open';
     if (s.matches('closing')) return 'closing';
     return 'connecting';

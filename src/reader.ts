@@ -37,6 +37,7 @@ export const readerActor = fromCallback<ReaderCommand, ActorInput>(({ input, sen
   // traffic cost a machine event (R5), so the data path stays cheap.
   let expecting = false;
   let closed = false;
+  let stopped = false;
 
   const proveLiveness = (): void => {
     if (expecting) {
@@ -79,14 +80,21 @@ export const readerActor = fromCallback<ReaderCommand, ActorInput>(({ input, sen
   ws.on('ping', proveLiveness);
   ws.on('close', onClose);
   ws.on('error', onError);
-  receive(() => {
-    expecting = true;
+  receive((command) => {
+    if (command.type === 'reader.expectLiveness') expecting = true;
+    // setImmediate runs after the poll phase: anything the peer sent before the
+    // pong timer fired has been read (and reported) by then.
+    else
+      setImmediate(() => {
+        if (expecting && !stopped) sendBack({ type: 'socket.silent' });
+      });
   });
   if (ws.readyState === 1) sendBack({ type: 'socket.open' });
   else if (ws.readyState === 0) ws.once('open', onOpen);
   else queueMicrotask(() => onClose(CloseCodes.ABNORMAL, Buffer.alloc(0)));
 
   return () => {
+    stopped = true;
     ws.off('message', onMessage);
     ws.off('pong', onPong);
     ws.off('ping', proveLiveness);

@@ -667,4 +667,39 @@ describe('supervisor lifecycle (real sockets, loopback)', { timeout: 30_000 }, (
     // Snapshots from other actors (the reader and writer children) are there too, but not mixed in.
     assert.ok(events.some((e) => e.type === '@xstate.snapshot' && e.actorRef !== connection.machine));
   });
+
+  test('R4: an event-loop stall longer than the pong timeout does not kill a peer whose pong is already waiting', { timeout: 10_000 }, async (t) => {
+    // The peer runs in another process, so it answers the ping while this
+    // process is blocked; when the loop resumes the overdue pong timer fires
+    // first, and the machine's `suspect` state lets the waiting pong be read.
+    const ts = await serve(t, { timing: { pingInterval: 150, pongTimeout: 100, closeTimeout: 200 } });
+    const admitted = nextConnection(ts.supervisor);
+    const { spawn } = await import('node:child_process');
+    const peer = spawn(
+      process.execPath,
+      ['-e', `const W=require('ws');const w=new W(${JSON.stringify(ts.url)});w.on('open',()=>console.log('open'));setTimeout(()=>process.exit(0),8000)`],
+      { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    defer(t, () => peer.kill('SIGKILL'));
+    const connection = await within(5000, admitted, 'the child peer connects');
+    const seen: string[] = [];
+    let stalls = 0;
+    const sub = connection.machine.subscribe((snap) => {
+      const name = connection.stateName;
+      if (seen.at(-1) !== name) seen.push(name);
+      if (snap.matches({ open: { heartbeat: 'pinging' } }) && stalls < 3) {
+        stalls++;
+        // Once the ping is on the wire (the writer runs synchronously after this
+        // transition), block the loop for 3× the pong timeout, before any I/O is read.
+        queueMicrotask(() => {
+          const until = performance.now() + 300;
+          while (performance.now() < until);
+        });
+      }
+    });
+    defer(t, () => sub.unsubscribe());
+    await waitFor(() => stalls >= 3 && connection.stateName === 'open', 5000, 'three stalled heartbeats');
+    assert.equal(connection.closure, null, `the peer was kept through ${stalls} stalls (states: ${seen.join(' → ')})`);
+    assert.ok(connection.rttMs !== null && connection.rttMs >= 250, `rttMs ${connection.rttMs} includes the stall`);
+  });
 });

@@ -69,6 +69,7 @@ const samples: { [T in ConnectionEvent['type']]: Array<Extract<ConnectionEvent, 
   'socket.open': [{ type: 'socket.open' }],
   'socket.pong': [{ type: 'socket.pong', rttMs: 5 }],
   'socket.activity': [{ type: 'socket.activity' }],
+  'socket.silent': [{ type: 'socket.silent' }],
   'socket.closed': [
     { type: 'socket.closed', code: 1000, reason: 'bye' },
     { type: 'socket.closed', code: 1006, reason: '' },
@@ -192,7 +193,7 @@ class Run {
 
 interface Expectation {
   phase: 'connecting' | 'open' | 'closing' | 'closed';
-  heartbeat: 'idle' | 'pinging';
+  heartbeat: 'idle' | 'pinging' | 'suspect';
   write: 'flowing' | 'blocked';
   /** When the heartbeat entered its state: the ping interval / pong timeout counts from here (R4). */
   heartbeatSince: number;
@@ -264,14 +265,19 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
       else if (e.type === 'terminate') end(dropped(e.reason ?? 'terminated', 'terminated'));
     } else if (x.phase === 'open') {
       const pinging = x.heartbeat === 'pinging';
+      const suspect = x.heartbeat === 'suspect';
       const blocked = x.write === 'blocked';
       if (e.type === 'timeout' && e.delay === 'pingInterval') {
         x.heartbeat = 'pinging';
         x.heartbeatSince = h.at;
         x.pings += 1;
-      } else if (e.type === 'timeout' && e.delay === 'pongTimeout') end(dropped('heartbeat timeout', 'heartbeat-timeout')); // R4
+      } else if (e.type === 'timeout' && e.delay === 'pongTimeout') {
+        // R4: before declaring the peer dead, the reader reads what is already waiting.
+        x.heartbeat = 'suspect';
+        x.heartbeatSince = h.at;
+      } else if (e.type === 'socket.silent' && suspect) end(dropped('heartbeat timeout', 'heartbeat-timeout')); // R4
       // R5: any inbound frame answers the outstanding ping (with none outstanding, a report changes nothing).
-      else if ((e.type === 'socket.pong' || e.type === 'socket.activity') && pinging) {
+      else if ((e.type === 'socket.pong' || e.type === 'socket.activity') && (pinging || suspect)) {
         x.heartbeat = 'idle';
         x.heartbeatSince = h.at;
         if (e.type === 'socket.pong') x.rttMs = e.rttMs;
@@ -361,6 +367,17 @@ const checks: Record<string, Check> = {
     );
     assert.deepEqual(armed(run, 'pongTimeout').map((t) => t.start), [x.heartbeatSince], 'R4: the pong timeout runs from the ping');
     assert.equal(armed(run, 'pingInterval').length, 0);
+  },
+  '#connection.open.heartbeat.suspect': (run) => {
+    const sinceTimeout = run.since(isTimeout('pongTimeout'));
+    assert.deepEqual(
+      sinceTimeout.flatMap((e) => (e.kind === 'command' ? [[e.actor, e.command.type]] : [])),
+      [['reader', 'reader.confirmSilence']],
+      'R4: when the pong timeout fires, the reader first reads what is waiting',
+    );
+    assert.equal(armed(run, 'pongTimeout').length, 0, 'no timer: the reader answers within one I/O turn');
+    assert.equal(armed(run, 'pingInterval').length, 0);
+    assert.equal(run.count('stopped', 'reader'), 0, 'not dead yet');
   },
   '#connection.open.write': (run) => {
     const notPings = run.commands('writer').filter((c) => c.type !== 'writer.ping');
@@ -582,6 +599,9 @@ describe('connection machine, examples', () => {
     assert.equal(statusOf(run), 'active', 'still waiting one ms before the pong timeout');
     run.clock.increment(1);
     assert.equal(run.clock.now(), timing.pingInterval + timing.pongTimeout);
+    assert.deepEqual(valueOf(run), { open: { heartbeat: 'suspect', write: 'flowing' } });
+    assert.deepEqual(run.commands('reader'), [{ type: 'reader.expectLiveness' }, { type: 'reader.confirmSilence' }]);
+    run.send({ type: 'socket.silent' });
     assert.equal(statusOf(run), 'done');
     assert.deepEqual(run.snapshot.output, {
       code: 1006, reason: 'heartbeat timeout', initiator: 'local', cause: 'heartbeat-timeout', expected: false, receivedCode: null,
@@ -599,6 +619,18 @@ describe('connection machine, examples', () => {
     assert.deepEqual(writerCommands(run), ['writer.ping']);
     run.clock.increment(1);
     assert.deepEqual(writerCommands(run), ['writer.ping', 'writer.ping']);
+  });
+
+  test('R4: a pong read after the pong timeout fired (stalled event loop) keeps the peer', () => {
+    const run = openRun();
+    run.clock.increment(timing.pingInterval);
+    run.clock.increment(timing.pongTimeout);
+    assert.deepEqual(valueOf(run), { open: { heartbeat: 'suspect', write: 'flowing' } });
+    run.send({ type: 'socket.pong', rttMs: 9 });
+    assert.deepEqual(valueOf(run), { open: { heartbeat: 'idle', write: 'flowing' } });
+    assert.equal(run.snapshot.context.rttMs, 9);
+    run.send({ type: 'socket.silent' });
+    assert.equal(statusOf(run), 'active', 'a late silent report changes nothing once idle');
   });
 
   test('R5: any inbound traffic while pinging returns to idle and leaves rttMs alone', () => {
