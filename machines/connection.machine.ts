@@ -178,6 +178,20 @@ export const connectionMachine = setup({
         };
       },
     }),
+    /** R16/R17: the peer closed (its code, echoed by the transport) or the network did (1006). */
+    recordRemoteClose: assign({
+      closure: ({ event }) => {
+        const e = event as Extract<ConnectionEvent, { type: 'socket.closed' }>;
+        return closure(e.code, e.reason, 'remote', e.code === CloseCodes.ABNORMAL ? 'socket-error' : 'peer', e.code);
+      },
+    }),
+    /** The application dropped the connection without a handshake. */
+    recordTerminate: assign({
+      closure: ({ event }) => {
+        const e = event as Extract<ConnectionEvent, { type: 'terminate' }>;
+        return closure(CloseCodes.ABNORMAL, e.reason ?? 'terminated', 'local', 'terminated');
+      },
+    }),
     requestProtocolClose: assign({
       closeRequest: ({ event }) => {
         const e = event as Extract<ConnectionEvent, { type: 'socket.error' }>;
@@ -223,16 +237,7 @@ export const connectionMachine = setup({
         'socket.open': { target: 'open' },
         'socket.closed': {
           target: 'closed',
-          actions: assign({
-            closure: ({ event }) =>
-              closure(
-                event.code,
-                event.reason,
-                'remote',
-                event.code === CloseCodes.ABNORMAL ? 'socket-error' : 'peer',
-                event.code,
-              ),
-          }),
+          actions: 'recordRemoteClose',
         },
         close: {
           target: 'closed',
@@ -243,9 +248,7 @@ export const connectionMachine = setup({
         },
         terminate: {
           target: 'closed',
-          actions: assign({
-            closure: ({ event }) => closure(CloseCodes.ABNORMAL, event.reason ?? 'terminated', 'local', 'terminated'),
-          }),
+          actions: 'recordTerminate',
         },
       },
     },
@@ -256,16 +259,7 @@ export const connectionMachine = setup({
         // R16/R17: the peer closed (ws has echoed its code) or the transport died (1006).
         'socket.closed': {
           target: 'closed',
-          actions: assign({
-            closure: ({ event }) =>
-              closure(
-                event.code,
-                event.reason,
-                'remote',
-                event.code === CloseCodes.ABNORMAL ? 'socket-error' : 'peer',
-                event.code,
-              ),
-          }),
+          actions: 'recordRemoteClose',
         },
         // R15: protocol violation — the transport is already sending the close frame.
         'socket.error': { target: 'closing', actions: 'requestProtocolClose' },
@@ -282,9 +276,7 @@ export const connectionMachine = setup({
         ],
         terminate: {
           target: 'closed',
-          actions: assign({
-            closure: ({ event }) => closure(CloseCodes.ABNORMAL, event.reason ?? 'terminated', 'local', 'terminated'),
-          }),
+          actions: 'recordTerminate',
         },
         // R9/R11: a consumer that cannot keep up is closed; others are unaffected.
         'write.overflow': { target: 'closing', actions: 'requestOverflowClose' },
