@@ -23,7 +23,7 @@ import {
 
 /** The four named delays (R6, R10, R16). Milliseconds, all > 0. */
 export interface ConnectionTiming {
-  /** Idle time between heartbeats (R4, R6). */
+  /** Idle time between heartbeats (R4, R6); 0 turns the heartbeat off (R7). */
   pingInterval: number;
   /** How long a ping may go unanswered by any inbound traffic (R4, R5). */
   pongTimeout: number;
@@ -147,6 +147,8 @@ export const connectionMachine = setup({
     closeTimeout: ({ context }) => context.timing.closeTimeout,
   },
   guards: {
+    /** R6/R7: pingInterval 0 turns the heartbeat off. */
+    heartbeatEnabled: ({ context }) => context.timing.pingInterval > 0,
     /** Codes an application may put in a close frame (RFC 6455 §7.4). */
     isSendableCode: ({ event }) =>
       event.type === 'close' &&
@@ -286,8 +288,8 @@ export const connectionMachine = setup({
           initial: 'idle',
           states: {
             idle: {
-              description: 'R4: wait one ping interval, then ping.',
-              after: { pingInterval: { target: 'pinging' } },
+              description: 'R4: wait one ping interval, then ping (pingInterval 0: no heartbeat, e.g. a browser without an app-level one, R7).',
+              after: { pingInterval: { guard: 'heartbeatEnabled', target: 'pinging' } },
             },
             pinging: {
               description: 'R4/R5: a ping is out; any inbound frame proves liveness.',

@@ -1,2 +1,4 @@
 export * from './connection.machine.ts';
 export * from './close-codes.ts';
+export * from './client.machine.ts';
+export * from './backoff.ts';

@@ -1,0 +1,104 @@
+/**
+ * The client on Node, over `ws`: the dialer opens one `ws` client per attempt,
+ * and the connection child runs the same reader and writer actors as the
+ * server (protocol pings with a pong timeout, R7; bounded send queue, R9).
+ */
+import type { Duplex } from 'node:stream';
+import WebSocket from 'ws';
+import { fromCallback } from 'xstate';
+import { clientMachine, type DialerInput } from '../../machines/client.machine.ts';
+import { supervisedConnectionMachine } from '../connection.ts';
+import { DEFAULTS } from '../options.ts';
+import type { SocketIO } from '../socket-io.ts';
+import { SendQueue } from '../writer.ts';
+import { Client, type ClientOptions, type TransportHooks } from './client.ts';
+
+export interface NodeClientOptions extends ClientOptions {
+  /** Per-connection send queue limits (R9). Defaults as the server's: 256 messages, 4 MiB. */
+  sendQueue?: { maxMessages?: number; maxBytes?: number };
+  /** Largest inbound message, bytes (R21). Default 1 MiB. */
+  maxPayload?: number;
+  /** Extra HTTP headers for the upgrade request (e.g. Origin, Authorization). */
+  headers?: Record<string, string>;
+}
+
+interface NodeTransport {
+  url: string;
+  options: NodeClientOptions;
+  hooks: TransportHooks;
+}
+
+function ignore(): void {}
+
+/** One attempt: resolves with the SocketIO once the upgrade succeeded; stopping it abandons the attempt. */
+const nodeDialer = fromCallback<{ type: 'dialer.noop' }, DialerInput>(({ input, sendBack }) => {
+  const { url, options, hooks } = input.transport as NodeTransport;
+  let handedOver = false;
+  let socket: Duplex | null = null;
+  const ws = new WebSocket(url, options.protocols ?? [], {
+    perMessageDeflate: false,
+    maxPayload: options.maxPayload ?? DEFAULTS.maxPayload,
+    ...(options.headers ? { headers: options.headers } : {}),
+  });
+  const fail = (message: string): void => {
+    if (handedOver) return;
+    handedOver = true; // report once
+    sendBack({ type: 'dial.failed', message });
+  };
+  ws.on('upgrade', (response) => {
+    socket = response.socket;
+  });
+  ws.on('unexpected-response', (_request, response) => {
+    fail(`server refused the upgrade: HTTP ${response.statusCode}`);
+    ws.terminate();
+  });
+  ws.on('error', (err) => fail(err.message));
+  ws.on('close', () => fail('connection closed during the upgrade'));
+  ws.once('open', () => {
+    if (handedOver || !socket) return;
+    handedOver = true;
+    ws.removeAllListeners('close');
+    ws.removeAllListeners('error');
+    ws.on('error', ignore); // the reader takes over errors from here
+    const io: SocketIO = {
+      ws,
+      socket,
+      writer: new SendQueue(
+        ws,
+        socket,
+        {
+          maxMessages: options.sendQueue?.maxMessages ?? DEFAULTS.sendQueueMessages,
+          maxBytes: options.sendQueue?.maxBytes ?? DEFAULTS.sendQueueBytes,
+        },
+        (data) => hooks.onDeadLetter(typeof data === 'string' ? data : data.toString()),
+      ),
+      stats: { messagesIn: 0, bytesIn: 0 },
+      onMessage: (data) => hooks.onMessage(data.toString()),
+    };
+    hooks.onOpen((text) => io.writer.send(text));
+    sendBack({ type: 'dial.ready', io });
+  });
+  return () => {
+    // An attempt abandoned (connect timeout, deliberate close) must not linger.
+    if (ws.readyState !== WebSocket.OPEN) {
+      ws.on('error', ignore);
+      ws.terminate();
+    }
+  };
+});
+
+/** The client machine with Node's actors, provided once per process. */
+export const nodeClientMachine = clientMachine.provide({
+  actors: { dialer: nodeDialer, connection: supervisedConnectionMachine },
+});
+
+/** A reconnecting client on Node. See ClientOptions for every option and default. */
+export function createClient(url: string, options: NodeClientOptions = {}): Client {
+  return new Client(url, options, {
+    machine: nodeClientMachine,
+    defaultPingInterval: 25_000,
+    transport: (u, _o, hooks): NodeTransport => ({ url: u, options, hooks }),
+  });
+}
+
+export { Client, ClientError, type ClientOptions, type ClientState, type Reply, type Push, type ClientEvents } from './client.ts';
