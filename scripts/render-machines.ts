@@ -9,6 +9,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { AnyStateMachine } from 'xstate';
+import { clientMachine } from '../machines/client.machine.ts';
 import { connectionMachine } from '../machines/connection.machine.ts';
 
 /** The parts of xstate's StateNode we read (its public shape in v5). */
@@ -49,6 +50,14 @@ export const MACHINES: MachineDoc[] = [
       'One per WebSocket connection (`machines/connection.machine.ts`). Data messages never pass through it; ' +
       'see [architecture.md](architecture.md) for the data path.',
   },
+  {
+    file: 'client-machine.md',
+    title: 'The client machine',
+    machine: clientMachine,
+    intro:
+      'One per reconnecting client (`machines/client.machine.ts`). Each connected attempt runs the ' +
+      '[connection machine](connection-machine.md) as its `connection` child, so client and server share one lifecycle.',
+  },
 ];
 
 const mid = (n: Node): string => n.id.replace(/[^A-Za-z0-9_]/g, '_');
@@ -56,11 +65,12 @@ const mid = (n: Node): string => n.id.replace(/[^A-Za-z0-9_]/g, '_');
 /** Human label for an event type: xstate.after.<delay>.<id> → "after <delay>". */
 function eventLabel(t: Transition): string {
   const after = /^xstate\.after\.([^.]+)\./.exec(t.eventType);
-  let label = after ? `after ${after[1]}` : t.eventType;
+  const done = /^xstate\.done\.actor\.(.+)$/.exec(t.eventType);
+  let label = after ? `after ${after[1]}` : done ? `done: ${done[1]}` : t.eventType;
   const g = t.guard as { type?: string } | string | undefined;
   const guard = typeof g === 'string' ? g : g?.type;
   if (guard) label += ` [${guard}]`;
-  else if (t.eventType === 'close' && siblingsHaveGuard(t)) label += ' [else]';
+  else if (siblingsHaveGuard(t)) label += ' [else]';
   return label;
 }
 
@@ -121,12 +131,17 @@ export function renderMermaid(machine: AnyStateMachine): string {
   return out.join('\n');
 }
 
+/** A state's id without the machine's own id in front. */
+function local(n: Node, root: Node): string {
+  return n === root ? '(root)' : n.id.slice(root.id.length + 1);
+}
+
 function renderTable(machine: AnyStateMachine): string {
   const root = machine.root as unknown as Node;
   const rows = allTransitions(root).map((t) => {
-    const targets = (t.target ?? [t.source]).map((x) => `\`${x.id.replace(/^connection\./, '')}\``).join(', ');
+    const targets = (t.target ?? [t.source]).map((x) => `\`${local(x, root)}\``).join(', ');
     const actions = actionNames(t);
-    return `| \`${t.source.id.replace(/^connection\.?/, '') || '(root)'}\` | ${eventLabel(t).replace(/\|/g, '\\|')} | ${targets}${t.reenter ? ' (re-entered)' : ''} | ${actions || '—'} |`;
+    return `| \`${local(t.source, root)}\` | ${eventLabel(t).replace(/\|/g, '\\|')} | ${t.target ? targets : '(stays: no state change)'}${t.reenter ? ' (re-entered)' : ''} | ${actions || '—'} |`;
   });
   return ['| from | event | to | actions |', '|---|---|---|---|', ...rows].join('\n');
 }
@@ -140,7 +155,7 @@ function renderStates(machine: AnyStateMachine): string {
         .map((a) => a?.type)
         .filter((a): a is string => !!a && !a.startsWith('xstate.'));
       const extra = entry.length ? ` Entry: ${entry.map((e) => `\`${e}\``).join(', ')}.` : '';
-      return `- \`${n.id.replace(/^connection\./, '')}\` (${n.type})${n.description ? `: ${n.description}` : ''}${extra}`;
+      return `- \`${local(n, root)}\` (${n.type})${n.description ? `: ${n.description}` : ''}${extra}`;
     })
     .join('\n');
 }
@@ -148,7 +163,13 @@ function renderStates(machine: AnyStateMachine): string {
 function renderActors(machine: AnyStateMachine): string {
   const root = machine.root as unknown as Node;
   return allNodes(root)
-    .flatMap((n) => n.invoke.map((i) => `- \`${i.id}\` invoked by \`${n.id}\` (lives as long as that state)`))
+    .flatMap((n) =>
+      n.invoke.map((i) =>
+        n === root
+          ? `- \`${i.id}\` invoked by the machine itself (lives until the final state)`
+          : `- \`${i.id}\` invoked by \`${local(n, root)}\` (lives as long as that state)`,
+      ),
+    )
     .join('\n');
 }
 
