@@ -8,11 +8,12 @@ import { DEFAULTS, normaliseOrigin, type OriginPolicy } from './options.ts';
 import { bundledWww, type DemoServerOptions } from './demo-server.ts';
 
 export const USAGE = `Usage: ws-supervisor server [flags]
+       ws-supervisor client [flags]
 
-Runs a WebSocket server that speaks the articles' JSON protocol on --path,
-with /healthz, /metrics and a demo page at /.
+server: runs a WebSocket server that speaks the articles' JSON protocol on
+--path, with /healthz, /metrics and a demo page at /.
 
-Flags:
+Server flags:
   --address HOST:PORT       listen address (default localhost:8080; port 0 = any free port)
   --path PATH               WebSocket endpoint (default /server)
   --www DIR                 static files for / (default: the bundled www/)
@@ -27,9 +28,27 @@ Flags:
                             the same-origin rule; * allows every origin (development only)
   --help                    show this help
 
-Signals: SIGTERM or SIGINT drains (new upgrades and /healthz get 503, every
+Server signals: SIGTERM or SIGINT drains (new upgrades and /healthz get 503, every
 connection gets close 1001, stragglers are terminated after the close timeout)
 and exits 0.
+
+client: the articles' client, reconnecting. Connects to ws://HOST:PORT/PATH and
+every interval sends {"requestID":N,"command":"Eject the hot dog N.","someOtherThing":""}
+with N = 1, 2, 3… counting on across reconnects. Requests made while
+disconnected are buffered and sent once reconnected (R23). Prints each reply
+("reply N: {…}"), each push ("push: {…}"), each failed request ("request N
+failed: CODE: why"), every state change ("state: open → pinging") and each
+connection close (code, reason, expected). Reconnects with backoff and jitter
+after an unexpected close (R22).
+
+Client flags:
+  --address HOST:PORT       server address (default localhost:8080)
+  --path PATH               WebSocket endpoint (default /server)
+  --interval MS             time between requests (default 2000)
+  --help                    show this help
+
+Client signals: SIGTERM or SIGINT closes the connection (close 1000, waiting
+for the server's close frame up to the close timeout) and exits 0.
 `;
 
 export class UsageError extends Error {}
@@ -119,3 +138,51 @@ export function parseServerArgs(args: string[]): DemoServerOptions | 'help' {
   return options;
 }
 
+
+export interface ClientCliOptions {
+  /** ws://HOST:PORT/PATH */
+  url: string;
+  /** Time between requests, ms. */
+  interval: number;
+}
+
+/** The client's defaults: the articles' client dials localhost:8080/server every 2 s. */
+export const CLIENT_CLI_DEFAULTS = { address: 'localhost:8080', path: '/server', interval: 2000 } as const;
+
+export function parseClientArgs(args: string[]): ClientCliOptions | 'help' {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        address: { type: 'string' },
+        path: { type: 'string' },
+        interval: { type: 'string' },
+        help: { type: 'boolean' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) return 'help';
+  const { host, port } = parseAddress(v.address ?? CLIENT_CLI_DEFAULTS.address);
+  if (port === 0) throw new UsageError(`--address: a client needs a port to connect to, got ${JSON.stringify(v.address)}`);
+  const path = v.path ?? CLIENT_CLI_DEFAULTS.path;
+  if (!/^\/[^\s?#]*$/.test(path)) throw new UsageError(`--path must start with / and hold no spaces, ? or #, got ${JSON.stringify(path)}`);
+  const interval = positive('interval', v.interval) ?? CLIENT_CLI_DEFAULTS.interval;
+  // Node's timers cap at 2^31-1 ms (and silently fire after 1 ms beyond it).
+  if (interval > 2 ** 31 - 1) throw new UsageError(`--interval must be at most ${2 ** 31 - 1} ms, got ${JSON.stringify(v.interval)}`);
+  // ':PORT' means "all interfaces" to a server; a client dials the local host.
+  const dial = host === '::' ? 'localhost' : host;
+  const shown = dial.includes(':') ? `[${dial}]` : dial;
+  const url = `ws://${shown}:${port}${path}`;
+  try {
+    new URL(url);
+  } catch {
+    throw new UsageError(`--address: ${JSON.stringify(v.address)} does not make a valid URL (${url})`);
+  }
+  return { url, interval };
+}

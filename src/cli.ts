@@ -2,9 +2,16 @@
 /**
  * `ws-supervisor server [flags]`: the ready-made server. This process is the
  * server itself, so SIGTERM/SIGINT reach it directly and drain it (R18).
+ *
+ * `ws-supervisor client [flags]`: the articles' client (a request every 2 s,
+ * replies read while it keeps sending, R24), made to survive server restarts
+ * (R22, R23). This process is the client itself, so SIGINT/SIGTERM close it
+ * with 1000 and it exits once the close handshake is done.
  */
 import { startDemoServer } from './demo-server.ts';
-import { parseServerArgs, USAGE, UsageError } from './cli-args.ts';
+import { parseClientArgs, parseServerArgs, USAGE, UsageError } from './cli-args.ts';
+import { ClientError, createClient } from './client/node.ts';
+import { CLIENT_DEFAULTS } from './client/client.ts';
 
 async function runServer(args: string[]): Promise<void> {
   const options = parseServerArgs(args);
@@ -40,20 +47,88 @@ async function runServer(args: string[]): Promise<void> {
   process.on('SIGINT', onSignal);
 }
 
+async function runClient(args: string[]): Promise<void> {
+  const options = parseClientArgs(args);
+  if (options === 'help') {
+    process.stdout.write(USAGE);
+    return;
+  }
+  // Library defaults throughout: buffer while offline (R23), reconnect forever (R22).
+  const client = createClient(options.url, { offline: 'buffer' });
+  console.log(`ws-supervisor: client connecting to ${options.url}, a request every ${options.interval} ms`);
+  client.on('state', ({ state, previous }) => console.log(`state: ${previous} → ${state}`));
+  client.on('push', (push) => console.log(`push: ${JSON.stringify(push)}`));
+  client.on('close', (c) =>
+    console.log(`close: code ${c.code} reason ${JSON.stringify(c.reason)} expected ${c.expected} (${c.initiator}, ${c.cause})`),
+  );
+  client.on('deadLetter', ({ data }) => console.log(`dead letter: ${data}`));
+
+  // The articles' main loop: the request number counts on across reconnects.
+  let n = 0;
+  const timer = setInterval(() => {
+    const i = ++n;
+    client.request(`Eject the hot dog ${i}.`, '').then(
+      (reply) => console.log(`reply ${i}: ${JSON.stringify(reply)}`),
+      (err: unknown) => {
+        const why = err instanceof ClientError ? `${err.code}: ${err.message}` : String(err);
+        console.log(`request ${i} failed: ${why}`);
+      },
+    );
+  }, options.interval);
+
+  let signalled = false;
+  void client.ended.then((output) => {
+    if (signalled) return;
+    // Only reachable if the client gives up (maxAttempts) or fails: not a clean exit.
+    clearInterval(timer);
+    console.error(`ws-supervisor: client stopped (${output.reason})`);
+    process.exit(1);
+  });
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (signalled) {
+      console.error(`ws-supervisor: ${signal} again, exiting without waiting`);
+      process.exit(1);
+    }
+    signalled = true;
+    clearInterval(timer);
+    console.log(`ws-supervisor: ${signal}: closing (state ${client.state})`);
+    // The machine bounds the handshake by the close timeout; this only guards against a bug there.
+    setTimeout(() => {
+      console.error('ws-supervisor: close did not complete, exiting');
+      process.exit(1);
+    }, CLIENT_DEFAULTS.timing.closeTimeout + 2_000).unref();
+    client.close(1000, 'client exiting').then(
+      (output) => {
+        const last = output.lastClosure;
+        console.log(`ws-supervisor: closed${last ? ` (last close: code ${last.code}, expected ${last.expected})` : ''}, bye`);
+        process.exit(0);
+      },
+      (err: unknown) => {
+        console.error('ws-supervisor: close failed:', err);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   if (command === 'server') return runServer(rest);
+  if (command === 'client') return runClient(rest);
   if (command === undefined || command === '--help' || command === 'help') {
     process.stdout.write(USAGE);
     if (command === undefined) process.exitCode = 2;
     return;
   }
-  throw new UsageError(`unknown command ${JSON.stringify(command)} (expected: server)`);
+  throw new UsageError(`unknown command ${JSON.stringify(command)} (expected: server or client)`);
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof UsageError) {
-    console.error(`ws-supervisor: ${err.message}\nRun 'ws-supervisor server --help' for the flags.`);
+    const command = process.argv[2] === 'client' ? 'client' : 'server';
+    console.error(`ws-supervisor: ${err.message}\nRun 'ws-supervisor ${command} --help' for the flags.`);
     process.exit(2);
   }
   const e = err as NodeJS.ErrnoException;

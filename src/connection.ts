@@ -43,6 +43,7 @@ export interface ConnectionInit<Auth> {
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void) | undefined;
   onMessage(connection: Connection<Auth>, data: Buffer, isBinary: boolean): void;
   onDeadLetter(letter: DeadLetter): void;
+  onRtt?(rttMs: number): void;
 }
 
 /** Close codes an application may send (RFC 6455 §7.4): 1000, 1001…1014 minus reserved, 3000–4999. */
@@ -80,6 +81,7 @@ export class Connection<Auth = unknown> {
       writer,
       stats: { messagesIn: 0, bytesIn: 0 },
       onMessage: (data, isBinary) => init.onMessage(this, data, isBinary),
+      ...(init.onRtt ? { onRtt: init.onRtt } : {}),
     };
     this.actor = createActor(supervisedConnectionMachine, {
       id: `connection:${init.id}`,

@@ -2,7 +2,7 @@ export { Supervisor, createSupervisor, type SupervisorEvents } from './superviso
 export { Connection, supervisedConnectionMachine, assertSendableCloseCode, type DeadLetter, type ConnectionSnapshot } from './connection.ts';
 export { Hub, type BroadcastResult } from './hub.ts';
 export { AdmissionError, type Refusal, type RefusalReason } from './admission.ts';
-export { DEFAULTS, type SupervisorOptions, type TimingOptions, type SendQueueOptions, type OriginPolicy, type AuthenticateHook, type MessageHandler } from './options.ts';
-export type { SupervisorMetrics } from './metrics.ts';
+export { DEFAULTS, type SupervisorOptions, type TimingOptions, type SendQueueOptions, type OriginPolicy, type AuthenticateHook, type MessageHandler, type Logger } from './options.ts';
+export { SupervisorMetrics, type MetricsSource } from './metrics.ts';
 export type { DeadLetterReason, Outbound } from './writer.ts';
 export * from '../machines/index.ts';

@@ -63,6 +63,20 @@ export type AuthenticateHook<Auth> = (request: IncomingMessage) => Promise<Auth 
 /** Called for every inbound message (the hot path: keep it fast). */
 export type MessageHandler<Auth> = (connection: Connection<Auth>, data: Buffer, isBinary: boolean) => void;
 
+/**
+ * A structured logger (pino's API: `pino()` fits as it is). Every line about a
+ * connection carries its id (`conn`). Lifecycle transitions log at debug,
+ * unexpected closures at warn, handler errors at error.
+ */
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  child(bindings: Record<string, unknown>): Logger;
+  isLevelEnabled?(level: string): boolean;
+}
+
 export interface SupervisorOptions<Auth = unknown> {
   /** Attach to this server's `upgrade` event. Omit and call `handleUpgrade` yourself (noServer mode). */
   server?: HttpServer;
@@ -92,6 +106,8 @@ export interface SupervisorOptions<Auth = unknown> {
   authenticate?: AuthenticateHook<Auth>;
   /** Time `authenticate` may take before the upgrade is refused with 503, ms. Default 10000. */
   authenticateTimeout?: number;
+  /** Structured logs (e.g. `pino()`); default: none. */
+  logger?: Logger;
   /** The inbound message handler. */
   onMessage?: MessageHandler<Auth>;
   /**

@@ -59,6 +59,7 @@ export const readerActor = fromCallback<ReaderCommand, ActorInput>(({ input, sen
       const rttMs = performance.now() - payload.readDoubleBE(0);
       if (rttMs >= 0 && rttMs < 3_600_000) {
         sendBack({ type: 'socket.pong', rttMs });
+        io.onRtt?.(rttMs);
         return;
       }
     }

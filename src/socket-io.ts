@@ -19,4 +19,6 @@ export interface SocketIO {
   stats: ConnectionStats;
   /** Inbound data, straight to the application (never through the machine). */
   onMessage(data: Buffer, isBinary: boolean): void;
+  /** A heartbeat round trip was measured (R4), for the RTT histogram. */
+  onRtt?(rttMs: number): void;
 }

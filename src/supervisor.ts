@@ -18,8 +18,8 @@ import {
 } from './admission.ts';
 import { Connection, type DeadLetter } from './connection.ts';
 import { Hub, type BroadcastResult } from './hub.ts';
-import { createMetrics, type SupervisorMetrics } from './metrics.ts';
-import { resolveOptions, type ResolvedOptions, type SupervisorOptions } from './options.ts';
+import { SupervisorMetrics } from './metrics.ts';
+import { resolveOptions, type Logger, type ResolvedOptions, type SupervisorOptions } from './options.ts';
 
 export interface SupervisorEvents<Auth> {
   /** A connection passed admission and is open. */
@@ -43,6 +43,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   private readonly admitting = new Set<Duplex>();
   private readonly raw: SupervisorOptions<Auth>;
   private draining = false;
+  private readonly logger: Logger | null;
   private shutdown: Promise<void> | null = null;
   private readonly onServerUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
     if (this.options.path !== null && pathOf(request) !== this.options.path) {
@@ -56,7 +57,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     super();
     this.raw = options;
     this.options = resolveOptions(options as SupervisorOptions<unknown>);
-    this.metrics = createMetrics();
+    this.metrics = new SupervisorMetrics({ live: () => this.hub.values() });
+    this.logger = options.logger ?? null;
     this.wss = new WebSocketServer({
       noServer: true,
       clientTracking: false, // the hub is the registry
@@ -140,6 +142,10 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
 
   private refuse(request: IncomingMessage, socket: Duplex, refusal: Refusal): void {
     this.metrics.refusedTotal.inc({ reason: refusal.reason });
+    this.logger?.info(
+      { status: refusal.status, reason: refusal.reason, url: request.url, origin: request.headers.origin, remote: request.socket.remoteAddress },
+      `upgrade refused: ${refusal.message}`,
+    );
     refuseUpgrade(socket, refusal, refusal.status === 503 ? { 'Retry-After': '5' } : {});
     this.emit('refused', refusal, request);
   }
@@ -173,6 +179,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
           refusal = { status: err.status, reason: err.status === 401 ? 'unauthenticated' : 'auth-rejected', message: err.message };
         } else {
           this.emit('handlerError', err, null);
+          this.logger?.error({ err, url: request.url }, 'authenticate threw');
           refusal = { status: 500, reason: 'auth-error', message: 'authentication failed' };
         }
       } finally {
@@ -203,8 +210,10 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
 
   private open(ws: import('ws').WebSocket, socket: Duplex, request: IncomingMessage, auth: Auth): void {
     const onMessage = this.raw.onMessage;
+    const id = randomUUID();
+    const log = this.logger?.child({ conn: id }) ?? null;
     const connection: Connection<Auth> = new Connection<Auth>({
-      id: randomUUID(),
+      id,
       ws,
       socket,
       timing: this.options.timing,
@@ -219,24 +228,37 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
               onMessage(c, data, isBinary);
             } catch (err) {
               this.emit('handlerError', err, c);
+              log?.error({ err }, 'onMessage threw: closing 1011');
               if (c.stateName === 'open' || c.stateName === 'pinging') void c.close(1011, 'internal error');
             }
           }
         : ignore,
+      onRtt: (ms) => this.metrics.rtt(ms),
       onDeadLetter: (letter) => {
         this.metrics.deadLettersTotal.inc({ reason: letter.reason });
+        log?.warn({ reason: letter.reason, binary: letter.binary }, 'dead letter: accepted message never reached the socket');
         this.emit('deadLetter', letter);
       },
     });
     this.hub.register(connection);
-    this.metrics.connections.inc();
+    this.metrics.opened();
+    log?.info({ remote: connection.remoteAddress, protocol: connection.protocol || undefined }, 'connection opened');
+    // Lifecycle transitions at debug: subscribed only when someone will read them.
+    if (log && (log.isLevelEnabled?.('debug') ?? true)) {
+      let last = '';
+      connection.machine.subscribe((snapshot) => {
+        const value = JSON.stringify(snapshot.value);
+        if (value !== last) log.debug({ state: snapshot.value, from: last ? JSON.parse(last) : undefined }, 'transition');
+        last = value;
+      });
+    }
     void connection.closed.then((closure) => {
       this.hub.unregister(connection);
-      this.metrics.connections.dec();
-      this.metrics.closesTotal.inc({ code: String(closure.code) });
-      if (closure.cause === 'heartbeat-timeout') this.metrics.heartbeatTimeoutsTotal.inc();
-      if (closure.cause === 'slow-consumer' || closure.cause === 'write-timeout') {
-        this.metrics.slowConsumerClosesTotal.inc({ cause: closure.cause });
+      this.metrics.closed(closure, connection.stats);
+      if (log) {
+        const fields = { ...closure, stats: connection.stats, ageMs: Date.now() - connection.openedAt };
+        if (closure.expected) log.info(fields, 'connection closed');
+        else log.warn(fields, `connection closed unexpectedly: ${closure.cause}`);
       }
       this.emit('close', connection, closure);
     });
