@@ -12,7 +12,7 @@ export interface BackoffOptions {
   maxDelay: number;
   /** Growth of the upper bound per failed attempt. */
   multiplier: number;
-  /** Give up after this many consecutive failed attempts; 0 = never give up. */
+  /** Give up after this many consecutive failed attempts (1 = never retry); 0 = never give up. */
   maxAttempts: number;
   /** A connection that stayed open this long resets the attempt count, ms. */
   stableAfter: number;

@@ -90,7 +90,8 @@ export const clientMachine = setup({
   },
   guards: {
     deliberate: ({ context }) => context.closeRequest !== null,
-    canRetry: ({ context }) => context.backoff.maxAttempts === 0 || context.attempt < context.backoff.maxAttempts,
+    /** R22: the failure being handled is consecutive failure number attempt + 1. */
+    canRetry: ({ context }) => context.backoff.maxAttempts === 0 || context.attempt + 1 < context.backoff.maxAttempts,
   },
   actions: {
     chooseDelay: assign({

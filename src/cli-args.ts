@@ -35,7 +35,8 @@ and exits 0.
 client: the articles' client, reconnecting. Connects to ws://HOST:PORT/PATH and
 every interval sends {"requestID":N,"command":"Eject the hot dog N.","someOtherThing":""}
 with N = 1, 2, 3… counting on across reconnects. Requests made while
-disconnected are buffered and sent once reconnected (R23). Prints each reply
+disconnected are buffered and sent once reconnected (R23). Prints each request
+("request N: …", marked "(buffered while STATE)" when not connected), each reply
 ("reply N: {…}"), each push ("push: {…}"), each failed request ("request N
 failed: CODE: why"), every state change ("state: open → pinging") and each
 connection close (code, reason, expected). Reconnects with backoff and jitter

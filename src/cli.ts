@@ -56,7 +56,15 @@ async function runClient(args: string[]): Promise<void> {
   // Library defaults throughout: buffer while offline (R23), reconnect forever (R22).
   const client = createClient(options.url, { offline: 'buffer' });
   console.log(`ws-supervisor: client connecting to ${options.url}, a request every ${options.interval} ms`);
-  client.on('state', ({ state, previous }) => console.log(`state: ${previous} → ${state}`));
+  client.on('state', ({ state, previous }) => {
+    let detail = '';
+    if (state === 'waiting') {
+      // Failed attempts emit no 'close' event: say here why we wait, and how long (R22).
+      const { delayMs, attempt, lastClosure } = client.machine.getSnapshot().context;
+      detail = ` (attempt ${attempt}, retry in ${delayMs} ms${lastClosure ? `: ${lastClosure.reason}` : ''})`;
+    }
+    console.log(`state: ${previous} → ${state}${detail}`);
+  });
   client.on('push', (push) => console.log(`push: ${JSON.stringify(push)}`));
   client.on('close', (c) =>
     console.log(`close: code ${c.code} reason ${JSON.stringify(c.reason)} expected ${c.expected} (${c.initiator}, ${c.cause})`),
@@ -67,7 +75,11 @@ async function runClient(args: string[]): Promise<void> {
   let n = 0;
   const timer = setInterval(() => {
     const i = ++n;
-    client.request(`Eject the hot dog ${i}.`, '').then(
+    const command = `Eject the hot dog ${i}.`;
+    // As the articles' client ("Client sent: …"); while disconnected the request waits in the offline buffer (R23).
+    const connected = client.state === 'open' || client.state === 'pinging';
+    console.log(`request ${i}: ${command}${connected ? '' : ` (buffered while ${client.state})`}`);
+    client.request(command, '').then(
       (reply) => console.log(`reply ${i}: ${JSON.stringify(reply)}`),
       (err: unknown) => {
         const why = err instanceof ClientError ? `${err.code}: ${err.message}` : String(err);

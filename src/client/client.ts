@@ -326,11 +326,20 @@ export class Client {
     else if (snap.matches('connecting') || !child) state = 'connecting';
     else {
       const c = child.getSnapshot() as { status: string; value: unknown; matches(v: unknown): boolean };
+      if (c.status === 'done') {
+        // The connection ended; the client machine's own next state (waiting or
+        // closed) follows in its snapshot, so no made-up 'closing' here.
+        this.onConnectionClosed((c as unknown as { output: Closure }).output);
+        return;
+      }
       if (c.status !== 'active' || c.matches('closing')) state = 'closing';
       else if (c.matches({ open: { heartbeat: 'pinging' } }) || c.matches({ open: { heartbeat: 'suspect' } })) state = 'pinging';
       else if (c.matches('open')) state = 'open';
       else state = 'connecting';
-      if (c.status === 'done') this.onConnectionClosed((c as unknown as { output: Closure }).output);
+    }
+    // A failed attempt (refused, timed out) is a closure too (R17): report it once.
+    if ((state === 'waiting' || state === 'closed') && this.current === 'connecting' && snap.context.lastClosure) {
+      this.onConnectionClosed(snap.context.lastClosure);
     }
     if (state === 'waiting' || state === 'closed') this.send_ = null;
     if (state !== this.current) {
@@ -379,6 +388,19 @@ export class Client {
         });
       }
     }
+  }
+}
+
+/** Throws a TypeError naming the URL unless it is an absolute ws: or wss: URL. */
+export function assertWebSocketUrl(url: string): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new TypeError(`ws-supervisor client: invalid URL ${JSON.stringify(url)}`);
+  }
+  if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') {
+    throw new TypeError(`ws-supervisor client: URL must start with ws:// or wss://, got ${JSON.stringify(url)}`);
   }
 }
 

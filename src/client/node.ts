@@ -11,7 +11,7 @@ import { supervisedConnectionMachine } from '../connection.ts';
 import { DEFAULTS } from '../options.ts';
 import type { SocketIO } from '../socket-io.ts';
 import { SendQueue } from '../writer.ts';
-import { Client, type ClientOptions, type TransportHooks } from './client.ts';
+import { assertWebSocketUrl, Client, type ClientOptions, type TransportHooks } from './client.ts';
 
 export interface NodeClientOptions extends ClientOptions {
   /** Per-connection send queue limits (R9). Defaults as the server's: 256 messages, 4 MiB. */
@@ -35,11 +35,18 @@ const nodeDialer = fromCallback<{ type: 'dialer.noop' }, DialerInput>(({ input, 
   const { url, options, hooks } = input.transport as NodeTransport;
   let handedOver = false;
   let socket: Duplex | null = null;
-  const ws = new WebSocket(url, options.protocols ?? [], {
-    perMessageDeflate: false,
-    maxPayload: options.maxPayload ?? DEFAULTS.maxPayload,
-    ...(options.headers ? { headers: options.headers } : {}),
-  });
+  let ws: WebSocket;
+  try {
+    ws = new WebSocket(url, options.protocols ?? [], {
+      perMessageDeflate: false,
+      maxPayload: options.maxPayload ?? DEFAULTS.maxPayload,
+      ...(options.headers ? { headers: options.headers } : {}),
+    });
+  } catch (err) {
+    // e.g. an invalid subprotocol name: this attempt fails, visibly.
+    queueMicrotask(() => sendBack({ type: 'dial.failed', message: (err as Error).message }));
+    return () => undefined;
+  }
   const fail = (message: string): void => {
     if (handedOver) return;
     handedOver = true; // report once
@@ -94,6 +101,7 @@ export const nodeClientMachine = clientMachine.provide({
 
 /** A reconnecting client on Node. See ClientOptions for every option and default. */
 export function createClient(url: string, options: NodeClientOptions = {}): Client {
+  assertWebSocketUrl(url);
   return new Client(url, options, {
     machine: nodeClientMachine,
     defaultPingInterval: 25_000,
