@@ -26,6 +26,11 @@ Server flags:
   --max-connections N       upgrades beyond this get 503 (default ${DEFAULTS.maxConnections})
   --allowed-origins LIST    comma-separated scheme://host[:port] origins allowed instead of
                             the same-origin rule; * allows every origin (development only)
+  --log-level LEVEL         fatal, error, warn, info (default), debug (every state transition),
+                            trace or silent; JSON lines on stdout, each with the connection id
+  --inspect                 report every connection actor to a local Stately inspector relay
+                            (works offline; see docs/inspect.md)
+  --inspect-port PORT       port of that relay (default 8081)
   --help                    show this help
 
 Server signals: SIGTERM or SIGINT drains (new upgrades and /healthz get 503, every
@@ -87,7 +92,17 @@ function parseOrigins(value: string | undefined): OriginPolicy | undefined {
   }
 }
 
-export function parseServerArgs(args: string[]): DemoServerOptions | 'help' {
+/** Server CLI options: the demo server's, plus what only the CLI does (logging, inspector). */
+export interface ServerCliOptions extends DemoServerOptions {
+  logLevel: LogLevel;
+  /** Port of the local Stately inspector relay, or null without --inspect. */
+  inspectPort: number | null;
+}
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export function parseServerArgs(args: string[]): ServerCliOptions | 'help' {
   let parsed;
   try {
     parsed = parseArgs({
@@ -106,6 +121,9 @@ export function parseServerArgs(args: string[]): DemoServerOptions | 'help' {
         'send-queue': { type: 'string' },
         'max-connections': { type: 'string' },
         'allowed-origins': { type: 'string' },
+        'log-level': { type: 'string' },
+        inspect: { type: 'boolean' },
+        'inspect-port': { type: 'string' },
         help: { type: 'boolean' },
       },
     });
@@ -114,13 +132,22 @@ export function parseServerArgs(args: string[]): DemoServerOptions | 'help' {
   }
   const v = parsed.values;
   if (v.help) return 'help';
+  const logLevel = (v['log-level'] ?? 'info') as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(v['log-level'])}`);
+  }
+  const inspectPort = positive('inspect-port', v['inspect-port']);
+  if (inspectPort !== undefined && inspectPort > 65535) throw new UsageError(`--inspect-port must be at most 65535, got ${inspectPort}`);
+  if (inspectPort !== undefined && !v.inspect) throw new UsageError('--inspect-port needs --inspect');
   const { host, port } = parseAddress(v.address ?? 'localhost:8080');
   const path = v.path ?? '/server';
   if (!/^\/[^\s?#]*$/.test(path)) throw new UsageError(`--path must start with / and hold no spaces, ? or #, got ${JSON.stringify(path)}`);
   const www = v.www ?? bundledWww();
   if (!existsSync(www) || !statSync(www).isDirectory()) throw new UsageError(`--www ${JSON.stringify(www)} is not a directory`);
   const origins = parseOrigins(v['allowed-origins']);
-  const options: DemoServerOptions = {
+  const options: ServerCliOptions = {
+    logLevel,
+    inspectPort: v.inspect ? (inspectPort ?? 8081) : null,
     host,
     port,
     path,

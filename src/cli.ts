@@ -8,6 +8,7 @@
  * (R22, R23). This process is the client itself, so SIGINT/SIGTERM close it
  * with 1000 and it exits once the close handshake is done.
  */
+import pino from 'pino';
 import { startDemoServer } from './demo-server.ts';
 import { parseClientArgs, parseServerArgs, USAGE, UsageError } from './cli-args.ts';
 import { ClientError, createClient } from './client/node.ts';
@@ -19,10 +20,21 @@ async function runServer(args: string[]): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
-  const demo = await startDemoServer(options);
+  const { logLevel, inspectPort, ...serverOptions } = options;
+  // Structured logs (JSON lines on stdout) from the supervisor, each with its connection id.
+  const logger = pino({ level: logLevel });
+  // Loaded only for --inspect: the Stately inspector client is not needed otherwise.
+  const inspector = inspectPort === null ? null : await (await import('./inspector.ts')).startInspector(inspectPort);
+  const demo = await startDemoServer({ ...serverOptions, logger, ...(inspector ? { inspect: inspector.inspect } : {}) });
   const { address, port } = demo.address;
   const shown = address.includes(':') ? `[${address}]` : address;
   console.log(`ws-supervisor: listening on http://${shown}:${port}/ (WebSocket ws://${shown}:${port}${options.path})`);
+  if (inspector) {
+    console.log(
+      `ws-supervisor: inspector relay on ${inspector.relayUrl}: open ${inspector.pageUrl} (Stately UI, needs internet in your browser), ` +
+        `read the events from ${inspector.relayUrl} with any WebSocket client, or watch offline at http://${shown}:${port}/dashboard`,
+    );
+  }
   let signalled = false;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (signalled) {
@@ -32,16 +44,22 @@ async function runServer(args: string[]): Promise<void> {
     signalled = true;
     const live = demo.supervisor.size;
     console.log(`ws-supervisor: ${signal}: draining ${live} connection(s)`);
-    demo.close().then(
-      () => {
-        console.log('ws-supervisor: drained, bye');
-        process.exit(0);
-      },
-      (err: unknown) => {
-        console.error('ws-supervisor: drain failed:', err);
-        process.exit(1);
-      },
-    );
+    demo
+      .close()
+      // @statelyai/inspect defers each event by a macrotask and offers no flush:
+      // give the last transitions (closing → closed) a moment to reach the relay.
+      .then(() => (inspector ? new Promise((r) => setTimeout(r, 200)) : undefined))
+      .then(
+        () => {
+          inspector?.stop();
+          console.log('ws-supervisor: drained, bye');
+          process.exit(0);
+        },
+        (err: unknown) => {
+          console.error('ws-supervisor: drain failed:', err);
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
