@@ -3,7 +3,7 @@
  * supervisor embedded on one path, speaking the source articles' JSON protocol
  * (src/protocol/codec.ts), plus /healthz, /metrics and the static demo page.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFile } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +39,41 @@ export function bundledWww(): string {
     if (existsSync(`${dir}index.html`)) return dir;
   }
   throw new Error('ws-supervisor: bundled www/ folder not found');
+}
+
+/** The browser client bundle (scripts/build-browser.mjs), served at /ws-supervisor-client.js. */
+export const CLIENT_BUNDLE = 'ws-supervisor-client.js';
+
+/** The folder holding the browser bundle (dist/browser/), from src/ (tsx) or dist/src/ (built); null until `npm run build`. */
+export function bundledClientDir(): string | null {
+  for (const rel of ['../dist/browser/', '../browser/']) {
+    const dir = fileURLToPath(new URL(rel, import.meta.url));
+    if (existsSync(`${dir}${CLIENT_BUNDLE}`)) return dir;
+  }
+  return null;
+}
+
+/** GET/HEAD of the bundle or its source map; looked up per request, so a build after start is picked up. */
+function serveClientBundle(req: http.IncomingMessage, res: http.ServerResponse, file: string): void {
+  const dir = bundledClientDir();
+  if (dir === null) {
+    res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' });
+    res.end(`not found: /${file} has not been built: run npm run build\n`);
+    return;
+  }
+  readFile(`${dir}${file}`, (err, body) => {
+    if (err) {
+      res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' });
+      res.end(`not found: /${file} (${err.code ?? err.message}): run npm run build\n`);
+      return;
+    }
+    res.writeHead(200, {
+      'Content-Type': file.endsWith('.map') ? 'application/json; charset=utf-8' : 'text/javascript; charset=utf-8',
+      'Content-Length': body.length,
+      'Cache-Control': 'no-cache',
+    });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  });
 }
 
 const BINARY_NOT_SUPPORTED = encodeError(0, 'binary frames are not supported: send JSON text');
@@ -89,6 +124,10 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
       // A plain GET on the WebSocket path: say what it is (RFC 7231 §6.5.15).
       res.writeHead(426, { Upgrade: 'websocket', Connection: 'Upgrade', 'Content-Type': 'text/plain; charset=utf-8' });
       res.end(`${path} is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)\n`);
+      return;
+    }
+    if (pathname === `/${CLIENT_BUNDLE}` || pathname === `/${CLIENT_BUNDLE}.map`) {
+      serveClientBundle(req, res, pathname.slice(1));
       return;
     }
     statics(req, res, () => {

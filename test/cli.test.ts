@@ -285,7 +285,12 @@ describe('CLI close codes and HTTP endpoints', { timeout: 60_000 }, () => {
     assert.equal(r.status, 200);
     assert.match(String(r.headers['content-type']), /text\/html/);
     assert.match(r.body, /<html/i);
-    assert.match(r.body, /new WebSocket\(/);
+    // The page runs the browser client bundle (R7, R22), served by the same server.
+    assert.match(r.body, /from '\/ws-supervisor-client\.js'/);
+    assert.match(r.body, /createClient\(/);
+    const bundle = await httpGet(`${srv.base}/ws-supervisor-client.js`);
+    assert.equal(bundle.status, 200, 'the bundle is built (npm run build) and served');
+    assert.match(String(bundle.headers['content-type']), /javascript/);
   });
 
   test('GET /nope is 404', { timeout: 10_000 }, async () => {
