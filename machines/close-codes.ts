@@ -17,7 +17,7 @@ export const CloseCodes = {
   ABNORMAL: 1006,
   /** Invalid frame payload data: a text frame that is not valid UTF-8 (R15). */
   INVALID_PAYLOAD: 1007,
-  /** Policy violation: here, a slow consumer (send queue overflow or write timeout, R10/R11). */
+  /** Policy violation: a slow consumer (send queue overflow or write timeout, R10/R11), or a message rate over the limit (R21). */
   POLICY_VIOLATION: 1008,
   /** Message too big: over the max payload (R15, R21). */
   MESSAGE_TOO_BIG: 1009,
@@ -44,7 +44,9 @@ export type CloseCause =
   /** The transport died without a close frame (reset, EOF). */
   | 'socket-error'
   /** The application dropped the connection without a handshake. */
-  | 'terminated';
+  | 'terminated'
+  /** The peer sent messages faster than `maxMessageRate` (R21): 1008. */
+  | 'rate-limit';
 
 export interface Closure {
   /**

@@ -24,6 +24,8 @@ Server flags:
   --max-payload BYTES       largest inbound message; bigger closes 1009 (default ${DEFAULTS.maxPayload})
   --send-queue N            messages not yet handed to the OS socket, per connection (default ${DEFAULTS.sendQueueMessages})
   --max-connections N       upgrades beyond this get 503 (default ${DEFAULTS.maxConnections})
+  --max-message-rate N      messages per second per connection; over it the connection is
+                            closed 1008 (default: no limit)
   --allowed-origins LIST    comma-separated scheme://host[:port] origins allowed instead of
                             the same-origin rule; * allows every origin (development only)
   --log-level LEVEL         fatal, error, warn, info (default), debug (every state transition),
@@ -120,6 +122,7 @@ export function parseServerArgs(args: string[]): ServerCliOptions | 'help' {
         'max-payload': { type: 'string' },
         'send-queue': { type: 'string' },
         'max-connections': { type: 'string' },
+        'max-message-rate': { type: 'string' },
         'allowed-origins': { type: 'string' },
         'log-level': { type: 'string' },
         inspect: { type: 'boolean' },
@@ -161,6 +164,7 @@ export function parseServerArgs(args: string[]): ServerCliOptions | 'help' {
     sendQueue: { maxMessages: positive('send-queue', v['send-queue']) },
     maxPayload: positive('max-payload', v['max-payload']),
     maxConnections: positive('max-connections', v['max-connections']),
+    maxMessageRate: positive('max-message-rate', v['max-message-rate']),
     ...(origins !== undefined ? { origins } : {}),
   };
   return options;

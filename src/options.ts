@@ -24,6 +24,8 @@ export const DEFAULTS = {
   sendQueueBytes: 4 * 1_048_576,
   /** Admission: an `authenticate` hook that has not settled by then is refused with 503. */
   authenticateTimeout: 10_000,
+  /** R21: per-connection message rate limit, messages per second (bursts up to the same number); 0 = none. */
+  maxMessageRate: 0,
   /** R21: below this machine's ~19k descriptor ceiling; refused with 503 beyond it. */
   maxConnections: 10_000,
 } as const;
@@ -96,6 +98,12 @@ export interface SupervisorOptions<Auth = unknown> {
   maxConnections?: number;
   /** R21: largest inbound message in bytes; bigger closes with 1009. Default 1 MiB. */
   maxPayload?: number;
+  /**
+   * R21: messages per second one connection may send (a token bucket with a
+   * burst of the same size). Over it the connection is closed 1008
+   * ("message rate over N/s") and its excess messages are dropped. Default 0: no limit.
+   */
+  maxMessageRate?: number;
   timing?: TimingOptions;
   sendQueue?: SendQueueOptions;
   /**
@@ -124,6 +132,7 @@ export interface ResolvedOptions {
   requireProtocol: boolean;
   maxConnections: number;
   maxPayload: number;
+  maxMessageRate: number;
   authenticateTimeout: number;
   timing: Required<TimingOptions>;
   sendQueue: Required<SendQueueOptions>;
@@ -169,6 +178,7 @@ export function resolveOptions(options: SupervisorOptions<unknown>): ResolvedOpt
     requireProtocol: options.requireProtocol ?? false,
     maxConnections: positiveInt('maxConnections', options.maxConnections, DEFAULTS.maxConnections),
     maxPayload: positiveInt('maxPayload', options.maxPayload, DEFAULTS.maxPayload),
+    maxMessageRate: options.maxMessageRate ? positiveInt('maxMessageRate', options.maxMessageRate, 0) : DEFAULTS.maxMessageRate,
     authenticateTimeout: positiveInt('authenticateTimeout', options.authenticateTimeout, DEFAULTS.authenticateTimeout),
     timing: {
       pingInterval: positiveInt('timing.pingInterval', t.pingInterval, DEFAULTS.pingInterval),

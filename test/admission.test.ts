@@ -329,3 +329,34 @@ test('R21 authenticate: a hook that never settles is refused with 503 after auth
   const { reply: again } = await rawUpgrade(ts.port, { path: '/server' });
   assert.match(again.body, /authentication timed out/);
 });
+
+test('R21 maxMessageRate: a connection over the rate is closed 1008 and its excess dropped; others are unaffected', { timeout: 10_000 }, async (t) => {
+  const { startSupervisor, openClient, closeOf, nextMessage } = await import('./helpers/server.ts');
+  let handled = 0;
+  const ts = await startSupervisor({
+    maxMessageRate: 20,
+    timing: { closeTimeout: 200 },
+    onMessage: (c, data) => {
+      handled++;
+      c.send(data);
+    },
+  });
+  t.after(() => ts.close());
+  const calm = await openClient(ts.url);
+  const flood = await openClient(ts.url);
+  const closed = closeOf(flood);
+  for (let i = 0; i < 100; i++) flood.send(`m${i}`);
+  const { code, reason } = await closed;
+  assert.equal(code, 1008);
+  assert.equal(reason, 'message rate over 20/s');
+  assert.ok(handled >= 20 && handled <= 22, `the burst (20) was handled, the excess dropped: ${handled}`);
+  // The calm client keeps its own budget.
+  for (let i = 0; i < 5; i++) {
+    const reply = nextMessage(calm);
+    calm.send(`c${i}`);
+    assert.equal(await reply, `c${i}`);
+  }
+  const text = await ts.supervisor.metrics.registry.metrics();
+  assert.match(text, /ws_supervisor_closes_by_cause_total\{cause="rate-limit",expected="false",initiator="local"\} 1/);
+  calm.close();
+});
