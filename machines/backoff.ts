@@ -20,11 +20,13 @@ export interface BackoffOptions {
 
 /** The upper bound of the delay before attempt number `attempt` (0-based). */
 export function backoffCeiling(attempt: number, options: Pick<BackoffOptions, 'initialDelay' | 'maxDelay' | 'multiplier'>): number {
-  // Computed in the exponent's log space would lose nothing here; just stop growing once capped.
-  let ceiling = options.initialDelay;
-  for (let i = 0; i < attempt && ceiling < options.maxDelay; i++) ceiling *= options.multiplier;
-  return Math.min(options.maxDelay, ceiling);
+  // Closed form (no loop: multiplier 1 and huge attempt numbers stay O(1)); capped.
+  const ceiling = options.initialDelay * options.multiplier ** Math.max(0, attempt);
+  return Number.isFinite(ceiling) ? Math.min(options.maxDelay, ceiling) : options.maxDelay;
 }
+
+/** The largest double below 1: random values are clamped to [0, 1). */
+const BELOW_ONE = 1 - 2 ** -53;
 
 /** Full jitter: uniform in [0, ceiling). `random` is in [0, 1). */
 export function backoffDelay(
@@ -32,6 +34,7 @@ export function backoffDelay(
   options: Pick<BackoffOptions, 'initialDelay' | 'maxDelay' | 'multiplier'>,
   random: number,
 ): number {
-  const r = Math.min(Math.max(random, 0), 1);
+  // A broken random source (NaN, ≥ 1, < 0) must not disable or exceed the backoff.
+  const r = Number.isFinite(random) ? Math.min(Math.max(random, 0), BELOW_ONE) : 0;
   return Math.floor(r * backoffCeiling(attempt, options));
 }

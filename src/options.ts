@@ -140,7 +140,8 @@ export interface ResolvedOptions {
 
 function positiveInt(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
+  // Above 2^31-1 Node runs timers after 1 ms (and no sane limit is that big).
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > 2_147_483_647) {
     throw new RangeError(`ws-supervisor: option ${name} must be a positive integer, got ${String(value)}`);
   }
   return value;

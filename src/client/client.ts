@@ -147,12 +147,18 @@ export class Client {
     this.requestTimeout = positive('requestTimeout', options.requestTimeout, CLIENT_DEFAULTS.requestTimeout);
     const t = { ...CLIENT_DEFAULTS.timing, pingInterval: platform.defaultPingInterval, ...options.timing };
     for (const [k, v] of Object.entries(t)) {
-      if (!Number.isInteger(v) || v < 0 || (v === 0 && k !== 'pingInterval')) {
+      if (!Number.isInteger(v) || v < 0 || v > 2_147_483_647 || (v === 0 && k !== 'pingInterval')) {
         throw new RangeError(`ws-supervisor client: timing.${k} must be a ${k === 'pingInterval' ? 'non-negative' : 'positive'} integer, got ${String(v)}`);
       }
     }
     const backoff = { ...CLIENT_DEFAULTS.backoff, ...options.backoff };
-    if (!(backoff.initialDelay > 0 && backoff.maxDelay >= backoff.initialDelay && backoff.multiplier >= 1 && backoff.maxAttempts >= 0)) {
+    // Node runs a timer over 2^31-1 ms after 1 ms: such a delay would disable the backoff.
+    const MAX_TIMER = 2_147_483_647;
+    if (
+      !(backoff.initialDelay > 0 && backoff.maxDelay >= backoff.initialDelay && backoff.maxDelay <= MAX_TIMER &&
+        backoff.multiplier >= 1 && Number.isFinite(backoff.multiplier) && Number.isInteger(backoff.maxAttempts) &&
+        backoff.maxAttempts >= 0 && backoff.stableAfter > 0 && backoff.stableAfter <= MAX_TIMER)
+    ) {
       throw new RangeError(`ws-supervisor client: invalid backoff ${JSON.stringify(backoff)}`);
     }
     const hooks: TransportHooks = {

@@ -1,0 +1,899 @@
+/**
+ * Model-based tests of the client machine (machines/client.machine.ts), R22.
+ *
+ * Model: the machine itself, walked by `xstate/graph`'s TestModel (docs/testing.md).
+ * System under test: the same machine, provided once with two fakes:
+ *   - `dialer`: a callback actor that registers itself with the fake network
+ *     (handed to it as `input.transport`); the test makes it report
+ *     `dial.ready` / `dial.failed` through its own `sendBack`, as the Node
+ *     dialer does, and sees it stopped when an attempt is abandoned;
+ *   - `connection`: a tiny stand-in for the connection machine that records
+ *     the `close` commands the client forwards, and finishes with whatever
+ *     Closure the test tells it to.
+ * and a simulated clock. "The connection ended with closure X" is a model step:
+ * the model's event is the very `xstate.done.actor.connection` event the
+ * machine reacts to (a model-only event type would leave the model's state
+ * unchanged, so TestModel would never reach `waiting`/`closed` that way); its
+ * executor does not send that event, it makes the fake child finish, and the
+ * machine takes its own `onDone` transition.
+ *
+ * Each step is checked against `rulesSay`, a short independent statement of
+ * R22 for the events executed so far. Afterwards the runs must have taken every
+ * transition of the definition (guarded branches included), had an executor
+ * for every generated event type, and checked every state node: TestModel
+ * skips the first and the last gap silently.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  __unsafe_getAllOwnEventDescriptors,
+  assign,
+  createActor,
+  fromCallback,
+  setup,
+  type AnyActorRef,
+  type EventObject,
+  type InspectionEvent,
+  type SnapshotFrom,
+} from 'xstate';
+import { TestModel, getAdjacencyMap, type TestParam, type TestPath } from 'xstate/graph';
+import {
+  clientMachine,
+  type ClientEvent,
+  type ClientInput,
+  type ClientOutput,
+  type ClientTiming,
+  type DialerInput,
+} from '../../machines/client.machine.ts';
+import type { ConnectionCommand, ConnectionInput, ConnectionMachine } from '../../machines/connection.machine.ts';
+import { backoffDelay, type BackoffOptions } from '../../machines/backoff.ts';
+import type { Closure } from '../../machines/close-codes.ts';
+import {
+  TimerTableClock,
+  allStateNodes,
+  allTransitionKeys,
+  delayedEventTypes,
+  missing,
+  recordTransitions,
+  stateIdMatcher,
+} from '../helpers/model-coverage.ts';
+
+// ---------------------------------------------------------------------------
+// Timing, backoff and samples
+
+/** Distinct values, so an armed timer tells which delay it belongs to. */
+const timing: ClientTiming = { pingInterval: 1000, pongTimeout: 500, writeTimeout: 700, closeTimeout: 300, connectTimeout: 2000 };
+/**
+ * maxAttempts 3 (three consecutive failed attempts, two waits) makes `canRetry`
+ * false reachable and bounds the attempt count, so the state space is finite
+ * and small: 230 shortest paths to every transition, 714 simple paths.
+ * Ceilings 100, then 150 (200 capped): the cap is reached inside the model too.
+ */
+const backoff: BackoffOptions = { initialDelay: 100, maxDelay: 150, multiplier: 2, maxAttempts: 3, stableAfter: 5000 };
+/**
+ * Jitter of the SUT, cycled: each wait must draw a fresh number (the model,
+ * which calls `random` while generating paths, gets a constant instead).
+ * The smallest delay it yields, 25 ms, is above EVENT_GAP_MS.
+ */
+const JITTER = [0.5, 0.25, 1 - 2 ** -20];
+/** In model runs each outside event arrives this long after the previous step. */
+const EVENT_GAP_MS = 10;
+const CLIENT_ID = 'client-1';
+
+type DelayName = 'connectTimeout' | 'backoff' | 'stableAfter';
+const timeouts = new Map<string, DelayName>(
+  [...delayedEventTypes(clientMachine)].map(([type, delay]) => {
+    if (delay !== 'connectTimeout' && delay !== 'backoff' && delay !== 'stableAfter') throw new Error(`${type}: unknown delay ${delay}`);
+    return [type, delay];
+  }),
+);
+const STABLE_AFTER_EVENT = [...timeouts].find(([, d]) => d === 'stableAfter')![0];
+const CONNECTION_DONE = 'xstate.done.actor.connection';
+
+/** How a failed attempt is recorded (R17 fields): the network's 1006, the failure as the reason. */
+function failedAttempt(reason: string): Closure {
+  return { code: 1006, reason, initiator: 'remote', cause: 'socket-error', expected: false, receivedCode: null };
+}
+const SERVER_RESTART: Closure = { code: 1001, reason: 'server restart', initiator: 'remote', cause: 'peer', expected: true, receivedCode: 1001 };
+const NETWORK_DROP: Closure = { code: 1006, reason: '', initiator: 'remote', cause: 'socket-error', expected: false, receivedCode: 1006 };
+/** The connection machine's closure when the peer answers our close frame. */
+function answered(request: { code: number; reason: string }): Closure {
+  const expected = request.code === 1000 || request.code === 1001;
+  return { code: request.code, reason: request.reason, initiator: 'local', cause: 'normal', expected, receivedCode: request.code };
+}
+
+const dialSamples: ClientEvent[] = [
+  // The io is a placeholder for the model; executors hand the SUT a fresh FakeSocket.
+  { type: 'dial.ready', io: 'socket' },
+  { type: 'dial.failed', message: 'connect ECONNREFUSED 127.0.0.1:9' },
+];
+const closeSamples: ClientEvent[] = [
+  { type: 'close' },
+  { type: 'close', code: 4000, reason: 'user logged out' },
+];
+interface ConnectionDone {
+  type: typeof CONNECTION_DONE;
+  output: Closure;
+  actorId: 'connection';
+}
+/** How a connection may end: the peer or the network ends it, or the peer answers our close. */
+function doneSamples(closeRequest: { code: number; reason: string } | null): ConnectionDone[] {
+  const endings = closeRequest === null ? [SERVER_RESTART, NETWORK_DROP] : [answered(closeRequest), NETWORK_DROP];
+  return endings.map((output) => ({ type: CONNECTION_DONE, output, actorId: 'connection' }));
+}
+
+// ---------------------------------------------------------------------------
+// The fakes and the system under test
+
+type Happening =
+  | { kind: 'sent'; event: ClientEvent }
+  | { kind: 'timeout'; delay: DelayName }
+  | { kind: 'finished'; closure: Closure }
+  | { kind: 'draw'; value: number }
+  | { kind: 'dialer.started'; input: DialerInput }
+  | { kind: 'dialer.stopped'; attempt: number }
+  | { kind: 'connection.started'; input: ConnectionInput }
+  | { kind: 'connection.command'; command: ConnectionCommand };
+type Entry = Happening & { at: number };
+
+interface DialerHandle {
+  input: DialerInput;
+  sendBack: (event: ClientEvent) => void;
+  stopped: boolean;
+}
+interface ConnectionHandle {
+  input: ConnectionInput;
+  ref: AnyActorRef;
+  commands: ConnectionCommand[];
+}
+
+/** Handed to the dialer as `input.transport`: the record of everything that happened. */
+class FakeNetwork {
+  readonly timeline: Entry[] = [];
+  readonly dialers: DialerHandle[] = [];
+  readonly connections: ConnectionHandle[] = [];
+  constructor(readonly clock: TimerTableClock) {}
+  record(happening: Happening, at = this.clock.now()): void {
+    this.timeline.push({ ...happening, at });
+  }
+  liveDialers(): DialerHandle[] {
+    return this.dialers.filter((d) => !d.stopped);
+  }
+  liveConnections(): ConnectionHandle[] {
+    return this.connections.filter((c) => c.ref.getSnapshot().status === 'active');
+  }
+}
+
+/** What a dialer hands the client in `dial.ready`: the connection child's `io`. */
+class FakeSocket {
+  constructor(
+    readonly network: FakeNetwork,
+    readonly n: number,
+  ) {}
+}
+
+const fakeDialer = fromCallback<{ type: 'dialer.noop' }, DialerInput>(({ input, sendBack }) => {
+  const network = input.transport as FakeNetwork;
+  const handle: DialerHandle = { input, sendBack, stopped: false };
+  network.dialers.push(handle);
+  network.record({ kind: 'dialer.started', input });
+  return () => {
+    handle.stopped = true;
+    network.record({ kind: 'dialer.stopped', attempt: input.attempt });
+  };
+});
+
+type FakeConnectionEvent = ConnectionCommand | { type: 'test.finish'; closure: Closure };
+/**
+ * Stand-in for the connection machine. The client relies on nothing else of
+ * its child: the input it hands over, the `close` commands it forwards and the
+ * Closure it gets back.
+ */
+const fakeConnection = setup({
+  types: {} as { context: { input: ConnectionInput; closure: Closure | null }; events: FakeConnectionEvent; input: ConnectionInput; output: Closure },
+  actions: {
+    recordCommand: ({ context, event, self }) => {
+      const network = (context.input.io as FakeSocket).network;
+      const command = event as ConnectionCommand;
+      network.connections.find((c) => c.ref === self)?.commands.push(command);
+      network.record({ kind: 'connection.command', command });
+    },
+  },
+}).createMachine({
+  id: 'fakeConnection',
+  context: ({ input }) => ({ input, closure: null }),
+  entry: ({ context, self }) => {
+    const network = (context.input.io as FakeSocket).network;
+    network.connections.push({ input: context.input, ref: self, commands: [] });
+    network.record({ kind: 'connection.started', input: context.input });
+  },
+  initial: 'running',
+  states: {
+    running: {
+      on: {
+        close: { actions: 'recordCommand' },
+        terminate: { actions: 'recordCommand' },
+        'test.finish': { target: 'finished', actions: assign({ closure: ({ event }) => event.closure }) },
+      },
+    },
+    finished: { type: 'final' },
+  },
+  output: ({ context }) => context.closure!,
+});
+
+/** Provided once, as src/client/node.ts does. */
+const sut = clientMachine.provide({
+  actors: { dialer: fakeDialer, connection: fakeConnection as unknown as ConnectionMachine },
+});
+
+interface RunOptions {
+  backoff?: BackoffOptions;
+  /** Jitter; default: JITTER, cycled. Every draw is recorded. */
+  random?: () => number;
+  /** Adds the key of every transition the client (not its child) takes. */
+  taken?: Set<string>;
+}
+
+/** One execution: an actor of the SUT, its clock and its fake network. */
+class Run {
+  readonly clock = new TimerTableClock();
+  readonly network = new FakeNetwork(this.clock);
+  readonly backoff: BackoffOptions;
+  readonly actor;
+  #sockets = 0;
+  constructor(options: RunOptions = {}) {
+    this.backoff = options.backoff ?? backoff;
+    let draws = 0;
+    const random = options.random ?? (() => JITTER[draws++ % JITTER.length]!);
+    const input: ClientInput = {
+      id: CLIENT_ID,
+      timing,
+      backoff: this.backoff,
+      random: () => {
+        const value = random();
+        this.network.record({ kind: 'draw', value });
+        return value;
+      },
+      transport: this.network,
+    };
+    const record = options.taken && recordTransitions(options.taken);
+    this.actor = createActor(sut, {
+      input,
+      clock: this.clock,
+      // The client's own transitions only: the fake child's are not the client machine's.
+      ...(record && { inspect: (e: InspectionEvent) => e.actorRef.sessionId === e.rootId && record(e) }),
+    });
+  }
+  get snapshot() {
+    return this.actor.getSnapshot();
+  }
+  start(): this {
+    this.actor.start();
+    return this;
+  }
+  /** The one dialer of the attempt in progress (throws if there is not exactly one). */
+  dialer(): DialerHandle {
+    const live = this.network.liveDialers();
+    assert.equal(live.length, 1, 'exactly one dialer runs');
+    return live[0]!;
+  }
+  /** The one connection child (throws if there is not exactly one). */
+  connection(): ConnectionHandle {
+    const live = this.network.liveConnections();
+    assert.equal(live.length, 1, 'exactly one connection child runs');
+    return live[0]!;
+  }
+  send(event: ClientEvent): void {
+    this.network.record({ kind: 'sent', event });
+    this.actor.send(event);
+  }
+  /** The dialer of the current attempt reports, through its own sendBack. */
+  fromDialer(event: ClientEvent): void {
+    const dialer = this.dialer();
+    this.network.record({ kind: 'sent', event });
+    dialer.sendBack(event);
+  }
+  dialReady(): FakeSocket {
+    const io = new FakeSocket(this.network, ++this.#sockets);
+    this.fromDialer({ type: 'dial.ready', io });
+    return io;
+  }
+  dialFailed(message: string): void {
+    this.fromDialer({ type: 'dial.failed', message });
+  }
+  /** The connection child ends with `closure`; the client then takes its own `onDone`. */
+  finish(closure: Closure): void {
+    const child = this.connection();
+    this.network.record({ kind: 'finished', closure });
+    child.ref.send({ type: 'test.finish', closure });
+  }
+  durationOf(delay: DelayName): number {
+    if (delay === 'connectTimeout') return timing.connectTimeout;
+    if (delay === 'stableAfter') return this.backoff.stableAfter;
+    return this.snapshot.context.delayMs; // the waiting check holds delayMs against the rules
+  }
+  /** Advances the clock until exactly that timer fires (and fails if another would fire first). */
+  fire(delay: DelayName): void {
+    const duration = this.durationOf(delay);
+    this.network.record({ kind: 'timeout', delay }, this.clock.nextDeadline(duration));
+    this.clock.fireTimer(duration);
+  }
+  dialAttempts(): number[] {
+    return this.network.dialers.map((d) => d.input.attempt);
+  }
+  draws(): number[] {
+    return this.network.timeline.flatMap((e) => (e.kind === 'draw' ? [e.value] : []));
+  }
+}
+
+/**
+ * Identity, asserted without printing the values: fakes and handles reach into
+ * the actor system, and assert's diff of such a graph runs out of memory.
+ */
+function same(actual: unknown, expected: unknown, message: string): void {
+  assert.ok(actual === expected, message);
+}
+const socketName = (io: unknown): string => (io instanceof FakeSocket ? `socket #${io.n}` : String(io));
+
+// ---------------------------------------------------------------------------
+// What R22 says, for the events executed so far (the oracle)
+
+interface Expectation {
+  phase: 'connecting' | 'connected' | 'waiting' | 'closed';
+  /** When the phase was entered: the connect timeout / stableAfter / backoff count from here. */
+  since: number;
+  /** Consecutive retries since the connection last stayed up for stableAfter: the next attempt's number. */
+  retries: number;
+  /** The attempt number each dialer was started with, in order. */
+  dialAttempts: number[];
+  /** The io of each dial.ready, in order: each one went to a connection child. */
+  ios: unknown[];
+  /** The current connection has stayed up for stableAfter. */
+  stable: boolean;
+  /** The current wait: ceiling min(maxDelay, initialDelay × multiplier^retries), full jitter. */
+  wait: { ceiling: number; r: number | undefined; delay: number } | null;
+  /** Jitter numbers drawn so far: one per wait. */
+  waits: number;
+  closeRequest: { code: number; reason: string } | null;
+  /** Close commands forwarded to the current connection child. */
+  forwarded: ConnectionCommand[];
+  /** Index in the timeline of the deliberate close, if any. */
+  closedAt: number | null;
+  lastClosure: Closure | null;
+  output: ClientOutput | null;
+}
+
+function rulesSay(timeline: readonly Entry[], options: BackoffOptions): Expectation {
+  const x: Expectation = {
+    phase: 'connecting', since: 0, retries: 0, dialAttempts: [0], ios: [], stable: false, wait: null, waits: 0,
+    closeRequest: null, forwarded: [], closedAt: null, lastClosure: null, output: null,
+  };
+  const draws = timeline.flatMap((e) => (e.kind === 'draw' ? [e.value] : []));
+  const enter = (phase: Expectation['phase'], at: number): void => {
+    x.phase = phase;
+    x.since = at;
+  };
+  // R22: an attempt or a connection ended without being asked to: retry after a
+  // growing, capped, fully jittered delay — unless this was failure number
+  // maxAttempts in a row (BackoffOptions: 1 = never retry; 0 = never give up).
+  const ended = (closure: Closure, at: number): void => {
+    x.lastClosure = closure;
+    const failures = x.retries + 1;
+    if (options.maxAttempts === 0 || failures < options.maxAttempts) {
+      const ceiling = Math.min(options.maxDelay, options.initialDelay * options.multiplier ** x.retries);
+      const r = draws[x.waits];
+      x.wait = { ceiling, r, delay: r === undefined ? NaN : Math.floor(r * ceiling) };
+      x.waits += 1;
+      x.retries += 1;
+      enter('waiting', at);
+    } else {
+      x.output = { reason: 'gave-up', lastClosure: closure };
+      enter('closed', at);
+    }
+  };
+  // R22: a deliberate close ends the client for good.
+  const deliberate = (e: Extract<ClientEvent, { type: 'close' }>, index: number): void => {
+    x.closeRequest = { code: e.code ?? 1000, reason: e.reason ?? '' };
+    x.closedAt ??= index;
+  };
+
+  timeline.forEach((h, index) => {
+    if (h.kind !== 'sent' && h.kind !== 'timeout' && h.kind !== 'finished') return;
+    const e = h.kind === 'sent' ? h.event : h.kind === 'timeout' ? { type: 'timeout' as const, delay: h.delay } : { type: 'finished' as const, closure: h.closure };
+    if (x.phase === 'connecting') {
+      if (e.type === 'dial.ready') {
+        enter('connected', h.at);
+        x.ios.push(e.io);
+        x.stable = false;
+        x.forwarded = [];
+      } else if (e.type === 'dial.failed') ended(failedAttempt(e.message), h.at);
+      else if (e.type === 'timeout' && e.delay === 'connectTimeout') ended(failedAttempt('connect timeout'), h.at);
+      else if (e.type === 'close') {
+        deliberate(e, index);
+        x.output = { reason: 'closed', lastClosure: x.lastClosure };
+        enter('closed', h.at);
+      }
+    } else if (x.phase === 'connected') {
+      if (e.type === 'close') {
+        // The connection runs its close handshake; the client waits for its end.
+        deliberate(e, index);
+        x.forwarded.push({ type: 'close', ...x.closeRequest! });
+      } else if (e.type === 'timeout' && e.delay === 'stableAfter') {
+        // R22: the backoff resets only once a connection has stayed up this long.
+        x.retries = 0;
+        x.stable = true;
+      } else if (e.type === 'finished') {
+        if (x.closeRequest !== null) {
+          x.lastClosure = e.closure;
+          x.output = { reason: 'closed', lastClosure: e.closure };
+          enter('closed', h.at);
+        } else ended(e.closure, h.at);
+      }
+    } else if (x.phase === 'waiting') {
+      if (e.type === 'timeout' && e.delay === 'backoff') {
+        enter('connecting', h.at);
+        x.dialAttempts.push(x.retries);
+      } else if (e.type === 'close') {
+        deliberate(e, index);
+        x.output = { reason: 'closed', lastClosure: x.lastClosure };
+        enter('closed', h.at);
+      }
+    }
+    // closed: nothing changes, ever (R22: no reconnect).
+  });
+  return x;
+}
+
+// ---------------------------------------------------------------------------
+// State checks, one per state node (a missing one is skipped silently by TestModel)
+
+type Snapshot = SnapshotFrom<typeof clientMachine>;
+type Check = (run: Run, x: Expectation, model: Snapshot) => void;
+
+const armed = (run: Run) => run.clock.pending().map((t) => ({ start: t.start, timeout: t.timeout }));
+
+const checks: Record<string, Check> = {
+  '#client': (run, x, model) => {
+    const snap = run.snapshot;
+    assert.equal(snap.value, model.value, 'the SUT follows the model');
+    assert.equal(snap.value, x.phase, 'the state R22 calls for');
+    assert.equal(snap.context.attempt, model.context.attempt, 'attempt count, as in the model');
+    assert.equal(snap.context.attempt, x.retries, 'R22: consecutive retries since the last stable connection');
+    // (Not lastClosure against the model: simple paths leave it out of the vertex, so
+    // the model snapshot of a step may come from another route to the same vertex.)
+    assert.deepEqual(snap.context.lastClosure, x.lastClosure, 'how the last attempt or connection ended');
+    assert.deepEqual(snap.context.closeRequest, x.closeRequest);
+    assert.deepEqual(run.dialAttempts(), x.dialAttempts, 'one dialer per attempt, told its attempt number');
+    for (const d of run.network.dialers) {
+      assert.equal(d.input.id, CLIENT_ID);
+      same(d.input.transport, run.network, 'the dialer gets the transport unchanged');
+    }
+    assert.deepEqual(run.network.connections.map((c) => socketName(c.input.io)), x.ios.map(socketName), 'one connection child per dial.ready, with its io');
+    assert.equal(run.draws().length, x.waits, 'R22: exactly one jitter draw per wait');
+    assert.ok(run.network.liveDialers().length <= 1 && run.network.liveConnections().length <= 1);
+  },
+  '#client.connecting': (run, x) => {
+    const dialer = run.dialer();
+    assert.equal(dialer.input.attempt, x.retries, 'the dialer of this attempt, with its attempt number');
+    same(dialer, run.network.dialers.at(-1), 'the latest dialer is the live one');
+    assert.equal(run.network.liveConnections().length, 0, 'no connection child while dialing');
+    assert.deepEqual(armed(run), [{ start: x.since, timeout: timing.connectTimeout }], 'the attempt is bounded by the connect timeout');
+  },
+  '#client.connected': (run, x) => {
+    const child = run.connection();
+    assert.equal(run.network.liveDialers().length, 0, 'the dialer is done once the transport is handed over');
+    same(child.input.io, x.ios.at(-1), 'the connection child got the io from dial.ready');
+    same(run.snapshot.context.io, x.ios.at(-1), 'context.io is the io from dial.ready');
+    assert.equal(child.input.id, CLIENT_ID);
+    assert.deepEqual(child.input.timing, timing, 'the child gets the client timing (heartbeat, deadlines)');
+    assert.deepEqual(child.commands, x.forwarded, 'R22: a deliberate close is forwarded to the connection, once per close');
+    assert.deepEqual(
+      armed(run),
+      x.stable ? [] : [{ start: x.since, timeout: run.backoff.stableAfter }],
+      'R22: stableAfter runs from the moment the connection opened, once',
+    );
+  },
+  '#client.waiting': (run, x) => {
+    const { attempt, delayMs, io } = run.snapshot.context;
+    const r = run.draws().at(-1);
+    assert.ok(x.wait && r !== undefined);
+    assert.equal(delayMs, backoffDelay(attempt - 1, run.backoff, r), 'delayMs = backoffDelay(attempt - 1, backoff, r)');
+    assert.equal(r, x.wait.r, 'a fresh jitter number for this wait');
+    assert.equal(delayMs, x.wait.delay, 'R22: full jitter below the ceiling for this retry');
+    assert.ok(delayMs >= 0 && delayMs < x.wait.ceiling, `R22: 0 ≤ ${delayMs} < ceiling ${x.wait.ceiling}`);
+    assert.deepEqual(armed(run), [{ start: x.since, timeout: delayMs }], 'only the backoff timer is armed');
+    assert.equal(run.network.liveDialers().length, 0, 'no attempt in progress while waiting');
+    assert.equal(run.network.liveConnections().length, 0, 'the connection child has ended');
+    same(io, null, 'the io of the ended connection is released');
+  },
+  '#client.closed': (run, x) => {
+    const snap = run.snapshot;
+    assert.equal(snap.status, 'done');
+    assert.deepEqual(snap.output, x.output, "output: 'closed' after a deliberate close, 'gave-up' when attempts ran out");
+    assert.deepEqual(run.clock.pending(), [], 'no timer survives');
+    assert.equal(run.network.liveDialers().length, 0, 'an attempt in progress is abandoned');
+    assert.equal(run.network.liveConnections().length, 0, 'no connection child survives');
+    if (x.closedAt !== null) {
+      const after = run.network.timeline.slice(x.closedAt);
+      assert.ok(!after.some((e) => e.kind === 'dialer.started'), 'R22: no attempt after a deliberate close');
+    }
+    // R22: never reconnects, however long we wait and whatever arrives late.
+    const dialers = run.network.dialers.length;
+    run.clock.increment(10 * (timing.connectTimeout + run.backoff.maxDelay + run.backoff.stableAfter));
+    run.send({ type: 'dial.failed', message: 'late' });
+    run.send({ type: 'close', code: 1000 });
+    assert.equal(run.network.dialers.length, dialers, 'R22: closed never dials again');
+    assert.deepEqual(run.snapshot.output, x.output, 'the output is final');
+  },
+};
+
+// ---------------------------------------------------------------------------
+// Event executors, and the model
+
+type Executor = (run: Run, event: EventObject) => void;
+const executors: Record<string, Executor> = {
+  'xstate.init': (run) => {
+    run.start();
+  },
+  'dial.ready': (run) => {
+    run.clock.advanceQuietly(EVENT_GAP_MS);
+    run.dialReady();
+  },
+  'dial.failed': (run, e) => {
+    run.clock.advanceQuietly(EVENT_GAP_MS);
+    run.dialFailed((e as Extract<ClientEvent, { type: 'dial.failed' }>).message);
+  },
+  close: (run, e) => {
+    run.clock.advanceQuietly(EVENT_GAP_MS);
+    run.send(e as ClientEvent);
+  },
+  // Not sent: the fake child is made to finish, and the machine takes its onDone.
+  [CONNECTION_DONE]: (run, e) => {
+    run.clock.advanceQuietly(EVENT_GAP_MS);
+    run.finish((e as unknown as ConnectionDone).output);
+  },
+  ...Object.fromEntries([...timeouts].map(([type, delay]): [string, Executor] => [type, (run) => run.fire(delay)])),
+};
+
+const modelInput: ClientInput = { id: CLIENT_ID, timing, backoff, random: () => 0.5, transport: null };
+
+/** Every event the model may take in `snapshot`. */
+function modelEvents(snapshot: Snapshot): ClientEvent[] {
+  if (snapshot.status !== 'active') return [];
+  const timers = __unsafe_getAllOwnEventDescriptors(snapshot)
+    .filter((type) => timeouts.has(type))
+    // stableAfter is a targetless transition: its timer is not re-armed once it
+    // fired, but the model would offer it again. Offered while attempt > 0 only:
+    // once it fired attempt is 0 and stays 0 until the connection ends, and
+    // on a connection that starts at 0 it would change nothing.
+    .filter((type) => type !== STABLE_AFTER_EVENT || snapshot.context.attempt > 0)
+    .map((type) => ({ type }) as unknown as ClientEvent);
+  return [
+    // The dialer only lives (and reports) while connecting; the connection child while connected.
+    ...(snapshot.value === 'connecting' ? dialSamples : []),
+    ...(snapshot.value === 'connected' ? (doneSamples(snapshot.context.closeRequest) as unknown as ClientEvent[]) : []),
+    ...closeSamples,
+    ...timers,
+  ];
+}
+
+const model = new TestModel(clientMachine, {
+  input: modelInput,
+  events: modelEvents,
+  stateMatcher: stateIdMatcher(clientMachine),
+});
+
+/** A model vertex: io (an opaque handle), random and the constant input are left out. */
+const vertex = (s: Snapshot): string =>
+  JSON.stringify([s.status, s.value, s.context.attempt, s.context.delayMs, s.context.closeRequest, s.context.lastClosure, s.context.gaveUp]);
+/**
+ * The coarser vertex of the simple paths: lastClosure (a function of the last
+ * step) left out; with it the simple paths number 17,058 instead of ~700.
+ */
+const simpleVertex = (s: Snapshot): string =>
+  JSON.stringify([s.status, s.value, s.context.attempt, s.context.closeRequest, s.context.gaveUp]);
+
+/**
+ * Guards against a machine change that makes the model's state space infinite
+ * (e.g. an attempt count that grows without bound) or too big to enumerate
+ * simple paths in (their number grows exponentially with the vertices): path
+ * generation would then run forever at import time. Now: ~300 traversal steps,
+ * 21 simple-path vertices. Exceeded, the file fails at once, saying which.
+ */
+const TRAVERSAL_LIMIT = 5_000;
+const MAX_SIMPLE_PATH_VERTICES = 30;
+let generationError: string | null = null;
+let edgePaths: Array<TestPath<Snapshot, ClientEvent>> = [];
+let simplePaths: Array<TestPath<Snapshot, ClientEvent>> = [];
+try {
+  /** Shortest paths to every *transition*: the vertex includes the step that led to it. */
+  edgePaths = model.getShortestPaths({
+    serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
+    limit: TRAVERSAL_LIMIT,
+  });
+  const vertices = Object.keys(
+    getAdjacencyMap(clientMachine, { input: modelInput, events: modelEvents, serializeState: simpleVertex, limit: TRAVERSAL_LIMIT }),
+  ).length;
+  if (vertices > MAX_SIMPLE_PATH_VERTICES) {
+    throw new Error(`the model has ${vertices} simple-path vertices (at most ${MAX_SIMPLE_PATH_VERTICES} expected): too many to enumerate simple paths`);
+  }
+  /** Every cycle-free route to every state: longer histories (retries, resets, repeated closes) for the oracle. */
+  simplePaths = model.getSimplePaths({ serializeState: simpleVertex, limit: TRAVERSAL_LIMIT });
+} catch (error) {
+  generationError = error instanceof Error ? error.message : String(error);
+}
+
+function label(e: EventObject): string {
+  const delay = timeouts.get(e.type);
+  if (delay) return `⏰${delay}`;
+  if (e.type === CONNECTION_DONE) return `connection ended(${(e as unknown as ConnectionDone).output.code})`;
+  const c = e as ClientEvent;
+  if (c.type === 'close') return `close(${c.code ?? ''})`;
+  return c.type;
+}
+
+const taken = new Set<string>();
+const generatedTypes = new Set<string>();
+const checkedStates = new Set<string>();
+
+async function execute(path: TestPath<Snapshot, ClientEvent>): Promise<void> {
+  const run = new Run({ taken });
+  const params: TestParam<Snapshot, ClientEvent> = {
+    events: Object.fromEntries(
+      Object.entries(executors).map(([type, exec]) => [type, (step: { event: EventObject }) => exec(run, step.event)]),
+    ),
+    states: Object.fromEntries(
+      Object.entries(checks).map(([id, check]) => [
+        id,
+        (modelSnapshot: Snapshot) => {
+          checkedStates.add(id);
+          check(run, rulesSay(run.network.timeline, backoff), modelSnapshot);
+        },
+      ]),
+    ),
+  };
+  for (const step of path.steps) generatedTypes.add(step.event.type);
+  try {
+    await path.test(params);
+  } finally {
+    run.actor.stop();
+  }
+}
+
+function pathName(i: number, path: TestPath<Snapshot, ClientEvent>): string {
+  const events = path.steps.map((s): EventObject => s.event).filter((e) => e.type !== 'xstate.init');
+  return `#${i + 1}: ${events.map(label).join(' → ') || '(initial state)'}`;
+}
+
+// ---------------------------------------------------------------------------
+// The model-based tests
+
+describe('client machine, model-based (R22: backoff, jitter, cap, max attempts, stableAfter reset, no reconnect after a deliberate close)', () => {
+  test('the timings tell the delays apart, and the model is finite, small, and yields paths', () => {
+    const durations = [timing.connectTimeout, backoff.stableAfter, backoff.maxDelay];
+    assert.equal(new Set(durations).size, durations.length);
+    assert.ok(Math.min(...JITTER) * backoff.initialDelay > EVENT_GAP_MS, 'a wait outlasts one event gap');
+    assert.equal(generationError, null, 'path generation');
+    assert.ok(edgePaths.length > 0 && simplePaths.length > 0);
+  });
+
+  describe(`shortest path to every transition (${edgePaths.length} paths)`, () => {
+    edgePaths.forEach((path, i) => test(pathName(i, path), () => execute(path)));
+  });
+
+  describe(`every simple path (${simplePaths.length} paths)`, () => {
+    simplePaths.forEach((path, i) => test(pathName(i, path), () => execute(path)));
+  });
+
+  describe('coverage (TestModel skips these gaps silently)', () => {
+    test('every transition of the definition, each guarded branch included, was taken by an executed path', (t) => {
+      const all = allTransitionKeys(clientMachine);
+      const uncovered = missing(all, taken);
+      t.diagnostic(`transitions taken: ${all.length - uncovered.length}/${all.length}`);
+      assert.deepEqual(uncovered, [], 'transitions no executed path took');
+      assert.deepEqual(missing(taken, new Set(all)), [], 'taken transitions unknown to the definition');
+      // The branches the brief names, spelled out (a renamed guard must not slip through).
+      for (const key of [
+        'client.connecting: dial.failed[0] if canRetry → client.waiting',
+        'client.connecting: dial.failed[1] otherwise → client.closed',
+        'client.connecting: xstate.after.connectTimeout.client.connecting[0] if canRetry → client.waiting',
+        'client.connecting: xstate.after.connectTimeout.client.connecting[1] otherwise → client.closed',
+        'client.connecting: close → client.closed',
+        'client.connected: xstate.done.actor.connection[0] if deliberate → client.closed',
+        'client.connected: xstate.done.actor.connection[1] if canRetry → client.waiting',
+        'client.connected: xstate.done.actor.connection[2] otherwise → client.closed',
+        'client.connected: close → (no target)',
+        'client.connected: xstate.after.stableAfter.client.connected → (no target)',
+        'client.waiting: close → client.closed',
+        'client.waiting: xstate.after.backoff.client.waiting → client.connecting',
+      ]) {
+        assert.ok(all.includes(key), `the definition has ${key}`);
+      }
+      assert.equal(all.length, 13);
+    });
+
+    test('every generated event type has an executor', (t) => {
+      t.diagnostic(`event types generated: ${[...generatedTypes].join(', ')}`);
+      assert.deepEqual(missing(generatedTypes, new Set(Object.keys(executors))), []);
+      assert.deepEqual(missing(Object.keys(executors), generatedTypes), [], 'executors for events never generated');
+    });
+
+    test('every state node has a check, and every check ran', (t) => {
+      const ids = allStateNodes(clientMachine).map((n) => `#${n.id}`);
+      t.diagnostic(`state nodes checked: ${ids.filter((id) => checkedStates.has(id)).length}/${ids.length}`);
+      assert.deepEqual(missing(ids, new Set(Object.keys(checks))), [], 'state nodes without a check');
+      assert.deepEqual(missing(Object.keys(checks), new Set(ids)), [], 'checks for no state node');
+      assert.deepEqual(missing(ids, checkedStates), [], 'state nodes never reached and checked');
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Focused examples, on real timing (not model-generated)
+
+const valueOf = (run: Run): unknown => run.snapshot.value;
+const statusOf = (run: Run): string => run.snapshot.status;
+/** A random source that makes each delay ceiling - 1: the ceiling shows. */
+const nearlyOne = () => 1 - 2 ** -20;
+
+describe('client machine, examples (R22)', () => {
+  test('R22: never reconnects after a deliberate close (close while connected → child told to close → child done → closed, not waiting)', () => {
+    const run = new Run().start();
+    const io = run.dialReady();
+    same(run.connection().input.io, io, 'the child got the io');
+    run.send({ type: 'close', code: 4000, reason: 'user logged out' });
+    assert.equal(valueOf(run), 'connected', 'the connection runs its close handshake first');
+    assert.deepEqual(run.connection().commands, [{ type: 'close', code: 4000, reason: 'user logged out' }]);
+    const closure = answered({ code: 4000, reason: 'user logged out' });
+    run.finish(closure);
+    assert.equal(statusOf(run), 'done');
+    assert.deepEqual(run.snapshot.output, { reason: 'closed', lastClosure: closure });
+    run.clock.increment(3_600_000);
+    assert.deepEqual(run.dialAttempts(), [0], 'no second attempt, an hour later');
+    assert.deepEqual(run.clock.pending(), []);
+  });
+
+  test('R22: a deliberate close wins over a crossing network drop (the drop ends the handshake: still closed)', () => {
+    const run = new Run().start();
+    run.dialReady();
+    run.send({ type: 'close' });
+    assert.deepEqual(run.connection().commands, [{ type: 'close', code: 1000, reason: '' }], 'defaults: 1000, no reason');
+    run.finish(NETWORK_DROP);
+    assert.deepEqual(run.snapshot.output, { reason: 'closed', lastClosure: NETWORK_DROP });
+    assert.deepEqual(run.dialAttempts(), [0]);
+  });
+
+  test('R22: a deliberate close while connecting abandons the attempt; while waiting, cancels the retry', () => {
+    const connecting = new Run().start();
+    connecting.send({ type: 'close' });
+    assert.deepEqual(connecting.snapshot.output, { reason: 'closed', lastClosure: null }, 'no connection was ever made');
+    assert.equal(connecting.network.liveDialers().length, 0, 'the dialer is stopped');
+    assert.deepEqual(connecting.clock.pending(), [], 'the connect timeout is cancelled');
+
+    const waiting = new Run().start();
+    waiting.dialFailed('connect ECONNREFUSED');
+    assert.equal(valueOf(waiting), 'waiting');
+    waiting.send({ type: 'close' });
+    assert.deepEqual(waiting.snapshot.output, { reason: 'closed', lastClosure: failedAttempt('connect ECONNREFUSED') });
+    waiting.clock.increment(3_600_000);
+    assert.deepEqual(waiting.dialAttempts(), [0], 'R22: the scheduled retry never happens');
+  });
+
+  test('R22: stableAfter resets attempt to 0 only after the connection stayed up that long', () => {
+    const run = new Run({ backoff: { ...backoff, maxAttempts: 0, maxDelay: 10_000 }, random: nearlyOne }).start();
+    const ceilings: number[] = [];
+    const waitCeiling = (): void => {
+      assert.equal(valueOf(run), 'waiting');
+      ceilings.push(run.snapshot.context.delayMs + 1);
+      run.clock.fireTimer(run.snapshot.context.delayMs);
+      assert.equal(valueOf(run), 'connecting');
+    };
+    run.dialFailed('refused');
+    waitCeiling();
+    // Two connections that drop one ms short of stableAfter: the ceiling keeps growing.
+    for (let i = 0; i < 2; i++) {
+      run.dialReady();
+      run.clock.increment(backoff.stableAfter - 1);
+      assert.equal(run.snapshot.context.attempt, i + 1, 'no reset before stableAfter');
+      run.finish(NETWORK_DROP);
+      waitCeiling();
+    }
+    assert.deepEqual(ceilings, [100, 200, 400]);
+    // One that stays up exactly stableAfter: the next wait starts from initialDelay again.
+    run.dialReady();
+    run.clock.increment(backoff.stableAfter);
+    assert.equal(run.snapshot.context.attempt, 0, 'R22: reset after stableAfter of uptime');
+    assert.deepEqual(run.clock.pending(), [], 'stableAfter fires once per connection');
+    run.clock.increment(60_000);
+    run.finish(SERVER_RESTART);
+    waitCeiling();
+    assert.deepEqual(ceilings, [100, 200, 400, 100]);
+    assert.deepEqual(run.dialAttempts(), [0, 1, 2, 3, 1], 'the dialer after the reset is attempt 1 again');
+  });
+
+  test('R22: connect timeout abandons the attempt (dialer stopped) and retries', () => {
+    const run = new Run().start();
+    const first = run.dialer();
+    run.clock.increment(timing.connectTimeout - 1);
+    assert.equal(valueOf(run), 'connecting');
+    assert.equal(first.stopped, false);
+    run.clock.increment(1);
+    assert.equal(valueOf(run), 'waiting');
+    assert.equal(first.stopped, true, 'the abandoned attempt is stopped (its socket released)');
+    assert.deepEqual(run.snapshot.context.lastClosure, failedAttempt('connect timeout'));
+    // A late success of the abandoned attempt is not taken for a connection.
+    first.sendBack({ type: 'dial.ready', io: 'stale socket' });
+    assert.equal(valueOf(run), 'waiting', 'a stopped dialer cannot report');
+    run.clock.fireTimer(run.snapshot.context.delayMs);
+    assert.equal(valueOf(run), 'connecting');
+    const second = run.dialer();
+    assert.ok(second !== first, 'a new dialer');
+    assert.equal(second.input.attempt, 1, 'the retry is attempt 1');
+    assert.deepEqual(run.clock.pendingDurations(), [timing.connectTimeout], 'the retry gets a full connect timeout of its own');
+    const io = run.dialReady();
+    same(run.connection().input.io, io, 'the child got the io of the retry');
+  });
+
+  test('R22: maxAttempts counts consecutive failed attempts — 3 attempts, then gave-up with the last failure', () => {
+    for (const fail of ['dial.failed', 'connect timeout', 'short connection'] as const) {
+      const run = new Run().start(); // maxAttempts 3
+      for (let attempt = 0; attempt < 3; attempt++) {
+        assert.equal(run.dialer().input.attempt, attempt);
+        if (attempt < 2 || fail === 'dial.failed') run.dialFailed(`refused #${attempt}`);
+        else if (fail === 'connect timeout') run.clock.fireTimer(timing.connectTimeout);
+        else {
+          // A connection that drops before stableAfter is one more failed attempt.
+          run.dialReady();
+          run.clock.increment(backoff.stableAfter - 1);
+          run.finish(NETWORK_DROP);
+        }
+        if (attempt < 2) run.clock.fireTimer(run.snapshot.context.delayMs);
+      }
+      const last = fail === 'dial.failed' ? failedAttempt('refused #2') : fail === 'connect timeout' ? failedAttempt('connect timeout') : NETWORK_DROP;
+      assert.deepEqual(run.snapshot.output, { reason: 'gave-up', lastClosure: last }, fail);
+      assert.deepEqual(run.dialAttempts(), [0, 1, 2], fail);
+      assert.deepEqual(run.clock.pending(), []);
+    }
+  });
+
+  test('R22: maxAttempts 1 never retries — not even after a connection that was stable', () => {
+    const refused = new Run({ backoff: { ...backoff, maxAttempts: 1 } }).start();
+    refused.dialFailed('refused');
+    assert.deepEqual(refused.snapshot.output, { reason: 'gave-up', lastClosure: failedAttempt('refused') });
+    assert.deepEqual(refused.draws(), [], 'no wait, no jitter drawn');
+
+    const dropped = new Run({ backoff: { ...backoff, maxAttempts: 1 } }).start();
+    dropped.dialReady();
+    dropped.clock.increment(backoff.stableAfter * 10);
+    dropped.finish(NETWORK_DROP);
+    assert.deepEqual(dropped.snapshot.output, { reason: 'gave-up', lastClosure: NETWORK_DROP });
+    assert.deepEqual(dropped.dialAttempts(), [0]);
+  });
+
+  test('R22: maxAttempts 0 never gives up; the delay ceiling grows to maxDelay and stays there', () => {
+    const run = new Run({ backoff: { ...backoff, maxAttempts: 0 }, random: nearlyOne }).start();
+    const ceilings: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      run.dialFailed('refused');
+      assert.equal(valueOf(run), 'waiting', `retry ${i + 1}`);
+      ceilings.push(run.snapshot.context.delayMs + 1);
+      run.clock.fireTimer(run.snapshot.context.delayMs);
+    }
+    assert.deepEqual(ceilings.slice(0, 4), [100, 150, 150, 150]);
+    assert.ok(ceilings.every((c) => c <= backoff.maxDelay));
+    assert.equal(run.dialer().input.attempt, 50);
+    assert.equal(statusOf(run), 'active');
+  });
+
+  test('R22: full jitter — each wait draws once, and random 0 retries at once', () => {
+    const values = [0, 0.5];
+    const run = new Run({ backoff: { ...backoff, maxDelay: 10_000 }, random: () => values.shift() ?? 0.5 }).start();
+    run.dialFailed('refused');
+    assert.equal(run.snapshot.context.delayMs, 0, 'random 0: delay 0');
+    run.clock.increment(0);
+    assert.equal(valueOf(run), 'connecting', 'a zero delay still goes through waiting, then dials');
+    run.dialFailed('refused');
+    assert.equal(run.snapshot.context.delayMs, 100, 'random 0.5 on ceiling 200');
+    assert.deepEqual(run.draws(), [0, 0.5]);
+  });
+});
