@@ -2,7 +2,7 @@
  * Flag parsing for the CLI, kept apart from src/cli.ts (which runs on import)
  * so it can be tested. Bad values are UsageErrors: the CLI prints them and exits 2.
  */
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, statSync } from 'node:fs';
 import { DEFAULTS, normaliseOrigin, type OriginPolicy } from './options.ts';
 import { bundledWww, type DemoServerOptions } from './demo-server.ts';
@@ -104,35 +104,34 @@ export interface ServerCliOptions extends DemoServerOptions {
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-export function parseServerArgs(args: string[]): ServerCliOptions | 'help' {
-  let parsed;
+/** node:util parseArgs, strict, no positionals; its errors become UsageErrors (exit 2). */
+function parseFlags<T extends ParseArgsConfig['options']>(args: string[], options: T) {
   try {
-    parsed = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        address: { type: 'string' },
-        path: { type: 'string' },
-        www: { type: 'string' },
-        'ping-interval': { type: 'string' },
-        'pong-timeout': { type: 'string' },
-        'write-timeout': { type: 'string' },
-        'close-timeout': { type: 'string' },
-        'max-payload': { type: 'string' },
-        'send-queue': { type: 'string' },
-        'max-connections': { type: 'string' },
-        'max-message-rate': { type: 'string' },
-        'allowed-origins': { type: 'string' },
-        'log-level': { type: 'string' },
-        inspect: { type: 'boolean' },
-        'inspect-port': { type: 'string' },
-        help: { type: 'boolean' },
-      },
-    });
+    return parseArgs({ args, strict: true, allowPositionals: false, options });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+}
+
+export function parseServerArgs(args: string[]): ServerCliOptions | 'help' {
+  const parsed = parseFlags(args, {
+    address: { type: 'string' },
+    path: { type: 'string' },
+    www: { type: 'string' },
+    'ping-interval': { type: 'string' },
+    'pong-timeout': { type: 'string' },
+    'write-timeout': { type: 'string' },
+    'close-timeout': { type: 'string' },
+    'max-payload': { type: 'string' },
+    'send-queue': { type: 'string' },
+    'max-connections': { type: 'string' },
+    'max-message-rate': { type: 'string' },
+    'allowed-origins': { type: 'string' },
+    'log-level': { type: 'string' },
+    inspect: { type: 'boolean' },
+    'inspect-port': { type: 'string' },
+    help: { type: 'boolean' },
+  });
   const v = parsed.values;
   if (v.help) return 'help';
   const logLevel = (v['log-level'] ?? 'info') as LogLevel;
@@ -182,22 +181,12 @@ export interface ClientCliOptions {
 export const CLIENT_CLI_DEFAULTS = { address: 'localhost:8080', path: '/server', interval: 2000 } as const;
 
 export function parseClientArgs(args: string[]): ClientCliOptions | 'help' {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        address: { type: 'string' },
-        path: { type: 'string' },
-        interval: { type: 'string' },
-        help: { type: 'boolean' },
-      },
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const parsed = parseFlags(args, {
+    address: { type: 'string' },
+    path: { type: 'string' },
+    interval: { type: 'string' },
+    help: { type: 'boolean' },
+  });
   const v = parsed.values;
   if (v.help) return 'help';
   const { host, port } = parseAddress(v.address ?? CLIENT_CLI_DEFAULTS.address);
