@@ -11,27 +11,18 @@ import { fileURLToPath } from 'node:url';
 import type { AnyStateMachine } from 'xstate';
 import { clientMachine } from '../machines/client.machine.ts';
 import { connectionMachine } from '../machines/connection.machine.ts';
+import {
+  actionNames,
+  allNodes,
+  allTransitions,
+  children,
+  eventLabel,
+  type StateNodeLike,
+  type TransitionLike,
+} from '../src/machine-walk.ts';
 
-/** The parts of xstate's StateNode we read (its public shape in v5). */
-interface Node {
-  key: string;
-  id: string;
-  type: 'atomic' | 'compound' | 'parallel' | 'final' | 'history';
-  description?: string;
-  states: Record<string, Node>;
-  initial?: { target: readonly Node[] };
-  parent?: Node;
-  transitions: Map<string, readonly Transition[]>;
-  entry: readonly { type?: string }[] | readonly unknown[];
-  invoke: readonly { id: string; src: unknown }[];
-}
-interface Transition {
-  eventType: string;
-  target?: readonly Node[];
-  guard?: { type: string } | string | unknown;
-  reenter?: boolean;
-  source: Node;
-}
+type Node = StateNodeLike;
+type Transition = TransitionLike;
 
 export interface MachineDoc {
   /** File name under docs/. */
@@ -61,42 +52,6 @@ export const MACHINES: MachineDoc[] = [
 ];
 
 const mid = (n: Node): string => n.id.replace(/[^A-Za-z0-9_]/g, '_');
-
-/** Human label for an event type: xstate.after.<delay>.<id> → "after <delay>". */
-function eventLabel(t: Transition): string {
-  const after = /^xstate\.after\.([^.]+)\./.exec(t.eventType);
-  const done = /^xstate\.done\.actor\.(.+)$/.exec(t.eventType);
-  let label = after ? `after ${after[1]}` : done ? `done: ${done[1]}` : t.eventType;
-  const g = t.guard as { type?: string } | string | undefined;
-  const guard = typeof g === 'string' ? g : g?.type;
-  if (guard) label += ` [${guard}]`;
-  else if (siblingsHaveGuard(t)) label += ' [else]';
-  return label;
-}
-
-function siblingsHaveGuard(t: Transition): boolean {
-  return (t.source.transitions.get(t.eventType) ?? []).some((x) => x !== t && x.guard);
-}
-
-function actionNames(t: Transition): string {
-  const actions = (t as unknown as { actions?: readonly unknown[] }).actions ?? [];
-  const names = actions
-    .map((a) => (typeof a === 'string' ? a : (a as { type?: string })?.type))
-    .filter((a): a is string => typeof a === 'string' && !a.startsWith('xstate.'));
-  return names.join(', ');
-}
-
-function children(n: Node): Node[] {
-  return Object.values(n.states);
-}
-
-function allNodes(n: Node): Node[] {
-  return [n, ...children(n).flatMap(allNodes)];
-}
-
-function allTransitions(root: Node): Transition[] {
-  return allNodes(root).flatMap((n) => [...n.transitions.values()].flat());
-}
 
 function renderState(n: Node, indent: string, out: string[]): void {
   const kids = children(n);

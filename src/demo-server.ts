@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import sirv from 'sirv';
 import { encodeError, handleText } from './protocol/codec.ts';
 import { createSupervisor, type Supervisor } from './supervisor.ts';
+import { createDashboard } from './dashboard/index.ts';
 import type { SupervisorOptions } from './options.ts';
 
 export interface DemoServerOptions extends Omit<SupervisorOptions, 'server' | 'onMessage' | 'path'> {
@@ -98,6 +99,9 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
     },
   });
 
+  // GET /dashboard: live connections and the machine diagram (src/dashboard/, docs/dashboard.md).
+  const dashboard = createDashboard(supervisor);
+
   server.on('request', (req, res) => {
     const url = req.url ?? '/';
     const pathname = url.split('?', 1)[0]!;
@@ -130,6 +134,7 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
       serveClientBundle(req, res, pathname.slice(1));
       return;
     }
+    if (dashboard.handle(req, res)) return;
     statics(req, res, () => {
       res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' });
       res.end(`not found: ${pathname}\n`);
@@ -156,6 +161,7 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
     address: server.address() as AddressInfo,
     close() {
       closing ??= (async () => {
+        dashboard.close(); // ends its event streams, which would otherwise hold server.close() up
         await supervisor.close();
         supervisor.detach();
         server.closeIdleConnections();

@@ -6,3 +6,4 @@ export { DEFAULTS, type SupervisorOptions, type TimingOptions, type SendQueueOpt
 export { SupervisorMetrics, type MetricsSource } from './metrics.ts';
 export type { DeadLetterReason, Outbound } from './writer.ts';
 export * from '../machines/index.ts';
+export { createDashboard, type Dashboard, type DashboardOptions, type DashboardSnapshot, type ConnectionRow, type ClosureRow } from './dashboard/index.ts';

@@ -10,7 +10,7 @@
  * with a `.count` text the page updates live; every edge group carries
  * `data-source`/`data-target` and one label line per transition.
  */
-import type { ElkExtendedEdge, ElkNode } from 'elkjs/lib/elk-api.js';
+import { createRequire } from 'node:module';
 import {
   allNodes,
   allTransitions,
@@ -20,6 +20,45 @@ import {
   statePath,
   type StateNodeLike,
 } from '../machine-walk.ts';
+
+// The slice of ELK's JSON graph format used here (elkjs's own .d.ts does not pass this
+// project's strict lib check, so it is not imported; see https://eclipse.dev/elk/documentation/tooldevelopers/graphdatastructure/jsonformat.html).
+interface ElkShape {
+  x?: number;
+  y?: number;
+  width?: number;
+  height?: number;
+}
+interface ElkLabel extends ElkShape {
+  id?: string;
+  text?: string;
+}
+interface ElkNode extends ElkShape {
+  id: string;
+  children?: ElkNode[];
+  edges?: ElkExtendedEdge[];
+  layoutOptions?: Record<string, string>;
+}
+interface ElkPoint {
+  x: number;
+  y: number;
+}
+interface ElkExtendedEdge {
+  id: string;
+  sources: string[];
+  targets: string[];
+  labels?: ElkLabel[];
+  sections?: { startPoint: ElkPoint; endPoint: ElkPoint; bendPoints?: ElkPoint[] }[];
+}
+interface Elk {
+  layout(graph: ElkNode): Promise<ElkNode>;
+}
+
+/** elkjs (CommonJS), loaded on first use only: a process that never draws never loads its 1.6 MB of JS. */
+function loadElk(): Elk {
+  const ELK = createRequire(import.meta.url)('elkjs/lib/elk.bundled.js') as new () => Elk;
+  return new ELK();
+}
 
 /** One state of the machine, as the dashboard knows it. */
 export interface DiagramState {
@@ -91,6 +130,26 @@ export function machineStructure(machine: { root: unknown }): { states: DiagramS
   return { states, edges: [...byPair.values()] };
 }
 
+/** Layered-algorithm options, set on every graph level (ELK does not inherit them into nested graphs). */
+const LAYERED = {
+  'elk.algorithm': 'layered',
+  'elk.direction': 'DOWN',
+  'elk.edgeRouting': 'ORTHOGONAL',
+  'elk.edgeLabels.placement': 'CENTER',
+  'elk.layered.nodePlacement.strategy': 'NETWORK_SIMPLEX',
+  // Cycles (idle ⇄ pinging) are broken depth first from the initial state, so the
+  // initial state comes first and the forward transitions point down. (ELK
+  // 0.12's MODEL_ORDER cycle breaker and considerModelOrder crash on nested graphs.)
+  'elk.layered.cycleBreaking.strategy': 'DEPTH_FIRST',
+  'elk.layered.spacing.nodeNodeBetweenLayers': '34',
+  'elk.layered.spacing.edgeNodeBetweenLayers': '14',
+  'elk.layered.spacing.edgeEdgeBetweenLayers': '10',
+  'elk.spacing.nodeNode': '28',
+  'elk.spacing.edgeNode': '14',
+  'elk.spacing.edgeEdge': '10',
+  'elk.spacing.edgeLabel': '3',
+};
+
 const elkId = (path: string): string => (path === '' ? '(root)' : path);
 
 function elkGraph(root: StateNodeLike, edges: DiagramEdge[]): ElkNode {
@@ -108,6 +167,7 @@ function elkGraph(root: StateNodeLike, edges: DiagramEdge[]): ElkNode {
       id: elkId(path),
       children: nodes,
       layoutOptions: {
+        ...LAYERED,
         'elk.padding': `[top=${region ? HEADER - 6 : HEADER},left=14,bottom=14,right=14]`,
         'elk.nodeSize.constraints': 'MINIMUM_SIZE',
         'elk.nodeSize.minimum': `(${headerWidth}, ${HEADER + 20})`,
@@ -135,19 +195,8 @@ function elkGraph(root: StateNodeLike, edges: DiagramEdge[]): ElkNode {
   return {
     ...top,
     layoutOptions: {
-      'elk.algorithm': 'layered',
-      'elk.direction': 'DOWN',
+      ...LAYERED,
       'elk.hierarchyHandling': 'INCLUDE_CHILDREN',
-      'elk.edgeRouting': 'ORTHOGONAL',
-      'elk.edgeLabels.placement': 'CENTER',
-      'elk.layered.nodePlacement.strategy': 'NETWORK_SIMPLEX',
-      'elk.layered.spacing.nodeNodeBetweenLayers': '34',
-      'elk.layered.spacing.edgeNodeBetweenLayers': '14',
-      'elk.layered.spacing.edgeEdgeBetweenLayers': '10',
-      'elk.spacing.nodeNode': '28',
-      'elk.spacing.edgeNode': '14',
-      'elk.spacing.edgeEdge': '10',
-      'elk.spacing.edgeLabel': '3',
       'elk.padding': '[top=8,left=8,bottom=8,right=8]',
       // Absolute coordinates for every shape and edge: the SVG needs no transforms.
       'org.eclipse.elk.json.shapeCoords': 'ROOT',
@@ -164,7 +213,7 @@ interface Laid {
   height: number;
 }
 
-function laid(n: ElkNode): Laid {
+function laid(n: ElkShape): Laid {
   return { x: n.x ?? 0, y: n.y ?? 0, width: n.width ?? 0, height: n.height ?? 0 };
 }
 
@@ -207,10 +256,7 @@ const STYLE = `
 export async function renderMachineDiagram(machine: { root: unknown }, title = 'state machine'): Promise<MachineDiagram> {
   const root = rootOf(machine);
   const { states, edges } = machineStructure(machine);
-  // Loaded on first use only: library users who never mount the dashboard never load ELK (1.6 MB of JS).
-  const { default: ELK } = await import('elkjs/lib/elk.bundled.js');
-  const elk = new ELK();
-  const graph = await elk.layout(elkGraph(root, edges));
+  const graph = await loadElk().layout(elkGraph(root, edges));
   const byId = flatten(graph);
   const width = Math.ceil(graph.width ?? 0);
   const height = Math.ceil(graph.height ?? 0);
