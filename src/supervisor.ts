@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
+import { createActor, fromCallback, type AnyActorRef } from 'xstate';
 import type { Closure } from '../machines/close-codes.ts';
 import {
   AdmissionError,
@@ -44,6 +45,12 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   private readonly raw: SupervisorOptions<Auth>;
   private draining = false;
   private readonly logger: Logger | null;
+  /**
+   * The root of this supervisor's actor system: every connection actor joins
+   * it (one system, one scheduler, one inspector, instead of one each). It
+   * ignores the done/error notices its connections send it.
+   */
+  private readonly root: AnyActorRef;
   private shutdown: Promise<void> | null = null;
   private readonly onServerUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
     if (this.options.path !== null && pathOf(request) !== this.options.path) {
@@ -59,6 +66,11 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     this.options = resolveOptions(options as SupervisorOptions<unknown>);
     this.metrics = new SupervisorMetrics({ live: () => this.hub.values() });
     this.logger = options.logger ?? null;
+    this.root = createActor(fromCallback(() => undefined), {
+      id: 'supervisor',
+      ...(options.inspect ? { inspect: options.inspect } : {}),
+    });
+    this.root.start();
     this.wss = new WebSocketServer({
       noServer: true,
       clientTracking: false, // the hub is the registry
@@ -223,7 +235,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       remoteAddress: `${request.socket.remoteAddress ?? '?'}:${request.socket.remotePort ?? '?'}`,
       protocol: ws.protocol,
       auth,
-      inspect: this.raw.inspect,
+      parent: this.root,
       onMessage: onMessage
         ? (c, data, isBinary) => {
             // R21: over the rate, close 1008 once and drop the excess.
