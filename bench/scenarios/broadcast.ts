@@ -1,0 +1,171 @@
+/**
+ * Scenario 3 — broadcast fan-out. N receivers (1k, then 5k) and one sender;
+ * the sender sends the protocol's `broadcast` command and the server pushes
+ * `{"command":"broadcast","someOtherThing":"b<k>"}` to every client. Measured
+ * here: the time from the send until the LAST receiver has the push ("time
+ * until all"), over ≥ 10 broadcasts one after another; p50 and p99 of that.
+ *
+ *   node --import tsx bench/scenarios/broadcast.ts [--quick] [--rounds 3] [--systems …]
+ *        [--levels 1000,5000] [--broadcasts 20]
+ *
+ * Receivers run in this process (pinned to CPU 1), so the figure includes the
+ * client side's reading of N frames, the same for every system.
+ * Integrity: every receiver got every broadcast exactly once (and the sender
+ * its reply to each, with the right requestID).
+ *
+ * --quick: 200 receivers, 10 broadcasts, 1 round, supervisor + raw.
+ */
+import { parseArgs } from 'node:util';
+import {
+  closeAll,
+  commonArgs,
+  connectClient,
+  connectMany,
+  percentile,
+  pinSelf,
+  printResult,
+  Recorder,
+  roundOrder,
+  sleep,
+  startServer,
+  waitForConnections,
+  writeResult,
+  type BenchClient,
+  type Ratio,
+  type System,
+} from '../lib/harness.ts';
+
+const common = commonArgs();
+const { values } = parseArgs({ args: common.rest, options: { levels: { type: 'string' }, broadcasts: { type: 'string' } } });
+const QUICK = common.quick;
+const LEVELS = (values.levels ?? (QUICK ? '200' : '1000,5000')).split(',').map(Number);
+const BROADCASTS = Number(values.broadcasts ?? (QUICK ? 10 : 20));
+const ROUNDS = common.rounds ?? (QUICK ? 1 : 3);
+const SYSTEMS: System[] = common.systems ?? (QUICK ? ['supervisor', 'raw'] : ['supervisor', 'raw', 'socketio']);
+const TIMEOUT_MS = QUICK ? 5_000 : 15_000;
+const label = (n: number): string => (n % 1000 === 0 ? `${n / 1000}k` : String(n));
+const PUSH = /^\{"command":"broadcast","someOtherThing":"b(\d+)"\}$/;
+const REPLY = /^\{"requestID":(\d+),"success":true/;
+
+pinSelf(1);
+
+async function runOnce(system: System, rec: Recorder): Promise<string[]> {
+  const problems: string[] = [];
+  const server = await startServer(system);
+  const receivers: BenchClient[] = [];
+  let sender: BenchClient | null = null;
+  try {
+    sender = await connectClient(server);
+    let replyFor = 0;
+    let badReplies = 0;
+    sender.onMessage((text) => {
+      const m = REPLY.exec(text);
+      if (m) {
+        if (Number(m[1]) !== replyFor) badReplies++;
+        replyFor = -1;
+      } else if (!PUSH.test(text)) badReplies++;
+    });
+    let k = 0; // broadcast sequence number, across levels
+    const line: string[] = [];
+    for (const n of LEVELS) {
+      const more = await connectMany(server, n - receivers.length, { batch: 250 });
+      receivers.push(...more);
+      await waitForConnections(server, n + 1, 60_000);
+      // counts[i][b] = how many times receiver i got broadcast b (this level's b = 0..BROADCASTS-1)
+      const counts = receivers.map(() => new Uint8Array(BROADCASTS));
+      const first = k;
+      let current = -1;
+      let got = 0;
+      let done: (() => void) | null = null;
+      let strays = 0;
+      receivers.forEach((r, i) => {
+        r.onMessage((text) => {
+          const m = PUSH.exec(text);
+          const b = m ? Number(m[1]) - first - 1 : -1;
+          if (b < 0 || b >= BROADCASTS) {
+            strays++;
+            return;
+          }
+          counts[i]![b]!++;
+          if (b === current && counts[i]![b] === 1 && ++got === receivers.length) done?.();
+        });
+      });
+      const times: number[] = [];
+      for (let b = 0; b < BROADCASTS; b++) {
+        current = b;
+        got = 0;
+        const all = new Promise<boolean>((resolve) => {
+          const t = setTimeout(() => resolve(false), TIMEOUT_MS);
+          done = () => {
+            clearTimeout(t);
+            resolve(true);
+          };
+        });
+        replyFor = ++k;
+        const t0 = performance.now();
+        sender.send(`{"requestID":${k},"command":"broadcast","someOtherThing":"b${k}"}`);
+        const ok = await all;
+        const dt = performance.now() - t0;
+        done = null;
+        if (!ok) {
+          problems.push(`${system} @${label(n)}: broadcast ${b} reached ${got} of ${receivers.length} receivers in ${TIMEOUT_MS} ms`);
+          break;
+        }
+        times.push(dt);
+        await sleep(50); // quiet gap: each broadcast is measured alone
+      }
+      await sleep(200); // late duplicates would show now
+      let missing = 0;
+      let duplicated = 0;
+      for (const c of counts) for (let b = 0; b < times.length; b++) {
+        if (c[b] === 0) missing++;
+        else if (c[b]! > 1) duplicated++;
+      }
+      if (missing || duplicated || strays) problems.push(`${system} @${label(n)}: ${missing} missing, ${duplicated} duplicated, ${strays} unexpected deliveries`);
+      rec.add(system, `broadcast to all @${label(n)} p50`, 'ms', percentile(times, 50));
+      rec.add(system, `broadcast to all @${label(n)} p99`, 'ms', percentile(times, 99));
+      line.push(`${label(n)}: p50 ${percentile(times, 50).toFixed(1)} ms p99 ${percentile(times, 99).toFixed(1)} ms`);
+    }
+    if (badReplies) problems.push(`${system}: ${badReplies} wrong or unexpected replies to the sender`);
+    console.log(`${system.padEnd(10)} ${line.join('  |  ')}`);
+  } finally {
+    await closeAll(sender ? [sender, ...receivers] : receivers);
+    await server.stop();
+  }
+  return problems;
+}
+
+const started = Date.now();
+const rec = new Recorder();
+const problems: string[] = [];
+for (let round = 0; round < ROUNDS; round++) {
+  console.log(`round ${round + 1}/${ROUNDS}`);
+  for (const system of roundOrder(SYSTEMS, round)) problems.push(...(await runOnce(system, rec)));
+}
+const ratios: Ratio[] = [];
+for (const system of SYSTEMS.filter((s) => s !== 'raw')) {
+  for (const n of LEVELS) {
+    for (const p of ['p50', 'p99']) {
+      const r = rec.ratio(`broadcast to all @${label(n)} ${p}`, system, system === 'supervisor' ? '<= 1.2' : undefined);
+      if (r) ratios.push(r);
+    }
+  }
+}
+const result = {
+  rounds: ROUNDS,
+  rows: rec.toRows(),
+  ratios,
+  integrity: {
+    ok: problems.length === 0,
+    details:
+      problems.length === 0
+        ? `${BROADCASTS} broadcasts at each level (${LEVELS.join(', ')} receivers): every receiver got every broadcast exactly once; the sender got the right reply to each`
+        : problems.join('; '),
+  },
+  notes: [`time from the sender's send until the last receiver has the push; receivers read in the load process (CPU 1)`],
+  params: { levels: LEVELS, broadcasts: BROADCASTS, quick: QUICK, systems: SYSTEMS, durationSeconds: (Date.now() - started) / 1000 },
+};
+const file = writeResult(QUICK ? 'broadcast-quick' : 'broadcast', result);
+printResult(result);
+console.log(`wrote ${file} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+if (!result.integrity.ok) process.exitCode = 1;

@@ -1,0 +1,50 @@
+/**
+ * Smoke test of the performance suite (bench/, issue 5): the request/response
+ * scenario in --quick mode (50 connections, 2 s, 1 round, supervisor + raw)
+ * runs end to end and writes a result with integrity ok. It checks that the
+ * harness, the servers and the scenario work, not how fast anything is; the
+ * benchmarks themselves are not part of `npm test` (`npm run bench`).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { Result } from '../bench/lib/harness.ts';
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+
+test('bench/scenarios/reqres.ts --quick produces a result with integrity ok', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ws-supervisor-bench-'));
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/scenarios/reqres.ts', '--quick'], {
+    cwd: REPO,
+    env: { ...process.env, BENCH_RESULTS_DIR: dir, NODE_ENV: 'production' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const killer = setTimeout(() => child.kill('SIGKILL'), 55_000);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  clearTimeout(killer);
+  assert.equal(code, 0, output);
+
+  const result = JSON.parse(readFileSync(join(dir, 'reqres-quick.json'), 'utf8')) as Result;
+  assert.equal(result.scenario, 'reqres-quick');
+  assert.equal(result.integrity.ok, true, result.integrity.details);
+  assert.equal(result.rounds, 1);
+  assert.ok(!Number.isNaN(Date.parse(result.date)));
+  assert.ok(result.machine.cpus >= 1 && result.machine.node.startsWith('v'));
+  for (const system of ['supervisor', 'raw']) {
+    for (const metric of ['throughput', 'latency p50', 'latency p99', 'server CPU per message']) {
+      const row = result.rows.find((r) => r.system === system && r.metric === metric);
+      assert.ok(row, `row ${system} ${metric}`);
+      assert.equal(row.values.length, 1);
+      assert.ok(Number.isFinite(row.median) && row.median > 0, `${system} ${metric} = ${row.median}`);
+    }
+  }
+  const cpu = result.ratios.find((r) => r.metric === 'server CPU per message' && r.system === 'supervisor');
+  assert.ok(cpu && cpu.vs === 'raw' && cpu.target === '<= 1.1' && typeof cpu.met === 'boolean');
+});
