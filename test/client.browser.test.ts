@@ -7,41 +7,19 @@
 // (R4), and the bounded send buffer (R11).
 // Chromium is Debian's (playwright-core drives it; nothing is downloaded);
 // without it the tests print SKIPPED and skip, and fail under CI=true.
-import { after, test, type TestContext } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
+import { browser, CHROMIUM, CHROMIUM_INSTALL, WAIT } from './helpers/chromium.ts';
 import WebSocket from 'ws';
 import { httpGet, metric, metricsOf, REPO_ROOT, startCliServer, type CliServer } from './helpers/cli.ts';
 import { requireBinary } from './interop/require-binary.ts';
 
-const CHROMIUM = process.env.INTEROP_CHROMIUM ?? '/usr/bin/chromium';
-const INSTALL = 'apt-get install chromium';
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-/** Bound for every single browser wait. */
-const WAIT = { timeout: 10_000 };
 /** Short server timings, so the server's own heartbeat runs during every test. */
 const FAST = ['--ping-interval', '300', '--pong-timeout', '300'];
-
-let browserPromise: Promise<Browser> | null = null;
-function browser(): Promise<Browser> {
-  browserPromise ??= chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 30_000 });
-  return browserPromise;
-}
-after(async () => {
-  if (browserPromise) await (await browserPromise).close();
-});
 
 const BUNDLE = join(REPO_ROOT, 'dist/browser/ws-supervisor-client.js');
 let built = false;
@@ -63,7 +41,7 @@ function ensureBundle(): void {
 
 /** Chromium present, bundle built: false means skip (SKIPPED printed, or failure under CI=true). */
 function ready(t: TestContext): boolean {
-  if (!requireBinary(t, CHROMIUM, INSTALL)) return false;
+  if (!requireBinary(t, CHROMIUM, CHROMIUM_INSTALL)) return false;
   ensureBundle();
   return true;
 }

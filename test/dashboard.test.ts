@@ -15,7 +15,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_INSTALL, newPage, WAIT } from './helpers/chromium.ts';
 import { connectionMachine } from '../machines/connection.machine.ts';
 import { startDemoServer, type DemoServer } from '../src/demo-server.ts';
 import { createDashboard, type DashboardSnapshot } from '../src/index.ts';
@@ -324,31 +325,15 @@ test('library mount: createDashboard on any http server, custom basePath, pagina
 // ---------------------------------------------------------------------------
 // (b) headless Chromium against the CLI server
 
-const CHROMIUM = process.env.INTEROP_CHROMIUM ?? '/usr/bin/chromium';
-const INSTALL = 'apt-get install chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const WAIT = { timeout: 10_000 };
-
-let browserPromise: Promise<Browser> | null = null;
-after(async () => {
-  if (browserPromise) await (await browserPromise).close();
-});
 const tmp = mkdtempSync(join(tmpdir(), 'ws-supervisor-dashboard-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-async function newPage(t: TestContext): Promise<Page> {
-  browserPromise ??= chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 30_000 });
-  const context = await (await browserPromise).newContext({ viewport: { width: 1280, height: 900 } });
-  t.after(() => context.close());
-  const page = await context.newPage();
-  page.on('pageerror', (err) => t.diagnostic(`page error: ${err.message}`));
-  return page;
-}
+const page1280 = (t: TestContext): Promise<Page> => newPage(t, { width: 1280, height: 900 });
 
 test('chromium: the dashboard shows a live connection, its RTT, the diagram count, and closures by the peer and by heartbeat timeout', { timeout: 90_000 }, async (t) => {
-  if (!requireBinary(t, CHROMIUM, INSTALL)) return;
+  if (!requireBinary(t, CHROMIUM, CHROMIUM_INSTALL)) return;
   const server = await startCliServer(['--ping-interval', '300', '--pong-timeout', '300'], t);
-  const page = await newPage(t);
+  const page = await page1280(t);
   const errors: string[] = [];
   page.on('console', (m) => {
     if (m.type() === 'error') errors.push(m.text());

@@ -15,46 +15,14 @@ import type { AddressInfo } from 'node:net';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
+import { browser, CHROMIUM, CHROMIUM_INSTALL, newPage, WAIT } from '../helpers/chromium.ts';
 import { metric, metricsOf, REPO_ROOT, startCliServer, type CliServer } from '../helpers/cli.ts';
 import { requireBinary } from './require-binary.ts';
 import { assertServerHealthy } from './spawn.ts';
 
-const CHROMIUM = process.env.INTEROP_CHROMIUM ?? '/usr/bin/chromium';
-const INSTALL = 'apt-get install chromium';
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-/** Bound for every single browser wait. */
-const WAIT = { timeout: 10_000 };
-
-let browserPromise: Promise<Browser> | null = null;
-function browser(): Promise<Browser> {
-  browserPromise ??= chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 30_000 });
-  return browserPromise;
-}
-after(async () => {
-  if (browserPromise) await (await browserPromise).close();
-});
-
 const tmp = mkdtempSync(join(tmpdir(), 'ws-supervisor-browser-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
-
-/** A new page in its own browser context (its own cookies/cache: a second user), closed after the test. */
-async function newPage(t: TestContext): Promise<Page> {
-  const context = await (await browser()).newContext({ viewport: { width: 900, height: 760 } });
-  t.after(() => context.close());
-  const page = await context.newPage();
-  page.on('pageerror', (err) => t.diagnostic(`page error: ${err.message}`));
-  return page;
-}
 
 /** Text of every #log line, in order. */
 async function logLines(page: Page): Promise<string[]> {
@@ -70,7 +38,7 @@ async function openDemo(t: TestContext, server: CliServer): Promise<Page> {
 }
 
 test('chromium: the demo page connects, gets its reply by requestID, broadcasts to two pages, and shows close 1001 on SIGTERM', { timeout: 90_000 }, async (t) => {
-  if (!requireBinary(t, CHROMIUM, INSTALL)) return;
+  if (!requireBinary(t, CHROMIUM, CHROMIUM_INSTALL)) return;
   const server = await startCliServer(['--close-timeout', '2000'], t);
 
   const page1 = await openDemo(t, server);
@@ -170,7 +138,7 @@ async function otherOrigin(t: TestContext, headers: Record<string, string> = {})
 const REFUSED_403 = /WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/server' failed: Error during WebSocket handshake: Unexpected response code: 403/;
 
 test('chromium: a page of another origin (another port) is refused at the handshake: 403, error + close 1006', { timeout: 60_000 }, async (t) => {
-  if (!requireBinary(t, CHROMIUM, INSTALL)) return;
+  if (!requireBinary(t, CHROMIUM, CHROMIUM_INSTALL)) return;
   const server = await startCliServer([], t);
   const origin = await otherOrigin(t);
   const page = await newPage(t);
@@ -192,7 +160,7 @@ test('chromium: a page of another origin (another port) is refused at the handsh
 // loopback so Chromium's Local Network Access checks let the request out
 // (from about:blank they do not: see the next test).
 test('chromium: an opaque-origin page (CSP sandbox, Origin: null) is refused at the handshake: 403, error + close 1006', { timeout: 60_000 }, async (t) => {
-  if (!requireBinary(t, CHROMIUM, INSTALL)) return;
+  if (!requireBinary(t, CHROMIUM, CHROMIUM_INSTALL)) return;
   const server = await startCliServer([], t);
   const origin = await otherOrigin(t, { 'Content-Security-Policy': 'sandbox allow-scripts' });
   const page = await newPage(t);
@@ -216,7 +184,7 @@ test('chromium: an opaque-origin page (CSP sandbox, Origin: null) is refused at 
 // it. Either way the page must not get a connection: accept a local block or
 // the server's 403, and say which happened.
 test('chromium: a WebSocket from about:blank never opens (blocked by Chromium or refused by the server)', { timeout: 60_000 }, async (t) => {
-  if (!requireBinary(t, CHROMIUM, INSTALL)) return;
+  if (!requireBinary(t, CHROMIUM, CHROMIUM_INSTALL)) return;
   const server = await startCliServer([], t);
   const page = await newPage(t);
   await page.goto('about:blank', WAIT);
