@@ -459,6 +459,57 @@ export function commonArgs(argv: string[] = process.argv.slice(2)): { quick: boo
 }
 
 /**
+ * The flags every scenario shares, with their defaults applied: --quick,
+ * --rounds N (default 3, quick 1), --systems a,b (default all three; under
+ * --quick `quickSystems`). `flag(name, fallback)` reads a numeric `--name N`
+ * from the remaining arguments.
+ */
+export function scenarioArgs(
+  quickSystems: readonly System[] = SYSTEMS,
+  argv: string[] = process.argv.slice(2),
+): { quick: boolean; rounds: number; systems: System[]; rest: string[]; flag: (name: string, fallback: number) => number } {
+  const common = commonArgs(argv);
+  const { quick, rest } = common;
+  return {
+    quick,
+    rounds: common.rounds ?? (quick ? 1 : 3),
+    systems: common.systems ?? [...(quick ? quickSystems : SYSTEMS)],
+    rest,
+    flag: (name, fallback) => {
+      const i = rest.indexOf(`--${name}`);
+      return i >= 0 ? Number(rest[i + 1]) : fallback;
+    },
+  };
+}
+
+/**
+ * Every (round, system) pair in run order: the systems alternate direction from
+ * one round to the next (roundOrder). With `announce`, prints "round i/n" as each round starts.
+ */
+export function* alternatingRounds<T>(rounds: number, systems: readonly T[], announce = false): Generator<{ round: number; system: T }> {
+  for (let round = 0; round < rounds; round++) {
+    if (announce) console.log(`round ${round + 1}/${rounds}`);
+    for (const system of roundOrder(systems, round)) yield { round, system };
+  }
+}
+
+/**
+ * Writes `<scenario>[-quick].json`, prints the result and the file written with
+ * the time since `started`, and fails the process when integrity failed.
+ */
+export function finishScenario(
+  scenario: string,
+  quick: boolean,
+  started: number,
+  result: Parameters<typeof writeResult>[1] & Parameters<typeof printResult>[0],
+): void {
+  const file = writeResult(quick ? `${scenario}-quick` : scenario, result);
+  printResult(result);
+  console.log(`wrote ${file} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  if (!result.integrity.ok) process.exitCode = 1;
+}
+
+/**
  * An absolute target checked on every round's value of one row (not the
  * median: a target "met" must hold in each round).
  */

@@ -17,31 +17,30 @@
  */
 import { parseArgs } from 'node:util';
 import {
+  alternatingRounds,
   closeAll,
-  commonArgs,
   connectClient,
   connectMany,
+  finishScenario,
   percentile,
   pinSelf,
-  printResult,
   Recorder,
-  roundOrder,
+  scenarioArgs,
   sleep,
   startServer,
   waitForConnections,
-  writeResult,
   type BenchClient,
   type Ratio,
   type System,
 } from '../lib/harness.ts';
 
-const common = commonArgs();
+const common = scenarioArgs(['supervisor', 'raw']);
 const { values } = parseArgs({ args: common.rest, options: { levels: { type: 'string' }, broadcasts: { type: 'string' } } });
 const QUICK = common.quick;
 const LEVELS = (values.levels ?? (QUICK ? '200' : '1000,5000')).split(',').map(Number);
 const BROADCASTS = Number(values.broadcasts ?? (QUICK ? 10 : 20));
-const ROUNDS = common.rounds ?? (QUICK ? 1 : 3);
-const SYSTEMS: System[] = common.systems ?? (QUICK ? ['supervisor', 'raw'] : ['supervisor', 'raw', 'socketio']);
+const ROUNDS = common.rounds;
+const SYSTEMS: System[] = common.systems;
 const TIMEOUT_MS = QUICK ? 5_000 : 15_000;
 const label = (n: number): string => (n % 1000 === 0 ? `${n / 1000}k` : String(n));
 const PUSH = /^\{"command":"broadcast","someOtherThing":"b(\d+)"\}$/;
@@ -138,10 +137,7 @@ async function runOnce(system: System, rec: Recorder): Promise<string[]> {
 const started = Date.now();
 const rec = new Recorder();
 const problems: string[] = [];
-for (let round = 0; round < ROUNDS; round++) {
-  console.log(`round ${round + 1}/${ROUNDS}`);
-  for (const system of roundOrder(SYSTEMS, round)) problems.push(...(await runOnce(system, rec)));
-}
+for (const { system } of alternatingRounds(ROUNDS, SYSTEMS, true)) problems.push(...(await runOnce(system, rec)));
 const ratios: Ratio[] = [];
 for (const system of SYSTEMS.filter((s) => s !== 'raw')) {
   for (const n of LEVELS) {
@@ -165,7 +161,4 @@ const result = {
   notes: [`time from the sender's send until the last receiver has the push; receivers read in the load process (CPU 1)`],
   params: { levels: LEVELS, broadcasts: BROADCASTS, quick: QUICK, systems: SYSTEMS, durationSeconds: (Date.now() - started) / 1000 },
 };
-const file = writeResult(QUICK ? 'broadcast-quick' : 'broadcast', result);
-printResult(result);
-console.log(`wrote ${file} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-if (!result.integrity.ok) process.exitCode = 1;
+finishScenario('broadcast', QUICK, started, result);

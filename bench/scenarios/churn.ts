@@ -21,31 +21,24 @@
  */
 import WebSocket from 'ws';
 import {
-  commonArgs,
+  alternatingRounds,
+  checkRows,
   connectClient,
   pinSelf,
   printResult,
   Recorder,
-  roundOrder,
+  scenarioArgs,
   sleep,
   writeResult,
-  checkRows,
   type Check,
   type Ratio,
-  type System,
 } from '../lib/harness.ts';
 import { startLifecycleServer, type LifecycleServer, type LifecycleStats } from '../lib/lifecycle.ts';
 
-const { quick, rounds: roundsArg, systems: systemsArg, rest } = commonArgs();
-const flag = (name: string, fallback: number): number => {
-  const i = rest.indexOf(`--${name}`);
-  return i >= 0 ? Number(rest[i + 1]) : fallback;
-};
+const { quick, rounds: ROUNDS, systems: SYSTEMS, flag } = scenarioArgs();
 const CYCLES = flag('cycles', quick ? 5_000 : 100_000);
 const CONCURRENCY = flag('concurrency', 100);
 const WARMUP = Math.max(2_000, Math.round(CYCLES / 20));
-const ROUNDS = roundsArg ?? (quick ? 1 : 3);
-const SYSTEMS: System[] = systemsArg ?? ['supervisor', 'raw', 'socketio'];
 const HEAP_TARGET = 1.05;
 pinSelf(1);
 
@@ -117,77 +110,75 @@ const notes: string[] = [];
 const targetMisses: string[] = [];
 const t00 = performance.now();
 
-for (let round = 0; round < ROUNDS; round++) {
-  for (const system of roundOrder(SYSTEMS, round)) {
-    const server = await startLifecycleServer(system);
-    try {
-      const warm = await churn(server, WARMUP);
-      await settle(server, WARMUP);
-      await sleep(200);
-      const before = await server.gc();
-      // Two halves with a snapshot between: warm-up effects (JIT, pools) level off,
-      // a leak keeps growing from the middle to the end.
-      const half = Math.floor(CYCLES / 2);
-      const run1 = await churn(server, half);
-      await settle(server, WARMUP + half);
-      const mid = await server.gc();
-      const run2 = await churn(server, CYCLES - half);
-      const run = {
-        seconds: run1.seconds + run2.seconds,
-        counts: {
-          opened: run1.counts.opened + run2.counts.opened,
-          closed: run1.counts.closed + run2.counts.closed,
-          errors: run1.counts.errors + run2.counts.errors,
-          firstError: run1.counts.firstError ?? run2.counts.firstError,
-        },
-      };
-      const settled = await settle(server, WARMUP + CYCLES);
-      await sleep(200);
-      const after = await server.gc();
+for (const { round, system } of alternatingRounds(ROUNDS, SYSTEMS)) {
+  const server = await startLifecycleServer(system);
+  try {
+    const warm = await churn(server, WARMUP);
+    await settle(server, WARMUP);
+    await sleep(200);
+    const before = await server.gc();
+    // Two halves with a snapshot between: warm-up effects (JIT, pools) level off,
+    // a leak keeps growing from the middle to the end.
+    const half = Math.floor(CYCLES / 2);
+    const run1 = await churn(server, half);
+    await settle(server, WARMUP + half);
+    const mid = await server.gc();
+    const run2 = await churn(server, CYCLES - half);
+    const run = {
+      seconds: run1.seconds + run2.seconds,
+      counts: {
+        opened: run1.counts.opened + run2.counts.opened,
+        closed: run1.counts.closed + run2.counts.closed,
+        errors: run1.counts.errors + run2.counts.errors,
+        firstError: run1.counts.firstError ?? run2.counts.firstError,
+      },
+    };
+    const settled = await settle(server, WARMUP + CYCLES);
+    await sleep(200);
+    const after = await server.gc();
 
-      const rate = CYCLES / run.seconds;
-      const secondHalfKiBPer1k = (after.heapUsed - mid.heapUsed) / 1024 / ((CYCLES - half) / 1000);
-      rec.add(system, 'heap used at half-way (after GC)', 'MiB', mid.heapUsed / MiB);
-      rec.add(system, 'heap growth, 2nd half, per 1k cycles', 'KiB', secondHalfKiBPer1k);
-      const heapRatio = after.heapUsed / before.heapUsed;
-      const res = (s: LifecycleStats, k: string): number => s.resources[k] ?? 0;
-      rec.add(system, 'connections per second', 'conn/s', rate);
-      rec.add(system, 'heap used before (after GC)', 'MiB', before.heapUsed / MiB);
-      rec.add(system, 'heap used after (after GC)', 'MiB', after.heapUsed / MiB);
-      rec.add(system, 'heap after / before', 'ratio', heapRatio);
-      rec.add(system, 'RSS before', 'MiB', before.rss / MiB);
-      rec.add(system, 'RSS after', 'MiB', after.rss / MiB);
-      rec.add(system, 'Timeout handles before', 'count', res(before, 'Timeout'));
-      rec.add(system, 'Timeout handles after', 'count', res(after, 'Timeout'));
-      rec.add(system, 'TCPSocketWrap before', 'count', res(before, 'TCPSocketWrap'));
-      rec.add(system, 'TCPSocketWrap after', 'count', res(after, 'TCPSocketWrap'));
-      const resourceKinds = [...new Set([...Object.keys(before.resources), ...Object.keys(after.resources)])].sort();
-      const resLine = resourceKinds.map((k) => `${k} ${res(before, k)}→${res(after, k)}`).join(', ');
-      console.log(
-        `round ${round + 1} ${system.padEnd(10)} ${rate.toFixed(0).padStart(6)} conn/s (${run.seconds.toFixed(1)} s)  ` +
-          `heap ${(before.heapUsed / MiB).toFixed(2)}→${(mid.heapUsed / MiB).toFixed(2)}→${(after.heapUsed / MiB).toFixed(2)} MiB (${((heapRatio - 1) * 100).toFixed(1)}%)  ` +
-          `RSS ${(before.rss / MiB).toFixed(0)}→${(after.rss / MiB).toFixed(0)} MiB  ${resLine}`,
-      );
+    const rate = CYCLES / run.seconds;
+    const secondHalfKiBPer1k = (after.heapUsed - mid.heapUsed) / 1024 / ((CYCLES - half) / 1000);
+    rec.add(system, 'heap used at half-way (after GC)', 'MiB', mid.heapUsed / MiB);
+    rec.add(system, 'heap growth, 2nd half, per 1k cycles', 'KiB', secondHalfKiBPer1k);
+    const heapRatio = after.heapUsed / before.heapUsed;
+    const res = (s: LifecycleStats, k: string): number => s.resources[k] ?? 0;
+    rec.add(system, 'connections per second', 'conn/s', rate);
+    rec.add(system, 'heap used before (after GC)', 'MiB', before.heapUsed / MiB);
+    rec.add(system, 'heap used after (after GC)', 'MiB', after.heapUsed / MiB);
+    rec.add(system, 'heap after / before', 'ratio', heapRatio);
+    rec.add(system, 'RSS before', 'MiB', before.rss / MiB);
+    rec.add(system, 'RSS after', 'MiB', after.rss / MiB);
+    rec.add(system, 'Timeout handles before', 'count', res(before, 'Timeout'));
+    rec.add(system, 'Timeout handles after', 'count', res(after, 'Timeout'));
+    rec.add(system, 'TCPSocketWrap before', 'count', res(before, 'TCPSocketWrap'));
+    rec.add(system, 'TCPSocketWrap after', 'count', res(after, 'TCPSocketWrap'));
+    const resourceKinds = [...new Set([...Object.keys(before.resources), ...Object.keys(after.resources)])].sort();
+    const resLine = resourceKinds.map((k) => `${k} ${res(before, k)}→${res(after, k)}`).join(', ');
+    console.log(
+      `round ${round + 1} ${system.padEnd(10)} ${rate.toFixed(0).padStart(6)} conn/s (${run.seconds.toFixed(1)} s)  ` +
+        `heap ${(before.heapUsed / MiB).toFixed(2)}→${(mid.heapUsed / MiB).toFixed(2)}→${(after.heapUsed / MiB).toFixed(2)} MiB (${((heapRatio - 1) * 100).toFixed(1)}%)  ` +
+        `RSS ${(before.rss / MiB).toFixed(0)}→${(after.rss / MiB).toFixed(0)} MiB  ${resLine}`,
+    );
 
-      if (heapRatio > HEAP_TARGET) targetMisses.push(`round ${round + 1} ${system}: heap ${(before.heapUsed / MiB).toFixed(2)} → ${(after.heapUsed / MiB).toFixed(2)} MiB (+${((heapRatio - 1) * 100).toFixed(1)}%)`);
-      for (const k of ['Timeout', 'TCPSocketWrap']) {
-        if (res(after, k) > res(before, k)) targetMisses.push(`round ${round + 1} ${system}: ${k} ${res(before, k)} → ${res(after, k)}`);
-      }
-
-      // Integrity: every connection opened and closed, counted on both sides.
-      const c = run.counts;
-      const w = warm.counts;
-      if (w.errors || c.errors) problems.push(`round ${round + 1} ${system}: ${w.errors + c.errors} client errors (first: ${c.firstError ?? w.firstError})`);
-      if (c.opened !== CYCLES || c.closed !== CYCLES) problems.push(`round ${round + 1} ${system}: client opened ${c.opened}, closed ${c.closed} of ${CYCLES}`);
-      const total = WARMUP + CYCLES;
-      if (settled.opened !== total || settled.closed !== total || settled.connections !== 0) {
-        problems.push(`round ${round + 1} ${system}: server opened ${settled.opened}, closed ${settled.closed}, live ${settled.connections}, expected ${total}/${total}/0`);
-      }
-      const unexpected = Object.entries(settled.closedBy).filter(([cause]) => !['peer', 'normal', 'client namespace disconnect', 'transport close'].includes(cause));
-      if (unexpected.length) notes.push(`round ${round + 1} ${system}: server close causes ${JSON.stringify(settled.closedBy)}`);
-    } finally {
-      await server.stop();
+    if (heapRatio > HEAP_TARGET) targetMisses.push(`round ${round + 1} ${system}: heap ${(before.heapUsed / MiB).toFixed(2)} → ${(after.heapUsed / MiB).toFixed(2)} MiB (+${((heapRatio - 1) * 100).toFixed(1)}%)`);
+    for (const k of ['Timeout', 'TCPSocketWrap']) {
+      if (res(after, k) > res(before, k)) targetMisses.push(`round ${round + 1} ${system}: ${k} ${res(before, k)} → ${res(after, k)}`);
     }
+
+    // Integrity: every connection opened and closed, counted on both sides.
+    const c = run.counts;
+    const w = warm.counts;
+    if (w.errors || c.errors) problems.push(`round ${round + 1} ${system}: ${w.errors + c.errors} client errors (first: ${c.firstError ?? w.firstError})`);
+    if (c.opened !== CYCLES || c.closed !== CYCLES) problems.push(`round ${round + 1} ${system}: client opened ${c.opened}, closed ${c.closed} of ${CYCLES}`);
+    const total = WARMUP + CYCLES;
+    if (settled.opened !== total || settled.closed !== total || settled.connections !== 0) {
+      problems.push(`round ${round + 1} ${system}: server opened ${settled.opened}, closed ${settled.closed}, live ${settled.connections}, expected ${total}/${total}/0`);
+    }
+    const unexpected = Object.entries(settled.closedBy).filter(([cause]) => !['peer', 'normal', 'client namespace disconnect', 'transport close'].includes(cause));
+    if (unexpected.length) notes.push(`round ${round + 1} ${system}: server close causes ${JSON.stringify(settled.closedBy)}`);
+  } finally {
+    await server.stop();
   }
 }
 

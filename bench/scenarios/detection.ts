@@ -22,16 +22,16 @@
  * Full: 3 rounds × 20 frozen peers; --quick: 1 round.
  */
 import {
-  commonArgs,
+  alternatingRounds,
+  checkRows,
   connectClient,
   percentile,
   pinSelf,
   printResult,
   Recorder,
-  roundOrder,
+  scenarioArgs,
   sleep,
   writeResult,
-  checkRows,
   type Check,
   type BenchClient,
   type Ratio,
@@ -40,17 +40,11 @@ import {
 import { startFreezeProxy, type ProxiedConnection } from '../lib/freeze-proxy.ts';
 import { startLifecycleServer } from '../lib/lifecycle.ts';
 
-const { quick, rounds: roundsArg, systems: systemsArg, rest } = commonArgs();
-const flag = (name: string, fallback: number): number => {
-  const i = rest.indexOf(`--${name}`);
-  return i >= 0 ? Number(rest[i + 1]) : fallback;
-};
+const { quick, rounds: ROUNDS, systems: SYSTEMS, flag } = scenarioArgs();
 const PING = flag('ping', 500);
 const PONG = flag('pong', 500);
 const PEERS = flag('peers', 20);
 const CONTROLS = flag('controls', 10);
-const ROUNDS = roundsArg ?? (quick ? 1 : 3);
-const SYSTEMS: System[] = systemsArg ?? ['supervisor', 'raw', 'socketio'];
 const SLACK = 50;
 pinSelf(1);
 
@@ -69,76 +63,74 @@ const notes: string[] = [];
 const pooled = new Map<System, number[]>();
 const t00 = performance.now();
 
-for (let round = 0; round < ROUNDS; round++) {
-  for (const system of roundOrder(SYSTEMS, round)) {
-    const server = await startLifecycleServer(system, { pingInterval: PING, pongTimeout: PONG });
-    const proxy = await startFreezeProxy(server.port);
-    const url = system === 'socketio' ? `http://127.0.0.1:${proxy.port}` : `ws://127.0.0.1:${proxy.port}/server`;
-    const pairs: Pair[] = [];
-    try {
-      // One at a time, so the proxy's accept order pairs each client with its proxied connection.
-      for (let i = 0; i < PEERS + CONTROLS; i++) {
-        const proxied = proxy.nextConnection();
-        const client = await connectClient({ system, url });
-        const pair: Pair = { client, proxied: await proxied, clientClosed: false };
-        client.onClose(() => (pair.clientClosed = true));
-        pairs.push(pair);
-      }
-      const peers = pairs.slice(0, PEERS);
-      const controls = pairs.slice(PEERS);
-      // Let the heartbeat run for a while, then freeze each peer at a random moment within one bound.
-      await sleep(2 * bound(system));
-      const b = bound(system);
-      await Promise.all(
-        peers.map(async (p) => {
-          await sleep(Math.random() * b);
-          p.proxied.freeze();
-        }),
-      );
-      const deadline = performance.now() + 5 * b;
-      while (performance.now() < deadline && peers.some((p) => p.proxied.serverGaveUpAt === null)) await sleep(10);
-      // Controls must survive at least one more full bound after the last detection.
-      await sleep(b + 200);
-
-      const delays = peers.filter((p) => p.proxied.serverGaveUpAt !== null).map((p) => p.proxied.serverGaveUpAt! - p.proxied.frozenAt!);
-      const byCloseFrame = peers.filter((p) => p.proxied.serverCloseFrameAt !== null && p.proxied.serverCloseFrameAt === p.proxied.serverGaveUpAt).length;
-      const tcpStillOpen = peers.filter((p) => p.proxied.serverClosedAt === null).length;
-      if (byCloseFrame) {
-        notes.push(
-          `round ${round + 1} ${system}: ${byCloseFrame} of ${PEERS} frozen peers were given up with a close frame (delay measured to it); ` +
-            `${tcpStillOpen} TCP connections still open ${(b + 200) / 1000} s later (closing handshake pending)`,
-        );
-      }
-      const missed = PEERS - delays.length;
-      const early = delays.filter((d) => d < 0).length;
-      pooled.set(system, [...(pooled.get(system) ?? []), ...delays]);
-      const p50 = percentile(delays, 50);
-      const p99 = percentile(delays, 99);
-      const max = Math.max(...delays);
-      const min = Math.min(...delays);
-      rec.add(system, 'detection delay p50', 'ms', p50);
-      rec.add(system, 'detection delay p99', 'ms', p99);
-      rec.add(system, 'detection delay max', 'ms', max);
-      rec.add(system, 'detection delay min', 'ms', min);
-      rec.add(system, 'max delay / design bound', 'ratio', max / b);
-
-      const s = await server.stats();
-      const droppedControls = controls.filter((c) => c.proxied.serverGaveUpAt !== null || c.clientClosed).length;
-      const heartbeatCloses = s.closedBy['heartbeat-timeout'] ?? 0;
-      console.log(
-        `round ${round + 1} ${system.padEnd(10)} bound ${b} ms: p50 ${p50.toFixed(0)} p99 ${p99.toFixed(0)} max ${max.toFixed(0)} min ${min.toFixed(0)} ms; ` +
-          `detected ${delays.length}/${PEERS}, server heartbeat closes ${heartbeatCloses}, controls dropped ${droppedControls}/${CONTROLS}, live ${s.connections}`,
-      );
-      if (missed) problems.push(`round ${round + 1} ${system}: ${missed} of ${PEERS} frozen peers not detected within ${5 * b} ms`);
-      if (early) problems.push(`round ${round + 1} ${system}: ${early} closes before the freeze`);
-      if (droppedControls) problems.push(`round ${round + 1} ${system}: ${droppedControls} of ${CONTROLS} live control clients dropped`);
-      if (heartbeatCloses !== PEERS) problems.push(`round ${round + 1} ${system}: server counted ${heartbeatCloses} heartbeat closes, expected ${PEERS} (${JSON.stringify(s.closedBy)})`);
-      if (s.connections !== CONTROLS) problems.push(`round ${round + 1} ${system}: server holds ${s.connections} connections, expected the ${CONTROLS} controls`);
-    } finally {
-      for (const p of pairs) p.client.terminate();
-      await proxy.close();
-      await server.stop();
+for (const { round, system } of alternatingRounds(ROUNDS, SYSTEMS)) {
+  const server = await startLifecycleServer(system, { pingInterval: PING, pongTimeout: PONG });
+  const proxy = await startFreezeProxy(server.port);
+  const url = system === 'socketio' ? `http://127.0.0.1:${proxy.port}` : `ws://127.0.0.1:${proxy.port}/server`;
+  const pairs: Pair[] = [];
+  try {
+    // One at a time, so the proxy's accept order pairs each client with its proxied connection.
+    for (let i = 0; i < PEERS + CONTROLS; i++) {
+      const proxied = proxy.nextConnection();
+      const client = await connectClient({ system, url });
+      const pair: Pair = { client, proxied: await proxied, clientClosed: false };
+      client.onClose(() => (pair.clientClosed = true));
+      pairs.push(pair);
     }
+    const peers = pairs.slice(0, PEERS);
+    const controls = pairs.slice(PEERS);
+    // Let the heartbeat run for a while, then freeze each peer at a random moment within one bound.
+    await sleep(2 * bound(system));
+    const b = bound(system);
+    await Promise.all(
+      peers.map(async (p) => {
+        await sleep(Math.random() * b);
+        p.proxied.freeze();
+      }),
+    );
+    const deadline = performance.now() + 5 * b;
+    while (performance.now() < deadline && peers.some((p) => p.proxied.serverGaveUpAt === null)) await sleep(10);
+    // Controls must survive at least one more full bound after the last detection.
+    await sleep(b + 200);
+
+    const delays = peers.filter((p) => p.proxied.serverGaveUpAt !== null).map((p) => p.proxied.serverGaveUpAt! - p.proxied.frozenAt!);
+    const byCloseFrame = peers.filter((p) => p.proxied.serverCloseFrameAt !== null && p.proxied.serverCloseFrameAt === p.proxied.serverGaveUpAt).length;
+    const tcpStillOpen = peers.filter((p) => p.proxied.serverClosedAt === null).length;
+    if (byCloseFrame) {
+      notes.push(
+        `round ${round + 1} ${system}: ${byCloseFrame} of ${PEERS} frozen peers were given up with a close frame (delay measured to it); ` +
+          `${tcpStillOpen} TCP connections still open ${(b + 200) / 1000} s later (closing handshake pending)`,
+      );
+    }
+    const missed = PEERS - delays.length;
+    const early = delays.filter((d) => d < 0).length;
+    pooled.set(system, [...(pooled.get(system) ?? []), ...delays]);
+    const p50 = percentile(delays, 50);
+    const p99 = percentile(delays, 99);
+    const max = Math.max(...delays);
+    const min = Math.min(...delays);
+    rec.add(system, 'detection delay p50', 'ms', p50);
+    rec.add(system, 'detection delay p99', 'ms', p99);
+    rec.add(system, 'detection delay max', 'ms', max);
+    rec.add(system, 'detection delay min', 'ms', min);
+    rec.add(system, 'max delay / design bound', 'ratio', max / b);
+
+    const s = await server.stats();
+    const droppedControls = controls.filter((c) => c.proxied.serverGaveUpAt !== null || c.clientClosed).length;
+    const heartbeatCloses = s.closedBy['heartbeat-timeout'] ?? 0;
+    console.log(
+      `round ${round + 1} ${system.padEnd(10)} bound ${b} ms: p50 ${p50.toFixed(0)} p99 ${p99.toFixed(0)} max ${max.toFixed(0)} min ${min.toFixed(0)} ms; ` +
+        `detected ${delays.length}/${PEERS}, server heartbeat closes ${heartbeatCloses}, controls dropped ${droppedControls}/${CONTROLS}, live ${s.connections}`,
+    );
+    if (missed) problems.push(`round ${round + 1} ${system}: ${missed} of ${PEERS} frozen peers not detected within ${5 * b} ms`);
+    if (early) problems.push(`round ${round + 1} ${system}: ${early} closes before the freeze`);
+    if (droppedControls) problems.push(`round ${round + 1} ${system}: ${droppedControls} of ${CONTROLS} live control clients dropped`);
+    if (heartbeatCloses !== PEERS) problems.push(`round ${round + 1} ${system}: server counted ${heartbeatCloses} heartbeat closes, expected ${PEERS} (${JSON.stringify(s.closedBy)})`);
+    if (s.connections !== CONTROLS) problems.push(`round ${round + 1} ${system}: server holds ${s.connections} connections, expected the ${CONTROLS} controls`);
+  } finally {
+    for (const p of pairs) p.client.terminate();
+    await proxy.close();
+    await server.stop();
   }
 }
 

@@ -17,29 +17,28 @@
  */
 import { parseArgs } from 'node:util';
 import {
+  alternatingRounds,
   closeAll,
-  commonArgs,
   connectMany,
+  finishScenario,
   pinSelf,
-  printResult,
   Recorder,
-  roundOrder,
+  scenarioArgs,
   sleep,
   startServer,
   waitForConnections,
-  writeResult,
   type BenchClient,
   type Ratio,
   type System,
 } from '../lib/harness.ts';
 
-const common = commonArgs();
+const common = scenarioArgs(['supervisor', 'raw']);
 const { values } = parseArgs({ args: common.rest, options: { levels: { type: 'string' }, settle: { type: 'string' } } });
 const QUICK = common.quick;
 const LEVELS = (values.levels ?? (QUICK ? '500,1000' : '1000,5000,10000')).split(',').map(Number);
 const SETTLE_MS = Number(values.settle ?? (QUICK ? 300 : 1000));
-const ROUNDS = common.rounds ?? (QUICK ? 1 : 3);
-const SYSTEMS: System[] = common.systems ?? (QUICK ? ['supervisor', 'raw'] : ['supervisor', 'raw', 'socketio']);
+const ROUNDS = common.rounds;
+const SYSTEMS: System[] = common.systems;
 const KiB = 1024;
 const label = (n: number): string => (n % 1000 === 0 ? `${n / 1000}k` : String(n));
 
@@ -84,10 +83,7 @@ async function runOnce(system: System, rec: Recorder): Promise<string[]> {
 const started = Date.now();
 const rec = new Recorder();
 const problems: string[] = [];
-for (let round = 0; round < ROUNDS; round++) {
-  console.log(`round ${round + 1}/${ROUNDS}`);
-  for (const system of roundOrder(SYSTEMS, round)) problems.push(...(await runOnce(system, rec)));
-}
+for (const { system } of alternatingRounds(ROUNDS, SYSTEMS, true)) problems.push(...(await runOnce(system, rec)));
 const last = LEVELS[LEVELS.length - 1]!;
 const ratios: Ratio[] = [];
 for (const system of SYSTEMS.filter((s) => s !== 'raw')) {
@@ -115,7 +111,4 @@ const result = {
   notes: ['RSS and heap read in the server after two forced full GCs (--expose-gc), minus the same reading before any connection'],
   params: { levels: LEVELS, settleMs: SETTLE_MS, quick: QUICK, systems: SYSTEMS, durationSeconds: (Date.now() - started) / 1000 },
 };
-const file = writeResult(QUICK ? 'idle-quick' : 'idle', result);
-printResult(result);
-console.log(`wrote ${file} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-if (!result.integrity.ok) process.exitCode = 1;
+finishScenario('idle', QUICK, started, result);

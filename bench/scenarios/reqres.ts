@@ -17,24 +17,23 @@
  */
 import { parseArgs } from 'node:util';
 import {
+  alternatingRounds,
   closeAll,
-  commonArgs,
   connectMany,
+  finishScenario,
+  percentile,
   pinSelf,
-  printResult,
   Recorder,
-  roundOrder,
+  scenarioArgs,
   selfCpuUs,
   sleep,
   startServer,
   waitForConnections,
-  writeResult,
-  percentile,
   type Ratio,
   type System,
 } from '../lib/harness.ts';
 
-const common = commonArgs();
+const common = scenarioArgs(['supervisor', 'raw']);
 const { values } = parseArgs({
   args: common.rest,
   options: { connections: { type: 'string' }, seconds: { type: 'string' }, warmup: { type: 'string' } },
@@ -43,8 +42,8 @@ const QUICK = common.quick;
 const CONNECTIONS = Number(values.connections ?? (QUICK ? 50 : 1000));
 const SECONDS = Number(values.seconds ?? (QUICK ? 2 : 5));
 const WARMUP = Number(values.warmup ?? (QUICK ? 0.5 : 1));
-const ROUNDS = common.rounds ?? (QUICK ? 1 : 3);
-const SYSTEMS: System[] = common.systems ?? (QUICK ? ['supervisor', 'raw'] : ['supervisor', 'raw', 'socketio']);
+const ROUNDS = common.rounds;
+const SYSTEMS: System[] = common.systems;
 
 pinSelf(1);
 
@@ -145,15 +144,12 @@ const rec = new Recorder();
 const notes: string[] = [];
 const problems: string[] = [];
 let totalAnswered = 0;
-for (let round = 0; round < ROUNDS; round++) {
-  console.log(`round ${round + 1}/${ROUNDS}`);
-  for (const system of roundOrder(SYSTEMS, round)) {
-    const i = await runOnce(system, rec, notes);
-    totalAnswered += i.answered;
-    const bad = (['mismatched', 'duplicates', 'lost', 'errors'] as const).filter((k) => i[k] > 0).map((k) => `${k} ${i[k]}`);
-    if (bad.length > 0) problems.push(`${system} round ${round + 1}: ${bad.join(', ')} (of ${i.sent} sent)`);
-    if (i.answered === 0) problems.push(`${system} round ${round + 1}: no replies at all`);
-  }
+for (const { round, system } of alternatingRounds(ROUNDS, SYSTEMS, true)) {
+  const i = await runOnce(system, rec, notes);
+  totalAnswered += i.answered;
+  const bad = (['mismatched', 'duplicates', 'lost', 'errors'] as const).filter((k) => i[k] > 0).map((k) => `${k} ${i[k]}`);
+  if (bad.length > 0) problems.push(`${system} round ${round + 1}: ${bad.join(', ')} (of ${i.sent} sent)`);
+  if (i.answered === 0) problems.push(`${system} round ${round + 1}: no replies at all`);
 }
 
 const ratios: Ratio[] = [];
@@ -185,7 +181,4 @@ const result = {
   notes,
   params: { connections: CONNECTIONS, seconds: SECONDS, warmup: WARMUP, quick: QUICK, systems: SYSTEMS, durationSeconds: (Date.now() - started) / 1000 },
 };
-const file = writeResult(QUICK ? 'reqres-quick' : 'reqres', result);
-printResult(result);
-console.log(`wrote ${file} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-if (!result.integrity.ok) process.exitCode = 1;
+finishScenario('reqres', QUICK, started, result);
