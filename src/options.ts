@@ -138,7 +138,8 @@ export interface ResolvedOptions {
   sendQueue: Required<SendQueueOptions>;
 }
 
-function positiveInt(name: string, value: number | undefined, fallback: number): number {
+/** A positive integer option (timer-safe: at most 2^31-1), or its default; a RangeError naming it otherwise. */
+export function positiveInt(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   // Above 2^31-1 Node runs timers after 1 ms (and no sane limit is that big).
   if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > 2_147_483_647) {

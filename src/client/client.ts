@@ -10,6 +10,7 @@ import { createActor, type Actor, type AnyActorRef, type InspectionEvent, type O
 import type { BackoffOptions } from '../../machines/backoff.ts';
 import type { ClientMachine, ClientOutput, ClientTiming } from '../../machines/client.machine.ts';
 import type { Closure } from '../../machines/close-codes.ts';
+import { positiveInt } from '../options.ts';
 
 /** The client's state, flattened from the client machine and its connection child. */
 export type ClientState = 'connecting' | 'open' | 'pinging' | 'closing' | 'waiting' | 'closed';
@@ -143,8 +144,8 @@ export class Client {
   ) {
     this.id = `client-${++clientCounter}`;
     this.offline = options.offline ?? 'buffer';
-    this.offlineBuffer = positive('offlineBuffer', options.offlineBuffer, CLIENT_DEFAULTS.offlineBuffer);
-    this.requestTimeout = positive('requestTimeout', options.requestTimeout, CLIENT_DEFAULTS.requestTimeout);
+    this.offlineBuffer = positiveInt('offlineBuffer', options.offlineBuffer, CLIENT_DEFAULTS.offlineBuffer);
+    this.requestTimeout = positiveInt('requestTimeout', options.requestTimeout, CLIENT_DEFAULTS.requestTimeout);
     const t = { ...CLIENT_DEFAULTS.timing, pingInterval: platform.defaultPingInterval, ...options.timing };
     for (const [k, v] of Object.entries(t)) {
       if (!Number.isInteger(v) || v < 0 || v > 2_147_483_647 || (v === 0 && k !== 'pingInterval')) {
@@ -410,8 +411,3 @@ export function assertWebSocketUrl(url: string): void {
   }
 }
 
-function positive(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isInteger(value) || value <= 0) throw new RangeError(`ws-supervisor client: ${name} must be a positive integer, got ${String(value)}`);
-  return value;
-}
