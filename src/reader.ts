@@ -7,6 +7,7 @@
 import { fromCallback } from 'xstate';
 import type { ActorInput, ReaderCommand, ReaderEvent } from '../machines/connection.machine.ts';
 import { CloseCodes } from '../machines/close-codes.ts';
+import { LivenessReport } from './liveness.ts';
 import type { SocketIO } from './socket-io.ts';
 
 /** The close code `ws` sends for each of its receiver errors (see ws/lib/receiver.js). */
@@ -33,43 +34,27 @@ export const readerActor = fromCallback<ReaderCommand, ActorInput>(({ input, sen
   const sendBack = (event: ReaderEvent): void => send(event);
   const io = input.io as SocketIO;
   const { ws, stats } = io;
-  // True between a ping and the first inbound frame after it: only then does
-  // traffic cost a machine event (R5), so the data path stays cheap.
-  let expecting = false;
-  let closed = false;
-  let stopped = false;
+  // setImmediate runs after the poll phase: anything the peer sent before the
+  // pong timer fired has been read (and reported) by then.
+  const report = new LivenessReport(sendBack, setImmediate);
 
-  const proveLiveness = (): void => {
-    if (expecting) {
-      expecting = false;
-      sendBack({ type: 'socket.activity' });
-    }
-  };
+  const proveLiveness = (): void => report.inbound();
   const onMessage = (data: Buffer, isBinary: boolean): void => {
     stats.messagesIn++;
     stats.bytesIn += data.length;
-    if (expecting) proveLiveness();
+    if (report.expecting) report.inbound(); // R5; otherwise no machine event (hot path)
     io.onMessage(data, isBinary);
   };
   const onPong = (payload: Buffer): void => {
-    if (!expecting) return;
-    expecting = false;
+    if (!report.expecting) return;
     // Our pings carry their send time; a pong that echoes something else still proves liveness.
-    if (payload.length === 8) {
-      const rttMs = performance.now() - payload.readDoubleBE(0);
-      if (rttMs >= 0 && rttMs < 3_600_000) {
-        sendBack({ type: 'socket.pong', rttMs });
-        io.onRtt?.(rttMs);
-        return;
-      }
-    }
-    sendBack({ type: 'socket.activity' });
+    const rttMs = payload.length === 8 ? performance.now() - payload.readDoubleBE(0) : -1;
+    if (rttMs >= 0 && rttMs < 3_600_000) {
+      report.inbound(rttMs);
+      io.onRtt?.(rttMs);
+    } else report.inbound();
   };
-  const onClose = (code: number, reason: Buffer): void => {
-    if (closed) return;
-    closed = true;
-    sendBack({ type: 'socket.closed', code, reason: reason.toString() });
-  };
+  const onClose = (code: number, reason: Buffer): void => report.close(code, reason.toString());
   const onError = (err: Error & { code?: string }): void => {
     // ws has already started the close with the matching code; the machine records it.
     sendBack({ type: 'socket.error', code: closeCodeForWsError(err), message: err.message });
@@ -81,21 +66,13 @@ export const readerActor = fromCallback<ReaderCommand, ActorInput>(({ input, sen
   ws.on('ping', proveLiveness);
   ws.on('close', onClose);
   ws.on('error', onError);
-  receive((command) => {
-    if (command.type === 'reader.expectLiveness') expecting = true;
-    // setImmediate runs after the poll phase: anything the peer sent before the
-    // pong timer fired has been read (and reported) by then.
-    else
-      setImmediate(() => {
-        if (expecting && !stopped) sendBack({ type: 'socket.silent' });
-      });
-  });
+  receive((command) => report.command(command));
   if (ws.readyState === 1) sendBack({ type: 'socket.open' });
   else if (ws.readyState === 0) ws.once('open', onOpen);
   else queueMicrotask(() => onClose(CloseCodes.ABNORMAL, Buffer.alloc(0)));
 
   return () => {
-    stopped = true;
+    report.stop();
     ws.off('message', onMessage);
     ws.off('pong', onPong);
     ws.off('ping', proveLiveness);

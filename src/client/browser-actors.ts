@@ -22,6 +22,7 @@ import { fromCallback } from 'xstate';
 import type { DialerInput } from '../../machines/client.machine.ts';
 import type { ActorInput, ReaderCommand, ReaderEvent, WriterCommand, WriterEvent } from '../../machines/connection.machine.ts';
 import { CloseCodes } from '../../machines/close-codes.ts';
+import { LivenessReport } from '../liveness.ts';
 import type { TransportHooks } from './client.ts';
 
 /** Bounds on what the browser may hold for one socket (`bufferedAmount`, bytes). */
@@ -237,19 +238,13 @@ export const browserReader = fromCallback<ReaderCommand, ActorInput>(({ input, s
   const sendBack = (event: ReaderEvent): void => send(event);
   const { ws, hooks, writer } = input.io as BrowserIO;
   const decoder = new TextDecoder(); // UTF-8, bad bytes become U+FFFD
-  // True between a ping and the first inbound message after it (R5): only
-  // then does a message cost a machine event.
-  let expecting = false;
-  let closed = false;
+  // One macrotask later, every message that had already arrived has been dispatched.
+  const report = new LivenessReport(sendBack, (fn) => setTimeout(fn, 0));
   let stopped = false;
 
   const deliver = (text: string): void => {
     const heartbeat = writer.heartbeatReply(text);
-    if (expecting) {
-      expecting = false;
-      const rttMs = heartbeat?.rttMs ?? null;
-      sendBack(rttMs !== null ? { type: 'socket.pong', rttMs } : { type: 'socket.activity' });
-    }
+    report.inbound(heartbeat?.rttMs ?? null);
     if (heartbeat === null) hooks.onMessage(text); // our heartbeat replies are not the application's
   };
   const onMessage = (event: MessageEvent): void => {
@@ -259,23 +254,12 @@ export const browserReader = fromCallback<ReaderCommand, ActorInput>(({ input, s
     // Only if someone set binaryType back to 'blob' (decoding is then asynchronous).
     else if (data instanceof Blob) void data.text().then((text) => stopped || deliver(text));
   };
-  const onClose = (event: { code: number; reason: string }): void => {
-    if (closed) return;
-    closed = true;
-    sendBack({ type: 'socket.closed', code: event.code, reason: event.reason });
-  };
+  const onClose = (event: { code: number; reason: string }): void => report.close(event.code, event.reason);
   const onOpen = (): void => sendBack({ type: 'socket.open' });
 
   ws.addEventListener('message', onMessage);
   ws.addEventListener('close', onClose);
-  receive((command) => {
-    if (command.type === 'reader.expectLiveness') expecting = true;
-    // One macrotask later, every message that had already arrived has been dispatched.
-    else
-      setTimeout(() => {
-        if (expecting && !stopped) sendBack({ type: 'socket.silent' });
-      }, 0);
-  });
+  receive((command) => report.command(command));
   if (ws.readyState === OPEN) sendBack({ type: 'socket.open' });
   else if (ws.readyState === CONNECTING) ws.addEventListener('open', onOpen, { once: true });
   else if (ws.readyState === CLOSED) queueMicrotask(() => onClose({ code: CloseCodes.ABNORMAL, reason: '' }));
@@ -283,6 +267,7 @@ export const browserReader = fromCallback<ReaderCommand, ActorInput>(({ input, s
 
   return () => {
     stopped = true;
+    report.stop();
     ws.removeEventListener('message', onMessage);
     ws.removeEventListener('close', onClose);
     ws.removeEventListener('open', onOpen);
