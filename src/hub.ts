@@ -12,15 +12,33 @@ export interface BroadcastResult {
   refused: number;
 }
 
+/** Message and byte counts (payloads), in and out. */
+export interface Traffic {
+  messagesIn: number;
+  bytesIn: number;
+  messagesOut: number;
+  bytesOut: number;
+}
+
 export class Hub<Auth = unknown> {
   private readonly live = new Map<string, Connection<Auth>>();
+  /**
+   * The traffic of every connection unregistered so far: what metrics and
+   * the dashboard add to the live connections' counts for totals.
+   */
+  readonly closedTraffic: Traffic = { messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0 };
 
   register(connection: Connection<Auth>): void {
     this.live.set(connection.id, connection);
   }
 
   unregister(connection: Connection<Auth>): void {
-    this.live.delete(connection.id);
+    if (!this.live.delete(connection.id)) return;
+    const s = connection.stats;
+    this.closedTraffic.messagesIn += s.messagesIn;
+    this.closedTraffic.bytesIn += s.bytesIn;
+    this.closedTraffic.messagesOut += s.messagesOut;
+    this.closedTraffic.bytesOut += s.bytesOut;
   }
 
   get size(): number {

@@ -6,13 +6,16 @@
  *
  * The hot path pays nothing: per-message counts live in each connection's
  * plain-number stats and are summed when Prometheus scrapes (live connections
- * plus the totals of closed ones), instead of a prom-client increment per message.
+ * plus the hub's totals of closed ones), instead of a prom-client increment per message.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Closure } from '../machines/close-codes.ts';
+import type { Traffic } from './hub.ts';
 
 /** What the metrics read from the supervisor at scrape time. */
 export interface MetricsSource {
+  /** Traffic of the connections closed so far (the live ones are summed at scrape). */
+  closedTraffic(): Traffic;
   /** Live connections: their flat state, stats and queue depth. */
   live(): Iterable<{
     stateName: string;
@@ -22,16 +25,10 @@ export interface MetricsSource {
 
 const STATES = ['connecting', 'open', 'pinging', 'closing'] as const;
 
-interface Totals {
-  messagesIn: number;
-  bytesIn: number;
-  messagesOut: number;
-  bytesOut: number;
-}
 
 interface Sums {
   byState: Record<string, number>;
-  totals: Totals;
+  totals: Traffic;
   queuedMessages: number;
   queuedBytes: number;
   maxQueued: number;
@@ -56,8 +53,6 @@ export class SupervisorMetrics {
   /** Connections terminated because no pong arrived in time (R4). */
   readonly heartbeatTimeoutsTotal: Counter;
   readonly rttSeconds: Histogram;
-  /** Totals carried over from closed connections (the live ones are summed at scrape). */
-  private readonly closedTotals: Totals = { messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0 };
   private cache: { at: number; sums: Sums } | null = null;
 
   constructor(
@@ -121,7 +116,7 @@ export class SupervisorMetrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     });
-    const summed = (name: string, help: string, pick: (s: Totals) => number): Counter =>
+    const summed = (name: string, help: string, pick: (s: Traffic) => number): Counter =>
       new Counter({
         name,
         help,
@@ -166,13 +161,9 @@ export class SupervisorMetrics {
     this.connections.inc();
   }
 
-  /** Records a closure, folding the connection's counts into the totals. */
-  closed(closure: Closure, stats: { messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number }): void {
+  /** Records a closure (its traffic is already in the source's closed totals). */
+  closed(closure: Closure): void {
     this.connections.dec();
-    this.closedTotals.messagesIn += stats.messagesIn;
-    this.closedTotals.bytesIn += stats.bytesIn;
-    this.closedTotals.messagesOut += stats.messagesOut;
-    this.closedTotals.bytesOut += stats.bytesOut;
     this.cache = null;
     this.closesTotal.inc({ code: String(closure.code) });
     this.closesByCauseTotal.inc({ cause: closure.cause, expected: String(closure.expected), initiator: closure.initiator });
@@ -191,7 +182,7 @@ export class SupervisorMetrics {
     const now = Date.now();
     if (this.cache && now - this.cache.at < 100) return this.cache.sums;
     const byState: Record<string, number> = {};
-    const totals = { ...this.closedTotals };
+    const totals = { ...this.source.closedTraffic() };
     let queuedMessages = 0;
     let queuedBytes = 0;
     let maxQueued = 0;

@@ -64,7 +64,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     super();
     this.raw = options;
     this.options = resolveOptions(options as SupervisorOptions<unknown>);
-    this.metrics = new SupervisorMetrics({ live: () => this.hub.values() });
+    this.metrics = new SupervisorMetrics({ live: () => this.hub.values(), closedTraffic: () => this.hub.closedTraffic });
     this.logger = options.logger ?? null;
     this.root = createActor(fromCallback(() => undefined), {
       id: 'supervisor',
@@ -276,7 +276,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     }
     void connection.closed.then((closure) => {
       this.hub.unregister(connection);
-      this.metrics.closed(closure, connection.stats);
+      this.metrics.closed(closure);
       if (log) {
         const fields = { ...closure, stats: connection.stats, ageMs: Date.now() - connection.openedAt };
         if (closure.expected) log.info(fields, 'connection closed');

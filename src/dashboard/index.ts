@@ -108,7 +108,9 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
   const title = options.title ?? 'ws-supervisor dashboard';
 
   const index = stateIndex(connectionMachine);
-  const history: History = { opened: 0, closed: 0, expected: 0, unexpected: 0, messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0 };
+  const history = { opened: 0, closed: 0, expected: 0, unexpected: 0 };
+  // Traffic since the dashboard was created: the hub's closed totals minus where they stood then.
+  const trafficAtStart = { ...supervisor.hub.closedTraffic };
   const closures = new Ring<ClosureRow>(recentClosures);
   let closuresJson = '[]';
   let closuresJsonVersion = 0;
@@ -133,10 +135,6 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
     history.closed++;
     if (closure.expected) history.expected++;
     else history.unexpected++;
-    history.messagesIn += s.messagesIn;
-    history.bytesIn += s.bytesIn;
-    history.messagesOut += s.messagesOut;
-    history.bytesOut += s.bytesOut;
     const now = Date.now();
     closures.push({
       id: c.id,
@@ -156,8 +154,17 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
   supervisor.on('connection', onConnection);
   supervisor.on('close', onClose);
 
-  const pass = (pages: Iterable<number>): Pass =>
-    takePass(supervisor.hub.values() as Iterable<Connection<unknown>>, supervisor.hub.size, index, history, pages, pageSize);
+  const pass = (pages: Iterable<number>): Pass => {
+    const t = supervisor.hub.closedTraffic;
+    const since: History = {
+      ...history,
+      messagesIn: t.messagesIn - trafficAtStart.messagesIn,
+      bytesIn: t.bytesIn - trafficAtStart.bytesIn,
+      messagesOut: t.messagesOut - trafficAtStart.messagesOut,
+      bytesOut: t.bytesOut - trafficAtStart.bytesOut,
+    };
+    return takePass(supervisor.hub.values() as Iterable<Connection<unknown>>, supervisor.hub.size, index, since, pages, pageSize);
+  };
 
   const closuresNow = (): string => {
     if (closuresJsonVersion !== closures.version) {

@@ -6,6 +6,7 @@
  */
 import type { CloseCause, Closure } from '../../machines/close-codes.ts';
 import type { Connection } from '../connection.ts';
+import type { Traffic } from '../hub.ts';
 import { allNodes, children, rootOf, statePath, type StateNodeLike } from '../machine-walk.ts';
 
 /** One live connection, as a row of the connections table. */
@@ -201,17 +202,16 @@ export function connectionRow(c: Connection<unknown>, now: number): ConnectionRo
   };
 }
 
-/** Counters the dashboard keeps from the supervisor's events (O(1) per event). */
-export interface History {
+/**
+ * Since the dashboard was created: counters it keeps from the supervisor's
+ * events (O(1) per event), and the traffic of connections closed meanwhile
+ * (from the hub's closed totals).
+ */
+export interface History extends Traffic {
   opened: number;
   closed: number;
   expected: number;
   unexpected: number;
-  /** Traffic of connections closed since the dashboard was created. */
-  messagesIn: number;
-  bytesIn: number;
-  messagesOut: number;
-  bytesOut: number;
 }
 
 export interface Pass {
