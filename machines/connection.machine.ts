@@ -389,3 +389,20 @@ export const connectionMachine = setup({
 });
 
 export type ConnectionMachine = typeof connectionMachine;
+
+/** The connection's state as one word, for people, logs and metrics: the card's `connecting → open ⇄ pinging → closing → closed`. */
+export type ConnectionStateName = 'connecting' | 'open' | 'pinging' | 'closing' | 'closed';
+
+/**
+ * Flattens a connection-machine snapshot to its ConnectionStateName. A blocked
+ * writer shows as its heartbeat state; `suspect` (the last moment of waiting
+ * for the pong) is still `pinging`.
+ */
+export function connectionStateName(snapshot: { status: string; matches(value: never): boolean }): ConnectionStateName {
+  const matches = snapshot.matches.bind(snapshot) as (value: unknown) => boolean;
+  if (snapshot.status !== 'active') return 'closed';
+  if (matches({ open: { heartbeat: 'pinging' } }) || matches({ open: { heartbeat: 'suspect' } })) return 'pinging';
+  if (matches('open')) return 'open';
+  if (matches('closing')) return 'closing';
+  return 'connecting';
+}

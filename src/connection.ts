@@ -6,7 +6,12 @@
 import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
 import { createActor, type Actor, type AnyActorRef, type InspectionEvent, type Observer, type SnapshotFrom } from 'xstate';
-import { connectionMachine, type ConnectionTiming } from '../machines/connection.machine.ts';
+import {
+  connectionMachine,
+  connectionStateName,
+  type ConnectionStateName,
+  type ConnectionTiming,
+} from '../machines/connection.machine.ts';
 import type { CloseCause, Closure } from '../machines/close-codes.ts';
 import { readerActor } from './reader.ts';
 import type { SocketIO } from './socket-io.ts';
@@ -148,14 +153,8 @@ export class Connection<Auth = unknown> {
   }
 
   /** A flat name for the state: connecting | open | pinging | closing | closed (blocked writes show as open/pinging). */
-  get stateName(): 'connecting' | 'open' | 'pinging' | 'closing' | 'closed' {
-    const s = this.actor.getSnapshot();
-    if (s.status !== 'active') return 'closed';
-    // `suspect` is the last moment of waiting for the pong: still pinging.
-    if (s.matches({ open: { heartbeat: 'pinging' } }) || s.matches({ open: { heartbeat: 'suspect' } })) return 'pinging';
-    if (s.matches('open')) return 'open';
-    if (s.matches('closing')) return 'closing';
-    return 'connecting';
+  get stateName(): ConnectionStateName {
+    return connectionStateName(this.actor.getSnapshot());
   }
 
   get isWriteBlocked(): boolean {

@@ -9,6 +9,7 @@
 import { createActor, type Actor, type AnyActorRef, type InspectionEvent, type Observer } from 'xstate';
 import type { BackoffOptions } from '../../machines/backoff.ts';
 import type { ClientMachine, ClientOutput, ClientTiming } from '../../machines/client.machine.ts';
+import { connectionStateName } from '../../machines/connection.machine.ts';
 import type { Closure } from '../../machines/close-codes.ts';
 import { positiveInt } from '../options.ts';
 
@@ -339,10 +340,8 @@ export class Client {
         this.onConnectionClosed((c as unknown as { output: Closure }).output);
         return;
       }
-      if (c.status !== 'active' || c.matches('closing')) state = 'closing';
-      else if (c.matches({ open: { heartbeat: 'pinging' } }) || c.matches({ open: { heartbeat: 'suspect' } })) state = 'pinging';
-      else if (c.matches('open')) state = 'open';
-      else state = 'connecting';
+      const name = connectionStateName(c);
+      state = name === 'closed' ? 'closing' : name; // stopped but not done: on its way out
     }
     // A failed attempt (refused, timed out) is a closure too (R17): report it once.
     if ((state === 'waiting' || state === 'closed') && this.current === 'connecting' && snap.context.lastClosure) {
