@@ -70,3 +70,11 @@ const EXPECTED_CAUSES: ReadonlySet<CloseCause> = new Set(['normal', 'peer', 'shu
 export function isExpectedClose(code: number, cause: CloseCause): boolean {
   return EXPECTED_CAUSES.has(cause) && (code === 1000 || code === 1001 || code === 1005);
 }
+
+/** RFC 6455 §7.4: the codes an endpoint may put in a close frame (1004–1006 are reserved, 1015 is TLS-only). */
+export function isSendableCloseCode(code: number): boolean {
+  return (
+    Number.isInteger(code) &&
+    (code === 1000 || (code >= 3000 && code <= 4999) || (code >= 1001 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006))
+  );
+}

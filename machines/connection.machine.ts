@@ -17,6 +17,7 @@ import { assign, fromCallback, sendTo, setup } from 'xstate';
 import {
   CloseCodes,
   isExpectedClose,
+  isSendableCloseCode,
   type CloseCause,
   type Closure,
 } from './close-codes.ts';
@@ -150,12 +151,7 @@ export const connectionMachine = setup({
     /** R6/R7: pingInterval 0 turns the heartbeat off. */
     heartbeatEnabled: ({ context }) => context.timing.pingInterval > 0,
     /** Codes an application may put in a close frame (RFC 6455 §7.4). */
-    isSendableCode: ({ event }) =>
-      event.type === 'close' &&
-      (event.code === undefined ||
-        event.code === 1000 ||
-        (event.code >= 3000 && event.code <= 4999) ||
-        (event.code >= 1001 && event.code <= 1014 && ![1004, 1005, 1006].includes(event.code))),
+    isSendableCode: ({ event }) => event.type === 'close' && (event.code === undefined || isSendableCloseCode(event.code)),
   },
   actions: {
     sendPing: sendTo('writer', { type: 'writer.ping' }),

@@ -12,7 +12,7 @@ import {
   type ConnectionStateName,
   type ConnectionTiming,
 } from '../machines/connection.machine.ts';
-import type { CloseCause, Closure } from '../machines/close-codes.ts';
+import { isSendableCloseCode, type CloseCause, type Closure } from '../machines/close-codes.ts';
 import { readerActor } from './reader.ts';
 import type { SocketIO } from './socket-io.ts';
 import { SendQueue, writerActor, type DeadLetterReason, type Outbound, type SendQueueLimits } from './writer.ts';
@@ -59,10 +59,7 @@ export interface ConnectionInit<Auth> {
 
 /** Close codes an application may send (RFC 6455 §7.4): 1000, 1001…1014 minus reserved, 3000–4999. */
 export function assertSendableCloseCode(code: number): void {
-  const ok =
-    Number.isInteger(code) &&
-    (code === 1000 || (code >= 3000 && code <= 4999) || (code >= 1001 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006));
-  if (!ok) throw new RangeError(`ws-supervisor: invalid close code ${String(code)}: use 1000, 1001–1014 (not 1004–1006) or 3000–4999`);
+  if (!isSendableCloseCode(code)) throw new RangeError(`ws-supervisor: invalid close code ${String(code)}: use 1000, 1001–1014 (not 1004–1006) or 3000–4999`);
 }
 
 export class Connection<Auth = unknown> {
