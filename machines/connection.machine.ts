@@ -62,7 +62,9 @@ export type ReaderEvent =
   /** The peer broke the protocol; the transport is already sending close `code` (R15). */
   | { type: 'socket.error'; code: number; message: string }
   /** Answer to `reader.confirmSilence`: pending input was read and none of it came from the peer. */
-  | { type: 'socket.silent' };
+  | { type: 'socket.silent' }
+  /** R21: the peer sends faster than the configured message rate (the reader drops the excess). */
+  | { type: 'socket.flood'; rate: number };
 
 /** Facts the write actor reports (R9–R11). */
 export type WriterEvent =
@@ -196,6 +198,13 @@ export const connectionMachine = setup({
         return { code: e.code, reason: e.message, cause: 'protocol-error' as const };
       },
     }),
+    requestRateClose: assign({
+      closeRequest: ({ event }) => ({
+        code: CloseCodes.POLICY_VIOLATION,
+        reason: `message rate over ${(event as Extract<ConnectionEvent, { type: 'socket.flood' }>).rate}/s`,
+        cause: 'rate-limit' as const,
+      }),
+    }),
     requestOverflowClose: assign({
       closeRequest: () => ({
         code: CloseCodes.POLICY_VIOLATION,
@@ -278,6 +287,8 @@ export const connectionMachine = setup({
         },
         // R9/R11: a consumer that cannot keep up is closed; others are unaffected.
         'write.overflow': { target: 'closing', actions: 'requestOverflowClose' },
+        // R21: a peer over the message rate is closed 1008.
+        'socket.flood': { target: 'closing', actions: 'requestRateClose' },
       },
       states: {
         heartbeat: {

@@ -13,6 +13,7 @@ import {
   type ConnectionTiming,
 } from '../machines/connection.machine.ts';
 import { isSendableCloseCode, type CloseCause, type Closure } from '../machines/close-codes.ts';
+import { TokenBucket } from './rate-limit.ts';
 import { readerActor } from './reader.ts';
 import type { SocketIO } from './socket-io.ts';
 import { SendQueue, writerActor, type DeadLetterReason, type Outbound, type SendQueueLimits } from './writer.ts';
@@ -55,6 +56,8 @@ export interface ConnectionInit<Auth> {
   onMessage(connection: Connection<Auth>, data: Buffer, isBinary: boolean): void;
   onDeadLetter(letter: DeadLetter): void;
   onRtt?(rttMs: number): void;
+  /** R21: messages per second this connection may send; 0 = no limit. */
+  maxMessageRate?: number;
 }
 
 /** Close codes an application may send (RFC 6455 §7.4): 1000, 1001…1014 minus reserved, 3000–4999. */
@@ -90,6 +93,7 @@ export class Connection<Auth = unknown> {
       stats: { messagesIn: 0, bytesIn: 0 },
       onMessage: (data, isBinary) => init.onMessage(this, data, isBinary),
       ...(init.onRtt ? { onRtt: init.onRtt } : {}),
+      ...(init.maxMessageRate ? { limiter: new TokenBucket(init.maxMessageRate) } : {}),
     };
     this.actor = createActor(supervisedConnectionMachine, {
       id: `connection:${init.id}`,

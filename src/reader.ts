@@ -39,10 +39,20 @@ export const readerActor = fromCallback<ReaderCommand, ActorInput>(({ input, sen
   const report = new LivenessReport(sendBack, setImmediate);
 
   const proveLiveness = (): void => report.inbound();
+  const limiter = io.limiter;
+  let flooded = false;
   const onMessage = (data: Buffer, isBinary: boolean): void => {
     stats.messagesIn++;
     stats.bytesIn += data.length;
     if (report.expecting) report.inbound(); // R5; otherwise no machine event (hot path)
+    // R21: over the rate, the machine hears it once (it closes 1008) and the excess is dropped.
+    if (limiter !== undefined && !limiter.take()) {
+      if (!flooded) {
+        flooded = true;
+        sendBack({ type: 'socket.flood', rate: limiter.rate });
+      }
+      return;
+    }
     io.onMessage(data, isBinary);
   };
   const onPong = (payload: Buffer): void => {

@@ -4,6 +4,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
+import type { TokenBucket } from './rate-limit.ts';
 import type { SendQueue } from './writer.ts';
 
 export interface ConnectionStats {
@@ -19,6 +20,8 @@ export interface SocketIO {
   stats: ConnectionStats;
   /** Inbound data, straight to the application (never through the machine). */
   onMessage(data: Buffer, isBinary: boolean): void;
+  /** R21: the per-connection message rate limit, if one is configured. */
+  limiter?: TokenBucket;
   /** A heartbeat round trip was measured (R4), for the RTT histogram. */
   onRtt?(rttMs: number): void;
 }

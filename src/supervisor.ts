@@ -223,8 +223,6 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   private open(ws: import('ws').WebSocket, socket: Duplex, request: IncomingMessage, auth: Auth): void {
     const onMessage = this.raw.onMessage;
     const id = randomUUID();
-    const rate = this.options.maxMessageRate;
-    const limiter = rate > 0 ? new TokenBucket(rate) : null;
     const log = this.logger?.child({ conn: id }) ?? null;
     const connection: Connection<Auth> = new Connection<Auth>({
       id,
@@ -238,14 +236,6 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       parent: this.root,
       onMessage: onMessage
         ? (c, data, isBinary) => {
-            // R21: over the rate, close 1008 once and drop the excess.
-            if (limiter !== null && !limiter.take()) {
-              if (c.stateName === 'open' || c.stateName === 'pinging') {
-                log?.warn({ rate }, 'message rate exceeded: closing 1008');
-                void c.close(1008, `message rate over ${rate}/s`, 'rate-limit');
-              }
-              return;
-            }
             try {
               onMessage(c, data, isBinary);
             } catch (err) {
@@ -256,6 +246,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
           }
         : ignore,
       onRtt: (ms) => this.metrics.rtt(ms),
+      maxMessageRate: this.options.maxMessageRate,
       onDeadLetter: (letter) => {
         this.metrics.deadLettersTotal.inc({ reason: letter.reason });
         log?.warn({ reason: letter.reason, binary: letter.binary }, 'dead letter: accepted message never reached the socket');
@@ -301,20 +292,3 @@ function pathOf(request: IncomingMessage): string {
 }
 
 function ignore(): void {}
-
-/** R21: a token bucket of `rate` tokens refilled at `rate` per second (bursts up to `rate`). */
-class TokenBucket {
-  private tokens: number;
-  private last = performance.now();
-  constructor(private readonly rate: number) {
-    this.tokens = rate;
-  }
-  take(): boolean {
-    const now = performance.now();
-    this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) * this.rate) / 1000);
-    this.last = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
-  }
-}

@@ -87,6 +87,7 @@ const samples: { [T in ConnectionEvent['type']]: Array<Extract<ConnectionEvent, 
   'write.progress': [{ type: 'write.progress' }],
   'write.drained': [{ type: 'write.drained' }],
   'write.overflow': [{ type: 'write.overflow', messages: 1001, bytes: 1_048_576 }],
+  'socket.flood': [{ type: 'socket.flood', rate: 20 }],
 };
 const isConnectionEventType = (type: string): type is ConnectionEvent['type'] => Object.hasOwn(samples, type);
 
@@ -290,6 +291,7 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
       else if (e.type === 'write.drained') x.write = 'flowing';
       else if (e.type === 'timeout' && e.delay === 'writeTimeout') startClose(1008, 'slow consumer: write timeout', 'write-timeout'); // R10
       else if (e.type === 'write.overflow') startClose(1008, 'slow consumer: send queue overflow', 'slow-consumer'); // R11
+      else if (e.type === 'socket.flood') startClose(1008, `message rate over ${e.rate}/s`, 'rate-limit'); // R21
       else if (e.type === 'socket.error') startClose(e.code, e.message, 'protocol-error'); // R15
       else if (e.type === 'close' && sendableCloseCode(e.code)) {
         startClose(e.code ?? 1000, e.reason ?? '', e.cause ?? (e.code === 1001 ? 'shutdown' : 'normal')); // R16, R18
