@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
+import { compiledEntry } from './lib/compile.ts';
 
 const { values } = parseArgs({
   options: {
@@ -63,14 +64,14 @@ async function instructions(kind: string, requests: number, port: number): Promi
   const out = join(mkdtempSync(join(tmpdir(), 'ws-sup-perf-')), 'perf.csv');
   const server = spawn(
     'perf',
-    ['stat', '-x', ',', '-e', 'instructions', '-o', out, ...pin(0, [process.execPath, '--import', 'tsx', 'bench/servers.ts', kind, String(port)])],
+    ['stat', '-x', ',', '-e', 'instructions', '-o', out, ...pin(0, [process.execPath, compiledEntry('servers.ts'), kind, String(port)])],
     { env: { ...process.env, NODE_ENV: 'production' }, stdio: ['pipe', 'pipe', 'inherit'] },
   );
   await new Promise<void>((resolve) => server.stdout.once('data', () => resolve()));
   await load(port, requests);
   const exited = new Promise((r) => server.once('exit', r));
   // SIGINT reaches the node server (perf forwards it); it exits 0 and perf writes its count.
-  spawnSync('pkill', ['-INT', '-f', `bench/servers.ts ${kind} ${port}`]);
+  spawnSync('pkill', ['-INT', '-f', `servers.mjs ${kind} ${port}`]);
   await exited;
   const line = readFileSync(out, 'utf8').split('\n').find((l) => l.includes('instructions'));
   return Number(line?.split(',')[0]);

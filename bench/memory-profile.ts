@@ -67,4 +67,5 @@ try {
   for (const r of rows.slice(0, Number(values.top))) console.log(`${(r.size / N).toFixed(0).padStart(7)} B  ${(r.count / N).toFixed(2).padStart(6)} per conn  ${r.k}`);
 } finally {
   await server.stop();
+  console.log("snapshots in", dir);
 }

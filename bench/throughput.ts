@@ -11,6 +11,7 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
+import { compiledEntry } from './lib/compile.ts';
 
 const { values } = parseArgs({
   options: {
@@ -32,7 +33,7 @@ interface Result {
 }
 
 async function startServer(kind: string, port: number): Promise<ChildProcessWithoutNullStreams> {
-  const args = ['--import', 'tsx', 'bench/servers.ts', kind, String(port)];
+  const args = [compiledEntry('servers.ts'), kind, String(port)];
   const child = hasTaskset
     ? spawn('taskset', ['-c', '0', process.execPath, ...args], { env: { ...process.env, NODE_ENV: 'production' } })
     : spawn(process.execPath, args, { env: { ...process.env, NODE_ENV: 'production' } });

@@ -28,6 +28,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { compiledEntry } from './compile.ts';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { io as ioClient, type Socket as IoSocket } from 'socket.io-client';
@@ -105,9 +106,7 @@ export interface ServerHandle {
 export async function startServer(system: System, options: ServerOptions = {}): Promise<ServerHandle> {
   const args = [
     '--expose-gc',
-    '--import',
-    'tsx',
-    join(BENCH_DIR, 'servers.ts'),
+    compiledEntry('servers.ts'),
     system,
     String(options.port ?? 0),
     '--ping-interval',

@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { BENCH_DIR, pinned, REPO_DIR, type ServerHandle, type ServerOptions, type ServerStats, type System } from './harness.ts';
+import { compiledEntry } from './compile.ts';
 
 export interface LifecycleStats extends ServerStats {
   /** Connections the server accepted since start. */
@@ -69,9 +70,7 @@ export async function startLifecycleServer(system: System, options: ServerOption
     [
       process.execPath,
       '--expose-gc',
-      '--import',
-      'tsx',
-      join(BENCH_DIR, 'lib', 'lifecycle-server.ts'),
+      compiledEntry('lib/lifecycle-server.ts'),
       system,
       String(options.port ?? 0),
       String(options.pingInterval ?? 25_000),

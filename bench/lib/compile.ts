@@ -1,0 +1,38 @@
+/**
+ * Benchmark servers run as plain JavaScript, the way users run the library
+ * (tsc's dist/), not through tsx: tsx compiles with esbuild's `keepNames`,
+ * which gives every closure an own `name` property (~250 B more each, measured
+ * with heap snapshots), so per-connection memory and GC would be charged for
+ * a development loader. Each entry is bundled once per benchmark process (our
+ * code inlined, packages external) into bench/.build/.
+ */
+import { mkdirSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildSync } from 'esbuild';
+
+const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url));
+
+const built = new Map<string, string>();
+
+/** Path of the compiled `bench/<entry>` (e.g. 'servers.ts', 'lib/lifecycle-server.ts'). */
+export function compiledEntry(entry: string): string {
+  let out = built.get(entry);
+  if (out) return out;
+  const dir = join(BENCH_DIR, '.build');
+  mkdirSync(dir, { recursive: true });
+  out = join(dir, basename(entry).replace(/\.ts$/, '.mjs'));
+  buildSync({
+    entryPoints: [join(BENCH_DIR, entry)],
+    outfile: out,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    packages: 'external',
+    keepNames: false,
+    logLevel: 'error',
+  });
+  built.set(entry, out);
+  return out;
+}
