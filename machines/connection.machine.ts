@@ -40,7 +40,10 @@ export interface ConnectionInput {
   timing: ConnectionTiming;
   /**
    * Opaque handle on the transport, handed unchanged to the reader and writer
-   * actors. The machine never looks inside it.
+   * actors when the machine runs as an XState actor (the client). The server
+   * hosts the two actors itself (src/runner.ts) and passes one input per
+   * supervisor with `io: null`, so that its connections share snapshots.
+   * The machine never looks inside it.
    */
   io: unknown;
 }
@@ -53,7 +56,11 @@ export type ConnectionCommand =
 /** Facts the read actor reports (R1, R2, R5, R15). */
 export type ReaderEvent =
   | { type: 'socket.open' }
-  /** A pong arrived while a ping was outstanding; rttMs measured from the ping payload. */
+  /**
+   * A pong arrived while a ping was outstanding. `rttMs` (from the ping
+   * payload) is for people and metrics: the reader hands it to its host; the
+   * machine decides on the fact alone.
+   */
   | { type: 'socket.pong'; rttMs: number }
   /** Some other inbound frame arrived while a ping was outstanding (R5). */
   | { type: 'socket.activity' }
@@ -78,6 +85,22 @@ export type WriterEvent =
   | { type: 'write.overflow'; messages: number; bytes: number };
 
 export type ConnectionEvent = ConnectionCommand | ReaderEvent | WriterEvent;
+
+/**
+ * Events whose payload this machine never reads (guards and actions look at
+ * the type only). A host may compute a step on one of these once per state and
+ * reuse it for every connection (src/runner.ts); the model tests check the
+ * claim for every state (test/machines/connection.machine.test.ts).
+ */
+export const PAYLOAD_FREE_EVENTS: ReadonlySet<ConnectionEvent['type']> = new Set<ConnectionEvent['type']>([
+  'socket.open',
+  'socket.pong',
+  'socket.activity',
+  'socket.silent',
+  'write.blocked',
+  'write.progress',
+  'write.drained',
+]);
 
 /** Commands the machine sends its actors. Everything that touches the socket's output goes through the writer (R8). */
 export type WriterCommand =
@@ -107,8 +130,6 @@ export interface ConnectionContext {
   id: string;
   timing: ConnectionTiming;
   io: unknown;
-  /** Last measured ping→pong round trip, ms; null until the first pong. */
-  rttMs: number | null;
   /** The close we started, if we started one. */
   closeRequest: CloseRequest | null;
   /** Filled in on entering `closed`. */
@@ -165,9 +186,6 @@ export const connectionMachine = setup({
       reason: context.closeRequest?.reason ?? '',
       flush: context.closeRequest?.cause !== 'slow-consumer' && context.closeRequest?.cause !== 'write-timeout',
     })),
-    recordRtt: assign({
-      rttMs: ({ event, context }) => (event.type === 'socket.pong' ? event.rttMs : context.rttMs),
-    }),
     requestAppClose: assign({
       closeRequest: ({ event }) => {
         const e = event as Extract<ConnectionEvent, { type: 'close' }>;
@@ -226,7 +244,6 @@ export const connectionMachine = setup({
     id: input.id,
     timing: input.timing,
     io: input.io,
-    rttMs: null,
     closeRequest: null,
     closure: null,
   }),
@@ -302,7 +319,7 @@ export const connectionMachine = setup({
               description: 'R4/R5: a ping is out; any inbound frame proves liveness.',
               entry: ['sendPing', 'expectLiveness'],
               on: {
-                'socket.pong': { target: 'idle', actions: 'recordRtt' },
+                'socket.pong': { target: 'idle' },
                 'socket.activity': { target: 'idle' },
               },
               after: { pongTimeout: { target: 'suspect' } },
@@ -312,7 +329,7 @@ export const connectionMachine = setup({
                 'R4: the pong timeout fired. Input already waiting is read first, so a stalled event loop (GC, CPU starvation) never kills a peer whose pong has arrived.',
               entry: 'confirmSilence',
               on: {
-                'socket.pong': { target: 'idle', actions: 'recordRtt' },
+                'socket.pong': { target: 'idle' },
                 'socket.activity': { target: 'idle' },
                 // R4: a dead peer (half-open TCP, frozen tab) is terminated, no handshake.
                 'socket.silent': {

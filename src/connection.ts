@@ -1,32 +1,59 @@
 /**
  * A supervised connection: the handle the application holds. Its lifecycle is
- * the connection machine (machines/connection.machine.ts) running as an actor;
- * the data path goes through the reader and writer actors' shared SocketIO.
+ * the connection machine (machines/connection.machine.ts), hosted by a
+ * MachineRunner (src/runner.ts) with the reader and writer actors; the data
+ * path goes through the reader and writer directly.
  */
 import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
-import { createActor, type Actor, type AnyActorRef, type InspectionEvent, type Observer, type SnapshotFrom } from 'xstate';
+import type { EventObject, InspectionEvent, Observer, SnapshotFrom } from 'xstate';
 import {
   connectionMachine,
   connectionStateName,
+  PAYLOAD_FREE_EVENTS,
+  type ConnectionInput,
   type ConnectionStateName,
   type ConnectionTiming,
+  type ReaderEvent,
+  type WriterEvent,
 } from '../machines/connection.machine.ts';
 import { isSendableCloseCode, type CloseCause, type Closure } from '../machines/close-codes.ts';
 import { TokenBucket } from './rate-limit.ts';
-import { readerActor } from './reader.ts';
+import { readerActor, SocketReader } from './reader.ts';
+import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import type { SocketIO } from './socket-io.ts';
-import { SendQueue, writerActor, type DeadLetterReason, type Outbound, type SendQueueLimits } from './writer.ts';
+import { SendQueue, writerActor, type DeadLetterReason, type DeadLetterSink, type Outbound, type SendQueueLimits } from './writer.ts';
 
 /**
- * The machine with the real actors, provided once per process (FACTS.md:
- * `.provide()` per socket costs 2.4× memory and 2.6× create time).
+ * The machine with the real actors as XState actors, provided once per
+ * process (FACTS.md: `.provide()` per socket costs 2.4× memory and 2.6× create
+ * time). The client runs it as a child actor; the server hosts the same
+ * definition in a MachineRunner.
  */
 export const supervisedConnectionMachine = connectionMachine.provide({
   actors: { reader: readerActor, writer: writerActor },
 });
 
-export type ConnectionSnapshot = SnapshotFrom<typeof supervisedConnectionMachine>;
+export type ConnectionSnapshot = SnapshotFrom<typeof connectionMachine>;
+
+/**
+ * What every connection of one supervisor shares with the others: the
+ * machine, one input (so their snapshots are shared, src/runner.ts) and the
+ * inspector. Make one per supervisor.
+ */
+export type ConnectionRunnerConfig = RunnerConfig<typeof connectionMachine>;
+
+export function connectionRunnerConfig(
+  timing: ConnectionTiming,
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void),
+): ConnectionRunnerConfig {
+  return {
+    machine: connectionMachine,
+    input: { id: '', timing, io: null } satisfies ConnectionInput,
+    payloadFree: PAYLOAD_FREE_EVENTS,
+    ...(inspect ? { inspect } : {}),
+  };
+}
 
 /** A message accepted for sending that never reached the OS socket (R12). */
 export interface DeadLetter {
@@ -37,25 +64,28 @@ export interface DeadLetter {
   reason: DeadLetterReason;
 }
 
+/** The owner's callbacks: one object per supervisor, shared by its connections. */
+export interface ConnectionHooks<Auth> {
+  onMessage(connection: Connection<Auth>, data: Buffer, isBinary: boolean): void;
+  onDeadLetter(letter: DeadLetter): void;
+  onRtt?(rttMs: number): void;
+  /** The connection reached `closed`; called just before `closed` resolves. */
+  onClose?(connection: Connection<Auth>, closure: Closure): void;
+}
+
 export interface ConnectionInit<Auth> {
   id: string;
   ws: WebSocket;
   socket: Duplex;
-  timing: ConnectionTiming;
   sendQueue: SendQueueLimits;
-  remoteAddress: string;
+  /** The peer's address and port, as the socket reports them. */
+  remoteHost: string;
+  remotePort: number | undefined;
   protocol: string;
   auth: Auth;
-  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void) | undefined;
-  /**
-   * An actor whose system this connection joins (the supervisor's root): one
-   * shared actor system instead of one per connection saves ~2 KiB each.
-   * Its inspector, if any, then sees this connection; `inspect` is ignored.
-   */
-  parent?: AnyActorRef | undefined;
-  onMessage(connection: Connection<Auth>, data: Buffer, isBinary: boolean): void;
-  onDeadLetter(letter: DeadLetter): void;
-  onRtt?(rttMs: number): void;
+  /** From `connectionRunnerConfig(timing, inspect)`, once per supervisor. */
+  runner: ConnectionRunnerConfig;
+  hooks: ConnectionHooks<Auth>;
   /** R21: messages per second this connection may send; 0 = no limit. */
   maxMessageRate?: number;
 }
@@ -65,9 +95,16 @@ export function assertSendableCloseCode(code: number): void {
   if (!isSendableCloseCode(code)) throw new RangeError(`ws-supervisor: invalid close code ${String(code)}: use 1000, 1001–1014 (not 1004–1006) or 3000–4999`);
 }
 
-export class Connection<Auth = unknown> {
+const INTERNAL_ERROR: Closure = { code: 1011, reason: 'internal error', initiator: 'local', cause: 'terminated', expected: false, receivedCode: null };
+
+/**
+ * One supervised connection. It is itself what its reader and writer share
+ * (SocketIO), the host of its machine run (RunnerHost) and the sink of its
+ * dead letters: per-connection state lives in fields, behaviour on the
+ * prototype, so an idle connection costs little more than its socket.
+ */
+export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLetterSink {
   readonly id: string;
-  readonly remoteAddress: string;
   /** The negotiated subprotocol ('' when none), R20. */
   readonly protocol: string;
   /** What `authenticate` returned for this connection. */
@@ -75,51 +112,43 @@ export class Connection<Auth = unknown> {
   readonly openedAt: number = Date.now();
   /** Resolves with the closure once the machine reaches `closed` (exactly once, R2). */
   readonly closed: Promise<Closure>;
-  private readonly actor: Actor<typeof supervisedConnectionMachine>;
-  private readonly io: SocketIO;
+  /** Last ping→pong round trip in ms (R4), null before the first pong. */
+  rttMs: number | null = null;
+  readonly ws: WebSocket;
+  readonly socket: Duplex;
+  readonly writer: SendQueue;
+  readonly limiter: TokenBucket | undefined;
+  messagesIn = 0;
+  bytesIn = 0;
+  private readonly remoteHost: string;
+  private readonly remotePort: number | undefined;
+  private readonly hooks: ConnectionHooks<Auth>;
+  private readonly runner: MachineRunner<typeof connectionMachine>;
+  private settle: ((closure: Closure) => void) | null = null;
 
   constructor(init: ConnectionInit<Auth>) {
     this.id = init.id;
-    this.remoteAddress = init.remoteAddress;
     this.protocol = init.protocol;
     this.auth = init.auth;
-    const writer = new SendQueue(init.ws, init.socket, init.sendQueue, (data, binary, reason) =>
-      init.onDeadLetter({ connectionId: init.id, data, binary, reason }),
-    );
-    this.io = {
-      ws: init.ws,
-      socket: init.socket,
-      writer,
-      stats: { messagesIn: 0, bytesIn: 0 },
-      onMessage: (data, isBinary) => init.onMessage(this, data, isBinary),
-      ...(init.onRtt ? { onRtt: init.onRtt } : {}),
-      ...(init.maxMessageRate ? { limiter: new TokenBucket(init.maxMessageRate) } : {}),
-    };
-    this.actor = createActor(supervisedConnectionMachine, {
-      id: `connection:${init.id}`,
-      input: { id: init.id, timing: init.timing, io: this.io },
-      ...(init.parent ? { parent: init.parent } : init.inspect ? { inspect: init.inspect } : {}),
-    });
-    this.closed = new Promise((resolve) => {
-      this.actor.subscribe({
-        complete: () => resolve(this.actor.getSnapshot().output!),
-        // A throwing actor implementation is a bug in this library; still end cleanly.
-        error: () =>
-          resolve({
-            code: 1011,
-            reason: 'internal error',
-            initiator: 'local',
-            cause: 'terminated',
-            expected: false,
-            receivedCode: null,
-          }),
-      });
-    });
+    this.ws = init.ws;
+    this.socket = init.socket;
+    this.remoteHost = init.remoteHost;
+    this.remotePort = init.remotePort;
+    this.hooks = init.hooks;
+    this.limiter = init.maxMessageRate ? new TokenBucket(init.maxMessageRate) : undefined;
+    this.writer = new SendQueue(init.ws, init.socket, init.sendQueue, this);
+    this.closed = new Promise((resolve) => (this.settle = resolve));
+    this.runner = new MachineRunner(init.runner, this);
+  }
+
+  /** `address:port` of the peer. */
+  get remoteAddress(): string {
+    return `${this.remoteHost}:${this.remotePort ?? '?'}`;
   }
 
   /** Starts the machine (the reader reports the socket open at once). */
   start(): this {
-    this.actor.start();
+    this.runner.start();
     return this;
   }
 
@@ -129,7 +158,7 @@ export class Connection<Auth = unknown> {
    * An accepted message reaches the OS socket or comes back as a dead letter (R12).
    */
   send(data: Outbound, binary: boolean = typeof data !== 'string'): boolean {
-    return this.io.writer.send(data, binary);
+    return this.writer.send(data, binary);
   }
 
   /** Start the close handshake (R16). Resolves when closed. */
@@ -138,37 +167,32 @@ export class Connection<Auth = unknown> {
     if (Buffer.byteLength(reason) > 123) {
       throw new RangeError(`ws-supervisor: close reason must be at most 123 bytes, got ${Buffer.byteLength(reason)}`);
     }
-    this.actor.send({ type: 'close', code, reason, ...(cause ? { cause } : {}) });
+    this.runner.send({ type: 'close', code, reason, ...(cause ? { cause } : {}) });
     return this.closed;
   }
 
   /** Drop the connection without a handshake. Resolves when closed. */
   terminate(reason = 'terminated'): Promise<Closure> {
-    this.actor.send({ type: 'terminate', reason });
+    this.runner.send({ type: 'terminate', reason });
     return this.closed;
   }
 
   /** The machine's current state value, e.g. `{ open: { heartbeat: 'pinging', write: 'flowing' } }`. */
   get state(): ConnectionSnapshot['value'] {
-    return this.actor.getSnapshot().value;
+    return this.runner.getSnapshot().value;
   }
 
   /** A flat name for the state: connecting | open | pinging | closing | closed (blocked writes show as open/pinging). */
   get stateName(): ConnectionStateName {
-    return connectionStateName(this.actor.getSnapshot());
+    return connectionStateName(this.runner.getSnapshot());
   }
 
   get isWriteBlocked(): boolean {
-    return this.actor.getSnapshot().matches({ open: { write: 'blocked' } });
-  }
-
-  /** Last ping→pong round trip in ms (R4), null before the first pong. */
-  get rttMs(): number | null {
-    return this.actor.getSnapshot().context.rttMs;
+    return this.runner.getSnapshot().matches({ open: { write: 'blocked' } });
   }
 
   get closure(): Closure | null {
-    return this.actor.getSnapshot().context.closure;
+    return this.runner.getSnapshot().context.closure;
   }
 
   get stats(): {
@@ -179,10 +203,10 @@ export class Connection<Auth = unknown> {
     queuedMessages: number;
     queuedBytes: number;
   } {
-    const w = this.io.writer;
+    const w = this.writer;
     return {
-      messagesIn: this.io.stats.messagesIn,
-      bytesIn: this.io.stats.bytesIn,
+      messagesIn: this.messagesIn,
+      bytesIn: this.bytesIn,
       messagesOut: w.messagesOut,
       bytesOut: w.bytesOut,
       queuedMessages: w.depth,
@@ -190,8 +214,62 @@ export class Connection<Auth = unknown> {
     };
   }
 
-  /** The underlying actor, for inspection and tests. */
-  get machine(): Actor<typeof supervisedConnectionMachine> {
-    return this.actor;
+  /**
+   * The running machine, for inspection and tests: `getSnapshot()`,
+   * `subscribe()`, and the `actorRef` of this connection's inspection events.
+   */
+  get machine(): MachineRunner<typeof connectionMachine> {
+    return this.runner;
+  }
+
+  // SocketIO: what the reader calls.
+
+  /** @internal Inbound data, straight to the application. */
+  onMessage(data: Buffer, isBinary: boolean): void {
+    this.hooks.onMessage(this, data, isBinary);
+  }
+
+  /** @internal */
+  onRtt(rttMs: number): void {
+    this.rttMs = rttMs;
+    this.hooks.onRtt?.(rttMs);
+  }
+
+  // DeadLetterSink: what the writer calls (R12).
+
+  /** @internal */
+  deadLetter(data: Outbound, binary: boolean, reason: DeadLetterReason): void {
+    this.hooks.onDeadLetter({ connectionId: this.id, data, binary, reason });
+  }
+
+  // RunnerHost: what the machine run calls.
+
+  /** @internal */
+  get actorId(): string {
+    return `connection:${this.id}`;
+  }
+
+  /** @internal R8: the machine's two actors, started when it invokes them and stopped when it reaches `closed`. */
+  spawn(id: string, report: (event: EventObject) => void): HostedActor<never> {
+    if (id === 'reader') return new SocketReader(this, report as (event: ReaderEvent) => void);
+    return this.writer.attach(report as (event: WriterEvent) => void);
+  }
+
+  /** @internal */
+  done(output: unknown): void {
+    this.end(output as Closure);
+  }
+
+  /** @internal A throwing actor is a bug in this library; still end cleanly. */
+  failed(): void {
+    this.end(INTERNAL_ERROR);
+  }
+
+  private end(closure: Closure): void {
+    const settle = this.settle;
+    if (settle === null) return;
+    this.settle = null;
+    settle(closure); // its reactions run after onClose: the owner's bookkeeping comes first
+    this.hooks.onClose?.(this, closure);
   }
 }

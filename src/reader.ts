@@ -3,7 +3,11 @@
  * One read loop for the connection's whole life (R1): every message goes to
  * the application directly; the machine hears only lifecycle facts — open,
  * the first sign of life after a ping (R5), the close (R2), a protocol error (R15).
+ *
+ * `SocketReader` is the actor; the server hosts it under its runner
+ * (src/runner.ts), and `readerActor` wraps it as an XState actor for the client.
  */
+import type WebSocket from 'ws';
 import { fromCallback } from 'xstate';
 import type { ActorInput, ReaderCommand, ReaderEvent } from '../machines/connection.machine.ts';
 import { CloseCodes } from '../machines/close-codes.ts';
@@ -29,67 +33,106 @@ export function closeCodeForWsError(err: Error & { code?: string }): number {
 
 function noop(): void {}
 
-export const readerActor = fromCallback<ReaderCommand, ActorInput>(({ input, sendBack: send, receive }) => {
-  // Typed: the machine's events are checked here, at the actor boundary.
-  const sendBack = (event: ReaderEvent): void => send(event);
-  const io = input.io as SocketIO;
-  const { ws, stats } = io;
-  // setImmediate runs after the poll phase: anything the peer sent before the
-  // pong timer fired has been read (and reported) by then.
-  const report = new LivenessReport(sendBack, setImmediate);
+/** The reader of a ws, set on it while the reader runs: the listeners below are shared by every socket. */
+const READER = Symbol('ws-supervisor.reader');
+type ReadSocket = WebSocket & { [READER]?: SocketReader };
 
-  const proveLiveness = (): void => report.inbound();
-  const limiter = io.limiter;
-  let flooded = false;
-  const onMessage = (data: Buffer, isBinary: boolean): void => {
-    stats.messagesIn++;
-    stats.bytesIn += data.length;
-    if (report.expecting) report.inbound(); // R5; otherwise no machine event (hot path)
-    // R21: over the rate, the machine hears it once (it closes 1008) and the excess is dropped.
-    if (limiter !== undefined && !limiter.take()) {
-      if (!flooded) {
-        flooded = true;
-        sendBack({ type: 'socket.flood', rate: limiter.rate });
-      }
-      return;
-    }
-    io.onMessage(data, isBinary);
-  };
-  const onPong = (payload: Buffer): void => {
-    if (!report.expecting) return;
-    // Our pings carry their send time; a pong that echoes something else still proves liveness.
-    const rttMs = payload.length === 8 ? performance.now() - payload.readDoubleBE(0) : -1;
-    if (rttMs >= 0 && rttMs < 3_600_000) {
-      report.inbound(rttMs);
-      io.onRtt?.(rttMs);
-    } else report.inbound();
-  };
-  const onClose = (code: number, reason: Buffer): void => report.close(code, reason.toString());
-  const onError = (err: Error & { code?: string }): void => {
-    // ws has already started the close with the matching code; the machine records it.
-    sendBack({ type: 'socket.error', code: closeCodeForWsError(err), message: err.message });
-  };
-  const onOpen = (): void => sendBack({ type: 'socket.open' });
+/*
+ * ws calls listeners with `this` = the socket, so one function per event
+ * serves every connection: no closures per socket (memory per idle connection).
+ */
+function onMessage(this: ReadSocket, data: Buffer, isBinary: boolean): void {
+  this[READER]?.message(data, isBinary);
+}
+function onPong(this: ReadSocket, payload: Buffer): void {
+  this[READER]?.pong(payload);
+}
+function onPing(this: ReadSocket): void {
+  this[READER]?.report.inbound();
+}
+function onClose(this: ReadSocket, code: number, reason: Buffer): void {
+  this[READER]?.report.close(code, reason.toString());
+}
+function onError(this: ReadSocket, err: Error & { code?: string }): void {
+  // ws has already started the close with the matching code; the machine records it.
+  this[READER]?.sendBack({ type: 'socket.error', code: closeCodeForWsError(err), message: err.message });
+}
+function onOpen(this: ReadSocket): void {
+  this[READER]?.sendBack({ type: 'socket.open' });
+}
 
-  ws.on('message', onMessage);
-  ws.on('pong', onPong);
-  ws.on('ping', proveLiveness);
-  ws.on('close', onClose);
-  ws.on('error', onError);
-  receive((command) => report.command(command));
-  if (ws.readyState === 1) sendBack({ type: 'socket.open' });
-  else if (ws.readyState === 0) ws.once('open', onOpen);
-  else queueMicrotask(() => onClose(CloseCodes.ABNORMAL, Buffer.alloc(0)));
+export class SocketReader {
+  readonly report: LivenessReport;
+  private flooded = false;
 
-  return () => {
-    report.stop();
+  constructor(
+    private readonly io: SocketIO,
+    readonly sendBack: (event: ReaderEvent) => void,
+  ) {
+    // setImmediate runs after the poll phase: anything the peer sent before the
+    // pong timer fired has been read (and reported) by then.
+    this.report = new LivenessReport(sendBack, setImmediate);
+    const ws = io.ws as ReadSocket;
+    ws[READER] = this;
+    ws.on('message', onMessage);
+    ws.on('pong', onPong);
+    ws.on('ping', onPing);
+    ws.on('close', onClose);
+    ws.on('error', onError);
+    if (ws.readyState === 1) sendBack({ type: 'socket.open' });
+    else if (ws.readyState === 0) ws.once('open', onOpen);
+    else queueMicrotask(() => this.report.close(CloseCodes.ABNORMAL, ''));
+  }
+
+  command(command: ReaderCommand): void {
+    this.report.command(command);
+  }
+
+  stop(): void {
+    const ws = this.io.ws as ReadSocket;
+    this.report.stop();
+    if (ws[READER] === this) ws[READER] = undefined;
     ws.off('message', onMessage);
     ws.off('pong', onPong);
-    ws.off('ping', proveLiveness);
+    ws.off('ping', onPing);
     ws.off('close', onClose);
     ws.off('error', onError);
     ws.off('open', onOpen);
     // A late error from a socket being torn down must not crash the process (R2).
     ws.on('error', noop);
-  };
+  }
+
+  message(data: Buffer, isBinary: boolean): void {
+    const io = this.io;
+    io.messagesIn++;
+    io.bytesIn += data.length;
+    if (this.report.expecting) this.report.inbound(); // R5; otherwise no machine event (hot path)
+    // R21: over the rate, the machine hears it once (it closes 1008) and the excess is dropped.
+    const limiter = io.limiter;
+    if (limiter !== undefined && !limiter.take()) {
+      if (!this.flooded) {
+        this.flooded = true;
+        this.sendBack({ type: 'socket.flood', rate: limiter.rate });
+      }
+      return;
+    }
+    io.onMessage(data, isBinary);
+  }
+
+  pong(payload: Buffer): void {
+    if (!this.report.expecting) return;
+    // Our pings carry their send time; a pong that echoes something else still proves liveness.
+    const rttMs = payload.length === 8 ? performance.now() - payload.readDoubleBE(0) : -1;
+    if (rttMs >= 0 && rttMs < 3_600_000) {
+      this.io.onRtt(rttMs);
+      this.report.inbound(rttMs);
+    } else this.report.inbound();
+  }
+}
+
+/** The reader as an XState actor, for the machine run as an actor (the client). */
+export const readerActor = fromCallback<ReaderCommand, ActorInput>(({ input, sendBack, receive }) => {
+  const reader = new SocketReader(input.io as SocketIO, (event) => sendBack(event));
+  receive((command) => reader.command(command));
+  return () => reader.stop();
 });

@@ -1,27 +1,26 @@
 /**
- * The per-connection handle that the machine carries as its opaque `io` and
- * hands to its reader and writer actors. Only src/ looks inside.
+ * What the reader and writer actors of one connection share: the socket and
+ * the connection's counters and callbacks. The server's Connection is one
+ * (methods, not per-connection closures); the Node client builds a plain one.
+ * The machine carries it only as an opaque `io` (client) or not at all (server).
  */
 import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
 import type { TokenBucket } from './rate-limit.ts';
 import type { SendQueue } from './writer.ts';
 
-export interface ConnectionStats {
+export interface SocketIO {
+  readonly ws: WebSocket;
+  /** The raw transport under `ws` (from the upgrade): drain/backpressure signals. */
+  readonly socket: Duplex;
+  readonly writer: SendQueue;
+  /** Inbound messages and payload bytes, counted by the reader. */
   messagesIn: number;
   bytesIn: number;
-}
-
-export interface SocketIO {
-  ws: WebSocket;
-  /** The raw transport under `ws` (from the upgrade): drain/backpressure signals. */
-  socket: Duplex;
-  writer: SendQueue;
-  stats: ConnectionStats;
+  /** R21: the per-connection message rate limit, if one is configured. */
+  readonly limiter?: TokenBucket | undefined;
   /** Inbound data, straight to the application (never through the machine). */
   onMessage(data: Buffer, isBinary: boolean): void;
-  /** R21: the per-connection message rate limit, if one is configured. */
-  limiter?: TokenBucket;
-  /** A heartbeat round trip was measured (R4), for the RTT histogram. */
-  onRtt?(rttMs: number): void;
+  /** A heartbeat round trip was measured (R4). */
+  onRtt(rttMs: number): void;
 }

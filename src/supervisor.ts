@@ -2,12 +2,11 @@
  * The server supervisor: admits upgrades (R19–R21), runs one connection
  * machine per socket, owns the hub, and drains gracefully (R18).
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
-import { createActor, fromCallback, type AnyActorRef } from 'xstate';
 import type { Closure } from '../machines/close-codes.ts';
 import {
   AdmissionError,
@@ -17,7 +16,7 @@ import {
   refuseUpgrade,
   type Refusal,
 } from './admission.ts';
-import { Connection, type DeadLetter } from './connection.ts';
+import { Connection, connectionRunnerConfig, type ConnectionHooks, type ConnectionRunnerConfig, type DeadLetter } from './connection.ts';
 import { Hub, type BroadcastResult } from './hub.ts';
 import { SupervisorMetrics } from './metrics.ts';
 import { resolveOptions, type Logger, type ResolvedOptions, type SupervisorOptions } from './options.ts';
@@ -45,13 +44,52 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   private readonly raw: SupervisorOptions<Auth>;
   private draining = false;
   private readonly logger: Logger | null;
-  /**
-   * The root of this supervisor's actor system: every connection actor joins
-   * it (one system, one scheduler, one inspector, instead of one each). It
-   * ignores the done/error notices its connections send it.
-   */
-  private readonly root: AnyActorRef;
   private shutdown: Promise<void> | null = null;
+  /** One listener for every socket being admitted (`this` is the socket). */
+  private readonly onAdmittingClose = ((admitting: Set<Duplex>) =>
+    function (this: Duplex): void {
+      admitting.delete(this);
+    })(this.admitting);
+  /** Connection ids: this supervisor's random prefix and a counter (unique per process, and across processes with overwhelming probability). */
+  private readonly idPrefix = `${randomBytes(6).toString('base64url')}-`;
+  private opened = 0;
+  /** Per-connection child loggers, only when a logger is set. */
+  private readonly logs = new Map<Connection<Auth>, Logger>();
+  /** Shared by every connection: their machine runs share snapshots (src/runner.ts). */
+  private readonly runnerConfig: ConnectionRunnerConfig;
+  /** One set of callbacks for all connections (no closures per connection). */
+  private readonly hooks: ConnectionHooks<Auth> = {
+    onMessage: (c, data, isBinary) => {
+      const onMessage = this.raw.onMessage;
+      if (!onMessage) return;
+      try {
+        onMessage(c, data, isBinary);
+      } catch (err) {
+        this.emit('handlerError', err, c);
+        this.logs.get(c)?.error({ err }, 'onMessage threw: closing 1011');
+        if (c.stateName === 'open' || c.stateName === 'pinging') void c.close(1011, 'internal error');
+      }
+    },
+    onRtt: (ms) => this.metrics.rtt(ms),
+    onDeadLetter: (letter) => {
+      this.metrics.deadLettersTotal.inc({ reason: letter.reason });
+      const log = this.logs.size > 0 ? this.logs.get(this.hub.get(letter.connectionId)!) : undefined;
+      log?.warn({ reason: letter.reason, binary: letter.binary }, 'dead letter: accepted message never reached the socket');
+      this.emit('deadLetter', letter);
+    },
+    onClose: (connection, closure) => {
+      this.hub.unregister(connection);
+      this.metrics.closed(closure);
+      const log = this.logs.get(connection);
+      if (log) {
+        this.logs.delete(connection);
+        const fields = { ...closure, stats: connection.stats, ageMs: Date.now() - connection.openedAt };
+        if (closure.expected) log.info(fields, 'connection closed');
+        else log.warn(fields, `connection closed unexpectedly: ${closure.cause}`);
+      }
+      this.emit('close', connection, closure);
+    },
+  };
   private readonly onServerUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
     if (this.options.path !== null && pathOf(request) !== this.options.path) {
       // Another upgrade listener may own this path; answer only if we are alone.
@@ -66,11 +104,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     this.options = resolveOptions(options as SupervisorOptions<unknown>);
     this.metrics = new SupervisorMetrics({ live: () => this.hub.values(), closedTraffic: () => this.hub.closedTraffic });
     this.logger = options.logger ?? null;
-    this.root = createActor(fromCallback(() => undefined), {
-      id: 'supervisor',
-      ...(options.inspect ? { inspect: options.inspect } : {}),
-    });
-    this.root.start();
+    this.runnerConfig = connectionRunnerConfig(this.options.timing, options.inspect);
     this.wss = new WebSocketServer({
       noServer: true,
       clientTracking: false, // the hub is the registry
@@ -103,6 +137,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
     // Until ws owns the socket, a reset must not become an unhandled 'error'.
     socket.on('error', ignore);
+    // A client that leaves while being admitted (authenticating, or refused by ws with a 400) frees its slot at once.
+    socket.on('close', this.onAdmittingClose);
     const refusal = this.admit(request);
     if (refusal) return this.refuse(request, socket, refusal);
     this.admitting.add(socket);
@@ -166,11 +202,6 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     let auth: Auth | null = null;
     if (this.raw.authenticate) {
       let refusal: Refusal | null = null;
-      // A client that leaves while its authentication is pending frees its slot at once.
-      const onGone = (): void => {
-        this.admitting.delete(socket);
-      };
-      socket.once('close', onGone);
       let timer: NodeJS.Timeout | undefined;
       try {
         const timeoutMs = this.options.authenticateTimeout;
@@ -196,7 +227,6 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
         }
       } finally {
         clearTimeout(timer);
-        socket.off('close', onGone);
       }
       if (!this.admitting.has(socket)) return; // refused by close() meanwhile
       if (refusal || this.draining || socket.destroyed) {
@@ -205,76 +235,46 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
         return this.refuse(request, socket, refusal ?? { status: 503, reason: 'draining', message: 'server is shutting down' });
       }
     }
-    let settled = false;
-    const settle = (): void => {
-      if (settled) return;
-      settled = true;
-      this.admitting.delete(socket);
-    };
-    // ws refuses a malformed handshake itself (400) without calling back.
-    socket.once('close', settle);
     this.wss.handleUpgrade(request, socket, head, (ws) => {
-      settle();
-      socket.off('close', settle);
+      this.admitting.delete(socket);
+      // ws owns the socket now, with its own listeners: ours go (leaving ws's, so no event key is deleted).
+      socket.off('close', this.onAdmittingClose);
+      socket.off('error', ignore);
       this.open(ws, socket, request, auth as Auth);
     });
   }
 
   private open(ws: import('ws').WebSocket, socket: Duplex, request: IncomingMessage, auth: Auth): void {
-    const onMessage = this.raw.onMessage;
-    const id = randomUUID();
-    const log = this.logger?.child({ conn: id }) ?? null;
+    const id = `${this.idPrefix}${(++this.opened).toString(36)}`;
     const connection: Connection<Auth> = new Connection<Auth>({
       id,
       ws,
       socket,
-      timing: this.options.timing,
       sendQueue: this.options.sendQueue,
-      remoteAddress: `${request.socket.remoteAddress ?? '?'}:${request.socket.remotePort ?? '?'}`,
+      remoteHost: request.socket.remoteAddress ?? '?',
+      remotePort: request.socket.remotePort,
       protocol: ws.protocol,
       auth,
-      parent: this.root,
-      onMessage: onMessage
-        ? (c, data, isBinary) => {
-            try {
-              onMessage(c, data, isBinary);
-            } catch (err) {
-              this.emit('handlerError', err, c);
-              log?.error({ err }, 'onMessage threw: closing 1011');
-              if (c.stateName === 'open' || c.stateName === 'pinging') void c.close(1011, 'internal error');
-            }
-          }
-        : ignore,
-      onRtt: (ms) => this.metrics.rtt(ms),
+      runner: this.runnerConfig,
+      hooks: this.hooks,
       maxMessageRate: this.options.maxMessageRate,
-      onDeadLetter: (letter) => {
-        this.metrics.deadLettersTotal.inc({ reason: letter.reason });
-        log?.warn({ reason: letter.reason, binary: letter.binary }, 'dead letter: accepted message never reached the socket');
-        this.emit('deadLetter', letter);
-      },
     });
     this.hub.register(connection);
     this.metrics.opened();
-    log?.info({ remote: connection.remoteAddress, protocol: connection.protocol || undefined }, 'connection opened');
-    // Lifecycle transitions at debug: subscribed only when someone will read them.
-    if (log && (log.isLevelEnabled?.('debug') ?? true)) {
-      let last = '';
-      connection.machine.subscribe((snapshot) => {
-        const value = JSON.stringify(snapshot.value);
-        if (value !== last) log.debug({ state: snapshot.value, from: last ? JSON.parse(last) : undefined }, 'transition');
-        last = value;
-      });
-    }
-    void connection.closed.then((closure) => {
-      this.hub.unregister(connection);
-      this.metrics.closed(closure);
-      if (log) {
-        const fields = { ...closure, stats: connection.stats, ageMs: Date.now() - connection.openedAt };
-        if (closure.expected) log.info(fields, 'connection closed');
-        else log.warn(fields, `connection closed unexpectedly: ${closure.cause}`);
+    if (this.logger) {
+      const log = this.logger.child({ conn: id });
+      this.logs.set(connection, log);
+      log.info({ remote: connection.remoteAddress, protocol: connection.protocol || undefined }, 'connection opened');
+      // Lifecycle transitions at debug: subscribed only when someone will read them.
+      if (log.isLevelEnabled?.('debug') ?? true) {
+        let last = '';
+        connection.machine.subscribe((snapshot) => {
+          const value = JSON.stringify(snapshot.value);
+          if (value !== last) log.debug({ state: snapshot.value, from: last ? JSON.parse(last) : undefined }, 'transition');
+          last = value;
+        });
       }
-      this.emit('close', connection, closure);
-    });
+    }
     connection.start();
     this.emit('connection', connection, request);
   }

@@ -31,37 +31,56 @@ function byteLength(data: Outbound): number {
 const TEXT = { binary: false } as const;
 const BINARY = { binary: true } as const;
 
-export class SendQueue {
-  private readonly queue: Outbound[] = [];
-  /** Parallel to `queue`: whether each message goes out as a binary frame. */
-  private readonly binary: boolean[] = [];
-  private head = 0;
-  private queuedBytes = 0;
-  /**
-   * Messages handed to ws that the OS has not yet confirmed taking, oldest
-   * first. Empty on the hot path: a write the OS takes at once (the socket's
-   * buffer is empty before and after) is confirmed on the spot, with no
-   * callback, because a per-write callback costs Node an after-write tick and
-   * ~20% of the server's instructions per request (measured with perf stat).
-   * Only while the socket buffers do writes carry the shared callback
-   * `onWritten`; its firing (in order) confirms every earlier entry too.
-   */
-  private readonly pending: Outbound[] = [];
-  private readonly pendingBinary: boolean[] = [];
+/** Where accepted messages that never reached the OS go (R12). */
+export interface DeadLetterSink {
+  deadLetter(data: Outbound, binary: boolean, reason: DeadLetterReason): void;
+}
+
+/** Messages waiting for the socket to drain (allocated on the first backpressure). */
+interface Waiting {
+  data: Outbound[];
+  /** Parallel to `data`: whether each message goes out as a binary frame. */
+  binary: boolean[];
+  head: number;
+}
+
+/**
+ * Messages handed to ws that the OS has not yet confirmed taking, oldest
+ * first (allocated the first time the socket buffers). Empty on the hot path:
+ * a write the OS takes at once (the socket's buffer is empty before and after)
+ * is confirmed on the spot, with no callback, because a per-write callback
+ * costs Node an after-write tick and ~20% of the server's instructions per
+ * request (measured with perf stat). Only while the socket buffers do writes
+ * carry the shared callback `onWritten`; its firing (in order) confirms every
+ * earlier entry too.
+ */
+interface Unconfirmed {
+  data: Outbound[];
+  binary: boolean[];
   /** Whether the entry's write carries `onWritten` (else it is confirmed by a later one or an empty buffer). */
-  private readonly pendingTracked: boolean[] = [];
+  tracked: boolean[];
   /**
    * Whether the OS took the whole frame at once. When a socket is destroyed
    * mid-write, Node calls that write's callback with no error, so only this
    * tells a delivered frame from a cut one (R12).
    */
-  private readonly pendingSynced: boolean[] = [];
-  private pendingHead = 0;
+  synced: boolean[];
+  head: number;
+}
+
+export class SendQueue {
+  /** null until the socket first pushes back: an idle connection holds no queue arrays. */
+  private waiting: Waiting | null = null;
+  private queuedBytes = 0;
+  private unconfirmed: Unconfirmed | null = null;
   private accepting = true;
   private released = false;
   private blocked = false;
   private progressScheduled = false;
   private sendBack: ((event: WriterEvent) => void) | null = null;
+  /** Callbacks handed to the socket, made the first time they are needed. */
+  private writtenCallback: ((err?: Error | null) => void) | null = null;
+  private drainListener: (() => void) | null = null;
   /** Messages/bytes handed to the OS socket (for stats and the dashboard). */
   messagesOut = 0;
   bytesOut = 0;
@@ -70,12 +89,13 @@ export class SendQueue {
     private readonly ws: WebSocket,
     private readonly socket: Duplex,
     private readonly limits: SendQueueLimits,
-    private readonly onDeadLetter: (data: Outbound, binary: boolean, reason: DeadLetterReason) => void,
+    private readonly sink: DeadLetterSink,
   ) {}
 
   /** Messages waiting in our queue (not yet handed to the OS socket). */
   get depth(): number {
-    return this.queue.length - this.head;
+    const w = this.waiting;
+    return w === null ? 0 : w.data.length - w.head;
   }
 
   get depthBytes(): number {
@@ -96,7 +116,7 @@ export class SendQueue {
    */
   send(data: Outbound, binary: boolean = typeof data !== 'string'): boolean {
     if (!this.accepting || this.ws.readyState !== 1) return false;
-    if (this.head === this.queue.length && !this.socket.writableNeedDrain) {
+    if (this.depth === 0 && !this.socket.writableNeedDrain) {
       this.write(data, binary);
       return true;
     }
@@ -106,14 +126,28 @@ export class SendQueue {
       this.sendBack?.({ type: 'write.overflow', messages: this.depth, bytes: this.queuedBytes });
       return false;
     }
-    this.queue.push(data);
-    this.binary.push(binary);
+    const w = (this.waiting ??= { data: [], binary: [], head: 0 });
+    w.data.push(data);
+    w.binary.push(binary);
     this.queuedBytes += bytes;
     return true;
   }
 
-  attach(sendBack: (event: WriterEvent) => void): void {
+  /** Starts the write actor: from now on it reports to the machine. */
+  attach(sendBack: (event: WriterEvent) => void): this {
     this.sendBack = sendBack;
+    return this;
+  }
+
+  /** A command from the machine (R8: every write the machine asks for goes through here). */
+  command(command: WriterCommand): void {
+    if (command.type === 'writer.ping') this.ping();
+    else this.close(command.code, command.reason, command.flush);
+  }
+
+  /** The machine stopped the write actor: release the socket (R3, R12). */
+  stop(): void {
+    this.release();
   }
 
   ping(): void {
@@ -140,36 +174,42 @@ export class SendQueue {
     this.accepting = false;
     this.deadLetterQueue('closed');
     this.settleUntracked();
-    this.socket.off('drain', this.onDrain);
+    if (this.drainListener) this.socket.off('drain', this.drainListener);
     // `closed` means the socket is gone: terminate is a no-op if it already is.
     this.ws.terminate();
   }
 
   private write(data: Outbound, binary: boolean): void {
     const socket = this.socket;
-    if (this.pendingHead !== this.pending.length) this.settle();
-    if (this.pendingHead === this.pending.length && socket.writableLength === 0) {
+    const u = this.unconfirmed;
+    if (u !== null && u.head !== u.data.length) this.settle();
+    if ((u === null || u.head === u.data.length) && socket.writableLength === 0) {
       // Hot path: nothing unconfirmed and nothing buffered.
       this.ws.send(data, binary ? BINARY : TEXT);
       if (socket.writableLength === 0) this.delivered(data);
-      else this.pushPending(data, binary, false, false); // the OS took only part of it
+      else this.pushUnconfirmed(data, binary, false, false); // the OS took only part of it
     } else {
-      this.pushPending(data, binary, true, false);
-      this.ws.send(data, binary ? BINARY : TEXT, this.onWritten);
-      this.pendingSynced[this.pendingSynced.length - 1] = socket.writableLength === 0;
+      const entry = this.pushUnconfirmed(data, binary, true, false);
+      this.ws.send(data, binary ? BINARY : TEXT, (this.writtenCallback ??= (err) => this.onWritten(err)));
+      this.unconfirmed!.synced[entry] = socket.writableLength === 0;
     }
-    if (!this.blocked && socket.writableNeedDrain) {
-      this.blocked = true;
-      socket.once('drain', this.onDrain);
-      this.sendBack?.({ type: 'write.blocked' });
-    }
+    if (!this.blocked && socket.writableNeedDrain) this.block('write.blocked');
   }
 
-  private pushPending(data: Outbound, binary: boolean, tracked: boolean, synced: boolean): void {
-    this.pending.push(data);
-    this.pendingBinary.push(binary);
-    this.pendingTracked.push(tracked);
-    this.pendingSynced.push(synced);
+  /** The socket pushed back: wait for 'drain' and tell the machine (R10). */
+  private block(event: 'write.blocked' | 'write.progress'): void {
+    this.blocked = true;
+    this.socket.once('drain', (this.drainListener ??= () => this.onDrain()));
+    this.sendBack?.({ type: event });
+  }
+
+  private pushUnconfirmed(data: Outbound, binary: boolean, tracked: boolean, synced: boolean): number {
+    const u = (this.unconfirmed ??= { data: [], binary: [], tracked: [], synced: [], head: 0 });
+    u.data.push(data);
+    u.binary.push(binary);
+    u.tracked.push(tracked);
+    u.synced.push(synced);
+    return u.data.length - 1;
   }
 
   private delivered(data: Outbound): void {
@@ -178,36 +218,35 @@ export class SendQueue {
   }
 
   /** A tracked write completed: it and every untracked entry before it are settled (bytes leave in order). */
-  private readonly onWritten = (err?: Error | null): void => {
+  private onWritten(err?: Error | null): void {
+    const u = this.unconfirmed!;
     const destroyed = this.socket.destroyed;
-    while (this.pendingHead < this.pending.length) {
-      const i = this.pendingHead++;
-      const data = this.pending[i]!;
-      const binary = this.pendingBinary[i]!;
-      const tracked = this.pendingTracked[i]!;
-      const synced = this.pendingSynced[i]!;
-      this.pending[i] = '';
-      if (err || (!synced && destroyed)) this.onDeadLetter(data, binary, err ? 'write-error' : 'closed');
+    while (u.head < u.data.length) {
+      const i = u.head++;
+      const data = u.data[i]!;
+      u.data[i] = '';
+      if (err || (!u.synced[i] && destroyed)) this.sink.deadLetter(data, u.binary[i]!, err ? 'write-error' : 'closed');
       else this.delivered(data);
-      if (tracked) break;
+      if (u.tracked[i]) break;
     }
-    this.compactPending();
+    this.compactUnconfirmed();
     // While blocked, completed writes are progress (R10): at most one event per I/O turn.
     if (!err && this.blocked && !this.progressScheduled && !this.released) {
       this.progressScheduled = true;
-      setImmediate(this.emitProgress);
+      setImmediate(emitProgress, this);
     }
-  };
+  }
 
   /** With the socket's buffer empty, every untracked entry at the head has reached the OS. */
   private settle(): void {
-    if (this.socket.destroyed || this.socket.writableLength !== 0) return;
-    while (this.pendingHead < this.pending.length && !this.pendingTracked[this.pendingHead]) {
-      const data = this.pending[this.pendingHead]!;
-      this.pending[this.pendingHead++] = '';
+    const u = this.unconfirmed;
+    if (u === null || this.socket.destroyed || this.socket.writableLength !== 0) return;
+    while (u.head < u.data.length && !u.tracked[u.head]) {
+      const data = u.data[u.head]!;
+      u.data[u.head++] = '';
       this.delivered(data);
     }
-    this.compactPending();
+    this.compactUnconfirmed();
   }
 
   /**
@@ -219,63 +258,57 @@ export class SendQueue {
    */
   private settleUntracked(): void {
     this.settle();
+    const u = this.unconfirmed;
+    if (u === null) return;
     const keep: number[] = [];
-    for (let i = this.pendingHead; i < this.pending.length; i++) {
-      if (this.pendingTracked[i]) keep.push(i);
-      else this.onDeadLetter(this.pending[i]!, this.pendingBinary[i]!, 'closed');
+    for (let i = u.head; i < u.data.length; i++) {
+      if (u.tracked[i]) keep.push(i);
+      else this.sink.deadLetter(u.data[i]!, u.binary[i]!, 'closed');
     }
-    const pick = <T>(xs: T[]): T[] => keep.map((i) => xs[i]!);
-    const [p, b, t, y] = [pick(this.pending), pick(this.pendingBinary), pick(this.pendingTracked), pick(this.pendingSynced)];
-    this.pending.length = this.pendingBinary.length = this.pendingTracked.length = this.pendingSynced.length = 0;
-    this.pendingHead = 0;
-    this.pending.push(...p);
-    this.pendingBinary.push(...b);
-    this.pendingTracked.push(...t);
-    this.pendingSynced.push(...y);
+    u.data = keep.map((i) => u.data[i]!);
+    u.binary = keep.map((i) => u.binary[i]!);
+    u.tracked = keep.map((i) => u.tracked[i]!);
+    u.synced = keep.map((i) => u.synced[i]!);
+    u.head = 0;
   }
 
-  private compactPending(): void {
-    if (this.pendingHead === this.pending.length) {
-      this.pending.length = this.pendingBinary.length = this.pendingTracked.length = this.pendingSynced.length = 0;
-      this.pendingHead = 0;
-    } else if (this.pendingHead > 1024 && this.pendingHead * 2 > this.pending.length) {
-      for (const xs of [this.pending, this.pendingBinary, this.pendingTracked, this.pendingSynced] as unknown[][]) {
-        xs.splice(0, this.pendingHead);
-      }
-      this.pendingHead = 0;
+  private compactUnconfirmed(): void {
+    const u = this.unconfirmed!;
+    if (u.head === u.data.length) {
+      u.data.length = u.binary.length = u.tracked.length = u.synced.length = 0;
+      u.head = 0;
+    } else if (u.head > 1024 && u.head * 2 > u.data.length) {
+      for (const xs of [u.data, u.binary, u.tracked, u.synced] as unknown[][]) xs.splice(0, u.head);
+      u.head = 0;
     }
   }
 
-  private readonly emitProgress = (): void => {
+  /** Called (via setImmediate) at most once per I/O turn while blocked. */
+  emitProgress(): void {
     this.progressScheduled = false;
     if (this.blocked && !this.released) this.sendBack?.({ type: 'write.progress' });
-  };
+  }
 
-  private readonly onDrain = (): void => {
+  private onDrain(): void {
     if (this.released) return;
     this.blocked = false;
     this.settle();
     this.pump();
     if (!this.blocked) this.sendBack?.({ type: 'write.drained' });
-  };
+  }
 
   /** Moves queued messages to the socket until it pushes back. */
   private pump(): void {
-    while (this.head < this.queue.length && !this.socket.writableNeedDrain) {
-      this.shiftAndWrite();
-    }
+    while (this.depth > 0 && !this.socket.writableNeedDrain) this.shiftAndWrite();
     this.compact();
-    if (!this.blocked && this.socket.writableNeedDrain) {
-      this.blocked = true;
-      this.socket.once('drain', this.onDrain);
-      this.sendBack?.({ type: 'write.progress' });
-    }
+    if (!this.blocked && this.socket.writableNeedDrain) this.block('write.progress');
   }
 
   private shiftAndWrite(): void {
-    const data = this.queue[this.head]!;
-    const binary = this.binary[this.head]!;
-    this.queue[this.head++] = '';
+    const w = this.waiting!;
+    const data = w.data[w.head]!;
+    const binary = w.binary[w.head]!;
+    w.data[w.head++] = '';
     this.queuedBytes -= byteLength(data);
     this.write(data, binary);
   }
@@ -286,44 +319,42 @@ export class SendQueue {
       this.deadLetterQueue('closed');
       return;
     }
-    while (this.head < this.queue.length) this.shiftAndWrite();
+    while (this.depth > 0) this.shiftAndWrite();
     this.compact();
   }
 
   private deadLetterQueue(reason: DeadLetterReason): void {
-    const pending = this.queue.slice(this.head);
-    const binary = this.binary.slice(this.head);
-    this.queue.length = 0;
-    this.binary.length = 0;
-    this.head = 0;
+    const w = this.waiting;
+    if (w === null) return;
+    const data = w.data.slice(w.head);
+    const binary = w.binary.slice(w.head);
+    w.data.length = w.binary.length = w.head = 0;
     this.queuedBytes = 0;
-    pending.forEach((data, i) => this.onDeadLetter(data, binary[i]!, reason));
+    for (let i = 0; i < data.length; i++) this.sink.deadLetter(data[i]!, binary[i]!, reason);
   }
 
   private compact(): void {
-    if (this.head === this.queue.length) {
-      this.queue.length = 0;
-      this.binary.length = 0;
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue.splice(0, this.head);
-      this.binary.splice(0, this.head);
-      this.head = 0;
+    const w = this.waiting;
+    if (w === null) return;
+    if (w.head === w.data.length) {
+      w.data.length = w.binary.length = w.head = 0;
+    } else if (w.head > 1024 && w.head * 2 > w.data.length) {
+      w.data.splice(0, w.head);
+      w.binary.splice(0, w.head);
+      w.head = 0;
     }
   }
 }
 
+function emitProgress(queue: SendQueue): void {
+  queue.emitProgress();
+}
+
 function ignoreError(): void {}
 
-/** The write actor as the machine's `writer`. */
-export const writerActor = fromCallback<WriterCommand, ActorInput>(({ input, sendBack: send, receive }) => {
-  // Typed: the machine's events are checked here, at the actor boundary.
-  const sendBack = (event: WriterEvent): void => send(event);
-  const queue = (input.io as SocketIO).writer;
-  queue.attach(sendBack);
-  receive((command) => {
-    if (command.type === 'writer.ping') queue.ping();
-    else queue.close(command.code, command.reason, command.flush);
-  });
-  return () => queue.release();
+/** The write actor as an XState actor, for the machine run as an actor (the client). */
+export const writerActor = fromCallback<WriterCommand, ActorInput>(({ input, sendBack, receive }) => {
+  const queue = (input.io as SocketIO).writer.attach((event) => sendBack(event));
+  receive((command) => queue.command(command));
+  return () => queue.stop();
 });

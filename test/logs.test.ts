@@ -45,7 +45,7 @@ test('--log-level debug: transitions at debug, a clean close at info, a heartbea
   const opened = lines.filter((l) => l.msg === 'connection opened');
   assert.equal(opened.length, 2);
   const ids = opened.map((l) => l.conn!);
-  for (const id of ids) assert.match(id, /^[0-9a-f-]{36}$/);
+  for (const id of ids) assert.match(id, /^[A-Za-z0-9_-]{8}-[0-9a-z]+$/);
   for (const l of lines.filter((x) => x.msg === 'transition' || x.msg.startsWith('connection'))) {
     assert.ok(l.conn && ids.includes(l.conn), `connection id on: ${JSON.stringify(l)}`);
   }

@@ -244,6 +244,7 @@ export const browserReader = fromCallback<ReaderCommand, ActorInput>(({ input, s
 
   const deliver = (text: string): void => {
     const heartbeat = writer.heartbeatReply(text);
+    if (typeof heartbeat?.rttMs === 'number' && report.expecting) hooks.onRtt(heartbeat.rttMs);
     report.inbound(heartbeat?.rttMs ?? null);
     if (heartbeat === null) hooks.onMessage(text); // our heartbeat replies are not the application's
   };

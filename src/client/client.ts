@@ -96,6 +96,8 @@ export interface TransportHooks {
   onOpen(send: (text: string) => boolean): void;
   /** An accepted message never reached the network (R12). */
   onDeadLetter(text: string): void;
+  /** A heartbeat round trip was measured (R4). */
+  onRtt(rttMs: number): void;
 }
 
 export interface ClientEvents {
@@ -128,6 +130,7 @@ export class Client {
   /** R23: messages waiting for a connection, oldest first. */
   private readonly outbox: { requestID: number | null; text: string }[] = [];
   private send_: ((text: string) => boolean) | null = null;
+  private rtt: number | null = null;
   private nextRequestID = 1;
   private current: ClientState = 'connecting';
   private child: AnyActorRef | null = null;
@@ -166,10 +169,14 @@ export class Client {
     const hooks: TransportHooks = {
       onMessage: (text) => this.onMessage(text),
       onOpen: (send) => {
+        this.rtt = null; // a new connection: no round trip measured on it yet
         this.send_ = send;
         this.flush();
       },
       onDeadLetter: (text) => this.emit('deadLetter', { data: text }),
+      onRtt: (ms) => {
+        this.rtt = ms;
+      },
     };
     this.actor = createActor(platform.machine, {
       id: this.id,
@@ -207,8 +214,7 @@ export class Client {
 
   /** The last measured heartbeat round trip, ms (null when none yet, or the heartbeat is off). */
   get rttMs(): number | null {
-    const snap = this.child?.getSnapshot() as { context?: { rttMs?: number | null } } | undefined;
-    return snap?.context?.rttMs ?? null;
+    return this.rtt;
   }
 
   /** The client actor, for inspection and tests. */

@@ -77,10 +77,12 @@ const nodeDialer = fromCallback<{ type: 'dialer.noop' }, DialerInput>(({ input, 
           maxMessages: options.sendQueue?.maxMessages ?? DEFAULTS.sendQueueMessages,
           maxBytes: options.sendQueue?.maxBytes ?? DEFAULTS.sendQueueBytes,
         },
-        (data) => hooks.onDeadLetter(typeof data === 'string' ? data : data.toString()),
+        { deadLetter: (data) => hooks.onDeadLetter(typeof data === 'string' ? data : data.toString()) },
       ),
-      stats: { messagesIn: 0, bytesIn: 0 },
+      messagesIn: 0,
+      bytesIn: 0,
       onMessage: (data) => hooks.onMessage(data.toString()),
+      onRtt: (ms) => hooks.onRtt(ms),
     };
     hooks.onOpen((text) => io.writer.send(text));
     sendBack({ type: 'dial.ready', io });

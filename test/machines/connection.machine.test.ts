@@ -10,23 +10,29 @@
  * actors, armed timers, the closure, cleanup) against `rulesSay`, a short,
  * independent statement of RULES.md for the events executed so far.
  *
- * Every generated path is executed; afterwards the runs must have taken every
+ * Every generated path is executed twice: on an XState actor (how the client
+ * runs the machine) and on the server's MachineRunner (src/runner.ts), which
+ * computes the same transitions with `transition()` but shares snapshots and
+ * remembers steps across connections (so its runs here share one input, as a
+ * supervisor's connections do). Afterwards the runs must have taken every
  * transition of the definition, had an executor for every generated event type
  * and checked every state node. TestModel checks none of this itself: it skips
  * an event type without an executor, and a state without a check, silently.
  */
-import { describe, test } from 'node:test';
+import { beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   __unsafe_getAllOwnEventDescriptors,
   createActor,
   fromCallback,
+  transition,
   type EventObject,
   type SnapshotFrom,
 } from 'xstate';
 import { TestModel, type TestParam, type TestPath } from 'xstate/graph';
 import {
   connectionMachine,
+  PAYLOAD_FREE_EVENTS,
   type ActorInput,
   type ConnectionEvent,
   type ConnectionInput,
@@ -46,6 +52,7 @@ import {
   recordTransitions,
   stateIdMatcher,
 } from '../helpers/model-coverage.ts';
+import { MachineRunner, type HostedActor } from '../../src/runner.ts';
 
 // ---------------------------------------------------------------------------
 // Timing and event samples
@@ -146,17 +153,70 @@ function inputWith(io: unknown): ConnectionInput {
   return { id: 'c1', timing, io };
 }
 
-/** One execution: an actor of the SUT, its clock and its timeline. */
+/** Which host runs the machine: an XState actor (the client) or the server's MachineRunner. */
+type Host = 'actor' | 'runner';
+
+/** One input for every runner run, as one supervisor passes one for all its connections. */
+const runnerInput = inputWith(null);
+
+/** What a test does with the machine, whichever host runs it. */
+interface Running {
+  start(): void;
+  stop(): void;
+  send(event: ConnectionEvent): void;
+  getSnapshot(): SnapshotFrom<typeof connectionMachine>;
+}
+
+function hostedFake(actor: ActorName, io: FakeTransport): HostedActor<never> {
+  io.record({ kind: 'started', actor });
+  let stopped = false;
+  return {
+    command: (command: Command) => io.record({ kind: 'command', actor, command }),
+    stop: () => {
+      if (stopped) return;
+      stopped = true;
+      io.record({ kind: 'stopped', actor });
+    },
+  } as HostedActor<never>;
+}
+
+/** One config for every runner run, as a supervisor makes one for all its connections. */
+const runnerConfig = { machine: connectionMachine, input: runnerInput, payloadFree: PAYLOAD_FREE_EVENTS };
+
+function runnerOf(io: FakeTransport, clock: TimerTableClock): Running {
+  const runner = new MachineRunner(
+    { ...runnerConfig, clock },
+    {
+      actorId: 'connection:c1',
+      spawn: (id) => hostedFake(id as ActorName, io),
+      done: () => undefined,
+      failed: (err) => {
+        throw err;
+      },
+    },
+  );
+  return {
+    start: () => void runner.start(),
+    stop: () => runner.stop(),
+    send: (event) => runner.send(event),
+    getSnapshot: () => runner.getSnapshot(),
+  };
+}
+
+/** One execution: the SUT on one host, its clock and its timeline. */
 class Run {
   readonly clock = new TimerTableClock();
   readonly io = new FakeTransport(this.clock);
-  readonly actor;
-  constructor(takenTransitions?: Set<string>) {
-    this.actor = createActor(sut, {
-      input: inputWith(this.io),
-      clock: this.clock,
-      ...(takenTransitions && { inspect: recordTransitions(takenTransitions) }),
-    });
+  readonly actor: Running;
+  constructor(host: Host = 'actor', takenTransitions?: Set<string>) {
+    this.actor =
+      host === 'runner'
+        ? runnerOf(this.io, this.clock)
+        : createActor(sut, {
+            input: inputWith(this.io),
+            clock: this.clock,
+            ...(takenTransitions && { inspect: recordTransitions(takenTransitions) }),
+          });
   }
   get snapshot() {
     return this.actor.getSnapshot();
@@ -202,8 +262,6 @@ interface Expectation {
   writeSince: number;
   /** R4: one ping per elapsed ping interval. */
   pings: number;
-  /** R4/R5: the round trip of the last pong. */
-  rttMs: number | null;
   /**
    * R16: the close frame we asked the writer to send, if we started a handshake.
    * `flush` (queued messages go out first) is false for a slow consumer (R11/R12).
@@ -237,7 +295,7 @@ function sendableCloseCode(code: number | undefined): boolean {
 function rulesSay(timeline: readonly Entry[]): Expectation {
   const x: Expectation = {
     phase: 'connecting', heartbeat: 'idle', write: 'flowing', heartbeatSince: 0, writeSince: 0,
-    pings: 0, rttMs: null, closeFrame: null, closure: null,
+    pings: 0, closeFrame: null, closure: null,
   };
   let request: { code: number; reason: string; cause: CloseCause } | null = null;
   const startClose = (code: number, reason: string, cause: CloseCause): void => {
@@ -281,7 +339,6 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
       else if ((e.type === 'socket.pong' || e.type === 'socket.activity') && (pinging || suspect)) {
         x.heartbeat = 'idle';
         x.heartbeatSince = h.at;
-        if (e.type === 'socket.pong') x.rttMs = e.rttMs;
       }
       // R10: the write deadline runs from the block, restarts on progress, ends on drain.
       else if (e.type === 'write.blocked' && !blocked) {
@@ -335,7 +392,6 @@ const checks: Record<string, Check> = {
     assert.deepEqual(sutValue, stateValueOf(x), 'the state the rules call for');
     assert.equal(run.count('started', 'reader'), 1, 'R8: one reader per connection');
     assert.equal(run.count('started', 'writer'), 1, 'R8: one writer per connection');
-    assert.equal(run.snapshot.context.rttMs, x.rttMs, 'R4/R5: rttMs is the last pong round trip');
   },
   '#connection.connecting': (run) => {
     assert.deepEqual(run.commands('writer'), [], 'nothing is written before open');
@@ -455,7 +511,7 @@ function timerCanFireNext(snapshot: Snapshot, event: EventObject): boolean {
   return timing[delay] === Math.min(...others);
 }
 
-/** A model vertex: rttMs (unbounded) and the constant id/timing/io are left out. */
+/** A model vertex: the constant id/timing/io are left out. */
 const vertex = (s: Snapshot): string =>
   JSON.stringify([s.status, s.value, s.context.closeRequest, s.context.closure]);
 
@@ -504,8 +560,8 @@ const taken = new Set<string>();
 const generatedTypes = new Set<string>();
 const checkedStates = new Set<string>();
 
-async function execute(path: TestPath<Snapshot, ConnectionEvent>): Promise<void> {
-  const run = new Run(taken);
+async function execute(path: TestPath<Snapshot, ConnectionEvent>, host: Host): Promise<void> {
+  const run = new Run(host, host === 'actor' ? taken : undefined);
   const params: TestParam<Snapshot, ConnectionEvent> = {
     events: Object.fromEntries(
       Object.entries(executors).map(([type, exec]) => [type, (step: { event: EventObject }) => exec(run, step.event)]),
@@ -542,13 +598,17 @@ describe('connection machine, model-based (R1–R5, R8, R10, R11, R15–R17; R2 
     assert.ok(edgePaths.length > 0 && simplePaths.length > 0);
   });
 
-  describe(`shortest path to every transition (${edgePaths.length} paths)`, () => {
-    edgePaths.forEach((path, i) => test(pathName(i, path), () => execute(path)));
-  });
+  for (const host of ['actor', 'runner'] as const) {
+    describe(`on ${host === 'actor' ? 'an XState actor' : 'the server MachineRunner'}`, () => {
+      describe(`shortest path to every transition (${edgePaths.length} paths)`, () => {
+        edgePaths.forEach((path, i) => test(pathName(i, path), () => execute(path, host)));
+      });
 
-  describe(`every simple path (${simplePaths.length} paths)`, () => {
-    simplePaths.forEach((path, i) => test(pathName(i, path), () => execute(path)));
-  });
+      describe(`every simple path (${simplePaths.length} paths)`, () => {
+        simplePaths.forEach((path, i) => test(pathName(i, path), () => execute(path, host)));
+      });
+    });
+  }
 
   describe('coverage (TestModel skips these gaps silently)', () => {
     test('every transition of the definition was taken by an executed path', (t) => {
@@ -564,6 +624,31 @@ describe('connection machine, model-based (R1–R5, R8, R10, R11, R15–R17; R2 
       assert.deepEqual(missing(generatedTypes, new Set(Object.keys(executors))), []);
     });
 
+    test('PAYLOAD_FREE_EVENTS: in every reachable state, the payload of those events changes nothing the machine does', () => {
+      // The runner remembers one step per (shared snapshot, event type): only sound if this holds.
+      const states = new Map<string, Snapshot>();
+      for (const path of simplePaths) for (const step of path.steps) states.set(vertex(step.state), step.state);
+      // What the runner executes: each action's type and params (refs by id).
+      const strip = (actions: unknown[]) =>
+        JSON.stringify(actions.map((a) => {
+          const { type, params } = a as { type: string; params?: unknown };
+          return { type, params };
+        }), (k, v: unknown) => (k === 'actorRef' || k === 'to' ? (v as { id?: string } | undefined)?.id : k === 'logic' ? undefined : v));
+      let compared = 0;
+      for (const snapshot of states.values()) {
+        if (snapshot.status !== 'active') continue;
+        for (const type of PAYLOAD_FREE_EVENTS) {
+          const a: [Snapshot, unknown[]] = transition(connectionMachine, snapshot, { type, rttMs: 1 } as ConnectionEvent);
+          const b: [Snapshot, unknown[]] = transition(connectionMachine, snapshot, { type, rttMs: 987, code: 4000, reason: 'x', extra: true } as unknown as ConnectionEvent);
+          assert.deepEqual(b[0].value, a[0].value, `${type} in ${vertex(snapshot)}`);
+          assert.deepEqual(b[0].context, a[0].context, `${type} in ${vertex(snapshot)}`);
+          assert.equal(strip(b[1]), strip(a[1]), `${type} in ${vertex(snapshot)}: actions`);
+          compared++;
+        }
+      }
+      assert.ok(states.size > 10 && compared > 50, `${states.size} states, ${compared} comparisons`);
+    });
+
     test('every state node has a check, and every check ran', (t) => {
       const ids = allStateNodes(connectionMachine).map((n) => `#${n.id}`);
       t.diagnostic(`state nodes checked: ${ids.filter((id) => checkedStates.has(id)).length}/${ids.length}`);
@@ -577,8 +662,9 @@ describe('connection machine, model-based (R1–R5, R8, R10, R11, R15–R17; R2 
 // ---------------------------------------------------------------------------
 // Focused examples, on real timing (not model-generated)
 
+let host: Host = 'actor';
 function openRun(): Run {
-  const run = new Run();
+  const run = new Run(host);
   run.actor.start();
   run.send({ type: 'socket.open' });
   return run;
@@ -588,7 +674,11 @@ const valueOf = (run: Run): unknown => run.snapshot.value;
 const statusOf = (run: Run): string => run.snapshot.status;
 const writerCommands = (run: Run) => run.commands('writer').map((c) => c.type);
 
-describe('connection machine, examples', () => {
+for (const each of ['actor', 'runner'] as const) describe(`connection machine, examples, on ${each === 'actor' ? 'an XState actor' : 'the server MachineRunner'}`, () => {
+  beforeEach(() => {
+    host = each;
+  });
+
   test('R4/R6 heartbeat cadence: ping after exactly one interval, terminate after interval + pong timeout', () => {
     const run = openRun();
     run.clock.increment(timing.pingInterval - 1);
@@ -612,11 +702,10 @@ describe('connection machine, examples', () => {
     assert.equal(run.count('stopped', 'writer') + run.count('stopped', 'reader'), 2, 'R3');
   });
 
-  test('R4: a pong records rttMs and the next ping comes one interval after it', () => {
+  test('R4: after a pong the next ping comes one interval later', () => {
     const run = openRun();
     run.clock.increment(timing.pingInterval + 200);
     run.send({ type: 'socket.pong', rttMs: 42 });
-    assert.equal(run.snapshot.context.rttMs, 42);
     run.clock.increment(timing.pingInterval - 1);
     assert.deepEqual(writerCommands(run), ['writer.ping']);
     run.clock.increment(1);
@@ -630,12 +719,11 @@ describe('connection machine, examples', () => {
     assert.deepEqual(valueOf(run), { open: { heartbeat: 'suspect', write: 'flowing' } });
     run.send({ type: 'socket.pong', rttMs: 9 });
     assert.deepEqual(valueOf(run), { open: { heartbeat: 'idle', write: 'flowing' } });
-    assert.equal(run.snapshot.context.rttMs, 9);
     run.send({ type: 'socket.silent' });
     assert.equal(statusOf(run), 'active', 'a late silent report changes nothing once idle');
   });
 
-  test('R5: any inbound traffic while pinging returns to idle and leaves rttMs alone', () => {
+  test('R5: any inbound traffic while pinging returns to idle', () => {
     const run = openRun();
     run.clock.increment(timing.pingInterval);
     run.send({ type: 'socket.pong', rttMs: 7 });
@@ -643,7 +731,6 @@ describe('connection machine, examples', () => {
     assert.deepEqual(valueOf(run), { open: { heartbeat: 'pinging', write: 'flowing' } });
     run.send({ type: 'socket.activity' });
     assert.deepEqual(valueOf(run), { open: { heartbeat: 'idle', write: 'flowing' } });
-    assert.equal(run.snapshot.context.rttMs, 7, 'activity is no round-trip measurement');
     run.clock.increment(timing.pongTimeout);
     assert.equal(statusOf(run), 'active', 'R5: the pong timeout was cancelled');
   });
