@@ -82,11 +82,44 @@ for (const r of results) {
   }
 }
 md.push('');
+// Before/after a design change: bench/results/before/ holds the last full run
+// before it (and NOTE.md says what changed); compared metric by metric.
+const beforeDir = join(dir, 'before');
+if (existsSync(beforeDir)) {
+  const before = new Map(
+    readdirSync(beforeDir)
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => JSON.parse(readFileSync(join(beforeDir, f), 'utf8')) as Result)
+      .map((r) => [r.scenario, r] as const),
+  );
+  md.push('## Before and after', '');
+  if (existsSync(join(beforeDir, 'NOTE.md'))) md.push(readFileSync(join(beforeDir, 'NOTE.md'), 'utf8').trim(), '');
+  md.push('| scenario | metric | before | after | target |', '|---|---|---|---|---|');
+  for (const r of results) {
+    const b = before.get(r.scenario);
+    if (!b) continue;
+    for (const x of r.ratios.filter((y) => y.target !== undefined)) {
+      const old = b.ratios.find((y) => y.metric === x.metric && y.system === x.system);
+      if (old) md.push(`| ${r.scenario} | ${x.metric} (vs raw ws) | ${old.ratio.toFixed(2)}× | ${x.ratio.toFixed(2)}× | ${x.target} |`);
+    }
+    for (const c of r.checks ?? []) {
+      const old = b.checks?.find((y) => y.metric === c.metric && y.system === c.system);
+      if (old) md.push(`| ${r.scenario} | ${c.metric} (${c.system}) | ${fmt(old.value)} ${old.unit} | ${fmt(c.value)} ${c.unit} | ${c.target} |`);
+    }
+    for (const row of r.rows.filter((y) => y.system === 'supervisor' && /heap per idle connection @10k|server CPU per ping/.test(y.metric))) {
+      const old = b.rows.find((y) => y.metric === row.metric && y.system === row.system);
+      if (old) md.push(`| ${r.scenario} | ${row.metric} (supervisor) | ${fmt(old.median)} ${old.unit} | ${fmt(row.median)} ${row.unit} | |`);
+    }
+  }
+  md.push('');
+}
+
 md.push('## Method', '');
 md.push(
   '- Each system runs in its own server process (`bench/servers.ts`), pinned to CPU 0 with `taskset`; the load generator runs in the scenario process, pinned to CPU 1. Server CPU time and memory are read inside the server (`process.cpuUsage()`, `process.memoryUsage()` after two forced GCs with `--expose-gc`) over a stdin command.',
   '- Systems alternate within a round (order reversed every other round) and every scenario runs several rounds; the tables give the median of the rounds and every round\'s value. Absolute numbers drift 25–30% between runs on this shared machine while ratios hold within ~5%, so the verdicts use **ratios vs raw `ws`** measured side by side.',
   '- Integrity is checked in every run (requestID correlation, no loss, no duplication, every receiver got every broadcast exactly once, …). A run with an integrity failure is reported as failed, never as fast.',
+  '- The servers run as compiled JavaScript, the way users run the library (an esbuild bundle of `bench/servers.ts` in `bench/.build/`), not through `tsx`: tsx compiles with `keepNames`, which gives every closure an own `name` property (~250 B each) and would charge a development loader to per-connection memory.',
   '- Reproduce: `npm run bench` (all scenarios, a few minutes; `-- --quick` for a ≤ 30 s pass of each), then `npm run bench:report`. One scenario: `node --import tsx bench/scenarios/<name>.ts [--rounds N] [--systems supervisor,raw,socketio]`.',
   '',
 );
