@@ -1,14 +1,17 @@
 /**
  * The ready-made server behind `ws-supervisor server`: an http.Server with the
  * supervisor embedded on one path, speaking the source articles' JSON protocol
- * (src/protocol/codec.ts), plus /healthz, /metrics and the static demo page.
+ * (src/protocol/codec.ts) plus topics (join/leave/publish), with /healthz,
+ * /metrics and the static demo page. Pass an `adapter` (e.g. createRedisAdapter)
+ * to share broadcasts and topics with other processes.
  */
 import { existsSync, readFile } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import sirv from 'sirv';
-import { encodeError, handleText } from './protocol/codec.ts';
+import { encodeError, handleText, type TopicMembership } from './protocol/codec.ts';
+import type { Connection } from './connection.ts';
 import { createSupervisor, type Supervisor } from './supervisor.ts';
 import { createDashboard } from './dashboard/index.ts';
 import type { SupervisorOptions } from './options.ts';
@@ -83,6 +86,11 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
   const { host = 'localhost', port = 8080, path = '/server', www = bundledWww(), ...supervisorOptions } = options;
   const statics = sirv(www, { dev: false, etag: true, dotfiles: false });
   const server = http.createServer();
+  // One object for the server's life: handleText gets the sender as an argument (no per-message closure).
+  const topics: TopicMembership<Connection> = {
+    join: (connection, topic) => supervisor.join(connection, topic),
+    leave: (connection, topic) => supervisor.leave(connection, topic),
+  };
   const supervisor: Supervisor = createSupervisor({
     ...supervisorOptions,
     server,
@@ -93,9 +101,10 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
         connection.send(BINARY_NOT_SUPPORTED);
         return;
       }
-      const { reply, broadcast } = handleText(data.toString());
-      connection.send(reply);
-      if (broadcast !== null) supervisor.broadcast(broadcast);
+      const handled = handleText(data.toString(), topics, connection);
+      connection.send(handled.reply);
+      if (handled.broadcast !== null) supervisor.broadcast(handled.broadcast);
+      if (handled.publish) supervisor.publish(handled.publish.topic, handled.publish.push);
     },
   });
 
@@ -106,9 +115,18 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
     const url = req.url ?? '/';
     const pathname = url.split('?', 1)[0]!;
     if (pathname === '/healthz') {
+      // Draining: 503, so the load balancer stops sending. A degraded adapter
+      // (Redis down): still 200, since this node serves its own clients and
+      // pulling every node at once would turn a Redis outage into a full one.
       const draining = supervisor.isDraining;
+      const { adapter } = supervisor;
+      const body = draining
+        ? 'draining'
+        : adapter.status === 'up'
+          ? 'ok'
+          : `degraded: ${adapter.statusReason ?? `${adapter.name} unavailable`}`;
       res.writeHead(draining ? 503 : 200, { 'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-store' });
-      res.end(draining ? 'draining\n' : 'ok\n');
+      res.end(body + '\n');
       return;
     }
     if (pathname === '/metrics') {

@@ -1,6 +1,11 @@
-export { Supervisor, createSupervisor, type SupervisorEvents } from './supervisor.ts';
+export { Supervisor, createSupervisor, type SupervisorEvents, type BroadcastOptions, type PublishOptions, type ClusterSize } from './supervisor.ts';
 export { Connection, supervisedConnectionMachine, assertSendableCloseCode, type DeadLetter, type ConnectionSnapshot } from './connection.ts';
-export { Hub, type BroadcastResult, type Traffic } from './hub.ts';
+export { Hub, type BroadcastResult, type Traffic, type HubOptions } from './hub.ts';
+export { MAX_TOPIC_BYTES, TopicError, validateTopic, type TopicErrorCode } from './topics.ts';
+export { MemoryAdapter, MemoryBus, createMemoryAdapter, type MemoryAdapterOptions } from './adapter/memory.ts';
+export type { Adapter, AdapterHost, AdapterMessage, AdapterStatus, AdapterDeadLetter, AdapterFailureReason, NodeInfo } from './adapter/types.ts';
+// The Redis adapter (and ioredis) load only when imported: 'ws-supervisor/redis'.
+export type { RedisAdapter, RedisAdapterOptions } from './adapter/redis.ts';
 export { AdmissionError, type Refusal, type RefusalReason } from './admission.ts';
 export { DEFAULTS, type SupervisorOptions, type TimingOptions, type SendQueueOptions, type OriginPolicy, type AuthenticateHook, type MessageHandler, type Logger } from './options.ts';
 export { SupervisorMetrics, type MetricsSource } from './metrics.ts';

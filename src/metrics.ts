@@ -21,6 +21,10 @@ export interface MetricsSource {
     stateName: string;
     stats: { messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number; queuedMessages: number; queuedBytes: number };
   }>;
+  /** Topics with at least one live local member. */
+  topics?(): number;
+  /** Whether the adapter reaches the other nodes. */
+  adapterUp?(): boolean;
 }
 
 const STATES = ['connecting', 'open', 'pinging', 'closing'] as const;
@@ -53,6 +57,10 @@ export class SupervisorMetrics {
   /** Connections terminated because no pong arrived in time (R4). */
   readonly heartbeatTimeoutsTotal: Counter;
   readonly rttSeconds: Histogram;
+  /** R12: broadcasts/publishes that may not have reached every other node, by reason (unavailable, error, partial). */
+  readonly adapterPublishFailuresTotal: Counter<'reason'>;
+  /** Messages handed to the adapter (out) and delivered from other nodes (in), by kind (broadcast, publish). */
+  readonly adapterMessagesTotal: Counter<'direction' | 'kind'>;
   private cache: { at: number; sums: Sums } | null = null;
 
   constructor(
@@ -115,6 +123,34 @@ export class SupervisorMetrics {
       help: 'Heartbeat ping-to-pong round trip time',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
+    });
+    this.adapterPublishFailuresTotal = new Counter({
+      name: `${prefix}adapter_publish_failures_total`,
+      help: 'Broadcasts and topic publishes that may not have reached every other node (delivered locally), by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.adapterMessagesTotal = new Counter({
+      name: `${prefix}adapter_messages_total`,
+      help: 'Broadcasts and topic publishes handed to the adapter (out) or received from other nodes (in)',
+      labelNames: ['direction', 'kind'],
+      registers,
+    });
+    new Gauge({
+      name: `${prefix}adapter_up`,
+      help: 'Whether the adapter reaches the other nodes (1 up, 0 degraded)',
+      registers,
+      collect() {
+        this.set(source.adapterUp ? (source.adapterUp() ? 1 : 0) : 1);
+      },
+    });
+    new Gauge({
+      name: `${prefix}topics`,
+      help: 'Topics with at least one live member on this node',
+      registers,
+      collect() {
+        this.set(source.topics ? source.topics() : 0);
+      },
     });
     const summed = (name: string, help: string, pick: (s: Traffic) => number): Counter =>
       new Counter({

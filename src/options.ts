@@ -5,6 +5,7 @@
  */
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { InspectionEvent, Observer } from 'xstate';
+import type { Adapter } from './adapter/types.ts';
 import type { Connection } from './connection.ts';
 
 export const DEFAULTS = {
@@ -28,6 +29,8 @@ export const DEFAULTS = {
   maxMessageRate: 0,
   /** R21: below this machine's ~19k descriptor ceiling; refused with 503 beyond it. */
   maxConnections: 10_000,
+  /** R21: topics one connection may be in; bounds what one client can make us hold (each name ≤ 256 bytes). */
+  maxTopicsPerConnection: 100,
 } as const;
 
 /** Heartbeat and deadline timings, milliseconds (R4–R6, R10, R16). */
@@ -123,6 +126,15 @@ export interface SupervisorOptions<Auth = unknown> {
    * every connection actor. Off by default: any inspector halves actor throughput (FACTS.md).
    */
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /**
+   * Fans broadcasts and topic publishes out to the other processes (nodes)
+   * and lists the live ones: `createRedisAdapter({ url })` from
+   * `ws-supervisor/redis`. Default: the in-memory adapter (this process only).
+   * One adapter per supervisor; `supervisor.close()` closes it.
+   */
+  adapter?: Adapter;
+  /** R21: topics one connection may be in at once; a join beyond it throws TopicError('too-many-topics'). Default 100. */
+  maxTopicsPerConnection?: number;
 }
 
 export interface ResolvedOptions {
@@ -134,6 +146,7 @@ export interface ResolvedOptions {
   maxPayload: number;
   maxMessageRate: number;
   authenticateTimeout: number;
+  maxTopicsPerConnection: number;
   timing: Required<TimingOptions>;
   sendQueue: Required<SendQueueOptions>;
 }
@@ -182,6 +195,7 @@ export function resolveOptions(options: SupervisorOptions<unknown>): ResolvedOpt
     maxPayload: positiveInt('maxPayload', options.maxPayload, DEFAULTS.maxPayload),
     maxMessageRate: options.maxMessageRate ? positiveInt('maxMessageRate', options.maxMessageRate, 0) : DEFAULTS.maxMessageRate,
     authenticateTimeout: positiveInt('authenticateTimeout', options.authenticateTimeout, DEFAULTS.authenticateTimeout),
+    maxTopicsPerConnection: positiveInt('maxTopicsPerConnection', options.maxTopicsPerConnection, DEFAULTS.maxTopicsPerConnection),
     timing: {
       pingInterval: positiveInt('timing.pingInterval', t.pingInterval, DEFAULTS.pingInterval),
       pongTimeout: positiveInt('timing.pongTimeout', t.pongTimeout, DEFAULTS.pongTimeout),

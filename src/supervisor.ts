@@ -1,6 +1,8 @@
 /**
  * The server supervisor: admits upgrades (R19–R21), runs one connection
- * machine per socket, owns the hub, and drains gracefully (R18).
+ * machine per socket, owns the hub, and drains gracefully (R18). Broadcasts
+ * and topic publishes are delivered locally first, then handed to the adapter
+ * (src/adapter/) for the other nodes; remote ones arrive through it.
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -16,10 +18,35 @@ import {
   refuseUpgrade,
   type Refusal,
 } from './admission.ts';
+import { createMemoryAdapter } from './adapter/memory.ts';
+import type { Adapter, AdapterDeadLetter, AdapterMessage, AdapterStatus, NodeInfo } from './adapter/types.ts';
 import { Connection, connectionRunnerConfig, type ConnectionHooks, type ConnectionRunnerConfig, type DeadLetter } from './connection.ts';
 import { Hub, type BroadcastResult } from './hub.ts';
 import { SupervisorMetrics } from './metrics.ts';
 import { resolveOptions, type Logger, type ResolvedOptions, type SupervisorOptions } from './options.ts';
+import { validateTopic } from './topics.ts';
+
+export interface BroadcastOptions<Auth = unknown> {
+  /** Send a Buffer as text (false) or a string as binary (true). Default: binary for a Buffer, text for a string. */
+  binary?: boolean;
+  /** Only the local connections it keeps. A predicate cannot travel, so a filtered broadcast stays on this node. */
+  filter?: (connection: Connection<Auth>) => boolean;
+  /** This node only: do not hand it to the adapter. Default false. */
+  local?: boolean;
+}
+
+export interface PublishOptions {
+  /** As for broadcast. */
+  binary?: boolean;
+  /** This node's members only: do not hand it to the adapter. Default false. */
+  local?: boolean;
+}
+
+/** Live nodes and their connections, cluster-wide (each node's count as of its last heartbeat). */
+export interface ClusterSize {
+  nodes: number;
+  connections: number;
+}
 
 export interface SupervisorEvents<Auth> {
   /** A connection passed admission and is open. */
@@ -32,12 +59,21 @@ export interface SupervisorEvents<Auth> {
   refused: [refusal: Refusal, request: IncomingMessage];
   /** `onMessage` or `authenticate` threw; the connection was closed 1011 / refused 500. */
   handlerError: [error: unknown, connection: Connection<Auth> | null];
+  /**
+   * R12: a broadcast or publish that may not have reached every other node
+   * (local delivery already happened). `reason`: unavailable | error | partial.
+   */
+  adapterDeadLetter: [letter: AdapterDeadLetter];
+  /** The adapter went up or degraded (`reason` says why; null when up). */
+  adapterStatus: [status: AdapterStatus, reason: string | null];
 }
 
 export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Auth>> {
   readonly options: ResolvedOptions;
-  readonly hub = new Hub<Auth>();
+  readonly hub: Hub<Auth>;
   readonly metrics: SupervisorMetrics;
+  /** Fans broadcasts and publishes out to the other nodes; the in-memory one (a cluster of one) by default. */
+  readonly adapter: Adapter;
   private readonly wss: WebSocketServer;
   private readonly negotiated = new WeakMap<IncomingMessage, string>();
   private readonly admitting = new Set<Duplex>();
@@ -102,7 +138,14 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     super();
     this.raw = options;
     this.options = resolveOptions(options as SupervisorOptions<unknown>);
-    this.metrics = new SupervisorMetrics({ live: () => this.hub.values(), closedTraffic: () => this.hub.closedTraffic });
+    this.hub = new Hub<Auth>({ maxTopicsPerConnection: this.options.maxTopicsPerConnection });
+    this.adapter = options.adapter ?? createMemoryAdapter();
+    this.metrics = new SupervisorMetrics({
+      live: () => this.hub.values(),
+      closedTraffic: () => this.hub.closedTraffic,
+      topics: () => this.hub.topicCount,
+      adapterUp: () => this.adapter.status === 'up',
+    });
     this.logger = options.logger ?? null;
     this.runnerConfig = connectionRunnerConfig(this.options.timing, options.inspect);
     this.wss = new WebSocketServer({
@@ -112,7 +155,22 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       maxPayload: this.options.maxPayload,
       handleProtocols: (_offered, request) => this.negotiated.get(request) || false,
     });
-    options.server?.on('upgrade', this.onServerUpgrade);
+    const logger = this.logger?.child({ adapter: this.adapter.name, node: this.adapter.nodeId }) ?? null;
+    this.adapter.attach({
+      logger,
+      connections: () => this.hub.size,
+      deliver: (message) => this.deliverRemote(message),
+      deadLetter: (letter) => {
+        this.metrics.adapterPublishFailuresTotal.inc({ reason: letter.reason });
+        logger?.warn(
+          { reason: letter.reason, kind: letter.kind, topic: letter.topic ?? undefined, bytes: letter.data.length, error: letter.error },
+          'adapter dead letter: a message may not have reached every node',
+        );
+        this.emit('adapterDeadLetter', letter);
+      },
+      statusChanged: (status, reason) => this.emit('adapterStatus', status, reason),
+    });
+    options.server?.on('upgrade', this.onServerUpgrade); // last: a throw above leaves nothing attached
   }
 
   /** True from `close()` on: upgrades and health checks get 503. */
@@ -125,9 +183,74 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     return this.hub.size;
   }
 
-  /** R11: enqueue into every live connection without waiting on any. */
-  broadcast(data: string | Buffer, options?: Parameters<Hub<Auth>['broadcast']>[1]): BroadcastResult {
-    return this.hub.broadcast(data, options);
+  /**
+   * R11: enqueue into every live local connection without waiting on any,
+   * then hand the message to the adapter for every other node (unless
+   * `local` or `filter`). Returns the local counts; cross-node failures come
+   * back as 'adapterDeadLetter' events (R12).
+   */
+  broadcast(data: string | Buffer, options: BroadcastOptions<Auth> = {}): BroadcastResult {
+    const binary = options.binary ?? typeof data !== 'string';
+    const payload = typeof data === 'string' ? Buffer.from(data) : data;
+    const result = this.hub.broadcast(payload, { binary, ...(options.filter ? { filter: options.filter } : {}) });
+    if (!options.local && !options.filter) this.fanOut({ kind: 'broadcast', topic: null, data: payload, binary });
+    return result;
+  }
+
+  /**
+   * Sends to the members of `topic` on this node (R11: only enqueues), then
+   * hands it to the adapter for the members on every other node (unless
+   * `local`). The sender need not be a member. Returns the local counts.
+   * Throws TopicError('invalid-topic') for a bad name (see validateTopic).
+   */
+  publish(topic: string, data: string | Buffer, options: PublishOptions = {}): BroadcastResult {
+    validateTopic(topic);
+    const binary = options.binary ?? typeof data !== 'string';
+    const payload = typeof data === 'string' ? Buffer.from(data) : data;
+    const result = this.hub.publish(topic, payload, { binary });
+    if (!options.local) this.fanOut({ kind: 'publish', topic, data: payload, binary });
+    return result;
+  }
+
+  /**
+   * Adds a live connection to `topic` (membership is per node: publishes from
+   * every node reach it). True if it joined, false if already a member.
+   * Throws TopicError: invalid-topic, too-many-topics, not-connected. The
+   * membership ends with the connection (R3).
+   */
+  join(connection: Connection<Auth>, topic: string): boolean {
+    return this.hub.join(connection, topic);
+  }
+
+  /** Removes a connection from `topic`; true if it was a member. Throws TopicError('invalid-topic') on a bad name. */
+  leave(connection: Connection<Auth>, topic: string): boolean {
+    return this.hub.leave(connection, topic);
+  }
+
+  /** The topics a connection is in (empty once it has closed). */
+  topicsOf(connection: Connection<Auth>): string[] {
+    return this.hub.topicsOf(connection);
+  }
+
+  /** This node's live members of `topic`. */
+  membersOf(topic: string): Connection<Auth>[] {
+    return this.hub.membersOf(topic);
+  }
+
+  /** How many of this node's live connections are in `topic`. */
+  memberCount(topic: string): number {
+    return this.hub.memberCount(topic);
+  }
+
+  /** The live nodes of the cluster, this one included (the adapter's presence table). Rejects when it cannot tell. */
+  nodes(): Promise<NodeInfo[]> {
+    return this.adapter.nodes();
+  }
+
+  /** Live nodes and connections, cluster-wide. Rejects when the adapter cannot tell (e.g. Redis is down). */
+  async clusterSize(): Promise<ClusterSize> {
+    const nodes = await this.adapter.nodes();
+    return { nodes: nodes.length, connections: nodes.reduce((sum, n) => sum + n.connections, 0) };
   }
 
   /**
@@ -157,13 +280,26 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     for (const connection of this.hub.values()) {
       closing.push(connection.close(1001, 'server shutting down', 'shutdown'));
     }
-    this.shutdown = Promise.all(closing).then(() => undefined);
+    // R3: the adapter goes last (goodbye to the presence table, its connections and timers).
+    this.shutdown = Promise.all(closing).then(() => this.adapter.close());
     return this.shutdown;
   }
 
   /** Detach from the http server (after close()); upgrades are then no longer answered. */
   detach(): void {
     this.raw.server?.off('upgrade', this.onServerUpgrade);
+  }
+
+  private fanOut(message: AdapterMessage): void {
+    this.metrics.adapterMessagesTotal.inc({ direction: 'out', kind: message.kind });
+    this.adapter.publish(message);
+  }
+
+  /** Another node's broadcast or publish: local delivery only (never handed back to the adapter). */
+  private deliverRemote(message: AdapterMessage): void {
+    this.metrics.adapterMessagesTotal.inc({ direction: 'in', kind: message.kind });
+    if (message.kind === 'broadcast') this.hub.broadcast(message.data, { binary: message.binary });
+    else if (message.topic !== null) this.hub.publish(message.topic, message.data, { binary: message.binary });
   }
 
   private admit(request: IncomingMessage): Refusal | null {

@@ -51,6 +51,11 @@
  * command, someOtherThing (Go `string`): JSON strings; any other non-null type
  * is an error. Missing means "".
  *
+ * topic (Go `string`, our addition for the topic commands: a Go client adds
+ * `Topic string \`json:"topic"\`` to its struct): decoded like the other
+ * strings, but absent from the decoded Request unless the frame carries a
+ * non-null `topic`, so requests without one decode exactly as before.
+ *
  * success (Go `bool`): a request may carry it (the Go struct has the field),
  * so like Go we reject a non-boolean, non-null value; the value itself is
  * discarded, as only the server writes it.
@@ -79,11 +84,15 @@
  * Node 20, of which JSON.parse is ~0.2 µs.
  */
 
+import { validateTopic } from '../topics.ts';
+
 /** A decoded request: Go's zero values ("" / 0) for anything absent or null. */
 export interface Request {
   requestID: number;
   command: string;
   someOtherThing: string;
+  /** Present only when the frame carried a non-null `topic` (any case). */
+  topic?: string;
 }
 
 export type DecodeResult =
@@ -109,10 +118,28 @@ export interface Handled {
   reply: string;
   /** A push for every connected client, or null. */
   broadcast: string | null;
+  /** Only for a successful `publish`: a push for the members of `topic` (after the reply). */
+  publish?: { topic: string; push: string };
 }
 
 /** The command the demo server broadcasts. Matched case-sensitively (the Go server compares with ==). */
 export const BROADCAST_COMMAND = 'broadcast';
+/** Topic commands, matched case-sensitively like `broadcast`. */
+export const JOIN_COMMAND = 'join';
+export const LEAVE_COMMAND = 'leave';
+export const PUBLISH_COMMAND = 'publish';
+
+/**
+ * The sender's topic membership, for join and leave (the demo server passes
+ * the supervisor's). Both may throw (e.g. a TopicError): the message becomes
+ * the error reply.
+ */
+export interface TopicMembership<S> {
+  /** True if `sender` joined, false if it was already a member. */
+  join(sender: S, topic: string): boolean;
+  /** True if `sender` left, false if it was not a member. */
+  leave(sender: S, topic: string): boolean;
+}
 
 /** Longest quoted offending value in an error message (characters of content). */
 const MAX_QUOTED = 40;
@@ -127,7 +154,8 @@ const F_COMMAND = 1;
 const F_SOME_OTHER_THING = 2;
 /** Go's `Success bool`: type-checked like Go does, then discarded (only the server writes it). */
 const F_SUCCESS = 3;
-type FieldId = typeof F_REQUEST_ID | typeof F_COMMAND | typeof F_SOME_OTHER_THING | typeof F_SUCCESS;
+const F_TOPIC = 4;
+type FieldId = typeof F_REQUEST_ID | typeof F_COMMAND | typeof F_SOME_OTHER_THING | typeof F_SUCCESS | typeof F_TOPIC;
 
 /** Lower-case field name → field. All names are ASCII. */
 const FIELD_BY_LOWER_NAME: ReadonlyMap<string, FieldId> = new Map<string, FieldId>([
@@ -135,6 +163,7 @@ const FIELD_BY_LOWER_NAME: ReadonlyMap<string, FieldId> = new Map<string, FieldI
   ['command', F_COMMAND],
   ['someotherthing', F_SOME_OTHER_THING],
   ['success', F_SUCCESS],
+  ['topic', F_TOPIC],
 ]);
 /** FIELD_BY_LOWER_NAME indexed by name length, names as char codes: keys of any other length are unknown at once. */
 const FIELDS_BY_LENGTH: ReadonlyArray<ReadonlyArray<{ id: FieldId; codes: readonly number[] }> | undefined> = (() => {
@@ -147,7 +176,7 @@ const FIELDS_BY_LENGTH: ReadonlyArray<ReadonlyArray<{ id: FieldId; codes: readon
 })();
 const MIN_NAME_LENGTH = Math.min(...[...FIELD_BY_LOWER_NAME.keys()].map((k) => k.length));
 const MAX_NAME_LENGTH = Math.max(...[...FIELD_BY_LOWER_NAME.keys()].map((k) => k.length));
-const FIELD_NAMES = ['requestID', 'command', 'someOtherThing', 'success'] as const;
+const FIELD_NAMES = ['requestID', 'command', 'someOtherThing', 'success', 'topic'] as const;
 
 // Character codes (plain constants: no enums, so any TS-stripping loader can run this file).
 const TAB = 0x09;
@@ -191,6 +220,7 @@ export function decodeRequest(text: string): DecodeResult {
   let requestID = 0;
   let command = '';
   let someOtherThing = '';
+  let topic: string | undefined;
   let error: string | null = null;
 
   let i = skipWhitespace(text, 0) + 1; // just past '{'
@@ -224,6 +254,7 @@ export function decodeRequest(text: string): DecodeResult {
         } else if (first === QUOTE) {
           const value = stringContent(text, valueStart, valueEnd);
           if (field === F_COMMAND) command = value;
+          else if (field === F_TOPIC) topic = value;
           else someOtherThing = value;
         } else {
           error ??= FIELD_NAMES[field] + ' must be a string, got ' + describeRaw(text, valueStart, valueEnd);
@@ -236,7 +267,7 @@ export function decodeRequest(text: string): DecodeResult {
   }
 
   if (error !== null) return { ok: false, requestID, error };
-  return { ok: true, request: { requestID, command, someOtherThing } };
+  return { ok: true, request: topic === undefined ? { requestID, command, someOtherThing } : { requestID, command, someOtherThing, topic } };
 }
 
 /** The field a key (the string literal at [start, end)) selects, if any. */
@@ -512,10 +543,19 @@ export function encodePush(command: string, someOtherThing: string): string {
  *   even though the field NAMES matched case-insensitively) replies success
  *   echoing someOtherThing and pushes `{"command":"broadcast","someOtherThing":S}`
  *   to every client;
+ * - `join` / `leave` (given `topics`): the topic is `topic`, or, when the
+ *   request has none, `someOtherThing` (so the articles' three-field clients
+ *   can join too). Replies `{"requestID":N,"success":true,"someOtherThing":
+ *   "joined news","topic":"news"}` (`already in news`, `left news`); a bad
+ *   name, a refused join or leaving a topic one is not in is an error reply;
+ * - `publish`: needs `topic`; `someOtherThing` is the text. Replies success
+ *   echoing the text with `"topic"`, and returns the push
+ *   `{"command":"publish","topic":T,"someOtherThing":S}` for the topic's
+ *   members (the sender gets it only if it is one);
  * - any other command, including "", replies success with
  *   `"Server processed command: " + command` and pushes nothing.
  */
-export function handleRequest(request: Request): Handled {
+export function handleRequest<S>(request: Request, topics?: TopicMembership<S>, sender?: S): Handled {
   const { requestID, command, someOtherThing } = request;
   if (command === BROADCAST_COMMAND) {
     return {
@@ -523,15 +563,63 @@ export function handleRequest(request: Request): Handled {
       broadcast: encodePush(BROADCAST_COMMAND, someOtherThing),
     };
   }
+  if (command === JOIN_COMMAND || command === LEAVE_COMMAND || command === PUBLISH_COMMAND) {
+    return handleTopicCommand(request, topics, sender as S);
+  }
   return {
     reply: replyFields(requestID, 'Server processed command: ' + command) + '}',
     broadcast: null,
   };
 }
 
-/** Decodes and handles one text frame; a bad frame gets an error reply (R15), never an exception. */
-export function handleText(text: string): Handled {
+function handleTopicCommand<S>(request: Request, topics: TopicMembership<S> | undefined, sender: S): Handled {
+  const { requestID, command, someOtherThing } = request;
+  const failure = (error: string): Handled => ({ reply: encodeError(requestID, error), broadcast: null });
+  if (command === PUBLISH_COMMAND) {
+    if (request.topic === undefined) return failure('publish needs a "topic" (the text goes in "someOtherThing")');
+    const topic = request.topic;
+    try {
+      validateTopic(topic);
+    } catch (err) {
+      return failure(errorMessage(err));
+    }
+    return {
+      reply: replyFields(requestID, someOtherThing) + ',"topic":' + JSON.stringify(topic) + '}',
+      broadcast: null,
+      publish: { topic, push: encodeTopicPush(topic, someOtherThing) },
+    };
+  }
+  const topic = request.topic ?? someOtherThing;
+  if (topics === undefined) return failure(`${command}: this server has no topics`);
+  let changed: boolean;
+  try {
+    validateTopic(topic);
+    changed = command === JOIN_COMMAND ? topics.join(sender, topic) : topics.leave(sender, topic);
+  } catch (err) {
+    return failure(`${command} ${JSON.stringify(topic)}: ${errorMessage(err)}`);
+  }
+  if (command === LEAVE_COMMAND && !changed) return failure(`leave ${JSON.stringify(topic)}: not a member of this topic`);
+  const text = command === JOIN_COMMAND ? (changed ? 'joined ' : 'already in ') + topic : 'left ' + topic;
+  return { reply: replyFields(requestID, text) + ',"topic":' + JSON.stringify(topic) + '}', broadcast: null };
+}
+
+/** A topic push: `{"command":"publish","topic":"…","someOtherThing":"…"}` (no requestID, R14). */
+export function encodeTopicPush(topic: string, someOtherThing: string): string {
+  return (
+    '{"command":"publish","topic":' + JSON.stringify(String(topic)) + ',"someOtherThing":' + JSON.stringify(String(someOtherThing)) + '}'
+  );
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Decodes and handles one text frame; a bad frame gets an error reply (R15),
+ * never an exception. `topics` and `sender` enable join/leave (see handleRequest).
+ */
+export function handleText<S>(text: string, topics?: TopicMembership<S>, sender?: S): Handled {
   const decoded = decodeRequest(text);
   if (!decoded.ok) return { reply: encodeError(decoded.requestID, decoded.error), broadcast: null };
-  return handleRequest(decoded.request);
+  return handleRequest(decoded.request, topics, sender);
 }

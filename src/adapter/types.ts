@@ -1,0 +1,92 @@
+/**
+ * The adapter contract: how a supervisor fans broadcasts and topic publishes
+ * out to the other processes (nodes) serving the same application, and how it
+ * learns which nodes are alive. The supervisor delivers locally first and
+ * then hands the message to its adapter, so local delivery never depends on
+ * the adapter (R11); the adapter delivers other nodes' messages back through
+ * its host. Implementations: src/adapter/memory.ts (the default: one process,
+ * or several supervisors sharing a MemoryBus), src/adapter/redis.ts.
+ */
+import type { Logger } from '../options.ts';
+
+/** 'up': messages reach the other nodes; 'degraded': they may not (local delivery carries on). */
+export type AdapterStatus = 'up' | 'degraded';
+
+/** One message for the other nodes. */
+export interface AdapterMessage {
+  /** 'broadcast': every connection of every node; 'publish': the members of `topic` on every node. */
+  kind: 'broadcast' | 'publish';
+  /** The topic of a 'publish'; null for a 'broadcast'. */
+  topic: string | null;
+  data: Buffer;
+  /** Sent as a binary frame (true) or a text frame (false). */
+  binary: boolean;
+}
+
+/**
+ * Why a message may not have reached every other node:
+ * - `unavailable`: the adapter was not connected; the message was not sent at all;
+ * - `error`: sending failed or went unconfirmed (a timeout, a connection lost
+ *   mid-command): the message may or may not have been delivered;
+ * - `partial`: sent, but fewer nodes were listening than the presence table
+ *   lists (a node was reconnecting, or died and has not expired yet).
+ */
+export type AdapterFailureReason = 'unavailable' | 'error' | 'partial';
+
+/** R12: a message this node could not confirm as handed to every other node. Local delivery already happened. */
+export interface AdapterDeadLetter extends AdapterMessage {
+  reason: AdapterFailureReason;
+  /** What went wrong, for logs. */
+  error: string;
+}
+
+/** One live node (process) of the cluster. */
+export interface NodeInfo {
+  id: string;
+  /** Its live connections when it last reported (the calling node's own count is always current). */
+  connections: number;
+  /** When the node started, epoch ms (its own clock). */
+  startedAt: number;
+  /** When it last reported, epoch ms (its own clock). */
+  updatedAt: number;
+  hostname: string;
+  pid: number;
+  /** True for the node that answered the query. */
+  self: boolean;
+}
+
+/** What an adapter may call back on the supervisor that owns it. */
+export interface AdapterHost {
+  /** A message published by ANOTHER node: deliver it to local connections only. */
+  deliver(message: AdapterMessage): void;
+  /** R12: a message that may not have reached every other node. */
+  deadLetter(letter: AdapterDeadLetter): void;
+  /** The status changed; `reason` says why it is degraded (null when up). */
+  statusChanged(status: AdapterStatus, reason: string | null): void;
+  /** Live local connections (for presence). */
+  connections(): number;
+  /** The supervisor's logger, if any. */
+  readonly logger: Logger | null;
+}
+
+export interface Adapter {
+  /** 'memory', 'redis', … (logs, metrics). */
+  readonly name: string;
+  /** This node's id, unique in the cluster. */
+  readonly nodeId: string;
+  readonly status: AdapterStatus;
+  /** Why it is degraded, or null when up. */
+  readonly statusReason: string | null;
+  /** Called once, by the supervisor that owns the adapter; starts it (connects, heartbeats). */
+  attach(host: AdapterHost): void;
+  /**
+   * Sends a message to every OTHER node (this node already delivered it
+   * locally). Never throws and never waits on the other nodes (R11); what
+   * cannot be confirmed goes to `host.deadLetter` (R12).
+   */
+  publish(message: AdapterMessage): void;
+  /** The live nodes, this one included. Rejects when the adapter cannot tell (e.g. Redis is down). */
+  nodes(): Promise<NodeInfo[]>;
+  /** Says goodbye (leaves the presence table) and releases every connection and timer (R3). Idempotent. */
+  close(): Promise<void>;
+}
