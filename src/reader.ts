@@ -60,6 +60,14 @@ function onError(this: ReadSocket, err: Error & { code?: string }): void {
 function onOpen(this: ReadSocket): void {
   this[READER]?.sendBack({ type: 'socket.open' });
 }
+/** What the reader listens to for the connection's whole life. */
+const LISTENERS = [
+  ['message', onMessage],
+  ['pong', onPong],
+  ['ping', onPing],
+  ['close', onClose],
+  ['error', onError],
+] as const;
 
 export class SocketReader {
   readonly report: LivenessReport;
@@ -74,11 +82,7 @@ export class SocketReader {
     this.report = new LivenessReport(sendBack, setImmediate);
     const ws = io.ws as ReadSocket;
     ws[READER] = this;
-    ws.on('message', onMessage);
-    ws.on('pong', onPong);
-    ws.on('ping', onPing);
-    ws.on('close', onClose);
-    ws.on('error', onError);
+    for (const [event, listener] of LISTENERS) ws.on(event, listener as (...args: unknown[]) => void);
     if (ws.readyState === 1) sendBack({ type: 'socket.open' });
     else if (ws.readyState === 0) ws.once('open', onOpen);
     else queueMicrotask(() => this.report.close(CloseCodes.ABNORMAL, ''));
@@ -92,11 +96,7 @@ export class SocketReader {
     const ws = this.io.ws as ReadSocket;
     this.report.stop();
     if (ws[READER] === this) ws[READER] = undefined;
-    ws.off('message', onMessage);
-    ws.off('pong', onPong);
-    ws.off('ping', onPing);
-    ws.off('close', onClose);
-    ws.off('error', onError);
+    for (const [event, listener] of LISTENERS) ws.off(event, listener as (...args: unknown[]) => void);
     ws.off('open', onOpen);
     // A late error from a socket being torn down must not crash the process (R2).
     ws.on('error', noop);
