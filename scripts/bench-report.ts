@@ -21,7 +21,7 @@ const { values } = parseArgs({
     svg: { type: 'string', default: join(REPO, 'docs/images/bench-ratios.svg') },
   },
 });
-const ORDER = ['reqres', 'idle', 'broadcast', 'churn', 'heartbeat', 'detection'];
+const ORDER = ['reqres', 'idle', 'broadcast', 'churn', 'heartbeat', 'detection', 'scaleout'];
 const TITLES: Record<string, string> = {
   reqres: '1. Request/response (1 request in flight per connection)',
   idle: '2. Memory per idle connection',
@@ -29,6 +29,7 @@ const TITLES: Record<string, string> = {
   churn: '4. Connection churn',
   heartbeat: '5. Heartbeat cost',
   detection: '6. Dead-peer detection',
+  scaleout: '7. Scale-out: --workers 2 with Redis vs one process (docs/cluster.md)',
 };
 /** The issue's targets, listed in the method section whatever the results hold. */
 const TARGETS = [
@@ -38,6 +39,7 @@ const TARGETS = [
   ['churn', 'heap within 5% of the start after GC; no growth of handles or timers'],
   ['heartbeat', '10k idle connections at a 1 s ping interval cost < 25% of a core'],
   ['detection', 'a dead peer is detected within ping interval + pong timeout + 50 ms'],
+  ['scaleout', 'none (issue 6): measured, to show what --workers 2 and the Redis adapter gain or cost against one process'],
 ] as const;
 
 const dir = values.results;

@@ -4,8 +4,10 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { DEFAULTS, normaliseOrigin, type OriginPolicy } from './options.ts';
 import { bundledWww, type DemoServerOptions } from './demo-server.ts';
+import { RESTART_DEFAULTS } from './restart-intensity.ts';
 
 export const USAGE = `Usage: ws-supervisor server [flags]
        ws-supervisor client [flags]
@@ -33,11 +35,22 @@ Server flags:
   --inspect                 report every connection actor to a local Stately inspector relay
                             (works offline; see docs/inspect.md)
   --inspect-port PORT       port of that relay (default 8081)
+  --redis URL               fan broadcasts and topic publishes out through Redis pub/sub
+                            (redis:// or rediss://) to every process using that Redis
+  --workers N               worker processes on the same port (node:cluster), or auto
+                            (one per CPU: ${availableParallelism()} here); default 1, a single process.
+                            More than 1 needs --redis (or --local-broadcast)
+  --local-broadcast         with --workers > 1 and no --redis: accept that a broadcast (or
+                            publish) reaches only the clients of the worker that received it
+  --max-restarts N          restart intensity: a crashed worker is restarted at most N times
+                            within --restart-period; one more crash stops the server
+                            with exit 1 (default ${RESTART_DEFAULTS.maxRestarts}; needs --workers > 1)
+  --restart-period SECONDS  the window of --max-restarts (default ${RESTART_DEFAULTS.periodSeconds})
   --help                    show this help
 
 Server signals: SIGTERM or SIGINT drains (new upgrades and /healthz get 503, every
 connection gets close 1001, stragglers are terminated after the close timeout)
-and exits 0.
+and exits 0. With --workers, signal the primary: it drains every worker.
 
 client: the articles' client, reconnecting. Connects to ws://HOST:PORT/PATH and
 every interval sends {"requestID":N,"command":"Eject the hot dog N.","someOtherThing":""}
@@ -69,6 +82,14 @@ function positive(flag: string, value: string | undefined): number | undefined {
   return Number(value);
 }
 
+function nonNegative(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new UsageError(`--${flag} must be an integer ≥ 0, got ${JSON.stringify(value)}`);
+  }
+  return Number(value);
+}
+
 /** HOST:PORT, [IPv6]:PORT or :PORT (all interfaces). */
 export function parseAddress(value: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):([0-9]{1,5})$/.exec(value);
@@ -94,11 +115,43 @@ function parseOrigins(value: string | undefined): OriginPolicy | undefined {
   }
 }
 
-/** Server CLI options: the demo server's, plus what only the CLI does (logging, inspector). */
+/** Server CLI options: the demo server's, plus what only the CLI does (logging, inspector, processes). */
 export interface ServerCliOptions extends DemoServerOptions {
   logLevel: LogLevel;
   /** Port of the local Stately inspector relay, or null without --inspect. */
   inspectPort: number | null;
+  /** Redis URL for the broadcast adapter, or null: broadcasts stay in this process. */
+  redis: string | null;
+  /** Worker processes (node:cluster); 1 = a single process, no cluster. */
+  workers: number;
+  /** Restart intensity of the workers (docs/cluster.md). */
+  restart: { maxRestarts: number; periodMs: number };
+}
+
+/** Far above any core count; catches a typo before it forks thousands of processes. */
+export const MAX_WORKERS = 256;
+
+function parseWorkers(value: string | undefined): number {
+  if (value === undefined) return 1;
+  if (value === 'auto') return availableParallelism();
+  if (!/^[0-9]+$/.test(value) || Number(value) < 1 || Number(value) > MAX_WORKERS) {
+    throw new UsageError(`--workers must be auto or an integer from 1 to ${MAX_WORKERS}, got ${JSON.stringify(value)}`);
+  }
+  return Number(value);
+}
+
+function parseRedisUrl(value: string | undefined): string | null {
+  if (value === undefined) return null;
+  let url: URL | null = null;
+  try {
+    url = new URL(value);
+  } catch {
+    // reported below
+  }
+  if (!url || (url.protocol !== 'redis:' && url.protocol !== 'rediss:') || url.hostname === '') {
+    throw new UsageError(`--redis must be a redis:// or rediss:// URL with a host (e.g. redis://127.0.0.1:6379), got ${JSON.stringify(value)}`);
+  }
+  return value;
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -130,6 +183,11 @@ export function parseServerArgs(args: string[]): ServerCliOptions | 'help' {
     'log-level': { type: 'string' },
     inspect: { type: 'boolean' },
     'inspect-port': { type: 'string' },
+    redis: { type: 'string' },
+    workers: { type: 'string' },
+    'local-broadcast': { type: 'boolean' },
+    'max-restarts': { type: 'string' },
+    'restart-period': { type: 'string' },
     help: { type: 'boolean' },
   });
   const v = parsed.values;
@@ -147,9 +205,34 @@ export function parseServerArgs(args: string[]): ServerCliOptions | 'help' {
   const www = v.www ?? bundledWww();
   if (!existsSync(www) || !statSync(www).isDirectory()) throw new UsageError(`--www ${JSON.stringify(www)} is not a directory`);
   const origins = parseOrigins(v['allowed-origins']);
+  const redis = parseRedisUrl(v.redis);
+  const workers = parseWorkers(v.workers);
+  // `auto` may come to 1 on a one-CPU host: the cluster flags are then accepted and unused.
+  const clustered = workers > 1 || v.workers === 'auto';
+  for (const flag of ['max-restarts', 'restart-period', 'local-broadcast'] as const) {
+    if (v[flag] !== undefined && !clustered) throw new UsageError(`--${flag} needs --workers 2 or more (or auto)`);
+  }
+  if (workers > 1 && redis === null && !v['local-broadcast']) {
+    throw new UsageError(
+      `--workers ${workers} without --redis: each worker is a separate process, so a broadcast would reach only ` +
+        `the clients of the worker that received it (about 1 in ${workers}). Add --redis redis://HOST:PORT to fan ` +
+        'broadcasts out to every worker, or --local-broadcast if per-worker broadcasts are what you want (docs/cluster.md)',
+    );
+  }
+  if (v['local-broadcast'] && redis !== null) throw new UsageError('--local-broadcast contradicts --redis: choose one');
+  if (v.inspect && workers > 1) {
+    throw new UsageError('--inspect watches the actors of one process: use it with a single process (no --workers)');
+  }
+  const maxRestarts = nonNegative('max-restarts', v['max-restarts']) ?? RESTART_DEFAULTS.maxRestarts;
+  const periodSeconds = positive('restart-period', v['restart-period']) ?? RESTART_DEFAULTS.periodSeconds;
+  // Beyond a day the limit stops being a rate and becomes a lifetime count.
+  if (periodSeconds > 86_400) throw new UsageError(`--restart-period must be at most 86400 seconds (a day), got ${periodSeconds}`);
   const options: ServerCliOptions = {
     logLevel,
     inspectPort: v.inspect ? (inspectPort ?? 8081) : null,
+    redis,
+    workers,
+    restart: { maxRestarts, periodMs: periodSeconds * 1000 },
     host,
     port,
     path,

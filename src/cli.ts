@@ -2,17 +2,36 @@
 /**
  * `ws-supervisor server [flags]`: the ready-made server. This process is the
  * server itself, so SIGTERM/SIGINT reach it directly and drain it (R18).
+ * With --workers N > 1 it is the cluster primary instead (src/cluster.ts): it
+ * forks N workers that run this same file, and signals to it drain them all.
  *
  * `ws-supervisor client [flags]`: the articles' client (a request every 2 s,
  * replies read while it keeps sending, R24), made to survive server restarts
  * (R22, R23). This process is the client itself, so SIGINT/SIGTERM close it
  * with 1000 and it exits once the close handshake is done.
  */
+import type http from 'node:http';
 import pino from 'pino';
-import { startDemoServer } from './demo-server.ts';
+import { startDemoServer, type DemoServer } from './demo-server.ts';
+import { onDrainRequest, reportReady, runPrimary, workerPortOverride, workerSlot } from './cluster.ts';
+import { DEFAULTS } from './options.ts';
+import type { InspectorHandle } from './inspector.ts';
 import { parseClientArgs, parseServerArgs, USAGE, UsageError } from './cli-args.ts';
 import { ClientError, createClient } from './client/node.ts';
 import { CLIENT_DEFAULTS } from './client/client.ts';
+
+/** The line tests and users wait for: the server is up (in a cluster: every worker). */
+function listeningLine(address: string, port: number, path: string, suffix = ''): string {
+  const shown = address.includes(':') ? `[${address}]` : address;
+  return `ws-supervisor: listening on http://${shown}:${port}/ (WebSocket ws://${shown}:${port}${path})${suffix}`;
+}
+
+/** The URL without its password, for logs. */
+function redactUrl(url: string): string {
+  const u = new URL(url);
+  if (u.password) u.password = '***';
+  return u.toString();
+}
 
 async function runServer(args: string[]): Promise<void> {
   const options = parseServerArgs(args);
@@ -20,49 +39,99 @@ async function runServer(args: string[]): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
-  const { logLevel, inspectPort, ...serverOptions } = options;
-  // Structured logs (JSON lines on stdout) from the supervisor, each with its connection id.
-  const logger = pino({ level: logLevel });
-  // Loaded only for --inspect: the Stately inspector client is not needed otherwise.
-  const inspector = inspectPort === null ? null : await (await import('./inspector.ts')).startInspector(inspectPort);
-  const demo = await startDemoServer({ ...serverOptions, logger, ...(inspector ? { inspect: inspector.inspect } : {}) });
-  const { address, port } = demo.address;
-  const shown = address.includes(':') ? `[${address}]` : address;
-  console.log(`ws-supervisor: listening on http://${shown}:${port}/ (WebSocket ws://${shown}:${port}${options.path})`);
-  if (inspector) {
-    console.log(
-      `ws-supervisor: inspector relay on ${inspector.relayUrl}: open ${inspector.pageUrl} (Stately UI, needs internet in your browser), ` +
-        `read the events from ${inspector.relayUrl} with any WebSocket client, or watch offline at http://${shown}:${port}/dashboard`,
-    );
+  const { logLevel, inspectPort, redis, workers, restart, ...serverOptions } = options;
+  const slot = workerSlot();
+  if (workers > 1 && slot === null) {
+    // The primary: forks the workers (each re-runs this CLI with the same flags) and serves nothing.
+    if (redis === null) console.error('ws-supervisor: warning: --local-broadcast: a broadcast or publish reaches only the clients of the worker that received it');
+    runPrimary({
+      workers,
+      maxRestarts: restart.maxRestarts,
+      restartPeriodMs: restart.periodMs,
+      port: serverOptions.port ?? 8080,
+      drainTimeoutMs: serverOptions.timing?.closeTimeout ?? DEFAULTS.closeTimeout,
+      onServing: (a) =>
+        console.log(listeningLine(a.address, a.port, options.path ?? '/server', `, ${workers} workers${redis ? `, broadcasts through ${redactUrl(redis)}` : ''}`)),
+    });
+    return;
   }
-  let signalled = false;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (signalled) {
-      console.error(`ws-supervisor: ${signal} again, exiting without waiting`);
-      process.exit(1);
+  // Worker lines carry the worker's slot, in the text and in every JSON log line.
+  const tag = slot === null ? 'ws-supervisor' : `ws-supervisor[worker ${slot}]`;
+  let demo: DemoServer | null = null;
+  let inspector: InspectorHandle | null = null;
+  let draining = false;
+  let signals = 0;
+  const drain = (why: string): void => {
+    if (draining) return;
+    draining = true;
+    if (demo === null) {
+      // Asked to stop while still starting: nothing is served yet.
+      console.log(`${tag}: ${why} before ready, bye`);
+      process.exit(0);
     }
-    signalled = true;
     const live = demo.supervisor.size;
-    console.log(`ws-supervisor: ${signal}: draining ${live} connection(s)`);
+    console.log(`${tag}: ${why}: draining ${live} connection(s)`);
     demo
       .close()
       // @statelyai/inspect defers each event by a macrotask and offers no flush:
       // give the last transitions (closing → closed) a moment to reach the relay.
-      .then(() => (inspector ? new Promise((r) => setTimeout(r, 200)) : undefined))
+      .then(() => (inspector !== null ? new Promise((r) => setTimeout(r, 200)) : undefined))
       .then(
         () => {
           inspector?.stop();
-          console.log('ws-supervisor: drained, bye');
+          console.log(`${tag}: drained, bye`);
           process.exit(0);
         },
         (err: unknown) => {
-          console.error('ws-supervisor: drain failed:', err);
+          console.error(`${tag}: drain failed:`, err);
           process.exit(1);
         },
       );
   };
+  const onSignal = (signal: NodeJS.Signals): void => {
+    // Counted apart from the primary's drain request: a terminal's Ctrl-C reaches the primary and the workers alike.
+    if (++signals > 1) {
+      console.error(`${tag}: ${signal} again, exiting without waiting`);
+      process.exit(1);
+    }
+    drain(signal);
+  };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  if (slot !== null) onDrainRequest(() => drain('primary asked'));
+
+  // Structured logs (JSON lines on stdout) from the supervisor, each with its connection id (and worker slot).
+  const root = pino({ level: logLevel });
+  const logger = slot === null ? root : root.child({ worker: slot });
+  // Loaded only for --inspect: the Stately inspector client is not needed otherwise.
+  inspector = inspectPort === null ? null : await (await import('./inspector.ts')).startInspector(inspectPort);
+  // Loaded only for --redis: its client is not needed otherwise.
+  const adapter = redis === null ? null : (await import('./adapter/redis.ts')).createRedisAdapter({ url: redis });
+  const port = workerPortOverride() ?? serverOptions.port;
+  demo = await startDemoServer({
+    ...serverOptions,
+    ...(port !== undefined ? { port } : {}),
+    logger,
+    ...(inspector !== null ? { inspect: inspector.inspect } : {}),
+    ...(adapter ? { adapter } : {}),
+  });
+  const { address } = demo;
+  if (slot !== null) {
+    // Which worker answered: a header on every HTTP response, a label on every metric.
+    const value = String(slot);
+    demo.server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => res.setHeader('X-Worker', value));
+    demo.supervisor.metrics.registry.setDefaultLabels({ worker: value });
+    reportReady(address);
+  } else {
+    console.log(listeningLine(address.address, address.port, options.path ?? '/server', redis ? `, broadcasts through ${redactUrl(redis)}` : ''));
+  }
+  if (inspector) {
+    const shown = address.address.includes(':') ? `[${address.address}]` : address.address;
+    console.log(
+      `ws-supervisor: inspector relay on ${inspector.relayUrl}: open ${inspector.pageUrl} (Stately UI, needs internet in your browser), ` +
+        `read the events from ${inspector.relayUrl} with any WebSocket client, or watch offline at http://${shown}:${address.port}/dashboard`,
+    );
+  }
 }
 
 async function runClient(args: string[]): Promise<void> {
