@@ -51,6 +51,7 @@ import {
   type BenchClient,
 } from '../lib/harness.ts';
 import { startRedisServer, type RedisServer } from '../lib/redis-server.ts';
+import { compiledEntry } from '../lib/compile.ts';
 
 const common = scenarioArgs();
 const { values } = parseArgs({
@@ -90,7 +91,7 @@ interface CliServer {
 
 async function startCli(variant: Variant, redis: RedisServer): Promise<CliServer> {
   const workers = variant === '2 workers+redis' ? 2 : 1;
-  const args = ['--import', 'tsx', 'src/cli.ts', 'server', '--address', '127.0.0.1:0', '--log-level', 'silent', '--max-connections', '19000', '--workers', String(workers)];
+  const args = [compiledEntry('../src/cli.ts'), 'server', '--address', '127.0.0.1:0', '--log-level', 'silent', '--max-connections', '19000', '--workers', String(workers)];
   if (variant !== 'one process') args.push('--redis', redis.url);
   const child = spawn(process.execPath, args, { cwd: REPO_DIR, env: { ...process.env, NODE_ENV: 'production' }, stdio: ['ignore', 'pipe', 'pipe'] });
   const kill = (): void => void child.kill('SIGKILL');
