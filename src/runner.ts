@@ -95,6 +95,7 @@ function sharedFor(machine: AnyStateMachine, input: unknown): Shared {
   const key = input as object;
   let shared = byInput.get(key);
   if (!shared) {
+    assertNoHistory(machine.root as unknown as StateNodeLike);
     const [snapshot, actions] = initialTransition(machine, input as never) as unknown as [object, Action[]];
     shared = { initial: [snapshot, actions], interned: new WeakMap(), steps: new WeakMap() };
     intern(shared, snapshot as Snap);
@@ -107,13 +108,29 @@ interface Snap {
   status: string;
   value: unknown;
   context: object;
+  children: Record<string, unknown>;
   output?: unknown;
+}
+
+interface StateNodeLike {
+  id: string;
+  type: string;
+  states: Record<string, StateNodeLike>;
+}
+
+/**
+ * Interning treats two snapshots with the same context, value and children as
+ * one; a history state would add state that this key does not see.
+ */
+function assertNoHistory(node: StateNodeLike): void {
+  if (node.type === 'history') throw new Error(`MachineRunner: history states are not supported (${node.id})`);
+  for (const child of Object.values(node.states)) assertNoHistory(child);
 }
 
 function intern(shared: Shared, snapshot: Snap): object {
   let byValue = shared.interned.get(snapshot.context);
   if (!byValue) shared.interned.set(snapshot.context, (byValue = new Map()));
-  const key = `${snapshot.status}|${JSON.stringify(snapshot.value)}`;
+  const key = `${snapshot.status}|${JSON.stringify(snapshot.value)}|${Object.keys(snapshot.children).join()}`;
   const existing = byValue.get(key);
   if (existing) return existing;
   byValue.set(key, snapshot);

@@ -175,6 +175,12 @@ describe('MachineRunner: actor semantics', () => {
     assert.equal(r.errors.length, 1);
   });
 
+  test('a machine with a history state is refused up front (interning could not see its history)', () => {
+    const machine = setup({}).createMachine({ id: 'h', initial: 'a', states: { a: { initial: 'x', states: { x: {}, hist: { type: 'history' } } } } });
+    const host = { actorId: 'h', spawn: () => ({ command: () => undefined, stop: () => undefined }), done: () => undefined, failed: () => undefined };
+    assert.throws(() => new MachineRunner({ machine, input: {}, payloadFree: new Set() }, host), /history states are not supported \(h\.a\.hist\)/);
+  });
+
   test('a machine with an action this host does not execute fails loudly instead of skipping it', () => {
     const machine = setup({}).createMachine({ id: 'm', initial: 'a', states: { a: { on: { go: { target: 'b', actions: () => undefined } } }, b: {} } });
     const errors: unknown[] = [];
