@@ -393,8 +393,8 @@ export class RedisAdapter implements Adapter {
     this.reason = reason;
     if (up) this.lastError = null;
     const log = this.host?.logger;
-    if (up) log?.info({ node: this.nodeId, url: redactUrl(this.url) }, 'redis adapter up');
-    else log?.warn({ node: this.nodeId, url: redactUrl(this.url), reason }, 'redis adapter degraded: cross-node delivery paused, local delivery continues');
+    if (up) log?.info({ url: redactUrl(this.url) }, 'redis adapter up');
+    else log?.warn({ url: redactUrl(this.url), reason }, 'redis adapter degraded: cross-node delivery paused, local delivery continues');
     this.host?.statusChanged(status, reason);
   }
 }
