@@ -125,6 +125,8 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   private readonly hooks: ConnectionHooks<Auth>;
   private readonly runner: MachineRunner<typeof connectionMachine>;
   private settle: ((closure: Closure) => void) | null = null;
+  /** This connection's own copy of the closure (the machine's snapshots, and so its output, are shared). */
+  private ended: Closure | null = null;
 
   constructor(init: ConnectionInit<Auth>) {
     this.id = init.id;
@@ -191,8 +193,11 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
     return this.runner.getSnapshot().matches({ open: { write: 'blocked' } });
   }
 
+  /** How it ended (R17), once `closed`; null before. */
   get closure(): Closure | null {
-    return this.runner.getSnapshot().context.closure;
+    if (this.ended !== null) return this.ended;
+    const shared = this.runner.getSnapshot().context.closure;
+    return shared === null ? null : { ...shared };
   }
 
   get stats(): {
@@ -257,7 +262,7 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
 
   /** @internal */
   done(output: unknown): void {
-    this.end(output as Closure);
+    this.end({ ...(output as Closure) });
   }
 
   /** @internal A throwing actor is a bug in this library; still end cleanly. */
@@ -269,6 +274,7 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
     const settle = this.settle;
     if (settle === null) return;
     this.settle = null;
+    this.ended = closure;
     settle(closure); // its reactions run after onClose: the owner's bookkeeping comes first
     this.hooks.onClose?.(this, closure);
   }

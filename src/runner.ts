@@ -15,9 +15,10 @@
  * snapshots that every such connection points to, and each step from an
  * interned snapshot on a payload-free event (the machine's PAYLOAD_FREE_EVENTS
  * and its own delayed events) is computed once and remembered. The heartbeat
- * cycle therefore costs two map lookups per step; steps that change the context
- * (a close starting, the closure being recorded) are computed fresh, once per
- * connection. test/runner.test.ts runs the machine's model-based tests through
+ * cycle therefore costs two map lookups per step. Steps on events with a
+ * payload (a close request, the peer's close) are remembered by the event's
+ * JSON, a bounded number per snapshot, so the common endings are shared too;
+ * the output (the closure) is copied for each run by its host. test/runner.test.ts runs the machine's model-based tests through
  * this host to hold it to the actor's semantics.
  */
 import {
@@ -51,6 +52,10 @@ export interface RunnerClock {
  * supervisor (not per connection), so its runs share snapshots and steps.
  */
 export interface RunnerConfig<TMachine extends AnyStateMachine> {
+  /**
+   * Its guards, actions and delays must be pure functions of context and
+   * event (as `transition()` requires): steps are remembered and shared.
+   */
   machine: TMachine;
   /** Input for the initial snapshot (the same object for every run). */
   input: unknown;
@@ -152,6 +157,17 @@ function stopAll(hosted: unknown[]): void {
 }
 
 let sessions = 0;
+
+/** Remembered steps per snapshot, at most (payload-free events always fit: there are few). */
+const STEPS_PER_SNAPSHOT = 64;
+/** Events whose JSON is longer than this are not remembered. */
+const MAX_PAYLOAD_KEY = 512;
+
+/** The key of a step on an event with a payload: its JSON (it always starts with `{`, a type never does). */
+function payloadKey(event: EventObject): string | null {
+  const key = JSON.stringify(event);
+  return key.length <= MAX_PAYLOAD_KEY ? key : null;
+}
 
 /**
  * One machine run. Looks like an actor to its users (`send`, `getSnapshot`,
@@ -272,16 +288,21 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     const current = this.snapshot as Snap;
     if (current.status !== 'active') return;
     if (this.config.inspect) this.inspect({ type: '@xstate.event', event, sourceRef: undefined });
-    const memo = this.config.payloadFree.has(event.type) || event.type.startsWith('xstate.after.');
-    let step = memo ? this.shared.steps.get(current)?.get(event.type) : undefined;
+    const type = event.type;
+    const free = this.config.payloadFree.has(type) || type.startsWith('xstate.after.');
+    const key = free ? type : payloadKey(event);
+    let byEvent = this.shared.steps.get(current);
+    let step = key === null ? undefined : byEvent?.get(key);
     if (step === undefined) {
       const [next, actions] = transition(this.config.machine, current as never, event as never) as unknown as [Snap, Action[]];
       // Unchanged context: the next snapshot is the shared one for that state.
       step = [next.context === current.context ? intern(this.shared, next) : next, actions];
-      if (memo && next.context === current.context) {
-        let byEvent = this.shared.steps.get(current);
+      // A step is a pure function of (snapshot, event): remember it for every run
+      // that takes it from this snapshot — events with a payload by their JSON,
+      // a bounded number per snapshot (a peer chooses its close reasons).
+      if (key !== null && (free || (byEvent?.size ?? 0) < STEPS_PER_SNAPSHOT)) {
         if (!byEvent) this.shared.steps.set(current, (byEvent = new Map()));
-        byEvent.set(event.type, step);
+        byEvent.set(key, step);
       }
     }
     this.snapshot = step[0];

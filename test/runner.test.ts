@@ -86,6 +86,26 @@ describe('MachineRunner: shared snapshots (R3: nothing per connection the machin
     assert.deepEqual(b.runner.getSnapshot().value, { open: { heartbeat: 'idle', write: 'flowing' } });
   });
 
+  test('the same ending from the same state is one shared step; each run still gets the output of its own event', async () => {
+    const clock = new TimerTableClock();
+    const shared = input();
+    const runs = Array.from({ length: 150 }, () => fake(shared, clock));
+    for (const r of runs) r.runner.start().send({ type: 'socket.open' });
+    // Two common endings, then more distinct peer reasons than the runner remembers per snapshot.
+    runs.forEach((r, i) => {
+      const reason = i < 50 ? 'bye' : i < 100 ? 'going away' : `reason ${i}`;
+      r.runner.send({ type: 'socket.closed', code: i < 50 ? 1000 : 1001, reason });
+    });
+    await tick();
+    assert.equal(runs[0]!.runner.getSnapshot(), runs[49]!.runner.getSnapshot(), 'one shared closed snapshot for one ending');
+    assert.notEqual(runs[0]!.runner.getSnapshot(), runs[50]!.runner.getSnapshot());
+    runs.forEach((r, i) => {
+      const reason = i < 50 ? 'bye' : i < 100 ? 'going away' : `reason ${i}`;
+      assert.deepEqual(r.done, [{ code: i < 50 ? 1000 : 1001, reason, initiator: 'remote', cause: 'peer', expected: true, receivedCode: i < 50 ? 1000 : 1001 }], `run ${i}`);
+      assert.deepEqual(r.stopped.sort(), ['reader', 'writer']);
+    });
+  });
+
   test('reaching closed stops both actors, clears every timer and reports the output once', async () => {
     const clock = new TimerTableClock();
     const r = fake(input(), clock);

@@ -298,6 +298,25 @@ describe('supervisor lifecycle (real sockets, loopback)', { timeout: 30_000 }, (
     assert.equal(connection.send('late'), false, 'nothing is written to a closed connection (R2)');
   });
 
+  test('R17: two connections that end the same way get equal closures, each its own object (machine snapshots are shared)', async (t) => {
+    const ts = await serve(t, { timing: { closeTimeout: 300 } });
+    const closures: Closure[] = [];
+    for (let i = 0; i < 2; i++) {
+      const admitted = nextConnection(ts.supervisor);
+      const ws = await client(t, ts.url);
+      const connection = await admitted;
+      const closeEvent = closeEventOf(ts.supervisor, connection);
+      ws.close(4000, 'same');
+      closures.push(await within(2000, closeEvent, "supervisor 'close'"));
+      assert.deepEqual(connection.closure, closures[i]);
+    }
+    const [a, b] = closures as [Closure, Closure];
+    assert.deepEqual(a, b);
+    assert.notEqual(a, b, 'not one shared object');
+    (a as { reason: string }).reason = 'changed by the application';
+    assert.equal(b.reason, 'same', "one connection's closure cannot change another's");
+  });
+
   test('R16: server close(4001) reaches the client; closure is local with receivedCode 4001; unsendable codes throw RangeError', async (t) => {
     const ts = await serve(t, { timing: { closeTimeout: 300 } });
     const admitted = nextConnection(ts.supervisor);
