@@ -14,7 +14,7 @@ import { encodeError, handleText, type TopicMembership } from './protocol/codec.
 import type { Connection } from './connection.ts';
 import { createSupervisor, type Supervisor } from './supervisor.ts';
 import { createDashboard } from './dashboard/index.ts';
-import type { SupervisorOptions } from './options.ts';
+import { positiveInt, type SupervisorOptions } from './options.ts';
 
 export interface DemoServerOptions extends Omit<SupervisorOptions, 'server' | 'onMessage' | 'path'> {
   /** Interface to listen on. Default 'localhost'. */
@@ -25,6 +25,20 @@ export interface DemoServerOptions extends Omit<SupervisorOptions, 'server' | 'o
   path?: string;
   /** Static files for GET /. Default: the bundled www/. */
   www?: string;
+  /**
+   * How long a client may take to send a complete request head (an upgrade
+   * or a plain GET), ms. Default 10000: a real client sends its head at once;
+   * a slowloris peer holding half-sent heads is cut after this (Node's own
+   * default would hold each for up to ~90 s).
+   */
+  headersTimeout?: number;
+  /**
+   * TCP sockets allowed beyond `maxConnections` for HTTP requests and
+   * upgrades in progress. Default 1024. Past maxConnections + this, Node
+   * drops new sockets at accept: a flood of half-open sockets cannot use up
+   * the process's file descriptors.
+   */
+  httpHeadroom?: number;
 }
 
 export interface DemoServer {
@@ -83,9 +97,20 @@ function serveClientBundle(req: http.IncomingMessage, res: http.ServerResponse, 
 const BINARY_NOT_SUPPORTED = encodeError(0, 'binary frames are not supported: send JSON text');
 
 export async function startDemoServer(options: DemoServerOptions = {}): Promise<DemoServer> {
-  const { host = 'localhost', port = 8080, path = '/server', www = bundledWww(), ...supervisorOptions } = options;
+  const {
+    host = 'localhost',
+    port = 8080,
+    path = '/server',
+    www = bundledWww(),
+    headersTimeout = 10_000,
+    httpHeadroom = 1024,
+    ...supervisorOptions
+  } = options;
+  positiveInt('headersTimeout', headersTimeout, 10_000);
+  positiveInt('httpHeadroom', httpHeadroom, 1024);
   const statics = sirv(www, { dev: false, etag: true, dotfiles: false });
-  const server = http.createServer();
+  // The head must arrive within headersTimeout; Node checks every second, not every 30 s.
+  const server = http.createServer({ headersTimeout, requestTimeout: Math.max(headersTimeout, 30_000), connectionsCheckingInterval: 1000 });
   // One object for the server's life: handleText gets the sender as an argument (no per-message closure).
   const topics: TopicMembership<Connection> = {
     join: (connection, topic) => supervisor.join(connection, topic),
@@ -107,6 +132,9 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
       if (handled.publish) supervisor.publish(handled.publish.topic, handled.publish.push);
     },
   });
+
+  // Every socket counts, upgraded or not: the WebSocket limit plus room for HTTP and upgrades in progress.
+  server.maxConnections = supervisor.options.maxConnections + httpHeadroom;
 
   // GET /dashboard: live connections and the machine diagram (src/dashboard/, docs/dashboard.md).
   const dashboard = createDashboard(supervisor);
@@ -161,7 +189,9 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
   // A hostile or broken HTTP client gets a 400, never a crash.
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
-    socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    // Then let go of the socket, whether or not the peer ever reads the answer or closes its side.
+    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
   });
 
   await new Promise<void>((resolve, reject) => {

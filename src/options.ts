@@ -156,7 +156,7 @@ export function positiveInt(name: string, value: number | undefined, fallback: n
   if (value === undefined) return fallback;
   // Above 2^31-1 Node runs timers after 1 ms (and no sane limit is that big).
   if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > 2_147_483_647) {
-    throw new RangeError(`ws-supervisor: option ${name} must be a positive integer, got ${String(value)}`);
+    throw new RangeError(`ws-supervisor: option ${name} must be a positive integer no larger than 2147483647, got ${String(value)}`);
   }
   return value;
 }

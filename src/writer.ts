@@ -180,6 +180,12 @@ export class SendQueue {
   }
 
   private write(data: Outbound, binary: boolean): void {
+    // ws drops a send on a closing socket without a word (no callback): once the
+    // peer's close frame is in, what is still queued can no longer go out (R12).
+    if (this.ws.readyState !== 1) {
+      this.sink.deadLetter(data, binary, 'closed');
+      return;
+    }
     const socket = this.socket;
     const u = this.unconfirmed;
     if (u !== null && u.head !== u.data.length) this.settle();
@@ -299,6 +305,11 @@ export class SendQueue {
 
   /** Moves queued messages to the socket until it pushes back. */
   private pump(): void {
+    if (this.ws.readyState !== 1) {
+      this.accepting = false;
+      this.deadLetterQueue('closed');
+      return;
+    }
     while (this.depth > 0 && !this.socket.writableNeedDrain) this.shiftAndWrite();
     this.compact();
     if (!this.blocked && this.socket.writableNeedDrain) this.block('write.progress');

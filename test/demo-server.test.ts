@@ -163,3 +163,46 @@ test('metrics: N clean closes (client- or server-initiated) count N under code 1
   assert.equal(metric(r.body, 'ws_supervisor_closes_total', { code: '1000' }), N);
   assert.equal(metric(r.body, 'ws_supervisor_connections'), 0);
 });
+
+/** A socket that sends half an upgrade request and then nothing (slowloris). */
+function halfUpgrade(port: number): Promise<{ socket: import('node:net').Socket; closedAt: Promise<number> }> {
+  return import('node:net').then(({ default: net }) => new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => {
+      socket.write('GET /server HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n');
+      resolve({ socket, closedAt: new Promise((r) => socket.once('close', () => r(performance.now()))) });
+    });
+    socket.on('error', () => undefined);
+    socket.once('error', reject);
+  }));
+}
+
+test('slowloris: half-sent request heads are cut after headersTimeout (408) even if the peer never reads, and sockets beyond maxConnections + httpHeadroom are refused at accept; a real client is served again at once', { timeout: 20_000 }, async (t) => {
+  const demo = await startDemoServer({ host: '127.0.0.1', port: 0, maxConnections: 3, httpHeadroom: 2, headersTimeout: 600 });
+  t.after(() => demo.close());
+  const { port } = demo.address;
+  const connections = (): Promise<number> => new Promise((r, j) => demo.server.getConnections((e, n) => (e ? j(e) : r(n))));
+  const started = performance.now();
+  const held = await Promise.all(Array.from({ length: 5 }, () => halfUpgrade(port)));
+  t.after(() => held.forEach((h) => h.socket.destroy()));
+  for (let i = 0; (await connections()) < 5; i++) {
+    assert.ok(i < 100, 'the server accepted the 5 sockets');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  // 5 = 3 + 2 sockets: the next one is dropped by Node at accept, never held.
+  const extra = await halfUpgrade(port);
+  extra.socket.resume();
+  const extraClosed = await Promise.race([extra.closedAt, new Promise<number>((r) => setTimeout(() => r(-1), 500))]);
+  assert.ok(extraClosed > 0, 'a socket over maxConnections + httpHeadroom is closed at once');
+  // The held peers never read: the server still lets go of them.
+  for (;;) {
+    if ((await connections()) === 0) break;
+    assert.ok(performance.now() - started < 600 + 2000, 'half-sent heads are let go within headersTimeout + 2 s');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  held[0]!.socket.resume();
+  const answer = await new Promise<string>((r) => held[0]!.socket.once('data', (d: Buffer) => r(d.toString())));
+  assert.match(answer, /^HTTP\/1\.1 408 Request Timeout/);
+  const ws = await openClient(`ws://127.0.0.1:${port}/server`);
+  ws.close();
+  await closeOf(ws);
+});

@@ -159,7 +159,7 @@ describe('topics on one supervisor', () => {
     await waitFor(() => sup.size === 0);
     assert.throws(() => sup.join(a.connection, 'late'), { code: 'not-connected', message: /is not open on this supervisor/ });
     assert.equal(sup.hub.topicCount, 0, 'nothing recorded for the closed connection');
-    await assert.rejects(startSupervisor({ maxTopicsPerConnection: 0 }), /option maxTopicsPerConnection must be a positive integer, got 0/);
+    await assert.rejects(startSupervisor({ maxTopicsPerConnection: 0 }), /option maxTopicsPerConnection must be a positive integer no larger than 2147483647, got 0/);
   });
 });
 

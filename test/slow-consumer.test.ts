@@ -287,6 +287,27 @@ describe('R9–R12 slow consumers', () => {
     assert.deepEqual(lettered.sort((a, b) => a - b), accepted.slice(delivered.length).map(seqOf), 'everything else came back');
   });
 
+  test('R12 the peer closes while messages are queued: each is delivered before the echo or comes back; messagesOut counts only the delivered', { timeout: 15_000 }, async (t) => {
+    const { sup, deadLetters, nonReader } = await serve(t, {
+      sendQueue: { maxMessages: 10_000, maxBytes: 64 * MiB },
+      timing: { closeTimeout: 2000 },
+    });
+    const { raw, connection } = await nonReader();
+    const closed = new Promise<void>((resolve) => sup.once('close', () => resolve()));
+    const accepted: Outbound[] = [];
+    await fillUntilQueued(connection, 20, 100 * KiB, accepted);
+    // The peer's close frame arrives while our queue waits for the socket to drain.
+    raw.send({ opcode: 0x8, payload: Buffer.from([0x03, 0xe8]) });
+    await delay(50);
+    raw.socket.resume();
+    await closed;
+    await raw.closed;
+    const received = raw.frames.filter((f) => f.opcode === 0x1 || f.opcode === 0x2).length;
+    await assertNothingVanished(connection, accepted, deadLetters);
+    assert.equal(connection.stats.messagesOut, received, 'written = what the peer received');
+    assert.ok(deadLetters.length > 0, 'the queue that could not follow the close frame came back');
+  });
+
   test('R12 send after close is refused (false), not dead-lettered', { timeout: 10_000 }, async (t) => {
     const { sup, deadLetters, reader } = await serve(t, { timing: { closeTimeout: 500 } });
     const { ws, connection } = await reader();

@@ -93,6 +93,11 @@ export interface Request {
   someOtherThing: string;
   /** Present only when the frame carried a non-null `topic` (any case). */
   topic?: string;
+  /**
+   * Present (true) only when `someOtherThing` had a lone surrogate escape that
+   * decoded to U+FFFD (as Go does): join/leave refuse it as a topic name.
+   */
+  lossy?: true;
 }
 
 export type DecodeResult =
@@ -221,6 +226,7 @@ export function decodeRequest(text: string): DecodeResult {
   let command = '';
   let someOtherThing = '';
   let topic: string | undefined;
+  let lossy = false;
   let error: string | null = null;
 
   let i = skipWhitespace(text, 0) + 1; // just past '{'
@@ -252,10 +258,17 @@ export function decodeRequest(text: string): DecodeResult {
             error ??= 'success must be a boolean, got ' + describeRaw(text, valueStart, valueEnd);
           }
         } else if (first === QUOTE) {
-          const value = stringContent(text, valueStart, valueEnd);
+          const escapes = { lone: false };
+          const value = stringContent(text, valueStart, valueEnd, escapes);
           if (field === F_COMMAND) command = value;
-          else if (field === F_TOPIC) topic = value;
-          else someOtherThing = value;
+          else if (field === F_TOPIC) {
+            // Our field, not Go's: a name that cannot be said in UTF-8 is refused, not made into another name.
+            if (escapes.lone) error ??= 'topic must be well-formed Unicode (it has a lone surrogate escape)';
+            topic = value;
+          } else {
+            someOtherThing = value;
+            lossy = escapes.lone;
+          }
         } else {
           error ??= FIELD_NAMES[field] + ' must be a string, got ' + describeRaw(text, valueStart, valueEnd);
         }
@@ -267,7 +280,9 @@ export function decodeRequest(text: string): DecodeResult {
   }
 
   if (error !== null) return { ok: false, requestID, error };
-  return { ok: true, request: topic === undefined ? { requestID, command, someOtherThing } : { requestID, command, someOtherThing, topic } };
+  const request: Request = topic === undefined ? { requestID, command, someOtherThing } : { requestID, command, someOtherThing, topic };
+  if (lossy) request.lossy = true;
+  return { ok: true, request };
 }
 
 /** The field a key (the string literal at [start, end)) selects, if any. */
@@ -402,16 +417,16 @@ function endOfValue(text: string, i: number): number {
 }
 
 /** The decoded content of the (valid) string literal at [start, end). */
-function stringContent(text: string, start: number, end: number): string {
+function stringContent(text: string, start: number, end: number, escapes?: { lone: boolean }): string {
   const raw = text.slice(start + 1, end - 1);
-  return raw.indexOf('\\') === -1 ? raw : unescapeJson(raw);
+  return raw.indexOf('\\') === -1 ? raw : unescapeJson(raw, escapes);
 }
 
 /**
  * Decodes the escapes of valid JSON string content. Like Go, a `\uXXXX` that
  * is not part of a valid surrogate pair becomes U+FFFD.
  */
-function unescapeJson(s: string): string {
+function unescapeJson(s: string, escapes?: { lone: boolean }): string {
   let out = '';
   let last = 0;
   let i = s.indexOf('\\');
@@ -438,8 +453,10 @@ function unescapeJson(s: string): string {
             }
           }
           out += '\ufffd';
+          if (escapes) escapes.lone = true;
         } else if (unit >= 0xdc00 && unit <= 0xdfff) {
           out += '\ufffd';
+          if (escapes) escapes.lone = true;
         } else {
           out += String.fromCharCode(unit);
         }
@@ -591,14 +608,15 @@ function handleTopicCommand<S>(request: Request, topics: TopicMembership<S> | un
   }
   const topic = request.topic ?? someOtherThing;
   if (topics === undefined) return failure(`${command}: this server has no topics`);
+  if (request.topic === undefined && request.lossy) return failure(`${command}: topic must be well-formed Unicode (it has a lone surrogate escape)`);
   let changed: boolean;
   try {
     validateTopic(topic);
     changed = command === JOIN_COMMAND ? topics.join(sender, topic) : topics.leave(sender, topic);
   } catch (err) {
-    return failure(`${command} ${JSON.stringify(topic)}: ${errorMessage(err)}`);
+    return failure(`${command} ${quote(topic)}: ${errorMessage(err)}`);
   }
-  if (command === LEAVE_COMMAND && !changed) return failure(`leave ${JSON.stringify(topic)}: not a member of this topic`);
+  if (command === LEAVE_COMMAND && !changed) return failure(`leave ${quote(topic)}: not a member of this topic`);
   const text = command === JOIN_COMMAND ? (changed ? 'joined ' : 'already in ') + topic : 'left ' + topic;
   return { reply: replyFields(requestID, text) + ',"topic":' + JSON.stringify(topic) + '}', broadcast: null };
 }

@@ -59,7 +59,24 @@ describe('handleText: join / leave / publish', () => {
     assert.equal(handleText('{"requestID":1,"command":"join"}', topics, 'me').reply, '{"requestID":1,"success":false,"error":"join \\"\\": topic must not be empty"}');
     assert.equal(
       handleText(`{"requestID":2,"command":"join","topic":"${'x'.repeat(257)}"}`, topics, 'me').reply,
-      `{"requestID":2,"success":false,"error":"join \\"${'x'.repeat(257)}\\": topic is 257 bytes long, over the limit of 256 bytes (UTF-8)"}`,
+      `{"requestID":2,"success":false,"error":"join \\"${'x'.repeat(40)}…\\": topic is 257 bytes long, over the limit of 256 bytes (UTF-8)"}`,
+    );
+    // The reply quotes at most 40 characters of the name: a 1 MB name does not come back twice its size.
+    const huge = handleText(`{"requestID":7,"command":"join","topic":"${'\\"'.repeat(100_000)}"}`, topics, 'me').reply;
+    assert.ok(huge.length < 300, `reply of ${huge.length} bytes`);
+    // Lone surrogate escapes: refused as a topic name, not turned into U+FFFD (another name).
+    assert.equal(
+      handleText('{"requestID":8,"command":"join","topic":"a\\ud800b"}', topics, 'me').reply,
+      '{"requestID":8,"success":false,"error":"topic must be well-formed Unicode (it has a lone surrogate escape)"}',
+    );
+    assert.equal(
+      handleText('{"requestID":9,"command":"join","someOtherThing":"\\udc00"}', topics, 'me').reply,
+      '{"requestID":9,"success":false,"error":"join: topic must be well-formed Unicode (it has a lone surrogate escape)"}',
+    );
+    assert.equal(
+      handleText('{"requestID":10,"command":"join","topic":"\\ud83d\\ude00"}', membership(5).topics, 'me').reply,
+      '{"requestID":10,"success":true,"someOtherThing":"joined \u{1F600}","topic":"\u{1F600}"}',
+      'a valid surrogate pair is a name like any other',
     );
     handleText('{"command":"join","topic":"a"}', topics, 'me');
     assert.equal(
