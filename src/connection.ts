@@ -112,8 +112,6 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   readonly openedAt: number = Date.now();
   /** Resolves with the closure once the machine reaches `closed` (exactly once, R2). */
   readonly closed: Promise<Closure>;
-  /** Last ping→pong round trip in ms (R4), null before the first pong. */
-  rttMs: number | null = null;
   readonly ws: WebSocket;
   readonly socket: Duplex;
   readonly writer: SendQueue;
@@ -125,6 +123,7 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   private readonly hooks: ConnectionHooks<Auth>;
   private readonly runner: MachineRunner<typeof connectionMachine>;
   private settle: ((closure: Closure) => void) | null = null;
+  private rtt: number | null = null;
   /** This connection's own copy of the closure (the machine's snapshots, and so its output, are shared). */
   private ended: Closure | null = null;
 
@@ -141,6 +140,11 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
     this.writer = new SendQueue(init.ws, init.socket, init.sendQueue, this);
     this.closed = new Promise((resolve) => (this.settle = resolve));
     this.runner = new MachineRunner(init.runner, this);
+  }
+
+  /** Last ping→pong round trip in ms (R4), null before the first pong. */
+  get rttMs(): number | null {
+    return this.rtt;
   }
 
   /** `address:port` of the peer. */
@@ -236,7 +240,7 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
 
   /** @internal */
   onRtt(rttMs: number): void {
-    this.rttMs = rttMs;
+    this.rtt = rttMs;
     this.hooks.onRtt?.(rttMs);
   }
 
