@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import { DEFAULTS, normaliseOrigin, type OriginPolicy } from './options.ts';
 import { bundledWww, type DemoServerOptions } from './demo-server.ts';
 import { RESTART_DEFAULTS } from './restart-intensity.ts';
+import { parseRedisUrl, RedisUrlError } from './adapter/redis-url.ts';
 
 export const USAGE = `Usage: ws-supervisor server [flags]
        ws-supervisor client [flags]
@@ -36,7 +37,10 @@ Server flags:
                             (works offline; see docs/inspect.md)
   --inspect-port PORT       port of that relay (default 8081)
   --redis URL               fan broadcasts and topic publishes out through Redis pub/sub
-                            (redis:// or rediss://) to every process using that Redis
+                            to every process using that Redis: redis://[[user]:password@]host[:port][/db]
+                            or rediss://… (TLS); the password is masked in every log line
+  --redis-env NAME          the same, with the URL read from the environment variable NAME
+                            (keeps the password out of the process list)
   --workers N               worker processes on the same port (node:cluster), or auto
                             (one per CPU: ${availableParallelism()} here); default 1, a single process.
                             More than 1 needs --redis (or --local-broadcast)
@@ -120,7 +124,7 @@ export interface ServerCliOptions extends DemoServerOptions {
   logLevel: LogLevel;
   /** Port of the local Stately inspector relay, or null without --inspect. */
   inspectPort: number | null;
-  /** Redis URL for the broadcast adapter, or null: broadcasts stay in this process. */
+  /** Redis URL for the broadcast adapter (from --redis or --redis-env; checked by parseRedisUrl), or null: broadcasts stay in this process. */
   redis: string | null;
   /** Worker processes (node:cluster); 1 = a single process, no cluster. */
   workers: number;
@@ -140,18 +144,25 @@ function parseWorkers(value: string | undefined): number {
   return Number(value);
 }
 
-function parseRedisUrl(value: string | undefined): string | null {
-  if (value === undefined) return null;
-  let url: URL | null = null;
+/** The --redis URL (or the one in the variable --redis-env names), checked exactly as createRedisAdapter checks it. */
+function parseRedis(value: string | undefined, envName: string | undefined, env: NodeJS.ProcessEnv): string | null {
+  if (value !== undefined && envName !== undefined) throw new UsageError('--redis and --redis-env both give the Redis URL: choose one');
+  let url = value;
+  let what = '--redis URL';
+  if (envName !== undefined) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envName)) throw new UsageError(`--redis-env must name an environment variable, got ${JSON.stringify(envName)}`);
+    url = env[envName];
+    what = `--redis-env ${envName}: the URL in ${envName}`;
+    if (url === undefined || url.trim() === '') throw new UsageError(`--redis-env ${envName}: the environment variable ${envName} is not set (or empty)`);
+  }
+  if (url === undefined) return null;
   try {
-    url = new URL(value);
-  } catch {
-    // reported below
+    parseRedisUrl(url);
+  } catch (err) {
+    if (err instanceof RedisUrlError) throw new UsageError(`${what} ${err.message}`);
+    throw err;
   }
-  if (!url || (url.protocol !== 'redis:' && url.protocol !== 'rediss:') || url.hostname === '') {
-    throw new UsageError(`--redis must be a redis:// or rediss:// URL with a host (e.g. redis://127.0.0.1:6379), got ${JSON.stringify(value)}`);
-  }
-  return value;
+  return url.trim();
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -159,14 +170,26 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** node:util parseArgs, strict, no positionals; its errors become UsageErrors (exit 2). */
 function parseFlags<T extends ParseArgsConfig['options']>(args: string[], options: T) {
+  // parseArgs calls `--workers -1` "ambiguous" (the value looks like a flag); as `--workers=-1`
+  // it reaches the flag's own check, which says what the flag accepts.
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    const name = arg.startsWith('--') && !arg.includes('=') ? arg.slice(2) : null;
+    if (name !== null && options?.[name]?.type === 'string' && next !== undefined && /^-[0-9.]/.test(next)) {
+      joined.push(`${arg}=${next}`);
+      i++;
+    } else joined.push(arg);
+  }
   try {
-    return parseArgs({ args, strict: true, allowPositionals: false, options });
+    return parseArgs({ args: joined, strict: true, allowPositionals: false, options });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
 }
 
-export function parseServerArgs(args: string[]): ServerCliOptions | 'help' {
+export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process.env): ServerCliOptions | 'help' {
   const parsed = parseFlags(args, {
     address: { type: 'string' },
     path: { type: 'string' },
@@ -184,6 +207,7 @@ export function parseServerArgs(args: string[]): ServerCliOptions | 'help' {
     inspect: { type: 'boolean' },
     'inspect-port': { type: 'string' },
     redis: { type: 'string' },
+    'redis-env': { type: 'string' },
     workers: { type: 'string' },
     'local-broadcast': { type: 'boolean' },
     'max-restarts': { type: 'string' },
@@ -205,7 +229,7 @@ export function parseServerArgs(args: string[]): ServerCliOptions | 'help' {
   const www = v.www ?? bundledWww();
   if (!existsSync(www) || !statSync(www).isDirectory()) throw new UsageError(`--www ${JSON.stringify(www)} is not a directory`);
   const origins = parseOrigins(v['allowed-origins']);
-  const redis = parseRedisUrl(v.redis);
+  const redis = parseRedis(v.redis, v['redis-env'], env);
   const workers = parseWorkers(v.workers);
   // `auto` may come to 1 on a one-CPU host: the cluster flags are then accepted and unused.
   const clustered = workers > 1 || v.workers === 'auto';

@@ -17,6 +17,7 @@ import { onDrainRequest, reportReady, runPrimary, workerPortOverride, workerSlot
 import { DEFAULTS } from './options.ts';
 import type { InspectorHandle } from './inspector.ts';
 import { parseClientArgs, parseServerArgs, USAGE, UsageError } from './cli-args.ts';
+import { parseRedisUrl } from './adapter/redis-url.ts';
 import { ClientError, createClient } from './client/node.ts';
 import { CLIENT_DEFAULTS } from './client/client.ts';
 
@@ -26,12 +27,13 @@ function listeningLine(address: string, port: number, path: string, suffix = '')
   return `ws-supervisor: listening on http://${shown}:${port}/ (WebSocket ws://${shown}:${port}${path})${suffix}`;
 }
 
-/** The URL without its password, for logs. */
+/** The URL without its password (before @ or in ?password=), for every line we print. */
 function redactUrl(url: string): string {
-  const u = new URL(url);
-  if (u.password) u.password = '***';
-  return u.toString();
+  return parseRedisUrl(url).display;
 }
+
+/** How long the CLI lets Redis answer at startup before saying it cannot reach it (the server serves meanwhile). */
+const REDIS_STARTUP_GRACE_MS = 3_000;
 
 async function runServer(args: string[]): Promise<void> {
   const options = parseServerArgs(args);
@@ -124,6 +126,20 @@ async function runServer(args: string[]): Promise<void> {
     reportReady(address);
   } else {
     console.log(listeningLine(address.address, address.port, options.path ?? '/server', redis ? `, broadcasts through ${redactUrl(redis)}` : ''));
+  }
+  if (adapter && adapter.status !== 'up') {
+    // D4: say it plainly when Redis cannot be reached at startup; the server serves its own clients meanwhile.
+    const timer = setTimeout(() => {
+      if (adapter.status === 'up' || draining) return;
+      console.error(
+        `${tag}: warning: Redis at ${adapter.displayUrl} is not reachable (${adapter.statusReason ?? 'connecting'}): ` +
+          'serving this process\'s clients only, cross-process broadcasts are reported as dead letters; retrying in the background',
+      );
+    }, REDIS_STARTUP_GRACE_MS);
+    timer.unref();
+    demo.supervisor.on('adapterStatus', (status) => {
+      if (status === 'up') clearTimeout(timer);
+    });
   }
   if (inspector) {
     const shown = address.address.includes(':') ? `[${address.address}]` : address.address;

@@ -2,7 +2,7 @@
  * The ready-made server behind `ws-supervisor server`: an http.Server with the
  * supervisor embedded on one path, speaking the source articles' JSON protocol
  * (src/protocol/codec.ts) plus topics (join/leave/publish), with /healthz,
- * /metrics and the static demo page. Pass an `adapter` (e.g. createRedisAdapter)
+ * /metrics, /cluster (the live nodes) and the static demo page. Pass an `adapter` (e.g. createRedisAdapter)
  * to share broadcasts and topics with other processes.
  */
 import { existsSync, readFile } from 'node:fs';
@@ -155,6 +155,22 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
           : `degraded: ${adapter.statusReason ?? `${adapter.name} unavailable`}`;
       res.writeHead(draining ? 503 : 200, { 'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-store' });
       res.end(body + '\n');
+      return;
+    }
+    if (pathname === '/cluster') {
+      // The adapter's presence table: every live node (process) with its connection count.
+      const headers = { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' };
+      supervisor.nodes().then(
+        (nodes) => {
+          res.writeHead(200, headers);
+          res.end(JSON.stringify({ nodes, connections: nodes.reduce((sum, n) => sum + n.connections, 0) }) + '\n');
+        },
+        (err: unknown) => {
+          // The adapter cannot tell (Redis down): say so rather than list this node alone as if it were the cluster.
+          res.writeHead(503, { ...headers, 'Retry-After': '5' });
+          res.end(JSON.stringify({ error: err instanceof Error ? err.message : String(err), adapter: supervisor.adapter.name, status: supervisor.adapter.status }) + '\n');
+        },
+      );
       return;
     }
     if (pathname === '/metrics') {

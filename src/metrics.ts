@@ -61,6 +61,8 @@ export class SupervisorMetrics {
   readonly adapterPublishFailuresTotal: Counter<'reason'>;
   /** Messages handed to the adapter (out) and delivered from other nodes (in), by kind (broadcast, publish). */
   readonly adapterMessagesTotal: Counter<'direction' | 'kind'>;
+  /** R12, receiver side: other nodes' messages that never reached this node (gaps in their sequence numbers). */
+  readonly adapterMissedTotal: Counter;
   private cache: { at: number; sums: Sums } | null = null;
 
   constructor(
@@ -134,6 +136,12 @@ export class SupervisorMetrics {
       name: `${prefix}adapter_messages_total`,
       help: 'Broadcasts and topic publishes handed to the adapter (out) or received from other nodes (in)',
       labelNames: ['direction', 'kind'],
+      registers,
+    });
+    // No label per sending node: node ids change with every restart (unbounded cardinality); the log line names it.
+    this.adapterMissedTotal = new Counter({
+      name: `${prefix}adapter_missed_total`,
+      help: 'Messages other nodes sent that never reached this node (gaps in their sequence numbers; each gap also an adapterDeadLetter event, reason missed)',
       registers,
     });
     new Gauge({

@@ -60,8 +60,10 @@ export interface SupervisorEvents<Auth> {
   /** `onMessage` or `authenticate` threw; the connection was closed 1011 / refused 500. */
   handlerError: [error: unknown, connection: Connection<Auth> | null];
   /**
-   * R12: a broadcast or publish that may not have reached every other node
-   * (local delivery already happened). `reason`: unavailable | error | partial.
+   * R12: a broadcast or publish of this node that may not have reached every
+   * other node (local delivery already happened; `reason`: unavailable |
+   * error | partial), or messages of another node that never reached this one
+   * (`reason` missed, with `from` and `count`; no content).
    */
   adapterDeadLetter: [letter: AdapterDeadLetter];
   /** The adapter went up or degraded (`reason` says why; null when up). */
@@ -161,11 +163,17 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       connections: () => this.hub.size,
       deliver: (message) => this.deliverRemote(message),
       deadLetter: (letter) => {
-        this.metrics.adapterPublishFailuresTotal.inc({ reason: letter.reason });
-        logger?.warn(
-          { reason: letter.reason, kind: letter.kind, topic: letter.topic ?? undefined, bytes: letter.data.length, error: letter.error },
-          'adapter dead letter: a message may not have reached every node',
-        );
+        if (letter.reason === 'missed') {
+          // Receiver side: another node's messages never arrived here (their content is unknown).
+          this.metrics.adapterMissedTotal.inc(letter.count);
+          logger?.warn({ reason: letter.reason, from: letter.from, count: letter.count, error: letter.error }, 'adapter missed: messages from another node never arrived');
+        } else {
+          this.metrics.adapterPublishFailuresTotal.inc({ reason: letter.reason });
+          logger?.warn(
+            { reason: letter.reason, kind: letter.kind, topic: letter.topic ?? undefined, bytes: letter.data.length, error: letter.error },
+            'adapter dead letter: a message may not have reached every node',
+          );
+        }
         this.emit('adapterDeadLetter', letter);
       },
       statusChanged: (status, reason) => this.emit('adapterStatus', status, reason),

@@ -12,6 +12,8 @@ import { availableParallelism } from 'node:os';
 import { describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { parseServerArgs, UsageError, type ServerCliOptions } from '../src/cli-args.ts';
+import { createRedisAdapter } from '../src/adapter/redis.ts';
+import { parseRedisUrl, redactRedisUrl } from '../src/adapter/redis-url.ts';
 import { RESTART_DEFAULTS } from '../src/restart-intensity.ts';
 import { closeOf, delay, openClient } from './helpers/server.ts';
 import { httpGet, metric, runCli, startCliServer, type CliServer } from './helpers/cli.ts';
@@ -217,6 +219,22 @@ describe('cluster flags', { concurrency: true, timeout: 60_000 }, () => {
     { args: ['--workers', '2', '--local-broadcast', '--restart-period', '90000'], mentions: ['--restart-period', '86400'] },
     { args: ['--workers', '2', '--redis', 'redis://x', '--local-broadcast'], mentions: ['--local-broadcast', '--redis'] },
     { args: ['--workers', '2', '--local-broadcast', '--inspect'], mentions: ['--inspect', 'single process'] },
+    // D6: the path is the database number, nothing else.
+    { args: ['--redis', 'redis://127.0.0.1:6379/notadb'], mentions: ['--redis', 'database', '"/notadb"'] },
+    { args: ['--redis', 'redis://127.0.0.1:6379/-1'], mentions: ['--redis', 'database', '"/-1"'] },
+    { args: ['--redis', 'redis://127.0.0.1:6379/0/extra'], mentions: ['--redis', '"/0/extra"'] },
+    { args: ['--workers', '2', '--redis', 'redis://:s3cr3t@127.0.0.1:6379/notadb'], mentions: ['--redis', 'redis://:***@127.0.0.1:6379/notadb'] },
+    // D7: what the adapter cannot use, the CLI refuses (one parser for both).
+    { args: ['--redis', 'unix:///tmp/redis.sock'], mentions: ['--redis URL is a unix socket'] },
+    { args: ['--redis', 'redis://127.0.0.1:99999'], mentions: ['--redis', 'not a valid URL'] },
+    { args: ['--redis', 'redis://127.0.0.1:6379?enableOfflineQueue=1'], mentions: ['--redis', 'unsupported query parameter "enableOfflineQueue"'] },
+    { args: ['--redis', 'redis://127.0.0.1:6379?family=5'], mentions: ['--redis', 'family'] },
+    { args: ['--redis-env', 'WS_SUPERVISOR_SURELY_UNSET_VAR'], mentions: ['--redis-env WS_SUPERVISOR_SURELY_UNSET_VAR', 'not set'] },
+    { args: ['--redis', 'redis://x', '--redis-env', 'X'], mentions: ['--redis-env', 'choose one'] },
+    // D9: a negative number gets the flag's own message, not parseArgs' "ambiguous".
+    { args: ['--workers', '-1'], mentions: ['--workers must be auto or an integer from 1 to 256, got "-1"'] },
+    { args: ['--workers', '2', '--local-broadcast', '--max-restarts', '-1'], mentions: ['--max-restarts must be an integer ≥ 0, got "-1"'] },
+    { args: ['--workers', '2', '--local-broadcast', '--restart-period', '-5'], mentions: ['--restart-period must be a positive integer, got "-5"'] },
   ];
   for (const { args, mentions } of bad) {
     test(`server ${args.join(' ')} exits 2 naming the problem`, { timeout: 20_000 }, async () => {
@@ -227,8 +245,51 @@ describe('cluster flags', { concurrency: true, timeout: 60_000 }, () => {
       for (const m of mentions) assert.ok(r.stderr.includes(m), `stderr names ${m}: ${r.stderr}`);
       assert.match(r.stderr, /^ws-supervisor: /);
       assert.doesNotMatch(r.stdout, /listening|ready/);
+      assert.doesNotMatch(r.stderr, /ambiguous|\n\s+at /, 'no parseArgs wording, no stack trace');
+      assert.ok(!r.stderr.includes('s3cr3t'), 'a password in the URL is masked in the message');
     });
   }
+
+  test('D7: the CLI and createRedisAdapter accept and refuse the same URLs (one parser)', () => {
+    const accepted = [
+      'REDIS://127.0.0.1:6379',
+      'Redis://127.0.0.1:6379/3',
+      ' redis://127.0.0.1:6379 ',
+      'rediss://user:p%40ss@cache.example:6380/2',
+      'redis://[::1]:6379',
+      'redis://127.0.0.1:6379?family=6',
+      'redis://127.0.0.1:6379/0?password=pw',
+      'redis://127.0.0.1:6379?db=2',
+      'redis://127.0.0.1',
+    ];
+    const refused = [
+      'http://127.0.0.1:6379', 'redis://', 'redis://127.0.0.1:6379/notadb', 'redis://127.0.0.1:6379/16x', 'redis://127.0.0.1:6379/-1',
+      'unix:///tmp/redis.sock', 'redis://127.0.0.1:6379?tls=1', 'redis://h:1/2?db=3', 'redis://:a@h?password=b', 'redis://h#x', 'redis://h /0',
+    ];
+    for (const url of accepted) {
+      assert.doesNotThrow(() => parse(['--redis', url]), url);
+      assert.doesNotThrow(() => createRedisAdapter({ url }), url);
+    }
+    for (const url of refused) {
+      assert.throws(() => parse(['--redis', url]), UsageError, url);
+      assert.throws(() => createRedisAdapter({ url }), RangeError, url);
+    }
+    assert.equal(parse(['--redis', ' REDIS://127.0.0.1:6379 ']).redis, 'REDIS://127.0.0.1:6379', 'trimmed');
+    const target = parseRedisUrl('rediss://user:p%40ss@cache.example:6380/2');
+    assert.deepEqual(
+      { ...target },
+      { host: 'cache.example', port: 6380, username: 'user', password: 'p@ss', db: 2, tls: true, family: undefined, display: 'rediss://user:***@cache.example:6380/2' },
+    );
+    assert.equal(parseRedisUrl('redis://[::1]').host, '::1');
+    assert.equal(redactRedisUrl('redis://h:1/0?password=pw&token=t&family=4'), 'redis://h:1/0?password=***&token=***&family=4');
+    assert.equal(redactRedisUrl('not a url redis://:pw@h?password=x'), 'not a url redis://:***@h?password=***');
+  });
+
+  test('--redis-env NAME reads the URL from the environment', () => {
+    assert.equal((parseServerArgs(['--redis-env', 'MY_REDIS'], { MY_REDIS: 'redis://127.0.0.1:6379/1' }) as ServerCliOptions).redis, 'redis://127.0.0.1:6379/1');
+    assert.throws(() => parseServerArgs(['--redis-env', 'MY_REDIS'], { MY_REDIS: 'redis://h/x' }), /--redis-env MY_REDIS: the URL in MY_REDIS has a bad path/);
+    assert.equal((parseServerArgs(['--workers', '2', '--redis-env', 'R'], { R: 'redis://h' }) as ServerCliOptions).workers, 2, 'counts as --redis for --workers');
+  });
 
   test('server --help lists the cluster flags', { timeout: 20_000 }, async () => {
     const r = await runCli(['server', '--help']);

@@ -19,6 +19,8 @@ import {
 } from '../src/index.ts';
 import { createRedisAdapter } from '../src/adapter/redis.ts';
 import { startDemoServer } from '../src/demo-server.ts';
+import { createSupervisor } from '../src/supervisor.ts';
+import type { Logger } from '../src/options.ts';
 import { delay, openClient, startSupervisor, waitFor, type TestServer } from './helpers/server.ts';
 import { httpGet } from './helpers/cli.ts';
 
@@ -226,7 +228,7 @@ async function deadPort(): Promise<number> {
 describe('R12 when Redis is unreachable (no redis-server needed)', () => {
   test('local delivery continues; every cross-node send is reported (event + metric); /healthz says degraded with 200', { timeout: 15_000 }, async (t) => {
     const adapter = createRedisAdapter({ url: `redis://127.0.0.1:${await deadPort()}`, backoff: { initialDelay: 50, maxDelay: 200 } });
-    assert.throws(() => createRedisAdapter({ url: 'localhost:6379' }), /url must be redis:\/\/… or rediss:\/\/…/);
+    assert.throws(() => createRedisAdapter({ url: 'localhost:6379' }), /url must start with redis:\/\/ or rediss:\/\//);
     assert.throws(() => createRedisAdapter({ url: 'redis://x', heartbeatInterval: 1000, presenceTtl: 1000 }), /presenceTtl \(1000\) must exceed heartbeatInterval \(1000\)/);
     const demo = await startDemoServer({ host: '127.0.0.1', port: 0, adapter });
     t.after(() => demo.close());
@@ -257,7 +259,7 @@ describe('R12 when Redis is unreachable (no redis-server needed)', () => {
       '{"command":"publish","topic":"news","someOtherThing":"p"}',
     ]);
     assert.deepEqual(
-      letters.map((l) => [l.reason, l.kind, l.topic, l.data.toString(), l.binary]),
+      letters.map((l) => [l.reason, l.kind, l.topic, l.data?.toString(), l.binary]),
       [
         ['unavailable', 'broadcast', null, '{"command":"broadcast","someOtherThing":"b"}', false],
         ['unavailable', 'publish', 'news', '{"command":"publish","topic":"news","someOtherThing":"p"}', false],
@@ -268,5 +270,68 @@ describe('R12 when Redis is unreachable (no redis-server needed)', () => {
     assert.match(text, /^ws_supervisor_adapter_publish_failures_total\{reason="unavailable"\} 2$/m);
     assert.match(text, /^ws_supervisor_adapter_up 0$/m);
     await assert.rejects(sup.clusterSize(), /redis unavailable/);
+    // D8: /cluster cannot list the cluster while Redis is down: 503 with why, never this node alone.
+    const cluster = await httpGet(`http://127.0.0.1:${demo.address.port}/cluster`);
+    assert.equal(cluster.status, 503);
+    assert.match(String(cluster.headers['content-type']), /^application\/json/);
+    const body = JSON.parse(cluster.body) as { error: string; adapter: string; status: string };
+    assert.match(body.error, /^redis unavailable: .*ECONNREFUSED/);
+    assert.deepEqual([body.adapter, body.status], ['redis', 'degraded']);
+  });
+
+  // D4: an unreachable or wrong Redis at startup is a warning at once, with its reason, once per kind of failure (no flood).
+  for (const kind of ['refused', 'garbage'] as const) {
+    test(`startup against ${kind === 'refused' ? 'a closed port' : 'a server that speaks garbage'}: one warning with the reason, not one per retry`, { timeout: 15_000 }, async (t) => {
+      let port: number;
+      if (kind === 'refused') port = await deadPort();
+      else {
+        const garbage = net.createServer((socket) => {
+          socket.on('error', () => undefined);
+          socket.on('data', () => socket.write('\x00\xffGARBAGE!!\r\nzz\r\n'));
+        });
+        await new Promise<void>((resolve) => garbage.listen(0, '127.0.0.1', resolve));
+        t.after(() => new Promise<void>((resolve) => garbage.close(() => resolve())));
+        port = (garbage.address() as net.AddressInfo).port;
+      }
+      const lines: Array<{ level: string; msg: string; fields: Record<string, unknown> }> = [];
+      const logger: Logger = {
+        debug: (fields, msg = '') => void lines.push({ level: 'debug', msg, fields: fields as Record<string, unknown> }),
+        info: (fields, msg = '') => void lines.push({ level: 'info', msg, fields: fields as Record<string, unknown> }),
+        warn: (fields, msg = '') => void lines.push({ level: 'warn', msg, fields: fields as Record<string, unknown> }),
+        error: (fields, msg = '') => void lines.push({ level: 'error', msg, fields: fields as Record<string, unknown> }),
+        child: () => logger,
+      };
+      const adapter = createRedisAdapter({ url: `redis://:pw-secret@127.0.0.1:${port}`, backoff: { initialDelay: 20, maxDelay: 50 } });
+      const sup = createSupervisor({ adapter, logger });
+      t.after(() => sup.close());
+      await waitFor(() => lines.filter((l) => l.msg.startsWith('redis adapter: connection error')).length >= 6, 10_000, 'several failed attempts');
+      const warnings = lines.filter((l) => l.level === 'warn' && l.msg.startsWith('redis adapter: connection error'));
+      assert.equal(warnings.length, 1, `one warning for repeated failures of one kind: ${JSON.stringify(warnings)}`);
+      assert.match(warnings[0]!.msg, kind === 'refused' ? /ECONNREFUSED/ : /not a Redis server\? \(protocol error: /);
+      assert.equal(warnings[0]!.fields.url, `redis://:***@127.0.0.1:${port}/0`, 'the password is masked');
+      assert.ok(!JSON.stringify(lines).includes('pw-secret'), 'the password never reaches the log');
+      assert.equal(adapter.status, 'degraded');
+      assert.match(adapter.statusReason ?? '', kind === 'refused' ? /^redis unavailable: .*ECONNREFUSED/ : /^redis unavailable: not a Redis server\?/);
+    });
+  }
+});
+
+describe('GET /cluster (D8)', () => {
+  test('with the in-memory adapter: this node alone, with its live connections', { timeout: 15_000 }, async (t) => {
+    const demo = await startDemoServer({ host: '127.0.0.1', port: 0 });
+    t.after(() => demo.close());
+    const ws = await openClient(`ws://127.0.0.1:${demo.address.port}/server`);
+    t.after(() => ws.terminate());
+    const r = await httpGet(`http://127.0.0.1:${demo.address.port}/cluster`);
+    assert.equal(r.status, 200);
+    assert.match(String(r.headers['content-type']), /^application\/json/);
+    assert.equal(r.headers['cache-control'], 'no-store');
+    const body = JSON.parse(r.body) as { nodes: Array<Record<string, unknown>>; connections: number };
+    assert.equal(body.connections, 1);
+    assert.equal(body.nodes.length, 1);
+    assert.deepEqual(Object.keys(body.nodes[0]!).sort(), ['connections', 'hostname', 'id', 'pid', 'self', 'startedAt', 'updatedAt']);
+    assert.equal(body.nodes[0]!.id, demo.supervisor.adapter.nodeId);
+    assert.equal(body.nodes[0]!.self, true);
+    assert.equal(body.nodes[0]!.connections, 1);
   });
 });

@@ -6,17 +6,29 @@
  * Two connections (ioredis): `pub` for commands, `sub` for the subscription
  * (a subscribed RESP2 connection can run nothing else). Every node subscribes
  * to one channel, `<prefix>messages`; a frame is a one-line JSON header
- * (sender node id, kind, topic, binary flag) then the raw payload bytes, so
- * binary data crosses unencoded. A node skips its own frames: it delivered
- * them locally before publishing (never twice).
+ * (sender node id, its session and sequence number, kind, topic, binary flag)
+ * then the raw payload bytes, so binary data crosses unencoded. A node skips
+ * its own frames: it delivered them locally before publishing (never twice).
  *
- * Outages (R12): commands are never queued while disconnected
+ * Outages (R12), sender side: commands are never queued while disconnected
  * (enableOfflineQueue false), so a publish either goes out now or is reported
  * at once (`unavailable`); one that Redis does not confirm within
- * commandTimeout is reported (`error`, it may still have been delivered); one
- * that reached fewer nodes than the presence table lists is reported
- * (`partial`). Both connections reconnect forever with jittered exponential
- * backoff; local delivery never waits on any of this (R11).
+ * commandTimeout is reported (`error`: unconfirmed, it may still be delivered)
+ * and turns the status 'degraded' until a command succeeds again; one that
+ * reached fewer nodes than the presence table lists is reported (`partial`).
+ * Both connections reconnect forever with jittered exponential backoff; local
+ * delivery never waits on any of this (R11).
+ *
+ * Receiver side (R12): pub/sub drops what a node was not subscribed to hear
+ * (while it reconnects, or when Redis closes a subscriber whose output buffer
+ * overflowed), and the sender cannot always tell: after an outage the first
+ * node back sees only itself. So each frame carries the sender's session id
+ * and a per-session sequence number; each node remembers the last number seen
+ * per sender and reports a gap as `missed` (count, sender). Each presence
+ * entry carries the sender's latest number too, so a gap is found even when
+ * the sender publishes nothing more: after every presence read, a PING on the
+ * subscriber connection flushes the frames already on their way, and any
+ * number up to the sender's latest that has not arrived by then never will.
  *
  * Presence: every heartbeatInterval a node SETs `<prefix>node:<id>` with a
  * PX presenceTtl and adds its id to the set `<prefix>nodes`; a Lua script reads
@@ -26,11 +38,15 @@
  * the script touches keys it does not declare, which Redis Cluster forbids.
  */
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { Redis, type RedisOptions } from 'ioredis';
 import { positiveInt } from '../options.ts';
 import { validateTopic } from '../topics.ts';
+import { parseRedisUrl, RedisUrlError, type RedisTarget } from './redis-url.ts';
 import type { Adapter, AdapterFailureReason, AdapterHost, AdapterMessage, AdapterStatus, NodeInfo } from './types.ts';
+
+export { parseRedisUrl, redactRedisUrl, RedisUrlError, type RedisTarget } from './redis-url.ts';
 
 export const REDIS_DEFAULTS = {
   /** Keys and the channel start with it: several applications can share one Redis. */
@@ -50,7 +66,11 @@ export const REDIS_DEFAULTS = {
 } as const;
 
 export interface RedisAdapterOptions {
-  /** `redis://[[user]:password@]host[:port][/db]` or `rediss://…` (TLS). */
+  /**
+   * `redis://[[user]:password@]host[:port][/db]` or `rediss://…` (TLS); the
+   * path is `/` or `/<database number>`; query parameters: `password`, `db`,
+   * `family` (4 or 6) only. Checked by parseRedisUrl (RangeError).
+   */
   url: string;
   /** Prefix of every key and of the channel. Default `'ws-supervisor:'`. Nodes of one cluster must share it. */
   prefix?: string;
@@ -85,25 +105,46 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return out`;
 
+/**
+ * Still 1: `session` and `seq` are optional, so nodes with and without them
+ * understand each other's frames during a rolling upgrade (frames without
+ * them are delivered, just not checked for gaps).
+ */
 const FRAME_VERSION = 1;
 const NEWLINE = 0x0a;
 
 interface FrameHeader {
   v: number;
   node: string;
+  /** The sender's session (one per adapter instance): its sequence numbers count from 1 within it. */
+  session?: string;
+  seq?: number;
   kind: AdapterMessage['kind'];
   topic: string | null;
   binary: boolean;
 }
 
+/** The sender's session and the frame's sequence number in it. */
+export interface FrameSequence {
+  session: string;
+  seq: number;
+}
+
 /** A frame on the channel: the JSON header (never contains a raw newline), '\n', the payload bytes. */
-export function encodeFrame(nodeId: string, message: AdapterMessage): Buffer {
-  const header: FrameHeader = { v: FRAME_VERSION, node: nodeId, kind: message.kind, topic: message.topic, binary: message.binary };
+export function encodeFrame(nodeId: string, message: AdapterMessage, sequence?: FrameSequence): Buffer {
+  const header: FrameHeader = {
+    v: FRAME_VERSION,
+    node: nodeId,
+    ...(sequence ? { session: sequence.session, seq: sequence.seq } : {}),
+    kind: message.kind,
+    topic: message.topic,
+    binary: message.binary,
+  };
   return Buffer.concat([Buffer.from(JSON.stringify(header) + '\n'), message.data]);
 }
 
-/** The sender and message of a frame, or a reason it is not one of ours. */
-export function decodeFrame(frame: Buffer): { node: string; message: AdapterMessage } | { error: string } {
+/** The sender, its sequence (null for a frame without one) and the message of a frame, or a reason it is not one of ours. */
+export function decodeFrame(frame: Buffer): { node: string; sequence: FrameSequence | null; message: AdapterMessage } | { error: string } {
   const nl = frame.indexOf(NEWLINE);
   if (nl === -1) return { error: 'no header line' };
   let header: Partial<FrameHeader>;
@@ -114,6 +155,11 @@ export function decodeFrame(frame: Buffer): { node: string; message: AdapterMess
   }
   if (header === null || typeof header !== 'object' || header.v !== FRAME_VERSION) return { error: `unknown frame version ${String(header?.v)}` };
   if (typeof header.node !== 'string' || typeof header.binary !== 'boolean') return { error: 'bad header' };
+  let sequence: FrameSequence | null = null;
+  if (header.session !== undefined || header.seq !== undefined) {
+    if (typeof header.session !== 'string' || !isSeq(header.seq)) return { error: 'bad session or seq' };
+    sequence = { session: header.session, seq: header.seq };
+  }
   if (header.kind === 'broadcast') {
     if (header.topic !== null) return { error: 'a broadcast has no topic' };
   } else if (header.kind === 'publish') {
@@ -125,16 +171,68 @@ export function decodeFrame(frame: Buffer): { node: string; message: AdapterMess
   } else return { error: `unknown kind ${String(header.kind)}` };
   return {
     node: header.node,
+    sequence,
     message: { kind: header.kind, topic: header.topic ?? null, binary: header.binary, data: frame.subarray(nl + 1) },
   };
 }
 
+function isSeq(n: unknown): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+}
+
+/** What this node knows of another node's sequence numbers. */
+interface SenderState {
+  session: string;
+  /** Every number up to this one has arrived or been reported missed. */
+  seq: number;
+  /** Last time a frame or presence entry of this sender was seen (to forget departed nodes first). */
+  seenAt: number;
+}
+
+/** Senders remembered at most; beyond it, the longest unseen that are not in the presence table are forgotten. */
+const MAX_SENDERS = 4096;
+
+/** A presence entry as stored (NodeInfo's fields plus the sequence, minus `self`). */
+interface PresenceEntry {
+  id: string;
+  connections: number;
+  startedAt: number;
+  updatedAt: number;
+  hostname: string;
+  pid: number;
+  session?: string;
+  seq?: number;
+}
+
+/** The first word of a failure that stays the same while it repeats (an error code, WRONGPASS, …): one log line per kind. */
+function failureKind(err: Error & { code?: unknown }): string {
+  if (typeof err.code === 'string' && err.code !== '') return err.code; // ECONNREFUSED, ETIMEDOUT, TLS codes
+  if (/Unknown RESP type|Protocol error/i.test(err.message)) return 'PROTOCOL'; // the stray byte varies: one kind
+  const redisCode = /^[A-Z]{3,}\b/.exec(err.message); // WRONGPASS, NOAUTH, ERR, LOADING, …
+  if (redisCode) return redisCode[0];
+  return err.message.split(/[,:(]/, 1)[0]!.replace(/[0-9]+/g, 'N').trim().slice(0, 80) || err.name;
+}
+
+/** An error as the operator should read it (the status reason, the log). */
+function describeError(err: Error): string {
+  // ioredis words a reply it cannot parse as its own bug; it is the peer that does not speak Redis.
+  if (/Unknown RESP type|Protocol error/i.test(err.message)) {
+    return `not a Redis server? (protocol error: ${err.message.replace(/\.?\s*Please report this\.?/, '')})`;
+  }
+  return err.message;
+}
+
+/** At most this many distinct failure kinds are logged per outage; a server spitting ever-new garbage cannot flood the log. */
+const MAX_LOGGED_FAILURE_KINDS = 8;
+
 export class RedisAdapter implements Adapter {
   readonly name = 'redis';
   readonly nodeId: string;
+  /** This instance's session: a restarted node with the same id counts its messages anew. */
+  readonly session = randomBytes(6).toString('hex');
   private statusValue: AdapterStatus = 'degraded';
   private reason: string | null = 'connecting to redis';
-  private readonly url: string;
+  private readonly target: RedisTarget;
   private readonly channel: string;
   private readonly nodesKey: string;
   private readonly nodeKeyPrefix: string;
@@ -151,17 +249,30 @@ export class RedisAdapter implements Adapter {
   private pubReady = false;
   private subReady = false;
   private lastError: string | null = null;
+  /** Set while Redis leaves commands unanswered (hung, overloaded): degraded until a command succeeds. */
+  private stalled: string | null = null;
+  /** Failure kinds already logged since the adapter was last up (D4: the first of each, no flood). */
+  private readonly loggedFailures = new Set<string>();
   private heartbeatTimer: NodeJS.Timeout | null = null;
+  private selectRetry: NodeJS.Timeout | null = null;
   /** Live nodes at the last presence read: a publish that reaches fewer subscribers may have missed one. */
   private knownNodes = 0;
   private presenceRead: Promise<number> | null = null;
   private closing: Promise<void> | null = null;
+  /** The sequence number of this node's last frame handed to Redis (0: none yet). */
+  private seq = 0;
+  /** Other nodes' sequence numbers as far as this node has accounted for them. */
+  private readonly senders = new Map<string, SenderState>();
+  /** Successful subscriptions so far: from the second on, this node has been deaf for a while. */
+  private subscriptions = 0;
 
   constructor(options: RedisAdapterOptions) {
-    if (!options || typeof options.url !== 'string' || !/^rediss?:\/\//.test(options.url)) {
-      throw new RangeError(`ws-supervisor: redis adapter option url must be redis://… or rediss://…, got ${JSON.stringify(options?.url)}`);
+    try {
+      this.target = parseRedisUrl(options?.url);
+    } catch (err) {
+      if (err instanceof RedisUrlError) throw new RangeError(`ws-supervisor: redis adapter option url ${err.message}`);
+      throw err;
     }
-    this.url = options.url;
     const prefix = options.prefix ?? REDIS_DEFAULTS.prefix;
     if (typeof prefix !== 'string') throw new RangeError('ws-supervisor: redis adapter option prefix must be a string');
     this.channel = `${prefix}messages`;
@@ -192,6 +303,11 @@ export class RedisAdapter implements Adapter {
     return this.reason;
   }
 
+  /** The Redis URL with its password masked (for logs and banners). */
+  get displayUrl(): string {
+    return this.target.display;
+  }
+
   /** The reconnect delay before attempt `times` (1, 2, …): exponential, capped, jittered to 50–100%. */
   backoffDelay(times: number): number {
     const base = Math.min(this.backoffMax, this.backoffInitial * 2 ** Math.min(times - 1, 30));
@@ -202,7 +318,16 @@ export class RedisAdapter implements Adapter {
     if (this.host) throw new Error('ws-supervisor: this adapter is already attached to a supervisor');
     if (this.closing) throw new Error('ws-supervisor: this adapter is closed');
     this.host = host;
+    const t = this.target;
     const common: RedisOptions = {
+      // From our own parse of the URL, never ioredis's: it would copy every query parameter into these options.
+      host: t.host,
+      port: t.port,
+      ...(t.username !== undefined ? { username: t.username } : {}),
+      ...(t.password !== undefined ? { password: t.password } : {}),
+      ...(t.family !== undefined ? { family: t.family } : {}),
+      ...(t.tls ? { tls: isIP(t.host) ? {} : { servername: t.host } } : {}),
+      // No `db`: ioredis falls back to db 0 when SELECT fails; we select it ourselves and stay degraded instead (selectDb).
       connectTimeout: this.connectTimeout,
       commandTimeout: this.commandTimeout,
       retryStrategy: (times) => this.backoffDelay(times), // never gives up: Redis may come back
@@ -215,14 +340,10 @@ export class RedisAdapter implements Adapter {
     };
     // CLIENT SETNAME refuses spaces and control characters.
     const name = `ws-supervisor:${this.nodeId.replace(/[^\w.:-]/g, '_')}`;
-    const pub = (this.pub = new Redis(this.url, { ...common, connectionName: `${name}:pub` }));
-    const sub = (this.sub = new Redis(this.url, { ...common, connectionName: `${name}:sub` }));
+    const pub = (this.pub = new Redis({ ...common, connectionName: `${name}:pub` }));
+    const sub = (this.sub = new Redis({ ...common, connectionName: `${name}:sub` }));
 
-    pub.on('ready', () => {
-      this.pubReady = true;
-      this.update();
-      void this.beat().catch(() => undefined); // re-register at once (a restarted Redis has forgotten us)
-    });
+    pub.on('ready', () => void this.pubConnected(pub));
     pub.on('close', () => {
       this.pubReady = false;
       this.update();
@@ -231,11 +352,14 @@ export class RedisAdapter implements Adapter {
       sub.subscribe(this.channel).then(
         () => {
           this.subReady = true;
+          this.subscriptions++;
           this.update();
+          // Deaf until now: compare with every sender's latest number at once (checkGaps), not at the next heartbeat.
+          void this.beat().catch(() => undefined);
         },
         (err: Error) => {
-          this.lastError = err.message;
-          host.logger?.error({ err, channel: this.channel }, 'redis adapter: subscribe failed; reconnecting');
+          this.lastError = `subscribe failed: ${err.message}`;
+          this.logFailure(err, 'subscribe failed; reconnecting');
           sub.disconnect(true);
         },
       );
@@ -245,10 +369,11 @@ export class RedisAdapter implements Adapter {
       this.update();
     });
     for (const client of [pub, sub]) {
-      // ioredis emits one per failed attempt; the status change is the news, these are detail.
+      // ioredis emits one per failed attempt: the first of each kind is logged, the rest only at debug.
       client.on('error', (err: Error) => {
-        this.lastError = err.message;
-        host.logger?.debug({ err: err.message }, 'redis adapter: connection error');
+        this.lastError = describeError(err);
+        this.logFailure(err, 'connection error');
+        this.update();
       });
     }
     sub.on('messageBuffer', (_channel: Buffer, frame: Buffer) => this.receive(frame));
@@ -264,43 +389,44 @@ export class RedisAdapter implements Adapter {
       return;
     }
     const expected = this.knownNodes;
-    pub.publish(this.channel, encodeFrame(this.nodeId, message)).then(
+    // Numbered only once handed to Redis: an `unavailable` message leaves no gap for the others to report twice.
+    const frame = encodeFrame(this.nodeId, message, { session: this.session, seq: ++this.seq });
+    pub.publish(this.channel, frame).then(
       (receivers) => {
+        this.commandSucceeded();
         if (receivers < expected) void this.checkPartial(message, receivers);
       },
-      (err: Error) => this.fail(message, 'error', `publish not confirmed: ${err.message}`),
+      (err: Error) => {
+        this.commandFailed(err);
+        this.fail(message, 'error', `publish not confirmed (it may still be delivered): ${err.message}`);
+      },
     );
   }
 
   async nodes(): Promise<NodeInfo[]> {
     const entries = await this.presence();
-    const nodes: NodeInfo[] = [];
-    for (const text of entries) {
-      let entry: Partial<NodeInfo>;
-      try {
-        entry = JSON.parse(text) as Partial<NodeInfo>;
-      } catch {
-        continue; // not ours: ignore rather than fail the whole list
-      }
-      if (typeof entry.id !== 'string') continue;
-      const self = entry.id === this.nodeId;
-      nodes.push({
-        id: entry.id,
-        connections: self ? (this.host?.connections() ?? 0) : Number(entry.connections) || 0,
-        startedAt: Number(entry.startedAt) || 0,
-        updatedAt: Number(entry.updatedAt) || 0,
-        hostname: String(entry.hostname ?? ''),
-        pid: Number(entry.pid) || 0,
-        self,
-      });
-    }
-    return nodes.sort((a, b) => a.startedAt - b.startedAt || a.id.localeCompare(b.id));
+    return entries
+      .map((entry) => {
+        const self = entry.id === this.nodeId;
+        return {
+          id: entry.id,
+          connections: self ? (this.host?.connections() ?? 0) : entry.connections,
+          startedAt: entry.startedAt,
+          updatedAt: entry.updatedAt,
+          hostname: entry.hostname,
+          pid: entry.pid,
+          self,
+        };
+      })
+      .sort((a, b) => a.startedAt - b.startedAt || a.id.localeCompare(b.id));
   }
 
   close(): Promise<void> {
     this.closing ??= (async () => {
       if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
       this.heartbeatTimer = null;
+      if (this.selectRetry) clearTimeout(this.selectRetry);
+      this.selectRetry = null;
       const { pub, sub } = this;
       // Goodbye: leave the presence table now rather than after presenceTtl.
       if (pub && this.pubReady) {
@@ -328,6 +454,32 @@ export class RedisAdapter implements Adapter {
 
   // -------------------------------------------------------------------------
 
+  /** pub is connected: select the database (D6), then serve and re-register at once (a restarted Redis has forgotten us). */
+  private async pubConnected(pub: Redis): Promise<void> {
+    if (this.closing || this.pub !== pub) return;
+    if (this.target.db !== 0) {
+      try {
+        await pub.select(this.target.db);
+      } catch (err) {
+        // Never db 0 instead, never an unhandled rejection: degraded with the reason, retried while connected.
+        this.lastError = `cannot select database ${this.target.db}: ${describeError(err as Error)}`;
+        this.logFailure(err as Error, `cannot select database ${this.target.db}`);
+        this.update();
+        if (this.selectRetry) clearTimeout(this.selectRetry);
+        this.selectRetry = setTimeout(() => {
+          this.selectRetry = null;
+          if (pub.status === 'ready' && !this.pubReady) void this.pubConnected(pub);
+        }, this.backoffMax);
+        this.selectRetry.unref();
+        return;
+      }
+      if (this.closing || pub.status !== 'ready') return;
+    }
+    this.pubReady = true;
+    this.update();
+    void this.beat().catch(() => undefined);
+  }
+
   private receive(frame: Buffer): void {
     const decoded = decodeFrame(frame);
     if ('error' in decoded) {
@@ -335,24 +487,125 @@ export class RedisAdapter implements Adapter {
       return;
     }
     if (decoded.node === this.nodeId) return; // delivered locally when it was published
+    if (decoded.sequence) this.account(decoded.node, decoded.sequence, 'frame');
     this.host?.deliver(decoded.message);
   }
 
+  /**
+   * Accounts for `sender`'s numbers up to `sequence.seq`: a frame (`seq`
+   * arrived; anything between the last accounted and it did not) or a
+   * presence entry read before a flush of the subscription (everything up to
+   * `seq` has arrived by now or never will). The gap is reported as `missed`.
+   */
+  private account(sender: string, sequence: FrameSequence, via: 'frame' | 'presence'): void {
+    const { session, seq } = sequence;
+    const arrived = via === 'frame' ? 1 : 0;
+    const known = this.senders.get(sender);
+    const now = Date.now();
+    if (known && known.session === session) {
+      known.seenAt = now;
+      const missing = seq - known.seq - arrived;
+      if (missing > 0) {
+        this.missed(sender, missing, via === 'frame' ? `its messages ${known.seq + 1}–${seq - 1} never arrived` : `its presence entry lists ${seq} messages, ${known.seq} arrived`);
+      }
+      if (seq > known.seq) known.seq = seq;
+      return;
+    }
+    // A sender (or session) heard of for the first time. While this node has been
+    // subscribed without a break, what it sent before is not ours to miss: it
+    // predates us. After a resubscription this node was deaf for a while, and a
+    // sender it never heard of sent its first messages then: count them.
+    this.senders.set(sender, { session, seq, seenAt: now });
+    const missing = this.subscriptions > 1 ? seq - arrived : 0;
+    if (missing > 0) this.missed(sender, missing, `first heard of after this node resubscribed, at its message ${seq}`);
+  }
+
+  private missed(from: string, count: number, how: string): void {
+    this.host?.deadLetter({
+      reason: 'missed',
+      from,
+      count,
+      kind: null,
+      topic: null,
+      data: null,
+      binary: null,
+      error: `missed ${count} message${count === 1 ? '' : 's'} from node ${from}: ${how}`,
+    });
+  }
+
+  /**
+   * After a presence read: flush the subscription (a PING answered after every
+   * frame Redis queued for us before it), then account for each sender's
+   * latest number. Senders publish a number before they write it to their
+   * entry, and we read the entries before the PING, so a number not arrived by
+   * the PONG never will.
+   */
+  private async checkGaps(entries: PresenceEntry[]): Promise<void> {
+    const sub = this.sub;
+    if (!sub || !this.subReady || this.closing) return;
+    try {
+      await sub.ping();
+    } catch (err) {
+      this.commandFailed(err as Error);
+      return; // the next presence read checks again
+    }
+    const live = new Set<string>();
+    for (const entry of entries) {
+      live.add(entry.id);
+      if (entry.id === this.nodeId || typeof entry.session !== 'string' || !isSeq(entry.seq)) continue;
+      this.account(entry.id, { session: entry.session, seq: entry.seq }, 'presence');
+    }
+    if (this.senders.size > MAX_SENDERS) {
+      // Forget departed nodes, the longest unseen first (node ids are unique per process by default).
+      const gone = [...this.senders].filter(([id]) => !live.has(id)).sort((a, b) => a[1].seenAt - b[1].seenAt);
+      for (const [id] of gone.slice(0, this.senders.size - MAX_SENDERS)) this.senders.delete(id);
+    }
+  }
+
   /** Registers (refreshes) this node and returns the live entries. */
-  private async presence(): Promise<string[]> {
+  private async presence(): Promise<PresenceEntry[]> {
     const pub = this.pub;
     if (!pub || !this.pubReady) throw new Error(`redis unavailable${this.lastError ? `: ${this.lastError}` : ''}`);
-    const entry = JSON.stringify({
+    const own: PresenceEntry = {
       id: this.nodeId,
       connections: this.host?.connections() ?? 0,
       startedAt: this.startedAt,
       updatedAt: Date.now(),
       hostname: hostname(),
       pid: process.pid,
-    });
-    const result = (await pub.eval(PRESENCE_LUA, 1, this.nodesKey, this.nodeKeyPrefix, this.nodeId, entry, this.presenceTtl)) as unknown;
-    const entries = Array.isArray(result) ? result.map((e) => String(e)) : [];
+      // The latest number handed to Redis: the others find their gaps with it even if we publish nothing more.
+      session: this.session,
+      seq: this.seq,
+    };
+    let result: unknown;
+    try {
+      result = await pub.eval(PRESENCE_LUA, 1, this.nodesKey, this.nodeKeyPrefix, this.nodeId, JSON.stringify(own), this.presenceTtl);
+    } catch (err) {
+      this.commandFailed(err as Error);
+      throw err;
+    }
+    this.commandSucceeded();
+    const entries: PresenceEntry[] = [];
+    for (const text of Array.isArray(result) ? result : []) {
+      let e: Partial<PresenceEntry>;
+      try {
+        e = JSON.parse(String(text)) as Partial<PresenceEntry>;
+      } catch {
+        continue; // not ours: ignore rather than fail the whole list
+      }
+      if (e === null || typeof e !== 'object' || typeof e.id !== 'string') continue;
+      entries.push({
+        id: e.id,
+        connections: Number(e.connections) || 0,
+        startedAt: Number(e.startedAt) || 0,
+        updatedAt: Number(e.updatedAt) || 0,
+        hostname: String(e.hostname ?? ''),
+        pid: Number(e.pid) || 0,
+        ...(typeof e.session === 'string' && isSeq(e.seq) ? { session: e.session, seq: e.seq } : {}),
+      });
+    }
     this.knownNodes = entries.length;
+    void this.checkGaps(entries);
     return entries;
   }
 
@@ -380,33 +633,55 @@ export class RedisAdapter implements Adapter {
     this.host?.deadLetter({ ...message, reason, error });
   }
 
+  /** D3: a command Redis left unanswered means Redis is hung or overloaded: degraded until one succeeds. */
+  private commandFailed(err: Error): void {
+    if (this.closing || !/timed out/i.test(err.message)) return;
+    if (this.stalled === null) {
+      this.stalled = `redis command timed out (no reply within ${this.commandTimeout} ms)`;
+      this.update();
+    }
+  }
+
+  private commandSucceeded(): void {
+    if (this.stalled === null) return;
+    this.stalled = null;
+    this.update();
+  }
+
+  /** D4: the first failure of each kind is a warning (the operator learns why at once); repeats are debug. */
+  private logFailure(err: Error, what: string): void {
+    const log = this.host?.logger;
+    if (!log) return;
+    const kind = failureKind(err);
+    if (this.statusValue === 'up' || this.loggedFailures.has(kind) || this.loggedFailures.size >= MAX_LOGGED_FAILURE_KINDS) {
+      log.debug({ err: err.message, kind }, `redis adapter: ${what}`);
+      return;
+    }
+    this.loggedFailures.add(kind);
+    const message = describeError(err);
+    log.warn({ url: this.target.display, err: message, kind }, `redis adapter: ${what}: ${message} (retrying; logged once per kind of failure until redis is up)`);
+  }
+
   private update(): void {
     if (this.closing) return;
-    const up = this.pubReady && this.subReady;
+    const connected = this.pubReady && this.subReady;
+    const up = connected && this.stalled === null;
     const status: AdapterStatus = up ? 'up' : 'degraded';
-    const reason = up ? null : `redis unavailable${this.lastError ? `: ${this.lastError}` : ''}`;
+    const reason = up ? null : connected ? this.stalled : `redis unavailable${this.lastError ? `: ${this.lastError}` : ''}`;
     if (status === this.statusValue) {
       if (!up) this.reason = reason;
       return;
     }
     this.statusValue = status;
     this.reason = reason;
-    if (up) this.lastError = null;
+    if (up) {
+      this.lastError = null;
+      this.loggedFailures.clear();
+    }
     const log = this.host?.logger;
-    if (up) log?.info({ url: redactUrl(this.url) }, 'redis adapter up');
-    else log?.warn({ url: redactUrl(this.url), reason }, 'redis adapter degraded: cross-node delivery paused, local delivery continues');
+    if (up) log?.info({ url: this.target.display }, 'redis adapter up');
+    else log?.warn({ url: this.target.display, reason }, 'redis adapter degraded: cross-node delivery paused, local delivery continues');
     this.host?.statusChanged(status, reason);
-  }
-}
-
-/** The url without its password, for logs. */
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return 'redis://?';
   }
 }
 
@@ -414,7 +689,8 @@ function redactUrl(url: string): string {
  * An adapter that fans broadcasts and topic publishes out to every supervisor
  * sharing the Redis at `options.url`, with per-node presence. Pass it as the
  * supervisor's `adapter` option; the supervisor attaches (connects) it and
- * closes it on `supervisor.close()`.
+ * closes it on `supervisor.close()`. Throws RangeError for a bad option (the
+ * URL: see parseRedisUrl).
  */
 export function createRedisAdapter(options: RedisAdapterOptions): RedisAdapter {
   return new RedisAdapter(options);

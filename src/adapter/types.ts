@@ -24,21 +24,48 @@ export interface AdapterMessage {
 }
 
 /**
- * Why a message may not have reached every other node:
+ * Why a message this node sent may not have reached every other node:
  * - `unavailable`: the adapter was not connected; the message was not sent at all;
  * - `error`: sending failed or went unconfirmed (a timeout, a connection lost
- *   mid-command): the message may or may not have been delivered;
+ *   mid-command): UNCONFIRMED, it may well have been delivered (late); a
+ *   node that did not get it reports it as `missed`;
  * - `partial`: sent, but fewer nodes were listening than the presence table
  *   lists (a node was reconnecting, or died and has not expired yet).
  */
 export type AdapterFailureReason = 'unavailable' | 'error' | 'partial';
 
-/** R12: a message this node could not confirm as handed to every other node. Local delivery already happened. */
-export interface AdapterDeadLetter extends AdapterMessage {
+/** Every reason of an adapter dead letter: the sender's three, and the receiver's `missed`. */
+export type AdapterDeadLetterReason = AdapterFailureReason | 'missed';
+
+/** R12, sender side: a message this node could not confirm as handed to every other node. Local delivery already happened. */
+export interface AdapterSendFailure extends AdapterMessage {
   reason: AdapterFailureReason;
   /** What went wrong, for logs. */
   error: string;
 }
+
+/**
+ * R12, receiver side: another node sent messages that never reached this one
+ * (found by a gap in that node's sequence numbers: this node was
+ * reconnecting, or Redis dropped its subscription). Their content is unknown,
+ * so `kind`, `topic`, `data` and `binary` are null.
+ */
+export interface AdapterMissed {
+  reason: 'missed';
+  /** The node whose messages were missed. */
+  from: string;
+  /** How many of its messages were missed. */
+  count: number;
+  kind: null;
+  topic: null;
+  data: null;
+  binary: null;
+  /** What happened, for logs. */
+  error: string;
+}
+
+/** R12: an adapterDeadLetter event. Switch on `reason`: `missed` carries no message. */
+export type AdapterDeadLetter = AdapterSendFailure | AdapterMissed;
 
 /** One live node (process) of the cluster. */
 export interface NodeInfo {

@@ -2,8 +2,9 @@
  * A real redis-server for the adapter tests (no mock): Debian's redis-server
  * from PATH (or $REDIS_SERVER), on a free loopback port, with persistence off
  * so a restart starts empty (`--save '' --appendonly no`). It can be killed
- * (SIGKILL, as a crash) and started again on the same port, and is killed
- * after the test at the latest. Without the binary a test prints a SKIPPED
+ * (SIGKILL, as a crash) and started again on the same port, hung (SIGSTOP) and
+ * resumed, given extra flags (`--requirepass …`), and is killed after the test
+ * at the latest. Without the binary a test prints a SKIPPED
  * line and skips; under CI=true it fails instead (as test/interop/require-binary.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -47,6 +48,15 @@ export interface RedisServer {
   kill(): Promise<void>;
   /** Starts it again on the same port (empty: persistence is off). */
   restart(): Promise<void>;
+  /** SIGSTOP: Redis hangs (connections stay open, nothing is answered), as under a long stall. */
+  pause(): void;
+  /** SIGCONT after pause(). */
+  resume(): void;
+}
+
+export interface RedisStartOptions {
+  /** Extra redis-server flags, e.g. ['--requirepass', 'secret']. */
+  args?: string[];
 }
 
 /** A free loopback port (released just before redis binds it; startRedis retries on a clash). */
@@ -61,10 +71,10 @@ function freePort(): Promise<number> {
   });
 }
 
-function launch(binary: string, port: number, dir: string, timeoutMs = 10_000): Promise<ChildProcess> {
+function launch(binary: string, port: number, dir: string, extra: string[] = [], timeoutMs = 10_000): Promise<ChildProcess> {
   const child = spawn(
     binary,
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', '--loglevel', 'notice'],
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', '--loglevel', 'notice', ...extra],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   live.add(child);
@@ -110,7 +120,8 @@ function exited(child: ChildProcess): Promise<void> {
  * null when the binary is missing (the test is then skipped, or failed under
  * CI=true): `const redis = await startRedis(t); if (!redis) return;`
  */
-export async function startRedis(t: TestContext): Promise<RedisServer | null> {
+export async function startRedis(t: TestContext, options: RedisStartOptions = {}): Promise<RedisServer | null> {
+  const extra = options.args ?? [];
   const binary = findRedisServer();
   if (binary === null) {
     const why = `redis-server not found (${REDIS_INSTALL})`;
@@ -125,7 +136,7 @@ export async function startRedis(t: TestContext): Promise<RedisServer | null> {
   for (let attempt = 1; ; attempt++) {
     port = await freePort();
     try {
-      child = await launch(binary, port, dir);
+      child = await launch(binary, port, dir, extra);
       break;
     } catch (err) {
       if (attempt >= 3) throw err; // another process took the port between freePort and bind
@@ -137,10 +148,17 @@ export async function startRedis(t: TestContext): Promise<RedisServer | null> {
     get running() {
       return child !== null && child.exitCode === null && child.signalCode === null;
     },
+    pause() {
+      child?.kill('SIGSTOP');
+    },
+    resume() {
+      child?.kill('SIGCONT');
+    },
     async kill() {
       if (!child) return;
       const c = child;
       child = null;
+      c.kill('SIGCONT'); // a paused one must not linger
       c.kill('SIGKILL');
       await exited(c);
     },
@@ -149,7 +167,7 @@ export async function startRedis(t: TestContext): Promise<RedisServer | null> {
       // The port may linger for a moment after a kill; retry briefly.
       for (let attempt = 1; ; attempt++) {
         try {
-          child = await launch(binary, port, dir);
+          child = await launch(binary, port, dir, extra);
           return;
         } catch (err) {
           if (attempt >= 5) throw err;
