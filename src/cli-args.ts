@@ -83,6 +83,8 @@ function positive(flag: string, value: string | undefined): number | undefined {
   if (!/^[0-9]+$/.test(value) || Number(value) <= 0 || !Number.isSafeInteger(Number(value))) {
     throw new UsageError(`--${flag} must be a positive integer, got ${JSON.stringify(value)}`);
   }
+  // Node's timers (and any sane limit) stop at 2^31-1.
+  if (Number(value) > 2_147_483_647) throw new UsageError(`--${flag} must be at most 2147483647, got ${value}`);
   return Number(value);
 }
 

@@ -93,6 +93,8 @@ describe('CLI flags', { concurrency: true, timeout: 60_000 }, () => {
   const bad: Array<{ args: string[]; mentions: string[] }> = [
     { args: ['server', '--ping-interval', 'abc'], mentions: ['--ping-interval', 'abc'] },
     { args: ['server', '--ping-interval', '0'], mentions: ['--ping-interval', '"0"'] },
+    { args: ['server', '--ping-interval', '2147483648'], mentions: ['--ping-interval must be at most 2147483647, got 2147483648'] },
+    { args: ['server', '--close-timeout', '99999999999'], mentions: ['--close-timeout must be at most 2147483647'] },
     { args: ['server', '--address', 'nope'], mentions: ['--address', 'nope'] },
     { args: ['server', '--address', '127.0.0.1:70000'], mentions: ['--address', '70000'] },
     { args: ['server', '--www', '/nonexistent'], mentions: ['--www', '/nonexistent'] },
