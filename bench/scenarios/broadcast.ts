@@ -33,6 +33,7 @@ import {
   type Ratio,
   type System,
 } from '../lib/harness.ts';
+import { BROADCAST_PUSH, timeBroadcasts } from '../lib/broadcast-timing.ts';
 
 const common = scenarioArgs(['supervisor', 'raw']);
 const { values } = parseArgs({ args: common.rest, options: { levels: { type: 'string' }, broadcasts: { type: 'string' }, warmup: { type: 'string' } } });
@@ -49,7 +50,6 @@ const ROUNDS = common.rounds;
 const SYSTEMS: System[] = common.systems;
 const TIMEOUT_MS = QUICK ? 5_000 : 15_000;
 const label = (n: number): string => (n % 1000 === 0 ? `${n / 1000}k` : String(n));
-const PUSH = /^\{"command":"broadcast","someOtherThing":"b(\d+)"\}$/;
 const REPLY = /^\{"requestID":(\d+),"success":true/;
 
 pinSelf(1);
@@ -68,7 +68,7 @@ async function runOnce(system: System, rec: Recorder): Promise<string[]> {
       if (m) {
         if (Number(m[1]) !== replyFor) badReplies++;
         replyFor = -1;
-      } else if (!PUSH.test(text)) badReplies++;
+      } else if (!BROADCAST_PUSH.test(text)) badReplies++;
     });
     let k = 0; // broadcast sequence number, across levels
     const line: string[] = [];
@@ -76,56 +76,17 @@ async function runOnce(system: System, rec: Recorder): Promise<string[]> {
       const more = await connectMany(server, n - receivers.length, { batch: 250 });
       receivers.push(...more);
       await waitForConnections(server, n + 1, 60_000);
-      // counts[i][b] = how many times receiver i got broadcast b (this level's b = 0..BROADCASTS-1)
-      const counts = receivers.map(() => new Uint8Array(BROADCASTS));
-      const first = k;
-      let current = -1;
-      let got = 0;
-      let done: (() => void) | null = null;
-      let strays = 0;
-      receivers.forEach((r, i) => {
-        r.onMessage((text) => {
-          const m = PUSH.exec(text);
-          const b = m ? Number(m[1]) - first - 1 : -1;
-          if (b < 0 || b >= BROADCASTS) {
-            strays++;
-            return;
-          }
-          counts[i]![b]!++;
-          if (b === current && counts[i]![b] === 1 && ++got === receivers.length) done?.();
-        });
+      const { times, missing, duplicated, strays, timedOut } = await timeBroadcasts({
+        receivers,
+        count: BROADCASTS,
+        timeoutMs: TIMEOUT_MS,
+        base: k,
+        send: () => {
+          replyFor = ++k;
+          sender!.send(`{"requestID":${k},"command":"broadcast","someOtherThing":"b${k}"}`);
+        },
       });
-      const times: number[] = [];
-      for (let b = 0; b < BROADCASTS; b++) {
-        current = b;
-        got = 0;
-        const all = new Promise<boolean>((resolve) => {
-          const t = setTimeout(() => resolve(false), TIMEOUT_MS);
-          done = () => {
-            clearTimeout(t);
-            resolve(true);
-          };
-        });
-        replyFor = ++k;
-        const t0 = performance.now();
-        sender.send(`{"requestID":${k},"command":"broadcast","someOtherThing":"b${k}"}`);
-        const ok = await all;
-        const dt = performance.now() - t0;
-        done = null;
-        if (!ok) {
-          problems.push(`${system} @${label(n)}: broadcast ${b} reached ${got} of ${receivers.length} receivers in ${TIMEOUT_MS} ms`);
-          break;
-        }
-        times.push(dt);
-        await sleep(50); // quiet gap: each broadcast is measured alone
-      }
-      await sleep(200); // late duplicates would show now
-      let missing = 0;
-      let duplicated = 0;
-      for (const c of counts) for (let b = 0; b < times.length; b++) {
-        if (c[b] === 0) missing++;
-        else if (c[b]! > 1) duplicated++;
-      }
+      if (timedOut) problems.push(`${system} @${label(n)}: ${timedOut}`);
       if (missing || duplicated || strays) problems.push(`${system} @${label(n)}: ${missing} missing, ${duplicated} duplicated, ${strays} unexpected deliveries`);
       const steady = times.slice(WARMUP);
       rec.add(system, `broadcast to all @${label(n)} p50`, 'ms', percentile(steady, 50));

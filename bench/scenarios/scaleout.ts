@@ -52,6 +52,7 @@ import {
 } from '../lib/harness.ts';
 import { startRedisServer, type RedisServer } from '../lib/redis-server.ts';
 import { compiledEntry } from '../lib/compile.ts';
+import { BROADCAST_PUSH, timeBroadcasts } from '../lib/broadcast-timing.ts';
 
 const common = scenarioArgs();
 const { values } = parseArgs({
@@ -65,7 +66,6 @@ const CONNECTIONS = Number(values.connections ?? (QUICK ? 1000 : 10_000));
 const ROUNDS = common.rounds;
 const TIMEOUT_MS = QUICK ? 5_000 : 15_000;
 const label = (n: number): string => (n % 1000 === 0 ? `${n / 1000}k` : String(n));
-const PUSH = /^\{"command":"broadcast","someOtherThing":"b(\d+)"\}$/;
 const WARM = /^\{"command":"broadcast","someOtherThing":"w(\d+)"\}$/;
 const REPLY = /^\{"requestID":(\d+),"success":true/;
 
@@ -225,7 +225,7 @@ async function fanOut(variant: Variant, server: CliServer, rec: Recorder): Promi
       if (m) {
         if (Number(m[1]) !== replyFor) badReplies++;
         replyFor = -1;
-      } else if (!PUSH.test(text) && !WARM.test(text)) badReplies++;
+      } else if (!BROADCAST_PUSH.test(text) && !WARM.test(text)) badReplies++;
     });
     let k = 0;
     const line: string[] = [];
@@ -256,59 +256,20 @@ async function fanOut(variant: Variant, server: CliServer, rec: Recorder): Promi
       }
       await sleep(100);
 
-      const counts = receivers.map(() => new Uint8Array(BROADCASTS));
-      const first = k;
-      let current = -1;
-      let got = 0;
-      let done: (() => void) | null = null;
-      let strays = 0;
-      receivers.forEach((r, i) => {
-        r.onMessage((text) => {
-          const m = PUSH.exec(text);
-          const b = m ? Number(m[1]) - first - 1 : -1;
-          if (b < 0 || b >= BROADCASTS) {
-            strays++;
-            return;
-          }
-          counts[i]![b]!++;
-          if (b === current && counts[i]![b] === 1 && ++got === receivers.length) done?.();
-        });
-      });
-      const times: number[] = [];
       const cpu0 = cpuOf(server.pids());
-      for (let b = 0; b < BROADCASTS; b++) {
-        current = b;
-        got = 0;
-        const all = new Promise<boolean>((resolve) => {
-          const t = setTimeout(() => resolve(false), TIMEOUT_MS);
-          done = () => {
-            clearTimeout(t);
-            resolve(true);
-          };
-        });
-        replyFor = ++k;
-        const t0 = performance.now();
-        sender.send(`{"requestID":${k},"command":"broadcast","someOtherThing":"b${k}"}`);
-        const ok = await all;
-        const dt = performance.now() - t0;
-        done = null;
-        if (!ok) {
-          problems.push(`${variant} @${label(n)}: broadcast ${b} reached ${got} of ${receivers.length} receivers in ${TIMEOUT_MS} ms`);
-          break;
-        }
-        times.push(dt);
-        await sleep(50); // quiet gap: each broadcast is measured alone
-      }
+      const { times, missing, duplicated, strays, timedOut } = await timeBroadcasts({
+        receivers,
+        count: BROADCASTS,
+        timeoutMs: TIMEOUT_MS,
+        base: k,
+        send: () => {
+          replyFor = ++k;
+          sender.send(`{"requestID":${k},"command":"broadcast","someOtherThing":"b${k}"}`);
+        },
+      });
+      // Includes the helper's 200 ms wait for late duplicates: an idle server, next to nothing.
       const cpuMs = (cpuOf(server.pids()) - cpu0) / 1000 / Math.max(1, times.length);
-      await sleep(200); // late duplicates would show now
-      let missing = 0;
-      let duplicated = 0;
-      for (const c of counts) {
-        for (let b = 0; b < times.length; b++) {
-          if (c[b] === 0) missing++;
-          else if (c[b]! > 1) duplicated++;
-        }
-      }
+      if (timedOut) problems.push(`${variant} @${label(n)}: ${timedOut}`);
       if (missing || duplicated || strays) problems.push(`${variant} @${label(n)}: ${missing} missing, ${duplicated} duplicated, ${strays} unexpected deliveries`);
       rec.add(variant, `broadcast to all @${label(n)} p50`, 'ms', percentile(times, 50));
       rec.add(variant, `broadcast to all @${label(n)} p99`, 'ms', percentile(times, 99));
