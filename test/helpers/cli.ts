@@ -53,8 +53,10 @@ export function spawnCli(args: string[]): CliProcess {
   let err = '';
   child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
   child.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));
+  // 'close', not 'exit': 'exit' can come before the last stdout/stderr chunks
+  // are read, and a test would see an empty stderr (seen under CI load).
   const exited = new Promise<Exit>((resolve) => {
-    child.once('exit', (code, signal) => {
+    child.once('close', (code, signal) => {
       live.delete(child);
       resolve({ code, signal });
     });
