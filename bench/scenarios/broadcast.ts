@@ -45,7 +45,8 @@ const LEVELS = (values.levels ?? (QUICK ? '200' : '1000,5000')).split(',').map(N
  * broadcasts after them; the first one is reported on its own as "cold".
  */
 const WARMUP = Number(values.warmup ?? (QUICK ? 1 : 3));
-const BROADCASTS = WARMUP + Number(values.broadcasts ?? (QUICK ? 10 : 20));
+// 100 measured per level: a p99 of 20 samples would be just their maximum.
+const BROADCASTS = WARMUP + Number(values.broadcasts ?? (QUICK ? 10 : 100));
 const ROUNDS = common.rounds;
 const SYSTEMS: System[] = common.systems;
 const TIMEOUT_MS = QUICK ? 5_000 : 15_000;
