@@ -124,7 +124,7 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   private readonly runner: MachineRunner<typeof connectionMachine>;
   private settle: ((closure: Closure) => void) | null = null;
   private rtt: number | null = null;
-  /** This connection's own copy of the closure (the machine's snapshots, and so its output, are shared). */
+  /** This connection's closure, once ended (the runner hands each run its own copy of the output). */
   private ended: Closure | null = null;
 
   constructor(init: ConnectionInit<Auth>) {
@@ -266,7 +266,7 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
 
   /** @internal */
   done(output: unknown): void {
-    this.end({ ...(output as Closure) });
+    this.end(output as Closure);
   }
 
   /** @internal A throwing actor is a bug in this library; still end cleanly. */

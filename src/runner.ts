@@ -18,7 +18,8 @@
  * cycle therefore costs two map lookups per step. Steps on events with a
  * payload (a close request, the peer's close) are remembered by the event's
  * JSON, a bounded number per snapshot, so the common endings are shared too;
- * the output (the closure) is copied for each run by its host. test/runner.test.ts runs the machine's model-based tests through
+ * each run gets its own copy of the output (the closure).
+ * test/runner.test.ts and the machine's model-based tests run through
  * this host to hold it to the actor's semantics.
  */
 import {
@@ -72,7 +73,7 @@ export interface RunnerHost {
   readonly actorId: string;
   /** Starts the hosted actor the machine invokes as `id`; it reports to the machine through `report`. */
   spawn(id: string, report: (event: EventObject) => void): HostedActor<never>;
-  /** The machine reached a final state: its output, once. */
+  /** The machine reached a final state: its output (this run's own copy), once. */
   done(output: unknown): void;
   /** An action threw (a bug in a hosted actor); the runner has stopped its actors. */
   failed(error: unknown): void;
@@ -370,7 +371,9 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     this.stopped = true;
     this.clearTimers();
     stopAll(this.hosted);
-    const output = (this.snapshot as Snap).output;
+    // Snapshots, and so their output, are shared between runs: each host gets its own copy.
+    const shared = (this.snapshot as Snap).output;
+    const output = typeof shared === 'object' && shared !== null ? { ...shared } : shared;
     queueMicrotask(() => {
       for (const o of this.observers ?? []) o.complete?.();
       this.host.done(output);

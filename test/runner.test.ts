@@ -104,6 +104,7 @@ describe('MachineRunner: shared snapshots (R3: nothing per connection the machin
       assert.deepEqual(r.done, [{ code: i < 50 ? 1000 : 1001, reason, initiator: 'remote', cause: 'peer', expected: true, receivedCode: i < 50 ? 1000 : 1001 }], `run ${i}`);
       assert.deepEqual(r.stopped.sort(), ['reader', 'writer']);
     });
+    assert.notEqual(runs[0]!.done[0], runs[1]!.done[0], 'each run gets its own output object');
   });
 
   test('reaching closed stops both actors, clears every timer and reports the output once', async () => {
