@@ -426,23 +426,32 @@ async function waitUntil(cond: () => Promise<boolean>, timeoutMs: number, what: 
 
 const sum = (missed: MissedLine[]): number => missed.reduce((n, m) => n + m.count, 0);
 
+/**
+ * A client on each node, one broadcast crossing; then B stalls (a long GC
+ * pause, an overloaded host: SIGSTOP) while Redis restarts empty, and A comes
+ * back alone. B stays stopped: the caller resumes it.
+ */
+async function stallBAcrossEmptyRedis(t: TestContext, cluster: NonNullable<Awaited<ReturnType<typeof startCluster>>>) {
+  const { redis, a, b } = cluster;
+  const a1 = await connect(t, a);
+  const b1 = await connect(t, b);
+  await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
+  await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
+  b.child.kill('SIGSTOP');
+  t.after(() => void b.child.kill('SIGCONT'));
+  const fromA = a.lines.length;
+  await redis.kill();
+  await redis.restart();
+  await a.waitLine(/^status up$/, fromA, 15_000);
+  return { a1, b1 };
+}
+
 describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs, bad URLs)', () => {
   test('D1: the sender sees only itself after Redis lost everything; the node that comes back later reports what it missed (count, sender)', { timeout: 60_000 }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
-    const { redis, a, b } = cluster;
-    const a1 = await connect(t, a);
-    const b1 = await connect(t, b);
-    await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
-    await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
-
-    // B stalls (a long GC pause, an overloaded host) while Redis restarts empty: A comes back alone.
-    b.child.kill('SIGSTOP');
-    t.after(() => void b.child.kill('SIGCONT'));
-    const fromA = a.lines.length;
-    await redis.kill();
-    await redis.restart();
-    await a.waitLine(/^status up$/, fromA, 15_000);
+    const { a, b } = cluster;
+    const { a1, b1 } = await stallBAcrossEmptyRedis(t, cluster);
     await delay(HEARTBEAT_MS * 2);
     assert.deepEqual((await a.nodes()).map((n) => n.id), ['node-a'], 'A knows no other node: it cannot report partial');
     for (let i = 0; i < 5; i++) assert.equal((await a1.request({ command: 'broadcast', someOtherThing: `gap-${i}` })).success, true);
@@ -470,17 +479,8 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     // Heartbeats far apart: the presence entry cannot reveal the gap in time, the next frame must.
     const cluster = await startCluster(t, { HEARTBEAT_MS: '30000', PRESENCE_TTL_MS: '60000' });
     if (!cluster) return;
-    const { redis, a, b } = cluster;
-    const a1 = await connect(t, a);
-    const b1 = await connect(t, b);
-    await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
-    await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
-    b.child.kill('SIGSTOP');
-    t.after(() => void b.child.kill('SIGCONT'));
-    const fromA = a.lines.length;
-    await redis.kill();
-    await redis.restart();
-    await a.waitLine(/^status up$/, fromA, 15_000);
+    const { a, b } = cluster;
+    const { a1, b1 } = await stallBAcrossEmptyRedis(t, cluster);
     for (let i = 0; i < 3; i++) await a1.request({ command: 'broadcast', someOtherThing: `gap-${i}` });
     const fromB = b.lines.length;
     b.child.kill('SIGCONT');

@@ -391,6 +391,23 @@ export class Recorder {
     }
     return r;
   }
+
+  /**
+   * Every system but raw against raw, for each metric. A metric given as
+   * [metric, target] carries the issue's target, which is ws-supervisor's
+   * (the others are shown for comparison).
+   */
+  ratiosVsRaw(systems: readonly string[], metrics: ReadonlyArray<string | readonly [string, string | undefined]>): Ratio[] {
+    const out: Ratio[] = [];
+    for (const system of systems.filter((s) => s !== 'raw')) {
+      for (const m of metrics) {
+        const [metric, target] = typeof m === 'string' ? [m, undefined] : m;
+        const r = this.ratio(metric, system, system === 'supervisor' ? target : undefined);
+        if (r) out.push(r);
+      }
+    }
+    return out;
+  }
 }
 
 /** `target` is "<= x", "< x", ">= x" or "> x". */

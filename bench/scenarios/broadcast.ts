@@ -30,7 +30,6 @@ import {
   startServer,
   waitForConnections,
   type BenchClient,
-  type Ratio,
   type System,
 } from '../lib/harness.ts';
 import { BROADCAST_PUSH, timeBroadcasts } from '../lib/broadcast-timing.ts';
@@ -108,15 +107,14 @@ const started = Date.now();
 const rec = new Recorder();
 const problems: string[] = [];
 for (const { system } of alternatingRounds(ROUNDS, SYSTEMS, true)) problems.push(...(await runOnce(system, rec)));
-const ratios: Ratio[] = [];
-for (const system of SYSTEMS.filter((s) => s !== 'raw')) {
-  for (const n of LEVELS) {
-    for (const p of ['p50', 'p99', 'first (cold)']) {
-      const r = rec.ratio(`broadcast to all @${label(n)} ${p}`, system, system === 'supervisor' && p !== 'first (cold)' ? '<= 1.2' : undefined);
-      if (r) ratios.push(r);
-    }
-  }
-}
+const ratios = rec.ratiosVsRaw(
+  SYSTEMS,
+  LEVELS.flatMap((n) => [
+    [`broadcast to all @${label(n)} p50`, '<= 1.2'] as const,
+    [`broadcast to all @${label(n)} p99`, '<= 1.2'] as const,
+    `broadcast to all @${label(n)} first (cold)`,
+  ]),
+);
 const result = {
   rounds: ROUNDS,
   rows: rec.toRows(),

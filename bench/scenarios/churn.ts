@@ -31,7 +31,6 @@ import {
   sleep,
   writeResult,
   type Check,
-  type Ratio,
 } from '../lib/harness.ts';
 import { startLifecycleServer, type LifecycleServer, type LifecycleStats } from '../lib/lifecycle.ts';
 
@@ -182,13 +181,7 @@ for (const { round, system } of alternatingRounds(ROUNDS, SYSTEMS)) {
   }
 }
 
-const ratios: Ratio[] = [];
-for (const system of SYSTEMS.filter((s) => s !== 'raw')) {
-  for (const metric of ['connections per second', 'heap after / before']) {
-    const r = rec.ratio(metric, system);
-    if (r) ratios.push(r);
-  }
-}
+const ratios = rec.ratiosVsRaw(SYSTEMS, ['connections per second', 'heap after / before']);
 notes.push(
   `targets per system: heap after GC within ${((HEAP_TARGET - 1) * 100).toFixed(0)}% of its start, no growth in Timeout / TCPSocketWrap: ` +
     (targetMisses.length ? `MISSED: ${targetMisses.join('; ')}` : 'met in every run'),

@@ -34,7 +34,6 @@ import {
   writeResult,
   type Check,
   type BenchClient,
-  type Ratio,
   type System,
 } from '../lib/harness.ts';
 import { startFreezeProxy, type ProxiedConnection } from '../lib/freeze-proxy.ts';
@@ -134,13 +133,7 @@ for (const { round, system } of alternatingRounds(ROUNDS, SYSTEMS)) {
   }
 }
 
-const ratios: Ratio[] = [];
-for (const system of SYSTEMS.filter((s) => s !== 'raw')) {
-  for (const metric of ['detection delay p50', 'detection delay max']) {
-    const r = rec.ratio(metric, system);
-    if (r) ratios.push(r);
-  }
-}
+const ratios = rec.ratiosVsRaw(SYSTEMS, ['detection delay p50', 'detection delay max']);
 for (const system of SYSTEMS) {
   const all = pooled.get(system) ?? [];
   const b = bound(system);

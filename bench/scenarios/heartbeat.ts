@@ -24,7 +24,6 @@ import {
   sleep,
   writeResult,
   type Check,
-  type Ratio,
 } from '../lib/harness.ts';
 import { startHolder, startLifecycleServer, type ClientHolder } from '../lib/lifecycle.ts';
 
@@ -92,13 +91,7 @@ for (const { round, system } of alternatingRounds(ROUNDS, SYSTEMS)) {
   }
 }
 
-const ratios: Ratio[] = [];
-for (const system of SYSTEMS.filter((s) => s !== 'raw')) {
-  for (const metric of ['server CPU, % of one core', 'server CPU per ping']) {
-    const r = rec.ratio(metric, system);
-    if (r) ratios.push(r);
-  }
-}
+const ratios = rec.ratiosVsRaw(SYSTEMS, ['server CPU, % of one core', 'server CPU per ping']);
 if (SYSTEMS.includes('supervisor')) {
   notes.push(`target ws-supervisor server CPU < ${TARGET_PCT}% of one core: ${targetMisses.length ? `MISSED (${targetMisses.join('; ')})` : 'met in every round'}`);
 }

@@ -28,7 +28,6 @@ import {
   startServer,
   waitForConnections,
   type BenchClient,
-  type Ratio,
   type System,
 } from '../lib/harness.ts';
 
@@ -85,18 +84,11 @@ const rec = new Recorder();
 const problems: string[] = [];
 for (const { system } of alternatingRounds(ROUNDS, SYSTEMS, true)) problems.push(...(await runOnce(system, rec)));
 const last = LEVELS[LEVELS.length - 1]!;
-const ratios: Ratio[] = [];
-for (const system of SYSTEMS.filter((s) => s !== 'raw')) {
-  const target = system === 'supervisor' && last === 10_000 ? '<= 1.5' : undefined;
-  for (const [metric, t] of [
-    [`RSS per idle connection @${label(last)}`, target],
-    [`RSS marginal ${label(LEVELS[LEVELS.length - 2] ?? 0)}→${label(last)}`, undefined],
-    [`heap per idle connection @${label(last)}`, undefined],
-  ] as const) {
-    const r = rec.ratio(metric, system, t);
-    if (r) ratios.push(r);
-  }
-}
+const ratios = rec.ratiosVsRaw(SYSTEMS, [
+  [`RSS per idle connection @${label(last)}`, last === 10_000 ? '<= 1.5' : undefined],
+  `RSS marginal ${label(LEVELS[LEVELS.length - 2] ?? 0)}→${label(last)}`,
+  `heap per idle connection @${label(last)}`,
+]);
 const result = {
   rounds: ROUNDS,
   rows: rec.toRows(),

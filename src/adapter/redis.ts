@@ -38,6 +38,7 @@
  * the script touches keys it does not declare, which Redis Cluster forbids.
  */
 import { randomBytes } from 'node:crypto';
+import { backoffCeiling } from '../../machines/backoff.ts';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { Redis, type RedisOptions } from 'ioredis';
@@ -310,7 +311,8 @@ export class RedisAdapter implements Adapter {
 
   /** The reconnect delay before attempt `times` (1, 2, …): exponential, capped, jittered to 50–100%. */
   backoffDelay(times: number): number {
-    const base = Math.min(this.backoffMax, this.backoffInitial * 2 ** Math.min(times - 1, 30));
+    // The clients' ceiling (machines/backoff.ts), with equal jitter: never an immediate retry against a Redis that just failed.
+    const base = backoffCeiling(times - 1, { initialDelay: this.backoffInitial, maxDelay: this.backoffMax, multiplier: 2 });
     return Math.round(base / 2 + (Math.random() * base) / 2);
   }
 

@@ -14,6 +14,7 @@ import {
   type AnyStateMachine,
   type AnyStateNode,
   type AnyTransitionDefinition,
+  type EventObject,
   type InspectionEvent,
 } from 'xstate';
 
@@ -181,4 +182,10 @@ export class TimerTableClock extends SimulatedClock {
   fireTimer(timeout: number): void {
     this.increment(this.nextDeadline(timeout) - this.now());
   }
+}
+
+/** A generated path's test title: its number and its events (without the initial `xstate.init`), each as `label` shows it. */
+export function pathTitle<E extends EventObject>(i: number, path: { steps: ReadonlyArray<{ event: E }> }, label: (e: E) => string): string {
+  const events = path.steps.map((s) => s.event).filter((e) => e.type !== 'xstate.init');
+  return `#${i + 1}: ${events.map(label).join(' → ') || '(initial state)'}`;
 }

@@ -56,6 +56,7 @@ import {
   missing,
   recordTransitions,
   stateIdMatcher,
+  pathTitle,
 } from '../helpers/model-coverage.ts';
 
 // ---------------------------------------------------------------------------
@@ -661,8 +662,7 @@ async function execute(path: TestPath<Snapshot, ClientEvent>): Promise<void> {
 }
 
 function pathName(i: number, path: TestPath<Snapshot, ClientEvent>): string {
-  const events = path.steps.map((s): EventObject => s.event).filter((e) => e.type !== 'xstate.init');
-  return `#${i + 1}: ${events.map(label).join(' → ') || '(initial state)'}`;
+  return pathTitle(i, path, label);
 }
 
 // ---------------------------------------------------------------------------

@@ -51,6 +51,7 @@ import {
   missing,
   recordTransitions,
   stateIdMatcher,
+  pathTitle,
 } from '../helpers/model-coverage.ts';
 import { MachineRunner, type HostedActor } from '../../src/runner.ts';
 
@@ -585,8 +586,7 @@ async function execute(path: TestPath<Snapshot, ConnectionEvent>, host: Host): P
 }
 
 function pathName(i: number, path: TestPath<Snapshot, ConnectionEvent>): string {
-  const events = path.steps.map((s): EventObject => s.event).filter((e) => e.type !== 'xstate.init');
-  return `#${i + 1}: ${events.map(label).join(' → ') || '(initial state)'}`;
+  return pathTitle(i, path, label);
 }
 
 // ---------------------------------------------------------------------------
