@@ -21,6 +21,7 @@ import { isSendableCloseCode, type CloseCause, type Closure } from '../machines/
 import { TokenBucket } from './rate-limit.ts';
 import { readerActor, SocketReader } from './reader.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
+import type { Traffic } from './hub.ts';
 import type { SocketIO } from './socket-io.ts';
 import { SendQueue, writerActor, type DeadLetterReason, type DeadLetterSink, type Outbound, type SendQueueLimits } from './writer.ts';
 
@@ -62,6 +63,12 @@ export interface DeadLetter {
   /** Whether it was to go out as a binary frame. */
   binary: boolean;
   reason: DeadLetterReason;
+}
+
+/** A connection's traffic so far (payload messages and bytes) and what waits in its send queue now. */
+export interface ConnectionStats extends Traffic {
+  queuedMessages: number;
+  queuedBytes: number;
 }
 
 /** The owner's callbacks: one object per supervisor, shared by its connections. */
@@ -204,14 +211,7 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
     return shared === null ? null : { ...shared };
   }
 
-  get stats(): {
-    messagesIn: number;
-    bytesIn: number;
-    messagesOut: number;
-    bytesOut: number;
-    queuedMessages: number;
-    queuedBytes: number;
-  } {
+  get stats(): ConnectionStats {
     const w = this.writer;
     return {
       messagesIn: this.messagesIn,

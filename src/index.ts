@@ -1,5 +1,5 @@
 export { Supervisor, createSupervisor, type SupervisorEvents, type BroadcastOptions, type PublishOptions, type ClusterSize } from './supervisor.ts';
-export { Connection, supervisedConnectionMachine, assertSendableCloseCode, type DeadLetter, type ConnectionSnapshot } from './connection.ts';
+export { Connection, supervisedConnectionMachine, assertSendableCloseCode, type DeadLetter, type ConnectionSnapshot, type ConnectionStats } from './connection.ts';
 export { Hub, type BroadcastResult, type Traffic, type HubOptions } from './hub.ts';
 export { MAX_TOPIC_BYTES, TopicError, validateTopic, type TopicErrorCode } from './topics.ts';
 export { MemoryAdapter, MemoryBus, createMemoryAdapter, type MemoryAdapterOptions } from './adapter/memory.ts';

@@ -194,16 +194,7 @@ interface SenderState {
 const MAX_SENDERS = 4096;
 
 /** A presence entry as stored (NodeInfo's fields plus the sequence, minus `self`). */
-interface PresenceEntry {
-  id: string;
-  connections: number;
-  startedAt: number;
-  updatedAt: number;
-  hostname: string;
-  pid: number;
-  session?: string;
-  seq?: number;
-}
+type PresenceEntry = Omit<NodeInfo, 'self'> & { session?: string; seq?: number };
 
 /** The first word of a failure that stays the same while it repeats (an error code, WRONGPASS, …): one log line per kind. */
 function failureKind(err: Error & { code?: unknown }): string {
