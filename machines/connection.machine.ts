@@ -41,7 +41,7 @@ export interface ConnectionInput {
   /**
    * Opaque handle on the transport, handed unchanged to the reader and writer
    * actors when the machine runs as an XState actor (the client). The server
-   * hosts the two actors itself (src/runner.ts) and passes one input per
+   * hosts the two actors itself (src/server/runner.ts) and passes one input per
    * supervisor with `io: null`, so that its connections share snapshots.
    * The machine never looks inside it.
    */
@@ -89,7 +89,7 @@ export type ConnectionEvent = ConnectionCommand | ReaderEvent | WriterEvent;
 /**
  * Events whose payload this machine never reads (guards and actions look at
  * the type only). A host may compute a step on one of these once per state and
- * reuse it for every connection (src/runner.ts); the model tests check the
+ * reuse it for every connection (src/server/runner.ts); the model tests check the
  * claim for every state (test/machines/connection.machine.test.ts).
  */
 export const PAYLOAD_FREE_EVENTS: ReadonlySet<ConnectionEvent['type']> = new Set<ConnectionEvent['type']>([

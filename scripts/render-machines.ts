@@ -19,7 +19,7 @@ import {
   eventLabel,
   type StateNodeLike,
   type TransitionLike,
-} from '../src/machine-walk.ts';
+} from '../src/observe/machine-walk.ts';
 
 type Node = StateNodeLike;
 type Transition = TransitionLike;

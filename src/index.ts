@@ -1,16 +1,17 @@
-export { Supervisor, createSupervisor, type SupervisorEvents, type BroadcastOptions, type PublishOptions, type ClusterSize } from './supervisor.ts';
-export { Connection, supervisedConnectionMachine, assertSendableCloseCode, type DeadLetter, type ConnectionSnapshot, type ConnectionStats } from './connection.ts';
-export { Hub, type BroadcastResult, type Traffic, type HubOptions } from './hub.ts';
-export { MAX_TOPIC_BYTES, TopicError, validateTopic, type TopicErrorCode } from './topics.ts';
+export { Supervisor, createSupervisor, type SupervisorEvents, type BroadcastOptions, type PublishOptions, type ClusterSize } from './server/supervisor.ts';
+export { Connection, supervisedConnectionMachine, assertSendableCloseCode, type DeadLetter, type ConnectionSnapshot, type ConnectionStats, type Traffic } from './server/connection.ts';
+export { Hub, type BroadcastResult, type HubOptions } from './server/hub.ts';
+export { MAX_TOPIC_BYTES, TopicError, validateTopic, type TopicErrorCode } from './protocol/topics.ts';
 export { MemoryAdapter, MemoryBus, createMemoryAdapter, type MemoryAdapterOptions } from './adapter/memory.ts';
 export type { Adapter, AdapterHost, AdapterMessage, AdapterStatus, AdapterDeadLetter, AdapterDeadLetterReason, AdapterFailureReason, AdapterSendFailure, AdapterMissed, NodeInfo } from './adapter/types.ts';
 // Redis URL checks without ioredis (the CLI uses them for --redis).
 export { parseRedisUrl, redactRedisUrl, RedisUrlError, type RedisTarget } from './adapter/redis-url.ts';
 // The Redis adapter (and ioredis) load only when imported: 'ws-supervisor/redis'.
 export type { RedisAdapter, RedisAdapterOptions } from './adapter/redis.ts';
-export { AdmissionError, type Refusal, type RefusalReason } from './admission.ts';
-export { DEFAULTS, type SupervisorOptions, type TimingOptions, type SendQueueOptions, type OriginPolicy, type AuthenticateHook, type MessageHandler, type Logger } from './options.ts';
-export { SupervisorMetrics, type MetricsSource } from './metrics.ts';
-export type { DeadLetterReason, Outbound } from './writer.ts';
+export { AdmissionError, type Refusal, type RefusalReason } from './server/admission.ts';
+export { DEFAULTS, type SupervisorOptions, type TimingOptions, type SendQueueOptions, type OriginPolicy, type AuthenticateHook, type MessageHandler } from './server/options.ts';
+export type { Logger } from './base/logger.ts';
+export { SupervisorMetrics, type MetricsSource } from './server/metrics.ts';
+export type { DeadLetterReason, Outbound } from './server/writer.ts';
 export * from '../machines/index.ts';
-export { createDashboard, type Dashboard, type DashboardOptions, type DashboardSnapshot, type ConnectionRow, type ClosureRow } from './dashboard/index.ts';
+export { createDashboard, type Dashboard, type DashboardOptions, type DashboardSnapshot, type ConnectionRow, type ClosureRow } from './observe/dashboard/index.ts';

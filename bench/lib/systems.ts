@@ -19,7 +19,7 @@ import http from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Server as IoServer } from 'socket.io';
 import { handleText } from '../../src/protocol/codec.ts';
-import { startDemoServer } from '../../src/demo-server.ts';
+import { startDemoServer } from '../../src/cli/demo-server.ts';
 import type { ServerStats, System } from './harness.ts';
 
 export interface SystemOptions {

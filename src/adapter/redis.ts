@@ -42,8 +42,8 @@ import { backoffCeiling } from '../../machines/backoff.ts';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { Redis, type RedisOptions } from 'ioredis';
-import { positiveInt } from '../options.ts';
-import { validateTopic } from '../topics.ts';
+import { positiveInt } from '../base/checks.ts';
+import { validateTopic } from '../protocol/topics.ts';
 import { parseRedisUrl, RedisUrlError, type RedisTarget } from './redis-url.ts';
 import type { Adapter, AdapterFailureReason, AdapterHost, AdapterMessage, AdapterStatus, NodeInfo } from './types.ts';
 

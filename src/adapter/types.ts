@@ -7,7 +7,7 @@
  * its host. Implementations: src/adapter/memory.ts (the default: one process,
  * or several supervisors sharing a MemoryBus), src/adapter/redis.ts.
  */
-import type { Logger } from '../options.ts';
+import type { Logger } from '../base/logger.ts';
 
 /** 'up': messages reach the other nodes; 'degraded': they may not (local delivery carries on). */
 export type AdapterStatus = 'up' | 'degraded';

@@ -1,7 +1,7 @@
 /**
  * The browser platform's actors, on the native `WebSocket`: the dialer opens
  * one socket per attempt; the reader and writer keep the contracts of the
- * server's (src/reader.ts, src/writer.ts) within what a browser allows:
+ * server's (src/server/reader.ts, src/server/writer.ts) within what a browser allows:
  *
  * - R7: page scripts cannot send ping frames, so the heartbeat is an
  *   application-level request, `{"requestID":-N,"command":"ping"}`. The
@@ -22,7 +22,7 @@ import { fromCallback } from 'xstate';
 import type { DialerInput } from '../../machines/client.machine.ts';
 import type { ActorInput, ReaderCommand, ReaderEvent, WriterCommand, WriterEvent } from '../../machines/connection.machine.ts';
 import { CloseCodes } from '../../machines/close-codes.ts';
-import { LivenessReport } from '../liveness.ts';
+import { LivenessReport } from '../server/liveness.ts';
 import type { TransportHooks } from './client.ts';
 
 /** Bounds on what the browser may hold for one socket (`bufferedAmount`, bytes). */

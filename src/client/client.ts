@@ -11,7 +11,7 @@ import type { BackoffOptions } from '../../machines/backoff.ts';
 import type { ClientMachine, ClientOutput, ClientTiming } from '../../machines/client.machine.ts';
 import { connectionStateName } from '../../machines/connection.machine.ts';
 import type { Closure } from '../../machines/close-codes.ts';
-import { positiveInt } from '../options.ts';
+import { positiveInt } from '../base/checks.ts';
 
 /** The client's state, flattened from the client machine and its connection child. */
 export type ClientState = 'connecting' | 'open' | 'pinging' | 'closing' | 'waiting' | 'closed';

@@ -7,10 +7,10 @@ import type { Duplex } from 'node:stream';
 import WebSocket from 'ws';
 import { fromCallback } from 'xstate';
 import { clientMachine, type DialerInput } from '../../machines/client.machine.ts';
-import { supervisedConnectionMachine } from '../connection.ts';
-import { DEFAULTS } from '../options.ts';
-import type { SocketIO } from '../socket-io.ts';
-import { SendQueue } from '../writer.ts';
+import { supervisedConnectionMachine } from '../server/connection.ts';
+import { DEFAULTS } from '../server/options.ts';
+import type { SocketIO } from '../server/socket-io.ts';
+import { SendQueue } from '../server/writer.ts';
 import { assertWebSocketUrl, Client, type ClientOptions, type TransportHooks } from './client.ts';
 
 export interface NodeClientOptions extends ClientOptions {

@@ -84,7 +84,7 @@
  * Node 20, of which JSON.parse is ~0.2 µs.
  */
 
-import { validateTopic } from '../topics.ts';
+import { validateTopic } from './topics.ts';
 
 /** A decoded request: Go's zero values ("" / 0) for anything absent or null. */
 export interface Request {

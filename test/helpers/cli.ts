@@ -1,5 +1,5 @@
 /**
- * Test helpers for the CLI: spawn `src/cli.ts` through tsx (in-process, so
+ * Test helpers for the CLI: spawn `src/cli/main.ts` through tsx (in-process, so
  * signals reach the server itself), plain HTTP requests, Prometheus text
  * parsing, and a minimal raw WebSocket client over TCP for the frames a real
  * client library will not send (bad UTF-8, unmasked frames) and for peers
@@ -15,7 +15,7 @@ import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 
-/** The repository root (where `tsx` and `src/cli.ts` live). */
+/** The repository root (where `tsx` and `src/cli/main.ts` live). */
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 const live = new Set<ChildProcessWithoutNullStreams>();
@@ -41,9 +41,9 @@ export interface CliProcess {
   kill(): void;
 }
 
-/** Spawns `node --import tsx src/cli.ts ...args` in the repo root. */
+/** Spawns `node --import tsx src/cli/main.ts ...args` in the repo root. */
 export function spawnCli(args: string[]): CliProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, NODE_OPTIONS: '' },
     stdio: ['pipe', 'pipe', 'pipe'],

@@ -11,7 +11,7 @@
  * independent statement of RULES.md for the events executed so far.
  *
  * Every generated path is executed twice: on an XState actor (how the client
- * runs the machine) and on the server's MachineRunner (src/runner.ts), which
+ * runs the machine) and on the server's MachineRunner (src/server/runner.ts), which
  * computes the same transitions with `transition()` but shares snapshots and
  * remembers steps across connections (so its runs here share one input, as a
  * supervisor's connections do). Afterwards the runs must have taken every
@@ -53,7 +53,7 @@ import {
   stateIdMatcher,
   pathTitle,
 } from '../helpers/model-coverage.ts';
-import { MachineRunner, type HostedActor } from '../../src/runner.ts';
+import { MachineRunner, type HostedActor } from '../../src/server/runner.ts';
 
 // ---------------------------------------------------------------------------
 // Timing and event samples

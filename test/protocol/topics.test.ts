@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeRequest, encodeTopicPush, handleText, type TopicMembership } from '../../src/protocol/codec.ts';
-import { TopicError } from '../../src/topics.ts';
+import { TopicError } from '../../src/protocol/topics.ts';
 
 /** A membership table for one sender, as the demo server's supervisor keeps it. */
 function membership(limit = 2) {

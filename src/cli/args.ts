@@ -1,0 +1,318 @@
+/**
+ * Flag parsing for the CLI, kept apart from src/cli/main.ts (which runs on import)
+ * so it can be tested. Bad values are UsageErrors: the CLI prints them and exits 2.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { existsSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { DEFAULTS, normaliseOrigin, type OriginPolicy } from '../server/options.ts';
+import { bundledWww, type DemoServerOptions } from './demo-server.ts';
+import { RESTART_DEFAULTS } from './restart-intensity.ts';
+import { parseRedisUrl, RedisUrlError } from '../adapter/redis-url.ts';
+
+export const USAGE = `Usage: ws-supervisor server [flags]
+       ws-supervisor client [flags]
+
+server: runs a WebSocket server that speaks the articles' JSON protocol on
+--path, with /healthz, /metrics and a demo page at /.
+
+Server flags:
+  --address HOST:PORT       listen address (default localhost:8080; port 0 = any free port)
+  --path PATH               WebSocket endpoint (default /server)
+  --www DIR                 static files for / (default: the bundled www/)
+  --ping-interval MS        idle time between heartbeat pings (default ${DEFAULTS.pingInterval})
+  --pong-timeout MS         time a ping may go unanswered (default ${DEFAULTS.pongTimeout})
+  --write-timeout MS        time the socket may stay undrained (default ${DEFAULTS.writeTimeout})
+  --close-timeout MS        time to wait for the peer's close frame (default ${DEFAULTS.closeTimeout})
+  --max-payload BYTES       largest inbound message; bigger closes 1009 (default ${DEFAULTS.maxPayload})
+  --send-queue N            messages not yet handed to the OS socket, per connection (default ${DEFAULTS.sendQueueMessages})
+  --max-connections N       upgrades beyond this get 503 (default ${DEFAULTS.maxConnections})
+  --max-message-rate N      messages per second per connection; over it the connection is
+                            closed 1008 (default: no limit)
+  --allowed-origins LIST    comma-separated scheme://host[:port] origins allowed instead of
+                            the same-origin rule; * allows every origin (development only)
+  --log-level LEVEL         fatal, error, warn, info (default), debug (every state transition),
+                            trace or silent; JSON lines on stdout, each with the connection id
+  --inspect                 report every connection actor to a local Stately inspector relay
+                            (works offline; see docs/inspect.md)
+  --inspect-port PORT       port of that relay (default 8081)
+  --redis URL               fan broadcasts and topic publishes out through Redis pub/sub
+                            to every process using that Redis: redis://[[user]:password@]host[:port][/db]
+                            or rediss://… (TLS); the password is masked in every log line
+  --redis-env NAME          the same, with the URL read from the environment variable NAME
+                            (keeps the password out of the process list)
+  --workers N               worker processes on the same port (node:cluster), or auto
+                            (one per CPU: ${availableParallelism()} here); default 1, a single process.
+                            More than 1 needs --redis (or --local-broadcast)
+  --local-broadcast         with --workers > 1 and no --redis: accept that a broadcast (or
+                            publish) reaches only the clients of the worker that received it
+  --max-restarts N          restart intensity: a crashed worker is restarted at most N times
+                            within --restart-period; one more crash stops the server
+                            with exit 1 (default ${RESTART_DEFAULTS.maxRestarts}; needs --workers > 1)
+  --restart-period SECONDS  the window of --max-restarts (default ${RESTART_DEFAULTS.periodSeconds})
+  --help                    show this help
+
+Server signals: SIGTERM or SIGINT drains (new upgrades and /healthz get 503, every
+connection gets close 1001, stragglers are terminated after the close timeout)
+and exits 0. With --workers, signal the primary: it drains every worker.
+
+client: the articles' client, reconnecting. Connects to ws://HOST:PORT/PATH and
+every interval sends {"requestID":N,"command":"Eject the hot dog N.","someOtherThing":""}
+with N = 1, 2, 3… counting on across reconnects. Requests made while
+disconnected are buffered and sent once reconnected (R23). Prints each request
+("request N: …", marked "(buffered while STATE)" when not connected), each reply
+("reply N: {…}"), each push ("push: {…}"), each failed request ("request N
+failed: CODE: why"), every state change ("state: open → pinging") and each
+connection close (code, reason, expected). Reconnects with backoff and jitter
+after an unexpected close (R22).
+
+Client flags:
+  --address HOST:PORT       server address (default localhost:8080)
+  --path PATH               WebSocket endpoint (default /server)
+  --interval MS             time between requests (default 2000)
+  --help                    show this help
+
+Client signals: SIGTERM or SIGINT closes the connection (close 1000, waiting
+for the server's close frame up to the close timeout) and exits 0.
+`;
+
+export class UsageError extends Error {}
+
+function positive(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^[0-9]+$/.test(value) || Number(value) <= 0 || !Number.isSafeInteger(Number(value))) {
+    throw new UsageError(`--${flag} must be a positive integer, got ${JSON.stringify(value)}`);
+  }
+  // Node's timers (and any sane limit) stop at 2^31-1.
+  if (Number(value) > 2_147_483_647) throw new UsageError(`--${flag} must be at most 2147483647, got ${value}`);
+  return Number(value);
+}
+
+function nonNegative(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new UsageError(`--${flag} must be an integer ≥ 0, got ${JSON.stringify(value)}`);
+  }
+  return Number(value);
+}
+
+/** HOST:PORT, [IPv6]:PORT or :PORT (all interfaces). */
+export function parseAddress(value: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):([0-9]{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw new UsageError(`--address must be HOST:PORT (e.g. localhost:8080, 127.0.0.1:0, [::1]:8080), got ${JSON.stringify(value)}`);
+  }
+  return { host: m[1] ?? (m[2] || '::'), port };
+}
+
+function parseOrigins(value: string | undefined): OriginPolicy | undefined {
+  if (value === undefined) return undefined;
+  const entries = value.split(',').map((s) => s.trim()).filter(Boolean);
+  if (entries.length === 0) throw new UsageError('--allowed-origins must list at least one origin');
+  if (entries.includes('*')) {
+    if (entries.length > 1) throw new UsageError('--allowed-origins: * cannot be combined with other origins');
+    return '*';
+  }
+  try {
+    return entries.map(normaliseOrigin);
+  } catch (err) {
+    throw new UsageError(`--allowed-origins: ${(err as Error).message.replace('ws-supervisor: allowed origin ', '')}`);
+  }
+}
+
+/** Server CLI options: the demo server's, plus what only the CLI does (logging, inspector, processes). */
+export interface ServerCliOptions extends DemoServerOptions {
+  logLevel: LogLevel;
+  /** Port of the local Stately inspector relay, or null without --inspect. */
+  inspectPort: number | null;
+  /** Redis URL for the broadcast adapter (from --redis or --redis-env; checked by parseRedisUrl), or null: broadcasts stay in this process. */
+  redis: string | null;
+  /** Worker processes (node:cluster); 1 = a single process, no cluster. */
+  workers: number;
+  /** Restart intensity of the workers (docs/cluster.md). */
+  restart: { maxRestarts: number; periodMs: number };
+}
+
+/** Far above any core count; catches a typo before it forks thousands of processes. */
+export const MAX_WORKERS = 256;
+
+function parseWorkers(value: string | undefined): number {
+  if (value === undefined) return 1;
+  if (value === 'auto') return availableParallelism();
+  if (!/^[0-9]+$/.test(value) || Number(value) < 1 || Number(value) > MAX_WORKERS) {
+    throw new UsageError(`--workers must be auto or an integer from 1 to ${MAX_WORKERS}, got ${JSON.stringify(value)}`);
+  }
+  return Number(value);
+}
+
+/** The --redis URL (or the one in the variable --redis-env names), checked exactly as createRedisAdapter checks it. */
+function parseRedis(value: string | undefined, envName: string | undefined, env: NodeJS.ProcessEnv): string | null {
+  if (value !== undefined && envName !== undefined) throw new UsageError('--redis and --redis-env both give the Redis URL: choose one');
+  let url = value;
+  let what = '--redis URL';
+  if (envName !== undefined) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envName)) throw new UsageError(`--redis-env must name an environment variable, got ${JSON.stringify(envName)}`);
+    url = env[envName];
+    what = `--redis-env ${envName}: the URL in ${envName}`;
+    if (url === undefined || url.trim() === '') throw new UsageError(`--redis-env ${envName}: the environment variable ${envName} is not set (or empty)`);
+  }
+  if (url === undefined) return null;
+  try {
+    parseRedisUrl(url);
+  } catch (err) {
+    if (err instanceof RedisUrlError) throw new UsageError(`${what} ${err.message}`);
+    throw err;
+  }
+  return url.trim();
+}
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** node:util parseArgs, strict, no positionals; its errors become UsageErrors (exit 2). */
+function parseFlags<T extends ParseArgsConfig['options']>(args: string[], options: T) {
+  // parseArgs calls `--workers -1` "ambiguous" (the value looks like a flag); as `--workers=-1`
+  // it reaches the flag's own check, which says what the flag accepts.
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    const name = arg.startsWith('--') && !arg.includes('=') ? arg.slice(2) : null;
+    if (name !== null && options?.[name]?.type === 'string' && next !== undefined && /^-[0-9.]/.test(next)) {
+      joined.push(`${arg}=${next}`);
+      i++;
+    } else joined.push(arg);
+  }
+  try {
+    return parseArgs({ args: joined, strict: true, allowPositionals: false, options });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process.env): ServerCliOptions | 'help' {
+  const parsed = parseFlags(args, {
+    address: { type: 'string' },
+    path: { type: 'string' },
+    www: { type: 'string' },
+    'ping-interval': { type: 'string' },
+    'pong-timeout': { type: 'string' },
+    'write-timeout': { type: 'string' },
+    'close-timeout': { type: 'string' },
+    'max-payload': { type: 'string' },
+    'send-queue': { type: 'string' },
+    'max-connections': { type: 'string' },
+    'max-message-rate': { type: 'string' },
+    'allowed-origins': { type: 'string' },
+    'log-level': { type: 'string' },
+    inspect: { type: 'boolean' },
+    'inspect-port': { type: 'string' },
+    redis: { type: 'string' },
+    'redis-env': { type: 'string' },
+    workers: { type: 'string' },
+    'local-broadcast': { type: 'boolean' },
+    'max-restarts': { type: 'string' },
+    'restart-period': { type: 'string' },
+    help: { type: 'boolean' },
+  });
+  const v = parsed.values;
+  if (v.help) return 'help';
+  const logLevel = (v['log-level'] ?? 'info') as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(v['log-level'])}`);
+  }
+  const inspectPort = positive('inspect-port', v['inspect-port']);
+  if (inspectPort !== undefined && inspectPort > 65535) throw new UsageError(`--inspect-port must be at most 65535, got ${inspectPort}`);
+  if (inspectPort !== undefined && !v.inspect) throw new UsageError('--inspect-port needs --inspect');
+  const { host, port } = parseAddress(v.address ?? 'localhost:8080');
+  const path = v.path ?? '/server';
+  if (!/^\/[^\s?#]*$/.test(path)) throw new UsageError(`--path must start with / and hold no spaces, ? or #, got ${JSON.stringify(path)}`);
+  const www = v.www ?? bundledWww();
+  if (!existsSync(www) || !statSync(www).isDirectory()) throw new UsageError(`--www ${JSON.stringify(www)} is not a directory`);
+  const origins = parseOrigins(v['allowed-origins']);
+  const redis = parseRedis(v.redis, v['redis-env'], env);
+  const workers = parseWorkers(v.workers);
+  // `auto` may come to 1 on a one-CPU host: the cluster flags are then accepted and unused.
+  const clustered = workers > 1 || v.workers === 'auto';
+  for (const flag of ['max-restarts', 'restart-period', 'local-broadcast'] as const) {
+    if (v[flag] !== undefined && !clustered) throw new UsageError(`--${flag} needs --workers 2 or more (or auto)`);
+  }
+  if (workers > 1 && redis === null && !v['local-broadcast']) {
+    throw new UsageError(
+      `--workers ${workers} without --redis: each worker is a separate process, so a broadcast would reach only ` +
+        `the clients of the worker that received it (about 1 in ${workers}). Add --redis redis://HOST:PORT to fan ` +
+        'broadcasts out to every worker, or --local-broadcast if per-worker broadcasts are what you want (docs/cluster.md)',
+    );
+  }
+  if (v['local-broadcast'] && redis !== null) throw new UsageError('--local-broadcast contradicts --redis: choose one');
+  if (v.inspect && workers > 1) {
+    throw new UsageError('--inspect watches the actors of one process: use it with a single process (no --workers)');
+  }
+  const maxRestarts = nonNegative('max-restarts', v['max-restarts']) ?? RESTART_DEFAULTS.maxRestarts;
+  const periodSeconds = positive('restart-period', v['restart-period']) ?? RESTART_DEFAULTS.periodSeconds;
+  // Beyond a day the limit stops being a rate and becomes a lifetime count.
+  if (periodSeconds > 86_400) throw new UsageError(`--restart-period must be at most 86400 seconds (a day), got ${periodSeconds}`);
+  const options: ServerCliOptions = {
+    logLevel,
+    inspectPort: v.inspect ? (inspectPort ?? 8081) : null,
+    redis,
+    workers,
+    restart: { maxRestarts, periodMs: periodSeconds * 1000 },
+    host,
+    port,
+    path,
+    www,
+    timing: {
+      pingInterval: positive('ping-interval', v['ping-interval']),
+      pongTimeout: positive('pong-timeout', v['pong-timeout']),
+      writeTimeout: positive('write-timeout', v['write-timeout']),
+      closeTimeout: positive('close-timeout', v['close-timeout']),
+    },
+    sendQueue: { maxMessages: positive('send-queue', v['send-queue']) },
+    maxPayload: positive('max-payload', v['max-payload']),
+    maxConnections: positive('max-connections', v['max-connections']),
+    maxMessageRate: positive('max-message-rate', v['max-message-rate']),
+    ...(origins !== undefined ? { origins } : {}),
+  };
+  return options;
+}
+
+
+export interface ClientCliOptions {
+  /** ws://HOST:PORT/PATH */
+  url: string;
+  /** Time between requests, ms. */
+  interval: number;
+}
+
+/** The client's defaults: the articles' client dials localhost:8080/server every 2 s. */
+export const CLIENT_CLI_DEFAULTS = { address: 'localhost:8080', path: '/server', interval: 2000 } as const;
+
+export function parseClientArgs(args: string[]): ClientCliOptions | 'help' {
+  const parsed = parseFlags(args, {
+    address: { type: 'string' },
+    path: { type: 'string' },
+    interval: { type: 'string' },
+    help: { type: 'boolean' },
+  });
+  const v = parsed.values;
+  if (v.help) return 'help';
+  const { host, port } = parseAddress(v.address ?? CLIENT_CLI_DEFAULTS.address);
+  if (port === 0) throw new UsageError(`--address: a client needs a port to connect to, got ${JSON.stringify(v.address)}`);
+  const path = v.path ?? CLIENT_CLI_DEFAULTS.path;
+  if (!/^\/[^\s?#]*$/.test(path)) throw new UsageError(`--path must start with / and hold no spaces, ? or #, got ${JSON.stringify(path)}`);
+  const interval = positive('interval', v.interval) ?? CLIENT_CLI_DEFAULTS.interval;
+  // Node's timers cap at 2^31-1 ms (and silently fire after 1 ms beyond it).
+  if (interval > 2 ** 31 - 1) throw new UsageError(`--interval must be at most ${2 ** 31 - 1} ms, got ${JSON.stringify(v.interval)}`);
+  // ':PORT' means "all interfaces" to a server; a client dials the local host.
+  const dial = host === '::' ? 'localhost' : host;
+  const shown = dial.includes(':') ? `[${dial}]` : dial;
+  const url = `ws://${shown}:${port}${path}`;
+  try {
+    new URL(url);
+  } catch {
+    throw new UsageError(`--address: ${JSON.stringify(v.address)} does not make a valid URL (${url})`);
+  }
+  return { url, interval };
+}

@@ -1,0 +1,292 @@
+/**
+ * A supervised connection: the handle the application holds. Its lifecycle is
+ * the connection machine (machines/connection.machine.ts), hosted by a
+ * MachineRunner (src/server/runner.ts) with the reader and writer actors; the data
+ * path goes through the reader and writer directly.
+ */
+import type { Duplex } from 'node:stream';
+import type WebSocket from 'ws';
+import type { EventObject, InspectionEvent, Observer, SnapshotFrom } from 'xstate';
+import {
+  connectionMachine,
+  connectionStateName,
+  PAYLOAD_FREE_EVENTS,
+  type ConnectionInput,
+  type ConnectionStateName,
+  type ConnectionTiming,
+  type ReaderEvent,
+  type WriterEvent,
+} from '../../machines/connection.machine.ts';
+import { isSendableCloseCode, type CloseCause, type Closure } from '../../machines/close-codes.ts';
+import { TokenBucket } from './rate-limit.ts';
+import { readerActor, SocketReader } from './reader.ts';
+import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
+import type { SocketIO } from './socket-io.ts';
+import { SendQueue, writerActor, type DeadLetterReason, type DeadLetterSink, type Outbound, type SendQueueLimits } from './writer.ts';
+
+/**
+ * The machine with the real actors as XState actors, provided once per
+ * process (FACTS.md: `.provide()` per socket costs 2.4× memory and 2.6× create
+ * time). The client runs it as a child actor; the server hosts the same
+ * definition in a MachineRunner.
+ */
+export const supervisedConnectionMachine = connectionMachine.provide({
+  actors: { reader: readerActor, writer: writerActor },
+});
+
+export type ConnectionSnapshot = SnapshotFrom<typeof connectionMachine>;
+
+/**
+ * What every connection of one supervisor shares with the others: the
+ * machine, one input (so their snapshots are shared, src/server/runner.ts) and the
+ * inspector. Make one per supervisor.
+ */
+export type ConnectionRunnerConfig = RunnerConfig<typeof connectionMachine>;
+
+export function connectionRunnerConfig(
+  timing: ConnectionTiming,
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void),
+): ConnectionRunnerConfig {
+  return {
+    machine: connectionMachine,
+    input: { id: '', timing, io: null } satisfies ConnectionInput,
+    payloadFree: PAYLOAD_FREE_EVENTS,
+    ...(inspect ? { inspect } : {}),
+  };
+}
+
+/** A message accepted for sending that never reached the OS socket (R12). */
+export interface DeadLetter {
+  connectionId: string;
+  data: Outbound;
+  /** Whether it was to go out as a binary frame. */
+  binary: boolean;
+  reason: DeadLetterReason;
+}
+
+/** Message and byte counts (payloads), in and out. */
+export interface Traffic {
+  messagesIn: number;
+  bytesIn: number;
+  messagesOut: number;
+  bytesOut: number;
+}
+
+/** A connection's traffic so far (payload messages and bytes) and what waits in its send queue now. */
+export interface ConnectionStats extends Traffic {
+  queuedMessages: number;
+  queuedBytes: number;
+}
+
+/** The owner's callbacks: one object per supervisor, shared by its connections. */
+export interface ConnectionHooks<Auth> {
+  onMessage(connection: Connection<Auth>, data: Buffer, isBinary: boolean): void;
+  onDeadLetter(letter: DeadLetter): void;
+  onRtt?(rttMs: number): void;
+  /** The connection reached `closed`; called just before `closed` resolves. */
+  onClose?(connection: Connection<Auth>, closure: Closure): void;
+}
+
+export interface ConnectionInit<Auth> {
+  id: string;
+  ws: WebSocket;
+  socket: Duplex;
+  sendQueue: SendQueueLimits;
+  /** The peer's address and port, as the socket reports them. */
+  remoteHost: string;
+  remotePort: number | undefined;
+  protocol: string;
+  auth: Auth;
+  /** From `connectionRunnerConfig(timing, inspect)`, once per supervisor. */
+  runner: ConnectionRunnerConfig;
+  hooks: ConnectionHooks<Auth>;
+  /** R21: messages per second this connection may send; 0 = no limit. */
+  maxMessageRate?: number;
+}
+
+/** Close codes an application may send (RFC 6455 §7.4): 1000, 1001…1014 minus reserved, 3000–4999. */
+export function assertSendableCloseCode(code: number): void {
+  if (!isSendableCloseCode(code)) throw new RangeError(`ws-supervisor: invalid close code ${String(code)}: use 1000, 1001–1014 (not 1004–1006) or 3000–4999`);
+}
+
+const INTERNAL_ERROR: Closure = { code: 1011, reason: 'internal error', initiator: 'local', cause: 'terminated', expected: false, receivedCode: null };
+
+/**
+ * One supervised connection. It is itself what its reader and writer share
+ * (SocketIO), the host of its machine run (RunnerHost) and the sink of its
+ * dead letters: per-connection state lives in fields, behaviour on the
+ * prototype, so an idle connection costs little more than its socket.
+ */
+export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLetterSink {
+  readonly id: string;
+  /** The negotiated subprotocol ('' when none), R20. */
+  readonly protocol: string;
+  /** What `authenticate` returned for this connection. */
+  readonly auth: Auth;
+  readonly openedAt: number = Date.now();
+  /** Resolves with the closure once the machine reaches `closed` (exactly once, R2). */
+  readonly closed: Promise<Closure>;
+  readonly ws: WebSocket;
+  readonly socket: Duplex;
+  readonly writer: SendQueue;
+  readonly limiter: TokenBucket | undefined;
+  messagesIn = 0;
+  bytesIn = 0;
+  private readonly remoteHost: string;
+  private readonly remotePort: number | undefined;
+  private readonly hooks: ConnectionHooks<Auth>;
+  private readonly runner: MachineRunner<typeof connectionMachine>;
+  private settle: ((closure: Closure) => void) | null = null;
+  private rtt: number | null = null;
+  /** This connection's closure, once ended (the runner hands each run its own copy of the output). */
+  private ended: Closure | null = null;
+
+  constructor(init: ConnectionInit<Auth>) {
+    this.id = init.id;
+    this.protocol = init.protocol;
+    this.auth = init.auth;
+    this.ws = init.ws;
+    this.socket = init.socket;
+    this.remoteHost = init.remoteHost;
+    this.remotePort = init.remotePort;
+    this.hooks = init.hooks;
+    this.limiter = init.maxMessageRate ? new TokenBucket(init.maxMessageRate) : undefined;
+    this.writer = new SendQueue(init.ws, init.socket, init.sendQueue, this);
+    this.closed = new Promise((resolve) => (this.settle = resolve));
+    this.runner = new MachineRunner(init.runner, this);
+  }
+
+  /** Last ping→pong round trip in ms (R4), null before the first pong. */
+  get rttMs(): number | null {
+    return this.rtt;
+  }
+
+  /** `address:port` of the peer. */
+  get remoteAddress(): string {
+    return `${this.remoteHost}:${this.remotePort ?? '?'}`;
+  }
+
+  /** Starts the machine (the reader reports the socket open at once). */
+  start(): this {
+    this.runner.start();
+    return this;
+  }
+
+  /**
+   * Queue a message (R9). Returns false if it was refused: the connection is
+   * not open, or its queue is full (then it is closed as a slow consumer, R11).
+   * An accepted message reaches the OS socket or comes back as a dead letter (R12).
+   */
+  send(data: Outbound, binary: boolean = typeof data !== 'string'): boolean {
+    return this.writer.send(data, binary);
+  }
+
+  /** Start the close handshake (R16). Resolves when closed. */
+  close(code = 1000, reason = '', cause?: CloseCause): Promise<Closure> {
+    assertSendableCloseCode(code);
+    if (Buffer.byteLength(reason) > 123) {
+      throw new RangeError(`ws-supervisor: close reason must be at most 123 bytes, got ${Buffer.byteLength(reason)}`);
+    }
+    this.runner.send({ type: 'close', code, reason, ...(cause ? { cause } : {}) });
+    return this.closed;
+  }
+
+  /** Drop the connection without a handshake. Resolves when closed. */
+  terminate(reason = 'terminated'): Promise<Closure> {
+    this.runner.send({ type: 'terminate', reason });
+    return this.closed;
+  }
+
+  /** The machine's current state value, e.g. `{ open: { heartbeat: 'pinging', write: 'flowing' } }`. */
+  get state(): ConnectionSnapshot['value'] {
+    return this.runner.getSnapshot().value;
+  }
+
+  /** A flat name for the state: connecting | open | pinging | closing | closed (blocked writes show as open/pinging). */
+  get stateName(): ConnectionStateName {
+    return connectionStateName(this.runner.getSnapshot());
+  }
+
+  get isWriteBlocked(): boolean {
+    return this.runner.getSnapshot().matches({ open: { write: 'blocked' } });
+  }
+
+  /** How it ended (R17), once `closed`; null before. */
+  get closure(): Closure | null {
+    if (this.ended !== null) return this.ended;
+    const shared = this.runner.getSnapshot().context.closure;
+    return shared === null ? null : { ...shared };
+  }
+
+  get stats(): ConnectionStats {
+    const w = this.writer;
+    return {
+      messagesIn: this.messagesIn,
+      bytesIn: this.bytesIn,
+      messagesOut: w.messagesOut,
+      bytesOut: w.bytesOut,
+      queuedMessages: w.depth,
+      queuedBytes: w.depthBytes,
+    };
+  }
+
+  /**
+   * The running machine, for inspection and tests: `getSnapshot()`,
+   * `subscribe()`, and the `actorRef` of this connection's inspection events.
+   */
+  get machine(): MachineRunner<typeof connectionMachine> {
+    return this.runner;
+  }
+
+  // SocketIO: what the reader calls.
+
+  /** @internal Inbound data, straight to the application. */
+  onMessage(data: Buffer, isBinary: boolean): void {
+    this.hooks.onMessage(this, data, isBinary);
+  }
+
+  /** @internal */
+  onRtt(rttMs: number): void {
+    this.rtt = rttMs;
+    this.hooks.onRtt?.(rttMs);
+  }
+
+  // DeadLetterSink: what the writer calls (R12).
+
+  /** @internal */
+  deadLetter(data: Outbound, binary: boolean, reason: DeadLetterReason): void {
+    this.hooks.onDeadLetter({ connectionId: this.id, data, binary, reason });
+  }
+
+  // RunnerHost: what the machine run calls.
+
+  /** @internal */
+  get actorId(): string {
+    return `connection:${this.id}`;
+  }
+
+  /** @internal R8: the machine's two actors, started when it invokes them and stopped when it reaches `closed`. */
+  spawn(id: string, report: (event: EventObject) => void): HostedActor<never> {
+    if (id === 'reader') return new SocketReader(this, report as (event: ReaderEvent) => void);
+    return this.writer.attach(report as (event: WriterEvent) => void);
+  }
+
+  /** @internal */
+  done(output: unknown): void {
+    this.end(output as Closure);
+  }
+
+  /** @internal A throwing actor is a bug in this library; still end cleanly. */
+  failed(): void {
+    this.end(INTERNAL_ERROR);
+  }
+
+  private end(closure: Closure): void {
+    const settle = this.settle;
+    if (settle === null) return;
+    this.settle = null;
+    this.ended = closure;
+    settle(closure); // its reactions run after onClose: the owner's bookkeeping comes first
+    this.hooks.onClose?.(this, closure);
+  }
+}

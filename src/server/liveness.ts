@@ -1,0 +1,54 @@
+/**
+ * The part every reader actor shares, whatever the transport (ws in Node, the
+ * native WebSocket in browsers): what it reports to the connection machine
+ * about liveness (R4, R5) and the close (R2). No Node imports: bundled for
+ * browsers too.
+ *
+ * - After `reader.expectLiveness` (a ping went out), the first inbound frame
+ *   is reported once: `socket.pong` with the round trip when it is our pong,
+ *   else `socket.activity`. Frames at other times cost no machine event.
+ * - `reader.confirmSilence` (the pong timeout fired) is answered with
+ *   `socket.silent` only after `defer` has let waiting input be read.
+ * - The transport's close is reported exactly once.
+ */
+import type { ReaderCommand, ReaderEvent } from '../../machines/connection.machine.ts';
+
+export class LivenessReport {
+  /** True between a ping and the first inbound frame after it. Read on the hot path: keep it a field. */
+  expecting = false;
+  private closed = false;
+  private stopped = false;
+
+  constructor(
+    private readonly sendBack: (event: ReaderEvent) => void,
+    /** Runs `fn` once pending input has been dispatched (Node: setImmediate; browsers: setTimeout 0). */
+    private readonly defer: (fn: () => void) => void,
+  ) {}
+
+  command(command: ReaderCommand): void {
+    if (command.type === 'reader.expectLiveness') this.expecting = true;
+    else
+      this.defer(() => {
+        if (this.expecting && !this.stopped) this.sendBack({ type: 'socket.silent' });
+      });
+  }
+
+  /** An inbound frame: the first after a ping proves liveness (R5); `rttMs` when it was our pong. */
+  inbound(rttMs: number | null = null): void {
+    if (!this.expecting) return;
+    this.expecting = false;
+    this.sendBack(rttMs !== null ? { type: 'socket.pong', rttMs } : { type: 'socket.activity' });
+  }
+
+  /** The transport closed (R2): reported once. */
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.sendBack({ type: 'socket.closed', code, reason });
+  }
+
+  /** The reader stopped: nothing more is reported. */
+  stop(): void {
+    this.stopped = true;
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * Prometheus metrics (prom-client), one Registry per supervisor so several
+ * supervisors (or tests) in one process never collide. Names follow
+ * Prometheus conventions (`_total`, `_seconds`, `_bytes`); docs/metrics.md
+ * lists them.
+ *
+ * The hot path pays nothing: per-message counts live in each connection's
+ * plain-number stats and are summed when Prometheus scrapes (live connections
+ * plus the hub's totals of closed ones), instead of a prom-client increment per message.
+ */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Closure } from '../../machines/close-codes.ts';
+import type { Traffic } from './connection.ts';
+
+/** What the metrics read from the supervisor at scrape time. */
+export interface MetricsSource {
+  /** Traffic of the connections closed so far (the live ones are summed at scrape). */
+  closedTraffic(): Traffic;
+  /** Live connections: their flat state, stats and queue depth. */
+  live(): Iterable<{
+    stateName: string;
+    stats: { messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number; queuedMessages: number; queuedBytes: number };
+  }>;
+  /** Topics with at least one live local member. */
+  topics?(): number;
+  /** Whether the adapter reaches the other nodes. */
+  adapterUp?(): boolean;
+}
+
+const STATES = ['connecting', 'open', 'pinging', 'closing'] as const;
+
+
+interface Sums {
+  byState: Record<string, number>;
+  totals: Traffic;
+  queuedMessages: number;
+  queuedBytes: number;
+  maxQueued: number;
+}
+
+export class SupervisorMetrics {
+  readonly registry: Registry;
+  /** Connections not yet closed (admitted and open, or closing). */
+  readonly connections: Gauge;
+  readonly connectionsByState: Gauge<'state'>;
+  readonly openedTotal: Counter;
+  /** Closures by close code: the code we sent if we started, else the one received; 1006 if none. */
+  readonly closesTotal: Counter<'code'>;
+  /** Closures by cause and R17 expectation. */
+  readonly closesByCauseTotal: Counter<'cause' | 'expected' | 'initiator'>;
+  /** Upgrades refused at admission, by reason (origin, subprotocol, max-connections, …). */
+  readonly refusedTotal: Counter<'reason'>;
+  /** Messages accepted for sending that never reached the OS socket (R12). */
+  readonly deadLettersTotal: Counter<'reason'>;
+  /** Connections closed as slow consumers: queue overflow or write timeout (R11). */
+  readonly slowConsumerClosesTotal: Counter<'cause'>;
+  /** Connections terminated because no pong arrived in time (R4). */
+  readonly heartbeatTimeoutsTotal: Counter;
+  readonly rttSeconds: Histogram;
+  /** R12: broadcasts/publishes that may not have reached every other node, by reason (unavailable, error, partial). */
+  readonly adapterPublishFailuresTotal: Counter<'reason'>;
+  /** Messages handed to the adapter (out) and delivered from other nodes (in), by kind (broadcast, publish). */
+  readonly adapterMessagesTotal: Counter<'direction' | 'kind'>;
+  /** R12, receiver side: other nodes' messages that never reached this node (gaps in their sequence numbers). */
+  readonly adapterMissedTotal: Counter;
+  private cache: { at: number; sums: Sums } | null = null;
+
+  constructor(
+    private readonly source: MetricsSource,
+    registry: Registry = new Registry(),
+    prefix = 'ws_supervisor_',
+  ) {
+    this.registry = registry;
+    const registers = [registry];
+    const self = this;
+    this.connections = new Gauge({ name: `${prefix}connections`, help: 'WebSocket connections not yet closed', registers });
+    this.connectionsByState = new Gauge({
+      name: `${prefix}connections_by_state`,
+      help: 'Live connections by connection-machine state (open includes a blocked writer)',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const counts = self.sums().byState;
+        for (const state of STATES) this.set({ state }, counts[state] ?? 0);
+      },
+    });
+    this.openedTotal = new Counter({ name: `${prefix}connections_opened_total`, help: 'Connections admitted and opened', registers });
+    this.closesTotal = new Counter({
+      name: `${prefix}closes_total`,
+      help: 'Closed connections by close code (sent if the server started the close, else received; 1006 if no close frame)',
+      labelNames: ['code'],
+      registers,
+    });
+    this.closesByCauseTotal = new Counter({
+      name: `${prefix}closes_by_cause_total`,
+      help: 'Closed connections by cause, initiator and whether the closure was expected (R17: a clean 1000/1001)',
+      labelNames: ['cause', 'expected', 'initiator'],
+      registers,
+    });
+    this.refusedTotal = new Counter({
+      name: `${prefix}refused_upgrades_total`,
+      help: 'Upgrade requests refused at admission, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.deadLettersTotal = new Counter({
+      name: `${prefix}dead_letters_total`,
+      help: 'Messages accepted for sending that never reached the OS socket',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.slowConsumerClosesTotal = new Counter({
+      name: `${prefix}slow_consumer_closes_total`,
+      help: 'Connections closed as slow consumers (send queue overflow or write timeout)',
+      labelNames: ['cause'],
+      registers,
+    });
+    this.heartbeatTimeoutsTotal = new Counter({
+      name: `${prefix}heartbeat_timeouts_total`,
+      help: 'Connections terminated because no pong or other traffic arrived within the pong timeout',
+      registers,
+    });
+    this.rttSeconds = new Histogram({
+      name: `${prefix}rtt_seconds`,
+      help: 'Heartbeat ping-to-pong round trip time',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
+    this.adapterPublishFailuresTotal = new Counter({
+      name: `${prefix}adapter_publish_failures_total`,
+      help: 'Broadcasts and topic publishes that may not have reached every other node (delivered locally), by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.adapterMessagesTotal = new Counter({
+      name: `${prefix}adapter_messages_total`,
+      help: 'Broadcasts and topic publishes handed to the adapter (out) or received from other nodes (in)',
+      labelNames: ['direction', 'kind'],
+      registers,
+    });
+    // No label per sending node: node ids change with every restart (unbounded cardinality); the log line names it.
+    this.adapterMissedTotal = new Counter({
+      name: `${prefix}adapter_missed_total`,
+      help: 'Messages other nodes sent that never reached this node (gaps in their sequence numbers; each gap also an adapterDeadLetter event, reason missed)',
+      registers,
+    });
+    new Gauge({
+      name: `${prefix}adapter_up`,
+      help: 'Whether the adapter reaches the other nodes (1 up, 0 degraded)',
+      registers,
+      collect() {
+        this.set(source.adapterUp ? (source.adapterUp() ? 1 : 0) : 1);
+      },
+    });
+    new Gauge({
+      name: `${prefix}topics`,
+      help: 'Topics with at least one live member on this node',
+      registers,
+      collect() {
+        this.set(source.topics ? source.topics() : 0);
+      },
+    });
+    const summed = (name: string, help: string, pick: (s: Traffic) => number): Counter =>
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(pick(self.sums().totals));
+        },
+      });
+    summed(`${prefix}messages_received_total`, 'Messages received from clients', (t) => t.messagesIn);
+    summed(`${prefix}messages_sent_total`, 'Messages handed to the OS socket', (t) => t.messagesOut);
+    summed(`${prefix}received_bytes_total`, 'Payload bytes received from clients', (t) => t.bytesIn);
+    summed(`${prefix}sent_bytes_total`, 'Payload bytes handed to the OS socket', (t) => t.bytesOut);
+    new Gauge({
+      name: `${prefix}send_queue_messages`,
+      help: 'Messages waiting in send queues (not yet handed to the OS socket), all connections',
+      registers,
+      collect() {
+        this.set(self.sums().queuedMessages);
+      },
+    });
+    new Gauge({
+      name: `${prefix}send_queue_bytes`,
+      help: 'Bytes waiting in send queues, all connections',
+      registers,
+      collect() {
+        this.set(self.sums().queuedBytes);
+      },
+    });
+    new Gauge({
+      name: `${prefix}send_queue_max_messages`,
+      help: 'The deepest single send queue (messages): a slow consumer in the making',
+      registers,
+      collect() {
+        this.set(self.sums().maxQueued);
+      },
+    });
+  }
+
+  opened(): void {
+    this.openedTotal.inc();
+    this.connections.inc();
+  }
+
+  /** Records a closure (its traffic is already in the source's closed totals). */
+  closed(closure: Closure): void {
+    this.connections.dec();
+    this.cache = null;
+    this.closesTotal.inc({ code: String(closure.code) });
+    this.closesByCauseTotal.inc({ cause: closure.cause, expected: String(closure.expected), initiator: closure.initiator });
+    if (closure.cause === 'heartbeat-timeout') this.heartbeatTimeoutsTotal.inc();
+    if (closure.cause === 'slow-consumer' || closure.cause === 'write-timeout') {
+      this.slowConsumerClosesTotal.inc({ cause: closure.cause });
+    }
+  }
+
+  rtt(ms: number): void {
+    this.rttSeconds.observe(ms / 1000);
+  }
+
+  /** One pass over the live connections per scrape (cached for 100 ms: one scrape calls several collectors). */
+  private sums(): Sums {
+    const now = Date.now();
+    if (this.cache && now - this.cache.at < 100) return this.cache.sums;
+    const byState: Record<string, number> = {};
+    const totals = { ...this.source.closedTraffic() };
+    let queuedMessages = 0;
+    let queuedBytes = 0;
+    let maxQueued = 0;
+    for (const c of this.source.live()) {
+      byState[c.stateName] = (byState[c.stateName] ?? 0) + 1;
+      const s = c.stats;
+      totals.messagesIn += s.messagesIn;
+      totals.bytesIn += s.bytesIn;
+      totals.messagesOut += s.messagesOut;
+      totals.bytesOut += s.bytesOut;
+      queuedMessages += s.queuedMessages;
+      queuedBytes += s.queuedBytes;
+      if (s.queuedMessages > maxQueued) maxQueued = s.queuedMessages;
+    }
+    const sums = { byState, totals, queuedMessages, queuedBytes, maxQueued };
+    this.cache = { at: now, sums };
+    return sums;
+  }
+}

@@ -1,0 +1,138 @@
+/**
+ * The read actor (R8): the one place that listens to a connection's socket.
+ * One read loop for the connection's whole life (R1): every message goes to
+ * the application directly; the machine hears only lifecycle facts — open,
+ * the first sign of life after a ping (R5), the close (R2), a protocol error (R15).
+ *
+ * `SocketReader` is the actor; the server hosts it under its runner
+ * (src/server/runner.ts), and `readerActor` wraps it as an XState actor for the client.
+ */
+import type WebSocket from 'ws';
+import { fromCallback } from 'xstate';
+import type { ActorInput, ReaderCommand, ReaderEvent } from '../../machines/connection.machine.ts';
+import { CloseCodes } from '../../machines/close-codes.ts';
+import { LivenessReport } from './liveness.ts';
+import type { SocketIO } from './socket-io.ts';
+
+/** The close code `ws` sends for each of its receiver errors (see ws/lib/receiver.js). */
+export function closeCodeForWsError(err: Error & { code?: string }): number {
+  switch (err.code) {
+    case 'WS_ERR_INVALID_UTF8':
+      return CloseCodes.INVALID_PAYLOAD;
+    case 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH':
+    case 'WS_ERR_UNSUPPORTED_DATA_PAYLOAD_LENGTH':
+      return CloseCodes.MESSAGE_TOO_BIG;
+    case 'WS_ERR_TOO_MANY_BUFFERED_PARTS':
+      return CloseCodes.POLICY_VIOLATION;
+    default:
+      // Every other receiver error (unmasked frame, bad opcode, RSV bits,
+      // fragmented control frame, invalid close code) is a protocol error.
+      return CloseCodes.PROTOCOL_ERROR;
+  }
+}
+
+function noop(): void {}
+
+/** The reader of a ws, set on it while the reader runs: the listeners below are shared by every socket. */
+const READER = Symbol('ws-supervisor.reader');
+type ReadSocket = WebSocket & { [READER]?: SocketReader };
+
+/*
+ * ws calls listeners with `this` = the socket, so one function per event
+ * serves every connection: no closures per socket (memory per idle connection).
+ */
+function onMessage(this: ReadSocket, data: Buffer, isBinary: boolean): void {
+  this[READER]?.message(data, isBinary);
+}
+function onPong(this: ReadSocket, payload: Buffer): void {
+  this[READER]?.pong(payload);
+}
+function onPing(this: ReadSocket): void {
+  this[READER]?.report.inbound();
+}
+function onClose(this: ReadSocket, code: number, reason: Buffer): void {
+  this[READER]?.report.close(code, reason.toString());
+}
+function onError(this: ReadSocket, err: Error & { code?: string }): void {
+  // ws has already started the close with the matching code; the machine records it.
+  this[READER]?.sendBack({ type: 'socket.error', code: closeCodeForWsError(err), message: err.message });
+}
+function onOpen(this: ReadSocket): void {
+  this[READER]?.sendBack({ type: 'socket.open' });
+}
+/** What the reader listens to for the connection's whole life. */
+const LISTENERS = [
+  ['message', onMessage],
+  ['pong', onPong],
+  ['ping', onPing],
+  ['close', onClose],
+  ['error', onError],
+] as const;
+
+export class SocketReader {
+  readonly report: LivenessReport;
+  private flooded = false;
+
+  constructor(
+    private readonly io: SocketIO,
+    readonly sendBack: (event: ReaderEvent) => void,
+  ) {
+    // setImmediate runs after the poll phase: anything the peer sent before the
+    // pong timer fired has been read (and reported) by then.
+    this.report = new LivenessReport(sendBack, setImmediate);
+    const ws = io.ws as ReadSocket;
+    ws[READER] = this;
+    for (const [event, listener] of LISTENERS) ws.on(event, listener as (...args: unknown[]) => void);
+    if (ws.readyState === 1) sendBack({ type: 'socket.open' });
+    else if (ws.readyState === 0) ws.once('open', onOpen);
+    else queueMicrotask(() => this.report.close(CloseCodes.ABNORMAL, ''));
+  }
+
+  command(command: ReaderCommand): void {
+    this.report.command(command);
+  }
+
+  stop(): void {
+    const ws = this.io.ws as ReadSocket;
+    this.report.stop();
+    if (ws[READER] === this) ws[READER] = undefined;
+    for (const [event, listener] of LISTENERS) ws.off(event, listener as (...args: unknown[]) => void);
+    ws.off('open', onOpen);
+    // A late error from a socket being torn down must not crash the process (R2).
+    ws.on('error', noop);
+  }
+
+  message(data: Buffer, isBinary: boolean): void {
+    const io = this.io;
+    io.messagesIn++;
+    io.bytesIn += data.length;
+    if (this.report.expecting) this.report.inbound(); // R5; otherwise no machine event (hot path)
+    // R21: over the rate, the machine hears it once (it closes 1008) and the excess is dropped.
+    const limiter = io.limiter;
+    if (limiter !== undefined && !limiter.take()) {
+      if (!this.flooded) {
+        this.flooded = true;
+        this.sendBack({ type: 'socket.flood', rate: limiter.rate });
+      }
+      return;
+    }
+    io.onMessage(data, isBinary);
+  }
+
+  pong(payload: Buffer): void {
+    if (!this.report.expecting) return;
+    // Our pings carry their send time; a pong that echoes something else still proves liveness.
+    const rttMs = payload.length === 8 ? performance.now() - payload.readDoubleBE(0) : -1;
+    if (rttMs >= 0 && rttMs < 3_600_000) {
+      this.io.onRtt(rttMs);
+      this.report.inbound(rttMs);
+    } else this.report.inbound();
+  }
+}
+
+/** The reader as an XState actor, for the machine run as an actor (the client). */
+export const readerActor = fromCallback<ReaderCommand, ActorInput>(({ input, sendBack, receive }) => {
+  const reader = new SocketReader(input.io as SocketIO, (event) => sendBack(event));
+  receive((command) => reader.command(command));
+  return () => reader.stop();
+});

@@ -1,0 +1,439 @@
+/**
+ * The server supervisor: admits upgrades (R19–R21), runs one connection
+ * machine per socket, owns the hub, and drains gracefully (R18). Broadcasts
+ * and topic publishes are delivered locally first, then handed to the adapter
+ * (src/adapter/) for the other nodes; remote ones arrive through it.
+ */
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import type { Closure } from '../../machines/close-codes.ts';
+import {
+  AdmissionError,
+  checkOrigin,
+  negotiateProtocol,
+  parseProtocols,
+  refuseUpgrade,
+  type Refusal,
+} from './admission.ts';
+import { createMemoryAdapter } from '../adapter/memory.ts';
+import type { Adapter, AdapterDeadLetter, AdapterMessage, AdapterStatus, NodeInfo } from '../adapter/types.ts';
+import { Connection, connectionRunnerConfig, type ConnectionHooks, type ConnectionRunnerConfig, type DeadLetter } from './connection.ts';
+import { Hub, type BroadcastResult } from './hub.ts';
+import { SupervisorMetrics } from './metrics.ts';
+import type { Logger } from '../base/logger.ts';
+import { resolveOptions, type ResolvedOptions, type SupervisorOptions } from './options.ts';
+import { validateTopic } from '../protocol/topics.ts';
+
+export interface BroadcastOptions<Auth = unknown> {
+  /** Send a Buffer as text (false) or a string as binary (true). Default: binary for a Buffer, text for a string. */
+  binary?: boolean;
+  /** Only the local connections it keeps. A predicate cannot travel, so a filtered broadcast stays on this node. */
+  filter?: (connection: Connection<Auth>) => boolean;
+  /** This node only: do not hand it to the adapter. Default false. */
+  local?: boolean;
+}
+
+export interface PublishOptions {
+  /** As for broadcast. */
+  binary?: boolean;
+  /** This node's members only: do not hand it to the adapter. Default false. */
+  local?: boolean;
+}
+
+/** Live nodes and their connections, cluster-wide (each node's count as of its last heartbeat). */
+export interface ClusterSize {
+  nodes: number;
+  connections: number;
+}
+
+export interface SupervisorEvents<Auth> {
+  /** A connection passed admission and is open. */
+  connection: [connection: Connection<Auth>, request: IncomingMessage];
+  /** A connection reached `closed` (exactly once per connection, R2). */
+  close: [connection: Connection<Auth>, closure: Closure];
+  /** An accepted message never reached the OS socket (R12). */
+  deadLetter: [letter: DeadLetter];
+  /** An upgrade was refused at admission. */
+  refused: [refusal: Refusal, request: IncomingMessage];
+  /** `onMessage` or `authenticate` threw; the connection was closed 1011 / refused 500. */
+  handlerError: [error: unknown, connection: Connection<Auth> | null];
+  /**
+   * R12: a broadcast or publish of this node that may not have reached every
+   * other node (local delivery already happened; `reason`: unavailable |
+   * error | partial), or messages of another node that never reached this one
+   * (`reason` missed, with `from` and `count`; no content).
+   */
+  adapterDeadLetter: [letter: AdapterDeadLetter];
+  /** The adapter went up or degraded (`reason` says why; null when up). */
+  adapterStatus: [status: AdapterStatus, reason: string | null];
+}
+
+export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Auth>> {
+  readonly options: ResolvedOptions;
+  readonly hub: Hub<Auth>;
+  readonly metrics: SupervisorMetrics;
+  /** Fans broadcasts and publishes out to the other nodes; the in-memory one (a cluster of one) by default. */
+  readonly adapter: Adapter;
+  private readonly wss: WebSocketServer;
+  private readonly negotiated = new WeakMap<IncomingMessage, string>();
+  private readonly admitting = new Set<Duplex>();
+  private readonly raw: SupervisorOptions<Auth>;
+  private draining = false;
+  private readonly logger: Logger | null;
+  private shutdown: Promise<void> | null = null;
+  /** One listener for every socket being admitted (`this` is the socket). */
+  private readonly onAdmittingClose = ((admitting: Set<Duplex>) =>
+    function (this: Duplex): void {
+      admitting.delete(this);
+    })(this.admitting);
+  /** Connection ids: this supervisor's random prefix and a counter (unique per process, and across processes with overwhelming probability). */
+  private readonly idPrefix = `${randomBytes(6).toString('base64url')}-`;
+  private opened = 0;
+  /** Per-connection child loggers, only when a logger is set. */
+  private readonly logs = new Map<Connection<Auth>, Logger>();
+  /** Shared by every connection: their machine runs share snapshots (src/server/runner.ts). */
+  private readonly runnerConfig: ConnectionRunnerConfig;
+  /** One set of callbacks for all connections (no closures per connection). */
+  private readonly hooks: ConnectionHooks<Auth> = {
+    onMessage: (c, data, isBinary) => {
+      const onMessage = this.raw.onMessage;
+      if (!onMessage) return;
+      try {
+        onMessage(c, data, isBinary);
+      } catch (err) {
+        this.emit('handlerError', err, c);
+        this.logs.get(c)?.error({ err }, 'onMessage threw: closing 1011');
+        if (c.stateName === 'open' || c.stateName === 'pinging') void c.close(1011, 'internal error');
+      }
+    },
+    onRtt: (ms) => this.metrics.rtt(ms),
+    onDeadLetter: (letter) => {
+      this.metrics.deadLettersTotal.inc({ reason: letter.reason });
+      const log = this.logs.size > 0 ? this.logs.get(this.hub.get(letter.connectionId)!) : undefined;
+      log?.warn({ reason: letter.reason, binary: letter.binary }, 'dead letter: accepted message never reached the socket');
+      this.emit('deadLetter', letter);
+    },
+    onClose: (connection, closure) => {
+      this.hub.unregister(connection);
+      this.metrics.closed(closure);
+      const log = this.logs.get(connection);
+      if (log) {
+        this.logs.delete(connection);
+        const fields = { ...closure, stats: connection.stats, ageMs: Date.now() - connection.openedAt };
+        if (closure.expected) log.info(fields, 'connection closed');
+        else log.warn(fields, `connection closed unexpectedly: ${closure.cause}`);
+      }
+      this.emit('close', connection, closure);
+    },
+  };
+  private readonly onServerUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    if (this.options.path !== null && pathOf(request) !== this.options.path) {
+      // Another upgrade listener may own this path; answer only if we are alone.
+      if (this.raw.server && this.raw.server.listenerCount('upgrade') > 1) return;
+    }
+    this.handleUpgrade(request, socket, head);
+  };
+
+  constructor(options: SupervisorOptions<Auth> = {}) {
+    super();
+    this.raw = options;
+    this.options = resolveOptions(options as SupervisorOptions<unknown>);
+    this.hub = new Hub<Auth>({ maxTopicsPerConnection: this.options.maxTopicsPerConnection });
+    this.adapter = options.adapter ?? createMemoryAdapter();
+    this.metrics = new SupervisorMetrics({
+      live: () => this.hub.values(),
+      closedTraffic: () => this.hub.closedTraffic,
+      topics: () => this.hub.topicCount,
+      adapterUp: () => this.adapter.status === 'up',
+    });
+    this.logger = options.logger ?? null;
+    this.runnerConfig = connectionRunnerConfig(this.options.timing, options.inspect);
+    this.wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false, // the hub is the registry
+      perMessageDeflate: false,
+      maxPayload: this.options.maxPayload,
+      handleProtocols: (_offered, request) => this.negotiated.get(request) || false,
+    });
+    const logger = this.logger?.child({ adapter: this.adapter.name, node: this.adapter.nodeId }) ?? null;
+    this.adapter.attach({
+      logger,
+      connections: () => this.hub.size,
+      deliver: (message) => this.deliverRemote(message),
+      deadLetter: (letter) => {
+        if (letter.reason === 'missed') {
+          // Receiver side: another node's messages never arrived here (their content is unknown).
+          this.metrics.adapterMissedTotal.inc(letter.count);
+          logger?.warn({ reason: letter.reason, from: letter.from, count: letter.count, error: letter.error }, 'adapter missed: messages from another node never arrived');
+        } else {
+          this.metrics.adapterPublishFailuresTotal.inc({ reason: letter.reason });
+          logger?.warn(
+            { reason: letter.reason, kind: letter.kind, topic: letter.topic ?? undefined, bytes: letter.data.length, error: letter.error },
+            'adapter dead letter: a message may not have reached every node',
+          );
+        }
+        this.emit('adapterDeadLetter', letter);
+      },
+      statusChanged: (status, reason) => this.emit('adapterStatus', status, reason),
+    });
+    options.server?.on('upgrade', this.onServerUpgrade); // last: a throw above leaves nothing attached
+  }
+
+  /** True from `close()` on: upgrades and health checks get 503. */
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  /** Live connections (not yet closed). */
+  get size(): number {
+    return this.hub.size;
+  }
+
+  /**
+   * R11: enqueue into every live local connection without waiting on any,
+   * then hand the message to the adapter for every other node (unless
+   * `local` or `filter`). Returns the local counts; cross-node failures come
+   * back as 'adapterDeadLetter' events (R12).
+   */
+  broadcast(data: string | Buffer, options: BroadcastOptions<Auth> = {}): BroadcastResult {
+    const binary = options.binary ?? typeof data !== 'string';
+    const payload = typeof data === 'string' ? Buffer.from(data) : data;
+    const result = this.hub.broadcast(payload, { binary, ...(options.filter ? { filter: options.filter } : {}) });
+    if (!options.local && !options.filter) this.fanOut({ kind: 'broadcast', topic: null, data: payload, binary });
+    return result;
+  }
+
+  /**
+   * Sends to the members of `topic` on this node (R11: only enqueues), then
+   * hands it to the adapter for the members on every other node (unless
+   * `local`). The sender need not be a member. Returns the local counts.
+   * Throws TopicError('invalid-topic') for a bad name (see validateTopic).
+   */
+  publish(topic: string, data: string | Buffer, options: PublishOptions = {}): BroadcastResult {
+    validateTopic(topic);
+    const binary = options.binary ?? typeof data !== 'string';
+    const payload = typeof data === 'string' ? Buffer.from(data) : data;
+    const result = this.hub.publish(topic, payload, { binary });
+    if (!options.local) this.fanOut({ kind: 'publish', topic, data: payload, binary });
+    return result;
+  }
+
+  /**
+   * Adds a live connection to `topic` (membership is per node: publishes from
+   * every node reach it). True if it joined, false if already a member.
+   * Throws TopicError: invalid-topic, too-many-topics, not-connected. The
+   * membership ends with the connection (R3).
+   */
+  join(connection: Connection<Auth>, topic: string): boolean {
+    return this.hub.join(connection, topic);
+  }
+
+  /** Removes a connection from `topic`; true if it was a member. Throws TopicError('invalid-topic') on a bad name. */
+  leave(connection: Connection<Auth>, topic: string): boolean {
+    return this.hub.leave(connection, topic);
+  }
+
+  /** The topics a connection is in (empty once it has closed). */
+  topicsOf(connection: Connection<Auth>): string[] {
+    return this.hub.topicsOf(connection);
+  }
+
+  /** This node's live members of `topic`. */
+  membersOf(topic: string): Connection<Auth>[] {
+    return this.hub.membersOf(topic);
+  }
+
+  /** How many of this node's live connections are in `topic`. */
+  memberCount(topic: string): number {
+    return this.hub.memberCount(topic);
+  }
+
+  /** The live nodes of the cluster, this one included (the adapter's presence table). Rejects when it cannot tell. */
+  nodes(): Promise<NodeInfo[]> {
+    return this.adapter.nodes();
+  }
+
+  /** Live nodes and connections, cluster-wide. Rejects when the adapter cannot tell (e.g. Redis is down). */
+  async clusterSize(): Promise<ClusterSize> {
+    const nodes = await this.adapter.nodes();
+    return { nodes: nodes.length, connections: nodes.reduce((sum, n) => sum + n.connections, 0) };
+  }
+
+  /**
+   * The upgrade handler, for noServer mode (`server.on('upgrade', (req, socket, head) => supervisor.handleUpgrade(req, socket, head))`).
+   * Never throws: every refusal is an HTTP response.
+   */
+  handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // Until ws owns the socket, a reset must not become an unhandled 'error'.
+    socket.on('error', ignore);
+    // A client that leaves while being admitted (authenticating, or refused by ws with a 400) frees its slot at once.
+    socket.on('close', this.onAdmittingClose);
+    const refusal = this.admit(request);
+    if (refusal) return this.refuse(request, socket, refusal);
+    this.admitting.add(socket);
+    void this.authenticateThenUpgrade(request, socket, head);
+  }
+
+  /** R18: stop accepting, send 1001 to all, wait up to the close timeout, terminate the rest. */
+  close(): Promise<void> {
+    if (this.shutdown) return this.shutdown;
+    this.draining = true;
+    for (const socket of this.admitting) {
+      refuseUpgrade(socket, { status: 503, message: 'server is shutting down' });
+    }
+    this.admitting.clear();
+    const closing: Promise<Closure>[] = [];
+    for (const connection of this.hub.values()) {
+      closing.push(connection.close(1001, 'server shutting down', 'shutdown'));
+    }
+    // R3: the adapter goes last (goodbye to the presence table, its connections and timers).
+    this.shutdown = Promise.all(closing).then(() => this.adapter.close());
+    return this.shutdown;
+  }
+
+  /** Detach from the http server (after close()); upgrades are then no longer answered. */
+  detach(): void {
+    this.raw.server?.off('upgrade', this.onServerUpgrade);
+  }
+
+  private fanOut(message: AdapterMessage): void {
+    this.metrics.adapterMessagesTotal.inc({ direction: 'out', kind: message.kind });
+    this.adapter.publish(message);
+  }
+
+  /** Another node's broadcast or publish: local delivery only (never handed back to the adapter). */
+  private deliverRemote(message: AdapterMessage): void {
+    this.metrics.adapterMessagesTotal.inc({ direction: 'in', kind: message.kind });
+    if (message.kind === 'broadcast') this.hub.broadcast(message.data, { binary: message.binary });
+    else if (message.topic !== null) this.hub.publish(message.topic, message.data, { binary: message.binary });
+  }
+
+  private admit(request: IncomingMessage): Refusal | null {
+    if (this.draining) return { status: 503, reason: 'draining', message: 'server is shutting down' };
+    if (this.options.path !== null && pathOf(request) !== this.options.path) {
+      return { status: 404, reason: 'path', message: `no WebSocket endpoint at ${pathOf(request)} (try ${this.options.path})` };
+    }
+    const origin = checkOrigin(request, this.options.origins);
+    if (origin) return origin;
+    const offered = parseProtocols(request.headers['sec-websocket-protocol']);
+    if (offered === null) return { status: 400, reason: 'bad-request', message: 'invalid Sec-WebSocket-Protocol header' };
+    const negotiation = negotiateProtocol(offered, this.options.protocols, this.options.requireProtocol);
+    if ('status' in negotiation) return negotiation;
+    if (negotiation.protocol) this.negotiated.set(request, negotiation.protocol);
+    if (this.hub.size + this.admitting.size >= this.options.maxConnections) {
+      return {
+        status: 503,
+        reason: 'max-connections',
+        message: `too many connections (limit ${this.options.maxConnections})`,
+      };
+    }
+    return null;
+  }
+
+  private refuse(request: IncomingMessage, socket: Duplex, refusal: Refusal): void {
+    this.metrics.refusedTotal.inc({ reason: refusal.reason });
+    this.logger?.info(
+      { status: refusal.status, reason: refusal.reason, url: request.url, origin: request.headers.origin, remote: request.socket.remoteAddress },
+      `upgrade refused: ${refusal.message}`,
+    );
+    refuseUpgrade(socket, refusal, refusal.status === 503 ? { 'Retry-After': '5' } : {});
+    this.emit('refused', refusal, request);
+  }
+
+  private async authenticateThenUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    let auth: Auth | null = null;
+    if (this.raw.authenticate) {
+      let refusal: Refusal | null = null;
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const timeoutMs = this.options.authenticateTimeout;
+        const result = await Promise.race([
+          this.raw.authenticate(request),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new AdmissionError(503, `authentication timed out after ${timeoutMs} ms`)),
+              timeoutMs,
+            );
+          }),
+        ]);
+        if (result === false || result === null || result === undefined) {
+          refusal = { status: 401, reason: 'unauthenticated', message: 'authentication required' };
+        } else auth = result;
+      } catch (err) {
+        if (err instanceof AdmissionError) {
+          refusal = { status: err.status, reason: err.status === 401 ? 'unauthenticated' : 'auth-rejected', message: err.message };
+        } else {
+          this.emit('handlerError', err, null);
+          this.logger?.error({ err, url: request.url }, 'authenticate threw');
+          refusal = { status: 500, reason: 'auth-error', message: 'authentication failed' };
+        }
+      } finally {
+        clearTimeout(timer);
+      }
+      if (!this.admitting.has(socket)) return; // refused by close() meanwhile
+      if (refusal || this.draining || socket.destroyed) {
+        this.admitting.delete(socket);
+        if (socket.destroyed) return;
+        return this.refuse(request, socket, refusal ?? { status: 503, reason: 'draining', message: 'server is shutting down' });
+      }
+    }
+    this.wss.handleUpgrade(request, socket, head, (ws) => {
+      this.admitting.delete(socket);
+      // ws owns the socket now, with its own listeners: ours go (leaving ws's, so no event key is deleted).
+      socket.off('close', this.onAdmittingClose);
+      socket.off('error', ignore);
+      this.open(ws, socket, request, auth as Auth);
+    });
+  }
+
+  private open(ws: import('ws').WebSocket, socket: Duplex, request: IncomingMessage, auth: Auth): void {
+    const id = `${this.idPrefix}${(++this.opened).toString(36)}`;
+    const connection: Connection<Auth> = new Connection<Auth>({
+      id,
+      ws,
+      socket,
+      sendQueue: this.options.sendQueue,
+      remoteHost: request.socket.remoteAddress ?? '?',
+      remotePort: request.socket.remotePort,
+      protocol: ws.protocol,
+      auth,
+      runner: this.runnerConfig,
+      hooks: this.hooks,
+      maxMessageRate: this.options.maxMessageRate,
+    });
+    this.hub.register(connection);
+    this.metrics.opened();
+    if (this.logger) {
+      const log = this.logger.child({ conn: id });
+      this.logs.set(connection, log);
+      log.info({ remote: connection.remoteAddress, protocol: connection.protocol || undefined }, 'connection opened');
+      // Lifecycle transitions at debug: subscribed only when someone will read them.
+      if (log.isLevelEnabled?.('debug') ?? true) {
+        let last = '';
+        connection.machine.subscribe((snapshot) => {
+          const value = JSON.stringify(snapshot.value);
+          if (value !== last) log.debug({ state: snapshot.value, from: last ? JSON.parse(last) : undefined }, 'transition');
+          last = value;
+        });
+      }
+    }
+    connection.start();
+    this.emit('connection', connection, request);
+  }
+}
+
+/** Creates a supervisor; see `SupervisorOptions` for every option and its default. */
+export function createSupervisor<Auth = unknown>(options: SupervisorOptions<Auth> = {}): Supervisor<Auth> {
+  return new Supervisor<Auth>(options);
+}
+
+function pathOf(request: IncomingMessage): string {
+  const url = request.url ?? '/';
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
+function ignore(): void {}

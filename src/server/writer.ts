@@ -1,0 +1,371 @@
+/**
+ * The write actor (R8): the only code that writes to a connection's socket.
+ * It owns the bounded send queue (R9), notices a socket that stops draining
+ * (R10) or a queue that overflows (R11) and tells the machine, which decides.
+ * Anything accepted but not handed to the OS goes back to the application as a
+ * dead letter (R12).
+ *
+ * Hot path: `send` on a socket that drains hands the message straight to `ws`
+ * (no machine event, no timer). Only backpressure makes it queue.
+ */
+import type { Duplex } from 'node:stream';
+import type WebSocket from 'ws';
+import { fromCallback } from 'xstate';
+import type { ActorInput, WriterCommand, WriterEvent } from '../../machines/connection.machine.ts';
+
+export type Outbound = string | Buffer;
+
+/** Why an accepted message never reached the OS socket. */
+export type DeadLetterReason = 'closed' | 'slow-consumer' | 'write-error';
+
+export interface SendQueueLimits {
+  maxMessages: number;
+  maxBytes: number;
+}
+
+function byteLength(data: Outbound): number {
+  return typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+}
+
+const TEXT = { binary: false } as const;
+const BINARY = { binary: true } as const;
+
+/** Where accepted messages that never reached the OS go (R12). */
+export interface DeadLetterSink {
+  deadLetter(data: Outbound, binary: boolean, reason: DeadLetterReason): void;
+}
+
+/** Messages waiting for the socket to drain (allocated on the first backpressure). */
+interface Waiting {
+  data: Outbound[];
+  /** Parallel to `data`: whether each message goes out as a binary frame. */
+  binary: boolean[];
+  head: number;
+}
+
+/**
+ * Messages handed to ws that the OS has not yet confirmed taking, oldest
+ * first (allocated the first time the socket buffers). Empty on the hot path:
+ * a write the OS takes at once (the socket's buffer is empty before and after)
+ * is confirmed on the spot, with no callback, because a per-write callback
+ * costs Node an after-write tick and ~20% of the server's instructions per
+ * request (measured with perf stat). Only while the socket buffers do writes
+ * carry the shared callback `onWritten`; its firing (in order) confirms every
+ * earlier entry too.
+ */
+interface Unconfirmed {
+  data: Outbound[];
+  binary: boolean[];
+  /** Whether the entry's write carries `onWritten` (else it is confirmed by a later one or an empty buffer). */
+  tracked: boolean[];
+  /**
+   * Whether the OS took the whole frame at once. When a socket is destroyed
+   * mid-write, Node calls that write's callback with no error, so only this
+   * tells a delivered frame from a cut one (R12).
+   */
+  synced: boolean[];
+  head: number;
+}
+
+export class SendQueue {
+  /** null until the socket first pushes back: an idle connection holds no queue arrays. */
+  private waiting: Waiting | null = null;
+  private queuedBytes = 0;
+  private unconfirmed: Unconfirmed | null = null;
+  private accepting = true;
+  private released = false;
+  private blocked = false;
+  private progressScheduled = false;
+  private sendBack: ((event: WriterEvent) => void) | null = null;
+  /** Callbacks handed to the socket, made the first time they are needed. */
+  private writtenCallback: ((err?: Error | null) => void) | null = null;
+  private drainListener: (() => void) | null = null;
+  /** Messages/bytes handed to the OS socket (for stats and the dashboard). */
+  messagesOut = 0;
+  bytesOut = 0;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly socket: Duplex,
+    private readonly limits: SendQueueLimits,
+    private readonly sink: DeadLetterSink,
+  ) {}
+
+  /** Messages waiting in our queue (not yet handed to the OS socket). */
+  get depth(): number {
+    const w = this.waiting;
+    return w === null ? 0 : w.data.length - w.head;
+  }
+
+  get depthBytes(): number {
+    return this.queuedBytes;
+  }
+
+  get isAccepting(): boolean {
+    return this.accepting;
+  }
+
+  /**
+   * Accept a message for delivery. Returns false when it is refused: the
+   * connection is closing/closed, or the queue is full (which also closes the
+   * connection as a slow consumer, R11). A refused message is the caller's;
+   * an accepted one is delivered or comes back as a dead letter.
+   * `binary` defaults to "data is a Buffer"; pass false to send a pre-encoded
+   * UTF-8 Buffer as a text frame (broadcast encodes once for everyone).
+   */
+  send(data: Outbound, binary: boolean = typeof data !== 'string'): boolean {
+    if (!this.accepting || this.ws.readyState !== 1) return false;
+    if (this.depth === 0 && !this.socket.writableNeedDrain) {
+      this.write(data, binary);
+      return true;
+    }
+    const bytes = byteLength(data);
+    if (this.depth + 1 > this.limits.maxMessages || this.queuedBytes + bytes > this.limits.maxBytes) {
+      this.accepting = false;
+      this.sendBack?.({ type: 'write.overflow', messages: this.depth, bytes: this.queuedBytes });
+      return false;
+    }
+    const w = (this.waiting ??= { data: [], binary: [], head: 0 });
+    w.data.push(data);
+    w.binary.push(binary);
+    this.queuedBytes += bytes;
+    return true;
+  }
+
+  /** Starts the write actor: from now on it reports to the machine. */
+  attach(sendBack: (event: WriterEvent) => void): this {
+    this.sendBack = sendBack;
+    return this;
+  }
+
+  /** A command from the machine (R8: every write the machine asks for goes through here). */
+  command(command: WriterCommand): void {
+    if (command.type === 'writer.ping') this.ping();
+    else this.close(command.code, command.reason, command.flush);
+  }
+
+  /** The machine stopped the write actor: release the socket (R3, R12). */
+  stop(): void {
+    this.release();
+  }
+
+  ping(): void {
+    if (this.released || this.ws.readyState !== 1) return;
+    // The payload is the send time; the pong echoes it, so RTT needs no state (RFC 6455 §5.5.3).
+    const payload = Buffer.allocUnsafe(8);
+    payload.writeDoubleBE(performance.now());
+    this.ws.ping(payload, undefined, ignoreError);
+  }
+
+  close(code: number, reason: string, flush: boolean): void {
+    if (this.released) return;
+    this.accepting = false;
+    this.settle();
+    if (flush) this.flushAll();
+    else this.deadLetterQueue('slow-consumer');
+    this.ws.close(code, reason);
+  }
+
+  /** Called when the actor stops (the connection reached `closed`): R3, R12. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.accepting = false;
+    this.deadLetterQueue('closed');
+    this.settleUntracked();
+    if (this.drainListener) this.socket.off('drain', this.drainListener);
+    // `closed` means the socket is gone: terminate is a no-op if it already is.
+    this.ws.terminate();
+  }
+
+  private write(data: Outbound, binary: boolean): void {
+    // ws drops a send on a closing socket without a word (no callback): once the
+    // peer's close frame is in, what is still queued can no longer go out (R12).
+    if (this.ws.readyState !== 1) {
+      this.sink.deadLetter(data, binary, 'closed');
+      return;
+    }
+    const socket = this.socket;
+    const u = this.unconfirmed;
+    if (u !== null && u.head !== u.data.length) this.settle();
+    if ((u === null || u.head === u.data.length) && socket.writableLength === 0) {
+      // Hot path: nothing unconfirmed and nothing buffered.
+      this.ws.send(data, binary ? BINARY : TEXT);
+      if (socket.writableLength === 0) this.delivered(data);
+      else this.pushUnconfirmed(data, binary, false, false); // the OS took only part of it
+    } else {
+      const entry = this.pushUnconfirmed(data, binary, true, false);
+      this.ws.send(data, binary ? BINARY : TEXT, (this.writtenCallback ??= (err) => this.onWritten(err)));
+      this.unconfirmed!.synced[entry] = socket.writableLength === 0;
+    }
+    if (!this.blocked && socket.writableNeedDrain) this.block('write.blocked');
+  }
+
+  /** The socket pushed back: wait for 'drain' and tell the machine (R10). */
+  private block(event: 'write.blocked' | 'write.progress'): void {
+    this.blocked = true;
+    this.socket.once('drain', (this.drainListener ??= () => this.onDrain()));
+    this.sendBack?.({ type: event });
+  }
+
+  private pushUnconfirmed(data: Outbound, binary: boolean, tracked: boolean, synced: boolean): number {
+    const u = (this.unconfirmed ??= { data: [], binary: [], tracked: [], synced: [], head: 0 });
+    u.data.push(data);
+    u.binary.push(binary);
+    u.tracked.push(tracked);
+    u.synced.push(synced);
+    return u.data.length - 1;
+  }
+
+  private delivered(data: Outbound): void {
+    this.messagesOut++;
+    this.bytesOut += byteLength(data);
+  }
+
+  /** A tracked write completed: it and every untracked entry before it are settled (bytes leave in order). */
+  private onWritten(err?: Error | null): void {
+    const u = this.unconfirmed!;
+    const destroyed = this.socket.destroyed;
+    while (u.head < u.data.length) {
+      const i = u.head++;
+      const data = u.data[i]!;
+      u.data[i] = '';
+      if (err || (!u.synced[i] && destroyed)) this.sink.deadLetter(data, u.binary[i]!, err ? 'write-error' : 'closed');
+      else this.delivered(data);
+      if (u.tracked[i]) break;
+    }
+    this.compactUnconfirmed();
+    // While blocked, completed writes are progress (R10): at most one event per I/O turn.
+    if (!err && this.blocked && !this.progressScheduled && !this.released) {
+      this.progressScheduled = true;
+      setImmediate(emitProgress, this);
+    }
+  }
+
+  /** With the socket's buffer empty, every untracked entry at the head has reached the OS. */
+  private settle(): void {
+    const u = this.unconfirmed;
+    if (u === null || this.socket.destroyed || this.socket.writableLength !== 0) return;
+    while (u.head < u.data.length && !u.tracked[u.head]) {
+      const data = u.data[u.head]!;
+      u.data[u.head++] = '';
+      this.delivered(data);
+    }
+    this.compactUnconfirmed();
+  }
+
+  /**
+   * At teardown: untracked entries get no callback, so each is settled now —
+   * delivered if the buffer is empty, else handed back (R12; in the rare race
+   * where its bytes left after the last look, reported undelivered although
+   * sent: at-least-once, never silent loss). Tracked ones keep their slot for
+   * their callback, which the teardown fires with an error.
+   */
+  private settleUntracked(): void {
+    this.settle();
+    const u = this.unconfirmed;
+    if (u === null) return;
+    const keep: number[] = [];
+    for (let i = u.head; i < u.data.length; i++) {
+      if (u.tracked[i]) keep.push(i);
+      else this.sink.deadLetter(u.data[i]!, u.binary[i]!, 'closed');
+    }
+    u.data = keep.map((i) => u.data[i]!);
+    u.binary = keep.map((i) => u.binary[i]!);
+    u.tracked = keep.map((i) => u.tracked[i]!);
+    u.synced = keep.map((i) => u.synced[i]!);
+    u.head = 0;
+  }
+
+  private compactUnconfirmed(): void {
+    const u = this.unconfirmed!;
+    if (u.head === u.data.length) {
+      u.data.length = u.binary.length = u.tracked.length = u.synced.length = 0;
+      u.head = 0;
+    } else if (u.head > 1024 && u.head * 2 > u.data.length) {
+      for (const xs of [u.data, u.binary, u.tracked, u.synced] as unknown[][]) xs.splice(0, u.head);
+      u.head = 0;
+    }
+  }
+
+  /** Called (via setImmediate) at most once per I/O turn while blocked. */
+  emitProgress(): void {
+    this.progressScheduled = false;
+    if (this.blocked && !this.released) this.sendBack?.({ type: 'write.progress' });
+  }
+
+  private onDrain(): void {
+    if (this.released) return;
+    this.blocked = false;
+    this.settle();
+    this.pump();
+    if (!this.blocked) this.sendBack?.({ type: 'write.drained' });
+  }
+
+  /** Moves queued messages to the socket until it pushes back. */
+  private pump(): void {
+    if (this.ws.readyState !== 1) {
+      this.accepting = false;
+      this.deadLetterQueue('closed');
+      return;
+    }
+    while (this.depth > 0 && !this.socket.writableNeedDrain) this.shiftAndWrite();
+    this.compact();
+    if (!this.blocked && this.socket.writableNeedDrain) this.block('write.progress');
+  }
+
+  private shiftAndWrite(): void {
+    const w = this.waiting!;
+    const data = w.data[w.head]!;
+    const binary = w.binary[w.head]!;
+    w.data[w.head++] = '';
+    this.queuedBytes -= byteLength(data);
+    this.write(data, binary);
+  }
+
+  /** Clean close: everything queued goes out ahead of the close frame. */
+  private flushAll(): void {
+    if (this.ws.readyState !== 1) {
+      this.deadLetterQueue('closed');
+      return;
+    }
+    while (this.depth > 0) this.shiftAndWrite();
+    this.compact();
+  }
+
+  private deadLetterQueue(reason: DeadLetterReason): void {
+    const w = this.waiting;
+    if (w === null) return;
+    const data = w.data.slice(w.head);
+    const binary = w.binary.slice(w.head);
+    w.data.length = w.binary.length = w.head = 0;
+    this.queuedBytes = 0;
+    for (let i = 0; i < data.length; i++) this.sink.deadLetter(data[i]!, binary[i]!, reason);
+  }
+
+  private compact(): void {
+    const w = this.waiting;
+    if (w === null) return;
+    if (w.head === w.data.length) {
+      w.data.length = w.binary.length = w.head = 0;
+    } else if (w.head > 1024 && w.head * 2 > w.data.length) {
+      w.data.splice(0, w.head);
+      w.binary.splice(0, w.head);
+      w.head = 0;
+    }
+  }
+}
+
+function emitProgress(queue: SendQueue): void {
+  queue.emitProgress();
+}
+
+function ignoreError(): void {}
+
+/** The write actor as an XState actor, for the machine run as an actor (the client). */
+export const writerActor = fromCallback<WriterCommand, ActorInput>(({ input, sendBack, receive }) => {
+  // The io is a SocketIO (src/server/socket-io.ts); only its send queue is the writer's.
+  const queue = (input.io as { readonly writer: SendQueue }).writer.attach((event) => sendBack(event));
+  receive((command) => queue.command(command));
+  return () => queue.stop();
+});

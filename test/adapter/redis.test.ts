@@ -1,0 +1,652 @@
+// The Redis adapter against a REAL redis-server (test/helpers/redis.ts; no
+// mock), with every node a separate process (test/fixtures/cluster-node.ts:
+// the CLI's demo server plus createRedisAdapter), driven over its JSON
+// protocol: broadcasts and topic publishes cross nodes exactly once; topic
+// membership ends with the connection (R3); a Redis crash and restart keeps
+// local delivery going and reports every message that could not cross (R12,
+// event + metric); presence drops a kill -9'd node within its TTL.
+// Loopback only; every process and port is released after each test.
+import { describe, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import net from 'node:net';
+import { Redis } from 'ioredis';
+import WebSocket from 'ws';
+import type { NodeInfo } from '../../src/index.ts';
+import { REPO_ROOT, httpGet, metric, metricsOf, startCliServer } from '../helpers/cli.ts';
+import { createRedisAdapter } from '../../src/adapter/redis.ts';
+import { createSupervisor } from '../../src/server/supervisor.ts';
+import type { Logger } from '../../src/base/logger.ts';
+import type { AdapterDeadLetter } from '../../src/adapter/types.ts';
+import { startRedis } from '../helpers/redis.ts';
+import { delay, waitFor } from '../helpers/server.ts';
+
+/** Fast clocks so the bounds are testable: a dead node is gone within PRESENCE_TTL_MS. */
+const HEARTBEAT_MS = 200;
+const PRESENCE_TTL_MS = 1000;
+
+const spawned = new Set<ChildProcessWithoutNullStreams>();
+process.on('exit', () => {
+  for (const child of spawned) child.kill('SIGKILL');
+});
+
+interface DeadLetterLine {
+  reason: string;
+  kind: string;
+  topic: string | null;
+  data: string;
+  error: string;
+}
+
+interface MissedLine {
+  from: string;
+  count: number;
+  error: string;
+}
+
+interface ClusterNode {
+  id: string;
+  port: number;
+  base: string;
+  wsUrl: string;
+  child: ChildProcessWithoutNullStreams;
+  lines: string[];
+  /** Resolves with the first line matching `re` at index >= from (rejects on timeout or exit). */
+  waitLine(re: RegExp, from?: number, timeoutMs?: number): Promise<number>;
+  deadLetters(): DeadLetterLine[];
+  /** Receiver-side reports (reason missed): another node's messages that never arrived. */
+  missed(): MissedLine[];
+  nodes(): Promise<NodeInfo[]>;
+  kill9(): Promise<void>;
+}
+
+async function startNode(t: TestContext, redisUrl: string, id: string, extraEnv: Record<string, string> = {}): Promise<ClusterNode> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/cluster-node.ts'], {
+    cwd: REPO_ROOT,
+    env: {
+      ...process.env,
+      NODE_OPTIONS: '',
+      REDIS_URL: redisUrl,
+      NODE_ID: id,
+      HEARTBEAT_MS: String(HEARTBEAT_MS),
+      PRESENCE_TTL_MS: String(PRESENCE_TTL_MS),
+      BACKOFF_MAX_MS: '200',
+      COMMAND_TIMEOUT_MS: '1000',
+      ...extraEnv,
+    },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  spawned.add(child);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  void exited.then(() => spawned.delete(child));
+  t.after(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await exited;
+  });
+  const lines: string[] = [];
+  let stderr = '';
+  let partial = '';
+  const waiters = new Set<() => void>();
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    partial += chunk;
+    const parts = partial.split('\n');
+    partial = parts.pop()!;
+    lines.push(...parts);
+    for (const w of waiters) w();
+  });
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const waitLine = (re: RegExp, from = 0, timeoutMs = 10_000): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const check = (): void => {
+        const i = lines.findIndex((l, n) => n >= from && re.test(l));
+        if (i !== -1) {
+          done();
+          resolve(i);
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`node ${id}: no line matching ${re} within ${timeoutMs} ms\nstdout:\n${lines.join('\n')}\nstderr:\n${stderr}`));
+      }, timeoutMs);
+      const onExit = (): void => {
+        done();
+        reject(new Error(`node ${id} exited before printing ${re}\nstdout:\n${lines.join('\n')}\nstderr:\n${stderr}`));
+      };
+      const done = (): void => {
+        clearTimeout(timer);
+        waiters.delete(check);
+        child.off('exit', onExit);
+      };
+      waiters.add(check);
+      child.once('exit', onExit);
+      check();
+    });
+  const listening = lines[await waitLine(/^listening \d+ /, 0, 20_000)]!;
+  const port = Number(listening.split(' ')[1]);
+  return {
+    id,
+    port,
+    base: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}/server`,
+    child,
+    lines,
+    waitLine,
+    deadLetters: () => lines.filter((l) => l.startsWith('deadletter ')).map((l) => JSON.parse(l.slice('deadletter '.length)) as DeadLetterLine),
+    missed: () => lines.filter((l) => l.startsWith('missed ')).map((l) => JSON.parse(l.slice('missed '.length)) as MissedLine),
+    async nodes() {
+      const from = lines.length;
+      child.stdin.write('nodes\n');
+      const line = lines[await waitLine(/^nodes(-error)? /, from, 5000)]!;
+      if (line.startsWith('nodes-error ')) throw new Error(line);
+      return JSON.parse(line.slice('nodes '.length)) as NodeInfo[];
+    },
+    async kill9() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** A JSON-protocol client that records every push and awaits replies by requestID. */
+interface Client {
+  ws: WebSocket;
+  /** Pushes (messages without requestID), as text. */
+  pushes: string[];
+  request(body: Record<string, unknown>): Promise<{ requestID: number; success: boolean; someOtherThing?: string; error?: string }>;
+}
+
+async function connect(t: TestContext, node: ClusterNode): Promise<Client> {
+  const ws = new WebSocket(node.wsUrl);
+  t.after(() => ws.terminate());
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  const pushes: string[] = [];
+  const pending = new Map<number, (reply: never) => void>();
+  let next = 1;
+  ws.on('message', (data) => {
+    const text = data.toString();
+    const parsed = JSON.parse(text) as { requestID?: number };
+    if (parsed.requestID === undefined) pushes.push(text);
+    else pending.get(parsed.requestID)?.(parsed as never);
+  });
+  return {
+    ws,
+    pushes,
+    request(body) {
+      const requestID = next++;
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no reply to ${JSON.stringify(body)} within 5 s`)), 5000);
+        pending.set(requestID, (reply) => {
+          clearTimeout(timer);
+          pending.delete(requestID);
+          resolve(reply);
+        });
+        ws.send(JSON.stringify({ requestID, ...body }));
+      });
+    },
+  };
+}
+
+const broadcastPush = (text: string): string => JSON.stringify({ command: 'broadcast', someOtherThing: text });
+const topicPush = (topic: string, text: string): string => JSON.stringify({ command: 'publish', topic, someOtherThing: text });
+
+/** Waits for `marker` among a client's pushes and returns the pushes before it (per-connection FIFO: nothing earlier can still come). */
+async function pushesBefore(client: Client, marker: string, timeoutMs = 5000): Promise<string[]> {
+  await waitFor(() => client.pushes.includes(marker), timeoutMs, `push ${marker}`);
+  return client.pushes.slice(0, client.pushes.indexOf(marker));
+}
+
+async function startCluster(t: TestContext, env: Record<string, string> = {}) {
+  const redis = await startRedis(t);
+  if (!redis) return null;
+  const [a, b] = await Promise.all([startNode(t, redis.url, 'node-a', env), startNode(t, redis.url, 'node-b', env)]);
+  await Promise.all([a.waitLine(/^status up$/), b.waitLine(/^status up$/)]);
+  return { redis, a, b };
+}
+
+describe('Redis adapter: two node processes, one real redis-server', () => {
+  test('broadcast crosses; a topic publish reaches members on both nodes exactly once and no one else; membership ends with the connection', { timeout: 60_000 }, async (t) => {
+    const cluster = await startCluster(t);
+    if (!cluster) return;
+    const { a, b } = cluster;
+    const a1 = await connect(t, a); // publisher, not a member
+    const a2 = await connect(t, a); // member on the publisher's node
+    const b1 = await connect(t, b); // member on the other node
+    const b2 = await connect(t, b); // not a member
+    assert.deepEqual(await a2.request({ command: 'join', topic: 'news' }), {
+      requestID: 1, success: true, someOtherThing: 'joined news', topic: 'news',
+    } as never);
+    assert.equal((await b1.request({ command: 'join', someOtherThing: 'news' })).someOtherThing, 'joined news', 'three-field clients join by someOtherThing');
+
+    await a1.request({ command: 'broadcast', someOtherThing: 'hello' });
+    assert.equal((await a1.request({ command: 'publish', topic: 'news', someOtherThing: 'n1' })).success, true);
+    await a1.request({ command: 'broadcast', someOtherThing: 'mark1' }); // same sender, same channel: arrives after n1 everywhere
+    assert.deepEqual(await pushesBefore(a1, broadcastPush('mark1')), [broadcastPush('hello')], 'the publisher is no member');
+    assert.deepEqual(await pushesBefore(a2, broadcastPush('mark1')), [broadcastPush('hello'), topicPush('news', 'n1')], 'local member: once, not echoed back by Redis');
+    assert.deepEqual(await pushesBefore(b1, broadcastPush('mark1')), [broadcastPush('hello'), topicPush('news', 'n1')], 'remote member');
+    assert.deepEqual(await pushesBefore(b2, broadcastPush('mark1')), [broadcastPush('hello')], 'remote non-member');
+
+    // The other way: B publishes, A's member gets it.
+    await b2.request({ command: 'publish', topic: 'news', someOtherThing: 'n2' });
+    await b2.request({ command: 'broadcast', someOtherThing: 'mark2' });
+    assert.deepEqual((await pushesBefore(a2, broadcastPush('mark2'))).slice(3), [topicPush('news', 'n2')]);
+    assert.deepEqual((await pushesBefore(a1, broadcastPush('mark2'))).slice(1), [broadcastPush('mark1')]);
+
+    // R3: B's only member closes; a new connection on B that did not join gets nothing.
+    b1.ws.close(1000);
+    await waitFor(() => b1.ws.readyState === WebSocket.CLOSED, 5000, 'b1 closed');
+    const deadline = Date.now() + 5000;
+    let bMetrics = await metricsOf(b.base);
+    while (metric(bMetrics, 'ws_supervisor_connections') !== 1 && Date.now() < deadline) {
+      await delay(20);
+      bMetrics = await metricsOf(b.base);
+    }
+    assert.equal(metric(bMetrics, 'ws_supervisor_connections'), 1, 'b1 is gone from node B');
+    assert.equal(metric(bMetrics, 'ws_supervisor_topics'), 0, 'its topic entry on B is deleted (no empty set left behind)');
+    const b3 = await connect(t, b);
+    await a1.request({ command: 'publish', topic: 'news', someOtherThing: 'n3' });
+    await a1.request({ command: 'broadcast', someOtherThing: 'mark3' });
+    assert.deepEqual(await pushesBefore(b3, broadcastPush('mark3')), [], 'a new connection that did not join');
+    assert.deepEqual((await pushesBefore(a2, broadcastPush('mark3'))).slice(-2), [broadcastPush('mark2'), topicPush('news', 'n3')]);
+    assert.equal(metric(await metricsOf(a.base), 'ws_supervisor_topics'), 1, 'A still has its member');
+
+    // Presence counts: each node reports its own live connections.
+    await delay(HEARTBEAT_MS * 2);
+    const nodes = await a.nodes();
+    assert.deepEqual(
+      nodes.map((n) => [n.id, n.connections, n.self]).sort(),
+      [['node-a', 2, true], ['node-b', 2, false]],
+    );
+    assert.deepEqual([...a.deadLetters(), ...b.deadLetters()], [], 'nothing was reported while Redis was up');
+    assert.deepEqual([...a.missed(), ...b.missed()], [], 'no false gap: every numbered message arrived');
+  });
+
+  test('Redis killed and restarted: local delivery continues; every message that could not cross is reported (event + metric); cross-node delivery resumes', { timeout: 60_000 }, async (t) => {
+    const cluster = await startCluster(t);
+    if (!cluster) return;
+    const { redis, a, b } = cluster;
+    const a1 = await connect(t, a);
+    const b1 = await connect(t, b);
+    await a1.request({ command: 'join', topic: 't' });
+    await b1.request({ command: 'join', topic: 't' });
+
+    // Before: crosses.
+    for (let i = 0; i < 3; i++) await a1.request({ command: 'broadcast', someOtherThing: `pre-${i}` });
+    await a1.request({ command: 'publish', topic: 't', someOtherThing: 'pre-p' });
+    await a1.request({ command: 'broadcast', someOtherThing: 'pre-mark' });
+    assert.deepEqual(await pushesBefore(b1, broadcastPush('pre-mark')), [
+      broadcastPush('pre-0'), broadcastPush('pre-1'), broadcastPush('pre-2'), topicPush('t', 'pre-p'),
+    ]);
+
+    // Outage.
+    const fromA = a.lines.length;
+    const fromB = b.lines.length;
+    await redis.kill();
+    await Promise.all([a.waitLine(/^status degraded redis unavailable/, fromA), b.waitLine(/^status degraded redis unavailable/, fromB)]);
+    const health = await httpGet(`${a.base}/healthz`);
+    assert.equal(health.status, 200, 'a degraded node stays in the load balancer');
+    assert.match(health.body, /^degraded: redis unavailable/);
+
+    const outageFromA: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const text = `out-${i}`;
+      const reply = await a1.request(i % 2 === 0 ? { command: 'broadcast', someOtherThing: text } : { command: 'publish', topic: 't', someOtherThing: text });
+      assert.equal(reply.success, true, 'the sender is answered as usual');
+      outageFromA.push(i % 2 === 0 ? broadcastPush(text) : topicPush('t', text));
+    }
+    const outageFromB: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      await b1.request({ command: 'broadcast', someOtherThing: `bout-${i}` });
+      outageFromB.push(broadcastPush(`bout-${i}`));
+    }
+    // Local delivery kept working on both nodes.
+    await waitFor(() => outageFromA.every((m) => a1.pushes.includes(m)), 5000, 'local delivery on A during the outage');
+    await waitFor(() => outageFromB.every((m) => b1.pushes.includes(m)), 5000, 'local delivery on B during the outage');
+
+    // Restart; wait until both nodes are subscribed again.
+    const upFromA = a.lines.length;
+    const upFromB = b.lines.length;
+    await redis.restart();
+    await Promise.all([a.waitLine(/^status up$/, upFromA, 15_000), b.waitLine(/^status up$/, upFromB, 15_000)]);
+    assert.equal((await httpGet(`${a.base}/healthz`)).body, 'ok\n');
+
+    // After: crosses again, both ways.
+    for (let i = 0; i < 3; i++) await a1.request({ command: 'broadcast', someOtherThing: `post-${i}` });
+    await a1.request({ command: 'publish', topic: 't', someOtherThing: 'post-p' });
+    await a1.request({ command: 'broadcast', someOtherThing: 'post-mark' });
+    const bAfterPre = (await pushesBefore(b1, broadcastPush('post-mark'), 10_000)).slice(5);
+    await b1.request({ command: 'broadcast', someOtherThing: 'b-post-mark' });
+    await pushesBefore(a1, broadcastPush('b-post-mark'), 10_000);
+
+    // R12 accounting: what did not reach the other node was reported, one for one.
+    const undeliveredFromA = outageFromA.filter((m) => !b1.pushes.includes(m));
+    const undeliveredFromB = outageFromB.filter((m) => !a1.pushes.includes(m));
+    const lettersA = a.deadLetters();
+    const lettersB = b.deadLetters();
+    t.diagnostic(`undelivered A→B ${undeliveredFromA.length}, reported by A ${lettersA.length}; B→A ${undeliveredFromB.length}, reported by B ${lettersB.length}`);
+    assert.equal(undeliveredFromA.length, outageFromA.length, 'nothing crossed while Redis was down');
+    assert.equal(lettersA.length, undeliveredFromA.length, 'A reported every message it could not send');
+    assert.deepEqual(lettersA.map((l) => l.data), undeliveredFromA, 'with the very data, in order');
+    assert.ok(lettersA.every((l) => l.reason === 'unavailable' && /^redis unavailable/.test(l.error)));
+    assert.deepEqual(lettersA.map((l) => [l.kind, l.topic]), outageFromA.map((_, i) => (i % 2 === 0 ? ['broadcast', null] : ['publish', 't'])));
+    assert.equal(lettersB.length, undeliveredFromB.length);
+    assert.deepEqual(lettersB.map((l) => l.data), undeliveredFromB);
+    assert.equal(metric(await metricsOf(a.base), 'ws_supervisor_adapter_publish_failures_total', { reason: 'unavailable' }), lettersA.length);
+    assert.equal(metric(await metricsOf(b.base), 'ws_supervisor_adapter_publish_failures_total', { reason: 'unavailable' }), lettersB.length);
+    assert.equal(metric(await metricsOf(a.base), 'ws_supervisor_adapter_up'), 1);
+
+    // Resumed: B got A's post-restart messages (after the outage's local-only ones), in order.
+    assert.deepEqual(bAfterPre.filter((m) => !outageFromB.includes(m)), [
+      broadcastPush('post-0'), broadcastPush('post-1'), broadcastPush('post-2'), topicPush('t', 'post-p'),
+    ]);
+    // Both nodes re-registered in the restarted (empty) Redis.
+    assert.deepEqual((await a.nodes()).map((n) => n.id).sort(), ['node-a', 'node-b']);
+    // Unsent messages (`unavailable`) get no sequence number: the receivers see no gap, nothing is reported twice.
+    await delay(HEARTBEAT_MS * 3);
+    assert.deepEqual([...a.missed(), ...b.missed()], []);
+  });
+
+  test('presence: two nodes listed with their counts; a kill -9\'d node disappears within the presence TTL; a closed one at once', { timeout: 60_000 }, async (t) => {
+    const cluster = await startCluster(t);
+    if (!cluster) return;
+    const { redis, a, b } = cluster;
+    await connect(t, a);
+    await connect(t, b);
+    await connect(t, b);
+    await delay(HEARTBEAT_MS * 2);
+    const nodes = await a.nodes();
+    assert.deepEqual(nodes.map((n) => [n.id, n.connections]).sort(), [['node-a', 1], ['node-b', 2]]);
+    for (const n of nodes) {
+      assert.equal(n.self, n.id === 'node-a');
+      assert.ok(n.pid > 0 && n.hostname.length > 0 && n.startedAt > 0 && n.updatedAt >= n.startedAt);
+    }
+
+    // A graceful node says goodbye: gone at once.
+    const c = await startNode(t, redis.url, 'node-c');
+    await c.waitLine(/^status up$/);
+    assert.equal((await a.nodes()).length, 3);
+    c.child.stdin.write('close\n');
+    await new Promise<void>((resolve) => c.child.once('exit', () => resolve()));
+    assert.deepEqual((await a.nodes()).map((n) => n.id).sort(), ['node-a', 'node-b'], 'goodbye: removed without waiting for the TTL');
+
+    // kill -9: no goodbye; Redis expires its entry within the TTL of its last heartbeat.
+    const killedAt = Date.now();
+    await b.kill9();
+    // R12 meanwhile: a broadcast that the dead node (still listed) cannot receive is reported as partial.
+    const a1 = await connect(t, a);
+    await a1.request({ command: 'broadcast', someOtherThing: 'to-a-dead-node' });
+    let gone = 0;
+    while (Date.now() - killedAt < PRESENCE_TTL_MS + 3000) {
+      const ids = (await a.nodes()).map((n) => n.id);
+      if (!ids.includes('node-b')) {
+        gone = Date.now() - killedAt;
+        break;
+      }
+      await delay(50);
+    }
+    t.diagnostic(`node-b gone from presence ${gone} ms after kill -9 (TTL ${PRESENCE_TTL_MS} ms, heartbeat ${HEARTBEAT_MS} ms)`);
+    assert.ok(gone > 0, 'node-b disappeared');
+    // The bound is the TTL; the margin covers the polling round trip on a loaded machine.
+    assert.ok(gone <= PRESENCE_TTL_MS + 750, `within the TTL (${gone} ms)`);
+    assert.deepEqual((await a.nodes()).map((n) => n.id), ['node-a']);
+    await a.waitLine(/^deadletter .*"reason":"partial"/, 0, 5000);
+    const partial = a.deadLetters().filter((l) => l.reason === 'partial');
+    assert.deepEqual(partial.map((l) => l.data), [broadcastPush('to-a-dead-node')]);
+    assert.match(partial[0]!.error, /^reached 1 of 2 nodes$/);
+    assert.equal(metric(await metricsOf(a.base), 'ws_supervisor_adapter_publish_failures_total', { reason: 'partial' }), 1);
+  });
+});
+
+/** A plain client for setup and inspection (CONFIG SET, SELECT, KEYS). */
+async function admin(t: TestContext, url: string): Promise<Redis> {
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await r.connect();
+  t.after(() => r.disconnect());
+  return r;
+}
+
+/** A logger that keeps every line. */
+function recordingLogger(): { logger: Logger; lines: Array<{ level: string; msg: string; fields: Record<string, unknown> }> } {
+  const lines: Array<{ level: string; msg: string; fields: Record<string, unknown> }> = [];
+  const at = (level: string) => (fields: object, msg = ''): void => void lines.push({ level, msg, fields: fields as Record<string, unknown> });
+  const logger: Logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
+  return { logger, lines };
+}
+
+/** waitFor with an async condition (HTTP polls). */
+async function waitUntil(cond: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond().catch(() => false))) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await delay(50);
+  }
+}
+
+const sum = (missed: MissedLine[]): number => missed.reduce((n, m) => n + m.count, 0);
+
+/**
+ * A client on each node, one broadcast crossing; then B stalls (a long GC
+ * pause, an overloaded host: SIGSTOP) while Redis restarts empty, and A comes
+ * back alone. B stays stopped: the caller resumes it.
+ */
+async function stallBAcrossEmptyRedis(t: TestContext, cluster: NonNullable<Awaited<ReturnType<typeof startCluster>>>) {
+  const { redis, a, b } = cluster;
+  const a1 = await connect(t, a);
+  const b1 = await connect(t, b);
+  await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
+  await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
+  b.child.kill('SIGSTOP');
+  t.after(() => void b.child.kill('SIGCONT'));
+  const fromA = a.lines.length;
+  await redis.kill();
+  await redis.restart();
+  await a.waitLine(/^status up$/, fromA, 15_000);
+  return { a1, b1 };
+}
+
+describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs, bad URLs)', () => {
+  test('D1: the sender sees only itself after Redis lost everything; the node that comes back later reports what it missed (count, sender)', { timeout: 60_000 }, async (t) => {
+    const cluster = await startCluster(t);
+    if (!cluster) return;
+    const { a, b } = cluster;
+    const { a1, b1 } = await stallBAcrossEmptyRedis(t, cluster);
+    await delay(HEARTBEAT_MS * 2);
+    assert.deepEqual((await a.nodes()).map((n) => n.id), ['node-a'], 'A knows no other node: it cannot report partial');
+    for (let i = 0; i < 5; i++) assert.equal((await a1.request({ command: 'broadcast', someOtherThing: `gap-${i}` })).success, true);
+    await delay(HEARTBEAT_MS * 2); // A's presence entry now carries its latest number
+
+    // B comes back; A publishes nothing more: B finds the gap through A's presence entry.
+    const fromB = b.lines.length;
+    b.child.kill('SIGCONT');
+    await b.waitLine(/^missed /, fromB, 15_000);
+    await delay(HEARTBEAT_MS * 3); // no second report of the same gap
+    assert.deepEqual(b.missed().map((m) => [m.from, m.count]), [['node-a', 5]]);
+    assert.match(b.missed()[0]!.error, /^missed 5 messages from node node-a: its presence entry lists 6 messages, 1 arrived$/);
+    assert.equal(metric(await metricsOf(b.base), 'ws_supervisor_adapter_missed_total'), 5);
+    assert.deepEqual(a.deadLetters(), [], 'the sender could not tell: only the receiver can');
+    assert.ok(b1.pushes.every((p) => !p.includes('gap-')), 'none of them arrived');
+
+    // Delivery resumes without a false report.
+    await a1.request({ command: 'broadcast', someOtherThing: 'post' });
+    await waitFor(() => b1.pushes.includes(broadcastPush('post')), 10_000, 'post crosses');
+    await delay(HEARTBEAT_MS * 3);
+    assert.equal(sum(b.missed()), 5);
+  });
+
+  test('D1: a gap is also found from the next frame of the sender', { timeout: 60_000 }, async (t) => {
+    // Heartbeats far apart: the presence entry cannot reveal the gap in time, the next frame must.
+    const cluster = await startCluster(t, { HEARTBEAT_MS: '30000', PRESENCE_TTL_MS: '60000' });
+    if (!cluster) return;
+    const { a, b } = cluster;
+    const { a1, b1 } = await stallBAcrossEmptyRedis(t, cluster);
+    for (let i = 0; i < 3; i++) await a1.request({ command: 'broadcast', someOtherThing: `gap-${i}` });
+    const fromB = b.lines.length;
+    b.child.kill('SIGCONT');
+    await b.waitLine(/^status up$/, fromB, 15_000);
+    await a1.request({ command: 'broadcast', someOtherThing: 'post' });
+    await waitFor(() => b1.pushes.includes(broadcastPush('post')), 10_000, 'post crosses');
+    await b.waitLine(/^missed /, fromB, 5000);
+    assert.deepEqual(b.missed().map((m) => [m.from, m.count]), [['node-a', 3]]);
+    assert.match(b.missed()[0]!.error, /its messages 2–4 never arrived/);
+  });
+
+  test('D2: Redis drops a stalled subscriber (client-output-buffer-limit pubsub): what it never got is reported by it, one for one', { timeout: 90_000 }, async (t) => {
+    const cluster = await startCluster(t);
+    if (!cluster) return;
+    const { redis, a, b } = cluster;
+    const r = await admin(t, redis.url);
+    // A small limit so a few MB overflow it (the default, 32 MB hard, needs more traffic than a test should send).
+    await r.config('SET', 'client-output-buffer-limit', 'pubsub 256kb 0 0');
+    const a1 = await connect(t, a);
+    const b1 = await connect(t, b);
+    await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
+    await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
+
+    b.child.kill('SIGSTOP');
+    t.after(() => void b.child.kill('SIGCONT'));
+    const N = 100;
+    const big = 'x'.repeat(200_000); // 20 MB in all: more than the loopback socket buffers hold
+    for (let i = 0; i < N; i++) await a1.request({ command: 'broadcast', someOtherThing: `big-${i}-${big}` });
+    await delay(300);
+    const fromB = b.lines.length;
+    b.child.kill('SIGCONT');
+    await b.waitLine(/^status degraded/, fromB, 10_000);
+    await b.waitLine(/^status up$/, fromB, 15_000);
+    const received = (): number => b1.pushes.filter((p) => p.startsWith('{"command":"broadcast","someOtherThing":"big-')).length;
+    await waitFor(() => received() + sum(b.missed()) >= N, 15_000, `received ${received()} + missed ${sum(b.missed())} = ${N}`);
+    await delay(HEARTBEAT_MS * 3);
+    t.diagnostic(`B received ${received()} of ${N}, reported ${sum(b.missed())} missed; A reported ${a.deadLetters().length} partial`);
+    assert.ok(received() < N, 'Redis closed the subscriber: some were lost');
+    assert.equal(received() + sum(b.missed()), N, 'every message arrived or was reported missed, none twice');
+    assert.ok(b.missed().every((m) => m.from === 'node-a'));
+    assert.equal(metric(await metricsOf(b.base), 'ws_supervisor_adapter_missed_total'), N - received());
+  });
+
+  test('D3: a hung Redis (SIGSTOP) turns the status degraded ("command timed out") and back up; an unconfirmed publish is `error` and may still arrive', { timeout: 60_000 }, async (t) => {
+    const cluster = await startCluster(t);
+    if (!cluster) return;
+    const { redis, a, b } = cluster;
+    const a1 = await connect(t, a);
+    const b1 = await connect(t, b);
+    const fromA = a.lines.length;
+    redis.pause();
+    t.after(() => redis.resume());
+    await a.waitLine(/^status degraded redis command timed out \(no reply within 1000 ms\)$/, fromA, 5000);
+    const health = await httpGet(`${a.base}/healthz`);
+    assert.equal(health.status, 200);
+    assert.equal(health.body, 'degraded: redis command timed out (no reply within 1000 ms)\n');
+    assert.equal(metric(await metricsOf(a.base), 'ws_supervisor_adapter_up'), 0);
+    await a1.request({ command: 'broadcast', someOtherThing: 'during-hang' });
+    await a.waitLine(/^deadletter .*"reason":"error"/, fromA, 5000);
+    assert.match(a.deadLetters().at(-1)!.error, /^publish not confirmed \(it may still be delivered\): Command timed out/);
+
+    const upFrom = a.lines.length;
+    redis.resume();
+    await a.waitLine(/^status up$/, upFrom, 10_000);
+    // Redis had it all along: it is delivered late, and B reports no gap (the `error` was "unconfirmed", not "lost").
+    await waitFor(() => b1.pushes.includes(broadcastPush('during-hang')), 10_000, 'the unconfirmed message arrives late');
+    await delay(HEARTBEAT_MS * 3);
+    assert.deepEqual(b.missed(), []);
+    assert.equal((await httpGet(`${a.base}/healthz`)).body, 'ok\n');
+  });
+
+  test('D6: a database Redis does not have (/16) stays degraded with the reason, never db 0; /3 keeps presence in db 3', { timeout: 30_000 }, async (t) => {
+    const redis = await startRedis(t);
+    if (!redis) return;
+    const { logger, lines } = recordingLogger();
+    const bad = createRedisAdapter({ url: `${redis.url}/16`, nodeId: 'bad', backoff: { initialDelay: 20, maxDelay: 200 } });
+    const supBad = createSupervisor({ adapter: bad, logger });
+    t.after(() => supBad.close());
+    const letters: AdapterDeadLetter[] = [];
+    supBad.on('adapterDeadLetter', (l) => letters.push(l));
+    await waitFor(() => /cannot select database 16/.test(bad.statusReason ?? ''), 5000, 'SELECT 16 refused');
+    assert.match(bad.statusReason!, /^redis unavailable: cannot select database 16: ERR DB index is out of range/);
+    await delay(600); // retried (every backoff.maxDelay): still degraded, and warned once
+    assert.equal(bad.status, 'degraded');
+    assert.equal(lines.filter((l) => l.level === 'warn' && /cannot select database 16/.test(l.msg)).length, 1);
+    supBad.broadcast('x');
+    assert.deepEqual(letters.map((l) => l.reason), ['unavailable'], 'not sent to db 0 as if all were well');
+    await assert.rejects(supBad.nodes(), /cannot select database 16/);
+
+    const good = createRedisAdapter({ url: `${redis.url}/3`, nodeId: 'good', backoff: { initialDelay: 20, maxDelay: 200 } });
+    const supGood = createSupervisor({ adapter: good });
+    t.after(() => supGood.close());
+    await waitFor(() => good.status === 'up', 5000, 'db 3 up');
+    await supGood.nodes();
+    const r = await admin(t, redis.url);
+    assert.equal(await r.exists('ws-supervisor:node:good'), 0, 'nothing in db 0');
+    await r.select(3);
+    assert.equal(await r.exists('ws-supervisor:node:good'), 1, 'the presence entry is in db 3');
+
+    assert.throws(() => createRedisAdapter({ url: `${redis.url}/notadb` }), (err: Error) => err instanceof RangeError && /"\/notadb"/.test(err.message));
+  });
+
+  test('D4: a wrong password at startup: one warning with WRONGPASS, degraded with the reason; the password is never logged', { timeout: 30_000 }, async (t) => {
+    const redis = await startRedis(t, { args: ['--requirepass', 's3cr3t-P4ss'] });
+    if (!redis) return;
+    const { logger, lines } = recordingLogger();
+    const adapter = createRedisAdapter({ url: `redis://:wrong-Pa55@127.0.0.1:${redis.port}`, backoff: { initialDelay: 20, maxDelay: 50 } });
+    const sup = createSupervisor({ adapter, logger });
+    t.after(() => sup.close());
+    await waitFor(() => lines.filter((l) => l.msg.startsWith('redis adapter: connection error')).length >= 4, 10_000, 'several attempts');
+    const warnings = lines.filter((l) => l.level === 'warn' && l.msg.startsWith('redis adapter: connection error'));
+    assert.equal(warnings.length, 1, JSON.stringify(warnings));
+    assert.match(warnings[0]!.msg, /WRONGPASS/);
+    assert.match(adapter.statusReason ?? '', /^redis unavailable: WRONGPASS/);
+    assert.ok(!JSON.stringify(lines).includes('wrong-Pa55'));
+
+    // The right password in ?password= (ioredis's form) works, and is masked too.
+    const ok = createRedisAdapter({ url: `redis://127.0.0.1:${redis.port}/0?password=s3cr3t-P4ss` });
+    assert.equal(ok.displayUrl, `redis://:***@127.0.0.1:${redis.port}/0`);
+    const supOk = createSupervisor({ adapter: ok });
+    t.after(() => supOk.close());
+    await waitFor(() => ok.status === 'up', 5000, 'authenticated');
+  });
+});
+
+describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /cluster', () => {
+  test('D4: Redis not reachable at startup: the server serves, and says so on stderr', { timeout: 30_000 }, async (t) => {
+    const dead = net.createServer();
+    await new Promise<void>((resolve) => dead.listen(0, '127.0.0.1', resolve));
+    const port = (dead.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => dead.close(() => resolve()));
+    const srv = await startCliServer(['--redis', `redis://127.0.0.1:${port}`], t);
+    await waitFor(() => /warning: Redis/.test(srv.stderr()), 10_000, 'the startup warning');
+    assert.match(
+      srv.stderr(),
+      new RegExp(`^ws-supervisor: warning: Redis at redis://127\\.0\\.0\\.1:${port}/0 is not reachable \\(redis unavailable: connect ECONNREFUSED 127\\.0\\.0\\.1:${port}\\): serving this process's clients only`, 'm'),
+    );
+    assert.equal((await httpGet(`${srv.base}/healthz`)).status, 200, 'it serves meanwhile');
+    const warns = srv.stdout().split('\n').filter((l) => l.includes('"level":40') && l.includes('ECONNREFUSED') && l.includes('connection error'));
+    assert.equal(warns.length, 1, `one JSON warning for the repeated refusals:\n${srv.stdout()}`);
+  });
+
+  test('D5 + D8: ?password= is masked in every line; --redis-env reads the URL from the environment; /cluster lists both nodes', { timeout: 60_000 }, async (t) => {
+    const redis = await startRedis(t, { args: ['--requirepass', 's3cr3t-P4ss'] });
+    if (!redis) return;
+    const url = `redis://127.0.0.1:${redis.port}/0?password=s3cr3t-P4ss`;
+    const one = await startCliServer(['--redis', url, '--log-level', 'debug'], t);
+    assert.match(one.stdout(), new RegExp(`broadcasts through redis://:\\*\\*\\*@127\\.0\\.0\\.1:${redis.port}/0\\n`));
+    process.env.WS_SUPERVISOR_TEST_REDIS = url;
+    t.after(() => void delete process.env.WS_SUPERVISOR_TEST_REDIS);
+    const two = await startCliServer(['--redis-env', 'WS_SUPERVISOR_TEST_REDIS', '--log-level', 'debug'], t);
+    for (const srv of [one, two]) await waitUntil(async () => (await httpGet(`${srv.base}/healthz`)).body === 'ok\n', 10_000, 'adapter up');
+    await waitUntil(async () => (JSON.parse((await httpGet(`${one.base}/cluster`)).body) as { nodes: unknown[] }).nodes.length === 2, 10_000, 'both nodes listed');
+    const ws = new WebSocket(`ws://127.0.0.1:${two.port}/server`);
+    t.after(() => ws.terminate());
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    await delay(5_500); // one heartbeat: the other node's count is as of its last one
+    const r = await httpGet(`${one.base}/cluster`);
+    assert.equal(r.status, 200);
+    const body = JSON.parse(r.body) as { nodes: NodeInfo[]; connections: number };
+    assert.equal(body.connections, 1);
+    assert.deepEqual(body.nodes.map((n) => [n.self, n.connections]).sort(), [[false, 1], [true, 0]]);
+    for (const srv of [one, two]) assert.ok(!(srv.stdout() + srv.stderr()).includes('s3cr3t-P4ss'), `the password leaked:\n${srv.stdout()}`);
+
+    await redis.kill();
+    await waitUntil(async () => (await httpGet(`${one.base}/cluster`)).status === 503, 10_000, '/cluster 503 while Redis is down');
+    assert.match((JSON.parse((await httpGet(`${one.base}/cluster`)).body) as { error: string }).error, /^redis unavailable/);
+  });
+});

@@ -1,0 +1,356 @@
+// Slow consumers (R9–R12): a peer that stops reading fills its own bounded
+// queue and is closed 1008, counted, and handed back its undelivered messages
+// as dead letters; nobody else waits on it.
+import { describe, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { setImmediate as tick } from 'node:timers/promises';
+import type WebSocket from 'ws';
+import type { Connection, DeadLetter, Outbound, Supervisor, SupervisorOptions } from '../../src/index.ts';
+import { closeOf, delay, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
+import { rawConnect, type RawWs } from '../helpers/raw-ws.ts';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+async function serve(t: TestContext, options: Omit<SupervisorOptions, 'server'>) {
+  const srv = await startSupervisor({ onMessage: (c, data, isBinary) => void c.send(data, isBinary), ...options });
+  const sup = srv.supervisor;
+  const raws: RawWs[] = [];
+  const clients: WebSocket[] = [];
+  const deadLetters: DeadLetter[] = [];
+  sup.on('deadLetter', (letter) => deadLetters.push(letter));
+  t.after(async () => {
+    for (const raw of raws) raw.destroy();
+    for (const ws of clients) ws.terminate();
+    await srv.close();
+  });
+  const nextConnection = () => new Promise<Connection>((resolve) => sup.once('connection', (c) => resolve(c)));
+  /** A raw client that completes the handshake and then never reads again. */
+  const nonReader = async () => {
+    const opened = nextConnection();
+    const raw = await rawConnect(srv.port);
+    raws.push(raw);
+    raw.stopReading();
+    return { raw, connection: await opened };
+  };
+  const reader = async () => {
+    const opened = nextConnection();
+    const ws = await openClient(srv.url);
+    clients.push(ws);
+    return { ws, connection: await opened };
+  };
+  return { srv, sup, deadLetters, nonReader, reader };
+}
+
+async function metric(sup: Supervisor<any>, series: string): Promise<number> {
+  const text = await sup.metrics.registry.metrics();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? 0 : Number(line.slice(series.length + 1));
+}
+
+/** A message of `size` bytes whose first 8 bytes are its sequence number; even ones binary, odd ones text. */
+function message(seq: number, size: number): Outbound {
+  const tag = String(seq).padStart(8, '0');
+  return seq % 2 === 0 ? Buffer.from(tag.padEnd(size, 'b')) : tag.padEnd(size, 't');
+}
+const seqOf = (data: Outbound): number => Number(typeof data === 'string' ? data.slice(0, 8) : data.subarray(0, 8).toString());
+
+/** Sends to `connection` until the writer has queued `queued` messages (the socket is blocked), or it refuses. */
+async function fillUntilQueued(connection: Connection, queued: number, size: number, accepted: Outbound[], limit = 4000) {
+  for (let seq = accepted.length; seq < limit; seq++) {
+    if (connection.stats.queuedMessages >= queued) return;
+    const data = message(seq, size);
+    if (!connection.send(data)) return;
+    accepted.push(data);
+    await tick();
+  }
+  assert.fail(`the socket never blocked after ${limit} messages of ${size} bytes`);
+}
+
+/** R12 bookkeeping: once closed, every accepted message was written or came back, exactly once. */
+async function assertNothingVanished(connection: Connection, accepted: Outbound[], deadLetters: DeadLetter[]): Promise<void> {
+  const mine = () => deadLetters.filter((d) => d.connectionId === connection.id);
+  // Write callbacks of a destroyed socket fire on the next ticks.
+  await waitFor(() => connection.stats.messagesOut + mine().length >= accepted.length, 2000, 'every accepted message to be accounted for').catch(() => {});
+  await delay(20);
+  const letters = mine();
+  assert.equal(
+    connection.stats.messagesOut + letters.length,
+    accepted.length,
+    `accepted ${accepted.length} = written ${connection.stats.messagesOut} + dead letters ${letters.length}`,
+  );
+  const seqs = letters.map((d) => seqOf(d.data));
+  assert.equal(new Set(seqs).size, seqs.length, 'no message is dead-lettered twice');
+  for (const letter of letters) {
+    assert.equal(letter.binary, typeof letter.data !== 'string', `binary flag of #${seqOf(letter.data)}`);
+    assert.ok(accepted.includes(letter.data), 'a dead letter carries the very data that was accepted');
+  }
+}
+
+describe('R9–R12 slow consumers', () => {
+  test('R9/R11/R12 queue overflow: a non-reading peer is closed 1008 slow-consumer, counted, and its queue comes back as dead letters', { timeout: 15_000 }, async (t) => {
+    const { sup, deadLetters, nonReader, reader } = await serve(t, {
+      sendQueue: { maxMessages: 16, maxBytes: 1 * MiB },
+      timing: { closeTimeout: 500 },
+    });
+    const slow = await nonReader();
+    // Control: a client that reads gets the same paced stream and is never closed.
+    const control = await reader();
+    let controlReceived = 0;
+    control.ws.on('message', () => controlReceived++);
+
+    const accepted: Outbound[] = [];
+    let refusedAt = -1;
+    for (let seq = 0; seq < 2000; seq++) {
+      const data = message(seq, 64 * KiB);
+      assert.ok(control.connection.send(data), `the reading client accepts #${seq}`);
+      if (!slow.connection.send(data)) {
+        refusedAt = seq;
+        break;
+      }
+      accepted.push(data);
+      await tick();
+    }
+    t.diagnostic(`refused at #${refusedAt}; written ${slow.connection.stats.messagesOut}; dead letters ${deadLetters.length}`);
+    assert.ok(refusedAt > 16, `the slow consumer was refused at #${refusedAt}, after its kernel buffers filled`);
+    // Once overflowed, it refuses everything (R12: refused, so the caller still owns it).
+    assert.equal(slow.connection.send('more'), false);
+    assert.equal(slow.connection.send(Buffer.alloc(1)), false);
+
+    const closure = await slow.connection.closed;
+    assert.equal(closure.code, 1008);
+    assert.equal(closure.cause, 'slow-consumer');
+    assert.equal(closure.initiator, 'local');
+    assert.equal(closure.expected, false);
+    assert.match(closure.reason, /overflow/);
+    assert.equal(closure.receivedCode, null, 'a peer that does not read never answers the close frame');
+    assert.equal(await metric(sup, 'ws_supervisor_slow_consumer_closes_total{cause="slow-consumer"}'), 1);
+
+    // R12: the 16 queued messages come back in order, as the tail of what was accepted.
+    await assertNothingVanished(slow.connection, accepted, deadLetters);
+    const queued = deadLetters.filter((d) => d.connectionId === slow.connection.id && d.reason === 'slow-consumer');
+    assert.equal(queued.length, 16, 'exactly the full queue (maxMessages) was dead-lettered');
+    assert.deepEqual(
+      queued.map((d) => seqOf(d.data)),
+      accepted.slice(-16).map(seqOf),
+    );
+    assert.equal(await metric(sup, 'ws_supervisor_dead_letters_total{reason="slow-consumer"}'), 16);
+
+    // The reader kept up: still open, and gets everything it was sent.
+    assert.notEqual(control.connection.stateName, 'closed');
+    await waitFor(() => controlReceived === refusedAt + 1, 5000, 'the reading client to receive every message');
+    assert.equal(deadLetters.filter((d) => d.connectionId === control.connection.id).length, 0);
+  });
+
+  test('R10 write timeout: a socket that stops draining is closed 1008 write-timeout within writeTimeout + closeTimeout', { timeout: 15_000 }, async (t) => {
+    const writeTimeout = 300;
+    const closeTimeout = 300;
+    const { sup, deadLetters, nonReader } = await serve(t, {
+      sendQueue: { maxMessages: 100_000, maxBytes: 1024 * MiB }, // never overflows here
+      timing: { writeTimeout, closeTimeout },
+    });
+    const slow = await nonReader();
+    let closingAt = 0;
+    const sub = slow.connection.machine.subscribe((s) => {
+      if (!closingAt && s.matches('closing')) closingAt = performance.now();
+    });
+    t.after(() => sub.unsubscribe());
+
+    const accepted: Outbound[] = [];
+    await fillUntilQueued(slow.connection, 8, 64 * KiB, accepted);
+    const stalledAt = performance.now();
+    assert.ok(slow.connection.isWriteBlocked, 'the machine is in open.write.blocked');
+    // Keep offering messages while it is stalled: accepted (queue not full), but no progress.
+    for (let i = 0; i < 10; i++) {
+      const data = message(accepted.length, 64 * KiB);
+      if (slow.connection.send(data)) accepted.push(data);
+      await delay(10);
+    }
+
+    const closure = await slow.connection.closed;
+    const closedAt = performance.now();
+    assert.equal(closure.code, 1008);
+    assert.equal(closure.cause, 'write-timeout');
+    assert.equal(closure.initiator, 'local');
+    assert.equal(closure.expected, false);
+    assert.match(closure.reason, /write timeout/);
+    assert.ok(closingAt > 0, 'went through closing (close frame attempted)');
+    const toClosing = closingAt - stalledAt;
+    const toClosed = closedAt - stalledAt;
+    t.diagnostic(`stall → closing ${toClosing.toFixed(0)} ms, closing → closed ${(closedAt - closingAt).toFixed(0)} ms; accepted ${accepted.length}`);
+    assert.ok(toClosing <= writeTimeout + 150, `closing ${toClosing.toFixed(0)} ms after the stall (writeTimeout ${writeTimeout})`);
+    assert.ok(closedAt - closingAt >= closeTimeout - 20, `closing lasted ${(closedAt - closingAt).toFixed(0)} ms (closeTimeout ${closeTimeout})`);
+    assert.ok(toClosed <= writeTimeout + closeTimeout + 300, `closed ${toClosed.toFixed(0)} ms after the stall`);
+    assert.equal(await metric(sup, 'ws_supervisor_slow_consumer_closes_total{cause="write-timeout"}'), 1);
+    assert.equal(await metric(sup, 'ws_supervisor_slow_consumer_closes_total{cause="slow-consumer"}'), 0);
+    assert.equal(slow.connection.send('late'), false);
+    await assertNothingVanished(slow.connection, accepted, deadLetters);
+    assert.ok(deadLetters.some((d) => d.reason === 'slow-consumer'), 'the stalled queue came back as dead letters');
+  });
+
+  test('R11 broadcast isolation: 20 readers get all 200 messages in order with low latency while a stalled peer is closed', { timeout: 30_000 }, async (t) => {
+    const { sup, deadLetters, nonReader, reader } = await serve(t, {
+      sendQueue: { maxMessages: 16, maxBytes: 1 * MiB },
+      timing: { closeTimeout: 500 },
+    });
+    const readers: Array<Awaited<ReturnType<typeof reader>>> = [];
+    for (let i = 0; i < 20; i++) readers.push(await reader()); // one at a time: pairs each ws with its connection
+    const received = readers.map(() => [] as number[]);
+    let probeReply: ((text: string) => void) | null = null;
+    readers.forEach(({ ws }, i) =>
+      ws.on('message', (data) => {
+        const text = data.toString();
+        if (text.startsWith('probe:')) probeReply?.(text);
+        else received[i]!.push(Number(text.slice(0, 8)));
+      }),
+    );
+    const slow = await nonReader();
+    // A peer that already stopped reading: fill its kernel buffers (~4 MiB on
+    // Linux loopback, more than the whole broadcast) until its writer queues.
+    await fillUntilQueued(slow.connection, 1, 64 * KiB, []);
+
+    // Request/echo round trips from reader 0 while the broadcast runs.
+    const rtts: number[] = [];
+    let broadcasting = true;
+    const probing = (async () => {
+      for (let n = 0; broadcasting; n++) {
+        const started = performance.now();
+        const reply = new Promise<string>((resolve) => (probeReply = resolve));
+        readers[0]!.ws.send(`probe:${n}`);
+        assert.equal(await reply, `probe:${n}`);
+        rtts.push(performance.now() - started);
+        await delay(5);
+      }
+    })();
+
+    const results: Array<{ accepted: number; refused: number }> = [];
+    const started = performance.now();
+    for (let seq = 0; seq < 200; seq++) {
+      results.push(sup.broadcast(String(seq).padStart(8, '0').padEnd(16 * KiB, 'x')));
+      await tick();
+    }
+    const broadcastMs = performance.now() - started;
+    await waitFor(() => received.every((r) => r.length === 200), 10_000, 'every reader to receive all 200');
+    broadcasting = false;
+    await probing;
+
+    const expected = Array.from({ length: 200 }, (_, i) => i);
+    received.forEach((r, i) => assert.deepEqual(r, expected, `reader ${i} received all 200 in order`));
+    for (const { connection } of readers) assert.notEqual(connection.stateName, 'closed');
+
+    // The stalled one is closed as a slow consumer, and counted.
+    const closure = await slow.connection.closed;
+    assert.equal(closure.code, 1008);
+    assert.equal(closure.cause, 'slow-consumer');
+    assert.equal(await metric(sup, 'ws_supervisor_slow_consumer_closes_total{cause="slow-consumer"}'), 1);
+    assert.ok(deadLetters.every((d) => d.connectionId === slow.connection.id), 'no reader lost anything');
+
+    // broadcast never refused a reader: it reports 21 accepted until the overflow, then 20 accepted + the slow one refused.
+    assert.ok(results.every((r) => r.accepted >= 20), 'every broadcast reached all 20 readers');
+    assert.ok(results.some((r) => r.accepted === 21 && r.refused === 0), 'the stalled peer accepted some before its queue filled');
+    const refusedTotal = results.reduce((s, r) => s + r.refused, 0);
+    assert.ok(refusedTotal >= 1, 'the overflow shows up as refused');
+    assert.ok(results.every((r) => r.refused <= 1));
+
+    rtts.sort((a, b) => a - b);
+    const p50 = rtts[Math.floor(rtts.length / 2)]!;
+    const max = rtts[rtts.length - 1]!;
+    t.diagnostic(`broadcast 200 × 16 KiB to 21 in ${broadcastMs.toFixed(0)} ms; ${rtts.length} probes, p50 ${p50.toFixed(1)} ms, max ${max.toFixed(1)} ms; refused ${refusedTotal}`);
+    assert.ok(rtts.length >= 3, `enough probes (${rtts.length})`);
+    assert.ok(p50 < 50, `request/echo p50 ${p50.toFixed(1)} ms during the stall`);
+  });
+
+  test('R12 a message whose write was still in progress when the socket was torn down is a dead letter, not "written"', {
+    timeout: 10_000,
+  }, async (t) => {
+    // Ground truth: after the server gives up on a stalled peer, the peer
+    // resumes reading and counts the complete messages it really got (the
+    // kernel still delivers what it had accepted). Every message the writer
+    // counts as written must be among them; the rest must be dead letters.
+    const { deadLetters, nonReader } = await serve(t, {
+      sendQueue: { maxMessages: 1000, maxBytes: 256 * MiB },
+      timing: { writeTimeout: 200, closeTimeout: 200 },
+    });
+    const slow = await nonReader();
+    const accepted: Outbound[] = [];
+    await fillUntilQueued(slow.connection, 4, 64 * KiB, accepted);
+    const closure = await slow.connection.closed;
+    assert.equal(closure.cause, 'write-timeout');
+    slow.raw.socket.resume();
+    await slow.raw.closed;
+    const delivered = slow.raw.frames.filter((f) => f.opcode === 1 || f.opcode === 2).map((f) => seqOf(f.payload));
+    const written = slow.connection.stats.messagesOut;
+    const lettered = deadLetters.map((d) => seqOf(d.data));
+    t.diagnostic(`accepted ${accepted.length}, delivered ${delivered.length}, counted written ${written}, dead letters ${lettered.length} (${deadLetters.map((d) => d.reason).join(',')})`);
+    assert.deepEqual(delivered, accepted.slice(0, delivered.length).map(seqOf), 'the peer got a prefix, in order');
+    assert.equal(written, delivered.length, 'messagesOut counts only messages that fully reached the socket');
+    assert.deepEqual(lettered.sort((a, b) => a - b), accepted.slice(delivered.length).map(seqOf), 'everything else came back');
+  });
+
+  test('R12 the peer closes while messages are queued: each is delivered before the echo or comes back; messagesOut counts only the delivered', { timeout: 15_000 }, async (t) => {
+    const { sup, deadLetters, nonReader } = await serve(t, {
+      sendQueue: { maxMessages: 10_000, maxBytes: 64 * MiB },
+      timing: { closeTimeout: 2000 },
+    });
+    const { raw, connection } = await nonReader();
+    const closed = new Promise<void>((resolve) => sup.once('close', () => resolve()));
+    const accepted: Outbound[] = [];
+    await fillUntilQueued(connection, 20, 100 * KiB, accepted);
+    // The peer's close frame arrives while our queue waits for the socket to drain.
+    raw.send({ opcode: 0x8, payload: Buffer.from([0x03, 0xe8]) });
+    await delay(50);
+    raw.socket.resume();
+    await closed;
+    await raw.closed;
+    const received = raw.frames.filter((f) => f.opcode === 0x1 || f.opcode === 0x2).length;
+    await assertNothingVanished(connection, accepted, deadLetters);
+    assert.equal(connection.stats.messagesOut, received, 'written = what the peer received');
+    assert.ok(deadLetters.length > 0, 'the queue that could not follow the close frame came back');
+  });
+
+  test('R12 send after close is refused (false), not dead-lettered', { timeout: 10_000 }, async (t) => {
+    const { sup, deadLetters, reader } = await serve(t, { timing: { closeTimeout: 500 } });
+    const { ws, connection } = await reader();
+    assert.equal(connection.send('while open'), true);
+    ws.close(1000, 'bye');
+    await closeOf(ws);
+    const closure = await connection.closed;
+    assert.equal(closure.cause, 'peer');
+    assert.equal(connection.send('after close'), false);
+    assert.equal(connection.send(Buffer.from('after close')), false);
+    await delay(20);
+    assert.equal(deadLetters.length, 0);
+    assert.equal(await metric(sup, 'ws_supervisor_dead_letters_total{reason="closed"}'), 0);
+  });
+
+  test('R12 a peer reset with messages queued: each comes back as a deadLetter event (connectionId, data, binary, reason)', { timeout: 10_000 }, async (t) => {
+    const { sup, deadLetters, nonReader } = await serve(t, {
+      sendQueue: { maxMessages: 1000, maxBytes: 256 * MiB },
+      timing: { closeTimeout: 500 },
+    });
+    const slow = await nonReader();
+    const accepted: Outbound[] = [];
+    await fillUntilQueued(slow.connection, 6, 64 * KiB, accepted);
+    const queuedSeqs = accepted.slice(-slow.connection.stats.queuedMessages).map(seqOf);
+    slow.raw.reset();
+    const closure = await slow.connection.closed;
+    assert.equal(closure.code, 1006);
+    assert.equal(closure.initiator, 'remote');
+    assert.equal(closure.cause, 'socket-error');
+    await assertNothingVanished(slow.connection, accepted, deadLetters);
+    const closedLetters = deadLetters.filter((d) => d.reason === 'closed');
+    t.diagnostic(`accepted ${accepted.length}, written ${slow.connection.stats.messagesOut}, dead letters ${deadLetters.map((d) => d.reason).join(',')}`);
+    // The queued ones come back in order (a write in flight at the reset may come back too).
+    assert.deepEqual(
+      closedLetters.map((d) => seqOf(d.data)).filter((seq) => queuedSeqs.includes(seq)),
+      queuedSeqs,
+      'every queued message, in order',
+    );
+    for (const letter of deadLetters) {
+      assert.deepEqual(Object.keys(letter).sort(), ['binary', 'connectionId', 'data', 'reason']);
+      assert.equal(letter.connectionId, slow.connection.id);
+      assert.ok(['closed', 'write-error'].includes(letter.reason), letter.reason);
+    }
+    assert.equal(await metric(sup, 'ws_supervisor_dead_letters_total{reason="closed"}'), closedLetters.length);
+  });
+});
