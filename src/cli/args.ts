@@ -3,20 +3,43 @@
  * so it can be tested. Bad values are UsageErrors: the CLI prints them and exits 2.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
 import { DEFAULTS, normaliseOrigin, type OriginPolicy } from '../server/options.ts';
 import { bundledWww, type DemoServerOptions } from './demo-server.ts';
 import { RESTART_DEFAULTS } from './restart-intensity.ts';
 import { parseRedisUrl, RedisUrlError } from '../adapter/redis-url.ts';
 
-export const USAGE = `Usage: ws-supervisor server [flags]
-       ws-supervisor client [flags]
+/** The client's defaults: a request to localhost:8080/server every 2 s. */
+export const CLIENT_CLI_DEFAULTS = { address: 'localhost:8080', path: '/server', interval: 2000 } as const;
 
-server: runs a WebSocket server that speaks the articles' JSON protocol on
---path, with /healthz, /metrics and a demo page at /.
+/** `ws-supervisor --help`: what the program is and its subcommands. */
+export const USAGE = `Usage: ws-supervisor <command> [flags]
 
-Server flags:
+Commands:
+  server                    a WebSocket server speaking the JSON request protocol, with a
+                            demo page, a live dashboard, /healthz and /metrics
+  client                    a reconnecting client that sends a request every interval
+  help [COMMAND]            this text, or the flags of COMMAND
+
+Flags:
+  -h, --help                this text (after a command: that command's flags)
+  -v, --version             print the version and exit
+
+Run 'ws-supervisor server --help' or 'ws-supervisor client --help' for their flags.
+Documentation: https://github.com/ws-supervisor/ws-supervisor#readme
+`;
+
+/** `ws-supervisor server --help`. */
+export const SERVER_USAGE = `Usage: ws-supervisor server [flags]
+
+Runs a WebSocket server that speaks the JSON request protocol on --path
+({"requestID":1,"command":"…","someOtherThing":"…"} → a reply with the same
+requestID), with a demo page at /, a live dashboard at /dashboard, /healthz,
+/metrics and /cluster.
+
+Flags:
   --address HOST:PORT       listen address (default localhost:8080; port 0 = any free port)
   --path PATH               WebSocket endpoint (default /server)
   --www DIR                 static files for / (default: the bundled www/)
@@ -50,30 +73,43 @@ Server flags:
                             within --restart-period; one more crash stops the server
                             with exit 1 (default ${RESTART_DEFAULTS.maxRestarts}; needs --workers > 1)
   --restart-period SECONDS  the window of --max-restarts (default ${RESTART_DEFAULTS.periodSeconds})
-  --help                    show this help
+  -h, --help                show this help
 
-Server signals: SIGTERM or SIGINT drains (new upgrades and /healthz get 503, every
+Signals: SIGTERM or SIGINT drains (new upgrades and /healthz get 503, every
 connection gets close 1001, stragglers are terminated after the close timeout)
 and exits 0. With --workers, signal the primary: it drains every worker.
+Run this process itself under your process manager (not 'npm start': npm does
+not pass the signal on and exits, leaving the server holding the port).
 
-client: the articles' client, reconnecting. Connects to ws://HOST:PORT/PATH and
-every interval sends {"requestID":N,"command":"Eject the hot dog N.","someOtherThing":""}
-with N = 1, 2, 3… counting on across reconnects. Requests made while
-disconnected are buffered and sent once reconnected (R23). Prints each request
+The client side: ws-supervisor client --help.
+`;
+
+/** `ws-supervisor client --help`. */
+export const CLIENT_USAGE = `Usage: ws-supervisor client [flags]
+
+A reconnecting client of the server's JSON protocol. Connects to --url (or
+ws://ADDRESS/PATH) and every interval sends
+{"requestID":N,"command":"Eject the hot dog N.","someOtherThing":""} with
+N = 1, 2, 3… counting on across reconnects. Requests made while disconnected
+are buffered and sent once reconnected (R23). Prints each request
 ("request N: …", marked "(buffered while STATE)" when not connected), each reply
 ("reply N: {…}"), each push ("push: {…}"), each failed request ("request N
 failed: CODE: why"), every state change ("state: open → pinging") and each
 connection close (code, reason, expected). Reconnects with backoff and jitter
 after an unexpected close (R22).
 
-Client flags:
-  --address HOST:PORT       server address (default localhost:8080)
-  --path PATH               WebSocket endpoint (default /server)
-  --interval MS             time between requests (default 2000)
-  --help                    show this help
+Flags:
+  --url URL                 server URL, ws://HOST:PORT/PATH or wss://… (TLS); instead of
+                            --address and --path
+  --address HOST:PORT       server address (default ${CLIENT_CLI_DEFAULTS.address})
+  --path PATH               WebSocket endpoint (default ${CLIENT_CLI_DEFAULTS.path})
+  --interval MS             time between requests (default ${CLIENT_CLI_DEFAULTS.interval})
+  -h, --help                show this help
 
-Client signals: SIGTERM or SIGINT closes the connection (close 1000, waiting
-for the server's close frame up to the close timeout) and exits 0.
+Signals: SIGTERM or SIGINT closes the connection (close 1000, waiting for the
+server's close frame up to the close timeout) and exits 0.
+
+The server side: ws-supervisor server --help.
 `;
 
 export class UsageError extends Error {}
@@ -214,7 +250,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     'local-broadcast': { type: 'boolean' },
     'max-restarts': { type: 'string' },
     'restart-period': { type: 'string' },
-    help: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
   });
   const v = parsed.values;
   if (v.help) return 'help';
@@ -286,25 +322,30 @@ export interface ClientCliOptions {
   interval: number;
 }
 
-/** The client's defaults: the articles' client dials localhost:8080/server every 2 s. */
-export const CLIENT_CLI_DEFAULTS = { address: 'localhost:8080', path: '/server', interval: 2000 } as const;
 
 export function parseClientArgs(args: string[]): ClientCliOptions | 'help' {
   const parsed = parseFlags(args, {
+    url: { type: 'string' },
     address: { type: 'string' },
     path: { type: 'string' },
     interval: { type: 'string' },
-    help: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
   });
   const v = parsed.values;
   if (v.help) return 'help';
+  const interval = positive('interval', v.interval) ?? CLIENT_CLI_DEFAULTS.interval;
+  // Node's timers cap at 2^31-1 ms (and silently fire after 1 ms beyond it).
+  if (interval > 2 ** 31 - 1) throw new UsageError(`--interval must be at most ${2 ** 31 - 1} ms, got ${JSON.stringify(v.interval)}`);
+  if (v.url !== undefined) {
+    for (const flag of ['address', 'path'] as const) {
+      if (v[flag] !== undefined) throw new UsageError(`--url and --${flag} both say where to connect: give the whole URL with --url, or --address and --path`);
+    }
+    return { url: parseClientUrl(v.url), interval };
+  }
   const { host, port } = parseAddress(v.address ?? CLIENT_CLI_DEFAULTS.address);
   if (port === 0) throw new UsageError(`--address: a client needs a port to connect to, got ${JSON.stringify(v.address)}`);
   const path = v.path ?? CLIENT_CLI_DEFAULTS.path;
   if (!/^\/[^\s?#]*$/.test(path)) throw new UsageError(`--path must start with / and hold no spaces, ? or #, got ${JSON.stringify(path)}`);
-  const interval = positive('interval', v.interval) ?? CLIENT_CLI_DEFAULTS.interval;
-  // Node's timers cap at 2^31-1 ms (and silently fire after 1 ms beyond it).
-  if (interval > 2 ** 31 - 1) throw new UsageError(`--interval must be at most ${2 ** 31 - 1} ms, got ${JSON.stringify(v.interval)}`);
   // ':PORT' means "all interfaces" to a server; a client dials the local host.
   const dial = host === '::' ? 'localhost' : host;
   const shown = dial.includes(':') ? `[${dial}]` : dial;
@@ -315,4 +356,80 @@ export function parseClientArgs(args: string[]): ClientCliOptions | 'help' {
     throw new UsageError(`--address: ${JSON.stringify(v.address)} does not make a valid URL (${url})`);
   }
   return { url, interval };
+}
+
+/** --url: a ws:// or wss:// URL with a host, as the client (and `ws`) will dial it. */
+export function parseClientUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new UsageError(`--url must be a ws:// or wss:// URL (e.g. ws://localhost:8080/server), got ${JSON.stringify(value)}`);
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
+    throw new UsageError(`--url must start with ws:// or wss://, got ${JSON.stringify(value)}`);
+  }
+  if (url.hostname === '') throw new UsageError(`--url names no host: ${JSON.stringify(value)}`);
+  if (url.port === '0') throw new UsageError(`--url: a client needs a port to connect to, got ${JSON.stringify(value)}`);
+  if (url.hash !== '') throw new UsageError(`--url: a WebSocket URL has no #fragment, got ${JSON.stringify(value)}`);
+  return url.href;
+}
+
+/** What the command line asks for: one subcommand with its options, a help text, or the version. */
+export type Command =
+  | { kind: 'server'; options: ServerCliOptions }
+  | { kind: 'client'; options: ClientCliOptions }
+  | { kind: 'help'; text: string; exitCode: 0 | 2 }
+  | { kind: 'version' };
+
+export const COMMANDS = ['server', 'client'] as const;
+
+/** The whole command line (without `node main.js`). Bad input throws UsageError (exit 2). */
+export function parseCommand(argv: string[], env: NodeJS.ProcessEnv = process.env): Command {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case undefined:
+      return { kind: 'help', text: USAGE, exitCode: 2 };
+    case '-h':
+    case '--help':
+      return { kind: 'help', text: USAGE, exitCode: 0 };
+    case '-v':
+    case '--version':
+      return { kind: 'version' };
+    case 'help': {
+      const [topic, ...extra] = rest;
+      if (extra.length > 0) throw new UsageError(`help takes at most one command, got ${JSON.stringify(rest.join(' '))}`);
+      if (topic === undefined) return { kind: 'help', text: USAGE, exitCode: 0 };
+      if (topic === 'server') return { kind: 'help', text: SERVER_USAGE, exitCode: 0 };
+      if (topic === 'client') return { kind: 'help', text: CLIENT_USAGE, exitCode: 0 };
+      throw new UsageError(`unknown command ${JSON.stringify(topic)} (expected: ${COMMANDS.join(' or ')})`);
+    }
+    case 'server': {
+      const options = parseServerArgs(rest, env);
+      return options === 'help' ? { kind: 'help', text: SERVER_USAGE, exitCode: 0 } : { kind: 'server', options };
+    }
+    case 'client': {
+      const options = parseClientArgs(rest);
+      return options === 'help' ? { kind: 'help', text: CLIENT_USAGE, exitCode: 0 } : { kind: 'client', options };
+    }
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)} (expected: ${COMMANDS.join(' or ')}; --help lists them)`);
+  }
+}
+
+/** Where a UsageError sends the user for help: the subcommand's flags, or the command list. */
+export function helpHint(argv: readonly string[]): string {
+  const command = argv[0];
+  return command === 'server' || command === 'client' ? `ws-supervisor ${command} --help` : 'ws-supervisor --help';
+}
+
+/** The version in this package's package.json (found from src/cli/ under tsx, dist/src/cli/ when built). */
+export function packageVersion(): string {
+  for (const rel of ['../../package.json', '../../../package.json']) {
+    const file = fileURLToPath(new URL(rel, import.meta.url));
+    if (!existsSync(file)) continue;
+    const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: unknown; version?: unknown };
+    if (pkg.name === 'ws-supervisor' && typeof pkg.version === 'string') return pkg.version;
+  }
+  throw new Error('ws-supervisor: its package.json was not found next to the CLI');
 }

@@ -16,7 +16,7 @@ import { startDemoServer, type DemoServer } from './demo-server.ts';
 import { onDrainRequest, reportReady, runPrimary, workerPortOverride, workerSlot } from './cluster.ts';
 import { DEFAULTS } from '../server/options.ts';
 import type { InspectorHandle } from '../observe/inspector.ts';
-import { parseClientArgs, parseServerArgs, USAGE, UsageError } from './args.ts';
+import { helpHint, packageVersion, parseCommand, UsageError, type ClientCliOptions, type ServerCliOptions } from './args.ts';
 import { parseRedisUrl } from '../adapter/redis-url.ts';
 import { ClientError, createClient } from '../client/node.ts';
 import { CLIENT_DEFAULTS } from '../client/client.ts';
@@ -35,12 +35,7 @@ function redactUrl(url: string): string {
 /** How long the CLI lets Redis answer at startup before saying it cannot reach it (the server serves meanwhile). */
 const REDIS_STARTUP_GRACE_MS = 3_000;
 
-async function runServer(args: string[]): Promise<void> {
-  const options = parseServerArgs(args);
-  if (options === 'help') {
-    process.stdout.write(USAGE);
-    return;
-  }
+async function runServer(options: ServerCliOptions): Promise<void> {
   const { logLevel, inspectPort, redis, workers, restart, ...serverOptions } = options;
   const slot = workerSlot();
   if (workers > 1 && slot === null) {
@@ -150,12 +145,7 @@ async function runServer(args: string[]): Promise<void> {
   }
 }
 
-async function runClient(args: string[]): Promise<void> {
-  const options = parseClientArgs(args);
-  if (options === 'help') {
-    process.stdout.write(USAGE);
-    return;
-  }
+async function runClient(options: ClientCliOptions): Promise<void> {
   // Library defaults throughout: buffer while offline (R23), reconnect forever (R22).
   const client = createClient(options.url, { offline: 'buffer' });
   console.log(`ws-supervisor: client connecting to ${options.url}, a request every ${options.interval} ms`);
@@ -229,21 +219,26 @@ async function runClient(args: string[]): Promise<void> {
 }
 
 async function main(argv: string[]): Promise<void> {
-  const [command, ...rest] = argv;
-  if (command === 'server') return runServer(rest);
-  if (command === 'client') return runClient(rest);
-  if (command === undefined || command === '--help' || command === 'help') {
-    process.stdout.write(USAGE);
-    if (command === undefined) process.exitCode = 2;
-    return;
+  const command = parseCommand(argv);
+  switch (command.kind) {
+    case 'server':
+      return runServer(command.options);
+    case 'client':
+      return runClient(command.options);
+    case 'help':
+      process.stdout.write(command.text);
+      process.exitCode = command.exitCode;
+      return;
+    case 'version':
+      process.stdout.write(`${packageVersion()}\n`);
+      return;
   }
-  throw new UsageError(`unknown command ${JSON.stringify(command)} (expected: server or client)`);
 }
 
-main(process.argv.slice(2)).catch((err: unknown) => {
+const argv = process.argv.slice(2);
+main(argv).catch((err: unknown) => {
   if (err instanceof UsageError) {
-    const command = process.argv[2] === 'client' ? 'client' : 'server';
-    console.error(`ws-supervisor: ${err.message}\nRun 'ws-supervisor ${command} --help' for the flags.`);
+    console.error(`ws-supervisor: ${err.message}\nRun '${helpHint(argv)}' for the flags.`);
     process.exit(2);
   }
   const e = err as NodeJS.ErrnoException;

@@ -1,0 +1,148 @@
+/**
+ * The command line, parsed in process (src/cli/args.ts): the subcommands, a help
+ * text per subcommand (and -h everywhere), --version, and the client's --url
+ * next to --address/--path. One spawned CLI checks that main.ts prints what
+ * parseCommand decides (version on stdout, exit 0).
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import {
+  CLIENT_USAGE,
+  parseClientArgs,
+  parseCommand,
+  helpHint,
+  packageVersion,
+  SERVER_USAGE,
+  USAGE,
+  UsageError,
+  type ClientCliOptions,
+  type Command,
+} from '../../src/cli/args.ts';
+import { REPO_ROOT, runCli } from '../helpers/cli.ts';
+
+const VERSION = (JSON.parse(readFileSync(`${REPO_ROOT}package.json`, 'utf8')) as { version: string }).version;
+
+function helpOf(argv: string[]): { text: string; exitCode: number } {
+  const c: Command = parseCommand(argv, {});
+  if (c.kind !== 'help') assert.fail(`${argv.join(' ')} asks for help, got ${c.kind}`);
+  return { text: c.text, exitCode: c.exitCode };
+}
+
+function clientUrl(args: string[]): string {
+  return (parseClientArgs(args) as ClientCliOptions).url;
+}
+
+describe('ws-supervisor: commands, help, version', () => {
+  test('--version and -v print the package.json version', () => {
+    assert.match(VERSION, /^\d+\.\d+\.\d+/);
+    assert.equal(packageVersion(), VERSION);
+    assert.deepEqual(parseCommand(['--version'], {}), { kind: 'version' });
+    assert.deepEqual(parseCommand(['-v'], {}), { kind: 'version' });
+  });
+
+  test('top-level help lists the subcommands and how to get their flags; no command is a usage error (exit 2) that prints it', () => {
+    for (const argv of [['--help'], ['-h'], ['help']]) {
+      assert.deepEqual(helpOf(argv), { text: USAGE, exitCode: 0 }, argv.join(' '));
+    }
+    assert.deepEqual(helpOf([]), { text: USAGE, exitCode: 2 });
+    for (const text of ['server', 'client', '--version', 'ws-supervisor server --help', 'ws-supervisor client --help']) {
+      assert.ok(USAGE.includes(text), `top-level help mentions ${text}`);
+    }
+    assert.doesNotMatch(USAGE, /--ping-interval|--interval/, 'no subcommand flags at the top level');
+  });
+
+  test('each subcommand has its own help, reached by --help, -h and `help COMMAND`', () => {
+    for (const [command, text] of [['server', SERVER_USAGE], ['client', CLIENT_USAGE]] as const) {
+      for (const argv of [[command, '--help'], [command, '-h'], ['help', command], [command, '--path', '/x', '-h']]) {
+        assert.deepEqual(helpOf(argv), { text, exitCode: 0 }, argv.join(' '));
+      }
+      assert.match(text, new RegExp(`^Usage: ws-supervisor ${command} \\[flags\\]`));
+    }
+    assert.notEqual(SERVER_USAGE, CLIENT_USAGE);
+    // Each lists its own flags and not the other's.
+    for (const flag of ['--ping-interval', '--workers', '--redis', '--allowed-origins', '--www']) {
+      assert.ok(SERVER_USAGE.includes(flag), `server help lists ${flag}`);
+      assert.ok(!CLIENT_USAGE.includes(flag), `client help does not list ${flag}`);
+    }
+    for (const flag of ['--url', '--interval']) {
+      assert.ok(CLIENT_USAGE.includes(flag), `client help lists ${flag}`);
+      assert.ok(!SERVER_USAGE.includes(flag), `server help does not list ${flag}`);
+    }
+    assert.ok(SERVER_USAGE.split('\n').length < 60, `server help: ${SERVER_USAGE.split('\n').length} lines`);
+    assert.ok(CLIENT_USAGE.split('\n').length < 30, `client help: ${CLIENT_USAGE.split('\n').length} lines`);
+  });
+
+  test('unknown commands and stray words are usage errors naming them; the hint points at the right help', () => {
+    assert.throws(() => parseCommand(['serve'], {}), (e) => e instanceof UsageError && /unknown command "serve"/.test(e.message));
+    assert.throws(() => parseCommand(['help', 'nope'], {}), (e) => e instanceof UsageError && /"nope"/.test(e.message));
+    assert.throws(() => parseCommand(['help', 'server', 'x'], {}), UsageError);
+    assert.throws(() => parseCommand(['client', 'extra'], {}), (e) => e instanceof UsageError && /extra/.test(e.message));
+    assert.equal(helpHint(['server', '--bogus']), 'ws-supervisor server --help');
+    assert.equal(helpHint(['client']), 'ws-supervisor client --help');
+    assert.equal(helpHint(['serve']), 'ws-supervisor --help');
+    assert.equal(helpHint([]), 'ws-supervisor --help');
+  });
+
+  test('server and client commands carry their parsed options', () => {
+    const server = parseCommand(['server', '--address', '127.0.0.1:0', '--path', '/ws'], {});
+    assert.equal(server.kind, 'server');
+    assert.equal(server.kind === 'server' && server.options.path, '/ws');
+    const client = parseCommand(['client', '--url', 'wss://example.com/ws', '--interval', '500'], {});
+    assert.deepEqual(client, { kind: 'client', options: { url: 'wss://example.com/ws', interval: 500 } });
+  });
+});
+
+describe('ws-supervisor client: --url, --address, --path', () => {
+  test('--url takes ws:// and wss:// URLs as given (port, path, query kept)', () => {
+    assert.equal(clientUrl(['--url', 'ws://127.0.0.1:9000/server']), 'ws://127.0.0.1:9000/server');
+    assert.equal(clientUrl(['--url', 'wss://example.com/ws?token=abc']), 'wss://example.com/ws?token=abc');
+    assert.equal(clientUrl(['--url', 'ws://[::1]:8080/x']), 'ws://[::1]:8080/x');
+    assert.equal(clientUrl(['--url', 'WSS://Example.com']), 'wss://example.com/', 'normalised as the WHATWG URL parser does');
+  });
+
+  test('--address and --path still build a ws:// URL (defaults localhost:8080/server)', () => {
+    assert.equal(clientUrl([]), 'ws://localhost:8080/server');
+    assert.equal(clientUrl(['--address', '127.0.0.1:9000', '--path', '/ws']), 'ws://127.0.0.1:9000/ws');
+    assert.equal(clientUrl(['--address', ':9000']), 'ws://localhost:9000/server');
+    assert.equal(clientUrl(['--address', '[::1]:9000']), 'ws://[::1]:9000/server');
+  });
+
+  const bad: Array<{ args: string[]; mentions: string[] }> = [
+    { args: ['--url', 'ws://a:1/x', '--address', 'b:2'], mentions: ['--url', '--address'] },
+    { args: ['--url', 'ws://a:1/x', '--path', '/y'], mentions: ['--url', '--path'] },
+    { args: ['--url', 'http://localhost:8080/server'], mentions: ['--url', 'ws://', 'wss://', 'http://localhost:8080/server'] },
+    { args: ['--url', 'localhost:8080'], mentions: ['--url', 'localhost:8080'] },
+    { args: ['--url', 'not a url'], mentions: ['--url', 'not a url'] },
+    { args: ['--url', 'ws://localhost:0/x'], mentions: ['--url', 'port'] },
+    { args: ['--url', 'ws://localhost:8080/x#frag'], mentions: ['--url', '#frag'] },
+    { args: ['--url'], mentions: ['--url'] },
+  ];
+  for (const { args, mentions } of bad) {
+    test(`client ${args.join(' ')} is a usage error naming ${mentions.join(', ')}`, () => {
+      assert.throws(
+        () => parseCommand(['client', ...args], {}),
+        (e: unknown) => {
+          assert.ok(e instanceof UsageError, String(e));
+          for (const m of mentions) assert.ok(e.message.includes(m), `${JSON.stringify(e.message)} names ${m}`);
+          return true;
+        },
+      );
+    });
+  }
+});
+
+describe('the CLI process', () => {
+  test('ws-supervisor --version prints the version and exits 0; a --url conflict exits 2 naming both flags', { timeout: 30_000 }, async () => {
+    const [version, conflict] = await Promise.all([
+      runCli(['--version']),
+      runCli(['client', '--url', 'ws://127.0.0.1:1/x', '--address', '127.0.0.1:2']),
+    ]);
+    assert.equal(version.code, 0, version.stderr);
+    assert.equal(version.stdout, `${VERSION}\n`);
+    assert.equal(conflict.code, 2, conflict.stderr);
+    assert.match(conflict.stderr, /^ws-supervisor: --url and --address /);
+    assert.match(conflict.stderr, /Run 'ws-supervisor client --help'/);
+    assert.doesNotMatch(conflict.stdout, /connecting to/);
+  });
+});
