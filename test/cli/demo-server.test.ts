@@ -206,3 +206,25 @@ test('slowloris: half-sent request heads are cut after headersTimeout (408) even
   ws.close();
   await closeOf(ws);
 });
+
+test('the demo page links to the dashboard; both pages declare their icon, so a browser asks for no /favicon.ico (which would 404)', { timeout: 20_000 }, async (t) => {
+  const { base } = await start(t);
+  const demo = await httpGet(`${base}/`);
+  assert.equal(demo.status, 200);
+  const link = /<a href="([^"]+)"[^>]*>dashboard<\/a>/.exec(demo.body);
+  assert.ok(link, 'the demo page has a link to the dashboard');
+  const dashboard = await httpGet(new URL(link[1]!, `${base}/`).href);
+  assert.equal(dashboard.status, 200, `GET ${link[1]}`);
+  assert.match(String(dashboard.headers['content-type']), /^text\/html/);
+  assert.match(dashboard.body, /<h1>/);
+
+  for (const [name, html] of [['demo page', demo.body], ['dashboard', dashboard.body]] as const) {
+    const icon = /<link rel="icon" href="([^"]*)">/.exec(html);
+    assert.ok(icon, `the ${name} declares an icon in its <head>`);
+    assert.ok(html.indexOf(icon[0]) < html.indexOf('</head>'), `the ${name}'s icon is in <head>`);
+    const href = icon[1]!;
+    if (href.startsWith('data:')) continue; // inline: nothing to fetch
+    const got = await httpGet(new URL(href, `${base}/`).href);
+    assert.equal(got.status, 200, `the ${name}'s icon ${href} is served`);
+  }
+});

@@ -293,6 +293,14 @@ test('library mount: createDashboard on any http server, custom basePath, pagina
   t.after(() => clients.forEach((c) => c.terminate()));
   await waitFor(() => s.supervisor.size === 3);
 
+  // The page splits an id at its last '-' (src/observe/dashboard/page.ts): the
+  // supervisor's prefix, the same for every row, then a counter per connection.
+  const ids = [...s.supervisor.hub.values()].map((c) => c.id);
+  for (const id of ids) assert.match(id, /^[A-Za-z0-9_-]{8}-[0-9a-z]+$/);
+  const cut = (id: string): number => id.lastIndexOf('-') + 1;
+  assert.equal(new Set(ids.map((id) => id.slice(0, cut(id)))).size, 1, `one prefix: ${ids.join(', ')}`);
+  assert.equal(new Set(ids.map((id) => id.slice(cut(id)))).size, 3, `distinct counters: ${ids.join(', ')}`);
+
   const p0 = dashboard.snapshot(0);
   assert.deepEqual({ index: p0.page.index, count: p0.page.count, rows: p0.page.rows.length }, { index: 0, count: 2, rows: 2 });
   const events = await stream(`${base}/ops/ws/events?page=1`);
@@ -403,6 +411,32 @@ test('chromium: the dashboard shows a live connection, its RTT, the diagram coun
   await page.locator('#connections tbody tr[data-id]').nth(2).waitFor(WAIT);
   await page.locator('#diagram [data-state="open"] > .badge .count', { hasText: /^3$/ }).waitFor(WAIT);
   await page.waitForFunction(() => document.querySelector('#t-in')?.textContent === '18', undefined, WAIT);
+
+  // The id column: each row shows its whole id, as the logs print it (conn), the
+  // prefix shared by every connection of this process dimmed and the counter,
+  // which tells the rows apart, in bold; the title holds the whole id too.
+  const ids = await page.locator('#connections tbody tr[data-id]').evaluateAll((trs) =>
+    trs.map((tr) => {
+      const td = tr.querySelector('td.id')!;
+      return {
+        id: (tr as HTMLElement).dataset.id!,
+        shown: td.textContent,
+        title: td.getAttribute('title'),
+        prefix: td.querySelector('.id-prefix')?.textContent,
+        local: td.querySelector('.id-local')?.textContent,
+      };
+    }),
+  );
+  assert.equal(ids.length, 3);
+  for (const r of ids) {
+    assert.equal(r.shown, r.id, 'the whole id is shown');
+    assert.equal(r.title, r.id);
+    assert.equal(`${r.prefix}${r.local}`, r.id);
+  }
+  assert.equal(new Set(ids.map((r) => r.prefix)).size, 1, 'one prefix per process');
+  assert.equal(new Set(ids.map((r) => r.local)).size, 3, `the bold parts tell the rows apart: ${ids.map((r) => r.local).join(', ')}`);
+  const closedIds = await page.locator('#closures tbody tr[data-id] td.id .id-local').allTextContents();
+  assert.equal(new Set(closedIds).size, 2, `closures: ${closedIds.join(', ')}`);
 
   const update = process.env.UPDATE_SCREENSHOTS === '1';
   const shot = update ? join(REPO_ROOT, 'docs/images/dashboard.png') : join(tmp, 'dashboard.png');

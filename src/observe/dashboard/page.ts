@@ -41,6 +41,8 @@ th { font-size: 12px; color: var(--muted); font-weight: 600; background: #f8fafc
 td.num, th.num { text-align: right; }
 td.mono, .mono { font-family: ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace; font-size: 12.5px; }
 td .value { color: var(--muted); margin-left: 6px; }
+td.id .id-prefix { color: var(--muted); }
+td.id .id-local { font-weight: 650; }
 .pill { display: inline-block; padding: 0 8px; border-radius: 999px; font-size: 12px; font-weight: 600; background: #e2e8f0; }
 .pill.open { background: #dcfce7; color: #166534; }
 .pill.pinging { background: #dbeafe; color: #1e40af; }
@@ -87,6 +89,17 @@ const SCRIPT = String.raw`
     tr.append(td);
     return td;
   };
+  // A connection id is the supervisor's prefix (the same on every row of one
+  // process), '-', and a counter: shown whole, as the logs print it (conn), with
+  // the counter, which tells the rows apart, in bold and the prefix dimmed.
+  const idView = (id) => {
+    const cut = id.lastIndexOf('-') + 1;
+    const whole = document.createElement('span');
+    const prefix = document.createElement('span'); prefix.className = 'id-prefix'; prefix.textContent = id.slice(0, cut);
+    const local = document.createElement('span'); local.className = 'id-local'; local.textContent = id.slice(cut);
+    whole.append(prefix, local);
+    return whole;
+  };
   const pill = (text, cls) => { const s = document.createElement('span'); s.className = 'pill ' + cls; s.textContent = text; return s; };
 
   const states = [...document.querySelectorAll('#diagram [data-state]')];
@@ -131,7 +144,7 @@ const SCRIPT = String.raw`
     const rows = p.rows.map((r) => {
       const tr = document.createElement('tr');
       tr.dataset.id = r.id;
-      cell(tr, r.id.slice(0, 8), 'mono id', r.id);
+      cell(tr, idView(r.id), 'mono id', r.id);
       const st = cell(tr, pill(r.state, r.state), 'state');
       const v = document.createElement('span'); v.className = 'value mono'; v.textContent = r.value; st.append(v);
       cell(tr, r.remoteAddress, 'mono remote');
@@ -161,7 +174,7 @@ const SCRIPT = String.raw`
       const tr = document.createElement('tr');
       tr.dataset.id = c.id;
       cell(tr, fmtTime(c.at), 'time', new Date(c.at).toISOString());
-      cell(tr, c.id.slice(0, 8), 'mono id', c.id);
+      cell(tr, idView(c.id), 'mono id', c.id);
       cell(tr, c.remoteAddress, 'mono remote');
       cell(tr, String(c.code), 'num code');
       cell(tr, c.reason, 'reason');
@@ -241,7 +254,7 @@ export function renderPage(input: PageInput): RenderedPage {
 <h2>Live connections<span class="hint">oldest first, ${input.pageSize} per page, refreshed every ${seconds} s</span></h2>
 <div class="scroll">
 <table id="connections">
-<thead><tr><th>id</th><th>state</th><th>remote address</th><th class="num">age</th><th class="num">last RTT</th><th class="num">queued (msgs / bytes)</th><th class="num">in (msgs / bytes)</th><th class="num">out (msgs / bytes)</th></tr></thead>
+<thead><tr><th title="as the logs print it (conn)">id</th><th>state</th><th>remote address</th><th class="num">age</th><th class="num">last RTT</th><th class="num">queued (msgs / bytes)</th><th class="num">in (msgs / bytes)</th><th class="num">out (msgs / bytes)</th></tr></thead>
 <tbody><tr class="empty"><td colspan="8">waiting for the first snapshot…</td></tr></tbody>
 </table>
 </div>
@@ -251,7 +264,7 @@ export function renderPage(input: PageInput): RenderedPage {
 <h2>Recent closures<span class="hint">the last ${input.recentClosures}, newest first</span></h2>
 <div class="scroll">
 <table id="closures">
-<thead><tr><th>time</th><th>id</th><th>remote address</th><th class="num">code</th><th>reason</th><th>expected?</th><th>initiator</th><th>cause</th><th class="num">lived</th></tr></thead>
+<thead><tr><th>time</th><th title="as the logs print it (conn)">id</th><th>remote address</th><th class="num">code</th><th>reason</th><th>expected?</th><th>initiator</th><th>cause</th><th class="num">lived</th></tr></thead>
 <tbody><tr class="empty"><td colspan="9">waiting for the first snapshot…</td></tr></tbody>
 </table>
 </div>
