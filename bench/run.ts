@@ -22,7 +22,7 @@ for (let i = 0; i < argv.length; i++) {
   else pass.push(argv[i]!);
 }
 
-// Scenario 1–3 first, in the order, then anything else alphabetically.
+// The three headline scenarios first (reqres, idle, broadcast), then anything else alphabetically.
 const ORDER = ['reqres', 'idle', 'broadcast', 'churn', 'heartbeat', 'detection', 'scaleout'];
 const scenarios = readdirSync(join(BENCH_DIR, 'scenarios'))
   .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))

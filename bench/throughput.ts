@@ -1,7 +1,8 @@
 /**
  * Request/response throughput, side by side: raw `ws` (+ standard heartbeat)
  * vs ws-supervisor, same protocol, alternating runs, reported as ratios
- * (absolute numbers drift 25–30% on a shared machine; ratios hold: FACTS.md).
+ * (absolute numbers drift 25–30% between runs on a shared 2-core machine; the
+ * ratios of side-by-side runs held within 5%).
  *
  *   node --import tsx bench/throughput.ts [--connections 1000] [--seconds 5] [--rounds 3]
  *

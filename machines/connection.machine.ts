@@ -2,7 +2,8 @@
  * The connection machine: the whole lifecycle of one WebSocket connection as a
  * statechart. Pure definition — no socket, no clock, no I/O imports. `src/`
  * provides the two actors (`reader`, `writer`) by name, once, and passes the
- * socket through `input.io` (never `.provide()` per connection: FACTS.md).
+ * socket through `input.io` (never `.provide()` per connection: it rebuilds the
+ * state-node tree, measured at 2.4× the memory and 2.6× the create time per actor).
  *
  *   connecting → open{heartbeat: idle ⇄ pinging, write: flowing ⇄ blocked}
  *              → closing → closed

@@ -1,7 +1,7 @@
 /**
  * `npm run bench:report`: reads bench/results/*.json (written by the
  * scenarios, bench/lib/harness.ts) and writes
- *   docs/BENCHMARKS.md           method, machine, medians, ratios vs raw ws with the issue's targets, integrity
+ *   docs/BENCHMARKS.md           method, machine, medians, ratios vs raw ws with ws-supervisor's targets, integrity
  *   docs/images/bench-ratios.svg horizontal bars of ratio vs raw per metric, a line at 1.0 and at each target
  * The SVG is written by hand (no chart library).
  *
@@ -31,7 +31,7 @@ const TITLES: Record<string, string> = {
   detection: '6. Dead-peer detection',
   scaleout: '7. Scale-out: --workers 2 with Redis vs one process (docs/cluster.md)',
 };
-/** The issue's targets, listed in the method section whatever the results hold. */
+/** ws-supervisor's targets, listed in the method section whatever the results hold. */
 const TARGETS = [
   ['reqres', 'server CPU per message ≤ 1.1× raw ws; throughput ≥ 0.9×; p99 latency ≤ 1.2×'],
   ['idle', 'RSS per idle connection at 10k ≤ 1.5× raw ws'],
@@ -39,7 +39,7 @@ const TARGETS = [
   ['churn', 'heap within 5% of the start after GC; no growth of handles or timers'],
   ['heartbeat', '10k idle connections at a 1 s ping interval cost < 25% of a core'],
   ['detection', 'a dead peer is detected within ping interval + pong timeout + 50 ms'],
-  ['scaleout', 'none (issue 6): measured, to show what --workers 2 and the Redis adapter gain or cost against one process'],
+  ['scaleout', 'none: measured, to show what --workers 2 and the Redis adapter gain or cost against one process'],
 ] as const;
 
 const dir = values.results;
@@ -73,7 +73,7 @@ md.push(
   '',
 );
 md.push('![Ratios vs raw ws](images/bench-ratios.svg)', '');
-md.push('## Summary: the issue\'s targets', '');
+md.push('## Summary: the targets', '');
 md.push('| scenario | metric | ws-supervisor / raw ws | target | verdict |', '|---|---|---|---|---|');
 for (const r of results) {
   for (const ratio of r.ratios.filter((x) => x.target !== undefined)) {
@@ -125,7 +125,7 @@ md.push(
   '- Reproduce: `npm run bench` (all scenarios, a few minutes; `-- --quick` for a ≤ 30 s pass of each), then `npm run bench:report`. One scenario: `node --import tsx bench/scenarios/<name>.ts [--rounds N] [--systems supervisor,raw,socketio]`.',
   '',
 );
-md.push('Targets (from the issue):', '');
+md.push('Targets (ws-supervisor against raw `ws` measured side by side):', '');
 for (const [s, t] of TARGETS) md.push(`- **${s}**: ${t}`);
 md.push('');
 const machines = [...new Set(results.map((r) => `${r.machine.cpus} CPUs, Node ${r.machine.node}`))];

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs every test/**/*.test.ts with Node's test runner (through tsx).
 // Node 20's `node --test` with no file arguments finds no .ts files and exits 0
-// with "# tests 0" (FACTS.md), so the files are listed here explicitly, and an
+// with "# tests 0" (checked with Node 20.20), so the files are listed here explicitly, and an
 // empty list is an error rather than a silent pass.
 import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';

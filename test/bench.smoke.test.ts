@@ -1,5 +1,5 @@
 /**
- * Smoke test of the performance suite (bench/, issue 5): the request/response
+ * Smoke test of the performance suite (bench/): the request/response
  * scenario in --quick mode (50 connections, 2 s, 1 round, supervisor + raw)
  * runs end to end and writes a result with integrity ok. It checks that the
  * harness, the servers and the scenario work, not how fast anything is; the

@@ -1,5 +1,5 @@
 /**
- * Shared benchmark harness (issue 5, performance suite). Every scenario in
+ * Shared benchmark harness (the performance suite). Every scenario in
  * bench/scenarios/ uses it, so its API is kept stable:
  *
  *   - startServer(system, options) starts `bench/servers.ts <system>` in its own
@@ -15,8 +15,8 @@
  *   - percentile, median, selfCpuUs;
  *   - Result / writeResult(scenario, result) → bench/results/<scenario>.json.
  *
- * Measuring on this shared 2-core machine (FACTS.md): absolute numbers drift
- * 25–30%, ratios hold within ~5%. Alternate systems within a round (see
+ * Measuring on a shared 2-core machine: absolute numbers drifted 25–30%
+ * between runs while ratios held within ~5%. Alternate systems within a round (see
  * roundOrder), run ≥ 3 rounds, report medians and ratios vs raw `ws`.
  *
  * Integrity first: a scenario that saw a lost, duplicated or mismatched
@@ -329,7 +329,7 @@ export interface Ratio {
   system: string;
   vs: 'raw';
   ratio: number;
-  /** The issue's target, e.g. "<= 1.1" or ">= 0.9". */
+  /** ws-supervisor's target, e.g. "<= 1.1" or ">= 0.9". */
   target?: string;
   met?: boolean;
 }
@@ -394,7 +394,7 @@ export class Recorder {
 
   /**
    * Every system but raw against raw, for each metric. A metric given as
-   * [metric, target] carries the issue's target, which is ws-supervisor's
+   * [metric, target] carries ws-supervisor's target
    * (the others are shown for comparison).
    */
   ratiosVsRaw(systems: readonly string[], metrics: ReadonlyArray<string | readonly [string, string | undefined]>): Ratio[] {

@@ -1,6 +1,6 @@
 /**
- * A process holding N idle client connections (the fd cap is ~19k per process,
- * FACTS.md, so 10k clients plus a 10k-socket server need more than one process):
+ * A process holding N idle client connections (`ulimit -n` was capped at 20000
+ * on the benchmark machine, ~19k sockets per process, so 10k clients plus a 10k-socket server need more than one process):
  *
  *   node --import tsx bench/lib/idle-clients.ts <system> <url> <n>
  *

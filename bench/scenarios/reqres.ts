@@ -151,7 +151,7 @@ for (const { round, system } of alternatingRounds(ROUNDS, SYSTEMS, true)) {
   if (i.answered === 0) problems.push(`${system} round ${round + 1}: no replies at all`);
 }
 
-// The issue's targets are for ws-supervisor; Socket.IO is shown for comparison.
+// The targets are ws-supervisor's; Socket.IO is shown for comparison.
 const ratios = rec.ratiosVsRaw(SYSTEMS, [
   ['server CPU per message', '<= 1.1'],
   ['throughput', '>= 0.9'],

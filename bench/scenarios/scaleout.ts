@@ -1,5 +1,5 @@
 /**
- * Scale-out (issue 6): what `--workers 2 --redis` gains or costs against one
+ * Scale-out: what `--workers 2 --redis` gains or costs against one
  * process, all started as users start them (`ws-supervisor server`, logs
  * silent). Three servers:
  *

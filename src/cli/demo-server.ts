@@ -1,6 +1,6 @@
 /**
  * The ready-made server behind `ws-supervisor server`: an http.Server with the
- * supervisor embedded on one path, speaking the source articles' JSON protocol
+ * supervisor embedded on one path, speaking the Go tutorials' JSON protocol
  * (src/protocol/codec.ts) plus topics (join/leave/publish), with /healthz,
  * /metrics, /cluster (the live nodes) and the static demo page. Pass an `adapter` (e.g. createRedisAdapter)
  * to share broadcasts and topics with other processes.
@@ -22,7 +22,7 @@ export interface DemoServerOptions extends Omit<SupervisorOptions, 'server' | 'o
   host?: string;
   /** Port; 0 picks a free one. Default 8080. */
   port?: number;
-  /** WebSocket endpoint. Default '/server' (the articles' path). */
+  /** WebSocket endpoint. Default '/server' (the tutorials' path). */
   path?: string;
   /** Static files for GET /. Default: the bundled www/. */
   www?: string;

@@ -5,7 +5,7 @@
  * With --workers N > 1 it is the cluster primary instead (src/cli/cluster.ts): it
  * forks N workers that run this same file, and signals to it drain them all.
  *
- * `ws-supervisor client [flags]`: the articles' client (a request every 2 s,
+ * `ws-supervisor client [flags]`: the tutorials' client (a request every 2 s,
  * replies read while it keeps sending, R24), made to survive server restarts
  * (R22, R23). This process is the client itself, so SIGINT/SIGTERM close it
  * with 1000 and it exits once the close handshake is done.
@@ -164,12 +164,12 @@ async function runClient(options: ClientCliOptions): Promise<void> {
   );
   client.on('deadLetter', ({ data }) => console.log(`dead letter: ${data}`));
 
-  // The articles' main loop: the request number counts on across reconnects.
+  // The tutorials' main loop: the request number counts on across reconnects.
   let n = 0;
   const timer = setInterval(() => {
     const i = ++n;
     const command = `Eject the hot dog ${i}.`;
-    // As the articles' client ("Client sent: …"); while disconnected the request waits in the offline buffer (R23).
+    // As the tutorials' client ("Client sent: …"); while disconnected the request waits in the offline buffer (R23).
     const connected = client.state === 'open' || client.state === 'pinging';
     console.log(`request ${i}: ${command}${connected ? '' : ` (buffered while ${client.state})`}`);
     client.request(command, '').then(

@@ -5,7 +5,7 @@
  *
  * - R7: page scripts cannot send ping frames, so the heartbeat is an
  *   application-level request, `{"requestID":-N,"command":"ping"}`. The
- *   articles' server answers every command with a reply carrying the same
+ *   tutorials' server answers every command with a reply carrying the same
  *   requestID, and negative ids never collide with the client's (positive)
  *   ones: that reply is the pong. Any other inbound message still proves
  *   liveness (R5).

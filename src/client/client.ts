@@ -3,7 +3,7 @@
  * `ws`, src/client/node.ts) and in browsers (on the native WebSocket,
  * src/client/browser.ts). Its lifecycle is the client machine
  * (machines/client.machine.ts); this file adds the request/response layer of
- * the articles' protocol (R13, R14), the offline buffer (R23) and events (R24).
+ * the tutorials' protocol (R13, R14), the offline buffer (R23) and events (R24).
  * No Node-only imports here: this file is bundled for browsers.
  */
 import { createActor, type Actor, type AnyActorRef, type InspectionEvent, type Observer } from 'xstate';
@@ -308,7 +308,7 @@ export class Client {
     try {
       message = JSON.parse(text);
     } catch {
-      return; // not the articles' protocol: nothing to correlate
+      return; // not the tutorials' protocol: nothing to correlate
     }
     if (typeof message !== 'object' || message === null || Array.isArray(message)) return;
     const m = message as Record<string, unknown>;

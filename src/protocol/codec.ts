@@ -1,5 +1,5 @@
 /**
- * The JSON request protocol of the source articles, decoded the way their Go
+ * The JSON request protocol of the Go WebSocket tutorials (docs/protocol.md), decoded the way their Go
  * server decodes it, so a browser client written against that server works
  * unchanged against this one.
  *
@@ -15,7 +15,7 @@
  * R13 (structured messages, case-insensitive names): a request is one JSON
  * object per text frame, `{"requestID":N,"command":"…","someOtherThing":"…"}`.
  * encoding/json matches object keys to fields case-insensitively, so the
- * articles' browser client can send `{"RequestID":1,"Command":"…"}`. We follow
+ * tutorials' browser client can send `{"RequestID":1,"Command":"…"}`. We follow
  * encoding/json's decoding rules exactly where they can be observed:
  *   - keys are processed in document order; a key selects a field by exact
  *     name or, failing that, case-insensitively. Our three names differ by
@@ -80,7 +80,7 @@
  * indexOf, nested values skipped with a depth counter); no regular expressions
  * per message; keys matched against a lower-case name table precomputed at
  * load and indexed by length, compared in place without allocating (only
- * escaped keys are decoded first). About 0.5 µs for the articles' message on
+ * escaped keys are decoded first). About 0.5 µs for the tutorials' message on
  * Node 20, of which JSON.parse is ~0.2 µs.
  */
 
@@ -555,13 +555,13 @@ export function encodePush(command: string, someOtherThing: string): string {
 // The demo server's behaviour.
 
 /**
- * What the articles' demo server does with a decoded request:
+ * What the tutorials' demo server does with a decoded request:
  * - `broadcast` (exactly that: compared case-sensitively, as Go's `==` does,
  *   even though the field NAMES matched case-insensitively) replies success
  *   echoing someOtherThing and pushes `{"command":"broadcast","someOtherThing":S}`
  *   to every client;
  * - `join` / `leave` (given `topics`): the topic is `topic`, or, when the
- *   request has none, `someOtherThing` (so the articles' three-field clients
+ *   request has none, `someOtherThing` (so the tutorials' three-field clients
  *   can join too). Replies `{"requestID":N,"success":true,"someOtherThing":
  *   "joined news","topic":"news"}` (`already in news`, `left news`); a bad
  *   name, a refused join or leaving a topic one is not in is an error reply;

@@ -26,8 +26,8 @@ import { SendQueue, writerActor, type DeadLetterReason, type DeadLetterSink, typ
 
 /**
  * The machine with the real actors as XState actors, provided once per
- * process (FACTS.md: `.provide()` per socket costs 2.4× memory and 2.6× create
- * time). The client runs it as a child actor; the server hosts the same
+ * process (`.provide()` per socket rebuilds the state-node tree: measured over
+ * 10k actors, 27.9 vs 11.5 KB each and 196 vs 76 µs to create, start and stop). The client runs it as a child actor; the server hosts the same
  * definition in a MachineRunner.
  */
 export const supervisedConnectionMachine = connectionMachine.provide({

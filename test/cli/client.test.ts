@@ -1,5 +1,5 @@
 /**
- * `ws-supervisor client` end to end: the articles' client (a request every
+ * `ws-supervisor client` end to end: the tutorials' client (a request every
  * interval, replies read while it keeps sending) as a real process, against a
  * real `ws-supervisor server` process that is killed and restarted under it.
  *
@@ -176,7 +176,7 @@ describe('client CLI against a server', { concurrency: true, timeout: 120_000 },
     t.after(() => client.kill());
     const lines = timedLines(client);
 
-    // The articles' loop: replies 1, 2, 3 in order (R14, R24).
+    // The tutorials' loop: replies 1, 2, 3 in order (R14, R24).
     await client.waitForStdout(/^reply 3: /m, 15_000);
     assert.deepEqual(outcomes(client.stdout()).replyOrder.slice(0, 3), [1, 2, 3]);
     assert.match(client.stdout(), /^state: connecting → open$/m);

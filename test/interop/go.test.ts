@@ -1,9 +1,9 @@
 // Interop with a third-party client that is not the `ws` package: a Go program
-// in the source articles' style on golang.org/x/net/websocket (Debian's
+// in the Go tutorials' style on golang.org/x/net/websocket (Debian's
 // golang-golang-x-net-dev, built offline in GOPATH mode), test/interop/go/client.go,
 // against the CLI server (`ws-supervisor server`).
 // R1/R13/R14 (N requests on one connection, each reply correlated), R19 (the
-// articles' Origin "http://HOST/" — trailing slash — is same-origin; a foreign
+// tutorials' Origin "http://HOST/" — trailing slash — is same-origin; a foreign
 // Origin gets 403), R4 (server pings answered by x/net/websocket while its
 // read loop runs; not answered while nobody reads).
 import { after, test, type TestContext } from 'node:test';
@@ -95,7 +95,7 @@ async function metricsWhen(base: string, ok: (text: string) => boolean, timeoutM
 
 const hostOf = (base: string): string => new URL(base).host;
 
-test('go x/net/websocket: the articles\' client sends 10 requests on one connection, each reply correlated, then closes 1000', { timeout: 150_000 }, async (t) => {
+test('go x/net/websocket: the tutorials\' client sends 10 requests on one connection, each reply correlated, then closes 1000', { timeout: 150_000 }, async (t) => {
   if (!requireGo(t)) return;
   await buildClient(); // before the server starts, so a slow first build cannot eat the server's time
   const server = await startCliServer([], t);
@@ -106,7 +106,7 @@ test('go x/net/websocket: the articles\' client sends 10 requests on one connect
   assert.deepEqual(s.mismatches, []);
   assert.equal(s.ok, 10);
   assert.equal(s.closeError, undefined);
-  // The reply decoded into the articles' struct (Command is empty: replies carry no command).
+  // The reply decoded into the tutorials' struct (Command is empty: replies carry no command).
   assert.deepEqual(JSON.parse(s.firstReply!), { requestID: 1, command: '', someOtherThing: 'Server processed command: cmd 1', success: true });
   // x/net/websocket's Close sends close 1000 and drops TCP at once: the server records 1000 received.
   const m = await metricsWhen(server.base, (x) => metric(x, 'ws_supervisor_connections') === 0);
@@ -144,11 +144,11 @@ test('go x/net/websocket: with a read loop running, the connection survives serv
 
 // Control for the test above: it shows the server really pings and really
 // enforces the pong timeout against this client. x/net/websocket writes a pong
-// only from inside Read, so the articles' loop (send, receive, sleep) leaves
+// only from inside Read, so the tutorials' loop (send, receive, sleep) leaves
 // the pings unanswered while it sleeps, and a heartbeat shorter than the sleep
 // terminates it. (With the defaults, 25 s interval + 10 s timeout, the
-// articles' 2 s sleep is harmless.)
-test('go x/net/websocket: without a read loop (the articles\' send/receive/sleep), a pause longer than ping+pong timeout is a heartbeat timeout', { timeout: 150_000 }, async (t) => {
+// tutorials' 2 s sleep is harmless.)
+test('go x/net/websocket: without a read loop (the tutorials\' send/receive/sleep), a pause longer than ping+pong timeout is a heartbeat timeout', { timeout: 150_000 }, async (t) => {
   if (!requireGo(t)) return;
   await buildClient();
   const server = await startCliServer(['--ping-interval', '200', '--pong-timeout', '200'], t);

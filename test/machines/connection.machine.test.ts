@@ -2,13 +2,13 @@
  * Model-based tests of the connection machine (machines/connection.machine.ts).
  *
  * Model: the machine itself, walked by the model-based testing API that ships in
- * xstate (`xstate/graph`, the successor of `@xstate/test`: FACTS.md).
+ * xstate (`xstate/graph`, the successor of `@xstate/test`: docs/testing.md says why).
  * System under test: the same machine with fake `reader`/`writer` actors
  * (provided once), a simulated clock, and events sent the way the real actors
  * send them. Model and SUT share one transition table, so the checks do not
  * compare them with each other: they hold the SUT's effects (commands to the
  * actors, armed timers, the closure, cleanup) against `rulesSay`, a short,
- * independent statement of RULES.md for the events executed so far.
+ * independent statement of the rules (docs/rules.md) for the events executed so far.
  *
  * Every generated path is executed twice: on an XState actor (how the client
  * runs the machine) and on the server's MachineRunner (src/server/runner.ts), which
@@ -142,7 +142,7 @@ function fakeActor<TCommand extends Command, TReport extends EventObject>(actor:
   });
 }
 
-/** Provided once, as src/ does (FACTS.md: never per connection). */
+/** Provided once, as src/ does (never per connection: `.provide()` rebuilds the state-node tree). */
 const sut = connectionMachine.provide({
   actors: {
     reader: fakeActor<ReaderCommand, ReaderEvent>('reader'),

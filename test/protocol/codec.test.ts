@@ -1,6 +1,6 @@
 // Tests for src/protocol/codec.ts. Where a case states Go's behaviour, the
 // expected value was checked against encoding/json (go1.19) unmarshalling into
-// the articles' Message struct: same ok/error outcome, same requestID, command
+// the tutorials' Message struct: same ok/error outcome, same requestID, command
 // and someOtherThing, and the same field named by the first error.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -29,7 +29,7 @@ function bad(text: string): Extract<DecodeResult, { ok: false }> {
 }
 
 describe('decodeRequest: field names (R13)', () => {
-  it("decodes the articles' browser client message (Go field-name casing)", () => {
+  it("decodes the tutorials' browser client message (Go field-name casing)", () => {
     assert.deepEqual(ok('{"RequestID":1,"Command":"Pause downloader","SomeOtherThing":"urgent"}'), {
       requestID: 1,
       command: 'Pause downloader',
@@ -316,7 +316,7 @@ describe('handleRequest / handleText (demo server)', () => {
     });
   });
 
-  it("handleText answers the articles' client message", () => {
+  it("handleText answers the tutorials' client message", () => {
     assert.deepEqual(handleText('{"RequestID":1,"Command":"Pause downloader","SomeOtherThing":"urgent"}'), {
       reply: '{"requestID":1,"success":true,"someOtherThing":"Server processed command: Pause downloader"}',
       broadcast: null,

@@ -1,17 +1,17 @@
-// Interop fixture: a client in the source articles' style, built on
+// Interop fixture: a client in the Go tutorials' style, built on
 // golang.org/x/net/websocket (not the Node `ws` package), run by
 // test/interop/go.test.ts against the CLI server.
 //
-// It dials ws://HOST/server with Origin "http://HOST/" (the articles' call,
+// It dials ws://HOST/server with Origin "http://HOST/" (the tutorials' call,
 // trailing slash included: R19 must accept it as same-origin), sends -n
 // requests with websocket.JSON.Send, checks each reply (R13, R14), then closes
 // (x/net/websocket's Close sends close 1000 and drops the TCP connection at once).
 //
 // x/net/websocket answers a ping only from inside Read: a client that reads
-// only while waiting for a reply (the articles' loop: send, receive, sleep)
+// only while waiting for a reply (the tutorials' loop: send, receive, sleep)
 // leaves the server's pings unanswered while it sleeps. -reader=loop (the
 // default) runs a persistent read loop in a goroutine (R1), so pings are
-// answered while main sleeps; -reader=inline is the articles' loop, kept to
+// answered while main sleeps; -reader=inline is the tutorials' loop, kept to
 // show the difference under a short heartbeat (R4).
 //
 // -count-pongs dials with net.Dial + websocket.NewClient instead of
@@ -34,7 +34,7 @@ import (
 	"golang.org/x/net/websocket"
 )
 
-// Message is the articles' struct.
+// Message is the tutorials' struct.
 type Message struct {
 	RequestID      int    `json:"requestID"`
 	Command        string `json:"command"`
@@ -75,11 +75,11 @@ func main() {
 	host := flag.String("host", "127.0.0.1:8080", "server host:port")
 	path := flag.String("path", "/server", "WebSocket path")
 	n := flag.Int("n", 10, "number of requests")
-	interval := flag.Duration("interval", 0, "pause between requests (the articles sleep 2s)")
+	interval := flag.Duration("interval", 0, "pause between requests (the tutorials sleep 2s)")
 	replyTimeout := flag.Duration("reply-timeout", 5*time.Second, "time to wait for each reply")
 	reader := flag.String("reader", "loop", "loop: persistent read goroutine; inline: read only after each send")
 	countPongs := flag.Bool("count-pongs", false, "dial via websocket.NewClient over a conn that counts pongs")
-	originFlag := flag.String("origin", "", `Origin header (default "http://HOST/", as in the articles)`)
+	originFlag := flag.String("origin", "", `Origin header (default "http://HOST/", as in the tutorials)`)
 	flag.Parse()
 
 	start := time.Now()
