@@ -1,8 +1,10 @@
 /**
  * The command line, parsed in process (src/cli/args.ts): the subcommands, a help
  * text per subcommand (and -h everywhere), --version, and the client's --url
- * next to --address/--path. One spawned CLI checks that main.ts prints what
- * parseCommand decides (version on stdout, exit 0).
+ * next to --address/--path, and every bad flag a usage error naming it. Two
+ * spawned CLIs check that main.ts acts on what parseCommand decides: the
+ * version on stdout with exit 0, a usage error on stderr with exit 2 and the
+ * command's help named.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -128,6 +130,45 @@ describe('ws-supervisor client: --url, --address, --path', () => {
           return true;
         },
       );
+    });
+  }
+});
+
+describe('bad flags are usage errors (exit 2) that name the flag and the value, and point at the command\'s help', () => {
+  const bad: Array<{ args: string[]; mentions: string[] }> = [
+    { args: ['server', '--ping-interval', 'abc'], mentions: ['--ping-interval', 'abc'] },
+    { args: ['server', '--ping-interval', '0'], mentions: ['--ping-interval', '"0"'] },
+    { args: ['server', '--ping-interval', '2147483648'], mentions: ['--ping-interval must be at most 2147483647, got 2147483648'] },
+    { args: ['server', '--close-timeout', '99999999999'], mentions: ['--close-timeout must be at most 2147483647'] },
+    { args: ['server', '--address', 'nope'], mentions: ['--address', 'nope'] },
+    { args: ['server', '--address', '127.0.0.1:70000'], mentions: ['--address', '70000'] },
+    { args: ['server', '--www', '/nonexistent'], mentions: ['--www', '/nonexistent'] },
+    { args: ['server', '--allowed-origins', 'app.example'], mentions: ['--allowed-origins', 'app.example'] },
+    { args: ['server', '--bogus'], mentions: ['--bogus'] },
+    { args: ['serve'], mentions: ['unknown command', 'serve'] },
+    { args: ['client', '--interval', 'abc'], mentions: ['--interval', 'abc'] },
+    { args: ['client', '--interval', '0'], mentions: ['--interval', '"0"'] },
+    { args: ['client', '--interval', '-5'], mentions: ['--interval'] },
+    { args: ['client', '--interval', '1.5'], mentions: ['--interval', '1.5'] },
+    { args: ['client', '--address', 'nope'], mentions: ['--address', 'nope'] },
+    { args: ['client', '--address', '127.0.0.1:70000'], mentions: ['--address', '70000'] },
+    { args: ['client', '--address', '127.0.0.1:0'], mentions: ['--address', '127.0.0.1:0'] },
+    { args: ['client', '--path', 'server'], mentions: ['--path', 'server'] },
+    { args: ['client', '--bogus'], mentions: ['--bogus'] },
+    { args: ['client', 'extra'], mentions: ['extra'] },
+  ];
+  for (const { args, mentions } of bad) {
+    test(`${args.join(' ')}: ${mentions.join(', ')}`, () => {
+      assert.throws(
+        () => parseCommand(args, {}),
+        (e: unknown) => {
+          assert.ok(e instanceof UsageError, String(e));
+          for (const m of mentions) assert.ok(e.message.includes(m), `${JSON.stringify(e.message)} names ${m}`);
+          return true;
+        },
+      );
+      const command = args[0] === 'serve' ? null : args[0];
+      assert.equal(helpHint(args), command ? `ws-supervisor ${command} --help` : 'ws-supervisor --help');
     });
   }
 });

@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
-import { metric, metricsOf, runCli, spawnCli, startCliServer, type CliProcess } from '../helpers/cli.ts';
+import { metric, metricsOf, spawnCli, startCliServer, type CliProcess } from '../helpers/cli.ts';
 import { waitFor } from '../helpers/server.ts';
 
 /** A line of the client's stdout and when the test saw it. */
@@ -122,50 +122,6 @@ async function closedPort(): Promise<number> {
   await new Promise<void>((resolve) => srv.close(() => resolve()));
   return port;
 }
-
-// ---------------------------------------------------------------------------
-
-describe('client CLI flags', { concurrency: true, timeout: 60_000 }, () => {
-  const bad: Array<{ args: string[]; mentions: string[] }> = [
-    { args: ['client', '--interval', 'abc'], mentions: ['--interval', 'abc'] },
-    { args: ['client', '--interval', '0'], mentions: ['--interval', '"0"'] },
-    { args: ['client', '--interval', '-5'], mentions: ['--interval'] },
-    { args: ['client', '--interval', '1.5'], mentions: ['--interval', '1.5'] },
-    { args: ['client', '--address', 'nope'], mentions: ['--address', 'nope'] },
-    { args: ['client', '--address', '127.0.0.1:70000'], mentions: ['--address', '70000'] },
-    { args: ['client', '--address', '127.0.0.1:0'], mentions: ['--address', '127.0.0.1:0'] },
-    { args: ['client', '--path', 'server'], mentions: ['--path', 'server'] },
-    { args: ['client', '--bogus'], mentions: ['--bogus'] },
-    { args: ['client', 'extra'], mentions: ['extra'] },
-  ];
-  for (const { args, mentions } of bad) {
-    test(`${args.join(' ')} exits 2 naming the problem`, { timeout: 20_000 }, async () => {
-      const r = await runCli(args);
-      assert.equal(r.timedOut, false, 'the client must not start');
-      assert.equal(r.code, 2, `exit code (stderr: ${r.stderr})`);
-      for (const m of mentions) assert.ok(r.stderr.includes(m), `stderr names ${m}: ${r.stderr}`);
-      assert.match(r.stderr, /^ws-supervisor: /);
-      assert.match(r.stderr, /ws-supervisor client --help/, 'points at the client flags');
-      assert.doesNotMatch(r.stdout, /connecting to/);
-    });
-  }
-
-  test('client --help exits 0, lists the client flags and documents both subcommands', { timeout: 20_000 }, async () => {
-    const r = await runCli(['client', '--help']);
-    assert.equal(r.code, 0, r.stderr);
-    for (const text of ['ws-supervisor server', 'ws-supervisor client', '--address', '--path', '--interval', '--help', 'SIGINT']) {
-      assert.ok(r.stdout.includes(text), `--help mentions ${text}`);
-    }
-    assert.doesNotMatch(r.stdout, /connecting to/);
-  });
-
-  test('no command prints the usage of both subcommands and exits 2', { timeout: 20_000 }, async () => {
-    const r = await runCli([]);
-    assert.equal(r.code, 2);
-    assert.match(r.stdout, /ws-supervisor server/);
-    assert.match(r.stdout, /ws-supervisor client/);
-  });
-});
 
 describe('client CLI against a server', { concurrency: true, timeout: 120_000 }, () => {
   test('replies in order; survives a server restart with no request number skipped or doubled; SIGINT closes 1000 and exits 0', { timeout: 60_000 }, async (t) => {

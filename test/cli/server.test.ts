@@ -89,55 +89,6 @@ function closeAll(clients: Iterable<WebSocket>): void {
 
 // ---------------------------------------------------------------------------
 
-describe('CLI flags', { concurrency: true, timeout: 60_000 }, () => {
-  const bad: Array<{ args: string[]; mentions: string[] }> = [
-    { args: ['server', '--ping-interval', 'abc'], mentions: ['--ping-interval', 'abc'] },
-    { args: ['server', '--ping-interval', '0'], mentions: ['--ping-interval', '"0"'] },
-    { args: ['server', '--ping-interval', '2147483648'], mentions: ['--ping-interval must be at most 2147483647, got 2147483648'] },
-    { args: ['server', '--close-timeout', '99999999999'], mentions: ['--close-timeout must be at most 2147483647'] },
-    { args: ['server', '--address', 'nope'], mentions: ['--address', 'nope'] },
-    { args: ['server', '--address', '127.0.0.1:70000'], mentions: ['--address', '70000'] },
-    { args: ['server', '--www', '/nonexistent'], mentions: ['--www', '/nonexistent'] },
-    { args: ['server', '--allowed-origins', 'app.example'], mentions: ['--allowed-origins', 'app.example'] },
-    { args: ['server', '--bogus'], mentions: ['--bogus'] },
-    { args: ['serve'], mentions: ['unknown command', 'serve'] },
-  ];
-  for (const { args, mentions } of bad) {
-    test(`${args.join(' ')} exits 2 naming the problem`, { timeout: 20_000 }, async () => {
-      const r = await runCli(args);
-      assert.equal(r.timedOut, false, 'the CLI must not start serving');
-      assert.equal(r.code, 2, `exit code (stderr: ${r.stderr})`);
-      for (const m of mentions) assert.ok(r.stderr.includes(m), `stderr names ${m}: ${r.stderr}`);
-      assert.match(r.stderr, /^ws-supervisor: /);
-      assert.doesNotMatch(r.stdout, /listening/);
-    });
-  }
-
-  test('server --help exits 0 and lists every flag', { timeout: 20_000 }, async () => {
-    const r = await runCli(['server', '--help']);
-    assert.equal(r.code, 0, r.stderr);
-    for (const flag of [
-      '--address',
-      '--path',
-      '--www',
-      '--ping-interval',
-      '--pong-timeout',
-      '--write-timeout',
-      '--close-timeout',
-      '--max-payload',
-      '--send-queue',
-      '--max-connections',
-      '--allowed-origins',
-      '--help',
-    ]) {
-      assert.ok(r.stdout.includes(flag), `--help lists ${flag}`);
-    }
-    assert.doesNotMatch(r.stdout, /listening/);
-  });
-});
-
-// ---------------------------------------------------------------------------
-
 describe('CLI protocol (R13–R15)', { timeout: 60_000 }, () => {
   let srv: CliServer;
   const clients: WebSocket[] = [];
