@@ -63,14 +63,19 @@ describe('ws-supervisor: commands, help, version', () => {
     }
     assert.notEqual(SERVER_USAGE, CLIENT_USAGE);
     // Each lists its own flags and not the other's.
-    for (const flag of ['--ping-interval', '--workers', '--redis', '--allowed-origins', '--www']) {
+    for (const flag of [
+      '--address', '--path', '--www', '--ping-interval', '--pong-timeout', '--write-timeout', '--close-timeout',
+      '--max-payload', '--send-queue', '--max-connections', '--max-message-rate', '--allowed-origins', '--log-level',
+      '--inspect', '--inspect-port', '--redis', '--redis-env', '--workers', '--local-broadcast', '--max-restarts', '--restart-period',
+    ]) {
       assert.ok(SERVER_USAGE.includes(flag), `server help lists ${flag}`);
-      assert.ok(!CLIENT_USAGE.includes(flag), `client help does not list ${flag}`);
+      if (flag !== '--address' && flag !== '--path') assert.ok(!CLIENT_USAGE.includes(flag), `client help does not list ${flag}`);
     }
     for (const flag of ['--url', '--interval']) {
       assert.ok(CLIENT_USAGE.includes(flag), `client help lists ${flag}`);
-      assert.ok(!SERVER_USAGE.includes(flag), `server help does not list ${flag}`);
+      assert.ok(!SERVER_USAGE.includes(`${flag} `), `server help does not list ${flag}`);
     }
+    for (const text of [SERVER_USAGE, CLIENT_USAGE]) assert.match(text, /-h, --help/);
     assert.ok(SERVER_USAGE.split('\n').length < 60, `server help: ${SERVER_USAGE.split('\n').length} lines`);
     assert.ok(CLIENT_USAGE.split('\n').length < 30, `client help: ${CLIENT_USAGE.split('\n').length} lines`);
   });
