@@ -64,12 +64,22 @@ function snippetsOf(doc: string): Snippet[] {
 
 /** `ws-supervisor/…` → the source file its `types` is built from (dist/X.d.ts ← X.ts). */
 function exportPaths(): Record<string, string[]> {
-  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { name: string; exports: Record<string, string | Record<string, string>> };
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { name: string; exports: Record<string, unknown> };
+  // The first `types` condition of an entry, however deeply nested (import/require/node …).
+  const typesOf = (target: unknown): string | undefined => {
+    if (typeof target !== 'object' || target === null) return undefined;
+    for (const [condition, value] of Object.entries(target)) {
+      const found = condition === 'types' && typeof value === 'string' ? value : typesOf(value);
+      if (found !== undefined) return found;
+    }
+    return undefined;
+  };
   const paths: Record<string, string[]> = {};
   for (const [sub, target] of Object.entries(pkg.exports)) {
-    if (typeof target !== 'object' || !target.types) continue;
-    const source = target.types.replace(/^\.\/dist\//, './').replace(/\.d\.ts$/, '.ts');
-    assert.ok(existsSync(join(ROOT, source)), `exports["${sub}"].types ${target.types}: no source ${source}`);
+    const types = typesOf(target);
+    if (types === undefined || !types.endsWith('.d.ts')) continue;
+    const source = types.replace(/^\.\/dist\//, './').replace(/\.d\.ts$/, '.ts');
+    assert.ok(existsSync(join(ROOT, source)), `exports["${sub}"] types ${types}: no source ${source}`);
     paths[sub === '.' ? pkg.name : `${pkg.name}${sub.slice(1)}`] = [join(ROOT, source)];
   }
   // The browser bundle has no `types` of its own (yet); it is built from src/client/browser.ts.
