@@ -10,7 +10,10 @@ import { createRequire } from 'node:module';
 
 /** Thrown when a feature's optional peer dependency is not installed. */
 export class MissingPeerError extends Error {
-  override readonly name = 'MissingPeerError';
+  static {
+    // On the prototype, not as a field: the stack (what Node prints) is written in super(), before fields.
+    this.prototype.name = 'MissingPeerError';
+  }
   constructor(
     /** The package to install, e.g. `ioredis`. */
     readonly packageName: string,

@@ -25,9 +25,9 @@ export interface Resolution {
 export interface LoadedPackages {
   /** Every resolution the import made. */
   resolutions: Resolution[];
-  /** Packages (by name) of every file loaded from a node_modules folder. */
+  /** Packages (by name) of every file loaded from a node_modules folder, ws-supervisor itself excepted. */
   all: Set<string>;
-  /** Packages that code outside node_modules (ws-supervisor's own files) imported or required by name. */
+  /** Packages that ws-supervisor's own files (here, or installed as node_modules/ws-supervisor) imported or required by name. */
   direct: Set<string>;
 }
 
@@ -52,6 +52,7 @@ Module._resolveFilename = function (request, parent, ...rest) {
 `;
 
 const BUILTIN = new Set(builtinModules);
+const SELF = 'ws-supervisor';
 
 /** `lodash/fp` → `lodash`, `@scope/pkg/x` → `@scope/pkg`; null for relative, absolute, `node:` and builtin specifiers. */
 export function packageOfSpecifier(specifier: string): string | null {
@@ -99,9 +100,10 @@ export async function loadedPackages(entry: string, options: { cwd: string; node
     const direct = new Set<string>();
     for (const r of resolutions) {
       const pkg = packageOfFile(r.resolved);
-      if (pkg !== null) all.add(pkg);
+      if (pkg !== null && pkg !== SELF) all.add(pkg);
       const named = packageOfSpecifier(r.specifier);
-      if (named !== null && r.parent !== null && packageOfFile(r.parent) === null) direct.add(named);
+      const own = r.parent !== null && [null, SELF].includes(packageOfFile(r.parent)) && !r.parent.includes('[eval');
+      if (named !== null && named !== SELF && own) direct.add(named);
     }
     return { resolutions, all, direct };
   } finally {
