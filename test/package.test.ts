@@ -6,10 +6,10 @@
 // same on the packed tarball as a user installs it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { REPO_ROOT } from './helpers/cli.ts';
-import { dependencyClosure, loadedPackages, type LoadedPackages } from './helpers/loaded-packages.ts';
+import { dependencyClosure, loadedPackages, packageOfSpecifier, type LoadedPackages } from './helpers/loaded-packages.ts';
 
 const manifest = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as {
   dependencies: Record<string, string>;
@@ -66,4 +66,46 @@ test("import 'ws-supervisor/redis' loads ioredis, and the entry's own packages (
   // ioredis is required (CommonJS, src/base/optional-peer.ts), so this also proves the require() recorder works.
   assert.ok(redis.direct.has('ioredis'), `direct: ${[...redis.direct].join(', ')}`);
   for (const pkg of ['elkjs', '@statelyai/inspect', 'pino', 'sirv']) assert.ok(!redis.all.has(pkg), `${pkg} was loaded`);
+});
+
+/** Which files may name which packages beyond the library's own (ws, xstate, prom-client). */
+const MAY_NAME: { files: RegExp; packages: string[] }[] = [
+  { files: /^src\/cli\//, packages: ['pino', 'sirv'] }, // the application: regular dependencies, never loaded by the library
+  { files: /^src\/adapter\/redis\.ts$/, packages: ['ioredis'] },
+  { files: /^src\/observe\/inspector\.ts$/, packages: ['@statelyai/inspect'] },
+];
+
+function sources(dir: string): string[] {
+  return readdirSync(join(REPO_ROOT, dir)).flatMap((name) => {
+    const p = join(REPO_ROOT, dir, name);
+    return statSync(p).isDirectory() ? sources(relative(REPO_ROOT, p)) : name.endsWith('.ts') ? [relative(REPO_ROOT, p)] : [];
+  });
+}
+
+test('every package the sources name is a dependency or peer, in the one place allowed; optional peers load only through optional-peer.ts', () => {
+  const declared = new Set([...Object.keys(manifest.dependencies), ...Object.keys(manifest.peerDependencies)]);
+  const peers = new Set(Object.keys(manifest.peerDependencies));
+  const problems: string[] = [];
+  let named = 0;
+  for (const file of [...sources('src'), ...sources('machines')]) {
+    const text = readFileSync(join(REPO_ROOT, file), 'utf8');
+    const found = [
+      ...text.matchAll(/^\s*(import|export)\s+(type\s+)?[^'";]*?from\s*'([^']+)'/gm),
+      ...text.matchAll(/^\s*(import)()\s*'([^']+)'/gm),
+      ...text.matchAll(/()()\bimport\(\s*'([^']+)'\s*\)/g),
+      ...text.matchAll(/()()\b(?:requirePeer|importPeer)<[^>]*>\(\s*'([^']+)'/g),
+    ];
+    for (const m of found) {
+      const pkg = packageOfSpecifier(m[3]!);
+      if (pkg === null) continue;
+      named++;
+      const allowed = LIBRARY.includes(pkg) || MAY_NAME.some((r) => r.files.test(file) && r.packages.includes(pkg));
+      if (!allowed) problems.push(`${file} names ${pkg}`);
+      if (!declared.has(pkg)) problems.push(`${file} names ${pkg}, which is only a devDependency (or not declared)`);
+      const valueImport = (m[1] === 'import' || m[1] === 'export') && !m[2];
+      if (peers.has(pkg) && valueImport) problems.push(`${file} imports the optional peer ${pkg} statically: use requirePeer/importPeer (src/base/optional-peer.ts)`);
+    }
+  }
+  assert.ok(named >= 20, `only ${named} package imports found: the scan is broken`);
+  assert.deepEqual(problems, []);
 });
