@@ -8,12 +8,12 @@
 //   after `npm install ioredis`, 'ws-supervisor/redis' loads;
 // - the bin serves (`ws-supervisor server`) with nothing else installed;
 // - every source map in the tarball points at files that are in it.
-// Slow (npm pack builds, npm install copies ~60 files): measured ~60–90 s on this 2-core
-// machine under load; the bound below is for a busy one. The temp project is always removed.
+// Slow (npm pack builds, npm install copies ~60 files): measured 50–55 s on this 2-core
+// machine, also at a load average of ~30; the bound is for a busier one. The temp project is always removed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, normalize, relative, sep } from 'node:path';
 import { REPO_ROOT } from './helpers/cli.ts';
@@ -151,7 +151,6 @@ test('the packed tarball, installed into a fresh project: strict types, lean loa
 
   // A fresh project; the npm cache makes the install fast, the registry is the fallback.
   const app = join(work, 'app');
-  const { mkdirSync } = await import('node:fs');
   mkdirSync(app);
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true, type: 'module' }));
   await ok(NPM, ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', join(work, pack.filename)], app);
