@@ -3,7 +3,9 @@
  * GitHub draws) plus a transition table, into docs/<name>.md, by walking the
  * machine definition itself, so the drawings cannot drift from the code.
  *
- *   npm run docs            write docs/*.md
+ * It also lays out the dashboard's diagram (scripts/render-diagram.ts).
+ *
+ *   npm run docs            write docs/*.md and src/observe/dashboard/connection-diagram.ts
  *   npm run docs -- --check exit 1 if a committed file differs (used by the tests)
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -20,6 +22,7 @@ import {
   type StateNodeLike,
   type TransitionLike,
 } from '../src/observe/machine-walk.ts';
+import { DIAGRAM_MODULE, renderDiagramModule } from './render-diagram.ts';
 
 type Node = StateNodeLike;
 type Transition = TransitionLike;
@@ -172,9 +175,22 @@ export function embedDiagrams(text: string): string {
   );
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const check = process.argv.includes('--check');
   let stale = 0;
+  {
+    const path = fileURLToPath(new URL(`../${DIAGRAM_MODULE}`, import.meta.url));
+    const text = await renderDiagramModule();
+    if (check) {
+      if (readFileSync(path, 'utf8') !== text) {
+        console.error(`${DIAGRAM_MODULE} differs from the machine: run npm run docs`);
+        stale++;
+      }
+    } else {
+      writeFileSync(path, text);
+      console.log(`wrote ${DIAGRAM_MODULE}`);
+    }
+  }
   for (const file of EMBEDDING_DOCS) {
     const path = fileURLToPath(new URL(`../docs/${file}`, import.meta.url));
     const current = readFileSync(path, 'utf8');
@@ -210,4 +226,4 @@ function main(): void {
   process.exit(stale ? 1 : 0);
 }
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) main();
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) await main();

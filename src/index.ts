@@ -11,6 +11,8 @@ export type { RedisAdapter, RedisAdapterOptions } from './adapter/redis.ts';
 export { AdmissionError, type Refusal, type RefusalReason } from './server/admission.ts';
 export { DEFAULTS, type SupervisorOptions, type TimingOptions, type SendQueueOptions, type OriginPolicy, type AuthenticateHook, type MessageHandler } from './server/options.ts';
 export type { Logger } from './base/logger.ts';
+// Thrown when a feature's optional peer dependency (ioredis, @statelyai/inspect) is not installed.
+export { MissingPeerError } from './base/optional-peer.ts';
 export { SupervisorMetrics, type MetricsSource } from './server/metrics.ts';
 export type { DeadLetterReason, Outbound } from './server/writer.ts';
 export * from '../machines/index.ts';

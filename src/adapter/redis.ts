@@ -41,13 +41,20 @@ import { randomBytes } from 'node:crypto';
 import { backoffCeiling } from '../../machines/backoff.ts';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
-import { Redis, type RedisOptions } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
+import { requirePeer } from '../base/optional-peer.ts';
 import { positiveInt } from '../base/checks.ts';
 import { validateTopic } from '../protocol/topics.ts';
 import { parseRedisUrl, RedisUrlError, type RedisTarget } from './redis-url.ts';
 import type { Adapter, AdapterFailureReason, AdapterHost, AdapterMessage, AdapterStatus, NodeInfo } from './types.ts';
 
 export { parseRedisUrl, redactRedisUrl, RedisUrlError, type RedisTarget } from './redis-url.ts';
+
+/**
+ * ioredis is an optional peer dependency (only this entry point uses it): loaded
+ * when 'ws-supervisor/redis' is imported, and named in the error if it is missing.
+ */
+const { Redis: RedisClient } = requirePeer<typeof import('ioredis')>('ioredis', 'the Redis adapter (ws-supervisor/redis, --redis)');
 
 export const REDIS_DEFAULTS = {
   /** Keys and the channel start with it: several applications can share one Redis. */
@@ -333,8 +340,8 @@ export class RedisAdapter implements Adapter {
     };
     // CLIENT SETNAME refuses spaces and control characters.
     const name = `ws-supervisor:${this.nodeId.replace(/[^\w.:-]/g, '_')}`;
-    const pub = (this.pub = new Redis({ ...common, connectionName: `${name}:pub` }));
-    const sub = (this.sub = new Redis({ ...common, connectionName: `${name}:sub` }));
+    const pub = (this.pub = new RedisClient({ ...common, connectionName: `${name}:pub` }));
+    const sub = (this.sub = new RedisClient({ ...common, connectionName: `${name}:sub` }));
 
     pub.on('ready', () => void this.pubConnected(pub));
     pub.on('close', () => {

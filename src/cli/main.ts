@@ -18,6 +18,7 @@ import { DEFAULTS } from '../server/options.ts';
 import type { InspectorHandle } from '../observe/inspector.ts';
 import { helpHint, packageVersion, parseCommand, UsageError, type ClientCliOptions, type ServerCliOptions } from './args.ts';
 import { parseRedisUrl } from '../adapter/redis-url.ts';
+import { MissingPeerError } from '../base/optional-peer.ts';
 import { ClientError, createClient } from '../client/node.ts';
 import { CLIENT_DEFAULTS } from '../client/client.ts';
 
@@ -41,6 +42,8 @@ async function runServer(options: ServerCliOptions): Promise<void> {
   if (workers > 1 && slot === null) {
     // The primary: forks the workers (each re-runs this CLI with the same flags) and serves nothing.
     if (redis === null) console.error('ws-supervisor: warning: --local-broadcast: a broadcast or publish reaches only the clients of the worker that received it');
+    // A missing optional ioredis is reported once, here, rather than by every worker the primary would fork and restart.
+    else await import('../adapter/redis.ts');
     runPrimary({
       workers,
       maxRestarts: restart.maxRestarts,
@@ -237,6 +240,10 @@ async function main(argv: string[]): Promise<void> {
 
 const argv = process.argv.slice(2);
 main(argv).catch((err: unknown) => {
+  if (err instanceof MissingPeerError) {
+    console.error(err.message); // names the package and the command that installs it
+    process.exit(1);
+  }
   if (err instanceof UsageError) {
     console.error(`ws-supervisor: ${err.message}\nRun '${helpHint(argv)}' for the flags.`);
     process.exit(2);

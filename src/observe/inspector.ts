@@ -12,10 +12,15 @@
  * (`createWebSocketReceiver`) can read them, and the built-in dashboard
  * (/dashboard) shows the same machines offline.
  */
-import { createWebSocketInspector } from '@statelyai/inspect';
-import { createInspectorServer } from '@statelyai/inspect/server';
 import { createConnection } from 'node:net';
 import type { InspectionEvent } from 'xstate';
+import { importPeer } from '../base/optional-peer.ts';
+
+// @statelyai/inspect (with superjson and partysocket) is an optional peer dependency:
+// only --inspect needs it, so it loads here, on first use, and is named if missing.
+type InspectModule = typeof import('@statelyai/inspect');
+type InspectServerModule = typeof import('@statelyai/inspect/server');
+const FEATURE = '--inspect';
 
 export interface InspectorHandle {
   /** Pass as the supervisor's `inspect` option. */
@@ -47,6 +52,10 @@ async function waitForPort(port: number, timeoutMs = 5000): Promise<void> {
 
 /** Starts the local relay on `port` and an inspector connected to it. */
 export async function startInspector(port: number): Promise<InspectorHandle> {
+  const [{ createWebSocketInspector }, { createInspectorServer }] = await Promise.all([
+    importPeer<InspectModule>('@statelyai/inspect', '@statelyai/inspect', FEATURE),
+    importPeer<InspectServerModule>('@statelyai/inspect/server', '@statelyai/inspect', FEATURE),
+  ]);
   const relay = createInspectorServer({ port, autoOpen: false });
   await waitForPort(port);
   const relayUrl = `ws://localhost:${port}`;

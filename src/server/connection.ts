@@ -79,7 +79,7 @@ export interface ConnectionStats extends Traffic {
 }
 
 /** The owner's callbacks: one object per supervisor, shared by its connections. */
-export interface ConnectionHooks<Auth> {
+export interface ConnectionHooks<Auth = unknown> {
   onMessage(connection: Connection<Auth>, data: Buffer, isBinary: boolean): void;
   onDeadLetter(letter: DeadLetter): void;
   onRtt?(rttMs: number): void;
@@ -87,7 +87,7 @@ export interface ConnectionHooks<Auth> {
   onClose?(connection: Connection<Auth>, closure: Closure): void;
 }
 
-export interface ConnectionInit<Auth> {
+export interface ConnectionInit<Auth = unknown> {
   id: string;
   ws: WebSocket;
   socket: Duplex;

@@ -65,10 +65,13 @@ export interface SendQueueOptions {
 export type OriginPolicy = 'same-origin' | '*' | readonly string[];
 
 /** Result of `authenticate`: anything truthy is attached to the connection as `auth`. */
-export type AuthenticateHook<Auth> = (request: IncomingMessage) => Promise<Auth | false | null | undefined> | Auth | false | null | undefined;
+export type AuthenticateHook<Auth = unknown> = (request: IncomingMessage) => Promise<Auth | false | null | undefined> | Auth | false | null | undefined;
 
-/** Called for every inbound message (the hot path: keep it fast). */
-export type MessageHandler<Auth> = (connection: Connection<Auth>, data: Buffer, isBinary: boolean) => void;
+/**
+ * Called for every inbound message (the hot path: keep it fast). `Auth` is what
+ * `authenticate` returns; write `MessageHandler` alone when the handler does not read it.
+ */
+export type MessageHandler<Auth = unknown> = (connection: Connection<Auth>, data: Buffer, isBinary: boolean) => void;
 
 export interface SupervisorOptions<Auth = unknown> {
   /** Attach to this server's `upgrade` event. Omit and call `handleUpgrade` yourself (noServer mode). */

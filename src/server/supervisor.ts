@@ -49,7 +49,7 @@ export interface ClusterSize {
   connections: number;
 }
 
-export interface SupervisorEvents<Auth> {
+export interface SupervisorEvents<Auth = unknown> {
   /** A connection passed admission and is open. */
   connection: [connection: Connection<Auth>, request: IncomingMessage];
   /** A connection reached `closed` (exactly once per connection, R2). */

@@ -19,7 +19,7 @@ import { connectionMachine } from '../../../machines/connection.machine.ts';
 import type { Closure } from '../../../machines/close-codes.ts';
 import type { Connection } from '../../server/connection.ts';
 import type { Supervisor } from '../../server/supervisor.ts';
-import { machineDiagram, type MachineDiagram } from './diagram.ts';
+import { CONNECTION_DIAGRAM_SVG } from './connection-diagram.ts';
 import { renderPage, type RenderedPage } from './page.ts';
 import {
   clampPage,
@@ -33,7 +33,6 @@ import {
 } from './snapshot.ts';
 
 export type { ClosureRow, ConnectionRow, DashboardSnapshot, PageOfRows, Totals } from './snapshot.ts';
-export { machineDiagram, machineStructure, renderMachineDiagram, type MachineDiagram } from './diagram.ts';
 
 export interface DashboardOptions {
   /** Where the dashboard lives. Default '/dashboard'. */
@@ -59,9 +58,9 @@ export interface Dashboard {
    */
   handle(req: IncomingMessage, res: ServerResponse): boolean;
   /**
-   * Lays out the diagram and renders the page now (once per process) instead of on the first
-   * request: call it at startup if the first page view must be instant. ELK blocks the event
-   * loop for ~200 ms while it lays out.
+   * Renders the page now instead of on the first request. Cheap (a few string joins and one
+   * hash): the diagram is laid out at build time. Kept so that code written for earlier
+   * versions, which laid the diagram out at run time, still works.
    */
   ready(): Promise<void>;
   /**
@@ -119,13 +118,10 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
   let last: Pass | null = null;
   let closed = false;
 
-  // The ELK layout runs once per process (cached per machine), on the first request for the
-  // page or the SVG, or on ready(): loading ELK and laying out blocks the event loop for
-  // ~200 ms, which a server that nobody watches (or a test that spawns one) should not pay.
-  const diagram = (): Promise<MachineDiagram> => machineDiagram(connectionMachine, 'connection machine');
-  let page: Promise<RenderedPage> | null = null;
-  const pageHtml = (): Promise<RenderedPage> =>
-    (page ??= diagram().then((d) => renderPage({ basePath, title, svg: d.svg, pageSize, recentClosures, intervalMs })));
+  // The page is rendered on first request (or ready()), then served from memory.
+  let page: RenderedPage | null = null;
+  const pageHtml = (): RenderedPage =>
+    (page ??= renderPage({ basePath, title, svg: CONNECTION_DIAGRAM_SVG, pageSize, recentClosures, intervalMs }));
 
   const onConnection = (): void => {
     history.opened++;
@@ -284,7 +280,9 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
       return timer !== null;
     },
     snapshot,
-    ready: () => pageHtml().then(() => undefined),
+    ready: async () => {
+      pageHtml();
+    },
     handle(req, res) {
       const url = new URL(req.url ?? '/', 'http://dashboard.invalid');
       const path = url.pathname;
@@ -303,12 +301,12 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
       switch (sub) {
         case '':
           serveAsync(res, head, async () => {
-            const p = await pageHtml();
+            const p = pageHtml();
             return { type: 'text/html; charset=utf-8', body: p.html, headers: { 'Content-Security-Policy': p.csp } };
           });
           return true;
         case '/diagram.svg':
-          serveAsync(res, head, async () => ({ type: 'image/svg+xml; charset=utf-8', body: (await diagram()).svg }));
+          serveAsync(res, head, async () => ({ type: 'image/svg+xml; charset=utf-8', body: CONNECTION_DIAGRAM_SVG }));
           return true;
         case '/events':
           if (head) text(res, 200, '', { 'Content-Type': 'text/event-stream; charset=utf-8' });
