@@ -2,7 +2,8 @@
  * The read actor (R8): the one place that listens to a connection's socket.
  * One read loop for the connection's whole life (R1): every message goes to
  * the application directly; the machine hears only lifecycle facts — open,
- * the first sign of life after a ping (R5), the close (R2), a protocol error (R15).
+ * the first sign of life after a ping (R5), the close (R2), a protocol error (R15),
+ * a peer over its rate (R21).
  *
  * `SocketReader` is the actor; the server hosts it under its runner
  * (src/server/runner.ts), and `readerActor` wraps it as an XState actor for the client.
@@ -12,6 +13,7 @@ import { fromCallback } from 'xstate';
 import type { ActorInput, ReaderCommand, ReaderEvent } from '../../machines/connection.machine.ts';
 import { CloseCodes } from '../../machines/close-codes.ts';
 import { LivenessReport } from './liveness.ts';
+import type { TokenBucket } from './rate-limit.ts';
 import type { SocketIO } from './socket-io.ts';
 
 /** The close code `ws` sends for each of its receiver errors (see ws/lib/receiver.js). */
@@ -48,7 +50,7 @@ function onPong(this: ReadSocket, payload: Buffer): void {
   this[READER]?.pong(payload);
 }
 function onPing(this: ReadSocket): void {
-  this[READER]?.report.inbound();
+  this[READER]?.ping();
 }
 function onClose(this: ReadSocket, code: number, reason: Buffer): void {
   this[READER]?.report.close(code, reason.toString());
@@ -107,19 +109,20 @@ export class SocketReader {
     io.messagesIn++;
     io.bytesIn += data.length;
     if (this.report.expecting) this.report.inbound(); // R5; otherwise no machine event (hot path)
-    // R21: over the rate, the machine hears it once (it closes 1008) and the excess is dropped.
-    const limiter = io.limiter;
-    if (limiter !== undefined && !limiter.take()) {
-      if (!this.flooded) {
-        this.flooded = true;
-        this.sendBack({ type: 'socket.flood', rate: limiter.rate });
-      }
-      return;
-    }
+    if (io.limiter !== undefined && this.overRate(io.limiter)) return; // R21: the excess is dropped
     io.onMessage(data, isBinary);
   }
 
+  /** A ping from the peer (ws has answered it): liveness (R5), and a frame of the peer's rate (R21). */
+  ping(): void {
+    this.report.inbound();
+    const limiter = this.io.limiter;
+    if (limiter !== undefined) this.overRate(limiter);
+  }
+
   pong(payload: Buffer): void {
+    const limiter = this.io.limiter;
+    if (limiter !== undefined) this.overRate(limiter); // R21: unsolicited pongs count too
     if (!this.report.expecting) return;
     // Our pings carry their send time; a pong that echoes something else still proves liveness.
     const rttMs = payload.length === 8 ? performance.now() - payload.readDoubleBE(0) : -1;
@@ -127,6 +130,20 @@ export class SocketReader {
       this.io.onRtt(rttMs);
       this.report.inbound(rttMs);
     } else this.report.inbound();
+  }
+
+  /**
+   * R21: every frame from the peer takes a token, control frames (ping, pong)
+   * like data: a stream of pings costs a parse and an automatic pong each.
+   * Over the rate, the machine hears it once (it closes 1008).
+   */
+  private overRate(limiter: TokenBucket): boolean {
+    if (limiter.take()) return false;
+    if (!this.flooded) {
+      this.flooded = true;
+      this.sendBack({ type: 'socket.flood', rate: limiter.rate });
+    }
+    return true;
   }
 }
 
