@@ -35,7 +35,7 @@ describe('R21 control frames count against maxMessageRate', () => {
       // 20 × the burst, in one write: far over RATE per second.
       const frames = Array.from({ length: RATE * 20 }, (_, i) => ({ opcode, payload: `p${i}` }));
       for (const f of frames) peer.raw.send(f);
-      const frame = await peer.raw.closeFrame(3000).catch(() => null);
+      const frame = await peer.raw.closeFrame(5000).catch(() => null);
       assert.deepEqual(frame, { code: 1008, reason: `message rate over ${RATE}/s` }, `a close frame 1008 after ${frames.length} ${name}`);
       const closure = await peer.connection.closed;
       assert.equal(closure.cause, 'rate-limit');
@@ -58,7 +58,7 @@ describe('R21 control frames count against maxMessageRate', () => {
     const mixed = await raw();
     for (let i = 0; i < RATE; i++) mixed.raw.send({ opcode: Opcode.PING, payload: `x${i}` });
     for (let i = 0; i < RATE; i++) mixed.raw.send({ opcode: Opcode.TEXT, payload: `y${i}` });
-    const frame = await mixed.raw.closeFrame(3000).catch(() => null);
+    const frame = await mixed.raw.closeFrame(5000).catch(() => null);
     assert.deepEqual(frame, { code: 1008, reason: `message rate over ${RATE}/s` });
   });
 });
