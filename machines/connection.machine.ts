@@ -6,7 +6,11 @@
  * state-node tree, measured at 2.4× the memory and 2.6× the create time per actor).
  *
  *   connecting → open{heartbeat: idle ⇄ pinging, write: flowing ⇄ blocked}
- *              → closing → closed
+ *              → closing{handshake | stalled} → closed     (we closed)
+ *              → peerClosing → closed                       (the peer closed)
+ *
+ * Every close is bounded (R16): by `closeTimeout`, whoever started it, or by
+ * the short STALLED_CLOSE_GRACE_MS when our socket is known not to drain.
  *
  * The data path does NOT run through this machine: the reader hands messages
  * to the application and the writer takes them from it directly. The machine
@@ -23,7 +27,18 @@ import {
   type Closure,
 } from './close-codes.ts';
 
-/** The four named delays (R6, R10, R16). Milliseconds, all > 0. */
+/**
+ * R10/R11/R16: how long a close frame to a consumer whose socket is not
+ * draining (queue overflow, write timeout) may take, at most, before the
+ * socket is terminated (never longer than `closeTimeout`). Such a frame waits
+ * behind a full send buffer, so the handshake can only finish if the peer
+ * resumes reading: 1 s gives one that was merely slow a chance to see the
+ * close frame, and frees a stalled one's socket and slot within
+ * writeTimeout + 1 s instead of writeTimeout + closeTimeout (issue 10).
+ */
+export const STALLED_CLOSE_GRACE_MS = 1_000;
+
+/** The four timings behind the named delays (R6, R10, R16). Milliseconds, all > 0. */
 export interface ConnectionTiming {
   /** Idle time between heartbeats (R4, R6); 0 turns the heartbeat off (R7). */
   pingInterval: number;
@@ -31,7 +46,7 @@ export interface ConnectionTiming {
   pongTimeout: number;
   /** How long the socket may stay unable to drain before it counts as stalled (R10). */
   writeTimeout: number;
-  /** How long a close handshake may take before the socket is terminated (R16). */
+  /** How long a close handshake may take before the socket is terminated, whoever started it (R16). */
   closeTimeout: number;
 }
 
@@ -65,6 +80,11 @@ export type ReaderEvent =
   | { type: 'socket.pong'; rttMs: number }
   /** Some other inbound frame arrived while a ping was outstanding (R5). */
   | { type: 'socket.activity' }
+  /**
+   * R16: the peer's close frame arrived (code 1005: it carried none) and the
+   * transport has answered it; only the peer's TCP side is still open.
+   */
+  | { type: 'socket.closing'; code: number; reason: string }
   /** The transport is closed. code/reason are what the close frame carried (1006: none). */
   | { type: 'socket.closed'; code: number; reason: string }
   /** The peer broke the protocol; the transport is already sending close `code` (R15). */
@@ -127,12 +147,19 @@ interface CloseRequest {
   cause: CloseCause;
 }
 
+interface PeerClose {
+  code: number;
+  reason: string;
+}
+
 export interface ConnectionContext {
   id: string;
   timing: ConnectionTiming;
   io: unknown;
   /** The close we started, if we started one. */
   closeRequest: CloseRequest | null;
+  /** R16: the peer's close frame, once it arrived (starting the close, or answering ours). */
+  peerClose: PeerClose | null;
   /** Filled in on entering `closed`. */
   closure: Closure | null;
 }
@@ -170,6 +197,7 @@ export const connectionMachine = setup({
     pongTimeout: ({ context }) => context.timing.pongTimeout,
     writeTimeout: ({ context }) => context.timing.writeTimeout,
     closeTimeout: ({ context }) => context.timing.closeTimeout,
+    stalledCloseTimeout: ({ context }) => Math.min(context.timing.closeTimeout, STALLED_CLOSE_GRACE_MS),
   },
   guards: {
     /** R6/R7: pingInterval 0 turns the heartbeat off. */
@@ -196,6 +224,39 @@ export const connectionMachine = setup({
           cause: e.cause ?? (e.code === CloseCodes.GOING_AWAY ? 'shutdown' : 'normal'),
         };
       },
+    }),
+    /** R16: the peer's close frame arrived (the transport has echoed it). */
+    recordPeerClose: assign({
+      peerClose: ({ event }) => {
+        const e = event as Extract<ConnectionEvent, { type: 'socket.closing' }>;
+        return { code: e.code, reason: e.reason };
+      },
+    }),
+    /** R16/R17: the peer's close handshake is done; its TCP side closed, or did not within closeTimeout. */
+    recordPeerClosure: assign({
+      closure: ({ context }) => closure(context.peerClose!.code, context.peerClose!.reason, 'remote', 'peer', context.peerClose!.code),
+    }),
+    /** R16/R17: our close handshake ended with the transport's close. */
+    recordLocalClosure: assign({
+      closure: ({ context, event }) => {
+        const e = event as Extract<ConnectionEvent, { type: 'socket.closed' }>;
+        // 1006: the transport died (or ws's own close timer fired) with no answer to our close frame.
+        const answer = context.peerClose?.code ?? (e.code === CloseCodes.ABNORMAL ? null : e.code);
+        const r = context.closeRequest!;
+        return closure(r.code, r.reason, 'local', r.cause, answer);
+      },
+    }),
+    /** R16: our close handshake ended without the transport's close: the close timeout, or the app's terminate. */
+    recordUnfinishedClose: assign({
+      closure: ({ context, event }) =>
+        closure(
+          context.closeRequest!.code,
+          (event.type === 'terminate' ? event.reason : undefined) ?? context.closeRequest!.reason,
+          'local',
+          context.closeRequest!.cause,
+          // R17: an answer that arrived makes the close clean, even if the peer's TCP side lingered.
+          context.peerClose?.code ?? null,
+        ),
     }),
     /** R16/R17: the peer closed (its code, echoed by the transport) or the network did (1006). */
     recordRemoteClose: assign({
@@ -246,6 +307,7 @@ export const connectionMachine = setup({
     timing: input.timing,
     io: input.io,
     closeRequest: null,
+    peerClose: null,
     closure: null,
   }),
   // Both actors live exactly as long as the connection: stopped (and so
@@ -286,6 +348,8 @@ export const connectionMachine = setup({
           target: 'closed',
           actions: 'recordRemoteClose',
         },
+        // R16: the peer started the close handshake; the transport has echoed its close frame.
+        'socket.closing': { target: 'peerClosing', actions: 'recordPeerClose' },
         // R15: protocol violation — the transport is already sending the close frame.
         'socket.error': { target: 'closing', actions: 'requestProtocolClose' },
         close: [
@@ -304,7 +368,7 @@ export const connectionMachine = setup({
           actions: 'recordTerminate',
         },
         // R9/R11: a consumer that cannot keep up is closed; others are unaffected.
-        'write.overflow': { target: 'closing', actions: 'requestOverflowClose' },
+        'write.overflow': { target: 'closing.stalled', actions: 'requestOverflowClose' },
         // R21: a peer over the message rate is closed 1008.
         'socket.flood': { target: 'closing', actions: 'requestRateClose' },
       },
@@ -357,7 +421,7 @@ export const connectionMachine = setup({
                 'write.drained': { target: 'flowing' },
               },
               after: {
-                writeTimeout: { target: '#connection.closing', actions: 'requestStallClose' },
+                writeTimeout: { target: '#connection.closing.stalled', actions: 'requestStallClose' },
               },
             },
           },
@@ -365,44 +429,41 @@ export const connectionMachine = setup({
       },
     },
     closing: {
-      description: 'R16: our close frame is out; wait for the peer to finish the handshake.',
+      description: 'R16: our close frame is out (queued messages first, unless the consumer is stalled: R12); wait for the peer to finish the handshake.',
       entry: 'sendClose',
+      initial: 'handshake',
       on: {
-        'socket.closed': {
-          target: 'closed',
-          actions: assign({
-            closure: ({ context, event }) =>
-              closure(
-                context.closeRequest!.code,
-                context.closeRequest!.reason,
-                'local',
-                context.closeRequest!.cause,
-                event.code,
-              ),
-          }),
+        // R16: the peer answered; its TCP side closes next (or closeTimeout ends the wait).
+        'socket.closing': { actions: 'recordPeerClose' },
+        'socket.closed': { target: 'closed', actions: 'recordLocalClosure' },
+        terminate: { target: 'closed', actions: 'recordUnfinishedClose' },
+      },
+      states: {
+        handshake: {
+          description: 'R16: the socket drains; the peer has closeTimeout to answer and close.',
+          after: {
+            // R16: the peer never finished; terminate (the writer releases the socket when stopped).
+            closeTimeout: { target: '#connection.closed', actions: 'recordUnfinishedClose' },
+          },
         },
-        terminate: {
-          target: 'closed',
-          actions: assign({
-            closure: ({ context, event }) =>
-              closure(
-                context.closeRequest!.code,
-                event.reason ?? context.closeRequest!.reason,
-                'local',
-                context.closeRequest!.cause,
-              ),
-          }),
+        stalled: {
+          description:
+            'R10/R11: the socket is not draining, so the close frame (best effort) waits behind a full buffer: a short grace (at most 1 s), then terminate.',
+          after: {
+            stalledCloseTimeout: { target: '#connection.closed', actions: 'recordUnfinishedClose' },
+          },
         },
       },
+    },
+    peerClosing: {
+      description:
+        "R16: the peer's close frame arrived and was echoed; its TCP side has closeTimeout to close, then the socket is terminated.",
+      on: {
+        'socket.closed': { target: 'closed', actions: 'recordPeerClosure' },
+        terminate: { target: 'closed', actions: 'recordPeerClosure' },
+      },
       after: {
-        // R16: the peer never answered; terminate (the writer releases the socket when stopped).
-        closeTimeout: {
-          target: 'closed',
-          actions: assign({
-            closure: ({ context }) =>
-              closure(context.closeRequest!.code, context.closeRequest!.reason, 'local', context.closeRequest!.cause),
-          }),
-        },
+        closeTimeout: { target: 'closed', actions: 'recordPeerClosure' },
       },
     },
     closed: {
@@ -428,6 +489,6 @@ export function connectionStateName(snapshot: { status: string; matches(value: n
   if (snapshot.status !== 'active') return 'closed';
   if (matches({ open: { heartbeat: 'pinging' } }) || matches({ open: { heartbeat: 'suspect' } })) return 'pinging';
   if (matches('open')) return 'open';
-  if (matches('closing')) return 'closing';
+  if (matches('closing') || matches('peerClosing')) return 'closing';
   return 'connecting';
 }

@@ -46,12 +46,12 @@ Flags:
   --ping-interval MS        idle time between heartbeat pings (default ${DEFAULTS.pingInterval})
   --pong-timeout MS         time a ping may go unanswered (default ${DEFAULTS.pongTimeout})
   --write-timeout MS        time the socket may stay undrained (default ${DEFAULTS.writeTimeout})
-  --close-timeout MS        time to wait for the peer's close frame (default ${DEFAULTS.closeTimeout})
+  --close-timeout MS        time a close handshake may take, whoever started it (default ${DEFAULTS.closeTimeout})
   --max-payload BYTES       largest inbound message; bigger closes 1009 (default ${DEFAULTS.maxPayload})
   --send-queue N            messages not yet handed to the OS socket, per connection (default ${DEFAULTS.sendQueueMessages})
   --max-connections N       upgrades beyond this get 503 (default ${DEFAULTS.maxConnections})
-  --max-message-rate N      messages per second per connection; over it the connection is
-                            closed 1008 (default: no limit)
+  --max-message-rate N      frames (messages, pings, pongs) per second per connection; over
+                            it the connection is closed 1008 (default: no limit)
   --allowed-origins LIST    comma-separated scheme://host[:port] origins allowed instead of
                             the same-origin rule; * allows every origin (development only)
   --log-level LEVEL         fatal, error, warn, info (default), debug (every state transition),

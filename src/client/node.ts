@@ -4,14 +4,14 @@
  * server (protocol pings with a pong timeout, R7; bounded send queue, R9).
  */
 import type { Duplex } from 'node:stream';
-import WebSocket from 'ws';
+import WebSocket, { type ClientOptions as ClientOptionsOfWs } from 'ws';
 import { fromCallback } from 'xstate';
 import { clientMachine, type DialerInput } from '../../machines/client.machine.ts';
 import { supervisedConnectionMachine } from '../server/connection.ts';
 import { DEFAULTS } from '../server/options.ts';
-import type { SocketIO } from '../server/socket-io.ts';
+import type { SocketIO, WsCloseTimeout } from '../server/socket-io.ts';
 import { SendQueue } from '../server/writer.ts';
-import { assertWebSocketUrl, Client, type ClientOptions, type TransportHooks } from './client.ts';
+import { assertWebSocketUrl, Client, CLIENT_DEFAULTS, type ClientOptions, type TransportHooks } from './client.ts';
 
 export interface NodeClientOptions extends ClientOptions {
   /** Per-connection send queue limits (R9). Defaults as the server's: 256 messages, 4 MiB. */
@@ -37,11 +37,14 @@ const nodeDialer = fromCallback<{ type: 'dialer.noop' }, DialerInput>(({ input, 
   let socket: Duplex | null = null;
   let ws: WebSocket;
   try {
-    ws = new WebSocket(url, options.protocols ?? [], {
+    const wsOptions: ClientOptionsOfWs & WsCloseTimeout = {
       perMessageDeflate: false,
       maxPayload: options.maxPayload ?? DEFAULTS.maxPayload,
+      // R16: ws's own wait for the server's TCP close after a handshake (default 30 s) is ours.
+      closeTimeout: options.timing?.closeTimeout ?? CLIENT_DEFAULTS.timing.closeTimeout,
       ...(options.headers ? { headers: options.headers } : {}),
-    });
+    };
+    ws = new WebSocket(url, options.protocols ?? [], wsOptions);
   } catch (err) {
     // e.g. an invalid subprotocol name: this attempt fails, visibly.
     queueMicrotask(() => sendBack({ type: 'dial.failed', message: (err as Error).message }));

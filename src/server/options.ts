@@ -17,7 +17,7 @@ export const DEFAULTS = {
   pongTimeout: 10_000,
   /** R10: as gorilla's writeWait; a socket that cannot drain for 10 s is not coming back. */
   writeTimeout: 10_000,
-  /** R16: 5 s for the peer to answer our close frame before we terminate. */
+  /** R16: 5 s for a close handshake, whoever started it, before we terminate (ws gets it too; its own default is 30 s). */
   closeTimeout: 5_000,
   /** R21: 1 MiB fits any sane JSON message; 1,000 hostile peers cannot pin more than ~1 GiB. */
   maxPayload: 1_048_576,
@@ -27,7 +27,7 @@ export const DEFAULTS = {
   sendQueueBytes: 4 * 1_048_576,
   /** Admission: an `authenticate` hook that has not settled by then is refused with 503. */
   authenticateTimeout: 10_000,
-  /** R21: per-connection message rate limit, messages per second (bursts up to the same number); 0 = none. */
+  /** R21: per-connection rate limit, frames per second — messages, pings and pongs alike (bursts up to the same number); 0 = none. */
   maxMessageRate: 0,
   /** R21: below this machine's ~19k descriptor ceiling; refused with 503 beyond it. */
   maxConnections: 10_000,
@@ -43,7 +43,12 @@ export interface TimingOptions {
   pongTimeout?: number;
   /** Time the socket may stay unable to drain before the connection is closed 1008. Default 10000. */
   writeTimeout?: number;
-  /** Time our close frame may go unanswered before the socket is terminated. Default 5000. */
+  /**
+   * Time a close handshake may take, whoever started it (our close frame
+   * unanswered, or the peer's TCP side still open after its close frame),
+   * before the socket is terminated. A slow consumer's close gets at most
+   * 1000 of it (STALLED_CLOSE_GRACE_MS). Default 5000.
+   */
   closeTimeout?: number;
 }
 
@@ -93,9 +98,10 @@ export interface SupervisorOptions<Auth = unknown> {
   /** R21: largest inbound message in bytes; bigger closes with 1009. Default 1 MiB. */
   maxPayload?: number;
   /**
-   * R21: messages per second one connection may send (a token bucket with a
-   * burst of the same size). Over it the connection is closed 1008
-   * ("message rate over N/s") and its excess messages are dropped. Default 0: no limit.
+   * R21: frames per second one connection may send — messages, pings and
+   * pongs alike (a token bucket with a burst of the same size). Over it the
+   * connection is closed 1008 ("message rate over N/s") and its excess
+   * messages are dropped. Default 0: no limit.
    */
   maxMessageRate?: number;
   timing?: TimingOptions;

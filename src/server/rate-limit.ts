@@ -1,4 +1,7 @@
-/** R21: a token bucket of `rate` tokens refilled at `rate` per second (bursts up to `rate`). */
+/**
+ * R21: a token bucket of `rate` tokens refilled at `rate` per second (bursts
+ * up to `rate`). The reader takes one per frame from the peer: data, ping and pong.
+ */
 export class TokenBucket {
   private tokens: number;
   private last = performance.now();

@@ -2,16 +2,19 @@
  * The read actor (R8): the one place that listens to a connection's socket.
  * One read loop for the connection's whole life (R1): every message goes to
  * the application directly; the machine hears only lifecycle facts — open,
- * the first sign of life after a ping (R5), the close (R2), a protocol error (R15).
+ * the first sign of life after a ping (R5), the peer's close frame (R16), the
+ * close (R2), a protocol error (R15), a peer over its rate (R21).
  *
  * `SocketReader` is the actor; the server hosts it under its runner
  * (src/server/runner.ts), and `readerActor` wraps it as an XState actor for the client.
  */
+import type { EventEmitter } from 'node:events';
 import type WebSocket from 'ws';
 import { fromCallback } from 'xstate';
 import type { ActorInput, ReaderCommand, ReaderEvent } from '../../machines/connection.machine.ts';
 import { CloseCodes } from '../../machines/close-codes.ts';
 import { LivenessReport } from './liveness.ts';
+import type { TokenBucket } from './rate-limit.ts';
 import type { SocketIO } from './socket-io.ts';
 
 /** The close code `ws` sends for each of its receiver errors (see ws/lib/receiver.js). */
@@ -37,6 +40,19 @@ function noop(): void {}
 const READER = Symbol('ws-supervisor.reader');
 type ReadSocket = WebSocket & { [READER]?: SocketReader };
 
+/**
+ * ws's frame parser. ws has no public event for the peer's close frame (its
+ * 'close' comes only once TCP is closed), but its Receiver emits 'conclude'
+ * (code, reason) for it; ws's own listener, registered first, has echoed the
+ * frame by the time ours runs. Private to ws (8.x): if it ever goes away, the
+ * peer's close is still bounded by the `closeTimeout` the server hands ws, and
+ * test/server/close-bounded.test.ts fails on the missing `peerClosing`.
+ */
+type Receiver = EventEmitter & { [READER]?: SocketReader };
+function receiverOf(ws: WebSocket): Receiver | undefined {
+  return (ws as unknown as { _receiver?: Receiver })._receiver;
+}
+
 /*
  * ws calls listeners with `this` = the socket, so one function per event
  * serves every connection: no closures per socket (memory per idle connection).
@@ -48,7 +64,7 @@ function onPong(this: ReadSocket, payload: Buffer): void {
   this[READER]?.pong(payload);
 }
 function onPing(this: ReadSocket): void {
-  this[READER]?.report.inbound();
+  this[READER]?.ping();
 }
 function onClose(this: ReadSocket, code: number, reason: Buffer): void {
   this[READER]?.report.close(code, reason.toString());
@@ -58,7 +74,13 @@ function onError(this: ReadSocket, err: Error & { code?: string }): void {
   this[READER]?.sendBack({ type: 'socket.error', code: closeCodeForWsError(err), message: err.message });
 }
 function onOpen(this: ReadSocket): void {
-  this[READER]?.sendBack({ type: 'socket.open' });
+  const reader = this[READER];
+  if (reader === undefined) return;
+  reader.listenForClose();
+  reader.sendBack({ type: 'socket.open' });
+}
+function onConclude(this: Receiver, code: number, reason: Buffer): void {
+  this[READER]?.sendBack({ type: 'socket.closing', code, reason: reason.toString() });
 }
 /** What the reader listens to for the connection's whole life. */
 const LISTENERS = [
@@ -83,8 +105,10 @@ export class SocketReader {
     const ws = io.ws as ReadSocket;
     ws[READER] = this;
     for (const [event, listener] of LISTENERS) ws.on(event, listener as (...args: unknown[]) => void);
-    if (ws.readyState === 1) sendBack({ type: 'socket.open' });
-    else if (ws.readyState === 0) ws.once('open', onOpen);
+    if (ws.readyState === 1) {
+      this.listenForClose();
+      sendBack({ type: 'socket.open' });
+    } else if (ws.readyState === 0) ws.once('open', onOpen);
     else queueMicrotask(() => this.report.close(CloseCodes.ABNORMAL, ''));
   }
 
@@ -92,10 +116,23 @@ export class SocketReader {
     this.report.command(command);
   }
 
+  /** R16: from open on, the peer's close frame is reported (`socket.closing`). */
+  listenForClose(): void {
+    const receiver = receiverOf(this.io.ws);
+    if (receiver === undefined) return;
+    receiver[READER] = this;
+    receiver.on('conclude', onConclude);
+  }
+
   stop(): void {
     const ws = this.io.ws as ReadSocket;
     this.report.stop();
     if (ws[READER] === this) ws[READER] = undefined;
+    const receiver = receiverOf(ws);
+    if (receiver !== undefined && receiver[READER] === this) {
+      receiver[READER] = undefined;
+      receiver.off('conclude', onConclude);
+    }
     for (const [event, listener] of LISTENERS) ws.off(event, listener as (...args: unknown[]) => void);
     ws.off('open', onOpen);
     // A late error from a socket being torn down must not crash the process (R2).
@@ -107,19 +144,20 @@ export class SocketReader {
     io.messagesIn++;
     io.bytesIn += data.length;
     if (this.report.expecting) this.report.inbound(); // R5; otherwise no machine event (hot path)
-    // R21: over the rate, the machine hears it once (it closes 1008) and the excess is dropped.
-    const limiter = io.limiter;
-    if (limiter !== undefined && !limiter.take()) {
-      if (!this.flooded) {
-        this.flooded = true;
-        this.sendBack({ type: 'socket.flood', rate: limiter.rate });
-      }
-      return;
-    }
+    if (io.limiter !== undefined && this.overRate(io.limiter)) return; // R21: the excess is dropped
     io.onMessage(data, isBinary);
   }
 
+  /** A ping from the peer (ws has answered it): liveness (R5), and a frame of the peer's rate (R21). */
+  ping(): void {
+    this.report.inbound();
+    const limiter = this.io.limiter;
+    if (limiter !== undefined) this.overRate(limiter);
+  }
+
   pong(payload: Buffer): void {
+    const limiter = this.io.limiter;
+    if (limiter !== undefined) this.overRate(limiter); // R21: unsolicited pongs count too
     if (!this.report.expecting) return;
     // Our pings carry their send time; a pong that echoes something else still proves liveness.
     const rttMs = payload.length === 8 ? performance.now() - payload.readDoubleBE(0) : -1;
@@ -127,6 +165,20 @@ export class SocketReader {
       this.io.onRtt(rttMs);
       this.report.inbound(rttMs);
     } else this.report.inbound();
+  }
+
+  /**
+   * R21: every frame from the peer takes a token, control frames (ping, pong)
+   * like data: a stream of pings costs a parse and an automatic pong each.
+   * Over the rate, the machine hears it once (it closes 1008).
+   */
+  private overRate(limiter: TokenBucket): boolean {
+    if (limiter.take()) return false;
+    if (!this.flooded) {
+      this.flooded = true;
+      this.sendBack({ type: 'socket.flood', rate: limiter.rate });
+    }
+    return true;
   }
 }
 

@@ -24,3 +24,13 @@ export interface SocketIO {
   /** A heartbeat round trip was measured (R4). */
   onRtt(rttMs: number): void;
 }
+
+/**
+ * ws 8.23's `closeTimeout` option (WebSocketServer and client WebSocket alike),
+ * missing from @types/ws 8.18: how long ws waits, after a close handshake, for
+ * the peer's TCP close before destroying the socket. Its default is 30 s;
+ * we pass the connection's closeTimeout (R16).
+ */
+export interface WsCloseTimeout {
+  closeTimeout: number;
+}

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer } from 'ws';
+import { WebSocketServer, type ServerOptions } from 'ws';
 import type { Closure } from '../../machines/close-codes.ts';
 import {
   AdmissionError,
@@ -25,6 +25,7 @@ import { Hub, type BroadcastResult } from './hub.ts';
 import { SupervisorMetrics } from './metrics.ts';
 import type { Logger } from '../base/logger.ts';
 import { resolveOptions, type ResolvedOptions, type SupervisorOptions } from './options.ts';
+import type { WsCloseTimeout } from './socket-io.ts';
 import { validateTopic } from '../protocol/topics.ts';
 
 export interface BroadcastOptions<Auth = unknown> {
@@ -151,13 +152,18 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     });
     this.logger = options.logger ?? null;
     this.runnerConfig = connectionRunnerConfig(this.options.timing, options.inspect);
-    this.wss = new WebSocketServer({
+    const wsOptions: ServerOptions & WsCloseTimeout = {
       noServer: true,
       clientTracking: false, // the hub is the registry
       perMessageDeflate: false,
       maxPayload: this.options.maxPayload,
+      // R16: after a close handshake, ws waits this long for the peer's TCP
+      // close before destroying the socket (its default: 30 s). The machine
+      // bounds the same wait (peerClosing, closing); this is the backstop.
+      closeTimeout: this.options.timing.closeTimeout,
       handleProtocols: (_offered, request) => this.negotiated.get(request) || false,
-    });
+    };
+    this.wss = new WebSocketServer(wsOptions);
     const logger = this.logger?.child({ adapter: this.adapter.name, node: this.adapter.nodeId }) ?? null;
     this.adapter.attach({
       logger,

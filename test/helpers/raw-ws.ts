@@ -26,6 +26,11 @@ export interface RawUpgradeOptions {
   headers?: Record<string, string | null>;
   /** Give up after this long. Default 3000 ms. */
   timeoutMs?: number;
+  /**
+   * Keep our half of TCP open after the server's FIN (a peer that never closes
+   * its side). Default false: like most clients, answer the FIN with ours.
+   */
+  allowHalfOpen?: boolean;
 }
 
 /** One frame as the server sent it. */
@@ -108,7 +113,7 @@ export function rawUpgrade(port: number, options: RawUpgradeOptions = {}): Promi
     '\r\n';
 
   return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1');
+    const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: options.allowHalfOpen ?? false });
     let buffered = Buffer.alloc(0);
     let reply: HttpReply | null = null;
     const timer = setTimeout(() => fail(new Error(`raw upgrade: no complete reply within ${timeoutMs} ms`)), timeoutMs);

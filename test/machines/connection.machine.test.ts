@@ -33,6 +33,7 @@ import { TestModel, type TestParam, type TestPath } from 'xstate/graph';
 import {
   connectionMachine,
   PAYLOAD_FREE_EVENTS,
+  STALLED_CLOSE_GRACE_MS,
   type ActorInput,
   type ConnectionEvent,
   type ConnectionInput,
@@ -58,9 +59,15 @@ import { MachineRunner, type HostedActor } from '../../src/server/runner.ts';
 // ---------------------------------------------------------------------------
 // Timing and event samples
 
-/** Distinct values, so an armed timer tells which delay it belongs to. */
-const timing: ConnectionTiming = { pingInterval: 1000, pongTimeout: 500, writeTimeout: 700, closeTimeout: 300 };
-type DelayName = keyof ConnectionTiming;
+/**
+ * Distinct values, so an armed timer tells which delay it belongs to
+ * (closeTimeout above STALLED_CLOSE_GRACE_MS, so that the stalled-close grace
+ * is the constant and not closeTimeout).
+ */
+const timing: ConnectionTiming = { pingInterval: 1500, pongTimeout: 500, writeTimeout: 700, closeTimeout: 1200 };
+/** Every named delay of the machine and its duration under `timing`. */
+const delays = { ...timing, stalledCloseTimeout: Math.min(timing.closeTimeout, STALLED_CLOSE_GRACE_MS) };
+type DelayName = keyof typeof delays;
 /**
  * In model runs each event arrives this long after the previous step, so a
  * timer that should restart on an event (R10) visibly does. Small against the
@@ -78,6 +85,7 @@ const samples: { [T in ConnectionEvent['type']]: Array<Extract<ConnectionEvent, 
   'socket.pong': [{ type: 'socket.pong', rttMs: 5 }],
   'socket.activity': [{ type: 'socket.activity' }],
   'socket.silent': [{ type: 'socket.silent' }],
+  'socket.closing': [{ type: 'socket.closing', code: 1000, reason: 'bye' }],
   'socket.closed': [
     { type: 'socket.closed', code: 1000, reason: 'bye' },
     { type: 'socket.closed', code: 1006, reason: '' },
@@ -102,7 +110,7 @@ const isConnectionEventType = (type: string): type is ConnectionEvent['type'] =>
 /** `xstate.after.<delay>.<stateId>` → delay name, from the definition itself. */
 const timeouts = new Map<string, DelayName>(
   [...delayedEventTypes(connectionMachine)].map(([type, delay]) => {
-    if (typeof delay !== 'string' || !Object.hasOwn(timing, delay)) throw new Error(`${type}: unknown delay ${delay}`);
+    if (typeof delay !== 'string' || !Object.hasOwn(delays, delay)) throw new Error(`${type}: unknown delay ${delay}`);
     return [type, delay as DelayName];
   }),
 );
@@ -233,9 +241,9 @@ class Run {
   }
   /** Executes a model's delayed event: advance the clock until exactly that timer fires. */
   fire(delay: DelayName): void {
-    const deadline = this.clock.nextDeadline(timing[delay]);
+    const deadline = this.clock.nextDeadline(delays[delay]);
     this.io.record({ kind: 'timeout', delay }, deadline);
-    this.clock.fireTimer(timing[delay]);
+    this.clock.fireTimer(delays[delay]);
   }
   commands(actor: ActorName, timeline: readonly Entry[] = this.io.timeline): Command[] {
     return timeline.flatMap((e) => (e.kind === 'command' && e.actor === actor ? [e.command] : []));
@@ -254,7 +262,14 @@ class Run {
 // What the rules say, for the events executed so far (the oracle)
 
 interface Expectation {
-  phase: 'connecting' | 'open' | 'closing' | 'closed';
+  phase: 'connecting' | 'open' | 'closing' | 'peerClosing' | 'closed';
+  /**
+   * While closing: `stalled` when the socket is known not to drain (R10/R11),
+   * so the close frame only gets the short grace; else `handshake`.
+   */
+  closing: 'handshake' | 'stalled';
+  /** R16: when the peer's close frame started peerClosing: its close timeout counts from here. */
+  peerClosingSince: number;
   heartbeat: 'idle' | 'pinging' | 'suspect';
   write: 'flowing' | 'blocked';
   /** When the heartbeat entered its state: the ping interval / pong timeout counts from here (R4). */
@@ -295,14 +310,18 @@ function sendableCloseCode(code: number | undefined): boolean {
 
 function rulesSay(timeline: readonly Entry[]): Expectation {
   const x: Expectation = {
-    phase: 'connecting', heartbeat: 'idle', write: 'flowing', heartbeatSince: 0, writeSince: 0,
+    phase: 'connecting', closing: 'handshake', peerClosingSince: 0, heartbeat: 'idle', write: 'flowing', heartbeatSince: 0, writeSince: 0,
     pings: 0, closeFrame: null, closure: null,
   };
   let request: { code: number; reason: string; cause: CloseCause } | null = null;
+  /** R16: the peer's close frame, when one arrived (it started the close, or answered ours). */
+  let peer: { code: number; reason: string } | null = null;
   const startClose = (code: number, reason: string, cause: CloseCause): void => {
     request = { code, reason, cause };
-    x.closeFrame = { code, reason, flush: cause !== 'slow-consumer' && cause !== 'write-timeout' };
+    const stalled = cause === 'slow-consumer' || cause === 'write-timeout';
+    x.closeFrame = { code, reason, flush: !stalled };
     x.phase = 'closing';
+    x.closing = stalled ? 'stalled' : 'handshake';
   };
   const end = (closure: Closure): void => {
     x.phase = 'closed';
@@ -359,12 +378,27 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
       else if (e.type === 'socket.closed') {
         end(expectedClosure(e.code, e.reason, 'remote', e.code === 1006 ? 'socket-error' : 'peer', e.code));
       }
+      // R16: the peer's close frame; the transport has echoed it, its TCP side is still open.
+      else if (e.type === 'socket.closing') {
+        peer = { code: e.code, reason: e.reason };
+        x.phase = 'peerClosing';
+        x.peerClosingSince = h.at;
+      }
     } else if (x.phase === 'closing' && request !== null) {
       const r: { code: number; reason: string; cause: CloseCause } = request;
+      // R17: an answer to our close frame makes the close clean (1006 is no answer).
+      const answer = (): number | null => peer?.code ?? null;
+      const limit: DelayName = x.closing === 'stalled' ? 'stalledCloseTimeout' : 'closeTimeout';
       // R16: the peer answered our close frame, or did not in time, or the app gave up.
-      if (e.type === 'socket.closed') end(expectedClosure(r.code, r.reason, 'local', r.cause, e.code));
-      else if (e.type === 'timeout' && e.delay === 'closeTimeout') end(expectedClosure(r.code, r.reason, 'local', r.cause, null));
-      else if (e.type === 'terminate') end(expectedClosure(r.code, e.reason ?? r.reason, 'local', r.cause, null));
+      if (e.type === 'socket.closing') peer = { code: e.code, reason: e.reason };
+      else if (e.type === 'socket.closed') end(expectedClosure(r.code, r.reason, 'local', r.cause, answer() ?? (e.code === 1006 ? null : e.code)));
+      else if (e.type === 'timeout' && e.delay === limit) end(expectedClosure(r.code, r.reason, 'local', r.cause, answer()));
+      else if (e.type === 'terminate') end(expectedClosure(r.code, e.reason ?? r.reason, 'local', r.cause, answer()));
+    } else if (x.phase === 'peerClosing' && peer !== null) {
+      // R16: the peer started the handshake and finished it; only its TCP close is awaited, at most closeTimeout.
+      const p: { code: number; reason: string } = peer;
+      const theirs = expectedClosure(p.code, p.reason, 'remote', 'peer', p.code);
+      if (e.type === 'socket.closed' || e.type === 'terminate' || (e.type === 'timeout' && e.delay === 'closeTimeout')) end(theirs);
     }
     // R2: once closed, nothing changes.
   }
@@ -372,7 +406,8 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
 }
 
 function stateValueOf(x: Expectation): unknown {
-  return x.phase === 'open' ? { open: { heartbeat: x.heartbeat, write: x.write } } : x.phase;
+  if (x.phase === 'open') return { open: { heartbeat: x.heartbeat, write: x.write } };
+  return x.phase === 'closing' ? { closing: x.closing } : x.phase;
 }
 
 // ---------------------------------------------------------------------------
@@ -384,7 +419,7 @@ type Check = (run: Run, x: Expectation, model: Snapshot) => void;
 
 const isSent = (type: ConnectionEvent['type']) => (e: Entry) => e.kind === 'sent' && e.event.type === type;
 const isTimeout = (delay: DelayName) => (e: Entry) => e.kind === 'timeout' && e.delay === delay;
-const armed = (run: Run, delay: DelayName) => run.clock.pending().filter((t) => t.timeout === timing[delay]);
+const armed = (run: Run, delay: DelayName) => run.clock.pending().filter((t) => t.timeout === delays[delay]);
 
 const checks: Record<string, Check> = {
   '#connection': (run, x, model) => {
@@ -457,8 +492,26 @@ const checks: Record<string, Check> = {
     assert.ok(x.closeFrame, 'the rules call for a handshake on this path');
     assert.deepEqual(closes, [{ type: 'writer.close', ...x.closeFrame }], 'R16: exactly one close frame, with our code');
     assert.equal(run.commands('writer').at(-1)?.type, 'writer.close', 'R2: nothing is written after the close frame');
-    assert.deepEqual(run.clock.pendingDurations(), [timing.closeTimeout], 'R3/R16: only the close timeout is armed');
     assert.equal(run.count('stopped', 'writer'), 0, 'the writer stays up to flush the close frame');
+  },
+  '#connection.closing.handshake': (run, x) => {
+    assert.equal(x.closeFrame?.flush, true, 'R16: a socket that drains gets the queued messages, then the close frame');
+    assert.deepEqual(run.clock.pendingDurations(), [delays.closeTimeout], 'R3/R16: only the close timeout is armed');
+  },
+  '#connection.closing.stalled': (run, x) => {
+    assert.equal(x.closeFrame?.flush, false, 'R12: a stalled queue is not flushed (dead letters)');
+    assert.deepEqual(
+      run.clock.pendingDurations(),
+      [Math.min(timing.closeTimeout, STALLED_CLOSE_GRACE_MS)],
+      'R10/R11: a socket that does not drain gets the short grace, not the close timeout',
+    );
+  },
+  '#connection.peerClosing': (run, x) => {
+    assert.deepEqual(run.commands('writer').filter((c) => c.type === 'writer.close'), [], 'R16: the transport echoed the peer; no close frame of ours');
+    assert.deepEqual(run.commands('writer', run.since(isSent('socket.closing'))), [], 'no ping after the peer closed');
+    assert.deepEqual(armed(run, 'closeTimeout').map((t) => t.start), [x.peerClosingSince], "R16: the close timeout runs from the peer's close frame");
+    assert.deepEqual(run.clock.pendingDurations(), [delays.closeTimeout], 'R3: no heartbeat or write deadline survives');
+    assert.equal(run.count('stopped', 'reader') + run.count('stopped', 'writer'), 0, 'the socket is still held, for at most closeTimeout');
   },
   '#connection.closed': (run, x) => {
     const snap = run.snapshot;
@@ -507,14 +560,14 @@ function timerCanFireNext(snapshot: Snapshot, event: EventObject): boolean {
   if (delay === undefined) return true;
   const others = __unsafe_getAllOwnEventDescriptors(snapshot).flatMap((t) => {
     const d = timeouts.get(t);
-    return d === undefined ? [] : [timing[d]];
+    return d === undefined ? [] : [delays[d]];
   });
-  return timing[delay] === Math.min(...others);
+  return delays[delay] === Math.min(...others);
 }
 
 /** A model vertex: the constant id/timing/io are left out. */
 const vertex = (s: Snapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.closeRequest, s.context.closure]);
+  JSON.stringify([s.status, s.value, s.context.closeRequest, s.context.peerClose, s.context.closure]);
 
 const allSamples: ConnectionEvent[] = Object.values(samples).flat();
 
@@ -594,7 +647,7 @@ function pathName(i: number, path: TestPath<Snapshot, ConnectionEvent>): string 
 
 describe('connection machine, model-based (R1–R5, R8, R10, R11, R15–R17; R2 closed once, R3 cleanup)', () => {
   test('the timings tell the delays apart, and the model yields paths', () => {
-    assert.equal(new Set(Object.values(timing)).size, Object.keys(timing).length);
+    assert.equal(new Set(Object.values(delays)).size, Object.keys(delays).length);
     assert.ok(edgePaths.length > 0 && simplePaths.length > 0);
   });
 
@@ -743,7 +796,7 @@ for (const each of ['actor', 'runner'] as const) describe(`connection machine, e
     run.clock.increment(600);
     assert.ok(run.snapshot.matches({ open: { write: 'blocked' } }), '1200 ms blocked, but progress 600 ms ago');
     run.clock.increment(200);
-    assert.equal(valueOf(run), 'closing');
+    assert.deepEqual(valueOf(run), { closing: 'stalled' });
     assert.deepEqual(run.snapshot.context.closeRequest, {
       code: 1008, reason: 'slow consumer: write timeout', cause: 'write-timeout',
     });
@@ -790,11 +843,62 @@ for (const each of ['actor', 'runner'] as const) describe(`connection machine, e
     });
   });
 
+  test('R16: the peer closes and its TCP side lingers: peerClosing, then terminated after closeTimeout with the peer\'s closure', () => {
+    const run = openRun();
+    run.clock.increment(100);
+    run.send({ type: 'socket.closing', code: 1001, reason: 'tab closed' });
+    assert.equal(valueOf(run), 'peerClosing');
+    run.clock.increment(timing.closeTimeout - 1);
+    assert.equal(statusOf(run), 'active', 'the peer has closeTimeout to close TCP');
+    assert.deepEqual(writerCommands(run), [], 'R16: no close frame of ours (the transport echoed the peer\'s), no ping');
+    run.clock.increment(1);
+    assert.equal(statusOf(run), 'done');
+    assert.deepEqual(run.snapshot.output, {
+      code: 1001, reason: 'tab closed', initiator: 'remote', cause: 'peer', expected: true, receivedCode: 1001,
+    });
+    assert.equal(run.count('stopped', 'writer'), 1, 'R3: the writer released (terminated) the socket');
+  });
+
+  test('R10/R11: a stalled consumer\'s close frame gets STALLED_CLOSE_GRACE_MS, not closeTimeout', () => {
+    for (const event of [{ type: 'write.overflow', messages: 300, bytes: 1 } as const, { type: 'write.blocked' } as const]) {
+      const run = openRun();
+      run.send(event);
+      if (event.type === 'write.blocked') run.clock.increment(timing.writeTimeout);
+      assert.deepEqual(valueOf(run), { closing: 'stalled' }, event.type);
+      const grace = Math.min(timing.closeTimeout, STALLED_CLOSE_GRACE_MS);
+      run.clock.increment(grace - 1);
+      assert.equal(statusOf(run), 'active');
+      run.clock.increment(1);
+      assert.equal(statusOf(run), 'done', `${event.type}: terminated after ${grace} ms`);
+      assert.equal(run.snapshot.output?.receivedCode, null);
+    }
+  });
+
+  test('R16/R17: our close answered, the peer\'s TCP side lingers: terminated after closeTimeout, and the answer counts', () => {
+    const run = openRun();
+    run.send({ type: 'close', code: 1000, reason: 'done' });
+    run.send({ type: 'socket.closing', code: 1000, reason: '' });
+    assert.deepEqual(valueOf(run), { closing: 'handshake' }, 'the answer does not end the handshake: the TCP close does');
+    run.clock.increment(timing.closeTimeout);
+    assert.deepEqual(run.snapshot.output, {
+      code: 1000, reason: 'done', initiator: 'local', cause: 'normal', expected: true, receivedCode: 1000,
+    });
+  });
+
+  test('R17: the transport dying during our close (1006) is no answer', () => {
+    const run = openRun();
+    run.send({ type: 'close', code: 1000, reason: 'done' });
+    run.send({ type: 'socket.closed', code: 1006, reason: '' });
+    assert.deepEqual(run.snapshot.output, {
+      code: 1000, reason: 'done', initiator: 'local', cause: 'normal', expected: false, receivedCode: null,
+    });
+  });
+
   test('R16/R17: the app may only send a close code RFC 6455 allows; anything else drops the connection', () => {
     for (const code of [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999]) {
       const run = openRun();
       run.send({ type: 'close', code });
-      assert.equal(valueOf(run), 'closing', `close(${code}) starts a handshake`);
+      assert.deepEqual(valueOf(run), { closing: 'handshake' }, `close(${code}) starts a handshake`);
       assert.deepEqual(run.commands('writer'), [{ type: 'writer.close', code, reason: '', flush: true }]);
     }
     for (const code of [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000]) {

@@ -46,7 +46,8 @@ const pathOf = (n: StateNodeLike): string => STATES.find((s) => s.node === n)!.p
 /** Every (transition, target) pair: source path, target path, label. */
 const TRANSITIONS = STATES.flatMap(({ path, node }) =>
   [...node.transitions.values()].flat().flatMap((t: TransitionLike) =>
-    (t.target ?? [t.source]).map((target) => ({ source: path, target: pathOf(target), label: eventLabel(t) })),
+    // A transition without a target (it only runs actions) is drawn as a loop marked "(stays)".
+    (t.target ?? [t.source]).map((target) => ({ source: path, target: pathOf(target), label: t.target ? eventLabel(t) : `${eventLabel(t)} (stays)` })),
   ),
 );
 const xml = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');

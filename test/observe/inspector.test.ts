@@ -64,7 +64,7 @@ test('--inspect: the inspection events of a real connection lifecycle reach the 
   const distinct = values.filter((v, i) => v !== values[i - 1]);
   const idle = '{"open":{"heartbeat":"idle","write":"flowing"}}';
   const pinging = '{"open":{"heartbeat":"pinging","write":"flowing"}}';
-  const order = [idle, pinging, idle, '"closing"', '"closed"'];
+  const order = [idle, pinging, idle, '{"closing":"handshake"}', '"closed"'];
   let at = 0;
   for (const v of distinct) if (v === order[at]) at++;
   assert.equal(at, order.length, `open → pinging → open → closing → closed in ${distinct.join(' → ')}`);

@@ -80,7 +80,7 @@ describe('MachineRunner: shared snapshots (R3: nothing per connection the machin
     const [a, b] = [fake(shared, clock), fake(shared, clock)];
     for (const r of [a, b]) r.runner.start().send({ type: 'socket.open' });
     a.runner.send({ type: 'close', code: 4000, reason: 'mine' });
-    assert.equal(a.runner.getSnapshot().value, 'closing');
+    assert.deepEqual(a.runner.getSnapshot().value, { closing: 'handshake' });
     assert.deepEqual(a.runner.getSnapshot().context.closeRequest, { code: 4000, reason: 'mine', cause: 'normal' });
     assert.equal(b.runner.getSnapshot().context.closeRequest, null);
     assert.deepEqual(b.runner.getSnapshot().value, { open: { heartbeat: 'idle', write: 'flowing' } });
@@ -179,7 +179,7 @@ describe('MachineRunner: actor semantics', () => {
     sub.unsubscribe();
     r.runner.send({ type: 'socket.closed', code: 1000, reason: '' });
     await tick();
-    assert.deepEqual(seen, ['connecting', { open: { heartbeat: 'idle', write: 'flowing' } }, 'closing']);
+    assert.deepEqual(seen, ['connecting', { open: { heartbeat: 'idle', write: 'flowing' } }, { closing: 'handshake' }]);
     assert.equal(completed, 0, 'unsubscribed before the end');
   });
 

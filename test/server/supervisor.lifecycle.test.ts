@@ -674,13 +674,13 @@ describe('supervisor lifecycle (real sockets, loopback)', { timeout: 30_000 }, (
       '"connecting"',
       '{"open":{"heartbeat":"idle","write":"flowing"}}',
       '{"open":{"heartbeat":"pinging","write":"flowing"}}',
-      '"closing"',
+      '{"closing":"handshake"}',
       '"closed"',
     ];
     for (const v of expected) assert.ok(distinct.includes(v), `missing ${v} in ${distinct.join(' → ')}`);
     assert.equal(distinct[0], '"connecting"');
     assert.equal(distinct.at(-1), '"closed"');
-    assert.equal(distinct.at(-2), '"closing"');
+    assert.equal(distinct.at(-2), '{"closing":"handshake"}');
     const pinging = distinct.indexOf(expected[2]!);
     assert.equal(distinct[pinging + 1], expected[1], 'a pong leads from pinging back to idle');
     // One actor per connection as inspectors see it: its reader and writer are hosted by it (src/server/runner.ts).
