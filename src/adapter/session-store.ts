@@ -15,6 +15,10 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../base/logger.ts';
+import type { ResumeFailureReason } from '../protocol/session.ts';
+
+/** Why a resume cannot continue a session: the protocol's `reason` (src/protocol/session.ts). */
+export type { ResumeFailureReason };
 
 /** What the store keeps as a session's application data: JSON, so a shared store can hold it. */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
@@ -33,8 +37,6 @@ export interface StoredMessage extends SessionMessage {
   bytes: number;
 }
 
-/** Why a resume cannot continue a session (the protocol's `reason`). */
-export type ResumeFailureReason = 'expired' | 'unknown' | 'overflow' | 'restarted' | 'forbidden';
 
 /**
  * Why held messages became dead letters:
@@ -194,7 +196,7 @@ export interface SessionStore {
   attach(id: string): Promise<boolean>;
   /** Its connection closed: the resume window starts; the detached cap may end the oldest detached session. */
   detach(id: string): Promise<boolean>;
-  /** The resume window passed: the session ends, its messages become dead letters (`expired`), a tombstone stays. */
+  /** The resume window passed: a detached session ends, its messages become dead letters (`expired`), a tombstone stays. False for an attached one. */
   expire(id: string): Promise<boolean>;
   /** The session ends for good (`ended`); a later resume gets `unknown`. */
   end(id: string, detail: string): Promise<boolean>;
