@@ -164,7 +164,8 @@ export interface SessionStore {
    * Whether `claim` may resume its session: the epoch (`restarted`), the id
    * (`unknown`, or the tombstone's `expired` / `overflow`), the token and the
    * owner (`forbidden`, compared in constant time), and the resume window
-   * (`expired`). Changes nothing.
+   * (`expired`). Changes nothing, except that a session found past its
+   * window is expired there and then (its dead letters handed over).
    */
   verify(claim: ResumeClaim): Promise<VerifyResult>;
   /**

@@ -92,11 +92,10 @@ export function describeSessionStoreContract(name: string, make: (limits: Contra
     });
 
     test('epoch: a store that lost its data answers restarted to the old epoch, unknown without one', async () => {
-      const { store } = await setup();
-      const sut2 = await make(CONTRACT_LIMITS);
+      const { store, restarted } = await setup();
       const s = await store.create({ owner: null });
       const old = await store.epoch();
-      const fresh = await (await sut2.restarted());
+      const fresh = await restarted();
       fresh.start({ deadLetter: () => undefined, logger: null });
       assert.notEqual(await fresh.epoch(), old);
       const r = await fresh.verify({ id: s.id, token: s.token, owner: null, epoch: old });
