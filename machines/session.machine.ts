@@ -1,8 +1,10 @@
 /**
  * The session machine: the life of one session, which outlives its
  * connections (docs/sessions.md). Pure definition — no store, no socket, no
- * clock: the host (the supervisor, planned) sends the lifecycle facts and
- * acts on what the machine emits.
+ * clock: the host (the supervisor, planned) sends the lifecycle facts, and
+ * provides the one actor, `carrier`, that the machine commands (as the
+ * connection machine commands its reader and writer, so that the server's
+ * MachineRunner can host it: src/server/runner.ts).
  *
  *   attached ⇄ resuming ⇄ detached → expired
  *   (any live state) → overflowed | ended
@@ -14,7 +16,7 @@
  * that a bound or the application ended the session: a handful of events per
  * connection, never one per message.
  */
-import { assign, emit, setup } from 'xstate';
+import { assign, fromCallback, sendTo, setup } from 'xstate';
 
 /** The one named delay. Milliseconds, > 0. */
 export interface SessionTiming {
@@ -57,10 +59,15 @@ export type SessionEvent =
   /** The client sent `end`, or the application ended the session. */
   | { type: 'end'; detail: string };
 
-/** What the host must do; the machine emits it (`actor.on('drop', …)`). */
-export type SessionEmitted =
+/** What the machine asks of its `carrier` (the host side of the session). */
+export type CarrierCommand =
   /** Terminate this connection: another one took the session over (a half-open cut the heartbeat has not found yet). */
-  { type: 'drop'; connectionId: string; reason: string };
+  { type: 'carrier.drop'; connectionId: string; reason: string };
+
+export interface CarrierInput {
+  /** Session id. */
+  id: string;
+}
 
 export interface SessionContext {
   id: string;
@@ -79,7 +86,14 @@ export const sessionMachine = setup({
     events: SessionEvent;
     input: SessionInput;
     output: SessionEnding;
-    emitted: SessionEmitted;
+  },
+  actors: {
+    /**
+     * The host side of the session: drops replaced connections. Lives as long
+     * as the session; stopping it (a final state) releases what the host holds
+     * for the session (R3).
+     */
+    carrier: fromCallback<CarrierCommand, CarrierInput>(() => undefined),
   },
   delays: {
     resumeWindow: ({ context }) => context.timing.resumeWindow,
@@ -95,8 +109,8 @@ export const sessionMachine = setup({
       resumes: ({ context }) => context.resumes + 1,
     }),
     /** The connection being replaced is still open (half-open or still replaying): the host terminates it. */
-    dropCurrentConnection: emit(({ context }) => ({
-      type: 'drop' as const,
+    dropCurrentConnection: sendTo('carrier', ({ context }) => ({
+      type: 'carrier.drop' as const,
       connectionId: context.connectionId,
       reason: 'session resumed on another connection',
     })),
@@ -125,6 +139,7 @@ export const sessionMachine = setup({
     resumes: 0,
     ending: null,
   }),
+  invoke: { id: 'carrier', src: 'carrier', input: ({ context }) => ({ id: context.id }) },
   initial: 'attached',
   // R12/R11: a bound ends the session in any live state; so does an explicit end.
   on: {

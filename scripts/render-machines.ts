@@ -55,8 +55,8 @@ export const MACHINES: MachineDoc[] = [
     title: 'The session machine',
     machine: sessionMachine,
     intro:
-      'One per session (`machines/session.machine.ts`): a session outlives its connections. It emits `drop` when a ' +
-      'resume takes the session over from a connection still open. Messages never pass through it; see ' +
+      'One per session (`machines/session.machine.ts`): a session outlives its connections. Its `carrier` (the host) ' +
+      'drops a connection still open when a resume takes the session over. Messages never pass through it; see ' +
       '[sessions.md](sessions.md) for the protocol, the store and the bounds.',
   },
 ];

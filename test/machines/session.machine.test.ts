@@ -3,8 +3,10 @@
  * docs/sessions.md.
  *
  * Model: the machine itself, walked by `xstate/graph`'s TestModel.
- * System under test: the same machine as an XState actor on a simulated clock,
- * with its emitted `drop` commands recorded. Each step is held against
+ * System under test: the same machine on a simulated clock with a fake
+ * `carrier` that records its commands, run on both hosts: an XState actor and
+ * the server's MachineRunner (src/server/runner.ts), which computes the same
+ * transitions with `transition()`. Each step is held against
  * `rulesSay`, a short independent statement of the session rules for the
  * events executed so far (not the machine's own table). Afterwards the runs
  * must have taken every transition of the definition (pinned below, so a
@@ -14,16 +16,18 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { __unsafe_getAllOwnEventDescriptors, createActor, type ActorLogic, type EventObject, type SnapshotFrom } from 'xstate';
+import { __unsafe_getAllOwnEventDescriptors, createActor, fromCallback, type EventObject, type SnapshotFrom } from 'xstate';
 import { TestModel, type TestParam, type TestPath } from 'xstate/graph';
 import {
   sessionMachine,
-  type SessionEmitted,
+  type CarrierCommand,
+  type CarrierInput,
   type SessionEnding,
   type SessionEvent,
   type SessionInput,
   type SessionTiming,
 } from '../../machines/session.machine.ts';
+import { MachineRunner, type HostedActor } from '../../src/server/runner.ts';
 import {
   TimerTableClock,
   allStateNodes,
@@ -68,20 +72,82 @@ const allSamples: SessionEvent[] = Object.values(samples).flat();
 // ---------------------------------------------------------------------------
 // The system under test
 
-type Happening = { kind: 'sent'; event: SessionEvent } | { kind: 'timeout' } | { kind: 'emitted'; event: SessionEmitted };
+type Happening =
+  | { kind: 'sent'; event: SessionEvent }
+  | { kind: 'timeout' }
+  | { kind: 'command'; command: CarrierCommand }
+  | { kind: 'started' | 'stopped' };
 type Entry = Happening & { at: number };
+type Host = 'actor' | 'runner';
+
+/** Where the fake carrier records: handed over by the run (the actor host reaches it through a module-level slot). */
+let recording: Run | null = null;
+const fakeCarrier = fromCallback<CarrierCommand, CarrierInput>(({ receive }) => {
+  const run = recording!;
+  run.record({ kind: 'started' });
+  receive((command) => run.record({ kind: 'command', command }));
+  return () => run.record({ kind: 'stopped' });
+});
+/** Provided once, as a host would. */
+const sut = sessionMachine.provide({ actors: { carrier: fakeCarrier } });
+const INPUT: SessionInput = { id: 's1', connectionId: FIRST, timing };
+
+interface Running {
+  start(): void;
+  stop(): void;
+  send(event: SessionEvent): void;
+  getSnapshot(): SnapshotFrom<typeof sessionMachine>;
+}
 
 class Run {
   readonly clock = new TimerTableClock();
   readonly timeline: Entry[] = [];
-  readonly actor;
-  constructor(taken?: Set<string>) {
-    this.actor = createActor(sessionMachine, {
-      input: { id: 's1', connectionId: FIRST, timing },
-      clock: this.clock,
-      ...(taken && { inspect: recordTransitions(taken) }),
-    });
-    this.actor.on('drop', (event) => this.record({ kind: 'emitted', event }));
+  readonly actor: Running;
+  constructor(host: Host = 'actor', taken?: Set<string>) {
+    if (host === 'runner') {
+      const runner = new MachineRunner(
+        { machine: sessionMachine, input: INPUT, payloadFree: new Set(), clock: this.clock },
+        {
+          actorId: 'session:s1',
+          spawn: () => {
+            this.record({ kind: 'started' });
+            let stopped = false;
+            return {
+              command: (command: CarrierCommand) => this.record({ kind: 'command', command }),
+              stop: () => {
+                if (!stopped) this.record({ kind: 'stopped' });
+                stopped = true;
+              },
+            } as HostedActor<never>;
+          },
+          done: () => undefined,
+          failed: (err) => {
+            throw err;
+          },
+        },
+      );
+      this.actor = {
+        start: () => void runner.start(),
+        stop: () => runner.stop(),
+        send: (e) => runner.send(e),
+        getSnapshot: () => runner.getSnapshot(),
+      };
+    } else {
+      const actor = createActor(sut, { input: INPUT, clock: this.clock, ...(taken && { inspect: recordTransitions(taken) }) });
+      this.actor = {
+        start: () => {
+          recording = this;
+          try {
+            actor.start();
+          } finally {
+            recording = null;
+          }
+        },
+        stop: () => actor.stop(),
+        send: (e) => actor.send(e),
+        getSnapshot: () => actor.getSnapshot(),
+      };
+    }
   }
   get snapshot() {
     return this.actor.getSnapshot();
@@ -101,8 +167,11 @@ class Run {
     this.record({ kind: 'timeout' }, this.clock.nextDeadline(timing.resumeWindow));
     this.clock.fireTimer(timing.resumeWindow);
   }
-  drops(): SessionEmitted[] {
-    return this.timeline.flatMap((e) => (e.kind === 'emitted' ? [e.event] : []));
+  drops(): CarrierCommand[] {
+    return this.timeline.flatMap((e) => (e.kind === 'command' ? [e.command] : []));
+  }
+  count(kind: 'started' | 'stopped'): number {
+    return this.timeline.filter((e) => e.kind === kind).length;
   }
 }
 
@@ -124,7 +193,7 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
   const x: Expectation = { phase: 'attached', connectionId: FIRST, detachedAt: -1, resumes: 0, drops: [], ending: null };
   const live = (): boolean => x.phase === 'attached' || x.phase === 'resuming' || x.phase === 'detached';
   for (const h of timeline) {
-    if (h.kind === 'emitted' || !live()) continue;
+    if ((h.kind !== 'sent' && h.kind !== 'timeout') || !live()) continue;
     if (h.kind === 'timeout') {
       // R12: the window passed while detached.
       if (x.phase === 'detached') {
@@ -171,6 +240,7 @@ function finalCheck(run: Run, x: Expectation): void {
   assert.equal(run.snapshot.status, 'done');
   assert.deepEqual(run.snapshot.output, x.ending, 'the ending names its reason and detail');
   assert.deepEqual(run.clock.pending(), [], 'R3: no timer survives the session');
+  assert.equal(run.count('stopped'), 1, 'R3: the carrier is stopped: the host releases what it holds for the session');
   const before = run.timeline.length;
   for (const e of allSamples) run.send(e);
   assert.deepEqual(run.snapshot.output, x.ending, 'a final state is final');
@@ -184,8 +254,10 @@ const checks: Record<string, Check> = {
     assert.equal(run.snapshot.context.connectionId, x.connectionId, 'the connection the rules say carries the session');
     assert.equal(run.snapshot.context.resumes, x.resumes);
     assert.deepEqual(run.drops().map((d) => d.connectionId), x.drops, 'every replaced connection dropped, once');
+    assert.equal(run.count('started'), 1, 'one carrier per session');
   },
   '#session.attached': (run) => {
+    assert.equal(run.count('stopped'), 0, 'the carrier lives while the session does');
     assert.deepEqual(run.clock.pending(), [], 'no resume window while a connection carries the session');
   },
   '#session.resuming': (run) => {
@@ -215,13 +287,8 @@ const executors: Record<string, Executor> = {
 
 const vertex = (s: Snapshot): string => JSON.stringify([s.status, s.value, s.context.connectionId, s.context.ending]);
 
-/**
- * The machine as TestModel's logic type: xstate/graph's ActorLogic has no
- * parameter for emitted events, so a machine that emits (`drop`) needs the cast.
- */
-const modelLogic = sessionMachine as unknown as ActorLogic<Snapshot, SessionEvent, SessionInput>;
-const model = new TestModel(modelLogic, {
-  input: { id: 's1', connectionId: FIRST, timing },
+const model = new TestModel(sessionMachine, {
+  input: INPUT,
   // Every event in every live state, handled or not: an event that should be ignored and is not shows up against rulesSay.
   events: (snapshot) =>
     snapshot.status !== 'active'
@@ -252,8 +319,8 @@ const taken = new Set<string>();
 const generatedTypes = new Set<string>();
 const checkedStates = new Set<string>();
 
-async function execute(path: TestPath<Snapshot, SessionEvent>): Promise<void> {
-  const run = new Run(taken);
+async function execute(path: TestPath<Snapshot, SessionEvent>, host: Host): Promise<void> {
+  const run = new Run(host, host === 'actor' ? taken : undefined);
   const params: TestParam<Snapshot, SessionEvent> = {
     events: Object.fromEntries(
       Object.entries(executors).map(([type, exec]) => [type, (step: { event: EventObject }) => exec(run, step.event)]),
@@ -295,13 +362,16 @@ describe('session machine, model-based (docs/sessions.md; R12 expiry, R3 no time
     assert.ok(edgePaths.length > 0 && simplePaths.length > edgePaths.length);
   });
 
-  describe(`shortest path to every transition (${edgePaths.length} paths)`, () => {
-    edgePaths.forEach((path, i) => test(pathTitle(i, path, label), () => execute(path)));
-  });
-
-  describe(`every simple path (${simplePaths.length} paths)`, () => {
-    simplePaths.forEach((path, i) => test(pathTitle(i, path, label), () => execute(path)));
-  });
+  for (const host of ['actor', 'runner'] as const) {
+    describe(`on ${host === 'actor' ? 'an XState actor' : 'the server MachineRunner'}`, () => {
+      describe(`shortest path to every transition (${edgePaths.length} paths)`, () => {
+        edgePaths.forEach((path, i) => test(pathTitle(i, path, label), () => execute(path, host)));
+      });
+      describe(`every simple path (${simplePaths.length} paths)`, () => {
+        simplePaths.forEach((path, i) => test(pathTitle(i, path, label), () => execute(path, host)));
+      });
+    });
+  }
 
   describe('coverage (TestModel skips these gaps silently)', () => {
     test('the definition has exactly the pinned transitions, and every one was taken by an executed path', (t) => {
@@ -332,9 +402,9 @@ describe('session machine, model-based (docs/sessions.md; R12 expiry, R3 no time
 // ---------------------------------------------------------------------------
 // Focused examples
 
-describe('session machine, examples', () => {
+for (const host of ['actor', 'runner'] as const) describe(`session machine, examples, on ${host === 'actor' ? 'an XState actor' : 'the server MachineRunner'}`, () => {
   test('the resume window runs from the last detach, not the first: a resume and a second cut restart it', () => {
-    const run = new Run();
+    const run = new Run(host);
     run.actor.start();
     run.send({ type: 'detach', connectionId: 'c1' });
     run.clock.increment(timing.resumeWindow - 1);
@@ -349,10 +419,10 @@ describe('session machine, examples', () => {
   });
 
   test('a takeover (half-open cut, R4 not yet fired) drops the old connection, and its late detach changes nothing', () => {
-    const run = new Run();
+    const run = new Run(host);
     run.actor.start();
     run.send({ type: 'resume', connectionId: 'c2' });
-    assert.deepEqual(run.drops(), [{ type: 'drop', connectionId: 'c1', reason: 'session resumed on another connection' }]);
+    assert.deepEqual(run.drops(), [{ type: 'carrier.drop', connectionId: 'c1', reason: 'session resumed on another connection' }]);
     run.send({ type: 'detach', connectionId: 'c1' }); // the heartbeat finds c1 dead later
     assert.equal(run.snapshot.value, 'resuming');
     run.send({ type: 'attach', connectionId: 'c2' });
@@ -362,7 +432,7 @@ describe('session machine, examples', () => {
 
   test('a bound ends the session in any live state, naming the bound', () => {
     for (const prefix of [[], [{ type: 'detach', connectionId: 'c1' }], [{ type: 'resume', connectionId: 'c2' }]] as SessionEvent[][]) {
-      const run = new Run();
+      const run = new Run(host);
       run.actor.start();
       for (const e of prefix) run.send(e);
       run.send({ type: 'overflow', kind: 'memory', detail: 'maxBufferedBytes 268435456' });
