@@ -14,6 +14,10 @@
  *     (server→client) or cseq (client→server): 1 to 2^53-1 in decimal, no
  *     sign, no leading zero. The payload follows byte for byte.
  *
+ * Browser-safe: no Node API (binary frames are Uint8Arrays; a Buffer is one,
+ * and a Buffer in gives Buffers out), so the browser client can share it
+ * (test/protocol/session.test.ts runs it in a context without Buffer).
+ *
  * R15: bad input is answered, not fatal. Every decoder returns failures as
  * values with a message that names the field and the offending value; the
  * caller answers a malformed control frame with `encodeSessionError` and
@@ -39,6 +43,9 @@ const MAX_DIGITS = 16;
 const MAX_CONTROL_LENGTH = 4096;
 /** Longest offending value quoted in an error (characters). */
 const MAX_QUOTED = 40;
+
+const utf8Decoder = new TextDecoder();
+const utf8Encoder = new TextEncoder();
 
 const COLON = 0x3a;
 const ZERO = 0x30;
@@ -92,10 +99,10 @@ export function decodeTextData(frame: string): DataDecoded<string> {
   return 'error' in h ? { ok: false, error: h.error } : { ok: true, n: h.n, payload: frame.slice(h.header) };
 }
 
-/** Decodes a binary data frame `<n>:<payload>`; the payload is a view of `frame`, not a copy. */
-export function decodeBinaryData(frame: Buffer): DataDecoded<Buffer> {
-  const h = readHeader(frame.length, (i) => frame[i]!, () => frame.subarray(0, MAX_QUOTED).toString('latin1'));
-  return 'error' in h ? { ok: false, error: h.error } : { ok: true, n: h.n, payload: frame.subarray(h.header) };
+/** Decodes a binary data frame `<n>:<payload>`; the payload is a view of `frame` (a Buffer for a Buffer), not a copy. */
+export function decodeBinaryData<T extends Uint8Array>(frame: T): DataDecoded<T> {
+  const h = readHeader(frame.length, (i) => frame[i]!, () => String.fromCharCode(...frame.subarray(0, MAX_QUOTED)));
+  return 'error' in h ? { ok: false, error: h.error } : { ok: true, n: h.n, payload: frame.subarray(h.header) as T };
 }
 
 function checkNumber(name: string, n: number): void {
@@ -109,14 +116,29 @@ export function encodeTextData(n: number, payload: string): string {
   return n + ':' + payload;
 }
 
-/** A binary data frame: `<n>:` + payload (one copy). Throws RangeError for a bad n. */
-export function encodeBinaryData(n: number, payload: Buffer | Uint8Array): Buffer {
+/**
+ * A binary data frame: `<n>:` + payload (one copy), as a Uint8Array (`ws`
+ * sends one as it is; `Buffer.from(out.buffer, out.byteOffset, out.length)`
+ * views it as a Buffer without a copy). Throws RangeError for a bad n.
+ */
+export function encodeBinaryData(n: number, payload: Uint8Array): Uint8Array {
   checkNumber('seq', n);
-  const header = n + ':';
-  const out = Buffer.allocUnsafe(header.length + payload.length);
-  out.write(header, 0, 'latin1');
-  out.set(payload, header.length);
+  const header = String(n);
+  const out = new Uint8Array(header.length + 1 + payload.length);
+  for (let i = 0; i < header.length; i++) out[i] = header.charCodeAt(i);
+  out[header.length] = COLON;
+  out.set(payload, header.length + 1);
   return out;
+}
+
+/** A frame's text: as given, or decoded as UTF-8 (pass a string where you have one: it is cheaper). */
+function textOf(data: string | Uint8Array): string {
+  return typeof data === 'string' ? data : utf8Decoder.decode(data);
+}
+
+/** A frame's bytes: as given, or encoded as UTF-8. */
+function bytesOf(data: string | Uint8Array): Uint8Array {
+  return typeof data === 'string' ? utf8Encoder.encode(data) : data;
 }
 
 // ---------------------------------------------------------------------------
@@ -179,18 +201,18 @@ export type ClientFrame =
   | { kind: 'resume'; id: string; token: string; lastSeq: number; epoch: string | undefined }
   | { kind: 'ack'; seq: number }
   | { kind: 'end' }
-  /** Request number `cseq`. */
-  | { kind: 'data'; cseq: number; payload: string | Buffer; binary: boolean }
+  /** Request number `cseq`. A binary payload is a view of the frame (a Buffer when the frame was one). */
+  | { kind: 'data'; cseq: number; payload: string | Uint8Array; binary: boolean }
   /** Malformed (R15): answer with encodeSessionError(error). */
   | { kind: 'invalid'; error: string };
 
 /** Decodes one frame a client sent on a session connection. Never throws. */
-export function decodeClientFrame(data: string | Buffer, isBinary: boolean): ClientFrame {
+export function decodeClientFrame(data: string | Uint8Array, isBinary: boolean): ClientFrame {
   if (isBinary) {
-    const d = decodeBinaryData(typeof data === 'string' ? Buffer.from(data) : data);
+    const d = decodeBinaryData(bytesOf(data));
     return d.ok ? { kind: 'data', cseq: d.n, payload: d.payload, binary: true } : { kind: 'invalid', error: d.error };
   }
-  const text = typeof data === 'string' ? data : data.toString('utf8');
+  const text = textOf(data);
   if (text.charCodeAt(0) !== OPEN_BRACE) {
     const d = decodeTextData(text);
     return d.ok ? { kind: 'data', cseq: d.n, payload: d.payload, binary: false } : { kind: 'invalid', error: d.error };
@@ -286,18 +308,18 @@ export type ServerFrame =
   | { kind: 'ack'; cseq: number }
   | { kind: 'duplicate'; cseq: number; replySeqs: number[] | null }
   | { kind: 'error'; error: string }
-  /** Message number `seq` of the session. */
-  | { kind: 'data'; seq: number; payload: string | Buffer; binary: boolean }
+  /** Message number `seq` of the session. A binary payload is a view of the frame. */
+  | { kind: 'data'; seq: number; payload: string | Uint8Array; binary: boolean }
   /** Not a frame of the session protocol: a server without sessions answered (the client gives up on the session). */
   | { kind: 'invalid'; error: string };
 
 /** Decodes one frame the server sent on a session connection. Never throws. */
-export function decodeServerFrame(data: string | Buffer, isBinary: boolean): ServerFrame {
+export function decodeServerFrame(data: string | Uint8Array, isBinary: boolean): ServerFrame {
   if (isBinary) {
-    const d = decodeBinaryData(typeof data === 'string' ? Buffer.from(data) : data);
+    const d = decodeBinaryData(bytesOf(data));
     return d.ok ? { kind: 'data', seq: d.n, payload: d.payload, binary: true } : { kind: 'invalid', error: d.error };
   }
-  const text = typeof data === 'string' ? data : data.toString('utf8');
+  const text = textOf(data);
   if (text.charCodeAt(0) !== OPEN_BRACE) {
     const d = decodeTextData(text);
     return d.ok ? { kind: 'data', seq: d.n, payload: d.payload, binary: false } : { kind: 'invalid', error: d.error };

@@ -19,6 +19,9 @@ import {
   sessionRequested,
   type AttachedFrame,
 } from '../../src/protocol/session.ts';
+import { runInNewContext } from 'node:vm';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
 import { newSessionId, newSessionToken } from '../../src/adapter/session-store.ts';
 
 const ID = newSessionId();
@@ -45,7 +48,7 @@ describe('data frames', () => {
     }
     const bytes = Buffer.from([0x7b, 0, 0xff, 0x3a, 0x31]);
     const frame = encodeBinaryData(77, bytes);
-    assert.equal(frame.subarray(0, 3).toString('latin1'), '77:');
+    assert.equal(Buffer.from(frame.subarray(0, 3)).toString('latin1'), '77:');
     const d = decodeBinaryData(frame);
     assert.ok(d.ok);
     assert.equal(d.n, 77);
@@ -184,5 +187,37 @@ describe('what the client receives', () => {
     assert.deepEqual(decodeServerFrame(reply, false), { kind: 'invalid', error: 'a session control frame needs a "session" field naming its kind' });
     assert.equal(decodeServerFrame('{"command":"broadcast","someOtherThing":"hi"}', false).kind, 'invalid');
     assert.equal(decodeServerFrame('{"session":"resumed"}', false).kind, 'invalid');
+  });
+});
+
+describe('browser-safe', () => {
+  test('the codec, bundled for the browser, runs where there is no Buffer and no Node module', async () => {
+    const bundle = await build({
+      entryPoints: [fileURLToPath(new URL('../../src/protocol/session.ts', import.meta.url))],
+      bundle: true,
+      platform: 'browser',
+      format: 'iife',
+      globalName: 'sessionCodec',
+      write: false,
+    });
+    // Only what a browser has that the codec uses: no Buffer, no require, no process.
+    const context = { TextDecoder, TextEncoder, URLSearchParams, Uint8Array };
+    const results = runInNewContext(`${bundle.outputFiles[0]!.text}
+      const c = sessionCodec;
+      const bin = c.encodeBinaryData(5, new Uint8Array([1, 2, 3]));
+      const fromBin = c.decodeServerFrame(bin, true);
+      const fromText = c.decodeServerFrame(c.encodeTextData(6, 'hi'), false);
+      const fromBytes = c.decodeClientFrame(new TextEncoder().encode('7:{"requestID":1}'), false);
+      const ack = c.decodeClientFrame(c.encodeClientAck(3), false);
+      ({ typeofBuffer: typeof Buffer, fromBin: [fromBin.kind, fromBin.seq, Array.from(fromBin.payload)], fromText, fromBytes, ack,
+         flag: c.sessionRequested('/x?ws-session=1') });`, context) as Record<string, unknown>;
+    assert.deepEqual(JSON.parse(JSON.stringify(results)), {
+      typeofBuffer: 'undefined',
+      fromBin: ['data', 5, [1, 2, 3]],
+      fromText: { kind: 'data', seq: 6, payload: 'hi', binary: false },
+      fromBytes: { kind: 'data', cseq: 7, payload: '{"requestID":1}', binary: false },
+      ack: { kind: 'ack', seq: 3 },
+      flag: { ok: true, requested: true },
+    });
   });
 });
