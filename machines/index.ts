@@ -2,3 +2,4 @@ export * from './connection.machine.ts';
 export * from './close-codes.ts';
 export * from './client.machine.ts';
 export * from './backoff.ts';
+export * from './session.machine.ts';

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import type { AnyStateMachine } from 'xstate';
 import { clientMachine } from '../machines/client.machine.ts';
 import { connectionMachine } from '../machines/connection.machine.ts';
+import { sessionMachine } from '../machines/session.machine.ts';
 import {
   actionNames,
   allNodes,
@@ -52,6 +53,15 @@ export const MACHINES: MachineDoc[] = [
       'One per reconnecting client (`machines/client.machine.ts`). Each connected attempt runs the ' +
       '[connection machine](connection-machine.md) as its `connection` child, so client and server share one lifecycle.',
   },
+  {
+    file: 'session-machine.md',
+    title: 'The session machine',
+    machine: sessionMachine,
+    intro:
+      'One per session (`machines/session.machine.ts`): a session outlives its connections. Its `carrier` (the host) ' +
+      'drops a connection still open when a resume takes the session over. Messages never pass through it; see ' +
+      '[sessions.md](sessions.md) for the protocol, the store and the bounds.',
+  },
 ];
 
 const mid = (n: Node): string => n.id.replace(/[^A-Za-z0-9_]/g, '_');
@@ -81,8 +91,12 @@ export function renderMermaid(machine: AnyStateMachine): string {
   if (initial) out.push(`  [*] --> ${mid(initial)}`);
   for (const n of children(root)) renderState(n, '  ', out);
   for (const t of allTransitions(root)) {
-    for (const target of t.target ?? [t.source]) {
-      out.push(`  ${mid(t.source)} --> ${mid(target)} : ${eventLabel(t)}`);
+    // A transition of the root applies in every live top-level state: drawn from each.
+    const sources = t.source === root ? children(root).filter((n) => n.type !== 'final') : [t.source];
+    for (const source of sources) {
+      for (const target of t.target ?? [source]) {
+        out.push(`  ${mid(source)} --> ${mid(target)} : ${eventLabel(t)}`);
+      }
     }
   }
   for (const n of allNodes(root)) if (n.type === 'final') out.push(`  ${mid(n)} --> [*]`);
@@ -120,15 +134,15 @@ function renderStates(machine: AnyStateMachine): string {
 
 function renderActors(machine: AnyStateMachine): string {
   const root = machine.root as unknown as Node;
-  return allNodes(root)
+  const lines = allNodes(root)
     .flatMap((n) =>
       n.invoke.map((i) =>
         n === root
           ? `- \`${i.id}\` invoked by the machine itself (lives until the final state)`
           : `- \`${i.id}\` invoked by \`${local(n, root)}\` (lives as long as that state)`,
       ),
-    )
-    .join('\n');
+    );
+  return lines.length > 0 ? lines.join('\n') : 'None.';
 }
 
 export function renderDoc(doc: MachineDoc): string {

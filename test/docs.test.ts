@@ -28,3 +28,23 @@ for (const file of EMBEDDING_DOCS) {
     assert.equal(committed, embedDiagrams(committed));
   });
 }
+
+test('every machine exported from machines/ has a generated doc page', async () => {
+  const exported = Object.entries(await import('../machines/index.ts')).filter(
+    ([, value]) => typeof value === 'object' && value !== null && 'root' in value && 'config' in value,
+  );
+  assert.ok(exported.length >= 3, `machines found: ${exported.map(([name]) => name).join(', ')}`);
+  for (const [name, machine] of exported) {
+    assert.ok(MACHINES.some((doc) => doc.machine === machine), `${name} has no entry in scripts/render-machines.ts MACHINES`);
+  }
+});
+
+test('a transition of the machine root is drawn from every live top-level state (the session machine: overflow, end)', () => {
+  const doc = MACHINES.find((d) => d.file === 'session-machine.md')!;
+  const text = renderDoc(doc);
+  for (const from of ['attached', 'resuming', 'detached']) {
+    assert.ok(text.includes(`session_${from} --> session_overflowed : overflow`), `overflow from ${from}`);
+    assert.ok(text.includes(`session_${from} --> session_ended : end`), `end from ${from}`);
+  }
+  assert.ok(!/\n {2}session --> /.test(text), 'the root is not drawn as a state');
+});

@@ -1,0 +1,433 @@
+/**
+ * The in-memory session store: the default, nothing to install. Sessions live
+ * as long as this process (a restart is reported to resuming clients as
+ * `restarted`, through the epoch). Every bound of docs/sessions.md is enforced
+ * here, and every message let go of without the client's acknowledgement is
+ * handed to the host as a dead letter with its reason (R12).
+ *
+ * Invariant of a live session: it holds exactly the messages with seq in
+ * (ackedSeq, lastSeq], in order. A bound is never met by dropping some of
+ * them (that would be a gap a resume could not see): it ends the session.
+ */
+import { randomBytes } from 'node:crypto';
+import { positiveInt } from '../base/checks.ts';
+import {
+  messageBytes,
+  newSessionId,
+  newSessionToken,
+  sameOwner,
+  tokenDigest,
+  tokenMatches,
+  type AckResult,
+  type AppendResult,
+  type CreatedSession,
+  type JsonValue,
+  type ReadResult,
+  type RequestVerdict,
+  type ResumeClaim,
+  type SessionDeadLetterReason,
+  type SessionMessage,
+  type SessionRecord,
+  type SessionStore,
+  type SessionStoreHost,
+  type SessionStoreStats,
+  type StoredMessage,
+  type VerifyResult,
+} from './session-store.ts';
+
+export interface MemorySessionStoreOptions {
+  /** How long a detached session waits for its client, ms. Default 120000 (docs/sessions.md: covers a heartbeat-found cut plus reconnect backoff). */
+  resumeWindow?: number;
+  /** Held (unacknowledged) messages per session. Default 4096. */
+  maxMessages?: number;
+  /** Held bytes per session. Default 4 MiB (as the send queue). */
+  maxBytes?: number;
+  /** Held bytes over all sessions. Default 256 MiB. */
+  maxBufferedBytes?: number;
+  /** Detached sessions at once (and tombstones kept). Default 10000 (as maxConnections). */
+  maxDetachedSessions?: number;
+  /** Requests per session whose reply seqs are remembered for `duplicate` answers. Default 64. */
+  maxRememberedReplies?: number;
+  /** The clock, epoch ms (tests). Default Date.now. */
+  now?: () => number;
+}
+
+/** The defaults, each with its reason in docs/sessions.md ("Bounds and dead letters"). */
+export const SESSION_STORE_DEFAULTS = {
+  resumeWindow: 120_000,
+  maxMessages: 4096,
+  maxBytes: 4 * 1024 * 1024,
+  maxBufferedBytes: 256 * 1024 * 1024,
+  maxDetachedSessions: 10_000,
+  maxRememberedReplies: 64,
+} as const;
+
+/** Reply seqs remembered per request: a reply of more messages is remembered as "too many" (null). */
+const MAX_SEQS_PER_REPLY = 16;
+/** Dropped acknowledged messages are compacted away once this many sit at the head of a buffer. */
+const COMPACT_AFTER = 1024;
+
+interface Session {
+  id: string;
+  owner: string | null;
+  digest: Buffer;
+  state: 'attached' | 'detached';
+  createdAt: number;
+  attachedAt: number;
+  detachedAt: number | null;
+  lastSeq: number;
+  ackedSeq: number;
+  lastCseq: number;
+  /** messages[head…] are held: seq ackedSeq+1 … lastSeq. */
+  messages: StoredMessage[];
+  head: number;
+  bytes: number;
+  topics: Set<string>;
+  data: JsonValue;
+  /** cseq → reply seqs (null: more than MAX_SEQS_PER_REPLY), oldest request first. */
+  replies: Map<number, number[] | null>;
+}
+
+interface Tombstone {
+  reason: 'expired' | 'overflow';
+  detail: string;
+  until: number;
+}
+
+export class MemorySessionStore implements SessionStore {
+  readonly name = 'memory';
+  readonly #limits: Required<Omit<MemorySessionStoreOptions, 'now'>>;
+  readonly #now: () => number;
+  /** A new one per store: a process that restarted has a new store, so a client's old epoch says `restarted`. */
+  readonly #epoch = randomBytes(9).toString('base64url');
+  readonly #sessions = new Map<string, Session>();
+  /** Detached sessions, oldest detach first (a detach moves a session to the end). */
+  readonly #detached = new Map<string, Session>();
+  /** Ended sessions a resume is still answered about, oldest first. */
+  readonly #tombstones = new Map<string, Tombstone>();
+  #bufferedBytes = 0;
+  #bufferedMessages = 0;
+  #host: SessionStoreHost | null = null;
+  #closed = false;
+
+  constructor(options: MemorySessionStoreOptions = {}) {
+    const d = SESSION_STORE_DEFAULTS;
+    this.#limits = {
+      resumeWindow: positiveInt('sessions.resumeWindow', options.resumeWindow, d.resumeWindow),
+      maxMessages: positiveInt('sessions.maxMessages', options.maxMessages, d.maxMessages),
+      maxBytes: positiveInt('sessions.maxBytes', options.maxBytes, d.maxBytes),
+      maxBufferedBytes: positiveInt('sessions.maxBufferedBytes', options.maxBufferedBytes, d.maxBufferedBytes),
+      maxDetachedSessions: positiveInt('sessions.maxDetachedSessions', options.maxDetachedSessions, d.maxDetachedSessions),
+      maxRememberedReplies: positiveInt('sessions.maxRememberedReplies', options.maxRememberedReplies, d.maxRememberedReplies),
+    };
+    this.#now = options.now ?? Date.now;
+  }
+
+  start(host: SessionStoreHost): void {
+    if (this.#host !== null) throw new Error('ws-supervisor: this session store is already started (one host per store)');
+    this.#host = host;
+  }
+
+  async epoch(): Promise<string> {
+    return this.#epoch;
+  }
+
+  async create(init: { owner: string | null; data?: JsonValue }): Promise<CreatedSession> {
+    this.#usable();
+    const now = this.#now();
+    let id = newSessionId();
+    while (this.#sessions.has(id) || this.#tombstones.has(id)) id = newSessionId(); // 2^-128: never, but cheap to be sure
+    const token = newSessionToken();
+    const session: Session = {
+      id, owner: init.owner, digest: tokenDigest(token), state: 'attached', createdAt: now, attachedAt: now, detachedAt: null,
+      lastSeq: 0, ackedSeq: 0, lastCseq: 0, messages: [], head: 0, bytes: 0, topics: new Set(),
+      data: structuredClone(init.data ?? null), replies: new Map(),
+    };
+    this.#sessions.set(id, session);
+    return { id, token, epoch: this.#epoch, record: this.#record(session) };
+  }
+
+  async get(id: string): Promise<SessionRecord | null> {
+    const s = this.#live(id);
+    return s === null ? null : this.#record(s);
+  }
+
+  async verify(claim: ResumeClaim): Promise<VerifyResult> {
+    if (claim.epoch !== undefined && claim.epoch !== this.#epoch) {
+      return { ok: false, reason: 'restarted', detail: `the session store restarted (epoch ${JSON.stringify(claim.epoch)} is gone)` };
+    }
+    const s = this.#live(claim.id);
+    if (s === null) return this.#gone(claim.id);
+    // Both compared, whatever the first says: the answer's timing tells nothing about which failed.
+    const tokenOk = tokenMatches(claim.token, s.digest);
+    const ownerOk = sameOwner(claim.owner, s.owner);
+    if (!tokenOk) return { ok: false, reason: 'forbidden', detail: 'the resume token does not match' };
+    if (!ownerOk) return { ok: false, reason: 'forbidden', detail: 'the session belongs to another identity' };
+    return { ok: true, record: this.#record(s) };
+  }
+
+  async append(id: string, message: SessionMessage): Promise<AppendResult> {
+    const bytes = messageBytes(message.data);
+    const s = this.#live(id);
+    if (s === null) {
+      const gone = this.#gone(id);
+      return this.#refuse(id, 'unknown', `session ${id} is gone (${gone.reason}: ${gone.detail})`, message, bytes);
+    }
+    const held = s.messages.length - s.head;
+    if (held + 1 > this.#limits.maxMessages || s.bytes + bytes > this.#limits.maxBytes) {
+      const detail =
+        held + 1 > this.#limits.maxMessages
+          ? `${held + 1} unacknowledged messages, over sessions.maxMessages ${this.#limits.maxMessages}`
+          : `${s.bytes + bytes} unacknowledged bytes, over sessions.maxBytes ${this.#limits.maxBytes}`;
+      this.#endSession(s, 'overflow', detail, { message, bytes });
+      return { ok: false, reason: 'overflow', detail };
+    }
+    if (this.#bufferedBytes + bytes > this.#limits.maxBufferedBytes) {
+      const detail = `${this.#bufferedBytes + bytes} bytes held by all sessions, over sessions.maxBufferedBytes ${this.#limits.maxBufferedBytes}`;
+      // Detached sessions are the least likely to drain: the oldest make room first.
+      for (const other of this.#detached.values()) {
+        if (this.#bufferedBytes + bytes <= this.#limits.maxBufferedBytes) break;
+        if (other !== s) this.#endSession(other, 'memory', detail);
+      }
+      if (this.#bufferedBytes + bytes > this.#limits.maxBufferedBytes) {
+        this.#endSession(s, 'memory', detail, { message, bytes });
+        return { ok: false, reason: 'memory', detail };
+      }
+    }
+    const seq = ++s.lastSeq;
+    s.messages.push({ seq, data: message.data, binary: message.binary, bytes });
+    s.bytes += bytes;
+    this.#bufferedBytes += bytes;
+    this.#bufferedMessages += 1;
+    return { ok: true, seq };
+  }
+
+  async ack(id: string, seq: number): Promise<AckResult> {
+    if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, error: `ack seq must be an integer ≥ 0, got ${String(seq)}` };
+    const s = this.#live(id);
+    if (s === null) return { ok: false, error: `session ${id} is gone` };
+    if (seq > s.lastSeq) return { ok: false, error: `ack ${seq} is beyond the last seq sent, ${s.lastSeq}` };
+    return { ok: true, trimmed: this.#trim(s, seq) };
+  }
+
+  async readAfter(id: string, seq: number): Promise<ReadResult> {
+    const s = this.#live(id);
+    if (s === null) return this.#gone(id);
+    if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, reason: 'unknown', detail: `lastSeq must be an integer ≥ 0, got ${String(seq)}` };
+    if (seq > s.lastSeq) {
+      return { ok: false, reason: 'restarted', detail: `lastSeq ${seq} is beyond the last seq this store assigned, ${s.lastSeq}` };
+    }
+    if (seq < s.ackedSeq) {
+      return { ok: false, reason: 'overflow', detail: `lastSeq ${seq} is behind the acknowledged ${s.ackedSeq}: seqs ${seq + 1}…${s.ackedSeq} are no longer held` };
+    }
+    this.#trim(s, seq);
+    return { ok: true, messages: s.messages.slice(s.head) };
+  }
+
+  async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
+    const s = this.#live(id);
+    if (s === null) return { kind: 'unknown' };
+    if (!Number.isSafeInteger(cseq) || cseq < 1) throw new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`);
+    if (cseq === s.lastCseq + 1) {
+      s.lastCseq = cseq;
+      // Its reply seqs are collected from now on (none yet: a duplicate now gets []).
+      s.replies.set(cseq, []);
+      // The oldest request is forgotten first (a duplicate of it gets null); it still never runs again: lastCseq says so.
+      if (s.replies.size > this.#limits.maxRememberedReplies) s.replies.delete(s.replies.keys().next().value!);
+      return { kind: 'new' };
+    }
+    if (cseq <= s.lastCseq) return { kind: 'duplicate', replySeqs: s.replies.get(cseq)?.slice() ?? null };
+    return { kind: 'gap', expected: s.lastCseq + 1 };
+  }
+
+  async rememberReply(id: string, cseq: number, seq: number): Promise<void> {
+    const s = this.#live(id);
+    // A request never run, or forgotten already: nothing to remember it by.
+    const seqs = s?.replies.get(cseq);
+    if (s === null || seqs === undefined || seqs === null) return;
+    if (seqs.length >= MAX_SEQS_PER_REPLY) s.replies.set(cseq, null);
+    else seqs.push(seq);
+  }
+
+  async join(id: string, topic: string): Promise<boolean> {
+    const s = this.#live(id);
+    if (s === null || s.topics.has(topic)) return false;
+    s.topics.add(topic);
+    return true;
+  }
+
+  async leave(id: string, topic: string): Promise<boolean> {
+    const s = this.#live(id);
+    return s !== null && s.topics.delete(topic);
+  }
+
+  async setData(id: string, data: JsonValue): Promise<boolean> {
+    const s = this.#live(id);
+    if (s === null) return false;
+    s.data = structuredClone(data);
+    return true;
+  }
+
+  async attach(id: string): Promise<boolean> {
+    const s = this.#live(id);
+    if (s === null) return false;
+    s.state = 'attached';
+    s.attachedAt = this.#now();
+    this.#detached.delete(id);
+    return true;
+  }
+
+  async detach(id: string): Promise<boolean> {
+    const s = this.#live(id);
+    if (s === null) return false;
+    s.state = 'detached';
+    s.detachedAt = this.#now();
+    this.#detached.delete(id);
+    this.#detached.set(id, s);
+    while (this.#detached.size > this.#limits.maxDetachedSessions) {
+      const oldest = this.#detached.values().next().value!;
+      this.#endSession(oldest, 'evicted', `${this.#detached.size} detached sessions, over sessions.maxDetachedSessions ${this.#limits.maxDetachedSessions}`);
+    }
+    return true;
+  }
+
+  async expire(id: string): Promise<boolean> {
+    const s = this.#sessions.get(id);
+    // A connection carries an attached session: it has no window to run out.
+    if (s === undefined || s.state === 'attached') return false;
+    this.#endSession(s, 'expired', `detached for the resume window (${this.#limits.resumeWindow} ms)`);
+    return true;
+  }
+
+  async end(id: string, detail: string): Promise<boolean> {
+    const s = this.#sessions.get(id);
+    if (s === undefined) return false;
+    this.#endSession(s, 'ended', detail);
+    return true;
+  }
+
+  async sweep(): Promise<number> {
+    let expired = 0;
+    // Oldest detach first: stop at the first session still inside its window.
+    for (const s of this.#detached.values()) {
+      if (!this.#overdue(s)) break;
+      this.#endSession(s, 'expired', `detached for the resume window (${this.#limits.resumeWindow} ms)`);
+      expired++;
+    }
+    const now = this.#now();
+    for (const [id, t] of this.#tombstones) {
+      if (t.until > now) break;
+      this.#tombstones.delete(id);
+    }
+    return expired;
+  }
+
+  async stats(): Promise<SessionStoreStats> {
+    return {
+      sessions: this.#sessions.size,
+      detached: this.#detached.size,
+      bufferedMessages: this.#bufferedMessages,
+      bufferedBytes: this.#bufferedBytes,
+      tombstones: this.#tombstones.size,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const s of [...this.#sessions.values()]) this.#endSession(s, 'ended', 'the session store closed');
+    this.#tombstones.clear();
+  }
+
+  // -------------------------------------------------------------------------
+
+  #usable(): void {
+    if (this.#host === null) throw new Error('ws-supervisor: start(host) the session store before using it (dead letters need a host)');
+    if (this.#closed) throw new Error('ws-supervisor: the session store is closed');
+  }
+
+  #overdue(s: Session): boolean {
+    return s.state === 'detached' && s.detachedAt !== null && this.#now() - s.detachedAt >= this.#limits.resumeWindow;
+  }
+
+  /** The session if it lives; one past its window is expired here (lazily), before anyone sees it. */
+  #live(id: string): Session | null {
+    const s = this.#sessions.get(id);
+    if (s === undefined) return null;
+    if (this.#overdue(s)) {
+      this.#endSession(s, 'expired', `detached for the resume window (${this.#limits.resumeWindow} ms)`);
+      return null;
+    }
+    return s;
+  }
+
+  /** Why `id` cannot be resumed: its tombstone while it lasts, else unknown. */
+  #gone(id: string): { ok: false; reason: 'expired' | 'overflow' | 'unknown'; detail: string } {
+    const t = this.#tombstones.get(id);
+    if (t !== undefined && t.until > this.#now()) return { ok: false, reason: t.reason, detail: t.detail };
+    return { ok: false, reason: 'unknown', detail: 'no such session' };
+  }
+
+  /** Forgets the messages up to `seq` (acknowledged); returns how many. */
+  #trim(s: Session, seq: number): number {
+    if (seq <= s.ackedSeq) return 0;
+    const n = seq - s.ackedSeq;
+    let freed = 0;
+    for (let i = s.head; i < s.head + n; i++) freed += s.messages[i]!.bytes;
+    s.bytes -= freed;
+    this.#bufferedBytes -= freed;
+    this.#bufferedMessages -= n;
+    s.head += n;
+    s.ackedSeq = seq;
+    if (s.head >= COMPACT_AFTER && s.head * 2 >= s.messages.length) {
+      s.messages = s.messages.slice(s.head);
+      s.head = 0;
+    }
+    return n;
+  }
+
+  /**
+   * Ends `s` for good: its held messages (and `refused`, a message that did
+   * not fit) become one dead letter; a tombstone stays for expiry and bounds.
+   */
+  #endSession(s: Session, reason: SessionDeadLetterReason, detail: string, refused?: { message: SessionMessage; bytes: number }): void {
+    this.#sessions.delete(s.id);
+    this.#detached.delete(s.id);
+    const held = s.messages.slice(s.head);
+    this.#bufferedBytes -= s.bytes;
+    this.#bufferedMessages -= held.length;
+    s.messages = [];
+    s.head = 0;
+    s.bytes = 0;
+    if (refused) held.push({ seq: 0, data: refused.message.data, binary: refused.message.binary, bytes: refused.bytes });
+    if (reason !== 'ended' && reason !== 'unknown') {
+      const kind = reason === 'expired' ? 'expired' : 'overflow';
+      this.#tombstones.set(s.id, { reason: kind, detail: reason === 'expired' || reason === 'overflow' ? detail : `${reason}: ${detail}`, until: this.#now() + this.#limits.resumeWindow });
+      while (this.#tombstones.size > this.#limits.maxDetachedSessions) this.#tombstones.delete(this.#tombstones.keys().next().value!);
+    }
+    if (held.length > 0) this.#deadLetter({ sessionId: s.id, reason, detail, messages: held });
+  }
+
+  #refuse(id: string, reason: SessionDeadLetterReason, detail: string, message: SessionMessage, bytes: number): AppendResult {
+    this.#deadLetter({ sessionId: id, reason, detail, messages: [{ seq: 0, data: message.data, binary: message.binary, bytes }] });
+    return { ok: false, reason, detail };
+  }
+
+  #deadLetter(letter: Parameters<SessionStoreHost['deadLetter']>[0]): void {
+    if (this.#host === null) throw new Error('ws-supervisor: start(host) the session store before using it (dead letters need a host)');
+    this.#host.deadLetter(letter);
+  }
+
+  #record(s: Session): SessionRecord {
+    return {
+      id: s.id, owner: s.owner, state: s.state, createdAt: s.createdAt, attachedAt: s.attachedAt, detachedAt: s.detachedAt,
+      lastSeq: s.lastSeq, ackedSeq: s.ackedSeq, lastCseq: s.lastCseq, bufferedMessages: s.messages.length - s.head,
+      bufferedBytes: s.bytes, topics: [...s.topics], data: structuredClone(s.data),
+    };
+  }
+}
+
+/** The in-memory session store (the default). Options: see MemorySessionStoreOptions; a bad value throws RangeError naming it. */
+export function createMemorySessionStore(options: MemorySessionStoreOptions = {}): MemorySessionStore {
+  return new MemorySessionStore(options);
+}

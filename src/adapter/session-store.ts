@@ -1,0 +1,246 @@
+/**
+ * The session store contract (docs/sessions.md): where a session's replay
+ * buffer, its request bookkeeping, its topics and data live while its
+ * connections come and go. It sits beside the adapter contract because the
+ * Redis store (issue 12) will live beside the Redis adapter, in this room.
+ *
+ * Every method returns a promise, so that a store may live in another process
+ * (Redis: a Lua script per call, pipelined). The in-memory store
+ * (memory-session-store.ts) applies each call before it returns, in call order.
+ *
+ * R12: nothing is dropped silently. A message the store accepted and then
+ * lets go of without the client's acknowledgement (a bound, expiry, an end) is
+ * handed to `host.deadLetter` with its reason; a message it refuses to accept
+ * is reported in the append result and handed over the same way.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Logger } from '../base/logger.ts';
+import type { ResumeFailureReason } from '../protocol/session.ts';
+
+/** Why a resume cannot continue a session: the protocol's `reason` (src/protocol/session.ts). */
+export type { ResumeFailureReason };
+
+/** What the store keeps as a session's application data: JSON, so a shared store can hold it. */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+/** One outbound message of a session. `data` is what the application sent, without the seq header. */
+export interface SessionMessage {
+  data: string | Buffer;
+  /** Sent as a binary frame (true) or a text frame (false). */
+  binary: boolean;
+}
+
+/** A message the store holds: the message and its sequence number in the session. */
+export interface StoredMessage extends SessionMessage {
+  seq: number;
+  /** UTF-8 / raw byte length of `data`: what the byte bounds count. */
+  bytes: number;
+}
+
+
+/**
+ * Why held messages became dead letters:
+ * - `overflow`: the session's own bound (maxMessages / maxBytes) was exceeded;
+ * - `memory`: the store's total byte bound (maxBufferedBytes) was exceeded;
+ * - `evicted`: the cap on detached sessions made room for a newer one;
+ * - `expired`: the resume window passed while detached;
+ * - `ended`: the session was ended (the client's `end`, or the application);
+ * - `unknown`: an append to a session that does not exist (any more).
+ */
+export type SessionDeadLetterReason = 'overflow' | 'memory' | 'evicted' | 'expired' | 'ended' | 'unknown';
+
+/** R12: messages of one session that will never reach its client. */
+export interface SessionDeadLetter {
+  sessionId: string;
+  reason: SessionDeadLetterReason;
+  /** For people and logs: which bound, which numbers. */
+  detail: string;
+  /** In seq order. A message refused by `append` has seq 0 (it never got one). */
+  messages: StoredMessage[];
+}
+
+/** Where a session is. */
+export type SessionState = 'attached' | 'detached';
+
+/** What the store knows of a live session (a copy: changing it changes nothing). */
+export interface SessionRecord {
+  id: string;
+  /** The `authenticate` identity the session is bound to, or null for an anonymous one. */
+  owner: string | null;
+  state: SessionState;
+  createdAt: number;
+  /** When a connection last attached (creation counts), epoch ms. */
+  attachedAt: number;
+  /** When the session last detached, epoch ms; null while it never has. */
+  detachedAt: number | null;
+  /** The last seq assigned (0: none yet). */
+  lastSeq: number;
+  /** Every seq up to this one was acknowledged by the client (and forgotten). */
+  ackedSeq: number;
+  /** The last client request (cseq) run; 0: none. */
+  lastCseq: number;
+  /** Held messages: count and bytes (not yet acknowledged). */
+  bufferedMessages: number;
+  bufferedBytes: number;
+  /** Topic memberships, in joining order. */
+  topics: string[];
+  data: JsonValue;
+}
+
+/** The result of creating a session: the only time the token is ever seen in clear. */
+export interface CreatedSession {
+  id: string;
+  token: string;
+  epoch: string;
+  record: SessionRecord;
+}
+
+export type VerifyResult =
+  | { ok: true; record: SessionRecord }
+  | { ok: false; reason: ResumeFailureReason; detail: string };
+
+export type AppendResult =
+  | { ok: true; seq: number }
+  /** The message became a dead letter for `reason` (already handed to the host). */
+  | { ok: false; reason: SessionDeadLetterReason; detail: string };
+
+export type ReadResult =
+  | { ok: true; messages: StoredMessage[] }
+  | { ok: false; reason: ResumeFailureReason; detail: string };
+
+export type AckResult =
+  | { ok: true; trimmed: number }
+  /** An ack beyond the last seq sent (a protocol violation), or for a session that is gone. */
+  | { ok: false; error: string };
+
+/** What to do with client request `cseq`. */
+export type RequestVerdict =
+  /** The next request: run it (the store has counted it as run). */
+  | { kind: 'new' }
+  /** Already run: answer, never run again. `replySeqs`: the seqs of its reply, null when no longer remembered. */
+  | { kind: 'duplicate'; replySeqs: number[] | null }
+  /** A request skipped (cseq beyond the next one): a protocol violation. */
+  | { kind: 'gap'; expected: number }
+  /** The session is gone. */
+  | { kind: 'unknown' };
+
+/** Counts for metrics and the dashboard. */
+export interface SessionStoreStats {
+  sessions: number;
+  detached: number;
+  bufferedMessages: number;
+  bufferedBytes: number;
+  tombstones: number;
+}
+
+/** What a store may call back on its host (the supervisor). */
+export interface SessionStoreHost {
+  /** R12: messages that will never reach their client. */
+  deadLetter(letter: SessionDeadLetter): void;
+  readonly logger: Logger | null;
+}
+
+export interface ResumeClaim {
+  id: string;
+  token: string;
+  /** The identity of the connection that wants to resume (the same rule as `create`'s owner). */
+  owner: string | null;
+  /** The epoch the client was told in `attached`; undefined when it did not send one. */
+  epoch?: string;
+}
+
+export interface SessionStore {
+  /** 'memory', 'redis', … (logs, metrics). */
+  readonly name: string;
+  /** Called once by the host, before any other method. */
+  start(host: SessionStoreHost): void;
+  /** The store's epoch: a new one whenever the store starts without its data (a restart, a flush). */
+  epoch(): Promise<string>;
+  /** A new session, attached, bound to `owner`. */
+  create(init: { owner: string | null; data?: JsonValue }): Promise<CreatedSession>;
+  /** The live session, or null (unknown, expired, ended). */
+  get(id: string): Promise<SessionRecord | null>;
+  /**
+   * Whether `claim` may resume its session: the epoch (`restarted`), the id
+   * (`unknown`, or the tombstone's `expired` / `overflow`), the token and the
+   * owner (`forbidden`, compared in constant time), and the resume window
+   * (`expired`). Changes nothing, except that a session found past its
+   * window is expired there and then (its dead letters handed over).
+   */
+  verify(claim: ResumeClaim): Promise<VerifyResult>;
+  /**
+   * Keeps `message` for the session under the next seq. A bound that it
+   * would exceed ends the session (or others: maxBufferedBytes ends the oldest
+   * detached sessions first) and makes their messages dead letters.
+   */
+  append(id: string, message: SessionMessage): Promise<AppendResult>;
+  /** The client has every seq ≤ `seq`: forget them. An ack at or below the last one changes nothing. */
+  ack(id: string, seq: number): Promise<AckResult>;
+  /**
+   * The held messages after `seq`, in order: the replay for a client that has
+   * every seq ≤ `seq` (so those count as acknowledged and are forgotten).
+   * Fails with `overflow` when some of them are no longer held (`seq` is below
+   * the acknowledged one), `restarted` when `seq` is beyond the last seq
+   * assigned (the store lost what the client has).
+   */
+  readAfter(id: string, seq: number): Promise<ReadResult>;
+  /** Counts client request `cseq` as run if it is the next one; otherwise says what it is. */
+  beginRequest(id: string, cseq: number): Promise<RequestVerdict>;
+  /** Remembers that message `seq` answers request `cseq` (for `duplicate` answers); a bounded number per session. */
+  rememberReply(id: string, cseq: number, seq: number): Promise<void>;
+  /** Topic memberships; false when the session is gone (join: or was already a member; leave: or was not). */
+  join(id: string, topic: string): Promise<boolean>;
+  leave(id: string, topic: string): Promise<boolean>;
+  /** The application's per-connection data; false when the session is gone. */
+  setData(id: string, data: JsonValue): Promise<boolean>;
+  /** A connection carries the session again (after the replay); false when it is gone. */
+  attach(id: string): Promise<boolean>;
+  /** Its connection closed: the resume window starts; the detached cap may end the oldest detached session. */
+  detach(id: string): Promise<boolean>;
+  /** The resume window passed: a detached session ends, its messages become dead letters (`expired`), a tombstone stays. False for an attached one. */
+  expire(id: string): Promise<boolean>;
+  /** The session ends for good (`ended`); a later resume gets `unknown`. */
+  end(id: string, detail: string): Promise<boolean>;
+  /** Expires every detached session past its window; returns how many. */
+  sweep(): Promise<number>;
+  stats(): Promise<SessionStoreStats>;
+  /** Releases everything; held messages become dead letters (`ended`). Idempotent. */
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------
+// Credentials, shared by every store implementation
+
+/** Session ids: 16 random bytes, base64url (22 characters). */
+export const SESSION_ID_BYTES = 16;
+/** Resume tokens: 32 random bytes, base64url (43 characters): 256 bits, not guessable. */
+export const SESSION_TOKEN_BYTES = 32;
+
+export function newSessionId(): string {
+  return randomBytes(SESSION_ID_BYTES).toString('base64url');
+}
+
+export function newSessionToken(): string {
+  return randomBytes(SESSION_TOKEN_BYTES).toString('base64url');
+}
+
+/** What a store keeps instead of the token: its SHA-256. A dump of the store yields no usable token. */
+export function tokenDigest(token: string): Buffer {
+  return createHash('sha256').update(token, 'utf8').digest();
+}
+
+/** Constant-time comparison of a presented token with a kept digest (digests are equally long by construction). */
+export function tokenMatches(token: string, digest: Buffer): boolean {
+  return timingSafeEqual(tokenDigest(token), digest);
+}
+
+/** Whether two owners are the same identity; compared in constant time too (an owner may be a secret-ish user id). */
+export function sameOwner(a: string | null, b: string | null): boolean {
+  if (a === null || b === null) return a === b;
+  return timingSafeEqual(tokenDigest(a), tokenDigest(b));
+}
+
+/** The byte length the bounds count for one message. */
+export function messageBytes(data: string | Buffer): number {
+  return typeof data === 'string' ? Buffer.byteLength(data, 'utf8') : data.length;
+}

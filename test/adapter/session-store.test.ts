@@ -1,0 +1,169 @@
+/**
+ * The in-memory session store (src/adapter/memory-session-store.ts): the
+ * contract suite on a fake clock, plus what is particular to this store
+ * (options, credentials, a large run across many sessions).
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createMemorySessionStore, SESSION_STORE_DEFAULTS } from '../../src/adapter/memory-session-store.ts';
+import { newSessionToken, sameOwner, tokenDigest, tokenMatches, type SessionDeadLetter } from '../../src/adapter/session-store.ts';
+import { describeSessionStoreContract } from '../helpers/session-store-contract.ts';
+
+describeSessionStoreContract('memory', async (limits) => {
+  let now = 1_700_000_000_000;
+  const clock = () => now;
+  return {
+    store: createMemorySessionStore({ ...limits, now: clock }),
+    advance: async (ms) => {
+      now += ms;
+    },
+    // A process that restarted: a new, empty store.
+    restarted: async () => createMemorySessionStore({ ...limits, now: clock }),
+  };
+});
+
+describe('memory session store', () => {
+  test('every option is checked and a bad value named (RangeError)', () => {
+    for (const name of Object.keys(SESSION_STORE_DEFAULTS)) {
+      for (const bad of [0, -1, 1.5, 2 ** 31]) {
+        assert.throws(() => createMemorySessionStore({ [name]: bad }), (err: Error) => {
+          assert.ok(err instanceof RangeError);
+          assert.match(err.message, new RegExp(`option sessions\\.${name} must be a positive integer .*, got ${String(bad).replace('.', '\\.')}$`));
+          return true;
+        });
+      }
+    }
+  });
+
+  test('a store must be started before use, once', async () => {
+    const store = createMemorySessionStore();
+    await assert.rejects(store.create({ owner: null }), /start\(host\) the session store before using it/);
+    store.start({ deadLetter: () => undefined, logger: null });
+    assert.throws(() => store.start({ deadLetter: () => undefined, logger: null }), /already started/);
+  });
+
+  test('credentials: tokens are 256 random bits; digests compare in constant time; owners too', () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 1000; i++) seen.add(newSessionToken());
+    assert.equal(seen.size, 1000);
+    const t = newSessionToken();
+    assert.equal(Buffer.from(t, 'base64url').length, 32);
+    assert.equal(tokenMatches(t, tokenDigest(t)), true);
+    assert.equal(tokenMatches(t + 'x', tokenDigest(t)), false, 'a longer token is compared without throwing');
+    assert.equal(tokenMatches('', tokenDigest(t)), false);
+    assert.equal(sameOwner('alice', 'alice'), true);
+    assert.equal(sameOwner('alice', 'bob'), false);
+    assert.equal(sameOwner(null, null), true);
+    assert.equal(sameOwner(null, 'alice'), false);
+  });
+
+  test('a reply of more than 16 messages is remembered as too many (null), its request still never runs again', async () => {
+    const store = createMemorySessionStore();
+    store.start({ deadLetter: () => undefined, logger: null });
+    const s = await store.create({ owner: null });
+    assert.deepEqual(await store.beginRequest(s.id, 1), { kind: 'new' });
+    for (let seq = 1; seq <= 16; seq++) await store.rememberReply(s.id, 1, seq);
+    assert.deepEqual(await store.beginRequest(s.id, 1), { kind: 'duplicate', replySeqs: Array.from({ length: 16 }, (_, i) => i + 1) });
+    await store.rememberReply(s.id, 1, 17);
+    assert.deepEqual(await store.beginRequest(s.id, 1), { kind: 'duplicate', replySeqs: null });
+  });
+
+  test('random operations (seeded): the invariants hold after every step, and every message offered is held, acknowledged or handed back', async (t) => {
+    let seed = 0x5eed;
+    const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000);
+    const pick = <T,>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+    let now = 0;
+    const limits = { resumeWindow: 500, maxMessages: 8, maxBytes: 200, maxBufferedBytes: 600, maxDetachedSessions: 4, maxRememberedReplies: 4 };
+    const store = createMemorySessionStore({ ...limits, now: () => now });
+    let dead = 0;
+    const reasons = new Map<string, number>();
+    store.start({
+      deadLetter: (l) => {
+        dead += l.messages.length;
+        reasons.set(l.reason, (reasons.get(l.reason) ?? 0) + 1);
+        assert.ok(l.messages.every((m, i, all) => i === 0 || m.seq === 0 || m.seq === all[i - 1]!.seq + 1), 'a dead letter holds consecutive seqs');
+      },
+      logger: null,
+    });
+    const ids: string[] = [];
+    let offered = 0;
+    let acked = 0;
+    for (let step = 0; step < 6_000; step++) {
+      const op = random();
+      const id = ids.length > 0 ? pick(ids) : null;
+      // Mostly forget ended sessions, so most operations meet live ones (and some meet the dead).
+      if (id !== null && (await store.get(id)) === null && random() < 0.9) ids.splice(ids.indexOf(id), 1);
+      else if (id === null || op < 0.08) ids.push((await store.create({ owner: null })).id);
+      else if (op < 0.6) {
+        offered++;
+        await store.append(id, { data: 'x'.repeat(1 + Math.floor(random() * 60)), binary: false });
+      } else if (op < 0.75) {
+        const rec = await store.get(id);
+        if (rec && rec.lastSeq > rec.ackedSeq) {
+          const r = await store.ack(id, rec.ackedSeq + 1 + Math.floor(random() * (rec.lastSeq - rec.ackedSeq)));
+          assert.ok(r.ok);
+          acked += r.trimmed;
+        }
+      } else if (op < 0.88) await store.detach(id);
+      else if (op < 0.93) await store.attach(id);
+      else if (op < 0.98) now += Math.floor(random() * 300);
+      else if (op < 0.995) await store.sweep();
+      else await store.end(id, 'the application ended it');
+      // Invariants.
+      const stats = await store.stats();
+      assert.ok(stats.bufferedBytes <= limits.maxBufferedBytes, `step ${step}: ${stats.bufferedBytes} bytes held`);
+      assert.ok(stats.detached <= limits.maxDetachedSessions, `step ${step}: ${stats.detached} detached`);
+      let bytes = 0;
+      let messages = 0;
+      for (const each of ids) {
+        const rec = await store.get(each);
+        if (rec === null) continue;
+        assert.equal(rec.bufferedMessages, rec.lastSeq - rec.ackedSeq, 'a session holds exactly (ackedSeq, lastSeq]');
+        assert.ok(rec.bufferedMessages <= limits.maxMessages && rec.bufferedBytes <= limits.maxBytes);
+        bytes += rec.bufferedBytes;
+        messages += rec.bufferedMessages;
+      }
+      const after = await store.stats();
+      assert.deepEqual([after.bufferedBytes, after.bufferedMessages], [bytes, messages], 'the totals are the sums');
+      assert.equal(offered, messages + acked + dead, `step ${step}: offered = held + acknowledged + dead letters`);
+    }
+    t.diagnostic(`${offered} offered, ${acked} acknowledged, ${dead} dead letters; letters by reason: ${JSON.stringify(Object.fromEntries(reasons))}`);
+    for (const reason of ['overflow', 'memory', 'evicted', 'expired', 'ended', 'unknown']) assert.ok(reasons.has(reason), `the run reached ${reason}`);
+  });
+
+  test('5,000 sessions × 10 messages under a 256 KiB total: the total never exceeds the bound, and every byte is accounted for', async (t) => {
+    const maxBufferedBytes = 256 * 1024;
+    const store = createMemorySessionStore({ maxBufferedBytes, maxDetachedSessions: 20_000 });
+    let dead = 0;
+    let deadBytes = 0;
+    store.start({
+      deadLetter: (l: SessionDeadLetter) => {
+        dead += l.messages.length;
+        for (const m of l.messages) deadBytes += m.bytes;
+      },
+      logger: null,
+    });
+    const ids: string[] = [];
+    for (let i = 0; i < 5_000; i++) ids.push((await store.create({ owner: null })).id);
+    let offeredBytes = 0;
+    let peak = 0;
+    const payload = 'x'.repeat(10);
+    for (let round = 0; round < 10; round++) {
+      for (let i = 0; i < ids.length; i++) {
+        const data = payload + i;
+        offeredBytes += Buffer.byteLength(data);
+        await store.append(ids[i]!, { data, binary: false });
+        if (round === 0 && i % 2 === 0) await store.detach(ids[i]!);
+        const { bufferedBytes } = await store.stats();
+        if (bufferedBytes > peak) peak = bufferedBytes;
+      }
+    }
+    const stats = await store.stats();
+    t.diagnostic(`peak ${peak} bytes held, ${stats.sessions} sessions left, ${dead} messages handed back`);
+    assert.ok(peak <= maxBufferedBytes, `peak ${peak} bytes`);
+    assert.ok(dead > 0, 'the bound was reached');
+    // R12: every message offered is either still held or was handed back, none twice.
+    assert.equal(stats.bufferedMessages + dead, 50_000, 'held + dead letters = offered');
+    assert.equal(stats.bufferedBytes + deadBytes, offeredBytes, 'the same in bytes');
+  });
+});

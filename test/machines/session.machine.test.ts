@@ -1,0 +1,443 @@
+/**
+ * Model-based tests of the session machine (machines/session.machine.ts),
+ * docs/sessions.md.
+ *
+ * Model: the machine itself, walked by `xstate/graph`'s TestModel.
+ * System under test: the same machine on a simulated clock with a fake
+ * `carrier` that records its commands, run on both hosts: an XState actor and
+ * the server's MachineRunner (src/server/runner.ts), which computes the same
+ * transitions with `transition()`. Each step is held against
+ * `rulesSay`, a short independent statement of the session rules for the
+ * events executed so far (not the machine's own table). Afterwards the runs
+ * must have taken every transition of the definition (pinned below, so a
+ * renamed guard or a new transition fails here), had an executor for every
+ * generated event type and checked every state node: TestModel skips the
+ * first and the last gap silently.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { __unsafe_getAllOwnEventDescriptors, createActor, fromCallback, type EventObject, type SnapshotFrom } from 'xstate';
+import { TestModel, type TestParam, type TestPath } from 'xstate/graph';
+import {
+  sessionMachine,
+  type CarrierCommand,
+  type CarrierInput,
+  type SessionEnding,
+  type SessionEvent,
+  type SessionInput,
+  type SessionTiming,
+} from '../../machines/session.machine.ts';
+import { MachineRunner, type HostedActor } from '../../src/server/runner.ts';
+import {
+  TimerTableClock,
+  allStateNodes,
+  allTransitionKeys,
+  delayedEventTypes,
+  missing,
+  pathTitle,
+  recordTransitions,
+  stateIdMatcher,
+} from '../helpers/model-coverage.ts';
+
+const timing: SessionTiming = { resumeWindow: 1000 };
+/** Each outside event arrives this long after the previous step: the window must run from the detach, not from the start. */
+const EVENT_GAP_MS = 10;
+const FIRST = 'c1';
+
+const timeouts = new Map<string, 'resumeWindow'>(
+  [...delayedEventTypes(sessionMachine)].map(([type, delay]) => {
+    if (delay !== 'resumeWindow') throw new Error(`${type}: unknown delay ${delay}`);
+    return [type, delay];
+  }),
+);
+
+/**
+ * The events the model may send. Two connection ids: the first connection and
+ * a second one, so that stale reports (a detach or attach from a connection the
+ * session has left behind) are generated too.
+ */
+const samples: { [T in SessionEvent['type']]: Array<Extract<SessionEvent, { type: T }>> } = {
+  detach: [{ type: 'detach', connectionId: 'c1' }, { type: 'detach', connectionId: 'c2' }],
+  resume: [{ type: 'resume', connectionId: 'c1' }, { type: 'resume', connectionId: 'c2' }],
+  attach: [{ type: 'attach', connectionId: 'c1' }, { type: 'attach', connectionId: 'c2' }],
+  expire: [{ type: 'expire', detail: 'store TTL' }],
+  overflow: [
+    { type: 'overflow', kind: 'overflow', detail: '4097 messages, over maxMessages 4096' },
+    { type: 'overflow', kind: 'evicted', detail: 'maxDetachedSessions 10000' },
+  ],
+  end: [{ type: 'end', detail: 'client sent end' }],
+};
+const allSamples: SessionEvent[] = Object.values(samples).flat();
+
+// ---------------------------------------------------------------------------
+// The system under test
+
+type Happening =
+  | { kind: 'sent'; event: SessionEvent }
+  | { kind: 'timeout' }
+  | { kind: 'command'; command: CarrierCommand }
+  | { kind: 'started' | 'stopped' };
+type Entry = Happening & { at: number };
+type Host = 'actor' | 'runner';
+
+/** Where the fake carrier records: handed over by the run (the actor host reaches it through a module-level slot). */
+let recording: Run | null = null;
+const fakeCarrier = fromCallback<CarrierCommand, CarrierInput>(({ receive }) => {
+  const run = recording!;
+  run.record({ kind: 'started' });
+  receive((command) => run.record({ kind: 'command', command }));
+  return () => run.record({ kind: 'stopped' });
+});
+/** Provided once, as a host would. */
+const sut = sessionMachine.provide({ actors: { carrier: fakeCarrier } });
+const INPUT: SessionInput = { id: 's1', connectionId: FIRST, timing };
+
+interface Running {
+  start(): void;
+  stop(): void;
+  send(event: SessionEvent): void;
+  getSnapshot(): SnapshotFrom<typeof sessionMachine>;
+}
+
+class Run {
+  readonly clock = new TimerTableClock();
+  readonly timeline: Entry[] = [];
+  readonly actor: Running;
+  constructor(host: Host = 'actor', taken?: Set<string>) {
+    if (host === 'runner') {
+      const runner = new MachineRunner(
+        { machine: sessionMachine, input: INPUT, payloadFree: new Set(), clock: this.clock },
+        {
+          actorId: 'session:s1',
+          spawn: () => {
+            this.record({ kind: 'started' });
+            let stopped = false;
+            return {
+              command: (command: CarrierCommand) => this.record({ kind: 'command', command }),
+              stop: () => {
+                if (!stopped) this.record({ kind: 'stopped' });
+                stopped = true;
+              },
+            } as HostedActor<never>;
+          },
+          done: () => undefined,
+          failed: (err) => {
+            throw err;
+          },
+        },
+      );
+      this.actor = {
+        start: () => void runner.start(),
+        stop: () => runner.stop(),
+        send: (e) => runner.send(e),
+        getSnapshot: () => runner.getSnapshot(),
+      };
+    } else {
+      const actor = createActor(sut, { input: INPUT, clock: this.clock, ...(taken && { inspect: recordTransitions(taken) }) });
+      this.actor = {
+        start: () => {
+          recording = this;
+          try {
+            actor.start();
+          } finally {
+            recording = null;
+          }
+        },
+        stop: () => actor.stop(),
+        send: (e) => actor.send(e),
+        getSnapshot: () => actor.getSnapshot(),
+      };
+    }
+  }
+  get snapshot() {
+    return this.actor.getSnapshot();
+  }
+  record(h: Happening, at = this.clock.now()): void {
+    this.timeline.push({ ...h, at });
+  }
+  send(event: SessionEvent): void {
+    this.record({ kind: 'sent', event });
+    this.actor.send(event);
+  }
+  deliver(event: SessionEvent): void {
+    this.clock.advanceQuietly(EVENT_GAP_MS);
+    this.send(event);
+  }
+  fireWindow(): void {
+    this.record({ kind: 'timeout' }, this.clock.nextDeadline(timing.resumeWindow));
+    this.clock.fireTimer(timing.resumeWindow);
+  }
+  drops(): CarrierCommand[] {
+    return this.timeline.flatMap((e) => (e.kind === 'command' ? [e.command] : []));
+  }
+  count(kind: 'started' | 'stopped'): number {
+    return this.timeline.filter((e) => e.kind === kind).length;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// What the rules say (docs/sessions.md, "The session machine")
+
+interface Expectation {
+  phase: 'attached' | 'resuming' | 'detached' | 'expired' | 'overflowed' | 'ended';
+  connectionId: string;
+  /** When the session was last detached: the resume window runs from here. */
+  detachedAt: number;
+  resumes: number;
+  /** Every connection the session left behind while it was still open (takeovers). */
+  drops: string[];
+  ending: SessionEnding | null;
+}
+
+function rulesSay(timeline: readonly Entry[]): Expectation {
+  const x: Expectation = { phase: 'attached', connectionId: FIRST, detachedAt: -1, resumes: 0, drops: [], ending: null };
+  const live = (): boolean => x.phase === 'attached' || x.phase === 'resuming' || x.phase === 'detached';
+  for (const h of timeline) {
+    if ((h.kind !== 'sent' && h.kind !== 'timeout') || !live()) continue;
+    if (h.kind === 'timeout') {
+      // R12: the window passed while detached.
+      if (x.phase === 'detached') {
+        x.phase = 'expired';
+        x.ending = { reason: 'expired', detail: `detached for the resume window (${timing.resumeWindow} ms)` };
+      }
+      continue;
+    }
+    const e = h.event;
+    const current = 'connectionId' in e && e.connectionId === x.connectionId;
+    if (e.type === 'overflow') {
+      x.phase = 'overflowed';
+      x.ending = { reason: 'overflow', detail: `${e.kind}: ${e.detail}` };
+    } else if (e.type === 'end') {
+      x.phase = 'ended';
+      x.ending = { reason: 'ended', detail: e.detail };
+    } else if (e.type === 'resume') {
+      // A connection still carrying (or replaying) the session is dropped: one connection per session.
+      if (x.phase !== 'detached') x.drops.push(x.connectionId);
+      x.connectionId = e.connectionId;
+      x.resumes += 1;
+      x.phase = 'resuming';
+    } else if (e.type === 'detach' && current && x.phase !== 'detached') {
+      x.phase = 'detached';
+      x.detachedAt = h.at;
+    } else if (e.type === 'attach' && current && x.phase === 'resuming') {
+      x.phase = 'attached';
+    } else if (e.type === 'expire' && x.phase === 'detached') {
+      x.phase = 'expired';
+      x.ending = { reason: 'expired', detail: e.detail };
+    }
+    // Anything else (a stale connection's report, expire while a connection carries it) changes nothing.
+  }
+  return x;
+}
+
+// ---------------------------------------------------------------------------
+// Checks, one per state node
+
+type Snapshot = SnapshotFrom<typeof sessionMachine>;
+type Check = (run: Run, x: Expectation, model: Snapshot) => void;
+
+function finalCheck(run: Run, x: Expectation): void {
+  assert.equal(run.snapshot.status, 'done');
+  assert.deepEqual(run.snapshot.output, x.ending, 'the ending names its reason and detail');
+  assert.deepEqual(run.clock.pending(), [], 'R3: no timer survives the session');
+  assert.equal(run.count('stopped'), 1, 'R3: the carrier is stopped: the host releases what it holds for the session');
+  const before = run.timeline.length;
+  for (const e of allSamples) run.send(e);
+  assert.deepEqual(run.snapshot.output, x.ending, 'a final state is final');
+  assert.ok(run.timeline.slice(before).every((e) => e.kind === 'sent'), 'no effect after the end');
+}
+
+const checks: Record<string, Check> = {
+  '#session': (run, x, model) => {
+    assert.deepEqual(run.snapshot.value, model.value, 'the SUT follows the model');
+    assert.equal(run.snapshot.value, x.phase, 'the state the rules call for');
+    assert.equal(run.snapshot.context.connectionId, x.connectionId, 'the connection the rules say carries the session');
+    assert.equal(run.snapshot.context.resumes, x.resumes);
+    assert.deepEqual(run.drops().map((d) => d.connectionId), x.drops, 'every replaced connection dropped, once');
+    assert.equal(run.count('started'), 1, 'one carrier per session');
+  },
+  '#session.attached': (run) => {
+    assert.equal(run.count('stopped'), 0, 'the carrier lives while the session does');
+    assert.deepEqual(run.clock.pending(), [], 'no resume window while a connection carries the session');
+  },
+  '#session.resuming': (run) => {
+    assert.deepEqual(run.clock.pending(), [], 'no resume window while replaying: the client is here');
+  },
+  '#session.detached': (run, x) => {
+    assert.deepEqual(
+      run.clock.pending().map((t) => [t.start, t.timeout]),
+      [[x.detachedAt, timing.resumeWindow]],
+      'one resume window, from the last detach',
+    );
+  },
+  '#session.expired': finalCheck,
+  '#session.overflowed': finalCheck,
+  '#session.ended': finalCheck,
+};
+
+// ---------------------------------------------------------------------------
+// Executors and the model
+
+type Executor = (run: Run, event: EventObject) => void;
+const executors: Record<string, Executor> = {
+  'xstate.init': (run) => void run.actor.start(),
+  ...Object.fromEntries(Object.keys(samples).map((type): [string, Executor] => [type, (run, e) => run.deliver(e as SessionEvent)])),
+  ...Object.fromEntries([...timeouts.keys()].map((type): [string, Executor] => [type, (run) => run.fireWindow()])),
+};
+
+const vertex = (s: Snapshot): string => JSON.stringify([s.status, s.value, s.context.connectionId, s.context.ending]);
+
+const model = new TestModel(sessionMachine, {
+  input: INPUT,
+  // Every event in every live state, handled or not: an event that should be ignored and is not shows up against rulesSay.
+  events: (snapshot) =>
+    snapshot.status !== 'active'
+      ? []
+      : [
+          ...allSamples,
+          ...__unsafe_getAllOwnEventDescriptors(snapshot)
+            .filter((type) => timeouts.has(type))
+            .map((type) => ({ type }) as unknown as SessionEvent),
+        ],
+  stateMatcher: stateIdMatcher(sessionMachine),
+});
+
+/** Shortest paths to every transition (the vertex includes the step that led to it, so self-loops end some path too). */
+const edgePaths = model.getShortestPaths({
+  serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
+});
+/** Every cycle-free route to every state: longer histories (takeover after resume, stale reports) for the oracle. */
+const simplePaths = model.getSimplePaths({ serializeState: vertex });
+
+const label = (e: EventObject): string => {
+  if (timeouts.has(e.type)) return '⏰resumeWindow';
+  const s = e as SessionEvent;
+  return 'connectionId' in s ? `${s.type}(${s.connectionId})` : 'kind' in s ? `${s.type}(${s.kind})` : s.type;
+};
+
+const taken = new Set<string>();
+const generatedTypes = new Set<string>();
+const checkedStates = new Set<string>();
+
+async function execute(path: TestPath<Snapshot, SessionEvent>, host: Host): Promise<void> {
+  const run = new Run(host, host === 'actor' ? taken : undefined);
+  const params: TestParam<Snapshot, SessionEvent> = {
+    events: Object.fromEntries(
+      Object.entries(executors).map(([type, exec]) => [type, (step: { event: EventObject }) => exec(run, step.event)]),
+    ),
+    states: Object.fromEntries(
+      Object.entries(checks).map(([id, check]) => [
+        id,
+        (modelSnapshot: Snapshot) => {
+          checkedStates.add(id);
+          check(run, rulesSay(run.timeline), modelSnapshot);
+        },
+      ]),
+    ),
+  };
+  for (const step of path.steps) generatedTypes.add(step.event.type);
+  try {
+    await path.test(params);
+  } finally {
+    run.actor.stop();
+  }
+}
+
+/** The definition's transitions, pinned: a new, renamed or re-guarded transition must be seen here first. */
+const EXPECTED_TRANSITIONS = [
+  'session: overflow → session.overflowed',
+  'session: end → session.ended',
+  'session.attached: detach if fromCurrentConnection → session.detached',
+  'session.attached: resume → session.resuming',
+  'session.resuming: attach if fromCurrentConnection → session.attached',
+  'session.resuming: detach if fromCurrentConnection → session.detached',
+  'session.resuming: resume → session.resuming (reenter)',
+  'session.detached: resume → session.resuming',
+  'session.detached: expire → session.expired',
+  'session.detached: xstate.after.resumeWindow.session.detached → session.expired',
+];
+
+describe('session machine, model-based (docs/sessions.md; R12 expiry, R3 no timer left)', () => {
+  test('the model yields paths', () => {
+    assert.ok(edgePaths.length > 0 && simplePaths.length > edgePaths.length);
+  });
+
+  for (const host of ['actor', 'runner'] as const) {
+    describe(`on ${host === 'actor' ? 'an XState actor' : 'the server MachineRunner'}`, () => {
+      describe(`shortest path to every transition (${edgePaths.length} paths)`, () => {
+        edgePaths.forEach((path, i) => test(pathTitle(i, path, label), () => execute(path, host)));
+      });
+      describe(`every simple path (${simplePaths.length} paths)`, () => {
+        simplePaths.forEach((path, i) => test(pathTitle(i, path, label), () => execute(path, host)));
+      });
+    });
+  }
+
+  describe('coverage (TestModel skips these gaps silently)', () => {
+    test('the definition has exactly the pinned transitions, and every one was taken by an executed path', (t) => {
+      const all = allTransitionKeys(sessionMachine);
+      assert.deepEqual(all, EXPECTED_TRANSITIONS);
+      const uncovered = missing(all, taken);
+      t.diagnostic(`transitions taken: ${all.length - uncovered.length}/${all.length}`);
+      assert.deepEqual(uncovered, [], 'transitions no executed path took');
+      assert.deepEqual(missing(taken, new Set(all)), [], 'taken transitions unknown to the definition');
+    });
+
+    test('every generated event type has an executor, and every executor ran', (t) => {
+      t.diagnostic(`event types generated: ${[...generatedTypes].join(', ')}`);
+      assert.deepEqual(missing(generatedTypes, new Set(Object.keys(executors))), []);
+      assert.deepEqual(missing(Object.keys(executors), generatedTypes), [], 'executors for events never generated');
+    });
+
+    test('every state node has a check, and every check ran', (t) => {
+      const ids = allStateNodes(sessionMachine).map((n) => `#${n.id}`);
+      t.diagnostic(`state nodes checked: ${ids.filter((id) => checkedStates.has(id)).length}/${ids.length}`);
+      assert.deepEqual(missing(ids, new Set(Object.keys(checks))), [], 'state nodes without a check');
+      assert.deepEqual(missing(Object.keys(checks), new Set(ids)), [], 'checks for no state node');
+      assert.deepEqual(missing(ids, checkedStates), [], 'state nodes never reached and checked');
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Focused examples
+
+for (const host of ['actor', 'runner'] as const) describe(`session machine, examples, on ${host === 'actor' ? 'an XState actor' : 'the server MachineRunner'}`, () => {
+  test('the resume window runs from the last detach, not the first: a resume and a second cut restart it', () => {
+    const run = new Run(host);
+    run.actor.start();
+    run.send({ type: 'detach', connectionId: 'c1' });
+    run.clock.increment(timing.resumeWindow - 1);
+    run.send({ type: 'resume', connectionId: 'c2' });
+    run.send({ type: 'attach', connectionId: 'c2' });
+    run.send({ type: 'detach', connectionId: 'c2' });
+    run.clock.increment(timing.resumeWindow - 1);
+    assert.equal(run.snapshot.value, 'detached', 'one ms before the second window ends');
+    run.clock.increment(1);
+    assert.equal(run.snapshot.status, 'done');
+    assert.deepEqual(run.snapshot.output, { reason: 'expired', detail: 'detached for the resume window (1000 ms)' });
+  });
+
+  test('a takeover (half-open cut, R4 not yet fired) drops the old connection, and its late detach changes nothing', () => {
+    const run = new Run(host);
+    run.actor.start();
+    run.send({ type: 'resume', connectionId: 'c2' });
+    assert.deepEqual(run.drops(), [{ type: 'carrier.drop', connectionId: 'c1', reason: 'session resumed on another connection' }]);
+    run.send({ type: 'detach', connectionId: 'c1' }); // the heartbeat finds c1 dead later
+    assert.equal(run.snapshot.value, 'resuming');
+    run.send({ type: 'attach', connectionId: 'c2' });
+    assert.equal(run.snapshot.value, 'attached');
+    assert.deepEqual(run.clock.pending(), []);
+  });
+
+  test('a bound ends the session in any live state, naming the bound', () => {
+    for (const prefix of [[], [{ type: 'detach', connectionId: 'c1' }], [{ type: 'resume', connectionId: 'c2' }]] as SessionEvent[][]) {
+      const run = new Run(host);
+      run.actor.start();
+      for (const e of prefix) run.send(e);
+      run.send({ type: 'overflow', kind: 'memory', detail: 'maxBufferedBytes 268435456' });
+      assert.deepEqual(run.snapshot.output, { reason: 'overflow', detail: 'memory: maxBufferedBytes 268435456' });
+      assert.deepEqual(run.clock.pending(), []);
+    }
+  });
+});
