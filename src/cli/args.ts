@@ -9,6 +9,7 @@ import { DEFAULTS, normaliseOrigin, type OriginPolicy } from '../server/options.
 import { bundledWww, type DemoServerOptions } from './demo-server.ts';
 import { RESTART_DEFAULTS } from './restart-intensity.ts';
 import { parseRedisUrl, RedisUrlError } from '../adapter/redis-url.ts';
+import { REDIS_DEFAULTS } from '../adapter/redis-defaults.ts';
 
 export const USAGE = `Usage: ws-supervisor server [flags]
        ws-supervisor client [flags]
@@ -41,6 +42,11 @@ Server flags:
                             or rediss://… (TLS); the password is masked in every log line
   --redis-env NAME          the same, with the URL read from the environment variable NAME
                             (keeps the password out of the process list)
+  --redis-max-in-flight BYTES
+                            bytes handed to Redis and not yet answered; beyond it a broadcast
+                            or publish is not sent to the other nodes but reported at once
+                            (dead letter, reason unavailable), so a hung Redis cannot fill
+                            the memory (default ${REDIS_DEFAULTS.maxInFlightBytes}; needs --redis or --redis-env)
   --workers N               worker processes on the same port (node:cluster), or auto
                             (one per CPU: ${availableParallelism()} here); default 1, a single process.
                             More than 1 needs --redis (or --local-broadcast)
@@ -128,6 +134,8 @@ export interface ServerCliOptions extends DemoServerOptions {
   inspectPort: number | null;
   /** Redis URL for the broadcast adapter (from --redis or --redis-env; checked by parseRedisUrl), or null: broadcasts stay in this process. */
   redis: string | null;
+  /** --redis-max-in-flight: the Redis adapter's maxInFlightBytes (issue 10), or undefined for its default. */
+  redisMaxInFlightBytes: number | undefined;
   /** Worker processes (node:cluster); 1 = a single process, no cluster. */
   workers: number;
   /** Restart intensity of the workers (docs/cluster.md). */
@@ -210,6 +218,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     'inspect-port': { type: 'string' },
     redis: { type: 'string' },
     'redis-env': { type: 'string' },
+    'redis-max-in-flight': { type: 'string' },
     workers: { type: 'string' },
     'local-broadcast': { type: 'boolean' },
     'max-restarts': { type: 'string' },
@@ -232,6 +241,8 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
   if (!existsSync(www) || !statSync(www).isDirectory()) throw new UsageError(`--www ${JSON.stringify(www)} is not a directory`);
   const origins = parseOrigins(v['allowed-origins']);
   const redis = parseRedis(v.redis, v['redis-env'], env);
+  const redisMaxInFlightBytes = positive('redis-max-in-flight', v['redis-max-in-flight']);
+  if (redisMaxInFlightBytes !== undefined && redis === null) throw new UsageError('--redis-max-in-flight needs --redis or --redis-env');
   const workers = parseWorkers(v.workers);
   // `auto` may come to 1 on a one-CPU host: the cluster flags are then accepted and unused.
   const clustered = workers > 1 || v.workers === 'auto';
@@ -257,6 +268,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     logLevel,
     inspectPort: v.inspect ? (inspectPort ?? 8081) : null,
     redis,
+    redisMaxInFlightBytes,
     workers,
     restart: { maxRestarts, periodMs: periodSeconds * 1000 },
     host,

@@ -41,7 +41,7 @@ async function runServer(args: string[]): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
-  const { logLevel, inspectPort, redis, workers, restart, ...serverOptions } = options;
+  const { logLevel, inspectPort, redis, redisMaxInFlightBytes, workers, restart, ...serverOptions } = options;
   const slot = workerSlot();
   if (workers > 1 && slot === null) {
     // The primary: forks the workers (each re-runs this CLI with the same flags) and serves nothing.
@@ -108,7 +108,10 @@ async function runServer(args: string[]): Promise<void> {
   // Loaded only for --inspect: the Stately inspector client is not needed otherwise.
   inspector = inspectPort === null ? null : await (await import('../observe/inspector.ts')).startInspector(inspectPort);
   // Loaded only for --redis: its client is not needed otherwise.
-  const adapter = redis === null ? null : (await import('../adapter/redis.ts')).createRedisAdapter({ url: redis });
+  const adapter = redis === null ? null : (await import('../adapter/redis.ts')).createRedisAdapter({
+          url: redis,
+          ...(redisMaxInFlightBytes !== undefined ? { maxInFlightBytes: redisMaxInFlightBytes } : {}),
+        });
   const port = workerPortOverride() ?? serverOptions.port;
   demo = await startDemoServer({
     ...serverOptions,

@@ -23,6 +23,7 @@ import type { Adapter, AdapterDeadLetter, AdapterMessage, AdapterStatus, NodeInf
 import { Connection, connectionRunnerConfig, type ConnectionHooks, type ConnectionRunnerConfig, type DeadLetter } from './connection.ts';
 import { Hub, type BroadcastResult } from './hub.ts';
 import { SupervisorMetrics } from './metrics.ts';
+import { LogSummary } from './log-summary.ts';
 import type { Logger } from '../base/logger.ts';
 import { resolveOptions, type ResolvedOptions, type SupervisorOptions } from './options.ts';
 import { validateTopic } from '../protocol/topics.ts';
@@ -84,6 +85,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   private draining = false;
   private readonly logger: Logger | null;
   private shutdown: Promise<void> | null = null;
+  /** Issue 10: sender-side adapter dead letters, logged as the first of a burst plus a line per interval with the counts. */
+  private readonly adapterLetterLog: LogSummary;
   /** One listener for every socket being admitted (`this` is the socket). */
   private readonly onAdmittingClose = ((admitting: Set<Duplex>) =>
     function (this: Duplex): void {
@@ -159,6 +162,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       handleProtocols: (_offered, request) => this.negotiated.get(request) || false,
     });
     const logger = this.logger?.child({ adapter: this.adapter.name, node: this.adapter.nodeId }) ?? null;
+    this.adapterLetterLog = new LogSummary({ logger, what: 'adapter dead letters' });
     this.adapter.attach({
       logger,
       connections: () => this.hub.size,
@@ -170,14 +174,20 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
           logger?.warn({ reason: letter.reason, from: letter.from, count: letter.count, error: letter.error }, 'adapter missed: messages from another node never arrived');
         } else {
           this.metrics.adapterPublishFailuresTotal.inc({ reason: letter.reason });
-          logger?.warn(
+          // A hung Redis fails every broadcast: one line per burst and interval, not one per message (issue 10).
+          this.adapterLetterLog.note(
+            letter.reason,
+            letter.data.length,
             { reason: letter.reason, kind: letter.kind, topic: letter.topic ?? undefined, bytes: letter.data.length, error: letter.error },
-            'adapter dead letter: a message may not have reached every node',
+            `adapter dead letter: a message may not have reached every node (${letter.reason}: ${letter.error}); more are summarised every 10 s`,
           );
         }
         this.emit('adapterDeadLetter', letter);
       },
-      statusChanged: (status, reason) => this.emit('adapterStatus', status, reason),
+      statusChanged: (status, reason) => {
+        if (status === 'up') this.adapterLetterLog.flush(); // the outage's count, as soon as it is over
+        this.emit('adapterStatus', status, reason);
+      },
     });
     options.server?.on('upgrade', this.onServerUpgrade); // last: a throw above leaves nothing attached
   }
@@ -290,7 +300,9 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       closing.push(connection.close(1001, 'server shutting down', 'shutdown'));
     }
     // R3: the adapter goes last (goodbye to the presence table, its connections and timers).
-    this.shutdown = Promise.all(closing).then(() => this.adapter.close());
+    this.shutdown = Promise.all(closing)
+      .then(() => this.adapter.close())
+      .then(() => this.adapterLetterLog.close());
     return this.shutdown;
   }
 
