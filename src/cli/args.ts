@@ -6,7 +6,8 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { DEFAULTS, normaliseOrigin, type OriginPolicy } from '../server/options.ts';
-import { bundledWww, type DemoServerOptions } from './demo-server.ts';
+import { bundledWww, HTTP_HEADROOM_DEFAULT, type DemoServerOptions } from './demo-server.ts';
+import { fitConnections, OpenFileLimitError, readOpenFileLimit } from '../server/fd-limit.ts';
 import { RESTART_DEFAULTS } from './restart-intensity.ts';
 import { parseRedisUrl, RedisUrlError } from '../adapter/redis-url.ts';
 import { REDIS_DEFAULTS } from '../adapter/redis-defaults.ts';
@@ -199,7 +200,13 @@ function parseFlags<T extends ParseArgsConfig['options']>(args: string[], option
   }
 }
 
-export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process.env): ServerCliOptions | 'help' {
+/**
+ * `openFileLimit`: this process's soft open-file limit (read from
+ * /proc/self/limits by default; null: unknown). An explicit --max-connections
+ * that cannot fit under it is a UsageError (exit 2), in the cluster primary as
+ * in a single process: each worker has the same limit (issue 10).
+ */
+export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process.env, openFileLimit: number | null = readOpenFileLimit()): ServerCliOptions | 'help' {
   const parsed = parseFlags(args, {
     address: { type: 'string' },
     path: { type: 'string' },
@@ -241,6 +248,15 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
   if (!existsSync(www) || !statSync(www).isDirectory()) throw new UsageError(`--www ${JSON.stringify(www)} is not a directory`);
   const origins = parseOrigins(v['allowed-origins']);
   const redis = parseRedis(v.redis, v['redis-env'], env);
+  const maxConnections = positive('max-connections', v['max-connections']);
+  if (maxConnections !== undefined) {
+    try {
+      fitConnections({ maxConnections, explicit: true, headroom: HTTP_HEADROOM_DEFAULT, limit: openFileLimit, name: '--max-connections' });
+    } catch (err) {
+      if (err instanceof OpenFileLimitError) throw new UsageError(err.message.replace(/^ws-supervisor: /, ''));
+      throw err;
+    }
+  }
   const redisMaxInFlightBytes = positive('redis-max-in-flight', v['redis-max-in-flight']);
   if (redisMaxInFlightBytes !== undefined && redis === null) throw new UsageError('--redis-max-in-flight needs --redis or --redis-env');
   const workers = parseWorkers(v.workers);
@@ -283,7 +299,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     },
     sendQueue: { maxMessages: positive('send-queue', v['send-queue']) },
     maxPayload: positive('max-payload', v['max-payload']),
-    maxConnections: positive('max-connections', v['max-connections']),
+    maxConnections,
     maxMessageRate: positive('max-message-rate', v['max-message-rate']),
     ...(origins !== undefined ? { origins } : {}),
   };

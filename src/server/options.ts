@@ -123,6 +123,17 @@ export interface SupervisorOptions<Auth = unknown> {
   adapter?: Adapter;
   /** R21: topics one connection may be in at once; a join beyond it throws TopicError('too-many-topics'). Default 100. */
   maxTopicsPerConnection?: number;
+
+  // --- Issue 10, admission limits (helper "limits") ---
+  /**
+   * R21: the process's soft open-file limit, against which `maxConnections`
+   * is checked at creation (src/server/fd-limit.ts): an explicit
+   * maxConnections that does not fit (plus 64 descriptors for the process)
+   * throws a RangeError naming the numbers; the default is lowered to fit, with
+   * a warning. Default: read from /proc/self/limits (Linux); null: not checked
+   * (other systems, unless given).
+   */
+  openFileLimit?: number | null;
 }
 
 export interface ResolvedOptions {

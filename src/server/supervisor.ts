@@ -24,6 +24,7 @@ import { Connection, connectionRunnerConfig, type ConnectionHooks, type Connecti
 import { Hub, type BroadcastResult } from './hub.ts';
 import { SupervisorMetrics } from './metrics.ts';
 import { LogSummary } from './log-summary.ts';
+import { fitConnections, resolveOpenFileLimit } from './fd-limit.ts';
 import type { Logger } from '../base/logger.ts';
 import { resolveOptions, type ResolvedOptions, type SupervisorOptions } from './options.ts';
 import { validateTopic } from '../protocol/topics.ts';
@@ -144,6 +145,19 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     super();
     this.raw = options;
     this.options = resolveOptions(options as SupervisorOptions<unknown>);
+    this.logger = options.logger ?? null;
+    // R21 / issue 10: a maxConnections the process's descriptors cannot hold would end in resets, not 503s.
+    const fit = fitConnections({
+      maxConnections: this.options.maxConnections,
+      explicit: options.maxConnections !== undefined,
+      headroom: 0,
+      limit: resolveOpenFileLimit(options.openFileLimit),
+    });
+    if (fit.warning !== null) {
+      this.options.maxConnections = fit.maxConnections;
+      if (this.logger) this.logger.warn({ maxConnections: fit.maxConnections }, fit.warning);
+      else process.emitWarning(fit.warning, 'WsSupervisorWarning');
+    }
     this.hub = new Hub<Auth>({ maxTopicsPerConnection: this.options.maxTopicsPerConnection });
     this.adapter = options.adapter ?? createMemoryAdapter();
     this.metrics = new SupervisorMetrics({
@@ -152,7 +166,6 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       topics: () => this.hub.topicCount,
       adapterUp: () => this.adapter.status === 'up',
     });
-    this.logger = options.logger ?? null;
     this.runnerConfig = connectionRunnerConfig(this.options.timing, options.inspect);
     this.wss = new WebSocketServer({
       noServer: true,
