@@ -5,7 +5,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { DEFAULTS, normaliseOrigin, type OriginPolicy } from '../server/options.ts';
+import { DEFAULTS, normaliseOrigin, resolveTrustProxy, type OriginPolicy, type TrustProxy } from '../server/options.ts';
 import { bundledWww, HTTP_HEADROOM_DEFAULT, type DemoServerOptions } from './demo-server.ts';
 import { fitConnections, OpenFileLimitError, readOpenFileLimit } from '../server/fd-limit.ts';
 import { RESTART_DEFAULTS } from './restart-intensity.ts';
@@ -28,7 +28,20 @@ Server flags:
   --close-timeout MS        time to wait for the peer's close frame (default ${DEFAULTS.closeTimeout})
   --max-payload BYTES       largest inbound message; bigger closes 1009 (default ${DEFAULTS.maxPayload})
   --send-queue N            messages not yet handed to the OS socket, per connection (default ${DEFAULTS.sendQueueMessages})
-  --max-connections N       upgrades beyond this get 503 (default ${DEFAULTS.maxConnections})
+  --max-connections N       upgrades beyond this get 503 (default ${DEFAULTS.maxConnections}); with the HTTP
+                            headroom (1024) and 64 more it must fit under the open-file limit
+                            (ulimit -n), else exit 2; the default is lowered to fit, with a warning
+  --max-connections-per-address N
+                            WebSocket connections from one client address; the next upgrade
+                            gets 429 (default ${DEFAULTS.maxConnectionsPerAddress})
+  --max-pending-per-address N
+                            sockets from one address that have not finished the upgrade (idle
+                            TCP, slow heads, plain HTTP); the next is answered 429 and closed
+                            at once (default ${DEFAULTS.maxPendingPerAddress})
+  --trust-proxy LIST        comma-separated IP addresses of reverse proxies whose
+                            X-Forwarded-For names the client (for the per-address limits and
+                            the logs); * trusts every peer (only when clients cannot reach
+                            the server but through the proxy). Default: none, the header is ignored
   --max-message-rate N      messages per second per connection; over it the connection is
                             closed 1008 (default: no limit)
   --allowed-origins LIST    comma-separated scheme://host[:port] origins allowed instead of
@@ -128,6 +141,22 @@ function parseOrigins(value: string | undefined): OriginPolicy | undefined {
   }
 }
 
+/** --trust-proxy: `*` (every peer) or comma-separated IP addresses, checked as the trustProxy option is. */
+function parseTrustProxy(value: string | undefined): TrustProxy | undefined {
+  if (value === undefined) return undefined;
+  const entries = value.split(',').map((s) => s.trim()).filter(Boolean);
+  if (entries.length === 0) throw new UsageError('--trust-proxy must list at least one IP address (or *)');
+  if (entries.includes('*')) {
+    if (entries.length > 1) throw new UsageError('--trust-proxy: * cannot be combined with addresses');
+    return true;
+  }
+  try {
+    return resolveTrustProxy(entries);
+  } catch (err) {
+    throw new UsageError(`--trust-proxy: ${(err as Error).message.replace('ws-supervisor: option trustProxy: ', '')}`);
+  }
+}
+
 /** Server CLI options: the demo server's, plus what only the CLI does (logging, inspector, processes). */
 export interface ServerCliOptions extends DemoServerOptions {
   logLevel: LogLevel;
@@ -219,6 +248,9 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     'send-queue': { type: 'string' },
     'max-connections': { type: 'string' },
     'max-message-rate': { type: 'string' },
+    'max-connections-per-address': { type: 'string' },
+    'max-pending-per-address': { type: 'string' },
+    'trust-proxy': { type: 'string' },
     'allowed-origins': { type: 'string' },
     'log-level': { type: 'string' },
     inspect: { type: 'boolean' },
@@ -257,6 +289,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
       throw err;
     }
   }
+  const trustProxy = parseTrustProxy(v['trust-proxy']);
   const redisMaxInFlightBytes = positive('redis-max-in-flight', v['redis-max-in-flight']);
   if (redisMaxInFlightBytes !== undefined && redis === null) throw new UsageError('--redis-max-in-flight needs --redis or --redis-env');
   const workers = parseWorkers(v.workers);
@@ -302,6 +335,10 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     maxConnections,
     maxMessageRate: positive('max-message-rate', v['max-message-rate']),
     ...(origins !== undefined ? { origins } : {}),
+    // Issue 10: per-address limits.
+    maxConnectionsPerAddress: positive('max-connections-per-address', v['max-connections-per-address']),
+    maxPendingPerAddress: positive('max-pending-per-address', v['max-pending-per-address']),
+    ...(trustProxy !== undefined ? { trustProxy } : {}),
   };
   return options;
 }

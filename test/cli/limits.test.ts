@@ -6,7 +6,7 @@ import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import WebSocket from 'ws';
-import { REPO_ROOT, httpGet, upgradeStatus } from '../helpers/cli.ts';
+import { REPO_ROOT, httpGet, startCliServer, upgradeStatus } from '../helpers/cli.ts';
 import { parseServerArgs, UsageError, type ServerCliOptions } from '../../src/cli/args.ts';
 import { REDIS_DEFAULTS } from '../../src/adapter/redis-defaults.ts';
 import { FD_RESERVE } from '../../src/server/fd-limit.ts';
@@ -132,5 +132,39 @@ describe('--redis-max-in-flight', () => {
     assert.equal(REDIS_DEFAULTS.maxInFlightBytes, 16 * 1_048_576);
     assert.throws(() => parse(['--redis-max-in-flight', '1048576']), (e: Error) => e instanceof UsageError && /--redis-max-in-flight needs --redis or --redis-env/.test(e.message));
     assert.throws(() => parse(['--redis', 'redis://h', '--redis-max-in-flight', '0']), (e: Error) => e instanceof UsageError && /--redis-max-in-flight must be a positive integer, got "0"/.test(e.message));
+  });
+});
+
+describe('per-address flags', () => {
+  const parse = (args: string[]): ServerCliOptions => parseServerArgs(args) as ServerCliOptions;
+  test('--max-connections-per-address, --max-pending-per-address, --trust-proxy parse and are checked', () => {
+    const o = parse(['--max-connections-per-address', '5', '--max-pending-per-address', '7', '--trust-proxy', '10.0.0.1, ::ffff:10.0.0.2,::1']);
+    assert.equal(o.maxConnectionsPerAddress, 5);
+    assert.equal(o.maxPendingPerAddress, 7);
+    assert.deepEqual(o.trustProxy, ['10.0.0.1', '10.0.0.2', '::1']);
+    assert.equal(parse(['--trust-proxy', '*']).trustProxy, true);
+    assert.equal(parse([]).trustProxy, undefined, 'default: no proxy trusted');
+    for (const [args, re] of [
+      [['--trust-proxy', 'proxy.local'], /--trust-proxy: "proxy\.local" is not an IP address/],
+      [['--trust-proxy', '*,10.0.0.1'], /--trust-proxy: \* cannot be combined/],
+      [['--max-connections-per-address', '0'], /--max-connections-per-address must be a positive integer, got "0"/],
+      [['--max-pending-per-address', 'x'], /--max-pending-per-address must be a positive integer, got "x"/],
+    ] as const) {
+      assert.throws(() => parse([...args]), (e: Error) => e instanceof UsageError && re.test(e.message), args.join(' '));
+    }
+  });
+
+  test('the CLI server: --max-connections-per-address 2 refuses a third upgrade from one address with 429, serves another address', { timeout: 30_000 }, async (t) => {
+    const srv = await startCliServer(['--max-connections-per-address', '2'], t);
+    const from = (localAddress: string): WebSocket.ClientOptions => ({ localAddress }) as WebSocket.ClientOptions;
+    const held = await Promise.all([0, 1].map(() => new Promise<WebSocket>((resolve, reject) => {
+      const ws = new WebSocket(srv.wsUrl, from('127.0.0.2'));
+      ws.once('open', () => resolve(ws)).once('error', reject);
+    })));
+    t.after(() => held.forEach((ws) => ws.terminate()));
+    const third = await upgradeStatus(srv.wsUrl, from('127.0.0.2'));
+    assert.equal(third.status, 429);
+    assert.equal(third.body, 'too many connections from 127.0.0.2 (limit 2 per address)\n');
+    assert.equal((await upgradeStatus(srv.wsUrl, from('127.0.0.3'))).status, 101);
   });
 });
