@@ -50,6 +50,11 @@ export class LogSummary {
     this.bytes += bytes;
   }
 
+  /** True while a burst is being summarised (until an interval passes without any occurrence). */
+  get active(): boolean {
+    return this.timer !== null;
+  }
+
   /** Logs what was counted (if anything) now, e.g. when the outage ends. The burst goes on being summarised until a quiet interval. */
   flush(): void {
     if (!this.logger || this.counts.size === 0) return;

@@ -182,6 +182,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     },
   };
   private readonly onServerUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    this.releasePending(socket); // an upgrade of any path has left plain HTTP, ours or another listener's
     if (this.options.path !== null && pathOf(request) !== this.options.path) {
       // Another upgrade listener may own this path; answer only if we are alone.
       if (this.raw.server && this.raw.server.listenerCount('upgrade') > 1) return;
