@@ -48,14 +48,14 @@ function idleSocket(t: TestContext, port: number, from: string): Promise<IdleSoc
 describe('per-address admission limits (issue 10)', () => {
   test('idle TCP sockets from one address beyond maxPendingPerAddress are answered 429 and closed at once; other addresses connect promptly', { timeout: 30_000 }, async (t) => {
     // Scaled down from the issue (11,100 sockets vs 10,000 + 1,024): 60 idle sockets against 20 + 30.
-    const d = await demo(t, { maxConnections: 20, httpHeadroom: 30, maxPendingPerAddress: 10 } as never);
+    const d = await demo(t, { maxConnections: 20, httpHeadroom: 30, maxPendingPerAddress: 10 });
     const idle: IdleSocket[] = [];
     for (let i = 0; i < 60; i++) idle.push(await idleSocket(t, d.address.port, '127.0.0.2'));
     await delay(200); // let the server see them all
 
     // Another address is served at once: no reset, no wait for the 408 sweep.
     const started = Date.now();
-    const normal = await upgradeStatus(d.url, { localAddress: '127.0.0.3' } as never, 3000);
+    const normal = await upgradeStatus(d.url, { localAddress: '127.0.0.3' } as WebSocket.ClientOptions, 3000);
     const took = Date.now() - started;
     assert.equal(normal.status, 101, 'a client from another address upgrades');
     assert.equal((await httpGet(`${d.base}/healthz`)).status, 200);
@@ -82,7 +82,7 @@ describe('per-address admission limits (issue 10)', () => {
   });
 
   test('a socket that upgrades stops counting as pending: maxConnectionsPerAddress WebSockets from one address, the next gets 429; other addresses unaffected; a closed one frees its slot', { timeout: 30_000 }, async (t) => {
-    const ts = await startSupervisor({ maxConnectionsPerAddress: 3, maxPendingPerAddress: 2 } as never);
+    const ts = await startSupervisor({ maxConnectionsPerAddress: 3, maxPendingPerAddress: 2 });
     t.after(() => ts.close());
     const from = (address: string): WebSocket.ClientOptions => ({ localAddress: address }) as WebSocket.ClientOptions;
     const mine = [await openClient(ts.url, from('127.0.0.2')), await openClient(ts.url, from('127.0.0.2')), await openClient(ts.url, from('127.0.0.2'))];
@@ -104,7 +104,7 @@ describe('per-address admission limits (issue 10)', () => {
   });
 
   test('trustProxy: X-Forwarded-For names the client only behind a trusted proxy (which is exempt from the pending cap); otherwise it is ignored', { timeout: 30_000 }, async (t) => {
-    const d = await demo(t, { maxConnectionsPerAddress: 2, maxPendingPerAddress: 3, trustProxy: ['127.0.0.1'] } as never);
+    const d = await demo(t, { maxConnectionsPerAddress: 2, maxPendingPerAddress: 3, trustProxy: ['127.0.0.1'] });
     const opened: Connection[] = [];
     d.supervisor.on('connection', (c) => opened.push(c));
     const via = (client: string, localAddress = '127.0.0.1'): WebSocket.ClientOptions => ({ localAddress, headers: { 'X-Forwarded-For': `10.9.9.9, ${client}` } }) as WebSocket.ClientOptions;
@@ -131,9 +131,9 @@ describe('per-address admission limits (issue 10)', () => {
   });
 
   test('options are checked: a bad limit or a trustProxy entry that is not an IP address is a RangeError naming it', () => {
-    assert.throws(() => createSupervisor({ maxConnectionsPerAddress: 0 } as never), /option maxConnectionsPerAddress must be a positive integer/);
-    assert.throws(() => createSupervisor({ maxPendingPerAddress: 1.5 } as never), /option maxPendingPerAddress must be a positive integer/);
-    assert.throws(() => createSupervisor({ trustProxy: ['10.0.0.1', 'proxy.local'] } as never), /option trustProxy: "proxy\.local" is not an IP address/);
+    assert.throws(() => createSupervisor({ maxConnectionsPerAddress: 0 }), /option maxConnectionsPerAddress must be a positive integer/);
+    assert.throws(() => createSupervisor({ maxPendingPerAddress: 1.5 }), /option maxPendingPerAddress must be a positive integer/);
+    assert.throws(() => createSupervisor({ trustProxy: ['10.0.0.1', 'proxy.local'] }), /option trustProxy: "proxy\.local" is not an IP address/);
     assert.throws(() => createSupervisor({ trustProxy: 'yes' } as never), /option trustProxy must be true, false or a list of IP addresses/);
   });
 });
