@@ -17,3 +17,6 @@ export { SupervisorMetrics, type MetricsSource } from './server/metrics.ts';
 export type { DeadLetterReason, Outbound } from './server/writer.ts';
 export * from '../machines/index.ts';
 export { createDashboard, type Dashboard, type DashboardOptions, type DashboardSnapshot, type ConnectionRow, type ClosureRow } from './observe/dashboard/index.ts';
+// Admission limits: the open-file check and the trustProxy option's type.
+export { OpenFileLimitError, FD_RESERVE, readOpenFileLimit } from './server/fd-limit.ts';
+export type { TrustProxy } from './server/options.ts';

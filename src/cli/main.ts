@@ -37,7 +37,7 @@ function redactUrl(url: string): string {
 const REDIS_STARTUP_GRACE_MS = 3_000;
 
 async function runServer(options: ServerCliOptions): Promise<void> {
-  const { logLevel, inspectPort, redis, workers, restart, ...serverOptions } = options;
+  const { logLevel, inspectPort, redis, redisMaxInFlightBytes, workers, restart, ...serverOptions } = options;
   const slot = workerSlot();
   if (workers > 1 && slot === null) {
     // The primary: forks the workers (each re-runs this CLI with the same flags) and serves nothing.
@@ -106,7 +106,10 @@ async function runServer(options: ServerCliOptions): Promise<void> {
   // Loaded only for --inspect: the Stately inspector client is not needed otherwise.
   inspector = inspectPort === null ? null : await (await import('../observe/inspector.ts')).startInspector(inspectPort);
   // Loaded only for --redis: its client is not needed otherwise.
-  const adapter = redis === null ? null : (await import('../adapter/redis.ts')).createRedisAdapter({ url: redis });
+  const adapter = redis === null ? null : (await import('../adapter/redis.ts')).createRedisAdapter({
+          url: redis,
+          ...(redisMaxInFlightBytes !== undefined ? { maxInFlightBytes: redisMaxInFlightBytes } : {}),
+        });
   const port = workerPortOverride() ?? serverOptions.port;
   demo = await startDemoServer({
     ...serverOptions,

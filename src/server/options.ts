@@ -9,6 +9,7 @@ import type { Adapter } from '../adapter/types.ts';
 import type { Logger } from '../base/logger.ts';
 import { positiveInt } from '../base/checks.ts';
 import type { Connection } from './connection.ts';
+import { isIP } from 'node:net';
 
 export const DEFAULTS = {
   /** R4/R6: 25 s keeps common proxy and NAT idle timeouts (≥ 60 s) from firing, with margin. */
@@ -33,6 +34,25 @@ export const DEFAULTS = {
   maxConnections: 10_000,
   /** R21: topics one connection may be in; bounds what one client can make us hold (each name ≤ 256 bytes). */
   maxTopicsPerConnection: 100,
+
+  // --- Admission limits per address and the open-file check (R21) ---
+  /**
+   * R21: WebSocket connections (open or being admitted) from one client
+   * address; the next upgrade gets 429. A tenth of the default maxConnections:
+   * one address cannot take the server, and an office or campus NAT of up to
+   * 1,000 simultaneous users still fits. Carrier-grade NAT needs more: raise it.
+   */
+  maxConnectionsPerAddress: 1000,
+  /**
+   * R21: sockets from one address that have not finished the upgrade (idle
+   * TCP, slow heads, plain HTTP keep-alive), counted when the supervisor is
+   * given `server`; the next is answered 429 and closed at once. A browser
+   * holds at most 6 HTTP connections per host, so 128 covers ~20 browsers
+   * behind one NAT loading at once, while one address can fill at most an
+   * eighth of the CLI's 1,024 sockets of HTTP headroom (measured: 11,100 idle
+   * sockets from one address locked every other client out).
+   */
+  maxPendingPerAddress: 128,
 } as const;
 
 /** Heartbeat and deadline timings, milliseconds (R4–R6, R10, R16). */
@@ -68,6 +88,9 @@ export interface SendQueueOptions {
  * - `'*'`: every origin (development only).
  */
 export type OriginPolicy = 'same-origin' | '*' | readonly string[];
+
+/** Which TCP peers are proxies whose X-Forwarded-For names the client: none (false), every peer (true), or these addresses. */
+export type TrustProxy = boolean | readonly string[];
 
 /** Result of `authenticate`: anything truthy is attached to the connection as `auth`. */
 export type AuthenticateHook<Auth = unknown> = (request: IncomingMessage) => Promise<Auth | false | null | undefined> | Auth | false | null | undefined;
@@ -133,6 +156,41 @@ export interface SupervisorOptions<Auth = unknown> {
   adapter?: Adapter;
   /** R21: topics one connection may be in at once; a join beyond it throws TopicError('too-many-topics'). Default 100. */
   maxTopicsPerConnection?: number;
+
+  // --- Admission limits per address and the open-file check (R21) ---
+  /**
+   * R21: the process's soft open-file limit, against which `maxConnections`
+   * is checked at creation (src/server/fd-limit.ts): an explicit
+   * maxConnections that does not fit (plus 64 descriptors for the process)
+   * throws a RangeError naming the numbers; the default is lowered to fit, with
+   * a warning. Default: read from /proc/self/limits (Linux); null: not checked
+   * (other systems, unless given).
+   */
+  openFileLimit?: number | null;
+  /**
+   * R21: WebSocket connections (open or being admitted) from one client
+   * address; beyond it the upgrade is refused with 429 ("too many connections
+   * from ADDRESS (limit N per address)"). Default 1000.
+   */
+  maxConnectionsPerAddress?: number;
+  /**
+   * R21: sockets from one address on `server` that have not finished the
+   * upgrade (idle TCP, slow request heads, plain HTTP); beyond it a new socket
+   * is answered 429 and closed at once, before any request is read. Needs
+   * `server` (the supervisor listens to its 'connection' event); in noServer
+   * mode the application owns its sockets and this is not applied. Default 128.
+   */
+  maxPendingPerAddress?: number;
+  /**
+   * Which TCP peers are reverse proxies whose `X-Forwarded-For` names the
+   * client: `false` (default: the header is ignored, so it cannot be forged),
+   * `true` (every peer: only when clients cannot reach the server but through
+   * the proxy), or a list of the proxies' IP addresses. Behind a trusted proxy
+   * the client is the rightmost X-Forwarded-For entry (the one the proxy
+   * added); its per-address limit applies to that client, and the proxy's
+   * own sockets are exempt from maxPendingPerAddress (they carry many clients).
+   */
+  trustProxy?: TrustProxy;
 }
 
 export interface ResolvedOptions {
@@ -145,6 +203,9 @@ export interface ResolvedOptions {
   maxMessageRate: number;
   authenticateTimeout: number;
   maxTopicsPerConnection: number;
+  maxConnectionsPerAddress: number;
+  maxPendingPerAddress: number;
+  trustProxy: TrustProxy;
   timing: Required<TimingOptions>;
   sendQueue: Required<SendQueueOptions>;
 }
@@ -161,6 +222,17 @@ export function normaliseOrigin(entry: string): string {
     throw new RangeError(`ws-supervisor: allowed origin ${JSON.stringify(entry)} is not scheme://host[:port]`);
   }
   return url.origin;
+}
+
+/** The trustProxy option, checked: a list holds IP addresses only (normalised as the peers' are). */
+export function resolveTrustProxy(value: unknown): TrustProxy {
+  if (value === undefined || value === false) return false;
+  if (value === true) return true;
+  if (!Array.isArray(value)) throw new RangeError(`ws-supervisor: option trustProxy must be true, false or a list of IP addresses, got ${JSON.stringify(value)}`);
+  return value.map((entry: unknown) => {
+    if (typeof entry !== 'string' || isIP(entry) === 0) throw new RangeError(`ws-supervisor: option trustProxy: ${JSON.stringify(entry)} is not an IP address`);
+    return entry.startsWith('::ffff:') && isIP(entry.slice(7)) === 4 ? entry.slice(7) : entry.toLowerCase();
+  });
 }
 
 export function resolveOptions(options: SupervisorOptions<unknown>): ResolvedOptions {
@@ -184,6 +256,9 @@ export function resolveOptions(options: SupervisorOptions<unknown>): ResolvedOpt
     maxMessageRate: options.maxMessageRate ? positiveInt('maxMessageRate', options.maxMessageRate, 0) : DEFAULTS.maxMessageRate,
     authenticateTimeout: positiveInt('authenticateTimeout', options.authenticateTimeout, DEFAULTS.authenticateTimeout),
     maxTopicsPerConnection: positiveInt('maxTopicsPerConnection', options.maxTopicsPerConnection, DEFAULTS.maxTopicsPerConnection),
+    maxConnectionsPerAddress: positiveInt('maxConnectionsPerAddress', options.maxConnectionsPerAddress, DEFAULTS.maxConnectionsPerAddress),
+    maxPendingPerAddress: positiveInt('maxPendingPerAddress', options.maxPendingPerAddress, DEFAULTS.maxPendingPerAddress),
+    trustProxy: resolveTrustProxy(options.trustProxy),
     timing: {
       pingInterval: positiveInt('timing.pingInterval', t.pingInterval, DEFAULTS.pingInterval),
       pongTimeout: positiveInt('timing.pongTimeout', t.pongTimeout, DEFAULTS.pongTimeout),

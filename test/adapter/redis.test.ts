@@ -14,7 +14,7 @@ import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import type { NodeInfo } from '../../src/index.ts';
 import { REPO_ROOT, httpGet, metric, metricsOf, startCliServer } from '../helpers/cli.ts';
-import { createRedisAdapter } from '../../src/adapter/redis.ts';
+import { createRedisAdapter, decodeFrame } from '../../src/adapter/redis.ts';
 import { createSupervisor } from '../../src/server/supervisor.ts';
 import type { Logger } from '../../src/base/logger.ts';
 import type { AdapterDeadLetter } from '../../src/adapter/types.ts';
@@ -650,3 +650,99 @@ describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /c
     assert.match((JSON.parse((await httpGet(`${one.base}/cluster`)).body) as { error: string }).error, /^redis unavailable/);
   });
 });
+
+describe('Redis adapter: backpressure while Redis hangs (issue 10)', () => {
+  test('Redis hung (SIGSTOP) under ~2k msg/s of 8 KiB broadcasts: bytes in flight stay under maxInFlightBytes, RSS stays bounded, the excess is reported unavailable at once, every message is delivered or reported, warnings are aggregated', { timeout: 60_000 }, async (t) => {
+    const redis = await startRedis(t);
+    if (!redis) return;
+    // The other node, reduced to what matters here: a subscriber that records which messages crossed.
+    const listener = await admin(t, redis.url);
+    const delivered = new Set<number>();
+    listener.on('messageBuffer', (_channel: Buffer, frame: Buffer) => {
+      const decoded = decodeFrame(frame);
+      if (!('error' in decoded)) delivered.add(indexOf(decoded.message.data));
+    });
+    await listener.subscribe('ws-supervisor:messages');
+
+    const CAP = 512 * 1024;
+    const SIZE = 8 * 1024;
+    const { logger, lines } = recordingLogger();
+    const adapter = createRedisAdapter({ url: redis.url, nodeId: 'sender', commandTimeout: 500, maxInFlightBytes: CAP, backoff: { initialDelay: 20, maxDelay: 200 } });
+    const sup = createSupervisor({ adapter, logger });
+    t.after(() => sup.close());
+    await waitFor(() => adapter.status === 'up', 5000, 'adapter up');
+
+    const reported = new Map<number, string>();
+    let current = -1;
+    let reportedAtOnce = 0;
+    sup.on('adapterDeadLetter', (letter) => {
+      if (letter.reason === 'missed') return;
+      const i = indexOf(letter.data);
+      assert.ok(!reported.has(i), `message ${i} reported twice`);
+      reported.set(i, letter.reason);
+      if (i === current && letter.reason === 'unavailable') reportedAtOnce++;
+    });
+
+    // 20 messages every 10 ms (~2k/s) for ~0.5 s up, HANG_MS hung, ~1 s after the resume.
+    const HANG_MS = 4000;
+    let sent = 0;
+    let maxInFlight = 0;
+    global.gc?.();
+    const rssBefore = process.memoryUsage().rss;
+    let rssMax = rssBefore;
+    const sendFor = async (ms: number): Promise<void> => {
+      const end = Date.now() + ms;
+      while (Date.now() < end) {
+        for (let k = 0; k < 20; k++) {
+          current = sent++;
+          sup.broadcast(payload(current, SIZE));
+          maxInFlight = Math.max(maxInFlight, adapter.inFlightBytes);
+        }
+        rssMax = Math.max(rssMax, process.memoryUsage().rss);
+        await delay(10);
+      }
+      current = -1;
+    };
+    await sendFor(500);
+    redis.pause();
+    t.after(() => redis.resume());
+    await sendFor(HANG_MS);
+    redis.resume();
+    await sendFor(1000);
+    const inFlight = (): number => adapter.inFlightBytes;
+    await waitFor(() => delivered.size + [...reported.values()].filter((r) => r === 'unavailable').length >= sent && inFlight() === 0, 15_000, 'every message delivered or reported');
+    await delay(300);
+
+    const unavailable = [...reported].filter(([, r]) => r === 'unavailable').map(([i]) => i);
+    const errors = [...reported].filter(([, r]) => r === 'error').map(([i]) => i);
+    const warns = lines.filter((l) => l.level === 'warn');
+    t.diagnostic(
+      `sent ${sent} (${((sent * SIZE) / 1048576).toFixed(1)} MiB), delivered ${delivered.size}, unavailable ${unavailable.length} (${reportedAtOnce} at once), ` +
+        `error ${errors.length}; max in flight ${maxInFlight} B (cap ${CAP}); RSS ${(rssBefore / 1048576).toFixed(0)} → max ${(rssMax / 1048576).toFixed(0)} MiB; ${warns.length} warn lines`,
+    );
+    assert.ok(maxInFlight <= CAP + SIZE + 512, `bytes in flight ${maxInFlight} stayed under the cap ${CAP} (plus one frame)`);
+    assert.ok(unavailable.length > 0, 'beyond the cap, messages were refused');
+    assert.equal(reportedAtOnce, unavailable.length, 'each refused message was reported within its broadcast call');
+    for (let i = 0; i < sent; i++) assert.ok(delivered.has(i) || reported.has(i), `message ${i} was neither delivered nor reported`);
+    assert.ok(unavailable.every((i) => !delivered.has(i)), 'an unavailable message was never sent');
+    assert.equal(delivered.size + unavailable.length, sent, 'delivered + unavailable = sent (the hung Redis delivered every unconfirmed one late)');
+    assert.equal(metric(await sup.metrics.registry.metrics(), 'ws_supervisor_adapter_publish_failures_total', { reason: 'unavailable' }), unavailable.length);
+    // Old code: the socket buffer and ioredis's queue held every frame (~2 copies of all 8 KiB payloads).
+    assert.ok(rssMax - rssBefore < 96 * 1048576, `RSS grew ${((rssMax - rssBefore) / 1048576).toFixed(0)} MiB`);
+    // Old code: one warn line per dead letter (thousands). Now: the status changes, the first report, a summary per interval / on recovery.
+    assert.ok(warns.length <= 10, `${warns.length} warn lines:\n${warns.map((w) => w.msg).join('\n')}`);
+    const summary = lines.find((l) => /^adapter dead letters: /.test(l.msg));
+    assert.ok(summary, 'a summary line with the counts');
+  });
+});
+
+/** An 8 KiB-ish payload that starts with its index. */
+function payload(i: number, size: number): Buffer {
+  const b = Buffer.alloc(size, 0x78);
+  b.write(String(i).padStart(10, '0'));
+  return b;
+}
+
+function indexOf(data: Buffer): number {
+  return Number(data.subarray(0, 10).toString());
+}
