@@ -443,7 +443,13 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   private refuse(request: IncomingMessage, socket: Duplex, refusal: Refusal): void {
     this.metrics.refusedTotal.inc({ reason: refusal.reason });
     const fields = { status: refusal.status, reason: refusal.reason, url: request.url, origin: request.headers.origin, remote: request.socket.remoteAddress };
-    if (refusal.reason === 'per-address') this.refusalLog.note(refusal.reason, 0, fields, `upgrade refused: ${refusal.message}`);
+    if (refusal.reason === 'per-address') {
+      // Behind a reverse proxy that is not trusted, every client shares the proxy's address: say so where the operator looks.
+      const hint = request.headers['x-forwarded-for'] !== undefined && !isTrustedProxy(request.socket.remoteAddress ?? '', this.options.trustProxy)
+        ? ' (the request came through a proxy that is not trusted: set trustProxy / --trust-proxy so that X-Forwarded-For names the client)'
+        : '';
+      this.refusalLog.note(refusal.reason, 0, fields, `upgrade refused: ${refusal.message}${hint}`);
+    }
     else this.logger?.info(fields, `upgrade refused: ${refusal.message}`);
     refuseUpgrade(socket, refusal, refusal.status === 503 || refusal.status === 429 ? { 'Retry-After': '5' } : {});
     this.emit('refused', refusal, request);

@@ -1,4 +1,4 @@
-// Issue 10 / R21: per-address admission limits on real sockets. Several
+// R21: per-address admission limits on real sockets. Several
 // client "addresses" on one machine: client sockets bound to 127.0.0.2,
 // 127.0.0.3, … (localAddress; all of 127.0.0.0/8 is loopback on Linux).
 // - sockets that have not finished the upgrade (idle TCP, plain HTTP), per
@@ -45,7 +45,7 @@ function idleSocket(t: TestContext, port: number, from: string): Promise<IdleSoc
   });
 }
 
-describe('per-address admission limits (issue 10)', () => {
+describe('per-address admission limits (R21)', () => {
   test('idle TCP sockets from one address beyond maxPendingPerAddress are answered 429 and closed at once; other addresses connect promptly', { timeout: 30_000 }, async (t) => {
     // Scaled down from the issue (11,100 sockets vs 10,000 + 1,024): 60 idle sockets against 20 + 30.
     const d = await demo(t, { maxConnections: 20, httpHeadroom: 30, maxPendingPerAddress: 10 });
@@ -128,6 +128,32 @@ describe('per-address admission limits (issue 10)', () => {
     const spoofed = await upgradeStatus(d.url, via('198.51.100.3', '127.0.0.4'));
     assert.equal(spoofed.status, 429);
     assert.equal(spoofed.body, 'too many connections from 127.0.0.4 (limit 2 per address)\n');
+  });
+
+  test('a per-address refusal of a request that came through an untrusted proxy says so in the log (every client behind it shares its address)', { timeout: 30_000 }, async (t) => {
+    const lines: string[] = [];
+    const logger = {
+      debug: () => undefined, info: (_o: object, m?: string) => void lines.push(m ?? ''), warn: (_o: object, m?: string) => void lines.push(m ?? ''),
+      error: (_o: object, m?: string) => void lines.push(m ?? ''), child: () => logger,
+    };
+    const ts = await startSupervisor({ maxConnectionsPerAddress: 1, logger });
+    t.after(() => ts.close());
+    const proxied = { localAddress: '127.0.0.5', headers: { 'X-Forwarded-For': '203.0.113.9' } } as WebSocket.ClientOptions;
+    const first = await openClient(ts.url, proxied);
+    t.after(() => first.terminate());
+    assert.equal((await upgradeStatus(ts.url, proxied)).status, 429);
+    await waitFor(() => lines.some((l) => l.includes('too many connections from 127.0.0.5')), 5000, 'the refusal is logged');
+    const line = lines.find((l) => l.includes('too many connections from 127.0.0.5'))!;
+    assert.match(line, /through a proxy that is not trusted: set trustProxy \/ --trust-proxy/);
+    // Without the header there is nothing to hint at (a second supervisor: a burst's later refusals are summarised).
+    const ts2 = await startSupervisor({ maxConnectionsPerAddress: 1, logger });
+    t.after(() => ts2.close());
+    const direct = { localAddress: '127.0.0.6' } as WebSocket.ClientOptions;
+    const mine = await openClient(ts2.url, direct);
+    t.after(() => mine.terminate());
+    assert.equal((await upgradeStatus(ts2.url, direct)).status, 429);
+    await waitFor(() => lines.some((l) => l.includes('from 127.0.0.6')), 5000, 'the second refusal is logged');
+    assert.doesNotMatch(lines.find((l) => l.includes('from 127.0.0.6'))!, /proxy/);
   });
 
   test('options are checked: a bad limit or a trustProxy entry that is not an IP address is a RangeError naming it', () => {
