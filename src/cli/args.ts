@@ -78,6 +78,31 @@ for the server's close frame up to the close timeout) and exits 0.
 
 export class UsageError extends Error {}
 
+/** The subcommands, and what the CLI does with its first argument. */
+export type Command =
+  | { command: 'server' | 'client'; args: string[] }
+  /** Print USAGE and exit with `exitCode`: 0 when asked for (--help), 2 when no command was given. */
+  | { usage: true; exitCode: 0 | 2 };
+
+export function parseCommand(argv: string[]): Command {
+  const [command, ...args] = argv;
+  if (command === 'server' || command === 'client') return { command, args };
+  if (command === undefined) return { usage: true, exitCode: 2 };
+  if (command === '--help' || command === 'help') return { usage: true, exitCode: 0 };
+  throw new UsageError(`unknown command ${JSON.stringify(command)} (expected: server or client)`);
+}
+
+/**
+ * How the CLI ends on a usage error: exit status 2 and one message on stderr
+ * (no stack trace) that points at the flags of the subcommand argv names.
+ * null for any other error. Kept here, not in main.ts, so tests check it in-process.
+ */
+export function usageExit(err: unknown, argv: string[]): { exitCode: 2; stderr: string } | null {
+  if (!(err instanceof UsageError)) return null;
+  const command = argv[0] === 'client' ? 'client' : 'server';
+  return { exitCode: 2, stderr: `ws-supervisor: ${err.message}\nRun 'ws-supervisor ${command} --help' for the flags.\n` };
+}
+
 function positive(flag: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   if (!/^[0-9]+$/.test(value) || Number(value) <= 0 || !Number.isSafeInteger(Number(value))) {

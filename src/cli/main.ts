@@ -16,7 +16,7 @@ import { startDemoServer, type DemoServer } from './demo-server.ts';
 import { onDrainRequest, reportReady, runPrimary, workerPortOverride, workerSlot } from './cluster.ts';
 import { DEFAULTS } from '../server/options.ts';
 import type { InspectorHandle } from '../observe/inspector.ts';
-import { parseClientArgs, parseServerArgs, USAGE, UsageError } from './args.ts';
+import { parseClientArgs, parseCommand, parseServerArgs, usageExit, USAGE } from './args.ts';
 import { parseRedisUrl } from '../adapter/redis-url.ts';
 import { ClientError, createClient } from '../client/node.ts';
 import { CLIENT_DEFAULTS } from '../client/client.ts';
@@ -229,22 +229,20 @@ async function runClient(args: string[]): Promise<void> {
 }
 
 async function main(argv: string[]): Promise<void> {
-  const [command, ...rest] = argv;
-  if (command === 'server') return runServer(rest);
-  if (command === 'client') return runClient(rest);
-  if (command === undefined || command === '--help' || command === 'help') {
+  const c = parseCommand(argv);
+  if ('usage' in c) {
     process.stdout.write(USAGE);
-    if (command === undefined) process.exitCode = 2;
+    process.exitCode = c.exitCode;
     return;
   }
-  throw new UsageError(`unknown command ${JSON.stringify(command)} (expected: server or client)`);
+  return c.command === 'server' ? runServer(c.args) : runClient(c.args);
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  if (err instanceof UsageError) {
-    const command = process.argv[2] === 'client' ? 'client' : 'server';
-    console.error(`ws-supervisor: ${err.message}\nRun 'ws-supervisor ${command} --help' for the flags.`);
-    process.exit(2);
+  const usage = usageExit(err, process.argv.slice(2));
+  if (usage) {
+    process.stderr.write(usage.stderr);
+    process.exit(usage.exitCode);
   }
   const e = err as NodeJS.ErrnoException;
   if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND') {
