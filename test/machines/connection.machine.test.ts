@@ -58,14 +58,84 @@ import { MachineRunner, type HostedActor } from '../../src/server/runner.ts';
 // ---------------------------------------------------------------------------
 // Timing and event samples
 
-/** Distinct values, so an armed timer tells which delay it belongs to. */
-const timing: ConnectionTiming = { pingInterval: 1000, pongTimeout: 500, writeTimeout: 700, closeTimeout: 300 };
 type DelayName = keyof ConnectionTiming;
+
+/**
+ * The machine's shape, pinned: every state node and every transition (`on`,
+ * `after`, each guarded branch), as test/helpers/model-coverage.ts names them.
+ * The coverage tests hold the machine to these lists and the executed paths
+ * to every transition in them, so a transition dropped from the machine fails
+ * here instead of quietly shrinking the target. Changing the machine means
+ * changing these lists, on purpose.
+ */
+const CONNECTION_MACHINE_STATES: readonly string[] = [
+  '#connection',
+  '#connection.connecting',
+  '#connection.open',
+  '#connection.open.heartbeat',
+  '#connection.open.heartbeat.idle',
+  '#connection.open.heartbeat.pinging',
+  '#connection.open.heartbeat.suspect',
+  '#connection.open.write',
+  '#connection.open.write.flowing',
+  '#connection.open.write.blocked',
+  '#connection.closing',
+  '#connection.closed',
+];
+const CONNECTION_MACHINE_TRANSITIONS: readonly string[] = [
+  'connection.connecting: socket.open → connection.open',
+  'connection.connecting: socket.closed → connection.closed',
+  'connection.connecting: close → connection.closed',
+  'connection.connecting: terminate → connection.closed',
+  'connection.open: socket.closed → connection.closed',
+  'connection.open: socket.error → connection.closing',
+  'connection.open: close[0] if isSendableCode → connection.closing',
+  'connection.open: close[1] otherwise → connection.closed',
+  'connection.open: terminate → connection.closed',
+  'connection.open: write.overflow → connection.closing',
+  'connection.open: socket.flood → connection.closing',
+  'connection.open.heartbeat.idle: xstate.after.pingInterval.connection.open.heartbeat.idle if heartbeatEnabled → connection.open.heartbeat.pinging',
+  'connection.open.heartbeat.pinging: socket.pong → connection.open.heartbeat.idle',
+  'connection.open.heartbeat.pinging: socket.activity → connection.open.heartbeat.idle',
+  'connection.open.heartbeat.pinging: xstate.after.pongTimeout.connection.open.heartbeat.pinging → connection.open.heartbeat.suspect',
+  'connection.open.heartbeat.suspect: socket.pong → connection.open.heartbeat.idle',
+  'connection.open.heartbeat.suspect: socket.activity → connection.open.heartbeat.idle',
+  'connection.open.heartbeat.suspect: socket.silent → connection.closed',
+  'connection.open.write.flowing: write.blocked → connection.open.write.blocked',
+  'connection.open.write.blocked: write.progress → connection.open.write.blocked (reenter)',
+  'connection.open.write.blocked: write.drained → connection.open.write.flowing',
+  'connection.open.write.blocked: xstate.after.writeTimeout.connection.open.write.blocked → connection.closing',
+  'connection.closing: socket.closed → connection.closed',
+  'connection.closing: terminate → connection.closed',
+  'connection.closing: xstate.after.closeTimeout.connection.closing → connection.closed',
+];
+
+
+/**
+ * The timings the model runs under; within each, distinct values, so an armed
+ * timer tells which delay it belongs to. With the heartbeat on, the model lets
+ * every armed timer fire next, in either order: a ping due while a write is
+ * blocked, the write deadline before or after the pong timeout. Each generated
+ * path runs under the first of these timings that produces its order of
+ * timeouts (`timingFor`): the write deadline before the pong timeout, before
+ * the ping, between the ping and the pong timeout, after both.
+ */
+const HEARTBEAT_TIMINGS: readonly ConnectionTiming[] = [
+  { pingInterval: 1000, pongTimeout: 500, writeTimeout: 700, closeTimeout: 250 },
+  { pingInterval: 1000, pongTimeout: 500, writeTimeout: 300, closeTimeout: 250 },
+  { pingInterval: 1000, pongTimeout: 500, writeTimeout: 1200, closeTimeout: 250 },
+  { pingInterval: 1000, pongTimeout: 500, writeTimeout: 2000, closeTimeout: 250 },
+];
+/** R7: pingInterval 0 turns the heartbeat off (a browser client without an app-level heartbeat). */
+const HEARTBEAT_OFF: ConnectionTiming = { pingInterval: 0, pongTimeout: 500, writeTimeout: 700, closeTimeout: 250 };
+/** The focused examples' timing. */
+const timing = HEARTBEAT_TIMINGS[0]!;
 /**
  * In model runs each event arrives this long after the previous step, so a
  * timer that should restart on an event (R10) visibly does. Small against the
- * differences between the delays, so timers armed together still fire in
- * order of duration (Run.fire and advanceQuietly fail loudly if not).
+ * differences between the delays, so the order in which armed timers fire is
+ * the timing's, not the gaps' (Run.fire and advanceQuietly fail loudly if a
+ * path asks for an order its timing cannot produce).
  */
 const EVENT_GAP_MS = 10;
 
@@ -150,15 +220,20 @@ const sut = connectionMachine.provide({
   },
 });
 
-function inputWith(io: unknown): ConnectionInput {
-  return { id: 'c1', timing, io };
+function inputWith(io: unknown, t: ConnectionTiming = timing): ConnectionInput {
+  return { id: 'c1', timing: t, io };
 }
 
 /** Which host runs the machine: an XState actor (the client) or the server's MachineRunner. */
 type Host = 'actor' | 'runner';
 
-/** One input for every runner run, as one supervisor passes one for all its connections. */
-const runnerInput = inputWith(null);
+/** One input per timing for every runner run, as one supervisor passes one for all its connections. */
+const runnerInputs = new Map<ConnectionTiming, ConnectionInput>();
+const runnerInput = (t: ConnectionTiming): ConnectionInput => {
+  let input = runnerInputs.get(t);
+  if (!input) runnerInputs.set(t, (input = inputWith(null, t)));
+  return input;
+};
 
 /** What a test does with the machine, whichever host runs it. */
 interface Running {
@@ -181,12 +256,10 @@ function hostedFake(actor: ActorName, io: FakeTransport): HostedActor<never> {
   } as HostedActor<never>;
 }
 
-/** One config for every runner run, as a supervisor makes one for all its connections. */
-const runnerConfig = { machine: connectionMachine, input: runnerInput, payloadFree: PAYLOAD_FREE_EVENTS };
-
-function runnerOf(io: FakeTransport, clock: TimerTableClock): Running {
+function runnerOf(io: FakeTransport, clock: TimerTableClock, t: ConnectionTiming): Running {
+  // One config per timing for every runner run, as a supervisor makes one for all its connections.
   const runner = new MachineRunner(
-    { ...runnerConfig, clock },
+    { machine: connectionMachine, input: runnerInput(t), payloadFree: PAYLOAD_FREE_EVENTS, clock },
     {
       actorId: 'connection:c1',
       spawn: (id) => hostedFake(id as ActorName, io),
@@ -209,12 +282,16 @@ class Run {
   readonly clock = new TimerTableClock();
   readonly io = new FakeTransport(this.clock);
   readonly actor: Running;
-  constructor(host: Host = 'actor', takenTransitions?: Set<string>) {
+  constructor(
+    host: Host = 'actor',
+    readonly timing: ConnectionTiming = HEARTBEAT_TIMINGS[0]!,
+    takenTransitions?: Set<string>,
+  ) {
     this.actor =
       host === 'runner'
-        ? runnerOf(this.io, this.clock)
+        ? runnerOf(this.io, this.clock, timing)
         : createActor(sut, {
-            input: inputWith(this.io),
+            input: inputWith(this.io, timing),
             clock: this.clock,
             ...(takenTransitions && { inspect: recordTransitions(takenTransitions) }),
           });
@@ -225,6 +302,17 @@ class Run {
   send(event: ConnectionEvent): void {
     this.io.record({ kind: 'sent', event });
     this.actor.send(event);
+    this.fireDueNow();
+  }
+  /**
+   * pingInterval 0 (R7) arms a 0 ms timer on entering idle, whose guard then
+   * keeps the heartbeat off: it is due at once, so it fires before anything else.
+   */
+  fireDueNow(): void {
+    while (this.clock.pending().some((t) => t.timeout === 0 && t.start + t.timeout <= this.clock.now())) {
+      this.io.record({ kind: 'timeout', delay: 'pingInterval' });
+      this.clock.increment(0);
+    }
   }
   /** Executes a model's event: it arrives EVENT_GAP_MS after the previous step. */
   deliver(event: ConnectionEvent): void {
@@ -233,9 +321,10 @@ class Run {
   }
   /** Executes a model's delayed event: advance the clock until exactly that timer fires. */
   fire(delay: DelayName): void {
-    const deadline = this.clock.nextDeadline(timing[delay]);
+    const deadline = this.clock.nextDeadline(this.timing[delay]);
     this.io.record({ kind: 'timeout', delay }, deadline);
-    this.clock.fireTimer(timing[delay]);
+    this.clock.fireTimer(this.timing[delay]);
+    this.fireDueNow();
   }
   commands(actor: ActorName, timeline: readonly Entry[] = this.io.timeline): Command[] {
     return timeline.flatMap((e) => (e.kind === 'command' && e.actor === actor ? [e.command] : []));
@@ -293,7 +382,7 @@ function sendableCloseCode(code: number | undefined): boolean {
   return (code >= 1000 && code <= 1014 && ![1004, 1005, 1006].includes(code)) || (code >= 3000 && code <= 4999);
 }
 
-function rulesSay(timeline: readonly Entry[]): Expectation {
+function rulesSay(timeline: readonly Entry[], t: ConnectionTiming): Expectation {
   const x: Expectation = {
     phase: 'connecting', heartbeat: 'idle', write: 'flowing', heartbeatSince: 0, writeSince: 0,
     pings: 0, closeFrame: null, closure: null,
@@ -327,7 +416,9 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
       const pinging = x.heartbeat === 'pinging';
       const suspect = x.heartbeat === 'suspect';
       const blocked = x.write === 'blocked';
-      if (e.type === 'timeout' && e.delay === 'pingInterval') {
+      if (e.type === 'timeout' && e.delay === 'pingInterval' && t.pingInterval === 0) {
+        // R7: heartbeat off: the interval never starts a ping.
+      } else if (e.type === 'timeout' && e.delay === 'pingInterval') {
         x.heartbeat = 'pinging';
         x.heartbeatSince = h.at;
         x.pings += 1;
@@ -384,7 +475,7 @@ type Check = (run: Run, x: Expectation, model: Snapshot) => void;
 
 const isSent = (type: ConnectionEvent['type']) => (e: Entry) => e.kind === 'sent' && e.event.type === type;
 const isTimeout = (delay: DelayName) => (e: Entry) => e.kind === 'timeout' && e.delay === delay;
-const armed = (run: Run, delay: DelayName) => run.clock.pending().filter((t) => t.timeout === timing[delay]);
+const armed = (run: Run, delay: DelayName) => run.clock.pending().filter((t) => t.timeout === run.timing[delay]);
 
 const checks: Record<string, Check> = {
   '#connection': (run, x, model) => {
@@ -410,6 +501,11 @@ const checks: Record<string, Check> = {
     assert.equal(expects, x.pings, 'R4/R5: the reader is told to expect liveness with each ping');
   },
   '#connection.open.heartbeat.idle': (run, x) => {
+    if (run.timing.pingInterval === 0) {
+      assert.deepEqual(run.clock.pending().filter((t) => t.timeout !== run.timing.writeTimeout), [], 'R7: heartbeat off: no heartbeat timer at all');
+      assert.equal(x.pings, 0, 'R7: heartbeat off: no ping');
+      return;
+    }
     assert.deepEqual(
       armed(run, 'pingInterval').map((t) => t.start),
       [x.heartbeatSince],
@@ -457,7 +553,7 @@ const checks: Record<string, Check> = {
     assert.ok(x.closeFrame, 'the rules call for a handshake on this path');
     assert.deepEqual(closes, [{ type: 'writer.close', ...x.closeFrame }], 'R16: exactly one close frame, with our code');
     assert.equal(run.commands('writer').at(-1)?.type, 'writer.close', 'R2: nothing is written after the close frame');
-    assert.deepEqual(run.clock.pendingDurations(), [timing.closeTimeout], 'R3/R16: only the close timeout is armed');
+    assert.deepEqual(run.clock.pendingDurations(), [run.timing.closeTimeout], 'R3/R16: only the close timeout is armed');
     assert.equal(run.count('stopped', 'writer'), 0, 'the writer stays up to flush the close frame');
   },
   '#connection.closed': (run, x) => {
@@ -497,57 +593,100 @@ const executors: Record<string, Executor> = {
   ),
 };
 
-/**
- * Events from outside take only EVENT_GAP_MS here, so timers armed together
- * fire shortest first: a delayed event is offered only when no other armed
- * timer is shorter. (Run.fire refuses any other order rather than diverge.)
- */
-function timerCanFireNext(snapshot: Snapshot, event: EventObject): boolean {
-  const delay = timeouts.get(event.type);
-  if (delay === undefined) return true;
-  const others = __unsafe_getAllOwnEventDescriptors(snapshot).flatMap((t) => {
-    const d = timeouts.get(t);
-    return d === undefined ? [] : [timing[d]];
-  });
-  return timing[delay] === Math.min(...others);
-}
-
 /** A model vertex: the constant id/timing/io are left out. */
 const vertex = (s: Snapshot): string =>
   JSON.stringify([s.status, s.value, s.context.closeRequest, s.context.closure]);
 
 const allSamples: ConnectionEvent[] = Object.values(samples).flat();
 
-const model = new TestModel(connectionMachine, {
-  input: inputWith({}),
-  // Every event in every live state, not only the ones the state handles: a
-  // missing transition, or an event that should be ignored and is not, then
-  // shows up as a disagreement with `rulesSay`. (`closed` ignores everything:
-  // its check sends late events itself, R2.) Plus the timers the state has armed.
-  events: (snapshot) =>
-    snapshot.status !== 'active'
-      ? []
-      : [
-          ...allSamples,
-          ...__unsafe_getAllOwnEventDescriptors(snapshot)
-            .filter((type) => timeouts.has(type))
-            // `xstate.after.<delay>.<stateId>` is not a ConnectionEvent, but the machine takes it.
-            .map((type) => ({ type }) as unknown as ConnectionEvent),
-        ],
-  filterEvents: timerCanFireNext,
-  stateMatcher: stateIdMatcher(connectionMachine),
-});
+/**
+ * A model of the machine under one timing. Every event in every live state,
+ * not only the ones the state handles: a missing transition, or an event that
+ * should be ignored and is not, then shows up as a disagreement with
+ * `rulesSay`. (`closed` ignores everything: its check sends late events
+ * itself, R2.) Plus every timer the state has armed, in any order: which
+ * timing can produce the order a path asks for is `timingFor`'s business.
+ * With the heartbeat off the ping interval's timer is not offered: it fires at
+ * once by itself (Run.fireDueNow) and changes nothing (R7).
+ */
+function modelFor(t: ConnectionTiming) {
+  return new TestModel(connectionMachine, {
+    input: inputWith({}, t),
+    events: (snapshot) =>
+      snapshot.status !== 'active'
+        ? []
+        : [
+            ...allSamples,
+            ...__unsafe_getAllOwnEventDescriptors(snapshot)
+              .filter((type) => timeouts.has(type) && !(t.pingInterval === 0 && timeouts.get(type) === 'pingInterval'))
+              // `xstate.after.<delay>.<stateId>` is not a ConnectionEvent, but the machine takes it.
+              .map((type) => ({ type }) as unknown as ConnectionEvent),
+          ],
+    stateMatcher: stateIdMatcher(connectionMachine),
+  });
+}
 
 /**
  * Shortest paths to every *transition*: the vertex includes the step that led
  * to it, so each edge of the state graph (self-loops such as write.progress
- * included) ends some shortest path.
+ * included) ends some shortest path. Then every cycle-free route to every
+ * state: longer histories for the oracle.
  */
-const edgePaths = model.getShortestPaths({
-  serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
-});
-/** Every cycle-free route to every state: longer histories for the oracle. */
-const simplePaths = model.getSimplePaths({ serializeState: vertex });
+function pathsOf(model: ReturnType<typeof modelFor>) {
+  return {
+    edge: model.getShortestPaths({
+      serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
+    }),
+    simple: model.getSimplePaths({ serializeState: vertex }),
+  };
+}
+
+/**
+ * The first of `candidates` under which `path` runs as generated: each timer
+ * the path fires is the next one due. null when none can (the path is then
+ * reported by the coverage tests, not skipped silently).
+ */
+function timingFor(path: TestPath<Snapshot, ConnectionEvent>, candidates: readonly ConnectionTiming[]): ConnectionTiming | null {
+  for (const t of candidates) {
+    const run = new Run('actor', t);
+    try {
+      for (const step of path.steps) {
+        const exec = executors[step.event.type];
+        if (!exec) throw new Error(`no executor for ${step.event.type}`);
+        exec(run, step.event);
+      }
+      return t;
+    } catch {
+      // this timing cannot produce the path's order of timeouts; try the next
+    } finally {
+      run.actor.stop();
+    }
+  }
+  return null;
+}
+
+interface Planned {
+  path: TestPath<Snapshot, ConnectionEvent>;
+  timing: ConnectionTiming;
+}
+
+function plan(paths: Array<TestPath<Snapshot, ConnectionEvent>>, candidates: readonly ConnectionTiming[], unrealised: string[]): Planned[] {
+  return paths.flatMap((path, i) => {
+    const t = timingFor(path, candidates);
+    if (t === null) unrealised.push(pathTitle(i, path, label));
+    return t === null ? [] : [{ path, timing: t }];
+  });
+}
+
+const unrealised: string[] = [];
+const onPaths = pathsOf(modelFor(HEARTBEAT_TIMINGS[0]!));
+const offPaths = pathsOf(modelFor(HEARTBEAT_OFF));
+/** Every generated path with the timing it runs under, by heartbeat and kind of path. */
+const planned = {
+  on: { edge: plan(onPaths.edge, HEARTBEAT_TIMINGS, unrealised), simple: plan(onPaths.simple, HEARTBEAT_TIMINGS, unrealised) },
+  off: { edge: plan(offPaths.edge, [HEARTBEAT_OFF], unrealised), simple: plan(offPaths.simple, [HEARTBEAT_OFF], unrealised) },
+};
+const allPlanned = [...planned.on.edge, ...planned.on.simple, ...planned.off.edge, ...planned.off.simple];
 
 function label(e: EventObject): string {
   const delay = timeouts.get(e.type);
@@ -561,8 +700,8 @@ const taken = new Set<string>();
 const generatedTypes = new Set<string>();
 const checkedStates = new Set<string>();
 
-async function execute(path: TestPath<Snapshot, ConnectionEvent>, host: Host): Promise<void> {
-  const run = new Run(host, host === 'actor' ? taken : undefined);
+async function execute({ path, timing: t }: Planned, host: Host): Promise<void> {
+  const run = new Run(host, t, host === 'actor' ? taken : undefined);
   const params: TestParam<Snapshot, ConnectionEvent> = {
     events: Object.fromEntries(
       Object.entries(executors).map(([type, exec]) => [type, (step: { event: EventObject }) => exec(run, step.event)]),
@@ -572,7 +711,7 @@ async function execute(path: TestPath<Snapshot, ConnectionEvent>, host: Host): P
         id,
         (modelSnapshot: Snapshot) => {
           checkedStates.add(id);
-          check(run, rulesSay(run.io.timeline), modelSnapshot);
+          check(run, rulesSay(run.io.timeline, t), modelSnapshot);
         },
       ]),
     ),
@@ -592,31 +731,44 @@ function pathName(i: number, path: TestPath<Snapshot, ConnectionEvent>): string 
 // ---------------------------------------------------------------------------
 // The tests
 
-describe('connection machine, model-based (R1–R5, R8, R10, R11, R15–R17; R2 closed once, R3 cleanup)', () => {
-  test('the timings tell the delays apart, and the model yields paths', () => {
-    assert.equal(new Set(Object.values(timing)).size, Object.keys(timing).length);
-    assert.ok(edgePaths.length > 0 && simplePaths.length > 0);
+describe('connection machine, model-based (R1–R5, R7, R8, R10, R11, R15–R17; R2 closed once, R3 cleanup)', () => {
+  test('the timings tell the delays apart, and the models yield paths', (t) => {
+    for (const timing of [...HEARTBEAT_TIMINGS, HEARTBEAT_OFF]) assert.equal(new Set(Object.values(timing)).size, Object.keys(timing).length, JSON.stringify(timing));
+    for (const paths of [onPaths, offPaths]) assert.ok(paths.edge.length > 0 && paths.simple.length > 0);
+    const used = HEARTBEAT_TIMINGS.map((timing) => [...planned.on.edge, ...planned.on.simple].filter((p) => p.timing === timing).length);
+    t.diagnostic(`heartbeat on: ${onPaths.edge.length} + ${onPaths.simple.length} paths, run under writeTimeout ${HEARTBEAT_TIMINGS.map((h, i) => `${h.writeTimeout}: ${used[i]}`).join(', ')}; heartbeat off: ${offPaths.edge.length} + ${offPaths.simple.length} paths`);
+    assert.ok(used.every((n) => n > 0), `every timing is needed by some path: ${used.join(', ')}`);
+  });
+
+  test('every generated path runs under one of the timings (none dropped)', () => {
+    assert.deepEqual(unrealised, [], 'paths whose order of timeouts no timing produces');
   });
 
   for (const host of ['actor', 'runner'] as const) {
     describe(`on ${host === 'actor' ? 'an XState actor' : 'the server MachineRunner'}`, () => {
-      describe(`shortest path to every transition (${edgePaths.length} paths)`, () => {
-        edgePaths.forEach((path, i) => test(pathName(i, path), () => execute(path, host)));
-      });
-
-      describe(`every simple path (${simplePaths.length} paths)`, () => {
-        simplePaths.forEach((path, i) => test(pathName(i, path), () => execute(path, host)));
-      });
+      for (const [heartbeat, kinds] of Object.entries(planned)) {
+        const name = heartbeat === 'on' ? 'heartbeat on' : 'heartbeat off (pingInterval 0, R7)';
+        describe(`${name}: shortest path to every transition (${kinds.edge.length} paths)`, () => {
+          kinds.edge.forEach((p, i) => test(pathName(i, p.path), () => execute(p, host)));
+        });
+        describe(`${name}: every simple path (${kinds.simple.length} paths)`, () => {
+          kinds.simple.forEach((p, i) => test(pathName(i, p.path), () => execute(p, host)));
+        });
+      }
     });
   }
 
   describe('coverage (TestModel skips these gaps silently)', () => {
-    test('every transition of the definition was taken by an executed path', (t) => {
-      const all = allTransitionKeys(connectionMachine);
-      const uncovered = missing(all, taken);
-      t.diagnostic(`transitions taken: ${all.length - uncovered.length}/${all.length}`);
+    test('the machine has exactly the pinned states and transitions (a change to the machine must change this test)', () => {
+      assert.deepEqual(allStateNodes(connectionMachine).map((n) => `#${n.id}`), CONNECTION_MACHINE_STATES);
+      assert.deepEqual(allTransitionKeys(connectionMachine), CONNECTION_MACHINE_TRANSITIONS);
+    });
+
+    test('every pinned transition was taken by an executed path', (t) => {
+      const uncovered = missing(CONNECTION_MACHINE_TRANSITIONS, taken);
+      t.diagnostic(`transitions taken: ${CONNECTION_MACHINE_TRANSITIONS.length - uncovered.length}/${CONNECTION_MACHINE_TRANSITIONS.length}`);
       assert.deepEqual(uncovered, [], 'transitions no executed path took');
-      assert.deepEqual(missing(taken, new Set(all)), [], 'taken transitions unknown to the definition');
+      assert.deepEqual(missing(taken, new Set(CONNECTION_MACHINE_TRANSITIONS)), [], 'taken transitions that are not pinned');
     });
 
     test('every generated event type has an executor', (t) => {
@@ -627,7 +779,7 @@ describe('connection machine, model-based (R1–R5, R8, R10, R11, R15–R17; R2 
     test('PAYLOAD_FREE_EVENTS: in every reachable state, the payload of those events changes nothing the machine does', () => {
       // The runner remembers one step per (shared snapshot, event type): only sound if this holds.
       const states = new Map<string, Snapshot>();
-      for (const path of simplePaths) for (const step of path.steps) states.set(vertex(step.state), step.state);
+      for (const { path } of allPlanned) for (const step of path.steps) states.set(vertex(step.state), step.state);
       // What the runner executes: each action's type and params (refs by id).
       const strip = (actions: unknown[]) =>
         JSON.stringify(actions.map((a) => {
@@ -650,7 +802,7 @@ describe('connection machine, model-based (R1–R5, R8, R10, R11, R15–R17; R2 
     });
 
     test('every state node has a check, and every check ran', (t) => {
-      const ids = allStateNodes(connectionMachine).map((n) => `#${n.id}`);
+      const ids = CONNECTION_MACHINE_STATES;
       t.diagnostic(`state nodes checked: ${ids.filter((id) => checkedStates.has(id)).length}/${ids.length}`);
       assert.deepEqual(missing(ids, new Set(Object.keys(checks))), [], 'state nodes without a check');
       assert.deepEqual(missing(Object.keys(checks), new Set(ids)), [], 'checks for no state node');
