@@ -3,11 +3,14 @@
 // as dead letters; nobody else waits on it.
 import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { Duplex } from 'node:stream';
 import { setImmediate as tick } from 'node:timers/promises';
 import type WebSocket from 'ws';
 import type { Connection, DeadLetter, Outbound, Supervisor, SupervisorOptions } from '../../src/index.ts';
 import { closeOf, delay, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
 import { rawConnect, type RawWs } from '../helpers/raw-ws.ts';
+import { SendQueue } from '../../src/server/writer.ts';
+import type { WriterEvent } from '../../machines/connection.machine.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -459,5 +462,52 @@ describe('R9–R12 slow consumers', () => {
       assert.ok(['closed', 'write-error'].includes(letter.reason), letter.reason);
     }
     assert.equal(await metric(sup, 'ws_supervisor_dead_letters_total{reason="closed"}'), closedLetters.length);
+  });
+});
+
+// On loopback the kernel wakes a blocked writer only once a large share of its
+// send buffer is free, so every pending write completes together and progress
+// reaches the machine through drain + refill (tested above). A write that
+// completes while others still wait behind it cannot be produced reliably on a
+// real socket; this socket completes its writes one at a time, on command.
+describe('R10 the writer on a socket that completes writes one at a time', () => {
+  test('a write completing while the socket still pushes back is write.progress; the last one is write.drained', async () => {
+    const completions: Array<() => void> = [];
+    const socket = new Duplex({
+      highWaterMark: 16 * KiB,
+      read() {},
+      write(_chunk, _encoding, done) {
+        completions.push(() => done());
+      },
+    });
+    // The part of a ws WebSocket the writer uses: one socket write per message.
+    const ws = {
+      readyState: 1,
+      send: (data: Outbound, _options: unknown, cb?: (err?: Error | null) => void) => void (cb ? socket.write(data, cb) : socket.write(data)),
+      ping() {},
+      close() {},
+      terminate() {},
+    } as unknown as WebSocket;
+    const letters: unknown[] = [];
+    const events: WriterEvent['type'][] = [];
+    const queue = new SendQueue(ws, socket, { maxMessages: 100, maxBytes: MiB }, { deadLetter: (...args) => void letters.push(args) });
+    queue.attach((e) => events.push(e.type));
+
+    for (let seq = 0; seq < 3; seq++) assert.equal(queue.send(message(seq, 6 * KiB)), true);
+    assert.equal(socket.writableNeedDrain, true, '18 KiB waiting in a 16 KiB socket');
+    assert.deepEqual(events, ['write.blocked']);
+
+    completions.shift()!(); // the first write reaches the OS
+    completions.shift()!(); // the second too; the third still waits
+    await tick();
+    assert.equal(socket.writableLength, 6 * KiB);
+    assert.deepEqual(events, ['write.blocked', 'write.progress'], 'R10: progress while still blocked restarts the write deadline');
+    assert.equal(queue.messagesOut, 2);
+
+    completions.shift()!();
+    await tick();
+    assert.deepEqual(events, ['write.blocked', 'write.progress', 'write.drained']);
+    assert.equal(queue.messagesOut, 3);
+    assert.deepEqual(letters, []);
   });
 });
