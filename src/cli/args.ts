@@ -135,6 +135,16 @@ The server side: ws-supervisor server --help.
 
 export class UsageError extends Error {}
 
+/**
+ * How the CLI ends on a usage error: exit status 2 and one message on stderr
+ * (no stack trace) that points at the flags of the subcommand argv names.
+ * null for any other error. Kept here, not in main.ts, so tests check it in-process.
+ */
+export function usageExit(err: unknown, argv: readonly string[]): { exitCode: 2; stderr: string } | null {
+  if (!(err instanceof UsageError)) return null;
+  return { exitCode: 2, stderr: `ws-supervisor: ${err.message}\nRun '${helpHint(argv)}' for the flags.\n` };
+}
+
 function positive(flag: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   if (!/^[0-9]+$/.test(value) || Number(value) <= 0 || !Number.isSafeInteger(Number(value))) {

@@ -16,7 +16,7 @@ import { startDemoServer, type DemoServer } from './demo-server.ts';
 import { onDrainRequest, reportReady, runPrimary, workerPortOverride, workerSlot } from './cluster.ts';
 import { DEFAULTS } from '../server/options.ts';
 import type { InspectorHandle } from '../observe/inspector.ts';
-import { helpHint, packageVersion, parseCommand, UsageError, type ClientCliOptions, type ServerCliOptions } from './args.ts';
+import { packageVersion, parseCommand, usageExit, type ClientCliOptions, type ServerCliOptions } from './args.ts';
 import { parseRedisUrl } from '../adapter/redis-url.ts';
 import { MissingPeerError } from '../base/optional-peer.ts';
 import { ClientError, createClient } from '../client/node.ts';
@@ -247,9 +247,10 @@ main(argv).catch((err: unknown) => {
     console.error(err.message); // names the package and the command that installs it
     process.exit(1);
   }
-  if (err instanceof UsageError) {
-    console.error(`ws-supervisor: ${err.message}\nRun '${helpHint(argv)}' for the flags.`);
-    process.exit(2);
+  const usage = usageExit(err, argv);
+  if (usage) {
+    process.stderr.write(usage.stderr);
+    process.exit(usage.exitCode);
   }
   const e = err as NodeJS.ErrnoException;
   if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND') {

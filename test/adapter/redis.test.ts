@@ -13,13 +13,16 @@ import net from 'node:net';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import type { NodeInfo } from '../../src/index.ts';
-import { REPO_ROOT, httpGet, metric, metricsOf, startCliServer } from '../helpers/cli.ts';
+import { REPO_ROOT, boundedStart, budgets, httpGet, metric, metricsOf, startCliServer } from '../helpers/cli.ts';
 import { createRedisAdapter, decodeFrame } from '../../src/adapter/redis.ts';
 import { createSupervisor } from '../../src/server/supervisor.ts';
 import type { Logger } from '../../src/base/logger.ts';
 import type { AdapterDeadLetter } from '../../src/adapter/types.ts';
 import { startRedis } from '../helpers/redis.ts';
 import { delay, waitFor } from '../helpers/server.ts';
+
+/** Measured once, before the tests are declared: their timeouts scale with this machine's speed now (test/helpers/cli.ts). */
+const budget = await budgets();
 
 /** Fast clocks so the bounds are testable: a dead node is gone within PRESENCE_TTL_MS. */
 const HEARTBEAT_MS = 200;
@@ -61,7 +64,8 @@ interface ClusterNode {
 }
 
 async function startNode(t: TestContext, redisUrl: string, id: string, extraEnv: Record<string, string> = {}): Promise<ClusterNode> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/cluster-node.ts'], {
+  // One process per core starting at a time, like the CLI's (test/helpers/cli.ts).
+  const child = await boundedStart(() => spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/cluster-node.ts'], {
     cwd: REPO_ROOT,
     env: {
       ...process.env,
@@ -75,7 +79,7 @@ async function startNode(t: TestContext, redisUrl: string, id: string, extraEnv:
       ...extraEnv,
     },
     stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  }));
   spawned.add(child);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   void exited.then(() => spawned.delete(child));
@@ -121,7 +125,7 @@ async function startNode(t: TestContext, redisUrl: string, id: string, extraEnv:
       child.once('exit', onExit);
       check();
     });
-  const listening = lines[await waitLine(/^listening \d+ /, 0, 20_000)]!;
+  const listening = lines[await waitLine(/^listening \d+ /, 0, budget.startMs)]!;
   const port = Number(listening.split(' ')[1]);
   return {
     id,
@@ -207,7 +211,7 @@ async function startCluster(t: TestContext, env: Record<string, string> = {}) {
 }
 
 describe('Redis adapter: two node processes, one real redis-server', () => {
-  test('broadcast crosses; a topic publish reaches members on both nodes exactly once and no one else; membership ends with the connection', { timeout: 60_000 }, async (t) => {
+  test('broadcast crosses; a topic publish reaches members on both nodes exactly once and no one else; membership ends with the connection', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
     const { a, b } = cluster;
@@ -263,7 +267,7 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     assert.deepEqual([...a.missed(), ...b.missed()], [], 'no false gap: every numbered message arrived');
   });
 
-  test('Redis killed and restarted: local delivery continues; every message that could not cross is reported (event + metric); cross-node delivery resumes', { timeout: 60_000 }, async (t) => {
+  test('Redis killed and restarted: local delivery continues; every message that could not cross is reported (event + metric); cross-node delivery resumes', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
     const { redis, a, b } = cluster;
@@ -348,7 +352,7 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     assert.deepEqual([...a.missed(), ...b.missed()], []);
   });
 
-  test('presence: two nodes listed with their counts; a kill -9\'d node disappears within the presence TTL; a closed one at once', { timeout: 60_000 }, async (t) => {
+  test('presence: two nodes listed with their counts; a kill -9\'d node disappears within the presence TTL; a closed one at once', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
     const { redis, a, b } = cluster;
@@ -447,7 +451,7 @@ async function stallBAcrossEmptyRedis(t: TestContext, cluster: NonNullable<Await
 }
 
 describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs, bad URLs)', () => {
-  test('D1: the sender sees only itself after Redis lost everything; the node that comes back later reports what it missed (count, sender)', { timeout: 60_000 }, async (t) => {
+  test('D1: the sender sees only itself after Redis lost everything; the node that comes back later reports what it missed (count, sender)', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
     const { a, b } = cluster;
@@ -475,7 +479,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     assert.equal(sum(b.missed()), 5);
   });
 
-  test('D1: a gap is also found from the next frame of the sender', { timeout: 60_000 }, async (t) => {
+  test('D1: a gap is also found from the next frame of the sender', { timeout: budget.scaled(60_000) }, async (t) => {
     // Heartbeats far apart: the presence entry cannot reveal the gap in time, the next frame must.
     const cluster = await startCluster(t, { HEARTBEAT_MS: '30000', PRESENCE_TTL_MS: '60000' });
     if (!cluster) return;
@@ -492,7 +496,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     assert.match(b.missed()[0]!.error, /its messages 2–4 never arrived/);
   });
 
-  test('D2: Redis drops a stalled subscriber (client-output-buffer-limit pubsub): what it never got is reported by it, one for one', { timeout: 90_000 }, async (t) => {
+  test('D2: Redis drops a stalled subscriber (client-output-buffer-limit pubsub): what it never got is reported by it, one for one', { timeout: budget.scaled(90_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
     const { redis, a, b } = cluster;
@@ -524,7 +528,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     assert.equal(metric(await metricsOf(b.base), 'ws_supervisor_adapter_missed_total'), N - received());
   });
 
-  test('D3: a hung Redis (SIGSTOP) turns the status degraded ("command timed out") and back up; an unconfirmed publish is `error` and may still arrive', { timeout: 60_000 }, async (t) => {
+  test('D3: a hung Redis (SIGSTOP) turns the status degraded ("command timed out") and back up; an unconfirmed publish is `error` and may still arrive', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
     const { redis, a, b } = cluster;
@@ -552,7 +556,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     assert.equal((await httpGet(`${a.base}/healthz`)).body, 'ok\n');
   });
 
-  test('D6: a database Redis does not have (/16) stays degraded with the reason, never db 0; /3 keeps presence in db 3', { timeout: 30_000 }, async (t) => {
+  test('D6: a database Redis does not have (/16) stays degraded with the reason, never db 0; /3 keeps presence in db 3', { timeout: budget.scaled(30_000) }, async (t) => {
     const redis = await startRedis(t);
     if (!redis) return;
     const { logger, lines } = recordingLogger();
@@ -583,7 +587,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     assert.throws(() => createRedisAdapter({ url: `${redis.url}/notadb` }), (err: Error) => err instanceof RangeError && /"\/notadb"/.test(err.message));
   });
 
-  test('D4: a wrong password at startup: one warning with WRONGPASS, degraded with the reason; the password is never logged', { timeout: 30_000 }, async (t) => {
+  test('D4: a wrong password at startup: one warning with WRONGPASS, degraded with the reason; the password is never logged', { timeout: budget.scaled(30_000) }, async (t) => {
     const redis = await startRedis(t, { args: ['--requirepass', 's3cr3t-P4ss'] });
     if (!redis) return;
     const { logger, lines } = recordingLogger();
@@ -607,7 +611,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
 });
 
 describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /cluster', () => {
-  test('D4: Redis not reachable at startup: the server serves, and says so on stderr', { timeout: 30_000 }, async (t) => {
+  test('D4: Redis not reachable at startup: the server serves, and says so on stderr', { timeout: budget.scaled(30_000) }, async (t) => {
     const dead = net.createServer();
     await new Promise<void>((resolve) => dead.listen(0, '127.0.0.1', resolve));
     const port = (dead.address() as net.AddressInfo).port;
@@ -623,7 +627,7 @@ describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /c
     assert.equal(warns.length, 1, `one JSON warning for the repeated refusals:\n${srv.stdout()}`);
   });
 
-  test('D5 + D8: ?password= is masked in every line; --redis-env reads the URL from the environment; /cluster lists both nodes', { timeout: 60_000 }, async (t) => {
+  test('D5 + D8: ?password= is masked in every line; --redis-env reads the URL from the environment; /cluster lists both nodes', { timeout: budget.scaled(60_000) }, async (t) => {
     const redis = await startRedis(t, { args: ['--requirepass', 's3cr3t-P4ss'] });
     if (!redis) return;
     const url = `redis://127.0.0.1:${redis.port}/0?password=s3cr3t-P4ss`;

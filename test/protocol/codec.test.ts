@@ -171,6 +171,23 @@ describe('decodeRequest: string fields', () => {
     assert.equal(bad('{"someOtherThing":1,"requestID":"x","command":2}').error, 'someOtherThing must be a string, got number 1');
   });
 
+  it('reports the first error whichever kinds of error follow it (each check keeps an earlier error)', () => {
+    // One later error of every kind the decoder finds, each after an earlier one: none may replace it.
+    const later = [
+      '"requestID":1.5', // an integer literal that is not one
+      '"requestID":"x"', // not a number at all
+      '"success":"yes"',
+      '"topic":"\\ud800"', // a lone surrogate escape
+      '"someOtherThing":7',
+    ];
+    for (const tail of later) {
+      assert.deepEqual(bad(`{"command":5,${tail}}`), { ok: false, requestID: 0, error: 'command must be a string, got number 5' }, tail);
+      assert.equal(bad(`{"success":1,${tail}}`).error, 'success must be a boolean, got number 1', tail);
+    }
+    assert.equal(bad('{"requestID":1e3,"success":0,"command":1}').error, 'requestID must be an integer, got 1e3');
+    assert.equal(bad('{"topic":"\\udc00","command":1}').error, 'topic must be well-formed Unicode (it has a lone surrogate escape)');
+  });
+
   it('decodes escapes', () => {
     assert.equal(ok('{"command":"a\\"b\\\\c\\/d\\n\\t\\r\\b\\f\\u00e9\\ud83d\\ude00"}').command, 'a"b\\c/d\n\t\r\b\fé😀');
     assert.equal(ok('{"command":"\\"}"}').command, '"}');
