@@ -12,7 +12,8 @@
  *   P r:<id>       hash: cseq → reply seqs ("" none yet, "1,2", "*" too many to remember)
  *   P leases       zset: attached session → lease deadline (Redis time, ms)
  *   P detached     zset: detached session → detach order (P dseq, a counter): the oldest detach first
- *   P tombs        zset: ended session → until (the store's clock); P tomb hash: id → reason \n detail
+ *   P tombs        zset: ended session → creation order (P tseq); P tomb hash: id → until \n reason \n detail
+ *                  (until: the store's clock; a resume is told reason and detail until then)
  *   P bytes, P msgs  counters: held bytes and messages over all sessions (the cluster-wide memory bound)
  *
  * Every script's ARGV starts with the same ten values (COMMON_ARGS) and
@@ -40,7 +41,7 @@ local RNOW = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
 local NOW = RNOW
 if ARGV[10] ~= '' then NOW = tonumber(ARGV[10]) end
 local DET, LEASES, TOMBS, TOMB = P .. 'detached', P .. 'leases', P .. 'tombs', P .. 'tomb'
-local BYTES, MSGS, DSEQ, EPOCH = P .. 'bytes', P .. 'msgs', P .. 'dseq', P .. 'epoch'
+local BYTES, MSGS, DSEQ, TSEQ, EPOCH = P .. 'bytes', P .. 'msgs', P .. 'dseq', P .. 'tseq', P .. 'epoch'
 local LETTERS = {}
 
 local function S(n) return string.format('%.0f', n) end
@@ -54,9 +55,10 @@ local function touch(id)
   redis.call('PEXPIRE', rkey(id), KEY_TTL)
 end
 
+-- Tombstones in order of creation (a counter: equal times keep their order), each with its own end.
 local function tombstone(id, kind, detail)
-  redis.call('ZADD', TOMBS, NOW + WINDOW, id)
-  redis.call('HSET', TOMB, id, kind .. '\\n' .. detail)
+  redis.call('ZADD', TOMBS, redis.call('INCR', TSEQ), id)
+  redis.call('HSET', TOMB, id, S(NOW + WINDOW) .. '\\n' .. kind .. '\\n' .. detail)
   local extra = redis.call('ZCARD', TOMBS) - MAX_DETACHED
   if extra > 0 then
     for _, old in ipairs(redis.call('ZRANGE', TOMBS, 0, extra - 1)) do redis.call('HDEL', TOMB, old) end
@@ -99,14 +101,17 @@ local function live(id)
 end
 
 -- Why id cannot be resumed: its tombstone while it lasts, else unknown.
+local function split_tomb(t)
+  local i = string.find(t, '\\n', 1, true)
+  local j = string.find(t, '\\n', i + 1, true)
+  return tonumber(string.sub(t, 1, i - 1)), string.sub(t, i + 1, j - 1), string.sub(t, j + 1)
+end
+
 local function gone(id)
   local t = redis.call('HGET', TOMB, id)
   if t then
-    local untilMs = tonumber(redis.call('ZSCORE', TOMBS, id))
-    if untilMs and untilMs > NOW then
-      local i = string.find(t, '\\n', 1, true)
-      return { string.sub(t, 1, i - 1), string.sub(t, i + 1) }
-    end
+    local untilMs, kind, detail = split_tomb(t)
+    if untilMs > NOW then return { kind, detail } end
   end
   return { 'unknown', 'no such session' }
 end
@@ -330,19 +335,24 @@ return { LETTERS, 1, gen }`),
 
   /**
    * ARGV[11] id, [12] the attach generation this node holds ('' none known) →
-   * { letters, 1 } | { letters, 0 } (gone, or attached since by another node: a takeover).
+   * { letters, 1, generation } | { letters, 0 } (gone, or attached since by another node: a takeover).
    */
   wsSessDetach: script(`
 local id = ARGV[11]
 if not live(id) then return { LETTERS, 0 } end
 if ARGV[12] ~= '' and redis.call('HGET', hkey(id), 'ag') ~= ARGV[12] then return { LETTERS, 0 } end
 detach_one(id)
-return { LETTERS, 1 }`),
+return { LETTERS, 1, redis.call('HGET', hkey(id), 'ag') or false }`),
 
-  /** ARGV[11] id → { letters, 1|0 }: a detached session ends now (expired). */
+  /**
+   * ARGV[11] id, [12] the attach generation when this node detached it ('' none known) → { letters, 1|0 }:
+   * a detached session ends now (expired), unless it was attached since (by any node: its window restarted).
+   */
   wsSessExpire: script(`
 local id = ARGV[11]
-if redis.call('HGET', hkey(id), 'st') ~= 'd' then return { LETTERS, 0 } end
+local f = redis.call('HMGET', hkey(id), 'st', 'ag')
+if f[1] ~= 'd' then return { LETTERS, 0 } end
+if ARGV[12] ~= '' and f[2] ~= ARGV[12] then return { LETTERS, 0 } end
 end_session(id, 'expired', expired_detail())
 return { LETTERS, 1 }`),
 
@@ -382,8 +392,16 @@ for _, id in ipairs(oldest) do
   end
 end
 if oldest and #oldest == batch then more = 1 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', TOMBS, '-inf', NOW)) do redis.call('HDEL', TOMB, id) end
-redis.call('ZREMRANGEBYSCORE', TOMBS, '-inf', NOW)
+-- Tombstones past their window, the oldest first: stop at the first still inside it.
+local tombs = 0
+for _, id in ipairs(redis.call('ZRANGE', TOMBS, 0, batch - 1)) do
+  local t = redis.call('HGET', TOMB, id)
+  if t and split_tomb(t) > NOW then break end
+  redis.call('HDEL', TOMB, id)
+  tombs = tombs + 1
+end
+if tombs > 0 then redis.call('ZREMRANGEBYRANK', TOMBS, 0, tombs - 1) end
+if tombs == batch then more = 1 end
 if stale then
   local n, b = 0, 0
   for _, zset in ipairs({ LEASES, DET }) do

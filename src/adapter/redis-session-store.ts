@@ -202,6 +202,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   #knownEpoch: string | null = null;
   /** Sessions this node holds attached, with the attach generation it holds (its detach must not undo another node's takeover). */
   readonly #held = new Map<string, string>();
+  /** Sessions this node detached, with the attach generation then: its own expire must not end one resumed since. */
+  readonly #detachedHere = new Map<string, string>();
   #renewTimer: NodeJS.Timeout | null = null;
   readonly #loggedFailures = new Set<string>();
   /** Failed operations, by kind, since the store started (metrics); `failedSinceUp` for the recovery log line. */
@@ -415,11 +417,23 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     const generation = this.#held.get(id) ?? '';
     const r = await this.#run('detach', id, 'wsSessDetach', [id, generation]);
     this.#held.delete(id);
-    return r[1] === 1;
+    if (r[1] !== 1) return false;
+    this.#detachedHere.delete(id);
+    this.#detachedHere.set(id, String(r[2]));
+    // Bounded: the oldest are forgotten first (an expire of one of those is then unconditional, as the contract's).
+    if (this.#detachedHere.size > this.#limits.maxDetachedSessions) this.#detachedHere.delete(this.#detachedHere.keys().next().value!);
+    return true;
   }
 
+  /**
+   * False also when the session was attached since this node detached it (on
+   * any node): this node's resume-window timer is stale, the session's window
+   * restarted elsewhere.
+   */
   async expire(id: string): Promise<boolean> {
-    const expired = (await this.#run('expire', id, 'wsSessExpire', [id]))[1] === 1;
+    const generation = this.#detachedHere.get(id) ?? '';
+    this.#detachedHere.delete(id);
+    const expired = (await this.#run('expire', id, 'wsSessExpire', [id, generation]))[1] === 1;
     if (expired) this.#held.delete(id);
     return expired;
   }

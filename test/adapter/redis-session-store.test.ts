@@ -15,7 +15,8 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { Redis } from 'ioredis';
 import { createRedisSessionStore, SessionStoreUnavailableError, type RedisSessionStore, type RedisSessionStoreOptions } from '../../src/adapter/redis.ts';
-import type { SessionDeadLetter } from '../../src/adapter/session-store.ts';
+import type { SessionDeadLetter, SessionStore } from '../../src/adapter/session-store.ts';
+import { createMemorySessionStore } from '../../src/adapter/memory-session-store.ts';
 import { describeSessionStoreContract } from '../helpers/session-store-contract.ts';
 import { findRedisServer, REDIS_INSTALL, spawnRedisServer, type RedisServer } from '../helpers/redis.ts';
 import { IN_CI } from '../interop/require-binary.ts';
@@ -368,6 +369,13 @@ describe('redis session store across processes', () => {
     assert.equal(await b.call('attach', half.id), true);
     assert.equal(await a.call('detach', half.id), false, 'A no longer holds it');
     assert.equal((await b.call<{ state: string }>('get', half.id)).state, 'attached');
+    // A stale resume-window timer: A detached s, B resumed it and detached it again; A's expire must not end it.
+    const hop = await a.call<Created>('create', { owner: null });
+    assert.equal(await a.call('detach', hop.id), true);
+    assert.equal(await b.call('attach', hop.id), true);
+    assert.equal(await b.call('detach', hop.id), true);
+    assert.equal(await a.call('expire', hop.id), false, 'its window restarted on B');
+    assert.equal((await b.call<{ state: string }>('get', hop.id)).state, 'detached');
 
     // A node dies holding sessions: one is taken over at once; the other's lease lapses, and a sweep on B detaches it.
     const taken = await a.call<Created>('create', { owner: null });
@@ -386,5 +394,110 @@ describe('redis session store across processes', () => {
     await delay(1600); // past the resume window
     assert.equal(await b.call('sweep'), 1);
     assert.deepEqual(b.deadLetters.map((l) => [l.sessionId, l.reason, l.messages.map((m) => m.seq)]), [[orphan.id, 'expired', [1, 2, 3]]], 'the sweeping node hands the dead node\'s messages over (R12)');
+  });
+});
+
+// ---------------------------------------------------------------------------
+// The same as the memory store, step by step
+
+describe('redis session store, differential', () => {
+  test('random operations (seeded) give the same answers, records, dead letters and stats as the memory store, on one fake clock', { timeout: 120_000 }, async (t) => {
+    if (binary === null) return void (await ownRedis(t));
+    const { url } = await sharedRedis();
+    let seed = 0xc0ffee;
+    const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000);
+    let now = 1_700_000_000_000;
+    const limits = { resumeWindow: 500, maxMessages: 8, maxBytes: 200, maxBufferedBytes: 1200, maxDetachedSessions: 3, maxRememberedReplies: 3, now: () => now };
+    const memory = createMemorySessionStore(limits);
+    const redis = track(createRedisSessionStore({ url, prefix: prefix(), ...limits, commandTimeout: 5_000 }));
+    const memLetters: SessionDeadLetter[] = [];
+    const redisLetters: SessionDeadLetter[] = [];
+    memory.start({ deadLetter: (l) => memLetters.push(l), logger: null });
+    redis.start({ deadLetter: (l) => redisLetters.push(l), logger: null });
+    // Session i is memIds[i] in one store and redisIds[i] in the other; answers are compared with ids replaced by `#i`.
+    const memIds: string[] = [];
+    const redisIds: string[] = [];
+    const tokens: [string, string][] = [];
+    const label = (value: unknown, ids: string[]): unknown =>
+      value === undefined ? undefined : JSON.parse(JSON.stringify(value, (_k, v: unknown) => (typeof v === 'string' ? ids.reduce((s, id, i) => s.split(id).join(`#${i}`), v) : v)));
+    const same = async (what: string, op: (store: SessionStore, id: string, i: number) => Promise<unknown>, i: number) => {
+      const m = await op(memory, memIds[i]!, 0);
+      const r = await op(redis, redisIds[i]!, 1);
+      assert.deepEqual(label(r, redisIds), label(m, memIds), what);
+    };
+    const counts = new Map<string, number>();
+    let compared = 0;
+    const STEPS = Number(process.env.DIFF_STEPS ?? 1500);
+    for (let step = 0; step < STEPS; step++) {
+      const op = random();
+      const i = Math.floor(random() * Math.max(1, memIds.length));
+      const at = `step ${step}`;
+      let name: string;
+      if (memIds.length === 0 || op < 0.07) {
+        name = 'create';
+        const m = await memory.create({ owner: op < 0.03 ? 'alice' : null, data: { step } });
+        const r = await redis.create({ owner: op < 0.03 ? 'alice' : null, data: { step } });
+        memIds.push(m.id);
+        redisIds.push(r.id);
+        tokens.push([m.token, r.token]);
+        assert.deepEqual(label(r.record, redisIds), label(m.record, memIds), `${at} create`);
+      } else if (op < 0.45) {
+        name = 'append';
+        const data = 'x'.repeat(1 + Math.floor(random() * 60));
+        await same(`${at} append`, (s, id) => s.append(id, { data, binary: false }), i);
+      } else if (op < 0.55) {
+        name = 'ack';
+        const rec = await memory.get(memIds[i]!);
+        const seq = rec ? Math.floor(random() * (rec.lastSeq + 1)) : 0;
+        await same(`${at} ack ${seq}`, (s, id) => s.ack(id, seq), i);
+      } else if (op < 0.6) {
+        name = 'readAfter';
+        const rec = await memory.get(memIds[i]!);
+        const seq = rec ? Math.floor(random() * (rec.lastSeq + 2)) : 0;
+        await same(`${at} readAfter ${seq}`, (s, id) => s.readAfter(id, seq), i);
+      } else if (op < 0.7) {
+        name = 'detach';
+        await same(`${at} detach`, (s, id) => s.detach(id), i);
+      } else if (op < 0.75) {
+        name = 'attach';
+        await same(`${at} attach`, (s, id) => s.attach(id), i);
+      } else if (op < 0.8) {
+        name = 'request';
+        const rec = await memory.get(memIds[i]!);
+        const cseq = rec ? Math.max(1, rec.lastCseq + Math.floor(random() * 3) - 1) : 1;
+        await same(`${at} beginRequest ${cseq}`, (s, id) => s.beginRequest(id, cseq), i);
+        const seq = 1 + Math.floor(random() * 20);
+        await same(`${at} rememberReply`, (s, id) => s.rememberReply(id, cseq, seq), i);
+      } else if (op < 0.84) {
+        name = 'topic';
+        const topic = `t${Math.floor(random() * 3)}`;
+        const join = random() < 0.6;
+        await same(`${at} ${join ? 'join' : 'leave'} ${topic}`, (s, id) => (join ? s.join(id, topic) : s.leave(id, topic)), i);
+      } else if (op < 0.88) {
+        name = 'verify';
+        await same(`${at} verify`, (s, id, which) => s.verify({ id, token: tokens[i]![which]!, owner: null }), i);
+      } else if (op < 0.94) {
+        name = 'clock';
+        now += Math.floor(random() * 200);
+      } else if (op < 0.97) {
+        name = 'sweep';
+        assert.equal(await redis.sweep(), await memory.sweep(), `${at} sweep`);
+      } else if (op < 0.985) {
+        name = 'expire';
+        await same(`${at} expire`, (s, id) => s.expire(id), i);
+      } else {
+        name = 'end';
+        await same(`${at} end`, (s, id) => s.end(id, 'the application ended it'), i);
+      }
+      counts.set(name, (counts.get(name) ?? 0) + 1);
+      await same(`${at} (${name}) get`, (s, id) => s.get(id), i);
+      assert.deepEqual(label(redisLetters.slice(compared), redisIds), label(memLetters.slice(compared), memIds), `${at} (${name}): the same dead letters, in the same order`);
+      compared = memLetters.length;
+      if (step % 25 === 0) assert.deepEqual(await redis.stats(), await memory.stats(), `${at} stats`);
+    }
+    assert.deepEqual(await redis.stats(), await memory.stats(), 'stats at the end');
+    const reasons = new Set(memLetters.map((l) => l.reason));
+    t.diagnostic(`${memIds.length} sessions, ${memLetters.length} dead letters (${[...reasons].join(', ')}); ops ${JSON.stringify(Object.fromEntries(counts))}`);
+    for (const reason of ['overflow', 'memory', 'evicted', 'expired', 'ended', 'unknown']) assert.ok(reasons.has(reason as never), `the run reached ${reason}`);
   });
 });
