@@ -73,6 +73,12 @@ export const REDIS_SESSION_STORE_DEFAULTS = {
   connectTimeout: 5_000,
   backoffInitialDelay: 100,
   backoffMaxDelay: 5_000,
+  /**
+   * 16 MiB of operations sent and not yet answered (as the adapter's): beyond
+   * it an operation fails at once (`unavailable`), so a hung Redis cannot make
+   * the process hold every message appended meanwhile.
+   */
+  maxInFlightBytes: 16 * 1_048_576,
   /** Overdue sessions expired per script call: one sweep call holds Redis for a bounded time. */
   sweepBatch: 256,
 } as const;
@@ -105,6 +111,14 @@ export interface RedisSessionStoreOptions {
   commandTimeout?: number;
   /** TCP connect + handshake timeout, ms. Default 5000. */
   connectTimeout?: number;
+  /**
+   * Bytes of operations sent to Redis and not yet answered (a timed-out one
+   * counts until Redis answers a later one or the connection closes). Beyond
+   * it an operation fails at once (`unavailable`, not applied). A single
+   * operation larger than it is still sent when nothing else is in flight.
+   * Default 16 MiB.
+   */
+  maxInFlightBytes?: number;
   /** Reconnect backoff: doubling from `initialDelay` up to `maxDelay`, jittered to 50–100%. Defaults 100 / 5000 ms. */
   backoff?: { initialDelay?: number; maxDelay?: number };
   /**
@@ -117,7 +131,11 @@ export interface RedisSessionStoreOptions {
 
 /** Why an operation did not reach Redis, or was not confirmed. */
 export type SessionStoreFailureKind =
-  /** Not connected: the command was never sent, nothing changed. */
+  /**
+   * Not connected, or too many bytes await Redis's answer (maxInFlightBytes):
+   * never sent, nothing changed; or the connection closed after it was sent
+   * (`applied: 'unknown'`).
+   */
   | 'unavailable'
   /** Sent, not answered within commandTimeout (Redis hung or overloaded): it may still be applied. */
   | 'timeout'
@@ -209,6 +227,13 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   /** Failed operations, by kind, since the store started (metrics); `failedSinceUp` for the recovery log line. */
   readonly failures: Record<SessionStoreFailureKind, number> = { unavailable: 0, timeout: 0, error: 0 };
   #failedSinceUp = 0;
+  readonly #maxInFlightBytes: number;
+  /** Commands sent and not yet answered (their bytes are held by ioredis and the socket until then), oldest first. */
+  #inFlight: { seq: number; bytes: number }[] = [];
+  #inFlightHead = 0;
+  #inFlightSeq = 0;
+  #inFlightBytes = 0;
+  #probing = false;
 
   constructor(options: RedisSessionStoreOptions) {
     super();
@@ -233,6 +258,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     };
     if (this.#limits.leaseTtl < 3) throw new RangeError(`ws-supervisor: option sessions.leaseTtl must be at least 3 ms (renewed every third), got ${this.#limits.leaseTtl}`);
     this.#commandTimeout = positiveInt('redis.commandTimeout', options.commandTimeout, d.commandTimeout);
+    this.#maxInFlightBytes = positiveInt('redis.maxInFlightBytes', options.maxInFlightBytes, d.maxInFlightBytes);
     this.#connectTimeout = positiveInt('redis.connectTimeout', options.connectTimeout, d.connectTimeout);
     this.#backoffInitial = positiveInt('redis.backoff.initialDelay', options.backoff?.initialDelay, d.backoffInitialDelay);
     this.#backoffMax = positiveInt('redis.backoff.maxDelay', options.backoff?.maxDelay, d.backoffMaxDelay);
@@ -298,6 +324,10 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       });
     });
     client.on('close', () => {
+      // A closed connection holds nothing any more: what was sent is answered or rejected.
+      this.#inFlight = [];
+      this.#inFlightHead = 0;
+      this.#inFlightBytes = 0;
       if (!this.#ready) return;
       this.#ready = false;
       this.#setStatus('degraded', `redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`);
@@ -559,19 +589,72 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     if (!this.#ready) {
       throw this.#failed('unavailable', operation, id, 'no', new Error(`redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`));
     }
+    const args = this.#args(extra);
+    let bytes = 0;
+    for (const a of args) bytes += typeof a === 'string' ? Buffer.byteLength(a) : a.length;
+    if (this.#inFlightBytes > 0 && this.#inFlightBytes + bytes > this.#maxInFlightBytes) {
+      // Redis is not answering fast enough (hung, overloaded): refuse now rather than hold every message in memory.
+      this.#probe(client);
+      throw this.#failed(
+        'unavailable',
+        operation,
+        id,
+        'no',
+        new Error(`${this.#inFlightBytes} bytes of operations await Redis's answer; ${bytes} more would pass maxInFlightBytes ${this.#maxInFlightBytes}`),
+      );
+    }
+    const seq = this.#sent(bytes);
     try {
-      const reply = await client[`${name}Buffer`](...this.#args(extra));
+      const reply = await client[`${name}Buffer`](...args);
+      this.#answered(seq);
       if (this.#status !== 'up' && this.#ready) this.#setStatus('up', null);
       return reply;
     } catch (err) {
       const e = err as Error;
       if (/timed out/i.test(e.message)) {
+        // Still in ioredis's queue and the socket: counted until Redis answers a later command or the connection closes.
         if (this.#status === 'up') this.#setStatus('degraded', `redis command timed out (no reply within ${this.#commandTimeout} ms)`);
         throw this.#failed('timeout', operation, id, 'unknown', e);
       }
-      if (/writeable|Connection is closed|enableOfflineQueue/i.test(e.message)) throw this.#failed('unavailable', operation, id, 'no', e);
+      if (/writeable|enableOfflineQueue/i.test(e.message)) {
+        this.#answered(seq);
+        throw this.#failed('unavailable', operation, id, 'no', e);
+      }
+      // Sent, and the connection closed before the answer: Redis may have run it.
+      if (/Connection is closed/i.test(e.message)) throw this.#failed('unavailable', operation, id, 'unknown', e);
+      this.#answered(seq);
       throw this.#failed('error', operation, id, 'no', e);
     }
+  }
+
+  /** Counts a command's bytes as awaiting Redis's answer; returns its place in the connection's order. */
+  #sent(bytes: number): number {
+    this.#inFlight.push({ seq: ++this.#inFlightSeq, bytes });
+    this.#inFlightBytes += bytes;
+    return this.#inFlightSeq;
+  }
+
+  /** Redis answers in order on one connection: an answer to `seq` means every command sent before it is answered too. */
+  #answered(seq: number): void {
+    while (this.#inFlightHead < this.#inFlight.length && this.#inFlight[this.#inFlightHead]!.seq <= seq) {
+      this.#inFlightBytes -= this.#inFlight[this.#inFlightHead]!.bytes;
+      this.#inFlightHead++;
+    }
+    if (this.#inFlightHead > 1024 && this.#inFlightHead * 2 > this.#inFlight.length) {
+      this.#inFlight.splice(0, this.#inFlightHead);
+      this.#inFlightHead = 0;
+    }
+  }
+
+  /** Nothing answered may clear the count while every call is refused: a PING (not counted) finds out when Redis answers again. */
+  #probe(client: Redis): void {
+    if (this.#probing) return;
+    this.#probing = true;
+    const seq = this.#inFlightSeq;
+    client.ping().then(
+      () => this.#answered(seq),
+      () => undefined,
+    ).finally(() => (this.#probing = false));
   }
 
   #failed(kind: SessionStoreFailureKind, operation: string, id: string | null, applied: 'no' | 'unknown', cause: Error): SessionStoreUnavailableError {

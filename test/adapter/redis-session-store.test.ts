@@ -280,6 +280,42 @@ describe('redis session store', () => {
     assert.deepEqual(back.messages.map((m) => [m.seq, m.data]), [[1, 'before'], [2, 'during']]);
     assert.equal(await store.epoch(), s.epoch, 'Redis came back with its data: the same epoch');
   });
+
+  test('Redis hung: the bytes awaiting its answer are capped (maxInFlightBytes): beyond it an operation fails at once, not applied; a timed-out one stays counted until Redis answers', async (t) => {
+    const redis = await ownRedis(t);
+    if (!redis) return;
+    const commandTimeout = 300;
+    const store = track(createRedisSessionStore({ url: redis.url, commandTimeout, maxInFlightBytes: 4000, ...fast }));
+    collect(store);
+    const s = await store.create({ owner: null });
+    redis.pause();
+    t.after(() => redis.resume());
+    const timedOut = await store.append(s.id, text('a'.repeat(3000))).catch((err: SessionStoreUnavailableError) => err);
+    assert.ok(timedOut instanceof SessionStoreUnavailableError);
+    assert.equal(timedOut.kind, 'timeout');
+    const started = Date.now();
+    const refused = await store.append(s.id, text('b'.repeat(3000))).catch((err: SessionStoreUnavailableError) => err);
+    const elapsed = Date.now() - started;
+    assert.ok(refused instanceof SessionStoreUnavailableError);
+    assert.deepEqual([refused.kind, refused.applied], ['unavailable', 'no']);
+    assert.match(refused.message, /bytes of operations await Redis's answer; \d+ more would pass maxInFlightBytes 4000/);
+    assert.ok(elapsed < commandTimeout, `refused after ${elapsed} ms: at once, not after a timeout`);
+    redis.resume();
+    // A probe (PING) finds Redis answering again; then operations are sent again.
+    let appended: Awaited<ReturnType<RedisSessionStore['append']>> | null = null;
+    const deadline = Date.now() + 10_000;
+    while (appended === null) {
+      try {
+        appended = await store.append(s.id, text('c'));
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await delay(50);
+      }
+    }
+    const replay = await store.readAfter(s.id, 0);
+    assert.ok(replay.ok);
+    assert.deepEqual(replay.messages.map((m) => String(m.data)[0]), ['a', 'c'], 'the timed-out append was applied late; the refused one never was');
+  });
 });
 
 // ---------------------------------------------------------------------------
