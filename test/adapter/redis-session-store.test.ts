@@ -135,6 +135,28 @@ describe('redis session store', () => {
     assert.throws(() => createRedisSessionStore({ url: 'redis://127.0.0.1', prefix: '' }), /prefix must be a non-empty string/);
   });
 
+  test('the byte bound is cluster-wide: node B\'s append ends the oldest detached session of node A (memory), and B gets the dead letters', async (t) => {
+    if (binary === null) return void (await ownRedis(t));
+    const { url } = await sharedRedis();
+    const p = prefix();
+    const options = { url, prefix: p, maxBufferedBytes: 100, ...fast };
+    const a = track(createRedisSessionStore(options));
+    const b = track(createRedisSessionStore(options));
+    const aLetters = collect(a);
+    const bLetters = collect(b);
+    const onA = await a.create({ owner: null });
+    await a.append(onA.id, text('a'.repeat(60)));
+    await a.detach(onA.id);
+    const onB = await b.create({ owner: null });
+    assert.deepEqual(await b.append(onB.id, text('b'.repeat(30))), { ok: true, seq: 1 }, '90 bytes: fits');
+    assert.deepEqual(await b.append(onB.id, text('b'.repeat(30))), { ok: true, seq: 2 });
+    assert.equal(aLetters.length, 0);
+    assert.deepEqual(bLetters.map((l) => [l.sessionId, l.reason, l.detail, l.messages.length]), [
+      [onA.id, 'memory', '120 bytes held by all sessions, over sessions.maxBufferedBytes 100', 1],
+    ]);
+    assert.deepEqual(await a.stats(), { sessions: 1, detached: 0, bufferedMessages: 2, bufferedBytes: 60, tombstones: 1 }, 'both nodes see one total');
+  });
+
   test('TTLs on the real clock: every key has one; the window expires a detached session (dead letters at the sweep); Redis drops what no node swept, and the counters follow', async (t) => {
     if (binary === null) return void (await ownRedis(t));
     const { url } = await sharedRedis();
