@@ -79,8 +79,12 @@ export const REDIS_SESSION_STORE_DEFAULTS = {
    * the process hold every message appended meanwhile.
    */
   maxInFlightBytes: 16 * 1_048_576,
-  /** Overdue sessions expired per script call: one sweep call holds Redis for a bounded time. */
-  sweepBatch: 256,
+  /**
+   * Overdue sessions expired per script call: one call holds Redis for a
+   * bounded time, and its reply (their held messages, up to maxBytes each) stays
+   * bounded too (32 × 4 MiB at worst).
+   */
+  sweepBatch: 32,
 } as const;
 
 /** Reply seqs remembered per request: a reply of more messages is remembered as "too many" (null). As the memory store. */
@@ -278,6 +282,11 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
 
   get statusReason(): string | null {
     return this.#reason;
+  }
+
+  /** The prefix of every key (the nodes of one cluster share it). */
+  get prefix(): string {
+    return this.#prefix;
   }
 
   /** The Redis URL with its password masked. */
