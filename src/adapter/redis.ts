@@ -742,3 +742,14 @@ export class RedisAdapter implements Adapter {
 export function createRedisAdapter(options: RedisAdapterOptions): RedisAdapter {
   return new RedisAdapter(options);
 }
+
+export {
+  createRedisSessionStore,
+  RedisSessionStore,
+  REDIS_SESSION_STORE_DEFAULTS,
+  SessionStoreUnavailableError,
+  type RedisSessionStoreEvents,
+  type RedisSessionStoreOptions,
+  type RedisSessionStoreStatus,
+  type SessionStoreFailureKind,
+} from './redis-session-store.ts';
