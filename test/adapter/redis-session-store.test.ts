@@ -393,7 +393,7 @@ async function startStoreNode(t: TestContext, env: Record<string, string>): Prom
       await exited;
     },
   };
-  // A busy 2-core machine can take ~15 s to start a tsx process (FACTS.md).
+  // A busy 2-core machine can take ~15 s to start a tsx process (measured: 14–19 s with ~29 at once).
   await Promise.race([node.call('ready'), delay(40_000).then(() => Promise.reject(new Error(`store node not up in 40 s: ${stderr}`)))]);
   return node;
 }

@@ -85,7 +85,7 @@ export async function boundedStart<C extends ChildProcess>(start: () => C): Prom
   return child;
 }
 
-/** What a startup took on an idle 2-core machine (FACTS.md: 0.55 s): the reference for `slowdown`. */
+/** What a startup took on an idle 2-core machine (measured: 0.55 s): the reference for `slowdown`. */
 const IDLE_STARTUP_MS = 600;
 /**
  * The least time a process is given to start. A budget exists to end a test
