@@ -71,7 +71,7 @@ export type ReaderEvent =
   /** Answer to `reader.confirmSilence`: pending input was read and none of it came from the peer. */
   | { type: 'socket.silent' }
   /** R21: the peer sends faster than the configured message rate (the reader drops the excess). */
-  | { type: 'socket.flood'; rate: number };
+  | { type: 'socket.flood'; rate: number; reason?: string };
 
 /** Facts the write actor reports (R9–R11). */
 export type WriterEvent =
@@ -219,7 +219,10 @@ export const connectionMachine = setup({
     requestRateClose: assign({
       closeRequest: ({ event }) => ({
         code: CloseCodes.POLICY_VIOLATION,
-        reason: `message rate over ${(event as Extract<ConnectionEvent, { type: 'socket.flood' }>).rate}/s`,
+        // issue 10: a budget (messages, bytes or fan-out per window) names itself in `reason`.
+        reason:
+          (event as Extract<ConnectionEvent, { type: 'socket.flood' }>).reason ??
+          `message rate over ${(event as Extract<ConnectionEvent, { type: 'socket.flood' }>).rate}/s`,
         cause: 'rate-limit' as const,
       }),
     }),

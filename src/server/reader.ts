@@ -12,6 +12,7 @@ import { fromCallback } from 'xstate';
 import type { ActorInput, ReaderCommand, ReaderEvent } from '../../machines/connection.machine.ts';
 import { CloseCodes } from '../../machines/close-codes.ts';
 import { LivenessReport } from './liveness.ts';
+import { costOf, type Deferrable, type TurnScheduler } from './scheduler.ts';
 import type { SocketIO } from './socket-io.ts';
 
 /** The close code `ws` sends for each of its receiver errors (see ws/lib/receiver.js). */
@@ -69,9 +70,18 @@ const LISTENERS = [
   ['error', onError],
 ] as const;
 
-export class SocketReader {
+export class SocketReader implements Deferrable {
   readonly report: LivenessReport;
   private flooded = false;
+  /** Over a budget (issue 10): the machine has been told once; every later message is dropped. */
+  private overBudget = false;
+  private stopped = false;
+  // Fair scheduling (src/server/scheduler.ts), only when the io has a scheduler (the server's connections).
+  fairTurn = 0;
+  fairUsed = 0;
+  /** Messages `ws` parsed after this reader used its share, as pairs [data, isBinary, …]; null when none. */
+  private backlog: Array<Buffer | boolean | undefined> | null = null;
+  private head = 0;
 
   constructor(
     private readonly io: SocketIO,
@@ -94,6 +104,7 @@ export class SocketReader {
 
   stop(): void {
     const ws = this.io.ws as ReadSocket;
+    this.stopped = true;
     this.report.stop();
     if (ws[READER] === this) ws[READER] = undefined;
     for (const [event, listener] of LISTENERS) ws.off(event, listener as (...args: unknown[]) => void);
@@ -107,12 +118,64 @@ export class SocketReader {
     io.messagesIn++;
     io.bytesIn += data.length;
     if (this.report.expecting) this.report.inbound(); // R5; otherwise no machine event (hot path)
+    const scheduler = io.scheduler;
+    if (scheduler !== undefined) {
+      if (this.overBudget) return; // closing 1008: the rest is dropped
+      // Fairness: behind deferred messages, or over this turn's share, it waits its turn (in order).
+      if (this.backlog !== null) {
+        this.backlog.push(data, isBinary);
+        return;
+      }
+      if (!scheduler.admit(this, costOf(data.length))) {
+        this.backlog = [data, isBinary];
+        this.head = 0;
+        io.ws.pause(); // backpressure: TCP holds the rest at the peer
+        scheduler.defer(this);
+        return;
+      }
+    }
+    this.deliver(data, isBinary);
+  }
+
+  /** @internal The scheduler's turn for this reader: deliver deferred messages up to the share; true when none are left. */
+  drain(scheduler: TurnScheduler): boolean {
+    const backlog = this.backlog;
+    if (backlog !== null) {
+      while (this.head < backlog.length) {
+        const data = backlog[this.head] as Buffer;
+        const isBinary = backlog[this.head + 1] as boolean;
+        backlog[this.head] = backlog[this.head + 1] = undefined;
+        this.head += 2;
+        scheduler.count(this, costOf(data.length));
+        this.deliver(data, isBinary);
+        if (this.backlog !== backlog) break; // over a budget meanwhile: dropped
+        if (this.fairUsed >= scheduler.share && this.head < backlog.length) return false;
+      }
+      this.backlog = null;
+    }
+    this.io.ws.resume();
+    return true;
+  }
+
+  private deliver(data: Buffer, isBinary: boolean): void {
+    const io = this.io;
+    if (io.inboundBudget !== undefined) {
+      // R21, issue 10: over a budget, the machine hears it once (it closes 1008 naming it); the rest is dropped.
+      if (this.overBudget) return;
+      const over = io.inboundBudget(data.length);
+      if (over !== null) {
+        this.overBudget = true;
+        this.backlog = null;
+        if (!this.stopped) this.sendBack({ type: 'socket.flood', rate: 0, reason: over });
+        return;
+      }
+    }
     // R21: over the rate, the machine hears it once (it closes 1008) and the excess is dropped.
     const limiter = io.limiter;
     if (limiter !== undefined && !limiter.take()) {
       if (!this.flooded) {
         this.flooded = true;
-        this.sendBack({ type: 'socket.flood', rate: limiter.rate });
+        if (!this.stopped) this.sendBack({ type: 'socket.flood', rate: limiter.rate });
       }
       return;
     }
