@@ -23,7 +23,7 @@ for (let i = 0; i < argv.length; i++) {
 }
 
 // Scenario 1–3 first, in the order, then anything else alphabetically.
-const ORDER = ['reqres', 'idle', 'broadcast', 'churn', 'heartbeat', 'detection', 'scaleout'];
+const ORDER = ['reqres', 'idle', 'broadcast', 'churn', 'heartbeat', 'detection', 'scaleout', 'overload'];
 const scenarios = readdirSync(join(BENCH_DIR, 'scenarios'))
   .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))
   .map((f) => f.slice(0, -3))
