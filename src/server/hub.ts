@@ -8,6 +8,11 @@
  * member, so an unused topic costs nothing. unregister drops every membership
  * of the closed connection (R3). Cross-process fan-out is the adapter's job
  * (src/adapter/), not the hub's.
+ *
+ * Issue 10: a fan-out bigger than what is left of the turn's slice (1000
+ * recipients or 5 ms) is finished on the next turns, so a 2M-push storm
+ * cannot hold the event loop; fan-outs form a FIFO, so no receiver sees a
+ * later broadcast or publish before an earlier one.
  */
 import type { Connection, Traffic } from './connection.ts';
 import { DEFAULTS } from './options.ts';
