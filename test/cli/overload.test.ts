@@ -209,8 +209,8 @@ async function underAbuse(t: TestContext, port: number, spec: Record<string, unk
   return { times, ...report };
 }
 
-function assertPrompt(times: number[], base: number): void {
-  assert.ok(p90(times) <= bound(base), `probe p90 ${p90(times).toFixed(1)} ms > ${bound(base).toFixed(0)} ms (${summary(times)})`);
+function assertPrompt(times: number[], base: number, limit = bound(base)): void {
+  assert.ok(p90(times) <= limit, `probe p90 ${p90(times).toFixed(1)} ms > ${limit.toFixed(0)} ms (${summary(times)})`);
 }
 
 test('issue 10: one connection pipelining requests as fast as it can does not starve a newcomer', T, async (t) => {
@@ -249,7 +249,10 @@ test('issue 10: deeply nested JSON (500k deep, < 1 MiB) gets an error reply befo
     assert.deepEqual(p.texts!.slice(0, EACH), Array(EACH).fill(refusal));
     assert.match(p.texts![EACH] ?? '', /^\{"requestID":42,"success":true/, 'R15: the connection is still usable');
   }
-  assertPrompt(times, base);
+  // Each 1 MiB message is still received, copied, UTF-8-checked and decoded in one turn: a few ms on an
+  // idle machine, up to ~100 ms when this one is at its busiest. The old code parsed each for ~450 ms,
+  // 8 back to back (its probes timed out at 5 s), so 1 s still tells the two apart.
+  assertPrompt(times, base, Math.max(1000, base * 10));
 });
 
 test('issue 10: 300 clients × 2 broadcast requests at once: the fan-out yields to I/O, and every receiver gets every push in order', T, async (t) => {
