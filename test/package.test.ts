@@ -1,4 +1,4 @@
-// A lean library (issue 14): an application that imports `ws-supervisor` loads ws, xstate and
+// A lean library: an application that imports `ws-supervisor` loads ws, xstate and
 // prom-client, and nothing that only a feature needs — not elkjs (the dashboard's diagram is
 // laid out at build time), not ioredis (`ws-supervisor/redis` only), not @statelyai/inspect
 // (`--inspect` only), not pino or sirv (the CLI only). Checked on the sources here, in a child

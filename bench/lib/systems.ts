@@ -44,7 +44,7 @@ export async function startSupervisor(o: SystemOptions): Promise<RunningSystem> 
   const demo = await startDemoServer({
     host: '127.0.0.1',
     port: o.port,
-    maxConnections: 18_000, // + 1024 HTTP headroom + 64 must fit under the 20000 open-file limit (issue 10: checked at startup)
+    maxConnections: 18_000, // + 1024 HTTP headroom + 64 must fit under the 20000 open-file limit (checked at startup)
     // Every load client comes from 127.0.0.1, opening up to 250 at once: the per-address limits are not under test here.
     maxConnectionsPerAddress: 18_000,
     maxPendingPerAddress: 1024,

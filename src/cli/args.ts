@@ -67,6 +67,17 @@ Flags:
                             the server but through the proxy). Default: none, the header is ignored
   --max-message-rate N      frames (messages, pings, pongs) per second per connection; over
                             it the connection is closed 1008 (default: no limit)
+  --fair-share N            work units (a message + 1 per KiB) one connection may use per
+                            event-loop turn before its reading is paused (default ${DEFAULTS.fairShare})
+  --turn-budget N           units all connections may use per turn (default ${DEFAULTS.turnBudget})
+  --fan-out-slice N         recipients of a broadcast/publish per turn; the rest follows on
+                            the next turns, in order (default ${DEFAULTS.fanOutSlice})
+  --budget-window MS        the window of the per-connection budgets (default ${DEFAULTS.budgetWindow})
+  --budget-messages N       messages per window per connection; over it closes 1008
+                            (default ${DEFAULTS.budgetMessages}; 0 = none)
+  --budget-bytes N          inbound bytes per window per connection (default ${DEFAULTS.budgetBytes}; 0 = none)
+  --budget-fan-out N        fan-out cost (recipients x bytes) per window per connection
+                            (default ${DEFAULTS.budgetFanOut}; 0 = none)
 
   --allowed-origins LIST    comma-separated scheme://host[:port] origins allowed instead of
                             the same-origin rule; * allows every origin (development only)
@@ -161,6 +172,13 @@ function nonNegative(flag: string, value: string | undefined): number | undefine
     throw new UsageError(`--${flag} must be an integer ≥ 0, got ${JSON.stringify(value)}`);
   }
   return Number(value);
+}
+
+/** A budget: 0 turns it off; at most 2^31-1. */
+function budgetFlag(flag: string, value: string | undefined): number | undefined {
+  const n = nonNegative(flag, value);
+  if (n !== undefined && n > 2_147_483_647) throw new UsageError(`--${flag} must be at most 2147483647, got ${n}`);
+  return n;
 }
 
 /** HOST:PORT, [IPv6]:PORT or :PORT (all interfaces). */
@@ -298,6 +316,13 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     'max-connections-per-address': { type: 'string' },
     'max-pending-per-address': { type: 'string' },
     'trust-proxy': { type: 'string' },
+    'fair-share': { type: 'string' },
+    'turn-budget': { type: 'string' },
+    'fan-out-slice': { type: 'string' },
+    'budget-window': { type: 'string' },
+    'budget-messages': { type: 'string' },
+    'budget-bytes': { type: 'string' },
+    'budget-fan-out': { type: 'string' },
     'allowed-origins': { type: 'string' },
     'log-level': { type: 'string' },
     inspect: { type: 'boolean' },
@@ -381,6 +406,18 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     maxPayload: positive('max-payload', v['max-payload']),
     maxConnections,
     maxMessageRate: positive('max-message-rate', v['max-message-rate']),
+    // R21: fairness and per-connection budgets.
+    fairness: {
+      share: positive('fair-share', v['fair-share']),
+      turnBudget: positive('turn-budget', v['turn-budget']),
+      fanOutSlice: positive('fan-out-slice', v['fan-out-slice']),
+    },
+    budget: {
+      window: positive('budget-window', v['budget-window']),
+      messages: budgetFlag('budget-messages', v['budget-messages']),
+      bytes: budgetFlag('budget-bytes', v['budget-bytes']),
+      fanOut: budgetFlag('budget-fan-out', v['budget-fan-out']),
+    },
     ...(origins !== undefined ? { origins } : {}),
     // Per-address limits (R21).
     maxConnectionsPerAddress: positive('max-connections-per-address', v['max-connections-per-address']),

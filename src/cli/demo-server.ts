@@ -150,8 +150,9 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
       }
       const handled = handleText(data.toString(), topics, connection);
       connection.send(handled.reply);
-      if (handled.broadcast !== null) supervisor.broadcast(handled.broadcast);
-      if (handled.publish) supervisor.publish(handled.publish.topic, handled.publish.push);
+      // R21: the fan-out is charged to the requesting connection's budget (recipients × bytes).
+      if (handled.broadcast !== null) supervisor.broadcast(handled.broadcast, { from: connection });
+      if (handled.publish) supervisor.publish(handled.publish.topic, handled.publish.push, { from: connection });
     },
   });
 

@@ -53,6 +53,21 @@ export const DEFAULTS = {
    * sockets from one address locked every other client out).
    */
   maxPendingPerAddress: 128,
+  // --- Fairness and cost budgets (R21; src/server/scheduler.ts). A unit is a message plus one per KiB.
+  /** Units one connection may use per event-loop turn before its socket is paused: ~0.5 ms of request/response work. */
+  fairShare: 32,
+  /** Units all connections together may use per turn beyond each one's first message: ~10 ms, so timers and upgrades run often. */
+  turnBudget: 512,
+  /** Recipients one turn's fan-out may reach before the rest of a broadcast/publish waits for the next turn (~5–10 ms of sends). */
+  fanOutSlice: 1_000,
+  /** The window of the per-connection budgets, ms. */
+  budgetWindow: 10_000,
+  /** Messages per window per connection: 10k/s on average, ~100× a busy chat client. */
+  budgetMessages: 100_000,
+  /** Inbound payload bytes per window per connection: 256 max-size (1 MiB) messages. */
+  budgetBytes: 256 * 1_048_576,
+  /** Fan-out cost (recipients × bytes) per window per connection: ~6 MiB/s, about what one core can push. */
+  budgetFanOut: 64 * 1_048_576,
 } as const;
 
 /** Heartbeat and deadline timings, milliseconds (R4–R6, R10, R16). */
@@ -100,6 +115,39 @@ export type AuthenticateHook<Auth = unknown> = (request: IncomingMessage) => Pro
  * `authenticate` returns; write `MessageHandler` alone when the handler does not read it.
  */
 export type MessageHandler<Auth = unknown> = (connection: Connection<Auth>, data: Buffer, isBinary: boolean) => void;
+
+/**
+ * How inbound work is shared between connections per event-loop
+ * turn (src/server/scheduler.ts). A unit is one message plus one per KiB.
+ */
+export interface FairnessOptions {
+  /** Units one connection may use per turn; beyond it its socket is paused until a later turn (nothing is dropped). Default 32. */
+  share?: number;
+  /** Units all connections may use per turn (each connection's first small message of a turn always runs). Default 512. */
+  turnBudget?: number;
+  /** Recipients per turn of a broadcast or publish; the rest follows on later turns, in order. Default 1000. */
+  fanOutSlice?: number;
+}
+
+/**
+ * R21: per-connection budgets per window. Over one, the connection
+ * is closed 1008 naming it (`message budget over N per 10 s`). 0 turns a
+ * budget off.
+ */
+export interface BudgetOptions {
+  /** The window, ms. Default 10000. */
+  window?: number;
+  /** Inbound messages per window. Default 100000. */
+  messages?: number;
+  /** Inbound payload bytes per window. Default 256 MiB. */
+  bytes?: number;
+  /**
+   * Fan-out cost per window: recipients × bytes of the broadcasts and
+   * publishes charged to the connection (`broadcast(data, { from })`,
+   * `connection.charge(cost)`). Default 64 MiB.
+   */
+  fanOut?: number;
+}
 
 export interface SupervisorOptions<Auth = unknown> {
   /** Attach to this server's `upgrade` event. Omit and call `handleUpgrade` yourself (noServer mode). */
@@ -191,6 +239,10 @@ export interface SupervisorOptions<Auth = unknown> {
    * own sockets are exempt from maxPendingPerAddress (they carry many clients).
    */
   trustProxy?: TrustProxy;
+  /** R21: fair scheduling of inbound work and sliced fan-out; see FairnessOptions. */
+  fairness?: FairnessOptions;
+  /** R21: per-connection budgets per window; see BudgetOptions. `false` turns all off. */
+  budget?: BudgetOptions | false;
 }
 
 export interface ResolvedOptions {
@@ -208,6 +260,14 @@ export interface ResolvedOptions {
   trustProxy: TrustProxy;
   timing: Required<TimingOptions>;
   sendQueue: Required<SendQueueOptions>;
+  fairness: Required<FairnessOptions>;
+  /** null: no budgets. */
+  budget: Required<BudgetOptions> | null;
+}
+
+/** 0 (off) or a positive integer. */
+function budgetValue(name: string, value: number | undefined, fallback: number): number {
+  return value === 0 ? 0 : positiveInt(name, value, fallback);
 }
 
 /** Normalises an origin allow-list entry to `scheme://host[:port]`; throws on anything else. */
@@ -238,6 +298,8 @@ export function resolveTrustProxy(value: unknown): TrustProxy {
 export function resolveOptions(options: SupervisorOptions<unknown>): ResolvedOptions {
   const t = options.timing ?? {};
   const q = options.sendQueue ?? {};
+  const f = options.fairness ?? {};
+  const b = options.budget;
   let origins: OriginPolicy = options.origins ?? 'same-origin';
   if (Array.isArray(origins)) origins = origins.map(normaliseOrigin);
   else if (origins !== 'same-origin' && origins !== '*') {
@@ -269,5 +331,19 @@ export function resolveOptions(options: SupervisorOptions<unknown>): ResolvedOpt
       maxMessages: positiveInt('sendQueue.maxMessages', q.maxMessages, DEFAULTS.sendQueueMessages),
       maxBytes: positiveInt('sendQueue.maxBytes', q.maxBytes, DEFAULTS.sendQueueBytes),
     },
+    fairness: {
+      share: positiveInt('fairness.share', f.share, DEFAULTS.fairShare),
+      turnBudget: positiveInt('fairness.turnBudget', f.turnBudget, DEFAULTS.turnBudget),
+      fanOutSlice: positiveInt('fairness.fanOutSlice', f.fanOutSlice, DEFAULTS.fanOutSlice),
+    },
+    budget:
+      b === false
+        ? null
+        : {
+            window: positiveInt('budget.window', b?.window, DEFAULTS.budgetWindow),
+            messages: budgetValue('budget.messages', b?.messages, DEFAULTS.budgetMessages),
+            bytes: budgetValue('budget.bytes', b?.bytes, DEFAULTS.budgetBytes),
+            fanOut: budgetValue('budget.fanOut', b?.fanOut, DEFAULTS.budgetFanOut),
+          },
   };
 }

@@ -34,6 +34,7 @@ import { fitConnections, resolveOpenFileLimit } from './fd-limit.ts';
 import type { Logger } from '../base/logger.ts';
 import { resolveOptions, type ResolvedOptions, type SupervisorOptions } from './options.ts';
 import type { WsCloseTimeout } from './socket-io.ts';
+import { TurnScheduler } from './scheduler.ts';
 import { validateTopic } from '../protocol/topics.ts';
 
 export interface BroadcastOptions<Auth = unknown> {
@@ -43,13 +44,22 @@ export interface BroadcastOptions<Auth = unknown> {
   filter?: (connection: Connection<Auth>) => boolean;
   /** This node only: do not hand it to the adapter. Default false. */
   local?: boolean;
+  /**
+   * The connection on whose behalf it is sent (e.g. a peer's
+   * `broadcast` request). Its fan-out cost, local recipients × bytes, is
+   * charged to its budget (`budget.fanOut`); over it, nothing is sent, the
+   * result has `overBudget: true` and the connection is closed 1008.
+   */
+  from?: Connection<Auth>;
 }
 
-export interface PublishOptions {
+export interface PublishOptions<Auth = unknown> {
   /** As for broadcast. */
   binary?: boolean;
   /** This node's members only: do not hand it to the adapter. Default false. */
   local?: boolean;
+  /** As for broadcast: charged recipients (this node's members) × bytes. */
+  from?: Connection<Auth>;
 }
 
 /** Live nodes and their connections, cluster-wide (each node's count as of its last heartbeat). */
@@ -87,6 +97,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   /** Fans broadcasts and publishes out to the other nodes; the in-memory one (a cluster of one) by default. */
   readonly adapter: Adapter;
   private readonly wss: WebSocketServer;
+  /** R21: every connection's inbound work shares the event loop's turns fairly (src/server/scheduler.ts). */
+  private readonly scheduler: TurnScheduler;
   private readonly negotiated = new WeakMap<IncomingMessage, string>();
   private readonly admitting = new Set<Duplex>();
   private readonly raw: SupervisorOptions<Auth>;
@@ -208,7 +220,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       if (this.logger) this.logger.warn({ maxConnections: fit.maxConnections }, fit.warning);
       else process.emitWarning(fit.warning, 'WsSupervisorWarning');
     }
-    this.hub = new Hub<Auth>({ maxTopicsPerConnection: this.options.maxTopicsPerConnection });
+    this.hub = new Hub<Auth>({ maxTopicsPerConnection: this.options.maxTopicsPerConnection, fanOutSlice: this.options.fairness.fanOutSlice });
+    this.scheduler = new TurnScheduler(this.options.fairness);
     this.adapter = options.adapter ?? createMemoryAdapter();
     this.metrics = new SupervisorMetrics({
       live: () => this.hub.values(),
@@ -282,6 +295,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   broadcast(data: string | Buffer, options: BroadcastOptions<Auth> = {}): BroadcastResult {
     const binary = options.binary ?? typeof data !== 'string';
     const payload = typeof data === 'string' ? Buffer.from(data) : data;
+    if (options.from && !options.from.charge(this.hub.size * payload.length)) return { accepted: 0, refused: 0, overBudget: true };
     const result = this.hub.broadcast(payload, { binary, ...(options.filter ? { filter: options.filter } : {}) });
     if (!options.local && !options.filter) this.fanOut({ kind: 'broadcast', topic: null, data: payload, binary });
     return result;
@@ -293,10 +307,11 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
    * `local`). The sender need not be a member. Returns the local counts.
    * Throws TopicError('invalid-topic') for a bad name (see validateTopic).
    */
-  publish(topic: string, data: string | Buffer, options: PublishOptions = {}): BroadcastResult {
+  publish(topic: string, data: string | Buffer, options: PublishOptions<Auth> = {}): BroadcastResult {
     validateTopic(topic);
     const binary = options.binary ?? typeof data !== 'string';
     const payload = typeof data === 'string' ? Buffer.from(data) : data;
+    if (options.from && !options.from.charge(this.hub.memberCount(topic) * payload.length)) return { accepted: 0, refused: 0, overBudget: true };
     const result = this.hub.publish(topic, payload, { binary });
     if (!options.local) this.fanOut({ kind: 'publish', topic, data: payload, binary });
     return result;
@@ -521,6 +536,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       runner: this.runnerConfig,
       hooks: this.hooks,
       maxMessageRate: this.options.maxMessageRate,
+      scheduler: this.scheduler,
+      ...(this.options.budget ? { budget: this.options.budget } : {}),
     });
     this.hub.register(connection);
     this.metrics.opened();

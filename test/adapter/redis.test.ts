@@ -655,7 +655,7 @@ describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /c
   });
 });
 
-describe('Redis adapter: backpressure while Redis hangs (issue 10)', () => {
+describe('Redis adapter: backpressure while Redis hangs', () => {
   test('Redis hung (SIGSTOP) under ~2k msg/s of 8 KiB broadcasts: bytes in flight stay under maxInFlightBytes, RSS stays bounded, the excess is reported unavailable at once, every message is delivered or reported, warnings are aggregated', { timeout: 60_000 }, async (t) => {
     const redis = await startRedis(t);
     if (!redis) return;

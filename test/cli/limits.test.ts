@@ -1,4 +1,4 @@
-// Issue 10, admission limits as the CLI user meets them: maxConnections
+// R21, admission limits as the CLI user meets them: maxConnections
 // against the open-file limit (the CLI run under `prlimit --nofile`), and the
 // adapter's --redis-max-in-flight flag. Loopback only; every process is
 // killed after its test.
@@ -64,7 +64,7 @@ function cliUnderLimit(t: TestContext, nofile: number, args: string[]): LimitedC
   };
 }
 
-describe('maxConnections against the open-file limit (issue 10)', () => {
+describe('maxConnections against the open-file limit', () => {
   test('--max-connections beyond what the open-file limit allows: exit 2 naming the numbers, nothing served', { timeout: 30_000 }, async (t) => {
     const cli = cliUnderLimit(t, 500, ['--address', '127.0.0.1:0', '--max-connections', '490']);
     if (!cli) return;

@@ -1,4 +1,4 @@
-// Issue 10 / R21: maxConnections checked against the open-file limit, in the
+// R21: maxConnections checked against the open-file limit, in the
 // library, with the limit injected (openFileLimit). The CLI under a real
 // lowered limit (prlimit) is in test/cli/limits.test.ts.
 import { describe, test } from 'node:test';

@@ -1,4 +1,4 @@
-// Issue 10: repeated warnings summarised (src/server/log-summary.ts): the
+// Repeated warnings summarised (src/server/log-summary.ts): the
 // first of a burst at once, then one line per interval with the counts, a
 // quiet interval ends the burst.
 import { test } from 'node:test';
