@@ -32,7 +32,7 @@ export async function startClusterServer(
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const { port, pids } = await new Promise<{ port: number; pids: number[] }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${system} ×${workers}: not ready within 30 s: ${err}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`${system} ×${workers}: not ready within 120 s: ${err}`)), 120_000); // 4 workers starting on a loaded 2-core machine
     const early = (code: number | null): void => reject(new Error(`${system} ×${workers}: exited ${code}: ${err}`));
     child.once('exit', early);
     createInterface({ input: child.stdout }).once('line', (line) => {
