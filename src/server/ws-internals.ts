@@ -1,6 +1,6 @@
 /**
- * Every use of `ws` internals, in one place (issue 15: "any use of `ws`
- * internals is isolated in one module"). `ws` is pinned to 8.x; its
+ * Every use of `ws` internals, in one place (any use of `ws` internals is
+ * isolated in one module). `ws` is pinned to 8.x; its
  * underscore members and undocumented events may change in any release, so
  * test/server/ws-internals.test.ts checks each one against the installed `ws`
  * and fails, naming the member, when an upgrade moves it.
