@@ -78,6 +78,7 @@ md.push(
   '',
 );
 md.push('![Ratios vs raw ws](images/bench-ratios.svg)', '');
+md.push('Where the time goes (CPU and allocation profiles, system calls per message) and what to change: [performance.md](performance.md).', '');
 md.push('## Summary: the targets', '');
 md.push('| scenario | metric | ws-supervisor / raw ws | target | verdict |', '|---|---|---|---|---|');
 for (const r of results) {

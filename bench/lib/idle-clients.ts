@@ -101,8 +101,14 @@ function requestAll(): Promise<{ ok: number; wrong: number; missing: number; ms:
 
 const BATCH = 250;
 const t0 = performance.now();
-for (let i = 0; i < n; i += BATCH) {
-  await Promise.all(Array.from({ length: Math.min(BATCH, n - i) }, openOne));
+try {
+  for (let i = 0; i < n; i += BATCH) {
+    await Promise.all(Array.from({ length: Math.min(BATCH, n - i) }, openOne));
+  }
+} catch (err) {
+  // One line the parent can quote (socket.io-client's connect timeout is a bare "timeout").
+  console.error(`failed: ${(err as Error).message} after ${((performance.now() - t0) / 1000).toFixed(0)} s (${counts.open} of ${n} open)`);
+  process.exit(1);
 }
 console.log(`open ${counts.open} ${(performance.now() - t0).toFixed(0)}`);
 createInterface({ input: process.stdin }).on('line', (line) => {
