@@ -215,8 +215,8 @@ function svgCapacity(r: Result): string {
   const colors: Record<string, string> = { supervisor: '#3a9d5d', raw: '#444', socketio: '#4a90d9' };
   const names: Record<string, string> = { supervisor: 'ws-supervisor --workers', raw: 'raw ws (cluster)', socketio: 'Socket.IO (cluster)' };
   const W = 900;
-  const H = 330;
-  const pw = 260;
+  const H = 350;
+  const pw = 215; // three panels of 215 px, 285 px apart, room for the y labels between them
   const ph = 200;
   const top = 60;
   const esc = (t: string): string => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
@@ -226,7 +226,7 @@ function svgCapacity(r: Result): string {
   out.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${esc(`Capacity: ${stepLabel(steps[0]!)} → ${stepLabel(steps[steps.length - 1]!)} idle connections (${r.date.slice(0, 10)}${r.params?.quick ? ', quick run' : ''})`)}</text>`);
   const xmax = steps[steps.length - 1]!;
   panels.forEach(([metric, title], p) => {
-    const left = 50 + p * (pw + 40);
+    const left = 60 + p * 285;
     const lines = table.filter((t) => t.metric === metric);
     const ymax = niceMax(Math.max(0, ...lines.flatMap((t) => t.values.filter((v): v is number => v !== null && Number.isFinite(v)))));
     const x = (n: number): number => left + (pw * n) / xmax;
@@ -246,16 +246,16 @@ function svgCapacity(r: Result): string {
       for (const q of pts) out.push(`<circle cx="${q.split(',')[0]}" cy="${q.split(',')[1]}" r="3" fill="${c}"><title>${esc(`${t.system}: ${t.metric}`)}</title></circle>`);
     }
   });
-  let lx = 50;
+  let lx = 60;
   const ly = H - 40;
-  out.push(`<text x="${W / 2}" y="${top + ph + 34}" text-anchor="middle" fill="#333">connections held (cumulative)</text>`);
+  out.push(`<text x="${W / 2}" y="${top + ph + 36}" text-anchor="middle" fill="#333">connections held (cumulative)</text>`);
   for (const system of [...new Set(table.map((t) => t.system))]) {
     const label = names[system] ?? system;
     out.push(`<rect x="${lx}" y="${ly}" width="14" height="4" fill="${colors[system] ?? '#999'}"/><text x="${lx + 18}" y="${ly + 6}" fill="#333">${esc(label)}</text>`);
     lx += 40 + label.length * 6.5;
   }
   const note = `load average during the run ${loadRange(table)}; ${r.params?.workers ?? '?'} workers per system; ping interval ${r.params?.pingIntervalMs ?? '?'} ms`;
-  out.push(`<text x="50" y="${H - 12}" fill="#666">${esc(note)}</text>`);
+  out.push(`<text x="60" y="${H - 12}" fill="#666">${esc(note)}</text>`);
   out.push('</svg>');
   return out.join('\n') + '\n';
 }
@@ -263,7 +263,7 @@ function svgCapacity(r: Result): string {
 function niceMax(v: number): number {
   if (!(v > 0)) return 1;
   const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (v <= m * p) return m * p;
+  for (const m of [1, 2, 4, 5, 8, 10]) if (v <= m * p) return m * p; // quarters of each are round numbers
   return 10 * p;
 }
 
