@@ -2,11 +2,12 @@
  * A process holding N idle client connections (`ulimit -n` was capped at 20000
  * on the benchmark machine, ~19k sockets per process, so 10k clients plus a 10k-socket server need more than one process):
  *
- *   node bench/.build/idle-clients.mjs <system> <url> <n> [localAddress]
+ *   node bench/.build/idle-clients.mjs <system> <url> <n> [localAddress|''] [batch]
  *
  * `localAddress` (e.g. 127.0.0.11) is the source address of every connection:
  * one source address has ~28k ephemeral ports (net.ipv4.ip_local_port_range
  * 32768–60999 here), so 50k connections to one server port need several.
+ * `batch`: handshakes in flight at once (default 250).
  *
  * `ws` clients answer pings automatically; socket.io-client answers engine.io
  * pings. Prints "open <n> <ms>" once all are open (ms: from the first
@@ -20,8 +21,10 @@ import { createInterface } from 'node:readline';
 import WebSocket from 'ws';
 import { io as ioClient, type Socket as IoSocket } from 'socket.io-client';
 
-const [system, url, nArg, localAddress] = process.argv.slice(2);
+const [system, url, nArg, localAddress, batchArg] = process.argv.slice(2);
 const n = Number(nArg);
+/** Handshakes in flight at once. */
+const BATCH = Number(batchArg ?? 250);
 const counts = { open: 0, closed: 0, pings: 0, errors: 0 };
 /** Every open connection, whatever the system, as send + a replaceable message handler. */
 interface Held {
@@ -99,7 +102,6 @@ function requestAll(): Promise<{ ok: number; wrong: number; missing: number; ms:
   });
 }
 
-const BATCH = 250;
 const t0 = performance.now();
 try {
   for (let i = 0; i < n; i += BATCH) {
@@ -111,7 +113,10 @@ try {
   process.exit(1);
 }
 console.log(`open ${counts.open} ${(performance.now() - t0).toFixed(0)}`);
-createInterface({ input: process.stdin }).on('line', (line) => {
+const commands = createInterface({ input: process.stdin });
+// The parent went away (killed, crashed): so do these sockets.
+commands.on('close', () => process.exit(0));
+commands.on('line', (line) => {
   const cmd = line.trim();
   if (cmd === 'counts') console.log(`counts ${JSON.stringify(counts)}`);
   else if (cmd === 'request') void requestAll().then((r) => console.log(`replied ${JSON.stringify(r)}`));

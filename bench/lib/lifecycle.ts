@@ -136,12 +136,14 @@ export interface HolderOptions {
   cpu?: number | null;
   /** Source address of every connection (e.g. 127.0.0.11): ~28k ephemeral ports per source address. */
   localAddress?: string;
+  /** Handshakes in flight at once (default 250). */
+  batch?: number;
 }
 
 /** Starts a process holding `n` idle connections to `url`; resolves once all are open. */
 export async function startHolder(system: System, url: string, n: number, options: HolderOptions = {}): Promise<ClientHolder> {
   const p = lineChild(
-    [process.execPath, compiledEntry('lib/idle-clients.ts'), system, url, String(n), ...(options.localAddress ? [options.localAddress] : [])],
+    [process.execPath, compiledEntry('lib/idle-clients.ts'), system, url, String(n), options.localAddress ?? '', String(options.batch ?? 250)],
     'client holder',
     options.cpu === undefined ? 1 : options.cpu,
   );
