@@ -15,7 +15,9 @@
  * on (`callgrind_control -i on`) only for the K requests, after the connects and
  * a warm-up; valgrind runs it ~50× slower, so use small N and K
  * (e.g. --connections 50 --requests 40). The count includes every thread
- * (V8's compiler and GC helpers) and, being simulated, repeats closely from run to run.
+ * (V8's compiler and GC helpers). Simulated, but not exactly repeatable: V8
+ * tiers code up on timing, so the per-request count varied by up to ±10%
+ * between runs here (raw `ws` 235–273 k, ws-supervisor 249–314 k): run rounds.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
