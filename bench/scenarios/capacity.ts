@@ -40,7 +40,7 @@
  * may carry another connection's requestID, whoever the server.
  *
  * --quick: 2 steps of 500, 2 workers, a 1 s ping interval and a 2 s window,
- * ws-supervisor and raw `ws`, 1 round (~30 s on an idle machine: two CLI
+ * ws-supervisor and raw `ws`, 1 round (25 s at a load average of 11 here, 46 s at 13: two CLI
  * clusters and four client processes start). It is not part of the bench smoke
  * test (test/bench.smoke.test.ts), which stays on reqres.
  */
