@@ -1,14 +1,23 @@
 /**
- * Server cost per request in CPU instructions (perf stat), raw `ws` vs
- * ws-supervisor, same protocol. Instruction counts do not drift with the
- * shared machine's load the way wall-clock throughput does (±30% here), so
- * this is the number to watch when changing the hot path.
+ * Server cost per request in CPU instructions, raw `ws` vs ws-supervisor, same
+ * protocol. Instruction counts do not drift with the shared machine's load the
+ * way wall-clock throughput does (±30% here), so this is the number to watch
+ * when changing the hot path.
  *
- *   node --import tsx bench/instructions.ts [--connections 500] [--requests 200] [--rounds 2]
+ *   node --import tsx bench/instructions.ts [--connections 500] [--requests 200] [--rounds 2] [--tool perf|callgrind]
  *
- * Each run counts the server's instructions for a fixed workload (N clients ×
- * K sequential requests) minus a run with no requests (start-up + connects).
- * Needs `perf` (Debian linux-perf) with hardware counters available.
+ * perf (default when `perf stat -e instructions` works, i.e. hardware counters
+ * are available): each run counts the server's instructions for a fixed
+ * workload (N clients × K sequential requests) minus a run with no requests
+ * (start-up + connects).
+ * callgrind (default without hardware counters, e.g. in a VM): the server runs
+ * under `valgrind --tool=callgrind --instr-atstart=no`, and counting is switched
+ * on (`callgrind_control -i on`) only for the K requests, after the connects and
+ * a warm-up; valgrind runs it ~50× slower, so use small N and K
+ * (e.g. --connections 50 --requests 40). The count includes every thread
+ * (V8's compiler and GC helpers). Simulated, but not exactly repeatable: V8
+ * tiers code up on timing, so the per-request count varied by up to ±10%
+ * between runs here (raw `ws` 235–273 k, ws-supervisor 249–314 k): run rounds.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
@@ -23,41 +32,88 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '500' },
     requests: { type: 'string', default: '200' },
     rounds: { type: 'string', default: '2' },
+    tool: { type: 'string' },
   },
 });
 const N = Number(values.connections);
 const K = Number(values.requests);
 const ROUNDS = Number(values.rounds);
 
-if (spawnSync('perf', ['stat', '-e', 'instructions', 'true']).status !== 0) {
-  console.error('bench/instructions: perf with hardware counters is not available here');
+// perf exits 0 even when the counter is "<not supported>": look at what it printed.
+const perfProbe = spawnSync('perf', ['stat', '-e', 'instructions', 'true'], { encoding: 'utf8' });
+const hasPerf = perfProbe.status === 0 && !/not supported|not counted/.test(perfProbe.stderr ?? '');
+const hasCallgrind = spawnSync('valgrind', ['--version']).status === 0 && spawnSync('callgrind_control', ['-h']).status === 0;
+const TOOL = values.tool ?? (hasPerf ? 'perf' : 'callgrind');
+if (TOOL === 'perf' && !hasPerf) {
+  console.error('bench/instructions: perf with hardware counters is not available here (try --tool callgrind)');
+  process.exit(1);
+}
+if (TOOL === 'callgrind' && !hasCallgrind) {
+  console.error('bench/instructions: neither perf hardware counters nor valgrind/callgrind_control are available here');
   process.exit(1);
 }
 const pin = (cpu: number, cmd: string[]): string[] =>
   spawnSync('taskset', ['-c', '0', 'true']).status === 0 ? ['taskset', '-c', String(cpu), ...cmd] : cmd;
 
-async function load(port: number, requests: number): Promise<void> {
+async function load(port: number, requests: number, between?: { before(): void; after(): void }): Promise<void> {
   const clients: WebSocket[] = [];
   for (let i = 0; i < N; i++) {
     const ws = new WebSocket(`ws://127.0.0.1:${port}/server`, { perMessageDeflate: false });
     clients.push(ws);
     await new Promise((r) => ws.once('open', r));
   }
-  await Promise.all(
-    clients.map(
-      (ws, i) =>
-        new Promise<void>((resolve) => {
-          let id = 0;
-          const next = (): void => {
-            if (id === requests) return resolve();
-            ws.send(`{"requestID":${++id},"command":"bench ${i}","someOtherThing":"x"}`);
-          };
-          ws.on('message', next);
-          next();
-        }),
-    ),
-  );
+  const run = (k: number): Promise<void[]> =>
+    Promise.all(
+      clients.map(
+        (ws, i) =>
+          new Promise<void>((resolve) => {
+            let id = 0;
+            const next = (): void => {
+              if (id === k) {
+                ws.off('message', next);
+                return resolve();
+              }
+              ws.send(`{"requestID":${++id},"command":"bench ${i}","someOtherThing":"x"}`);
+            };
+            ws.on('message', next);
+            next();
+          }),
+      ),
+    );
+  if (between) {
+    await run(Math.min(10, requests)); // warm-up, not counted
+    between.before();
+  }
+  await run(requests);
+  between?.after();
   for (const ws of clients) ws.terminate();
+}
+
+/** Instructions of the server over exactly the K requests (callgrind, switched on and off around them). */
+async function callgrindInstructions(kind: string, requests: number, port: number): Promise<number> {
+  const out = join(mkdtempSync(join(tmpdir(), 'ws-sup-callgrind-')), 'callgrind.out');
+  const server = spawn(
+    'valgrind',
+    ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, compiledEntry('servers.ts'), kind, String(port)],
+    { env: { ...process.env, NODE_ENV: 'production' }, stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  // Pinned like the perf runs (valgrind runs the server in its own process, so pin that).
+  if (spawnSync('taskset', ['-c', '0', 'true']).status === 0) spawnSync('taskset', ['-acp', '0', String(server.pid)]);
+  await new Promise<void>((resolve, reject) => {
+    server.stdout.once('data', () => resolve());
+    server.once('exit', (code) => reject(new Error(`valgrind ${kind} exited ${code} before ready`)));
+  });
+  const control = (flag: string): void => {
+    const r = spawnSync('callgrind_control', [flag, String(server.pid)], { encoding: 'utf8' });
+    if (r.status !== 0 || !/OK/.test(r.stdout)) throw new Error(`callgrind_control ${flag} ${server.pid}: ${r.stdout} ${r.stderr}`);
+  };
+  await load(port, requests, { before: () => control('--instr=on'), after: () => control('--instr=off') });
+  const exited = new Promise((r) => server.once('exit', r));
+  server.kill('SIGINT'); // valgrind passes it on; the server exits 0 and callgrind writes its totals
+  await exited;
+  const totals = /^totals:\s+(\d+)/m.exec(readFileSync(out, 'utf8'));
+  if (!totals) throw new Error(`no totals in ${out}`);
+  return Number(totals[1]);
 }
 
 async function instructions(kind: string, requests: number, port: number): Promise<number> {
@@ -82,14 +138,18 @@ const perRequest: Record<string, number[]> = { raw: [], supervisor: [] };
 let port = 19_700;
 for (let round = 0; round < ROUNDS; round++) {
   for (const kind of ['raw', 'supervisor']) {
-    const base = await instructions(kind, 0, port++);
-    const full = await instructions(kind, K, port++);
-    const per = (full - base) / (N * K);
+    let per: number;
+    if (TOOL === 'callgrind') per = (await callgrindInstructions(kind, K, port++)) / (N * K);
+    else {
+      const base = await instructions(kind, 0, port++);
+      const full = await instructions(kind, K, port++);
+      per = (full - base) / (N * K);
+    }
     perRequest[kind]!.push(per);
     console.log(`round ${round + 1} ${kind.padEnd(10)} ${(per / 1000).toFixed(1)} k instructions per request/response`);
   }
 }
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 console.log(
-  `\n${N} clients × ${K} requests: supervisor/raw instructions per request = ${(median(perRequest.supervisor!) / median(perRequest.raw!)).toFixed(2)}×`,
+  `\n${N} clients × ${K} requests (${TOOL}): supervisor/raw instructions per request = ${(median(perRequest.supervisor!) / median(perRequest.raw!)).toFixed(2)}×`,
 );

@@ -12,7 +12,13 @@
  *   ← "gc"     → two full GCs (needs --expose-gc), then the same "stats …" line
  *   ← "snapshot <file>" → GC, then a V8 heap snapshot to <file> (bench/memory-profile.ts)
  *   ← "cpu"    → "cpu <µs> rss <bytes>" (kept for bench/throughput.ts)
+ *   ← "profile start"     → starts V8's CPU profiler and sampling heap profiler → "profile started"
+ *   ← "profile stop <dir>" → writes <dir>/cpu.cpuprofile and <dir>/heap.heapprofile → "profile <dir>"
+ *                            (bench/profile.ts: only the load phase is profiled, not start-up or connects)
  */
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { join } from 'node:path';
 import { writeHeapSnapshot } from 'node:v8';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
@@ -51,6 +57,31 @@ createInterface({ input: process.stdin }).on('line', (line) => {
   } else if (cmd === 'cpu') {
     const u = process.cpuUsage();
     console.log(`cpu ${u.user + u.system} rss ${process.memoryUsage().rss}`);
-  } else console.log(`error unknown command ${cmd}`);
+  } else if (cmd === 'profile start') void profileStart().then(() => console.log('profile started'));
+  else if (cmd.startsWith('profile stop ')) void profileStop(cmd.slice(13)).then((dir) => console.log(`profile ${dir}`));
+  else console.log(`error unknown command ${cmd}`);
 });
 process.on('SIGINT', () => process.exit(0));
+
+let session: Session | null = null;
+async function profileStart(): Promise<void> {
+  session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 100 }); // µs
+  await session.post('HeapProfiler.enable');
+  // Every sampled allocation, collected or not: bytes allocated per message, not only what stays live.
+  const sampling = { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true };
+  await session.post('HeapProfiler.startSampling', sampling);
+  await session.post('Profiler.start');
+}
+async function profileStop(dir: string): Promise<string> {
+  const s = session!;
+  const { profile } = await s.post('Profiler.stop');
+  const { profile: heap } = await s.post('HeapProfiler.stopSampling');
+  writeFileSync(join(dir, 'cpu.cpuprofile'), JSON.stringify(profile));
+  writeFileSync(join(dir, 'heap.heapprofile'), JSON.stringify(heap));
+  s.disconnect();
+  session = null;
+  return dir;
+}

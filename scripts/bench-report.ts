@@ -3,9 +3,11 @@
  * scenarios, bench/lib/harness.ts) and writes
  *   docs/BENCHMARKS.md           method, machine, medians, ratios vs raw ws with ws-supervisor's targets, integrity
  *   docs/images/bench-ratios.svg horizontal bars of ratio vs raw per metric, a line at 1.0 and at each target
- * The SVG is written by hand (no chart library).
+ *   docs/images/bench-capacity.svg  the capacity scenario's growth: one panel per metric, connections on x, a line per system
+ * The SVGs are written by hand (no chart library).
  *
  *   node --import tsx scripts/bench-report.ts [--results dir] [--out docs/BENCHMARKS.md] [--svg docs/images/bench-ratios.svg]
+ *                                             [--capacity-svg docs/images/bench-capacity.svg]
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
@@ -19,9 +21,10 @@ const { values } = parseArgs({
     results: { type: 'string', default: join(REPO, 'bench/results') },
     out: { type: 'string', default: join(REPO, 'docs/BENCHMARKS.md') },
     svg: { type: 'string', default: join(REPO, 'docs/images/bench-ratios.svg') },
+    'capacity-svg': { type: 'string', default: join(REPO, 'docs/images/bench-capacity.svg') },
   },
 });
-const ORDER = ['reqres', 'idle', 'broadcast', 'churn', 'heartbeat', 'detection', 'scaleout', 'overload'];
+const ORDER = ['reqres', 'idle', 'broadcast', 'churn', 'heartbeat', 'detection', 'scaleout', 'overload', 'capacity'];
 const TITLES: Record<string, string> = {
   reqres: '1. Request/response (1 request in flight per connection)',
   idle: '2. Memory per idle connection',
@@ -31,6 +34,7 @@ const TITLES: Record<string, string> = {
   detection: '6. Dead-peer detection',
   scaleout: '7. Scale-out: --workers 2 with Redis vs one process (docs/cluster.md)',
   overload: '8. Overload isolation: a prober beside each abuse',
+  capacity: '9. Capacity: 50,000 idle connections with --workers, heartbeat on',
 };
 /** ws-supervisor's targets, listed in the method section whatever the results hold. */
 const TARGETS = [
@@ -42,6 +46,7 @@ const TARGETS = [
   ['detection', 'a dead peer is detected within ping interval + pong timeout + 50 ms'],
   ['scaleout', 'none: measured, to show what --workers 2 and the Redis adapter gain or cost against one process'],
   ['overload', 'a fresh prober (connect + one round trip, every 250 ms) has p99 ≤ 100 ms during every abuse; raw ws beside it for comparison'],
+  ['capacity', '50,000 concurrent idle connections on this 2-core machine with --workers, heartbeat at its default interval, each answering a request at the end; RSS per connection, heartbeat CPU and connect rate reported from 10k to 50k'],
 ] as const;
 
 const dir = values.results;
@@ -75,6 +80,7 @@ md.push(
   '',
 );
 md.push('![Ratios vs raw ws](images/bench-ratios.svg)', '');
+md.push('Where the time goes (CPU and allocation profiles, system calls per message) and what to change: [performance.md](performance.md).', '');
 md.push('## Summary: the targets', '');
 md.push('| scenario | metric | ws-supervisor / raw ws | target | verdict |', '|---|---|---|---|---|');
 for (const r of results) {
@@ -138,9 +144,19 @@ for (const r of results) {
   md.push(`## ${`${TITLES[base(r.scenario)] ?? r.scenario}${r.scenario !== base(r.scenario) ? ' (quick run)' : ''}`}`, '');
   md.push(`Integrity: ${r.integrity.ok ? 'ok' : '**FAILED**'} — ${r.integrity.details}`, '');
   if (r.params) md.push(`Parameters: ${Object.entries(r.params).map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(', ') : String(v)}`).join('; ')}.`, '');
-  md.push('| system | metric | median | unit | rounds |', '|---|---|---|---|---|');
-  for (const row of r.rows) md.push(`| ${row.system} | ${row.metric} | ${fmt(row.median)} | ${row.unit} | ${row.values.map(fmt).join(', ')} |`);
-  md.push('');
+  const stepped = steppedRows(r);
+  if (stepped.table.length > 0) {
+    if (base(r.scenario) === 'capacity') md.push(`![Capacity growth](${relative(dirname(values.out), values['capacity-svg'])})`, '');
+    md.push(`| metric | system | ${stepped.steps.map(stepLabel).join(' | ')} | unit |`, `|---|---|${stepped.steps.map(() => '---').join('|')}|---|`);
+    for (const t of stepped.table) md.push(`| ${t.metric} | ${t.system} | ${t.values.map((v) => (v === null ? '—' : fmt(v))).join(' | ')} | ${t.unit} |`);
+    md.push('');
+  }
+  const flat = r.rows.filter((row) => !stepped.used.has(row));
+  if (flat.length > 0) {
+    md.push('| system | metric | median | unit | rounds |', '|---|---|---|---|---|');
+    for (const row of flat) md.push(`| ${row.system} | ${row.metric} | ${fmt(row.median)} | ${row.unit} | ${row.values.map(fmt).join(', ')} |`);
+    md.push('');
+  }
   if (r.ratios.length > 0) {
     md.push('| ratio vs raw ws | metric | ratio | target | verdict |', '|---|---|---|---|---|');
     for (const x of r.ratios) md.push(`| ${x.system} | ${x.metric} | ${x.ratio.toFixed(2)}× | ${x.target ?? ''} | ${verdict(x.met, r.integrity.ok)} |`);
@@ -152,6 +168,110 @@ for (const r of results) {
     md.push('');
   }
   for (const n of r.notes ?? []) md.push(`> ${n}`, '');
+}
+
+// ---------------------------------------------------------------------------
+// Stepped scenarios (params.steps, rows named "<metric> @<step>"): one row per
+// metric and system, one column per step (a "—" where a system stopped).
+
+function stepLabel(n: number): string {
+  return n % 1000 === 0 ? `${n / 1000}k` : String(n);
+}
+
+interface SteppedRow { metric: string; system: string; unit: string; values: Array<number | null> }
+
+function steppedRows(r: Result): { steps: number[]; table: SteppedRow[]; used: Set<Result['rows'][number]> } {
+  const steps = Array.isArray(r.params?.steps) ? (r.params.steps as number[]) : [];
+  const used = new Set<Result['rows'][number]>();
+  const table: SteppedRow[] = [];
+  if (steps.length < 2) return { steps, table, used };
+  const byKey = new Map<string, SteppedRow>();
+  for (const row of r.rows) {
+    const m = / @(\d+k?)$/.exec(row.metric);
+    const i = m ? steps.findIndex((n) => stepLabel(n) === m[1]) : -1;
+    if (i < 0) continue;
+    const metric = row.metric.slice(0, -m![0].length);
+    // A metric seen at one step only (e.g. requests answered at the last) stays in the flat table.
+    if (r.rows.filter((o) => o.system === row.system && o.metric.startsWith(`${metric} @`)).length < 2) continue;
+    const key = `${metric}\u0000${row.system}`;
+    let t = byKey.get(key);
+    if (!t) byKey.set(key, (t = { metric, system: row.system, unit: row.unit, values: steps.map(() => null) }));
+    t.values[i] = row.median;
+    used.add(row);
+  }
+  table.push(...[...byKey.values()].sort((a, b) => a.metric.localeCompare(b.metric) || a.system.localeCompare(b.system)));
+  // Keep the scenario's own metric order (the order rows were first recorded in).
+  const firstSeen = (t: SteppedRow): number => r.rows.findIndex((o) => o.metric.startsWith(`${t.metric} @`));
+  table.sort((a, b) => firstSeen(a) - firstSeen(b) || a.system.localeCompare(b.system));
+  return { steps, table, used };
+}
+
+/** Line charts of the capacity scenario: one panel per metric, connections on x, one line per system. */
+function svgCapacity(r: Result): string {
+  const { steps, table } = steppedRows(r);
+  const panels = [
+    ['RSS per connection', 'RSS per connection (KiB)'],
+    ['heartbeat CPU', 'heartbeat CPU (% of a core)'],
+    ['connect rate', 'connect rate (connections/s)'],
+  ] as const;
+  const colors: Record<string, string> = { supervisor: '#3a9d5d', raw: '#444', socketio: '#4a90d9' };
+  const names: Record<string, string> = { supervisor: 'ws-supervisor --workers', raw: 'raw ws (cluster)', socketio: 'Socket.IO (cluster)' };
+  const W = 900;
+  const H = 350;
+  const pw = 215; // three panels of 215 px, 285 px apart, room for the y labels between them
+  const ph = 200;
+  const top = 60;
+  const esc = (t: string): string => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="system-ui, sans-serif" font-size="12">`);
+  out.push(`<rect width="${W}" height="${H}" fill="#fff"/>`);
+  out.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${esc(`Capacity: ${stepLabel(steps[0]!)} → ${stepLabel(steps[steps.length - 1]!)} idle connections (${r.date.slice(0, 10)}${r.params?.quick ? ', quick run' : ''})`)}</text>`);
+  const xmax = steps[steps.length - 1]!;
+  panels.forEach(([metric, title], p) => {
+    const left = 60 + p * 285;
+    const lines = table.filter((t) => t.metric === metric);
+    const ymax = niceMax(Math.max(0, ...lines.flatMap((t) => t.values.filter((v): v is number => v !== null && Number.isFinite(v)))));
+    const x = (n: number): number => left + (pw * n) / xmax;
+    const y = (v: number): number => top + ph - (ph * v) / ymax;
+    out.push(`<text x="${left + pw / 2}" y="${top - 12}" text-anchor="middle" font-weight="bold">${esc(title)}</text>`);
+    for (let k = 0; k <= 4; k++) {
+      const v = (ymax * k) / 4;
+      out.push(`<line x1="${left}" y1="${y(v)}" x2="${left + pw}" y2="${y(v)}" stroke="#eee"/>`);
+      out.push(`<text x="${left - 4}" y="${y(v) + 4}" text-anchor="end" fill="#666">${fmt(v)}</text>`);
+    }
+    for (const n of steps) out.push(`<text x="${x(n)}" y="${top + ph + 16}" text-anchor="middle" fill="#666">${stepLabel(n)}</text>`);
+    out.push(`<line x1="${left}" y1="${top + ph}" x2="${left + pw}" y2="${top + ph}" stroke="#999"/>`);
+    for (const t of lines) {
+      const pts = t.values.map((v, i) => (v === null || !Number.isFinite(v) ? null : `${x(steps[i]!).toFixed(1)},${y(v).toFixed(1)}`)).filter((q): q is string => q !== null);
+      const c = colors[t.system] ?? '#999';
+      if (pts.length > 1) out.push(`<polyline points="${pts.join(' ')}" fill="none" stroke="${c}" stroke-width="2"/>`);
+      for (const q of pts) out.push(`<circle cx="${q.split(',')[0]}" cy="${q.split(',')[1]}" r="3" fill="${c}"><title>${esc(`${t.system}: ${t.metric}`)}</title></circle>`);
+    }
+  });
+  let lx = 60;
+  const ly = H - 40;
+  out.push(`<text x="${W / 2}" y="${top + ph + 36}" text-anchor="middle" fill="#333">connections held (cumulative)</text>`);
+  for (const system of [...new Set(table.map((t) => t.system))]) {
+    const label = names[system] ?? system;
+    out.push(`<rect x="${lx}" y="${ly}" width="14" height="4" fill="${colors[system] ?? '#999'}"/><text x="${lx + 18}" y="${ly + 6}" fill="#333">${esc(label)}</text>`);
+    lx += 40 + label.length * 6.5;
+  }
+  const note = `load average during the run ${loadRange(table)}; ${r.params?.workers ?? '?'} workers per system; ping interval ${r.params?.pingIntervalMs ?? '?'} ms`;
+  out.push(`<text x="60" y="${H - 12}" fill="#666">${esc(note)}</text>`);
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
+
+function niceMax(v: number): number {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 2, 4, 5, 8, 10]) if (v <= m * p) return m * p; // quarters of each are round numbers
+  return 10 * p;
+}
+
+function loadRange(table: SteppedRow[]): string {
+  const loads = table.filter((t) => t.metric.startsWith('load average')).flatMap((t) => t.values.filter((v): v is number => v !== null));
+  return loads.length ? `${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)} (2 cores)` : 'not recorded';
 }
 
 // ---------------------------------------------------------------------------
@@ -222,4 +342,9 @@ mkdirSync(dirname(values.out), { recursive: true });
 mkdirSync(dirname(values.svg), { recursive: true });
 writeFileSync(values.out, md.join('\n'));
 writeFileSync(values.svg, svgChart(results));
-console.log(`wrote ${relative(REPO, values.out)} and ${relative(REPO, values.svg)} from ${results.length} result file(s)`);
+const capacity = results.find((r) => base(r.scenario) === 'capacity');
+if (capacity) {
+  mkdirSync(dirname(values['capacity-svg']), { recursive: true });
+  writeFileSync(values['capacity-svg'], svgCapacity(capacity));
+}
+console.log(`wrote ${relative(REPO, values.out)}, ${relative(REPO, values.svg)}${capacity ? ` and ${relative(REPO, values['capacity-svg'])}` : ''} from ${results.length} result file(s)`);

@@ -5,9 +5,8 @@
  * processes (bench/lib/idle-clients.ts) for more sockets than one process may hold.
  */
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { BENCH_DIR, pinned, REPO_DIR, type ServerHandle, type ServerOptions, type ServerStats, type System } from './harness.ts';
+import { pinned, REPO_DIR, type ServerHandle, type ServerOptions, type ServerStats, type System } from './harness.ts';
 import { compiledEntry } from './compile.ts';
 
 export interface LifecycleStats extends ServerStats {
@@ -112,26 +111,57 @@ export interface HolderCounts {
   errors: number;
 }
 
+/** What `request` saw: every connection sent one request; ok = got the reply with its own requestID. */
+export interface RequestOutcome {
+  ok: number;
+  wrong: number;
+  missing: number;
+  /** From the first send to the last reply (or the 60 s give-up). */
+  ms: number;
+}
+
 export interface ClientHolder {
   pid: number;
+  /** Connections opened, and how long opening them took (first handshake to last open). */
+  opened: number;
+  connectMs: number;
   counts(): Promise<HolderCounts>;
+  /** Every held connection sends one request and waits for its own reply. */
+  request(): Promise<RequestOutcome>;
   stop(): Promise<void>;
 }
 
-/** Starts a process holding `n` idle connections to `url` (pinned to `cpu`); resolves once all are open. */
-export async function startHolder(system: System, url: string, n: number, cpu = 1): Promise<ClientHolder> {
+export interface HolderOptions {
+  /** CPU to pin the holder to (default 1); null: not pinned. */
+  cpu?: number | null;
+  /** Source address of every connection (e.g. 127.0.0.11): ~28k ephemeral ports per source address. */
+  localAddress?: string;
+  /** Handshakes in flight at once (default 250). */
+  batch?: number;
+}
+
+/** Starts a process holding `n` idle connections to `url`; resolves once all are open. */
+export async function startHolder(system: System, url: string, n: number, options: HolderOptions = {}): Promise<ClientHolder> {
   const p = lineChild(
-    [process.execPath, '--import', 'tsx', join(BENCH_DIR, 'lib', 'idle-clients.ts'), system, url, String(n)],
+    [process.execPath, compiledEntry('lib/idle-clients.ts'), system, url, String(n), options.localAddress ?? '', String(options.batch ?? 250)],
     'client holder',
-    cpu,
+    options.cpu === undefined ? 1 : options.cpu,
   );
   const line = await p.next();
-  if (!line.startsWith('open ')) throw new Error(`client holder: expected "open …", got ${line}: ${p.stderr()}`);
+  const m = /^open (\d+) (\d+)/.exec(line);
+  if (!m) throw new Error(`client holder: expected "open <n> <ms>", got ${line}: ${p.stderr()}`);
   return {
     pid: p.child.pid!,
+    opened: Number(m[1]),
+    connectMs: Number(m[2]),
     counts: async () => {
       const a = await p.command('counts');
       return JSON.parse(a.replace(/^counts /, '')) as HolderCounts;
+    },
+    request: async () => {
+      const a = await p.command('request');
+      if (!a.startsWith('replied ')) throw new Error(`client holder: expected "replied {…}", got ${a}`);
+      return JSON.parse(a.slice(8)) as RequestOutcome;
     },
     stop: p.stop,
   };

@@ -31,9 +31,6 @@
  * --quick: 1000 connections, 200 and 400 receivers, 10 broadcasts, 1 round.
  * Needs redis-server (bench/lib/redis-server.ts).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import http from 'node:http';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   alternatingRounds,
@@ -45,13 +42,12 @@ import {
   pinSelf,
   procStats,
   Recorder,
-  REPO_DIR,
   scenarioArgs,
   sleep,
   type BenchClient,
 } from '../lib/harness.ts';
 import { startRedisServer, type RedisServer } from '../lib/redis-server.ts';
-import { compiledEntry } from '../lib/compile.ts';
+import { startCli, type CliServer } from '../lib/cli-server.ts';
 import { BROADCAST_PUSH, timeBroadcasts } from '../lib/broadcast-timing.ts';
 
 const common = scenarioArgs();
@@ -75,91 +71,10 @@ const VARIANTS: Variant[] = ['one process', 'one process+redis', '2 workers+redi
 pinSelf(1);
 
 // ---------------------------------------------------------------------------
-// The CLI server
+// The CLI server (bench/lib/cli-server.ts)
 
-interface CliServer {
-  system: 'supervisor';
-  /** ws://127.0.0.1:PORT/server */
-  url: string;
-  base: string;
-  child: ChildProcess;
-  /** The primary (or the single process) and every worker. */
-  pids(): number[];
-  workers: number;
-  stop(): Promise<void>;
-}
-
-async function startCli(variant: Variant, redis: RedisServer): Promise<CliServer> {
-  const workers = variant === '2 workers+redis' ? 2 : 1;
-  const args = [compiledEntry('../src/cli/main.ts'), 'server', '--address', '127.0.0.1:0', '--log-level', 'silent', '--max-connections', '18000', '--max-connections-per-address', '18000', '--max-pending-per-address', '1024', '--workers', String(workers)];
-  if (variant !== 'one process') args.push('--redis', redis.url);
-  const child = spawn(process.execPath, args, { cwd: REPO_DIR, env: { ...process.env, NODE_ENV: 'production' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const kill = (): void => void child.kill('SIGKILL');
-  process.once('exit', kill);
-  let out = '';
-  let err = '';
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${variant}: not listening within 30 s: ${out} ${err}`)), 30_000);
-    const early = (code: number | null): void => reject(new Error(`${variant}: exited ${code}: ${err}`));
-    child.once('exit', early);
-    let listening = false;
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = listening ? null : /ws-supervisor: listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(out);
-      if (m) {
-        listening = true;
-        clearTimeout(timer);
-        child.off('exit', early);
-        resolve(Number(m[1]));
-      }
-    });
-  });
-  const base = `http://127.0.0.1:${port}`;
-  const server: CliServer = {
-    system: 'supervisor',
-    url: `ws://127.0.0.1:${port}/server`,
-    base,
-    child,
-    workers,
-    pids: () => (workers === 1 ? [child.pid!] : [child.pid!, ...[...out.matchAll(/worker \d+ \(pid (\d+)\) ready/g)].map((m) => Number(m[1]))]),
-    async stop() {
-      process.off('exit', kill);
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const gone = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM'); // a drain: the adapter says goodbye to Redis
-      const timer = setTimeout(kill, 10_000);
-      await gone;
-      clearTimeout(timer);
-    },
-  };
-  // Every worker's adapter is up (subscribed) before anything is measured.
-  if (variant !== 'one process') await healthyWorkers(base, workers);
-  return server;
-}
-
-function get(url: string): Promise<{ status: number; worker: string; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (s: string) => (body += s));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, worker: String(res.headers['x-worker'] ?? '1'), body }));
-    });
-    req.on('error', reject);
-  });
-}
-
-/** Polls /healthz (a new TCP connection each time, so the workers take turns) until every worker says ok. */
-async function healthyWorkers(base: string, workers: number, timeoutMs = 15_000): Promise<void> {
-  const ok = new Set<string>();
-  const deadline = Date.now() + timeoutMs;
-  while (ok.size < workers) {
-    const r = await get(`${base}/healthz`);
-    if (r.status === 200 && r.body === 'ok\n') ok.add(r.worker);
-    if (Date.now() > deadline) throw new Error(`workers not all healthy within ${timeoutMs} ms: ${r.status} ${r.body}`);
-    if (ok.size < workers) await sleep(50);
-  }
-}
+const startVariant = (variant: Variant, redis: RedisServer): Promise<CliServer> =>
+  startCli({ workers: variant === '2 workers+redis' ? 2 : 1, redis: variant === 'one process' ? undefined : redis.url, label: variant });
 
 const rssOf = (pids: number[]): number => pids.reduce((sum, pid) => sum + procStats(pid).rss, 0);
 const cpuOf = (pids: number[]): number => pids.reduce((sum, pid) => sum + procStats(pid).cpuUs, 0);
@@ -292,7 +207,7 @@ const problems: string[] = [];
 const redis = await startRedisServer();
 try {
   for (const { system: variant } of alternatingRounds(ROUNDS, VARIANTS, true)) {
-    const server = await startCli(variant, redis);
+    const server = await startVariant(variant, redis);
     try {
       problems.push(...(await capacity(variant, server, rec)));
       problems.push(...(await fanOut(variant, server, rec)));

@@ -8,13 +8,13 @@
  * `SocketReader` is the actor; the server hosts it under its runner
  * (src/server/runner.ts), and `readerActor` wraps it as an XState actor for the client.
  */
-import type { EventEmitter } from 'node:events';
 import type WebSocket from 'ws';
 import { fromCallback } from 'xstate';
 import type { ActorInput, ReaderCommand, ReaderEvent } from '../../machines/connection.machine.ts';
 import { CloseCodes } from '../../machines/close-codes.ts';
 import { LivenessReport } from './liveness.ts';
 import type { TokenBucket } from './rate-limit.ts';
+import { receiverOf, WS_CONCLUDE, type WsReceiver } from './ws-internals.ts';
 import { costOf, type Deferrable, type TurnScheduler } from './scheduler.ts';
 import type { SocketIO } from './socket-io.ts';
 
@@ -42,17 +42,13 @@ const READER = Symbol('ws-supervisor.reader');
 type ReadSocket = WebSocket & { [READER]?: SocketReader };
 
 /**
- * ws's frame parser. ws has no public event for the peer's close frame (its
- * 'close' comes only once TCP is closed), but its Receiver emits 'conclude'
- * (code, reason) for it; ws's own listener, registered first, has echoed the
- * frame by the time ours runs. Private to ws (8.x): if it ever goes away, the
- * peer's close is still bounded by the `closeTimeout` the server hands ws, and
+ * ws's frame parser, which reports the peer's close frame ('conclude'): ws
+ * internals, named in one place (src/server/ws-internals.ts, whose test fails
+ * loudly when a ws upgrade moves them). If it ever goes away, the peer's close
+ * is still bounded by the `closeTimeout` the server hands ws, and
  * test/server/close-bounded.test.ts fails on the missing `peerClosing`.
  */
-type Receiver = EventEmitter & { [READER]?: SocketReader };
-function receiverOf(ws: WebSocket): Receiver | undefined {
-  return (ws as unknown as { _receiver?: Receiver })._receiver;
-}
+type Receiver = WsReceiver & { [READER]?: SocketReader };
 
 /*
  * ws calls listeners with `this` = the socket, so one function per event
@@ -128,10 +124,10 @@ export class SocketReader implements Deferrable {
 
   /** R16: from open on, the peer's close frame is reported (`socket.closing`). */
   listenForClose(): void {
-    const receiver = receiverOf(this.io.ws);
+    const receiver = receiverOf(this.io.ws) as Receiver | undefined;
     if (receiver === undefined) return;
     receiver[READER] = this;
-    receiver.on('conclude', onConclude);
+    receiver.on(WS_CONCLUDE, onConclude);
   }
 
   stop(): void {
@@ -139,10 +135,10 @@ export class SocketReader implements Deferrable {
     this.stopped = true;
     this.report.stop();
     if (ws[READER] === this) ws[READER] = undefined;
-    const receiver = receiverOf(ws);
+    const receiver = receiverOf(ws) as Receiver | undefined;
     if (receiver !== undefined && receiver[READER] === this) {
       receiver[READER] = undefined;
-      receiver.off('conclude', onConclude);
+      receiver.off(WS_CONCLUDE, onConclude);
     }
     for (const [event, listener] of LISTENERS) ws.off(event, listener as (...args: unknown[]) => void);
     ws.off('open', onOpen);

@@ -1,0 +1,263 @@
+/**
+ * Where a server's CPU and allocations go per message: V8's CPU profiler and
+ * sampling heap profiler over the load phase only (not start-up, not the
+ * connects), and optionally the syscalls (strace -c) over the same load.
+ *
+ *   node --import tsx bench/profile.ts [--system supervisor|raw|socketio] [--workload reqres|broadcast|heartbeat]
+ *        [--connections 500] [--requests 200]                (reqres: N clients × K sequential requests)
+ *        [--receivers 2000] [--bursts 20] [--burst 10]       (broadcast: bursts of B back-to-back broadcasts)
+ *        [--connections N] [--ping 1000] [--seconds 10]      (heartbeat: N idle connections, a message = a ping)
+ *        [--top 25] [--strace] [--out dir]
+ *
+ * The server is bench/servers.ts (compiled, pinned to CPU 0), driven over its
+ * stdin ("profile start" / "profile stop"); this process is the load generator
+ * (CPU 1). Functions are named as V8 sees them; the module is the esbuild
+ * bundle's `// src/…` marker above the function's line. Prints markdown tables:
+ * self time per function (% of the profile's non-idle samples, µs per message),
+ * self time per module, allocated bytes per message per function, and with
+ * --strace, syscalls per message.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { closeAll, connectClient, connectMany, pinSelf, selfCpuUs, sleep, startServer, waitForConnections, type BenchClient, type System } from './lib/harness.ts';
+import { compiledEntry } from './lib/compile.ts';
+import type WebSocket from 'ws';
+
+const { values } = parseArgs({
+  options: {
+    system: { type: 'string', default: 'supervisor' },
+    workload: { type: 'string', default: 'reqres' },
+    connections: { type: 'string', default: '500' },
+    requests: { type: 'string', default: '200' },
+    receivers: { type: 'string', default: '2000' },
+    bursts: { type: 'string', default: '20' },
+    burst: { type: 'string', default: '10' },
+    top: { type: 'string', default: '25' },
+    ping: { type: 'string', default: '1000' },
+    seconds: { type: 'string', default: '10' },
+    strace: { type: 'boolean', default: false },
+    out: { type: 'string' },
+  },
+});
+const SYSTEM = values.system as System;
+const WORKLOAD = values.workload as 'reqres' | 'broadcast' | 'heartbeat';
+if (!['reqres', 'broadcast', 'heartbeat'].includes(WORKLOAD)) throw new Error(`--workload must be reqres, broadcast or heartbeat, got ${WORKLOAD}`);
+const TOP = Number(values.top);
+pinSelf(1);
+
+// ---------------------------------------------------------------------------
+// Workloads: each resolves with the number of messages it made the server handle
+// (requests answered, or deliveries of broadcasts).
+
+async function reqres(clients: BenchClient[], requests: number): Promise<number> {
+  await Promise.all(
+    clients.map(
+      (c, i) =>
+        new Promise<void>((resolve) => {
+          let id = 0;
+          const next = (): void => {
+            if (id === requests) return resolve();
+            c.send(`{"requestID":${++id},"command":"bench ${i}","someOtherThing":"x"}`);
+          };
+          c.onMessage(next);
+          next();
+        }),
+    ),
+  );
+  return clients.length * requests;
+}
+
+async function broadcast(sender: BenchClient, receivers: BenchClient[], bursts: number, burst: number): Promise<number> {
+  let k = 0;
+  for (let b = 0; b < bursts; b++) {
+    let got = 0;
+    const all = new Promise<void>((resolve) => {
+      for (const r of receivers) r.onMessage(() => void (++got === receivers.length * burst && resolve()));
+    });
+    sender.onMessage(() => undefined);
+    // B broadcasts back to back: the writes of one event-loop turn, per socket.
+    for (let i = 0; i < burst; i++) sender.send(`{"requestID":${++k},"command":"broadcast","someOtherThing":"b${k}"}`);
+    await all;
+  }
+  return receivers.length * bursts * burst;
+}
+
+/** Idle connections for `seconds`: resolves with the pings the clients received (each answered by ws). */
+async function heartbeat(clients: BenchClient[], seconds: number): Promise<number> {
+  let pings = 0;
+  const count = (): void => void pings++;
+  for (const c of clients) (c.raw as WebSocket).on('ping', count);
+  await sleep(seconds * 1000);
+  for (const c of clients) (c.raw as WebSocket).off('ping', count);
+  return pings;
+}
+
+// ---------------------------------------------------------------------------
+
+interface CpuNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+  children?: number[];
+}
+interface HeapNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: HeapNode[];
+}
+
+/** Bundle line → the source module esbuild wrote above it (`// src/server/writer.ts`). */
+function moduleMap(bundle: string): (url: string, line: number) => string {
+  const lines = readFileSync(bundle, 'utf8').split('\n');
+  const marks: Array<[number, string]> = [];
+  lines.forEach((l, i) => {
+    const m = /^\/\/ ((?:src|bench|machines)\/\S+\.ts)$/.exec(l);
+    if (m) marks.push([i, m[1]!]);
+  });
+  return (url, line) => {
+    if (!url) return '(native)';
+    if (!url.endsWith('servers.mjs')) {
+      const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
+      return m ? m[1]! : url.replace(/^file:\/\//, '');
+    }
+    let mod = 'bench/servers.ts';
+    for (const [at, name] of marks) if (at <= line) mod = name;
+    return mod;
+  };
+}
+
+function table(title: string, head: string[], rows: Array<Array<string | number>>): void {
+  console.log(`\n#### ${title}\n`);
+  console.log(`| ${head.join(' | ')} |`);
+  console.log(`|${head.map(() => '---').join('|')}|`);
+  for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+}
+
+async function run(withStrace: boolean): Promise<void> {
+  const server = await startServer(SYSTEM, WORKLOAD === 'heartbeat' ? { pingInterval: Number(values.ping), pongTimeout: 10_000 } : {});
+  const dir = values.out ?? mkdtempSync(join(tmpdir(), `ws-sup-profile-${SYSTEM}-`));
+  mkdirSync(dir, { recursive: true });
+  let clients: BenchClient[] = [];
+  let sender: BenchClient | null = null;
+  try {
+    const n = WORKLOAD === 'broadcast' ? Number(values.receivers) : Number(values.connections);
+    clients = await connectMany(server, n, { batch: 250 });
+    if (WORKLOAD === 'broadcast') sender = await connectClient(server);
+    await waitForConnections(server, n + (sender ? 1 : 0), 60_000);
+    // Warm-up: the JIT has seen the hot path before the profile starts.
+    if (WORKLOAD === 'reqres') await reqres(clients, 20);
+    else if (WORKLOAD === 'broadcast') await broadcast(sender!, clients, 3, Number(values.burst));
+    else await heartbeat(clients, (3 * Number(values.ping)) / 1000);
+    await sleep(200);
+
+    let strace: ReturnType<typeof spawn> | null = null;
+    const straceOut = join(dir, 'strace.txt');
+    if (withStrace) {
+      strace = spawn('strace', ['-f', '-c', '-o', straceOut, '-p', String(server.pid)], { stdio: 'ignore' });
+      await sleep(1000); // attached to every thread
+    } else await server.command('profile start');
+    const s0 = await server.stats();
+    const c0 = selfCpuUs();
+    const t0 = performance.now();
+    const messages =
+      WORKLOAD === 'reqres'
+        ? await reqres(clients, Number(values.requests))
+        : WORKLOAD === 'broadcast'
+          ? await broadcast(sender!, clients, Number(values.bursts), Number(values.burst))
+          : await heartbeat(clients, Number(values.seconds));
+    const ms = performance.now() - t0;
+    const s1 = await server.stats();
+    const loadCpu = selfCpuUs() - c0;
+    const cpuPerMsg = (s1.cpuUs - s0.cpuUs) / messages;
+    console.log(
+      `\n### ${SYSTEM}, ${WORKLOAD}${withStrace ? ' (under strace: CPU figures inflated)' : ''}: ${messages} ${{ reqres: 'requests', broadcast: 'deliveries', heartbeat: 'pings' }[WORKLOAD]} in ${ms.toFixed(0)} ms; ` +
+        `server CPU ${cpuPerMsg.toFixed(2)} µs per message (${(((s1.cpuUs - s0.cpuUs) / 1000 / ms) * 100).toFixed(1)}% of a core); load generator at ${((loadCpu / 1000 / ms) * 100).toFixed(0)}% of a core`,
+    );
+
+    if (strace) {
+      const exited = new Promise((r) => strace!.once('exit', r));
+      strace.kill('SIGINT');
+      await exited;
+      const text = readFileSync(straceOut, 'utf8');
+      const rows: Array<Array<string | number>> = [];
+      for (const line of text.split('\n')) {
+        // % time, seconds, usecs/call, calls, [errors,] syscall
+        const m = /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)\s*$/.exec(line);
+        if (m && m[3] !== 'total') rows.push([m[3]!, Number(m[1]), (Number(m[1]) / messages).toFixed(3), m[2] ?? '']);
+      }
+      rows.sort((a, b) => Number(b[1]) - Number(a[1]));
+      table(`syscalls of the ${SYSTEM} server (strace -c -f over the load)`, ['syscall', 'calls', 'per message', 'errors'], rows.slice(0, 12));
+      return;
+    }
+
+    await server.command(`profile stop ${dir}`);
+    const where = moduleMap(compiledEntry('servers.ts'));
+    const cpu = JSON.parse(readFileSync(join(dir, 'cpu.cpuprofile'), 'utf8')) as { nodes: CpuNode[]; samples: number[]; startTime: number; endTime: number };
+    const profileUs = cpu.endTime - cpu.startTime;
+    const usPerSample = profileUs / cpu.samples.length;
+    const self = new Map<string, number>();
+    const perModule = new Map<string, number>();
+    let idle = 0;
+    for (const node of cpu.nodes) {
+      const hits = node.hitCount ?? 0;
+      if (hits === 0) continue;
+      const f = node.callFrame;
+      if (f.functionName === '(idle)') {
+        idle += hits;
+        continue;
+      }
+      const mod = f.functionName.startsWith('(') ? '(V8)' : where(f.url, f.lineNumber);
+      const key = `${f.functionName || '(anonymous)'}\u0000${mod}`;
+      self.set(key, (self.get(key) ?? 0) + hits);
+      perModule.set(mod, (perModule.get(mod) ?? 0) + hits);
+    }
+    const busy = cpu.samples.length - idle;
+    const pct = (h: number): string => ((h / busy) * 100).toFixed(1);
+    // A function's share of the busy samples times the server's measured CPU per message (the samples'
+    // wall-clock spacing stretches when the machine is loaded; the share does not).
+    const usPer = (h: number): string => ((h / busy) * cpuPerMsg).toFixed(2);
+    table(
+      `${SYSTEM} ${WORKLOAD}: self time, top ${TOP} functions (${busy} busy samples, one per ~${usPerSample.toFixed(0)} µs of wall time)`,
+      ['function', 'module', '% of busy', 'µs per message'],
+      [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, TOP).map(([k, h]) => [...k.split('\u0000'), pct(h), usPer(h)]),
+    );
+    table(
+      `${SYSTEM} ${WORKLOAD}: self time per module`,
+      ['module', '% of busy', 'µs per message'],
+      [...perModule.entries()].sort((a, b) => b[1] - a[1]).slice(0, TOP).map(([m, h]) => [m, pct(h), usPer(h)]),
+    );
+
+    const heap = JSON.parse(readFileSync(join(dir, 'heap.heapprofile'), 'utf8')) as { head: HeapNode };
+    const bytes = new Map<string, number>();
+    let total = 0;
+    const walk = (node: HeapNode): void => {
+      if (node.selfSize > 0) {
+        const f = node.callFrame;
+        const key = `${f.functionName || '(anonymous)'}\u0000${f.functionName.startsWith('(') ? '(V8)' : where(f.url, f.lineNumber)}`;
+        bytes.set(key, (bytes.get(key) ?? 0) + node.selfSize);
+        total += node.selfSize;
+      }
+      for (const c of node.children) walk(c);
+    };
+    walk(heap.head);
+    table(
+      `${SYSTEM} ${WORKLOAD}: sampled allocations, ${(total / messages).toFixed(0)} bytes per message in all (objects still alive and collected alike)`,
+      ['function', 'module', 'bytes per message'],
+      [...bytes.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15).map(([k, b]) => [...k.split('\u0000'), (b / messages).toFixed(0)]),
+    );
+    console.log(`\nprofiles in ${dir} (open cpu.cpuprofile in Chrome DevTools › Performance)`);
+  } finally {
+    await closeAll(sender ? [sender, ...clients] : clients);
+    await server.stop();
+  }
+}
+
+await run(false);
+if (values.strace) {
+  if (spawnSync('strace', ['-V']).status !== 0) console.error('bench/profile: --strace needs strace');
+  else await run(true);
+}
+process.exit(0);

@@ -1,0 +1,111 @@
+/**
+ * The `ws` internals the server relies on (src/server/ws-internals.ts), checked
+ * against the installed `ws`: an upgrade that renames or reshapes one fails
+ * here, naming it, instead of silently degrading the server (R16's peer close
+ * would then only be seen at the close timeout; the writer's hot path would
+ * misread backpressure).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createRequire } from 'node:module';
+import WebSocket, { WebSocketServer } from 'ws';
+import { receiverOf, WS_CONCLUDE, WS_RECEIVER_MEMBER } from '../../src/server/ws-internals.ts';
+
+const require = createRequire(import.meta.url);
+const WS_VERSION = (require('ws/package.json') as { version: string }).version;
+/** ws's CommonJS exports beyond @types/ws: its Receiver and Sender classes. */
+const wsExports = require('ws') as { Receiver?: new (...args: never[]) => EventEmitter; Sender?: { frame?: unknown } };
+const changed = (what: string): string =>
+  `ws ${WS_VERSION} changed an internal ws-supervisor relies on: ${what} (see src/server/ws-internals.ts)`;
+
+/** A server whose upgrade socket we keep, and one client connected to it. */
+async function pair(): Promise<{ server: WebSocket; socket: Duplex; client: WebSocket; close(): Promise<void> }> {
+  const http1 = http.createServer();
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+  const accepted = new Promise<{ server: WebSocket; socket: Duplex }>((resolve) => {
+    http1.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, (server) => resolve({ server, socket })));
+  });
+  await new Promise<void>((r) => http1.listen(0, '127.0.0.1', r));
+  const { port } = http1.address() as AddressInfo;
+  const client = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false });
+  client.on('error', () => undefined);
+  const { server, socket } = await accepted;
+  if (client.readyState !== WebSocket.OPEN) await new Promise((r) => client.once('open', r));
+  return {
+    server,
+    socket,
+    client,
+    async close() {
+      client.terminate();
+      server.terminate();
+      wss.close();
+      await new Promise((r) => http1.close(r));
+    },
+  };
+}
+
+test(`ws.${WS_RECEIVER_MEMBER} is ws's Receiver, an EventEmitter that ws itself listens to for '${WS_CONCLUDE}'`, async () => {
+  const p = await pair();
+  try {
+    const receiver = receiverOf(p.server);
+    assert.ok(receiver !== undefined, changed(`an open WebSocket has no ${WS_RECEIVER_MEMBER}`));
+    assert.ok(receiver instanceof EventEmitter, changed(`${WS_RECEIVER_MEMBER} is not an EventEmitter`));
+    assert.equal(typeof wsExports.Receiver, 'function', changed('ws no longer exports Receiver'));
+    assert.ok(receiver instanceof wsExports.Receiver!, changed(`${WS_RECEIVER_MEMBER} is not ws's Receiver`));
+    assert.ok(receiver.listenerCount(WS_CONCLUDE) >= 1, changed(`ws no longer listens to its Receiver's '${WS_CONCLUDE}'`));
+  } finally {
+    await p.close();
+  }
+});
+
+test(`the peer's close frame: '${WS_CONCLUDE}' (code, reason Buffer) after ws echoed it, before the socket's 'close'`, async () => {
+  const p = await pair();
+  try {
+    const receiver = receiverOf(p.server)!;
+    const order: string[] = [];
+    const concluded = new Promise<{ code: unknown; reason: unknown; readyState: number }>((resolve) => {
+      receiver.on(WS_CONCLUDE, (code: unknown, reason: unknown) => {
+        order.push('conclude');
+        resolve({ code, reason, readyState: p.server.readyState });
+      });
+    });
+    const closed = new Promise<void>((resolve) => p.server.once('close', () => resolve(void order.push('close'))));
+    p.client.close(4001, 'bye');
+    const c = await concluded;
+    assert.equal(c.code, 4001, changed(`'${WS_CONCLUDE}' no longer passes the close code first`));
+    assert.ok(Buffer.isBuffer(c.reason), changed(`'${WS_CONCLUDE}' no longer passes the reason as a Buffer`));
+    assert.equal((c.reason as Buffer).toString(), 'bye');
+    // ws's own listener ran first: it has answered the close frame (R16), the socket is CLOSING.
+    assert.equal(c.readyState, WebSocket.CLOSING, changed(`ws had not echoed the close frame when '${WS_CONCLUDE}' reached us`));
+    await closed;
+    assert.deepEqual(order, ['conclude', 'close'], changed(`'${WS_CONCLUDE}' no longer comes before 'close'`));
+  } finally {
+    await p.close();
+  }
+});
+
+test('ws.send (no permessage-deflate) writes the frame to the upgrade socket synchronously', async () => {
+  const p = await pair();
+  try {
+    const socket = p.socket as Duplex & { bytesWritten: number };
+    const before = socket.bytesWritten;
+    p.server.send('hello'); // a 2-byte header + 5 bytes of payload
+    assert.equal(socket.bytesWritten - before, 7, changed('ws.send no longer writes to the upgrade socket before it returns (the writer reads writableLength right after it)'));
+    const got = await new Promise<string>((r) => p.client.once('message', (d: Buffer) => r(d.toString())));
+    assert.equal(got, 'hello');
+  } finally {
+    await p.close();
+  }
+});
+
+test("ws's Sender.frame, for the frame-once broadcast path docs/performance.md proposes, frames an unmasked text frame", () => {
+  const frame = wsExports.Sender?.frame;
+  assert.equal(typeof frame, 'function', changed('ws no longer exports Sender.frame'));
+  const parts = (frame as (data: Buffer, o: object) => Buffer[])(Buffer.from('hi'), { fin: true, opcode: 1, mask: false, readOnly: false, rsv1: false });
+  assert.ok(Array.isArray(parts), changed('Sender.frame no longer returns a list of Buffers'));
+  assert.deepEqual([...Buffer.concat(parts)], [0x81, 0x02, 0x68, 0x69], changed('Sender.frame produced another frame for "hi"'));
+});
