@@ -22,6 +22,8 @@ import { TokenBucket } from './rate-limit.ts';
 import { readerActor, SocketReader } from './reader.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import type { SocketIO } from './socket-io.ts';
+import type { JsonValue } from '../adapter/session-store.ts';
+import type { SessionBinding, SessionInfo } from './sessions.ts';
 import { SendQueue, writerActor, type DeadLetterReason, type DeadLetterSink, type Outbound, type SendQueueLimits } from './writer.ts';
 
 /**
@@ -140,6 +142,9 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   private rtt: number | null = null;
   /** This connection's closure, once ended (the runner hands each run its own copy of the output). */
   private ended: Closure | null = null;
+  /** @internal Set for a connection that opted into a session (src/server/sessions.ts); null otherwise. */
+  sessionBinding: SessionBinding<Auth> | null = null;
+  private appData: JsonValue = null;
 
   constructor(init: ConnectionInit<Auth>) {
     this.id = init.id;
@@ -178,7 +183,35 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
    * An accepted message reaches the OS socket or comes back as a dead letter (R12).
    */
   send(data: Outbound, binary: boolean = typeof data !== 'string'): boolean {
+    // A session connection numbers and keeps every message (docs/sessions.md).
+    if (this.sessionBinding !== null) return this.sessionBinding.send(data, binary);
     return this.writer.send(data, binary);
+  }
+
+  /**
+   * The session this connection carries: `{ id, resumed, reason, detail }`,
+   * or null for a connection without one (it did not ask, or is not attached yet).
+   */
+  get session(): SessionInfo | null {
+    return this.sessionBinding?.info ?? null;
+  }
+
+  /**
+   * The application's per-connection data (JSON). On a session connection it
+   * is kept in the session and comes back with it on a resume. Default null.
+   */
+  get data(): JsonValue {
+    return this.appData;
+  }
+
+  set data(value: JsonValue) {
+    this.appData = value;
+    this.sessionBinding?.setData(value);
+  }
+
+  /** @internal A resumed session's data, without writing it back. */
+  restoreData(value: JsonValue): void {
+    this.appData = value;
   }
 
   /** Start the close handshake (R16). Resolves when closed. */
@@ -242,6 +275,12 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
 
   /** @internal Inbound data, straight to the application. */
   onMessage(data: Buffer, isBinary: boolean): void {
+    if (this.sessionBinding !== null) return this.sessionBinding.receive(data, isBinary);
+    this.hooks.onMessage(this, data, isBinary);
+  }
+
+  /** @internal A session request to run (once: src/server/sessions.ts decided). */
+  runHandler(data: Buffer, isBinary: boolean): void {
     this.hooks.onMessage(this, data, isBinary);
   }
 
@@ -255,6 +294,8 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
 
   /** @internal */
   deadLetter(data: Outbound, binary: boolean, reason: DeadLetterReason): void {
+    // A session connection's frames are the store's to replay or hand back (its own dead letters, R12).
+    if (this.sessionBinding !== null) return;
     this.hooks.onDeadLetter({ connectionId: this.id, data, binary, reason });
   }
 
