@@ -534,7 +534,11 @@ export class SessionBinding<Auth = unknown> {
   /** Connection.send on a session connection: kept in the session, written when its seq is known. */
   send(data: Outbound, binary: boolean): boolean {
     const entry = this.entry;
-    if (entry === null || entry.ended || entry.routed !== this.connection) return false;
+    if (entry === null || entry.ended) return false;
+    // The route of the session (the hub reaches it through this connection), or the application answering on a
+    // connection that has closed since (a reply outlives its connection: the session keeps it). A connection taken
+    // over but not yet closed refuses: the hub may still reach it, and the new one gets the same broadcast.
+    if (entry.routed !== this.connection && this.live) return false;
     this.sessions.append(entry, data, binary, this.running);
     return true;
   }
