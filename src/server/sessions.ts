@@ -509,8 +509,15 @@ export class SessionBinding<Auth = unknown> {
   live = true;
   /** The highest seq written on this connection. */
   private written = 0;
-  /** Seqs resolved before their turn (or before the replay was written). */
+  /** Seqs resolved before their turn (or before the replay was written), or held while the socket pushes back. */
   private early: Map<number, { data: Outbound; binary: boolean }> | null = null;
+  /**
+   * The socket pushed back: further seqs wait in `early` until it drains, so a
+   * replay or a burst never overflows the send queue (which would close the
+   * connection, and the next resume would replay the same backlog again). The
+   * write deadline still runs (R10): a client that does not read is closed.
+   */
+  private paused = false;
   /** Frames received while the store answered `open`/`resume`: handled after `attached`. */
   private inbox: Array<[Buffer, boolean]> | null = null;
   /** The request whose handler runs now (its sends are its reply), 0 none. */
@@ -632,8 +639,15 @@ export class SessionBinding<Auth = unknown> {
     this.written = lastSeq;
     this.lastRun = this.lastAcked = lastCseq;
     if (this.live) {
+      this.connection.writer.onDrained = () => {
+        this.paused = false;
+        this.drainEarly();
+      };
       this.connection.writer.send(attachedFrame, false);
-      for (const m of replay) this.write(m.seq, m.data, m.binary);
+      for (const m of replay) {
+        if (this.paused) (this.early ??= new Map()).set(m.seq, { data: m.data, binary: m.binary });
+        else this.write(m.seq, m.data, m.binary);
+      }
     }
     this.phase = 'attached';
     this.drainEarly();
@@ -645,11 +659,11 @@ export class SessionBinding<Auth = unknown> {
   /** @internal A message of the session got its seq: write it in order. */
   deliver(seq: number, data: Outbound, binary: boolean): void {
     if (!this.live || this.phase === 'left') return;
-    if (this.phase !== 'attached' || seq > this.written + 1) {
+    if (seq <= this.written) return; // in the replay already
+    if (this.phase !== 'attached' || seq > this.written + 1 || this.paused) {
       (this.early ??= new Map()).set(seq, { data, binary });
       return;
     }
-    if (seq <= this.written) return; // in the replay already
     this.write(seq, data, binary);
     if (this.early !== null) this.drainEarly();
   }
@@ -659,7 +673,7 @@ export class SessionBinding<Auth = unknown> {
     if (early === null) return;
     for (const seq of [...early.keys()]) if (seq <= this.written) early.delete(seq);
     let next = early.get(this.written + 1);
-    while (next !== undefined) {
+    while (next !== undefined && !this.paused) {
       early.delete(this.written + 1);
       this.write(this.written + 1, next.data, next.binary);
       next = early.get(this.written + 1);
@@ -669,12 +683,13 @@ export class SessionBinding<Auth = unknown> {
 
   private write(seq: number, data: Outbound, binary: boolean): void {
     this.written = seq;
-    if (typeof data === 'string') {
-      this.connection.writer.send(encodeTextData(seq, data), binary);
-      return;
+    const writer = this.connection.writer;
+    if (typeof data === 'string') writer.send(encodeTextData(seq, data), binary);
+    else {
+      const framed = encodeBinaryData(seq, data);
+      writer.send(Buffer.from(framed.buffer, framed.byteOffset, framed.length), binary);
     }
-    const framed = encodeBinaryData(seq, data);
-    this.connection.writer.send(Buffer.from(framed.buffer, framed.byteOffset, framed.length), binary);
+    if (writer.pushingBack) this.paused = true;
   }
 
   private writeControl(frame: string): void {
