@@ -22,8 +22,7 @@ import { TokenBucket } from './rate-limit.ts';
 import { readerActor, SocketReader } from './reader.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import type { SocketIO } from './socket-io.ts';
-import type { JsonValue } from '../adapter/session-store.ts';
-import type { SessionBinding, SessionInfo } from './sessions.ts';
+import type { JsonValue, ResumeFailureReason } from '../adapter/session-store.ts';
 import { SendQueue, writerActor, type DeadLetterReason, type DeadLetterSink, type Outbound, type SendQueueLimits } from './writer.ts';
 
 /**
@@ -78,6 +77,26 @@ export interface Traffic {
 export interface ConnectionStats extends Traffic {
   queuedMessages: number;
   queuedBytes: number;
+}
+
+/** What `connection.session` says. */
+export interface SessionInfo {
+  id: string;
+  /** True when this connection continues a session the client had (a resume that worked). */
+  resumed: boolean;
+  /** Why a resume the client asked for did not work (then this is a new session). */
+  reason: ResumeFailureReason | null;
+  detail: string | null;
+}
+
+/** The session side of a connection that opted in (src/server/sessions.ts implements it). */
+export interface SessionHandle {
+  readonly info: SessionInfo | null;
+  send(data: Outbound, binary: boolean): boolean;
+  receive(data: Buffer, isBinary: boolean): void;
+  setData(value: JsonValue): void;
+  /** The connection closed; returns whether it had been announced (a `connection` event). */
+  closed(): boolean;
 }
 
 /** The owner's callbacks: one object per supervisor, shared by its connections. */
@@ -143,7 +162,7 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   /** This connection's closure, once ended (the runner hands each run its own copy of the output). */
   private ended: Closure | null = null;
   /** @internal Set for a connection that opted into a session (src/server/sessions.ts); null otherwise. */
-  sessionBinding: SessionBinding<Auth> | null = null;
+  sessionBinding: SessionHandle | null = null;
   private appData: JsonValue = null;
 
   constructor(init: ConnectionInit<Auth>) {

@@ -43,7 +43,7 @@ import {
   encodeTextData,
   type ResumeFailureReason,
 } from '../protocol/session.ts';
-import type { Connection } from './connection.ts';
+import type { Connection, SessionHandle, SessionInfo } from './connection.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import type { Outbound } from './writer.ts';
 
@@ -113,15 +113,7 @@ export function defaultOwner(auth: unknown): string | null {
   return null;
 }
 
-/** What `connection.session` says. */
-export interface SessionInfo {
-  id: string;
-  /** True when this connection continues a session the client had (a resume that worked). */
-  resumed: boolean;
-  /** Why a resume the client asked for did not work (then this is a new session). */
-  reason: ResumeFailureReason | null;
-  detail: string | null;
-}
+export type { SessionInfo };
 
 /** The supervisor's `session` event. */
 export type SessionLifecycleEvent<Auth = unknown> =
@@ -498,7 +490,7 @@ const NO_PAYLOAD_FREE_EVENTS: ReadonlySet<string> = new Set();
 const OPEN_BRACE = 0x7b;
 
 /** A connection's session side: what `Connection.send` and `Connection.onMessage` turn into on a session connection. */
-export class SessionBinding<Auth = unknown> {
+export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** awaiting: no `open`/`resume` yet; attaching: the store is answering; attached: carrying; left: another connection took over. */
   private phase: 'awaiting' | 'attaching' | 'attached' | 'left' = 'awaiting';
   entry: Entry<Auth> | null = null;
