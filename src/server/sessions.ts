@@ -147,6 +147,18 @@ interface Entry<Auth> {
   topics: Set<string>;
   /** Set when the machine finished: entries are deleted then (R3). */
   ended: boolean;
+  /** When the session last detached (epoch ms); null while a connection carries it. */
+  detachedAt: number | null;
+}
+
+/** A detached session, for the dashboard. */
+export interface DetachedSessionRow {
+  id: string;
+  /** Time since its connection went, ms. */
+  detachedMs: number;
+  bufferedMessages: number;
+  bufferedBytes: number;
+  topics: number;
 }
 
 /** The session machine's carrier: terminates connections the session left behind; its stop releases the entry (R3). */
@@ -206,6 +218,20 @@ export class Sessions<Auth = unknown> {
     let n = 0;
     for (const e of this.entries.values()) if (e.carrier === null) n++;
     return n;
+  }
+
+  /** The `limit` longest-detached sessions, with what the store holds for each (the dashboard). */
+  async detachedRows(limit: number): Promise<{ detached: number; rows: DetachedSessionRow[] }> {
+    const detached = [...this.entries.values()].filter((e) => e.carrier === null && !e.ended && e.detachedAt !== null);
+    detached.sort((a, b) => a.detachedAt! - b.detachedAt!);
+    const now = Date.now();
+    const rows: DetachedSessionRow[] = [];
+    for (const e of detached.slice(0, limit)) {
+      const record = await this.store.get(e.id);
+      if (record === null) continue;
+      rows.push({ id: e.id, detachedMs: now - e.detachedAt!, bufferedMessages: record.bufferedMessages, bufferedBytes: record.bufferedBytes, topics: record.topics.length });
+    }
+    return { detached: detached.length, rows };
   }
 
   /** A new connection asked for a session: it speaks the session frames from its first one. */
@@ -354,7 +380,7 @@ export class Sessions<Auth = unknown> {
       payloadFree: NO_PAYLOAD_FREE_EVENTS,
     };
     const runner = new MachineRunner(config, carrier);
-    const entry: Entry<Auth> = { id, runner, carrier: null, routed: null, topics: new Set(), ended: false };
+    const entry: Entry<Auth> = { id, runner, carrier: null, routed: null, topics: new Set(), ended: false, detachedAt: null };
     carrier.entry = entry;
     this.entries.set(id, entry);
     runner.start();
@@ -366,6 +392,7 @@ export class Sessions<Auth = unknown> {
     const connection = binding.connection;
     this.pending.delete(connection);
     entry.carrier = binding;
+    entry.detachedAt = null;
     binding.attached(entry, {
       id: entry.id, resumed: attached.resumed, reason: attached.reason ?? null, detail: attached.detail ?? null,
     }, encodeAttached(attached), replay, attached.lastSeq, attached.cseq);
@@ -416,6 +443,7 @@ export class Sessions<Auth = unknown> {
       return;
     }
     entry.runner.send({ type: 'detach', connectionId: connection.id });
+    entry.detachedAt = Date.now();
     void this.store.detach(entry.id);
     this.host.emitSession({ type: 'detached', id: entry.id, connection });
   }
