@@ -34,7 +34,7 @@ import {
  * behind a full send buffer, so the handshake can only finish if the peer
  * resumes reading: 1 s gives one that was merely slow a chance to see the
  * close frame, and frees a stalled one's socket and slot within
- * writeTimeout + 1 s instead of writeTimeout + closeTimeout (issue 10).
+ * writeTimeout + 1 s instead of writeTimeout + closeTimeout.
  */
 export const STALLED_CLOSE_GRACE_MS = 1_000;
 
@@ -92,7 +92,7 @@ export type ReaderEvent =
   /** Answer to `reader.confirmSilence`: pending input was read and none of it came from the peer. */
   | { type: 'socket.silent' }
   /** R21: the peer sends faster than the configured message rate (the reader drops the excess). */
-  | { type: 'socket.flood'; rate: number };
+  | { type: 'socket.flood'; rate: number; reason?: string };
 
 /** Facts the write actor reports (R9–R11). */
 export type WriterEvent =
@@ -281,7 +281,10 @@ export const connectionMachine = setup({
     requestRateClose: assign({
       closeRequest: ({ event }) => ({
         code: CloseCodes.POLICY_VIOLATION,
-        reason: `message rate over ${(event as Extract<ConnectionEvent, { type: 'socket.flood' }>).rate}/s`,
+        // R21: a budget (messages, bytes or fan-out per window) names itself in `reason`.
+        reason:
+          (event as Extract<ConnectionEvent, { type: 'socket.flood' }>).reason ??
+          `message rate over ${(event as Extract<ConnectionEvent, { type: 'socket.flood' }>).rate}/s`,
         cause: 'rate-limit' as const,
       }),
     }),

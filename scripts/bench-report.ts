@@ -21,7 +21,7 @@ const { values } = parseArgs({
     svg: { type: 'string', default: join(REPO, 'docs/images/bench-ratios.svg') },
   },
 });
-const ORDER = ['reqres', 'idle', 'broadcast', 'churn', 'heartbeat', 'detection', 'scaleout'];
+const ORDER = ['reqres', 'idle', 'broadcast', 'churn', 'heartbeat', 'detection', 'scaleout', 'overload'];
 const TITLES: Record<string, string> = {
   reqres: '1. Request/response (1 request in flight per connection)',
   idle: '2. Memory per idle connection',
@@ -30,6 +30,7 @@ const TITLES: Record<string, string> = {
   heartbeat: '5. Heartbeat cost',
   detection: '6. Dead-peer detection',
   scaleout: '7. Scale-out: --workers 2 with Redis vs one process (docs/cluster.md)',
+  overload: '8. Overload isolation: a prober beside each abuse',
 };
 /** ws-supervisor's targets, listed in the method section whatever the results hold. */
 const TARGETS = [
@@ -40,6 +41,7 @@ const TARGETS = [
   ['heartbeat', '10k idle connections at a 1 s ping interval cost < 25% of a core'],
   ['detection', 'a dead peer is detected within ping interval + pong timeout + 50 ms'],
   ['scaleout', 'none: measured, to show what --workers 2 and the Redis adapter gain or cost against one process'],
+  ['overload', 'a fresh prober (connect + one round trip, every 250 ms) has p99 ≤ 100 ms during every abuse; raw ws beside it for comparison'],
 ] as const;
 
 const dir = values.results;

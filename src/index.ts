@@ -9,7 +9,7 @@ export { parseRedisUrl, redactRedisUrl, RedisUrlError, type RedisTarget } from '
 // The Redis adapter (and ioredis) load only when imported: 'ws-supervisor/redis'.
 export type { RedisAdapter, RedisAdapterOptions } from './adapter/redis.ts';
 export { AdmissionError, type Refusal, type RefusalReason } from './server/admission.ts';
-export { DEFAULTS, type SupervisorOptions, type TimingOptions, type SendQueueOptions, type OriginPolicy, type AuthenticateHook, type MessageHandler } from './server/options.ts';
+export { DEFAULTS, type SupervisorOptions, type TimingOptions, type SendQueueOptions, type OriginPolicy, type AuthenticateHook, type MessageHandler, type FairnessOptions, type BudgetOptions } from './server/options.ts';
 export type { Logger } from './base/logger.ts';
 // Thrown when a feature's optional peer dependency (ioredis, @statelyai/inspect) is not installed.
 export { MissingPeerError } from './base/optional-peer.ts';
@@ -22,3 +22,6 @@ export type { ResumeFailureReason } from './protocol/session.ts';
 export type { DeadLetterReason, Outbound } from './server/writer.ts';
 export * from '../machines/index.ts';
 export { createDashboard, type Dashboard, type DashboardOptions, type DashboardSnapshot, type ConnectionRow, type ClosureRow } from './observe/dashboard/index.ts';
+// Admission limits: the open-file check and the trustProxy option's type.
+export { OpenFileLimitError, FD_RESERVE, readOpenFileLimit } from './server/fd-limit.ts';
+export type { TrustProxy } from './server/options.ts';

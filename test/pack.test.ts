@@ -1,4 +1,4 @@
-// The package as a user gets it (issue 14): `npm pack`, the tarball installed into a fresh
+// The package as a user gets it: `npm pack`, the tarball installed into a fresh
 // project, then, from that project only:
 // - a strict consumer (skipLibCheck false, NodeNext, no DOM lib) type-checks against the
 //   published .d.ts: every export, MessageHandler without a type argument, a typed

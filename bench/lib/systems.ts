@@ -44,7 +44,10 @@ export async function startSupervisor(o: SystemOptions): Promise<RunningSystem> 
   const demo = await startDemoServer({
     host: '127.0.0.1',
     port: o.port,
-    maxConnections: 19_000,
+    maxConnections: 18_000, // + 1024 HTTP headroom + 64 must fit under the 20000 open-file limit (checked at startup)
+    // Every load client comes from 127.0.0.1, opening up to 250 at once: the per-address limits are not under test here.
+    maxConnectionsPerAddress: 18_000,
+    maxPendingPerAddress: 1024,
     timing: { pingInterval: o.pingInterval, pongTimeout: o.pongTimeout },
   });
   const { onOpen, onClose } = o;

@@ -91,7 +91,7 @@ interface CliServer {
 
 async function startCli(variant: Variant, redis: RedisServer): Promise<CliServer> {
   const workers = variant === '2 workers+redis' ? 2 : 1;
-  const args = [compiledEntry('../src/cli/main.ts'), 'server', '--address', '127.0.0.1:0', '--log-level', 'silent', '--max-connections', '19000', '--workers', String(workers)];
+  const args = [compiledEntry('../src/cli/main.ts'), 'server', '--address', '127.0.0.1:0', '--log-level', 'silent', '--max-connections', '18000', '--max-connections-per-address', '18000', '--max-pending-per-address', '1024', '--workers', String(workers)];
   if (variant !== 'one process') args.push('--redis', redis.url);
   const child = spawn(process.execPath, args, { cwd: REPO_DIR, env: { ...process.env, NODE_ENV: 'production' }, stdio: ['ignore', 'pipe', 'pipe'] });
   const kill = (): void => void child.kill('SIGKILL');

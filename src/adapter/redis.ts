@@ -16,6 +16,12 @@
  * commandTimeout is reported (`error`: unconfirmed, it may still be delivered)
  * and turns the status 'degraded' until a command succeeds again; one that
  * reached fewer nodes than the presence table lists is reported (`partial`).
+ * Backpressure: the bytes handed to Redis and not yet answered are
+ * capped (maxInFlightBytes). A command that times out is still held (in
+ * ioredis's queue and the socket's buffer) until Redis answers a later one or
+ * the connection closes, so it stays counted until then; beyond the cap a
+ * publish is reported `unavailable` at once instead of piling up in memory
+ * while Redis hangs.
  * Both connections reconnect forever with jittered exponential backoff; local
  * delivery never waits on any of this (R11).
  *
@@ -46,6 +52,7 @@ import { requirePeer } from '../base/optional-peer.ts';
 import { positiveInt } from '../base/checks.ts';
 import { validateTopic } from '../protocol/topics.ts';
 import { parseRedisUrl, RedisUrlError, type RedisTarget } from './redis-url.ts';
+import { REDIS_DEFAULTS } from './redis-defaults.ts';
 import type { Adapter, AdapterFailureReason, AdapterHost, AdapterMessage, AdapterStatus, NodeInfo } from './types.ts';
 
 export { parseRedisUrl, redactRedisUrl, RedisUrlError, type RedisTarget } from './redis-url.ts';
@@ -56,22 +63,7 @@ export { parseRedisUrl, redactRedisUrl, RedisUrlError, type RedisTarget } from '
  */
 const { Redis: RedisClient } = requirePeer<typeof import('ioredis')>('ioredis', 'the Redis adapter (ws-supervisor/redis, --redis)');
 
-export const REDIS_DEFAULTS = {
-  /** Keys and the channel start with it: several applications can share one Redis. */
-  prefix: 'ws-supervisor:',
-  /** 5 s: presence counts are at most this stale. */
-  heartbeatInterval: 5_000,
-  /** 15 s = 3 heartbeats: two lost heartbeats are tolerated; a dead node is gone within 15 s. */
-  presenceTtl: 15_000,
-  /** First reconnect delay; doubles per failed attempt, with jitter. */
-  backoffInitialDelay: 100,
-  /** Reconnect delay cap: a restarted Redis is found within ~5 s. */
-  backoffMaxDelay: 5_000,
-  /** A publish (or presence command) Redis has not answered by then is reported as failed. */
-  commandTimeout: 2_000,
-  /** Time a TCP connect + handshake to Redis may take. */
-  connectTimeout: 5_000,
-} as const;
+export { REDIS_DEFAULTS } from './redis-defaults.ts';
 
 export interface RedisAdapterOptions {
   /**
@@ -94,6 +86,14 @@ export interface RedisAdapterOptions {
   commandTimeout?: number;
   /** TCP connect + handshake timeout, ms. Default 5000. */
   connectTimeout?: number;
+  /**
+   * Bytes of frames handed to Redis and not yet answered (a timed-out command
+   * counts until Redis answers a later one or the connection closes). Beyond
+   * it a publish is reported `unavailable` at once (R12), so a hung Redis
+   * cannot make the process hold every message. A single frame larger than it
+   * is still sent when nothing else is in flight. Default 16 MiB.
+   */
+  maxInFlightBytes?: number;
 }
 
 /**
@@ -241,6 +241,11 @@ export class RedisAdapter implements Adapter {
   private readonly backoffMax: number;
   private readonly commandTimeout: number;
   private readonly connectTimeout: number;
+  private readonly maxInFlightBytes: number;
+  /** Frames handed to Redis and not yet answered, oldest first: their sequence numbers and sizes. */
+  private readonly inFlight: { seq: number; bytes: number }[] = [];
+  private inFlightHead = 0;
+  private inFlightTotal = 0;
   private readonly startedAt = Date.now();
   private host: AdapterHost | null = null;
   private pub: Redis | null = null;
@@ -292,6 +297,12 @@ export class RedisAdapter implements Adapter {
     this.backoffMax = positiveInt('redis.backoff.maxDelay', options.backoff?.maxDelay, REDIS_DEFAULTS.backoffMaxDelay);
     this.commandTimeout = positiveInt('redis.commandTimeout', options.commandTimeout, REDIS_DEFAULTS.commandTimeout);
     this.connectTimeout = positiveInt('redis.connectTimeout', options.connectTimeout, REDIS_DEFAULTS.connectTimeout);
+    this.maxInFlightBytes = positiveInt('redis.maxInFlightBytes', options.maxInFlightBytes, REDIS_DEFAULTS.maxInFlightBytes);
+  }
+
+  /** Bytes of frames handed to Redis and not yet answered (bounded by maxInFlightBytes, plus at most one frame). */
+  get inFlightBytes(): number {
+    return this.inFlightTotal;
   }
 
   get status(): AdapterStatus {
@@ -346,6 +357,8 @@ export class RedisAdapter implements Adapter {
     pub.on('ready', () => void this.pubConnected(pub));
     pub.on('close', () => {
       this.pubReady = false;
+      // ioredis rejected whatever was queued and the socket's buffer is gone with it.
+      this.releaseInFlight(Infinity);
       this.update();
     });
     sub.on('ready', () => {
@@ -390,13 +403,27 @@ export class RedisAdapter implements Adapter {
     }
     const expected = this.knownNodes;
     // Numbered only once handed to Redis: an `unavailable` message leaves no gap for the others to report twice.
-    const frame = encodeFrame(this.nodeId, message, { session: this.session, seq: ++this.seq });
+    const frame = encodeFrame(this.nodeId, message, { session: this.session, seq: this.seq + 1 });
+    if (this.inFlightTotal > 0 && this.inFlightTotal + frame.length > this.maxInFlightBytes) {
+      this.fail(
+        message,
+        'unavailable',
+        `redis backpressure: ${this.inFlightTotal} bytes handed to redis are not answered yet (maxInFlightBytes ${this.maxInFlightBytes}): not sent`,
+      );
+      return;
+    }
+    const seq = ++this.seq;
+    this.inFlight.push({ seq, bytes: frame.length });
+    this.inFlightTotal += frame.length;
     pub.publish(this.channel, frame).then(
       (receivers) => {
+        this.releaseInFlight(seq);
         this.commandSucceeded();
         if (receivers < expected) void this.checkPartial(message, receivers);
       },
       (err: Error) => {
+        // A timed-out command is still queued and buffered: it stays counted until Redis answers a later one.
+        if (!/timed out/i.test(err.message)) this.releaseInFlight(seq);
         this.commandFailed(err);
         this.fail(message, 'error', `publish not confirmed (it may still be delivered): ${err.message}`);
       },
@@ -578,12 +605,15 @@ export class RedisAdapter implements Adapter {
       seq: this.seq,
     };
     let result: unknown;
+    const sentBefore = this.seq;
     try {
       result = await pub.eval(PRESENCE_LUA, 1, this.nodesKey, this.nodeKeyPrefix, this.nodeId, JSON.stringify(own), this.presenceTtl);
     } catch (err) {
       this.commandFailed(err as Error);
       throw err;
     }
+    // Redis answers one connection's commands in order: every publish sent before this one has been answered.
+    if (this.pub === pub) this.releaseInFlight(sentBefore);
     this.commandSucceeded();
     const entries: PresenceEntry[] = [];
     for (const text of Array.isArray(result) ? result : []) {
@@ -627,6 +657,23 @@ export class RedisAdapter implements Adapter {
       live = this.knownNodes;
     }
     if (receivers < live) this.fail(message, 'partial', `reached ${receivers} of ${live} nodes`);
+  }
+
+  /** Redis answered every frame numbered up to `seq` (or the connection that held them closed): they are no longer held. */
+  private releaseInFlight(seq: number): void {
+    const q = this.inFlight;
+    while (this.inFlightHead < q.length && q[this.inFlightHead]!.seq <= seq) {
+      this.inFlightTotal -= q[this.inFlightHead]!.bytes;
+      this.inFlightHead++;
+    }
+    if (this.inFlightHead === q.length) {
+      q.length = 0;
+      this.inFlightHead = 0;
+      this.inFlightTotal = 0;
+    } else if (this.inFlightHead > 1024 && this.inFlightHead * 2 > q.length) {
+      q.splice(0, this.inFlightHead);
+      this.inFlightHead = 0;
+    }
   }
 
   private fail(message: AdapterMessage, reason: AdapterFailureReason, error: string): void {
@@ -695,3 +742,14 @@ export class RedisAdapter implements Adapter {
 export function createRedisAdapter(options: RedisAdapterOptions): RedisAdapter {
   return new RedisAdapter(options);
 }
+
+export {
+  createRedisSessionStore,
+  RedisSessionStore,
+  REDIS_SESSION_STORE_DEFAULTS,
+  SessionStoreUnavailableError,
+  type RedisSessionStoreEvents,
+  type RedisSessionStoreOptions,
+  type RedisSessionStoreStatus,
+  type SessionStoreFailureKind,
+} from './redis-session-store.ts';

@@ -2,7 +2,7 @@
  * The session store contract (docs/sessions.md): where a session's replay
  * buffer, its request bookkeeping, its topics and data live while its
  * connections come and go. It sits beside the adapter contract because the
- * Redis store (issue 12) will live beside the Redis adapter, in this room.
+ * Redis session store (planned) will live beside the Redis adapter, in this room.
  *
  * Every method returns a promise, so that a store may live in another process
  * (Redis: a Lua script per call, pipelined). The in-memory store

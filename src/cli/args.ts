@@ -6,10 +6,12 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
-import { DEFAULTS, normaliseOrigin, type OriginPolicy } from '../server/options.ts';
-import { bundledWww, type DemoServerOptions } from './demo-server.ts';
+import { DEFAULTS, normaliseOrigin, resolveTrustProxy, type OriginPolicy, type TrustProxy } from '../server/options.ts';
+import { bundledWww, HTTP_HEADROOM_DEFAULT, type DemoServerOptions } from './demo-server.ts';
+import { fitConnections, OpenFileLimitError, readOpenFileLimit } from '../server/fd-limit.ts';
 import { RESTART_DEFAULTS } from './restart-intensity.ts';
 import { parseRedisUrl, RedisUrlError } from '../adapter/redis-url.ts';
+import { REDIS_DEFAULTS } from '../adapter/redis-defaults.ts';
 
 /** The client's defaults: a request to localhost:8080/server every 2 s. */
 export const CLIENT_CLI_DEFAULTS = { address: 'localhost:8080', path: '/server', interval: 2000 } as const;
@@ -49,9 +51,34 @@ Flags:
   --close-timeout MS        time a close handshake may take, whoever started it (default ${DEFAULTS.closeTimeout})
   --max-payload BYTES       largest inbound message; bigger closes 1009 (default ${DEFAULTS.maxPayload})
   --send-queue N            messages not yet handed to the OS socket, per connection (default ${DEFAULTS.sendQueueMessages})
-  --max-connections N       upgrades beyond this get 503 (default ${DEFAULTS.maxConnections})
+  --max-connections N       upgrades beyond this get 503 (default ${DEFAULTS.maxConnections}); with the HTTP
+                            headroom (1024) and 64 more it must fit under the open-file limit
+                            (ulimit -n), else exit 2; the default is lowered to fit, with a warning
+  --max-connections-per-address N
+                            WebSocket connections from one client address; the next upgrade
+                            gets 429 (default ${DEFAULTS.maxConnectionsPerAddress})
+  --max-pending-per-address N
+                            sockets from one address that have not finished the upgrade (idle
+                            TCP, slow heads, plain HTTP); the next is answered 429 and closed
+                            at once (default ${DEFAULTS.maxPendingPerAddress})
+  --trust-proxy LIST        comma-separated IP addresses of reverse proxies whose
+                            X-Forwarded-For names the client (for the per-address limits and
+                            the logs); * trusts every peer (only when clients cannot reach
+                            the server but through the proxy). Default: none, the header is ignored
   --max-message-rate N      frames (messages, pings, pongs) per second per connection; over
                             it the connection is closed 1008 (default: no limit)
+  --fair-share N            work units (a message + 1 per KiB) one connection may use per
+                            event-loop turn before its reading is paused (default ${DEFAULTS.fairShare})
+  --turn-budget N           units all connections may use per turn (default ${DEFAULTS.turnBudget})
+  --fan-out-slice N         recipients of a broadcast/publish per turn; the rest follows on
+                            the next turns, in order (default ${DEFAULTS.fanOutSlice})
+  --budget-window MS        the window of the per-connection budgets (default ${DEFAULTS.budgetWindow})
+  --budget-messages N       messages per window per connection; over it closes 1008
+                            (default ${DEFAULTS.budgetMessages}; 0 = none)
+  --budget-bytes N          inbound bytes per window per connection (default ${DEFAULTS.budgetBytes}; 0 = none)
+  --budget-fan-out N        fan-out cost (recipients x bytes) per window per connection
+                            (default ${DEFAULTS.budgetFanOut}; 0 = none)
+
   --allowed-origins LIST    comma-separated scheme://host[:port] origins allowed instead of
                             the same-origin rule; * allows every origin (development only)
   --log-level LEVEL         fatal, error, warn, info (default), debug (every state transition),
@@ -64,6 +91,11 @@ Flags:
                             or rediss://… (TLS); the password is masked in every log line
   --redis-env NAME          the same, with the URL read from the environment variable NAME
                             (keeps the password out of the process list)
+  --redis-max-in-flight BYTES
+                            bytes handed to Redis and not yet answered; beyond it a broadcast
+                            or publish is not sent to the other nodes but reported at once
+                            (dead letter, reason unavailable), so a hung Redis cannot fill
+                            the memory (default ${REDIS_DEFAULTS.maxInFlightBytes}; needs --redis or --redis-env)
   --workers N               worker processes on the same port (node:cluster), or auto
                             (one per CPU: ${availableParallelism()} here); default 1, a single process.
                             More than 1 needs --redis (or --local-broadcast)
@@ -122,6 +154,16 @@ The server side: ws-supervisor server --help.
 
 export class UsageError extends Error {}
 
+/**
+ * How the CLI ends on a usage error: exit status 2 and one message on stderr
+ * (no stack trace) that points at the flags of the subcommand argv names.
+ * null for any other error. Kept here, not in main.ts, so tests check it in-process.
+ */
+export function usageExit(err: unknown, argv: readonly string[]): { exitCode: 2; stderr: string } | null {
+  if (!(err instanceof UsageError)) return null;
+  return { exitCode: 2, stderr: `ws-supervisor: ${err.message}\nRun '${helpHint(argv)}' for the flags.\n` };
+}
+
 function positive(flag: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   if (!/^[0-9]+$/.test(value) || Number(value) <= 0 || !Number.isSafeInteger(Number(value))) {
@@ -138,6 +180,13 @@ function nonNegative(flag: string, value: string | undefined): number | undefine
     throw new UsageError(`--${flag} must be an integer ≥ 0, got ${JSON.stringify(value)}`);
   }
   return Number(value);
+}
+
+/** A budget: 0 turns it off; at most 2^31-1. */
+function budgetFlag(flag: string, value: string | undefined): number | undefined {
+  const n = nonNegative(flag, value);
+  if (n !== undefined && n > 2_147_483_647) throw new UsageError(`--${flag} must be at most 2147483647, got ${n}`);
+  return n;
 }
 
 /** HOST:PORT, [IPv6]:PORT or :PORT (all interfaces). */
@@ -165,6 +214,22 @@ function parseOrigins(value: string | undefined): OriginPolicy | undefined {
   }
 }
 
+/** --trust-proxy: `*` (every peer) or comma-separated IP addresses, checked as the trustProxy option is. */
+function parseTrustProxy(value: string | undefined): TrustProxy | undefined {
+  if (value === undefined) return undefined;
+  const entries = value.split(',').map((s) => s.trim()).filter(Boolean);
+  if (entries.length === 0) throw new UsageError('--trust-proxy must list at least one IP address (or *)');
+  if (entries.includes('*')) {
+    if (entries.length > 1) throw new UsageError('--trust-proxy: * cannot be combined with addresses');
+    return true;
+  }
+  try {
+    return resolveTrustProxy(entries);
+  } catch (err) {
+    throw new UsageError(`--trust-proxy: ${(err as Error).message.replace('ws-supervisor: option trustProxy: ', '')}`);
+  }
+}
+
 /** Server CLI options: the demo server's, plus what only the CLI does (logging, inspector, processes). */
 export interface ServerCliOptions extends DemoServerOptions {
   logLevel: LogLevel;
@@ -172,6 +237,8 @@ export interface ServerCliOptions extends DemoServerOptions {
   inspectPort: number | null;
   /** Redis URL for the broadcast adapter (from --redis or --redis-env; checked by parseRedisUrl), or null: broadcasts stay in this process. */
   redis: string | null;
+  /** --redis-max-in-flight: the Redis adapter's maxInFlightBytes, or undefined for its default. */
+  redisMaxInFlightBytes: number | undefined;
   /** Worker processes (node:cluster); 1 = a single process, no cluster. */
   workers: number;
   /** Restart intensity of the workers (docs/cluster.md). */
@@ -235,7 +302,13 @@ function parseFlags<T extends ParseArgsConfig['options']>(args: string[], option
   }
 }
 
-export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process.env): ServerCliOptions | 'help' {
+/**
+ * `openFileLimit`: this process's soft open-file limit (read from
+ * /proc/self/limits by default; null: unknown). An explicit --max-connections
+ * that cannot fit under it is a UsageError (exit 2), in the cluster primary as
+ * in a single process: each worker has the same limit.
+ */
+export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process.env, openFileLimit: number | null = readOpenFileLimit()): ServerCliOptions | 'help' {
   const parsed = parseFlags(args, {
     address: { type: 'string' },
     path: { type: 'string' },
@@ -248,12 +321,23 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     'send-queue': { type: 'string' },
     'max-connections': { type: 'string' },
     'max-message-rate': { type: 'string' },
+    'max-connections-per-address': { type: 'string' },
+    'max-pending-per-address': { type: 'string' },
+    'trust-proxy': { type: 'string' },
+    'fair-share': { type: 'string' },
+    'turn-budget': { type: 'string' },
+    'fan-out-slice': { type: 'string' },
+    'budget-window': { type: 'string' },
+    'budget-messages': { type: 'string' },
+    'budget-bytes': { type: 'string' },
+    'budget-fan-out': { type: 'string' },
     'allowed-origins': { type: 'string' },
     'log-level': { type: 'string' },
     inspect: { type: 'boolean' },
     'inspect-port': { type: 'string' },
     redis: { type: 'string' },
     'redis-env': { type: 'string' },
+    'redis-max-in-flight': { type: 'string' },
     workers: { type: 'string' },
     'local-broadcast': { type: 'boolean' },
     'max-restarts': { type: 'string' },
@@ -280,6 +364,18 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
   if (!existsSync(www) || !statSync(www).isDirectory()) throw new UsageError(`--www ${JSON.stringify(www)} is not a directory`);
   const origins = parseOrigins(v['allowed-origins']);
   const redis = parseRedis(v.redis, v['redis-env'], env);
+  const maxConnections = positive('max-connections', v['max-connections']);
+  if (maxConnections !== undefined) {
+    try {
+      fitConnections({ maxConnections, explicit: true, headroom: HTTP_HEADROOM_DEFAULT, limit: openFileLimit, name: '--max-connections' });
+    } catch (err) {
+      if (err instanceof OpenFileLimitError) throw new UsageError(err.message.replace(/^ws-supervisor: /, ''));
+      throw err;
+    }
+  }
+  const trustProxy = parseTrustProxy(v['trust-proxy']);
+  const redisMaxInFlightBytes = positive('redis-max-in-flight', v['redis-max-in-flight']);
+  if (redisMaxInFlightBytes !== undefined && redis === null) throw new UsageError('--redis-max-in-flight needs --redis or --redis-env');
   const workers = parseWorkers(v.workers);
   // `auto` may come to 1 on a one-CPU host: the cluster flags are then accepted and unused.
   const clustered = workers > 1 || v.workers === 'auto';
@@ -309,6 +405,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     logLevel,
     inspectPort: v.inspect ? (inspectPort ?? 8081) : null,
     redis,
+    redisMaxInFlightBytes,
     workers,
     restart: { maxRestarts, periodMs: periodSeconds * 1000 },
     host,
@@ -323,9 +420,25 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     },
     sendQueue: { maxMessages: positive('send-queue', v['send-queue']) },
     maxPayload: positive('max-payload', v['max-payload']),
-    maxConnections: positive('max-connections', v['max-connections']),
+    maxConnections,
     maxMessageRate: positive('max-message-rate', v['max-message-rate']),
+    // R21: fairness and per-connection budgets.
+    fairness: {
+      share: positive('fair-share', v['fair-share']),
+      turnBudget: positive('turn-budget', v['turn-budget']),
+      fanOutSlice: positive('fan-out-slice', v['fan-out-slice']),
+    },
+    budget: {
+      window: positive('budget-window', v['budget-window']),
+      messages: budgetFlag('budget-messages', v['budget-messages']),
+      bytes: budgetFlag('budget-bytes', v['budget-bytes']),
+      fanOut: budgetFlag('budget-fan-out', v['budget-fan-out']),
+    },
     ...(origins !== undefined ? { origins } : {}),
+    // Per-address limits (R21).
+    maxConnectionsPerAddress: positive('max-connections-per-address', v['max-connections-per-address']),
+    maxPendingPerAddress: positive('max-pending-per-address', v['max-pending-per-address']),
+    ...(trustProxy !== undefined ? { trustProxy } : {}),
     ...(v.sessions ? { sessions: resumeWindow !== undefined ? { resumeWindow } : {} } : {}),
   };
   return options;

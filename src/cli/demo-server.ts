@@ -15,7 +15,11 @@ import type { Connection } from '../server/connection.ts';
 import { createSupervisor, type Supervisor } from '../server/supervisor.ts';
 import { createDashboard } from '../observe/dashboard/index.ts';
 import { positiveInt } from '../base/checks.ts';
-import type { SupervisorOptions } from '../server/options.ts';
+import { DEFAULTS, type SupervisorOptions } from '../server/options.ts';
+import { fitConnections, resolveOpenFileLimit } from '../server/fd-limit.ts';
+
+/** TCP sockets beyond maxConnections for HTTP requests and upgrades in progress (see DemoServerOptions.httpHeadroom). */
+export const HTTP_HEADROOM_DEFAULT = 1024;
 
 export interface DemoServerOptions extends Omit<SupervisorOptions, 'server' | 'onMessage' | 'path'> {
   /** Interface to listen on. Default 'localhost'. */
@@ -37,7 +41,9 @@ export interface DemoServerOptions extends Omit<SupervisorOptions, 'server' | 'o
    * TCP sockets allowed beyond `maxConnections` for HTTP requests and
    * upgrades in progress. Default 1024. Past maxConnections + this, Node
    * drops new sockets at accept: a flood of half-open sockets cannot use up
-   * the process's file descriptors.
+   * the process's file descriptors. Both must fit under the open-file limit
+   *: an explicit maxConnections that does not is refused
+   * (OpenFileLimitError); the default is lowered to fit, with a warning.
    */
   httpHeadroom?: number;
 }
@@ -104,11 +110,24 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
     path = '/server',
     www = bundledWww(),
     headersTimeout = 10_000,
-    httpHeadroom = 1024,
+    httpHeadroom = HTTP_HEADROOM_DEFAULT,
     ...supervisorOptions
   } = options;
   positiveInt('headersTimeout', headersTimeout, 10_000);
-  positiveInt('httpHeadroom', httpHeadroom, 1024);
+  positiveInt('httpHeadroom', httpHeadroom, HTTP_HEADROOM_DEFAULT);
+  // WebSockets + HTTP headroom + the process's own descriptors must fit under the open-file limit,
+  // or at saturation accept() fails and clients get resets instead of 503 (and /healthz, /metrics go dark).
+  const openFileLimit = resolveOpenFileLimit(supervisorOptions.openFileLimit);
+  const fit = fitConnections({
+    maxConnections: positiveInt('maxConnections', supervisorOptions.maxConnections, DEFAULTS.maxConnections),
+    explicit: supervisorOptions.maxConnections !== undefined,
+    headroom: httpHeadroom,
+    limit: openFileLimit,
+  });
+  if (fit.warning !== null) {
+    if (supervisorOptions.logger) supervisorOptions.logger.warn({ openFileLimit, maxConnections: fit.maxConnections, httpHeadroom: fit.headroom }, fit.warning);
+    else process.emitWarning(fit.warning, 'WsSupervisorWarning');
+  }
   const statics = sirv(www, { dev: false, etag: true, dotfiles: false });
   // The head must arrive within headersTimeout; Node checks every second, not every 30 s.
   const server = http.createServer({ headersTimeout, requestTimeout: Math.max(headersTimeout, 30_000), connectionsCheckingInterval: 1000 });
@@ -119,6 +138,8 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
   };
   const supervisor: Supervisor = createSupervisor({
     ...supervisorOptions,
+    maxConnections: fit.maxConnections,
+    openFileLimit,
     server,
     path,
     // R13–R15: reply first, then push (per-connection FIFO keeps that order).
@@ -129,13 +150,14 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
       }
       const handled = handleText(data.toString(), topics, connection);
       connection.send(handled.reply);
-      if (handled.broadcast !== null) supervisor.broadcast(handled.broadcast);
-      if (handled.publish) supervisor.publish(handled.publish.topic, handled.publish.push);
+      // R21: the fan-out is charged to the requesting connection's budget (recipients × bytes).
+      if (handled.broadcast !== null) supervisor.broadcast(handled.broadcast, { from: connection });
+      if (handled.publish) supervisor.publish(handled.publish.topic, handled.publish.push, { from: connection });
     },
   });
 
   // Every socket counts, upgraded or not: the WebSocket limit plus room for HTTP and upgrades in progress.
-  server.maxConnections = supervisor.options.maxConnections + httpHeadroom;
+  server.maxConnections = supervisor.options.maxConnections + fit.headroom;
 
   // GET /dashboard: live connections and the machine diagram (src/observe/dashboard/, docs/dashboard.md).
   const dashboard = createDashboard(supervisor);

@@ -16,7 +16,7 @@ import { startDemoServer, type DemoServer } from './demo-server.ts';
 import { onDrainRequest, reportReady, runPrimary, workerPortOverride, workerSlot } from './cluster.ts';
 import { DEFAULTS } from '../server/options.ts';
 import type { InspectorHandle } from '../observe/inspector.ts';
-import { helpHint, packageVersion, parseCommand, UsageError, type ClientCliOptions, type ServerCliOptions } from './args.ts';
+import { packageVersion, parseCommand, usageExit, type ClientCliOptions, type ServerCliOptions } from './args.ts';
 import { parseRedisUrl } from '../adapter/redis-url.ts';
 import { MissingPeerError } from '../base/optional-peer.ts';
 import { ClientError, createClient } from '../client/node.ts';
@@ -37,7 +37,7 @@ function redactUrl(url: string): string {
 const REDIS_STARTUP_GRACE_MS = 3_000;
 
 async function runServer(options: ServerCliOptions): Promise<void> {
-  const { logLevel, inspectPort, redis, workers, restart, ...serverOptions } = options;
+  const { logLevel, inspectPort, redis, redisMaxInFlightBytes, workers, restart, ...serverOptions } = options;
   const slot = workerSlot();
   if (workers > 1 && slot === null) {
     // The primary: forks the workers (each re-runs this CLI with the same flags) and serves nothing.
@@ -106,7 +106,10 @@ async function runServer(options: ServerCliOptions): Promise<void> {
   // Loaded only for --inspect: the Stately inspector client is not needed otherwise.
   inspector = inspectPort === null ? null : await (await import('../observe/inspector.ts')).startInspector(inspectPort);
   // Loaded only for --redis: its client is not needed otherwise.
-  const adapter = redis === null ? null : (await import('../adapter/redis.ts')).createRedisAdapter({ url: redis });
+  const adapter = redis === null ? null : (await import('../adapter/redis.ts')).createRedisAdapter({
+          url: redis,
+          ...(redisMaxInFlightBytes !== undefined ? { maxInFlightBytes: redisMaxInFlightBytes } : {}),
+        });
   const port = workerPortOverride() ?? serverOptions.port;
   demo = await startDemoServer({
     ...serverOptions,
@@ -252,9 +255,10 @@ main(argv).catch((err: unknown) => {
     console.error(err.message); // names the package and the command that installs it
     process.exit(1);
   }
-  if (err instanceof UsageError) {
-    console.error(`ws-supervisor: ${err.message}\nRun '${helpHint(argv)}' for the flags.`);
-    process.exit(2);
+  const usage = usageExit(err, argv);
+  if (usage) {
+    process.stderr.write(usage.stderr);
+    process.exit(usage.exitCode);
   }
   const e = err as NodeJS.ErrnoException;
   if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND') {

@@ -75,6 +75,11 @@
  * (0 when the request had none or it could not be read); pushes (`encodePush`)
  * carry no requestID, which is how a client tells them from replies.
  *
+ * Bounded parse: before JSON.parse, checkShape refuses a message
+ * nested deeper than PARSE_LIMITS.maxDepth or with more than maxValues
+ * members/elements (one linear pass, strings skipped with indexOf; ~0.1 µs on
+ * the articles' message): JSON.parse's cost grows sharply with depth.
+ *
  * Hot path: one JSON.parse per message (validation and its error messages),
  * then one linear pass over the top-level members (string ends found with
  * indexOf, nested values skipped with a depth counter); no regular expressions
@@ -204,11 +209,77 @@ const LOWER_F = 0x66;
 const LOWER_N = 0x6e;
 const LOWER_T = 0x74;
 
+// ---------------------------------------------------------------------------
+// Bounded parse: V8's JSON.parse cost grows sharply with nesting
+// depth (a 1 MiB `[[[[…]]]]` 500k deep takes ~450 ms, a flat 1 MiB array
+// ~27 ms; FACTS.md), so one message could hold the event loop for half a
+// second. The protocol's messages are flat; a linear pre-check refuses deep
+// or sprawling values before JSON.parse sees them (R15: an error reply, the
+// connection lives).
+
+/** How deep and how wide a request may be before JSON.parse is asked to read it. */
+export interface ParseLimits {
+  /** Deepest nesting of objects and arrays (the request object itself is level 1). Default 32. */
+  maxDepth?: number;
+  /** Most members + array elements in the whole message (counted by their separators). Default 4096. */
+  maxValues?: number;
+}
+
+/**
+ * The defaults: a request is one object of five fields (depth 1); 32 levels and
+ * 4,096 values leave room for anything an application tucks into unknown keys,
+ * and JSON.parse reads the worst such message within a few ms (its cost is then
+ * linear in the size, bounded by maxPayload).
+ */
+export const PARSE_LIMITS: Readonly<Required<ParseLimits>> = Object.freeze({ maxDepth: 32, maxValues: 4096 });
+
+/**
+ * The linear pre-check: null if `text` stays within the limits, else the error
+ * naming the limit. Strings are skipped with indexOf (brackets and commas in
+ * them do not count); malformed text is not judged here (JSON.parse reports it).
+ */
+export function checkShape(text: string, maxDepth: number = PARSE_LIMITS.maxDepth, maxValues: number = PARSE_LIMITS.maxValues): string | null {
+  let depth = 0;
+  let values = 0;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
+      const end = endOfStringOrMinusOne(text, i);
+      if (end === -1) return null; // unterminated: JSON.parse will say so
+      i = end - 1;
+    } else if (c === OPEN_BRACE || c === OPEN_BRACKET) {
+      if (++depth > maxDepth) return `message nested deeper than ${maxDepth} levels (the limit, maxDepth)`;
+    } else if (c === CLOSE_BRACE || c === CLOSE_BRACKET) {
+      depth--;
+    } else if (c === COMMA) {
+      if (++values >= maxValues) return `message has more than ${maxValues} members and elements (the limit, maxValues)`;
+    }
+  }
+  return null;
+}
+
+/** Like endOfString, for text not yet validated: -1 when the string is never closed. */
+function endOfStringOrMinusOne(text: string, i: number): number {
+  let from = i + 1;
+  for (;;) {
+    const q = text.indexOf('"', from);
+    if (q === -1) return -1;
+    let b = q - 1;
+    while (b > i && text.charCodeAt(b) === BACKSLASH) b--;
+    if ((q - 1 - b) % 2 === 0) return q + 1;
+    from = q + 1;
+  }
+}
+
 /**
  * Decodes one inbound text frame. Never throws: every failure is returned as
- * `{ ok: false, requestID, error }` (R15).
+ * `{ ok: false, requestID, error }` (R15). A message beyond `limits` (default
+ * PARSE_LIMITS) is refused before JSON.parse, with requestID 0.
  */
-export function decodeRequest(text: string): DecodeResult {
+export function decodeRequest(text: string, limits?: ParseLimits): DecodeResult {
+  const shape = limits === undefined ? checkShape(text) : checkShape(text, limits.maxDepth, limits.maxValues);
+  if (shape !== null) return { ok: false, requestID: 0, error: shape };
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -636,8 +707,8 @@ function errorMessage(err: unknown): string {
  * Decodes and handles one text frame; a bad frame gets an error reply (R15),
  * never an exception. `topics` and `sender` enable join/leave (see handleRequest).
  */
-export function handleText<S>(text: string, topics?: TopicMembership<S>, sender?: S): Handled {
-  const decoded = decodeRequest(text);
+export function handleText<S>(text: string, topics?: TopicMembership<S>, sender?: S, limits?: ParseLimits): Handled {
+  const decoded = decodeRequest(text, limits);
   if (!decoded.ok) return { reply: encodeError(decoded.requestID, decoded.error), broadcast: null };
   return handleRequest(decoded.request, topics, sender);
 }

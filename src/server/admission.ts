@@ -3,8 +3,9 @@
  * status and a one-line reason, written before the WebSocket handshake.
  */
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { OriginPolicy } from './options.ts';
+import type { OriginPolicy, TrustProxy } from './options.ts';
 
 /** Throw from `authenticate` (or anywhere in admission) to refuse with a specific status. */
 export class AdmissionError extends Error {
@@ -27,7 +28,9 @@ export type RefusalReason =
   | 'unauthenticated'
   | 'auth-rejected'
   | 'auth-error'
-  | 'bad-request';
+  | 'bad-request'
+  /** maxConnectionsPerAddress reached for the client's address (429). */
+  | 'per-address';
 
 export interface Refusal {
   status: number;
@@ -130,6 +133,63 @@ export function refuseUpgrade(socket: Duplex, refusal: { status: number; message
         .join('') +
       `\r\n${body}`,
   );
+}
+
+// --- Per-address limits (R21) ---------------------------------------------
+
+/** An address as counted: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) as IPv4, so one client is one key. */
+export function normaliseAddress(address: string | undefined): string {
+  if (address === undefined || address === '') return '?';
+  return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address.toLowerCase();
+}
+
+/** True when the TCP peer is a proxy the operator trusts. */
+export function isTrustedProxy(peer: string, trust: TrustProxy): boolean {
+  if (trust === true) return true;
+  if (trust === false) return false;
+  return trust.includes(peer);
+}
+
+/**
+ * The client address of an upgrade request: the TCP peer's, or, when that
+ * peer is a trusted proxy, the rightmost entry of X-Forwarded-For (the one
+ * that proxy appended; entries to its left were sent by the client and may be
+ * forged). A missing or malformed entry leaves the peer's address.
+ */
+export function clientAddress(request: IncomingMessage, trust: TrustProxy): string {
+  const peer = normaliseAddress(request.socket.remoteAddress);
+  if (!isTrustedProxy(peer, trust)) return peer;
+  const header = request.headers['x-forwarded-for'];
+  if (typeof header !== 'string') return peer;
+  const last = header.slice(header.lastIndexOf(',') + 1).trim();
+  // Bare address, [v6]:port or v4:port.
+  const m = /^\[([^\]]+)\](?::\d+)?$/.exec(last) ?? /^([0-9.]+):\d+$/.exec(last);
+  const address = m ? m[1]! : last;
+  return isIP(address) ? normaliseAddress(address) : peer;
+}
+
+/** How many sockets each address holds; an address at zero is forgotten (R3). */
+export class AddressCounts {
+  private readonly counts = new Map<string, number>();
+
+  get(address: string): number {
+    return this.counts.get(address) ?? 0;
+  }
+
+  add(address: string): void {
+    this.counts.set(address, this.get(address) + 1);
+  }
+
+  remove(address: string): void {
+    const n = this.get(address) - 1;
+    if (n > 0) this.counts.set(address, n);
+    else this.counts.delete(address);
+  }
+
+  /** Addresses holding at least one socket. */
+  get size(): number {
+    return this.counts.size;
+  }
 }
 
 function truncate(s: string): string {

@@ -19,6 +19,7 @@ import {
 } from '../../machines/connection.machine.ts';
 import { isSendableCloseCode, type CloseCause, type Closure } from '../../machines/close-codes.ts';
 import { TokenBucket } from './rate-limit.ts';
+import { BudgetUse, type BudgetLimits, type TurnScheduler } from './scheduler.ts';
 import { readerActor, SocketReader } from './reader.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import type { SocketIO } from './socket-io.ts';
@@ -123,6 +124,10 @@ export interface ConnectionInit<Auth = unknown> {
   hooks: ConnectionHooks<Auth>;
   /** R21: messages per second this connection may send; 0 = no limit. */
   maxMessageRate?: number;
+  /** The supervisor's fair scheduler of inbound work (one per supervisor). */
+  scheduler?: TurnScheduler;
+  /** Per-connection budgets per window (shared object, one per supervisor). */
+  budget?: BudgetLimits;
 }
 
 /** Close codes an application may send (RFC 6455 §7.4): 1000, 1001…1014 minus reserved, 3000–4999. */
@@ -151,6 +156,8 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   readonly socket: Duplex;
   readonly writer: SendQueue;
   readonly limiter: TokenBucket | undefined;
+  /** @internal Fair scheduling of this connection's inbound work. */
+  readonly scheduler: TurnScheduler | undefined;
   messagesIn = 0;
   bytesIn = 0;
   private readonly remoteHost: string;
@@ -159,6 +166,11 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   private readonly runner: MachineRunner<typeof connectionMachine>;
   private settle: ((closure: Closure) => void) | null = null;
   private rtt: number | null = null;
+  private readonly budgetLimits: BudgetLimits | undefined;
+  /** This window's use of the budgets; made on first use (an idle connection holds none). */
+  private budgetUse: BudgetUse | null = null;
+  /** The close reason of the budget this connection exceeded, once it has. */
+  private exceeded: string | null = null;
   /** This connection's closure, once ended (the runner hands each run its own copy of the output). */
   private ended: Closure | null = null;
   /** @internal Set for a connection that opted into a session (src/server/sessions.ts); null otherwise. */
@@ -175,6 +187,8 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
     this.remotePort = init.remotePort;
     this.hooks = init.hooks;
     this.limiter = init.maxMessageRate ? new TokenBucket(init.maxMessageRate) : undefined;
+    this.scheduler = init.scheduler;
+    this.budgetLimits = init.budget;
     this.writer = new SendQueue(init.ws, init.socket, init.sendQueue, this);
     this.closed = new Promise((resolve) => (this.settle = resolve));
     this.runner = new MachineRunner(init.runner, this);
@@ -208,6 +222,18 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   }
 
   /**
+   * @internal The hub's broadcast or publish. A session connection takes no
+   * part: the supervisor appends every broadcast and publish to the sessions
+   * themselves, at the call (docs/sessions.md, "Routing"), so a sliced
+   * fan-out that reaches this connection late, or after it closed, can neither
+   * skip nor repeat a message of its session.
+   */
+  fanOut(data: Outbound, binary: boolean): boolean {
+    if (this.sessionBinding !== null) return true;
+    return this.writer.send(data, binary);
+  }
+
+  /**
    * The session this connection carries: `{ id, resumed, reason, detail }`,
    * or null for a connection without one (it did not ask, or is not attached yet).
    */
@@ -231,6 +257,25 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   /** @internal A resumed session's data, without writing it back. */
   restoreData(value: JsonValue): void {
     this.appData = value;
+  }
+
+  /**
+   * Charges fan-out cost to this connection: `cost` is recipients ×
+   * bytes of a broadcast or publish made on its behalf (`supervisor.broadcast(data,
+   * { from: connection })` does it for you). Returns false when this takes it
+   * over its fan-out budget per window (`budget.fanOut`): the connection is then
+   * closed 1008 (`fan-out budget over N per W s`) and the caller should not fan out.
+   */
+  charge(cost: number): boolean {
+    if (this.exceeded !== null) return false;
+    const limits = this.budgetLimits;
+    if (limits === undefined || limits.fanOut === 0) return true;
+    const now = this.scheduler?.now ?? performance.now();
+    const over = (this.budgetUse ??= new BudgetUse(now)).charge(limits, now, cost);
+    if (over === null) return true;
+    this.exceeded = over;
+    this.runner.send({ type: 'socket.flood', rate: 0, reason: over });
+    return false;
   }
 
   /** Start the close handshake (R16). Resolves when closed. */
@@ -301,6 +346,17 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   /** @internal A session request to run (once: src/server/sessions.ts decided). */
   runHandler(data: Buffer, isBinary: boolean): void {
     this.hooks.onMessage(this, data, isBinary);
+  }
+
+  /** @internal Counts an inbound message against the budgets; the exceeded budget's close reason, or null. */
+  inboundBudget(bytes: number): string | null {
+    if (this.exceeded !== null) return this.exceeded;
+    const limits = this.budgetLimits;
+    if (limits === undefined) return null;
+    const now = this.scheduler?.now ?? performance.now();
+    const over = (this.budgetUse ??= new BudgetUse(now)).inbound(limits, now, bytes);
+    if (over !== null) this.exceeded = over;
+    return over;
   }
 
   /** @internal */

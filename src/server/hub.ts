@@ -8,28 +8,80 @@
  * member, so an unused topic costs nothing. unregister drops every membership
  * of the closed connection (R3). Cross-process fan-out is the adapter's job
  * (src/adapter/), not the hub's.
+ *
+ * A fan-out bigger than what is left of the turn's slice (1000
+ * recipients or 5 ms) is finished on the next turns, so a 2M-push storm
+ * cannot hold the event loop; fan-outs form a FIFO, so no receiver sees a
+ * later broadcast or publish before an earlier one.
  */
 import type { Connection, Traffic } from './connection.ts';
 import { DEFAULTS } from './options.ts';
 import { TopicError, validateTopic } from '../protocol/topics.ts';
 
 export interface BroadcastResult {
-  /** Connections whose send queue accepted the message. */
+  /** Connections whose send queue accepted the message (so far: see `deferred`). */
   accepted: number;
   /** Connections that refused it: closing, or over their queue limit (then closed as slow consumers). */
   refused: number;
+  /**
+   * Present when the fan-out is being sliced: the recipients not
+   * reached yet (at most; a filter may skip some). They get it on the next
+   * turns, before any later broadcast or publish (R11: still never waits).
+   */
+  deferred?: number;
+  /** Present (true) when the `from` connection was over its fan-out budget: nothing was sent, and it is being closed 1008. */
+  overBudget?: true;
 }
-
 
 export interface HubOptions {
   /** R21: topics one connection may be in at once; a join beyond it throws TopicError('too-many-topics'). Default 100. */
   maxTopicsPerConnection?: number;
+  /** Recipients reached per event-loop turn; the rest of a fan-out follows on later turns, in order. Default 1000. */
+  fanOutSlice?: number;
+}
+
+/** Longest a turn's sliced fan-out runs before it yields to I/O, ms (keeps a newcomer's round trip within a few turns). */
+const SLICE_MS = 5;
+
+/**
+ * One broadcast or publish being sliced: it walks its members in
+ * order and stops at the first one that came after the call (`until`), so a
+ * fan-out reaches exactly the connections (or members) there at the call.
+ */
+interface FanOutJob<Auth> {
+  readonly payload: Buffer;
+  readonly binary: boolean;
+  readonly members: IterableIterator<[Connection<Auth>, number]>;
+  readonly until: number;
+  readonly filter: ((c: Connection<Auth>) => boolean) | undefined;
+  readonly total: number;
+  visited: number;
+  accepted: number;
+  refused: number;
+  finished: boolean;
 }
 
 export class Hub<Auth = unknown> {
   private readonly live = new Map<string, Connection<Auth>>();
-  /** topic → its live members, in order of joining. Never holds an empty set. */
-  private readonly topics = new Map<string, Set<Connection<Auth>>>();
+  /** Live connections → their order of registration (sliced broadcasts stop at the newcomers). */
+  private readonly order = new Map<Connection<Auth>, number>();
+  /** topic → its live members → their order of joining. Never holds an empty map. */
+  private readonly topics = new Map<string, Map<Connection<Auth>, number>>();
+  /** Registrations and joins so far: the order numbers above. */
+  private seq = 0;
+  private readonly fanOutSlice: number;
+  /** Recipients reached this turn; reset at the end of the turn. */
+  private spent = 0;
+  /** When this turn's fan-out started (performance.now()). */
+  private turnStarted = 0;
+  private armed = false;
+  /** Fan-outs waiting for a later turn, oldest first: no receiver sees a later one before an earlier one. */
+  private readonly jobs: FanOutJob<Auth>[] = [];
+  private readonly endTurn = (): void => {
+    this.armed = false;
+    this.spent = 0;
+    this.runJobs();
+  };
   /** connection id → its topics. Only for connections in at least one topic. */
   private readonly memberships = new Map<string, Set<string>>();
   private readonly maxTopicsPerConnection: number;
@@ -41,14 +93,17 @@ export class Hub<Auth = unknown> {
 
   constructor(options: HubOptions = {}) {
     this.maxTopicsPerConnection = options.maxTopicsPerConnection ?? DEFAULTS.maxTopicsPerConnection;
+    this.fanOutSlice = options.fanOutSlice ?? DEFAULTS.fanOutSlice;
   }
 
   register(connection: Connection<Auth>): void {
     this.live.set(connection.id, connection);
+    this.order.set(connection, ++this.seq);
   }
 
   unregister(connection: Connection<Auth>): void {
     if (!this.live.delete(connection.id)) return;
+    this.order.delete(connection);
     // R3: a closed connection leaves every topic; emptied topics are deleted.
     const mine = this.memberships.get(connection.id);
     if (mine) {
@@ -87,14 +142,95 @@ export class Hub<Auth = unknown> {
   broadcast(data: string | Buffer, options: { binary?: boolean; filter?: (c: Connection<Auth>) => boolean } = {}): BroadcastResult {
     const binary = options.binary ?? typeof data !== 'string';
     const payload = typeof data === 'string' ? Buffer.from(data) : data;
+    const n = this.live.size;
+    if (this.jobs.length > 0 || this.spent + n > this.fanOutSlice) {
+      return this.slice(payload, binary, this.order.entries(), n, options.filter);
+    }
     let accepted = 0;
     let refused = 0;
     for (const connection of this.live.values()) {
       if (options.filter && !options.filter(connection)) continue;
-      if (connection.send(payload, binary)) accepted++;
+      if (options.filter ? connection.send(payload, binary) : connection.fanOut(payload, binary)) accepted++;
       else refused++;
     }
+    this.spend(n);
     return { accepted, refused };
+  }
+
+  /** Broadcasts and publishes still being sliced. */
+  get pendingFanOuts(): number {
+    return this.jobs.length;
+  }
+
+  /**
+   * A fan-out bigger than what is left of this turn's slice (or
+   * queued behind another) is done a slice per turn, yielding to I/O in
+   * between; FIFO, so no receiver's messages are reordered.
+   */
+  private slice(
+    payload: Buffer,
+    binary: boolean,
+    members: IterableIterator<[Connection<Auth>, number]>,
+    total: number,
+    filter: ((c: Connection<Auth>) => boolean) | undefined,
+  ): BroadcastResult {
+    const job: FanOutJob<Auth> = { payload, binary, members, until: this.seq, filter, total, visited: 0, accepted: 0, refused: 0, finished: false };
+    this.jobs.push(job);
+    this.runJobs();
+    const left = total - job.visited;
+    return !job.finished && left > 0 ? { accepted: job.accepted, refused: job.refused, deferred: left } : { accepted: job.accepted, refused: job.refused };
+  }
+
+  private runJobs(): void {
+    const jobs = this.jobs;
+    if (this.spent === 0) this.turnStarted = performance.now();
+    while (jobs.length > 0 && this.spent < this.fanOutSlice) {
+      const job = jobs[0]!;
+      const budget = this.fanOutSlice - this.spent;
+      let visited = 0;
+      let done = false;
+      for (;;) {
+        if (visited >= budget) break;
+        // A slice also ends after SLICE_MS of work (checked every 64 sends): on a busy machine sends are slower.
+        if ((visited & 63) === 63 && performance.now() - this.turnStarted > SLICE_MS) {
+          this.spent = this.fanOutSlice;
+          break;
+        }
+        const next = job.members.next();
+        if (next.done) {
+          done = true;
+          break;
+        }
+        const [connection, seq] = next.value;
+        if (seq > job.until) {
+          done = true; // registered (or joined) after the call, and so is everyone after it
+          break;
+        }
+        visited++;
+        if (job.filter && !job.filter(connection)) continue;
+        if (job.filter ? connection.send(job.payload, job.binary) : connection.fanOut(job.payload, job.binary)) job.accepted++;
+        else job.refused++;
+      }
+      job.visited += visited;
+      this.spend(visited);
+      if (!done) break;
+      job.finished = true;
+      jobs.shift();
+    }
+    if (jobs.length > 0 && !this.armed) {
+      this.armed = true;
+      setImmediate(this.endTurn);
+    }
+  }
+
+  /** Counts recipients reached this turn; the count is reset when the turn ends. */
+  private spend(n: number): void {
+    if (this.spent === 0) this.turnStarted = performance.now();
+    this.spent += n;
+    if (!this.armed && this.spent > 0) {
+      this.armed = true;
+      setImmediate(this.endTurn);
+    }
   }
 
   // -------------------------------------------------------------------------
@@ -120,8 +256,8 @@ export class Hub<Auth = unknown> {
     if (!mine) this.memberships.set(connection.id, (mine = new Set()));
     mine.add(topic);
     let members = this.topics.get(topic);
-    if (!members) this.topics.set(topic, (members = new Set()));
-    members.add(connection);
+    if (!members) this.topics.set(topic, (members = new Map()));
+    members.set(connection, ++this.seq);
     return true;
   }
 
@@ -144,7 +280,7 @@ export class Hub<Auth = unknown> {
   /** The live local members of `topic`, in order of joining. */
   membersOf(topic: string): Connection<Auth>[] {
     const members = this.topics.get(topic);
-    return members ? [...members] : [];
+    return members ? [...members.keys()] : [];
   }
 
   /** How many live local connections are in `topic` (0 for an unknown topic). */
@@ -171,12 +307,17 @@ export class Hub<Auth = unknown> {
     if (!members) return { accepted: 0, refused: 0 };
     const binary = options.binary ?? typeof data !== 'string';
     const payload = typeof data === 'string' ? Buffer.from(data) : data;
+    const n = members.size;
+    if (this.jobs.length > 0 || this.spent + n > this.fanOutSlice) {
+      return this.slice(payload, binary, members.entries(), n, undefined);
+    }
     let accepted = 0;
     let refused = 0;
-    for (const connection of members) {
-      if (connection.send(payload, binary)) accepted++;
+    for (const connection of members.keys()) {
+      if (connection.fanOut(payload, binary)) accepted++;
       else refused++;
     }
+    this.spend(n);
     return { accepted, refused };
   }
 

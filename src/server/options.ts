@@ -10,6 +10,7 @@ import type { Logger } from '../base/logger.ts';
 import { positiveInt } from '../base/checks.ts';
 import type { Connection } from './connection.ts';
 import type { SessionOptions } from './sessions.ts';
+import { isIP } from 'node:net';
 
 export const DEFAULTS = {
   /** R4/R6: 25 s keeps common proxy and NAT idle timeouts (≥ 60 s) from firing, with margin. */
@@ -34,6 +35,40 @@ export const DEFAULTS = {
   maxConnections: 10_000,
   /** R21: topics one connection may be in; bounds what one client can make us hold (each name ≤ 256 bytes). */
   maxTopicsPerConnection: 100,
+
+  // --- Admission limits per address and the open-file check (R21) ---
+  /**
+   * R21: WebSocket connections (open or being admitted) from one client
+   * address; the next upgrade gets 429. A tenth of the default maxConnections:
+   * one address cannot take the server, and an office or campus NAT of up to
+   * 1,000 simultaneous users still fits. Carrier-grade NAT needs more: raise it.
+   */
+  maxConnectionsPerAddress: 1000,
+  /**
+   * R21: sockets from one address that have not finished the upgrade (idle
+   * TCP, slow heads, plain HTTP keep-alive), counted when the supervisor is
+   * given `server`; the next is answered 429 and closed at once. A browser
+   * holds at most 6 HTTP connections per host, so 128 covers ~20 browsers
+   * behind one NAT loading at once, while one address can fill at most an
+   * eighth of the CLI's 1,024 sockets of HTTP headroom (measured: 11,100 idle
+   * sockets from one address locked every other client out).
+   */
+  maxPendingPerAddress: 128,
+  // --- Fairness and cost budgets (R21; src/server/scheduler.ts). A unit is a message plus one per KiB.
+  /** Units one connection may use per event-loop turn before its socket is paused: ~0.5 ms of request/response work. */
+  fairShare: 32,
+  /** Units all connections together may use per turn beyond each one's first message: ~10 ms, so timers and upgrades run often. */
+  turnBudget: 512,
+  /** Recipients one turn's fan-out may reach before the rest of a broadcast/publish waits for the next turn (~5–10 ms of sends). */
+  fanOutSlice: 1_000,
+  /** The window of the per-connection budgets, ms. */
+  budgetWindow: 10_000,
+  /** Messages per window per connection: 10k/s on average, ~100× a busy chat client. */
+  budgetMessages: 100_000,
+  /** Inbound payload bytes per window per connection: 256 max-size (1 MiB) messages. */
+  budgetBytes: 256 * 1_048_576,
+  /** Fan-out cost (recipients × bytes) per window per connection: ~6 MiB/s, about what one core can push. */
+  budgetFanOut: 64 * 1_048_576,
 } as const;
 
 /** Heartbeat and deadline timings, milliseconds (R4–R6, R10, R16). */
@@ -70,6 +105,9 @@ export interface SendQueueOptions {
  */
 export type OriginPolicy = 'same-origin' | '*' | readonly string[];
 
+/** Which TCP peers are proxies whose X-Forwarded-For names the client: none (false), every peer (true), or these addresses. */
+export type TrustProxy = boolean | readonly string[];
+
 /** Result of `authenticate`: anything truthy is attached to the connection as `auth`. */
 export type AuthenticateHook<Auth = unknown> = (request: IncomingMessage) => Promise<Auth | false | null | undefined> | Auth | false | null | undefined;
 
@@ -78,6 +116,39 @@ export type AuthenticateHook<Auth = unknown> = (request: IncomingMessage) => Pro
  * `authenticate` returns; write `MessageHandler` alone when the handler does not read it.
  */
 export type MessageHandler<Auth = unknown> = (connection: Connection<Auth>, data: Buffer, isBinary: boolean) => void;
+
+/**
+ * How inbound work is shared between connections per event-loop
+ * turn (src/server/scheduler.ts). A unit is one message plus one per KiB.
+ */
+export interface FairnessOptions {
+  /** Units one connection may use per turn; beyond it its socket is paused until a later turn (nothing is dropped). Default 32. */
+  share?: number;
+  /** Units all connections may use per turn (each connection's first small message of a turn always runs). Default 512. */
+  turnBudget?: number;
+  /** Recipients per turn of a broadcast or publish; the rest follows on later turns, in order. Default 1000. */
+  fanOutSlice?: number;
+}
+
+/**
+ * R21: per-connection budgets per window. Over one, the connection
+ * is closed 1008 naming it (`message budget over N per 10 s`). 0 turns a
+ * budget off.
+ */
+export interface BudgetOptions {
+  /** The window, ms. Default 10000. */
+  window?: number;
+  /** Inbound messages per window. Default 100000. */
+  messages?: number;
+  /** Inbound payload bytes per window. Default 256 MiB. */
+  bytes?: number;
+  /**
+   * Fan-out cost per window: recipients × bytes of the broadcasts and
+   * publishes charged to the connection (`broadcast(data, { from })`,
+   * `connection.charge(cost)`). Default 64 MiB.
+   */
+  fanOut?: number;
+}
 
 export interface SupervisorOptions<Auth = unknown> {
   /** Attach to this server's `upgrade` event. Omit and call `handleUpgrade` yourself (noServer mode). */
@@ -141,6 +212,45 @@ export interface SupervisorOptions<Auth = unknown> {
    * with the defaults (in-memory store, resumeWindow 120000, …).
    */
   sessions?: SessionOptions<Auth>;
+
+  // --- Admission limits per address and the open-file check (R21) ---
+  /**
+   * R21: the process's soft open-file limit, against which `maxConnections`
+   * is checked at creation (src/server/fd-limit.ts): an explicit
+   * maxConnections that does not fit (plus 64 descriptors for the process)
+   * throws a RangeError naming the numbers; the default is lowered to fit, with
+   * a warning. Default: read from /proc/self/limits (Linux); null: not checked
+   * (other systems, unless given).
+   */
+  openFileLimit?: number | null;
+  /**
+   * R21: WebSocket connections (open or being admitted) from one client
+   * address; beyond it the upgrade is refused with 429 ("too many connections
+   * from ADDRESS (limit N per address)"). Default 1000.
+   */
+  maxConnectionsPerAddress?: number;
+  /**
+   * R21: sockets from one address on `server` that have not finished the
+   * upgrade (idle TCP, slow request heads, plain HTTP); beyond it a new socket
+   * is answered 429 and closed at once, before any request is read. Needs
+   * `server` (the supervisor listens to its 'connection' event); in noServer
+   * mode the application owns its sockets and this is not applied. Default 128.
+   */
+  maxPendingPerAddress?: number;
+  /**
+   * Which TCP peers are reverse proxies whose `X-Forwarded-For` names the
+   * client: `false` (default: the header is ignored, so it cannot be forged),
+   * `true` (every peer: only when clients cannot reach the server but through
+   * the proxy), or a list of the proxies' IP addresses. Behind a trusted proxy
+   * the client is the rightmost X-Forwarded-For entry (the one the proxy
+   * added); its per-address limit applies to that client, and the proxy's
+   * own sockets are exempt from maxPendingPerAddress (they carry many clients).
+   */
+  trustProxy?: TrustProxy;
+  /** R21: fair scheduling of inbound work and sliced fan-out; see FairnessOptions. */
+  fairness?: FairnessOptions;
+  /** R21: per-connection budgets per window; see BudgetOptions. `false` turns all off. */
+  budget?: BudgetOptions | false;
 }
 
 export interface ResolvedOptions {
@@ -153,8 +263,19 @@ export interface ResolvedOptions {
   maxMessageRate: number;
   authenticateTimeout: number;
   maxTopicsPerConnection: number;
+  maxConnectionsPerAddress: number;
+  maxPendingPerAddress: number;
+  trustProxy: TrustProxy;
   timing: Required<TimingOptions>;
   sendQueue: Required<SendQueueOptions>;
+  fairness: Required<FairnessOptions>;
+  /** null: no budgets. */
+  budget: Required<BudgetOptions> | null;
+}
+
+/** 0 (off) or a positive integer. */
+function budgetValue(name: string, value: number | undefined, fallback: number): number {
+  return value === 0 ? 0 : positiveInt(name, value, fallback);
 }
 
 /** Normalises an origin allow-list entry to `scheme://host[:port]`; throws on anything else. */
@@ -171,9 +292,22 @@ export function normaliseOrigin(entry: string): string {
   return url.origin;
 }
 
+/** The trustProxy option, checked: a list holds IP addresses only (normalised as the peers' are). */
+export function resolveTrustProxy(value: unknown): TrustProxy {
+  if (value === undefined || value === false) return false;
+  if (value === true) return true;
+  if (!Array.isArray(value)) throw new RangeError(`ws-supervisor: option trustProxy must be true, false or a list of IP addresses, got ${JSON.stringify(value)}`);
+  return value.map((entry: unknown) => {
+    if (typeof entry !== 'string' || isIP(entry) === 0) throw new RangeError(`ws-supervisor: option trustProxy: ${JSON.stringify(entry)} is not an IP address`);
+    return entry.startsWith('::ffff:') && isIP(entry.slice(7)) === 4 ? entry.slice(7) : entry.toLowerCase();
+  });
+}
+
 export function resolveOptions(options: SupervisorOptions<unknown>): ResolvedOptions {
   const t = options.timing ?? {};
   const q = options.sendQueue ?? {};
+  const f = options.fairness ?? {};
+  const b = options.budget;
   let origins: OriginPolicy = options.origins ?? 'same-origin';
   if (Array.isArray(origins)) origins = origins.map(normaliseOrigin);
   else if (origins !== 'same-origin' && origins !== '*') {
@@ -192,6 +326,9 @@ export function resolveOptions(options: SupervisorOptions<unknown>): ResolvedOpt
     maxMessageRate: options.maxMessageRate ? positiveInt('maxMessageRate', options.maxMessageRate, 0) : DEFAULTS.maxMessageRate,
     authenticateTimeout: positiveInt('authenticateTimeout', options.authenticateTimeout, DEFAULTS.authenticateTimeout),
     maxTopicsPerConnection: positiveInt('maxTopicsPerConnection', options.maxTopicsPerConnection, DEFAULTS.maxTopicsPerConnection),
+    maxConnectionsPerAddress: positiveInt('maxConnectionsPerAddress', options.maxConnectionsPerAddress, DEFAULTS.maxConnectionsPerAddress),
+    maxPendingPerAddress: positiveInt('maxPendingPerAddress', options.maxPendingPerAddress, DEFAULTS.maxPendingPerAddress),
+    trustProxy: resolveTrustProxy(options.trustProxy),
     timing: {
       pingInterval: positiveInt('timing.pingInterval', t.pingInterval, DEFAULTS.pingInterval),
       pongTimeout: positiveInt('timing.pongTimeout', t.pongTimeout, DEFAULTS.pongTimeout),
@@ -202,5 +339,19 @@ export function resolveOptions(options: SupervisorOptions<unknown>): ResolvedOpt
       maxMessages: positiveInt('sendQueue.maxMessages', q.maxMessages, DEFAULTS.sendQueueMessages),
       maxBytes: positiveInt('sendQueue.maxBytes', q.maxBytes, DEFAULTS.sendQueueBytes),
     },
+    fairness: {
+      share: positiveInt('fairness.share', f.share, DEFAULTS.fairShare),
+      turnBudget: positiveInt('fairness.turnBudget', f.turnBudget, DEFAULTS.turnBudget),
+      fanOutSlice: positiveInt('fairness.fanOutSlice', f.fanOutSlice, DEFAULTS.fanOutSlice),
+    },
+    budget:
+      b === false
+        ? null
+        : {
+            window: positiveInt('budget.window', b?.window, DEFAULTS.budgetWindow),
+            messages: budgetValue('budget.messages', b?.messages, DEFAULTS.budgetMessages),
+            bytes: budgetValue('budget.bytes', b?.bytes, DEFAULTS.budgetBytes),
+            fanOut: budgetValue('budget.fanOut', b?.fanOut, DEFAULTS.budgetFanOut),
+          },
   };
 }

@@ -15,6 +15,7 @@ import type { ActorInput, ReaderCommand, ReaderEvent } from '../../machines/conn
 import { CloseCodes } from '../../machines/close-codes.ts';
 import { LivenessReport } from './liveness.ts';
 import type { TokenBucket } from './rate-limit.ts';
+import { costOf, type Deferrable, type TurnScheduler } from './scheduler.ts';
 import type { SocketIO } from './socket-io.ts';
 
 /** The close code `ws` sends for each of its receiver errors (see ws/lib/receiver.js). */
@@ -91,9 +92,18 @@ const LISTENERS = [
   ['error', onError],
 ] as const;
 
-export class SocketReader {
+export class SocketReader implements Deferrable {
   readonly report: LivenessReport;
   private flooded = false;
+  /** Over a budget: the machine has been told once; every later message is dropped. */
+  private overBudget = false;
+  private stopped = false;
+  // Fair scheduling (src/server/scheduler.ts), only when the io has a scheduler (the server's connections).
+  fairTurn = 0;
+  fairUsed = 0;
+  /** Messages `ws` parsed after this reader used its share, as pairs [data, isBinary, …]; null when none. */
+  private backlog: Array<Buffer | boolean | undefined> | null = null;
+  private head = 0;
 
   constructor(
     private readonly io: SocketIO,
@@ -126,6 +136,7 @@ export class SocketReader {
 
   stop(): void {
     const ws = this.io.ws as ReadSocket;
+    this.stopped = true;
     this.report.stop();
     if (ws[READER] === this) ws[READER] = undefined;
     const receiver = receiverOf(ws);
@@ -144,20 +155,79 @@ export class SocketReader {
     io.messagesIn++;
     io.bytesIn += data.length;
     if (this.report.expecting) this.report.inbound(); // R5; otherwise no machine event (hot path)
+    const scheduler = io.scheduler;
+    if (scheduler !== undefined) {
+      if (this.overBudget) return; // closing 1008: the rest is dropped
+      // Fairness: behind deferred messages, or over this turn's share, it waits its turn (in order).
+      if (this.backlog !== null) {
+        this.backlog.push(data, isBinary);
+        return;
+      }
+      if (!scheduler.admit(this, costOf(data.length))) {
+        this.backlog = [data, isBinary];
+        this.head = 0;
+        io.ws.pause(); // backpressure: TCP holds the rest at the peer
+        scheduler.defer(this);
+        return;
+      }
+    }
+    this.deliver(data, isBinary);
+  }
+
+  /** @internal The scheduler's turn for this reader: deliver deferred messages up to the share; true when none are left. */
+  drain(scheduler: TurnScheduler): boolean {
+    const backlog = this.backlog;
+    if (backlog !== null) {
+      while (this.head < backlog.length) {
+        const data = backlog[this.head] as Buffer;
+        const isBinary = backlog[this.head + 1] as boolean;
+        backlog[this.head] = backlog[this.head + 1] = undefined;
+        this.head += 2;
+        scheduler.count(this, costOf(data.length));
+        this.deliver(data, isBinary);
+        if (this.backlog !== backlog) break; // over a budget meanwhile: dropped
+        if (this.fairUsed >= scheduler.share && this.head < backlog.length) return false;
+      }
+      this.backlog = null;
+    }
+    this.io.ws.resume();
+    return true;
+  }
+
+  private deliver(data: Buffer, isBinary: boolean): void {
+    const io = this.io;
+    if (io.inboundBudget !== undefined && this.overBudgetWith(data.length)) return;
     if (io.limiter !== undefined && this.overRate(io.limiter)) return; // R21: the excess is dropped
     io.onMessage(data, isBinary);
   }
 
-  /** A ping from the peer (ws has answered it): liveness (R5), and a frame of the peer's rate (R21). */
+  /**
+   * R21: over a budget, the machine hears it once (it closes 1008 naming it);
+   * the rest is dropped. Control frames count as messages of their payload.
+   */
+  private overBudgetWith(bytes: number): boolean {
+    if (this.overBudget) return true;
+    const over = this.io.inboundBudget!(bytes);
+    if (over === null) return false;
+    this.overBudget = true;
+    this.backlog = null;
+    if (!this.stopped) this.sendBack({ type: 'socket.flood', rate: 0, reason: over });
+    return true;
+  }
+
+  /** A ping from the peer (ws has answered it): liveness (R5), and a frame of the peer's rate and budget (R21). */
   ping(): void {
     this.report.inbound();
-    const limiter = this.io.limiter;
-    if (limiter !== undefined) this.overRate(limiter);
+    const io = this.io;
+    if (io.inboundBudget !== undefined && this.overBudgetWith(0)) return;
+    if (io.limiter !== undefined) this.overRate(io.limiter);
   }
 
   pong(payload: Buffer): void {
-    const limiter = this.io.limiter;
-    if (limiter !== undefined) this.overRate(limiter); // R21: unsolicited pongs count too
+    const io = this.io;
+    // R21: unsolicited pongs count too, against the budget and the rate.
+    if (io.inboundBudget !== undefined && this.overBudgetWith(payload.length)) return;
+    if (io.limiter !== undefined) this.overRate(io.limiter);
     if (!this.report.expecting) return;
     // Our pings carry their send time; a pong that echoes something else still proves liveness.
     const rttMs = payload.length === 8 ? performance.now() - payload.readDoubleBE(0) : -1;

@@ -160,7 +160,7 @@ function stopAll(hosted: unknown[]): void {
 let sessions = 0;
 
 /** Remembered steps per snapshot, at most (payload-free events always fit: there are few). */
-const STEPS_PER_SNAPSHOT = 64;
+export const STEPS_PER_SNAPSHOT = 64;
 /** Events whose JSON is longer than this are not remembered. */
 const MAX_PAYLOAD_KEY = 512;
 

@@ -141,7 +141,7 @@ interface Entry<Auth> {
   runner: MachineRunner<SessionMachine>;
   /** The binding that carries the session (attached) or is replaying it; null while detached. */
   carrier: SessionBinding<Auth> | null;
-  /** The live hub connection whose `send` appends to this session; null: the session is offline (appended to directly). */
+  /** The live hub connection through which the application's sends reach this session; null while none carries it. */
   routed: Connection<Auth> | null;
   /** Topic memberships (the store's, mirrored here so publishes route synchronously). */
   topics: Set<string>;
@@ -191,10 +191,8 @@ export class Sessions<Auth = unknown> {
   readonly store: SessionStore;
   /** Live sessions this supervisor runs a machine for. */
   private readonly entries = new Map<string, Entry<Auth>>();
-  /** Sessions no live connection routes for: broadcasts append to them directly. */
-  private readonly offline = new Set<Entry<Auth>>();
-  /** topic → the offline sessions in it. Never holds an empty set. */
-  private readonly offlineTopics = new Map<string, Set<Entry<Auth>>>();
+  /** topic → the live sessions in it (attached or not). Never holds an empty set. */
+  private readonly topicIndex = new Map<string, Set<Entry<Auth>>>();
   /** Session connections that have not sent `open`/`resume` yet (they count against maxConnections). */
   readonly pending = new Set<Connection<Auth>>();
   /** Connections carrying sessions, by connection id (for the machine's `carrier.drop`). */
@@ -241,14 +239,17 @@ export class Sessions<Auth = unknown> {
   }
 
   // -------------------------------------------------------------------------
-  // Fan-out to offline sessions (the live ones get it through the hub)
+  // Fan-out: every session gets every broadcast and publish here, at the call,
+  // attached or not (the hub skips session connections: Connection.fanOut), so
+  // a connection that closes or arrives while a sliced fan-out is under way
+  // changes nothing for its session.
 
-  broadcastOffline(data: Outbound, binary: boolean): void {
-    for (const entry of this.offline) this.append(entry, data, binary, 0);
+  broadcastSessions(data: Outbound, binary: boolean): void {
+    for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0);
   }
 
-  publishOffline(topic: string, data: Outbound, binary: boolean): void {
-    const members = this.offlineTopics.get(topic);
+  publishSessions(topic: string, data: Outbound, binary: boolean): void {
+    const members = this.topicIndex.get(topic);
     if (members) for (const entry of members) this.append(entry, data, binary, 0);
   }
 
@@ -257,12 +258,14 @@ export class Sessions<Auth = unknown> {
     const entry = this.routedEntry(connection);
     if (!entry || entry.topics.has(topic)) return;
     entry.topics.add(topic);
+    this.index(entry, topic, true);
     void this.store.join(entry.id, topic);
   }
 
   left(connection: Connection<Auth>, topic: string): void {
     const entry = this.routedEntry(connection);
     if (!entry || !entry.topics.delete(topic)) return;
+    this.index(entry, topic, false);
     void this.store.leave(entry.id, topic);
   }
 
@@ -396,19 +399,19 @@ export class Sessions<Auth = unknown> {
     binding.attached(entry, {
       id: entry.id, resumed: attached.resumed, reason: attached.reason ?? null, detail: attached.detail ?? null,
     }, encodeAttached(attached), replay, attached.lastSeq, attached.cseq);
+    for (const topic of entry.topics) this.index(entry, topic, false);
     entry.topics = new Set(record.topics);
+    for (const topic of entry.topics) this.index(entry, topic, true);
     connection.restoreData(record.data);
     if (!binding.live) {
       // The connection closed while the store answered: the session is detached from the start.
-      if (entry.routed === null && !this.offline.has(entry)) this.setOffline(entry, true);
       void this.store.attach(entry.id).then(() => this.detach(binding));
       return;
     }
     void this.store.attach(entry.id);
     this.carriers.set(connection.id, binding);
-    // Routing moves to the new connection in one step (no broadcast can fall between).
+    // The application's sends now go through the new connection (broadcasts reach the session anyway).
     const old = entry.routed;
-    if (old === null) this.setOffline(entry, false);
     entry.routed = connection;
     if (old !== null && old !== connection) this.host.logger?.debug?.({ session: entry.id, from: old.id, to: connection.id }, 'session taken over');
     this.host.announce(connection, entry.topics);
@@ -423,10 +426,7 @@ export class Sessions<Auth = unknown> {
     const announced = !this.pending.delete(connection) && binding.entry !== null;
     if (this.carriers.get(connection.id) === binding) this.carriers.delete(connection.id);
     const entry = binding.entry;
-    if (entry !== null && entry.routed === connection) {
-      entry.routed = null;
-      if (!entry.ended) this.setOffline(entry, true);
-    }
+    if (entry !== null && entry.routed === connection) entry.routed = null;
     if (entry !== null && entry.carrier === binding) this.detach(binding);
     return announced;
   }
@@ -448,21 +448,12 @@ export class Sessions<Auth = unknown> {
     this.host.emitSession({ type: 'detached', id: entry.id, connection });
   }
 
-  private setOffline(entry: Entry<Auth>, offline: boolean): void {
-    if (offline) {
-      this.offline.add(entry);
-      for (const topic of entry.topics) {
-        let set = this.offlineTopics.get(topic);
-        if (!set) this.offlineTopics.set(topic, (set = new Set()));
-        set.add(entry);
-      }
-      return;
-    }
-    this.offline.delete(entry);
-    for (const topic of entry.topics) {
-      const set = this.offlineTopics.get(topic);
-      if (set?.delete(entry) && set.size === 0) this.offlineTopics.delete(topic);
-    }
+  private index(entry: Entry<Auth>, topic: string, member: boolean): void {
+    let set = this.topicIndex.get(topic);
+    if (member) {
+      if (!set) this.topicIndex.set(topic, (set = new Set()));
+      set.add(entry);
+    } else if (set?.delete(entry) && set.size === 0) this.topicIndex.delete(topic);
   }
 
   // -------------------------------------------------------------------------
@@ -487,7 +478,7 @@ export class Sessions<Auth = unknown> {
     if (entry.ended) return;
     entry.ended = true;
     this.entries.delete(entry.id);
-    this.setOffline(entry, false);
+    for (const topic of entry.topics) this.index(entry, topic, false);
     entry.carrier = null;
   }
 

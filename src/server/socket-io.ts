@@ -7,6 +7,7 @@
 import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
 import type { TokenBucket } from './rate-limit.ts';
+import type { TurnScheduler } from './scheduler.ts';
 import type { SendQueue } from './writer.ts';
 
 export interface SocketIO {
@@ -19,6 +20,10 @@ export interface SocketIO {
   bytesIn: number;
   /** R21: the per-connection message rate limit, if one is configured. */
   readonly limiter?: TokenBucket | undefined;
+  /** Fair scheduling of inbound work: the server's connections have one, the client has none. */
+  readonly scheduler?: TurnScheduler | undefined;
+  /** Counts an inbound message against the connection's budgets; the exceeded budget's close reason, or null. */
+  inboundBudget?(bytes: number): string | null;
   /** Inbound data, straight to the application (never through the machine). */
   onMessage(data: Buffer, isBinary: boolean): void;
   /** A heartbeat round trip was measured (R4). */

@@ -7,12 +7,18 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { Server as TlsServer } from 'node:tls';
 import { WebSocketServer, type ServerOptions } from 'ws';
 import type { Closure } from '../../machines/close-codes.ts';
 import {
+  AddressCounts,
   AdmissionError,
   checkOrigin,
+  clientAddress,
+  isTrustedProxy,
+  normaliseAddress,
   negotiateProtocol,
   parseProtocols,
   refuseUpgrade,
@@ -23,9 +29,12 @@ import type { Adapter, AdapterDeadLetter, AdapterMessage, AdapterStatus, NodeInf
 import { Connection, connectionRunnerConfig, type ConnectionHooks, type ConnectionRunnerConfig, type DeadLetter } from './connection.ts';
 import { Hub, type BroadcastResult } from './hub.ts';
 import { SupervisorMetrics } from './metrics.ts';
+import { LogSummary } from './log-summary.ts';
+import { fitConnections, resolveOpenFileLimit } from './fd-limit.ts';
 import type { Logger } from '../base/logger.ts';
 import { resolveOptions, type ResolvedOptions, type SupervisorOptions } from './options.ts';
 import type { WsCloseTimeout } from './socket-io.ts';
+import { TurnScheduler } from './scheduler.ts';
 import { validateTopic } from '../protocol/topics.ts';
 import { sessionRequested } from '../protocol/session.ts';
 import type { SessionDeadLetter } from '../adapter/session-store.ts';
@@ -38,13 +47,22 @@ export interface BroadcastOptions<Auth = unknown> {
   filter?: (connection: Connection<Auth>) => boolean;
   /** This node only: do not hand it to the adapter. Default false. */
   local?: boolean;
+  /**
+   * The connection on whose behalf it is sent (e.g. a peer's
+   * `broadcast` request). Its fan-out cost, local recipients × bytes, is
+   * charged to its budget (`budget.fanOut`); over it, nothing is sent, the
+   * result has `overBudget: true` and the connection is closed 1008.
+   */
+  from?: Connection<Auth>;
 }
 
-export interface PublishOptions {
+export interface PublishOptions<Auth = unknown> {
   /** As for broadcast. */
   binary?: boolean;
   /** This node's members only: do not hand it to the adapter. Default false. */
   local?: boolean;
+  /** As for broadcast: charged recipients (this node's members) × bytes. */
+  from?: Connection<Auth>;
 }
 
 /** Live nodes and their connections, cluster-wide (each node's count as of its last heartbeat). */
@@ -88,12 +106,58 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   /** Sessions (docs/sessions.md): the store and the live session machines; null when the `sessions` option is absent. */
   readonly sessions: Sessions<Auth> | null;
   private readonly wss: WebSocketServer;
+  /** R21: every connection's inbound work shares the event loop's turns fairly (src/server/scheduler.ts). */
+  private readonly scheduler: TurnScheduler;
   private readonly negotiated = new WeakMap<IncomingMessage, string>();
   private readonly admitting = new Set<Duplex>();
   private readonly raw: SupervisorOptions<Auth>;
   private draining = false;
   private readonly logger: Logger | null;
   private shutdown: Promise<void> | null = null;
+  /** Sender-side adapter dead letters, logged as the first of a burst plus a line per interval with the counts. */
+  private readonly adapterLetterLog: LogSummary;
+
+  // --- Per-address limits (R21) ---
+  /** WebSocket connections (open or being admitted) by client address; released when the socket closes. */
+  private readonly perAddress = new AddressCounts();
+  /** Sockets on `server` that have not reached handleUpgrade, by peer address; released at the upgrade or the close. */
+  private readonly pending = new AddressCounts();
+  private readonly countedAs = new WeakMap<Duplex, string>();
+  private readonly pendingAs = new WeakMap<Duplex, string>();
+  /** Per-address refusals come in floods: the first logged, the rest summarised per interval. */
+  private readonly refusalLog: LogSummary;
+  /** One 'close' listener for every counted socket (`this` is the socket). */
+  private readonly onCountedClose = ((self: Supervisor<Auth>) =>
+    function (this: Duplex): void {
+      const address = self.countedAs.get(this);
+      if (address === undefined) return;
+      self.countedAs.delete(this);
+      self.perAddress.remove(address);
+    })(this);
+  private readonly onPendingClose = ((self: Supervisor<Auth>) =>
+    function (this: Duplex): void {
+      self.releasePending(this);
+    })(this);
+  /** Counts a new socket of `server` by address; beyond maxPendingPerAddress it is answered 429 and closed before any request is read. */
+  private readonly onServerConnection = (socket: Socket): void => {
+    const address = normaliseAddress(socket.remoteAddress);
+    // A trusted proxy's sockets carry many clients: their addresses are only known from each request's X-Forwarded-For.
+    if (this.draining || isTrustedProxy(address, this.options.trustProxy)) return;
+    const limit = this.options.maxPendingPerAddress;
+    if (this.pending.get(address) >= limit) {
+      this.metrics.refusedTotal.inc({ reason: 'per-address-pending' });
+      const message = `too many unfinished connections from ${address} (limit ${limit} per address)`;
+      this.refusalLog.note('per-address-pending', 0, { reason: 'per-address-pending', remote: address, limit }, `socket refused with 429: ${message}`);
+      socket.on('error', ignore);
+      refuseUpgrade(socket, { status: 429, message }, { 'Retry-After': '5' });
+      return;
+    }
+    this.pending.add(address);
+    this.pendingAs.set(socket, address);
+    socket.on('close', this.onPendingClose);
+  };
+  /** https: the TLS socket (the one an upgrade carries) is announced by 'secureConnection'. */
+  private readonly connectionEvent: 'connection' | 'secureConnection';
   /** One listener for every socket being admitted (`this` is the socket). */
   private readonly onAdmittingClose = ((admitting: Set<Duplex>) =>
     function (this: Duplex): void {
@@ -127,7 +191,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       this.emit('deadLetter', letter);
     },
     onClose: (connection, closure) => {
-      // A session connection: its session detaches (and is routed offline) in the same step as the hub lets go.
+      // A session connection: its session detaches in the same step as the hub lets go.
       const announced = connection.sessionBinding?.closed() ?? true;
       this.hub.unregister(connection);
       this.metrics.closed(closure);
@@ -142,6 +206,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     },
   };
   private readonly onServerUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    this.releasePending(socket); // an upgrade of any path has left plain HTTP, ours or another listener's
     if (this.options.path !== null && pathOf(request) !== this.options.path) {
       // Another upgrade listener may own this path; answer only if we are alone.
       if (this.raw.server && this.raw.server.listenerCount('upgrade') > 1) return;
@@ -153,7 +218,21 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     super();
     this.raw = options;
     this.options = resolveOptions(options as SupervisorOptions<unknown>);
-    this.hub = new Hub<Auth>({ maxTopicsPerConnection: this.options.maxTopicsPerConnection });
+    this.logger = options.logger ?? null;
+    // R21: a maxConnections the process's descriptors cannot hold would end in resets, not 503s.
+    const fit = fitConnections({
+      maxConnections: this.options.maxConnections,
+      explicit: options.maxConnections !== undefined,
+      headroom: 0,
+      limit: resolveOpenFileLimit(options.openFileLimit),
+    });
+    if (fit.warning !== null) {
+      this.options.maxConnections = fit.maxConnections;
+      if (this.logger) this.logger.warn({ maxConnections: fit.maxConnections }, fit.warning);
+      else process.emitWarning(fit.warning, 'WsSupervisorWarning');
+    }
+    this.hub = new Hub<Auth>({ maxTopicsPerConnection: this.options.maxTopicsPerConnection, fanOutSlice: this.options.fairness.fanOutSlice });
+    this.scheduler = new TurnScheduler(this.options.fairness);
     this.adapter = options.adapter ?? createMemoryAdapter();
     this.metrics = new SupervisorMetrics({
       live: () => this.hub.values(),
@@ -162,7 +241,6 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       adapterUp: () => this.adapter.status === 'up',
       sessions: () => this.sessions?.store.stats() ?? null,
     });
-    this.logger = options.logger ?? null;
     this.sessions = options.sessions === undefined ? null : this.startSessions(options);
     this.runnerConfig = connectionRunnerConfig(this.options.timing, options.inspect);
     const wsOptions: ServerOptions & WsCloseTimeout = {
@@ -178,6 +256,9 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     };
     this.wss = new WebSocketServer(wsOptions);
     const logger = this.logger?.child({ adapter: this.adapter.name, node: this.adapter.nodeId }) ?? null;
+    this.adapterLetterLog = new LogSummary({ logger, what: 'adapter dead letters' });
+    this.refusalLog = new LogSummary({ logger: this.logger, what: 'per-address refusals' });
+    this.connectionEvent = options.server instanceof TlsServer ? 'secureConnection' : 'connection';
     this.adapter.attach({
       logger,
       connections: () => this.hub.size,
@@ -189,15 +270,22 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
           logger?.warn({ reason: letter.reason, from: letter.from, count: letter.count, error: letter.error }, 'adapter missed: messages from another node never arrived');
         } else {
           this.metrics.adapterPublishFailuresTotal.inc({ reason: letter.reason });
-          logger?.warn(
+          // A hung Redis fails every broadcast: one line per burst and interval, not one per message.
+          this.adapterLetterLog.note(
+            letter.reason,
+            letter.data.length,
             { reason: letter.reason, kind: letter.kind, topic: letter.topic ?? undefined, bytes: letter.data.length, error: letter.error },
-            'adapter dead letter: a message may not have reached every node',
+            `adapter dead letter: a message may not have reached every node (${letter.reason}: ${letter.error}); more are summarised every 10 s`,
           );
         }
         this.emit('adapterDeadLetter', letter);
       },
-      statusChanged: (status, reason) => this.emit('adapterStatus', status, reason),
+      statusChanged: (status, reason) => {
+        if (status === 'up') this.adapterLetterLog.flush(); // the outage's count, as soon as it is over
+        this.emit('adapterStatus', status, reason);
+      },
     });
+    options.server?.on(this.connectionEvent, this.onServerConnection);
     options.server?.on('upgrade', this.onServerUpgrade); // last: a throw above leaves nothing attached
   }
 
@@ -220,9 +308,10 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   broadcast(data: string | Buffer, options: BroadcastOptions<Auth> = {}): BroadcastResult {
     const binary = options.binary ?? typeof data !== 'string';
     const payload = typeof data === 'string' ? Buffer.from(data) : data;
+    if (options.from && !options.from.charge(this.hub.size * payload.length)) return { accepted: 0, refused: 0, overBudget: true };
     const result = this.hub.broadcast(payload, { binary, ...(options.filter ? { filter: options.filter } : {}) });
-    // Sessions without a connection keep it for their client (a filter sees connections only).
-    if (this.sessions !== null && !options.filter) this.sessions.broadcastOffline(payload, binary);
+    // Every session gets it, attached or not (a filter sees connections only: a filtered one reaches attached sessions through their connection).
+    if (this.sessions !== null && !options.filter) this.sessions.broadcastSessions(payload, binary);
     if (!options.local && !options.filter) this.fanOut({ kind: 'broadcast', topic: null, data: payload, binary });
     return result;
   }
@@ -233,12 +322,13 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
    * `local`). The sender need not be a member. Returns the local counts.
    * Throws TopicError('invalid-topic') for a bad name (see validateTopic).
    */
-  publish(topic: string, data: string | Buffer, options: PublishOptions = {}): BroadcastResult {
+  publish(topic: string, data: string | Buffer, options: PublishOptions<Auth> = {}): BroadcastResult {
     validateTopic(topic);
     const binary = options.binary ?? typeof data !== 'string';
     const payload = typeof data === 'string' ? Buffer.from(data) : data;
+    if (options.from && !options.from.charge(this.hub.memberCount(topic) * payload.length)) return { accepted: 0, refused: 0, overBudget: true };
     const result = this.hub.publish(topic, payload, { binary });
-    this.sessions?.publishOffline(topic, payload, binary);
+    this.sessions?.publishSessions(topic, payload, binary);
     if (!options.local) this.fanOut({ kind: 'publish', topic, data: payload, binary });
     return result;
   }
@@ -297,9 +387,15 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     socket.on('error', ignore);
     // A client that leaves while being admitted (authenticating, or refused by ws with a 400) frees its slot at once.
     socket.on('close', this.onAdmittingClose);
-    const refusal = this.admit(request);
+    this.releasePending(socket);
+    const address = clientAddress(request, this.options.trustProxy);
+    const refusal = this.admit(request, address);
     if (refusal) return this.refuse(request, socket, refusal);
     this.admitting.add(socket);
+    // Counted until the TCP socket closes, whatever happens in between (refused later, opened, closed).
+    this.perAddress.add(address);
+    this.countedAs.set(socket, address);
+    socket.on('close', this.onCountedClose);
     void this.authenticateThenUpgrade(request, socket, head);
   }
 
@@ -318,13 +414,24 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     // R3: the adapter goes last (goodbye to the presence table, its connections and timers); sessions before it.
     this.shutdown = Promise.all(closing)
       .then(() => this.sessions?.close())
-      .then(() => this.adapter.close());
+      .then(() => this.adapter.close())
+      .then(() => this.adapterLetterLog.close());
     return this.shutdown;
   }
 
   /** Detach from the http server (after close()); upgrades are then no longer answered. */
   detach(): void {
     this.raw.server?.off('upgrade', this.onServerUpgrade);
+    this.raw.server?.off(this.connectionEvent, this.onServerConnection);
+    this.refusalLog.close();
+  }
+
+  /** A socket counted as pending reached the upgrade (or closed): it no longer counts. */
+  private releasePending(socket: Duplex): void {
+    const address = this.pendingAs.get(socket);
+    if (address === undefined) return;
+    this.pendingAs.delete(socket);
+    this.pending.remove(address);
   }
 
   private fanOut(message: AdapterMessage): void {
@@ -337,14 +444,14 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     this.metrics.adapterMessagesTotal.inc({ direction: 'in', kind: message.kind });
     if (message.kind === 'broadcast') {
       this.hub.broadcast(message.data, { binary: message.binary });
-      this.sessions?.broadcastOffline(message.data, message.binary);
+      this.sessions?.broadcastSessions(message.data, message.binary);
     } else if (message.topic !== null) {
       this.hub.publish(message.topic, message.data, { binary: message.binary });
-      this.sessions?.publishOffline(message.topic, message.data, message.binary);
+      this.sessions?.publishSessions(message.topic, message.data, message.binary);
     }
   }
 
-  private admit(request: IncomingMessage): Refusal | null {
+  private admit(request: IncomingMessage, address: string): Refusal | null {
     if (this.draining) return { status: 503, reason: 'draining', message: 'server is shutting down' };
     if (this.options.path !== null && pathOf(request) !== this.options.path) {
       return { status: 404, reason: 'path', message: `no WebSocket endpoint at ${pathOf(request)} (try ${this.options.path})` };
@@ -356,6 +463,14 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     const negotiation = negotiateProtocol(offered, this.options.protocols, this.options.requireProtocol);
     if ('status' in negotiation) return negotiation;
     if (negotiation.protocol) this.negotiated.set(request, negotiation.protocol);
+    // one address (client, or a NAT) cannot take every slot; 429: the limit is this client's, not the server's capacity.
+    if (this.perAddress.get(address) >= this.options.maxConnectionsPerAddress) {
+      return {
+        status: 429,
+        reason: 'per-address',
+        message: `too many connections from ${address} (limit ${this.options.maxConnectionsPerAddress} per address)`,
+      };
+    }
     // A session is asked for in the URL (docs/sessions.md): refused here when malformed or when sessions are off.
     const wantsSession = sessionRequested(request.url ?? '/');
     if (!wantsSession.ok) return { status: 400, reason: 'bad-request', message: wantsSession.error };
@@ -372,11 +487,16 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
 
   private refuse(request: IncomingMessage, socket: Duplex, refusal: Refusal): void {
     this.metrics.refusedTotal.inc({ reason: refusal.reason });
-    this.logger?.info(
-      { status: refusal.status, reason: refusal.reason, url: request.url, origin: request.headers.origin, remote: request.socket.remoteAddress },
-      `upgrade refused: ${refusal.message}`,
-    );
-    refuseUpgrade(socket, refusal, refusal.status === 503 ? { 'Retry-After': '5' } : {});
+    const fields = { status: refusal.status, reason: refusal.reason, url: request.url, origin: request.headers.origin, remote: request.socket.remoteAddress };
+    if (refusal.reason === 'per-address') {
+      // Behind a reverse proxy that is not trusted, every client shares the proxy's address: say so where the operator looks.
+      const hint = request.headers['x-forwarded-for'] !== undefined && !isTrustedProxy(request.socket.remoteAddress ?? '', this.options.trustProxy)
+        ? ' (the request came through a proxy that is not trusted: set trustProxy / --trust-proxy so that X-Forwarded-For names the client)'
+        : '';
+      this.refusalLog.note(refusal.reason, 0, fields, `upgrade refused: ${refusal.message}${hint}`);
+    }
+    else this.logger?.info(fields, `upgrade refused: ${refusal.message}`);
+    refuseUpgrade(socket, refusal, refusal.status === 503 || refusal.status === 429 ? { 'Retry-After': '5' } : {});
     this.emit('refused', refusal, request);
   }
 
@@ -426,6 +546,13 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     });
   }
 
+  /** The peer's address and port; behind a trusted proxy, the client X-Forwarded-For names (its port unknown). */
+  private remoteOf(request: IncomingMessage, socket: Duplex): { remoteHost: string; remotePort: number | undefined } {
+    const client = this.countedAs.get(socket);
+    if (client !== undefined && client !== normaliseAddress(request.socket.remoteAddress)) return { remoteHost: client, remotePort: undefined };
+    return { remoteHost: request.socket.remoteAddress ?? '?', remotePort: request.socket.remotePort };
+  }
+
   private open(ws: import('ws').WebSocket, socket: Duplex, request: IncomingMessage, auth: Auth): void {
     const id = `${this.idPrefix}${(++this.opened).toString(36)}`;
     const connection: Connection<Auth> = new Connection<Auth>({
@@ -433,13 +560,14 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       ws,
       socket,
       sendQueue: this.options.sendQueue,
-      remoteHost: request.socket.remoteAddress ?? '?',
-      remotePort: request.socket.remotePort,
+      ...this.remoteOf(request, socket),
       protocol: ws.protocol,
       auth,
       runner: this.runnerConfig,
       hooks: this.hooks,
       maxMessageRate: this.options.maxMessageRate,
+      scheduler: this.scheduler,
+      ...(this.options.budget ? { budget: this.options.budget } : {}),
     });
     // A session connection goes live once its session is attached (its first frame): sessions.ts announces it.
     const asked = sessionRequested(request.url ?? '/');

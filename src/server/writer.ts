@@ -75,6 +75,8 @@ export class SendQueue {
   private accepting = true;
   private released = false;
   private blocked = false;
+  /** The machine was told `write.blocked` and has not yet been told `write.drained` (R10). */
+  private reportedBlocked = false;
   private progressScheduled = false;
   private sendBack: ((event: WriterEvent) => void) | null = null;
   /** Callbacks handed to the socket, made the first time they are needed. */
@@ -205,14 +207,20 @@ export class SendQueue {
       this.ws.send(data, binary ? BINARY : TEXT, (this.writtenCallback ??= (err) => this.onWritten(err)));
       this.unconfirmed!.synced[entry] = socket.writableLength === 0;
     }
-    if (!this.blocked && socket.writableNeedDrain) this.block('write.blocked');
+    if (!this.blocked && socket.writableNeedDrain) this.block();
   }
 
-  /** The socket pushed back: wait for 'drain' and tell the machine (R10). */
-  private block(event: 'write.blocked' | 'write.progress'): void {
+  /**
+   * The socket pushed back: wait for 'drain' and tell the machine (R10). The
+   * first push-back starts the write deadline; one while refilling after a
+   * drain the machine has not heard of yet is progress, which restarts it
+   * (a slow consumer that keeps draining is not stalled).
+   */
+  private block(): void {
     this.blocked = true;
     this.socket.once('drain', (this.drainListener ??= () => this.onDrain()));
-    this.sendBack?.({ type: event });
+    this.sendBack?.({ type: this.reportedBlocked ? 'write.progress' : 'write.blocked' });
+    this.reportedBlocked = true;
   }
 
   private pushUnconfirmed(data: Outbound, binary: boolean, tracked: boolean, synced: boolean): number {
@@ -307,6 +315,7 @@ export class SendQueue {
     this.settle();
     this.pump();
     if (!this.blocked) {
+      this.reportedBlocked = false;
       this.sendBack?.({ type: 'write.drained' });
       this.onDrained?.();
     }
@@ -321,7 +330,7 @@ export class SendQueue {
     }
     while (this.depth > 0 && !this.socket.writableNeedDrain) this.shiftAndWrite();
     this.compact();
-    if (!this.blocked && this.socket.writableNeedDrain) this.block('write.progress');
+    if (!this.blocked && this.socket.writableNeedDrain) this.block();
   }
 
   private shiftAndWrite(): void {

@@ -13,13 +13,16 @@ import net from 'node:net';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import type { NodeInfo } from '../../src/index.ts';
-import { REPO_ROOT, httpGet, metric, metricsOf, startCliServer } from '../helpers/cli.ts';
-import { createRedisAdapter } from '../../src/adapter/redis.ts';
+import { REPO_ROOT, boundedStart, budgets, httpGet, metric, metricsOf, startCliServer } from '../helpers/cli.ts';
+import { createRedisAdapter, decodeFrame } from '../../src/adapter/redis.ts';
 import { createSupervisor } from '../../src/server/supervisor.ts';
 import type { Logger } from '../../src/base/logger.ts';
 import type { AdapterDeadLetter } from '../../src/adapter/types.ts';
 import { startRedis } from '../helpers/redis.ts';
 import { delay, waitFor } from '../helpers/server.ts';
+
+/** Measured once, before the tests are declared: their timeouts scale with this machine's speed now (test/helpers/cli.ts). */
+const budget = await budgets();
 
 /** Fast clocks so the bounds are testable: a dead node is gone within PRESENCE_TTL_MS. */
 const HEARTBEAT_MS = 200;
@@ -61,7 +64,8 @@ interface ClusterNode {
 }
 
 async function startNode(t: TestContext, redisUrl: string, id: string, extraEnv: Record<string, string> = {}): Promise<ClusterNode> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/cluster-node.ts'], {
+  // One process per core starting at a time, like the CLI's (test/helpers/cli.ts).
+  const child = await boundedStart(() => spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/cluster-node.ts'], {
     cwd: REPO_ROOT,
     env: {
       ...process.env,
@@ -75,7 +79,7 @@ async function startNode(t: TestContext, redisUrl: string, id: string, extraEnv:
       ...extraEnv,
     },
     stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  }));
   spawned.add(child);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   void exited.then(() => spawned.delete(child));
@@ -121,7 +125,7 @@ async function startNode(t: TestContext, redisUrl: string, id: string, extraEnv:
       child.once('exit', onExit);
       check();
     });
-  const listening = lines[await waitLine(/^listening \d+ /, 0, 20_000)]!;
+  const listening = lines[await waitLine(/^listening \d+ /, 0, budget.startMs)]!;
   const port = Number(listening.split(' ')[1]);
   return {
     id,
@@ -207,7 +211,7 @@ async function startCluster(t: TestContext, env: Record<string, string> = {}) {
 }
 
 describe('Redis adapter: two node processes, one real redis-server', () => {
-  test('broadcast crosses; a topic publish reaches members on both nodes exactly once and no one else; membership ends with the connection', { timeout: 60_000 }, async (t) => {
+  test('broadcast crosses; a topic publish reaches members on both nodes exactly once and no one else; membership ends with the connection', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
     const { a, b } = cluster;
@@ -263,7 +267,7 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     assert.deepEqual([...a.missed(), ...b.missed()], [], 'no false gap: every numbered message arrived');
   });
 
-  test('Redis killed and restarted: local delivery continues; every message that could not cross is reported (event + metric); cross-node delivery resumes', { timeout: 60_000 }, async (t) => {
+  test('Redis killed and restarted: local delivery continues; every message that could not cross is reported (event + metric); cross-node delivery resumes', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
     const { redis, a, b } = cluster;
@@ -348,7 +352,7 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     assert.deepEqual([...a.missed(), ...b.missed()], []);
   });
 
-  test('presence: two nodes listed with their counts; a kill -9\'d node disappears within the presence TTL; a closed one at once', { timeout: 60_000 }, async (t) => {
+  test('presence: two nodes listed with their counts; a kill -9\'d node disappears within the presence TTL; a closed one at once', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
     const { redis, a, b } = cluster;
@@ -447,7 +451,7 @@ async function stallBAcrossEmptyRedis(t: TestContext, cluster: NonNullable<Await
 }
 
 describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs, bad URLs)', () => {
-  test('D1: the sender sees only itself after Redis lost everything; the node that comes back later reports what it missed (count, sender)', { timeout: 60_000 }, async (t) => {
+  test('D1: the sender sees only itself after Redis lost everything; the node that comes back later reports what it missed (count, sender)', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
     const { a, b } = cluster;
@@ -475,7 +479,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     assert.equal(sum(b.missed()), 5);
   });
 
-  test('D1: a gap is also found from the next frame of the sender', { timeout: 60_000 }, async (t) => {
+  test('D1: a gap is also found from the next frame of the sender', { timeout: budget.scaled(60_000) }, async (t) => {
     // Heartbeats far apart: the presence entry cannot reveal the gap in time, the next frame must.
     const cluster = await startCluster(t, { HEARTBEAT_MS: '30000', PRESENCE_TTL_MS: '60000' });
     if (!cluster) return;
@@ -492,7 +496,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     assert.match(b.missed()[0]!.error, /its messages 2–4 never arrived/);
   });
 
-  test('D2: Redis drops a stalled subscriber (client-output-buffer-limit pubsub): what it never got is reported by it, one for one', { timeout: 90_000 }, async (t) => {
+  test('D2: Redis drops a stalled subscriber (client-output-buffer-limit pubsub): what it never got is reported by it, one for one', { timeout: budget.scaled(90_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
     const { redis, a, b } = cluster;
@@ -524,7 +528,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     assert.equal(metric(await metricsOf(b.base), 'ws_supervisor_adapter_missed_total'), N - received());
   });
 
-  test('D3: a hung Redis (SIGSTOP) turns the status degraded ("command timed out") and back up; an unconfirmed publish is `error` and may still arrive', { timeout: 60_000 }, async (t) => {
+  test('D3: a hung Redis (SIGSTOP) turns the status degraded ("command timed out") and back up; an unconfirmed publish is `error` and may still arrive', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
     const { redis, a, b } = cluster;
@@ -552,7 +556,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     assert.equal((await httpGet(`${a.base}/healthz`)).body, 'ok\n');
   });
 
-  test('D6: a database Redis does not have (/16) stays degraded with the reason, never db 0; /3 keeps presence in db 3', { timeout: 30_000 }, async (t) => {
+  test('D6: a database Redis does not have (/16) stays degraded with the reason, never db 0; /3 keeps presence in db 3', { timeout: budget.scaled(30_000) }, async (t) => {
     const redis = await startRedis(t);
     if (!redis) return;
     const { logger, lines } = recordingLogger();
@@ -583,7 +587,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     assert.throws(() => createRedisAdapter({ url: `${redis.url}/notadb` }), (err: Error) => err instanceof RangeError && /"\/notadb"/.test(err.message));
   });
 
-  test('D4: a wrong password at startup: one warning with WRONGPASS, degraded with the reason; the password is never logged', { timeout: 30_000 }, async (t) => {
+  test('D4: a wrong password at startup: one warning with WRONGPASS, degraded with the reason; the password is never logged', { timeout: budget.scaled(30_000) }, async (t) => {
     const redis = await startRedis(t, { args: ['--requirepass', 's3cr3t-P4ss'] });
     if (!redis) return;
     const { logger, lines } = recordingLogger();
@@ -607,7 +611,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
 });
 
 describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /cluster', () => {
-  test('D4: Redis not reachable at startup: the server serves, and says so on stderr', { timeout: 30_000 }, async (t) => {
+  test('D4: Redis not reachable at startup: the server serves, and says so on stderr', { timeout: budget.scaled(30_000) }, async (t) => {
     const dead = net.createServer();
     await new Promise<void>((resolve) => dead.listen(0, '127.0.0.1', resolve));
     const port = (dead.address() as net.AddressInfo).port;
@@ -623,7 +627,7 @@ describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /c
     assert.equal(warns.length, 1, `one JSON warning for the repeated refusals:\n${srv.stdout()}`);
   });
 
-  test('D5 + D8: ?password= is masked in every line; --redis-env reads the URL from the environment; /cluster lists both nodes', { timeout: 60_000 }, async (t) => {
+  test('D5 + D8: ?password= is masked in every line; --redis-env reads the URL from the environment; /cluster lists both nodes', { timeout: budget.scaled(60_000) }, async (t) => {
     const redis = await startRedis(t, { args: ['--requirepass', 's3cr3t-P4ss'] });
     if (!redis) return;
     const url = `redis://127.0.0.1:${redis.port}/0?password=s3cr3t-P4ss`;
@@ -650,3 +654,99 @@ describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /c
     assert.match((JSON.parse((await httpGet(`${one.base}/cluster`)).body) as { error: string }).error, /^redis unavailable/);
   });
 });
+
+describe('Redis adapter: backpressure while Redis hangs', () => {
+  test('Redis hung (SIGSTOP) under ~2k msg/s of 8 KiB broadcasts: bytes in flight stay under maxInFlightBytes, RSS stays bounded, the excess is reported unavailable at once, every message is delivered or reported, warnings are aggregated', { timeout: 60_000 }, async (t) => {
+    const redis = await startRedis(t);
+    if (!redis) return;
+    // The other node, reduced to what matters here: a subscriber that records which messages crossed.
+    const listener = await admin(t, redis.url);
+    const delivered = new Set<number>();
+    listener.on('messageBuffer', (_channel: Buffer, frame: Buffer) => {
+      const decoded = decodeFrame(frame);
+      if (!('error' in decoded)) delivered.add(indexOf(decoded.message.data));
+    });
+    await listener.subscribe('ws-supervisor:messages');
+
+    const CAP = 512 * 1024;
+    const SIZE = 8 * 1024;
+    const { logger, lines } = recordingLogger();
+    const adapter = createRedisAdapter({ url: redis.url, nodeId: 'sender', commandTimeout: 500, maxInFlightBytes: CAP, backoff: { initialDelay: 20, maxDelay: 200 } });
+    const sup = createSupervisor({ adapter, logger });
+    t.after(() => sup.close());
+    await waitFor(() => adapter.status === 'up', 5000, 'adapter up');
+
+    const reported = new Map<number, string>();
+    let current = -1;
+    let reportedAtOnce = 0;
+    sup.on('adapterDeadLetter', (letter) => {
+      if (letter.reason === 'missed') return;
+      const i = indexOf(letter.data);
+      assert.ok(!reported.has(i), `message ${i} reported twice`);
+      reported.set(i, letter.reason);
+      if (i === current && letter.reason === 'unavailable') reportedAtOnce++;
+    });
+
+    // 20 messages every 10 ms (~2k/s) for ~0.5 s up, HANG_MS hung, ~1 s after the resume.
+    const HANG_MS = 4000;
+    let sent = 0;
+    let maxInFlight = 0;
+    global.gc?.();
+    const rssBefore = process.memoryUsage().rss;
+    let rssMax = rssBefore;
+    const sendFor = async (ms: number): Promise<void> => {
+      const end = Date.now() + ms;
+      while (Date.now() < end) {
+        for (let k = 0; k < 20; k++) {
+          current = sent++;
+          sup.broadcast(payload(current, SIZE));
+          maxInFlight = Math.max(maxInFlight, adapter.inFlightBytes);
+        }
+        rssMax = Math.max(rssMax, process.memoryUsage().rss);
+        await delay(10);
+      }
+      current = -1;
+    };
+    await sendFor(500);
+    redis.pause();
+    t.after(() => redis.resume());
+    await sendFor(HANG_MS);
+    redis.resume();
+    await sendFor(1000);
+    const inFlight = (): number => adapter.inFlightBytes;
+    await waitFor(() => delivered.size + [...reported.values()].filter((r) => r === 'unavailable').length >= sent && inFlight() === 0, 15_000, 'every message delivered or reported');
+    await delay(300);
+
+    const unavailable = [...reported].filter(([, r]) => r === 'unavailable').map(([i]) => i);
+    const errors = [...reported].filter(([, r]) => r === 'error').map(([i]) => i);
+    const warns = lines.filter((l) => l.level === 'warn');
+    t.diagnostic(
+      `sent ${sent} (${((sent * SIZE) / 1048576).toFixed(1)} MiB), delivered ${delivered.size}, unavailable ${unavailable.length} (${reportedAtOnce} at once), ` +
+        `error ${errors.length}; max in flight ${maxInFlight} B (cap ${CAP}); RSS ${(rssBefore / 1048576).toFixed(0)} → max ${(rssMax / 1048576).toFixed(0)} MiB; ${warns.length} warn lines`,
+    );
+    assert.ok(maxInFlight <= CAP + SIZE + 512, `bytes in flight ${maxInFlight} stayed under the cap ${CAP} (plus one frame)`);
+    assert.ok(unavailable.length > 0, 'beyond the cap, messages were refused');
+    assert.equal(reportedAtOnce, unavailable.length, 'each refused message was reported within its broadcast call');
+    for (let i = 0; i < sent; i++) assert.ok(delivered.has(i) || reported.has(i), `message ${i} was neither delivered nor reported`);
+    assert.ok(unavailable.every((i) => !delivered.has(i)), 'an unavailable message was never sent');
+    assert.equal(delivered.size + unavailable.length, sent, 'delivered + unavailable = sent (the hung Redis delivered every unconfirmed one late)');
+    assert.equal(metric(await sup.metrics.registry.metrics(), 'ws_supervisor_adapter_publish_failures_total', { reason: 'unavailable' }), unavailable.length);
+    // Old code: the socket buffer and ioredis's queue held every frame (~2 copies of all 8 KiB payloads).
+    assert.ok(rssMax - rssBefore < 96 * 1048576, `RSS grew ${((rssMax - rssBefore) / 1048576).toFixed(0)} MiB`);
+    // Old code: one warn line per dead letter (thousands). Now: the status changes, the first report, a summary per interval / on recovery.
+    assert.ok(warns.length <= 10, `${warns.length} warn lines:\n${warns.map((w) => w.msg).join('\n')}`);
+    const summary = lines.find((l) => /^adapter dead letters: /.test(l.msg));
+    assert.ok(summary, 'a summary line with the counts');
+  });
+});
+
+/** An 8 KiB-ish payload that starts with its index. */
+function payload(i: number, size: number): Buffer {
+  const b = Buffer.alloc(size, 0x78);
+  b.write(String(i).padStart(10, '0'));
+  return b;
+}
+
+function indexOf(data: Buffer): number {
+  return Number(data.subarray(0, 10).toString());
+}

@@ -1,5 +1,5 @@
 // Optional peer dependencies are loaded on first use and, when missing, named together with
-// the command that installs them (issue 14). A peer that is installed but broken is reported
+// the command that installs them. A peer that is installed but broken is reported
 // as it is, not as missing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

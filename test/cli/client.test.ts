@@ -13,8 +13,25 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import { startDemoServer } from '../../src/cli/demo-server.ts';
-import { metric, metricsOf, spawnCli, startCliServer, type CliProcess } from '../helpers/cli.ts';
+import { parseCommand, usageExit, USAGE } from '../../src/cli/args.ts';
+import { budgets, metric, metricsOf, runCli, spawnCli, startCliServer, type CliProcess } from '../helpers/cli.ts';
 import { waitFor } from '../helpers/server.ts';
+
+/** Measured once, before the tests are declared: their timeouts scale with this machine's speed now. */
+const budget = await budgets();
+
+/** What the CLI prints and exits with for argv, in-process: main.ts's parseCommand and usageExit. */
+function usageOf(argv: string[]): { exitCode: number; stderr: string } {
+  let thrown: unknown;
+  try {
+    parseCommand(argv);
+  } catch (err) {
+    thrown = err;
+  }
+  const exit = usageExit(thrown, argv);
+  assert.ok(exit !== null, `a usage error for ${argv.join(' ')}: ${String(thrown)}`);
+  return exit;
+}
 
 /** A line of the client's stdout and when the test saw it. */
 interface Line {
@@ -124,17 +141,74 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-describe('client CLI against a server', { concurrency: true, timeout: 120_000 }, () => {
-  test('replies in order; survives a server restart with no request number skipped or doubled; SIGINT closes 1000 and exits 0', { timeout: 60_000 }, async (t) => {
+// ---------------------------------------------------------------------------
+
+// In-process (parseClientArgs + usageExit, as main.ts runs them): parse errors
+// need no process, and a dozen CLI processes started at once for them failed on
+// a busy 2-core machine (docs/testing.md). One bad flag, --help and no command
+// run as the CLI: one per exit path of main.ts.
+describe('client CLI flags', () => {
+  const bad: Array<{ args: string[]; mentions: string[] }> = [
+    { args: ['client', '--interval', 'abc'], mentions: ['--interval', 'abc'] },
+    { args: ['client', '--interval', '0'], mentions: ['--interval', '"0"'] },
+    { args: ['client', '--interval', '-5'], mentions: ['--interval'] },
+    { args: ['client', '--interval', '1.5'], mentions: ['--interval', '1.5'] },
+    { args: ['client', '--address', 'nope'], mentions: ['--address', 'nope'] },
+    { args: ['client', '--address', '127.0.0.1:70000'], mentions: ['--address', '70000'] },
+    { args: ['client', '--address', '127.0.0.1:0'], mentions: ['--address', '127.0.0.1:0'] },
+    { args: ['client', '--path', 'server'], mentions: ['--path', 'server'] },
+    { args: ['client', '--bogus'], mentions: ['--bogus'] },
+    { args: ['client', 'extra'], mentions: ['extra'] },
+  ];
+  for (const { args, mentions } of bad) {
+    test(`${args.join(' ')} exits 2 naming the problem`, () => {
+      const { exitCode, stderr } = usageOf(args);
+      assert.equal(exitCode, 2);
+      for (const m of mentions) assert.ok(stderr.includes(m), `stderr names ${m}: ${stderr}`);
+      assert.match(stderr, /^ws-supervisor: /);
+      assert.match(stderr, /ws-supervisor client --help/, 'points at the client flags');
+    });
+  }
+
+  test('as the CLI: client --interval 0 exits 2 with exactly that message, before connecting', { timeout: budget.scaled(20_000) }, async () => {
+    const args = ['client', '--interval', '0'];
+    const r = await runCli(args);
+    assert.equal(r.timedOut, false, 'the client must not start');
+    assert.equal(r.code, 2, `exit code (stderr: ${r.stderr})`);
+    assert.equal(r.stderr, usageOf(args).stderr);
+    assert.doesNotMatch(r.stdout, /connecting to/);
+  });
+
+  test('client --help exits 0, lists the client flags and documents both subcommands', { timeout: budget.scaled(20_000) }, async () => {
+    const r = await runCli(['client', '--help']);
+    assert.equal(r.code, 0, r.stderr);
+    for (const text of ['ws-supervisor server', 'ws-supervisor client', '--address', '--path', '--interval', '--help', 'SIGINT']) {
+      assert.ok(r.stdout.includes(text), `--help mentions ${text}`);
+    }
+    assert.doesNotMatch(r.stdout, /connecting to/);
+  });
+
+  test('no command prints the usage of both subcommands and exits 2', { timeout: budget.scaled(20_000) }, async () => {
+    assert.deepEqual(parseCommand([]), { kind: 'help', text: USAGE, exitCode: 2 });
+    assert.deepEqual(parseCommand(['--help']), { kind: 'help', text: USAGE, exitCode: 0 });
+    const r = await runCli([]);
+    assert.equal(r.code, 2);
+    assert.match(r.stdout, /ws-supervisor server/);
+    assert.match(r.stdout, /ws-supervisor client/);
+  });
+});
+
+describe('client CLI against a server', { concurrency: true, timeout: budget.scaled(120_000) }, () => {
+  test('replies in order; survives a server restart with no request number skipped or doubled; SIGINT closes 1000 and exits 0', { timeout: budget.scaled(60_000) }, async (t) => {
     const started = Date.now();
     const srv = await startCliServer([], t);
     const port = srv.port;
-    const client = spawnCli(['client', '--address', `127.0.0.1:${port}`, '--interval', '200']);
+    const client = await spawnCli(['client', '--address', `127.0.0.1:${port}`, '--interval', '200']);
     t.after(() => client.kill());
     const lines = timedLines(client);
 
     // The tutorials' loop: replies 1, 2, 3 in order (R14, R24).
-    await client.waitForStdout(/^reply 3: /m, 15_000);
+    await client.waitForStdout(/^reply 3: /m, budget.startMs);
     assert.deepEqual(outcomes(client.stdout()).replyOrder.slice(0, 3), [1, 2, 3]);
     assert.match(client.stdout(), /^state: connecting → open$/m);
 
@@ -143,21 +217,21 @@ describe('client CLI against a server', { concurrency: true, timeout: 120_000 },
     const killedAt = Date.now();
     srv.child.kill('SIGTERM');
     assert.deepEqual(await srv.exited, { code: 0, signal: null });
-    await client.waitForStdout(/^close: code 1001 reason "[^"]*" expected true/m, 10_000);
-    await client.waitForStdout(/^state: \w+ → waiting/m, 10_000);
-    await client.waitForStdout(/^state: waiting → connecting$/m, 10_000);
+    await client.waitForStdout(/^close: code 1001 reason "[^"]*" expected true/m, budget.scaled(10_000));
+    await client.waitForStdout(/^state: \w+ → waiting/m, budget.scaled(10_000));
+    await client.waitForStdout(/^state: waiting → connecting$/m, budget.scaled(10_000));
 
     // Back on the same port. Requests kept being made meanwhile (every 200 ms).
     const srv2 = await startCliServer(['--address', `127.0.0.1:${port}`], t);
     assert.equal(srv2.port, port);
     const restartedAt = Date.now();
-    await waitFor(() => count(client.stdout(), /^state: connecting → open$/) >= 2, 20_000, 'the client to reconnect');
+    await waitFor(() => count(client.stdout(), /^state: connecting → open$/) >= 2, budget.scaled(20_000), 'the client to reconnect');
     const reopened = lines.filter((l) => l.text === 'state: connecting → open')[1]!;
     const outageMs = reopened.at - killedAt;
 
     // Numbering continues: wait for a few fresh replies after the reconnect.
     const target = outcomes(client.stdout()).maxN + 3;
-    await client.waitForStdout(new RegExp(`^reply ${target}: `, 'm'), 15_000);
+    await client.waitForStdout(new RegExp(`^reply ${target}: `, 'm'), budget.scaled(15_000));
 
     // R23: what was asked during the outage was buffered, then answered after the reconnect.
     const o1 = outcomes(client.stdout());
@@ -202,9 +276,9 @@ describe('client CLI against a server', { concurrency: true, timeout: 120_000 },
     console.log(`client CLI: whole scenario ${Date.now() - started} ms, ${o.maxN} requests`);
   });
 
-  test('SIGTERM also closes 1000 and exits 0', { timeout: 30_000 }, async (t) => {
+  test('SIGTERM also closes 1000 and exits 0', { timeout: budget.scaled(30_000) }, async (t) => {
     const srv = await startCliServer([], t);
-    const client = spawnCli(['client', '--address', `127.0.0.1:${srv.port}`, '--interval', '100']);
+    const client = await spawnCli(['client', '--address', `127.0.0.1:${srv.port}`, '--interval', '100']);
     t.after(() => client.kill());
     await client.waitForStdout(/^reply 2: /m);
     const t0 = Date.now();
@@ -216,13 +290,13 @@ describe('client CLI against a server', { concurrency: true, timeout: 120_000 },
     assert.equal(await closes1000(srv.base, 1), 1, 'the server counted one close 1000');
   });
 
-  test('with no server: keeps retrying; SIGINT fails the buffered requests visibly and exits 0 at once', { timeout: 30_000 }, async (t) => {
+  test('with no server: keeps retrying; SIGINT fails the buffered requests visibly and exits 0 at once', { timeout: budget.scaled(30_000) }, async (t) => {
     const port = await closedPort();
-    const client = spawnCli(['client', '--address', `127.0.0.1:${port}`, '--interval', '100']);
+    const client = await spawnCli(['client', '--address', `127.0.0.1:${port}`, '--interval', '100']);
     t.after(() => client.kill());
     await client.waitForStdout(/^ws-supervisor: client connecting to ws:\/\/127\.0\.0\.1:\d+\/server/m);
     // A few failed attempts (each says why and how long it waits), a few buffered requests.
-    await waitFor(() => count(client.stdout(), /^state: connecting → waiting/) >= 2, 15_000, 'two failed attempts');
+    await waitFor(() => count(client.stdout(), /^state: connecting → waiting/) >= 2, budget.startMs, 'two failed attempts');
     assert.match(client.stdout(), /^state: connecting → waiting \(attempt \d+, retry in \d+ ms: .*ECONNREFUSED.*\)$/m);
     assert.equal(client.child.exitCode, null, 'still running: it never gives up');
     await new Promise((r) => setTimeout(r, 350));
@@ -231,7 +305,7 @@ describe('client CLI against a server', { concurrency: true, timeout: 120_000 },
     assert.deepEqual(await client.exited, { code: 0, signal: null }, client.stderr());
     const elapsed = Date.now() - t0;
     console.log(`client CLI: SIGINT while disconnected → exit in ${elapsed} ms`);
-    assert.ok(elapsed < 3_000, `no connection to close: exits at once (${elapsed} ms)`);
+    assert.ok(elapsed < budget.scaled(3_000), `no connection to close: exits at once (${elapsed} ms)`);
     const o = outcomes(client.stdout());
     assert.equal(o.replies.size, 0);
     assert.ok(o.failures.size >= 2, 'the requests buffered when the client closed are printed as failed');
@@ -246,7 +320,7 @@ describe('client CLI against a server', { concurrency: true, timeout: 120_000 },
   test('--session: after a server-side cut the client prints "resumed", and every request is answered once', { timeout: 30_000 }, async (t) => {
     const demo = await startDemoServer({ host: '127.0.0.1', port: 0, sessions: {}, timing: { closeTimeout: 300 } });
     t.after(() => demo.close());
-    const client = spawnCli(['client', '--session', '--url', `ws://127.0.0.1:${demo.address.port}/server`, '--interval', '100']);
+    const client = await spawnCli(['client', '--session', '--url', `ws://127.0.0.1:${demo.address.port}/server`, '--interval', '100']);
     t.after(() => client.kill());
     await client.waitForStdout(/^reply 2: /m, 10_000);
     // The TCP connection dies under the client (no close frame: 1006, unexpected).

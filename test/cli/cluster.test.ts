@@ -5,21 +5,27 @@
  * answered) and signals. Every process started is SIGKILLed at the latest in
  * the test's `after` (the primary's death also ends its workers).
  *
- * The flag checks run in-process (parseServerArgs) and as the CLI (exit 2).
+ * The flag checks run in-process (parseServerArgs, and usageExit: the exit
+ * status and message the CLI gives a UsageError); one bad flag and --help run
+ * as the CLI, to show main.ts takes that path. Starting ~30 CLI processes at
+ * once for the same check failed on a busy 2-core machine (docs/testing.md).
  */
 import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
 import { describe, test } from 'node:test';
 import WebSocket from 'ws';
-import { parseServerArgs, UsageError, type ServerCliOptions } from '../../src/cli/args.ts';
+import { parseServerArgs, usageExit, USAGE, UsageError, type ServerCliOptions } from '../../src/cli/args.ts';
 import { createRedisAdapter } from '../../src/adapter/redis.ts';
 import { parseRedisUrl, redactRedisUrl } from '../../src/adapter/redis-url.ts';
 import { RESTART_DEFAULTS } from '../../src/cli/restart-intensity.ts';
-import { closeOf, delay, openClient } from '../helpers/server.ts';
-import { httpGet, metric, runCli, startCliServer, type CliServer } from '../helpers/cli.ts';
+import { closeOf, delay, openClient, within } from '../helpers/server.ts';
+import { budgets, httpGet, metric, runCli, startCliServer, type CliServer } from '../helpers/cli.ts';
 import { startRedis } from '../helpers/redis.ts';
 
 type TestContext = { after(fn: () => void | Promise<void>): void };
+
+/** Measured once, before the tests are declared: their timeouts scale with this machine's speed now. */
+const budget = await budgets();
 
 const READY = /worker (\d+) \(pid (\d+)\) ready/g;
 
@@ -54,7 +60,7 @@ function trackWorkers(srv: CliServer, t: TestContext): Cluster {
   return {
     ...srv,
     workers,
-    async readyAgain(slot, not, timeoutMs = 20_000) {
+    async readyAgain(slot, not, timeoutMs = budget.startMs) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const pid = workers().get(slot);
@@ -67,7 +73,8 @@ function trackWorkers(srv: CliServer, t: TestContext): Cluster {
 }
 
 async function startCluster(flags: string[], t: TestContext): Promise<Cluster> {
-  const srv = await startCliServer(['--workers', '2', ...flags], t, 30_000);
+  // The primary starts, then its workers start together: two startups in a row.
+  const srv = await startCliServer(['--workers', '2', ...flags], t, 2 * budget.startMs);
   const c = trackWorkers(srv, t);
   assert.equal(c.workers().size, 2, `two workers ready: ${srv.stdout()}`);
   return c;
@@ -177,7 +184,7 @@ function request(ws: WebSocket, requestID: number, timeoutMs = 5_000): Promise<R
 
 // ---------------------------------------------------------------------------
 
-describe('cluster flags', { concurrency: true, timeout: 60_000 }, () => {
+describe('cluster flags', () => {
   const parse = (args: string[]): ServerCliOptions => {
     const o = parseServerArgs(args);
     assert.notEqual(o, 'help');
@@ -236,19 +243,43 @@ describe('cluster flags', { concurrency: true, timeout: 60_000 }, () => {
     { args: ['--workers', '2', '--local-broadcast', '--max-restarts', '-1'], mentions: ['--max-restarts must be an integer ≥ 0, got "-1"'] },
     { args: ['--workers', '2', '--local-broadcast', '--restart-period', '-5'], mentions: ['--restart-period must be a positive integer, got "-5"'] },
   ];
+  /** What the CLI prints and exits with for `args` (in-process: parseServerArgs, then usageExit as main.ts does). */
+  const usageOf = (args: string[]): { exitCode: number; stderr: string } => {
+    let thrown: unknown;
+    try {
+      parseServerArgs(args);
+    } catch (err) {
+      thrown = err;
+    }
+    assert.ok(thrown instanceof UsageError, `a UsageError for ${args.join(' ')}: ${String(thrown)}`);
+    const exit = usageExit(thrown, ['server', ...args]);
+    assert.ok(exit !== null);
+    return exit;
+  };
+  const namesTheProblem = (stderr: string, mentions: string[]): void => {
+    for (const m of mentions) assert.ok(stderr.includes(m), `stderr names ${m}: ${stderr}`);
+    assert.match(stderr, /^ws-supervisor: /);
+    assert.match(stderr, /Run 'ws-supervisor server --help' for the flags\.\n$/);
+    assert.doesNotMatch(stderr, /ambiguous|\n\s+at /, 'no parseArgs wording, no stack trace');
+    assert.ok(!stderr.includes('s3cr3t'), 'a password in the URL is masked in the message');
+  };
   for (const { args, mentions } of bad) {
-    test(`server ${args.join(' ')} exits 2 naming the problem`, { timeout: 20_000 }, async () => {
-      assert.throws(() => parseServerArgs(args), UsageError);
-      const r = await runCli(['server', ...args]);
-      assert.equal(r.timedOut, false, 'the CLI must not start serving');
-      assert.equal(r.code, 2, `exit code (stderr: ${r.stderr})`);
-      for (const m of mentions) assert.ok(r.stderr.includes(m), `stderr names ${m}: ${r.stderr}`);
-      assert.match(r.stderr, /^ws-supervisor: /);
-      assert.doesNotMatch(r.stdout, /listening|ready/);
-      assert.doesNotMatch(r.stderr, /ambiguous|\n\s+at /, 'no parseArgs wording, no stack trace');
-      assert.ok(!r.stderr.includes('s3cr3t'), 'a password in the URL is masked in the message');
+    test(`server ${args.join(' ')} exits 2 naming the problem`, () => {
+      const { exitCode, stderr } = usageOf(args);
+      assert.equal(exitCode, 2);
+      namesTheProblem(stderr, mentions);
     });
   }
+
+  test('as the CLI: a bad cluster flag exits 2 with that message, before anything starts', { timeout: budget.scaled(20_000) }, async () => {
+    const args = ['--workers', '2', '--redis', 'redis://:s3cr3t@127.0.0.1:6379/notadb'];
+    const r = await runCli(['server', ...args]);
+    assert.equal(r.timedOut, false, 'the CLI must not start serving');
+    assert.equal(r.code, 2, `exit code (stderr: ${r.stderr})`);
+    assert.equal(r.stderr, usageOf(args).stderr, 'exactly what usageExit says, nothing else');
+    namesTheProblem(r.stderr, ['--redis', 'redis://:***@127.0.0.1:6379/notadb']);
+    assert.doesNotMatch(r.stdout, /listening|ready/);
+  });
 
   test('D7: the CLI and createRedisAdapter accept and refuse the same URLs (one parser)', () => {
     const accepted = [
@@ -291,19 +322,19 @@ describe('cluster flags', { concurrency: true, timeout: 60_000 }, () => {
     assert.equal((parseServerArgs(['--workers', '2', '--redis-env', 'R'], { R: 'redis://h' }) as ServerCliOptions).workers, 2, 'counts as --redis for --workers');
   });
 
-  test('server --help lists the cluster flags', { timeout: 20_000 }, async () => {
-    const r = await runCli(['server', '--help']);
-    assert.equal(r.code, 0, r.stderr);
+  test('server --help lists the cluster flags', () => {
+    // `server --help` prints USAGE (test/cli/server.test.ts runs it as the CLI).
+    assert.equal(parseServerArgs(['--help']), 'help');
     for (const flag of ['--redis URL', '--workers N', '--local-broadcast', '--max-restarts N', '--restart-period SECONDS']) {
-      assert.ok(r.stdout.includes(flag), `--help lists ${flag}`);
+      assert.ok(USAGE.includes(flag), `--help lists ${flag}`);
     }
   });
 });
 
 // ---------------------------------------------------------------------------
 
-describe('cluster: --workers 2', { timeout: 180_000 }, () => {
-  test('both workers serve HTTP and WebSockets; X-Worker, the worker label and the logs say which', { timeout: 60_000 }, async (t) => {
+describe('cluster: --workers 2', { timeout: budget.scaled(180_000) }, () => {
+  test('both workers serve HTTP and WebSockets; X-Worker, the worker label and the logs say which', { timeout: budget.scaled(60_000) }, async (t) => {
     const srv = await startCluster(['--local-broadcast', '--log-level', 'debug'], t);
     assert.match(srv.stderr(), /warning: --local-broadcast/);
     assert.match(srv.stdout(), /listening on http:\/\/127\.0\.0\.1:\d+\/ \(WebSocket ws:\/\/127\.0\.0\.1:\d+\/server\), 2 workers/);
@@ -330,7 +361,7 @@ describe('cluster: --workers 2', { timeout: 180_000 }, () => {
     assert.deepEqual([...slots].sort(), [1, 2], 'connection logs from both workers');
   });
 
-  test('a SIGKILLed worker is restarted and serves again; the other worker\'s clients are untouched', { timeout: 60_000 }, async (t) => {
+  test('a SIGKILLed worker is restarted and serves again; the other worker\'s clients are untouched', { timeout: budget.scaled(60_000) }, async (t) => {
     const srv = await startCluster(['--local-broadcast'], t);
     const clients = await openClients(srv.wsUrl, 4, t);
     const closes = clients.map((ws) => closeOf(ws));
@@ -362,7 +393,7 @@ describe('cluster: --workers 2', { timeout: 180_000 }, () => {
     assert.equal(srv.child.exitCode, null, 'the primary is still running');
   });
 
-  test('both workers SIGKILLed at once come back on the same port (--address :0)', { timeout: 60_000 }, async (t) => {
+  test('both workers SIGKILLed at once come back on the same port (--address :0)', { timeout: budget.scaled(60_000) }, async (t) => {
     const srv = await startCluster(['--local-broadcast'], t);
     const [one, two] = [srv.workers().get(1)!, srv.workers().get(2)!];
     process.kill(one, 'SIGKILL');
@@ -377,7 +408,7 @@ describe('cluster: --workers 2', { timeout: 180_000 }, () => {
     assert.equal(srv.child.exitCode, null, 'the primary is still running');
   });
 
-  test('exceeding the restart intensity drains the other workers and exits 1', { timeout: 60_000 }, async (t) => {
+  test('exceeding the restart intensity drains the other workers and exits 1', { timeout: budget.scaled(60_000) }, async (t) => {
     const srv = await startCluster(['--local-broadcast', '--max-restarts', '1', '--restart-period', '60', '--close-timeout', '1000'], t);
     const first = srv.workers().get(1)!;
     const other = srv.workers().get(2)!;
@@ -387,7 +418,7 @@ describe('cluster: --workers 2', { timeout: 180_000 }, () => {
     const closes = clients.map((ws) => closeOf(ws));
     process.kill(second, 'SIGKILL');
 
-    const exit = await Promise.race([srv.exited, delay(20_000).then(() => null)]);
+    const exit = await within(srv.exited, budget.scaled(20_000));
     assert.deepEqual(exit, { code: 1, signal: null }, `primary exit\n${srv.stderr()}`);
     assert.match(srv.stderr(), new RegExp(`worker 1 \\(pid ${second}\\) was killed by SIGKILL: 2 crashes within 60 s exceed the restart intensity \\(--max-restarts 1 within --restart-period 60\\)`));
     assert.match(srv.stdout(), /\[worker 2\]: primary asked: draining \d+ connection\(s\)/);
@@ -399,7 +430,7 @@ describe('cluster: --workers 2', { timeout: 180_000 }, () => {
   });
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    test(`${signal} to the primary drains every worker (1001 to all clients) and exits 0`, { timeout: 60_000 }, async (t) => {
+    test(`${signal} to the primary drains every worker (1001 to all clients) and exits 0`, { timeout: budget.scaled(60_000) }, async (t) => {
       const srv = await startCluster(['--local-broadcast', '--close-timeout', '1500'], t);
       const pids = [...srv.workers().values()];
       const clients = await openClients(srv.wsUrl, 6, t);
@@ -408,7 +439,7 @@ describe('cluster: --workers 2', { timeout: 180_000 }, () => {
       const closes = clients.map((ws) => closeOf(ws));
       const sentAt = Date.now();
       srv.child.kill(signal);
-      const exit = await Promise.race([srv.exited, delay(20_000).then(() => null)]);
+      const exit = await within(srv.exited, budget.scaled(20_000));
       const elapsed = Date.now() - sentAt;
       assert.deepEqual(exit, { code: 0, signal: null }, `primary exit\n${srv.stdout()}\n${srv.stderr()}`);
       for (const c of await Promise.all(closes)) assert.equal(c.code, 1001);
@@ -420,14 +451,14 @@ describe('cluster: --workers 2', { timeout: 180_000 }, () => {
       }
       assert.match(out, /ws-supervisor: all workers drained, bye/);
       console.log(`${signal}: cluster drained and exited after ${elapsed} ms`);
-      assert.ok(elapsed < 1500 + 5_000, `bounded (${elapsed} ms)`);
+      assert.ok(elapsed < 1500 + budget.scaled(5_000), `bounded (${elapsed} ms)`);
       await allGone(pids);
     });
   }
 
-  test('a worker that cannot start (address in use) stops the cluster with exit 1', { timeout: 60_000 }, async (t) => {
+  test('a worker that cannot start (address in use) stops the cluster with exit 1', { timeout: budget.scaled(60_000) }, async (t) => {
     const taken = await startCliServer([], t);
-    const r = await runCli(['server', '--address', `127.0.0.1:${taken.port}`, '--workers', '2', '--local-broadcast'], 30_000);
+    const r = await runCli(['server', '--address', `127.0.0.1:${taken.port}`, '--workers', '2', '--local-broadcast'], 2 * budget.startMs);
     assert.equal(r.timedOut, false);
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /cannot listen: .*EADDRINUSE/);
@@ -436,7 +467,7 @@ describe('cluster: --workers 2', { timeout: 180_000 }, () => {
     assert.doesNotMatch(r.stderr, /restarting/);
   });
 
-  test('--local-broadcast: a broadcast reaches only the sender\'s worker, as documented', { timeout: 60_000 }, async (t) => {
+  test('--local-broadcast: a broadcast reaches only the sender\'s worker, as documented', { timeout: budget.scaled(60_000) }, async (t) => {
     const srv = await startCluster(['--local-broadcast'], t);
     const clients = await openClients(srv.wsUrl, 6, t);
     const perWorker = await connectionsPerWorker(srv.base);
@@ -458,8 +489,8 @@ describe('cluster: --workers 2', { timeout: 180_000 }, () => {
 
 // ---------------------------------------------------------------------------
 
-describe('cluster: --workers 2 --redis', { timeout: 120_000 }, () => {
-  test('a broadcast reaches the clients on both workers, exactly once', { timeout: 60_000 }, async (t) => {
+describe('cluster: --workers 2 --redis', { timeout: budget.scaled(120_000) }, () => {
+  test('a broadcast reaches the clients on both workers, exactly once', { timeout: budget.scaled(60_000) }, async (t) => {
     const redis = await startRedis(t);
     if (!redis) return;
     const srv = await startCluster(['--redis', redis.url], t);
@@ -477,7 +508,7 @@ describe('cluster: --workers 2 --redis', { timeout: 120_000 }, () => {
     }
   });
 
-  test('a restarted worker rejoins the fan-out', { timeout: 60_000 }, async (t) => {
+  test('a restarted worker rejoins the fan-out', { timeout: budget.scaled(60_000) }, async (t) => {
     const redis = await startRedis(t);
     if (!redis) return;
     const srv = await startCluster(['--redis', redis.url], t);

@@ -6,8 +6,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startCliServer } from '../helpers/cli.ts';
+import { budgets, startCliServer } from '../helpers/cli.ts';
 import { waitFor } from '../helpers/server.ts';
+
+/** Measured once, before the tests are declared: their timeouts scale with this machine's speed now (test/helpers/cli.ts). */
+const budget = await budgets();
 
 interface LogLine {
   level: number;
@@ -30,7 +33,7 @@ function logLines(stdout: string): LogLine[] {
     .map((l) => JSON.parse(l) as LogLine);
 }
 
-test('--log-level debug: transitions at debug, a clean close at info, a heartbeat timeout at warn; each line carries the connection id', { timeout: 20_000 }, async (t) => {
+test('--log-level debug: transitions at debug, a clean close at info, a heartbeat timeout at warn; each line carries the connection id', { timeout: budget.scaled(20_000) }, async (t) => {
   const server = await startCliServer(['--log-level', 'debug', '--ping-interval', '150', '--pong-timeout', '150'], t);
   const good = new WebSocket(server.wsUrl);
   await new Promise((r) => good.once('open', r));
@@ -64,7 +67,7 @@ test('--log-level debug: transitions at debug, a clean close at info, a heartbea
   assert.equal(clean?.code, 1000);
 });
 
-test('--log-level info: no transition lines; --log-level silent: no log lines at all', { timeout: 20_000 }, async (t) => {
+test('--log-level info: no transition lines; --log-level silent: no log lines at all', { timeout: budget.scaled(20_000) }, async (t) => {
   for (const level of ['info', 'silent']) {
     const server = await startCliServer(['--log-level', level, '--ping-interval', '100'], t);
     const ws = new WebSocket(server.wsUrl);

@@ -11,8 +11,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
-import { closeOf, delay, openClient } from '../helpers/server.ts';
+import { closeOf, delay, openClient, within } from '../helpers/server.ts';
+import { parseCommand, usageExit, SERVER_USAGE } from '../../src/cli/args.ts';
 import {
+  budgets,
   httpGet,
   metric,
   metricsOf,
@@ -23,6 +25,22 @@ import {
   upgradeStatus,
   type CliServer,
 } from '../helpers/cli.ts';
+
+/** Measured once, before the tests are declared: their timeouts and margins scale with this machine's speed now. */
+const budget = await budgets();
+
+/** What the CLI prints and exits with for argv, in-process: main.ts's parseCommand, parseServerArgs, usageExit. */
+function usageOf(argv: string[]): { exitCode: number; stderr: string } {
+  let thrown: unknown;
+  try {
+    parseCommand(argv, {});
+  } catch (err) {
+    thrown = err;
+  }
+  const exit = usageExit(thrown, argv);
+  assert.ok(exit !== null, `a usage error for ${argv.join(' ')}: ${String(thrown)}`);
+  return exit;
+}
 
 /** Collects every message a `ws` client receives, in order (no message can slip between two awaits). */
 class Inbox {
@@ -89,7 +107,68 @@ function closeAll(clients: Iterable<WebSocket>): void {
 
 // ---------------------------------------------------------------------------
 
-describe('CLI protocol (R13–R15)', { timeout: 60_000 }, () => {
+// In-process: parse errors need no server, and ~30 CLI processes started at
+// once for them failed on a busy 2-core machine (docs/testing.md). One bad
+// flag, an unknown command and --help run as the CLI: one per exit path of main.ts.
+describe('CLI flags', () => {
+  const bad: Array<{ args: string[]; mentions: string[] }> = [
+    { args: ['server', '--ping-interval', 'abc'], mentions: ['--ping-interval', 'abc'] },
+    { args: ['server', '--ping-interval', '0'], mentions: ['--ping-interval', '"0"'] },
+    { args: ['server', '--ping-interval', '2147483648'], mentions: ['--ping-interval must be at most 2147483647, got 2147483648'] },
+    { args: ['server', '--close-timeout', '99999999999'], mentions: ['--close-timeout must be at most 2147483647'] },
+    { args: ['server', '--address', 'nope'], mentions: ['--address', 'nope'] },
+    { args: ['server', '--address', '127.0.0.1:70000'], mentions: ['--address', '70000'] },
+    { args: ['server', '--www', '/nonexistent'], mentions: ['--www', '/nonexistent'] },
+    { args: ['server', '--allowed-origins', 'app.example'], mentions: ['--allowed-origins', 'app.example'] },
+    { args: ['server', '--bogus'], mentions: ['--bogus'] },
+    { args: ['serve'], mentions: ['unknown command', 'serve'] },
+  ];
+  for (const { args, mentions } of bad) {
+    test(`${args.join(' ')} exits 2 naming the problem`, () => {
+      const exit = usageOf(args);
+      assert.equal(exit.exitCode, 2);
+      for (const m of mentions) assert.ok(exit.stderr.includes(m), `stderr names ${m}: ${exit.stderr}`);
+      assert.match(exit.stderr, args[0] === 'server' ? /^ws-supervisor: [^\n]+\nRun 'ws-supervisor server --help' for the flags\.\n$/ : /^ws-supervisor: [^\n]+\nRun 'ws-supervisor --help' for the flags\.\n$/);
+    });
+  }
+
+  for (const args of [['server', '--ping-interval', '0'], ['serve']]) {
+    test(`as the CLI: ${args.join(' ')} exits 2 with exactly that message`, { timeout: budget.scaled(20_000) }, async () => {
+      const r = await runCli(args);
+      assert.equal(r.timedOut, false, 'the CLI must not start serving');
+      assert.equal(r.code, 2, `exit code (stderr: ${r.stderr})`);
+      assert.equal(r.stderr, usageOf(args).stderr);
+      assert.doesNotMatch(r.stdout, /listening/);
+    });
+  }
+
+  test('server --help exits 0 and lists every flag', { timeout: budget.scaled(20_000) }, async () => {
+    const r = await runCli(['server', '--help']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, SERVER_USAGE);
+    for (const flag of [
+      '--address',
+      '--path',
+      '--www',
+      '--ping-interval',
+      '--pong-timeout',
+      '--write-timeout',
+      '--close-timeout',
+      '--max-payload',
+      '--send-queue',
+      '--max-connections',
+      '--allowed-origins',
+      '--help',
+    ]) {
+      assert.ok(r.stdout.includes(flag), `--help lists ${flag}`);
+    }
+    assert.doesNotMatch(r.stdout, /listening/);
+  });
+});
+
+// ---------------------------------------------------------------------------
+
+describe('CLI protocol (R13–R15)', { timeout: budget.scaled(60_000) }, () => {
   let srv: CliServer;
   const clients: WebSocket[] = [];
   const open = async (): Promise<Inbox> => {
@@ -105,7 +184,7 @@ describe('CLI protocol (R13–R15)', { timeout: 60_000 }, () => {
     srv?.kill();
   });
 
-  test('a request gets its reply (R13, R14)', { timeout: 10_000 }, async () => {
+  test('a request gets its reply (R13, R14)', { timeout: budget.scaled(10_000) }, async () => {
     const a = await open();
     a.ws.send('{"requestID":1,"command":"hello","someOtherThing":"x"}');
     const [reply] = await a.atLeast(1);
@@ -113,7 +192,7 @@ describe('CLI protocol (R13–R15)', { timeout: 60_000 }, () => {
     a.ws.close(1000);
   });
 
-  test('field names are matched case-insensitively (R13)', { timeout: 10_000 }, async () => {
+  test('field names are matched case-insensitively (R13)', { timeout: budget.scaled(10_000) }, async () => {
     const a = await open();
     a.ws.send('{"RequestID":2,"Command":"Pause downloader","SomeOtherThing":"urgent"}');
     const reply = await a.reply(2);
@@ -121,7 +200,7 @@ describe('CLI protocol (R13–R15)', { timeout: 60_000 }, () => {
     a.ws.close(1000);
   });
 
-  test('broadcast: the sender gets its reply before the push; all three get the push', { timeout: 10_000 }, async () => {
+  test('broadcast: the sender gets its reply before the push; all three get the push', { timeout: budget.scaled(10_000) }, async () => {
     const [a, b, c] = [await open(), await open(), await open()];
     a.ws.send('{"requestID":3,"command":"broadcast","someOtherThing":"to everyone"}');
     const [first, second] = await a.atLeast(2);
@@ -146,7 +225,7 @@ describe('CLI protocol (R13–R15)', { timeout: 60_000 }, () => {
     ['a fractional requestID', '{"requestID":1.5}'],
   ];
   for (const [name, input] of badInputs) {
-    test(`${name} gets an error reply and the connection stays usable (R15)`, { timeout: 10_000 }, async () => {
+    test(`${name} gets an error reply and the connection stays usable (R15)`, { timeout: budget.scaled(10_000) }, async () => {
       const a = await open();
       a.ws.send(input);
       const [raw] = await a.atLeast(1);
@@ -162,7 +241,7 @@ describe('CLI protocol (R13–R15)', { timeout: 60_000 }, () => {
     });
   }
 
-  test('a binary frame gets an error reply and the connection stays usable (R15)', { timeout: 10_000 }, async () => {
+  test('a binary frame gets an error reply and the connection stays usable (R15)', { timeout: budget.scaled(10_000) }, async () => {
     const a = await open();
     a.ws.send(Buffer.from('{"requestID":5,"command":"hello"}'), { binary: true });
     const [raw] = await a.atLeast(1);
@@ -178,14 +257,14 @@ describe('CLI protocol (R13–R15)', { timeout: 60_000 }, () => {
 
 // ---------------------------------------------------------------------------
 
-describe('CLI close codes and HTTP endpoints', { timeout: 60_000 }, () => {
+describe('CLI close codes and HTTP endpoints', { timeout: budget.scaled(60_000) }, () => {
   let srv: CliServer;
   before(async () => {
     srv = await startCliServer(['--max-payload', '1024']);
   });
   after(() => srv?.kill());
 
-  test('a text frame that is not UTF-8 closes 1007 (R15)', { timeout: 10_000 }, async (t) => {
+  test('a text frame that is not UTF-8 closes 1007 (R15)', { timeout: budget.scaled(10_000) }, async (t) => {
     const raw = await RawWsClient.connect(srv.port);
     t.after(() => raw.destroy());
     raw.send(OP.TEXT, Buffer.from([0xff, 0xfe]));
@@ -193,7 +272,7 @@ describe('CLI close codes and HTTP endpoints', { timeout: 60_000 }, () => {
     await raw.ended;
   });
 
-  test('a message over --max-payload closes 1009 (R15, R21)', { timeout: 10_000 }, async (t) => {
+  test('a message over --max-payload closes 1009 (R15, R21)', { timeout: budget.scaled(10_000) }, async (t) => {
     const ws = await openClient(srv.wsUrl);
     t.after(() => ws.terminate());
     ws.on('error', () => undefined);
@@ -202,7 +281,7 @@ describe('CLI close codes and HTTP endpoints', { timeout: 60_000 }, () => {
     assert.equal((await closed).code, 1009);
   });
 
-  test('a message at --max-payload is fine', { timeout: 10_000 }, async (t) => {
+  test('a message at --max-payload is fine', { timeout: budget.scaled(10_000) }, async (t) => {
     const a = await client(srv.wsUrl);
     t.after(() => a.ws.terminate());
     const head = '{"requestID":9,"command":"x","someOtherThing":"';
@@ -213,7 +292,7 @@ describe('CLI close codes and HTTP endpoints', { timeout: 60_000 }, () => {
     a.ws.close(1000);
   });
 
-  test('an unmasked client frame closes 1002 (R15)', { timeout: 10_000 }, async (t) => {
+  test('an unmasked client frame closes 1002 (R15)', { timeout: budget.scaled(10_000) }, async (t) => {
     const raw = await RawWsClient.connect(srv.port);
     t.after(() => raw.destroy());
     raw.send(OP.TEXT, '{"requestID":1}', { mask: false });
@@ -221,19 +300,19 @@ describe('CLI close codes and HTTP endpoints', { timeout: 60_000 }, () => {
     await raw.ended;
   });
 
-  test('a plain GET on /server is 426 with Upgrade: websocket', { timeout: 10_000 }, async () => {
+  test('a plain GET on /server is 426 with Upgrade: websocket', { timeout: budget.scaled(10_000) }, async () => {
     const r = await httpGet(`${srv.base}/server`);
     assert.equal(r.status, 426);
     assert.equal(r.headers.upgrade?.toLowerCase(), 'websocket');
   });
 
-  test('GET /healthz is 200 ok', { timeout: 10_000 }, async () => {
+  test('GET /healthz is 200 ok', { timeout: budget.scaled(10_000) }, async () => {
     const r = await httpGet(`${srv.base}/healthz`);
     assert.equal(r.status, 200);
     assert.equal(r.body.trim(), 'ok');
   });
 
-  test('GET / serves the HTML demo client', { timeout: 10_000 }, async () => {
+  test('GET / serves the HTML demo client', { timeout: budget.scaled(10_000) }, async () => {
     const r = await httpGet(`${srv.base}/`);
     assert.equal(r.status, 200);
     assert.match(String(r.headers['content-type']), /text\/html/);
@@ -246,12 +325,12 @@ describe('CLI close codes and HTTP endpoints', { timeout: 60_000 }, () => {
     assert.match(String(bundle.headers['content-type']), /javascript/);
   });
 
-  test('GET /nope is 404', { timeout: 10_000 }, async () => {
+  test('GET /nope is 404', { timeout: budget.scaled(10_000) }, async () => {
     const r = await httpGet(`${srv.base}/nope`);
     assert.equal(r.status, 404);
   });
 
-  test('GET /metrics counts connections and closes by code', { timeout: 10_000 }, async () => {
+  test('GET /metrics counts connections and closes by code', { timeout: budget.scaled(10_000) }, async () => {
     const before = await metricsOf(srv.base);
     assert.match(before, /ws_supervisor_connections /);
     const n0 = metric(before, 'ws_supervisor_closes_total', { code: '1000' });
@@ -284,15 +363,15 @@ describe('CLI close codes and HTTP endpoints', { timeout: 60_000 }, () => {
 
 // ---------------------------------------------------------------------------
 
-describe('CLI origins (R19)', { concurrency: true, timeout: 60_000 }, () => {
-  test('default: same-origin and no-Origin accepted, cross-origin 403', { timeout: 20_000 }, async (t) => {
+describe('CLI origins (R19)', { concurrency: true, timeout: budget.scaled(60_000) }, () => {
+  test('default: same-origin and no-Origin accepted, cross-origin 403', { timeout: budget.scaled(20_000) }, async (t) => {
     const srv = await startCliServer([], t);
     assert.equal((await upgradeStatus(srv.wsUrl, { origin: 'http://evil.example' })).status, 403);
     assert.equal((await upgradeStatus(srv.wsUrl, { origin: `http://127.0.0.1:${srv.port}` })).status, 101);
     assert.equal((await upgradeStatus(srv.wsUrl)).status, 101);
   });
 
-  test('--allowed-origins replaces the same-origin rule', { timeout: 20_000 }, async (t) => {
+  test('--allowed-origins replaces the same-origin rule', { timeout: budget.scaled(20_000) }, async (t) => {
     const srv = await startCliServer(['--allowed-origins', 'http://evil.example'], t);
     assert.equal((await upgradeStatus(srv.wsUrl, { origin: 'http://evil.example' })).status, 101);
     assert.equal((await upgradeStatus(srv.wsUrl, { origin: `http://127.0.0.1:${srv.port}` })).status, 403);
@@ -300,7 +379,7 @@ describe('CLI origins (R19)', { concurrency: true, timeout: 60_000 }, () => {
     assert.equal((await upgradeStatus(srv.wsUrl)).status, 101, 'non-browser clients (no Origin) still accepted');
   });
 
-  test("--allowed-origins '*' accepts any origin", { timeout: 20_000 }, async (t) => {
+  test("--allowed-origins '*' accepts any origin", { timeout: budget.scaled(20_000) }, async (t) => {
     const srv = await startCliServer(['--allowed-origins', '*'], t);
     for (const origin of ['http://evil.example', 'https://anything.test:8443', `http://127.0.0.1:${srv.port}`]) {
       assert.equal((await upgradeStatus(srv.wsUrl, { origin })).status, 101, origin);
@@ -310,8 +389,8 @@ describe('CLI origins (R19)', { concurrency: true, timeout: 60_000 }, () => {
 
 // ---------------------------------------------------------------------------
 
-describe('CLI limits, path and address', { concurrency: true, timeout: 60_000 }, () => {
-  test('--max-connections 2: a third upgrade gets 503, a freed slot is reusable (R21)', { timeout: 20_000 }, async (t) => {
+describe('CLI limits, path and address', { concurrency: true, timeout: budget.scaled(60_000) }, () => {
+  test('--max-connections 2: a third upgrade gets 503, a freed slot is reusable (R21)', { timeout: budget.scaled(20_000) }, async (t) => {
     const srv = await startCliServer(['--max-connections', '2'], t);
     const [a, b] = [await openClient(srv.wsUrl), await openClient(srv.wsUrl)];
     t.after(() => closeAll([a, b]));
@@ -327,7 +406,7 @@ describe('CLI limits, path and address', { concurrency: true, timeout: 60_000 },
     assert.equal(status, 101);
   });
 
-  test('--path /ws moves the endpoint; other paths get 404 (R21)', { timeout: 20_000 }, async (t) => {
+  test('--path /ws moves the endpoint; other paths get 404 (R21)', { timeout: budget.scaled(20_000) }, async (t) => {
     const srv = await startCliServer(['--path', '/ws'], t);
     assert.match(srv.stdout(), new RegExp(`WebSocket ws://127\\.0\\.0\\.1:${srv.port}/ws\\)`));
     const a = await client(`ws://127.0.0.1:${srv.port}/ws`);
@@ -338,7 +417,7 @@ describe('CLI limits, path and address', { concurrency: true, timeout: 60_000 },
     assert.equal((await httpGet(`${srv.base}/ws`)).status, 426);
   });
 
-  test('an address already in use exits 1 with a clear message', { timeout: 20_000 }, async (t) => {
+  test('an address already in use exits 1 with a clear message', { timeout: budget.scaled(20_000) }, async (t) => {
     const srv = await startCliServer([], t);
     const r = await runCli(['server', '--address', `127.0.0.1:${srv.port}`]);
     assert.equal(r.timedOut, false);
@@ -350,9 +429,9 @@ describe('CLI limits, path and address', { concurrency: true, timeout: 60_000 },
 
 // ---------------------------------------------------------------------------
 
-describe('CLI drain on signal (R18)', { concurrency: true, timeout: 60_000 }, () => {
+describe('CLI drain on signal (R18)', { concurrency: true, timeout: budget.scaled(60_000) }, () => {
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    test(`${signal}: 1001 to all, 503 while draining, exit 0 within the close timeout`, { timeout: 20_000 }, async (t) => {
+    test(`${signal}: 1001 to all, 503 while draining, exit 0 within the close timeout`, { timeout: budget.scaled(20_000) }, async (t) => {
       const closeTimeout = 1500;
       const srv = await startCliServer(['--close-timeout', String(closeTimeout)], t);
       const clients = await Promise.all([1, 2, 3, 4, 5].map(() => openClient(srv.wsUrl)));
@@ -380,7 +459,7 @@ describe('CLI drain on signal (R18)', { concurrency: true, timeout: 60_000 }, ()
       console.log(`${signal}: exited ${exit.code} after ${elapsed} ms (close timeout ${closeTimeout} ms)`);
       assert.deepEqual(exit, { code: 0, signal: null });
       assert.ok(elapsed >= closeTimeout - 100, `waited for the straggler (${elapsed} ms)`);
-      assert.ok(elapsed <= closeTimeout + 3_000, `bounded by the close timeout (${elapsed} ms)`);
+      assert.ok(elapsed <= closeTimeout + budget.scaled(3_000), `bounded by the close timeout (${elapsed} ms)`);
       assert.match(srv.stdout(), /drained, bye/);
       await straggler.ended;
     });
@@ -389,8 +468,8 @@ describe('CLI drain on signal (R18)', { concurrency: true, timeout: 60_000 }, ()
 
 // ---------------------------------------------------------------------------
 
-describe('CLI heartbeat (R4–R6)', { concurrency: true, timeout: 60_000 }, () => {
-  test('--ping-interval/--pong-timeout: a peer that never pongs is cut off (R4, R6, R17)', { timeout: 20_000 }, async (t) => {
+describe('CLI heartbeat (R4–R6)', { concurrency: true, timeout: budget.scaled(60_000) }, () => {
+  test('--ping-interval/--pong-timeout: a peer that never pongs is cut off (R4, R6, R17)', { timeout: budget.scaled(20_000) }, async (t) => {
     const srv = await startCliServer(['--ping-interval', '200', '--pong-timeout', '200'], t);
     const ws = await openClient(srv.wsUrl, { autoPong: false });
     t.after(() => ws.terminate());
@@ -401,7 +480,7 @@ describe('CLI heartbeat (R4–R6)', { concurrency: true, timeout: 60_000 }, () =
     console.log(`heartbeat: silent peer cut off after ${elapsed} ms`);
     assert.equal(code, 1006, 'no close frame: the server terminated the socket');
     // ~400 ms expected (ping after 200, pong timeout 200); the margin absorbs a loaded CI machine.
-    assert.ok(elapsed < 2_000, `cut off after ${elapsed} ms (ping 200 + pong timeout 200)`);
+    assert.ok(elapsed < budget.scaled(2_000), `cut off after ${elapsed} ms (ping 200 + pong timeout 200)`);
     let text = '';
     const deadline = Date.now() + 3_000;
     do {
@@ -414,7 +493,7 @@ describe('CLI heartbeat (R4–R6)', { concurrency: true, timeout: 60_000 }, () =
     assert.equal(metric(text, 'ws_supervisor_connections'), 0);
   });
 
-  test('a live client that pongs is kept (R4, R5)', { timeout: 20_000 }, async (t) => {
+  test('a live client that pongs is kept (R4, R5)', { timeout: budget.scaled(20_000) }, async (t) => {
     // A generous pong timeout: this checks that answered pings keep a connection, not how fast the runner is.
     const srv = await startCliServer(['--ping-interval', '100', '--pong-timeout', '1000'], t);
     const a = await client(srv.wsUrl);
@@ -433,8 +512,8 @@ describe('CLI heartbeat (R4–R6)', { concurrency: true, timeout: 60_000 }, () =
 });
 
 // Alone, not concurrently with the heartbeat tests: it loads the machine on purpose.
-describe('CLI slow consumer (R9, R11)', { timeout: 90_000 }, () => {
-  test('--send-queue 4: a client that never reads is closed 1008, the others carry on (R9, R11)', { timeout: 60_000 }, async (t) => {
+describe('CLI slow consumer (R9, R11)', { timeout: budget.scaled(90_000) }, () => {
+  test('--send-queue 4: a client that never reads is closed 1008, the others carry on (R9, R11)', { timeout: budget.scaled(60_000) }, async (t) => {
     const srv = await startCliServer(['--send-queue', '4', '--close-timeout', '200'], t);
     const slow = await RawWsClient.connect(srv.port);
     t.after(() => slow.destroy());
@@ -485,6 +564,6 @@ describe('CLI slow consumer (R9, R11)', { timeout: 90_000 }, () => {
     assert.equal(bPushes, id + 1, 'the reading client got every broadcast, none lost to the slow one (R11)');
     // The slow peer's socket is gone: once it reads again it sees the end.
     slow.socket.resume();
-    await Promise.race([slow.ended, delay(10_000).then(() => assert.fail('slow peer never saw its connection end'))]);
+    assert.notEqual(await within(slow.ended.then(() => 'ended'), budget.scaled(10_000)), null, 'slow peer never saw its connection end');
   });
 });

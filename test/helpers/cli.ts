@@ -7,11 +7,17 @@
  *
  * Loopback only. Every spawned process is tracked and SIGKILLed at the latest
  * when the test process exits.
+ *
+ * Built for a busy 2-core laptop (docs/testing.md): at most one process per
+ * core is *starting* at any moment (the rest wait for a slot), and the time a
+ * process is given to start is derived from a startup measured on this
+ * machine, now, rather than a constant.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 
@@ -22,6 +28,119 @@ const live = new Set<ChildProcessWithoutNullStreams>();
 process.on('exit', () => {
   for (const child of live) child.kill('SIGKILL');
 });
+
+// ---------------------------------------------------------------------------
+// How many processes start at once, and how long they may take
+
+/**
+ * Processes allowed to be starting at the same time: one per core. 29 CLI
+ * processes started at once on 2 cores took 14–19 s each (0.55 s alone), so a
+ * suite that starts them unbounded fails on a busy laptop. node --test runs the
+ * files one after another (scripts/run-tests.mjs: --test-concurrency=1), so a
+ * bound per test process bounds the whole suite.
+ */
+export const START_SLOTS = Math.max(1, availableParallelism());
+
+/** A counting semaphore: `acquire` resolves with a release function once a slot is free. */
+class Slots {
+  #free: number;
+  readonly #waiting: Array<() => void> = [];
+  constructor(n: number) {
+    this.#free = n;
+  }
+  async acquire(): Promise<() => void> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free++;
+    };
+  }
+}
+
+const startSlots = new Slots(START_SLOTS);
+
+/**
+ * Holds a start slot until `child` has started: its first output (the CLI's
+ * first line comes after every import is loaded) or its exit. Use it for any
+ * process a test spawns (CLI, fixture, third-party client).
+ */
+export async function boundedStart<C extends ChildProcess>(start: () => C): Promise<C> {
+  const release = await startSlots.acquire();
+  let child: C;
+  try {
+    child = start();
+  } catch (err) {
+    release();
+    throw err;
+  }
+  child.stdout?.once('data', release);
+  child.stderr?.once('data', release);
+  child.once('close', release);
+  child.once('error', release);
+  return child;
+}
+
+/** What a startup took on an idle 2-core machine (measured: 0.55 s): the reference for `slowdown`. */
+const IDLE_STARTUP_MS = 600;
+/**
+ * The least time a process is given to start. A budget exists to end a test
+ * that hangs, not to measure speed: generous, so that only a real hang ends it.
+ */
+const START_FLOOR_MS = 15_000;
+/** A start may take this many measured startups: up to START_SLOTS start together, on a machine that is busy with more. */
+const STARTUPS_PER_START = 12;
+
+export interface Budgets {
+  /** One `node --import tsx src/cli/main.ts --help` on this machine, measured when first asked for (ms). */
+  startupMs: number;
+  /** measured startup / idle reference, at least 1: how much slower than an idle machine this one is now. */
+  slowdown: number;
+  /** How long a spawned CLI may take to print its first line or exit (ms). */
+  startMs: number;
+  /** `ms` of an idle machine, scaled by the slowdown: for test timeouts and timing margins. */
+  scaled(ms: number): number;
+}
+
+let measured: Promise<Budgets> | undefined;
+
+/**
+ * Budgets derived from one CLI startup measured now (memoised per test
+ * process). Test files that need them for their own timeouts take them with a
+ * top-level `await budgets()`.
+ */
+export function budgets(): Promise<Budgets> {
+  measured ??= (async () => {
+    const release = await startSlots.acquire();
+    const t0 = performance.now();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', '--help'], {
+          cwd: REPO_ROOT,
+          env: { ...process.env, NODE_OPTIONS: '' },
+          stdio: 'ignore',
+        });
+        child.once('error', reject);
+        child.once('close', (code) => (code === 0 ? resolve() : reject(new Error(`ws-supervisor --help exited ${code}`))));
+      });
+    } finally {
+      release();
+    }
+    const startupMs = Math.round(performance.now() - t0);
+    const slowdown = Math.max(1, startupMs / IDLE_STARTUP_MS);
+    return {
+      startupMs,
+      slowdown,
+      startMs: Math.max(START_FLOOR_MS, STARTUPS_PER_START * startupMs),
+      scaled: (ms) => Math.round(ms * slowdown),
+    };
+  })();
+  return measured;
+}
 
 export interface Exit {
   code: number | null;
@@ -41,13 +160,19 @@ export interface CliProcess {
   kill(): void;
 }
 
-/** Spawns `node --import tsx src/cli/main.ts ...args` in the repo root. */
-export function spawnCli(args: string[]): CliProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, NODE_OPTIONS: '' },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+/**
+ * Spawns `node --import tsx src/cli/main.ts ...args` in the repo root, once a
+ * start slot is free (`boundedStart`). `waitForStdout` defaults to the start budget.
+ */
+export async function spawnCli(args: string[]): Promise<CliProcess> {
+  const { startMs } = await budgets();
+  const child = await boundedStart(() =>
+    spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, NODE_OPTIONS: '' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    }),
+  );
   live.add(child);
   let out = '';
   let err = '';
@@ -68,7 +193,7 @@ export function spawnCli(args: string[]): CliProcess {
     stdout: () => out,
     stderr: () => err,
     exited,
-    waitForStdout(text, timeoutMs = 15_000) {
+    waitForStdout(text, timeoutMs = startMs) {
       const match = (): string | null => {
         if (typeof text === 'string') return out.includes(text) ? text : null;
         const m = text.exec(out);
@@ -107,9 +232,10 @@ export function spawnCli(args: string[]): CliProcess {
   };
 }
 
-/** Runs the CLI to completion (SIGKILLed after timeoutMs). */
-export async function runCli(args: string[], timeoutMs = 15_000): Promise<Exit & { stdout: string; stderr: string; timedOut: boolean }> {
-  const p = spawnCli(args);
+/** Runs the CLI to completion (SIGKILLed after timeoutMs, by default the start budget). */
+export async function runCli(args: string[], timeoutMs?: number): Promise<Exit & { stdout: string; stderr: string; timedOut: boolean }> {
+  timeoutMs ??= (await budgets()).startMs;
+  const p = await spawnCli(args);
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -132,14 +258,16 @@ const LISTENING = /ws-supervisor: listening on http:\/\/127\.0\.0\.1:(\d+)\/ /;
 
 /**
  * Spawns `ws-supervisor server --address 127.0.0.1:0 ...flags` and waits for
- * its "listening" line. Pass the test context to have it killed in `t.after`.
+ * its "listening" line (by default for the start budget). Pass the test
+ * context to have it killed in `t.after`.
  */
 export async function startCliServer(
   flags: string[] = [],
   t?: { after(fn: () => void | Promise<void>): void },
-  timeoutMs = 15_000,
+  timeoutMs?: number,
 ): Promise<CliServer> {
-  const p = spawnCli(['server', '--address', '127.0.0.1:0', ...flags]);
+  timeoutMs ??= (await budgets()).startMs;
+  const p = await spawnCli(['server', '--address', '127.0.0.1:0', ...flags]);
   t?.after(() => p.kill());
   try {
     const line = await p.waitForStdout(LISTENING, timeoutMs);

@@ -46,6 +46,8 @@ export interface RedisServer {
   readonly running: boolean;
   /** SIGKILL (a crash: no goodbye to clients); resolves once the process has exited. */
   kill(): Promise<void>;
+  /** Kills it and removes its directory (after the test). */
+  dispose(): Promise<void>;
   /** Starts it again on the same port (empty: persistence is off). */
   restart(): Promise<void>;
   /** SIGSTOP: Redis hangs (connections stay open, nothing is answered), as under a long stall. */
@@ -130,6 +132,18 @@ export async function startRedis(t: TestContext, options: RedisStartOptions = {}
     t.skip(why);
     return null;
   }
+  const server = await spawnRedisServer(binary, extra);
+  t.after(() => server.dispose());
+  return server;
+}
+
+/**
+ * Starts redis-server (`binary`, from findRedisServer) on a free loopback
+ * port, not tied to one test: the caller disposes of it (dispose() also
+ * removes its directory); it dies with the test process at the latest. For a file whose
+ * tests share one server (each test then uses its own key prefix).
+ */
+export async function spawnRedisServer(binary: string, extra: string[] = []): Promise<RedisServer> {
   const dir = mkdtempSync(join(tmpdir(), 'ws-supervisor-redis-'));
   let child: ChildProcess | null = null;
   let port = 0;
@@ -162,6 +176,10 @@ export async function startRedis(t: TestContext, options: RedisStartOptions = {}
       c.kill('SIGKILL');
       await exited(c);
     },
+    async dispose() {
+      await server.kill();
+      rmSync(dir, { recursive: true, force: true });
+    },
     async restart() {
       if (child) throw new Error('redis-server is still running');
       // The port may linger for a moment after a kill; retry briefly.
@@ -176,9 +194,5 @@ export async function startRedis(t: TestContext, options: RedisStartOptions = {}
       }
     },
   };
-  t.after(async () => {
-    await server.kill();
-    rmSync(dir, { recursive: true, force: true });
-  });
   return server;
 }

@@ -72,3 +72,17 @@ export async function waitFor(condition: () => boolean, timeoutMs = 5000, what =
 }
 
 export const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * `p`'s value, or null if it takes longer than `ms`. The timer is cleared as
+ * soon as `p` settles: a pending `delay()` in a race would keep the test process
+ * alive for its whole length after the test is over.
+ */
+export async function within<T>(p: Promise<T>, ms: number): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,10 +1,11 @@
 /**
  * The session store contract (src/adapter/session-store.ts) as a test suite,
- * so that every store runs the same checks: the in-memory store now
- * (test/adapter/session-store.test.ts), the Redis store of issue 12 later.
+ * so that every store runs the same checks: the in-memory store
+ * (test/adapter/session-store.test.ts) and the Redis store
+ * (test/adapter/redis-session-store.test.ts).
  *
  * A store under test is made with small bounds and a clock the suite can move
- * (the memory store takes a fake clock; a Redis store would sleep for real).
+ * (both stores take a fake clock: the Redis store passes it to its scripts).
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -25,6 +26,13 @@ export interface StoreUnderTest {
   advance(ms: number): Promise<void>;
   /** A second store that lost the first one's data (a restart, a flush): a new epoch. */
   restarted(): Promise<SessionStore>;
+  /**
+   * For a store shared by several nodes (Redis): another node's store on the
+   * same data. Such a store's close() releases this node only and leaves the
+   * sessions to the others (ending them would end the cluster's sessions
+   * whenever one node stops); the close test checks that instead.
+   */
+  peer?(): Promise<SessionStore>;
 }
 
 /** The bounds every contract test runs with: small, so that each is reached in a few calls. */
@@ -353,8 +361,8 @@ export function describeSessionStoreContract(name: string, make: (limits: Contra
       assert.equal(await store.end(s.id, 'again'), false);
     });
 
-    test('close: every held message becomes a dead letter (ended)', async () => {
-      const { store, letters } = await setup();
+    test('close: every held message becomes a dead letter (ended); a shared store leaves its sessions to the other nodes', async () => {
+      const { store, letters, peer } = await setup();
       const a = await store.create({ owner: null });
       const b = await store.create({ owner: null });
       await store.append(a.id, text('a'));
@@ -362,9 +370,23 @@ export function describeSessionStoreContract(name: string, make: (limits: Contra
       await store.detach(b.id);
       await store.close();
       await store.close();
+      await assert.rejects(store.create({ owner: null }), /the session store is closed/);
+      if (peer !== undefined) {
+        assert.equal(letters.length, 0, 'one node leaving ends no session');
+        const other = await peer();
+        other.start({ deadLetter: (l) => letters.push(l), logger: null });
+        for (const [s, data] of [[a, 'a'], [b, 'b']] as const) {
+          const rec = await other.get(s.id);
+          assert.equal(rec?.state, 'detached', 'the sessions it held attached are detached: their resume window runs');
+          const replay = await other.readAfter(s.id, 0);
+          assert.ok(replay.ok);
+          assert.deepEqual(datas(replay.messages), [data]);
+        }
+        await other.close();
+        return;
+      }
       assert.deepEqual(letters.map((l) => [l.reason, datas(l.messages)]).sort(), [['ended', ['a']], ['ended', ['b']]]);
       assert.deepEqual(await store.stats(), { sessions: 0, detached: 0, bufferedMessages: 0, bufferedBytes: 0, tombstones: 0 });
-      await assert.rejects(store.create({ owner: null }), /the session store is closed/);
     });
   });
 }

@@ -12,9 +12,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { metric, metricsOf, REPO_ROOT, startCliServer } from '../helpers/cli.ts';
+import { budgets, metric, metricsOf, REPO_ROOT, startCliServer } from '../helpers/cli.ts';
 import { fileExists, requireBinary } from './require-binary.ts';
 import { assertServerHealthy, jsonSummary, runProgram } from './spawn.ts';
+
+/** Measured once, before the tests are declared: their timeouts scale with this machine's speed now (test/helpers/cli.ts). */
+const budget = await budgets();
 
 const GO = process.env.INTEROP_GO ?? '/usr/bin/go';
 const GOPATH = process.env.INTEROP_GOPATH ?? '/usr/share/gocode';
@@ -38,7 +41,7 @@ function buildClient(): Promise<string> {
   built ??= (async () => {
     const binary = join(buildDir, 'client');
     const r = await runProgram(GO, ['build', '-o', binary, SOURCE], {
-      timeoutMs: 120_000,
+      timeoutMs: budget.scaled(120_000),
       cwd: REPO_ROOT,
       env: {
         ...process.env,
@@ -75,7 +78,7 @@ interface GoSummary {
 
 async function runGoClient(t: TestContext, args: string[]): Promise<GoSummary> {
   const binary = await buildClient();
-  const r = await runProgram(binary, args, { timeoutMs: 20_000, signal: t.signal });
+  const r = await runProgram(binary, args, { timeoutMs: budget.scaled(20_000), signal: t.signal });
   assert.equal(r.timedOut, false, `Go client timed out\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
   assert.equal(r.code, 0, `Go client exited ${r.code ?? r.signal}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
   const s = jsonSummary<GoSummary>(r);
@@ -95,7 +98,7 @@ async function metricsWhen(base: string, ok: (text: string) => boolean, timeoutM
 
 const hostOf = (base: string): string => new URL(base).host;
 
-test('go x/net/websocket: the tutorials\' client sends 10 requests on one connection, each reply correlated, then closes 1000', { timeout: 150_000 }, async (t) => {
+test('go x/net/websocket: the articles\' client sends 10 requests on one connection, each reply correlated, then closes 1000', { timeout: budget.scaled(150_000) }, async (t) => {
   if (!requireGo(t)) return;
   await buildClient(); // before the server starts, so a slow first build cannot eat the server's time
   const server = await startCliServer([], t);
@@ -115,7 +118,7 @@ test('go x/net/websocket: the tutorials\' client sends 10 requests on one connec
   assertServerHealthy(server);
 });
 
-test('go x/net/websocket: a cross-origin Origin is refused at the handshake (403)', { timeout: 150_000 }, async (t) => {
+test('go x/net/websocket: a cross-origin Origin is refused at the handshake (403)', { timeout: budget.scaled(150_000) }, async (t) => {
   if (!requireGo(t)) return;
   await buildClient();
   const server = await startCliServer([], t);
@@ -127,7 +130,7 @@ test('go x/net/websocket: a cross-origin Origin is refused at the handshake (403
   assertServerHealthy(server);
 });
 
-test('go x/net/websocket: with a read loop running, the connection survives server pings (200 ms interval, 1 s pause)', { timeout: 150_000 }, async (t) => {
+test('go x/net/websocket: with a read loop running, the connection survives server pings (200 ms interval, 1 s pause)', { timeout: budget.scaled(150_000) }, async (t) => {
   if (!requireGo(t)) return;
   await buildClient();
   const server = await startCliServer(['--ping-interval', '200', '--pong-timeout', '200'], t);
@@ -148,7 +151,7 @@ test('go x/net/websocket: with a read loop running, the connection survives serv
 // the pings unanswered while it sleeps, and a heartbeat shorter than the sleep
 // terminates it. (With the defaults, 25 s interval + 10 s timeout, the
 // tutorials' 2 s sleep is harmless.)
-test('go x/net/websocket: without a read loop (the tutorials\' send/receive/sleep), a pause longer than ping+pong timeout is a heartbeat timeout', { timeout: 150_000 }, async (t) => {
+test('go x/net/websocket: without a read loop (the articles\' send/receive/sleep), a pause longer than ping+pong timeout is a heartbeat timeout', { timeout: budget.scaled(150_000) }, async (t) => {
   if (!requireGo(t)) return;
   await buildClient();
   const server = await startCliServer(['--ping-interval', '200', '--pong-timeout', '200'], t);

@@ -8,9 +8,12 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { metric, metricsOf, startCliServer } from '../helpers/cli.ts';
+import { budgets, metric, metricsOf, startCliServer } from '../helpers/cli.ts';
 import { requireBinary } from './require-binary.ts';
 import { assertServerHealthy, jsonSummary, runProgram } from './spawn.ts';
+
+/** Measured once, before the tests are declared: their timeouts scale with this machine's speed now (test/helpers/cli.ts). */
+const budget = await budgets();
 
 /** Debian's interpreter, not the pyenv `python3` that may come first on PATH (INTEROP_PYTHON overrides). */
 const PYTHON = process.env.INTEROP_PYTHON ?? '/usr/bin/python3';
@@ -39,7 +42,7 @@ function requirePython(t: TestContext): boolean {
 }
 
 async function runClient(t: TestContext, args: string[]) {
-  const r = await runProgram(PYTHON, [CLIENT, ...args], { timeoutMs: 20_000, env: pythonEnv(), signal: t.signal });
+  const r = await runProgram(PYTHON, [CLIENT, ...args], { timeoutMs: budget.scaled(20_000), env: pythonEnv(), signal: t.signal });
   assert.equal(r.timedOut, false, `client.py timed out\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
   assert.equal(r.code, 0, `client.py exited ${r.code ?? r.signal}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
   return r;
@@ -72,7 +75,7 @@ interface ProtocolSummary {
   close_reason: string;
 }
 
-test('python websockets: Go-style requests, broadcast, malformed JSON, idle across server pings, close 1000', { timeout: 45_000 }, async (t) => {
+test('python websockets: Go-style requests, broadcast, malformed JSON, idle across server pings, close 1000', { timeout: budget.scaled(45_000) }, async (t) => {
   if (!requirePython(t)) return;
   const server = await startCliServer(['--ping-interval', '300', '--pong-timeout', '300'], t);
   const r = await runClient(t, [server.wsUrl, 'protocol', '--ping-wait', '1.2']);
@@ -109,7 +112,7 @@ test('python websockets: Go-style requests, broadcast, malformed JSON, idle acro
   assertServerHealthy(server);
 });
 
-test('python websockets: a 4 KiB message over --max-payload 1024 is closed with 1009', { timeout: 30_000 }, async (t) => {
+test('python websockets: a 4 KiB message over --max-payload 1024 is closed with 1009', { timeout: budget.scaled(30_000) }, async (t) => {
   if (!requirePython(t)) return;
   const server = await startCliServer(['--max-payload', '1024'], t);
   const r = await runClient(t, [server.wsUrl, 'oversize', '--size', '4096']);

@@ -12,18 +12,21 @@ import {
   encodeReply,
   handleRequest,
   handleText,
+  checkShape,
+  PARSE_LIMITS,
   type DecodeResult,
+  type ParseLimits,
   type Request,
 } from '../../src/protocol/codec.ts';
 
-function ok(text: string): Request {
-  const r = decodeRequest(text);
+function ok(text: string, limits?: ParseLimits): Request {
+  const r = decodeRequest(text, limits);
   if (!r.ok) assert.fail(`expected ${JSON.stringify(text.slice(0, 80))} to decode, got error ${r.error}`);
   return r.request;
 }
 
-function bad(text: string): Extract<DecodeResult, { ok: false }> {
-  const r = decodeRequest(text);
+function bad(text: string, limits?: ParseLimits): Extract<DecodeResult, { ok: false }> {
+  const r = decodeRequest(text, limits);
   if (r.ok) assert.fail(`expected ${JSON.stringify(text.slice(0, 80))} to fail, got ${JSON.stringify(r.request)}`);
   return r;
 }
@@ -171,6 +174,23 @@ describe('decodeRequest: string fields', () => {
     assert.equal(bad('{"someOtherThing":1,"requestID":"x","command":2}').error, 'someOtherThing must be a string, got number 1');
   });
 
+  it('reports the first error whichever kinds of error follow it (each check keeps an earlier error)', () => {
+    // One later error of every kind the decoder finds, each after an earlier one: none may replace it.
+    const later = [
+      '"requestID":1.5', // an integer literal that is not one
+      '"requestID":"x"', // not a number at all
+      '"success":"yes"',
+      '"topic":"\\ud800"', // a lone surrogate escape
+      '"someOtherThing":7',
+    ];
+    for (const tail of later) {
+      assert.deepEqual(bad(`{"command":5,${tail}}`), { ok: false, requestID: 0, error: 'command must be a string, got number 5' }, tail);
+      assert.equal(bad(`{"success":1,${tail}}`).error, 'success must be a boolean, got number 1', tail);
+    }
+    assert.equal(bad('{"requestID":1e3,"success":0,"command":1}').error, 'requestID must be an integer, got 1e3');
+    assert.equal(bad('{"topic":"\\udc00","command":1}').error, 'topic must be well-formed Unicode (it has a lone surrogate escape)');
+  });
+
   it('decodes escapes', () => {
     assert.equal(ok('{"command":"a\\"b\\\\c\\/d\\n\\t\\r\\b\\f\\u00e9\\ud83d\\ude00"}').command, 'a"b\\c/d\n\t\r\b\fé😀');
     assert.equal(ok('{"command":"\\"}"}').command, '"}');
@@ -230,14 +250,15 @@ describe('decodeRequest: top level and malformed input (R15)', () => {
     assert.deepEqual(bad(' \t\r\n '), { ok: false, requestID: 0, error: 'invalid JSON: Unexpected end of JSON input' });
   });
 
-  it('survives deep nesting', () => {
+  it('survives deep nesting (with the parse limits lifted)', () => {
     const depth = 100_000;
     const deep = '['.repeat(depth) + ']'.repeat(depth);
-    assert.equal(ok(`{"x":${deep},"requestID":3}`).requestID, 3);
-    assert.equal(ok(`{"x":${'{"a":'.repeat(depth)}1${'}'.repeat(depth)},"command":"c"}`).command, 'c');
-    assert.equal(bad(`{"requestID":${deep}}`).error, 'requestID must be an integer, got array');
-    assert.equal(bad(deep).error, 'request must be a JSON object, got array');
-    const unbalanced = bad('{"x":' + '['.repeat(depth) + '}');
+    const unlimited = { maxDepth: Infinity, maxValues: Infinity };
+    assert.equal(ok(`{"x":${deep},"requestID":3}`, unlimited).requestID, 3);
+    assert.equal(ok(`{"x":${'{"a":'.repeat(depth)}1${'}'.repeat(depth)},"command":"c"}`, unlimited).command, 'c');
+    assert.equal(bad(`{"requestID":${deep}}`, unlimited).error, 'requestID must be an integer, got array');
+    assert.equal(bad(deep, unlimited).error, 'request must be a JSON object, got array');
+    const unbalanced = bad('{"x":' + '['.repeat(depth) + '}', unlimited);
     assert.match(unbalanced.error, /^invalid JSON: /);
     assert.ok(unbalanced.error.length < 300, 'parser message stays short');
   });
@@ -253,6 +274,60 @@ describe('decodeRequest: top level and malformed input (R15)', () => {
     const unterminated = bad(`{"command":"${big}`);
     assert.match(unterminated.error, /^invalid JSON: /);
     assert.ok(unterminated.error.length < 300);
+  });
+});
+
+describe('decodeRequest: bounded parse (R15)', () => {
+  const depthError = `message nested deeper than ${PARSE_LIMITS.maxDepth} levels (the limit, maxDepth)`;
+  const valuesError = `message has more than ${PARSE_LIMITS.maxValues} members and elements (the limit, maxValues)`;
+
+  it('refuses nesting beyond maxDepth before JSON.parse, naming the limit', () => {
+    const at = (d: number): string => '{"x":' + '['.repeat(d - 1) + ']'.repeat(d - 1) + ',"requestID":4}';
+    assert.equal(ok(at(PARSE_LIMITS.maxDepth)).requestID, 4); // exactly at the limit: fine
+    assert.deepEqual(bad(at(PARSE_LIMITS.maxDepth + 1)), { ok: false, requestID: 0, error: depthError });
+    assert.equal(bad('{"x":' + '{"a":'.repeat(40) + '1' + '}'.repeat(41)).error, depthError);
+    assert.equal(bad('{"x":[[[1]]]}', { maxDepth: 3 }).error, 'message nested deeper than 3 levels (the limit, maxDepth)');
+    assert.equal(ok('{"x":[[1]],"command":"c"}', { maxDepth: 3 }).command, 'c');
+  });
+
+  it('refuses the issue\'s 500k-deep array (< 1 MiB) in time linear in its size, not JSON.parse\'s ~450 ms', () => {
+    const deep = '['.repeat(500_000) + ']'.repeat(500_000);
+    assert.ok(deep.length < 1 << 20);
+    // The pre-check stops at the 33rd bracket: time it against a scan of the whole string.
+    const t0 = performance.now();
+    for (let i = 0; i < 100; i++) bad(deep);
+    const each = (performance.now() - t0) / 100;
+    const t1 = performance.now();
+    deep.indexOf('x'); // one pass over all 1M characters
+    const scan = performance.now() - t1;
+    assert.equal(bad(deep).error, depthError);
+    assert.ok(each < Math.max(1, scan * 10), `refusing took ${each.toFixed(3)} ms per message (a full scan ${scan.toFixed(3)} ms)`);
+  });
+
+  it('refuses more than maxValues members and elements (a sprawling flat message)', () => {
+    const n = PARSE_LIMITS.maxValues;
+    assert.equal(ok('{"x":[' + '1,'.repeat(n - 2) + '1],"requestID":5}').requestID, 5); // n values in all
+    assert.deepEqual(bad('{"x":[' + '1,'.repeat(n) + '1],"requestID":5}'), { ok: false, requestID: 0, error: valuesError });
+    assert.equal(bad('{' + '"k":1,'.repeat(n) + '"requestID":6}').error, valuesError);
+    assert.equal(bad('{"a":1,"b":2,"c":3}', { maxValues: 2 }).error, 'message has more than 2 members and elements (the limit, maxValues)');
+  });
+
+  it('does not count brackets, braces or commas inside strings (escaped quotes included)', () => {
+    const inString = '[{,'.repeat(10_000) + '\\"]]]\\\\';
+    assert.equal(ok(`{"someOtherThing":"${inString}","requestID":7}`).requestID, 7);
+    assert.equal(ok(`{"${'[['.repeat(100)}":1,"command":"k"}`).command, 'k'); // in a key too
+  });
+
+  it('leaves malformed text to JSON.parse (its message, not a limit)', () => {
+    assert.equal(checkShape('{"a":"unterminated [[[['), null);
+    assert.equal(checkShape(']]]]}}}'), null);
+    assert.match(bad('{"a":"unterminated').error, /^invalid JSON: /);
+  });
+
+  it('handleText answers a too-deep request with an error reply (R15)', () => {
+    const h = handleText('{"requestID":9,"x":' + '['.repeat(64) + ']'.repeat(64) + '}');
+    assert.equal(h.reply, JSON.stringify({ requestID: 0, success: false, error: depthError }));
+    assert.equal(h.broadcast, null);
   });
 });
 

@@ -74,6 +74,31 @@ describe('R19 origin check', () => {
     assert.equal((await upgrade({ headers: { Origin: `https://${host}` } })).status, 101, 'https, same host:port');
   });
 
+  test('R19 default same-origin: a Host naming the default port matches an Origin without it (http 80, https 443), and only that port', T, async (t) => {
+    const { upgrade } = await serve(t);
+    // A proxy or client may write the default port in Host; the browser never writes it in Origin.
+    const same: Array<[host: string, origin: string]> = [
+      ['example.com:80', 'http://example.com'],
+      ['example.com', 'http://example.com:80'],
+      ['example.com:443', 'https://example.com'],
+      ['EXAMPLE.com:443', 'https://example.COM'],
+      ['[::1]:80', 'http://[::1]'],
+    ];
+    for (const [host, origin] of same) {
+      assert.equal((await upgrade({ headers: { Host: host, Origin: origin } })).status, 101, `Host ${host}, Origin ${origin}`);
+    }
+    // The default port of the Origin's scheme only: these are other origins.
+    const cross: Array<[host: string, origin: string]> = [
+      ['example.com:443', 'http://example.com'],
+      ['example.com:80', 'https://example.com'],
+      ['example.com:8080', 'http://example.com'],
+      ['example.com', 'http://example.com:8080'],
+    ];
+    for (const [host, origin] of cross) {
+      assert.equal((await upgrade({ headers: { Host: host, Origin: origin } })).status, 403, `Host ${host}, Origin ${origin}`);
+    }
+  });
+
   test('R19 default same-origin: a cross-origin browser gets 403 naming the origin; "null" gets 403', T, async (t) => {
     const { srv, sup, upgrade, client } = await serve(t);
     const evil = await upgrade({ headers: { Origin: 'http://evil.example' } });

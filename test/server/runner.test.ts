@@ -14,7 +14,7 @@ import {
   type ConnectionInput,
   type ConnectionTiming,
 } from '../../machines/connection.machine.ts';
-import { MachineRunner, type HostedActor } from '../../src/server/runner.ts';
+import { MachineRunner, STEPS_PER_SNAPSHOT, type HostedActor } from '../../src/server/runner.ts';
 import { TimerTableClock } from '../helpers/model-coverage.ts';
 
 const timing: ConnectionTiming = { pingInterval: 1000, pongTimeout: 500, writeTimeout: 700, closeTimeout: 300 };
@@ -120,6 +120,57 @@ describe('MachineRunner: shared snapshots (R3: nothing per connection the machin
     assert.deepEqual(clock.pending(), [], 'R3: no timer survives');
     assert.equal(r.done.length, 1);
     assert.deepEqual(r.done[0], { code: 1000, reason: 'bye', initiator: 'remote', cause: 'peer', expected: true, receivedCode: 1000 });
+  });
+  test(`at most STEPS_PER_SNAPSHOT (${STEPS_PER_SNAPSHOT}) steps on events with a payload are remembered per snapshot: a peer choosing its close reasons cannot grow them`, async () => {
+    const clock = new TimerTableClock();
+    const shared = input();
+    const closedWith = (reason: string): object => {
+      const r = fake(shared, clock);
+      r.runner.start().send({ type: 'socket.open' });
+      r.runner.send({ type: 'socket.closed', code: 1000, reason });
+      return r.runner.getSnapshot();
+    };
+    // A remembered step hands every run that takes it the same next snapshot; a step computed afresh, a new one.
+    const first = closedWith('reason 0');
+    assert.equal(closedWith('reason 0'), first, 'a remembered step is shared');
+    for (let i = 1; i < STEPS_PER_SNAPSHOT; i++) closedWith(`reason ${i}`);
+    assert.equal(closedWith(`reason ${STEPS_PER_SNAPSHOT - 1}`), closedWith(`reason ${STEPS_PER_SNAPSHOT - 1}`), 'the last that fits is remembered');
+    const beyond = closedWith('one reason too many');
+    assert.notEqual(closedWith('one reason too many'), beyond, 'past the bound, the step is computed per run and not kept');
+    assert.equal(closedWith('reason 0'), first, 'the remembered ones stay');
+    await tick();
+  });
+});
+
+describe('MachineRunner: stop()', () => {
+  test('stop() clears every armed timer and stops both actors, with no output; nothing runs afterwards (R3)', async () => {
+    const clock = new TimerTableClock();
+    const r = fake(input(), clock);
+    r.runner.start().send({ type: 'socket.open' });
+    r.runner.send({ type: 'write.blocked' });
+    assert.deepEqual(clock.pendingDurations(), [timing.writeTimeout, timing.pingInterval], 'ping interval and write deadline armed');
+    r.runner.stop();
+    assert.deepEqual(clock.pending(), [], 'R3: stop() leaves no timer armed');
+    assert.deepEqual(r.stopped.sort(), ['reader', 'writer']);
+    const commands = r.commands.length;
+    clock.increment(10 * (timing.pingInterval + timing.writeTimeout));
+    r.runner.send({ type: 'close', code: 1000 });
+    await tick();
+    assert.equal(r.commands.length, commands, 'no ping, no close frame after stop()');
+    assert.deepEqual(r.done, [], 'stopped, not finished: no output');
+    assert.deepEqual(r.errors, []);
+    r.runner.stop();
+    assert.deepEqual(r.stopped.sort(), ['reader', 'writer'], 'a second stop() is a no-op');
+  });
+
+  test('stop() in the middle of a close handshake clears the close timeout', () => {
+    const clock = new TimerTableClock();
+    const r = fake(input(), clock);
+    r.runner.start().send({ type: 'socket.open' });
+    r.runner.send({ type: 'close', code: 1000, reason: 'bye' });
+    assert.deepEqual(clock.pendingDurations(), [timing.closeTimeout]);
+    r.runner.stop();
+    assert.deepEqual(clock.pending(), [], 'R3: no close timeout survives stop()');
   });
 });
 

@@ -368,6 +368,23 @@ describe('sessions on real sockets: resume with replay, both directions', () => 
     assert.equal(got[0]!.someOtherThing, 'while detached');
   });
 
+  test('a sliced fan-out (over several turns) and a cut in the middle of it: the session still gets every broadcast once, in order', async (t) => {
+    // One recipient per slice: each broadcast to three clients takes three turns.
+    const srv = await startSessionServer(t, { fairness: { fanOutSlice: 1 } });
+    const clients = [0, 1, 2].map(() => sessionClient(t, srv.url));
+    const got = clients.map((c) => pushes(c));
+    for (const c of clients) await opened(c);
+    const victim = clients[2]!;
+    const resume = nextResume(victim);
+    for (let i = 0; i < 10; i++) srv.supervisor.broadcast(`{"command":"broadcast","someOtherThing":"${i}"}`);
+    // Cut the last client's connection while the slices are under way.
+    [...srv.supervisor.hub.values()].find((c) => c.session?.id === victim.sessionId)!.socket.destroy();
+    assert.equal((await resume).resumed, true);
+    await waitFor(() => got.every((g) => g.length >= 10), 5_000, 'every client to get the ten broadcasts');
+    await delay(50);
+    for (const g of got) assert.deepEqual(g.map((p) => p.someOtherThing), ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
+  });
+
   test('topic memberships and connection.data come back; publishes to a detached session are kept for it', async (t) => {
     const srv = await startSessionServer(t);
     const client = sessionClient(t, srv.url);

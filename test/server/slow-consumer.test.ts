@@ -3,11 +3,14 @@
 // as dead letters; nobody else waits on it.
 import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { Duplex } from 'node:stream';
 import { setImmediate as tick } from 'node:timers/promises';
 import type WebSocket from 'ws';
 import type { Connection, DeadLetter, Outbound, Supervisor, SupervisorOptions } from '../../src/index.ts';
 import { closeOf, delay, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
 import { rawConnect, type RawWs } from '../helpers/raw-ws.ts';
+import { SendQueue } from '../../src/server/writer.ts';
+import type { WriterEvent } from '../../machines/connection.machine.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -188,6 +191,113 @@ describe('R9–R12 slow consumers', () => {
     assert.ok(deadLetters.some((d) => d.reason === 'slow-consumer'), 'the stalled queue came back as dead letters');
   });
 
+  test('R10 a socket that blocks and then recovers goes back to flowing: no write timeout once it has drained', { timeout: 15_000 }, async (t) => {
+    const writeTimeout = 600;
+    const { sup, deadLetters, nonReader } = await serve(t, {
+      sendQueue: { maxMessages: 100_000, maxBytes: 1024 * MiB },
+      timing: { writeTimeout, closeTimeout: 300 },
+    });
+    const peer = await nonReader();
+    let closure: unknown = null;
+    void peer.connection.closed.then((c) => (closure = c));
+    const accepted: Outbound[] = [];
+    await fillUntilQueued(peer.connection, 8, 64 * KiB, accepted);
+    assert.ok(peer.connection.isWriteBlocked, 'the machine is in open.write.blocked');
+    await delay(writeTimeout / 6);
+
+    // The peer reads again: everything queued goes out, and the writer says so (write.drained).
+    peer.raw.socket.resume();
+    await waitFor(() => peer.connection.stats.queuedMessages === 0 && peer.raw.frames.length === accepted.length, 5000, 'the queue to drain to the peer');
+    await waitFor(() => !peer.connection.isWriteBlocked, writeTimeout / 2, 'the machine to hear the socket drained (write.drained)');
+    assert.deepEqual(peer.connection.state, { open: { heartbeat: 'idle', write: 'flowing' } });
+
+    // Idle for longer than the write deadline: a drained socket has none armed.
+    await delay(2 * writeTimeout);
+    assert.equal(closure, null, `closed: ${JSON.stringify(closure)}`);
+    assert.equal(peer.connection.send(message(accepted.length, 1 * KiB)), true, 'still usable');
+    assert.equal(await metric(sup, 'ws_supervisor_slow_consumer_closes_total{cause="write-timeout"}'), 0);
+    assert.deepEqual(deadLetters, []);
+    assert.deepEqual(peer.raw.frames.slice(0, accepted.length).map((f) => seqOf(f.payload)), accepted.map(seqOf), 'in order, none lost');
+  });
+
+  test('R10 a slow consumer that keeps draining in short bursts is not closed as write-timeout, though blocked far longer than the write timeout', { timeout: 20_000 }, async (t) => {
+    // The write deadline counts from the last progress the writer saw: each
+    // burst must free enough of the kernel buffers for the server's socket to
+    // take more (a few KiB would not wake it), well within the deadline.
+    const writeTimeout = 1000;
+    const burstEvery = writeTimeout / 10;
+    const burstBytes = 512 * KiB;
+    const backlog = 64; // messages of 64 KiB kept queued: more than a burst frees
+    const { sup, deadLetters, nonReader } = await serve(t, {
+      sendQueue: { maxMessages: 100_000, maxBytes: 1024 * MiB }, // never overflows here
+      timing: { writeTimeout, closeTimeout: 300 },
+    });
+    const peer = await nonReader();
+    let closure: unknown = null;
+    void peer.connection.closed.then((c) => (closure = c));
+    // Stretches spent in open.write.blocked, from the machine's own snapshots.
+    let blockedSince: number | null = null;
+    let longestBlocked = 0;
+    const sub = peer.connection.machine.subscribe((s) => {
+      const blocked = s.matches({ open: { write: 'blocked' } });
+      if (blocked && blockedSince === null) blockedSince = performance.now();
+      if (!blocked && blockedSince !== null) {
+        longestBlocked = Math.max(longestBlocked, performance.now() - blockedSince);
+        blockedSince = null;
+      }
+    });
+    t.after(() => sub.unsubscribe());
+
+    // A steady stream that keeps a backlog queued (so the socket stays blocked), never overflowing...
+    let sent = 0;
+    const producer = setInterval(() => {
+      while (peer.connection.stats.queuedMessages < backlog && peer.connection.send(message(sent, 64 * KiB))) sent++;
+    }, 5);
+    t.after(() => clearInterval(producer));
+    // ...against a peer that reads burstBytes every burstEvery ms and nothing in between.
+    let left = 0;
+    peer.raw.socket.on('data', (chunk: Buffer) => {
+      left -= chunk.length;
+      if (left <= 0) peer.raw.socket.pause();
+    });
+    const burst = setInterval(() => {
+      left = burstBytes;
+      peer.raw.socket.resume();
+    }, burstEvery);
+    t.after(() => clearInterval(burst));
+    // What the peer got, in order (payloads dropped as they come: this streams tens of MiB).
+    const got: number[] = [];
+    const collect = (): void => {
+      for (const f of peer.raw.frames.splice(0)) got.push(seqOf(f.payload));
+    };
+
+    const started = performance.now();
+    const received: number[] = [];
+    while (performance.now() - started < 4 * writeTimeout) {
+      await delay(writeTimeout / 2);
+      collect();
+      received.push(got.length);
+      assert.equal(closure, null, `closed after ${(performance.now() - started).toFixed(0)} ms: ${JSON.stringify(closure)}`);
+    }
+    clearInterval(producer);
+    clearInterval(burst);
+    if (blockedSince !== null) longestBlocked = Math.max(longestBlocked, performance.now() - blockedSince);
+    t.diagnostic(`frames read by each ${writeTimeout / 2} ms: ${received.join(', ')}; longest blocked stretch ${longestBlocked.toFixed(0)} ms`);
+    // A slow consumer indeed: blocked without a break for longer than the write timeout, reading all along.
+    assert.ok(longestBlocked > 2 * writeTimeout, `blocked ${longestBlocked.toFixed(0)} ms without a break (write timeout ${writeTimeout})`);
+    for (let i = 1; i < received.length; i++) assert.ok(received[i]! > received[i - 1]!, `the peer read something every ${writeTimeout / 2} ms: ${received.join(', ')}`);
+
+    // Now it reads everything: nothing was lost, and the connection is fine.
+    left = Infinity;
+    peer.raw.socket.resume();
+    await waitFor(() => (collect(), got.length === sent), 10_000, 'the peer to read every accepted message');
+    await waitFor(() => !peer.connection.isWriteBlocked, writeTimeout, 'flowing again');
+    assert.equal(closure, null);
+    assert.equal(await metric(sup, 'ws_supervisor_slow_consumer_closes_total{cause="write-timeout"}'), 0);
+    assert.deepEqual(deadLetters, []);
+    assert.deepEqual(got, Array.from({ length: sent }, (_, i) => i), 'in order, none lost');
+  });
+
   test('R11 broadcast isolation: 20 readers get all 200 messages in order with low latency while a stalled peer is closed', { timeout: 30_000 }, async (t) => {
     const { sup, deadLetters, nonReader, reader } = await serve(t, {
       sendQueue: { maxMessages: 16, maxBytes: 1 * MiB },
@@ -352,5 +462,52 @@ describe('R9–R12 slow consumers', () => {
       assert.ok(['closed', 'write-error'].includes(letter.reason), letter.reason);
     }
     assert.equal(await metric(sup, 'ws_supervisor_dead_letters_total{reason="closed"}'), closedLetters.length);
+  });
+});
+
+// On loopback the kernel wakes a blocked writer only once a large share of its
+// send buffer is free, so every pending write completes together and progress
+// reaches the machine through drain + refill (tested above). A write that
+// completes while others still wait behind it cannot be produced reliably on a
+// real socket; this socket completes its writes one at a time, on command.
+describe('R10 the writer on a socket that completes writes one at a time', () => {
+  test('a write completing while the socket still pushes back is write.progress; the last one is write.drained', async () => {
+    const completions: Array<() => void> = [];
+    const socket = new Duplex({
+      highWaterMark: 16 * KiB,
+      read() {},
+      write(_chunk, _encoding, done) {
+        completions.push(() => done());
+      },
+    });
+    // The part of a ws WebSocket the writer uses: one socket write per message.
+    const ws = {
+      readyState: 1,
+      send: (data: Outbound, _options: unknown, cb?: (err?: Error | null) => void) => void (cb ? socket.write(data, cb) : socket.write(data)),
+      ping() {},
+      close() {},
+      terminate() {},
+    } as unknown as WebSocket;
+    const letters: unknown[] = [];
+    const events: WriterEvent['type'][] = [];
+    const queue = new SendQueue(ws, socket, { maxMessages: 100, maxBytes: MiB }, { deadLetter: (...args) => void letters.push(args) });
+    queue.attach((e) => events.push(e.type));
+
+    for (let seq = 0; seq < 3; seq++) assert.equal(queue.send(message(seq, 6 * KiB)), true);
+    assert.equal(socket.writableNeedDrain, true, '18 KiB waiting in a 16 KiB socket');
+    assert.deepEqual(events, ['write.blocked']);
+
+    completions.shift()!(); // the first write reaches the OS
+    completions.shift()!(); // the second too; the third still waits
+    await tick();
+    assert.equal(socket.writableLength, 6 * KiB);
+    assert.deepEqual(events, ['write.blocked', 'write.progress'], 'R10: progress while still blocked restarts the write deadline');
+    assert.equal(queue.messagesOut, 2);
+
+    completions.shift()!();
+    await tick();
+    assert.deepEqual(events, ['write.blocked', 'write.progress', 'write.drained']);
+    assert.equal(queue.messagesOut, 3);
+    assert.deepEqual(letters, []);
   });
 });

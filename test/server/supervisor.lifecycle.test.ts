@@ -507,6 +507,38 @@ describe('supervisor lifecycle (real sockets, loopback)', { timeout: 30_000 }, (
     assert.ok(elapsed < pingInterval + pongTimeout + 300, `terminated ${elapsed.toFixed(0)} ms after the chatter stopped`);
   });
 
+  test('R5: a client that never answers pings but sends ping frames of its own is not terminated (a ping is inbound traffic too)', { timeout: 5000 }, async (t) => {
+    const pingInterval = 100;
+    const pongTimeout = 200;
+    const ts = await serve(t, { timing: { pingInterval, pongTimeout } });
+    const admitted = nextConnection(ts.supervisor);
+    const ws = await client(t, ts.url, { autoPong: false });
+    const connection = await admitted;
+    let pings = 0;
+    let pongs = 0;
+    ws.on('ping', () => pings++);
+    ws.on('pong', () => pongs++);
+    let closure: Closure | null = null;
+    void connection.closed.then((c) => (closure = c));
+
+    // Only control frames: no data message, no pong, just the client's own heartbeat.
+    const heartbeat = setInterval(() => ws.ping(), 25); // well inside pongTimeout
+    defer(t, () => clearInterval(heartbeat));
+    await delay(4 * (pingInterval + pongTimeout));
+
+    assert.equal(closure, null, `closed: ${JSON.stringify(closure)}`);
+    assert.equal(ws.readyState, WebSocket.OPEN);
+    assert.ok(pings >= 4, `${pings} unanswered pings from the server`);
+    assert.ok(pongs >= 20, `the server answered ${pongs} of our pings`);
+    assert.equal(connection.stats.messagesIn, 0, 'no data message: only ping frames kept it alive');
+    assert.equal(connection.rttMs, null, 'no pong was ever received');
+
+    // Silence now: the next unanswered ping ends it.
+    clearInterval(heartbeat);
+    const final = await within(2000, connection.closed, 'heartbeat timeout after silence');
+    assert.equal(final.cause, 'heartbeat-timeout');
+  });
+
   test('R18 drain: close() sends 1001 to all 20 clients, refuses upgrades with 503, and a silent peer holds it only ~closeTimeout', { timeout: 8000 }, async (t) => {
     const closeTimeout = 300;
     const ts = await serve(t, { timing: { closeTimeout } });

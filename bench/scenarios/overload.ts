@@ -1,0 +1,218 @@
+/**
+ * Scenario `overload`: one abuse at a time against a fresh server,
+ * from ≤ 50 connections (the broadcast storm excepted: its abusers are its
+ * 1,000 ordinary clients), while a separate prober connects and round-trips
+ * one request every 250 ms (a fresh connection each time: upgrade + request +
+ * reply). Reported per abuse and system: the prober's p99 and max (connect +
+ * round trip), probes that failed or timed out (5 s), the server's RSS growth,
+ * and what happened to the abusers.
+ *
+ *   node --import tsx bench/scenarios/overload.ts [--quick] [--rounds 1] [--systems supervisor,raw]
+ *        [--abuses pipeline1,pipeline50,deep,broadcast,pingflood,nofin] [--seconds 10]
+ *
+ * The abusers run in their own process (bench/lib/overload-peers.mjs, raw
+ * frames on /server), pinned with the prober to CPU 1; the server on CPU 0.
+ * Socket.IO speaks engine.io framing, which those raw peers do not: it is not
+ * run here (its prober would be alone). All three systems answer through the
+ * same codec (src/protocol/codec.ts), so its bounded parse protects raw `ws`
+ * from the deep-JSON abuse too.
+ *
+ * Target: prober p99 ≤ 100 ms in every abuse (ws-supervisor).
+ * --quick: 3 s per abuse, 300 broadcast clients, supervisor + raw.
+ */
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import {
+  alternatingRounds,
+  connectClient,
+  finishScenario,
+  percentile,
+  pinned,
+  pinSelf,
+  Recorder,
+  scenarioArgs,
+  sleep,
+  startServer,
+  type Check,
+  type ServerHandle,
+  type System,
+} from '../lib/harness.ts';
+
+const common = scenarioArgs(['supervisor', 'raw']);
+const { values } = parseArgs({ args: common.rest, options: { abuses: { type: 'string' }, seconds: { type: 'string' } } });
+const QUICK = common.quick;
+const SECONDS = Number(values.seconds ?? (QUICK ? 3 : 10));
+const BROADCAST_CLIENTS = QUICK ? 300 : 1000;
+const ALL = ['pipeline1', 'pipeline50', 'deep', 'broadcast', 'pingflood', 'nofin'] as const;
+type Abuse = (typeof ALL)[number];
+const ABUSES = (values.abuses?.split(',') ?? [...ALL]) as Abuse[];
+for (const a of ABUSES) if (!ALL.includes(a)) throw new Error(`unknown abuse ${a} (${ALL.join(' | ')})`);
+// Socket.IO is left out: the raw-frame abusers cannot speak engine.io (see above).
+const SYSTEMS: System[] = common.systems.filter((s) => s !== 'socketio');
+const PROBE_EVERY_MS = 250;
+const PROBE_TIMEOUT_MS = 5_000;
+const PEERS = fileURLToPath(new URL('../lib/overload-peers.mjs', import.meta.url));
+
+const SPECS: Record<Abuse, { what: string; spec: Record<string, unknown> }> = {
+  pipeline1: { what: '1 connection pipelining requests as fast as it can', spec: { kind: 'pipeline', peers: 1, durationMs: SECONDS * 1000 } },
+  pipeline50: { what: '50 connections pipelining as fast as they can (≤ 2k unanswered each)', spec: { kind: 'pipeline', peers: 50, durationMs: SECONDS * 1000, window: 2000 } },
+  deep: { what: '4 connections streaming 500k-deep [[[…]]] (< 1 MiB), the next when the last is answered', spec: { kind: 'deeploop', peers: 4, durationMs: SECONDS * 1000 } },
+  broadcast: { what: `${BROADCAST_CLIENTS} clients × 2 broadcast requests at once`, spec: { kind: 'broadcast', peers: BROADCAST_CLIENTS, timeoutMs: 120_000 } },
+  pingflood: { what: '10 connections sending ping frames as fast as they can', spec: { kind: 'pingflood', peers: 10, durationMs: SECONDS * 1000 } },
+  nofin: { what: '50 connections: close frame, read the echo, never close TCP', spec: { kind: 'nofin', peers: 50, durationMs: SECONDS * 1000 } },
+};
+
+pinSelf(1);
+
+interface PeerReport {
+  count: number;
+  closeCode: number | null;
+  closeReason: string;
+  ended: boolean;
+  sent?: number | null;
+  inOrder?: boolean;
+  pushes?: number;
+  orderErrors?: number;
+}
+
+/** One probe: a fresh connection, one request, its reply. ms; PROBE_TIMEOUT_MS when not answered by then, or on failure (JSON has no Infinity). */
+async function probe(server: ServerHandle): Promise<number> {
+  const t0 = performance.now();
+  let client: Awaited<ReturnType<typeof connectClient>> | null = null;
+  try {
+    return await Promise.race([
+      (async () => {
+        client = await connectClient(server);
+        const reply = new Promise<void>((resolve) => client!.onMessage(() => resolve()));
+        client.send('{"requestID":7,"command":"probe"}');
+        await reply;
+        return performance.now() - t0;
+      })(),
+      sleep(PROBE_TIMEOUT_MS).then(() => PROBE_TIMEOUT_MS),
+    ]);
+  } catch {
+    return PROBE_TIMEOUT_MS;
+  } finally {
+    (client as { terminate(): void } | null)?.terminate();
+  }
+}
+
+/** What happened to the abusers, in a few words. */
+function fate(abuse: Abuse, peers: PeerReport[], connectionsAfter: number): string {
+  const closes = new Map<string, number>();
+  for (const p of peers) {
+    const key = p.closeCode !== null ? `${p.closeCode} ${p.closeReason}`.trim() : p.ended ? 'dropped (no close frame)' : 'open';
+    closes.set(key, (closes.get(key) ?? 0) + 1);
+  }
+  const parts = [...closes].map(([k, n]) => `${n}× ${k}`);
+  if (abuse === 'pipeline1' || abuse === 'pipeline50') {
+    const answered = peers.reduce((n, p) => n + p.count, 0);
+    parts.push(`${answered} requests answered${peers.every((p) => p.inOrder !== false) ? ', in order' : ', OUT OF ORDER'}`);
+  } else if (abuse === 'broadcast') {
+    const pushes = peers.reduce((n, p) => n + (p.pushes ?? 0), 0);
+    parts.push(`${pushes} of ${peers.length * peers.length * 2} pushes delivered, ${peers.reduce((n, p) => n + (p.orderErrors ?? 0), 0)} out of order`);
+  } else if (abuse === 'deep') {
+    parts.push(`${peers.reduce((n, p) => n + p.count, 0)} deep messages answered`);
+  } else if (abuse === 'pingflood') {
+    parts.push(`${peers.reduce((n, p) => n + (p.sent ?? 0), 0)} pings sent`);
+  } else if (abuse === 'nofin') {
+    parts.push(`${connectionsAfter} of ${peers.length} still counted by the server after ${SECONDS} s`);
+  }
+  return parts.join('; ');
+}
+
+async function runOnce(system: System, abuse: Abuse, rec: Recorder, fates: string[]): Promise<string[]> {
+  const problems: string[] = [];
+  const server = await startServer(system);
+  try {
+    await sleep(200);
+    const before = await server.gc();
+    const cmd = pinned(1, [process.execPath, PEERS, JSON.stringify({ port: server.port, ...SPECS[abuse].spec })]);
+    const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
+    const lines = createInterface({ input: child.stdout });
+    const next = (): Promise<string> =>
+      new Promise((resolve, reject) => {
+        lines.once('line', resolve);
+        child.once('exit', (code) => reject(new Error(`overload peers exited ${code}`)));
+      });
+    try {
+      if ((await next()) !== 'ready') throw new Error('overload peers: no ready line');
+      const result = next();
+      let finished = false;
+      void result.then(
+        () => (finished = true),
+        () => (finished = true),
+      );
+      let peak = before.rss;
+      child.stdin.write('go\n');
+      const t0 = performance.now();
+      const probes: Promise<number>[] = [];
+      // Probe every 250 ms for the abuse's duration (and until the abusers are done), at least 8 times.
+      while (probes.length < 8 || !finished) {
+        probes.push(probe(server));
+        if (probes.length % 4 === 0) peak = Math.max(peak, (await server.stats()).rss);
+        await sleep(PROBE_EVERY_MS);
+        if (performance.now() - t0 > 180_000) break;
+      }
+      const times = await Promise.all(probes);
+      const report = JSON.parse(await result) as { peers: PeerReport[]; ms: number };
+      const after = await server.stats();
+      peak = Math.max(peak, after.rss);
+      const finite = times.filter((ms) => ms < PROBE_TIMEOUT_MS);
+      const failed = times.length - finite.length;
+      const p99 = percentile(times, 99);
+      rec.add(system, `${abuse}: prober p99`, 'ms', p99);
+      rec.add(system, `${abuse}: prober max`, 'ms', Math.max(...times));
+      rec.add(system, `${abuse}: probes failed`, 'count', failed);
+      rec.add(system, `${abuse}: RSS growth (peak)`, 'MiB', (peak - before.rss) / 1048576);
+      const f = fate(abuse, report.peers, after.connections);
+      fates.push(`${system} ${abuse}: ${f}`);
+      console.log(
+        `${system.padEnd(10)} ${abuse.padEnd(10)} probes ${times.length}, p50 ${percentile(finite, 50).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${Math.max(...times).toFixed(1)} ms, failed ${failed}; RSS +${((peak - before.rss) / 1048576).toFixed(1)} MiB; ${f}`,
+      );
+      if (abuse.startsWith('pipeline') && report.peers.some((p) => p.inOrder === false)) problems.push(`${system} ${abuse}: replies out of order`);
+      if (abuse === 'broadcast' && report.peers.some((p) => (p.orderErrors ?? 0) > 0)) problems.push(`${system} broadcast: pushes out of order`);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  } finally {
+    await server.stop();
+  }
+  return problems;
+}
+
+const started = Date.now();
+const rec = new Recorder();
+const problems: string[] = [];
+const fates: string[] = [];
+for (const abuse of ABUSES) {
+  console.log(`\n--- ${abuse}: ${SPECS[abuse].what}`);
+  for (const { system } of alternatingRounds(common.rounds, SYSTEMS)) problems.push(...(await runOnce(system, abuse, rec, fates)));
+}
+const rows = rec.toRows();
+const checks: Check[] = [];
+for (const abuse of ABUSES) {
+  const row = rows.find((r) => r.system === 'supervisor' && r.metric === `${abuse}: prober p99`);
+  if (row) checks.push({ metric: row.metric, system: 'supervisor', value: row.median, unit: 'ms', target: '<= 100', met: row.values.every((v) => v <= 100) });
+}
+const result = {
+  rounds: common.rounds,
+  rows,
+  ratios: rec.ratiosVsRaw(SYSTEMS, ABUSES.map((a) => `${a}: prober p99`)),
+  checks,
+  integrity: {
+    ok: problems.length === 0,
+    details: problems.length === 0 ? 'every pipelined reply and every broadcast push in order; no abuser-visible reordering' : problems.join('; '),
+  },
+  notes: [
+    ...ABUSES.map((a) => `${a}: ${SPECS[a].what}`),
+    ...fates,
+    'prober: a fresh connection every 250 ms, one request, its reply (connect + round trip); a probe not answered within 5 s counts as failed and as 5000 ms in p99 and max',
+    'Socket.IO not run: the raw-frame abusers do not speak engine.io',
+    'all systems answer through the same codec, so its bounded parse (depth ≤ 32) also shields raw ws from the deep-JSON abuse',
+  ],
+  params: { quick: QUICK, seconds: SECONDS, abuses: ABUSES, systems: SYSTEMS, broadcastClients: BROADCAST_CLIENTS, durationSeconds: (Date.now() - started) / 1000 },
+};
+finishScenario('overload', QUICK, started, result);

@@ -1,0 +1,438 @@
+/**
+ * The Lua scripts of the Redis session store (redis-session-store.ts), one per
+ * store operation that reads and writes more than one key: each runs
+ * atomically in Redis, so two nodes working on one session (a takeover, a
+ * sweep) never interleave inside an operation. ioredis runs them with EVALSHA
+ * (defineCommand), falling back to EVAL once per connection.
+ *
+ * Keys, all under the store's prefix P (docs/scaling.md, "The session store"):
+ *   P epoch        string: the store's epoch (SET NX); gone after FLUSHALL or an empty restart
+ *   P h:<id>       hash: the session record (st a|d, ca, aa, da, ls, as, lc, cb, ab, ag, t, dt, dg, o)
+ *   P x:<id>       stream: the held messages, entry id <seq>-0, fields c (cumulative bytes), b (binary), d (data)
+ *   P r:<id>       hash: cseq → reply seqs ("" none yet, "1,2", "*" too many to remember)
+ *   P leases       zset: attached session → lease deadline (Redis time, ms)
+ *   P detached     zset: detached session → detach order (P dseq, a counter): the oldest detach first
+ *   P tombs        zset: ended session → creation order (P tseq); P tomb hash: id → until \n reason \n detail
+ *                  (until: the store's clock; a resume is told reason and detail until then)
+ *   P bytes, P msgs  counters: held bytes and messages over all sessions (the cluster-wide memory bound)
+ *
+ * Every script's ARGV starts with the same ten values (COMMON_ARGS) and
+ * returns { letters, … }: letters are the sessions the call ended, each
+ * { id, reason, detail, entries, refused } so the node that ran the call hands
+ * them to its application (R12).
+ *
+ * Standalone Redis (or a primary) only: a script touches keys it does not
+ * declare (other sessions, when a bound ends them), which Redis Cluster forbids.
+ */
+
+/** Held bytes are counted from `c`, the cumulative bytes appended up to an entry, so an ack trims in O(1) reads. */
+const PRELUDE = `
+local P = ARGV[1]
+local WINDOW = tonumber(ARGV[2])
+local MAX_MSGS = tonumber(ARGV[3])
+local MAX_BYTES = tonumber(ARGV[4])
+local MAX_TOTAL = tonumber(ARGV[5])
+local MAX_DETACHED = tonumber(ARGV[6])
+local MAX_REPLIES = tonumber(ARGV[7])
+local LEASE = tonumber(ARGV[8])
+local KEY_TTL = tonumber(ARGV[9])
+local tm = redis.call('TIME')
+local RNOW = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+local NOW = RNOW
+if ARGV[10] ~= '' then NOW = tonumber(ARGV[10]) end
+local DET, LEASES, TOMBS, TOMB = P .. 'detached', P .. 'leases', P .. 'tombs', P .. 'tomb'
+local BYTES, MSGS, DSEQ, TSEQ, EPOCH = P .. 'bytes', P .. 'msgs', P .. 'dseq', P .. 'tseq', P .. 'epoch'
+local LETTERS = {}
+
+local function S(n) return string.format('%.0f', n) end
+local function hkey(id) return P .. 'h:' .. id end
+local function xkey(id) return P .. 'x:' .. id end
+local function rkey(id) return P .. 'r:' .. id end
+
+local function touch(id)
+  redis.call('PEXPIRE', hkey(id), KEY_TTL)
+  redis.call('PEXPIRE', xkey(id), KEY_TTL)
+  redis.call('PEXPIRE', rkey(id), KEY_TTL)
+end
+
+-- Tombstones in order of creation (a counter: equal times keep their order), each with its own end.
+local function tombstone(id, kind, detail)
+  redis.call('ZADD', TOMBS, redis.call('INCR', TSEQ), id)
+  redis.call('HSET', TOMB, id, S(NOW + WINDOW) .. '\\n' .. kind .. '\\n' .. detail)
+  local extra = redis.call('ZCARD', TOMBS) - MAX_DETACHED
+  if extra > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', TOMBS, 0, extra - 1)) do redis.call('HDEL', TOMB, old) end
+    redis.call('ZREMRANGEBYRANK', TOMBS, 0, extra - 1)
+  end
+end
+
+-- Ends a session: its held messages become one letter (with the refused one, if any); a tombstone for expiry and bounds.
+local function end_session(id, reason, detail, refused)
+  local f = redis.call('HMGET', hkey(id), 'ls', 'as', 'cb', 'ab')
+  local entries = redis.call('XRANGE', xkey(id), '-', '+')
+  redis.call('DEL', hkey(id), xkey(id), rkey(id))
+  redis.call('ZREM', DET, id)
+  redis.call('ZREM', LEASES, id)
+  if f[1] then
+    local n = tonumber(f[1]) - tonumber(f[2])
+    local b = tonumber(f[3]) - tonumber(f[4])
+    if n ~= 0 then redis.call('DECRBY', MSGS, n) end
+    if b ~= 0 then redis.call('DECRBY', BYTES, b) end
+  end
+  if reason ~= 'ended' and reason ~= 'unknown' then
+    if reason == 'expired' then tombstone(id, 'expired', detail)
+    elseif reason == 'overflow' then tombstone(id, 'overflow', detail)
+    else tombstone(id, 'overflow', reason .. ': ' .. detail) end
+  end
+  if #entries > 0 or refused then table.insert(LETTERS, { id, reason, detail, entries, refused and 1 or 0 }) end
+end
+
+local function expired_detail() return 'detached for the resume window (' .. S(WINDOW) .. ' ms)' end
+
+-- The session's state ('a' | 'd') if it lives; one past its window is expired here, before anyone sees it.
+local function live(id)
+  local f = redis.call('HMGET', hkey(id), 'st', 'da')
+  if not f[1] then return false end
+  if f[1] == 'd' and NOW - tonumber(f[2]) >= WINDOW then
+    end_session(id, 'expired', expired_detail())
+    return false
+  end
+  return f[1]
+end
+
+-- Why id cannot be resumed: its tombstone while it lasts, else unknown.
+local function split_tomb(t)
+  local i = string.find(t, '\\n', 1, true)
+  local j = string.find(t, '\\n', i + 1, true)
+  return tonumber(string.sub(t, 1, i - 1)), string.sub(t, i + 1, j - 1), string.sub(t, j + 1)
+end
+
+local function gone(id)
+  local t = redis.call('HGET', TOMB, id)
+  if t then
+    local untilMs, kind, detail = split_tomb(t)
+    if untilMs > NOW then return { kind, detail } end
+  end
+  return { 'unknown', 'no such session' }
+end
+
+-- Every seq up to seq is acknowledged: trim them; returns how many.
+local function trim(id, seq)
+  local f = redis.call('HMGET', hkey(id), 'as', 'ab')
+  local acked = tonumber(f[1])
+  if seq <= acked then return 0 end
+  local e = redis.call('XRANGE', xkey(id), S(seq) .. '-0', S(seq) .. '-0')
+  local cum = tonumber(e[1][2][2])
+  local freed = cum - tonumber(f[2])
+  redis.call('XTRIM', xkey(id), 'MINID', S(seq + 1) .. '-0')
+  redis.call('HSET', hkey(id), 'as', S(seq), 'ab', S(cum))
+  redis.call('DECRBY', MSGS, seq - acked)
+  if freed ~= 0 then redis.call('DECRBY', BYTES, freed) end
+  return seq - acked
+end
+
+local function detach_one(id)
+  redis.call('HSET', hkey(id), 'st', 'd', 'da', S(NOW))
+  redis.call('ZREM', LEASES, id)
+  redis.call('ZADD', DET, redis.call('INCR', DSEQ), id)
+  touch(id)
+  local count = redis.call('ZCARD', DET)
+  while count > MAX_DETACHED do
+    local oldest = redis.call('ZRANGE', DET, 0, 0)[1]
+    end_session(oldest, 'evicted', S(count) .. ' detached sessions, over sessions.maxDetachedSessions ' .. S(MAX_DETACHED))
+    count = redis.call('ZCARD', DET)
+  end
+end
+
+local function record(id) return redis.call('HGETALL', hkey(id)) end
+
+local function ensure_epoch(candidate)
+  redis.call('SET', EPOCH, candidate, 'NX')
+  return redis.call('GET', EPOCH)
+end
+`;
+
+function script(body: string): string {
+  return `${PRELUDE}\n${body}`;
+}
+
+/** The scripts by command name; each is registered with numberOfKeys 0 (see the note on Redis Cluster above). */
+export const SESSION_SCRIPTS = {
+  /** ARGV[11] candidate epoch → { letters, epoch } */
+  wsSessEpoch: script(`return { LETTERS, ensure_epoch(ARGV[11]) }`),
+
+  /** ARGV[11] id, [12] token digest, [13] owner ('' with [14] '0': none), [15] data JSON, [16] candidate epoch → { letters, ok, epoch, record } */
+  wsSessCreate: script(`
+local id = ARGV[11]
+local epoch = ensure_epoch(ARGV[16])
+if redis.call('EXISTS', hkey(id)) == 1 or redis.call('HEXISTS', TOMB, id) == 1 then return { LETTERS, 0 } end
+redis.call('HSET', hkey(id), 'st', 'a', 'ca', S(NOW), 'aa', S(NOW), 'ls', '0', 'as', '0', 'lc', '0', 'cb', '0', 'ab', '0', 'ag', '1', 't', '[]', 'dt', ARGV[15], 'dg', ARGV[12])
+if ARGV[14] == '1' then redis.call('HSET', hkey(id), 'o', ARGV[13]) end
+redis.call('ZADD', LEASES, RNOW + LEASE, id)
+touch(id)
+return { LETTERS, 1, epoch, record(id) }`),
+
+  /** ARGV[11] id → { letters, 1, record } | { letters, 0, reason, detail } */
+  wsSessGet: script(`
+local id = ARGV[11]
+if not live(id) then local g = gone(id); return { LETTERS, 0, g[1], g[2] } end
+return { LETTERS, 1, record(id) }`),
+
+  /** ARGV[11] id, [12] '1' if the claim has an epoch, [13] the claimed epoch → as wsSessGet, or { letters, 0, 'restarted', current epoch or '' } */
+  wsSessVerify: script(`
+local id = ARGV[11]
+if ARGV[12] == '1' then
+  local e = redis.call('GET', EPOCH)
+  if e ~= ARGV[13] then return { LETTERS, 0, 'restarted', e or '' } end
+end
+if not live(id) then local g = gone(id); return { LETTERS, 0, g[1], g[2] } end
+return { LETTERS, 1, record(id) }`),
+
+  /**
+   * ARGV[11] id, [12] data, [13] binary '1'|'0' → { letters, 1, seq } | { letters, 0, reason, detail }.
+   * The bounds are checked before the XADD, so its exact MAXLEN (the session's
+   * own bound) never trims anything: it is a guard, not a policy.
+   */
+  wsSessAppend: script(`
+local id = ARGV[11]
+local data = ARGV[12]
+local bytes = string.len(data)
+if not live(id) then
+  local g = gone(id)
+  local detail = 'session ' .. id .. ' is gone (' .. g[1] .. ': ' .. g[2] .. ')'
+  table.insert(LETTERS, { id, 'unknown', detail, {}, 1 })
+  return { LETTERS, 0, 'unknown', detail }
+end
+local f = redis.call('HMGET', hkey(id), 'ls', 'as', 'cb', 'ab')
+local held = tonumber(f[1]) - tonumber(f[2])
+local heldBytes = tonumber(f[3]) - tonumber(f[4])
+if held + 1 > MAX_MSGS or heldBytes + bytes > MAX_BYTES then
+  local detail
+  if held + 1 > MAX_MSGS then detail = S(held + 1) .. ' unacknowledged messages, over sessions.maxMessages ' .. S(MAX_MSGS)
+  else detail = S(heldBytes + bytes) .. ' unacknowledged bytes, over sessions.maxBytes ' .. S(MAX_BYTES) end
+  end_session(id, 'overflow', detail, true)
+  return { LETTERS, 0, 'overflow', detail }
+end
+local total = tonumber(redis.call('GET', BYTES) or '0')
+if total + bytes > MAX_TOTAL then
+  local detail = S(total + bytes) .. ' bytes held by all sessions, over sessions.maxBufferedBytes ' .. S(MAX_TOTAL)
+  -- Detached sessions are the least likely to drain: the oldest make room first.
+  local from = 0
+  while total + bytes > MAX_TOTAL do
+    local batch = redis.call('ZRANGE', DET, from, from + 63)
+    if #batch == 0 then break end
+    for _, other in ipairs(batch) do
+      if total + bytes <= MAX_TOTAL then break end
+      if other == id then from = from + 1 else end_session(other, 'memory', detail) end
+      total = tonumber(redis.call('GET', BYTES) or '0')
+    end
+  end
+  if total + bytes > MAX_TOTAL then
+    end_session(id, 'memory', detail, true)
+    return { LETTERS, 0, 'memory', detail }
+  end
+end
+local seq = tonumber(f[1]) + 1
+local cum = tonumber(f[3]) + bytes
+redis.call('XADD', xkey(id), 'MAXLEN', S(MAX_MSGS), S(seq) .. '-0', 'c', S(cum), 'b', ARGV[13], 'd', data)
+if redis.call('PTTL', xkey(id)) == -1 then redis.call('PEXPIRE', xkey(id), KEY_TTL) end
+redis.call('HSET', hkey(id), 'ls', S(seq), 'cb', S(cum))
+redis.call('INCRBY', BYTES, bytes)
+redis.call('INCR', MSGS)
+return { LETTERS, 1, seq }`),
+
+  /** ARGV[11] id, [12] seq → { letters, 1, trimmed } | { letters, 0, error } */
+  wsSessAck: script(`
+local id = ARGV[11]
+local seq = tonumber(ARGV[12])
+if not live(id) then return { LETTERS, 0, 'session ' .. id .. ' is gone' } end
+local last = tonumber(redis.call('HGET', hkey(id), 'ls'))
+if seq > last then return { LETTERS, 0, 'ack ' .. S(seq) .. ' is beyond the last seq sent, ' .. S(last) } end
+return { LETTERS, 1, trim(id, seq) }`),
+
+  /** ARGV[11] id, [12] seq → { letters, 1, entries } | { letters, 0, reason, detail } */
+  wsSessReadAfter: script(`
+local id = ARGV[11]
+local seq = tonumber(ARGV[12])
+if not live(id) then local g = gone(id); return { LETTERS, 0, g[1], g[2] } end
+local f = redis.call('HMGET', hkey(id), 'ls', 'as')
+local last, acked = tonumber(f[1]), tonumber(f[2])
+if seq > last then return { LETTERS, 0, 'restarted', 'lastSeq ' .. S(seq) .. ' is beyond the last seq this store assigned, ' .. S(last) } end
+if seq < acked then
+  return { LETTERS, 0, 'overflow', 'lastSeq ' .. S(seq) .. ' is behind the acknowledged ' .. S(acked) .. ': seqs ' .. S(seq + 1) .. '…' .. S(acked) .. ' are no longer held' }
+end
+trim(id, seq)
+return { LETTERS, 1, redis.call('XRANGE', xkey(id), '-', '+') }`),
+
+  /** ARGV[11] id, [12] cseq → { letters, 'new' } | { letters, 'duplicate', seqs|'*'|false } | { letters, 'gap', expected } | { letters, 'unknown' } */
+  wsSessBeginRequest: script(`
+local id = ARGV[11]
+local cseq = tonumber(ARGV[12])
+if not live(id) then return { LETTERS, 'unknown' } end
+local last = tonumber(redis.call('HGET', hkey(id), 'lc'))
+if cseq == last + 1 then
+  redis.call('HSET', hkey(id), 'lc', S(cseq))
+  redis.call('HSET', rkey(id), S(cseq), '')
+  if cseq - MAX_REPLIES > 0 then redis.call('HDEL', rkey(id), S(cseq - MAX_REPLIES)) end
+  if redis.call('PTTL', rkey(id)) == -1 then redis.call('PEXPIRE', rkey(id), KEY_TTL) end
+  return { LETTERS, 'new' }
+end
+if cseq <= last then
+  local seqs = redis.call('HGET', rkey(id), S(cseq))
+  if not seqs then return { LETTERS, 'duplicate', '*' } end
+  return { LETTERS, 'duplicate', seqs }
+end
+return { LETTERS, 'gap', last + 1 }`),
+
+  /** ARGV[11] id, [12] cseq, [13] seq, [14] max seqs per reply → { letters } */
+  wsSessRememberReply: script(`
+local id = ARGV[11]
+if not live(id) then return { LETTERS } end
+local seqs = redis.call('HGET', rkey(id), ARGV[12])
+if not seqs or seqs == '*' then return { LETTERS } end
+local n = 0
+if seqs ~= '' then n = 1; for _ in string.gmatch(seqs, ',') do n = n + 1 end end
+if n >= tonumber(ARGV[14]) then seqs = '*' elseif seqs == '' then seqs = ARGV[13] else seqs = seqs .. ',' .. ARGV[13] end
+redis.call('HSET', rkey(id), ARGV[12], seqs)
+return { LETTERS }`),
+
+  /** ARGV[11] id, [12] 'join'|'leave', [13] topic → { letters, 1|0 } */
+  wsSessTopic: script(`
+local id = ARGV[11]
+if not live(id) then return { LETTERS, 0 } end
+local topics = cjson.decode(redis.call('HGET', hkey(id), 't'))
+local at = nil
+for i, t in ipairs(topics) do if t == ARGV[13] then at = i end end
+if ARGV[12] == 'join' then
+  if at then return { LETTERS, 0 } end
+  table.insert(topics, ARGV[13])
+else
+  if not at then return { LETTERS, 0 } end
+  table.remove(topics, at)
+end
+local text = '[]'
+if #topics > 0 then text = cjson.encode(topics) end
+redis.call('HSET', hkey(id), 't', text)
+return { LETTERS, 1 }`),
+
+  /** ARGV[11] id, [12] data JSON → { letters, 1|0 } */
+  wsSessSetData: script(`
+local id = ARGV[11]
+if not live(id) then return { LETTERS, 0 } end
+redis.call('HSET', hkey(id), 'dt', ARGV[12])
+return { LETTERS, 1 }`),
+
+  /** ARGV[11] id → { letters, 0 } | { letters, 1, attach generation } */
+  wsSessAttach: script(`
+local id = ARGV[11]
+if not live(id) then return { LETTERS, 0 } end
+redis.call('HSET', hkey(id), 'st', 'a', 'aa', S(NOW))
+local gen = redis.call('HINCRBY', hkey(id), 'ag', 1)
+redis.call('ZREM', DET, id)
+redis.call('ZADD', LEASES, RNOW + LEASE, id)
+touch(id)
+return { LETTERS, 1, gen }`),
+
+  /**
+   * ARGV[11] id, [12] the attach generation this node holds ('' none known) →
+   * { letters, 1, generation } | { letters, 0 } (gone, or attached since by another node: a takeover).
+   */
+  wsSessDetach: script(`
+local id = ARGV[11]
+if not live(id) then return { LETTERS, 0 } end
+if ARGV[12] ~= '' and redis.call('HGET', hkey(id), 'ag') ~= ARGV[12] then return { LETTERS, 0 } end
+detach_one(id)
+return { LETTERS, 1, redis.call('HGET', hkey(id), 'ag') or false }`),
+
+  /**
+   * ARGV[11] id, [12] the attach generation when this node detached it ('' none known) → { letters, 1|0 }:
+   * a detached session ends now (expired), unless it was attached since (by any node: its window restarted).
+   */
+  wsSessExpire: script(`
+local id = ARGV[11]
+local f = redis.call('HMGET', hkey(id), 'st', 'ag')
+if f[1] ~= 'd' then return { LETTERS, 0 } end
+if ARGV[12] ~= '' and f[2] ~= ARGV[12] then return { LETTERS, 0 } end
+end_session(id, 'expired', expired_detail())
+return { LETTERS, 1 }`),
+
+  /** ARGV[11] id, [12] detail → { letters, 1|0 } */
+  wsSessEnd: script(`
+local id = ARGV[11]
+if redis.call('EXISTS', hkey(id)) == 0 then return { LETTERS, 0 } end
+end_session(id, 'ended', ARGV[12])
+return { LETTERS, 1 }`),
+
+  /**
+   * ARGV[11] batch size → { letters, expired, more }. One batch per call, so
+   * that no call holds Redis long: sessions whose node stopped renewing their
+   * lease count as detached from now; overdue detached sessions expire (the
+   * oldest detach first); tombstones past their window go. Index entries whose
+   * keys Redis already expired (no node swept for a whole extra window) are
+   * dropped, and the counters recounted from the live sessions.
+   */
+  wsSessSweep: script(`
+local batch = tonumber(ARGV[11])
+local expired, stale, more = 0, false, 0
+local lapsed = redis.call('ZRANGEBYSCORE', LEASES, '-inf', RNOW, 'LIMIT', 0, batch)
+for _, id in ipairs(lapsed) do
+  if redis.call('EXISTS', hkey(id)) == 0 then redis.call('ZREM', LEASES, id); stale = true else detach_one(id) end
+end
+if #lapsed == batch then more = 1 end
+local oldest = redis.call('ZRANGE', DET, 0, batch - 1)
+for _, id in ipairs(oldest) do
+  local da = redis.call('HGET', hkey(id), 'da')
+  if not da then
+    redis.call('ZREM', DET, id); stale = true
+  elseif NOW - tonumber(da) >= WINDOW then
+    end_session(id, 'expired', expired_detail()); expired = expired + 1
+  else
+    oldest = nil
+    break
+  end
+end
+if oldest and #oldest == batch then more = 1 end
+-- Tombstones past their window, the oldest first: stop at the first still inside it.
+local tombs = 0
+for _, id in ipairs(redis.call('ZRANGE', TOMBS, 0, batch - 1)) do
+  local t = redis.call('HGET', TOMB, id)
+  if t and split_tomb(t) > NOW then break end
+  redis.call('HDEL', TOMB, id)
+  tombs = tombs + 1
+end
+if tombs > 0 then redis.call('ZREMRANGEBYRANK', TOMBS, 0, tombs - 1) end
+if tombs == batch then more = 1 end
+if stale then
+  local n, b = 0, 0
+  for _, zset in ipairs({ LEASES, DET }) do
+    for _, id in ipairs(redis.call('ZRANGE', zset, 0, -1)) do
+      local f = redis.call('HMGET', hkey(id), 'ls', 'as', 'cb', 'ab')
+      if f[1] then n = n + tonumber(f[1]) - tonumber(f[2]); b = b + tonumber(f[3]) - tonumber(f[4]) end
+    end
+  end
+  redis.call('SET', MSGS, S(n))
+  redis.call('SET', BYTES, S(b))
+end
+return { LETTERS, expired, more }`),
+
+  /** ARGV[11…] ids this node holds attached → { letters, ids no longer attached }: the others' leases (and key TTLs) start again. */
+  wsSessRenew: script(`
+local lost = {}
+for i = 11, #ARGV do
+  local id = ARGV[i]
+  if redis.call('ZSCORE', LEASES, id) then
+    redis.call('ZADD', LEASES, RNOW + LEASE, id)
+    touch(id)
+  else
+    table.insert(lost, id)
+  end
+end
+return { LETTERS, lost }`),
+
+  /** → { letters, sessions, detached, messages, bytes, tombstones } */
+  wsSessStats: script(`
+local det = redis.call('ZCARD', DET)
+return { LETTERS, redis.call('ZCARD', LEASES) + det, det, tonumber(redis.call('GET', MSGS) or '0'), tonumber(redis.call('GET', BYTES) or '0'), redis.call('ZCARD', TOMBS) }`),
+} as const;
+
+export type SessionScriptName = keyof typeof SESSION_SCRIPTS;

@@ -1,0 +1,773 @@
+/**
+ * The Redis session store: sessions that any node sharing one Redis can
+ * resume (docs/sessions.md, "The store on Redis"; keys and failure table in
+ * docs/scaling.md, "The session store"). It implements the session store
+ * contract (session-store.ts) exactly as the in-memory store does, bounds and
+ * dead letters included (R12); the data lives in Redis, each operation one
+ * Lua script (redis-session-scripts.ts), so it is atomic however many nodes
+ * share the store.
+ *
+ * Where it differs, by necessity:
+ * - `close()` releases this node's connection and leaves the sessions in
+ *   Redis (the other nodes resume them); the sessions this node still holds
+ *   attached are detached, so their resume window starts.
+ * - A node that dies holds its attached sessions by a lease (`leaseTtl`,
+ *   renewed every third of it): once it lapses, any node's `sweep()` detaches
+ *   them, and the resume window runs from then.
+ * - Redis may be unreachable: an operation then fails at once (no offline
+ *   queue) or within `commandTimeout` (Redis hung), rejecting with a
+ *   SessionStoreUnavailableError that says whether it may still have been
+ *   applied; the store's `status` turns 'degraded' (a 'status' event) and the
+ *   failures are logged once per kind per outage, counted in `failures`.
+ * - The epoch is a key: when Redis comes back without it (restarted empty,
+ *   flushed), the first call after creates a new one, so a resume that
+ *   presents the old epoch is answered `restarted`.
+ */
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
+import type { Redis, RedisOptions } from 'ioredis';
+import { backoffCeiling } from '../../machines/backoff.ts';
+import { positiveInt } from '../base/checks.ts';
+import { requirePeer } from '../base/optional-peer.ts';
+import { SESSION_STORE_DEFAULTS } from './memory-session-store.ts';
+import { parseRedisUrl, RedisUrlError, type RedisTarget } from './redis-url.ts';
+import { SESSION_SCRIPTS, type SessionScriptName } from './redis-session-scripts.ts';
+import {
+  messageBytes,
+  newSessionId,
+  newSessionToken,
+  sameOwner,
+  tokenDigest,
+  tokenMatches,
+  type AckResult,
+  type AppendResult,
+  type CreatedSession,
+  type JsonValue,
+  type ReadResult,
+  type RequestVerdict,
+  type ResumeClaim,
+  type ResumeFailureReason,
+  type SessionDeadLetter,
+  type SessionDeadLetterReason,
+  type SessionMessage,
+  type SessionRecord,
+  type SessionStore,
+  type SessionStoreHost,
+  type SessionStoreStats,
+  type StoredMessage,
+  type VerifyResult,
+} from './session-store.ts';
+
+const { Redis: RedisClient } = requirePeer<typeof import('ioredis')>('ioredis', 'the Redis session store (ws-supervisor/redis)');
+
+export const REDIS_SESSION_STORE_DEFAULTS = {
+  ...SESSION_STORE_DEFAULTS,
+  /** Keys start with it; several applications (or clusters) can share one Redis. As the adapter's default, plus `session:`. */
+  prefix: 'ws-supervisor:session:',
+  /** 15 s: a node that died holds its attached sessions this long at most before they count as detached (as the adapter's presenceTtl). */
+  leaseTtl: 15_000,
+  /** An operation Redis has not answered by then fails (unconfirmed: it may still be applied). As the adapter's. */
+  commandTimeout: 2_000,
+  /** TCP connect + handshake; also how long the first operations wait for the first connection. */
+  connectTimeout: 5_000,
+  backoffInitialDelay: 100,
+  backoffMaxDelay: 5_000,
+  /**
+   * 16 MiB of operations sent and not yet answered (as the adapter's): beyond
+   * it an operation fails at once (`unavailable`), so a hung Redis cannot make
+   * the process hold every message appended meanwhile.
+   */
+  maxInFlightBytes: 16 * 1_048_576,
+  /**
+   * Overdue sessions expired per script call: one call holds Redis for a
+   * bounded time, and its reply (their held messages, up to maxBytes each) stays
+   * bounded too (32 × 4 MiB at worst).
+   */
+  sweepBatch: 32,
+} as const;
+
+/** Reply seqs remembered per request: a reply of more messages is remembered as "too many" (null). As the memory store. */
+const MAX_SEQS_PER_REPLY = 16;
+/** Renewals per script call (one call per batch, pipelined). */
+const RENEW_BATCH = 500;
+
+export interface RedisSessionStoreOptions {
+  /** As the adapter's `url` (parseRedisUrl): `redis://[[user]:password@]host[:port][/db]` or `rediss://…`. */
+  url: string;
+  /** Prefix of every key. Default `'ws-supervisor:session:'`. Every node of one cluster must use the same. */
+  prefix?: string;
+  /** How long a detached session waits for its client, ms. Default 120000 (as the memory store). */
+  resumeWindow?: number;
+  /** Held (unacknowledged) messages per session. Default 4096. */
+  maxMessages?: number;
+  /** Held bytes per session. Default 4 MiB. */
+  maxBytes?: number;
+  /** Held bytes over all sessions of the store, cluster-wide (one Redis counter). Default 256 MiB. */
+  maxBufferedBytes?: number;
+  /** Detached sessions at once, cluster-wide (and tombstones kept). Default 10000. */
+  maxDetachedSessions?: number;
+  /** Requests per session whose reply seqs are remembered for `duplicate` answers. Default 64. */
+  maxRememberedReplies?: number;
+  /** How long this node's hold on its attached sessions lasts without renewal, ms (renewed every third). Default 15000. */
+  leaseTtl?: number;
+  /** An operation not answered within it fails, ms. Default 2000. */
+  commandTimeout?: number;
+  /** TCP connect + handshake timeout, ms. Default 5000. */
+  connectTimeout?: number;
+  /**
+   * Bytes of operations sent to Redis and not yet answered (a timed-out one
+   * counts until Redis answers a later one or the connection closes). Beyond
+   * it an operation fails at once (`unavailable`, not applied). A single
+   * operation larger than it is still sent when nothing else is in flight.
+   * Default 16 MiB.
+   */
+  maxInFlightBytes?: number;
+  /** Reconnect backoff: doubling from `initialDelay` up to `maxDelay`, jittered to 50–100%. Defaults 100 / 5000 ms. */
+  backoff?: { initialDelay?: number; maxDelay?: number };
+  /**
+   * The clock of the resume window and tombstones, epoch ms. Default: Redis's
+   * own clock (TIME, inside each script), one clock for every node whatever
+   * theirs say. Tests pass a fake one.
+   */
+  now?: () => number;
+}
+
+/** Why an operation did not reach Redis, or was not confirmed. */
+export type SessionStoreFailureKind =
+  /**
+   * Not connected, or too many bytes await Redis's answer (maxInFlightBytes):
+   * never sent, nothing changed; or the connection closed after it was sent
+   * (`applied: 'unknown'`).
+   */
+  | 'unavailable'
+  /** Sent, not answered within commandTimeout (Redis hung or overloaded): it may still be applied. */
+  | 'timeout'
+  /** Redis answered with an error (out of memory, a script error…): nothing changed. */
+  | 'error';
+
+/**
+ * An operation of the Redis session store that failed because of Redis. The
+ * supervisor can count it (`kind`) and keep serving the connection locally.
+ */
+export class SessionStoreUnavailableError extends Error {
+  static {
+    this.prototype.name = 'SessionStoreUnavailableError';
+  }
+  constructor(
+    readonly kind: SessionStoreFailureKind,
+    /** The store method, e.g. `append`. */
+    readonly operation: string,
+    /** The session concerned, or null. */
+    readonly sessionId: string | null,
+    /** `no`: nothing changed in Redis; `unknown`: it may have been applied (a timeout). */
+    readonly applied: 'no' | 'unknown',
+    message: string,
+    options?: { cause: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export type RedisSessionStoreStatus = 'up' | 'degraded';
+
+export interface RedisSessionStoreEvents {
+  /** The store became usable ('up') or not ('degraded', with why). */
+  status: [status: RedisSessionStoreStatus, reason: string | null];
+  /** Redis came back (or was found) with another epoch than this node knew: every session of the old one is gone. */
+  epochChanged: [previous: string, current: string];
+}
+
+/** Raw script replies (ioredis's Buffer variants: bulk strings as Buffers, integers as numbers). */
+type Reply = Buffer | number | null | Reply[];
+type LetterReply = [Buffer, Buffer, Buffer, EntryReply[], number];
+type EntryReply = [Buffer, Buffer[]];
+
+type ScriptClient = Redis & { [K in `${SessionScriptName}Buffer`]: (...args: (string | Buffer | number)[]) => Promise<Reply[]> };
+
+function failureKind(err: Error & { code?: unknown }): string {
+  if (typeof err.code === 'string' && err.code !== '') return err.code;
+  const redisCode = /^[A-Z]{3,}\b/.exec(err.message);
+  if (redisCode) return redisCode[0];
+  return err.message.split(/[,:(]/, 1)[0]!.replace(/[0-9]+/g, 'N').trim().slice(0, 80) || err.name;
+}
+
+export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> implements SessionStore {
+  readonly name = 'redis';
+  readonly #limits: {
+    resumeWindow: number;
+    maxMessages: number;
+    maxBytes: number;
+    maxBufferedBytes: number;
+    maxDetachedSessions: number;
+    maxRememberedReplies: number;
+    leaseTtl: number;
+  };
+  readonly #target: RedisTarget;
+  readonly #prefix: string;
+  readonly #commandTimeout: number;
+  readonly #connectTimeout: number;
+  readonly #backoffInitial: number;
+  readonly #backoffMax: number;
+  readonly #now: (() => number) | null;
+  /** The ten arguments every script starts with (all but the clock). */
+  readonly #common: string[];
+  #host: SessionStoreHost | null = null;
+  #client: ScriptClient | null = null;
+  #ready = false;
+  #everReady: Promise<void> | null = null;
+  #wasReady = false;
+  #closed: Promise<void> | null = null;
+  #status: RedisSessionStoreStatus = 'degraded';
+  #reason: string | null = 'connecting to redis';
+  #lastError: string | null = null;
+  #knownEpoch: string | null = null;
+  /** Sessions this node holds attached, with the attach generation it holds (its detach must not undo another node's takeover). */
+  readonly #held = new Map<string, string>();
+  /** Sessions this node detached, with the attach generation then: its own expire must not end one resumed since. */
+  readonly #detachedHere = new Map<string, string>();
+  #renewTimer: NodeJS.Timeout | null = null;
+  readonly #loggedFailures = new Set<string>();
+  /** Failed operations, by kind, since the store started (metrics); `failedSinceUp` for the recovery log line. */
+  readonly failures: Record<SessionStoreFailureKind, number> = { unavailable: 0, timeout: 0, error: 0 };
+  #failedSinceUp = 0;
+  readonly #maxInFlightBytes: number;
+  /** Commands sent and not yet answered (their bytes are held by ioredis and the socket until then), oldest first. */
+  #inFlight: { seq: number; bytes: number }[] = [];
+  #inFlightHead = 0;
+  #inFlightSeq = 0;
+  #inFlightBytes = 0;
+  #probing = false;
+
+  constructor(options: RedisSessionStoreOptions) {
+    super();
+    try {
+      this.#target = parseRedisUrl(options?.url);
+    } catch (err) {
+      if (err instanceof RedisUrlError) throw new RangeError(`ws-supervisor: redis session store option url ${err.message}`);
+      throw err;
+    }
+    const d = REDIS_SESSION_STORE_DEFAULTS;
+    const prefix = options.prefix ?? d.prefix;
+    if (typeof prefix !== 'string' || prefix === '') throw new RangeError(`ws-supervisor: redis session store option prefix must be a non-empty string, got ${JSON.stringify(prefix)}`);
+    this.#prefix = prefix;
+    this.#limits = {
+      resumeWindow: positiveInt('sessions.resumeWindow', options.resumeWindow, d.resumeWindow),
+      maxMessages: positiveInt('sessions.maxMessages', options.maxMessages, d.maxMessages),
+      maxBytes: positiveInt('sessions.maxBytes', options.maxBytes, d.maxBytes),
+      maxBufferedBytes: positiveInt('sessions.maxBufferedBytes', options.maxBufferedBytes, d.maxBufferedBytes),
+      maxDetachedSessions: positiveInt('sessions.maxDetachedSessions', options.maxDetachedSessions, d.maxDetachedSessions),
+      maxRememberedReplies: positiveInt('sessions.maxRememberedReplies', options.maxRememberedReplies, d.maxRememberedReplies),
+      leaseTtl: positiveInt('sessions.leaseTtl', options.leaseTtl, d.leaseTtl),
+    };
+    if (this.#limits.leaseTtl < 3) throw new RangeError(`ws-supervisor: option sessions.leaseTtl must be at least 3 ms (renewed every third), got ${this.#limits.leaseTtl}`);
+    this.#commandTimeout = positiveInt('redis.commandTimeout', options.commandTimeout, d.commandTimeout);
+    this.#maxInFlightBytes = positiveInt('redis.maxInFlightBytes', options.maxInFlightBytes, d.maxInFlightBytes);
+    this.#connectTimeout = positiveInt('redis.connectTimeout', options.connectTimeout, d.connectTimeout);
+    this.#backoffInitial = positiveInt('redis.backoff.initialDelay', options.backoff?.initialDelay, d.backoffInitialDelay);
+    this.#backoffMax = positiveInt('redis.backoff.maxDelay', options.backoff?.maxDelay, d.backoffMaxDelay);
+    this.#now = options.now ?? null;
+    const l = this.#limits;
+    // Keys outlive the session's own deadline by one more window and the lease: a sweep
+    // (any node's) hands their messages over as dead letters first; Redis's TTL is the backstop
+    // for a cluster where no node runs at all, not the policy (a TTL drop has no one to tell).
+    const keyTtl = l.leaseTtl + 2 * l.resumeWindow;
+    this.#common = [prefix, l.resumeWindow, l.maxMessages, l.maxBytes, l.maxBufferedBytes, l.maxDetachedSessions, l.maxRememberedReplies, l.leaseTtl, keyTtl].map(String);
+  }
+
+  /** 'up' while Redis answers; 'degraded' (with `statusReason`) while it cannot be reached or leaves commands unanswered. */
+  get status(): RedisSessionStoreStatus {
+    return this.#status;
+  }
+
+  get statusReason(): string | null {
+    return this.#reason;
+  }
+
+  /** The prefix of every key (the nodes of one cluster share it). */
+  get prefix(): string {
+    return this.#prefix;
+  }
+
+  /** The Redis URL with its password masked. */
+  get displayUrl(): string {
+    return this.#target.display;
+  }
+
+  /** Sessions this node holds attached (their leases are renewed by it). */
+  get heldSessions(): number {
+    return this.#held.size;
+  }
+
+  start(host: SessionStoreHost): void {
+    if (this.#host !== null) throw new Error('ws-supervisor: this session store is already started (one host per store)');
+    if (this.#closed) throw new Error('ws-supervisor: the session store is closed');
+    this.#host = host;
+    const t = this.#target;
+    const options: RedisOptions = {
+      host: t.host,
+      port: t.port,
+      ...(t.username !== undefined ? { username: t.username } : {}),
+      ...(t.password !== undefined ? { password: t.password } : {}),
+      ...(t.family !== undefined ? { family: t.family } : {}),
+      ...(t.tls ? { tls: isIP(t.host) ? {} : { servername: t.host } } : {}),
+      connectTimeout: this.#connectTimeout,
+      commandTimeout: this.#commandTimeout,
+      retryStrategy: (times) => {
+        const base = backoffCeiling(times - 1, { initialDelay: this.#backoffInitial, maxDelay: this.#backoffMax, multiplier: 2 });
+        return Math.round(base / 2 + (Math.random() * base) / 2);
+      },
+      maxRetriesPerRequest: null,
+      // R12: a command runs now or fails now, and is never resent behind the caller's back.
+      enableOfflineQueue: false,
+      autoResendUnfulfilledCommands: false,
+      connectionName: 'ws-supervisor:sessions',
+      lazyConnect: false,
+    };
+    const client = new RedisClient(options) as ScriptClient;
+    for (const [name, lua] of Object.entries(SESSION_SCRIPTS)) client.defineCommand(name, { lua, numberOfKeys: 0 });
+    this.#client = client;
+    this.#everReady = new Promise<void>((resolve) => {
+      client.on('ready', () => {
+        void this.#connected(client).then(resolve);
+      });
+    });
+    client.on('close', () => {
+      // A closed connection holds nothing any more: what was sent is answered or rejected.
+      this.#inFlight = [];
+      this.#inFlightHead = 0;
+      this.#inFlightBytes = 0;
+      if (!this.#ready) return;
+      this.#ready = false;
+      this.#setStatus('degraded', `redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`);
+    });
+    client.on('error', (err: Error) => {
+      this.#lastError = err.message;
+      this.#logFailure(err, 'connection error');
+      if (!this.#ready) this.#reason = `redis unavailable: ${err.message}`;
+    });
+    this.#renewTimer = setInterval(() => void this.#renew(), Math.max(1, Math.floor(this.#limits.leaseTtl / 3)));
+    this.#renewTimer.unref();
+  }
+
+  async epoch(): Promise<string> {
+    const [, epoch] = await this.#run('epoch', null, 'wsSessEpoch', [newEpoch()]);
+    return this.#noteEpoch(String(epoch));
+  }
+
+  async create(init: { owner: string | null; data?: JsonValue }): Promise<CreatedSession> {
+    const data = JSON.stringify(init.data ?? null);
+    for (;;) {
+      const id = newSessionId();
+      const token = newSessionToken();
+      const r = await this.#run('create', id, 'wsSessCreate', [id, tokenDigest(token), init.owner ?? '', init.owner === null ? '0' : '1', data, newEpoch()]);
+      if (r[1] !== 1) continue; // 2^-128: never, but cheap to be sure
+      const epoch = this.#noteEpoch(String(r[2]));
+      this.#held.set(id, '1');
+      return { id, token, epoch, record: toRecord(id, r[3] as Buffer[]) };
+    }
+  }
+
+  async get(id: string): Promise<SessionRecord | null> {
+    const r = await this.#run('get', id, 'wsSessGet', [id]);
+    return r[1] === 1 ? toRecord(id, r[2] as Buffer[]) : null;
+  }
+
+  async verify(claim: ResumeClaim): Promise<VerifyResult> {
+    const hasEpoch = claim.epoch !== undefined;
+    const r = await this.#run('verify', claim.id, 'wsSessVerify', [claim.id, hasEpoch ? '1' : '0', claim.epoch ?? '']);
+    if (r[1] !== 1) {
+      const reason = String(r[2]) as ResumeFailureReason;
+      if (reason === 'restarted') {
+        const current = String(r[3]);
+        if (current !== '') this.#noteEpoch(current);
+        return { ok: false, reason, detail: `the session store restarted (epoch ${JSON.stringify(claim.epoch)} is gone)` };
+      }
+      return { ok: false, reason, detail: String(r[3]) };
+    }
+    const fields = hashOf(r[2] as Buffer[]);
+    // Both compared, whatever the first says: the answer's timing tells nothing about which failed.
+    const tokenOk = tokenMatches(claim.token, fields.get('dg') ?? Buffer.alloc(32));
+    const ownerOk = sameOwner(claim.owner, fields.has('o') ? fields.get('o')!.toString() : null);
+    if (!tokenOk) return { ok: false, reason: 'forbidden', detail: 'the resume token does not match' };
+    if (!ownerOk) return { ok: false, reason: 'forbidden', detail: 'the session belongs to another identity' };
+    return { ok: true, record: recordOf(claim.id, fields) };
+  }
+
+  async append(id: string, message: SessionMessage): Promise<AppendResult> {
+    const data = message.data;
+    const r = await this.#run('append', id, 'wsSessAppend', [id, data, message.binary ? '1' : '0'], message);
+    if (r[1] === 1) return { ok: true, seq: r[2] as number };
+    return { ok: false, reason: String(r[2]) as SessionDeadLetterReason, detail: String(r[3]) };
+  }
+
+  async ack(id: string, seq: number): Promise<AckResult> {
+    if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, error: `ack seq must be an integer ≥ 0, got ${String(seq)}` };
+    const r = await this.#run('ack', id, 'wsSessAck', [id, String(seq)]);
+    return r[1] === 1 ? { ok: true, trimmed: r[2] as number } : { ok: false, error: String(r[2]) };
+  }
+
+  async readAfter(id: string, seq: number): Promise<ReadResult> {
+    if (!Number.isSafeInteger(seq) || seq < 0) {
+      // The memory store looks the session up first; the answer for a bad position is the same either way.
+      return { ok: false, reason: 'unknown', detail: `lastSeq must be an integer ≥ 0, got ${String(seq)}` };
+    }
+    const r = await this.#run('readAfter', id, 'wsSessReadAfter', [id, String(seq)]);
+    if (r[1] !== 1) return { ok: false, reason: String(r[2]) as ResumeFailureReason, detail: String(r[3]) };
+    return { ok: true, messages: (r[2] as EntryReply[]).map(toMessage) };
+  }
+
+  async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
+    if (!Number.isSafeInteger(cseq) || cseq < 1) throw new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`);
+    const r = await this.#run('beginRequest', id, 'wsSessBeginRequest', [id, String(cseq)]);
+    const kind = String(r[1]);
+    if (kind === 'new') return { kind: 'new' };
+    if (kind === 'unknown') return { kind: 'unknown' };
+    if (kind === 'gap') return { kind: 'gap', expected: r[2] as number };
+    const seqs = String(r[2]);
+    return { kind: 'duplicate', replySeqs: seqs === '*' ? null : seqs === '' ? [] : seqs.split(',').map(Number) };
+  }
+
+  async rememberReply(id: string, cseq: number, seq: number): Promise<void> {
+    await this.#run('rememberReply', id, 'wsSessRememberReply', [id, String(cseq), String(seq), String(MAX_SEQS_PER_REPLY)]);
+  }
+
+  async join(id: string, topic: string): Promise<boolean> {
+    return (await this.#run('join', id, 'wsSessTopic', [id, 'join', topic]))[1] === 1;
+  }
+
+  async leave(id: string, topic: string): Promise<boolean> {
+    return (await this.#run('leave', id, 'wsSessTopic', [id, 'leave', topic]))[1] === 1;
+  }
+
+  async setData(id: string, data: JsonValue): Promise<boolean> {
+    return (await this.#run('setData', id, 'wsSessSetData', [id, JSON.stringify(data)]))[1] === 1;
+  }
+
+  async attach(id: string): Promise<boolean> {
+    const r = await this.#run('attach', id, 'wsSessAttach', [id]);
+    if (r[1] !== 1) return false;
+    this.#held.set(id, String(r[2]));
+    return true;
+  }
+
+  /** False also when another node attached the session since this node did (a takeover: the session is not this node's to detach). */
+  async detach(id: string): Promise<boolean> {
+    const generation = this.#held.get(id) ?? '';
+    const r = await this.#run('detach', id, 'wsSessDetach', [id, generation]);
+    this.#held.delete(id);
+    if (r[1] !== 1) return false;
+    this.#detachedHere.delete(id);
+    this.#detachedHere.set(id, String(r[2]));
+    // Bounded: the oldest are forgotten first (an expire of one of those is then unconditional, as the contract's).
+    if (this.#detachedHere.size > this.#limits.maxDetachedSessions) this.#detachedHere.delete(this.#detachedHere.keys().next().value!);
+    return true;
+  }
+
+  /**
+   * False also when the session was attached since this node detached it (on
+   * any node): this node's resume-window timer is stale, the session's window
+   * restarted elsewhere.
+   */
+  async expire(id: string): Promise<boolean> {
+    const generation = this.#detachedHere.get(id) ?? '';
+    this.#detachedHere.delete(id);
+    const expired = (await this.#run('expire', id, 'wsSessExpire', [id, generation]))[1] === 1;
+    if (expired) this.#held.delete(id);
+    return expired;
+  }
+
+  async end(id: string, detail: string): Promise<boolean> {
+    this.#held.delete(id);
+    return (await this.#run('end', id, 'wsSessEnd', [id, detail]))[1] === 1;
+  }
+
+  async sweep(): Promise<number> {
+    let expired = 0;
+    for (;;) {
+      const r = await this.#run('sweep', null, 'wsSessSweep', [String(REDIS_SESSION_STORE_DEFAULTS.sweepBatch)]);
+      expired += r[1] as number;
+      if (r[2] !== 1) return expired;
+    }
+  }
+
+  async stats(): Promise<SessionStoreStats> {
+    const r = await this.#run('stats', null, 'wsSessStats', []);
+    return { sessions: r[1] as number, detached: r[2] as number, bufferedMessages: r[3] as number, bufferedBytes: r[4] as number, tombstones: r[5] as number };
+  }
+
+  /**
+   * This node leaves: the sessions it still holds attached are detached (their
+   * resume window starts; any node can resume them), and its Redis connection
+   * closes. The sessions stay in Redis: closing one node must not end the
+   * cluster's sessions. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      if (this.#renewTimer) clearInterval(this.#renewTimer);
+      this.#renewTimer = null;
+      const client = this.#client;
+      if (client && this.#ready) {
+        await Promise.all([...this.#held.keys()].map((id) => this.#call('detach', id, 'wsSessDetach', [id, this.#held.get(id) ?? '']).catch(() => undefined)));
+      }
+      this.#held.clear();
+      this.#ready = false;
+      this.#status = 'degraded';
+      this.#reason = 'session store closed';
+      client?.disconnect();
+    })();
+    return this.#closed;
+  }
+
+  // -------------------------------------------------------------------------
+
+  async #connected(client: Redis): Promise<void> {
+    if (this.#closed || this.#client !== client) return;
+    try {
+      if (this.#target.db !== 0) await client.select(this.#target.db);
+      // Came back with our data, or without (restarted empty, flushed): the epoch tells.
+      const [, epoch] = (await (client as ScriptClient).wsSessEpochBuffer(...this.#args([newEpoch()]))) as Reply[];
+      this.#noteEpoch(String(epoch));
+    } catch (err) {
+      this.#lastError = (err as Error).message;
+      this.#logFailure(err as Error, 'cannot use redis');
+      client.disconnect(true); // reconnect, with backoff
+      return;
+    }
+    this.#ready = true;
+    this.#wasReady = true;
+    this.#lastError = null;
+    this.#setStatus('up', null);
+    void this.#renew();
+  }
+
+  #noteEpoch(epoch: string): string {
+    const previous = this.#knownEpoch;
+    this.#knownEpoch = epoch;
+    if (previous !== null && previous !== epoch) {
+      // Every session this node held is gone with the old epoch.
+      this.#held.clear();
+      this.#host?.logger?.warn(
+        { url: this.#target.display, previous, epoch },
+        'redis session store: redis lost the session data (restarted empty or flushed): every session of the previous epoch is gone; their resumes are answered restarted',
+      );
+      this.emit('epochChanged', previous, epoch);
+    }
+    return epoch;
+  }
+
+  /** Renews the leases of the sessions this node holds attached, in batches. */
+  async #renew(): Promise<void> {
+    if (!this.#ready || this.#closed) return;
+    const ids = [...this.#held.keys()];
+    for (let i = 0; i < ids.length; i += RENEW_BATCH) {
+      try {
+        const [, lost] = await this.#call('renew', null, 'wsSessRenew', ids.slice(i, i + RENEW_BATCH));
+        for (const id of lost as Buffer[]) this.#held.delete(id.toString());
+      } catch {
+        return; // reported by #call; the next renewal tries again
+      }
+    }
+  }
+
+  #args(extra: (string | Buffer)[]): (string | Buffer)[] {
+    return [...this.#common, this.#now === null ? '' : String(this.#now()), ...extra];
+  }
+
+  /** Runs a script, hands the sessions it ended to the host as dead letters (R12), returns the rest of its reply. */
+  async #run(operation: string, id: string | null, name: SessionScriptName, extra: (string | Buffer)[], refused?: SessionMessage): Promise<Reply[]> {
+    if (this.#host === null) throw new Error('ws-supervisor: start(host) the session store before using it (dead letters need a host)');
+    if (this.#closed) throw new Error('ws-supervisor: the session store is closed');
+    const reply = await this.#call(operation, id, name, extra);
+    for (const letter of reply[0] as LetterReply[]) {
+      const dead = toLetter(letter, refused);
+      this.#held.delete(dead.sessionId);
+      this.#host.deadLetter(dead);
+    }
+    return reply;
+  }
+
+  async #call(operation: string, id: string | null, name: SessionScriptName, extra: (string | Buffer)[]): Promise<Reply[]> {
+    const client = this.#client!;
+    if (!this.#ready && !this.#wasReady && this.#everReady) {
+      // The first connection may still be on its way: wait for it (bounded); after that, never wait on an outage.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.#everReady, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#connectTimeout)))]);
+      clearTimeout(timer);
+    }
+    if (!this.#ready) {
+      throw this.#failed('unavailable', operation, id, 'no', new Error(`redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`));
+    }
+    const args = this.#args(extra);
+    let bytes = 0;
+    for (const a of args) bytes += typeof a === 'string' ? Buffer.byteLength(a) : a.length;
+    if (this.#inFlightBytes > 0 && this.#inFlightBytes + bytes > this.#maxInFlightBytes) {
+      // Redis is not answering fast enough (hung, overloaded): refuse now rather than hold every message in memory.
+      this.#probe(client);
+      throw this.#failed(
+        'unavailable',
+        operation,
+        id,
+        'no',
+        new Error(`${this.#inFlightBytes} bytes of operations await Redis's answer; ${bytes} more would pass maxInFlightBytes ${this.#maxInFlightBytes}`),
+      );
+    }
+    const seq = this.#sent(bytes);
+    try {
+      const reply = await client[`${name}Buffer`](...args);
+      this.#answered(seq);
+      if (this.#status !== 'up' && this.#ready) this.#setStatus('up', null);
+      return reply;
+    } catch (err) {
+      const e = err as Error;
+      if (/timed out/i.test(e.message)) {
+        // Still in ioredis's queue and the socket: counted until Redis answers a later command or the connection closes.
+        if (this.#status === 'up') this.#setStatus('degraded', `redis command timed out (no reply within ${this.#commandTimeout} ms)`);
+        throw this.#failed('timeout', operation, id, 'unknown', e);
+      }
+      if (/writeable|enableOfflineQueue/i.test(e.message)) {
+        this.#answered(seq);
+        throw this.#failed('unavailable', operation, id, 'no', e);
+      }
+      // Sent, and the connection closed before the answer: Redis may have run it.
+      if (/Connection is closed/i.test(e.message)) throw this.#failed('unavailable', operation, id, 'unknown', e);
+      this.#answered(seq);
+      throw this.#failed('error', operation, id, 'no', e);
+    }
+  }
+
+  /** Counts a command's bytes as awaiting Redis's answer; returns its place in the connection's order. */
+  #sent(bytes: number): number {
+    this.#inFlight.push({ seq: ++this.#inFlightSeq, bytes });
+    this.#inFlightBytes += bytes;
+    return this.#inFlightSeq;
+  }
+
+  /** Redis answers in order on one connection: an answer to `seq` means every command sent before it is answered too. */
+  #answered(seq: number): void {
+    while (this.#inFlightHead < this.#inFlight.length && this.#inFlight[this.#inFlightHead]!.seq <= seq) {
+      this.#inFlightBytes -= this.#inFlight[this.#inFlightHead]!.bytes;
+      this.#inFlightHead++;
+    }
+    if (this.#inFlightHead > 1024 && this.#inFlightHead * 2 > this.#inFlight.length) {
+      this.#inFlight.splice(0, this.#inFlightHead);
+      this.#inFlightHead = 0;
+    }
+  }
+
+  /** Nothing answered may clear the count while every call is refused: a PING (not counted) finds out when Redis answers again. */
+  #probe(client: Redis): void {
+    if (this.#probing) return;
+    this.#probing = true;
+    const seq = this.#inFlightSeq;
+    client.ping().then(
+      () => this.#answered(seq),
+      () => undefined,
+    ).finally(() => (this.#probing = false));
+  }
+
+  #failed(kind: SessionStoreFailureKind, operation: string, id: string | null, applied: 'no' | 'unknown', cause: Error): SessionStoreUnavailableError {
+    this.failures[kind]++;
+    this.#failedSinceUp++;
+    this.#logFailure(cause, `${operation} failed (${kind})`);
+    const what = applied === 'unknown' ? 'not confirmed, it may still be applied' : 'not applied';
+    return new SessionStoreUnavailableError(
+      kind,
+      operation,
+      id,
+      applied,
+      `ws-supervisor: session store ${operation}${id ? ` of session ${id}` : ''} failed (${what}): ${cause.message}`,
+      { cause },
+    );
+  }
+
+  #setStatus(status: RedisSessionStoreStatus, reason: string | null): void {
+    this.#reason = reason;
+    if (status === this.#status) return;
+    this.#status = status;
+    const log = this.#host?.logger;
+    if (status === 'up') {
+      log?.info({ url: this.#target.display, failedWhileDown: this.#failedSinceUp }, `redis session store up${this.#failedSinceUp ? ` (${this.#failedSinceUp} operations failed meanwhile)` : ''}`);
+      this.#failedSinceUp = 0;
+      this.#loggedFailures.clear();
+    } else log?.warn({ url: this.#target.display, reason }, 'redis session store degraded: sessions cannot be persisted or resumed meanwhile');
+    this.emit('status', status, reason);
+  }
+
+  /** The first failure of each kind per outage is a warning; repeats are debug (one line per kind, not per operation). */
+  #logFailure(err: Error, what: string): void {
+    const log = this.#host?.logger;
+    if (!log) return;
+    const kind = failureKind(err);
+    if (this.#loggedFailures.has(kind) || this.#loggedFailures.size >= 8) {
+      log.debug({ err: err.message, kind }, `redis session store: ${what}`);
+      return;
+    }
+    this.#loggedFailures.add(kind);
+    log.warn({ url: this.#target.display, err: err.message, kind }, `redis session store: ${what}: ${err.message} (logged once per kind of failure until redis is up)`);
+  }
+}
+
+function newEpoch(): string {
+  return randomBytes(9).toString('base64url');
+}
+
+function hashOf(flat: Buffer[]): Map<string, Buffer> {
+  const m = new Map<string, Buffer>();
+  for (let i = 0; i + 1 < flat.length; i += 2) m.set(flat[i]!.toString(), flat[i + 1]!);
+  return m;
+}
+
+function toRecord(id: string, flat: Buffer[]): SessionRecord {
+  return recordOf(id, hashOf(flat));
+}
+
+function recordOf(id: string, f: Map<string, Buffer>): SessionRecord {
+  const num = (k: string) => Number(f.get(k)?.toString() ?? '0');
+  const lastSeq = num('ls');
+  const ackedSeq = num('as');
+  return {
+    id,
+    owner: f.has('o') ? f.get('o')!.toString() : null,
+    state: f.get('st')?.toString() === 'd' ? 'detached' : 'attached',
+    createdAt: num('ca'),
+    attachedAt: num('aa'),
+    detachedAt: f.has('da') ? num('da') : null,
+    lastSeq,
+    ackedSeq,
+    lastCseq: num('lc'),
+    bufferedMessages: lastSeq - ackedSeq,
+    bufferedBytes: num('cb') - num('ab'),
+    topics: JSON.parse(f.get('t')?.toString() ?? '[]') as string[],
+    data: JSON.parse(f.get('dt')?.toString() ?? 'null') as JsonValue,
+  };
+}
+
+function toMessage([id, fields]: EntryReply): StoredMessage {
+  const seq = Number(id.toString().split('-', 1)[0]);
+  let binary = false;
+  let data: Buffer = Buffer.alloc(0);
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const k = fields[i]!.toString();
+    if (k === 'b') binary = fields[i + 1]!.toString() === '1';
+    else if (k === 'd') data = fields[i + 1]!;
+  }
+  return { seq, data: binary ? data : data.toString('utf8'), binary, bytes: data.length };
+}
+
+function toLetter([id, reason, detail, entries, refusedFlag]: LetterReply, refused: SessionMessage | undefined): SessionDeadLetter {
+  const messages = entries.map(toMessage);
+  if (refusedFlag === 1 && refused) messages.push({ seq: 0, data: refused.data, binary: refused.binary, bytes: messageBytes(refused.data) });
+  return { sessionId: id.toString(), reason: reason.toString() as SessionDeadLetterReason, detail: detail.toString(), messages };
+}
+
+/**
+ * A session store in Redis, shared by every node (process, machine) that uses
+ * the same `url` and `prefix`: a client detached from one node resumes on
+ * any other. Pass it as the supervisor's session store; the host calls
+ * `start(host)` (which connects) and `close()`. Options: see
+ * RedisSessionStoreOptions; a bad value throws RangeError naming it.
+ */
+export function createRedisSessionStore(options: RedisSessionStoreOptions): RedisSessionStore {
+  return new RedisSessionStore(options);
+}

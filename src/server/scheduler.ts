@@ -1,0 +1,193 @@
+/**
+ * Fair scheduling of inbound work: no one peer can take the whole
+ * event loop. Node reads every readable socket in one poll phase and `ws`
+ * emits every message of a 64 KiB read at once, so a peer pipelining requests
+ * would have all of them handled before anyone else's upgrade or round trip.
+ *
+ * A turn is one pass of the event loop (it ends in the check phase, where
+ * this scheduler's setImmediate runs). Each connection may spend `share`
+ * units of work per turn, and all connections together `turnBudget` (a
+ * connection's first small message of a turn always runs, so a thousand quiet
+ * peers are never deferred). A message costs 1 unit plus 1 per KiB. Beyond that,
+ * the reader pauses its socket (`ws.pause()`: backpressure to the peer, TCP
+ * does the rest) and keeps the messages `ws` had already parsed from that
+ * read, in order; they are delivered on later turns, round-robin with the
+ * other deferred readers, and the socket is resumed once they are done.
+ * Nothing is dropped.
+ *
+ * Cost budgets (R21) ride on the same clock: per connection and
+ * window, messages, bytes and fan-out cost (recipients × bytes of the
+ * broadcasts and publishes it caused). Over one, the connection is closed
+ * 1008 naming the budget; the scheduler only counts, the reader and the
+ * supervisor act.
+ */
+
+/**
+ * Units per turn: what a message costs. One per message plus one per KiB of
+ * payload (a 1 MiB message counts as ~1,000 small requests: its copy, UTF-8
+ * check and decoding take a few ms, the same order).
+ */
+export function costOf(bytes: number): number {
+  return 1 + (bytes >>> 10);
+}
+
+/** What the scheduler needs of a reader that can be deferred. */
+export interface Deferrable {
+  /** The turn its `used` counts belong to. */
+  fairTurn: number;
+  /** Units used in `fairTurn`. */
+  fairUsed: number;
+  /** Delivers deferred messages until `share` is used; returns true when none are left (its socket is resumed). */
+  drain(scheduler: TurnScheduler): boolean;
+}
+
+export interface FairnessLimits {
+  /** Units one connection may use per event-loop turn before its socket is paused. */
+  share: number;
+  /** Units all connections together may use per turn before further ones are deferred. */
+  turnBudget: number;
+}
+
+export class TurnScheduler {
+  /** Incremented at the end of every turn that saw work. */
+  turn = 1;
+  /** performance.now() at the start of this turn: a clock for the budgets that costs nothing per message. */
+  now = performance.now();
+  /** Units spent this turn, by every connection. */
+  spent = 0;
+  readonly share: number;
+  readonly turnBudget: number;
+  private armed = false;
+  /** Readers with deferred messages, in the order they will be served. */
+  private waiting: Deferrable[] = [];
+  private readonly endTurn = (): void => this.end();
+
+  constructor(limits: FairnessLimits) {
+    this.share = limits.share;
+    this.turnBudget = limits.turnBudget;
+  }
+
+  /**
+   * May `reader` do `cost` units of work now? Counts them if so. False: the
+   * caller defers the message (and then calls `defer`).
+   */
+  admit(reader: Deferrable, cost: number): boolean {
+    if (reader.fairTurn !== this.turn) {
+      reader.fairTurn = this.turn;
+      reader.fairUsed = 0;
+      if (!this.armed) this.arm();
+      // A connection's first small message of a turn always runs (a thousand quiet peers are never deferred);
+      // a big one waits when the turn's budget is spent.
+      if (cost > this.share && this.spent >= this.turnBudget) return false;
+    } else if (reader.fairUsed >= this.share || this.spent >= this.turnBudget) return false;
+    reader.fairUsed += cost;
+    this.spent += cost;
+    return true;
+  }
+
+  /** Counts work done for `reader` while draining (no refusal: drain checks the share itself). */
+  count(reader: Deferrable, cost: number): void {
+    reader.fairUsed += cost;
+    this.spent += cost;
+  }
+
+  /** `reader` has deferred messages: serve it on a later turn. */
+  defer(reader: Deferrable): void {
+    this.waiting.push(reader);
+    if (!this.armed) this.arm();
+  }
+
+  /** Readers waiting with deferred messages (for tests and metrics). */
+  get deferred(): number {
+    return this.waiting.length;
+  }
+
+  private arm(): void {
+    this.armed = true;
+    setImmediate(this.endTurn);
+  }
+
+  private end(): void {
+    this.armed = false;
+    this.turn++;
+    this.now = performance.now();
+    this.spent = 0;
+    if (this.waiting.length > 0) {
+      // Round-robin: each waiting reader gets up to its share, while the turn's budget lasts.
+      const list = this.waiting;
+      this.waiting = [];
+      const again: Deferrable[] = [];
+      let i = 0;
+      for (; i < list.length && this.spent < this.turnBudget; i++) {
+        const reader = list[i]!;
+        reader.fairTurn = this.turn;
+        reader.fairUsed = 0;
+        if (!reader.drain(this)) again.push(reader);
+      }
+      // Those not reached go first next turn; then the ones served; then any new.
+      const rest = i < list.length ? list.slice(i) : [];
+      this.waiting = rest.concat(again, this.waiting);
+      // The poll phase that follows gets a fresh budget: draining must not starve sockets that have not been read yet.
+      this.spent = 0;
+      if (this.waiting.length > 0) this.arm();
+    }
+  }
+}
+
+/** Per-connection budgets per window (R21). 0 for a budget = none. */
+export interface BudgetLimits {
+  /** The window, ms. */
+  window: number;
+  /** Messages per window (data frames; a pipelining peer is slowed by the scheduler long before). */
+  messages: number;
+  /** Inbound payload bytes per window. */
+  bytes: number;
+  /** Fan-out cost per window: recipients × bytes of the broadcasts and publishes charged to the connection. */
+  fanOut: number;
+}
+
+/**
+ * One connection's use of its budgets in the current window. Made on the
+ * connection's first message (an idle connection holds none). Fixed windows:
+ * a peer can use up to twice a budget across a window boundary, documented.
+ */
+export class BudgetUse {
+  start: number;
+  messages = 0;
+  bytes = 0;
+  fanOut = 0;
+
+  constructor(now: number) {
+    this.start = now;
+  }
+
+  /** Counts one inbound message; returns the name of the budget it exceeds, or null. */
+  inbound(limits: BudgetLimits, now: number, bytes: number): string | null {
+    if (now - this.start >= limits.window) this.reset(now);
+    this.messages++;
+    this.bytes += bytes;
+    if (limits.messages > 0 && this.messages > limits.messages) return overReason('message', limits.messages, limits.window);
+    if (limits.bytes > 0 && this.bytes > limits.bytes) return overReason('byte', limits.bytes, limits.window);
+    return null;
+  }
+
+  /** Charges fan-out cost; returns the reason if it is over the fan-out budget, else null. */
+  charge(limits: BudgetLimits, now: number, cost: number): string | null {
+    if (now - this.start >= limits.window) this.reset(now);
+    this.fanOut += cost;
+    if (limits.fanOut > 0 && this.fanOut > limits.fanOut) return overReason('fan-out', limits.fanOut, limits.window);
+    return null;
+  }
+
+  private reset(now: number): void {
+    this.start = now;
+    this.messages = 0;
+    this.bytes = 0;
+    this.fanOut = 0;
+  }
+}
+
+/** e.g. `message budget over 100000 per 10 s` (close reasons must stay within 123 bytes). */
+function overReason(what: string, limit: number, windowMs: number): string {
+  return `${what} budget over ${limit} per ${windowMs % 1000 === 0 ? `${windowMs / 1000} s` : `${windowMs} ms`}`;
+}

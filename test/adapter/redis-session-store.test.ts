@@ -1,0 +1,561 @@
+/**
+ * The Redis session store (src/adapter/redis-session-store.ts) against a REAL
+ * redis-server (test/helpers/redis.ts; no mock): the shared contract suite
+ * (test/helpers/session-store-contract.ts, on a fake clock the store passes
+ * to its scripts, one key prefix per test), then what only Redis has: TTLs on
+ * the real clock, Redis restarted empty and FLUSHALL (`restarted`), two nodes
+ * in two processes sharing one Redis (test/fixtures/session-store-node.ts),
+ * a node killed while it holds sessions (its lease lapses), and a hung Redis
+ * (SIGSTOP: operations fail within commandTimeout, reported; SIGCONT: back).
+ */
+import { after, afterEach, describe, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { Redis } from 'ioredis';
+import { createRedisSessionStore, SessionStoreUnavailableError, type RedisSessionStore, type RedisSessionStoreOptions } from '../../src/adapter/redis.ts';
+import type { SessionDeadLetter, SessionStore } from '../../src/adapter/session-store.ts';
+import { createMemorySessionStore } from '../../src/adapter/memory-session-store.ts';
+import { describeSessionStoreContract } from '../helpers/session-store-contract.ts';
+import { findRedisServer, REDIS_INSTALL, spawnRedisServer, type RedisServer } from '../helpers/redis.ts';
+import { IN_CI } from '../interop/require-binary.ts';
+import { REPO_ROOT } from '../helpers/cli.ts';
+import { delay } from '../helpers/server.ts';
+
+const binary = findRedisServer();
+let shared: Promise<RedisServer> | null = null;
+/** One redis-server for the contract tests (each test has its own prefix); tests that kill or stop Redis start their own. */
+function sharedRedis(): Promise<RedisServer> {
+  shared ??= spawnRedisServer(binary!);
+  return shared;
+}
+after(async () => {
+  if (shared) await (await shared).dispose();
+});
+
+const opened = new Set<RedisSessionStore>();
+afterEach(async () => {
+  await Promise.all([...opened].map((s) => s.close()));
+  opened.clear();
+});
+function track(store: RedisSessionStore): RedisSessionStore {
+  opened.add(store);
+  return store;
+}
+
+const prefix = () => `test:${randomBytes(6).toString('hex')}:`;
+
+/** Skips (or fails under CI=true) when redis-server is missing; else a fresh server of this test's own. */
+async function ownRedis(t: TestContext): Promise<RedisServer | null> {
+  if (binary === null) {
+    const why = `redis-server not found (${REDIS_INSTALL})`;
+    if (IN_CI) throw new Error(`missing prerequisite (CI=true, so this fails instead of skipping): ${why}`);
+    console.log(`SKIPPED: ${t.name}: ${why}`);
+    t.skip(why);
+    return null;
+  }
+  const server = await spawnRedisServer(binary);
+  t.after(() => server.dispose());
+  return server;
+}
+
+if (binary === null) {
+  test('session store contract: redis', (t) => {
+    const why = `redis-server not found (${REDIS_INSTALL})`;
+    if (IN_CI) throw new Error(`missing prerequisite (CI=true, so this fails instead of skipping): ${why}`);
+    console.log(`SKIPPED: session store contract: redis: ${why}`);
+    t.skip(why);
+  });
+} else {
+  describeSessionStoreContract('redis', async (limits) => {
+    const { url } = await sharedRedis();
+    let now = 1_700_000_000_000;
+    const p = prefix();
+    const make = () => track(createRedisSessionStore({ url, prefix: p, ...limits, now: () => now, commandTimeout: 5_000 }));
+    return {
+      store: make(),
+      advance: async (ms) => {
+        now += ms;
+      },
+      // Redis lost the data: FLUSHALL (the contract tests run one at a time), then a store on it.
+      restarted: async () => {
+        const admin = new Redis(url);
+        await admin.flushall();
+        admin.disconnect();
+        return make();
+      },
+      peer: async () => make(),
+    };
+  });
+}
+
+// ---------------------------------------------------------------------------
+// What only a store in Redis has
+
+function collect(store: RedisSessionStore, logger: { warns: string[] } | null = null): SessionDeadLetter[] {
+  const letters: SessionDeadLetter[] = [];
+  const log = logger
+    ? {
+        debug: () => undefined,
+        info: () => undefined,
+        warn: (_o: object, msg?: string) => void logger.warns.push(msg ?? ''),
+        error: () => undefined,
+        child() {
+          return this;
+        },
+      }
+    : null;
+  store.start({ deadLetter: (l) => letters.push(l), logger: log });
+  return letters;
+}
+
+function untilStatus(store: RedisSessionStore, status: 'up' | 'degraded', timeoutMs = 10_000): Promise<string | null> {
+  if (store.status === status) return Promise.resolve(store.statusReason);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`store not ${status} within ${timeoutMs} ms (${store.status}: ${store.statusReason})`)), timeoutMs);
+    const on = (s: string, reason: string | null) => {
+      if (s !== status) return;
+      clearTimeout(timer);
+      store.off('status', on);
+      resolve(reason);
+    };
+    store.on('status', on);
+  });
+}
+
+const fast = { backoff: { initialDelay: 20, maxDelay: 200 } } satisfies Partial<RedisSessionStoreOptions>;
+const text = (data: string) => ({ data, binary: false });
+
+describe('redis session store', () => {
+  test('options are checked and a bad value named (RangeError)', () => {
+    assert.throws(() => createRedisSessionStore({ url: 'http://x' }), /redis session store option url/);
+    assert.throws(() => createRedisSessionStore({ url: 'redis://127.0.0.1', maxMessages: 0 }), /option sessions\.maxMessages must be a positive integer .*, got 0$/);
+    assert.throws(() => createRedisSessionStore({ url: 'redis://127.0.0.1', leaseTtl: 1.5 }), /option sessions\.leaseTtl/);
+    assert.throws(() => createRedisSessionStore({ url: 'redis://127.0.0.1', prefix: '' }), /prefix must be a non-empty string/);
+  });
+
+  test('the byte bound is cluster-wide: node B\'s append ends the oldest detached session of node A (memory), and B gets the dead letters', async (t) => {
+    if (binary === null) return void (await ownRedis(t));
+    const { url } = await sharedRedis();
+    const p = prefix();
+    const options = { url, prefix: p, maxBufferedBytes: 100, ...fast };
+    const a = track(createRedisSessionStore(options));
+    const b = track(createRedisSessionStore(options));
+    const aLetters = collect(a);
+    const bLetters = collect(b);
+    const onA = await a.create({ owner: null });
+    await a.append(onA.id, text('a'.repeat(60)));
+    await a.detach(onA.id);
+    const onB = await b.create({ owner: null });
+    assert.deepEqual(await b.append(onB.id, text('b'.repeat(30))), { ok: true, seq: 1 }, '90 bytes: fits');
+    assert.deepEqual(await b.append(onB.id, text('b'.repeat(30))), { ok: true, seq: 2 });
+    assert.equal(aLetters.length, 0);
+    assert.deepEqual(bLetters.map((l) => [l.sessionId, l.reason, l.detail, l.messages.length]), [
+      [onA.id, 'memory', '120 bytes held by all sessions, over sessions.maxBufferedBytes 100', 1],
+    ]);
+    assert.deepEqual(await a.stats(), { sessions: 1, detached: 0, bufferedMessages: 2, bufferedBytes: 60, tombstones: 1 }, 'both nodes see one total');
+  });
+
+  test('TTLs on the real clock: every key has one; the window expires a detached session (dead letters at the sweep); Redis drops what no node swept, and the counters follow', async (t) => {
+    if (binary === null) return void (await ownRedis(t));
+    const { url } = await sharedRedis();
+    const p = prefix();
+    const limits = { resumeWindow: 400, leaseTtl: 150 };
+    const keyTtl = limits.leaseTtl + 2 * limits.resumeWindow;
+    const store = track(createRedisSessionStore({ url, prefix: p, ...limits, ...fast }));
+    const letters = collect(store);
+    const admin = new Redis(url);
+    t.after(() => admin.disconnect());
+    const s = await store.create({ owner: null });
+    await store.append(s.id, text('kept'));
+    await store.beginRequest(s.id, 1);
+    const detachedAt = Date.now();
+    await store.detach(s.id);
+    for (const key of [`h:${s.id}`, `x:${s.id}`, `r:${s.id}`]) {
+      const ttl = await admin.pttl(p + key);
+      assert.ok(ttl > 0 && ttl <= keyTtl, `${key}: PTTL ${ttl}, want (0, ${keyTtl}]`);
+    }
+    const early = await store.verify({ id: s.id, token: s.token, owner: null });
+    if (Date.now() - detachedAt < limits.resumeWindow) assert.equal(early.ok, true, 'inside the window');
+    await delay(limits.resumeWindow + 50);
+    assert.equal(await store.sweep(), 1);
+    assert.deepEqual(letters.map((l) => [l.sessionId, l.reason, l.messages.map((m) => m.data)]), [[s.id, 'expired', ['kept']]]);
+    assert.equal(await admin.exists(p + `h:${s.id}`, p + `x:${s.id}`, p + `r:${s.id}`), 0, 'the sweep deleted its keys');
+    assert.deepEqual(await store.verify({ id: s.id, token: s.token, owner: null }), { ok: false, reason: 'expired', detail: 'detached for the resume window (400 ms)' });
+
+    // A node that detaches a session and is never followed by a sweep: Redis's TTL is the backstop.
+    const lone = track(createRedisSessionStore({ url, prefix: p, ...limits, ...fast }));
+    collect(lone);
+    const orphan = await lone.create({ owner: null });
+    await lone.append(orphan.id, text('x'.repeat(10)));
+    await lone.detach(orphan.id);
+    await lone.close();
+    assert.equal((await store.stats()).bufferedBytes, 10);
+    await delay(keyTtl + 100);
+    assert.equal(await admin.exists(p + `h:${orphan.id}`, p + `x:${orphan.id}`), 0, 'Redis expired the keys by their TTL');
+    assert.equal(await store.sweep(), 0, 'nothing left to hand over');
+    assert.deepEqual(await store.stats(), { sessions: 0, detached: 0, bufferedMessages: 0, bufferedBytes: 0, tombstones: 0 }, 'the stale index entry is dropped and the counters recounted');
+  });
+
+  test('Redis restarted empty: operations fail fast while it is down (reported), the epoch changes, a resume with the old one gets restarted, the store works again', async (t) => {
+    const redis = await ownRedis(t);
+    if (!redis) return;
+    const logger = { warns: [] as string[] };
+    const store = track(createRedisSessionStore({ url: redis.url, commandTimeout: 1000, ...fast }));
+    collect(store, logger);
+    const s = await store.create({ owner: 'alice' });
+    await store.append(s.id, text('lost with redis'));
+    await store.detach(s.id);
+    const epochChanged = new Promise<[string, string]>((resolve) => store.once('epochChanged', (a, b) => resolve([a, b])));
+    await redis.kill();
+    await untilStatus(store, 'degraded');
+    const started = Date.now();
+    const failures = await Promise.allSettled([store.append(s.id, text('a')), store.get(s.id), store.create({ owner: null })]);
+    const elapsed = Date.now() - started;
+    for (const f of failures) {
+      assert.equal(f.status, 'rejected');
+      const err = (f as PromiseRejectedResult).reason as SessionStoreUnavailableError;
+      assert.ok(err instanceof SessionStoreUnavailableError, String(err));
+      assert.equal(err.kind, 'unavailable');
+      assert.equal(err.applied, 'no');
+    }
+    assert.ok(elapsed < 1000, `failed in ${elapsed} ms: at once, not after a timeout`);
+    assert.equal(store.failures.unavailable, 3);
+    const failureWarns = logger.warns.filter((w) => /failed \(unavailable\)/.test(w));
+    assert.equal(failureWarns.length, 1, `one log line for the kind, not one per operation: ${JSON.stringify(logger.warns)}`);
+    await redis.restart();
+    const [previous, current] = await epochChanged;
+    assert.equal(previous, s.epoch);
+    assert.notEqual(current, s.epoch);
+    await untilStatus(store, 'up');
+    assert.deepEqual(await store.verify({ id: s.id, token: s.token, owner: 'alice', epoch: s.epoch }), {
+      ok: false, reason: 'restarted', detail: `the session store restarted (epoch ${JSON.stringify(s.epoch)} is gone)`,
+    });
+    assert.equal(await store.epoch(), current);
+    const fresh = await store.create({ owner: 'alice' });
+    assert.equal(fresh.epoch, current);
+    assert.deepEqual(await store.append(fresh.id, text('works')), { ok: true, seq: 1 });
+  });
+
+  test('FLUSHALL: the epoch key is gone, a resume with the old epoch gets restarted; the next call makes a new epoch', async (t) => {
+    if (binary === null) return void (await ownRedis(t));
+    const { url } = await sharedRedis();
+    const store = track(createRedisSessionStore({ url, prefix: prefix(), ...fast }));
+    collect(store);
+    const s = await store.create({ owner: null });
+    await store.detach(s.id);
+    const epochChanged = new Promise<string>((resolve) => store.once('epochChanged', (_a, b) => resolve(b)));
+    const admin = new Redis(url);
+    await admin.flushall();
+    admin.disconnect();
+    const v = await store.verify({ id: s.id, token: s.token, owner: null, epoch: s.epoch });
+    assert.equal(!v.ok && v.reason, 'restarted');
+    const v2 = await store.verify({ id: s.id, token: s.token, owner: null });
+    assert.equal(!v2.ok && v2.reason, 'unknown', 'without an epoch the client is told unknown');
+    const next = await store.epoch();
+    assert.notEqual(next, s.epoch);
+    assert.equal(await epochChanged, next);
+  });
+
+  test('Redis hung (SIGSTOP): operations fail within commandTimeout as unconfirmed (timeout), the store is degraded; after SIGCONT it works, with its data and epoch', async (t) => {
+    const redis = await ownRedis(t);
+    if (!redis) return;
+    const commandTimeout = 300;
+    const logger = { warns: [] as string[] };
+    const store = track(createRedisSessionStore({ url: redis.url, commandTimeout, ...fast }));
+    collect(store, logger);
+    const s = await store.create({ owner: null });
+    await store.append(s.id, text('before'));
+    redis.pause();
+    t.after(() => redis.resume());
+    const started = Date.now();
+    const results = await Promise.allSettled([store.append(s.id, text('during')), store.get(s.id), store.stats()]);
+    const elapsed = Date.now() - started;
+    for (const r of results) {
+      const err = (r as PromiseRejectedResult).reason as SessionStoreUnavailableError;
+      assert.ok(err instanceof SessionStoreUnavailableError, String(err));
+      assert.deepEqual([err.kind, err.applied], ['timeout', 'unknown']);
+    }
+    assert.equal((results[0] as PromiseRejectedResult).reason.sessionId, s.id);
+    // ioredis arms its timer per command: the three fail together, after commandTimeout and not long after.
+    assert.ok(elapsed >= commandTimeout - 20, `failed after ${elapsed} ms`);
+    assert.ok(elapsed < commandTimeout + 2000, `failed after ${elapsed} ms (commandTimeout ${commandTimeout})`);
+    assert.equal(store.status, 'degraded');
+    assert.match(store.statusReason ?? '', /timed out/);
+    assert.equal(logger.warns.filter((w) => /failed \(timeout\)/.test(w)).length, 1, 'one line for the kind');
+    redis.resume();
+    // The first command that succeeds brings the store back up.
+    let back: Awaited<ReturnType<RedisSessionStore['readAfter']>> | null = null;
+    const deadline = Date.now() + 10_000;
+    while (back === null) {
+      try {
+        back = await store.readAfter(s.id, 0);
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await delay(50);
+      }
+    }
+    assert.equal(store.status, 'up');
+    assert.ok(back.ok);
+    // The unconfirmed append was applied once Redis woke: why a timeout says "it may still be applied".
+    assert.deepEqual(back.messages.map((m) => [m.seq, m.data]), [[1, 'before'], [2, 'during']]);
+    assert.equal(await store.epoch(), s.epoch, 'Redis came back with its data: the same epoch');
+  });
+
+  test('Redis hung: the bytes awaiting its answer are capped (maxInFlightBytes): beyond it an operation fails at once, not applied; a timed-out one stays counted until Redis answers', async (t) => {
+    const redis = await ownRedis(t);
+    if (!redis) return;
+    const commandTimeout = 300;
+    const store = track(createRedisSessionStore({ url: redis.url, commandTimeout, maxInFlightBytes: 4000, ...fast }));
+    collect(store);
+    const s = await store.create({ owner: null });
+    redis.pause();
+    t.after(() => redis.resume());
+    const timedOut = await store.append(s.id, text('a'.repeat(3000))).catch((err: SessionStoreUnavailableError) => err);
+    assert.ok(timedOut instanceof SessionStoreUnavailableError);
+    assert.equal(timedOut.kind, 'timeout');
+    const started = Date.now();
+    const refused = await store.append(s.id, text('b'.repeat(3000))).catch((err: SessionStoreUnavailableError) => err);
+    const elapsed = Date.now() - started;
+    assert.ok(refused instanceof SessionStoreUnavailableError);
+    assert.deepEqual([refused.kind, refused.applied], ['unavailable', 'no']);
+    assert.match(refused.message, /bytes of operations await Redis's answer; \d+ more would pass maxInFlightBytes 4000/);
+    assert.ok(elapsed < commandTimeout, `refused after ${elapsed} ms: at once, not after a timeout`);
+    redis.resume();
+    // A probe (PING) finds Redis answering again; then operations are sent again.
+    let appended: Awaited<ReturnType<RedisSessionStore['append']>> | null = null;
+    const deadline = Date.now() + 10_000;
+    while (appended === null) {
+      try {
+        appended = await store.append(s.id, text('c'));
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await delay(50);
+      }
+    }
+    const replay = await store.readAfter(s.id, 0);
+    assert.ok(replay.ok);
+    assert.deepEqual(replay.messages.map((m) => String(m.data)[0]), ['a', 'c'], 'the timed-out append was applied late; the refused one never was');
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Two nodes, two processes, one Redis
+
+
+interface StoreNode {
+  child: ChildProcessWithoutNullStreams;
+  call<T = unknown>(op: string, ...args: unknown[]): Promise<T>;
+  deadLetters: { sessionId: string; reason: string; messages: { seq: number; data: string }[] }[];
+  kill9(): Promise<void>;
+}
+
+async function startStoreNode(t: TestContext, env: Record<string, string>): Promise<StoreNode> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/session-store-node.ts'], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, NODE_OPTIONS: '', ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  t.after(async () => {
+    child.kill('SIGKILL');
+    await exited;
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  const deadLetters: StoreNode['deadLetters'] = [];
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    const msg = JSON.parse(line) as { n?: number; result?: unknown; error?: string; deadLetter?: StoreNode['deadLetters'][number] };
+    if (msg.deadLetter) deadLetters.push(msg.deadLetter);
+    if (msg.n === undefined) return;
+    const p = pending.get(msg.n);
+    pending.delete(msg.n);
+    if (msg.error !== undefined) p?.reject(new Error(msg.error));
+    else p?.resolve(msg.result);
+  });
+  void exited.then(() => {
+    for (const p of pending.values()) p.reject(new Error(`store node exited: ${stderr}`));
+    pending.clear();
+  });
+  let n = 0;
+  const node: StoreNode = {
+    child,
+    deadLetters,
+    call: <T,>(op: string, ...args: unknown[]) =>
+      new Promise<T>((resolve, reject) => {
+        pending.set(++n, { resolve: resolve as (v: unknown) => void, reject });
+        child.stdin.write(JSON.stringify({ n, op, args }) + '\n');
+      }),
+    async kill9() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+  // A busy 2-core machine can take ~15 s to start a tsx process (measured: 14–19 s with ~29 at once).
+  await Promise.race([node.call('ready'), delay(40_000).then(() => Promise.reject(new Error(`store node not up in 40 s: ${stderr}`)))]);
+  return node;
+}
+
+describe('redis session store across processes', () => {
+  test('a session created on node A resumes on node B with its buffered messages in order; a session of a node killed with SIGKILL is taken over, and its lease lapses into the resume window', { timeout: 120_000 }, async (t) => {
+    if (binary === null) return void (await ownRedis(t));
+    const { url } = await sharedRedis();
+    const env = { REDIS_URL: url, PREFIX: prefix(), RESUME_WINDOW_MS: '1500', LEASE_TTL_MS: '1500' };
+    const [a, b] = await Promise.all([startStoreNode(t, env), startStoreNode(t, env)]);
+
+    type Created = { id: string; token: string; epoch: string };
+    const s = await a.call<Created>('create', { owner: 'alice', data: { cart: 3 } });
+    for (let i = 1; i <= 50; i++) await a.call('append', s.id, text(`m${i}`));
+    await a.call('join', s.id, 'news');
+    await a.call('ack', s.id, 10);
+    assert.equal(await a.call('detach', s.id), true);
+    const v = await b.call<{ ok: boolean; record: { state: string; topics: string[]; data: unknown; lastSeq: number } }>('verify', { id: s.id, token: s.token, owner: 'alice', epoch: s.epoch });
+    assert.equal(v.ok, true);
+    assert.deepEqual([v.record.state, v.record.topics, v.record.data, v.record.lastSeq], ['detached', ['news'], { cart: 3 }, 50]);
+    const replay = await b.call<{ ok: boolean; messages: { seq: number; data: string }[] }>('readAfter', s.id, 10);
+    assert.ok(replay.ok);
+    assert.deepEqual(replay.messages.map((m) => m.seq), Array.from({ length: 40 }, (_, i) => i + 11), 'in order, from after the client position');
+    assert.deepEqual(replay.messages.map((m) => m.data), Array.from({ length: 40 }, (_, i) => `m${i + 11}`));
+    assert.equal(await b.call('attach', s.id), true);
+    assert.deepEqual(await b.call('append', s.id, text('new on B')), { ok: true, seq: 51 }, 'B continues the numbering');
+
+    // A takeover: the client left A without A noticing (half-open) and resumed on B; A's late detach must not undo it.
+    const half = await a.call<Created>('create', { owner: null });
+    assert.equal((await b.call<{ ok: boolean }>('verify', { id: half.id, token: half.token, owner: null, epoch: half.epoch })).ok, true);
+    assert.equal(await b.call('attach', half.id), true);
+    assert.equal(await a.call('detach', half.id), false, 'A no longer holds it');
+    assert.equal((await b.call<{ state: string }>('get', half.id)).state, 'attached');
+    // A stale resume-window timer: A detached s, B resumed it and detached it again; A's expire must not end it.
+    const hop = await a.call<Created>('create', { owner: null });
+    assert.equal(await a.call('detach', hop.id), true);
+    assert.equal(await b.call('attach', hop.id), true);
+    assert.equal(await b.call('detach', hop.id), true);
+    assert.equal(await a.call('expire', hop.id), false, 'its window restarted on B');
+    assert.equal((await b.call<{ state: string }>('get', hop.id)).state, 'detached');
+
+    // A node dies holding sessions: one is taken over at once; the other's lease lapses, and a sweep on B detaches it.
+    const taken = await a.call<Created>('create', { owner: null });
+    const orphan = await a.call<Created>('create', { owner: null });
+    for (const x of [taken, orphan]) for (let i = 1; i <= 3; i++) await a.call('append', x.id, text(`${x.id.slice(0, 4)}-${i}`));
+    await a.kill9();
+    const tv = await b.call<{ ok: boolean; record: { state: string } }>('verify', { id: taken.id, token: taken.token, owner: null, epoch: taken.epoch });
+    assert.deepEqual([tv.ok, tv.record.state], [true, 'attached'], 'still attached to the dead node: a resume is a takeover');
+    const tr = await b.call<{ ok: boolean; messages: unknown[] }>('readAfter', taken.id, 1);
+    assert.deepEqual([tr.ok, tr.messages.length], [true, 2]);
+    assert.equal(await b.call('attach', taken.id), true);
+    await delay(1700); // past A's lease (1500 ms from its last renewal)
+    await b.call('sweep');
+    assert.equal((await b.call<{ state: string }>('get', orphan.id)).state, 'detached', 'the lapsed lease detached it: its resume window runs');
+    assert.equal((await b.call<{ state: string }>('get', taken.id)).state, 'attached', 'B renews the one it took over');
+    await delay(1600); // past the resume window
+    assert.equal(await b.call('sweep'), 1);
+    assert.deepEqual(b.deadLetters.map((l) => [l.sessionId, l.reason, l.messages.map((m) => m.seq)]), [[orphan.id, 'expired', [1, 2, 3]]], 'the sweeping node hands the dead node\'s messages over (R12)');
+  });
+});
+
+// ---------------------------------------------------------------------------
+// The same as the memory store, step by step
+
+describe('redis session store, differential', () => {
+  test('random operations (seeded) give the same answers, records, dead letters and stats as the memory store, on one fake clock', { timeout: 120_000 }, async (t) => {
+    if (binary === null) return void (await ownRedis(t));
+    const { url } = await sharedRedis();
+    let seed = 0xc0ffee;
+    const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000);
+    let now = 1_700_000_000_000;
+    const limits = { resumeWindow: 500, maxMessages: 8, maxBytes: 200, maxBufferedBytes: 1200, maxDetachedSessions: 3, maxRememberedReplies: 3, now: () => now };
+    const memory = createMemorySessionStore(limits);
+    const redis = track(createRedisSessionStore({ url, prefix: prefix(), ...limits, commandTimeout: 5_000 }));
+    const memLetters: SessionDeadLetter[] = [];
+    const redisLetters: SessionDeadLetter[] = [];
+    memory.start({ deadLetter: (l) => memLetters.push(l), logger: null });
+    redis.start({ deadLetter: (l) => redisLetters.push(l), logger: null });
+    // Session i is memIds[i] in one store and redisIds[i] in the other; answers are compared with ids replaced by `#i`.
+    const memIds: string[] = [];
+    const redisIds: string[] = [];
+    const tokens: [string, string][] = [];
+    const label = (value: unknown, ids: string[]): unknown =>
+      value === undefined ? undefined : JSON.parse(JSON.stringify(value, (_k, v: unknown) => (typeof v === 'string' ? ids.reduce((s, id, i) => s.split(id).join(`#${i}`), v) : v)));
+    const same = async (what: string, op: (store: SessionStore, id: string, i: number) => Promise<unknown>, i: number) => {
+      const m = await op(memory, memIds[i]!, 0);
+      const r = await op(redis, redisIds[i]!, 1);
+      assert.deepEqual(label(r, redisIds), label(m, memIds), what);
+    };
+    const counts = new Map<string, number>();
+    let compared = 0;
+    const STEPS = Number(process.env.DIFF_STEPS ?? 1500);
+    for (let step = 0; step < STEPS; step++) {
+      const op = random();
+      const i = Math.floor(random() * Math.max(1, memIds.length));
+      const at = `step ${step}`;
+      let name: string;
+      if (memIds.length === 0 || op < 0.07) {
+        name = 'create';
+        const m = await memory.create({ owner: op < 0.03 ? 'alice' : null, data: { step } });
+        const r = await redis.create({ owner: op < 0.03 ? 'alice' : null, data: { step } });
+        memIds.push(m.id);
+        redisIds.push(r.id);
+        tokens.push([m.token, r.token]);
+        assert.deepEqual(label(r.record, redisIds), label(m.record, memIds), `${at} create`);
+      } else if (op < 0.45) {
+        name = 'append';
+        const data = 'x'.repeat(1 + Math.floor(random() * 60));
+        await same(`${at} append`, (s, id) => s.append(id, { data, binary: false }), i);
+      } else if (op < 0.55) {
+        name = 'ack';
+        const rec = await memory.get(memIds[i]!);
+        const seq = rec ? Math.floor(random() * (rec.lastSeq + 1)) : 0;
+        await same(`${at} ack ${seq}`, (s, id) => s.ack(id, seq), i);
+      } else if (op < 0.6) {
+        name = 'readAfter';
+        const rec = await memory.get(memIds[i]!);
+        const seq = rec ? Math.floor(random() * (rec.lastSeq + 2)) : 0;
+        await same(`${at} readAfter ${seq}`, (s, id) => s.readAfter(id, seq), i);
+      } else if (op < 0.7) {
+        name = 'detach';
+        await same(`${at} detach`, (s, id) => s.detach(id), i);
+      } else if (op < 0.75) {
+        name = 'attach';
+        await same(`${at} attach`, (s, id) => s.attach(id), i);
+      } else if (op < 0.8) {
+        name = 'request';
+        const rec = await memory.get(memIds[i]!);
+        const cseq = rec ? Math.max(1, rec.lastCseq + Math.floor(random() * 3) - 1) : 1;
+        await same(`${at} beginRequest ${cseq}`, (s, id) => s.beginRequest(id, cseq), i);
+        const seq = 1 + Math.floor(random() * 20);
+        await same(`${at} rememberReply`, (s, id) => s.rememberReply(id, cseq, seq), i);
+      } else if (op < 0.84) {
+        name = 'topic';
+        const topic = `t${Math.floor(random() * 3)}`;
+        const join = random() < 0.6;
+        await same(`${at} ${join ? 'join' : 'leave'} ${topic}`, (s, id) => (join ? s.join(id, topic) : s.leave(id, topic)), i);
+      } else if (op < 0.88) {
+        name = 'verify';
+        await same(`${at} verify`, (s, id, which) => s.verify({ id, token: tokens[i]![which]!, owner: null }), i);
+      } else if (op < 0.94) {
+        name = 'clock';
+        now += Math.floor(random() * 200);
+      } else if (op < 0.97) {
+        name = 'sweep';
+        assert.equal(await redis.sweep(), await memory.sweep(), `${at} sweep`);
+      } else if (op < 0.985) {
+        name = 'expire';
+        await same(`${at} expire`, (s, id) => s.expire(id), i);
+      } else {
+        name = 'end';
+        await same(`${at} end`, (s, id) => s.end(id, 'the application ended it'), i);
+      }
+      counts.set(name, (counts.get(name) ?? 0) + 1);
+      await same(`${at} (${name}) get`, (s, id) => s.get(id), i);
+      assert.deepEqual(label(redisLetters.slice(compared), redisIds), label(memLetters.slice(compared), memIds), `${at} (${name}): the same dead letters, in the same order`);
+      compared = memLetters.length;
+      if (step % 25 === 0) assert.deepEqual(await redis.stats(), await memory.stats(), `${at} stats`);
+    }
+    assert.deepEqual(await redis.stats(), await memory.stats(), 'stats at the end');
+    const reasons = new Set(memLetters.map((l) => l.reason));
+    t.diagnostic(`${memIds.length} sessions, ${memLetters.length} dead letters (${[...reasons].join(', ')}); ops ${JSON.stringify(Object.fromEntries(counts))}`);
+    for (const reason of ['overflow', 'memory', 'evicted', 'expired', 'ended', 'unknown']) assert.ok(reasons.has(reason as never), `the run reached ${reason}`);
+  });
+});
