@@ -9,6 +9,13 @@
  *        │ dial.failed / after connectTimeout ────────────────────────────────▶ waiting
  *        └──── close (deliberate) / attempts exhausted ──────────────────────▶ closed
  *
+ * With sessions (docs/sessions.md) a connection starts in `connected.resuming`:
+ * the client has sent `open`/`resume` and waits for the server's `attached`
+ * (then `connected.ready`), at most `resumeTimeout` (then the connection is
+ * terminated and retried, R22). A server that answers anything else does not
+ * speak sessions: the client closes for good (`unsupported`) rather than
+ * carry on without the guarantee.
+ *
  * R22: exponential backoff with full jitter, capped, optional max attempts,
  * never after a deliberate close, reset only after the connection has stayed
  * up for `stableAfter`.
@@ -21,6 +28,8 @@ import { connectionMachine, type ConnectionTiming } from './connection.machine.t
 export interface ClientTiming extends ConnectionTiming {
   /** A connect attempt (TCP + upgrade) that takes longer is abandoned and retried. */
   connectTimeout: number;
+  /** Sessions: the server's `attached` answer must arrive within this, else the connection is dropped and retried. */
+  resumeTimeout: number;
 }
 
 export interface ClientInput {
@@ -31,6 +40,8 @@ export interface ClientInput {
   random: () => number;
   /** Opaque: what the dialer needs to open a transport (URL, options). */
   transport: unknown;
+  /** The client asked for a session: each connection resumes (or opens) it before it is ready. Default false. */
+  session?: boolean;
 }
 
 export type ClientEvent =
@@ -39,7 +50,11 @@ export type ClientEvent =
   /** The attempt failed before the connection opened (refused, DNS, HTTP error…). */
   | { type: 'dial.failed'; message: string }
   /** Deliberate close by the application: never reconnects (R22). */
-  | { type: 'close'; code?: number; reason?: string };
+  | { type: 'close'; code?: number; reason?: string }
+  /** Sessions: the server answered `open`/`resume` with `attached` (resumed or not). */
+  | { type: 'session.attached' }
+  /** Sessions: the server's first answer was not `attached`: it does not speak sessions. */
+  | { type: 'session.unsupported'; message: string };
 
 export interface DialerInput {
   id: string;
@@ -48,8 +63,8 @@ export interface DialerInput {
 }
 
 export interface ClientOutput {
-  /** Why the client stopped: the application closed it, or it ran out of attempts. */
-  reason: 'closed' | 'gave-up';
+  /** Why the client stopped: the application closed it, it ran out of attempts, or the server does not speak sessions. */
+  reason: 'closed' | 'gave-up' | 'unsupported';
   /** How the last connection (or attempt) ended; null if none was ever made. */
   lastClosure: Closure | null;
 }
@@ -64,6 +79,8 @@ export interface ClientContext extends Omit<ClientInput, 'transport'> {
   closeRequest: { code: number; reason: string } | null;
   lastClosure: Closure | null;
   gaveUp: boolean;
+  session: boolean;
+  unsupported: boolean;
 }
 
 function failedAttempt(reason: string): Closure {
@@ -85,11 +102,14 @@ export const clientMachine = setup({
   },
   delays: {
     connectTimeout: ({ context }) => context.timing.connectTimeout,
+    resumeTimeout: ({ context }) => context.timing.resumeTimeout,
     backoff: ({ context }) => context.delayMs,
     stableAfter: ({ context }) => context.backoff.stableAfter,
   },
   guards: {
     deliberate: ({ context }) => context.closeRequest !== null,
+    /** The client asked for a session: a connection resumes it before it is ready. */
+    session: ({ context }) => context.session,
     /** R22: the failure being handled is consecutive failure number attempt + 1. */
     canRetry: ({ context }) => context.backoff.maxAttempts === 0 || context.attempt + 1 < context.backoff.maxAttempts,
   },
@@ -111,6 +131,13 @@ export const clientMachine = setup({
       reason: context.closeRequest?.reason ?? '',
     })),
     giveUp: assign({ gaveUp: true }),
+    /** The server does not speak sessions: close for good, saying why. */
+    refuseUnsupported: assign({
+      closeRequest: () => ({ code: CloseCodes.NORMAL, reason: 'sessions unsupported by the server' }),
+      unsupported: true,
+    }),
+    /** No `attached` in time: drop this connection (R22 retries). */
+    abandonResume: sendTo('connection', { type: 'terminate' as const, reason: 'no session answer in time' }),
   },
 }).createMachine({
   id: 'client',
@@ -122,6 +149,8 @@ export const clientMachine = setup({
     closeRequest: null,
     lastClosure: null,
     gaveUp: false,
+    session: input.session ?? false,
+    unsupported: false,
   }),
   initial: 'connecting',
   states: {
@@ -133,7 +162,10 @@ export const clientMachine = setup({
         input: ({ context }) => ({ id: context.id, attempt: context.attempt, transport: context.transport }),
       },
       on: {
-        'dial.ready': { target: 'connected', actions: assign({ io: ({ event }) => event.io }) },
+        'dial.ready': [
+          { guard: 'session', target: 'connected.resuming', actions: assign({ io: ({ event }) => event.io }) },
+          { target: 'connected', actions: assign({ io: ({ event }) => event.io }) },
+        ],
         'dial.failed': [
           { guard: 'canRetry', target: 'waiting', actions: assign({ lastClosure: ({ event }) => failedAttempt(event.message) }) },
           { target: 'closed', actions: [assign({ lastClosure: ({ event }) => failedAttempt(event.message) }), 'giveUp'] },
@@ -167,6 +199,26 @@ export const clientMachine = setup({
       on: {
         close: { actions: ['requestClose', 'forwardClose'] },
       },
+      initial: 'ready',
+      states: {
+        resuming: {
+          description: 'Sessions: open/resume sent; waiting for the server to attach the session (and replay what was missed).',
+          on: {
+            'session.attached': { target: 'ready' },
+            'session.unsupported': { target: 'unsupported', actions: ['refuseUnsupported', 'forwardClose'] },
+          },
+          after: { resumeTimeout: { target: 'abandoned', actions: 'abandonResume' } },
+        },
+        ready: {
+          description: 'The connection carries messages (with sessions: the session is attached).',
+        },
+        unsupported: {
+          description: 'Sessions: the server does not speak them; the connection closes, and the client stops (never without the guarantee).',
+        },
+        abandoned: {
+          description: 'Sessions: no answer to open/resume in time; the connection is terminated, then retried (R22).',
+        },
+      },
     },
     waiting: {
       description: 'R22: wait a jittered, capped, growing delay before the next attempt.',
@@ -179,7 +231,10 @@ export const clientMachine = setup({
       type: 'final',
     },
   },
-  output: ({ context }) => ({ reason: context.gaveUp ? 'gave-up' : 'closed', lastClosure: context.lastClosure }),
+  output: ({ context }) => ({
+    reason: context.unsupported ? 'unsupported' : context.gaveUp ? 'gave-up' : 'closed',
+    lastClosure: context.lastClosure,
+  }),
 });
 
 export type ClientMachine = typeof clientMachine;

@@ -101,6 +101,11 @@ Flags:
                             More than 1 needs --redis (or --local-broadcast)
   --local-broadcast         with --workers > 1 and no --redis: accept that a broadcast (or
                             publish) reaches only the clients of the worker that received it
+  --sessions                sessions for clients that ask (ws-session=1): a client that comes
+                            back within the resume window gets its session back, replayed and
+                            exactly once, or is told why not (docs/sessions.md). One process only
+  --resume-window MS        how long a detached session waits for its client (default 120000;
+                            needs --sessions)
   --max-restarts N          restart intensity: a crashed worker is restarted at most N times
                             within --restart-period; one more crash stops the server
                             with exit 1 (default ${RESTART_DEFAULTS.maxRestarts}; needs --workers > 1)
@@ -136,6 +141,9 @@ Flags:
   --address HOST:PORT       server address (default ${CLIENT_CLI_DEFAULTS.address})
   --path PATH               WebSocket endpoint (default ${CLIENT_CLI_DEFAULTS.path})
   --interval MS             time between requests (default ${CLIENT_CLI_DEFAULTS.interval})
+  --session                 ask for a session (the server must offer them): after an unexpected
+                            close the client resumes it and prints "resumed" (nothing lost or
+                            run twice) or "not resumed: REASON" (docs/sessions.md)
   -h, --help                show this help
 
 Signals: SIGTERM or SIGINT closes the connection (close 1000, waiting for the
@@ -334,10 +342,14 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     'local-broadcast': { type: 'boolean' },
     'max-restarts': { type: 'string' },
     'restart-period': { type: 'string' },
+    sessions: { type: 'boolean' },
+    'resume-window': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
   const v = parsed.values;
   if (v.help) return 'help';
+  const resumeWindow = positive('resume-window', v['resume-window']);
+  if (resumeWindow !== undefined && !v.sessions) throw new UsageError('--resume-window needs --sessions');
   const logLevel = (v['log-level'] ?? 'info') as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) {
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(v['log-level'])}`);
@@ -378,6 +390,10 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     );
   }
   if (v['local-broadcast'] && redis !== null) throw new UsageError('--local-broadcast contradicts --redis: choose one');
+  if (v.sessions && clustered) {
+    // Each worker's in-memory store would know only its own sessions: a resume landing on another worker fails.
+    throw new UsageError('--sessions keeps sessions in this process: use it with a single process (no --workers)');
+  }
   if (v.inspect && workers > 1) {
     throw new UsageError('--inspect watches the actors of one process: use it with a single process (no --workers)');
   }
@@ -423,6 +439,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     maxConnectionsPerAddress: positive('max-connections-per-address', v['max-connections-per-address']),
     maxPendingPerAddress: positive('max-pending-per-address', v['max-pending-per-address']),
     ...(trustProxy !== undefined ? { trustProxy } : {}),
+    ...(v.sessions ? { sessions: resumeWindow !== undefined ? { resumeWindow } : {} } : {}),
   };
   return options;
 }
@@ -433,6 +450,8 @@ export interface ClientCliOptions {
   url: string;
   /** Time between requests, ms. */
   interval: number;
+  /** --session: ask for a session. */
+  session: boolean;
 }
 
 
@@ -442,6 +461,7 @@ export function parseClientArgs(args: string[]): ClientCliOptions | 'help' {
     address: { type: 'string' },
     path: { type: 'string' },
     interval: { type: 'string' },
+    session: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   });
   const v = parsed.values;
@@ -453,7 +473,7 @@ export function parseClientArgs(args: string[]): ClientCliOptions | 'help' {
     for (const flag of ['address', 'path'] as const) {
       if (v[flag] !== undefined) throw new UsageError(`--url and --${flag} both say where to connect: give the whole URL with --url, or --address and --path`);
     }
-    return { url: parseClientUrl(v.url), interval };
+    return { url: parseClientUrl(v.url), interval, session: v.session ?? false };
   }
   const { host, port } = parseAddress(v.address ?? CLIENT_CLI_DEFAULTS.address);
   if (port === 0) throw new UsageError(`--address: a client needs a port to connect to, got ${JSON.stringify(v.address)}`);
@@ -468,7 +488,7 @@ export function parseClientArgs(args: string[]): ClientCliOptions | 'help' {
   } catch {
     throw new UsageError(`--address: ${JSON.stringify(v.address)} does not make a valid URL (${url})`);
   }
-  return { url, interval };
+  return { url, interval, session: v.session ?? false };
 }
 
 /** --url: a ws:// or wss:// URL with a host, as the client (and `ws`) will dial it. */

@@ -153,8 +153,16 @@ async function runServer(options: ServerCliOptions): Promise<void> {
 
 async function runClient(options: ClientCliOptions): Promise<void> {
   // Library defaults throughout: buffer while offline (R23), reconnect forever (R22).
-  const client = createClient(options.url, { offline: 'buffer' });
-  console.log(`ws-supervisor: client connecting to ${options.url}, a request every ${options.interval} ms`);
+  const client = createClient(options.url, { offline: 'buffer', session: options.session });
+  console.log(`ws-supervisor: client connecting to ${options.url}, a request every ${options.interval} ms${options.session ? ', with a session' : ''}`);
+  // Sessions: how each reconnect went (docs/sessions.md): nothing lost, or why not.
+  client.on('resume', (r) =>
+    console.log(
+      r.resumed
+        ? `resumed: session ${client.sessionId}, ${r.replayed} message(s) replayed, ${r.resent} request(s) re-sent`
+        : `not resumed: ${r.reason} (${r.detail ?? ''}); new session ${client.sessionId}${r.lost > 0 ? `, ${r.lost} request(s) lost` : ''}`,
+    ),
+  );
   client.on('state', ({ state, previous }) => {
     let detail = '';
     if (state === 'waiting') {

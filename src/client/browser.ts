@@ -82,6 +82,10 @@ export function createClient(url: string, options: BrowserClientOptions = {}): C
   if (!appHeartbeat && (options.timing?.pingInterval ?? 0) > 0) {
     throw new RangeError('ws-supervisor client: browsers cannot send ping frames (R7): timing.pingInterval > 0 needs appHeartbeat: true');
   }
+  if (appHeartbeat && options.session) {
+    // The app heartbeat is an unnumbered request; on a session connection every data frame is numbered and kept.
+    throw new RangeError('ws-supervisor client: appHeartbeat and session cannot be combined yet (the server still pings: R4, R7)');
+  }
   const limits: SendLimits = { ...DEFAULT_SEND_LIMITS, ...options.sendBuffer };
   if (!(Number.isInteger(limits.highWaterMark) && limits.highWaterMark > 0 && Number.isInteger(limits.maxBytes) && limits.maxBytes >= limits.highWaterMark)) {
     throw new RangeError(`ws-supervisor client: invalid sendBuffer ${JSON.stringify(limits)}`);

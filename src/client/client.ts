@@ -12,9 +12,19 @@ import type { ClientMachine, ClientOutput, ClientTiming } from '../../machines/c
 import { connectionStateName } from '../../machines/connection.machine.ts';
 import type { Closure } from '../../machines/close-codes.ts';
 import { positiveInt } from '../base/checks.ts';
+import {
+  decodeServerFrame,
+  encodeClientAck,
+  encodeEnd,
+  encodeOpen,
+  encodeResume,
+  encodeTextData,
+  SESSION_QUERY_PARAM,
+  type ResumeFailureReason,
+} from '../protocol/session.ts';
 
 /** The client's state, flattened from the client machine and its connection child. */
-export type ClientState = 'connecting' | 'open' | 'pinging' | 'closing' | 'waiting' | 'closed';
+export type ClientState = 'connecting' | 'resuming' | 'open' | 'pinging' | 'closing' | 'waiting' | 'closed';
 
 /** A reply to a request (R14). Extra fields the server adds are kept. */
 export interface Reply {
@@ -31,7 +41,7 @@ export type Push = Record<string, unknown>;
 /** Why a request or send did not complete. `code` tells them apart without instanceof. */
 export class ClientError extends Error {
   constructor(
-    readonly code: 'timeout' | 'connection-closed' | 'client-closed' | 'not-connected' | 'buffer-full' | 'server-error',
+    readonly code: 'timeout' | 'connection-closed' | 'client-closed' | 'not-connected' | 'buffer-full' | 'server-error' | 'session-lost',
     message: string,
     /** The server's reply, for `server-error`. */
     readonly reply?: Reply,
@@ -70,6 +80,35 @@ export interface ClientOptions {
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   /** Jitter source in [0, 1); default Math.random. */
   random?: () => number;
+  /**
+   * Ask the server for a session (docs/sessions.md): after an unexpected
+   * close the client resumes it — every server message exactly once and in
+   * order, unanswered requests re-sent and run once — or learns why it could
+   * not (`resume` event, `client.resumed`, `client.resumeReason`). `true`, or
+   * the acknowledgement cadence: `ackEvery` messages (default 32) or
+   * `ackDelay` ms after the first unacknowledged one (default 1000).
+   * Default false: the articles' protocol, unchanged.
+   */
+  session?: boolean | SessionClientOptions;
+}
+
+export interface SessionClientOptions {
+  ackEvery?: number;
+  ackDelay?: number;
+}
+
+/** The `resume` event: how a reconnect went for the session. */
+export interface ResumeEvent {
+  /** True: nothing was lost; false: a new session (`reason` says why, `detail` for people). */
+  resumed: boolean;
+  reason: ResumeFailureReason | null;
+  detail: string | null;
+  /** Messages the server replayed (resumed), else 0. */
+  replayed: number;
+  /** Requests re-sent after the resume (not yet run by the server). */
+  resent: number;
+  /** Requests of the old session whose outcome is unknown (resumed: false): rejected with `session-lost`. */
+  lost: number;
 }
 
 export const CLIENT_DEFAULTS = {
@@ -77,6 +116,8 @@ export const CLIENT_DEFAULTS = {
   backoff: { initialDelay: 500, maxDelay: 30_000, multiplier: 2, maxAttempts: 0, stableAfter: 10_000 },
   offlineBuffer: 100,
   requestTimeout: 10_000,
+  /** As docs/sessions.md, "Acknowledgements": one 25-byte ack per 32 messages, or a second after the first. */
+  session: { ackEvery: 32, ackDelay: 1000, resumeTimeout: 10_000 },
 } as const;
 
 /** What a platform hands the client: its provided machine and how to write to the current connection. */
@@ -111,6 +152,8 @@ export interface ClientEvents {
   deadLetter: { data: string };
   /** The client stopped for good: deliberately, or out of attempts. */
   end: ClientOutput;
+  /** Sessions: a reconnect attached the session again (resumed) or could not (a new session, and why). */
+  resume: ResumeEvent;
 }
 
 interface Pending {
@@ -138,6 +181,9 @@ export class Client {
   private readonly offline: 'buffer' | 'reject';
   private readonly offlineBuffer: number;
   private readonly requestTimeout: number;
+  /** Sessions: null when off. */
+  private readonly sess: SessionState | null;
+  private lastResume: ResumeEvent | null = null;
   /** Resolves when the client has stopped for good. */
   readonly ended: Promise<ClientOutput>;
 
@@ -150,7 +196,16 @@ export class Client {
     this.offline = options.offline ?? 'buffer';
     this.offlineBuffer = positiveInt('offlineBuffer', options.offlineBuffer, CLIENT_DEFAULTS.offlineBuffer);
     this.requestTimeout = positiveInt('requestTimeout', options.requestTimeout, CLIENT_DEFAULTS.requestTimeout);
-    const t = { ...CLIENT_DEFAULTS.timing, pingInterval: platform.defaultPingInterval, ...options.timing };
+    const t = { ...CLIENT_DEFAULTS.timing, resumeTimeout: CLIENT_DEFAULTS.session.resumeTimeout, pingInterval: platform.defaultPingInterval, ...options.timing };
+    if (options.session) {
+      const o = options.session === true ? {} : options.session;
+      this.sess = {
+        ackEvery: positiveInt('session.ackEvery', o.ackEvery, CLIENT_DEFAULTS.session.ackEvery),
+        ackDelay: positiveInt('session.ackDelay', o.ackDelay, CLIENT_DEFAULTS.session.ackDelay),
+        id: null, token: null, epoch: null, lastSeq: 0, ackedSeq: 0, ackTimer: null,
+        awaitingAttached: false, nextCseq: 1, unacked: [],
+      };
+    } else this.sess = null;
     for (const [k, v] of Object.entries(t)) {
       if (!Number.isInteger(v) || v < 0 || v > 2_147_483_647 || (v === 0 && k !== 'pingInterval')) {
         throw new RangeError(`ws-supervisor client: timing.${k} must be a ${k === 'pingInterval' ? 'non-negative' : 'positive'} integer, got ${String(v)}`);
@@ -171,6 +226,7 @@ export class Client {
       onOpen: (send) => {
         this.rtt = null; // a new connection: no round trip measured on it yet
         this.send_ = send;
+        if (this.sess !== null) return this.openSession(send);
         this.flush();
       },
       onDeadLetter: (text) => this.emit('deadLetter', { data: text }),
@@ -185,7 +241,8 @@ export class Client {
         timing: t,
         backoff,
         random: options.random ?? Math.random,
-        transport: platform.transport(url, options, hooks),
+        transport: platform.transport(this.sess !== null ? withSessionParam(url) : url, options, hooks),
+        session: this.sess !== null,
       },
       ...(options.inspect ? { inspect: options.inspect } : {}),
     });
@@ -215,6 +272,21 @@ export class Client {
   /** The last measured heartbeat round trip, ms (null when none yet, or the heartbeat is off). */
   get rttMs(): number | null {
     return this.rtt;
+  }
+
+  /** Sessions: whether the last reconnect resumed the session (null: no reconnect yet, or sessions off). */
+  get resumed(): boolean | null {
+    return this.lastResume?.resumed ?? null;
+  }
+
+  /** Sessions: why the last resume did not work (null when it did, or none was tried). */
+  get resumeReason(): ResumeFailureReason | null {
+    return this.lastResume?.reason ?? null;
+  }
+
+  /** Sessions: the session id (null before the first `attached`, or sessions off). */
+  get sessionId(): string | null {
+    return this.sess?.id ?? null;
   }
 
   /** The client actor, for inspection and tests. */
@@ -268,6 +340,8 @@ export class Client {
 
   /** Deliberate close: never reconnects (R22). Resolves when the client has stopped. */
   close(code = 1000, reason = ''): Promise<ClientOutput> {
+    // Sessions: a deliberate close ends the session too (nothing to resume).
+    if (this.sess !== null && this.sess.id !== null && this.send_ !== null && !this.actor.getSnapshot().context.closeRequest) this.send_(encodeEnd());
     this.actor.send({ type: 'close', code, reason });
     return this.ended;
   }
@@ -294,7 +368,7 @@ export class Client {
   private flush(): void {
     while (this.outbox.length > 0 && this.send_ !== null) {
       const next = this.outbox[0]!;
-      if (!this.send_(next.text)) return;
+      if (!this.write(next.text)) return;
       this.outbox.shift();
       if (next.requestID !== null) {
         const p = this.pending.get(next.requestID);
@@ -303,7 +377,112 @@ export class Client {
     }
   }
 
+  /** Writes one message; with a session it is numbered (cseq) and kept until the server acks it. */
+  private write(text: string): boolean {
+    const s = this.sess;
+    if (s === null) return this.send_!(text);
+    const framed = encodeTextData(s.nextCseq, text);
+    if (!this.send_!(framed)) return false;
+    s.unacked.push({ cseq: s.nextCseq++, framed });
+    return true;
+  }
+
+  // -------------------------------------------------------------------------
+  // Sessions (docs/sessions.md)
+
+  private openSession(send: (text: string) => boolean): void {
+    const s = this.sess!;
+    s.awaitingAttached = true;
+    send(s.id === null ? encodeOpen() : encodeResume({ id: s.id, token: s.token!, lastSeq: s.lastSeq, epoch: s.epoch! }));
+  }
+
+  private onSessionFrame(text: string): void {
+    const s = this.sess!;
+    const frame = decodeServerFrame(text, false);
+    if (s.awaitingAttached) {
+      if (frame.kind !== 'attached') {
+        this.actor.send({ type: 'session.unsupported', message: `the server's first answer was not a session frame (${text.slice(0, 60)})` });
+        return;
+      }
+      s.awaitingAttached = false;
+      const resuming = s.id !== null;
+      let resent = 0;
+      let lost = 0;
+      if (frame.resumed) {
+        // Requests the server has not run yet go again, in order (it runs each once).
+        s.unacked = s.unacked.filter((r) => r.cseq > frame.cseq);
+        for (const r of s.unacked) if (this.send_!(r.framed)) resent++;
+      } else {
+        // A new session: what the old one had not answered may or may not have run.
+        lost = this.loseSessionRequests(frame.reason ?? 'unknown');
+        s.unacked = [];
+        s.nextCseq = 1;
+        s.lastSeq = 0;
+        s.ackedSeq = 0;
+      }
+      s.id = frame.id;
+      s.token = frame.token;
+      s.epoch = frame.epoch;
+      if (resuming) {
+        this.lastResume = { resumed: frame.resumed, reason: frame.reason ?? null, detail: frame.detail ?? null, replayed: frame.replay, resent, lost };
+        this.emit('resume', this.lastResume);
+      }
+      this.actor.send({ type: 'session.attached' });
+      return;
+    }
+    switch (frame.kind) {
+      case 'data': {
+        if (frame.seq <= s.lastSeq) return; // sent twice (before the cut, and in the replay): delivered once
+        s.lastSeq = frame.seq;
+        this.scheduleAck();
+        this.onPayload(typeof frame.payload === 'string' ? frame.payload : new TextDecoder().decode(frame.payload));
+        return;
+      }
+      case 'ack':
+        if (s.unacked.length > 0 && s.unacked[0]!.cseq <= frame.cseq) s.unacked = s.unacked.filter((r) => r.cseq > frame.cseq);
+        return;
+      default:
+        // duplicate (the reply comes in the stream), error, invalid: nothing to do here.
+        return;
+    }
+  }
+
+  private scheduleAck(): void {
+    const s = this.sess!;
+    if (s.lastSeq - s.ackedSeq >= s.ackEvery) return this.sendAck();
+    s.ackTimer ??= setTimeout(() => {
+      s.ackTimer = null;
+      this.sendAck();
+    }, s.ackDelay);
+  }
+
+  private sendAck(): void {
+    const s = this.sess!;
+    if (s.ackTimer !== null) clearTimeout(s.ackTimer);
+    s.ackTimer = null;
+    if (s.lastSeq <= s.ackedSeq || this.send_ === null || s.awaitingAttached) return;
+    if (this.send_(encodeClientAck(s.lastSeq))) s.ackedSeq = s.lastSeq;
+  }
+
+  /** Rejects the requests sent in a session that could not be resumed; returns how many. */
+  private loseSessionRequests(reason: string): number {
+    let lost = 0;
+    for (const [id, p] of this.pending) {
+      if (!p.sent) continue;
+      lost++;
+      this.pending.delete(id);
+      clearTimeout(p.timer);
+      p.reject(new ClientError('session-lost', `the session could not be resumed (${reason}) before the reply to request ${id}: it may or may not have run`));
+    }
+    return lost;
+  }
+
   private onMessage(text: string): void {
+    if (this.sess !== null) return this.onSessionFrame(text);
+    this.onPayload(text);
+  }
+
+  private onPayload(text: string): void {
     let message: unknown;
     try {
       message = JSON.parse(text);
@@ -336,6 +515,7 @@ export class Client {
     }
     let state: ClientState;
     if (snap.status !== 'active' || snap.matches('closed')) state = 'closed';
+    else if (snap.matches({ connected: 'resuming' }) && child && child.getSnapshot().status !== 'done' && connectionStateName(child.getSnapshot() as never) !== 'closing') state = 'resuming';
     else if (snap.matches('waiting')) state = 'waiting';
     else if (snap.matches('connecting') || !child) state = 'connecting';
     else {
@@ -369,6 +549,14 @@ export class Client {
     if (this.closedOnce.has(closure)) return;
     this.closedOnce.add(closure);
     this.send_ = null;
+    if (this.sess !== null) {
+      // Sessions: what was sent is re-sent after the resume (or rejected if the session is lost).
+      if (this.sess.ackTimer !== null) clearTimeout(this.sess.ackTimer);
+      this.sess.ackTimer = null;
+      this.sess.awaitingAttached = false;
+      this.emit('close', closure);
+      return;
+    }
     for (const [id, p] of this.pending) {
       if (!p.sent) continue;
       this.pending.delete(id);
@@ -379,6 +567,7 @@ export class Client {
   }
 
   private failAll(code: ClientError['code'], message: string): void {
+    if (this.sess?.ackTimer) clearTimeout(this.sess.ackTimer);
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
       p.reject(new ClientError(code, `${message}: request ${id} not answered`));
@@ -401,6 +590,31 @@ export class Client {
       }
     }
   }
+}
+
+interface SessionState {
+  ackEvery: number;
+  ackDelay: number;
+  id: string | null;
+  token: string | null;
+  epoch: string | null;
+  /** Every seq up to this one was delivered. */
+  lastSeq: number;
+  /** …and acknowledged up to this one. */
+  ackedSeq: number;
+  ackTimer: ReturnType<typeof setTimeout> | null;
+  /** open/resume sent on this connection, `attached` not yet received. */
+  awaitingAttached: boolean;
+  nextCseq: number;
+  /** Requests written and not yet acknowledged by the server, in cseq order. */
+  unacked: { cseq: number; framed: string }[];
+}
+
+/** The URL with `ws-session=1` (docs/sessions.md, "Opting in"). */
+function withSessionParam(url: string): string {
+  const u = new URL(url);
+  u.searchParams.set(SESSION_QUERY_PARAM, '1');
+  return u.href;
 }
 
 /** Throws a TypeError naming the URL unless it is an absolute ws: or wss: URL. */

@@ -23,6 +23,7 @@ import { BudgetUse, type BudgetLimits, type TurnScheduler } from './scheduler.ts
 import { readerActor, SocketReader } from './reader.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import type { SocketIO } from './socket-io.ts';
+import type { JsonValue, ResumeFailureReason } from '../adapter/session-store.ts';
 import { SendQueue, writerActor, type DeadLetterReason, type DeadLetterSink, type Outbound, type SendQueueLimits } from './writer.ts';
 
 /**
@@ -77,6 +78,26 @@ export interface Traffic {
 export interface ConnectionStats extends Traffic {
   queuedMessages: number;
   queuedBytes: number;
+}
+
+/** What `connection.session` says. */
+export interface SessionInfo {
+  id: string;
+  /** True when this connection continues a session the client had (a resume that worked). */
+  resumed: boolean;
+  /** Why a resume the client asked for did not work (then this is a new session). */
+  reason: ResumeFailureReason | null;
+  detail: string | null;
+}
+
+/** The session side of a connection that opted in (src/server/sessions.ts implements it). */
+export interface SessionHandle {
+  readonly info: SessionInfo | null;
+  send(data: Outbound, binary: boolean): boolean;
+  receive(data: Buffer, isBinary: boolean): void;
+  setData(value: JsonValue): void;
+  /** The connection closed; returns whether it had been announced (a `connection` event). */
+  closed(): boolean;
 }
 
 /** The owner's callbacks: one object per supervisor, shared by its connections. */
@@ -152,6 +173,9 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   private exceeded: string | null = null;
   /** This connection's closure, once ended (the runner hands each run its own copy of the output). */
   private ended: Closure | null = null;
+  /** @internal Set for a connection that opted into a session (src/server/sessions.ts); null otherwise. */
+  sessionBinding: SessionHandle | null = null;
+  private appData: JsonValue = null;
 
   constructor(init: ConnectionInit<Auth>) {
     this.id = init.id;
@@ -192,7 +216,47 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
    * An accepted message reaches the OS socket or comes back as a dead letter (R12).
    */
   send(data: Outbound, binary: boolean = typeof data !== 'string'): boolean {
+    // A session connection numbers and keeps every message (docs/sessions.md).
+    if (this.sessionBinding !== null) return this.sessionBinding.send(data, binary);
     return this.writer.send(data, binary);
+  }
+
+  /**
+   * @internal The hub's broadcast or publish. A session connection takes no
+   * part: the supervisor appends every broadcast and publish to the sessions
+   * themselves, at the call (docs/sessions.md, "Routing"), so a sliced
+   * fan-out that reaches this connection late, or after it closed, can neither
+   * skip nor repeat a message of its session.
+   */
+  fanOut(data: Outbound, binary: boolean): boolean {
+    if (this.sessionBinding !== null) return true;
+    return this.writer.send(data, binary);
+  }
+
+  /**
+   * The session this connection carries: `{ id, resumed, reason, detail }`,
+   * or null for a connection without one (it did not ask, or is not attached yet).
+   */
+  get session(): SessionInfo | null {
+    return this.sessionBinding?.info ?? null;
+  }
+
+  /**
+   * The application's per-connection data (JSON). On a session connection it
+   * is kept in the session and comes back with it on a resume. Default null.
+   */
+  get data(): JsonValue {
+    return this.appData;
+  }
+
+  set data(value: JsonValue) {
+    this.appData = value;
+    this.sessionBinding?.setData(value);
+  }
+
+  /** @internal A resumed session's data, without writing it back. */
+  restoreData(value: JsonValue): void {
+    this.appData = value;
   }
 
   /**
@@ -275,6 +339,12 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
 
   /** @internal Inbound data, straight to the application. */
   onMessage(data: Buffer, isBinary: boolean): void {
+    if (this.sessionBinding !== null) return this.sessionBinding.receive(data, isBinary);
+    this.hooks.onMessage(this, data, isBinary);
+  }
+
+  /** @internal A session request to run (once: src/server/sessions.ts decided). */
+  runHandler(data: Buffer, isBinary: boolean): void {
     this.hooks.onMessage(this, data, isBinary);
   }
 
@@ -299,6 +369,8 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
 
   /** @internal */
   deadLetter(data: Outbound, binary: boolean, reason: DeadLetterReason): void {
+    // A session connection's frames are the store's to replay or hand back (its own dead letters, R12).
+    if (this.sessionBinding !== null) return;
     this.hooks.onDeadLetter({ connectionId: this.id, data, binary, reason });
   }
 

@@ -150,7 +150,7 @@ export class Hub<Auth = unknown> {
     let refused = 0;
     for (const connection of this.live.values()) {
       if (options.filter && !options.filter(connection)) continue;
-      if (connection.send(payload, binary)) accepted++;
+      if (options.filter ? connection.send(payload, binary) : connection.fanOut(payload, binary)) accepted++;
       else refused++;
     }
     this.spend(n);
@@ -208,7 +208,7 @@ export class Hub<Auth = unknown> {
         }
         visited++;
         if (job.filter && !job.filter(connection)) continue;
-        if (connection.send(job.payload, job.binary)) job.accepted++;
+        if (job.filter ? connection.send(job.payload, job.binary) : connection.fanOut(job.payload, job.binary)) job.accepted++;
         else job.refused++;
       }
       job.visited += visited;
@@ -314,7 +314,7 @@ export class Hub<Auth = unknown> {
     let accepted = 0;
     let refused = 0;
     for (const connection of members.keys()) {
-      if (connection.send(payload, binary)) accepted++;
+      if (connection.fanOut(payload, binary)) accepted++;
       else refused++;
     }
     this.spend(n);

@@ -25,6 +25,8 @@ export interface MetricsSource {
   topics?(): number;
   /** Whether the adapter reaches the other nodes. */
   adapterUp?(): boolean;
+  /** The session store's counts (null: sessions off). Read at scrape time only. */
+  sessions?(): Promise<{ detached: number; bufferedBytes: number; bufferedMessages: number; sessions: number }> | null;
 }
 
 const STATES = ['connecting', 'open', 'pinging', 'closing'] as const;
@@ -63,6 +65,14 @@ export class SupervisorMetrics {
   readonly adapterMessagesTotal: Counter<'direction' | 'kind'>;
   /** R12, receiver side: other nodes' messages that never reached this node (gaps in their sequence numbers). */
   readonly adapterMissedTotal: Counter;
+  /** Resume attempts by result (resumed, failed) and reason (none, expired, unknown, overflow, restarted, forbidden). */
+  readonly sessionResumesTotal: Counter<'result' | 'reason'>;
+  /** Messages written again to a resumed session's client. */
+  readonly sessionReplayedTotal: Counter;
+  /** R12: session messages that will never reach their client, by reason (overflow, memory, evicted, expired, ended, unknown). */
+  readonly sessionDeadLettersTotal: Counter<'reason'>;
+  /** Session lifecycle events (attached, resumed, detached, expired, overflowed, ended). */
+  readonly sessionEventsTotal: Counter<'event'>;
   private cache: { at: number; sums: Sums } | null = null;
 
   constructor(
@@ -160,6 +170,44 @@ export class SupervisorMetrics {
         this.set(source.topics ? source.topics() : 0);
       },
     });
+    this.sessionResumesTotal = new Counter({
+      name: `${prefix}session_resumes_total`,
+      help: 'Session resume attempts by result (resumed, failed) and reason (none when resumed)',
+      labelNames: ['result', 'reason'],
+      registers,
+    });
+    this.sessionReplayedTotal = new Counter({
+      name: `${prefix}session_replayed_messages_total`,
+      help: 'Messages replayed to resumed sessions',
+      registers,
+    });
+    this.sessionDeadLettersTotal = new Counter({
+      name: `${prefix}session_dead_letters_total`,
+      help: 'Session messages that will never reach their client (a bound, expiry, an end), by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.sessionEventsTotal = new Counter({
+      name: `${prefix}session_events_total`,
+      help: 'Session lifecycle events: attached, resumed, detached, expired, overflowed, ended',
+      labelNames: ['event'],
+      registers,
+    });
+    // From the store at scrape time: no cost per message.
+    const storeGauge = (name: string, help: string, pick: (s: { detached: number; bufferedBytes: number; bufferedMessages: number; sessions: number }) => number): Gauge =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        async collect() {
+          const stats = await (source.sessions?.() ?? null);
+          this.set(stats === null ? 0 : pick(stats));
+        },
+      });
+    storeGauge(`${prefix}sessions`, 'Live sessions (attached or detached)', (s) => s.sessions);
+    storeGauge(`${prefix}sessions_detached`, 'Sessions whose connection is gone, waiting within the resume window', (s) => s.detached);
+    storeGauge(`${prefix}session_buffered_bytes`, 'Bytes held for sessions, not yet acknowledged by their clients', (s) => s.bufferedBytes);
+    storeGauge(`${prefix}session_buffered_messages`, 'Messages held for sessions, not yet acknowledged by their clients', (s) => s.bufferedMessages);
     const summed = (name: string, help: string, pick: (s: Traffic) => number): Counter =>
       new Counter({
         name,
@@ -215,6 +263,10 @@ export class SupervisorMetrics {
     if (closure.cause === 'slow-consumer' || closure.cause === 'write-timeout') {
       this.slowConsumerClosesTotal.inc({ cause: closure.cause });
     }
+  }
+
+  sessionEvent(type: string): void {
+    this.sessionEventsTotal.inc({ event: type });
   }
 
   rtt(ms: number): void {

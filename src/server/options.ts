@@ -9,6 +9,7 @@ import type { Adapter } from '../adapter/types.ts';
 import type { Logger } from '../base/logger.ts';
 import { positiveInt } from '../base/checks.ts';
 import type { Connection } from './connection.ts';
+import type { SessionOptions } from './sessions.ts';
 import { isIP } from 'node:net';
 
 export const DEFAULTS = {
@@ -204,6 +205,13 @@ export interface SupervisorOptions<Auth = unknown> {
   adapter?: Adapter;
   /** R21: topics one connection may be in at once; a join beyond it throws TopicError('too-many-topics'). Default 100. */
   maxTopicsPerConnection?: number;
+  /**
+   * Sessions that survive a dropped connection (docs/sessions.md), for the
+   * clients that ask (`ws-session=1`); everyone else is unaffected. Off when
+   * absent (and `ws-session=1` is then refused with 400); `{}` turns them on
+   * with the defaults (in-memory store, resumeWindow 120000, …).
+   */
+  sessions?: SessionOptions<Auth>;
 
   // --- Admission limits per address and the open-file check (R21) ---
   /**

@@ -36,6 +36,9 @@ import { resolveOptions, type ResolvedOptions, type SupervisorOptions } from './
 import type { WsCloseTimeout } from './socket-io.ts';
 import { TurnScheduler } from './scheduler.ts';
 import { validateTopic } from '../protocol/topics.ts';
+import { sessionRequested } from '../protocol/session.ts';
+import type { SessionDeadLetter } from '../adapter/session-store.ts';
+import { resolveSessionOptions, Sessions, type SessionLifecycleEvent } from './sessions.ts';
 
 export interface BroadcastOptions<Auth = unknown> {
   /** Send a Buffer as text (false) or a string as binary (true). Default: binary for a Buffer, text for a string. */
@@ -88,6 +91,10 @@ export interface SupervisorEvents<Auth = unknown> {
   adapterDeadLetter: [letter: AdapterDeadLetter];
   /** The adapter went up or degraded (`reason` says why; null when up). */
   adapterStatus: [status: AdapterStatus, reason: string | null];
+  /** A session was attached (new, or after a failed resume), resumed, detached, or ended for good (docs/sessions.md). */
+  session: [event: SessionLifecycleEvent<Auth>];
+  /** R12: messages of a session that will never reach its client (a bound, expiry, an end), with the reason. */
+  sessionDeadLetter: [letter: SessionDeadLetter];
 }
 
 export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Auth>> {
@@ -96,6 +103,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   readonly metrics: SupervisorMetrics;
   /** Fans broadcasts and publishes out to the other nodes; the in-memory one (a cluster of one) by default. */
   readonly adapter: Adapter;
+  /** Sessions (docs/sessions.md): the store and the live session machines; null when the `sessions` option is absent. */
+  readonly sessions: Sessions<Auth> | null;
   private readonly wss: WebSocketServer;
   /** R21: every connection's inbound work shares the event loop's turns fairly (src/server/scheduler.ts). */
   private readonly scheduler: TurnScheduler;
@@ -182,6 +191,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       this.emit('deadLetter', letter);
     },
     onClose: (connection, closure) => {
+      // A session connection: its session detaches in the same step as the hub lets go.
+      const announced = connection.sessionBinding?.closed() ?? true;
       this.hub.unregister(connection);
       this.metrics.closed(closure);
       const log = this.logs.get(connection);
@@ -191,7 +202,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
         if (closure.expected) log.info(fields, 'connection closed');
         else log.warn(fields, `connection closed unexpectedly: ${closure.cause}`);
       }
-      this.emit('close', connection, closure);
+      if (announced) this.emit('close', connection, closure);
     },
   };
   private readonly onServerUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
@@ -228,7 +239,9 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       closedTraffic: () => this.hub.closedTraffic,
       topics: () => this.hub.topicCount,
       adapterUp: () => this.adapter.status === 'up',
+      sessions: () => this.sessions?.store.stats() ?? null,
     });
+    this.sessions = options.sessions === undefined ? null : this.startSessions(options);
     this.runnerConfig = connectionRunnerConfig(this.options.timing, options.inspect);
     const wsOptions: ServerOptions & WsCloseTimeout = {
       noServer: true,
@@ -297,6 +310,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     const payload = typeof data === 'string' ? Buffer.from(data) : data;
     if (options.from && !options.from.charge(this.hub.size * payload.length)) return { accepted: 0, refused: 0, overBudget: true };
     const result = this.hub.broadcast(payload, { binary, ...(options.filter ? { filter: options.filter } : {}) });
+    // Every session gets it, attached or not (a filter sees connections only: a filtered one reaches attached sessions through their connection).
+    if (this.sessions !== null && !options.filter) this.sessions.broadcastSessions(payload, binary);
     if (!options.local && !options.filter) this.fanOut({ kind: 'broadcast', topic: null, data: payload, binary });
     return result;
   }
@@ -313,6 +328,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     const payload = typeof data === 'string' ? Buffer.from(data) : data;
     if (options.from && !options.from.charge(this.hub.memberCount(topic) * payload.length)) return { accepted: 0, refused: 0, overBudget: true };
     const result = this.hub.publish(topic, payload, { binary });
+    this.sessions?.publishSessions(topic, payload, binary);
     if (!options.local) this.fanOut({ kind: 'publish', topic, data: payload, binary });
     return result;
   }
@@ -324,12 +340,16 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
    * membership ends with the connection (R3).
    */
   join(connection: Connection<Auth>, topic: string): boolean {
-    return this.hub.join(connection, topic);
+    const joined = this.hub.join(connection, topic);
+    if (connection.sessionBinding !== null) this.sessions?.joined(connection, topic);
+    return joined;
   }
 
   /** Removes a connection from `topic`; true if it was a member. Throws TopicError('invalid-topic') on a bad name. */
   leave(connection: Connection<Auth>, topic: string): boolean {
-    return this.hub.leave(connection, topic);
+    const left = this.hub.leave(connection, topic);
+    if (connection.sessionBinding !== null) this.sessions?.left(connection, topic);
+    return left;
   }
 
   /** The topics a connection is in (empty once it has closed). */
@@ -391,8 +411,9 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     for (const connection of this.hub.values()) {
       closing.push(connection.close(1001, 'server shutting down', 'shutdown'));
     }
-    // R3: the adapter goes last (goodbye to the presence table, its connections and timers).
+    // R3: the adapter goes last (goodbye to the presence table, its connections and timers); sessions before it.
     this.shutdown = Promise.all(closing)
+      .then(() => this.sessions?.close())
       .then(() => this.adapter.close())
       .then(() => this.adapterLetterLog.close());
     return this.shutdown;
@@ -421,8 +442,13 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   /** Another node's broadcast or publish: local delivery only (never handed back to the adapter). */
   private deliverRemote(message: AdapterMessage): void {
     this.metrics.adapterMessagesTotal.inc({ direction: 'in', kind: message.kind });
-    if (message.kind === 'broadcast') this.hub.broadcast(message.data, { binary: message.binary });
-    else if (message.topic !== null) this.hub.publish(message.topic, message.data, { binary: message.binary });
+    if (message.kind === 'broadcast') {
+      this.hub.broadcast(message.data, { binary: message.binary });
+      this.sessions?.broadcastSessions(message.data, message.binary);
+    } else if (message.topic !== null) {
+      this.hub.publish(message.topic, message.data, { binary: message.binary });
+      this.sessions?.publishSessions(message.topic, message.data, message.binary);
+    }
   }
 
   private admit(request: IncomingMessage, address: string): Refusal | null {
@@ -445,7 +471,11 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
         message: `too many connections from ${address} (limit ${this.options.maxConnectionsPerAddress} per address)`,
       };
     }
-    if (this.hub.size + this.admitting.size >= this.options.maxConnections) {
+    // A session is asked for in the URL (docs/sessions.md): refused here when malformed or when sessions are off.
+    const wantsSession = sessionRequested(request.url ?? '/');
+    if (!wantsSession.ok) return { status: 400, reason: 'bad-request', message: wantsSession.error };
+    if (wantsSession.requested && this.sessions === null) return { status: 400, reason: 'bad-request', message: 'sessions are not enabled on this server' };
+    if (this.hub.size + this.admitting.size + (this.sessions?.pending.size ?? 0) >= this.options.maxConnections) {
       return {
         status: 503,
         reason: 'max-connections',
@@ -539,7 +569,11 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       scheduler: this.scheduler,
       ...(this.options.budget ? { budget: this.options.budget } : {}),
     });
-    this.hub.register(connection);
+    // A session connection goes live once its session is attached (its first frame): sessions.ts announces it.
+    const asked = sessionRequested(request.url ?? '/');
+    const session = this.sessions !== null && asked.ok && asked.requested;
+    if (session) connection.sessionBinding = this.sessions!.bind(connection);
+    else this.hub.register(connection);
     this.metrics.opened();
     if (this.logger) {
       const log = this.logger.child({ conn: id });
@@ -555,8 +589,46 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
         });
       }
     }
+    if (session) this.requests.set(connection, request);
     connection.start();
-    this.emit('connection', connection, request);
+    if (!session) this.emit('connection', connection, request);
+  }
+
+  /** The upgrade request of each session connection, until it is announced (the `connection` event carries it). */
+  private readonly requests = new WeakMap<Connection<Auth>, IncomingMessage>();
+
+  private startSessions(options: SupervisorOptions<Auth>): Sessions<Auth> {
+    const resolved = resolveSessionOptions<Auth>(options.sessions!);
+    return new Sessions<Auth>(resolved, {
+      logger: this.logger,
+      announce: (connection, topics) => {
+        this.hub.register(connection);
+        for (const topic of topics) {
+          try {
+            this.hub.join(connection, topic);
+          } catch (err) {
+            // e.g. maxTopicsPerConnection lowered since: the membership stays in the session, not in this hub.
+            this.logs.get(connection)?.warn({ err, topic }, 'session topic not restored');
+          }
+        }
+        const request = this.requests.get(connection);
+        this.requests.delete(connection);
+        this.emit('connection', connection, request!);
+      },
+      emitSession: (event) => {
+        this.metrics.sessionEvent(event.type);
+        this.emit('session', event);
+      },
+      deadLetter: (letter) => {
+        this.metrics.sessionDeadLettersTotal.inc({ reason: letter.reason }, letter.messages.length);
+        this.logger?.warn({ session: letter.sessionId, reason: letter.reason, detail: letter.detail, messages: letter.messages.length }, 'session dead letter: messages that will never reach their client');
+        this.emit('sessionDeadLetter', letter);
+      },
+      metrics: {
+        resume: (result, reason) => this.metrics.sessionResumesTotal.inc({ result, reason }),
+        replayed: (n) => this.metrics.sessionReplayedTotal.inc(n),
+      },
+    });
   }
 }
 

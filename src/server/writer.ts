@@ -82,6 +82,8 @@ export class SendQueue {
   /** Callbacks handed to the socket, made the first time they are needed. */
   private writtenCallback: ((err?: Error | null) => void) | null = null;
   private drainListener: (() => void) | null = null;
+  /** Called when the socket drained after pushing back (sessions pace their stream by it: src/server/sessions.ts). */
+  onDrained: (() => void) | null = null;
   /** Messages/bytes handed to the OS socket (for stats and the dashboard). */
   messagesOut = 0;
   bytesOut = 0;
@@ -92,6 +94,11 @@ export class SendQueue {
     private readonly limits: SendQueueLimits,
     private readonly sink: DeadLetterSink,
   ) {}
+
+  /** True when a send now would wait in our queue (the socket has pushed back). */
+  get pushingBack(): boolean {
+    return this.depth > 0 || this.socket.writableNeedDrain;
+  }
 
   /** Messages waiting in our queue (not yet handed to the OS socket). */
   get depth(): number {
@@ -310,6 +317,7 @@ export class SendQueue {
     if (!this.blocked) {
       this.reportedBlocked = false;
       this.sendBack?.({ type: 'write.drained' });
+      this.onDrained?.();
     }
   }
 

@@ -68,11 +68,12 @@ describe('ws-supervisor: commands, help, version', () => {
       '--max-payload', '--send-queue', '--max-connections', '--max-message-rate', '--allowed-origins', '--log-level',
       '--inspect', '--inspect-port', '--redis', '--redis-env', '--workers', '--local-broadcast', '--max-restarts', '--restart-period',
       '--max-connections-per-address', '--max-pending-per-address', '--trust-proxy', '--redis-max-in-flight',
+      '--sessions', '--resume-window',
     ]) {
       assert.ok(SERVER_USAGE.includes(flag), `server help lists ${flag}`);
       if (flag !== '--address' && flag !== '--path') assert.ok(!CLIENT_USAGE.includes(flag), `client help does not list ${flag}`);
     }
-    for (const flag of ['--url', '--interval']) {
+    for (const flag of ['--url', '--interval', '--session']) {
       assert.ok(CLIENT_USAGE.includes(flag), `client help lists ${flag}`);
       assert.ok(!SERVER_USAGE.includes(`${flag} `), `server help does not list ${flag}`);
     }
@@ -96,7 +97,14 @@ describe('ws-supervisor: commands, help, version', () => {
     assert.equal(server.kind, 'server');
     assert.equal(server.kind === 'server' && server.options.path, '/ws');
     const client = parseCommand(['client', '--url', 'wss://example.com/ws', '--interval', '500'], {});
-    assert.deepEqual(client, { kind: 'client', options: { url: 'wss://example.com/ws', interval: 500 } });
+    assert.deepEqual(client, { kind: 'client', options: { url: 'wss://example.com/ws', interval: 500, session: false } });
+    const withSession = parseCommand(['client', '--session'], {});
+    assert.equal(withSession.kind === 'client' && withSession.options.session, true);
+    // Sessions (docs/sessions.md): on with --sessions, the window with --resume-window.
+    const sessions = parseCommand(['server', '--sessions', '--resume-window', '5000'], {});
+    assert.deepEqual(sessions.kind === 'server' && sessions.options.sessions, { resumeWindow: 5000 });
+    const plain = parseCommand(['server'], {});
+    assert.equal(plain.kind === 'server' && plain.options.sessions, undefined);
   });
 });
 
@@ -150,6 +158,9 @@ describe('bad flags are usage errors (exit 2) that name the flag and the value, 
     { args: ['server', '--www', '/nonexistent'], mentions: ['--www', '/nonexistent'] },
     { args: ['server', '--allowed-origins', 'app.example'], mentions: ['--allowed-origins', 'app.example'] },
     { args: ['server', '--bogus'], mentions: ['--bogus'] },
+    { args: ['server', '--resume-window', '5000'], mentions: ['--resume-window needs --sessions'] },
+    { args: ['server', '--sessions', '--resume-window', '0'], mentions: ['--resume-window', '"0"'] },
+    { args: ['server', '--sessions', '--workers', '2', '--local-broadcast'], mentions: ['--sessions', 'single process'] },
     { args: ['serve'], mentions: ['unknown command', 'serve'] },
     { args: ['client', '--interval', 'abc'], mentions: ['--interval', 'abc'] },
     { args: ['client', '--interval', '0'], mentions: ['--interval', '"0"'] },

@@ -12,6 +12,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
+import { startDemoServer } from '../../src/cli/demo-server.ts';
 import { parseCommand, usageExit, USAGE } from '../../src/cli/args.ts';
 import { budgets, metric, metricsOf, runCli, spawnCli, startCliServer, type CliProcess } from '../helpers/cli.ts';
 import { waitFor } from '../helpers/server.ts';
@@ -314,5 +315,27 @@ describe('client CLI against a server', { concurrency: true, timeout: budget.sca
     const closes = client.stdout().split('\n').filter((l) => l.startsWith('close: '));
     assert.ok(closes.length >= 1, 'each failed attempt is reported');
     for (const line of closes) assert.match(line, /^close: code 1006 reason "connect ECONNREFUSED [^"]*" expected false/);
+  });
+
+  test('--session: after a server-side cut the client prints "resumed", and every request is answered once', { timeout: 30_000 }, async (t) => {
+    const demo = await startDemoServer({ host: '127.0.0.1', port: 0, sessions: {}, timing: { closeTimeout: 300 } });
+    t.after(() => demo.close());
+    const client = await spawnCli(['client', '--session', '--url', `ws://127.0.0.1:${demo.address.port}/server`, '--interval', '100']);
+    t.after(() => client.kill());
+    await client.waitForStdout(/^reply 2: /m, 10_000);
+    // The TCP connection dies under the client (no close frame: 1006, unexpected).
+    for (const c of demo.supervisor.hub) c.socket.destroy();
+    await client.waitForStdout(/^resumed: session \S+, \d+ message\(s\) replayed, \d+ request\(s\) re-sent$/m, 10_000);
+    const after = client.stdout().split('\n').filter((l) => REPLY.test(l)).length;
+    await waitFor(() => client.stdout().split('\n').filter((l) => REPLY.test(l)).length >= after + 3, 10_000, 'replies after the resume');
+    client.child.kill('SIGINT');
+    assert.deepEqual(await client.exited, { code: 0, signal: null }, client.stderr());
+    const o = outcomes(client.stdout());
+    // Only a request in flight at the SIGINT may fail (client-closed): none was lost to the cut.
+    const failed = client.stdout().split('\n').filter((l) => FAILED.test(l));
+    assert.ok(failed.every((l) => / failed: client-closed: /.test(l)), failed.join('\n'));
+    assert.ok(failed.length <= 2, failed.join('\n'));
+    assertEachOnce(o);
+    assert.match(client.stdout(), /with a session/);
   });
 });

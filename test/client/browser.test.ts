@@ -10,6 +10,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import net from 'node:net';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
@@ -239,4 +240,61 @@ test('browser client: a frozen server (SIGSTOP) is dropped by the app heartbeat,
   server.child.kill('SIGCONT');
   await until(page, 'h.client.state === "open" || h.client.state === "pinging"');
   assert.equal(((await page.evaluate(`h.client.request('back')`)) as { requestID: number }).requestID, 1);
+});
+
+test('browser client: session: true resumes after a TCP cut — pushes sent meanwhile replayed once, a request made during the cut answered once', { timeout: 60_000 }, async (t) => {
+  if (!ready(t)) return;
+  const server = await startCliServer([...FAST, '--sessions'], t);
+  // The page and its socket go through a TCP proxy whose connections the test destroys (1006, no close frame).
+  const sockets = new Set<net.Socket>();
+  const proxy = net.createServer((down) => {
+    const up = net.connect(server.port, '127.0.0.1');
+    for (const s of [down, up]) {
+      sockets.add(s);
+      s.once('close', () => sockets.delete(s));
+      s.on('error', () => undefined);
+    }
+    down.pipe(up);
+    up.pipe(down);
+    down.once('close', () => up.destroy());
+    up.once('close', () => down.destroy());
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((resolve) => proxy.close(() => resolve()));
+  });
+  const port = (proxy.address() as net.AddressInfo).port;
+  const viaProxy = { ...server, base: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/server` };
+  const page = await clientPage(t, viaProxy, { session: true, backoff: { initialDelay: 50, maxDelay: 200 }, requestTimeout: 20_000 });
+  await page.evaluate(`h.resumes = []; h.client.on('resume', (e) => h.resumes.push(e));`);
+  await until(page, 'h.client.state === "open" && h.client.sessionId !== null');
+  assert.equal((await page.evaluate(`h.client.request('before')`) as { requestID: number }).requestID, 1);
+
+  for (const s of sockets) s.destroy();
+  await until(page, 'h.closes.length >= 1');
+  // Meanwhile: a broadcast from another client (straight to the server), and a request from the page.
+  const other = new WebSocket(server.wsUrl);
+  t.after(() => other.terminate());
+  await new Promise<void>((resolve, reject) => {
+    other.once('open', resolve);
+    other.once('error', reject);
+  });
+  other.send(JSON.stringify({ requestID: 1, command: 'broadcast', someOtherThing: 'while cut' }));
+  await page.evaluate(`window.during = { replies: [], errors: [] };
+    void h.client.request('during the cut').then((r) => during.replies.push(r), (e) => during.errors.push(e.code + ': ' + e.message))`);
+
+  await until(page, 'h.resumes.length >= 1 && during.replies.length + during.errors.length > 0', 15_000);
+  await new Promise((r) => setTimeout(r, 300)); // room for a duplicate, if there were one
+  const resume = (await page.evaluate('h.resumes[0]')) as { resumed: boolean; reason: string | null };
+  assert.deepEqual([resume.resumed, resume.reason], [true, null]);
+  assert.equal(await page.evaluate('h.client.resumed'), true);
+  assert.deepEqual(await page.evaluate('h.pushes'), [{ command: 'broadcast', someOtherThing: 'while cut' }]);
+  assert.deepEqual(await page.evaluate('during'), {
+    replies: [{ requestID: 2, success: true, someOtherThing: 'Server processed command: during the cut' }],
+    errors: [],
+  });
+  const m = await metricsOf(server.base);
+  assert.equal(metric(m, 'ws_supervisor_session_resumes_total', { result: 'resumed', reason: 'none' }), 1);
+  // (That the server ran each request once is held by test/server/sessions*.test.ts, where the handler counts.)
 });

@@ -185,7 +185,7 @@ describe('backoff reset through the client machine (R22)', () => {
       input: {
         id: 'reset',
         // No heartbeat: nothing but the test ends a connection.
-        timing: { pingInterval: 0, pongTimeout: 500, writeTimeout: 700, closeTimeout: 300, connectTimeout: 2_000 },
+        timing: { pingInterval: 0, pongTimeout: 500, writeTimeout: 700, closeTimeout: 300, connectTimeout: 2_000, resumeTimeout: 2_500 },
         backoff,
         // delay = ceiling - 1: the ceiling shows in every delay.
         random: () => 1 - 2 ** -20,

@@ -69,9 +69,15 @@ import {
  * so a transition dropped from the machine fails here instead of quietly
  * shrinking the target. Changing the machine means changing these lists.
  */
-const CLIENT_MACHINE_STATES: readonly string[] = ['#client', '#client.connecting', '#client.connected', '#client.waiting', '#client.closed'];
+const CLIENT_MACHINE_STATES: readonly string[] = [
+  '#client', '#client.connecting', '#client.connected',
+  // Sessions: the resume step and its two ways out; without sessions a connection is `ready` at once.
+  '#client.connected.resuming', '#client.connected.ready', '#client.connected.unsupported', '#client.connected.abandoned',
+  '#client.waiting', '#client.closed',
+];
 const CLIENT_MACHINE_TRANSITIONS: readonly string[] = [
-  'client.connecting: dial.ready → client.connected',
+  'client.connecting: dial.ready[0] if session → client.connected.resuming',
+  'client.connecting: dial.ready[1] otherwise → client.connected',
   'client.connecting: dial.failed[0] if canRetry → client.waiting',
   'client.connecting: dial.failed[1] otherwise → client.closed',
   'client.connecting: close → client.closed',
@@ -82,6 +88,10 @@ const CLIENT_MACHINE_TRANSITIONS: readonly string[] = [
   'client.connected: xstate.done.actor.connection[1] if canRetry → client.waiting',
   'client.connected: xstate.done.actor.connection[2] otherwise → client.closed',
   'client.connected: xstate.after.stableAfter.client.connected → (no target)',
+  // Sessions: the resume step and its two ways out.
+  'client.connected.resuming: session.attached → client.connected.ready',
+  'client.connected.resuming: session.unsupported → client.connected.unsupported',
+  'client.connected.resuming: xstate.after.resumeTimeout.client.connected.resuming → client.connected.abandoned',
   'client.waiting: close → client.closed',
   'client.waiting: xstate.after.backoff.client.waiting → client.connecting',
 ];
@@ -90,7 +100,7 @@ const CLIENT_MACHINE_TRANSITIONS: readonly string[] = [
 // Timing, backoff and samples
 
 /** Distinct values, so an armed timer tells which delay it belongs to. */
-const timing: ClientTiming = { pingInterval: 1000, pongTimeout: 500, writeTimeout: 700, closeTimeout: 300, connectTimeout: 2000 };
+const timing: ClientTiming = { pingInterval: 1000, pongTimeout: 500, writeTimeout: 700, closeTimeout: 300, connectTimeout: 2000, resumeTimeout: 1500 };
 /**
  * maxAttempts 3 (three consecutive failed attempts, two waits) makes `canRetry`
  * false reachable and bounds the attempt count, so the state space is finite
@@ -108,10 +118,10 @@ const JITTER = [0.5, 0.25, 1 - 2 ** -20];
 const EVENT_GAP_MS = 10;
 const CLIENT_ID = 'client-1';
 
-type DelayName = 'connectTimeout' | 'backoff' | 'stableAfter';
+type DelayName = 'connectTimeout' | 'backoff' | 'stableAfter' | 'resumeTimeout';
 const timeouts = new Map<string, DelayName>(
   [...delayedEventTypes(clientMachine)].map(([type, delay]) => {
-    if (delay !== 'connectTimeout' && delay !== 'backoff' && delay !== 'stableAfter') throw new Error(`${type}: unknown delay ${delay}`);
+    if (delay !== 'connectTimeout' && delay !== 'backoff' && delay !== 'stableAfter' && delay !== 'resumeTimeout') throw new Error(`${type}: unknown delay ${delay}`);
     return [type, delay];
   }),
 );
@@ -135,6 +145,14 @@ const dialSamples: ClientEvent[] = [
   { type: 'dial.ready', io: 'socket' },
   { type: 'dial.failed', message: 'connect ECONNREFUSED 127.0.0.1:9' },
 ];
+/** Sessions: what the client reports of the server's first answer on a connection. */
+const sessionSamples: ClientEvent[] = [
+  { type: 'session.attached' },
+  { type: 'session.unsupported', message: 'the server answered {"requestID":0,…}' },
+];
+/** How the connection machine is told to drop a connection whose resume got no answer. */
+const ABANDON = { type: 'terminate', reason: 'no session answer in time' } as const;
+const UNSUPPORTED_CLOSE = { code: 1000, reason: 'sessions unsupported by the server' };
 const closeSamples: ClientEvent[] = [
   { type: 'close' },
   { type: 'close', code: 4000, reason: 'user logged out' },
@@ -260,6 +278,8 @@ interface RunOptions {
   random?: () => number;
   /** Adds the key of every transition the client (not its child) takes. */
   taken?: Set<string>;
+  /** The client asked for a session (each connection resumes before it is ready). */
+  session?: boolean;
 }
 
 /** One execution: an actor of the SUT, its clock and its fake network. */
@@ -267,10 +287,12 @@ class Run {
   readonly clock = new TimerTableClock();
   readonly network = new FakeNetwork(this.clock);
   readonly backoff: BackoffOptions;
+  readonly session: boolean;
   readonly actor;
   #sockets = 0;
   constructor(options: RunOptions = {}) {
     this.backoff = options.backoff ?? backoff;
+    this.session = options.session ?? false;
     let draws = 0;
     const random = options.random ?? (() => JITTER[draws++ % JITTER.length]!);
     const input: ClientInput = {
@@ -283,6 +305,7 @@ class Run {
         return value;
       },
       transport: this.network,
+      session: this.session,
     };
     const record = options.taken && recordTransitions(options.taken);
     this.actor = createActor(sut, {
@@ -338,6 +361,7 @@ class Run {
   durationOf(delay: DelayName): number {
     if (delay === 'connectTimeout') return timing.connectTimeout;
     if (delay === 'stableAfter') return this.backoff.stableAfter;
+    if (delay === 'resumeTimeout') return timing.resumeTimeout;
     return this.snapshot.context.delayMs; // the waiting check holds delayMs against the rules
   }
   /** Advances the clock until exactly that timer fires (and fails if another would fire first). */
@@ -368,8 +392,12 @@ const socketName = (io: unknown): string => (io instanceof FakeSocket ? `socket 
 
 interface Expectation {
   phase: 'connecting' | 'connected' | 'waiting' | 'closed';
+  /** Within connected: sessions add the resume step and its two ways out (without sessions: always ready). */
+  sub: 'resuming' | 'ready' | 'unsupported' | 'abandoned';
   /** When the phase was entered: the connect timeout / stableAfter / backoff count from here. */
   since: number;
+  /** The server does not speak sessions: the client stops with 'unsupported'. */
+  unsupported: boolean;
   /** Consecutive retries since the connection last stayed up for stableAfter: the next attempt's number. */
   retries: number;
   /** The attempt number each dialer was started with, in order. */
@@ -391,9 +419,9 @@ interface Expectation {
   output: ClientOutput | null;
 }
 
-function rulesSay(timeline: readonly Entry[], options: BackoffOptions): Expectation {
+function rulesSay(timeline: readonly Entry[], options: BackoffOptions, session: boolean): Expectation {
   const x: Expectation = {
-    phase: 'connecting', since: 0, retries: 0, dialAttempts: [0], ios: [], stable: false, wait: null, waits: 0,
+    phase: 'connecting', sub: 'ready', unsupported: false, since: 0, retries: 0, dialAttempts: [0], ios: [], stable: false, wait: null, waits: 0,
     closeRequest: null, forwarded: [], closedAt: null, lastClosure: null, output: null,
   };
   const draws = timeline.flatMap((e) => (e.kind === 'draw' ? [e.value] : []));
@@ -431,6 +459,8 @@ function rulesSay(timeline: readonly Entry[], options: BackoffOptions): Expectat
     if (x.phase === 'connecting') {
       if (e.type === 'dial.ready') {
         enter('connected', h.at);
+        // Sessions: a connection is not ready before the server attached the session.
+        x.sub = session ? 'resuming' : 'ready';
         x.ios.push(e.io);
         x.stable = false;
         x.forwarded = [];
@@ -446,6 +476,18 @@ function rulesSay(timeline: readonly Entry[], options: BackoffOptions): Expectat
         // The connection runs its close handshake; the client waits for its end.
         deliberate(e, index);
         x.forwarded.push({ type: 'close', ...x.closeRequest! });
+      } else if (x.sub === 'resuming' && e.type === 'session.attached') x.sub = 'ready';
+      else if (x.sub === 'resuming' && e.type === 'session.unsupported') {
+        // Never carry on without the guarantee: close for good, saying why.
+        x.sub = 'unsupported';
+        x.unsupported = true;
+        x.closeRequest = UNSUPPORTED_CLOSE;
+        x.closedAt ??= index;
+        x.forwarded.push({ type: 'close', ...UNSUPPORTED_CLOSE });
+      } else if (x.sub === 'resuming' && e.type === 'timeout' && e.delay === 'resumeTimeout') {
+        // No answer in time: drop the connection; its end is an ordinary failure (R22 retries).
+        x.sub = 'abandoned';
+        x.forwarded.push(ABANDON as unknown as ConnectionCommand);
       } else if (e.type === 'timeout' && e.delay === 'stableAfter') {
         // R22: the backoff resets only once a connection has stayed up this long.
         x.retries = 0;
@@ -453,7 +495,7 @@ function rulesSay(timeline: readonly Entry[], options: BackoffOptions): Expectat
       } else if (e.type === 'finished') {
         if (x.closeRequest !== null) {
           x.lastClosure = e.closure;
-          x.output = { reason: 'closed', lastClosure: e.closure };
+          x.output = { reason: x.unsupported ? 'unsupported' : 'closed', lastClosure: e.closure };
           enter('closed', h.at);
         } else ended(e.closure, h.at);
       }
@@ -483,8 +525,8 @@ const armed = (run: Run) => run.clock.pending().map((t) => ({ start: t.start, ti
 const checks: Record<string, Check> = {
   '#client': (run, x, model) => {
     const snap = run.snapshot;
-    assert.equal(snap.value, model.value, 'the SUT follows the model');
-    assert.equal(snap.value, x.phase, 'the state R22 calls for');
+    assert.deepEqual(snap.value, model.value, 'the SUT follows the model');
+    assert.deepEqual(snap.value, x.phase === 'connected' ? { connected: x.sub } : x.phase, 'the state R22 (and sessions) call for');
     assert.equal(snap.context.attempt, model.context.attempt, 'attempt count, as in the model');
     assert.equal(snap.context.attempt, x.retries, 'R22: consecutive retries since the last stable connection');
     // (Not lastClosure against the model: simple paths leave it out of the vertex, so
@@ -515,11 +557,34 @@ const checks: Record<string, Check> = {
     assert.equal(child.input.id, CLIENT_ID);
     assert.deepEqual(child.input.timing, timing, 'the child gets the client timing (heartbeat, deadlines)');
     assert.deepEqual(child.commands, x.forwarded, 'R22: a deliberate close is forwarded to the connection, once per close');
-    assert.deepEqual(
-      armed(run),
-      x.stable ? [] : [{ start: x.since, timeout: run.backoff.stableAfter }],
-      'R22: stableAfter runs from the moment the connection opened, once',
-    );
+    const expected = [
+      ...(x.stable ? [] : [{ start: x.since, timeout: run.backoff.stableAfter }]),
+      // Sessions: the server must attach within resumeTimeout of the connection opening.
+      ...(x.sub === 'resuming' ? [{ start: x.since, timeout: timing.resumeTimeout }] : []),
+    ];
+    const order = (a: { timeout: number }, b: { timeout: number }): number => a.timeout - b.timeout;
+    assert.deepEqual(armed(run).sort(order), expected.sort(order), 'R22: stableAfter runs from the moment the connection opened, once; resumeTimeout while resuming');
+  },
+  '#client.connected.resuming': (run, x) => {
+    assert.ok(run.session, 'only a session client resumes');
+    assert.equal(x.sub, 'resuming');
+    assert.ok(!run.network.liveConnections()[0]!.commands.some((c) => (c as { type: string }).type === 'terminate'), 'nothing dropped yet');
+  },
+  '#client.connected.ready': (run, x) => {
+    assert.equal(x.sub, 'ready');
+    assert.equal(run.snapshot.context.unsupported, false);
+  },
+  '#client.connected.unsupported': (run, x) => {
+    assert.ok(run.session);
+    assert.ok(x.unsupported);
+    assert.equal(run.snapshot.context.unsupported, true);
+    // Closing for good, saying why (the application's close() before or after changes the reason, not the outcome).
+    const closes = run.connection().commands.filter((c) => (c as { type: string }).type === 'close');
+    assert.ok(closes.some((c) => (c as { reason?: string }).reason === UNSUPPORTED_CLOSE.reason), 'the connection was told to close, with the reason');
+  },
+  '#client.connected.abandoned': (run) => {
+    assert.ok(run.session);
+    assert.deepEqual(run.connection().commands.filter((c) => (c as { type: string }).type === 'terminate'), [ABANDON], 'the connection is dropped, once');
   },
   '#client.waiting': (run, x) => {
     const { attempt, delayMs, io } = run.snapshot.context;
@@ -537,7 +602,7 @@ const checks: Record<string, Check> = {
   '#client.closed': (run, x) => {
     const snap = run.snapshot;
     assert.equal(snap.status, 'done');
-    assert.deepEqual(snap.output, x.output, "output: 'closed' after a deliberate close, 'gave-up' when attempts ran out");
+    assert.deepEqual(snap.output, x.output, "output: 'closed' after a deliberate close, 'gave-up' when attempts ran out, 'unsupported' for a server without sessions");
     assert.deepEqual(run.clock.pending(), [], 'no timer survives');
     assert.equal(run.network.liveDialers().length, 0, 'an attempt in progress is abandoned');
     assert.equal(run.network.liveConnections().length, 0, 'no connection child survives');
@@ -575,6 +640,15 @@ const executors: Record<string, Executor> = {
     run.clock.advanceQuietly(EVENT_GAP_MS);
     run.send(e as ClientEvent);
   },
+  // What src/client/client.ts sends when the server's first answer arrives.
+  'session.attached': (run, e) => {
+    run.clock.advanceQuietly(EVENT_GAP_MS);
+    run.send(e as ClientEvent);
+  },
+  'session.unsupported': (run, e) => {
+    run.clock.advanceQuietly(EVENT_GAP_MS);
+    run.send(e as ClientEvent);
+  },
   // Not sent: the fake child is made to finish, and the machine takes its onDone.
   [CONNECTION_DONE]: (run, e) => {
     run.clock.advanceQuietly(EVENT_GAP_MS);
@@ -584,6 +658,13 @@ const executors: Record<string, Executor> = {
 };
 
 const modelInput: ClientInput = { id: CLIENT_ID, timing, backoff, random: () => 0.5, transport: null };
+/**
+ * With sessions, maxAttempts 2: the resume step multiplies the states of a
+ * connection, and with 3 attempts the simple paths no longer enumerate in
+ * reasonable time (57 vertices measured); 2 attempts still reach every guard.
+ */
+const sessionBackoff: BackoffOptions = { ...backoff, maxAttempts: 2 };
+const sessionModelInput: ClientInput = { ...modelInput, backoff: sessionBackoff, session: true };
 
 /** Every event the model may take in `snapshot`. */
 function modelEvents(snapshot: Snapshot): ClientEvent[] {
@@ -595,31 +676,36 @@ function modelEvents(snapshot: Snapshot): ClientEvent[] {
     // once it fired attempt is 0 and stays 0 until the connection ends, and
     // on a connection that starts at 0 it would change nothing.
     .filter((type) => type !== STABLE_AFTER_EVENT || snapshot.context.attempt > 0)
+    // Time orders these two: both start when the connection opens, and resumeTimeout < stableAfter
+    // (asserted below), so stableAfter cannot fire while the resume is still unanswered.
+    .filter((type) => type !== STABLE_AFTER_EVENT || !snapshot.matches({ connected: 'resuming' }))
     .map((type) => ({ type }) as unknown as ClientEvent);
   return [
     // The dialer only lives (and reports) while connecting; the connection child while connected.
     ...(snapshot.value === 'connecting' ? dialSamples : []),
-    ...(snapshot.value === 'connected' ? (doneSamples(snapshot.context.closeRequest) as unknown as ClientEvent[]) : []),
+    ...(snapshot.matches('connected') ? (doneSamples(snapshot.context.closeRequest) as unknown as ClientEvent[]) : []),
+    // The server's first answer only matters while resuming (the client reports it once per connection).
+    ...(snapshot.matches({ connected: 'resuming' }) ? sessionSamples : []),
     ...closeSamples,
     ...timers,
   ];
 }
 
-const model = new TestModel(clientMachine, {
-  input: modelInput,
+const modelFor = (input: ClientInput) => new TestModel(clientMachine, {
+  input,
   events: modelEvents,
   stateMatcher: stateIdMatcher(clientMachine),
 });
 
 /** A model vertex: io (an opaque handle), random and the constant input are left out. */
 const vertex = (s: Snapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.attempt, s.context.delayMs, s.context.closeRequest, s.context.lastClosure, s.context.gaveUp]);
+  JSON.stringify([s.status, s.value, s.context.attempt, s.context.delayMs, s.context.closeRequest, s.context.lastClosure, s.context.gaveUp, s.context.unsupported]);
 /**
  * The coarser vertex of the simple paths: lastClosure (a function of the last
  * step) left out; with it the simple paths number 17,058 instead of ~700.
  */
 const simpleVertex = (s: Snapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.attempt, s.context.closeRequest, s.context.gaveUp]);
+  JSON.stringify([s.status, s.value, s.context.attempt, s.context.closeRequest, s.context.gaveUp, s.context.unsupported]);
 
 /**
  * Guards against a machine change that makes the model's state space infinite
@@ -629,27 +715,43 @@ const simpleVertex = (s: Snapshot): string =>
  * 21 simple-path vertices. Exceeded, the file fails at once, saying which.
  */
 const TRAVERSAL_LIMIT = 5_000;
-const MAX_SIMPLE_PATH_VERTICES = 30;
-let generationError: string | null = null;
-let edgePaths: Array<TestPath<Snapshot, ClientEvent>> = [];
-let simplePaths: Array<TestPath<Snapshot, ClientEvent>> = [];
-try {
-  /** Shortest paths to every *transition*: the vertex includes the step that led to it. */
-  edgePaths = model.getShortestPaths({
-    serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
-    limit: TRAVERSAL_LIMIT,
-  });
-  const vertices = Object.keys(
-    getAdjacencyMap(clientMachine, { input: modelInput, events: modelEvents, serializeState: simpleVertex, limit: TRAVERSAL_LIMIT }),
-  ).length;
-  if (vertices > MAX_SIMPLE_PATH_VERTICES) {
-    throw new Error(`the model has ${vertices} simple-path vertices (at most ${MAX_SIMPLE_PATH_VERTICES} expected): too many to enumerate simple paths`);
-  }
-  /** Every cycle-free route to every state: longer histories (retries, resets, repeated closes) for the oracle. */
-  simplePaths = model.getSimplePaths({ serializeState: simpleVertex, limit: TRAVERSAL_LIMIT });
-} catch (error) {
-  generationError = error instanceof Error ? error.message : String(error);
+/** Without sessions: 21 simple-path vertices; with them the resume step adds its states (measured: see the diagnostics). */
+const MAX_SIMPLE_PATH_VERTICES = { plain: 30, session: 45 } as const;
+
+interface Generated {
+  edgePaths: Array<TestPath<Snapshot, ClientEvent>>;
+  simplePaths: Array<TestPath<Snapshot, ClientEvent>>;
+  vertices: number;
+  error: string | null;
 }
+
+function generate(input: ClientInput, maxVertices: number): Generated {
+  const model = modelFor(input);
+  const out: Generated = { edgePaths: [], simplePaths: [], vertices: 0, error: null };
+  try {
+    /** Shortest paths to every *transition*: the vertex includes the step that led to it. */
+    out.edgePaths = model.getShortestPaths({
+      serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
+      limit: TRAVERSAL_LIMIT,
+    });
+    out.vertices = Object.keys(
+      getAdjacencyMap(clientMachine, { input, events: modelEvents, serializeState: simpleVertex, limit: TRAVERSAL_LIMIT }),
+    ).length;
+    if (out.vertices > maxVertices) {
+      throw new Error(`the model has ${out.vertices} simple-path vertices (at most ${maxVertices} expected): too many to enumerate simple paths`);
+    }
+    /** Every cycle-free route to every state: longer histories (retries, resets, repeated closes) for the oracle. */
+    out.simplePaths = model.getSimplePaths({ serializeState: simpleVertex, limit: TRAVERSAL_LIMIT });
+  } catch (error) {
+    out.error = error instanceof Error ? error.message : String(error);
+  }
+  return out;
+}
+
+const models = {
+  plain: generate(modelInput, MAX_SIMPLE_PATH_VERTICES.plain),
+  session: generate(sessionModelInput, MAX_SIMPLE_PATH_VERTICES.session),
+};
 
 function label(e: EventObject): string {
   const delay = timeouts.get(e.type);
@@ -664,8 +766,8 @@ const taken = new Set<string>();
 const generatedTypes = new Set<string>();
 const checkedStates = new Set<string>();
 
-async function execute(path: TestPath<Snapshot, ClientEvent>): Promise<void> {
-  const run = new Run({ taken });
+async function execute(path: TestPath<Snapshot, ClientEvent>, session: boolean): Promise<void> {
+  const run = new Run({ taken, session, backoff: session ? sessionBackoff : backoff });
   const params: TestParam<Snapshot, ClientEvent> = {
     events: Object.fromEntries(
       Object.entries(executors).map(([type, exec]) => [type, (step: { event: EventObject }) => exec(run, step.event)]),
@@ -675,7 +777,7 @@ async function execute(path: TestPath<Snapshot, ClientEvent>): Promise<void> {
         id,
         (modelSnapshot: Snapshot) => {
           checkedStates.add(id);
-          check(run, rulesSay(run.network.timeline, backoff), modelSnapshot);
+          check(run, rulesSay(run.network.timeline, run.backoff, session), modelSnapshot);
         },
       ]),
     ),
@@ -696,21 +798,28 @@ function pathName(i: number, path: TestPath<Snapshot, ClientEvent>): string {
 // The model-based tests
 
 describe('client machine, model-based (R22: backoff, jitter, cap, max attempts, stableAfter reset, no reconnect after a deliberate close)', () => {
-  test('the timings tell the delays apart, and the model is finite, small, and yields paths', () => {
-    const durations = [timing.connectTimeout, backoff.stableAfter, backoff.maxDelay];
+  test('the timings tell the delays apart, and the model is finite, small, and yields paths', (t) => {
+    const durations = [timing.connectTimeout, backoff.stableAfter, backoff.maxDelay, timing.resumeTimeout];
     assert.equal(new Set(durations).size, durations.length);
     assert.ok(Math.min(...JITTER) * backoff.initialDelay > EVENT_GAP_MS, 'a wait outlasts one event gap');
-    assert.equal(generationError, null, 'path generation');
-    assert.ok(edgePaths.length > 0 && simplePaths.length > 0);
+    assert.ok(timing.resumeTimeout < backoff.stableAfter, 'the model offers no stableAfter while resuming');
+    for (const [name, g] of Object.entries(models)) {
+      t.diagnostic(`${name}: ${g.vertices} simple-path vertices, ${g.edgePaths.length} shortest paths, ${g.simplePaths.length} simple paths`);
+      assert.equal(g.error, null, `path generation (${name})`);
+      assert.ok(g.edgePaths.length > 0 && g.simplePaths.length > 0, name);
+    }
   });
 
-  describe(`shortest path to every transition (${edgePaths.length} paths)`, () => {
-    edgePaths.forEach((path, i) => test(pathName(i, path), () => execute(path)));
-  });
+  for (const [name, g] of Object.entries(models)) {
+    const session = name === 'session';
+    describe(`${session ? 'with sessions' : 'without sessions'}: shortest path to every transition (${g.edgePaths.length} paths)`, () => {
+      g.edgePaths.forEach((path, i) => test(pathName(i, path), () => execute(path, session)));
+    });
 
-  describe(`every simple path (${simplePaths.length} paths)`, () => {
-    simplePaths.forEach((path, i) => test(pathName(i, path), () => execute(path)));
-  });
+    describe(`${session ? 'with sessions' : 'without sessions'}: every simple path (${g.simplePaths.length} paths)`, () => {
+      g.simplePaths.forEach((path, i) => test(pathName(i, path), () => execute(path, session)));
+    });
+  }
 
   describe('coverage (TestModel skips these gaps silently)', () => {
     test('the machine has exactly the pinned states and transitions (a change to the machine must change this test)', () => {
@@ -755,7 +864,7 @@ describe('client machine, examples (R22)', () => {
     const io = run.dialReady();
     same(run.connection().input.io, io, 'the child got the io');
     run.send({ type: 'close', code: 4000, reason: 'user logged out' });
-    assert.equal(valueOf(run), 'connected', 'the connection runs its close handshake first');
+    assert.deepEqual(valueOf(run), { connected: 'ready' }, 'the connection runs its close handshake first');
     assert.deepEqual(run.connection().commands, [{ type: 'close', code: 4000, reason: 'user logged out' }]);
     const closure = answered({ code: 4000, reason: 'user logged out' });
     run.finish(closure);

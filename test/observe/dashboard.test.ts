@@ -447,3 +447,45 @@ test('chromium: the dashboard shows a live connection, its RTT, the diagram coun
   if (update) console.log(`screenshot written to ${shot}`);
   assert.deepEqual(errors, [], 'no console errors (CSP, 404s, script errors)');
 });
+
+test('sessions: detached sessions show with their age and buffered bytes (detachedSessions(), and in the event stream)', async (t) => {
+  let dashboard: ReturnType<typeof createDashboard> | null = null;
+  const s = await startSupervisor({ sessions: {} }, (req, res) => {
+    if (!dashboard?.handle(req, res)) res.end();
+  });
+  t.after(() => s.close());
+  dashboard = createDashboard(s.supervisor, { intervalMs: 50 });
+  t.after(() => dashboard!.close());
+  const ws = await openClient(`${s.url}?ws-session=1`);
+  ws.send('{"session":"open"}');
+  await waitFor(() => s.supervisor.size === 1);
+  assert.deepEqual(await dashboard.detachedSessions(), { detached: 0, rows: [] });
+  const id = [...s.supervisor.hub.values()][0]!.session!.id;
+  ws.terminate();
+  await waitFor(() => s.supervisor.size === 0);
+  s.supervisor.broadcast('0123456789'); // 10 bytes kept for the detached session
+  await new Promise((r) => setTimeout(r, 30));
+  const detached = await dashboard.detachedSessions();
+  assert.equal(detached?.detached, 1);
+  const row = detached!.rows[0]!;
+  assert.deepEqual({ ...row, detachedMs: 0 }, { id, detachedMs: 0, bufferedMessages: 1, bufferedBytes: 10, topics: 0 });
+  assert.ok(row.detachedMs >= 20 && row.detachedMs < 5_000, `age ${row.detachedMs} ms`);
+  // The event stream carries them (refreshed each tick).
+  const body = await new Promise<string>((resolve, reject) => {
+    const req = http.get(`http://127.0.0.1:${s.port}/dashboard/events`, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (chunk: string) => {
+        text += chunk;
+        if (/"sessions":\{"detached":1/.test(text)) {
+          req.destroy();
+          resolve(text);
+        }
+      });
+    });
+    req.on('error', reject);
+    setTimeout(() => reject(new Error('no sessions in the event stream within 3 s')), 3_000).unref();
+  });
+  assert.match(body, new RegExp(`"id":"${id}"`));
+  const html = (await httpGet(`http://127.0.0.1:${s.port}/dashboard`)).body;
+  assert.match(html, /<h2>Detached sessions/);
+});

@@ -19,6 +19,7 @@ import { connectionMachine } from '../../../machines/connection.machine.ts';
 import type { Closure } from '../../../machines/close-codes.ts';
 import type { Connection } from '../../server/connection.ts';
 import type { Supervisor } from '../../server/supervisor.ts';
+import type { DetachedSessionRow } from '../../server/sessions.ts';
 import { CONNECTION_DIAGRAM_SVG } from './connection-diagram.ts';
 import { renderPage, type RenderedPage } from './page.ts';
 import {
@@ -33,6 +34,7 @@ import {
 } from './snapshot.ts';
 
 export type { ClosureRow, ConnectionRow, DashboardSnapshot, PageOfRows, Totals } from './snapshot.ts';
+export type { DetachedSessionRow } from '../../server/sessions.ts';
 
 export interface DashboardOptions {
   /** Where the dashboard lives. Default '/dashboard'. */
@@ -68,6 +70,8 @@ export interface Dashboard {
    * event stream shares one pass per tick among all viewers; this does not).
    */
   snapshot(page?: number): DashboardSnapshot;
+  /** Detached sessions, longest-detached first (a page of them), read from the session store now; null when sessions are off. */
+  detachedSessions(): Promise<{ detached: number; rows: DetachedSessionRow[] } | null>;
   /** Event-stream subscribers connected now. */
   readonly subscribers: number;
   /** True while the snapshot timer runs (only while someone subscribes). */
@@ -114,6 +118,14 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
   let closuresJson = '[]';
   let closuresJsonVersion = 0;
   const subscribers = new Set<Subscriber>();
+  /** Detached sessions (null: sessions off), refreshed from the store each tick (so at most one tick old). */
+  let sessions: { detached: number; rows: DetachedSessionRow[] } | null = null;
+  const refreshSessions = (): void => {
+    supervisor.sessions?.detachedRows(pageSize).then(
+      (s) => (sessions = s),
+      () => undefined,
+    );
+  };
   let timer: NodeJS.Timeout | null = null;
   let last: Pass | null = null;
   let closed = false;
@@ -176,6 +188,7 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
     return (
       `{"at":${p.at},"counts":${JSON.stringify(p.counts)},"totals":${JSON.stringify(p.totals)},` +
       `"subscribers":${subscribers.size},"page":${JSON.stringify(rows)}` +
+      (sessions !== null ? `,"sessions":${JSON.stringify(sessions)}` : '') +
       (withClosures ? `,"closures":${closuresNow()}` : '') +
       '}'
     );
@@ -195,6 +208,7 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
 
   const tick = (): void => {
     if (subscribers.size === 0) return stopTimer();
+    refreshSessions();
     try {
       last = pass(new Set([...subscribers].map((s) => s.page)));
       const cache = new Map<string, string>();
@@ -268,8 +282,10 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
   const snapshot = (pageNumber = 0): DashboardSnapshot => {
     const p = pass([pageNumber]);
     const rows = p.pages.values().next().value!;
-    return { at: p.at, counts: p.counts, totals: p.totals, page: rows, closures: closures.newestFirst(), subscribers: subscribers.size };
+    return { at: p.at, counts: p.counts, totals: p.totals, page: rows, closures: closures.newestFirst(), subscribers: subscribers.size, sessions };
   };
+  const detachedSessions = async (): Promise<{ detached: number; rows: DetachedSessionRow[] } | null> =>
+    (await supervisor.sessions?.detachedRows(pageSize)) ?? null;
 
   return {
     basePath,
@@ -280,6 +296,7 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
       return timer !== null;
     },
     snapshot,
+    detachedSessions,
     ready: async () => {
       pageHtml();
     },

@@ -167,6 +167,25 @@ const SCRIPT = String.raw`
     $('next').disabled = p.index >= p.count - 1;
 
     if (s.closures) { closures = s.closures; renderClosures(); }
+    if (s.sessions) renderSessions(s.sessions);
+  }
+
+  function renderSessions(sessions) {
+    $('sessions-section').hidden = false;
+    $('sessions-count').textContent = fmtInt(sessions.detached) + ' detached';
+    const rows = sessions.rows.map((r) => {
+      const tr = document.createElement('tr');
+      cell(tr, idView(r.id), 'mono id', r.id);
+      cell(tr, fmtAge(r.detachedMs), 'num age');
+      cell(tr, fmtInt(r.bufferedMessages) + ' / ' + fmtInt(r.bufferedBytes), 'num');
+      cell(tr, fmtInt(r.topics), 'num');
+      return tr;
+    });
+    if (rows.length === 0) {
+      const tr = document.createElement('tr'); tr.className = 'empty';
+      cell(tr, 'no detached sessions').colSpan = 4; rows.push(tr);
+    }
+    $('sessions').tBodies[0].replaceChildren(...rows);
   }
 
   function renderClosures() {
@@ -259,6 +278,15 @@ export function renderPage(input: PageInput): RenderedPage {
 </table>
 </div>
 <div class="pager"><button id="prev" type="button" disabled>‹ prev</button><button id="next" type="button" disabled>next ›</button><span class="where" id="where"></span></div>
+</section>
+<section id="sessions-section" hidden>
+<h2>Detached sessions<span class="hint" id="sessions-count"></span></h2>
+<div class="scroll">
+<table id="sessions">
+<thead><tr><th title="the session id">session</th><th class="num">detached for</th><th class="num">buffered (msgs / bytes)</th><th class="num">topics</th></tr></thead>
+<tbody><tr class="empty"><td colspan="4">waiting for the first snapshot…</td></tr></tbody>
+</table>
+</div>
 </section>
 <section>
 <h2>Recent closures<span class="hint">the last ${input.recentClosures}, newest first</span></h2>

@@ -86,6 +86,8 @@ export interface DashboardSnapshot {
   closures: ClosureRow[];
   /** Dashboard clients connected to the event stream. */
   subscribers: number;
+  /** Detached sessions (as of the last tick; null when sessions are off or not read yet). */
+  sessions: { detached: number; rows: Array<{ id: string; detachedMs: number; bufferedMessages: number; bufferedBytes: number; topics: number }> } | null;
 }
 
 /** A fixed-size ring buffer: O(1) push, oldest entries overwritten. */

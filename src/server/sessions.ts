@@ -1,0 +1,756 @@
+/**
+ * Sessions on the server (docs/sessions.md): a session outlives its
+ * connections. This file is the supervisor's side of it:
+ *
+ * - `SessionBinding`, one per connection that opted in (`ws-session=1`): it
+ *   speaks the session frames (src/protocol/session.ts) on that connection —
+ *   the first frame `open`/`resume`, the `attached` answer and the replay,
+ *   `<seq>:` headers on every message, acks both ways, requests run once;
+ * - `Sessions`, one per supervisor: the store (src/adapter/session-store.ts),
+ *   one session machine per session (machines/session.machine.ts) hosted on
+ *   a MachineRunner as connections are, and the routing that makes every
+ *   broadcast and publish reach every session exactly once — through its
+ *   connection while one carries it (the hub calls `Connection.send`, which
+ *   comes here), appended straight to the store while none does.
+ *
+ * Ordering: every message of a session is appended to the store, and written
+ * to the connection when its append resolves. Stores resolve in call order,
+ * and a binding writes seqs strictly in order anyway (a seq that arrives
+ * early waits for the one before it; one already written by the replay is
+ * skipped), so the client sees seq n+1 right after seq n, and the replay
+ * before anything new.
+ */
+import type { Closure } from '../../machines/close-codes.ts';
+import { sessionMachine, type CarrierCommand, type SessionEnding, type SessionMachine } from '../../machines/session.machine.ts';
+import { createMemorySessionStore, SESSION_STORE_DEFAULTS, type MemorySessionStoreOptions } from '../adapter/memory-session-store.ts';
+import type {
+  JsonValue,
+  SessionDeadLetter,
+  SessionRecord,
+  SessionStore,
+  StoredMessage,
+} from '../adapter/session-store.ts';
+import type { Logger } from '../base/logger.ts';
+import { positiveInt } from '../base/checks.ts';
+import {
+  decodeBinaryData,
+  decodeClientFrame,
+  encodeAttached,
+  encodeBinaryData,
+  encodeDuplicate,
+  encodeServerAck,
+  encodeSessionError,
+  encodeTextData,
+  type ResumeFailureReason,
+} from '../protocol/session.ts';
+import type { Connection, SessionHandle, SessionInfo } from './connection.ts';
+import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
+import type { Outbound } from './writer.ts';
+
+/** The supervisor option `sessions`: on when present. Store bounds go to the in-memory store (ignored when `store` is given). */
+export interface SessionOptions<Auth = unknown> extends Omit<MemorySessionStoreOptions, 'now'> {
+  /** Where sessions live. Default: `createMemorySessionStore(this object's bounds)`. `supervisor.close()` closes it. */
+  store?: SessionStore;
+  /**
+   * The identity a session is bound to (a resume from another identity is
+   * `forbidden`). Default: `auth` itself when a string or number, else its
+   * `id` or `sub` property when that is one, else null (anonymous).
+   */
+  owner?: (auth: Auth) => string | null;
+  /** Acknowledge client requests after this many. Default 32 (docs/sessions.md, "Acknowledgements"). */
+  ackEvery?: number;
+  /** …or this long after the first unacknowledged one, ms. Default 1000. */
+  ackDelay?: number;
+  /** A session connection must send `open` or `resume` within this many ms, else it is closed 1008. Default 10000 (as authenticateTimeout). */
+  attachTimeout?: number;
+}
+
+export const SESSION_DEFAULTS = {
+  /** One 25-byte ack per 32 requests costs less than a field on every reply. */
+  ackEvery: 32,
+  /** A quiet client still learns within a second which requests ran (and forgets them). */
+  ackDelay: 1000,
+  /** As authenticateTimeout: a client that does not say open/resume in 10 s holds a slot for nothing. */
+  attachTimeout: 10_000,
+} as const;
+
+export interface ResolvedSessionOptions<Auth = unknown> {
+  store: SessionStore;
+  owner: (auth: Auth) => string | null;
+  ackEvery: number;
+  ackDelay: number;
+  attachTimeout: number;
+  resumeWindow: number;
+}
+
+export function resolveSessionOptions<Auth>(options: SessionOptions<Auth>): ResolvedSessionOptions<Auth> {
+  if (typeof options !== 'object' || options === null) {
+    throw new RangeError(`ws-supervisor: option sessions must be an object ({} turns sessions on with the defaults), got ${String(options)}`);
+  }
+  const resumeWindow = positiveInt('sessions.resumeWindow', options.resumeWindow, SESSION_STORE_DEFAULTS.resumeWindow);
+  return {
+    // The memory store checks its own bounds and names a bad one.
+    store: options.store ?? createMemorySessionStore({ ...options, resumeWindow }),
+    owner: options.owner ?? defaultOwner,
+    ackEvery: positiveInt('sessions.ackEvery', options.ackEvery, SESSION_DEFAULTS.ackEvery),
+    ackDelay: positiveInt('sessions.ackDelay', options.ackDelay, SESSION_DEFAULTS.ackDelay),
+    attachTimeout: positiveInt('sessions.attachTimeout', options.attachTimeout, SESSION_DEFAULTS.attachTimeout),
+    resumeWindow,
+  };
+}
+
+/** docs/sessions.md, "Identity": the auth value itself when a string or number, else its id or sub. */
+export function defaultOwner(auth: unknown): string | null {
+  if (typeof auth === 'string') return auth;
+  if (typeof auth === 'number') return String(auth);
+  if (typeof auth === 'object' && auth !== null) {
+    for (const key of ['id', 'sub'] as const) {
+      const v = (auth as Record<string, unknown>)[key];
+      if (typeof v === 'string') return v;
+      if (typeof v === 'number') return String(v);
+    }
+  }
+  return null;
+}
+
+export type { SessionInfo };
+
+/** The supervisor's `session` event. */
+export type SessionLifecycleEvent<Auth = unknown> =
+  | { type: 'attached'; id: string; connection: Connection<Auth>; resumeFailed: { reason: ResumeFailureReason; detail: string } | null }
+  | { type: 'resumed'; id: string; connection: Connection<Auth>; replayed: number }
+  | { type: 'detached'; id: string; connection: Connection<Auth> }
+  /** The session ended for good: `reason` expired (the resume window), overflow (a bound), ended (the client's `end` or the application). */
+  | { type: 'expired' | 'overflowed' | 'ended'; id: string; detail: string };
+
+/** What the sessions need of their supervisor. */
+export interface SessionsHost<Auth> {
+  readonly logger: Logger | null;
+  /** Makes a connection live: the hub registers it, joins it to `topics` (the session's), and the `connection` event fires. */
+  announce(connection: Connection<Auth>, topics: Iterable<string>): void;
+  emitSession(event: SessionLifecycleEvent<Auth>): void;
+  deadLetter(letter: SessionDeadLetter): void;
+  metrics: {
+    resume(result: 'resumed' | 'failed', reason: ResumeFailureReason | 'none'): void;
+    replayed(n: number): void;
+  };
+}
+
+interface Entry<Auth> {
+  id: string;
+  runner: MachineRunner<SessionMachine>;
+  /** The binding that carries the session (attached) or is replaying it; null while detached. */
+  carrier: SessionBinding<Auth> | null;
+  /** The live hub connection through which the application's sends reach this session; null while none carries it. */
+  routed: Connection<Auth> | null;
+  /** Topic memberships (the store's, mirrored here so publishes route synchronously). */
+  topics: Set<string>;
+  /** Set when the machine finished: entries are deleted then (R3). */
+  ended: boolean;
+  /** When the session last detached (epoch ms); null while a connection carries it. */
+  detachedAt: number | null;
+}
+
+/** A detached session, for the dashboard. */
+export interface DetachedSessionRow {
+  id: string;
+  /** Time since its connection went, ms. */
+  detachedMs: number;
+  bufferedMessages: number;
+  bufferedBytes: number;
+  topics: number;
+}
+
+/** The session machine's carrier: terminates connections the session left behind; its stop releases the entry (R3). */
+class Carrier<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
+  entry: Entry<Auth> | null = null;
+  constructor(
+    private readonly sessions: Sessions<Auth>,
+    readonly actorId: string,
+  ) {}
+  command(command: CarrierCommand): void {
+    this.sessions.dropConnection(command.connectionId, command.reason);
+  }
+  stop(): void {
+    if (this.entry) this.sessions.release(this.entry);
+  }
+  spawn(): HostedActor<never> {
+    return this as unknown as HostedActor<never>;
+  }
+  done(output: unknown): void {
+    if (this.entry) this.sessions.finished(this.entry, output as SessionEnding);
+  }
+  failed(error: unknown): void {
+    this.sessions.host.logger?.error({ err: error, session: this.entry?.id }, 'session machine failed');
+    if (this.entry) this.sessions.release(this.entry);
+  }
+}
+
+export class Sessions<Auth = unknown> {
+  readonly options: ResolvedSessionOptions<Auth>;
+  readonly store: SessionStore;
+  /** Live sessions this supervisor runs a machine for. */
+  private readonly entries = new Map<string, Entry<Auth>>();
+  /** topic → the live sessions in it (attached or not). Never holds an empty set. */
+  private readonly topicIndex = new Map<string, Set<Entry<Auth>>>();
+  /** Session connections that have not sent `open`/`resume` yet (they count against maxConnections). */
+  readonly pending = new Set<Connection<Auth>>();
+  /** Connections carrying sessions, by connection id (for the machine's `carrier.drop`). */
+  private readonly carriers = new Map<string, SessionBinding<Auth>>();
+  private epoch: string | null = null;
+
+  constructor(
+    options: ResolvedSessionOptions<Auth>,
+    readonly host: SessionsHost<Auth>,
+  ) {
+    this.options = options;
+    this.store = options.store;
+    this.store.start({
+      logger: host.logger,
+      deadLetter: (letter) => this.onStoreDeadLetter(letter),
+    });
+  }
+
+  /** Sessions whose connection is gone, waiting for their client. */
+  get detachedCount(): number {
+    let n = 0;
+    for (const e of this.entries.values()) if (e.carrier === null) n++;
+    return n;
+  }
+
+  /** The `limit` longest-detached sessions, with what the store holds for each (the dashboard). */
+  async detachedRows(limit: number): Promise<{ detached: number; rows: DetachedSessionRow[] }> {
+    const detached = [...this.entries.values()].filter((e) => e.carrier === null && !e.ended && e.detachedAt !== null);
+    detached.sort((a, b) => a.detachedAt! - b.detachedAt!);
+    const now = Date.now();
+    const rows: DetachedSessionRow[] = [];
+    for (const e of detached.slice(0, limit)) {
+      const record = await this.store.get(e.id);
+      if (record === null) continue;
+      rows.push({ id: e.id, detachedMs: now - e.detachedAt!, bufferedMessages: record.bufferedMessages, bufferedBytes: record.bufferedBytes, topics: record.topics.length });
+    }
+    return { detached: detached.length, rows };
+  }
+
+  /** A new connection asked for a session: it speaks the session frames from its first one. */
+  bind(connection: Connection<Auth>): SessionBinding<Auth> {
+    this.pending.add(connection);
+    return new SessionBinding(this, connection);
+  }
+
+  // -------------------------------------------------------------------------
+  // Fan-out: every session gets every broadcast and publish here, at the call,
+  // attached or not (the hub skips session connections: Connection.fanOut), so
+  // a connection that closes or arrives while a sliced fan-out is under way
+  // changes nothing for its session.
+
+  broadcastSessions(data: Outbound, binary: boolean): void {
+    for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0);
+  }
+
+  publishSessions(topic: string, data: Outbound, binary: boolean): void {
+    const members = this.topicIndex.get(topic);
+    if (members) for (const entry of members) this.append(entry, data, binary, 0);
+  }
+
+  /** A session connection joined or left a topic: the session's membership follows (and survives the connection). */
+  joined(connection: Connection<Auth>, topic: string): void {
+    const entry = this.routedEntry(connection);
+    if (!entry || entry.topics.has(topic)) return;
+    entry.topics.add(topic);
+    this.index(entry, topic, true);
+    void this.store.join(entry.id, topic);
+  }
+
+  left(connection: Connection<Auth>, topic: string): void {
+    const entry = this.routedEntry(connection);
+    if (!entry || !entry.topics.delete(topic)) return;
+    this.index(entry, topic, false);
+    void this.store.leave(entry.id, topic);
+  }
+
+  private routedEntry(connection: Connection<Auth>): Entry<Auth> | null {
+    const binding = connection.sessionBinding as SessionBinding<Auth> | null;
+    const entry = binding?.entry ?? null;
+    return entry !== null && entry.routed === connection ? entry : null;
+  }
+
+  // -------------------------------------------------------------------------
+  // Appending: every message of a session goes through here
+
+  /** `cseq`: the request whose handler is running (its reply seqs are remembered), 0 none. */
+  append(entry: Entry<Auth>, data: Outbound, binary: boolean, cseq: number): void {
+    const id = entry.id;
+    this.store.append(id, { data, binary }).then(
+      (r) => {
+        if (r.ok) {
+          if (cseq !== 0) void this.store.rememberReply(id, cseq, r.seq);
+          entry.carrier?.deliver(r.seq, data, binary);
+          return;
+        }
+        // The store made it a dead letter (handed to the host already). A bound ended the session.
+        if (r.reason === 'overflow' || r.reason === 'memory') this.overflowed(entry, r.reason, r.detail);
+      },
+      (err: unknown) => this.storeFailed(entry, err),
+    );
+  }
+
+  private overflowed(entry: Entry<Auth>, kind: 'overflow' | 'memory' | 'evicted', detail: string): void {
+    if (entry.ended) return;
+    // R11: a client that does not acknowledge is a slow consumer: its connection goes too.
+    const carrier = entry.carrier;
+    entry.runner.send({ type: 'overflow', kind, detail });
+    if (carrier) void carrier.connection.close(1008, 'session buffer overflow', 'slow-consumer');
+  }
+
+  private storeFailed(entry: Entry<Auth> | null, err: unknown): void {
+    this.host.logger?.error({ err, session: entry?.id }, 'session store failed');
+    const carrier = entry?.carrier;
+    if (carrier) void carrier.connection.close(1011, 'session store failed');
+  }
+
+  private onStoreDeadLetter(letter: SessionDeadLetter): void {
+    this.host.deadLetter(letter);
+    const entry = this.entries.get(letter.sessionId);
+    if (!entry || entry.ended) return;
+    if (letter.reason === 'evicted' || letter.reason === 'memory' || letter.reason === 'overflow') this.overflowed(entry, letter.reason, letter.detail);
+    else if (letter.reason === 'expired') entry.runner.send({ type: 'expire', detail: letter.detail });
+    else if (letter.reason === 'ended') entry.runner.send({ type: 'end', detail: letter.detail });
+  }
+
+  // -------------------------------------------------------------------------
+  // Attaching: `open` and `resume`
+
+  /** @internal From the binding: the first frame was `open` or a `resume` (already decoded). */
+  async attach(binding: SessionBinding<Auth>, claim: { id: string; token: string; lastSeq: number; epoch: string | undefined } | null): Promise<void> {
+    const connection = binding.connection;
+    const owner = this.options.owner(connection.auth);
+    let failed: { reason: ResumeFailureReason; detail: string } | null = null;
+    try {
+      this.epoch ??= await this.store.epoch();
+      if (claim !== null) {
+        const verdict = await this.store.verify({ id: claim.id, token: claim.token, owner, ...(claim.epoch !== undefined ? { epoch: claim.epoch } : {}) });
+        if (verdict.ok) {
+          const read = await this.store.readAfter(claim.id, claim.lastSeq);
+          if (read.ok) return this.resumed(binding, verdict.record, claim.token, claim.lastSeq, read.messages);
+          failed = { reason: read.reason, detail: read.detail };
+        } else failed = { reason: verdict.reason, detail: verdict.detail };
+        this.host.metrics.resume('failed', failed.reason);
+      }
+      const created = await this.store.create({ owner });
+      const entry = this.newEntry(created.id, connection);
+      this.carry(binding, entry, {
+        id: created.id, token: created.token, epoch: created.epoch, resumed: false,
+        ...(failed ? { reason: failed.reason, detail: failed.detail } : {}),
+        lastSeq: 0, replay: 0, cseq: 0, resumeWindow: this.options.resumeWindow,
+      }, [], created.record);
+      if (binding.live) this.host.emitSession({ type: 'attached', id: created.id, connection, resumeFailed: failed });
+    } catch (err) {
+      this.storeFailed(null, err);
+      void connection.close(1011, 'session store failed');
+    }
+  }
+
+  private resumed(binding: SessionBinding<Auth>, record: SessionRecord, token: string, lastSeq: number, replay: StoredMessage[]): void {
+    const connection = binding.connection;
+    let entry = this.entries.get(record.id);
+    if (entry === undefined) {
+      // A session this process runs no machine for (a shared store, another node's session): run one from here.
+      entry = this.newEntry(record.id, connection);
+    } else {
+      const previous = entry.carrier;
+      if (previous) previous.leave();
+      entry.carrier = null;
+      // Takeover (the old connection is still open: half-open, R4) or a resume of a detached session.
+      entry.runner.send({ type: 'resume', connectionId: connection.id });
+    }
+    this.host.metrics.resume('resumed', 'none');
+    this.host.metrics.replayed(replay.length);
+    this.carry(binding, entry, {
+      id: record.id, token, epoch: this.epoch!, resumed: true,
+      lastSeq, replay: replay.length, cseq: record.lastCseq, resumeWindow: this.options.resumeWindow,
+    }, replay, record);
+    entry.runner.send({ type: 'attach', connectionId: connection.id });
+    if (binding.live) this.host.emitSession({ type: 'resumed', id: record.id, connection, replayed: replay.length });
+  }
+
+  private newEntry(id: string, connection: Connection<Auth>): Entry<Auth> {
+    const carrier = new Carrier<Auth>(this, `session:${id}`);
+    const config: RunnerConfig<SessionMachine> = {
+      machine: sessionMachine,
+      // One input per session (its id is in the context): each run's initial step is its own.
+      input: { id, connectionId: connection.id, timing: { resumeWindow: this.options.resumeWindow } },
+      payloadFree: NO_PAYLOAD_FREE_EVENTS,
+    };
+    const runner = new MachineRunner(config, carrier);
+    const entry: Entry<Auth> = { id, runner, carrier: null, routed: null, topics: new Set(), ended: false, detachedAt: null };
+    carrier.entry = entry;
+    this.entries.set(id, entry);
+    runner.start();
+    return entry;
+  }
+
+  /** Writes `attached` and the replay on the binding's connection, then makes it the session's route. */
+  private carry(binding: SessionBinding<Auth>, entry: Entry<Auth>, attached: Parameters<typeof encodeAttached>[0], replay: StoredMessage[], record: SessionRecord): void {
+    const connection = binding.connection;
+    this.pending.delete(connection);
+    entry.carrier = binding;
+    entry.detachedAt = null;
+    binding.attached(entry, {
+      id: entry.id, resumed: attached.resumed, reason: attached.reason ?? null, detail: attached.detail ?? null,
+    }, encodeAttached(attached), replay, attached.lastSeq, attached.cseq);
+    for (const topic of entry.topics) this.index(entry, topic, false);
+    entry.topics = new Set(record.topics);
+    for (const topic of entry.topics) this.index(entry, topic, true);
+    connection.restoreData(record.data);
+    if (!binding.live) {
+      // The connection closed while the store answered: the session is detached from the start.
+      void this.store.attach(entry.id).then(() => this.detach(binding));
+      return;
+    }
+    void this.store.attach(entry.id);
+    this.carriers.set(connection.id, binding);
+    // The application's sends now go through the new connection (broadcasts reach the session anyway).
+    const old = entry.routed;
+    entry.routed = connection;
+    if (old !== null && old !== connection) this.host.logger?.debug?.({ session: entry.id, from: old.id, to: connection.id }, 'session taken over');
+    this.host.announce(connection, entry.topics);
+  }
+
+  // -------------------------------------------------------------------------
+  // Detaching
+
+  /** @internal The binding's connection closed. Returns whether it had been announced (a `connection` event). */
+  closed(binding: SessionBinding<Auth>): boolean {
+    const connection = binding.connection;
+    const announced = !this.pending.delete(connection) && binding.entry !== null;
+    if (this.carriers.get(connection.id) === binding) this.carriers.delete(connection.id);
+    const entry = binding.entry;
+    if (entry !== null && entry.routed === connection) entry.routed = null;
+    if (entry !== null && entry.carrier === binding) this.detach(binding);
+    return announced;
+  }
+
+  private detach(binding: SessionBinding<Auth>): void {
+    const entry = binding.entry!;
+    if (entry.carrier !== binding) return;
+    entry.carrier = null;
+    if (entry.ended) return;
+    const connection = binding.connection;
+    if (binding.endRequested) {
+      void this.store.end(entry.id, 'the client ended it');
+      entry.runner.send({ type: 'end', detail: 'the client ended it' });
+      return;
+    }
+    entry.runner.send({ type: 'detach', connectionId: connection.id });
+    entry.detachedAt = Date.now();
+    void this.store.detach(entry.id);
+    this.host.emitSession({ type: 'detached', id: entry.id, connection });
+  }
+
+  private index(entry: Entry<Auth>, topic: string, member: boolean): void {
+    let set = this.topicIndex.get(topic);
+    if (member) {
+      if (!set) this.topicIndex.set(topic, (set = new Set()));
+      set.add(entry);
+    } else if (set?.delete(entry) && set.size === 0) this.topicIndex.delete(topic);
+  }
+
+  // -------------------------------------------------------------------------
+  // The machine's side
+
+  /** @internal carrier.drop: the session moved on; terminate the connection it left. */
+  dropConnection(connectionId: string, reason: string): void {
+    const binding = this.carriers.get(connectionId);
+    if (binding) void binding.connection.terminate(reason);
+  }
+
+  /** @internal The machine reached a final state. */
+  finished(entry: Entry<Auth>, ending: SessionEnding): void {
+    const type = ending.reason === 'expired' ? 'expired' : ending.reason === 'overflow' ? 'overflowed' : 'ended';
+    // The window ran out in the machine: the store expires it too (its messages become dead letters).
+    if (ending.reason === 'expired') void this.store.expire(entry.id);
+    this.host.emitSession({ type, id: entry.id, detail: ending.detail });
+  }
+
+  /** @internal The carrier stopped (a final state): nothing of the session stays here (R3). */
+  release(entry: Entry<Auth>): void {
+    if (entry.ended) return;
+    entry.ended = true;
+    this.entries.delete(entry.id);
+    for (const topic of entry.topics) this.index(entry, topic, false);
+    entry.carrier = null;
+  }
+
+  /** Ends a session for good (the application): a later resume gets `unknown`. */
+  async end(id: string, detail = 'ended by the application'): Promise<boolean> {
+    const entry = this.entries.get(id);
+    const ended = await this.store.end(id, detail);
+    if (entry && !entry.ended) {
+      const carrier = entry.carrier;
+      entry.runner.send({ type: 'end', detail });
+      if (carrier) void carrier.connection.close(1000, 'session ended');
+    }
+    return ended;
+  }
+
+  /** R3 at shutdown: every machine stopped, the store closed (its held messages become dead letters). */
+  async close(): Promise<void> {
+    for (const entry of [...this.entries.values()]) {
+      entry.runner.stop();
+      this.release(entry);
+    }
+    await this.store.close();
+  }
+}
+
+const NO_PAYLOAD_FREE_EVENTS: ReadonlySet<string> = new Set();
+
+const OPEN_BRACE = 0x7b;
+
+/** A connection's session side: what `Connection.send` and `Connection.onMessage` turn into on a session connection. */
+export class SessionBinding<Auth = unknown> implements SessionHandle {
+  /** awaiting: no `open`/`resume` yet; attaching: the store is answering; attached: carrying; left: another connection took over. */
+  private phase: 'awaiting' | 'attaching' | 'attached' | 'left' = 'awaiting';
+  entry: Entry<Auth> | null = null;
+  info: SessionInfo | null = null;
+  /** The client sent `end`: its close ends the session. */
+  endRequested = false;
+  /** False once the connection closed. */
+  live = true;
+  /** The highest seq written on this connection. */
+  private written = 0;
+  /** Seqs resolved before their turn (or before the replay was written), or held while the socket pushes back. */
+  private early: Map<number, { data: Outbound; binary: boolean }> | null = null;
+  /**
+   * The socket pushed back: further seqs wait in `early` until it drains, so a
+   * replay or a burst never overflows the send queue (which would close the
+   * connection, and the next resume would replay the same backlog again). The
+   * write deadline still runs (R10): a client that does not read is closed.
+   */
+  private paused = false;
+  /** Frames received while the store answered `open`/`resume`: handled after `attached`. */
+  private inbox: Array<[Buffer, boolean]> | null = null;
+  /** The request whose handler runs now (its sends are its reply), 0 none. */
+  private running = 0;
+  private lastRun = 0;
+  private lastAcked = 0;
+  private ackTimer: ReturnType<typeof setTimeout> | null = null;
+  private attachTimer: ReturnType<typeof setTimeout> | null;
+
+  constructor(
+    private readonly sessions: Sessions<Auth>,
+    readonly connection: Connection<Auth>,
+  ) {
+    this.attachTimer = setTimeout(() => {
+      this.attachTimer = null;
+      if (this.phase === 'awaiting') void connection.close(1008, 'no session open or resume in time');
+    }, sessions.options.attachTimeout);
+    this.attachTimer.unref?.();
+  }
+
+  /** Connection.send on a session connection: kept in the session, written when its seq is known. */
+  send(data: Outbound, binary: boolean): boolean {
+    const entry = this.entry;
+    if (entry === null || entry.ended) return false;
+    // The route of the session (the hub reaches it through this connection), or the application answering on a
+    // connection that has closed since (a reply outlives its connection: the session keeps it). A connection taken
+    // over but not yet closed refuses: the hub may still reach it, and the new one gets the same broadcast.
+    if (entry.routed !== this.connection && this.live) return false;
+    this.sessions.append(entry, data, binary, this.running);
+    return true;
+  }
+
+  /** connection.data = …: kept in the session. */
+  setData(value: JsonValue): void {
+    const entry = this.entry;
+    if (entry !== null && !entry.ended && entry.routed === this.connection) void this.sessions.store.setData(entry.id, value);
+  }
+
+  /** Connection.onMessage on a session connection. */
+  receive(data: Buffer, isBinary: boolean): void {
+    if (this.phase === 'attaching') {
+      (this.inbox ??= []).push([data, isBinary]);
+      return;
+    }
+    if (this.phase === 'left') return;
+    if (!isBinary && data[0] === OPEN_BRACE) return this.control(data);
+    if (this.phase === 'awaiting') return this.violation('the first frame of a session connection must be {"session":"open"} or {"session":"resume",…}');
+    // A data frame: `<cseq>:<payload>`; the payload is a view of the frame, not a copy.
+    const d = decodeBinaryData(data);
+    if (!d.ok) return this.violation(d.error);
+    const entry = this.entry!;
+    const cseq = d.n;
+    this.sessions.store.beginRequest(entry.id, cseq).then((verdict) => {
+      if (!this.live || this.phase !== 'attached') return;
+      switch (verdict.kind) {
+        case 'new':
+          this.running = cseq;
+          try {
+            this.connection.runHandler(d.payload, isBinary);
+          } finally {
+            this.running = 0;
+          }
+          this.lastRun = cseq;
+          this.scheduleAck();
+          return;
+        case 'duplicate':
+          this.writeControl(encodeDuplicate(cseq, verdict.replySeqs));
+          return;
+        case 'gap':
+          return this.violation(`request ${cseq} skips ahead: the next one is ${verdict.expected}`);
+        case 'unknown':
+          void this.connection.close(1011, 'session is gone');
+          return;
+      }
+    }, (err: unknown) => {
+      this.sessions.host.logger?.error({ err }, 'session store failed');
+      void this.connection.close(1011, 'session store failed');
+    });
+  }
+
+  private control(data: Buffer): void {
+    const frame = decodeClientFrame(data, false);
+    switch (frame.kind) {
+      case 'invalid':
+        this.writeControl(encodeSessionError(frame.error));
+        return;
+      case 'open':
+      case 'resume':
+        if (this.phase !== 'awaiting') {
+          this.writeControl(encodeSessionError(`${frame.kind}: this connection already carries session ${this.entry?.id ?? '?'}`));
+          return;
+        }
+        this.phase = 'attaching';
+        if (this.attachTimer) clearTimeout(this.attachTimer);
+        this.attachTimer = null;
+        void this.sessions.attach(this, frame.kind === 'open' ? null : frame);
+        return;
+      case 'ack': {
+        if (this.phase === 'awaiting') return this.violation('ack before the session is attached');
+        this.sessions.store.ack(this.entry!.id, frame.seq).then((r) => {
+          if (!r.ok && this.live && this.phase === 'attached') this.violation(r.error);
+        }, () => undefined);
+        return;
+      }
+      case 'end':
+        if (this.phase === 'awaiting') return this.violation('end before the session is attached');
+        this.endRequested = true;
+        return;
+      case 'data':
+        // decodeClientFrame only yields data for frames not starting with `{`.
+        return;
+    }
+  }
+
+  /** @internal The store answered: write `attached` and the replay, then what arrived meanwhile. */
+  attached(entry: Entry<Auth>, info: SessionInfo, attachedFrame: string, replay: StoredMessage[], lastSeq: number, lastCseq: number): void {
+    this.entry = entry;
+    this.info = info;
+    this.written = lastSeq;
+    this.lastRun = this.lastAcked = lastCseq;
+    if (this.live) {
+      this.connection.writer.onDrained = () => {
+        this.paused = false;
+        this.drainEarly();
+      };
+      this.connection.writer.send(attachedFrame, false);
+      for (const m of replay) {
+        if (this.paused) (this.early ??= new Map()).set(m.seq, { data: m.data, binary: m.binary });
+        else this.write(m.seq, m.data, m.binary);
+      }
+    }
+    this.phase = 'attached';
+    this.drainEarly();
+    const inbox = this.inbox;
+    this.inbox = null;
+    if (inbox && this.live) for (const [data, isBinary] of inbox) this.receive(data, isBinary);
+  }
+
+  /** @internal A message of the session got its seq: write it in order. */
+  deliver(seq: number, data: Outbound, binary: boolean): void {
+    if (!this.live || this.phase === 'left') return;
+    if (seq <= this.written) return; // in the replay already
+    if (this.phase !== 'attached' || seq > this.written + 1 || this.paused) {
+      (this.early ??= new Map()).set(seq, { data, binary });
+      return;
+    }
+    this.write(seq, data, binary);
+    if (this.early !== null) this.drainEarly();
+  }
+
+  private drainEarly(): void {
+    const early = this.early;
+    if (early === null) return;
+    for (const seq of [...early.keys()]) if (seq <= this.written) early.delete(seq);
+    let next = early.get(this.written + 1);
+    while (next !== undefined && !this.paused) {
+      early.delete(this.written + 1);
+      this.write(this.written + 1, next.data, next.binary);
+      next = early.get(this.written + 1);
+    }
+    if (early.size === 0) this.early = null;
+  }
+
+  private write(seq: number, data: Outbound, binary: boolean): void {
+    this.written = seq;
+    const writer = this.connection.writer;
+    if (typeof data === 'string') writer.send(encodeTextData(seq, data), binary);
+    else {
+      const framed = encodeBinaryData(seq, data);
+      writer.send(Buffer.from(framed.buffer, framed.byteOffset, framed.length), binary);
+    }
+    if (writer.pushingBack) this.paused = true;
+  }
+
+  private writeControl(frame: string): void {
+    if (this.live) this.connection.writer.send(frame, false);
+  }
+
+  private scheduleAck(): void {
+    if (this.lastRun - this.lastAcked >= this.sessions.options.ackEvery) return this.sendAck();
+    this.ackTimer ??= setTimeout(() => {
+      this.ackTimer = null;
+      this.sendAck();
+    }, this.sessions.options.ackDelay);
+  }
+
+  private sendAck(): void {
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    if (this.lastRun <= this.lastAcked || !this.live) return;
+    this.lastAcked = this.lastRun;
+    this.writeControl(encodeServerAck(this.lastRun));
+  }
+
+  private violation(message: string): void {
+    // R15: a protocol violation closes 1002 (the reason is capped at 123 bytes).
+    void this.connection.close(1002, truncate(message, 120));
+  }
+
+  /** @internal Another connection took the session over: this one carries nothing any more. */
+  leave(): void {
+    this.phase = 'left';
+    this.early = null;
+  }
+
+  /** @internal The connection closed (R3: timers go). Returns whether the connection had been announced. */
+  closed(): boolean {
+    this.live = false;
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    if (this.attachTimer) clearTimeout(this.attachTimer);
+    this.ackTimer = this.attachTimer = null;
+    this.early = null;
+    this.inbox = null;
+    return this.sessions.closed(this);
+  }
+}
+
+function truncate(s: string, bytes: number): string {
+  if (Buffer.byteLength(s) <= bytes) return s;
+  let out = s.slice(0, bytes);
+  while (Buffer.byteLength(out) > bytes - 1) out = out.slice(0, -1);
+  return out + '…';
+}
+
+export type { JsonValue, Closure };

@@ -1,0 +1,562 @@
+/**
+ * Sessions on real sockets (docs/sessions.md), 127.0.0.1 only: the supervisor
+ * with `sessions` on, the Node client with `session: true`, and a TCP proxy
+ * between them that can freeze (half-open) or cut its connections.
+ *
+ * Covered: a resume replays what the client missed, in order, once; each
+ * `resumed: false` reason (expired, unknown, overflow, restarted, forbidden)
+ * reaches the client; the failure cases of Socket.IO's recovery, as named
+ * tests (a reconnect before the server sent anything, an idle session beyond
+ * two heartbeat periods, requests in flight at the cut, a cut found by the
+ * heartbeat); topics and `connection.data` come back; clients that do not
+ * opt in see nothing new; the upgrade refuses a malformed or unserved
+ * `ws-session`.
+ */
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { describe, test, type TestContext } from 'node:test';
+import WebSocket, { WebSocketServer } from 'ws';
+import { createClient, type Client, type NodeClientOptions, type Push } from '../../src/client/node.ts';
+import type { ResumeEvent } from '../../src/client/client.ts';
+import { createSupervisor, type Connection, type Supervisor, type SupervisorOptions } from '../../src/index.ts';
+import { handleText, type TopicMembership } from '../../src/protocol/codec.ts';
+import type { SessionLifecycleEvent } from '../../src/server/sessions.ts';
+import { delay, waitFor } from '../helpers/server.ts';
+import { rawUpgrade } from '../helpers/raw-ws.ts';
+
+// ---------------------------------------------------------------------------
+// Fixtures
+
+interface SessionServer {
+  port: number;
+  url: string;
+  supervisor: Supervisor;
+  /** requestID → how many times the handler ran it. */
+  runs: Map<number, number>;
+  events: SessionLifecycleEvent[];
+  /** Stops the supervisor and the http server (sessions die with the process's store). */
+  close(): Promise<void>;
+}
+
+/**
+ * A supervisor answering the demo protocol (src/protocol/codec.ts) with topics,
+ * counting how often its handler ran each requestID. `hold` delays the reply
+ * to a request whose someOtherThing is "slow" (a request in flight at a cut).
+ */
+async function startSessionServer(
+  t: TestContext,
+  options: Omit<SupervisorOptions, 'server'> & { port?: number; runs?: Map<number, number> } = {},
+): Promise<SessionServer> {
+  const runs = options.runs ?? new Map<number, number>();
+  const server = http.createServer();
+  let supervisor!: Supervisor;
+  const topics: TopicMembership<Connection> = {
+    join: (c, topic) => supervisor.join(c, topic),
+    leave: (c, topic) => supervisor.leave(c, topic),
+  };
+  supervisor = createSupervisor({
+    path: '/server',
+    sessions: {},
+    ...options,
+    timing: { closeTimeout: 300, ...options.timing },
+    server,
+    onMessage(connection, data) {
+      const text = data.toString();
+      const request = JSON.parse(text) as { requestID?: number; someOtherThing?: string };
+      if (typeof request.requestID === 'number') runs.set(request.requestID, (runs.get(request.requestID) ?? 0) + 1);
+      if (request.someOtherThing === 'remember') connection.data = { remembered: request.requestID ?? 0 };
+      const handled = handleText(text, topics, connection);
+      const answer = (): void => {
+        connection.send(handled.reply);
+        if (handled.broadcast) supervisor.broadcast(handled.broadcast);
+        if (handled.publish) supervisor.publish(handled.publish.topic, handled.publish.push);
+      };
+      if (request.someOtherThing === 'slow') setTimeout(answer, 150);
+      else answer();
+    },
+  });
+  const events: SessionLifecycleEvent[] = [];
+  supervisor.on('session', (e) => events.push(e));
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  let closing: Promise<void> | null = null;
+  const result: SessionServer = {
+    port,
+    url: `ws://127.0.0.1:${port}/server`,
+    supervisor,
+    runs,
+    events,
+    close() {
+      closing ??= (async () => {
+        await supervisor.close();
+        supervisor.detach();
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      })();
+      return closing;
+    },
+  };
+  t.after(() => bounded(result.close(), 'the server to close'));
+  return result;
+}
+
+/** Small timings: every test runs in well under a second of waiting. */
+function sessionClient(t: TestContext, url: string, options: NodeClientOptions = {}): Client {
+  const client = createClient(url, {
+    session: true,
+    requestTimeout: 8_000,
+    ...options,
+    timing: { connectTimeout: 2_000, closeTimeout: 300, pingInterval: 0, ...options.timing },
+    backoff: { initialDelay: 30, maxDelay: 100, multiplier: 2, ...options.backoff },
+  });
+  t.after(() => bounded(client.close(), `the client to close (state ${client.state})`));
+  return client;
+}
+
+/** Cleanup that cannot hang the file: fails naming what did not finish. */
+async function bounded(p: Promise<unknown>, what: string, ms = 5_000): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([p, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`cleanup: waited ${ms} ms for ${what}`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function pushes(client: Client): Push[] {
+  const out: Push[] = [];
+  client.on('push', (p) => out.push(p));
+  return out;
+}
+
+function nextResume(client: Client, timeoutMs = 5_000): Promise<ResumeEvent> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`no resume event within ${timeoutMs} ms (client ${client.state})`));
+    }, timeoutMs);
+    const off = client.on('resume', (e) => {
+      clearTimeout(timer);
+      off();
+      resolve(e);
+    });
+  });
+}
+
+async function opened(client: Client, timeoutMs = 5_000): Promise<void> {
+  await waitFor(() => client.state === 'open' && client.sessionId !== null, timeoutMs, 'the client to attach its session');
+}
+
+/** The server side of the (one) live connection. */
+function serverConnection(srv: SessionServer): Connection {
+  const live = [...srv.supervisor.hub.values()];
+  assert.equal(live.length, 1, 'one live connection on the server');
+  return live[0]!;
+}
+
+/** A cut the server sees as a reset: its TCP socket is destroyed (no close frame either way). */
+function cut(srv: SessionServer): Connection {
+  const c = serverConnection(srv);
+  c.socket.destroy();
+  return c;
+}
+
+/** A TCP proxy whose current connections can be frozen (nothing forwarded, nothing closed: half-open) or cut. */
+async function startProxy(t: TestContext, upstreamPort: number) {
+  const pairs = new Set<{ down: net.Socket; up: net.Socket; frozen: boolean }>();
+  /** Every socket still open, frozen or not: the cleanup destroys them all (server.close waits for them). */
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((down) => {
+    const up = net.connect(upstreamPort, '127.0.0.1');
+    for (const s of [down, up]) {
+      sockets.add(s);
+      s.once('close', () => sockets.delete(s));
+    }
+    const pair = { down, up, frozen: false };
+    pairs.add(pair);
+    const forward = (from: net.Socket, to: net.Socket): void => {
+      from.on('data', (chunk) => {
+        if (!pair.frozen && !to.destroyed) to.write(chunk);
+      });
+      from.on('close', () => {
+        // A frozen pair keeps its other side open (half-open) until cut: it stays listed until both are closed.
+        if (to.destroyed) pairs.delete(pair);
+        if (!pair.frozen) to.destroy();
+      });
+      from.on('error', () => undefined);
+    };
+    forward(down, up);
+    forward(up, down);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  const proxy = {
+    port,
+    url: `ws://127.0.0.1:${port}/server`,
+    /** Freeze the connections open now (new ones flow). */
+    freeze(): void {
+      for (const p of pairs) p.frozen = true;
+    },
+    /** Destroy the connections open now, both sides. */
+    cut(): void {
+      for (const p of [...pairs]) {
+        p.frozen = true;
+        p.down.destroy();
+        p.up.destroy();
+        pairs.delete(p);
+      }
+    },
+    /** Destroy only the client's side (the server's side stays half-open). */
+    cutClientSide(): void {
+      for (const p of [...pairs]) {
+        p.frozen = true;
+        p.down.destroy();
+      }
+    },
+  };
+  t.after(async () => {
+    for (const socket of sockets) socket.destroy();
+    await bounded(new Promise<void>((resolve) => server.close(() => resolve())), 'the proxy to close');
+  });
+  return proxy;
+}
+
+function assertOnce(runs: Map<number, number>, ids: number[]): void {
+  for (const id of ids) assert.equal(runs.get(id), 1, `request ${id} ran ${runs.get(id) ?? 0} time(s) on the server, expected exactly once`);
+}
+
+// ---------------------------------------------------------------------------
+
+describe('sessions on real sockets: resume with replay, both directions', () => {
+  test('a cut resumes the session: what was broadcast while detached is replayed in order, once, before anything new', async (t) => {
+    const srv = await startSessionServer(t);
+    const client = sessionClient(t, srv.url);
+    const got = pushes(client);
+    await opened(client);
+    const id = client.sessionId;
+    await client.request('broadcast', 'before');
+    await waitFor(() => got.length === 1);
+    const resume = nextResume(client);
+    cut(srv);
+    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 2_000, 'the server to detach the session');
+    for (let i = 0; i < 5; i++) srv.supervisor.broadcast(JSON.stringify({ command: 'broadcast', someOtherThing: `away ${i}` }));
+    const r = await resume;
+    assert.deepEqual({ resumed: r.resumed, reason: r.reason, replayed: r.replayed }, { resumed: true, reason: null, replayed: 5 });
+    assert.equal(client.resumed, true);
+    assert.equal(client.sessionId, id, 'the same session');
+    await client.request('broadcast', 'after');
+    await waitFor(() => got.length === 7);
+    assert.deepEqual(got.map((p) => p.someOtherThing), ['before', 'away 0', 'away 1', 'away 2', 'away 3', 'away 4', 'after']);
+    assert.deepEqual(srv.events.map((e) => e.type), ['attached', 'detached', 'resumed']);
+    const resumed = srv.events[2] as Extract<SessionLifecycleEvent, { type: 'resumed' }>;
+    assert.equal(resumed.replayed, 5);
+    assert.deepEqual(resumed.connection.session, { id, resumed: true, reason: null, detail: null });
+    const metrics = await srv.supervisor.metrics.registry.metrics();
+    assert.match(metrics, /ws_supervisor_session_resumes_total\{result="resumed",reason="none"\} 1/);
+    assert.match(metrics, /ws_supervisor_session_replayed_messages_total 5/);
+  });
+
+  test('zero-event reconnect (fails in Socket.IO): a cut before the server sent anything still resumes (lastSeq 0 is a position)', async (t) => {
+    const srv = await startSessionServer(t);
+    const client = sessionClient(t, srv.url);
+    await opened(client);
+    const resume = nextResume(client);
+    cut(srv);
+    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 2_000);
+    srv.supervisor.broadcast('{"command":"broadcast","someOtherThing":"first ever"}');
+    const got = pushes(client);
+    const r = await resume;
+    assert.equal(r.resumed, true, `resumed (reason ${r.reason}: ${r.detail})`);
+    assert.equal(r.replayed, 1);
+    await waitFor(() => got.length === 1);
+    assert.equal(got[0]!.someOtherThing, 'first ever');
+  });
+
+  test('an idle session beyond two heartbeat periods, then cut (fails in Socket.IO): resumes, with what came meanwhile', async (t) => {
+    const timing = { pingInterval: 60, pongTimeout: 60 };
+    const srv = await startSessionServer(t, { timing });
+    const client = sessionClient(t, srv.url, { timing: { pingInterval: 60, pongTimeout: 200 } });
+    const got = pushes(client);
+    await opened(client);
+    await client.request('broadcast', 'one');
+    // Idle: only heartbeats cross for more than two periods (ping + pong timeout) of both sides.
+    await delay(5 * (timing.pingInterval + timing.pongTimeout));
+    assert.ok(srv.supervisor.hub.size === 1 && client.state !== 'closed', 'still connected after the idle time');
+    const resume = nextResume(client);
+    cut(srv);
+    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 2_000);
+    srv.supervisor.broadcast('{"command":"broadcast","someOtherThing":"two"}');
+    const r = await resume;
+    assert.equal(r.resumed, true, `resumed (reason ${r.reason}: ${r.detail})`);
+    await waitFor(() => got.length === 2);
+    assert.deepEqual(got.map((p) => p.someOtherThing), ['one', 'two']);
+  });
+
+  test('requests in flight at the cut (not resent by Socket.IO): each answered once, each run once on the server', async (t) => {
+    const srv = await startSessionServer(t);
+    const proxy = await startProxy(t, srv.port);
+    const client = sessionClient(t, proxy.url);
+    await opened(client);
+    // Run and answered before the cut.
+    const before = await client.request('echo', 'fast');
+    // Received and run, the reply delayed past the cut (it is kept, then replayed).
+    const slow = client.request('echo', 'slow');
+    await waitFor(() => srv.runs.get(2) === 1, 2_000, 'the slow request to run');
+    // Never reached the server: the proxy holds them (then drops them with the cut).
+    proxy.freeze();
+    const lost = [client.request('echo', 'a'), client.request('echo', 'b'), client.request('echo', 'c')];
+    await delay(30);
+    const resume = nextResume(client);
+    proxy.cut();
+    const r = await resume;
+    assert.equal(r.resumed, true, `resumed (reason ${r.reason}: ${r.detail})`);
+    assert.equal(r.resent, 3, 'the three requests the server never got are resent');
+    const replies = await Promise.all([slow, ...lost]);
+    assert.deepEqual(
+      [before, ...replies].map((x) => x.requestID),
+      [1, 2, 3, 4, 5],
+    );
+    assert.deepEqual(replies.map((x) => x.someOtherThing), ['Server processed command: echo', 'Server processed command: echo', 'Server processed command: echo', 'Server processed command: echo']);
+    await delay(100); // anything run twice would show by now
+    assertOnce(srv.runs, [1, 2, 3, 4, 5]);
+  });
+
+  test('a half-open cut found by the client heartbeat: the resume takes the session over, the old connection is dropped', async (t) => {
+    // The server would notice only after 10 s; the client after 150 + 150 ms.
+    const srv = await startSessionServer(t, { timing: { pingInterval: 10_000, pongTimeout: 10_000 } });
+    const proxy = await startProxy(t, srv.port);
+    const client = sessionClient(t, proxy.url, { timing: { pingInterval: 150, pongTimeout: 150 } });
+    const got = pushes(client);
+    await opened(client);
+    await client.request('broadcast', 'before');
+    const old = serverConnection(srv);
+    const resume = nextResume(client);
+    proxy.freeze();
+    srv.supervisor.broadcast('{"command":"broadcast","someOtherThing":"into the void"}');
+    const closes: string[] = [];
+    srv.supervisor.on('close', (c, closure) => c === old && closes.push(closure.reason));
+    const r = await resume;
+    assert.equal(r.resumed, true, `resumed (reason ${r.reason}: ${r.detail})`);
+    await waitFor(() => closes.length === 1, 2_000, 'the old connection to be dropped');
+    assert.deepEqual(closes, ['session resumed on another connection']);
+    await waitFor(() => got.length === 2);
+    assert.deepEqual(got.map((p) => p.someOtherThing), ['before', 'into the void']);
+    assert.ok(!srv.events.some((e) => e.type === 'detached'), 'a takeover never detaches the session');
+    await client.request('broadcast', 'after');
+    await waitFor(() => got.length === 3);
+    assert.equal(got[2]!.someOtherThing, 'after');
+  });
+
+  test('a half-open cut found by the server heartbeat: the session detaches, keeps what comes, and resumes', async (t) => {
+    const srv = await startSessionServer(t, { timing: { pingInterval: 100, pongTimeout: 100 } });
+    const proxy = await startProxy(t, srv.port);
+    const client = sessionClient(t, proxy.url, { timing: { pingInterval: 0 } });
+    const got = pushes(client);
+    await opened(client);
+    const closures: string[] = [];
+    srv.supervisor.on('close', (_c, closure) => closures.push(closure.cause));
+    proxy.freeze();
+    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 3_000, 'the server heartbeat to find the cut');
+    assert.deepEqual(closures, ['heartbeat-timeout']);
+    srv.supervisor.broadcast('{"command":"broadcast","someOtherThing":"while detached"}');
+    const resume = nextResume(client);
+    proxy.cutClientSide(); // the client learns of it now
+    const r = await resume;
+    assert.equal(r.resumed, true, `resumed (reason ${r.reason}: ${r.detail})`);
+    await waitFor(() => got.length === 1);
+    assert.equal(got[0]!.someOtherThing, 'while detached');
+  });
+
+  test('a sliced fan-out (over several turns) and a cut in the middle of it: the session still gets every broadcast once, in order', async (t) => {
+    // One recipient per slice: each broadcast to three clients takes three turns.
+    const srv = await startSessionServer(t, { fairness: { fanOutSlice: 1 } });
+    const clients = [0, 1, 2].map(() => sessionClient(t, srv.url));
+    const got = clients.map((c) => pushes(c));
+    for (const c of clients) await opened(c);
+    const victim = clients[2]!;
+    const resume = nextResume(victim);
+    for (let i = 0; i < 10; i++) srv.supervisor.broadcast(`{"command":"broadcast","someOtherThing":"${i}"}`);
+    // Cut the last client's connection while the slices are under way.
+    [...srv.supervisor.hub.values()].find((c) => c.session?.id === victim.sessionId)!.socket.destroy();
+    assert.equal((await resume).resumed, true);
+    await waitFor(() => got.every((g) => g.length >= 10), 5_000, 'every client to get the ten broadcasts');
+    await delay(50);
+    for (const g of got) assert.deepEqual(g.map((p) => p.someOtherThing), ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
+  });
+
+  test('topic memberships and connection.data come back; publishes to a detached session are kept for it', async (t) => {
+    const srv = await startSessionServer(t);
+    const client = sessionClient(t, srv.url);
+    const got = pushes(client);
+    await opened(client);
+    await client.request('join', 'news');
+    await client.request('echo', 'remember');
+    assert.deepEqual(serverConnection(srv).data, { remembered: 2 });
+    const resume = nextResume(client);
+    cut(srv);
+    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 2_000);
+    srv.supervisor.publish('news', '{"command":"publish","topic":"news","someOtherThing":"while away"}');
+    srv.supervisor.publish('sports', '{"command":"publish","topic":"sports","someOtherThing":"not a member"}');
+    assert.equal((await resume).resumed, true);
+    const c = serverConnection(srv);
+    assert.deepEqual(srv.supervisor.topicsOf(c), ['news'], 'the membership is back in the hub');
+    assert.deepEqual(c.data, { remembered: 2 });
+    srv.supervisor.publish('news', '{"command":"publish","topic":"news","someOtherThing":"back"}');
+    await waitFor(() => got.length === 2);
+    assert.deepEqual(got.map((p) => p.someOtherThing), ['while away', 'back']);
+  });
+});
+
+describe('sessions: every resumed: false reason reaches the client', () => {
+  test('expired: the client came back after the resume window', async (t) => {
+    // The window is 400 ms, and its tombstone (the answer `expired`) lasts one more window: the client comes back
+    // after 600 ms (jitter 1 - ε of a 601 ms ceiling), 200 ms from either edge.
+    const srv = await startSessionServer(t, { sessions: { resumeWindow: 400 } });
+    const client = sessionClient(t, srv.url, { backoff: { initialDelay: 601, maxDelay: 601 }, random: () => 0.9999 });
+    await opened(client);
+    const old = client.sessionId;
+    const resume = nextResume(client);
+    cut(srv);
+    const r = await resume;
+    assert.deepEqual([r.resumed, r.reason], [false, 'expired']);
+    assert.match(r.detail ?? '', /resume window \(400 ms\)/);
+    assert.equal(client.resumeReason, 'expired');
+    assert.notEqual(client.sessionId, old, 'a new session');
+    assert.ok(srv.events.some((e) => e.type === 'expired'), 'the server reported the expiry');
+    await client.request('echo', 'works in the new session');
+  });
+
+  test('unknown: the application ended the session', async (t) => {
+    const srv = await startSessionServer(t);
+    const client = sessionClient(t, srv.url);
+    await opened(client);
+    const resume = nextResume(client);
+    assert.equal(await srv.supervisor.sessions!.end(client.sessionId!), true);
+    const r = await resume;
+    assert.deepEqual([r.resumed, r.reason], [false, 'unknown']);
+  });
+
+  test('overflow: a detached session over its message bound; the lost messages are dead letters (R12)', async (t) => {
+    const srv = await startSessionServer(t, { sessions: { maxMessages: 4 } });
+    const letters: Array<{ reason: string; n: number }> = [];
+    srv.supervisor.on('sessionDeadLetter', (l) => letters.push({ reason: l.reason, n: l.messages.length }));
+    const client = sessionClient(t, srv.url, { backoff: { initialDelay: 300, maxDelay: 300 }, random: () => 0.999 });
+    await opened(client);
+    const resume = nextResume(client);
+    cut(srv);
+    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 2_000);
+    for (let i = 0; i < 5; i++) srv.supervisor.broadcast(`{"command":"broadcast","someOtherThing":"${i}"}`);
+    const r = await resume;
+    assert.deepEqual([r.resumed, r.reason], [false, 'overflow']);
+    assert.match(r.detail ?? '', /maxMessages 4/);
+    assert.deepEqual(letters, [{ reason: 'overflow', n: 5 }]);
+    const metrics = await srv.supervisor.metrics.registry.metrics();
+    assert.match(metrics, /ws_supervisor_session_resumes_total\{result="failed",reason="overflow"\} 1/);
+    assert.match(metrics, /ws_supervisor_session_dead_letters_total\{reason="overflow"\} 5/);
+  });
+
+  test('restarted: the server restarted with its in-memory store (a new epoch); requests of the old session are rejected as lost', async (t) => {
+    const first = await startSessionServer(t, {});
+    const client = sessionClient(t, first.url);
+    await opened(client);
+    const port = first.port;
+    const resume = nextResume(client);
+    await first.close();
+    const second = await startSessionServer(t, { port });
+    const r = await resume;
+    assert.deepEqual([r.resumed, r.reason], [false, 'restarted']);
+    assert.equal((await client.request('echo', 'new session')).success, true);
+    assert.deepEqual([...second.runs.keys()], [1]);
+  });
+
+  test('forbidden: the resume comes from another identity (the authenticate result)', async (t) => {
+    let user = 'alice';
+    const srv = await startSessionServer(t, { authenticate: () => ({ id: user }) });
+    const client = sessionClient(t, srv.url);
+    await opened(client);
+    const resume = nextResume(client);
+    user = 'mallory';
+    cut(srv);
+    const r = await resume;
+    assert.deepEqual([r.resumed, r.reason], [false, 'forbidden']);
+    assert.match(r.detail ?? '', /another identity/);
+  });
+
+  test('forbidden: a wrong token (a raw client)', async (t) => {
+    const srv = await startSessionServer(t);
+    const ws = new WebSocket(`${srv.url}?ws-session=1`);
+    t.after(() => ws.terminate());
+    const frames: string[] = [];
+    ws.on('message', (d) => frames.push(d.toString()));
+    await new Promise((r) => ws.once('open', r));
+    ws.send('{"session":"open"}');
+    await waitFor(() => frames.length === 1);
+    const attached = JSON.parse(frames[0]!) as { id: string; epoch: string };
+    const ws2 = new WebSocket(`${srv.url}?ws-session=1`);
+    t.after(() => ws2.terminate());
+    const frames2: string[] = [];
+    ws2.on('message', (d) => frames2.push(d.toString()));
+    await new Promise((r) => ws2.once('open', r));
+    ws2.send(JSON.stringify({ session: 'resume', id: attached.id, token: 'A'.repeat(43), lastSeq: 0, epoch: attached.epoch }));
+    await waitFor(() => frames2.length === 1);
+    const answer = JSON.parse(frames2[0]!) as { resumed: boolean; reason: string; id: string };
+    assert.deepEqual([answer.resumed, answer.reason], [false, 'forbidden']);
+    assert.notEqual(answer.id, attached.id);
+  });
+});
+
+describe('sessions: opting in, and nobody else sees a change', () => {
+  test('a client without ws-session=1 on a server with sessions: plain frames, no session', async (t) => {
+    const srv = await startSessionServer(t);
+    const client = createClient(srv.url, { timing: { pingInterval: 0 } });
+    t.after(async () => {
+      await client.close();
+    });
+    const ws = new WebSocket(srv.url);
+    t.after(() => ws.terminate());
+    const raw: string[] = [];
+    ws.on('message', (d) => raw.push(d.toString()));
+    await new Promise((r) => ws.once('open', r));
+    ws.send('{"requestID":7,"command":"broadcast","someOtherThing":"hi"}');
+    await waitFor(() => raw.length === 2);
+    assert.deepEqual(raw, ['{"requestID":7,"success":true,"someOtherThing":"hi"}', '{"command":"broadcast","someOtherThing":"hi"}']);
+    assert.equal((await client.request('echo')).success, true);
+    assert.equal(srv.supervisor.hub.size, 2);
+    assert.ok([...srv.supervisor.hub.values()].every((c) => c.session === null), 'no connection has a session');
+    assert.deepEqual(srv.events, [], 'no session events');
+  });
+
+  test('the upgrade refuses ws-session other than 1, and ws-session=1 on a server without sessions (400, with the reason)', async (t) => {
+    const srv = await startSessionServer(t);
+    const { reply: bad } = await rawUpgrade(srv.port, { path: '/server?ws-session=yes' });
+    assert.equal(bad.status, 400);
+    assert.match(bad.body, /ws-session must be given once, as 1; got "yes"/);
+    const off = await startSessionServer(t, { sessions: undefined });
+    const { reply: refused } = await rawUpgrade(off.port, { path: '/server?ws-session=1' });
+    assert.equal(refused.status, 400);
+    assert.match(refused.body, /sessions are not enabled on this server/);
+  });
+
+  test('a session client against a server that does not speak sessions closes for good: unsupported', async (t) => {
+    // A plain ws server: accepts the upgrade, ignores the parameter, answers the first frame with a non-session reply.
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    t.after(() => new Promise<void>((resolve) => wss.close(() => resolve())));
+    await new Promise((r) => wss.once('listening', r));
+    wss.on('connection', (ws) => ws.on('message', () => ws.send('{"requestID":0,"success":false,"error":"bad request"}')));
+    const client = createClient(`ws://127.0.0.1:${(wss.address() as net.AddressInfo).port}/`, { session: true, timing: { pingInterval: 0, closeTimeout: 300 } });
+    const output = await client.ended;
+    assert.equal(output.reason, 'unsupported');
+    assert.equal(output.lastClosure?.reason, 'sessions unsupported by the server');
+  });
+
+  test('a session connection must open or resume first: a data frame first is a protocol violation (1002)', async (t) => {
+    const srv = await startSessionServer(t);
+    const ws = new WebSocket(`${srv.url}?ws-session=1`);
+    t.after(() => ws.terminate());
+    await new Promise((r) => ws.once('open', r));
+    const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+    ws.send('1:{"requestID":1,"command":"x"}');
+    assert.equal(await closed, 1002);
+  });
+});
