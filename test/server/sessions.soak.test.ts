@@ -1,5 +1,5 @@
 /**
- * The sessions soak (issue 11, "Done means"), on real sockets: a stream of
+ * The sessions soak, on real sockets: a stream of
  * server pushes (broadcasts and topic publishes, mixed) and client requests,
  * with the TCP connection destroyed at random points (`socket.destroy()` on
  * the server's side: no close frame, the client sees 1006). At the end:
