@@ -59,7 +59,7 @@ import {
   type VerifyResult,
 } from './session-store.ts';
 
-const { Redis: RedisClient } = requirePeer<typeof import('ioredis')>('ioredis', 'the Redis session store (ws-supervisor/redis)');
+const { Redis: RedisClient } = requirePeer<typeof import('ioredis')>('ioredis', 'the Redis adapter (ws-supervisor/redis, --redis)');
 
 export const REDIS_SESSION_STORE_DEFAULTS = {
   ...SESSION_STORE_DEFAULTS,

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
 import { describe, test } from 'node:test';
 import WebSocket from 'ws';
-import { parseServerArgs, usageExit, USAGE, UsageError, type ServerCliOptions } from '../../src/cli/args.ts';
+import { parseServerArgs, usageExit, SERVER_USAGE, UsageError, type ServerCliOptions } from '../../src/cli/args.ts';
 import { createRedisAdapter } from '../../src/adapter/redis.ts';
 import { parseRedisUrl, redactRedisUrl } from '../../src/adapter/redis-url.ts';
 import { RESTART_DEFAULTS } from '../../src/cli/restart-intensity.ts';
@@ -323,10 +323,10 @@ describe('cluster flags', () => {
   });
 
   test('server --help lists the cluster flags', () => {
-    // `server --help` prints USAGE (test/cli/server.test.ts runs it as the CLI).
+    // `server --help` prints SERVER_USAGE (test/cli/server.test.ts runs it as the CLI).
     assert.equal(parseServerArgs(['--help']), 'help');
     for (const flag of ['--redis URL', '--workers N', '--local-broadcast', '--max-restarts N', '--restart-period SECONDS']) {
-      assert.ok(USAGE.includes(flag), `--help lists ${flag}`);
+      assert.ok(SERVER_USAGE.includes(flag), `--help lists ${flag}`);
     }
   });
 });
