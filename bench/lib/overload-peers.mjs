@@ -1,6 +1,7 @@
-// Abusive peers for bench/scenarios/overload.ts (the same peers as
-// test/fixtures/overload-peers.mjs, plus the other helpers' abuses), in their
-// own process, plain JavaScript, raw frames on /server (supervisor and raw ws).
+// Abusive peers for bench/scenarios/overload.ts and test/cli/overload.test.ts,
+// in their own process (plain JavaScript: starts in ~50 ms even on a busy
+// machine, and their own work does not weigh on the process that hosts the
+// server and the prober), raw frames on /server (supervisor and raw ws).
 //
 //   node overload-peers.mjs '{"port":1234,"kind":"pipeline","peers":10,"durationMs":3000}'
 //
@@ -19,6 +20,8 @@ import { randomBytes } from 'node:crypto';
 const opts = JSON.parse(process.argv[2]);
 const { port, kind, peers: n } = opts;
 const timeoutMs = opts.timeoutMs ?? 40_000;
+/** Text replies kept per peer for the report (the first ones); tests ask for more. */
+const keepTexts = opts.keepTexts ?? 5;
 
 /** A masked client text frame with a zero mask key (payload bytes unchanged; valid per RFC 6455). */
 function frame(text) {
@@ -117,7 +120,7 @@ class Peer {
       const [from, k] = JSON.parse(s).someOtherThing.split('.');
       if (k === '2' && this.lastFrom.get(from) !== 1) this.orderErrors++;
       this.lastFrom.set(from, Number(k));
-    } else if (this.texts.length < 5) this.texts.push(s.length > 300 ? s.slice(0, 300) : s);
+    } else if (this.texts.length < keepTexts) this.texts.push(s.length > 300 ? s.slice(0, 300) : s);
   }
   expected() {
     if (kind === 'pipeline') return this.sent ?? Infinity;

@@ -184,12 +184,12 @@ interface PeerReport {
 }
 
 /**
- * Runs abusive peers (test/fixtures/overload-peers.mjs) in their own process
+ * Runs abusive peers (bench/lib/overload-peers.mjs, shared with the overload benchmark) in their own process
  * while the prober probes from this one; resolves with the probe times and
  * what every abuser received.
  */
 async function underAbuse(t: TestContext, port: number, spec: Record<string, unknown>): Promise<{ times: number[]; peers: PeerReport[]; ms: number }> {
-  const child = spawn(process.execPath, [fileURLToPath(new URL('../fixtures/overload-peers.mjs', import.meta.url)), JSON.stringify({ port, ...spec })], {
+  const child = spawn(process.execPath, [fileURLToPath(new URL('../../bench/lib/overload-peers.mjs', import.meta.url)), JSON.stringify({ port, keepTexts: 1000, ...spec })], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   t.after(() => child.kill('SIGKILL'));
