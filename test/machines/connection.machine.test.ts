@@ -22,14 +22,13 @@
 import { beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  __unsafe_getAllOwnEventDescriptors,
   createActor,
   fromCallback,
   transition,
   type EventObject,
   type SnapshotFrom,
 } from 'xstate';
-import { TestModel, type TestParam, type TestPath } from 'xstate/graph';
+import type { TestParam, TestPath } from 'xstate/graph';
 import {
   connectionMachine,
   PAYLOAD_FREE_EVENTS,
@@ -47,20 +46,18 @@ import {
   TimerTableClock,
   allStateNodes,
   allTransitionKeys,
-  delayedEventTypes,
   missing,
   recordTransitions,
-  stateIdMatcher,
   pathTitle,
 } from '../helpers/model-coverage.ts';
+import { edgePaths, label, modelTiming, samples, simplePaths, timeouts, vertex, type DelayName } from '../helpers/connection-model.ts';
 import { MachineRunner, type HostedActor } from '../../src/server/runner.ts';
 
 // ---------------------------------------------------------------------------
 // Timing and event samples
 
-/** Distinct values, so an armed timer tells which delay it belongs to. */
-const timing: ConnectionTiming = { pingInterval: 1000, pongTimeout: 500, writeTimeout: 700, closeTimeout: 300 };
-type DelayName = keyof ConnectionTiming;
+/** The timing the shared paths were generated with (test/helpers/connection-model.ts). */
+const timing: ConnectionTiming = modelTiming;
 /**
  * In model runs each event arrives this long after the previous step, so a
  * timer that should restart on an event (R10) visibly does. Small against the
@@ -68,44 +65,6 @@ type DelayName = keyof ConnectionTiming;
  * order of duration (Run.fire and advanceQuietly fail loudly if not).
  */
 const EVENT_GAP_MS = 10;
-
-/**
- * The concrete events the model may send, per type (a type missing here fails
- * to compile). Bounded on purpose: each distinct payload multiplies the state space.
- */
-const samples: { [T in ConnectionEvent['type']]: Array<Extract<ConnectionEvent, { type: T }>> } = {
-  'socket.open': [{ type: 'socket.open' }],
-  'socket.pong': [{ type: 'socket.pong', rttMs: 5 }],
-  'socket.activity': [{ type: 'socket.activity' }],
-  'socket.silent': [{ type: 'socket.silent' }],
-  'socket.closed': [
-    { type: 'socket.closed', code: 1000, reason: 'bye' },
-    { type: 'socket.closed', code: 1006, reason: '' },
-  ],
-  'socket.error': [{ type: 'socket.error', code: 1007, message: 'invalid UTF-8' }],
-  close: [
-    { type: 'close', code: 1000, reason: 'done' },
-    { type: 'close', code: 1001, reason: 'server shutdown' },
-    { type: 'close', code: 4000, reason: 'app-defined' },
-    // Unsendable (RFC 6455 §7.4.1): the guard's second branch drops the connection.
-    { type: 'close', code: 1006, reason: 'drop' },
-  ],
-  terminate: [{ type: 'terminate', reason: 'admin' }],
-  'write.blocked': [{ type: 'write.blocked' }],
-  'write.progress': [{ type: 'write.progress' }],
-  'write.drained': [{ type: 'write.drained' }],
-  'write.overflow': [{ type: 'write.overflow', messages: 1001, bytes: 1_048_576 }],
-  'socket.flood': [{ type: 'socket.flood', rate: 20 }],
-};
-const isConnectionEventType = (type: string): type is ConnectionEvent['type'] => Object.hasOwn(samples, type);
-
-/** `xstate.after.<delay>.<stateId>` → delay name, from the definition itself. */
-const timeouts = new Map<string, DelayName>(
-  [...delayedEventTypes(connectionMachine)].map(([type, delay]) => {
-    if (typeof delay !== 'string' || !Object.hasOwn(timing, delay)) throw new Error(`${type}: unknown delay ${delay}`);
-    return [type, delay as DelayName];
-  }),
-);
 
 // ---------------------------------------------------------------------------
 // The system under test: the real machine with recording fake actors
@@ -482,7 +441,7 @@ const checks: Record<string, Check> = {
 };
 
 // ---------------------------------------------------------------------------
-// Event executors, and the model
+// Event executors (the model and its paths: test/helpers/connection-model.ts)
 
 type Executor = (run: Run, event: EventObject) => void;
 const executors: Record<string, Executor> = {
@@ -496,66 +455,6 @@ const executors: Record<string, Executor> = {
     [...timeouts].map(([type, delay]): [string, Executor] => [type, (run) => run.fire(delay)]),
   ),
 };
-
-/**
- * Events from outside take only EVENT_GAP_MS here, so timers armed together
- * fire shortest first: a delayed event is offered only when no other armed
- * timer is shorter. (Run.fire refuses any other order rather than diverge.)
- */
-function timerCanFireNext(snapshot: Snapshot, event: EventObject): boolean {
-  const delay = timeouts.get(event.type);
-  if (delay === undefined) return true;
-  const others = __unsafe_getAllOwnEventDescriptors(snapshot).flatMap((t) => {
-    const d = timeouts.get(t);
-    return d === undefined ? [] : [timing[d]];
-  });
-  return timing[delay] === Math.min(...others);
-}
-
-/** A model vertex: the constant id/timing/io are left out. */
-const vertex = (s: Snapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.closeRequest, s.context.closure]);
-
-const allSamples: ConnectionEvent[] = Object.values(samples).flat();
-
-const model = new TestModel(connectionMachine, {
-  input: inputWith({}),
-  // Every event in every live state, not only the ones the state handles: a
-  // missing transition, or an event that should be ignored and is not, then
-  // shows up as a disagreement with `rulesSay`. (`closed` ignores everything:
-  // its check sends late events itself, R2.) Plus the timers the state has armed.
-  events: (snapshot) =>
-    snapshot.status !== 'active'
-      ? []
-      : [
-          ...allSamples,
-          ...__unsafe_getAllOwnEventDescriptors(snapshot)
-            .filter((type) => timeouts.has(type))
-            // `xstate.after.<delay>.<stateId>` is not a ConnectionEvent, but the machine takes it.
-            .map((type) => ({ type }) as unknown as ConnectionEvent),
-        ],
-  filterEvents: timerCanFireNext,
-  stateMatcher: stateIdMatcher(connectionMachine),
-});
-
-/**
- * Shortest paths to every *transition*: the vertex includes the step that led
- * to it, so each edge of the state graph (self-loops such as write.progress
- * included) ends some shortest path.
- */
-const edgePaths = model.getShortestPaths({
-  serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
-});
-/** Every cycle-free route to every state: longer histories for the oracle. */
-const simplePaths = model.getSimplePaths({ serializeState: vertex });
-
-function label(e: EventObject): string {
-  const delay = timeouts.get(e.type);
-  if (delay) return `⏰${delay}`;
-  const { type, ...rest } = e as ConnectionEvent;
-  const arg = 'code' in rest ? rest.code : 'rttMs' in rest ? rest.rttMs : undefined;
-  return arg === undefined ? type : `${type}(${arg})`;
-}
 
 const taken = new Set<string>();
 const generatedTypes = new Set<string>();
