@@ -296,10 +296,15 @@ export class SendQueue {
 
   private onDrain(): void {
     if (this.released) return;
-    this.blocked = false;
     this.settle();
+    // Still `blocked` while the queue is pumped, so that write() does not
+    // report a new block: the socket drained, so a re-block is progress (R10).
     this.pump();
-    if (!this.blocked) this.sendBack?.({ type: 'write.drained' });
+    if (this.socket.writableNeedDrain) this.block('write.progress');
+    else {
+      this.blocked = false;
+      this.sendBack?.({ type: 'write.drained' });
+    }
   }
 
   /** Moves queued messages to the socket until it pushes back. */
@@ -311,7 +316,6 @@ export class SendQueue {
     }
     while (this.depth > 0 && !this.socket.writableNeedDrain) this.shiftAndWrite();
     this.compact();
-    if (!this.blocked && this.socket.writableNeedDrain) this.block('write.progress');
   }
 
   private shiftAndWrite(): void {
