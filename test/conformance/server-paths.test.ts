@@ -1,0 +1,666 @@
+/**
+ * Conformance: the connection machine's generated model paths
+ * (test/helpers/connection-model.ts, the very paths of
+ * test/machines/connection.machine.test.ts) replayed against the REAL server —
+ * a Supervisor on 127.0.0.1, its real reader and writer, real timers — over a
+ * real loopback socket, with a scripted raw peer (test/helpers/scripted-peer.ts)
+ * that does on the wire what each model event means.
+ *
+ * - Reader and writer events are produced by the peer (or the application)
+ *   doing the corresponding thing: PEER_ACTIONS, one entry per event type.
+ * - Timer events (`xstate.after.*`) are waited for: the real timer fires.
+ * - Where an event cannot be produced faithfully on a real socket, the step is
+ *   NOT faked: NOT_PRODUCIBLE says why, paths containing such a step are not
+ *   run, and the test lists what that leaves out.
+ *
+ * After each step the server's machine (its snapshot right after the step's
+ * event, from the supervisor's `inspect` stream) must equal the model's; the
+ * machine must have received the step's event and nothing unexpected; a timer
+ * must have fired its delay after it was armed, within TOLERANCE_MS. At the
+ * end: the closure the supervisor reports (R17), the close frames the peer
+ * saw on the wire (R16; none for a heartbeat timeout or terminate, R4), the
+ * server socket destroyed and the connection count back to 0 (R3).
+ *
+ * `npm test` runs a sample: a greedy set cover of the runnable paths, so every
+ * transition a runnable path takes is taken. CONFORMANCE=full runs them all.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { describe, test } from 'node:test';
+import type { EventObject, InspectionEvent } from 'xstate';
+import { connectionMachine, type ConnectionEvent, type ConnectionTiming } from '../../machines/connection.machine.ts';
+import type { Closure } from '../../machines/close-codes.ts';
+import type { Connection } from '../../src/index.ts';
+import {
+  edgePaths,
+  label,
+  modelTiming,
+  simplePaths,
+  timeouts,
+  type ConnectionPath,
+  type ConnectionSnapshot,
+  type DelayName,
+} from '../helpers/connection-model.ts';
+import { allTransitionKeys, isActive, missing, pathTitle, transitionKey } from '../helpers/model-coverage.ts';
+import { ScriptedClientPeer } from '../helpers/scripted-peer.ts';
+import { startSupervisor, type TestServer } from '../helpers/server.ts';
+
+// ---------------------------------------------------------------------------
+// Timing
+
+/**
+ * The model's delays scaled down. Only their order shapes the generated paths
+ * (the model fires the shortest armed timer first), so the scale keeps it;
+ * the gaps between them (pingInterval − writeTimeout = 120 ms, the smallest
+ * that matters) are what the peer's steps may take before a later timer would
+ * overtake an earlier one. Measured: a step (fill the socket, drain it, send a
+ * close) takes 1–10 ms here, tens under load.
+ */
+const SCALE = 0.4;
+const timing: ConnectionTiming = {
+  pingInterval: modelTiming.pingInterval * SCALE,
+  pongTimeout: modelTiming.pongTimeout * SCALE,
+  writeTimeout: modelTiming.writeTimeout * SCALE,
+  closeTimeout: modelTiming.closeTimeout * SCALE,
+};
+/**
+ * A real timer must fire no earlier than its delay (−2 ms: Node's timer clock
+ * is coarser than performance.now) and no later than its delay + this. Node
+ * timers are late by a loop turn when idle; the tolerance absorbs a busy
+ * 2-core machine and the other paths' stalls (STALL_MS).
+ */
+const TOLERANCE_MS = Number(process.env.CONFORMANCE_TOLERANCE_MS ?? 250);
+/** How long the loop is blocked past a deadline for `suspect` (R4: a pong already waiting when the timer fires). */
+const STALL_MS = 15;
+/** Paths run at once. */
+const CONCURRENCY = Number(process.env.CONFORMANCE_CONCURRENCY ?? 4);
+const FULL = process.env.CONFORMANCE === 'full';
+
+/** One message the application sends to fill the socket (R9/R10): far more than the socket takes at once. */
+const BIG = Buffer.alloc(1 << 20, 0x61);
+/** The send queue: overflow after 8 queued messages (R9, R11). */
+const SEND_QUEUE = { maxMessages: 8, maxBytes: 64 << 20 };
+/** Messages queued after the block, so write.progress can be seen without the queue running dry. */
+const QUEUED_AFTER_BLOCK = 3;
+/** R21: the sampled flood rate; the peer sends FLOOD messages at once. */
+const RATE = 20;
+const FLOOD = 3 * RATE;
+
+// ---------------------------------------------------------------------------
+// What cannot be produced on a real socket, and why
+
+/** The wire facts a step's producibility depends on beyond the model's state. */
+interface Wire {
+  /** A ping went out while the peer was not reading: it is behind the blocked data and the peer has not seen it. */
+  pingStuck: boolean;
+  /** The peer broke the protocol: ws has stopped parsing its frames. */
+  afterProtocolError: boolean;
+}
+
+const NOT_PRODUCIBLE = {
+  connecting:
+    'connecting: the supervisor starts a connection\'s machine once ws has finished the upgrade; the reader reports socket.open in the same step, so no other event can arrive in `connecting`',
+  openOnce: 'socket.open outside connecting: a transport opens once',
+  silent: 'socket.silent outside suspect: the reader sends it only to answer reader.confirmSilence',
+  suspect:
+    'in suspect (one I/O turn long: the reader answers confirmSilence after setImmediate), only input already waiting in the kernel is read: a pong or a message; nothing else can be placed in that turn',
+  unsendable: 'close with an unsendable code (1006): Connection.close throws RangeError, the event never reaches the machine',
+  writerIdle:
+    'write.progress / write.drained / write.overflow while flowing, write.blocked while blocked: the writer reports progress and drain only while blocked, queues (so overflows) only while blocked, and reports a block once',
+  writerClosing:
+    'writer events in closing: the send queue refuses messages once closing, so the application can neither block nor overflow it, and what the close flush does is not the peer\'s choice',
+  pingStuck: 'socket.pong while the ping is stuck behind blocked data: the peer cannot answer a ping it has not read',
+  afterError:
+    'socket.closed(1000) after socket.error: ws stops parsing the peer\'s frames after a protocol error, so the peer\'s close frame is never read (the closure records 1006)',
+} as const;
+type Reason = keyof typeof NOT_PRODUCIBLE;
+
+/** Why `event` cannot be produced in model state `before` (null: it can). */
+function notProducible(before: ConnectionSnapshot, event: EventObject, wire: Wire): Reason | null {
+  const type = event.type;
+  if (type === 'xstate.init') return null;
+  if (before.matches('connecting')) return type === 'socket.open' ? null : 'connecting';
+  if (type === 'socket.open') return 'openOnce';
+  const suspect = before.matches({ open: { heartbeat: 'suspect' } });
+  if (suspect) return ['socket.pong', 'socket.activity', 'socket.silent'].includes(type) ? null : 'suspect';
+  if (type === 'socket.silent') return 'silent';
+  if (type === 'close' && (event as Extract<ConnectionEvent, { type: 'close' }>).code === 1006) return 'unsendable';
+  const closing = before.matches('closing');
+  if (type.startsWith('write.')) {
+    if (closing) return 'writerClosing';
+    const blocked = before.matches({ open: { write: 'blocked' } });
+    if ((type === 'write.blocked') === blocked) return 'writerIdle';
+  }
+  if (type === 'socket.pong' && wire.pingStuck && before.matches({ open: { heartbeat: 'pinging' } })) return 'pingStuck';
+  if (type === 'socket.closed' && (event as Extract<ConnectionEvent, { type: 'socket.closed' }>).code !== 1006 && wire.afterProtocolError) {
+    return 'afterError';
+  }
+  return null;
+}
+
+/** Folds the wire facts over one step. */
+function nextWire(wire: Wire, before: ConnectionSnapshot, event: EventObject): Wire {
+  const w = { ...wire };
+  const blocked = before.matches({ open: { write: 'blocked' } });
+  const delay = timeouts.get(event.type);
+  if (delay === 'pingInterval') w.pingStuck = blocked;
+  if (event.type === 'write.drained') w.pingStuck = false;
+  if (event.type === 'socket.error') w.afterProtocolError = true;
+  return w;
+}
+
+/** The first step of `path` that cannot be produced, with why. */
+function firstObstacle(path: ConnectionPath): { step: number; reason: Reason } | null {
+  let wire: Wire = { pingStuck: false, afterProtocolError: false };
+  for (let i = 1; i < path.steps.length; i++) {
+    const before = path.steps[i - 1]!.state;
+    const event = path.steps[i]!.event;
+    const reason = notProducible(before, event, wire);
+    if (reason) return { step: i, reason };
+    wire = nextWire(wire, before, event);
+  }
+  return null;
+}
+
+// ---------------------------------------------------------------------------
+// The run of one path: a supervisor, a peer, and the machine's record
+
+interface Entry {
+  event: EventObject;
+  snapshot: ConnectionSnapshot;
+  at: number;
+  /** For a timer's event: ms since it was armed. */
+  elapsed?: number;
+}
+
+/** The delayed events' source state nodes: a timer is armed when its node is entered (or re-entered). */
+const timerNodes = new Map([...timeouts.keys()].map((type) => [type, connectionMachine.getStateNodeById(type.split('.').slice(3).join('.'))]));
+
+/** Timer lateness, ms, over every run (for the report). */
+const lateness: number[] = [];
+
+class ServerRun {
+  readonly entries: Entry[] = [];
+  cursor = 0;
+  ts!: TestServer;
+  peer!: ScriptedClientPeer;
+  connection!: Connection;
+  closure: Closure | null = null;
+  /** Per delayed event type: when its timer was last armed. */
+  readonly armedAt = new Map<string, number>();
+  pauseOnProgress = false;
+  /** The peer was not reading when our close frame went out: it may be lost when the server gives up. */
+  pausedAtClosing = false;
+  /** The peer stopped reading at some point (pings may be stuck). */
+  everPaused = false;
+  /** Pings the peer has answered. */
+  answered = 0;
+
+  static async start(): Promise<ServerRun> {
+    const run = new ServerRun();
+    run.ts = await startSupervisor({
+      timing,
+      sendQueue: SEND_QUEUE,
+      maxMessageRate: RATE,
+      inspect: (e: InspectionEvent) => run.onInspect(e),
+    });
+    const admitted = once(run.ts.supervisor, 'connection') as Promise<[Connection]>;
+    run.ts.supervisor.on('close', (_c, closure) => (run.closure = closure));
+    run.peer = await ScriptedClientPeer.connect(run.ts.port, '/server');
+    [run.connection] = await admitted;
+    return run;
+  }
+
+  onInspect(e: InspectionEvent): void {
+    if (e.type !== '@xstate.snapshot') return;
+    const at = performance.now();
+    const snapshot = e.snapshot as ConnectionSnapshot;
+    const previous = this.entries.at(-1)?.snapshot;
+    const armed = timeouts.has(e.event.type) ? this.armedAt.get(e.event.type) : undefined;
+    this.entries.push({ event: e.event, snapshot, at, ...(armed !== undefined ? { elapsed: at - armed } : {}) });
+    for (const [type, node] of timerNodes) {
+      const now = snapshot.status === 'active' && isActive(snapshot, node);
+      const was = previous !== undefined && previous.status === 'active' && isActive(previous, node);
+      if (now && (!was || (e.event.type === 'write.progress' && node.key === 'blocked'))) this.armedAt.set(type, at);
+    }
+    if (snapshot.status === 'active' && snapshot.matches('closing') && !(previous?.matches('closing') ?? false)) {
+      this.pausedAtClosing = this.peer?.isPaused ?? false;
+    }
+    if (this.pauseOnProgress && e.event.type === 'write.progress') {
+      this.pauseOnProgress = false;
+      this.peer.pause();
+    }
+  }
+
+  pause(): void {
+    this.everPaused = true;
+    this.peer.pause();
+  }
+
+  get snapshot(): ConnectionSnapshot {
+    return this.connection.machine.getSnapshot();
+  }
+
+  /** Waits until the machine has received an event of `type` after the cursor; returns its index. */
+  async reported(type: string, timeoutMs: number): Promise<number> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const i = this.entries.findIndex((e, j) => j >= this.cursor && e.event.type === type);
+      if (i >= 0) return i;
+      if (performance.now() > deadline) {
+        const got = this.entries.slice(this.cursor).map((e) => e.event.type);
+        throw new Error(`the machine did not receive ${type} within ${timeoutMs} ms (received since the last step: ${got.join(', ') || 'nothing'})`);
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+
+  /** Waits until the server has read every byte the peer sent, and one more turn for ws to dispatch them. */
+  async read(timeoutMs = 3000): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    const socket = this.connection.socket as import('node:net').Socket;
+    while (socket.bytesRead < this.peer.bytesWritten && !socket.destroyed) {
+      if (performance.now() > deadline) throw new Error(`the server read ${socket.bytesRead} of ${this.peer.bytesWritten} bytes in ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+  }
+
+  /**
+   * The application fills the socket until the writer reports a block (R10)
+   * that lasts (the kernel buffers of a paused peer take megabytes before
+   * they are full: until then blocks are followed by drains), then queues a
+   * few more.
+   */
+  async fill(): Promise<void> {
+    let sent = 0;
+    for (;;) {
+      while (!this.connection.isWriteBlocked && sent < 64) {
+        this.connection.send(BIG);
+        sent++;
+      }
+      assert.ok(this.connection.isWriteBlocked, `the writer blocked after ${sent} MiB to a peer that does not read`);
+      await new Promise((r) => setTimeout(r, 15));
+      if (this.connection.isWriteBlocked) break;
+    }
+    for (let i = 0; i < QUEUED_AFTER_BLOCK; i++) assert.ok(this.connection.send(BIG), 'queued while blocked');
+  }
+
+  async dispose(): Promise<void> {
+    this.peer?.cut();
+    await this.ts?.close();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Event → what the peer (or the application) does
+
+interface StepContext {
+  before: ConnectionSnapshot;
+  after: ConnectionSnapshot;
+  next: EventObject | undefined;
+}
+
+interface PeerAction {
+  /** What the event means on a real socket (listed in docs/testing.md). */
+  means: string;
+  act(run: ServerRun, event: EventObject, ctx: StepContext): void | Promise<void>;
+  /**
+   * How to know the server has taken the action in: `reported` waits for the
+   * machine to receive the event; `read` (for an action the model ignores
+   * here and the real reader may not even report) waits until the server has
+   * read every byte the peer sent; `done` takes everything the machine
+   * received while the action ran.
+   */
+  settle: 'reported' | 'read' | 'done';
+  /** Events the action may cause just before its own (e.g. the peer reads on while closing). */
+  extras?: readonly string[];
+}
+
+const sync = { settle: 'reported' } as const;
+
+const PEER_ACTIONS: Record<string, PeerAction> = {
+  'xstate.init': { means: 'the peer connects; ws completes the upgrade and the supervisor starts the machine', act: () => undefined, ...sync },
+  'socket.open': { means: '(the upgrade itself: the reader reports open as the machine starts)', act: () => undefined, ...sync },
+  'socket.pong': {
+    means: 'the peer answers the latest ping with a pong echoing its payload (an unsolicited pong when there is none to answer)',
+    act: (run, _e, { before }) => {
+      if (before.matches({ open: { heartbeat: 'suspect' } })) return; // sent before the stall (⏰pongTimeout)
+      if (run.peer.pings.length > run.answered) {
+        run.answered = run.peer.pings.length;
+        run.peer.answerPing();
+      } else run.peer.unsolicitedPong();
+    },
+    settle: 'read',
+    extras: ['socket.activity'],
+  },
+  'socket.activity': {
+    means: 'the peer sends a text message',
+    act: (run, _e, { before }) => {
+      if (!before.matches({ open: { heartbeat: 'suspect' } })) run.peer.text('activity');
+    },
+    settle: 'read',
+  },
+  'socket.silent': { means: 'the peer stays silent past the pong timeout (a frozen peer: no pong, no data)', act: () => undefined, ...sync },
+  'socket.closed': {
+    means: 'code 1000: the peer sends a close frame (1000, "bye"), ends TCP and reads to the end; code 1006: the peer cuts TCP without a close frame',
+    act: (run, e) => {
+      const { code, reason } = e as Extract<ConnectionEvent, { type: 'socket.closed' }>;
+      if (code === 1006) run.peer.cut();
+      else run.peer.close(code, reason);
+    },
+    ...sync,
+    // A closing peer reads on: the writer drains meanwhile.
+    extras: ['write.progress', 'write.drained'],
+  },
+  'socket.error': { means: 'the peer sends a text frame that is not UTF-8 (R15)', act: (run) => run.peer.invalidUtf8(), settle: 'read' },
+  'socket.flood': {
+    means: `the peer sends ${FLOOD} messages at once, over maxMessageRate ${RATE}/s (R21)`,
+    act: (run) => run.peer.flood(FLOOD),
+    settle: 'read',
+    extras: ['socket.activity'],
+  },
+  close: {
+    means: 'the application calls connection.close(code, reason)',
+    act: (run, e) => {
+      const { code, reason } = e as Extract<ConnectionEvent, { type: 'close' }>;
+      void run.connection.close(code, reason);
+    },
+    ...sync,
+  },
+  terminate: {
+    means: 'the application calls connection.terminate(reason)',
+    act: (run, e) => void run.connection.terminate((e as Extract<ConnectionEvent, { type: 'terminate' }>).reason),
+    ...sync,
+  },
+  'write.blocked': {
+    means: 'the peer stops reading; the application sends 1 MiB messages until the kernel buffers are full and the writer blocks (R10)',
+    act: async (run) => {
+      run.pause();
+      await run.fill();
+    },
+    settle: 'done',
+    extras: ['write.drained', 'write.blocked'],
+  },
+  'write.progress': {
+    means: 'the peer reads until some queued data reaches the socket, then stops again',
+    act: (run) => {
+      run.pauseOnProgress = true;
+      run.peer.resume();
+    },
+    ...sync,
+  },
+  'write.drained': { means: 'the peer reads again until the send queue is empty', act: (run) => run.peer.resume(), ...sync, extras: ['write.progress'] },
+  'write.overflow': {
+    means: `the application sends while blocked until the send queue is over ${SEND_QUEUE.maxMessages} messages (R9, R11)`,
+    act: (run) => {
+      for (let i = 0; i < 2 * SEND_QUEUE.maxMessages && run.connection.send(BIG); i++);
+    },
+    ...sync,
+  },
+  ...Object.fromEntries(
+    [...timeouts].map(([type, delay]): [string, PeerAction] => [
+      type,
+      {
+        means: `the real ${delay} timer fires (${timing[delay]} ms)`,
+        act: (run, _e, { next }) => {
+          // R4: a pong (or message) already waiting when the pong timeout fires is read in `suspect`.
+          if (delay === 'pongTimeout' && (next?.type === 'socket.pong' || next?.type === 'socket.activity')) return stallPastDeadline(run, type, next);
+        },
+        ...sync,
+      },
+    ]),
+  ),
+};
+
+/**
+ * R4, the stalled event loop: the peer's answer is written into the kernel
+ * just before the pong timeout is due, and the loop is blocked (in the check
+ * phase, so the next loop turn runs timers before it reads) until past the
+ * deadline: the timer fires first, `suspect` is entered, and the answer waiting
+ * in the kernel is read in that turn.
+ */
+async function stallPastDeadline(run: ServerRun, type: string, next: EventObject): Promise<void> {
+  const deadline = run.armedAt.get(type)! + timing.pongTimeout;
+  await new Promise((r) => setTimeout(r, Math.max(0, deadline - performance.now() - 20)));
+  await new Promise<void>((resolve) =>
+    setImmediate(() => {
+      // In the check phase: the answer reaches the kernel now, and is read in the
+      // next turn's poll phase — after that turn's timers phase has fired the timeout.
+      if (next.type === 'socket.pong') {
+        run.answered = run.peer.pings.length;
+        run.peer.answerPing();
+      } else run.peer.text('activity');
+      const until = Math.max(deadline, performance.now()) + STALL_MS;
+      while (performance.now() < until);
+      resolve();
+    }),
+  );
+}
+
+// ---------------------------------------------------------------------------
+// The checks
+
+/** What the model and the real machine must agree on. A protocol error's reason is ws's message, not the model's sample. */
+function comparable(s: ConnectionSnapshot): unknown {
+  const strip = <T extends { reason: string; cause: string } | null>(x: T) =>
+    x === null ? null : { ...x, reason: x.cause === 'protocol-error' ? '(ws message)' : x.reason };
+  return { status: s.status, value: s.value, closeRequest: strip(s.context.closeRequest), closure: strip(s.context.closure) };
+}
+
+/**
+ * The events a step may bring: its own, its action's side effects, and —
+ * while the writer is blocked — more write.progress: a paused peer's kernel
+ * buffers keep taking bytes for a while, and each drain that re-blocks is
+ * progress (R10).
+ */
+function allowedExtras(action: PeerAction, type: string, before: ConnectionSnapshot): ReadonlySet<string> {
+  const blocked = before.matches({ open: { write: 'blocked' } });
+  return new Set([type, ...(action.extras ?? []), ...(blocked ? ['write.progress'] : [])]);
+}
+
+async function runStep(run: ServerRun, path: ConnectionPath, i: number): Promise<void> {
+  const step = path.steps[i]!;
+  const type: string = step.event.type;
+  const before = path.steps[i - 1]?.state ?? step.state;
+  const action = PEER_ACTIONS[type];
+  assert.ok(action, `no peer action for event type ${type}: add one to PEER_ACTIONS`);
+  const ctx: StepContext = { before, after: step.state, next: path.steps[i + 1]?.event };
+  await action.act(run, step.event, ctx);
+
+  const delay = timeouts.get(type);
+  const transitions = type === 'xstate.init' || connectionMachine.getTransitionData(before as never, step.event as never).length > 0;
+  let snapshot: ConnectionSnapshot;
+  let consumed: Entry[];
+  if (action.settle === 'done') {
+    consumed = run.entries.slice(run.cursor);
+    run.cursor = run.entries.length;
+    snapshot = run.snapshot;
+    assert.ok(!transitions || consumed.some((e) => e.event.type === type), `step ${i}: the machine did not receive ${type}`);
+  } else if (action.settle === 'reported' || transitions) {
+    const wait = delay ? timing[delay] + TOLERANCE_MS + 1000 : 5000;
+    const at = await run.reported(type, wait);
+    consumed = run.entries.slice(run.cursor, at + 1);
+    snapshot = run.entries[at]!.snapshot;
+    run.cursor = at + 1;
+  } else {
+    await run.read();
+    consumed = run.entries.slice(run.cursor);
+    run.cursor = run.entries.length;
+    snapshot = run.snapshot;
+  }
+  const allowed = allowedExtras(action, type, before);
+  const unexpected = consumed.filter((e) => !allowed.has(e.event.type)).map((e) => e.event.type);
+  assert.deepEqual(unexpected, [], `step ${i} (${label(step.event)}): the machine received events the step does not cause`);
+  assert.deepEqual(comparable(snapshot), comparable(step.state), `step ${i} (${label(step.event)}): the real machine is where the model is`);
+
+  if (delay) {
+    const elapsed = consumed.at(-1)!.elapsed;
+    assert.ok(elapsed !== undefined, `${type} fired but was never armed`);
+    lateness.push(elapsed - timing[delay]);
+    assert.ok(
+      elapsed >= timing[delay] - 2 && elapsed <= timing[delay] + TOLERANCE_MS,
+      `step ${i}: ${delay} fired ${elapsed.toFixed(1)} ms after it was armed (delay ${timing[delay]}, tolerance +${TOLERANCE_MS})`,
+    );
+  }
+}
+
+/** The close frames R16 calls for on the wire, given how the model says the connection ended or stands. */
+function expectedCloseFrames(final: ConnectionSnapshot): number[] {
+  const request = final.context.closeRequest;
+  if (request) return [request.code];
+  const closure = final.context.closure;
+  // The peer closed: ws echoes its code (R16). Cut, terminated, heartbeat timeout: no frame at all (R4).
+  if (closure && closure.initiator === 'remote' && closure.code !== 1006) return [closure.code];
+  return [];
+}
+
+async function finish(run: ServerRun, path: ConnectionPath): Promise<void> {
+  const final = path.steps.at(-1)!.state;
+  const done = final.status === 'done';
+  const expected = expectedCloseFrames(final);
+  if (done) {
+    const t0 = performance.now();
+    while (run.closure === null && performance.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(run.closure, 'the supervisor reported the closure');
+    assert.deepEqual(comparable({ ...final, context: { ...final.context, closeRequest: null, closure: run.closure } } as ConnectionSnapshot), comparable({ ...final, context: { ...final.context, closeRequest: null } } as ConnectionSnapshot), 'R17: the closure the supervisor reports is the model\'s');
+  } else {
+    // Not closed in the model: end it, to check the release below.
+    void run.connection.terminate('conformance cleanup');
+  }
+  // R3: the server releases the socket and forgets the connection.
+  const t0 = performance.now();
+  while ((!run.connection.socket.destroyed || run.ts.supervisor.size > 0) && performance.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(run.connection.socket.destroyed, true, 'R3: the server socket is destroyed');
+  assert.equal(run.ts.supervisor.size, 0, 'R3: the connection count is back to 0');
+  // The peer reads what is left, up to the TCP close.
+  run.peer.resume();
+  await Promise.race([run.peer.closed, new Promise((r) => setTimeout(r, 2000))]);
+  assert.ok(!run.peer.isOpen || run.peer.closedAt !== null || run.peer.ended, 'the peer saw the TCP connection end');
+  const frames = run.peer.closeFrames.map((f) => f.code);
+  if (done) {
+    // Our close frame may be lost when the peer was not reading and the server gave up (close timeout, terminate).
+    const mayBeLost = run.pausedAtClosing && expected.length > 0;
+    if (mayBeLost && frames.length === 0) return;
+    assert.deepEqual(frames, expected, 'R16/R4: the close frames on the wire');
+  } else {
+    // The cleanup terminate adds no frame (R4: terminate sends none).
+    assert.ok(frames.length <= expected.length && frames.every((c, k) => c === expected[k]), `close frames on the wire: ${frames.join(',')} (expected ${expected.join(',') || 'none'})`);
+  }
+  const pings = run.entries.filter((e) => timeouts.get(e.event.type) === 'pingInterval').length;
+  if (!run.everPaused && done) assert.equal(run.peer.pings.length, pings, 'R4: one ping on the wire per elapsed ping interval');
+}
+
+async function runPath(path: ConnectionPath): Promise<void> {
+  const run = await ServerRun.start();
+  try {
+    for (let i = 0; i < path.steps.length; i++) await runStep(run, path, i);
+    await finish(run, path);
+  } finally {
+    await run.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Which paths: the runnable ones, and a set cover of them for `npm test`
+
+const allPaths = [...edgePaths.map((p) => ({ kind: 'shortest', path: p })), ...simplePaths.map((p) => ({ kind: 'simple', path: p }))];
+const obstacles = allPaths.map(({ path }) => firstObstacle(path));
+const runnable = allPaths.filter((_, i) => obstacles[i] === null);
+
+/** The transitions a path takes in the model. */
+function transitionsOf(path: ConnectionPath): Set<string> {
+  const keys = new Set<string>();
+  for (let i = 1; i < path.steps.length; i++) {
+    for (const t of connectionMachine.getTransitionData(path.steps[i - 1]!.state as never, path.steps[i]!.event as never)) keys.add(transitionKey(t));
+  }
+  return keys;
+}
+
+/** Rough wall time of a path: its timers, plus a few ms per step and the setup. */
+function costOf(path: ConnectionPath): number {
+  return 30 + path.steps.reduce((sum, s) => sum + (timeouts.has(s.event.type) ? timing[timeouts.get(s.event.type)!] : 5), 0);
+}
+
+/** Greedy weighted set cover: repeatedly the path with the most untaken transitions per ms. */
+function setCover<T extends { path: ConnectionPath }>(candidates: T[]): T[] {
+  const keys = candidates.map((c) => transitionsOf(c.path));
+  const uncovered = new Set(keys.flatMap((k) => [...k]));
+  const chosen: T[] = [];
+  while (uncovered.size > 0) {
+    let best = -1;
+    let bestScore = 0;
+    candidates.forEach((c, i) => {
+      const gain = [...keys[i]!].filter((k) => uncovered.has(k)).length;
+      const score = gain / costOf(c.path);
+      if (score > bestScore) [best, bestScore] = [i, score];
+    });
+    chosen.push(candidates[best]!);
+    for (const k of keys[best]!) uncovered.delete(k);
+  }
+  return chosen;
+}
+
+const sample = setCover(runnable);
+const selected = FULL ? runnable : sample;
+const transitionsByRunnable = new Set(runnable.flatMap(({ path }) => [...transitionsOf(path)]));
+
+/**
+ * Transitions of the machine no runnable path takes — each only reachable
+ * through a step listed in NOT_PRODUCIBLE. Pinned: a machine change that
+ * moves a transition in or out of this list must change it here too.
+ */
+const NOT_ON_A_REAL_SOCKET = [
+  'connection.connecting: socket.closed → connection.closed',
+  'connection.connecting: close → connection.closed',
+  'connection.connecting: terminate → connection.closed',
+  'connection.open: close[1] otherwise → connection.closed',
+];
+
+const ran: string[] = [];
+let started = 0;
+
+describe(`connection machine paths on a real socket (${FULL ? 'full' : 'sampled'}: ${selected.length} of ${runnable.length} runnable paths)`, () => {
+  test('the real timing keeps the model\'s order of delays, and every step type has a peer action', () => {
+    const order = (t: ConnectionTiming) => (Object.keys(t) as DelayName[]).sort((a, b) => t[a] - t[b]).join(' < ');
+    assert.equal(order(timing), order(modelTiming));
+    const types = new Set(allPaths.flatMap(({ path }) => path.steps.map((s): string => s.event.type)));
+    assert.deepEqual(missing(types, new Set(Object.keys(PEER_ACTIONS))), [], 'event types without a peer action');
+  });
+
+  test('what cannot be produced on a real socket is listed, and leaves out only the pinned transitions', (t) => {
+    const byReason = new Map<Reason, number>();
+    for (const o of obstacles) if (o) byReason.set(o.reason, (byReason.get(o.reason) ?? 0) + 1);
+    t.diagnostic(`paths: ${allPaths.length} generated (${edgePaths.length} shortest, ${simplePaths.length} simple), ${runnable.length} runnable, ${sample.length} in the sample`);
+    for (const [reason, n] of byReason) t.diagnostic(`not run, ${n} paths: ${NOT_PRODUCIBLE[reason]}`);
+    const notTaken = missing(allTransitionKeys(connectionMachine), transitionsByRunnable);
+    for (const key of notTaken) t.diagnostic(`transition not taken on a real socket: ${key}`);
+    assert.deepEqual(notTaken, NOT_ON_A_REAL_SOCKET);
+    assert.ok(runnable.length > allPaths.length / 3, `${runnable.length} of ${allPaths.length} paths runnable`);
+  });
+
+  test('the sample takes every transition the runnable paths take', () => {
+    const taken = new Set(sample.flatMap(({ path }) => [...transitionsOf(path)]));
+    assert.deepEqual(missing(transitionsByRunnable, taken), []);
+  });
+
+  describe('paths', { concurrency: CONCURRENCY }, () => {
+    selected.forEach(({ kind, path }, i) => {
+      test(`${kind} ${pathTitle(i, path, label)}`, { timeout: 30_000 }, async () => {
+        started++;
+        await runPath(path);
+        ran.push(pathTitle(i, path, label));
+      });
+    });
+  });
+
+  test('every selected path ran, and the timers kept time', (t) => {
+    assert.equal(started, selected.length);
+    assert.equal(ran.length, selected.length);
+    const sorted = [...lateness].sort((a, b) => a - b);
+    const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!.toFixed(1);
+    t.diagnostic(`timers fired: ${sorted.length}; lateness ms min ${q(0)}, median ${q(0.5)}, p95 ${q(0.95)}, max ${q(1)} (tolerance ${TOLERANCE_MS})`);
+    assert.ok(sorted.length > 0);
+  });
+});
