@@ -77,12 +77,17 @@ const GREP = process.env.CONFORMANCE_GREP;
 
 /** One message the application sends to fill the socket (R9/R10): far more than the socket takes at once (16 KiB). */
 const BIG = Buffer.alloc(256 << 10, 0x61);
-/** The send queue: overflow after 8 queued messages (R9, R11). */
-const SEND_QUEUE = { maxMessages: 8, maxBytes: 64 << 20 };
+/** The send queue: overflow after 16 queued messages (R9, R11). */
+const SEND_QUEUE = { maxMessages: 16, maxBytes: 64 << 20 };
 /** A block that lasts this long means the paused peer's kernel buffers are full. */
 const BLOCK_LASTS_MS = 15;
-/** Messages queued after the block, so write.progress can be seen without the queue running dry. */
-const QUEUED_AFTER_BLOCK = 3;
+/**
+ * Queued after the block: 8 MiB, so that neither write.progress steps nor
+ * the kernel taking more later (its buffers grow after a block that looked
+ * full, measured under load) empty the queue and end the block on their own.
+ */
+const QUEUED_AFTER_BLOCK = 8;
+const QUEUED = Buffer.alloc(1 << 20, 0x62);
 /** R21: the sampled flood rate; the peer sends FLOOD messages at once. */
 const RATE = 20;
 const FLOOD = 3 * RATE;
@@ -191,6 +196,7 @@ class ServerRun {
   closure: Closure | null = null;
   /** Per delayed event type: when its timer was last armed. */
   readonly armedAt = new Map<string, number>();
+  private receivedAt: { event: unknown; at: number } | null = null;
   pauseOnProgress = false;
   /** The peer was not reading when our close frame went out: it may be lost when the server gives up. */
   pausedAtClosing = false;
@@ -217,8 +223,13 @@ class ServerRun {
   }
 
   onInspect(e: InspectionEvent): void {
+    // Times are taken when the machine receives an event (before the step arms or fires anything).
+    if (e.type === '@xstate.event') {
+      this.receivedAt = { event: e.event, at: performance.now() };
+      return;
+    }
     if (e.type !== '@xstate.snapshot') return;
-    const at = performance.now();
+    const at = this.receivedAt?.event === e.event ? this.receivedAt.at : performance.now();
     const snapshot = e.snapshot as ConnectionSnapshot;
     const previous = this.entries.at(-1)?.snapshot;
     const armed = timeouts.has(e.event.type) ? this.armedAt.get(e.event.type) : undefined;
@@ -290,8 +301,8 @@ class ServerRun {
       }
       await new Promise((r) => setTimeout(r, 1));
     } while (performance.now() - blockedSince < BLOCK_LASTS_MS);
-    for (let i = 0; i < QUEUED_AFTER_BLOCK; i++) assert.ok(this.connection.send(BIG), 'queued while blocked');
-    fills.push({ ms: performance.now() - t0, bytes: (sent + QUEUED_AFTER_BLOCK) * BIG.length });
+    for (let i = 0; i < QUEUED_AFTER_BLOCK; i++) assert.ok(this.connection.send(QUEUED), 'queued while blocked');
+    fills.push({ ms: performance.now() - t0, bytes: sent * BIG.length + QUEUED_AFTER_BLOCK * QUEUED.length });
   }
 
   async dispose(): Promise<void> {
