@@ -61,10 +61,11 @@ import { startSupervisor, type TestServer } from '../helpers/server.ts';
  * would overtake the write deadline). Flushing what a blocked peer left
  * (~13 MiB) must fit in closeTimeout when the peer answers a close, and so
  * must a step the model ignores in closing (the server reads what the peer
- * sent). Measured with 8 paths at once: 200/300/450/1200 ms failed 8 of 334
- * paths on those margins; these did not.
+ * sent). Measured with 8 paths at once and a load average of 15 from other
+ * work: 200/300/450/1200 and 300/400/600/1500 ms failed 8 and 38 of 334
+ * paths on those margins (fills over 400 ms).
  */
-const timing: ConnectionTiming = { pingInterval: 1500, pongTimeout: 400, writeTimeout: 600, closeTimeout: 300 };
+const timing: ConnectionTiming = { pingInterval: 2500, pongTimeout: 800, writeTimeout: 1100, closeTimeout: 500 };
 /** Paths run at once. */
 const CONCURRENCY = Number(process.env.CONFORMANCE_CONCURRENCY ?? 4);
 const FULL = process.env.CONFORMANCE === 'full';
@@ -570,8 +571,7 @@ async function finish(run: ServerRun, path: ConnectionPath): Promise<void> {
   assert.equal(run.ts.supervisor.size, 0, 'R3: the connection count is back to 0');
   // The peer reads what is left, up to the TCP close.
   run.peer.resume();
-  await Promise.race([run.peer.closed, new Promise((r) => setTimeout(r, 2000))]);
-  assert.ok(!run.peer.isOpen || run.peer.closedAt !== null || run.peer.ended, 'the peer saw the TCP connection end');
+  await run.peer.waitFor(() => run.peer.ended || run.peer.closedAt !== null, 10_000, 'the peer to see the TCP connection end (FIN or reset), reading what was left');
   const frames = run.peer.closeFrames.map((f) => f.code);
   if (done) {
     // A close frame may be lost when the peer was not reading and the server gave up
@@ -605,8 +605,12 @@ const obstacles = allPaths.map(({ path }) => firstObstacle(path));
 const runnable = allPaths.filter((_, i) => obstacles[i] === null);
 
 /** The transitions a path takes in the model. */
+const transitionsMemo = new WeakMap<ConnectionPath, Set<string>>();
 function transitionsOf(path: ConnectionPath): Set<string> {
+  const memo = transitionsMemo.get(path);
+  if (memo) return memo;
   const keys = new Set<string>();
+  transitionsMemo.set(path, keys);
   for (let i = 1; i < path.steps.length; i++) {
     for (const t of connectionMachine.getTransitionData(path.steps[i - 1]!.state as never, path.steps[i]!.event as never)) keys.add(transitionKey(t));
   }
@@ -691,15 +695,15 @@ describe(`connection machine paths on a real socket (${FULL ? 'full' : 'sampled'
   });
 
   test('every selected path ran, and the timers kept time', (t) => {
-    assert.equal(started, selected.length);
-    assert.equal(ran.length, selected.length);
     const sorted = [...lateness].sort((a, b) => a - b);
-    const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!.toFixed(1);
+    const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]?.toFixed(1);
     t.diagnostic(`timers fired: ${sorted.length}; lateness ms min ${q(0)}, median ${q(0.5)}, p95 ${q(0.95)}, max ${q(1)} (not checked: load); each fired between control timers of its delay ± ${BRACKET_MS} ms`);
-    assert.ok(sorted.length > 0);
     if (fills.length > 0) {
       const ms = fills.map((f) => f.ms).sort((a, b) => a - b);
       t.diagnostic(`fills: ${fills.length}; ms median ${ms[ms.length >> 1]!.toFixed(0)}, max ${ms.at(-1)!.toFixed(0)}; MiB sent max ${(Math.max(...fills.map((f) => f.bytes)) / 2 ** 20).toFixed(1)}`);
     }
+    assert.equal(started, selected.length);
+    assert.equal(ran.length, selected.length);
+    assert.ok(sorted.length > 0);
   });
 });

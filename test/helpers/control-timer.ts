@@ -5,7 +5,9 @@
  * `delay + BRACKET_MS`. All three are Node timers armed at the same loop
  * time, and Node runs expired timers in order of expiry, so a machine timer
  * with the right delay fires after the first control and before the second
- * — however late the loaded machine runs them all. Wall-clock bounds cannot
+ * — however late the loaded machine runs them all. (The bracket widens by
+ * the duration of the step that armed the timer: microseconds, milliseconds
+ * when the process is preempted in it.) Wall-clock bounds cannot
  * tell a wrong delay from a busy machine (measured here, load average 15 on 2
  * cores: timers 450 ms late, and 20 ms between two timers of one expiry, the
  * process preempted between them); the order can.
@@ -35,18 +37,31 @@ export interface Control {
   late: ControlFiring;
 }
 
-function control(delay: number): ControlFiring {
-  const c: ControlFiring = { delay, seq: null, timer: setTimeout(() => (c.seq = nextSequence()), Math.max(0, delay)) };
+function control(delay: number, after: number): ControlFiring {
+  const c: ControlFiring = { delay, seq: null, timer: setTimeout(() => (c.seq = nextSequence()), Math.max(0, after)) };
   return c;
 }
 
 export class ControlTimers {
   private readonly armed = new Map<string, Control>();
 
-  /** The machine (re)armed the timer `key`, which should be of `delay` ms. */
+  /**
+   * The machine (re)armed the timer `key`, which should be of `delay` ms, in
+   * the step of the event it received at `armedAt` (performance.now()); this
+   * is called at the end of that step. Node stamps a timer with the time it is
+   * armed, somewhere in that step, and a loaded process may be preempted in
+   * it: the early control counts from the start of the step, the late one from
+   * its end, so both bracket a correct timer whatever the preemption.
+   */
   arm(key: string, delay: number, armedAt: number): void {
     this.cancel(this.armed.get(key));
-    this.armed.set(key, { armedAt, delay, early: control(delay - BRACKET_MS), late: control(delay + BRACKET_MS) });
+    const stepTook = performance.now() - armedAt;
+    this.armed.set(key, {
+      armedAt,
+      delay,
+      early: control(delay - BRACKET_MS, Math.floor(delay - BRACKET_MS - stepTook)),
+      late: control(delay + BRACKET_MS, Math.ceil(delay + BRACKET_MS)),
+    });
   }
 
   /** The machine's timer `key` fired: its controls (they keep running until they fire). */
