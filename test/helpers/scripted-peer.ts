@@ -302,8 +302,9 @@ export class ScriptedServerConnection {
     return this.frames.control.filter((f) => f.opcode === Opcode.CLOSE).map(closeOf);
   }
 
-  get pings(): number {
-    return this.frames.control.filter((f) => f.opcode === Opcode.PING).length;
+  /** Ping payloads the client sent, in order. */
+  get pings(): Buffer[] {
+    return this.frames.control.filter((f) => f.opcode === Opcode.PING).map((f) => f.payload);
   }
 
   private write(opcode: number, payload: Buffer): void {
@@ -412,10 +413,10 @@ export class ScriptedServer {
         const conn = new ScriptedServerConnection(socket);
         this.connections.push(conn);
         socket.on('data', (chunk: Buffer) => {
-          const pingsBefore = conn.pings;
+          const pingsBefore = conn.pings.length;
           conn.push(chunk);
-          // A live server answers pings (the client's heartbeat, R4/R7).
-          for (let i = pingsBefore; i < conn.pings; i++) socket.write(encodeFrame({ opcode: Opcode.PONG, mask: false }));
+          // A live server answers pings, echoing their payload (the client's heartbeat, R4/R7).
+          for (const payload of conn.pings.slice(pingsBefore)) socket.write(encodeFrame({ opcode: Opcode.PONG, payload, mask: false }));
           this.wake();
         });
         const rest = buf.subarray(end + 4);
