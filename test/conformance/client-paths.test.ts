@@ -74,20 +74,28 @@ const GREP = process.env.CONFORMANCE_GREP;
 const NOT_PRODUCIBLE = {
   dropWhileClosing:
     'the connection ended by a network drop after a deliberate close: the model samples NETWORK_DROP (remote, 1006), but the real connection machine is in `closing` then and records our close (local, its code) with receivedCode 1006 — a different closure, so the step cannot be produced as sampled',
+  secondClose:
+    'a second close with another code or reason while the first close handshake runs: the client machine records the second request and forwards it, but the connection child is already closing and ignores it, so the connection ends with the first code, not with the model\'s sample (the peer answering the latest request)',
 } as const;
 type Reason = keyof typeof NOT_PRODUCIBLE;
 
-function notProducible(before: ClientSnapshot, event: EventObject): Reason | null {
-  if (event.type === CONNECTION_DONE && before.context.closeRequest !== null && (event as unknown as ConnectionDone).output === NETWORK_DROP) {
-    return 'dropWhileClosing';
-  }
+/** `firstClose`: the close request that started the handshake of the current connection, if any. */
+function notProducible(before: ClientSnapshot, event: EventObject, firstClose: unknown): Reason | null {
+  if (event.type !== CONNECTION_DONE || before.context.closeRequest === null) return null;
+  if ((event as unknown as ConnectionDone).output === NETWORK_DROP) return 'dropWhileClosing';
+  if (JSON.stringify(firstClose) !== JSON.stringify(before.context.closeRequest)) return 'secondClose';
   return null;
 }
 
 function firstObstacle(path: ClientPath): Reason | null {
+  let firstClose: unknown = null;
   for (let i = 1; i < path.steps.length; i++) {
-    const reason = notProducible(path.steps[i - 1]!.state, path.steps[i]!.event);
+    const before = path.steps[i - 1]!.state;
+    const reason = notProducible(before, path.steps[i]!.event, firstClose);
     if (reason) return reason;
+    const after = path.steps[i]!.state;
+    if (after.value !== 'connected') firstClose = null;
+    else if (firstClose === null && after.context.closeRequest !== null) firstClose = after.context.closeRequest;
   }
   return null;
 }
