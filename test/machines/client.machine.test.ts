@@ -36,13 +36,12 @@ import {
   type InspectionEvent,
   type SnapshotFrom,
 } from 'xstate';
-import { TestModel, getAdjacencyMap, type TestParam, type TestPath } from 'xstate/graph';
+import type { TestParam, TestPath } from 'xstate/graph';
 import {
   clientMachine,
   type ClientEvent,
   type ClientInput,
   type ClientOutput,
-  type ClientTiming,
   type DialerInput,
 } from '../../machines/client.machine.ts';
 import type { ConnectionCommand, ConnectionInput, ConnectionMachine } from '../../machines/connection.machine.ts';
@@ -52,12 +51,27 @@ import {
   TimerTableClock,
   allStateNodes,
   allTransitionKeys,
-  delayedEventTypes,
   missing,
   recordTransitions,
-  stateIdMatcher,
   pathTitle,
 } from '../helpers/model-coverage.ts';
+import {
+  CLIENT_ID,
+  CONNECTION_DONE,
+  NETWORK_DROP,
+  SERVER_RESTART,
+  answered,
+  backoff,
+  edgePaths,
+  failedAttempt,
+  generationError,
+  label,
+  simplePaths,
+  timeouts,
+  timing,
+  type ConnectionDone,
+  type DelayName,
+} from '../helpers/client-model.ts';
 
 // ---------------------------------------------------------------------------
 // The machine's shape, pinned
@@ -87,17 +101,8 @@ const CLIENT_MACHINE_TRANSITIONS: readonly string[] = [
 ];
 
 // ---------------------------------------------------------------------------
-// Timing, backoff and samples
+// Timing, backoff and samples: test/helpers/client-model.ts (shared with the conformance test)
 
-/** Distinct values, so an armed timer tells which delay it belongs to. */
-const timing: ClientTiming = { pingInterval: 1000, pongTimeout: 500, writeTimeout: 700, closeTimeout: 300, connectTimeout: 2000 };
-/**
- * maxAttempts 3 (three consecutive failed attempts, two waits) makes `canRetry`
- * false reachable and bounds the attempt count, so the state space is finite
- * and small: 230 shortest paths to every transition, 714 simple paths.
- * Ceilings 100, then 150 (200 capped): the cap is reached inside the model too.
- */
-const backoff: BackoffOptions = { initialDelay: 100, maxDelay: 150, multiplier: 2, maxAttempts: 3, stableAfter: 5000 };
 /**
  * Jitter of the SUT, cycled: each wait must draw a fresh number (the model,
  * which calls `random` while generating paths, gets a constant instead).
@@ -106,49 +111,6 @@ const backoff: BackoffOptions = { initialDelay: 100, maxDelay: 150, multiplier: 
 const JITTER = [0.5, 0.25, 1 - 2 ** -20];
 /** In model runs each outside event arrives this long after the previous step. */
 const EVENT_GAP_MS = 10;
-const CLIENT_ID = 'client-1';
-
-type DelayName = 'connectTimeout' | 'backoff' | 'stableAfter';
-const timeouts = new Map<string, DelayName>(
-  [...delayedEventTypes(clientMachine)].map(([type, delay]) => {
-    if (delay !== 'connectTimeout' && delay !== 'backoff' && delay !== 'stableAfter') throw new Error(`${type}: unknown delay ${delay}`);
-    return [type, delay];
-  }),
-);
-const STABLE_AFTER_EVENT = [...timeouts].find(([, d]) => d === 'stableAfter')![0];
-const CONNECTION_DONE = 'xstate.done.actor.connection';
-
-/** How a failed attempt is recorded (R17 fields): the network's 1006, the failure as the reason. */
-function failedAttempt(reason: string): Closure {
-  return { code: 1006, reason, initiator: 'remote', cause: 'socket-error', expected: false, receivedCode: null };
-}
-const SERVER_RESTART: Closure = { code: 1001, reason: 'server restart', initiator: 'remote', cause: 'peer', expected: true, receivedCode: 1001 };
-const NETWORK_DROP: Closure = { code: 1006, reason: '', initiator: 'remote', cause: 'socket-error', expected: false, receivedCode: 1006 };
-/** The connection machine's closure when the peer answers our close frame. */
-function answered(request: { code: number; reason: string }): Closure {
-  const expected = request.code === 1000 || request.code === 1001;
-  return { code: request.code, reason: request.reason, initiator: 'local', cause: 'normal', expected, receivedCode: request.code };
-}
-
-const dialSamples: ClientEvent[] = [
-  // The io is a placeholder for the model; executors hand the SUT a fresh FakeSocket.
-  { type: 'dial.ready', io: 'socket' },
-  { type: 'dial.failed', message: 'connect ECONNREFUSED 127.0.0.1:9' },
-];
-const closeSamples: ClientEvent[] = [
-  { type: 'close' },
-  { type: 'close', code: 4000, reason: 'user logged out' },
-];
-interface ConnectionDone {
-  type: typeof CONNECTION_DONE;
-  output: Closure;
-  actorId: 'connection';
-}
-/** How a connection may end: the peer or the network ends it, or the peer answers our close. */
-function doneSamples(closeRequest: { code: number; reason: string } | null): ConnectionDone[] {
-  const endings = closeRequest === null ? [SERVER_RESTART, NETWORK_DROP] : [answered(closeRequest), NETWORK_DROP];
-  return endings.map((output) => ({ type: CONNECTION_DONE, output, actorId: 'connection' }));
-}
 
 // ---------------------------------------------------------------------------
 // The fakes and the system under test
@@ -583,82 +545,6 @@ const executors: Record<string, Executor> = {
   ...Object.fromEntries([...timeouts].map(([type, delay]): [string, Executor] => [type, (run) => run.fire(delay)])),
 };
 
-const modelInput: ClientInput = { id: CLIENT_ID, timing, backoff, random: () => 0.5, transport: null };
-
-/** Every event the model may take in `snapshot`. */
-function modelEvents(snapshot: Snapshot): ClientEvent[] {
-  if (snapshot.status !== 'active') return [];
-  const timers = __unsafe_getAllOwnEventDescriptors(snapshot)
-    .filter((type) => timeouts.has(type))
-    // stableAfter is a targetless transition: its timer is not re-armed once it
-    // fired, but the model would offer it again. Offered while attempt > 0 only:
-    // once it fired attempt is 0 and stays 0 until the connection ends, and
-    // on a connection that starts at 0 it would change nothing.
-    .filter((type) => type !== STABLE_AFTER_EVENT || snapshot.context.attempt > 0)
-    .map((type) => ({ type }) as unknown as ClientEvent);
-  return [
-    // The dialer only lives (and reports) while connecting; the connection child while connected.
-    ...(snapshot.value === 'connecting' ? dialSamples : []),
-    ...(snapshot.value === 'connected' ? (doneSamples(snapshot.context.closeRequest) as unknown as ClientEvent[]) : []),
-    ...closeSamples,
-    ...timers,
-  ];
-}
-
-const model = new TestModel(clientMachine, {
-  input: modelInput,
-  events: modelEvents,
-  stateMatcher: stateIdMatcher(clientMachine),
-});
-
-/** A model vertex: io (an opaque handle), random and the constant input are left out. */
-const vertex = (s: Snapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.attempt, s.context.delayMs, s.context.closeRequest, s.context.lastClosure, s.context.gaveUp]);
-/**
- * The coarser vertex of the simple paths: lastClosure (a function of the last
- * step) left out; with it the simple paths number 17,058 instead of ~700.
- */
-const simpleVertex = (s: Snapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.attempt, s.context.closeRequest, s.context.gaveUp]);
-
-/**
- * Guards against a machine change that makes the model's state space infinite
- * (e.g. an attempt count that grows without bound) or too big to enumerate
- * simple paths in (their number grows exponentially with the vertices): path
- * generation would then run forever at import time. Now: ~300 traversal steps,
- * 21 simple-path vertices. Exceeded, the file fails at once, saying which.
- */
-const TRAVERSAL_LIMIT = 5_000;
-const MAX_SIMPLE_PATH_VERTICES = 30;
-let generationError: string | null = null;
-let edgePaths: Array<TestPath<Snapshot, ClientEvent>> = [];
-let simplePaths: Array<TestPath<Snapshot, ClientEvent>> = [];
-try {
-  /** Shortest paths to every *transition*: the vertex includes the step that led to it. */
-  edgePaths = model.getShortestPaths({
-    serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
-    limit: TRAVERSAL_LIMIT,
-  });
-  const vertices = Object.keys(
-    getAdjacencyMap(clientMachine, { input: modelInput, events: modelEvents, serializeState: simpleVertex, limit: TRAVERSAL_LIMIT }),
-  ).length;
-  if (vertices > MAX_SIMPLE_PATH_VERTICES) {
-    throw new Error(`the model has ${vertices} simple-path vertices (at most ${MAX_SIMPLE_PATH_VERTICES} expected): too many to enumerate simple paths`);
-  }
-  /** Every cycle-free route to every state: longer histories (retries, resets, repeated closes) for the oracle. */
-  simplePaths = model.getSimplePaths({ serializeState: simpleVertex, limit: TRAVERSAL_LIMIT });
-} catch (error) {
-  generationError = error instanceof Error ? error.message : String(error);
-}
-
-function label(e: EventObject): string {
-  const delay = timeouts.get(e.type);
-  if (delay) return `⏰${delay}`;
-  if (e.type === CONNECTION_DONE) return `connection ended(${(e as unknown as ConnectionDone).output.code})`;
-  const c = e as ClientEvent;
-  if (c.type === 'close') return `close(${c.code ?? ''})`;
-  return c.type;
-}
 
 const taken = new Set<string>();
 const generatedTypes = new Set<string>();
