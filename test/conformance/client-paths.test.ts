@@ -73,7 +73,7 @@ const GREP = process.env.CONFORMANCE_GREP;
 
 const NOT_PRODUCIBLE = {
   dropWhileClosing:
-    'the connection ended by a network drop after a deliberate close: the model samples NETWORK_DROP (remote, 1006), but the real connection machine is in `closing` then and records our close (local, its code) with receivedCode 1006 — a different closure, so the step cannot be produced as sampled',
+    'the connection ended by a network drop after a deliberate close: the model samples NETWORK_DROP (remote, 1006), but the real connection machine is in `closing` then and records our close (local, its code) with receivedCode null: a 1006 while closing is no answer (R17) — a different closure, so the step cannot be produced as sampled',
   secondClose:
     'a second close with another code or reason while the first close handshake runs: the client machine records the second request and forwards it, but the connection child is already closing and ignores it, so the connection ends with the first code, not with the model\'s sample (the peer answering the latest request)',
 } as const;

@@ -137,7 +137,7 @@ const NOT_PRODUCIBLE = {
     'write.progress / write.drained / write.overflow while flowing, write.blocked while blocked: the writer reports progress and drain only while blocked, queues (so overflows) only while blocked, and reports a block once',
   writerClosing:
     'writer events in closing or peerClosing: the send queue refuses messages once closing (and once the peer\'s close frame is in), so the application can neither block nor overflow it, and what the close flush does is not the peer\'s choice',
-  pingStuck: 'socket.pong while the ping is stuck behind blocked data: the peer cannot answer a ping it has not read',
+  pingStuck: 'socket.pong (in pinging or suspect) while the ping is stuck behind blocked data: the peer cannot answer a ping it has not read',
   closeFrameFirst:
     'socket.closed(1000) in open: the reader reports the peer\'s close frame as it arrives (socket.closing, R16), before TCP closes; the real order is the model\'s open → socket.closing → socket.closed',
   afterError:
@@ -152,6 +152,8 @@ function notProducible(before: ConnectionSnapshot, event: EventObject, wire: Wir
   if (before.matches('connecting')) return type === 'socket.open' ? null : 'connecting';
   if (type === 'socket.open') return 'openOnce';
   const suspect = before.matches({ open: { heartbeat: 'suspect' } });
+  // A ping that went out while the peer was not reading is behind the blocked data: the peer has not seen it.
+  if (type === 'socket.pong' && wire.pingStuck && (suspect || before.matches({ open: { heartbeat: 'pinging' } }))) return 'pingStuck';
   if (suspect) return ['socket.pong', 'socket.activity', 'socket.silent'].includes(type) ? null : 'suspect';
   if (type === 'socket.silent') return 'silent';
   if (type === 'close' && (event as Extract<ConnectionEvent, { type: 'close' }>).code === 1006) return 'unsendable';
@@ -162,7 +164,6 @@ function notProducible(before: ConnectionSnapshot, event: EventObject, wire: Wir
     const blocked = before.matches({ open: { write: 'blocked' } });
     if ((type === 'write.blocked') === blocked) return 'writerIdle';
   }
-  if (type === 'socket.pong' && wire.pingStuck && before.matches({ open: { heartbeat: 'pinging' } })) return 'pingStuck';
   if (type === 'socket.closed' && (event as Extract<ConnectionEvent, { type: 'socket.closed' }>).code !== 1006 && wire.afterProtocolError) {
     return 'afterError';
   }

@@ -14,9 +14,14 @@
  * runs the machine) and on the server's MachineRunner (src/server/runner.ts), which
  * computes the same transitions with `transition()` but shares snapshots and
  * remembers steps across connections (so its runs here share one input, as a
- * supervisor's connections do). Afterwards the runs must have taken every
- * transition of the definition, had an executor for every generated event type
- * and checked every state node. TestModel checks none of this itself: it skips
+ * supervisor's connections do). The paths (test/helpers/connection-model.ts,
+ * shared with test/conformance/server-paths.test.ts) come from two models:
+ * the heartbeat on, every armed timer firing in either order, each path run
+ * under the first of HEARTBEAT_TIMINGS that produces its order; and the
+ * heartbeat off (pingInterval 0, R7). Afterwards the machine must have
+ * exactly the pinned states and transitions, the runs must have taken every
+ * pinned transition, had an executor for every generated event type and
+ * checked every state node. TestModel checks none of this itself: it skips
  * an event type without an executor, and a state without a check, silently.
  */
 import { beforeEach, describe, test } from 'node:test';
@@ -28,7 +33,7 @@ import {
   type EventObject,
   type SnapshotFrom,
 } from 'xstate';
-import type { TestParam, TestPath } from 'xstate/graph';
+import type { TestParam } from 'xstate/graph';
 import {
   connectionMachine,
   PAYLOAD_FREE_EVENTS,
