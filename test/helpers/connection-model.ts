@@ -192,15 +192,78 @@ export function realises(path: ConnectionPath, t: ConnectionTiming, gap: Gap): b
   }
 }
 
+/** The first of `candidates` under which `path` runs as generated with events `gap` apart (null when none does). */
+export function timingFor(path: ConnectionPath, candidates: readonly ConnectionTiming[], gap: Gap): ConnectionTiming | null {
+  return candidates.find((t) => realises(path, t, gap)) ?? null;
+}
+
+/** A time as a constant plus the durations of some steps (each step's between its bounds). */
+interface Form {
+  c: number;
+  steps: ReadonlySet<number>;
+}
+
 /**
- * The first of `candidates` under which `path` runs as generated for every
- * gap function in `gaps` (null when none does). Each constraint on the order
- * of timers is a sum of step durations against a constant, monotone in every
- * duration, so a path realised with every step at its shortest and at its
- * longest is realised for any durations in between.
+ * Whether `path` runs as generated under `t` for EVERY duration of each event
+ * step between `gap.min(e)` and `gap.max(e)`, ms. Every time on the path is a
+ * constant plus a sum of step durations (an event: the previous step's time
+ * plus its duration; a timer: when it was armed plus its delay), so each
+ * ordering constraint (an event arrives before every armed timer is due; a
+ * fired timer is due before every other) is affine in the durations, and its
+ * worst case is computed exactly: the difference of two such sums, with each
+ * duration at whichever bound hurts. Which timers are armed at each step is
+ * read from a replay on the machine with every step at its shortest.
  */
-export function timingFor(path: ConnectionPath, candidates: readonly ConnectionTiming[], gaps: readonly Gap[]): ConnectionTiming | null {
-  return candidates.find((t) => gaps.every((gap) => realises(path, t, gap))) ?? null;
+export function realisesForAny(path: ConnectionPath, t: ConnectionTiming, gap: { min: Gap; max: Gap }): boolean {
+  const clock = new TimerTableClock();
+  const delays = delaysOf(t);
+  const actor = createActor(connectionMachine, { input: inputWith(null, t), clock });
+  const lo: number[] = [];
+  const hi: number[] = [];
+  /** The worst case (largest value) of a − b. */
+  const worst = (a: Form, b: Form): number => {
+    let v = a.c - b.c;
+    for (const i of a.steps) if (!b.steps.has(i)) v += hi[i]!;
+    for (const i of b.steps) if (!a.steps.has(i)) v -= lo[i]!;
+    return v;
+  };
+  const armedAt = new Map<number, Form>();
+  const due = (id: number, timeout: number): Form => {
+    const a = armedAt.get(id)!;
+    return { c: a.c + timeout, steps: a.steps };
+  };
+  let now: Form = { c: 0, steps: new Set() };
+  const noteArmed = (): void => {
+    for (const p of clock.pending()) if (!armedAt.has(p.id)) armedAt.set(p.id, now);
+  };
+  try {
+    for (const [i, step] of path.steps.entries()) {
+      const event: EventObject = step.event;
+      const delay = timeouts.get(event.type);
+      if (event.type === 'xstate.init') actor.start();
+      else if (delay !== undefined) {
+        const timer = clock.pending().find((p) => p.timeout === delays[delay]);
+        if (!timer) return false;
+        const mine = due(timer.id, timer.timeout);
+        for (const other of clock.pending()) if (other !== timer && worst(mine, due(other.id, other.timeout)) >= 0) return false;
+        clock.fireTimer(delays[delay]);
+        now = mine;
+      } else {
+        lo[i] = gap.min(event);
+        hi[i] = gap.max(event);
+        now = { c: now.c, steps: new Set([...now.steps, i]) };
+        for (const other of clock.pending()) if (worst(now, due(other.id, other.timeout)) >= 0) return false;
+        clock.advanceQuietly(lo[i]!);
+        actor.send(event as ConnectionEvent);
+      }
+      noteArmed();
+    }
+    return true;
+  } catch {
+    return false;
+  } finally {
+    actor.stop();
+  }
 }
 
 /** A step's event as a path title shows it: `⏰delay`, `type(code)`. */

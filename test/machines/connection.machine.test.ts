@@ -615,7 +615,7 @@ const modelGap = (): number => EVENT_GAP_MS;
  */
 function plan(paths: ConnectionPath[], candidates: readonly ConnectionTiming[], unrealised: string[]): Planned[] {
   return paths.flatMap((path, i) => {
-    const t = timingFor(path, candidates, [modelGap]);
+    const t = timingFor(path, candidates, modelGap);
     if (t === null) unrealised.push(pathTitle(i, path, label));
     return t === null ? [] : [{ path, timing: t }];
   });
