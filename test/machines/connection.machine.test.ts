@@ -14,22 +14,26 @@
  * runs the machine) and on the server's MachineRunner (src/server/runner.ts), which
  * computes the same transitions with `transition()` but shares snapshots and
  * remembers steps across connections (so its runs here share one input, as a
- * supervisor's connections do). Afterwards the runs must have taken every
- * transition of the definition, had an executor for every generated event type
- * and checked every state node. TestModel checks none of this itself: it skips
+ * supervisor's connections do). The paths (test/helpers/connection-model.ts,
+ * shared with test/conformance/server-paths.test.ts) come from two models:
+ * the heartbeat on, every armed timer firing in either order, each path run
+ * under the first of HEARTBEAT_TIMINGS that produces its order; and the
+ * heartbeat off (pingInterval 0, R7). Afterwards the machine must have
+ * exactly the pinned states and transitions, the runs must have taken every
+ * pinned transition, had an executor for every generated event type and
+ * checked every state node. TestModel checks none of this itself: it skips
  * an event type without an executor, and a state without a check, silently.
  */
 import { beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  __unsafe_getAllOwnEventDescriptors,
   createActor,
   fromCallback,
   transition,
   type EventObject,
   type SnapshotFrom,
 } from 'xstate';
-import { TestModel, type TestParam, type TestPath } from 'xstate/graph';
+import type { TestParam } from 'xstate/graph';
 import {
   connectionMachine,
   PAYLOAD_FREE_EVENTS,
@@ -48,72 +52,100 @@ import {
   TimerTableClock,
   allStateNodes,
   allTransitionKeys,
-  delayedEventTypes,
   missing,
   recordTransitions,
-  stateIdMatcher,
   pathTitle,
 } from '../helpers/model-coverage.ts';
+import {
+  HEARTBEAT_OFF,
+  HEARTBEAT_TIMINGS,
+  delaysOf,
+  fireDueNow,
+  inputWith,
+  label,
+  offPaths,
+  onPaths,
+  samples,
+  timeouts,
+  timingFor,
+  vertex,
+  type ConnectionPath,
+  type DelayName,
+} from '../helpers/connection-model.ts';
 import { MachineRunner, type HostedActor } from '../../src/server/runner.ts';
 
 // ---------------------------------------------------------------------------
-// Timing and event samples
+// The machine's shape, pinned; timings (the model, its samples and timings: test/helpers/connection-model.ts)
 
 /**
- * Distinct values, so an armed timer tells which delay it belongs to
- * (closeTimeout above STALLED_CLOSE_GRACE_MS, so that the stalled-close grace
- * is the constant and not closeTimeout).
+ * The machine's shape, pinned: every state node and every transition (`on`,
+ * `after`, each guarded branch), as test/helpers/model-coverage.ts names them.
+ * The coverage tests hold the machine to these lists and the executed paths
+ * to every transition in them, so a transition dropped from the machine fails
+ * here instead of quietly shrinking the target. Changing the machine means
+ * changing these lists, on purpose.
  */
-const timing: ConnectionTiming = { pingInterval: 1500, pongTimeout: 500, writeTimeout: 700, closeTimeout: 1200 };
-/** Every named delay of the machine and its duration under `timing`. */
-const delays = { ...timing, stalledCloseTimeout: Math.min(timing.closeTimeout, STALLED_CLOSE_GRACE_MS) };
-type DelayName = keyof typeof delays;
+const CONNECTION_MACHINE_STATES: readonly string[] = [
+  '#connection',
+  '#connection.connecting',
+  '#connection.open',
+  '#connection.open.heartbeat',
+  '#connection.open.heartbeat.idle',
+  '#connection.open.heartbeat.pinging',
+  '#connection.open.heartbeat.suspect',
+  '#connection.open.write',
+  '#connection.open.write.flowing',
+  '#connection.open.write.blocked',
+  '#connection.closing',
+  '#connection.closing.handshake',
+  '#connection.closing.stalled',
+  '#connection.peerClosing',
+  '#connection.closed',
+];
+const CONNECTION_MACHINE_TRANSITIONS: readonly string[] = [
+  'connection.connecting: socket.open → connection.open',
+  'connection.connecting: socket.closed → connection.closed',
+  'connection.connecting: close → connection.closed',
+  'connection.connecting: terminate → connection.closed',
+  'connection.open: socket.closed → connection.closed',
+  'connection.open: socket.closing → connection.peerClosing',
+  'connection.open: socket.error → connection.closing',
+  'connection.open: close[0] if isSendableCode → connection.closing',
+  'connection.open: close[1] otherwise → connection.closed',
+  'connection.open: terminate → connection.closed',
+  'connection.open: write.overflow → connection.closing.stalled',
+  'connection.open: socket.flood → connection.closing',
+  'connection.open.heartbeat.idle: xstate.after.pingInterval.connection.open.heartbeat.idle if heartbeatEnabled → connection.open.heartbeat.pinging',
+  'connection.open.heartbeat.pinging: socket.pong → connection.open.heartbeat.idle',
+  'connection.open.heartbeat.pinging: socket.activity → connection.open.heartbeat.idle',
+  'connection.open.heartbeat.pinging: xstate.after.pongTimeout.connection.open.heartbeat.pinging → connection.open.heartbeat.suspect',
+  'connection.open.heartbeat.suspect: socket.pong → connection.open.heartbeat.idle',
+  'connection.open.heartbeat.suspect: socket.activity → connection.open.heartbeat.idle',
+  'connection.open.heartbeat.suspect: socket.silent → connection.closed',
+  'connection.open.write.flowing: write.blocked → connection.open.write.blocked',
+  'connection.open.write.blocked: write.progress → connection.open.write.blocked (reenter)',
+  'connection.open.write.blocked: write.drained → connection.open.write.flowing',
+  'connection.open.write.blocked: xstate.after.writeTimeout.connection.open.write.blocked → connection.closing.stalled',
+  'connection.closing: socket.closing → (no target)',
+  'connection.closing: socket.closed → connection.closed',
+  'connection.closing: terminate → connection.closed',
+  'connection.closing.handshake: xstate.after.closeTimeout.connection.closing.handshake → connection.closed',
+  'connection.closing.stalled: xstate.after.stalledCloseTimeout.connection.closing.stalled → connection.closed',
+  'connection.peerClosing: socket.closed → connection.closed',
+  'connection.peerClosing: terminate → connection.closed',
+  'connection.peerClosing: xstate.after.closeTimeout.connection.peerClosing → connection.closed',
+];
+
+/** The focused examples' timing (closeTimeout 1200: the stalled close gets the 1 s grace). */
+const timing: ConnectionTiming = HEARTBEAT_TIMINGS[0]!;
 /**
  * In model runs each event arrives this long after the previous step, so a
  * timer that should restart on an event (R10) visibly does. Small against the
- * differences between the delays, so timers armed together still fire in
- * order of duration (Run.fire and advanceQuietly fail loudly if not).
+ * differences between the delays, so the order in which armed timers fire is
+ * the timing's, not the gaps' (Run.fire and advanceQuietly fail loudly if a
+ * path asks for an order its timing cannot produce).
  */
 const EVENT_GAP_MS = 10;
-
-/**
- * The concrete events the model may send, per type (a type missing here fails
- * to compile). Bounded on purpose: each distinct payload multiplies the state space.
- */
-const samples: { [T in ConnectionEvent['type']]: Array<Extract<ConnectionEvent, { type: T }>> } = {
-  'socket.open': [{ type: 'socket.open' }],
-  'socket.pong': [{ type: 'socket.pong', rttMs: 5 }],
-  'socket.activity': [{ type: 'socket.activity' }],
-  'socket.silent': [{ type: 'socket.silent' }],
-  'socket.closing': [{ type: 'socket.closing', code: 1000, reason: 'bye' }],
-  'socket.closed': [
-    { type: 'socket.closed', code: 1000, reason: 'bye' },
-    { type: 'socket.closed', code: 1006, reason: '' },
-  ],
-  'socket.error': [{ type: 'socket.error', code: 1007, message: 'invalid UTF-8' }],
-  close: [
-    { type: 'close', code: 1000, reason: 'done' },
-    { type: 'close', code: 1001, reason: 'server shutdown' },
-    { type: 'close', code: 4000, reason: 'app-defined' },
-    // Unsendable (RFC 6455 §7.4.1): the guard's second branch drops the connection.
-    { type: 'close', code: 1006, reason: 'drop' },
-  ],
-  terminate: [{ type: 'terminate', reason: 'admin' }],
-  'write.blocked': [{ type: 'write.blocked' }],
-  'write.progress': [{ type: 'write.progress' }],
-  'write.drained': [{ type: 'write.drained' }],
-  'write.overflow': [{ type: 'write.overflow', messages: 1001, bytes: 1_048_576 }],
-  'socket.flood': [{ type: 'socket.flood', rate: 20 }],
-};
-const isConnectionEventType = (type: string): type is ConnectionEvent['type'] => Object.hasOwn(samples, type);
-
-/** `xstate.after.<delay>.<stateId>` → delay name, from the definition itself. */
-const timeouts = new Map<string, DelayName>(
-  [...delayedEventTypes(connectionMachine)].map(([type, delay]) => {
-    if (typeof delay !== 'string' || !Object.hasOwn(delays, delay)) throw new Error(`${type}: unknown delay ${delay}`);
-    return [type, delay as DelayName];
-  }),
-);
 
 // ---------------------------------------------------------------------------
 // The system under test: the real machine with recording fake actors
@@ -158,15 +190,16 @@ const sut = connectionMachine.provide({
   },
 });
 
-function inputWith(io: unknown): ConnectionInput {
-  return { id: 'c1', timing, io };
-}
-
 /** Which host runs the machine: an XState actor (the client) or the server's MachineRunner. */
 type Host = 'actor' | 'runner';
 
-/** One input for every runner run, as one supervisor passes one for all its connections. */
-const runnerInput = inputWith(null);
+/** One input per timing for every runner run, as one supervisor passes one for all its connections. */
+const runnerInputs = new Map<ConnectionTiming, ConnectionInput>();
+const runnerInput = (t: ConnectionTiming): ConnectionInput => {
+  let input = runnerInputs.get(t);
+  if (!input) runnerInputs.set(t, (input = inputWith(null, t)));
+  return input;
+};
 
 /** What a test does with the machine, whichever host runs it. */
 interface Running {
@@ -189,12 +222,10 @@ function hostedFake(actor: ActorName, io: FakeTransport): HostedActor<never> {
   } as HostedActor<never>;
 }
 
-/** One config for every runner run, as a supervisor makes one for all its connections. */
-const runnerConfig = { machine: connectionMachine, input: runnerInput, payloadFree: PAYLOAD_FREE_EVENTS };
-
-function runnerOf(io: FakeTransport, clock: TimerTableClock): Running {
+function runnerOf(io: FakeTransport, clock: TimerTableClock, t: ConnectionTiming): Running {
+  // One config per timing for every runner run, as a supervisor makes one for all its connections.
   const runner = new MachineRunner(
-    { ...runnerConfig, clock },
+    { machine: connectionMachine, input: runnerInput(t), payloadFree: PAYLOAD_FREE_EVENTS, clock },
     {
       actorId: 'connection:c1',
       spawn: (id) => hostedFake(id as ActorName, io),
@@ -217,12 +248,18 @@ class Run {
   readonly clock = new TimerTableClock();
   readonly io = new FakeTransport(this.clock);
   readonly actor: Running;
-  constructor(host: Host = 'actor', takenTransitions?: Set<string>) {
+  readonly delays: Record<DelayName, number>;
+  constructor(
+    host: Host = 'actor',
+    readonly timing: ConnectionTiming = HEARTBEAT_TIMINGS[0]!,
+    takenTransitions?: Set<string>,
+  ) {
+    this.delays = delaysOf(timing);
     this.actor =
       host === 'runner'
-        ? runnerOf(this.io, this.clock)
+        ? runnerOf(this.io, this.clock, timing)
         : createActor(sut, {
-            input: inputWith(this.io),
+            input: inputWith(this.io, timing),
             clock: this.clock,
             ...(takenTransitions && { inspect: recordTransitions(takenTransitions) }),
           });
@@ -233,6 +270,11 @@ class Run {
   send(event: ConnectionEvent): void {
     this.io.record({ kind: 'sent', event });
     this.actor.send(event);
+    this.fireDueNow();
+  }
+  /** R7: with pingInterval 0, the 0 ms timer armed on entering idle fires at once (and its guard keeps the heartbeat off). */
+  fireDueNow(): void {
+    fireDueNow(this.clock, () => this.io.record({ kind: 'timeout', delay: 'pingInterval' }));
   }
   /** Executes a model's event: it arrives EVENT_GAP_MS after the previous step. */
   deliver(event: ConnectionEvent): void {
@@ -241,9 +283,10 @@ class Run {
   }
   /** Executes a model's delayed event: advance the clock until exactly that timer fires. */
   fire(delay: DelayName): void {
-    const deadline = this.clock.nextDeadline(delays[delay]);
+    const deadline = this.clock.nextDeadline(this.delays[delay]);
     this.io.record({ kind: 'timeout', delay }, deadline);
-    this.clock.fireTimer(delays[delay]);
+    this.clock.fireTimer(this.delays[delay]);
+    this.fireDueNow();
   }
   commands(actor: ActorName, timeline: readonly Entry[] = this.io.timeline): Command[] {
     return timeline.flatMap((e) => (e.kind === 'command' && e.actor === actor ? [e.command] : []));
@@ -308,7 +351,7 @@ function sendableCloseCode(code: number | undefined): boolean {
   return (code >= 1000 && code <= 1014 && ![1004, 1005, 1006].includes(code)) || (code >= 3000 && code <= 4999);
 }
 
-function rulesSay(timeline: readonly Entry[]): Expectation {
+function rulesSay(timeline: readonly Entry[], t: ConnectionTiming): Expectation {
   const x: Expectation = {
     phase: 'connecting', closing: 'handshake', peerClosingSince: 0, heartbeat: 'idle', write: 'flowing', heartbeatSince: 0, writeSince: 0,
     pings: 0, closeFrame: null, closure: null,
@@ -346,7 +389,9 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
       const pinging = x.heartbeat === 'pinging';
       const suspect = x.heartbeat === 'suspect';
       const blocked = x.write === 'blocked';
-      if (e.type === 'timeout' && e.delay === 'pingInterval') {
+      if (e.type === 'timeout' && e.delay === 'pingInterval' && t.pingInterval === 0) {
+        // R7: heartbeat off: the interval never starts a ping.
+      } else if (e.type === 'timeout' && e.delay === 'pingInterval') {
         x.heartbeat = 'pinging';
         x.heartbeatSince = h.at;
         x.pings += 1;
@@ -419,7 +464,7 @@ type Check = (run: Run, x: Expectation, model: Snapshot) => void;
 
 const isSent = (type: ConnectionEvent['type']) => (e: Entry) => e.kind === 'sent' && e.event.type === type;
 const isTimeout = (delay: DelayName) => (e: Entry) => e.kind === 'timeout' && e.delay === delay;
-const armed = (run: Run, delay: DelayName) => run.clock.pending().filter((t) => t.timeout === delays[delay]);
+const armed = (run: Run, delay: DelayName) => run.clock.pending().filter((t) => t.timeout === run.delays[delay]);
 
 const checks: Record<string, Check> = {
   '#connection': (run, x, model) => {
@@ -445,6 +490,11 @@ const checks: Record<string, Check> = {
     assert.equal(expects, x.pings, 'R4/R5: the reader is told to expect liveness with each ping');
   },
   '#connection.open.heartbeat.idle': (run, x) => {
+    if (run.timing.pingInterval === 0) {
+      assert.deepEqual(run.clock.pending().filter((t) => t.timeout !== run.timing.writeTimeout), [], 'R7: heartbeat off: no heartbeat timer at all');
+      assert.equal(x.pings, 0, 'R7: heartbeat off: no ping');
+      return;
+    }
     assert.deepEqual(
       armed(run, 'pingInterval').map((t) => t.start),
       [x.heartbeatSince],
@@ -496,13 +546,13 @@ const checks: Record<string, Check> = {
   },
   '#connection.closing.handshake': (run, x) => {
     assert.equal(x.closeFrame?.flush, true, 'R16: a socket that drains gets the queued messages, then the close frame');
-    assert.deepEqual(run.clock.pendingDurations(), [delays.closeTimeout], 'R3/R16: only the close timeout is armed');
+    assert.deepEqual(run.clock.pendingDurations(), [run.delays.closeTimeout], 'R3/R16: only the close timeout is armed');
   },
   '#connection.closing.stalled': (run, x) => {
     assert.equal(x.closeFrame?.flush, false, 'R12: a stalled queue is not flushed (dead letters)');
     assert.deepEqual(
       run.clock.pendingDurations(),
-      [Math.min(timing.closeTimeout, STALLED_CLOSE_GRACE_MS)],
+      [Math.min(run.timing.closeTimeout, STALLED_CLOSE_GRACE_MS)],
       'R10/R11: a socket that does not drain gets the short grace, not the close timeout',
     );
   },
@@ -510,7 +560,7 @@ const checks: Record<string, Check> = {
     assert.deepEqual(run.commands('writer').filter((c) => c.type === 'writer.close'), [], 'R16: the transport echoed the peer; no close frame of ours');
     assert.deepEqual(run.commands('writer', run.since(isSent('socket.closing'))), [], 'no ping after the peer closed');
     assert.deepEqual(armed(run, 'closeTimeout').map((t) => t.start), [x.peerClosingSince], "R16: the close timeout runs from the peer's close frame");
-    assert.deepEqual(run.clock.pendingDurations(), [delays.closeTimeout], 'R3: no heartbeat or write deadline survives');
+    assert.deepEqual(run.clock.pendingDurations(), [run.delays.closeTimeout], 'R3: no heartbeat or write deadline survives');
     assert.equal(run.count('stopped', 'reader') + run.count('stopped', 'writer'), 0, 'the socket is still held, for at most closeTimeout');
   },
   '#connection.closed': (run, x) => {
@@ -550,72 +600,41 @@ const executors: Record<string, Executor> = {
   ),
 };
 
+interface Planned {
+  path: ConnectionPath;
+  timing: ConnectionTiming;
+}
+
+/** Events arrive EVENT_GAP_MS apart in model runs (Run.deliver). */
+const modelGap = (): number => EVENT_GAP_MS;
+
 /**
- * Events from outside take only EVENT_GAP_MS here, so timers armed together
- * fire shortest first: a delayed event is offered only when no other armed
- * timer is shorter. (Run.fire refuses any other order rather than diverge.)
+ * Each path with the first of `candidates` under which it runs as generated
+ * (test/helpers/connection-model.ts: `timingFor`). A path no timing produces
+ * is reported by a test below, not skipped silently.
  */
-function timerCanFireNext(snapshot: Snapshot, event: EventObject): boolean {
-  const delay = timeouts.get(event.type);
-  if (delay === undefined) return true;
-  const others = __unsafe_getAllOwnEventDescriptors(snapshot).flatMap((t) => {
-    const d = timeouts.get(t);
-    return d === undefined ? [] : [delays[d]];
+function plan(paths: ConnectionPath[], candidates: readonly ConnectionTiming[], unrealised: string[]): Planned[] {
+  return paths.flatMap((path, i) => {
+    const t = timingFor(path, candidates, modelGap);
+    if (t === null) unrealised.push(pathTitle(i, path, label));
+    return t === null ? [] : [{ path, timing: t }];
   });
-  return delays[delay] === Math.min(...others);
 }
 
-/** A model vertex: the constant id/timing/io are left out. */
-const vertex = (s: Snapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.closeRequest, s.context.peerClose, s.context.closure]);
-
-const allSamples: ConnectionEvent[] = Object.values(samples).flat();
-
-const model = new TestModel(connectionMachine, {
-  input: inputWith({}),
-  // Every event in every live state, not only the ones the state handles: a
-  // missing transition, or an event that should be ignored and is not, then
-  // shows up as a disagreement with `rulesSay`. (`closed` ignores everything:
-  // its check sends late events itself, R2.) Plus the timers the state has armed.
-  events: (snapshot) =>
-    snapshot.status !== 'active'
-      ? []
-      : [
-          ...allSamples,
-          ...__unsafe_getAllOwnEventDescriptors(snapshot)
-            .filter((type) => timeouts.has(type))
-            // `xstate.after.<delay>.<stateId>` is not a ConnectionEvent, but the machine takes it.
-            .map((type) => ({ type }) as unknown as ConnectionEvent),
-        ],
-  filterEvents: timerCanFireNext,
-  stateMatcher: stateIdMatcher(connectionMachine),
-});
-
-/**
- * Shortest paths to every *transition*: the vertex includes the step that led
- * to it, so each edge of the state graph (self-loops such as write.progress
- * included) ends some shortest path.
- */
-const edgePaths = model.getShortestPaths({
-  serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
-});
-/** Every cycle-free route to every state: longer histories for the oracle. */
-const simplePaths = model.getSimplePaths({ serializeState: vertex });
-
-function label(e: EventObject): string {
-  const delay = timeouts.get(e.type);
-  if (delay) return `⏰${delay}`;
-  const { type, ...rest } = e as ConnectionEvent;
-  const arg = 'code' in rest ? rest.code : 'rttMs' in rest ? rest.rttMs : undefined;
-  return arg === undefined ? type : `${type}(${arg})`;
-}
+const unrealised: string[] = [];
+/** Every generated path with the timing it runs under, by heartbeat and kind of path. */
+const planned = {
+  on: { edge: plan(onPaths.edge, HEARTBEAT_TIMINGS, unrealised), simple: plan(onPaths.simple, HEARTBEAT_TIMINGS, unrealised) },
+  off: { edge: plan(offPaths.edge, [HEARTBEAT_OFF], unrealised), simple: plan(offPaths.simple, [HEARTBEAT_OFF], unrealised) },
+};
+const allPlanned = [...planned.on.edge, ...planned.on.simple, ...planned.off.edge, ...planned.off.simple];
 
 const taken = new Set<string>();
 const generatedTypes = new Set<string>();
 const checkedStates = new Set<string>();
 
-async function execute(path: TestPath<Snapshot, ConnectionEvent>, host: Host): Promise<void> {
-  const run = new Run(host, host === 'actor' ? taken : undefined);
+async function execute({ path, timing: t }: Planned, host: Host): Promise<void> {
+  const run = new Run(host, t, host === 'actor' ? taken : undefined);
   const params: TestParam<Snapshot, ConnectionEvent> = {
     events: Object.fromEntries(
       Object.entries(executors).map(([type, exec]) => [type, (step: { event: EventObject }) => exec(run, step.event)]),
@@ -625,7 +644,7 @@ async function execute(path: TestPath<Snapshot, ConnectionEvent>, host: Host): P
         id,
         (modelSnapshot: Snapshot) => {
           checkedStates.add(id);
-          check(run, rulesSay(run.io.timeline), modelSnapshot);
+          check(run, rulesSay(run.io.timeline, t), modelSnapshot);
         },
       ]),
     ),
@@ -638,38 +657,60 @@ async function execute(path: TestPath<Snapshot, ConnectionEvent>, host: Host): P
   }
 }
 
-function pathName(i: number, path: TestPath<Snapshot, ConnectionEvent>): string {
+function pathName(i: number, path: ConnectionPath): string {
   return pathTitle(i, path, label);
 }
 
 // ---------------------------------------------------------------------------
 // The tests
 
-describe('connection machine, model-based (R1–R5, R8, R10, R11, R15–R17; R2 closed once, R3 cleanup)', () => {
-  test('the timings tell the delays apart, and the model yields paths', () => {
-    assert.equal(new Set(Object.values(delays)).size, Object.keys(delays).length);
-    assert.ok(edgePaths.length > 0 && simplePaths.length > 0);
+describe('connection machine, model-based (R1–R5, R7, R8, R10, R11, R15–R17; R2 closed once, R3 cleanup)', () => {
+  test('the timings tell the delays apart, and the models yield paths', (t) => {
+    for (const timing of HEARTBEAT_TIMINGS) {
+      const d = delaysOf(timing);
+      assert.equal(new Set(Object.values(d)).size, Object.keys(d).length, JSON.stringify(d));
+      assert.ok(timing.closeTimeout > STALLED_CLOSE_GRACE_MS, 'the stalled close gets the grace, not closeTimeout');
+    }
+    // R7: heartbeat off, and closeTimeout under the grace: the stalled close gets closeTimeout (the `min`).
+    const off = delaysOf(HEARTBEAT_OFF);
+    assert.equal(new Set(Object.values(HEARTBEAT_OFF)).size, Object.keys(HEARTBEAT_OFF).length, JSON.stringify(HEARTBEAT_OFF));
+    assert.equal(off.stalledCloseTimeout, HEARTBEAT_OFF.closeTimeout);
+    assert.ok(HEARTBEAT_OFF.closeTimeout < STALLED_CLOSE_GRACE_MS);
+    for (const paths of [onPaths, offPaths]) assert.ok(paths.edge.length > 0 && paths.simple.length > 0);
+    const used = HEARTBEAT_TIMINGS.map((timing) => [...planned.on.edge, ...planned.on.simple].filter((p) => p.timing === timing).length);
+    t.diagnostic(`heartbeat on: ${onPaths.edge.length} + ${onPaths.simple.length} paths, run under writeTimeout ${HEARTBEAT_TIMINGS.map((h, i) => `${h.writeTimeout}: ${used[i]}`).join(', ')}; heartbeat off: ${offPaths.edge.length} + ${offPaths.simple.length} paths`);
+    assert.ok(used.every((n) => n > 0), `every timing is needed by some path: ${used.join(', ')}`);
+  });
+
+  test('every generated path runs under one of the timings (none dropped)', () => {
+    assert.deepEqual(unrealised, [], 'paths whose order of timeouts no timing produces');
   });
 
   for (const host of ['actor', 'runner'] as const) {
     describe(`on ${host === 'actor' ? 'an XState actor' : 'the server MachineRunner'}`, () => {
-      describe(`shortest path to every transition (${edgePaths.length} paths)`, () => {
-        edgePaths.forEach((path, i) => test(pathName(i, path), () => execute(path, host)));
-      });
-
-      describe(`every simple path (${simplePaths.length} paths)`, () => {
-        simplePaths.forEach((path, i) => test(pathName(i, path), () => execute(path, host)));
-      });
+      for (const [heartbeat, kinds] of Object.entries(planned)) {
+        const name = heartbeat === 'on' ? 'heartbeat on' : 'heartbeat off (pingInterval 0, R7)';
+        describe(`${name}: shortest path to every transition (${kinds.edge.length} paths)`, () => {
+          kinds.edge.forEach((p, i) => test(pathName(i, p.path), () => execute(p, host)));
+        });
+        describe(`${name}: every simple path (${kinds.simple.length} paths)`, () => {
+          kinds.simple.forEach((p, i) => test(pathName(i, p.path), () => execute(p, host)));
+        });
+      }
     });
   }
 
   describe('coverage (TestModel skips these gaps silently)', () => {
-    test('every transition of the definition was taken by an executed path', (t) => {
-      const all = allTransitionKeys(connectionMachine);
-      const uncovered = missing(all, taken);
-      t.diagnostic(`transitions taken: ${all.length - uncovered.length}/${all.length}`);
+    test('the machine has exactly the pinned states and transitions (a change to the machine must change this test)', () => {
+      assert.deepEqual(allStateNodes(connectionMachine).map((n) => `#${n.id}`), CONNECTION_MACHINE_STATES);
+      assert.deepEqual(allTransitionKeys(connectionMachine), CONNECTION_MACHINE_TRANSITIONS);
+    });
+
+    test('every pinned transition was taken by an executed path', (t) => {
+      const uncovered = missing(CONNECTION_MACHINE_TRANSITIONS, taken);
+      t.diagnostic(`transitions taken: ${CONNECTION_MACHINE_TRANSITIONS.length - uncovered.length}/${CONNECTION_MACHINE_TRANSITIONS.length}`);
       assert.deepEqual(uncovered, [], 'transitions no executed path took');
-      assert.deepEqual(missing(taken, new Set(all)), [], 'taken transitions unknown to the definition');
+      assert.deepEqual(missing(taken, new Set(CONNECTION_MACHINE_TRANSITIONS)), [], 'taken transitions that are not pinned');
     });
 
     test('every generated event type has an executor', (t) => {
@@ -680,7 +721,7 @@ describe('connection machine, model-based (R1–R5, R8, R10, R11, R15–R17; R2 
     test('PAYLOAD_FREE_EVENTS: in every reachable state, the payload of those events changes nothing the machine does', () => {
       // The runner remembers one step per (shared snapshot, event type): only sound if this holds.
       const states = new Map<string, Snapshot>();
-      for (const path of simplePaths) for (const step of path.steps) states.set(vertex(step.state), step.state);
+      for (const { path } of allPlanned) for (const step of path.steps) states.set(vertex(step.state), step.state);
       // What the runner executes: each action's type and params (refs by id).
       const strip = (actions: unknown[]) =>
         JSON.stringify(actions.map((a) => {
@@ -703,7 +744,7 @@ describe('connection machine, model-based (R1–R5, R8, R10, R11, R15–R17; R2 
     });
 
     test('every state node has a check, and every check ran', (t) => {
-      const ids = allStateNodes(connectionMachine).map((n) => `#${n.id}`);
+      const ids = CONNECTION_MACHINE_STATES;
       t.diagnostic(`state nodes checked: ${ids.filter((id) => checkedStates.has(id)).length}/${ids.length}`);
       assert.deepEqual(missing(ids, new Set(Object.keys(checks))), [], 'state nodes without a check');
       assert.deepEqual(missing(Object.keys(checks), new Set(ids)), [], 'checks for no state node');

@@ -1,0 +1,452 @@
+/**
+ * Conformance: the client machine's generated model paths
+ * (test/helpers/client-model.ts, the very paths of
+ * test/machines/client.machine.test.ts) replayed against the REAL Node client
+ * (createClient: its dialer, the connection child with the real reader and
+ * writer, real timers) and a scripted WebSocket server on 127.0.0.1
+ * (test/helpers/scripted-peer.ts) that does on the wire what each model event
+ * means: accept the upgrade, refuse it (HTTP 503), never answer it, close
+ * with 1001, cut TCP, answer the client's close.
+ *
+ * After each step the client's snapshot (from its `inspect` stream, right
+ * after the step's event) must equal the model's — the path's events replayed
+ * through the pure machine, since simple paths share vertices across routes —
+ * and the client must have received that event and nothing else; a timer must
+ * fire no earlier than its delay, and with a control timer armed with it
+ * (test/helpers/control-timer.ts: order, not wall time). At the end: the
+ * client's output (R22: closed or gave up, with the last closure), the close
+ * frames the server saw, and every TCP connection released.
+ *
+ * `npm test` runs a greedy set cover of the transitions; CONFORMANCE=full runs every path.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { initialTransition, transition, type EventObject, type InspectionEvent } from 'xstate';
+import { clientMachine, type ClientEvent } from '../../machines/client.machine.ts';
+import { backoffDelay } from '../../machines/backoff.ts';
+import type { Closure } from '../../machines/close-codes.ts';
+import { createClient, type Client } from '../../src/client/node.ts';
+import {
+  CONNECTION_DONE,
+  NETWORK_DROP,
+  SERVER_RESTART,
+  backoff,
+  edgePaths,
+  generationError,
+  label,
+  modelInput,
+  simplePaths,
+  timeouts,
+  timing,
+  type ClientPath,
+  type ClientSnapshot,
+  type ConnectionDone,
+  type DelayName,
+} from '../helpers/client-model.ts';
+import { allTransitionKeys, isActive, missing, pathTitle, transitionKey } from '../helpers/model-coverage.ts';
+import { ControlTimers, bracketError, nextSequence, type Control } from '../helpers/control-timer.ts';
+import { ScriptedServer, type UpgradeScript } from '../helpers/scripted-peer.ts';
+
+// ---------------------------------------------------------------------------
+// Timing
+
+/**
+ * The client's own delays. In each client state at most one of them is armed,
+ * so only their length matters: connectTimeout and stableAfter long against a
+ * step on loopback (1–10 ms; with 8 paths at once and a load average of 15
+ * from other work, a refused upgrade took over 300 ms) so that they fire only
+ * when a path waits for them. The backoff is the model's (its delays are part of the
+ * model's state; random 0.5 as in the model: 50, then 75 ms).
+ */
+const CONNECT_TIMEOUT = 1000;
+const STABLE_AFTER = 1500;
+/**
+ * The connection child: heartbeat off (pingInterval 0, R7: the model has no
+ * heartbeat ending), and a close timeout the scripted server always beats.
+ */
+const CHILD_TIMING = { pingInterval: 0, closeTimeout: 3000 };
+const CONCURRENCY = Number(process.env.CONFORMANCE_CONCURRENCY ?? 4);
+const FULL = process.env.CONFORMANCE === 'full';
+const GREP = process.env.CONFORMANCE_GREP;
+
+// ---------------------------------------------------------------------------
+// What cannot be produced on a real socket, and why
+
+const NOT_PRODUCIBLE = {
+  dropWhileClosing:
+    'the connection ended by a network drop after a deliberate close: the model samples NETWORK_DROP (remote, 1006), but the real connection machine is in `closing` then and records our close (local, its code) with receivedCode null: a 1006 while closing is no answer (R17) — a different closure, so the step cannot be produced as sampled',
+  secondClose:
+    'a second close with another code or reason while the first close handshake runs: the client machine records the second request and forwards it, but the connection child is already closing and ignores it, so the connection ends with the first code, not with the model\'s sample (the peer answering the latest request)',
+} as const;
+type Reason = keyof typeof NOT_PRODUCIBLE;
+
+/** `firstClose`: the close request that started the handshake of the current connection, if any. */
+function notProducible(before: ClientSnapshot, event: EventObject, firstClose: unknown): Reason | null {
+  if (event.type !== CONNECTION_DONE || before.context.closeRequest === null) return null;
+  if ((event as unknown as ConnectionDone).output === NETWORK_DROP) return 'dropWhileClosing';
+  if (JSON.stringify(firstClose) !== JSON.stringify(before.context.closeRequest)) return 'secondClose';
+  return null;
+}
+
+function firstObstacle(path: ClientPath): Reason | null {
+  let firstClose: unknown = null;
+  for (let i = 1; i < path.steps.length; i++) {
+    const before = path.steps[i - 1]!.state;
+    const reason = notProducible(before, path.steps[i]!.event, firstClose);
+    if (reason) return reason;
+    const after = path.steps[i]!.state;
+    if (!after.matches('connected')) firstClose = null;
+    else if (firstClose === null && after.context.closeRequest !== null) firstClose = after.context.closeRequest;
+  }
+  return null;
+}
+
+/** The path's events through the pure machine: the model's snapshot after each step, for this route. */
+function replay(path: ClientPath): ClientSnapshot[] {
+  const [initial] = initialTransition(clientMachine, modelInput);
+  const out: ClientSnapshot[] = [initial];
+  for (let i = 1; i < path.steps.length; i++) out.push(transition(clientMachine, out[i - 1]!, path.steps[i]!.event)[0]);
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// One run
+
+interface Entry {
+  event: EventObject;
+  snapshot: ClientSnapshot;
+  at: number;
+  elapsed?: number;
+  /** For a timer's event: the control timers armed with it, and its place in the order of firings. */
+  control?: Control;
+  seq?: number;
+}
+
+const timerNodes = new Map([...timeouts.keys()].map((type) => [type, clientMachine.getStateNodeById(type.split('.').slice(3).join('.'))]));
+const lateness: number[] = [];
+
+
+function scriptFor(next: EventObject | undefined): UpgradeScript {
+  if (next?.type === 'dial.ready') return { kind: 'accept' };
+  if (next?.type === 'dial.failed') return { kind: 'refuse', status: 503 };
+  return { kind: 'hang' }; // a connect timeout, a close while connecting, or the end of the path
+}
+
+class ClientRun {
+  readonly entries: Entry[] = [];
+  cursor = 0;
+  server!: ScriptedServer;
+  client!: Client;
+  readonly armedAt = new Map<string, number>();
+  readonly controls = new ControlTimers();
+  private receivedAt: { event: unknown; at: number } | null = null;
+  private receivedSeq = 0;
+  /** Per accepted connection (by index): the close code the client should have sent, if any. */
+  readonly expectedFromClient = new Map<number, number>();
+
+  static async start(): Promise<ClientRun> {
+    const run = new ClientRun();
+    run.server = await ScriptedServer.start();
+    return run;
+  }
+
+  open(): void {
+    this.client = createClient(`ws://127.0.0.1:${this.server.port}/`, {
+      timing: { ...CHILD_TIMING, connectTimeout: CONNECT_TIMEOUT },
+      backoff: { ...backoff, stableAfter: STABLE_AFTER },
+      random: () => 0.5,
+      inspect: (e: InspectionEvent) => this.onInspect(e),
+    });
+  }
+
+  onInspect(e: InspectionEvent): void {
+    // The client's own steps (not its children's). Times are taken when the
+    // client receives an event, before the step arms or fires anything.
+    if (e.actorRef.sessionId !== e.rootId) return;
+    if (e.type === '@xstate.event') {
+      this.receivedAt = { event: e.event, at: performance.now() };
+      this.receivedSeq = nextSequence();
+      this.controls.begin(this.expectedDelays());
+      return;
+    }
+    if (e.type !== '@xstate.snapshot') return;
+    const at = this.receivedAt?.event === e.event ? this.receivedAt.at : performance.now();
+    const snapshot = e.snapshot as ClientSnapshot;
+    const previous = this.entries.at(-1)?.snapshot;
+    const armed = timeouts.has(e.event.type) ? this.armedAt.get(e.event.type) : undefined;
+    const control = timeouts.has(e.event.type) ? this.controls.take(e.event.type) : undefined;
+    this.entries.push({ event: e.event, snapshot, at, ...(armed !== undefined ? { elapsed: at - armed } : {}), ...(control ? { control, seq: this.receivedSeq } : {}) });
+    const armedNow: string[] = [];
+    for (const [type, node] of timerNodes) {
+      const now = snapshot.status === 'active' && isActive(snapshot, node);
+      const was = previous !== undefined && previous.status === 'active' && isActive(previous, node);
+      if (now && !was) {
+        this.armedAt.set(type, at);
+        armedNow.push(type);
+      }
+    }
+    this.controls.end(armedNow, at);
+  }
+
+  /** The delay each of the client's timers should have if this step arms it (the backoff: its next delay, jitter 0.5). */
+  expectedDelays(): Map<string, number> {
+    const attempt = this.entries.at(-1)?.snapshot.context.attempt ?? 0;
+    const waits: Record<DelayName, number> = {
+      connectTimeout: CONNECT_TIMEOUT,
+      stableAfter: STABLE_AFTER,
+      backoff: backoffDelay(attempt, backoff, 0.5),
+      resumeTimeout: timing.resumeTimeout,
+    };
+    return new Map([...timeouts].map(([type, delay]) => [type, waits[delay]]));
+  }
+
+  get connection() {
+    const c = this.server.connections.at(-1);
+    assert.ok(c, 'the scripted server has a connection');
+    return c;
+  }
+
+  async reported(type: string, timeoutMs: number): Promise<number> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const i = this.entries.findIndex((e, j) => j >= this.cursor && e.event.type === type);
+      if (i >= 0) return i;
+      if (performance.now() > deadline) {
+        const got = this.entries.slice(this.cursor).map((e) => e.event.type);
+        throw new Error(`the client did not receive ${type} within ${timeoutMs} ms (received since the last step: ${got.join(', ') || 'nothing'})`);
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+
+  async dispose(): Promise<void> {
+    this.controls.clear();
+    if (this.client && this.client.machine.getSnapshot().status === 'active') {
+      void this.client.close();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await this.server.close();
+    if (this.client) await Promise.race([this.client.ended, new Promise((r) => setTimeout(r, 3000))]);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Event → what the scripted server (or the application) does
+
+interface ServerAction {
+  means: string;
+  act(run: ClientRun, event: EventObject, next: EventObject | undefined): void | Promise<void>;
+}
+
+const SERVER_ACTIONS: Record<string, ServerAction> = {
+  'xstate.init': {
+    means: 'the application creates the client; it dials at once (the server is told how to answer the upgrade by the next step)',
+    act: (run, _e, next) => {
+      run.server.scripts.push(scriptFor(next));
+      run.open();
+    },
+  },
+  'dial.ready': { means: 'the server answers the upgrade with 101', act: () => undefined },
+  'dial.failed': { means: 'the server refuses the upgrade with HTTP 503', act: () => undefined },
+  close: {
+    means: 'the application calls client.close(code, reason) (R22: deliberate)',
+    act: (run, e) => {
+      const { code, reason } = e as Extract<ClientEvent, { type: 'close' }>;
+      const live = run.client.machine.getSnapshot().matches('connected');
+      const request = run.client.machine.getSnapshot().context.closeRequest;
+      if (live && request === null) run.expectedFromClient.set(run.server.connections.length - 1, code ?? 1000);
+      void run.client.close(code, reason);
+    },
+  },
+  [CONNECTION_DONE]: {
+    means: 'SERVER_RESTART: the server sends close 1001 "server restart" (the client echoes it); NETWORK_DROP: the server cuts TCP; answered: the server echoes the client\'s close frame and ends TCP',
+    act: async (run, e) => {
+      const { output } = e as unknown as ConnectionDone;
+      const conn = run.connection;
+      if (output === SERVER_RESTART) {
+        run.expectedFromClient.set(run.server.connections.length - 1, 1001);
+        conn.sendClose(1001, 'server restart');
+      } else if (output === NETWORK_DROP) conn.cut();
+      else {
+        await run.server.waitFor(() => conn.closeFrames.length > 0, 3000, "the client's close frame");
+        conn.answerClose();
+      }
+    },
+  },
+  ...Object.fromEntries(
+    [...timeouts].map(([type, delay]): [string, ServerAction] => [
+      type,
+      {
+        means: `the real ${delay} timer fires${delay === 'connectTimeout' ? ' (the server never answers the upgrade)' : ''}${delay === 'backoff' ? ' (the server is told how to answer the next attempt)' : ''}`,
+        act: (run, _e, next) => {
+          if (delay === 'backoff') run.server.scripts.push(scriptFor(next));
+        },
+      },
+    ]),
+  ),
+};
+
+// ---------------------------------------------------------------------------
+// Checks
+
+const isDialFailure = (c: Closure | null): boolean =>
+  c !== null && c.initiator === 'remote' && c.cause === 'socket-error' && c.receivedCode === null && c.reason !== 'connect timeout';
+
+/** A dial failure's reason is the dialer's message (model: a sample ECONNREFUSED; here: the 503 refusal). */
+function comparable(s: ClientSnapshot): unknown {
+  const last = s.context.lastClosure;
+  const { attempt, delayMs, closeRequest, gaveUp } = s.context;
+  return {
+    status: s.status,
+    value: s.value,
+    context: { attempt, delayMs, closeRequest, gaveUp, lastClosure: isDialFailure(last) ? { ...last, reason: '(dial failure)' } : last },
+    output: s.output ? { ...s.output, lastClosure: isDialFailure(s.output.lastClosure) ? { ...s.output.lastClosure, reason: '(dial failure)' } : s.output.lastClosure } : undefined,
+  };
+}
+
+function delayOf(delay: DelayName, snapshot: ClientSnapshot): number {
+  if (delay === 'connectTimeout') return CONNECT_TIMEOUT;
+  if (delay === 'stableAfter') return STABLE_AFTER;
+  return snapshot.context.delayMs;
+}
+
+async function runPath(path: ClientPath): Promise<void> {
+  const model = replay(path);
+  const run = await ClientRun.start();
+  try {
+    for (let i = 0; i < path.steps.length; i++) {
+      const step = path.steps[i]!;
+      const type: string = step.event.type;
+      const action = SERVER_ACTIONS[type];
+      assert.ok(action, `no server action for event type ${type}: add one to SERVER_ACTIONS`);
+      const before = model[i - 1] ?? model[0]!;
+      await action.act(run, step.event, path.steps[i + 1]?.event);
+      const delay = timeouts.get(type);
+      const at = await run.reported(type, delay ? delayOf(delay, before) + 5000 : 5000);
+      const consumed = run.entries.slice(run.cursor, at + 1);
+      run.cursor = at + 1;
+      const unexpected = consumed.slice(0, -1).map((e) => e.event.type);
+      assert.deepEqual(unexpected, [], `step ${i} (${label(step.event)}): the client received events the step does not cause`);
+      assert.deepEqual(comparable(consumed.at(-1)!.snapshot), comparable(model[i]!), `step ${i} (${label(step.event)}): the real client is where the model is`);
+      if (delay) {
+        const fired = consumed.at(-1)!;
+        const expected = delayOf(delay, before);
+        assert.ok(fired.elapsed !== undefined && fired.control, `${type} fired but was never armed`);
+        assert.equal(fired.control.delay, expected, `the ${delay} timer's control has the model's delay`);
+        const bracket = await bracketError(fired.control, fired.seq!);
+        lateness.push(fired.elapsed - expected);
+        assert.ok(fired.elapsed >= expected - 2, `step ${i}: ${delay} fired ${fired.elapsed.toFixed(1)} ms after it was armed, before its ${expected} ms`);
+        assert.equal(bracket, null, `step ${i}: ${delay} (${expected} ms)`);
+      }
+    }
+    const final = model.at(-1)!;
+    if (final.status === 'done') {
+      const output = await Promise.race([run.client.ended, new Promise<null>((r) => setTimeout(() => r(null), 3000))]);
+      assert.ok(output, 'the client ended');
+      assert.deepEqual(comparable({ ...final, output } as ClientSnapshot), comparable(final), "R22: the client's output is the model's");
+      // R3: every TCP connection of every attempt is released.
+      await run.server.waitFor(() => run.server.openSockets === 0, 3000, 'every TCP connection closed');
+      // R16: the close frames the client sent — its deliberate close, or its echo of the server's 1001.
+      for (const [k, code] of run.expectedFromClient) {
+        assert.equal(run.server.connections[k]?.closeFrames[0]?.code, code, `connection #${k + 1}: the client's close frame`);
+      }
+    }
+  } finally {
+    await run.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Selection
+
+const allPaths = [...edgePaths.map((p) => ({ kind: 'shortest', path: p })), ...simplePaths.map((p) => ({ kind: 'simple', path: p }))];
+const obstacles = allPaths.map(({ path }) => firstObstacle(path));
+const runnable = allPaths.filter((_, i) => obstacles[i] === null);
+
+const transitionsMemo = new WeakMap<ClientPath, Set<string>>();
+function transitionsOf(path: ClientPath): Set<string> {
+  const memo = transitionsMemo.get(path);
+  if (memo) return memo;
+  const keys = new Set<string>();
+  transitionsMemo.set(path, keys);
+  const model = replay(path);
+  for (let i = 1; i < path.steps.length; i++) {
+    for (const t of clientMachine.getTransitionData(model[i - 1]! as never, path.steps[i]!.event as never)) keys.add(transitionKey(t));
+  }
+  return keys;
+}
+
+/** Transitions that exist only for a client with `session: true`. */
+const SESSION_STEP = /resuming|unsupported|abandoned|session\.|resumeTimeout/;
+
+function costOf(path: ClientPath): number {
+  const waits: Record<DelayName, number> = { connectTimeout: CONNECT_TIMEOUT, stableAfter: STABLE_AFTER, backoff: backoff.maxDelay, resumeTimeout: timing.resumeTimeout };
+  return 30 + path.steps.reduce((sum, s) => sum + (timeouts.has(s.event.type) ? waits[timeouts.get(s.event.type)!] : 5), 0);
+}
+
+function setCover<T extends { path: ClientPath }>(candidates: T[]): T[] {
+  const keys = candidates.map((c) => transitionsOf(c.path));
+  const uncovered = new Set(keys.flatMap((k) => [...k]));
+  const chosen: T[] = [];
+  while (uncovered.size > 0) {
+    let best = -1;
+    let bestScore = 0;
+    candidates.forEach((c, i) => {
+      const gain = [...keys[i]!].filter((k) => uncovered.has(k)).length;
+      const score = gain / costOf(c.path);
+      if (score > bestScore) [best, bestScore] = [i, score];
+    });
+    chosen.push(candidates[best]!);
+    for (const k of keys[best]!) uncovered.delete(k);
+  }
+  return chosen;
+}
+
+const sample = setCover(runnable);
+const selected = (FULL || GREP ? runnable : sample).filter(({ path }) => !GREP || pathTitle(0, path, label).includes(GREP));
+let ran = 0;
+
+describe(`client machine paths against a scripted server (${FULL ? 'full' : 'sampled'}: ${selected.length} of ${runnable.length} runnable paths)`, () => {
+  test('paths were generated, and every step type has a server action', () => {
+    assert.equal(generationError, null);
+    const types = new Set(allPaths.flatMap(({ path }) => path.steps.map((s): string => s.event.type)));
+    assert.deepEqual(missing(types, new Set(Object.keys(SERVER_ACTIONS))), [], 'event types without a server action');
+  });
+
+  test('what cannot be produced is listed, and the runnable paths still take every transition', (t) => {
+    const byReason = new Map<Reason, number>();
+    for (const o of obstacles) if (o) byReason.set(o, (byReason.get(o) ?? 0) + 1);
+    t.diagnostic(`paths: ${allPaths.length} generated (${edgePaths.length} shortest, ${simplePaths.length} simple), ${runnable.length} runnable, ${sample.length} in the sample`);
+    for (const [reason, n] of byReason) t.diagnostic(`not run, ${n} paths: ${NOT_PRODUCIBLE[reason]}`);
+    const taken = new Set(runnable.flatMap(({ path }) => [...transitionsOf(path)]));
+    // The session steps (resume, its timeout, a server without sessions) are
+    // not replayed here yet: this runner's model is the client without
+    // sessions. They run on real sockets in test/server/sessions.test.ts and
+    // test/client/*.test.ts, and every path of them in the model test.
+    const all = allTransitionKeys(clientMachine);
+    const sessionOnly = [...all].filter((k) => SESSION_STEP.test(k));
+    assert.ok(sessionOnly.length > 0, 'the session steps are still in the machine (else drop this exception)');
+    t.diagnostic(`session steps not replayed on real sockets by this runner: ${sessionOnly.length} (${sessionOnly.join('; ')})`);
+    assert.deepEqual(missing(new Set([...all].filter((k) => !SESSION_STEP.test(k))), taken), []);
+    const sampled = new Set(sample.flatMap(({ path }) => [...transitionsOf(path)]));
+    assert.deepEqual(missing(taken, sampled), [], 'the sample takes every transition');
+  });
+
+  describe('paths', { concurrency: CONCURRENCY }, () => {
+    selected.forEach(({ kind, path }, i) => {
+      test(`${kind} ${pathTitle(i, path, label)}`, { timeout: 30_000 }, async () => {
+        await runPath(path);
+        ran++;
+      });
+    });
+  });
+
+  test('every selected path ran, and the timers kept time', (t) => {
+    const sorted = [...lateness].sort((a, b) => a - b);
+    if (sorted.length > 0) {
+      const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!.toFixed(1);
+      t.diagnostic(`timers fired: ${sorted.length}; lateness ms min ${q(0)}, median ${q(0.5)}, p95 ${q(0.95)}, max ${q(1)} (not checked: load); each fired between two control timers of its delay, armed before and after it`);
+    }
+    assert.equal(ran, selected.length);
+  });
+});

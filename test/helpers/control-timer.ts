@@ -1,0 +1,106 @@
+/**
+ * Control timers for checking a real machine's timers under any load.
+ *
+ * For each timer the machine may arm, the test arms a control timer of the
+ * delay it should have when the machine receives an event (before the step),
+ * and, if the step did arm it, a second one of the same delay when the step
+ * has ended. Node keeps timers of one duration in one list, in the order they
+ * were armed, and runs them in that order: a machine timer of the right delay
+ * fires after the first control and before the second, however late a loaded
+ * machine runs them. Wall-clock bounds cannot tell a wrong delay from a busy
+ * machine (measured here, load average 15 on 2 cores: timers 1.3 s late, and
+ * 20 ms between two timers of one expiry when the process was preempted
+ * between them); the order can. A machine timer of another delay lives in
+ * another list: it fires out of the bracket (caught) unless the loop was
+ * starved past both, when Node may run whole lists out of order — then the
+ * check passes without proving anything, and the lower bound (no timer fires
+ * before its delay) still holds.
+ */
+
+let sequence = 0;
+/** A global order of events: control timers and the machine's timer firings. */
+export function nextSequence(): number {
+  return ++sequence;
+}
+
+export interface ControlFiring {
+  /** Order of firing (nextSequence), null until it fired. */
+  seq: number | null;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+export interface Control {
+  /** performance.now() when the machine received the event that armed its timer. */
+  armedAt: number;
+  delay: number;
+  early: ControlFiring;
+  late: ControlFiring;
+}
+
+function control(delay: number): ControlFiring {
+  const c: ControlFiring = { seq: null, timer: setTimeout(() => (c.seq = nextSequence()), delay) };
+  return c;
+}
+
+export class ControlTimers {
+  private readonly armed = new Map<string, Control>();
+  private readonly pending = new Map<string, { delay: number; early: ControlFiring }>();
+
+  /** The machine received an event: arm an early control for each timer it might arm in this step. */
+  begin(delays: ReadonlyMap<string, number>): void {
+    this.dropPending();
+    for (const [key, delay] of delays) this.pending.set(key, { delay, early: control(delay) });
+  }
+
+  /** The step ended having (re)armed the timers `keys`, at `armedAt` (when the machine received the event). */
+  end(keys: readonly string[], armedAt: number): void {
+    for (const key of keys) {
+      const p = this.pending.get(key);
+      if (!p) continue;
+      this.pending.delete(key);
+      this.cancel(this.armed.get(key));
+      this.armed.set(key, { armedAt, delay: p.delay, early: p.early, late: control(p.delay) });
+    }
+    this.dropPending();
+  }
+
+  /** The machine's timer `key` fired: its controls (they keep running until they fire). */
+  take(key: string): Control | undefined {
+    const c = this.armed.get(key);
+    this.armed.delete(key);
+    return c;
+  }
+
+  clear(): void {
+    for (const c of this.armed.values()) this.cancel(c);
+    this.armed.clear();
+    this.dropPending();
+  }
+
+  private dropPending(): void {
+    for (const p of this.pending.values()) clearTimeout(p.early.timer);
+    this.pending.clear();
+  }
+
+  private cancel(c: Control | undefined): void {
+    if (!c) return;
+    clearTimeout(c.early.timer);
+    clearTimeout(c.late.timer);
+  }
+}
+
+/**
+ * Why the machine's timer, fired as event number `seq`, was not of the
+ * controls' delay — or null when it fired between them. Waits for the later
+ * control to fire.
+ */
+export async function bracketError(c: Control, seq: number, timeoutMs = 10_000): Promise<string | null> {
+  const deadline = performance.now() + timeoutMs;
+  while (c.late.seq === null) {
+    if (performance.now() > deadline) return `the ${c.delay} ms control timer did not fire within ${timeoutMs} ms`;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  if (c.early.seq === null || c.early.seq > seq) return `fired before a ${c.delay} ms timer armed before it: its delay is under ${c.delay} ms`;
+  if (c.late.seq < seq) return `fired after a ${c.delay} ms timer armed after it: its delay is over ${c.delay} ms`;
+  return null;
+}
