@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import WebSocket, { type ClientOptions } from 'ws';
 import { createSupervisor, type Supervisor, type SupervisorOptions } from '../../src/index.ts';
+import { pace } from './pace.ts';
 
 export interface TestServer<Auth = unknown> {
   server: http.Server;
@@ -62,11 +63,16 @@ export function nextMessage(ws: WebSocket): Promise<string> {
   return new Promise((resolve) => ws.once('message', (data) => resolve(data.toString())));
 }
 
-/** Polls `condition` every 5 ms until true, or throws after `timeoutMs`. */
+/**
+ * Polls `condition` every 5 ms until true, or throws after `timeoutMs` of an
+ * idle machine, scaled by this process's measured pace (test/helpers/pace.ts):
+ * the timeout ends a hang, it does not measure speed.
+ */
 export async function waitFor(condition: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const budget = pace.scaled(timeoutMs);
+  const deadline = Date.now() + budget;
   while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${budget} ms (${timeoutMs} ms × pace ${pace.factor.toFixed(1)}) waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
   }
 }
