@@ -14,6 +14,8 @@ import { SendQueue } from '../../src/server/writer.ts';
 import type { WriterEvent } from '../../machines/connection.machine.ts';
 
 const KiB = 1024;
+/** A ping interval longer than any test here (a day): for raw peers, which answer no ping. */
+const NO_HEARTBEAT = 24 * 3600_000;
 const MiB = 1024 * KiB;
 
 async function serve(t: TestContext, options: Omit<SupervisorOptions, 'server'>) {
@@ -199,7 +201,8 @@ describe('R9–R12 slow consumers', () => {
     const writeTimeout = pace.scaled(600);
     const { sup, deadLetters, nonReader } = await serve(t, {
       sendQueue: { maxMessages: 100_000, maxBytes: 1024 * MiB },
-      timing: { writeTimeout, closeTimeout: 300 },
+      // The raw peer answers no ping: no heartbeat in this test, however long a busy machine makes it.
+      timing: { writeTimeout, closeTimeout: 300, pingInterval: NO_HEARTBEAT },
     });
     const peer = await nonReader();
     let closure: unknown = null;
@@ -237,7 +240,7 @@ describe('R9–R12 slow consumers', () => {
     const backlog = 64; // messages of 64 KiB kept queued: more than a burst frees
     const { sup, deadLetters, nonReader } = await serve(t, {
       sendQueue: { maxMessages: 100_000, maxBytes: 1024 * MiB }, // never overflows here
-      timing: { writeTimeout, closeTimeout: 300 },
+      timing: { writeTimeout, closeTimeout: 300, pingInterval: NO_HEARTBEAT }, // as above
     });
     const peer = await nonReader();
     let closure: unknown = null;
