@@ -360,7 +360,7 @@ test('R21 authenticate: a hook that never settles is refused with 503 after auth
   assert.match(again.body, /authentication timed out/);
 });
 
-test('R21 maxMessageRate: a connection over the rate is closed 1008 and its excess dropped; others are unaffected', { timeout: 10_000 }, async (t) => {
+test('R21 maxMessageRate: a connection over the rate is closed 1008 and its excess dropped; others are unaffected', { timeout: pace.scaled(10_000) }, async (t) => {
   const { startSupervisor, openClient, closeOf, nextMessage } = await import('../helpers/server.ts');
   let handled = 0;
   const ts = await startSupervisor({
