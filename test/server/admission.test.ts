@@ -363,11 +363,15 @@ test('R21 authenticate: a hook that never settles is refused with 503 after auth
 test('R21 maxMessageRate: a connection over the rate is closed 1008 and its excess dropped; others are unaffected', { timeout: pace.scaled(10_000) }, async (t) => {
   const { startSupervisor, openClient, closeOf, nextMessage } = await import('../helpers/server.ts');
   let handled = 0;
+  let firstAt = 0;
+  let lastAt = 0;
   const ts = await startSupervisor({
     maxMessageRate: 20,
     timing: { closeTimeout: 200 },
     onMessage: (c, data) => {
       handled++;
+      lastAt = performance.now();
+      if (handled === 1) firstAt = lastAt;
       c.send(data);
     },
   });
@@ -379,7 +383,10 @@ test('R21 maxMessageRate: a connection over the rate is closed 1008 and its exce
   const { code, reason } = await closed;
   assert.equal(code, 1008);
   assert.equal(reason, 'message rate over 20/s');
-  assert.ok(handled >= 20 && handled <= 22, `the burst (20) was handled, the excess dropped: ${handled}`);
+  // A token bucket: the burst of 20, plus 20/s refilled while the server was
+  // reading the flood (on a busy machine that takes a while), plus rounding.
+  const refilled = Math.ceil((20 * (lastAt - firstAt)) / 1000);
+  assert.ok(handled >= 20 && handled <= 22 + refilled, `the burst (20) was handled, the excess dropped: ${handled} (${refilled} refilled in ${(lastAt - firstAt).toFixed(0)} ms)`);
   // The calm client keeps its own budget.
   for (let i = 0; i < 5; i++) {
     const reply = nextMessage(calm);
