@@ -595,7 +595,7 @@ describe('Node client: connect attempts (R22)', { timeout: pace.scaled(60_000) }
     const attemptsMs = (): number[] => states.flatMap((s, i) => (s.state === 'connecting' && states[i + 1] ? [states[i + 1]!.at - s.at] : []));
     await waitFor(() => accepted.length >= 3 && attemptsMs().length >= 2, 3_000, 'three attempts, two of them timed');
     const attempts = attemptsMs();
-    console.log(`silent server: attempts lasted ${attempts.map((g) => g.toFixed(0)).join(' ms, ')} ms (connectTimeout ${connectTimeout})`);
+    console.log(`silent server: attempts lasted ${attempts.map((g) => g.toFixed(0)).join(' ms, ')} ms (connectTimeout ${connectTimeout}); states ${JSON.stringify(states.map((s) => [s.state, Math.round(s.at)]))}`);
     for (const a of attempts) assert.ok(a >= connectTimeout - 5, `an attempt lasts the connect timeout before the next one (${a.toFixed(0)} ms)`);
     assert.equal(states.filter((s) => s.state === 'open').length, 0, 'never open');
     // An abandoned attempt does not linger: its socket is closed by the client.
