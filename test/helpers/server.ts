@@ -80,6 +80,26 @@ export async function waitFor(condition: () => boolean, timeoutMs = 5000, what =
 export const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * Runs `check` (assertions, possibly async) until it passes, every 50 ms, for
+ * at most `timeoutMs` of an idle machine scaled by the measured pace; then
+ * throws its last error. For "after the next heartbeat, X holds" where the
+ * heartbeat's time is not observable: instead of a fixed wait that assumes an
+ * idle machine.
+ */
+export async function eventually(check: () => unknown, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + pace.scaled(timeoutMs);
+  for (;;) {
+    try {
+      await check();
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+    await delay(50);
+  }
+}
+
+/**
  * `p`'s value, or null if it takes longer than `ms`. The timer is cleared as
  * soon as `p` settles: a pending `delay()` in a race would keep the test process
  * alive for its whole length after the test is over.
