@@ -242,7 +242,7 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     // R3: B's only member closes; a new connection on B that did not join gets nothing.
     b1.ws.close(1000);
     await waitFor(() => b1.ws.readyState === WebSocket.CLOSED, 5000, 'b1 closed');
-    const deadline = Date.now() + 5000;
+    const deadline = Date.now() + pace.scaled(5000);
     let bMetrics = await metricsOf(b.base);
     while (metric(bMetrics, 'ws_supervisor_connections') !== 1 && Date.now() < deadline) {
       await delay(20);
@@ -722,7 +722,7 @@ describe('Redis adapter: backpressure while Redis hangs (issue 10)', () => {
     await sendFor(1000);
     const inFlight = (): number => adapter.inFlightBytes;
     await waitFor(() => delivered.size + [...reported.values()].filter((r) => r === 'unavailable').length >= sent && inFlight() === 0, 15_000, 'every message delivered or reported');
-    await delay(300);
+    await delay(pace.scaled(300)); // time for a (wrong) second report
 
     const unavailable = [...reported].filter(([, r]) => r === 'unavailable').map(([i]) => i);
     const errors = [...reported].filter(([, r]) => r === 'error').map(([i]) => i);
