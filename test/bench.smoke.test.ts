@@ -13,10 +13,11 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { Result } from '../bench/lib/harness.ts';
+import { pace } from './helpers/pace.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 
-test('bench/scenarios/reqres.ts --quick produces a result with integrity ok', { timeout: 60_000 }, async () => {
+test('bench/scenarios/reqres.ts --quick produces a result with integrity ok', { timeout: pace.scaled(60_000) }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ws-supervisor-bench-'));
   const child = spawn(process.execPath, ['--import', 'tsx', 'bench/scenarios/reqres.ts', '--quick'], {
     cwd: REPO,
@@ -26,7 +27,7 @@ test('bench/scenarios/reqres.ts --quick produces a result with integrity ok', { 
   let output = '';
   child.stdout.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const killer = setTimeout(() => child.kill('SIGKILL'), 55_000);
+  const killer = setTimeout(() => child.kill('SIGKILL'), pace.scaled(55_000)); // ends a hang: scaled by the measured pace
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
   clearTimeout(killer);
   assert.equal(code, 0, output);

@@ -7,6 +7,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -123,6 +124,19 @@ describe('README.md and docs/ stand on their own', () => {
     for (const doc of DOCS) {
       readFileSync(join(ROOT, doc), 'utf8').split('\n').forEach((line, i) => {
         if (outside.test(line)) found.push(`${doc}:${i + 1}: ${line.trim()}`);
+      });
+    }
+    assert.deepEqual(found, []);
+  });
+
+  test('nor does the code: sources, tests, scripts and benchmarks name what they rely on, not files or issues elsewhere', () => {
+    const outside = /\.\.\/\.\.\/shared|shared\/RULES|\bRULES\.md|\bFACTS\.md|design card|the issue's|\b[Ii]ssue \d+\b/;
+    const listed = execFileSync('git', ['ls-files', 'src', 'machines', 'scripts', 'bench', 'test', 'www', 'examples'], { cwd: ROOT, encoding: 'utf8' });
+    const found: string[] = [];
+    for (const file of listed.split('\n').filter((f) => /\.(ts|mts|mjs|js|html)$/.test(f) && f !== 'test/docs.links.test.ts')) {
+      if (!existsSync(join(ROOT, file))) continue;
+      readFileSync(join(ROOT, file), 'utf8').split('\n').forEach((line, i) => {
+        if (outside.test(line)) found.push(`${file}:${i + 1}: ${line.trim()}`);
       });
     }
     assert.deepEqual(found, []);

@@ -212,7 +212,7 @@ const LOWER_T = 0x74;
 // ---------------------------------------------------------------------------
 // Bounded parse: V8's JSON.parse cost grows sharply with nesting
 // depth (a 1 MiB `[[[[…]]]]` 500k deep takes ~450 ms, a flat 1 MiB array
-// ~27 ms; FACTS.md), so one message could hold the event loop for half a
+// ~27 ms, measured on the 2-core development machine), so one message could hold the event loop for half a
 // second. The protocol's messages are flat; a linear pre-check refuses deep
 // or sprawling values before JSON.parse sees them (R15: an error reply, the
 // connection lives).

@@ -19,7 +19,8 @@ import { createSupervisor } from '../../src/server/supervisor.ts';
 import type { Logger } from '../../src/base/logger.ts';
 import type { AdapterDeadLetter } from '../../src/adapter/types.ts';
 import { startRedis } from '../helpers/redis.ts';
-import { delay, waitFor } from '../helpers/server.ts';
+import { delay, eventually, waitFor } from '../helpers/server.ts';
+import { pace } from '../helpers/pace.ts';
 
 /** Measured once, before the tests are declared: their timeouts scale with this machine's speed now (test/helpers/cli.ts). */
 const budget = await budgets();
@@ -241,7 +242,7 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     // R3: B's only member closes; a new connection on B that did not join gets nothing.
     b1.ws.close(1000);
     await waitFor(() => b1.ws.readyState === WebSocket.CLOSED, 5000, 'b1 closed');
-    const deadline = Date.now() + 5000;
+    const deadline = Date.now() + pace.scaled(5000);
     let bMetrics = await metricsOf(b.base);
     while (metric(bMetrics, 'ws_supervisor_connections') !== 1 && Date.now() < deadline) {
       await delay(20);
@@ -256,13 +257,14 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     assert.deepEqual((await pushesBefore(a2, broadcastPush('mark3'))).slice(-2), [broadcastPush('mark2'), topicPush('news', 'n3')]);
     assert.equal(metric(await metricsOf(a.base), 'ws_supervisor_topics'), 1, 'A still has its member');
 
-    // Presence counts: each node reports its own live connections.
-    await delay(HEARTBEAT_MS * 2);
-    const nodes = await a.nodes();
-    assert.deepEqual(
-      nodes.map((n) => [n.id, n.connections, n.self]).sort(),
-      [['node-a', 2, true], ['node-b', 2, false]],
-    );
+    // Presence counts: each node reports its own live connections (as of its next heartbeat).
+    await eventually(async () => {
+      const nodes = await a.nodes();
+      assert.deepEqual(
+        nodes.map((n) => [n.id, n.connections, n.self]).sort(),
+        [['node-a', 2, true], ['node-b', 2, false]],
+      );
+    });
     assert.deepEqual([...a.deadLetters(), ...b.deadLetters()], [], 'nothing was reported while Redis was up');
     assert.deepEqual([...a.missed(), ...b.missed()], [], 'no false gap: every numbered message arrived');
   });
@@ -348,7 +350,7 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     // Both nodes re-registered in the restarted (empty) Redis.
     assert.deepEqual((await a.nodes()).map((n) => n.id).sort(), ['node-a', 'node-b']);
     // Unsent messages (`unavailable`) get no sequence number: the receivers see no gap, nothing is reported twice.
-    await delay(HEARTBEAT_MS * 3);
+    await delay(pace.scaled(HEARTBEAT_MS * 3)); // time for a (wrong) report
     assert.deepEqual([...a.missed(), ...b.missed()], []);
   });
 
@@ -359,9 +361,9 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     await connect(t, a);
     await connect(t, b);
     await connect(t, b);
-    await delay(HEARTBEAT_MS * 2);
+    // As of the next heartbeats (not a fixed wait: a busy machine delays them).
+    await eventually(async () => assert.deepEqual((await a.nodes()).map((n) => [n.id, n.connections]).sort(), [['node-a', 1], ['node-b', 2]]));
     const nodes = await a.nodes();
-    assert.deepEqual(nodes.map((n) => [n.id, n.connections]).sort(), [['node-a', 1], ['node-b', 2]]);
     for (const n of nodes) {
       assert.equal(n.self, n.id === 'node-a');
       assert.ok(n.pid > 0 && n.hostname.length > 0 && n.startedAt > 0 && n.updatedAt >= n.startedAt);
@@ -381,8 +383,12 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     // R12 meanwhile: a broadcast that the dead node (still listed) cannot receive is reported as partial.
     const a1 = await connect(t, a);
     await a1.request({ command: 'broadcast', someOtherThing: 'to-a-dead-node' });
+    // The margin covers the polling round trip and a late Redis expiry on a
+    // loaded machine: scaled by the pace, but kept well under the 15 s default
+    // TTL, so a presenceTtl that was not applied still fails.
+    const margin = Math.min(pace.scaled(750), 7_000);
     let gone = 0;
-    while (Date.now() - killedAt < PRESENCE_TTL_MS + 3000) {
+    while (Date.now() - killedAt < PRESENCE_TTL_MS + margin + 2000) {
       const ids = (await a.nodes()).map((n) => n.id);
       if (!ids.includes('node-b')) {
         gone = Date.now() - killedAt;
@@ -392,8 +398,7 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     }
     t.diagnostic(`node-b gone from presence ${gone} ms after kill -9 (TTL ${PRESENCE_TTL_MS} ms, heartbeat ${HEARTBEAT_MS} ms)`);
     assert.ok(gone > 0, 'node-b disappeared');
-    // The bound is the TTL; the margin covers the polling round trip on a loaded machine.
-    assert.ok(gone <= PRESENCE_TTL_MS + 750, `within the TTL (${gone} ms)`);
+    assert.ok(gone <= PRESENCE_TTL_MS + margin, `within the TTL + ${margin} ms (${gone} ms)`);
     assert.deepEqual((await a.nodes()).map((n) => n.id), ['node-a']);
     await a.waitLine(/^deadletter .*"reason":"partial"/, 0, 5000);
     const partial = a.deadLetters().filter((l) => l.reason === 'partial');
@@ -456,16 +461,15 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     if (!cluster) return;
     const { a, b } = cluster;
     const { a1, b1 } = await stallBAcrossEmptyRedis(t, cluster);
-    await delay(HEARTBEAT_MS * 2);
-    assert.deepEqual((await a.nodes()).map((n) => n.id), ['node-a'], 'A knows no other node: it cannot report partial');
+    await eventually(async () => assert.deepEqual((await a.nodes()).map((n) => n.id), ['node-a'], 'A knows no other node: it cannot report partial'));
     for (let i = 0; i < 5; i++) assert.equal((await a1.request({ command: 'broadcast', someOtherThing: `gap-${i}` })).success, true);
-    await delay(HEARTBEAT_MS * 2); // A's presence entry now carries its latest number
+    await delay(pace.scaled(HEARTBEAT_MS * 2)); // A's presence entry now carries its latest number (a heartbeat, scaled by the pace)
 
     // B comes back; A publishes nothing more: B finds the gap through A's presence entry.
     const fromB = b.lines.length;
     b.child.kill('SIGCONT');
     await b.waitLine(/^missed /, fromB, 15_000);
-    await delay(HEARTBEAT_MS * 3); // no second report of the same gap
+    await delay(pace.scaled(HEARTBEAT_MS * 3)); // no second report of the same gap (window scaled by the pace)
     assert.deepEqual(b.missed().map((m) => [m.from, m.count]), [['node-a', 5]]);
     assert.match(b.missed()[0]!.error, /^missed 5 messages from node node-a: its presence entry lists 6 messages, 1 arrived$/);
     assert.equal(metric(await metricsOf(b.base), 'ws_supervisor_adapter_missed_total'), 5);
@@ -475,7 +479,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     // Delivery resumes without a false report.
     await a1.request({ command: 'broadcast', someOtherThing: 'post' });
     await waitFor(() => b1.pushes.includes(broadcastPush('post')), 10_000, 'post crosses');
-    await delay(HEARTBEAT_MS * 3);
+    await delay(pace.scaled(HEARTBEAT_MS * 3)); // time for a (wrong) report
     assert.equal(sum(b.missed()), 5);
   });
 
@@ -520,7 +524,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     await b.waitLine(/^status up$/, fromB, 15_000);
     const received = (): number => b1.pushes.filter((p) => p.startsWith('{"command":"broadcast","someOtherThing":"big-')).length;
     await waitFor(() => received() + sum(b.missed()) >= N, 15_000, `received ${received()} + missed ${sum(b.missed())} = ${N}`);
-    await delay(HEARTBEAT_MS * 3);
+    await delay(pace.scaled(HEARTBEAT_MS * 3)); // time for a (wrong) report
     t.diagnostic(`B received ${received()} of ${N}, reported ${sum(b.missed())} missed; A reported ${a.deadLetters().length} partial`);
     assert.ok(received() < N, 'Redis closed the subscriber: some were lost');
     assert.equal(received() + sum(b.missed()), N, 'every message arrived or was reported missed, none twice');
@@ -551,7 +555,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     await a.waitLine(/^status up$/, upFrom, 10_000);
     // Redis had it all along: it is delivered late, and B reports no gap (the `error` was "unconfirmed", not "lost").
     await waitFor(() => b1.pushes.includes(broadcastPush('during-hang')), 10_000, 'the unconfirmed message arrives late');
-    await delay(HEARTBEAT_MS * 3);
+    await delay(pace.scaled(HEARTBEAT_MS * 3)); // time for a (wrong) report
     assert.deepEqual(b.missed(), []);
     assert.equal((await httpGet(`${a.base}/healthz`)).body, 'ok\n');
   });
@@ -567,7 +571,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     supBad.on('adapterDeadLetter', (l) => letters.push(l));
     await waitFor(() => /cannot select database 16/.test(bad.statusReason ?? ''), 5000, 'SELECT 16 refused');
     assert.match(bad.statusReason!, /^redis unavailable: cannot select database 16: ERR DB index is out of range/);
-    await delay(600); // retried (every backoff.maxDelay): still degraded, and warned once
+    await delay(pace.scaled(600)); // retried (every backoff.maxDelay): still degraded, and warned once
     assert.equal(bad.status, 'degraded');
     assert.equal(lines.filter((l) => l.level === 'warn' && /cannot select database 16/.test(l.msg)).length, 1);
     supBad.broadcast('x');
@@ -641,12 +645,15 @@ describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /c
     const ws = new WebSocket(`ws://127.0.0.1:${two.port}/server`);
     t.after(() => ws.terminate());
     await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
-    await delay(5_500); // one heartbeat: the other node's count is as of its last one
-    const r = await httpGet(`${one.base}/cluster`);
-    assert.equal(r.status, 200);
-    const body = JSON.parse(r.body) as { nodes: NodeInfo[]; connections: number };
-    assert.equal(body.connections, 1);
-    assert.deepEqual(body.nodes.map((n) => [n.self, n.connections]).sort(), [[false, 1], [true, 0]]);
+    // After the other node's next heartbeat (5 s): its count is as of its last one.
+    await delay(5_500);
+    await eventually(async () => {
+      const r = await httpGet(`${one.base}/cluster`);
+      assert.equal(r.status, 200);
+      const body = JSON.parse(r.body) as { nodes: NodeInfo[]; connections: number };
+      assert.equal(body.connections, 1);
+      assert.deepEqual(body.nodes.map((n) => [n.self, n.connections]).sort(), [[false, 1], [true, 0]]);
+    }, 6_000);
     for (const srv of [one, two]) assert.ok(!(srv.stdout() + srv.stderr()).includes('s3cr3t-P4ss'), `the password leaked:\n${srv.stdout()}`);
 
     await redis.kill();
@@ -715,7 +722,7 @@ describe('Redis adapter: backpressure while Redis hangs', () => {
     await sendFor(1000);
     const inFlight = (): number => adapter.inFlightBytes;
     await waitFor(() => delivered.size + [...reported.values()].filter((r) => r === 'unavailable').length >= sent && inFlight() === 0, 15_000, 'every message delivered or reported');
-    await delay(300);
+    await delay(pace.scaled(300)); // time for a (wrong) second report
 
     const unavailable = [...reported].filter(([, r]) => r === 'unavailable').map(([i]) => i);
     const errors = [...reported].filter(([, r]) => r === 'error').map(([i]) => i);

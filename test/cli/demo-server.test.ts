@@ -12,6 +12,7 @@ import WebSocket from 'ws';
 import { startDemoServer, type DemoServer } from '../../src/cli/demo-server.ts';
 import { closeOf, openClient, waitFor } from '../helpers/server.ts';
 import { httpGet, metric } from '../helpers/cli.ts';
+import { pace } from '../helpers/pace.ts';
 
 async function start(t: { after(fn: () => Promise<void> | void): void }): Promise<{ demo: DemoServer; url: string; base: string }> {
   const demo = await startDemoServer({ host: '127.0.0.1', port: 0 });
@@ -73,7 +74,7 @@ function runClient(ws: WebSocket, index: number, requests: number, sink: Receive
   });
 }
 
-test('1,000 concurrent clients × 50 sequential requests: no reply lost, duplicated or reordered (R1, R3, R13, R14)', { timeout: 90_000 }, async (t) => {
+test('1,000 concurrent clients × 50 sequential requests: no reply lost, duplicated or reordered (R1, R3, R13, R14)', { timeout: pace.scaled(90_000) }, async (t) => {
   const CLIENTS = 1000;
   const REQUESTS = 50;
   const BATCH = 100;
@@ -92,13 +93,14 @@ test('1,000 concurrent clients × 50 sequential requests: no reply lost, duplica
   const sinks: Received[][] = clients.map(() => []);
   const started = performance.now();
   let watchdog: NodeJS.Timeout | undefined;
+  const watchdogMs = pace.scaled(45_000); // ends a hang; scaled by the measured pace (test/helpers/pace.ts)
   await Promise.race([
     Promise.all(clients.map((ws, i) => runClient(ws, i, REQUESTS, sinks[i]!))),
     new Promise<never>((_, reject) => {
       watchdog = setTimeout(() => {
         const stuck = sinks.filter((s) => s.length < REQUESTS).length;
-        reject(new Error(`${stuck} of ${CLIENTS} clients still waiting for replies after 45 s`));
-      }, 45_000);
+        reject(new Error(`${stuck} of ${CLIENTS} clients still waiting for replies after ${watchdogMs} ms`));
+      }, watchdogMs);
     }),
   ]).finally(() => clearTimeout(watchdog));
   const elapsedMs = performance.now() - started;
@@ -136,7 +138,7 @@ test('1,000 concurrent clients × 50 sequential requests: no reply lost, duplica
   assert.deepEqual(await closesByCode(demo), { '1000': CLIENTS });
 });
 
-test('metrics: N clean closes (client- or server-initiated) count N under code 1000 (R17)', { timeout: 30_000 }, async (t) => {
+test('metrics: N clean closes (client- or server-initiated) count N under code 1000 (R17)', { timeout: pace.scaled(30_000) }, async (t) => {
   const N = 20;
   const { demo, url, base } = await start(t);
   const all: WebSocket[] = [];
@@ -176,7 +178,7 @@ function halfUpgrade(port: number): Promise<{ socket: import('node:net').Socket;
   }));
 }
 
-test('slowloris: half-sent request heads are cut after headersTimeout (408) even if the peer never reads, and sockets beyond maxConnections + httpHeadroom are refused at accept; a real client is served again at once', { timeout: 20_000 }, async (t) => {
+test('slowloris: half-sent request heads are cut after headersTimeout (408) even if the peer never reads, and sockets beyond maxConnections + httpHeadroom are refused at accept; a real client is served again at once', { timeout: pace.scaled(20_000) }, async (t) => {
   const demo = await startDemoServer({ host: '127.0.0.1', port: 0, maxConnections: 3, httpHeadroom: 2, headersTimeout: 600 });
   t.after(() => demo.close());
   const { port } = demo.address;
@@ -191,12 +193,17 @@ test('slowloris: half-sent request heads are cut after headersTimeout (408) even
   // 5 = 3 + 2 sockets: the next one is dropped by Node at accept, never held.
   const extra = await halfUpgrade(port);
   extra.socket.resume();
-  const extraClosed = await Promise.race([extra.closedAt, new Promise<number>((r) => setTimeout(() => r(-1), 500))]);
+  let extraTimer: NodeJS.Timeout | undefined;
+  const extraClosed = await Promise.race([extra.closedAt, new Promise<number>((r) => (extraTimer = setTimeout(() => r(-1), pace.scaled(500))))]);
+  clearTimeout(extraTimer);
   assert.ok(extraClosed > 0, 'a socket over maxConnections + httpHeadroom is closed at once');
-  // The held peers never read: the server still lets go of them.
+  // The held peers never read: the server still lets go of them. The margin is
+  // scaled by the pace, and kept below the 30 s requestTimeout (the next bound
+  // that would let them go), so a headersTimeout that does not apply still fails.
+  const margin = Math.min(pace.scaled(2000), 15_000);
   for (;;) {
     if ((await connections()) === 0) break;
-    assert.ok(performance.now() - started < 600 + 2000, 'half-sent heads are let go within headersTimeout + 2 s');
+    assert.ok(performance.now() - started < 600 + margin, `half-sent heads are let go within headersTimeout + ${margin} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
   held[0]!.socket.resume();
@@ -207,7 +214,7 @@ test('slowloris: half-sent request heads are cut after headersTimeout (408) even
   await closeOf(ws);
 });
 
-test('the demo page links to the dashboard; both pages declare their icon, so a browser asks for no /favicon.ico (which would 404)', { timeout: 20_000 }, async (t) => {
+test('the demo page links to the dashboard; both pages declare their icon, so a browser asks for no /favicon.ico (which would 404)', { timeout: pace.scaled(20_000) }, async (t) => {
   const { base } = await start(t);
   const demo = await httpGet(`${base}/`);
   assert.equal(demo.status, 200);

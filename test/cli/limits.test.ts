@@ -11,6 +11,7 @@ import { parseServerArgs, UsageError, type ServerCliOptions } from '../../src/cl
 import { REDIS_DEFAULTS } from '../../src/adapter/redis-defaults.ts';
 import { FD_RESERVE } from '../../src/server/fd-limit.ts';
 import { IN_CI } from '../interop/require-binary.ts';
+import { pace } from '../helpers/pace.ts';
 
 const HAS_PRLIMIT = spawnSync('prlimit', ['--version']).status === 0;
 
@@ -51,7 +52,7 @@ function cliUnderLimit(t: TestContext, nofile: number, args: string[]): LimitedC
     stderr: () => err,
     exited,
     async waitFor(re, timeoutMs = 20_000) {
-      const deadline = Date.now() + timeoutMs;
+      const deadline = Date.now() + pace.scaled(timeoutMs); // ends a hang: scaled by the measured pace
       for (;;) {
         const m = re.exec(out);
         if (m) return m;
@@ -65,10 +66,10 @@ function cliUnderLimit(t: TestContext, nofile: number, args: string[]): LimitedC
 }
 
 describe('maxConnections against the open-file limit', () => {
-  test('--max-connections beyond what the open-file limit allows: exit 2 naming the numbers, nothing served', { timeout: 30_000 }, async (t) => {
+  test('--max-connections beyond what the open-file limit allows: exit 2 naming the numbers, nothing served', { timeout: pace.scaled(30_000) }, async (t) => {
     const cli = cliUnderLimit(t, 500, ['--address', '127.0.0.1:0', '--max-connections', '490']);
     if (!cli) return;
-    const timer = setTimeout(() => cli.child.kill('SIGKILL'), 15_000);
+    const timer = setTimeout(() => cli.child.kill('SIGKILL'), pace.scaled(15_000));
     const code = await cli.exited;
     clearTimeout(timer);
     assert.equal(code, 2, `exit code (stdout: ${cli.stdout()}; stderr: ${cli.stderr()})`);
@@ -81,7 +82,7 @@ describe('maxConnections against the open-file limit', () => {
     assert.doesNotMatch(cli.stdout(), /listening/);
   });
 
-  test('the default maxConnections under a low open-file limit: lowered with a warning naming the numbers; at saturation the next upgrade gets 503 and /healthz and /metrics still answer', { timeout: 60_000 }, async (t) => {
+  test('the default maxConnections under a low open-file limit: lowered with a warning naming the numbers; at saturation the next upgrade gets 503 and /healthz and /metrics still answer', { timeout: pace.scaled(60_000) }, async (t) => {
     const NOFILE = 300;
     const cli = cliUnderLimit(t, NOFILE, ['--address', '127.0.0.1:0']);
     if (!cli) return;
@@ -154,7 +155,7 @@ describe('per-address flags', () => {
     }
   });
 
-  test('the CLI server: --max-connections-per-address 2 refuses a third upgrade from one address with 429, serves another address', { timeout: 30_000 }, async (t) => {
+  test('the CLI server: --max-connections-per-address 2 refuses a third upgrade from one address with 429, serves another address', { timeout: pace.scaled(30_000) }, async (t) => {
     const srv = await startCliServer(['--max-connections-per-address', '2'], t);
     const from = (localAddress: string): WebSocket.ClientOptions => ({ localAddress }) as WebSocket.ClientOptions;
     const held = await Promise.all([0, 1].map(() => new Promise<WebSocket>((resolve, reject) => {

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { budgets, startCliServer } from '../helpers/cli.ts';
 import { waitFor } from '../helpers/server.ts';
+import { pace } from '../helpers/pace.ts';
 
 /** Measured once, before the tests are declared: their timeouts scale with this machine's speed now (test/helpers/cli.ts). */
 const budget = await budgets();
@@ -72,10 +73,13 @@ test('--log-level info: no transition lines; --log-level silent: no log lines at
     const server = await startCliServer(['--log-level', level, '--ping-interval', '100'], t);
     const ws = new WebSocket(server.wsUrl);
     await new Promise((r) => ws.once('open', r));
-    await new Promise((r) => setTimeout(r, 300));
+    // Several heartbeats (--ping-interval 100) that would log transitions: the
+    // window scaled by the measured pace, the server being busy too.
+    await new Promise((r) => setTimeout(r, pace.scaled(300)));
     ws.close();
     await new Promise((r) => ws.once('close', r));
-    await new Promise((r) => setTimeout(r, 100));
+    if (level === 'info') await waitFor(() => logLines(server.stdout()).some((l) => l.msg.startsWith('connection closed')), 5000, 'the close to be logged');
+    else await new Promise((r) => setTimeout(r, pace.scaled(100))); // time for a (wrong) line
     const lines = logLines(server.stdout());
     assert.equal(lines.filter((l) => l.msg === 'transition').length, 0, `${level}: no transitions`);
     if (level === 'silent') assert.equal(lines.length, 0);

@@ -3,7 +3,7 @@
 // Each abuse runs while a separate prober connects and round-trips one
 // request, again and again; the prober must stay prompt, and the abuser's
 // own traffic must come through complete and in order (fair scheduling
-// defers, never drops). The numbers are the issue's, scaled down.
+// defers, never drops). The numbers are the measured abuses', scaled down.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';

@@ -18,9 +18,15 @@ import { browser, CHROMIUM, CHROMIUM_INSTALL, WAIT } from '../helpers/chromium.t
 import WebSocket from 'ws';
 import { httpGet, metric, metricsOf, REPO_ROOT, startCliServer, type CliServer } from '../helpers/cli.ts';
 import { requireBinary } from '../interop/require-binary.ts';
+import { pace } from '../helpers/pace.ts';
 
-/** Short server timings, so the server's own heartbeat runs during every test. */
-const FAST = ['--ping-interval', '300', '--pong-timeout', '300'];
+/**
+ * Short server timings, so the server's own heartbeat runs during every test.
+ * Chromium must answer within the pong timeout: scaled by the measured pace
+ * (test/helpers/pace.ts), like every timer here that one process must beat by
+ * answering another, the margins and the waits (docs/testing.md).
+ */
+const FAST = ['--ping-interval', '300', '--pong-timeout', String(pace.scaled(300))];
 
 const BUNDLE = join(REPO_ROOT, 'dist/browser/ws-supervisor-client.js');
 let built = false;
@@ -68,24 +74,25 @@ async function clientPage(t: TestContext, server: CliServer, options: Record<str
   return page;
 }
 
-/** Waits (bounded) until the page expression is truthy. */
-async function until(page: Page, expression: string, timeout = WAIT.timeout): Promise<void> {
-  await page.waitForFunction(expression, undefined, { timeout, polling: 20 });
+/** Waits (bounded: `idleTimeout` of an idle machine, scaled by the pace) until the page expression is truthy. */
+async function until(page: Page, expression: string, idleTimeout = 10_000): Promise<void> {
+  await page.waitForFunction(expression, undefined, { timeout: pace.scaled(idleTimeout), polling: 20 });
 }
 
 function states(page: Page): Promise<string[]> {
   return page.evaluate('h.states') as Promise<string[]>;
 }
 
-/** Resolves with the exit, or null after timeoutMs. */
-async function exitWithin(server: CliServer, timeoutMs: number): Promise<unknown> {
+/** Resolves with the exit, or null after timeoutMs of an idle machine (scaled by the pace). */
+async function exitWithin(server: CliServer, idleTimeoutMs: number): Promise<unknown> {
+  const timeoutMs = pace.scaled(idleTimeoutMs);
   let timer: NodeJS.Timeout | undefined;
   const exit = await Promise.race([server.exited, new Promise<null>((r) => (timer = setTimeout(() => r(null), timeoutMs)))]);
   clearTimeout(timer);
   return exit;
 }
 
-test('browser client: the bundle is served, requests get their replies by requestID, close(1000) is clean', { timeout: 60_000 }, async (t) => {
+test('browser client: the bundle is served, requests get their replies by requestID, close(1000) is clean', { timeout: pace.scaled(60_000) }, async (t) => {
   if (!ready(t)) return;
   const server = await startCliServer(FAST, t);
   const head = await httpGet(`${server.base}/ws-supervisor-client.js`);
@@ -119,7 +126,7 @@ test('browser client: the bundle is served, requests get their replies by reques
   assert.equal(metric(m, 'ws_supervisor_closes_total', { code: '1000' }), 1);
 });
 
-test('browser client: a broadcast from another client arrives as a push', { timeout: 60_000 }, async (t) => {
+test('browser client: a broadcast from another client arrives as a push', { timeout: pace.scaled(60_000) }, async (t) => {
   if (!ready(t)) return;
   const server = await startCliServer(FAST, t);
   const page = await clientPage(t, server, {});
@@ -141,7 +148,7 @@ test('browser client: a broadcast from another client arrives as a push', { time
   assert.equal(metric(await metricsOf(server.base), 'ws_supervisor_closes_total', { code: '1000' }), 1);
 });
 
-test('browser client: a burst over the send buffer limit closes the connection as a slow consumer (R11)', { timeout: 60_000 }, async (t) => {
+test('browser client: a burst over the send buffer limit closes the connection as a slow consumer (R11)', { timeout: pace.scaled(60_000) }, async (t) => {
   if (!ready(t)) return;
   const server = await startCliServer(FAST, t);
   const page = await clientPage(t, server, { sendBuffer: { highWaterMark: 16_384, maxBytes: 65_536 }, backoff: { maxAttempts: 1 } });
@@ -164,7 +171,7 @@ test('browser client: a burst over the send buffer limit closes the connection a
   assert.equal(metric(m, 'ws_supervisor_closes_total', { code: '1000' }), 1); // sent as 1000 "1008 slow consumer: …"
 });
 
-test('browser client: reconnects with backoff after a server restart; a request made during the outage is answered once', { timeout: 60_000 }, async (t) => {
+test('browser client: reconnects with backoff after a server restart; a request made during the outage is answered once', { timeout: pace.scaled(60_000) }, async (t) => {
   if (!ready(t)) return;
   const first = await startCliServer(FAST, t);
   const page = await clientPage(t, first, {
@@ -173,7 +180,7 @@ test('browser client: reconnects with backoff after a server restart; a request 
     // connects Chromium delays a page's next WebSocket by up to 5 s (its
     // per-process WebSocket throttle); a shorter connect timeout abandons the
     // delayed attempts, and each abandoned one counts as another failure.
-    requestTimeout: 20_000,
+    requestTimeout: pace.scaled(20_000),
   });
   await until(page, 'h.client.state === "open"');
 
@@ -193,7 +200,7 @@ test('browser client: reconnects with backoff after a server restart; a request 
   const second = await startCliServer(['--address', `127.0.0.1:${first.port}`, ...FAST], t);
   assert.equal(second.port, first.port);
   await until(page, 'outage.replies.length + outage.errors.length > 0', 15_000);
-  await new Promise((r) => setTimeout(r, 300)); // room for a duplicate, if there were one
+  await new Promise((r) => setTimeout(r, pace.scaled(300))); // room for a duplicate, if there were one
   assert.deepEqual(await page.evaluate('outage'), {
     replies: [{ requestID: 1, success: true, someOtherThing: 'Server processed command: made during the outage' }],
     errors: [],
@@ -206,13 +213,14 @@ test('browser client: reconnects with backoff after a server restart; a request 
   t.diagnostic(`states: ${seen.join(' → ')}`);
 });
 
-test('browser client: the app heartbeat measures rttMs and cycles open ⇄ pinging', { timeout: 60_000 }, async (t) => {
+test('browser client: the app heartbeat measures rttMs and cycles open ⇄ pinging', { timeout: pace.scaled(60_000) }, async (t) => {
   if (!ready(t)) return;
   const server = await startCliServer(FAST, t);
-  const page = await clientPage(t, server, { appHeartbeat: true, timing: { pingInterval: 200, pongTimeout: 1_000 } });
+  const pongTimeout = pace.scaled(1_000); // the CLI server answers: scaled by the pace
+  const page = await clientPage(t, server, { appHeartbeat: true, timing: { pingInterval: 200, pongTimeout } });
   await until(page, 'h.client.rttMs !== null && h.states.filter((s) => s === "pinging").length >= 3');
   const rtt = (await page.evaluate('h.client.rttMs')) as number;
-  assert.ok(typeof rtt === 'number' && rtt >= 0 && rtt < 1_000, `rttMs ${rtt}`);
+  assert.ok(typeof rtt === 'number' && rtt >= 0 && rtt < pongTimeout, `rttMs ${rtt}`);
   const seen = await states(page);
   assert.deepEqual(seen.slice(0, 5), ['connecting', 'open', 'pinging', 'open', 'pinging']);
   // Heartbeat replies are the client's own: no push, no close.
@@ -223,13 +231,14 @@ test('browser client: the app heartbeat measures rttMs and cycles open ⇄ pingi
   t.diagnostic(`rttMs ${rtt.toFixed(2)}`);
 });
 
-test('browser client: a frozen server (SIGSTOP) is dropped by the app heartbeat, and rejoined once it thaws', { timeout: 60_000 }, async (t) => {
+test('browser client: a frozen server (SIGSTOP) is dropped by the app heartbeat, and rejoined once it thaws', { timeout: pace.scaled(60_000) }, async (t) => {
   if (!ready(t)) return;
   const server = await startCliServer(FAST, t);
   t.after(() => void server.child.kill('SIGCONT'));
   const page = await clientPage(t, server, {
     appHeartbeat: true,
-    timing: { pingInterval: 200, pongTimeout: 300, connectTimeout: 500 },
+    // The CLI server answers pings and upgrades: those deadlines scaled by the pace.
+    timing: { pingInterval: 200, pongTimeout: pace.scaled(300), connectTimeout: pace.scaled(500) },
     backoff: { initialDelay: 100, maxDelay: 200 },
   });
   await until(page, 'h.client.state === "open"');

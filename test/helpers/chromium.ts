@@ -8,6 +8,7 @@
  */
 import { after, type TestContext } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { pace } from './pace.ts';
 
 export const CHROMIUM = process.env.INTEROP_CHROMIUM ?? '/usr/bin/chromium';
 export const CHROMIUM_INSTALL = 'apt-get install chromium';
@@ -21,14 +22,14 @@ const ARGS = [
   '--disable-component-update',
   '--disable-sync',
 ];
-/** Bound for every single browser wait. */
-export const WAIT = { timeout: 10_000 };
+/** Bound for every single browser wait: 10 s of an idle machine, scaled by the measured pace (test/helpers/pace.ts). */
+export const WAIT = { timeout: pace.scaled(10_000) };
 
 let browserPromise: Promise<Browser> | null = null;
 
 /** The file's browser, launched on first use. */
 export function browser(): Promise<Browser> {
-  browserPromise ??= chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 30_000 });
+  browserPromise ??= chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: pace.scaled(30_000) });
   return browserPromise;
 }
 

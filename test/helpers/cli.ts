@@ -20,6 +20,7 @@ import net from 'node:net';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
+import { pace } from './pace.ts';
 
 /** The repository root (where `tsx` and `src/cli/main.ts` live). */
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -288,8 +289,13 @@ export interface HttpResult {
   body: string;
 }
 
-/** A GET without keep-alive (so a draining server never waits on us). */
+/**
+ * A GET without keep-alive (so a draining server never waits on us). The
+ * timeouts of this section are an idle machine's, scaled by the pace measured
+ * in this process (test/helpers/pace.ts): they end hangs, they measure nothing.
+ */
 export function httpGet(url: string, headers: Record<string, string> = {}, timeoutMs = 5_000): Promise<HttpResult> {
+  timeoutMs = pace.scaled(timeoutMs);
   return new Promise((resolve, reject) => {
     const req = http.get(url, { agent: false, headers: { Connection: 'close', ...headers } }, (res) => {
       let body = '';
@@ -334,6 +340,7 @@ export async function metricsOf(base: string): Promise<string> {
 
 /** Opens a `ws` client; resolves with the HTTP status: 101 when it opened (the socket is then closed), else the refusal's status. */
 export function upgradeStatus(url: string, options: WebSocket.ClientOptions = {}, timeoutMs = 5_000): Promise<{ status: number; body: string }> {
+  timeoutMs = pace.scaled(timeoutMs);
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, options);
     const timer = setTimeout(() => {
@@ -413,6 +420,7 @@ export class RawWsClient {
 
   /** Connects and completes the opening handshake; rejects on a non-101 answer. */
   static connect(port: number, path = '/server', headers: Record<string, string> = {}, timeoutMs = 5_000): Promise<RawWsClient> {
+    timeoutMs = pace.scaled(timeoutMs);
     return new Promise((resolve, reject) => {
       const socket = net.connect({ host: '127.0.0.1', port });
       const timer = setTimeout(() => {
@@ -468,6 +476,7 @@ export class RawWsClient {
 
   /** The first frame with `opcode` (waits for it); rejects after timeoutMs or if the connection ends first. */
   async nextFrame(opcode: number, timeoutMs = 5_000): Promise<Frame> {
+    timeoutMs = pace.scaled(timeoutMs);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const i = this.frames.findIndex((f) => f.opcode === opcode);

@@ -7,6 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
+import { pace } from './pace.ts';
 
 export interface HttpReply {
   status: number;
@@ -24,7 +25,7 @@ export interface RawUpgradeOptions {
    * A null value removes a default header (e.g. `'Sec-WebSocket-Key': null`).
    */
   headers?: Record<string, string | null>;
-  /** Give up after this long. Default 3000 ms. */
+  /** Give up after this long on an idle machine (scaled by the measured pace, test/helpers/pace.ts). Default 3000 ms. */
   timeoutMs?: number;
   /**
    * Keep our half of TCP open after the server's FIN (a peer that never closes
@@ -93,7 +94,7 @@ export function closePayload(code: number, reason = ''): Buffer {
 
 /** Sends a hand-written upgrade request; resolves with the reply and, on 101, an open RawWs. */
 export function rawUpgrade(port: number, options: RawUpgradeOptions = {}): Promise<{ reply: HttpReply; ws: RawWs | null }> {
-  const timeoutMs = options.timeoutMs ?? 3000;
+  const timeoutMs = pace.scaled(options.timeoutMs ?? 3000);
   const defaults: Record<string, string> = {
     Host: `127.0.0.1:${port}`,
     Upgrade: 'websocket',
@@ -230,8 +231,12 @@ export class RawWs {
     this.socket.end();
   }
 
-  /** Waits for a received frame matching `match`; null if the socket ends first. Throws after timeoutMs. */
-  async waitForFrame(match: (f: Frame) => boolean, timeoutMs = 3000): Promise<Frame | null> {
+  /**
+   * Waits for a received frame matching `match`; null if the socket ends first.
+   * Throws after timeoutMs of an idle machine, scaled by the measured pace.
+   */
+  async waitForFrame(match: (f: Frame) => boolean, idleTimeoutMs = 3000): Promise<Frame | null> {
+    const timeoutMs = pace.scaled(idleTimeoutMs);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const found = this.frames.find(match);

@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import WebSocket, { type ClientOptions } from 'ws';
 import { createSupervisor, type Supervisor, type SupervisorOptions } from '../../src/index.ts';
+import { pace } from './pace.ts';
 
 export interface TestServer<Auth = unknown> {
   server: http.Server;
@@ -62,16 +63,41 @@ export function nextMessage(ws: WebSocket): Promise<string> {
   return new Promise((resolve) => ws.once('message', (data) => resolve(data.toString())));
 }
 
-/** Polls `condition` every 5 ms until true, or throws after `timeoutMs`. */
+/**
+ * Polls `condition` every 5 ms until true, or throws after `timeoutMs` of an
+ * idle machine, scaled by this process's measured pace (test/helpers/pace.ts):
+ * the timeout ends a hang, it does not measure speed.
+ */
 export async function waitFor(condition: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const budget = pace.scaled(timeoutMs);
+  const deadline = Date.now() + budget;
   while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${budget} ms (${timeoutMs} ms × pace ${pace.factor.toFixed(1)}) waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
   }
 }
 
 export const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Runs `check` (assertions, possibly async) until it passes, every 50 ms, for
+ * at most `timeoutMs` of an idle machine scaled by the measured pace; then
+ * throws its last error. For "after the next heartbeat, X holds" where the
+ * heartbeat's time is not observable: instead of a fixed wait that assumes an
+ * idle machine.
+ */
+export async function eventually(check: () => unknown, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + pace.scaled(timeoutMs);
+  for (;;) {
+    try {
+      await check();
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+    await delay(50);
+  }
+}
 
 /**
  * `p`'s value, or null if it takes longer than `ms`. The timer is cleared as

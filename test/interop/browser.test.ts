@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { browser, CHROMIUM, CHROMIUM_INSTALL, newPage, WAIT } from '../helpers/chromium.ts';
+import { pace } from '../helpers/pace.ts';
 import { metric, metricsOf, REPO_ROOT, startCliServer, type CliServer } from '../helpers/cli.ts';
 import { requireBinary } from './require-binary.ts';
 import { assertServerHealthy } from './spawn.ts';
@@ -37,7 +38,7 @@ async function openDemo(t: TestContext, server: CliServer): Promise<Page> {
   return page;
 }
 
-test('chromium: the demo page connects, gets its reply by requestID, broadcasts to two pages, and shows close 1001 on SIGTERM', { timeout: 90_000 }, async (t) => {
+test('chromium: the demo page connects, gets its reply by requestID, broadcasts to two pages, and shows close 1001 on SIGTERM', { timeout: pace.scaled(90_000) }, async (t) => {
   if (!requireBinary(t, CHROMIUM, CHROMIUM_INSTALL)) return;
   const server = await startCliServer(['--close-timeout', '2000'], t);
 
@@ -77,7 +78,7 @@ test('chromium: the demo page connects, gets its reply by requestID, broadcasts 
     assert.ok(closed?.includes('closed: code 1001') && !closed.includes('not clean'), `clean 1001 close, got ${closed}`);
   }
   let timer: NodeJS.Timeout | undefined;
-  const exit = await Promise.race([server.exited, new Promise<null>((r) => (timer = setTimeout(() => r(null), 10_000)))]);
+  const exit = await Promise.race([server.exited, new Promise<null>((r) => (timer = setTimeout(() => r(null), pace.scaled(10_000))))]);
   clearTimeout(timer);
   assert.deepEqual(exit, { code: 0, signal: null }, `server exit after SIGTERM\nstdout: ${server.stdout()}\nstderr: ${server.stderr()}`);
   assert.match(server.stdout(), /draining 2 connection\(s\)/);
@@ -90,7 +91,7 @@ async function tryWebSocket(page: Page, url: string): Promise<{ events: string[]
   return page.evaluate(`new Promise((resolve) => {
     const events = [];
     const ws = new WebSocket(${JSON.stringify(url)});
-    const timer = setTimeout(() => resolve({ events: [...events, 'timeout'], code: null, wasClean: null }), 8000);
+    const timer = setTimeout(() => resolve({ events: [...events, 'timeout'], code: null, wasClean: null }), ${pace.scaled(8000)});
     ws.onopen = () => events.push('open');
     ws.onerror = () => events.push('error');
     ws.onclose = (e) => { clearTimeout(timer); events.push('close'); resolve({ events, code: e.code, wasClean: e.wasClean }); };
@@ -137,7 +138,7 @@ async function otherOrigin(t: TestContext, headers: Record<string, string> = {})
 
 const REFUSED_403 = /WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/server' failed: Error during WebSocket handshake: Unexpected response code: 403/;
 
-test('chromium: a page of another origin (another port) is refused at the handshake: 403, error + close 1006', { timeout: 60_000 }, async (t) => {
+test('chromium: a page of another origin (another port) is refused at the handshake: 403, error + close 1006', { timeout: pace.scaled(60_000) }, async (t) => {
   if (!requireBinary(t, CHROMIUM, CHROMIUM_INSTALL)) return;
   const server = await startCliServer([], t);
   const origin = await otherOrigin(t);
@@ -159,7 +160,7 @@ test('chromium: a page of another origin (another port) is refused at the handsh
 // (CSP `sandbox allow-scripts`) has an opaque origin; it is served from
 // loopback so Chromium's Local Network Access checks let the request out
 // (from about:blank they do not: see the next test).
-test('chromium: an opaque-origin page (CSP sandbox, Origin: null) is refused at the handshake: 403, error + close 1006', { timeout: 60_000 }, async (t) => {
+test('chromium: an opaque-origin page (CSP sandbox, Origin: null) is refused at the handshake: 403, error + close 1006', { timeout: pace.scaled(60_000) }, async (t) => {
   if (!requireBinary(t, CHROMIUM, CHROMIUM_INSTALL)) return;
   const server = await startCliServer([], t);
   const origin = await otherOrigin(t, { 'Content-Security-Policy': 'sandbox allow-scripts' });
@@ -183,7 +184,7 @@ test('chromium: an opaque-origin page (CSP sandbox, Origin: null) is refused at 
 // net::ERR_BLOCKED_BY_LOCAL_NETWORK_ACCESS_CHECKS) and the server never sees
 // it. Either way the page must not get a connection: accept a local block or
 // the server's 403, and say which happened.
-test('chromium: a WebSocket from about:blank never opens (blocked by Chromium or refused by the server)', { timeout: 60_000 }, async (t) => {
+test('chromium: a WebSocket from about:blank never opens (blocked by Chromium or refused by the server)', { timeout: pace.scaled(60_000) }, async (t) => {
   if (!requireBinary(t, CHROMIUM, CHROMIUM_INSTALL)) return;
   const server = await startCliServer([], t);
   const page = await newPage(t);

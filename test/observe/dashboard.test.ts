@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import type { Page } from 'playwright-core';
 import { CHROMIUM, CHROMIUM_INSTALL, newPage, WAIT } from '../helpers/chromium.ts';
+import { pace } from '../helpers/pace.ts';
 import { connectionMachine } from '../../machines/connection.machine.ts';
 import { startDemoServer, type DemoServer } from '../../src/cli/demo-server.ts';
 import { createDashboard, type DashboardSnapshot } from '../../src/index.ts';
@@ -339,9 +340,10 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 
 const page1280 = (t: TestContext): Promise<Page> => newPage(t, { width: 1280, height: 900 });
 
-test('chromium: the dashboard shows a live connection, its RTT, the diagram count, and closures by the peer and by heartbeat timeout', { timeout: 90_000 }, async (t) => {
+test('chromium: the dashboard shows a live connection, its RTT, the diagram count, and closures by the peer and by heartbeat timeout', { timeout: pace.scaled(90_000) }, async (t) => {
   if (!requireBinary(t, CHROMIUM, CHROMIUM_INSTALL)) return;
-  const server = await startCliServer(['--ping-interval', '300', '--pong-timeout', '300'], t);
+  // In-process clients answer the pings: the pong timeout scaled by the measured pace.
+  const server = await startCliServer(['--ping-interval', '300', '--pong-timeout', String(pace.scaled(300))], t);
   const page = await page1280(t);
   const errors: string[] = [];
   page.on('console', (m) => {
@@ -368,11 +370,11 @@ test('chromium: the dashboard shows a live connection, its RTT, the diagram coun
       return !!r && (r.querySelector('td.state .pill')?.textContent === 'pinging' || /ms$/.test(r.querySelector('td.rtt')?.textContent ?? ''));
     },
     undefined,
-    { timeout: 2_500, polling: 50 },
+    { timeout: pace.scaled(2_500), polling: 50 },
   );
   const shownAfter = Date.now() - connectedAt;
   t.diagnostic(`pinging or RTT shown ${shownAfter} ms after connecting: RTT ${await row.locator('td.rtt').textContent()}`);
-  assert.ok(shownAfter < 2_500, `heartbeat visible after ${shownAfter} ms`);
+  assert.ok(shownAfter < pace.scaled(2_500), `heartbeat visible after ${shownAfter} ms (bound 2.5 s × pace ${pace.factor.toFixed(1)})`);
 
   // The diagram's `open` box counts it, and is shaded.
   const open = page.locator('#diagram [data-state="open"]');

@@ -9,6 +9,7 @@ import net, { type AddressInfo } from 'node:net';
 import WebSocket from 'ws';
 import { startCliServer } from '../helpers/cli.ts';
 import { waitFor } from '../helpers/server.ts';
+import { pace } from '../helpers/pace.ts';
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -26,7 +27,7 @@ interface InspectionMessage {
   definition?: string;
 }
 
-test('--inspect: the inspection events of a real connection lifecycle reach the relay (R4, R16)', { timeout: 30_000 }, async (t) => {
+test('--inspect: the inspection events of a real connection lifecycle reach the relay (R4, R16)', { timeout: pace.scaled(30_000) }, async (t) => {
   const inspectPort = await freePort();
   const server = await startCliServer(
     ['--inspect', '--inspect-port', String(inspectPort), '--ping-interval', '150', '--pong-timeout', '300', '--close-timeout', '500', '--log-level', 'warn'],

@@ -4,10 +4,11 @@
 import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Closure, Connection } from '../../src/index.ts';
+import { pace } from '../helpers/pace.ts';
 import { openClient, startSupervisor, waitFor } from '../helpers/server.ts';
 import { closePayload, encodeFrame, Opcode, rawConnect, type RawWs } from '../helpers/raw-ws.ts';
 
-const T = { timeout: 10_000 };
+const T = { timeout: pace.scaled(10_000) };
 const MAX_PAYLOAD = 1024;
 
 async function serve(t: TestContext) {

@@ -6,6 +6,7 @@
 import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Connection } from '../../src/index.ts';
+import { pace } from '../helpers/pace.ts';
 import { delay, startSupervisor } from '../helpers/server.ts';
 import { Opcode, rawConnect, type RawWs } from '../helpers/raw-ws.ts';
 
@@ -29,7 +30,7 @@ async function serve(t: TestContext) {
 
 describe('R21 control frames count against maxMessageRate', () => {
   for (const [name, opcode] of [['pings', Opcode.PING], ['unsolicited pongs', Opcode.PONG]] as const) {
-    test(`a stream of ${name} over the rate is closed 1008 with the rate's reason`, { timeout: 10_000 }, async (t) => {
+    test(`a stream of ${name} over the rate is closed 1008 with the rate's reason`, { timeout: pace.scaled(10_000) }, async (t) => {
       const { raw } = await serve(t);
       const peer = await raw();
       // 20 × the burst, in one write: far over RATE per second.
@@ -43,14 +44,14 @@ describe('R21 control frames count against maxMessageRate', () => {
     });
   }
 
-  test('pings and messages share one budget; a peer within the rate is not cut', { timeout: 10_000 }, async (t) => {
+  test('pings and messages share one budget; a peer within the rate is not cut', { timeout: pace.scaled(10_000) }, async (t) => {
     const { raw } = await serve(t);
     // Within the rate: a burst of RATE / 2 pings and RATE / 2 - 1 messages, then silence.
     const calm = await raw();
     for (let i = 0; i < RATE / 2; i++) calm.raw.send({ opcode: Opcode.PING, payload: `c${i}` });
     for (let i = 0; i < RATE / 2 - 1; i++) calm.raw.send({ opcode: Opcode.TEXT, payload: `m${i}` });
     await calm.raw.waitForFrame((f) => f.opcode === Opcode.TEXT && f.payload.toString() === `m${RATE / 2 - 2}`);
-    await delay(100);
+    await delay(pace.scaled(100)); // time for a (wrong) close to happen
     assert.notEqual(calm.connection.stateName, 'closed', 'within the budget');
     assert.equal(calm.raw.frames.filter((f) => f.opcode === Opcode.CLOSE).length, 0);
 

@@ -7,6 +7,7 @@ import { createSupervisor } from '../../src/server/supervisor.ts';
 import { startDemoServer } from '../../src/cli/demo-server.ts';
 import { FD_RESERVE, fitConnections, OpenFileLimitError, parseOpenFileLimit, readOpenFileLimit } from '../../src/server/fd-limit.ts';
 import type { Logger } from '../../src/base/logger.ts';
+import { pace } from '../helpers/pace.ts';
 import { openClient, startSupervisor } from '../helpers/server.ts';
 import { upgradeStatus } from '../helpers/cli.ts';
 
@@ -69,7 +70,7 @@ describe('the open-file limit', () => {
     );
   });
 
-  test('lowered to fit: at saturation the next upgrade gets 503 (real sockets)', { timeout: 20_000 }, async (t) => {
+  test('lowered to fit: at saturation the next upgrade gets 503 (real sockets)', { timeout: pace.scaled(20_000) }, async (t) => {
     const { logger } = recordingLogger();
     const ts = await startSupervisor({ openFileLimit: FD_RESERVE + 5, logger });
     t.after(() => ts.close());

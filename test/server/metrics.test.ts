@@ -1,6 +1,7 @@
 /** The Prometheus metrics of one supervisor (docs/metrics.md), on real sockets. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { pace } from '../helpers/pace.ts';
 import { closeOf, nextMessage, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
 
 function value(text: string, series: string): number {
@@ -9,9 +10,10 @@ function value(text: string, series: string): number {
   return Number(line.slice(series.length + 1));
 }
 
-test('metrics: states, opens, closes by cause, RTT, traffic of live and closed connections, queue depth', { timeout: 10_000 }, async (t) => {
+test('metrics: states, opens, closes by cause, RTT, traffic of live and closed connections, queue depth', { timeout: pace.scaled(10_000) }, async (t) => {
   const ts = await startSupervisor({
-    timing: { pingInterval: 50, pongTimeout: 500, closeTimeout: 200 },
+    // The clients answer pings from this process: pongTimeout scaled by the measured pace.
+    timing: { pingInterval: 50, pongTimeout: pace.scaled(500), closeTimeout: 200 },
     onMessage: (c, data) => c.send(`echo ${data.toString()}`),
   });
   t.after(() => ts.close());

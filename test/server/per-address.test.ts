@@ -16,6 +16,7 @@ import { startDemoServer, type DemoServer } from '../../src/cli/demo-server.ts';
 import { createSupervisor } from '../../src/server/supervisor.ts';
 import type { Connection } from '../../src/server/connection.ts';
 import { metric, upgradeStatus, httpGet } from '../helpers/cli.ts';
+import { pace } from '../helpers/pace.ts';
 import { delay, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
 
 async function demo(t: TestContext, options: Parameters<typeof startDemoServer>[0]): Promise<DemoServer & { url: string; base: string }> {
@@ -31,7 +32,7 @@ interface IdleSocket {
   closed: Promise<void>;
 }
 
-/** A TCP socket from `from` that never sends a byte (the issue's idle sockets). */
+/** A TCP socket from `from` that never sends a byte (the measured flood's idle sockets). */
 function idleSocket(t: TestContext, port: number, from: string): Promise<IdleSocket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: '127.0.0.1', port, localAddress: from });
@@ -46,12 +47,16 @@ function idleSocket(t: TestContext, port: number, from: string): Promise<IdleSoc
 }
 
 describe('per-address admission limits (R21)', () => {
-  test('idle TCP sockets from one address beyond maxPendingPerAddress are answered 429 and closed at once; other addresses connect promptly', { timeout: 30_000 }, async (t) => {
+  test('idle TCP sockets from one address beyond maxPendingPerAddress are answered 429 and closed at once; other addresses connect promptly', { timeout: pace.scaled(30_000) }, async (t) => {
     // Scaled down from the issue (11,100 sockets vs 10,000 + 1,024): 60 idle sockets against 20 + 30.
-    const d = await demo(t, { maxConnections: 20, httpHeadroom: 30, maxPendingPerAddress: 10 });
+    // "Promptly" is 3 s of an idle machine scaled by the measured pace (upgradeStatus scales it);
+    // the 408 sweep (headersTimeout, 10 s) stays well beyond that, so waiting for it still fails.
+    const promptlyMs = pace.scaled(3000);
+    const d = await demo(t, { maxConnections: 20, httpHeadroom: 30, maxPendingPerAddress: 10, headersTimeout: Math.max(10_000, 3 * promptlyMs) });
     const idle: IdleSocket[] = [];
     for (let i = 0; i < 60; i++) idle.push(await idleSocket(t, d.address.port, '127.0.0.2'));
-    await delay(200); // let the server see them all
+    // The server has seen them all once it has refused the 50 beyond the cap.
+    await waitFor(() => idle.filter((s) => s.socket.destroyed || s.received() !== '').length >= 50, 5000, '50 refusals');
 
     // Another address is served at once: no reset, no wait for the 408 sweep.
     const started = Date.now();
@@ -62,7 +67,6 @@ describe('per-address admission limits (R21)', () => {
     t.diagnostic(`upgrade from 127.0.0.3 with 60 idle sockets from 127.0.0.2 held: ${took} ms`);
 
     // The flood beyond the cap was refused with a 429 and closed; the first 10 are held (until headersTimeout).
-    await waitFor(() => idle.filter((s) => s.socket.destroyed || s.received() !== '').length >= 50, 5000, '50 refusals');
     const refused = idle.filter((s) => s.received().startsWith('HTTP/1.1 429 Too Many Requests\r\n'));
     assert.equal(refused.length, 50, `429s: ${refused.length}`);
     assert.match(refused[0]!.received(), /\r\nRetry-After: 5\r\n(?:[^\r]*\r\n)*\r\ntoo many unfinished connections from 127\.0\.0\.2 \(limit 10 per address\)\n$/);
@@ -72,16 +76,24 @@ describe('per-address admission limits (R21)', () => {
     assert.equal(metric(metrics, 'ws_supervisor_refused_upgrades_total', { reason: 'per-address-pending' }), 50);
 
     // An idle socket that goes away frees its place.
+    // The server learns of the close when it reads it: until then a new socket is
+    // refused (429), so try again until one is held, for a bounded time.
     const before = idle.find((s) => !s.socket.destroyed && s.received() === '')!;
     before.socket.destroy();
-    await delay(100);
-    const again = await idleSocket(t, d.address.port, '127.0.0.2');
-    await delay(200);
+    const deadline = Date.now() + pace.scaled(2000);
+    let again: IdleSocket;
+    for (;;) {
+      await delay(50);
+      again = await idleSocket(t, d.address.port, '127.0.0.2');
+      await delay(pace.scaled(200)); // time for a refusal to arrive
+      if (again.received() === '' && !again.socket.destroyed) break;
+      assert.ok(Date.now() < deadline, `a freed place is reusable: refused until ${pace.scaled(2000)} ms after the close (${again.received().split('\r\n')[0]})`);
+    }
     assert.equal(again.received(), '', 'a freed place is reusable');
     assert.equal(again.socket.destroyed, false);
   });
 
-  test('a socket that upgrades stops counting as pending: maxConnectionsPerAddress WebSockets from one address, the next gets 429; other addresses unaffected; a closed one frees its slot', { timeout: 30_000 }, async (t) => {
+  test('a socket that upgrades stops counting as pending: maxConnectionsPerAddress WebSockets from one address, the next gets 429; other addresses unaffected; a closed one frees its slot', { timeout: pace.scaled(30_000) }, async (t) => {
     const ts = await startSupervisor({ maxConnectionsPerAddress: 3, maxPendingPerAddress: 2 });
     t.after(() => ts.close());
     const from = (address: string): WebSocket.ClientOptions => ({ localAddress: address }) as WebSocket.ClientOptions;
@@ -103,7 +115,7 @@ describe('per-address admission limits (R21)', () => {
     assert.equal(status, 101, 'the freed slot is reusable');
   });
 
-  test('trustProxy: X-Forwarded-For names the client only behind a trusted proxy (which is exempt from the pending cap); otherwise it is ignored', { timeout: 30_000 }, async (t) => {
+  test('trustProxy: X-Forwarded-For names the client only behind a trusted proxy (which is exempt from the pending cap); otherwise it is ignored', { timeout: pace.scaled(30_000) }, async (t) => {
     const d = await demo(t, { maxConnectionsPerAddress: 2, maxPendingPerAddress: 3, trustProxy: ['127.0.0.1'] });
     const opened: Connection[] = [];
     d.supervisor.on('connection', (c) => opened.push(c));
@@ -119,7 +131,7 @@ describe('per-address admission limits (R21)', () => {
     // The proxy's own sockets are many clients: not held to the pending cap.
     const idle: IdleSocket[] = [];
     for (let i = 0; i < 6; i++) idle.push(await idleSocket(t, d.address.port, '127.0.0.1'));
-    await delay(200);
+    await delay(pace.scaled(200)); // time for a (wrong) refusal to arrive
     assert.ok(idle.every((s) => s.received() === '' && !s.socket.destroyed), 'the trusted proxy is exempt from maxPendingPerAddress');
 
     // Not a trusted proxy: its X-Forwarded-For is ignored (a spoofed header gains nothing).
@@ -130,7 +142,7 @@ describe('per-address admission limits (R21)', () => {
     assert.equal(spoofed.body, 'too many connections from 127.0.0.4 (limit 2 per address)\n');
   });
 
-  test('a per-address refusal of a request that came through an untrusted proxy says so in the log (every client behind it shares its address)', { timeout: 30_000 }, async (t) => {
+  test('a per-address refusal of a request that came through an untrusted proxy says so in the log (every client behind it shares its address)', { timeout: pace.scaled(30_000) }, async (t) => {
     const lines: string[] = [];
     const logger = {
       debug: () => undefined, info: (_o: object, m?: string) => void lines.push(m ?? ''), warn: (_o: object, m?: string) => void lines.push(m ?? ''),

@@ -10,7 +10,7 @@
  * - the server's handler ran every request exactly once.
  *
  * Sizes: `npm test` runs 2,000 pushes, 200 requests and 20 cuts;
- * WS_SESSIONS_SOAK=full runs the issue's 10,000 pushes, 1,000 requests and
+ * WS_SESSIONS_SOAK=full runs the full 10,000 pushes, 1,000 requests and
  * 100 cuts. The seed is printed (WS_SESSIONS_SOAK_SEED replays a run).
  */
 import assert from 'node:assert/strict';

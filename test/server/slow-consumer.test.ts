@@ -7,12 +7,15 @@ import { Duplex } from 'node:stream';
 import { setImmediate as tick } from 'node:timers/promises';
 import type WebSocket from 'ws';
 import type { Connection, DeadLetter, Outbound, Supervisor, SupervisorOptions } from '../../src/index.ts';
+import { pace } from '../helpers/pace.ts';
 import { closeOf, delay, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
 import { rawConnect, type RawWs } from '../helpers/raw-ws.ts';
 import { SendQueue } from '../../src/server/writer.ts';
 import type { WriterEvent } from '../../machines/connection.machine.ts';
 
 const KiB = 1024;
+/** A ping interval longer than any test here (a day): for raw peers, which answer no ping. */
+const NO_HEARTBEAT = 24 * 3600_000;
 const MiB = 1024 * KiB;
 
 async function serve(t: TestContext, options: Omit<SupervisorOptions, 'server'>) {
@@ -91,7 +94,7 @@ async function assertNothingVanished(connection: Connection, accepted: Outbound[
 }
 
 describe('R9–R12 slow consumers', () => {
-  test('R9/R11/R12 queue overflow: a non-reading peer is closed 1008 slow-consumer, counted, and its queue comes back as dead letters', { timeout: 15_000 }, async (t) => {
+  test('R9/R11/R12 queue overflow: a non-reading peer is closed 1008 slow-consumer, counted, and its queue comes back as dead letters', { timeout: pace.scaled(15_000) }, async (t) => {
     const { sup, deadLetters, nonReader, reader } = await serve(t, {
       sendQueue: { maxMessages: 16, maxBytes: 1 * MiB },
       timing: { closeTimeout: 500 },
@@ -145,7 +148,7 @@ describe('R9–R12 slow consumers', () => {
     assert.equal(deadLetters.filter((d) => d.connectionId === control.connection.id).length, 0);
   });
 
-  test('R10 write timeout: a socket that stops draining is closed 1008 write-timeout within writeTimeout + closeTimeout', { timeout: 15_000 }, async (t) => {
+  test('R10 write timeout: a socket that stops draining is closed 1008 write-timeout within writeTimeout + closeTimeout', { timeout: pace.scaled(15_000) }, async (t) => {
     const writeTimeout = 300;
     const closeTimeout = 300;
     const { sup, deadLetters, nonReader } = await serve(t, {
@@ -181,9 +184,10 @@ describe('R9–R12 slow consumers', () => {
     const toClosing = closingAt - stalledAt;
     const toClosed = closedAt - stalledAt;
     t.diagnostic(`stall → closing ${toClosing.toFixed(0)} ms, closing → closed ${(closedAt - closingAt).toFixed(0)} ms; accepted ${accepted.length}`);
-    assert.ok(toClosing <= writeTimeout + 150, `closing ${toClosing.toFixed(0)} ms after the stall (writeTimeout ${writeTimeout})`);
+    // Margins scaled by the measured pace (test/helpers/pace.ts); the lower bound stays exact.
+    assert.ok(toClosing <= writeTimeout + pace.scaled(150), `closing ${toClosing.toFixed(0)} ms after the stall (writeTimeout ${writeTimeout}, margin ${pace.scaled(150)})`);
     assert.ok(closedAt - closingAt >= closeTimeout - 20, `closing lasted ${(closedAt - closingAt).toFixed(0)} ms (closeTimeout ${closeTimeout})`);
-    assert.ok(toClosed <= writeTimeout + closeTimeout + 300, `closed ${toClosed.toFixed(0)} ms after the stall`);
+    assert.ok(toClosed <= writeTimeout + closeTimeout + pace.scaled(300), `closed ${toClosed.toFixed(0)} ms after the stall (margin ${pace.scaled(300)})`);
     assert.equal(await metric(sup, 'ws_supervisor_slow_consumer_closes_total{cause="write-timeout"}'), 1);
     assert.equal(await metric(sup, 'ws_supervisor_slow_consumer_closes_total{cause="slow-consumer"}'), 0);
     assert.equal(slow.connection.send('late'), false);
@@ -191,11 +195,14 @@ describe('R9–R12 slow consumers', () => {
     assert.ok(deadLetters.some((d) => d.reason === 'slow-consumer'), 'the stalled queue came back as dead letters');
   });
 
-  test('R10 a socket that blocks and then recovers goes back to flowing: no write timeout once it has drained', { timeout: 15_000 }, async (t) => {
-    const writeTimeout = 600;
+  test('R10 a socket that blocks and then recovers goes back to flowing: no write timeout once it has drained', { timeout: pace.scaled(15_000) }, async (t) => {
+    // The peer reads from this process: its draining must beat the write
+    // deadline on this machine, now, so the deadline is scaled by the pace.
+    const writeTimeout = pace.scaled(600);
     const { sup, deadLetters, nonReader } = await serve(t, {
       sendQueue: { maxMessages: 100_000, maxBytes: 1024 * MiB },
-      timing: { writeTimeout, closeTimeout: 300 },
+      // The raw peer answers no ping: no heartbeat in this test, however long a busy machine makes it.
+      timing: { writeTimeout, closeTimeout: 300, pingInterval: NO_HEARTBEAT },
     });
     const peer = await nonReader();
     let closure: unknown = null;
@@ -220,17 +227,20 @@ describe('R9–R12 slow consumers', () => {
     assert.deepEqual(peer.raw.frames.slice(0, accepted.length).map((f) => seqOf(f.payload)), accepted.map(seqOf), 'in order, none lost');
   });
 
-  test('R10 a slow consumer that keeps draining in short bursts is not closed as write-timeout, though blocked far longer than the write timeout', { timeout: 20_000 }, async (t) => {
+  test('R10 a slow consumer that keeps draining in short bursts is not closed as write-timeout, though blocked far longer than the write timeout', { timeout: pace.scaled(20_000) }, async (t) => {
     // The write deadline counts from the last progress the writer saw: each
     // burst must free enough of the kernel buffers for the server's socket to
     // take more (a few KiB would not wake it), well within the deadline.
-    const writeTimeout = 1000;
+    // The bursts come from this process: on a busy machine the deadline and
+    // the bursts stretch together (scaled by the measured pace), keeping the
+    // same 40 bursts and their proportions.
+    const writeTimeout = pace.scaled(1000);
     const burstEvery = writeTimeout / 10;
     const burstBytes = 512 * KiB;
     const backlog = 64; // messages of 64 KiB kept queued: more than a burst frees
     const { sup, deadLetters, nonReader } = await serve(t, {
       sendQueue: { maxMessages: 100_000, maxBytes: 1024 * MiB }, // never overflows here
-      timing: { writeTimeout, closeTimeout: 300 },
+      timing: { writeTimeout, closeTimeout: 300, pingInterval: NO_HEARTBEAT }, // as above
     });
     const peer = await nonReader();
     let closure: unknown = null;
@@ -282,7 +292,7 @@ describe('R9–R12 slow consumers', () => {
     clearInterval(producer);
     clearInterval(burst);
     if (blockedSince !== null) longestBlocked = Math.max(longestBlocked, performance.now() - blockedSince);
-    t.diagnostic(`frames read by each ${writeTimeout / 2} ms: ${received.join(', ')}; longest blocked stretch ${longestBlocked.toFixed(0)} ms`);
+    t.diagnostic(`pace ${pace.factor.toFixed(1)}; frames read by each ${writeTimeout / 2} ms: ${received.join(', ')}; longest blocked stretch ${longestBlocked.toFixed(0)} ms`);
     // A slow consumer indeed: blocked without a break for longer than the write timeout, reading all along.
     assert.ok(longestBlocked > 2 * writeTimeout, `blocked ${longestBlocked.toFixed(0)} ms without a break (write timeout ${writeTimeout})`);
     for (let i = 1; i < received.length; i++) assert.ok(received[i]! > received[i - 1]!, `the peer read something every ${writeTimeout / 2} ms: ${received.join(', ')}`);
@@ -298,7 +308,7 @@ describe('R9–R12 slow consumers', () => {
     assert.deepEqual(got, Array.from({ length: sent }, (_, i) => i), 'in order, none lost');
   });
 
-  test('R11 broadcast isolation: 20 readers get all 200 messages in order with low latency while a stalled peer is closed', { timeout: 30_000 }, async (t) => {
+  test('R11 broadcast isolation: 20 readers get all 200 messages in order with low latency while a stalled peer is closed', { timeout: pace.scaled(30_000) }, async (t) => {
     const { sup, deadLetters, nonReader, reader } = await serve(t, {
       sendQueue: { maxMessages: 16, maxBytes: 1 * MiB },
       timing: { closeTimeout: 500 },
@@ -367,11 +377,11 @@ describe('R9–R12 slow consumers', () => {
     const max = rtts[rtts.length - 1]!;
     t.diagnostic(`broadcast 200 × 16 KiB to 21 in ${broadcastMs.toFixed(0)} ms; ${rtts.length} probes, p50 ${p50.toFixed(1)} ms, max ${max.toFixed(1)} ms; refused ${refusedTotal}`);
     assert.ok(rtts.length >= 3, `enough probes (${rtts.length})`);
-    assert.ok(p50 < 50, `request/echo p50 ${p50.toFixed(1)} ms during the stall`);
+    assert.ok(p50 < pace.scaled(50), `request/echo p50 ${p50.toFixed(1)} ms during the stall (bound ${pace.scaled(50)} ms: 50 ms × pace ${pace.factor.toFixed(1)})`);
   });
 
   test('R12 a message whose write was still in progress when the socket was torn down is a dead letter, not "written"', {
-    timeout: 10_000,
+    timeout: pace.scaled(10_000),
   }, async (t) => {
     // Ground truth: after the server gives up on a stalled peer, the peer
     // resumes reading and counts the complete messages it really got (the
@@ -397,7 +407,7 @@ describe('R9–R12 slow consumers', () => {
     assert.deepEqual(lettered.sort((a, b) => a - b), accepted.slice(delivered.length).map(seqOf), 'everything else came back');
   });
 
-  test('R12 the peer closes while messages are queued: each is delivered before the echo or comes back; messagesOut counts only the delivered', { timeout: 15_000 }, async (t) => {
+  test('R12 the peer closes while messages are queued: each is delivered before the echo or comes back; messagesOut counts only the delivered', { timeout: pace.scaled(15_000) }, async (t) => {
     const { sup, deadLetters, nonReader } = await serve(t, {
       sendQueue: { maxMessages: 10_000, maxBytes: 64 * MiB },
       timing: { closeTimeout: 2000 },
@@ -408,7 +418,7 @@ describe('R9–R12 slow consumers', () => {
     await fillUntilQueued(connection, 20, 100 * KiB, accepted);
     // The peer's close frame arrives while our queue waits for the socket to drain.
     raw.send({ opcode: 0x8, payload: Buffer.from([0x03, 0xe8]) });
-    await delay(50);
+    await waitFor(() => connection.stateName === 'closing' || connection.stateName === 'closed', 2000, 'the server to read the close frame');
     raw.socket.resume();
     await closed;
     await raw.closed;
@@ -418,7 +428,7 @@ describe('R9–R12 slow consumers', () => {
     assert.ok(deadLetters.length > 0, 'the queue that could not follow the close frame came back');
   });
 
-  test('R12 send after close is refused (false), not dead-lettered', { timeout: 10_000 }, async (t) => {
+  test('R12 send after close is refused (false), not dead-lettered', { timeout: pace.scaled(10_000) }, async (t) => {
     const { sup, deadLetters, reader } = await serve(t, { timing: { closeTimeout: 500 } });
     const { ws, connection } = await reader();
     assert.equal(connection.send('while open'), true);
@@ -428,12 +438,12 @@ describe('R9–R12 slow consumers', () => {
     assert.equal(closure.cause, 'peer');
     assert.equal(connection.send('after close'), false);
     assert.equal(connection.send(Buffer.from('after close')), false);
-    await delay(20);
+    await delay(pace.scaled(20)); // time for a (wrong) dead letter to show up
     assert.equal(deadLetters.length, 0);
     assert.equal(await metric(sup, 'ws_supervisor_dead_letters_total{reason="closed"}'), 0);
   });
 
-  test('R12 a peer reset with messages queued: each comes back as a deadLetter event (connectionId, data, binary, reason)', { timeout: 10_000 }, async (t) => {
+  test('R12 a peer reset with messages queued: each comes back as a deadLetter event (connectionId, data, binary, reason)', { timeout: pace.scaled(10_000) }, async (t) => {
     const { sup, deadLetters, nonReader } = await serve(t, {
       sendQueue: { maxMessages: 1000, maxBytes: 256 * MiB },
       timing: { closeTimeout: 500 },

@@ -4,9 +4,10 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createSupervisor } from '../../src/index.ts';
+import { pace } from '../helpers/pace.ts';
 import { closeOf, nextMessage, openClient } from '../helpers/server.ts';
 
-test('noServer: the app routes /ws to supervisor.handleUpgrade and answers other upgrades itself', { timeout: 10_000 }, async (t) => {
+test('noServer: the app routes /ws to supervisor.handleUpgrade and answers other upgrades itself', { timeout: pace.scaled(10_000) }, async (t) => {
   const server = http.createServer((_req, res) => res.end('app'));
   const supervisor = createSupervisor({
     timing: { closeTimeout: 200 },
