@@ -3,7 +3,7 @@ export { Connection, supervisedConnectionMachine, assertSendableCloseCode, type 
 export { Hub, type BroadcastResult, type HubOptions } from './server/hub.ts';
 export { MAX_TOPIC_BYTES, TopicError, validateTopic, type TopicErrorCode } from './protocol/topics.ts';
 export { MemoryAdapter, MemoryBus, createMemoryAdapter, type MemoryAdapterOptions } from './adapter/memory.ts';
-export type { Adapter, AdapterHost, AdapterMessage, AdapterStatus, AdapterDeadLetter, AdapterDeadLetterReason, AdapterFailureReason, AdapterSendFailure, AdapterMissed, NodeInfo } from './adapter/types.ts';
+export type { Adapter, AdapterHost, AdapterMessage, AdapterStatus, AdapterDeadLetter, AdapterDeadLetterReason, AdapterFailureReason, AdapterSendFailure, AdapterMissed, AdapterMissedCause, NodeInfo } from './adapter/types.ts';
 // Redis URL checks without ioredis (the CLI uses them for --redis).
 export { parseRedisUrl, redactRedisUrl, RedisUrlError, type RedisTarget } from './adapter/redis-url.ts';
 // The Redis adapter (and ioredis) load only when imported: 'ws-supervisor/redis'.

@@ -44,6 +44,7 @@
  * the script touches keys it does not declare, which Redis Cluster forbids.
  */
 import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { backoffCeiling } from '../../machines/backoff.ts';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
@@ -53,7 +54,16 @@ import { positiveInt } from '../base/checks.ts';
 import { validateTopic } from '../protocol/topics.ts';
 import { parseRedisUrl, RedisUrlError, type RedisTarget } from './redis-url.ts';
 import { REDIS_DEFAULTS } from './redis-defaults.ts';
-import type { Adapter, AdapterFailureReason, AdapterHost, AdapterMessage, AdapterStatus, NodeInfo } from './types.ts';
+import type { Adapter, AdapterFailureReason, AdapterHost, AdapterMessage, AdapterMissedCause, AdapterStatus, NodeInfo } from './types.ts';
+import {
+  EPOCH_LUA,
+  HistoryRetention,
+  PUBLISH_WITH_HISTORY_LUA,
+  entrySeq,
+  historyConfig,
+  type HistoryConfig,
+  type RedisHistoryOptions,
+} from './redis-history.ts';
 
 export { parseRedisUrl, redactRedisUrl, RedisUrlError, type RedisTarget } from './redis-url.ts';
 
@@ -64,6 +74,7 @@ export { parseRedisUrl, redactRedisUrl, RedisUrlError, type RedisTarget } from '
 const { Redis: RedisClient } = requirePeer<typeof import('ioredis')>('ioredis', 'the Redis adapter (ws-supervisor/redis, --redis)');
 
 export { REDIS_DEFAULTS } from './redis-defaults.ts';
+export { REDIS_HISTORY_DEFAULTS, type RedisHistoryOptions } from './redis-history.ts';
 
 export interface RedisAdapterOptions {
   /**
@@ -94,6 +105,16 @@ export interface RedisAdapterOptions {
    * is still sent when nothing else is in flight. Default 16 MiB.
    */
   maxInFlightBytes?: number;
+  /**
+   * Content recovery (docs/scaling.md, "Recovering missed messages"): this
+   * node also writes every frame it publishes to a Redis Stream of its own,
+   * bounded by `maxMessages`, `maxBytes` and `maxAge` (MINID ~ on each write,
+   * and a key TTL of maxAge), so that a node that missed some of them reads
+   * them back and delivers them in order, exactly once. `true` for the
+   * defaults. Default false: every publish costs a stream write. Nodes
+   * recover from every sender that keeps a history, whatever their own setting.
+   */
+  history?: boolean | RedisHistoryOptions;
 }
 
 /**
@@ -130,12 +151,16 @@ interface FrameHeader {
   kind: AdapterMessage['kind'];
   topic: string | null;
   binary: boolean;
+  /** True when the sender also wrote the frame to its history stream (recoverable by its seq). */
+  h?: true;
 }
 
 /** The sender's session and the frame's sequence number in it. */
 export interface FrameSequence {
   session: string;
   seq: number;
+  /** The sender keeps a history: the frame is in `<prefix>history:<session>` as entry `<seq>-0`. */
+  history?: boolean;
 }
 
 /** A frame on the channel: the JSON header (never contains a raw newline), '\n', the payload bytes. */
@@ -147,6 +172,7 @@ export function encodeFrame(nodeId: string, message: AdapterMessage, sequence?: 
     kind: message.kind,
     topic: message.topic,
     binary: message.binary,
+    ...(sequence?.history ? { h: true as const } : {}),
   };
   return Buffer.concat([Buffer.from(JSON.stringify(header) + '\n'), message.data]);
 }
@@ -166,7 +192,7 @@ export function decodeFrame(frame: Buffer): { node: string; sequence: FrameSeque
   let sequence: FrameSequence | null = null;
   if (header.session !== undefined || header.seq !== undefined) {
     if (typeof header.session !== 'string' || !isSeq(header.seq)) return { error: 'bad session or seq' };
-    sequence = { session: header.session, seq: header.seq };
+    sequence = { session: header.session, seq: header.seq, ...(header.h === true ? { history: true } : {}) };
   }
   if (header.kind === 'broadcast') {
     if (header.topic !== null) return { error: 'a broadcast has no topic' };
@@ -190,18 +216,69 @@ function isSeq(n: unknown): n is number {
 
 /** What this node knows of another node's sequence numbers. */
 interface SenderState {
+  node: string;
   session: string;
-  /** Every number up to this one has arrived or been reported missed. */
+  /** Every number up to this one has been delivered, or reported missed. */
   seq: number;
   /** Last time a frame or presence entry of this sender was seen (to forget departed nodes first). */
   seenAt: number;
+  /** The sender keeps a history (its frames and presence entry say so): gaps are read back from it. */
+  history: boolean;
+  /** A gap to recover: numbers up to this one exist (> seq while recovering). */
+  target: number;
+  /** How the gap was found, for the report. */
+  how: string;
+  /** The Redis epoch under which this node last heard from the sender without a gap (null: not read yet). */
+  epoch: string | null;
+  /** Frames of this sender that arrived while a gap before them was being recovered, by increasing seq. */
+  held: { seq: number; message: AdapterMessage; bytes: number }[];
+  /** A recovery loop runs for this sender. */
+  recovering: boolean;
+  /** Entries asked for by the next XRANGE (RECOVERY_BATCH, adapted to the frames' size). */
+  batch: number;
+}
+
+/** Entries read at most per XRANGE while recovering a gap. */
+const RECOVERY_BATCH = 64;
+/**
+ * Bytes aimed at per XRANGE: the next read asks for as many entries as the
+ * last ones' average size fits in it (at least 1), so one read of large frames
+ * neither holds tens of MB at once nor lands in a client's send queue as one
+ * burst; a read that timed out halves the count.
+ */
+const RECOVERY_BATCH_BYTES = 1_048_576;
+
+/** ioredis commands defined by the adapter (defineCommand: EVALSHA, EVAL on NOSCRIPT). */
+interface HistoryCommands {
+  wsPublishHistory(key: string, id: string, minId: string, ttl: number, channel: string, frame: Buffer): Promise<number>;
+}
+
+/** The value of `name` in a stream entry's flat field list (raw bytes), or null. */
+function fieldValue(fields: Buffer[], name: string): Buffer | null {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i]!.toString() === name) return fields[i + 1]!;
+  return null;
+}
+
+/** A failure after which the same read may succeed later (connection lost, timeout, not connected), not an answer of Redis. */
+function transient(err: Error): boolean {
+  return err.name !== 'ReplyError';
 }
 
 /** Senders remembered at most; beyond it, the longest unseen that are not in the presence table are forgotten. */
 const MAX_SENDERS = 4096;
 
 /** A presence entry as stored (NodeInfo's fields plus the sequence, minus `self`). */
-type PresenceEntry = Omit<NodeInfo, 'self'> & { session?: string; seq?: number };
+type PresenceEntry = Omit<NodeInfo, 'self'> & { session?: string; seq?: number; history?: boolean };
+
+export interface RedisAdapterEvents {
+  /**
+   * Redis lost its data since this node last looked (restarted empty,
+   * flushed): the epoch key was gone and a new epoch was made. Other nodes'
+   * messages this node missed before cannot be recovered (`missed`, cause
+   * `restarted`).
+   */
+  epochChanged: [previous: string, current: string];
+}
 
 /** The first word of a failure that stays the same while it repeats (an error code, WRONGPASS, …): one log line per kind. */
 function failureKind(err: Error & { code?: unknown }): string {
@@ -224,7 +301,7 @@ function describeError(err: Error): string {
 /** At most this many distinct failure kinds are logged per outage; a server spitting ever-new garbage cannot flood the log. */
 const MAX_LOGGED_FAILURE_KINDS = 8;
 
-export class RedisAdapter implements Adapter {
+export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Adapter {
   readonly name = 'redis';
   readonly nodeId: string;
   /** This instance's session: a restarted node with the same id counts its messages anew. */
@@ -269,8 +346,20 @@ export class RedisAdapter implements Adapter {
   private readonly senders = new Map<string, SenderState>();
   /** Successful subscriptions so far: from the second on, this node has been deaf for a while. */
   private subscriptions = 0;
+  /** The `history` option (null: off): this node writes its frames to `historyKey`. */
+  private readonly history: HistoryConfig | null;
+  private readonly retention: HistoryRetention | null;
+  private readonly historyPrefix: string;
+  private readonly epochKey: string;
+  /** The Redis epoch as last read (null: not yet). */
+  private epochValue: string | null = null;
+  /** Bytes of frames held back while a gap before them is recovered (all senders); capped by maxInFlightBytes. */
+  private heldBytes = 0;
+  /** Other nodes' messages read back from their history and delivered. */
+  private recoveredCount = 0;
 
   constructor(options: RedisAdapterOptions) {
+    super();
     try {
       this.target = parseRedisUrl(options?.url);
     } catch (err) {
@@ -298,6 +387,25 @@ export class RedisAdapter implements Adapter {
     this.commandTimeout = positiveInt('redis.commandTimeout', options.commandTimeout, REDIS_DEFAULTS.commandTimeout);
     this.connectTimeout = positiveInt('redis.connectTimeout', options.connectTimeout, REDIS_DEFAULTS.connectTimeout);
     this.maxInFlightBytes = positiveInt('redis.maxInFlightBytes', options.maxInFlightBytes, REDIS_DEFAULTS.maxInFlightBytes);
+    this.history = historyConfig(options.history);
+    this.retention = this.history ? new HistoryRetention(this.history) : null;
+    this.historyPrefix = `${prefix}history:`;
+    this.epochKey = `${prefix}epoch`;
+  }
+
+  /** The Redis key of this node's history stream (written only with the `history` option). */
+  get historyKey(): string {
+    return this.historyPrefix + this.session;
+  }
+
+  /** The Redis epoch as last read (null until the first connection): changes when Redis lost its data. */
+  get epoch(): string | null {
+    return this.epochValue;
+  }
+
+  /** Other nodes' messages this node missed and then recovered from their history (delivered in order). */
+  get recovered(): number {
+    return this.recoveredCount;
   }
 
   /** Bytes of frames handed to Redis and not yet answered (bounded by maxInFlightBytes, plus at most one frame). */
@@ -352,6 +460,7 @@ export class RedisAdapter implements Adapter {
     // CLIENT SETNAME refuses spaces and control characters.
     const name = `ws-supervisor:${this.nodeId.replace(/[^\w.:-]/g, '_')}`;
     const pub = (this.pub = new RedisClient({ ...common, connectionName: `${name}:pub` }));
+    if (this.history) pub.defineCommand('wsPublishHistory', { numberOfKeys: 1, lua: PUBLISH_WITH_HISTORY_LUA });
     const sub = (this.sub = new RedisClient({ ...common, connectionName: `${name}:sub` }));
 
     pub.on('ready', () => void this.pubConnected(pub));
@@ -403,7 +512,7 @@ export class RedisAdapter implements Adapter {
     }
     const expected = this.knownNodes;
     // Numbered only once handed to Redis: an `unavailable` message leaves no gap for the others to report twice.
-    const frame = encodeFrame(this.nodeId, message, { session: this.session, seq: this.seq + 1 });
+    const frame = encodeFrame(this.nodeId, message, { session: this.session, seq: this.seq + 1, history: this.history !== null });
     if (this.inFlightTotal > 0 && this.inFlightTotal + frame.length > this.maxInFlightBytes) {
       this.fail(
         message,
@@ -415,7 +524,18 @@ export class RedisAdapter implements Adapter {
     const seq = ++this.seq;
     this.inFlight.push({ seq, bytes: frame.length });
     this.inFlightTotal += frame.length;
-    pub.publish(this.channel, frame).then(
+    // With a history: XADD (trimmed to its bounds) and PUBLISH in one script, the entry first.
+    const sent = this.retention
+      ? (pub as unknown as HistoryCommands).wsPublishHistory(
+          this.historyKey,
+          `${seq}-0`,
+          `${this.retention.add(seq, frame.length, Date.now())}-0`,
+          this.history!.maxAge,
+          this.channel,
+          frame,
+        )
+      : pub.publish(this.channel, frame);
+    sent.then(
       (receivers) => {
         this.releaseInFlight(seq);
         this.commandSucceeded();
@@ -466,6 +586,7 @@ export class RedisAdapter implements Adapter {
       }
       this.pubReady = false;
       this.subReady = false;
+      this.reportOpenGaps(); // R12: never a silent gap, even at the end
       this.reason = 'adapter closed';
       if (this.statusValue !== 'degraded') {
         this.statusValue = 'degraded';
@@ -504,6 +625,8 @@ export class RedisAdapter implements Adapter {
     }
     this.pubReady = true;
     this.update();
+    // The epoch first (one round trip, in order on this connection): a Redis that lost its data is known before a gap is read back.
+    void this.readEpoch(pub);
     void this.beat().catch(() => undefined);
   }
 
@@ -514,7 +637,7 @@ export class RedisAdapter implements Adapter {
       return;
     }
     if (decoded.node === this.nodeId) return; // delivered locally when it was published
-    if (decoded.sequence) this.account(decoded.node, decoded.sequence, 'frame');
+    if (decoded.sequence && !this.account(decoded.node, decoded.sequence, 'frame', decoded.message, frame.length)) return;
     this.host?.deliver(decoded.message);
   }
 
@@ -522,34 +645,228 @@ export class RedisAdapter implements Adapter {
    * Accounts for `sender`'s numbers up to `sequence.seq`: a frame (`seq`
    * arrived; anything between the last accounted and it did not) or a
    * presence entry read before a flush of the subscription (everything up to
-   * `seq` has arrived by now or never will). The gap is reported as `missed`.
+   * `seq` has arrived by now or never will). A gap is recovered from the
+   * sender's history if it keeps one (the frame is held until the gap before
+   * it is filled), else reported as `missed`. Returns true when the frame is
+   * to be delivered now.
    */
-  private account(sender: string, sequence: FrameSequence, via: 'frame' | 'presence'): void {
+  private account(sender: string, sequence: FrameSequence, via: 'frame' | 'presence', message?: AdapterMessage, bytes = 0): boolean {
     const { session, seq } = sequence;
     const arrived = via === 'frame' ? 1 : 0;
-    const known = this.senders.get(sender);
     const now = Date.now();
-    if (known && known.session === session) {
-      known.seenAt = now;
-      const missing = seq - known.seq - arrived;
-      if (missing > 0) {
-        this.missed(sender, missing, via === 'frame' ? `its messages ${known.seq + 1}–${seq - 1} never arrived` : `its presence entry lists ${seq} messages, ${known.seq} arrived`);
-      }
-      if (seq > known.seq) known.seq = seq;
-      return;
+    let known = this.senders.get(sender);
+    if (!known || known.session !== session) {
+      // A sender (or session) heard of for the first time. While this node has been
+      // subscribed without a break, what it sent before is not ours to miss: it
+      // predates us. After a resubscription this node was deaf for a while, and a
+      // sender it never heard of sent its first messages then: count them.
+      // (A replaced session's recovery, if any, runs on to its end with its own state.)
+      const missing = this.subscriptions > 1 ? seq - arrived : 0;
+      known = {
+        node: sender,
+        session,
+        seq: seq - arrived - missing,
+        seenAt: now,
+        history: sequence.history === true,
+        target: 0,
+        how: '',
+        epoch: this.epochValue,
+        held: [],
+        recovering: false,
+        batch: RECOVERY_BATCH,
+      };
+      known.target = known.seq;
+      this.senders.set(sender, known);
+      if (missing > 0) return this.gap(known, seq - arrived, `first heard of after this node resubscribed, at its message ${seq}`, via, message, bytes, seq);
+      if (via === 'frame') known.seq = seq;
+      return true;
     }
-    // A sender (or session) heard of for the first time. While this node has been
-    // subscribed without a break, what it sent before is not ours to miss: it
-    // predates us. After a resubscription this node was deaf for a while, and a
-    // sender it never heard of sent its first messages then: count them.
-    this.senders.set(sender, { session, seq, seenAt: now });
-    const missing = this.subscriptions > 1 ? seq - arrived : 0;
-    if (missing > 0) this.missed(sender, missing, `first heard of after this node resubscribed, at its message ${seq}`);
+    known.seenAt = now;
+    if (sequence.history !== undefined || via === 'frame') known.history = sequence.history === true;
+    if (via === 'presence') {
+      const top = Math.max(known.seq, known.target, known.held.at(-1)?.seq ?? 0);
+      if (seq > top) this.gap(known, seq, `its presence entry lists ${seq} messages, ${known.seq} arrived`, via);
+      return false;
+    }
+    if (seq <= known.seq) return false; // already delivered (read back from its history): exactly once
+    if (known.recovering || known.target > known.seq || known.held.length > 0) {
+      // A gap before it is being recovered: it waits its turn (or is read back from the history too).
+      this.hold(known, seq, message!, bytes);
+      if (!known.recovering) void this.recover(known);
+      return false;
+    }
+    if (seq === known.seq + 1) {
+      known.seq = seq;
+      known.epoch = this.epochValue;
+      return true;
+    }
+    return this.gap(known, seq - 1, `its messages ${known.seq + 1}–${seq - 1} never arrived`, via, message, bytes, seq);
   }
 
-  private missed(from: string, count: number, how: string): void {
+  /**
+   * Numbers `known.seq + 1 … upTo` never arrived. Without a history they are
+   * reported at once (and a frame that revealed the gap is delivered: true).
+   * With one they are read back first, and the frame waits for them (false).
+   */
+  private gap(known: SenderState, upTo: number, how: string, via: 'frame' | 'presence', message?: AdapterMessage, bytes = 0, seq = 0): boolean {
+    if (!known.history) {
+      this.missed(known.node, upTo - known.seq, how, 'no-history');
+      known.seq = via === 'frame' ? seq : upTo;
+      known.target = known.seq;
+      return via === 'frame';
+    }
+    if (upTo > known.target) {
+      known.target = upTo;
+      known.how = how;
+    }
+    if (via === 'frame') this.hold(known, seq, message!, bytes);
+    void this.recover(known);
+    return false;
+  }
+
+  /** Holds a frame until the gap before it is filled; past the cap it is not held but read back from the history with the gap. */
+  private hold(known: SenderState, seq: number, message: AdapterMessage, bytes: number): void {
+    if (this.heldBytes + bytes > this.maxInFlightBytes && this.heldBytes > 0) {
+      if (seq > known.target) known.target = seq;
+      return;
+    }
+    known.held.push({ seq, message, bytes });
+    this.heldBytes += bytes;
+  }
+
+  /** Delivers the held frames that come next, drops those already delivered. */
+  private releaseHeld(known: SenderState): void {
+    while (known.held.length > 0 && known.held[0]!.seq <= known.seq + 1) {
+      const next = known.held.shift()!;
+      this.heldBytes -= next.bytes;
+      if (next.seq <= known.seq) continue;
+      known.seq = next.seq;
+      this.host?.deliver(next.message);
+    }
+  }
+
+  /**
+   * Reads the sender's missing numbers back from its history stream, in
+   * batches, and delivers them in order, each before the held frames that
+   * follow it; numbers the stream no longer has are reported `missed` with the
+   * cause (`trimmed`, or `restarted` when the Redis epoch changed since this
+   * node last heard from the sender). When Redis cannot be asked now (not
+   * connected, a timeout), the gap stays open and the next presence check
+   * (every heartbeat, and at once after a reconnect) tries again; a node that
+   * closes meanwhile reports it (`closed`). One loop per sender at a time.
+   */
+  private async recover(known: SenderState): Promise<void> {
+    if (known.recovering) return;
+    known.recovering = true;
+    let recovered = 0;
+    let first = 0;
+    try {
+      for (;;) {
+        this.releaseHeld(known);
+        const next = known.held[0]?.seq;
+        if (next !== undefined && next - 1 > known.target) known.target = next - 1;
+        if (known.target <= known.seq) {
+          if (known.held.length === 0) {
+            known.epoch = this.epochValue ?? known.epoch;
+            return;
+          }
+          continue;
+        }
+        const pub = this.pub;
+        if (!pub || !this.pubReady || this.closing || !this.host) return; // retried after the next presence read
+        const start = known.seq + 1;
+        const end = next !== undefined ? Math.min(known.target, next - 1) : known.target;
+        let epoch: string | null;
+        let entries: [Buffer, Buffer[]][];
+        try {
+          const results = await pub
+            .pipeline()
+            .eval(EPOCH_LUA, 1, this.epochKey, randomBytes(8).toString('hex'))
+            .xrangeBuffer(this.historyPrefix + known.session, `${start}-0`, `${end}-0`, 'COUNT', known.batch)
+            .exec();
+          if (!results) throw new Error('pipeline not run');
+          const [[epochErr, epochReply], [rangeErr, rangeReply]] = results as [[Error | null, unknown], [Error | null, unknown]];
+          if (epochErr) throw epochErr;
+          if (rangeErr) throw rangeErr;
+          epoch = epochReply === null || epochReply === undefined ? null : String(epochReply);
+          entries = rangeReply as [Buffer, Buffer[]][];
+        } catch (err) {
+          if (transient(err as Error)) {
+            if (/timed out/i.test((err as Error).message)) known.batch = Math.max(1, known.batch >> 1);
+            this.commandFailed(err as Error);
+            return; // the gap stays open: the next presence check retries
+          }
+          this.missed(known.node, end - known.seq, `${known.how}; its history could not be read: ${(err as Error).message}`, 'unreadable');
+          known.seq = end;
+          continue;
+        }
+        this.commandSucceeded();
+        if (epoch !== null) this.noteEpoch(epoch);
+        if (known.seq !== start - 1) continue; // another path moved it meanwhile (cannot happen: one loop per sender)
+        const cause: AdapterMissedCause = known.epoch !== null && epoch !== null && known.epoch !== epoch ? 'restarted' : 'trimmed';
+        const why = cause === 'restarted' ? 'redis lost its data (epoch changed)' : 'no longer in its history (trimmed or expired)';
+        const asked = known.batch;
+        let bytes = 0;
+        for (const [, fields] of entries) for (const f of fields) bytes += f.length;
+        if (entries.length > 0) known.batch = Math.max(1, Math.min(RECOVERY_BATCH, Math.floor(RECOVERY_BATCH_BYTES / (bytes / entries.length))));
+        for (const [rawId, fields] of entries) {
+          const s = entrySeq(rawId.toString());
+          if (s === null || s <= known.seq || s > end) continue;
+          const frame = fieldValue(fields, 'f');
+          const decoded = frame ? decodeFrame(frame) : { error: 'no frame field' };
+          if ('error' in decoded || decoded.node !== known.node || decoded.sequence?.seq !== s) continue; // not a frame of this sender: counted as missed below
+          if (s > known.seq + 1) this.missed(known.node, s - known.seq - 1, `${known.how}; ${known.seq + 1}–${s - 1} ${why}`, cause);
+          known.seq = s;
+          if (recovered === 0) first = s;
+          recovered++;
+          this.host?.deliver(decoded.message);
+        }
+        if (entries.length < asked && known.seq < end) {
+          // The stream has nothing more up to `end`: the rest is gone.
+          this.missed(known.node, end - known.seq, `${known.how}; ${known.seq + 1}–${end} ${why}`, cause);
+          known.seq = end;
+        }
+      }
+    } finally {
+      known.recovering = false;
+      if (recovered > 0) {
+        this.recoveredCount += recovered;
+        this.host?.logger?.info(
+          { from: known.node, count: recovered, first, last: known.seq },
+          `redis adapter: recovered ${recovered} missed message${recovered === 1 ? '' : 's'} from node ${known.node} from its history, delivered in order`,
+        );
+        this.host?.recovered?.(known.node, recovered);
+      }
+    }
+  }
+
+  /** The epoch as read now: a different one than before means Redis lost its data (warned once per change, and an `epochChanged` event). */
+  private noteEpoch(epoch: string): void {
+    const previous = this.epochValue;
+    if (previous === epoch) return;
+    this.epochValue = epoch;
+    if (previous === null) return;
+    this.host?.logger?.warn(
+      { previous, current: epoch },
+      'redis adapter: redis lost its data (epoch changed: restarted empty or flushed); messages missed before cannot be recovered from history',
+    );
+    this.emit('epochChanged', previous, epoch);
+  }
+
+  /** Reads (or creates) the epoch: when connected, so a change is known before any gap is recovered. */
+  private async readEpoch(pub: Redis): Promise<void> {
+    try {
+      const epoch = await pub.eval(EPOCH_LUA, 1, this.epochKey, randomBytes(8).toString('hex'));
+      if (typeof epoch === 'string' && this.pub === pub) this.noteEpoch(epoch);
+    } catch {
+      // read again by the next recovery
+    }
+  }
+
+  private missed(from: string, count: number, how: string, cause: AdapterMissedCause): void {
     this.host?.deadLetter({
       reason: 'missed',
+      cause,
       from,
       count,
       kind: null,
@@ -565,7 +882,8 @@ export class RedisAdapter implements Adapter {
    * frame Redis queued for us before it), then account for each sender's
    * latest number. Senders publish a number before they write it to their
    * entry, and we read the entries before the PING, so a number not arrived by
-   * the PONG never will.
+   * the PONG never will. Gaps whose recovery had to wait (Redis was not
+   * reachable) are tried again.
    */
   private async checkGaps(entries: PresenceEntry[]): Promise<void> {
     const sub = this.sub;
@@ -580,15 +898,29 @@ export class RedisAdapter implements Adapter {
     for (const entry of entries) {
       live.add(entry.id);
       if (entry.id === this.nodeId || typeof entry.session !== 'string' || !isSeq(entry.seq)) continue;
-      this.account(entry.id, { session: entry.session, seq: entry.seq }, 'presence');
+      this.account(entry.id, { session: entry.session, seq: entry.seq, ...(entry.history !== undefined ? { history: entry.history } : {}) }, 'presence');
+    }
+    for (const known of this.senders.values()) {
+      if (!known.recovering && (known.target > known.seq || known.held.length > 0)) void this.recover(known);
     }
     if (this.senders.size > MAX_SENDERS) {
-      // Forget departed nodes, the longest unseen first (node ids are unique per process by default).
-      const gone = [...this.senders].filter(([id]) => !live.has(id)).sort((a, b) => a[1].seenAt - b[1].seenAt);
+      // Forget departed nodes, the longest unseen first (node ids are unique per process by default), never one being recovered.
+      const gone = [...this.senders].filter(([id, s]) => !live.has(id) && !s.recovering && s.target <= s.seq && s.held.length === 0).sort((a, b) => a[1].seenAt - b[1].seenAt);
       for (const [id] of gone.slice(0, this.senders.size - MAX_SENDERS)) this.senders.delete(id);
     }
   }
 
+  /** Reports every gap still open (`closed`): this node stops before it could read them back. */
+  private reportOpenGaps(): void {
+    for (const known of this.senders.values()) {
+      const top = Math.max(known.target, known.held.at(-1)?.seq ?? 0);
+      if (top > known.seq) this.missed(known.node, top - known.seq, `${known.how}; this node closed before reading them back`, 'closed');
+      known.seq = top;
+      known.target = top;
+      for (const h of known.held) this.heldBytes -= h.bytes;
+      known.held = [];
+    }
+  }
   /** Registers (refreshes) this node and returns the live entries. */
   private async presence(): Promise<PresenceEntry[]> {
     const pub = this.pub;
@@ -603,6 +935,7 @@ export class RedisAdapter implements Adapter {
       // The latest number handed to Redis: the others find their gaps with it even if we publish nothing more.
       session: this.session,
       seq: this.seq,
+      ...(this.history ? { history: true } : {}),
     };
     let result: unknown;
     const sentBefore = this.seq;
@@ -631,7 +964,7 @@ export class RedisAdapter implements Adapter {
         updatedAt: Number(e.updatedAt) || 0,
         hostname: String(e.hostname ?? ''),
         pid: Number(e.pid) || 0,
-        ...(typeof e.session === 'string' && isSeq(e.seq) ? { session: e.session, seq: e.seq } : {}),
+        ...(typeof e.session === 'string' && isSeq(e.seq) ? { session: e.session, seq: e.seq, history: e.history === true } : {}),
       });
     }
     this.knownNodes = entries.length;

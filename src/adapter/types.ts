@@ -45,13 +45,29 @@ export interface AdapterSendFailure extends AdapterMessage {
 }
 
 /**
+ * Why missed messages could not be recovered (their content is gone):
+ * - `no-history`: the sender keeps no history (pub/sub only: the adapter's
+ *   `history` option is off on the sending node);
+ * - `trimmed`: the sender's history no longer holds them (its bounds: count,
+ *   bytes, age; or its history key expired);
+ * - `restarted`: Redis lost its data (restarted empty, flushed) since this
+ *   node last heard from the sender: the Redis epoch changed;
+ * - `unreadable`: Redis answered the history read with an error;
+ * - `closed`: this node closed before it could read them.
+ */
+export type AdapterMissedCause = 'no-history' | 'trimmed' | 'restarted' | 'unreadable' | 'closed';
+
+/**
  * R12, receiver side: another node sent messages that never reached this one
  * (found by a gap in that node's sequence numbers: this node was
- * reconnecting, or Redis dropped its subscription). Their content is unknown,
+ * reconnecting, or Redis dropped its subscription) and that could not be
+ * recovered from the sender's history (`cause`). Their content is unknown,
  * so `kind`, `topic`, `data` and `binary` are null.
  */
 export interface AdapterMissed {
   reason: 'missed';
+  /** Why they could not be recovered. */
+  cause: AdapterMissedCause;
   /** The node whose messages were missed. */
   from: string;
   /** How many of its messages were missed. */
@@ -88,6 +104,12 @@ export interface AdapterHost {
   deliver(message: AdapterMessage): void;
   /** R12: a message that may not have reached every other node. */
   deadLetter(letter: AdapterDeadLetter): void;
+  /**
+   * Messages of another node that this node had missed (a gap in its
+   * sequence numbers) and then read back from that node's history and
+   * delivered, in order, before its newer ones. Optional: for metrics and logs.
+   */
+  recovered?(from: string, count: number): void;
   /** The status changed; `reason` says why it is degraded (null when up). */
   statusChanged(status: AdapterStatus, reason: string | null): void;
   /** Live local connections (for presence). */

@@ -65,6 +65,7 @@ export class SupervisorMetrics {
   readonly adapterMessagesTotal: Counter<'direction' | 'kind'>;
   /** R12, receiver side: other nodes' messages that never reached this node (gaps in their sequence numbers). */
   readonly adapterMissedTotal: Counter;
+  readonly adapterRecoveredTotal: Counter;
   /** Resume attempts by result (resumed, failed) and reason (none, expired, unknown, overflow, restarted, forbidden). */
   readonly sessionResumesTotal: Counter<'result' | 'reason'>;
   /** Messages written again to a resumed session's client. */
@@ -151,7 +152,13 @@ export class SupervisorMetrics {
     // No label per sending node: node ids change with every restart (unbounded cardinality); the log line names it.
     this.adapterMissedTotal = new Counter({
       name: `${prefix}adapter_missed_total`,
-      help: 'Messages other nodes sent that never reached this node (gaps in their sequence numbers; each gap also an adapterDeadLetter event, reason missed)',
+      help: 'Messages other nodes sent that never reached this node and could not be recovered from their history, by cause (gaps in their sequence numbers; each gap also an adapterDeadLetter event, reason missed)',
+      labelNames: ['cause'],
+      registers,
+    });
+    this.adapterRecoveredTotal = new Counter({
+      name: `${prefix}adapter_recovered_total`,
+      help: 'Messages other nodes sent that this node missed and then read back from their history (Redis adapter history option) and delivered in order',
       registers,
     });
     new Gauge({

@@ -265,9 +265,14 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       deliver: (message) => this.deliverRemote(message),
       deadLetter: (letter) => {
         if (letter.reason === 'missed') {
-          // Receiver side: another node's messages never arrived here (their content is unknown).
-          this.metrics.adapterMissedTotal.inc(letter.count);
-          logger?.warn({ reason: letter.reason, from: letter.from, count: letter.count, error: letter.error }, 'adapter missed: messages from another node never arrived');
+          // Receiver side: another node's messages never arrived here and could not be recovered (their content is unknown).
+          this.metrics.adapterMissedTotal.inc({ cause: letter.cause }, letter.count);
+          this.adapterLetterLog.note(
+            `missed (${letter.cause})`,
+            0,
+            { reason: letter.reason, cause: letter.cause, from: letter.from, count: letter.count, error: letter.error },
+            `adapter missed: messages from another node never arrived (${letter.cause}: ${letter.error}); more are summarised every 10 s`,
+          );
         } else {
           this.metrics.adapterPublishFailuresTotal.inc({ reason: letter.reason });
           // A hung Redis fails every broadcast: one line per burst and interval, not one per message.
@@ -280,6 +285,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
         }
         this.emit('adapterDeadLetter', letter);
       },
+      recovered: (_from, count) => this.metrics.adapterRecoveredTotal.inc(count),
       statusChanged: (status, reason) => {
         if (status === 'up') this.adapterLetterLog.flush(); // the outage's count, as soon as it is over
         this.emit('adapterStatus', status, reason);

@@ -45,6 +45,7 @@ interface DeadLetterLine {
 interface MissedLine {
   from: string;
   count: number;
+  cause: string;
   error: string;
 }
 
@@ -411,6 +412,7 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
 /** A plain client for setup and inspection (CONFIG SET, SELECT, KEYS). */
 async function admin(t: TestContext, url: string): Promise<Redis> {
   const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  r.on('error', () => undefined); // reconnect attempts after the server is gone (the test is over): not a failure
   await r.connect();
   t.after(() => r.disconnect());
   return r;
@@ -472,7 +474,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     await delay(pace.scaled(HEARTBEAT_MS * 3)); // no second report of the same gap (window scaled by the pace)
     assert.deepEqual(b.missed().map((m) => [m.from, m.count]), [['node-a', 5]]);
     assert.match(b.missed()[0]!.error, /^missed 5 messages from node node-a: its presence entry lists 6 messages, 1 arrived$/);
-    assert.equal(metric(await metricsOf(b.base), 'ws_supervisor_adapter_missed_total'), 5);
+    assert.equal(metric(await metricsOf(b.base), 'ws_supervisor_adapter_missed_total', { cause: 'no-history' }), 5);
     assert.deepEqual(a.deadLetters(), [], 'the sender could not tell: only the receiver can');
     assert.ok(b1.pushes.every((p) => !p.includes('gap-')), 'none of them arrived');
 
@@ -529,7 +531,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
     assert.ok(received() < N, 'Redis closed the subscriber: some were lost');
     assert.equal(received() + sum(b.missed()), N, 'every message arrived or was reported missed, none twice');
     assert.ok(b.missed().every((m) => m.from === 'node-a'));
-    assert.equal(metric(await metricsOf(b.base), 'ws_supervisor_adapter_missed_total'), N - received());
+    assert.equal(metric(await metricsOf(b.base), 'ws_supervisor_adapter_missed_total', { cause: 'no-history' }), N - received());
   });
 
   test('D3: a hung Redis (SIGSTOP) turns the status degraded ("command timed out") and back up; an unconfirmed publish is `error` and may still arrive', { timeout: budget.scaled(60_000) }, async (t) => {
@@ -756,4 +758,172 @@ function payload(i: number, size: number): Buffer {
 
 function indexOf(data: Buffer): number {
   return Number(data.subarray(0, 10).toString());
+}
+
+/** Kills a node's subscriber connection (CLIENT KILL by its id, found by its connection name): Redis drops it, and what is published meanwhile never reaches that node. */
+async function killSubscriber(r: Redis, nodeId: string): Promise<void> {
+  const list = String(await r.client('LIST'));
+  const line = list.split('\n').find((l) => l.includes(` name=ws-supervisor:${nodeId}:sub `));
+  const id = line && /\bid=(\d+)/.exec(line)?.[1];
+  if (!id) throw new Error(`no subscriber connection of ${nodeId} in CLIENT LIST:\n${list}`);
+  assert.equal(await r.client('KILL', 'ID', id), 1);
+}
+
+/** The pushes of `client` that start with `prefix`, as their text after it (e.g. broadcast `gap-7` → `7`). */
+function pushesOf(client: Client, kind: 'broadcast' | 'publish', tag: string, topic = 'room'): string[] {
+  const head = kind === 'broadcast' ? broadcastPush(tag) : topicPush(topic, tag);
+  const prefix = head.slice(0, -2); // without the closing `"}`
+  return client.pushes.filter((p) => p.startsWith(prefix)).map((p) => (JSON.parse(p) as { someOtherThing: string }).someOtherThing.slice(tag.length));
+}
+
+const range = (from: number, to: number): string[] => Array.from({ length: to - from }, (_, i) => String(from + i));
+
+describe('Redis adapter history: a node that missed messages recovers their content (XADD + XRANGE)', () => {
+  const HISTORY = { HISTORY: 'true', LOG: '1' };
+
+  test('output-buffer cut (client-output-buffer-limit pubsub, SIGSTOP): after it returns, its clients get all N in order, exactly once; nothing reported missed', { timeout: budget.scaled(90_000) }, async (t) => {
+    const cluster = await startCluster(t, HISTORY);
+    if (!cluster) return;
+    const { redis, a, b } = cluster;
+    const r = await admin(t, redis.url);
+    await r.config('SET', 'client-output-buffer-limit', 'pubsub 256kb 0 0');
+    const a1 = await connect(t, a);
+    const b1 = await connect(t, b);
+    await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
+    await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
+
+    b.child.kill('SIGSTOP');
+    t.after(() => void b.child.kill('SIGCONT'));
+    // 6 MB in all: far over the 256 KB limit, within the default history (32 MiB); 20 KB each, so
+    // that what reaches B's client at once stays within its send queue (4 MiB), as live traffic would.
+    const N = 300;
+    const big = 'x'.repeat(20_000);
+    for (let i = 0; i < N; i++) await a1.request({ command: 'broadcast', someOtherThing: `big-${i}-${big}` });
+    const fromB = b.lines.length;
+    b.child.kill('SIGCONT');
+    await b.waitLine(/^status degraded/, fromB, 10_000); // Redis did cut it
+    const got = (): string[] => pushesOf(b1, 'broadcast', 'big-').map((x) => x.slice(0, x.indexOf('-')));
+    await waitFor(() => got().length >= N, pace.scaled(20_000), `B's client has ${got().length} of ${N}`).catch((err: Error) => {
+      throw new Error(`${err.message}\nB:\n${b.lines.slice(-60).join('\n').slice(0, 20_000)}`);
+    });
+    await a1.request({ command: 'broadcast', someOtherThing: 'post' });
+    await waitFor(() => b1.pushes.includes(broadcastPush('post')), 10_000, 'post crosses');
+    await delay(pace.scaled(HEARTBEAT_MS * 3)); // time for a (wrong) report or a duplicate
+    assert.deepEqual(got(), range(0, N), 'all N, in order, exactly once');
+    assert.equal(b1.pushes.at(-1), broadcastPush('post'), 'the recovered ones came before the newer one');
+    assert.deepEqual(b.missed(), []);
+    const metrics = await metricsOf(b.base);
+    const recovered = metric(metrics, 'ws_supervisor_adapter_recovered_total');
+    t.diagnostic(`B recovered ${recovered} of ${N} from A's history (the rest had reached it before the cut)`);
+    assert.ok(recovered > 0 && recovered <= N, `recovered ${recovered}`);
+  });
+
+  test('subscriber killed (CLIENT KILL) while stopped; the sender keeps publishing after it returns: broadcasts and topic publishes all arrive, in order, exactly once, the recovered before the newer', { timeout: budget.scaled(90_000) }, async (t) => {
+    const cluster = await startCluster(t, HISTORY);
+    if (!cluster) return;
+    const { redis, a, b } = cluster;
+    const r = await admin(t, redis.url);
+    const a1 = await connect(t, a);
+    const b1 = await connect(t, b);
+    assert.equal((await b1.request({ command: 'join', topic: 'room' })).success, true);
+    await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
+    await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
+
+    b.child.kill('SIGSTOP');
+    t.after(() => void b.child.kill('SIGCONT'));
+    await killSubscriber(r, 'node-b');
+    const N = 300;
+    for (let i = 0; i < N; i++) {
+      await a1.request(i % 3 === 0 ? { command: 'publish', topic: 'room', someOtherThing: `gap-${i}` } : { command: 'broadcast', someOtherThing: `gap-${i}` });
+    }
+    b.child.kill('SIGCONT');
+    // A goes on publishing at once: these race with B's reconnect and must come after the recovered ones.
+    const M = 50;
+    for (let i = 0; i < M; i++) await a1.request({ command: 'broadcast', someOtherThing: `post-${i}` });
+    await waitFor(() => b1.pushes.includes(broadcastPush(`post-${M - 1}`)), pace.scaled(20_000), 'the last post crosses');
+    await delay(pace.scaled(HEARTBEAT_MS * 3));
+    const order = b1.pushes.map((p) => (JSON.parse(p) as { someOtherThing: string }).someOtherThing).filter((x) => x !== 'pre');
+    const expected = [...range(0, N).map((i) => `gap-${i}`), ...range(0, M).map((i) => `post-${i}`)];
+    assert.deepEqual(order, expected, 'every message once, in the order A sent them');
+    const topics = b1.pushes.filter((p) => p.startsWith('{"command":"publish"'));
+    assert.equal(topics.length, N / 3, 'topic publishes recovered as topic publishes');
+    assert.deepEqual(b.missed(), []);
+    const metrics = await metricsOf(b.base);
+    assert.ok(metric(metrics, 'ws_supervisor_adapter_recovered_total') >= N - 1, 'read back from the history, not received live');
+  });
+
+  test('a gap the history no longer holds (trimmed to 10 messages): the newest are recovered, the rest reported missed with cause `trimmed`, one for one', { timeout: budget.scaled(90_000) }, async (t) => {
+    const cluster = await startCluster(t, { HISTORY: JSON.stringify({ maxMessages: 10 }) });
+    if (!cluster) return;
+    const { redis, a, b } = cluster;
+    const r = await admin(t, redis.url);
+    // MINID ~ frees whole stream nodes only: small nodes so the trim is close to the bound.
+    await r.config('SET', 'stream-node-max-entries', '2');
+    const a1 = await connect(t, a);
+    const b1 = await connect(t, b);
+    await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
+    await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
+    b.child.kill('SIGSTOP');
+    t.after(() => void b.child.kill('SIGCONT'));
+    await killSubscriber(r, 'node-b');
+    const N = 50;
+    for (let i = 0; i < N; i++) await a1.request({ command: 'broadcast', someOtherThing: `gap-${i}` });
+    const held = await r.xlen(`ws-supervisor:history:${(await historySession(r))}`);
+    const fromB = b.lines.length;
+    b.child.kill('SIGCONT');
+    await b.waitLine(/^missed /, fromB, 15_000);
+    const got = (): string[] => pushesOf(b1, 'broadcast', 'gap-');
+    await waitFor(() => got().length + sum(b.missed()) >= N, pace.scaled(10_000), `received ${got().length} + missed ${sum(b.missed())} = ${N}`);
+    await delay(pace.scaled(HEARTBEAT_MS * 3));
+    const k = got().length;
+    t.diagnostic(`A's stream held ${held} entries (bound 10, MINID ~); B recovered ${k}, reported ${sum(b.missed())} missed`);
+    assert.ok(k >= 10 && k <= held, `recovered ${k}: at least the bound, at most what the stream held`);
+    assert.deepEqual(got(), range(N - k, N), 'the newest, in order, once');
+    assert.deepEqual(b.missed().map((m) => [m.from, m.count, m.cause]), [['node-a', N - k, 'trimmed']]);
+    assert.match(b.missed()[0]!.error, new RegExp(`^missed ${N - k} messages from node node-a: .*; 2–${N - k + 1} no longer in its history \\(trimmed or expired\\)$`));
+    const metrics = await metricsOf(b.base);
+    assert.equal(metric(metrics, 'ws_supervisor_adapter_missed_total', { cause: 'trimmed' }), N - k);
+    assert.equal(metric(metrics, 'ws_supervisor_adapter_recovered_total'), k);
+  });
+
+  test('Redis restarted empty while a node was stopped: the epoch change is reported (event, warning), what was lost is reported missed with cause `restarted`, what was published after is recovered', { timeout: budget.scaled(90_000) }, async (t) => {
+    const cluster = await startCluster(t, HISTORY);
+    if (!cluster) return;
+    const { redis, a, b } = cluster;
+    const a1 = await connect(t, a);
+    const b1 = await connect(t, b);
+    await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
+    await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
+    b.child.kill('SIGSTOP');
+    t.after(() => void b.child.kill('SIGCONT'));
+    const LOST = 5;
+    for (let i = 0; i < LOST; i++) await a1.request({ command: 'broadcast', someOtherThing: `lost-${i}` }); // in Redis's buffer for B, and in A's stream: gone with Redis
+    const fromA = a.lines.length;
+    await redis.kill();
+    await redis.restart();
+    await a.waitLine(/^status up$/, fromA, 15_000);
+    await a.waitLine(/^epoch \S+ \S+$/, fromA, 5000); // A saw it too
+    const AFTER = 3;
+    for (let i = 0; i < AFTER; i++) assert.equal((await a1.request({ command: 'broadcast', someOtherThing: `after-${i}` })).success, true);
+    const fromB = b.lines.length;
+    b.child.kill('SIGCONT');
+    await b.waitLine(/^epoch \S+ \S+$/, fromB, 15_000);
+    await b.waitLine(/^missed /, fromB, 15_000);
+    await waitFor(() => pushesOf(b1, 'broadcast', 'after-').length >= AFTER, pace.scaled(10_000), 'the later ones recovered');
+    await delay(pace.scaled(HEARTBEAT_MS * 3));
+    assert.deepEqual(pushesOf(b1, 'broadcast', 'after-'), range(0, AFTER));
+    assert.deepEqual(pushesOf(b1, 'broadcast', 'lost-'), []);
+    assert.deepEqual(b.missed().map((m) => [m.from, m.count, m.cause]), [['node-a', LOST, 'restarted']]);
+    assert.match(b.missed()[0]!.error, /redis lost its data \(epoch changed\)$/);
+    const [, previous, current] = b.lines.find((l) => l.startsWith('epoch '))!.split(' ');
+    assert.notEqual(previous, current);
+    assert.equal(metric(await metricsOf(b.base), 'ws_supervisor_adapter_missed_total', { cause: 'restarted' }), LOST);
+  });
+});
+
+/** The session of the one node that wrote a history (its stream's key suffix). */
+async function historySession(r: Redis): Promise<string> {
+  const keys = await r.keys('ws-supervisor:history:*');
+  assert.equal(keys.length, 1, `one history stream: ${keys.join(', ')}`);
+  return keys[0]!.slice('ws-supervisor:history:'.length);
 }
