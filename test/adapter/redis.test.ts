@@ -665,7 +665,8 @@ describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /c
 });
 
 describe('Redis adapter: backpressure while Redis hangs', () => {
-  test('Redis hung (SIGSTOP) under ~2k msg/s of 8 KiB broadcasts: bytes in flight stay under maxInFlightBytes, RSS stays bounded, the excess is reported unavailable at once, every message is delivered or reported, warnings are aggregated', { timeout: 60_000 }, async (t) => {
+  // With the history option the frame goes out in a script (XADD + PUBLISH): the same bound and reports must hold.
+  for (const history of [false, true]) test(`Redis hung (SIGSTOP) under ~2k msg/s of 8 KiB broadcasts${history ? ', history on' : ''}: bytes in flight stay under maxInFlightBytes, RSS stays bounded, the excess is reported unavailable at once, every message is delivered or reported, warnings are aggregated`, { timeout: 60_000 }, async (t) => {
     const redis = await startRedis(t);
     if (!redis) return;
     // The other node, reduced to what matters here: a subscriber that records which messages crossed.
@@ -680,7 +681,7 @@ describe('Redis adapter: backpressure while Redis hangs', () => {
     const CAP = 512 * 1024;
     const SIZE = 8 * 1024;
     const { logger, lines } = recordingLogger();
-    const adapter = createRedisAdapter({ url: redis.url, nodeId: 'sender', commandTimeout: 500, maxInFlightBytes: CAP, backoff: { initialDelay: 20, maxDelay: 200 } });
+    const adapter = createRedisAdapter({ url: redis.url, nodeId: 'sender', commandTimeout: 500, maxInFlightBytes: CAP, backoff: { initialDelay: 20, maxDelay: 200 }, history });
     const sup = createSupervisor({ adapter, logger });
     t.after(() => sup.close());
     await waitFor(() => adapter.status === 'up', 5000, 'adapter up');
@@ -746,6 +747,13 @@ describe('Redis adapter: backpressure while Redis hangs', () => {
     assert.ok(warns.length <= 10, `${warns.length} warn lines:\n${warns.map((w) => w.msg).join('\n')}`);
     const summary = lines.find((l) => /^adapter dead letters: /.test(l.msg));
     assert.ok(summary, 'a summary line with the counts');
+    if (history) {
+      // Every frame sent is in the history too (the script writes it before publishing), none that was refused.
+      const r = await admin(t, redis.url);
+      const ids = (await r.xrange(adapter.historyKey, '-', '+')).map(([id]) => Number(id.split('-')[0]));
+      t.diagnostic(`history holds ${ids.length} entries`);
+      assert.equal(ids.length, delivered.size, 'one history entry per message sent');
+    }
   });
 });
 
@@ -896,8 +904,12 @@ describe('Redis adapter history: a node that missed messages recovers their cont
     await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
     b.child.kill('SIGSTOP');
     t.after(() => void b.child.kill('SIGCONT'));
+    // B's subscription cut first: otherwise what A publishes next may already sit in B's socket buffer, and survive Redis.
+    const r = await admin(t, redis.url);
+    await killSubscriber(r, 'node-b');
+    r.disconnect();
     const LOST = 5;
-    for (let i = 0; i < LOST; i++) await a1.request({ command: 'broadcast', someOtherThing: `lost-${i}` }); // in Redis's buffer for B, and in A's stream: gone with Redis
+    for (let i = 0; i < LOST; i++) await a1.request({ command: 'broadcast', someOtherThing: `lost-${i}` }); // only in A's history now: gone with Redis
     const fromA = a.lines.length;
     await redis.kill();
     await redis.restart();
@@ -918,6 +930,8 @@ describe('Redis adapter history: a node that missed messages recovers their cont
     const [, previous, current] = b.lines.find((l) => l.startsWith('epoch '))!.split(' ');
     assert.notEqual(previous, current);
     assert.equal(metric(await metricsOf(b.base), 'ws_supervisor_adapter_missed_total', { cause: 'restarted' }), LOST);
+    assert.ok(b.lines.some((l) => l.startsWith('log warn redis adapter: redis lost its data (epoch changed')), 'a warning says why');
+    assert.ok(b.lines.some((l) => l.startsWith('log warn adapter missed: ') && l.includes('"cause":"restarted"')), 'the missed report is logged with its cause');
   });
 });
 
