@@ -69,7 +69,8 @@ async function pair(prefix: string, history: boolean): Promise<Pair> {
   const host = (deliver: (m: AdapterMessage) => void): AdapterHost => ({
     deliver,
     deadLetter: (letter) => {
-      throw new Error(`unexpected dead letter: ${letter.reason} ${letter.error}`);
+      // `partial`: A published while B's subscription was cut (the recovery phase): expected, B reads them back.
+      if (letter.reason !== 'partial') throw new Error(`unexpected dead letter: ${letter.reason} ${letter.error}`);
     },
     statusChanged: () => undefined,
     connections: () => 0,
@@ -115,6 +116,8 @@ interface Result {
   memPerMsg: number;
   stream: number;
   held: number;
+  recoveryMs: number;
+  recovered: number;
 }
 
 async function run(size: number, history: boolean, round: number): Promise<Result> {
@@ -144,6 +147,8 @@ async function run(size: number, history: boolean, round: number): Promise<Resul
   let memPerMsg = 0;
   let stream = 0;
   let held = 0;
+  let recoveryMs = 0;
+  let recovered = 0;
   if (history) {
     await admin.del(p.a.historyKey);
     const before = await info('memory', 'used_memory');
@@ -154,11 +159,23 @@ async function run(size: number, history: boolean, round: number): Promise<Resul
     const after = await info('memory', 'used_memory');
     memPerMsg = (after - before) / held;
     stream = Number(await admin.call('MEMORY', 'USAGE', p.a.historyKey, 'SAMPLES', '0'));
+    // Recovery: B's subscription killed, A publishes RECOVER more, B reads them back once resubscribed.
+    const list = String(await admin.client('LIST'));
+    const id = /\bid=(\d+)\b[^\n]* name=ws-supervisor:bench-b:sub /.exec(list)![1]!;
+    const recovered0 = p.b.recovered;
+    const recover = Math.min(held, 5000);
+    await admin.client('KILL', 'ID', id);
+    const r0 = process.hrtime.bigint();
+    for (let i = 0; i < recover; i++) p.a.publish(message);
+    sent += recover;
+    await p.received(sent);
+    recoveryMs = Number(process.hrtime.bigint() - r0) / 1e6;
+    recovered = p.b.recovered - recovered0;
   }
   await p.close();
   const keys = await admin.keys(`${prefix}*`);
   if (keys.length) await admin.del(...keys);
-  return { p50: pct(lat, 0.5), p99: pct(lat, 0.99), rate: BURST / seconds, cpuPer: cpu / BURST, memPerMsg, stream, held };
+  return { p50: pct(lat, 0.5), p99: pct(lat, 0.99), rate: BURST / seconds, cpuPer: cpu / BURST, memPerMsg, stream, held, recoveryMs, recovered };
 }
 
 console.log(`redis-server ${(await admin.info('server')).match(/redis_version:(\S+)/)![1]}, ${LATENCY_N} one-at-a-time + ${BURST} burst publishes per run, ${RUNS} runs, A/B interleaved`);
@@ -169,7 +186,8 @@ for (const size of SIZES) {
       console.log(
         `size ${size} B ${history ? 'history ' : 'pub/sub '} run ${round + 1}: latency p50 ${r.p50.toFixed(0)} µs p99 ${r.p99.toFixed(0)} µs; ` +
           `burst ${Math.round(r.rate)} msg/s, Redis CPU ${r.cpuPer.toFixed(1)} µs/publish` +
-          (history ? `; history memory ${r.memPerMsg.toFixed(0)} B/message (used_memory), stream MEMORY USAGE ${r.stream} B for ${r.held}` : ''),
+          (history ? `; history memory ${r.memPerMsg.toFixed(0)} B/message (used_memory), stream MEMORY USAGE ${r.stream} B for ${r.held}; ` +
+              `subscription killed: ${r.recovered} read back from history, all delivered ${r.recoveryMs.toFixed(0)} ms after the kill` : ''),
       );
     }
   }
