@@ -36,6 +36,14 @@
  * subscriber connection flushes the frames already on their way, and any
  * number up to the sender's latest that has not arrived by then never will.
  *
+ * Content recovery (the `history` option, src/adapter/redis-history.ts): a
+ * sender also XADDs each frame to its own bounded stream (entry id = seq) in
+ * the same script as the PUBLISH; a receiver that finds a gap in a sender
+ * that keeps one reads the range back (XRANGE), delivers it in order before
+ * that sender's newer frames (held meanwhile, within maxInFlightBytes), drops
+ * what it already delivered, and reports only what the stream no longer has
+ * (`missed` with a cause: trimmed, or restarted when the Redis epoch changed).
+ *
  * Presence: every heartbeatInterval a node SETs `<prefix>node:<id>` with a
  * PX presenceTtl and adds its id to the set `<prefix>nodes`; a Lua script reads
  * the set and drops ids whose key has expired. Redis expires the key itself,
