@@ -411,6 +411,11 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
     return this.epochValue;
   }
 
+  /** Bytes of other nodes' frames held back while a gap before them is recovered (at most maxInFlightBytes, or one frame). */
+  get heldBytesNow(): number {
+    return this.heldBytes;
+  }
+
   /** Other nodes' messages this node missed and then recovered from their history (delivered in order). */
   get recovered(): number {
     return this.recoveredCount;
