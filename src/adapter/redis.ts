@@ -352,6 +352,8 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
   private seq = 0;
   /** Other nodes' sequence numbers as far as this node has accounted for them. */
   private readonly senders = new Map<string, SenderState>();
+  /** Replaced sessions (a sender restarted under the same id) whose gap is still open: retried and reported like the others. */
+  private readonly retired = new Set<SenderState>();
   /** Successful subscriptions so far: from the second on, this node has been deaf for a while. */
   private subscriptions = 0;
   /** The `history` option (null: off): this node writes its frames to `historyKey`. */
@@ -673,7 +675,8 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
       // subscribed without a break, what it sent before is not ours to miss: it
       // predates us. After a resubscription this node was deaf for a while, and a
       // sender it never heard of sent its first messages then: count them.
-      // (A replaced session's recovery, if any, runs on to its end with its own state.)
+      // (A replaced session with a gap still open is kept aside: read back or reported like the others.)
+      if (known && (known.target > known.seq || known.held.length > 0)) this.retired.add(known);
       const missing = this.subscriptions > 1 ? seq - arrived : 0;
       known = {
         node: sender,
@@ -913,8 +916,10 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
       if (entry.id === this.nodeId || typeof entry.session !== 'string' || !isSeq(entry.seq)) continue;
       this.account(entry.id, { session: entry.session, seq: entry.seq, ...(entry.history !== undefined ? { history: entry.history } : {}) }, 'presence');
     }
-    for (const known of this.senders.values()) {
-      if (!known.recovering && (known.target > known.seq || known.held.length > 0)) void this.recover(known);
+    for (const known of [...this.senders.values(), ...this.retired]) {
+      const open = known.target > known.seq || known.held.length > 0;
+      if (!open && !known.recovering) this.retired.delete(known);
+      else if (open && !known.recovering) void this.recover(known);
     }
     if (this.senders.size > MAX_SENDERS) {
       // Forget departed nodes, the longest unseen first (node ids are unique per process by default), never one being recovered.
@@ -925,9 +930,9 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
 
   /** Reports every gap still open (`closed`): this node stops before it could read them back. */
   private reportOpenGaps(): void {
-    for (const known of this.senders.values()) {
+    for (const known of [...this.senders.values(), ...this.retired]) {
       const top = Math.max(known.target, known.held.at(-1)?.seq ?? 0);
-      if (top > known.seq) this.missed(known.node, top - known.seq, `${known.how}; this node closed before reading them back`, 'closed');
+      if (top > known.seq) this.missed(known.node, top - known.seq, `${known.how ? `${known.how}; ` : ''}this node closed before reading them back`, 'closed');
       known.seq = top;
       known.target = top;
       for (const h of known.held) this.heldBytes -= h.bytes;
