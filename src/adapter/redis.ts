@@ -830,9 +830,13 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
           if (s === null || s <= known.seq || s > end) continue;
           const frame = fieldValue(fields, 'f');
           const decoded = frame ? decodeFrame(frame) : { error: 'no frame field' };
-          if ('error' in decoded || decoded.node !== known.node || decoded.sequence?.seq !== s) continue; // not a frame of this sender: counted as missed below
           if (s > known.seq + 1) this.missed(known.node, s - known.seq - 1, `${known.how}; ${known.seq + 1}–${s - 1} ${why}`, cause);
           known.seq = s;
+          if ('error' in decoded || decoded.node !== known.node || decoded.sequence?.seq !== s) {
+            // Not a frame of this sender (another writer on the key?): its number is reported, and the read moves past it.
+            this.missed(known.node, 1, `${known.how}; history entry ${s} is not its frame (${'error' in decoded ? decoded.error : 'another sender or number'})`, 'unreadable');
+            continue;
+          }
           if (recovered === 0) first = s;
           recovered++;
           this.host?.deliver(decoded.message);

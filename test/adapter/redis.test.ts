@@ -935,7 +935,7 @@ describe('Redis adapter history: a node that missed messages recovers their cont
   });
 });
 
-describe('Redis adapter history, in process: the held frames are bounded', () => {
+describe('Redis adapter history, in process: held frames are bounded; bad entries are reported', () => {
   test('frames that arrive while a gap is read back are held within maxInFlightBytes; past it they are read back too: still every message, in order, once', { timeout: budget.scaled(60_000) }, async (t) => {
     const redis = await startRedis(t);
     if (!redis) return;
@@ -980,6 +980,42 @@ describe('Redis adapter history, in process: the held frames are bounded', () =>
     assert.ok(maxHeld > 0, 'frames were held behind the gap');
     assert.ok(maxHeld <= CAP, `held ${maxHeld} B, cap ${CAP}`);
     assert.equal(b.heldBytesNow, 0, 'nothing left held');
+  });
+
+  test('history entries that are not the sender\'s frames are reported `unreadable`, one each, and the read moves past them; entries gone are `trimmed`', { timeout: budget.scaled(60_000) }, async (t) => {
+    const redis = await startRedis(t);
+    if (!redis) return;
+    const r = await admin(t, redis.url);
+    const letters: AdapterDeadLetter[] = [];
+    const got: number[] = [];
+    const make = (nodeId: string, deliver: (data: Buffer) => void) => {
+      // Heartbeats far apart: A's presence entry keeps its first number, so the gap is found from A's next frame, after the stream was replaced.
+      const adapter = createRedisAdapter({ url: redis.url, nodeId, history: true, heartbeatInterval: 30_000, presenceTtl: 60_000, backoff: { initialDelay: 20, maxDelay: 200 } });
+      adapter.attach({ deliver: (m) => deliver(m.data), deadLetter: (l) => void letters.push(l), statusChanged: () => undefined, connections: () => 0, logger: null });
+      t.after(() => adapter.close());
+      return adapter;
+    };
+    const a = make('a', () => undefined);
+    const b = make('b', (data) => void got.push(indexOf(data)));
+    await waitUntil(async () => a.status === 'up' && b.status === 'up' && (await b.nodes()).length === 2, 10_000, 'both up');
+    const publish = (i: number): void => a.publish({ kind: 'broadcast', topic: null, data: payload(i, 64), binary: false });
+    publish(0);
+    await waitFor(() => got.length === 1, 5000, 'the first crosses');
+    // B is deaf while A sends seqs 2..6; then A's stream is replaced by three entries that are not A's frames (2, 3, 4): 5 and 6 are gone.
+    b.once('epochChanged', () => assert.fail('the epoch did not change'));
+    await killSubscriber(r, 'b');
+    for (let i = 1; i <= 5; i++) publish(i);
+    await waitUntil(async () => (await r.xlen(a.historyKey)) === 6, 5000, 'A wrote them');
+    await r.del(a.historyKey);
+    for (const seq of [2, 3, 4]) await r.xadd(a.historyKey, `${seq}-0`, 'f', seq === 3 ? 'garbage' : 'x\ny');
+    const resubscribed = async (): Promise<boolean> => / name=ws-supervisor:b:sub .*\bsub=1\b/.test(String(await r.client('LIST')));
+    await waitUntil(resubscribed, 5000, 'B resubscribed');
+    publish(6); // seq 7: reveals the gap, and is delivered after it
+    await waitFor(() => got.includes(6), pace.scaled(10_000), 'the next one crosses');
+    await delay(pace.scaled(300)); // time for a (wrong) extra report
+    const missed = letters.filter((l) => l.reason === 'missed').map((l) => [l.cause, l.count]);
+    assert.deepEqual(missed, [['unreadable', 1], ['unreadable', 1], ['unreadable', 1], ['trimmed', 2]]);
+    assert.deepEqual(got, [0, 6]);
   });
 });
 
