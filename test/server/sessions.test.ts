@@ -550,6 +550,26 @@ describe('sessions: opting in, and nobody else sees a change', () => {
     assert.equal(output.lastClosure?.reason, 'sessions unsupported by the server');
   });
 
+  test('a session client against this library with sessions off (HTTP 400) stops at once: unsupported, with the reason, no retry', async (t) => {
+    const off = await startSessionServer(t, { sessions: undefined });
+    let refusals = 0;
+    off.supervisor.on('refused', () => refusals++);
+    const client = createClient(off.url, { session: true, timing: { pingInterval: 0, closeTimeout: 300 }, backoff: { initialDelay: 10, maxDelay: 20 } });
+    const closes: string[] = [];
+    client.on('close', (c) => closes.push(c.reason));
+    const request = client.request('echo', 'x');
+    await bounded(client.ended, 'the client to stop');
+    const output = await client.ended;
+    assert.equal(output.reason, 'unsupported');
+    assert.equal(output.lastClosure?.reason, 'server refused the upgrade: HTTP 400 sessions are not enabled on this server');
+    assert.deepEqual(closes, [output.lastClosure?.reason], 'one attempt, reported once');
+    assert.equal(client.state, 'closed');
+    assert.equal(client.resumed, null, 'no session, so nothing resumed');
+    await assert.rejects(request, (err: Error & { code?: string }) => err.code === 'client-closed' && /does not speak sessions \(server refused the upgrade: HTTP 400/.test(err.message));
+    await delay(100); // a retry would be here by now (backoff ≤ 20 ms)
+    assert.equal(refusals, 1, 'the upgrade was tried once');
+  });
+
   test('a session connection must open or resume first: a data frame first is a protocol violation (1002)', async (t) => {
     const srv = await startSessionServer(t);
     const ws = new WebSocket(`${srv.url}?ws-session=1`);
