@@ -38,6 +38,7 @@ import {
   encodeAttached,
   encodeBinaryData,
   encodeDuplicate,
+  encodePong,
   encodeServerAck,
   encodeSessionError,
   encodeTextData,
@@ -571,6 +572,8 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** Connection.onMessage on a session connection. */
   receive(data: Buffer, isBinary: boolean): void {
     if (this.phase === 'attaching') {
+      // A heartbeat is answered at once (the store may take a while); everything else waits for `attached`.
+      if (!isBinary && data[0] === OPEN_BRACE && decodeClientFrame(data, false).kind === 'ping') return this.writeControl(encodePong());
       (this.inbox ??= []).push([data, isBinary]);
       return;
     }
@@ -640,6 +643,9 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
         }, () => undefined);
         return;
       }
+      case 'ping':
+        this.writeControl(encodePong());
+        return;
       case 'end':
         if (this.phase === 'awaiting') return this.violation('end before the session is attached');
         this.endRequested = true;
