@@ -14,7 +14,8 @@
  * (then `connected.ready`), at most `resumeTimeout` (then the connection is
  * terminated and retried, R22). A server that answers anything else does not
  * speak sessions: the client closes for good (`unsupported`) rather than
- * carry on without the guarantee.
+ * carry on without the guarantee; so it does when the dialer reports that the
+ * server refused the session upgrade itself (a server with sessions off).
  *
  * R22: exponential backoff with full jitter, capped, optional max attempts,
  * never after a deliberate close, reset only after the connection has stayed
@@ -53,7 +54,11 @@ export type ClientEvent =
   | { type: 'close'; code?: number; reason?: string }
   /** Sessions: the server answered `open`/`resume` with `attached` (resumed or not). */
   | { type: 'session.attached' }
-  /** Sessions: the server's first answer was not `attached`: it does not speak sessions. */
+  /**
+   * Sessions: the server does not speak them. While connected: its first answer was not `attached`.
+   * While connecting: the dialer saw the server refuse the session upgrade for that reason (Node: HTTP 400
+   * `sessions are not enabled on this server`); retrying the same upgrade would be refused the same way.
+   */
   | { type: 'session.unsupported'; message: string };
 
 export interface DialerInput {
@@ -136,6 +141,8 @@ export const clientMachine = setup({
       closeRequest: () => ({ code: CloseCodes.NORMAL, reason: 'sessions unsupported by the server' }),
       unsupported: true,
     }),
+    /** The upgrade was refused for want of sessions: nothing to close, the client stops with `unsupported`. */
+    markUnsupported: assign({ unsupported: true }),
     /** No `attached` in time: drop this connection (R22 retries). */
     abandonResume: sendTo('connection', { type: 'terminate' as const, reason: 'no session answer in time' }),
   },
@@ -171,6 +178,8 @@ export const clientMachine = setup({
           { target: 'closed', actions: [assign({ lastClosure: ({ event }) => failedAttempt(event.message) }), 'giveUp'] },
         ],
         close: { target: 'closed', actions: 'requestClose' },
+        // Sessions: the upgrade was refused because the server has no sessions: stop, saying why (no retry).
+        'session.unsupported': { target: 'closed', actions: [assign({ lastClosure: ({ event }) => failedAttempt(event.message) }), 'markUnsupported'] },
       },
       after: {
         connectTimeout: [

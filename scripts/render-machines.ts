@@ -5,10 +5,10 @@
  *
  * It also lays out the dashboard's diagram (scripts/render-diagram.ts).
  *
- *   npm run docs            write docs/*.md and src/observe/dashboard/connection-diagram.ts
+ *   npm run docs            write docs/*.md and src/observe/dashboard/{connection,session}-diagram.ts
  *   npm run docs -- --check exit 1 if a committed file differs (used by the tests)
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { AnyStateMachine } from 'xstate';
 import { clientMachine } from '../machines/client.machine.ts';
@@ -23,7 +23,7 @@ import {
   type StateNodeLike,
   type TransitionLike,
 } from '../src/observe/machine-walk.ts';
-import { DIAGRAM_MODULE, renderDiagramModule } from './render-diagram.ts';
+import { DIAGRAM_MODULE, renderDiagramModule, renderSessionDiagramModule, SESSION_DIAGRAM_MODULE } from './render-diagram.ts';
 
 type Node = StateNodeLike;
 type Transition = TransitionLike;
@@ -192,17 +192,17 @@ export function embedDiagrams(text: string): string {
 async function main(): Promise<void> {
   const check = process.argv.includes('--check');
   let stale = 0;
-  {
-    const path = fileURLToPath(new URL(`../${DIAGRAM_MODULE}`, import.meta.url));
-    const text = await renderDiagramModule();
+  for (const [module, render] of [[DIAGRAM_MODULE, renderDiagramModule], [SESSION_DIAGRAM_MODULE, renderSessionDiagramModule]] as const) {
+    const path = fileURLToPath(new URL(`../${module}`, import.meta.url));
+    const text = await render();
     if (check) {
-      if (readFileSync(path, 'utf8') !== text) {
-        console.error(`${DIAGRAM_MODULE} differs from the machine: run npm run docs`);
+      if (!existsSync(path) || readFileSync(path, 'utf8') !== text) {
+        console.error(`${module} differs from the machine: run npm run docs`);
         stale++;
       }
     } else {
       writeFileSync(path, text);
-      console.log(`wrote ${DIAGRAM_MODULE}`);
+      console.log(`wrote ${module}`);
     }
   }
   for (const file of EMBEDDING_DOCS) {

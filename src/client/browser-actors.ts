@@ -22,6 +22,7 @@ import { fromCallback } from 'xstate';
 import type { DialerInput } from '../../machines/client.machine.ts';
 import type { ActorInput, ReaderCommand, ReaderEvent, WriterCommand, WriterEvent } from '../../machines/connection.machine.ts';
 import { CloseCodes } from '../../machines/close-codes.ts';
+import { encodePing, SESSION_PONG } from '../protocol/session.ts';
 import { LivenessReport } from '../server/liveness.ts';
 import type { TransportHooks } from './client.ts';
 
@@ -41,6 +42,8 @@ export interface BrowserTransport {
   protocols: string[];
   hooks: TransportHooks;
   limits: SendLimits;
+  /** The client asked for a session: the heartbeat is the session's `ping` control frame (a data frame would be numbered and kept). */
+  session: boolean;
 }
 
 /** The connection machine's opaque `io`: shared by the reader and the writer. */
@@ -83,6 +86,8 @@ export class BrowserWriter {
   constructor(
     readonly ws: WebSocket,
     private readonly limits: SendLimits,
+    /** A session connection: pings are `{"session":"ping"}`, answered by `{"session":"pong"}` (docs/sessions.md). */
+    private readonly session = false,
   ) {}
 
   attach(sendBack: (event: WriterEvent) => void): void {
@@ -120,7 +125,8 @@ export class BrowserWriter {
     if (this.released || this.ws.readyState !== OPEN) return;
     const id = -++this.pings;
     this.ping_ = { id, sentAt: performance.now() };
-    this.ws.send(`{"requestID":${id},"command":"ping"}`);
+    // On a session connection every data frame is numbered, kept and run once: the heartbeat is a control frame.
+    this.ws.send(this.session ? encodePing() : `{"requestID":${id},"command":"ping"}`);
   }
 
   /**
@@ -128,6 +134,14 @@ export class BrowserWriter {
    * it answers the one in flight, the round trip in ms.
    */
   heartbeatReply(text: string): { rttMs: number | null } | null {
+    if (this.session) {
+      // One ping in flight at a time (the machine waits for its pong or its timeout), so a pong answers it.
+      if (text !== SESSION_PONG) return null;
+      if (this.ping_ === null) return { rttMs: null };
+      const rttMs = performance.now() - this.ping_.sentAt;
+      this.ping_ = null;
+      return { rttMs };
+    }
     if (!text.startsWith(HEARTBEAT_REPLY)) return null;
     const id = Number(HEARTBEAT_ID.exec(text)?.[1]);
     if (this.ping_ === null || id !== this.ping_.id) return { rttMs: null };
@@ -191,7 +205,7 @@ export function browserCloseArgs(code: number, reason: string): [number, string]
 
 /** One attempt: `dial.ready` once the socket is open; stopping it abandons an attempt that did not open. */
 export const browserDialer = fromCallback<{ type: 'dialer.noop' }, DialerInput>(({ input, sendBack }) => {
-  const { url, protocols, hooks, limits } = input.transport as BrowserTransport;
+  const { url, protocols, hooks, limits, session } = input.transport as BrowserTransport;
   let settled = false;
   let handedOver = false;
   const fail = (message: string): void => {
@@ -214,7 +228,7 @@ export const browserDialer = fromCallback<{ type: 'dialer.noop' }, DialerInput>(
     if (settled) return;
     settled = handedOver = true;
     detach();
-    const io: BrowserIO = { ws, hooks, writer: new BrowserWriter(ws, limits) };
+    const io: BrowserIO = { ws, hooks, writer: new BrowserWriter(ws, limits, session) };
     hooks.onOpen((text) => io.writer.send(text));
     sendBack({ type: 'dial.ready', io });
   };

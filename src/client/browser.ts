@@ -35,7 +35,10 @@ export interface BrowserClientOptions extends ClientOptions {
    * checked from its side, the browser answers them itself). true turns on an
    * application-level heartbeat, `{"requestID":-N,"command":"ping"}`, whose
    * reply (any reply with that requestID) counts as the pong: pingInterval
-   * then defaults to 25000. A timing.pingInterval > 0 requires it.
+   * then defaults to 25000. A timing.pingInterval > 0 requires it. With
+   * `session`, the heartbeat is the session's `{"session":"ping"}` control
+   * frame, answered by `{"session":"pong"}` (not numbered, not kept, never
+   * reaching the application's handler).
    */
   appHeartbeat?: boolean;
   /**
@@ -82,10 +85,6 @@ export function createClient(url: string, options: BrowserClientOptions = {}): C
   if (!appHeartbeat && (options.timing?.pingInterval ?? 0) > 0) {
     throw new RangeError('ws-supervisor client: browsers cannot send ping frames (R7): timing.pingInterval > 0 needs appHeartbeat: true');
   }
-  if (appHeartbeat && options.session) {
-    // The app heartbeat is an unnumbered request; on a session connection every data frame is numbered and kept.
-    throw new RangeError('ws-supervisor client: appHeartbeat and session cannot be combined yet (the server still pings: R4, R7)');
-  }
   const limits: SendLimits = { ...DEFAULT_SEND_LIMITS, ...options.sendBuffer };
   if (!(Number.isInteger(limits.highWaterMark) && limits.highWaterMark > 0 && Number.isInteger(limits.maxBytes) && limits.maxBytes >= limits.highWaterMark)) {
     throw new RangeError(`ws-supervisor client: invalid sendBuffer ${JSON.stringify(limits)}`);
@@ -93,7 +92,8 @@ export function createClient(url: string, options: BrowserClientOptions = {}): C
   return new Client(webSocketUrl(url), options, {
     machine: browserClientMachine,
     defaultPingInterval: appHeartbeat ? CLIENT_DEFAULTS.timing.pingInterval : 0,
-    transport: (u, o, hooks): BrowserTransport => ({ url: u, protocols: o.protocols ?? [], hooks, limits }),
+    // With a session, the app heartbeat is the session's ping control frame (docs/sessions.md, "Frames").
+    transport: (u, o, hooks): BrowserTransport => ({ url: u, protocols: o.protocols ?? [], hooks, limits, session: o.session !== undefined && o.session !== false }),
   });
 }
 

@@ -252,7 +252,8 @@ export class Client {
         complete: () => {
           this.onSnapshot();
           const output = this.actor.getSnapshot().output!;
-          this.failAll('client-closed', output.reason === 'gave-up' ? 'the client gave up reconnecting' : 'the client was closed');
+          this.failAll('client-closed', output.reason === 'gave-up' ? 'the client gave up reconnecting'
+            : output.reason === 'unsupported' ? `the server does not speak sessions (${output.lastClosure?.reason ?? 'no detail'})` : 'the client was closed');
           this.emit('end', output);
           resolve(output);
         },

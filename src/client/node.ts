@@ -11,6 +11,7 @@ import { supervisedConnectionMachine } from '../server/connection.ts';
 import { DEFAULTS } from '../server/options.ts';
 import type { SocketIO, WsCloseTimeout } from '../server/socket-io.ts';
 import { SendQueue } from '../server/writer.ts';
+import { SESSION_QUERY_PARAM } from '../protocol/session.ts';
 import { assertWebSocketUrl, Client, CLIENT_DEFAULTS, type ClientOptions, type TransportHooks } from './client.ts';
 
 export interface NodeClientOptions extends ClientOptions {
@@ -29,6 +30,14 @@ interface NodeTransport {
 }
 
 function ignore(): void {}
+
+/**
+ * The body of a 400 refusing a session upgrade for want of sessions: this
+ * library's (`sessions are not enabled on this server`), or any naming the
+ * parameter (`ws-session must be given once, as 1…`: a client bug, no retry
+ * would fix it either).
+ */
+const SESSIONS_REFUSED = /sessions are not enabled|ws-session/i;
 
 /** One attempt: resolves with the SocketIO once the upgrade succeeded; stopping it abandons the attempt. */
 const nodeDialer = fromCallback<{ type: 'dialer.noop' }, DialerInput>(({ input, sendBack }) => {
@@ -59,8 +68,31 @@ const nodeDialer = fromCallback<{ type: 'dialer.noop' }, DialerInput>(({ input, 
     socket = response.socket;
   });
   ws.on('unexpected-response', (_request, response) => {
-    fail(`server refused the upgrade: HTTP ${response.statusCode}`);
-    ws.terminate();
+    const refused = `server refused the upgrade: HTTP ${response.statusCode}`;
+    if (response.statusCode !== 400 || !new URL(url).searchParams.has(SESSION_QUERY_PARAM)) {
+      fail(refused);
+      ws.terminate();
+      return;
+    }
+    // A session upgrade refused 400: the body says whether for want of sessions (docs/sessions.md, "Opting in").
+    // Then retrying gets the same answer: the client stops with `unsupported` instead (R22 is for failures that pass).
+    let body = '';
+    const decide = (): void => {
+      if (handedOver) return;
+      const text = body.trim().slice(0, 200);
+      if (SESSIONS_REFUSED.test(text)) {
+        handedOver = true;
+        sendBack({ type: 'session.unsupported', message: `${refused} ${text}` });
+      } else fail(text ? `${refused} ${text}` : refused);
+      ws.terminate();
+    };
+    response.setEncoding('utf8');
+    response.on('data', (chunk: string) => {
+      if (body.length < 1024) body += chunk;
+    });
+    response.once('end', decide);
+    response.once('error', decide);
+    response.once('close', decide);
   });
   ws.on('error', (err) => fail(err.message));
   ws.on('close', () => fail('connection closed during the upgrade'));

@@ -201,6 +201,8 @@ export type ClientFrame =
   | { kind: 'resume'; id: string; token: string; lastSeq: number; epoch: string | undefined }
   | { kind: 'ack'; seq: number }
   | { kind: 'end' }
+  /** A heartbeat (the browser client's: page scripts cannot send ping frames, R7): answered at once with `pong`. */
+  | { kind: 'ping' }
   /** Request number `cseq`. A binary payload is a view of the frame (a Buffer when the frame was one). */
   | { kind: 'data'; cseq: number; payload: string | Uint8Array; binary: boolean }
   /** Malformed (R15): answer with encodeSessionError(error). */
@@ -225,6 +227,7 @@ export function decodeClientFrame(data: string | Uint8Array, isBinary: boolean):
   switch (kind) {
     case 'open':
     case 'end':
+    case 'ping':
       return { kind };
     case 'ack': {
       const seq = integerField(fields, 'ack', 'seq', 0);
@@ -249,7 +252,7 @@ export function decodeClientFrame(data: string | Uint8Array, isBinary: boolean):
       return { kind: 'resume', id, token, lastSeq, epoch: typeof epoch === 'string' ? epoch : undefined };
     }
     default:
-      return { kind: 'invalid', error: `unknown session frame ${quote(kind)} (a client sends open, resume, ack or end)` };
+      return { kind: 'invalid', error: `unknown session frame ${quote(kind)} (a client sends open, resume, ack, end or ping)` };
   }
 }
 
@@ -295,6 +298,12 @@ export function encodeDuplicate(cseq: number, replySeqs: readonly number[] | nul
   return '{"session":"duplicate","cseq":' + cseq + ',"replySeqs":' + (replySeqs === null ? 'null' : '[' + replySeqs.join(',') + ']') + '}';
 }
 
+/** The answer to `ping`, written at once (never numbered nor kept: it only proves the connection lives). */
+export const SESSION_PONG = '{"session":"pong"}';
+export function encodePong(): string {
+  return SESSION_PONG;
+}
+
 /** A control frame was malformed or not allowed now (R15): the connection stays. */
 export function encodeSessionError(error: string): string {
   return '{"session":"error","error":' + JSON.stringify(error) + '}';
@@ -308,6 +317,8 @@ export type ServerFrame =
   | { kind: 'ack'; cseq: number }
   | { kind: 'duplicate'; cseq: number; replySeqs: number[] | null }
   | { kind: 'error'; error: string }
+  /** The answer to a `ping`: not numbered, not kept. */
+  | { kind: 'pong' }
   /** Message number `seq` of the session. A binary payload is a view of the frame. */
   | { kind: 'data'; seq: number; payload: string | Uint8Array; binary: boolean }
   /** Not a frame of the session protocol: a server without sessions answered (the client gives up on the session). */
@@ -369,12 +380,14 @@ export function decodeServerFrame(data: string | Uint8Array, isBinary: boolean):
       }
       return { kind: 'duplicate', cseq, replySeqs: seqs as number[] };
     }
+    case 'pong':
+      return { kind: 'pong' };
     case 'error': {
       const error = fields.get('error');
       return typeof error === 'string' ? { kind: 'error', error } : { kind: 'invalid', error: `error: "error" must be a string, got ${describe(error ?? null)}` };
     }
     default:
-      return { kind: 'invalid', error: `unknown session frame ${quote(kind)} (a server sends attached, ack, duplicate or error)` };
+      return { kind: 'invalid', error: `unknown session frame ${quote(kind)} (a server sends attached, ack, duplicate, error or pong)` };
   }
 }
 
@@ -393,6 +406,11 @@ export function encodeResume(r: { id: string; token: string; lastSeq: number; ep
 /** Every seq ≤ `seq` arrived. */
 export function encodeClientAck(seq: number): string {
   return '{"session":"ack","seq":' + seq + '}';
+}
+
+/** A heartbeat on a session connection (the browser client's app heartbeat, R7): the server answers `pong`. */
+export function encodePing(): string {
+  return '{"session":"ping"}';
 }
 
 export function encodeEnd(): string {

@@ -38,6 +38,7 @@ import {
   encodeAttached,
   encodeBinaryData,
   encodeDuplicate,
+  encodePong,
   encodeServerAck,
   encodeSessionError,
   encodeTextData,
@@ -553,10 +554,11 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   send(data: Outbound, binary: boolean): boolean {
     const entry = this.entry;
     if (entry === null || entry.ended) return false;
-    // The route of the session (the hub reaches it through this connection), or the application answering on a
-    // connection that has closed since (a reply outlives its connection: the session keeps it). A connection taken
-    // over but not yet closed refuses: the hub may still reach it, and the new one gets the same broadcast.
-    if (entry.routed !== this.connection && this.live) return false;
+    // The route of the session (the hub reaches it through this connection), a reply of a request running here,
+    // or the application answering on a connection that has closed since (a reply outlives its connection: the
+    // session keeps it). Anything else on a connection taken over but not yet closed is refused: the hub may still
+    // reach it with a filtered broadcast, and the new one gets the same message.
+    if (entry.routed !== this.connection && this.live && this.running === 0) return false;
     this.sessions.append(entry, data, binary, this.running);
     return true;
   }
@@ -570,6 +572,8 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** Connection.onMessage on a session connection. */
   receive(data: Buffer, isBinary: boolean): void {
     if (this.phase === 'attaching') {
+      // A heartbeat is answered at once (the store may take a while); everything else waits for `attached`.
+      if (!isBinary && data[0] === OPEN_BRACE && decodeClientFrame(data, false).kind === 'ping') return this.writeControl(encodePong());
       (this.inbox ??= []).push([data, isBinary]);
       return;
     }
@@ -582,18 +586,24 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     const entry = this.entry!;
     const cseq = d.n;
     this.sessions.store.beginRequest(entry.id, cseq).then((verdict) => {
+      if (verdict.kind === 'new') {
+        // The store has recorded it as run: it runs now, whatever became of this connection meanwhile (closed by
+        // a cut, whose last frames `ws` delivers in the same turn as its close; or taken over by a resume). Else
+        // the resume tells the client not to re-send it (its cseq is the store's) and it is never answered. Its
+        // reply goes to the session (`send` lets a running request through), which replays it.
+        this.running = cseq;
+        try {
+          this.connection.runHandler(d.payload, isBinary);
+        } finally {
+          this.running = 0;
+        }
+        if (!this.live || this.phase !== 'attached') return;
+        this.lastRun = cseq;
+        this.scheduleAck();
+        return;
+      }
       if (!this.live || this.phase !== 'attached') return;
       switch (verdict.kind) {
-        case 'new':
-          this.running = cseq;
-          try {
-            this.connection.runHandler(d.payload, isBinary);
-          } finally {
-            this.running = 0;
-          }
-          this.lastRun = cseq;
-          this.scheduleAck();
-          return;
         case 'duplicate':
           this.writeControl(encodeDuplicate(cseq, verdict.replySeqs));
           return;
@@ -633,6 +643,9 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
         }, () => undefined);
         return;
       }
+      case 'ping':
+        this.writeControl(encodePong());
+        return;
       case 'end':
         if (this.phase === 'awaiting') return this.violation('end before the session is attached');
         this.endRequested = true;

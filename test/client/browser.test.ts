@@ -307,3 +307,37 @@ test('browser client: session: true resumes after a TCP cut — pushes sent mean
   assert.equal(metric(m, 'ws_supervisor_session_resumes_total', { result: 'resumed', reason: 'none' }), 1);
   // (That the server ran each request once is held by test/server/sessions*.test.ts, where the handler counts.)
 });
+
+test('browser client: session with the app heartbeat — the heartbeat is the session ping (rttMs, open ⇄ pinging, nothing numbered), and a frozen server is dropped and the session resumed', { timeout: pace.scaled(60_000) }, async (t) => {
+  if (!ready(t)) return;
+  const server = await startCliServer([...FAST, '--sessions'], t);
+  t.after(() => void server.child.kill('SIGCONT'));
+  const pongTimeout = pace.scaled(300); // the CLI server answers: scaled by the pace
+  const page = await clientPage(t, server, {
+    session: true,
+    appHeartbeat: true,
+    timing: { pingInterval: 200, pongTimeout, connectTimeout: pace.scaled(500) },
+    backoff: { initialDelay: 100, maxDelay: 200 },
+    requestTimeout: 20_000,
+  });
+  await page.evaluate(`h.resumes = []; h.client.on('resume', (e) => h.resumes.push(e));`);
+  await until(page, 'h.client.sessionId !== null && h.client.rttMs !== null && h.states.filter((s) => s === "pinging").length >= 3');
+  const rtt = (await page.evaluate('h.client.rttMs')) as number;
+  assert.ok(typeof rtt === 'number' && rtt >= 0 && rtt < pongTimeout, `rttMs ${rtt}`);
+  assert.deepEqual((await states(page)).slice(0, 4), ['connecting', 'resuming', 'open', 'pinging']);
+  // Heartbeats are not requests: no push, no close, and the first request is still requestID 1, answered.
+  assert.deepEqual(await page.evaluate('[h.pushes.length, h.closes.length]'), [0, 0]);
+  assert.equal(((await page.evaluate(`h.client.request('still here')`)) as { requestID: number }).requestID, 1);
+
+  // A frozen server: found by the heartbeat (R4), then the session resumes once it thaws.
+  server.child.kill('SIGSTOP');
+  await until(page, 'h.closes.length >= 1');
+  const closure = (await page.evaluate('h.closes[0]')) as Record<string, unknown>;
+  assert.deepEqual([closure.reason, closure.cause], ['heartbeat timeout', 'heartbeat-timeout']);
+  server.child.kill('SIGCONT');
+  await until(page, 'h.resumes.length >= 1 && (h.client.state === "open" || h.client.state === "pinging")', 15_000);
+  const resume = (await page.evaluate('h.resumes.at(-1)')) as { resumed: boolean; reason: string | null };
+  assert.deepEqual([resume.resumed, resume.reason], [true, null]);
+  assert.equal(((await page.evaluate(`h.client.request('back')`)) as { requestID: number; someOtherThing: string }).requestID, 2);
+  t.diagnostic(`rttMs ${rtt.toFixed(2)}`);
+});

@@ -81,6 +81,8 @@ const CLIENT_MACHINE_TRANSITIONS: readonly string[] = [
   'client.connecting: dial.failed[0] if canRetry → client.waiting',
   'client.connecting: dial.failed[1] otherwise → client.closed',
   'client.connecting: close → client.closed',
+  // Sessions: the dialer saw the session upgrade refused (a server with sessions off): no retry.
+  'client.connecting: session.unsupported → client.closed',
   'client.connecting: xstate.after.connectTimeout.client.connecting[0] if canRetry → client.waiting',
   'client.connecting: xstate.after.connectTimeout.client.connecting[1] otherwise → client.closed',
   'client.connected: close → (no target)',
@@ -150,6 +152,8 @@ const sessionSamples: ClientEvent[] = [
   { type: 'session.attached' },
   { type: 'session.unsupported', message: 'the server answered {"requestID":0,…}' },
 ];
+/** What the Node dialer reports when the server refuses the session upgrade (sessions off). */
+const REFUSED_UPGRADE: ClientEvent = { type: 'session.unsupported', message: 'server refused the upgrade: HTTP 400 sessions are not enabled on this server' };
 /** How the connection machine is told to drop a connection whose resume got no answer. */
 const ABANDON = { type: 'terminate', reason: 'no session answer in time' } as const;
 const UNSUPPORTED_CLOSE = { code: 1000, reason: 'sessions unsupported by the server' };
@@ -466,7 +470,14 @@ function rulesSay(timeline: readonly Entry[], options: BackoffOptions, session: 
         x.forwarded = [];
       } else if (e.type === 'dial.failed') ended(failedAttempt(e.message), h.at);
       else if (e.type === 'timeout' && e.delay === 'connectTimeout') ended(failedAttempt('connect timeout'), h.at);
-      else if (e.type === 'close') {
+      else if (e.type === 'session.unsupported') {
+        // The server refused the session upgrade: stop for good, no retry (R22 would get the same answer).
+        x.unsupported = true;
+        x.lastClosure = failedAttempt(e.message);
+        x.output = { reason: 'unsupported', lastClosure: x.lastClosure };
+        x.closedAt ??= index;
+        enter('closed', h.at);
+      } else if (e.type === 'close') {
         deliberate(e, index);
         x.output = { reason: 'closed', lastClosure: x.lastClosure };
         enter('closed', h.at);
@@ -683,6 +694,8 @@ function modelEvents(snapshot: Snapshot): ClientEvent[] {
   return [
     // The dialer only lives (and reports) while connecting; the connection child while connected.
     ...(snapshot.value === 'connecting' ? dialSamples : []),
+    // A session client's dialer may see the session upgrade refused (a server with sessions off).
+    ...(snapshot.value === 'connecting' && snapshot.context.session ? [REFUSED_UPGRADE] : []),
     ...(snapshot.matches('connected') ? (doneSamples(snapshot.context.closeRequest) as unknown as ClientEvent[]) : []),
     // The server's first answer only matters while resuming (the client reports it once per connection).
     ...(snapshot.matches({ connected: 'resuming' }) ? sessionSamples : []),

@@ -19,6 +19,8 @@ import type { Page } from 'playwright-core';
 import { CHROMIUM, CHROMIUM_INSTALL, newPage, WAIT } from '../helpers/chromium.ts';
 import { pace } from '../helpers/pace.ts';
 import { connectionMachine } from '../../machines/connection.machine.ts';
+import { sessionMachine } from '../../machines/session.machine.ts';
+import { machineStructure } from '../../scripts/render-diagram.ts';
 import { startDemoServer, type DemoServer } from '../../src/cli/demo-server.ts';
 import { createDashboard, type DashboardSnapshot } from '../../src/index.ts';
 import { eventLabel, type StateNodeLike, type TransitionLike } from '../../src/observe/machine-walk.ts';
@@ -490,4 +492,21 @@ test('sessions: detached sessions show with their age and buffered bytes (detach
   assert.match(body, new RegExp(`"id":"${id}"`));
   const html = (await httpGet(`http://127.0.0.1:${s.port}/dashboard`)).body;
   assert.match(html, /<h2>Detached sessions/);
+  // The session machine's diagram is shown with them, and served alone, drawn from the machine.
+  const served = await httpGet(`http://127.0.0.1:${s.port}/dashboard/session-diagram.svg`);
+  assert.equal(served.status, 200);
+  assert.match(String(served.headers['content-type']), /^image\/svg\+xml/);
+  assert.ok(html.includes(`<div id="session-diagram" title="drawn from machines/session.machine.ts">${served.body}</div>`), 'the page inlines the session diagram');
+  const { states, edges } = machineStructure(sessionMachine);
+  assert.ok(states.length >= 6, `session states: ${states.map((x) => x.path).join(', ')}`);
+  for (const st of states) assert.match(served.body, new RegExp(`<g class="state [^"]*" data-state="${st.path}"`), `state group for ${st.path}`);
+  for (const e of edges) {
+    const group = new RegExp(`<g class="edge" data-source="${e.source}" data-target="${e.target}">([\\s\\S]*?)</g>`).exec(served.body);
+    assert.ok(group, `an edge ${e.source || '(any state)'} → ${e.target}`);
+    for (const label of e.labels) assert.ok(group[1]!.includes(`>${xml(label)}</tspan>`), `edge ${e.source} → ${e.target} labelled ${label}`);
+  }
+  // Transitions of the whole machine (end, overflow) start at an `any state` pseudo-state.
+  assert.match(served.body, /<g class="any"><title>any state of the machine<\/title>/);
+  // A dashboard of a supervisor without sessions carries no session diagram.
+  assert.doesNotMatch((await httpGet(`${(await demo(t)).base}/dashboard`)).body, /<div id="session-diagram"/);
 });

@@ -11,6 +11,8 @@ import {
   encodeClientAck,
   encodeDuplicate,
   encodeEnd,
+  encodePing,
+  encodePong,
   encodeOpen,
   encodeResume,
   encodeServerAck,
@@ -91,6 +93,8 @@ describe('what the server receives', () => {
   test('open, resume, ack, end and data, from the client encoders', () => {
     assert.deepEqual(decodeClientFrame(encodeOpen(), false), { kind: 'open' });
     assert.deepEqual(decodeClientFrame(encodeEnd(), false), { kind: 'end' });
+    // The browser client's heartbeat on a session connection, and its answer (never numbered).
+    assert.deepEqual(decodeClientFrame(encodePing(), false), { kind: 'ping' });
     assert.deepEqual(decodeClientFrame(encodeClientAck(41), false), { kind: 'ack', seq: 41 });
     assert.deepEqual(decodeClientFrame(encodeClientAck(0), false), { kind: 'ack', seq: 0 });
     assert.deepEqual(decodeClientFrame(encodeResume({ id: ID, token: TOKEN, lastSeq: 41, epoch: 'e1' }), false), {
@@ -122,7 +126,7 @@ describe('what the server receives', () => {
       ['{', 'a session control frame must be JSON: '],
       ['{"session":1}', '"session" must be a string, got 1'],
       ['{"command":"open"}', 'a session control frame needs a "session" field naming its kind'],
-      ['{"session":"hello"}', 'unknown session frame "hello" (a client sends open, resume, ack or end)'],
+      ['{"session":"hello"}', 'unknown session frame "hello" (a client sends open, resume, ack, end or ping)'],
       ['{"session":"ack"}', 'ack: "seq" is required'],
       ['{"session":"ack","seq":-1}', 'ack: "seq" must be an integer from 0 to 9007199254740991, got -1'],
       ['{"session":"ack","seq":"4"}', 'ack: "seq" must be an integer from 0 to 9007199254740991, got "4"'],
@@ -172,6 +176,7 @@ describe('what the client receives', () => {
 
   test('ack, duplicate, error and data', () => {
     assert.deepEqual(decodeServerFrame(encodeServerAck(12), false), { kind: 'ack', cseq: 12 });
+    assert.deepEqual(decodeServerFrame(encodePong(), false), { kind: 'pong' });
     assert.deepEqual(decodeServerFrame(encodeDuplicate(9, [30, 31]), false), { kind: 'duplicate', cseq: 9, replySeqs: [30, 31] });
     assert.deepEqual(decodeServerFrame(encodeDuplicate(9, null), false), { kind: 'duplicate', cseq: 9, replySeqs: null });
     assert.deepEqual(decodeServerFrame(encodeDuplicate(9, []), false), { kind: 'duplicate', cseq: 9, replySeqs: [] });

@@ -550,6 +550,46 @@ describe('sessions: opting in, and nobody else sees a change', () => {
     assert.equal(output.lastClosure?.reason, 'sessions unsupported by the server');
   });
 
+  test('a session client against this library with sessions off (HTTP 400) stops at once: unsupported, with the reason, no retry', async (t) => {
+    const off = await startSessionServer(t, { sessions: undefined });
+    let refusals = 0;
+    off.supervisor.on('refused', () => refusals++);
+    const client = createClient(off.url, { session: true, timing: { pingInterval: 0, closeTimeout: 300 }, backoff: { initialDelay: 10, maxDelay: 20 } });
+    const closes: string[] = [];
+    client.on('close', (c) => closes.push(c.reason));
+    const request = client.request('echo', 'x');
+    await bounded(client.ended, 'the client to stop');
+    const output = await client.ended;
+    assert.equal(output.reason, 'unsupported');
+    assert.equal(output.lastClosure?.reason, 'server refused the upgrade: HTTP 400 sessions are not enabled on this server');
+    assert.deepEqual(closes, [output.lastClosure?.reason], 'one attempt, reported once');
+    assert.equal(client.state, 'closed');
+    assert.equal(client.resumed, null, 'no session, so nothing resumed');
+    await assert.rejects(request, (err: Error & { code?: string }) => err.code === 'client-closed' && /does not speak sessions \(server refused the upgrade: HTTP 400/.test(err.message));
+    await delay(100); // a retry would be here by now (backoff ≤ 20 ms)
+    assert.equal(refusals, 1, 'the upgrade was tried once');
+  });
+
+  test('a session ping is answered at once with pong, before and after open, and is not numbered (the browser heartbeat)', async (t) => {
+    const srv = await startSessionServer(t);
+    const ws = new WebSocket(`${srv.url}?ws-session=1`);
+    t.after(() => ws.terminate());
+    const frames: string[] = [];
+    ws.on('message', (d) => frames.push(d.toString()));
+    await new Promise((r) => ws.once('open', r));
+    ws.send('{"session":"ping"}');
+    await waitFor(() => frames.length === 1);
+    assert.equal(frames[0], '{"session":"pong"}');
+    ws.send('{"session":"open"}');
+    ws.send('{"session":"ping"}');
+    ws.send('1:{"requestID":1,"command":"echo","someOtherThing":"x"}');
+    await waitFor(() => frames.length === 4);
+    // The pong does not wait for the store (it may come before `attached`); the reply is seq 1 all the same.
+    assert.deepEqual(frames.slice(1, 3).map((f) => f.slice(0, 19)).sort(), ['{"session":"attache', '{"session":"pong"}']);
+    assert.equal(frames[3], '1:{"requestID":1,"success":true,"someOtherThing":"Server processed command: echo"}');
+    assert.equal(srv.runs.get(1), 1);
+  });
+
   test('a session connection must open or resume first: a data frame first is a protocol violation (1002)', async (t) => {
     const srv = await startSessionServer(t);
     const ws = new WebSocket(`${srv.url}?ws-session=1`);

@@ -21,6 +21,7 @@ import type { Connection } from '../../server/connection.ts';
 import type { Supervisor } from '../../server/supervisor.ts';
 import type { DetachedSessionRow } from '../../server/sessions.ts';
 import { CONNECTION_DIAGRAM_SVG } from './connection-diagram.ts';
+import { SESSION_DIAGRAM_SVG } from './session-diagram.ts';
 import { renderPage, type RenderedPage } from './page.ts';
 import {
   clampPage,
@@ -133,7 +134,10 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
   // The page is rendered on first request (or ready()), then served from memory.
   let page: RenderedPage | null = null;
   const pageHtml = (): RenderedPage =>
-    (page ??= renderPage({ basePath, title, svg: CONNECTION_DIAGRAM_SVG, pageSize, recentClosures, intervalMs }));
+    (page ??= renderPage({
+      basePath, title, svg: CONNECTION_DIAGRAM_SVG, pageSize, recentClosures, intervalMs,
+      ...(supervisor.sessions ? { sessionSvg: SESSION_DIAGRAM_SVG } : {}),
+    }));
 
   const onConnection = (): void => {
     history.opened++;
@@ -324,6 +328,9 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
           return true;
         case '/diagram.svg':
           serveAsync(res, head, async () => ({ type: 'image/svg+xml; charset=utf-8', body: CONNECTION_DIAGRAM_SVG }));
+          return true;
+        case '/session-diagram.svg':
+          serveAsync(res, head, async () => ({ type: 'image/svg+xml; charset=utf-8', body: SESSION_DIAGRAM_SVG }));
           return true;
         case '/events':
           if (head) text(res, 200, '', { 'Content-Type': 'text/event-stream; charset=utf-8' });

@@ -9,6 +9,8 @@ export interface PageInput {
   basePath: string;
   title: string;
   svg: string;
+  /** The session machine's diagram, shown with the detached sessions (absent: sessions off). */
+  sessionSvg?: string;
   pageSize: number;
   recentClosures: number;
   intervalMs: number;
@@ -34,7 +36,8 @@ h2 .hint { font-weight: 400; color: var(--muted); font-size: 12.5px; margin-left
 .card .v { font-size: 20px; font-weight: 650; font-variant-numeric: tabular-nums; }
 .card .v small { font-size: 12px; font-weight: 400; color: var(--muted); }
 #diagram { overflow-x: auto; }
-#diagram svg { display: block; max-width: 100%; height: auto; margin: 0 auto; }
+#diagram svg, #session-diagram svg { display: block; max-width: 100%; height: auto; margin: 0 auto; }
+#session-diagram { overflow-x: auto; margin-bottom: 10px; }
 table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); white-space: nowrap; }
 th { font-size: 12px; color: var(--muted); font-weight: 600; background: #f8fafc; position: sticky; top: 0; }
@@ -173,6 +176,14 @@ const SCRIPT = String.raw`
   function renderSessions(sessions) {
     $('sessions-section').hidden = false;
     $('sessions-count').textContent = fmtInt(sessions.detached) + ' detached';
+    // The session machine: the detached state counts this node's detached sessions; the others are not counted here.
+    for (const g of document.querySelectorAll('#session-diagram [data-state]')) {
+      const text = g.querySelector(':scope > .badge .count');
+      if (!text) continue;
+      const detached = g.getAttribute('data-state') === 'detached';
+      text.textContent = detached ? String(sessions.detached) : '–';
+      g.classList.toggle('live', detached && sessions.detached > 0);
+    }
     const rows = sessions.rows.map((r) => {
       const tr = document.createElement('tr');
       cell(tr, idView(r.id), 'mono id', r.id);
@@ -281,6 +292,7 @@ export function renderPage(input: PageInput): RenderedPage {
 </section>
 <section id="sessions-section" hidden>
 <h2>Detached sessions<span class="hint" id="sessions-count"></span></h2>
+${input.sessionSvg ? `<div id="session-diagram" title="drawn from machines/session.machine.ts">${input.sessionSvg}</div>` : ''}
 <div class="scroll">
 <table id="sessions">
 <thead><tr><th title="the session id">session</th><th class="num">detached for</th><th class="num">buffered (msgs / bytes)</th><th class="num">topics</th></tr></thead>
