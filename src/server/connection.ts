@@ -189,7 +189,7 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
     this.limiter = init.maxMessageRate ? new TokenBucket(init.maxMessageRate) : undefined;
     this.scheduler = init.scheduler;
     this.budgetLimits = init.budget;
-    this.writer = new SendQueue(init.ws, init.socket, init.sendQueue, this);
+    this.writer = new SendQueue(init.ws, init.socket, init.sendQueue, this, true);
     this.closed = new Promise((resolve) => (this.settle = resolve));
     this.runner = new MachineRunner(init.runner, this);
   }
@@ -228,9 +228,18 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
    * fan-out that reaches this connection late, or after it closed, can neither
    * skip nor repeat a message of its session.
    */
-  fanOut(data: Outbound, binary: boolean): boolean {
+  fanOut(data: Outbound, binary: boolean, frame: Buffer): boolean {
     if (this.sessionBinding !== null) return true;
-    return this.writer.send(data, binary);
+    return this.writer.fanOut(data, binary, frame);
+  }
+
+  /**
+   * @internal A filtered broadcast: like `send`, but a connection without a
+   * session writes `frame`, the message framed once for every receiver.
+   */
+  sendFramed(data: Outbound, binary: boolean, frame: Buffer): boolean {
+    if (this.sessionBinding !== null) return this.sessionBinding.send(data, binary);
+    return this.writer.fanOut(data, binary, frame);
   }
 
   /**
