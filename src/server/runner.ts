@@ -251,9 +251,11 @@ class DelayQueue {
 const delayQueues = new Map<number, DelayQueue>();
 let delayTokens = 0;
 
+/** Shared, never written: a run with no hosted actor points here. */
+const EMPTY: unknown[] = [];
+
 function stopAll(hosted: unknown[]): void {
   for (let i = 1; i < hosted.length; i += 2) (hosted[i] as HostedActor<unknown>).stop();
-  hosted.length = 0;
 }
 
 let sessions = 0;
@@ -279,8 +281,12 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
   private readonly host: RunnerHost;
   private readonly shared: Shared;
   private snapshot: object;
-  /** Hosted actors, as pairs [id, actor, …]. */
-  private readonly hosted: unknown[] = [];
+  /**
+   * Hosted actors, as pairs [id, actor, …]. Arrays here are replaced by
+   * exact-size copies rather than grown (a push on a full array gives it room
+   * for 16 more: ~200 bytes per idle connection for each of them).
+   */
+  private hosted: unknown[] = EMPTY;
   /**
    * Armed delayed events, as triples [sendId, handle, ms, …]: rarely more
    * than two. The handle is a token in the shared delay queue of that length
@@ -380,12 +386,14 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     this.stopped = true;
     this.clearTimers();
     stopAll(this.hosted);
+    this.hosted = EMPTY;
   }
 
   private drain(): void {
     const queue = this.queue;
     if (queue === null) return;
     while (queue.length > 0 && !this.stopped) this.step(queue.shift()!);
+    if (queue.length === 0 && this.queue === queue) this.queue = null; // an idle run holds no queue
   }
 
   private step(event: EventObject): void {
@@ -420,12 +428,16 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
       switch (action.type) {
         case 'xstate.spawnChild': {
           const id = params.id as string;
-          this.hosted.push(id, this.host.spawn(id, (this.reportTo ??= (e) => this.receive(e))));
+          this.hosted = this.hosted.concat(id, this.host.spawn(id, (this.reportTo ??= (e) => this.receive(e))));
           break;
         }
         case 'xstate.stopChild': {
           const i = this.hosted.indexOf((params as { id: string }).id);
-          if (i >= 0) (this.hosted.splice(i, 2)[1] as HostedActor<unknown>).stop();
+          if (i >= 0) {
+            const actor = this.hosted[i + 1] as HostedActor<unknown>;
+            this.hosted = this.hosted.filter((_, j) => j !== i && j !== i + 1);
+            actor.stop();
+          }
           break;
         }
         case 'xstate.sendTo': {
@@ -461,7 +473,13 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
       if (queue === undefined) delayQueues.set(ms, (queue = new DelayQueue(ms)));
       queue.add(this as unknown as MachineRunner<AnyStateMachine>, event, handle as number);
     }
-    (this.timers ??= []).push(sendId, handle, ms);
+    const timers = this.timers;
+    this.timers = timers === null ? [sendId, handle, ms] : timers.concat(sendId, handle, ms);
+  }
+
+  private dropTimer(timers: unknown[], i: number): void {
+    if (timers.length === 3) this.timers = null;
+    else timers.splice(i, 3);
   }
 
   private cancel(sendId: string): void {
@@ -470,7 +488,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     for (let i = 0; i < timers.length; i += 3) {
       if (timers[i] !== sendId) continue;
       this.clearHandle(timers[i + 1], timers[i + 2] as number);
-      timers.splice(i, 3);
+      this.dropTimer(timers, i);
       return;
     }
   }
@@ -487,7 +505,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     if (timers === null) return;
     for (let i = 1; i < timers.length; i += 3) {
       if (timers[i] !== token) continue;
-      timers.splice(i - 1, 3);
+      this.dropTimer(timers, i - 1);
       this.receive(event);
       return;
     }
@@ -507,6 +525,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     this.stopped = true;
     this.clearTimers();
     stopAll(this.hosted);
+    this.hosted = EMPTY;
     // Snapshots, and so their output, are shared between runs: each host gets its own copy.
     const shared = (this.snapshot as Snap).output;
     const output = typeof shared === 'object' && shared !== null ? { ...shared } : shared;
@@ -527,7 +546,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
         // already failing; the first error is the one reported
       }
     }
-    this.hosted.length = 0;
+    this.hosted = EMPTY;
     for (const o of this.observers ?? []) o.error?.(err);
     this.host.failed(err);
   }
