@@ -164,6 +164,8 @@ class DelayQueue {
   private head = 0;
   /** Entries cancelled since the last compaction (an estimate of the dead ones still queued). */
   private cancelled = 0;
+  /** Entries still armed (neither fired nor cancelled): at 0 the queue lets go of its timer. */
+  private live = 0;
   private timer: NodeJS.Timeout | null = null;
   /** Firing due entries: arms and cancels wait for the end of the run. */
   private running = false;
@@ -177,13 +179,29 @@ class DelayQueue {
     this.runners.push(runner);
     this.events.push(event);
     this.tokens.push(token);
+    this.live++;
     if (this.timer === null && !this.running) this.arm(at);
   }
 
-  /** A run cancelled one of its entries; compacts when the dead ones outnumber the live. */
+  /**
+   * A run cancelled one of its entries; compacts when the dead ones outnumber
+   * the live. With none live, the timer goes too (a cancelled delay must not
+   * keep the process alive, as a cleared `setTimeout` would not).
+   */
   cancel(): void {
-    const live = this.deadlines.length - this.head;
-    if (++this.cancelled > 1024 && this.cancelled * 2 > live && !this.running) this.compact();
+    this.live--;
+    if (this.running) return;
+    if (this.live === 0) this.reset();
+    else if (++this.cancelled > 1024 && this.cancelled * 2 > this.deadlines.length - this.head) this.compact();
+  }
+
+  private reset(): void {
+    const { deadlines, runners, events, tokens } = this;
+    deadlines.length = runners.length = events.length = tokens.length = this.head = this.cancelled = 0;
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
   }
 
   private arm(at: number): void {
@@ -202,13 +220,14 @@ class DelayQueue {
         const runner = runners[i]!;
         const event = events[i]!;
         runners[i] = events[i] = null;
-        runner.fireDelay(tokens[i]!, event);
+        if (runner.fireDelay(tokens[i]!, event)) this.live--;
       }
     } finally {
       this.running = false;
     }
-    if (this.head === deadlines.length) {
-      deadlines.length = runners.length = events.length = tokens.length = this.head = this.cancelled = 0;
+    if (this.head === deadlines.length || this.live <= 0) {
+      this.live = 0;
+      this.reset();
       return;
     }
     if (this.head > 1024 && this.head * 2 > deadlines.length) this.shift();
@@ -240,10 +259,8 @@ class DelayQueue {
     deadlines.length = runners.length = events.length = tokens.length = j;
     this.head = 0;
     this.cancelled = 0;
-    if (j === 0 && this.timer !== null) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
+    this.live = j;
+    if (j === 0) this.reset();
   }
 }
 
@@ -499,16 +516,17 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     else delayQueues.get(ms)?.cancel();
   }
 
-  /** @internal The shared delay queue: the delay with `token` is due. Fires it if this run still holds it. */
-  fireDelay(token: number, event: EventObject): void {
+  /** @internal The shared delay queue: the delay with `token` is due. Fires it if this run still holds it (then true). */
+  fireDelay(token: number, event: EventObject): boolean {
     const timers = this.timers;
-    if (timers === null) return;
+    if (timers === null) return false;
     for (let i = 1; i < timers.length; i += 3) {
       if (timers[i] !== token) continue;
       this.dropTimer(timers, i - 1);
       this.receive(event);
-      return;
+      return true;
     }
+    return false;
   }
 
   /** @internal Whether this run still holds the delay with `token` (not cancelled, not fired). */
@@ -554,7 +572,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
   private clearTimers(): void {
     const timers = this.timers;
     if (timers === null) return;
-    for (let i = 1; i < timers.length; i += 3) this.clearHandle(timers[i], timers[i + 2] as number);
+    for (let i = 1; i < timers.length; i += 3) this.clearHandle(timers[i], timers[i + 1] as number);
     this.timers = null;
   }
 

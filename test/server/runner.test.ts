@@ -331,3 +331,21 @@ test('MachineRunner: thousands of cancelled delays are compacted away without lo
   assert.equal(finished, 2000, 'every run still armed fired once, none of the cancelled');
   for (let i = 2; i < runs.length; i += 3) assert.equal(runs[i]!.getSnapshot().value, 'idle');
 });
+
+test('MachineRunner: cancelled real-clock delays keep no timer (a stopped run must not hold the process open)', () => {
+  const machine = setup({ types: {} as { events: { type: 'arm' } } }).createMachine({
+    initial: 'idle',
+    states: { idle: { on: { arm: 'armed' } }, armed: { after: { 3_600_000: 'idle' } } },
+  });
+  const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const before = timers();
+  const sharedInput = {};
+  const runs = Array.from({ length: 10 }, (_, i) => new MachineRunner(
+    { machine, input: sharedInput, payloadFree: new Set(['arm']) },
+    { actorId: `h:${i}`, spawn: () => ({ command() {}, stop() {} }) as HostedActor<never>, done() {}, failed: (e) => assert.fail(String(e)) },
+  ));
+  for (const r of runs) r.start().send({ type: 'arm' });
+  assert.equal(timers(), before + 1, 'one shared timer for the ten hour-long delays');
+  for (const r of runs) r.stop();
+  assert.equal(timers(), before, 'the shared timer is gone with the last armed delay');
+});
