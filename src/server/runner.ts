@@ -143,130 +143,9 @@ function intern(shared: Shared, snapshot: Snap): object {
   return snapshot;
 }
 
-/**
- * The real clock's delays, shared by every run: one FIFO per delay length
- * (every connection of a supervisor arms the same few: `pingInterval`,
- * `pongTimeout`, `writeTimeout`…), so entries are appended in deadline
- * order and one Node timer per length, set for the oldest entry, serves them
- * all. An entry costs four array slots instead of a `Timeout` object and its
- * list links; cancelling drops it from the run's own list, and the queue
- * skips it when its time comes (a token that no run holds any more). A
- * delay still fires no earlier than its length after it was armed, as a
- * `setTimeout` would (the machine's named delays keep their meaning: the
- * runner only changes how it waits for them).
- */
-class DelayQueue {
-  /** Parallel arrays, one entry per arm, oldest first from `head`. */
-  private deadlines: number[] = [];
-  private runners: Array<MachineRunner<AnyStateMachine> | null> = [];
-  private events: Array<EventObject | null> = [];
-  private tokens: number[] = [];
-  private head = 0;
-  /** Entries cancelled since the last compaction (an estimate of the dead ones still queued). */
-  private cancelled = 0;
-  /** Entries still armed (neither fired nor cancelled): at 0 the queue lets go of its timer. */
-  private live = 0;
-  private timer: NodeJS.Timeout | null = null;
-  /** Firing due entries: arms and cancels wait for the end of the run. */
-  private running = false;
-  private readonly fire = (): void => this.run();
-
-  constructor(private readonly ms: number) {}
-
-  add(runner: MachineRunner<AnyStateMachine>, event: EventObject, token: number): void {
-    const at = performance.now() + this.ms;
-    this.deadlines.push(at);
-    this.runners.push(runner);
-    this.events.push(event);
-    this.tokens.push(token);
-    this.live++;
-    if (this.timer === null && !this.running) this.arm(at);
-  }
-
-  /**
-   * A run cancelled one of its entries; compacts when the dead ones outnumber
-   * the live. With none live, the timer goes too (a cancelled delay must not
-   * keep the process alive, as a cleared `setTimeout` would not).
-   */
-  cancel(): void {
-    this.live--;
-    if (this.running) return;
-    if (this.live === 0) this.reset();
-    else if (++this.cancelled > 1024 && this.cancelled * 2 > this.deadlines.length - this.head) this.compact();
-  }
-
-  private reset(): void {
-    const { deadlines, runners, events, tokens } = this;
-    deadlines.length = runners.length = events.length = tokens.length = this.head = this.cancelled = 0;
-    if (this.timer !== null) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
-  }
-
-  private arm(at: number): void {
-    // Node's timers round down to whole milliseconds; +1 keeps "no earlier than its length".
-    this.timer = setTimeout(this.fire, Math.max(1, Math.ceil(at - performance.now()) + 1));
-  }
-
-  private run(): void {
-    this.timer = null;
-    const now = performance.now();
-    const { deadlines, runners, events, tokens } = this;
-    this.running = true;
-    try {
-      while (this.head < deadlines.length && deadlines[this.head]! <= now) {
-        const i = this.head++;
-        const runner = runners[i]!;
-        const event = events[i]!;
-        runners[i] = events[i] = null;
-        if (runner.fireDelay(tokens[i]!, event)) this.live--;
-      }
-    } finally {
-      this.running = false;
-    }
-    if (this.head === deadlines.length || this.live <= 0) {
-      this.live = 0;
-      this.reset();
-      return;
-    }
-    if (this.head > 1024 && this.head * 2 > deadlines.length) this.shift();
-    this.arm(deadlines[this.head]!);
-  }
-
-  private shift(): void {
-    const h = this.head;
-    this.deadlines.splice(0, h);
-    this.runners.splice(0, h);
-    this.events.splice(0, h);
-    this.tokens.splice(0, h);
-    this.head = 0;
-  }
-
-  /** Drops the entries no run holds any more (cancelled), keeping the order. */
-  private compact(): void {
-    const { deadlines, runners, events, tokens } = this;
-    let j = 0;
-    for (let i = this.head; i < deadlines.length; i++) {
-      const runner = runners[i]!;
-      if (!runner.holdsDelay(tokens[i]!)) continue;
-      deadlines[j] = deadlines[i]!;
-      runners[j] = runner;
-      events[j] = events[i]!;
-      tokens[j] = tokens[i]!;
-      j++;
-    }
-    deadlines.length = runners.length = events.length = tokens.length = j;
-    this.head = 0;
-    this.cancelled = 0;
-    this.live = j;
-    if (j === 0) this.reset();
-  }
+function fireTimer(runner: MachineRunner<AnyStateMachine>, event: EventObject): void {
+  runner.send(event as never);
 }
-
-/** The shared delay queues, by length in ms. */
-const delayQueues = new Map<number, DelayQueue>();
-let delayTokens = 0;
 
 /** Shared, never written: a run with no hosted actor points here. */
 const EMPTY: unknown[] = [];
@@ -305,9 +184,8 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
    */
   private hosted: unknown[] = EMPTY;
   /**
-   * Armed delayed events, as triples [sendId, handle, ms, …]: rarely more
-   * than two. The handle is a token in the shared delay queue of that length
-   * (real clock), or the injected clock's timer handle.
+   * Armed delayed events, as pairs [sendId, timer handle, …]: rarely more
+   * than two (an exact-size array, replaced rather than grown).
    */
   private timers: unknown[] | null = null;
   /** Events sent while a step runs (an actor reporting synchronously): processed after it, in order. */
@@ -482,59 +360,27 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
   private arm(sendId: string, event: EventObject, ms: number): void {
     this.cancel(sendId);
     const clock = this.config.clock;
-    let handle: unknown;
-    if (clock) handle = clock.setTimeout(() => this.receive(event), ms);
-    else {
-      handle = ++delayTokens;
-      let queue = delayQueues.get(ms);
-      if (queue === undefined) delayQueues.set(ms, (queue = new DelayQueue(ms)));
-      queue.add(this as unknown as MachineRunner<AnyStateMachine>, event, handle as number);
-    }
+    const handle = clock ? clock.setTimeout(() => this.receive(event), ms) : setTimeout(fireTimer, ms, this, event);
     const timers = this.timers;
-    this.timers = timers === null ? [sendId, handle, ms] : timers.concat(sendId, handle, ms);
-  }
-
-  private dropTimer(timers: unknown[], i: number): void {
-    if (timers.length === 3) this.timers = null;
-    else timers.splice(i, 3);
+    this.timers = timers === null ? [sendId, handle] : timers.concat(sendId, handle);
   }
 
   private cancel(sendId: string): void {
     const timers = this.timers;
     if (timers === null) return;
-    for (let i = 0; i < timers.length; i += 3) {
+    for (let i = 0; i < timers.length; i += 2) {
       if (timers[i] !== sendId) continue;
-      this.clearHandle(timers[i + 1], timers[i + 2] as number);
-      this.dropTimer(timers, i);
+      this.clearHandle(timers[i + 1]);
+      if (timers.length === 2) this.timers = null;
+      else timers.splice(i, 2);
       return;
     }
   }
 
-  private clearHandle(handle: unknown, ms: number): void {
+  private clearHandle(handle: unknown): void {
     const clock = this.config.clock;
     if (clock) clock.clearTimeout(handle);
-    else delayQueues.get(ms)?.cancel();
-  }
-
-  /** @internal The shared delay queue: the delay with `token` is due. Fires it if this run still holds it (then true). */
-  fireDelay(token: number, event: EventObject): boolean {
-    const timers = this.timers;
-    if (timers === null) return false;
-    for (let i = 1; i < timers.length; i += 3) {
-      if (timers[i] !== token) continue;
-      this.dropTimer(timers, i - 1);
-      this.receive(event);
-      return true;
-    }
-    return false;
-  }
-
-  /** @internal Whether this run still holds the delay with `token` (not cancelled, not fired). */
-  holdsDelay(token: number): boolean {
-    const timers = this.timers;
-    if (timers === null) return false;
-    for (let i = 1; i < timers.length; i += 3) if (timers[i] === token) return true;
-    return false;
+    else clearTimeout(handle as NodeJS.Timeout);
   }
 
   /** The machine is done: no timer survives, every hosted actor is stopped (R3). */
@@ -572,7 +418,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
   private clearTimers(): void {
     const timers = this.timers;
     if (timers === null) return;
-    for (let i = 1; i < timers.length; i += 3) this.clearHandle(timers[i], timers[i + 1] as number);
+    for (let i = 1; i < timers.length; i += 2) this.clearHandle(timers[i]);
     this.timers = null;
   }
 
