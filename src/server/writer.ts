@@ -14,8 +14,10 @@
  * corks: the first frame a socket gets in an event-loop turn leaves at once
  * (a request's reply is not delayed), a second one in the same turn corks the
  * socket, and every frame after it joins one write when the turn ends (one
- * shared `setImmediate` uncorks every corked socket). A fan-out corks from its
- * first frame: ten broadcasts in one turn reach a receiver in one system call.
+ * shared `setImmediate` uncorks every corked socket): ten broadcasts in one
+ * turn reach a receiver in two system calls, not ten. (A fan-out once corked
+ * from its first frame; measured, a sliced fan-out gives a receiver one frame
+ * per turn, and the cork then only cost: docs/performance.md.)
  * A corked batch stays below the socket's high-water mark (it is written early
  * rather than grow past it), so `writableNeedDrain`, and with it the write
  * deadline (R10) and `write.blocked`/`write.progress`/`write.drained`, only
@@ -187,14 +189,13 @@ export class SendQueue {
 
   /**
    * @internal A broadcast or publish: `frame` is `data` framed once for every
-   * receiver (src/server/hub.ts; `frameOf(data, binary)`). The socket is corked
-   * from this frame on, so a burst of fan-outs leaves in one write per socket
-   * at the end of the turn. Same acceptance as `send`.
+   * receiver (src/server/hub.ts; `frameOf(data, binary)`), written as is. Same
+   * acceptance and corking as `send`.
    */
   fanOut(data: Outbound, binary: boolean, frame: Buffer): boolean {
     if (!this.accepting || this.ws.readyState !== 1) return false;
     if (this.depth === 0 && !this.socket.writableNeedDrain) {
-      this.write(data, binary, this.direct ? frame : null, true);
+      this.write(data, binary, this.direct ? frame : null, false);
       return true;
     }
     return this.enqueue(data, binary);
