@@ -5,6 +5,11 @@
  * when changing the hot path.
  *
  *   node --import tsx bench/instructions.ts [--connections 500] [--requests 200] [--rounds 2] [--tool perf|callgrind]
+ *   node --import tsx bench/instructions.ts --workload broadcast [--connections 500] [--bursts 5] [--burst 10] [--rounds 2]
+ *
+ * broadcast: N receivers plus one sender, which sends bursts of B broadcasts
+ * back to back (the next burst once every receiver has the last one); the
+ * count is per delivery (N × bursts × B), the sender's replies included.
  *
  * perf (default when `perf stat -e instructions` works, i.e. hardware counters
  * are available): each run counts the server's instructions for a fixed
@@ -33,10 +38,18 @@ const { values } = parseArgs({
     requests: { type: 'string', default: '200' },
     rounds: { type: 'string', default: '2' },
     tool: { type: 'string' },
+    workload: { type: 'string', default: 'reqres' },
+    bursts: { type: 'string', default: '5' },
+    burst: { type: 'string', default: '10' },
   },
 });
+const WORKLOAD = values.workload;
+if (WORKLOAD !== 'reqres' && WORKLOAD !== 'broadcast') throw new Error(`--workload must be reqres or broadcast, got ${WORKLOAD}`);
 const N = Number(values.connections);
-const K = Number(values.requests);
+const K = WORKLOAD === 'broadcast' ? Number(values.bursts) : Number(values.requests);
+const BURST = Number(values.burst);
+/** Messages one run of K handles: requests, or deliveries of broadcasts. */
+const PER_RUN = WORKLOAD === 'broadcast' ? N * K * BURST : N * K;
 const ROUNDS = Number(values.rounds);
 
 // perf exits 0 even when the counter is "<not supported>": look at what it printed.
@@ -62,8 +75,24 @@ async function load(port: number, requests: number, between?: { before(): void; 
     clients.push(ws);
     await new Promise((r) => ws.once('open', r));
   }
-  const run = (k: number): Promise<void[]> =>
-    Promise.all(
+  const sender = WORKLOAD === 'broadcast' ? new WebSocket(`ws://127.0.0.1:${port}/server`, { perMessageDeflate: false }) : null;
+  if (sender) await new Promise((r) => sender.once('open', r));
+  let seq = 0;
+  const bursts = async (k: number): Promise<void> => {
+    for (let b = 0; b < k; b++) {
+      let got = 0;
+      let one = (): void => undefined;
+      const all = new Promise<void>((resolve) => {
+        one = () => void (++got === N * BURST && resolve());
+        for (const ws of clients) ws.on('message', one);
+      });
+      for (let i = 0; i < BURST; i++) sender!.send(`{"requestID":${++seq},"command":"broadcast","someOtherThing":"b${seq}"}`);
+      await all;
+      for (const ws of clients) ws.off('message', one);
+    }
+  };
+  const run = (k: number): Promise<unknown> =>
+    sender ? bursts(k) : Promise.all(
       clients.map(
         (ws, i) =>
           new Promise<void>((resolve) => {
@@ -81,11 +110,13 @@ async function load(port: number, requests: number, between?: { before(): void; 
       ),
     );
   if (between) {
-    await run(Math.min(10, requests)); // warm-up, not counted
+    // Warm-up, not counted (a broadcast run is short: as many bursts again, so the JIT has settled).
+    await run(sender ? requests : Math.min(10, requests));
     between.before();
   }
   await run(requests);
   between?.after();
+  sender?.terminate();
   for (const ws of clients) ws.terminate();
 }
 
@@ -133,23 +164,24 @@ async function instructions(kind: string, requests: number, port: number): Promi
   return Number(line?.split(',')[0]);
 }
 
+const WHAT = WORKLOAD === 'broadcast' ? 'delivery' : 'request/response';
 if (spawnSync('taskset', ['-c', '0', 'true']).status === 0) spawnSync('taskset', ['-cp', '1', String(process.pid)]);
 const perRequest: Record<string, number[]> = { raw: [], supervisor: [] };
 let port = 19_700;
 for (let round = 0; round < ROUNDS; round++) {
   for (const kind of ['raw', 'supervisor']) {
     let per: number;
-    if (TOOL === 'callgrind') per = (await callgrindInstructions(kind, K, port++)) / (N * K);
+    if (TOOL === 'callgrind') per = (await callgrindInstructions(kind, K, port++)) / PER_RUN;
     else {
       const base = await instructions(kind, 0, port++);
       const full = await instructions(kind, K, port++);
-      per = (full - base) / (N * K);
+      per = (full - base) / PER_RUN;
     }
     perRequest[kind]!.push(per);
-    console.log(`round ${round + 1} ${kind.padEnd(10)} ${(per / 1000).toFixed(1)} k instructions per request/response`);
+    console.log(`round ${round + 1} ${kind.padEnd(10)} ${(per / 1000).toFixed(1)} k instructions per ${WHAT}`);
   }
 }
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 console.log(
-  `\n${N} clients × ${K} requests (${TOOL}): supervisor/raw instructions per request = ${(median(perRequest.supervisor!) / median(perRequest.raw!)).toFixed(2)}×`,
+  `\n${WORKLOAD === 'broadcast' ? `${N} receivers × ${K} bursts of ${BURST}` : `${N} clients × ${K} requests`} (${TOOL}): supervisor/raw instructions per ${WHAT} = ${(median(perRequest.supervisor!) / median(perRequest.raw!)).toFixed(2)}×`,
 );

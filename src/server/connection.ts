@@ -150,8 +150,6 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   /** What `authenticate` returned for this connection. */
   readonly auth: Auth;
   readonly openedAt: number = Date.now();
-  /** Resolves with the closure once the machine reaches `closed` (exactly once, R2). */
-  readonly closed: Promise<Closure>;
   readonly ws: WebSocket;
   readonly socket: Duplex;
   readonly writer: SendQueue;
@@ -164,6 +162,8 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   private readonly remotePort: number | undefined;
   private readonly hooks: ConnectionHooks<Auth>;
   private readonly runner: MachineRunner<typeof connectionMachine>;
+  /** `closed`, made when first asked for (most connections are never awaited: no promise per idle connection). */
+  private closedPromise: Promise<Closure> | null = null;
   private settle: ((closure: Closure) => void) | null = null;
   private rtt: number | null = null;
   private readonly budgetLimits: BudgetLimits | undefined;
@@ -189,9 +189,17 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
     this.limiter = init.maxMessageRate ? new TokenBucket(init.maxMessageRate) : undefined;
     this.scheduler = init.scheduler;
     this.budgetLimits = init.budget;
-    this.writer = new SendQueue(init.ws, init.socket, init.sendQueue, this);
-    this.closed = new Promise((resolve) => (this.settle = resolve));
+    this.writer = new SendQueue(init.ws, init.socket, init.sendQueue, this, true);
     this.runner = new MachineRunner(init.runner, this);
+  }
+
+  /** Resolves with the closure once the machine reaches `closed` (exactly once, R2). */
+  get closed(): Promise<Closure> {
+    if (this.closedPromise === null) {
+      const ended = this.ended;
+      this.closedPromise = ended !== null ? Promise.resolve(ended) : new Promise((resolve) => (this.settle = resolve));
+    }
+    return this.closedPromise;
   }
 
   /** Last ping→pong round trip in ms (R4), null before the first pong. */
@@ -228,9 +236,18 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
    * fan-out that reaches this connection late, or after it closed, can neither
    * skip nor repeat a message of its session.
    */
-  fanOut(data: Outbound, binary: boolean): boolean {
+  fanOut(data: Outbound, binary: boolean, frame: Buffer): boolean {
     if (this.sessionBinding !== null) return true;
-    return this.writer.send(data, binary);
+    return this.writer.fanOut(data, binary, frame);
+  }
+
+  /**
+   * @internal A filtered broadcast: like `send`, but a connection without a
+   * session writes `frame`, the message framed once for every receiver.
+   */
+  sendFramed(data: Outbound, binary: boolean, frame: Buffer): boolean {
+    if (this.sessionBinding !== null) return this.sessionBinding.send(data, binary);
+    return this.writer.fanOut(data, binary, frame);
   }
 
   /**
@@ -398,11 +415,11 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   }
 
   private end(closure: Closure): void {
-    const settle = this.settle;
-    if (settle === null) return;
-    this.settle = null;
+    if (this.ended !== null) return;
     this.ended = closure;
-    settle(closure); // its reactions run after onClose: the owner's bookkeeping comes first
+    const settle = this.settle;
+    this.settle = null;
+    settle?.(closure); // its reactions run after onClose: the owner's bookkeeping comes first
     this.hooks.onClose?.(this, closure);
   }
 }

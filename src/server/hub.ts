@@ -16,6 +16,7 @@
  */
 import type { Connection, Traffic } from './connection.ts';
 import { DEFAULTS } from './options.ts';
+import { frameOf } from './ws-internals.ts';
 import { TopicError, validateTopic } from '../protocol/topics.ts';
 
 export interface BroadcastResult {
@@ -51,6 +52,8 @@ const SLICE_MS = 5;
 interface FanOutJob<Auth> {
   readonly payload: Buffer;
   readonly binary: boolean;
+  /** `payload` framed once, written as is to every receiver's socket. */
+  readonly frame: Buffer;
   readonly members: IterableIterator<[Connection<Auth>, number]>;
   readonly until: number;
   readonly filter: ((c: Connection<Auth>) => boolean) | undefined;
@@ -142,15 +145,17 @@ export class Hub<Auth = unknown> {
   broadcast(data: string | Buffer, options: { binary?: boolean; filter?: (c: Connection<Auth>) => boolean } = {}): BroadcastResult {
     const binary = options.binary ?? typeof data !== 'string';
     const payload = typeof data === 'string' ? Buffer.from(data) : data;
+    // Framed once: every receiver's writer writes this same Buffer.
+    const frame = frameOf(payload, binary);
     const n = this.live.size;
     if (this.jobs.length > 0 || this.spent + n > this.fanOutSlice) {
-      return this.slice(payload, binary, this.order.entries(), n, options.filter);
+      return this.slice(payload, binary, frame, this.order.entries(), n, options.filter);
     }
     let accepted = 0;
     let refused = 0;
     for (const connection of this.live.values()) {
       if (options.filter && !options.filter(connection)) continue;
-      if (options.filter ? connection.send(payload, binary) : connection.fanOut(payload, binary)) accepted++;
+      if (options.filter ? connection.sendFramed(payload, binary, frame) : connection.fanOut(payload, binary, frame)) accepted++;
       else refused++;
     }
     this.spend(n);
@@ -170,11 +175,12 @@ export class Hub<Auth = unknown> {
   private slice(
     payload: Buffer,
     binary: boolean,
+    frame: Buffer,
     members: IterableIterator<[Connection<Auth>, number]>,
     total: number,
     filter: ((c: Connection<Auth>) => boolean) | undefined,
   ): BroadcastResult {
-    const job: FanOutJob<Auth> = { payload, binary, members, until: this.seq, filter, total, visited: 0, accepted: 0, refused: 0, finished: false };
+    const job: FanOutJob<Auth> = { payload, binary, frame, members, until: this.seq, filter, total, visited: 0, accepted: 0, refused: 0, finished: false };
     this.jobs.push(job);
     this.runJobs();
     const left = total - job.visited;
@@ -208,7 +214,7 @@ export class Hub<Auth = unknown> {
         }
         visited++;
         if (job.filter && !job.filter(connection)) continue;
-        if (job.filter ? connection.send(job.payload, job.binary) : connection.fanOut(job.payload, job.binary)) job.accepted++;
+        if (job.filter ? connection.sendFramed(job.payload, job.binary, job.frame) : connection.fanOut(job.payload, job.binary, job.frame)) job.accepted++;
         else job.refused++;
       }
       job.visited += visited;
@@ -307,14 +313,15 @@ export class Hub<Auth = unknown> {
     if (!members) return { accepted: 0, refused: 0 };
     const binary = options.binary ?? typeof data !== 'string';
     const payload = typeof data === 'string' ? Buffer.from(data) : data;
+    const frame = frameOf(payload, binary);
     const n = members.size;
     if (this.jobs.length > 0 || this.spent + n > this.fanOutSlice) {
-      return this.slice(payload, binary, members.entries(), n, undefined);
+      return this.slice(payload, binary, frame, members.entries(), n, undefined);
     }
     let accepted = 0;
     let refused = 0;
     for (const connection of members.keys()) {
-      if (connection.fanOut(payload, binary)) accepted++;
+      if (connection.fanOut(payload, binary, frame)) accepted++;
       else refused++;
     }
     this.spend(n);

@@ -17,10 +17,11 @@ export class LivenessReport {
   /** True between a ping and the first inbound frame after it. Read on the hot path: keep it a field. */
   expecting = false;
   private closed = false;
-  private stopped = false;
+  protected stopped = false;
 
   constructor(
-    private readonly sendBack: (event: ReaderEvent) => void,
+    /** Where the reports go (the machine). */
+    readonly sendBack: (event: ReaderEvent) => void,
     /** Runs `fn` once pending input has been dispatched (Node: setImmediate; browsers: setTimeout 0). */
     private readonly defer: (fn: () => void) => void,
   ) {}

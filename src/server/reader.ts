@@ -64,7 +64,7 @@ function onPing(this: ReadSocket): void {
   this[READER]?.ping();
 }
 function onClose(this: ReadSocket, code: number, reason: Buffer): void {
-  this[READER]?.report.close(code, reason.toString());
+  this[READER]?.close(code, reason.toString());
 }
 function onError(this: ReadSocket, err: Error & { code?: string }): void {
   // ws has already started the close with the matching code; the machine records it.
@@ -88,12 +88,14 @@ const LISTENERS = [
   ['error', onError],
 ] as const;
 
-export class SocketReader implements Deferrable {
-  readonly report: LivenessReport;
+/**
+ * The reader is its own liveness report (one object per connection, not two:
+ * memory per idle connection).
+ */
+export class SocketReader extends LivenessReport implements Deferrable {
   private flooded = false;
   /** Over a budget: the machine has been told once; every later message is dropped. */
   private overBudget = false;
-  private stopped = false;
   // Fair scheduling (src/server/scheduler.ts), only when the io has a scheduler (the server's connections).
   fairTurn = 0;
   fairUsed = 0;
@@ -103,11 +105,11 @@ export class SocketReader implements Deferrable {
 
   constructor(
     private readonly io: SocketIO,
-    readonly sendBack: (event: ReaderEvent) => void,
+    sendBack: (event: ReaderEvent) => void,
   ) {
     // setImmediate runs after the poll phase: anything the peer sent before the
     // pong timer fired has been read (and reported) by then.
-    this.report = new LivenessReport(sendBack, setImmediate);
+    super(sendBack, setImmediate);
     const ws = io.ws as ReadSocket;
     ws[READER] = this;
     for (const [event, listener] of LISTENERS) ws.on(event, listener as (...args: unknown[]) => void);
@@ -115,11 +117,7 @@ export class SocketReader implements Deferrable {
       this.listenForClose();
       sendBack({ type: 'socket.open' });
     } else if (ws.readyState === 0) ws.once('open', onOpen);
-    else queueMicrotask(() => this.report.close(CloseCodes.ABNORMAL, ''));
-  }
-
-  command(command: ReaderCommand): void {
-    this.report.command(command);
+    else queueMicrotask(() => this.close(CloseCodes.ABNORMAL, ''));
   }
 
   /** R16: from open on, the peer's close frame is reported (`socket.closing`). */
@@ -130,10 +128,9 @@ export class SocketReader implements Deferrable {
     receiver.on(WS_CONCLUDE, onConclude);
   }
 
-  stop(): void {
+  override stop(): void {
     const ws = this.io.ws as ReadSocket;
-    this.stopped = true;
-    this.report.stop();
+    super.stop();
     if (ws[READER] === this) ws[READER] = undefined;
     const receiver = receiverOf(ws) as Receiver | undefined;
     if (receiver !== undefined && receiver[READER] === this) {
@@ -150,7 +147,7 @@ export class SocketReader implements Deferrable {
     const io = this.io;
     io.messagesIn++;
     io.bytesIn += data.length;
-    if (this.report.expecting) this.report.inbound(); // R5; otherwise no machine event (hot path)
+    if (this.expecting) this.inbound(); // R5; otherwise no machine event (hot path)
     const scheduler = io.scheduler;
     if (scheduler !== undefined) {
       if (this.overBudget) return; // closing 1008: the rest is dropped
@@ -213,7 +210,7 @@ export class SocketReader implements Deferrable {
 
   /** A ping from the peer (ws has answered it): liveness (R5), and a frame of the peer's rate and budget (R21). */
   ping(): void {
-    this.report.inbound();
+    this.inbound();
     const io = this.io;
     if (io.inboundBudget !== undefined && this.overBudgetWith(0)) return;
     if (io.limiter !== undefined) this.overRate(io.limiter);
@@ -224,13 +221,13 @@ export class SocketReader implements Deferrable {
     // R21: unsolicited pongs count too, against the budget and the rate.
     if (io.inboundBudget !== undefined && this.overBudgetWith(payload.length)) return;
     if (io.limiter !== undefined) this.overRate(io.limiter);
-    if (!this.report.expecting) return;
+    if (!this.expecting) return;
     // Our pings carry their send time; a pong that echoes something else still proves liveness.
     const rttMs = payload.length === 8 ? performance.now() - payload.readDoubleBE(0) : -1;
     if (rttMs >= 0 && rttMs < 3_600_000) {
       this.io.onRtt(rttMs);
-      this.report.inbound(rttMs);
-    } else this.report.inbound();
+      this.inbound(rttMs);
+    } else this.inbound();
   }
 
   /**

@@ -143,18 +143,15 @@ function intern(shared: Shared, snapshot: Snap): object {
   return snapshot;
 }
 
-const realClock: RunnerClock = {
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (id) => clearTimeout(id as NodeJS.Timeout),
-};
-
 function fireTimer(runner: MachineRunner<AnyStateMachine>, event: EventObject): void {
   runner.send(event as never);
 }
 
+/** Shared, never written: a run with no hosted actor points here. */
+const EMPTY: unknown[] = [];
+
 function stopAll(hosted: unknown[]): void {
   for (let i = 1; i < hosted.length; i += 2) (hosted[i] as HostedActor<unknown>).stop();
-  hosted.length = 0;
 }
 
 let sessions = 0;
@@ -180,9 +177,16 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
   private readonly host: RunnerHost;
   private readonly shared: Shared;
   private snapshot: object;
-  /** Hosted actors, as pairs [id, actor, …]. */
-  private readonly hosted: unknown[] = [];
-  /** Armed delayed events, as pairs [sendId, timer handle, …]: rarely more than two. */
+  /**
+   * Hosted actors, as pairs [id, actor, …]. Arrays here are replaced by
+   * exact-size copies rather than grown (a push on a full array gives it room
+   * for 16 more: ~200 bytes per idle connection for each of them).
+   */
+  private hosted: unknown[] = EMPTY;
+  /**
+   * Armed delayed events, as pairs [sendId, timer handle, …]: rarely more
+   * than two (an exact-size array, replaced rather than grown).
+   */
   private timers: unknown[] | null = null;
   /** Events sent while a step runs (an actor reporting synchronously): processed after it, in order. */
   private queue: EventObject[] | null = null;
@@ -277,12 +281,14 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     this.stopped = true;
     this.clearTimers();
     stopAll(this.hosted);
+    this.hosted = EMPTY;
   }
 
   private drain(): void {
     const queue = this.queue;
     if (queue === null) return;
     while (queue.length > 0 && !this.stopped) this.step(queue.shift()!);
+    if (queue.length === 0 && this.queue === queue) this.queue = null; // an idle run holds no queue
   }
 
   private step(event: EventObject): void {
@@ -317,12 +323,16 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
       switch (action.type) {
         case 'xstate.spawnChild': {
           const id = params.id as string;
-          this.hosted.push(id, this.host.spawn(id, (this.reportTo ??= (e) => this.receive(e))));
+          this.hosted = this.hosted.concat(id, this.host.spawn(id, (this.reportTo ??= (e) => this.receive(e))));
           break;
         }
         case 'xstate.stopChild': {
           const i = this.hosted.indexOf((params as { id: string }).id);
-          if (i >= 0) (this.hosted.splice(i, 2)[1] as HostedActor<unknown>).stop();
+          if (i >= 0) {
+            const actor = this.hosted[i + 1] as HostedActor<unknown>;
+            this.hosted = this.hosted.filter((_, j) => j !== i && j !== i + 1);
+            actor.stop();
+          }
           break;
         }
         case 'xstate.sendTo': {
@@ -351,7 +361,8 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     this.cancel(sendId);
     const clock = this.config.clock;
     const handle = clock ? clock.setTimeout(() => this.receive(event), ms) : setTimeout(fireTimer, ms, this, event);
-    (this.timers ??= []).push(sendId, handle);
+    const timers = this.timers;
+    this.timers = timers === null ? [sendId, handle] : timers.concat(sendId, handle);
   }
 
   private cancel(sendId: string): void {
@@ -359,10 +370,17 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     if (timers === null) return;
     for (let i = 0; i < timers.length; i += 2) {
       if (timers[i] !== sendId) continue;
-      (this.config.clock ?? realClock).clearTimeout(timers[i + 1]);
-      timers.splice(i, 2);
+      this.clearHandle(timers[i + 1]);
+      if (timers.length === 2) this.timers = null;
+      else timers.splice(i, 2);
       return;
     }
+  }
+
+  private clearHandle(handle: unknown): void {
+    const clock = this.config.clock;
+    if (clock) clock.clearTimeout(handle);
+    else clearTimeout(handle as NodeJS.Timeout);
   }
 
   /** The machine is done: no timer survives, every hosted actor is stopped (R3). */
@@ -371,6 +389,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     this.stopped = true;
     this.clearTimers();
     stopAll(this.hosted);
+    this.hosted = EMPTY;
     // Snapshots, and so their output, are shared between runs: each host gets its own copy.
     const shared = (this.snapshot as Snap).output;
     const output = typeof shared === 'object' && shared !== null ? { ...shared } : shared;
@@ -391,7 +410,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
         // already failing; the first error is the one reported
       }
     }
-    this.hosted.length = 0;
+    this.hosted = EMPTY;
     for (const o of this.observers ?? []) o.error?.(err);
     this.host.failed(err);
   }
@@ -399,8 +418,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
   private clearTimers(): void {
     const timers = this.timers;
     if (timers === null) return;
-    const clock = this.config.clock ?? realClock;
-    for (let i = 1; i < timers.length; i += 2) clock.clearTimeout(timers[i]);
+    for (let i = 1; i < timers.length; i += 2) this.clearHandle(timers[i]);
     this.timers = null;
   }
 

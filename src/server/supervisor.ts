@@ -127,8 +127,15 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   /** Per-address refusals come in floods: the first logged, the rest summarised per interval. */
   private readonly refusalLog: LogSummary;
   /** One 'close' listener for every counted socket (`this` is the socket). */
+  /**
+   * One 'close' listener per admitted socket for the whole of its life (a
+   * second would turn the socket's listener list into an array with room for
+   * 16 more, ~200 bytes per idle connection): it leaves `admitting` and frees
+   * the address's count.
+   */
   private readonly onCountedClose = ((self: Supervisor<Auth>) =>
     function (this: Duplex): void {
+      self.admitting.delete(this);
       const address = self.countedAs.get(this);
       if (address === undefined) return;
       self.countedAs.delete(this);
@@ -158,11 +165,6 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   };
   /** https: the TLS socket (the one an upgrade carries) is announced by 'secureConnection'. */
   private readonly connectionEvent: 'connection' | 'secureConnection';
-  /** One listener for every socket being admitted (`this` is the socket). */
-  private readonly onAdmittingClose = ((admitting: Set<Duplex>) =>
-    function (this: Duplex): void {
-      admitting.delete(this);
-    })(this.admitting);
   /** Connection ids: this supervisor's random prefix and a counter (unique per process, and across processes with overwhelming probability). */
   private readonly idPrefix = `${randomBytes(6).toString('base64url')}-`;
   private opened = 0;
@@ -391,14 +393,13 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
     // Until ws owns the socket, a reset must not become an unhandled 'error'.
     socket.on('error', ignore);
-    // A client that leaves while being admitted (authenticating, or refused by ws with a 400) frees its slot at once.
-    socket.on('close', this.onAdmittingClose);
     this.releasePending(socket);
     const address = clientAddress(request, this.options.trustProxy);
     const refusal = this.admit(request, address);
     if (refusal) return this.refuse(request, socket, refusal);
     this.admitting.add(socket);
-    // Counted until the TCP socket closes, whatever happens in between (refused later, opened, closed).
+    // Counted until the TCP socket closes, whatever happens in between (refused later, opened, closed);
+    // a client that leaves while being admitted (authenticating, or refused by ws with a 400) frees its slot at once.
     this.perAddress.add(address);
     this.countedAs.set(socket, address);
     socket.on('close', this.onCountedClose);
@@ -438,6 +439,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     if (address === undefined) return;
     this.pendingAs.delete(socket);
     this.pending.remove(address);
+    socket.off('close', this.onPendingClose);
   }
 
   private fanOut(message: AdapterMessage): void {
@@ -545,8 +547,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     }
     this.wss.handleUpgrade(request, socket, head, (ws) => {
       this.admitting.delete(socket);
-      // ws owns the socket now, with its own listeners: ours go (leaving ws's, so no event key is deleted).
-      socket.off('close', this.onAdmittingClose);
+      // ws owns the socket now, with its own listeners: ours go (leaving ws's, so no event key is deleted),
+      // but for the one 'close' listener that frees the address's count.
       socket.off('error', ignore);
       this.open(ws, socket, request, auth as Auth);
     });

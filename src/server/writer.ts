@@ -5,13 +5,31 @@
  * Anything accepted but not handed to the OS goes back to the application as a
  * dead letter (R12).
  *
- * Hot path: `send` on a socket that drains hands the message straight to `ws`
- * (no machine event, no timer). Only backpressure makes it queue.
+ * Hot path: `send` on a socket that drains puts the message on the socket at
+ * once (no machine event, no timer). Only backpressure makes it queue.
+ *
+ * On the server the writer frames messages itself (src/server/ws-internals.ts,
+ * item 3): one Buffer per frame, written straight to the upgrade socket, and a
+ * broadcast is framed once for all its receivers (src/server/hub.ts). It also
+ * corks: the first frame a socket gets in an event-loop turn leaves at once
+ * (a request's reply is not delayed), a second one in the same turn corks the
+ * socket, and every frame after it joins one write when the turn ends (one
+ * shared `setImmediate` uncorks every corked socket): ten broadcasts in one
+ * turn reach a receiver in two system calls, not ten. (A fan-out once corked
+ * from its first frame; measured, a sliced fan-out gives a receiver one frame
+ * per turn, and the cork then only cost: docs/performance.md.)
+ * A corked batch stays below the socket's high-water mark (it is written early
+ * rather than grow past it), so `writableNeedDrain`, and with it the write
+ * deadline (R10) and `write.blocked`/`write.progress`/`write.drained`, only
+ * ever reflect a peer that does not read, never the cork. Frames `ws` writes
+ * itself (its pongs, the close frame) join the cork in order, so nothing
+ * overtakes the data written before it.
  */
 import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
 import { fromCallback } from 'xstate';
 import type { ActorInput, WriterCommand, WriterEvent } from '../../machines/connection.machine.ts';
+import { frameOf, framesDirectly, pingFrame } from './ws-internals.ts';
 
 export type Outbound = string | Buffer;
 
@@ -29,6 +47,34 @@ function byteLength(data: Outbound): number {
 
 const TEXT = { binary: false } as const;
 const BINARY = { binary: true } as const;
+
+/**
+ * Buffers at least this long go out through `ws.send` (header and payload as
+ * two chunks): copying them into one frame would cost more than the extra
+ * chunk. Strings are always framed here (`ws` copies them into a Buffer too).
+ */
+const COPY_LIMIT = 16 * 1024;
+
+// Corking (see the top of the file): one turn counter and one list of corked
+// queues for the whole process, one setImmediate per turn for all of them.
+/** Incremented when an event-loop turn that wrote anything ends. */
+let turn = 1;
+let turnEndArmed = false;
+let corkedQueues: SendQueue[] = [];
+
+function endTurn(): void {
+  turnEndArmed = false;
+  turn++;
+  const queues = corkedQueues;
+  corkedQueues = [];
+  for (const queue of queues) queue.uncork();
+}
+
+function armTurnEnd(): void {
+  if (turnEndArmed) return;
+  turnEndArmed = true;
+  setImmediate(endTurn);
+}
 
 /** Where accepted messages that never reached the OS go (R12). */
 export interface DeadLetterSink {
@@ -87,13 +133,23 @@ export class SendQueue {
   /** Messages/bytes handed to the OS socket (for stats and the dashboard). */
   messagesOut = 0;
   bytesOut = 0;
+  /** The turn this queue last wrote in (a second write in the same turn corks the socket). */
+  private lastTurn = 0;
+  /** This queue holds a cork on the socket until the turn ends (it is in `corkedQueues`). */
+  private corked = false;
+  /** Frames are made here and written to the socket, not through `ws.send` (the server's sockets). */
+  private readonly direct: boolean;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly socket: Duplex,
     private readonly limits: SendQueueLimits,
     private readonly sink: DeadLetterSink,
-  ) {}
+    /** Server side: frame and cork here (client frames must be masked, so the client leaves framing to `ws`). */
+    frameHere = false,
+  ) {
+    this.direct = frameHere && framesDirectly(ws);
+  }
 
   /** True when a send now would wait in our queue (the socket has pushed back). */
   get pushingBack(): boolean {
@@ -125,9 +181,27 @@ export class SendQueue {
   send(data: Outbound, binary: boolean = typeof data !== 'string'): boolean {
     if (!this.accepting || this.ws.readyState !== 1) return false;
     if (this.depth === 0 && !this.socket.writableNeedDrain) {
-      this.write(data, binary);
+      this.write(data, binary, null, false);
       return true;
     }
+    return this.enqueue(data, binary);
+  }
+
+  /**
+   * @internal A broadcast or publish: `frame` is `data` framed once for every
+   * receiver (src/server/hub.ts; `frameOf(data, binary)`), written as is. Same
+   * acceptance and corking as `send`.
+   */
+  fanOut(data: Outbound, binary: boolean, frame: Buffer): boolean {
+    if (!this.accepting || this.ws.readyState !== 1) return false;
+    if (this.depth === 0 && !this.socket.writableNeedDrain) {
+      this.write(data, binary, this.direct ? frame : null, false);
+      return true;
+    }
+    return this.enqueue(data, binary);
+  }
+
+  private enqueue(data: Outbound, binary: boolean): boolean {
     const bytes = byteLength(data);
     if (this.depth + 1 > this.limits.maxMessages || this.queuedBytes + bytes > this.limits.maxBytes) {
       this.accepting = false;
@@ -161,6 +235,11 @@ export class SendQueue {
   ping(): void {
     if (this.released || this.ws.readyState !== 1) return;
     // The payload is the send time; the pong echoes it, so RTT needs no state (RFC 6455 §5.5.3).
+    if (this.direct) {
+      // One pre-framed 10-byte Buffer (joins the cork if the socket is corked).
+      this.socket.write(pingFrame(performance.now()));
+      return;
+    }
     const payload = Buffer.allocUnsafe(8);
     payload.writeDoubleBE(performance.now());
     this.ws.ping(payload, undefined, ignoreError);
@@ -173,6 +252,7 @@ export class SendQueue {
     if (flush) this.flushAll();
     else this.deadLetterQueue('slow-consumer');
     this.ws.close(code, reason);
+    this.uncork(); // the close frame (behind any corked frames) leaves now
   }
 
   /** Called when the actor stops (the connection reached `closed`): R3, R12. */
@@ -181,13 +261,20 @@ export class SendQueue {
     this.released = true;
     this.accepting = false;
     this.deadLetterQueue('closed');
+    // Still corked: the socket is gone or about to be; its corked frames are settled below.
+    this.corked = false;
     this.settleUntracked();
     if (this.drainListener) this.socket.off('drain', this.drainListener);
     // `closed` means the socket is gone: terminate is a no-op if it already is.
     this.ws.terminate();
   }
 
-  private write(data: Outbound, binary: boolean): void {
+  /**
+   * Puts one message on the socket. `frame` is its pre-made frame (a fan-out),
+   * `cork` says to cork from this frame on (a fan-out) rather than from the
+   * turn's second frame.
+   */
+  private write(data: Outbound, binary: boolean, frame: Buffer | null, cork: boolean): void {
     // ws drops a send on a closing socket without a word (no callback): once the
     // peer's close frame is in, what is still queued can no longer go out (R12).
     if (this.ws.readyState !== 1) {
@@ -195,6 +282,46 @@ export class SendQueue {
       return;
     }
     const socket = this.socket;
+    if (this.direct && (frame !== null || typeof data === 'string' || data.length < COPY_LIMIT)) {
+      frame ??= frameOf(data, binary);
+      if (this.corked) {
+        // Joins the turn's batch while the batch stays below the high-water mark; else the batch goes now.
+        if (socket.writableLength + frame.length < socket.writableHighWaterMark) {
+          socket.write(frame);
+          this.pushUnconfirmed(data, binary, false, false);
+          return;
+        }
+        this.uncork();
+      }
+      const u = this.unconfirmed;
+      if (u !== null && u.head !== u.data.length) this.settle();
+      if ((u === null || u.head === u.data.length) && socket.writableLength === 0) {
+        if ((cork || this.lastTurn === turn) && frame.length < socket.writableHighWaterMark) {
+          // A second frame this turn (or a fan-out): cork; it leaves with the rest at the turn's end.
+          socket.cork();
+          this.corked = true;
+          corkedQueues.push(this);
+          armTurnEnd();
+          socket.write(frame);
+          this.pushUnconfirmed(data, binary, false, false);
+          return;
+        }
+        // Hot path: the turn's first frame, nothing unconfirmed and nothing buffered.
+        this.lastTurn = turn;
+        armTurnEnd();
+        socket.write(frame);
+        if (socket.writableLength === 0) this.delivered(data);
+        else this.pushUnconfirmed(data, binary, false, false); // the OS took only part of it
+      } else {
+        const entry = this.pushUnconfirmed(data, binary, true, false);
+        socket.write(frame, (this.writtenCallback ??= (err) => this.onWritten(err)));
+        this.unconfirmed!.synced[entry] = socket.writableLength === 0;
+      }
+      if (!this.blocked && socket.writableNeedDrain) this.block();
+      return;
+    }
+    // Through ws: the client (frames must be masked) and big Buffers on the server.
+    if (this.corked) this.uncork();
     const u = this.unconfirmed;
     if (u !== null && u.head !== u.data.length) this.settle();
     if ((u === null || u.head === u.data.length) && socket.writableLength === 0) {
@@ -208,6 +335,21 @@ export class SendQueue {
       this.unconfirmed!.synced[entry] = socket.writableLength === 0;
     }
     if (!this.blocked && socket.writableNeedDrain) this.block();
+  }
+
+  /**
+   * @internal The turn ended (or the batch must go now): the corked frames
+   * leave in one write. With the socket's buffer empty after it, they reached
+   * the OS; otherwise they stay unconfirmed, settled like a partly taken write.
+   */
+  uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    const socket = this.socket;
+    if (socket.destroyed) return; // release() settles what was corked
+    socket.uncork();
+    this.settle();
+    if (!this.blocked && !this.released && socket.writableNeedDrain) this.block();
   }
 
   /**
@@ -339,7 +481,7 @@ export class SendQueue {
     const binary = w.binary[w.head]!;
     w.data[w.head++] = '';
     this.queuedBytes -= byteLength(data);
-    this.write(data, binary);
+    this.write(data, binary, null, false);
   }
 
   /** Clean close: everything queued goes out ahead of the close frame. */

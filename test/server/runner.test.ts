@@ -270,3 +270,82 @@ describe('MachineRunner: actor semantics', () => {
     assert.match(String(errors[0]), /not supported by this host/);
   });
 });
+
+describe('MachineRunner: real-clock delays', () => {
+  /** A machine that arms `after` delays of the lengths it is told, and counts the ones that fire. */
+  const delays = setup({ types: {} as { events: { type: 'arm' } | { type: 'disarm' } } }).createMachine({
+    id: 'delays',
+    initial: 'idle',
+    states: {
+      idle: { on: { arm: 'armed' } },
+      armed: { after: { 40: 'short', 120: 'long' }, on: { disarm: 'idle' } },
+      short: { after: { 120: 'long' }, on: { disarm: 'idle' } },
+      long: { type: 'final' },
+    },
+  });
+  const host = (done: Array<[number, number]>, i: number, t0: () => number) => ({
+    actorId: `delays:${i}`,
+    spawn: () => ({ command() {}, stop() {} }) as HostedActor<never>,
+    done: () => done.push([i, performance.now() - t0()]),
+    failed: (err: unknown) => assert.fail(String(err)),
+  });
+
+  test('delays fire no earlier than their length, in arming order; cancelled ones never fire; nothing is left armed', async () => {
+    const done: Array<[number, number]> = [];
+    const started: number[] = [];
+    const sharedInput = {};
+    const runs = Array.from({ length: 200 }, (_, i) => new MachineRunner({ machine: delays, input: sharedInput, payloadFree: new Set(['arm', 'disarm']) }, host(done, i, () => started[i]!)));
+    for (const [i, r] of runs.entries()) {
+      r.start();
+      started[i] = performance.now();
+      r.send({ type: 'arm' });
+    }
+    // Half are cancelled while in `short` or `armed` (their delays are dropped, never fired).
+    await new Promise((r) => setTimeout(r, 60));
+    for (let i = 0; i < runs.length; i += 2) runs[i]!.send({ type: 'disarm' });
+    await new Promise((r) => setTimeout(r, 300));
+    const finished = done.map(([i]) => i);
+    assert.deepEqual(finished, runs.map((_, i) => i).filter((i) => i % 2 === 1), 'the odd runs finished, in the order they were armed');
+    // `short` after 40 ms, then `long` 120 ms after that: no earlier than 160 ms from `arm`.
+    for (const [, ms] of done) assert.ok(ms >= 160, `finished after ${ms.toFixed(1)} ms, before its 40 + 120 ms`);
+    for (let i = 0; i < runs.length; i += 2) assert.equal(runs[i]!.getSnapshot().value, 'idle');
+  });
+});
+
+test('MachineRunner: thousands of delays, two in three cancelled: the live ones fire once, none of the cancelled', async () => {
+  const machine = setup({ types: {} as { events: { type: 'arm' } | { type: 'disarm' } } }).createMachine({
+    initial: 'idle',
+    states: { idle: { on: { arm: 'armed' } }, armed: { after: { 80: 'fired' }, on: { disarm: 'idle' } }, fired: { type: 'final' } },
+  });
+  const sharedInput = {};
+  let finished = 0;
+  const runs = Array.from({ length: 3000 }, (_, i) => new MachineRunner(
+    { machine, input: sharedInput, payloadFree: new Set(['arm', 'disarm']) },
+    { actorId: `d:${i}`, spawn: () => ({ command() {}, stop() {} }) as HostedActor<never>, done: () => void finished++, failed: (e) => assert.fail(String(e)) },
+  ));
+  for (const r of runs) r.start().send({ type: 'arm' });
+  // Two in three cancel, then re-arm some.
+  for (let i = 0; i < runs.length; i++) if (i % 3 !== 0) runs[i]!.send({ type: 'disarm' });
+  for (let i = 1; i < runs.length; i += 3) runs[i]!.send({ type: 'arm' });
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(finished, 2000, 'every run still armed fired once, none of the cancelled');
+  for (let i = 2; i < runs.length; i += 3) assert.equal(runs[i]!.getSnapshot().value, 'idle');
+});
+
+test('MachineRunner: cancelled real-clock delays keep no timer (a stopped run must not hold the process open)', () => {
+  const machine = setup({ types: {} as { events: { type: 'arm' } } }).createMachine({
+    initial: 'idle',
+    states: { idle: { on: { arm: 'armed' } }, armed: { after: { 3_600_000: 'idle' } } },
+  });
+  const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const before = timers();
+  const sharedInput = {};
+  const runs = Array.from({ length: 10 }, (_, i) => new MachineRunner(
+    { machine, input: sharedInput, payloadFree: new Set(['arm']) },
+    { actorId: `h:${i}`, spawn: () => ({ command() {}, stop() {} }) as HostedActor<never>, done() {}, failed: (e) => assert.fail(String(e)) },
+  ));
+  for (const r of runs) r.start().send({ type: 'arm' });
+  assert.equal(timers(), before + 10, 'one timer per armed delay');
+  for (const r of runs) r.stop();
+  assert.equal(timers(), before, 'no timer left once the runs stopped');
+});

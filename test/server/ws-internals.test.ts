@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import WebSocket, { WebSocketServer } from 'ws';
-import { receiverOf, WS_CONCLUDE, WS_RECEIVER_MEMBER } from '../../src/server/ws-internals.ts';
+import { frameOf, framesDirectly, pingFrame, receiverOf, WS_CONCLUDE, WS_RECEIVER_MEMBER } from '../../src/server/ws-internals.ts';
 
 const require = createRequire(import.meta.url);
 const WS_VERSION = (require('ws/package.json') as { version: string }).version;
@@ -23,15 +23,15 @@ const changed = (what: string): string =>
   `ws ${WS_VERSION} changed an internal ws-supervisor relies on: ${what} (see src/server/ws-internals.ts)`;
 
 /** A server whose upgrade socket we keep, and one client connected to it. */
-async function pair(): Promise<{ server: WebSocket; socket: Duplex; client: WebSocket; close(): Promise<void> }> {
+async function pair(deflate = false): Promise<{ server: WebSocket; socket: Duplex; client: WebSocket; close(): Promise<void> }> {
   const http1 = http.createServer();
-  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: deflate });
   const accepted = new Promise<{ server: WebSocket; socket: Duplex }>((resolve) => {
     http1.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, (server) => resolve({ server, socket })));
   });
   await new Promise<void>((r) => http1.listen(0, '127.0.0.1', r));
   const { port } = http1.address() as AddressInfo;
-  const client = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false });
+  const client = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: deflate });
   client.on('error', () => undefined);
   const { server, socket } = await accepted;
   if (client.readyState !== WebSocket.OPEN) await new Promise((r) => client.once('open', r));
@@ -102,10 +102,68 @@ test('ws.send (no permessage-deflate) writes the frame to the upgrade socket syn
   }
 });
 
-test("ws's Sender.frame, for the frame-once broadcast path docs/performance.md proposes, frames an unmasked text frame", () => {
+test("ws's Sender.frame frames an unmasked text frame (the reference frameOf is checked against)", () => {
   const frame = wsExports.Sender?.frame;
   assert.equal(typeof frame, 'function', changed('ws no longer exports Sender.frame'));
   const parts = (frame as (data: Buffer, o: object) => Buffer[])(Buffer.from('hi'), { fin: true, opcode: 1, mask: false, readOnly: false, rsv1: false });
   assert.ok(Array.isArray(parts), changed('Sender.frame no longer returns a list of Buffers'));
   assert.deepEqual([...Buffer.concat(parts)], [0x81, 0x02, 0x68, 0x69], changed('Sender.frame produced another frame for "hi"'));
+});
+
+type SenderFrame = (data: Buffer | string, o: object) => Buffer[];
+/** ws's own framing of one whole unmasked message, as one Buffer. */
+function wsFrame(data: Buffer, opcode: number): Buffer {
+  return Buffer.concat((wsExports.Sender!.frame as SenderFrame)(data, { fin: true, opcode, mask: false, readOnly: false, rsv1: false }));
+}
+
+test("frameOf and pingFrame make byte for byte the frames ws's Sender makes, at every header length", () => {
+  for (const n of [0, 1, 125, 126, 127, 65_535, 65_536, 70_000]) {
+    const text = 'é'.repeat(Math.floor(n / 2)) + 'x'.repeat(n % 2); // n bytes of UTF-8, multi-byte characters included
+    const bytes = Buffer.from(text);
+    assert.equal(bytes.length, n);
+    assert.ok(frameOf(text, false).equals(wsFrame(bytes, 1)), changed(`a ${n}-byte text frame differs from ws's`));
+    assert.ok(frameOf(bytes, false).equals(wsFrame(bytes, 1)), changed(`a ${n}-byte text frame (from a Buffer) differs from ws's`));
+    assert.ok(frameOf(bytes, true).equals(wsFrame(bytes, 2)), changed(`a ${n}-byte binary frame differs from ws's`));
+  }
+  const at = 1234.5;
+  const payload = Buffer.alloc(8);
+  payload.writeDoubleBE(at);
+  assert.ok(pingFrame(at).equals(wsFrame(payload, 0x9)), changed("the ping frame differs from ws's"));
+});
+
+test('frames written to the upgrade socket beside ws (no permessage-deflate): ws queues nothing, the peer reads them in socket order with ws\'s ping and close', async () => {
+  const p = await pair();
+  try {
+    assert.equal(framesDirectly(p.server), true);
+    const sender = (p.server as unknown as { _sender?: { _queue?: unknown[]; _bufferedBytes?: number } })._sender;
+    const got: string[] = [];
+    p.client.on('message', (d: Buffer, isBinary: boolean) => got.push(`${isBinary ? 'bin' : 'text'}:${d.toString()}`));
+    p.client.on('ping', (d: Buffer) => got.push(`ping:${d.length}`));
+    const closed = new Promise<number>((r) => p.client.once('close', (code: number) => r(code)));
+    p.socket.cork(); // as the writer corks: ws's own frames join the same batch, in order
+    p.socket.write(frameOf('one', false));
+    p.server.send('two');
+    p.socket.write(frameOf(Buffer.from('three'), true));
+    p.server.ping(Buffer.alloc(8));
+    p.socket.write(pingFrame(1));
+    p.socket.write(frameOf('four', false));
+    p.server.close(4002, 'done');
+    p.socket.uncork();
+    assert.equal(sender?._queue?.length ?? 0, 0, changed("ws's Sender queued a frame with permessage-deflate off"));
+    assert.equal(sender?._bufferedBytes ?? 0, 0, changed("ws's Sender buffered bytes with permessage-deflate off"));
+    assert.equal(await closed, 4002);
+    assert.deepEqual(got, ['text:one', 'text:two', 'bin:three', 'ping:8', 'ping:8', 'text:four'], changed('frames written beside ws did not arrive in socket order'));
+  } finally {
+    await p.close();
+  }
+});
+
+test('framesDirectly is false once permessage-deflate is negotiated (the writer then leaves framing to ws)', async () => {
+  const p = await pair(true);
+  try {
+    assert.notEqual(p.server.extensions, '', 'permessage-deflate was negotiated');
+    assert.equal(framesDirectly(p.server), false);
+  } finally {
+    await p.close();
+  }
 });

@@ -1,0 +1,165 @@
+// The writer's corking and framing (src/server/writer.ts): the first frame of a
+// turn leaves at once, later ones in the same turn leave together in one
+// write at the turn's end, a broadcast is framed once, and none of
+// it reorders frames, loses one (R12) or reports backpressure that a peer did
+// not cause (R10).
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Duplex } from 'node:stream';
+import { setImmediate as tick } from 'node:timers/promises';
+import type WebSocket from 'ws';
+import type { Connection, DeadLetter } from '../../src/index.ts';
+import { closeOf, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
+import { Opcode, rawConnect } from '../helpers/raw-ws.ts';
+
+/** Counts the socket-level writes (`_write` and `_writev` calls: one system call each when the OS takes it). */
+function countWrites(socket: Duplex): { readonly count: number } {
+  const s = socket as Duplex & { _write: (...a: unknown[]) => void; _writev?: (...a: unknown[]) => void };
+  const counter = { count: 0 };
+  const write = s._write;
+  s._write = function (this: unknown, ...a: unknown[]) {
+    counter.count++;
+    return write.apply(this, a);
+  };
+  const writev = s._writev;
+  if (writev) {
+    s._writev = function (this: unknown, ...a: unknown[]) {
+      counter.count++;
+      return writev.apply(this, a);
+    };
+  }
+  return counter;
+}
+
+async function serve(t: TestContext, onMessage?: (c: Connection, data: Buffer, isBinary: boolean) => void) {
+  const srv = await startSupervisor({ onMessage: onMessage ?? (() => undefined), timing: { pingInterval: 24 * 3600_000 } });
+  const deadLetters: DeadLetter[] = [];
+  srv.supervisor.on('deadLetter', (d) => deadLetters.push(d));
+  const clients: WebSocket[] = [];
+  t.after(async () => {
+    for (const ws of clients) ws.terminate();
+    await srv.close();
+  });
+  const client = async (): Promise<{ ws: WebSocket; connection: Connection; got: string[] }> => {
+    const opened = new Promise<Connection>((r) => srv.supervisor.once('connection', (c) => r(c)));
+    const ws = await openClient(srv.url);
+    clients.push(ws);
+    const got: string[] = [];
+    ws.on('message', (d: Buffer) => got.push(d.toString()));
+    return { ws, connection: await opened, got };
+  };
+  return { srv, sup: srv.supervisor, deadLetters, client };
+}
+
+test('ten sends in one turn: the first leaves at once, the other nine in one write at the end of the turn, in order', async (t) => {
+  const { client, deadLetters } = await serve(t);
+  const { connection, got } = await client();
+  await tick(); // a fresh turn
+  const writes = countWrites(connection.socket);
+  for (let i = 0; i < 10; i++) assert.equal(connection.send(`m${i}`), true);
+  assert.equal(writes.count, 1, 'the turn\'s first frame is written at once');
+  assert.equal(connection.stats.messagesOut, 1, 'only the first has reached the OS so far');
+  await tick();
+  await tick();
+  assert.equal(writes.count, 2, 'the other nine leave in one write when the turn ends');
+  assert.equal(connection.stats.messagesOut, 10, 'all ten confirmed once the batch reached the OS');
+  await waitFor(() => got.length === 10, 5000, 'the client to read all ten');
+  assert.deepEqual(got, Array.from({ length: 10 }, (_, i) => `m${i}`));
+  assert.equal(deadLetters.length, 0);
+});
+
+test('a burst of ten broadcasts reaches each receiver in two writes, framed once, in order', async (t) => {
+  const { sup, client, deadLetters } = await serve(t);
+  const peers = [await client(), await client(), await client()];
+  await tick();
+  const writes = peers.map((p) => countWrites(p.connection.socket));
+  for (let i = 0; i < 10; i++) assert.deepEqual(sup.broadcast(`b${i}`), { accepted: 3, refused: 0 });
+  assert.deepEqual(writes.map((w) => w.count), [1, 1, 1], 'the first broadcast leaves at once');
+  await tick();
+  await tick();
+  assert.deepEqual(writes.map((w) => w.count), [2, 2, 2], 'the other nine leave in one write per receiver');
+  for (const p of peers) {
+    await waitFor(() => p.got.length === 10, 5000, 'every receiver to read the burst');
+    assert.deepEqual(p.got, Array.from({ length: 10 }, (_, i) => `b${i}`));
+    assert.equal(p.connection.stats.messagesOut, 10);
+  }
+  // Binary and filtered broadcasts take the same path.
+  sup.broadcast(Buffer.from([1, 2, 3]), { filter: (c) => c === peers[0]!.connection });
+  await waitFor(() => peers[0]!.got.length === 11, 5000, 'the filtered binary broadcast');
+  assert.equal(peers[1]!.got.length, 10);
+  assert.equal(deadLetters.length, 0);
+});
+
+test('a close behind corked frames: the frames go first, then the close frame', async (t) => {
+  const { client, deadLetters } = await serve(t);
+  const { ws, connection, got } = await client();
+  const closed = closeOf(ws);
+  await tick();
+  for (let i = 0; i < 5; i++) connection.send(`m${i}`);
+  void connection.close(4000, 'bye');
+  const close = await closed;
+  assert.equal(close.code, 4000);
+  assert.deepEqual(got, ['m0', 'm1', 'm2', 'm3', 'm4']);
+  assert.equal(deadLetters.length, 0);
+});
+
+test("R12/R16 the peer's close frame behind pipelined requests: every reply (corked) still goes out before the echoed close", async (t) => {
+  const { srv } = await serve(t, (c, data) => void c.send(`re:${data.toString()}`));
+  const raw = await rawConnect(srv.port);
+  t.after(() => raw.destroy());
+  // Three requests and a close frame in one TCP write: parsed in one turn, the close last.
+  raw.sendRaw(
+    Buffer.concat([
+      ...['a', 'b', 'c'].map((p) => encode(Opcode.TEXT, Buffer.from(p))),
+      encode(Opcode.CLOSE, Buffer.from([0x03, 0xe8])),
+    ]),
+  );
+  const close = await raw.waitForFrame((f) => f.opcode === Opcode.CLOSE);
+  assert.ok(close, 'the server echoed the close');
+  const texts = raw.frames.filter((f) => f.opcode === Opcode.TEXT).map((f) => f.payload.toString());
+  assert.deepEqual(texts, ['re:a', 're:b', 're:c']);
+  assert.equal(raw.frames.at(-1)!.opcode, Opcode.CLOSE, 'nothing after the close frame');
+});
+
+test('R10 a corked batch never makes the socket report backpressure: a burst above the high-water mark is written early, not blocked', async (t) => {
+  const { client, deadLetters } = await serve(t);
+  const { connection, got } = await client();
+  const events: string[] = [];
+  connection.machine.subscribe(() => events.push(connection.isWriteBlocked ? 'blocked' : 'flowing'));
+  await tick();
+  const writes = countWrites(connection.socket);
+  const hwm = connection.socket.writableHighWaterMark;
+  const size = 1000;
+  const n = Math.ceil((3 * hwm) / size); // three high-water marks' worth in one turn
+  for (let i = 0; i < n; i++) connection.send(String(i).padEnd(size, '.'));
+  assert.ok(connection.socket.writableLength < hwm, 'the corked batch stays below the high-water mark');
+  assert.ok(writes.count >= 3, `batches were written as they reached the high-water mark (${writes.count} writes)`);
+  await waitFor(() => got.length === n, 5000, 'the client to read every message');
+  assert.deepEqual(got.map((m) => Number(m.replace(/\.+$/, ''))), Array.from({ length: n }, (_, i) => i));
+  assert.ok(writes.count < n / 4, `far fewer writes than messages (${writes.count} for ${n})`);
+  assert.ok(!events.includes('blocked'), 'write.blocked was never reported for a reading peer');
+  assert.equal(deadLetters.length, 0);
+});
+
+test('R12 a socket destroyed while corked: the corked frames come back as dead letters, none is counted as sent', async (t) => {
+  const { client, deadLetters } = await serve(t);
+  const { connection } = await client();
+  await tick();
+  connection.send('first'); // leaves at once
+  const corked = ['c1', 'c2', 'c3'];
+  for (const m of corked) connection.send(m);
+  connection.socket.destroy(); // before the turn ends: the corked frames never reach the OS
+  await connection.closed;
+  await waitFor(() => deadLetters.length === 3, 5000, 'the corked frames to come back');
+  assert.deepEqual(deadLetters.map((d) => String(d.data)), corked);
+  assert.ok(deadLetters.every((d) => d.reason === 'closed'));
+  assert.equal(connection.stats.messagesOut, 1);
+});
+
+/** A masked client frame. */
+function encode(opcode: number, payload: Buffer): Buffer {
+  const mask = Buffer.from([1, 2, 3, 4]);
+  const head = Buffer.from([0x80 | opcode, 0x80 | payload.length]);
+  const body = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]!));
+  return Buffer.concat([head, mask, body]);
+}
