@@ -48,7 +48,7 @@ import {
   type DelayName,
 } from '../helpers/client-model.ts';
 import { allStateNodes, allTransitionKeys, isActive, missing, pathTitle, transitionKey } from '../helpers/model-coverage.ts';
-import { ControlTimers, bracketError, nextSequence, type Control } from '../helpers/control-timer.ts';
+import { ControlTimers, StepRecord, bracketError, type StepEntry } from '../helpers/control-timer.ts';
 import { ScriptedServer, type UpgradeScript } from '../helpers/scripted-peer.ts';
 
 // ---------------------------------------------------------------------------
@@ -128,15 +128,7 @@ function replay(path: ClientPath, session: boolean): ClientSnapshot[] {
 // ---------------------------------------------------------------------------
 // One run
 
-interface Entry {
-  event: EventObject;
-  snapshot: ClientSnapshot;
-  at: number;
-  elapsed?: number;
-  /** For a timer's event: the control timers armed with it, and its place in the order of firings. */
-  control?: Control;
-  seq?: number;
-}
+type Entry = StepEntry<ClientSnapshot>;
 
 const timerNodes = new Map([...timeouts.keys()].map((type) => [type, clientMachine.getStateNodeById(type.split('.').slice(3).join('.'))]));
 const lateness: number[] = [];
@@ -149,14 +141,10 @@ function scriptFor(next: EventObject | undefined): UpgradeScript {
 }
 
 class ClientRun {
-  readonly entries: Entry[] = [];
-  cursor = 0;
+  /** The client's steps, its timers and their controls (test/helpers/control-timer.ts). */
+  readonly record = new StepRecord<ClientSnapshot>(timerNodes, () => this.expectedDelays());
   server!: ScriptedServer;
   client!: Client;
-  readonly armedAt = new Map<string, number>();
-  readonly controls = new ControlTimers();
-  private receivedAt: { event: unknown; at: number } | null = null;
-  private receivedSeq = 0;
   /** Per accepted connection (by index): the close code the client should have sent, if any. */
   readonly expectedFromClient = new Map<number, number>();
   /** Sessions: `attached` frames sent (the first attaches a new session, later ones resume it). */
@@ -185,32 +173,22 @@ class ClientRun {
   }
 
   onInspect(e: InspectionEvent): void {
-    // The client's own steps (not its children's). Times are taken when the
-    // client receives an event, before the step arms or fires anything.
+    // The client's own steps (not its children's).
     if (e.actorRef.sessionId !== e.rootId) return;
-    if (e.type === '@xstate.event') {
-      this.receivedAt = { event: e.event, at: performance.now() };
-      this.receivedSeq = nextSequence();
-      this.controls.begin(this.expectedDelays());
-      return;
-    }
-    if (e.type !== '@xstate.snapshot') return;
-    const at = this.receivedAt?.event === e.event ? this.receivedAt.at : performance.now();
-    const snapshot = e.snapshot as ClientSnapshot;
-    const previous = this.entries.at(-1)?.snapshot;
-    const armed = timeouts.has(e.event.type) ? this.armedAt.get(e.event.type) : undefined;
-    const control = timeouts.has(e.event.type) ? this.controls.take(e.event.type) : undefined;
-    this.entries.push({ event: e.event, snapshot, at, ...(armed !== undefined ? { elapsed: at - armed } : {}), ...(control ? { control, seq: this.receivedSeq } : {}) });
-    const armedNow: string[] = [];
-    for (const [type, node] of timerNodes) {
-      const now = snapshot.status === 'active' && isActive(snapshot, node);
-      const was = previous !== undefined && previous.status === 'active' && isActive(previous, node);
-      if (now && !was) {
-        this.armedAt.set(type, at);
-        armedNow.push(type);
-      }
-    }
-    this.controls.end(armedNow, at);
+    this.record.onInspect(e);
+  }
+
+  get entries(): Entry[] {
+    return this.record.entries;
+  }
+  get cursor(): number {
+    return this.record.cursor;
+  }
+  set cursor(i: number) {
+    this.record.cursor = i;
+  }
+  get controls(): ControlTimers {
+    return this.record.controls;
   }
 
   /** The delay each of the client's timers should have if this step arms it (the backoff: its next delay, jitter 0.5). */
@@ -231,17 +209,8 @@ class ClientRun {
     return c;
   }
 
-  async reported(type: string, timeoutMs: number): Promise<number> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const i = this.entries.findIndex((e, j) => j >= this.cursor && e.event.type === type);
-      if (i >= 0) return i;
-      if (performance.now() > deadline) {
-        const got = this.entries.slice(this.cursor).map((e) => e.event.type);
-        throw new Error(`the client did not receive ${type} within ${timeoutMs} ms (received since the last step: ${got.join(', ') || 'nothing'})`);
-      }
-      await new Promise((r) => setTimeout(r, 2));
-    }
+  reported(type: string, timeoutMs: number): Promise<number> {
+    return this.record.reported(type, timeoutMs);
   }
 
   async dispose(): Promise<void> {

@@ -43,8 +43,8 @@ import {
   type ConnectionSnapshot,
   type DelayName,
 } from '../helpers/connection-model.ts';
-import { allTransitionKeys, isActive, missing, pathTitle, transitionKey } from '../helpers/model-coverage.ts';
-import { ControlTimers, bracketError, nextSequence, type Control } from '../helpers/control-timer.ts';
+import { allTransitionKeys, missing, pathTitle, transitionKey } from '../helpers/model-coverage.ts';
+import { ControlTimers, StepRecord, bracketError, type StepEntry } from '../helpers/control-timer.ts';
 import { ScriptedClientPeer, measureLoopbackMs } from '../helpers/scripted-peer.ts';
 import { startSupervisor, type TestServer } from '../helpers/server.ts';
 
@@ -240,16 +240,7 @@ function firstObstacle(path: ConnectionPath): { step: number; reason: Reason } |
 // ---------------------------------------------------------------------------
 // The run of one path: a supervisor, a peer, and the machine's record
 
-interface Entry {
-  event: EventObject;
-  snapshot: ConnectionSnapshot;
-  at: number;
-  /** For a timer's event: ms since it was armed. */
-  elapsed?: number;
-  /** For a timer's event: the control timers armed with it, and its place in the order of firings. */
-  control?: Control;
-  seq?: number;
-}
+type Entry = StepEntry<ConnectionSnapshot>;
 
 /** The delayed events' source state nodes: a timer is armed when its node is entered (or re-entered). */
 const timerNodes = new Map([...timeouts.keys()].map((type) => [type, connectionMachine.getStateNodeById(type.split('.').slice(3).join('.'))]));
@@ -263,17 +254,12 @@ const fills: Array<{ ms: number; bytes: number }> = [];
 const stepTimes = { bulk: [] as number[], other: [] as number[] };
 
 class ServerRun {
-  readonly entries: Entry[] = [];
-  cursor = 0;
+  /** The machine's steps, its timers and their controls (test/helpers/control-timer.ts). */
+  readonly record: StepRecord<ConnectionSnapshot>;
   ts!: TestServer;
   peer!: ScriptedClientPeer;
   connection!: Connection;
   closure: Closure | null = null;
-  /** Per delayed event type: when its timer was last armed. */
-  readonly armedAt = new Map<string, number>();
-  readonly controls = new ControlTimers();
-  private receivedAt: { event: unknown; at: number } | null = null;
-  private receivedSeq = 0;
   pauseOnProgress = false;
   /** Runs (once) as the machine enters `suspect`. */
   onSuspect: (() => void) | null = null;
@@ -292,6 +278,24 @@ class ServerRun {
 
   private constructor(readonly timing: ConnectionTiming) {
     this.delays = delaysOf(timing);
+    // The write deadline restarts on progress without leaving `blocked` (R10).
+    this.record = new StepRecord(timerNodes, () => this.expectedDelays(), (event, node) => event.type === 'write.progress' && node.key === 'blocked');
+  }
+
+  get entries(): Entry[] {
+    return this.record.entries;
+  }
+  get cursor(): number {
+    return this.record.cursor;
+  }
+  set cursor(i: number) {
+    this.record.cursor = i;
+  }
+  get armedAt(): Map<string, number> {
+    return this.record.armedAt;
+  }
+  get controls(): ControlTimers {
+    return this.record.controls;
   }
 
   static async start(timing: ConnectionTiming): Promise<ServerRun> {
@@ -310,30 +314,9 @@ class ServerRun {
   }
 
   onInspect(e: InspectionEvent): void {
-    // Times are taken when the machine receives an event (before the step arms or fires anything).
-    if (e.type === '@xstate.event') {
-      this.receivedAt = { event: e.event, at: performance.now() };
-      this.receivedSeq = nextSequence();
-      this.controls.begin(this.expectedDelays());
-      return;
-    }
-    if (e.type !== '@xstate.snapshot') return;
-    const at = this.receivedAt?.event === e.event ? this.receivedAt.at : performance.now();
-    const snapshot = e.snapshot as ConnectionSnapshot;
-    const previous = this.entries.at(-1)?.snapshot;
-    const armed = timeouts.has(e.event.type) ? this.armedAt.get(e.event.type) : undefined;
-    const control = timeouts.has(e.event.type) ? this.controls.take(e.event.type) : undefined;
-    this.entries.push({ event: e.event, snapshot, at, ...(armed !== undefined ? { elapsed: at - armed } : {}), ...(control ? { control, seq: this.receivedSeq } : {}) });
-    const armedNow: string[] = [];
-    for (const [type, node] of timerNodes) {
-      const now = snapshot.status === 'active' && isActive(snapshot, node);
-      const was = previous !== undefined && previous.status === 'active' && isActive(previous, node);
-      if (now && (!was || (e.event.type === 'write.progress' && node.key === 'blocked'))) {
-        this.armedAt.set(type, at);
-        armedNow.push(type);
-      }
-    }
-    this.controls.end(armedNow, at);
+    const step = this.record.onInspect(e);
+    if (!step) return;
+    const { entry: { snapshot, event }, previous } = step;
     // Our close frame, or the echo of the peer's (R16), goes out now.
     const closingNow = (s: ConnectionSnapshot | undefined) => s !== undefined && s.status === 'active' && (s.matches('closing') || s.matches('peerClosing'));
     if (closingNow(snapshot) && !closingNow(previous)) this.pausedAtClosing = this.peer?.isPaused ?? false;
@@ -342,7 +325,7 @@ class ServerRun {
       this.onSuspect = null;
       answer();
     }
-    if (this.pauseOnProgress && e.event.type === 'write.progress') {
+    if (this.pauseOnProgress && event.type === 'write.progress') {
       this.pauseOnProgress = false;
       this.peer.pause();
     }
@@ -363,17 +346,8 @@ class ServerRun {
   }
 
   /** Waits until the machine has received an event of `type` after the cursor; returns its index. */
-  async reported(type: string, timeoutMs: number, or?: string): Promise<number> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const i = this.entries.findIndex((e, j) => j >= this.cursor && (e.event.type === type || e.event.type === or));
-      if (i >= 0) return i;
-      if (performance.now() > deadline) {
-        const got = this.entries.slice(this.cursor).map((e) => `${e.event.type} (${(e.at - (this.entries[this.cursor - 1]?.at ?? e.at)).toFixed(0)} ms after the last step)`);
-        throw new Error(`the machine did not receive ${type} within ${timeoutMs} ms (received since the last step: ${got.join(', ') || 'nothing'})`);
-      }
-      await new Promise((r) => setTimeout(r, 2));
-    }
+  reported(type: string, timeoutMs: number, or?: string): Promise<number> {
+    return this.record.reported(type, timeoutMs, or);
   }
 
   /** Waits until the server has read every byte the peer sent, and one more turn for ws to dispatch them. */
