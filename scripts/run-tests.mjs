@@ -49,22 +49,35 @@ files = files.map((f, i) => [f, i]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[
 // one start bound through this directory (test/helpers/cli.ts: one process starting per core
 // across the whole suite), so two files at once do not start twice as many processes.
 const concurrency = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? availableParallelism()));
+// Files that rebuild dist/ (npm pack runs the build, which first deletes dist/) while other
+// files serve the browser bundle from it: these run alone, before the rest.
+const ALONE = ['test/pack.test.ts'];
+const alone = files.filter((f) => ALONE.includes(f.split('\\').join('/')));
+const together = files.filter((f) => !alone.includes(f));
 const work = mkdtempSync(join(tmpdir(), 'ws-supervisor-tests-'));
-const tap = join(work, 'results.tap');
 mkdirSync(join(work, 'start-slots'));
-const r = spawnSync(
-  process.execPath,
-  [
-    '--import', 'tsx', '--test', `--test-concurrency=${concurrency}`,
-    '--test-reporter=spec', '--test-reporter-destination=stdout',
-    '--test-reporter=tap', `--test-reporter-destination=${tap}`,
-    ...files,
-  ],
-  { stdio: 'inherit', env: { ...process.env, WS_SUPERVISOR_TEST_START_SLOTS: join(work, 'start-slots') } },
-);
+const env = { ...process.env, WS_SUPERVISOR_TEST_START_SLOTS: join(work, 'start-slots') };
+const taps = [];
+let status = 0;
+for (const [group, n] of [[alone, 1], [together, concurrency]]) {
+  if (group.length === 0) continue;
+  const tap = join(work, `results-${taps.length}.tap`);
+  taps.push(tap);
+  const r = spawnSync(
+    process.execPath,
+    [
+      '--import', 'tsx', '--test', `--test-concurrency=${n}`,
+      '--test-reporter=spec', '--test-reporter-destination=stdout',
+      '--test-reporter=tap', `--test-reporter-destination=${tap}`,
+      ...group,
+    ],
+    { stdio: 'inherit', env },
+  );
+  if (r.status !== 0) status = r.status ?? 1;
+}
 // One plain closing line for whoever reads the log.
-const summary = existsSync(tap) ? readFileSync(tap, 'utf8') : '';
-const count = (name) => Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(summary)?.[1] ?? 0);
+const summaries = taps.map((tap) => (existsSync(tap) ? readFileSync(tap, 'utf8') : ''));
+const count = (name) => summaries.reduce((sum, text) => sum + Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(text)?.[1] ?? 0), 0);
 console.log(`${count('pass')} passed, ${count('fail') + count('cancelled')} failed, ${count('skipped')} skipped`);
-rmSync(join(work, 'start-slots'), { recursive: true, force: true });
-process.exit(r.status ?? 1);
+rmSync(work, { recursive: true, force: true });
+process.exit(status);
