@@ -50,6 +50,7 @@ import {
 import { allStateNodes, allTransitionKeys, isActive, missing, pathTitle, transitionKey } from '../helpers/model-coverage.ts';
 import { ControlTimers, StepRecord, bracketError, type StepEntry } from '../helpers/control-timer.ts';
 import { ScriptedServer, type UpgradeScript } from '../helpers/scripted-peer.ts';
+import { pace } from '../helpers/pace.ts';
 
 // ---------------------------------------------------------------------------
 // Timing
@@ -74,7 +75,9 @@ const RESUME_TIMEOUT = 800;
  * The connection child: heartbeat off (pingInterval 0, R7: the model has no
  * heartbeat ending), and a close timeout the scripted server always beats.
  */
-const CHILD_TIMING = { pingInterval: 0, closeTimeout: 3000 };
+const CHILD_TIMING = { pingInterval: 0, closeTimeout: pace.scaled(3000) };
+/** Hang guards (waits for the client, the server, a close frame): idle-machine numbers scaled by the measured pace (test/helpers/pace.ts). */
+const guard = (ms: number): number => pace.scaled(ms);
 const CONCURRENCY = Number(process.env.CONFORMANCE_CONCURRENCY ?? 4);
 const FULL = process.env.CONFORMANCE === 'full';
 const GREP = process.env.CONFORMANCE_GREP;
@@ -220,7 +223,7 @@ class ClientRun {
       await new Promise((r) => setTimeout(r, 20));
     }
     await this.server.close();
-    if (this.client) await Promise.race([this.client.ended, new Promise((r) => setTimeout(r, 3000))]);
+    if (this.client) await Promise.race([this.client.ended, new Promise((r) => setTimeout(r, guard(3000)))]);
   }
 }
 
@@ -256,7 +259,7 @@ const SERVER_ACTIONS: Record<string, ServerAction> = {
     means: 'sessions: the server answers the client\'s open (or resume) frame with `attached` (a new session the first time, the same one resumed after)',
     act: async (run) => {
       const conn = run.connection;
-      await run.server.waitFor(() => conn.dataFrames > 0, 3000, "the client's open or resume frame");
+      await run.server.waitFor(() => conn.dataFrames > 0, guard(3000), "the client's open or resume frame");
       const resumed = run.attached++ > 0;
       conn.sendText(encodeAttached({ id: 'session-1', token: 'token-1', epoch: 'epoch-1', resumed, lastSeq: 0, replay: 0, cseq: 0, resumeWindow: 60_000 }));
     },
@@ -265,7 +268,7 @@ const SERVER_ACTIONS: Record<string, ServerAction> = {
     means: 'sessions: the server answers the client\'s open frame with a plain message (a server without sessions); the client closes 1000 for good',
     act: async (run) => {
       const conn = run.connection;
-      await run.server.waitFor(() => conn.dataFrames > 0, 3000, "the client's open or resume frame");
+      await run.server.waitFor(() => conn.dataFrames > 0, guard(3000), "the client's open or resume frame");
       if (run.client.machine.getSnapshot().context.closeRequest === null) run.expectedFromClient.set(run.server.connections.length - 1, UNSUPPORTED_CLOSE.code);
       conn.sendText('{"requestID":0,"result":"hello"}');
     },
@@ -281,7 +284,7 @@ const SERVER_ACTIONS: Record<string, ServerAction> = {
         conn.sendClose(1001, 'server restart');
       } else if (output === NETWORK_DROP) conn.cut();
       else {
-        await run.server.waitFor(() => conn.closeFrames.length > 0, 3000, "the client's close frame");
+        await run.server.waitFor(() => conn.closeFrames.length > 0, guard(3000), "the client's close frame");
         conn.answerClose();
       }
     },
@@ -336,7 +339,7 @@ async function runPath(path: ClientPath, session: boolean): Promise<void> {
       const before = model[i - 1] ?? model[0]!;
       await action.act(run, step.event, path.steps[i + 1]?.event);
       const delay = timeouts.get(type);
-      const at = await run.reported(type, delay ? delayOf(delay, before) + 5000 : 5000);
+      const at = await run.reported(type, delay ? delayOf(delay, before) + guard(5000) : guard(5000));
       const consumed = run.entries.slice(run.cursor, at + 1);
       run.cursor = at + 1;
       const unexpected = consumed.slice(0, -1).map((e) => e.event.type);
@@ -355,11 +358,11 @@ async function runPath(path: ClientPath, session: boolean): Promise<void> {
     }
     const final = model.at(-1)!;
     if (final.status === 'done') {
-      const output = await Promise.race([run.client.ended, new Promise<null>((r) => setTimeout(() => r(null), 3000))]);
+      const output = await Promise.race([run.client.ended, new Promise<null>((r) => setTimeout(() => r(null), guard(3000)))]);
       assert.ok(output, 'the client ended');
       assert.deepEqual(comparable({ ...final, output } as ClientSnapshot), comparable(final), "R22: the client's output is the model's");
       // R3: every TCP connection of every attempt is released.
-      await run.server.waitFor(() => run.server.openSockets === 0, 3000, 'every TCP connection closed');
+      await run.server.waitFor(() => run.server.openSockets === 0, guard(3000), 'every TCP connection closed');
       // R16: the close frames the client sent — its deliberate close, or its echo of the server's 1001.
       for (const [k, code] of run.expectedFromClient) {
         assert.equal(run.server.connections[k]?.closeFrames[0]?.code, code, `connection #${k + 1}: the client's close frame`);
@@ -464,7 +467,7 @@ describe(`client machine paths against a scripted server (${FULL ? 'full' : 'sam
 
   describe('paths', { concurrency: CONCURRENCY }, () => {
     selected.forEach(({ kind, session, path }, i) => {
-      test(`${session ? 'session ' : ''}${kind} ${pathTitle(i, path, label)}`, { timeout: 30_000 }, async () => {
+      test(`${session ? 'session ' : ''}${kind} ${pathTitle(i, path, label)}`, { timeout: guard(30_000) }, async () => {
         await runPath(path, session);
         ran++;
       });

@@ -45,26 +45,32 @@ function control(delay: number): ControlFiring {
   return c;
 }
 
+/** The early controls of one step, armed when the machine received its event. */
+export type PendingControls = Map<string, { delay: number; early: ControlFiring }>;
+
 export class ControlTimers {
   private readonly armed = new Map<string, Control>();
-  private readonly pending = new Map<string, { delay: number; early: ControlFiring }>();
+  /** Steps begun and not ended: a step's event may arrive before the previous step's snapshot (an event raised within it). */
+  private readonly pending = new Set<PendingControls>();
 
   /** The machine received an event: arm an early control for each timer it might arm in this step. */
-  begin(delays: ReadonlyMap<string, number>): void {
-    this.dropPending();
-    for (const [key, delay] of delays) this.pending.set(key, { delay, early: control(delay) });
+  begin(delays: ReadonlyMap<string, number>): PendingControls {
+    const p: PendingControls = new Map();
+    for (const [key, delay] of delays) p.set(key, { delay, early: control(delay) });
+    this.pending.add(p);
+    return p;
   }
 
-  /** The step ended having (re)armed the timers `keys`, at `armedAt` (when the machine received the event). */
-  end(keys: readonly string[], armedAt: number): void {
+  /** The step begun with `step` ended having (re)armed the timers `keys`, at `armedAt` (when the machine received the event). */
+  end(step: PendingControls, keys: readonly string[], armedAt: number): void {
     for (const key of keys) {
-      const p = this.pending.get(key);
+      const p = step.get(key);
       if (!p) continue;
-      this.pending.delete(key);
+      step.delete(key);
       this.cancel(this.armed.get(key));
       this.armed.set(key, { armedAt, delay: p.delay, early: p.early, late: control(p.delay) });
     }
-    this.dropPending();
+    this.drop(step);
   }
 
   /** The machine's timer `key` fired: its controls (they keep running until they fire). */
@@ -77,12 +83,12 @@ export class ControlTimers {
   clear(): void {
     for (const c of this.armed.values()) this.cancel(c);
     this.armed.clear();
-    this.dropPending();
+    for (const p of [...this.pending]) this.drop(p);
   }
 
-  private dropPending(): void {
-    for (const p of this.pending.values()) clearTimeout(p.early.timer);
-    this.pending.clear();
+  private drop(step: PendingControls): void {
+    for (const p of step.values()) clearTimeout(p.early.timer);
+    this.pending.delete(step);
   }
 
   private cancel(c: Control | undefined): void {
@@ -137,8 +143,13 @@ export class StepRecord<S extends AnyMachineSnapshot> {
   readonly controls = new ControlTimers();
   /** Entries before this one have been checked by a step. */
   cursor = 0;
-  private receivedAt: { event: unknown; at: number } | null = null;
-  private receivedSeq = 0;
+  /**
+   * Events received whose step has not ended yet, in order: when the machine
+   * received each, its place in the order of firings, its early controls.
+   * Usually one; more when a step raises an event that the machine receives
+   * before it reports the step's snapshot.
+   */
+  private readonly received: Array<{ event: unknown; at: number; seq: number; controls: PendingControls }> = [];
 
   constructor(
     /** Each delayed event type's source state node. */
@@ -152,19 +163,21 @@ export class StepRecord<S extends AnyMachineSnapshot> {
   /** Feeds one inspection event of the machine; returns the recorded step and the snapshot before it, if it was one. */
   onInspect(e: InspectionEvent): { entry: StepEntry<S>; previous: S | undefined } | null {
     if (e.type === '@xstate.event') {
-      this.receivedAt = { event: e.event, at: performance.now() };
-      this.receivedSeq = nextSequence();
-      this.controls.begin(this.expectedDelays());
+      const at = performance.now();
+      const seq = nextSequence();
+      this.received.push({ event: e.event, at, seq, controls: this.controls.begin(this.expectedDelays()) });
       return null;
     }
     if (e.type !== '@xstate.snapshot') return null;
-    const at = this.receivedAt?.event === e.event ? this.receivedAt.at : performance.now();
+    const index = this.received.findIndex((r) => r.event === e.event);
+    const [received] = index >= 0 ? this.received.splice(index, 1) : [undefined];
+    const at = received?.at ?? performance.now();
     const snapshot = e.snapshot as S;
     const previous = this.entries.at(-1)?.snapshot;
     const timer = this.timerNodes.has(e.event.type);
     const armed = timer ? this.armedAt.get(e.event.type) : undefined;
     const control = timer ? this.controls.take(e.event.type) : undefined;
-    const entry: StepEntry<S> = { event: e.event, snapshot, at, ...(armed !== undefined ? { elapsed: at - armed } : {}), ...(control ? { control, seq: this.receivedSeq } : {}) };
+    const entry: StepEntry<S> = { event: e.event, snapshot, at, ...(armed !== undefined ? { elapsed: at - armed } : {}), ...(control && received ? { control, seq: received.seq } : {}) };
     this.entries.push(entry);
     const armedNow: string[] = [];
     for (const [type, node] of this.timerNodes) {
@@ -175,7 +188,7 @@ export class StepRecord<S extends AnyMachineSnapshot> {
         armedNow.push(type);
       }
     }
-    this.controls.end(armedNow, at);
+    if (received) this.controls.end(received.controls, armedNow, at);
     return { entry, previous };
   }
 
