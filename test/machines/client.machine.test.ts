@@ -111,7 +111,9 @@ const CLIENT_MACHINE_TRANSITIONS: readonly string[] = [
 ];
 
 // ---------------------------------------------------------------------------
-// Timing, backoff and samples
+// Timing, backoff, samples and the generated paths: test/helpers/client-model.ts
+// (one generator, shared with test/conformance/client-paths.test.ts, which
+// replays the same paths against the real client and a scripted server).
 
 /**
  * Jitter of the SUT, cycled: each wait must draw a fresh number (the model,
