@@ -3,8 +3,8 @@
 // Node 20's `node --test` with no file arguments finds no .ts files and exits 0
 // with "# tests 0" (checked with Node 20.20), so the files are listed here explicitly, and an
 // empty list is an error rather than a silent pass.
-import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
@@ -25,19 +25,59 @@ if (files.length === 0) {
   console.error('run-tests: no test files found under test/');
   process.exit(1);
 }
-const tap = join(mkdtempSync(join(tmpdir(), 'ws-supervisor-tests-')), 'results.tap');
-const r = spawnSync(
-  process.execPath,
-  [
-    '--import', 'tsx', '--test', '--test-concurrency=1',
-    '--test-reporter=spec', '--test-reporter-destination=stdout',
-    '--test-reporter=tap', `--test-reporter-destination=${tap}`,
-    ...files,
-  ],
-  { stdio: 'inherit' },
-);
+// The slowest files first (measured alone, docs/testing.md "Wall time"), so that with two
+// files at once the long ones do not start last; the rest in path order.
+const SLOW_FIRST = [
+  'test/cli/cluster.test.ts',
+  'test/machines/client.machine.test.ts',
+  'test/machines/connection.machine.test.ts',
+  'test/cli/client.test.ts',
+  'test/client/node.test.ts',
+  'test/client/browser.test.ts',
+  'test/cli/server.test.ts',
+  'test/interop/go.test.ts',
+  'test/conformance/server-paths.test.ts',
+  'test/adapter/redis.test.ts',
+  'test/adapter/redis-session-store.test.ts',
+];
+const rank = (f) => {
+  const i = SLOW_FIRST.indexOf(f.split('\\').join('/'));
+  return i === -1 ? SLOW_FIRST.length : i;
+};
+files = files.map((f, i) => [f, i]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1]).map(([f]) => f);
+// One file per core at once (TEST_CONCURRENCY overrides). The files that spawn processes share
+// one start bound through this directory (test/helpers/cli.ts: one process starting per core
+// across the whole suite), so two files at once do not start twice as many processes.
+const concurrency = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? availableParallelism()));
+// Files that rebuild dist/ (npm pack runs the build, which first deletes dist/) while other
+// files serve the browser bundle from it: these run alone, before the rest.
+const ALONE = ['test/pack.test.ts'];
+const alone = files.filter((f) => ALONE.includes(f.split('\\').join('/')));
+const together = files.filter((f) => !alone.includes(f));
+const work = mkdtempSync(join(tmpdir(), 'ws-supervisor-tests-'));
+mkdirSync(join(work, 'start-slots'));
+const env = { ...process.env, WS_SUPERVISOR_TEST_START_SLOTS: join(work, 'start-slots') };
+const taps = [];
+let status = 0;
+for (const [group, n] of [[alone, 1], [together, concurrency]]) {
+  if (group.length === 0) continue;
+  const tap = join(work, `results-${taps.length}.tap`);
+  taps.push(tap);
+  const r = spawnSync(
+    process.execPath,
+    [
+      '--import', 'tsx', '--test', `--test-concurrency=${n}`,
+      '--test-reporter=spec', '--test-reporter-destination=stdout',
+      '--test-reporter=tap', `--test-reporter-destination=${tap}`,
+      ...group,
+    ],
+    { stdio: 'inherit', env },
+  );
+  if (r.status !== 0) status = r.status ?? 1;
+}
 // One plain closing line for whoever reads the log.
-const summary = existsSync(tap) ? readFileSync(tap, 'utf8') : '';
-const count = (name) => Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(summary)?.[1] ?? 0);
+const summaries = taps.map((tap) => (existsSync(tap) ? readFileSync(tap, 'utf8') : ''));
+const count = (name) => summaries.reduce((sum, text) => sum + Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(text)?.[1] ?? 0), 0);
 console.log(`${count('pass')} passed, ${count('fail') + count('cancelled')} failed, ${count('skipped')} skipped`);
-process.exit(r.status ?? 1);
+rmSync(work, { recursive: true, force: true });
+process.exit(status);

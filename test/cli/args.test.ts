@@ -1,10 +1,11 @@
 /**
  * The command line, parsed in process (src/cli/args.ts): the subcommands, a help
  * text per subcommand (and -h everywhere), --version, and the client's --url
- * next to --address/--path, and every bad flag a usage error naming it. Two
- * spawned CLIs check that main.ts acts on what parseCommand decides: the
- * version on stdout with exit 0, a usage error on stderr with exit 2 and the
- * command's help named.
+ * next to --address/--path, and every bad flag a usage error naming it, with
+ * the exact stderr and exit status main.ts gives it (usageExit). Four spawned
+ * CLIs, one per exit path of main.ts, check that main.ts acts on what
+ * parseCommand decides: the version (exit 0), a usage error (exit 2, the
+ * command's help named), help (exit 0), no command (the usage, exit 2).
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,6 +19,7 @@ import {
   SERVER_USAGE,
   USAGE,
   UsageError,
+  usageExit,
   type ClientCliOptions,
   type Command,
 } from '../../src/cli/args.ts';
@@ -29,6 +31,19 @@ function helpOf(argv: string[]): { text: string; exitCode: number } {
   const c: Command = parseCommand(argv, {});
   if (c.kind !== 'help') assert.fail(`${argv.join(' ')} asks for help, got ${c.kind}`);
   return { text: c.text, exitCode: c.exitCode };
+}
+
+/** What main.ts prints and exits with for argv (usageExit of what parseCommand throws). */
+function usageOf(argv: string[]): { exitCode: number; stderr: string } {
+  let thrown: unknown;
+  try {
+    parseCommand(argv, {});
+  } catch (err) {
+    thrown = err;
+  }
+  const exit = usageExit(thrown, argv);
+  assert.ok(exit !== null, `a usage error for ${argv.join(' ')}: ${String(thrown)}`);
+  return exit;
 }
 
 function clientUrl(args: string[]): string {
@@ -78,6 +93,9 @@ describe('ws-supervisor: commands, help, version', () => {
       assert.ok(!SERVER_USAGE.includes(`${flag} `), `server help does not list ${flag}`);
     }
     for (const text of [SERVER_USAGE, CLIENT_USAGE]) assert.match(text, /-h, --help/);
+    for (const text of ['ws-supervisor server', 'ws-supervisor client', '--address', '--path', '--interval', '--help', 'SIGINT']) {
+      assert.ok(CLIENT_USAGE.includes(text), `client help mentions ${text}`);
+    }
     assert.ok(CLIENT_USAGE.split('\n').length < 30, `client help: ${CLIENT_USAGE.split('\n').length} lines`);
   });
 
@@ -185,21 +203,39 @@ describe('bad flags are usage errors (exit 2) that name the flag and the value, 
       );
       const command = args[0] === 'serve' ? null : args[0];
       assert.equal(helpHint(args), command ? `ws-supervisor ${command} --help` : 'ws-supervisor --help');
+      // What main.ts prints and exits with (usageExit): one line naming the problem, one pointing at the help.
+      const exit = usageOf(args);
+      assert.equal(exit.exitCode, 2);
+      for (const m of mentions) assert.ok(exit.stderr.includes(m), `stderr names ${m}: ${exit.stderr}`);
+      const hint = command ? `ws-supervisor ${command} --help` : 'ws-supervisor --help';
+      assert.match(exit.stderr, new RegExp(`^ws-supervisor: [^\\n]+\\nRun '${hint}' for the flags\\.\\n$`));
     });
   }
 });
 
-describe('the CLI process', () => {
-  test('ws-supervisor --version prints the version and exits 0; a --url conflict exits 2 naming both flags', { timeout: 30_000 }, async () => {
-    const [version, conflict] = await Promise.all([
+describe('the CLI process: one run per exit path of main.ts', () => {
+  // Everything above runs in-process; these show main.ts acts on what parseCommand
+  // decides, byte for byte: version, a usage error, help (exit 0), no command (exit 2).
+  test('--version exits 0; a usage error exits 2 with exactly usageExit\'s text; server --help exits 0 with its help; no command exits 2 with the top-level help', { timeout: 60_000 }, async () => {
+    const conflictArgs = ['client', '--url', 'ws://127.0.0.1:1/x', '--address', '127.0.0.1:2'];
+    const [version, conflict, help, none] = await Promise.all([
       runCli(['--version']),
-      runCli(['client', '--url', 'ws://127.0.0.1:1/x', '--address', '127.0.0.1:2']),
+      runCli(conflictArgs),
+      runCli(['server', '--help']),
+      runCli([]),
     ]);
     assert.equal(version.code, 0, version.stderr);
     assert.equal(version.stdout, `${VERSION}\n`);
+    assert.equal(conflict.timedOut, false, 'the client must not start');
     assert.equal(conflict.code, 2, conflict.stderr);
+    assert.equal(conflict.stderr, usageOf(conflictArgs).stderr);
     assert.match(conflict.stderr, /^ws-supervisor: --url and --address /);
     assert.match(conflict.stderr, /Run 'ws-supervisor client --help'/);
     assert.doesNotMatch(conflict.stdout, /connecting to/);
+    assert.equal(help.code, 0, help.stderr);
+    assert.equal(help.stdout, SERVER_USAGE);
+    assert.doesNotMatch(help.stdout, /listening/);
+    assert.equal(none.code, 2);
+    assert.equal(none.stdout, USAGE);
   });
 });

@@ -13,25 +13,12 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import { startDemoServer } from '../../src/cli/demo-server.ts';
-import { parseCommand, usageExit, USAGE } from '../../src/cli/args.ts';
 import { budgets, metric, metricsOf, runCli, spawnCli, startCliServer, type CliProcess } from '../helpers/cli.ts';
 import { waitFor } from '../helpers/server.ts';
 
 /** Measured once, before the tests are declared: their timeouts scale with this machine's speed now. */
 const budget = await budgets();
 
-/** What the CLI prints and exits with for argv, in-process: main.ts's parseCommand and usageExit. */
-function usageOf(argv: string[]): { exitCode: number; stderr: string } {
-  let thrown: unknown;
-  try {
-    parseCommand(argv);
-  } catch (err) {
-    thrown = err;
-  }
-  const exit = usageExit(thrown, argv);
-  assert.ok(exit !== null, `a usage error for ${argv.join(' ')}: ${String(thrown)}`);
-  return exit;
-}
 
 /** A line of the client's stdout and when the test saw it. */
 interface Line {
@@ -143,60 +130,8 @@ async function closedPort(): Promise<number> {
 
 // ---------------------------------------------------------------------------
 
-// In-process (parseClientArgs + usageExit, as main.ts runs them): parse errors
-// need no process, and a dozen CLI processes started at once for them failed on
-// a busy 2-core machine (docs/testing.md). One bad flag, --help and no command
-// run as the CLI: one per exit path of main.ts.
-describe('client CLI flags', () => {
-  const bad: Array<{ args: string[]; mentions: string[] }> = [
-    { args: ['client', '--interval', 'abc'], mentions: ['--interval', 'abc'] },
-    { args: ['client', '--interval', '0'], mentions: ['--interval', '"0"'] },
-    { args: ['client', '--interval', '-5'], mentions: ['--interval'] },
-    { args: ['client', '--interval', '1.5'], mentions: ['--interval', '1.5'] },
-    { args: ['client', '--address', 'nope'], mentions: ['--address', 'nope'] },
-    { args: ['client', '--address', '127.0.0.1:70000'], mentions: ['--address', '70000'] },
-    { args: ['client', '--address', '127.0.0.1:0'], mentions: ['--address', '127.0.0.1:0'] },
-    { args: ['client', '--path', 'server'], mentions: ['--path', 'server'] },
-    { args: ['client', '--bogus'], mentions: ['--bogus'] },
-    { args: ['client', 'extra'], mentions: ['extra'] },
-  ];
-  for (const { args, mentions } of bad) {
-    test(`${args.join(' ')} exits 2 naming the problem`, () => {
-      const { exitCode, stderr } = usageOf(args);
-      assert.equal(exitCode, 2);
-      for (const m of mentions) assert.ok(stderr.includes(m), `stderr names ${m}: ${stderr}`);
-      assert.match(stderr, /^ws-supervisor: /);
-      assert.match(stderr, /ws-supervisor client --help/, 'points at the client flags');
-    });
-  }
-
-  test('as the CLI: client --interval 0 exits 2 with exactly that message, before connecting', { timeout: budget.scaled(20_000) }, async () => {
-    const args = ['client', '--interval', '0'];
-    const r = await runCli(args);
-    assert.equal(r.timedOut, false, 'the client must not start');
-    assert.equal(r.code, 2, `exit code (stderr: ${r.stderr})`);
-    assert.equal(r.stderr, usageOf(args).stderr);
-    assert.doesNotMatch(r.stdout, /connecting to/);
-  });
-
-  test('client --help exits 0, lists the client flags and documents both subcommands', { timeout: budget.scaled(20_000) }, async () => {
-    const r = await runCli(['client', '--help']);
-    assert.equal(r.code, 0, r.stderr);
-    for (const text of ['ws-supervisor server', 'ws-supervisor client', '--address', '--path', '--interval', '--help', 'SIGINT']) {
-      assert.ok(r.stdout.includes(text), `--help mentions ${text}`);
-    }
-    assert.doesNotMatch(r.stdout, /connecting to/);
-  });
-
-  test('no command prints the usage of both subcommands and exits 2', { timeout: budget.scaled(20_000) }, async () => {
-    assert.deepEqual(parseCommand([]), { kind: 'help', text: USAGE, exitCode: 2 });
-    assert.deepEqual(parseCommand(['--help']), { kind: 'help', text: USAGE, exitCode: 0 });
-    const r = await runCli([]);
-    assert.equal(r.code, 2);
-    assert.match(r.stdout, /ws-supervisor server/);
-    assert.match(r.stdout, /ws-supervisor client/);
-  });
-});
+// Bad flags, --help and no command: test/cli/args.test.ts (in-process: parse
+// errors need no process; and one CLI run per exit path of main.ts).
 
 describe('client CLI against a server', { concurrency: true, timeout: budget.scaled(120_000) }, () => {
   test('replies in order; survives a server restart with no request number skipped or doubled; SIGINT closes 1000 and exits 0', { timeout: budget.scaled(60_000) }, async (t) => {

@@ -12,7 +12,7 @@
  */
 import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { parseServerArgs, usageExit, SERVER_USAGE, UsageError, type ServerCliOptions } from '../../src/cli/args.ts';
 import { createRedisAdapter } from '../../src/adapter/redis.ts';
@@ -78,6 +78,38 @@ async function startCluster(flags: string[], t: TestContext): Promise<Cluster> {
   const c = trackWorkers(srv, t);
   assert.equal(c.workers().size, 2, `two workers ready: ${srv.stdout()}`);
   return c;
+}
+
+/**
+ * One cluster shared by the tests of a block, started by the first that asks
+ * (each start is a primary and two workers, the bulk of this file's time) and
+ * killed after the block. Tests that end the cluster (signals, the restart
+ * intensity, a failed start) keep their own. Each test closes its clients;
+ * the next waits until the workers have seen them go (`idle`).
+ */
+function sharedCluster(flags: string[], prepare?: (ctx: TestContext) => Promise<string[] | null>) {
+  const cleanups: Array<() => void | Promise<void>> = [];
+  const ctx: TestContext = { after: (fn) => void cleanups.push(fn) };
+  let started: Promise<Cluster | null> | undefined;
+  after(async () => {
+    for (const fn of cleanups.reverse()) await fn();
+  });
+  return (): Promise<Cluster | null> =>
+    (started ??= (async () => {
+      const extra = prepare ? await prepare(ctx) : [];
+      return extra === null ? null : startCluster([...flags, ...extra], ctx);
+    })());
+}
+
+/** Waits until no worker counts a WebSocket connection (an earlier test's clients are gone). */
+async function idle(base: string, timeoutMs = budget.scaled(10_000)): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const per = await connectionsPerWorker(base);
+    if ([...per.values()].every((n) => n === 0)) return;
+    if (Date.now() > deadline) assert.fail(`connections left from an earlier test: ${JSON.stringify([...per])}`);
+    await delay(50);
+  }
 }
 
 function alive(pid: number): boolean {
@@ -334,8 +366,12 @@ describe('cluster flags', () => {
 // ---------------------------------------------------------------------------
 
 describe('cluster: --workers 2', { timeout: budget.scaled(180_000) }, () => {
+  // Serving, --local-broadcast and worker restarts share one cluster (3 restarts, under the default intensity of 5 in 60 s).
+  const shared = sharedCluster(['--local-broadcast', '--log-level', 'debug']);
+
   test('both workers serve HTTP and WebSockets; X-Worker, the worker label and the logs say which', { timeout: budget.scaled(60_000) }, async (t) => {
-    const srv = await startCluster(['--local-broadcast', '--log-level', 'debug'], t);
+    const srv = (await shared())!;
+    await idle(srv.base);
     assert.match(srv.stderr(), /warning: --local-broadcast/);
     assert.match(srv.stdout(), /listening on http:\/\/127\.0\.0\.1:\d+\/ \(WebSocket ws:\/\/127\.0\.0\.1:\d+\/server\), 2 workers/);
     const health = await fromEachWorker(srv.base, '/healthz', [1, 2]);
@@ -361,8 +397,29 @@ describe('cluster: --workers 2', { timeout: budget.scaled(180_000) }, () => {
     assert.deepEqual([...slots].sort(), [1, 2], 'connection logs from both workers');
   });
 
+  test('--local-broadcast: a broadcast reaches only the sender\'s worker, as documented', { timeout: budget.scaled(60_000) }, async (t) => {
+    const srv = (await shared())!;
+    await idle(srv.base);
+    const clients = await openClients(srv.wsUrl, 6, t);
+    const perWorker = await connectionsPerWorker(srv.base);
+    assert.ok(perWorker.get(1)! >= 1 && perWorker.get(2)! >= 1, 'clients on both workers');
+    const got = clients.map(() => 0);
+    clients.forEach((ws, i) =>
+      ws.on('message', (data) => {
+        if (JSON.parse(data.toString()).command === 'broadcast') got[i]!++;
+      }),
+    );
+    clients[0]!.send('{"requestID":1,"command":"broadcast","someOtherThing":"hello"}');
+    await delay(500);
+    const reached = got.filter((n) => n === 1).length;
+    assert.ok(got.every((n) => n <= 1), 'no duplicates');
+    assert.ok([perWorker.get(1), perWorker.get(2)].includes(reached), `reached ${reached}: exactly the sender's worker's clients (${JSON.stringify([...perWorker])})`);
+    assert.ok(reached < clients.length, 'not the other worker\'s');
+  });
+
   test('a SIGKILLed worker is restarted and serves again; the other worker\'s clients are untouched', { timeout: budget.scaled(60_000) }, async (t) => {
-    const srv = await startCluster(['--local-broadcast'], t);
+    const srv = (await shared())!;
+    await idle(srv.base);
     const clients = await openClients(srv.wsUrl, 4, t);
     const closes = clients.map((ws) => closeOf(ws));
     const victim = srv.workers().get(1)!;
@@ -394,7 +451,7 @@ describe('cluster: --workers 2', { timeout: budget.scaled(180_000) }, () => {
   });
 
   test('both workers SIGKILLed at once come back on the same port (--address :0)', { timeout: budget.scaled(60_000) }, async (t) => {
-    const srv = await startCluster(['--local-broadcast'], t);
+    const srv = (await shared())!;
     const [one, two] = [srv.workers().get(1)!, srv.workers().get(2)!];
     process.kill(one, 'SIGKILL');
     process.kill(two, 'SIGKILL');
@@ -467,34 +524,25 @@ describe('cluster: --workers 2', { timeout: budget.scaled(180_000) }, () => {
     assert.doesNotMatch(r.stderr, /restarting/);
   });
 
-  test('--local-broadcast: a broadcast reaches only the sender\'s worker, as documented', { timeout: budget.scaled(60_000) }, async (t) => {
-    const srv = await startCluster(['--local-broadcast'], t);
-    const clients = await openClients(srv.wsUrl, 6, t);
-    const perWorker = await connectionsPerWorker(srv.base);
-    assert.ok(perWorker.get(1)! >= 1 && perWorker.get(2)! >= 1, 'clients on both workers');
-    const got = clients.map(() => 0);
-    clients.forEach((ws, i) =>
-      ws.on('message', (data) => {
-        if (JSON.parse(data.toString()).command === 'broadcast') got[i]!++;
-      }),
-    );
-    clients[0]!.send('{"requestID":1,"command":"broadcast","someOtherThing":"hello"}');
-    await delay(500);
-    const reached = got.filter((n) => n === 1).length;
-    assert.ok(got.every((n) => n <= 1), 'no duplicates');
-    assert.ok([perWorker.get(1), perWorker.get(2)].includes(reached), `reached ${reached}: exactly the sender's worker's clients (${JSON.stringify([...perWorker])})`);
-    assert.ok(reached < clients.length, 'not the other worker\'s');
-  });
 });
 
 // ---------------------------------------------------------------------------
 
 describe('cluster: --workers 2 --redis', { timeout: budget.scaled(120_000) }, () => {
+  // One Redis and one cluster for both tests (startRedis prints SKIPPED, or fails under CI, without redis-server).
+  let redisPort = 0;
+  let skipped: string | undefined;
+  const shared = sharedCluster([], async (ctx) => {
+    const redis = await startRedis({ after: ctx.after, skip: (why?: string) => void (skipped = why) });
+    if (!redis) return null;
+    redisPort = redis.port;
+    return ['--redis', redis.url];
+  });
+
   test('a broadcast reaches the clients on both workers, exactly once', { timeout: budget.scaled(60_000) }, async (t) => {
-    const redis = await startRedis(t);
-    if (!redis) return;
-    const srv = await startCluster(['--redis', redis.url], t);
-    assert.match(srv.stdout(), new RegExp(`2 workers, broadcasts through redis://127\\.0\\.0\\.1:${redis.port}`));
+    const srv = await shared();
+    if (!srv) return t.skip(skipped);
+    assert.match(srv.stdout(), new RegExp(`2 workers, broadcasts through redis://127\\.0\\.0\\.1:${redisPort}`));
     await adaptersUp(srv.base);
     const clients = await openClients(srv.wsUrl, 6, t);
     const perWorker = await connectionsPerWorker(srv.base);
@@ -509,9 +557,9 @@ describe('cluster: --workers 2 --redis', { timeout: budget.scaled(120_000) }, ()
   });
 
   test('a restarted worker rejoins the fan-out', { timeout: budget.scaled(60_000) }, async (t) => {
-    const redis = await startRedis(t);
-    if (!redis) return;
-    const srv = await startCluster(['--redis', redis.url], t);
+    const srv = await shared();
+    if (!srv) return t.skip(skipped);
+    await idle(srv.base);
     const victim = srv.workers().get(1)!;
     process.kill(victim, 'SIGKILL');
     await srv.readyAgain(1, victim);

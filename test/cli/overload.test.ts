@@ -6,8 +6,6 @@
 // defers, never drops). The numbers are the measured abuses', scaled down.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -15,7 +13,7 @@ import WebSocket from 'ws';
 import { startDemoServer, type DemoServer, type DemoServerOptions } from '../../src/cli/demo-server.ts';
 import { parseServerArgs, UsageError, type ServerCliOptions } from '../../src/cli/args.ts';
 import { DEFAULTS } from '../../src/server/options.ts';
-import { encodeFrame, Opcode } from '../helpers/raw-ws.ts';
+import { encodeFrame, Opcode, rawConnect } from '../helpers/raw-ws.ts';
 import { delay, waitFor } from '../helpers/server.ts';
 
 const T = { timeout: 60_000 };
@@ -24,83 +22,6 @@ async function serve(t: TestContext, options: DemoServerOptions = {}): Promise<D
   const server = await startDemoServer({ host: '127.0.0.1', port: 0, logger: undefined, ...options });
   t.after(() => server.close());
   return server;
-}
-
-/** A raw client that writes pre-encoded frames and parses the server's (unmasked) frames cheaply. */
-class Peer {
-  readonly texts: string[] = [];
-  closeCode: number | null = null;
-  closeReason = '';
-  ended = false;
-  private buf: Buffer = Buffer.alloc(0);
-  private constructor(readonly socket: net.Socket) {
-    socket.on('error', () => {});
-    socket.on('close', () => (this.ended = true));
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-  }
-
-  static connect(port: number): Promise<Peer> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect(port, '127.0.0.1');
-      let head = Buffer.alloc(0);
-      const onHead = (chunk: Buffer): void => {
-        head = Buffer.concat([head, chunk]);
-        const end = head.indexOf('\r\n\r\n');
-        if (end === -1) return;
-        socket.off('data', onHead);
-        if (!head.subarray(0, 12).toString().includes('101')) return reject(new Error(head.toString()));
-        const peer = new Peer(socket);
-        if (head.length > end + 4) peer.onData(head.subarray(end + 4));
-        resolve(peer);
-      };
-      socket.on('data', onHead);
-      socket.once('error', reject);
-      socket.write(
-        `GET /server HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-          `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-      );
-    });
-  }
-
-  write(bytes: Buffer): Promise<void> {
-    return new Promise((resolve) => (this.socket.write(bytes) ? resolve() : this.socket.once('drain', () => resolve())));
-  }
-
-  destroy(): void {
-    this.socket.destroy();
-  }
-
-  private onData(chunk: Buffer): void {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    let b = this.buf;
-    let i = 0;
-    for (;;) {
-      if (b.length - i < 2) break;
-      const opcode = b[i]! & 0x0f;
-      let len = b[i + 1]! & 0x7f;
-      let at = i + 2;
-      if (len === 126) {
-        if (b.length - i < 4) break;
-        len = b.readUInt16BE(i + 2);
-        at = i + 4;
-      } else if (len === 127) {
-        if (b.length - i < 10) break;
-        len = Number(b.readBigUInt64BE(i + 2));
-        at = i + 10;
-      }
-      if (b.length < at + len) break;
-      const payload = b.subarray(at, at + len);
-      if (opcode === Opcode.TEXT) {
-        this.texts.push(payload.toString());
-      } else if (opcode === Opcode.CLOSE) {
-        this.closeCode = payload.length >= 2 ? payload.readUInt16BE(0) : null;
-        this.closeReason = payload.subarray(2).toString();
-      }
-      i = at + len;
-    }
-    this.buf = i === b.length ? Buffer.alloc(0) : b.subarray(i);
-    b = this.buf;
-  }
 }
 
 /** `count` pipelined requests as one buffer, requestIDs from `first`. */
@@ -273,10 +194,10 @@ test('R21: 300 clients × 2 broadcast requests at once: the fan-out yields to I/
 test('R21: budgets close 1008 naming the budget (messages, bytes, fan-out); other clients unaffected', T, async (t) => {
   const server = await serve(t, { budget: { messages: 50, bytes: 64 * 1024, fanOut: 5_000 } });
   const port = server.address.port;
-  const byMessages = await Peer.connect(port);
-  const byBytes = await Peer.connect(port);
-  const byFanOut = await Peer.connect(port);
-  const bystander = await Peer.connect(port);
+  const byMessages = await rawConnect(port);
+  const byBytes = await rawConnect(port);
+  const byFanOut = await rawConnect(port);
+  const bystander = await rawConnect(port);
   t.after(() => [byMessages, byBytes, byFanOut, bystander].forEach((p) => p.destroy()));
   void byMessages.write(requests(1, 60));
   void byBytes.write(encodeFrame({ opcode: Opcode.TEXT, payload: JSON.stringify({ requestID: 1, someOtherThing: 'x'.repeat(70_000) }) }));
@@ -285,17 +206,17 @@ test('R21: budgets close 1008 naming the budget (messages, bytes, fan-out); othe
     Array.from({ length: 45 }, (_, k) => encodeFrame({ opcode: Opcode.TEXT, payload: `{"requestID":${k + 1},"command":"broadcast","someOtherThing":"b${k}"}` })),
   );
   void byFanOut.write(broadcasts);
-  await waitFor(() => byMessages.closeCode !== null && byBytes.closeCode !== null && byFanOut.closeCode !== null, 10_000, 'the three closes');
-  assert.deepEqual([byMessages.closeCode, byMessages.closeReason], [1008, 'message budget over 50 per 10 s']);
-  assert.deepEqual([byBytes.closeCode, byBytes.closeReason], [1008, 'byte budget over 65536 per 10 s']);
-  assert.deepEqual([byFanOut.closeCode, byFanOut.closeReason], [1008, 'fan-out budget over 5000 per 10 s']);
+  await waitFor(() => byMessages.closeReceived !== null && byBytes.closeReceived !== null && byFanOut.closeReceived !== null, 10_000, 'the three closes');
+  assert.deepEqual(byMessages.closeReceived, { code: 1008, reason: 'message budget over 50 per 10 s' });
+  assert.deepEqual(byBytes.closeReceived, { code: 1008, reason: 'byte budget over 65536 per 10 s' });
+  assert.deepEqual(byFanOut.closeReceived, { code: 1008, reason: 'fan-out budget over 5000 per 10 s' });
   // The messages within budget were answered, the rest dropped (the connection is closing).
   assert.equal(byMessages.texts.filter((s) => s.startsWith('{"requestID"')).length, 50);
   const fanOutReplies = byFanOut.texts.filter((s) => s.startsWith('{"requestID"')).length;
   assert.ok(fanOutReplies >= 20 && fanOutReplies < 45, `${fanOutReplies} broadcasts answered before the fan-out budget ran out`);
   void bystander.write(requests(9, 1));
   await waitFor(() => bystander.texts.some((s) => s.startsWith('{"requestID":9,"success":true')), 5_000, 'the bystander served');
-  assert.equal(bystander.closeCode, null);
+  assert.equal(bystander.closeReceived, null);
 });
 
 test('R21: the CLI flags of the fairness and budget limits reach the supervisor; bad values are usage errors', T, async (t) => {

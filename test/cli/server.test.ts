@@ -12,7 +12,6 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { closeOf, delay, openClient, within } from '../helpers/server.ts';
-import { parseCommand, usageExit, SERVER_USAGE } from '../../src/cli/args.ts';
 import {
   budgets,
   httpGet,
@@ -29,18 +28,6 @@ import {
 /** Measured once, before the tests are declared: their timeouts and margins scale with this machine's speed now. */
 const budget = await budgets();
 
-/** What the CLI prints and exits with for argv, in-process: main.ts's parseCommand, parseServerArgs, usageExit. */
-function usageOf(argv: string[]): { exitCode: number; stderr: string } {
-  let thrown: unknown;
-  try {
-    parseCommand(argv, {});
-  } catch (err) {
-    thrown = err;
-  }
-  const exit = usageExit(thrown, argv);
-  assert.ok(exit !== null, `a usage error for ${argv.join(' ')}: ${String(thrown)}`);
-  return exit;
-}
 
 /** Collects every message a `ws` client receives, in order (no message can slip between two awaits). */
 class Inbox {
@@ -110,61 +97,7 @@ function closeAll(clients: Iterable<WebSocket>): void {
 // In-process: parse errors need no server, and ~30 CLI processes started at
 // once for them failed on a busy 2-core machine (docs/testing.md). One bad
 // flag, an unknown command and --help run as the CLI: one per exit path of main.ts.
-describe('CLI flags', () => {
-  const bad: Array<{ args: string[]; mentions: string[] }> = [
-    { args: ['server', '--ping-interval', 'abc'], mentions: ['--ping-interval', 'abc'] },
-    { args: ['server', '--ping-interval', '0'], mentions: ['--ping-interval', '"0"'] },
-    { args: ['server', '--ping-interval', '2147483648'], mentions: ['--ping-interval must be at most 2147483647, got 2147483648'] },
-    { args: ['server', '--close-timeout', '99999999999'], mentions: ['--close-timeout must be at most 2147483647'] },
-    { args: ['server', '--address', 'nope'], mentions: ['--address', 'nope'] },
-    { args: ['server', '--address', '127.0.0.1:70000'], mentions: ['--address', '70000'] },
-    { args: ['server', '--www', '/nonexistent'], mentions: ['--www', '/nonexistent'] },
-    { args: ['server', '--allowed-origins', 'app.example'], mentions: ['--allowed-origins', 'app.example'] },
-    { args: ['server', '--bogus'], mentions: ['--bogus'] },
-    { args: ['serve'], mentions: ['unknown command', 'serve'] },
-  ];
-  for (const { args, mentions } of bad) {
-    test(`${args.join(' ')} exits 2 naming the problem`, () => {
-      const exit = usageOf(args);
-      assert.equal(exit.exitCode, 2);
-      for (const m of mentions) assert.ok(exit.stderr.includes(m), `stderr names ${m}: ${exit.stderr}`);
-      assert.match(exit.stderr, args[0] === 'server' ? /^ws-supervisor: [^\n]+\nRun 'ws-supervisor server --help' for the flags\.\n$/ : /^ws-supervisor: [^\n]+\nRun 'ws-supervisor --help' for the flags\.\n$/);
-    });
-  }
-
-  for (const args of [['server', '--ping-interval', '0'], ['serve']]) {
-    test(`as the CLI: ${args.join(' ')} exits 2 with exactly that message`, { timeout: budget.scaled(20_000) }, async () => {
-      const r = await runCli(args);
-      assert.equal(r.timedOut, false, 'the CLI must not start serving');
-      assert.equal(r.code, 2, `exit code (stderr: ${r.stderr})`);
-      assert.equal(r.stderr, usageOf(args).stderr);
-      assert.doesNotMatch(r.stdout, /listening/);
-    });
-  }
-
-  test('server --help exits 0 and lists every flag', { timeout: budget.scaled(20_000) }, async () => {
-    const r = await runCli(['server', '--help']);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, SERVER_USAGE);
-    for (const flag of [
-      '--address',
-      '--path',
-      '--www',
-      '--ping-interval',
-      '--pong-timeout',
-      '--write-timeout',
-      '--close-timeout',
-      '--max-payload',
-      '--send-queue',
-      '--max-connections',
-      '--allowed-origins',
-      '--help',
-    ]) {
-      assert.ok(r.stdout.includes(flag), `--help lists ${flag}`);
-    }
-    assert.doesNotMatch(r.stdout, /listening/);
-  });
-});
+// Bad flags, --help and the CLI's exit paths: test/cli/args.test.ts (in-process, and one CLI run per exit path of main.ts).
 
 // ---------------------------------------------------------------------------
 

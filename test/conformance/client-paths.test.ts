@@ -6,7 +6,9 @@
  * writer, real timers) and a scripted WebSocket server on 127.0.0.1
  * (test/helpers/scripted-peer.ts) that does on the wire what each model event
  * means: accept the upgrade, refuse it (HTTP 503), never answer it, close
- * with 1001, cut TCP, answer the client's close.
+ * with 1001, cut TCP, answer the client's close; with sessions, answer the
+ * client's open/resume with `attached`, or with a plain message (a server
+ * without sessions), or not at all.
  *
  * After each step the client's snapshot (from its `inspect` stream, right
  * after the step's event) must equal the model's — the path's events replayed
@@ -26,26 +28,29 @@ import { clientMachine, type ClientEvent } from '../../machines/client.machine.t
 import { backoffDelay } from '../../machines/backoff.ts';
 import type { Closure } from '../../machines/close-codes.ts';
 import { createClient, type Client } from '../../src/client/node.ts';
+import { encodeAttached } from '../../src/protocol/session.ts';
 import {
+  ABANDONED,
   CONNECTION_DONE,
   NETWORK_DROP,
   SERVER_RESTART,
+  UNSUPPORTED_CLOSE,
   backoff,
-  edgePaths,
-  generationError,
   label,
   modelInput,
-  simplePaths,
+  models,
+  sessionBackoff,
+  sessionModelInput,
   timeouts,
-  timing,
   type ClientPath,
   type ClientSnapshot,
   type ConnectionDone,
   type DelayName,
 } from '../helpers/client-model.ts';
-import { allTransitionKeys, isActive, missing, pathTitle, transitionKey } from '../helpers/model-coverage.ts';
-import { ControlTimers, bracketError, nextSequence, type Control } from '../helpers/control-timer.ts';
+import { allStateNodes, allTransitionKeys, isActive, missing, pathTitle, transitionKey } from '../helpers/model-coverage.ts';
+import { ControlTimers, StepRecord, bracketError, type StepEntry } from '../helpers/control-timer.ts';
 import { ScriptedServer, type UpgradeScript } from '../helpers/scripted-peer.ts';
+import { pace } from '../helpers/pace.ts';
 
 // ---------------------------------------------------------------------------
 // Timing
@@ -61,10 +66,18 @@ import { ScriptedServer, type UpgradeScript } from '../helpers/scripted-peer.ts'
 const CONNECT_TIMEOUT = 1000;
 const STABLE_AFTER = 1500;
 /**
+ * Sessions: the server must attach within this of the connection opening.
+ * Under STABLE_AFTER (the model offers no stableAfter while resuming) by more
+ * than a step takes, and distinct from CONNECT_TIMEOUT.
+ */
+const RESUME_TIMEOUT = 800;
+/**
  * The connection child: heartbeat off (pingInterval 0, R7: the model has no
  * heartbeat ending), and a close timeout the scripted server always beats.
  */
-const CHILD_TIMING = { pingInterval: 0, closeTimeout: 3000 };
+const CHILD_TIMING = { pingInterval: 0, closeTimeout: pace.scaled(3000) };
+/** Hang guards (waits for the client, the server, a close frame): idle-machine numbers scaled by the measured pace (test/helpers/pace.ts). */
+const guard = (ms: number): number => pace.scaled(ms);
 const CONCURRENCY = Number(process.env.CONFORMANCE_CONCURRENCY ?? 4);
 const FULL = process.env.CONFORMANCE === 'full';
 const GREP = process.env.CONFORMANCE_GREP;
@@ -75,6 +88,8 @@ const GREP = process.env.CONFORMANCE_GREP;
 const NOT_PRODUCIBLE = {
   dropWhileClosing:
     'the connection ended by a network drop after a deliberate close: the model samples NETWORK_DROP (remote, 1006), but the real connection machine is in `closing` then and records our close (local, its code) with receivedCode null: a 1006 while closing is no answer (R17) — a different closure, so the step cannot be produced as sampled',
+  abandonedEnds:
+    'anything but the terminate\'s own end in `abandoned`: the client terminates the connection in the step that abandons the resume, so the connection ends at once, by itself, with the terminate\'s closure (no close, server close, network drop or timer can come first); with a close asked for before, that closure records our close and the terminate\'s reason, not a sampled answer',
   secondClose:
     'a second close with another code or reason while the first close handshake runs: the client machine records the second request and forwards it, but the connection child is already closing and ignores it, so the connection ends with the first code, not with the model\'s sample (the peer answering the latest request)',
 } as const;
@@ -82,6 +97,10 @@ type Reason = keyof typeof NOT_PRODUCIBLE;
 
 /** `firstClose`: the close request that started the handshake of the current connection, if any. */
 function notProducible(before: ClientSnapshot, event: EventObject, firstClose: unknown): Reason | null {
+  if (before.matches({ connected: 'abandoned' })) {
+    const own = event.type === CONNECTION_DONE && (event as unknown as ConnectionDone).output === ABANDONED;
+    return own ? null : 'abandonedEnds';
+  }
   if (event.type !== CONNECTION_DONE || before.context.closeRequest === null) return null;
   if ((event as unknown as ConnectionDone).output === NETWORK_DROP) return 'dropWhileClosing';
   if (JSON.stringify(firstClose) !== JSON.stringify(before.context.closeRequest)) return 'secondClose';
@@ -102,8 +121,8 @@ function firstObstacle(path: ClientPath): Reason | null {
 }
 
 /** The path's events through the pure machine: the model's snapshot after each step, for this route. */
-function replay(path: ClientPath): ClientSnapshot[] {
-  const [initial] = initialTransition(clientMachine, modelInput);
+function replay(path: ClientPath, session: boolean): ClientSnapshot[] {
+  const [initial] = initialTransition(clientMachine, session ? sessionModelInput : modelInput);
   const out: ClientSnapshot[] = [initial];
   for (let i = 1; i < path.steps.length; i++) out.push(transition(clientMachine, out[i - 1]!, path.steps[i]!.event)[0]);
   return out;
@@ -112,80 +131,72 @@ function replay(path: ClientPath): ClientSnapshot[] {
 // ---------------------------------------------------------------------------
 // One run
 
-interface Entry {
-  event: EventObject;
-  snapshot: ClientSnapshot;
-  at: number;
-  elapsed?: number;
-  /** For a timer's event: the control timers armed with it, and its place in the order of firings. */
-  control?: Control;
-  seq?: number;
-}
+type Entry = StepEntry<ClientSnapshot>;
 
 const timerNodes = new Map([...timeouts.keys()].map((type) => [type, clientMachine.getStateNodeById(type.split('.').slice(3).join('.'))]));
 const lateness: number[] = [];
 
 
+/** What a ws-supervisor server with sessions off answers a session upgrade (src/server/supervisor.ts). */
+const SESSIONS_OFF_BODY = 'sessions are not enabled on this server';
+
 function scriptFor(next: EventObject | undefined): UpgradeScript {
   if (next?.type === 'dial.ready') return { kind: 'accept' };
   if (next?.type === 'dial.failed') return { kind: 'refuse', status: 503 };
+  // While connecting, session.unsupported is the dialer's report of a server with sessions off (its 400).
+  if (next?.type === 'session.unsupported') return { kind: 'refuse', status: 400, body: SESSIONS_OFF_BODY };
   return { kind: 'hang' }; // a connect timeout, a close while connecting, or the end of the path
 }
 
 class ClientRun {
-  readonly entries: Entry[] = [];
-  cursor = 0;
+  /** The client's steps, its timers and their controls (test/helpers/control-timer.ts). */
+  readonly record = new StepRecord<ClientSnapshot>(timerNodes, () => this.expectedDelays());
   server!: ScriptedServer;
   client!: Client;
-  readonly armedAt = new Map<string, number>();
-  readonly controls = new ControlTimers();
-  private receivedAt: { event: unknown; at: number } | null = null;
-  private receivedSeq = 0;
   /** Per accepted connection (by index): the close code the client should have sent, if any. */
   readonly expectedFromClient = new Map<number, number>();
+  /** Sessions: `attached` frames sent (the first attaches a new session, later ones resume it). */
+  attached = 0;
 
-  static async start(): Promise<ClientRun> {
-    const run = new ClientRun();
+  private constructor(readonly session: boolean) {}
+
+  get backoff() {
+    return this.session ? sessionBackoff : backoff;
+  }
+
+  static async start(session: boolean): Promise<ClientRun> {
+    const run = new ClientRun(session);
     run.server = await ScriptedServer.start();
     return run;
   }
 
   open(): void {
     this.client = createClient(`ws://127.0.0.1:${this.server.port}/`, {
-      timing: { ...CHILD_TIMING, connectTimeout: CONNECT_TIMEOUT },
-      backoff: { ...backoff, stableAfter: STABLE_AFTER },
+      timing: { ...CHILD_TIMING, connectTimeout: CONNECT_TIMEOUT, resumeTimeout: RESUME_TIMEOUT },
+      backoff: { ...this.backoff, stableAfter: STABLE_AFTER },
       random: () => 0.5,
+      ...(this.session ? { session: true } : {}),
       inspect: (e: InspectionEvent) => this.onInspect(e),
     });
   }
 
   onInspect(e: InspectionEvent): void {
-    // The client's own steps (not its children's). Times are taken when the
-    // client receives an event, before the step arms or fires anything.
+    // The client's own steps (not its children's).
     if (e.actorRef.sessionId !== e.rootId) return;
-    if (e.type === '@xstate.event') {
-      this.receivedAt = { event: e.event, at: performance.now() };
-      this.receivedSeq = nextSequence();
-      this.controls.begin(this.expectedDelays());
-      return;
-    }
-    if (e.type !== '@xstate.snapshot') return;
-    const at = this.receivedAt?.event === e.event ? this.receivedAt.at : performance.now();
-    const snapshot = e.snapshot as ClientSnapshot;
-    const previous = this.entries.at(-1)?.snapshot;
-    const armed = timeouts.has(e.event.type) ? this.armedAt.get(e.event.type) : undefined;
-    const control = timeouts.has(e.event.type) ? this.controls.take(e.event.type) : undefined;
-    this.entries.push({ event: e.event, snapshot, at, ...(armed !== undefined ? { elapsed: at - armed } : {}), ...(control ? { control, seq: this.receivedSeq } : {}) });
-    const armedNow: string[] = [];
-    for (const [type, node] of timerNodes) {
-      const now = snapshot.status === 'active' && isActive(snapshot, node);
-      const was = previous !== undefined && previous.status === 'active' && isActive(previous, node);
-      if (now && !was) {
-        this.armedAt.set(type, at);
-        armedNow.push(type);
-      }
-    }
-    this.controls.end(armedNow, at);
+    this.record.onInspect(e);
+  }
+
+  get entries(): Entry[] {
+    return this.record.entries;
+  }
+  get cursor(): number {
+    return this.record.cursor;
+  }
+  set cursor(i: number) {
+    this.record.cursor = i;
+  }
+  get controls(): ControlTimers {
+    return this.record.controls;
   }
 
   /** The delay each of the client's timers should have if this step arms it (the backoff: its next delay, jitter 0.5). */
@@ -194,8 +205,8 @@ class ClientRun {
     const waits: Record<DelayName, number> = {
       connectTimeout: CONNECT_TIMEOUT,
       stableAfter: STABLE_AFTER,
-      backoff: backoffDelay(attempt, backoff, 0.5),
-      resumeTimeout: timing.resumeTimeout,
+      backoff: backoffDelay(attempt, this.backoff, 0.5),
+      resumeTimeout: RESUME_TIMEOUT,
     };
     return new Map([...timeouts].map(([type, delay]) => [type, waits[delay]]));
   }
@@ -206,17 +217,8 @@ class ClientRun {
     return c;
   }
 
-  async reported(type: string, timeoutMs: number): Promise<number> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const i = this.entries.findIndex((e, j) => j >= this.cursor && e.event.type === type);
-      if (i >= 0) return i;
-      if (performance.now() > deadline) {
-        const got = this.entries.slice(this.cursor).map((e) => e.event.type);
-        throw new Error(`the client did not receive ${type} within ${timeoutMs} ms (received since the last step: ${got.join(', ') || 'nothing'})`);
-      }
-      await new Promise((r) => setTimeout(r, 2));
-    }
+  reported(type: string, timeoutMs: number): Promise<number> {
+    return this.record.reported(type, timeoutMs);
   }
 
   async dispose(): Promise<void> {
@@ -226,7 +228,7 @@ class ClientRun {
       await new Promise((r) => setTimeout(r, 20));
     }
     await this.server.close();
-    if (this.client) await Promise.race([this.client.ended, new Promise((r) => setTimeout(r, 3000))]);
+    if (this.client) await Promise.race([this.client.ended, new Promise((r) => setTimeout(r, guard(3000)))]);
   }
 }
 
@@ -258,17 +260,37 @@ const SERVER_ACTIONS: Record<string, ServerAction> = {
       void run.client.close(code, reason);
     },
   },
+  'session.attached': {
+    means: 'sessions: the server answers the client\'s open (or resume) frame with `attached` (a new session the first time, the same one resumed after)',
+    act: async (run) => {
+      const conn = run.connection;
+      await run.server.waitFor(() => conn.dataFrames > 0, guard(3000), "the client's open or resume frame");
+      const resumed = run.attached++ > 0;
+      conn.sendText(encodeAttached({ id: 'session-1', token: 'token-1', epoch: 'epoch-1', resumed, lastSeq: 0, replay: 0, cseq: 0, resumeWindow: 60_000 }));
+    },
+  },
+  'session.unsupported': {
+    means: 'sessions: while connecting, the server refuses the session upgrade with HTTP 400 (sessions off: scripted by the step before); once connected, the server answers the client\'s open frame with a plain message (a server without sessions); either way the client stops for good (closing 1000 when connected)',
+    act: async (run) => {
+      if (run.client.machine.getSnapshot().matches('connecting')) return;
+      const conn = run.connection;
+      await run.server.waitFor(() => conn.dataFrames > 0, guard(3000), "the client's open or resume frame");
+      if (run.client.machine.getSnapshot().context.closeRequest === null) run.expectedFromClient.set(run.server.connections.length - 1, UNSUPPORTED_CLOSE.code);
+      conn.sendText('{"requestID":0,"result":"hello"}');
+    },
+  },
   [CONNECTION_DONE]: {
-    means: 'SERVER_RESTART: the server sends close 1001 "server restart" (the client echoes it); NETWORK_DROP: the server cuts TCP; answered: the server echoes the client\'s close frame and ends TCP',
+    means: 'SERVER_RESTART: the server sends close 1001 "server restart" (the client echoes it); NETWORK_DROP: the server cuts TCP; answered: the server echoes the client\'s close frame and ends TCP; ABANDONED: nothing (the client terminated the connection itself when the resume timed out)',
     act: async (run, e) => {
       const { output } = e as unknown as ConnectionDone;
+      if (output === ABANDONED) return;
       const conn = run.connection;
       if (output === SERVER_RESTART) {
         run.expectedFromClient.set(run.server.connections.length - 1, 1001);
         conn.sendClose(1001, 'server restart');
       } else if (output === NETWORK_DROP) conn.cut();
       else {
-        await run.server.waitFor(() => conn.closeFrames.length > 0, 3000, "the client's close frame");
+        await run.server.waitFor(() => conn.closeFrames.length > 0, guard(3000), "the client's close frame");
         conn.answerClose();
       }
     },
@@ -277,7 +299,7 @@ const SERVER_ACTIONS: Record<string, ServerAction> = {
     [...timeouts].map(([type, delay]): [string, ServerAction] => [
       type,
       {
-        means: `the real ${delay} timer fires${delay === 'connectTimeout' ? ' (the server never answers the upgrade)' : ''}${delay === 'backoff' ? ' (the server is told how to answer the next attempt)' : ''}`,
+        means: `the real ${delay} timer fires${delay === 'connectTimeout' ? ' (the server never answers the upgrade)' : ''}${delay === 'backoff' ? ' (the server is told how to answer the next attempt)' : ''}${delay === 'resumeTimeout' ? ' (the server never answers the open or resume frame; the client terminates the connection)' : ''}`,
         act: (run, _e, next) => {
           if (delay === 'backoff') run.server.scripts.push(scriptFor(next));
         },
@@ -295,11 +317,11 @@ const isDialFailure = (c: Closure | null): boolean =>
 /** A dial failure's reason is the dialer's message (model: a sample ECONNREFUSED; here: the 503 refusal). */
 function comparable(s: ClientSnapshot): unknown {
   const last = s.context.lastClosure;
-  const { attempt, delayMs, closeRequest, gaveUp } = s.context;
+  const { attempt, delayMs, closeRequest, gaveUp, unsupported } = s.context;
   return {
     status: s.status,
     value: s.value,
-    context: { attempt, delayMs, closeRequest, gaveUp, lastClosure: isDialFailure(last) ? { ...last, reason: '(dial failure)' } : last },
+    context: { attempt, delayMs, closeRequest, gaveUp, unsupported, lastClosure: isDialFailure(last) ? { ...last, reason: '(dial failure)' } : last },
     output: s.output ? { ...s.output, lastClosure: isDialFailure(s.output.lastClosure) ? { ...s.output.lastClosure, reason: '(dial failure)' } : s.output.lastClosure } : undefined,
   };
 }
@@ -307,12 +329,13 @@ function comparable(s: ClientSnapshot): unknown {
 function delayOf(delay: DelayName, snapshot: ClientSnapshot): number {
   if (delay === 'connectTimeout') return CONNECT_TIMEOUT;
   if (delay === 'stableAfter') return STABLE_AFTER;
+  if (delay === 'resumeTimeout') return RESUME_TIMEOUT;
   return snapshot.context.delayMs;
 }
 
-async function runPath(path: ClientPath): Promise<void> {
-  const model = replay(path);
-  const run = await ClientRun.start();
+async function runPath(path: ClientPath, session: boolean): Promise<void> {
+  const model = replay(path, session);
+  const run = await ClientRun.start(session);
   try {
     for (let i = 0; i < path.steps.length; i++) {
       const step = path.steps[i]!;
@@ -322,7 +345,7 @@ async function runPath(path: ClientPath): Promise<void> {
       const before = model[i - 1] ?? model[0]!;
       await action.act(run, step.event, path.steps[i + 1]?.event);
       const delay = timeouts.get(type);
-      const at = await run.reported(type, delay ? delayOf(delay, before) + 5000 : 5000);
+      const at = await run.reported(type, delay ? delayOf(delay, before) + guard(5000) : guard(5000));
       const consumed = run.entries.slice(run.cursor, at + 1);
       run.cursor = at + 1;
       const unexpected = consumed.slice(0, -1).map((e) => e.event.type);
@@ -341,11 +364,11 @@ async function runPath(path: ClientPath): Promise<void> {
     }
     const final = model.at(-1)!;
     if (final.status === 'done') {
-      const output = await Promise.race([run.client.ended, new Promise<null>((r) => setTimeout(() => r(null), 3000))]);
+      const output = await Promise.race([run.client.ended, new Promise<null>((r) => setTimeout(() => r(null), guard(3000)))]);
       assert.ok(output, 'the client ended');
       assert.deepEqual(comparable({ ...final, output } as ClientSnapshot), comparable(final), "R22: the client's output is the model's");
       // R3: every TCP connection of every attempt is released.
-      await run.server.waitFor(() => run.server.openSockets === 0, 3000, 'every TCP connection closed');
+      await run.server.waitFor(() => run.server.openSockets === 0, guard(3000), 'every TCP connection closed');
       // R16: the close frames the client sent — its deliberate close, or its echo of the server's 1001.
       for (const [k, code] of run.expectedFromClient) {
         assert.equal(run.server.connections[k]?.closeFrames[0]?.code, code, `connection #${k + 1}: the client's close frame`);
@@ -359,7 +382,17 @@ async function runPath(path: ClientPath): Promise<void> {
 // ---------------------------------------------------------------------------
 // Selection
 
-const allPaths = [...edgePaths.map((p) => ({ kind: 'shortest', path: p })), ...simplePaths.map((p) => ({ kind: 'simple', path: p }))];
+interface Candidate {
+  kind: 'shortest' | 'simple';
+  /** The client asked for a session (`session: true`): the paths of the session model. */
+  session: boolean;
+  path: ClientPath;
+}
+const allPaths: Candidate[] = (['plain', 'session'] as const).flatMap((name) => [
+  ...models[name].edgePaths.map((path) => ({ kind: 'shortest' as const, session: name === 'session', path })),
+  ...models[name].simplePaths.map((path) => ({ kind: 'simple' as const, session: name === 'session', path })),
+]);
+const sessionOf = new WeakMap<ClientPath, boolean>(allPaths.map((c) => [c.path, c.session]));
 const obstacles = allPaths.map(({ path }) => firstObstacle(path));
 const runnable = allPaths.filter((_, i) => obstacles[i] === null);
 
@@ -369,18 +402,15 @@ function transitionsOf(path: ClientPath): Set<string> {
   if (memo) return memo;
   const keys = new Set<string>();
   transitionsMemo.set(path, keys);
-  const model = replay(path);
+  const model = replay(path, sessionOf.get(path)!);
   for (let i = 1; i < path.steps.length; i++) {
     for (const t of clientMachine.getTransitionData(model[i - 1]! as never, path.steps[i]!.event as never)) keys.add(transitionKey(t));
   }
   return keys;
 }
 
-/** Transitions that exist only for a client with `session: true`. */
-const SESSION_STEP = /resuming|unsupported|abandoned|session\.|resumeTimeout/;
-
 function costOf(path: ClientPath): number {
-  const waits: Record<DelayName, number> = { connectTimeout: CONNECT_TIMEOUT, stableAfter: STABLE_AFTER, backoff: backoff.maxDelay, resumeTimeout: timing.resumeTimeout };
+  const waits: Record<DelayName, number> = { connectTimeout: CONNECT_TIMEOUT, stableAfter: STABLE_AFTER, backoff: backoff.maxDelay, resumeTimeout: RESUME_TIMEOUT };
   return 30 + path.steps.reduce((sum, s) => sum + (timeouts.has(s.event.type) ? waits[timeouts.get(s.event.type)!] : 5), 0);
 }
 
@@ -408,34 +438,43 @@ let ran = 0;
 
 describe(`client machine paths against a scripted server (${FULL ? 'full' : 'sampled'}: ${selected.length} of ${runnable.length} runnable paths)`, () => {
   test('paths were generated, and every step type has a server action', () => {
-    assert.equal(generationError, null);
+    assert.equal(models.plain.error, null);
+    assert.equal(models.session.error, null);
+    assert.ok(RESUME_TIMEOUT < STABLE_AFTER && new Set<number>([RESUME_TIMEOUT, CONNECT_TIMEOUT, STABLE_AFTER]).size === 3, 'the model offers no stableAfter while resuming; the delays are told apart');
     const types = new Set(allPaths.flatMap(({ path }) => path.steps.map((s): string => s.event.type)));
     assert.deepEqual(missing(types, new Set(Object.keys(SERVER_ACTIONS))), [], 'event types without a server action');
   });
 
-  test('what cannot be produced is listed, and the runnable paths still take every transition', (t) => {
+  test('what cannot be produced is listed, and the runnable paths (and the sample) take every state and transition, sessions included', (t) => {
     const byReason = new Map<Reason, number>();
     for (const o of obstacles) if (o) byReason.set(o, (byReason.get(o) ?? 0) + 1);
-    t.diagnostic(`paths: ${allPaths.length} generated (${edgePaths.length} shortest, ${simplePaths.length} simple), ${runnable.length} runnable, ${sample.length} in the sample`);
+    for (const name of ['plain', 'session'] as const) {
+      const n = runnable.filter((c) => c.session === (name === 'session')).length;
+      t.diagnostic(`${name === 'plain' ? 'without' : 'with'} sessions: ${models[name].edgePaths.length} shortest + ${models[name].simplePaths.length} simple paths, ${n} runnable`);
+    }
+    t.diagnostic(`paths: ${allPaths.length} generated, ${runnable.length} runnable, ${sample.length} in the sample (${sample.filter((c) => c.session).length} with sessions)`);
     for (const [reason, n] of byReason) t.diagnostic(`not run, ${n} paths: ${NOT_PRODUCIBLE[reason]}`);
-    const taken = new Set(runnable.flatMap(({ path }) => [...transitionsOf(path)]));
-    // The session steps (resume, its timeout, a server without sessions) are
-    // not replayed here yet: this runner's model is the client without
-    // sessions. They run on real sockets in test/server/sessions.test.ts and
-    // test/client/*.test.ts, and every path of them in the model test.
     const all = allTransitionKeys(clientMachine);
-    const sessionOnly = [...all].filter((k) => SESSION_STEP.test(k));
-    assert.ok(sessionOnly.length > 0, 'the session steps are still in the machine (else drop this exception)');
-    t.diagnostic(`session steps not replayed on real sockets by this runner: ${sessionOnly.length} (${sessionOnly.join('; ')})`);
-    assert.deepEqual(missing(new Set([...all].filter((k) => !SESSION_STEP.test(k))), taken), []);
+    const taken = new Set(runnable.flatMap(({ path }) => [...transitionsOf(path)]));
+    assert.deepEqual(missing(all, taken), [], 'transitions no runnable path takes');
     const sampled = new Set(sample.flatMap(({ path }) => [...transitionsOf(path)]));
     assert.deepEqual(missing(taken, sampled), [], 'the sample takes every transition');
+    // A path's steps carry the model's snapshots: their state values are the path's own (the vertex includes the value).
+    const nodes = allStateNodes(clientMachine);
+    const states = (cs: Candidate[]) => {
+      const byValue = new Map<string, ClientSnapshot>();
+      for (const c of cs) for (const step of c.path.steps) byValue.set(JSON.stringify([step.state.status, step.state.value]), step.state);
+      return new Set([...byValue.values()].flatMap((snap) => nodes.filter((n) => isActive(snap, n)).map((n) => `#${n.id}`)));
+    };
+    const ids = allStateNodes(clientMachine).map((n) => `#${n.id}`);
+    assert.deepEqual(missing(ids, states(runnable)), [], 'states no runnable path reaches');
+    assert.deepEqual(missing(ids, states(sample)), [], 'states the sample does not reach');
   });
 
   describe('paths', { concurrency: CONCURRENCY }, () => {
-    selected.forEach(({ kind, path }, i) => {
-      test(`${kind} ${pathTitle(i, path, label)}`, { timeout: 30_000 }, async () => {
-        await runPath(path);
+    selected.forEach(({ kind, session, path }, i) => {
+      test(`${session ? 'session ' : ''}${kind} ${pathTitle(i, path, label)}`, { timeout: guard(30_000) }, async () => {
+        await runPath(path, session);
         ran++;
       });
     });

@@ -43,9 +43,9 @@ import {
   type ConnectionSnapshot,
   type DelayName,
 } from '../helpers/connection-model.ts';
-import { allTransitionKeys, isActive, missing, pathTitle, transitionKey } from '../helpers/model-coverage.ts';
-import { ControlTimers, bracketError, nextSequence, type Control } from '../helpers/control-timer.ts';
-import { ScriptedClientPeer } from '../helpers/scripted-peer.ts';
+import { allTransitionKeys, missing, pathTitle, transitionKey } from '../helpers/model-coverage.ts';
+import { ControlTimers, StepRecord, bracketError, type StepEntry } from '../helpers/control-timer.ts';
+import { ScriptedClientPeer, measureLoopbackMs } from '../helpers/scripted-peer.ts';
 import { startSupervisor, type TestServer } from '../helpers/server.ts';
 
 // ---------------------------------------------------------------------------
@@ -63,28 +63,68 @@ import { startSupervisor, type TestServer } from '../helpers/server.ts';
  * ping, before the pong timeout (700) or after it (1400). closeTimeout 1300,
  * over STALLED_CLOSE_GRACE_MS: a stalled close gets the 1 s grace, a handshake
  * and the peer's close get closeTimeout, and the two are told apart.
+ * These are the nominal (idle) timings; SLOWDOWN below stretches them.
  * Filling a paused peer's kernel buffers (write.blocked) took ~90 ms alone
  * and 334 ms at most in a full run with 8 paths at once on 2 cores busy with
  * other work (load average 12–15); flushing what a blocked peer left (~13 MiB)
  * must fit in closeTimeout when the peer answers a close. Shorter delays
  * (300/400/600/1500 ms, one timing) failed 38 of 334 paths that way.
  */
-const TIMINGS: readonly ConnectionTiming[] = [
+const NOMINAL_TIMINGS: readonly ConnectionTiming[] = [
   { pingInterval: 2500, pongTimeout: 900, writeTimeout: 1400, closeTimeout: 1300 },
   { pingInterval: 2500, pongTimeout: 2000, writeTimeout: 700, closeTimeout: 1300 },
   { pingInterval: 2500, pongTimeout: 2000, writeTimeout: 2700, closeTimeout: 1300 },
   { pingInterval: 2500, pongTimeout: 900, writeTimeout: 4000, closeTimeout: 1300 },
 ];
 /**
- * The longest a step may take on a loaded machine, from the previous step to
- * its event reaching the machine, ms: the bulk steps (a fill, the peer
+ * The longest a step may take on an unloaded machine, from the previous step
+ * to its event reaching the machine, ms: the bulk steps (a fill, the peer
  * reading megabytes, a close behind them) and the rest.
  */
 const BULK_STEPS = new Set(['write.blocked', 'write.progress', 'write.drained', 'socket.closed', 'socket.closing']);
-const STEP_MS = { min: 1, bulk: 600, other: 150 };
-const GAPS = { min: () => STEP_MS.min, max: (e: EventObject) => (BULK_STEPS.has(e.type) ? STEP_MS.bulk : STEP_MS.other) };
+const NOMINAL_STEP_MS = { min: 1, bulk: 600, other: 150 };
 /** Paths run at once. */
 const CONCURRENCY = Number(process.env.CONFORMANCE_CONCURRENCY ?? 4);
+/**
+ * The most a drain moves: what a fill sent (into the paused peer's kernel
+ * buffers) plus the QUEUED_AFTER_BLOCK MiB queued after it, at most 12 MiB
+ * in the full runs (the `fills` diagnostic).
+ */
+const DRAIN_BYTES = 12 << 20;
+/**
+ * A bulk step's bound, measured: the test process hosts the server and the
+ * peer, so a drain is a loopback transfer on this event loop, and it is as
+ * slow as this process is now. The bound is the time of one drain of the
+ * largest backlog, measured alone when the file loads, times the drains that
+ * may overlap it on the same loop (its own, and about half the other paths
+ * running at once). A full run with 8 at once and the bound fixed at 600 ms
+ * failed 5 of 648 paths on a loaded machine: drains of 0.8–0.9 s.
+ */
+const DRAIN_OVERLAP = 1 + Math.ceil(CONCURRENCY / 2);
+const drainMs = await measureLoopbackMs(DRAIN_BYTES);
+/**
+ * Every real delay and step bound is the nominal one times SLOWDOWN (at least
+ * 1: an idle machine runs the nominal timings). The orders a timing produces
+ * depend only on the ratios, so the same paths run at any SLOWDOWN, except
+ * those that need a step within the stalled-close grace, a constant of the
+ * server (STALLED_CLOSE_GRACE_MS, 1 s): listed with their number when the
+ * load makes a step's bound exceed it. The pong timeouts grow with the bound:
+ * a drain then a pong still fit before the pong timeout.
+ */
+const SLOWDOWN = Math.max(1, Math.ceil((10 * DRAIN_OVERLAP * drainMs) / NOMINAL_STEP_MS.bulk) / 10);
+const scaleTiming = (t: ConnectionTiming, k: number): ConnectionTiming => ({
+  pingInterval: Math.round(t.pingInterval * k),
+  pongTimeout: Math.round(t.pongTimeout * k),
+  writeTimeout: Math.round(t.writeTimeout * k),
+  closeTimeout: Math.round(t.closeTimeout * k),
+});
+const TIMINGS = NOMINAL_TIMINGS.map((t) => scaleTiming(t, SLOWDOWN));
+const STEP_MS = { min: 1, bulk: Math.round(NOMINAL_STEP_MS.bulk * SLOWDOWN), other: Math.round(NOMINAL_STEP_MS.other * SLOWDOWN) };
+const gapsOf = (steps: typeof STEP_MS) => ({ min: () => steps.min, max: (e: EventObject) => (BULK_STEPS.has(e.type) ? steps.bulk : steps.other) });
+const GAPS = gapsOf(STEP_MS);
+const NOMINAL_GAPS = gapsOf(NOMINAL_STEP_MS);
+/** Hang guards (waits for the peer, the closure, the socket), idle-machine numbers: scaled with the rest. */
+const guard = (ms: number): number => Math.round(ms * SLOWDOWN);
 const FULL = process.env.CONFORMANCE === 'full';
 /** Only the paths whose title contains this (for debugging one path). */
 const GREP = process.env.CONFORMANCE_GREP;
@@ -123,6 +163,7 @@ const NOT_PRODUCIBLE = {
   heartbeatOff:
     'the heartbeat-off model (pingInterval 0, R7): the server refuses timing.pingInterval 0 (a positive integer); a server always pings',
   order: `an order of timeouts that no real timing produces whatever the steps take (up to ${STEP_MS.bulk} ms for a fill or bulk read, ${STEP_MS.other} ms for the rest)`,
+  grace: `runnable on an idle machine, but not under this load (SLOWDOWN ${SLOWDOWN}): a step must end within the server's fixed 1 s stalled-close grace, and a step may now take up to ${STEP_MS.bulk} ms (bulk) or ${STEP_MS.other} ms`,
   afterPeerClose:
     'a frame from the peer after its close frame (pong, message, flood, bad UTF-8, a second close): ws stops parsing the peer\'s input once its close frame is in (RFC 6455 §5.5.1: nothing follows a close frame)',
   connecting:
@@ -199,16 +240,7 @@ function firstObstacle(path: ConnectionPath): { step: number; reason: Reason } |
 // ---------------------------------------------------------------------------
 // The run of one path: a supervisor, a peer, and the machine's record
 
-interface Entry {
-  event: EventObject;
-  snapshot: ConnectionSnapshot;
-  at: number;
-  /** For a timer's event: ms since it was armed. */
-  elapsed?: number;
-  /** For a timer's event: the control timers armed with it, and its place in the order of firings. */
-  control?: Control;
-  seq?: number;
-}
+type Entry = StepEntry<ConnectionSnapshot>;
 
 /** The delayed events' source state nodes: a timer is armed when its node is entered (or re-entered). */
 const timerNodes = new Map([...timeouts.keys()].map((type) => [type, connectionMachine.getStateNodeById(type.split('.').slice(3).join('.'))]));
@@ -218,19 +250,16 @@ const lateness: number[] = [];
 
 /** Each fill: how long until the block lasted, and how much the application sent. */
 const fills: Array<{ ms: number; bytes: number }> = [];
+/** Each non-timer step: ms from its start to its event reaching the machine (bulk steps, the rest). */
+const stepTimes = { bulk: [] as number[], other: [] as number[] };
 
 class ServerRun {
-  readonly entries: Entry[] = [];
-  cursor = 0;
+  /** The machine's steps, its timers and their controls (test/helpers/control-timer.ts). */
+  readonly record: StepRecord<ConnectionSnapshot>;
   ts!: TestServer;
   peer!: ScriptedClientPeer;
   connection!: Connection;
   closure: Closure | null = null;
-  /** Per delayed event type: when its timer was last armed. */
-  readonly armedAt = new Map<string, number>();
-  readonly controls = new ControlTimers();
-  private receivedAt: { event: unknown; at: number } | null = null;
-  private receivedSeq = 0;
   pauseOnProgress = false;
   /** Runs (once) as the machine enters `suspect`. */
   onSuspect: (() => void) | null = null;
@@ -249,6 +278,24 @@ class ServerRun {
 
   private constructor(readonly timing: ConnectionTiming) {
     this.delays = delaysOf(timing);
+    // The write deadline restarts on progress without leaving `blocked` (R10).
+    this.record = new StepRecord(timerNodes, () => this.expectedDelays(), (event, node) => event.type === 'write.progress' && node.key === 'blocked');
+  }
+
+  get entries(): Entry[] {
+    return this.record.entries;
+  }
+  get cursor(): number {
+    return this.record.cursor;
+  }
+  set cursor(i: number) {
+    this.record.cursor = i;
+  }
+  get armedAt(): Map<string, number> {
+    return this.record.armedAt;
+  }
+  get controls(): ControlTimers {
+    return this.record.controls;
   }
 
   static async start(timing: ConnectionTiming): Promise<ServerRun> {
@@ -267,30 +314,9 @@ class ServerRun {
   }
 
   onInspect(e: InspectionEvent): void {
-    // Times are taken when the machine receives an event (before the step arms or fires anything).
-    if (e.type === '@xstate.event') {
-      this.receivedAt = { event: e.event, at: performance.now() };
-      this.receivedSeq = nextSequence();
-      this.controls.begin(this.expectedDelays());
-      return;
-    }
-    if (e.type !== '@xstate.snapshot') return;
-    const at = this.receivedAt?.event === e.event ? this.receivedAt.at : performance.now();
-    const snapshot = e.snapshot as ConnectionSnapshot;
-    const previous = this.entries.at(-1)?.snapshot;
-    const armed = timeouts.has(e.event.type) ? this.armedAt.get(e.event.type) : undefined;
-    const control = timeouts.has(e.event.type) ? this.controls.take(e.event.type) : undefined;
-    this.entries.push({ event: e.event, snapshot, at, ...(armed !== undefined ? { elapsed: at - armed } : {}), ...(control ? { control, seq: this.receivedSeq } : {}) });
-    const armedNow: string[] = [];
-    for (const [type, node] of timerNodes) {
-      const now = snapshot.status === 'active' && isActive(snapshot, node);
-      const was = previous !== undefined && previous.status === 'active' && isActive(previous, node);
-      if (now && (!was || (e.event.type === 'write.progress' && node.key === 'blocked'))) {
-        this.armedAt.set(type, at);
-        armedNow.push(type);
-      }
-    }
-    this.controls.end(armedNow, at);
+    const step = this.record.onInspect(e);
+    if (!step) return;
+    const { entry: { snapshot, event }, previous } = step;
     // Our close frame, or the echo of the peer's (R16), goes out now.
     const closingNow = (s: ConnectionSnapshot | undefined) => s !== undefined && s.status === 'active' && (s.matches('closing') || s.matches('peerClosing'));
     if (closingNow(snapshot) && !closingNow(previous)) this.pausedAtClosing = this.peer?.isPaused ?? false;
@@ -299,7 +325,7 @@ class ServerRun {
       this.onSuspect = null;
       answer();
     }
-    if (this.pauseOnProgress && e.event.type === 'write.progress') {
+    if (this.pauseOnProgress && event.type === 'write.progress') {
       this.pauseOnProgress = false;
       this.peer.pause();
     }
@@ -320,21 +346,12 @@ class ServerRun {
   }
 
   /** Waits until the machine has received an event of `type` after the cursor; returns its index. */
-  async reported(type: string, timeoutMs: number, or?: string): Promise<number> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const i = this.entries.findIndex((e, j) => j >= this.cursor && (e.event.type === type || e.event.type === or));
-      if (i >= 0) return i;
-      if (performance.now() > deadline) {
-        const got = this.entries.slice(this.cursor).map((e) => `${e.event.type} (${(e.at - (this.entries[this.cursor - 1]?.at ?? e.at)).toFixed(0)} ms after the last step)`);
-        throw new Error(`the machine did not receive ${type} within ${timeoutMs} ms (received since the last step: ${got.join(', ') || 'nothing'})`);
-      }
-      await new Promise((r) => setTimeout(r, 2));
-    }
+  reported(type: string, timeoutMs: number, or?: string): Promise<number> {
+    return this.record.reported(type, timeoutMs, or);
   }
 
   /** Waits until the server has read every byte the peer sent, and one more turn for ws to dispatch them. */
-  async read(timeoutMs = 3000): Promise<void> {
+  async read(timeoutMs = guard(3000)): Promise<void> {
     const deadline = performance.now() + timeoutMs;
     const socket = this.connection.socket as import('node:net').Socket;
     while (socket.bytesRead < this.peer.bytesWritten && !socket.destroyed) {
@@ -511,7 +528,7 @@ const PEER_ACTIONS: Record<string, PeerAction> = {
         ...(delay === 'pingInterval' && {
           then: async (run: ServerRun) => {
             const sent = run.entries.filter((e) => e.event.type === type).length;
-            if (!run.peer.isPaused) await run.peer.waitFor(() => run.peer.pings.length >= sent, 3000, `ping #${sent} at the peer`);
+            if (!run.peer.isPaused) await run.peer.waitFor(() => run.peer.pings.length >= sent, guard(3000), `ping #${sent} at the peer`);
           },
         }),
       },
@@ -582,6 +599,7 @@ async function runStep(run: ServerRun, path: ConnectionPath, i: number): Promise
   const action = PEER_ACTIONS[type];
   assert.ok(action, `no peer action for event type ${type}: add one to PEER_ACTIONS`);
   const ctx: StepContext = { before, after: step.state, next: path.steps[i + 1]?.event };
+  const t0 = performance.now();
   await action.act(run, step.event, ctx);
 
   const delay = timeouts.get(type);
@@ -594,7 +612,7 @@ async function runStep(run: ServerRun, path: ConnectionPath, i: number): Promise
     snapshot = run.snapshot;
     assert.ok(!transitions || consumed.some((e) => e.event.type === type), `step ${i}: the machine did not receive ${type}`);
   } else if (action.settle === 'reported' || transitions) {
-    const wait = delay ? run.delays[delay] + 5000 : 5000;
+    const wait = delay ? run.delays[delay] + guard(5000) : guard(5000);
     const at = await run.reported(type, wait, delay === 'closeTimeout' ? 'socket.closed' : undefined);
     consumed = run.entries.slice(run.cursor, at + 1);
     snapshot = run.entries[at]!.snapshot;
@@ -606,11 +624,16 @@ async function runStep(run: ServerRun, path: ConnectionPath, i: number): Promise
     snapshot = run.snapshot;
   }
   await action.then?.(run);
+  // How long the step took to reach the machine, against its bound (reported; a step over it can change the order of timers).
+  const received = delay || type === 'xstate.init' ? undefined : consumed.find((e) => e.event.type === type && e.at >= t0);
+  const bound = BULK_STEPS.has(type) ? STEP_MS.bulk : STEP_MS.other;
+  const over = received && received.at - t0 > bound ? ` (this step took ${(received.at - t0).toFixed(0)} ms, over its ${bound} ms bound)` : '';
+  if (received) stepTimes[BULK_STEPS.has(type) ? 'bulk' : 'other'].push(received.at - t0);
   const allowed = allowedExtras(action, step.event, before);
   if (delay === 'closeTimeout') (allowed as Set<string>).add('socket.closed');
   const unexpected = consumed.filter((e) => !allowed.has(e.event.type)).map((e) => e.event.type);
-  assert.deepEqual(unexpected, [], `step ${i} (${label(step.event)}): the machine received events the step does not cause`);
-  assert.deepEqual(comparable(snapshot), comparable(step.state), `step ${i} (${label(step.event)}): the real machine is where the model is`);
+  assert.deepEqual(unexpected, [], `step ${i} (${label(step.event)}): the machine received events the step does not cause${over}`);
+  assert.deepEqual(comparable(snapshot), comparable(step.state), `step ${i} (${label(step.event)}): the real machine is where the model is${over}`);
 
   if (delay === 'closeTimeout' && consumed.at(-1)!.event.type === 'socket.closed') {
     // ws's close timer won the race (see closedByWsTimer): the lower bound still holds.
@@ -648,7 +671,7 @@ async function finish(run: ServerRun, path: ConnectionPath): Promise<void> {
   const expected = expectedCloseFrames(final);
   if (done) {
     const t0 = performance.now();
-    while (run.closure === null && performance.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 5));
+    while (run.closure === null && performance.now() - t0 < guard(2000)) await new Promise((r) => setTimeout(r, 5));
     assert.ok(run.closure, 'the supervisor reported the closure');
     assert.deepEqual(comparable({ ...final, context: { ...final.context, closeRequest: null, closure: run.closure } } as ConnectionSnapshot), comparable({ ...final, context: { ...final.context, closeRequest: null } } as ConnectionSnapshot), 'R17: the closure the supervisor reports is the model\'s');
   } else {
@@ -657,12 +680,12 @@ async function finish(run: ServerRun, path: ConnectionPath): Promise<void> {
   }
   // R3: the server releases the socket and forgets the connection.
   const t0 = performance.now();
-  while ((!run.connection.socket.destroyed || run.ts.supervisor.size > 0) && performance.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 5));
+  while ((!run.connection.socket.destroyed || run.ts.supervisor.size > 0) && performance.now() - t0 < guard(3000)) await new Promise((r) => setTimeout(r, 5));
   assert.equal(run.connection.socket.destroyed, true, 'R3: the server socket is destroyed');
   assert.equal(run.ts.supervisor.size, 0, 'R3: the connection count is back to 0');
   // The peer reads what is left, up to the TCP close.
   run.peer.resume();
-  await run.peer.waitFor(() => run.peer.ended || run.peer.closedAt !== null, 10_000, 'the peer to see the TCP connection end (FIN or reset), reading what was left');
+  await run.peer.waitFor(() => run.peer.ended || run.peer.closedAt !== null, guard(10_000), 'the peer to see the TCP connection end (FIN or reset), reading what was left');
   const frames = run.peer.closeFrames.map((f) => f.code);
   if (done) {
     // A close frame may be lost when the peer was not reading and the server gave up
@@ -712,7 +735,9 @@ const planned = allPaths.map((c): { obstacle: { step: number; reason: Reason } |
   const obstacle = firstObstacle(c.path);
   if (obstacle) return { obstacle, timing: null };
   const timing = TIMINGS.find((t) => realisesForAny(c.path, t, GAPS)) ?? null;
-  return timing ? { obstacle: null, timing } : { obstacle: { step: 0, reason: 'order' }, timing: null };
+  if (timing) return { obstacle: null, timing };
+  const nominal = SLOWDOWN > 1 && NOMINAL_TIMINGS.some((t) => realisesForAny(c.path, t, NOMINAL_GAPS));
+  return { obstacle: { step: 0, reason: nominal ? 'grace' : 'order' }, timing: null };
 });
 const obstacles = planned.map((p) => p.obstacle);
 const runnable: Runnable[] = allPaths.flatMap((c, i) => (planned[i]!.timing ? [{ ...c, timing: planned[i]!.timing! }] : []));
@@ -780,6 +805,7 @@ describe(`connection machine paths on a real socket (${FULL ? 'full' : 'sampled'
       const d = delaysOf(timing);
       assert.equal(new Set(Object.values(d)).size, Object.keys(d).length, JSON.stringify(d));
     }
+    t.diagnostic(`a drain of ${DRAIN_BYTES >> 20} MiB over loopback took ${drainMs.toFixed(0)} ms now; × overlap ${DRAIN_OVERLAP} (concurrency ${CONCURRENCY}) → SLOWDOWN ${SLOWDOWN}: step bounds ${STEP_MS.bulk} / ${STEP_MS.other} ms`);
     const used = TIMINGS.map((timing) => runnable.filter((r) => r.timing === timing).length);
     t.diagnostic(`runnable paths by timing (writeTimeout/pongTimeout): ${TIMINGS.map((h, i) => `${h.writeTimeout}/${h.pongTimeout}: ${used[i]}`).join(', ')}`);
     assert.ok(used.every((n) => n > 0), `every timing is needed by some path: ${used.join(', ')}`);
@@ -796,7 +822,9 @@ describe(`connection machine paths on a real socket (${FULL ? 'full' : 'sampled'
     for (const key of notTaken) t.diagnostic(`transition not taken on a real socket: ${key}`);
     assert.deepEqual(notTaken, NOT_ON_A_REAL_SOCKET);
     const on = allPaths.filter((c) => c.heartbeat === 'on').length;
-    assert.ok(runnable.length > on / 3, `${runnable.length} of ${on} heartbeat-on paths runnable`);
+    // On an idle machine (SLOWDOWN 1), over a third; under load, those of them that need a step inside the fixed grace drop out.
+    const idle = runnable.length + (byReason.get('grace') ?? 0);
+    assert.ok(idle > on / 3, `${idle} of ${on} heartbeat-on paths runnable on an idle machine`);
   });
 
   test('the sample takes every transition the runnable paths take', (t) => {
@@ -808,7 +836,7 @@ describe(`connection machine paths on a real socket (${FULL ? 'full' : 'sampled'
 
   describe('paths', { concurrency: CONCURRENCY }, () => {
     selected.forEach(({ kind, path, timing }, i) => {
-      test(`${kind} ${pathTitle(i, path, label)} (writeTimeout ${timing.writeTimeout}, pongTimeout ${timing.pongTimeout})`, { timeout: 30_000 }, async () => {
+      test(`${kind} ${pathTitle(i, path, label)} (writeTimeout ${timing.writeTimeout}, pongTimeout ${timing.pongTimeout})`, { timeout: guard(30_000) }, async () => {
         started++;
         await runPath(path, timing);
         ran.push(pathTitle(i, path, label));
@@ -821,6 +849,12 @@ describe(`connection machine paths on a real socket (${FULL ? 'full' : 'sampled'
     const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]?.toFixed(1);
     t.diagnostic(`close timeouts ended by ws's own close timer first: ${closedByWsTimer}`);
     t.diagnostic(`timers fired: ${sorted.length}; lateness ms min ${q(0)}, median ${q(0.5)}, p95 ${q(0.95)}, max ${q(1)} (not checked: load); each fired between two control timers of its delay, armed before and after it`);
+    for (const [kind, times] of Object.entries(stepTimes)) {
+      if (times.length === 0) continue;
+      const ms = [...times].sort((a, b) => a - b);
+      const bound = kind === 'bulk' ? STEP_MS.bulk : STEP_MS.other;
+      t.diagnostic(`${kind} steps: ${ms.length}; ms median ${ms[ms.length >> 1]!.toFixed(0)}, p99 ${ms[Math.floor(ms.length * 0.99)]!.toFixed(0)}, max ${ms.at(-1)!.toFixed(0)}; over the ${bound} ms bound: ${ms.filter((x) => x > bound).length}`);
+    }
     if (fills.length > 0) {
       const ms = fills.map((f) => f.ms).sort((a, b) => a - b);
       t.diagnostic(`fills: ${fills.length}; ms median ${ms[ms.length >> 1]!.toFixed(0)}, max ${ms.at(-1)!.toFixed(0)}; MiB sent max ${(Math.max(...fills.map((f) => f.bytes)) / 2 ** 20).toFixed(1)}`);

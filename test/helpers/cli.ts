@@ -15,9 +15,11 @@
  */
 import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { pace } from './pace.ts';
@@ -36,11 +38,14 @@ process.on('exit', () => {
 /**
  * Processes allowed to be starting at the same time: one per core. 29 CLI
  * processes started at once on 2 cores took 14–19 s each (0.55 s alone), so a
- * suite that starts them unbounded fails on a busy laptop. node --test runs the
- * files one after another (scripts/run-tests.mjs: --test-concurrency=1), so a
- * bound per test process bounds the whole suite.
+ * suite that starts them unbounded fails on a busy laptop. scripts/run-tests.mjs
+ * runs up to one test file per core at once and hands them a directory
+ * (START_SLOTS_DIR_ENV) in which the slots are shared across test processes,
+ * so the bound holds for the whole suite; a file run alone bounds itself.
  */
 export const START_SLOTS = Math.max(1, availableParallelism());
+/** The environment variable naming the directory of the suite's shared start slots. */
+export const START_SLOTS_DIR_ENV = 'WS_SUPERVISOR_TEST_START_SLOTS';
 
 /** A counting semaphore: `acquire` resolves with a release function once a slot is free. */
 class Slots {
@@ -63,7 +68,61 @@ class Slots {
   }
 }
 
-const startSlots = new Slots(START_SLOTS);
+/**
+ * The same bound across the test processes of one suite run: slot i is held
+ * while the directory `dir/i` exists (mkdir is atomic), with the holder's pid
+ * inside, so a slot of a process that died is taken back. Polled every 20 ms.
+ */
+class SharedSlots {
+  constructor(
+    readonly dir: string,
+    readonly n: number,
+  ) {}
+  async acquire(): Promise<() => void> {
+    for (;;) {
+      for (let i = 0; i < this.n; i++) {
+        const slot = join(this.dir, String(i));
+        if (this.tryTake(slot)) {
+          let released = false;
+          return () => {
+            if (released) return;
+            released = true;
+            rmSync(slot, { recursive: true, force: true });
+          };
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+  private tryTake(slot: string): boolean {
+    try {
+      mkdirSync(slot);
+    } catch {
+      // Held: by a live process, or left by a dead one (then free it for the next poll).
+      try {
+        const pid = Number(readFileSync(join(slot, 'pid'), 'utf8'));
+        if (pid > 0 && !alive(pid)) rmSync(slot, { recursive: true, force: true });
+      } catch {
+        // being created or removed right now
+      }
+      return false;
+    }
+    writeFileSync(join(slot, 'pid'), String(process.pid));
+    return true;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const sharedDir = process.env[START_SLOTS_DIR_ENV];
+const startSlots: { acquire(): Promise<() => void> } = sharedDir ? new SharedSlots(sharedDir, START_SLOTS) : new Slots(START_SLOTS);
 
 /**
  * Holds a start slot until `child` has started: its first output (the CLI's

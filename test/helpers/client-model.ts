@@ -1,9 +1,10 @@
 /**
  * The client machine's model for `xstate/graph`: timing, backoff, event
- * samples and the generated paths. Shared by the model-based test
- * (test/machines/client.machine.test.ts, fake dialer and child, simulated
- * clock) and the conformance test (test/conformance/client-paths.test.ts, the
- * real Node client against a scripted server), so both run the very same paths.
+ * samples and the generated paths, without sessions and with them. The one
+ * generator, shared by the model-based test (test/machines/client.machine.test.ts,
+ * fake dialer and child, simulated clock) and the conformance test
+ * (test/conformance/client-paths.test.ts, the real Node client against a
+ * scripted server), so both run the very same paths.
  */
 import { __unsafe_getAllOwnEventDescriptors, type EventObject, type SnapshotFrom } from 'xstate';
 import { TestModel, getAdjacencyMap, type TestPath } from 'xstate/graph';
@@ -24,6 +25,12 @@ export const timing: ClientTiming = { pingInterval: 1000, pongTimeout: 500, writ
  * Ceilings 100, then 150 (200 capped): the cap is reached inside the model too.
  */
 export const backoff: BackoffOptions = { initialDelay: 100, maxDelay: 150, multiplier: 2, maxAttempts: 3, stableAfter: 5000 };
+/**
+ * With sessions, maxAttempts 2: the resume step multiplies the states of a
+ * connection, and with 3 attempts the simple paths no longer enumerate in
+ * reasonable time (57 vertices measured); 2 attempts still reach every guard.
+ */
+export const sessionBackoff: BackoffOptions = { ...backoff, maxAttempts: 2 };
 export const CLIENT_ID = 'client-1';
 
 export type DelayName = 'connectTimeout' | 'backoff' | 'stableAfter' | 'resumeTimeout';
@@ -53,6 +60,23 @@ export const dialSamples: ClientEvent[] = [
   { type: 'dial.ready', io: 'socket' },
   { type: 'dial.failed', message: 'connect ECONNREFUSED 127.0.0.1:9' },
 ];
+/** Sessions: what the client reports of the server's first answer on a connection. */
+export const sessionSamples: ClientEvent[] = [
+  { type: 'session.attached' },
+  { type: 'session.unsupported', message: 'the server answered {"requestID":0,…}' },
+];
+/** How the connection machine is told to drop a connection whose resume got no answer. */
+export const ABANDON = { type: 'terminate', reason: 'no session answer in time' } as const;
+/**
+ * The connection machine's closure for ABANDON on an open connection (R17:
+ * terminated by us, no close frame): the only way an abandoned connection
+ * ends when no close was asked for, and at once (the child is terminated in
+ * the same step, so no network drop or server close can come first).
+ */
+export const ABANDONED: Closure = { code: 1006, reason: ABANDON.reason, initiator: 'local', cause: 'terminated', expected: false, receivedCode: null };
+/** What the Node dialer reports when the server refuses the session upgrade (sessions off). */
+export const REFUSED_UPGRADE: ClientEvent = { type: 'session.unsupported', message: 'server refused the upgrade: HTTP 400 sessions are not enabled on this server' };
+export const UNSUPPORTED_CLOSE = { code: 1000, reason: 'sessions unsupported by the server' };
 export const closeSamples: ClientEvent[] = [
   { type: 'close' },
   { type: 'close', code: 4000, reason: 'user logged out' },
@@ -62,13 +86,22 @@ export interface ConnectionDone {
   output: Closure;
   actorId: 'connection';
 }
-/** How a connection may end: the peer or the network ends it, or the peer answers our close. */
-export function doneSamples(closeRequest: { code: number; reason: string } | null): ConnectionDone[] {
-  const endings = closeRequest === null ? [SERVER_RESTART, NETWORK_DROP] : [answered(closeRequest), NETWORK_DROP];
+/**
+ * How a connection may end: the peer or the network ends it, or the peer
+ * answers our close; an abandoned resume (no close asked for) ends by its
+ * terminate.
+ */
+export function doneSamples(snapshot: ClientSnapshot): ConnectionDone[] {
+  const { closeRequest } = snapshot.context;
+  const endings =
+    closeRequest !== null ? [answered(closeRequest), NETWORK_DROP]
+    : snapshot.matches({ connected: 'abandoned' }) ? [ABANDONED]
+    : [SERVER_RESTART, NETWORK_DROP];
   return endings.map((output) => ({ type: CONNECTION_DONE, output, actorId: 'connection' }));
 }
 
 export const modelInput: ClientInput = { id: CLIENT_ID, timing, backoff, random: () => 0.5, transport: null };
+export const sessionModelInput: ClientInput = { ...modelInput, backoff: sessionBackoff, session: true };
 
 /** Every event the model may take in `snapshot`. */
 export function modelEvents(snapshot: ClientSnapshot): ClientEvent[] {
@@ -80,61 +113,79 @@ export function modelEvents(snapshot: ClientSnapshot): ClientEvent[] {
     // once it fired attempt is 0 and stays 0 until the connection ends, and
     // on a connection that starts at 0 it would change nothing.
     .filter((type) => type !== STABLE_AFTER_EVENT || snapshot.context.attempt > 0)
+    // Time orders these two: both start when the connection opens, and resumeTimeout < stableAfter
+    // (asserted by the tests), so stableAfter cannot fire while the resume is still unanswered.
+    .filter((type) => type !== STABLE_AFTER_EVENT || !snapshot.matches({ connected: 'resuming' }))
     .map((type) => ({ type }) as unknown as ClientEvent);
   return [
     // The dialer only lives (and reports) while connecting; the connection child while connected.
     ...(snapshot.value === 'connecting' ? dialSamples : []),
-    ...(snapshot.matches('connected') ? (doneSamples(snapshot.context.closeRequest) as unknown as ClientEvent[]) : []),
+    // A session client's dialer may see the session upgrade refused (a server with sessions off).
+    ...(snapshot.value === 'connecting' && snapshot.context.session ? [REFUSED_UPGRADE] : []),
+    ...(snapshot.matches('connected') ? (doneSamples(snapshot) as unknown as ClientEvent[]) : []),
+    // The server's first answer only matters while resuming (the client reports it once per connection).
+    ...(snapshot.matches({ connected: 'resuming' }) ? sessionSamples : []),
     ...closeSamples,
     ...timers,
   ];
 }
 
-const model = new TestModel(clientMachine, {
-  input: modelInput,
-  events: modelEvents,
-  stateMatcher: stateIdMatcher(clientMachine),
-});
-
 /** A model vertex: io (an opaque handle), random and the constant input are left out. */
 export const vertex = (s: ClientSnapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.attempt, s.context.delayMs, s.context.closeRequest, s.context.lastClosure, s.context.gaveUp]);
+  JSON.stringify([s.status, s.value, s.context.attempt, s.context.delayMs, s.context.closeRequest, s.context.lastClosure, s.context.gaveUp, s.context.unsupported]);
 /**
  * The coarser vertex of the simple paths: lastClosure (a function of the last
  * step) left out; with it the simple paths number 17,058 instead of ~700.
  */
 export const simpleVertex = (s: ClientSnapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.attempt, s.context.closeRequest, s.context.gaveUp]);
+  JSON.stringify([s.status, s.value, s.context.attempt, s.context.closeRequest, s.context.gaveUp, s.context.unsupported]);
 
 /**
  * Guards against a machine change that makes the model's state space infinite
  * (e.g. an attempt count that grows without bound) or too big to enumerate
  * simple paths in (their number grows exponentially with the vertices): path
- * generation would then run forever at import time. Now: ~300 traversal steps,
- * 21 simple-path vertices. Exceeded, the file fails at once, saying which.
+ * generation would then run forever at import time. Exceeded, the file fails
+ * at once, saying which.
  */
 const TRAVERSAL_LIMIT = 5_000;
-const MAX_SIMPLE_PATH_VERTICES = 30;
-export let generationError: string | null = null;
-export let edgePaths: Array<TestPath<ClientSnapshot, ClientEvent>> = [];
-export let simplePaths: Array<TestPath<ClientSnapshot, ClientEvent>> = [];
-try {
-  /** Shortest paths to every *transition*: the vertex includes the step that led to it. */
-  edgePaths = model.getShortestPaths({
-    serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
-    limit: TRAVERSAL_LIMIT,
-  });
-  const vertices = Object.keys(
-    getAdjacencyMap(clientMachine, { input: modelInput, events: modelEvents, serializeState: simpleVertex, limit: TRAVERSAL_LIMIT }),
-  ).length;
-  if (vertices > MAX_SIMPLE_PATH_VERTICES) {
-    throw new Error(`the model has ${vertices} simple-path vertices (at most ${MAX_SIMPLE_PATH_VERTICES} expected): too many to enumerate simple paths`);
-  }
-  /** Every cycle-free route to every state: longer histories (retries, resets, repeated closes) for the oracle. */
-  simplePaths = model.getSimplePaths({ serializeState: simpleVertex, limit: TRAVERSAL_LIMIT });
-} catch (error) {
-  generationError = error instanceof Error ? error.message : String(error);
+/** Without sessions: 21 simple-path vertices; with them the resume step adds its states (measured: see the diagnostics). */
+const MAX_SIMPLE_PATH_VERTICES = { plain: 30, session: 45 } as const;
+
+export interface Generated {
+  edgePaths: ClientPath[];
+  simplePaths: ClientPath[];
+  vertices: number;
+  error: string | null;
 }
+
+function generate(input: ClientInput, maxVertices: number): Generated {
+  const model = new TestModel(clientMachine, { input, events: modelEvents, stateMatcher: stateIdMatcher(clientMachine) });
+  const out: Generated = { edgePaths: [], simplePaths: [], vertices: 0, error: null };
+  try {
+    /** Shortest paths to every *transition*: the vertex includes the step that led to it. */
+    out.edgePaths = model.getShortestPaths({
+      serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
+      limit: TRAVERSAL_LIMIT,
+    });
+    out.vertices = Object.keys(
+      getAdjacencyMap(clientMachine, { input, events: modelEvents, serializeState: simpleVertex, limit: TRAVERSAL_LIMIT }),
+    ).length;
+    if (out.vertices > maxVertices) {
+      throw new Error(`the model has ${out.vertices} simple-path vertices (at most ${maxVertices} expected): too many to enumerate simple paths`);
+    }
+    /** Every cycle-free route to every state: longer histories (retries, resets, repeated closes) for the oracle. */
+    out.simplePaths = model.getSimplePaths({ serializeState: simpleVertex, limit: TRAVERSAL_LIMIT });
+  } catch (error) {
+    out.error = error instanceof Error ? error.message : String(error);
+  }
+  return out;
+}
+
+/** The generated paths: a client without sessions, and one with `session: true`. */
+export const models: { plain: Generated; session: Generated } = {
+  plain: generate(modelInput, MAX_SIMPLE_PATH_VERTICES.plain),
+  session: generate(sessionModelInput, MAX_SIMPLE_PATH_VERTICES.session),
+};
 
 export function label(e: EventObject): string {
   const delay = timeouts.get(e.type);

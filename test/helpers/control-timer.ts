@@ -17,6 +17,9 @@
  * before its delay) still holds.
  */
 
+import type { AnyMachineSnapshot, AnyStateNode, EventObject, InspectionEvent } from 'xstate';
+import { isActive } from './model-coverage.ts';
+
 let sequence = 0;
 /** A global order of events: control timers and the machine's timer firings. */
 export function nextSequence(): number {
@@ -42,26 +45,32 @@ function control(delay: number): ControlFiring {
   return c;
 }
 
+/** The early controls of one step, armed when the machine received its event. */
+export type PendingControls = Map<string, { delay: number; early: ControlFiring }>;
+
 export class ControlTimers {
   private readonly armed = new Map<string, Control>();
-  private readonly pending = new Map<string, { delay: number; early: ControlFiring }>();
+  /** Steps begun and not ended: a step's event may arrive before the previous step's snapshot (an event raised within it). */
+  private readonly pending = new Set<PendingControls>();
 
   /** The machine received an event: arm an early control for each timer it might arm in this step. */
-  begin(delays: ReadonlyMap<string, number>): void {
-    this.dropPending();
-    for (const [key, delay] of delays) this.pending.set(key, { delay, early: control(delay) });
+  begin(delays: ReadonlyMap<string, number>): PendingControls {
+    const p: PendingControls = new Map();
+    for (const [key, delay] of delays) p.set(key, { delay, early: control(delay) });
+    this.pending.add(p);
+    return p;
   }
 
-  /** The step ended having (re)armed the timers `keys`, at `armedAt` (when the machine received the event). */
-  end(keys: readonly string[], armedAt: number): void {
+  /** The step begun with `step` ended having (re)armed the timers `keys`, at `armedAt` (when the machine received the event). */
+  end(step: PendingControls, keys: readonly string[], armedAt: number): void {
     for (const key of keys) {
-      const p = this.pending.get(key);
+      const p = step.get(key);
       if (!p) continue;
-      this.pending.delete(key);
+      step.delete(key);
       this.cancel(this.armed.get(key));
       this.armed.set(key, { armedAt, delay: p.delay, early: p.early, late: control(p.delay) });
     }
-    this.dropPending();
+    this.drop(step);
   }
 
   /** The machine's timer `key` fired: its controls (they keep running until they fire). */
@@ -74,12 +83,12 @@ export class ControlTimers {
   clear(): void {
     for (const c of this.armed.values()) this.cancel(c);
     this.armed.clear();
-    this.dropPending();
+    for (const p of [...this.pending]) this.drop(p);
   }
 
-  private dropPending(): void {
-    for (const p of this.pending.values()) clearTimeout(p.early.timer);
-    this.pending.clear();
+  private drop(step: PendingControls): void {
+    for (const p of step.values()) clearTimeout(p.early.timer);
+    this.pending.delete(step);
   }
 
   private cancel(c: Control | undefined): void {
@@ -103,4 +112,101 @@ export async function bracketError(c: Control, seq: number, timeoutMs = 10_000):
   if (c.early.seq === null || c.early.seq > seq) return `fired before a ${c.delay} ms timer armed before it: its delay is under ${c.delay} ms`;
   if (c.late.seq < seq) return `fired after a ${c.delay} ms timer armed after it: its delay is over ${c.delay} ms`;
   return null;
+}
+
+// ---------------------------------------------------------------------------
+// The record of a real machine's steps, for the conformance runners
+
+/** One step the real machine took: the event it received, the snapshot after it, when. */
+export interface StepEntry<S> {
+  event: EventObject;
+  snapshot: S;
+  /** performance.now() when the machine received the event (before the step armed or fired anything). */
+  at: number;
+  /** For a timer's event: ms since it was armed. */
+  elapsed?: number;
+  /** For a timer's event: the control timers armed with it, and its place in the order of firings. */
+  control?: Control;
+  seq?: number;
+}
+
+/**
+ * The bookkeeping both conformance runners share: fed the machine's own
+ * inspection events, it records each step (StepEntry), notes when each
+ * timer is armed (its state node entered, or re-entered when `rearmed` says
+ * so) and arms the control timers around it (ControlTimers).
+ */
+export class StepRecord<S extends AnyMachineSnapshot> {
+  readonly entries: Array<StepEntry<S>> = [];
+  /** Per delayed event type: when its timer was last armed. */
+  readonly armedAt = new Map<string, number>();
+  readonly controls = new ControlTimers();
+  /** Entries before this one have been checked by a step. */
+  cursor = 0;
+  /**
+   * Events received whose step has not ended yet, in order: when the machine
+   * received each, its place in the order of firings, its early controls.
+   * Usually one; more when a step raises an event that the machine receives
+   * before it reports the step's snapshot.
+   */
+  private readonly received: Array<{ event: unknown; at: number; seq: number; controls: PendingControls }> = [];
+
+  constructor(
+    /** Each delayed event type's source state node. */
+    private readonly timerNodes: ReadonlyMap<string, AnyStateNode>,
+    /** The delay each timer should have if the next step arms it. */
+    private readonly expectedDelays: () => ReadonlyMap<string, number>,
+    /** A timer re-armed without leaving its state node (e.g. the write deadline on progress). */
+    private readonly rearmed: (event: EventObject, node: AnyStateNode) => boolean = () => false,
+  ) {}
+
+  /** Feeds one inspection event of the machine; returns the recorded step and the snapshot before it, if it was one. */
+  onInspect(e: InspectionEvent): { entry: StepEntry<S>; previous: S | undefined } | null {
+    if (e.type === '@xstate.event') {
+      const at = performance.now();
+      const seq = nextSequence();
+      this.received.push({ event: e.event, at, seq, controls: this.controls.begin(this.expectedDelays()) });
+      return null;
+    }
+    if (e.type !== '@xstate.snapshot') return null;
+    const index = this.received.findIndex((r) => r.event === e.event);
+    const [received] = index >= 0 ? this.received.splice(index, 1) : [undefined];
+    const at = received?.at ?? performance.now();
+    const snapshot = e.snapshot as S;
+    const previous = this.entries.at(-1)?.snapshot;
+    const timer = this.timerNodes.has(e.event.type);
+    const armed = timer ? this.armedAt.get(e.event.type) : undefined;
+    const control = timer ? this.controls.take(e.event.type) : undefined;
+    const entry: StepEntry<S> = { event: e.event, snapshot, at, ...(armed !== undefined ? { elapsed: at - armed } : {}), ...(control && received ? { control, seq: received.seq } : {}) };
+    this.entries.push(entry);
+    const armedNow: string[] = [];
+    for (const [type, node] of this.timerNodes) {
+      const now = snapshot.status === 'active' && isActive(snapshot, node);
+      const was = previous !== undefined && previous.status === 'active' && isActive(previous, node);
+      if (now && (!was || this.rearmed(e.event, node))) {
+        this.armedAt.set(type, at);
+        armedNow.push(type);
+      }
+    }
+    if (received) this.controls.end(received.controls, armedNow, at);
+    return { entry, previous };
+  }
+
+  /**
+   * Waits until the machine has received an event of `type` (or `or`) at or
+   * after the cursor; returns its index. Throws after `timeoutMs`, listing
+   * what it received instead.
+   */
+  async reported(type: string, timeoutMs: number, or?: string): Promise<number> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const i = this.entries.findIndex((e, j) => j >= this.cursor && (e.event.type === type || e.event.type === or));
+      if (i >= 0) return i;
+      if (performance.now() > deadline) {
+        const got = this.entries.slice(this.cursor).map((e) => `${e.event.type} (${(e.at - (this.entries[this.cursor - 1]?.at ?? e.at)).toFixed(0)} ms after the last step)`);
+        throw new Error(`the machine did not receive ${type} within ${timeoutMs} ms (received since the last step: ${got.join(', ') || 'nothing'})`);
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
 }

@@ -206,6 +206,23 @@ export class RawWs {
     return this.socket.write(bytes);
   }
 
+  /** Writes bytes as they are and resolves once the socket has taken them (after 'drain' if it pushed back). */
+  write(bytes: Buffer): Promise<void> {
+    if (this.socket.destroyed) return Promise.resolve();
+    return new Promise((resolve) => (this.socket.write(bytes) ? resolve() : this.socket.once('drain', () => resolve())));
+  }
+
+  /** The text frames received so far, decoded. */
+  get texts(): string[] {
+    return this.frames.filter((f) => f.opcode === Opcode.TEXT).map((f) => f.payload.toString());
+  }
+
+  /** The first close frame received so far (code null if empty), or null. */
+  get closeReceived(): { code: number | null; reason: string } | null {
+    const f = this.frames.find((x) => x.opcode === Opcode.CLOSE);
+    return f ? { code: f.payload.length >= 2 ? f.payload.readUInt16BE(0) : null, reason: f.payload.subarray(2).toString() } : null;
+  }
+
   /** Stops reading: the kernel buffers fill and the server's writes block. */
   stopReading(): void {
     this.socket.pause();

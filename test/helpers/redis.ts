@@ -122,7 +122,7 @@ function exited(child: ChildProcess): Promise<void> {
  * null when the binary is missing (the test is then skipped, or failed under
  * CI=true): `const redis = await startRedis(t); if (!redis) return;`
  */
-export async function startRedis(t: TestContext, options: RedisStartOptions = {}): Promise<RedisServer | null> {
+export async function startRedis(t: Pick<TestContext, 'after' | 'skip'>, options: RedisStartOptions = {}): Promise<RedisServer | null> {
   const extra = options.args ?? [];
   const binary = findRedisServer();
   if (binary === null) {

@@ -286,7 +286,8 @@ export class ScriptedClientPeer {
 /** What the scripted server does with the next upgrade request. */
 export type UpgradeScript =
   | { kind: 'accept' }
-  | { kind: 'refuse'; status: number }
+  /** Answer the upgrade with this HTTP status (and body: default names the script). */
+  | { kind: 'refuse'; status: number; body?: string }
   /** Accept TCP, read the request, never answer (a connect timeout). */
   | { kind: 'hang' };
 
@@ -319,6 +320,16 @@ export class ScriptedServerConnection {
   /** Ping payloads the client sent, in order. */
   get pings(): Buffer[] {
     return this.frames.control.filter((f) => f.opcode === Opcode.PING).map((f) => f.payload);
+  }
+
+  /** Data frames (text or binary) the client sent: counted, not kept. */
+  get dataFrames(): number {
+    return this.frames.dataFrames;
+  }
+
+  /** Sends one text frame. */
+  sendText(text: string): void {
+    this.write(Opcode.TEXT, Buffer.from(text));
   }
 
   private write(opcode: number, payload: Buffer): void {
@@ -419,7 +430,7 @@ export class ScriptedServer {
       if (script.kind === 'hang') {
         socket.resume(); // read and drop: a server that never answers
       } else if (script.kind === 'refuse') {
-        const body = `refused by script (${script.status})`;
+        const body = script.body ?? `refused by script (${script.status})`;
         socket.end(`HTTP/1.1 ${script.status} Refused\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
       } else {
         const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
@@ -440,4 +451,50 @@ export class ScriptedServer {
     };
     socket.on('data', onData);
   }
+}
+
+/**
+ * How long this process takes, now, to move `bytes` over a loopback TCP
+ * connection whose both ends it hosts (as the conformance tests host the
+ * server and the scripted peer), the sender writing 256 KiB at a time as the
+ * socket drains (as the writer does): the median of `runs` transfers after
+ * one discarded warm-up (the first one pays for compiling and growing the
+ * kernel's buffers), ms. A drain of a paused peer's backlog is such a
+ * transfer, so this is what a bulk step costs at the machine's present load.
+ */
+export async function measureLoopbackMs(bytes: number, runs = 3): Promise<number> {
+  const chunk = Buffer.alloc(256 << 10, 0x61);
+  const times: number[] = [];
+  for (let r = 0; r <= runs; r++) {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as net.AddressInfo;
+    server.on('connection', (s) => {
+      s.on('error', () => {});
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < bytes && !s.destroyed) {
+          sent += chunk.length;
+          if (!s.write(chunk)) return void s.once('drain', pump);
+        }
+      };
+      pump();
+    });
+    const t0 = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      const c = net.connect(port, '127.0.0.1');
+      let got = 0;
+      c.on('error', reject);
+      c.on('data', (d: Buffer) => {
+        got += d.length;
+        if (got >= bytes) {
+          c.destroy();
+          resolve();
+        }
+      });
+    });
+    if (r > 0) times.push(performance.now() - t0);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+  return times.sort((a, b) => a - b)[runs >> 1]!;
 }

@@ -26,7 +26,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  __unsafe_getAllOwnEventDescriptors,
   assign,
   createActor,
   fromCallback,
@@ -36,13 +35,12 @@ import {
   type InspectionEvent,
   type SnapshotFrom,
 } from 'xstate';
-import { TestModel, getAdjacencyMap, type TestParam, type TestPath } from 'xstate/graph';
+import type { TestParam, TestPath } from 'xstate/graph';
 import {
   clientMachine,
   type ClientEvent,
   type ClientInput,
   type ClientOutput,
-  type ClientTiming,
   type DialerInput,
 } from '../../machines/client.machine.ts';
 import type { ConnectionCommand, ConnectionInput, ConnectionMachine } from '../../machines/connection.machine.ts';
@@ -52,12 +50,28 @@ import {
   TimerTableClock,
   allStateNodes,
   allTransitionKeys,
-  delayedEventTypes,
   missing,
   recordTransitions,
-  stateIdMatcher,
   pathTitle,
 } from '../helpers/model-coverage.ts';
+import {
+  ABANDON,
+  CLIENT_ID,
+  CONNECTION_DONE,
+  NETWORK_DROP,
+  SERVER_RESTART,
+  UNSUPPORTED_CLOSE,
+  answered,
+  backoff,
+  failedAttempt,
+  label,
+  models,
+  sessionBackoff,
+  timeouts,
+  timing,
+  type ConnectionDone,
+  type DelayName,
+} from '../helpers/client-model.ts';
 
 // ---------------------------------------------------------------------------
 // The machine's shape, pinned
@@ -99,17 +113,10 @@ const CLIENT_MACHINE_TRANSITIONS: readonly string[] = [
 ];
 
 // ---------------------------------------------------------------------------
-// Timing, backoff and samples
+// Timing, backoff, samples and the generated paths: test/helpers/client-model.ts
+// (one generator, shared with test/conformance/client-paths.test.ts, which
+// replays the same paths against the real client and a scripted server).
 
-/** Distinct values, so an armed timer tells which delay it belongs to. */
-const timing: ClientTiming = { pingInterval: 1000, pongTimeout: 500, writeTimeout: 700, closeTimeout: 300, connectTimeout: 2000, resumeTimeout: 1500 };
-/**
- * maxAttempts 3 (three consecutive failed attempts, two waits) makes `canRetry`
- * false reachable and bounds the attempt count, so the state space is finite
- * and small: 230 shortest paths to every transition, 714 simple paths.
- * Ceilings 100, then 150 (200 capped): the cap is reached inside the model too.
- */
-const backoff: BackoffOptions = { initialDelay: 100, maxDelay: 150, multiplier: 2, maxAttempts: 3, stableAfter: 5000 };
 /**
  * Jitter of the SUT, cycled: each wait must draw a fresh number (the model,
  * which calls `random` while generating paths, gets a constant instead).
@@ -118,59 +125,6 @@ const backoff: BackoffOptions = { initialDelay: 100, maxDelay: 150, multiplier: 
 const JITTER = [0.5, 0.25, 1 - 2 ** -20];
 /** In model runs each outside event arrives this long after the previous step. */
 const EVENT_GAP_MS = 10;
-const CLIENT_ID = 'client-1';
-
-type DelayName = 'connectTimeout' | 'backoff' | 'stableAfter' | 'resumeTimeout';
-const timeouts = new Map<string, DelayName>(
-  [...delayedEventTypes(clientMachine)].map(([type, delay]) => {
-    if (delay !== 'connectTimeout' && delay !== 'backoff' && delay !== 'stableAfter' && delay !== 'resumeTimeout') throw new Error(`${type}: unknown delay ${delay}`);
-    return [type, delay];
-  }),
-);
-const STABLE_AFTER_EVENT = [...timeouts].find(([, d]) => d === 'stableAfter')![0];
-const CONNECTION_DONE = 'xstate.done.actor.connection';
-
-/** How a failed attempt is recorded (R17 fields): the network's 1006, the failure as the reason. */
-function failedAttempt(reason: string): Closure {
-  return { code: 1006, reason, initiator: 'remote', cause: 'socket-error', expected: false, receivedCode: null };
-}
-const SERVER_RESTART: Closure = { code: 1001, reason: 'server restart', initiator: 'remote', cause: 'peer', expected: true, receivedCode: 1001 };
-const NETWORK_DROP: Closure = { code: 1006, reason: '', initiator: 'remote', cause: 'socket-error', expected: false, receivedCode: 1006 };
-/** The connection machine's closure when the peer answers our close frame. */
-function answered(request: { code: number; reason: string }): Closure {
-  const expected = request.code === 1000 || request.code === 1001;
-  return { code: request.code, reason: request.reason, initiator: 'local', cause: 'normal', expected, receivedCode: request.code };
-}
-
-const dialSamples: ClientEvent[] = [
-  // The io is a placeholder for the model; executors hand the SUT a fresh FakeSocket.
-  { type: 'dial.ready', io: 'socket' },
-  { type: 'dial.failed', message: 'connect ECONNREFUSED 127.0.0.1:9' },
-];
-/** Sessions: what the client reports of the server's first answer on a connection. */
-const sessionSamples: ClientEvent[] = [
-  { type: 'session.attached' },
-  { type: 'session.unsupported', message: 'the server answered {"requestID":0,…}' },
-];
-/** What the Node dialer reports when the server refuses the session upgrade (sessions off). */
-const REFUSED_UPGRADE: ClientEvent = { type: 'session.unsupported', message: 'server refused the upgrade: HTTP 400 sessions are not enabled on this server' };
-/** How the connection machine is told to drop a connection whose resume got no answer. */
-const ABANDON = { type: 'terminate', reason: 'no session answer in time' } as const;
-const UNSUPPORTED_CLOSE = { code: 1000, reason: 'sessions unsupported by the server' };
-const closeSamples: ClientEvent[] = [
-  { type: 'close' },
-  { type: 'close', code: 4000, reason: 'user logged out' },
-];
-interface ConnectionDone {
-  type: typeof CONNECTION_DONE;
-  output: Closure;
-  actorId: 'connection';
-}
-/** How a connection may end: the peer or the network ends it, or the peer answers our close. */
-function doneSamples(closeRequest: { code: number; reason: string } | null): ConnectionDone[] {
-  const endings = closeRequest === null ? [SERVER_RESTART, NETWORK_DROP] : [answered(closeRequest), NETWORK_DROP];
-  return endings.map((output) => ({ type: CONNECTION_DONE, output, actorId: 'connection' }));
-}
 
 // ---------------------------------------------------------------------------
 // The fakes and the system under test
@@ -667,113 +621,6 @@ const executors: Record<string, Executor> = {
   },
   ...Object.fromEntries([...timeouts].map(([type, delay]): [string, Executor] => [type, (run) => run.fire(delay)])),
 };
-
-const modelInput: ClientInput = { id: CLIENT_ID, timing, backoff, random: () => 0.5, transport: null };
-/**
- * With sessions, maxAttempts 2: the resume step multiplies the states of a
- * connection, and with 3 attempts the simple paths no longer enumerate in
- * reasonable time (57 vertices measured); 2 attempts still reach every guard.
- */
-const sessionBackoff: BackoffOptions = { ...backoff, maxAttempts: 2 };
-const sessionModelInput: ClientInput = { ...modelInput, backoff: sessionBackoff, session: true };
-
-/** Every event the model may take in `snapshot`. */
-function modelEvents(snapshot: Snapshot): ClientEvent[] {
-  if (snapshot.status !== 'active') return [];
-  const timers = __unsafe_getAllOwnEventDescriptors(snapshot)
-    .filter((type) => timeouts.has(type))
-    // stableAfter is a targetless transition: its timer is not re-armed once it
-    // fired, but the model would offer it again. Offered while attempt > 0 only:
-    // once it fired attempt is 0 and stays 0 until the connection ends, and
-    // on a connection that starts at 0 it would change nothing.
-    .filter((type) => type !== STABLE_AFTER_EVENT || snapshot.context.attempt > 0)
-    // Time orders these two: both start when the connection opens, and resumeTimeout < stableAfter
-    // (asserted below), so stableAfter cannot fire while the resume is still unanswered.
-    .filter((type) => type !== STABLE_AFTER_EVENT || !snapshot.matches({ connected: 'resuming' }))
-    .map((type) => ({ type }) as unknown as ClientEvent);
-  return [
-    // The dialer only lives (and reports) while connecting; the connection child while connected.
-    ...(snapshot.value === 'connecting' ? dialSamples : []),
-    // A session client's dialer may see the session upgrade refused (a server with sessions off).
-    ...(snapshot.value === 'connecting' && snapshot.context.session ? [REFUSED_UPGRADE] : []),
-    ...(snapshot.matches('connected') ? (doneSamples(snapshot.context.closeRequest) as unknown as ClientEvent[]) : []),
-    // The server's first answer only matters while resuming (the client reports it once per connection).
-    ...(snapshot.matches({ connected: 'resuming' }) ? sessionSamples : []),
-    ...closeSamples,
-    ...timers,
-  ];
-}
-
-const modelFor = (input: ClientInput) => new TestModel(clientMachine, {
-  input,
-  events: modelEvents,
-  stateMatcher: stateIdMatcher(clientMachine),
-});
-
-/** A model vertex: io (an opaque handle), random and the constant input are left out. */
-const vertex = (s: Snapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.attempt, s.context.delayMs, s.context.closeRequest, s.context.lastClosure, s.context.gaveUp, s.context.unsupported]);
-/**
- * The coarser vertex of the simple paths: lastClosure (a function of the last
- * step) left out; with it the simple paths number 17,058 instead of ~700.
- */
-const simpleVertex = (s: Snapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.attempt, s.context.closeRequest, s.context.gaveUp, s.context.unsupported]);
-
-/**
- * Guards against a machine change that makes the model's state space infinite
- * (e.g. an attempt count that grows without bound) or too big to enumerate
- * simple paths in (their number grows exponentially with the vertices): path
- * generation would then run forever at import time. Now: ~300 traversal steps,
- * 21 simple-path vertices. Exceeded, the file fails at once, saying which.
- */
-const TRAVERSAL_LIMIT = 5_000;
-/** Without sessions: 21 simple-path vertices; with them the resume step adds its states (measured: see the diagnostics). */
-const MAX_SIMPLE_PATH_VERTICES = { plain: 30, session: 45 } as const;
-
-interface Generated {
-  edgePaths: Array<TestPath<Snapshot, ClientEvent>>;
-  simplePaths: Array<TestPath<Snapshot, ClientEvent>>;
-  vertices: number;
-  error: string | null;
-}
-
-function generate(input: ClientInput, maxVertices: number): Generated {
-  const model = modelFor(input);
-  const out: Generated = { edgePaths: [], simplePaths: [], vertices: 0, error: null };
-  try {
-    /** Shortest paths to every *transition*: the vertex includes the step that led to it. */
-    out.edgePaths = model.getShortestPaths({
-      serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
-      limit: TRAVERSAL_LIMIT,
-    });
-    out.vertices = Object.keys(
-      getAdjacencyMap(clientMachine, { input, events: modelEvents, serializeState: simpleVertex, limit: TRAVERSAL_LIMIT }),
-    ).length;
-    if (out.vertices > maxVertices) {
-      throw new Error(`the model has ${out.vertices} simple-path vertices (at most ${maxVertices} expected): too many to enumerate simple paths`);
-    }
-    /** Every cycle-free route to every state: longer histories (retries, resets, repeated closes) for the oracle. */
-    out.simplePaths = model.getSimplePaths({ serializeState: simpleVertex, limit: TRAVERSAL_LIMIT });
-  } catch (error) {
-    out.error = error instanceof Error ? error.message : String(error);
-  }
-  return out;
-}
-
-const models = {
-  plain: generate(modelInput, MAX_SIMPLE_PATH_VERTICES.plain),
-  session: generate(sessionModelInput, MAX_SIMPLE_PATH_VERTICES.session),
-};
-
-function label(e: EventObject): string {
-  const delay = timeouts.get(e.type);
-  if (delay) return `⏰${delay}`;
-  if (e.type === CONNECTION_DONE) return `connection ended(${(e as unknown as ConnectionDone).output.code})`;
-  const c = e as ClientEvent;
-  if (c.type === 'close') return `close(${c.code ?? ''})`;
-  return c.type;
-}
 
 const taken = new Set<string>();
 const generatedTypes = new Set<string>();
