@@ -226,6 +226,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   readonly #held = new Map<string, string>();
   /** Sessions this node detached, with the attach generation then: its own expire must not end one resumed since. */
   readonly #detachedHere = new Map<string, string>();
+  /** Sessions whose attach is on its way to Redis (their generation is about to change), with how many. */
+  readonly #attaching = new Map<string, number>();
   #renewTimer: NodeJS.Timeout | null = null;
   readonly #loggedFailures = new Set<string>();
   /** Failed operations, by kind, since the store started (metrics); `failedSinceUp` for the recovery log line. */
@@ -394,9 +396,12 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     return { ok: true, record: recordOf(claim.id, fields) };
   }
 
-  async append(id: string, message: SessionMessage): Promise<AppendResult> {
+  async append(id: string, message: SessionMessage, replyTo?: number): Promise<AppendResult> {
     const data = message.data;
-    const r = await this.#run('append', id, 'wsSessAppend', [id, data, message.binary ? '1' : '0'], message);
+    // The generation this node holds (attached, or detached by it): a stale one is refused (`moved`), so a node
+    // whose copy of the session was resumed elsewhere stops appending to it. None while an attach is on its way.
+    const generation = this.#attaching.has(id) ? '' : (this.#held.get(id) ?? this.#detachedHere.get(id) ?? '');
+    const r = await this.#run('append', id, 'wsSessAppend', [id, data, message.binary ? '1' : '0', generation, replyTo === undefined ? '' : String(replyTo), String(MAX_SEQS_PER_REPLY)], message);
     if (r[1] === 1) return { ok: true, seq: r[2] as number };
     return { ok: false, reason: String(r[2]) as SessionDeadLetterReason, detail: String(r[3]) };
   }
@@ -445,10 +450,19 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   }
 
   async attach(id: string): Promise<boolean> {
-    const r = await this.#run('attach', id, 'wsSessAttach', [id]);
-    if (r[1] !== 1) return false;
-    this.#held.set(id, String(r[2]));
-    return true;
+    // Appends called from now on run after this attach (one connection, in order): they must not present the old generation.
+    this.#attaching.set(id, (this.#attaching.get(id) ?? 0) + 1);
+    try {
+      const r = await this.#run('attach', id, 'wsSessAttach', [id]);
+      if (r[1] !== 1) return false;
+      this.#held.set(id, String(r[2]));
+      this.#detachedHere.delete(id);
+      return true;
+    } finally {
+      const n = this.#attaching.get(id)! - 1;
+      if (n === 0) this.#attaching.delete(id);
+      else this.#attaching.set(id, n);
+    }
   }
 
   /** False also when another node attached the session since this node did (a takeover: the session is not this node's to detach). */

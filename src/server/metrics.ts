@@ -73,6 +73,8 @@ export class SupervisorMetrics {
   readonly sessionDeadLettersTotal: Counter<'reason'>;
   /** Session lifecycle events (attached, resumed, detached, expired, overflowed, ended). */
   readonly sessionEventsTotal: Counter<'event'>;
+  /** Session store operations that failed (rejected: a shared store unreachable, hung, erroring), by operation. */
+  readonly sessionStoreFailuresTotal: Counter<'operation'>;
   private cache: { at: number; sums: Sums } | null = null;
 
   constructor(
@@ -193,6 +195,12 @@ export class SupervisorMetrics {
       labelNames: ['event'],
       registers,
     });
+    this.sessionStoreFailuresTotal = new Counter({
+      name: `${prefix}session_store_failures_total`,
+      help: 'Session store operations that failed (store unreachable, hung or erroring), by operation; the sessions concerned are reported as unpersisted session events',
+      labelNames: ['operation'],
+      registers,
+    });
     // From the store at scrape time: no cost per message.
     const storeGauge = (name: string, help: string, pick: (s: { detached: number; bufferedBytes: number; bufferedMessages: number; sessions: number }) => number): Gauge =>
       new Gauge({
@@ -200,8 +208,9 @@ export class SupervisorMetrics {
         help,
         registers,
         async collect() {
-          const stats = await (source.sessions?.() ?? null);
-          this.set(stats === null ? 0 : pick(stats));
+          // A store that cannot answer (Redis down) must not fail the whole scrape: the gauge keeps its last value.
+          const stats = await Promise.resolve(source.sessions?.() ?? null).catch(() => undefined);
+          if (stats !== undefined) this.set(stats === null ? 0 : pick(stats));
         },
       });
     storeGauge(`${prefix}sessions`, 'Live sessions (attached or detached)', (s) => s.sessions);
