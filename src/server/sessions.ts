@@ -581,9 +581,12 @@ export class Sessions<Auth = unknown> {
     }
     this.host.metrics.resume('resumed', 'none');
     this.host.metrics.replayed(replay.length);
+    // Taken over from another node: the client re-sends every request it holds unacknowledged (cseq 0), so that one
+    // counted there whose reply was never stored runs again here (SessionBinding.request); the rest are duplicates.
+    const cseq = entry.adoptedUpTo > 0 ? 0 : record.lastCseq;
     this.carry(binding, entry, {
       id: record.id, token, epoch: this.epoch!, resumed: true,
-      lastSeq, replay: replay.length, cseq: record.lastCseq, resumeWindow: this.options.resumeWindow,
+      lastSeq, replay: replay.length, cseq, resumeWindow: this.options.resumeWindow,
     }, replay, record);
     entry.runner.send({ type: 'attach', connectionId: connection.id });
     if (binding.live) this.host.emitSession({ type: 'resumed', id: record.id, connection, replayed: replay.length });
@@ -616,7 +619,7 @@ export class Sessions<Auth = unknown> {
     entry.detachedAt = null;
     binding.attached(entry, {
       id: entry.id, resumed: attached.resumed, reason: attached.reason ?? null, detail: attached.detail ?? null,
-    }, encodeAttached(attached), replay, attached.lastSeq, attached.cseq);
+    }, encodeAttached(attached), replay, attached.lastSeq, record.lastCseq);
     for (const topic of entry.topics) this.index(entry, topic, false);
     entry.topics = new Set(record.topics);
     for (const topic of entry.topics) this.index(entry, topic, true);
