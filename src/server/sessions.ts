@@ -209,6 +209,8 @@ interface Entry<Auth> {
    * storing the reply) runs again here. 0: none.
    */
   adoptedUpTo: number;
+  /** The highest request cseq this process ran for the session. */
+  lastCseqRun: number;
 }
 
 /** A detached session, for the dashboard. */
@@ -571,7 +573,6 @@ export class Sessions<Auth = unknown> {
     if (entry === undefined) {
       // A session this process runs no machine for (a shared store, another node's session): run one from here.
       entry = this.newEntry(record.id, connection);
-      entry.adoptedUpTo = record.lastCseq;
     } else {
       const previous = entry.carrier;
       if (previous) previous.leave();
@@ -581,9 +582,13 @@ export class Sessions<Auth = unknown> {
     }
     this.host.metrics.resume('resumed', 'none');
     this.host.metrics.replayed(replay.length);
-    // Taken over from another node: the client re-sends every request it holds unacknowledged (cseq 0), so that one
-    // counted there whose reply was never stored runs again here (SessionBinding.request); the rest are duplicates.
-    const cseq = entry.adoptedUpTo > 0 ? 0 : record.lastCseq;
+    // Requests were counted that this process did not run: taken over from another process (or the one before this
+    // connection counted one and closed before running it). The client re-sends every request it holds
+    // unacknowledged (cseq 0), so that one counted whose reply was never stored runs here (SessionBinding.request);
+    // the rest are duplicates.
+    const adopt = record.lastCseq > entry.lastCseqRun;
+    if (adopt) entry.adoptedUpTo = record.lastCseq;
+    const cseq = adopt ? 0 : record.lastCseq;
     this.carry(binding, entry, {
       id: record.id, token, epoch: this.epoch!, resumed: true,
       lastSeq, replay: replay.length, cseq, resumeWindow: this.options.resumeWindow,
@@ -603,7 +608,7 @@ export class Sessions<Auth = unknown> {
     const runner = new MachineRunner(config, carrier);
     const entry: Entry<Auth> = {
       id, runner, carrier: null, routed: null, topics: new Set(), ended: false, detachedAt: null,
-      unpersisted: false, appends: [], appendHead: 0, adoptedUpTo: 0,
+      unpersisted: false, appends: [], appendHead: 0, adoptedUpTo: 0, lastCseqRun: 0,
     };
     carrier.entry = entry;
     this.entries.set(id, entry);
@@ -786,8 +791,6 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private inbox: Array<[Buffer, boolean]> | null = null;
   /** The session is unpersisted (the store failed): this connection numbers and carries it alone, plainly. */
   private local = false;
-  /** The last request run again after a takeover (see Entry.adoptedUpTo). */
-  private rerun = 0;
   /** The requests' verdicts, handled in order. */
   private requests: Promise<void> = Promise.resolve();
   /** The request whose handler runs now (its sends are its reply), 0 none. */
@@ -866,14 +869,16 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       if (cseq !== this.lastRun + 1) return this.violation(`request ${cseq} skips ahead: the next one is ${this.lastRun + 1}`);
       verdict = { kind: 'new' };
     }
-    if (verdict.kind === 'duplicate' && verdict.replySeqs !== null && verdict.replySeqs.length === 0 && cseq <= this.entry!.adoptedUpTo && cseq > this.rerun) {
-      // Counted by the node this session came from, its reply never stored (appends carry their request, so none is
-      // on its way: that node's late append is refused as `moved`): that node died in between. Run it here, once.
-      this.rerun = cseq;
+    const entry = this.entry!;
+    if (verdict.kind === 'duplicate' && verdict.replySeqs !== null && verdict.replySeqs.length === 0 && cseq <= entry.adoptedUpTo && cseq > entry.lastCseqRun) {
+      // Counted where this process did not run it, its reply never stored (appends carry their request, so none is
+      // on its way: another process's late append is refused as `moved`): that process died, or its connection
+      // closed before the count came back. Run it here, once.
       verdict = { kind: 'new' };
     }
     switch (verdict.kind) {
       case 'new':
+        if (cseq > entry.lastCseqRun) entry.lastCseqRun = cseq;
         this.running = cseq;
         try {
           this.connection.runHandler(payload, isBinary);

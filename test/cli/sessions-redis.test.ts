@@ -350,3 +350,49 @@ test('Redis restarted empty while clients are detached: each gets resumed: false
   assert.equal(again.resumes.at(-1)!.resumed, true, JSON.stringify(again.resumes.at(-1)));
   await Promise.all(peers.map((p) => p.client.close()));
 });
+
+test('Redis hung while a client is attached: its pushes keep arriving on its connection; once cut, it is told it cannot resume', { timeout: B.scaled(180_000) }, async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const server = await startServer(t, redis.url);
+  const lb = await proxy(t, server.port);
+  const [peer] = await connectAll(() => lb.url, 1);
+  const publisher = createClient(server.wsUrl, { backoff: { initialDelay: 50, maxDelay: 500 } });
+  t.after(() => publisher.close());
+  await publisher.request('hello');
+  const push = (text: string) => publisher.send(JSON.stringify({ requestID: 0, command: 'publish', topic: peer!.topic, someOtherThing: text }));
+  push('before');
+  await until('the first push', () => peer!.pushes.length === 1, B.scaled(10_000));
+  // Redis stops answering: the appends time out (commandTimeout), the session is unpersisted, delivery goes on locally.
+  redis.pause();
+  t.after(() => redis.resume());
+  for (const text of ['during1', 'during2', 'during3']) push(text);
+  await until('the pushes made while Redis hung', () => peer!.pushes.length === 4, B.scaled(30_000));
+  assert.deepEqual(peer!.pushes, ['before', 'during1', 'during2', 'during3'], 'in order, each once');
+  let m = '';
+  const deadline = Date.now() + B.scaled(20_000);
+  for (;;) {
+    m = await metricsOf(server.base);
+    if (metric(m, 'ws_supervisor_session_events_total', { event: 'unpersisted' }) >= 1 || Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.equal(metric(m, 'ws_supervisor_session_events_total', { event: 'unpersisted' }), 1, 'the session reported unpersisted');
+  // Its requests still run, once each, on this connection.
+  const reply = await peer!.client.request('still-here');
+  assert.equal(reply.someOtherThing, 'Server processed command: still-here');
+  // Redis answers again, with its data; the client is cut and comes back: the session could not be kept, and it is told.
+  redis.resume();
+  lb.cut();
+  await until('the answer to the resume', () => peer!.resumes.length === 1 && isUp(peer!.client), B.scaled(60_000));
+  const r = peer!.resumes[0]!;
+  assert.equal(r.resumed, false, JSON.stringify(r));
+  assert.ok(r.reason === 'restarted' || r.reason === 'unknown', JSON.stringify(r));
+  // And a new session resumes normally now.
+  await peer!.client.request('join', peer!.topic);
+  push('after');
+  await until('a push to the new session', () => peer!.pushes.includes('after'), B.scaled(10_000));
+  lb.cut();
+  await until('a resume after Redis returned', () => peer!.resumes.length === 2 && isUp(peer!.client), B.scaled(30_000));
+  assert.equal(peer!.resumes[1]!.resumed, true, JSON.stringify(peer!.resumes[1]));
+  await peer!.client.close();
+});
