@@ -305,7 +305,10 @@ export class Sessions<Auth = unknown> {
     try {
       for (const id of [...this.toEnd]) {
         try {
-          await this.store.end(id, 'the session could not be persisted (the session store failed); these messages were written to its connection and may have reached the client');
+          // Detach, then expire: both change nothing if another process attached the session since (a shared store
+          // checks the attach generation), so a session resumed elsewhere is never ended under its new connection.
+          await this.store.detach(id);
+          await this.store.expire(id);
           this.toEnd.delete(id);
         } catch (err) {
           this.reportFailure('end', id, err);
@@ -857,6 +860,9 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
         }
       }
       this.request(cseq, v, d.payload, isBinary);
+    }).catch((err: unknown) => {
+      // Never left rejected: the next request's turn must still come.
+      this.sessions.host.logger?.error({ err, session: entry.id, cseq }, 'session request failed');
     });
   }
 
