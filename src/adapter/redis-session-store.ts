@@ -67,8 +67,15 @@ export const REDIS_SESSION_STORE_DEFAULTS = {
   prefix: 'ws-supervisor:session:',
   /** 15 s: a node that died holds its attached sessions this long at most before they count as detached (as the adapter's presenceTtl). */
   leaseTtl: 15_000,
-  /** An operation Redis has not answered by then fails (unconfirmed: it may still be applied). As the adapter's. */
-  commandTimeout: 2_000,
+  /**
+   * An operation Redis has not answered by then fails (unconfirmed: it may
+   * still be applied). 10 s, not the adapter's 2 s: a session whose operation
+   * fails can no longer be resumed (docs/sessions.md, "Store failures"), and
+   * on a loaded host a busy event loop alone delays answers past 2 s (seen in
+   * the 2,000-client reconnect test); a hung Redis under traffic is still
+   * refused sooner, by maxInFlightBytes.
+   */
+  commandTimeout: 10_000,
   /** TCP connect + handshake; also how long the first operations wait for the first connection. */
   connectTimeout: 5_000,
   backoffInitialDelay: 100,
@@ -111,7 +118,7 @@ export interface RedisSessionStoreOptions {
   maxRememberedReplies?: number;
   /** How long this node's hold on its attached sessions lasts without renewal, ms (renewed every third). Default 15000. */
   leaseTtl?: number;
-  /** An operation not answered within it fails, ms. Default 2000. */
+  /** An operation not answered within it fails, ms. Default 10000. */
   commandTimeout?: number;
   /** TCP connect + handshake timeout, ms. Default 5000. */
   connectTimeout?: number;
