@@ -268,6 +268,8 @@ export class Sessions<Auth = unknown> {
    * it cannot continue, see LOCAL_SEQ_JUMP).
    */
   private readonly toEnd = new Set<string>();
+  /** Detaches that failed, retried by `tick` (bounded as toEnd). */
+  private readonly toDetach = new Set<string>();
   /** Store failures: the first of a burst logged with its error, the rest one line per interval (LogSummary). */
   private readonly failureLog: LogSummary;
   private sweepTimer: NodeJS.Timeout | null = null;
@@ -313,6 +315,16 @@ export class Sessions<Auth = unknown> {
         } catch (err) {
           this.reportFailure('end', id, err);
           return; // still failing: the next tick tries again
+        }
+      }
+      for (const id of [...this.toDetach]) {
+        try {
+          // A session resumed since (here or elsewhere) is not this process's to detach: the store checks.
+          if (this.entries.get(id)?.carrier == null) await this.store.detach(id);
+          this.toDetach.delete(id);
+        } catch (err) {
+          this.reportFailure('detach', id, err);
+          return;
         }
       }
       if (sweep) {
@@ -519,6 +531,13 @@ export class Sessions<Auth = unknown> {
     const entry = binding.entry;
     // An ack only trims (the next covers it): counted, the session stays persisted.
     if (entry === null || operation === 'ack') return this.reportFailure(operation, entry?.id ?? null, err);
+    if (operation === 'beginRequest' && !entry.unpersisted) {
+      // Not run here, and the store may or may not have counted it: the client comes back (R22) and resumes, and the
+      // store then says what ran (a count without a reply runs on the resume: SessionBinding.request). Nothing is lost.
+      this.reportFailure(operation, entry.id, err);
+      void binding.connection.close(1011, 'session store unavailable');
+      return;
+    }
     this.unpersist(entry, operation, err);
   }
 
@@ -688,7 +707,13 @@ export class Sessions<Auth = unknown> {
     entry.runner.send({ type: 'detach', connectionId: connection.id });
     entry.detachedAt = Date.now();
     // Not recorded as detached: the store still counts it attached to this node; its resume window must not go unkept.
-    this.store.detach(entry.id).catch((err: unknown) => this.unpersist(entry, 'detach', err));
+    this.store.detach(entry.id).catch((err: unknown) => {
+      // Retried by `tick` until the store answers: its resume window must start there too.
+      this.reportFailure('detach', entry.id, err);
+      // Bounded: past it the oldest is left to its lease (once it lapses, any process's sweep detaches it).
+      if (this.toDetach.size >= MAX_TO_END) this.toDetach.delete(this.toDetach.values().next().value!);
+      this.toDetach.add(entry.id);
+    });
     this.host.emitSession({ type: 'detached', id: entry.id, connection });
   }
 
@@ -857,6 +882,8 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
           v = await verdict;
         } catch (err) {
           this.sessions.bindingStoreFailed(this, 'beginRequest', err);
+          // Closed (1011) unless the session went local meanwhile: then this connection runs it.
+          if (!this.local) return;
         }
       }
       this.request(cseq, v, d.payload, isBinary);
