@@ -13,6 +13,9 @@ import type { Closure } from '../../machines/close-codes.ts';
 import type { Traffic } from './connection.ts';
 
 /** What the metrics read from the supervisor at scrape time. */
+
+/** How long a scrape waits for the session store's counts (a hung Redis answers after its command timeout, 10 s). */
+const STORE_STATS_WAIT_MS = 1_000;
 export interface MetricsSource {
   /** Traffic of the connections closed so far (the live ones are summed at scrape). */
   closedTraffic(): Traffic;
@@ -208,8 +211,14 @@ export class SupervisorMetrics {
         help,
         registers,
         async collect() {
-          // A store that cannot answer (Redis down) must not fail the whole scrape: the gauge keeps its last value.
-          const stats = await Promise.resolve(source.sessions?.() ?? null).catch(() => undefined);
+          // A store that cannot answer (Redis down or hung) must neither fail nor hold up the whole scrape: after
+          // STORE_STATS_WAIT_MS the gauge keeps its last value.
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const stats = await Promise.race([
+            Promise.resolve(source.sessions?.() ?? null).catch(() => undefined),
+            new Promise<undefined>((resolve) => (timer = setTimeout(resolve, STORE_STATS_WAIT_MS))),
+          ]);
+          clearTimeout(timer);
           if (stats !== undefined) this.set(stats === null ? 0 : pick(stats));
         },
       });
