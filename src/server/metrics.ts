@@ -216,7 +216,7 @@ export class SupervisorMetrics {
           let timer: ReturnType<typeof setTimeout> | undefined;
           const stats = await Promise.race([
             Promise.resolve(source.sessions?.() ?? null).catch(() => undefined),
-            new Promise<undefined>((resolve) => (timer = setTimeout(resolve, STORE_STATS_WAIT_MS))),
+            new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), STORE_STATS_WAIT_MS))),
           ]);
           clearTimeout(timer);
           if (stats !== undefined) this.set(stats === null ? 0 : pick(stats));
