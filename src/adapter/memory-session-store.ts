@@ -166,7 +166,7 @@ export class MemorySessionStore implements SessionStore {
     return { ok: true, record: this.#record(s) };
   }
 
-  async append(id: string, message: SessionMessage): Promise<AppendResult> {
+  async append(id: string, message: SessionMessage, replyTo?: number): Promise<AppendResult> {
     const bytes = messageBytes(message.data);
     const s = this.#live(id);
     if (s === null) {
@@ -199,6 +199,7 @@ export class MemorySessionStore implements SessionStore {
     s.bytes += bytes;
     this.#bufferedBytes += bytes;
     this.#bufferedMessages += 1;
+    if (replyTo !== undefined) await this.rememberReply(id, replyTo, seq);
     return { ok: true, seq };
   }
 

@@ -189,7 +189,8 @@ if not live(id) then local g = gone(id); return { LETTERS, 0, g[1], g[2] } end
 return { LETTERS, 1, record(id) }`),
 
   /**
-   * ARGV[11] id, [12] data, [13] binary '1'|'0' → { letters, 1, seq } | { letters, 0, reason, detail }.
+   * ARGV[11] id, [12] data, [13] binary '1'|'0', [14] the attach generation this node holds ('' none known:
+   * unchecked), [15] the request it answers ('' none), [16] max seqs per reply → { letters, 1, seq } | { letters, 0, reason, detail } (reason `moved`: [14] is stale).
    * The bounds are checked before the XADD, so its exact MAXLEN (the session's
    * own bound) never trims anything: it is a guard, not a policy.
    */
@@ -203,7 +204,11 @@ if not live(id) then
   table.insert(LETTERS, { id, 'unknown', detail, {}, 1 })
   return { LETTERS, 0, 'unknown', detail }
 end
-local f = redis.call('HMGET', hkey(id), 'ls', 'as', 'cb', 'ab')
+local f = redis.call('HMGET', hkey(id), 'ls', 'as', 'cb', 'ab', 'ag')
+-- A node whose hold is stale (another node attached the session since): refused, nothing kept, no letter.
+if ARGV[14] ~= '' and f[5] ~= ARGV[14] then
+  return { LETTERS, 0, 'moved', 'session ' .. id .. ' was attached elsewhere since (attach ' .. tostring(f[5]) .. ', this node held ' .. ARGV[14] .. ')' }
+end
 local held = tonumber(f[1]) - tonumber(f[2])
 local heldBytes = tonumber(f[3]) - tonumber(f[4])
 if held + 1 > MAX_MSGS or heldBytes + bytes > MAX_BYTES then
@@ -239,6 +244,16 @@ if redis.call('PTTL', xkey(id)) == -1 then redis.call('PEXPIRE', xkey(id), KEY_T
 redis.call('HSET', hkey(id), 'ls', S(seq), 'cb', S(cum))
 redis.call('INCRBY', BYTES, bytes)
 redis.call('INCR', MSGS)
+if ARGV[15] ~= '' then
+  -- The reply of request ARGV[15], remembered with it (as wsSessRememberReply): no window where it is stored but not known.
+  local seqs = redis.call('HGET', rkey(id), ARGV[15])
+  if seqs and seqs ~= '*' then
+    local n = 0
+    if seqs ~= '' then n = 1; for _ in string.gmatch(seqs, ',') do n = n + 1 end end
+    if n >= tonumber(ARGV[16]) then seqs = '*' elseif seqs == '' then seqs = S(seq) else seqs = seqs .. ',' .. S(seq) end
+    redis.call('HSET', rkey(id), ARGV[15], seqs)
+  end
+end
 return { LETTERS, 1, seq }`),
 
   /** ARGV[11] id, [12] seq → { letters, 1, trimmed } | { letters, 0, error } */

@@ -67,8 +67,15 @@ export const REDIS_SESSION_STORE_DEFAULTS = {
   prefix: 'ws-supervisor:session:',
   /** 15 s: a node that died holds its attached sessions this long at most before they count as detached (as the adapter's presenceTtl). */
   leaseTtl: 15_000,
-  /** An operation Redis has not answered by then fails (unconfirmed: it may still be applied). As the adapter's. */
-  commandTimeout: 2_000,
+  /**
+   * An operation Redis has not answered by then fails (unconfirmed: it may
+   * still be applied). 10 s, not the adapter's 2 s: a session whose operation
+   * fails can no longer be resumed (docs/sessions.md, "Store failures"), and
+   * on a loaded host a busy event loop alone delays answers past 2 s (seen in
+   * the 2,000-client reconnect test); a hung Redis under traffic is still
+   * refused sooner, by maxInFlightBytes.
+   */
+  commandTimeout: 10_000,
   /** TCP connect + handshake; also how long the first operations wait for the first connection. */
   connectTimeout: 5_000,
   backoffInitialDelay: 100,
@@ -111,7 +118,7 @@ export interface RedisSessionStoreOptions {
   maxRememberedReplies?: number;
   /** How long this node's hold on its attached sessions lasts without renewal, ms (renewed every third). Default 15000. */
   leaseTtl?: number;
-  /** An operation not answered within it fails, ms. Default 2000. */
+  /** An operation not answered within it fails, ms. Default 10000. */
   commandTimeout?: number;
   /** TCP connect + handshake timeout, ms. Default 5000. */
   connectTimeout?: number;
@@ -226,6 +233,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   readonly #held = new Map<string, string>();
   /** Sessions this node detached, with the attach generation then: its own expire must not end one resumed since. */
   readonly #detachedHere = new Map<string, string>();
+  /** Sessions whose attach is on its way to Redis (their generation is about to change), with how many. */
+  readonly #attaching = new Map<string, number>();
   #renewTimer: NodeJS.Timeout | null = null;
   readonly #loggedFailures = new Set<string>();
   /** Failed operations, by kind, since the store started (metrics); `failedSinceUp` for the recovery log line. */
@@ -394,9 +403,12 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     return { ok: true, record: recordOf(claim.id, fields) };
   }
 
-  async append(id: string, message: SessionMessage): Promise<AppendResult> {
+  async append(id: string, message: SessionMessage, replyTo?: number): Promise<AppendResult> {
     const data = message.data;
-    const r = await this.#run('append', id, 'wsSessAppend', [id, data, message.binary ? '1' : '0'], message);
+    // The generation this node holds (attached, or detached by it): a stale one is refused (`moved`), so a node
+    // whose copy of the session was resumed elsewhere stops appending to it. None while an attach is on its way.
+    const generation = this.#attaching.has(id) ? '' : (this.#held.get(id) ?? this.#detachedHere.get(id) ?? '');
+    const r = await this.#run('append', id, 'wsSessAppend', [id, data, message.binary ? '1' : '0', generation, replyTo === undefined ? '' : String(replyTo), String(MAX_SEQS_PER_REPLY)], message);
     if (r[1] === 1) return { ok: true, seq: r[2] as number };
     return { ok: false, reason: String(r[2]) as SessionDeadLetterReason, detail: String(r[3]) };
   }
@@ -445,10 +457,19 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   }
 
   async attach(id: string): Promise<boolean> {
-    const r = await this.#run('attach', id, 'wsSessAttach', [id]);
-    if (r[1] !== 1) return false;
-    this.#held.set(id, String(r[2]));
-    return true;
+    // Appends called from now on run after this attach (one connection, in order): they must not present the old generation.
+    this.#attaching.set(id, (this.#attaching.get(id) ?? 0) + 1);
+    try {
+      const r = await this.#run('attach', id, 'wsSessAttach', [id]);
+      if (r[1] !== 1) return false;
+      this.#held.set(id, String(r[2]));
+      this.#detachedHere.delete(id);
+      return true;
+    } finally {
+      const n = this.#attaching.get(id)! - 1;
+      if (n === 0) this.#attaching.delete(id);
+      else this.#attaching.set(id, n);
+    }
   }
 
   /** False also when another node attached the session since this node did (a takeover: the session is not this node's to detach). */

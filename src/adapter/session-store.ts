@@ -45,9 +45,16 @@ export interface StoredMessage extends SessionMessage {
  * - `evicted`: the cap on detached sessions made room for a newer one;
  * - `expired`: the resume window passed while detached;
  * - `ended`: the session was ended (the client's `end`, or the application);
- * - `unknown`: an append to a session that does not exist (any more).
+ * - `unknown`: an append to a session that does not exist (any more);
+ * - `unavailable`: the store failed (Redis unreachable, hung, erroring) and no
+ *   connection of this node carries the session: the message could be kept
+ *   nowhere (the supervisor hands it over; docs/sessions.md, "Store failures");
+ * - `moved`: a shared store's session was attached on another node since this
+ *   node last held it: a message this node sent to it directly (not a
+ *   broadcast or publish, which reach the other node by themselves) cannot
+ *   follow it there.
  */
-export type SessionDeadLetterReason = 'overflow' | 'memory' | 'evicted' | 'expired' | 'ended' | 'unknown';
+export type SessionDeadLetterReason = 'overflow' | 'memory' | 'evicted' | 'expired' | 'ended' | 'unknown' | 'unavailable' | 'moved';
 
 /** R12: messages of one session that will never reach its client. */
 export interface SessionDeadLetter {
@@ -101,7 +108,13 @@ export type VerifyResult =
 
 export type AppendResult =
   | { ok: true; seq: number }
-  /** The message became a dead letter for `reason` (already handed to the host). */
+  /**
+   * The message became a dead letter for `reason` (already handed to the
+   * host), except `moved`: a shared store refuses an append from a node whose
+   * hold on the session is stale (another node attached it since); nothing is
+   * kept and nothing handed over, the caller decides (the supervisor drops
+   * its stale copy of the session).
+   */
   | { ok: false; reason: SessionDeadLetterReason; detail: string };
 
 export type ReadResult =
@@ -172,8 +185,12 @@ export interface SessionStore {
    * Keeps `message` for the session under the next seq. A bound that it
    * would exceed ends the session (or others: maxBufferedBytes ends the oldest
    * detached sessions first) and makes their messages dead letters.
+   * `replyTo`: the message answers client request `replyTo`; remembered in
+   * the same step (as `rememberReply`), so a request whose `duplicate`
+   * answer has no reply seqs has no reply stored at all (docs/sessions.md,
+   * "Across nodes": a node that takes a session over runs such a request again).
    */
-  append(id: string, message: SessionMessage): Promise<AppendResult>;
+  append(id: string, message: SessionMessage, replyTo?: number): Promise<AppendResult>;
   /** The client has every seq ≤ `seq`: forget them. An ack at or below the last one changes nothing. */
   ack(id: string, seq: number): Promise<AckResult>;
   /**

@@ -103,7 +103,12 @@ Flags:
                             publish) reaches only the clients of the worker that received it
   --sessions                sessions for clients that ask (ws-session=1): a client that comes
                             back within the resume window gets its session back, replayed and
-                            exactly once, or is told why not (docs/sessions.md). One process only
+                            exactly once, or is told why not (docs/sessions.md). Kept in Redis
+                            with --redis (any worker or server sharing it resumes them), else
+                            in this process (then no --workers)
+  --session-store KIND      where sessions live: memory (this process) or redis (the --redis
+                            URL, shared by every worker and server using it). Default: redis
+                            when --redis or --redis-env is given, else memory (needs --sessions)
   --resume-window MS        how long a detached session waits for its client (default 120000;
                             needs --sessions)
   --max-restarts N          restart intensity: a crashed worker is restarted at most N times
@@ -243,6 +248,8 @@ export interface ServerCliOptions extends DemoServerOptions {
   workers: number;
   /** Restart intensity of the workers (docs/cluster.md). */
   restart: { maxRestarts: number; periodMs: number };
+  /** Where sessions live (--session-store; default redis with --redis), null without --sessions. */
+  sessionStore: 'memory' | 'redis' | null;
 }
 
 /** Far above any core count; catches a typo before it forks thousands of processes. */
@@ -343,6 +350,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     'max-restarts': { type: 'string' },
     'restart-period': { type: 'string' },
     sessions: { type: 'boolean' },
+    'session-store': { type: 'string' },
     'resume-window': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
@@ -390,9 +398,20 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     );
   }
   if (v['local-broadcast'] && redis !== null) throw new UsageError('--local-broadcast contradicts --redis: choose one');
-  if (v.sessions && clustered) {
+  const storeFlag = v['session-store'];
+  if (storeFlag !== undefined && storeFlag !== 'memory' && storeFlag !== 'redis') {
+    throw new UsageError(`--session-store must be memory or redis, got ${JSON.stringify(storeFlag)}`);
+  }
+  if (storeFlag !== undefined && !v.sessions) throw new UsageError('--session-store needs --sessions');
+  if (storeFlag === 'redis' && redis === null) throw new UsageError('--session-store redis needs --redis URL (or --redis-env NAME): the Redis to keep the sessions in');
+  // With Redis at hand, sessions go there: every worker and server sharing it can resume them (docs/cluster.md).
+  const sessionStore = !v.sessions ? null : (storeFlag ?? (redis !== null ? 'redis' : 'memory'));
+  if (sessionStore === 'memory' && clustered) {
     // Each worker's in-memory store would know only its own sessions: a resume landing on another worker fails.
-    throw new UsageError('--sessions keeps sessions in this process: use it with a single process (no --workers)');
+    throw new UsageError(
+      '--sessions with the memory store keeps sessions in one process, but with --workers a reconnecting client lands on any worker: ' +
+        'add --redis URL (sessions then live in Redis, shared by every worker), or run a single process',
+    );
   }
   if (v.inspect && workers > 1) {
     throw new UsageError('--inspect watches the actors of one process: use it with a single process (no --workers)');
@@ -408,6 +427,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     redisMaxInFlightBytes,
     workers,
     restart: { maxRestarts, periodMs: periodSeconds * 1000 },
+    sessionStore,
     host,
     port,
     path,

@@ -37,7 +37,7 @@ function redactUrl(url: string): string {
 const REDIS_STARTUP_GRACE_MS = 3_000;
 
 async function runServer(options: ServerCliOptions): Promise<void> {
-  const { logLevel, inspectPort, redis, redisMaxInFlightBytes, workers, restart, ...serverOptions } = options;
+  const { logLevel, inspectPort, redis, redisMaxInFlightBytes, workers, restart, sessionStore, ...serverOptions } = options;
   const slot = workerSlot();
   if (workers > 1 && slot === null) {
     // The primary: forks the workers (each re-runs this CLI with the same flags) and serves nothing.
@@ -51,7 +51,14 @@ async function runServer(options: ServerCliOptions): Promise<void> {
       port: serverOptions.port ?? 8080,
       drainTimeoutMs: serverOptions.timing?.closeTimeout ?? DEFAULTS.closeTimeout,
       onServing: (a) =>
-        console.log(listeningLine(a.address, a.port, options.path ?? '/server', `, ${workers} workers${redis ? `, broadcasts through ${redactUrl(redis)}` : ''}`)),
+        console.log(
+          listeningLine(
+            a.address,
+            a.port,
+            options.path ?? '/server',
+            `, ${workers} workers${redis ? `, broadcasts through ${redactUrl(redis)}` : ''}${sessionStore === 'redis' ? ', sessions in redis' : ''}`,
+          ),
+        ),
     });
     return;
   }
@@ -110,9 +117,20 @@ async function runServer(options: ServerCliOptions): Promise<void> {
           url: redis,
           ...(redisMaxInFlightBytes !== undefined ? { maxInFlightBytes: redisMaxInFlightBytes } : {}),
         });
+  // --sessions with Redis: the session store lives there, shared by every worker and server using it (docs/cluster.md).
+  const sessions = serverOptions.sessions && sessionStore === 'redis' && redis !== null
+    ? {
+        ...serverOptions.sessions,
+        store: (await import('../adapter/redis-session-store.ts')).createRedisSessionStore({
+          url: redis,
+          ...(serverOptions.sessions.resumeWindow !== undefined ? { resumeWindow: serverOptions.sessions.resumeWindow } : {}),
+        }),
+      }
+    : serverOptions.sessions;
   const port = workerPortOverride() ?? serverOptions.port;
   demo = await startDemoServer({
     ...serverOptions,
+    ...(sessions !== undefined ? { sessions } : {}),
     ...(port !== undefined ? { port } : {}),
     logger,
     ...(inspector !== null ? { inspect: inspector.inspect } : {}),
@@ -126,7 +144,14 @@ async function runServer(options: ServerCliOptions): Promise<void> {
     demo.supervisor.metrics.registry.setDefaultLabels({ worker: value });
     reportReady(address);
   } else {
-    console.log(listeningLine(address.address, address.port, options.path ?? '/server', redis ? `, broadcasts through ${redactUrl(redis)}` : ''));
+    console.log(
+      listeningLine(
+        address.address,
+        address.port,
+        options.path ?? '/server',
+        `${redis ? `, broadcasts through ${redactUrl(redis)}` : ''}${sessionStore === 'redis' ? ', sessions in redis' : sessionStore === 'memory' ? ', sessions in memory' : ''}`,
+      ),
+    );
   }
   if (adapter && adapter.status !== 'up') {
     // D4: say it plainly when Redis cannot be reached at startup; the server serves its own clients meanwhile.

@@ -13,6 +13,9 @@ import type { Closure } from '../../machines/close-codes.ts';
 import type { Traffic } from './connection.ts';
 
 /** What the metrics read from the supervisor at scrape time. */
+
+/** How long a scrape waits for the session store's counts (a hung Redis answers after its command timeout, 10 s). */
+const STORE_STATS_WAIT_MS = 1_000;
 export interface MetricsSource {
   /** Traffic of the connections closed so far (the live ones are summed at scrape). */
   closedTraffic(): Traffic;
@@ -74,6 +77,8 @@ export class SupervisorMetrics {
   readonly sessionDeadLettersTotal: Counter<'reason'>;
   /** Session lifecycle events (attached, resumed, detached, expired, overflowed, ended). */
   readonly sessionEventsTotal: Counter<'event'>;
+  /** Session store operations that failed (rejected: a shared store unreachable, hung, erroring), by operation. */
+  readonly sessionStoreFailuresTotal: Counter<'operation'>;
   private cache: { at: number; sums: Sums } | null = null;
 
   constructor(
@@ -200,6 +205,12 @@ export class SupervisorMetrics {
       labelNames: ['event'],
       registers,
     });
+    this.sessionStoreFailuresTotal = new Counter({
+      name: `${prefix}session_store_failures_total`,
+      help: 'Session store operations that failed (store unreachable, hung or erroring), by operation; the sessions concerned are reported as unpersisted session events',
+      labelNames: ['operation'],
+      registers,
+    });
     // From the store at scrape time: no cost per message.
     const storeGauge = (name: string, help: string, pick: (s: { detached: number; bufferedBytes: number; bufferedMessages: number; sessions: number }) => number): Gauge =>
       new Gauge({
@@ -207,8 +218,15 @@ export class SupervisorMetrics {
         help,
         registers,
         async collect() {
-          const stats = await (source.sessions?.() ?? null);
-          this.set(stats === null ? 0 : pick(stats));
+          // A store that cannot answer (Redis down or hung) must neither fail nor hold up the whole scrape: after
+          // STORE_STATS_WAIT_MS the gauge keeps its last value.
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const stats = await Promise.race([
+            Promise.resolve(source.sessions?.() ?? null).catch(() => undefined),
+            new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), STORE_STATS_WAIT_MS))),
+          ]);
+          clearTimeout(timer);
+          if (stats !== undefined) this.set(stats === null ? 0 : pick(stats));
         },
       });
     storeGauge(`${prefix}sessions`, 'Live sessions (attached or detached)', (s) => s.sessions);

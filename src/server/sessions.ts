@@ -24,6 +24,8 @@ import type { Closure } from '../../machines/close-codes.ts';
 import { sessionMachine, type CarrierCommand, type SessionEnding, type SessionMachine } from '../../machines/session.machine.ts';
 import { createMemorySessionStore, SESSION_STORE_DEFAULTS, type MemorySessionStoreOptions } from '../adapter/memory-session-store.ts';
 import type {
+  AppendResult,
+  RequestVerdict,
   JsonValue,
   SessionDeadLetter,
   SessionRecord,
@@ -46,6 +48,7 @@ import {
 } from '../protocol/session.ts';
 import type { Connection, SessionHandle, SessionInfo } from './connection.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
+import { LogSummary } from './log-summary.ts';
 import type { Outbound } from './writer.ts';
 
 /** The supervisor option `sessions`: on when present. Store bounds go to the in-memory store (ignored when `store` is given). */
@@ -64,6 +67,12 @@ export interface SessionOptions<Auth = unknown> extends Omit<MemorySessionStoreO
   ackDelay?: number;
   /** A session connection must send `open` or `resume` within this many ms, else it is closed 1008. Default 10000 (as authenticateTimeout). */
   attachTimeout?: number;
+  /**
+   * How often this node calls the store's `sweep()` (expires sessions past
+   * their window that no node's timer expires: a node that died) and retries
+   * what a store failure left to do, ms. Default 5000 (docs/options.md).
+   */
+  sweepInterval?: number;
 }
 
 export const SESSION_DEFAULTS = {
@@ -73,7 +82,22 @@ export const SESSION_DEFAULTS = {
   ackDelay: 1000,
   /** As authenticateTimeout: a client that does not say open/resume in 10 s holds a slot for nothing. */
   attachTimeout: 10_000,
+  /**
+   * One cheap script per node per 5 s (nothing due: one sorted-set read); a
+   * dead node's sessions expire at most 5 s late, and a session a store
+   * failure left unpersisted is ended in the store within 5 s of its return.
+   */
+  sweepInterval: 5_000,
 } as const;
+
+/**
+ * The seq jump of an unpersisted session (docs/sessions.md, "Store failures"):
+ * its connection goes on numbering from 2^32 past what the store could have
+ * assigned, so a later resume, on any node, presents a position the store
+ * never reached and is answered `restarted` instead of continuing over the gap.
+ */
+export const LOCAL_SEQ_JUMP = 2 ** 32;
+
 
 export interface ResolvedSessionOptions<Auth = unknown> {
   store: SessionStore;
@@ -81,6 +105,7 @@ export interface ResolvedSessionOptions<Auth = unknown> {
   ackEvery: number;
   ackDelay: number;
   attachTimeout: number;
+  sweepInterval: number;
   resumeWindow: number;
 }
 
@@ -96,6 +121,7 @@ export function resolveSessionOptions<Auth>(options: SessionOptions<Auth>): Reso
     ackEvery: positiveInt('sessions.ackEvery', options.ackEvery, SESSION_DEFAULTS.ackEvery),
     ackDelay: positiveInt('sessions.ackDelay', options.ackDelay, SESSION_DEFAULTS.ackDelay),
     attachTimeout: positiveInt('sessions.attachTimeout', options.attachTimeout, SESSION_DEFAULTS.attachTimeout),
+    sweepInterval: positiveInt('sessions.sweepInterval', options.sweepInterval, SESSION_DEFAULTS.sweepInterval),
     resumeWindow,
   };
 }
@@ -122,7 +148,15 @@ export type SessionLifecycleEvent<Auth = unknown> =
   | { type: 'resumed'; id: string; connection: Connection<Auth>; replayed: number }
   | { type: 'detached'; id: string; connection: Connection<Auth> }
   /** The session ended for good: `reason` expired (the resume window), overflow (a bound), ended (the client's `end` or the application). */
-  | { type: 'expired' | 'overflowed' | 'ended'; id: string; detail: string };
+  | { type: 'expired' | 'overflowed' | 'ended'; id: string; detail: string }
+  /**
+   * The store failed on this session (`operation`): it cannot be resumed any
+   * more (a resume gets `restarted`); its connection, if any, goes on carrying
+   * it locally until it closes (docs/sessions.md, "Store failures").
+   */
+  | { type: 'unpersisted'; id: string; reason: 'store-failed'; operation: string; detail: string }
+  /** A shared store's session was resumed on another node: this node's stale copy is dropped. */
+  | { type: 'moved'; id: string; detail: string };
 
 /** What the sessions need of their supervisor. */
 export interface SessionsHost<Auth> {
@@ -134,7 +168,21 @@ export interface SessionsHost<Auth> {
   metrics: {
     resume(result: 'resumed' | 'failed', reason: ResumeFailureReason | 'none'): void;
     replayed(n: number): void;
+    /** A store operation failed (rejected): counted by operation. */
+    storeFailed(operation: string): void;
   };
+}
+
+/** An append in call order: handled when it and every append before it of the session have settled. */
+interface PendingAppend {
+  data: Outbound;
+  binary: boolean;
+  cseq: number;
+  /** A broadcast or publish (reaches every node by itself) rather than a message sent to this session. */
+  fanOut: boolean;
+  settled: boolean;
+  result: AppendResult | null;
+  error: unknown;
 }
 
 interface Entry<Auth> {
@@ -150,6 +198,20 @@ interface Entry<Auth> {
   ended: boolean;
   /** When the session last detached (epoch ms); null while a connection carries it. */
   detachedAt: number | null;
+  /** The store failed on it: no resume may continue it; its connection carries it locally (docs/sessions.md, "Store failures"). */
+  unpersisted: boolean;
+  /** Appends not yet handled, in call order (from `appendHead`): bounded by what the store has in flight. */
+  appends: (PendingAppend | undefined)[];
+  appendHead: number;
+  /**
+   * Taken over from another node (a resume of a session this process ran no
+   * machine for): requests up to this cseq were counted there; one re-sent
+   * whose reply was never stored (that node died between running it and
+   * storing the reply) runs again here. 0: none.
+   */
+  adoptedUpTo: number;
+  /** The highest request cseq this process ran for the session. */
+  lastCseqRun: number;
 }
 
 /** A detached session, for the dashboard. */
@@ -199,6 +261,24 @@ export class Sessions<Auth = unknown> {
   /** Connections carrying sessions, by connection id (for the machine's `carrier.drop`). */
   private readonly carriers = new Map<string, SessionBinding<Auth>>();
   private epoch: string | null = null;
+  /**
+   * Unpersisted sessions still to be ended in the store (so that no node
+   * resumes them over their gap), oldest first; retried every sweep and as
+   * soon as the store says it is up. Bounded (MAX_TO_END): past it the oldest
+   * is forgotten with a warning (its client's jumped seq still tells a resume
+   * it cannot continue, see LOCAL_SEQ_JUMP).
+   */
+  private readonly toEnd = new Set<string>();
+  /** Detaches that failed, retried by `tick` (bounded as toEnd). */
+  private readonly toDetach = new Set<string>();
+  /** Store failures: the first of a burst logged with its error, the rest one line per interval (LogSummary). */
+  private readonly failureLog: LogSummary;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private sweeping = false;
+  private closed_ = false;
+  private readonly onStoreStatus = (status: string): void => {
+    if (status === 'up') void this.tick(false);
+  };
 
   constructor(
     options: ResolvedSessionOptions<Auth>,
@@ -206,10 +286,87 @@ export class Sessions<Auth = unknown> {
   ) {
     this.options = options;
     this.store = options.store;
+    this.failureLog = new LogSummary({ logger: host.logger, what: `session store (${options.store.name}) failures` });
     this.store.start({
       logger: host.logger,
       deadLetter: (letter) => this.onStoreDeadLetter(letter),
     });
+    // A shared store says when it is back (RedisSessionStore's 'status' event): what failed is retried at once.
+    (this.store as Partial<StatusEmitter>).on?.('status', this.onStoreStatus);
+    this.sweepTimer = setInterval(() => void this.tick(true), options.sweepInterval);
+    this.sweepTimer.unref();
+  }
+
+  /**
+   * Every sweepInterval: the store's `sweep()` (a shared store: sessions
+   * whose node died), and the ends of unpersisted sessions left to do. Every
+   * store promise is awaited here; a failure is reported, never thrown.
+   */
+  private async tick(sweep: boolean): Promise<void> {
+    if (this.sweeping || this.closed_) return;
+    this.sweeping = true;
+    try {
+      for (const id of [...this.toEnd]) {
+        try {
+          // Detach, then expire: both change nothing if another process attached the session since (a shared store
+          // checks the attach generation), so a session resumed elsewhere is never ended under its new connection.
+          await this.store.detach(id);
+          await this.store.expire(id);
+          this.toEnd.delete(id);
+        } catch (err) {
+          this.reportFailure('end', id, err);
+          return; // still failing: the next tick tries again
+        }
+      }
+      for (const id of [...this.toDetach]) {
+        try {
+          // A session resumed since (here or elsewhere) is not this process's to detach: the store checks.
+          if (this.entries.get(id)?.carrier == null) await this.store.detach(id);
+          this.toDetach.delete(id);
+        } catch (err) {
+          this.reportFailure('detach', id, err);
+          return;
+        }
+      }
+      if (sweep) {
+        try {
+          await this.store.sweep();
+        } catch (err) {
+          this.reportFailure('sweep', null, err);
+        }
+      }
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  /** A store call failed: counted (metric), logged once per burst plus one line per interval. */
+  private reportFailure(operation: string, id: string | null, err: unknown): void {
+    this.host.metrics.storeFailed(operation);
+    const message = err instanceof Error ? err.message : String(err);
+    this.failureLog.note(operation, 0, { err: message, operation, session: id }, `session store ${operation} failed: ${message}`);
+  }
+
+  /**
+   * The store failed on `entry`: it can no longer be resumed over what the
+   * store missed. Its connection (if any) carries it locally from now on;
+   * the store's copy is ended as soon as the store answers.
+   */
+  private unpersist(entry: Entry<Auth>, operation: string, err: unknown): void {
+    this.reportFailure(operation, entry.id, err);
+    if (entry.unpersisted || entry.ended) return;
+    entry.unpersisted = true;
+    const detail = `session store ${operation} failed: ${err instanceof Error ? err.message : String(err)}`;
+    if (this.toEnd.size >= MAX_TO_END) {
+      const oldest = this.toEnd.values().next().value!;
+      this.toEnd.delete(oldest);
+      this.host.logger?.warn({ session: oldest }, 'unpersisted sessions to end in the store: too many, forgetting the oldest (its client still cannot resume over the gap: its seqs jumped)');
+    }
+    this.toEnd.add(entry.id);
+    this.host.emitSession({ type: 'unpersisted', id: entry.id, reason: 'store-failed', operation, detail });
+    const carrier = entry.carrier;
+    if (carrier !== null) carrier.unpersist();
+    else entry.runner.send({ type: 'end', detail: `not persisted: ${detail}` });
   }
 
   /** Sessions whose connection is gone, waiting for their client. */
@@ -246,12 +403,12 @@ export class Sessions<Auth = unknown> {
   // changes nothing for its session.
 
   broadcastSessions(data: Outbound, binary: boolean): void {
-    for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0);
+    for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0, true);
   }
 
   publishSessions(topic: string, data: Outbound, binary: boolean): void {
     const members = this.topicIndex.get(topic);
-    if (members) for (const entry of members) this.append(entry, data, binary, 0);
+    if (members) for (const entry of members) this.append(entry, data, binary, 0, true);
   }
 
   /** A session connection joined or left a topic: the session's membership follows (and survives the connection). */
@@ -260,14 +417,15 @@ export class Sessions<Auth = unknown> {
     if (!entry || entry.topics.has(topic)) return;
     entry.topics.add(topic);
     this.index(entry, topic, true);
-    void this.store.join(entry.id, topic);
+    // Not kept: a resume elsewhere would come back without it, so the session must not be resumed at all.
+    if (!entry.unpersisted) this.store.join(entry.id, topic).catch((err: unknown) => this.unpersist(entry, 'join', err));
   }
 
   left(connection: Connection<Auth>, topic: string): void {
     const entry = this.routedEntry(connection);
     if (!entry || !entry.topics.delete(topic)) return;
     this.index(entry, topic, false);
-    void this.store.leave(entry.id, topic);
+    if (!entry.unpersisted) this.store.leave(entry.id, topic).catch((err: unknown) => this.unpersist(entry, 'leave', err));
   }
 
   private routedEntry(connection: Connection<Auth>): Entry<Auth> | null {
@@ -279,21 +437,86 @@ export class Sessions<Auth = unknown> {
   // -------------------------------------------------------------------------
   // Appending: every message of a session goes through here
 
-  /** `cseq`: the request whose handler is running (its reply seqs are remembered), 0 none. */
-  append(entry: Entry<Auth>, data: Outbound, binary: boolean, cseq: number): void {
+  /**
+   * `cseq`: the request whose handler is running (its reply seqs are remembered), 0 none.
+   * `fanOut`: a broadcast or publish (every node gets it by itself).
+   *
+   * Appends are handled in call order (`appends`), whatever order the store
+   * settles them in: a failure between two successes cannot reorder them.
+   */
+  append(entry: Entry<Auth>, data: Outbound, binary: boolean, cseq: number, fanOut = false): void {
+    const item: PendingAppend = { data, binary, cseq, fanOut, settled: entry.unpersisted, result: null, error: null };
+    if (!item.settled) {
+      this.store.append(entry.id, { data, binary }, cseq !== 0 ? cseq : undefined).then(
+        (r) => {
+          item.settled = true;
+          item.result = r;
+          this.flushAppends(entry);
+        },
+        (err: unknown) => {
+          item.settled = true;
+          item.error = err ?? new Error('session store append failed');
+          this.flushAppends(entry);
+        },
+      );
+    }
+    entry.appends.push(item);
+    if (item.settled) this.flushAppends(entry);
+  }
+
+  private flushAppends(entry: Entry<Auth>): void {
+    const q = entry.appends;
+    while (entry.appendHead < q.length) {
+      const item = q[entry.appendHead]!;
+      if (!item.settled) return;
+      q[entry.appendHead++] = undefined;
+      this.settleAppend(entry, item);
+    }
+    q.length = 0;
+    entry.appendHead = 0;
+  }
+
+  private settleAppend(entry: Entry<Auth>, item: PendingAppend): void {
     const id = entry.id;
-    this.store.append(id, { data, binary }).then(
-      (r) => {
-        if (r.ok) {
-          if (cseq !== 0) void this.store.rememberReply(id, cseq, r.seq);
-          entry.carrier?.deliver(r.seq, data, binary);
-          return;
-        }
-        // The store made it a dead letter (handed to the host already). A bound ended the session.
-        if (r.reason === 'overflow' || r.reason === 'memory') this.overflowed(entry, r.reason, r.detail);
-      },
-      (err: unknown) => this.storeFailed(entry, err),
-    );
+    const r = item.result;
+    if (item.error !== null) this.unpersist(entry, 'append', item.error);
+    else if (r !== null && !r.ok) {
+      if (r.reason === 'moved') return this.moved(entry, item, r.detail);
+      // The store made it a dead letter (handed to the host already). A bound ended the session.
+      if (r.reason === 'overflow' || r.reason === 'memory') this.overflowed(entry, r.reason, r.detail);
+      return;
+    } else if (r !== null && !entry.unpersisted) {
+      entry.carrier?.deliver(r.seq, item.data, item.binary);
+      return;
+    }
+    // Unpersisted: the connection carries it, numbered locally; with none, it is a dead letter (R12).
+    if (entry.carrier?.deliverLocal(item.data, item.binary)) return;
+    const bytes = typeof item.data === 'string' ? Buffer.byteLength(item.data) : item.data.length;
+    this.host.deadLetter({
+      sessionId: id,
+      reason: 'unavailable',
+      detail: 'the session store failed and no connection carries the session here',
+      messages: [{ seq: 0, data: item.data, binary: item.binary, bytes }],
+    });
+  }
+
+  /** The shared store says another node attached the session since this one held it: this copy is stale. */
+  private moved(entry: Entry<Auth>, item: PendingAppend, detail: string): void {
+    if (!item.fanOut) {
+      // Sent to this session here (a reply, the application's send): it cannot follow the session to the other node.
+      const bytes = typeof item.data === 'string' ? Buffer.byteLength(item.data) : item.data.length;
+      this.host.deadLetter({ sessionId: entry.id, reason: 'moved', detail, messages: [{ seq: 0, data: item.data, binary: item.binary, bytes }] });
+    }
+    if (entry.ended) return;
+    const carrier = entry.carrier;
+    entry.runner.stop();
+    this.release(entry);
+    // Still open here (half-open, or slow to notice): the session lives on the other node now.
+    if (carrier !== null) {
+      carrier.leave();
+      void carrier.connection.terminate('session resumed on another node');
+    }
+    this.host.emitSession({ type: 'moved', id: entry.id, detail });
   }
 
   private overflowed(entry: Entry<Auth>, kind: 'overflow' | 'memory' | 'evicted', detail: string): void {
@@ -304,10 +527,19 @@ export class Sessions<Auth = unknown> {
     if (carrier) void carrier.connection.close(1008, 'session buffer overflow', 'slow-consumer');
   }
 
-  private storeFailed(entry: Entry<Auth> | null, err: unknown): void {
-    this.host.logger?.error({ err, session: entry?.id }, 'session store failed');
-    const carrier = entry?.carrier;
-    if (carrier) void carrier.connection.close(1011, 'session store failed');
+  /** @internal The binding's store call failed (`beginRequest`, `ack`, `setData`). */
+  bindingStoreFailed(binding: SessionBinding<Auth>, operation: string, err: unknown): void {
+    const entry = binding.entry;
+    // An ack only trims (the next covers it): counted, the session stays persisted.
+    if (entry === null || operation === 'ack') return this.reportFailure(operation, entry?.id ?? null, err);
+    if (operation === 'beginRequest' && !entry.unpersisted) {
+      // Not run here, and the store may or may not have counted it: the client comes back (R22) and resumes, and the
+      // store then says what ran (a count without a reply runs on the resume: SessionBinding.request). Nothing is lost.
+      this.reportFailure(operation, entry.id, err);
+      void binding.connection.close(1011, 'session store unavailable');
+      return;
+    }
+    this.unpersist(entry, operation, err);
   }
 
   private onStoreDeadLetter(letter: SessionDeadLetter): void {
@@ -329,7 +561,12 @@ export class Sessions<Auth = unknown> {
     let failed: { reason: ResumeFailureReason; detail: string } | null = null;
     try {
       this.epoch ??= await this.store.epoch();
-      if (claim !== null) {
+      const local = claim === null ? undefined : this.entries.get(claim.id);
+      if (local?.unpersisted) {
+        // The store missed some of it: continuing would be a gap. As when the store lost it.
+        failed = { reason: 'restarted', detail: 'the session could not be persisted (the session store failed): it cannot be resumed' };
+        this.host.metrics.resume('failed', failed.reason);
+      } else if (claim !== null) {
         const verdict = await this.store.verify({ id: claim.id, token: claim.token, owner, ...(claim.epoch !== undefined ? { epoch: claim.epoch } : {}) });
         if (verdict.ok) {
           const read = await this.store.readAfter(claim.id, claim.lastSeq);
@@ -347,8 +584,9 @@ export class Sessions<Auth = unknown> {
       }, [], created.record);
       if (binding.live) this.host.emitSession({ type: 'attached', id: created.id, connection, resumeFailed: failed });
     } catch (err) {
-      this.storeFailed(null, err);
-      void connection.close(1011, 'session store failed');
+      // No session can be opened or resumed without its store: the client retries (R22), and resumes once it answers.
+      this.reportFailure(claim === null ? 'open' : 'resume', claim?.id ?? null, err);
+      void connection.close(1011, 'session store unavailable');
     }
   }
 
@@ -367,9 +605,16 @@ export class Sessions<Auth = unknown> {
     }
     this.host.metrics.resume('resumed', 'none');
     this.host.metrics.replayed(replay.length);
+    // Requests were counted that this process did not run: taken over from another process (or the one before this
+    // connection counted one and closed before running it). The client re-sends every request it holds
+    // unacknowledged (cseq 0), so that one counted whose reply was never stored runs here (SessionBinding.request);
+    // the rest are duplicates.
+    const adopt = record.lastCseq > entry.lastCseqRun;
+    if (adopt) entry.adoptedUpTo = record.lastCseq;
+    const cseq = adopt ? 0 : record.lastCseq;
     this.carry(binding, entry, {
       id: record.id, token, epoch: this.epoch!, resumed: true,
-      lastSeq, replay: replay.length, cseq: record.lastCseq, resumeWindow: this.options.resumeWindow,
+      lastSeq, replay: replay.length, cseq, resumeWindow: this.options.resumeWindow,
     }, replay, record);
     entry.runner.send({ type: 'attach', connectionId: connection.id });
     if (binding.live) this.host.emitSession({ type: 'resumed', id: record.id, connection, replayed: replay.length });
@@ -384,7 +629,10 @@ export class Sessions<Auth = unknown> {
       payloadFree: NO_PAYLOAD_FREE_EVENTS,
     };
     const runner = new MachineRunner(config, carrier);
-    const entry: Entry<Auth> = { id, runner, carrier: null, routed: null, topics: new Set(), ended: false, detachedAt: null };
+    const entry: Entry<Auth> = {
+      id, runner, carrier: null, routed: null, topics: new Set(), ended: false, detachedAt: null,
+      unpersisted: false, appends: [], appendHead: 0, adoptedUpTo: 0, lastCseqRun: 0,
+    };
     carrier.entry = entry;
     this.entries.set(id, entry);
     runner.start();
@@ -399,17 +647,23 @@ export class Sessions<Auth = unknown> {
     entry.detachedAt = null;
     binding.attached(entry, {
       id: entry.id, resumed: attached.resumed, reason: attached.reason ?? null, detail: attached.detail ?? null,
-    }, encodeAttached(attached), replay, attached.lastSeq, attached.cseq);
+    }, encodeAttached(attached), replay, attached.lastSeq, record.lastCseq);
     for (const topic of entry.topics) this.index(entry, topic, false);
     entry.topics = new Set(record.topics);
     for (const topic of entry.topics) this.index(entry, topic, true);
     connection.restoreData(record.data);
     if (!binding.live) {
       // The connection closed while the store answered: the session is detached from the start.
-      void this.store.attach(entry.id).then(() => this.detach(binding));
+      this.store.attach(entry.id).then(
+        () => this.detach(binding),
+        (err: unknown) => {
+          this.unpersist(entry, 'attach', err);
+          this.detach(binding);
+        },
+      );
       return;
     }
-    void this.store.attach(entry.id);
+    this.store.attach(entry.id).catch((err: unknown) => this.unpersist(entry, 'attach', err));
     this.carriers.set(connection.id, binding);
     // The application's sends now go through the new connection (broadcasts reach the session anyway).
     const old = entry.routed;
@@ -438,14 +692,29 @@ export class Sessions<Auth = unknown> {
     entry.carrier = null;
     if (entry.ended) return;
     const connection = binding.connection;
+    if (entry.unpersisted) {
+      // Nothing to resume (the store missed some of it): it ends here; the store's copy is ended by `tick`.
+      entry.runner.send({ type: 'end', detail: 'its connection closed, and the session could not be persisted' });
+      return;
+    }
     if (binding.endRequested) {
-      void this.store.end(entry.id, 'the client ended it');
+      this.store.end(entry.id, 'the client ended it').catch((err: unknown) => {
+        this.reportFailure('end', entry.id, err);
+        this.toEnd.add(entry.id);
+      });
       entry.runner.send({ type: 'end', detail: 'the client ended it' });
       return;
     }
     entry.runner.send({ type: 'detach', connectionId: connection.id });
     entry.detachedAt = Date.now();
-    void this.store.detach(entry.id);
+    // Not recorded as detached: the store still counts it attached to this node; its resume window must not go unkept.
+    this.store.detach(entry.id).catch((err: unknown) => {
+      // Retried by `tick` until the store answers: its resume window must start there too.
+      this.reportFailure('detach', entry.id, err);
+      // Bounded: past it the oldest is left to its lease (once it lapses, any process's sweep detaches it).
+      if (this.toDetach.size >= MAX_TO_END) this.toDetach.delete(this.toDetach.values().next().value!);
+      this.toDetach.add(entry.id);
+    });
     this.host.emitSession({ type: 'detached', id: entry.id, connection });
   }
 
@@ -470,7 +739,10 @@ export class Sessions<Auth = unknown> {
   finished(entry: Entry<Auth>, ending: SessionEnding): void {
     const type = ending.reason === 'expired' ? 'expired' : ending.reason === 'overflow' ? 'overflowed' : 'ended';
     // The window ran out in the machine: the store expires it too (its messages become dead letters).
-    if (ending.reason === 'expired') void this.store.expire(entry.id);
+    if (ending.reason === 'expired') {
+      // Failing, the store's own sweep (any node's) expires it later: counted only.
+      this.store.expire(entry.id).catch((err: unknown) => this.reportFailure('expire', entry.id, err));
+    }
     this.host.emitSession({ type, id: entry.id, detail: ending.detail });
   }
 
@@ -497,6 +769,11 @@ export class Sessions<Auth = unknown> {
 
   /** R3 at shutdown: every machine stopped, the store closed (its held messages become dead letters). */
   async close(): Promise<void> {
+    this.closed_ = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+    (this.store as Partial<StatusEmitter>).off?.('status', this.onStoreStatus);
+    this.failureLog.close();
     for (const entry of [...this.entries.values()]) {
       entry.runner.stop();
       this.release(entry);
@@ -506,6 +783,15 @@ export class Sessions<Auth = unknown> {
 }
 
 const NO_PAYLOAD_FREE_EVENTS: ReadonlySet<string> = new Set();
+
+/** Unpersisted sessions remembered for their end in the store (a few dozen bytes each). */
+const MAX_TO_END = 100_000;
+
+/** What a shared store may offer: a 'status' event ('up' | 'degraded'). */
+interface StatusEmitter {
+  on(event: 'status', listener: (status: string) => void): unknown;
+  off(event: 'status', listener: (status: string) => void): unknown;
+}
 
 const OPEN_BRACE = 0x7b;
 
@@ -532,6 +818,10 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private paused = false;
   /** Frames received while the store answered `open`/`resume`: handled after `attached`. */
   private inbox: Array<[Buffer, boolean]> | null = null;
+  /** The session is unpersisted (the store failed): this connection numbers and carries it alone, plainly. */
+  private local = false;
+  /** The requests' verdicts, handled in order. */
+  private requests: Promise<void> = Promise.resolve();
   /** The request whose handler runs now (its sends are its reply), 0 none. */
   private running = 0;
   private lastRun = 0;
@@ -566,7 +856,9 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** connection.data = …: kept in the session. */
   setData(value: JsonValue): void {
     const entry = this.entry;
-    if (entry !== null && !entry.ended && entry.routed === this.connection) void this.sessions.store.setData(entry.id, value);
+    if (entry !== null && !entry.ended && !entry.unpersisted && entry.routed === this.connection) {
+      this.sessions.store.setData(entry.id, value).catch((err: unknown) => this.sessions.bindingStoreFailed(this, 'setData', err));
+    }
   }
 
   /** Connection.onMessage on a session connection. */
@@ -585,38 +877,69 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     if (!d.ok) return this.violation(d.error);
     const entry = this.entry!;
     const cseq = d.n;
-    this.sessions.store.beginRequest(entry.id, cseq).then((verdict) => {
-      if (verdict.kind === 'new') {
-        // The store has recorded it as run: it runs now, whatever became of this connection meanwhile (closed by
-        // a cut, whose last frames `ws` delivers in the same turn as its close; or taken over by a resume). Else
-        // the resume tells the client not to re-send it (its cseq is the store's) and it is never answered. Its
-        // reply goes to the session (`send` lets a running request through), which replays it.
+    // Verdicts are handled in request order, whatever order the store settles them in (a failure between two).
+    const verdict = this.local ? null : this.sessions.store.beginRequest(entry.id, cseq);
+    this.requests = this.requests.then(async () => {
+      let v: RequestVerdict | null = null;
+      if (verdict !== null) {
+        try {
+          v = await verdict;
+        } catch (err) {
+          this.sessions.bindingStoreFailed(this, 'beginRequest', err);
+          // Closed (1011) unless the session went local meanwhile: then this connection runs it.
+          if (!this.local) return;
+        }
+      }
+      this.request(cseq, v, d.payload, isBinary);
+    }).catch((err: unknown) => {
+      // Never left rejected: the next request's turn must still come.
+      this.sessions.host.logger?.error({ err, session: entry.id, cseq }, 'session request failed');
+    });
+  }
+
+  /** Runs request `cseq` once: as the store says, or (unpersisted, `verdict` null) as this connection has seen. */
+  private request(cseq: number, verdict: RequestVerdict | null, payload: Buffer, isBinary: boolean): void {
+    const admitted = verdict !== null && !this.local && verdict.kind === 'new';
+    // A request the store admitted (counted as run) runs now, whatever became of this connection meanwhile (closed by
+    // a cut, whose last frames `ws` delivers in the same turn as its close; or taken over by a resume): else the
+    // store's count says it ran and nothing ever runs it. Its reply goes to the session (`send` lets a running
+    // request through), which replays it.
+    if (!admitted && (!this.live || this.phase !== 'attached')) return;
+    if (verdict === null || this.local) {
+      // The store cannot tell: this connection runs them in order, once each (a client re-sends only after a resume).
+      if (cseq <= this.lastRun) return this.writeControl(encodeDuplicate(cseq, null));
+      if (cseq !== this.lastRun + 1) return this.violation(`request ${cseq} skips ahead: the next one is ${this.lastRun + 1}`);
+      verdict = { kind: 'new' };
+    }
+    const entry = this.entry!;
+    if (verdict.kind === 'duplicate' && verdict.replySeqs !== null && verdict.replySeqs.length === 0 && cseq <= entry.adoptedUpTo && cseq > entry.lastCseqRun) {
+      // Counted where this process did not run it, its reply never stored (appends carry their request, so none is
+      // on its way: another process's late append is refused as `moved`): that process died, or its connection
+      // closed before the count came back. Run it here, once.
+      verdict = { kind: 'new' };
+    }
+    switch (verdict.kind) {
+      case 'new':
+        if (cseq > entry.lastCseqRun) entry.lastCseqRun = cseq;
         this.running = cseq;
         try {
-          this.connection.runHandler(d.payload, isBinary);
+          this.connection.runHandler(payload, isBinary);
         } finally {
           this.running = 0;
         }
         if (!this.live || this.phase !== 'attached') return;
-        this.lastRun = cseq;
+        if (cseq > this.lastRun) this.lastRun = cseq;
         this.scheduleAck();
         return;
-      }
-      if (!this.live || this.phase !== 'attached') return;
-      switch (verdict.kind) {
-        case 'duplicate':
-          this.writeControl(encodeDuplicate(cseq, verdict.replySeqs));
-          return;
-        case 'gap':
-          return this.violation(`request ${cseq} skips ahead: the next one is ${verdict.expected}`);
-        case 'unknown':
-          void this.connection.close(1011, 'session is gone');
-          return;
-      }
-    }, (err: unknown) => {
-      this.sessions.host.logger?.error({ err }, 'session store failed');
-      void this.connection.close(1011, 'session store failed');
-    });
+      case 'duplicate':
+        this.writeControl(encodeDuplicate(cseq, verdict.replySeqs));
+        return;
+      case 'gap':
+        return this.violation(`request ${cseq} skips ahead: the next one is ${verdict.expected}`);
+      case 'unknown':
+        void this.connection.close(1011, 'session is gone');
+        return;
+    }
   }
 
   private control(data: Buffer): void {
@@ -638,9 +961,11 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
         return;
       case 'ack': {
         if (this.phase === 'awaiting') return this.violation('ack before the session is attached');
+        // Unpersisted: the client acknowledges seqs the store never assigned (LOCAL_SEQ_JUMP); the store's copy is ended anyway.
+        if (this.local) return;
         this.sessions.store.ack(this.entry!.id, frame.seq).then((r) => {
-          if (!r.ok && this.live && this.phase === 'attached') this.violation(r.error);
-        }, () => undefined);
+          if (!r.ok && this.live && this.phase === 'attached' && !this.local) this.violation(r.error);
+        }, (err: unknown) => this.sessions.bindingStoreFailed(this, 'ack', err));
         return;
       }
       case 'ping':
@@ -713,7 +1038,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       const framed = encodeBinaryData(seq, data);
       writer.send(Buffer.from(framed.buffer, framed.byteOffset, framed.length), binary);
     }
-    if (writer.pushingBack) this.paused = true;
+    if (writer.pushingBack && !this.local) this.paused = true;
   }
 
   private writeControl(frame: string): void {
@@ -739,6 +1064,34 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private violation(message: string): void {
     // R15: a protocol violation closes 1002 (the reason is capped at 123 bytes).
     void this.connection.close(1002, truncate(message, 120));
+  }
+
+  /**
+   * @internal The store failed on this session: from now on this connection
+   * carries it alone. Its seqs jump by LOCAL_SEQ_JUMP (so no resume can
+   * continue over what the store missed); what waited for an earlier seq is
+   * written now, in order; further messages go straight to the send queue,
+   * bounded as any connection's (R9, R11).
+   */
+  unpersist(): void {
+    if (this.local) return;
+    this.local = true;
+    const early = this.early;
+    this.early = null;
+    this.paused = false;
+    this.written += LOCAL_SEQ_JUMP;
+    if (early === null || !this.live || this.phase !== 'attached') return;
+    for (const seq of [...early.keys()].sort((a, b) => a - b)) {
+      const m = early.get(seq)!;
+      this.write(this.written + 1, m.data, m.binary);
+    }
+  }
+
+  /** @internal A message of an unpersisted session: written now under the next local seq. False when this connection cannot (closed, left). */
+  deliverLocal(data: Outbound, binary: boolean): boolean {
+    if (!this.live || this.phase !== 'attached') return false;
+    this.write(this.written + 1, data, binary);
+    return true;
   }
 
   /** @internal Another connection took the session over: this one carries nothing any more. */

@@ -116,6 +116,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   private shutdown: Promise<void> | null = null;
   /** Sender-side adapter dead letters, logged as the first of a burst plus a line per interval with the counts. */
   private readonly adapterLetterLog: LogSummary;
+  /** Session dead letters: one line per interval during a burst (a store outage). */
+  private readonly sessionLetterLog: LogSummary;
 
   // --- Per-address limits (R21) ---
   /** WebSocket connections (open or being admitted) by client address; released when the socket closes. */
@@ -259,6 +261,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     this.wss = new WebSocketServer(wsOptions);
     const logger = this.logger?.child({ adapter: this.adapter.name, node: this.adapter.nodeId }) ?? null;
     this.adapterLetterLog = new LogSummary({ logger, what: 'adapter dead letters' });
+    this.sessionLetterLog = new LogSummary({ logger: this.logger, what: 'session dead letters' });
     this.refusalLog = new LogSummary({ logger: this.logger, what: 'per-address refusals' });
     this.connectionEvent = options.server instanceof TlsServer ? 'secureConnection' : 'connection';
     this.adapter.attach({
@@ -422,7 +425,10 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     this.shutdown = Promise.all(closing)
       .then(() => this.sessions?.close())
       .then(() => this.adapter.close())
-      .then(() => this.adapterLetterLog.close());
+      .then(() => {
+        this.sessionLetterLog.close();
+        this.adapterLetterLog.close();
+      });
     return this.shutdown;
   }
 
@@ -629,12 +635,21 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       },
       deadLetter: (letter) => {
         this.metrics.sessionDeadLettersTotal.inc({ reason: letter.reason }, letter.messages.length);
-        this.logger?.warn({ session: letter.sessionId, reason: letter.reason, detail: letter.detail, messages: letter.messages.length }, 'session dead letter: messages that will never reach their client');
+        // A store outage makes one per message: the first logged, the rest one line per interval.
+        let bytes = 0;
+        for (const m of letter.messages) bytes += m.bytes;
+        this.sessionLetterLog.note(
+          letter.reason,
+          bytes,
+          { session: letter.sessionId, reason: letter.reason, detail: letter.detail, messages: letter.messages.length },
+          'session dead letter: messages that will never reach their client',
+        );
         this.emit('sessionDeadLetter', letter);
       },
       metrics: {
         resume: (result, reason) => this.metrics.sessionResumesTotal.inc({ result, reason }),
         replayed: (n) => this.metrics.sessionReplayedTotal.inc(n),
+        storeFailed: (operation) => this.metrics.sessionStoreFailuresTotal.inc({ operation }),
       },
     });
   }

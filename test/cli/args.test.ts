@@ -83,7 +83,7 @@ describe('ws-supervisor: commands, help, version', () => {
       '--max-payload', '--send-queue', '--max-connections', '--max-message-rate', '--allowed-origins', '--log-level',
       '--inspect', '--inspect-port', '--redis', '--redis-env', '--workers', '--local-broadcast', '--max-restarts', '--restart-period',
       '--max-connections-per-address', '--max-pending-per-address', '--trust-proxy', '--redis-max-in-flight',
-      '--sessions', '--resume-window',
+      '--sessions', '--resume-window', '--session-store',
     ]) {
       assert.ok(SERVER_USAGE.includes(flag), `server help lists ${flag}`);
       if (flag !== '--address' && flag !== '--path') assert.ok(!CLIENT_USAGE.includes(flag), `client help does not list ${flag}`);
@@ -123,6 +123,16 @@ describe('ws-supervisor: commands, help, version', () => {
     assert.deepEqual(sessions.kind === 'server' && sessions.options.sessions, { resumeWindow: 5000 });
     const plain = parseCommand(['server'], {});
     assert.equal(plain.kind === 'server' && plain.options.sessions, undefined);
+    assert.equal(plain.kind === 'server' && plain.options.sessionStore, null);
+    // With Redis at hand the store defaults to Redis (every worker and server sharing it resumes the sessions); memory on request.
+    const store = (args: string[]) => {
+      const c = parseCommand(['server', '--sessions', ...args], {});
+      return c.kind === 'server' ? c.options.sessionStore : null;
+    };
+    assert.equal(store([]), 'memory');
+    assert.equal(store(['--redis', 'redis://127.0.0.1:6379']), 'redis');
+    assert.equal(store(['--redis', 'redis://127.0.0.1:6379', '--workers', '2']), 'redis');
+    assert.equal(store(['--redis', 'redis://127.0.0.1:6379', '--session-store', 'memory']), 'memory');
   });
 });
 
@@ -178,7 +188,11 @@ describe('bad flags are usage errors (exit 2) that name the flag and the value, 
     { args: ['server', '--bogus'], mentions: ['--bogus'] },
     { args: ['server', '--resume-window', '5000'], mentions: ['--resume-window needs --sessions'] },
     { args: ['server', '--sessions', '--resume-window', '0'], mentions: ['--resume-window', '"0"'] },
-    { args: ['server', '--sessions', '--workers', '2', '--local-broadcast'], mentions: ['--sessions', 'single process'] },
+    { args: ['server', '--sessions', '--workers', '2', '--local-broadcast'], mentions: ['--sessions', 'single process', '--redis'] },
+    { args: ['server', '--sessions', '--session-store', 'memory', '--workers', '2', '--redis', 'redis://127.0.0.1:6379'], mentions: ['memory store', '--workers'] },
+    { args: ['server', '--session-store', 'redis', '--redis', 'redis://127.0.0.1:6379'], mentions: ['--session-store needs --sessions'] },
+    { args: ['server', '--sessions', '--session-store', 'redis'], mentions: ['--session-store redis needs --redis'] },
+    { args: ['server', '--sessions', '--session-store', 'disk'], mentions: ['--session-store', 'memory or redis', '"disk"'] },
     { args: ['serve'], mentions: ['unknown command', 'serve'] },
     { args: ['client', '--interval', 'abc'], mentions: ['--interval', 'abc'] },
     { args: ['client', '--interval', '0'], mentions: ['--interval', '"0"'] },

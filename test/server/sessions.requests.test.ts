@@ -176,12 +176,18 @@ test('a request admitted by the store on a connection the session was taken over
   assert.equal(resumed.kind, 'attached');
   if (resumed.kind !== 'attached') return;
   assert.equal(resumed.resumed, true);
-  // The store had admitted request 1 already: the client is told not to re-send it.
-  assert.equal(resumed.cseq, 1);
+  // The store counted request 1 but this process has not run it yet: the client is told to re-send what it holds
+  // unanswered (cseq 0), and the store's count decides what runs.
+  assert.equal(resumed.cseq, 0);
 
   srv.store.release();
   await waitFor(() => framesB.length >= 2, 5_000, 'the reply on the second connection');
   const reply = decodeServerFrame(framesB[1]!, false);
   assert.deepEqual(reply, { kind: 'data', seq: 1, payload: '{"requestID":1,"success":true,"someOtherThing":"taken over"}', binary: false });
   assert.equal(srv.runs.get(1), 1, 'the handler ran request 1 exactly once');
+  // The client re-sends it (it had no reply when it resumed): answered as a duplicate naming its reply, not run again.
+  b.send(encodeTextData(1, '{"requestID":1,"command":"echo","someOtherThing":"taken over"}'));
+  await waitFor(() => framesB.length >= 3, 5_000, 'the answer to the re-sent request');
+  assert.deepEqual(decodeServerFrame(framesB[2]!, false), { kind: 'duplicate', cseq: 1, replySeqs: [1] });
+  assert.equal(srv.runs.get(1), 1, 'the re-sent request did not run again');
 });
