@@ -60,7 +60,8 @@ createInterface({ input: process.stdin }).on('line', (line) => {
   } else if (cmd.startsWith('snapshot ')) {
     (globalThis as { gc?: () => void }).gc?.();
     console.log(`snapshot ${writeHeapSnapshot(cmd.slice(9))}`);
-  } else if (cmd === 'cpu') {
+  } else if (cmd === 'cut') console.log(`cut ${cut()}`);
+  else if (cmd === 'cpu') {
     const u = process.cpuUsage();
     console.log(`cpu ${u.user + u.system} rss ${process.memoryUsage().rss}`);
   } else if (cmd === 'profile start') void profileStart().then(() => console.log('profile started'));

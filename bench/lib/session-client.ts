@@ -82,14 +82,13 @@ export class SessionClient implements BenchClient {
       this.attached = resolve;
       this.attachFailed = reject;
       ws.once('open', () => ws.send(resume && this.id ? encodeResume({ id: this.id, token: this.token, lastSeq: this.lastSeq, epoch: this.epoch }) : encodeOpen()));
-      ws.once('unexpected-response', (_req, res) => reject(new Error(`unexpected response ${res.statusCode}`)));
       ws.once('close', () => {
         this.stopAckTimer();
         if (this.attached) {
+          // Never attached: the caller's promise says so (the close handler is for attached connections).
           this.attached = null;
           reject(new Error('closed before attached'));
-        }
-        if (ws === this.raw) this.closeHandler();
+        } else if (ws === this.raw) this.closeHandler();
       });
     });
   }
