@@ -259,14 +259,14 @@ export class Sessions<Auth = unknown> {
     if (!entry || entry.topics.has(topic)) return;
     entry.topics.add(topic);
     this.index(entry, topic, true);
-    void this.store.join(entry.id, topic);
+    this.background(this.store.join(entry.id, topic), entry.id);
   }
 
   left(connection: Connection<Auth>, topic: string): void {
     const entry = this.routedEntry(connection);
     if (!entry || !entry.topics.delete(topic)) return;
     this.index(entry, topic, false);
-    void this.store.leave(entry.id, topic);
+    this.background(this.store.leave(entry.id, topic), entry.id);
   }
 
   private routedEntry(connection: Connection<Auth>): Entry<Auth> | null {
@@ -284,7 +284,7 @@ export class Sessions<Auth = unknown> {
     this.store.append(id, { data, binary }).then(
       (r) => {
         if (r.ok) {
-          if (cseq !== 0) void this.store.rememberReply(id, cseq, r.seq);
+          if (cseq !== 0) this.background(this.store.rememberReply(id, cseq, r.seq), id);
           entry.carrier?.deliver(r.seq, data, binary);
           return;
         }
@@ -301,6 +301,17 @@ export class Sessions<Auth = unknown> {
     const carrier = entry.carrier;
     entry.runner.send({ type: 'overflow', kind, detail });
     if (carrier) void carrier.connection.close(1008, 'session buffer overflow', 'slow-consumer');
+  }
+
+  /**
+   * A store operation nobody waits for (join, leave, attach, detach, rememberReply, …):
+   * its failure (a Redis store that timed out or is down) is logged here, never left
+   * as an unhandled rejection, which would end the process. The store itself reports
+   * outages (its status, aggregated log lines); the message stream is not affected.
+   * @internal
+   */
+  background(operation: Promise<unknown>, session: string): void {
+    operation.then(undefined, (err: unknown) => this.host.logger?.warn({ err, session }, 'session store operation failed'));
   }
 
   private storeFailed(entry: Entry<Auth> | null, err: unknown): void {
@@ -405,10 +416,11 @@ export class Sessions<Auth = unknown> {
     connection.restoreData(record.data);
     if (!binding.live) {
       // The connection closed while the store answered: the session is detached from the start.
-      void this.store.attach(entry.id).then(() => this.detach(binding));
+      const detach = (): void => this.detach(binding);
+      this.store.attach(entry.id).then(detach, detach);
       return;
     }
-    void this.store.attach(entry.id);
+    this.background(this.store.attach(entry.id), entry.id);
     this.carriers.set(connection.id, binding);
     // The application's sends now go through the new connection (broadcasts reach the session anyway).
     const old = entry.routed;
@@ -438,13 +450,13 @@ export class Sessions<Auth = unknown> {
     if (entry.ended) return;
     const connection = binding.connection;
     if (binding.endRequested) {
-      void this.store.end(entry.id, 'the client ended it');
+      this.background(this.store.end(entry.id, 'the client ended it'), entry.id);
       entry.runner.send({ type: 'end', detail: 'the client ended it' });
       return;
     }
     entry.runner.send({ type: 'detach', connectionId: connection.id });
     entry.detachedAt = Date.now();
-    void this.store.detach(entry.id);
+    this.background(this.store.detach(entry.id), entry.id);
     this.host.emitSession({ type: 'detached', id: entry.id, connection });
   }
 
@@ -469,7 +481,7 @@ export class Sessions<Auth = unknown> {
   finished(entry: Entry<Auth>, ending: SessionEnding): void {
     const type = ending.reason === 'expired' ? 'expired' : ending.reason === 'overflow' ? 'overflowed' : 'ended';
     // The window ran out in the machine: the store expires it too (its messages become dead letters).
-    if (ending.reason === 'expired') void this.store.expire(entry.id);
+    if (ending.reason === 'expired') this.background(this.store.expire(entry.id), entry.id);
     this.host.emitSession({ type, id: entry.id, detail: ending.detail });
   }
 
@@ -564,7 +576,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** connection.data = …: kept in the session. */
   setData(value: JsonValue): void {
     const entry = this.entry;
-    if (entry !== null && !entry.ended && entry.routed === this.connection) void this.sessions.store.setData(entry.id, value);
+    if (entry !== null && !entry.ended && entry.routed === this.connection) this.sessions.background(this.sessions.store.setData(entry.id, value), entry.id);
   }
 
   /** Connection.onMessage on a session connection. */
