@@ -355,7 +355,8 @@ export interface Check {
 export interface Result {
   scenario: string;
   date: string;
-  machine: { cpus: number; node: string };
+  /** loadAverage: the 1-minute load average when the result was written (a shared machine shows it: > cpus × 1.5 is labelled "measured under load"). */
+  machine: { cpus: number; node: string; loadAverage?: number };
   rounds: number;
   rows: Row[];
   ratios: Ratio[];
@@ -437,7 +438,7 @@ export function writeResult(scenario: string, result: Omit<Result, 'scenario' | 
   const full: Result = {
     scenario,
     date: result.date ?? new Date().toISOString(),
-    machine: result.machine ?? { cpus: os.cpus().length, node: process.version },
+    machine: result.machine ?? { cpus: os.cpus().length, node: process.version, loadAverage: os.loadavg()[0]! },
     ...result,
   };
   full.scenario = scenario;
