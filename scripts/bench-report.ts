@@ -139,6 +139,7 @@ md.push(
   '- Integrity is checked in every run (requestID correlation, no loss, no duplication, every receiver got every broadcast exactly once, …). A run with an integrity failure is reported as failed, never as fast.',
   '- The servers run as compiled JavaScript, the way users run the library (an esbuild bundle of `bench/servers.ts` in `bench/.build/`), not through `tsx`: tsx compiles with `keepNames`, which gives every closure an own `name` property (~250 B each) and would charge a development loader to per-connection memory.',
   '- Reproduce: `npm run bench` (all scenarios, a few minutes; `-- --quick` for a ≤ 30 s pass of each), then `npm run bench:report`. One scenario: `node --import tsx bench/scenarios/<name>.ts [--rounds N] [--systems supervisor,raw,socketio]`.',
+  '- Sessions (scenario `sessions`) are compared with **sessions off**, the same ws-supervisor server without the `sessions` option, not with raw `ws`; the mass reconnect (`reconnect`) compares the Redis store with the in-memory store. Both start their own `redis-server` for the Redis store (persistence off) when one is installed. Alone: `npm run bench -- --only sessions` or `--only reconnect`.',
   '',
 );
 md.push('Targets (ws-supervisor against raw `ws` measured side by side):', '');

@@ -82,12 +82,12 @@ export class SessionClient implements BenchClient {
       this.attached = resolve;
       this.attachFailed = reject;
       ws.once('open', () => ws.send(resume && this.id ? encodeResume({ id: this.id, token: this.token, lastSeq: this.lastSeq, epoch: this.epoch }) : encodeOpen()));
-      ws.once('close', () => {
+      ws.once('close', (code: number, reason: Buffer) => {
         this.stopAckTimer();
         if (this.attached) {
           // Never attached: the caller's promise says so (the close handler is for attached connections).
           this.attached = null;
-          reject(new Error('closed before attached'));
+          reject(new Error(`closed before attached (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
         } else if (ws === this.raw) this.closeHandler();
       });
     });

@@ -130,7 +130,12 @@ async function reqres(v: Variant, rec: Recorder, notes: string[]): Promise<{ pro
   const integrity = { mismatched: 0, duplicates: 0, lost: 0, errors: 0, answered: 0 };
   let clients: BenchClient[] = [];
   try {
-    clients = await clientsFor(v, server, CONNECTIONS);
+    try {
+      clients = await clientsFor(v, server, CONNECTIONS);
+    } catch (err) {
+      problems.push(`reqres ${name}: a client could not connect: ${(err as Error).message}`);
+      return { problems, answered: 0 };
+    }
     await waitForConnections(server, CONNECTIONS);
     let running = true;
     let measuring = false;
@@ -218,7 +223,14 @@ async function idle(v: Variant, rec: Recorder): Promise<string[]> {
     let prev = { n: 0, rss: base.rss, heap: base.heapUsed };
     const line: string[] = [];
     for (const n of LEVELS) {
-      const more = await clientsFor(v, server, n - clients.length, 250);
+      let more: BenchClient[];
+      try {
+        more = await clientsFor(v, server, n - clients.length, 250);
+      } catch (err) {
+        // A session that could not attach (e.g. `session store failed`, 1011) is a failure of the run, reported, not a crash.
+        problems.push(`idle ${name} @${label(n)}: a client could not connect: ${(err as Error).message}`);
+        break;
+      }
       for (const c of more) c.onClose(() => closed++);
       clients.push(...more);
       await waitForConnections(server, n, 60_000);
@@ -272,7 +284,12 @@ async function broadcast(v: Variant, rec: Recorder): Promise<string[]> {
     let k = 0;
     const line: string[] = [];
     for (const n of RECEIVERS) {
-      receivers.push(...(await clientsFor(v, server, n - receivers.length, 250)));
+      try {
+        receivers.push(...(await clientsFor(v, server, n - receivers.length, 250)));
+      } catch (err) {
+        problems.push(`broadcast ${name} @${label(n)}: a receiver could not connect: ${(err as Error).message}`);
+        break;
+      }
       await waitForConnections(server, n + 1, 60_000);
       const t = await timeBroadcasts({
         receivers,
