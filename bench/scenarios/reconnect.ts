@@ -155,7 +155,13 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
       sender!.send(`{"requestID":${k},"command":"broadcast","someOtherThing":"b${k}"}`);
     };
     ticker = setInterval(tick, 1000 / RATE);
-    await sleep(STEADY_S * 1000);
+    // The steady stream's own cost, measured over the second half of the steady phase (the first half warms up).
+    await sleep((STEADY_S * 1000) / 2);
+    const q0 = await server.stats();
+    const w0 = performance.now();
+    await sleep((STEADY_S * 1000) / 2);
+    const q1 = await server.stats();
+    const steadyShare = (q1.cpuUs - q0.cpuUs) / 1e6 / ((performance.now() - w0) / 1000);
 
     let resumed = 0;
     let failed = 0;
@@ -236,7 +242,10 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     rec.add(name, `messages replayed per session @${label(n)}`, 'msgs', replayed / n);
     rec.add(name, `requests re-sent @${label(n)}`, 'reqs', resent);
     rec.add(name, `server CPU during the storm @${label(n)}`, '% core', (100 * stormCpu) / 1e6 / stormWall);
+    rec.add(name, `server CPU before the cut (the stream alone) @${label(n)}`, '% core', 100 * steadyShare);
     rec.add(name, `server CPU per resume @${label(n)}`, 'µs', stormCpu / n);
+    // What the storm costs beyond the broadcast stream that goes on meanwhile (at its steady rate).
+    rec.add(name, `server CPU per resume, beyond the stream @${label(n)}`, 'µs', Math.max(0, stormCpu - steadyShare * 1e6 * stormWall) / n);
     rec.add(name, `load-generator CPU during the storm @${label(n)}`, '% core', (100 * (l1 - l0)) / 1e6 / stormWall);
     const closeTimes = trackers.map((t) => t.closedAt).filter(Number.isFinite);
     rec.add(name, `cut seen by the client p99 @${label(n)}`, 'ms', percentile(closeTimes, 99));
@@ -323,7 +332,7 @@ const result = {
   notes: [
     `the cut: the server destroys every TCP socket at once (no close frame); clients reconnect after a full-jitter delay under ${JITTER} ms (the Node client's first backoff), the broadcast sender at once`,
     `${RATE} broadcasts per second to every session throughout (${STEADY_S} s before the cut, during the storm, 1 s after); every client sends one request just before the cut`,
-    'server CPU during the storm: the server process over the cut → last replay; load generator: this process (all clients) over the same window',
+    'server CPU during the storm: the server process over the cut → last replay, broadcast stream included; "beyond the stream" subtracts the stream\'s cost at its rate before the cut; load generator: this process (all clients) over the same window',
     'store memory per detached session: every client gone, each session holding the messages it had not acknowledged (up to 31 plus the last second); in-memory store: the server heap after GC, minus before any session; Redis store: used_memory, minus before',
     ...(STORES.includes('redis') ? [] : [redisFound ? 'Redis store not run (--stores)' : 'Redis store not run: redis-server not found']),
     'one server process: a worker SIGKILL under --workers is not run (the CLI runs sessions in one process only)',
