@@ -165,6 +165,7 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
 
     let resumed = 0;
     let failed = 0;
+    let recut = 0;
     const reasons = new Map<string, number>();
     const allResumed = new Promise<void>((resolve) => {
       const reconnect = (c: SessionClient, t: Tracker, attempt: number): void => {
@@ -173,16 +174,17 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
           t.attempts++;
           c.connect(true).then(
             (info) => {
+              const first = t.info === null;
               t.info = info;
-              t.attachedAt = performance.now() - cutAt;
+              if (first) t.attachedAt = performance.now() - cutAt;
               t.replayLeft = info.replay;
-              if (info.replay === 0) t.replayedAt = t.attachedAt;
-              if (info.resumed) resumed++;
-              else {
+              if (info.replay === 0 && first) t.replayedAt = t.attachedAt;
+              if (!info.resumed) {
                 failed++;
                 reasons.set(info.reason ?? '?', (reasons.get(info.reason ?? '?') ?? 0) + 1);
               }
-              if (resumed + failed === n) resolve();
+              // Each client counts once, at its first attach after the cut (a later cut of the same client is counted apart).
+              if (first && ++resumed === n) resolve();
             },
             () => reconnect(c, t, attempt + 1),
           );
@@ -190,8 +192,10 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
       };
       clients.forEach((c, i) =>
         c.onClose(() => {
-          trackers[i]!.closedAt = performance.now() - cutAt;
-          reconnect(c, trackers[i]!, 0);
+          const t = trackers[i]!;
+          if (Number.isNaN(t.closedAt)) t.closedAt = performance.now() - cutAt;
+          else recut++; // attached again after the cut, and lost again (e.g. 1011 session store failed)
+          reconnect(c, t, 0);
         }),
       );
     });
@@ -219,7 +223,8 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     const stormMs = Math.max(allAttachedMs, ...trackers.map((t) => (Number.isFinite(t.replayedAt) ? t.replayedAt : 0)));
     const s1 = await server.stats();
     const l1 = selfCpuUs();
-    if (timedOut) problems.push(`${at}: ${resumed + failed} of ${n} sessions came back within ${STORM_TIMEOUT_MS / 1000} s`);
+    if (timedOut) problems.push(`${at}: ${resumed} of ${n} sessions came back within ${STORM_TIMEOUT_MS / 1000} s`);
+    rec.add(name, `connections lost again after resuming @${label(n)}`, 'count', recut);
 
     // A second of broadcasts after the storm, then stop and let the last ones arrive.
     await sleep(1000);
@@ -265,6 +270,7 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
       gaps += clients[i]!.counters.gaps;
       protocolErrors += clients[i]!.counters.protocolErrors;
     });
+    if (recut) problems.push(`${at}: ${recut} resumed connections were closed again during the storm (the server closed them: a store failure, 1011, is the likely cause; see its log)`);
     if (failed) problems.push(`${at}: ${failed} resumes failed (${[...reasons].map(([r, c]) => `${c}× ${r}`).join(', ')})`);
     if (missing) problems.push(`${at}: ${missing} clients did not get every broadcast up to ${lastK}`);
     if (outOfOrder) problems.push(`${at}: ${outOfOrder} broadcasts out of order or unexpected frames`);
