@@ -279,6 +279,8 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     if (senderReplies.ok !== lastK || senderReplies.bad) problems.push(`${at}: the sender got ${senderReplies.ok} replies to ${lastK} broadcasts (${senderReplies.bad} unexpected)`);
 
     // Every client gone for good: all N sessions detached, each holding what it had not acknowledged.
+    for (const c of clients) c.onClose(() => undefined); // no reconnect now
+    sender.onClose(() => undefined);
     for (const c of clients) c.terminate();
     sender.terminate();
     const detachDeadline = Date.now() + 30_000;
@@ -298,6 +300,8 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     );
   } finally {
     if (ticker) clearInterval(ticker);
+    for (const c of clients) c.onClose(() => undefined);
+    sender?.onClose(() => undefined);
     for (const c of clients) c.terminate();
     sender?.terminate();
     await server.stop();
