@@ -214,7 +214,9 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     const cut = await server.command('cut');
     if (!/^cut \d+$/.test(cut)) throw new Error(`server: expected "cut <n>", got ${cut}`);
 
-    const timedOut = await Promise.race([allResumed.then(() => false), sleep(STORM_TIMEOUT_MS).then(() => true)]);
+    let stormTimer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([allResumed.then(() => false), new Promise<boolean>((r) => (stormTimer = setTimeout(() => r(true), STORM_TIMEOUT_MS)))]);
+    clearTimeout(stormTimer); // else it holds the process open for up to 2 minutes after the result
     await senderBack;
     const allAttachedMs = performance.now() - cutAt;
     // Replays land right after `attached`: wait for the last one.
