@@ -64,6 +64,8 @@ export class SessionClient implements BenchClient {
   private closeHandler: () => void = () => undefined;
   private attached: ((info: AttachInfo) => void) | null = null;
   private attachFailed: ((err: Error) => void) | null = null;
+  /** How the last attached connection closed (1006 with no reason for a cut). */
+  lastClose: { code: number; reason: string } | null = null;
   readonly counters: SessionCounters = { delivered: 0, duplicatesDropped: 0, gaps: 0, protocolErrors: 0, duplicateAnswers: 0 };
 
   constructor(
@@ -88,7 +90,10 @@ export class SessionClient implements BenchClient {
           // Never attached: the caller's promise says so (the close handler is for attached connections).
           this.attached = null;
           reject(new Error(`closed before attached (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
-        } else if (ws === this.raw) this.closeHandler();
+        } else if (ws === this.raw) {
+          this.lastClose = { code, reason: reason.toString() };
+          this.closeHandler();
+        }
       });
     });
   }

@@ -166,6 +166,7 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     let resumed = 0;
     let failed = 0;
     let recut = 0;
+    const recutWhy = new Map<string, number>();
     const reasons = new Map<string, number>();
     const allResumed = new Promise<void>((resolve) => {
       const reconnect = (c: SessionClient, t: Tracker, attempt: number): void => {
@@ -194,7 +195,12 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
         c.onClose(() => {
           const t = trackers[i]!;
           if (Number.isNaN(t.closedAt)) t.closedAt = performance.now() - cutAt;
-          else recut++; // attached again after the cut, and lost again (e.g. 1011 session store failed)
+          else {
+            // Attached again after the cut, and lost again: by which close?
+            recut++;
+            const why = `${c.lastClose?.code ?? '?'} ${c.lastClose?.reason ?? ''}`.trim();
+            recutWhy.set(why, (recutWhy.get(why) ?? 0) + 1);
+          }
           reconnect(c, t, 0);
         }),
       );
@@ -272,7 +278,7 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
       gaps += clients[i]!.counters.gaps;
       protocolErrors += clients[i]!.counters.protocolErrors;
     });
-    if (recut) problems.push(`${at}: ${recut} resumed connections were closed again during the storm (the server closed them: a store failure, 1011, is the likely cause; see its log)`);
+    if (recut) problems.push(`${at}: ${recut} resumed connections were closed again (${[...recutWhy].map(([w, c]) => `${c}× ${w}`).join(', ')})`);
     if (failed) problems.push(`${at}: ${failed} resumes failed (${[...reasons].map(([r, c]) => `${c}× ${r}`).join(', ')})`);
     if (missing) problems.push(`${at}: ${missing} clients did not get every broadcast up to ${lastK}`);
     if (outOfOrder) problems.push(`${at}: ${outOfOrder} broadcasts out of order or unexpected frames`);
