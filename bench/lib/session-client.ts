@@ -64,6 +64,8 @@ export class SessionClient implements BenchClient {
   private closeHandler: () => void = () => undefined;
   private attached: ((info: AttachInfo) => void) | null = null;
   private attachFailed: ((err: Error) => void) | null = null;
+  /** `attached` received on the current connection: requests may go out. */
+  private isAttached = false;
   /** How the last attached connection closed (1006 with no reason for a cut). */
   lastClose: { code: number; reason: string } | null = null;
   readonly counters: SessionCounters = { delivered: 0, duplicatesDropped: 0, gaps: 0, protocolErrors: 0, duplicateAnswers: 0 };
@@ -75,6 +77,7 @@ export class SessionClient implements BenchClient {
 
   /** Opens a new session (or, with `resume`, continues this one) and resolves with the `attached` answer. */
   connect(resume = false): Promise<AttachInfo> {
+    this.isAttached = false;
     const url = this.url + (this.url.includes('?') ? '&' : '?') + 'ws-session=1';
     const ws = new WebSocket(url, { perMessageDeflate: false, ...(this.localAddress ? { localAddress: this.localAddress } : {}) });
     this.raw = ws;
@@ -130,6 +133,7 @@ export class SessionClient implements BenchClient {
         // Requests the server has run are forgotten; the rest go again, in order.
         while (this.unacked.length > 0 && this.unacked[0]!.cseq <= f.cseq) this.unacked.shift();
         for (const r of this.unacked) ws.send(`${r.cseq}:${r.text}`);
+        this.isAttached = true;
         const info: AttachInfo = { resumed: f.resumed, replay: f.replay, resent: this.unacked.length };
         if (f.reason !== undefined) info.reason = f.reason;
         if (f.detail !== undefined) info.detail = f.detail;
@@ -159,7 +163,7 @@ export class SessionClient implements BenchClient {
     this.stopAckTimer();
     if (this.lastSeq === this.acked) return;
     this.acked = this.lastSeq;
-    if (this.raw.readyState === WebSocket.OPEN) this.raw.send(encodeClientAck(this.lastSeq));
+    if (this.isAttached && this.raw.readyState === WebSocket.OPEN) this.raw.send(encodeClientAck(this.lastSeq));
   }
 
   private stopAckTimer(): void {
@@ -177,7 +181,8 @@ export class SessionClient implements BenchClient {
   send(text: string): void {
     const cseq = ++this.cseq;
     this.unacked.push({ cseq, text });
-    if (this.raw.readyState === WebSocket.OPEN) this.raw.send(`${cseq}:${text}`);
+    // Not before `attached` (a data frame then is a protocol violation): the attach re-sends it with the others.
+    if (this.isAttached && this.raw.readyState === WebSocket.OPEN) this.raw.send(`${cseq}:${text}`);
   }
   onMessage(handler: (text: string) => void): void {
     this.handler = handler;
