@@ -9,7 +9,7 @@
  * the detached sessions buffer them and the resumes replay them.
  *
  *   node --import tsx bench/scenarios/reconnect.ts [--quick] [--rounds 3] [--levels 2000,10000]
- *        [--stores memory,redis] [--rate 2] [--jitter 500] [--steady 3]
+ *        [--stores memory,redis] [--rate 2] [--jitter 500] [--steady 3] [--resume-window 120000]
  *
  * Reported per store and level: time from the cut until every session has
  * resumed (and its replay arrived), the per-client p50/p99, messages replayed,
@@ -59,6 +59,7 @@ const { values } = parseArgs({
     rate: { type: 'string' },
     jitter: { type: 'string' },
     steady: { type: 'string' },
+    'resume-window': { type: 'string' },
   },
 });
 const QUICK = common.quick;
@@ -73,7 +74,9 @@ const RATE = Number(values.rate ?? 2);
 /** Ceiling of the first reconnect delay, ms: the Node client's backoff.initialDelay. */
 const JITTER = Number(values.jitter ?? 500);
 const STEADY_S = Number(values.steady ?? (QUICK ? 1 : 3));
-const STORM_TIMEOUT_MS = 120_000;
+/** The sessions' resume window, ms (the product default, 120 000, unless given): a storm longer than it expires sessions. */
+const RESUME_WINDOW = values['resume-window'] !== undefined ? Number(values['resume-window']) : undefined;
+const STORM_TIMEOUT_MS = Math.max(120_000, RESUME_WINDOW ?? 0);
 const STORE_NAMES: Record<Store, string> = { memory: 'memory store', redis: 'Redis store' };
 const label = (n: number): string => (n % 1000 === 0 ? `${n / 1000}k` : String(n));
 const PUSH = /^\{"command":"broadcast","someOtherThing":"b(\d+)"\}$/;
@@ -110,7 +113,7 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     admin = new Redis(redis.url);
   }
   const memBefore = store === 'redis' ? await usedMemory() : 0;
-  const server: ServerHandle = await startServer('supervisor', { sessions: store === 'redis' ? redis!.url : 'memory' });
+  const server: ServerHandle = await startServer('supervisor', { sessions: store === 'redis' ? redis!.url : 'memory', ...(RESUME_WINDOW !== undefined ? { resumeWindow: RESUME_WINDOW } : {}) });
   const clients: SessionClient[] = [];
   let sender: SessionClient | null = null;
   let ticker: NodeJS.Timeout | null = null;
@@ -355,6 +358,6 @@ const result = {
     ...(STORES.includes('redis') ? [] : [redisFound ? 'Redis store not run (--stores)' : 'Redis store not run: redis-server not found']),
     'one server process: a worker SIGKILL under --workers is not run (the CLI runs sessions in one process only)',
   ],
-  params: { steps: LEVELS, stores: names, rate: RATE, jitterMs: JITTER, steadySeconds: STEADY_S, quick: QUICK, durationSeconds: (Date.now() - started) / 1000 },
+  params: { steps: LEVELS, stores: names, resumeWindowMs: RESUME_WINDOW ?? 120_000, rate: RATE, jitterMs: JITTER, steadySeconds: STEADY_S, quick: QUICK, durationSeconds: (Date.now() - started) / 1000 },
 };
 finishScenario('reconnect', QUICK, started, result);
