@@ -3,16 +3,19 @@
  * (bench/servers.ts) with 0 and with N idle connections, self sizes summed per
  * constructor, the difference divided by N (bytes per connection), largest first.
  *
- *   node --import tsx bench/memory-profile.ts [--system supervisor] [--connections 2000] [--top 30]
+ *   node --import tsx bench/memory-profile.ts [--system supervisor] [--connections 2000] [--top 30] [--sessions memory|redis://…]
+ *
+ * --sessions: the supervisor with sessions on, every client opting in (bench/lib/session-client.ts).
  */
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { connectSessionMany } from './lib/session-client.ts';
 import { closeAll, connectMany, pinSelf, sleep, startServer, waitForConnections, type System } from './lib/harness.ts';
 
 const { values } = parseArgs({
-  options: { system: { type: 'string', default: 'supervisor' }, connections: { type: 'string', default: '2000' }, top: { type: 'string', default: '30' } },
+  options: { system: { type: 'string', default: 'supervisor' }, connections: { type: 'string', default: '2000' }, top: { type: 'string', default: '30' }, sessions: { type: 'string' } },
 });
 const N = Number(values.connections);
 pinSelf(1);
@@ -46,12 +49,12 @@ function summarize(file: string): Map<string, { size: number; count: number }> {
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'ws-sup-heap-'));
-const server = await startServer(values.system as System);
+const server = await startServer(values.system as System, values.sessions !== undefined ? { sessions: values.sessions } : {});
 try {
   await sleep(500);
   await server.command(`snapshot ${join(dir, 'a.heapsnapshot')}`);
   const before = await server.gc();
-  const clients = await connectMany(server, N, { batch: 250 });
+  const clients = values.sessions !== undefined ? await connectSessionMany(server.url, N, { batch: 250 }) : await connectMany(server, N, { batch: 250 });
   await waitForConnections(server, N);
   await sleep(1000);
   const after = await server.gc();

@@ -8,6 +8,7 @@
  *        [--receivers 2000] [--bursts 20] [--burst 10]       (broadcast: bursts of B back-to-back broadcasts)
  *        [--connections N] [--ping 1000] [--seconds 10]      (heartbeat: N idle connections, a message = a ping)
  *        [--top 25] [--strace] [--out dir]
+ *        [--sessions memory|redis://…]                      (supervisor with sessions on, session clients: bench/lib/session-client.ts)
  *
  * The server is bench/servers.ts (compiled, pinned to CPU 0), driven over its
  * stdin ("profile start" / "profile stop"); this process is the load generator
@@ -24,6 +25,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { closeAll, connectClient, connectMany, pinSelf, selfCpuUs, sleep, startServer, waitForConnections, type BenchClient, type System } from './lib/harness.ts';
 import { compiledEntry } from './lib/compile.ts';
+import { connectSessionMany, SessionClient } from './lib/session-client.ts';
 import type WebSocket from 'ws';
 
 const { values } = parseArgs({
@@ -39,6 +41,7 @@ const { values } = parseArgs({
     ping: { type: 'string', default: '1000' },
     seconds: { type: 'string', default: '10' },
     strace: { type: 'boolean', default: false },
+    sessions: { type: 'string' },
     out: { type: 'string' },
   },
 });
@@ -137,15 +140,23 @@ function table(title: string, head: string[], rows: Array<Array<string | number>
 }
 
 async function run(withStrace: boolean): Promise<void> {
-  const server = await startServer(SYSTEM, WORKLOAD === 'heartbeat' ? { pingInterval: Number(values.ping), pongTimeout: 10_000 } : {});
+  const SESSIONS = values.sessions;
+  const server = await startServer(SYSTEM, {
+    ...(WORKLOAD === 'heartbeat' ? { pingInterval: Number(values.ping), pongTimeout: 10_000 } : {}),
+    ...(SESSIONS !== undefined ? { sessions: SESSIONS } : {}),
+  });
   const dir = values.out ?? mkdtempSync(join(tmpdir(), `ws-sup-profile-${SYSTEM}-`));
   mkdirSync(dir, { recursive: true });
   let clients: BenchClient[] = [];
   let sender: BenchClient | null = null;
   try {
     const n = WORKLOAD === 'broadcast' ? Number(values.receivers) : Number(values.connections);
-    clients = await connectMany(server, n, { batch: 250 });
-    if (WORKLOAD === 'broadcast') sender = await connectClient(server);
+    clients = SESSIONS !== undefined ? await connectSessionMany(server.url, n, { batch: 250 }) : await connectMany(server, n, { batch: 250 });
+    if (WORKLOAD === 'broadcast' && SESSIONS !== undefined) {
+      const s = new SessionClient(server.url);
+      await s.connect();
+      sender = s;
+    } else if (WORKLOAD === 'broadcast') sender = await connectClient(server);
     await waitForConnections(server, n + (sender ? 1 : 0), 60_000);
     // Warm-up: the JIT has seen the hot path before the profile starts.
     if (WORKLOAD === 'reqres') await reqres(clients, 20);
@@ -173,7 +184,7 @@ async function run(withStrace: boolean): Promise<void> {
     const loadCpu = selfCpuUs() - c0;
     const cpuPerMsg = (s1.cpuUs - s0.cpuUs) / messages;
     console.log(
-      `\n### ${SYSTEM}, ${WORKLOAD}${withStrace ? ' (under strace: CPU figures inflated)' : ''}: ${messages} ${{ reqres: 'requests', broadcast: 'deliveries', heartbeat: 'pings' }[WORKLOAD]} in ${ms.toFixed(0)} ms; ` +
+      `\n### ${SYSTEM}${SESSIONS !== undefined ? ` (sessions: ${SESSIONS})` : ''}, ${WORKLOAD}${withStrace ? ' (under strace: CPU figures inflated)' : ''}: ${messages} ${{ reqres: 'requests', broadcast: 'deliveries', heartbeat: 'pings' }[WORKLOAD]} in ${ms.toFixed(0)} ms; ` +
         `server CPU ${cpuPerMsg.toFixed(2)} µs per message (${(((s1.cpuUs - s0.cpuUs) / 1000 / ms) * 100).toFixed(1)}% of a core); load generator at ${((loadCpu / 1000 / ms) * 100).toFixed(0)}% of a core`,
     );
 

@@ -23,7 +23,7 @@ for (let i = 0; i < argv.length; i++) {
 }
 
 // The three headline scenarios first (reqres, idle, broadcast), then anything else alphabetically.
-const ORDER = ['reqres', 'idle', 'broadcast', 'churn', 'heartbeat', 'detection', 'scaleout', 'overload', 'capacity'];
+const ORDER = ['reqres', 'idle', 'broadcast', 'churn', 'heartbeat', 'detection', 'scaleout', 'overload', 'capacity', 'sessions', 'reconnect'];
 const scenarios = readdirSync(join(BENCH_DIR, 'scenarios'))
   .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))
   .map((f) => f.slice(0, -3))

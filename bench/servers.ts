@@ -2,15 +2,17 @@
  * Benchmark servers, one per process:
  *
  *   node --expose-gc --import tsx bench/servers.ts <kind> <port> [--ping-interval ms] [--pong-timeout ms]
+ *        [--sessions memory|redis://…] [--resume-window ms]   (supervisor only: sessions on, docs/sessions.md)
  *
  * kind: raw | supervisor | socketio — the servers of bench/lib/systems.ts, which
  * also backs bench/lib/lifecycle-server.ts.
  *
  * stdout/stdin are line protocols (bench/lib/harness.ts):
  *   → "ready <port>" once listening
- *   ← "stats"  → "stats {cpuUs, rss, heapUsed, heapTotal, external, arrayBuffers, resources, connections}"
+ *   ← "stats"  → "stats {cpuUs, rss, heapUsed, heapTotal, external, arrayBuffers, resources, connections[, sessions: {detached}]}"
  *   ← "gc"     → two full GCs (needs --expose-gc), then the same "stats …" line
  *   ← "snapshot <file>" → GC, then a V8 heap snapshot to <file> (bench/memory-profile.ts)
+ *   ← "cut"    → destroys every TCP socket at once (no close frame) → "cut <sockets destroyed>"
  *   ← "cpu"    → "cpu <µs> rss <bytes>" (kept for bench/throughput.ts)
  *   ← "profile start"     → starts V8's CPU profiler and sampling heap profiler → "profile started"
  *   ← "profile stop <dir>" → writes <dir>/cpu.cpuprofile and <dir>/heap.heapprofile → "profile <dir>"
@@ -29,16 +31,20 @@ const { positionals, values } = parseArgs({
   options: {
     'ping-interval': { type: 'string', default: '25000' },
     'pong-timeout': { type: 'string', default: '10000' },
+    sessions: { type: 'string' },
+    'resume-window': { type: 'string' },
   },
 });
 const [kind, portArg] = positionals;
-const { port, connections } = await startSystem(kind, {
+const { port, connections, cut, sessionStats } = await startSystem(kind, {
   port: Number(portArg ?? 0),
   pingInterval: Number(values['ping-interval']),
   pongTimeout: Number(values['pong-timeout']),
+  ...(values.sessions !== undefined ? { sessions: values.sessions } : {}),
+  ...(values['resume-window'] !== undefined ? { resumeWindow: Number(values['resume-window']) } : {}),
 });
 
-const stats = (): string => `stats ${JSON.stringify(processStats(connections()))}`;
+const stats = (): string => `stats ${JSON.stringify({ ...processStats(connections()), ...(sessionStats ? { sessions: sessionStats() } : {}) })}`;
 
 console.log(`ready ${port}`);
 createInterface({ input: process.stdin }).on('line', (line) => {
@@ -54,7 +60,8 @@ createInterface({ input: process.stdin }).on('line', (line) => {
   } else if (cmd.startsWith('snapshot ')) {
     (globalThis as { gc?: () => void }).gc?.();
     console.log(`snapshot ${writeHeapSnapshot(cmd.slice(9))}`);
-  } else if (cmd === 'cpu') {
+  } else if (cmd === 'cut') console.log(`cut ${cut()}`);
+  else if (cmd === 'cpu') {
     const u = process.cpuUsage();
     console.log(`cpu ${u.user + u.system} rss ${process.memoryUsage().rss}`);
   } else if (cmd === 'profile start') void profileStart().then(() => console.log('profile started'));

@@ -24,7 +24,7 @@ const { values } = parseArgs({
     'capacity-svg': { type: 'string', default: join(REPO, 'docs/images/bench-capacity.svg') },
   },
 });
-const ORDER = ['reqres', 'idle', 'broadcast', 'churn', 'heartbeat', 'detection', 'scaleout', 'overload', 'capacity'];
+const ORDER = ['reqres', 'idle', 'broadcast', 'churn', 'heartbeat', 'detection', 'scaleout', 'overload', 'capacity', 'sessions', 'reconnect'];
 const TITLES: Record<string, string> = {
   reqres: '1. Request/response (1 request in flight per connection)',
   idle: '2. Memory per idle connection',
@@ -35,6 +35,8 @@ const TITLES: Record<string, string> = {
   scaleout: '7. Scale-out: --workers 2 with Redis vs one process (docs/cluster.md)',
   overload: '8. Overload isolation: a prober beside each abuse',
   capacity: '9. Capacity: 50,000 idle connections with --workers, heartbeat on',
+  sessions: '10. Sessions on vs off (docs/sessions.md): request/response, idle memory, broadcast fan-out',
+  reconnect: '11. Mass reconnect: every session cut at once, resumed (in-memory and Redis store)',
 };
 /** ws-supervisor's targets, listed in the method section whatever the results hold. */
 const TARGETS = [
@@ -47,6 +49,8 @@ const TARGETS = [
   ['scaleout', 'none: measured, to show what --workers 2 and the Redis adapter gain or cost against one process'],
   ['overload', 'a fresh prober (connect + one round trip, every 250 ms) has p99 ≤ 100 ms during every abuse; raw ws beside it for comparison'],
   ['capacity', '50,000 concurrent idle connections on this 2-core machine with --workers, heartbeat at its default interval, each answering a request at the end; RSS per connection, heartbeat CPU and connect rate reported from 10k to 50k'],
+  ['sessions', 'sessions on (in-memory store, every client opted in) ≤ 1.15× sessions off on server CPU per request, RSS per idle connection at 10k and broadcast p50/p99; throughput ≥ 0.87× (1/1.15); the Redis store shown against the same baseline'],
+  ['reconnect', 'none yet: measured, at 2k and 10k sessions, time until all resumed, messages replayed, server CPU during the storm and store memory per detached session, in-memory and Redis store'],
 ] as const;
 
 const dir = values.results;
@@ -67,6 +71,10 @@ if (results.length === 0) {
 
 const fmt = (x: number): string =>
   !Number.isFinite(x) ? String(x) : Math.abs(x) >= 1000 ? Math.round(x).toLocaleString('en-US') : Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(2);
+/** A run on a machine busy with other work (load average over 1.5 per core; the benchmark itself keeps about 2 cores busy). */
+const underLoad = (r: Result): boolean => (r.machine.loadAverage ?? 0) > 1.5 * r.machine.cpus;
+/** The baseline of a ratio as the tables name it. */
+const vsName = (vs: string | undefined): string => (vs === undefined || vs === 'raw' ? 'raw ws' : vs);
 const verdict = (met: boolean | undefined, ok: boolean): string => (!ok ? '**invalid (integrity failed)**' : met === undefined ? '' : met ? 'met' : '**missed**');
 
 // ---------------------------------------------------------------------------
@@ -82,10 +90,10 @@ md.push(
 md.push('![Ratios vs raw ws](images/bench-ratios.svg)', '');
 md.push('Where the time goes (CPU and allocation profiles, system calls per message) and what to change: [performance.md](performance.md).', '');
 md.push('## Summary: the targets', '');
-md.push('| scenario | metric | ws-supervisor / raw ws | target | verdict |', '|---|---|---|---|---|');
+md.push('| scenario | metric | ws-supervisor / baseline | target | verdict |', '|---|---|---|---|---|');
 for (const r of results) {
   for (const ratio of r.ratios.filter((x) => x.target !== undefined)) {
-    md.push(`| ${r.scenario} | ${ratio.metric} | ${ratio.ratio.toFixed(2)}× | ${ratio.target} | ${verdict(ratio.met, r.integrity.ok)} |`);
+    md.push(`| ${r.scenario} | ${ratio.metric}${ratio.system !== 'supervisor' ? ` (${ratio.system})` : ''} | ${ratio.ratio.toFixed(2)}× ${vsName(ratio.vs)} | ${ratio.target} | ${verdict(ratio.met, r.integrity.ok)} |`);
   }
   for (const c of r.checks ?? []) {
     md.push(`| ${r.scenario} | ${c.metric} (${c.system}) | ${fmt(c.value)} ${c.unit} | ${c.target} | ${verdict(c.met, r.integrity.ok)} |`);
@@ -110,7 +118,7 @@ if (existsSync(beforeDir)) {
     if (!b) continue;
     for (const x of r.ratios.filter((y) => y.target !== undefined)) {
       const old = b.ratios.find((y) => y.metric === x.metric && y.system === x.system);
-      if (old) md.push(`| ${r.scenario} | ${x.metric} (vs raw ws) | ${old.ratio.toFixed(2)}× | ${x.ratio.toFixed(2)}× | ${x.target} |`);
+      if (old) md.push(`| ${r.scenario} | ${x.metric} (vs ${vsName(x.vs)}) | ${old.ratio.toFixed(2)}× | ${x.ratio.toFixed(2)}× | ${x.target} |`);
     }
     for (const c of r.checks ?? []) {
       const old = b.checks?.find((y) => y.metric === c.metric && y.system === c.system);
@@ -131,6 +139,7 @@ md.push(
   '- Integrity is checked in every run (requestID correlation, no loss, no duplication, every receiver got every broadcast exactly once, …). A run with an integrity failure is reported as failed, never as fast.',
   '- The servers run as compiled JavaScript, the way users run the library (an esbuild bundle of `bench/servers.ts` in `bench/.build/`), not through `tsx`: tsx compiles with `keepNames`, which gives every closure an own `name` property (~250 B each) and would charge a development loader to per-connection memory.',
   '- Reproduce: `npm run bench` (all scenarios, a few minutes; `-- --quick` for a ≤ 30 s pass of each), then `npm run bench:report`. One scenario: `node --import tsx bench/scenarios/<name>.ts [--rounds N] [--systems supervisor,raw,socketio]`.',
+  '- Sessions (scenario `sessions`) are compared with **sessions off**, the same ws-supervisor server without the `sessions` option, not with raw `ws`; the mass reconnect (`reconnect`) compares the Redis store with the in-memory store. Both start their own `redis-server` for the Redis store (persistence off) when one is installed. Alone: `npm run bench -- --only sessions` or `--only reconnect`.',
   '',
 );
 md.push('Targets (ws-supervisor against raw `ws` measured side by side):', '');
@@ -138,10 +147,11 @@ for (const [s, t] of TARGETS) md.push(`- **${s}**: ${t}`);
 md.push('');
 const machines = [...new Set(results.map((r) => `${r.machine.cpus} CPUs, Node ${r.machine.node}`))];
 md.push('## Machine', '');
-md.push(`${machines.join('; ')}. Runs: ${results.map((r) => `${r.scenario} ${r.date.slice(0, 16).replace('T', ' ')} UTC (${r.rounds} round${r.rounds === 1 ? '' : 's'}${r.params?.quick ? ', **quick**' : ''})`).join('; ')}.`, '');
+md.push(`${machines.join('; ')}. Runs: ${results.map((r) => `${r.scenario} ${r.date.slice(0, 16).replace('T', ' ')} UTC (${r.rounds} round${r.rounds === 1 ? '' : 's'}${r.params?.quick ? ', **quick**' : ''}${underLoad(r) ? ', **under load**' : ''})`).join('; ')}.`, '');
 
 for (const r of results) {
   md.push(`## ${`${TITLES[base(r.scenario)] ?? r.scenario}${r.scenario !== base(r.scenario) ? ' (quick run)' : ''}`}`, '');
+  if (underLoad(r)) md.push(`> **Measured under load**: the machine's 1-minute load average was ${r.machine.loadAverage!.toFixed(1)} on ${r.machine.cpus} cores when this run ended (other work was running): the shape of the results, not their numbers.`, '');
   md.push(`Integrity: ${r.integrity.ok ? 'ok' : '**FAILED**'} — ${r.integrity.details}`, '');
   if (r.params) md.push(`Parameters: ${Object.entries(r.params).map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(', ') : String(v)}`).join('; ')}.`, '');
   const stepped = steppedRows(r);
@@ -158,8 +168,8 @@ for (const r of results) {
     md.push('');
   }
   if (r.ratios.length > 0) {
-    md.push('| ratio vs raw ws | metric | ratio | target | verdict |', '|---|---|---|---|---|');
-    for (const x of r.ratios) md.push(`| ${x.system} | ${x.metric} | ${x.ratio.toFixed(2)}× | ${x.target ?? ''} | ${verdict(x.met, r.integrity.ok)} |`);
+    md.push('| system | vs | metric | ratio | target | verdict |', '|---|---|---|---|---|---|');
+    for (const x of r.ratios) md.push(`| ${x.system} | ${vsName(x.vs)} | ${x.metric} | ${x.ratio.toFixed(2)}× | ${x.target ?? ''} | ${verdict(x.met, r.integrity.ok)} |`);
     md.push('');
   }
   if (r.checks?.length) {
@@ -281,7 +291,7 @@ function svgChart(rs: Result[]): string {
   interface Bar { label: string; ratio: Ratio; ok: boolean }
   const groups: Array<{ title: string; bars: Bar[] }> = rs
     .filter((r) => r.ratios.length > 0)
-    .map((r) => ({ title: `${TITLES[base(r.scenario)] ?? r.scenario}${r.scenario !== base(r.scenario) ? ' (quick run)' : ''}`, bars: r.ratios.filter((x) => Number.isFinite(x.ratio)).map((x) => ({ label: `${x.metric} — ${x.system}`, ratio: x, ok: r.integrity.ok })) }))
+    .map((r) => ({ title: `${TITLES[base(r.scenario)] ?? r.scenario}${r.scenario !== base(r.scenario) ? ' (quick run)' : ''}`, bars: r.ratios.filter((x) => Number.isFinite(x.ratio)).map((x) => ({ label: `${x.metric} — ${x.system}${x.vs !== 'raw' ? ` vs ${x.vs}` : ''}`, ratio: x, ok: r.integrity.ok })) }))
     .filter((g) => g.bars.length > 0);
   const W = 900;
   const left = 330;

@@ -71,6 +71,10 @@ export interface ServerOptions {
   cpu?: number;
   /** Extra environment. NODE_ENV is production unless given. */
   env?: Record<string, string>;
+  /** Supervisor only: sessions on with this store, 'memory' or a redis:// URL (bench/lib/systems.ts). */
+  sessions?: string;
+  /** Supervisor with sessions: the resume window, ms. */
+  resumeWindow?: number;
 }
 
 export interface ServerStats {
@@ -85,6 +89,8 @@ export interface ServerStats {
   resources: Record<string, number>;
   /** Open connections as the server counts them. */
   connections: number;
+  /** With sessions on: sessions whose connection is gone, waiting for their client. */
+  sessions?: { detached: number };
 }
 
 export interface ServerHandle {
@@ -113,6 +119,8 @@ export async function startServer(system: System, options: ServerOptions = {}): 
     String(options.pingInterval ?? 25_000),
     '--pong-timeout',
     String(options.pongTimeout ?? 10_000),
+    ...(options.sessions !== undefined ? ['--sessions', options.sessions] : []),
+    ...(options.resumeWindow !== undefined ? ['--resume-window', String(options.resumeWindow)] : []),
   ];
   const cmd = pinned(options.cpu ?? 0, [process.execPath, ...args]);
   const child = spawn(cmd[0]!, cmd.slice(1), {
@@ -327,7 +335,8 @@ export interface Row {
 export interface Ratio {
   metric: string;
   system: string;
-  vs: 'raw';
+  /** The baseline system: raw ws in most scenarios; e.g. 'sessions off' in the sessions scenario. */
+  vs: string;
   ratio: number;
   /** ws-supervisor's target, e.g. "<= 1.1" or ">= 0.9". */
   target?: string;
@@ -346,7 +355,8 @@ export interface Check {
 export interface Result {
   scenario: string;
   date: string;
-  machine: { cpus: number; node: string };
+  /** loadAverage: the 1-minute load average when the result was written (a shared machine shows it: > cpus × 1.5 is labelled "measured under load"). */
+  machine: { cpus: number; node: string; loadAverage?: number };
   rounds: number;
   rows: Row[];
   ratios: Ratio[];
@@ -378,13 +388,13 @@ export class Recorder {
     return [...this.rows.values()].map((r) => ({ ...r, median: median(r.values) }));
   }
 
-  /** median(system) / median(raw) for `metric`, with an optional target like "<= 1.1". */
-  ratio(metric: string, system: string, target?: string): Ratio | null {
+  /** median(system) / median(vs) for `metric` (vs: raw unless given), with an optional target like "<= 1.1". */
+  ratio(metric: string, system: string, target?: string, vs = 'raw'): Ratio | null {
     const a = this.rows.get(`${system}\u0000${metric}`);
-    const b = this.rows.get(`raw\u0000${metric}`);
+    const b = this.rows.get(`${vs}\u0000${metric}`);
     if (!a || !b) return null;
     const ratio = median(a.values) / median(b.values);
-    const r: Ratio = { metric, system, vs: 'raw', ratio };
+    const r: Ratio = { metric, system, vs, ratio };
     if (target !== undefined) {
       r.target = target;
       r.met = meetsTarget(ratio, target);
@@ -428,7 +438,7 @@ export function writeResult(scenario: string, result: Omit<Result, 'scenario' | 
   const full: Result = {
     scenario,
     date: result.date ?? new Date().toISOString(),
-    machine: result.machine ?? { cpus: os.cpus().length, node: process.version },
+    machine: result.machine ?? { cpus: os.cpus().length, node: process.version, loadAverage: os.loadavg()[0]! },
     ...result,
   };
   full.scenario = scenario;
@@ -444,7 +454,7 @@ export function printResult(result: Pick<Result, 'rows' | 'ratios' | 'integrity'
     console.log(`${r.system.padEnd(11)} ${r.metric.padEnd(34)} ${fmt(r.median).padStart(10)} ${r.unit.padEnd(8)} [${r.values.map(fmt).join(', ')}]`);
   }
   for (const r of result.ratios) {
-    console.log(`ratio ${r.system}/raw ${r.metric.padEnd(34)} ${r.ratio.toFixed(2)}×${r.target ? `  target ${r.target}: ${r.met ? 'met' : 'MISSED'}` : ''}`);
+    console.log(`ratio ${r.system}/${r.vs} ${r.metric.padEnd(34)} ${r.ratio.toFixed(2)}×${r.target ? `  target ${r.target}: ${r.met ? 'met' : 'MISSED'}` : ''}`);
   }
   for (const n of result.notes ?? []) console.log(`note: ${n}`);
   console.log(`integrity: ${result.integrity.ok ? 'ok' : 'FAILED'} — ${result.integrity.details}`);

@@ -14,11 +14,19 @@
 //   deeploop   each peer sends a 500k-deep message whenever the last one was answered, for `durationMs`
 //   pingflood  ping frames as fast as the socket takes them, for `durationMs`
 //   nofin      a close frame, then the echo is read and the TCP side never closed
+// With `"proto":"eio"` the peers speak Socket.IO over engine.io's WebSocket
+// transport (path /socket.io/?EIO=4&transport=websocket): they answer the
+// open packet with a namespace connect (`40`), wrap every text as the event
+// `42["message",text]`, unwrap the server's, and answer engine.io pings (`2`)
+// with pongs (`3`). Ping flood and close frames are WebSocket frames either way.
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 
 const opts = JSON.parse(process.argv[2]);
 const { port, kind, peers: n } = opts;
+const EIO = opts.proto === 'eio';
+/** What the peers send as one message: the text itself, or for Socket.IO the event `message` carrying it. */
+const msg = (text) => frame(EIO ? '42' + JSON.stringify(['message', text]) : text);
 const timeoutMs = opts.timeoutMs ?? 40_000;
 /** Text replies kept per peer for the report (the first ones); tests ask for more. */
 const keepTexts = opts.keepTexts ?? 5;
@@ -67,15 +75,16 @@ class Peer {
         socket.off('data', onHead);
         if (!head.subarray(0, 12).toString().includes('101')) return reject(new Error(head.toString()));
         socket.on('data', (c) => this.onData(c));
+        if (EIO) this.eioConnected = resolve;
         if (head.length > end + 4) this.onData(head.subarray(end + 4));
-        resolve();
+        if (!EIO) resolve();
       };
       socket.on('data', onHead);
       socket.on('error', () => {});
       socket.on('close', () => (this.ended = true));
       socket.once('error', reject);
       socket.write(
-        `GET /server HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `GET ${EIO ? '/socket.io/?EIO=4&transport=websocket' : '/server'} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
           `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
       );
     });
@@ -99,7 +108,10 @@ class Peer {
       }
       if (b.length < at + len) break;
       const payload = b.subarray(at, at + len);
-      if (opcode === 1) this.text(payload.toString());
+      if (opcode === 1) {
+        if (EIO) this.eio(payload.toString());
+        else this.text(payload.toString());
+      }
       else if (opcode === 8) {
         this.closeCode = payload.length >= 2 ? payload.readUInt16BE(0) : null;
         this.closeReason = payload.subarray(2).toString();
@@ -107,6 +119,16 @@ class Peer {
       i = at + len;
     }
     this.buf = i === b.length ? Buffer.alloc(0) : Buffer.from(b.subarray(i));
+  }
+  /** An engine.io packet: open → namespace connect; connected; ping → pong; an event → its text. */
+  eio(p) {
+    if (p === '2') this.socket.write(frame('3'));
+    else if (p.startsWith('0')) this.socket.write(frame('40'));
+    else if (p.startsWith('40')) this.eioConnected?.();
+    else if (p.startsWith('42')) {
+      const [, text] = JSON.parse(p.slice(2));
+      this.text(String(text));
+    }
   }
   text(s) {
     this.count++;
@@ -144,7 +166,7 @@ await new Promise((resolve) => process.stdin.once('data', resolve));
 
 start = performance.now();
 if (kind === 'deeploop') {
-  const deep = frame('['.repeat(500_000) + ']'.repeat(500_000));
+  const deep = msg('['.repeat(500_000) + ']'.repeat(500_000));
   for (const p of peers) {
     void (async () => {
       let n = 0;
@@ -179,7 +201,7 @@ if (kind === 'deeploop') {
       let id = 1;
       while (performance.now() - start < opts.durationMs && !p.ended && p.closeCode === null) {
         const parts = [];
-        for (let k = 0; k < 500; k++, id++) parts.push(frame(`{"requestID":${id},"command":"work"}`));
+        for (let k = 0; k < 500; k++, id++) parts.push(msg(`{"requestID":${id},"command":"work"}`));
         if (!p.socket.write(Buffer.concat(parts))) await new Promise((r) => p.socket.once('drain', r));
         // At most `window` requests unanswered (default 20k): more would only wait in kernel buffers.
         while (id - 1 - p.count > (opts.window ?? 20_000) && !p.ended) await new Promise((r) => setTimeout(r, 5));
@@ -188,14 +210,14 @@ if (kind === 'deeploop') {
     })();
   }
 } else if (kind === 'deep') {
-  const deep = frame('['.repeat(500_000) + ']'.repeat(500_000));
+  const deep = msg('['.repeat(500_000) + ']'.repeat(500_000));
   for (const p of peers) {
     for (let k = 0; k < opts.each; k++) p.socket.write(deep);
-    p.socket.write(frame('{"requestID":42,"command":"after"}'));
+    p.socket.write(msg('{"requestID":42,"command":"after"}'));
   }
 } else {
   for (const p of peers) {
-    p.socket.write(Buffer.concat([1, 2].map((k) => frame(`{"requestID":${k},"command":"broadcast","someOtherThing":"${p.index}.${k}"}`))));
+    p.socket.write(Buffer.concat([1, 2].map((k) => msg(`{"requestID":${k},"command":"broadcast","someOtherThing":"${p.index}.${k}"}`))));
   }
 }
 const deadline = Date.now() + timeoutMs;

@@ -20,6 +20,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { Server as IoServer } from 'socket.io';
 import { handleText } from '../../src/protocol/codec.ts';
 import { startDemoServer } from '../../src/cli/demo-server.ts';
+import { createRedisSessionStore } from '../../src/adapter/redis.ts';
 import type { ServerStats, System } from './harness.ts';
 
 export interface SystemOptions {
@@ -31,6 +32,15 @@ export interface SystemOptions {
   onOpen?: () => void;
   /** Called once per closed connection with its cause ('heartbeat-timeout' for a heartbeat close). */
   onClose?: (cause: string) => void;
+  /**
+   * Sessions on the supervisor (docs/sessions.md) for the clients that ask:
+   * 'memory' (the in-memory store) or a redis:// URL (createRedisSessionStore,
+   * its own key prefix per server). Absent: sessions off (`ws-session=1` is refused).
+   * Other systems refuse it.
+   */
+  sessions?: string;
+  /** Resume window of the sessions, ms (default: the store's, 120 000). */
+  resumeWindow?: number;
 }
 
 export interface RunningSystem {
@@ -38,6 +48,29 @@ export interface RunningSystem {
   port: number;
   /** Live connections as the server counts them. */
   connections: () => number;
+  /**
+   * Destroys every TCP socket of the server at once (no close frame, no FIN
+   * handshake to wait for: what a crashed load balancer does to its clients).
+   * Returns how many were destroyed.
+   */
+  cut: () => number;
+  /** Session figures of the supervisor with sessions on (detached sessions). */
+  sessionStats?: () => { detached: number };
+}
+
+/** Every accepted TCP socket of `server`, for cut(). */
+function trackSockets(server: http.Server): () => number {
+  const sockets = new Set<import('node:net').Socket>();
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  return () => {
+    const n = sockets.size;
+    for (const s of sockets) s.destroy();
+    sockets.clear();
+    return n;
+  };
 }
 
 export async function startSupervisor(o: SystemOptions): Promise<RunningSystem> {
@@ -49,11 +82,33 @@ export async function startSupervisor(o: SystemOptions): Promise<RunningSystem> 
     maxConnectionsPerAddress: 18_000,
     maxPendingPerAddress: 1024,
     timing: { pingInterval: o.pingInterval, pongTimeout: o.pongTimeout },
+    ...(o.sessions !== undefined ? { sessions: sessionOptions(o.sessions, o.resumeWindow) } : {}),
   });
   const { onOpen, onClose } = o;
   if (onOpen) demo.supervisor.on('connection', () => onOpen());
   if (onClose) demo.supervisor.on('close', (_c, closure) => onClose(closure.cause));
-  return { port: demo.address.port, connections: () => demo.supervisor.size };
+  const sessions = demo.supervisor.sessions;
+  return {
+    port: demo.address.port,
+    connections: () => demo.supervisor.size,
+    cut: trackSockets(demo.server),
+    ...(sessions ? { sessionStats: () => ({ detached: sessions.detachedCount }) } : {}),
+  };
+}
+
+/** The supervisor option `sessions` for `--sessions memory|redis://…`. */
+function sessionOptions(kind: string, resumeWindow: number | undefined): NonNullable<NonNullable<Parameters<typeof startDemoServer>[0]>['sessions']> {
+  const bounds = {
+    ...(resumeWindow !== undefined ? { resumeWindow } : {}),
+    // 10k sessions, all detached at once in the mass reconnect: the default cap (10,000) would refuse the last ones.
+    maxDetachedSessions: 20_000,
+  };
+  if (kind === 'memory') return bounds;
+  if (/^rediss?:\/\//.test(kind)) {
+    // A prefix per server process: one Redis can serve several benchmark runs without their sessions meeting.
+    return { store: createRedisSessionStore({ url: kind, prefix: `bench:${process.pid}:`, ...bounds }) };
+  }
+  throw new Error(`--sessions must be memory or a redis:// URL, got ${kind}`);
 }
 
 export async function startRaw(o: SystemOptions): Promise<RunningSystem> {
@@ -74,6 +129,7 @@ export async function startRaw(o: SystemOptions): Promise<RunningSystem> {
       if (broadcast) for (const c of wss.clients) c.send(broadcast);
     });
   });
+  const cut = trackSockets(server);
   setInterval(() => {
     for (const ws of wss.clients) {
       if (!alive.get(ws)) {
@@ -85,7 +141,7 @@ export async function startRaw(o: SystemOptions): Promise<RunningSystem> {
       }
     }
   }, o.pingInterval).unref();
-  return { port: await listen(server, o.port), connections: () => wss.clients.size };
+  return { port: await listen(server, o.port), connections: () => wss.clients.size, cut };
 }
 
 export async function startSocketIo(o: SystemOptions): Promise<RunningSystem> {
@@ -98,6 +154,7 @@ export async function startSocketIo(o: SystemOptions): Promise<RunningSystem> {
     pingTimeout: o.pongTimeout,
     maxHttpBufferSize: 1_048_576,
   });
+  const cut = trackSockets(server);
   const { onOpen, onClose } = o;
   io.on('connection', (socket) => {
     onOpen?.();
@@ -108,7 +165,7 @@ export async function startSocketIo(o: SystemOptions): Promise<RunningSystem> {
       if (broadcast) io.emit('message', broadcast);
     });
   });
-  return { port: await listen(server, o.port), connections: () => io.engine.clientsCount };
+  return { port: await listen(server, o.port), connections: () => io.engine.clientsCount, cut };
 }
 
 const starters: Record<System, (o: SystemOptions) => Promise<RunningSystem>> = {
@@ -122,6 +179,10 @@ export function startSystem(kind: string | undefined, o: SystemOptions): Promise
   const start = Object.hasOwn(starters, kind ?? '') ? starters[kind as System] : undefined;
   if (!start) {
     console.error(`unknown server kind ${String(kind)} (raw | supervisor | socketio)`);
+    process.exit(2);
+  }
+  if (o.sessions !== undefined && kind !== 'supervisor') {
+    console.error(`--sessions is an option of the supervisor only, not of ${kind}`);
     process.exit(2);
   }
   return start(o);

@@ -7,18 +7,20 @@
  * round trip), probes that failed or timed out (5 s), the server's RSS growth,
  * and what happened to the abusers.
  *
- *   node --import tsx bench/scenarios/overload.ts [--quick] [--rounds 1] [--systems supervisor,raw]
+ *   node --import tsx bench/scenarios/overload.ts [--quick] [--rounds 1] [--systems supervisor,raw,socketio]
  *        [--abuses pipeline1,pipeline50,deep,broadcast,pingflood,nofin] [--seconds 10]
  *
  * The abusers run in their own process (bench/lib/overload-peers.mjs, raw
- * frames on /server), pinned with the prober to CPU 1; the server on CPU 0.
- * Socket.IO speaks engine.io framing, which those raw peers do not: it is not
- * run here (its prober would be alone). All three systems answer through the
+ * frames on /server; for Socket.IO engine.io packets on /socket.io/, the same
+ * texts as the event `message`), pinned with the prober to CPU 1; the server
+ * on CPU 0. The load generator's own CPU is reported (the abusers' process
+ * and this one, the prober's, both on CPU 1): a saturated load core delays
+ * the prober by itself. All three systems answer through the
  * same codec (src/protocol/codec.ts), so its bounded parse protects raw `ws`
- * from the deep-JSON abuse too.
+ * and Socket.IO from the deep-JSON abuse too.
  *
  * Target: prober p99 ≤ 100 ms in every abuse (ws-supervisor).
- * --quick: 3 s per abuse, 300 broadcast clients, supervisor + raw.
+ * --quick: 3 s per abuse, 300 broadcast clients, supervisor + raw (default: all three systems).
  */
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -30,6 +32,8 @@ import {
   finishScenario,
   percentile,
   pinned,
+  procStats,
+  selfCpuUs,
   pinSelf,
   Recorder,
   scenarioArgs,
@@ -49,8 +53,7 @@ const ALL = ['pipeline1', 'pipeline50', 'deep', 'broadcast', 'pingflood', 'nofin
 type Abuse = (typeof ALL)[number];
 const ABUSES = (values.abuses?.split(',') ?? [...ALL]) as Abuse[];
 for (const a of ABUSES) if (!ALL.includes(a)) throw new Error(`unknown abuse ${a} (${ALL.join(' | ')})`);
-// Socket.IO is left out: the raw-frame abusers cannot speak engine.io (see above).
-const SYSTEMS: System[] = common.systems.filter((s) => s !== 'socketio');
+const SYSTEMS: System[] = common.systems;
 const PROBE_EVERY_MS = 250;
 const PROBE_TIMEOUT_MS = 5_000;
 const PEERS = fileURLToPath(new URL('../lib/overload-peers.mjs', import.meta.url));
@@ -129,7 +132,8 @@ async function runOnce(system: System, abuse: Abuse, rec: Recorder, fates: strin
   try {
     await sleep(200);
     const before = await server.gc();
-    const cmd = pinned(1, [process.execPath, PEERS, JSON.stringify({ port: server.port, ...SPECS[abuse].spec })]);
+    const spec = { port: server.port, ...SPECS[abuse].spec, ...(system === 'socketio' ? { proto: 'eio' } : {}) };
+    const cmd = pinned(1, [process.execPath, PEERS, JSON.stringify(spec)]);
     const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
     const lines = createInterface({ input: child.stdout });
     const next = (): Promise<string> =>
@@ -146,6 +150,10 @@ async function runOnce(system: System, abuse: Abuse, rec: Recorder, fates: strin
         () => (finished = true),
       );
       let peak = before.rss;
+      const peersPid = child.pid!;
+      const a0 = procStats(peersPid).cpuUs;
+      const p0 = selfCpuUs();
+      let a1 = a0;
       child.stdin.write('go\n');
       const t0 = performance.now();
       const probes: Promise<number>[] = [];
@@ -158,6 +166,14 @@ async function runOnce(system: System, abuse: Abuse, rec: Recorder, fates: strin
       }
       const times = await Promise.all(probes);
       const report = JSON.parse(await result) as { peers: PeerReport[]; ms: number };
+      try {
+        a1 = procStats(peersPid).cpuUs; // the abusers wait for their kill after the report
+      } catch {
+        a1 = NaN;
+      }
+      const wall = (performance.now() - t0) / 1000;
+      const abusersShare = (a1 - a0) / 1e6 / wall;
+      const proberShare = (selfCpuUs() - p0) / 1e6 / wall;
       const after = await server.stats();
       peak = Math.max(peak, after.rss);
       const finite = times.filter((ms) => ms < PROBE_TIMEOUT_MS);
@@ -167,10 +183,13 @@ async function runOnce(system: System, abuse: Abuse, rec: Recorder, fates: strin
       rec.add(system, `${abuse}: prober max`, 'ms', Math.max(...times));
       rec.add(system, `${abuse}: probes failed`, 'count', failed);
       rec.add(system, `${abuse}: RSS growth (peak)`, 'MiB', (peak - before.rss) / 1048576);
+      rec.add(system, `${abuse}: load generator CPU (abusers)`, '% core', 100 * abusersShare);
+      rec.add(system, `${abuse}: load generator CPU (prober)`, '% core', 100 * proberShare);
+      if (abusersShare + proberShare > 0.9) loadNotes.push(`${system} ${abuse}: the load core (abusers ${(100 * abusersShare).toFixed(0)}% + prober ${(100 * proberShare).toFixed(0)}%) was saturated: part of the prober's delay is its own core's`);
       const f = fate(abuse, report.peers, after.connections);
       fates.push(`${system} ${abuse}: ${f}`);
       console.log(
-        `${system.padEnd(10)} ${abuse.padEnd(10)} probes ${times.length}, p50 ${percentile(finite, 50).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${Math.max(...times).toFixed(1)} ms, failed ${failed}; RSS +${((peak - before.rss) / 1048576).toFixed(1)} MiB; ${f}`,
+        `${system.padEnd(10)} ${abuse.padEnd(10)} probes ${times.length}, p50 ${percentile(finite, 50).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${Math.max(...times).toFixed(1)} ms, failed ${failed}; RSS +${((peak - before.rss) / 1048576).toFixed(1)} MiB; load core: abusers ${(100 * abusersShare).toFixed(0)}%, prober ${(100 * proberShare).toFixed(0)}%; ${f}`,
       );
       if (abuse.startsWith('pipeline') && report.peers.some((p) => p.inOrder === false)) problems.push(`${system} ${abuse}: replies out of order`);
       if (abuse === 'broadcast' && report.peers.some((p) => (p.orderErrors ?? 0) > 0)) problems.push(`${system} broadcast: pushes out of order`);
@@ -187,6 +206,7 @@ const started = Date.now();
 const rec = new Recorder();
 const problems: string[] = [];
 const fates: string[] = [];
+const loadNotes: string[] = [];
 for (const abuse of ABUSES) {
   console.log(`\n--- ${abuse}: ${SPECS[abuse].what}`);
   for (const { system } of alternatingRounds(common.rounds, SYSTEMS)) problems.push(...(await runOnce(system, abuse, rec, fates)));
@@ -210,8 +230,10 @@ const result = {
     ...ABUSES.map((a) => `${a}: ${SPECS[a].what}`),
     ...fates,
     'prober: a fresh connection every 250 ms, one request, its reply (connect + round trip); a probe not answered within 5 s counts as failed and as 5000 ms in p99 and max',
-    'Socket.IO not run: the raw-frame abusers do not speak engine.io',
-    'all systems answer through the same codec, so its bounded parse (depth ≤ 32) also shields raw ws from the deep-JSON abuse',
+    'Socket.IO: the abusers speak engine.io (the same texts as the event `message`, pings answered); its prober is socket.io-client',
+    'load generator CPU: the abusers\' process and this process (the prober), both pinned to CPU 1, as % of a core over the abuse',
+    ...loadNotes,
+    'all systems answer through the same codec, so its bounded parse (depth ≤ 32) also shields raw ws and Socket.IO from the deep-JSON abuse',
   ],
   params: { quick: QUICK, seconds: SECONDS, abuses: ABUSES, systems: SYSTEMS, broadcastClients: BROADCAST_CLIENTS, durationSeconds: (Date.now() - started) / 1000 },
 };

@@ -1,0 +1,363 @@
+/**
+ * Scenario `reconnect` — the mass reconnect (docs/sessions.md, docs/scaling.md):
+ * N clients with sessions (2,000, then 10,000, each level on a fresh server)
+ * receive a steady stream of broadcasts; every client sends a request, and at
+ * once the server destroys every TCP socket (no close frame: what a crashed
+ * load balancer or a network cut does). Every client reconnects with the Node
+ * client's backoff (full jitter, first delay under 500 ms) and resumes. The
+ * broadcasts go on meanwhile (their sender resumes first, without delay), so
+ * the detached sessions buffer them and the resumes replay them.
+ *
+ *   node --import tsx bench/scenarios/reconnect.ts [--quick] [--rounds 3] [--levels 2000,10000]
+ *        [--stores memory,redis] [--rate 2] [--jitter 500] [--steady 3] [--resume-window 120000]
+ *
+ * Reported per store and level: time from the cut until every session has
+ * resumed (and its replay arrived), the per-client p50/p99, messages replayed,
+ * requests re-sent, the server's CPU over the storm (% of a core, µs per
+ * resume), the load generator's own CPU, and the store's memory per detached
+ * session (every client then gone for good: the in-memory store's heap after
+ * GC, or Redis's used_memory, against the same reading before any session).
+ *
+ * Stores: `memory` (the supervisor's default) and `redis` (createRedisSessionStore
+ * on a redis-server started here, persistence off). One server process: a cut
+ * by a worker's SIGKILL under `--workers` needs the CLI to run sessions with
+ * workers on the Redis store, which it refuses today (`--sessions` keeps
+ * sessions in one process); the cut here is the server destroying its sockets.
+ *
+ * Integrity (each client): every broadcast exactly once and in order across
+ * the cut (seq and payload), its request before the cut answered exactly
+ * once, every resume `resumed: true`.
+ *
+ * --quick: 500 sessions, memory store, 1 round.
+ */
+import { parseArgs } from 'node:util';
+import { spawnSync } from 'node:child_process';
+import { Redis } from 'ioredis';
+import { backoffDelay } from '../../machines/backoff.ts';
+import {
+  alternatingRounds,
+  finishScenario,
+  percentile,
+  pinSelf,
+  Recorder,
+  scenarioArgs,
+  selfCpuUs,
+  sleep,
+  startServer,
+  waitForConnections,
+  type ServerHandle,
+} from '../lib/harness.ts';
+import { connectSessionMany, SessionClient, type AttachInfo } from '../lib/session-client.ts';
+import { startRedisServer, type RedisServer } from '../lib/redis-server.ts';
+
+const common = scenarioArgs();
+const { values } = parseArgs({
+  args: common.rest,
+  options: {
+    levels: { type: 'string' },
+    stores: { type: 'string' },
+    rate: { type: 'string' },
+    jitter: { type: 'string' },
+    steady: { type: 'string' },
+    'resume-window': { type: 'string' },
+  },
+});
+const QUICK = common.quick;
+const ROUNDS = common.rounds;
+const LEVELS = (values.levels ?? (QUICK ? '500' : '2000,10000')).split(',').map(Number);
+const redisFound = spawnSync(process.env.REDIS_SERVER ?? 'redis-server', ['--version']).status === 0;
+type Store = 'memory' | 'redis';
+const STORES = (values.stores ?? (QUICK || !redisFound ? 'memory' : 'memory,redis')).split(',') as Store[];
+for (const s of STORES) if (s !== 'memory' && s !== 'redis') throw new Error(`unknown store ${s} (memory | redis)`);
+/** Broadcasts per second, before, during and after the storm. */
+const RATE = Number(values.rate ?? 2);
+/** Ceiling of the first reconnect delay, ms: the Node client's backoff.initialDelay. */
+const JITTER = Number(values.jitter ?? 500);
+const STEADY_S = Number(values.steady ?? (QUICK ? 1 : 3));
+/** The sessions' resume window, ms (the product default, 120 000, unless given): a storm longer than it expires sessions. */
+const RESUME_WINDOW = values['resume-window'] !== undefined ? Number(values['resume-window']) : undefined;
+const STORM_TIMEOUT_MS = Math.max(120_000, RESUME_WINDOW ?? 0);
+const STORE_NAMES: Record<Store, string> = { memory: 'memory store', redis: 'Redis store' };
+const label = (n: number): string => (n % 1000 === 0 ? `${n / 1000}k` : String(n));
+const PUSH = /^\{"command":"broadcast","someOtherThing":"b(\d+)"\}$/;
+const REPLY = /^\{"requestID":(\d+),"success":true/;
+
+pinSelf(1);
+
+let redis = null as RedisServer | null;
+let admin = null as Redis | null;
+const usedMemory = async (): Promise<number> => Number(/^used_memory:(\d+)/m.exec(await admin!.info('memory'))![1]);
+
+/** A receiver's view: the broadcasts (k in order), its one request's replies, its resume. */
+interface Tracker {
+  nextK: number;
+  outOfOrder: number;
+  replies: number;
+  /** ms from the cut to `attached`, and to the last replayed frame. */
+  attachedAt: number;
+  replayedAt: number;
+  /** Replayed frames still expected. */
+  replayLeft: number;
+  info: AttachInfo | null;
+  attempts: number;
+  /** ms from the cut until this client saw its connection close. */
+  closedAt: number;
+}
+
+async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]> {
+  const name = STORE_NAMES[store];
+  const problems: string[] = [];
+  const at = `${name} @${label(n)}`;
+  if (store === 'redis' && !redis) {
+    redis = await startRedisServer();
+    admin = new Redis(redis.url);
+  }
+  const memBefore = store === 'redis' ? await usedMemory() : 0;
+  const server: ServerHandle = await startServer('supervisor', { sessions: store === 'redis' ? redis!.url : 'memory', ...(RESUME_WINDOW !== undefined ? { resumeWindow: RESUME_WINDOW } : {}) });
+  const clients: SessionClient[] = [];
+  let sender: SessionClient | null = null;
+  let ticker: NodeJS.Timeout | null = null;
+  try {
+    await sleep(300);
+    const heapBefore = (await server.gc()).heapUsed;
+    clients.push(...(await connectSessionMany(server.url, n, { batch: 250 })));
+    sender = new SessionClient(server.url);
+    await sender.connect();
+    await waitForConnections(server, n + 1, 60_000);
+
+    const trackers: Tracker[] = clients.map(() => ({ nextK: 1, outOfOrder: 0, replies: 0, attachedAt: NaN, replayedAt: NaN, replayLeft: 0, info: null, attempts: 0, closedAt: NaN }));
+    let cutAt = Infinity;
+    clients.forEach((c, i) => {
+      const t = trackers[i]!;
+      c.onMessage((text) => {
+        const m = PUSH.exec(text);
+        if (m) {
+          if (Number(m[1]) !== t.nextK) {
+            t.outOfOrder++;
+            if (process.env.BENCH_DEBUG && i < 3) console.log(`client ${i}: expected b${t.nextK}, got b${m[1]} (seq ${clients[i]!.lastSeq}, ${(performance.now() - cutAt).toFixed(0)} ms after the cut)`);
+          }
+          t.nextK = Number(m[1]) + 1;
+        } else if (REPLY.test(text)) t.replies++;
+        else t.outOfOrder++;
+        if (t.replayLeft > 0 && --t.replayLeft === 0) t.replayedAt = performance.now() - cutAt;
+      });
+    });
+    // The broadcast stream: numbered, RATE per second, from the sender (its requests wait in its session while it is away).
+    let k = 0;
+    const senderReplies = { ok: 0, bad: 0 };
+    sender.onMessage((text) => {
+      const m = REPLY.exec(text);
+      if (m) {
+        senderReplies.ok++;
+        if (process.env.BENCH_DEBUG && Number(m[1]) !== senderReplies.ok) console.log(`sender: reply ${m[1]} as the ${senderReplies.ok}th`);
+      }
+      else if (!PUSH.test(text)) senderReplies.bad++;
+    });
+    const tick = (): void => {
+      k++;
+      sender!.send(`{"requestID":${k},"command":"broadcast","someOtherThing":"b${k}"}`);
+    };
+    ticker = setInterval(tick, 1000 / RATE);
+    // The steady stream's own cost, measured over the second half of the steady phase (the first half warms up).
+    await sleep((STEADY_S * 1000) / 2);
+    const q0 = await server.stats();
+    const w0 = performance.now();
+    await sleep((STEADY_S * 1000) / 2);
+    const q1 = await server.stats();
+    const steadyShare = (q1.cpuUs - q0.cpuUs) / 1e6 / ((performance.now() - w0) / 1000);
+
+    let resumed = 0;
+    let failed = 0;
+    let recut = 0;
+    const recutWhy = new Map<string, number>();
+    const reasons = new Map<string, number>();
+    const allResumed = new Promise<void>((resolve) => {
+      const reconnect = (c: SessionClient, t: Tracker, attempt: number): void => {
+        const delay = backoffDelay(attempt, { initialDelay: JITTER, maxDelay: 30_000, multiplier: 2 }, Math.random());
+        setTimeout(() => {
+          t.attempts++;
+          c.connect(true).then(
+            (info) => {
+              const first = t.info === null;
+              t.info = info;
+              if (first) t.attachedAt = performance.now() - cutAt;
+              t.replayLeft = info.replay;
+              if (info.replay === 0 && first) t.replayedAt = t.attachedAt;
+              if (!info.resumed) {
+                failed++;
+                reasons.set(info.reason ?? '?', (reasons.get(info.reason ?? '?') ?? 0) + 1);
+              }
+              // Each client counts once, at its first attach after the cut (a later cut of the same client is counted apart).
+              if (first && ++resumed === n) resolve();
+            },
+            () => reconnect(c, t, attempt + 1),
+          );
+        }, delay);
+      };
+      clients.forEach((c, i) =>
+        c.onClose(() => {
+          const t = trackers[i]!;
+          if (Number.isNaN(t.closedAt)) t.closedAt = performance.now() - cutAt;
+          else {
+            // Attached again after the cut, and lost again: by which close?
+            recut++;
+            const why = `${c.lastClose?.code ?? '?'} ${c.lastClose?.reason ?? ''}`.trim();
+            recutWhy.set(why, (recutWhy.get(why) ?? 0) + 1);
+          }
+          reconnect(c, t, 0);
+        }),
+      );
+    });
+    // The sender comes back at once (no jitter), so the broadcasts go on while the others are away.
+    const senderBack = new Promise<void>((resolve) => {
+      sender!.onClose(() => {
+        const again = (): void => void sender!.connect(true).then(() => resolve(), () => setTimeout(again, 10));
+        again();
+      });
+    });
+    // Every client sends a request, and the cut follows at once: some are in flight, some answered, some replies lost with the socket.
+    clients.forEach((c, i) => c.send(`{"requestID":${1_000_000 + i},"command":"before the cut"}`));
+    const s0 = await server.stats();
+    const l0 = selfCpuUs();
+    cutAt = performance.now();
+    const cut = await server.command('cut');
+    if (!/^cut \d+$/.test(cut)) throw new Error(`server: expected "cut <n>", got ${cut}`);
+
+    let stormTimer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([allResumed.then(() => false), new Promise<boolean>((r) => (stormTimer = setTimeout(() => r(true), STORM_TIMEOUT_MS)))]);
+    clearTimeout(stormTimer); // else it holds the process open for up to 2 minutes after the result
+    await senderBack;
+    const allAttachedMs = performance.now() - cutAt;
+    // Replays land right after `attached`: wait for the last one.
+    const replayDeadline = Date.now() + 30_000;
+    while (trackers.some((t) => t.replayLeft > 0) && Date.now() < replayDeadline) await sleep(20);
+    const stormMs = Math.max(allAttachedMs, ...trackers.map((t) => (Number.isFinite(t.replayedAt) ? t.replayedAt : 0)));
+    const s1 = await server.stats();
+    const l1 = selfCpuUs();
+    if (timedOut) problems.push(`${at}: ${resumed} of ${n} sessions came back within ${STORM_TIMEOUT_MS / 1000} s`);
+    rec.add(name, `connections lost again after resuming @${label(n)}`, 'count', recut);
+
+    // A second of broadcasts after the storm, then stop and let the last ones arrive.
+    await sleep(1000);
+    clearInterval(ticker);
+    ticker = null;
+    const lastK = k;
+    const settle = Date.now() + 15_000;
+    while ((trackers.some((t) => t.nextK <= lastK) || senderReplies.ok < lastK) && Date.now() < settle) await sleep(50);
+
+    const attachTimes = trackers.map((t) => t.attachedAt).filter(Number.isFinite);
+    const replayed = trackers.reduce((s, t) => s + (t.info?.replay ?? 0), 0);
+    const resent = trackers.reduce((s, t) => s + (t.info?.resent ?? 0), 0);
+    const stormCpu = s1.cpuUs - s0.cpuUs;
+    const stormWall = stormMs / 1000;
+    rec.add(name, `time until all resumed @${label(n)}`, 'ms', allAttachedMs);
+    rec.add(name, `time until all replays arrived @${label(n)}`, 'ms', stormMs);
+    rec.add(name, `resume time p50 @${label(n)}`, 'ms', percentile(attachTimes, 50));
+    rec.add(name, `resume time p99 @${label(n)}`, 'ms', percentile(attachTimes, 99));
+    rec.add(name, `messages replayed @${label(n)}`, 'msgs', replayed);
+    rec.add(name, `messages replayed per session @${label(n)}`, 'msgs', replayed / n);
+    rec.add(name, `requests re-sent @${label(n)}`, 'reqs', resent);
+    rec.add(name, `server CPU during the storm @${label(n)}`, '% core', (100 * stormCpu) / 1e6 / stormWall);
+    rec.add(name, `server CPU before the cut (the stream alone) @${label(n)}`, '% core', 100 * steadyShare);
+    rec.add(name, `server CPU per resume @${label(n)}`, 'µs', stormCpu / n);
+    // What the storm costs beyond the broadcast stream that goes on meanwhile (at its steady rate).
+    rec.add(name, `server CPU per resume, beyond the stream @${label(n)}`, 'µs', Math.max(0, stormCpu - steadyShare * 1e6 * stormWall) / n);
+    rec.add(name, `load-generator CPU during the storm @${label(n)}`, '% core', (100 * (l1 - l0)) / 1e6 / stormWall);
+    const closeTimes = trackers.map((t) => t.closedAt).filter(Number.isFinite);
+    rec.add(name, `cut seen by the client p99 @${label(n)}`, 'ms', percentile(closeTimes, 99));
+    if (process.env.BENCH_DEBUG) console.log({ closeP50: percentile(closeTimes, 50), closeP99: percentile(closeTimes, 99), attempts: trackers.map((t) => t.attempts).sort((a, b) => b - a).slice(0, 10) });
+    rec.add(name, `reconnect attempts per session @${label(n)}`, 'count', trackers.reduce((s, t) => s + t.attempts, 0) / n);
+
+    // Integrity, per client.
+    let missing = 0;
+    let outOfOrder = 0;
+    let replyProblems = 0;
+    let gaps = 0;
+    let protocolErrors = 0;
+    trackers.forEach((t, i) => {
+      if (t.nextK !== lastK + 1) missing++;
+      outOfOrder += t.outOfOrder;
+      if (t.replies !== 1) replyProblems++;
+      gaps += clients[i]!.counters.gaps;
+      protocolErrors += clients[i]!.counters.protocolErrors;
+    });
+    if (recut) problems.push(`${at}: ${recut} resumed connections were closed again (${[...recutWhy].map(([w, c]) => `${c}× ${w}`).join(', ')})`);
+    if (failed) problems.push(`${at}: ${failed} resumes failed (${[...reasons].map(([r, c]) => `${c}× ${r}`).join(', ')})`);
+    if (missing) problems.push(`${at}: ${missing} clients did not get every broadcast up to ${lastK}`);
+    if (outOfOrder) problems.push(`${at}: ${outOfOrder} broadcasts out of order or unexpected frames`);
+    if (replyProblems) problems.push(`${at}: ${replyProblems} clients did not get exactly one reply to the request sent at the cut`);
+    if (gaps || protocolErrors) problems.push(`${at}: ${gaps} seqs skipped, ${protocolErrors} frames outside the protocol`);
+    if (senderReplies.ok !== lastK || senderReplies.bad) problems.push(`${at}: the sender got ${senderReplies.ok} replies to ${lastK} broadcasts (${senderReplies.bad} unexpected)`);
+
+    // Every client gone for good: all N sessions detached, each holding what it had not acknowledged.
+    for (const c of clients) c.onClose(() => undefined); // no reconnect now
+    sender.onClose(() => undefined);
+    for (const c of clients) c.terminate();
+    sender.terminate();
+    const detachDeadline = Date.now() + 30_000;
+    let detached = 0;
+    while (Date.now() < detachDeadline) {
+      detached = (await server.stats()).sessions?.detached ?? 0;
+      if (detached >= n + 1) break;
+      await sleep(100);
+    }
+    if (detached < n + 1) problems.push(`${at}: ${detached} of ${n + 1} sessions detached after the clients left`);
+    else if (store === 'redis') rec.add(name, `store memory per detached session @${label(n)}`, 'KiB', ((await usedMemory()) - memBefore) / (n + 1) / 1024);
+    else rec.add(name, `store memory per detached session @${label(n)}`, 'KiB', ((await server.gc()).heapUsed - heapBefore) / (n + 1) / 1024);
+
+    console.log(
+      `${at.padEnd(22)} all resumed in ${allAttachedMs.toFixed(0)} ms (replays in ${stormMs.toFixed(0)} ms; p50 ${percentile(attachTimes, 50).toFixed(0)} ms, p99 ${percentile(attachTimes, 99).toFixed(0)} ms); ` +
+        `${replayed} replayed, ${resent} re-sent; server ${((100 * stormCpu) / 1e6 / stormWall).toFixed(0)}% core, ${(stormCpu / n).toFixed(0)} µs/resume; load ${((100 * (l1 - l0)) / 1e6 / stormWall).toFixed(0)}% core; ${lastK} broadcasts`,
+    );
+  } finally {
+    if (ticker) clearInterval(ticker);
+    for (const c of clients) c.onClose(() => undefined);
+    sender?.onClose(() => undefined);
+    for (const c of clients) c.terminate();
+    sender?.terminate();
+    await server.stop();
+    if (store === 'redis') await admin!.flushall();
+  }
+  return problems;
+}
+
+const started = Date.now();
+const rec = new Recorder();
+const problems: string[] = [];
+try {
+  for (const n of LEVELS) {
+    console.log(`--- ${label(n)} sessions`);
+    for (const { system } of alternatingRounds(ROUNDS, STORES)) problems.push(...(await runOnce(system, n, rec)));
+  }
+} finally {
+  admin?.disconnect();
+  await redis?.stop();
+}
+const names = STORES.map((s) => STORE_NAMES[s]);
+const ratios = STORES.includes('redis') && STORES.includes('memory')
+  ? LEVELS.flatMap((n) =>
+      [`time until all resumed @${label(n)}`, `server CPU per resume @${label(n)}`].map((m) => rec.ratio(m, STORE_NAMES.redis, undefined, STORE_NAMES.memory)).filter((r) => r !== null),
+    )
+  : [];
+const result = {
+  rounds: ROUNDS,
+  rows: rec.toRows(),
+  ratios,
+  integrity: {
+    ok: problems.length === 0,
+    details:
+      problems.length === 0
+        ? `every client of every level (${LEVELS.join(', ')}; ${names.join(', ')}) resumed (resumed: true), got every broadcast exactly once and in order across the cut, and exactly one reply to the request it sent at the cut; no seq skipped`
+        : problems.join('; '),
+  },
+  notes: [
+    `the cut: the server destroys every TCP socket at once (no close frame); clients reconnect after a full-jitter delay under ${JITTER} ms (the Node client's first backoff), the broadcast sender at once`,
+    `${RATE} broadcasts per second to every session throughout (${STEADY_S} s before the cut, during the storm, 1 s after); every client sends one request just before the cut`,
+    'server CPU during the storm: the server process over the cut → last replay, broadcast stream included; "beyond the stream" subtracts the stream\'s cost at its rate before the cut; load generator: this process (all clients) over the same window',
+    'store memory per detached session: every client gone, each session holding the messages it had not acknowledged (up to 31 plus the last second); in-memory store: the server heap after GC, minus before any session; Redis store: used_memory, minus before',
+    ...(STORES.includes('redis') ? [] : [redisFound ? 'Redis store not run (--stores)' : 'Redis store not run: redis-server not found']),
+    'one server process: a worker SIGKILL under --workers is not run (the CLI runs sessions in one process only)',
+  ],
+  params: { steps: LEVELS, stores: names, resumeWindowMs: RESUME_WINDOW ?? 120_000, rate: RATE, jitterMs: JITTER, steadySeconds: STEADY_S, quick: QUICK, durationSeconds: (Date.now() - started) / 1000 },
+};
+finishScenario('reconnect', QUICK, started, result);
