@@ -195,8 +195,8 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
    * new start, exactly as a new `setTimeout` would, so the delay's meaning
    * and its order against other timers of that length are unchanged
    * (test/conformance/server-paths.test.ts checks that order). A cancelled
-   * delay's timer is cleared and its entry dropped (a cleared `Timeout`
-   * cannot be re-armed).
+   * delay's timer is cleared (a cleared `Timeout` cannot be re-armed) and its
+   * slot kept with a null handle, for the next arm of that sendId.
    */
   private timers: unknown[] | null = null;
   /** Events sent while a step runs (an actor reporting synchronously): processed after it, in order. */
@@ -329,7 +329,8 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
   }
 
   private execute(actions: readonly Action[], event: EventObject): void {
-    for (const action of actions) {
+    for (let a = 0; a < actions.length; a++) {
+      const action = actions[a]!;
       const params = action.params as Record<string, unknown>;
       switch (action.type) {
         case 'xstate.spawnChild': {
@@ -375,12 +376,12 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
       for (let i = 0; i < timers.length; i += 4) {
         if (timers[i] !== sendId) continue;
         const handle = timers[i + 1];
-        if (clock === undefined && timers[i + 2] === ms) {
+        if (clock === undefined && handle !== null && timers[i + 2] === ms) {
           // Armed or fired, the same length: refresh() re-arms it as a new setTimeout would.
           timers[i + 3] = event;
           (handle as NodeJS.Timeout).refresh();
         } else {
-          this.clearHandle(handle);
+          if (handle !== null) this.clearHandle(handle);
           timers[i + 1] = this.newTimer(sendId, ms);
           timers[i + 2] = ms;
           timers[i + 3] = event;
@@ -416,10 +417,13 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     if (timers === null) return;
     for (let i = 0; i < timers.length; i += 4) {
       if (timers[i] !== sendId) continue;
-      if (timers[i + 3] === null) return; // fired: nothing to cancel (its timer is kept for the next arm)
+      if (timers[i + 3] === null) return; // fired or cancelled: nothing to cancel
       this.clearHandle(timers[i + 1]);
-      if (timers.length === 4) this.timers = null;
-      else timers.splice(i, 4);
+      // The slot stays (handle null): the heartbeat cancels `pongTimeout` on
+      // every pong and arms it again on the next ping, so dropping the entry
+      // would mean a new array per ping. The sendIds are the machine's few.
+      timers[i + 1] = null;
+      timers[i + 3] = null;
       return;
     }
   }
@@ -465,7 +469,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
   private clearTimers(): void {
     const timers = this.timers;
     if (timers === null) return;
-    for (let i = 1; i < timers.length; i += 4) this.clearHandle(timers[i]);
+    for (let i = 1; i < timers.length; i += 4) if (timers[i] !== null) this.clearHandle(timers[i]);
     this.timers = null;
   }
 
