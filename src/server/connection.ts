@@ -236,18 +236,18 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
    * fan-out that reaches this connection late, or after it closed, can neither
    * skip nor repeat a message of its session.
    */
-  fanOut(data: Outbound, binary: boolean, frame: Buffer): boolean {
+  fanOut(data: Outbound, binary: boolean, frame: Buffer, cork = false): boolean {
     if (this.sessionBinding !== null) return true;
-    return this.writer.fanOut(data, binary, frame);
+    return this.writer.fanOut(data, binary, frame, cork);
   }
 
   /**
    * @internal A filtered broadcast: like `send`, but a connection without a
    * session writes `frame`, the message framed once for every receiver.
    */
-  sendFramed(data: Outbound, binary: boolean, frame: Buffer): boolean {
+  sendFramed(data: Outbound, binary: boolean, frame: Buffer, cork = false): boolean {
     if (this.sessionBinding !== null) return this.sessionBinding.send(data, binary);
-    return this.writer.fanOut(data, binary, frame);
+    return this.writer.fanOut(data, binary, frame, cork);
   }
 
   /**

@@ -13,6 +13,13 @@
  * recipients or 5 ms) is finished on the next turns, so a 2M-push storm
  * cannot hold the event loop; fan-outs form a FIFO, so no receiver sees a
  * later broadcast or publish before an earlier one.
+ *
+ * Fan-outs queued back to back over the same members (a burst of broadcasts,
+ * or of publishes to one topic) run receiver by receiver: each receiver of a
+ * slice gets every one of them, in order, before the next receiver, handed to
+ * its writer corked, so a burst of ten leaves in one write per receiver
+ * instead of one per message (docs/performance.md). The slice counts
+ * messages handed over, not receivers, so the work per turn stays bounded.
  */
 import type { Connection, Traffic } from './connection.ts';
 import { DEFAULTS } from './options.ts';
@@ -45,8 +52,14 @@ export interface HubOptions {
 const SLICE_MS = 5;
 
 /**
- * One broadcast or publish being sliced: it walks its members in
- * order and stops at the first one that came after the call (`until`), so a
+ * Fan-outs queued in one group at most: one receiver's share of a slice (its
+ * messages are handed over together, and may overrun the slice by less than this).
+ */
+const GROUP_MAX = 32;
+
+/**
+ * One broadcast or publish being sliced: it reaches the members of its
+ * group's walk up to the first one that came after the call (`until`), so a
  * fan-out reaches exactly the connections (or members) there at the call.
  */
 interface FanOutJob<Auth> {
@@ -54,7 +67,6 @@ interface FanOutJob<Auth> {
   readonly binary: boolean;
   /** `payload` framed once, written as is to every receiver's socket. */
   readonly frame: Buffer;
-  readonly members: IterableIterator<[Connection<Auth>, number]>;
   readonly until: number;
   readonly filter: ((c: Connection<Auth>) => boolean) | undefined;
   readonly total: number;
@@ -62,6 +74,22 @@ interface FanOutJob<Auth> {
   accepted: number;
   refused: number;
   finished: boolean;
+}
+
+/**
+ * Sliced fan-outs over one member map (the live connections, or one topic's
+ * members), queued back to back: one walk of the members serves them all,
+ * receiver by receiver. A fan-out joins the last group only while that
+ * group's walk has not begun, so every job in a group starts at the first
+ * member; `until` never decreases along `jobs` (order numbers only grow).
+ */
+interface FanOutGroup<Auth> {
+  readonly source: Map<Connection<Auth>, number>;
+  readonly members: IterableIterator<[Connection<Auth>, number]>;
+  readonly jobs: FanOutJob<Auth>[];
+  /** The first job not finished (those before it are past their `until`). */
+  head: number;
+  started: boolean;
 }
 
 export class Hub<Auth = unknown> {
@@ -79,7 +107,10 @@ export class Hub<Auth = unknown> {
   private turnStarted = 0;
   private armed = false;
   /** Fan-outs waiting for a later turn, oldest first: no receiver sees a later one before an earlier one. */
-  private readonly jobs: FanOutJob<Auth>[] = [];
+  private readonly groups: FanOutGroup<Auth>[] = [];
+  /** Unfinished jobs in `groups`. */
+  private pending = 0;
+  private readonly groupMax: number;
   private readonly endTurn = (): void => {
     this.armed = false;
     this.spent = 0;
@@ -97,6 +128,7 @@ export class Hub<Auth = unknown> {
   constructor(options: HubOptions = {}) {
     this.maxTopicsPerConnection = options.maxTopicsPerConnection ?? DEFAULTS.maxTopicsPerConnection;
     this.fanOutSlice = options.fanOutSlice ?? DEFAULTS.fanOutSlice;
+    this.groupMax = Math.max(1, Math.min(GROUP_MAX, this.fanOutSlice));
   }
 
   register(connection: Connection<Auth>): void {
@@ -148,8 +180,8 @@ export class Hub<Auth = unknown> {
     // Framed once: every receiver's writer writes this same Buffer.
     const frame = frameOf(payload, binary);
     const n = this.live.size;
-    if (this.jobs.length > 0 || this.spent + n > this.fanOutSlice) {
-      return this.slice(payload, binary, frame, this.order.entries(), n, options.filter);
+    if (this.pending > 0 || this.spent + n > this.fanOutSlice) {
+      return this.slice(payload, binary, frame, this.order, n, options.filter);
     }
     let accepted = 0;
     let refused = 0;
@@ -164,7 +196,7 @@ export class Hub<Auth = unknown> {
 
   /** Broadcasts and publishes still being sliced. */
   get pendingFanOuts(): number {
-    return this.jobs.length;
+    return this.pending;
   }
 
   /**
@@ -176,57 +208,82 @@ export class Hub<Auth = unknown> {
     payload: Buffer,
     binary: boolean,
     frame: Buffer,
-    members: IterableIterator<[Connection<Auth>, number]>,
+    source: Map<Connection<Auth>, number>,
     total: number,
     filter: ((c: Connection<Auth>) => boolean) | undefined,
   ): BroadcastResult {
-    const job: FanOutJob<Auth> = { payload, binary, frame, members, until: this.seq, filter, total, visited: 0, accepted: 0, refused: 0, finished: false };
-    this.jobs.push(job);
+    const job: FanOutJob<Auth> = { payload, binary, frame, until: this.seq, filter, total, visited: 0, accepted: 0, refused: 0, finished: false };
+    const groups = this.groups;
+    const last = groups[groups.length - 1];
+    if (last !== undefined && !last.started && last.source === source && last.jobs.length < this.groupMax) last.jobs.push(job);
+    else groups.push({ source, members: source.entries(), jobs: [job], head: 0, started: false });
+    this.pending++;
     this.runJobs();
     const left = total - job.visited;
     return !job.finished && left > 0 ? { accepted: job.accepted, refused: job.refused, deferred: left } : { accepted: job.accepted, refused: job.refused };
   }
 
+  /**
+   * Runs the queued fan-outs for what is left of this turn's slice: a group
+   * receiver by receiver, each receiver getting every job of the group still
+   * running (in queue order, corked together when there are several).
+   */
   private runJobs(): void {
-    const jobs = this.jobs;
+    const groups = this.groups;
     if (this.spent === 0) this.turnStarted = performance.now();
-    while (jobs.length > 0 && this.spent < this.fanOutSlice) {
-      const job = jobs[0]!;
+    while (groups.length > 0 && this.spent < this.fanOutSlice) {
+      const group = groups[0]!;
+      group.started = true;
+      const jobs = group.jobs;
       const budget = this.fanOutSlice - this.spent;
-      let visited = 0;
+      /** Messages handed over or filtered out: the slice's unit of work, as one recipient was before. */
+      let visits = 0;
+      let receivers = 0;
       let done = false;
       for (;;) {
-        if (visited >= budget) break;
-        // A slice also ends after SLICE_MS of work (checked every 64 sends): on a busy machine sends are slower.
-        if ((visited & 63) === 63 && performance.now() - this.turnStarted > SLICE_MS) {
+        if (visits >= budget) break;
+        // A slice also ends after SLICE_MS of work (checked every 64 receivers): on a busy machine sends are slower.
+        if ((receivers & 63) === 63 && performance.now() - this.turnStarted > SLICE_MS) {
           this.spent = this.fanOutSlice;
           break;
         }
-        const next = job.members.next();
+        const next = group.members.next();
         if (next.done) {
           done = true;
           break;
         }
         const [connection, seq] = next.value;
-        if (seq > job.until) {
-          done = true; // registered (or joined) after the call, and so is everyone after it
+        // Registered (or joined) after a job's call, as is everyone after it: that job is done.
+        while (group.head < jobs.length && seq > jobs[group.head]!.until) this.finish(jobs[group.head++]!);
+        if (group.head === jobs.length) {
+          done = true;
           break;
         }
-        visited++;
-        if (job.filter && !job.filter(connection)) continue;
-        if (job.filter ? connection.sendFramed(job.payload, job.binary, job.frame) : connection.fanOut(job.payload, job.binary, job.frame)) job.accepted++;
-        else job.refused++;
+        receivers++;
+        const cork = jobs.length - group.head > 1;
+        visits += jobs.length - group.head;
+        for (let j = group.head; j < jobs.length; j++) {
+          const job = jobs[j]!;
+          job.visited++;
+          if (job.filter && !job.filter(connection)) continue;
+          if (job.filter ? connection.sendFramed(job.payload, job.binary, job.frame, cork) : connection.fanOut(job.payload, job.binary, job.frame, cork)) job.accepted++;
+          else job.refused++;
+        }
       }
-      job.visited += visited;
-      this.spend(visited);
+      this.spend(visits);
       if (!done) break;
-      job.finished = true;
-      jobs.shift();
+      while (group.head < jobs.length) this.finish(jobs[group.head++]!);
+      groups.shift();
     }
-    if (jobs.length > 0 && !this.armed) {
+    if (groups.length > 0 && !this.armed) {
       this.armed = true;
       setImmediate(this.endTurn);
     }
+  }
+
+  private finish(job: FanOutJob<Auth>): void {
+    job.finished = true;
+    this.pending--;
   }
 
   /** Counts recipients reached this turn; the count is reset when the turn ends. */
@@ -315,8 +372,8 @@ export class Hub<Auth = unknown> {
     const payload = typeof data === 'string' ? Buffer.from(data) : data;
     const frame = frameOf(payload, binary);
     const n = members.size;
-    if (this.jobs.length > 0 || this.spent + n > this.fanOutSlice) {
-      return this.slice(payload, binary, frame, members.entries(), n, undefined);
+    if (this.pending > 0 || this.spent + n > this.fanOutSlice) {
+      return this.slice(payload, binary, frame, members, n, undefined);
     }
     let accepted = 0;
     let refused = 0;

@@ -62,6 +62,12 @@ export class SupervisorMetrics {
   /** Connections terminated because no pong arrived in time (R4). */
   readonly heartbeatTimeoutsTotal: Counter;
   readonly rttSeconds: Histogram;
+  /**
+   * `rttSeconds.observe` bound to its (empty) label set once: prom-client's
+   * unbound `observe` makes a closure and a labels object per call, on every
+   * pong of the heartbeat (docs/performance.md).
+   */
+  private readonly observeRtt: (seconds: number) => void;
   /** R12: broadcasts/publishes that may not have reached every other node, by reason (unavailable, error, partial). */
   readonly adapterPublishFailuresTotal: Counter<'reason'>;
   /** Messages handed to the adapter (out) and delivered from other nodes (in), by kind (broadcast, publish). */
@@ -142,6 +148,7 @@ export class SupervisorMetrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     });
+    this.observeRtt = this.rttSeconds.labels().observe;
     this.adapterPublishFailuresTotal = new Counter({
       name: `${prefix}adapter_publish_failures_total`,
       help: 'Broadcasts and topic publishes that may not have reached every other node (delivered locally), by reason',
@@ -295,7 +302,7 @@ export class SupervisorMetrics {
   }
 
   rtt(ms: number): void {
-    this.rttSeconds.observe(ms / 1000);
+    this.observeRtt(ms / 1000);
   }
 
   /** One pass over the live connections per scrape (cached for 100 ms: one scrape calls several collectors). */

@@ -8,7 +8,7 @@
  * `SocketReader` is the actor; the server hosts it under its runner
  * (src/server/runner.ts), and `readerActor` wraps it as an XState actor for the client.
  */
-import type WebSocket from 'ws';
+import WebSocket from 'ws';
 import { fromCallback } from 'xstate';
 import type { ActorInput, ReaderCommand, ReaderEvent } from '../../machines/connection.machine.ts';
 import { CloseCodes } from '../../machines/close-codes.ts';
@@ -89,6 +89,45 @@ const LISTENERS = [
 ] as const;
 
 /**
+ * The server's WebSocket class (ws's public `WebSocket` option of
+ * WebSocketServer, src/server/supervisor.ts). Its `emit` hands the reader
+ * the events the listeners above would get, before any other listener, so
+ * the reader adds no listener at all: five listeners made each socket's
+ * `_events` a ~256-byte dictionary per connection (heap snapshot,
+ * docs/performance.md). Listeners that others add still run, after the
+ * reader, with the same arguments. An 'error' without another listener is
+ * not thrown (the reader, or after it stopped nobody, takes it: R2).
+ */
+export class SupervisedWebSocket extends WebSocket {
+  override emit(event: string | symbol, a?: unknown, b?: unknown): boolean {
+    const reader = (this as ReadSocket)[READER];
+    if (reader !== undefined) {
+      switch (event) {
+        case 'message':
+          reader.message(a as Buffer, b as boolean);
+          break;
+        case 'pong':
+          reader.pong(a as Buffer);
+          break;
+        case 'ping':
+          reader.ping();
+          break;
+        case 'close':
+          reader.close(a as number, (b as Buffer).toString());
+          break;
+        case 'error':
+          onError.call(this as ReadSocket, a as Error);
+          break;
+      }
+    }
+    if (event === 'error' && this.listenerCount('error') === 0) return false;
+    // ws emits at most two arguments; forward exactly as many as it gave.
+    const n = arguments.length;
+    return n === 1 ? super.emit(event) : n === 2 ? super.emit(event, a) : n === 3 ? super.emit(event, a, b) : super.emit(event, ...Array.prototype.slice.call(arguments, 1));
+  }
+}
+
+/**
  * The reader is its own liveness report (one object per connection, not two:
  * memory per idle connection).
  */
@@ -112,7 +151,7 @@ export class SocketReader extends LivenessReport implements Deferrable {
     super(sendBack, setImmediate);
     const ws = io.ws as ReadSocket;
     ws[READER] = this;
-    for (const [event, listener] of LISTENERS) ws.on(event, listener as (...args: unknown[]) => void);
+    if (!(ws instanceof SupervisedWebSocket)) for (const [event, listener] of LISTENERS) ws.on(event, listener as (...args: unknown[]) => void);
     if (ws.readyState === 1) {
       this.listenForClose();
       sendBack({ type: 'socket.open' });
@@ -137,8 +176,9 @@ export class SocketReader extends LivenessReport implements Deferrable {
       receiver[READER] = undefined;
       receiver.off(WS_CONCLUDE, onConclude);
     }
-    for (const [event, listener] of LISTENERS) ws.off(event, listener as (...args: unknown[]) => void);
     ws.off('open', onOpen);
+    if (ws instanceof SupervisedWebSocket) return; // it never throws an 'error' nobody listens to
+    for (const [event, listener] of LISTENERS) ws.off(event, listener as (...args: unknown[]) => void);
     // A late error from a socket being torn down must not crash the process (R2).
     ws.on('error', noop);
   }

@@ -143,8 +143,9 @@ function intern(shared: Shared, snapshot: Snap): object {
   return snapshot;
 }
 
-function fireTimer(runner: MachineRunner<AnyStateMachine>, event: EventObject): void {
-  runner.send(event as never);
+/** A real timer's callback: its arguments are fixed when the `Timeout` is made (it is reused, see `arm`). */
+function fireTimer(runner: MachineRunner<AnyStateMachine>, sendId: string): void {
+  runner.fired(sendId);
 }
 
 /** Shared, never written: a run with no hosted actor points here. */
@@ -184,8 +185,18 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
    */
   private hosted: unknown[] = EMPTY;
   /**
-   * Armed delayed events, as pairs [sendId, timer handle, …]: rarely more
-   * than two (an exact-size array, replaced rather than grown).
+   * Delayed events, as quadruples [sendId, timer handle, ms, event, …]:
+   * rarely more than two (an exact-size array, replaced rather than grown).
+   * `event` is null once the delay fired: the entry keeps its real `Timeout`,
+   * and the next arm of that sendId with the same length re-arms it with
+   * `refresh()` instead of making a new one (the heartbeat re-arms
+   * `pingInterval` on every pong: no `Timeout`, argument array or entry array
+   * per ping). A refreshed timer goes to the end of its length's list with a
+   * new start, exactly as a new `setTimeout` would, so the delay's meaning
+   * and its order against other timers of that length are unchanged
+   * (test/conformance/server-paths.test.ts checks that order). A cancelled
+   * delay's timer is cleared (a cleared `Timeout` cannot be re-armed) and its
+   * slot kept with a null handle, for the next arm of that sendId.
    */
   private timers: unknown[] | null = null;
   /** Events sent while a step runs (an actor reporting synchronously): processed after it, in order. */
@@ -318,7 +329,8 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
   }
 
   private execute(actions: readonly Action[], event: EventObject): void {
-    for (const action of actions) {
+    for (let a = 0; a < actions.length; a++) {
+      const action = actions[a]!;
       const params = action.params as Record<string, unknown>;
       switch (action.type) {
         case 'xstate.spawnChild': {
@@ -358,21 +370,60 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
   }
 
   private arm(sendId: string, event: EventObject, ms: number): void {
-    this.cancel(sendId);
     const clock = this.config.clock;
-    const handle = clock ? clock.setTimeout(() => this.receive(event), ms) : setTimeout(fireTimer, ms, this, event);
     const timers = this.timers;
-    this.timers = timers === null ? [sendId, handle] : timers.concat(sendId, handle);
+    if (timers !== null) {
+      for (let i = 0; i < timers.length; i += 4) {
+        if (timers[i] !== sendId) continue;
+        const handle = timers[i + 1];
+        if (clock === undefined && handle !== null && timers[i + 2] === ms) {
+          // Armed or fired, the same length: refresh() re-arms it as a new setTimeout would.
+          timers[i + 3] = event;
+          (handle as NodeJS.Timeout).refresh();
+        } else {
+          if (handle !== null) this.clearHandle(handle);
+          timers[i + 1] = this.newTimer(sendId, ms);
+          timers[i + 2] = ms;
+          timers[i + 3] = event;
+        }
+        return;
+      }
+    }
+    const handle = this.newTimer(sendId, ms);
+    this.timers = timers === null ? [sendId, handle, ms, event] : timers.concat(sendId, handle, ms, event);
+  }
+
+  private newTimer(sendId: string, ms: number): unknown {
+    const clock = this.config.clock;
+    return clock ? clock.setTimeout(() => this.fired(sendId), ms) : setTimeout(fireTimer, ms, this, sendId);
+  }
+
+  /** A delay's timer fired: its event, if it is still armed. */
+  fired(sendId: string): void {
+    const timers = this.timers;
+    if (timers === null) return;
+    for (let i = 0; i < timers.length; i += 4) {
+      if (timers[i] !== sendId) continue;
+      const event = timers[i + 3] as EventObject | null;
+      if (event === null) return;
+      timers[i + 3] = null;
+      this.receive(event);
+      return;
+    }
   }
 
   private cancel(sendId: string): void {
     const timers = this.timers;
     if (timers === null) return;
-    for (let i = 0; i < timers.length; i += 2) {
+    for (let i = 0; i < timers.length; i += 4) {
       if (timers[i] !== sendId) continue;
+      if (timers[i + 3] === null) return; // fired or cancelled: nothing to cancel
       this.clearHandle(timers[i + 1]);
-      if (timers.length === 2) this.timers = null;
-      else timers.splice(i, 2);
+      // The slot stays (handle null): the heartbeat cancels `pongTimeout` on
+      // every pong and arms it again on the next ping, so dropping the entry
+      // would mean a new array per ping. The sendIds are the machine's few.
+      timers[i + 1] = null;
+      timers[i + 3] = null;
       return;
     }
   }
@@ -418,7 +469,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
   private clearTimers(): void {
     const timers = this.timers;
     if (timers === null) return;
-    for (let i = 1; i < timers.length; i += 2) this.clearHandle(timers[i]);
+    for (let i = 1; i < timers.length; i += 4) if (timers[i] !== null) this.clearHandle(timers[i]);
     this.timers = null;
   }
 

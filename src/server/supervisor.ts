@@ -30,6 +30,7 @@ import { Connection, connectionRunnerConfig, type ConnectionHooks, type Connecti
 import { Hub, type BroadcastResult } from './hub.ts';
 import { SupervisorMetrics } from './metrics.ts';
 import { LogSummary } from './log-summary.ts';
+import { SupervisedWebSocket } from './reader.ts';
 import { fitConnections, resolveOpenFileLimit } from './fd-limit.ts';
 import type { Logger } from '../base/logger.ts';
 import { resolveOptions, type ResolvedOptions, type SupervisorOptions } from './options.ts';
@@ -257,6 +258,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       // bounds the same wait (peerClosing, closing); this is the backstop.
       closeTimeout: this.options.timing.closeTimeout,
       handleProtocols: (_offered, request) => this.negotiated.get(request) || false,
+      // The reader's events without a listener per socket (memory per idle connection).
+      WebSocket: SupervisedWebSocket,
     };
     this.wss = new WebSocketServer(wsOptions);
     const logger = this.logger?.child({ adapter: this.adapter.name, node: this.adapter.nodeId }) ?? null;

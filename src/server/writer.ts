@@ -190,12 +190,14 @@ export class SendQueue {
   /**
    * @internal A broadcast or publish: `frame` is `data` framed once for every
    * receiver (src/server/hub.ts; `frameOf(data, binary)`), written as is. Same
-   * acceptance and corking as `send`.
+   * acceptance and corking as `send`; `cork` corks from this frame on (the
+   * hub hands a receiver several fan-outs at once: they leave in one write
+   * when the turn ends).
    */
-  fanOut(data: Outbound, binary: boolean, frame: Buffer): boolean {
+  fanOut(data: Outbound, binary: boolean, frame: Buffer, cork = false): boolean {
     if (!this.accepting || this.ws.readyState !== 1) return false;
     if (this.depth === 0 && !this.socket.writableNeedDrain) {
-      this.write(data, binary, this.direct ? frame : null, false);
+      this.write(data, binary, this.direct ? frame : null, cork);
       return true;
     }
     return this.enqueue(data, binary);

@@ -49,6 +49,43 @@ test('a broadcast over the slice is finished on later turns, in FIFO order with 
   assert.deepEqual(late.got, [], 'a connection registered after the call does not get it');
 });
 
+/** Counts a server socket's writes (`_write` and `_writev` calls: one system call each when the OS takes it). */
+function countWrites(socket: unknown): { readonly count: number } {
+  const s = socket as { _write: (...a: unknown[]) => void; _writev?: (...a: unknown[]) => void };
+  const counter = { count: 0 };
+  const write = s._write;
+  s._write = function (this: unknown, ...a: unknown[]) {
+    counter.count++;
+    return write.apply(this, a);
+  };
+  const writev = s._writev;
+  if (writev) {
+    s._writev = function (this: unknown, ...a: unknown[]) {
+      counter.count++;
+      return writev.apply(this, a);
+    };
+  }
+  return counter;
+}
+
+test('a burst of queued broadcasts runs receiver by receiver: every receiver gets them in order, in one write, within the slice budget', T, async (t) => {
+  // 12 receivers, a slice of 12 messages: b0 goes at once and uses the turn's slice; b1..b6 queue in one group.
+  const { sup, clients, connections } = await serve(t, 12, { fairness: { fanOutSlice: 12 } });
+  const writes = connections.map((c) => countWrites(c.socket));
+  assert.deepEqual(sup.broadcast('b0'), { accepted: 12, refused: 0 });
+  const burst = ['b1', 'b2', 'b3', 'b4', 'b5', 'b6'];
+  for (const m of burst) assert.deepEqual(sup.broadcast(m), { accepted: 0, refused: 0, deferred: 12 });
+  assert.equal(sup.hub.pendingFanOuts, 6);
+  // The slice counts messages: 12 per turn is 2 receivers × 6, so the burst needs 6 more turns, not fewer.
+  await new Promise<void>((r) => setImmediate(r));
+  assert.ok(sup.hub.pendingFanOuts > 0, 'a burst over the slice still takes several turns');
+  await waitFor(() => clients.every((c) => c.got.length === 7), 5_000, 'the burst everywhere');
+  for (const c of clients) assert.deepEqual(c.got, ['b0', ...burst], 'each receiver in order');
+  assert.equal(sup.hub.pendingFanOuts, 0);
+  // b0 in one write, the six of the burst in one more (corked together), per receiver.
+  assert.deepEqual(writes.map((w) => w.count), connections.map(() => 2));
+});
+
 test('a sliced publish keeps FIFO order with broadcasts and skips members who joined after the call', T, async (t) => {
   const { sup, clients, connections } = await serve(t, 24, { fairness: { fanOutSlice: 8 } });
   for (const c of connections.slice(0, 20)) sup.join(c, 'room');
