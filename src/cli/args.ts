@@ -96,6 +96,11 @@ Flags:
                             or publish is not sent to the other nodes but reported at once
                             (dead letter, reason unavailable), so a hung Redis cannot fill
                             the memory (default ${REDIS_DEFAULTS.maxInFlightBytes}; needs --redis or --redis-env)
+  --redis-history           each node also keeps its broadcasts and publishes in a bounded Redis
+                            stream, so a node that missed some (paused, cut by Redis's output
+                            buffer limit) reads their content back in order instead of only
+                            counting them (default off: it costs Redis CPU and memory; needs
+                            --redis or --redis-env)
   --workers N               worker processes on the same port (node:cluster), or auto
                             (one per CPU: ${availableParallelism()} here); default 1, a single process.
                             More than 1 needs --redis (or --local-broadcast)
@@ -244,6 +249,8 @@ export interface ServerCliOptions extends DemoServerOptions {
   redis: string | null;
   /** --redis-max-in-flight: the Redis adapter's maxInFlightBytes, or undefined for its default. */
   redisMaxInFlightBytes: number | undefined;
+  /** --redis-history: the Redis adapter keeps its frames in a stream for content recovery (its `history` option). */
+  redisHistory: boolean;
   /** Worker processes (node:cluster); 1 = a single process, no cluster. */
   workers: number;
   /** Restart intensity of the workers (docs/cluster.md). */
@@ -345,6 +352,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     redis: { type: 'string' },
     'redis-env': { type: 'string' },
     'redis-max-in-flight': { type: 'string' },
+    'redis-history': { type: 'boolean' },
     workers: { type: 'string' },
     'local-broadcast': { type: 'boolean' },
     'max-restarts': { type: 'string' },
@@ -384,6 +392,8 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
   const trustProxy = parseTrustProxy(v['trust-proxy']);
   const redisMaxInFlightBytes = positive('redis-max-in-flight', v['redis-max-in-flight']);
   if (redisMaxInFlightBytes !== undefined && redis === null) throw new UsageError('--redis-max-in-flight needs --redis or --redis-env');
+  const redisHistory = v['redis-history'] === true;
+  if (redisHistory && redis === null) throw new UsageError('--redis-history needs --redis or --redis-env: the history is kept in that Redis');
   const workers = parseWorkers(v.workers);
   // `auto` may come to 1 on a one-CPU host: the cluster flags are then accepted and unused.
   const clustered = workers > 1 || v.workers === 'auto';
@@ -425,6 +435,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     inspectPort: v.inspect ? (inspectPort ?? 8081) : null,
     redis,
     redisMaxInFlightBytes,
+    redisHistory,
     workers,
     restart: { maxRestarts, periodMs: periodSeconds * 1000 },
     sessionStore,

@@ -37,7 +37,7 @@ function redactUrl(url: string): string {
 const REDIS_STARTUP_GRACE_MS = 3_000;
 
 async function runServer(options: ServerCliOptions): Promise<void> {
-  const { logLevel, inspectPort, redis, redisMaxInFlightBytes, workers, restart, sessionStore, ...serverOptions } = options;
+  const { logLevel, inspectPort, redis, redisMaxInFlightBytes, redisHistory, workers, restart, sessionStore, ...serverOptions } = options;
   const slot = workerSlot();
   if (workers > 1 && slot === null) {
     // The primary: forks the workers (each re-runs this CLI with the same flags) and serves nothing.
@@ -116,6 +116,7 @@ async function runServer(options: ServerCliOptions): Promise<void> {
   const adapter = redis === null ? null : (await import('../adapter/redis.ts')).createRedisAdapter({
           url: redis,
           ...(redisMaxInFlightBytes !== undefined ? { maxInFlightBytes: redisMaxInFlightBytes } : {}),
+          ...(redisHistory ? { history: true } : {}),
         });
   // --sessions with Redis: the session store lives there, shared by every worker and server using it (docs/cluster.md).
   const sessions = serverOptions.sessions && sessionStore === 'redis' && redis !== null

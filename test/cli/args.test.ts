@@ -82,7 +82,7 @@ describe('ws-supervisor: commands, help, version', () => {
       '--address', '--path', '--www', '--ping-interval', '--pong-timeout', '--write-timeout', '--close-timeout',
       '--max-payload', '--send-queue', '--max-connections', '--max-message-rate', '--allowed-origins', '--log-level',
       '--inspect', '--inspect-port', '--redis', '--redis-env', '--workers', '--local-broadcast', '--max-restarts', '--restart-period',
-      '--max-connections-per-address', '--max-pending-per-address', '--trust-proxy', '--redis-max-in-flight',
+      '--max-connections-per-address', '--max-pending-per-address', '--trust-proxy', '--redis-max-in-flight', '--redis-history',
       '--sessions', '--resume-window', '--session-store',
     ]) {
       assert.ok(SERVER_USAGE.includes(flag), `server help lists ${flag}`);
@@ -133,6 +133,13 @@ describe('ws-supervisor: commands, help, version', () => {
     assert.equal(store(['--redis', 'redis://127.0.0.1:6379']), 'redis');
     assert.equal(store(['--redis', 'redis://127.0.0.1:6379', '--workers', '2']), 'redis');
     assert.equal(store(['--redis', 'redis://127.0.0.1:6379', '--session-store', 'memory']), 'memory');
+    // --redis-history turns the adapter's content recovery on; off by default.
+    const history = (args: string[]) => {
+      const c = parseCommand(['server', ...args], {});
+      return c.kind === 'server' ? c.options.redisHistory : null;
+    };
+    assert.equal(history(['--redis', 'redis://127.0.0.1:6379']), false);
+    assert.equal(history(['--redis', 'redis://127.0.0.1:6379', '--redis-history']), true);
   });
 });
 
@@ -192,6 +199,7 @@ describe('bad flags are usage errors (exit 2) that name the flag and the value, 
     { args: ['server', '--sessions', '--session-store', 'memory', '--workers', '2', '--redis', 'redis://127.0.0.1:6379'], mentions: ['memory store', '--workers'] },
     { args: ['server', '--session-store', 'redis', '--redis', 'redis://127.0.0.1:6379'], mentions: ['--session-store needs --sessions'] },
     { args: ['server', '--sessions', '--session-store', 'redis'], mentions: ['--session-store redis needs --redis'] },
+    { args: ['server', '--redis-history'], mentions: ['--redis-history needs --redis'] },
     { args: ['server', '--sessions', '--session-store', 'disk'], mentions: ['--session-store', 'memory or redis', '"disk"'] },
     { args: ['serve'], mentions: ['unknown command', 'serve'] },
     { args: ['client', '--interval', 'abc'], mentions: ['--interval', 'abc'] },
