@@ -876,7 +876,15 @@ describe('Redis adapter history: a node that missed messages recovers their cont
     await killSubscriber(r, 'node-b');
     const N = 50;
     for (let i = 0; i < N; i++) await a1.request({ command: 'broadcast', someOtherThing: `gap-${i}` });
-    const held = await r.xlen(`ws-supervisor:history:${(await historySession(r))}`);
+    const key = `ws-supervisor:history:${(await historySession(r))}`;
+    // A reply does not wait for its broadcast's stream write: the stream's length counts once the last one is in it
+    // (measured earlier, a later write could still leave one more entry beside it: MINID ~ trims whole nodes).
+    const lastIn = Date.now() + pace.scaled(5_000);
+    while (!JSON.stringify(await r.xrevrange(key, '+', '-', 'COUNT', 1)).includes(`gap-${N - 1}`)) {
+      assert.ok(Date.now() < lastIn, `gap-${N - 1} never reached A's history stream`);
+      await delay(20);
+    }
+    const held = await r.xlen(key);
     const fromB = b.lines.length;
     b.child.kill('SIGCONT');
     await b.waitLine(/^missed /, fromB, 15_000);
