@@ -112,3 +112,22 @@ export async function within<T>(p: Promise<T>, ms: number): Promise<T | null> {
     clearTimeout(timer);
   }
 }
+
+/** Counts a server socket's writes (`_write` and `_writev` calls: one system call each when the OS takes it). */
+export function countWrites(socket: unknown): { readonly count: number } {
+  const s = socket as { _write: (...a: unknown[]) => void; _writev?: (...a: unknown[]) => void };
+  const counter = { count: 0 };
+  const write = s._write;
+  s._write = function (this: unknown, ...a: unknown[]) {
+    counter.count++;
+    return write.apply(this, a);
+  };
+  const writev = s._writev;
+  if (writev) {
+    s._writev = function (this: unknown, ...a: unknown[]) {
+      counter.count++;
+      return writev.apply(this, a);
+    };
+  }
+  return counter;
+}

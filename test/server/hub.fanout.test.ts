@@ -7,7 +7,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import type WebSocket from 'ws';
 import type { Connection, SupervisorOptions } from '../../src/index.ts';
-import { closeOf, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
+import { closeOf, countWrites, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
 
 const T = { timeout: 20_000 };
 
@@ -48,25 +48,6 @@ test('a broadcast over the slice is finished on later turns, in FIFO order with 
   await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(late.got, [], 'a connection registered after the call does not get it');
 });
-
-/** Counts a server socket's writes (`_write` and `_writev` calls: one system call each when the OS takes it). */
-function countWrites(socket: unknown): { readonly count: number } {
-  const s = socket as { _write: (...a: unknown[]) => void; _writev?: (...a: unknown[]) => void };
-  const counter = { count: 0 };
-  const write = s._write;
-  s._write = function (this: unknown, ...a: unknown[]) {
-    counter.count++;
-    return write.apply(this, a);
-  };
-  const writev = s._writev;
-  if (writev) {
-    s._writev = function (this: unknown, ...a: unknown[]) {
-      counter.count++;
-      return writev.apply(this, a);
-    };
-  }
-  return counter;
-}
 
 test('a burst of queued broadcasts runs receiver by receiver: every receiver gets them in order, in one write, within the slice budget', T, async (t) => {
   // 12 receivers, a slice of 12 messages: b0 goes at once and uses the turn's slice; b1..b6 queue in one group.

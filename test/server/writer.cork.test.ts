@@ -9,27 +9,8 @@ import type { Duplex } from 'node:stream';
 import { setImmediate as tick } from 'node:timers/promises';
 import type WebSocket from 'ws';
 import type { Connection, DeadLetter } from '../../src/index.ts';
-import { closeOf, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
+import { closeOf, countWrites, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
 import { Opcode, rawConnect } from '../helpers/raw-ws.ts';
-
-/** Counts the socket-level writes (`_write` and `_writev` calls: one system call each when the OS takes it). */
-function countWrites(socket: Duplex): { readonly count: number } {
-  const s = socket as Duplex & { _write: (...a: unknown[]) => void; _writev?: (...a: unknown[]) => void };
-  const counter = { count: 0 };
-  const write = s._write;
-  s._write = function (this: unknown, ...a: unknown[]) {
-    counter.count++;
-    return write.apply(this, a);
-  };
-  const writev = s._writev;
-  if (writev) {
-    s._writev = function (this: unknown, ...a: unknown[]) {
-      counter.count++;
-      return writev.apply(this, a);
-    };
-  }
-  return counter;
-}
 
 async function serve(t: TestContext, onMessage?: (c: Connection, data: Buffer, isBinary: boolean) => void) {
   const srv = await startSupervisor({ onMessage: onMessage ?? (() => undefined), timing: { pingInterval: 24 * 3600_000 } });
