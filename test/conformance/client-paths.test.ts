@@ -47,7 +47,7 @@ import {
   type ConnectionDone,
   type DelayName,
 } from '../helpers/client-model.ts';
-import { allStateNodes, allTransitionKeys, isActive, missing, pathTitle, transitionKey } from '../helpers/model-coverage.ts';
+import { allStateNodes, allTransitionKeys, greedyCover, isActive, missing, pathTitle, transitionKey } from '../helpers/model-coverage.ts';
 import { ControlTimers, StepRecord, bracketError, type StepEntry } from '../helpers/control-timer.ts';
 import { ScriptedServer, type UpgradeScript } from '../helpers/scripted-peer.ts';
 import { pace } from '../helpers/pace.ts';
@@ -414,23 +414,7 @@ function costOf(path: ClientPath): number {
   return 30 + path.steps.reduce((sum, s) => sum + (timeouts.has(s.event.type) ? waits[timeouts.get(s.event.type)!] : 5), 0);
 }
 
-function setCover<T extends { path: ClientPath }>(candidates: T[]): T[] {
-  const keys = candidates.map((c) => transitionsOf(c.path));
-  const uncovered = new Set(keys.flatMap((k) => [...k]));
-  const chosen: T[] = [];
-  while (uncovered.size > 0) {
-    let best = -1;
-    let bestScore = 0;
-    candidates.forEach((c, i) => {
-      const gain = [...keys[i]!].filter((k) => uncovered.has(k)).length;
-      const score = gain / costOf(c.path);
-      if (score > bestScore) [best, bestScore] = [i, score];
-    });
-    chosen.push(candidates[best]!);
-    for (const k of keys[best]!) uncovered.delete(k);
-  }
-  return chosen;
-}
+const setCover = <T extends { path: ClientPath }>(candidates: T[]): T[] => greedyCover(candidates, (c) => transitionsOf(c.path), (c) => costOf(c.path));
 
 const sample = setCover(runnable);
 const selected = (FULL || GREP ? runnable : sample).filter(({ path }) => !GREP || pathTitle(0, path, label).includes(GREP));

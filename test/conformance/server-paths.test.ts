@@ -43,7 +43,7 @@ import {
   type ConnectionSnapshot,
   type DelayName,
 } from '../helpers/connection-model.ts';
-import { allTransitionKeys, missing, pathTitle, transitionKey } from '../helpers/model-coverage.ts';
+import { allTransitionKeys, greedyCover, missing, pathTitle, transitionKey } from '../helpers/model-coverage.ts';
 import { ControlTimers, StepRecord, bracketError, type StepEntry } from '../helpers/control-timer.ts';
 import { ScriptedClientPeer, measureLoopbackMs } from '../helpers/scripted-peer.ts';
 import { startSupervisor, type TestServer } from '../helpers/server.ts';
@@ -761,24 +761,7 @@ function costOf({ path, timing }: Runnable): number {
   return 30 + path.steps.reduce((sum, s) => sum + (timeouts.has(s.event.type) ? delays[timeouts.get(s.event.type)!] : 5), 0);
 }
 
-/** Greedy weighted set cover: repeatedly the path with the most untaken transitions per ms. */
-function setCover(candidates: Runnable[]): Runnable[] {
-  const keys = candidates.map((c) => transitionsOf(c.path));
-  const uncovered = new Set(keys.flatMap((k) => [...k]));
-  const chosen: Runnable[] = [];
-  while (uncovered.size > 0) {
-    let best = -1;
-    let bestScore = 0;
-    candidates.forEach((c, i) => {
-      const gain = [...keys[i]!].filter((k) => uncovered.has(k)).length;
-      const score = gain / costOf(c);
-      if (score > bestScore) [best, bestScore] = [i, score];
-    });
-    chosen.push(candidates[best]!);
-    for (const k of keys[best]!) uncovered.delete(k);
-  }
-  return chosen;
-}
+const setCover = (candidates: Runnable[]): Runnable[] => greedyCover(candidates, (c) => transitionsOf(c.path), costOf);
 
 const sample = setCover(runnable);
 const selected = (FULL || GREP ? runnable : sample).filter(({ path }) => !GREP || pathTitle(0, path, label).includes(GREP));

@@ -189,3 +189,26 @@ export function pathTitle<E extends EventObject>(i: number, path: { steps: Reado
   const events = path.steps.map((s) => s.event).filter((e) => e.type !== 'xstate.init');
   return `#${i + 1}: ${events.map(label).join(' → ') || '(initial state)'}`;
 }
+
+/**
+ * A sample of paths that still takes every transition any candidate takes:
+ * greedy set cover, each time the candidate with the most uncovered keys per
+ * unit of cost (run time).
+ */
+export function greedyCover<T>(candidates: readonly T[], keysOf: (c: T) => ReadonlySet<string>, costOf: (c: T) => number): T[] {
+  const keys = candidates.map(keysOf);
+  const uncovered = new Set(keys.flatMap((k) => [...k]));
+  const chosen: T[] = [];
+  while (uncovered.size > 0) {
+    let best = -1;
+    let bestScore = 0;
+    candidates.forEach((c, i) => {
+      const gain = [...keys[i]!].filter((k) => uncovered.has(k)).length;
+      const score = gain / costOf(c);
+      if (score > bestScore) [best, bestScore] = [i, score];
+    });
+    chosen.push(candidates[best]!);
+    for (const k of keys[best]!) uncovered.delete(k);
+  }
+  return chosen;
+}
