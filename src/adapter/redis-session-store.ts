@@ -477,12 +477,17 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     const generation = this.#held.get(id) ?? '';
     const r = await this.#run('detach', id, 'wsSessDetach', [id, generation]);
     this.#held.delete(id);
-    if (r[1] !== 1) return false;
+    const ok = r[1] === 1;
+    // Detached: the generation then (its own expire must not end one resumed since). Refused (taken over, or gone):
+    // the generation it held, so that an append this node still makes is refused (`moved`), not kept unchecked —
+    // the session's seqs are the new holder's alone.
+    const remembered = ok ? String(r[2]) : generation;
+    if (remembered === '') return ok;
     this.#detachedHere.delete(id);
-    this.#detachedHere.set(id, String(r[2]));
+    this.#detachedHere.set(id, remembered);
     // Bounded: the oldest are forgotten first (an expire of one of those is then unconditional, as the contract's).
     if (this.#detachedHere.size > this.#limits.maxDetachedSessions) this.#detachedHere.delete(this.#detachedHere.keys().next().value!);
-    return true;
+    return ok;
   }
 
   /**

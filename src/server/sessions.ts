@@ -507,6 +507,15 @@ export class Sessions<Auth = unknown> {
       const bytes = typeof item.data === 'string' ? Buffer.byteLength(item.data) : item.data.length;
       this.host.deadLetter({ sessionId: entry.id, reason: 'moved', detail, messages: [{ seq: 0, data: item.data, binary: item.binary, bytes }] });
     }
+    this.drop(entry, detail);
+  }
+
+  /**
+   * This node's copy of the session is stale (the store holds a newer attach,
+   * from another node): it goes, with its connection if one is still open
+   * here, so that it appends nothing more to the session.
+   */
+  private drop(entry: Entry<Auth>, detail: string): void {
     if (entry.ended) return;
     const carrier = entry.carrier;
     entry.runner.stop();
@@ -527,11 +536,12 @@ export class Sessions<Auth = unknown> {
     if (carrier) void carrier.connection.close(1008, 'session buffer overflow', 'slow-consumer');
   }
 
-  /** @internal The binding's store call failed (`beginRequest`, `ack`, `setData`). */
+  /** @internal The binding's store call failed (`beginRequest`, `ack`, `setData`, `readAfter`). */
   bindingStoreFailed(binding: SessionBinding<Auth>, operation: string, err: unknown): void {
     const entry = binding.entry;
-    // An ack only trims (the next covers it): counted, the session stays persisted.
-    if (entry === null || operation === 'ack') return this.reportFailure(operation, entry?.id ?? null, err);
+    // An ack only trims (the next covers it); a failed gap read closes its connection (the resume reads again):
+    // counted, the session stays persisted.
+    if (entry === null || operation === 'ack' || operation === 'readAfter') return this.reportFailure(operation, entry?.id ?? null, err);
     if (operation === 'beginRequest' && !entry.unpersisted) {
       // Not run here, and the store may or may not have counted it: the client comes back (R22) and resumes, and the
       // store then says what ran (a count without a reply runs on the resume: SessionBinding.request). Nothing is lost.
@@ -708,7 +718,12 @@ export class Sessions<Auth = unknown> {
     entry.runner.send({ type: 'detach', connectionId: connection.id });
     entry.detachedAt = Date.now();
     // Not recorded as detached: the store still counts it attached to this node; its resume window must not go unkept.
-    this.store.detach(entry.id).catch((err: unknown) => {
+    this.store.detach(entry.id).then((ok) => {
+      // Refused: another node attached the session since this one did (its connection was resumed there while this
+      // one was still open, or before this node saw it close). Kept, this copy would go on appending every publish
+      // of its topics a second time, under seqs the other node's connection never writes (it would wait for them).
+      if (!ok && entry.carrier === null) this.drop(entry, 'the session store refused its detach: the session was attached on another node since');
+    }, (err: unknown) => {
       // Retried by `tick` until the store answers: its resume window must start there too.
       this.reportFailure('detach', entry.id, err);
       // Bounded: past it the oldest is left to its lease (once it lapses, any process's sweep detaches it).
@@ -820,6 +835,8 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private inbox: Array<[Buffer, boolean]> | null = null;
   /** The session is unpersisted (the store failed): this connection numbers and carries it alone, plainly. */
   private local = false;
+  /** A read of a seq gap from the store is under way (fillGap). */
+  private filling = false;
   /** The requests' verdicts, handled in order. */
   private requests: Promise<void> = Promise.resolve();
   /** The request whose handler runs now (its sends are its reply), 0 none. */
@@ -1011,6 +1028,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     if (seq <= this.written) return; // in the replay already
     if (this.phase !== 'attached' || seq > this.written + 1 || this.paused) {
       (this.early ??= new Map()).set(seq, { data, binary });
+      if (this.phase === 'attached' && !this.paused) this.fillGap();
       return;
     }
     this.write(seq, data, binary);
@@ -1028,6 +1046,40 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       next = early.get(this.written + 1);
     }
     if (early.size === 0) this.early = null;
+    else if (!this.paused) this.fillGap();
+  }
+
+  /**
+   * A later seq is here and the next one is not: another node appended it (a
+   * shared store, while this node attached the session: a reply or publish
+   * that node made just before it saw its connection close). It never comes
+   * through this node's appends, so it is read from the store, once at a
+   * time; a gap the store cannot fill closes the connection (1011), and the
+   * client's resume replays what the store holds, rather than the connection
+   * waiting for it for ever.
+   */
+  private fillGap(): void {
+    if (this.filling || this.local || !this.live || this.phase !== 'attached') return;
+    const entry = this.entry!;
+    const from = this.written;
+    this.filling = true;
+    this.sessions.store.readAfter(entry.id, from).then(
+      (read) => {
+        this.filling = false;
+        if (!this.live || this.phase !== 'attached' || this.local || this.early === null) return;
+        if (read.ok) {
+          for (const m of read.messages) if (m.seq > this.written && !this.early.has(m.seq)) this.early.set(m.seq, { data: m.data, binary: m.binary });
+          if (read.messages.some((m) => m.seq === from + 1)) return this.drainEarly();
+        }
+        this.sessions.host.logger?.warn({ session: entry.id, after: from, reason: read.ok ? 'not held' : read.reason }, 'session seq gap the store could not fill: closing the connection, the client resumes');
+        void this.connection.close(1011, 'session seq gap');
+      },
+      (err: unknown) => {
+        this.filling = false;
+        this.sessions.bindingStoreFailed(this, 'readAfter', err);
+        if (this.live) void this.connection.close(1011, 'session store unavailable');
+      },
+    );
   }
 
   private write(seq: number, data: Outbound, binary: boolean): void {
