@@ -49,6 +49,9 @@ Flags:
   --pong-timeout MS         time a ping may go unanswered (default ${DEFAULTS.pongTimeout})
   --write-timeout MS        time the socket may stay undrained (default ${DEFAULTS.writeTimeout})
   --close-timeout MS        time a close handshake may take, whoever started it (default ${DEFAULTS.closeTimeout})
+  --headers-timeout MS      time a client gets to send a complete request head (an upgrade or
+                            a GET); slower is answered 408 (default 10000; raise it when a
+                            connect storm queues heads behind a busy event loop)
   --max-payload BYTES       largest inbound message; bigger closes 1009 (default ${DEFAULTS.maxPayload})
   --send-queue N            messages not yet handed to the OS socket, per connection (default ${DEFAULTS.sendQueueMessages})
   --max-connections N       upgrades beyond this get 503 (default ${DEFAULTS.maxConnections}); with the HTTP
@@ -331,6 +334,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     'pong-timeout': { type: 'string' },
     'write-timeout': { type: 'string' },
     'close-timeout': { type: 'string' },
+    'headers-timeout': { type: 'string' },
     'max-payload': { type: 'string' },
     'send-queue': { type: 'string' },
     'max-connections': { type: 'string' },
@@ -449,6 +453,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
       writeTimeout: positive('write-timeout', v['write-timeout']),
       closeTimeout: positive('close-timeout', v['close-timeout']),
     },
+    headersTimeout: positive('headers-timeout', v['headers-timeout']),
     sendQueue: { maxMessages: positive('send-queue', v['send-queue']) },
     maxPayload: positive('max-payload', v['max-payload']),
     maxConnections,

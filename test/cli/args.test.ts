@@ -79,7 +79,7 @@ describe('ws-supervisor: commands, help, version', () => {
     assert.notEqual(SERVER_USAGE, CLIENT_USAGE);
     // Each lists its own flags and not the other's.
     for (const flag of [
-      '--address', '--path', '--www', '--ping-interval', '--pong-timeout', '--write-timeout', '--close-timeout',
+      '--address', '--path', '--www', '--ping-interval', '--pong-timeout', '--write-timeout', '--close-timeout', '--headers-timeout',
       '--max-payload', '--send-queue', '--max-connections', '--max-message-rate', '--allowed-origins', '--log-level',
       '--inspect', '--inspect-port', '--redis', '--redis-env', '--workers', '--local-broadcast', '--max-restarts', '--restart-period',
       '--max-connections-per-address', '--max-pending-per-address', '--trust-proxy', '--redis-max-in-flight', '--redis-history',
@@ -188,6 +188,7 @@ describe('bad flags are usage errors (exit 2) that name the flag and the value, 
     { args: ['server', '--ping-interval', '0'], mentions: ['--ping-interval', '"0"'] },
     { args: ['server', '--ping-interval', '2147483648'], mentions: ['--ping-interval must be at most 2147483647, got 2147483648'] },
     { args: ['server', '--close-timeout', '99999999999'], mentions: ['--close-timeout must be at most 2147483647'] },
+    { args: ['server', '--headers-timeout', '0'], mentions: ['--headers-timeout'] },
     { args: ['server', '--address', 'nope'], mentions: ['--address', 'nope'] },
     { args: ['server', '--address', '127.0.0.1:70000'], mentions: ['--address', '70000'] },
     { args: ['server', '--www', '/nonexistent'], mentions: ['--www', '/nonexistent'] },

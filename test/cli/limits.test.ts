@@ -136,6 +136,15 @@ describe('--redis-max-in-flight', () => {
   });
 });
 
+describe('--headers-timeout', () => {
+  const parse = (args: string[]): ServerCliOptions => parseServerArgs(args) as ServerCliOptions;
+  test("sets the HTTP server's headersTimeout (slower heads get 408); default 10000 ms; a positive integer", () => {
+    assert.equal(parse(['--headers-timeout', '30000']).headersTimeout, 30_000);
+    assert.equal(parse([]).headersTimeout, undefined, "startDemoServer's default (10000 ms)");
+    assert.throws(() => parse(['--headers-timeout', '0']), (e: Error) => e instanceof UsageError && /--headers-timeout must be a positive integer, got "0"/.test(e.message));
+  });
+});
+
 describe('per-address flags', () => {
   const parse = (args: string[]): ServerCliOptions => parseServerArgs(args) as ServerCliOptions;
   test('--max-connections-per-address, --max-pending-per-address, --trust-proxy parse and are checked', () => {
