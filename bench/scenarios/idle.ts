@@ -85,7 +85,7 @@ const problems: string[] = [];
 for (const { system } of alternatingRounds(ROUNDS, SYSTEMS, true)) problems.push(...(await runOnce(system, rec)));
 const last = LEVELS[LEVELS.length - 1]!;
 const ratios = rec.ratiosVsRaw(SYSTEMS, [
-  [`RSS per idle connection @${label(last)}`, last === 10_000 ? '<= 1.5' : undefined],
+  [`RSS per idle connection @${label(last)}`, last === 10_000 ? '<= 1.15' : undefined],
   `RSS marginal ${label(LEVELS[LEVELS.length - 2] ?? 0)}→${label(last)}`,
   `heap per idle connection @${label(last)}`,
 ]);

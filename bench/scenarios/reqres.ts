@@ -153,9 +153,9 @@ for (const { round, system } of alternatingRounds(ROUNDS, SYSTEMS, true)) {
 
 // The targets are ws-supervisor's; Socket.IO is shown for comparison.
 const ratios = rec.ratiosVsRaw(SYSTEMS, [
-  ['server CPU per message', '<= 1.1'],
-  ['throughput', '>= 0.9'],
-  ['latency p99', '<= 1.2'],
+  ['server CPU per message', '<= 1.05'],
+  ['throughput', '>= 0.95'],
+  ['latency p99', '<= 1.1'],
   'latency p50',
   'load-generator CPU per message',
 ]);
