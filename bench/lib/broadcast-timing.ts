@@ -22,6 +22,7 @@ export interface BroadcastTiming {
 /**
  * `send()` sends the next broadcast; the k of the first one is `base + 1`,
  * then one more each time (the callers number their requests that way).
+ * Each broadcast is sent alone, with a quiet gap after it.
  */
 export async function timeBroadcasts(options: {
   receivers: BenchClient[];
@@ -30,78 +31,25 @@ export async function timeBroadcasts(options: {
   base: number;
   send: () => void;
 }): Promise<BroadcastTiming> {
-  const { receivers, count, timeoutMs, base, send } = options;
-  const counts = receivers.map(() => new Uint8Array(count));
-  let current = -1;
-  let got = 0;
-  let done: (() => void) | null = null;
-  let strays = 0;
-  receivers.forEach((r, i) => {
-    r.onMessage((text) => {
-      const m = BROADCAST_PUSH.exec(text);
-      const b = m ? Number(m[1]) - base - 1 : -1;
-      if (b < 0 || b >= count) {
-        strays++;
-        return;
-      }
-      counts[i]![b]!++;
-      if (b === current && counts[i]![b] === 1 && ++got === receivers.length) done?.();
-    });
-  });
-  const times: number[] = [];
-  let timedOut: string | null = null;
-  for (let b = 0; b < count; b++) {
-    current = b;
-    got = 0;
-    const all = new Promise<boolean>((resolve) => {
-      const t = setTimeout(() => resolve(false), timeoutMs);
-      done = () => {
-        clearTimeout(t);
-        resolve(true);
-      };
-    });
-    const t0 = performance.now();
-    send();
-    const ok = await all;
-    const dt = performance.now() - t0;
-    done = null;
-    if (!ok) {
-      timedOut = `broadcast ${b} reached ${got} of ${receivers.length} receivers in ${timeoutMs} ms`;
-      break;
-    }
-    times.push(dt);
-    await sleep(50); // quiet gap: each broadcast is measured alone
-  }
-  await sleep(200); // late duplicates would show now
-  let missing = 0;
-  let duplicated = 0;
-  for (const c of counts) {
-    for (let b = 0; b < times.length; b++) {
-      if (c[b] === 0) missing++;
-      else if (c[b]! > 1) duplicated++;
-    }
-  }
+  const { times, missing, duplicated, strays, timedOut } = await timeBursts({ ...options, bursts: options.count, burst: 1, gapMs: 50 });
   return { times, missing, duplicated, strays, timedOut };
 }
 
-export interface BurstTiming {
+export interface BurstTiming extends BroadcastTiming {
   /** ms per burst until every receiver had every broadcast of it, in order of the bursts. */
   times: number[];
-  /** Server CPU per delivery (µs) of each burst: the server's CPU over the burst / (burst × receivers). */
+  /** Server CPU per delivery (µs) of each burst: the server's CPU over the burst / (burst × receivers); empty without `serverCpuUs`. */
   cpuPerDelivery: number[];
   /** The load generator's CPU over each burst / its wall time (1 = a whole core: the time is then client-bound). */
   loadShare: number[];
-  missing: number;
-  duplicated: number;
-  strays: number;
-  timedOut: string | null;
 }
 
 /**
  * `bursts` bursts of `burst` broadcasts each, sent back to back (one
  * `send()` per broadcast, all in one turn); per burst, the time until every
- * receiver has all of them, and the server's CPU over it per delivery. The
- * k of the first broadcast is `base + 1`, then one more each time.
+ * receiver has all of them, and with `serverCpuUs` the server's CPU over it
+ * per delivery. The k of the first broadcast is `base + 1`, then one more
+ * each time.
  */
 export async function timeBursts(options: {
   receivers: BenchClient[];
@@ -110,8 +58,10 @@ export async function timeBursts(options: {
   timeoutMs: number;
   base: number;
   send: () => void;
-  serverCpuUs: () => Promise<number>;
-  selfCpuUs: () => number;
+  /** Quiet time after each burst, ms (each is measured alone). Default 100. */
+  gapMs?: number;
+  serverCpuUs?: () => Promise<number>;
+  selfCpuUs?: () => number;
 }): Promise<BurstTiming> {
   const { receivers, bursts, burst, timeoutMs, base, send } = options;
   const total = bursts * burst;
@@ -144,23 +94,23 @@ export async function timeBursts(options: {
         resolve(true);
       };
     });
-    const cpu0 = await options.serverCpuUs();
-    const self0 = options.selfCpuUs();
+    const cpu0 = options.serverCpuUs ? await options.serverCpuUs() : 0;
+    const self0 = options.selfCpuUs?.() ?? 0;
     const t0 = performance.now();
     for (let j = 0; j < burst; j++) send();
     const ok = await all;
     const dt = performance.now() - t0;
-    const self1 = options.selfCpuUs();
-    const cpu1 = await options.serverCpuUs();
+    const self1 = options.selfCpuUs?.() ?? 0;
+    const cpu1 = options.serverCpuUs ? await options.serverCpuUs() : 0;
     done = null;
     if (!ok) {
-      out.timedOut = `burst ${k} delivered ${got} of ${goal} in ${timeoutMs} ms`;
+      out.timedOut = burst === 1 ? `broadcast ${k} reached ${got} of ${receivers.length} receivers in ${timeoutMs} ms` : `burst ${k} delivered ${got} of ${goal} in ${timeoutMs} ms`;
       break;
     }
     out.times.push(dt);
-    out.cpuPerDelivery.push((cpu1 - cpu0) / goal);
-    out.loadShare.push((self1 - self0) / 1000 / dt);
-    await sleep(100); // quiet gap: each burst is measured alone
+    if (options.serverCpuUs) out.cpuPerDelivery.push((cpu1 - cpu0) / goal);
+    if (options.selfCpuUs) out.loadShare.push((self1 - self0) / 1000 / dt);
+    await sleep(options.gapMs ?? 100);
   }
   await sleep(200); // late duplicates would show now
   const measured = out.times.length * burst;
