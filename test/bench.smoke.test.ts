@@ -47,5 +47,5 @@ test('bench/scenarios/reqres.ts --quick produces a result with integrity ok', { 
     }
   }
   const cpu = result.ratios.find((r) => r.metric === 'server CPU per message' && r.system === 'supervisor');
-  assert.ok(cpu && cpu.vs === 'raw' && cpu.target === '<= 1.1' && typeof cpu.met === 'boolean');
+  assert.ok(cpu && cpu.vs === 'raw' && cpu.target === '<= 1.05' && typeof cpu.met === 'boolean');
 });

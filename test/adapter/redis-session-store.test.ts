@@ -202,7 +202,8 @@ describe('redis session store', () => {
     const redis = await ownRedis(t);
     if (!redis) return;
     const logger = { warns: [] as string[] };
-    const store = track(createRedisSessionStore({ url: redis.url, commandTimeout: 1000, ...fast }));
+    // Not the bound under test (a down Redis fails at once, below): long enough for a loaded machine's first commands.
+    const store = track(createRedisSessionStore({ url: redis.url, commandTimeout: 5_000, ...fast }));
     collect(store, logger);
     const s = await store.create({ owner: 'alice' });
     await store.append(s.id, text('lost with redis'));

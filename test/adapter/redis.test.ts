@@ -457,6 +457,27 @@ async function stallBAcrossEmptyRedis(t: TestContext, cluster: NonNullable<Await
   return { a1, b1 };
 }
 
+/**
+ * Redis cuts B's subscriber for its output buffer: a small pubsub limit
+ * (256 KB), B stopped (SIGSTOP) while A sends `n` broadcasts `big-<i>-<pad>`,
+ * then B resumed. Returns once the 'pre' broadcast crossed, the n were sent
+ * and B was continued; `fromB` is B's log position then.
+ */
+async function cutBByOutputBuffer(t: TestContext, cluster: NonNullable<Awaited<ReturnType<typeof startCluster>>>, n: number, pad: string) {
+  const { redis, a, b } = cluster;
+  const r = await admin(t, redis.url);
+  // A small limit so a few MB overflow it (the default, 32 MB hard, needs more traffic than a test should send).
+  await r.config('SET', 'client-output-buffer-limit', 'pubsub 256kb 0 0');
+  const a1 = await connect(t, a);
+  const b1 = await connect(t, b);
+  await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
+  await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
+  b.child.kill('SIGSTOP');
+  t.after(() => void b.child.kill('SIGCONT'));
+  for (let i = 0; i < n; i++) await a1.request({ command: 'broadcast', someOtherThing: `big-${i}-${pad}` });
+  return { a1, b1, fromB: b.lines.length };
+}
+
 describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs, bad URLs)', () => {
   test('D1: the sender sees only itself after Redis lost everything; the node that comes back later reports what it missed (count, sender)', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
@@ -505,20 +526,10 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
   test('D2: Redis drops a stalled subscriber (client-output-buffer-limit pubsub): what it never got is reported by it, one for one', { timeout: budget.scaled(90_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
-    const { redis, a, b } = cluster;
-    const r = await admin(t, redis.url);
-    // A small limit so a few MB overflow it (the default, 32 MB hard, needs more traffic than a test should send).
-    await r.config('SET', 'client-output-buffer-limit', 'pubsub 256kb 0 0');
-    const a1 = await connect(t, a);
-    const b1 = await connect(t, b);
-    await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
-    await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
-
-    b.child.kill('SIGSTOP');
-    t.after(() => void b.child.kill('SIGCONT'));
+    const { a, b } = cluster;
     const N = 100;
-    const big = 'x'.repeat(200_000); // 20 MB in all: more than the loopback socket buffers hold
-    for (let i = 0; i < N; i++) await a1.request({ command: 'broadcast', someOtherThing: `big-${i}-${big}` });
+    // 20 MB in all: more than the loopback socket buffers hold.
+    const { b1 } = await cutBByOutputBuffer(t, cluster, N, 'x'.repeat(200_000));
     await delay(300);
     const fromB = b.lines.length;
     b.child.kill('SIGCONT');
@@ -792,22 +803,11 @@ describe('Redis adapter history: a node that missed messages recovers their cont
   test('output-buffer cut (client-output-buffer-limit pubsub, SIGSTOP): after it returns, its clients get all N in order, exactly once; nothing reported missed', { timeout: budget.scaled(90_000) }, async (t) => {
     const cluster = await startCluster(t, HISTORY);
     if (!cluster) return;
-    const { redis, a, b } = cluster;
-    const r = await admin(t, redis.url);
-    await r.config('SET', 'client-output-buffer-limit', 'pubsub 256kb 0 0');
-    const a1 = await connect(t, a);
-    const b1 = await connect(t, b);
-    await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
-    await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
-
-    b.child.kill('SIGSTOP');
-    t.after(() => void b.child.kill('SIGCONT'));
+    const { b } = cluster;
     // 6 MB in all: far over the 256 KB limit, within the default history (32 MiB); 20 KB each, so
     // that what reaches B's client at once stays within its send queue (4 MiB), as live traffic would.
     const N = 300;
-    const big = 'x'.repeat(20_000);
-    for (let i = 0; i < N; i++) await a1.request({ command: 'broadcast', someOtherThing: `big-${i}-${big}` });
-    const fromB = b.lines.length;
+    const { a1, b1, fromB } = await cutBByOutputBuffer(t, cluster, N, 'x'.repeat(20_000));
     b.child.kill('SIGCONT');
     await b.waitLine(/^status degraded/, fromB, 10_000); // Redis did cut it
     const got = (): string[] => pushesOf(b1, 'broadcast', 'big-').map((x) => x.slice(0, x.indexOf('-')));
