@@ -406,6 +406,24 @@ export class Sessions<Auth = unknown> {
     for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0, true);
   }
 
+  /**
+   * A filtered broadcast (the filter sees connections, and stays on this
+   * node): appended at the call to every session a connection here carries
+   * and the filter keeps, judged on that connection. Returns how many.
+   * Not a fan-out: like a send to the session, one that moved to another node
+   * meanwhile becomes a dead letter (`moved`, R12), since no other node gets it.
+   */
+  broadcastFiltered(filter: (connection: Connection<Auth>) => boolean, data: Outbound, binary: boolean): number {
+    let n = 0;
+    for (const entry of this.entries.values()) {
+      const route = entry.routed;
+      if (entry.ended || route === null || !filter(route)) continue;
+      this.append(entry, data, binary, 0);
+      n++;
+    }
+    return n;
+  }
+
   publishSessions(topic: string, data: Outbound, binary: boolean): void {
     const members = this.topicIndex.get(topic);
     if (members) for (const entry of members) this.append(entry, data, binary, 0, true);
@@ -844,10 +862,11 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   send(data: Outbound, binary: boolean): boolean {
     const entry = this.entry;
     if (entry === null || entry.ended) return false;
-    // The route of the session (the hub reaches it through this connection), a reply of a request running here,
-    // or the application answering on a connection that has closed since (a reply outlives its connection: the
-    // session keeps it). Anything else on a connection taken over but not yet closed is refused: the hub may still
-    // reach it with a filtered broadcast, and the new one gets the same message.
+    // The route of the session, a reply of a request running here, or the application answering on a connection
+    // that has closed since (a reply outlives its connection: the session keeps it). Anything else on a connection
+    // taken over but not yet closed is refused: the application's send to the connection it had, not to the session.
+    // (Broadcasts never come this way: the supervisor appends them to the sessions at the call, `broadcastSessions`,
+    // `broadcastFiltered`, so a fan-out that reaches the old connection late cannot add a copy nor skip the session.)
     if (entry.routed !== this.connection && this.live && this.running === 0) return false;
     this.sessions.append(entry, data, binary, this.running);
     return true;

@@ -323,10 +323,21 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     const binary = options.binary ?? typeof data !== 'string';
     const payload = typeof data === 'string' ? Buffer.from(data) : data;
     if (options.from && !options.from.charge(this.hub.size * payload.length)) return { accepted: 0, refused: 0, overBudget: true };
-    const result = this.hub.broadcast(payload, { binary, ...(options.filter ? { filter: options.filter } : {}) });
-    // Every session gets it, attached or not (a filter sees connections only: a filtered one reaches attached sessions through their connection).
-    if (this.sessions !== null && !options.filter) this.sessions.broadcastSessions(payload, binary);
-    if (!options.local && !options.filter) this.fanOut({ kind: 'broadcast', topic: null, data: payload, binary });
+    const filter = options.filter;
+    const sessions = this.sessions;
+    if (filter === undefined) {
+      const result = this.hub.broadcast(payload, { binary });
+      // Every session gets it, attached or not.
+      sessions?.broadcastSessions(payload, binary);
+      if (!options.local) this.fanOut({ kind: 'broadcast', topic: null, data: payload, binary });
+      return result;
+    }
+    if (sessions === null) return this.hub.broadcast(payload, { binary, filter });
+    // A filter sees connections: the sessions attached here get it at the call, through the connection that carries
+    // each (docs/sessions.md, "Integration"); the hub's fan-out, which may reach a connection turns later (sliced),
+    // after its session moved to another connection, skips session connections. Each session once, in call order.
+    const result = this.hub.broadcast(payload, { binary, filter: (c) => c.sessionBinding === null && filter(c) });
+    result.accepted += sessions.broadcastFiltered(filter, payload, binary);
     return result;
   }
 
