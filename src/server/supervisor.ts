@@ -362,19 +362,19 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
    * Adds a live connection to `topic` (membership is per node: publishes from
    * every node reach it). True if it joined, false if already a member.
    * Throws TopicError: invalid-topic, too-many-topics, not-connected. The
-   * membership ends with the connection (R3).
+   * membership ends with the connection (R3); on a session connection it is
+   * the session's, and ends with the session (docs/sessions.md).
    */
   join(connection: Connection<Auth>, topic: string): boolean {
-    const joined = this.hub.join(connection, topic);
-    if (connection.sessionBinding !== null) this.sessions?.joined(connection, topic);
-    return joined;
+    // A session connection: the session joins, even when this connection has closed since (docs/sessions.md).
+    if (connection.sessionBinding !== null && this.sessions !== null) return this.sessions.join(connection, topic, this.hub, this.options.maxTopicsPerConnection);
+    return this.hub.join(connection, topic);
   }
 
   /** Removes a connection from `topic`; true if it was a member. Throws TopicError('invalid-topic') on a bad name. */
   leave(connection: Connection<Auth>, topic: string): boolean {
-    const left = this.hub.leave(connection, topic);
-    if (connection.sessionBinding !== null) this.sessions?.left(connection, topic);
-    return left;
+    if (connection.sessionBinding !== null && this.sessions !== null) return this.sessions.leave(connection, topic, this.hub);
+    return this.hub.leave(connection, topic);
   }
 
   /** The topics a connection is in (empty once it has closed). */

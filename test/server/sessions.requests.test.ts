@@ -329,3 +329,64 @@ test('a sliced filtered broadcast and an unfiltered one after it reach a session
   const payloads = s.frames.slice(1).map((f) => decodeServerFrame(f, false)).map((d) => (d.kind === 'data' ? JSON.parse(d.payload as string).someOtherThing : d.kind));
   assert.deepEqual(payloads, ['first', 'second'], 'the session got them in the order sent');
 });
+
+// ---------------------------------------------------------------------------
+// A join (or leave) run for a connection that has closed since: the session's membership follows, since the
+// session outlives its connection (docs/sessions.md, "Topics while detached").
+
+for (const when of ['while the session is detached', 'after the client resumed'] as const) {
+  test(`a join admitted by the store, whose connection is cut before it runs, joins the session (${when}): answered, publishes reach it, the resume restores it`, async (t) => {
+    const srv = await start(t);
+    const client = sessionClient(t, srv.url);
+    const pushed: string[] = [];
+    client.on('push', (p) => pushed.push(String(p.someOtherThing)));
+    await waitFor(() => client.state === 'open' && client.sessionId !== null, 5_000, 'the session to attach');
+
+    srv.store.hold();
+    const reply = client.request('join', 'news');
+    await waitFor(() => srv.store.held.length === 1, 5_000, 'the store to admit the join');
+    cut(srv);
+    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 5_000, 'the session to detach');
+    if (when === 'after the client resumed') await waitFor(() => srv.events.some((e) => e.type === 'resumed'), 5_000, 'the client to resume');
+    srv.store.release();
+    // The handler ran for the closed connection: supervisor.join answered true (joined), it did not throw not-connected.
+    const answered = await reply;
+    assert.equal(answered.success, true, `the join was answered without an error: ${JSON.stringify(answered)}`);
+    assert.equal(answered.someOtherThing, 'true');
+    assert.equal(srv.runs.get(1), 1);
+    // A publish now reaches the session (kept for it while detached, written once it is back).
+    srv.supervisor.publish('news', '{"command":"publish","topic":"news","someOtherThing":"joined late"}');
+    await waitFor(() => client.resumed === true, 5_000, 'the resume');
+    await waitFor(() => pushed.length === 1, 5_000, 'the publish');
+    assert.deepEqual(pushed, ['joined late']);
+    const live = [...srv.supervisor.hub.values()];
+    assert.equal(live.length, 1);
+    assert.deepEqual(srv.supervisor.topicsOf(live[0]!), ['news'], 'the new connection is in the topic');
+    assert.equal((await client.request('echo', 'after')).someOtherThing, 'after');
+  });
+}
+
+test('a leave admitted by the store, whose connection is cut before it runs, leaves the session\'s topic', async (t) => {
+  const srv = await start(t);
+  const client = sessionClient(t, srv.url);
+  const pushed: string[] = [];
+  client.on('push', (p) => pushed.push(String(p.someOtherThing)));
+  await waitFor(() => client.state === 'open' && client.sessionId !== null, 5_000, 'the session to attach');
+  assert.equal((await client.request('join', 'news')).someOtherThing, 'true');
+
+  srv.store.hold();
+  const reply = client.request('leave', 'news');
+  await waitFor(() => srv.store.held.length === 1, 5_000, 'the store to admit the leave');
+  cut(srv);
+  await waitFor(() => srv.events.some((e) => e.type === 'detached'), 5_000, 'the session to detach');
+  srv.store.release();
+  const answered = await reply;
+  assert.equal(answered.success, true, JSON.stringify(answered));
+  assert.equal(answered.someOtherThing, 'true', 'it was a member: left');
+  srv.supervisor.publish('news', '{"command":"publish","topic":"news","someOtherThing":"not for it"}');
+  await waitFor(() => client.resumed === true, 5_000, 'the resume');
+  // A probe request answered after the publish: the publish, had it been kept for the session, came before it.
+  assert.equal((await client.request('echo', 'probe')).someOtherThing, 'probe');
+  assert.deepEqual(pushed, []);
+  assert.deepEqual(srv.supervisor.topicsOf([...srv.supervisor.hub.values()][0]!), []);
+});
