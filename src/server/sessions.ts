@@ -48,7 +48,6 @@ import {
 } from '../protocol/session.ts';
 import { TopicError, validateTopic } from '../protocol/topics.ts';
 import type { Connection, SessionHandle, SessionInfo } from './connection.ts';
-import type { Hub } from './hub.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import { LogSummary } from './log-summary.ts';
 import type { Outbound } from './writer.ts';
@@ -214,6 +213,12 @@ interface Entry<Auth> {
   adoptedUpTo: number;
   /** The highest request cseq this process ran for the session. */
   lastCseqRun: number;
+}
+
+/** The hub's topic membership (src/server/hub.ts; named here by shape: the hub's room imports the options, which import this file). */
+export interface TopicMembers<Auth> {
+  join(connection: Connection<Auth>, topic: string): boolean;
+  leave(connection: Connection<Auth>, topic: string): boolean;
 }
 
 /** A detached session, for the dashboard. */
@@ -443,7 +448,7 @@ export class Sessions<Auth = unknown> {
    * it was a member. Throws TopicError as `Hub.join` (`not-connected` only
    * for a connection whose session has ended).
    */
-  join(connection: Connection<Auth>, topic: string, hub: Hub<Auth>, maxTopics: number): boolean {
+  join(connection: Connection<Auth>, topic: string, hub: TopicMembers<Auth>, maxTopics: number): boolean {
     const entry = this.liveEntryOf(connection);
     if (entry === null) return hub.join(connection, topic);
     validateTopic(topic);
@@ -461,7 +466,7 @@ export class Sessions<Auth = unknown> {
   }
 
   /** `supervisor.leave` on a session connection: as `join`, the session leaves, and the connection that carries it. */
-  leave(connection: Connection<Auth>, topic: string, hub: Hub<Auth>): boolean {
+  leave(connection: Connection<Auth>, topic: string, hub: TopicMembers<Auth>): boolean {
     const entry = this.liveEntryOf(connection);
     if (entry === null) return hub.leave(connection, topic);
     validateTopic(topic);
