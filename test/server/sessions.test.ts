@@ -554,6 +554,22 @@ describe('sessions: opting in, and nobody else sees a change', () => {
     assert.equal(JSON.parse((await new Promise<WebSocket.RawData>((r) => plain.once('message', r))).toString()).success, true);
   });
 
+  test('a server without sessions bounds the 4501 close by closeTimeout (R16): a peer that never answers it is terminated', async (t) => {
+    const off = await startSessionServer(t, { sessions: undefined }); // closeTimeout 300 ms
+    const { reply, ws } = await rawUpgrade(off.port, { path: '/server?ws-session=1', allowHalfOpen: true });
+    assert.equal(reply.status, 101);
+    assert.ok(ws);
+    const frame = await ws.closeFrame();
+    const at = performance.now();
+    assert.deepEqual(frame, { code: 4501, reason: 'sessions are not enabled on this server' });
+    t.after(() => ws.socket.destroy());
+    // No answer from us: the server waits for it up to closeTimeout, then drops the socket (its FIN: we keep our half open).
+    await waitFor(() => ws.ended, 5_000, 'the server to drop the socket');
+    const waited = performance.now() - at;
+    t.diagnostic(`dropped ${waited.toFixed(0)} ms after its close frame arrived`);
+    assert.ok(waited >= 200, `the server waited for the answer (${waited.toFixed(0)} ms of its 300 ms closeTimeout)`);
+  });
+
   test('a session client against a server that does not speak sessions closes for good: unsupported', async (t) => {
     // A plain ws server: accepts the upgrade, ignores the parameter, answers the first frame with a non-session reply.
     const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
