@@ -14,8 +14,10 @@
  * (then `connected.ready`), at most `resumeTimeout` (then the connection is
  * terminated and retried, R22). A server that answers anything else does not
  * speak sessions: the client closes for good (`unsupported`) rather than
- * carry on without the guarantee; so it does when the dialer reports that the
- * server refused the session upgrade itself (a server with sessions off).
+ * carry on without the guarantee; so it does when a server with sessions off
+ * closes the connection with 4501 before `attached` (SESSIONS_UNSUPPORTED),
+ * or the dialer reports that such a server refused the session upgrade (the
+ * HTTP 400 of servers before 4501; only the Node client can read it).
  *
  * R22: exponential backoff with full jitter, capped, optional max attempts,
  * never after a deliberate close, reset only after the connection has stayed
@@ -57,7 +59,8 @@ export type ClientEvent =
   /**
    * Sessions: the server does not speak them. While connected: its first answer was not `attached`.
    * While connecting: the dialer saw the server refuse the session upgrade for that reason (Node: HTTP 400
-   * `sessions are not enabled on this server`); retrying the same upgrade would be refused the same way.
+   * `sessions are not enabled on this server`, from servers before the 4501 close); retrying the same
+   * upgrade would be refused the same way.
    */
   | { type: 'session.unsupported'; message: string };
 
@@ -115,6 +118,8 @@ export const clientMachine = setup({
     deliberate: ({ context }) => context.closeRequest !== null,
     /** The client asked for a session: a connection resumes it before it is ready. */
     session: ({ context }) => context.session,
+    /** Sessions: the server closed the connection with SESSIONS_UNSUPPORTED (4501): it has sessions off. */
+    sessionsRefused: ({ event }) => (event as { output?: Closure }).output?.receivedCode === CloseCodes.SESSIONS_UNSUPPORTED,
     /** R22: the failure being handled is consecutive failure number attempt + 1. */
     canRetry: ({ context }) => context.backoff.maxAttempts === 0 || context.attempt + 1 < context.backoff.maxAttempts,
   },
@@ -141,7 +146,7 @@ export const clientMachine = setup({
       closeRequest: () => ({ code: CloseCodes.NORMAL, reason: 'sessions unsupported by the server' }),
       unsupported: true,
     }),
-    /** The upgrade was refused for want of sessions: nothing to close, the client stops with `unsupported`. */
+    /** The server refused the session (its 400, or its 4501 close): nothing to close, the client stops with `unsupported`. */
     markUnsupported: assign({ unsupported: true }),
     /** No `attached` in time: drop this connection (R22 retries). */
     abandonResume: sendTo('connection', { type: 'terminate' as const, reason: 'no session answer in time' }),
@@ -215,6 +220,12 @@ export const clientMachine = setup({
           on: {
             'session.attached': { target: 'ready' },
             'session.unsupported': { target: 'unsupported', actions: ['refuseUnsupported', 'forwardClose'] },
+            // A server with sessions off closes 4501 before attaching: stop, saying why (no retry: it would be closed the same way).
+            'xstate.done.actor.connection': {
+              guard: 'sessionsRefused',
+              target: '#client.closed',
+              actions: [assign({ lastClosure: ({ event }) => event.output }), 'markUnsupported'],
+            },
           },
           after: { resumeTimeout: { target: 'abandoned', actions: 'abandonResume' } },
         },

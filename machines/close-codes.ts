@@ -23,7 +23,19 @@ export const CloseCodes = {
   MESSAGE_TOO_BIG: 1009,
   /** Internal error on the server. */
   INTERNAL_ERROR: 1011,
+  /**
+   * Sessions unsupported: a client asked for a session (`ws-session=1`) and the
+   * server has sessions off. The upgrade is accepted and closed at once with
+   * this code (a browser is shown a close code, never a refused upgrade's
+   * status), so the client stops instead of retrying. 4000 + HTTP 501 (Not
+   * Implemented), in the application range; sent only before the connection
+   * reaches the application, so an application's own 4501 later means nothing here.
+   */
+  SESSIONS_UNSUPPORTED: 4501,
 } as const;
+
+/** The reason sent with SESSIONS_UNSUPPORTED (and the body of the 400 that servers before it sent). */
+export const SESSIONS_UNSUPPORTED_REASON = 'sessions are not enabled on this server';
 
 /** Why a connection ended, in our words (recorded with every closure). */
 export type CloseCause =

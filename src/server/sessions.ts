@@ -46,6 +46,7 @@ import {
   encodeTextData,
   type ResumeFailureReason,
 } from '../protocol/session.ts';
+import { TopicError, validateTopic } from '../protocol/topics.ts';
 import type { Connection, SessionHandle, SessionInfo } from './connection.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import { LogSummary } from './log-summary.ts';
@@ -212,6 +213,12 @@ interface Entry<Auth> {
   adoptedUpTo: number;
   /** The highest request cseq this process ran for the session. */
   lastCseqRun: number;
+}
+
+/** The hub's topic membership (src/server/hub.ts; named here by shape: the hub's room imports the options, which import this file). */
+export interface TopicMembers<Auth> {
+  join(connection: Connection<Auth>, topic: string): boolean;
+  leave(connection: Connection<Auth>, topic: string): boolean;
 }
 
 /** A detached session, for the dashboard. */
@@ -406,32 +413,75 @@ export class Sessions<Auth = unknown> {
     for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0, true);
   }
 
+  /**
+   * A filtered broadcast (the filter sees connections, and stays on this
+   * node): appended at the call to every session a connection here carries
+   * and the filter keeps, judged on that connection. Returns how many.
+   * Not a fan-out: like a send to the session, one that moved to another node
+   * meanwhile becomes a dead letter (`moved`, R12), since no other node gets it.
+   */
+  broadcastFiltered(filter: (connection: Connection<Auth>) => boolean, data: Outbound, binary: boolean): number {
+    let n = 0;
+    for (const entry of this.entries.values()) {
+      const route = entry.routed;
+      if (entry.ended || route === null || !filter(route)) continue;
+      this.append(entry, data, binary, 0);
+      n++;
+    }
+    return n;
+  }
+
   publishSessions(topic: string, data: Outbound, binary: boolean): void {
     const members = this.topicIndex.get(topic);
     if (members) for (const entry of members) this.append(entry, data, binary, 0, true);
   }
 
-  /** A session connection joined or left a topic: the session's membership follows (and survives the connection). */
-  joined(connection: Connection<Auth>, topic: string): void {
-    const entry = this.routedEntry(connection);
-    if (!entry || entry.topics.has(topic)) return;
+  /**
+   * `supervisor.join` on a session connection: the session joins, and the
+   * connection that carries it now, if any, joins the hub's topic (for
+   * `topicsOf`, `memberCount`). That may be another connection than the one
+   * given, or none: a handler can run for a connection that has closed since,
+   * or that a resume took over (a request the store admitted runs whatever
+   * became of its connection: `SessionBinding.request`). The session outlives
+   * its connection, so its membership follows: publishes are kept for it while
+   * detached, and a resume restores it. True if the session joined, false if
+   * it was a member. Throws TopicError as `Hub.join` (`not-connected` only
+   * for a connection whose session has ended).
+   */
+  join(connection: Connection<Auth>, topic: string, hub: TopicMembers<Auth>, maxTopics: number): boolean {
+    const entry = this.liveEntryOf(connection);
+    if (entry === null) return hub.join(connection, topic);
+    validateTopic(topic);
+    const route = entry.routed;
+    const had = entry.topics.has(topic);
+    // The hub checks the limit of the connection that carries the session; with none, the same limit on the session.
+    if (route !== null) hub.join(route, topic);
+    else if (!had && entry.topics.size >= maxTopics) throw new TopicError('too-many-topics', `already in ${maxTopics} topics (the limit per connection)`);
+    if (had) return false;
     entry.topics.add(topic);
     this.index(entry, topic, true);
     // Not kept: a resume elsewhere would come back without it, so the session must not be resumed at all.
     if (!entry.unpersisted) this.store.join(entry.id, topic).catch((err: unknown) => this.unpersist(entry, 'join', err));
+    return true;
   }
 
-  left(connection: Connection<Auth>, topic: string): void {
-    const entry = this.routedEntry(connection);
-    if (!entry || !entry.topics.delete(topic)) return;
+  /** `supervisor.leave` on a session connection: as `join`, the session leaves, and the connection that carries it. */
+  leave(connection: Connection<Auth>, topic: string, hub: TopicMembers<Auth>): boolean {
+    const entry = this.liveEntryOf(connection);
+    if (entry === null) return hub.leave(connection, topic);
+    validateTopic(topic);
+    const route = entry.routed;
+    const hubLeft = route !== null && hub.leave(route, topic);
+    if (!entry.topics.delete(topic)) return hubLeft;
     this.index(entry, topic, false);
     if (!entry.unpersisted) this.store.leave(entry.id, topic).catch((err: unknown) => this.unpersist(entry, 'leave', err));
+    return true;
   }
 
-  private routedEntry(connection: Connection<Auth>): Entry<Auth> | null {
-    const binding = connection.sessionBinding as SessionBinding<Auth> | null;
-    const entry = binding?.entry ?? null;
-    return entry !== null && entry.routed === connection ? entry : null;
+  /** The live session a connection carries or carried (attached, detached, or taken over since); null if none or ended. */
+  private liveEntryOf(connection: Connection<Auth>): Entry<Auth> | null {
+    const entry = (connection.sessionBinding as SessionBinding<Auth> | null)?.entry ?? null;
+    return entry !== null && !entry.ended ? entry : null;
   }
 
   // -------------------------------------------------------------------------
@@ -861,10 +911,11 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   send(data: Outbound, binary: boolean): boolean {
     const entry = this.entry;
     if (entry === null || entry.ended) return false;
-    // The route of the session (the hub reaches it through this connection), a reply of a request running here,
-    // or the application answering on a connection that has closed since (a reply outlives its connection: the
-    // session keeps it). Anything else on a connection taken over but not yet closed is refused: the hub may still
-    // reach it with a filtered broadcast, and the new one gets the same message.
+    // The route of the session, a reply of a request running here, or the application answering on a connection
+    // that has closed since (a reply outlives its connection: the session keeps it). Anything else on a connection
+    // taken over but not yet closed is refused: the application's send to the connection it had, not to the session.
+    // (Broadcasts never come this way: the supervisor appends them to the sessions at the call, `broadcastSessions`,
+    // `broadcastFiltered`, so a fan-out that reaches the old connection late cannot add a copy nor skip the session.)
     if (entry.routed !== this.connection && this.live && this.running === 0) return false;
     this.sessions.append(entry, data, binary, this.running);
     return true;

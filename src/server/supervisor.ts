@@ -11,7 +11,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Server as TlsServer } from 'node:tls';
 import { WebSocketServer, type ServerOptions } from 'ws';
-import type { Closure } from '../../machines/close-codes.ts';
+import { CloseCodes, SESSIONS_UNSUPPORTED_REASON, type Closure } from '../../machines/close-codes.ts';
 import {
   AddressCounts,
   AdmissionError,
@@ -323,10 +323,21 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     const binary = options.binary ?? typeof data !== 'string';
     const payload = typeof data === 'string' ? Buffer.from(data) : data;
     if (options.from && !options.from.charge(this.hub.size * payload.length)) return { accepted: 0, refused: 0, overBudget: true };
-    const result = this.hub.broadcast(payload, { binary, ...(options.filter ? { filter: options.filter } : {}) });
-    // Every session gets it, attached or not (a filter sees connections only: a filtered one reaches attached sessions through their connection).
-    if (this.sessions !== null && !options.filter) this.sessions.broadcastSessions(payload, binary);
-    if (!options.local && !options.filter) this.fanOut({ kind: 'broadcast', topic: null, data: payload, binary });
+    const filter = options.filter;
+    const sessions = this.sessions;
+    if (filter === undefined) {
+      const result = this.hub.broadcast(payload, { binary });
+      // Every session gets it, attached or not.
+      sessions?.broadcastSessions(payload, binary);
+      if (!options.local) this.fanOut({ kind: 'broadcast', topic: null, data: payload, binary });
+      return result;
+    }
+    if (sessions === null) return this.hub.broadcast(payload, { binary, filter });
+    // A filter sees connections: the sessions attached here get it at the call, through the connection that carries
+    // each (docs/sessions.md, "Integration"); the hub's fan-out, which may reach a connection turns later (sliced),
+    // after its session moved to another connection, skips session connections. Each session once, in call order.
+    const result = this.hub.broadcast(payload, { binary, filter: (c) => c.sessionBinding === null && filter(c) });
+    result.accepted += sessions.broadcastFiltered(filter, payload, binary);
     return result;
   }
 
@@ -351,19 +362,19 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
    * Adds a live connection to `topic` (membership is per node: publishes from
    * every node reach it). True if it joined, false if already a member.
    * Throws TopicError: invalid-topic, too-many-topics, not-connected. The
-   * membership ends with the connection (R3).
+   * membership ends with the connection (R3); on a session connection it is
+   * the session's, and ends with the session (docs/sessions.md).
    */
   join(connection: Connection<Auth>, topic: string): boolean {
-    const joined = this.hub.join(connection, topic);
-    if (connection.sessionBinding !== null) this.sessions?.joined(connection, topic);
-    return joined;
+    // A session connection: the session joins, even when this connection has closed since (docs/sessions.md).
+    if (connection.sessionBinding !== null && this.sessions !== null) return this.sessions.join(connection, topic, this.hub, this.options.maxTopicsPerConnection);
+    return this.hub.join(connection, topic);
   }
 
   /** Removes a connection from `topic`; true if it was a member. Throws TopicError('invalid-topic') on a bad name. */
   leave(connection: Connection<Auth>, topic: string): boolean {
-    const left = this.hub.leave(connection, topic);
-    if (connection.sessionBinding !== null) this.sessions?.left(connection, topic);
-    return left;
+    if (connection.sessionBinding !== null && this.sessions !== null) return this.sessions.leave(connection, topic, this.hub);
+    return this.hub.leave(connection, topic);
   }
 
   /** The topics a connection is in (empty once it has closed). */
@@ -420,6 +431,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       refuseUpgrade(socket, { status: 503, message: 'server is shutting down' });
     }
     this.admitting.clear();
+    for (const ws of this.sessionless) ws.terminate();
     const closing: Promise<Closure>[] = [];
     for (const connection of this.hub.values()) {
       closing.push(connection.close(1001, 'server shutting down', 'shutdown'));
@@ -488,10 +500,10 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
         message: `too many connections from ${address} (limit ${this.options.maxConnectionsPerAddress} per address)`,
       };
     }
-    // A session is asked for in the URL (docs/sessions.md): refused here when malformed or when sessions are off.
+    // A session is asked for in the URL (docs/sessions.md): refused here when malformed. With sessions off, a
+    // well-formed ask is accepted and closed at once with 4501 (`closeSessionless`): a browser cannot read a 400.
     const wantsSession = sessionRequested(request.url ?? '/');
     if (!wantsSession.ok) return { status: 400, reason: 'bad-request', message: wantsSession.error };
-    if (wantsSession.requested && this.sessions === null) return { status: 400, reason: 'bad-request', message: 'sessions are not enabled on this server' };
     if (this.hub.size + this.admitting.size + (this.sessions?.pending.size ?? 0) >= this.options.maxConnections) {
       return {
         status: 503,
@@ -559,8 +571,37 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       // ws owns the socket now, with its own listeners: ours go (leaving ws's, so no event key is deleted),
       // but for the one 'close' listener that frees the address's count.
       socket.off('error', ignore);
+      if (this.sessions === null && wantsSession(request)) return this.closeSessionless(ws, request);
       this.open(ws, socket, request, auth as Auth);
     });
+  }
+
+  /** Upgrades accepted only to be closed 4501 (sessions off), until their socket closes: terminated by close() (R3). */
+  private readonly sessionless = new Set<import('ws').WebSocket>();
+
+  /**
+   * A client asked for a session and this server has sessions off: the
+   * upgrade is accepted and closed at once with 4501 and the reason
+   * (docs/protocol.md). A browser is never shown a refused upgrade's status,
+   * only a close code, so both clients can stop (`unsupported`) instead of
+   * retrying. Not a connection: no hub entry, no `connection` event; counted
+   * as refused (`sessions-off`). The handshake is bounded by closeTimeout (R16).
+   */
+  private closeSessionless(ws: import('ws').WebSocket, request: IncomingMessage): void {
+    this.metrics.refusedTotal.inc({ reason: 'sessions-off' });
+    this.logger?.info(
+      { code: CloseCodes.SESSIONS_UNSUPPORTED, reason: 'sessions-off', url: request.url, origin: request.headers.origin, remote: request.socket.remoteAddress },
+      `session refused: ${SESSIONS_UNSUPPORTED_REASON} (closed ${CloseCodes.SESSIONS_UNSUPPORTED})`,
+    );
+    this.sessionless.add(ws);
+    ws.on('error', ignore);
+    const timer = setTimeout(() => ws.terminate(), this.options.timing.closeTimeout);
+    timer.unref();
+    ws.once('close', () => {
+      clearTimeout(timer);
+      this.sessionless.delete(ws);
+    });
+    ws.close(CloseCodes.SESSIONS_UNSUPPORTED, SESSIONS_UNSUPPORTED_REASON);
   }
 
   /** The peer's address and port; behind a trusted proxy, the client X-Forwarded-For names (its port unknown). */
@@ -670,3 +711,9 @@ function pathOf(request: IncomingMessage): string {
 }
 
 function ignore(): void {}
+
+/** The upgrade asked for a session (a malformed ask was refused 400 at admission). */
+function wantsSession(request: IncomingMessage): boolean {
+  const asked = sessionRequested(request.url ?? '/');
+  return asked.ok && asked.requested;
+}

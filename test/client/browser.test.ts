@@ -4,7 +4,8 @@
 // pushes (R24), reconnection with backoff after a server restart with a
 // request made during the outage sent once afterwards (R22, R23), the
 // application-level heartbeat (R7), a heartbeat timeout on a frozen server
-// (R4), and the bounded send buffer (R11).
+// (R4), the bounded send buffer (R11), and sessions: a resume after a TCP
+// cut, the session heartbeat, and a server with sessions off (close 4501).
 // Chromium is Debian's (playwright-core drives it; nothing is downloaded);
 // without it the tests print SKIPPED and skip, and fail under CI=true.
 import { test, type TestContext } from 'node:test';
@@ -306,6 +307,27 @@ test('browser client: session: true resumes after a TCP cut — pushes sent mean
   const m = await metricsOf(server.base);
   assert.equal(metric(m, 'ws_supervisor_session_resumes_total', { result: 'resumed', reason: 'none' }), 1);
   // (That the server ran each request once is held by test/server/sessions*.test.ts, where the handler counts.)
+});
+
+test('browser client: session: true against a server with sessions off stops at once — unsupported, the 4501 close and its reason, no retry', { timeout: pace.scaled(60_000) }, async (t) => {
+  if (!ready(t)) return;
+  // No --sessions. A browser cannot read a refused upgrade's status; the server accepts the upgrade and closes 4501.
+  const server = await startCliServer(FAST, t);
+  const page = await clientPage(t, server, { session: true, backoff: { initialDelay: 20, maxDelay: 50 } });
+  await page.evaluate(`window.during = { errors: [] };
+    h.client.ended.then((o) => (h.end = o));
+    void h.client.request('never').then(() => during.errors.push('resolved'), (e) => during.errors.push(e.code + ': ' + e.message))`);
+  await until(page, 'h.end !== undefined && during.errors.length === 1');
+  const end = (await page.evaluate('h.end')) as { reason: string; lastClosure: Record<string, unknown> };
+  assert.equal(end.reason, 'unsupported');
+  assert.deepEqual(end.lastClosure, { code: 4501, reason: 'sessions are not enabled on this server', initiator: 'remote', cause: 'peer', expected: false, receivedCode: 4501 });
+  assert.deepEqual(await page.evaluate('during.errors'), ['client-closed: the server does not speak sessions (sessions are not enabled on this server): request 1 not answered']);
+  await new Promise((r) => setTimeout(r, 300)); // a retry (backoff ≤ 50 ms) would be here by now
+  assert.deepEqual(await states(page), ['connecting', 'resuming', 'closed'], 'one attempt, then closed for good');
+  assert.equal((await page.evaluate('h.closes') as unknown[]).length, 1);
+  const m = await metricsOf(server.base);
+  assert.equal(metric(m, 'ws_supervisor_refused_upgrades_total', { reason: 'sessions-off' }), 1);
+  assert.equal(metric(m, 'ws_supervisor_connections_opened_total'), 0, 'not a connection of the application');
 });
 
 test('browser client: session with the app heartbeat — the heartbeat is the session ping (rttMs, open ⇄ pinging, nothing numbered), and a frozen server is dropped and the session resumed', { timeout: pace.scaled(60_000) }, async (t) => {

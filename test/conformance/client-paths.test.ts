@@ -8,7 +8,8 @@
  * means: accept the upgrade, refuse it (HTTP 503), never answer it, close
  * with 1001, cut TCP, answer the client's close; with sessions, answer the
  * client's open/resume with `attached`, or with a plain message (a server
- * without sessions), or not at all.
+ * without sessions), or not at all, or close 4501 (sessions off), or refuse
+ * the upgrade with 400 (sessions off, a server from before 4501).
  *
  * After each step the client's snapshot (from its `inspect` stream, right
  * after the step's event) must equal the model's — the path's events replayed
@@ -34,6 +35,7 @@ import {
   CONNECTION_DONE,
   NETWORK_DROP,
   SERVER_RESTART,
+  SESSIONS_OFF,
   UNSUPPORTED_CLOSE,
   backoff,
   label,
@@ -270,7 +272,7 @@ const SERVER_ACTIONS: Record<string, ServerAction> = {
     },
   },
   'session.unsupported': {
-    means: 'sessions: while connecting, the server refuses the session upgrade with HTTP 400 (sessions off: scripted by the step before); once connected, the server answers the client\'s open frame with a plain message (a server without sessions); either way the client stops for good (closing 1000 when connected)',
+    means: 'sessions: while connecting, the server refuses the session upgrade with HTTP 400 (sessions off, a server from before the 4501 close: scripted by the step before); once connected, the server answers the client\'s open frame with a plain message (a server without sessions); either way the client stops for good (closing 1000 when connected)',
     act: async (run) => {
       if (run.client.machine.getSnapshot().matches('connecting')) return;
       const conn = run.connection;
@@ -280,14 +282,14 @@ const SERVER_ACTIONS: Record<string, ServerAction> = {
     },
   },
   [CONNECTION_DONE]: {
-    means: 'SERVER_RESTART: the server sends close 1001 "server restart" (the client echoes it); NETWORK_DROP: the server cuts TCP; answered: the server echoes the client\'s close frame and ends TCP; ABANDONED: nothing (the client terminated the connection itself when the resume timed out)',
+    means: 'SERVER_RESTART: the server sends close 1001 "server restart" (the client echoes it); SESSIONS_OFF: the server sends close 4501 "sessions are not enabled on this server" before attaching (a server of this library with sessions off; the client echoes it and stops); NETWORK_DROP: the server cuts TCP; answered: the server echoes the client\'s close frame and ends TCP; ABANDONED: nothing (the client terminated the connection itself when the resume timed out)',
     act: async (run, e) => {
       const { output } = e as unknown as ConnectionDone;
       if (output === ABANDONED) return;
       const conn = run.connection;
-      if (output === SERVER_RESTART) {
-        run.expectedFromClient.set(run.server.connections.length - 1, 1001);
-        conn.sendClose(1001, 'server restart');
+      if (output === SERVER_RESTART || output === SESSIONS_OFF) {
+        run.expectedFromClient.set(run.server.connections.length - 1, output.code);
+        conn.sendClose(output.code, output.reason);
       } else if (output === NETWORK_DROP) conn.cut();
       else {
         await run.server.waitFor(() => conn.closeFrames.length > 0, guard(3000), "the client's close frame");

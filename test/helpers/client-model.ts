@@ -77,6 +77,8 @@ export const ABANDONED: Closure = { code: 1006, reason: ABANDON.reason, initiato
 /** What the Node dialer reports when the server refuses the session upgrade (sessions off). */
 export const REFUSED_UPGRADE: ClientEvent = { type: 'session.unsupported', message: 'server refused the upgrade: HTTP 400 sessions are not enabled on this server' };
 export const UNSUPPORTED_CLOSE = { code: 1000, reason: 'sessions unsupported by the server' };
+/** How a server of this library with sessions off ends a session connection before attaching (the client echoes it). */
+export const SESSIONS_OFF: Closure = { code: 4501, reason: 'sessions are not enabled on this server', initiator: 'remote', cause: 'peer', expected: false, receivedCode: 4501 };
 export const closeSamples: ClientEvent[] = [
   { type: 'close' },
   { type: 'close', code: 4000, reason: 'user logged out' },
@@ -89,13 +91,14 @@ export interface ConnectionDone {
 /**
  * How a connection may end: the peer or the network ends it, or the peer
  * answers our close; an abandoned resume (no close asked for) ends by its
- * terminate.
+ * terminate; while resuming, a server with sessions off closes it 4501.
  */
 export function doneSamples(snapshot: ClientSnapshot): ConnectionDone[] {
   const { closeRequest } = snapshot.context;
   const endings =
     closeRequest !== null ? [answered(closeRequest), NETWORK_DROP]
     : snapshot.matches({ connected: 'abandoned' }) ? [ABANDONED]
+    : snapshot.matches({ connected: 'resuming' }) ? [SERVER_RESTART, NETWORK_DROP, SESSIONS_OFF]
     : [SERVER_RESTART, NETWORK_DROP];
   return endings.map((output) => ({ type: CONNECTION_DONE, output, actorId: 'connection' }));
 }

@@ -107,6 +107,8 @@ const CLIENT_MACHINE_TRANSITIONS: readonly string[] = [
   // Sessions: the resume step and its two ways out.
   'client.connected.resuming: session.attached → client.connected.ready',
   'client.connected.resuming: session.unsupported → client.connected.unsupported',
+  // Sessions: a server with sessions off closes 4501 before attaching: no retry.
+  'client.connected.resuming: xstate.done.actor.connection if sessionsRefused → client.closed',
   'client.connected.resuming: xstate.after.resumeTimeout.client.connected.resuming → client.connected.abandoned',
   'client.waiting: close → client.closed',
   'client.waiting: xstate.after.backoff.client.waiting → client.connecting',
@@ -458,7 +460,14 @@ function rulesSay(timeline: readonly Entry[], options: BackoffOptions, session: 
         x.retries = 0;
         x.stable = true;
       } else if (e.type === 'finished') {
-        if (x.closeRequest !== null) {
+        if (x.sub === 'resuming' && e.closure.receivedCode === 4501) {
+          // A server with sessions off closed it before attaching: stop for good, saying why (R22 would get the same answer).
+          x.unsupported = true;
+          x.lastClosure = e.closure;
+          x.output = { reason: 'unsupported', lastClosure: e.closure };
+          x.closedAt ??= index;
+          enter('closed', h.at);
+        } else if (x.closeRequest !== null) {
           x.lastClosure = e.closure;
           x.output = { reason: x.unsupported ? 'unsupported' : 'closed', lastClosure: e.closure };
           enter('closed', h.at);

@@ -23,9 +23,10 @@ import type net from 'node:net';
 import { test, type TestContext } from 'node:test';
 import WebSocket from 'ws';
 import { MemorySessionStore } from '../../src/adapter/memory-session-store.ts';
-import type { RequestVerdict } from '../../src/adapter/session-store.ts';
+import type { RequestVerdict, ResumeClaim, VerifyResult } from '../../src/adapter/session-store.ts';
 import { createClient } from '../../src/client/node.ts';
-import { createSupervisor, type Supervisor } from '../../src/index.ts';
+import { createSupervisor, type Connection, type Supervisor } from '../../src/index.ts';
+import type { TopicError } from '../../src/protocol/topics.ts';
 import { decodeServerFrame, encodeResume, encodeTextData } from '../../src/protocol/session.ts';
 import type { SessionLifecycleEvent } from '../../src/server/sessions.ts';
 import { waitFor } from '../helpers/server.ts';
@@ -49,6 +50,15 @@ class GatedStore extends MemorySessionStore {
     gate?.open();
   }
 
+  /** Called as a resume's token is verified, before the session is taken over (the old connection still carries it). */
+  onVerify: (() => void) | null = null;
+
+  override async verify(claim: ResumeClaim): Promise<VerifyResult> {
+    const verdict = await super.verify(claim);
+    this.onVerify?.();
+    return verdict;
+  }
+
   override async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
     // The store decides now (as a store would, at the call); only its answer is late.
     const verdict = await super.beginRequest(id, cseq);
@@ -70,19 +80,44 @@ interface Server {
   events: SessionLifecycleEvent[];
 }
 
-async function start(t: TestContext): Promise<Server> {
+interface Request {
+  requestID: number;
+  command: string;
+  someOtherThing: string;
+}
+
+/**
+ * What the handler does after counting the run; default: echo `someOtherThing`.
+ * Commands: `join`/`leave` the topic named in someOtherThing (the reply says
+ * what supervisor.join/leave answered, or the error it threw); `filtered`:
+ * a broadcast with a filter that keeps every connection.
+ */
+function handle(supervisor: Supervisor, connection: Connection, request: Request): void {
+  const reply = (fields: object): void => void connection.send(JSON.stringify({ requestID: request.requestID, ...fields }));
+  try {
+    if (request.command === 'join') return reply({ success: true, someOtherThing: String(supervisor.join(connection, request.someOtherThing)) });
+    if (request.command === 'leave') return reply({ success: true, someOtherThing: String(supervisor.leave(connection, request.someOtherThing)) });
+  } catch (err) {
+    return reply({ success: false, error: `${(err as TopicError).code}: ${(err as Error).message}` });
+  }
+  if (request.command === 'filtered') supervisor.broadcast(`{"command":"filtered","someOtherThing":${JSON.stringify(request.someOtherThing)}}`, { filter: () => true });
+  reply({ success: true, someOtherThing: request.someOtherThing });
+}
+
+async function start(t: TestContext, options: { fanOutSlice?: number } = {}): Promise<Server> {
   const store = new GatedStore();
   const runs = new Map<number, number>();
   const server = http.createServer();
-  const supervisor = createSupervisor({
+  const supervisor: Supervisor = createSupervisor({
     server,
     path: '/server',
     sessions: { store },
     timing: { closeTimeout: 300 },
+    ...(options.fanOutSlice !== undefined ? { fairness: { fanOutSlice: options.fanOutSlice } } : {}),
     onMessage(connection, data) {
-      const request = JSON.parse(data.toString()) as { requestID: number; someOtherThing: string };
+      const request = JSON.parse(data.toString()) as Request;
       runs.set(request.requestID, (runs.get(request.requestID) ?? 0) + 1);
-      connection.send(JSON.stringify({ requestID: request.requestID, success: true, someOtherThing: request.someOtherThing }));
+      handle(supervisor, connection, request);
     },
   });
   const events: SessionLifecycleEvent[] = [];
@@ -190,4 +225,168 @@ test('a request admitted by the store on a connection the session was taken over
   await waitFor(() => framesB.length >= 3, 5_000, 'the answer to the re-sent request');
   assert.deepEqual(decodeServerFrame(framesB[2]!, false), { kind: 'duplicate', cseq: 1, replySeqs: [1] });
   assert.equal(srv.runs.get(1), 1, 'the re-sent request did not run again');
+});
+
+// ---------------------------------------------------------------------------
+// A filtered broadcast (`filter` sees connections) while a session moves from one connection to another: each
+// session gets it exactly once (docs/sessions.md, "Integration", fan-out).
+
+/** A raw session connection (the test drives the frames), with the frames it received. */
+async function rawSession(t: TestContext, url: string, first: string): Promise<{ ws: WebSocket; frames: string[] }> {
+  const ws = new WebSocket(`${url}?ws-session=1`);
+  t.after(() => ws.terminate());
+  const frames: string[] = [];
+  ws.on('message', (d) => frames.push(d.toString()));
+  await new Promise((r) => ws.once('open', r));
+  ws.send(first);
+  await waitFor(() => frames.length >= 1, 5_000, 'the attached frame');
+  return { ws, frames };
+}
+
+function attachedOf(frame: string) {
+  const f = decodeServerFrame(frame, false);
+  assert.equal(f.kind, 'attached');
+  if (f.kind !== 'attached') throw new Error('not attached');
+  return f;
+}
+
+/** The data payloads among `frames` that are the filtered broadcast `text`. */
+function filteredCopies(frames: string[], text: string): number {
+  return frames.filter((f) => {
+    const d = decodeServerFrame(f, false);
+    return d.kind === 'data' && d.payload === `{"command":"filtered","someOtherThing":"${text}"}`;
+  }).length;
+}
+
+test('a filtered broadcast in the turn of a takeover, while the old connection is still in the hub, reaches the session once', async (t) => {
+  const srv = await start(t);
+  const a = await rawSession(t, srv.url, '{"session":"open"}');
+  const attached = attachedOf(a.frames[0]!);
+  // The application broadcasts as the session is taken over: the old connection is being terminated (its machine
+  // closed) but the hub lets go of it only after this turn's event, so the fan-out still visits it.
+  let hubAtTakeover: string[] = [];
+  srv.supervisor.on('session', (e) => {
+    if (e.type !== 'resumed') return;
+    hubAtTakeover = [...srv.supervisor.hub.values()].map((c) => c.id);
+    srv.supervisor.broadcast('{"command":"filtered","someOtherThing":"takeover"}', { filter: () => true });
+  });
+  const b = await rawSession(t, srv.url, encodeResume({ id: attached.id, token: attached.token, lastSeq: 0, epoch: attached.epoch }));
+  assert.equal(attachedOf(b.frames[0]!).resumed, true);
+  assert.equal(hubAtTakeover.length, 2, 'both connections were in the hub (the interleaving under test)');
+  b.ws.send(encodeTextData(1, '{"requestID":1,"command":"echo","someOtherThing":"probe"}'));
+  await waitFor(() => b.frames.some((f) => f.includes('"probe"')), 5_000, 'the probe reply');
+  assert.equal(filteredCopies(b.frames, 'takeover') + filteredCopies(a.frames.slice(1), 'takeover'), 1, `once: B ${JSON.stringify(b.frames)}`);
+  const seqs = b.frames.map((f) => decodeServerFrame(f, false)).flatMap((d) => (d.kind === 'data' ? [d.seq] : []));
+  assert.deepEqual(seqs, [1, 2], 'the broadcast, then the probe reply');
+});
+
+test('a sliced filtered broadcast that reaches a session\'s old connection after a takeover still reaches the session, once', async (t) => {
+  // One recipient per turn: the fan-out is under way over several turns.
+  const srv = await start(t, { fanOutSlice: 1 });
+  // Plain connections registered before the session's: the slices reach them first.
+  const plain: WebSocket[] = [];
+  for (let i = 0; i < 3; i++) {
+    const ws = new WebSocket(srv.url);
+    t.after(() => ws.terminate());
+    await new Promise((r) => ws.once('open', r));
+    plain.push(ws);
+  }
+  const a = await rawSession(t, srv.url, '{"session":"open"}');
+  const attached = attachedOf(a.frames[0]!);
+  assert.equal(srv.supervisor.hub.size, 4);
+  // The broadcast is called while connection A still carries the session, in the turn that takes it over (as the
+  // resume is verified, before its replay is read): the slices reach A only after B carries the session.
+  let result: ReturnType<Supervisor['broadcast']> | null = null;
+  srv.store.onVerify = () => {
+    srv.store.onVerify = null;
+    result = srv.supervisor.broadcast('{"command":"filtered","someOtherThing":"sliced"}', { filter: () => true });
+  };
+  const b = await rawSession(t, srv.url, encodeResume({ id: attached.id, token: attached.token, lastSeq: 0, epoch: attached.epoch }));
+  assert.equal(attachedOf(b.frames[0]!).resumed, true);
+  assert.ok(result !== null && (result as { deferred?: number }).deferred !== undefined, `the broadcast was sliced: ${JSON.stringify(result)}`);
+  await waitFor(() => srv.supervisor.hub.pendingFanOuts === 0, 5_000, 'the fan-out to finish');
+  b.ws.send(encodeTextData(1, '{"requestID":1,"command":"echo","someOtherThing":"probe"}'));
+  await waitFor(() => b.frames.some((f) => f.includes('"probe"')), 5_000, 'the probe reply');
+  // The client's stream is B's (A is half-open in real life: what A was written, the client dedupes by seq).
+  assert.equal(filteredCopies(b.frames, 'sliced'), 1, `the session got the filtered broadcast once: B ${JSON.stringify(b.frames)}`);
+  const seqs = b.frames.map((f) => decodeServerFrame(f, false)).flatMap((d) => (d.kind === 'data' ? [d.seq] : []));
+  assert.deepEqual(seqs, [1, 2], 'the broadcast (replayed), then the probe reply');
+});
+
+test('a sliced filtered broadcast and an unfiltered one after it reach a session in the order they were sent, as a plain connection', async (t) => {
+  const srv = await start(t, { fanOutSlice: 1 });
+  const plainFrames: string[] = [];
+  const plain = new WebSocket(srv.url);
+  t.after(() => plain.terminate());
+  plain.on('message', (d) => plainFrames.push(d.toString()));
+  await new Promise((r) => plain.once('open', r));
+  const s = await rawSession(t, srv.url, '{"session":"open"}');
+  const first = srv.supervisor.broadcast('{"command":"filtered","someOtherThing":"first"}', { filter: () => true });
+  srv.supervisor.broadcast('{"command":"broadcast","someOtherThing":"second"}');
+  assert.ok(first.deferred !== undefined, `the filtered broadcast was sliced: ${JSON.stringify(first)}`);
+  await waitFor(() => plainFrames.length === 2 && s.frames.length === 3, 5_000, 'both broadcasts on both connections');
+  assert.deepEqual(plainFrames.map((f) => JSON.parse(f).someOtherThing), ['first', 'second']);
+  const payloads = s.frames.slice(1).map((f) => decodeServerFrame(f, false)).map((d) => (d.kind === 'data' ? JSON.parse(d.payload as string).someOtherThing : d.kind));
+  assert.deepEqual(payloads, ['first', 'second'], 'the session got them in the order sent');
+});
+
+// ---------------------------------------------------------------------------
+// A join (or leave) run for a connection that has closed since: the session's membership follows, since the
+// session outlives its connection (docs/sessions.md, "Topics while detached").
+
+for (const when of ['while the session is detached', 'after the client resumed'] as const) {
+  test(`a join admitted by the store, whose connection is cut before it runs, joins the session (${when}): answered, publishes reach it, the resume restores it`, async (t) => {
+    const srv = await start(t);
+    const client = sessionClient(t, srv.url);
+    const pushed: string[] = [];
+    client.on('push', (p) => pushed.push(String(p.someOtherThing)));
+    await waitFor(() => client.state === 'open' && client.sessionId !== null, 5_000, 'the session to attach');
+
+    srv.store.hold();
+    const reply = client.request('join', 'news');
+    await waitFor(() => srv.store.held.length === 1, 5_000, 'the store to admit the join');
+    cut(srv);
+    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 5_000, 'the session to detach');
+    if (when === 'after the client resumed') await waitFor(() => srv.events.some((e) => e.type === 'resumed'), 5_000, 'the client to resume');
+    srv.store.release();
+    // The handler ran for the closed connection: supervisor.join answered true (joined), it did not throw not-connected.
+    const answered = await reply;
+    assert.equal(answered.success, true, `the join was answered without an error: ${JSON.stringify(answered)}`);
+    assert.equal(answered.someOtherThing, 'true');
+    assert.equal(srv.runs.get(1), 1);
+    // A publish now reaches the session (kept for it while detached, written once it is back).
+    srv.supervisor.publish('news', '{"command":"publish","topic":"news","someOtherThing":"joined late"}');
+    await waitFor(() => client.resumed === true, 5_000, 'the resume');
+    await waitFor(() => pushed.length === 1, 5_000, 'the publish');
+    assert.deepEqual(pushed, ['joined late']);
+    const live = [...srv.supervisor.hub.values()];
+    assert.equal(live.length, 1);
+    assert.deepEqual(srv.supervisor.topicsOf(live[0]!), ['news'], 'the new connection is in the topic');
+    assert.equal((await client.request('echo', 'after')).someOtherThing, 'after');
+  });
+}
+
+test('a leave admitted by the store, whose connection is cut before it runs, leaves the session\'s topic', async (t) => {
+  const srv = await start(t);
+  const client = sessionClient(t, srv.url);
+  const pushed: string[] = [];
+  client.on('push', (p) => pushed.push(String(p.someOtherThing)));
+  await waitFor(() => client.state === 'open' && client.sessionId !== null, 5_000, 'the session to attach');
+  assert.equal((await client.request('join', 'news')).someOtherThing, 'true');
+
+  srv.store.hold();
+  const reply = client.request('leave', 'news');
+  await waitFor(() => srv.store.held.length === 1, 5_000, 'the store to admit the leave');
+  cut(srv);
+  await waitFor(() => srv.events.some((e) => e.type === 'detached'), 5_000, 'the session to detach');
+  srv.store.release();
+  const answered = await reply;
+  assert.equal(answered.success, true, JSON.stringify(answered));
+  assert.equal(answered.someOtherThing, 'true', 'it was a member: left');
+  srv.supervisor.publish('news', '{"command":"publish","topic":"news","someOtherThing":"not for it"}');
+  await waitFor(() => client.resumed === true, 5_000, 'the resume');
+  // A probe request answered after the publish: the publish, had it been kept for the session, came before it.
+  assert.equal((await client.request('echo', 'probe')).someOtherThing, 'probe');
+  assert.deepEqual(pushed, []);
+  assert.deepEqual(srv.supervisor.topicsOf([...srv.supervisor.hub.values()][0]!), []);
 });

@@ -19,7 +19,7 @@ import { describe, test, type TestContext } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { createClient, type Client, type NodeClientOptions, type Push } from '../../src/client/node.ts';
 import type { ResumeEvent } from '../../src/client/client.ts';
-import { createSupervisor, type Connection, type Supervisor, type SupervisorOptions } from '../../src/index.ts';
+import { CloseCodes, createSupervisor, type Connection, type Supervisor, type SupervisorOptions } from '../../src/index.ts';
 import { handleText, type TopicMembership } from '../../src/protocol/codec.ts';
 import type { SessionLifecycleEvent } from '../../src/server/sessions.ts';
 import { delay, waitFor } from '../helpers/server.ts';
@@ -527,15 +527,47 @@ describe('sessions: opting in, and nobody else sees a change', () => {
     assert.deepEqual(srv.events, [], 'no session events');
   });
 
-  test('the upgrade refuses ws-session other than 1, and ws-session=1 on a server without sessions (400, with the reason)', async (t) => {
+  test('the upgrade refuses ws-session other than 1 (400, with the reason); a server without sessions accepts ws-session=1 and closes it at once with 4501 and the reason', async (t) => {
     const srv = await startSessionServer(t);
     const { reply: bad } = await rawUpgrade(srv.port, { path: '/server?ws-session=yes' });
     assert.equal(bad.status, 400);
     assert.match(bad.body, /ws-session must be given once, as 1; got "yes"/);
     const off = await startSessionServer(t, { sessions: undefined });
-    const { reply: refused } = await rawUpgrade(off.port, { path: '/server?ws-session=1' });
-    assert.equal(refused.status, 400);
-    assert.match(refused.body, /sessions are not enabled on this server/);
+    const announced: Connection[] = [];
+    off.supervisor.on('connection', (c) => announced.push(c));
+    const ws = new WebSocket(`${off.url}?ws-session=1`);
+    const frames: string[] = [];
+    ws.on('message', (d) => frames.push(d.toString()));
+    ws.once('open', () => ws.send('{"session":"open"}'));
+    const closed = await new Promise<{ code: number; reason: string }>((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    assert.deepEqual(closed, { code: CloseCodes.SESSIONS_UNSUPPORTED, reason: 'sessions are not enabled on this server' });
+    assert.equal(closed.code, 4501);
+    assert.deepEqual(frames, [], 'nothing but the close');
+    assert.deepEqual(announced, [], 'not a connection of the application');
+    assert.equal(off.supervisor.hub.size, 0);
+    assert.match(await off.supervisor.metrics.registry.metrics(), /ws_supervisor_refused_upgrades_total\{reason="sessions-off"\} 1/);
+    // The clients that do not ask for a session are served as before.
+    const plain = new WebSocket(off.url);
+    t.after(() => plain.terminate());
+    await new Promise((r) => plain.once('open', r));
+    plain.send('{"requestID":1,"command":"echo"}');
+    assert.equal(JSON.parse((await new Promise<WebSocket.RawData>((r) => plain.once('message', r))).toString()).success, true);
+  });
+
+  test('a server without sessions bounds the 4501 close by closeTimeout (R16): a peer that never answers it is terminated', async (t) => {
+    const off = await startSessionServer(t, { sessions: undefined }); // closeTimeout 300 ms
+    const { reply, ws } = await rawUpgrade(off.port, { path: '/server?ws-session=1', allowHalfOpen: true });
+    assert.equal(reply.status, 101);
+    assert.ok(ws);
+    const frame = await ws.closeFrame();
+    const at = performance.now();
+    assert.deepEqual(frame, { code: 4501, reason: 'sessions are not enabled on this server' });
+    t.after(() => ws.socket.destroy());
+    // No answer from us: the server waits for it up to closeTimeout, then drops the socket (its FIN: we keep our half open).
+    await waitFor(() => ws.ended, 5_000, 'the server to drop the socket');
+    const waited = performance.now() - at;
+    t.diagnostic(`dropped ${waited.toFixed(0)} ms after its close frame arrived`);
+    assert.ok(waited >= 200, `the server waited for the answer (${waited.toFixed(0)} ms of its 300 ms closeTimeout)`);
   });
 
   test('a session client against a server that does not speak sessions closes for good: unsupported', async (t) => {
@@ -550,11 +582,41 @@ describe('sessions: opting in, and nobody else sees a change', () => {
     assert.equal(output.lastClosure?.reason, 'sessions unsupported by the server');
   });
 
-  test('a session client against this library with sessions off (HTTP 400) stops at once: unsupported, with the reason, no retry', async (t) => {
+  test('a session client against this library with sessions off (close 4501) stops at once: unsupported, with the reason, no retry', async (t) => {
     const off = await startSessionServer(t, { sessions: undefined });
-    let refusals = 0;
-    off.supervisor.on('refused', () => refusals++);
+    let upgrades = 0;
+    off.supervisor.on('refused', () => assert.fail('no HTTP refusal'));
     const client = createClient(off.url, { session: true, timing: { pingInterval: 0, closeTimeout: 300 }, backoff: { initialDelay: 10, maxDelay: 20 } });
+    client.on('state', (s) => s.state === 'resuming' && upgrades++);
+    const closes: Array<{ code: number; reason: string }> = [];
+    client.on('close', (c) => closes.push({ code: c.code, reason: c.reason }));
+    const request = client.request('echo', 'x');
+    await bounded(client.ended, 'the client to stop');
+    const output = await client.ended;
+    assert.equal(output.reason, 'unsupported');
+    assert.equal(output.lastClosure?.code, 4501);
+    assert.equal(output.lastClosure?.receivedCode, 4501);
+    assert.equal(output.lastClosure?.reason, 'sessions are not enabled on this server');
+    assert.deepEqual(closes, [{ code: 4501, reason: 'sessions are not enabled on this server' }], 'one connection, reported once');
+    assert.equal(client.state, 'closed');
+    assert.equal(client.resumed, null, 'no session, so nothing resumed');
+    await assert.rejects(request, (err: Error & { code?: string }) => err.code === 'client-closed' && /does not speak sessions \(sessions are not enabled on this server\)/.test(err.message));
+    await delay(100); // a retry would be here by now (backoff ≤ 20 ms)
+    assert.equal(upgrades, 1, 'the upgrade was made once');
+  });
+
+  test('a session client against a server of this library from before 4501 (HTTP 400) stops at once too: unsupported, with the reason, no retry', async (t) => {
+    // That server refused the session upgrade with 400 and this body.
+    let upgrades = 0;
+    const server = http.createServer();
+    server.on('upgrade', (_req, socket: net.Socket) => {
+      upgrades++;
+      const body = 'sessions are not enabled on this server';
+      socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const client = createClient(`ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/server`, { session: true, timing: { pingInterval: 0, closeTimeout: 300 }, backoff: { initialDelay: 10, maxDelay: 20 } });
     const closes: string[] = [];
     client.on('close', (c) => closes.push(c.reason));
     const request = client.request('echo', 'x');
@@ -563,11 +625,9 @@ describe('sessions: opting in, and nobody else sees a change', () => {
     assert.equal(output.reason, 'unsupported');
     assert.equal(output.lastClosure?.reason, 'server refused the upgrade: HTTP 400 sessions are not enabled on this server');
     assert.deepEqual(closes, [output.lastClosure?.reason], 'one attempt, reported once');
-    assert.equal(client.state, 'closed');
-    assert.equal(client.resumed, null, 'no session, so nothing resumed');
     await assert.rejects(request, (err: Error & { code?: string }) => err.code === 'client-closed' && /does not speak sessions \(server refused the upgrade: HTTP 400/.test(err.message));
-    await delay(100); // a retry would be here by now (backoff ≤ 20 ms)
-    assert.equal(refusals, 1, 'the upgrade was tried once');
+    await delay(100);
+    assert.equal(upgrades, 1, 'the upgrade was tried once');
   });
 
   test('a session ping is answered at once with pong, before and after open, and is not numbered (the browser heartbeat)', async (t) => {
