@@ -390,3 +390,29 @@ test('a leave admitted by the store, whose connection is cut before it runs, lea
   assert.deepEqual(pushed, []);
   assert.deepEqual(srv.supervisor.topicsOf([...srv.supervisor.hub.values()][0]!), []);
 });
+
+test('a broadcast appended after the resume read its replay but before the new connection carries the session: the new connection reads it from the store (a seq gap) and writes it in order, instead of waiting for it', async (t) => {
+  const srv = await start(t);
+  const a = await rawSession(t, srv.url, '{"session":"open"}');
+  const attached = attachedOf(a.frames[0]!);
+  // The broadcast lands in the one turn between the store's answer to the resume's read and the takeover: the old
+  // connection still carries the session, so it gets the seq; the new one's replay does not hold it.
+  const read = srv.store.readAfter.bind(srv.store);
+  let injected = false;
+  srv.store.readAfter = async (id: string, seq: number) => {
+    const r = await read(id, seq);
+    if (!injected) {
+      injected = true;
+      srv.supervisor.broadcast('{"command":"broadcast","someOtherThing":"in the gap"}');
+    }
+    return r;
+  };
+  const b = await rawSession(t, srv.url, encodeResume({ id: attached.id, token: attached.token, lastSeq: 0, epoch: attached.epoch }));
+  b.ws.send(encodeTextData(1, '{"requestID":1,"command":"echo","someOtherThing":"probe"}'));
+  await waitFor(() => b.frames.some((f) => f.includes('"probe"')), 5_000, 'the probe reply');
+  const data = b.frames.map((f) => decodeServerFrame(f, false)).flatMap((f) => (f.kind === 'data' ? [[f.seq, String(f.payload)]] : []));
+  assert.deepEqual(data, [
+    [1, '{"command":"broadcast","someOtherThing":"in the gap"}'],
+    [2, '{"requestID":1,"success":true,"someOtherThing":"probe"}'],
+  ]);
+});
