@@ -81,6 +81,9 @@ export async function startSupervisor(o: SystemOptions): Promise<RunningSystem> 
     // Every load client comes from 127.0.0.1, opening up to 250 at once: the per-address limits are not under test here.
     maxConnectionsPerAddress: 18_000,
     maxPendingPerAddress: 1024,
+    // Node's own default, as the raw ws and Socket.IO servers here have: the load generator, one core opening
+    // thousands of sockets while it answers the others' pings, can write a head seconds after the server accepted it.
+    headersTimeout: 60_000,
     timing: { pingInterval: o.pingInterval, pongTimeout: o.pongTimeout },
     ...(o.sessions !== undefined ? { sessions: sessionOptions(o.sessions, o.resumeWindow) } : {}),
   });
