@@ -21,7 +21,14 @@
  * before anything new.
  */
 import type { Closure } from '../../machines/close-codes.ts';
-import { sessionMachine, type CarrierCommand, type SessionEnding, type SessionMachine } from '../../machines/session.machine.ts';
+import {
+  SESSION_PAYLOAD_FREE_EVENTS,
+  sessionMachine,
+  type CarrierCommand,
+  type Lease,
+  type SessionEnding,
+  type SessionMachine,
+} from '../../machines/session.machine.ts';
 import { createMemorySessionStore, SESSION_STORE_DEFAULTS, type MemorySessionStoreOptions } from '../adapter/memory-session-store.ts';
 import type {
   AppendResult,
@@ -190,6 +197,8 @@ interface Entry<Auth> {
   runner: MachineRunner<SessionMachine>;
   /** The binding that carries the session (attached) or is replaying it; null while detached. */
   carrier: SessionBinding<Auth> | null;
+  /** The open connection holding the lease the machine last gave (carrying, replaying, or taken over and not yet closed). */
+  holder: SessionBinding<Auth> | null;
   /** The live hub connection through which the application's sends reach this session; null while none carries it. */
   routed: Connection<Auth> | null;
   /** Topic memberships (the store's, mirrored here so publishes route synchronously). */
@@ -227,12 +236,13 @@ export interface DetachedSessionRow {
 /** The session machine's carrier: terminates connections the session left behind; its stop releases the entry (R3). */
 class Carrier<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
   entry: Entry<Auth> | null = null;
-  constructor(
-    private readonly sessions: Sessions<Auth>,
-    readonly actorId: string,
-  ) {}
+  constructor(private readonly sessions: Sessions<Auth>) {}
+  /** Made when an inspector or a log asks, not per session. */
+  get actorId(): string {
+    return `session:${this.entry?.id ?? '?'}`;
+  }
   command(command: CarrierCommand): void {
-    this.sessions.dropConnection(command.connectionId, command.reason);
+    if (this.entry) this.sessions.dropConnection(this.entry, command.lease, command.reason);
   }
   stop(): void {
     if (this.entry) this.sessions.release(this.entry);
@@ -258,8 +268,8 @@ export class Sessions<Auth = unknown> {
   private readonly topicIndex = new Map<string, Set<Entry<Auth>>>();
   /** Session connections that have not sent `open`/`resume` yet (they count against maxConnections). */
   readonly pending = new Set<Connection<Auth>>();
-  /** Connections carrying sessions, by connection id (for the machine's `carrier.drop`). */
-  private readonly carriers = new Map<string, SessionBinding<Auth>>();
+  /** One for every session's machine: no id in its input, so sessions share snapshots and steps (src/server/runner.ts). */
+  private readonly machineConfig: RunnerConfig<SessionMachine>;
   private epoch: string | null = null;
   /**
    * Unpersisted sessions still to be ended in the store (so that no node
@@ -286,6 +296,7 @@ export class Sessions<Auth = unknown> {
   ) {
     this.options = options;
     this.store = options.store;
+    this.machineConfig = { machine: sessionMachine, input: { timing: { resumeWindow: options.resumeWindow } }, payloadFree: SESSION_PAYLOAD_FREE_EVENTS };
     this.failureLog = new LogSummary({ logger: host.logger, what: `session store (${options.store.name}) failures` });
     this.store.start({
       logger: host.logger,
@@ -576,7 +587,7 @@ export class Sessions<Auth = unknown> {
         this.host.metrics.resume('failed', failed.reason);
       }
       const created = await this.store.create({ owner });
-      const entry = this.newEntry(created.id, connection);
+      const entry = this.newEntry(created.id);
       this.carry(binding, entry, {
         id: created.id, token: created.token, epoch: created.epoch, resumed: false,
         ...(failed ? { reason: failed.reason, detail: failed.detail } : {}),
@@ -595,13 +606,13 @@ export class Sessions<Auth = unknown> {
     let entry = this.entries.get(record.id);
     if (entry === undefined) {
       // A session this process runs no machine for (a shared store, another node's session): run one from here.
-      entry = this.newEntry(record.id, connection);
+      entry = this.newEntry(record.id);
     } else {
       const previous = entry.carrier;
       if (previous) previous.leave();
       entry.carrier = null;
       // Takeover (the old connection is still open: half-open, R4) or a resume of a detached session.
-      entry.runner.send({ type: 'resume', connectionId: connection.id });
+      entry.runner.send({ type: 'resume' });
     }
     this.host.metrics.resume('resumed', 'none');
     this.host.metrics.replayed(replay.length);
@@ -616,21 +627,15 @@ export class Sessions<Auth = unknown> {
       id: record.id, token, epoch: this.epoch!, resumed: true,
       lastSeq, replay: replay.length, cseq, resumeWindow: this.options.resumeWindow,
     }, replay, record);
-    entry.runner.send({ type: 'attach', connectionId: connection.id });
+    entry.runner.send({ type: 'attach', lease: binding.lease });
     if (binding.live) this.host.emitSession({ type: 'resumed', id: record.id, connection, replayed: replay.length });
   }
 
-  private newEntry(id: string, connection: Connection<Auth>): Entry<Auth> {
-    const carrier = new Carrier<Auth>(this, `session:${id}`);
-    const config: RunnerConfig<SessionMachine> = {
-      machine: sessionMachine,
-      // One input per session (its id is in the context): each run's initial step is its own.
-      input: { id, connectionId: connection.id, timing: { resumeWindow: this.options.resumeWindow } },
-      payloadFree: NO_PAYLOAD_FREE_EVENTS,
-    };
-    const runner = new MachineRunner(config, carrier);
+  private newEntry(id: string): Entry<Auth> {
+    const carrier = new Carrier<Auth>(this);
+    const runner = new MachineRunner(this.machineConfig, carrier);
     const entry: Entry<Auth> = {
-      id, runner, carrier: null, routed: null, topics: new Set(), ended: false, detachedAt: null,
+      id, runner, carrier: null, holder: null, routed: null, topics: new Set(), ended: false, detachedAt: null,
       unpersisted: false, appends: [], appendHead: 0, adoptedUpTo: 0, lastCseqRun: 0,
     };
     carrier.entry = entry;
@@ -645,6 +650,8 @@ export class Sessions<Auth = unknown> {
     this.pending.delete(connection);
     entry.carrier = binding;
     entry.detachedAt = null;
+    // The lease the machine gave this connection (0 on open; the next one on a resume, just sent).
+    binding.lease = entry.runner.getSnapshot().context.lease;
     binding.attached(entry, {
       id: entry.id, resumed: attached.resumed, reason: attached.reason ?? null, detail: attached.detail ?? null,
     }, encodeAttached(attached), replay, attached.lastSeq, record.lastCseq);
@@ -664,7 +671,7 @@ export class Sessions<Auth = unknown> {
       return;
     }
     this.store.attach(entry.id).catch((err: unknown) => this.unpersist(entry, 'attach', err));
-    this.carriers.set(connection.id, binding);
+    entry.holder = binding;
     // The application's sends now go through the new connection (broadcasts reach the session anyway).
     const old = entry.routed;
     entry.routed = connection;
@@ -679,8 +686,8 @@ export class Sessions<Auth = unknown> {
   closed(binding: SessionBinding<Auth>): boolean {
     const connection = binding.connection;
     const announced = !this.pending.delete(connection) && binding.entry !== null;
-    if (this.carriers.get(connection.id) === binding) this.carriers.delete(connection.id);
     const entry = binding.entry;
+    if (entry !== null && entry.holder === binding) entry.holder = null;
     if (entry !== null && entry.routed === connection) entry.routed = null;
     if (entry !== null && entry.carrier === binding) this.detach(binding);
     return announced;
@@ -705,7 +712,7 @@ export class Sessions<Auth = unknown> {
       entry.runner.send({ type: 'end', detail: 'the client ended it' });
       return;
     }
-    entry.runner.send({ type: 'detach', connectionId: connection.id });
+    entry.runner.send({ type: 'detach', lease: binding.lease });
     entry.detachedAt = Date.now();
     // Not recorded as detached: the store still counts it attached to this node; its resume window must not go unkept.
     this.store.detach(entry.id).catch((err: unknown) => {
@@ -729,10 +736,10 @@ export class Sessions<Auth = unknown> {
   // -------------------------------------------------------------------------
   // The machine's side
 
-  /** @internal carrier.drop: the session moved on; terminate the connection it left. */
-  dropConnection(connectionId: string, reason: string): void {
-    const binding = this.carriers.get(connectionId);
-    if (binding) void binding.connection.terminate(reason);
+  /** @internal carrier.drop: the session moved on; terminate the connection it left (the one holding `lease`, if still open). */
+  dropConnection(entry: Entry<Auth>, lease: Lease, reason: string): void {
+    const binding = entry.holder;
+    if (binding !== null && binding.lease === lease) void binding.connection.terminate(reason);
   }
 
   /** @internal The machine reached a final state. */
@@ -782,8 +789,6 @@ export class Sessions<Auth = unknown> {
   }
 }
 
-const NO_PAYLOAD_FREE_EVENTS: ReadonlySet<string> = new Set();
-
 /** Unpersisted sessions remembered for their end in the store (a few dozen bytes each). */
 const MAX_TO_END = 100_000;
 
@@ -800,6 +805,8 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** awaiting: no `open`/`resume` yet; attaching: the store is answering; attached: carrying; left: another connection took over. */
   private phase: 'awaiting' | 'attaching' | 'attached' | 'left' = 'awaiting';
   entry: Entry<Auth> | null = null;
+  /** Which of its session's connections this is, as the session machine numbers them (machines/session.machine.ts). */
+  lease: Lease = 0;
   info: SessionInfo | null = null;
   /** The client sent `end`: its close ends the session. */
   endRequested = false;
