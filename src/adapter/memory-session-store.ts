@@ -31,6 +31,7 @@ import {
   type SessionStore,
   type SessionStoreHost,
   type SessionStoreStats,
+  type SessionStoreSync,
   type StoredMessage,
   type VerifyResult,
 } from './session-store.ts';
@@ -70,7 +71,8 @@ const COMPACT_AFTER = 1024;
 interface Session {
   id: string;
   owner: string | null;
-  digest: Buffer;
+  /** The token's SHA-256 as a latin1 string (one byte per char: 48 bytes of heap, where a Buffer costs ~220). */
+  digest: string;
   state: 'attached' | 'detached';
   createdAt: number;
   attachedAt: number;
@@ -82,11 +84,15 @@ interface Session {
   messages: StoredMessage[];
   head: number;
   bytes: number;
-  topics: Set<string>;
+  /** Made on the first join: most sessions join nothing (a Set costs ~160 bytes empty). */
+  topics: Set<string> | null;
   data: JsonValue;
-  /** cseq → reply seqs (null: more than MAX_SEQS_PER_REPLY), oldest request first. */
-  replies: Map<number, number[] | null>;
+  /** cseq → reply seqs (null: more than MAX_SEQS_PER_REPLY), oldest request first. Made on the first request (~320 bytes empty). */
+  replies: Map<number, number[] | null> | null;
 }
+
+/** The verdict `new` carries nothing: one object for every request. */
+const NEW: RequestVerdict = Object.freeze({ kind: 'new' });
 
 interface Tombstone {
   reason: 'expired' | 'overflow';
@@ -96,6 +102,13 @@ interface Tombstone {
 
 export class MemorySessionStore implements SessionStore {
   readonly name = 'memory';
+  /**
+   * The data path without promises (SessionStoreSync): the same calls as the
+   * async methods, which only wrap them. Left undefined when a subclass
+   * overrides one of those (a test store that delays its answers, a wrapper
+   * that counts): the supervisor then goes through the override.
+   */
+  readonly sync: SessionStoreSync | undefined;
   readonly #limits: Required<Omit<MemorySessionStoreOptions, 'now'>>;
   readonly #now: () => number;
   /** A new one per store: a process that restarted has a new store, so a client's old epoch says `restarted`. */
@@ -121,6 +134,15 @@ export class MemorySessionStore implements SessionStore {
       maxRememberedReplies: positiveInt('sessions.maxRememberedReplies', options.maxRememberedReplies, d.maxRememberedReplies),
     };
     this.#now = options.now ?? Date.now;
+    const proto = MemorySessionStore.prototype;
+    this.sync =
+      this.append === proto.append && this.beginRequest === proto.beginRequest && this.ack === proto.ack
+        ? {
+            append: (id, message, replyTo) => this.#append(id, message, replyTo),
+            beginRequest: (id, cseq) => this.#beginRequest(id, cseq),
+            ack: (id, seq) => this.#ack(id, seq),
+          }
+        : undefined;
   }
 
   start(host: SessionStoreHost): void {
@@ -139,9 +161,9 @@ export class MemorySessionStore implements SessionStore {
     while (this.#sessions.has(id) || this.#tombstones.has(id)) id = newSessionId(); // 2^-128: never, but cheap to be sure
     const token = newSessionToken();
     const session: Session = {
-      id, owner: init.owner, digest: tokenDigest(token), state: 'attached', createdAt: now, attachedAt: now, detachedAt: null,
-      lastSeq: 0, ackedSeq: 0, lastCseq: 0, messages: [], head: 0, bytes: 0, topics: new Set(),
-      data: structuredClone(init.data ?? null), replies: new Map(),
+      id, owner: init.owner, digest: tokenDigest(token).toString('latin1'), state: 'attached', createdAt: now, attachedAt: now, detachedAt: null,
+      lastSeq: 0, ackedSeq: 0, lastCseq: 0, messages: [], head: 0, bytes: 0, topics: null,
+      data: structuredClone(init.data ?? null), replies: null,
     };
     this.#sessions.set(id, session);
     return { id, token, epoch: this.#epoch, record: this.#record(session) };
@@ -159,7 +181,7 @@ export class MemorySessionStore implements SessionStore {
     const s = this.#live(claim.id);
     if (s === null) return this.#gone(claim.id);
     // Both compared, whatever the first says: the answer's timing tells nothing about which failed.
-    const tokenOk = tokenMatches(claim.token, s.digest);
+    const tokenOk = tokenMatches(claim.token, Buffer.from(s.digest, 'latin1'));
     const ownerOk = sameOwner(claim.owner, s.owner);
     if (!tokenOk) return { ok: false, reason: 'forbidden', detail: 'the resume token does not match' };
     if (!ownerOk) return { ok: false, reason: 'forbidden', detail: 'the session belongs to another identity' };
@@ -167,6 +189,10 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async append(id: string, message: SessionMessage, replyTo?: number): Promise<AppendResult> {
+    return this.#append(id, message, replyTo);
+  }
+
+  #append(id: string, message: SessionMessage, replyTo: number | undefined): AppendResult {
     const bytes = messageBytes(message.data);
     const s = this.#live(id);
     if (s === null) {
@@ -199,11 +225,15 @@ export class MemorySessionStore implements SessionStore {
     s.bytes += bytes;
     this.#bufferedBytes += bytes;
     this.#bufferedMessages += 1;
-    if (replyTo !== undefined) await this.rememberReply(id, replyTo, seq);
+    if (replyTo !== undefined) this.#rememberReply(s, replyTo, seq);
     return { ok: true, seq };
   }
 
   async ack(id: string, seq: number): Promise<AckResult> {
+    return this.#ack(id, seq);
+  }
+
+  #ack(id: string, seq: number): AckResult {
     if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, error: `ack seq must be an integer ≥ 0, got ${String(seq)}` };
     const s = this.#live(id);
     if (s === null) return { ok: false, error: `session ${id} is gone` };
@@ -226,40 +256,49 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
+    return this.#beginRequest(id, cseq);
+  }
+
+  #beginRequest(id: string, cseq: number): RequestVerdict {
     const s = this.#live(id);
     if (s === null) return { kind: 'unknown' };
     if (!Number.isSafeInteger(cseq) || cseq < 1) throw new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`);
     if (cseq === s.lastCseq + 1) {
       s.lastCseq = cseq;
       // Its reply seqs are collected from now on (none yet: a duplicate now gets []).
-      s.replies.set(cseq, []);
+      const replies = (s.replies ??= new Map());
+      replies.set(cseq, []);
       // The oldest request is forgotten first (a duplicate of it gets null); it still never runs again: lastCseq says so.
-      if (s.replies.size > this.#limits.maxRememberedReplies) s.replies.delete(s.replies.keys().next().value!);
-      return { kind: 'new' };
+      if (replies.size > this.#limits.maxRememberedReplies) replies.delete(replies.keys().next().value!);
+      return NEW;
     }
-    if (cseq <= s.lastCseq) return { kind: 'duplicate', replySeqs: s.replies.get(cseq)?.slice() ?? null };
+    if (cseq <= s.lastCseq) return { kind: 'duplicate', replySeqs: s.replies?.get(cseq)?.slice() ?? null };
     return { kind: 'gap', expected: s.lastCseq + 1 };
   }
 
   async rememberReply(id: string, cseq: number, seq: number): Promise<void> {
     const s = this.#live(id);
+    if (s !== null) this.#rememberReply(s, cseq, seq);
+  }
+
+  #rememberReply(s: Session, cseq: number, seq: number): void {
     // A request never run, or forgotten already: nothing to remember it by.
-    const seqs = s?.replies.get(cseq);
-    if (s === null || seqs === undefined || seqs === null) return;
-    if (seqs.length >= MAX_SEQS_PER_REPLY) s.replies.set(cseq, null);
+    const seqs = s.replies?.get(cseq);
+    if (seqs === undefined || seqs === null) return;
+    if (seqs.length >= MAX_SEQS_PER_REPLY) s.replies!.set(cseq, null);
     else seqs.push(seq);
   }
 
   async join(id: string, topic: string): Promise<boolean> {
     const s = this.#live(id);
-    if (s === null || s.topics.has(topic)) return false;
-    s.topics.add(topic);
+    if (s === null || s.topics?.has(topic)) return false;
+    (s.topics ??= new Set()).add(topic);
     return true;
   }
 
   async leave(id: string, topic: string): Promise<boolean> {
     const s = this.#live(id);
-    return s !== null && s.topics.delete(topic);
+    return s !== null && s.topics !== null && s.topics.delete(topic);
   }
 
   async setData(id: string, data: JsonValue): Promise<boolean> {
@@ -423,7 +462,7 @@ export class MemorySessionStore implements SessionStore {
     return {
       id: s.id, owner: s.owner, state: s.state, createdAt: s.createdAt, attachedAt: s.attachedAt, detachedAt: s.detachedAt,
       lastSeq: s.lastSeq, ackedSeq: s.ackedSeq, lastCseq: s.lastCseq, bufferedMessages: s.messages.length - s.head,
-      bufferedBytes: s.bytes, topics: [...s.topics], data: structuredClone(s.data),
+      bufferedBytes: s.bytes, topics: s.topics === null ? [] : [...s.topics], data: structuredClone(s.data),
     };
   }
 }

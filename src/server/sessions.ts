@@ -19,6 +19,12 @@
  * early waits for the one before it; one already written by the replay is
  * skipped), so the client sees seq n+1 right after seq n, and the replay
  * before anything new.
+ *
+ * A store that answers in this process (the in-memory one) offers the data
+ * path without promises (`SessionStore.sync`): an append is written in the
+ * turn it is made, a request runs in the turn its frame arrived, an ack is
+ * applied at once, each only when nothing of the session waits for the async
+ * path before it (so the order above holds either way).
  */
 import type { Closure } from '../../machines/close-codes.ts';
 import {
@@ -31,6 +37,7 @@ import {
 } from '../../machines/session.machine.ts';
 import { createMemorySessionStore, SESSION_STORE_DEFAULTS, type MemorySessionStoreOptions } from '../adapter/memory-session-store.ts';
 import type {
+  AckResult,
   AppendResult,
   RequestVerdict,
   JsonValue,
@@ -38,6 +45,7 @@ import type {
   SessionRecord,
   SessionStore,
   StoredMessage,
+  SessionStoreSync,
 } from '../adapter/session-store.ts';
 import type { Logger } from '../base/logger.ts';
 import { positiveInt } from '../base/checks.ts';
@@ -201,8 +209,8 @@ interface Entry<Auth> {
   holder: SessionBinding<Auth> | null;
   /** The live hub connection through which the application's sends reach this session; null while none carries it. */
   routed: Connection<Auth> | null;
-  /** Topic memberships (the store's, mirrored here so publishes route synchronously). */
-  topics: Set<string>;
+  /** Topic memberships (the store's, mirrored here so publishes route synchronously). NO_TOPICS (shared) until the first. */
+  topics: ReadonlySet<string>;
   /** Set when the machine finished: entries are deleted then (R3). */
   ended: boolean;
   /** When the session last detached (epoch ms); null while a connection carries it. */
@@ -262,6 +270,8 @@ class Carrier<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
 export class Sessions<Auth = unknown> {
   readonly options: ResolvedSessionOptions<Auth>;
   readonly store: SessionStore;
+  /** The store's data path without promises, when it offers one (the in-memory store). */
+  readonly sync: SessionStoreSync | null;
   /** Live sessions this supervisor runs a machine for. */
   private readonly entries = new Map<string, Entry<Auth>>();
   /** topic → the live sessions in it (attached or not). Never holds an empty set. */
@@ -296,6 +306,7 @@ export class Sessions<Auth = unknown> {
   ) {
     this.options = options;
     this.store = options.store;
+    this.sync = options.store.sync ?? null;
     this.machineConfig = { machine: sessionMachine, input: { timing: { resumeWindow: options.resumeWindow } }, payloadFree: SESSION_PAYLOAD_FREE_EVENTS };
     this.failureLog = new LogSummary({ logger: host.logger, what: `session store (${options.store.name}) failures` });
     this.store.start({
@@ -426,7 +437,8 @@ export class Sessions<Auth = unknown> {
   joined(connection: Connection<Auth>, topic: string): void {
     const entry = this.routedEntry(connection);
     if (!entry || entry.topics.has(topic)) return;
-    entry.topics.add(topic);
+    if (entry.topics === NO_TOPICS) entry.topics = new Set();
+    (entry.topics as Set<string>).add(topic);
     this.index(entry, topic, true);
     // Not kept: a resume elsewhere would come back without it, so the session must not be resumed at all.
     if (!entry.unpersisted) this.store.join(entry.id, topic).catch((err: unknown) => this.unpersist(entry, 'join', err));
@@ -434,7 +446,7 @@ export class Sessions<Auth = unknown> {
 
   left(connection: Connection<Auth>, topic: string): void {
     const entry = this.routedEntry(connection);
-    if (!entry || !entry.topics.delete(topic)) return;
+    if (!entry || !(entry.topics as Set<string>).delete(topic)) return;
     this.index(entry, topic, false);
     if (!entry.unpersisted) this.store.leave(entry.id, topic).catch((err: unknown) => this.unpersist(entry, 'leave', err));
   }
@@ -457,7 +469,17 @@ export class Sessions<Auth = unknown> {
    */
   append(entry: Entry<Auth>, data: Outbound, binary: boolean, cseq: number, fanOut = false): void {
     const item: PendingAppend = { data, binary, cseq, fanOut, settled: entry.unpersisted, result: null, error: null };
-    if (!item.settled) {
+    const sync = this.sync;
+    if (!item.settled && sync !== null) {
+      // Answered now (the in-memory store): no promise; handled in call order all the same (after any still queued).
+      item.settled = true;
+      try {
+        item.result = sync.append(entry.id, { data, binary }, cseq !== 0 ? cseq : undefined);
+      } catch (err) {
+        item.error = err ?? new Error('session store append failed');
+      }
+      if (entry.appendHead >= entry.appends.length) return this.settleAppend(entry, item);
+    } else if (!item.settled) {
       this.store.append(entry.id, { data, binary }, cseq !== 0 ? cseq : undefined).then(
         (r) => {
           item.settled = true;
@@ -635,7 +657,7 @@ export class Sessions<Auth = unknown> {
     const carrier = new Carrier<Auth>(this);
     const runner = new MachineRunner(this.machineConfig, carrier);
     const entry: Entry<Auth> = {
-      id, runner, carrier: null, holder: null, routed: null, topics: new Set(), ended: false, detachedAt: null,
+      id, runner, carrier: null, holder: null, routed: null, topics: NO_TOPICS, ended: false, detachedAt: null,
       unpersisted: false, appends: [], appendHead: 0, adoptedUpTo: 0, lastCseqRun: 0,
     };
     carrier.entry = entry;
@@ -656,7 +678,7 @@ export class Sessions<Auth = unknown> {
       id: entry.id, resumed: attached.resumed, reason: attached.reason ?? null, detail: attached.detail ?? null,
     }, encodeAttached(attached), replay, attached.lastSeq, record.lastCseq);
     for (const topic of entry.topics) this.index(entry, topic, false);
-    entry.topics = new Set(record.topics);
+    entry.topics = record.topics.length === 0 ? NO_TOPICS : new Set(record.topics);
     for (const topic of entry.topics) this.index(entry, topic, true);
     connection.restoreData(record.data);
     if (!binding.live) {
@@ -789,6 +811,9 @@ export class Sessions<Auth = unknown> {
   }
 }
 
+/** The topics of a session in none (most): one empty set for all, never added to (a Set costs ~160 bytes empty). */
+const NO_TOPICS: ReadonlySet<string> = new Set();
+
 /** Unpersisted sessions remembered for their end in the store (a few dozen bytes each). */
 const MAX_TO_END = 100_000;
 
@@ -827,8 +852,10 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private inbox: Array<[Buffer, boolean]> | null = null;
   /** The session is unpersisted (the store failed): this connection numbers and carries it alone, plainly. */
   private local = false;
-  /** The requests' verdicts, handled in order. */
-  private requests: Promise<void> = Promise.resolve();
+  /** The requests' verdicts from an async store, handled in order (made on the first). */
+  private requests: Promise<void> | null = null;
+  /** Requests on `requests` not handled yet: while any, a later one queues behind them (even with a sync store). */
+  private waiting = 0;
   /** The request whose handler runs now (its sends are its reply), 0 none. */
   private running = 0;
   private lastRun = 0;
@@ -884,20 +911,39 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     if (!d.ok) return this.violation(d.error);
     const entry = this.entry!;
     const cseq = d.n;
-    // Verdicts are handled in request order, whatever order the store settles them in (a failure between two).
-    const verdict = this.local ? null : this.sessions.store.beginRequest(entry.id, cseq);
-    this.requests = this.requests.then(async () => {
+    const sync = this.sessions.sync;
+    if (sync !== null && this.waiting === 0) {
+      // The in-memory store answers now: the request runs in this turn, as it would without sessions.
       let v: RequestVerdict | null = null;
-      if (verdict !== null) {
+      if (!this.local) {
         try {
-          v = await verdict;
+          v = sync.beginRequest(entry.id, cseq);
         } catch (err) {
           this.sessions.bindingStoreFailed(this, 'beginRequest', err);
-          // Closed (1011) unless the session went local meanwhile: then this connection runs it.
           if (!this.local) return;
         }
       }
-      this.request(cseq, v, d.payload, isBinary);
+      return this.request(cseq, v, d.payload, isBinary);
+    }
+    // Verdicts are handled in request order, whatever order the store settles them in (a failure between two).
+    const verdict = this.local ? null : this.sessions.store.beginRequest(entry.id, cseq);
+    this.waiting++;
+    this.requests = (this.requests ?? Promise.resolve()).then(async () => {
+      try {
+        let v: RequestVerdict | null = null;
+        if (verdict !== null) {
+          try {
+            v = await verdict;
+          } catch (err) {
+            this.sessions.bindingStoreFailed(this, 'beginRequest', err);
+            // Closed (1011) unless the session went local meanwhile: then this connection runs it.
+            if (!this.local) return;
+          }
+        }
+        this.request(cseq, v, d.payload, isBinary);
+      } finally {
+        this.waiting--;
+      }
     }).catch((err: unknown) => {
       // Never left rejected: the next request's turn must still come.
       this.sessions.host.logger?.error({ err, session: entry.id, cseq }, 'session request failed');
@@ -970,9 +1016,17 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
         if (this.phase === 'awaiting') return this.violation('ack before the session is attached');
         // Unpersisted: the client acknowledges seqs the store never assigned (LOCAL_SEQ_JUMP); the store's copy is ended anyway.
         if (this.local) return;
-        this.sessions.store.ack(this.entry!.id, frame.seq).then((r) => {
-          if (!r.ok && this.live && this.phase === 'attached' && !this.local) this.violation(r.error);
-        }, (err: unknown) => this.sessions.bindingStoreFailed(this, 'ack', err));
+        const sync = this.sessions.sync;
+        if (sync !== null) {
+          let r: AckResult;
+          try {
+            r = sync.ack(this.entry!.id, frame.seq);
+          } catch (err) {
+            return this.sessions.bindingStoreFailed(this, 'ack', err);
+          }
+          return this.acked(r);
+        }
+        this.sessions.store.ack(this.entry!.id, frame.seq).then((r) => this.acked(r), (err: unknown) => this.sessions.bindingStoreFailed(this, 'ack', err));
         return;
       }
       case 'ping':
@@ -986,6 +1040,10 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
         // decodeClientFrame only yields data for frames not starting with `{`.
         return;
     }
+  }
+
+  private acked(r: AckResult): void {
+    if (!r.ok && this.live && this.phase === 'attached' && !this.local) this.violation(r.error);
   }
 
   /** @internal The store answered: write `attached` and the replay, then what arrived meanwhile. */
