@@ -87,9 +87,19 @@ interface Session {
   /** Made on the first join: most sessions join nothing (a Set costs ~160 bytes empty). */
   topics: Set<string> | null;
   data: JsonValue;
-  /** cseq → reply seqs (null: more than MAX_SEQS_PER_REPLY), oldest request first. Made on the first request (~320 bytes empty). */
-  replies: Map<number, number[] | null> | null;
+  /**
+   * The reply seqs of the last maxRememberedReplies requests, a ring: request
+   * c (≥ 1) is at (c - 1) % maxRememberedReplies while c > lastCseq -
+   * maxRememberedReplies (requests are counted one by one from 1, so every
+   * such c ran here). A slot holds undefined (no reply yet), a seq (one
+   * message), the seqs (several) or null (more than MAX_SEQS_PER_REPLY).
+   * Made on the first request, grown one slot per request up to the bound: no
+   * map, array or iterator per request.
+   */
+  replies: ReplySlot[] | null;
 }
+
+type ReplySlot = number | number[] | null | undefined;
 
 /** The verdict `new` carries nothing: one object for every request. */
 const NEW: RequestVerdict = Object.freeze({ kind: 'new' });
@@ -266,13 +276,19 @@ export class MemorySessionStore implements SessionStore {
     if (cseq === s.lastCseq + 1) {
       s.lastCseq = cseq;
       // Its reply seqs are collected from now on (none yet: a duplicate now gets []).
-      const replies = (s.replies ??= new Map());
-      replies.set(cseq, []);
-      // The oldest request is forgotten first (a duplicate of it gets null); it still never runs again: lastCseq says so.
-      if (replies.size > this.#limits.maxRememberedReplies) replies.delete(replies.keys().next().value!);
+      // Its reply seqs are collected from now on; the slot's previous request is forgotten (a duplicate of it gets null;
+      // it still never runs again: lastCseq says so).
+      const replies = (s.replies ??= []);
+      const slot = (cseq - 1) % this.#limits.maxRememberedReplies;
+      if (slot === replies.length) replies.push(undefined);
+      else replies[slot] = undefined;
       return NEW;
     }
-    if (cseq <= s.lastCseq) return { kind: 'duplicate', replySeqs: s.replies?.get(cseq)?.slice() ?? null };
+    if (cseq <= s.lastCseq) {
+      if (!this.#remembered(s, cseq)) return { kind: 'duplicate', replySeqs: null };
+      const seqs = s.replies![(cseq - 1) % this.#limits.maxRememberedReplies];
+      return { kind: 'duplicate', replySeqs: seqs === undefined ? [] : typeof seqs === 'number' ? [seqs] : seqs === null ? null : seqs.slice() };
+    }
     return { kind: 'gap', expected: s.lastCseq + 1 };
   }
 
@@ -283,10 +299,20 @@ export class MemorySessionStore implements SessionStore {
 
   #rememberReply(s: Session, cseq: number, seq: number): void {
     // A request never run, or forgotten already: nothing to remember it by.
-    const seqs = s.replies?.get(cseq);
-    if (seqs === undefined || seqs === null) return;
-    if (seqs.length >= MAX_SEQS_PER_REPLY) s.replies!.set(cseq, null);
+    if (!this.#remembered(s, cseq)) return;
+    const replies = s.replies!;
+    const slot = (cseq - 1) % this.#limits.maxRememberedReplies;
+    const seqs = replies[slot];
+    if (seqs === undefined) replies[slot] = seq;
+    else if (typeof seqs === 'number') replies[slot] = [seqs, seq];
+    else if (seqs === null) return;
+    else if (seqs.length >= MAX_SEQS_PER_REPLY) replies[slot] = null;
     else seqs.push(seq);
+  }
+
+  /** Whether request `cseq` ran and its reply seqs are still kept. */
+  #remembered(s: Session, cseq: number): boolean {
+    return s.replies !== null && Number.isSafeInteger(cseq) && cseq >= 1 && cseq <= s.lastCseq && cseq > s.lastCseq - this.#limits.maxRememberedReplies;
   }
 
   async join(id: string, topic: string): Promise<boolean> {
