@@ -200,35 +200,93 @@ interface PendingAppend {
   error: unknown;
 }
 
-interface Entry<Auth> {
-  id: string;
-  runner: MachineRunner<SessionMachine>;
+/**
+ * One live session here: the host of its machine (machines/session.machine.ts)
+ * and the machine's `carrier`, which terminates connections the session left
+ * behind and whose stop releases the entry (R3).
+ *
+ * The machine is started at the session's first lifecycle event (`runner`),
+ * not when the session opens: until then it would sit in the initial state
+ * every session shares (attached, lease 0), which arms no delay and commands
+ * nothing (test/machines/session.machine.test.ts holds the machine to that),
+ * so starting it later changes nothing but the cost: an attached session that
+ * never detaches holds no runner.
+ */
+class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
   /** The binding that carries the session (attached) or is replaying it; null while detached. */
-  carrier: SessionBinding<Auth> | null;
+  carrier: SessionBinding<Auth> | null = null;
   /** The open connection holding the lease the machine last gave (carrying, replaying, or taken over and not yet closed). */
-  holder: SessionBinding<Auth> | null;
+  holder: SessionBinding<Auth> | null = null;
   /** The live hub connection through which the application's sends reach this session; null while none carries it. */
-  routed: Connection<Auth> | null;
+  routed: Connection<Auth> | null = null;
   /** Topic memberships (the store's, mirrored here so publishes route synchronously). NO_TOPICS (shared) until the first. */
-  topics: ReadonlySet<string>;
+  topics: ReadonlySet<string> = NO_TOPICS;
   /** Set when the machine finished: entries are deleted then (R3). */
-  ended: boolean;
+  ended = false;
   /** When the session last detached (epoch ms); null while a connection carries it. */
-  detachedAt: number | null;
+  detachedAt: number | null = null;
   /** The store failed on it: no resume may continue it; its connection carries it locally (docs/sessions.md, "Store failures"). */
-  unpersisted: boolean;
+  unpersisted = false;
   /** Appends not yet handled, in call order (from `appendHead`): bounded by what the store has in flight. */
-  appends: (PendingAppend | undefined)[];
-  appendHead: number;
+  appends: (PendingAppend | undefined)[] = [];
+  appendHead = 0;
   /**
    * Taken over from another node (a resume of a session this process ran no
    * machine for): requests up to this cseq were counted there; one re-sent
    * whose reply was never stored (that node died between running it and
    * storing the reply) runs again here. 0: none.
    */
-  adoptedUpTo: number;
+  adoptedUpTo = 0;
   /** The highest request cseq this process ran for the session. */
-  lastCseqRun: number;
+  lastCseqRun = 0;
+  #runner: MachineRunner<SessionMachine> | null = null;
+
+  constructor(
+    private readonly sessions: Sessions<Auth>,
+    readonly id: string,
+  ) {}
+
+  /** The session's machine, started on first use (an ended entry's never starts: events to it change nothing). */
+  get runner(): MachineRunner<SessionMachine> {
+    let runner = this.#runner;
+    if (runner === null) {
+      runner = this.#runner = new MachineRunner(this.sessions.machineConfig, this);
+      if (this.ended) runner.stop();
+      else runner.start();
+    }
+    return runner;
+  }
+
+  /** The lease the machine gave last (0, the opening connection's, until it is started). */
+  get lease(): Lease {
+    return this.#runner === null ? 0 : this.#runner.getSnapshot().context.lease;
+  }
+
+  /** Stops the machine without finishing it, if it was started. */
+  stopMachine(): void {
+    this.#runner?.stop();
+  }
+
+  /** Made when an inspector or a log asks, not per session. */
+  get actorId(): string {
+    return `session:${this.id}`;
+  }
+  command(command: CarrierCommand): void {
+    this.sessions.dropConnection(this, command.lease, command.reason);
+  }
+  stop(): void {
+    this.sessions.release(this);
+  }
+  spawn(): HostedActor<never> {
+    return this as unknown as HostedActor<never>;
+  }
+  done(output: unknown): void {
+    this.sessions.finished(this, output as SessionEnding);
+  }
+  failed(error: unknown): void {
+    this.sessions.host.logger?.error({ err: error, session: this.id }, 'session machine failed');
+    this.sessions.release(this);
+  }
 }
 
 /** A detached session, for the dashboard. */
@@ -239,32 +297,6 @@ export interface DetachedSessionRow {
   bufferedMessages: number;
   bufferedBytes: number;
   topics: number;
-}
-
-/** The session machine's carrier: terminates connections the session left behind; its stop releases the entry (R3). */
-class Carrier<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
-  entry: Entry<Auth> | null = null;
-  constructor(private readonly sessions: Sessions<Auth>) {}
-  /** Made when an inspector or a log asks, not per session. */
-  get actorId(): string {
-    return `session:${this.entry?.id ?? '?'}`;
-  }
-  command(command: CarrierCommand): void {
-    if (this.entry) this.sessions.dropConnection(this.entry, command.lease, command.reason);
-  }
-  stop(): void {
-    if (this.entry) this.sessions.release(this.entry);
-  }
-  spawn(): HostedActor<never> {
-    return this as unknown as HostedActor<never>;
-  }
-  done(output: unknown): void {
-    if (this.entry) this.sessions.finished(this.entry, output as SessionEnding);
-  }
-  failed(error: unknown): void {
-    this.sessions.host.logger?.error({ err: error, session: this.entry?.id }, 'session machine failed');
-    if (this.entry) this.sessions.release(this.entry);
-  }
 }
 
 export class Sessions<Auth = unknown> {
@@ -278,8 +310,8 @@ export class Sessions<Auth = unknown> {
   private readonly topicIndex = new Map<string, Set<Entry<Auth>>>();
   /** Session connections that have not sent `open`/`resume` yet (they count against maxConnections). */
   readonly pending = new Set<Connection<Auth>>();
-  /** One for every session's machine: no id in its input, so sessions share snapshots and steps (src/server/runner.ts). */
-  private readonly machineConfig: RunnerConfig<SessionMachine>;
+  /** @internal One for every session's machine: no id in its input, so sessions share snapshots and steps (src/server/runner.ts). */
+  readonly machineConfig: RunnerConfig<SessionMachine>;
   private epoch: string | null = null;
   /**
    * Unpersisted sessions still to be ended in the store (so that no node
@@ -542,7 +574,7 @@ export class Sessions<Auth = unknown> {
     }
     if (entry.ended) return;
     const carrier = entry.carrier;
-    entry.runner.stop();
+    entry.stopMachine();
     this.release(entry);
     // Still open here (half-open, or slow to notice): the session lives on the other node now.
     if (carrier !== null) {
@@ -654,15 +686,8 @@ export class Sessions<Auth = unknown> {
   }
 
   private newEntry(id: string): Entry<Auth> {
-    const carrier = new Carrier<Auth>(this);
-    const runner = new MachineRunner(this.machineConfig, carrier);
-    const entry: Entry<Auth> = {
-      id, runner, carrier: null, holder: null, routed: null, topics: NO_TOPICS, ended: false, detachedAt: null,
-      unpersisted: false, appends: [], appendHead: 0, adoptedUpTo: 0, lastCseqRun: 0,
-    };
-    carrier.entry = entry;
+    const entry = new Entry<Auth>(this, id);
     this.entries.set(id, entry);
-    runner.start();
     return entry;
   }
 
@@ -673,7 +698,7 @@ export class Sessions<Auth = unknown> {
     entry.carrier = binding;
     entry.detachedAt = null;
     // The lease the machine gave this connection (0 on open; the next one on a resume, just sent).
-    binding.lease = entry.runner.getSnapshot().context.lease;
+    binding.lease = entry.lease;
     binding.attached(entry, {
       id: entry.id, resumed: attached.resumed, reason: attached.reason ?? null, detail: attached.detail ?? null,
     }, encodeAttached(attached), replay, attached.lastSeq, record.lastCseq);
@@ -804,7 +829,7 @@ export class Sessions<Auth = unknown> {
     (this.store as Partial<StatusEmitter>).off?.('status', this.onStoreStatus);
     this.failureLog.close();
     for (const entry of [...this.entries.values()]) {
-      entry.runner.stop();
+      entry.stopMachine();
       this.release(entry);
     }
     await this.store.close();
@@ -1053,10 +1078,6 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     this.written = lastSeq;
     this.lastRun = this.lastAcked = lastCseq;
     if (this.live) {
-      this.connection.writer.onDrained = () => {
-        this.paused = false;
-        this.drainEarly();
-      };
       this.connection.writer.send(attachedFrame, false);
       for (const m of replay) {
         if (this.paused) (this.early ??= new Map()).set(m.seq, { data: m.data, binary: m.binary });
@@ -1103,7 +1124,14 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       const framed = encodeBinaryData(seq, data);
       writer.send(Buffer.from(framed.buffer, framed.byteOffset, framed.length), binary);
     }
-    if (writer.pushingBack && !this.local) this.paused = true;
+    if (writer.pushingBack && !this.local) {
+      this.paused = true;
+      // Made the first time the socket pushes back (most connections never do): the drain lets the held seqs go.
+      writer.onDrained ??= () => {
+        this.paused = false;
+        this.drainEarly();
+      };
+    }
   }
 
   private writeControl(frame: string): void {

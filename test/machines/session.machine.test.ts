@@ -16,7 +16,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { __unsafe_getAllOwnEventDescriptors, createActor, fromCallback, type EventObject, type SnapshotFrom } from 'xstate';
+import { __unsafe_getAllOwnEventDescriptors, createActor, fromCallback, initialTransition, type EventObject, type SnapshotFrom } from 'xstate';
 import { TestModel, type TestParam, type TestPath } from 'xstate/graph';
 import {
   sessionMachine,
@@ -446,6 +446,18 @@ for (const host of ['actor', 'runner'] as const) describe(`session machine, exam
 });
 
 describe('session machine, shared between sessions (no id in its context or input)', () => {
+  test('its initial state arms no delay and commands nothing: a host may start it at the session\'s first event (src/server/sessions.ts)', () => {
+    const [snapshot, actions] = initialTransition(sessionMachine, { timing });
+    assert.equal(snapshot.value, 'attached');
+    assert.equal(snapshot.context.lease, 0);
+    assert.deepEqual(
+      actions.map((a) => [a.type, (a.params as { id?: string } | undefined)?.id]),
+      [['xstate.spawnChild', 'carrier']],
+      'entering it only starts the carrier, which does nothing until commanded',
+    );
+  });
+
+
   test('runs of one input start from one snapshot and share it through a detach, a resume and an attach', () => {
     const input: SessionInput = { timing };
     const host = { actorId: 'session', spawn: () => ({ command: () => undefined, stop: () => undefined }) as HostedActor<never>, done: () => undefined, failed: (err: unknown) => { throw err; } };
