@@ -227,8 +227,8 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
   detachedAt: number | null = null;
   /** The store failed on it: no resume may continue it; its connection carries it locally (docs/sessions.md, "Store failures"). */
   unpersisted = false;
-  /** Appends not yet handled, in call order (from `appendHead`): bounded by what the store has in flight. */
-  appends: (PendingAppend | undefined)[] = [];
+  /** Appends not yet handled, in call order (from `appendHead`): bounded by what the store has in flight. Made on the first async one. */
+  appends: (PendingAppend | undefined)[] | null = null;
   appendHead = 0;
   /**
    * Taken over from another node (a resume of a session this process ran no
@@ -500,18 +500,26 @@ export class Sessions<Auth = unknown> {
    * settles them in: a failure between two successes cannot reorder them.
    */
   append(entry: Entry<Auth>, data: Outbound, binary: boolean, cseq: number, fanOut = false): void {
-    const item: PendingAppend = { data, binary, cseq, fanOut, settled: entry.unpersisted, result: null, error: null };
     const sync = this.sync;
-    if (!item.settled && sync !== null) {
+    const idle = entry.appends === null || entry.appendHead >= entry.appends.length;
+    let result: AppendResult | null = null;
+    let error: unknown = null;
+    if (sync !== null && !entry.unpersisted) {
       // Answered now (the in-memory store): no promise; handled in call order all the same (after any still queued).
-      item.settled = true;
       try {
-        item.result = sync.append(entry.id, { data, binary }, cseq !== 0 ? cseq : undefined);
+        result = sync.append(entry.id, { data, binary }, cseq !== 0 ? cseq : undefined);
       } catch (err) {
-        item.error = err ?? new Error('session store append failed');
+        error = err ?? new Error('session store append failed');
       }
-      if (entry.appendHead >= entry.appends.length) return this.settleAppend(entry, item);
-    } else if (!item.settled) {
+      // The usual case, handled here without an item: kept, and nothing queued before it.
+      if (idle && result !== null && result.ok) {
+        entry.carrier?.deliver(result.seq, data, binary);
+        return;
+      }
+    }
+    const item: PendingAppend = { data, binary, cseq, fanOut, settled: entry.unpersisted || sync !== null, result, error };
+    if (sync !== null && idle) return this.settleAppend(entry, item);
+    if (!item.settled) {
       this.store.append(entry.id, { data, binary }, cseq !== 0 ? cseq : undefined).then(
         (r) => {
           item.settled = true;
@@ -525,12 +533,13 @@ export class Sessions<Auth = unknown> {
         },
       );
     }
-    entry.appends.push(item);
+    (entry.appends ??= []).push(item);
     if (item.settled) this.flushAppends(entry);
   }
 
   private flushAppends(entry: Entry<Auth>): void {
     const q = entry.appends;
+    if (q === null) return;
     while (entry.appendHead < q.length) {
       const item = q[entry.appendHead]!;
       if (!item.settled) return;
