@@ -439,13 +439,22 @@ export class MemorySessionStore implements SessionStore {
     if (seq <= s.ackedSeq) return 0;
     const n = seq - s.ackedSeq;
     let freed = 0;
-    for (let i = s.head; i < s.head + n; i++) freed += s.messages[i]!.bytes;
+    const messages = s.messages as (StoredMessage | undefined)[];
+    for (let i = s.head; i < s.head + n; i++) {
+      freed += messages[i]!.bytes;
+      // Let go of it now, not at the next compaction: an acknowledged message (its data too) is garbage at once.
+      messages[i] = undefined;
+    }
     s.bytes -= freed;
     this.#bufferedBytes -= freed;
     this.#bufferedMessages -= n;
     s.head += n;
     s.ackedSeq = seq;
-    if (s.head >= COMPACT_AFTER && s.head * 2 >= s.messages.length) {
+    if (s.head === messages.length) {
+      // Everything acknowledged (a request/reply client, after each ack): start over from empty, no compaction to come.
+      messages.length = 0;
+      s.head = 0;
+    } else if (s.head >= COMPACT_AFTER && s.head * 2 >= s.messages.length) {
       s.messages = s.messages.slice(s.head);
       s.head = 0;
     }

@@ -171,7 +171,7 @@ export interface ResumeClaim {
  * here and async calls are applied in the order they are made. When a store
  * offers it, the supervisor appends, counts requests and takes acks through
  * it (no promise per message; a request runs in the turn its frame arrived:
- * docs/sessions.md, "Cost"). Failures are thrown, where the async method
+ * docs/sessions.md, "The store contract"). Failures are thrown, where the async method
  * would reject.
  */
 export interface SessionStoreSync {
