@@ -80,7 +80,7 @@ interface Session {
   lastSeq: number;
   ackedSeq: number;
   lastCseq: number;
-  /** messages[head…] are held: seq ackedSeq+1 … lastSeq. */
+  /** messages[head…] are held: seq ackedSeq+1 … lastSeq. NO_MESSAGES (shared) until the first. */
   messages: StoredMessage[];
   head: number;
   bytes: number;
@@ -98,6 +98,9 @@ interface Session {
    */
   replies: ReplySlot[] | null;
 }
+
+/** The buffer of a session that holds nothing yet (most idle ones): one empty array for all, frozen (never pushed to). */
+const NO_MESSAGES: StoredMessage[] = Object.freeze([]) as unknown as StoredMessage[];
 
 type ReplySlot = number | number[] | null | undefined;
 
@@ -172,7 +175,7 @@ export class MemorySessionStore implements SessionStore {
     const token = newSessionToken();
     const session: Session = {
       id, owner: init.owner, digest: tokenDigest(token).toString('latin1'), state: 'attached', createdAt: now, attachedAt: now, detachedAt: null,
-      lastSeq: 0, ackedSeq: 0, lastCseq: 0, messages: [], head: 0, bytes: 0, topics: null,
+      lastSeq: 0, ackedSeq: 0, lastCseq: 0, messages: NO_MESSAGES, head: 0, bytes: 0, topics: null,
       data: structuredClone(init.data ?? null), replies: null,
     };
     this.#sessions.set(id, session);
@@ -231,6 +234,7 @@ export class MemorySessionStore implements SessionStore {
       }
     }
     const seq = ++s.lastSeq;
+    if (s.messages === NO_MESSAGES) s.messages = [];
     s.messages.push({ seq, data: message.data, binary: message.binary, bytes });
     s.bytes += bytes;
     this.#bufferedBytes += bytes;
@@ -451,8 +455,8 @@ export class MemorySessionStore implements SessionStore {
     s.head += n;
     s.ackedSeq = seq;
     if (s.head === messages.length) {
-      // Everything acknowledged (a request/reply client, after each ack): start over from empty, no compaction to come.
-      messages.length = 0;
+      // Everything acknowledged (a request/reply client, after each ack): nothing held, no compaction to come.
+      s.messages = NO_MESSAGES;
       s.head = 0;
     } else if (s.head >= COMPACT_AFTER && s.head * 2 >= s.messages.length) {
       s.messages = s.messages.slice(s.head);
@@ -471,7 +475,7 @@ export class MemorySessionStore implements SessionStore {
     const held = s.messages.slice(s.head);
     this.#bufferedBytes -= s.bytes;
     this.#bufferedMessages -= held.length;
-    s.messages = [];
+    s.messages = NO_MESSAGES;
     s.head = 0;
     s.bytes = 0;
     if (refused) held.push({ seq: 0, data: refused.message.data, binary: refused.message.binary, bytes: refused.bytes });
