@@ -206,7 +206,7 @@ export class MemorySessionStore implements SessionStore {
   }
 
   #append(id: string, message: SessionMessage, replyTo: number | undefined): AppendResult {
-    const bytes = messageBytes(message.data);
+    const bytes = message.bytes ?? messageBytes(message.data);
     const s = this.#live(id);
     if (s === null) {
       const gone = this.#gone(id);

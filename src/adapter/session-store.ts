@@ -30,6 +30,8 @@ export interface SessionMessage {
   data: string | Buffer;
   /** Sent as a binary frame (true) or a text frame (false). */
   binary: boolean;
+  /** `messageBytes(data)`, when the caller has it (a fan-out counts once for every session); a store may use it instead of counting. */
+  bytes?: number;
 }
 
 /** A message the store holds: the message and its sequence number in the session. */

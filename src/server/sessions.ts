@@ -43,10 +43,12 @@ import type {
   JsonValue,
   SessionDeadLetter,
   SessionRecord,
+  SessionMessage,
   SessionStore,
   StoredMessage,
   SessionStoreSync,
 } from '../adapter/session-store.ts';
+import { messageBytes } from '../adapter/session-store.ts';
 import type { Logger } from '../base/logger.ts';
 import { positiveInt } from '../base/checks.ts';
 import {
@@ -457,12 +459,16 @@ export class Sessions<Auth = unknown> {
   // changes nothing for its session.
 
   broadcastSessions(data: Outbound, binary: boolean): void {
-    for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0, true);
+    // One message object, counted once, for every session (the store copies what it keeps).
+    const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
+    for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0, true, message);
   }
 
   publishSessions(topic: string, data: Outbound, binary: boolean): void {
     const members = this.topicIndex.get(topic);
-    if (members) for (const entry of members) this.append(entry, data, binary, 0, true);
+    if (!members) return;
+    const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
+    for (const entry of members) this.append(entry, data, binary, 0, true, message);
   }
 
   /** A session connection joined or left a topic: the session's membership follows (and survives the connection). */
@@ -499,7 +505,7 @@ export class Sessions<Auth = unknown> {
    * Appends are handled in call order (`appends`), whatever order the store
    * settles them in: a failure between two successes cannot reorder them.
    */
-  append(entry: Entry<Auth>, data: Outbound, binary: boolean, cseq: number, fanOut = false): void {
+  append(entry: Entry<Auth>, data: Outbound, binary: boolean, cseq: number, fanOut = false, message?: SessionMessage): void {
     const sync = this.sync;
     const idle = entry.appends === null || entry.appendHead >= entry.appends.length;
     let result: AppendResult | null = null;
@@ -507,7 +513,7 @@ export class Sessions<Auth = unknown> {
     if (sync !== null && !entry.unpersisted) {
       // Answered now (the in-memory store): no promise; handled in call order all the same (after any still queued).
       try {
-        result = sync.append(entry.id, { data, binary }, cseq !== 0 ? cseq : undefined);
+        result = sync.append(entry.id, message ?? { data, binary }, cseq !== 0 ? cseq : undefined);
       } catch (err) {
         error = err ?? new Error('session store append failed');
       }
@@ -520,7 +526,7 @@ export class Sessions<Auth = unknown> {
     const item: PendingAppend = { data, binary, cseq, fanOut, settled: entry.unpersisted || sync !== null, result, error };
     if (sync !== null && idle) return this.settleAppend(entry, item);
     if (!item.settled) {
-      this.store.append(entry.id, { data, binary }, cseq !== 0 ? cseq : undefined).then(
+      this.store.append(entry.id, message ?? { data, binary }, cseq !== 0 ? cseq : undefined).then(
         (r) => {
           item.settled = true;
           item.result = r;
