@@ -15,6 +15,13 @@
  * connection left, that a client came back, that the replay is written, or
  * that a bound or the application ended the session: a handful of events per
  * connection, never one per message.
+ *
+ * No id of any kind is in its context or input: the session's id is the
+ * host's, and the connections are named by their lease, the session's own
+ * count of them (0 the one that opened it, one more per resume). So every
+ * session of a host starts from the same snapshot, and the host can share
+ * snapshots and steps between sessions as it does between connections (an
+ * idle session costs a pointer, not a machine: src/server/runner.ts).
  */
 import { assign, fromCallback, sendTo, setup } from 'xstate';
 
@@ -24,13 +31,17 @@ export interface SessionTiming {
   resumeWindow: number;
 }
 
+/** One input for every session of a host: the session starts attached, on lease 0 (the connection that opened it). */
 export interface SessionInput {
-  /** Session id (the store's). */
-  id: string;
-  /** The connection that opened the session: a session starts attached. */
-  connectionId: string;
   timing: SessionTiming;
 }
+
+/**
+ * Which of the session's connections an event or command is about: 0 for the
+ * one that opened the session, n for the one that made its n-th resume (the
+ * machine assigns it on `resume`, the host keeps it with that connection).
+ */
+export type Lease = number;
 
 /** Why a session ended for good. */
 export type SessionEndReason = 'expired' | 'overflow' | 'ended';
@@ -47,11 +58,11 @@ export interface SessionEnding {
 
 export type SessionEvent =
   /** The connection carrying the session closed (any code: 1000 too, unless the client sent `end` first). */
-  | { type: 'detach'; connectionId: string }
-  /** A connection presented the session's token and a position the store can replay from. */
-  | { type: 'resume'; connectionId: string }
-  /** The replay is written on `connectionId`; new messages may follow it. */
-  | { type: 'attach'; connectionId: string }
+  | { type: 'detach'; lease: Lease }
+  /** A connection presented the session's token and a position the store can replay from: it gets the next lease. */
+  | { type: 'resume' }
+  /** The replay is written on the connection holding `lease`; new messages may follow it. */
+  | { type: 'attach'; lease: Lease }
   /** The store expired the session (its TTL, a sweep): the same as the resume window passing. */
   | { type: 'expire'; detail: string }
   /** A bound was exceeded; the store has made the session's messages dead letters. */
@@ -62,20 +73,19 @@ export type SessionEvent =
 /** What the machine asks of its `carrier` (the host side of the session). */
 export type CarrierCommand =
   /** Terminate this connection: another one took the session over (a half-open cut the heartbeat has not found yet). */
-  { type: 'carrier.drop'; connectionId: string; reason: string };
+  { type: 'carrier.drop'; lease: Lease; reason: string };
 
-export interface CarrierInput {
-  /** Session id. */
-  id: string;
-}
+/** The carrier's input: nothing (the host knows which session it serves). */
+export type CarrierInput = undefined;
 
 export interface SessionContext {
-  id: string;
   timing: SessionTiming;
-  /** The connection that carries (attached) or is resuming the session; the last one while detached. */
-  connectionId: string;
-  /** Resumes so far (takeovers included). */
-  resumes: number;
+  /**
+   * The lease of the connection that carries (attached) or is resuming the
+   * session; the last one's while detached. Also the number of resumes so far
+   * (takeovers included).
+   */
+  lease: Lease;
   /** Set on reaching a final state. */
   ending: SessionEnding | null;
 }
@@ -101,17 +111,15 @@ export const sessionMachine = setup({
   guards: {
     /** A detach or attach about a connection the session has since left behind (taken over) changes nothing. */
     fromCurrentConnection: ({ context, event }) =>
-      (event.type === 'detach' || event.type === 'attach') && event.connectionId === context.connectionId,
+      (event.type === 'detach' || event.type === 'attach') && event.lease === context.lease,
   },
   actions: {
-    takeConnection: assign({
-      connectionId: ({ event }) => (event as Extract<SessionEvent, { type: 'resume' }>).connectionId,
-      resumes: ({ context }) => context.resumes + 1,
-    }),
+    /** The resuming connection gets the next lease; reports about the previous one change nothing from now on. */
+    takeConnection: assign({ lease: ({ context }) => context.lease + 1 }),
     /** The connection being replaced is still open (half-open or still replaying): the host terminates it. */
     dropCurrentConnection: sendTo('carrier', ({ context }) => ({
       type: 'carrier.drop' as const,
-      connectionId: context.connectionId,
+      lease: context.lease,
       reason: 'session resumed on another connection',
     })),
     recordOverflow: assign({
@@ -132,14 +140,8 @@ export const sessionMachine = setup({
   },
 }).createMachine({
   id: 'session',
-  context: ({ input }) => ({
-    id: input.id,
-    timing: input.timing,
-    connectionId: input.connectionId,
-    resumes: 0,
-    ending: null,
-  }),
-  invoke: { id: 'carrier', src: 'carrier', input: ({ context }) => ({ id: context.id }) },
+  context: ({ input }) => ({ timing: input.timing, lease: 0, ending: null }),
+  invoke: { id: 'carrier', src: 'carrier' },
   initial: 'attached',
   // R12/R11: a bound ends the session in any live state; so does an explicit end.
   on: {
@@ -192,3 +194,6 @@ export const sessionMachine = setup({
 });
 
 export type SessionMachine = typeof sessionMachine;
+
+/** Event types whose payload the machine never reads (a host may share their steps by type: src/server/runner.ts). */
+export const SESSION_PAYLOAD_FREE_EVENTS: ReadonlySet<SessionEvent['type']> = new Set<SessionEvent['type']>(['resume']);

@@ -31,6 +31,7 @@ import {
   type SessionStore,
   type SessionStoreHost,
   type SessionStoreStats,
+  type SessionStoreSync,
   type StoredMessage,
   type VerifyResult,
 } from './session-store.ts';
@@ -70,7 +71,8 @@ const COMPACT_AFTER = 1024;
 interface Session {
   id: string;
   owner: string | null;
-  digest: Buffer;
+  /** The token's SHA-256 as a latin1 string (one byte per char: 48 bytes of heap, where a Buffer costs ~220). */
+  digest: string;
   state: 'attached' | 'detached';
   createdAt: number;
   attachedAt: number;
@@ -78,15 +80,32 @@ interface Session {
   lastSeq: number;
   ackedSeq: number;
   lastCseq: number;
-  /** messages[head…] are held: seq ackedSeq+1 … lastSeq. */
+  /** messages[head…] are held: seq ackedSeq+1 … lastSeq. NO_MESSAGES (shared) until the first. */
   messages: StoredMessage[];
   head: number;
   bytes: number;
-  topics: Set<string>;
+  /** Made on the first join: most sessions join nothing (a Set costs ~160 bytes empty). */
+  topics: Set<string> | null;
   data: JsonValue;
-  /** cseq → reply seqs (null: more than MAX_SEQS_PER_REPLY), oldest request first. */
-  replies: Map<number, number[] | null>;
+  /**
+   * The reply seqs of the last maxRememberedReplies requests, a ring: request
+   * c (≥ 1) is at (c - 1) % maxRememberedReplies while c > lastCseq -
+   * maxRememberedReplies (requests are counted one by one from 1, so every
+   * such c ran here). A slot holds undefined (no reply yet), a seq (one
+   * message), the seqs (several) or null (more than MAX_SEQS_PER_REPLY).
+   * Made on the first request, grown one slot per request up to the bound: no
+   * map, array or iterator per request.
+   */
+  replies: ReplySlot[] | null;
 }
+
+/** The buffer of a session that holds nothing yet (most idle ones): one empty array for all, frozen (never pushed to). */
+const NO_MESSAGES: StoredMessage[] = Object.freeze([]) as unknown as StoredMessage[];
+
+type ReplySlot = number | number[] | null | undefined;
+
+/** The verdict `new` carries nothing: one object for every request. */
+const NEW: RequestVerdict = Object.freeze({ kind: 'new' });
 
 interface Tombstone {
   reason: 'expired' | 'overflow';
@@ -96,6 +115,13 @@ interface Tombstone {
 
 export class MemorySessionStore implements SessionStore {
   readonly name = 'memory';
+  /**
+   * The data path without promises (SessionStoreSync): the same calls as the
+   * async methods, which only wrap them. Left undefined when a subclass
+   * overrides one of those (a test store that delays its answers, a wrapper
+   * that counts): the supervisor then goes through the override.
+   */
+  readonly sync: SessionStoreSync | undefined;
   readonly #limits: Required<Omit<MemorySessionStoreOptions, 'now'>>;
   readonly #now: () => number;
   /** A new one per store: a process that restarted has a new store, so a client's old epoch says `restarted`. */
@@ -121,6 +147,15 @@ export class MemorySessionStore implements SessionStore {
       maxRememberedReplies: positiveInt('sessions.maxRememberedReplies', options.maxRememberedReplies, d.maxRememberedReplies),
     };
     this.#now = options.now ?? Date.now;
+    const proto = MemorySessionStore.prototype;
+    this.sync =
+      this.append === proto.append && this.beginRequest === proto.beginRequest && this.ack === proto.ack
+        ? {
+            append: (id, message, replyTo) => this.#append(id, message, replyTo),
+            beginRequest: (id, cseq) => this.#beginRequest(id, cseq),
+            ack: (id, seq) => this.#ack(id, seq),
+          }
+        : undefined;
   }
 
   start(host: SessionStoreHost): void {
@@ -139,9 +174,9 @@ export class MemorySessionStore implements SessionStore {
     while (this.#sessions.has(id) || this.#tombstones.has(id)) id = newSessionId(); // 2^-128: never, but cheap to be sure
     const token = newSessionToken();
     const session: Session = {
-      id, owner: init.owner, digest: tokenDigest(token), state: 'attached', createdAt: now, attachedAt: now, detachedAt: null,
-      lastSeq: 0, ackedSeq: 0, lastCseq: 0, messages: [], head: 0, bytes: 0, topics: new Set(),
-      data: structuredClone(init.data ?? null), replies: new Map(),
+      id, owner: init.owner, digest: tokenDigest(token).toString('latin1'), state: 'attached', createdAt: now, attachedAt: now, detachedAt: null,
+      lastSeq: 0, ackedSeq: 0, lastCseq: 0, messages: NO_MESSAGES, head: 0, bytes: 0, topics: null,
+      data: structuredClone(init.data ?? null), replies: null,
     };
     this.#sessions.set(id, session);
     return { id, token, epoch: this.#epoch, record: this.#record(session) };
@@ -159,7 +194,7 @@ export class MemorySessionStore implements SessionStore {
     const s = this.#live(claim.id);
     if (s === null) return this.#gone(claim.id);
     // Both compared, whatever the first says: the answer's timing tells nothing about which failed.
-    const tokenOk = tokenMatches(claim.token, s.digest);
+    const tokenOk = tokenMatches(claim.token, Buffer.from(s.digest, 'latin1'));
     const ownerOk = sameOwner(claim.owner, s.owner);
     if (!tokenOk) return { ok: false, reason: 'forbidden', detail: 'the resume token does not match' };
     if (!ownerOk) return { ok: false, reason: 'forbidden', detail: 'the session belongs to another identity' };
@@ -167,7 +202,11 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async append(id: string, message: SessionMessage, replyTo?: number): Promise<AppendResult> {
-    const bytes = messageBytes(message.data);
+    return this.#append(id, message, replyTo);
+  }
+
+  #append(id: string, message: SessionMessage, replyTo: number | undefined): AppendResult {
+    const bytes = message.bytes ?? messageBytes(message.data);
     const s = this.#live(id);
     if (s === null) {
       const gone = this.#gone(id);
@@ -195,15 +234,20 @@ export class MemorySessionStore implements SessionStore {
       }
     }
     const seq = ++s.lastSeq;
+    if (s.messages === NO_MESSAGES) s.messages = [];
     s.messages.push({ seq, data: message.data, binary: message.binary, bytes });
     s.bytes += bytes;
     this.#bufferedBytes += bytes;
     this.#bufferedMessages += 1;
-    if (replyTo !== undefined) await this.rememberReply(id, replyTo, seq);
+    if (replyTo !== undefined) this.#rememberReply(s, replyTo, seq);
     return { ok: true, seq };
   }
 
   async ack(id: string, seq: number): Promise<AckResult> {
+    return this.#ack(id, seq);
+  }
+
+  #ack(id: string, seq: number): AckResult {
     if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, error: `ack seq must be an integer ≥ 0, got ${String(seq)}` };
     const s = this.#live(id);
     if (s === null) return { ok: false, error: `session ${id} is gone` };
@@ -226,40 +270,65 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
+    return this.#beginRequest(id, cseq);
+  }
+
+  #beginRequest(id: string, cseq: number): RequestVerdict {
     const s = this.#live(id);
     if (s === null) return { kind: 'unknown' };
     if (!Number.isSafeInteger(cseq) || cseq < 1) throw new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`);
     if (cseq === s.lastCseq + 1) {
       s.lastCseq = cseq;
       // Its reply seqs are collected from now on (none yet: a duplicate now gets []).
-      s.replies.set(cseq, []);
-      // The oldest request is forgotten first (a duplicate of it gets null); it still never runs again: lastCseq says so.
-      if (s.replies.size > this.#limits.maxRememberedReplies) s.replies.delete(s.replies.keys().next().value!);
-      return { kind: 'new' };
+      // Its reply seqs are collected from now on; the slot's previous request is forgotten (a duplicate of it gets null;
+      // it still never runs again: lastCseq says so).
+      const replies = (s.replies ??= []);
+      const slot = (cseq - 1) % this.#limits.maxRememberedReplies;
+      if (slot === replies.length) replies.push(undefined);
+      else replies[slot] = undefined;
+      return NEW;
     }
-    if (cseq <= s.lastCseq) return { kind: 'duplicate', replySeqs: s.replies.get(cseq)?.slice() ?? null };
+    if (cseq <= s.lastCseq) {
+      if (!this.#remembered(s, cseq)) return { kind: 'duplicate', replySeqs: null };
+      const seqs = s.replies![(cseq - 1) % this.#limits.maxRememberedReplies];
+      return { kind: 'duplicate', replySeqs: seqs === undefined ? [] : typeof seqs === 'number' ? [seqs] : seqs === null ? null : seqs.slice() };
+    }
     return { kind: 'gap', expected: s.lastCseq + 1 };
   }
 
   async rememberReply(id: string, cseq: number, seq: number): Promise<void> {
     const s = this.#live(id);
+    if (s !== null) this.#rememberReply(s, cseq, seq);
+  }
+
+  #rememberReply(s: Session, cseq: number, seq: number): void {
     // A request never run, or forgotten already: nothing to remember it by.
-    const seqs = s?.replies.get(cseq);
-    if (s === null || seqs === undefined || seqs === null) return;
-    if (seqs.length >= MAX_SEQS_PER_REPLY) s.replies.set(cseq, null);
+    if (!this.#remembered(s, cseq)) return;
+    const replies = s.replies!;
+    const slot = (cseq - 1) % this.#limits.maxRememberedReplies;
+    const seqs = replies[slot];
+    if (seqs === undefined) replies[slot] = seq;
+    else if (typeof seqs === 'number') replies[slot] = [seqs, seq];
+    else if (seqs === null) return;
+    else if (seqs.length >= MAX_SEQS_PER_REPLY) replies[slot] = null;
     else seqs.push(seq);
+  }
+
+  /** Whether request `cseq` ran and its reply seqs are still kept. */
+  #remembered(s: Session, cseq: number): boolean {
+    return s.replies !== null && Number.isSafeInteger(cseq) && cseq >= 1 && cseq <= s.lastCseq && cseq > s.lastCseq - this.#limits.maxRememberedReplies;
   }
 
   async join(id: string, topic: string): Promise<boolean> {
     const s = this.#live(id);
-    if (s === null || s.topics.has(topic)) return false;
-    s.topics.add(topic);
+    if (s === null || s.topics?.has(topic)) return false;
+    (s.topics ??= new Set()).add(topic);
     return true;
   }
 
   async leave(id: string, topic: string): Promise<boolean> {
     const s = this.#live(id);
-    return s !== null && s.topics.delete(topic);
+    return s !== null && s.topics !== null && s.topics.delete(topic);
   }
 
   async setData(id: string, data: JsonValue): Promise<boolean> {
@@ -374,13 +443,22 @@ export class MemorySessionStore implements SessionStore {
     if (seq <= s.ackedSeq) return 0;
     const n = seq - s.ackedSeq;
     let freed = 0;
-    for (let i = s.head; i < s.head + n; i++) freed += s.messages[i]!.bytes;
+    const messages = s.messages as (StoredMessage | undefined)[];
+    for (let i = s.head; i < s.head + n; i++) {
+      freed += messages[i]!.bytes;
+      // Let go of it now, not at the next compaction: an acknowledged message (its data too) is garbage at once.
+      messages[i] = undefined;
+    }
     s.bytes -= freed;
     this.#bufferedBytes -= freed;
     this.#bufferedMessages -= n;
     s.head += n;
     s.ackedSeq = seq;
-    if (s.head >= COMPACT_AFTER && s.head * 2 >= s.messages.length) {
+    if (s.head === messages.length) {
+      // Everything acknowledged (a request/reply client, after each ack): nothing held, no compaction to come.
+      s.messages = NO_MESSAGES;
+      s.head = 0;
+    } else if (s.head >= COMPACT_AFTER && s.head * 2 >= s.messages.length) {
       s.messages = s.messages.slice(s.head);
       s.head = 0;
     }
@@ -397,7 +475,7 @@ export class MemorySessionStore implements SessionStore {
     const held = s.messages.slice(s.head);
     this.#bufferedBytes -= s.bytes;
     this.#bufferedMessages -= held.length;
-    s.messages = [];
+    s.messages = NO_MESSAGES;
     s.head = 0;
     s.bytes = 0;
     if (refused) held.push({ seq: 0, data: refused.message.data, binary: refused.message.binary, bytes: refused.bytes });
@@ -423,7 +501,7 @@ export class MemorySessionStore implements SessionStore {
     return {
       id: s.id, owner: s.owner, state: s.state, createdAt: s.createdAt, attachedAt: s.attachedAt, detachedAt: s.detachedAt,
       lastSeq: s.lastSeq, ackedSeq: s.ackedSeq, lastCseq: s.lastCseq, bufferedMessages: s.messages.length - s.head,
-      bufferedBytes: s.bytes, topics: [...s.topics], data: structuredClone(s.data),
+      bufferedBytes: s.bytes, topics: s.topics === null ? [] : [...s.topics], data: structuredClone(s.data),
     };
   }
 }

@@ -6,7 +6,9 @@
  *
  * Every method returns a promise, so that a store may live in another process
  * (Redis: a Lua script per call, pipelined). The in-memory store
- * (memory-session-store.ts) applies each call before it returns, in call order.
+ * (memory-session-store.ts) applies each call before it returns, in call order,
+ * and offers the data path (append, beginRequest, ack) without promises too:
+ * `SessionStore.sync`.
  *
  * R12: nothing is dropped silently. A message the store accepted and then
  * lets go of without the client's acknowledgement (a bound, expiry, an end) is
@@ -28,6 +30,8 @@ export interface SessionMessage {
   data: string | Buffer;
   /** Sent as a binary frame (true) or a text frame (false). */
   binary: boolean;
+  /** `messageBytes(data)`, when the caller has it (a fan-out counts once for every session); a store may use it instead of counting. */
+  bytes?: number;
 }
 
 /** A message the store holds: the message and its sequence number in the session. */
@@ -162,9 +166,31 @@ export interface ResumeClaim {
   epoch?: string;
 }
 
+/**
+ * The data path without promises, for a store that applies every call in this
+ * process before it returns (the in-memory store). Each method is its async
+ * namesake answered at once: the same checks, effects and results, and calls
+ * here and async calls are applied in the order they are made. When a store
+ * offers it, the supervisor appends, counts requests and takes acks through
+ * it (no promise per message; a request runs in the turn its frame arrived:
+ * docs/sessions.md, "The store contract"). Failures are thrown, where the async method
+ * would reject.
+ */
+export interface SessionStoreSync {
+  append(id: string, message: SessionMessage, replyTo?: number): AppendResult;
+  beginRequest(id: string, cseq: number): RequestVerdict;
+  ack(id: string, seq: number): AckResult;
+}
+
 export interface SessionStore {
   /** 'memory', 'redis', … (logs, metrics). */
   readonly name: string;
+  /**
+   * The data path without promises, or undefined (a store in another process,
+   * Redis). Offer it only when the async `append`, `beginRequest` and `ack`
+   * are these, answered at once: the supervisor then calls only these.
+   */
+  readonly sync?: SessionStoreSync | undefined;
   /** Called once by the host, before any other method. */
   start(host: SessionStoreHost): void;
   /** The store's epoch: a new one whenever the store starts without its data (a restart, a flush). */

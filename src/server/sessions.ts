@@ -19,19 +19,36 @@
  * early waits for the one before it; one already written by the replay is
  * skipped), so the client sees seq n+1 right after seq n, and the replay
  * before anything new.
+ *
+ * A store that answers in this process (the in-memory one) offers the data
+ * path without promises (`SessionStore.sync`): an append is written in the
+ * turn it is made, a request runs in the turn its frame arrived, an ack is
+ * applied at once, each only when nothing of the session waits for the async
+ * path before it (so the order above holds either way).
  */
 import type { Closure } from '../../machines/close-codes.ts';
-import { sessionMachine, type CarrierCommand, type SessionEnding, type SessionMachine } from '../../machines/session.machine.ts';
+import {
+  SESSION_PAYLOAD_FREE_EVENTS,
+  sessionMachine,
+  type CarrierCommand,
+  type Lease,
+  type SessionEnding,
+  type SessionMachine,
+} from '../../machines/session.machine.ts';
 import { createMemorySessionStore, SESSION_STORE_DEFAULTS, type MemorySessionStoreOptions } from '../adapter/memory-session-store.ts';
 import type {
+  AckResult,
   AppendResult,
   RequestVerdict,
   JsonValue,
   SessionDeadLetter,
   SessionRecord,
+  SessionMessage,
   SessionStore,
   StoredMessage,
+  SessionStoreSync,
 } from '../adapter/session-store.ts';
+import { messageBytes } from '../adapter/session-store.ts';
 import type { Logger } from '../base/logger.ts';
 import { positiveInt } from '../base/checks.ts';
 import {
@@ -186,33 +203,93 @@ interface PendingAppend {
   error: unknown;
 }
 
-interface Entry<Auth> {
-  id: string;
-  runner: MachineRunner<SessionMachine>;
+/**
+ * One live session here: the host of its machine (machines/session.machine.ts)
+ * and the machine's `carrier`, which terminates connections the session left
+ * behind and whose stop releases the entry (R3).
+ *
+ * The machine is started at the session's first lifecycle event (`runner`),
+ * not when the session opens: until then it would sit in the initial state
+ * every session shares (attached, lease 0), which arms no delay and commands
+ * nothing (test/machines/session.machine.test.ts holds the machine to that),
+ * so starting it later changes nothing but the cost: an attached session that
+ * never detaches holds no runner.
+ */
+class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
   /** The binding that carries the session (attached) or is replaying it; null while detached. */
-  carrier: SessionBinding<Auth> | null;
+  carrier: SessionBinding<Auth> | null = null;
+  /** The open connection holding the lease the machine last gave (carrying, replaying, or taken over and not yet closed). */
+  holder: SessionBinding<Auth> | null = null;
   /** The live hub connection through which the application's sends reach this session; null while none carries it. */
-  routed: Connection<Auth> | null;
-  /** Topic memberships (the store's, mirrored here so publishes route synchronously). */
-  topics: Set<string>;
+  routed: Connection<Auth> | null = null;
+  /** Topic memberships (the store's, mirrored here so publishes route synchronously). NO_TOPICS (shared) until the first. */
+  topics: ReadonlySet<string> = NO_TOPICS;
   /** Set when the machine finished: entries are deleted then (R3). */
-  ended: boolean;
+  ended = false;
   /** When the session last detached (epoch ms); null while a connection carries it. */
-  detachedAt: number | null;
+  detachedAt: number | null = null;
   /** The store failed on it: no resume may continue it; its connection carries it locally (docs/sessions.md, "Store failures"). */
-  unpersisted: boolean;
-  /** Appends not yet handled, in call order (from `appendHead`): bounded by what the store has in flight. */
-  appends: (PendingAppend | undefined)[];
-  appendHead: number;
+  unpersisted = false;
+  /** Appends not yet handled, in call order (from `appendHead`): bounded by what the store has in flight. Made on the first async one. */
+  appends: (PendingAppend | undefined)[] | null = null;
+  appendHead = 0;
   /**
    * Taken over from another node (a resume of a session this process ran no
    * machine for): requests up to this cseq were counted there; one re-sent
    * whose reply was never stored (that node died between running it and
    * storing the reply) runs again here. 0: none.
    */
-  adoptedUpTo: number;
+  adoptedUpTo = 0;
   /** The highest request cseq this process ran for the session. */
-  lastCseqRun: number;
+  lastCseqRun = 0;
+  #runner: MachineRunner<SessionMachine> | null = null;
+
+  constructor(
+    private readonly sessions: Sessions<Auth>,
+    readonly id: string,
+  ) {}
+
+  /** The session's machine, started on first use (an ended entry's never starts: events to it change nothing). */
+  get runner(): MachineRunner<SessionMachine> {
+    let runner = this.#runner;
+    if (runner === null) {
+      runner = this.#runner = new MachineRunner(this.sessions.machineConfig, this);
+      if (this.ended) runner.stop();
+      else runner.start();
+    }
+    return runner;
+  }
+
+  /** The lease the machine gave last (0, the opening connection's, until it is started). */
+  get lease(): Lease {
+    return this.#runner === null ? 0 : this.#runner.getSnapshot().context.lease;
+  }
+
+  /** Stops the machine without finishing it, if it was started. */
+  stopMachine(): void {
+    this.#runner?.stop();
+  }
+
+  /** Made when an inspector or a log asks, not per session. */
+  get actorId(): string {
+    return `session:${this.id}`;
+  }
+  command(command: CarrierCommand): void {
+    this.sessions.dropConnection(this, command.lease, command.reason);
+  }
+  stop(): void {
+    this.sessions.release(this);
+  }
+  spawn(): HostedActor<never> {
+    return this as unknown as HostedActor<never>;
+  }
+  done(output: unknown): void {
+    this.sessions.finished(this, output as SessionEnding);
+  }
+  failed(error: unknown): void {
+    this.sessions.host.logger?.error({ err: error, session: this.id }, 'session machine failed');
+    this.sessions.release(this);
+  }
 }
 
 /** The hub's topic membership (src/server/hub.ts; named here by shape: the hub's room imports the options, which import this file). */
@@ -231,42 +308,19 @@ export interface DetachedSessionRow {
   topics: number;
 }
 
-/** The session machine's carrier: terminates connections the session left behind; its stop releases the entry (R3). */
-class Carrier<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
-  entry: Entry<Auth> | null = null;
-  constructor(
-    private readonly sessions: Sessions<Auth>,
-    readonly actorId: string,
-  ) {}
-  command(command: CarrierCommand): void {
-    this.sessions.dropConnection(command.connectionId, command.reason);
-  }
-  stop(): void {
-    if (this.entry) this.sessions.release(this.entry);
-  }
-  spawn(): HostedActor<never> {
-    return this as unknown as HostedActor<never>;
-  }
-  done(output: unknown): void {
-    if (this.entry) this.sessions.finished(this.entry, output as SessionEnding);
-  }
-  failed(error: unknown): void {
-    this.sessions.host.logger?.error({ err: error, session: this.entry?.id }, 'session machine failed');
-    if (this.entry) this.sessions.release(this.entry);
-  }
-}
-
 export class Sessions<Auth = unknown> {
   readonly options: ResolvedSessionOptions<Auth>;
   readonly store: SessionStore;
+  /** The store's data path without promises, when it offers one (the in-memory store). */
+  readonly sync: SessionStoreSync | null;
   /** Live sessions this supervisor runs a machine for. */
   private readonly entries = new Map<string, Entry<Auth>>();
   /** topic → the live sessions in it (attached or not). Never holds an empty set. */
   private readonly topicIndex = new Map<string, Set<Entry<Auth>>>();
   /** Session connections that have not sent `open`/`resume` yet (they count against maxConnections). */
   readonly pending = new Set<Connection<Auth>>();
-  /** Connections carrying sessions, by connection id (for the machine's `carrier.drop`). */
-  private readonly carriers = new Map<string, SessionBinding<Auth>>();
+  /** @internal One for every session's machine: no id in its input, so sessions share snapshots and steps (src/server/runner.ts). */
+  readonly machineConfig: RunnerConfig<SessionMachine>;
   private epoch: string | null = null;
   /**
    * Unpersisted sessions still to be ended in the store (so that no node
@@ -293,6 +347,8 @@ export class Sessions<Auth = unknown> {
   ) {
     this.options = options;
     this.store = options.store;
+    this.sync = options.store.sync ?? null;
+    this.machineConfig = { machine: sessionMachine, input: { timing: { resumeWindow: options.resumeWindow } }, payloadFree: SESSION_PAYLOAD_FREE_EVENTS };
     this.failureLog = new LogSummary({ logger: host.logger, what: `session store (${options.store.name}) failures` });
     this.store.start({
       logger: host.logger,
@@ -410,7 +466,9 @@ export class Sessions<Auth = unknown> {
   // changes nothing for its session.
 
   broadcastSessions(data: Outbound, binary: boolean): void {
-    for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0, true);
+    // One message object, counted once, for every session (the store copies what it keeps).
+    const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
+    for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0, true, message);
   }
 
   /**
@@ -433,7 +491,9 @@ export class Sessions<Auth = unknown> {
 
   publishSessions(topic: string, data: Outbound, binary: boolean): void {
     const members = this.topicIndex.get(topic);
-    if (members) for (const entry of members) this.append(entry, data, binary, 0, true);
+    if (!members) return;
+    const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
+    for (const entry of members) this.append(entry, data, binary, 0, true, message);
   }
 
   /**
@@ -458,7 +518,8 @@ export class Sessions<Auth = unknown> {
     if (route !== null) hub.join(route, topic);
     else if (!had && entry.topics.size >= maxTopics) throw new TopicError('too-many-topics', `already in ${maxTopics} topics (the limit per connection)`);
     if (had) return false;
-    entry.topics.add(topic);
+    if (entry.topics === NO_TOPICS) entry.topics = new Set();
+    (entry.topics as Set<string>).add(topic);
     this.index(entry, topic, true);
     // Not kept: a resume elsewhere would come back without it, so the session must not be resumed at all.
     if (!entry.unpersisted) this.store.join(entry.id, topic).catch((err: unknown) => this.unpersist(entry, 'join', err));
@@ -472,7 +533,7 @@ export class Sessions<Auth = unknown> {
     validateTopic(topic);
     const route = entry.routed;
     const hubLeft = route !== null && hub.leave(route, topic);
-    if (!entry.topics.delete(topic)) return hubLeft;
+    if (!(entry.topics as Set<string>).delete(topic)) return hubLeft;
     this.index(entry, topic, false);
     if (!entry.unpersisted) this.store.leave(entry.id, topic).catch((err: unknown) => this.unpersist(entry, 'leave', err));
     return true;
@@ -494,10 +555,28 @@ export class Sessions<Auth = unknown> {
    * Appends are handled in call order (`appends`), whatever order the store
    * settles them in: a failure between two successes cannot reorder them.
    */
-  append(entry: Entry<Auth>, data: Outbound, binary: boolean, cseq: number, fanOut = false): void {
-    const item: PendingAppend = { data, binary, cseq, fanOut, settled: entry.unpersisted, result: null, error: null };
+  append(entry: Entry<Auth>, data: Outbound, binary: boolean, cseq: number, fanOut = false, message?: SessionMessage): void {
+    const sync = this.sync;
+    const idle = entry.appends === null || entry.appendHead >= entry.appends.length;
+    let result: AppendResult | null = null;
+    let error: unknown = null;
+    if (sync !== null && !entry.unpersisted) {
+      // Answered now (the in-memory store): no promise; handled in call order all the same (after any still queued).
+      try {
+        result = sync.append(entry.id, message ?? { data, binary }, cseq !== 0 ? cseq : undefined);
+      } catch (err) {
+        error = err ?? new Error('session store append failed');
+      }
+      // The usual case, handled here without an item: kept, and nothing queued before it.
+      if (idle && result !== null && result.ok) {
+        entry.carrier?.deliver(result.seq, data, binary);
+        return;
+      }
+    }
+    const item: PendingAppend = { data, binary, cseq, fanOut, settled: entry.unpersisted || sync !== null, result, error };
+    if (sync !== null && idle) return this.settleAppend(entry, item);
     if (!item.settled) {
-      this.store.append(entry.id, { data, binary }, cseq !== 0 ? cseq : undefined).then(
+      this.store.append(entry.id, message ?? { data, binary }, cseq !== 0 ? cseq : undefined).then(
         (r) => {
           item.settled = true;
           item.result = r;
@@ -510,12 +589,13 @@ export class Sessions<Auth = unknown> {
         },
       );
     }
-    entry.appends.push(item);
+    (entry.appends ??= []).push(item);
     if (item.settled) this.flushAppends(entry);
   }
 
   private flushAppends(entry: Entry<Auth>): void {
     const q = entry.appends;
+    if (q === null) return;
     while (entry.appendHead < q.length) {
       const item = q[entry.appendHead]!;
       if (!item.settled) return;
@@ -568,7 +648,7 @@ export class Sessions<Auth = unknown> {
   private drop(entry: Entry<Auth>, detail: string): void {
     if (entry.ended) return;
     const carrier = entry.carrier;
-    entry.runner.stop();
+    entry.stopMachine();
     this.release(entry);
     // Still open here (half-open, or slow to notice): the session lives on the other node now.
     if (carrier !== null) {
@@ -636,7 +716,7 @@ export class Sessions<Auth = unknown> {
         this.host.metrics.resume('failed', failed.reason);
       }
       const created = await this.store.create({ owner });
-      const entry = this.newEntry(created.id, connection);
+      const entry = this.newEntry(created.id);
       this.carry(binding, entry, {
         id: created.id, token: created.token, epoch: created.epoch, resumed: false,
         ...(failed ? { reason: failed.reason, detail: failed.detail } : {}),
@@ -655,13 +735,13 @@ export class Sessions<Auth = unknown> {
     let entry = this.entries.get(record.id);
     if (entry === undefined) {
       // A session this process runs no machine for (a shared store, another node's session): run one from here.
-      entry = this.newEntry(record.id, connection);
+      entry = this.newEntry(record.id);
     } else {
       const previous = entry.carrier;
       if (previous) previous.leave();
       entry.carrier = null;
       // Takeover (the old connection is still open: half-open, R4) or a resume of a detached session.
-      entry.runner.send({ type: 'resume', connectionId: connection.id });
+      entry.runner.send({ type: 'resume' });
     }
     this.host.metrics.resume('resumed', 'none');
     this.host.metrics.replayed(replay.length);
@@ -676,26 +756,13 @@ export class Sessions<Auth = unknown> {
       id: record.id, token, epoch: this.epoch!, resumed: true,
       lastSeq, replay: replay.length, cseq, resumeWindow: this.options.resumeWindow,
     }, replay, record);
-    entry.runner.send({ type: 'attach', connectionId: connection.id });
+    entry.runner.send({ type: 'attach', lease: binding.lease });
     if (binding.live) this.host.emitSession({ type: 'resumed', id: record.id, connection, replayed: replay.length });
   }
 
-  private newEntry(id: string, connection: Connection<Auth>): Entry<Auth> {
-    const carrier = new Carrier<Auth>(this, `session:${id}`);
-    const config: RunnerConfig<SessionMachine> = {
-      machine: sessionMachine,
-      // One input per session (its id is in the context): each run's initial step is its own.
-      input: { id, connectionId: connection.id, timing: { resumeWindow: this.options.resumeWindow } },
-      payloadFree: NO_PAYLOAD_FREE_EVENTS,
-    };
-    const runner = new MachineRunner(config, carrier);
-    const entry: Entry<Auth> = {
-      id, runner, carrier: null, routed: null, topics: new Set(), ended: false, detachedAt: null,
-      unpersisted: false, appends: [], appendHead: 0, adoptedUpTo: 0, lastCseqRun: 0,
-    };
-    carrier.entry = entry;
+  private newEntry(id: string): Entry<Auth> {
+    const entry = new Entry<Auth>(this, id);
     this.entries.set(id, entry);
-    runner.start();
     return entry;
   }
 
@@ -705,11 +772,13 @@ export class Sessions<Auth = unknown> {
     this.pending.delete(connection);
     entry.carrier = binding;
     entry.detachedAt = null;
+    // The lease the machine gave this connection (0 on open; the next one on a resume, just sent).
+    binding.lease = entry.lease;
     binding.attached(entry, {
       id: entry.id, resumed: attached.resumed, reason: attached.reason ?? null, detail: attached.detail ?? null,
     }, encodeAttached(attached), replay, attached.lastSeq, record.lastCseq);
     for (const topic of entry.topics) this.index(entry, topic, false);
-    entry.topics = new Set(record.topics);
+    entry.topics = record.topics.length === 0 ? NO_TOPICS : new Set(record.topics);
     for (const topic of entry.topics) this.index(entry, topic, true);
     connection.restoreData(record.data);
     if (!binding.live) {
@@ -724,7 +793,7 @@ export class Sessions<Auth = unknown> {
       return;
     }
     this.store.attach(entry.id).catch((err: unknown) => this.unpersist(entry, 'attach', err));
-    this.carriers.set(connection.id, binding);
+    entry.holder = binding;
     // The application's sends now go through the new connection (broadcasts reach the session anyway).
     const old = entry.routed;
     entry.routed = connection;
@@ -739,8 +808,8 @@ export class Sessions<Auth = unknown> {
   closed(binding: SessionBinding<Auth>): boolean {
     const connection = binding.connection;
     const announced = !this.pending.delete(connection) && binding.entry !== null;
-    if (this.carriers.get(connection.id) === binding) this.carriers.delete(connection.id);
     const entry = binding.entry;
+    if (entry !== null && entry.holder === binding) entry.holder = null;
     if (entry !== null && entry.routed === connection) entry.routed = null;
     if (entry !== null && entry.carrier === binding) this.detach(binding);
     return announced;
@@ -765,7 +834,7 @@ export class Sessions<Auth = unknown> {
       entry.runner.send({ type: 'end', detail: 'the client ended it' });
       return;
     }
-    entry.runner.send({ type: 'detach', connectionId: connection.id });
+    entry.runner.send({ type: 'detach', lease: binding.lease });
     entry.detachedAt = Date.now();
     // Not recorded as detached: the store still counts it attached to this node; its resume window must not go unkept.
     this.store.detach(entry.id).then((ok) => {
@@ -794,10 +863,10 @@ export class Sessions<Auth = unknown> {
   // -------------------------------------------------------------------------
   // The machine's side
 
-  /** @internal carrier.drop: the session moved on; terminate the connection it left. */
-  dropConnection(connectionId: string, reason: string): void {
-    const binding = this.carriers.get(connectionId);
-    if (binding) void binding.connection.terminate(reason);
+  /** @internal carrier.drop: the session moved on; terminate the connection it left (the one holding `lease`, if still open). */
+  dropConnection(entry: Entry<Auth>, lease: Lease, reason: string): void {
+    const binding = entry.holder;
+    if (binding !== null && binding.lease === lease) void binding.connection.terminate(reason);
   }
 
   /** @internal The machine reached a final state. */
@@ -840,14 +909,15 @@ export class Sessions<Auth = unknown> {
     (this.store as Partial<StatusEmitter>).off?.('status', this.onStoreStatus);
     this.failureLog.close();
     for (const entry of [...this.entries.values()]) {
-      entry.runner.stop();
+      entry.stopMachine();
       this.release(entry);
     }
     await this.store.close();
   }
 }
 
-const NO_PAYLOAD_FREE_EVENTS: ReadonlySet<string> = new Set();
+/** The topics of a session in none (most): one empty set for all, never added to (a Set costs ~160 bytes empty). */
+const NO_TOPICS: ReadonlySet<string> = new Set();
 
 /** Unpersisted sessions remembered for their end in the store (a few dozen bytes each). */
 const MAX_TO_END = 100_000;
@@ -865,6 +935,8 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** awaiting: no `open`/`resume` yet; attaching: the store is answering; attached: carrying; left: another connection took over. */
   private phase: 'awaiting' | 'attaching' | 'attached' | 'left' = 'awaiting';
   entry: Entry<Auth> | null = null;
+  /** Which of its session's connections this is, as the session machine numbers them (machines/session.machine.ts). */
+  lease: Lease = 0;
   info: SessionInfo | null = null;
   /** The client sent `end`: its close ends the session. */
   endRequested = false;
@@ -887,8 +959,10 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private local = false;
   /** A read of a seq gap from the store is under way (fillGap). */
   private filling = false;
-  /** The requests' verdicts, handled in order. */
-  private requests: Promise<void> = Promise.resolve();
+  /** The requests' verdicts from an async store, handled in order (made on the first). */
+  private requests: Promise<void> | null = null;
+  /** Requests on `requests` not handled yet: while any, a later one queues behind them (even with a sync store). */
+  private waiting = 0;
   /** The request whose handler runs now (its sends are its reply), 0 none. */
   private running = 0;
   private lastRun = 0;
@@ -945,20 +1019,39 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     if (!d.ok) return this.violation(d.error);
     const entry = this.entry!;
     const cseq = d.n;
-    // Verdicts are handled in request order, whatever order the store settles them in (a failure between two).
-    const verdict = this.local ? null : this.sessions.store.beginRequest(entry.id, cseq);
-    this.requests = this.requests.then(async () => {
+    const sync = this.sessions.sync;
+    if (sync !== null && this.waiting === 0) {
+      // The in-memory store answers now: the request runs in this turn, as it would without sessions.
       let v: RequestVerdict | null = null;
-      if (verdict !== null) {
+      if (!this.local) {
         try {
-          v = await verdict;
+          v = sync.beginRequest(entry.id, cseq);
         } catch (err) {
           this.sessions.bindingStoreFailed(this, 'beginRequest', err);
-          // Closed (1011) unless the session went local meanwhile: then this connection runs it.
           if (!this.local) return;
         }
       }
-      this.request(cseq, v, d.payload, isBinary);
+      return this.request(cseq, v, d.payload, isBinary);
+    }
+    // Verdicts are handled in request order, whatever order the store settles them in (a failure between two).
+    const verdict = this.local ? null : this.sessions.store.beginRequest(entry.id, cseq);
+    this.waiting++;
+    this.requests = (this.requests ?? Promise.resolve()).then(async () => {
+      try {
+        let v: RequestVerdict | null = null;
+        if (verdict !== null) {
+          try {
+            v = await verdict;
+          } catch (err) {
+            this.sessions.bindingStoreFailed(this, 'beginRequest', err);
+            // Closed (1011) unless the session went local meanwhile: then this connection runs it.
+            if (!this.local) return;
+          }
+        }
+        this.request(cseq, v, d.payload, isBinary);
+      } finally {
+        this.waiting--;
+      }
     }).catch((err: unknown) => {
       // Never left rejected: the next request's turn must still come.
       this.sessions.host.logger?.error({ err, session: entry.id, cseq }, 'session request failed');
@@ -1031,9 +1124,17 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
         if (this.phase === 'awaiting') return this.violation('ack before the session is attached');
         // Unpersisted: the client acknowledges seqs the store never assigned (LOCAL_SEQ_JUMP); the store's copy is ended anyway.
         if (this.local) return;
-        this.sessions.store.ack(this.entry!.id, frame.seq).then((r) => {
-          if (!r.ok && this.live && this.phase === 'attached' && !this.local) this.violation(r.error);
-        }, (err: unknown) => this.sessions.bindingStoreFailed(this, 'ack', err));
+        const sync = this.sessions.sync;
+        if (sync !== null) {
+          let r: AckResult;
+          try {
+            r = sync.ack(this.entry!.id, frame.seq);
+          } catch (err) {
+            return this.sessions.bindingStoreFailed(this, 'ack', err);
+          }
+          return this.acked(r);
+        }
+        this.sessions.store.ack(this.entry!.id, frame.seq).then((r) => this.acked(r), (err: unknown) => this.sessions.bindingStoreFailed(this, 'ack', err));
         return;
       }
       case 'ping':
@@ -1049,6 +1150,10 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     }
   }
 
+  private acked(r: AckResult): void {
+    if (!r.ok && this.live && this.phase === 'attached' && !this.local) this.violation(r.error);
+  }
+
   /** @internal The store answered: write `attached` and the replay, then what arrived meanwhile. */
   attached(entry: Entry<Auth>, info: SessionInfo, attachedFrame: string, replay: StoredMessage[], lastSeq: number, lastCseq: number): void {
     this.entry = entry;
@@ -1056,10 +1161,6 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     this.written = lastSeq;
     this.lastRun = this.lastAcked = lastCseq;
     if (this.live) {
-      this.connection.writer.onDrained = () => {
-        this.paused = false;
-        this.drainEarly();
-      };
       this.connection.writer.send(attachedFrame, false);
       for (const m of replay) {
         if (this.paused) (this.early ??= new Map()).set(m.seq, { data: m.data, binary: m.binary });
@@ -1141,7 +1242,14 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       const framed = encodeBinaryData(seq, data);
       writer.send(Buffer.from(framed.buffer, framed.byteOffset, framed.length), binary);
     }
-    if (writer.pushingBack && !this.local) this.paused = true;
+    if (writer.pushingBack && !this.local) {
+      this.paused = true;
+      // Made the first time the socket pushes back (most connections never do): the drain lets the held seqs go.
+      writer.onDrained ??= () => {
+        this.paused = false;
+        this.drainEarly();
+      };
+    }
   }
 
   private writeControl(frame: string): void {

@@ -16,7 +16,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { __unsafe_getAllOwnEventDescriptors, createActor, fromCallback, type EventObject, type SnapshotFrom } from 'xstate';
+import { __unsafe_getAllOwnEventDescriptors, createActor, fromCallback, initialTransition, type EventObject, type SnapshotFrom } from 'xstate';
 import { TestModel, type TestParam, type TestPath } from 'xstate/graph';
 import {
   sessionMachine,
@@ -42,7 +42,10 @@ import {
 const timing: SessionTiming = { resumeWindow: 1000 };
 /** Each outside event arrives this long after the previous step: the window must run from the detach, not from the start. */
 const EVENT_GAP_MS = 10;
-const FIRST = 'c1';
+/** The lease of the connection that opened the session. */
+const FIRST = 0;
+/** Leases told apart by the model's vertices; above it, one more resume reaches no new kind of state. */
+const LEASES_SEEN = 2;
 
 const timeouts = new Map<string, 'resumeWindow'>(
   [...delayedEventTypes(sessionMachine)].map(([type, delay]) => {
@@ -52,14 +55,15 @@ const timeouts = new Map<string, 'resumeWindow'>(
 );
 
 /**
- * The events the model may send. Two connection ids: the first connection and
- * a second one, so that stale reports (a detach or attach from a connection the
- * session has left behind) are generated too.
+ * The events the model may send. Reports about three leases: the first
+ * connection's, the second's and the third's, so that stale reports (a detach
+ * or attach from a connection the session has left behind, even two behind)
+ * and reports about a lease not given yet are generated too.
  */
 const samples: { [T in SessionEvent['type']]: Array<Extract<SessionEvent, { type: T }>> } = {
-  detach: [{ type: 'detach', connectionId: 'c1' }, { type: 'detach', connectionId: 'c2' }],
-  resume: [{ type: 'resume', connectionId: 'c1' }, { type: 'resume', connectionId: 'c2' }],
-  attach: [{ type: 'attach', connectionId: 'c1' }, { type: 'attach', connectionId: 'c2' }],
+  detach: [0, 1, 2].map((lease) => ({ type: 'detach' as const, lease })),
+  resume: [{ type: 'resume' }],
+  attach: [0, 1, 2].map((lease) => ({ type: 'attach' as const, lease })),
   expire: [{ type: 'expire', detail: 'store TTL' }],
   overflow: [
     { type: 'overflow', kind: 'overflow', detail: '4097 messages, over maxMessages 4096' },
@@ -90,7 +94,8 @@ const fakeCarrier = fromCallback<CarrierCommand, CarrierInput>(({ receive }) => 
 });
 /** Provided once, as a host would. */
 const sut = sessionMachine.provide({ actors: { carrier: fakeCarrier } });
-const INPUT: SessionInput = { id: 's1', connectionId: FIRST, timing };
+/** One input for every run, as a host shares it between its sessions. */
+const INPUT: SessionInput = { timing };
 
 interface Running {
   start(): void;
@@ -180,17 +185,16 @@ class Run {
 
 interface Expectation {
   phase: 'attached' | 'resuming' | 'detached' | 'expired' | 'overflowed' | 'ended';
-  connectionId: string;
+  lease: number;
   /** When the session was last detached: the resume window runs from here. */
   detachedAt: number;
-  resumes: number;
-  /** Every connection the session left behind while it was still open (takeovers). */
-  drops: string[];
+  /** The leases of every connection the session left behind while it was still open (takeovers). */
+  drops: number[];
   ending: SessionEnding | null;
 }
 
 function rulesSay(timeline: readonly Entry[]): Expectation {
-  const x: Expectation = { phase: 'attached', connectionId: FIRST, detachedAt: -1, resumes: 0, drops: [], ending: null };
+  const x: Expectation = { phase: 'attached', lease: FIRST, detachedAt: -1, drops: [], ending: null };
   const live = (): boolean => x.phase === 'attached' || x.phase === 'resuming' || x.phase === 'detached';
   for (const h of timeline) {
     if ((h.kind !== 'sent' && h.kind !== 'timeout') || !live()) continue;
@@ -203,7 +207,7 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
       continue;
     }
     const e = h.event;
-    const current = 'connectionId' in e && e.connectionId === x.connectionId;
+    const current = 'lease' in e && e.lease === x.lease;
     if (e.type === 'overflow') {
       x.phase = 'overflowed';
       x.ending = { reason: 'overflow', detail: `${e.kind}: ${e.detail}` };
@@ -212,9 +216,9 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
       x.ending = { reason: 'ended', detail: e.detail };
     } else if (e.type === 'resume') {
       // A connection still carrying (or replaying) the session is dropped: one connection per session.
-      if (x.phase !== 'detached') x.drops.push(x.connectionId);
-      x.connectionId = e.connectionId;
-      x.resumes += 1;
+      if (x.phase !== 'detached') x.drops.push(x.lease);
+      // The resuming connection is the session's next one.
+      x.lease += 1;
       x.phase = 'resuming';
     } else if (e.type === 'detach' && current && x.phase !== 'detached') {
       x.phase = 'detached';
@@ -251,9 +255,8 @@ const checks: Record<string, Check> = {
   '#session': (run, x, model) => {
     assert.deepEqual(run.snapshot.value, model.value, 'the SUT follows the model');
     assert.equal(run.snapshot.value, x.phase, 'the state the rules call for');
-    assert.equal(run.snapshot.context.connectionId, x.connectionId, 'the connection the rules say carries the session');
-    assert.equal(run.snapshot.context.resumes, x.resumes);
-    assert.deepEqual(run.drops().map((d) => d.connectionId), x.drops, 'every replaced connection dropped, once');
+    assert.equal(run.snapshot.context.lease, x.lease, 'the connection the rules say carries the session');
+    assert.deepEqual(run.drops().map((d) => d.lease), x.drops, 'every replaced connection dropped, once');
     assert.equal(run.count('started'), 1, 'one carrier per session');
   },
   '#session.attached': (run) => {
@@ -285,7 +288,7 @@ const executors: Record<string, Executor> = {
   ...Object.fromEntries([...timeouts.keys()].map((type): [string, Executor] => [type, (run) => run.fireWindow()])),
 };
 
-const vertex = (s: Snapshot): string => JSON.stringify([s.status, s.value, s.context.connectionId, s.context.ending]);
+const vertex = (s: Snapshot): string => JSON.stringify([s.status, s.value, Math.min(s.context.lease, LEASES_SEEN), s.context.ending]);
 
 const model = new TestModel(sessionMachine, {
   input: INPUT,
@@ -312,7 +315,7 @@ const simplePaths = model.getSimplePaths({ serializeState: vertex });
 const label = (e: EventObject): string => {
   if (timeouts.has(e.type)) return '⏰resumeWindow';
   const s = e as SessionEvent;
-  return 'connectionId' in s ? `${s.type}(${s.connectionId})` : 'kind' in s ? `${s.type}(${s.kind})` : s.type;
+  return 'lease' in s ? `${s.type}(${s.lease})` : 'kind' in s ? `${s.type}(${s.kind})` : s.type;
 };
 
 const taken = new Set<string>();
@@ -406,11 +409,11 @@ for (const host of ['actor', 'runner'] as const) describe(`session machine, exam
   test('the resume window runs from the last detach, not the first: a resume and a second cut restart it', () => {
     const run = new Run(host);
     run.actor.start();
-    run.send({ type: 'detach', connectionId: 'c1' });
+    run.send({ type: 'detach', lease: 0 });
     run.clock.increment(timing.resumeWindow - 1);
-    run.send({ type: 'resume', connectionId: 'c2' });
-    run.send({ type: 'attach', connectionId: 'c2' });
-    run.send({ type: 'detach', connectionId: 'c2' });
+    run.send({ type: 'resume' });
+    run.send({ type: 'attach', lease: 1 });
+    run.send({ type: 'detach', lease: 1 });
     run.clock.increment(timing.resumeWindow - 1);
     assert.equal(run.snapshot.value, 'detached', 'one ms before the second window ends');
     run.clock.increment(1);
@@ -421,17 +424,17 @@ for (const host of ['actor', 'runner'] as const) describe(`session machine, exam
   test('a takeover (half-open cut, R4 not yet fired) drops the old connection, and its late detach changes nothing', () => {
     const run = new Run(host);
     run.actor.start();
-    run.send({ type: 'resume', connectionId: 'c2' });
-    assert.deepEqual(run.drops(), [{ type: 'carrier.drop', connectionId: 'c1', reason: 'session resumed on another connection' }]);
-    run.send({ type: 'detach', connectionId: 'c1' }); // the heartbeat finds c1 dead later
+    run.send({ type: 'resume' });
+    assert.deepEqual(run.drops(), [{ type: 'carrier.drop', lease: 0, reason: 'session resumed on another connection' }]);
+    run.send({ type: 'detach', lease: 0 }); // the heartbeat finds the first connection dead later
     assert.equal(run.snapshot.value, 'resuming');
-    run.send({ type: 'attach', connectionId: 'c2' });
+    run.send({ type: 'attach', lease: 1 });
     assert.equal(run.snapshot.value, 'attached');
     assert.deepEqual(run.clock.pending(), []);
   });
 
   test('a bound ends the session in any live state, naming the bound', () => {
-    for (const prefix of [[], [{ type: 'detach', connectionId: 'c1' }], [{ type: 'resume', connectionId: 'c2' }]] as SessionEvent[][]) {
+    for (const prefix of [[], [{ type: 'detach', lease: 0 }], [{ type: 'resume' }]] as SessionEvent[][]) {
       const run = new Run(host);
       run.actor.start();
       for (const e of prefix) run.send(e);
@@ -439,5 +442,36 @@ for (const host of ['actor', 'runner'] as const) describe(`session machine, exam
       assert.deepEqual(run.snapshot.output, { reason: 'overflow', detail: 'memory: maxBufferedBytes 268435456' });
       assert.deepEqual(run.clock.pending(), []);
     }
+  });
+});
+
+describe('session machine, shared between sessions (no id in its context or input)', () => {
+  test('its initial state arms no delay and commands nothing: a host may start it at the session\'s first event (src/server/sessions.ts)', () => {
+    const [snapshot, actions] = initialTransition(sessionMachine, { timing });
+    assert.equal(snapshot.value, 'attached');
+    assert.equal(snapshot.context.lease, 0);
+    assert.deepEqual(
+      actions.map((a) => [a.type, (a.params as { id?: string } | undefined)?.id]),
+      [['xstate.spawnChild', 'carrier']],
+      'entering it only starts the carrier, which does nothing until commanded',
+    );
+  });
+
+
+  test('runs of one input start from one snapshot and share it through a detach, a resume and an attach', () => {
+    const input: SessionInput = { timing };
+    const host = { actorId: 'session', spawn: () => ({ command: () => undefined, stop: () => undefined }) as HostedActor<never>, done: () => undefined, failed: (err: unknown) => { throw err; } };
+    const config = { machine: sessionMachine, input, payloadFree: new Set<string>(), clock: new TimerTableClock() };
+    const a = new MachineRunner(config, host).start();
+    const b = new MachineRunner(config, host).start();
+    assert.equal(a.getSnapshot(), b.getSnapshot(), 'one initial snapshot for every session');
+    for (const event of [{ type: 'detach', lease: 0 }, { type: 'resume' }, { type: 'attach', lease: 1 }] as SessionEvent[]) {
+      a.send(event);
+      b.send(event);
+      assert.equal(a.getSnapshot(), b.getSnapshot(), `the same snapshot after ${event.type}`);
+    }
+    assert.equal(a.getSnapshot().context.lease, 1);
+    a.stop();
+    b.stop();
   });
 });
