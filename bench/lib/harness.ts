@@ -90,7 +90,7 @@ export interface ServerStats {
   /** Open connections as the server counts them. */
   connections: number;
   /** With sessions on: sessions whose connection is gone, waiting for their client. */
-  sessions?: { detached: number };
+  sessions?: { detached: number; storeOps?: Record<string, number> };
 }
 
 export interface ServerHandle {

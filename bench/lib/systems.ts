@@ -55,7 +55,7 @@ export interface RunningSystem {
    */
   cut: () => number;
   /** Session figures of the supervisor with sessions on (detached sessions). */
-  sessionStats?: () => { detached: number };
+  sessionStats?: () => { detached: number; storeOps?: Record<string, number> };
 }
 
 /** Every accepted TCP socket of `server`, for cut(). */
@@ -92,7 +92,14 @@ export async function startSupervisor(o: SystemOptions): Promise<RunningSystem> 
     port: demo.address.port,
     connections: () => demo.supervisor.size,
     cut: trackSockets(demo.server),
-    ...(sessions ? { sessionStats: () => ({ detached: sessions.detachedCount }) } : {}),
+    ...(sessions
+      ? {
+          sessionStats: () => {
+            const ops = (sessions.store as { operations?: Record<string, number> }).operations;
+            return { detached: sessions.detachedCount, ...(ops ? { storeOps: { ...ops } } : {}) };
+          },
+        }
+      : {}),
   };
 }
 

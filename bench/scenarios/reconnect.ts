@@ -86,6 +86,18 @@ pinSelf(1);
 
 let redis = null as RedisServer | null;
 let admin = null as Redis | null;
+/** Scripts Redis ran (EVALSHA + EVAL) and the CPU it used, seconds. */
+const redisCounters = async (): Promise<{ scripts: number; cpuS: number }> => {
+  const stats = await admin!.info('commandstats');
+  const cpu = await admin!.info('cpu');
+  let scripts = 0;
+  for (const m of stats.matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+)/gm)) scripts += Number(m[1]);
+  const user = Number(/^used_cpu_user:([\d.]+)/m.exec(cpu)![1]);
+  const sys = Number(/^used_cpu_sys:([\d.]+)/m.exec(cpu)![1]);
+  return { scripts, cpuS: user + sys };
+};
+/** The store operations a resume itself makes (the rest of the storm: appends of the broadcasts, the client's ack, its re-sent request). */
+const RESUME_OPS = new Set(['epoch', 'verify', 'readAfter', 'attach', 'resume', 'create']);
 const usedMemory = async (): Promise<number> => Number(/^used_memory:(\d+)/m.exec(await admin!.info('memory'))![1]);
 
 /** A receiver's view: the broadcasts (k in order), its one request's replies, its resume. */
@@ -218,6 +230,7 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     // Every client sends a request, and the cut follows at once: some are in flight, some answered, some replies lost with the socket.
     clients.forEach((c, i) => c.send(`{"requestID":${1_000_000 + i},"command":"before the cut"}`));
     const s0 = await server.stats();
+    const r0 = store === 'redis' ? await redisCounters() : null;
     const l0 = selfCpuUs();
     cutAt = performance.now();
     const cut = await server.command('cut');
@@ -234,6 +247,7 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     const stormMs = Math.max(allAttachedMs, ...trackers.map((t) => (Number.isFinite(t.replayedAt) ? t.replayedAt : 0)));
     const s1 = await server.stats();
     const l1 = selfCpuUs();
+    const r1 = store === 'redis' ? await redisCounters() : null;
     if (timedOut) problems.push(`${at}: ${resumed} of ${n} sessions came back within ${STORM_TIMEOUT_MS / 1000} s`);
     rec.add(name, `connections lost again after resuming @${label(n)}`, 'count', recut);
 
@@ -263,6 +277,20 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     // What the storm costs beyond the broadcast stream that goes on meanwhile (at its steady rate).
     rec.add(name, `server CPU per resume, beyond the stream @${label(n)}`, 'µs', Math.max(0, stormCpu - steadyShare * 1e6 * stormWall) / n);
     rec.add(name, `load-generator CPU during the storm @${label(n)}`, '% core', (100 * (l1 - l0)) / 1e6 / stormWall);
+    if (r0 && r1) {
+      // What the storm cost Redis: its own CPU, and the scripts the store sent, by operation (the server's count).
+      rec.add(name, `Redis CPU during the storm @${label(n)}`, '% core', (100 * (r1.cpuS - r0.cpuS)) / stormWall);
+      rec.add(name, `Redis scripts during the storm per resume @${label(n)}`, 'calls', (r1.scripts - r0.scripts) / n);
+      const ops0 = s0.sessions?.storeOps ?? {};
+      const ops1 = s1.sessions?.storeOps ?? {};
+      const perResume = Object.keys(ops1)
+        .map((op) => [op, ((ops1[op] ?? 0) - (ops0[op] ?? 0)) / n] as const)
+        .filter(([, v]) => v > 0)
+        .sort((a, b) => b[1] - a[1]);
+      const resumePath = perResume.filter(([op]) => RESUME_OPS.has(op)).reduce((sum, [, v]) => sum + v, 0);
+      rec.add(name, `Redis round trips of the resume itself @${label(n)}`, 'calls', resumePath);
+      console.log(`${at}: store operations per resume during the storm: ${perResume.map(([op, v]) => `${op} ${v.toFixed(2)}`).join(', ')}; Redis ${((100 * (r1.cpuS - r0.cpuS)) / stormWall).toFixed(0)}% core`);
+    }
     const closeTimes = trackers.map((t) => t.closedAt).filter(Number.isFinite);
     rec.add(name, `cut seen by the client p99 @${label(n)}`, 'ms', percentile(closeTimes, 99));
     if (process.env.BENCH_DEBUG) console.log({ closeP50: percentile(closeTimes, 50), closeP99: percentile(closeTimes, 99), attempts: trackers.map((t) => t.attempts).sort((a, b) => b - a).slice(0, 10) });

@@ -32,7 +32,7 @@ import { positiveInt } from '../base/checks.ts';
 import { requirePeer } from '../base/optional-peer.ts';
 import { SESSION_STORE_DEFAULTS } from './memory-session-store.ts';
 import { parseRedisUrl, RedisUrlError, type RedisTarget } from './redis-url.ts';
-import { SESSION_SCRIPTS, type SessionScriptName } from './redis-session-scripts.ts';
+import { SESSION_BATCH_SCRIPT, type SessionOpName } from './redis-session-scripts.ts';
 import {
   messageBytes,
   newSessionId,
@@ -96,8 +96,25 @@ export const REDIS_SESSION_STORE_DEFAULTS = {
 
 /** Reply seqs remembered per request: a reply of more messages is remembered as "too many" (null). As the memory store. */
 const MAX_SEQS_PER_REPLY = 16;
-/** Renewals per script call (one call per batch, pipelined). */
+/** Renewals per operation (each one operation of a batch). */
 const RENEW_BATCH = 500;
+/**
+ * Operations per script call. A batch holds Redis for its whole run (an
+ * append is a dozen Redis calls, some 20–40 µs): 256 keeps one batch to a few
+ * milliseconds, and cuts the per-call costs (the round trip, the script's
+ * start, ioredis's per-command work) 256-fold under load.
+ */
+const BATCH_MAX_OPS = 256;
+/** Bytes of arguments per script call (a batch of large messages goes in several). */
+const BATCH_MAX_BYTES = 1_048_576;
+/**
+ * Batches sent and unanswered at once: two keep Redis busy (one runs while
+ * the next is on its way); more would only move the queue into Redis's
+ * socket, where commandTimeout runs on it.
+ */
+const BATCHES_IN_FLIGHT = 2;
+/** What an operation costs in a batch beyond its arguments (its name, argc, RESP framing): counted against maxInFlightBytes. */
+const OP_OVERHEAD_BYTES = 32;
 
 export interface RedisSessionStoreOptions {
   /** As the adapter's `url` (parseRedisUrl): `redis://[[user]:password@]host[:port][/db]` or `rediss://…`. */
@@ -190,7 +207,24 @@ type Reply = Buffer | number | null | Reply[];
 type LetterReply = [Buffer, Buffer, Buffer, EntryReply[], number];
 type EntryReply = [Buffer, Buffer[]];
 
-type ScriptClient = Redis & { [K in `${SessionScriptName}Buffer`]: (...args: (string | Buffer | number)[]) => Promise<Reply[]> };
+type ScriptClient = Redis & { wsSessBatchBuffer: (...args: (string | Buffer | number)[]) => Promise<Reply[]> };
+
+/** An operation waiting for its batch, or in one on its way to Redis. */
+interface PendingOp {
+  operation: string;
+  id: string | null;
+  op: SessionOpName;
+  args: (string | Buffer)[];
+  bytes: number;
+  resolve: (reply: Reply[]) => void;
+  reject: (err: SessionStoreUnavailableError) => void;
+}
+
+/** A batch sent and not settled yet. */
+interface Batch {
+  ops: PendingOp[];
+  settled: boolean;
+}
 
 function failureKind(err: Error & { code?: unknown }): string {
   if (typeof err.code === 'string' && err.code !== '') return err.code;
@@ -240,6 +274,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   /** Failed operations, by kind, since the store started (metrics); `failedSinceUp` for the recovery log line. */
   readonly failures: Record<SessionStoreFailureKind, number> = { unavailable: 0, timeout: 0, error: 0 };
   #failedSinceUp = 0;
+  /** Scripts sent to Redis, by store operation, since the store started (benchmarks, metrics): the round trips a resume or a message costs. */
+  readonly operations: Record<string, number> = {};
   readonly #maxInFlightBytes: number;
   /** Commands sent and not yet answered (their bytes are held by ioredis and the socket until then), oldest first. */
   #inFlight: { seq: number; bytes: number }[] = [];
@@ -247,6 +283,15 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   #inFlightSeq = 0;
   #inFlightBytes = 0;
   #probing = false;
+  /** Operations waiting for their batch, in call order (from `queueHead`), and their bytes. */
+  #queue: PendingOp[] = [];
+  #queueHead = 0;
+  #queuedBytes = 0;
+  #pumpScheduled = false;
+  /** Batches sent and not yet settled (answered, failed, or their connection closed). */
+  readonly #batches = new Set<Batch>();
+  /** Script calls (batches) sent to Redis since the store started: with `operations`, the operations per round trip. */
+  batches = 0;
 
   constructor(options: RedisSessionStoreOptions) {
     super();
@@ -334,7 +379,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       lazyConnect: false,
     };
     const client = new RedisClient(options) as ScriptClient;
-    for (const [name, lua] of Object.entries(SESSION_SCRIPTS)) client.defineCommand(name, { lua, numberOfKeys: 0 });
+    client.defineCommand('wsSessBatch', { lua: SESSION_BATCH_SCRIPT, numberOfKeys: 0 });
     this.#client = client;
     this.#everReady = new Promise<void>((resolve) => {
       client.on('ready', () => {
@@ -346,6 +391,14 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       this.#inFlight = [];
       this.#inFlightHead = 0;
       this.#inFlightBytes = 0;
+      // ioredis would reject what was sent at its commandTimeout only (nothing is resent): settle it now, and what waits.
+      const lost = new Error('Connection is closed before redis answered');
+      for (const batch of this.#batches) {
+        batch.settled = true;
+        for (const o of batch.ops) o.reject(this.#failed('unavailable', o.operation, o.id, 'unknown', lost));
+      }
+      this.#batches.clear();
+      this.#failQueue(new Error('redis connection closed'));
       if (!this.#ready) return;
       this.#ready = false;
       this.#setStatus('degraded', `redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`);
@@ -360,7 +413,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   }
 
   async epoch(): Promise<string> {
-    const [, epoch] = await this.#run('epoch', null, 'wsSessEpoch', [newEpoch()]);
+    const [, epoch] = await this.#run('epoch', null, 'epoch', [newEpoch()]);
     return this.#noteEpoch(String(epoch));
   }
 
@@ -369,7 +422,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     for (;;) {
       const id = newSessionId();
       const token = newSessionToken();
-      const r = await this.#run('create', id, 'wsSessCreate', [id, tokenDigest(token), init.owner ?? '', init.owner === null ? '0' : '1', data, newEpoch()]);
+      const r = await this.#run('create', id, 'create', [id, tokenDigest(token), init.owner ?? '', init.owner === null ? '0' : '1', data, newEpoch()]);
       if (r[1] !== 1) continue; // 2^-128: never, but cheap to be sure
       const epoch = this.#noteEpoch(String(r[2]));
       this.#held.set(id, '1');
@@ -378,13 +431,13 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   }
 
   async get(id: string): Promise<SessionRecord | null> {
-    const r = await this.#run('get', id, 'wsSessGet', [id]);
+    const r = await this.#run('get', id, 'get', [id]);
     return r[1] === 1 ? toRecord(id, r[2] as Buffer[]) : null;
   }
 
   async verify(claim: ResumeClaim): Promise<VerifyResult> {
     const hasEpoch = claim.epoch !== undefined;
-    const r = await this.#run('verify', claim.id, 'wsSessVerify', [claim.id, hasEpoch ? '1' : '0', claim.epoch ?? '']);
+    const r = await this.#run('verify', claim.id, 'verify', [claim.id, hasEpoch ? '1' : '0', claim.epoch ?? '']);
     if (r[1] !== 1) {
       const reason = String(r[2]) as ResumeFailureReason;
       if (reason === 'restarted') {
@@ -408,14 +461,14 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     // The generation this node holds (attached, or detached by it): a stale one is refused (`moved`), so a node
     // whose copy of the session was resumed elsewhere stops appending to it. None while an attach is on its way.
     const generation = this.#attaching.has(id) ? '' : (this.#held.get(id) ?? this.#detachedHere.get(id) ?? '');
-    const r = await this.#run('append', id, 'wsSessAppend', [id, data, message.binary ? '1' : '0', generation, replyTo === undefined ? '' : String(replyTo), String(MAX_SEQS_PER_REPLY)], message);
+    const r = await this.#run('append', id, 'append', [id, data, message.binary ? '1' : '0', generation, replyTo === undefined ? '' : String(replyTo), String(MAX_SEQS_PER_REPLY)], message);
     if (r[1] === 1) return { ok: true, seq: r[2] as number };
     return { ok: false, reason: String(r[2]) as SessionDeadLetterReason, detail: String(r[3]) };
   }
 
   async ack(id: string, seq: number): Promise<AckResult> {
     if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, error: `ack seq must be an integer ≥ 0, got ${String(seq)}` };
-    const r = await this.#run('ack', id, 'wsSessAck', [id, String(seq)]);
+    const r = await this.#run('ack', id, 'ack', [id, String(seq)]);
     return r[1] === 1 ? { ok: true, trimmed: r[2] as number } : { ok: false, error: String(r[2]) };
   }
 
@@ -424,14 +477,14 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       // The memory store looks the session up first; the answer for a bad position is the same either way.
       return { ok: false, reason: 'unknown', detail: `lastSeq must be an integer ≥ 0, got ${String(seq)}` };
     }
-    const r = await this.#run('readAfter', id, 'wsSessReadAfter', [id, String(seq)]);
+    const r = await this.#run('readAfter', id, 'readAfter', [id, String(seq)]);
     if (r[1] !== 1) return { ok: false, reason: String(r[2]) as ResumeFailureReason, detail: String(r[3]) };
     return { ok: true, messages: (r[2] as EntryReply[]).map(toMessage) };
   }
 
   async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
     if (!Number.isSafeInteger(cseq) || cseq < 1) throw new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`);
-    const r = await this.#run('beginRequest', id, 'wsSessBeginRequest', [id, String(cseq)]);
+    const r = await this.#run('beginRequest', id, 'beginRequest', [id, String(cseq)]);
     const kind = String(r[1]);
     if (kind === 'new') return { kind: 'new' };
     if (kind === 'unknown') return { kind: 'unknown' };
@@ -441,26 +494,26 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   }
 
   async rememberReply(id: string, cseq: number, seq: number): Promise<void> {
-    await this.#run('rememberReply', id, 'wsSessRememberReply', [id, String(cseq), String(seq), String(MAX_SEQS_PER_REPLY)]);
+    await this.#run('rememberReply', id, 'rememberReply', [id, String(cseq), String(seq), String(MAX_SEQS_PER_REPLY)]);
   }
 
   async join(id: string, topic: string): Promise<boolean> {
-    return (await this.#run('join', id, 'wsSessTopic', [id, 'join', topic]))[1] === 1;
+    return (await this.#run('join', id, 'topic', [id, 'join', topic]))[1] === 1;
   }
 
   async leave(id: string, topic: string): Promise<boolean> {
-    return (await this.#run('leave', id, 'wsSessTopic', [id, 'leave', topic]))[1] === 1;
+    return (await this.#run('leave', id, 'topic', [id, 'leave', topic]))[1] === 1;
   }
 
   async setData(id: string, data: JsonValue): Promise<boolean> {
-    return (await this.#run('setData', id, 'wsSessSetData', [id, JSON.stringify(data)]))[1] === 1;
+    return (await this.#run('setData', id, 'setData', [id, JSON.stringify(data)]))[1] === 1;
   }
 
   async attach(id: string): Promise<boolean> {
     // Appends called from now on run after this attach (one connection, in order): they must not present the old generation.
     this.#attaching.set(id, (this.#attaching.get(id) ?? 0) + 1);
     try {
-      const r = await this.#run('attach', id, 'wsSessAttach', [id]);
+      const r = await this.#run('attach', id, 'attach', [id]);
       if (r[1] !== 1) return false;
       this.#held.set(id, String(r[2]));
       this.#detachedHere.delete(id);
@@ -475,7 +528,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   /** False also when another node attached the session since this node did (a takeover: the session is not this node's to detach). */
   async detach(id: string): Promise<boolean> {
     const generation = this.#held.get(id) ?? '';
-    const r = await this.#run('detach', id, 'wsSessDetach', [id, generation]);
+    const r = await this.#run('detach', id, 'detach', [id, generation]);
     this.#held.delete(id);
     if (r[1] !== 1) return false;
     this.#detachedHere.delete(id);
@@ -493,27 +546,27 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   async expire(id: string): Promise<boolean> {
     const generation = this.#detachedHere.get(id) ?? '';
     this.#detachedHere.delete(id);
-    const expired = (await this.#run('expire', id, 'wsSessExpire', [id, generation]))[1] === 1;
+    const expired = (await this.#run('expire', id, 'expire', [id, generation]))[1] === 1;
     if (expired) this.#held.delete(id);
     return expired;
   }
 
   async end(id: string, detail: string): Promise<boolean> {
     this.#held.delete(id);
-    return (await this.#run('end', id, 'wsSessEnd', [id, detail]))[1] === 1;
+    return (await this.#run('end', id, 'end', [id, detail]))[1] === 1;
   }
 
   async sweep(): Promise<number> {
     let expired = 0;
     for (;;) {
-      const r = await this.#run('sweep', null, 'wsSessSweep', [String(REDIS_SESSION_STORE_DEFAULTS.sweepBatch)]);
+      const r = await this.#run('sweep', null, 'sweep', [String(REDIS_SESSION_STORE_DEFAULTS.sweepBatch)]);
       expired += r[1] as number;
       if (r[2] !== 1) return expired;
     }
   }
 
   async stats(): Promise<SessionStoreStats> {
-    const r = await this.#run('stats', null, 'wsSessStats', []);
+    const r = await this.#run('stats', null, 'stats', []);
     return { sessions: r[1] as number, detached: r[2] as number, bufferedMessages: r[3] as number, bufferedBytes: r[4] as number, tombstones: r[5] as number };
   }
 
@@ -529,7 +582,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       this.#renewTimer = null;
       const client = this.#client;
       if (client && this.#ready) {
-        await Promise.all([...this.#held.keys()].map((id) => this.#call('detach', id, 'wsSessDetach', [id, this.#held.get(id) ?? '']).catch(() => undefined)));
+        await Promise.all([...this.#held.keys()].map((id) => this.#call('detach', id, 'detach', [id, this.#held.get(id) ?? '']).catch(() => undefined)));
       }
       this.#held.clear();
       this.#ready = false;
@@ -547,7 +600,9 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     try {
       if (this.#target.db !== 0) await client.select(this.#target.db);
       // Came back with our data, or without (restarted empty, flushed): the epoch tells.
-      const [, epoch] = (await (client as ScriptClient).wsSessEpochBuffer(...this.#args([newEpoch()]))) as Reply[];
+      const [reply] = await (client as ScriptClient).wsSessBatchBuffer(...this.#batchArgs([{ op: 'epoch', args: [newEpoch()] }]));
+      const [letters, epoch] = reply as Reply[];
+      if (!Array.isArray(letters)) throw new Error(`redis session store: the epoch script failed: ${String(letters)}`);
       this.#noteEpoch(String(epoch));
     } catch (err) {
       this.#lastError = (err as Error).message;
@@ -583,7 +638,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     const ids = [...this.#held.keys()];
     for (let i = 0; i < ids.length; i += RENEW_BATCH) {
       try {
-        const [, lost] = await this.#call('renew', null, 'wsSessRenew', ids.slice(i, i + RENEW_BATCH));
+        const [, lost] = await this.#call('renew', null, 'renew', ids.slice(i, i + RENEW_BATCH));
         for (const id of lost as Buffer[]) this.#held.delete(id.toString());
       } catch {
         return; // reported by #call; the next renewal tries again
@@ -591,12 +646,15 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     }
   }
 
-  #args(extra: (string | Buffer)[]): (string | Buffer)[] {
-    return [...this.#common, this.#now === null ? '' : String(this.#now()), ...extra];
+  /** The script's arguments for `ops`: the common ones, the clock, then each operation as name, argc, args. */
+  #batchArgs(ops: readonly { op: SessionOpName; args: (string | Buffer)[] }[]): (string | Buffer)[] {
+    const out: (string | Buffer)[] = [...this.#common, this.#now === null ? '' : String(this.#now())];
+    for (const o of ops) out.push(o.op, String(o.args.length), ...o.args);
+    return out;
   }
 
   /** Runs a script, hands the sessions it ended to the host as dead letters (R12), returns the rest of its reply. */
-  async #run(operation: string, id: string | null, name: SessionScriptName, extra: (string | Buffer)[], refused?: SessionMessage): Promise<Reply[]> {
+  async #run(operation: string, id: string | null, name: SessionOpName, extra: (string | Buffer)[], refused?: SessionMessage): Promise<Reply[]> {
     if (this.#host === null) throw new Error('ws-supervisor: start(host) the session store before using it (dead letters need a host)');
     if (this.#closed) throw new Error('ws-supervisor: the session store is closed');
     const reply = await this.#call(operation, id, name, extra);
@@ -608,7 +666,12 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     return reply;
   }
 
-  async #call(operation: string, id: string | null, name: SessionScriptName, extra: (string | Buffer)[]): Promise<Reply[]> {
+  /**
+   * Queues an operation for the next batch (one script call runs a batch, in
+   * call order: the order of operations on this connection is the order of
+   * the calls). Settles with its own reply, or fails as the batch failed.
+   */
+  async #call(operation: string, id: string | null, name: SessionOpName, extra: (string | Buffer)[]): Promise<Reply[]> {
     const client = this.#client!;
     if (!this.#ready && !this.#wasReady && this.#everReady) {
       // The first connection may still be on its way: wait for it (bounded); after that, never wait on an outage.
@@ -619,10 +682,10 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     if (!this.#ready) {
       throw this.#failed('unavailable', operation, id, 'no', new Error(`redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`));
     }
-    const args = this.#args(extra);
-    let bytes = 0;
-    for (const a of args) bytes += typeof a === 'string' ? Buffer.byteLength(a) : a.length;
-    if (this.#inFlightBytes > 0 && this.#inFlightBytes + bytes > this.#maxInFlightBytes) {
+    let bytes = OP_OVERHEAD_BYTES + Buffer.byteLength(name);
+    for (const a of extra) bytes += typeof a === 'string' ? Buffer.byteLength(a) : a.length;
+    const held = this.#inFlightBytes + this.#queuedBytes;
+    if (held > 0 && held + bytes > this.#maxInFlightBytes) {
       // Redis is not answering fast enough (hung, overloaded): refuse now rather than hold every message in memory.
       this.#probe(client);
       throw this.#failed(
@@ -630,31 +693,121 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
         operation,
         id,
         'no',
-        new Error(`${this.#inFlightBytes} bytes of operations await Redis's answer; ${bytes} more would pass maxInFlightBytes ${this.#maxInFlightBytes}`),
+        new Error(`${held} bytes of operations await Redis's answer; ${bytes} more would pass maxInFlightBytes ${this.#maxInFlightBytes} (counting those sent and those queued for their batch)`),
       );
     }
-    const seq = this.#sent(bytes);
-    try {
-      const reply = await client[`${name}Buffer`](...args);
-      this.#answered(seq);
-      if (this.#status !== 'up' && this.#ready) this.#setStatus('up', null);
-      return reply;
-    } catch (err) {
-      const e = err as Error;
-      if (/timed out/i.test(e.message)) {
-        // Still in ioredis's queue and the socket: counted until Redis answers a later command or the connection closes.
-        if (this.#status === 'up') this.#setStatus('degraded', `redis command timed out (no reply within ${this.#commandTimeout} ms)`);
-        throw this.#failed('timeout', operation, id, 'unknown', e);
+    this.operations[operation] = (this.operations[operation] ?? 0) + 1;
+    return new Promise<Reply[]>((resolve, reject) => {
+      this.#queue.push({ operation, id, op: name, args: extra, bytes, resolve, reject });
+      this.#queuedBytes += bytes;
+      if (!this.#pumpScheduled) {
+        this.#pumpScheduled = true;
+        // The rest of this turn's operations (a broadcast to every session, the frames of one read) join the batch.
+        setImmediate(this.#scheduledPump);
       }
-      if (/writeable|enableOfflineQueue/i.test(e.message)) {
-        this.#answered(seq);
-        throw this.#failed('unavailable', operation, id, 'no', e);
+    });
+  }
+
+  readonly #scheduledPump = (): void => {
+    this.#pumpScheduled = false;
+    this.#pump();
+  };
+
+  /**
+   * Sends queued operations, in order, in batches (at most BATCH_MAX_OPS
+   * operations or BATCH_MAX_BYTES each), while fewer than BATCHES_IN_FLIGHT
+   * are unanswered. The rest wait here, in order, not in Redis's socket: so a
+   * storm queues instead of timing out (commandTimeout runs from the send,
+   * and measures Redis, not the depth of the queue), and the batch that goes
+   * next collects everything that arrived meanwhile.
+   */
+  #pump(): void {
+    const client = this.#client;
+    while (this.#queueHead < this.#queue.length && this.#batches.size < BATCHES_IN_FLIGHT) {
+      if (client === null || !this.#ready) return this.#failQueue(new Error(`redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`));
+      const ops: PendingOp[] = [];
+      let bytes = 0;
+      while (this.#queueHead < this.#queue.length && ops.length < BATCH_MAX_OPS) {
+        const next = this.#queue[this.#queueHead]!;
+        if (ops.length > 0 && bytes + next.bytes > BATCH_MAX_BYTES) break;
+        ops.push(next);
+        bytes += next.bytes;
+        this.#queue[this.#queueHead++] = undefined!;
       }
-      // Sent, and the connection closed before the answer: Redis may have run it.
-      if (/Connection is closed/i.test(e.message)) throw this.#failed('unavailable', operation, id, 'unknown', e);
-      this.#answered(seq);
-      throw this.#failed('error', operation, id, 'no', e);
+      this.#queuedBytes -= bytes;
+      if (this.#queueHead === this.#queue.length) {
+        this.#queue = [];
+        this.#queueHead = 0;
+      } else if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+        this.#queue.splice(0, this.#queueHead);
+        this.#queueHead = 0;
+      }
+      this.#send(client, ops, bytes);
     }
+  }
+
+  #send(client: ScriptClient, ops: PendingOp[], bytes: number): void {
+    const batch: Batch = { ops, settled: false };
+    this.#batches.add(batch);
+    const seq = this.#sent(bytes);
+    this.batches++;
+    const settle = (): boolean => {
+      if (batch.settled) return false;
+      batch.settled = true;
+      this.#batches.delete(batch);
+      return true;
+    };
+    client.wsSessBatchBuffer(...this.#batchArgs(ops)).then(
+      (replies) => {
+        this.#answered(seq);
+        if (!settle()) return;
+        if (this.#status !== 'up' && this.#ready) this.#setStatus('up', null);
+        ops.forEach((o, i) => {
+          const r = replies[i] as Reply[] | undefined;
+          if (Array.isArray(r) && Array.isArray(r[0])) o.resolve(r);
+          else {
+            const message = Array.isArray(r) && r[0] != null ? String(r[0]) : `no reply for operation ${i + 1} of ${ops.length}`;
+            o.reject(this.#failed('error', o.operation, o.id, 'unknown', new Error(message)));
+          }
+        });
+        this.#pump();
+      },
+      (err: Error) => {
+        if (!settle()) return;
+        const kind = this.#failureOf(err, seq);
+        for (const o of ops) o.reject(this.#failed(kind.kind, o.operation, o.id, kind.applied, err));
+        // Redis left a whole batch unanswered for commandTimeout: what waits behind it would only time out in turn.
+        if (kind.kind === 'timeout') this.#failQueue(new Error(`an earlier batch of operations got no reply within ${this.#commandTimeout} ms`));
+        else this.#pump();
+      },
+    );
+  }
+
+  /** What a failed batch means: a timeout (may be applied), a closed connection (may be applied), a refusal (not applied). */
+  #failureOf(e: Error, seq: number): { kind: SessionStoreFailureKind; applied: 'no' | 'unknown' } {
+    if (/timed out/i.test(e.message)) {
+      // Still in ioredis's queue and the socket: counted until Redis answers a later command or the connection closes.
+      if (this.#status === 'up') this.#setStatus('degraded', `redis command timed out (no reply within ${this.#commandTimeout} ms)`);
+      return { kind: 'timeout', applied: 'unknown' };
+    }
+    if (/writeable|enableOfflineQueue/i.test(e.message)) {
+      this.#answered(seq);
+      return { kind: 'unavailable', applied: 'no' };
+    }
+    // Sent, and the connection closed before the answer: Redis may have run it.
+    if (/Connection is closed/i.test(e.message)) return { kind: 'unavailable', applied: 'unknown' };
+    this.#answered(seq);
+    // A script error of the batch as a whole: no operation ran.
+    return { kind: 'error', applied: 'no' };
+  }
+
+  /** Every queued (never sent) operation fails now: nothing of them reached Redis. */
+  #failQueue(cause: Error): void {
+    const queued = this.#queue.slice(this.#queueHead);
+    this.#queue = [];
+    this.#queueHead = 0;
+    this.#queuedBytes = 0;
+    for (const o of queued) o.reject(this.#failed('unavailable', o.operation, o.id, 'no', cause));
   }
 
   /** Counts a command's bytes as awaiting Redis's answer; returns its place in the connection's order. */
