@@ -95,8 +95,12 @@ export async function startSupervisor(o: SystemOptions): Promise<RunningSystem> 
     ...(sessions
       ? {
           sessionStats: () => {
-            const ops = (sessions.store as { operations?: Record<string, number> }).operations;
-            return { detached: sessions.detachedCount, ...(ops ? { storeOps: { ...ops } } : {}) };
+            const store = sessions.store as { operations?: Record<string, number>; failures?: Record<string, number>; queuedOperations?: number; batches?: number };
+            const ops = store.operations;
+            return {
+              detached: sessions.detachedCount,
+              ...(ops ? { storeOps: { ...ops, '(batches)': store.batches ?? 0, '(queued)': store.queuedOperations ?? 0, ...Object.fromEntries(Object.entries(store.failures ?? {}).map(([k, v]) => [`(failed: ${k})`, v])) } } : {}),
+            };
           },
         }
       : {}),

@@ -129,6 +129,8 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
   const clients: SessionClient[] = [];
   let sender: SessionClient | null = null;
   let ticker: NodeJS.Timeout | null = null;
+  let stopped = false;
+  let watch: NodeJS.Timeout | null = null;
   try {
     await sleep(300);
     const heapBefore = (await server.gc()).heapUsed;
@@ -170,6 +172,9 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
       sender!.send(`{"requestID":${k},"command":"broadcast","someOtherThing":"b${k}"}`);
     };
     ticker = setInterval(tick, 1000 / RATE);
+    watch = process.env.BENCH_DEBUG && store === 'redis'
+      ? setInterval(() => void server.stats().then((st) => console.log(`t=${((performance.now() - cutAt) / 1000).toFixed(1)} s rss ${(st.rss / 1e6).toFixed(0)} MB`, JSON.stringify(st.sessions?.storeOps)), () => undefined), 2000)
+      : null;
     // The steady stream's own cost, measured over the second half of the steady phase (the first half warms up).
     await sleep((STEADY_S * 1000) / 2);
     const q0 = await server.stats();
@@ -185,8 +190,10 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     const reasons = new Map<string, number>();
     const allResumed = new Promise<void>((resolve) => {
       const reconnect = (c: SessionClient, t: Tracker, attempt: number): void => {
+        if (stopped) return;
         const delay = backoffDelay(attempt, { initialDelay: JITTER, maxDelay: 30_000, multiplier: 2 }, Math.random());
         setTimeout(() => {
+          if (stopped) return; // the run is over (a failed one leaves clients still retrying: they must not hold the process open)
           t.attempts++;
           c.connect(true).then(
             (info) => {
@@ -223,7 +230,7 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     // The sender comes back at once (no jitter), so the broadcasts go on while the others are away.
     const senderBack = new Promise<void>((resolve) => {
       sender!.onClose(() => {
-        const again = (): void => void sender!.connect(true).then(() => resolve(), () => setTimeout(again, 10));
+        const again = (): void => void sender!.connect(true).then(() => resolve(), () => !stopped && setTimeout(again, 10));
         again();
       });
     });
@@ -259,6 +266,7 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     const settle = Date.now() + 15_000;
     while ((trackers.some((t) => t.nextK <= lastK) || senderReplies.ok < lastK) && Date.now() < settle) await sleep(50);
 
+    if (watch) clearInterval(watch);
     const attachTimes = trackers.map((t) => t.attachedAt).filter(Number.isFinite);
     const replayed = trackers.reduce((s, t) => s + (t.info?.replay ?? 0), 0);
     const resent = trackers.reduce((s, t) => s + (t.info?.resent ?? 0), 0);
@@ -280,15 +288,15 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     if (r0 && r1) {
       // What the storm cost Redis: its own CPU, and the scripts the store sent, by operation (the server's count).
       rec.add(name, `Redis CPU during the storm @${label(n)}`, '% core', (100 * (r1.cpuS - r0.cpuS)) / stormWall);
-      rec.add(name, `Redis scripts during the storm per resume @${label(n)}`, 'calls', (r1.scripts - r0.scripts) / n);
+      rec.add(name, `Redis script calls (round trips) during the storm per resume @${label(n)}`, 'calls', (r1.scripts - r0.scripts) / n);
       const ops0 = s0.sessions?.storeOps ?? {};
       const ops1 = s1.sessions?.storeOps ?? {};
       const perResume = Object.keys(ops1)
         .map((op) => [op, ((ops1[op] ?? 0) - (ops0[op] ?? 0)) / n] as const)
-        .filter(([, v]) => v > 0)
+        .filter(([op, v]) => v > 0 && op !== '(queued)')
         .sort((a, b) => b[1] - a[1]);
       const resumePath = perResume.filter(([op]) => RESUME_OPS.has(op)).reduce((sum, [, v]) => sum + v, 0);
-      rec.add(name, `Redis round trips of the resume itself @${label(n)}`, 'calls', resumePath);
+      rec.add(name, `store operations of the resume itself @${label(n)}`, 'calls', resumePath);
       console.log(`${at}: store operations per resume during the storm: ${perResume.map(([op, v]) => `${op} ${v.toFixed(2)}`).join(', ')}; Redis ${((100 * (r1.cpuS - r0.cpuS)) / stormWall).toFixed(0)}% core`);
     }
     const closeTimes = trackers.map((t) => t.closedAt).filter(Number.isFinite);
@@ -338,6 +346,8 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
         `${replayed} replayed, ${resent} re-sent; server ${((100 * stormCpu) / 1e6 / stormWall).toFixed(0)}% core, ${(stormCpu / n).toFixed(0)} µs/resume; load ${((100 * (l1 - l0)) / 1e6 / stormWall).toFixed(0)}% core; ${lastK} broadcasts`,
     );
   } finally {
+    stopped = true;
+    if (watch) clearInterval(watch);
     if (ticker) clearInterval(ticker);
     for (const c of clients) c.onClose(() => undefined);
     sender?.onClose(() => undefined);

@@ -446,6 +446,18 @@ for i = 1, #A do
 end
 return { LETTERS, lost }`),
 
+  /**
+   * A[1] data, [2] binary, [3] max seqs per reply, then pairs: [4] id, [5] generation, … →
+   * one append's reply per session, in order (each with its own letters): a broadcast's message once, not once per session.
+   */
+  appendN: op(`
+local res = {}
+for k = 4, #A, 2 do
+  LETTERS = {}
+  res[#res + 1] = OPS['append']({ A[k], A[1], A[2], A[k + 1], '', A[3] })
+end
+return res`),
+
   /** → { letters, sessions, detached, messages, bytes, tombstones } */
   stats: op(`
 local det = redis.call('ZCARD', DET)

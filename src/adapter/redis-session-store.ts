@@ -288,6 +288,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   #queueHead = 0;
   #queuedBytes = 0;
   #pumpScheduled = false;
+  /** The ack operation of each session still in the queue (a later ack joins it). */
+  readonly #queuedAcks = new Map<string, PendingOp>();
   /** Batches sent and not yet settled (answered, failed, or their connection closed). */
   readonly #batches = new Set<Batch>();
   /** Script calls (batches) sent to Redis since the store started: with `operations`, the operations per round trip. */
@@ -346,6 +348,11 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   /** The Redis URL with its password masked. */
   get displayUrl(): string {
     return this.#target.display;
+  }
+
+  /** Operations waiting for their batch (sent ones not counted): how far this node is behind Redis. */
+  get queuedOperations(): number {
+    return this.#queue.length - this.#queueHead;
   }
 
   /** Sessions this node holds attached (their leases are renewed by it). */
@@ -468,6 +475,19 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
 
   async ack(id: string, seq: number): Promise<AckResult> {
     if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, error: `ack seq must be an integer ≥ 0, got ${String(seq)}` };
+    const queued = this.#queuedAcks.get(id);
+    if (queued !== undefined && this.#host !== null && !this.#closed) {
+      // An ack of this session still waits for its batch: it takes this one's seq too (acks are cumulative, and every
+      // seq the client has was assigned before anything still queued ran). One operation instead of two; both answered.
+      if (seq > Number(queued.args[1])) queued.args[1] = String(seq);
+      this.operations['ack (merged)'] = (this.operations['ack (merged)'] ?? 0) + 1;
+      const r = await new Promise<Reply[]>((resolve, reject) => {
+        const { resolve: first, reject: firstFailed } = queued;
+        queued.resolve = (reply) => (first(reply), resolve(reply));
+        queued.reject = (err) => (firstFailed(err), reject(err));
+      });
+      return r[1] === 1 ? { ok: true, trimmed: 0 } : { ok: false, error: String(r[2]) };
+    }
     const r = await this.#run('ack', id, 'ack', [id, String(seq)]);
     return r[1] === 1 ? { ok: true, trimmed: r[2] as number } : { ok: false, error: String(r[2]) };
   }
@@ -698,7 +718,9 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     }
     this.operations[operation] = (this.operations[operation] ?? 0) + 1;
     return new Promise<Reply[]>((resolve, reject) => {
-      this.#queue.push({ operation, id, op: name, args: extra, bytes, resolve, reject });
+      const op: PendingOp = { operation, id, op: name, args: extra, bytes, resolve, reject };
+      this.#queue.push(op);
+      if (name === 'ack') this.#queuedAcks.set(id!, op);
       this.#queuedBytes += bytes;
       if (!this.#pumpScheduled) {
         this.#pumpScheduled = true;
@@ -732,6 +754,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
         if (ops.length > 0 && bytes + next.bytes > BATCH_MAX_BYTES) break;
         ops.push(next);
         bytes += next.bytes;
+        if (next.op === 'ack' && this.#queuedAcks.get(next.id!) === next) this.#queuedAcks.delete(next.id!);
         this.#queue[this.#queueHead++] = undefined!;
       }
       this.#queuedBytes -= bytes;
@@ -757,17 +780,25 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       this.#batches.delete(batch);
       return true;
     };
-    client.wsSessBatchBuffer(...this.#batchArgs(ops)).then(
+    const wire = groupFanOut(ops);
+    client.wsSessBatchBuffer(...this.#batchArgs(wire.map(wireOp))).then(
       (replies) => {
         this.#answered(seq);
         if (!settle()) return;
         if (this.#status !== 'up' && this.#ready) this.#setStatus('up', null);
-        ops.forEach((o, i) => {
+        wire.forEach((w, i) => {
           const r = replies[i] as Reply[] | undefined;
-          if (Array.isArray(r) && Array.isArray(r[0])) o.resolve(r);
-          else {
-            const message = Array.isArray(r) && r[0] != null ? String(r[0]) : `no reply for operation ${i + 1} of ${ops.length}`;
-            o.reject(this.#failed('error', o.operation, o.id, 'unknown', new Error(message)));
+          const group = Array.isArray(w) ? w : [w];
+          const subs = Array.isArray(w) ? r : [r];
+          if (Array.isArray(r) && Array.isArray(r[0])) {
+            group.forEach((o, k) => {
+              const sub = (subs as Reply[])[k] as Reply[] | undefined;
+              if (Array.isArray(sub) && Array.isArray(sub[0])) o.resolve(sub);
+              else o.reject(this.#failed('error', o.operation, o.id, 'unknown', new Error(`no reply for operation ${k + 1} of a fan-out of ${group.length}`)));
+            });
+          } else {
+            const message = Array.isArray(r) && r[0] != null ? String(r[0]) : `no reply for operation ${i + 1} of ${wire.length}`;
+            for (const o of group) o.reject(this.#failed('error', o.operation, o.id, 'unknown', new Error(message)));
           }
         });
         this.#pump();
@@ -803,6 +834,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
 
   /** Every queued (never sent) operation fails now: nothing of them reached Redis. */
   #failQueue(cause: Error): void {
+    this.#queuedAcks.clear();
     const queued = this.#queue.slice(this.#queueHead);
     this.#queue = [];
     this.#queueHead = 0;
@@ -880,6 +912,45 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     this.#loggedFailures.add(kind);
     log.warn({ url: this.#target.display, err: err.message, kind }, `redis session store: ${what}: ${err.message} (logged once per kind of failure until redis is up)`);
   }
+}
+
+/**
+ * Consecutive appends of the same message (a broadcast, a publish: one call
+ * per session, in one turn) go as one `appendN` operation: the message once,
+ * then each session's id and generation. Redis runs each as its own append.
+ */
+function groupFanOut(ops: PendingOp[]): (PendingOp | PendingOp[])[] {
+  const out: (PendingOp | PendingOp[])[] = [];
+  for (let i = 0; i < ops.length; ) {
+    const o = ops[i]!;
+    let j = i + 1;
+    if (o.op === 'append' && o.args[4] === '') {
+      while (j < ops.length) {
+        const n = ops[j]!;
+        if (n.op !== 'append' || n.args[4] !== '' || n.args[2] !== o.args[2] || !sameData(n.args[1]!, o.args[1]!)) break;
+        j++;
+      }
+    }
+    out.push(j - i > 1 ? ops.slice(i, j) : o);
+    i = j;
+  }
+  return out;
+}
+
+function sameData(a: string | Buffer, b: string | Buffer): boolean {
+  if (a === b) return true;
+  if (typeof a === 'string' || typeof b === 'string') return false;
+  return a.length === b.length && a.equals(b);
+}
+
+/** What goes on the wire for one entry of groupFanOut. */
+function wireOp(w: PendingOp | PendingOp[]): { op: SessionOpName; args: (string | Buffer)[] } {
+  if (!Array.isArray(w)) return w;
+  const first = w[0]!;
+  // append's arguments: id, data, binary, generation, replyTo, max seqs per reply.
+  const args: (string | Buffer)[] = [first.args[1]!, first.args[2]!, first.args[5]!];
+  for (const o of w) args.push(o.args[0]!, o.args[3]!);
+  return { op: 'appendN', args };
 }
 
 function newEpoch(): string {
