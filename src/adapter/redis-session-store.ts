@@ -373,7 +373,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       ...(t.family !== undefined ? { family: t.family } : {}),
       ...(t.tls ? { tls: isIP(t.host) ? {} : { servername: t.host } } : {}),
       connectTimeout: this.#connectTimeout,
-      commandTimeout: this.#commandTimeout,
+      // No ioredis commandTimeout: the store times its batches itself (#send), and checks for the answer before it
+      // declares one lost (a busy event loop runs an overdue timer before it reads the answer waiting in the socket).
       retryStrategy: (times) => {
         const base = backoffCeiling(times - 1, { initialDelay: this.#backoffInitial, maxDelay: this.#backoffMax, multiplier: 2 });
         return Math.round(base / 2 + (Math.random() * base) / 2);
@@ -620,7 +621,11 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     try {
       if (this.#target.db !== 0) await client.select(this.#target.db);
       // Came back with our data, or without (restarted empty, flushed): the epoch tells.
-      const [reply] = await (client as ScriptClient).wsSessBatchBuffer(...this.#batchArgs([{ op: 'epoch', args: [newEpoch()] }]));
+      let timer: NodeJS.Timeout | undefined;
+      const [reply] = await Promise.race([
+        (client as ScriptClient).wsSessBatchBuffer(...this.#batchArgs([{ op: 'epoch', args: [newEpoch()] }])),
+        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`Command timed out: no epoch from redis within ${this.#commandTimeout} ms`)), this.#commandTimeout))),
+      ]).finally(() => clearTimeout(timer));
       const [letters, epoch] = reply as Reply[];
       if (!Array.isArray(letters)) throw new Error(`redis session store: the epoch script failed: ${String(letters)}`);
       this.#noteEpoch(String(epoch));
@@ -781,8 +786,21 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       return true;
     };
     const wire = groupFanOut(ops);
+    // commandTimeout from the send. When it fires, the answer may be in the socket already, unread (the event loop was
+    // busy: timers run before I/O): a check after this turn's I/O (setImmediate) tells a hung Redis from a busy node.
+    const timer = setTimeout(() => setImmediate(() => {
+      if (batch.settled) return;
+      settle();
+      // Still in ioredis's queue and the socket: counted until Redis answers a later command or the connection closes.
+      if (this.#status === 'up') this.#setStatus('degraded', `redis command timed out (no reply within ${this.#commandTimeout} ms)`);
+      const err = new Error(`Command timed out: no reply from redis within ${this.#commandTimeout} ms`);
+      for (const o of ops) o.reject(this.#failed('timeout', o.operation, o.id, 'unknown', err));
+      // Redis left a whole batch unanswered for commandTimeout: what waits behind it would only time out in turn.
+      this.#failQueue(new Error(`an earlier batch of operations got no reply within ${this.#commandTimeout} ms`));
+    }), this.#commandTimeout);
     client.wsSessBatchBuffer(...this.#batchArgs(wire.map(wireOp))).then(
       (replies) => {
+        clearTimeout(timer);
         this.#answered(seq);
         if (!settle()) return;
         if (this.#status !== 'up' && this.#ready) this.#setStatus('up', null);
@@ -804,23 +822,17 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
         this.#pump();
       },
       (err: Error) => {
+        clearTimeout(timer);
         if (!settle()) return;
         const kind = this.#failureOf(err, seq);
         for (const o of ops) o.reject(this.#failed(kind.kind, o.operation, o.id, kind.applied, err));
-        // Redis left a whole batch unanswered for commandTimeout: what waits behind it would only time out in turn.
-        if (kind.kind === 'timeout') this.#failQueue(new Error(`an earlier batch of operations got no reply within ${this.#commandTimeout} ms`));
-        else this.#pump();
+        this.#pump();
       },
     );
   }
 
   /** What a failed batch means: a timeout (may be applied), a closed connection (may be applied), a refusal (not applied). */
   #failureOf(e: Error, seq: number): { kind: SessionStoreFailureKind; applied: 'no' | 'unknown' } {
-    if (/timed out/i.test(e.message)) {
-      // Still in ioredis's queue and the socket: counted until Redis answers a later command or the connection closes.
-      if (this.#status === 'up') this.#setStatus('degraded', `redis command timed out (no reply within ${this.#commandTimeout} ms)`);
-      return { kind: 'timeout', applied: 'unknown' };
-    }
     if (/writeable|enableOfflineQueue/i.test(e.message)) {
       this.#answered(seq);
       return { kind: 'unavailable', applied: 'no' };
