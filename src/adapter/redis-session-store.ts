@@ -96,6 +96,16 @@ export const REDIS_SESSION_STORE_DEFAULTS = {
 
 /** Reply seqs remembered per request: a reply of more messages is remembered as "too many" (null). As the memory store. */
 const MAX_SEQS_PER_REPLY = 16;
+const MAX_SEQS_PER_REPLY_ARG = String(MAX_SEQS_PER_REPLY);
+
+function appendResult(r: Reply[]): AppendResult {
+  if (r[1] === 1) return { ok: true, seq: r[2] as number };
+  return { ok: false, reason: String(r[2]) as SessionDeadLetterReason, detail: String(r[3]) };
+}
+
+function ackResult(r: Reply[]): AckResult {
+  return r[1] === 1 ? { ok: true, trimmed: r[2] as number } : { ok: false, error: String(r[2]) };
+}
 /** Renewals per operation (each one operation of a batch). */
 const RENEW_BATCH = 500;
 /**
@@ -216,9 +226,15 @@ interface PendingOp {
   op: SessionOpName;
   args: (string | Buffer)[];
   bytes: number;
-  resolve: (reply: Reply[]) => void;
-  reject: (err: SessionStoreUnavailableError) => void;
+  /** The message an append refused (it goes into the dead letter of its session). */
+  refused: SessionMessage | undefined;
+  /** The caller's answer from the reply (letters already handed over). */
+  map: (reply: Reply[]) => unknown;
+  resolve: (value: unknown) => void;
+  reject: (err: Error) => void;
 }
+
+const asReply = (reply: Reply[]): Reply[] => reply;
 
 /** A batch sent and not settled yet. */
 interface Batch {
@@ -464,33 +480,34 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     return { ok: true, record: recordOf(claim.id, fields) };
   }
 
-  async append(id: string, message: SessionMessage, replyTo?: number): Promise<AppendResult> {
-    const data = message.data;
+  // append and ack are the hot paths (every message, every client's acks): no async frames, one promise each.
+  append(id: string, message: SessionMessage, replyTo?: number): Promise<AppendResult> {
     // The generation this node holds (attached, or detached by it): a stale one is refused (`moved`), so a node
     // whose copy of the session was resumed elsewhere stops appending to it. None while an attach is on its way.
     const generation = this.#attaching.has(id) ? '' : (this.#held.get(id) ?? this.#detachedHere.get(id) ?? '');
-    const r = await this.#run('append', id, 'append', [id, data, message.binary ? '1' : '0', generation, replyTo === undefined ? '' : String(replyTo), String(MAX_SEQS_PER_REPLY)], message);
-    if (r[1] === 1) return { ok: true, seq: r[2] as number };
-    return { ok: false, reason: String(r[2]) as SessionDeadLetterReason, detail: String(r[3]) };
+    const args = [id, message.data, message.binary ? '1' : '0', generation, replyTo === undefined ? '' : String(replyTo), MAX_SEQS_PER_REPLY_ARG];
+    return this.#run('append', id, 'append', args, appendResult, message);
   }
 
-  async ack(id: string, seq: number): Promise<AckResult> {
-    if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, error: `ack seq must be an integer ≥ 0, got ${String(seq)}` };
+  ack(id: string, seq: number): Promise<AckResult> {
+    if (!Number.isSafeInteger(seq) || seq < 0) return Promise.resolve({ ok: false, error: `ack seq must be an integer ≥ 0, got ${String(seq)}` });
     const queued = this.#queuedAcks.get(id);
     if (queued !== undefined && this.#host !== null && !this.#closed) {
       // An ack of this session still waits for its batch: it takes this one's seq too (acks are cumulative, and every
       // seq the client has was assigned before anything still queued ran). One operation instead of two; both answered.
       if (seq > Number(queued.args[1])) queued.args[1] = String(seq);
       this.operations['ack (merged)'] = (this.operations['ack (merged)'] ?? 0) + 1;
-      const r = await new Promise<Reply[]>((resolve, reject) => {
+      return new Promise<AckResult>((resolve, reject) => {
         const { resolve: first, reject: firstFailed } = queued;
-        queued.resolve = (reply) => (first(reply), resolve(reply));
+        queued.resolve = (value) => {
+          first(value);
+          const r = value as AckResult;
+          resolve(r.ok ? { ok: true, trimmed: 0 } : r);
+        };
         queued.reject = (err) => (firstFailed(err), reject(err));
       });
-      return r[1] === 1 ? { ok: true, trimmed: 0 } : { ok: false, error: String(r[2]) };
     }
-    const r = await this.#run('ack', id, 'ack', [id, String(seq)]);
-    return r[1] === 1 ? { ok: true, trimmed: r[2] as number } : { ok: false, error: String(r[2]) };
+    return this.#run('ack', id, 'ack', [id, String(seq)], ackResult);
   }
 
   async readAfter(id: string, seq: number): Promise<ReadResult> {
@@ -678,52 +695,53 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     return out;
   }
 
-  /** Runs a script, hands the sessions it ended to the host as dead letters (R12), returns the rest of its reply. */
-  async #run(operation: string, id: string | null, name: SessionOpName, extra: (string | Buffer)[], refused?: SessionMessage): Promise<Reply[]> {
-    if (this.#host === null) throw new Error('ws-supervisor: start(host) the session store before using it (dead letters need a host)');
-    if (this.#closed) throw new Error('ws-supervisor: the session store is closed');
-    const reply = await this.#call(operation, id, name, extra);
-    for (const letter of reply[0] as LetterReply[]) {
-      const dead = toLetter(letter, refused);
-      this.#held.delete(dead.sessionId);
-      this.#host.deadLetter(dead);
-    }
-    return reply;
+  /**
+   * Queues operation `name` for the next batch (one script call runs a batch,
+   * in call order: the order of operations on this connection is the order of
+   * the calls). Settles with `map` of its own reply, after the sessions it
+   * ended are handed to the host as dead letters (R12), or fails as its batch
+   * failed. Never throws: every failure is a rejection.
+   */
+  #run<T = Reply[]>(operation: string, id: string | null, name: SessionOpName, extra: (string | Buffer)[], map?: (reply: Reply[]) => T, refused?: SessionMessage): Promise<T> {
+    if (this.#host === null) return Promise.reject(new Error('ws-supervisor: start(host) the session store before using it (dead letters need a host)'));
+    if (this.#closed) return Promise.reject(new Error('ws-supervisor: the session store is closed'));
+    return this.#call(operation, id, name, extra, (map ?? asReply) as (reply: Reply[]) => T, refused);
   }
 
-  /**
-   * Queues an operation for the next batch (one script call runs a batch, in
-   * call order: the order of operations on this connection is the order of
-   * the calls). Settles with its own reply, or fails as the batch failed.
-   */
-  async #call(operation: string, id: string | null, name: SessionOpName, extra: (string | Buffer)[]): Promise<Reply[]> {
-    const client = this.#client!;
+  #call<T = Reply[]>(operation: string, id: string | null, name: SessionOpName, extra: (string | Buffer)[], map: (reply: Reply[]) => T = asReply as (reply: Reply[]) => T, refused?: SessionMessage): Promise<T> {
     if (!this.#ready && !this.#wasReady && this.#everReady) {
       // The first connection may still be on its way: wait for it (bounded); after that, never wait on an outage.
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.#everReady, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#connectTimeout)))]);
-      clearTimeout(timer);
+      return Promise.race([this.#everReady, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#connectTimeout)))]).then(() => {
+        clearTimeout(timer);
+        return this.#enqueue(operation, id, name, extra, map, refused);
+      });
     }
+    return this.#enqueue(operation, id, name, extra, map, refused);
+  }
+
+  #enqueue<T>(operation: string, id: string | null, name: SessionOpName, extra: (string | Buffer)[], map: (reply: Reply[]) => T, refused: SessionMessage | undefined): Promise<T> {
+    const client = this.#client!;
     if (!this.#ready) {
-      throw this.#failed('unavailable', operation, id, 'no', new Error(`redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`));
+      return Promise.reject(this.#failed('unavailable', operation, id, 'no', new Error(`redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`)));
     }
-    let bytes = OP_OVERHEAD_BYTES + Buffer.byteLength(name);
+    let bytes = OP_OVERHEAD_BYTES + name.length;
     for (const a of extra) bytes += typeof a === 'string' ? Buffer.byteLength(a) : a.length;
     const held = this.#inFlightBytes + this.#queuedBytes;
     if (held > 0 && held + bytes > this.#maxInFlightBytes) {
       // Redis is not answering fast enough (hung, overloaded): refuse now rather than hold every message in memory.
       this.#probe(client);
-      throw this.#failed(
+      return Promise.reject(this.#failed(
         'unavailable',
         operation,
         id,
         'no',
         new Error(`${held} bytes of operations await Redis's answer; ${bytes} more would pass maxInFlightBytes ${this.#maxInFlightBytes} (counting those sent and those queued for their batch)`),
-      );
+      ));
     }
     this.operations[operation] = (this.operations[operation] ?? 0) + 1;
-    return new Promise<Reply[]>((resolve, reject) => {
-      const op: PendingOp = { operation, id, op: name, args: extra, bytes, resolve, reject };
+    return new Promise<T>((resolve, reject) => {
+      const op: PendingOp = { operation, id, op: name, args: extra, bytes, refused, map, resolve: resolve as (value: unknown) => void, reject };
       this.#queue.push(op);
       if (name === 'ack') this.#queuedAcks.set(id!, op);
       this.#queuedBytes += bytes;
@@ -733,6 +751,20 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
         setImmediate(this.#scheduledPump);
       }
     });
+  }
+
+  /** An operation's reply: the sessions it ended go to the host as dead letters (R12), then its caller gets its answer. */
+  #settle(o: PendingOp, reply: Reply[]): void {
+    try {
+      for (const letter of reply[0] as LetterReply[]) {
+        const dead = toLetter(letter, o.refused);
+        this.#held.delete(dead.sessionId);
+        this.#host?.deadLetter(dead);
+      }
+      o.resolve(o.map(reply));
+    } catch (err) {
+      o.reject(err as Error);
+    }
   }
 
   readonly #scheduledPump = (): void => {
@@ -811,7 +843,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
           if (Array.isArray(r) && Array.isArray(r[0])) {
             group.forEach((o, k) => {
               const sub = (subs as Reply[])[k] as Reply[] | undefined;
-              if (Array.isArray(sub) && Array.isArray(sub[0])) o.resolve(sub);
+              if (Array.isArray(sub) && Array.isArray(sub[0])) this.#settle(o, sub);
               else o.reject(this.#failed('error', o.operation, o.id, 'unknown', new Error(`no reply for operation ${k + 1} of a fan-out of ${group.length}`)));
             });
           } else {
