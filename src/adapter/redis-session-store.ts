@@ -110,19 +110,23 @@ function ackResult(r: Reply[]): AckResult {
 const RENEW_BATCH = 500;
 /**
  * Operations per script call. A batch holds Redis for its whole run (an
- * append is a dozen Redis calls, some 20–40 µs): 256 keeps one batch to a few
- * milliseconds, and cuts the per-call costs (the round trip, the script's
- * start, ioredis's per-command work) 256-fold under load.
+ * append is a dozen Redis calls, 4 µs of Redis CPU in a batch): 512 keep one
+ * batch to a few milliseconds, and cut the per-call costs (the round trip,
+ * the script's start, ioredis's per-command work) 512-fold under load.
  */
-const BATCH_MAX_OPS = 256;
+const BATCH_MAX_OPS = 512;
 /** Bytes of arguments per script call (a batch of large messages goes in several). */
 const BATCH_MAX_BYTES = 1_048_576;
 /**
- * Batches sent and unanswered at once: two keep Redis busy (one runs while
- * the next is on its way); more would only move the queue into Redis's
- * socket, where commandTimeout runs on it.
+ * Batches sent and unanswered at once. A node under load takes one event-loop
+ * turn (tens of milliseconds, with 10,000 sockets) to read an answer and send
+ * the next batch, so what one turn can send bounds the throughput: 8 × 512
+ * operations per turn (seen: with 2 × 256, a 10k-session storm sent under
+ * 2 batches a second, and its queue grew past maxInFlightBytes). Yet only
+ * some 16 ms of Redis work are
+ * in its socket at once: commandTimeout still measures Redis, not the queue.
  */
-const BATCHES_IN_FLIGHT = 2;
+const BATCHES_IN_FLIGHT = 8;
 /** What an operation costs in a batch beyond its arguments (its name, argc, RESP framing): counted against maxInFlightBytes. */
 const OP_OVERHEAD_BYTES = 32;
 
@@ -306,8 +310,10 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   #pumpScheduled = false;
   /** The ack operation of each session still in the queue (a later ack joins it). */
   readonly #queuedAcks = new Map<string, PendingOp>();
-  /** Batches sent and not yet settled (answered, failed, or their connection closed). */
+  /** Batches sent and not yet settled (answered, failed, or their connection closed), oldest first. */
   readonly #batches = new Set<Batch>();
+  /** commandTimeout of the oldest batch (#armHead). */
+  #headTimer: NodeJS.Timeout | null = null;
   /** Script calls (batches) sent to Redis since the store started: with `operations`, the operations per round trip. */
   batches = 0;
 
@@ -422,6 +428,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
         for (const o of batch.ops) o.reject(this.#failed('unavailable', o.operation, o.id, 'unknown', lost));
       }
       this.#batches.clear();
+      this.#armHead();
       this.#failQueue(new Error('redis connection closed'));
       if (!this.#ready) return;
       this.#ready = false;
@@ -815,24 +822,13 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       if (batch.settled) return false;
       batch.settled = true;
       this.#batches.delete(batch);
+      this.#armHead(); // Redis answers in order: the next batch is the oldest now
       return true;
     };
     const wire = groupFanOut(ops);
-    // commandTimeout from the send. When it fires, the answer may be in the socket already, unread (the event loop was
-    // busy: timers run before I/O): a check after this turn's I/O (setImmediate) tells a hung Redis from a busy node.
-    const timer = setTimeout(() => setImmediate(() => {
-      if (batch.settled) return;
-      settle();
-      // Still in ioredis's queue and the socket: counted until Redis answers a later command or the connection closes.
-      if (this.#status === 'up') this.#setStatus('degraded', `redis command timed out (no reply within ${this.#commandTimeout} ms)`);
-      const err = new Error(`Command timed out: no reply from redis within ${this.#commandTimeout} ms`);
-      for (const o of ops) o.reject(this.#failed('timeout', o.operation, o.id, 'unknown', err));
-      // Redis left a whole batch unanswered for commandTimeout: what waits behind it would only time out in turn.
-      this.#failQueue(new Error(`an earlier batch of operations got no reply within ${this.#commandTimeout} ms`));
-    }), this.#commandTimeout);
+    if (this.#batches.size === 1) this.#armHead();
     client.wsSessBatchBuffer(...this.#batchArgs(wire.map(wireOp))).then(
       (replies) => {
-        clearTimeout(timer);
         this.#answered(seq);
         if (!settle()) return;
         if (this.#status !== 'up' && this.#ready) this.#setStatus('up', null);
@@ -854,13 +850,46 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
         this.#pump();
       },
       (err: Error) => {
-        clearTimeout(timer);
         if (!settle()) return;
         const kind = this.#failureOf(err, seq);
         for (const o of ops) o.reject(this.#failed(kind.kind, o.operation, o.id, kind.applied, err));
         this.#pump();
       },
     );
+  }
+
+  /**
+   * commandTimeout runs on the oldest unanswered batch, from when it became
+   * the oldest: Redis answers one connection in order, so this measures how
+   * long Redis has answered nothing, whatever the number of batches behind it
+   * (a per-batch clock from its send would count the batches before it, and
+   * other clients' scripts). When it fires, the answer may be in the socket,
+   * unread (a busy event loop runs an overdue timer before it reads): the
+   * check runs after this turn's I/O (setImmediate), which tells a hung Redis
+   * from a busy node. Hung: every batch sent fails (`timeout`, may be
+   * applied), and every queued operation (`unavailable`, never sent).
+   */
+  #armHead(): void {
+    if (this.#headTimer !== null) clearTimeout(this.#headTimer);
+    this.#headTimer = null;
+    const head = this.#batches.values().next().value as Batch | undefined;
+    if (head === undefined) return;
+    this.#headTimer = setTimeout(() => {
+      this.#headTimer = null;
+      setImmediate(() => {
+        if (head.settled) return;
+        // Still in ioredis's queue and the socket: counted until Redis answers a later command or the connection closes.
+        if (this.#status === 'up') this.#setStatus('degraded', `redis command timed out (no reply within ${this.#commandTimeout} ms)`);
+        const err = new Error(`Command timed out: no reply from redis within ${this.#commandTimeout} ms`);
+        const sent = [...this.#batches];
+        this.#batches.clear();
+        for (const batch of sent) {
+          batch.settled = true;
+          for (const o of batch.ops) o.reject(this.#failed('timeout', o.operation, o.id, 'unknown', err));
+        }
+        this.#failQueue(new Error(`redis answered nothing within ${this.#commandTimeout} ms`));
+      });
+    }, this.#commandTimeout);
   }
 
   /** What a failed batch means: a timeout (may be applied), a closed connection (may be applied), a refusal (not applied). */
