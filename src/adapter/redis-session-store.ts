@@ -103,6 +103,19 @@ function appendResult(r: Reply[]): AppendResult {
   return { ok: false, reason: String(r[2]) as SessionDeadLetterReason, detail: String(r[3]) };
 }
 
+function isOne(r: Reply[]): boolean {
+  return r[1] === 1;
+}
+
+function verdictOf(r: Reply[]): RequestVerdict {
+  const kind = String(r[1]);
+  if (kind === 'new') return { kind: 'new' };
+  if (kind === 'unknown') return { kind: 'unknown' };
+  if (kind === 'gap') return { kind: 'gap', expected: r[2] as number };
+  const seqs = String(r[2]);
+  return { kind: 'duplicate', replySeqs: seqs === '*' ? null : seqs === '' ? [] : seqs.split(',').map(Number) };
+}
+
 function ackResult(r: Reply[]): AckResult {
   return r[1] === 1 ? { ok: true, trimmed: r[2] as number } : { ok: false, error: String(r[2]) };
 }
@@ -443,9 +456,12 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     this.#renewTimer.unref();
   }
 
-  async epoch(): Promise<string> {
-    const [, epoch] = await this.#run('epoch', null, 'epoch', [newEpoch()]);
-    return this.#noteEpoch(String(epoch));
+  // Most methods return the operation's own promise, its answer mapped as the batch settles (no async frame): every
+  // caller's continuation then runs in the order Redis ran the operations (the supervisor writes a resumed session's
+  // replay before the appends that followed its readAfter; an extra await in one method but not another would let
+  // an append's continuation overtake the resume's).
+  epoch(): Promise<string> {
+    return this.#run('epoch', null, 'epoch', [newEpoch()], (r) => this.#noteEpoch(String(r[1])));
   }
 
   async create(init: { owner: string | null; data?: JsonValue }): Promise<CreatedSession> {
@@ -461,14 +477,16 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     }
   }
 
-  async get(id: string): Promise<SessionRecord | null> {
-    const r = await this.#run('get', id, 'get', [id]);
-    return r[1] === 1 ? toRecord(id, r[2] as Buffer[]) : null;
+  get(id: string): Promise<SessionRecord | null> {
+    return this.#run('get', id, 'get', [id], (r) => (r[1] === 1 ? toRecord(id, r[2] as Buffer[]) : null));
   }
 
-  async verify(claim: ResumeClaim): Promise<VerifyResult> {
+  verify(claim: ResumeClaim): Promise<VerifyResult> {
     const hasEpoch = claim.epoch !== undefined;
-    const r = await this.#run('verify', claim.id, 'verify', [claim.id, hasEpoch ? '1' : '0', claim.epoch ?? '']);
+    return this.#run('verify', claim.id, 'verify', [claim.id, hasEpoch ? '1' : '0', claim.epoch ?? ''], (r) => this.#verified(claim, r));
+  }
+
+  #verified(claim: ResumeClaim, r: Reply[]): VerifyResult {
     if (r[1] !== 1) {
       const reason = String(r[2]) as ResumeFailureReason;
       if (reason === 'restarted') {
@@ -517,43 +535,39 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     return this.#run('ack', id, 'ack', [id, String(seq)], ackResult);
   }
 
-  async readAfter(id: string, seq: number): Promise<ReadResult> {
+  readAfter(id: string, seq: number): Promise<ReadResult> {
     if (!Number.isSafeInteger(seq) || seq < 0) {
       // The memory store looks the session up first; the answer for a bad position is the same either way.
-      return { ok: false, reason: 'unknown', detail: `lastSeq must be an integer ≥ 0, got ${String(seq)}` };
+      return Promise.resolve({ ok: false, reason: 'unknown', detail: `lastSeq must be an integer ≥ 0, got ${String(seq)}` });
     }
-    const r = await this.#run('readAfter', id, 'readAfter', [id, String(seq)]);
-    if (r[1] !== 1) return { ok: false, reason: String(r[2]) as ResumeFailureReason, detail: String(r[3]) };
-    return { ok: true, messages: (r[2] as EntryReply[]).map(toMessage) };
+    return this.#run('readAfter', id, 'readAfter', [id, String(seq)], (r): ReadResult => {
+      if (r[1] !== 1) return { ok: false, reason: String(r[2]) as ResumeFailureReason, detail: String(r[3]) };
+      return { ok: true, messages: (r[2] as EntryReply[]).map(toMessage) };
+    });
   }
 
-  async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
-    if (!Number.isSafeInteger(cseq) || cseq < 1) throw new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`);
-    const r = await this.#run('beginRequest', id, 'beginRequest', [id, String(cseq)]);
-    const kind = String(r[1]);
-    if (kind === 'new') return { kind: 'new' };
-    if (kind === 'unknown') return { kind: 'unknown' };
-    if (kind === 'gap') return { kind: 'gap', expected: r[2] as number };
-    const seqs = String(r[2]);
-    return { kind: 'duplicate', replySeqs: seqs === '*' ? null : seqs === '' ? [] : seqs.split(',').map(Number) };
+  beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
+    if (!Number.isSafeInteger(cseq) || cseq < 1) return Promise.reject(new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`));
+    return this.#run('beginRequest', id, 'beginRequest', [id, String(cseq)], verdictOf);
   }
 
-  async rememberReply(id: string, cseq: number, seq: number): Promise<void> {
-    await this.#run('rememberReply', id, 'rememberReply', [id, String(cseq), String(seq), String(MAX_SEQS_PER_REPLY)]);
+  rememberReply(id: string, cseq: number, seq: number): Promise<void> {
+    return this.#run('rememberReply', id, 'rememberReply', [id, String(cseq), String(seq), MAX_SEQS_PER_REPLY_ARG], () => undefined);
   }
 
-  async join(id: string, topic: string): Promise<boolean> {
-    return (await this.#run('join', id, 'topic', [id, 'join', topic]))[1] === 1;
+  join(id: string, topic: string): Promise<boolean> {
+    return this.#run('join', id, 'topic', [id, 'join', topic], isOne);
   }
 
-  async leave(id: string, topic: string): Promise<boolean> {
-    return (await this.#run('leave', id, 'topic', [id, 'leave', topic]))[1] === 1;
+  leave(id: string, topic: string): Promise<boolean> {
+    return this.#run('leave', id, 'topic', [id, 'leave', topic], isOne);
   }
 
-  async setData(id: string, data: JsonValue): Promise<boolean> {
-    return (await this.#run('setData', id, 'setData', [id, JSON.stringify(data)]))[1] === 1;
+  setData(id: string, data: JsonValue): Promise<boolean> {
+    return this.#run('setData', id, 'setData', [id, JSON.stringify(data)], isOne);
   }
 
+  /** Kept async (its bookkeeping runs however it ends): nothing of the supervisor's ordering hangs on its continuation. */
   async attach(id: string): Promise<boolean> {
     // Appends called from now on run after this attach (one connection, in order): they must not present the old generation.
     this.#attaching.set(id, (this.#attaching.get(id) ?? 0) + 1);
