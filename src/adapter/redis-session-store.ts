@@ -14,10 +14,13 @@
  * - A node that dies holds its attached sessions by a lease (`leaseTtl`,
  *   renewed every third of it): once it lapses, any node's `sweep()` detaches
  *   them, and the resume window runs from then.
+ * - Operations go to Redis in batches (one script call runs many, in call
+ *   order; docs/scaling.md, "Batches and the reconnect storm"): while Redis
+ *   answers, a storm waits its turn on the node instead of timing out.
  * - Redis may be unreachable: an operation then fails at once (no offline
- *   queue) or within `commandTimeout` (Redis hung), rejecting with a
- *   SessionStoreUnavailableError that says whether it may still have been
- *   applied; the store's `status` turns 'degraded' (a 'status' event) and the
+ *   queue) or once Redis has answered nothing for `commandTimeout` (hung),
+ *   rejecting with a SessionStoreUnavailableError that says whether it may
+ *   still have been applied; the store's `status` turns 'degraded' (a 'status' event) and the
  *   failures are logged once per kind per outage, counted in `failures`.
  * - The epoch is a key: when Redis comes back without it (restarted empty,
  *   flushed), the first call after creates a new one, so a resume that
@@ -68,8 +71,9 @@ export const REDIS_SESSION_STORE_DEFAULTS = {
   /** 15 s: a node that died holds its attached sessions this long at most before they count as detached (as the adapter's presenceTtl). */
   leaseTtl: 15_000,
   /**
-   * An operation Redis has not answered by then fails (unconfirmed: it may
-   * still be applied). 10 s, not the adapter's 2 s: a session whose operation
+   * Redis answering nothing for this long (the oldest batch sent unanswered)
+   * fails what was sent (unconfirmed: it may still be applied) and what is
+   * queued (not applied); time spent queued on the node does not count. 10 s, not the adapter's 2 s: a session whose operation
    * fails can no longer be resumed (docs/sessions.md, "Store failures"), and
    * on a loaded host a busy event loop alone delays answers past 2 s (seen in
    * the 2,000-client reconnect test); a hung Redis under traffic is still
@@ -162,13 +166,14 @@ export interface RedisSessionStoreOptions {
   maxRememberedReplies?: number;
   /** How long this node's hold on its attached sessions lasts without renewal, ms (renewed every third). Default 15000. */
   leaseTtl?: number;
-  /** An operation not answered within it fails, ms. Default 10000. */
+  /** Redis answering nothing for this long (the oldest batch sent) fails what was sent and what is queued, ms. Default 10000. */
   commandTimeout?: number;
   /** TCP connect + handshake timeout, ms. Default 5000. */
   connectTimeout?: number;
   /**
-   * Bytes of operations sent to Redis and not yet answered (a timed-out one
-   * counts until Redis answers a later one or the connection closes). Beyond
+   * Bytes of operations queued for their batch or sent to Redis and not yet
+   * answered (a timed-out one counts until Redis answers a later one or the
+   * connection closes). Beyond
    * it an operation fails at once (`unavailable`, not applied). A single
    * operation larger than it is still sent when nothing else is in flight.
    * Default 16 MiB.
