@@ -90,7 +90,7 @@ export interface ServerStats {
   /** Open connections as the server counts them. */
   connections: number;
   /** With sessions on: sessions whose connection is gone, waiting for their client. */
-  sessions?: { detached: number };
+  sessions?: { detached: number; storeOps?: Record<string, number> };
 }
 
 export interface ServerHandle {
@@ -136,6 +136,7 @@ export async function startServer(system: System, options: ServerOptions = {}): 
   const lines = createInterface({ input: child.stdout });
   const waiting: Array<(line: string) => void> = [];
   let exited = false;
+  let stopping = false;
   const ready = new Promise<number>((resolve, reject) => {
     const onExit = (code: number | null): void => reject(new Error(`server ${system} exited ${code} before ready: ${stderr.trim()}`));
     child.once('exit', onExit);
@@ -150,8 +151,9 @@ export async function startServer(system: System, options: ServerOptions = {}): 
     const w = waiting.shift();
     if (w) w(line);
   });
-  child.once('exit', () => {
+  child.once('exit', (code, signal) => {
     exited = true;
+    if (process.env.BENCH_DEBUG && !stopping) console.error(`server ${system} exited (${code ?? signal}): ${stderr.trim()}`);
     for (const w of waiting.splice(0)) w('exited');
   });
   const port = await ready;
@@ -177,6 +179,7 @@ export async function startServer(system: System, options: ServerOptions = {}): 
     gc: async () => parseStats(await command('gc')),
     async stop() {
       if (exited) return;
+      stopping = true;
       const gone = new Promise((r) => child.once('exit', r));
       child.kill('SIGKILL');
       await gone;

@@ -208,7 +208,9 @@ export async function connectSessionMany(url: string, n: number, options: { batc
   const clients: SessionClient[] = [];
   for (let i = 0; i < n; i += batch) {
     const more = Array.from({ length: Math.min(batch, n - i) }, () => new SessionClient(url, options.localAddress));
-    await Promise.all(more.map((c) => c.connect()));
+    // On a loaded machine an attach can miss the server's attachTimeout (1008) or the socket be reset: the set-up is not
+    // what is measured, so such a client tries again (3 times at most) instead of failing the run.
+    await Promise.all(more.map((c) => c.connect().catch(() => c.connect()).catch(() => c.connect())));
     clients.push(...more);
   }
   return clients;

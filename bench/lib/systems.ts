@@ -55,7 +55,7 @@ export interface RunningSystem {
    */
   cut: () => number;
   /** Session figures of the supervisor with sessions on (detached sessions). */
-  sessionStats?: () => { detached: number };
+  sessionStats?: () => { detached: number; storeOps?: Record<string, number> };
 }
 
 /** Every accepted TCP socket of `server`, for cut(). */
@@ -95,7 +95,18 @@ export async function startSupervisor(o: SystemOptions): Promise<RunningSystem> 
     port: demo.address.port,
     connections: () => demo.supervisor.size,
     cut: trackSockets(demo.server),
-    ...(sessions ? { sessionStats: () => ({ detached: sessions.detachedCount }) } : {}),
+    ...(sessions
+      ? {
+          sessionStats: () => {
+            const store = sessions.store as { operations?: Record<string, number>; failures?: Record<string, number>; queuedOperations?: number; batches?: number };
+            const ops = store.operations;
+            return {
+              detached: sessions.detachedCount,
+              ...(ops ? { storeOps: { ...ops, '(batches)': store.batches ?? 0, '(queued)': store.queuedOperations ?? 0, ...Object.fromEntries(Object.entries(store.failures ?? {}).map(([k, v]) => [`(failed: ${k})`, v])) } } : {}),
+            };
+          },
+        }
+      : {}),
   };
 }
 

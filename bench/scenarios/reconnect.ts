@@ -32,11 +32,13 @@
  */
 import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
+import { cpus } from 'node:os';
 import { Redis } from 'ioredis';
 import { backoffDelay } from '../../machines/backoff.ts';
 import {
   alternatingRounds,
   finishScenario,
+  hasTaskset,
   percentile,
   pinSelf,
   Recorder,
@@ -86,6 +88,18 @@ pinSelf(1);
 
 let redis = null as RedisServer | null;
 let admin = null as Redis | null;
+/** Scripts Redis ran (EVALSHA + EVAL) and the CPU it used, seconds. */
+const redisCounters = async (): Promise<{ scripts: number; cpuS: number }> => {
+  const stats = await admin!.info('commandstats');
+  const cpu = await admin!.info('cpu');
+  let scripts = 0;
+  for (const m of stats.matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+)/gm)) scripts += Number(m[1]);
+  const user = Number(/^used_cpu_user:([\d.]+)/m.exec(cpu)![1]);
+  const sys = Number(/^used_cpu_sys:([\d.]+)/m.exec(cpu)![1]);
+  return { scripts, cpuS: user + sys };
+};
+/** The store operations a resume itself makes (the rest of the storm: appends of the broadcasts, the client's ack, its re-sent request). */
+const RESUME_OPS = new Set(['epoch', 'verify', 'readAfter', 'attach', 'resume', 'create']);
 const usedMemory = async (): Promise<number> => Number(/^used_memory:(\d+)/m.exec(await admin!.info('memory'))![1]);
 
 /** A receiver's view: the broadcasts (k in order), its one request's replies, its resume. */
@@ -110,6 +124,9 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
   const at = `${name} @${label(n)}`;
   if (store === 'redis' && !redis) {
     redis = await startRedisServer();
+    // Started from this process, Redis inherits its pin to the load generator's CPU, where 10k client sockets starve it
+    // (seen: 10 s of scripts in 2.7 s of Redis CPU). Redis is the store's server, not load: the scheduler places it.
+    if (hasTaskset) spawnSync('taskset', ['-acp', `0-${cpus().length - 1}`, String(redis.pid)]);
     admin = new Redis(redis.url);
   }
   const memBefore = store === 'redis' ? await usedMemory() : 0;
@@ -117,6 +134,8 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
   const clients: SessionClient[] = [];
   let sender: SessionClient | null = null;
   let ticker: NodeJS.Timeout | null = null;
+  let stopped = false;
+  let watch: NodeJS.Timeout | null = null;
   try {
     await sleep(300);
     const heapBefore = (await server.gc()).heapUsed;
@@ -158,6 +177,9 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
       sender!.send(`{"requestID":${k},"command":"broadcast","someOtherThing":"b${k}"}`);
     };
     ticker = setInterval(tick, 1000 / RATE);
+    watch = process.env.BENCH_DEBUG && store === 'redis'
+      ? setInterval(() => void server.stats().then((st) => console.log(`t=${((performance.now() - cutAt) / 1000).toFixed(1)} s rss ${(st.rss / 1e6).toFixed(0)} MB`, JSON.stringify(st.sessions?.storeOps)), () => undefined), 2000)
+      : null;
     // The steady stream's own cost, measured over the second half of the steady phase (the first half warms up).
     await sleep((STEADY_S * 1000) / 2);
     const q0 = await server.stats();
@@ -173,8 +195,10 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     const reasons = new Map<string, number>();
     const allResumed = new Promise<void>((resolve) => {
       const reconnect = (c: SessionClient, t: Tracker, attempt: number): void => {
+        if (stopped) return;
         const delay = backoffDelay(attempt, { initialDelay: JITTER, maxDelay: 30_000, multiplier: 2 }, Math.random());
         setTimeout(() => {
+          if (stopped) return; // the run is over (a failed one leaves clients still retrying: they must not hold the process open)
           t.attempts++;
           c.connect(true).then(
             (info) => {
@@ -211,13 +235,14 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     // The sender comes back at once (no jitter), so the broadcasts go on while the others are away.
     const senderBack = new Promise<void>((resolve) => {
       sender!.onClose(() => {
-        const again = (): void => void sender!.connect(true).then(() => resolve(), () => setTimeout(again, 10));
+        const again = (): void => void sender!.connect(true).then(() => resolve(), () => !stopped && setTimeout(again, 10));
         again();
       });
     });
     // Every client sends a request, and the cut follows at once: some are in flight, some answered, some replies lost with the socket.
     clients.forEach((c, i) => c.send(`{"requestID":${1_000_000 + i},"command":"before the cut"}`));
     const s0 = await server.stats();
+    const r0 = store === 'redis' ? await redisCounters() : null;
     const l0 = selfCpuUs();
     cutAt = performance.now();
     const cut = await server.command('cut');
@@ -234,6 +259,7 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     const stormMs = Math.max(allAttachedMs, ...trackers.map((t) => (Number.isFinite(t.replayedAt) ? t.replayedAt : 0)));
     const s1 = await server.stats();
     const l1 = selfCpuUs();
+    const r1 = store === 'redis' ? await redisCounters() : null;
     if (timedOut) problems.push(`${at}: ${resumed} of ${n} sessions came back within ${STORM_TIMEOUT_MS / 1000} s`);
     rec.add(name, `connections lost again after resuming @${label(n)}`, 'count', recut);
 
@@ -245,6 +271,7 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     const settle = Date.now() + 15_000;
     while ((trackers.some((t) => t.nextK <= lastK) || senderReplies.ok < lastK) && Date.now() < settle) await sleep(50);
 
+    if (watch) clearInterval(watch);
     const attachTimes = trackers.map((t) => t.attachedAt).filter(Number.isFinite);
     const replayed = trackers.reduce((s, t) => s + (t.info?.replay ?? 0), 0);
     const resent = trackers.reduce((s, t) => s + (t.info?.resent ?? 0), 0);
@@ -263,6 +290,20 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
     // What the storm costs beyond the broadcast stream that goes on meanwhile (at its steady rate).
     rec.add(name, `server CPU per resume, beyond the stream @${label(n)}`, 'µs', Math.max(0, stormCpu - steadyShare * 1e6 * stormWall) / n);
     rec.add(name, `load-generator CPU during the storm @${label(n)}`, '% core', (100 * (l1 - l0)) / 1e6 / stormWall);
+    if (r0 && r1) {
+      // What the storm cost Redis: its own CPU, and the scripts the store sent, by operation (the server's count).
+      rec.add(name, `Redis CPU during the storm @${label(n)}`, '% core', (100 * (r1.cpuS - r0.cpuS)) / stormWall);
+      rec.add(name, `Redis script calls (round trips) during the storm per resume @${label(n)}`, 'calls', (r1.scripts - r0.scripts) / n);
+      const ops0 = s0.sessions?.storeOps ?? {};
+      const ops1 = s1.sessions?.storeOps ?? {};
+      const perResume = Object.keys(ops1)
+        .map((op) => [op, ((ops1[op] ?? 0) - (ops0[op] ?? 0)) / n] as const)
+        .filter(([op, v]) => v > 0 && op !== '(queued)')
+        .sort((a, b) => b[1] - a[1]);
+      const resumePath = perResume.filter(([op]) => RESUME_OPS.has(op)).reduce((sum, [, v]) => sum + v, 0);
+      rec.add(name, `store operations of the resume itself @${label(n)}`, 'calls', resumePath);
+      console.log(`${at}: store operations per resume during the storm: ${perResume.map(([op, v]) => `${op} ${v.toFixed(2)}`).join(', ')}; Redis ${((100 * (r1.cpuS - r0.cpuS)) / stormWall).toFixed(0)}% core`);
+    }
     const closeTimes = trackers.map((t) => t.closedAt).filter(Number.isFinite);
     rec.add(name, `cut seen by the client p99 @${label(n)}`, 'ms', percentile(closeTimes, 99));
     if (process.env.BENCH_DEBUG) console.log({ closeP50: percentile(closeTimes, 50), closeP99: percentile(closeTimes, 99), attempts: trackers.map((t) => t.attempts).sort((a, b) => b - a).slice(0, 10) });
@@ -310,6 +351,8 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
         `${replayed} replayed, ${resent} re-sent; server ${((100 * stormCpu) / 1e6 / stormWall).toFixed(0)}% core, ${(stormCpu / n).toFixed(0)} µs/resume; load ${((100 * (l1 - l0)) / 1e6 / stormWall).toFixed(0)}% core; ${lastK} broadcasts`,
     );
   } finally {
+    stopped = true;
+    if (watch) clearInterval(watch);
     if (ticker) clearInterval(ticker);
     for (const c of clients) c.onClose(() => undefined);
     sender?.onClose(() => undefined);
@@ -357,6 +400,7 @@ const result = {
     'store memory per detached session: every client gone, each session holding the messages it had not acknowledged (up to 31 plus the last second); in-memory store: the server heap after GC, minus before any session; Redis store: used_memory, minus before',
     ...(STORES.includes('redis') ? [] : [redisFound ? 'Redis store not run (--stores)' : 'Redis store not run: redis-server not found']),
     'one server process: a worker SIGKILL under --workers is not run (the CLI runs sessions in one process only)',
+    ...(STORES.includes('redis') ? ['redis-server: not pinned (the server is pinned to CPU 0, the load generator to CPU 1; Redis, the store\'s own server, runs where the scheduler puts it)'] : []),
   ],
   params: { steps: LEVELS, stores: names, resumeWindowMs: RESUME_WINDOW ?? 120_000, rate: RATE, jitterMs: JITTER, steadySeconds: STEADY_S, quick: QUICK, durationSeconds: (Date.now() - started) / 1000 },
 };

@@ -1,9 +1,10 @@
 /**
- * The Lua scripts of the Redis session store (redis-session-store.ts), one per
- * store operation that reads and writes more than one key: each runs
- * atomically in Redis, so two nodes working on one session (a takeover, a
- * sweep) never interleave inside an operation. ioredis runs them with EVALSHA
- * (defineCommand), falling back to EVAL once per connection.
+ * The Lua of the Redis session store (redis-session-store.ts): one function
+ * per store operation, all in one script (SESSION_BATCH_SCRIPT) that runs a
+ * batch of operations in call order. Each operation runs atomically in Redis
+ * (a whole batch does), so two nodes working on one session (a takeover, a
+ * sweep) never interleave inside an operation. ioredis runs the script with
+ * EVALSHA (defineCommand), falling back to EVAL once per connection.
  *
  * Keys, all under the store's prefix P (docs/scaling.md, "The session store"):
  *   P epoch        string: the store's epoch (SET NX); gone after FLUSHALL or an empty restart
@@ -16,8 +17,8 @@
  *                  (until: the store's clock; a resume is told reason and detail until then)
  *   P bytes, P msgs  counters: held bytes and messages over all sessions (the cluster-wide memory bound)
  *
- * Every script's ARGV starts with the same ten values (COMMON_ARGS) and
- * returns { letters, … }: letters are the sessions the call ended, each
+ * The script's ARGV starts with the same ten values (COMMON_ARGS); every
+ * operation returns { letters, … }: letters are the sessions it ended, each
  * { id, reason, detail, entries, refused } so the node that ran the call hands
  * them to its application (R12).
  *
@@ -152,51 +153,52 @@ local function ensure_epoch(candidate)
 end
 `;
 
-function script(body: string): string {
-  return `${PRELUDE}\n${body}`;
+/** An operation's body: its arguments are `A[1…]` (after the common ones); it returns `{ LETTERS, … }`. */
+function op(body: string): string {
+  return body;
 }
 
-/** The scripts by command name; each is registered with numberOfKeys 0 (see the note on Redis Cluster above). */
-export const SESSION_SCRIPTS = {
-  /** ARGV[11] candidate epoch → { letters, epoch } */
-  wsSessEpoch: script(`return { LETTERS, ensure_epoch(ARGV[11]) }`),
+/** The operations by name, each the body of a Lua function of `A` (its arguments). */
+export const SESSION_OPS = {
+  /** A[1] candidate epoch → { letters, epoch } */
+  epoch: op(`return { LETTERS, ensure_epoch(A[1]) }`),
 
-  /** ARGV[11] id, [12] token digest, [13] owner ('' with [14] '0': none), [15] data JSON, [16] candidate epoch → { letters, ok, epoch, record } */
-  wsSessCreate: script(`
-local id = ARGV[11]
-local epoch = ensure_epoch(ARGV[16])
+  /** A[1] id, [12] token digest, [13] owner ('' with [14] '0': none), [15] data JSON, [16] candidate epoch → { letters, ok, epoch, record } */
+  create: op(`
+local id = A[1]
+local epoch = ensure_epoch(A[6])
 if redis.call('EXISTS', hkey(id)) == 1 or redis.call('HEXISTS', TOMB, id) == 1 then return { LETTERS, 0 } end
-redis.call('HSET', hkey(id), 'st', 'a', 'ca', S(NOW), 'aa', S(NOW), 'ls', '0', 'as', '0', 'lc', '0', 'cb', '0', 'ab', '0', 'ag', '1', 't', '[]', 'dt', ARGV[15], 'dg', ARGV[12])
-if ARGV[14] == '1' then redis.call('HSET', hkey(id), 'o', ARGV[13]) end
+redis.call('HSET', hkey(id), 'st', 'a', 'ca', S(NOW), 'aa', S(NOW), 'ls', '0', 'as', '0', 'lc', '0', 'cb', '0', 'ab', '0', 'ag', '1', 't', '[]', 'dt', A[5], 'dg', A[2])
+if A[4] == '1' then redis.call('HSET', hkey(id), 'o', A[3]) end
 redis.call('ZADD', LEASES, RNOW + LEASE, id)
 touch(id)
 return { LETTERS, 1, epoch, record(id) }`),
 
-  /** ARGV[11] id → { letters, 1, record } | { letters, 0, reason, detail } */
-  wsSessGet: script(`
-local id = ARGV[11]
+  /** A[1] id → { letters, 1, record } | { letters, 0, reason, detail } */
+  get: op(`
+local id = A[1]
 if not live(id) then local g = gone(id); return { LETTERS, 0, g[1], g[2] } end
 return { LETTERS, 1, record(id) }`),
 
-  /** ARGV[11] id, [12] '1' if the claim has an epoch, [13] the claimed epoch → as wsSessGet, or { letters, 0, 'restarted', current epoch or '' } */
-  wsSessVerify: script(`
-local id = ARGV[11]
-if ARGV[12] == '1' then
+  /** A[1] id, [12] '1' if the claim has an epoch, [13] the claimed epoch → as wsSessGet, or { letters, 0, 'restarted', current epoch or '' } */
+  verify: op(`
+local id = A[1]
+if A[2] == '1' then
   local e = redis.call('GET', EPOCH)
-  if e ~= ARGV[13] then return { LETTERS, 0, 'restarted', e or '' } end
+  if e ~= A[3] then return { LETTERS, 0, 'restarted', e or '' } end
 end
 if not live(id) then local g = gone(id); return { LETTERS, 0, g[1], g[2] } end
 return { LETTERS, 1, record(id) }`),
 
   /**
-   * ARGV[11] id, [12] data, [13] binary '1'|'0', [14] the attach generation this node holds ('' none known:
+   * A[1] id, [12] data, [13] binary '1'|'0', [14] the attach generation this node holds ('' none known:
    * unchecked), [15] the request it answers ('' none), [16] max seqs per reply → { letters, 1, seq } | { letters, 0, reason, detail } (reason `moved`: [14] is stale).
    * The bounds are checked before the XADD, so its exact MAXLEN (the session's
    * own bound) never trims anything: it is a guard, not a policy.
    */
-  wsSessAppend: script(`
-local id = ARGV[11]
-local data = ARGV[12]
+  append: op(`
+local id = A[1]
+local data = A[2]
 local bytes = string.len(data)
 if not live(id) then
   local g = gone(id)
@@ -206,8 +208,8 @@ if not live(id) then
 end
 local f = redis.call('HMGET', hkey(id), 'ls', 'as', 'cb', 'ab', 'ag')
 -- A node whose hold is stale (another node attached the session since): refused, nothing kept, no letter.
-if ARGV[14] ~= '' and f[5] ~= ARGV[14] then
-  return { LETTERS, 0, 'moved', 'session ' .. id .. ' was attached elsewhere since (attach ' .. tostring(f[5]) .. ', this node held ' .. ARGV[14] .. ')' }
+if A[4] ~= '' and f[5] ~= A[4] then
+  return { LETTERS, 0, 'moved', 'session ' .. id .. ' was attached elsewhere since (attach ' .. tostring(f[5]) .. ', this node held ' .. A[4] .. ')' }
 end
 local held = tonumber(f[1]) - tonumber(f[2])
 local heldBytes = tonumber(f[3]) - tonumber(f[4])
@@ -239,36 +241,36 @@ if total + bytes > MAX_TOTAL then
 end
 local seq = tonumber(f[1]) + 1
 local cum = tonumber(f[3]) + bytes
-redis.call('XADD', xkey(id), 'MAXLEN', S(MAX_MSGS), S(seq) .. '-0', 'c', S(cum), 'b', ARGV[13], 'd', data)
+redis.call('XADD', xkey(id), 'MAXLEN', S(MAX_MSGS), S(seq) .. '-0', 'c', S(cum), 'b', A[3], 'd', data)
 if redis.call('PTTL', xkey(id)) == -1 then redis.call('PEXPIRE', xkey(id), KEY_TTL) end
 redis.call('HSET', hkey(id), 'ls', S(seq), 'cb', S(cum))
 redis.call('INCRBY', BYTES, bytes)
 redis.call('INCR', MSGS)
-if ARGV[15] ~= '' then
-  -- The reply of request ARGV[15], remembered with it (as wsSessRememberReply): no window where it is stored but not known.
-  local seqs = redis.call('HGET', rkey(id), ARGV[15])
+if A[5] ~= '' then
+  -- The reply of request A[5], remembered with it (as wsSessRememberReply): no window where it is stored but not known.
+  local seqs = redis.call('HGET', rkey(id), A[5])
   if seqs and seqs ~= '*' then
     local n = 0
     if seqs ~= '' then n = 1; for _ in string.gmatch(seqs, ',') do n = n + 1 end end
-    if n >= tonumber(ARGV[16]) then seqs = '*' elseif seqs == '' then seqs = S(seq) else seqs = seqs .. ',' .. S(seq) end
-    redis.call('HSET', rkey(id), ARGV[15], seqs)
+    if n >= tonumber(A[6]) then seqs = '*' elseif seqs == '' then seqs = S(seq) else seqs = seqs .. ',' .. S(seq) end
+    redis.call('HSET', rkey(id), A[5], seqs)
   end
 end
 return { LETTERS, 1, seq }`),
 
-  /** ARGV[11] id, [12] seq → { letters, 1, trimmed } | { letters, 0, error } */
-  wsSessAck: script(`
-local id = ARGV[11]
-local seq = tonumber(ARGV[12])
+  /** A[1] id, [12] seq → { letters, 1, trimmed } | { letters, 0, error } */
+  ack: op(`
+local id = A[1]
+local seq = tonumber(A[2])
 if not live(id) then return { LETTERS, 0, 'session ' .. id .. ' is gone' } end
 local last = tonumber(redis.call('HGET', hkey(id), 'ls'))
 if seq > last then return { LETTERS, 0, 'ack ' .. S(seq) .. ' is beyond the last seq sent, ' .. S(last) } end
 return { LETTERS, 1, trim(id, seq) }`),
 
-  /** ARGV[11] id, [12] seq → { letters, 1, entries } | { letters, 0, reason, detail } */
-  wsSessReadAfter: script(`
-local id = ARGV[11]
-local seq = tonumber(ARGV[12])
+  /** A[1] id, [12] seq → { letters, 1, entries } | { letters, 0, reason, detail } */
+  readAfter: op(`
+local id = A[1]
+local seq = tonumber(A[2])
 if not live(id) then local g = gone(id); return { LETTERS, 0, g[1], g[2] } end
 local f = redis.call('HMGET', hkey(id), 'ls', 'as')
 local last, acked = tonumber(f[1]), tonumber(f[2])
@@ -279,10 +281,10 @@ end
 trim(id, seq)
 return { LETTERS, 1, redis.call('XRANGE', xkey(id), '-', '+') }`),
 
-  /** ARGV[11] id, [12] cseq → { letters, 'new' } | { letters, 'duplicate', seqs|'*'|false } | { letters, 'gap', expected } | { letters, 'unknown' } */
-  wsSessBeginRequest: script(`
-local id = ARGV[11]
-local cseq = tonumber(ARGV[12])
+  /** A[1] id, [12] cseq → { letters, 'new' } | { letters, 'duplicate', seqs|'*'|false } | { letters, 'gap', expected } | { letters, 'unknown' } */
+  beginRequest: op(`
+local id = A[1]
+local cseq = tonumber(A[2])
 if not live(id) then return { LETTERS, 'unknown' } end
 local last = tonumber(redis.call('HGET', hkey(id), 'lc'))
 if cseq == last + 1 then
@@ -299,28 +301,28 @@ if cseq <= last then
 end
 return { LETTERS, 'gap', last + 1 }`),
 
-  /** ARGV[11] id, [12] cseq, [13] seq, [14] max seqs per reply → { letters } */
-  wsSessRememberReply: script(`
-local id = ARGV[11]
+  /** A[1] id, [12] cseq, [13] seq, [14] max seqs per reply → { letters } */
+  rememberReply: op(`
+local id = A[1]
 if not live(id) then return { LETTERS } end
-local seqs = redis.call('HGET', rkey(id), ARGV[12])
+local seqs = redis.call('HGET', rkey(id), A[2])
 if not seqs or seqs == '*' then return { LETTERS } end
 local n = 0
 if seqs ~= '' then n = 1; for _ in string.gmatch(seqs, ',') do n = n + 1 end end
-if n >= tonumber(ARGV[14]) then seqs = '*' elseif seqs == '' then seqs = ARGV[13] else seqs = seqs .. ',' .. ARGV[13] end
-redis.call('HSET', rkey(id), ARGV[12], seqs)
+if n >= tonumber(A[4]) then seqs = '*' elseif seqs == '' then seqs = A[3] else seqs = seqs .. ',' .. A[3] end
+redis.call('HSET', rkey(id), A[2], seqs)
 return { LETTERS }`),
 
-  /** ARGV[11] id, [12] 'join'|'leave', [13] topic → { letters, 1|0 } */
-  wsSessTopic: script(`
-local id = ARGV[11]
+  /** A[1] id, [12] 'join'|'leave', [13] topic → { letters, 1|0 } */
+  topic: op(`
+local id = A[1]
 if not live(id) then return { LETTERS, 0 } end
 local topics = cjson.decode(redis.call('HGET', hkey(id), 't'))
 local at = nil
-for i, t in ipairs(topics) do if t == ARGV[13] then at = i end end
-if ARGV[12] == 'join' then
+for i, t in ipairs(topics) do if t == A[3] then at = i end end
+if A[2] == 'join' then
   if at then return { LETTERS, 0 } end
-  table.insert(topics, ARGV[13])
+  table.insert(topics, A[3])
 else
   if not at then return { LETTERS, 0 } end
   table.remove(topics, at)
@@ -330,16 +332,16 @@ if #topics > 0 then text = cjson.encode(topics) end
 redis.call('HSET', hkey(id), 't', text)
 return { LETTERS, 1 }`),
 
-  /** ARGV[11] id, [12] data JSON → { letters, 1|0 } */
-  wsSessSetData: script(`
-local id = ARGV[11]
+  /** A[1] id, [12] data JSON → { letters, 1|0 } */
+  setData: op(`
+local id = A[1]
 if not live(id) then return { LETTERS, 0 } end
-redis.call('HSET', hkey(id), 'dt', ARGV[12])
+redis.call('HSET', hkey(id), 'dt', A[2])
 return { LETTERS, 1 }`),
 
-  /** ARGV[11] id → { letters, 0 } | { letters, 1, attach generation } */
-  wsSessAttach: script(`
-local id = ARGV[11]
+  /** A[1] id → { letters, 0 } | { letters, 1, attach generation } */
+  attach: op(`
+local id = A[1]
 if not live(id) then return { LETTERS, 0 } end
 redis.call('HSET', hkey(id), 'st', 'a', 'aa', S(NOW))
 local gen = redis.call('HINCRBY', hkey(id), 'ag', 1)
@@ -349,45 +351,45 @@ touch(id)
 return { LETTERS, 1, gen }`),
 
   /**
-   * ARGV[11] id, [12] the attach generation this node holds ('' none known) →
+   * A[1] id, [12] the attach generation this node holds ('' none known) →
    * { letters, 1, generation } | { letters, 0 } (gone, or attached since by another node: a takeover).
    */
-  wsSessDetach: script(`
-local id = ARGV[11]
+  detach: op(`
+local id = A[1]
 if not live(id) then return { LETTERS, 0 } end
-if ARGV[12] ~= '' and redis.call('HGET', hkey(id), 'ag') ~= ARGV[12] then return { LETTERS, 0 } end
+if A[2] ~= '' and redis.call('HGET', hkey(id), 'ag') ~= A[2] then return { LETTERS, 0 } end
 detach_one(id)
 return { LETTERS, 1, redis.call('HGET', hkey(id), 'ag') or false }`),
 
   /**
-   * ARGV[11] id, [12] the attach generation when this node detached it ('' none known) → { letters, 1|0 }:
+   * A[1] id, [12] the attach generation when this node detached it ('' none known) → { letters, 1|0 }:
    * a detached session ends now (expired), unless it was attached since (by any node: its window restarted).
    */
-  wsSessExpire: script(`
-local id = ARGV[11]
+  expire: op(`
+local id = A[1]
 local f = redis.call('HMGET', hkey(id), 'st', 'ag')
 if f[1] ~= 'd' then return { LETTERS, 0 } end
-if ARGV[12] ~= '' and f[2] ~= ARGV[12] then return { LETTERS, 0 } end
+if A[2] ~= '' and f[2] ~= A[2] then return { LETTERS, 0 } end
 end_session(id, 'expired', expired_detail())
 return { LETTERS, 1 }`),
 
-  /** ARGV[11] id, [12] detail → { letters, 1|0 } */
-  wsSessEnd: script(`
-local id = ARGV[11]
+  /** A[1] id, [12] detail → { letters, 1|0 } */
+  end: op(`
+local id = A[1]
 if redis.call('EXISTS', hkey(id)) == 0 then return { LETTERS, 0 } end
-end_session(id, 'ended', ARGV[12])
+end_session(id, 'ended', A[2])
 return { LETTERS, 1 }`),
 
   /**
-   * ARGV[11] batch size → { letters, expired, more }. One batch per call, so
+   * A[1] batch size → { letters, expired, more }. One batch per call, so
    * that no call holds Redis long: sessions whose node stopped renewing their
    * lease count as detached from now; overdue detached sessions expire (the
    * oldest detach first); tombstones past their window go. Index entries whose
    * keys Redis already expired (no node swept for a whole extra window) are
    * dropped, and the counters recounted from the live sessions.
    */
-  wsSessSweep: script(`
-local batch = tonumber(ARGV[11])
+  sweep: op(`
+local batch = tonumber(A[1])
 local expired, stale, more = 0, false, 0
 local lapsed = redis.call('ZRANGEBYSCORE', LEASES, '-inf', RNOW, 'LIMIT', 0, batch)
 for _, id in ipairs(lapsed) do
@@ -430,11 +432,11 @@ if stale then
 end
 return { LETTERS, expired, more }`),
 
-  /** ARGV[11…] ids this node holds attached → { letters, ids no longer attached }: the others' leases (and key TTLs) start again. */
-  wsSessRenew: script(`
+  /** A[1…] ids this node holds attached → { letters, ids no longer attached }: the others' leases (and key TTLs) start again. */
+  renew: op(`
 local lost = {}
-for i = 11, #ARGV do
-  local id = ARGV[i]
+for i = 1, #A do
+  local id = A[i]
   if redis.call('ZSCORE', LEASES, id) then
     redis.call('ZADD', LEASES, RNOW + LEASE, id)
     touch(id)
@@ -444,10 +446,60 @@ for i = 11, #ARGV do
 end
 return { LETTERS, lost }`),
 
+  /**
+   * A[1] data, [2] binary, [3] max seqs per reply, then pairs: [4] id, [5] generation, … →
+   * one append's reply per session, in order (each with its own letters): a broadcast's message once, not once per session.
+   */
+  appendN: op(`
+local res = {}
+for k = 4, #A, 2 do
+  LETTERS = {}
+  res[#res + 1] = OPS['append']({ A[k], A[1], A[2], A[k + 1], '', A[3] })
+end
+return res`),
+
   /** → { letters, sessions, detached, messages, bytes, tombstones } */
-  wsSessStats: script(`
+  stats: op(`
 local det = redis.call('ZCARD', DET)
 return { LETTERS, redis.call('ZCARD', LEASES) + det, det, tonumber(redis.call('GET', MSGS) or '0'), tonumber(redis.call('GET', BYTES) or '0'), redis.call('ZCARD', TOMBS) }`),
 } as const;
 
-export type SessionScriptName = keyof typeof SESSION_SCRIPTS;
+export type SessionOpName = keyof typeof SESSION_OPS;
+
+/**
+ * The one script the store runs: ARGV[1…10] the common values, then any
+ * number of operations, each `name, argc, arg1 … argN`, run in order, each
+ * in its own `pcall` (an error fails that operation alone; what it wrote
+ * before the error stays, as it would in a script of its own). Returns one
+ * reply per operation: `{ letters, … }`, or `{ message }` (a string first:
+ * the operation failed with that error). One call, one round trip and one
+ * script invocation for a whole batch: how a broadcast to 10,000 detached
+ * sessions, or a reconnect storm's resumes, costs Redis tens of calls instead
+ * of tens of thousands (docs/scaling.md, "The session store").
+ */
+export const SESSION_BATCH_SCRIPT = `${PRELUDE}
+local OPS = {}
+${Object.entries(SESSION_OPS)
+  .map(([name, body]) => `OPS['${name}'] = function(A)\n${body}\nend`)
+  .join('\n')}
+local out = {}
+local i = 11
+local n = #ARGV
+while i <= n do
+  local fn = OPS[ARGV[i]]
+  local argc = tonumber(ARGV[i + 1])
+  local A = {}
+  for j = 1, argc do A[j] = ARGV[i + 1 + j] end
+  LETTERS = {}
+  local ok, r
+  if fn then ok, r = pcall(fn, A) else ok, r = false, 'unknown session store operation ' .. tostring(ARGV[i]) end
+  if ok then
+    out[#out + 1] = r
+  else
+    if type(r) == 'table' then r = r.err or r.ok or 'error' end
+    out[#out + 1] = { tostring(r) }
+  end
+  i = i + 2 + argc
+end
+return out
+`;

@@ -14,10 +14,13 @@
  * - A node that dies holds its attached sessions by a lease (`leaseTtl`,
  *   renewed every third of it): once it lapses, any node's `sweep()` detaches
  *   them, and the resume window runs from then.
+ * - Operations go to Redis in batches (one script call runs many, in call
+ *   order; docs/scaling.md, "Batches and the reconnect storm"): while Redis
+ *   answers, a storm waits its turn on the node instead of timing out.
  * - Redis may be unreachable: an operation then fails at once (no offline
- *   queue) or within `commandTimeout` (Redis hung), rejecting with a
- *   SessionStoreUnavailableError that says whether it may still have been
- *   applied; the store's `status` turns 'degraded' (a 'status' event) and the
+ *   queue) or once Redis has answered nothing for `commandTimeout` (hung),
+ *   rejecting with a SessionStoreUnavailableError that says whether it may
+ *   still have been applied; the store's `status` turns 'degraded' (a 'status' event) and the
  *   failures are logged once per kind per outage, counted in `failures`.
  * - The epoch is a key: when Redis comes back without it (restarted empty,
  *   flushed), the first call after creates a new one, so a resume that
@@ -32,7 +35,7 @@ import { positiveInt } from '../base/checks.ts';
 import { requirePeer } from '../base/optional-peer.ts';
 import { SESSION_STORE_DEFAULTS } from './memory-session-store.ts';
 import { parseRedisUrl, RedisUrlError, type RedisTarget } from './redis-url.ts';
-import { SESSION_SCRIPTS, type SessionScriptName } from './redis-session-scripts.ts';
+import { SESSION_BATCH_SCRIPT, type SessionOpName } from './redis-session-scripts.ts';
 import {
   messageBytes,
   newSessionId,
@@ -68,8 +71,9 @@ export const REDIS_SESSION_STORE_DEFAULTS = {
   /** 15 s: a node that died holds its attached sessions this long at most before they count as detached (as the adapter's presenceTtl). */
   leaseTtl: 15_000,
   /**
-   * An operation Redis has not answered by then fails (unconfirmed: it may
-   * still be applied). 10 s, not the adapter's 2 s: a session whose operation
+   * Redis answering nothing for this long (the oldest batch sent unanswered)
+   * fails what was sent (unconfirmed: it may still be applied) and what is
+   * queued (not applied); time spent queued on the node does not count. 10 s, not the adapter's 2 s: a session whose operation
    * fails can no longer be resumed (docs/sessions.md, "Store failures"), and
    * on a loaded host a busy event loop alone delays answers past 2 s (seen in
    * the 2,000-client reconnect test); a hung Redis under traffic is still
@@ -96,8 +100,52 @@ export const REDIS_SESSION_STORE_DEFAULTS = {
 
 /** Reply seqs remembered per request: a reply of more messages is remembered as "too many" (null). As the memory store. */
 const MAX_SEQS_PER_REPLY = 16;
-/** Renewals per script call (one call per batch, pipelined). */
+const MAX_SEQS_PER_REPLY_ARG = String(MAX_SEQS_PER_REPLY);
+
+function appendResult(r: Reply[]): AppendResult {
+  if (r[1] === 1) return { ok: true, seq: r[2] as number };
+  return { ok: false, reason: String(r[2]) as SessionDeadLetterReason, detail: String(r[3]) };
+}
+
+function isOne(r: Reply[]): boolean {
+  return r[1] === 1;
+}
+
+function verdictOf(r: Reply[]): RequestVerdict {
+  const kind = String(r[1]);
+  if (kind === 'new') return { kind: 'new' };
+  if (kind === 'unknown') return { kind: 'unknown' };
+  if (kind === 'gap') return { kind: 'gap', expected: r[2] as number };
+  const seqs = String(r[2]);
+  return { kind: 'duplicate', replySeqs: seqs === '*' ? null : seqs === '' ? [] : seqs.split(',').map(Number) };
+}
+
+function ackResult(r: Reply[]): AckResult {
+  return r[1] === 1 ? { ok: true, trimmed: r[2] as number } : { ok: false, error: String(r[2]) };
+}
+/** Renewals per operation (each one operation of a batch). */
 const RENEW_BATCH = 500;
+/**
+ * Operations per script call. A batch holds Redis for its whole run (an
+ * append is a dozen Redis calls, 4 µs of Redis CPU in a batch): 512 keep one
+ * batch to a few milliseconds, and cut the per-call costs (the round trip,
+ * the script's start, ioredis's per-command work) 512-fold under load.
+ */
+const BATCH_MAX_OPS = 512;
+/** Bytes of arguments per script call (a batch of large messages goes in several). */
+const BATCH_MAX_BYTES = 1_048_576;
+/**
+ * Batches sent and unanswered at once. A node under load takes one event-loop
+ * turn (tens of milliseconds, with 10,000 sockets) to read an answer and send
+ * the next batch, so what one turn can send bounds the throughput: 8 × 512
+ * operations per turn (seen: with 2 × 256, a 10k-session storm sent under
+ * 2 batches a second, and its queue grew past maxInFlightBytes). Yet only
+ * some 16 ms of Redis work are
+ * in its socket at once: commandTimeout still measures Redis, not the queue.
+ */
+const BATCHES_IN_FLIGHT = 8;
+/** What an operation costs in a batch beyond its arguments (its name, argc, RESP framing): counted against maxInFlightBytes. */
+const OP_OVERHEAD_BYTES = 32;
 
 export interface RedisSessionStoreOptions {
   /** As the adapter's `url` (parseRedisUrl): `redis://[[user]:password@]host[:port][/db]` or `rediss://…`. */
@@ -118,13 +166,14 @@ export interface RedisSessionStoreOptions {
   maxRememberedReplies?: number;
   /** How long this node's hold on its attached sessions lasts without renewal, ms (renewed every third). Default 15000. */
   leaseTtl?: number;
-  /** An operation not answered within it fails, ms. Default 10000. */
+  /** Redis answering nothing for this long (the oldest batch sent) fails what was sent and what is queued, ms. Default 10000. */
   commandTimeout?: number;
   /** TCP connect + handshake timeout, ms. Default 5000. */
   connectTimeout?: number;
   /**
-   * Bytes of operations sent to Redis and not yet answered (a timed-out one
-   * counts until Redis answers a later one or the connection closes). Beyond
+   * Bytes of operations queued for their batch or sent to Redis and not yet
+   * answered (a timed-out one counts until Redis answers a later one or the
+   * connection closes). Beyond
    * it an operation fails at once (`unavailable`, not applied). A single
    * operation larger than it is still sent when nothing else is in flight.
    * Default 16 MiB.
@@ -190,7 +239,30 @@ type Reply = Buffer | number | null | Reply[];
 type LetterReply = [Buffer, Buffer, Buffer, EntryReply[], number];
 type EntryReply = [Buffer, Buffer[]];
 
-type ScriptClient = Redis & { [K in `${SessionScriptName}Buffer`]: (...args: (string | Buffer | number)[]) => Promise<Reply[]> };
+type ScriptClient = Redis & { wsSessBatchBuffer: (...args: (string | Buffer | number)[]) => Promise<Reply[]> };
+
+/** An operation waiting for its batch, or in one on its way to Redis. */
+interface PendingOp {
+  operation: string;
+  id: string | null;
+  op: SessionOpName;
+  args: (string | Buffer)[];
+  bytes: number;
+  /** The message an append refused (it goes into the dead letter of its session). */
+  refused: SessionMessage | undefined;
+  /** The caller's answer from the reply (letters already handed over). */
+  map: (reply: Reply[]) => unknown;
+  resolve: (value: unknown) => void;
+  reject: (err: Error) => void;
+}
+
+const asReply = (reply: Reply[]): Reply[] => reply;
+
+/** A batch sent and not settled yet. */
+interface Batch {
+  ops: PendingOp[];
+  settled: boolean;
+}
 
 function failureKind(err: Error & { code?: unknown }): string {
   if (typeof err.code === 'string' && err.code !== '') return err.code;
@@ -240,6 +312,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   /** Failed operations, by kind, since the store started (metrics); `failedSinceUp` for the recovery log line. */
   readonly failures: Record<SessionStoreFailureKind, number> = { unavailable: 0, timeout: 0, error: 0 };
   #failedSinceUp = 0;
+  /** Scripts sent to Redis, by store operation, since the store started (benchmarks, metrics): the round trips a resume or a message costs. */
+  readonly operations: Record<string, number> = {};
   readonly #maxInFlightBytes: number;
   /** Commands sent and not yet answered (their bytes are held by ioredis and the socket until then), oldest first. */
   #inFlight: { seq: number; bytes: number }[] = [];
@@ -247,6 +321,19 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   #inFlightSeq = 0;
   #inFlightBytes = 0;
   #probing = false;
+  /** Operations waiting for their batch, in call order (from `queueHead`), and their bytes. */
+  #queue: PendingOp[] = [];
+  #queueHead = 0;
+  #queuedBytes = 0;
+  #pumpScheduled = false;
+  /** The ack operation of each session still in the queue (a later ack joins it). */
+  readonly #queuedAcks = new Map<string, PendingOp>();
+  /** Batches sent and not yet settled (answered, failed, or their connection closed), oldest first. */
+  readonly #batches = new Set<Batch>();
+  /** commandTimeout of the oldest batch (#armHead). */
+  #headTimer: NodeJS.Timeout | null = null;
+  /** Script calls (batches) sent to Redis since the store started: with `operations`, the operations per round trip. */
+  batches = 0;
 
   constructor(options: RedisSessionStoreOptions) {
     super();
@@ -303,6 +390,11 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     return this.#target.display;
   }
 
+  /** Operations waiting for their batch (sent ones not counted): how far this node is behind Redis. */
+  get queuedOperations(): number {
+    return this.#queue.length - this.#queueHead;
+  }
+
   /** Sessions this node holds attached (their leases are renewed by it). */
   get heldSessions(): number {
     return this.#held.size;
@@ -321,7 +413,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       ...(t.family !== undefined ? { family: t.family } : {}),
       ...(t.tls ? { tls: isIP(t.host) ? {} : { servername: t.host } } : {}),
       connectTimeout: this.#connectTimeout,
-      commandTimeout: this.#commandTimeout,
+      // No ioredis commandTimeout: the store times its batches itself (#send), and checks for the answer before it
+      // declares one lost (a busy event loop runs an overdue timer before it reads the answer waiting in the socket).
       retryStrategy: (times) => {
         const base = backoffCeiling(times - 1, { initialDelay: this.#backoffInitial, maxDelay: this.#backoffMax, multiplier: 2 });
         return Math.round(base / 2 + (Math.random() * base) / 2);
@@ -334,7 +427,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       lazyConnect: false,
     };
     const client = new RedisClient(options) as ScriptClient;
-    for (const [name, lua] of Object.entries(SESSION_SCRIPTS)) client.defineCommand(name, { lua, numberOfKeys: 0 });
+    client.defineCommand('wsSessBatch', { lua: SESSION_BATCH_SCRIPT, numberOfKeys: 0 });
     this.#client = client;
     this.#everReady = new Promise<void>((resolve) => {
       client.on('ready', () => {
@@ -346,6 +439,15 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       this.#inFlight = [];
       this.#inFlightHead = 0;
       this.#inFlightBytes = 0;
+      // ioredis would reject what was sent at its commandTimeout only (nothing is resent): settle it now, and what waits.
+      const lost = new Error('Connection is closed before redis answered');
+      for (const batch of this.#batches) {
+        batch.settled = true;
+        for (const o of batch.ops) o.reject(this.#failed('unavailable', o.operation, o.id, 'unknown', lost));
+      }
+      this.#batches.clear();
+      this.#armHead();
+      this.#failQueue(new Error('redis connection closed'));
       if (!this.#ready) return;
       this.#ready = false;
       this.#setStatus('degraded', `redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`);
@@ -359,9 +461,12 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     this.#renewTimer.unref();
   }
 
-  async epoch(): Promise<string> {
-    const [, epoch] = await this.#run('epoch', null, 'wsSessEpoch', [newEpoch()]);
-    return this.#noteEpoch(String(epoch));
+  // Most methods return the operation's own promise, its answer mapped as the batch settles (no async frame): every
+  // caller's continuation then runs in the order Redis ran the operations (the supervisor writes a resumed session's
+  // replay before the appends that followed its readAfter; an extra await in one method but not another would let
+  // an append's continuation overtake the resume's).
+  epoch(): Promise<string> {
+    return this.#run('epoch', null, 'epoch', [newEpoch()], (r) => this.#noteEpoch(String(r[1])));
   }
 
   async create(init: { owner: string | null; data?: JsonValue }): Promise<CreatedSession> {
@@ -369,7 +474,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     for (;;) {
       const id = newSessionId();
       const token = newSessionToken();
-      const r = await this.#run('create', id, 'wsSessCreate', [id, tokenDigest(token), init.owner ?? '', init.owner === null ? '0' : '1', data, newEpoch()]);
+      const r = await this.#run('create', id, 'create', [id, tokenDigest(token), init.owner ?? '', init.owner === null ? '0' : '1', data, newEpoch()]);
       if (r[1] !== 1) continue; // 2^-128: never, but cheap to be sure
       const epoch = this.#noteEpoch(String(r[2]));
       this.#held.set(id, '1');
@@ -377,14 +482,16 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     }
   }
 
-  async get(id: string): Promise<SessionRecord | null> {
-    const r = await this.#run('get', id, 'wsSessGet', [id]);
-    return r[1] === 1 ? toRecord(id, r[2] as Buffer[]) : null;
+  get(id: string): Promise<SessionRecord | null> {
+    return this.#run('get', id, 'get', [id], (r) => (r[1] === 1 ? toRecord(id, r[2] as Buffer[]) : null));
   }
 
-  async verify(claim: ResumeClaim): Promise<VerifyResult> {
+  verify(claim: ResumeClaim): Promise<VerifyResult> {
     const hasEpoch = claim.epoch !== undefined;
-    const r = await this.#run('verify', claim.id, 'wsSessVerify', [claim.id, hasEpoch ? '1' : '0', claim.epoch ?? '']);
+    return this.#run('verify', claim.id, 'verify', [claim.id, hasEpoch ? '1' : '0', claim.epoch ?? ''], (r) => this.#verified(claim, r));
+  }
+
+  #verified(claim: ResumeClaim, r: Reply[]): VerifyResult {
     if (r[1] !== 1) {
       const reason = String(r[2]) as ResumeFailureReason;
       if (reason === 'restarted') {
@@ -403,64 +510,74 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     return { ok: true, record: recordOf(claim.id, fields) };
   }
 
-  async append(id: string, message: SessionMessage, replyTo?: number): Promise<AppendResult> {
-    const data = message.data;
+  // append and ack are the hot paths (every message, every client's acks): no async frames, one promise each.
+  append(id: string, message: SessionMessage, replyTo?: number): Promise<AppendResult> {
     // The generation this node holds (attached, or detached by it): a stale one is refused (`moved`), so a node
     // whose copy of the session was resumed elsewhere stops appending to it. None while an attach is on its way.
     const generation = this.#attaching.has(id) ? '' : (this.#held.get(id) ?? this.#detachedHere.get(id) ?? '');
-    const r = await this.#run('append', id, 'wsSessAppend', [id, data, message.binary ? '1' : '0', generation, replyTo === undefined ? '' : String(replyTo), String(MAX_SEQS_PER_REPLY)], message);
-    if (r[1] === 1) return { ok: true, seq: r[2] as number };
-    return { ok: false, reason: String(r[2]) as SessionDeadLetterReason, detail: String(r[3]) };
+    const args = [id, message.data, message.binary ? '1' : '0', generation, replyTo === undefined ? '' : String(replyTo), MAX_SEQS_PER_REPLY_ARG];
+    return this.#run('append', id, 'append', args, appendResult, message);
   }
 
-  async ack(id: string, seq: number): Promise<AckResult> {
-    if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, error: `ack seq must be an integer ≥ 0, got ${String(seq)}` };
-    const r = await this.#run('ack', id, 'wsSessAck', [id, String(seq)]);
-    return r[1] === 1 ? { ok: true, trimmed: r[2] as number } : { ok: false, error: String(r[2]) };
+  ack(id: string, seq: number): Promise<AckResult> {
+    if (!Number.isSafeInteger(seq) || seq < 0) return Promise.resolve({ ok: false, error: `ack seq must be an integer ≥ 0, got ${String(seq)}` });
+    const queued = this.#queuedAcks.get(id);
+    if (queued !== undefined && this.#host !== null && !this.#closed) {
+      // An ack of this session still waits for its batch: it takes this one's seq too (acks are cumulative, and every
+      // seq the client has was assigned before anything still queued ran). One operation instead of two; both answered.
+      if (seq > Number(queued.args[1])) queued.args[1] = String(seq);
+      this.operations['ack (merged)'] = (this.operations['ack (merged)'] ?? 0) + 1;
+      return new Promise<AckResult>((resolve, reject) => {
+        const { resolve: first, reject: firstFailed } = queued;
+        queued.resolve = (value) => {
+          first(value);
+          const r = value as AckResult;
+          resolve(r.ok ? { ok: true, trimmed: 0 } : r);
+        };
+        queued.reject = (err) => (firstFailed(err), reject(err));
+      });
+    }
+    return this.#run('ack', id, 'ack', [id, String(seq)], ackResult);
   }
 
-  async readAfter(id: string, seq: number): Promise<ReadResult> {
+  readAfter(id: string, seq: number): Promise<ReadResult> {
     if (!Number.isSafeInteger(seq) || seq < 0) {
       // The memory store looks the session up first; the answer for a bad position is the same either way.
-      return { ok: false, reason: 'unknown', detail: `lastSeq must be an integer ≥ 0, got ${String(seq)}` };
+      return Promise.resolve({ ok: false, reason: 'unknown', detail: `lastSeq must be an integer ≥ 0, got ${String(seq)}` });
     }
-    const r = await this.#run('readAfter', id, 'wsSessReadAfter', [id, String(seq)]);
-    if (r[1] !== 1) return { ok: false, reason: String(r[2]) as ResumeFailureReason, detail: String(r[3]) };
-    return { ok: true, messages: (r[2] as EntryReply[]).map(toMessage) };
+    return this.#run('readAfter', id, 'readAfter', [id, String(seq)], (r): ReadResult => {
+      if (r[1] !== 1) return { ok: false, reason: String(r[2]) as ResumeFailureReason, detail: String(r[3]) };
+      return { ok: true, messages: (r[2] as EntryReply[]).map(toMessage) };
+    });
   }
 
-  async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
-    if (!Number.isSafeInteger(cseq) || cseq < 1) throw new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`);
-    const r = await this.#run('beginRequest', id, 'wsSessBeginRequest', [id, String(cseq)]);
-    const kind = String(r[1]);
-    if (kind === 'new') return { kind: 'new' };
-    if (kind === 'unknown') return { kind: 'unknown' };
-    if (kind === 'gap') return { kind: 'gap', expected: r[2] as number };
-    const seqs = String(r[2]);
-    return { kind: 'duplicate', replySeqs: seqs === '*' ? null : seqs === '' ? [] : seqs.split(',').map(Number) };
+  beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
+    if (!Number.isSafeInteger(cseq) || cseq < 1) return Promise.reject(new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`));
+    return this.#run('beginRequest', id, 'beginRequest', [id, String(cseq)], verdictOf);
   }
 
-  async rememberReply(id: string, cseq: number, seq: number): Promise<void> {
-    await this.#run('rememberReply', id, 'wsSessRememberReply', [id, String(cseq), String(seq), String(MAX_SEQS_PER_REPLY)]);
+  rememberReply(id: string, cseq: number, seq: number): Promise<void> {
+    return this.#run('rememberReply', id, 'rememberReply', [id, String(cseq), String(seq), MAX_SEQS_PER_REPLY_ARG], () => undefined);
   }
 
-  async join(id: string, topic: string): Promise<boolean> {
-    return (await this.#run('join', id, 'wsSessTopic', [id, 'join', topic]))[1] === 1;
+  join(id: string, topic: string): Promise<boolean> {
+    return this.#run('join', id, 'topic', [id, 'join', topic], isOne);
   }
 
-  async leave(id: string, topic: string): Promise<boolean> {
-    return (await this.#run('leave', id, 'wsSessTopic', [id, 'leave', topic]))[1] === 1;
+  leave(id: string, topic: string): Promise<boolean> {
+    return this.#run('leave', id, 'topic', [id, 'leave', topic], isOne);
   }
 
-  async setData(id: string, data: JsonValue): Promise<boolean> {
-    return (await this.#run('setData', id, 'wsSessSetData', [id, JSON.stringify(data)]))[1] === 1;
+  setData(id: string, data: JsonValue): Promise<boolean> {
+    return this.#run('setData', id, 'setData', [id, JSON.stringify(data)], isOne);
   }
 
+  /** Kept async (its bookkeeping runs however it ends): nothing of the supervisor's ordering hangs on its continuation. */
   async attach(id: string): Promise<boolean> {
     // Appends called from now on run after this attach (one connection, in order): they must not present the old generation.
     this.#attaching.set(id, (this.#attaching.get(id) ?? 0) + 1);
     try {
-      const r = await this.#run('attach', id, 'wsSessAttach', [id]);
+      const r = await this.#run('attach', id, 'attach', [id]);
       if (r[1] !== 1) return false;
       this.#held.set(id, String(r[2]));
       this.#detachedHere.delete(id);
@@ -475,7 +592,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   /** False also when another node attached the session since this node did (a takeover: the session is not this node's to detach). */
   async detach(id: string): Promise<boolean> {
     const generation = this.#held.get(id) ?? '';
-    const r = await this.#run('detach', id, 'wsSessDetach', [id, generation]);
+    const r = await this.#run('detach', id, 'detach', [id, generation]);
     this.#held.delete(id);
     const ok = r[1] === 1;
     // Detached: the generation then (its own expire must not end one resumed since). Refused (taken over, or gone):
@@ -498,27 +615,27 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   async expire(id: string): Promise<boolean> {
     const generation = this.#detachedHere.get(id) ?? '';
     this.#detachedHere.delete(id);
-    const expired = (await this.#run('expire', id, 'wsSessExpire', [id, generation]))[1] === 1;
+    const expired = (await this.#run('expire', id, 'expire', [id, generation]))[1] === 1;
     if (expired) this.#held.delete(id);
     return expired;
   }
 
   async end(id: string, detail: string): Promise<boolean> {
     this.#held.delete(id);
-    return (await this.#run('end', id, 'wsSessEnd', [id, detail]))[1] === 1;
+    return (await this.#run('end', id, 'end', [id, detail]))[1] === 1;
   }
 
   async sweep(): Promise<number> {
     let expired = 0;
     for (;;) {
-      const r = await this.#run('sweep', null, 'wsSessSweep', [String(REDIS_SESSION_STORE_DEFAULTS.sweepBatch)]);
+      const r = await this.#run('sweep', null, 'sweep', [String(REDIS_SESSION_STORE_DEFAULTS.sweepBatch)]);
       expired += r[1] as number;
       if (r[2] !== 1) return expired;
     }
   }
 
   async stats(): Promise<SessionStoreStats> {
-    const r = await this.#run('stats', null, 'wsSessStats', []);
+    const r = await this.#run('stats', null, 'stats', []);
     return { sessions: r[1] as number, detached: r[2] as number, bufferedMessages: r[3] as number, bufferedBytes: r[4] as number, tombstones: r[5] as number };
   }
 
@@ -534,7 +651,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       this.#renewTimer = null;
       const client = this.#client;
       if (client && this.#ready) {
-        await Promise.all([...this.#held.keys()].map((id) => this.#call('detach', id, 'wsSessDetach', [id, this.#held.get(id) ?? '']).catch(() => undefined)));
+        await Promise.all([...this.#held.keys()].map((id) => this.#call('detach', id, 'detach', [id, this.#held.get(id) ?? '']).catch(() => undefined)));
       }
       this.#held.clear();
       this.#ready = false;
@@ -552,7 +669,13 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     try {
       if (this.#target.db !== 0) await client.select(this.#target.db);
       // Came back with our data, or without (restarted empty, flushed): the epoch tells.
-      const [, epoch] = (await (client as ScriptClient).wsSessEpochBuffer(...this.#args([newEpoch()]))) as Reply[];
+      let timer: NodeJS.Timeout | undefined;
+      const [reply] = await Promise.race([
+        (client as ScriptClient).wsSessBatchBuffer(...this.#batchArgs([{ op: 'epoch', args: [newEpoch()] }])),
+        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`Command timed out: no epoch from redis within ${this.#commandTimeout} ms`)), this.#commandTimeout))),
+      ]).finally(() => clearTimeout(timer));
+      const [letters, epoch] = reply as Reply[];
+      if (!Array.isArray(letters)) throw new Error(`redis session store: the epoch script failed: ${String(letters)}`);
       this.#noteEpoch(String(epoch));
     } catch (err) {
       this.#lastError = (err as Error).message;
@@ -588,7 +711,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     const ids = [...this.#held.keys()];
     for (let i = 0; i < ids.length; i += RENEW_BATCH) {
       try {
-        const [, lost] = await this.#call('renew', null, 'wsSessRenew', ids.slice(i, i + RENEW_BATCH));
+        const [, lost] = await this.#call('renew', null, 'renew', ids.slice(i, i + RENEW_BATCH));
         for (const id of lost as Buffer[]) this.#held.delete(id.toString());
       } catch {
         return; // reported by #call; the next renewal tries again
@@ -596,70 +719,224 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     }
   }
 
-  #args(extra: (string | Buffer)[]): (string | Buffer)[] {
-    return [...this.#common, this.#now === null ? '' : String(this.#now()), ...extra];
+  /** The script's arguments for `ops`: the common ones, the clock, then each operation as name, argc, args. */
+  #batchArgs(ops: readonly { op: SessionOpName; args: (string | Buffer)[] }[]): (string | Buffer)[] {
+    const out: (string | Buffer)[] = [...this.#common, this.#now === null ? '' : String(this.#now())];
+    for (const o of ops) out.push(o.op, String(o.args.length), ...o.args);
+    return out;
   }
 
-  /** Runs a script, hands the sessions it ended to the host as dead letters (R12), returns the rest of its reply. */
-  async #run(operation: string, id: string | null, name: SessionScriptName, extra: (string | Buffer)[], refused?: SessionMessage): Promise<Reply[]> {
-    if (this.#host === null) throw new Error('ws-supervisor: start(host) the session store before using it (dead letters need a host)');
-    if (this.#closed) throw new Error('ws-supervisor: the session store is closed');
-    const reply = await this.#call(operation, id, name, extra);
-    for (const letter of reply[0] as LetterReply[]) {
-      const dead = toLetter(letter, refused);
-      this.#held.delete(dead.sessionId);
-      this.#host.deadLetter(dead);
-    }
-    return reply;
+  /**
+   * Queues operation `name` for the next batch (one script call runs a batch,
+   * in call order: the order of operations on this connection is the order of
+   * the calls). Settles with `map` of its own reply, after the sessions it
+   * ended are handed to the host as dead letters (R12), or fails as its batch
+   * failed. Never throws: every failure is a rejection.
+   */
+  #run<T = Reply[]>(operation: string, id: string | null, name: SessionOpName, extra: (string | Buffer)[], map?: (reply: Reply[]) => T, refused?: SessionMessage): Promise<T> {
+    if (this.#host === null) return Promise.reject(new Error('ws-supervisor: start(host) the session store before using it (dead letters need a host)'));
+    if (this.#closed) return Promise.reject(new Error('ws-supervisor: the session store is closed'));
+    return this.#call(operation, id, name, extra, (map ?? asReply) as (reply: Reply[]) => T, refused);
   }
 
-  async #call(operation: string, id: string | null, name: SessionScriptName, extra: (string | Buffer)[]): Promise<Reply[]> {
-    const client = this.#client!;
+  #call<T = Reply[]>(operation: string, id: string | null, name: SessionOpName, extra: (string | Buffer)[], map: (reply: Reply[]) => T = asReply as (reply: Reply[]) => T, refused?: SessionMessage): Promise<T> {
     if (!this.#ready && !this.#wasReady && this.#everReady) {
       // The first connection may still be on its way: wait for it (bounded); after that, never wait on an outage.
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.#everReady, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#connectTimeout)))]);
-      clearTimeout(timer);
+      return Promise.race([this.#everReady, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#connectTimeout)))]).then(() => {
+        clearTimeout(timer);
+        return this.#enqueue(operation, id, name, extra, map, refused);
+      });
     }
+    return this.#enqueue(operation, id, name, extra, map, refused);
+  }
+
+  #enqueue<T>(operation: string, id: string | null, name: SessionOpName, extra: (string | Buffer)[], map: (reply: Reply[]) => T, refused: SessionMessage | undefined): Promise<T> {
+    const client = this.#client!;
     if (!this.#ready) {
-      throw this.#failed('unavailable', operation, id, 'no', new Error(`redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`));
+      return Promise.reject(this.#failed('unavailable', operation, id, 'no', new Error(`redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`)));
     }
-    const args = this.#args(extra);
-    let bytes = 0;
-    for (const a of args) bytes += typeof a === 'string' ? Buffer.byteLength(a) : a.length;
-    if (this.#inFlightBytes > 0 && this.#inFlightBytes + bytes > this.#maxInFlightBytes) {
+    let bytes = OP_OVERHEAD_BYTES + name.length;
+    for (const a of extra) bytes += typeof a === 'string' ? Buffer.byteLength(a) : a.length;
+    const held = this.#inFlightBytes + this.#queuedBytes;
+    if (held > 0 && held + bytes > this.#maxInFlightBytes) {
       // Redis is not answering fast enough (hung, overloaded): refuse now rather than hold every message in memory.
       this.#probe(client);
-      throw this.#failed(
+      return Promise.reject(this.#failed(
         'unavailable',
         operation,
         id,
         'no',
-        new Error(`${this.#inFlightBytes} bytes of operations await Redis's answer; ${bytes} more would pass maxInFlightBytes ${this.#maxInFlightBytes}`),
-      );
+        new Error(`${held} bytes of operations await Redis's answer; ${bytes} more would pass maxInFlightBytes ${this.#maxInFlightBytes} (counting those sent and those queued for their batch)`),
+      ));
     }
-    const seq = this.#sent(bytes);
+    this.operations[operation] = (this.operations[operation] ?? 0) + 1;
+    return new Promise<T>((resolve, reject) => {
+      const op: PendingOp = { operation, id, op: name, args: extra, bytes, refused, map, resolve: resolve as (value: unknown) => void, reject };
+      this.#queue.push(op);
+      if (name === 'ack') this.#queuedAcks.set(id!, op);
+      this.#queuedBytes += bytes;
+      if (!this.#pumpScheduled) {
+        this.#pumpScheduled = true;
+        // The rest of this turn's operations (a broadcast to every session, the frames of one read) join the batch.
+        setImmediate(this.#scheduledPump);
+      }
+    });
+  }
+
+  /** An operation's reply: the sessions it ended go to the host as dead letters (R12), then its caller gets its answer. */
+  #settle(o: PendingOp, reply: Reply[]): void {
     try {
-      const reply = await client[`${name}Buffer`](...args);
-      this.#answered(seq);
-      if (this.#status !== 'up' && this.#ready) this.#setStatus('up', null);
-      return reply;
+      for (const letter of reply[0] as LetterReply[]) {
+        const dead = toLetter(letter, o.refused);
+        this.#held.delete(dead.sessionId);
+        this.#host?.deadLetter(dead);
+      }
+      o.resolve(o.map(reply));
     } catch (err) {
-      const e = err as Error;
-      if (/timed out/i.test(e.message)) {
+      o.reject(err as Error);
+    }
+  }
+
+  readonly #scheduledPump = (): void => {
+    this.#pumpScheduled = false;
+    this.#pump();
+  };
+
+  /**
+   * Sends queued operations, in order, in batches (at most BATCH_MAX_OPS
+   * operations or BATCH_MAX_BYTES each), while fewer than BATCHES_IN_FLIGHT
+   * are unanswered. The rest wait here, in order, not in Redis's socket: so a
+   * storm queues instead of timing out (commandTimeout runs from the send,
+   * and measures Redis, not the depth of the queue), and the batch that goes
+   * next collects everything that arrived meanwhile.
+   */
+  #pump(): void {
+    const client = this.#client;
+    while (this.#queueHead < this.#queue.length && this.#batches.size < BATCHES_IN_FLIGHT) {
+      if (client === null || !this.#ready) return this.#failQueue(new Error(`redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`));
+      const ops: PendingOp[] = [];
+      let bytes = 0;
+      while (this.#queueHead < this.#queue.length && ops.length < BATCH_MAX_OPS) {
+        const next = this.#queue[this.#queueHead]!;
+        if (ops.length > 0 && bytes + next.bytes > BATCH_MAX_BYTES) break;
+        ops.push(next);
+        bytes += next.bytes;
+        if (next.op === 'ack' && this.#queuedAcks.get(next.id!) === next) this.#queuedAcks.delete(next.id!);
+        this.#queue[this.#queueHead++] = undefined!;
+      }
+      this.#queuedBytes -= bytes;
+      if (this.#queueHead === this.#queue.length) {
+        this.#queue = [];
+        this.#queueHead = 0;
+      } else if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+        this.#queue.splice(0, this.#queueHead);
+        this.#queueHead = 0;
+      }
+      this.#send(client, ops, bytes);
+    }
+  }
+
+  #send(client: ScriptClient, ops: PendingOp[], bytes: number): void {
+    const batch: Batch = { ops, settled: false };
+    this.#batches.add(batch);
+    const seq = this.#sent(bytes);
+    this.batches++;
+    const settle = (): boolean => {
+      if (batch.settled) return false;
+      batch.settled = true;
+      this.#batches.delete(batch);
+      this.#armHead(); // Redis answers in order: the next batch is the oldest now
+      return true;
+    };
+    const wire = groupFanOut(ops);
+    if (this.#batches.size === 1) this.#armHead();
+    client.wsSessBatchBuffer(...this.#batchArgs(wire.map(wireOp))).then(
+      (replies) => {
+        this.#answered(seq);
+        if (!settle()) return;
+        if (this.#status !== 'up' && this.#ready) this.#setStatus('up', null);
+        wire.forEach((w, i) => {
+          const r = replies[i] as Reply[] | undefined;
+          const group = Array.isArray(w) ? w : [w];
+          const subs = Array.isArray(w) ? r : [r];
+          if (Array.isArray(r) && Array.isArray(r[0])) {
+            group.forEach((o, k) => {
+              const sub = (subs as Reply[])[k] as Reply[] | undefined;
+              if (Array.isArray(sub) && Array.isArray(sub[0])) this.#settle(o, sub);
+              else o.reject(this.#failed('error', o.operation, o.id, 'unknown', new Error(`no reply for operation ${k + 1} of a fan-out of ${group.length}`)));
+            });
+          } else {
+            const message = Array.isArray(r) && r[0] != null ? String(r[0]) : `no reply for operation ${i + 1} of ${wire.length}`;
+            for (const o of group) o.reject(this.#failed('error', o.operation, o.id, 'unknown', new Error(message)));
+          }
+        });
+        this.#pump();
+      },
+      (err: Error) => {
+        if (!settle()) return;
+        const kind = this.#failureOf(err, seq);
+        for (const o of ops) o.reject(this.#failed(kind.kind, o.operation, o.id, kind.applied, err));
+        this.#pump();
+      },
+    );
+  }
+
+  /**
+   * commandTimeout runs on the oldest unanswered batch, from when it became
+   * the oldest: Redis answers one connection in order, so this measures how
+   * long Redis has answered nothing, whatever the number of batches behind it
+   * (a per-batch clock from its send would count the batches before it, and
+   * other clients' scripts). When it fires, the answer may be in the socket,
+   * unread (a busy event loop runs an overdue timer before it reads): the
+   * check runs after this turn's I/O (setImmediate), which tells a hung Redis
+   * from a busy node. Hung: every batch sent fails (`timeout`, may be
+   * applied), and every queued operation (`unavailable`, never sent).
+   */
+  #armHead(): void {
+    if (this.#headTimer !== null) clearTimeout(this.#headTimer);
+    this.#headTimer = null;
+    const head = this.#batches.values().next().value as Batch | undefined;
+    if (head === undefined) return;
+    this.#headTimer = setTimeout(() => {
+      this.#headTimer = null;
+      setImmediate(() => {
+        if (head.settled) return;
         // Still in ioredis's queue and the socket: counted until Redis answers a later command or the connection closes.
         if (this.#status === 'up') this.#setStatus('degraded', `redis command timed out (no reply within ${this.#commandTimeout} ms)`);
-        throw this.#failed('timeout', operation, id, 'unknown', e);
-      }
-      if (/writeable|enableOfflineQueue/i.test(e.message)) {
-        this.#answered(seq);
-        throw this.#failed('unavailable', operation, id, 'no', e);
-      }
-      // Sent, and the connection closed before the answer: Redis may have run it.
-      if (/Connection is closed/i.test(e.message)) throw this.#failed('unavailable', operation, id, 'unknown', e);
+        const err = new Error(`Command timed out: no reply from redis within ${this.#commandTimeout} ms`);
+        const sent = [...this.#batches];
+        this.#batches.clear();
+        for (const batch of sent) {
+          batch.settled = true;
+          for (const o of batch.ops) o.reject(this.#failed('timeout', o.operation, o.id, 'unknown', err));
+        }
+        this.#failQueue(new Error(`redis answered nothing within ${this.#commandTimeout} ms`));
+      });
+    }, this.#commandTimeout);
+  }
+
+  /** What a failed batch means: a timeout (may be applied), a closed connection (may be applied), a refusal (not applied). */
+  #failureOf(e: Error, seq: number): { kind: SessionStoreFailureKind; applied: 'no' | 'unknown' } {
+    if (/writeable|enableOfflineQueue/i.test(e.message)) {
       this.#answered(seq);
-      throw this.#failed('error', operation, id, 'no', e);
+      return { kind: 'unavailable', applied: 'no' };
     }
+    // Sent, and the connection closed before the answer: Redis may have run it.
+    if (/Connection is closed/i.test(e.message)) return { kind: 'unavailable', applied: 'unknown' };
+    this.#answered(seq);
+    // A script error of the batch as a whole: no operation ran.
+    return { kind: 'error', applied: 'no' };
+  }
+
+  /** Every queued (never sent) operation fails now: nothing of them reached Redis. */
+  #failQueue(cause: Error): void {
+    this.#queuedAcks.clear();
+    const queued = this.#queue.slice(this.#queueHead);
+    this.#queue = [];
+    this.#queueHead = 0;
+    this.#queuedBytes = 0;
+    for (const o of queued) o.reject(this.#failed('unavailable', o.operation, o.id, 'no', cause));
   }
 
   /** Counts a command's bytes as awaiting Redis's answer; returns its place in the connection's order. */
@@ -732,6 +1009,45 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     this.#loggedFailures.add(kind);
     log.warn({ url: this.#target.display, err: err.message, kind }, `redis session store: ${what}: ${err.message} (logged once per kind of failure until redis is up)`);
   }
+}
+
+/**
+ * Consecutive appends of the same message (a broadcast, a publish: one call
+ * per session, in one turn) go as one `appendN` operation: the message once,
+ * then each session's id and generation. Redis runs each as its own append.
+ */
+function groupFanOut(ops: PendingOp[]): (PendingOp | PendingOp[])[] {
+  const out: (PendingOp | PendingOp[])[] = [];
+  for (let i = 0; i < ops.length; ) {
+    const o = ops[i]!;
+    let j = i + 1;
+    if (o.op === 'append' && o.args[4] === '') {
+      while (j < ops.length) {
+        const n = ops[j]!;
+        if (n.op !== 'append' || n.args[4] !== '' || n.args[2] !== o.args[2] || !sameData(n.args[1]!, o.args[1]!)) break;
+        j++;
+      }
+    }
+    out.push(j - i > 1 ? ops.slice(i, j) : o);
+    i = j;
+  }
+  return out;
+}
+
+function sameData(a: string | Buffer, b: string | Buffer): boolean {
+  if (a === b) return true;
+  if (typeof a === 'string' || typeof b === 'string') return false;
+  return a.length === b.length && a.equals(b);
+}
+
+/** What goes on the wire for one entry of groupFanOut. */
+function wireOp(w: PendingOp | PendingOp[]): { op: SessionOpName; args: (string | Buffer)[] } {
+  if (!Array.isArray(w)) return w;
+  const first = w[0]!;
+  // append's arguments: id, data, binary, generation, replyTo, max seqs per reply.
+  const args: (string | Buffer)[] = [first.args[1]!, first.args[2]!, first.args[5]!];
+  for (const o of w) args.push(o.args[0]!, o.args[3]!);
+  return { op: 'appendN', args };
 }
 
 function newEpoch(): string {

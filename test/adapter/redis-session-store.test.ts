@@ -279,7 +279,7 @@ describe('redis session store', () => {
       assert.deepEqual([err.kind, err.applied], ['timeout', 'unknown']);
     }
     assert.equal((results[0] as PromiseRejectedResult).reason.sessionId, s.id);
-    // ioredis arms its timer per command: the three fail together, after commandTimeout and not long after.
+    // One clock, on the oldest batch (the three went in one): they fail together, after commandTimeout and not long after.
     assert.ok(elapsed >= commandTimeout - 20, `failed after ${elapsed} ms`);
     assert.ok(elapsed < commandTimeout + 2000, `failed after ${elapsed} ms (commandTimeout ${commandTimeout})`);
     assert.equal(store.status, 'degraded');
@@ -338,6 +338,97 @@ describe('redis session store', () => {
     const replay = await store.readAfter(s.id, 0);
     assert.ok(replay.ok);
     assert.deepEqual(replay.messages.map((m) => String(m.data)[0]), ['a', 'c'], 'the timed-out append was applied late; the refused one never was');
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Batches: a storm queues on the node instead of timing out in Redis's socket
+
+describe('redis session store, batches', () => {
+  test('a storm in one turn goes in batches: 4,000 operations on 1,000 sessions (a broadcast of 3 messages, an ack each) run in call order in a few dozen script calls', async (t) => {
+    if (binary === null) return void (await ownRedis(t));
+    const { url } = await sharedRedis();
+    const store = track(createRedisSessionStore({ url, prefix: prefix(), maxDetachedSessions: 2_000, ...fast }));
+    const letters = collect(store);
+    const admin = new Redis(url);
+    t.after(() => admin.disconnect());
+    const scripts = async (): Promise<number> => {
+      let n = 0;
+      for (const m of (await admin.info('commandstats')).matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+)/gm)) n += Number(m[1]);
+      return n;
+    };
+    const sessions = await Promise.all(Array.from({ length: 1_000 }, () => store.create({ owner: null })));
+    const before = await scripts();
+    const batchesBefore = store.batches;
+    // One turn: each message to every session (as a broadcast does), then every session acks the first.
+    const appends = ['m1', 'm2', 'm3'].map((m) => sessions.map((s) => store.append(s.id, text(m))));
+    const acks = sessions.map((s) => store.ack(s.id, 1));
+    const results = await Promise.all(appends.flat());
+    assert.deepEqual(new Set(results.map((r) => JSON.stringify(r))), new Set([1, 2, 3].map((seq) => JSON.stringify({ ok: true, seq }))));
+    appends.forEach((round, k) => round.forEach((p, i) => void p.then((r) => assert.deepEqual(r, { ok: true, seq: k + 1 }, `session ${i}, message ${k + 1}`))));
+    for (const a of await Promise.all(acks)) assert.equal(a.ok, true);
+    const calls = (await scripts()) - before;
+    const batches = store.batches - batchesBefore;
+    // 4,000 operations, at most 512 per batch: 8 at least; one per operation would be 4,000.
+    assert.ok(batches >= 8 && batches <= 40, `${batches} batches`);
+    assert.equal(calls, batches, 'one script call (EVALSHA) per batch');
+    for (const s of sessions.slice(0, 5)) {
+      const r = await store.readAfter(s.id, 1);
+      assert.ok(r.ok);
+      assert.deepEqual(r.messages.map((m) => [m.seq, m.data]), [[2, 'm2'], [3, 'm3']], 'the ack ran after the appends it follows');
+    }
+    assert.deepEqual(letters, []);
+  });
+
+  test('a busy Redis delays, never fails: operations queued behind it far longer than commandTimeout all succeed, as Redis keeps answering within it', async (t) => {
+    if (binary === null) return void (await ownRedis(t));
+    const { url } = await sharedRedis();
+    const commandTimeout = 1_000;
+    const store = track(createRedisSessionStore({ url, prefix: prefix(), commandTimeout, maxDetachedSessions: 5_000, ...fast }));
+    collect(store);
+    const sessions = await Promise.all(Array.from({ length: 2_000 }, () => store.create({ owner: null })));
+    // Another client keeps Redis busy with scripts of 250 ms, back to back: each of the store's batches waits for one at
+    // most (a quarter of commandTimeout), but 24,000 operations take six rounds of batches or more, so the last wait longer.
+    const admin = new Redis(url);
+    t.after(() => admin.disconnect());
+    const busy = `local t0 = redis.call('TIME') repeat local t = redis.call('TIME') until (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 250000 return 1`;
+    let done = false;
+    const hog = (async () => {
+      while (!done) await admin.eval(busy, 0);
+    })();
+    await delay(50);
+    let slowest = 0;
+    const started = performance.now();
+    const results = await Promise.allSettled(
+      Array.from({ length: 12 }, (_, k) => sessions.map((s) => store.append(s.id, text(`m${k}`)).finally(() => (slowest = Math.max(slowest, performance.now() - started))))).flat(),
+    );
+    done = true;
+    await hog;
+    const failed = results.filter((r) => r.status === 'rejected');
+    assert.equal(failed.length, 0, `${failed.length} failed, e.g. ${String((failed[0] as PromiseRejectedResult | undefined)?.reason)}`);
+    assert.deepEqual(store.failures, { unavailable: 0, timeout: 0, error: 0 });
+    assert.equal(store.status, 'up');
+    // What makes the test mean something: the last operations waited longer than commandTimeout.
+    assert.ok(slowest > commandTimeout, `the slowest operation took ${slowest.toFixed(0)} ms: the queue did not outlast commandTimeout (${commandTimeout} ms)`);
+  });
+
+  test('a busy event loop is not a hung Redis: an answer that arrived while the loop was blocked past commandTimeout is taken, not timed out', async (t) => {
+    if (binary === null) return void (await ownRedis(t));
+    const { url } = await sharedRedis();
+    const commandTimeout = 200;
+    const store = track(createRedisSessionStore({ url, prefix: prefix(), commandTimeout, ...fast }));
+    collect(store);
+    const s = await store.create({ owner: null });
+    const appended = store.append(s.id, text('while blocked'));
+    // The batch goes out on the next check phase; then the loop is blocked three times commandTimeout (Redis answers meanwhile).
+    await new Promise((resolve) => setImmediate(resolve));
+    const until = Date.now() + 3 * commandTimeout;
+    while (Date.now() < until) {
+      // blocked: no timer, no I/O
+    }
+    assert.deepEqual(await appended, { ok: true, seq: 1 });
+    assert.deepEqual(store.failures, { unavailable: 0, timeout: 0, error: 0 });
+    assert.equal(store.status, 'up');
   });
 });
 
