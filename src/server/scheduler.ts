@@ -129,7 +129,8 @@ export class TurnScheduler {
       this.waiting = rest.concat(again, this.waiting);
       // The poll phase that follows gets a fresh budget: draining must not starve sockets that have not been read yet.
       this.spent = 0;
-      if (this.waiting.length > 0) this.arm();
+      // A reader drained above may have deferred itself again (and armed the next turn): one turn at a time.
+      if (this.waiting.length > 0 && !this.armed) this.arm();
     }
   }
 }
