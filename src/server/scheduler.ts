@@ -5,15 +5,19 @@
  * would have all of them handled before anyone else's upgrade or round trip.
  *
  * A turn is one pass of the event loop (it ends in the check phase, where
- * this scheduler's setImmediate runs). Each connection may spend `share`
- * units of work per turn, and all connections together `turnBudget` (a
- * connection's first small message of a turn always runs, so a thousand quiet
- * peers are never deferred). A message costs 1 unit plus 1 per KiB. Beyond that,
- * the reader pauses its socket (`ws.pause()`: backpressure to the peer, TCP
- * does the rest) and keeps the messages `ws` had already parsed from that
- * read, in order; they are delivered on later turns, round-robin with the
- * other deferred readers, and the socket is resumed once they are done.
- * Nothing is dropped.
+ * this scheduler's setImmediate runs; one is armed at a time). Each
+ * connection may spend `share` units of work per turn, and all connections
+ * together `turnBudget` units or `turnTime` ms per phase, whichever runs out
+ * first (a connection's first small message of a turn always runs, so a
+ * thousand quiet peers are never deferred). A message costs 1 unit plus 1 per
+ * KiB. Beyond that, the reader holds `ws`'s parser after the message that
+ * crossed the share (src/server/ws-internals.ts, item 4): the frames behind it
+ * stay bytes, `ws` stops taking chunks and pauses the socket (backpressure to
+ * the peer, TCP does the rest). On later turns, round-robin with the other
+ * deferred readers, that message is delivered and the parser goes on, up to
+ * the share each turn. Nothing is dropped or reordered. The two phases: the
+ * poll phase reads the sockets that have data (under a fresh budget after each
+ * turn), the check phase serves the deferred readers (under its own).
  *
  * Cost budgets (R21) ride on the same clock: per connection and
  * window, messages, bytes and fan-out cost (recipients × bytes of the
