@@ -214,20 +214,20 @@ export class SocketReader extends LivenessReport implements Deferrable {
    * Over the share: `ws` parses nothing more for this peer until its next
    * turn. Its parser is held after this message (src/server/ws-internals.ts,
    * item 4): the frames after it stay bytes, `ws` stops taking chunks from
-   * the socket and pauses it, TCP pushes back on the peer. Without the hold
-   * (the socket is closing, or `ws` changed), the socket is paused: what
-   * `ws` has already read is still parsed now and waits in the backlog.
+   * the socket and pauses it, TCP pushes back on the peer. Closing too: `ws`
+   * emits 'close' only once its parser has finished, so the peer's last
+   * messages still come in order, before the close. Without the hold (`ws`
+   * changed, or the reader stopped), the socket is paused: what `ws` has
+   * already read is still parsed now and waits in the backlog.
    */
   private stopReading(): void {
     const ws = this.io.ws;
-    if (ws.readyState === 1) {
-      let parser = this.parser;
-      if (parser === null) {
-        const receiver = receiverOf(ws);
-        if (canHoldParser(receiver)) parser = this.parser = new ParserHold(receiver);
-      }
-      if (parser !== null && parser.hold()) return;
+    let parser = this.parser;
+    if (parser === null) {
+      const receiver = receiverOf(ws);
+      if (canHoldParser(receiver)) parser = this.parser = new ParserHold(receiver);
     }
+    if (parser !== null && parser.hold()) return;
     ws.pause();
   }
 
@@ -254,9 +254,8 @@ export class SocketReader extends LivenessReport implements Deferrable {
     }
     const parser = this.parser;
     if (parser !== null && parser.held) {
-      // Closing, over a budget or stopped: no more turns, what ws holds is parsed now (the rest of a closing peer's
-      // data, then its close frame; over a budget it is dropped).
-      if (this.overBudget || this.stopped || this.io.ws.readyState !== 1) parser.dispose();
+      // Over a budget or stopped: no more turns, what ws holds is parsed now (and dropped).
+      if (this.overBudget || this.stopped) parser.dispose();
       else if (this.fairUsed >= scheduler.share) return false;
       else {
         // Its messages come through message(): admitted up to the share, then held (and deferred) again.

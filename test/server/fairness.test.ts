@@ -32,6 +32,10 @@ interface Served {
   connections: Connection[];
   /** Per connection: the requestIDs delivered to the application, in order, and the scheduler turn of each. */
   delivered: Map<Connection, { ids: number[]; turns: number[] }>;
+  /** The supervisor's 'close' events: how many messages the connection had been given by then. */
+  closed: Array<{ code: number; delivered: number }>;
+  /** Connections registered now. */
+  size(): number;
   scheduler(): TurnScheduler;
 }
 
@@ -54,12 +58,16 @@ async function serve(t: TestContext, options: Omit<SupervisorOptions, 'server'> 
       connection.send(`{"requestID":${id},"success":true}`);
     },
   });
+  const closed: Array<{ code: number; delivered: number }> = [];
   srv.supervisor.on('connection', (c) => connections.push(c));
+  srv.supervisor.on('close', (c, closure) => closed.push({ code: closure.code, delivered: delivered.get(c)?.ids.length ?? 0 }));
   t.after(() => srv.close());
   return {
     port: srv.port,
     connections,
     delivered,
+    closed,
+    size: () => srv.supervisor.size,
     scheduler: () => connections[0]!.scheduler!,
   };
 }
@@ -155,6 +163,27 @@ test('many peers over their share: one scheduler turn per event-loop iteration, 
   assert.ok(mostWork <= bound, `${mostWork} messages in one event-loop iteration (bound ${bound})`);
 });
 
+test('a held peer that resets its connection is closed and released; what ws had read is delivered in order, before the close', T, async (t) => {
+  const SHARE = 8;
+  const N = 3_000;
+  const s = await serve(t, { fairness: { share: SHARE, turnBudget: 64 } });
+  const peer = await rawConnect(s.port);
+  await waitFor(() => s.connections.length === 1, 5_000, 'the connection');
+  const connection = s.connections[0]!;
+  await peer.write(requests(1, N));
+  // Held after its share: most of the requests are still bytes (in ws and the kernel) when the peer resets.
+  await waitFor(() => (s.delivered.get(connection)?.ids.length ?? 0) >= SHARE, 5_000, 'the first share');
+  peer.socket.resetAndDestroy();
+  await waitFor(() => s.closed.length === 1, 5_000, 'the close');
+  const atClose = s.closed[0]!.delivered;
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  const ids = s.delivered.get(connection)!.ids;
+  // ws emits 'close' once its Receiver has finished: what it had read was parsed and delivered first, in order.
+  assert.deepEqual(ids, range(1, ids.length), 'delivered in order, without gaps');
+  assert.equal(ids.length, atClose, 'nothing delivered after the close');
+  assert.equal(s.size(), 0, 'the connection was released');
+});
+
 /** One probe: connect, one request, its reply. Milliseconds; Infinity on failure (after 5 s). */
 async function probeOnce(port: number): Promise<number> {
   const t0 = performance.now();
@@ -206,10 +235,11 @@ test('50 peers pipelining as fast as they can: a newcomer connects and round-tri
   const p90 = times[Math.ceil(times.length * 0.9) - 1]!;
   t.diagnostic(`idle ${base.toFixed(1)} ms; under abuse: ${times.length} probes, median ${times[times.length >> 1]!.toFixed(1)} ms, p90 ${p90.toFixed(1)} ms, max ${times[times.length - 1]!.toFixed(1)} ms; ${report.peers.reduce((n, p) => n + p.count, 0)} requests answered in ${report.ms.toFixed(0)} ms`);
   for (const p of report.peers) assert.deepEqual([p.closeCode, p.count, p.inOrder], [null, p.sent, true], 'every abuser request answered, in order');
-  // Measured here, idle machine: probes 2–10 ms under this abuse (p90 ~10 ms, idle ~3 ms), against 150 ms – 5 s
-  // before the parser hold and the one-turn fix. A probe needs a few event-loop iterations (accept, upgrade,
-  // request, reply), so it scales with the idle round trip on this machine: 10 of them, never below 100 ms.
-  const limit = Math.max(100, base * 10);
+  // Measured here: p90 14–60 ms under this abuse (idle probe 4–13 ms) with the machine busy with other work, up to
+  // 107 ms with a benchmark running beside it; a blocked loop holds probes for seconds. A probe needs a few
+  // event-loop iterations (accept, upgrade, request, reply), so the bound scales with the idle round trip on this
+  // machine, now: 10 of them, never below 250 ms (the bound of test/cli/overload.test.ts).
+  const limit = Math.max(250, base * 10);
   assert.ok(p90 <= limit, `probe p90 ${p90.toFixed(1)} ms > ${limit.toFixed(0)} ms (idle ${base.toFixed(1)} ms)`);
   assert.ok(times[times.length - 1]! < 5_000, 'no probe timed out');
 });
