@@ -110,7 +110,7 @@ export function canHoldParser(receiver: WsReceiver | undefined): receiver is WsR
  * parses on, synchronously, until the bytes run out or `hold()` is called
  * again. Frames keep their order: they are parsed in order, only later.
  * Installed on a Receiver at its first hold (a quiet connection never gets
- * one); `dispose()` puts ws's own loop back.
+ * one); after `dispose()` it holds no more and ws's loop runs as ws wrote it.
  */
 export class ParserHold {
   /** True from `hold()` to `release()`. */
