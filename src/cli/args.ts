@@ -73,6 +73,7 @@ Flags:
   --fair-share N            work units (a message + 1 per KiB) one connection may use per
                             event-loop turn before its reading is paused (default ${DEFAULTS.fairShare})
   --turn-budget N           units all connections may use per turn (default ${DEFAULTS.turnBudget})
+  --turn-time MS            milliseconds of inbound work per turn, whichever comes first (default ${DEFAULTS.turnTime})
   --fan-out-slice N         recipients of a broadcast/publish per turn; the rest follows on
                             the next turns, in order (default ${DEFAULTS.fanOutSlice})
   --budget-window MS        the window of the per-connection budgets (default ${DEFAULTS.budgetWindow})
@@ -344,6 +345,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     'trust-proxy': { type: 'string' },
     'fair-share': { type: 'string' },
     'turn-budget': { type: 'string' },
+    'turn-time': { type: 'string' },
     'fan-out-slice': { type: 'string' },
     'budget-window': { type: 'string' },
     'budget-messages': { type: 'string' },
@@ -462,6 +464,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     fairness: {
       share: positive('fair-share', v['fair-share']),
       turnBudget: positive('turn-budget', v['turn-budget']),
+      turnTime: positive('turn-time', v['turn-time']),
       fanOutSlice: positive('fan-out-slice', v['fan-out-slice']),
     },
     budget: {

@@ -14,7 +14,7 @@ import type { ActorInput, ReaderCommand, ReaderEvent } from '../../machines/conn
 import { CloseCodes } from '../../machines/close-codes.ts';
 import { LivenessReport } from './liveness.ts';
 import type { TokenBucket } from './rate-limit.ts';
-import { receiverOf, WS_CONCLUDE, type WsReceiver } from './ws-internals.ts';
+import { canHoldParser, ParserHold, receiverOf, WS_CONCLUDE, type WsReceiver } from './ws-internals.ts';
 import { costOf, type Deferrable, type TurnScheduler } from './scheduler.ts';
 import type { SocketIO } from './socket-io.ts';
 
@@ -141,6 +141,8 @@ export class SocketReader extends LivenessReport implements Deferrable {
   /** Messages `ws` parsed after this reader used its share, as pairs [data, isBinary, …]; null when none. */
   private backlog: Array<Buffer | boolean | undefined> | null = null;
   private head = 0;
+  /** Holds `ws`'s parser while over the share (made at the first hold: a quiet connection has none). */
+  private parser: ParserHold | null = null;
 
   constructor(
     private readonly io: SocketIO,
@@ -171,6 +173,7 @@ export class SocketReader extends LivenessReport implements Deferrable {
     const ws = this.io.ws as ReadSocket;
     super.stop();
     if (ws[READER] === this) ws[READER] = undefined;
+    this.parser?.dispose(); // what ws still holds is parsed now, for nobody: the connection has ended
     const receiver = receiverOf(ws) as Receiver | undefined;
     if (receiver !== undefined && receiver[READER] === this) {
       receiver[READER] = undefined;
@@ -199,7 +202,7 @@ export class SocketReader extends LivenessReport implements Deferrable {
       if (!scheduler.admit(this, costOf(data.length))) {
         this.backlog = [data, isBinary];
         this.head = 0;
-        io.ws.pause(); // backpressure: TCP holds the rest at the peer
+        this.stopReading();
         scheduler.defer(this);
         return;
       }
@@ -207,7 +210,33 @@ export class SocketReader extends LivenessReport implements Deferrable {
     this.deliver(data, isBinary);
   }
 
-  /** @internal The scheduler's turn for this reader: deliver deferred messages up to the share; true when none are left. */
+  /**
+   * Over the share: `ws` parses nothing more for this peer until its next
+   * turn. Its parser is held after this message (src/server/ws-internals.ts,
+   * item 4): the frames after it stay bytes, `ws` stops taking chunks from
+   * the socket and pauses it, TCP pushes back on the peer. Closing too: `ws`
+   * emits 'close' only once its parser has finished, so the peer's last
+   * messages still come in order, before the close. Without the hold (`ws`
+   * changed, or the reader stopped), the socket is paused: what `ws` has
+   * already read is still parsed now and waits in the backlog.
+   */
+  private stopReading(): void {
+    const ws = this.io.ws;
+    let parser = this.parser;
+    if (parser === null) {
+      const receiver = receiverOf(ws);
+      if (canHoldParser(receiver)) parser = this.parser = new ParserHold(receiver);
+    }
+    if (parser !== null && parser.hold()) return;
+    ws.pause();
+  }
+
+  /**
+   * @internal The scheduler's turn for this reader: deferred messages first,
+   * then `ws`'s parser again, up to the share. False: serve it again on a
+   * later turn; true: done, or deferred again by a message its parser
+   * produced (then it is already queued).
+   */
   drain(scheduler: TurnScheduler): boolean {
     const backlog = this.backlog;
     if (backlog !== null) {
@@ -221,9 +250,20 @@ export class SocketReader extends LivenessReport implements Deferrable {
         if (this.backlog !== backlog) break; // over a budget meanwhile: dropped
         if (this.fairUsed >= scheduler.share && this.head < backlog.length) return false;
       }
-      this.backlog = null;
+      if (this.backlog === backlog) this.backlog = null;
     }
-    this.io.ws.resume();
+    const parser = this.parser;
+    if (parser !== null && parser.held) {
+      // Over a budget or stopped: no more turns, what ws holds is parsed now (and dropped).
+      if (this.overBudget || this.stopped) parser.dispose();
+      else if (this.fairUsed >= scheduler.share) return false;
+      else {
+        // Its messages come through message(): admitted up to the share, then held (and deferred) again.
+        parser.release();
+        if (this.backlog !== null) return true;
+      }
+    }
+    if (this.io.ws.isPaused) this.io.ws.resume();
     return true;
   }
 

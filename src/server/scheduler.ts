@@ -5,15 +5,19 @@
  * would have all of them handled before anyone else's upgrade or round trip.
  *
  * A turn is one pass of the event loop (it ends in the check phase, where
- * this scheduler's setImmediate runs). Each connection may spend `share`
- * units of work per turn, and all connections together `turnBudget` (a
- * connection's first small message of a turn always runs, so a thousand quiet
- * peers are never deferred). A message costs 1 unit plus 1 per KiB. Beyond that,
- * the reader pauses its socket (`ws.pause()`: backpressure to the peer, TCP
- * does the rest) and keeps the messages `ws` had already parsed from that
- * read, in order; they are delivered on later turns, round-robin with the
- * other deferred readers, and the socket is resumed once they are done.
- * Nothing is dropped.
+ * this scheduler's setImmediate runs; one is armed at a time). Each
+ * connection may spend `share` units of work per turn, and all connections
+ * together `turnBudget` units or `turnTime` ms per phase, whichever runs out
+ * first (a connection's first small message of a turn always runs, so a
+ * thousand quiet peers are never deferred). A message costs 1 unit plus 1 per
+ * KiB. Beyond that, the reader holds `ws`'s parser after the message that
+ * crossed the share (src/server/ws-internals.ts, item 4): the frames behind it
+ * stay bytes, `ws` stops taking chunks and pauses the socket (backpressure to
+ * the peer, TCP does the rest). On later turns, round-robin with the other
+ * deferred readers, that message is delivered and the parser goes on, up to
+ * the share each turn. Nothing is dropped or reordered. The two phases: the
+ * poll phase reads the sockets that have data (under a fresh budget after each
+ * turn), the check phase serves the deferred readers (under its own).
  *
  * Cost budgets (R21) ride on the same clock: per connection and
  * window, messages, bytes and fan-out cost (recipients × bytes of the
@@ -46,7 +50,12 @@ export interface FairnessLimits {
   share: number;
   /** Units all connections together may use per turn before further ones are deferred. */
   turnBudget: number;
+  /** Milliseconds of work per phase of a turn (the poll phase's reads, the check phase's drain) before the rest is deferred the same way. */
+  turnTime: number;
 }
+
+/** Units between two readings of the clock for `turnTime` (a reading costs ~40 ns; a unit a few µs of work). */
+const CLOCK_EVERY = 32;
 
 export class TurnScheduler {
   /** Incremented at the end of every turn that saw work. */
@@ -57,6 +66,11 @@ export class TurnScheduler {
   spent = 0;
   readonly share: number;
   readonly turnBudget: number;
+  readonly turnTime: number;
+  /** performance.now() past which this phase's work is over (as if its budget were spent). */
+  private deadline = 0;
+  /** `spent` at which the clock is read next. */
+  private clockAt = CLOCK_EVERY;
   private armed = false;
   /** Readers with deferred messages, in the order they will be served. */
   private waiting: Deferrable[] = [];
@@ -65,6 +79,7 @@ export class TurnScheduler {
   constructor(limits: FairnessLimits) {
     this.share = limits.share;
     this.turnBudget = limits.turnBudget;
+    this.turnTime = limits.turnTime;
   }
 
   /**
@@ -75,13 +90,18 @@ export class TurnScheduler {
     if (reader.fairTurn !== this.turn) {
       reader.fairTurn = this.turn;
       reader.fairUsed = 0;
-      if (!this.armed) this.arm();
+      if (!this.armed) {
+        // The first work since the last turn ended: a poll phase starts (its budget in time from now).
+        this.startPhase(performance.now());
+        this.arm();
+      }
       // A connection's first small message of a turn always runs (a thousand quiet peers are never deferred);
       // a big one waits when the turn's budget is spent.
       if (cost > this.share && this.spent >= this.turnBudget) return false;
     } else if (reader.fairUsed >= this.share || this.spent >= this.turnBudget) return false;
     reader.fairUsed += cost;
     this.spent += cost;
+    if (this.spent >= this.clockAt) this.checkClock();
     return true;
   }
 
@@ -89,6 +109,23 @@ export class TurnScheduler {
   count(reader: Deferrable, cost: number): void {
     reader.fairUsed += cost;
     this.spent += cost;
+    if (this.spent >= this.clockAt) this.checkClock();
+  }
+
+  /**
+   * Every CLOCK_EVERY units: past this phase's `turnTime`, the phase's budget
+   * counts as spent. Units measure work at its measured cost; time catches
+   * work that costs more (code not yet optimised, a slow handler).
+   */
+  private checkClock(): void {
+    this.clockAt = this.spent + CLOCK_EVERY;
+    if (this.spent < this.turnBudget && performance.now() >= this.deadline) this.spent = this.turnBudget;
+  }
+
+  /** A phase of work starts: its budget in time from now. */
+  private startPhase(now: number): void {
+    this.deadline = now + this.turnTime;
+    this.clockAt = this.spent + CLOCK_EVERY;
   }
 
   /** `reader` has deferred messages: serve it on a later turn. */
@@ -112,6 +149,7 @@ export class TurnScheduler {
     this.turn++;
     this.now = performance.now();
     this.spent = 0;
+    this.startPhase(this.now);
     if (this.waiting.length > 0) {
       // Round-robin: each waiting reader gets up to its share, while the turn's budget lasts.
       const list = this.waiting;
@@ -129,7 +167,9 @@ export class TurnScheduler {
       this.waiting = rest.concat(again, this.waiting);
       // The poll phase that follows gets a fresh budget: draining must not starve sockets that have not been read yet.
       this.spent = 0;
-      if (this.waiting.length > 0) this.arm();
+      this.startPhase(performance.now());
+      // A reader drained above may have deferred itself again (and armed the next turn): one turn at a time.
+      if (this.waiting.length > 0 && !this.armed) this.arm();
     }
   }
 }

@@ -29,6 +29,19 @@
  *      `framesDirectly` says whether a socket qualifies (no extension
  *      negotiated); the test checks the frames byte for byte against
  *      `ws`'s own `Sender.frame` and the interleaving against `ws.ping`/`ws.close`.
+ *   4. The Receiver's parse loop: the Receiver is a Writable whose
+ *      `_write(chunk, _, cb)` appends the chunk to its buffered bytes and calls
+ *      `startLoop(cb)`, which parses frame after frame, emitting each message
+ *      synchronously, while its `_loop` is true, and calls `cb()` when the
+ *      bytes run out. A 'message' listener that sets `_loop = false` ends the
+ *      loop after that message (ws does the same itself to wait for more
+ *      bytes); the frames after it stay unparsed bytes. While `cb` is kept,
+ *      the Writable is busy: later chunks queue in it and, past its high-water
+ *      mark, ws pauses the socket itself (its 'data' listener) and resumes it
+ *      on the Writable's 'drain'. `ParserHold` below does exactly that for the
+ *      fair scheduler (src/server/scheduler.ts): a peer over its share of a
+ *      turn keeps its frames as bytes in `ws` and the kernel, not as parsed
+ *      messages in ours, and nothing is parsed for it until its next turn.
  */
 import type { EventEmitter } from 'node:events';
 import type WebSocket from 'ws';
@@ -45,6 +58,106 @@ export const WS_RECEIVER_MEMBER = '_receiver';
 /** ws's frame parser of an open socket; undefined before the socket is set (or if a ws upgrade renamed it). */
 export function receiverOf(ws: WebSocket): WsReceiver | undefined {
   return (ws as unknown as Record<typeof WS_RECEIVER_MEMBER, WsReceiver | undefined>)[WS_RECEIVER_MEMBER];
+}
+
+/** The Receiver's parse loop (item 4): the member names, checked by the test. */
+export const WS_START_LOOP = 'startLoop';
+export const WS_LOOP = '_loop';
+
+type LoopCallback = (err?: Error | null) => void;
+const HOLD = Symbol('ws-supervisor.hold');
+interface ParseLoop {
+  [WS_START_LOOP]: (cb: LoopCallback) => void;
+  [WS_LOOP]: boolean;
+  readonly destroyed: boolean;
+  destroy(err?: Error): void;
+  [HOLD]?: ParserHold;
+}
+
+/** ws's own `startLoop` (from the Receiver's prototype), captured at the first hold. */
+let protoStartLoop: ((this: ParseLoop, cb: LoopCallback) => void) | undefined;
+
+/** The callback of a loop the hold restarted itself (no `_write` waiting on it): errors go to the Receiver as `_write`'s would. */
+function outOfBand(): void {}
+
+/**
+ * The Receiver's `startLoop` while a hold is installed (one function for
+ * every Receiver: `this` is the Receiver). Held: the write's callback is kept
+ * and nothing is parsed. Otherwise ws's own loop runs, and if a 'message'
+ * listener held the parser meanwhile, the callback is kept instead of called.
+ */
+function heldStartLoop(this: ParseLoop, cb: LoopCallback): void {
+  const hold = this[HOLD];
+  if (hold === undefined) return protoStartLoop!.call(this, cb);
+  if (hold.held) return hold.park(cb);
+  protoStartLoop!.call(this, (err) => {
+    if (!err && hold.held) hold.park(cb);
+    else if (cb !== outOfBand) cb(err);
+    else if (err) this.destroy(err); // what the Writable does with an error from `_write`
+  });
+}
+
+/** Whether `receiver` has the parse loop `ParserHold` needs (item 4); false after a `ws` upgrade that changed it. */
+export function canHoldParser(receiver: WsReceiver | undefined): receiver is WsReceiver {
+  if (receiver === undefined) return false;
+  const loop = receiver as unknown as ParseLoop;
+  return typeof loop[WS_START_LOOP] === 'function' && typeof loop[WS_LOOP] === 'boolean' && typeof loop.destroy === 'function';
+}
+
+/**
+ * Holds a Receiver's parse loop between two messages (item 4). `hold()`, from
+ * a 'message' listener, ends the loop after the current message; `release()`
+ * parses on, synchronously, until the bytes run out or `hold()` is called
+ * again. Frames keep their order: they are parsed in order, only later.
+ * Installed on a Receiver at its first hold (a quiet connection never gets
+ * one); after `dispose()` it holds no more and ws's loop runs as ws wrote it.
+ */
+export class ParserHold {
+  /** True from `hold()` to `release()`. */
+  held = false;
+  /** The callback of the write whose bytes are not all parsed (or `outOfBand`); null when none is kept. */
+  private parked: LoopCallback | null = null;
+  private disposed = false;
+  private readonly loop: ParseLoop;
+
+  constructor(receiver: WsReceiver) {
+    const loop = receiver as unknown as ParseLoop;
+    this.loop = loop;
+    protoStartLoop ??= (Object.getPrototypeOf(loop) as ParseLoop)[WS_START_LOOP];
+    loop[HOLD] = this;
+    loop[WS_START_LOOP] = heldStartLoop;
+  }
+
+  /** Ends the current parse loop after the message being delivered. False once disposed (the loop goes on). */
+  hold(): boolean {
+    if (this.disposed) return false;
+    this.held = true;
+    this.loop[WS_LOOP] = false;
+    // The loop running now may be one whose callback ws calls itself (the hold was installed during it):
+    // the bytes after this message are then restarted out of band.
+    this.parked ??= outOfBand;
+    return true;
+  }
+
+  /** @internal A loop ended held: keep its callback (a write's own over the out-of-band one). */
+  park(cb: LoopCallback): void {
+    if (cb !== outOfBand || this.parked === null) this.parked = cb;
+  }
+
+  /** Parses on, now: messages are emitted until the bytes run out (the write's callback is then called) or `hold()`. */
+  release(): void {
+    const cb = this.parked ?? outOfBand;
+    this.held = false;
+    this.parked = null;
+    if (this.loop.destroyed) return; // errored or torn down: nothing more is parsed, or written
+    heldStartLoop.call(this.loop, cb);
+  }
+
+  /** No more holds; releases the parser if held (what it has buffered is parsed now, in order). */
+  dispose(): void {
+    this.disposed = true;
+    if (this.held) this.release();
+  }
 }
 
 /**

@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import WebSocket, { WebSocketServer } from 'ws';
-import { frameOf, framesDirectly, pingFrame, receiverOf, WS_CONCLUDE, WS_RECEIVER_MEMBER } from '../../src/server/ws-internals.ts';
+import { canHoldParser, frameOf, framesDirectly, ParserHold, pingFrame, receiverOf, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP } from '../../src/server/ws-internals.ts';
 
 const require = createRequire(import.meta.url);
 const WS_VERSION = (require('ws/package.json') as { version: string }).version;
@@ -163,6 +163,46 @@ test('framesDirectly is false once permessage-deflate is negotiated (the writer 
   try {
     assert.notEqual(p.server.extensions, '', 'permessage-deflate was negotiated');
     assert.equal(framesDirectly(p.server), false);
+  } finally {
+    await p.close();
+  }
+});
+
+test(`ws's Receiver parse loop (${WS_START_LOOP}, ${WS_LOOP}) can be held between two messages: the rest stays bytes, ws pauses the socket, and parsing goes on in order on release`, { timeout: 20_000 }, async () => {
+  const p = await pair();
+  try {
+    const receiver = receiverOf(p.server) as unknown as Record<string, unknown>;
+    assert.equal(typeof receiver[WS_START_LOOP], 'function', changed(`the Receiver has no ${WS_START_LOOP}()`));
+    assert.equal(typeof receiver[WS_LOOP], 'boolean', changed(`the Receiver has no boolean ${WS_LOOP}`));
+    assert.ok(canHoldParser(receiverOf(p.server)));
+    const hold = new ParserHold(receiverOf(p.server)!);
+    const got: number[] = [];
+    let every = 10;
+    p.server.on('message', (data) => {
+      got.push(Number(data.toString().slice(0, 8)));
+      if (got.length % every === 0) hold.hold();
+    });
+    const N = 2_000; // 200 KB: more than the Receiver (16 KiB) and the socket (16–64 KiB) buffer before pushing back
+    for (let i = 0; i < N; i++) p.client.send(String(i).padStart(8, '0') + 'x'.repeat(92));
+    const settle = async (): Promise<void> => {
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setTimeout(r, 50));
+    };
+    await settle();
+    assert.equal(got.length, 10, changed('setting _loop = false in a message listener did not end the parse loop'));
+    assert.equal(hold.held, true);
+    assert.ok(p.socket.isPaused(), changed("ws did not pause the socket while its Receiver's write was unfinished"));
+    for (let k = 1; k <= 3; k++) {
+      hold.release();
+      assert.equal(got.length, 10 * (k + 1), 'release parses on, synchronously, up to the next hold');
+    }
+    every = Infinity;
+    while (got.length < N) {
+      if (hold.held) hold.release();
+      await settle();
+    }
+    assert.deepEqual(got, Array.from({ length: N }, (_, i) => i), 'every message once, in order');
+    assert.ok(!p.socket.isPaused(), 'the socket is resumed once the Receiver has taken everything');
   } finally {
     await p.close();
   }

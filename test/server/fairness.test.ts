@@ -1,0 +1,245 @@
+// R21: fair scheduling of inbound work (src/server/scheduler.ts), at the
+// library level, on real sockets. A peer over its share of a turn has ws's
+// parser held (src/server/ws-internals.ts, item 4): its frames stay bytes
+// until its next turn, so a turn's work is bounded by the limits, not by how
+// much a peer managed to send; the scheduler runs one turn per event-loop
+// iteration; nothing is dropped or reordered; and a newcomer's upgrade and
+// round trip come through while many peers pipeline as fast as they can.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+import type { Connection, SupervisorOptions } from '../../src/index.ts';
+import type { TurnScheduler } from '../../src/server/scheduler.ts';
+import { encodeFrame, Opcode, rawConnect, type RawWs } from '../helpers/raw-ws.ts';
+import { delay, startSupervisor, waitFor } from '../helpers/server.ts';
+
+const T = { timeout: 60_000 };
+
+/** `count` pipelined requests as one buffer, requestIDs from `first`. */
+function requests(first: number, count: number): Buffer {
+  const frames: Buffer[] = [];
+  for (let id = first; id < first + count; id++) frames.push(encodeFrame({ opcode: Opcode.TEXT, payload: `{"requestID":${id},"command":"work"}` }));
+  return Buffer.concat(frames);
+}
+
+const REQUEST_ID = /"requestID":(\d+)/;
+
+interface Served {
+  port: number;
+  connections: Connection[];
+  /** Per connection: the requestIDs delivered to the application, in order, and the scheduler turn of each. */
+  delivered: Map<Connection, { ids: number[]; turns: number[] }>;
+  /** The supervisor's 'close' events: how many messages the connection had been given by then. */
+  closed: Array<{ code: number; delivered: number }>;
+  /** Connections registered now. */
+  size(): number;
+  scheduler(): TurnScheduler;
+}
+
+/** A supervisor that answers every request with its requestID (the shape overload-peers.mjs checks), recording what it delivered. */
+async function serve(t: TestContext, options: Omit<SupervisorOptions, 'server'> = {}): Promise<Served> {
+  const delivered = new Map<Connection, { ids: number[]; turns: number[] }>();
+  const connections: Connection[] = [];
+  const srv = await startSupervisor({
+    budget: false,
+    maxConnectionsPerAddress: 10_000,
+    maxPendingPerAddress: 10_000,
+    ...options,
+    onMessage(connection, data) {
+      const text = data.toString();
+      const id = Number(REQUEST_ID.exec(text)?.[1] ?? -1);
+      let record = delivered.get(connection);
+      if (record === undefined) delivered.set(connection, (record = { ids: [], turns: [] }));
+      record.ids.push(id);
+      record.turns.push(connection.scheduler!.turn);
+      connection.send(`{"requestID":${id},"success":true}`);
+    },
+  });
+  const closed: Array<{ code: number; delivered: number }> = [];
+  srv.supervisor.on('connection', (c) => connections.push(c));
+  srv.supervisor.on('close', (c, closure) => closed.push({ code: closure.code, delivered: delivered.get(c)?.ids.length ?? 0 }));
+  t.after(() => srv.close());
+  return {
+    port: srv.port,
+    connections,
+    delivered,
+    closed,
+    size: () => srv.supervisor.size,
+    scheduler: () => connections[0]!.scheduler!,
+  };
+}
+
+/** The replies a raw peer has received, as requestIDs. */
+function replyIds(peer: RawWs): number[] {
+  return peer.texts.map((s) => Number(REQUEST_ID.exec(s)?.[1] ?? -1));
+}
+
+const range = (first: number, count: number): number[] => Array.from({ length: count }, (_, k) => first + k);
+
+/**
+ * Runs `sample` once per event-loop iteration (a setImmediate that queues
+ * itself: it runs exactly once in every check phase) until stopped.
+ */
+function everyIteration(sample: () => void): () => void {
+  let on = true;
+  const step = (): void => {
+    if (!on) return;
+    sample();
+    setImmediate(step);
+  };
+  setImmediate(step);
+  return () => void (on = false);
+}
+
+test('a peer over its share: ws parses none of its further frames until its next turn, and every request is answered in order', T, async (t) => {
+  const SHARE = 8;
+  const N = 3_000; // ~130 KB: two 64 KiB reads and more, all in the kernel before the server reads any of it
+  const s = await serve(t, { fairness: { share: SHARE, turnBudget: 64 } });
+  const peer = await rawConnect(s.port);
+  t.after(() => peer.destroy());
+  await waitFor(() => s.connections.length === 1, 5_000, 'the connection');
+  const connection = s.connections[0]!;
+  // Parsed by ws but not yet given to the application, sampled between every two callbacks of a turn's check phase.
+  let mostParsedAhead = 0;
+  const stop = everyIteration(() => {
+    const record = s.delivered.get(connection);
+    mostParsedAhead = Math.max(mostParsedAhead, connection.messagesIn - (record?.ids.length ?? 0));
+  });
+  t.after(stop);
+  void peer.write(requests(1, N));
+  await waitFor(() => peer.texts.length === N, 20_000, `${N} replies`);
+  stop();
+  const record = s.delivered.get(connection)!;
+  assert.deepEqual(record.ids, range(1, N), 'delivered once each, in order');
+  assert.deepEqual(replyIds(peer), range(1, N), 'answered once each, in order');
+  // The one message that found the share used up waits in the reader; the frames behind it are still bytes.
+  // (Before the hold, ws parsed each whole 64 KiB read at once: ~1,500 of these messages ahead.)
+  assert.ok(mostParsedAhead <= 1, `ws had parsed ${mostParsedAhead} messages ahead of the application`);
+  // Per scheduler turn, the connection gets its share (the message that crosses it included), no more.
+  const perTurn = new Map<number, number>();
+  for (const turn of record.turns) perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1);
+  const most = Math.max(...perTurn.values());
+  assert.ok(most <= SHARE, `${most} messages delivered in one turn (share ${SHARE})`);
+  assert.ok(perTurn.size >= N / SHARE, `${perTurn.size} turns for ${N} messages at ${SHARE} per turn`);
+});
+
+test('many peers over their share: one scheduler turn per event-loop iteration, and an iteration does bounded work', T, async (t) => {
+  const SHARE = 16;
+  const BUDGET = 128;
+  const PEERS = 20;
+  const N = 2_000;
+  const s = await serve(t, { fairness: { share: SHARE, turnBudget: BUDGET } });
+  const peers = await Promise.all(Array.from({ length: PEERS }, () => rawConnect(s.port)));
+  t.after(() => peers.forEach((p) => p.destroy()));
+  await waitFor(() => s.connections.length === PEERS, 5_000, 'the connections');
+  const scheduler = s.scheduler();
+  const total = (): number => [...s.delivered.values()].reduce((n, r) => n + r.ids.length, 0);
+  let lastTurn = scheduler.turn;
+  let lastTotal = total();
+  let mostTurns = 0;
+  let mostWork = 0;
+  const stop = everyIteration(() => {
+    const turn = scheduler.turn;
+    const done = total();
+    mostTurns = Math.max(mostTurns, turn - lastTurn);
+    mostWork = Math.max(mostWork, done - lastTotal);
+    lastTurn = turn;
+    lastTotal = done;
+  });
+  t.after(stop);
+  for (const p of peers) void p.write(requests(1, N));
+  await waitFor(() => peers.every((p) => p.texts.length === N), 30_000, `${PEERS} × ${N} replies`);
+  stop();
+  for (const p of peers) assert.deepEqual(replyIds(p), range(1, N), 'every reply, in order');
+  // A reader that defers itself again while being drained must not arm a second turn (the bug: turns
+  // doubled every iteration, 387 turns and 100k messages in one 0.4–1 s iteration with 50 peers).
+  assert.ok(mostTurns <= 1, `${mostTurns} scheduler turns ran in one event-loop iteration`);
+  // An iteration: a poll phase (the turn's budget, plus each peer's first message of the turn) and a check phase
+  // (the deferred readers, up to the budget); each may overshoot by the share of the reader that crosses it.
+  const bound = 2 * (BUDGET + SHARE) + PEERS;
+  assert.ok(mostWork <= bound, `${mostWork} messages in one event-loop iteration (bound ${bound})`);
+});
+
+test('a held peer that resets its connection is closed and released; what ws had read is delivered in order, before the close', T, async (t) => {
+  const SHARE = 8;
+  const N = 3_000;
+  const s = await serve(t, { fairness: { share: SHARE, turnBudget: 64 } });
+  const peer = await rawConnect(s.port);
+  await waitFor(() => s.connections.length === 1, 5_000, 'the connection');
+  const connection = s.connections[0]!;
+  await peer.write(requests(1, N));
+  // Held after its share: most of the requests are still bytes (in ws and the kernel) when the peer resets.
+  await waitFor(() => (s.delivered.get(connection)?.ids.length ?? 0) >= SHARE, 5_000, 'the first share');
+  peer.socket.resetAndDestroy();
+  await waitFor(() => s.closed.length === 1, 5_000, 'the close');
+  const atClose = s.closed[0]!.delivered;
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  const ids = s.delivered.get(connection)!.ids;
+  // ws emits 'close' once its Receiver has finished: what it had read was parsed and delivered first, in order.
+  assert.deepEqual(ids, range(1, ids.length), 'delivered in order, without gaps');
+  assert.equal(ids.length, atClose, 'nothing delivered after the close');
+  assert.equal(s.size(), 0, 'the connection was released');
+});
+
+/** One probe: connect, one request, its reply. Milliseconds; Infinity on failure (after 5 s). */
+async function probeOnce(port: number): Promise<number> {
+  const t0 = performance.now();
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/server`);
+  try {
+    return await Promise.race([
+      new Promise<number>((resolve, reject) => {
+        ws.once('error', reject);
+        ws.once('open', () => ws.send('{"requestID":7,"command":"probe"}'));
+        ws.once('message', () => resolve(performance.now() - t0));
+      }),
+      delay(5_000).then(() => Infinity),
+    ]);
+  } catch {
+    return Infinity;
+  } finally {
+    ws.terminate();
+  }
+}
+
+test('50 peers pipelining as fast as they can: a newcomer connects and round-trips within a few turns; every abuser answered in order', T, async (t) => {
+  const s = await serve(t);
+  // The yardstick: this machine, now, idle (the median of 5 probes).
+  const idle: number[] = [];
+  for (let i = 0; i < 5; i++) idle.push(await probeOnce(s.port));
+  const base = idle.sort((a, b) => a - b)[2]!;
+  const PEERS = 50;
+  const child = spawn(
+    process.execPath,
+    [fileURLToPath(new URL('../../bench/lib/overload-peers.mjs', import.meta.url)), JSON.stringify({ port: s.port, kind: 'pipeline', peers: PEERS, durationMs: 2_000, window: 2_000 })],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  t.after(() => child.kill('SIGKILL'));
+  const lines = createInterface({ input: child.stdout });
+  const next = (): Promise<string> => new Promise((resolve) => lines.once('line', resolve));
+  assert.equal(await next(), 'ready');
+  const result = next();
+  let finished = false;
+  void result.then(() => (finished = true));
+  child.stdin.write('go\n');
+  const probes: Promise<number>[] = [];
+  while (probes.length < 10 || !finished) {
+    probes.push(probeOnce(s.port));
+    if (probes.length >= 200) break;
+    await delay(50);
+  }
+  const times = (await Promise.all(probes)).sort((a, b) => a - b);
+  const report = JSON.parse(await result) as { peers: Array<{ count: number; sent: number | null; inOrder: boolean; closeCode: number | null }>; ms: number };
+  const p90 = times[Math.ceil(times.length * 0.9) - 1]!;
+  t.diagnostic(`idle ${base.toFixed(1)} ms; under abuse: ${times.length} probes, median ${times[times.length >> 1]!.toFixed(1)} ms, p90 ${p90.toFixed(1)} ms, max ${times[times.length - 1]!.toFixed(1)} ms; ${report.peers.reduce((n, p) => n + p.count, 0)} requests answered in ${report.ms.toFixed(0)} ms`);
+  for (const p of report.peers) assert.deepEqual([p.closeCode, p.count, p.inOrder], [null, p.sent, true], 'every abuser request answered, in order');
+  // Measured here: p90 14–60 ms under this abuse (idle probe 4–13 ms) with the machine busy with other work, up to
+  // 107 ms with a benchmark running beside it; a blocked loop holds probes for seconds. A probe needs a few
+  // event-loop iterations (accept, upgrade, request, reply), so the bound scales with the idle round trip on this
+  // machine, now: 10 of them, never below 250 ms (the bound of test/cli/overload.test.ts).
+  const limit = Math.max(250, base * 10);
+  assert.ok(p90 <= limit, `probe p90 ${p90.toFixed(1)} ms > ${limit.toFixed(0)} ms (idle ${base.toFixed(1)} ms)`);
+  assert.ok(times[times.length - 1]! < 5_000, 'no probe timed out');
+});
