@@ -437,6 +437,18 @@ async function waitUntil(cond: () => Promise<boolean>, timeoutMs: number, what: 
 
 const sum = (missed: MissedLine[]): number => missed.reduce((n, m) => n + m.count, 0);
 
+/** A and B each have a client; a broadcast from A reached B's ('pre'); then B is stopped (SIGSTOP; continued at the end of the test). */
+async function stopBAfterPre(t: TestContext, cluster: NonNullable<Awaited<ReturnType<typeof startCluster>>>) {
+  const { a, b } = cluster;
+  const a1 = await connect(t, a);
+  const b1 = await connect(t, b);
+  await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
+  await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
+  b.child.kill('SIGSTOP');
+  t.after(() => void b.child.kill('SIGCONT'));
+  return { a1, b1 };
+}
+
 /**
  * A client on each node, one broadcast crossing; then B stalls (a long GC
  * pause, an overloaded host: SIGSTOP) while Redis restarts empty, and A comes
@@ -444,12 +456,7 @@ const sum = (missed: MissedLine[]): number => missed.reduce((n, m) => n + m.coun
  */
 async function stallBAcrossEmptyRedis(t: TestContext, cluster: NonNullable<Awaited<ReturnType<typeof startCluster>>>) {
   const { redis, a, b } = cluster;
-  const a1 = await connect(t, a);
-  const b1 = await connect(t, b);
-  await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
-  await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
-  b.child.kill('SIGSTOP');
-  t.after(() => void b.child.kill('SIGCONT'));
+  const { a1, b1 } = await stopBAfterPre(t, cluster);
   const fromA = a.lines.length;
   await redis.kill();
   await redis.restart();
@@ -468,12 +475,7 @@ async function cutBByOutputBuffer(t: TestContext, cluster: NonNullable<Awaited<R
   const r = await admin(t, redis.url);
   // A small limit so a few MB overflow it (the default, 32 MB hard, needs more traffic than a test should send).
   await r.config('SET', 'client-output-buffer-limit', 'pubsub 256kb 0 0');
-  const a1 = await connect(t, a);
-  const b1 = await connect(t, b);
-  await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
-  await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
-  b.child.kill('SIGSTOP');
-  t.after(() => void b.child.kill('SIGCONT'));
+  const { a1, b1 } = await stopBAfterPre(t, cluster);
   for (let i = 0; i < n; i++) await a1.request({ command: 'broadcast', someOtherThing: `big-${i}-${pad}` });
   return { a1, b1, fromB: b.lines.length };
 }
@@ -867,12 +869,7 @@ describe('Redis adapter history: a node that missed messages recovers their cont
     const r = await admin(t, redis.url);
     // MINID ~ frees whole stream nodes only: small nodes so the trim is close to the bound.
     await r.config('SET', 'stream-node-max-entries', '2');
-    const a1 = await connect(t, a);
-    const b1 = await connect(t, b);
-    await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
-    await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
-    b.child.kill('SIGSTOP');
-    t.after(() => void b.child.kill('SIGCONT'));
+    const { a1, b1 } = await stopBAfterPre(t, cluster);
     await killSubscriber(r, 'node-b');
     const N = 50;
     for (let i = 0; i < N; i++) await a1.request({ command: 'broadcast', someOtherThing: `gap-${i}` });
@@ -906,12 +903,7 @@ describe('Redis adapter history: a node that missed messages recovers their cont
     const cluster = await startCluster(t, HISTORY);
     if (!cluster) return;
     const { redis, a, b } = cluster;
-    const a1 = await connect(t, a);
-    const b1 = await connect(t, b);
-    await a1.request({ command: 'broadcast', someOtherThing: 'pre' });
-    await waitFor(() => b1.pushes.includes(broadcastPush('pre')), 5000, 'pre crosses');
-    b.child.kill('SIGSTOP');
-    t.after(() => void b.child.kill('SIGCONT'));
+    const { a1, b1 } = await stopBAfterPre(t, cluster);
     // B's subscription cut first: otherwise what A publishes next may already sit in B's socket buffer, and survive Redis.
     const r = await admin(t, redis.url);
     await killSubscriber(r, 'node-b');
