@@ -22,13 +22,11 @@
  * seconds, naming the unanswered requests and both sides' positions.
  */
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type net from 'node:net';
 import { test } from 'node:test';
 import { createClient, type Push, type Reply } from '../../src/client/node.ts';
-import { createSupervisor, type Connection } from '../../src/index.ts';
+import type { Connection, Supervisor } from '../../src/index.ts';
 import { handleText, type TopicMembership } from '../../src/protocol/codec.ts';
-import { waitFor } from '../helpers/server.ts';
+import { startSupervisor, waitFor } from '../helpers/server.ts';
 
 const FULL = process.env.WS_SESSIONS_SOAK === 'full';
 const PUSHES = FULL ? 10_000 : 2_000;
@@ -53,12 +51,9 @@ function prng(seed: number): () => number {
 test(`sessions soak: ${PUSHES} pushes (broadcasts and publishes), ${REQUESTS} requests, ${CUTS} TCP cuts (seed ${SEED})`, { timeout: FULL ? 600_000 : 300_000 }, async (t) => {
   const random = prng(SEED);
   const runs = new Map<number, number>();
-  const server = http.createServer();
-  let supervisor!: ReturnType<typeof createSupervisor>;
+  let supervisor!: Supervisor;
   const topics: TopicMembership<Connection> = { join: (c, topic) => supervisor.join(c, topic), leave: (c, topic) => supervisor.leave(c, topic) };
-  supervisor = createSupervisor({
-    server,
-    path: '/server',
+  const srv = await startSupervisor({
     sessions: {},
     timing: { closeTimeout: 300 },
     onMessage(connection, data) {
@@ -68,16 +63,11 @@ test(`sessions soak: ${PUSHES} pushes (broadcasts and publishes), ${REQUESTS} re
       connection.send(handleText(text, topics, connection).reply);
     },
   });
+  t.after(() => srv.close());
+  supervisor = srv.supervisor;
   let serverResumes = 0;
   supervisor.on('session', (e) => e.type === 'resumed' && serverResumes++);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(async () => {
-    await supervisor.close();
-    supervisor.detach();
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  const url = `ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/server`;
+  const url = srv.url;
   const client = createClient(url, {
     session: true,
     offlineBuffer: REQUESTS + 10,

@@ -9,16 +9,13 @@
  * the Redis store's tests. Raw `ws` clients on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type net from 'node:net';
 import { test, type TestContext } from 'node:test';
 import WebSocket from 'ws';
 import { MemorySessionStore } from '../../src/adapter/memory-session-store.ts';
 import type { SessionStoreSync } from '../../src/adapter/session-store.ts';
-import { createSupervisor } from '../../src/index.ts';
 import { decodeServerFrame, encodeTextData, type ServerFrame } from '../../src/protocol/session.ts';
 import type { SessionLifecycleEvent } from '../../src/server/sessions.ts';
-import { closeOf, waitFor } from '../helpers/server.ts';
+import { closeOf, startSupervisor, waitFor } from '../helpers/server.ts';
 
 /** The in-memory store, counting its calls by path, and able to fail one sync operation on demand. */
 class CountingStore extends MemorySessionStore {
@@ -49,12 +46,9 @@ class CountingStore extends MemorySessionStore {
 
 async function start(t: TestContext) {
   const store = new CountingStore();
-  const server = http.createServer();
   /** requestID → how many times the handler ran it. */
   const runs = new Map<number, number>();
-  const supervisor = createSupervisor({
-    server,
-    path: '/server',
+  const srv = await startSupervisor({
     sessions: { store, ackEvery: 4 },
     timing: { closeTimeout: 300 },
     onMessage(connection, data) {
@@ -65,16 +59,10 @@ async function start(t: TestContext) {
       connection.send(JSON.stringify({ after: request.requestID }));
     },
   });
+  t.after(() => srv.close());
   const events: SessionLifecycleEvent[] = [];
-  supervisor.on('session', (e) => events.push(e));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(async () => {
-    await supervisor.close();
-    supervisor.detach();
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return { store, runs, events, url: `ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/server?ws-session=1` };
+  srv.supervisor.on('session', (e) => events.push(e));
+  return { store, runs, events, url: `${srv.url}?ws-session=1` };
 }
 
 /** A raw session client: opened, its frames decoded as they come. */
