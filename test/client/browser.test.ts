@@ -55,7 +55,8 @@ function ready(t: TestContext): boolean {
 }
 
 /** A page of the server's own origin (R19) with a client from the bundle in `window.h`; its page errors fail the test. */
-async function clientPage(t: TestContext, server: CliServer, options: Record<string, unknown>): Promise<Page> {
+/** `setup`: page code run right after the client is made, in the same turn (before any frame can arrive); `h` is in scope. */
+async function clientPage(t: TestContext, server: CliServer, options: Record<string, unknown>, setup = ''): Promise<Page> {
   const context = await (await browser()).newContext();
   t.after(() => context.close());
   const page = await context.newPage();
@@ -71,6 +72,7 @@ async function clientPage(t: TestContext, server: CliServer, options: Record<str
     client.on('close', (c) => h.closes.push(c));
     client.on('push', (p) => h.pushes.push(p));
     window.h = h;
+    ${setup}
   })()`);
   return page;
 }
@@ -313,10 +315,10 @@ test('browser client: session: true against a server with sessions off stops at 
   if (!ready(t)) return;
   // No --sessions. A browser cannot read a refused upgrade's status; the server accepts the upgrade and closes 4501.
   const server = await startCliServer(FAST, t);
-  const page = await clientPage(t, server, { session: true, backoff: { initialDelay: 20, maxDelay: 50 } });
-  await page.evaluate(`window.during = { errors: [] };
+  // The request is made in the turn the client is made: the 4501 close cannot have come yet, so it is pending then.
+  const page = await clientPage(t, server, { session: true, backoff: { initialDelay: 20, maxDelay: 50 } }, `window.during = { errors: [] };
     h.client.ended.then((o) => (h.end = o));
-    void h.client.request('never').then(() => during.errors.push('resolved'), (e) => during.errors.push(e.code + ': ' + e.message))`);
+    void h.client.request('never').then(() => during.errors.push('resolved'), (e) => during.errors.push(e.code + ': ' + e.message));`);
   await until(page, 'h.end !== undefined && during.errors.length === 1');
   const end = (await page.evaluate('h.end')) as { reason: string; lastClosure: Record<string, unknown> };
   assert.equal(end.reason, 'unsupported');
