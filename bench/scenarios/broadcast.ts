@@ -75,16 +75,20 @@ async function runOnce(system: System, rec: Recorder): Promise<string[]> {
   let sender: BenchClient | null = null;
   try {
     sender = await connectClient(server);
-    let replyFor = 0;
+    // Each broadcast request's reply exactly once (single or in a burst): unknown or repeated ids are wrong.
+    const unanswered = new Set<number>();
+    let k = 0; // broadcast sequence number, across levels
     let badReplies = 0;
     sender.onMessage((text) => {
       const m = REPLY.exec(text);
       if (m) {
-        if (replyFor !== -2 && Number(m[1]) !== replyFor) badReplies++;
-        if (replyFor !== -2) replyFor = -1;
+        if (!unanswered.delete(Number(m[1]))) badReplies++;
       } else if (!BROADCAST_PUSH.test(text)) badReplies++;
     });
-    let k = 0; // broadcast sequence number, across levels
+    const sendBroadcast = (): void => {
+      unanswered.add(++k);
+      sender!.send(`{"requestID":${k},"command":"broadcast","someOtherThing":"b${k}"}`);
+    };
     const line: string[] = [];
     for (const n of LEVELS) {
       const more = await connectMany(server, n - receivers.length, { batch: 250 });
@@ -95,10 +99,7 @@ async function runOnce(system: System, rec: Recorder): Promise<string[]> {
         count: BROADCASTS,
         timeoutMs: TIMEOUT_MS,
         base: k,
-        send: () => {
-          replyFor = ++k;
-          sender!.send(`{"requestID":${k},"command":"broadcast","someOtherThing":"b${k}"}`);
-        },
+        send: sendBroadcast,
       });
       if (timedOut) problems.push(`${system} @${label(n)}: ${timedOut}`);
       if (missing || duplicated || strays) problems.push(`${system} @${label(n)}: ${missing} missing, ${duplicated} duplicated, ${strays} unexpected deliveries`);
@@ -114,11 +115,7 @@ async function runOnce(system: System, rec: Recorder): Promise<string[]> {
         burst: BURST,
         timeoutMs: TIMEOUT_MS * 2,
         base: k,
-        send: () => {
-          // The sender's replies come in order: only the last one's requestID is checked.
-          replyFor = -2;
-          sender!.send(`{"requestID":${++k},"command":"broadcast","someOtherThing":"b${k}"}`);
-        },
+        send: sendBroadcast,
         serverCpuUs: async () => (await server.stats()).cpuUs,
         selfCpuUs,
       });
@@ -135,6 +132,7 @@ async function runOnce(system: System, rec: Recorder): Promise<string[]> {
       line.push(`burst ${percentile(bt, 50).toFixed(1)} ms ${percentile(cpu, 50).toFixed(2)} µs/delivery (load ${(100 * percentile(share, 50)).toFixed(0)}%)`);
     }
     if (badReplies) problems.push(`${system}: ${badReplies} wrong or unexpected replies to the sender`);
+    if (unanswered.size > 0) problems.push(`${system}: ${unanswered.size} broadcast requests never answered`);
     console.log(`${system.padEnd(10)} ${line.join('  |  ')}`);
   } finally {
     await closeAll(sender ? [sender, ...receivers] : receivers);
