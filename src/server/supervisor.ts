@@ -595,12 +595,9 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     );
     this.sessionless.add(ws);
     ws.on('error', ignore);
-    const timer = setTimeout(() => ws.terminate(), this.options.timing.closeTimeout);
-    timer.unref();
-    ws.once('close', () => {
-      clearTimeout(timer);
-      this.sessionless.delete(ws);
-    });
+    ws.once('close', () => this.sessionless.delete(ws));
+    // Bounded by ws itself: its close() arms the close timer with the closeTimeout this server gave ws (R16), the
+    // same backstop every connection has; no machine runs for a connection the application never sees.
     ws.close(CloseCodes.SESSIONS_UNSUPPORTED, SESSIONS_UNSUPPORTED_REASON);
   }
 
