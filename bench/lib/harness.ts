@@ -89,6 +89,8 @@ export interface ServerStats {
   resources: Record<string, number>;
   /** Open connections as the server counts them. */
   connections: number;
+  /** With BENCH_STALLS=1 in the server's environment: since the previous stats line, the longest event-loop stall beyond 10 ms and the longest GC pause (and GC total), ms. */
+  stall?: { loopMaxMs: number; gcMaxMs: number; gcMs: number };
   /** With sessions on: sessions whose connection is gone, waiting for their client. */
   sessions?: { detached: number; storeOps?: Record<string, number> };
 }

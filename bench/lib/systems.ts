@@ -16,6 +16,7 @@
  * so bench/servers.ts runs the servers without any extra per-connection listener.
  */
 import http from 'node:http';
+import { monitorEventLoopDelay, PerformanceObserver, type IntervalHistogram } from 'node:perf_hooks';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Server as IoServer } from 'socket.io';
 import { handleText } from '../../src/protocol/codec.ts';
@@ -212,13 +213,45 @@ function listen(server: http.Server, p: number): Promise<number> {
   });
 }
 
+/**
+ * With BENCH_STALLS=1 (set by the scenarios that explain a latency spike, never by the CPU and
+ * memory ones: the monitor wakes the loop every 10 ms): the longest event-loop stall and the
+ * longest GC pause since the previous `stats` line, so a slow probe can be told apart as the
+ * server's loop (a long task), its GC, or neither (the kernel, the load generator).
+ */
+let stalls: { loop: IntervalHistogram; gcMaxMs: number; gcMs: number; since: number } | null = null;
+if (process.env.BENCH_STALLS === '1') {
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
+  const s = { loop, gcMaxMs: 0, gcMs: 0, since: 0 };
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      // Entries arrive after the fact: one that began before the last stats line (the forced GCs of `gc`) is not this interval's.
+      if (e.startTime < s.since) continue;
+      s.gcMaxMs = Math.max(s.gcMaxMs, e.duration);
+      s.gcMs += e.duration;
+    }
+  }).observe({ entryTypes: ['gc'] });
+  stalls = s;
+}
+
 /** The process figures both entry points report in their `stats` line. */
 export function processStats(connections: number): ServerStats {
   const u = process.cpuUsage();
   const m = process.memoryUsage();
   const resources: Record<string, number> = {};
   for (const r of process.getActiveResourcesInfo()) resources[r] = (resources[r] ?? 0) + 1;
+  let stall: ServerStats['stall'];
+  if (stalls) {
+    // The histogram counts delay beyond the 10 ms resolution tick: max is the longest turn's excess.
+    stall = { loopMaxMs: stalls.loop.max / 1e6, gcMaxMs: stalls.gcMaxMs, gcMs: stalls.gcMs };
+    stalls.loop.reset();
+    stalls.gcMaxMs = 0;
+    stalls.gcMs = 0;
+    stalls.since = performance.now();
+  }
   return {
+    ...(stall ? { stall } : {}),
     cpuUs: u.user + u.system,
     rss: m.rss,
     heapUsed: m.heapUsed,

@@ -81,13 +81,22 @@ interface PeerReport {
 }
 
 /** One probe: a fresh connection, one request, its reply. ms; PROBE_TIMEOUT_MS when not answered by then, or on failure (JSON has no Infinity). */
-async function probe(server: ServerHandle): Promise<number> {
+interface Probe {
+  ms: number;
+  /** Of ms, until the upgrade completed (the rest is the request's round trip); null when it never did. */
+  connectMs: number | null;
+  /** When it started (performance.now()). */
+  at: number;
+}
+async function probe(server: ServerHandle): Promise<Probe> {
   const t0 = performance.now();
+  let connectMs: number | null = null;
   let client: Awaited<ReturnType<typeof connectClient>> | null = null;
   try {
-    return await Promise.race([
+    const ms = await Promise.race([
       (async () => {
         client = await connectClient(server);
+        connectMs = performance.now() - t0;
         const reply = new Promise<void>((resolve) => client!.onMessage(() => resolve()));
         client.send('{"requestID":7,"command":"probe"}');
         await reply;
@@ -95,8 +104,9 @@ async function probe(server: ServerHandle): Promise<number> {
       })(),
       sleep(PROBE_TIMEOUT_MS).then(() => PROBE_TIMEOUT_MS),
     ]);
+    return { ms, connectMs, at: t0 };
   } catch {
-    return PROBE_TIMEOUT_MS;
+    return { ms: PROBE_TIMEOUT_MS, connectMs, at: t0 };
   } finally {
     (client as { terminate(): void } | null)?.terminate();
   }
@@ -128,7 +138,7 @@ function fate(abuse: Abuse, peers: PeerReport[], connectionsAfter: number): stri
 
 async function runOnce(system: System, abuse: Abuse, rec: Recorder, fates: string[]): Promise<string[]> {
   const problems: string[] = [];
-  const server = await startServer(system);
+  const server = await startServer(system, { env: { BENCH_STALLS: '1' } });
   try {
     await sleep(200);
     const before = await server.gc();
@@ -156,15 +166,26 @@ async function runOnce(system: System, abuse: Abuse, rec: Recorder, fates: strin
       let a1 = a0;
       child.stdin.write('go\n');
       const t0 = performance.now();
-      const probes: Promise<number>[] = [];
+      const probes: Promise<Probe>[] = [];
+      // The server's longest loop stall and GC pause over the abuse (BENCH_STALLS: each stats line covers the time since the last).
+      let loopMaxMs = 0;
+      let gcMaxMs = 0;
+      let gcMs = 0;
+      const stallsOf = (st: Awaited<ReturnType<ServerHandle['stats']>>): void => {
+        peak = Math.max(peak, st.rss);
+        loopMaxMs = Math.max(loopMaxMs, st.stall?.loopMaxMs ?? 0);
+        gcMaxMs = Math.max(gcMaxMs, st.stall?.gcMaxMs ?? 0);
+        gcMs += st.stall?.gcMs ?? 0;
+      };
       // Probe every 250 ms for the abuse's duration (and until the abusers are done), at least 8 times.
       while (probes.length < 8 || !finished) {
         probes.push(probe(server));
-        if (probes.length % 4 === 0) peak = Math.max(peak, (await server.stats()).rss);
+        if (probes.length % 4 === 0) stallsOf(await server.stats());
         await sleep(PROBE_EVERY_MS);
         if (performance.now() - t0 > 180_000) break;
       }
-      const times = await Promise.all(probes);
+      const done = await Promise.all(probes);
+      const times = done.map((p) => p.ms);
       const report = JSON.parse(await result) as { peers: PeerReport[]; ms: number };
       try {
         a1 = procStats(peersPid).cpuUs; // the abusers wait for their kill after the report
@@ -175,7 +196,8 @@ async function runOnce(system: System, abuse: Abuse, rec: Recorder, fates: strin
       const abusersShare = (a1 - a0) / 1e6 / wall;
       const proberShare = (selfCpuUs() - p0) / 1e6 / wall;
       const after = await server.stats();
-      peak = Math.max(peak, after.rss);
+      stallsOf(after);
+      const slowest = done.reduce((a, b) => (b.ms > a.ms ? b : a));
       const finite = times.filter((ms) => ms < PROBE_TIMEOUT_MS);
       const failed = times.length - finite.length;
       const p99 = percentile(times, 99);
@@ -185,11 +207,16 @@ async function runOnce(system: System, abuse: Abuse, rec: Recorder, fates: strin
       rec.add(system, `${abuse}: RSS growth (peak)`, 'MiB', (peak - before.rss) / 1048576);
       rec.add(system, `${abuse}: load generator CPU (abusers)`, '% core', 100 * abusersShare);
       rec.add(system, `${abuse}: load generator CPU (prober)`, '% core', 100 * proberShare);
+      // Why the slowest probe was slow: its upgrade or its round trip, against the server's longest stall.
+      rec.add(system, `${abuse}: slowest probe's connect`, 'ms', slowest.connectMs ?? PROBE_TIMEOUT_MS);
+      rec.add(system, `${abuse}: server's longest loop stall`, 'ms', loopMaxMs);
+      rec.add(system, `${abuse}: server's longest GC pause`, 'ms', gcMaxMs);
+      rec.add(system, `${abuse}: server GC time`, 'ms', gcMs);
       if (abusersShare + proberShare > 0.9) loadNotes.push(`${system} ${abuse}: the load core (abusers ${(100 * abusersShare).toFixed(0)}% + prober ${(100 * proberShare).toFixed(0)}%) was saturated: part of the prober's delay is its own core's`);
       const f = fate(abuse, report.peers, after.connections);
       fates.push(`${system} ${abuse}: ${f}`);
       console.log(
-        `${system.padEnd(10)} ${abuse.padEnd(10)} probes ${times.length}, p50 ${percentile(finite, 50).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${Math.max(...times).toFixed(1)} ms, failed ${failed}; RSS +${((peak - before.rss) / 1048576).toFixed(1)} MiB; load core: abusers ${(100 * abusersShare).toFixed(0)}%, prober ${(100 * proberShare).toFixed(0)}%; ${f}`,
+        `${system.padEnd(10)} ${abuse.padEnd(10)} probes ${times.length}, p50 ${percentile(finite, 50).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${Math.max(...times).toFixed(1)} ms (probe ${done.indexOf(slowest) + 1}, ${(slowest.at - t0).toFixed(0)} ms into the abuse; connect ${slowest.connectMs?.toFixed(1) ?? '-'}), failed ${failed}; server stall ≤ ${loopMaxMs.toFixed(0)} ms, GC pause ≤ ${gcMaxMs.toFixed(0)} ms (${gcMs.toFixed(0)} ms in all); RSS +${((peak - before.rss) / 1048576).toFixed(1)} MiB; load core: abusers ${(100 * abusersShare).toFixed(0)}%, prober ${(100 * proberShare).toFixed(0)}%; ${f}`,
       );
       if (abuse.startsWith('pipeline') && report.peers.some((p) => p.inOrder === false)) problems.push(`${system} ${abuse}: replies out of order`);
       if (abuse === 'broadcast' && report.peers.some((p) => (p.orderErrors ?? 0) > 0)) problems.push(`${system} broadcast: pushes out of order`);
@@ -231,6 +258,7 @@ const result = {
     ...fates,
     'prober: a fresh connection every 250 ms, one request, its reply (connect + round trip); a probe not answered within 5 s counts as failed and as 5000 ms in p99 and max',
     'Socket.IO: the abusers speak engine.io (the same texts as the event `message`, pings answered); its prober is socket.io-client',
+    "slowest probe's connect: of the slowest probe's time, the part until its upgrade completed; server's longest loop stall / GC pause: over the abuse, from the server's own event-loop delay monitor (10 ms resolution: the excess over it) and GC observer, so a spike reads as the server's loop, its GC, or neither (the kernel, the load core)",
     'load generator CPU: the abusers\' process and this process (the prober), both pinned to CPU 1, as % of a core over the abuse',
     ...loadNotes,
     'all systems answer through the same codec, so its bounded parse (depth ≤ 32) also shields raw ws and Socket.IO from the deep-JSON abuse',
