@@ -5,7 +5,7 @@
 // empty list is an error rather than a silent pass.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
 function walk(dir) {
@@ -58,23 +58,41 @@ const work = mkdtempSync(join(tmpdir(), 'ws-supervisor-tests-'));
 mkdirSync(join(work, 'start-slots'));
 const env = { ...process.env, WS_SUPERVISOR_TEST_START_SLOTS: join(work, 'start-slots') };
 const taps = [];
+const timeFiles = [];
+const started = performance.now();
 let status = 0;
 for (const [group, n] of [[alone, 1], [together, concurrency]]) {
   if (group.length === 0) continue;
   const tap = join(work, `results-${taps.length}.tap`);
+  const times = join(work, `times-${taps.length}.txt`);
   taps.push(tap);
+  timeFiles.push(times);
   const r = spawnSync(
     process.execPath,
     [
       '--import', 'tsx', '--test', `--test-concurrency=${n}`,
       '--test-reporter=spec', '--test-reporter-destination=stdout',
       '--test-reporter=tap', `--test-reporter-destination=${tap}`,
+      `--test-reporter=${new URL('./test-file-times.mjs', import.meta.url).href}`, `--test-reporter-destination=${times}`,
       ...group,
     ],
     { stdio: 'inherit', env },
   );
   if (r.status !== 0) status = r.status ?? 1;
 }
+// Where the time went: the slowest files (the time in their top-level tests), then the wall time.
+const perFile = timeFiles
+  .flatMap((f) => (existsSync(f) ? readFileSync(f, 'utf8').split('\n') : []))
+  .map((line) => /^(\d+) (\d+) (.+)$/.exec(line))
+  .filter((m) => m !== null)
+  .map((m) => ({ ms: Number(m[1]), tests: Number(m[2]), file: relative(process.cwd(), m[3]) }))
+  .sort((a, b) => b.ms - a.ms);
+if (perFile.length > 0) {
+  const inTests = perFile.reduce((sum, f) => sum + f.ms, 0);
+  console.log(`\nslowest test files (time in their tests; ${(inTests / 1000).toFixed(0)} s over ${perFile.length} files, ${concurrency} at once):`);
+  for (const f of perFile.slice(0, 12)) console.log(`  ${(f.ms / 1000).toFixed(1).padStart(6)} s  ${String(f.tests).padStart(5)} tests  ${f.file}`);
+}
+console.log(`wall time ${((performance.now() - started) / 1000).toFixed(0)} s`);
 // One plain closing line for whoever reads the log.
 const summaries = taps.map((tap) => (existsSync(tap) ? readFileSync(tap, 'utf8') : ''));
 const count = (name) => summaries.reduce((sum, text) => sum + Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(text)?.[1] ?? 0), 0);
