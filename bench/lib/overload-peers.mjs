@@ -10,7 +10,8 @@
 // expected frames are in (or after `timeoutMs`). Kinds:
 //   pipeline   requests pipelined as fast as the socket takes them for `durationMs`; checks every reply comes, in order
 //   deep       `each` 500k-deep `[[[…]]]` messages, then one plain request
-//   broadcast  2 `broadcast` requests per peer; counts pushes, checks each sender's order
+//   broadcast  `each` (2) `broadcast` requests from each of the first `senders` peers (all of them by default),
+//              pipelined; every peer counts the pushes and checks each sender's order
 //   deeploop   each peer sends a 500k-deep message whenever the last one was answered, for `durationMs`
 //   pingflood  ping frames as fast as the socket takes them, for `durationMs`
 //   nofin      a close frame, then the echo is read and the TCP side never closed
@@ -28,6 +29,9 @@ const EIO = opts.proto === 'eio';
 /** What the peers send as one message: the text itself, or for Socket.IO the event `message` carrying it. */
 const msg = (text) => frame(EIO ? '42' + JSON.stringify(['message', text]) : text);
 const timeoutMs = opts.timeoutMs ?? 40_000;
+/** broadcast: how many peers send, and how many broadcasts each. */
+const senders = Math.min(opts.senders ?? n, n);
+const each = opts.each ?? 2;
 /** Text replies kept per peer for the report (the first ones); tests ask for more. */
 const keepTexts = opts.keepTexts ?? 5;
 
@@ -140,7 +144,7 @@ class Peer {
       if (!s.startsWith('{"command":"broadcast"')) return;
       this.pushes++;
       const [from, k] = JSON.parse(s).someOtherThing.split('.');
-      if (k === '2' && this.lastFrom.get(from) !== 1) this.orderErrors++;
+      if (Number(k) !== (this.lastFrom.get(from) ?? 0) + 1) this.orderErrors++;
       this.lastFrom.set(from, Number(k));
     } else if (this.texts.length < keepTexts) this.texts.push(s.length > 300 ? s.slice(0, 300) : s);
   }
@@ -149,7 +153,8 @@ class Peer {
     if (kind === 'deeploop' || kind === 'pingflood') return this.sent ?? Infinity;
     if (kind === 'nofin') return Infinity;
     if (kind === 'deep') return opts.each + 1;
-    return n * 2 + 2;
+    // Every sender's broadcasts, plus a sender's own replies.
+    return senders * each + (this.index < senders ? each : 0);
   }
   done() {
     if (kind === 'nofin') return this.ended || (this.closeCode !== null && performance.now() - start > opts.durationMs);
@@ -216,8 +221,9 @@ if (kind === 'deeploop') {
     p.socket.write(msg('{"requestID":42,"command":"after"}'));
   }
 } else {
-  for (const p of peers) {
-    p.socket.write(Buffer.concat([1, 2].map((k) => msg(`{"requestID":${k},"command":"broadcast","someOtherThing":"${p.index}.${k}"}`))));
+  for (const p of peers.slice(0, senders)) {
+    const ks = Array.from({ length: each }, (_, i) => i + 1);
+    p.socket.write(Buffer.concat(ks.map((k) => msg(`{"requestID":${k},"command":"broadcast","someOtherThing":"${p.index}.${k}"}`))));
   }
 }
 const deadline = Date.now() + timeoutMs;

@@ -1,14 +1,15 @@
 /**
  * Scenario `overload`: one abuse at a time against a fresh server,
- * from ≤ 50 connections (the broadcast storm excepted: its abusers are its
- * 1,000 ordinary clients), while a separate prober connects and round-trips
+ * from ≤ 50 connections (the broadcast storm `broadcast` excepted: its abusers
+ * are its 1,000 ordinary clients, all sending at once; `broadcast50` sends the
+ * same broadcasts to the same clients from 50 of them), while a separate prober connects and round-trips
  * one request every 250 ms (a fresh connection each time: upgrade + request +
  * reply). Reported per abuse and system: the prober's p99 and max (connect +
  * round trip), probes that failed or timed out (5 s), the server's RSS growth,
  * and what happened to the abusers.
  *
  *   node --import tsx bench/scenarios/overload.ts [--quick] [--rounds 1] [--systems supervisor,raw,socketio]
- *        [--abuses pipeline1,pipeline50,deep,broadcast,pingflood,nofin] [--seconds 10]
+ *        [--abuses pipeline1,pipeline50,deep,broadcast,broadcast50,pingflood,nofin] [--seconds 10]
  *
  * The abusers run in their own process (bench/lib/overload-peers.mjs, raw
  * frames on /server; for Socket.IO engine.io packets on /socket.io/, the same
@@ -49,7 +50,7 @@ const { values } = parseArgs({ args: common.rest, options: { abuses: { type: 'st
 const QUICK = common.quick;
 const SECONDS = Number(values.seconds ?? (QUICK ? 3 : 10));
 const BROADCAST_CLIENTS = QUICK ? 300 : 1000;
-const ALL = ['pipeline1', 'pipeline50', 'deep', 'broadcast', 'pingflood', 'nofin'] as const;
+const ALL = ['pipeline1', 'pipeline50', 'deep', 'broadcast', 'broadcast50', 'pingflood', 'nofin'] as const;
 type Abuse = (typeof ALL)[number];
 const ABUSES = (values.abuses?.split(',') ?? [...ALL]) as Abuse[];
 for (const a of ABUSES) if (!ALL.includes(a)) throw new Error(`unknown abuse ${a} (${ALL.join(' | ')})`);
@@ -63,6 +64,11 @@ const SPECS: Record<Abuse, { what: string; spec: Record<string, unknown> }> = {
   pipeline50: { what: '50 connections pipelining as fast as they can (≤ 2k unanswered each)', spec: { kind: 'pipeline', peers: 50, durationMs: SECONDS * 1000, window: 2000 } },
   deep: { what: '4 connections streaming 500k-deep [[[…]]] (< 1 MiB), the next when the last is answered', spec: { kind: 'deeploop', peers: 4, durationMs: SECONDS * 1000 } },
   broadcast: { what: `${BROADCAST_CLIENTS} clients × 2 broadcast requests at once`, spec: { kind: 'broadcast', peers: BROADCAST_CLIENTS, timeoutMs: 120_000 } },
+  // The same 2 × clients broadcasts to the same clients, sent by 50 of them (the target's "from ≤ 50 connections").
+  broadcast50: {
+    what: `50 of ${BROADCAST_CLIENTS} clients × ${(2 * BROADCAST_CLIENTS) / 50} broadcast requests at once (the same broadcasts from 50 abusers)`,
+    spec: { kind: 'broadcast', peers: BROADCAST_CLIENTS, senders: 50, each: (2 * BROADCAST_CLIENTS) / 50, timeoutMs: 120_000 },
+  },
   pingflood: { what: '10 connections sending ping frames as fast as they can', spec: { kind: 'pingflood', peers: 10, durationMs: SECONDS * 1000 } },
   nofin: { what: '50 connections: close frame, read the echo, never close TCP', spec: { kind: 'nofin', peers: 50, durationMs: SECONDS * 1000 } },
 };
@@ -123,9 +129,11 @@ function fate(abuse: Abuse, peers: PeerReport[], connectionsAfter: number): stri
   if (abuse === 'pipeline1' || abuse === 'pipeline50') {
     const answered = peers.reduce((n, p) => n + p.count, 0);
     parts.push(`${answered} requests answered${peers.every((p) => p.inOrder !== false) ? ', in order' : ', OUT OF ORDER'}`);
-  } else if (abuse === 'broadcast') {
+  } else if (SPECS[abuse].spec.kind === 'broadcast') {
     const pushes = peers.reduce((n, p) => n + (p.pushes ?? 0), 0);
-    parts.push(`${pushes} of ${peers.length * peers.length * 2} pushes delivered, ${peers.reduce((n, p) => n + (p.orderErrors ?? 0), 0)} out of order`);
+    const spec = SPECS[abuse].spec as { senders?: number; each?: number };
+    const sent = (spec.senders ?? peers.length) * (spec.each ?? 2);
+    parts.push(`${pushes} of ${peers.length * sent} pushes delivered, ${peers.reduce((n, p) => n + (p.orderErrors ?? 0), 0)} out of order`);
   } else if (abuse === 'deep') {
     parts.push(`${peers.reduce((n, p) => n + p.count, 0)} deep messages answered`);
   } else if (abuse === 'pingflood') {
@@ -219,7 +227,7 @@ async function runOnce(system: System, abuse: Abuse, rec: Recorder, fates: strin
         `${system.padEnd(10)} ${abuse.padEnd(10)} probes ${times.length}, p50 ${percentile(finite, 50).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${Math.max(...times).toFixed(1)} ms (probe ${done.indexOf(slowest) + 1}, ${(slowest.at - t0).toFixed(0)} ms into the abuse; connect ${slowest.connectMs?.toFixed(1) ?? '-'}), failed ${failed}; server stall ≤ ${loopMaxMs.toFixed(0)} ms, GC pause ≤ ${gcMaxMs.toFixed(0)} ms (${gcMs.toFixed(0)} ms in all); RSS +${((peak - before.rss) / 1048576).toFixed(1)} MiB; load core: abusers ${(100 * abusersShare).toFixed(0)}%, prober ${(100 * proberShare).toFixed(0)}%; ${f}`,
       );
       if (abuse.startsWith('pipeline') && report.peers.some((p) => p.inOrder === false)) problems.push(`${system} ${abuse}: replies out of order`);
-      if (abuse === 'broadcast' && report.peers.some((p) => (p.orderErrors ?? 0) > 0)) problems.push(`${system} broadcast: pushes out of order`);
+      if (SPECS[abuse].spec.kind === 'broadcast' && report.peers.some((p) => (p.orderErrors ?? 0) > 0)) problems.push(`${system} ${abuse}: pushes out of order`);
     } finally {
       child.kill('SIGKILL');
     }
