@@ -21,7 +21,7 @@ import { isSendableCloseCode, type CloseCause, type Closure } from '../../machin
 import { TokenBucket } from './rate-limit.ts';
 import { BudgetUse, type BudgetLimits, type TurnScheduler } from './scheduler.ts';
 import { readerActor, SocketReader } from './reader.ts';
-import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
+import { MachineRunner, type ActorParent, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import type { SocketIO } from './socket-io.ts';
 import type { JsonValue, ResumeFailureReason } from '../adapter/session-store.ts';
 import { SendQueue, writerActor, type DeadLetterReason, type DeadLetterSink, type Outbound, type SendQueueLimits } from './writer.ts';
@@ -399,9 +399,9 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   }
 
   /** @internal R8: the machine's two actors, started when it invokes them and stopped when it reaches `closed`. */
-  spawn(id: string, report: (event: EventObject) => void): HostedActor<never> {
-    if (id === 'reader') return new SocketReader(this, report as (event: ReaderEvent) => void);
-    return this.writer.attach(report as (event: WriterEvent) => void);
+  spawn(id: string, parent: ActorParent): HostedActor<never> {
+    if (id === 'reader') return new SocketReader(this, parent as ActorParent<ReaderEvent>);
+    return this.writer.attach(parent as ActorParent<WriterEvent>);
   }
 
   /** @internal */

@@ -13,6 +13,11 @@
  */
 import type { ReaderCommand, ReaderEvent } from '../../machines/connection.machine.ts';
 
+/** Where a reader's reports go: the machine (on the server, its run itself: no closure per connection). */
+export interface ReaderParent {
+  report(event: ReaderEvent): void;
+}
+
 export class LivenessReport {
   /** True between a ping and the first inbound frame after it. Read on the hot path: keep it a field. */
   expecting = false;
@@ -21,10 +26,18 @@ export class LivenessReport {
 
   constructor(
     /** Where the reports go (the machine). */
-    readonly sendBack: (event: ReaderEvent) => void,
-    /** Runs `fn` once pending input has been dispatched (Node: setImmediate; browsers: setTimeout 0). */
-    private readonly defer: (fn: () => void) => void,
+    readonly parent: ReaderParent,
   ) {}
+
+  /** Reports to the machine. */
+  sendBack(event: ReaderEvent): void {
+    this.parent.report(event);
+  }
+
+  /** Runs `fn` once pending input has been dispatched (browsers: setTimeout 0; Node's reader overrides it with setImmediate). */
+  protected defer(fn: () => void): void {
+    setTimeout(fn, 0);
+  }
 
   command(command: ReaderCommand): void {
     if (command.type === 'reader.expectLiveness') this.expecting = true;

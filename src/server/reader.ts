@@ -12,9 +12,9 @@ import WebSocket from 'ws';
 import { fromCallback } from 'xstate';
 import type { ActorInput, ReaderCommand, ReaderEvent } from '../../machines/connection.machine.ts';
 import { CloseCodes } from '../../machines/close-codes.ts';
-import { LivenessReport } from './liveness.ts';
+import { LivenessReport, type ReaderParent } from './liveness.ts';
 import type { TokenBucket } from './rate-limit.ts';
-import { canHoldParser, ParserHold, receiverOf, WS_CONCLUDE, type WsReceiver } from './ws-internals.ts';
+import { canHoldParser, observeConclude, ParserHold, receiverOf } from './ws-internals.ts';
 import { costOf, type Deferrable, type TurnScheduler } from './scheduler.ts';
 import type { SocketIO } from './socket-io.ts';
 
@@ -41,14 +41,6 @@ function noop(): void {}
 const READER = Symbol('ws-supervisor.reader');
 type ReadSocket = WebSocket & { [READER]?: SocketReader };
 
-/**
- * ws's frame parser, which reports the peer's close frame ('conclude'): ws
- * internals, named in one place (src/server/ws-internals.ts, whose test fails
- * loudly when a ws upgrade moves them). If it ever goes away, the peer's close
- * is still bounded by the `closeTimeout` the server hands ws, and
- * test/server/close-bounded.test.ts fails on the missing `peerClosing`.
- */
-type Receiver = WsReceiver & { [READER]?: SocketReader };
 
 /*
  * ws calls listeners with `this` = the socket, so one function per event
@@ -76,8 +68,15 @@ function onOpen(this: ReadSocket): void {
   reader.listenForClose();
   reader.sendBack({ type: 'socket.open' });
 }
-function onConclude(this: Receiver, code: number, reason: Buffer): void {
-  this[READER]?.sendBack({ type: 'socket.closing', code, reason: reason.toString() });
+/**
+ * The peer's close frame (R16), seen on ws's frame parser: ws internals, named
+ * in one place (src/server/ws-internals.ts, whose test fails loudly when a ws
+ * upgrade moves them). If it ever goes away, the peer's close is still
+ * bounded by the `closeTimeout` the server hands ws, and
+ * test/server/close-bounded.test.ts fails on the missing `peerClosing`.
+ */
+function onConclude(ws: WebSocket, code: number, reason: Buffer): void {
+  (ws as ReadSocket)[READER]?.sendBack({ type: 'socket.closing', code, reason: reason.toString() });
 }
 /** What the reader listens to for the connection's whole life. */
 const LISTENERS = [
@@ -146,27 +145,28 @@ export class SocketReader extends LivenessReport implements Deferrable {
 
   constructor(
     private readonly io: SocketIO,
-    sendBack: (event: ReaderEvent) => void,
+    parent: ReaderParent,
   ) {
-    // setImmediate runs after the poll phase: anything the peer sent before the
-    // pong timer fired has been read (and reported) by then.
-    super(sendBack, setImmediate);
+    super(parent);
     const ws = io.ws as ReadSocket;
     ws[READER] = this;
     if (!(ws instanceof SupervisedWebSocket)) for (const [event, listener] of LISTENERS) ws.on(event, listener as (...args: unknown[]) => void);
     if (ws.readyState === 1) {
       this.listenForClose();
-      sendBack({ type: 'socket.open' });
+      parent.report({ type: 'socket.open' });
     } else if (ws.readyState === 0) ws.once('open', onOpen);
     else queueMicrotask(() => this.close(CloseCodes.ABNORMAL, ''));
   }
 
+  /** setImmediate runs after the poll phase: anything the peer sent before the pong timer fired has been read (and reported) by then. */
+  protected override defer(fn: () => void): void {
+    setImmediate(fn);
+  }
+
   /** R16: from open on, the peer's close frame is reported (`socket.closing`). */
   listenForClose(): void {
-    const receiver = receiverOf(this.io.ws) as Receiver | undefined;
-    if (receiver === undefined) return;
-    receiver[READER] = this;
-    receiver.on(WS_CONCLUDE, onConclude);
+    const receiver = receiverOf(this.io.ws);
+    if (receiver !== undefined) observeConclude(receiver, onConclude);
   }
 
   override stop(): void {
@@ -174,11 +174,6 @@ export class SocketReader extends LivenessReport implements Deferrable {
     super.stop();
     if (ws[READER] === this) ws[READER] = undefined;
     this.parser?.dispose(); // what ws still holds is parsed now, for nobody: the connection has ended
-    const receiver = receiverOf(ws) as Receiver | undefined;
-    if (receiver !== undefined && receiver[READER] === this) {
-      receiver[READER] = undefined;
-      receiver.off(WS_CONCLUDE, onConclude);
-    }
     ws.off('open', onOpen);
     if (ws instanceof SupervisedWebSocket) return; // it never throws an 'error' nobody listens to
     for (const [event, listener] of LISTENERS) ws.off(event, listener as (...args: unknown[]) => void);
@@ -327,7 +322,7 @@ export class SocketReader extends LivenessReport implements Deferrable {
 
 /** The reader as an XState actor, for the machine run as an actor (the client). */
 export const readerActor = fromCallback<ReaderCommand, ActorInput>(({ input, sendBack, receive }) => {
-  const reader = new SocketReader(input.io as SocketIO, (event) => sendBack(event));
+  const reader = new SocketReader(input.io as SocketIO, { report: (event) => sendBack(event) });
   receive((command) => reader.command(command));
   return () => reader.stop();
 });

@@ -76,6 +76,11 @@ function armTurnEnd(): void {
   setImmediate(endTurn);
 }
 
+/** Where the write actor's reports go: the machine. */
+export interface WriterParent {
+  report(event: WriterEvent): void;
+}
+
 /** Where accepted messages that never reached the OS go (R12). */
 export interface DeadLetterSink {
   deadLetter(data: Outbound, binary: boolean, reason: DeadLetterReason): void;
@@ -124,7 +129,8 @@ export class SendQueue {
   /** The machine was told `write.blocked` and has not yet been told `write.drained` (R10). */
   private reportedBlocked = false;
   private progressScheduled = false;
-  private sendBack: ((event: WriterEvent) => void) | null = null;
+  /** The machine, once the write actor runs (on the server, its run itself: no closure per connection). */
+  private parent: WriterParent | null = null;
   /** Callbacks handed to the socket, made the first time they are needed. */
   private writtenCallback: ((err?: Error | null) => void) | null = null;
   private drainListener: (() => void) | null = null;
@@ -207,7 +213,7 @@ export class SendQueue {
     const bytes = byteLength(data);
     if (this.depth + 1 > this.limits.maxMessages || this.queuedBytes + bytes > this.limits.maxBytes) {
       this.accepting = false;
-      this.sendBack?.({ type: 'write.overflow', messages: this.depth, bytes: this.queuedBytes });
+      this.parent?.report({ type: 'write.overflow', messages: this.depth, bytes: this.queuedBytes });
       return false;
     }
     const w = (this.waiting ??= { data: [], binary: [], head: 0 });
@@ -218,8 +224,8 @@ export class SendQueue {
   }
 
   /** Starts the write actor: from now on it reports to the machine. */
-  attach(sendBack: (event: WriterEvent) => void): this {
-    this.sendBack = sendBack;
+  attach(parent: WriterParent): this {
+    this.parent = parent;
     return this;
   }
 
@@ -363,7 +369,7 @@ export class SendQueue {
   private block(): void {
     this.blocked = true;
     this.socket.once('drain', (this.drainListener ??= () => this.onDrain()));
-    this.sendBack?.({ type: this.reportedBlocked ? 'write.progress' : 'write.blocked' });
+    this.parent?.report({ type: this.reportedBlocked ? 'write.progress' : 'write.blocked' });
     this.reportedBlocked = true;
   }
 
@@ -450,7 +456,7 @@ export class SendQueue {
   /** Called (via setImmediate) at most once per I/O turn while blocked. */
   emitProgress(): void {
     this.progressScheduled = false;
-    if (this.blocked && !this.released) this.sendBack?.({ type: 'write.progress' });
+    if (this.blocked && !this.released) this.parent?.report({ type: 'write.progress' });
   }
 
   private onDrain(): void {
@@ -460,7 +466,7 @@ export class SendQueue {
     this.pump();
     if (!this.blocked) {
       this.reportedBlocked = false;
-      this.sendBack?.({ type: 'write.drained' });
+      this.parent?.report({ type: 'write.drained' });
       this.onDrained?.();
     }
   }
@@ -528,7 +534,7 @@ function ignoreError(): void {}
 /** The write actor as an XState actor, for the machine run as an actor (the client). */
 export const writerActor = fromCallback<WriterCommand, ActorInput>(({ input, sendBack, receive }) => {
   // The io is a SocketIO (src/server/socket-io.ts); only its send queue is the writer's.
-  const queue = (input.io as { readonly writer: SendQueue }).writer.attach((event) => sendBack(event));
+  const queue = (input.io as { readonly writer: SendQueue }).writer.attach({ report: (event) => sendBack(event) });
   receive((command) => queue.command(command));
   return () => queue.stop();
 });
