@@ -12,7 +12,7 @@ import WebSocket from 'ws';
 import { fromCallback } from 'xstate';
 import type { ActorInput, ReaderCommand, ReaderEvent } from '../../machines/connection.machine.ts';
 import { CloseCodes } from '../../machines/close-codes.ts';
-import { LivenessReport, type ReaderParent } from './liveness.ts';
+import { LivenessReport, SUBCLASS_FLAGS, type ReaderParent } from './liveness.ts';
 import type { TokenBucket } from './rate-limit.ts';
 import { canHoldParser, observeConclude, ParserHold, receiverOf } from './ws-internals.ts';
 import { costOf, type Deferrable, type TurnScheduler } from './scheduler.ts';
@@ -130,16 +130,22 @@ export class SupervisedWebSocket extends WebSocket {
  * The reader is its own liveness report (one object per connection, not two:
  * memory per idle connection).
  */
+/** SocketReader's flags, bits of LivenessReport's `flags`. */
+const FLOODED = SUBCLASS_FLAGS;
+const OVER_BUDGET = SUBCLASS_FLAGS << 1;
+
+/** Messages waiting for the reader's next turn, as pairs [data, isBinary, …] from `head` on. */
+interface Backlog {
+  items: Array<Buffer | boolean | undefined>;
+  head: number;
+}
+
 export class SocketReader extends LivenessReport implements Deferrable {
-  private flooded = false;
-  /** Over a budget: the machine has been told once; every later message is dropped. */
-  private overBudget = false;
   // Fair scheduling (src/server/scheduler.ts), only when the io has a scheduler (the server's connections).
   fairTurn = 0;
   fairUsed = 0;
-  /** Messages `ws` parsed after this reader used its share, as pairs [data, isBinary, …]; null when none. */
-  private backlog: Array<Buffer | boolean | undefined> | null = null;
-  private head = 0;
+  /** Messages `ws` parsed after this reader used its share; null when none (made when needed: a quiet connection has none). */
+  private backlog: Backlog | null = null;
   /** Holds `ws`'s parser while over the share (made at the first hold: a quiet connection has none). */
   private parser: ParserHold | null = null;
 
@@ -156,6 +162,16 @@ export class SocketReader extends LivenessReport implements Deferrable {
       parent.report({ type: 'socket.open' });
     } else if (ws.readyState === 0) ws.once('open', onOpen);
     else queueMicrotask(() => this.close(CloseCodes.ABNORMAL, ''));
+  }
+
+  /** Over its rate: the machine has been told once. */
+  private get flooded(): boolean {
+    return (this.flags & FLOODED) !== 0;
+  }
+
+  /** Over a budget: the machine has been told once; every later message is dropped. */
+  private get overBudget(): boolean {
+    return (this.flags & OVER_BUDGET) !== 0;
   }
 
   /** setImmediate runs after the poll phase: anything the peer sent before the pong timer fired has been read (and reported) by then. */
@@ -191,12 +207,11 @@ export class SocketReader extends LivenessReport implements Deferrable {
       if (this.overBudget) return; // closing 1008: the rest is dropped
       // Fairness: behind deferred messages, or over this turn's share, it waits its turn (in order).
       if (this.backlog !== null) {
-        this.backlog.push(data, isBinary);
+        this.backlog.items.push(data, isBinary);
         return;
       }
       if (!scheduler.admit(this, costOf(data.length))) {
-        this.backlog = [data, isBinary];
-        this.head = 0;
+        this.backlog = { items: [data, isBinary], head: 0 };
         this.stopReading();
         scheduler.defer(this);
         return;
@@ -235,15 +250,16 @@ export class SocketReader extends LivenessReport implements Deferrable {
   drain(scheduler: TurnScheduler): boolean {
     const backlog = this.backlog;
     if (backlog !== null) {
-      while (this.head < backlog.length) {
-        const data = backlog[this.head] as Buffer;
-        const isBinary = backlog[this.head + 1] as boolean;
-        backlog[this.head] = backlog[this.head + 1] = undefined;
-        this.head += 2;
+      const items = backlog.items;
+      while (backlog.head < items.length) {
+        const data = items[backlog.head] as Buffer;
+        const isBinary = items[backlog.head + 1] as boolean;
+        items[backlog.head] = items[backlog.head + 1] = undefined;
+        backlog.head += 2;
         scheduler.count(this, costOf(data.length));
         this.deliver(data, isBinary);
         if (this.backlog !== backlog) break; // over a budget meanwhile: dropped
-        if (this.fairUsed >= scheduler.share && this.head < backlog.length) return false;
+        if (this.fairUsed >= scheduler.share && backlog.head < items.length) return false;
       }
       if (this.backlog === backlog) this.backlog = null;
     }
@@ -277,7 +293,7 @@ export class SocketReader extends LivenessReport implements Deferrable {
     if (this.overBudget) return true;
     const over = this.io.inboundBudget!(bytes);
     if (over === null) return false;
-    this.overBudget = true;
+    this.flags |= OVER_BUDGET;
     this.backlog = null;
     if (!this.stopped) this.sendBack({ type: 'socket.flood', rate: 0, reason: over });
     return true;
@@ -313,7 +329,7 @@ export class SocketReader extends LivenessReport implements Deferrable {
   private overRate(limiter: TokenBucket): boolean {
     if (limiter.take()) return false;
     if (!this.flooded) {
-      this.flooded = true;
+      this.flags |= FLOODED;
       this.sendBack({ type: 'socket.flood', rate: limiter.rate });
     }
     return true;

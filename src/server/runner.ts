@@ -213,6 +213,25 @@ function timerSource(clock: RunnerClock | undefined): TimerSource {
   return source;
 }
 
+/** A config with what its runs share (made at its first run). */
+interface Bound {
+  config: RunnerConfig<AnyStateMachine>;
+  shared: Shared;
+  timers: TimerSource;
+}
+const boundConfigs = new WeakMap<object, Bound>();
+
+interface Extras<S> {
+  /** Hosted actors beyond the first two, as pairs [id, actor, …]. */
+  more: unknown[] | null;
+  observers: Array<Partial<Observer<S>>> | null;
+  session: string | null;
+}
+
+function newExtras<S>(): Extras<S> {
+  return { more: null, observers: null, session: null };
+}
+
 const BUSY = 1;
 const STARTED = 2;
 const STOPPED = 4;
@@ -237,34 +256,43 @@ function payloadKey(event: EventObject): string | null {
  * is one run per connection (docs/performance.md, idle memory).
  */
 export class MachineRunner<TMachine extends AnyStateMachine> implements ActorParent {
-  private readonly config: RunnerConfig<TMachine>;
+  /** Its config, what runs of its machine and input share, its timer source: one object per config. */
+  private readonly bound: Bound;
   private readonly host: RunnerHost;
-  private readonly shared: Shared;
   private snapshot: object;
   /**
    * Hosted actors: the first two in fields (the connection machine has two,
-   * its reader and writer), any more as pairs [id, actor, …] in `more`. No
-   * array per run: an array is ~80 bytes per idle connection.
+   * its reader and writer), any more in `extras`. No array per run: an
+   * array is ~80 bytes per idle connection.
    */
   private firstId: string | null = null;
   private first: HostedActor<unknown> | null = null;
   private secondId: string | null = null;
   private second: HostedActor<unknown> | null = null;
-  private more: unknown[] | null = null;
+
   /** Its delays, one per sendId armed so far (armed, fired or cancelled), as a list. */
   private delays: Delay | null = null;
   /** Events sent while a step runs (an actor reporting synchronously): processed after it, in order. */
   private queue: EventObject[] | null = null;
   /** BUSY | STARTED | STOPPED. */
   private flags = 0;
-  private observers: Array<Partial<Observer<SnapshotFrom<TMachine>>>> | null = null;
-  private session: string | null = null;
+  /** What few runs need (more than two hosted actors, subscribers, an inspector's session id): made on first use. */
+  private extras: Extras<SnapshotFrom<TMachine>> | null = null;
 
   constructor(config: RunnerConfig<TMachine>, host: RunnerHost) {
-    this.config = config;
+    let bound = boundConfigs.get(config);
+    if (bound === undefined) boundConfigs.set(config, (bound = { config, shared: sharedFor(config.machine, config.input), timers: timerSource(config.clock) }));
+    this.bound = bound;
     this.host = host;
-    this.shared = sharedFor(config.machine, config.input);
-    this.snapshot = this.shared.initial[0];
+    this.snapshot = bound.shared.initial[0];
+  }
+
+  private get config(): RunnerConfig<TMachine> {
+    return this.bound.config as RunnerConfig<TMachine>;
+  }
+
+  private get shared(): Shared {
+    return this.bound.shared;
   }
 
   /** For inspectors and logs. */
@@ -274,7 +302,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> implements ActorPar
 
   /** For inspectors: unique per run, made when first asked for. */
   get sessionId(): string {
-    return (this.session ??= `runner:${++sessions}`);
+    return ((this.extras ??= newExtras()).session ??= `runner:${++sessions}`);
   }
 
   /** For inspectors: the machine, whose `config` they draw. */
@@ -328,11 +356,12 @@ export class MachineRunner<TMachine extends AnyStateMachine> implements ActorPar
 
   subscribe(observer: Partial<Observer<SnapshotFrom<TMachine>>> | ((snapshot: SnapshotFrom<TMachine>) => void)): Subscription {
     const o = typeof observer === 'function' ? { next: observer } : observer;
-    (this.observers ??= []).push(o);
+    const extras = (this.extras ??= newExtras());
+    (extras.observers ??= []).push(o);
     return {
       unsubscribe: () => {
-        const i = this.observers?.indexOf(o) ?? -1;
-        if (i >= 0) this.observers!.splice(i, 1);
+        const i = extras.observers?.indexOf(o) ?? -1;
+        if (i >= 0) extras.observers!.splice(i, 1);
       },
     };
   }
@@ -379,7 +408,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> implements ActorPar
     }
     this.snapshot = step[0];
     this.execute(step[1], event);
-    if (this.config.inspect !== undefined || this.observers !== null) this.notify(event);
+    if (this.config.inspect !== undefined || this.extras?.observers != null) this.notify(event);
   }
 
   private execute(actions: readonly Action[], event: EventObject): void {
@@ -423,13 +452,16 @@ export class MachineRunner<TMachine extends AnyStateMachine> implements ActorPar
     } else if (this.second === null) {
       this.secondId = id;
       this.second = actor;
-    } else this.more = (this.more ?? []).concat(id, actor);
+    } else {
+      const extras = (this.extras ??= newExtras());
+      extras.more = (extras.more ?? []).concat(id, actor);
+    }
   }
 
   private actor(id: string): HostedActor<unknown> | undefined {
     if (this.firstId === id) return this.first ?? undefined;
     if (this.secondId === id) return this.second ?? undefined;
-    const more = this.more;
+    const more = this.extras?.more ?? null;
     const i = more === null ? -1 : more.indexOf(id);
     return i >= 0 ? (more![i + 1] as HostedActor<unknown>) : undefined;
   }
@@ -444,11 +476,12 @@ export class MachineRunner<TMachine extends AnyStateMachine> implements ActorPar
       actor = this.second;
       this.secondId = null;
       this.second = null;
-    } else if (this.more !== null) {
-      const i = this.more.indexOf(id);
+    } else {
+      const extras = this.extras;
+      const i = extras?.more?.indexOf(id) ?? -1;
       if (i >= 0) {
-        actor = this.more[i + 1] as HostedActor<unknown>;
-        this.more = this.more.filter((_, j) => j !== i && j !== i + 1);
+        actor = extras!.more![i + 1] as HostedActor<unknown>;
+        extras!.more = extras!.more!.filter((_, j) => j !== i && j !== i + 1);
       }
     }
     return actor ?? undefined;
@@ -457,11 +490,12 @@ export class MachineRunner<TMachine extends AnyStateMachine> implements ActorPar
   /** Stops every hosted actor (`quietly`: a failing run, whose first error is the one reported). */
   private stopActors(quietly: boolean): void {
     const actors: Array<HostedActor<unknown> | null> = [this.first, this.second];
-    const more = this.more;
+    const extras = this.extras;
+    const more = extras?.more ?? null;
     if (more !== null) for (let i = 1; i < more.length; i += 2) actors.push(more[i] as HostedActor<unknown>);
     this.firstId = this.secondId = null;
     this.first = this.second = null;
-    this.more = null;
+    if (extras !== null) extras.more = null;
     for (const actor of actors) {
       if (actor === null) continue;
       if (!quietly) actor.stop();
@@ -477,7 +511,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> implements ActorPar
 
   /** The source of this run's timers: the process's wheel, or a test's clock. */
   private get timers(): TimerSource {
-    return timerSource(this.config.clock);
+    return this.bound.timers;
   }
 
   /**
@@ -521,7 +555,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> implements ActorPar
     const shared = (this.snapshot as Snap).output;
     const output = typeof shared === 'object' && shared !== null ? { ...shared } : shared;
     queueMicrotask(() => {
-      for (const o of this.observers ?? []) o.complete?.();
+      for (const o of this.extras?.observers ?? []) o.complete?.();
       this.host.done(output);
     });
   }
@@ -531,7 +565,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> implements ActorPar
     this.flags |= STOPPED;
     this.clearTimers();
     this.stopActors(true);
-    for (const o of this.observers ?? []) o.error?.(err);
+    for (const o of this.extras?.observers ?? []) o.error?.(err);
     this.host.failed(err);
   }
 
@@ -548,7 +582,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> implements ActorPar
   private notify(event: EventObject): void {
     const snapshot = this.snapshot as SnapshotFrom<TMachine>;
     if (this.config.inspect) this.inspect({ type: '@xstate.snapshot', event, snapshot });
-    const observers = this.observers;
+    const observers = this.extras?.observers ?? null;
     if (observers === null) return;
     for (const o of observers.slice()) o.next?.(snapshot);
   }

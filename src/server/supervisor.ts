@@ -26,7 +26,7 @@ import {
 } from './admission.ts';
 import { createMemoryAdapter } from '../adapter/memory.ts';
 import type { Adapter, AdapterDeadLetter, AdapterMessage, AdapterStatus, NodeInfo } from '../adapter/types.ts';
-import { Connection, connectionRunnerConfig, type ConnectionHooks, type ConnectionRunnerConfig, type DeadLetter } from './connection.ts';
+import { Connection, connectionRunnerConfig, type ConnectionHooks, type ConnectionRunnerConfig, type ConnectionShared, type DeadLetter } from './connection.ts';
 import { Hub, type BroadcastResult } from './hub.ts';
 import { SupervisorMetrics } from './metrics.ts';
 import { LogSummary } from './log-summary.ts';
@@ -174,6 +174,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   private readonly logs = new Map<Connection<Auth>, Logger>();
   /** Shared by every connection: their machine runs share snapshots (src/server/runner.ts). */
   private readonly runnerConfig: ConnectionRunnerConfig;
+  /** What all its connections share (made at the first). */
+  private connectionShared: ConnectionShared<Auth> | null = null;
   /** One set of callbacks for all connections (no closures per connection). */
   private readonly hooks: ConnectionHooks<Auth> = {
     onMessage: (c, data, isBinary) => {
@@ -632,15 +634,17 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       id,
       ws,
       socket,
-      sendQueue: this.options.sendQueue,
       ...this.remoteOf(request, socket),
       protocol: ws.protocol,
       auth,
-      runner: this.runnerConfig,
-      hooks: this.hooks,
-      maxMessageRate: this.options.maxMessageRate,
-      scheduler: this.scheduler,
-      ...(this.options.budget ? { budget: this.options.budget } : {}),
+      shared: (this.connectionShared ??= {
+        hooks: this.hooks,
+        runner: this.runnerConfig,
+        sendQueue: this.options.sendQueue,
+        maxMessageRate: this.options.maxMessageRate,
+        scheduler: this.scheduler,
+        ...(this.options.budget ? { budget: this.options.budget } : {}),
+      }),
     });
     // A session connection goes live once its session is attached (its first frame): sessions.ts announces it.
     const asked = sessionRequested(request.url ?? '/');
