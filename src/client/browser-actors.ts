@@ -253,7 +253,7 @@ export const browserReader = fromCallback<ReaderCommand, ActorInput>(({ input, s
   const { ws, hooks, writer } = input.io as BrowserIO;
   const decoder = new TextDecoder(); // UTF-8, bad bytes become U+FFFD
   // One macrotask later, every message that had already arrived has been dispatched.
-  const report = new LivenessReport(sendBack, (fn) => setTimeout(fn, 0));
+  const report = new LivenessReport({ report: sendBack });
   let stopped = false;
 
   const deliver = (text: string): void => {

@@ -21,7 +21,7 @@ import { isSendableCloseCode, type CloseCause, type Closure } from '../../machin
 import { TokenBucket } from './rate-limit.ts';
 import { BudgetUse, type BudgetLimits, type TurnScheduler } from './scheduler.ts';
 import { readerActor, SocketReader } from './reader.ts';
-import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
+import { MachineRunner, type ActorParent, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import type { SocketIO } from './socket-io.ts';
 import type { JsonValue, ResumeFailureReason } from '../adapter/session-store.ts';
 import { SendQueue, writerActor, type DeadLetterReason, type DeadLetterSink, type Outbound, type SendQueueLimits } from './writer.ts';
@@ -109,25 +109,42 @@ export interface ConnectionHooks<Auth = unknown> {
   onClose?(connection: Connection<Auth>, closure: Closure): void;
 }
 
+/** What every connection of one supervisor shares: one object per supervisor (each connection holds a pointer, not copies). */
+export interface ConnectionShared<Auth = unknown> {
+  hooks: ConnectionHooks<Auth>;
+  /** From `connectionRunnerConfig(timing, inspect)`. */
+  runner: ConnectionRunnerConfig;
+  sendQueue: SendQueueLimits;
+  /** R21: messages per second a connection may send; 0 = no limit. */
+  maxMessageRate?: number;
+  /** The supervisor's fair scheduler of inbound work. */
+  scheduler?: TurnScheduler;
+  /** Per-connection budgets per window. */
+  budget?: BudgetLimits;
+}
+
 export interface ConnectionInit<Auth = unknown> {
   id: string;
   ws: WebSocket;
   socket: Duplex;
-  sendQueue: SendQueueLimits;
   /** The peer's address and port, as the socket reports them. */
   remoteHost: string;
   remotePort: number | undefined;
   protocol: string;
   auth: Auth;
-  /** From `connectionRunnerConfig(timing, inspect)`, once per supervisor. */
-  runner: ConnectionRunnerConfig;
-  hooks: ConnectionHooks<Auth>;
-  /** R21: messages per second this connection may send; 0 = no limit. */
-  maxMessageRate?: number;
-  /** The supervisor's fair scheduler of inbound work (one per supervisor). */
-  scheduler?: TurnScheduler;
-  /** Per-connection budgets per window (shared object, one per supervisor). */
-  budget?: BudgetLimits;
+  /** The supervisor's, the same object for all its connections. */
+  shared: ConnectionShared<Auth>;
+}
+
+/**
+ * `openedAt` is kept as ms since this instant: a small integer fits in the
+ * field itself (a `Date.now()` is a heap number, 16 bytes more per connection).
+ */
+const EPOCH = Date.now();
+
+function openedNow(): number {
+  const ms = Date.now() - EPOCH;
+  return ms <= 0x3fffffff ? ms | 0 : ms;
 }
 
 /** Close codes an application may send (RFC 6455 §7.4): 1000, 1001…1014 minus reserved, 3000–4999. */
@@ -149,28 +166,23 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   readonly protocol: string;
   /** What `authenticate` returned for this connection. */
   readonly auth: Auth;
-  readonly openedAt: number = Date.now();
   readonly ws: WebSocket;
   readonly socket: Duplex;
   readonly writer: SendQueue;
   readonly limiter: TokenBucket | undefined;
-  /** @internal Fair scheduling of this connection's inbound work. */
-  readonly scheduler: TurnScheduler | undefined;
   messagesIn = 0;
   bytesIn = 0;
+  /** Ms from EPOCH to the open: a small integer (`| 0`), held in the field itself, for the first 24 days of the process. */
+  private readonly opened: number = openedNow();
   private readonly remoteHost: string;
   private readonly remotePort: number | undefined;
-  private readonly hooks: ConnectionHooks<Auth>;
+  private readonly shared: ConnectionShared<Auth>;
   private readonly runner: MachineRunner<typeof connectionMachine>;
   /** `closed`, made when first asked for (most connections are never awaited: no promise per idle connection). */
-  private closedPromise: Promise<Closure> | null = null;
-  private settle: ((closure: Closure) => void) | null = null;
+  private waiter: { promise: Promise<Closure>; settle: ((closure: Closure) => void) | null } | null = null;
   private rtt: number | null = null;
-  private readonly budgetLimits: BudgetLimits | undefined;
-  /** This window's use of the budgets; made on first use (an idle connection holds none). */
+  /** This window's use of the budgets, and the budget exceeded; made on first use (an idle connection holds none). */
   private budgetUse: BudgetUse | null = null;
-  /** The close reason of the budget this connection exceeded, once it has. */
-  private exceeded: string | null = null;
   /** This connection's closure, once ended (the runner hands each run its own copy of the output). */
   private ended: Closure | null = null;
   /** @internal Set for a connection that opted into a session (src/server/sessions.ts); null otherwise. */
@@ -178,6 +190,7 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   private appData: JsonValue = null;
 
   constructor(init: ConnectionInit<Auth>) {
+    const shared = init.shared;
     this.id = init.id;
     this.protocol = init.protocol;
     this.auth = init.auth;
@@ -185,21 +198,40 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
     this.socket = init.socket;
     this.remoteHost = init.remoteHost;
     this.remotePort = init.remotePort;
-    this.hooks = init.hooks;
-    this.limiter = init.maxMessageRate ? new TokenBucket(init.maxMessageRate) : undefined;
-    this.scheduler = init.scheduler;
-    this.budgetLimits = init.budget;
-    this.writer = new SendQueue(init.ws, init.socket, init.sendQueue, this, true);
-    this.runner = new MachineRunner(init.runner, this);
+    this.shared = shared;
+    this.limiter = shared.maxMessageRate ? new TokenBucket(shared.maxMessageRate) : undefined;
+    this.writer = new SendQueue(this, shared.sendQueue, true);
+    this.runner = new MachineRunner(shared.runner, this);
+  }
+
+  /** When it opened (ms since the epoch, as `Date.now()`). */
+  get openedAt(): number {
+    return EPOCH + this.opened;
+  }
+
+  /** @internal Fair scheduling of this connection's inbound work. */
+  get scheduler(): TurnScheduler | undefined {
+    return this.shared.scheduler;
+  }
+
+  /** The close reason of the budget this connection exceeded, once it has. */
+  private get exceeded(): string | null {
+    return this.budgetUse?.exceeded ?? null;
   }
 
   /** Resolves with the closure once the machine reaches `closed` (exactly once, R2). */
   get closed(): Promise<Closure> {
-    if (this.closedPromise === null) {
+    let waiter = this.waiter;
+    if (waiter === null) {
       const ended = this.ended;
-      this.closedPromise = ended !== null ? Promise.resolve(ended) : new Promise((resolve) => (this.settle = resolve));
+      if (ended !== null) waiter = { promise: Promise.resolve(ended), settle: null };
+      else {
+        let settle!: (closure: Closure) => void;
+        waiter = { promise: new Promise((resolve) => (settle = resolve)), settle };
+      }
+      this.waiter = waiter;
     }
-    return this.closedPromise;
+    return waiter.promise;
   }
 
   /** Last ping→pong round trip in ms (R4), null before the first pong. */
@@ -285,12 +317,13 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
    */
   charge(cost: number): boolean {
     if (this.exceeded !== null) return false;
-    const limits = this.budgetLimits;
+    const limits = this.shared.budget;
     if (limits === undefined || limits.fanOut === 0) return true;
     const now = this.scheduler?.now ?? performance.now();
-    const over = (this.budgetUse ??= new BudgetUse(now)).charge(limits, now, cost);
+    const use = (this.budgetUse ??= new BudgetUse(now));
+    const over = use.charge(limits, now, cost);
     if (over === null) return true;
-    this.exceeded = over;
+    use.exceeded = over;
     this.runner.send({ type: 'socket.flood', rate: 0, reason: over });
     return false;
   }
@@ -357,29 +390,30 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   /** @internal Inbound data, straight to the application. */
   onMessage(data: Buffer, isBinary: boolean): void {
     if (this.sessionBinding !== null) return this.sessionBinding.receive(data, isBinary);
-    this.hooks.onMessage(this, data, isBinary);
+    this.shared.hooks.onMessage(this, data, isBinary);
   }
 
   /** @internal A session request to run (once: src/server/sessions.ts decided). */
   runHandler(data: Buffer, isBinary: boolean): void {
-    this.hooks.onMessage(this, data, isBinary);
+    this.shared.hooks.onMessage(this, data, isBinary);
   }
 
   /** @internal Counts an inbound message against the budgets; the exceeded budget's close reason, or null. */
   inboundBudget(bytes: number): string | null {
     if (this.exceeded !== null) return this.exceeded;
-    const limits = this.budgetLimits;
+    const limits = this.shared.budget;
     if (limits === undefined) return null;
     const now = this.scheduler?.now ?? performance.now();
-    const over = (this.budgetUse ??= new BudgetUse(now)).inbound(limits, now, bytes);
-    if (over !== null) this.exceeded = over;
+    const use = (this.budgetUse ??= new BudgetUse(now));
+    const over = use.inbound(limits, now, bytes);
+    if (over !== null) use.exceeded = over;
     return over;
   }
 
   /** @internal */
   onRtt(rttMs: number): void {
     this.rtt = rttMs;
-    this.hooks.onRtt?.(rttMs);
+    this.shared.hooks.onRtt?.(rttMs);
   }
 
   // DeadLetterSink: what the writer calls (R12).
@@ -388,7 +422,7 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   deadLetter(data: Outbound, binary: boolean, reason: DeadLetterReason): void {
     // A session connection's frames are the store's to replay or hand back (its own dead letters, R12).
     if (this.sessionBinding !== null) return;
-    this.hooks.onDeadLetter({ connectionId: this.id, data, binary, reason });
+    this.shared.hooks.onDeadLetter({ connectionId: this.id, data, binary, reason });
   }
 
   // RunnerHost: what the machine run calls.
@@ -399,9 +433,9 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   }
 
   /** @internal R8: the machine's two actors, started when it invokes them and stopped when it reaches `closed`. */
-  spawn(id: string, report: (event: EventObject) => void): HostedActor<never> {
-    if (id === 'reader') return new SocketReader(this, report as (event: ReaderEvent) => void);
-    return this.writer.attach(report as (event: WriterEvent) => void);
+  spawn(id: string, parent: ActorParent): HostedActor<never> {
+    if (id === 'reader') return new SocketReader(this, parent as ActorParent<ReaderEvent>);
+    return this.writer.attach(parent as ActorParent<WriterEvent>);
   }
 
   /** @internal */
@@ -417,9 +451,10 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   private end(closure: Closure): void {
     if (this.ended !== null) return;
     this.ended = closure;
-    const settle = this.settle;
-    this.settle = null;
+    const waiter = this.waiter;
+    const settle = waiter?.settle;
+    if (waiter) waiter.settle = null;
     settle?.(closure); // its reactions run after onClose: the owner's bookkeeping comes first
-    this.hooks.onClose?.(this, closure);
+    this.shared.hooks.onClose?.(this, closure);
   }
 }

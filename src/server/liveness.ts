@@ -13,18 +13,46 @@
  */
 import type { ReaderCommand, ReaderEvent } from '../../machines/connection.machine.ts';
 
+/** Where a reader's reports go: the machine (on the server, its run itself: no closure per connection). */
+export interface ReaderParent {
+  report(event: ReaderEvent): void;
+}
+
+/** LivenessReport's flags (bits of `flags`); subclasses use the bits from SUBCLASS_FLAGS up. */
+const CLOSED = 1;
+const STOPPED = 2;
+export const SUBCLASS_FLAGS = 4;
+
 export class LivenessReport {
   /** True between a ping and the first inbound frame after it. Read on the hot path: keep it a field. */
   expecting = false;
-  private closed = false;
-  protected stopped = false;
+  /** Booleans as bits, one field for all (memory per idle connection on the server). */
+  protected flags = 0;
 
   constructor(
     /** Where the reports go (the machine). */
-    readonly sendBack: (event: ReaderEvent) => void,
-    /** Runs `fn` once pending input has been dispatched (Node: setImmediate; browsers: setTimeout 0). */
-    private readonly defer: (fn: () => void) => void,
+    readonly parent: ReaderParent,
   ) {}
+
+  /** The transport's close was reported. */
+  private get closed(): boolean {
+    return (this.flags & CLOSED) !== 0;
+  }
+
+  /** The reader stopped: nothing more is reported. */
+  protected get stopped(): boolean {
+    return (this.flags & STOPPED) !== 0;
+  }
+
+  /** Reports to the machine. */
+  sendBack(event: ReaderEvent): void {
+    this.parent.report(event);
+  }
+
+  /** Runs `fn` once pending input has been dispatched (browsers: setTimeout 0; Node's reader overrides it with setImmediate). */
+  protected defer(fn: () => void): void {
+    setTimeout(fn, 0);
+  }
 
   command(command: ReaderCommand): void {
     if (command.type === 'reader.expectLiveness') this.expecting = true;
@@ -44,12 +72,12 @@ export class LivenessReport {
   /** The transport closed (R2): reported once. */
   close(code: number, reason: string): void {
     if (this.closed) return;
-    this.closed = true;
+    this.flags |= CLOSED;
     this.sendBack({ type: 'socket.closed', code, reason });
   }
 
   /** The reader stopped: nothing more is reported. */
   stop(): void {
-    this.stopped = true;
+    this.flags |= STOPPED;
   }
 }

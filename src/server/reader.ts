@@ -12,9 +12,9 @@ import WebSocket from 'ws';
 import { fromCallback } from 'xstate';
 import type { ActorInput, ReaderCommand, ReaderEvent } from '../../machines/connection.machine.ts';
 import { CloseCodes } from '../../machines/close-codes.ts';
-import { LivenessReport } from './liveness.ts';
+import { LivenessReport, SUBCLASS_FLAGS, type ReaderParent } from './liveness.ts';
 import type { TokenBucket } from './rate-limit.ts';
-import { canHoldParser, ParserHold, receiverOf, WS_CONCLUDE, type WsReceiver } from './ws-internals.ts';
+import { canHoldParser, observeConclude, ParserHold, receiverOf } from './ws-internals.ts';
 import { costOf, type Deferrable, type TurnScheduler } from './scheduler.ts';
 import type { SocketIO } from './socket-io.ts';
 
@@ -41,14 +41,6 @@ function noop(): void {}
 const READER = Symbol('ws-supervisor.reader');
 type ReadSocket = WebSocket & { [READER]?: SocketReader };
 
-/**
- * ws's frame parser, which reports the peer's close frame ('conclude'): ws
- * internals, named in one place (src/server/ws-internals.ts, whose test fails
- * loudly when a ws upgrade moves them). If it ever goes away, the peer's close
- * is still bounded by the `closeTimeout` the server hands ws, and
- * test/server/close-bounded.test.ts fails on the missing `peerClosing`.
- */
-type Receiver = WsReceiver & { [READER]?: SocketReader };
 
 /*
  * ws calls listeners with `this` = the socket, so one function per event
@@ -76,8 +68,15 @@ function onOpen(this: ReadSocket): void {
   reader.listenForClose();
   reader.sendBack({ type: 'socket.open' });
 }
-function onConclude(this: Receiver, code: number, reason: Buffer): void {
-  this[READER]?.sendBack({ type: 'socket.closing', code, reason: reason.toString() });
+/**
+ * The peer's close frame (R16), seen on ws's frame parser: ws internals, named
+ * in one place (src/server/ws-internals.ts, whose test fails loudly when a ws
+ * upgrade moves them). If it ever goes away, the peer's close is still
+ * bounded by the `closeTimeout` the server hands ws, and
+ * test/server/close-bounded.test.ts fails on the missing `peerClosing`.
+ */
+function onConclude(ws: WebSocket, code: number, reason: Buffer): void {
+  (ws as ReadSocket)[READER]?.sendBack({ type: 'socket.closing', code, reason: reason.toString() });
 }
 /** What the reader listens to for the connection's whole life. */
 const LISTENERS = [
@@ -131,42 +130,59 @@ export class SupervisedWebSocket extends WebSocket {
  * The reader is its own liveness report (one object per connection, not two:
  * memory per idle connection).
  */
+/** SocketReader's flags, bits of LivenessReport's `flags`. */
+const FLOODED = SUBCLASS_FLAGS;
+const OVER_BUDGET = SUBCLASS_FLAGS << 1;
+
+/** Messages waiting for the reader's next turn, as pairs [data, isBinary, …] from `head` on. */
+interface Backlog {
+  items: Array<Buffer | boolean | undefined>;
+  head: number;
+}
+
 export class SocketReader extends LivenessReport implements Deferrable {
-  private flooded = false;
-  /** Over a budget: the machine has been told once; every later message is dropped. */
-  private overBudget = false;
   // Fair scheduling (src/server/scheduler.ts), only when the io has a scheduler (the server's connections).
   fairTurn = 0;
   fairUsed = 0;
-  /** Messages `ws` parsed after this reader used its share, as pairs [data, isBinary, …]; null when none. */
-  private backlog: Array<Buffer | boolean | undefined> | null = null;
-  private head = 0;
+  /** Messages `ws` parsed after this reader used its share; null when none (made when needed: a quiet connection has none). */
+  private backlog: Backlog | null = null;
   /** Holds `ws`'s parser while over the share (made at the first hold: a quiet connection has none). */
   private parser: ParserHold | null = null;
 
   constructor(
     private readonly io: SocketIO,
-    sendBack: (event: ReaderEvent) => void,
+    parent: ReaderParent,
   ) {
-    // setImmediate runs after the poll phase: anything the peer sent before the
-    // pong timer fired has been read (and reported) by then.
-    super(sendBack, setImmediate);
+    super(parent);
     const ws = io.ws as ReadSocket;
     ws[READER] = this;
     if (!(ws instanceof SupervisedWebSocket)) for (const [event, listener] of LISTENERS) ws.on(event, listener as (...args: unknown[]) => void);
     if (ws.readyState === 1) {
       this.listenForClose();
-      sendBack({ type: 'socket.open' });
+      parent.report({ type: 'socket.open' });
     } else if (ws.readyState === 0) ws.once('open', onOpen);
     else queueMicrotask(() => this.close(CloseCodes.ABNORMAL, ''));
   }
 
+  /** Over its rate: the machine has been told once. */
+  private get flooded(): boolean {
+    return (this.flags & FLOODED) !== 0;
+  }
+
+  /** Over a budget: the machine has been told once; every later message is dropped. */
+  private get overBudget(): boolean {
+    return (this.flags & OVER_BUDGET) !== 0;
+  }
+
+  /** setImmediate runs after the poll phase: anything the peer sent before the pong timer fired has been read (and reported) by then. */
+  protected override defer(fn: () => void): void {
+    setImmediate(fn);
+  }
+
   /** R16: from open on, the peer's close frame is reported (`socket.closing`). */
   listenForClose(): void {
-    const receiver = receiverOf(this.io.ws) as Receiver | undefined;
-    if (receiver === undefined) return;
-    receiver[READER] = this;
-    receiver.on(WS_CONCLUDE, onConclude);
+    const receiver = receiverOf(this.io.ws);
+    if (receiver !== undefined) observeConclude(receiver, onConclude);
   }
 
   override stop(): void {
@@ -174,11 +190,6 @@ export class SocketReader extends LivenessReport implements Deferrable {
     super.stop();
     if (ws[READER] === this) ws[READER] = undefined;
     this.parser?.dispose(); // what ws still holds is parsed now, for nobody: the connection has ended
-    const receiver = receiverOf(ws) as Receiver | undefined;
-    if (receiver !== undefined && receiver[READER] === this) {
-      receiver[READER] = undefined;
-      receiver.off(WS_CONCLUDE, onConclude);
-    }
     ws.off('open', onOpen);
     if (ws instanceof SupervisedWebSocket) return; // it never throws an 'error' nobody listens to
     for (const [event, listener] of LISTENERS) ws.off(event, listener as (...args: unknown[]) => void);
@@ -196,12 +207,11 @@ export class SocketReader extends LivenessReport implements Deferrable {
       if (this.overBudget) return; // closing 1008: the rest is dropped
       // Fairness: behind deferred messages, or over this turn's share, it waits its turn (in order).
       if (this.backlog !== null) {
-        this.backlog.push(data, isBinary);
+        this.backlog.items.push(data, isBinary);
         return;
       }
       if (!scheduler.admit(this, costOf(data.length))) {
-        this.backlog = [data, isBinary];
-        this.head = 0;
+        this.backlog = { items: [data, isBinary], head: 0 };
         this.stopReading();
         scheduler.defer(this);
         return;
@@ -240,15 +250,16 @@ export class SocketReader extends LivenessReport implements Deferrable {
   drain(scheduler: TurnScheduler): boolean {
     const backlog = this.backlog;
     if (backlog !== null) {
-      while (this.head < backlog.length) {
-        const data = backlog[this.head] as Buffer;
-        const isBinary = backlog[this.head + 1] as boolean;
-        backlog[this.head] = backlog[this.head + 1] = undefined;
-        this.head += 2;
+      const items = backlog.items;
+      while (backlog.head < items.length) {
+        const data = items[backlog.head] as Buffer;
+        const isBinary = items[backlog.head + 1] as boolean;
+        items[backlog.head] = items[backlog.head + 1] = undefined;
+        backlog.head += 2;
         scheduler.count(this, costOf(data.length));
         this.deliver(data, isBinary);
         if (this.backlog !== backlog) break; // over a budget meanwhile: dropped
-        if (this.fairUsed >= scheduler.share && this.head < backlog.length) return false;
+        if (this.fairUsed >= scheduler.share && backlog.head < items.length) return false;
       }
       if (this.backlog === backlog) this.backlog = null;
     }
@@ -299,7 +310,7 @@ export class SocketReader extends LivenessReport implements Deferrable {
     if (this.overBudget) return true;
     const over = this.io.inboundBudget!(bytes);
     if (over === null) return false;
-    this.overBudget = true;
+    this.flags |= OVER_BUDGET;
     this.backlog = null;
     if (!this.stopped) this.sendBack({ type: 'socket.flood', rate: 0, reason: over });
     return true;
@@ -337,7 +348,7 @@ export class SocketReader extends LivenessReport implements Deferrable {
   private overRate(limiter: TokenBucket): boolean {
     if (limiter.take()) return false;
     if (!this.flooded) {
-      this.flooded = true;
+      this.flags |= FLOODED;
       this.sendBack({ type: 'socket.flood', rate: limiter.rate });
     }
     return true;
@@ -346,7 +357,7 @@ export class SocketReader extends LivenessReport implements Deferrable {
 
 /** The reader as an XState actor, for the machine run as an actor (the client). */
 export const readerActor = fromCallback<ReaderCommand, ActorInput>(({ input, sendBack, receive }) => {
-  const reader = new SocketReader(input.io as SocketIO, (event) => sendBack(event));
+  const reader = new SocketReader(input.io as SocketIO, { report: (event) => sendBack(event) });
   receive((command) => reader.command(command));
   return () => reader.stop();
 });

@@ -8,7 +8,9 @@
  * executed here. What this saves is the per-connection actor: an actor tree
  * (machine + reader + writer) costs ~15 KiB and ~50 µs of CPU per heartbeat
  * (docs/BENCHMARKS.md, before/after); a runner is a snapshot pointer, two
- * actor hosts and at most a few timers.
+ * actor hosts and at most a few timers. The timers wait on the process's one
+ * timer wheel (src/server/timer-wheel.ts: never early, at most
+ * WHEEL_TICK_MS late), not in a Node `Timeout` each.
  *
  * Snapshots are shared. While a connection's context is the supervisor's
  * (no close requested yet), its snapshot is one of a handful of interned
@@ -33,6 +35,15 @@ import {
   type SnapshotFrom,
   type Subscription,
 } from 'xstate';
+import { timerWheel, TimerSource, WheelTimer } from './timer-wheel.ts';
+
+/**
+ * What a hosted actor reports to: its machine run (`report` is the run's own
+ * method, so an actor holds the run itself, not a closure over it).
+ */
+export interface ActorParent<TEvent extends EventObject = EventObject> {
+  report(event: TEvent): void;
+}
 
 /** What the runner needs of an actor that lives outside the machine. */
 export interface HostedActor<TCommand> {
@@ -71,8 +82,8 @@ export interface RunnerConfig<TMachine extends AnyStateMachine> {
 export interface RunnerHost {
   /** Shown to inspectors and in logs, e.g. `connection:<id>`. Read only when someone looks. */
   readonly actorId: string;
-  /** Starts the hosted actor the machine invokes as `id`; it reports to the machine through `report`. */
-  spawn(id: string, report: (event: EventObject) => void): HostedActor<never>;
+  /** Starts the hosted actor the machine invokes as `id`; it reports to the machine through `parent.report`. */
+  spawn(id: string, parent: ActorParent): HostedActor<never>;
   /** The machine reached a final state: its output (this run's own copy), once. */
   done(output: unknown): void;
   /** An action threw (a bug in a hosted actor); the runner has stopped its actors. */
@@ -143,17 +154,87 @@ function intern(shared: Shared, snapshot: Snap): object {
   return snapshot;
 }
 
-/** A real timer's callback: its arguments are fixed when the `Timeout` is made (it is reused, see `arm`). */
-function fireTimer(runner: MachineRunner<AnyStateMachine>, sendId: string): void {
-  runner.fired(sendId);
+/**
+ * One named delay of a run (per sendId, made at its first arm and reused for
+ * every later one: the heartbeat re-arms `pingInterval` and `pongTimeout` on
+ * every ping, with no allocation). A run's delays form a short list (`next`):
+ * rarely more than two.
+ */
+class Delay extends WheelTimer {
+  /** The event it raises when it fires (the step's own, shared by every run). */
+  event: EventObject | null = null;
+
+  constructor(
+    private readonly run: MachineRunner<AnyStateMachine>,
+    readonly sendId: string,
+    readonly next: Delay | null,
+  ) {
+    super();
+  }
+
+  fire(): void {
+    this.run.fired(this);
+  }
 }
 
-/** Shared, never written: a run with no hosted actor points here. */
-const EMPTY: unknown[] = [];
+/** A test's simulated clock as a timer source (one per clock): each armed delay is one of its timeouts. */
+class ClockTimers implements TimerSource {
+  private readonly handles = new Map<WheelTimer, unknown>();
 
-function stopAll(hosted: unknown[]): void {
-  for (let i = 1; i < hosted.length; i += 2) (hosted[i] as HostedActor<unknown>).stop();
+  constructor(private readonly clock: RunnerClock) {}
+
+  schedule(timer: WheelTimer, ms: number): void {
+    this.cancel(timer);
+    timer.due = 0; // armed
+    this.handles.set(
+      timer,
+      this.clock.setTimeout(() => {
+        this.handles.delete(timer);
+        timer.due = -1;
+        timer.fire();
+      }, ms),
+    );
+  }
+
+  cancel(timer: WheelTimer): void {
+    const handle = this.handles.get(timer);
+    if (handle === undefined) return;
+    this.handles.delete(timer);
+    timer.due = -1;
+    this.clock.clearTimeout(handle);
+  }
 }
+const clockTimers = new WeakMap<RunnerClock, ClockTimers>();
+
+function timerSource(clock: RunnerClock | undefined): TimerSource {
+  if (clock === undefined) return timerWheel;
+  let source = clockTimers.get(clock);
+  if (source === undefined) clockTimers.set(clock, (source = new ClockTimers(clock)));
+  return source;
+}
+
+/** A config with what its runs share (made at its first run). */
+interface Bound {
+  config: RunnerConfig<AnyStateMachine>;
+  shared: Shared;
+  timers: TimerSource;
+}
+const boundConfigs = new WeakMap<object, Bound>();
+
+interface Extras<S> {
+  /** Hosted actors beyond the first two, as pairs [id, actor, …]. */
+  more: unknown[] | null;
+  observers: Array<Partial<Observer<S>>> | null;
+  session: string | null;
+}
+
+function newExtras<S>(): Extras<S> {
+  return { more: null, observers: null, session: null };
+}
+
+const BUSY = 1;
+const STARTED = 2;
+const STOPPED = 4;
 
 let sessions = 0;
 
@@ -171,49 +252,47 @@ function payloadKey(event: EventObject): string | null {
 /**
  * One machine run. Looks like an actor to its users (`send`, `getSnapshot`,
  * `subscribe`, `id`/`sessionId` for inspectors), but holds only a snapshot
- * pointer, its hosted actors and its armed timers.
+ * pointer, its hosted actors and its armed timers. Every field counts: there
+ * is one run per connection (docs/performance.md, idle memory).
  */
-export class MachineRunner<TMachine extends AnyStateMachine> {
-  private readonly config: RunnerConfig<TMachine>;
+export class MachineRunner<TMachine extends AnyStateMachine> implements ActorParent {
+  /** Its config, what runs of its machine and input share, its timer source: one object per config. */
+  private readonly bound: Bound;
   private readonly host: RunnerHost;
-  private readonly shared: Shared;
   private snapshot: object;
   /**
-   * Hosted actors, as pairs [id, actor, …]. Arrays here are replaced by
-   * exact-size copies rather than grown (a push on a full array gives it room
-   * for 16 more: ~200 bytes per idle connection for each of them).
+   * Hosted actors: the first two in fields (the connection machine has two,
+   * its reader and writer), any more in `extras`. No array per run: an
+   * array is ~80 bytes per idle connection.
    */
-  private hosted: unknown[] = EMPTY;
-  /**
-   * Delayed events, as quadruples [sendId, timer handle, ms, event, …]:
-   * rarely more than two (an exact-size array, replaced rather than grown).
-   * `event` is null once the delay fired: the entry keeps its real `Timeout`,
-   * and the next arm of that sendId with the same length re-arms it with
-   * `refresh()` instead of making a new one (the heartbeat re-arms
-   * `pingInterval` on every pong: no `Timeout`, argument array or entry array
-   * per ping). A refreshed timer goes to the end of its length's list with a
-   * new start, exactly as a new `setTimeout` would, so the delay's meaning
-   * and its order against other timers of that length are unchanged
-   * (test/conformance/server-paths.test.ts checks that order). A cancelled
-   * delay's timer is cleared (a cleared `Timeout` cannot be re-armed) and its
-   * slot kept with a null handle, for the next arm of that sendId.
-   */
-  private timers: unknown[] | null = null;
+  private firstId: string | null = null;
+  private first: HostedActor<unknown> | null = null;
+  private secondId: string | null = null;
+  private second: HostedActor<unknown> | null = null;
+
+  /** Its delays, one per sendId armed so far (armed, fired or cancelled), as a list. */
+  private delays: Delay | null = null;
   /** Events sent while a step runs (an actor reporting synchronously): processed after it, in order. */
   private queue: EventObject[] | null = null;
-  private busy = false;
-  private started = false;
-  private stopped = false;
-  private observers: Array<Partial<Observer<SnapshotFrom<TMachine>>>> | null = null;
-  private session: string | null = null;
-  /** The one function the hosted actors report through (made on first spawn). */
-  private reportTo: ((event: EventObject) => void) | null = null;
+  /** BUSY | STARTED | STOPPED. */
+  private flags = 0;
+  /** What few runs need (more than two hosted actors, subscribers, an inspector's session id): made on first use. */
+  private extras: Extras<SnapshotFrom<TMachine>> | null = null;
 
   constructor(config: RunnerConfig<TMachine>, host: RunnerHost) {
-    this.config = config;
+    let bound = boundConfigs.get(config);
+    if (bound === undefined) boundConfigs.set(config, (bound = { config, shared: sharedFor(config.machine, config.input), timers: timerSource(config.clock) }));
+    this.bound = bound;
     this.host = host;
-    this.shared = sharedFor(config.machine, config.input);
-    this.snapshot = this.shared.initial[0];
+    this.snapshot = bound.shared.initial[0];
+  }
+
+  private get config(): RunnerConfig<TMachine> {
+    return this.bound.config as RunnerConfig<TMachine>;
+  }
+
+  private get shared(): Shared {
+    return this.bound.shared;
   }
 
   /** For inspectors and logs. */
@@ -223,7 +302,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
 
   /** For inspectors: unique per run, made when first asked for. */
   get sessionId(): string {
-    return (this.session ??= `runner:${++sessions}`);
+    return ((this.extras ??= newExtras()).session ??= `runner:${++sessions}`);
   }
 
   /** For inspectors: the machine, whose `config` they draw. */
@@ -233,10 +312,9 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
 
   /** Enters the initial state: spawns the invoked actors, arms its delays. */
   start(): this {
-    if (this.started) return this;
-    this.started = true;
+    if ((this.flags & STARTED) !== 0) return this;
+    this.flags |= STARTED | BUSY;
     this.inspect({ type: '@xstate.actor' });
-    this.busy = true;
     try {
       this.execute(this.shared.initial[1], { type: 'xstate.init' });
       this.notify({ type: 'xstate.init' });
@@ -244,30 +322,31 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     } catch (err) {
       this.fail(err);
     } finally {
-      this.busy = false;
+      this.flags &= ~BUSY;
     }
     return this;
   }
 
   send(event: EventFromLogic<TMachine>): void {
-    this.receive(event);
+    this.report(event);
   }
 
-  /** `send` for events the machine's own actors and timers produce. */
-  private receive(event: EventObject): void {
-    if (this.stopped) return;
-    if (this.busy || !this.started) {
+  /** `send` for the events the machine's own actors (ActorParent) and timers produce. */
+  report(event: EventObject): void {
+    const flags = this.flags;
+    if ((flags & STOPPED) !== 0) return;
+    if ((flags & (BUSY | STARTED)) !== STARTED) {
       (this.queue ??= []).push(event);
       return;
     }
-    this.busy = true;
+    this.flags = flags | BUSY;
     try {
       this.step(event);
       this.drain();
     } catch (err) {
       this.fail(err);
     } finally {
-      this.busy = false;
+      this.flags &= ~BUSY;
     }
   }
 
@@ -277,22 +356,26 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
 
   subscribe(observer: Partial<Observer<SnapshotFrom<TMachine>>> | ((snapshot: SnapshotFrom<TMachine>) => void)): Subscription {
     const o = typeof observer === 'function' ? { next: observer } : observer;
-    (this.observers ??= []).push(o);
+    const extras = (this.extras ??= newExtras());
+    (extras.observers ??= []).push(o);
     return {
       unsubscribe: () => {
-        const i = this.observers?.indexOf(o) ?? -1;
-        if (i >= 0) this.observers!.splice(i, 1);
+        const i = extras.observers?.indexOf(o) ?? -1;
+        if (i >= 0) extras.observers!.splice(i, 1);
       },
     };
   }
 
   /** Stops without finishing (like `actor.stop()`): hosted actors stopped, timers cleared, no output. */
   stop(): void {
-    if (this.stopped) return;
-    this.stopped = true;
+    if ((this.flags & STOPPED) !== 0) return;
+    this.flags |= STOPPED;
     this.clearTimers();
-    stopAll(this.hosted);
-    this.hosted = EMPTY;
+    this.stopActors(false);
+  }
+
+  private get stopped(): boolean {
+    return (this.flags & STOPPED) !== 0;
   }
 
   private drain(): void {
@@ -325,7 +408,7 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     }
     this.snapshot = step[0];
     this.execute(step[1], event);
-    if (this.config.inspect !== undefined || this.observers !== null) this.notify(event);
+    if (this.config.inspect !== undefined || this.extras?.observers != null) this.notify(event);
   }
 
   private execute(actions: readonly Action[], event: EventObject): void {
@@ -335,22 +418,15 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
       switch (action.type) {
         case 'xstate.spawnChild': {
           const id = params.id as string;
-          this.hosted = this.hosted.concat(id, this.host.spawn(id, (this.reportTo ??= (e) => this.receive(e))));
+          this.addActor(id, this.host.spawn(id, this));
           break;
         }
-        case 'xstate.stopChild': {
-          const i = this.hosted.indexOf((params as { id: string }).id);
-          if (i >= 0) {
-            const actor = this.hosted[i + 1] as HostedActor<unknown>;
-            this.hosted = this.hosted.filter((_, j) => j !== i && j !== i + 1);
-            actor.stop();
-          }
+        case 'xstate.stopChild':
+          this.removeActor((params as { id: string }).id)?.stop();
           break;
-        }
         case 'xstate.sendTo': {
           const to = params.to as { id: string } | string;
-          const i = this.hosted.indexOf(typeof to === 'string' ? to : to.id);
-          if (i >= 0) (this.hosted[i + 1] as HostedActor<unknown>).command(params.event);
+          this.actor(typeof to === 'string' ? to : to.id)?.command(params.event);
           break;
         }
         case 'xstate.raise': {
@@ -369,114 +445,144 @@ export class MachineRunner<TMachine extends AnyStateMachine> {
     if ((this.snapshot as Snap).status !== 'active') this.finish();
   }
 
-  private arm(sendId: string, event: EventObject, ms: number): void {
-    const clock = this.config.clock;
-    const timers = this.timers;
-    if (timers !== null) {
-      for (let i = 0; i < timers.length; i += 4) {
-        if (timers[i] !== sendId) continue;
-        const handle = timers[i + 1];
-        if (clock === undefined && handle !== null && timers[i + 2] === ms) {
-          // Armed or fired, the same length: refresh() re-arms it as a new setTimeout would.
-          timers[i + 3] = event;
-          (handle as NodeJS.Timeout).refresh();
-        } else {
-          if (handle !== null) this.clearHandle(handle);
-          timers[i + 1] = this.newTimer(sendId, ms);
-          timers[i + 2] = ms;
-          timers[i + 3] = event;
-        }
-        return;
+  private addActor(id: string, actor: HostedActor<unknown>): void {
+    if (this.first === null) {
+      this.firstId = id;
+      this.first = actor;
+    } else if (this.second === null) {
+      this.secondId = id;
+      this.second = actor;
+    } else {
+      const extras = (this.extras ??= newExtras());
+      extras.more = (extras.more ?? []).concat(id, actor);
+    }
+  }
+
+  private actor(id: string): HostedActor<unknown> | undefined {
+    if (this.firstId === id) return this.first ?? undefined;
+    if (this.secondId === id) return this.second ?? undefined;
+    const more = this.extras?.more ?? null;
+    const i = more === null ? -1 : more.indexOf(id);
+    return i >= 0 ? (more![i + 1] as HostedActor<unknown>) : undefined;
+  }
+
+  private removeActor(id: string): HostedActor<unknown> | undefined {
+    let actor: HostedActor<unknown> | null = null;
+    if (this.firstId === id) {
+      actor = this.first;
+      this.firstId = null;
+      this.first = null;
+    } else if (this.secondId === id) {
+      actor = this.second;
+      this.secondId = null;
+      this.second = null;
+    } else {
+      const extras = this.extras;
+      const i = extras?.more?.indexOf(id) ?? -1;
+      if (i >= 0) {
+        actor = extras!.more![i + 1] as HostedActor<unknown>;
+        extras!.more = extras!.more!.filter((_, j) => j !== i && j !== i + 1);
       }
     }
-    const handle = this.newTimer(sendId, ms);
-    this.timers = timers === null ? [sendId, handle, ms, event] : timers.concat(sendId, handle, ms, event);
+    return actor ?? undefined;
   }
 
-  private newTimer(sendId: string, ms: number): unknown {
-    const clock = this.config.clock;
-    return clock ? clock.setTimeout(() => this.fired(sendId), ms) : setTimeout(fireTimer, ms, this, sendId);
-  }
-
-  /** A delay's timer fired: its event, if it is still armed. */
-  fired(sendId: string): void {
-    const timers = this.timers;
-    if (timers === null) return;
-    for (let i = 0; i < timers.length; i += 4) {
-      if (timers[i] !== sendId) continue;
-      const event = timers[i + 3] as EventObject | null;
-      if (event === null) return;
-      timers[i + 3] = null;
-      this.receive(event);
-      return;
+  /** Stops every hosted actor (`quietly`: a failing run, whose first error is the one reported). */
+  private stopActors(quietly: boolean): void {
+    const actors: Array<HostedActor<unknown> | null> = [this.first, this.second];
+    const extras = this.extras;
+    const more = extras?.more ?? null;
+    if (more !== null) for (let i = 1; i < more.length; i += 2) actors.push(more[i] as HostedActor<unknown>);
+    this.firstId = this.secondId = null;
+    this.first = this.second = null;
+    if (extras !== null) extras.more = null;
+    for (const actor of actors) {
+      if (actor === null) continue;
+      if (!quietly) actor.stop();
+      else {
+        try {
+          actor.stop();
+        } catch {
+          // already failing; the first error is the one reported
+        }
+      }
     }
+  }
+
+  /** The source of this run's timers: the process's wheel, or a test's clock. */
+  private get timers(): TimerSource {
+    return this.bound.timers;
+  }
+
+  /**
+   * Arms (or re-arms) a delay. Its `Delay` is made at the first arm of that
+   * sendId and reused: a re-arm puts it at the end of its new tick, as a new
+   * timer would, so the delay's meaning and its order against other timers
+   * are unchanged (test/conformance/server-paths.test.ts checks that order).
+   */
+  private arm(sendId: string, event: EventObject, ms: number): void {
+    let delay = this.delays;
+    while (delay !== null && delay.sendId !== sendId) delay = delay.next;
+    if (delay === null) this.delays = delay = new Delay(this as MachineRunner<AnyStateMachine>, sendId, this.delays);
+    delay.event = event;
+    this.timers.schedule(delay, ms);
+  }
+
+  /** @internal A delay's time has come (from the wheel): its event. */
+  fired(delay: Delay): void {
+    const event = delay.event;
+    if (event === null) return;
+    delay.event = null;
+    this.report(event);
   }
 
   private cancel(sendId: string): void {
-    const timers = this.timers;
-    if (timers === null) return;
-    for (let i = 0; i < timers.length; i += 4) {
-      if (timers[i] !== sendId) continue;
-      if (timers[i + 3] === null) return; // fired or cancelled: nothing to cancel
-      this.clearHandle(timers[i + 1]);
-      // The slot stays (handle null): the heartbeat cancels `pongTimeout` on
-      // every pong and arms it again on the next ping, so dropping the entry
-      // would mean a new array per ping. The sendIds are the machine's few.
-      timers[i + 1] = null;
-      timers[i + 3] = null;
-      return;
-    }
-  }
-
-  private clearHandle(handle: unknown): void {
-    const clock = this.config.clock;
-    if (clock) clock.clearTimeout(handle);
-    else clearTimeout(handle as NodeJS.Timeout);
+    let delay = this.delays;
+    while (delay !== null && delay.sendId !== sendId) delay = delay.next;
+    if (delay === null || !delay.armed) return; // fired or cancelled: nothing to cancel
+    // The Delay stays in the list: the heartbeat cancels `pongTimeout` on every pong and arms it again on the next ping.
+    this.timers.cancel(delay);
+    delay.event = null;
   }
 
   /** The machine is done: no timer survives, every hosted actor is stopped (R3). */
   private finish(): void {
     if (this.stopped) return;
-    this.stopped = true;
+    this.flags |= STOPPED;
     this.clearTimers();
-    stopAll(this.hosted);
-    this.hosted = EMPTY;
+    this.stopActors(false);
     // Snapshots, and so their output, are shared between runs: each host gets its own copy.
     const shared = (this.snapshot as Snap).output;
     const output = typeof shared === 'object' && shared !== null ? { ...shared } : shared;
     queueMicrotask(() => {
-      for (const o of this.observers ?? []) o.complete?.();
+      for (const o of this.extras?.observers ?? []) o.complete?.();
       this.host.done(output);
     });
   }
 
   private fail(err: unknown): void {
     if (this.stopped) return;
-    this.stopped = true;
+    this.flags |= STOPPED;
     this.clearTimers();
-    for (let i = 1; i < this.hosted.length; i += 2) {
-      try {
-        (this.hosted[i] as HostedActor<unknown>).stop();
-      } catch {
-        // already failing; the first error is the one reported
-      }
-    }
-    this.hosted = EMPTY;
-    for (const o of this.observers ?? []) o.error?.(err);
+    this.stopActors(true);
+    for (const o of this.extras?.observers ?? []) o.error?.(err);
     this.host.failed(err);
   }
 
+  /** R3: every armed delay is taken off the wheel (which then holds nothing of this run). */
   private clearTimers(): void {
     const timers = this.timers;
-    if (timers === null) return;
-    for (let i = 1; i < timers.length; i += 4) if (timers[i] !== null) this.clearHandle(timers[i]);
-    this.timers = null;
+    for (let delay = this.delays; delay !== null; delay = delay.next) {
+      timers.cancel(delay);
+      delay.event = null;
+    }
+    this.delays = null;
   }
 
   private notify(event: EventObject): void {
     const snapshot = this.snapshot as SnapshotFrom<TMachine>;
     if (this.config.inspect) this.inspect({ type: '@xstate.snapshot', event, snapshot });
-    const observers = this.observers;
+    const observers = this.extras?.observers ?? null;
     if (observers === null) return;
     for (const o of observers.slice()) o.next?.(snapshot);
   }

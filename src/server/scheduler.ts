@@ -196,6 +196,8 @@ export class BudgetUse {
   messages = 0;
   bytes = 0;
   fanOut = 0;
+  /** The close reason of the budget exceeded, once one is (then it stays: the connection is closing). */
+  exceeded: string | null = null;
 
   constructor(now: number) {
     this.start = now;

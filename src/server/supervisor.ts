@@ -26,7 +26,7 @@ import {
 } from './admission.ts';
 import { createMemoryAdapter } from '../adapter/memory.ts';
 import type { Adapter, AdapterDeadLetter, AdapterMessage, AdapterStatus, NodeInfo } from '../adapter/types.ts';
-import { Connection, connectionRunnerConfig, type ConnectionHooks, type ConnectionRunnerConfig, type DeadLetter } from './connection.ts';
+import { Connection, connectionRunnerConfig, type ConnectionHooks, type ConnectionRunnerConfig, type ConnectionShared, type DeadLetter } from './connection.ts';
 import { Hub, type BroadcastResult } from './hub.ts';
 import { SupervisorMetrics } from './metrics.ts';
 import { LogSummary } from './log-summary.ts';
@@ -131,18 +131,17 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   private readonly refusalLog: LogSummary;
   /** One 'close' listener for every counted socket (`this` is the socket). */
   /**
-   * One 'close' listener per admitted socket for the whole of its life (a
-   * second would turn the socket's listener list into an array with room for
-   * 16 more, ~200 bytes per idle connection): it leaves `admitting` and frees
-   * the address's count.
+   * The 'close' listener of a socket being admitted: it leaves `admitting`
+   * and frees the address's count. Taken off just before ws takes the socket
+   * (a third 'close' listener, beside Node's and ws's, turns the socket's
+   * list into an array with room for 16 more: ~150 bytes per idle
+   * connection); from then on the connection's end frees the count
+   * (`releaseCounted`, from `onClose`), or ws's 'close' for an upgrade that
+   * is not a connection.
    */
   private readonly onCountedClose = ((self: Supervisor<Auth>) =>
     function (this: Duplex): void {
-      self.admitting.delete(this);
-      const address = self.countedAs.get(this);
-      if (address === undefined) return;
-      self.countedAs.delete(this);
-      self.perAddress.remove(address);
+      self.releaseCounted(this);
     })(this);
   private readonly onPendingClose = ((self: Supervisor<Auth>) =>
     function (this: Duplex): void {
@@ -175,6 +174,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   private readonly logs = new Map<Connection<Auth>, Logger>();
   /** Shared by every connection: their machine runs share snapshots (src/server/runner.ts). */
   private readonly runnerConfig: ConnectionRunnerConfig;
+  /** What all its connections share (made at the first). */
+  private connectionShared: ConnectionShared<Auth> | null = null;
   /** One set of callbacks for all connections (no closures per connection). */
   private readonly hooks: ConnectionHooks<Auth> = {
     onMessage: (c, data, isBinary) => {
@@ -199,6 +200,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       // A session connection: its session detaches in the same step as the hub lets go.
       const announced = connection.sessionBinding?.closed() ?? true;
       this.hub.unregister(connection);
+      // R21: its socket is closed (or destroyed in this step: terminate, a timeout): the address's slot is free.
+      this.releaseCounted(connection.socket);
       this.metrics.closed(closure);
       const log = this.logs.get(connection);
       if (log) {
@@ -566,14 +569,28 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
         return this.refuse(request, socket, refusal ?? { status: 503, reason: 'draining', message: 'server is shutting down' });
       }
     }
+    // ws is about to add its 'close' listener: ours goes first (see onCountedClose). ws completes an
+    // upgrade synchronously (no verifyClient here); one it refuses, or completes later, gets ours back.
+    socket.off('close', this.onCountedClose);
+    let upgraded = false;
     this.wss.handleUpgrade(request, socket, head, (ws) => {
+      upgraded = true;
       this.admitting.delete(socket);
-      // ws owns the socket now, with its own listeners: ours go (leaving ws's, so no event key is deleted),
-      // but for the one 'close' listener that frees the address's count.
+      // ws owns the socket now, with its own listeners: ours go (leaving ws's, so no event key is deleted).
       socket.off('error', ignore);
-      if (this.sessions === null && wantsSession(request)) return this.closeSessionless(ws, request);
+      if (this.sessions === null && wantsSession(request)) return this.closeSessionless(ws, socket, request);
       this.open(ws, socket, request, auth as Auth);
     });
+    if (!upgraded) socket.on('close', this.onCountedClose);
+  }
+
+  /** A counted socket closed, or its connection ended: it leaves `admitting`, its address's count is freed (once). */
+  private releaseCounted(socket: Duplex): void {
+    this.admitting.delete(socket);
+    const address = this.countedAs.get(socket);
+    if (address === undefined) return;
+    this.countedAs.delete(socket);
+    this.perAddress.remove(address);
   }
 
   /** Upgrades accepted only to be closed 4501 (sessions off), until their socket closes: terminated by close() (R3). */
@@ -587,7 +604,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
    * retrying. Not a connection: no hub entry, no `connection` event; counted
    * as refused (`sessions-off`). The handshake is bounded by closeTimeout (R16).
    */
-  private closeSessionless(ws: import('ws').WebSocket, request: IncomingMessage): void {
+  private closeSessionless(ws: import('ws').WebSocket, socket: Duplex, request: IncomingMessage): void {
     this.metrics.refusedTotal.inc({ reason: 'sessions-off' });
     this.logger?.info(
       { code: CloseCodes.SESSIONS_UNSUPPORTED, reason: 'sessions-off', url: request.url, origin: request.headers.origin, remote: request.socket.remoteAddress },
@@ -595,7 +612,10 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     );
     this.sessionless.add(ws);
     ws.on('error', ignore);
-    ws.once('close', () => this.sessionless.delete(ws));
+    ws.once('close', () => {
+      this.sessionless.delete(ws);
+      this.releaseCounted(socket);
+    });
     // Bounded by ws itself: its close() arms the close timer with the closeTimeout this server gave ws (R16), the
     // same backstop every connection has; no machine runs for a connection the application never sees.
     ws.close(CloseCodes.SESSIONS_UNSUPPORTED, SESSIONS_UNSUPPORTED_REASON);
@@ -614,15 +634,17 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       id,
       ws,
       socket,
-      sendQueue: this.options.sendQueue,
       ...this.remoteOf(request, socket),
       protocol: ws.protocol,
       auth,
-      runner: this.runnerConfig,
-      hooks: this.hooks,
-      maxMessageRate: this.options.maxMessageRate,
-      scheduler: this.scheduler,
-      ...(this.options.budget ? { budget: this.options.budget } : {}),
+      shared: (this.connectionShared ??= {
+        hooks: this.hooks,
+        runner: this.runnerConfig,
+        sendQueue: this.options.sendQueue,
+        maxMessageRate: this.options.maxMessageRate,
+        scheduler: this.scheduler,
+        ...(this.options.budget ? { budget: this.options.budget } : {}),
+      }),
     });
     // A session connection goes live once its session is attached (its first frame): sessions.ts announces it.
     const asked = sessionRequested(request.url ?? '/');

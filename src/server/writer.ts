@@ -76,14 +76,28 @@ function armTurnEnd(): void {
   setImmediate(endTurn);
 }
 
+/** Where the write actor's reports go: the machine. */
+export interface WriterParent {
+  report(event: WriterEvent): void;
+}
+
 /** Where accepted messages that never reached the OS go (R12). */
 export interface DeadLetterSink {
   deadLetter(data: Outbound, binary: boolean, reason: DeadLetterReason): void;
 }
 
+/** What a send queue writes to, and where its dead letters go. */
+export interface WriterIO extends DeadLetterSink {
+  readonly ws: WebSocket;
+  /** The raw transport under `ws` (from the upgrade): drain/backpressure signals. */
+  readonly socket: Duplex;
+}
+
 /** Messages waiting for the socket to drain (allocated on the first backpressure). */
 interface Waiting {
   data: Outbound[];
+  /** Their bytes (payloads). */
+  bytes: number;
   /** Parallel to `data`: whether each message goes out as a binary frame. */
   binary: boolean[];
   head: number;
@@ -113,18 +127,23 @@ interface Unconfirmed {
   head: number;
 }
 
+// SendQueue's booleans, one bit each of `state` (one field, not seven: memory per idle connection).
+const ACCEPTING = 1;
+const RELEASED = 2;
+const BLOCKED = 4;
+const REPORTED_BLOCKED = 8;
+const PROGRESS_SCHEDULED = 16;
+const CORKED = 32;
+const DIRECT = 64;
+
 export class SendQueue {
   /** null until the socket first pushes back: an idle connection holds no queue arrays. */
   private waiting: Waiting | null = null;
-  private queuedBytes = 0;
   private unconfirmed: Unconfirmed | null = null;
-  private accepting = true;
-  private released = false;
-  private blocked = false;
-  /** The machine was told `write.blocked` and has not yet been told `write.drained` (R10). */
-  private reportedBlocked = false;
-  private progressScheduled = false;
-  private sendBack: ((event: WriterEvent) => void) | null = null;
+  /** The flags above, read through the accessors below. */
+  private state = ACCEPTING;
+  /** The machine, once the write actor runs (on the server, its run itself: no closure per connection). */
+  private parent: WriterParent | null = null;
   /** Callbacks handed to the socket, made the first time they are needed. */
   private writtenCallback: ((err?: Error | null) => void) | null = null;
   private drainListener: (() => void) | null = null;
@@ -135,20 +154,73 @@ export class SendQueue {
   bytesOut = 0;
   /** The turn this queue last wrote in (a second write in the same turn corks the socket). */
   private lastTurn = 0;
-  /** This queue holds a cork on the socket until the turn ends (it is in `corkedQueues`). */
-  private corked = false;
-  /** Frames are made here and written to the socket, not through `ws.send` (the server's sockets). */
-  private readonly direct: boolean;
 
   constructor(
-    private readonly ws: WebSocket,
-    private readonly socket: Duplex,
+    /** The socket and where dead letters go: on the server, the Connection itself (one pointer, not three). */
+    private readonly io: WriterIO,
     private readonly limits: SendQueueLimits,
-    private readonly sink: DeadLetterSink,
     /** Server side: frame and cork here (client frames must be masked, so the client leaves framing to `ws`). */
     frameHere = false,
   ) {
-    this.direct = frameHere && framesDirectly(ws);
+    if (frameHere && framesDirectly(io.ws)) this.state |= DIRECT;
+  }
+
+  private get ws(): WebSocket {
+    return this.io.ws;
+  }
+
+  private get socket(): Duplex {
+    return this.io.socket;
+  }
+
+  private flag(bit: number, on: boolean): void {
+    this.state = on ? this.state | bit : this.state & ~bit;
+  }
+
+  /** Sends are accepted (not closing, not overflowed). */
+  private get accepting(): boolean {
+    return (this.state & ACCEPTING) !== 0;
+  }
+  private set accepting(on: boolean) {
+    this.flag(ACCEPTING, on);
+  }
+  /** The actor stopped: the socket is given up (R3). */
+  private get released(): boolean {
+    return (this.state & RELEASED) !== 0;
+  }
+  private set released(on: boolean) {
+    this.flag(RELEASED, on);
+  }
+  /** Waiting for the socket's 'drain'. */
+  private get blocked(): boolean {
+    return (this.state & BLOCKED) !== 0;
+  }
+  private set blocked(on: boolean) {
+    this.flag(BLOCKED, on);
+  }
+  /** The machine was told `write.blocked` and has not yet been told `write.drained` (R10). */
+  private get reportedBlocked(): boolean {
+    return (this.state & REPORTED_BLOCKED) !== 0;
+  }
+  private set reportedBlocked(on: boolean) {
+    this.flag(REPORTED_BLOCKED, on);
+  }
+  private get progressScheduled(): boolean {
+    return (this.state & PROGRESS_SCHEDULED) !== 0;
+  }
+  private set progressScheduled(on: boolean) {
+    this.flag(PROGRESS_SCHEDULED, on);
+  }
+  /** This queue holds a cork on the socket until the turn ends (it is in `corkedQueues`). */
+  private get corked(): boolean {
+    return (this.state & CORKED) !== 0;
+  }
+  private set corked(on: boolean) {
+    this.flag(CORKED, on);
+  }
+  /** Frames are made here and written to the socket, not through `ws.send` (the server's sockets). */
+  private get direct(): boolean {
+    return (this.state & DIRECT) !== 0;
   }
 
   /** True when a send now would wait in our queue (the socket has pushed back). */
@@ -163,7 +235,7 @@ export class SendQueue {
   }
 
   get depthBytes(): number {
-    return this.queuedBytes;
+    return this.waiting?.bytes ?? 0;
   }
 
   get isAccepting(): boolean {
@@ -205,21 +277,21 @@ export class SendQueue {
 
   private enqueue(data: Outbound, binary: boolean): boolean {
     const bytes = byteLength(data);
-    if (this.depth + 1 > this.limits.maxMessages || this.queuedBytes + bytes > this.limits.maxBytes) {
+    if (this.depth + 1 > this.limits.maxMessages || this.depthBytes + bytes > this.limits.maxBytes) {
       this.accepting = false;
-      this.sendBack?.({ type: 'write.overflow', messages: this.depth, bytes: this.queuedBytes });
+      this.parent?.report({ type: 'write.overflow', messages: this.depth, bytes: this.depthBytes });
       return false;
     }
-    const w = (this.waiting ??= { data: [], binary: [], head: 0 });
+    const w = (this.waiting ??= { data: [], bytes: 0, binary: [], head: 0 });
     w.data.push(data);
     w.binary.push(binary);
-    this.queuedBytes += bytes;
+    w.bytes += bytes;
     return true;
   }
 
   /** Starts the write actor: from now on it reports to the machine. */
-  attach(sendBack: (event: WriterEvent) => void): this {
-    this.sendBack = sendBack;
+  attach(parent: WriterParent): this {
+    this.parent = parent;
     return this;
   }
 
@@ -280,7 +352,7 @@ export class SendQueue {
     // ws drops a send on a closing socket without a word (no callback): once the
     // peer's close frame is in, what is still queued can no longer go out (R12).
     if (this.ws.readyState !== 1) {
-      this.sink.deadLetter(data, binary, 'closed');
+      this.io.deadLetter(data, binary, 'closed');
       return;
     }
     const socket = this.socket;
@@ -363,7 +435,7 @@ export class SendQueue {
   private block(): void {
     this.blocked = true;
     this.socket.once('drain', (this.drainListener ??= () => this.onDrain()));
-    this.sendBack?.({ type: this.reportedBlocked ? 'write.progress' : 'write.blocked' });
+    this.parent?.report({ type: this.reportedBlocked ? 'write.progress' : 'write.blocked' });
     this.reportedBlocked = true;
   }
 
@@ -389,7 +461,7 @@ export class SendQueue {
       const i = u.head++;
       const data = u.data[i]!;
       u.data[i] = '';
-      if (err || (!u.synced[i] && destroyed)) this.sink.deadLetter(data, u.binary[i]!, err ? 'write-error' : 'closed');
+      if (err || (!u.synced[i] && destroyed)) this.io.deadLetter(data, u.binary[i]!, err ? 'write-error' : 'closed');
       else this.delivered(data);
       if (u.tracked[i]) break;
     }
@@ -427,7 +499,7 @@ export class SendQueue {
     const keep: number[] = [];
     for (let i = u.head; i < u.data.length; i++) {
       if (u.tracked[i]) keep.push(i);
-      else this.sink.deadLetter(u.data[i]!, u.binary[i]!, 'closed');
+      else this.io.deadLetter(u.data[i]!, u.binary[i]!, 'closed');
     }
     u.data = keep.map((i) => u.data[i]!);
     u.binary = keep.map((i) => u.binary[i]!);
@@ -450,7 +522,7 @@ export class SendQueue {
   /** Called (via setImmediate) at most once per I/O turn while blocked. */
   emitProgress(): void {
     this.progressScheduled = false;
-    if (this.blocked && !this.released) this.sendBack?.({ type: 'write.progress' });
+    if (this.blocked && !this.released) this.parent?.report({ type: 'write.progress' });
   }
 
   private onDrain(): void {
@@ -460,7 +532,7 @@ export class SendQueue {
     this.pump();
     if (!this.blocked) {
       this.reportedBlocked = false;
-      this.sendBack?.({ type: 'write.drained' });
+      this.parent?.report({ type: 'write.drained' });
       this.onDrained?.();
     }
   }
@@ -482,7 +554,7 @@ export class SendQueue {
     const data = w.data[w.head]!;
     const binary = w.binary[w.head]!;
     w.data[w.head++] = '';
-    this.queuedBytes -= byteLength(data);
+    w.bytes -= byteLength(data);
     this.write(data, binary, null, false);
   }
 
@@ -501,9 +573,8 @@ export class SendQueue {
     if (w === null) return;
     const data = w.data.slice(w.head);
     const binary = w.binary.slice(w.head);
-    w.data.length = w.binary.length = w.head = 0;
-    this.queuedBytes = 0;
-    for (let i = 0; i < data.length; i++) this.sink.deadLetter(data[i]!, binary[i]!, reason);
+    w.data.length = w.binary.length = w.head = w.bytes = 0;
+    for (let i = 0; i < data.length; i++) this.io.deadLetter(data[i]!, binary[i]!, reason);
   }
 
   private compact(): void {
@@ -528,7 +599,7 @@ function ignoreError(): void {}
 /** The write actor as an XState actor, for the machine run as an actor (the client). */
 export const writerActor = fromCallback<WriterCommand, ActorInput>(({ input, sendBack, receive }) => {
   // The io is a SocketIO (src/server/socket-io.ts); only its send queue is the writer's.
-  const queue = (input.io as { readonly writer: SendQueue }).writer.attach((event) => sendBack(event));
+  const queue = (input.io as { readonly writer: SendQueue }).writer.attach({ report: (event) => sendBack(event) });
   receive((command) => queue.command(command));
   return () => queue.stop();
 });

@@ -11,7 +11,13 @@
  *      close frame arrives. ws has no public event for it (its 'close' comes
  *      only once TCP is closed); ws's own 'conclude' listener, registered
  *      first, has echoed the close frame (readyState CLOSING) by the time ours
- *      runs. The reader listens to it for R16 (`socket.closing`).
+ *      runs. The reader learns of it for R16 (`socket.closing`) through
+ *      `observeConclude`: not as a second listener (that turns the
+ *      Receiver's listener entry into an array, ~64 bytes per connection) but
+ *      through one shared `emit` set on the Receiver, which runs ws's own
+ *      listener first, then ours. It finds the WebSocket through the
+ *      Receiver's back-pointer, ws's `kWebSocket` symbol (description
+ *      'websocket', set by `setSocket`).
  *   2. `ws.send` with permessage-deflate off writes the frame to the upgrade
  *      socket synchronously, so the writer (src/server/writer.ts) reads the
  *      socket's `writableLength` right after a send to learn whether the OS
@@ -58,6 +64,51 @@ export const WS_RECEIVER_MEMBER = '_receiver';
 /** ws's frame parser of an open socket; undefined before the socket is set (or if a ws upgrade renamed it). */
 export function receiverOf(ws: WebSocket): WsReceiver | undefined {
   return (ws as unknown as Record<typeof WS_RECEIVER_MEMBER, WsReceiver | undefined>)[WS_RECEIVER_MEMBER];
+}
+
+/** The description of ws's `kWebSocket` symbol, the Receiver's back-pointer to its WebSocket (item 1). */
+export const WS_BACK_POINTER = 'websocket';
+
+type ConcludeHandler = (ws: WebSocket, code: number, reason: Buffer) => void;
+let kWebSocket: symbol | null | undefined;
+let concludeHandler: ConcludeHandler | null = null;
+let protoEmit: ((this: EventEmitter, event: string | symbol, ...args: unknown[]) => boolean) | undefined;
+
+/** ws's back-pointer from a Receiver to its WebSocket (item 1); undefined if a ws upgrade removed it. */
+export function websocketOf(receiver: WsReceiver): WebSocket | undefined {
+  if (kWebSocket === undefined) kWebSocket = Object.getOwnPropertySymbols(receiver).find((s) => s.description === WS_BACK_POINTER) ?? null;
+  return kWebSocket === null ? undefined : ((receiver as unknown as Record<symbol, WebSocket | undefined>)[kWebSocket] ?? undefined);
+}
+
+/**
+ * The Receiver's `emit` once observed (one function for every Receiver:
+ * `this` is the Receiver). ws's listeners run first, as they did; then, for
+ * 'conclude', the handler. ws emits at most two arguments.
+ */
+function observedEmit(this: EventEmitter, event: string | symbol, a?: unknown, b?: unknown): boolean {
+  const n = arguments.length;
+  const result = n === 1 ? protoEmit!.call(this, event) : n === 2 ? protoEmit!.call(this, event, a) : n === 3 ? protoEmit!.call(this, event, a, b) : protoEmit!.apply(this, Array.prototype.slice.call(arguments) as [string]);
+  if (event === WS_CONCLUDE) {
+    const ws = websocketOf(this);
+    if (ws !== undefined) concludeHandler!(ws, a as number, b as Buffer);
+  }
+  return result;
+}
+
+/**
+ * Calls `handler(ws, code, reason)` when the peer's close frame arrives on
+ * `receiver`, after ws's own listener (item 1). `handler` is one function for
+ * the whole process (it looks up what it needs on `ws`). False when this ws
+ * has no back-pointer (then the peer's close is only seen when TCP closes,
+ * bounded by the close timeout).
+ */
+export function observeConclude(receiver: WsReceiver, handler: ConcludeHandler): boolean {
+  if (websocketOf(receiver) === undefined) return false;
+  if (concludeHandler !== null && concludeHandler !== handler) throw new Error('observeConclude: one handler per process');
+  concludeHandler = handler;
+  protoEmit ??= (Object.getPrototypeOf(receiver) as EventEmitter).emit;
+  if (receiver.emit !== observedEmit) receiver.emit = observedEmit;
+  return true;
 }
 
 /** The Receiver's parse loop (item 4): the member names, checked by the test. */

@@ -15,9 +15,19 @@
  * starved past both, when Node may run whole lists out of order — then the
  * check passes without proving anything, and the lower bound (no timer fires
  * before its delay) still holds.
+ *
+ * A server's machine timers wait on the timer wheel (src/server/timer-wheel.ts),
+ * not on Node's lists; its controls are then armed on the same wheel
+ * (`wheelControls`). The wheel fires by due tick, and within a tick in arming
+ * order, so the same bracket holds for a timer of the right delay whatever the
+ * load; one of another delay fires out of it as soon as the two differ by
+ * more than a tick (WHEEL_TICK_MS) plus the step's own duration, and the wheel
+ * never runs two ticks out of order, so a starved loop proves as much as an
+ * idle one.
  */
 
 import type { AnyMachineSnapshot, AnyStateNode, EventObject, InspectionEvent } from 'xstate';
+import { timerWheel, WheelTimer } from '../../src/server/timer-wheel.ts';
 import { isActive } from './model-coverage.ts';
 
 let sequence = 0;
@@ -29,8 +39,39 @@ export function nextSequence(): number {
 export interface ControlFiring {
   /** Order of firing (nextSequence), null until it fired. */
   seq: number | null;
-  timer: ReturnType<typeof setTimeout>;
+  timer: unknown;
 }
+
+/** Where the control timers run: where the machine's own timers do. */
+export interface ControlClock {
+  set(fn: () => void, ms: number): unknown;
+  clear(timer: unknown): void;
+}
+
+/** Node's timers (an XState actor's delays: the client). */
+export const nodeControls: ControlClock = {
+  set: (fn, ms) => setTimeout(fn, ms),
+  clear: (timer) => clearTimeout(timer as ReturnType<typeof setTimeout>),
+};
+
+class WheelControl extends WheelTimer {
+  constructor(private readonly fn: () => void) {
+    super();
+  }
+  fire(): void {
+    this.fn();
+  }
+}
+
+/** The server's timer wheel (src/server/timer-wheel.ts): the server's machine timers wait there. */
+export const wheelControls: ControlClock = {
+  set: (fn, ms) => {
+    const timer = new WheelControl(fn);
+    timerWheel.schedule(timer, ms);
+    return timer;
+  },
+  clear: (timer) => timerWheel.cancel(timer as WheelControl),
+};
 
 export interface Control {
   /** performance.now() when the machine received the event that armed its timer. */
@@ -40,8 +81,9 @@ export interface Control {
   late: ControlFiring;
 }
 
-function control(delay: number): ControlFiring {
-  const c: ControlFiring = { seq: null, timer: setTimeout(() => (c.seq = nextSequence()), delay) };
+function control(clock: ControlClock, delay: number): ControlFiring {
+  const c: ControlFiring = { seq: null, timer: null };
+  c.timer = clock.set(() => (c.seq = nextSequence()), delay);
   return c;
 }
 
@@ -53,10 +95,12 @@ export class ControlTimers {
   /** Steps begun and not ended: a step's event may arrive before the previous step's snapshot (an event raised within it). */
   private readonly pending = new Set<PendingControls>();
 
+  constructor(private readonly clock: ControlClock = nodeControls) {}
+
   /** The machine received an event: arm an early control for each timer it might arm in this step. */
   begin(delays: ReadonlyMap<string, number>): PendingControls {
     const p: PendingControls = new Map();
-    for (const [key, delay] of delays) p.set(key, { delay, early: control(delay) });
+    for (const [key, delay] of delays) p.set(key, { delay, early: control(this.clock, delay) });
     this.pending.add(p);
     return p;
   }
@@ -68,7 +112,7 @@ export class ControlTimers {
       if (!p) continue;
       step.delete(key);
       this.cancel(this.armed.get(key));
-      this.armed.set(key, { armedAt, delay: p.delay, early: p.early, late: control(p.delay) });
+      this.armed.set(key, { armedAt, delay: p.delay, early: p.early, late: control(this.clock, p.delay) });
     }
     this.drop(step);
   }
@@ -87,14 +131,14 @@ export class ControlTimers {
   }
 
   private drop(step: PendingControls): void {
-    for (const p of step.values()) clearTimeout(p.early.timer);
+    for (const p of step.values()) this.clock.clear(p.early.timer);
     this.pending.delete(step);
   }
 
   private cancel(c: Control | undefined): void {
     if (!c) return;
-    clearTimeout(c.early.timer);
-    clearTimeout(c.late.timer);
+    this.clock.clear(c.early.timer);
+    this.clock.clear(c.late.timer);
   }
 }
 
@@ -140,7 +184,7 @@ export class StepRecord<S extends AnyMachineSnapshot> {
   readonly entries: Array<StepEntry<S>> = [];
   /** Per delayed event type: when its timer was last armed. */
   readonly armedAt = new Map<string, number>();
-  readonly controls = new ControlTimers();
+  readonly controls: ControlTimers;
   /** Entries before this one have been checked by a step. */
   cursor = 0;
   /**
@@ -158,7 +202,11 @@ export class StepRecord<S extends AnyMachineSnapshot> {
     private readonly expectedDelays: () => ReadonlyMap<string, number>,
     /** A timer re-armed without leaving its state node (e.g. the write deadline on progress). */
     private readonly rearmed: (event: EventObject, node: AnyStateNode) => boolean = () => false,
-  ) {}
+    /** Where the machine's timers run (the controls are armed there too). */
+    clock: ControlClock = nodeControls,
+  ) {
+    this.controls = new ControlTimers(clock);
+  }
 
   /** Feeds one inspection event of the machine; returns the recorded step and the snapshot before it, if it was one. */
   onInspect(e: InspectionEvent): { entry: StepEntry<S>; previous: S | undefined } | null {

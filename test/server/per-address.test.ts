@@ -115,6 +115,23 @@ describe('per-address admission limits (R21)', () => {
     assert.equal(status, 101, 'the freed slot is reusable');
   });
 
+  test('an open connection\'s socket carries no \'close\' listener of the supervisor (memory per connection); its end frees the slot, a server-side terminate too', { timeout: pace.scaled(30_000) }, async (t) => {
+    const ts = await startSupervisor({ maxConnectionsPerAddress: 1 });
+    t.after(() => ts.close());
+    const from = (address: string): WebSocket.ClientOptions => ({ localAddress: address }) as WebSocket.ClientOptions;
+    const opened = new Promise<Connection>((resolve) => ts.supervisor.once('connection', resolve));
+    const first = await openClient(ts.url, from('127.0.0.4'));
+    t.after(() => first.terminate());
+    const connection = await opened;
+    const counted = (ts.supervisor as unknown as { onCountedClose: unknown }).onCountedClose;
+    assert.equal(typeof counted, 'function');
+    assert.ok(!connection.socket.listeners('close').includes(counted as () => void), 'no close listener of ours once ws holds the socket');
+    assert.equal((await upgradeStatus(ts.url, from('127.0.0.4'))).status, 429, 'the slot is taken');
+    // The server ends it: the machine is closed before the TCP 'close' event; the slot is free from then on.
+    await connection.terminate('test');
+    assert.equal((await upgradeStatus(ts.url, from('127.0.0.4'))).status, 101, 'the slot is free once the connection ended');
+  });
+
   test('trustProxy: X-Forwarded-For names the client only behind a trusted proxy (which is exempt from the pending cap); otherwise it is ignored', { timeout: pace.scaled(30_000) }, async (t) => {
     const d = await demo(t, { maxConnectionsPerAddress: 2, maxPendingPerAddress: 3, trustProxy: ['127.0.0.1'] });
     const opened: Connection[] = [];

@@ -16,6 +16,7 @@ import {
 } from '../../machines/connection.machine.ts';
 import { MachineRunner, STEPS_PER_SNAPSHOT, type HostedActor } from '../../src/server/runner.ts';
 import { TimerTableClock } from '../helpers/model-coverage.ts';
+import { timerWheel } from '../../src/server/timer-wheel.ts';
 
 const timing: ConnectionTiming = { pingInterval: 1000, pongTimeout: 500, writeTimeout: 700, closeTimeout: 300 };
 
@@ -183,12 +184,12 @@ describe('MachineRunner: actor semantics', () => {
       { machine: connectionMachine, input: input(), payloadFree: PAYLOAD_FREE_EVENTS, clock },
       {
         actorId: 'connection:reentrant',
-        spawn: (id, sendBack) =>
+        spawn: (id, parent) =>
           ({
             command: (c: { type: string }) => {
               order.push(`${id}:${c.type} in ${JSON.stringify(runner.getSnapshot().value)}`);
               // The writer's ping makes the peer's pong arrive at once (as a synchronous report).
-              if (c.type === 'writer.ping') sendBack({ type: 'socket.pong', rttMs: 1 } as { type: string });
+              if (c.type === 'writer.ping') parent.report({ type: 'socket.pong', rttMs: 1 } as { type: string });
             },
             stop: () => undefined,
           }) as HostedActor<never>,
@@ -306,11 +307,10 @@ describe('MachineRunner: real-clock delays', () => {
     await new Promise((r) => setTimeout(r, 300));
     const finished = done.map(([i]) => i);
     assert.deepEqual(finished, runs.map((_, i) => i).filter((i) => i % 2 === 1), 'the odd runs finished, in the order they were armed');
-    // `short` after 40 ms, then `long` 120 ms after that: no earlier than 160 ms from `arm`, as Node's timers count.
-    // They count from the event loop's clock, whole milliseconds read once per loop turn, which can be up to 1 ms
-    // behind performance.now() when each delay is armed: 1 ms per chained delay (seen: 159.4 ms in CI).
-    const LOOP_CLOCK_MS = 1;
-    for (const [, ms] of done) assert.ok(ms >= 160 - 2 * LOOP_CLOCK_MS, `finished after ${ms.toFixed(1)} ms, before its 40 + 120 ms`);
+    // `short` after 40 ms, then `long` 120 ms after that: no earlier than 160 ms from `arm`. The delays wait on the
+    // timer wheel (src/server/timer-wheel.ts), which measures them with performance.now() and never fires one early
+    // (Node's own timers count from the loop's cached whole-ms clock and could end 1 ms early per chained delay).
+    for (const [, ms] of done) assert.ok(ms >= 160, `finished after ${ms.toFixed(1)} ms, before its 40 + 120 ms`);
     for (let i = 0; i < runs.length; i += 2) assert.equal(runs[i]!.getSnapshot().value, 'idle');
   });
 });
@@ -335,7 +335,7 @@ test('MachineRunner: thousands of delays, two in three cancelled: the live ones 
   for (let i = 2; i < runs.length; i += 3) assert.equal(runs[i]!.getSnapshot().value, 'idle');
 });
 
-test('MachineRunner: cancelled real-clock delays keep no timer (a stopped run must not hold the process open)', () => {
+test('MachineRunner: real-clock delays share the wheel\'s one timer; stopped runs keep none (a stopped run must not hold the process open)', () => {
   const machine = setup({ types: {} as { events: { type: 'arm' } } }).createMachine({
     initial: 'idle',
     states: { idle: { on: { arm: 'armed' } }, armed: { after: { 3_600_000: 'idle' } } },
@@ -348,7 +348,9 @@ test('MachineRunner: cancelled real-clock delays keep no timer (a stopped run mu
     { actorId: `h:${i}`, spawn: () => ({ command() {}, stop() {} }) as HostedActor<never>, done() {}, failed: (e) => assert.fail(String(e)) },
   ));
   for (const r of runs) r.start().send({ type: 'arm' });
-  assert.equal(timers(), before + 10, 'one timer per armed delay');
+  assert.equal(timers(), before + 1, 'one timer (the wheel\'s) for every armed delay');
+  assert.equal(timerWheel.size, 10, 'ten delays armed on the wheel');
   for (const r of runs) r.stop();
+  assert.equal(timerWheel.size, 0, 'R3: stop() leaves no delay on the wheel');
   assert.equal(timers(), before, 'no timer left once the runs stopped');
 });

@@ -500,8 +500,8 @@ describe('R10 the writer on a socket that completes writes one at a time', () =>
     } as unknown as WebSocket;
     const letters: unknown[] = [];
     const events: WriterEvent['type'][] = [];
-    const queue = new SendQueue(ws, socket, { maxMessages: 100, maxBytes: MiB }, { deadLetter: (...args) => void letters.push(args) });
-    queue.attach((e) => events.push(e.type));
+    const queue = new SendQueue({ ws, socket, deadLetter: (...args) => void letters.push(args) }, { maxMessages: 100, maxBytes: MiB });
+    queue.attach({ report: (e) => void events.push(e.type) });
 
     for (let seq = 0; seq < 3; seq++) assert.equal(queue.send(message(seq, 6 * KiB)), true);
     assert.equal(socket.writableNeedDrain, true, '18 KiB waiting in a 16 KiB socket');

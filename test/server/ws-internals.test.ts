@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import WebSocket, { WebSocketServer } from 'ws';
-import { canHoldParser, frameOf, framesDirectly, ParserHold, pingFrame, receiverOf, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP } from '../../src/server/ws-internals.ts';
+import { canHoldParser, frameOf, framesDirectly, observeConclude, ParserHold, pingFrame, receiverOf, websocketOf, WS_BACK_POINTER, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP } from '../../src/server/ws-internals.ts';
 
 const require = createRequire(import.meta.url);
 const WS_VERSION = (require('ws/package.json') as { version: string }).version;
@@ -83,6 +83,31 @@ test(`the peer's close frame: '${WS_CONCLUDE}' (code, reason Buffer) after ws ec
     assert.equal(c.readyState, WebSocket.CLOSING, changed(`ws had not echoed the close frame when '${WS_CONCLUDE}' reached us`));
     await closed;
     assert.deepEqual(order, ['conclude', 'close'], changed(`'${WS_CONCLUDE}' no longer comes before 'close'`));
+  } finally {
+    await p.close();
+  }
+});
+
+test(`observeConclude: the Receiver's back-pointer (symbol '${WS_BACK_POINTER}') leads to its WebSocket; the handler runs after ws's own listener, before 'close', and adds no listener`, async () => {
+  const p = await pair();
+  try {
+    const receiver = receiverOf(p.server)!;
+    assert.equal(websocketOf(receiver), p.server, changed(`the Receiver has no '${WS_BACK_POINTER}' symbol pointing to its WebSocket`));
+    const order: string[] = [];
+    let seen: { ws: unknown; code: number; reason: string; readyState: number } | null = null;
+    // The reader's handler in the server; here one that records (one handler per process: the test file's own process).
+    const handler = (ws: WebSocket, code: number, reason: Buffer): void => {
+      if (ws !== p.server) return;
+      order.push('conclude');
+      seen = { ws, code, reason: reason.toString(), readyState: ws.readyState };
+    };
+    assert.equal(observeConclude(receiver, handler), true);
+    assert.equal(receiver.listenerCount(WS_CONCLUDE), 1, "no listener of ours: ws's stays the only one (no listener array)");
+    const closed = new Promise<void>((resolve) => p.server.once('close', () => resolve(void order.push('close'))));
+    p.client.close(4002, 'later');
+    await closed;
+    assert.deepEqual(seen, { ws: p.server, code: 4002, reason: 'later', readyState: WebSocket.CLOSING }, changed("the observed 'conclude' no longer follows ws's echo of the close frame"));
+    assert.deepEqual(order, ['conclude', 'close']);
   } finally {
     await p.close();
   }
