@@ -289,8 +289,7 @@ export class SocketReader extends LivenessReport implements Deferrable {
   private controlFrame(scheduler: TurnScheduler): void {
     if (this.overBudget || this.stopped || this.backlog !== null || this.parser?.held === true) return;
     if (scheduler.admit(this, 1)) return;
-    this.backlog = [];
-    this.head = 0;
+    this.backlog = { items: [], head: 0 };
     this.stopReading();
     scheduler.defer(this);
   }
