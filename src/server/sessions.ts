@@ -68,6 +68,7 @@ import type { Connection, SessionHandle, SessionInfo } from './connection.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import { LogSummary } from './log-summary.ts';
 import type { Outbound } from './writer.ts';
+import { seqFrameOf } from './ws-internals.ts';
 
 /** The supervisor option `sessions`: on when present. Store bounds go to the in-memory store (ignored when `store` is given). */
 export interface SessionOptions<Auth = unknown> extends Omit<MemorySessionStoreOptions, 'now'> {
@@ -466,8 +467,9 @@ export class Sessions<Auth = unknown> {
   // changes nothing for its session.
 
   broadcastSessions(data: Outbound, binary: boolean): void {
-    // One message object, counted once, for every session (the store copies what it keeps).
-    const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
+    // One message object, counted once, for every session (the store keeps its data by reference), and its frames
+    // shared by the sessions at the same seq.
+    const message: FanOutMessage = { data, binary, bytes: messageBytes(data), frames: new FanOutFrames(data, binary) };
     for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0, true, message);
   }
 
@@ -492,7 +494,7 @@ export class Sessions<Auth = unknown> {
   publishSessions(topic: string, data: Outbound, binary: boolean): void {
     const members = this.topicIndex.get(topic);
     if (!members) return;
-    const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
+    const message: FanOutMessage = { data, binary, bytes: messageBytes(data), frames: new FanOutFrames(data, binary) };
     for (const entry of members) this.append(entry, data, binary, 0, true, message);
   }
 
@@ -569,7 +571,7 @@ export class Sessions<Auth = unknown> {
       }
       // The usual case, handled here without an item: kept, and nothing queued before it.
       if (idle && result !== null && result.ok) {
-        entry.carrier?.deliver(result.seq, data, binary);
+        entry.carrier?.deliver(result.seq, data, binary, (message as FanOutMessage | undefined)?.frames ?? null);
         return;
       }
     }
@@ -916,6 +918,53 @@ export class Sessions<Auth = unknown> {
   }
 }
 
+/** A broadcast's or publish's message, as `broadcastSessions` / `publishSessions` hand it to every session. */
+interface FanOutMessage extends SessionMessage {
+  frames: FanOutFrames;
+}
+
+/**
+ * A fan-out's frames by seq. Each session numbers the message with its own
+ * seq, so there is no one frame for all (as the hub has for connections
+ * without sessions); but sessions at the same seq get the same bytes, and
+ * most do (sessions that joined together and receive the same fan-outs):
+ * they share one frame, made once. At most MAX_FRAMES_PER_FAN_OUT seqs are
+ * kept; a session at another seq gets a frame of its own (one allocation,
+ * the payload copied once: ws-internals.ts `seqFrameOf`). Lives for the
+ * fan-out call only.
+ */
+class FanOutFrames {
+  private readonly seqs: number[] = [];
+  private readonly frames: Buffer[] = [];
+  private last = -1;
+
+  constructor(
+    private readonly data: Outbound,
+    private readonly binary: boolean,
+  ) {}
+
+  frame(seq: number): Buffer {
+    const seqs = this.seqs;
+    // Most sessions are at the seq of the one before.
+    if (this.last >= 0 && seqs[this.last] === seq) return this.frames[this.last]!;
+    const i = seqs.indexOf(seq);
+    if (i !== -1) {
+      this.last = i;
+      return this.frames[i]!;
+    }
+    const frame = seqFrameOf(seq, this.data, this.binary);
+    if (seqs.length < MAX_FRAMES_PER_FAN_OUT) {
+      this.last = seqs.length;
+      seqs.push(seq);
+      this.frames.push(frame);
+    }
+    return frame;
+  }
+}
+
+/** Seqs whose frame a fan-out keeps for the sessions after: a linear search over them costs less than a frame. */
+const MAX_FRAMES_PER_FAN_OUT = 16;
+
 /** The topics of a session in none (most): one empty set for all, never added to (a Set costs ~160 bytes empty). */
 const NO_TOPICS: ReadonlySet<string> = new Set();
 
@@ -1174,8 +1223,8 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     if (inbox && this.live) for (const [data, isBinary] of inbox) this.receive(data, isBinary);
   }
 
-  /** @internal A message of the session got its seq: write it in order. */
-  deliver(seq: number, data: Outbound, binary: boolean): void {
+  /** @internal A message of the session got its seq: write it in order. `frames`: a fan-out's, shared by sessions at the same seq. */
+  deliver(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null): void {
     if (!this.live || this.phase === 'left') return;
     if (seq <= this.written) return; // in the replay already
     if (this.phase !== 'attached' || seq > this.written + 1 || this.paused) {
@@ -1183,7 +1232,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       if (this.phase === 'attached' && !this.paused) this.fillGap();
       return;
     }
-    this.write(seq, data, binary);
+    this.write(seq, data, binary, frames);
     if (this.early !== null) this.drainEarly();
   }
 
@@ -1234,10 +1283,15 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     );
   }
 
-  private write(seq: number, data: Outbound, binary: boolean): void {
+  private write(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null): void {
     this.written = seq;
     const writer = this.connection.writer;
-    if (typeof data === 'string') writer.send(encodeTextData(seq, data), binary);
+    if (writer.framesHere && !writer.pushingBack) {
+      // Framed here, `<seq>:` and payload in one Buffer (a fan-out's shared by the sessions at this seq), written as is.
+      // Only while nothing waits in the send queue: what waits there is framed when it leaves, so it must hold the
+      // `<seq>:` itself (below). The writer counts `data`'s bytes; its dead letters are the store's (Connection.deadLetter).
+      writer.fanOut(data, binary, frames !== null ? frames.frame(seq) : seqFrameOf(seq, data, binary));
+    } else if (typeof data === 'string') writer.send(encodeTextData(seq, data), binary);
     else {
       const framed = encodeBinaryData(seq, data);
       writer.send(Buffer.from(framed.buffer, framed.byteOffset, framed.length), binary);
