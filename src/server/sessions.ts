@@ -1290,7 +1290,18 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       // Framed here, `<seq>:` and payload in one Buffer (a fan-out's shared by the sessions at this seq), written as is.
       // Only while nothing waits in the send queue: what waits there is framed when it leaves, so it must hold the
       // `<seq>:` itself (below). The writer counts `data`'s bytes; its dead letters are the store's (Connection.deadLetter).
-      writer.fanOut(data, binary, frames !== null ? frames.frame(seq) : seqFrameOf(seq, data, binary));
+      let frame: Buffer;
+      if (frames !== null) frame = frames.frame(seq);
+      else if (this.running !== 0 && this.running - this.lastAcked >= this.sessions.options.ackEvery) {
+        // The reply of the request that makes the ack due (its count was taken by the store: it has run, and this reply
+        // is stored) carries the ack in the same write, a second frame after it: no write of its own (docs/sessions.md,
+        // "Acknowledgements").
+        frame = seqFrameOf(seq, data, binary, encodeServerAck(this.running));
+        this.lastAcked = this.running;
+        if (this.ackTimer) clearTimeout(this.ackTimer);
+        this.ackTimer = null;
+      } else frame = seqFrameOf(seq, data, binary);
+      writer.fanOut(data, binary, frame);
     } else if (typeof data === 'string') writer.send(encodeTextData(seq, data), binary);
     else {
       const framed = encodeBinaryData(seq, data);
@@ -1311,6 +1322,8 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   }
 
   private scheduleAck(): void {
+    // Acknowledged already (with its reply: `write`).
+    if (this.lastRun <= this.lastAcked) return;
     if (this.lastRun - this.lastAcked >= this.sessions.options.ackEvery) return this.sendAck();
     this.ackTimer ??= setTimeout(() => {
       this.ackTimer = null;

@@ -145,6 +145,12 @@ test('seqFrameOf makes the frame of `<seq>:payload` byte for byte as ws frames e
       assert.ok(seqFrameOf(seq, bytes, true).equals(wsFrame(asBinary, 2)), `seq ${seq}, ${n}-byte binary payload`);
     }
   }
+  // A short frame after it, in the same Buffer: the two frames ws would write one after the other.
+  const ack = '{"session":"ack","cseq":32}';
+  assert.ok(seqFrameOf(7, 'hello', false, ack).equals(Buffer.concat([wsFrame(Buffer.from('7:hello'), 1), wsFrame(Buffer.from(ack), 1)])));
+  assert.ok(seqFrameOf(7, Buffer.from('x'.repeat(300)), true, ack).equals(Buffer.concat([wsFrame(Buffer.from('7:' + 'x'.repeat(300)), 2), wsFrame(Buffer.from(ack), 1)])));
+  assert.throws(() => seqFrameOf(1, 'x', false, 'é'), RangeError);
+  assert.throws(() => seqFrameOf(1, 'x', false, 'x'.repeat(126)), RangeError);
 });
 
 test('frames written to the upgrade socket beside ws (no permessage-deflate): ws queues nothing, the peer reads them in socket order with ws\'s ping and close', async () => {
