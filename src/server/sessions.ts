@@ -979,6 +979,13 @@ interface StatusEmitter {
 
 const OPEN_BRACE = 0x7b;
 
+/** SessionBinding's flags. */
+const LIVE = 1;
+const END_REQUESTED = 2;
+const PAUSED = 4;
+const LOCAL = 8;
+const FILLING = 16;
+
 /** A connection's session side: what `Connection.send` and `Connection.onMessage` turn into on a session connection. */
 export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** awaiting: no `open`/`resume` yet; attaching: the store is answering; attached: carrying; left: another connection took over. */
@@ -986,28 +993,24 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   entry: Entry<Auth> | null = null;
   /** Which of its session's connections this is, as the session machine numbers them (machines/session.machine.ts). */
   lease: Lease = 0;
-  info: SessionInfo | null = null;
-  /** The client sent `end`: its close ends the session. */
-  endRequested = false;
-  /** False once the connection closed. */
-  live = true;
+  /**
+   * The session as `connection.session` shows it, kept only for a resume or a
+   * failed one: a plain `open` (most sessions) has its info made when asked
+   * for (`info`), not held by each of 10k idle connections.
+   */
+  private resumeInfo: SessionInfo | null = null;
+  /**
+   * The binding's booleans, one bit each (see the accessors below: `live`,
+   * `endRequested`, `paused`, `local`, `filling`): one field where five took
+   * 8 bytes each, on every idle session (docs/performance.md).
+   */
+  private flags = LIVE;
   /** The highest seq written on this connection. */
   private written = 0;
   /** Seqs resolved before their turn (or before the replay was written), or held while the socket pushes back. */
   private early: Map<number, { data: Outbound; binary: boolean }> | null = null;
-  /**
-   * The socket pushed back: further seqs wait in `early` until it drains, so a
-   * replay or a burst never overflows the send queue (which would close the
-   * connection, and the next resume would replay the same backlog again). The
-   * write deadline still runs (R10): a client that does not read is closed.
-   */
-  private paused = false;
   /** Frames received while the store answered `open`/`resume`: handled after `attached`. */
   private inbox: Array<[Buffer, boolean]> | null = null;
-  /** The session is unpersisted (the store failed): this connection numbers and carries it alone, plainly. */
-  private local = false;
-  /** A read of a seq gap from the store is under way (fillGap). */
-  private filling = false;
   /** The requests' verdicts from an async store, handled in order (made on the first). */
   private requests: Promise<void> | null = null;
   /** Requests on `requests` not handled yet: while any, a later one queues behind them (even with a sync store). */
@@ -1016,8 +1019,72 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private running = 0;
   private lastRun = 0;
   private lastAcked = 0;
-  private ackTimer: ReturnType<typeof setTimeout> | null = null;
-  private attachTimer: ReturnType<typeof setTimeout> | null;
+  /**
+   * The attach timer while `awaiting` (cleared by `open`/`resume`), then the
+   * ack timer (only ever armed once attached): never both, so one field
+   * (`attachTimer`, `ackTimer` below name its two uses).
+   */
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  /** The session, or null before it is attached: `{ id, resumed, reason, detail }` (Connection.session). */
+  get info(): SessionInfo | null {
+    const entry = this.entry;
+    if (entry === null || this.phase === 'awaiting' || this.phase === 'attaching') return null;
+    return this.resumeInfo ?? { id: entry.id, resumed: false, reason: null, detail: null };
+  }
+
+  /** False once the connection closed. */
+  get live(): boolean {
+    return (this.flags & LIVE) !== 0;
+  }
+  set live(on: boolean) {
+    this.flags = on ? this.flags | LIVE : this.flags & ~LIVE;
+  }
+  /** The client sent `end`: its close ends the session. */
+  get endRequested(): boolean {
+    return (this.flags & END_REQUESTED) !== 0;
+  }
+  set endRequested(on: boolean) {
+    this.flags = on ? this.flags | END_REQUESTED : this.flags & ~END_REQUESTED;
+  }
+  /**
+   * The socket pushed back: further seqs wait in `early` until it drains, so a
+   * replay or a burst never overflows the send queue (which would close the
+   * connection, and the next resume would replay the same backlog again). The
+   * write deadline still runs (R10): a client that does not read is closed.
+   */
+  private get paused(): boolean {
+    return (this.flags & PAUSED) !== 0;
+  }
+  private set paused(on: boolean) {
+    this.flags = on ? this.flags | PAUSED : this.flags & ~PAUSED;
+  }
+  /** The session is unpersisted (the store failed): this connection numbers and carries it alone, plainly. */
+  private get local(): boolean {
+    return (this.flags & LOCAL) !== 0;
+  }
+  private set local(on: boolean) {
+    this.flags = on ? this.flags | LOCAL : this.flags & ~LOCAL;
+  }
+  /** A read of a seq gap from the store is under way (fillGap). */
+  private get filling(): boolean {
+    return (this.flags & FILLING) !== 0;
+  }
+  private set filling(on: boolean) {
+    this.flags = on ? this.flags | FILLING : this.flags & ~FILLING;
+  }
+  private get attachTimer(): ReturnType<typeof setTimeout> | null {
+    return this.timer;
+  }
+  private set attachTimer(timer: ReturnType<typeof setTimeout> | null) {
+    this.timer = timer;
+  }
+  private get ackTimer(): ReturnType<typeof setTimeout> | null {
+    return this.timer;
+  }
+  private set ackTimer(timer: ReturnType<typeof setTimeout> | null) {
+    this.timer = timer;
+  }
 
   constructor(
     private readonly sessions: Sessions<Auth>,
@@ -1206,7 +1273,8 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** @internal The store answered: write `attached` and the replay, then what arrived meanwhile. */
   attached(entry: Entry<Auth>, info: SessionInfo, attachedFrame: string, replay: StoredMessage[], lastSeq: number, lastCseq: number): void {
     this.entry = entry;
-    this.info = info;
+    // A plain open's info is made when asked for (`info`).
+    this.resumeInfo = info.resumed || info.reason !== null ? info : null;
     this.written = lastSeq;
     this.lastRun = this.lastAcked = lastCseq;
     if (this.live) {
