@@ -74,6 +74,12 @@ interface Session {
   /** The token's SHA-256 as a latin1 string (one byte per char: 48 bytes of heap, where a Buffer costs ~220). */
   digest: string;
   state: 'attached' | 'detached';
+  /**
+   * Times as ms since the store's `#t0`, not epoch ms: small integers are
+   * held in the object itself, where an epoch ms is a 16-byte heap number
+   * per field (two per idle session: docs/performance.md). Past ~24 days of
+   * uptime they become heap numbers again, with the same values.
+   */
   createdAt: number;
   attachedAt: number;
   detachedAt: number | null;
@@ -135,6 +141,8 @@ export class MemorySessionStore implements SessionStore {
   readonly sync: SessionStoreSync | undefined;
   readonly #limits: Required<Omit<MemorySessionStoreOptions, 'now'>>;
   readonly #now: () => number;
+  /** The epoch ms the sessions' times count from (Session.createdAt). */
+  readonly #t0: number;
   /** A new one per store: a process that restarted has a new store, so a client's old epoch says `restarted`. */
   readonly #epoch = randomBytes(9).toString('base64url');
   readonly #sessions = new Map<string, Session>();
@@ -158,6 +166,7 @@ export class MemorySessionStore implements SessionStore {
       maxRememberedReplies: positiveInt('sessions.maxRememberedReplies', options.maxRememberedReplies, d.maxRememberedReplies),
     };
     this.#now = options.now ?? Date.now;
+    this.#t0 = this.#now();
     const proto = MemorySessionStore.prototype;
     this.sync =
       this.append === proto.append && this.beginRequest === proto.beginRequest && this.ack === proto.ack
@@ -180,7 +189,7 @@ export class MemorySessionStore implements SessionStore {
 
   async create(init: { owner: string | null; data?: JsonValue }): Promise<CreatedSession> {
     this.#usable();
-    const now = this.#now();
+    const now = this.#now() - this.#t0;
     let id = newSessionId();
     while (this.#sessions.has(id) || this.#tombstones.has(id)) id = newSessionId(); // 2^-128: never, but cheap to be sure
     const token = newSessionToken();
@@ -353,7 +362,7 @@ export class MemorySessionStore implements SessionStore {
     const s = this.#live(id);
     if (s === null) return false;
     s.state = 'attached';
-    s.attachedAt = this.#now();
+    s.attachedAt = this.#now() - this.#t0;
     this.#detached.delete(id);
     return true;
   }
@@ -362,7 +371,7 @@ export class MemorySessionStore implements SessionStore {
     const s = this.#live(id);
     if (s === null) return false;
     s.state = 'detached';
-    s.detachedAt = this.#now();
+    s.detachedAt = this.#now() - this.#t0;
     this.#detached.delete(id);
     this.#detached.set(id, s);
     while (this.#detached.size > this.#limits.maxDetachedSessions) {
@@ -428,7 +437,7 @@ export class MemorySessionStore implements SessionStore {
   }
 
   #overdue(s: Session): boolean {
-    return s.state === 'detached' && s.detachedAt !== null && this.#now() - s.detachedAt >= this.#limits.resumeWindow;
+    return s.state === 'detached' && s.detachedAt !== null && this.#now() - this.#t0 - s.detachedAt >= this.#limits.resumeWindow;
   }
 
   /** The session if it lives; one past its window is expired here (lazily), before anyone sees it. */
@@ -512,7 +521,8 @@ export class MemorySessionStore implements SessionStore {
 
   #record(s: Session): SessionRecord {
     return {
-      id: s.id, owner: s.owner, state: s.state, createdAt: s.createdAt, attachedAt: s.attachedAt, detachedAt: s.detachedAt,
+      id: s.id, owner: s.owner, state: s.state, createdAt: this.#t0 + s.createdAt, attachedAt: this.#t0 + s.attachedAt,
+      detachedAt: s.detachedAt === null ? null : this.#t0 + s.detachedAt,
       lastSeq: s.lastSeq, ackedSeq: s.ackedSeq, lastCseq: s.lastCseq, bufferedMessages: (s.held.length - s.head) >> 1,
       bufferedBytes: s.bytes, topics: s.topics === null ? [] : [...s.topics], data: structuredClone(s.data),
     };
