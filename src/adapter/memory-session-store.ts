@@ -75,10 +75,10 @@ interface Session {
   digest: string;
   state: 'attached' | 'detached';
   /**
-   * Times as ms since the store's `#t0`, not epoch ms: small integers are
-   * held in the object itself, where an epoch ms is a 16-byte heap number
-   * per field (two per idle session: docs/performance.md). Past ~24 days of
-   * uptime they become heap numbers again, with the same values.
+   * Times as ms since the store's `#t0` (`#since`), not epoch ms: small
+   * integers are held in the object itself, where an epoch ms is a 16-byte
+   * heap number per field (two per idle session: docs/performance.md). Past
+   * ~24 days of uptime they become heap numbers again, with the same values.
    */
   createdAt: number;
   attachedAt: number;
@@ -189,7 +189,7 @@ export class MemorySessionStore implements SessionStore {
 
   async create(init: { owner: string | null; data?: JsonValue }): Promise<CreatedSession> {
     this.#usable();
-    const now = this.#now() - this.#t0;
+    const now = this.#since();
     let id = newSessionId();
     while (this.#sessions.has(id) || this.#tombstones.has(id)) id = newSessionId(); // 2^-128: never, but cheap to be sure
     const token = newSessionToken();
@@ -362,7 +362,7 @@ export class MemorySessionStore implements SessionStore {
     const s = this.#live(id);
     if (s === null) return false;
     s.state = 'attached';
-    s.attachedAt = this.#now() - this.#t0;
+    s.attachedAt = this.#since();
     this.#detached.delete(id);
     return true;
   }
@@ -371,7 +371,7 @@ export class MemorySessionStore implements SessionStore {
     const s = this.#live(id);
     if (s === null) return false;
     s.state = 'detached';
-    s.detachedAt = this.#now() - this.#t0;
+    s.detachedAt = this.#since();
     this.#detached.delete(id);
     this.#detached.set(id, s);
     while (this.#detached.size > this.#limits.maxDetachedSessions) {
@@ -430,6 +430,17 @@ export class MemorySessionStore implements SessionStore {
   }
 
   // -------------------------------------------------------------------------
+
+  /**
+   * Now, as ms since `#t0`: an int32 when it is one (a Smi: V8's arithmetic on
+   * epoch ms makes heap numbers otherwise), else the number as it is (a test
+   * clock's fractions, or after ~24 days).
+   */
+  #since(): number {
+    const d = this.#now() - this.#t0;
+    const i = d | 0;
+    return i === d ? i : d;
+  }
 
   #usable(): void {
     if (this.#host === null) throw new Error('ws-supervisor: start(host) the session store before using it (dead letters need a host)');
