@@ -1134,7 +1134,9 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     const d = decodeBinaryData(data);
     if (!d.ok) return this.violation(d.error);
     const entry = this.entry!;
+    // Read out at once: only these are kept (the async path's closure), so the result object need not outlive this line.
     const cseq = d.n;
+    const payload = d.payload;
     const sync = this.sessions.sync;
     if (sync !== null && this.waiting === 0) {
       // The in-memory store answers now: the request runs in this turn, as it would without sessions.
@@ -1147,7 +1149,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
           if (!this.local) return;
         }
       }
-      return this.request(cseq, v, d.payload, isBinary);
+      return this.request(cseq, v, payload, isBinary);
     }
     // Verdicts are handled in request order, whatever order the store settles them in (a failure between two).
     const verdict = this.local ? null : this.sessions.store.beginRequest(entry.id, cseq);
@@ -1164,7 +1166,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
             if (!this.local) return;
           }
         }
-        this.request(cseq, v, d.payload, isBinary);
+        this.request(cseq, v, payload, isBinary);
       } finally {
         this.waiting--;
       }
