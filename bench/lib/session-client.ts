@@ -12,8 +12,10 @@
  *     cseq; after a resume, the ones after `attached.cseq` are re-sent in order;
  *   - data frames `<seq>:<payload>`: a seq already received is dropped (counted),
  *     a skipped seq is an integrity failure (counted as a gap);
- *   - cumulative acks every 32 data frames or 1 s after the first unacknowledged
- *     one (client options `session.ackEvery` / `ackDelay` of src/client/client.ts).
+ *   - cumulative acks every 32 data frames (the first after a random 1…32, so
+ *     clients that get the same broadcasts do not all ack after the same one)
+ *     or 1 s after the first unacknowledged one (client options
+ *     `session.ackEvery` / `ackDelay` of src/client/client.ts).
  *
  * It implements BenchClient (send / onMessage see the payloads only), so the
  * scenarios' request/response and broadcast loops run on it unchanged.
@@ -56,6 +58,8 @@ export class SessionClient implements BenchClient {
   /** Last seq received. */
   lastSeq = 0;
   private acked = 0;
+  /** The seq whose arrival makes the next ack due: ACK_EVERY after the last, the first at random (as the Node client). */
+  private ackAt = firstAckAt();
   private ackTimer: NodeJS.Timeout | null = null;
   private cseq = 0;
   /** Requests not yet acknowledged by the server, in cseq order. */
@@ -127,6 +131,7 @@ export class SessionClient implements BenchClient {
           // A new session: seqs start over; requests of the old one are lost (a failed resume reports them).
           this.lastSeq = 0;
           this.acked = 0;
+          this.ackAt = firstAckAt();
           this.unacked.length = 0;
           this.cseq = 0;
         }
@@ -169,7 +174,7 @@ export class SessionClient implements BenchClient {
     if (seq !== this.lastSeq + 1) this.counters.gaps += seq - this.lastSeq - 1;
     this.lastSeq = seq;
     this.counters.delivered++;
-    if (this.lastSeq - this.acked >= ACK_EVERY) this.ack();
+    if (this.lastSeq >= this.ackAt) this.ack();
     else if (this.ackTimer === null) this.ackTimer = setTimeout(() => this.ack(), ACK_DELAY_MS);
     this.handler(payload);
   }
@@ -178,6 +183,7 @@ export class SessionClient implements BenchClient {
     this.stopAckTimer();
     if (this.lastSeq === this.acked) return;
     this.acked = this.lastSeq;
+    this.ackAt = this.lastSeq + ACK_EVERY;
     if (this.isAttached && this.raw.readyState === WebSocket.OPEN) this.raw.send(encodeClientAck(this.lastSeq));
   }
 
@@ -227,4 +233,9 @@ export async function connectSessionMany(url: string, n: number, options: { batc
     clients.push(...more);
   }
   return clients;
+}
+
+/** As the Node client's first ack (src/client/client.ts `firstAckAt`): at a random count in 1…ACK_EVERY. */
+function firstAckAt(): number {
+  return 1 + Math.min(ACK_EVERY - 1, Math.floor(Math.random() * ACK_EVERY));
 }
