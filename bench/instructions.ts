@@ -57,6 +57,10 @@ const ROUNDS = Number(values.rounds);
 /** --sessions: the two systems are ws-supervisor without and with sessions (this store), not raw ws and ws-supervisor. */
 const SESSIONS = values.sessions;
 const KINDS = SESSIONS === undefined ? ['raw', 'supervisor'] : ['supervisor', 'sessions'];
+// Acks by count only (every 32), on both sides: under callgrind the server runs ~50× slower, so the 1 s ack timers would
+// fire every few requests, where at full speed (over 32 requests/s per connection) the count comes first. The spawned
+// server and the session clients read it (bench/lib/systems.ts, bench/lib/session-client.ts).
+if (SESSIONS !== undefined) process.env.WS_SUP_BENCH_ACK_DELAY ??= '600000';
 /** The server's command line for a kind (bench/servers.ts). */
 const serverArgs = (kind: string, port: number): string[] =>
   kind === 'sessions' ? [compiledEntry('servers.ts'), 'supervisor', String(port), '--sessions', SESSIONS!] : [compiledEntry('servers.ts'), kind, String(port)];

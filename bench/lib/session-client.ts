@@ -26,6 +26,8 @@ import type { BenchClient } from './harness.ts';
 
 export const ACK_EVERY = 32;
 export const ACK_DELAY_MS = 1000;
+/** The ack delay in use: ACK_DELAY_MS, unless WS_SUP_BENCH_ACK_DELAY says otherwise (bench/instructions.ts --sessions). */
+const ackDelayMs = (): number => Number(process.env.WS_SUP_BENCH_ACK_DELAY ?? ACK_DELAY_MS);
 
 export interface AttachInfo {
   resumed: boolean;
@@ -175,7 +177,7 @@ export class SessionClient implements BenchClient {
     this.lastSeq = seq;
     this.counters.delivered++;
     if (this.lastSeq >= this.ackAt) this.ack();
-    else if (this.ackTimer === null) this.ackTimer = setTimeout(() => this.ack(), ACK_DELAY_MS);
+    else if (this.ackTimer === null) this.ackTimer = setTimeout(() => this.ack(), ackDelayMs());
     this.handler(payload);
   }
 
