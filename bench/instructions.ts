@@ -6,6 +6,7 @@
  *
  *   node --import tsx bench/instructions.ts [--connections 500] [--requests 200] [--rounds 2] [--tool perf|callgrind]
  *   node --import tsx bench/instructions.ts --workload broadcast [--connections 500] [--bursts 5] [--burst 10] [--rounds 2]
+ *   … --sessions memory   (ws-supervisor sessions off vs on, every client opted in: bench/lib/session-client.ts)
  *
  * broadcast: N receivers plus one sender, which sends bursts of B broadcasts
  * back to back (the next burst once every receiver has the last one); the
@@ -31,6 +32,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { compiledEntry } from './lib/compile.ts';
+import { SessionClient } from './lib/session-client.ts';
 
 const { values } = parseArgs({
   options: {
@@ -41,6 +43,7 @@ const { values } = parseArgs({
     workload: { type: 'string', default: 'reqres' },
     bursts: { type: 'string', default: '5' },
     burst: { type: 'string', default: '10' },
+    sessions: { type: 'string' },
   },
 });
 const WORKLOAD = values.workload;
@@ -51,6 +54,47 @@ const BURST = Number(values.burst);
 /** Messages one run of K handles: requests, or deliveries of broadcasts. */
 const PER_RUN = WORKLOAD === 'broadcast' ? N * K * BURST : N * K;
 const ROUNDS = Number(values.rounds);
+/** --sessions: the two systems are ws-supervisor without and with sessions (this store), not raw ws and ws-supervisor. */
+const SESSIONS = values.sessions;
+const KINDS = SESSIONS === undefined ? ['raw', 'supervisor'] : ['supervisor', 'sessions'];
+// Acks by count only (every 32), on both sides: under callgrind the server runs ~50× slower, so the 1 s ack timers would
+// fire every few requests, where at full speed (over 32 requests/s per connection) the count comes first. The spawned
+// server and the session clients read it (bench/lib/systems.ts, bench/lib/session-client.ts).
+if (SESSIONS !== undefined) process.env.WS_SUP_BENCH_ACK_DELAY ??= '600000';
+/** The server's command line for a kind (bench/servers.ts). */
+const serverArgs = (kind: string, port: number): string[] =>
+  kind === 'sessions' ? [compiledEntry('servers.ts'), 'supervisor', String(port), '--sessions', SESSIONS!] : [compiledEntry('servers.ts'), kind, String(port)];
+
+/** A load connection: a plain ws, or a session client (its payloads only; acks and seqs as the Node client's). */
+interface LoadClient {
+  send(text: string): void;
+  on(handler: () => void): void;
+  off(): void;
+  terminate(): void;
+}
+async function connect(kind: string, port: number): Promise<LoadClient> {
+  const url = `ws://127.0.0.1:${port}/server`;
+  if (kind === 'sessions') {
+    const c = new SessionClient(url);
+    await c.connect();
+    return { send: (t) => c.send(t), on: (h) => c.onMessage(h), off: () => c.onMessage(() => undefined), terminate: () => c.terminate() };
+  }
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  await new Promise((r) => ws.once('open', r));
+  let current: (() => void) | null = null;
+  return {
+    send: (t) => ws.send(t),
+    on: (h) => {
+      if (current) ws.off('message', current);
+      ws.on('message', (current = h));
+    },
+    off: () => {
+      if (current) ws.off('message', current);
+      current = null;
+    },
+    terminate: () => ws.terminate(),
+  };
+}
 
 // perf exits 0 even when the counter is "<not supported>": look at what it printed.
 const perfProbe = spawnSync('perf', ['stat', '-e', 'instructions', 'true'], { encoding: 'utf8' });
@@ -68,15 +112,10 @@ if (TOOL === 'callgrind' && !hasCallgrind) {
 const pin = (cpu: number, cmd: string[]): string[] =>
   spawnSync('taskset', ['-c', '0', 'true']).status === 0 ? ['taskset', '-c', String(cpu), ...cmd] : cmd;
 
-async function load(port: number, requests: number, between?: { before(): void; after(): void }): Promise<void> {
-  const clients: WebSocket[] = [];
-  for (let i = 0; i < N; i++) {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/server`, { perMessageDeflate: false });
-    clients.push(ws);
-    await new Promise((r) => ws.once('open', r));
-  }
-  const sender = WORKLOAD === 'broadcast' ? new WebSocket(`ws://127.0.0.1:${port}/server`, { perMessageDeflate: false }) : null;
-  if (sender) await new Promise((r) => sender.once('open', r));
+async function load(kind: string, port: number, requests: number, between?: { before(): void; after(): void }): Promise<void> {
+  const clients: LoadClient[] = [];
+  for (let i = 0; i < N; i++) clients.push(await connect(kind, port));
+  const sender = WORKLOAD === 'broadcast' ? await connect(kind, port) : null;
   let seq = 0;
   const bursts = async (k: number): Promise<void> => {
     for (let b = 0; b < k; b++) {
@@ -84,11 +123,11 @@ async function load(port: number, requests: number, between?: { before(): void; 
       let one = (): void => undefined;
       const all = new Promise<void>((resolve) => {
         one = () => void (++got === N * BURST && resolve());
-        for (const ws of clients) ws.on('message', one);
+        for (const c of clients) c.on(one);
       });
       for (let i = 0; i < BURST; i++) sender!.send(`{"requestID":${++seq},"command":"broadcast","someOtherThing":"b${seq}"}`);
       await all;
-      for (const ws of clients) ws.off('message', one);
+      for (const c of clients) c.off();
     }
   };
   const run = (k: number): Promise<unknown> =>
@@ -99,12 +138,12 @@ async function load(port: number, requests: number, between?: { before(): void; 
             let id = 0;
             const next = (): void => {
               if (id === k) {
-                ws.off('message', next);
+                ws.off();
                 return resolve();
               }
               ws.send(`{"requestID":${++id},"command":"bench ${i}","someOtherThing":"x"}`);
             };
-            ws.on('message', next);
+            ws.on(next);
             next();
           }),
       ),
@@ -125,7 +164,7 @@ async function callgrindInstructions(kind: string, requests: number, port: numbe
   const out = join(mkdtempSync(join(tmpdir(), 'ws-sup-callgrind-')), 'callgrind.out');
   const server = spawn(
     'valgrind',
-    ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, compiledEntry('servers.ts'), kind, String(port)],
+    ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, ...serverArgs(kind, port)],
     { env: { ...process.env, NODE_ENV: 'production' }, stdio: ['pipe', 'pipe', 'pipe'] },
   );
   // Pinned like the perf runs (valgrind runs the server in its own process, so pin that).
@@ -138,9 +177,9 @@ async function callgrindInstructions(kind: string, requests: number, port: numbe
     const r = spawnSync('callgrind_control', [flag, String(server.pid)], { encoding: 'utf8' });
     if (r.status !== 0 || !/OK/.test(r.stdout)) throw new Error(`callgrind_control ${flag} ${server.pid}: ${r.stdout} ${r.stderr}`);
   };
-  await load(port, requests, { before: () => control('--instr=on'), after: () => control('--instr=off') });
+  await load(kind, port, requests, { before: () => control('--instr=on'), after: () => control('--instr=off') });
   const exited = new Promise((r) => server.once('exit', r));
-  server.kill('SIGINT'); // valgrind passes it on; the server exits 0 and callgrind writes its totals
+  spawnSync('pkill', ['-INT', '-f', `servers.mjs ${kind === 'sessions' ? 'supervisor' : kind} ${port}`]); // valgrind passes it on; the server exits 0 and callgrind writes its totals
   await exited;
   const totals = /^totals:\s+(\d+)/m.exec(readFileSync(out, 'utf8'));
   if (!totals) throw new Error(`no totals in ${out}`);
@@ -151,14 +190,14 @@ async function instructions(kind: string, requests: number, port: number): Promi
   const out = join(mkdtempSync(join(tmpdir(), 'ws-sup-perf-')), 'perf.csv');
   const server = spawn(
     'perf',
-    ['stat', '-x', ',', '-e', 'instructions', '-o', out, ...pin(0, [process.execPath, compiledEntry('servers.ts'), kind, String(port)])],
+    ['stat', '-x', ',', '-e', 'instructions', '-o', out, ...pin(0, [process.execPath, ...serverArgs(kind, port)])],
     { env: { ...process.env, NODE_ENV: 'production' }, stdio: ['pipe', 'pipe', 'inherit'] },
   );
   await new Promise<void>((resolve) => server.stdout.once('data', () => resolve()));
-  await load(port, requests);
+  await load(kind, port, requests);
   const exited = new Promise((r) => server.once('exit', r));
   // SIGINT reaches the node server (perf forwards it); it exits 0 and perf writes its count.
-  spawnSync('pkill', ['-INT', '-f', `servers.mjs ${kind} ${port}`]);
+  server.kill('SIGINT');
   await exited;
   const line = readFileSync(out, 'utf8').split('\n').find((l) => l.includes('instructions'));
   return Number(line?.split(',')[0]);
@@ -166,10 +205,10 @@ async function instructions(kind: string, requests: number, port: number): Promi
 
 const WHAT = WORKLOAD === 'broadcast' ? 'delivery' : 'request/response';
 if (spawnSync('taskset', ['-c', '0', 'true']).status === 0) spawnSync('taskset', ['-cp', '1', String(process.pid)]);
-const perRequest: Record<string, number[]> = { raw: [], supervisor: [] };
+const perRequest: Record<string, number[]> = Object.fromEntries(KINDS.map((k) => [k, []]));
 let port = 19_700;
 for (let round = 0; round < ROUNDS; round++) {
-  for (const kind of ['raw', 'supervisor']) {
+  for (const kind of KINDS) {
     let per: number;
     if (TOOL === 'callgrind') per = (await callgrindInstructions(kind, K, port++)) / PER_RUN;
     else {
@@ -183,5 +222,5 @@ for (let round = 0; round < ROUNDS; round++) {
 }
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 console.log(
-  `\n${WORKLOAD === 'broadcast' ? `${N} receivers × ${K} bursts of ${BURST}` : `${N} clients × ${K} requests`} (${TOOL}): supervisor/raw instructions per ${WHAT} = ${(median(perRequest.supervisor!) / median(perRequest.raw!)).toFixed(2)}×`,
+  `\n${WORKLOAD === 'broadcast' ? `${N} receivers × ${K} bursts of ${BURST}` : `${N} clients × ${K} requests`} (${TOOL}): ${KINDS[1]}/${KINDS[0]} instructions per ${WHAT} = ${(median(perRequest[KINDS[1]!]!) / median(perRequest[KINDS[0]!]!)).toFixed(2)}×`,
 );

@@ -118,10 +118,12 @@ function sessionOptions(kind: string, resumeWindow: number | undefined): NonNull
     // 10k sessions, all detached at once in the mass reconnect: the default cap (10,000) would refuse the last ones.
     maxDetachedSessions: 20_000,
   };
-  if (kind === 'memory') return bounds;
+  // bench/instructions.ts --sessions: acks by count only (see there).
+  const ack = process.env.WS_SUP_BENCH_ACK_DELAY !== undefined ? { ackDelay: Number(process.env.WS_SUP_BENCH_ACK_DELAY) } : {};
+  if (kind === 'memory') return { ...bounds, ...ack };
   if (/^rediss?:\/\//.test(kind)) {
     // A prefix per server process: one Redis can serve several benchmark runs without their sessions meeting.
-    return { store: createRedisSessionStore({ url: kind, prefix: `bench:${process.pid}:`, ...bounds }) };
+    return { store: createRedisSessionStore({ url: kind, prefix: `bench:${process.pid}:`, ...bounds }), ...ack };
   }
   throw new Error(`--sessions must be memory or a redis:// URL, got ${kind}`);
 }

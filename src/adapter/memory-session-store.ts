@@ -74,14 +74,28 @@ interface Session {
   /** The token's SHA-256 as a latin1 string (one byte per char: 48 bytes of heap, where a Buffer costs ~220). */
   digest: string;
   state: 'attached' | 'detached';
+  /**
+   * Times as ms since the store's `#t0` (`#since`), not epoch ms: small
+   * integers are held in the object itself, where an epoch ms is a 16-byte
+   * heap number per field (two per idle session: docs/performance.md). Past
+   * ~24 days of uptime they become heap numbers again, with the same values.
+   */
   createdAt: number;
   attachedAt: number;
   detachedAt: number | null;
   lastSeq: number;
   ackedSeq: number;
   lastCseq: number;
-  /** messages[head…] are held: seq ackedSeq+1 … lastSeq. NO_MESSAGES (shared) until the first. */
-  messages: StoredMessage[];
+  /**
+   * The held messages, seq ackedSeq+1 … lastSeq in order, from slot `head`:
+   * two slots each, the data (by reference: a broadcast's one Buffer is held
+   * by every session it reached) and its byte length, stored as ~length for a
+   * binary message. No object per message: a broadcast appends to every
+   * session, and an object each cost an allocation per recipient and ~64
+   * bytes per held message (docs/performance.md). NO_MESSAGES (shared) until
+   * the first.
+   */
+  held: HeldSlot[];
   head: number;
   bytes: number;
   /** Made on the first join: most sessions join nothing (a Set costs ~160 bytes empty). */
@@ -99,8 +113,11 @@ interface Session {
   replies: ReplySlot[] | null;
 }
 
+/** A slot of `Session.held`: a message's data, or its size (~size when binary). */
+type HeldSlot = string | Buffer | number;
+
 /** The buffer of a session that holds nothing yet (most idle ones): one empty array for all, frozen (never pushed to). */
-const NO_MESSAGES: StoredMessage[] = Object.freeze([]) as unknown as StoredMessage[];
+const NO_MESSAGES: HeldSlot[] = Object.freeze([]) as unknown as HeldSlot[];
 
 type ReplySlot = number | number[] | null | undefined;
 
@@ -124,6 +141,8 @@ export class MemorySessionStore implements SessionStore {
   readonly sync: SessionStoreSync | undefined;
   readonly #limits: Required<Omit<MemorySessionStoreOptions, 'now'>>;
   readonly #now: () => number;
+  /** The epoch ms the sessions' times count from (Session.createdAt). */
+  readonly #t0: number;
   /** A new one per store: a process that restarted has a new store, so a client's old epoch says `restarted`. */
   readonly #epoch = randomBytes(9).toString('base64url');
   readonly #sessions = new Map<string, Session>();
@@ -147,6 +166,7 @@ export class MemorySessionStore implements SessionStore {
       maxRememberedReplies: positiveInt('sessions.maxRememberedReplies', options.maxRememberedReplies, d.maxRememberedReplies),
     };
     this.#now = options.now ?? Date.now;
+    this.#t0 = this.#now();
     const proto = MemorySessionStore.prototype;
     this.sync =
       this.append === proto.append && this.beginRequest === proto.beginRequest && this.ack === proto.ack
@@ -169,13 +189,13 @@ export class MemorySessionStore implements SessionStore {
 
   async create(init: { owner: string | null; data?: JsonValue }): Promise<CreatedSession> {
     this.#usable();
-    const now = this.#now();
+    const now = this.#since();
     let id = newSessionId();
     while (this.#sessions.has(id) || this.#tombstones.has(id)) id = newSessionId(); // 2^-128: never, but cheap to be sure
     const token = newSessionToken();
     const session: Session = {
       id, owner: init.owner, digest: tokenDigest(token).toString('latin1'), state: 'attached', createdAt: now, attachedAt: now, detachedAt: null,
-      lastSeq: 0, ackedSeq: 0, lastCseq: 0, messages: NO_MESSAGES, head: 0, bytes: 0, topics: null,
+      lastSeq: 0, ackedSeq: 0, lastCseq: 0, held: NO_MESSAGES, head: 0, bytes: 0, topics: null,
       data: structuredClone(init.data ?? null), replies: null,
     };
     this.#sessions.set(id, session);
@@ -212,7 +232,7 @@ export class MemorySessionStore implements SessionStore {
       const gone = this.#gone(id);
       return this.#refuse(id, 'unknown', `session ${id} is gone (${gone.reason}: ${gone.detail})`, message, bytes);
     }
-    const held = s.messages.length - s.head;
+    const held = (s.held.length - s.head) >> 1;
     if (held + 1 > this.#limits.maxMessages || s.bytes + bytes > this.#limits.maxBytes) {
       const detail =
         held + 1 > this.#limits.maxMessages
@@ -234,8 +254,8 @@ export class MemorySessionStore implements SessionStore {
       }
     }
     const seq = ++s.lastSeq;
-    if (s.messages === NO_MESSAGES) s.messages = [];
-    s.messages.push({ seq, data: message.data, binary: message.binary, bytes });
+    if (s.held === NO_MESSAGES) s.held = [];
+    s.held.push(message.data, message.binary ? ~bytes : bytes);
     s.bytes += bytes;
     this.#bufferedBytes += bytes;
     this.#bufferedMessages += 1;
@@ -266,7 +286,7 @@ export class MemorySessionStore implements SessionStore {
       return { ok: false, reason: 'overflow', detail: `lastSeq ${seq} is behind the acknowledged ${s.ackedSeq}: seqs ${seq + 1}…${s.ackedSeq} are no longer held` };
     }
     this.#trim(s, seq);
-    return { ok: true, messages: s.messages.slice(s.head) };
+    return { ok: true, messages: heldMessages(s) };
   }
 
   async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
@@ -342,7 +362,7 @@ export class MemorySessionStore implements SessionStore {
     const s = this.#live(id);
     if (s === null) return false;
     s.state = 'attached';
-    s.attachedAt = this.#now();
+    s.attachedAt = this.#since();
     this.#detached.delete(id);
     return true;
   }
@@ -351,7 +371,7 @@ export class MemorySessionStore implements SessionStore {
     const s = this.#live(id);
     if (s === null) return false;
     s.state = 'detached';
-    s.detachedAt = this.#now();
+    s.detachedAt = this.#since();
     this.#detached.delete(id);
     this.#detached.set(id, s);
     while (this.#detached.size > this.#limits.maxDetachedSessions) {
@@ -411,13 +431,24 @@ export class MemorySessionStore implements SessionStore {
 
   // -------------------------------------------------------------------------
 
+  /**
+   * Now, as ms since `#t0`: an int32 when it is one (a Smi: V8's arithmetic on
+   * epoch ms makes heap numbers otherwise), else the number as it is (a test
+   * clock's fractions, or after ~24 days).
+   */
+  #since(): number {
+    const d = this.#now() - this.#t0;
+    const i = d | 0;
+    return i === d ? i : d;
+  }
+
   #usable(): void {
     if (this.#host === null) throw new Error('ws-supervisor: start(host) the session store before using it (dead letters need a host)');
     if (this.#closed) throw new Error('ws-supervisor: the session store is closed');
   }
 
   #overdue(s: Session): boolean {
-    return s.state === 'detached' && s.detachedAt !== null && this.#now() - s.detachedAt >= this.#limits.resumeWindow;
+    return s.state === 'detached' && s.detachedAt !== null && this.#now() - this.#t0 - s.detachedAt >= this.#limits.resumeWindow;
   }
 
   /** The session if it lives; one past its window is expired here (lazily), before anyone sees it. */
@@ -443,23 +474,25 @@ export class MemorySessionStore implements SessionStore {
     if (seq <= s.ackedSeq) return 0;
     const n = seq - s.ackedSeq;
     let freed = 0;
-    const messages = s.messages as (StoredMessage | undefined)[];
-    for (let i = s.head; i < s.head + n; i++) {
-      freed += messages[i]!.bytes;
+    const held = s.held;
+    const end = s.head + 2 * n;
+    for (let i = s.head; i < end; i += 2) {
+      const size = held[i + 1] as number;
+      freed += size < 0 ? ~size : size;
       // Let go of it now, not at the next compaction: an acknowledged message (its data too) is garbage at once.
-      messages[i] = undefined;
+      held[i] = 0;
     }
     s.bytes -= freed;
     this.#bufferedBytes -= freed;
     this.#bufferedMessages -= n;
-    s.head += n;
+    s.head = end;
     s.ackedSeq = seq;
-    if (s.head === messages.length) {
+    if (end === held.length) {
       // Everything acknowledged (a request/reply client, after each ack): nothing held, no compaction to come.
-      s.messages = NO_MESSAGES;
+      s.held = NO_MESSAGES;
       s.head = 0;
-    } else if (s.head >= COMPACT_AFTER && s.head * 2 >= s.messages.length) {
-      s.messages = s.messages.slice(s.head);
+    } else if (end >= 2 * COMPACT_AFTER && end * 2 >= held.length) {
+      s.held = held.slice(end);
       s.head = 0;
     }
     return n;
@@ -472,10 +505,10 @@ export class MemorySessionStore implements SessionStore {
   #endSession(s: Session, reason: SessionDeadLetterReason, detail: string, refused?: { message: SessionMessage; bytes: number }): void {
     this.#sessions.delete(s.id);
     this.#detached.delete(s.id);
-    const held = s.messages.slice(s.head);
+    const held = heldMessages(s);
     this.#bufferedBytes -= s.bytes;
     this.#bufferedMessages -= held.length;
-    s.messages = NO_MESSAGES;
+    s.held = NO_MESSAGES;
     s.head = 0;
     s.bytes = 0;
     if (refused) held.push({ seq: 0, data: refused.message.data, binary: refused.message.binary, bytes: refused.bytes });
@@ -499,11 +532,24 @@ export class MemorySessionStore implements SessionStore {
 
   #record(s: Session): SessionRecord {
     return {
-      id: s.id, owner: s.owner, state: s.state, createdAt: s.createdAt, attachedAt: s.attachedAt, detachedAt: s.detachedAt,
-      lastSeq: s.lastSeq, ackedSeq: s.ackedSeq, lastCseq: s.lastCseq, bufferedMessages: s.messages.length - s.head,
+      id: s.id, owner: s.owner, state: s.state, createdAt: this.#t0 + s.createdAt, attachedAt: this.#t0 + s.attachedAt,
+      detachedAt: s.detachedAt === null ? null : this.#t0 + s.detachedAt,
+      lastSeq: s.lastSeq, ackedSeq: s.ackedSeq, lastCseq: s.lastCseq, bufferedMessages: (s.held.length - s.head) >> 1,
       bufferedBytes: s.bytes, topics: s.topics === null ? [] : [...s.topics], data: structuredClone(s.data),
     };
   }
+}
+
+/** The held messages of `s` as StoredMessages, in seq order (a replay, a dead letter: made when asked for). */
+function heldMessages(s: Session): StoredMessage[] {
+  const held = s.held;
+  const out: StoredMessage[] = [];
+  let seq = s.ackedSeq;
+  for (let i = s.head; i < held.length; i += 2) {
+    const size = held[i + 1] as number;
+    out.push(size < 0 ? { seq: ++seq, data: held[i] as string | Buffer, binary: true, bytes: ~size } : { seq: ++seq, data: held[i] as string | Buffer, binary: false, bytes: size });
+  }
+  return out;
 }
 
 /** The in-memory session store (the default). Options: see MemorySessionStoreOptions; a bad value throws RangeError naming it. */

@@ -184,6 +184,8 @@ export class Client {
   /** Sessions: null when off. */
   private readonly sess: SessionState | null;
   private lastResume: ResumeEvent | null = null;
+  /** Jitter: reconnect backoff (the machine's) and the phase of session acks. */
+  private readonly random: () => number;
   /** Resolves when the client has stopped for good. */
   readonly ended: Promise<ClientOutput>;
 
@@ -197,12 +199,14 @@ export class Client {
     this.offlineBuffer = positiveInt('offlineBuffer', options.offlineBuffer, CLIENT_DEFAULTS.offlineBuffer);
     this.requestTimeout = positiveInt('requestTimeout', options.requestTimeout, CLIENT_DEFAULTS.requestTimeout);
     const t = { ...CLIENT_DEFAULTS.timing, resumeTimeout: CLIENT_DEFAULTS.session.resumeTimeout, pingInterval: platform.defaultPingInterval, ...options.timing };
+    this.random = options.random ?? Math.random;
     if (options.session) {
       const o = options.session === true ? {} : options.session;
+      const ackEvery = positiveInt('session.ackEvery', o.ackEvery, CLIENT_DEFAULTS.session.ackEvery);
       this.sess = {
-        ackEvery: positiveInt('session.ackEvery', o.ackEvery, CLIENT_DEFAULTS.session.ackEvery),
+        ackEvery,
         ackDelay: positiveInt('session.ackDelay', o.ackDelay, CLIENT_DEFAULTS.session.ackDelay),
-        id: null, token: null, epoch: null, lastSeq: 0, ackedSeq: 0, ackTimer: null,
+        id: null, token: null, epoch: null, lastSeq: 0, ackedSeq: 0, ackAt: firstAckAt(ackEvery, this.random), ackTimer: null,
         awaitingAttached: false, nextCseq: 1, unacked: [],
       };
     } else this.sess = null;
@@ -240,7 +244,7 @@ export class Client {
         id: this.id,
         timing: t,
         backoff,
-        random: options.random ?? Math.random,
+        random: this.random,
         transport: platform.transport(this.sess !== null ? withSessionParam(url) : url, options, hooks),
         session: this.sess !== null,
       },
@@ -420,6 +424,7 @@ export class Client {
         s.nextCseq = 1;
         s.lastSeq = 0;
         s.ackedSeq = 0;
+        s.ackAt = firstAckAt(s.ackEvery, this.random);
       }
       s.id = frame.id;
       s.token = frame.token;
@@ -450,7 +455,7 @@ export class Client {
 
   private scheduleAck(): void {
     const s = this.sess!;
-    if (s.lastSeq - s.ackedSeq >= s.ackEvery) return this.sendAck();
+    if (s.lastSeq >= s.ackAt) return this.sendAck();
     s.ackTimer ??= setTimeout(() => {
       s.ackTimer = null;
       this.sendAck();
@@ -462,7 +467,10 @@ export class Client {
     if (s.ackTimer !== null) clearTimeout(s.ackTimer);
     s.ackTimer = null;
     if (s.lastSeq <= s.ackedSeq || this.send_ === null || s.awaitingAttached) return;
-    if (this.send_(encodeClientAck(s.lastSeq))) s.ackedSeq = s.lastSeq;
+    if (this.send_(encodeClientAck(s.lastSeq))) {
+      s.ackedSeq = s.lastSeq;
+      s.ackAt = s.lastSeq + s.ackEvery;
+    }
   }
 
   /** Rejects the requests sent in a session that could not be resumed; returns how many. */
@@ -603,12 +611,25 @@ interface SessionState {
   lastSeq: number;
   /** …and acknowledged up to this one. */
   ackedSeq: number;
+  /** The seq whose arrival makes the next ack due by count: ackEvery after the last ack; the first one at random (firstAckAt). */
+  ackAt: number;
   ackTimer: ReturnType<typeof setTimeout> | null;
   /** open/resume sent on this connection, `attached` not yet received. */
   awaitingAttached: boolean;
   nextCseq: number;
   /** Requests written and not yet acknowledged by the server, in cseq order. */
   unacked: { cseq: number; framed: string }[];
+}
+
+/**
+ * The count at which a session's first ack falls due: at random in
+ * 1…ackEvery, then every ackEvery. Clients that receive the same broadcasts
+ * then ack after different ones, a share at each, instead of every one of
+ * them after the same broadcast (a burst of acks the server reads in the
+ * turn it fans the next one out: docs/sessions.md, "Acknowledgements").
+ */
+function firstAckAt(ackEvery: number, random: () => number): number {
+  return 1 + Math.min(ackEvery - 1, Math.floor(random() * ackEvery));
 }
 
 /** The URL with `ws-session=1` (docs/sessions.md, "Opting in"). */

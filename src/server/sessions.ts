@@ -68,6 +68,7 @@ import type { Connection, SessionHandle, SessionInfo } from './connection.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import { LogSummary } from './log-summary.ts';
 import type { Outbound } from './writer.ts';
+import { seqFrameOf } from './ws-internals.ts';
 
 /** The supervisor option `sessions`: on when present. Store bounds go to the in-memory store (ignored when `store` is given). */
 export interface SessionOptions<Auth = unknown> extends Omit<MemorySessionStoreOptions, 'now'> {
@@ -466,8 +467,9 @@ export class Sessions<Auth = unknown> {
   // changes nothing for its session.
 
   broadcastSessions(data: Outbound, binary: boolean): void {
-    // One message object, counted once, for every session (the store copies what it keeps).
-    const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
+    // One message object, counted once, for every session (the store keeps its data by reference), and its frames
+    // shared by the sessions at the same seq.
+    const message: FanOutMessage = { data, binary, bytes: messageBytes(data), frames: new FanOutFrames(data, binary) };
     for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0, true, message);
   }
 
@@ -492,7 +494,7 @@ export class Sessions<Auth = unknown> {
   publishSessions(topic: string, data: Outbound, binary: boolean): void {
     const members = this.topicIndex.get(topic);
     if (!members) return;
-    const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
+    const message: FanOutMessage = { data, binary, bytes: messageBytes(data), frames: new FanOutFrames(data, binary) };
     for (const entry of members) this.append(entry, data, binary, 0, true, message);
   }
 
@@ -569,7 +571,7 @@ export class Sessions<Auth = unknown> {
       }
       // The usual case, handled here without an item: kept, and nothing queued before it.
       if (idle && result !== null && result.ok) {
-        entry.carrier?.deliver(result.seq, data, binary);
+        entry.carrier?.deliver(result.seq, data, binary, (message as FanOutMessage | undefined)?.frames ?? null);
         return;
       }
     }
@@ -916,6 +918,53 @@ export class Sessions<Auth = unknown> {
   }
 }
 
+/** A broadcast's or publish's message, as `broadcastSessions` / `publishSessions` hand it to every session. */
+interface FanOutMessage extends SessionMessage {
+  frames: FanOutFrames;
+}
+
+/**
+ * A fan-out's frames by seq. Each session numbers the message with its own
+ * seq, so there is no one frame for all (as the hub has for connections
+ * without sessions); but sessions at the same seq get the same bytes, and
+ * most do (sessions that joined together and receive the same fan-outs):
+ * they share one frame, made once. At most MAX_FRAMES_PER_FAN_OUT seqs are
+ * kept; a session at another seq gets a frame of its own (one allocation,
+ * the payload copied once: ws-internals.ts `seqFrameOf`). Lives for the
+ * fan-out call only.
+ */
+class FanOutFrames {
+  private readonly seqs: number[] = [];
+  private readonly frames: Buffer[] = [];
+  private last = -1;
+
+  constructor(
+    private readonly data: Outbound,
+    private readonly binary: boolean,
+  ) {}
+
+  frame(seq: number): Buffer {
+    const seqs = this.seqs;
+    // Most sessions are at the seq of the one before.
+    if (this.last >= 0 && seqs[this.last] === seq) return this.frames[this.last]!;
+    const i = seqs.indexOf(seq);
+    if (i !== -1) {
+      this.last = i;
+      return this.frames[i]!;
+    }
+    const frame = seqFrameOf(seq, this.data, this.binary);
+    if (seqs.length < MAX_FRAMES_PER_FAN_OUT) {
+      this.last = seqs.length;
+      seqs.push(seq);
+      this.frames.push(frame);
+    }
+    return frame;
+  }
+}
+
+/** Seqs whose frame a fan-out keeps for the sessions after: a linear search over them costs less than a frame. */
+const MAX_FRAMES_PER_FAN_OUT = 16;
+
 /** The topics of a session in none (most): one empty set for all, never added to (a Set costs ~160 bytes empty). */
 const NO_TOPICS: ReadonlySet<string> = new Set();
 
@@ -930,6 +979,13 @@ interface StatusEmitter {
 
 const OPEN_BRACE = 0x7b;
 
+/** SessionBinding's flags. */
+const LIVE = 1;
+const END_REQUESTED = 2;
+const PAUSED = 4;
+const LOCAL = 8;
+const FILLING = 16;
+
 /** A connection's session side: what `Connection.send` and `Connection.onMessage` turn into on a session connection. */
 export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** awaiting: no `open`/`resume` yet; attaching: the store is answering; attached: carrying; left: another connection took over. */
@@ -937,28 +993,24 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   entry: Entry<Auth> | null = null;
   /** Which of its session's connections this is, as the session machine numbers them (machines/session.machine.ts). */
   lease: Lease = 0;
-  info: SessionInfo | null = null;
-  /** The client sent `end`: its close ends the session. */
-  endRequested = false;
-  /** False once the connection closed. */
-  live = true;
+  /**
+   * The session as `connection.session` shows it, kept only for a resume or a
+   * failed one: a plain `open` (most sessions) has its info made when asked
+   * for (`info`), not held by each of 10k idle connections.
+   */
+  private resumeInfo: SessionInfo | null = null;
+  /**
+   * The binding's booleans, one bit each (see the accessors below: `live`,
+   * `endRequested`, `paused`, `local`, `filling`): one field where five took
+   * 8 bytes each, on every idle session (docs/performance.md).
+   */
+  private flags = LIVE;
   /** The highest seq written on this connection. */
   private written = 0;
   /** Seqs resolved before their turn (or before the replay was written), or held while the socket pushes back. */
   private early: Map<number, { data: Outbound; binary: boolean }> | null = null;
-  /**
-   * The socket pushed back: further seqs wait in `early` until it drains, so a
-   * replay or a burst never overflows the send queue (which would close the
-   * connection, and the next resume would replay the same backlog again). The
-   * write deadline still runs (R10): a client that does not read is closed.
-   */
-  private paused = false;
   /** Frames received while the store answered `open`/`resume`: handled after `attached`. */
   private inbox: Array<[Buffer, boolean]> | null = null;
-  /** The session is unpersisted (the store failed): this connection numbers and carries it alone, plainly. */
-  private local = false;
-  /** A read of a seq gap from the store is under way (fillGap). */
-  private filling = false;
   /** The requests' verdicts from an async store, handled in order (made on the first). */
   private requests: Promise<void> | null = null;
   /** Requests on `requests` not handled yet: while any, a later one queues behind them (even with a sync store). */
@@ -967,8 +1019,72 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private running = 0;
   private lastRun = 0;
   private lastAcked = 0;
-  private ackTimer: ReturnType<typeof setTimeout> | null = null;
-  private attachTimer: ReturnType<typeof setTimeout> | null;
+  /**
+   * The attach timer while `awaiting` (cleared by `open`/`resume`), then the
+   * ack timer (only ever armed once attached): never both, so one field
+   * (`attachTimer`, `ackTimer` below name its two uses).
+   */
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  /** The session, or null before it is attached: `{ id, resumed, reason, detail }` (Connection.session). */
+  get info(): SessionInfo | null {
+    const entry = this.entry;
+    if (entry === null || this.phase === 'awaiting' || this.phase === 'attaching') return null;
+    return this.resumeInfo ?? { id: entry.id, resumed: false, reason: null, detail: null };
+  }
+
+  /** False once the connection closed. */
+  get live(): boolean {
+    return (this.flags & LIVE) !== 0;
+  }
+  set live(on: boolean) {
+    this.flags = on ? this.flags | LIVE : this.flags & ~LIVE;
+  }
+  /** The client sent `end`: its close ends the session. */
+  get endRequested(): boolean {
+    return (this.flags & END_REQUESTED) !== 0;
+  }
+  set endRequested(on: boolean) {
+    this.flags = on ? this.flags | END_REQUESTED : this.flags & ~END_REQUESTED;
+  }
+  /**
+   * The socket pushed back: further seqs wait in `early` until it drains, so a
+   * replay or a burst never overflows the send queue (which would close the
+   * connection, and the next resume would replay the same backlog again). The
+   * write deadline still runs (R10): a client that does not read is closed.
+   */
+  private get paused(): boolean {
+    return (this.flags & PAUSED) !== 0;
+  }
+  private set paused(on: boolean) {
+    this.flags = on ? this.flags | PAUSED : this.flags & ~PAUSED;
+  }
+  /** The session is unpersisted (the store failed): this connection numbers and carries it alone, plainly. */
+  private get local(): boolean {
+    return (this.flags & LOCAL) !== 0;
+  }
+  private set local(on: boolean) {
+    this.flags = on ? this.flags | LOCAL : this.flags & ~LOCAL;
+  }
+  /** A read of a seq gap from the store is under way (fillGap). */
+  private get filling(): boolean {
+    return (this.flags & FILLING) !== 0;
+  }
+  private set filling(on: boolean) {
+    this.flags = on ? this.flags | FILLING : this.flags & ~FILLING;
+  }
+  private get attachTimer(): ReturnType<typeof setTimeout> | null {
+    return this.timer;
+  }
+  private set attachTimer(timer: ReturnType<typeof setTimeout> | null) {
+    this.timer = timer;
+  }
+  private get ackTimer(): ReturnType<typeof setTimeout> | null {
+    return this.timer;
+  }
+  private set ackTimer(timer: ReturnType<typeof setTimeout> | null) {
+    this.timer = timer;
+  }
 
   constructor(
     private readonly sessions: Sessions<Auth>,
@@ -1018,7 +1134,9 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     const d = decodeBinaryData(data);
     if (!d.ok) return this.violation(d.error);
     const entry = this.entry!;
+    // Read out at once: only these are kept (the async path's closure), so the result object need not outlive this line.
     const cseq = d.n;
+    const payload = d.payload;
     const sync = this.sessions.sync;
     if (sync !== null && this.waiting === 0) {
       // The in-memory store answers now: the request runs in this turn, as it would without sessions.
@@ -1031,7 +1149,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
           if (!this.local) return;
         }
       }
-      return this.request(cseq, v, d.payload, isBinary);
+      return this.request(cseq, v, payload, isBinary);
     }
     // Verdicts are handled in request order, whatever order the store settles them in (a failure between two).
     const verdict = this.local ? null : this.sessions.store.beginRequest(entry.id, cseq);
@@ -1048,7 +1166,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
             if (!this.local) return;
           }
         }
-        this.request(cseq, v, d.payload, isBinary);
+        this.request(cseq, v, payload, isBinary);
       } finally {
         this.waiting--;
       }
@@ -1157,7 +1275,8 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** @internal The store answered: write `attached` and the replay, then what arrived meanwhile. */
   attached(entry: Entry<Auth>, info: SessionInfo, attachedFrame: string, replay: StoredMessage[], lastSeq: number, lastCseq: number): void {
     this.entry = entry;
-    this.info = info;
+    // A plain open's info is made when asked for (`info`).
+    this.resumeInfo = info.resumed || info.reason !== null ? info : null;
     this.written = lastSeq;
     this.lastRun = this.lastAcked = lastCseq;
     if (this.live) {
@@ -1174,8 +1293,8 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     if (inbox && this.live) for (const [data, isBinary] of inbox) this.receive(data, isBinary);
   }
 
-  /** @internal A message of the session got its seq: write it in order. */
-  deliver(seq: number, data: Outbound, binary: boolean): void {
+  /** @internal A message of the session got its seq: write it in order. `frames`: a fan-out's, shared by sessions at the same seq. */
+  deliver(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null): void {
     if (!this.live || this.phase === 'left') return;
     if (seq <= this.written) return; // in the replay already
     if (this.phase !== 'attached' || seq > this.written + 1 || this.paused) {
@@ -1183,7 +1302,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       if (this.phase === 'attached' && !this.paused) this.fillGap();
       return;
     }
-    this.write(seq, data, binary);
+    this.write(seq, data, binary, frames);
     if (this.early !== null) this.drainEarly();
   }
 
@@ -1234,10 +1353,26 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     );
   }
 
-  private write(seq: number, data: Outbound, binary: boolean): void {
+  private write(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null): void {
     this.written = seq;
     const writer = this.connection.writer;
-    if (typeof data === 'string') writer.send(encodeTextData(seq, data), binary);
+    if (writer.framesHere && !writer.pushingBack) {
+      // Framed here, `<seq>:` and payload in one Buffer (a fan-out's shared by the sessions at this seq), written as is.
+      // Only while nothing waits in the send queue: what waits there is framed when it leaves, so it must hold the
+      // `<seq>:` itself (below). The writer counts `data`'s bytes; its dead letters are the store's (Connection.deadLetter).
+      let frame: Buffer;
+      if (frames !== null) frame = frames.frame(seq);
+      else if (this.running !== 0 && this.running - this.lastAcked >= this.sessions.options.ackEvery) {
+        // The reply of the request that makes the ack due (its count was taken by the store: it has run, and this reply
+        // is stored) carries the ack in the same write, a second frame after it: no write of its own (docs/sessions.md,
+        // "Acknowledgements").
+        frame = seqFrameOf(seq, data, binary, encodeServerAck(this.running));
+        this.lastAcked = this.running;
+        if (this.ackTimer) clearTimeout(this.ackTimer);
+        this.ackTimer = null;
+      } else frame = seqFrameOf(seq, data, binary);
+      writer.fanOut(data, binary, frame);
+    } else if (typeof data === 'string') writer.send(encodeTextData(seq, data), binary);
     else {
       const framed = encodeBinaryData(seq, data);
       writer.send(Buffer.from(framed.buffer, framed.byteOffset, framed.length), binary);
@@ -1257,6 +1392,8 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   }
 
   private scheduleAck(): void {
+    // Acknowledged already (with its reply: `write`).
+    if (this.lastRun <= this.lastAcked) return;
     if (this.lastRun - this.lastAcked >= this.sessions.options.ackEvery) return this.sendAck();
     this.ackTimer ??= setTimeout(() => {
       this.ackTimer = null;

@@ -223,6 +223,16 @@ export class SendQueue {
     return (this.state & DIRECT) !== 0;
   }
 
+  /**
+   * Whether this queue writes whole frames it is handed (`fanOut`'s `frame`)
+   * as they are: the server's sockets without an extension (ws-internals.ts,
+   * item 3). Sessions frame their `<seq>:` messages themselves then, in one
+   * Buffer (src/server/sessions.ts).
+   */
+  get framesHere(): boolean {
+    return this.direct;
+  }
+
   /** True when a send now would wait in our queue (the socket has pushed back). */
   get pushingBack(): boolean {
     return this.depth > 0 || this.socket.writableNeedDrain;

@@ -269,6 +269,44 @@ export function frameOf(data: string | Buffer, binary: boolean): Buffer {
   return frame;
 }
 
+/**
+ * One whole unmasked data frame carrying a session message: `<seq>:` and then
+ * `payload` (docs/sessions.md, "The protocol"), framed as `frameOf` would
+ * frame `encodeTextData(seq, payload)` / `encodeBinaryData(seq, payload)`,
+ * but in one allocation: the seq's digits are written into the frame, the
+ * payload encoded (a string) or copied (a Buffer) once after them, no
+ * intermediate string or array. `seq` is a seq the store assigned (an integer
+ * from 1 to 2^53-1). `then`: a short ASCII text message (≤ 125 bytes) framed
+ * right after it in the same Buffer (a session's ack rides with a reply).
+ */
+export function seqFrameOf(seq: number, payload: string | Buffer, binary: boolean, then: string | null = null): Buffer {
+  const opcode = binary ? OPCODE_BINARY : OPCODE_TEXT;
+  const digits = seq < 10 ? 1 : seq < 100 ? 2 : seq < 1000 ? 3 : seq < 10_000 ? 4 : seq < 100_000 ? 5 : String(seq).length;
+  const p = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+  const n = digits + 1 + p;
+  const length = headerLength(n) + n;
+  if (then !== null && (then.length > 125 || Buffer.byteLength(then) !== then.length)) throw new RangeError(`seqFrameOf: a following frame must be ASCII and at most 125 bytes, got ${then.length} characters`);
+  const frame = Buffer.allocUnsafe(then === null ? length : length + 2 + then.length);
+  if (then !== null) {
+    // A second, short text frame after the first (a session ack): both leave in one write.
+    frame[length] = FIN | OPCODE_TEXT;
+    frame[length + 1] = then.length;
+    frame.write(then, length + 2, then.length, 'latin1');
+  }
+  const at = writeHeader(frame, opcode, n);
+  // Digits from the last one back (integer division is exact below 2^53).
+  let v = seq;
+  for (let i = at + digits - 1; i >= at; i--) {
+    const q = Math.floor(v / 10);
+    frame[i] = 0x30 + (v - q * 10);
+    v = q;
+  }
+  frame[at + digits] = 0x3a; // ':'
+  if (typeof payload === 'string') frame.write(payload, at + digits + 1, p, 'utf8');
+  else payload.copy(frame, at + digits + 1);
+  return frame;
+}
+
 /** A ping frame whose 8-byte payload is `sentAt` (a double, big-endian): 10 bytes, one Buffer. */
 export function pingFrame(sentAt: number): Buffer {
   const frame = Buffer.allocUnsafe(10);

@@ -162,3 +162,15 @@ test('a sync ack that throws is counted only: the session goes on', async (t) =>
   assert.equal((await srv.store.stats()).bufferedMessages, 4, 'the failed ack trimmed nothing');
   assert.equal(srv.events.some((e) => e.type === 'unpersisted'), false);
 });
+
+test("the server's ack rides with the reply that makes it due: right after that reply's first message, in its write, not after the handler", async (t) => {
+  const srv = await start(t); // ackEvery 4; two messages per reply (request n: seqs 2n-1, 2n)
+  const { ws, frames } = await open(t, srv.url);
+  for (let n = 1; n <= 8; n++) ws.send(request(n));
+  await waitFor(() => dataOf(frames).length === 16 && frames.filter((f) => f.kind === 'ack').length === 2, 5_000, 'every reply and two acks');
+  const order = frames.slice(1).map((f) => (f.kind === 'data' ? `d${f.seq}` : f.kind === 'ack' ? `a${f.cseq}` : f.kind));
+  // Before, the ack was written after the handler returned (after seq 8), in a write of its own.
+  assert.deepEqual(order.slice(6, 9), ['d7', 'a4', 'd8'], `request 4's ack follows its first message: ${order.join(' ')}`);
+  assert.deepEqual(order.slice(15, 18), ['d15', 'a8', 'd16'], `request 8's ack follows its first message: ${order.join(' ')}`);
+  assert.equal(order.length, 18, `16 messages and 2 acks, nothing else: ${order.join(' ')}`);
+});

@@ -23,6 +23,7 @@ import { CloseCodes, createSupervisor, type Connection, type Supervisor, type Su
 import { handleText, type TopicMembership } from '../../src/protocol/codec.ts';
 import type { SessionLifecycleEvent } from '../../src/server/sessions.ts';
 import { delay, waitFor } from '../helpers/server.ts';
+import { pace } from '../helpers/pace.ts';
 import { rawUpgrade } from '../helpers/raw-ws.ts';
 
 // ---------------------------------------------------------------------------
@@ -405,6 +406,36 @@ describe('sessions on real sockets: resume with replay, both directions', () => 
     srv.supervisor.publish('news', '{"command":"publish","topic":"news","someOtherThing":"back"}');
     await waitFor(() => got.length === 2);
     assert.deepEqual(got.map((p) => p.someOtherThing), ['while away', 'back']);
+  });
+});
+
+describe('sessions: client acks', () => {
+  test("a client's first ack falls due at a random count in 1…ackEvery, then every ackEvery (receivers of the same broadcasts do not all ack after the same one)", async (t) => {
+    const srv = await startSessionServer(t);
+    // A second's ack timer never fires within the test: only the count sends acks. random 0: the first at 1; near 1: at 32.
+    const early = sessionClient(t, srv.url, { session: { ackDelay: 60_000 }, random: () => 0 });
+    const late = sessionClient(t, srv.url, { session: { ackDelay: 60_000 }, random: () => 0.9999 });
+    const got = [pushes(early), pushes(late)];
+    await opened(early);
+    await opened(late);
+    const store = srv.supervisor.sessions!.store;
+    const acked = async (c: Client): Promise<number> => (await store.get(c.sessionId!))!.ackedSeq;
+    /** waitFor, for a condition the store answers (a promise). */
+    const until = async (cond: () => Promise<boolean>, what: string): Promise<void> => {
+      const deadline = Date.now() + pace.scaled(2_000);
+      while (!(await cond())) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: early acked ${await acked(early)}, late ${await acked(late)}`);
+        await delay(5);
+      }
+    };
+    const push = (n: number): void => void srv.supervisor.broadcast(JSON.stringify({ command: 'broadcast', someOtherThing: `b${n}` }));
+    push(1);
+    await waitFor(() => got.every((g) => g.length === 1));
+    await until(async () => (await acked(early)) === 1, 'the early client to ack after its first message');
+    assert.equal(await acked(late), 0, 'the late client has not acked yet');
+    for (let n = 2; n <= 40; n++) push(n);
+    await waitFor(() => got.every((g) => g.length === 40));
+    await until(async () => (await acked(early)) === 33 && (await acked(late)) === 32, 'acks at 1 then 33 (early), at 32 (late)');
   });
 });
 

@@ -13,7 +13,8 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import WebSocket, { WebSocketServer } from 'ws';
-import { canHoldParser, frameOf, framesDirectly, observeConclude, ParserHold, pingFrame, receiverOf, websocketOf, WS_BACK_POINTER, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP } from '../../src/server/ws-internals.ts';
+import { encodeBinaryData, encodeTextData } from '../../src/protocol/session.ts';
+import { canHoldParser, frameOf, framesDirectly, observeConclude, ParserHold, pingFrame, receiverOf, seqFrameOf, websocketOf, WS_BACK_POINTER, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP } from '../../src/server/ws-internals.ts';
 
 const require = createRequire(import.meta.url);
 const WS_VERSION = (require('ws/package.json') as { version: string }).version;
@@ -154,6 +155,27 @@ test("frameOf and pingFrame make byte for byte the frames ws's Sender makes, at 
   const payload = Buffer.alloc(8);
   payload.writeDoubleBE(at);
   assert.ok(pingFrame(at).equals(wsFrame(payload, 0x9)), changed("the ping frame differs from ws's"));
+});
+
+test('seqFrameOf makes the frame of `<seq>:payload` byte for byte as ws frames encodeTextData / encodeBinaryData, at every header and seq length', () => {
+  const seqs = [1, 9, 10, 99, 100, 12_345, 99_999, 100_000, 4_294_967_296 + 7, Number.MAX_SAFE_INTEGER];
+  for (const n of [0, 1, 120, 125, 126, 65_520, 65_535, 65_536, 70_000]) {
+    const text = 'é'.repeat(Math.floor(n / 2)) + 'x'.repeat(n % 2);
+    const bytes = Buffer.from(text);
+    for (const seq of seqs) {
+      const asText = Buffer.from(encodeTextData(seq, text));
+      const asBinary = Buffer.from(encodeBinaryData(seq, bytes));
+      assert.ok(seqFrameOf(seq, text, false).equals(wsFrame(asText, 1)), `seq ${seq}, ${n}-byte text payload`);
+      assert.ok(seqFrameOf(seq, bytes, false).equals(wsFrame(asText, 1)), `seq ${seq}, ${n}-byte payload from a Buffer, as text`);
+      assert.ok(seqFrameOf(seq, bytes, true).equals(wsFrame(asBinary, 2)), `seq ${seq}, ${n}-byte binary payload`);
+    }
+  }
+  // A short frame after it, in the same Buffer: the two frames ws would write one after the other.
+  const ack = '{"session":"ack","cseq":32}';
+  assert.ok(seqFrameOf(7, 'hello', false, ack).equals(Buffer.concat([wsFrame(Buffer.from('7:hello'), 1), wsFrame(Buffer.from(ack), 1)])));
+  assert.ok(seqFrameOf(7, Buffer.from('x'.repeat(300)), true, ack).equals(Buffer.concat([wsFrame(Buffer.from('7:' + 'x'.repeat(300)), 2), wsFrame(Buffer.from(ack), 1)])));
+  assert.throws(() => seqFrameOf(1, 'x', false, 'é'), RangeError);
+  assert.throws(() => seqFrameOf(1, 'x', false, 'x'.repeat(126)), RangeError);
 });
 
 test('frames written to the upgrade socket beside ws (no permessage-deflate): ws queues nothing, the peer reads them in socket order with ws\'s ping and close', async () => {
