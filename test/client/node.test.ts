@@ -593,10 +593,15 @@ describe('Node client: connect attempts (R22)', { timeout: pace.scaled(60_000) }
     // the server got to accept them: on a busy machine accepts lag, by varying
     // amounts. The first attempt began before `states` was recording.
     const attemptsMs = (): number[] => states.flatMap((s, i) => (s.state === 'connecting' && states[i + 1] ? [states[i + 1]!.at - s.at] : []));
-    await waitFor(() => accepted.length >= 3 && attemptsMs().length >= 2, 3_000, 'three attempts, two of them timed');
+    await waitFor(() => accepted.length >= 4 && attemptsMs().length >= 3, 3_000, 'four attempts, three of them timed');
     const attempts = attemptsMs();
     console.log(`silent server: attempts lasted ${attempts.map((g) => g.toFixed(0)).join(' ms, ')} ms (connectTimeout ${connectTimeout}); states ${JSON.stringify(states.map((s) => [s.state, Math.round(s.at)]))}`);
-    for (const a of attempts) assert.ok(a >= connectTimeout - 5, `an attempt lasts the connect timeout before the next one (${a.toFixed(0)} ms)`);
+    // A state is recorded just after the transition that armed its timer: a process preempted in between
+    // (seen at a load average of 20: attempts of 123 and 145 ms) records it late and the attempt short.
+    // So the middle attempt must last the timeout, and none may be far shorter.
+    const sorted = [...attempts].sort((a, b) => a - b);
+    assert.ok(sorted[sorted.length >> 1]! >= connectTimeout - 5, `an attempt lasts the connect timeout before the next one (${attempts.map((a) => a.toFixed(0)).join(', ')} ms)`);
+    for (const a of attempts) assert.ok(a >= connectTimeout / 2, `no attempt far shorter than the connect timeout (${a.toFixed(0)} ms)`);
     assert.equal(states.filter((s) => s.state === 'open').length, 0, 'never open');
     // An abandoned attempt does not linger: its socket is closed by the client.
     await waitFor(() => accepted[0]!.closedAt !== null && accepted[1]!.closedAt !== null, 1_000, 'abandoned attempts closed');
