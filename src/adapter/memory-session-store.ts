@@ -25,6 +25,7 @@ import {
   type ReadResult,
   type RequestVerdict,
   type ResumeClaim,
+  type ResumeResult,
   type SessionDeadLetterReason,
   type SessionMessage,
   type SessionRecord,
@@ -91,8 +92,9 @@ interface Session {
    * The reply seqs of the last maxRememberedReplies requests, a ring: request
    * c (≥ 1) is at (c - 1) % maxRememberedReplies while c > lastCseq -
    * maxRememberedReplies (requests are counted one by one from 1, so every
-   * such c ran here). A slot holds undefined (no reply yet), a seq (one
-   * message), the seqs (several) or null (more than MAX_SEQS_PER_REPLY).
+   * such c ran here). A slot holds undefined (counted, not finished: a
+   * duplicate is `pending`), NO_REPLY (ran, sent no reply: `endRequest`), a
+   * seq (one message), the seqs (several) or null (more than MAX_SEQS_PER_REPLY).
    * Made on the first request, grown one slot per request up to the bound: no
    * map, array or iterator per request.
    */
@@ -103,6 +105,12 @@ interface Session {
 const NO_MESSAGES: StoredMessage[] = Object.freeze([]) as unknown as StoredMessage[];
 
 type ReplySlot = number | number[] | null | undefined;
+
+/** A reply slot's "ran, and sent no reply" (seq 0 is never assigned). */
+const NO_REPLY = 0;
+
+/** This store lives in one process: whoever counted a request is this process, alive. */
+const PENDING_HERE: RequestVerdict = Object.freeze({ kind: 'pending', here: true });
 
 /** The verdict `new` carries nothing: one object for every request. */
 const NEW: RequestVerdict = Object.freeze({ kind: 'new' });
@@ -149,10 +157,11 @@ export class MemorySessionStore implements SessionStore {
     this.#now = options.now ?? Date.now;
     const proto = MemorySessionStore.prototype;
     this.sync =
-      this.append === proto.append && this.beginRequest === proto.beginRequest && this.ack === proto.ack
+      this.append === proto.append && this.beginRequest === proto.beginRequest && this.endRequest === proto.endRequest && this.ack === proto.ack
         ? {
             append: (id, message, replyTo) => this.#append(id, message, replyTo),
             beginRequest: (id, cseq) => this.#beginRequest(id, cseq),
+            endRequest: (id, cseq) => this.#endRequest(id, cseq),
             ack: (id, seq) => this.#ack(id, seq),
           }
         : undefined;
@@ -269,8 +278,30 @@ export class MemorySessionStore implements SessionStore {
     return { ok: true, messages: s.messages.slice(s.head) };
   }
 
+  async resume(id: string, seq: number): Promise<ResumeResult> {
+    // One process, each call applied before it returns: the read and the attach are one moment anyway.
+    const read = await this.readAfter(id, seq);
+    if (!read.ok) return read;
+    const s = this.#sessions.get(id)!;
+    s.state = 'attached';
+    s.attachedAt = this.#now();
+    this.#detached.delete(id);
+    return { ok: true, record: this.#record(s), messages: read.messages };
+  }
+
   async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
     return this.#beginRequest(id, cseq);
+  }
+
+  async endRequest(id: string, cseq: number): Promise<void> {
+    this.#endRequest(id, cseq);
+  }
+
+  #endRequest(id: string, cseq: number): void {
+    const s = this.#live(id);
+    if (s === null || !this.#remembered(s, cseq)) return;
+    const slot = (cseq - 1) % this.#limits.maxRememberedReplies;
+    if (s.replies![slot] === undefined) s.replies![slot] = NO_REPLY;
   }
 
   #beginRequest(id: string, cseq: number): RequestVerdict {
@@ -279,7 +310,6 @@ export class MemorySessionStore implements SessionStore {
     if (!Number.isSafeInteger(cseq) || cseq < 1) throw new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`);
     if (cseq === s.lastCseq + 1) {
       s.lastCseq = cseq;
-      // Its reply seqs are collected from now on (none yet: a duplicate now gets []).
       // Its reply seqs are collected from now on; the slot's previous request is forgotten (a duplicate of it gets null;
       // it still never runs again: lastCseq says so).
       const replies = (s.replies ??= []);
@@ -291,7 +321,9 @@ export class MemorySessionStore implements SessionStore {
     if (cseq <= s.lastCseq) {
       if (!this.#remembered(s, cseq)) return { kind: 'duplicate', replySeqs: null };
       const seqs = s.replies![(cseq - 1) % this.#limits.maxRememberedReplies];
-      return { kind: 'duplicate', replySeqs: seqs === undefined ? [] : typeof seqs === 'number' ? [seqs] : seqs === null ? null : seqs.slice() };
+      // Counted, not finished: its process (this one) is running it, or about to.
+      if (seqs === undefined) return PENDING_HERE;
+      return { kind: 'duplicate', replySeqs: seqs === NO_REPLY ? [] : typeof seqs === 'number' ? [seqs] : seqs === null ? null : seqs.slice() };
     }
     return { kind: 'gap', expected: s.lastCseq + 1 };
   }
@@ -307,7 +339,7 @@ export class MemorySessionStore implements SessionStore {
     const replies = s.replies!;
     const slot = (cseq - 1) % this.#limits.maxRememberedReplies;
     const seqs = replies[slot];
-    if (seqs === undefined) replies[slot] = seq;
+    if (seqs === undefined || seqs === NO_REPLY) replies[slot] = seq;
     else if (typeof seqs === 'number') replies[slot] = [seqs, seq];
     else if (seqs === null) return;
     else if (seqs.length >= MAX_SEQS_PER_REPLY) replies[slot] = null;

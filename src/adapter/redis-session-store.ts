@@ -50,6 +50,7 @@ import {
   type ReadResult,
   type RequestVerdict,
   type ResumeClaim,
+  type ResumeResult,
   type ResumeFailureReason,
   type SessionDeadLetter,
   type SessionDeadLetterReason,
@@ -116,6 +117,8 @@ function verdictOf(r: Reply[]): RequestVerdict {
   if (kind === 'new') return { kind: 'new' };
   if (kind === 'unknown') return { kind: 'unknown' };
   if (kind === 'gap') return { kind: 'gap', expected: r[2] as number };
+  if (kind === 'pending') return { kind: 'pending', here: r[2] === 1 };
+  if (kind === 'moved') return { kind: 'moved' };
   const seqs = String(r[2]);
   return { kind: 'duplicate', replySeqs: seqs === '*' ? null : seqs === '' ? [] : seqs.split(',').map(Number) };
 }
@@ -291,6 +294,11 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   readonly #now: (() => number) | null;
   /** The ten arguments every script starts with (all but the clock). */
   readonly #common: string[];
+  /**
+   * This store instance in Redis (the script's NODE): who counted a request, and whose key (`node:<id>`, renewed
+   * with the leases) says it is alive. A request it counted is not run elsewhere while it lives (docs/sessions.md).
+   */
+  readonly nodeId = randomBytes(9).toString('base64url');
   #host: SessionStoreHost | null = null;
   #client: ScriptClient | null = null;
   #ready = false;
@@ -514,7 +522,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   append(id: string, message: SessionMessage, replyTo?: number): Promise<AppendResult> {
     // The generation this node holds (attached, or detached by it): a stale one is refused (`moved`), so a node
     // whose copy of the session was resumed elsewhere stops appending to it. None while an attach is on its way.
-    const generation = this.#attaching.has(id) ? '' : (this.#held.get(id) ?? this.#detachedHere.get(id) ?? '');
+    const generation = this.#generation(id);
     const args = [id, message.data, message.binary ? '1' : '0', generation, replyTo === undefined ? '' : String(replyTo), MAX_SEQS_PER_REPLY_ARG];
     return this.#run('append', id, 'append', args, appendResult, message);
   }
@@ -551,9 +559,37 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     });
   }
 
+  /** readAfter and attach in one script (one moment in Redis); the generation it gives is this node's hold from then. */
+  async resume(id: string, seq: number): Promise<ResumeResult> {
+    if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, reason: 'unknown', detail: `lastSeq must be an integer ≥ 0, got ${String(seq)}` };
+    // As attach: appends called meanwhile must not present the generation this attach replaces.
+    this.#attaching.set(id, (this.#attaching.get(id) ?? 0) + 1);
+    try {
+      const r = await this.#run('resume', id, 'resume', [id, String(seq)]);
+      if (r[1] !== 1) return { ok: false, reason: String(r[2]) as ResumeFailureReason, detail: String(r[3]) };
+      this.#held.set(id, String(r[2]));
+      this.#detachedHere.delete(id);
+      return { ok: true, record: toRecord(id, r[4] as Buffer[]), messages: (r[3] as EntryReply[]).map(toMessage) };
+    } finally {
+      const n = this.#attaching.get(id)! - 1;
+      if (n === 0) this.#attaching.delete(id);
+      else this.#attaching.set(id, n);
+    }
+  }
+
   beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
     if (!Number.isSafeInteger(cseq) || cseq < 1) return Promise.reject(new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`));
-    return this.#run('beginRequest', id, 'beginRequest', [id, String(cseq)], verdictOf);
+    // The generation this node holds, as append's: a node whose hold is stale counts nothing (`moved`).
+    return this.#run('beginRequest', id, 'beginRequest', [id, String(cseq), this.#generation(id)], verdictOf);
+  }
+
+  endRequest(id: string, cseq: number): Promise<void> {
+    return this.#run('endRequest', id, 'endRequest', [id, String(cseq)], () => undefined);
+  }
+
+  /** The attach generation this node presents for `id`: held (attached, or detached by it); '' (unchecked) while an attach is on its way or none is known. */
+  #generation(id: string): string {
+    return this.#attaching.has(id) ? '' : (this.#held.get(id) ?? this.#detachedHere.get(id) ?? '');
   }
 
   rememberReply(id: string, cseq: number, seq: number): Promise<void> {
@@ -709,7 +745,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   async #renew(): Promise<void> {
     if (!this.#ready || this.#closed) return;
     const ids = [...this.#held.keys()];
-    for (let i = 0; i < ids.length; i += RENEW_BATCH) {
+    // At least one call, holding none: it renews this node's own key too (requests it counted are its to finish).
+    for (let i = 0; i === 0 || i < ids.length; i += RENEW_BATCH) {
       try {
         const [, lost] = await this.#call('renew', null, 'renew', ids.slice(i, i + RENEW_BATCH));
         for (const id of lost as Buffer[]) this.#held.delete(id.toString());
@@ -721,7 +758,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
 
   /** The script's arguments for `ops`: the common ones, the clock, then each operation as name, argc, args. */
   #batchArgs(ops: readonly { op: SessionOpName; args: (string | Buffer)[] }[]): (string | Buffer)[] {
-    const out: (string | Buffer)[] = [...this.#common, this.#now === null ? '' : String(this.#now())];
+    const out: (string | Buffer)[] = [...this.#common, this.#now === null ? '' : String(this.#now()), this.nodeId];
     for (const o of ops) out.push(o.op, String(o.args.length), ...o.args);
     return out;
   }
