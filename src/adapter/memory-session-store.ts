@@ -265,6 +265,10 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async readAfter(id: string, seq: number): Promise<ReadResult> {
+    return this.#readAfter(id, seq);
+  }
+
+  #readAfter(id: string, seq: number): ReadResult {
     const s = this.#live(id);
     if (s === null) return this.#gone(id);
     if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, reason: 'unknown', detail: `lastSeq must be an integer ≥ 0, got ${String(seq)}` };
@@ -279,8 +283,9 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async resume(id: string, seq: number): Promise<ResumeResult> {
-    // One process, each call applied before it returns: the read and the attach are one moment anyway.
-    const read = await this.readAfter(id, seq);
+    // One process, each call applied before it returns: the read and the attach are one moment anyway. No await
+    // inside: its caller's continuation runs as soon as a readAfter's would (before appends made after the call).
+    const read = this.#readAfter(id, seq);
     if (!read.ok) return read;
     const s = this.#sessions.get(id)!;
     s.state = 'attached';

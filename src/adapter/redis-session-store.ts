@@ -559,22 +559,32 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     });
   }
 
-  /** readAfter and attach in one script (one moment in Redis); the generation it gives is this node's hold from then. */
-  async resume(id: string, seq: number): Promise<ResumeResult> {
-    if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, reason: 'unknown', detail: `lastSeq must be an integer ≥ 0, got ${String(seq)}` };
+  /**
+   * readAfter and attach in one script (one moment in Redis); the generation it gives is this node's hold from
+   * then. The operation's own promise (no async frame), as readAfter's: the caller's continuation runs before those
+   * of the appends called after it.
+   */
+  resume(id: string, seq: number): Promise<ResumeResult> {
+    if (!Number.isSafeInteger(seq) || seq < 0) return Promise.resolve({ ok: false, reason: 'unknown', detail: `lastSeq must be an integer ≥ 0, got ${String(seq)}` });
     // As attach: appends called meanwhile must not present the generation this attach replaces.
     this.#attaching.set(id, (this.#attaching.get(id) ?? 0) + 1);
-    try {
-      const r = await this.#run('resume', id, 'resume', [id, String(seq)]);
+    let settled = false;
+    const done = (): void => {
+      if (settled) return;
+      settled = true;
+      const n = this.#attaching.get(id)! - 1;
+      if (n === 0) this.#attaching.delete(id);
+      else this.#attaching.set(id, n);
+    };
+    const answer = this.#run('resume', id, 'resume', [id, String(seq)], (r): ResumeResult => {
+      done();
       if (r[1] !== 1) return { ok: false, reason: String(r[2]) as ResumeFailureReason, detail: String(r[3]) };
       this.#held.set(id, String(r[2]));
       this.#detachedHere.delete(id);
       return { ok: true, record: toRecord(id, r[4] as Buffer[]), messages: (r[3] as EntryReply[]).map(toMessage) };
-    } finally {
-      const n = this.#attaching.get(id)! - 1;
-      if (n === 0) this.#attaching.delete(id);
-      else this.#attaching.set(id, n);
-    }
+    });
+    answer.catch(done);
+    return answer;
   }
 
   beginRequest(id: string, cseq: number): Promise<RequestVerdict> {

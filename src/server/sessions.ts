@@ -235,6 +235,8 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
   appendHead = 0;
   /** The highest request cseq this process ran for the session. */
   lastCseqRun = 0;
+  /** Made for a resume under way (Sessions.incoming): routed for fan-outs, no machine, no carrier yet. */
+  incoming = false;
   /**
    * Requests whose `beginRequest` a binding of this process sent and has not
    * handled yet, by cseq (how many bindings): a `pending` verdict counted here
@@ -721,6 +723,7 @@ export class Sessions<Auth = unknown> {
     const connection = binding.connection;
     const owner = this.options.owner(connection.auth);
     let failed: { reason: ResumeFailureReason; detail: string } | null = null;
+    let incoming: Entry<Auth> | null = null;
     try {
       this.epoch ??= await this.store.epoch();
       const local = claim === null ? undefined : this.entries.get(claim.id);
@@ -731,11 +734,18 @@ export class Sessions<Auth = unknown> {
       } else if (claim !== null) {
         const verdict = await this.store.verify({ id: claim.id, token: claim.token, owner, ...(claim.epoch !== undefined ? { epoch: claim.epoch } : {}) });
         if (verdict.ok) {
+          // A session this process runs no machine for (another process's): routed here for the broadcasts and
+          // publishes that arrive from now on, before the store attaches it here. Else one the other process can no
+          // longer append once the attach lands (`moved`) would reach neither: this process's appends go after the
+          // resume, in call order, so they land after the attach.
+          incoming = this.entries.has(claim.id) ? null : this.incoming(claim.id, verdict.record.topics);
           // The read, the attach and the record at one moment (docs/sessions.md, "Across nodes"): what another
           // process counts or appends for the session from then on is refused (`moved`), except its reply to a
           // request it had counted, which lands in the stream after the read and is written in order.
           const read = await this.store.resume(claim.id, claim.lastSeq);
           if (read.ok) return this.resumed(binding, read.record, claim.token, claim.lastSeq, read.messages);
+          this.dropIncoming(incoming);
+          incoming = null;
           failed = { reason: read.reason, detail: read.detail };
         } else failed = { reason: verdict.reason, detail: verdict.detail };
         this.host.metrics.resume('failed', failed.reason);
@@ -749,6 +759,7 @@ export class Sessions<Auth = unknown> {
       }, [], created.record, false);
       if (binding.live) this.host.emitSession({ type: 'attached', id: created.id, connection, resumeFailed: failed });
     } catch (err) {
+      this.dropIncoming(incoming);
       // No session can be opened or resumed without its store: the client retries (R22), and resumes once it answers.
       this.reportFailure(claim === null ? 'open' : 'resume', claim?.id ?? null, err);
       void connection.close(1011, 'session store unavailable');
@@ -758,9 +769,10 @@ export class Sessions<Auth = unknown> {
   private resumed(binding: SessionBinding<Auth>, record: SessionRecord, token: string, lastSeq: number, replay: StoredMessage[]): void {
     const connection = binding.connection;
     let entry = this.entries.get(record.id);
-    if (entry === undefined) {
+    if (entry === undefined || entry.incoming) {
       // A session this process runs no machine for (a shared store, another node's session): run one from here.
-      entry = this.newEntry(record.id);
+      entry ??= this.newEntry(record.id);
+      entry.incoming = false;
     } else {
       const previous = entry.carrier;
       if (previous) previous.leave();
@@ -782,6 +794,22 @@ export class Sessions<Auth = unknown> {
     }, replay, record, true);
     entry.runner.send({ type: 'attach', lease: binding.lease });
     if (binding.live) this.host.emitSession({ type: 'resumed', id: record.id, connection, replayed: replay.length });
+  }
+
+  /** An entry for a resume under way of a session this process runs no machine for: in the topic index, carried by nothing yet. */
+  private incoming(id: string, topics: string[]): Entry<Auth> {
+    const entry = this.newEntry(id);
+    entry.incoming = true;
+    entry.topics = topics.length === 0 ? NO_TOPICS : new Set(topics);
+    for (const topic of entry.topics) this.index(entry, topic, true);
+    return entry;
+  }
+
+  /** The resume did not go on: its incoming entry goes (what it appended meanwhile went to the session in the store). */
+  private dropIncoming(entry: Entry<Auth> | null): void {
+    if (entry === null || !entry.incoming) return;
+    entry.incoming = false;
+    this.release(entry);
   }
 
   private newEntry(id: string): Entry<Auth> {
