@@ -304,6 +304,33 @@ describe('redis session store', () => {
     assert.equal(await store.epoch(), s.epoch, 'Redis came back with its data: the same epoch');
   });
 
+  test('Redis hung: operations waiting on the node for their batch are capped (maxQueuedBytes, counted as the memory they hold, a broadcast\'s message once): beyond it one fails at once; the queued ones fail, not applied, once Redis has answered nothing for commandTimeout', async (t) => {
+    const redis = await ownRedis(t);
+    if (!redis) return;
+    const commandTimeout = 400;
+    // Room for one batch in flight (~2 ops of 3 KB) and a queue of ~10 small appends (768 bytes each counted).
+    const store = track(createRedisSessionStore({ url: redis.url, commandTimeout, maxInFlightBytes: 4000, maxQueuedBytes: 10_000, ...fast }));
+    collect(store);
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) ids.push((await store.create({ owner: null })).id);
+    redis.pause();
+    t.after(() => redis.resume());
+    const sent = store.append(ids[0]!, text('a'.repeat(3000))).catch((err: SessionStoreUnavailableError) => err);
+    await delay(20); // its batch is on its way: in flight
+    // A broadcast: one message, 39 sessions. Counted once, its message fits many more appends than 10 000 / (768 + 3000).
+    const big = 'b'.repeat(3000);
+    const fanOut = ids.slice(1).map((id) => store.append(id, text(big)).then(() => 'applied', (err: SessionStoreUnavailableError) => `${err.kind}/${err.applied}: ${err.message}`));
+    const outcomes = await Promise.all(fanOut);
+    const refusedAtOnce = outcomes.filter((o) => /would pass maxQueuedBytes 10000/.test(o));
+    const timedOut = outcomes.filter((o) => o.startsWith('unavailable/no') && !/maxQueuedBytes/.test(o));
+    assert.ok(refusedAtOnce.length > 0, `some refused by the bound: ${outcomes.slice(0, 3)}`);
+    // 10 000 bytes: the message once (3 000) and 768 + ~60 per session: 8 sessions queued, the rest refused.
+    assert.ok(timedOut.length >= 5 && timedOut.length <= 12, `a broadcast's message is counted once: ${timedOut.length} queued (failed at the timeout, never sent)`);
+    assert.equal(refusedAtOnce.length + timedOut.length, 39);
+    const first = await sent;
+    assert.ok(first instanceof SessionStoreUnavailableError && first.kind === 'timeout');
+  });
+
   test('Redis hung: the bytes awaiting its answer are capped (maxInFlightBytes): beyond it an operation fails at once, not applied; a timed-out one stays counted until Redis answers', async (t) => {
     const redis = await ownRedis(t);
     if (!redis) return;
