@@ -14,7 +14,8 @@
  * bound), which is a burst test, not the steady stream this one measures.
  *
  *   node --import tsx bench/scenarios/reconnect.ts [--quick] [--rounds 3] [--levels 2000,10000]
- *        [--stores memory,redis] [--rate 2] [--jitter 500] [--steady 3] [--resume-window 120000]
+ *        [--stores memory,redis] [--rate 2] [--appends 4000] [--jitter 500] [--steady 3] [--resume-window 120000]
+ *        [--kill-levels 2000] [--kill-tick 2000]
  *
  * Reported per store and level: time from the cut until every session has
  * resumed (and its replay arrived), the per-client p50/p99, messages replayed,
@@ -80,6 +81,7 @@ const { values } = parseArgs({
     jitter: { type: 'string' },
     steady: { type: 'string' },
     'resume-window': { type: 'string' },
+    appends: { type: 'string' },
     'kill-levels': { type: 'string' },
     'kill-tick': { type: 'string' },
   },
@@ -93,6 +95,15 @@ const STORES = (values.stores ?? (QUICK || !redisFound ? 'memory' : 'memory,redi
 for (const s of STORES) if (s !== 'memory' && s !== 'redis') throw new Error(`unknown store ${s} (memory | redis)`);
 /** Broadcasts per second, before, during and after the storm. */
 const RATE = Number(values.rate ?? 2);
+/**
+ * Session appends a second the stream may cost (broadcasts a second × sessions): above it the broadcast rate of a
+ * level is lowered to fit. 4,000: 2 broadcasts a second at 2k. At 10k, 2 a second is 20,000 appends a second, and
+ * the stream alone then took 99% of the Redis-store server's core before the cut (the 10k run of 2026-12-05 13:02):
+ * no core left for the storm this scenario measures, whose backlog then grows past any bound. Pass a larger
+ * --appends to measure that.
+ */
+const APPENDS = Number(values.appends ?? 4000);
+const rateAt = (n: number): number => Math.min(RATE, APPENDS / n);
 /** Ceiling of the first reconnect delay, ms: the Node client's backoff.initialDelay. */
 const JITTER = Number(values.jitter ?? 500);
 const STEADY_S = Number(values.steady ?? (QUICK ? 1 : 3));
@@ -182,8 +193,8 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
         if (t.replayLeft > 0 && --t.replayLeft === 0) t.replayedAt = performance.now() - cutAt;
       });
     });
-    // The broadcast stream: numbered, RATE per second, from the server's own feed.
-    const fed = await server.command(`feed ${1000 / RATE}`);
+    // The broadcast stream: numbered, rateAt(n) per second, from the server's own feed.
+    const fed = await server.command(`feed ${Math.round(1000 / rateAt(n))}`);
     if (!/^feed \d+$/.test(fed)) throw new Error(`server: expected "feed <k>", got ${fed}`);
     feeding = true;
     watch = process.env.BENCH_DEBUG && store === 'redis'
@@ -618,7 +629,7 @@ const result = {
   },
   notes: [
     `the cut: the server destroys every TCP socket at once (no close frame); clients reconnect after a full-jitter delay under ${JITTER} ms (the Node client's first backoff)`,
-    `${RATE} broadcasts per second to every session throughout (${STEADY_S} s before the cut, during the storm, 1 s after), from the server's own feed (not a client: a client sender resumes in the same storm, and its broadcasts held meanwhile then run as one burst); every client sends one request just before the cut`,
+    `${LEVELS.map((n) => `${rateAt(n)} broadcasts per second @${label(n)}`).join(', ')} (at most ${RATE} a second, and at most ${APPENDS} session appends a second: at 10k sessions, 2 a second cost the Redis-store server 99% of its core before the cut, leaving none for the storm) to every session throughout (${STEADY_S} s before the cut, during the storm, 1 s after), from the server's own feed (not a client: a client sender resumes in the same storm, and its broadcasts held meanwhile then run as one burst); every client sends one request just before the cut`,
     'server CPU during the storm: the server process over the cut → last replay, broadcast stream included; "beyond the stream" subtracts the stream\'s cost at its rate before the cut; load generator: this process (all clients) over the same window',
     'store memory per detached session: every client gone, each session holding the messages it had not acknowledged (up to 31 plus the last second); in-memory store: the server heap after GC, minus before any session; Redis store: used_memory, minus before',
     ...(STORES.includes('redis') ? [] : [redisFound ? 'Redis store not run (--stores)' : 'Redis store not run: redis-server not found']),
@@ -627,6 +638,6 @@ const result = {
       : ['worker SIGKILL not run (--kill-levels, or no Redis store)']),
     ...(STORES.includes('redis') ? ['redis-server: not pinned (the server is pinned to CPU 0, the load generator to CPU 1; Redis, the store\'s own server, runs where the scheduler puts it)'] : []),
   ],
-  params: { steps: LEVELS, killLevels: KILL_LEVELS, killTickMs: KILL_TICK_MS, stores: names, resumeWindowMs: RESUME_WINDOW ?? 120_000, rate: RATE, jitterMs: JITTER, steadySeconds: STEADY_S, quick: QUICK, durationSeconds: (Date.now() - started) / 1000 },
+  params: { steps: LEVELS, killLevels: KILL_LEVELS, killTickMs: KILL_TICK_MS, stores: names, resumeWindowMs: RESUME_WINDOW ?? 120_000, rate: RATE, appendsPerSecond: APPENDS, jitterMs: JITTER, steadySeconds: STEADY_S, quick: QUICK, durationSeconds: (Date.now() - started) / 1000 },
 };
 finishScenario('reconnect', QUICK, started, result);
