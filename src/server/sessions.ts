@@ -1060,7 +1060,9 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** Connection.send on a session connection: kept in the session, written when its seq is known. */
   send(data: Outbound, binary: boolean): boolean {
     const entry = this.entry;
-    if (entry === null || entry.ended) return false;
+    // The reply of a request the store counted goes to the store even once this copy of the session is gone (dropped:
+    // another process holds it, and waits for this reply; `append` then accepts it from the process that counted it).
+    if (entry === null || (entry.ended && this.running === 0)) return false;
     // The route of the session, a reply of a request running here, or the application answering on a connection
     // that has closed since (a reply outlives its connection: the session keeps it). Anything else on a connection
     // taken over but not yet closed is refused: the application's send to the connection it had, not to the session.

@@ -218,7 +218,7 @@ function outcome(raw: Raw, lastSeq: number): { replies: number; pushes: number; 
   return { replies, pushes, seqsInOrder: seqs.every((seq, i) => seq === lastSeq + 1 + i) };
 }
 
-test('a slow node is not taken for a dead one: A counted a request and has not run it when the client resumes on B and re-sends it; B waits, A runs it once, its reply reaches the client through B; no push twice, no dead letter', async (t) => {
+for (const dropFirst of [false, true]) test(`a slow node is not taken for a dead one: A counted a request and has not run it when the client resumes on B and re-sends it; B waits, A runs it once${dropFirst ? ' (after dropping its copy of the session: its detach was refused)' : ''}, its reply reaches the client through B; no push twice, no dead letter`, async (t) => {
   const redis = await startRedis(t);
   if (!redis) return;
   const prefix = `nodes-${process.pid}-${Date.now()}-slow`;
@@ -243,6 +243,11 @@ test('a slow node is not taken for a dead one: A counted a request and has not r
   await waitFor(() => b.store.operations.beginRequest! >= 2, 5_000, 'B to ask the store again (pending)');
   assert.deepEqual([a.published.length, b.published.length], [0, 0], 'nobody ran it yet');
 
+  if (dropFirst) {
+    // A learns its connection is gone before it gets to the request: its detach is refused, it drops its copy.
+    onA.ws.terminate();
+    await waitFor(() => a.events.some((e) => e.type === 'moved' && e.id === id), 5_000, 'A to drop its copy (moved)');
+  }
   a.store.release(); // A's loop gets to it: it runs the request, once
   await waitFor(() => outcome(onB, lastSeq).replies >= 1 && outcome(onB, lastSeq).pushes >= 1, 10_000, "A's reply and push through B");
   onB.request({ command: 'echo', someOtherThing: 'after' }, 3);
