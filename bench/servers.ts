@@ -36,7 +36,7 @@ const { positionals, values } = parseArgs({
   },
 });
 const [kind, portArg] = positionals;
-const { port, connections, cut, sessionStats } = await startSystem(kind, {
+const { port, connections, cut, sessionStats, broadcast } = await startSystem(kind, {
   port: Number(portArg ?? 0),
   pingInterval: Number(values['ping-interval']),
   pongTimeout: Number(values['pong-timeout']),
@@ -61,6 +61,7 @@ createInterface({ input: process.stdin }).on('line', (line) => {
     (globalThis as { gc?: () => void }).gc?.();
     console.log(`snapshot ${writeHeapSnapshot(cmd.slice(9))}`);
   } else if (cmd === 'cut') console.log(`cut ${cut()}`);
+  else if (cmd.startsWith('feed ')) console.log(feed(cmd.slice(5)));
   else if (cmd === 'cpu') {
     const u = process.cpuUsage();
     console.log(`cpu ${u.user + u.system} rss ${process.memoryUsage().rss}`);
@@ -69,6 +70,26 @@ createInterface({ input: process.stdin }).on('line', (line) => {
   else console.log(`error unknown command ${cmd}`);
 });
 process.on('SIGINT', () => process.exit(0));
+
+/**
+ * `feed <ms>`: the server broadcasts {"command":"broadcast","someOtherThing":"b<k>"}, k = 1, 2, …, every <ms>
+ * (a server-side feed: it goes on whatever its clients do); `feed stop` stops it and answers the last k.
+ */
+let feedTimer: NodeJS.Timeout | null = null;
+let feedK = 0;
+function feed(arg: string): string {
+  if (!broadcast) return 'error this system has no server-side broadcast';
+  if (arg === 'stop') {
+    if (feedTimer) clearInterval(feedTimer);
+    feedTimer = null;
+    return `feed ${feedK}`;
+  }
+  const ms = Number(arg);
+  if (!(ms > 0)) return `error feed needs a period in ms, got ${arg}`;
+  if (feedTimer) clearInterval(feedTimer);
+  feedTimer = setInterval(() => broadcast(`{"command":"broadcast","someOtherThing":"b${++feedK}"}`), ms);
+  return `feed ${feedK}`;
+}
 
 let session: Session | null = null;
 async function profileStart(): Promise<void> {

@@ -55,6 +55,8 @@ export interface RunningSystem {
    * Returns how many were destroyed.
    */
   cut: () => number;
+  /** Broadcasts `text` to every connection (and session) from the server itself: a server-side feed. */
+  broadcast?: (text: string) => void;
   /** Session figures of the supervisor with sessions on (detached sessions). */
   sessionStats?: () => { detached: number; storeOps?: Record<string, number> };
 }
@@ -96,6 +98,7 @@ export async function startSupervisor(o: SystemOptions): Promise<RunningSystem> 
     port: demo.address.port,
     connections: () => demo.supervisor.size,
     cut: trackSockets(demo.server),
+    broadcast: (text) => demo.supervisor.broadcast(text),
     ...(sessions
       ? {
           sessionStats: () => {

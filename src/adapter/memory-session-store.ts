@@ -25,6 +25,7 @@ import {
   type ReadResult,
   type RequestVerdict,
   type ResumeClaim,
+  type ResumeResult,
   type SessionDeadLetterReason,
   type SessionMessage,
   type SessionRecord,
@@ -105,8 +106,9 @@ interface Session {
    * The reply seqs of the last maxRememberedReplies requests, a ring: request
    * c (≥ 1) is at (c - 1) % maxRememberedReplies while c > lastCseq -
    * maxRememberedReplies (requests are counted one by one from 1, so every
-   * such c ran here). A slot holds undefined (no reply yet), a seq (one
-   * message), the seqs (several) or null (more than MAX_SEQS_PER_REPLY).
+   * such c ran here). A slot holds undefined (counted, not finished: a
+   * duplicate is `pending`), NO_REPLY (ran, sent no reply: `endRequest`), a
+   * seq (one message), the seqs (several) or null (more than MAX_SEQS_PER_REPLY).
    * Made on the first request, grown one slot per request up to the bound: no
    * map, array or iterator per request.
    */
@@ -120,6 +122,12 @@ type HeldSlot = string | Buffer | number;
 const NO_MESSAGES: HeldSlot[] = Object.freeze([]) as unknown as HeldSlot[];
 
 type ReplySlot = number | number[] | null | undefined;
+
+/** A reply slot's "ran, and sent no reply" (seq 0 is never assigned). */
+const NO_REPLY = 0;
+
+/** This store lives in one process: whoever counted a request is this process, alive. */
+const PENDING_HERE: RequestVerdict = Object.freeze({ kind: 'pending', here: true });
 
 /** The verdict `new` carries nothing: one object for every request. */
 const NEW: RequestVerdict = Object.freeze({ kind: 'new' });
@@ -169,10 +177,11 @@ export class MemorySessionStore implements SessionStore {
     this.#t0 = this.#now();
     const proto = MemorySessionStore.prototype;
     this.sync =
-      this.append === proto.append && this.beginRequest === proto.beginRequest && this.ack === proto.ack
+      this.append === proto.append && this.beginRequest === proto.beginRequest && this.endRequest === proto.endRequest && this.ack === proto.ack
         ? {
             append: (id, message, replyTo) => this.#append(id, message, replyTo),
             beginRequest: (id, cseq) => this.#beginRequest(id, cseq),
+            endRequest: (id, cseq) => this.#endRequest(id, cseq),
             ack: (id, seq) => this.#ack(id, seq),
           }
         : undefined;
@@ -276,6 +285,10 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async readAfter(id: string, seq: number): Promise<ReadResult> {
+    return this.#readAfter(id, seq);
+  }
+
+  #readAfter(id: string, seq: number): ReadResult {
     const s = this.#live(id);
     if (s === null) return this.#gone(id);
     if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, reason: 'unknown', detail: `lastSeq must be an integer ≥ 0, got ${String(seq)}` };
@@ -289,8 +302,31 @@ export class MemorySessionStore implements SessionStore {
     return { ok: true, messages: heldMessages(s) };
   }
 
+  async resume(id: string, seq: number): Promise<ResumeResult> {
+    // One process, each call applied before it returns: the read and the attach are one moment anyway. No await
+    // inside: its caller's continuation runs as soon as a readAfter's would (before appends made after the call).
+    const read = this.#readAfter(id, seq);
+    if (!read.ok) return read;
+    const s = this.#sessions.get(id)!;
+    s.state = 'attached';
+    s.attachedAt = this.#now();
+    this.#detached.delete(id);
+    return { ok: true, record: this.#record(s), messages: read.messages };
+  }
+
   async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
     return this.#beginRequest(id, cseq);
+  }
+
+  async endRequest(id: string, cseq: number): Promise<void> {
+    this.#endRequest(id, cseq);
+  }
+
+  #endRequest(id: string, cseq: number): void {
+    const s = this.#live(id);
+    if (s === null || !this.#remembered(s, cseq)) return;
+    const slot = (cseq - 1) % this.#limits.maxRememberedReplies;
+    if (s.replies![slot] === undefined) s.replies![slot] = NO_REPLY;
   }
 
   #beginRequest(id: string, cseq: number): RequestVerdict {
@@ -299,7 +335,6 @@ export class MemorySessionStore implements SessionStore {
     if (!Number.isSafeInteger(cseq) || cseq < 1) throw new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`);
     if (cseq === s.lastCseq + 1) {
       s.lastCseq = cseq;
-      // Its reply seqs are collected from now on (none yet: a duplicate now gets []).
       // Its reply seqs are collected from now on; the slot's previous request is forgotten (a duplicate of it gets null;
       // it still never runs again: lastCseq says so).
       const replies = (s.replies ??= []);
@@ -311,7 +346,9 @@ export class MemorySessionStore implements SessionStore {
     if (cseq <= s.lastCseq) {
       if (!this.#remembered(s, cseq)) return { kind: 'duplicate', replySeqs: null };
       const seqs = s.replies![(cseq - 1) % this.#limits.maxRememberedReplies];
-      return { kind: 'duplicate', replySeqs: seqs === undefined ? [] : typeof seqs === 'number' ? [seqs] : seqs === null ? null : seqs.slice() };
+      // Counted, not finished: its process (this one) is running it, or about to.
+      if (seqs === undefined) return PENDING_HERE;
+      return { kind: 'duplicate', replySeqs: seqs === NO_REPLY ? [] : typeof seqs === 'number' ? [seqs] : seqs === null ? null : seqs.slice() };
     }
     return { kind: 'gap', expected: s.lastCseq + 1 };
   }
@@ -327,7 +364,7 @@ export class MemorySessionStore implements SessionStore {
     const replies = s.replies!;
     const slot = (cseq - 1) % this.#limits.maxRememberedReplies;
     const seqs = replies[slot];
-    if (seqs === undefined) replies[slot] = seq;
+    if (seqs === undefined || seqs === NO_REPLY) replies[slot] = seq;
     else if (typeof seqs === 'number') replies[slot] = [seqs, seq];
     else if (seqs === null) return;
     else if (seqs.length >= MAX_SEQS_PER_REPLY) replies[slot] = null;

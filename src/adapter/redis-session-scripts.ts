@@ -10,14 +10,18 @@
  *   P epoch        string: the store's epoch (SET NX); gone after FLUSHALL or an empty restart
  *   P h:<id>       hash: the session record (st a|d, ca, aa, da, ls, as, lc, cb, ab, ag, t, dt, dg, o)
  *   P x:<id>       stream: the held messages, entry id <seq>-0, fields c (cumulative bytes), b (binary), d (data)
- *   P r:<id>       hash: cseq → reply seqs ("" none yet, "1,2", "*" too many to remember)
+ *   P r:<id>       hash: cseq → reply seqs ("" none yet, "1,2", "*" too many to remember);
+ *                  n<cseq> → "<node>:<time>": the node that counted it and when (Redis time, ms), until it
+ *                  ends without a reply (endRequest); a reply of that node is accepted even once it is stale
+ *   P node:<node>  string, PX leaseTtl: the node (one store instance) is alive; renewed with its leases
  *   P leases       zset: attached session → lease deadline (Redis time, ms)
  *   P detached     zset: detached session → detach order (P dseq, a counter): the oldest detach first
  *   P tombs        zset: ended session → creation order (P tseq); P tomb hash: id → until \n reason \n detail
  *                  (until: the store's clock; a resume is told reason and detail until then)
  *   P bytes, P msgs  counters: held bytes and messages over all sessions (the cluster-wide memory bound)
  *
- * The script's ARGV starts with the same ten values (COMMON_ARGS); every
+ * The script's ARGV starts with the same eleven values (the ten common ones
+ * and the calling node's id); every
  * operation returns { letters, … }: letters are the sessions it ended, each
  * { id, reason, detail, entries, refused } so the node that ran the call hands
  * them to its application (R12).
@@ -41,6 +45,7 @@ local tm = redis.call('TIME')
 local RNOW = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
 local NOW = RNOW
 if ARGV[10] ~= '' then NOW = tonumber(ARGV[10]) end
+local NODE = ARGV[11]
 local DET, LEASES, TOMBS, TOMB = P .. 'detached', P .. 'leases', P .. 'tombs', P .. 'tomb'
 local BYTES, MSGS, DSEQ, TSEQ, EPOCH = P .. 'bytes', P .. 'msgs', P .. 'dseq', P .. 'tseq', P .. 'epoch'
 local LETTERS = {}
@@ -147,6 +152,39 @@ end
 
 local function record(id) return redis.call('HGETALL', hkey(id)) end
 
+-- Which node counted request c of id (and when), if it has not finished it without a reply: node, time | nil.
+local function counter(id, c)
+  local n = redis.call('HGET', rkey(id), 'n' .. c)
+  if not n then return nil end
+  local i = string.find(n, ':', 1, true)
+  return string.sub(n, 1, i - 1), tonumber(string.sub(n, i + 1))
+end
+
+local function count_here(id, c)
+  redis.call('HSET', rkey(id), 'n' .. c, NODE .. ':' .. S(RNOW))
+end
+
+-- The session's stream after seq (trimming up to it), or the reason a resume from seq cannot go on.
+local function read_after(id, seq)
+  local f = redis.call('HMGET', hkey(id), 'ls', 'as')
+  local last, acked = tonumber(f[1]), tonumber(f[2])
+  if seq > last then return false, 'restarted', 'lastSeq ' .. S(seq) .. ' is beyond the last seq this store assigned, ' .. S(last) end
+  if seq < acked then
+    return false, 'overflow', 'lastSeq ' .. S(seq) .. ' is behind the acknowledged ' .. S(acked) .. ': seqs ' .. S(seq + 1) .. '…' .. S(acked) .. ' are no longer held'
+  end
+  trim(id, seq)
+  return redis.call('XRANGE', xkey(id), '-', '+')
+end
+
+local function attach_here(id)
+  redis.call('HSET', hkey(id), 'st', 'a', 'aa', S(NOW))
+  local gen = redis.call('HINCRBY', hkey(id), 'ag', 1)
+  redis.call('ZREM', DET, id)
+  redis.call('ZADD', LEASES, RNOW + LEASE, id)
+  touch(id)
+  return gen
+end
+
 local function ensure_epoch(candidate)
   redis.call('SET', EPOCH, candidate, 'NX')
   return redis.call('GET', EPOCH)
@@ -208,7 +246,9 @@ if not live(id) then
 end
 local f = redis.call('HMGET', hkey(id), 'ls', 'as', 'cb', 'ab', 'ag')
 -- A node whose hold is stale (another node attached the session since): refused, nothing kept, no letter.
-if A[4] ~= '' and f[5] ~= A[4] then
+-- Except the reply of a request this node counted: the request's outcome, which the new holder waits for
+-- (beginRequest's 'pending') and writes in seq order.
+if A[4] ~= '' and f[5] ~= A[4] and not (A[5] ~= '' and counter(id, A[5]) == NODE) then
   return { LETTERS, 0, 'moved', 'session ' .. id .. ' was attached elsewhere since (attach ' .. tostring(f[5]) .. ', this node held ' .. A[4] .. ')' }
 end
 local held = tonumber(f[1]) - tonumber(f[2])
@@ -270,36 +310,68 @@ return { LETTERS, 1, trim(id, seq) }`),
   /** A[1] id, [12] seq → { letters, 1, entries } | { letters, 0, reason, detail } */
   readAfter: op(`
 local id = A[1]
-local seq = tonumber(A[2])
 if not live(id) then local g = gone(id); return { LETTERS, 0, g[1], g[2] } end
-local f = redis.call('HMGET', hkey(id), 'ls', 'as')
-local last, acked = tonumber(f[1]), tonumber(f[2])
-if seq > last then return { LETTERS, 0, 'restarted', 'lastSeq ' .. S(seq) .. ' is beyond the last seq this store assigned, ' .. S(last) } end
-if seq < acked then
-  return { LETTERS, 0, 'overflow', 'lastSeq ' .. S(seq) .. ' is behind the acknowledged ' .. S(acked) .. ': seqs ' .. S(seq + 1) .. '…' .. S(acked) .. ' are no longer held' }
-end
-trim(id, seq)
-return { LETTERS, 1, redis.call('XRANGE', xkey(id), '-', '+') }`),
+local entries, reason, detail = read_after(id, tonumber(A[2]))
+if not entries then return { LETTERS, 0, reason, detail } end
+return { LETTERS, 1, entries }`),
 
-  /** A[1] id, [12] cseq → { letters, 'new' } | { letters, 'duplicate', seqs|'*'|false } | { letters, 'gap', expected } | { letters, 'unknown' } */
+  /**
+   * A[1] id, [12] seq → { letters, 1, generation, entries, record } | { letters, 0, reason, detail }: readAfter, then
+   * (when it can go on) attach, at one moment: nothing the previous holder counts or appends can fall in between.
+   */
+  resume: op(`
+local id = A[1]
+if not live(id) then local g = gone(id); return { LETTERS, 0, g[1], g[2] } end
+local entries, reason, detail = read_after(id, tonumber(A[2]))
+if not entries then return { LETTERS, 0, reason, detail } end
+local gen = attach_here(id)
+return { LETTERS, 1, gen, entries, record(id) }`),
+
+  /**
+   * A[1] id, [12] cseq, [13] the attach generation this node holds ('' unchecked) →
+   * { letters, 'new' } | { letters, 'duplicate', seqs|'*' } | { letters, 'pending', 1 here | 0 } | { letters, 'gap', expected }
+   * | { letters, 'moved' } | { letters, 'unknown' }.
+   * A request counted by a node that has not finished it: 'pending' while that node lives (its key) and less than a
+   * lease has passed since the count; else this node takes the count over ('new': it runs the request).
+   */
   beginRequest: op(`
 local id = A[1]
 local cseq = tonumber(A[2])
 if not live(id) then return { LETTERS, 'unknown' } end
-local last = tonumber(redis.call('HGET', hkey(id), 'lc'))
+local f = redis.call('HMGET', hkey(id), 'lc', 'ag')
+if A[3] ~= '' and f[2] ~= A[3] then return { LETTERS, 'moved' } end
+local last = tonumber(f[1])
 if cseq == last + 1 then
   redis.call('HSET', hkey(id), 'lc', S(cseq))
   redis.call('HSET', rkey(id), S(cseq), '')
-  if cseq - MAX_REPLIES > 0 then redis.call('HDEL', rkey(id), S(cseq - MAX_REPLIES)) end
+  count_here(id, S(cseq))
+  if cseq - MAX_REPLIES > 0 then redis.call('HDEL', rkey(id), S(cseq - MAX_REPLIES), 'n' .. S(cseq - MAX_REPLIES)) end
   if redis.call('PTTL', rkey(id)) == -1 then redis.call('PEXPIRE', rkey(id), KEY_TTL) end
   return { LETTERS, 'new' }
 end
 if cseq <= last then
   local seqs = redis.call('HGET', rkey(id), S(cseq))
   if not seqs then return { LETTERS, 'duplicate', '*' } end
+  if seqs == '' then
+    local node, at = counter(id, S(cseq))
+    if node == NODE then return { LETTERS, 'pending', 1 } end
+    if node then
+      if redis.call('EXISTS', P .. 'node:' .. node) == 1 and RNOW - at < LEASE then return { LETTERS, 'pending', 0 } end
+      -- Its node died (its key lapsed), or left it unfinished for a whole lease: this node runs it.
+      count_here(id, S(cseq))
+      return { LETTERS, 'new' }
+    end
+  end
   return { LETTERS, 'duplicate', seqs }
 end
 return { LETTERS, 'gap', last + 1 }`),
+
+  /** A[1] id, [12] cseq → { letters }: the request ran and sent no reply (a duplicate of it is answered at once). */
+  endRequest: op(`
+local id = A[1]
+if not live(id) then return { LETTERS } end
+if redis.call('HGET', rkey(id), A[2]) == '' then redis.call('HDEL', rkey(id), 'n' .. A[2]) end
+return { LETTERS }`),
 
   /** A[1] id, [12] cseq, [13] seq, [14] max seqs per reply → { letters } */
   rememberReply: op(`
@@ -343,12 +415,7 @@ return { LETTERS, 1 }`),
   attach: op(`
 local id = A[1]
 if not live(id) then return { LETTERS, 0 } end
-redis.call('HSET', hkey(id), 'st', 'a', 'aa', S(NOW))
-local gen = redis.call('HINCRBY', hkey(id), 'ag', 1)
-redis.call('ZREM', DET, id)
-redis.call('ZADD', LEASES, RNOW + LEASE, id)
-touch(id)
-return { LETTERS, 1, gen }`),
+return { LETTERS, 1, attach_here(id) }`),
 
   /**
    * A[1] id, [12] the attach generation this node holds ('' none known) →
@@ -432,8 +499,9 @@ if stale then
 end
 return { LETTERS, expired, more }`),
 
-  /** A[1…] ids this node holds attached → { letters, ids no longer attached }: the others' leases (and key TTLs) start again. */
+  /** A[1…] ids this node holds attached → { letters, ids no longer attached }: the others' leases (and key TTLs) start again, and this node's own key. */
   renew: op(`
+redis.call('SET', P .. 'node:' .. NODE, '1', 'PX', LEASE)
 local lost = {}
 for i = 1, #A do
   local id = A[i]
@@ -467,7 +535,7 @@ return { LETTERS, redis.call('ZCARD', LEASES) + det, det, tonumber(redis.call('G
 export type SessionOpName = keyof typeof SESSION_OPS;
 
 /**
- * The one script the store runs: ARGV[1…10] the common values, then any
+ * The one script the store runs: ARGV[1…10] the common values, [11] the node's id, then any
  * number of operations, each `name, argc, arg1 … argN`, run in order, each
  * in its own `pcall` (an error fails that operation alone; what it wrote
  * before the error stays, as it would in a script of its own). Returns one
@@ -483,7 +551,7 @@ ${Object.entries(SESSION_OPS)
   .map(([name, body]) => `OPS['${name}'] = function(A)\n${body}\nend`)
   .join('\n')}
 local out = {}
-local i = 11
+local i = 12
 local n = #ARGV
 while i <= n do
   local fn = OPS[ARGV[i]]

@@ -50,6 +50,7 @@ import {
   type ReadResult,
   type RequestVerdict,
   type ResumeClaim,
+  type ResumeResult,
   type ResumeFailureReason,
   type SessionDeadLetter,
   type SessionDeadLetterReason,
@@ -85,11 +86,22 @@ export const REDIS_SESSION_STORE_DEFAULTS = {
   backoffInitialDelay: 100,
   backoffMaxDelay: 5_000,
   /**
-   * 16 MiB of operations sent and not yet answered (as the adapter's): beyond
-   * it an operation fails at once (`unavailable`), so a hung Redis cannot make
-   * the process hold every message appended meanwhile.
+   * 16 MiB of operations sent and not yet answered (as the adapter's): what
+   * ioredis and the socket hold. Beyond it no further batch is sent until
+   * Redis answers; operations wait in the queue (maxQueuedBytes).
    */
   maxInFlightBytes: 16 * 1_048_576,
+  /**
+   * 128 MiB of operations waiting on the node for their batch, counted as the
+   * memory they hold (OP_HEAP_BYTES each plus their arguments, a fan-out's
+   * message once): beyond it an operation fails at once (`unavailable`), so a
+   * hung or overloaded Redis cannot make the node hold every message appended
+   * meanwhile. Sized to carry a 10,000-session reconnect storm under a steady
+   * broadcast (docs/scaling.md, "Batches and the reconnect storm"): some
+   * 170,000 queued fan-out appends, or 8.5 s of 2 broadcasts a second to
+   * 10,000 sessions, about commandTimeout's worth of that load.
+   */
+  maxQueuedBytes: 128 * 1_048_576,
   /**
    * Overdue sessions expired per script call: one call holds Redis for a
    * bounded time, and its reply (their held messages, up to maxBytes each) stays
@@ -116,6 +128,8 @@ function verdictOf(r: Reply[]): RequestVerdict {
   if (kind === 'new') return { kind: 'new' };
   if (kind === 'unknown') return { kind: 'unknown' };
   if (kind === 'gap') return { kind: 'gap', expected: r[2] as number };
+  if (kind === 'pending') return { kind: 'pending', here: r[2] === 1 };
+  if (kind === 'moved') return { kind: 'moved' };
   const seqs = String(r[2]);
   return { kind: 'duplicate', replySeqs: seqs === '*' ? null : seqs === '' ? [] : seqs.split(',').map(Number) };
 }
@@ -144,8 +158,15 @@ const BATCH_MAX_BYTES = 1_048_576;
  * in its socket at once: commandTimeout still measures Redis, not the queue.
  */
 const BATCHES_IN_FLIGHT = 8;
-/** What an operation costs in a batch beyond its arguments (its name, argc, RESP framing): counted against maxInFlightBytes. */
-const OP_OVERHEAD_BYTES = 32;
+/**
+ * What an operation holds beyond its arguments while it waits or is in flight:
+ * its PendingOp, argument array, promise and the caller's continuation.
+ * Measured: 755 bytes of heap per queued fan-out append, the supervisor's
+ * bookkeeping included (200,000 appends queued against a stopped Redis). So the
+ * byte bounds count memory, not just the wire (32 bytes of framing would
+ * undercount a queued append 6-fold).
+ */
+const OP_HEAP_BYTES = 768;
 
 export interface RedisSessionStoreOptions {
   /** As the adapter's `url` (parseRedisUrl): `redis://[[user]:password@]host[:port][/db]` or `rediss://…`. */
@@ -171,14 +192,20 @@ export interface RedisSessionStoreOptions {
   /** TCP connect + handshake timeout, ms. Default 5000. */
   connectTimeout?: number;
   /**
-   * Bytes of operations queued for their batch or sent to Redis and not yet
-   * answered (a timed-out one counts until Redis answers a later one or the
-   * connection closes). Beyond
-   * it an operation fails at once (`unavailable`, not applied). A single
-   * operation larger than it is still sent when nothing else is in flight.
-   * Default 16 MiB.
+   * Bytes of operations sent to Redis and not yet answered (a timed-out one
+   * counts until Redis answers a later one or the connection closes): beyond
+   * it no further batch goes until Redis answers; the rest wait in the queue.
+   * A single operation larger than it is still sent when nothing else is in
+   * flight. Default 16 MiB.
    */
   maxInFlightBytes?: number;
+  /**
+   * Bytes of operations waiting on this node for their batch, as the memory
+   * they hold (768 bytes each plus their arguments; a broadcast's message
+   * counted once for all its sessions). Beyond it an operation fails at once
+   * (`unavailable`, not applied). Default 128 MiB.
+   */
+  maxQueuedBytes?: number;
   /** Reconnect backoff: doubling from `initialDelay` up to `maxDelay`, jittered to 50–100%. Defaults 100 / 5000 ms. */
   backoff?: { initialDelay?: number; maxDelay?: number };
   /**
@@ -291,6 +318,11 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   readonly #now: (() => number) | null;
   /** The ten arguments every script starts with (all but the clock). */
   readonly #common: string[];
+  /**
+   * This store instance in Redis (the script's NODE): who counted a request, and whose key (`node:<id>`, renewed
+   * with the leases) says it is alive. A request it counted is not run elsewhere while it lives (docs/sessions.md).
+   */
+  readonly nodeId = randomBytes(9).toString('base64url');
   #host: SessionStoreHost | null = null;
   #client: ScriptClient | null = null;
   #ready = false;
@@ -315,6 +347,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   /** Scripts sent to Redis, by store operation, since the store started (benchmarks, metrics): the round trips a resume or a message costs. */
   readonly operations: Record<string, number> = {};
   readonly #maxInFlightBytes: number;
+  readonly #maxQueuedBytes: number;
   /** Commands sent and not yet answered (their bytes are held by ioredis and the socket until then), oldest first. */
   #inFlight: { seq: number; bytes: number }[] = [];
   #inFlightHead = 0;
@@ -359,6 +392,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     if (this.#limits.leaseTtl < 3) throw new RangeError(`ws-supervisor: option sessions.leaseTtl must be at least 3 ms (renewed every third), got ${this.#limits.leaseTtl}`);
     this.#commandTimeout = positiveInt('redis.commandTimeout', options.commandTimeout, d.commandTimeout);
     this.#maxInFlightBytes = positiveInt('redis.maxInFlightBytes', options.maxInFlightBytes, d.maxInFlightBytes);
+    this.#maxQueuedBytes = positiveInt('redis.maxQueuedBytes', options.maxQueuedBytes, d.maxQueuedBytes);
     this.#connectTimeout = positiveInt('redis.connectTimeout', options.connectTimeout, d.connectTimeout);
     this.#backoffInitial = positiveInt('redis.backoff.initialDelay', options.backoff?.initialDelay, d.backoffInitialDelay);
     this.#backoffMax = positiveInt('redis.backoff.maxDelay', options.backoff?.maxDelay, d.backoffMaxDelay);
@@ -514,7 +548,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   append(id: string, message: SessionMessage, replyTo?: number): Promise<AppendResult> {
     // The generation this node holds (attached, or detached by it): a stale one is refused (`moved`), so a node
     // whose copy of the session was resumed elsewhere stops appending to it. None while an attach is on its way.
-    const generation = this.#attaching.has(id) ? '' : (this.#held.get(id) ?? this.#detachedHere.get(id) ?? '');
+    const generation = this.#generation(id);
     const args = [id, message.data, message.binary ? '1' : '0', generation, replyTo === undefined ? '' : String(replyTo), MAX_SEQS_PER_REPLY_ARG];
     return this.#run('append', id, 'append', args, appendResult, message);
   }
@@ -551,9 +585,47 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     });
   }
 
+  /**
+   * readAfter and attach in one script (one moment in Redis); the generation it gives is this node's hold from
+   * then. The operation's own promise (no async frame), as readAfter's: the caller's continuation runs before those
+   * of the appends called after it.
+   */
+  resume(id: string, seq: number): Promise<ResumeResult> {
+    if (!Number.isSafeInteger(seq) || seq < 0) return Promise.resolve({ ok: false, reason: 'unknown', detail: `lastSeq must be an integer ≥ 0, got ${String(seq)}` });
+    // As attach: appends called meanwhile must not present the generation this attach replaces.
+    this.#attaching.set(id, (this.#attaching.get(id) ?? 0) + 1);
+    let settled = false;
+    const done = (): void => {
+      if (settled) return;
+      settled = true;
+      const n = this.#attaching.get(id)! - 1;
+      if (n === 0) this.#attaching.delete(id);
+      else this.#attaching.set(id, n);
+    };
+    const answer = this.#run('resume', id, 'resume', [id, String(seq)], (r): ResumeResult => {
+      done();
+      if (r[1] !== 1) return { ok: false, reason: String(r[2]) as ResumeFailureReason, detail: String(r[3]) };
+      this.#held.set(id, String(r[2]));
+      this.#detachedHere.delete(id);
+      return { ok: true, record: toRecord(id, r[4] as Buffer[]), messages: (r[3] as EntryReply[]).map(toMessage) };
+    });
+    answer.catch(done);
+    return answer;
+  }
+
   beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
     if (!Number.isSafeInteger(cseq) || cseq < 1) return Promise.reject(new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`));
-    return this.#run('beginRequest', id, 'beginRequest', [id, String(cseq)], verdictOf);
+    // The generation this node holds, as append's: a node whose hold is stale counts nothing (`moved`).
+    return this.#run('beginRequest', id, 'beginRequest', [id, String(cseq), this.#generation(id)], verdictOf);
+  }
+
+  endRequest(id: string, cseq: number): Promise<void> {
+    return this.#run('endRequest', id, 'endRequest', [id, String(cseq)], () => undefined);
+  }
+
+  /** The attach generation this node presents for `id`: held (attached, or detached by it); '' (unchecked) while an attach is on its way or none is known. */
+  #generation(id: string): string {
+    return this.#attaching.has(id) ? '' : (this.#held.get(id) ?? this.#detachedHere.get(id) ?? '');
   }
 
   rememberReply(id: string, cseq: number, seq: number): Promise<void> {
@@ -709,7 +781,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   async #renew(): Promise<void> {
     if (!this.#ready || this.#closed) return;
     const ids = [...this.#held.keys()];
-    for (let i = 0; i < ids.length; i += RENEW_BATCH) {
+    // At least one call, holding none: it renews this node's own key too (requests it counted are its to finish).
+    for (let i = 0; i === 0 || i < ids.length; i += RENEW_BATCH) {
       try {
         const [, lost] = await this.#call('renew', null, 'renew', ids.slice(i, i + RENEW_BATCH));
         for (const id of lost as Buffer[]) this.#held.delete(id.toString());
@@ -721,7 +794,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
 
   /** The script's arguments for `ops`: the common ones, the clock, then each operation as name, argc, args. */
   #batchArgs(ops: readonly { op: SessionOpName; args: (string | Buffer)[] }[]): (string | Buffer)[] {
-    const out: (string | Buffer)[] = [...this.#common, this.#now === null ? '' : String(this.#now())];
+    const out: (string | Buffer)[] = [...this.#common, this.#now === null ? '' : String(this.#now()), this.nodeId];
     for (const o of ops) out.push(o.op, String(o.args.length), ...o.args);
     return out;
   }
@@ -756,18 +829,38 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     if (!this.#ready) {
       return Promise.reject(this.#failed('unavailable', operation, id, 'no', new Error(`redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`)));
     }
-    let bytes = OP_OVERHEAD_BYTES + name.length;
-    for (const a of extra) bytes += typeof a === 'string' ? Buffer.byteLength(a) : a.length;
-    const held = this.#inFlightBytes + this.#queuedBytes;
-    if (held > 0 && held + bytes > this.#maxInFlightBytes) {
-      // Redis is not answering fast enough (hung, overloaded): refuse now rather than hold every message in memory.
+    let bytes = OP_HEAP_BYTES + name.length;
+    // A broadcast's appends, one per session in a row, share its message: held once, sent once per batch (appendN).
+    const last = this.#queue.length > this.#queueHead ? this.#queue[this.#queue.length - 1]! : null;
+    const shared = name === 'append' && last !== null && last.op === 'append' && last.args[1] === extra[1] && last.args[2] === extra[2];
+    for (let i = 0; i < extra.length; i++) {
+      if (shared && i === 1) continue;
+      const a = extra[i]!;
+      bytes += typeof a === 'string' ? Buffer.byteLength(a) : a.length;
+    }
+    const inFlight = this.#inFlightBytes;
+    if (this.#batches.size === 0 && inFlight > 0 && inFlight + bytes > this.#maxInFlightBytes) {
+      // Only batches that timed out are unanswered (Redis hung): nothing is sent until it answers (a PING finds out),
+      // and nothing would time this one out meanwhile: refused now.
       this.#probe(client);
       return Promise.reject(this.#failed(
         'unavailable',
         operation,
         id,
         'no',
-        new Error(`${held} bytes of operations await Redis's answer; ${bytes} more would pass maxInFlightBytes ${this.#maxInFlightBytes} (counting those sent and those queued for their batch)`),
+        new Error(`${inFlight} bytes of operations await Redis's answer; ${bytes} more would pass maxInFlightBytes ${this.#maxInFlightBytes}`),
+      ));
+    }
+    const queued = this.#queuedBytes;
+    if (queued > 0 && queued + bytes > this.#maxQueuedBytes) {
+      // Redis is not answering fast enough (hung, overloaded): refuse now rather than hold every message in memory.
+      if (this.#inFlightBytes > 0) this.#probe(client);
+      return Promise.reject(this.#failed(
+        'unavailable',
+        operation,
+        id,
+        'no',
+        new Error(`${queued} bytes of operations wait for their batch (${this.#inFlightBytes} more sent, unanswered); ${bytes} more would pass maxQueuedBytes ${this.#maxQueuedBytes}`),
       ));
     }
     this.operations[operation] = (this.operations[operation] ?? 0) + 1;
@@ -815,11 +908,15 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     const client = this.#client;
     while (this.#queueHead < this.#queue.length && this.#batches.size < BATCHES_IN_FLIGHT) {
       if (client === null || !this.#ready) return this.#failQueue(new Error(`redis unavailable${this.#lastError ? `: ${this.#lastError}` : ''}`));
+      // maxInFlightBytes: what ioredis and the socket hold waits for Redis's answers (a PING finds out when a
+      // timed-out batch, still counted, has been answered after all).
+      const room = this.#maxInFlightBytes - this.#inFlightBytes;
+      if (this.#inFlightBytes > 0 && this.#queue[this.#queueHead]!.bytes > room) return this.#probe(client);
       const ops: PendingOp[] = [];
       let bytes = 0;
       while (this.#queueHead < this.#queue.length && ops.length < BATCH_MAX_OPS) {
         const next = this.#queue[this.#queueHead]!;
-        if (ops.length > 0 && bytes + next.bytes > BATCH_MAX_BYTES) break;
+        if (ops.length > 0 && (bytes + next.bytes > BATCH_MAX_BYTES || bytes + next.bytes > room)) break;
         ops.push(next);
         bytes += next.bytes;
         if (next.op === 'ack' && this.#queuedAcks.get(next.id!) === next) this.#queuedAcks.delete(next.id!);
@@ -964,7 +1061,10 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     this.#probing = true;
     const seq = this.#inFlightSeq;
     client.ping().then(
-      () => this.#answered(seq),
+      () => {
+        this.#answered(seq);
+        this.#pump(); // batches held back by maxInFlightBytes may go now
+      },
       () => undefined,
     ).finally(() => (this.#probing = false));
   }

@@ -125,6 +125,11 @@ export type ReadResult =
   | { ok: true; messages: StoredMessage[] }
   | { ok: false; reason: ResumeFailureReason; detail: string };
 
+/** A resume's step in the store: the session attached here and read, at one moment (`resume`). */
+export type ResumeResult =
+  | { ok: true; record: SessionRecord; messages: StoredMessage[] }
+  | { ok: false; reason: ResumeFailureReason; detail: string };
+
 export type AckResult =
   | { ok: true; trimmed: number }
   /** An ack beyond the last seq sent (a protocol violation), or for a session that is gone. */
@@ -138,6 +143,22 @@ export type RequestVerdict =
   | { kind: 'duplicate'; replySeqs: number[] | null }
   /** A request skipped (cseq beyond the next one): a protocol violation. */
   | { kind: 'gap'; expected: number }
+  /**
+   * Counted as run by a process that is alive and has neither stored its
+   * reply nor said it sent none (`endRequest`): it is running it, or about to.
+   * Ask again later; never run it here meanwhile. `here`: that process is
+   * this one (this store instance), which alone knows whether it still will
+   * (a count whose answer was lost is nobody's to run but this process's).
+   * A shared store answers `new` instead once that process is known dead (its
+   * lease lapsed) or has left the request unfinished for a whole lease: the
+   * asker takes the count over and runs it (docs/sessions.md, "Across nodes").
+   */
+  | { kind: 'pending'; here: boolean }
+  /**
+   * A shared store: another process attached the session since this one held
+   * it, so this one may not count requests for it any more (not counted).
+   */
+  | { kind: 'moved' }
   /** The session is gone. */
   | { kind: 'unknown' };
 
@@ -179,6 +200,7 @@ export interface ResumeClaim {
 export interface SessionStoreSync {
   append(id: string, message: SessionMessage, replyTo?: number): AppendResult;
   beginRequest(id: string, cseq: number): RequestVerdict;
+  endRequest(id: string, cseq: number): void;
   ack(id: string, seq: number): AckResult;
 }
 
@@ -212,9 +234,11 @@ export interface SessionStore {
    * would exceed ends the session (or others: maxBufferedBytes ends the oldest
    * detached sessions first) and makes their messages dead letters.
    * `replyTo`: the message answers client request `replyTo`; remembered in
-   * the same step (as `rememberReply`), so a request whose `duplicate`
-   * answer has no reply seqs has no reply stored at all (docs/sessions.md,
-   * "Across nodes": a node that takes a session over runs such a request again).
+   * the same step (as `rememberReply`). A shared store accepts such a reply
+   * from the process that counted the request even after another attached
+   * the session (the reply is the request's outcome: it goes to the stream
+   * in seq order, and the new holder writes it), and refuses everything else
+   * from a stale process (`moved`).
    */
   append(id: string, message: SessionMessage, replyTo?: number): Promise<AppendResult>;
   /** The client has every seq ≤ `seq`: forget them. An ack at or below the last one changes nothing. */
@@ -227,8 +251,28 @@ export interface SessionStore {
    * assigned (the store lost what the client has).
    */
   readAfter(id: string, seq: number): Promise<ReadResult>;
-  /** Counts client request `cseq` as run if it is the next one; otherwise says what it is. */
+  /**
+   * The resume's step after `verify`, in one atomic step: as `readAfter(id,
+   * seq)`, and when that can go on, the session is attached here (as
+   * `attach`) and its record read, all at one moment. So nothing another
+   * process holding the session before counts or appends can fall between the
+   * read and the attach (a shared store refuses it from then on: `moved`),
+   * except the reply of a request that process had counted (`append`'s
+   * `replyTo`), which lands after the read, in seq order.
+   */
+  resume(id: string, seq: number): Promise<ResumeResult>;
+  /**
+   * Counts client request `cseq` as run if it is the next one (remembering
+   * which process counted it); otherwise says what it is. A shared store
+   * checks the attach generation this process holds, as `append` does
+   * (`moved`: not counted).
+   */
   beginRequest(id: string, cseq: number): Promise<RequestVerdict>;
+  /**
+   * Request `cseq` ran and its handler sent no reply in its turn: a
+   * `duplicate` of it now gets `replySeqs: []` at once instead of `pending`.
+   */
+  endRequest(id: string, cseq: number): Promise<void>;
   /** Remembers that message `seq` answers request `cseq` (for `duplicate` answers); a bounded number per session. */
   rememberReply(id: string, cseq: number, seq: number): Promise<void>;
   /** Topic memberships; false when the session is gone (join: or was already a member; leave: or was not). */

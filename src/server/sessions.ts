@@ -234,15 +234,17 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
   /** Appends not yet handled, in call order (from `appendHead`): bounded by what the store has in flight. Made on the first async one. */
   appends: (PendingAppend | undefined)[] | null = null;
   appendHead = 0;
-  /**
-   * Taken over from another node (a resume of a session this process ran no
-   * machine for): requests up to this cseq were counted there; one re-sent
-   * whose reply was never stored (that node died between running it and
-   * storing the reply) runs again here. 0: none.
-   */
-  adoptedUpTo = 0;
   /** The highest request cseq this process ran for the session. */
   lastCseqRun = 0;
+  /** Made for a resume under way (Sessions.incoming): routed for fan-outs, no machine, no carrier yet. */
+  incoming = false;
+  /**
+   * Requests whose `beginRequest` a binding of this process sent and has not
+   * handled yet, by cseq (how many bindings): a `pending` verdict counted here
+   * is waited for while one is, and run when none is (its count's answer was
+   * lost). Made on the first; only the store's async path uses it.
+   */
+  counting: Map<number, number> | null = null;
   #runner: MachineRunner<SessionMachine> | null = null;
 
   constructor(
@@ -660,6 +662,28 @@ export class Sessions<Auth = unknown> {
     this.host.emitSession({ type: 'moved', id: entry.id, detail });
   }
 
+  /** @internal The store refused to count a request of this process (`moved`): its copy of the session is stale. */
+  bindingMoved(binding: SessionBinding<Auth>): void {
+    const entry = binding.entry;
+    if (entry !== null) this.drop(entry, 'the session store refused to count a request: the session was attached on another node since');
+  }
+
+  /** @internal Request `cseq` ran here and sent no reply in its handler's turn: a duplicate of it is answered at once (not `pending`). */
+  requestEnded(entry: Entry<Auth>, cseq: number): void {
+    if (entry.unpersisted) return;
+    const sync = this.sync;
+    if (sync !== null) {
+      try {
+        sync.endRequest(entry.id, cseq);
+      } catch (err) {
+        this.reportFailure('endRequest', entry.id, err);
+      }
+      return;
+    }
+    // Failing, a duplicate elsewhere waits for it up to a lease, then runs it again (docs/sessions.md): counted only.
+    this.store.endRequest(entry.id, cseq).catch((err: unknown) => this.reportFailure('endRequest', entry.id, err));
+  }
+
   private overflowed(entry: Entry<Auth>, kind: 'overflow' | 'memory' | 'evicted', detail: string): void {
     if (entry.ended) return;
     // R11: a client that does not acknowledge is a slow consumer: its connection goes too.
@@ -701,6 +725,7 @@ export class Sessions<Auth = unknown> {
     const connection = binding.connection;
     const owner = this.options.owner(connection.auth);
     let failed: { reason: ResumeFailureReason; detail: string } | null = null;
+    let incoming: Entry<Auth> | null = null;
     try {
       this.epoch ??= await this.store.epoch();
       const local = claim === null ? undefined : this.entries.get(claim.id);
@@ -711,8 +736,18 @@ export class Sessions<Auth = unknown> {
       } else if (claim !== null) {
         const verdict = await this.store.verify({ id: claim.id, token: claim.token, owner, ...(claim.epoch !== undefined ? { epoch: claim.epoch } : {}) });
         if (verdict.ok) {
-          const read = await this.store.readAfter(claim.id, claim.lastSeq);
-          if (read.ok) return this.resumed(binding, verdict.record, claim.token, claim.lastSeq, read.messages);
+          // A session this process runs no machine for (another process's): routed here for the broadcasts and
+          // publishes that arrive from now on, before the store attaches it here. Else one the other process can no
+          // longer append once the attach lands (`moved`) would reach neither: this process's appends go after the
+          // resume, in call order, so they land after the attach.
+          incoming = this.entries.has(claim.id) ? null : this.incoming(claim.id, verdict.record.topics);
+          // The read, the attach and the record at one moment (docs/sessions.md, "Across nodes"): what another
+          // process counts or appends for the session from then on is refused (`moved`), except its reply to a
+          // request it had counted, which lands in the stream after the read and is written in order.
+          const read = await this.store.resume(claim.id, claim.lastSeq);
+          if (read.ok) return this.resumed(binding, read.record, claim.token, claim.lastSeq, read.messages);
+          this.dropIncoming(incoming);
+          incoming = null;
           failed = { reason: read.reason, detail: read.detail };
         } else failed = { reason: verdict.reason, detail: verdict.detail };
         this.host.metrics.resume('failed', failed.reason);
@@ -723,9 +758,10 @@ export class Sessions<Auth = unknown> {
         id: created.id, token: created.token, epoch: created.epoch, resumed: false,
         ...(failed ? { reason: failed.reason, detail: failed.detail } : {}),
         lastSeq: 0, replay: 0, cseq: 0, resumeWindow: this.options.resumeWindow,
-      }, [], created.record);
+      }, [], created.record, false);
       if (binding.live) this.host.emitSession({ type: 'attached', id: created.id, connection, resumeFailed: failed });
     } catch (err) {
+      this.dropIncoming(incoming);
       // No session can be opened or resumed without its store: the client retries (R22), and resumes once it answers.
       this.reportFailure(claim === null ? 'open' : 'resume', claim?.id ?? null, err);
       void connection.close(1011, 'session store unavailable');
@@ -735,9 +771,10 @@ export class Sessions<Auth = unknown> {
   private resumed(binding: SessionBinding<Auth>, record: SessionRecord, token: string, lastSeq: number, replay: StoredMessage[]): void {
     const connection = binding.connection;
     let entry = this.entries.get(record.id);
-    if (entry === undefined) {
+    if (entry === undefined || entry.incoming) {
       // A session this process runs no machine for (a shared store, another node's session): run one from here.
-      entry = this.newEntry(record.id);
+      entry ??= this.newEntry(record.id);
+      entry.incoming = false;
     } else {
       const previous = entry.carrier;
       if (previous) previous.leave();
@@ -749,17 +786,32 @@ export class Sessions<Auth = unknown> {
     this.host.metrics.replayed(replay.length);
     // Requests were counted that this process did not run: taken over from another process (or the one before this
     // connection counted one and closed before running it). The client re-sends every request it holds
-    // unacknowledged (cseq 0), so that one counted whose reply was never stored runs here (SessionBinding.request);
-    // the rest are duplicates.
+    // unacknowledged (cseq 0), and the store says what each is (SessionBinding.request): answered (`duplicate`),
+    // still running where it was counted (`pending`: waited for), or counted by a process now dead (`new`: runs here).
     const adopt = record.lastCseq > entry.lastCseqRun;
-    if (adopt) entry.adoptedUpTo = record.lastCseq;
     const cseq = adopt ? 0 : record.lastCseq;
     this.carry(binding, entry, {
       id: record.id, token, epoch: this.epoch!, resumed: true,
       lastSeq, replay: replay.length, cseq, resumeWindow: this.options.resumeWindow,
-    }, replay, record);
+    }, replay, record, true);
     entry.runner.send({ type: 'attach', lease: binding.lease });
     if (binding.live) this.host.emitSession({ type: 'resumed', id: record.id, connection, replayed: replay.length });
+  }
+
+  /** An entry for a resume under way of a session this process runs no machine for: in the topic index, carried by nothing yet. */
+  private incoming(id: string, topics: string[]): Entry<Auth> {
+    const entry = this.newEntry(id);
+    entry.incoming = true;
+    entry.topics = topics.length === 0 ? NO_TOPICS : new Set(topics);
+    for (const topic of entry.topics) this.index(entry, topic, true);
+    return entry;
+  }
+
+  /** The resume did not go on: its incoming entry goes (what it appended meanwhile went to the session in the store). */
+  private dropIncoming(entry: Entry<Auth> | null): void {
+    if (entry === null || !entry.incoming) return;
+    entry.incoming = false;
+    this.release(entry);
   }
 
   private newEntry(id: string): Entry<Auth> {
@@ -768,8 +820,11 @@ export class Sessions<Auth = unknown> {
     return entry;
   }
 
-  /** Writes `attached` and the replay on the binding's connection, then makes it the session's route. */
-  private carry(binding: SessionBinding<Auth>, entry: Entry<Auth>, attached: Parameters<typeof encodeAttached>[0], replay: StoredMessage[], record: SessionRecord): void {
+  /**
+   * Writes `attached` and the replay on the binding's connection, then makes it the session's route.
+   * `storeAttached`: the store attached it already (`resume`); else it is attached now.
+   */
+  private carry(binding: SessionBinding<Auth>, entry: Entry<Auth>, attached: Parameters<typeof encodeAttached>[0], replay: StoredMessage[], record: SessionRecord, storeAttached: boolean): void {
     const connection = binding.connection;
     this.pending.delete(connection);
     entry.carrier = binding;
@@ -785,6 +840,8 @@ export class Sessions<Auth = unknown> {
     connection.restoreData(record.data);
     if (!binding.live) {
       // The connection closed while the store answered: the session is detached from the start.
+      // After the machine's attach (resumed() sends it when this returns), as an attach's answer would come.
+      if (storeAttached) return void Promise.resolve().then(() => this.detach(binding));
       this.store.attach(entry.id).then(
         () => this.detach(binding),
         (err: unknown) => {
@@ -794,7 +851,7 @@ export class Sessions<Auth = unknown> {
       );
       return;
     }
-    this.store.attach(entry.id).catch((err: unknown) => this.unpersist(entry, 'attach', err));
+    if (!storeAttached) this.store.attach(entry.id).catch((err: unknown) => this.unpersist(entry, 'attach', err));
     entry.holder = binding;
     // The application's sends now go through the new connection (broadcasts reach the session anyway).
     const old = entry.routed;
@@ -986,6 +1043,19 @@ const PAUSED = 4;
 const LOCAL = 8;
 const FILLING = 16;
 
+/**
+ * A request counted by a process that has not finished it (`pending`) is
+ * asked about again after these delays, doubling: the first soon (the usual
+ * case is a reply already on its way), then at most 4 times a second. The
+ * wait is bounded by the store (a shared store answers `new` once the
+ * counting process is dead or a lease has passed) and, for a count made in
+ * this process, by PENDING_HERE_MAX.
+ */
+const PENDING_RETRY_FIRST = 5;
+const PENDING_RETRY_MAX = 250;
+/** A count of this process that none of its connections finishes within this long (as the Redis store's lease, 15 s). */
+const PENDING_HERE_MAX = 15_000;
+
 /** A connection's session side: what `Connection.send` and `Connection.onMessage` turn into on a session connection. */
 export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** awaiting: no `open`/`resume` yet; attaching: the store is answering; attached: carrying; left: another connection took over. */
@@ -1011,12 +1081,18 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private early: Map<number, { data: Outbound; binary: boolean }> | null = null;
   /** Frames received while the store answered `open`/`resume`: handled after `attached`. */
   private inbox: Array<[Buffer, boolean]> | null = null;
+  /** A seq known to be in the store that this connection must write (a reply stored by another process), 0 none. */
+  private expecting = 0;
+  /** The client has every seq up to this one (its resume position, then its acks): what a gap read may forget. */
+  private clientAcked = 0;
   /** The requests' verdicts from an async store, handled in order (made on the first). */
   private requests: Promise<void> | null = null;
   /** Requests on `requests` not handled yet: while any, a later one queues behind them (even with a sync store). */
   private waiting = 0;
   /** The request whose handler runs now (its sends are its reply), 0 none. */
   private running = 0;
+  /** The running request's handler sent something (its reply). */
+  private replied = false;
   private lastRun = 0;
   private lastAcked = 0;
   /**
@@ -1100,13 +1176,16 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** Connection.send on a session connection: kept in the session, written when its seq is known. */
   send(data: Outbound, binary: boolean): boolean {
     const entry = this.entry;
-    if (entry === null || entry.ended) return false;
+    // The reply of a request the store counted goes to the store even once this copy of the session is gone (dropped:
+    // another process holds it, and waits for this reply; `append` then accepts it from the process that counted it).
+    if (entry === null || (entry.ended && this.running === 0)) return false;
     // The route of the session, a reply of a request running here, or the application answering on a connection
     // that has closed since (a reply outlives its connection: the session keeps it). Anything else on a connection
     // taken over but not yet closed is refused: the application's send to the connection it had, not to the session.
     // (Broadcasts never come this way: the supervisor appends them to the sessions at the call, `broadcastSessions`,
     // `broadcastFiltered`, so a fan-out that reaches the old connection late cannot add a copy nor skip the session.)
     if (entry.routed !== this.connection && this.live && this.running === 0) return false;
+    if (this.running !== 0) this.replied = true;
     this.sessions.append(entry, data, binary, this.running);
     return true;
   }
@@ -1149,10 +1228,28 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
           if (!this.local) return;
         }
       }
-      return this.request(cseq, v, payload, isBinary);
+      // Pending (counted here, not finished: a connection of this process still runs it): waited for, in order.
+      if (v === null || v.kind !== 'pending') return this.request(cseq, v, payload, isBinary);
+      return this.queueRequest(cseq, Promise.resolve(v), false, payload, isBinary);
     }
-    // Verdicts are handled in request order, whatever order the store settles them in (a failure between two).
-    const verdict = this.local ? null : this.sessions.store.beginRequest(entry.id, cseq);
+    this.queueRequest(cseq, this.local ? null : this.sessions.store.beginRequest(entry.id, cseq), !this.local, payload, isBinary);
+  }
+
+  /**
+   * Verdicts are handled in request order, whatever order the store settles
+   * them in (a failure between two). `counting`: this binding's own
+   * beginRequest is on its way (entry.counting says so until it is handled).
+   */
+  private queueRequest(cseq: number, verdict: Promise<RequestVerdict> | null, counting: boolean, payload: Buffer, isBinary: boolean): void {
+    const entry = this.entry!;
+    if (counting) (entry.counting ??= new Map()).set(cseq, (entry.counting.get(cseq) ?? 0) + 1);
+    const uncount = (): void => {
+      if (!counting) return;
+      counting = false;
+      const n = entry.counting!.get(cseq)! - 1;
+      if (n === 0) entry.counting!.delete(cseq);
+      else entry.counting!.set(cseq, n);
+    };
     this.waiting++;
     this.requests = (this.requests ?? Promise.resolve()).then(async () => {
       try {
@@ -1161,19 +1258,62 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
           try {
             v = await verdict;
           } catch (err) {
+            uncount();
             this.sessions.bindingStoreFailed(this, 'beginRequest', err);
             // Closed (1011) unless the session went local meanwhile: then this connection runs it.
             if (!this.local) return;
           }
         }
+        if (v !== null && v.kind === 'pending') {
+          uncount(); // not this binding's to run: it waits for whoever counted it
+          v = await this.settlePending(cseq, v);
+          if (v === null) return;
+        }
         this.request(cseq, v, payload, isBinary);
       } finally {
+        uncount();
         this.waiting--;
       }
     }).catch((err: unknown) => {
       // Never left rejected: the next request's turn must still come.
       this.sessions.host.logger?.error({ err, session: entry.id, cseq }, 'session request failed');
     });
+  }
+
+  /**
+   * Request `cseq` was counted by a process that has not finished it (alive:
+   * slow, or still on its way to run it). It must not run here meanwhile (it
+   * would run twice), so this connection asks the store again until the
+   * answer is its reply (`duplicate`: written in order, below) or that the
+   * counting process is gone (`new`: it runs here). Later requests wait behind
+   * it (request order). Null: this connection closed meanwhile (the client
+   * re-sends it on its next resume).
+   */
+  private async settlePending(cseq: number, verdict: RequestVerdict): Promise<RequestVerdict | null> {
+    const entry = this.entry!;
+    const started = Date.now();
+    let delay = PENDING_RETRY_FIRST;
+    let v = verdict;
+    while (v.kind === 'pending') {
+      if (!this.live || this.phase !== 'attached' || entry.ended) return null;
+      if (v.here) {
+        // Counted by this process: only this process can tell whether one of its connections still runs it.
+        const running = (entry.counting?.get(cseq) ?? 0) > 0;
+        const ran = cseq <= entry.lastCseqRun; // its reply (or endRequest) is on its way to the store
+        if (!running && !ran) return { kind: 'new' }; // its count's answer was lost (a store failure): run it here, once
+        if (Date.now() - started >= PENDING_HERE_MAX) return ran ? { kind: 'duplicate', replySeqs: [] } : { kind: 'new' };
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay = Math.min(delay * 2, PENDING_RETRY_MAX);
+      if (!this.live || this.phase !== 'attached' || entry.ended) return null;
+      try {
+        v = await this.sessions.store.beginRequest(entry.id, cseq);
+      } catch (err) {
+        this.sessions.bindingStoreFailed(this, 'beginRequest', err);
+        return null;
+      }
+    }
+    return v;
   }
 
   /** Runs request `cseq` once: as the store says, or (unpersisted, `verdict` null) as this connection has seen. */
@@ -1191,27 +1331,33 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       verdict = { kind: 'new' };
     }
     const entry = this.entry!;
-    if (verdict.kind === 'duplicate' && verdict.replySeqs !== null && verdict.replySeqs.length === 0 && cseq <= entry.adoptedUpTo && cseq > entry.lastCseqRun) {
-      // Counted where this process did not run it, its reply never stored (appends carry their request, so none is
-      // on its way: another process's late append is refused as `moved`): that process died, or its connection
-      // closed before the count came back. Run it here, once.
-      verdict = { kind: 'new' };
-    }
     switch (verdict.kind) {
       case 'new':
         if (cseq > entry.lastCseqRun) entry.lastCseqRun = cseq;
         this.running = cseq;
+        this.replied = false;
         try {
           this.connection.runHandler(payload, isBinary);
         } finally {
           this.running = 0;
         }
+        // No reply in its turn: the store is told, so that a duplicate elsewhere is answered at once, not waited for.
+        if (!this.replied && !this.local) this.sessions.requestEnded(entry, cseq);
         if (!this.live || this.phase !== 'attached') return;
         if (cseq > this.lastRun) this.lastRun = cseq;
         this.scheduleAck();
         return;
       case 'duplicate':
         this.writeControl(encodeDuplicate(cseq, verdict.replySeqs));
+        // Its reply may be in the store only (appended by the process that ran it after this connection's replay was
+        // read): fetched and written in order, as a seq gap is.
+        if (verdict.replySeqs !== null && verdict.replySeqs.length > 0) this.expect(Math.max(...verdict.replySeqs));
+        return;
+      case 'pending':
+        return; // settled before request() (settlePending)
+      case 'moved':
+        // Another process attached the session since this one held it: nothing of it runs here any more.
+        this.sessions.bindingMoved(this);
         return;
       case 'gap':
         return this.violation(`request ${cseq} skips ahead: the next one is ${verdict.expected}`);
@@ -1242,6 +1388,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
         if (this.phase === 'awaiting') return this.violation('ack before the session is attached');
         // Unpersisted: the client acknowledges seqs the store never assigned (LOCAL_SEQ_JUMP); the store's copy is ended anyway.
         if (this.local) return;
+        if (frame.seq > this.clientAcked && frame.seq <= this.written) this.clientAcked = frame.seq;
         const sync = this.sessions.sync;
         if (sync !== null) {
           let r: AckResult;
@@ -1277,7 +1424,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     this.entry = entry;
     // A plain open's info is made when asked for (`info`).
     this.resumeInfo = info.resumed || info.reason !== null ? info : null;
-    this.written = lastSeq;
+    this.written = this.clientAcked = lastSeq;
     this.lastRun = this.lastAcked = lastCseq;
     if (this.live) {
       this.connection.writer.send(attachedFrame, false);
@@ -1334,10 +1481,15 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     const entry = this.entry!;
     const from = this.written;
     this.filling = true;
-    this.sessions.store.readAfter(entry.id, from).then(
+    // Read after what the client acknowledged, not after what was written: a read forgets (trims) what it reads after,
+    // and a seq written here may never reach the client (the connection cut), whose resume must still find it.
+    this.sessions.store.readAfter(entry.id, Math.min(this.clientAcked, from)).then(
       (read) => {
         this.filling = false;
-        if (!this.live || this.phase !== 'attached' || this.local || this.early === null) return;
+        if (!this.live || this.phase !== 'attached' || this.local) return;
+        // Nothing waits any more (written meanwhile, or an expected seq that came): nothing to fill.
+        if (this.early === null && this.expecting <= this.written) return;
+        this.early ??= new Map();
         if (read.ok) {
           for (const m of read.messages) if (m.seq > this.written && !this.early.has(m.seq)) this.early.set(m.seq, { data: m.data, binary: m.binary });
           if (read.messages.some((m) => m.seq === from + 1)) return this.drainEarly();
@@ -1351,6 +1503,13 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
         if (this.live) void this.connection.close(1011, 'session store unavailable');
       },
     );
+  }
+
+  /** Seq `seq` exists in the store (a reply another process stored): written in order once this connection gets to it. */
+  private expect(seq: number): void {
+    if (seq <= this.written || this.local || !this.live || this.phase !== 'attached' || this.early?.has(seq)) return;
+    if (seq > this.expecting) this.expecting = seq;
+    if (!this.paused) this.fillGap();
   }
 
   private write(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null): void {

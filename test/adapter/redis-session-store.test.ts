@@ -304,6 +304,33 @@ describe('redis session store', () => {
     assert.equal(await store.epoch(), s.epoch, 'Redis came back with its data: the same epoch');
   });
 
+  test('Redis hung: operations waiting on the node for their batch are capped (maxQueuedBytes, counted as the memory they hold, a broadcast\'s message once): beyond it one fails at once; the queued ones fail, not applied, once Redis has answered nothing for commandTimeout', async (t) => {
+    const redis = await ownRedis(t);
+    if (!redis) return;
+    const commandTimeout = 400;
+    // Room for one batch in flight (~2 ops of 3 KB) and a queue of ~10 small appends (768 bytes each counted).
+    const store = track(createRedisSessionStore({ url: redis.url, commandTimeout, maxInFlightBytes: 4000, maxQueuedBytes: 10_000, ...fast }));
+    collect(store);
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) ids.push((await store.create({ owner: null })).id);
+    redis.pause();
+    t.after(() => redis.resume());
+    const sent = store.append(ids[0]!, text('a'.repeat(3000))).catch((err: SessionStoreUnavailableError) => err);
+    await delay(20); // its batch is on its way: in flight
+    // A broadcast: one message, 39 sessions. Counted once, its message fits many more appends than 10 000 / (768 + 3000).
+    const big = 'b'.repeat(3000);
+    const fanOut = ids.slice(1).map((id) => store.append(id, text(big)).then(() => 'applied', (err: SessionStoreUnavailableError) => `${err.kind}/${err.applied}: ${err.message}`));
+    const outcomes = await Promise.all(fanOut);
+    const refusedAtOnce = outcomes.filter((o) => /would pass maxQueuedBytes 10000/.test(o));
+    const timedOut = outcomes.filter((o) => o.startsWith('unavailable/no') && !/maxQueuedBytes/.test(o));
+    assert.ok(refusedAtOnce.length > 0, `some refused by the bound: ${outcomes.slice(0, 3)}`);
+    // 10 000 bytes: the message once (3 000) and 768 + ~60 per session: 8 sessions queued, the rest refused.
+    assert.ok(timedOut.length >= 5 && timedOut.length <= 12, `a broadcast's message is counted once: ${timedOut.length} queued (failed at the timeout, never sent)`);
+    assert.equal(refusedAtOnce.length + timedOut.length, 39);
+    const first = await sent;
+    assert.ok(first instanceof SessionStoreUnavailableError && first.kind === 'timeout');
+  });
+
   test('Redis hung: the bytes awaiting its answer are capped (maxInFlightBytes): beyond it an operation fails at once, not applied; a timed-out one stays counted until Redis answers', async (t) => {
     const redis = await ownRedis(t);
     if (!redis) return;
@@ -343,6 +370,67 @@ describe('redis session store', () => {
 
 // ---------------------------------------------------------------------------
 // Batches: a storm queues on the node instead of timing out in Redis's socket
+
+describe('redis session store, requests across nodes', () => {
+  test('a request counted by node A, then the session resumed on B: B is told pending while A lives (never runs it); A counts and appends nothing more (moved), but its reply to the counted request is kept, in seq order, and B then gets it as the duplicate\'s reply', async (t) => {
+    const redis = await ownRedis(t);
+    if (!redis) return;
+    const p = prefix();
+    const a = track(createRedisSessionStore({ url: redis.url, prefix: p }));
+    const b = track(createRedisSessionStore({ url: redis.url, prefix: p }));
+    collect(a);
+    collect(b);
+    const s = await a.create({ owner: null });
+    assert.deepEqual(await a.beginRequest(s.id, 1), { kind: 'new' }, 'A counts request 1 (and is slow to run it)');
+    const r = await b.resume(s.id, 0);
+    assert.ok(r.ok);
+    assert.equal(r.record.lastCseq, 1);
+    assert.deepEqual(await b.beginRequest(s.id, 1), { kind: 'pending', here: false }, 'counted by A, alive: B waits');
+    assert.deepEqual(await a.beginRequest(s.id, 2), { kind: 'moved' }, 'A holds a stale attach: it counts nothing');
+    assert.equal((await a.get(s.id))!.lastCseq, 1);
+    const pushed = await a.append(s.id, { data: 'a broadcast A still routes', binary: false });
+    assert.equal(!pushed.ok && pushed.reason, 'moved');
+    assert.deepEqual(await a.append(s.id, { data: 'reply 1', binary: false }, 1), { ok: true, seq: 1 }, "A's reply to the request it counted is kept");
+    assert.deepEqual(await b.beginRequest(s.id, 1), { kind: 'duplicate', replySeqs: [1] });
+    const read = await b.readAfter(s.id, 0);
+    assert.ok(read.ok);
+    assert.deepEqual(read.messages.map((m) => String(m.data)), ['reply 1']);
+    // A reply from B to a request B did not count, from a stale hold, stays refused (only the counting node's passes).
+    assert.deepEqual(await b.beginRequest(s.id, 2), { kind: 'new' });
+    const c = track(createRedisSessionStore({ url: redis.url, prefix: p }));
+    collect(c);
+    assert.ok((await c.resume(s.id, 1)).ok);
+    assert.deepEqual(await b.append(s.id, { data: 'reply 2', binary: false }, 2), { ok: true, seq: 2 }, 'B counted 2: its reply is kept after C attached');
+    const stray = await a.append(s.id, { data: 'not a reply of A', binary: false }, 2);
+    assert.equal(!stray.ok && stray.reason, 'moved', 'a reply to a request another node counted is refused');
+  });
+
+  test('a request counted by a node that died (its key lapsed after leaseTtl) runs on the node that asks: counted there (new), once', async (t) => {
+    const redis = await ownRedis(t);
+    if (!redis) return;
+    const p = prefix();
+    const leaseTtl = 300;
+    const a = track(createRedisSessionStore({ url: redis.url, prefix: p, leaseTtl }));
+    const b = track(createRedisSessionStore({ url: redis.url, prefix: p, leaseTtl }));
+    collect(a);
+    collect(b);
+    const s = await a.create({ owner: null });
+    assert.deepEqual(await a.beginRequest(s.id, 1), { kind: 'new' });
+    await a.close(); // A stops renewing its key (as a SIGKILLed process)
+    assert.ok((await b.resume(s.id, 0)).ok);
+    const started = Date.now();
+    let v = await b.beginRequest(s.id, 1);
+    while (v.kind === 'pending' && Date.now() - started < 10 * leaseTtl) {
+      await delay(20);
+      v = await b.beginRequest(s.id, 1);
+    }
+    assert.deepEqual(v, { kind: 'new' }, 'taken over once A is known dead');
+    assert.ok(Date.now() - started >= leaseTtl / 3, 'not before its key could lapse');
+    assert.deepEqual(await b.beginRequest(s.id, 1), { kind: 'pending', here: true }, 'counted by B now: not run a third time');
+    await b.endRequest(s.id, 1);
+    assert.deepEqual(await b.beginRequest(s.id, 1), { kind: 'duplicate', replySeqs: [] });
+  });
+});
 
 describe('redis session store, batches', () => {
   test('a storm in one turn goes in batches: 4,000 operations on 1,000 sessions (a broadcast of 3 messages, an ack each) run in call order in a few dozen script calls', async (t) => {

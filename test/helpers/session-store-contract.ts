@@ -305,9 +305,30 @@ export function describeSessionStoreContract(name: string, make: (limits: Contra
       assert.deepEqual(await store.beginRequest(s.id, 1), { kind: 'duplicate', replySeqs: [1] });
       assert.deepEqual(await store.beginRequest(s.id, 3), { kind: 'gap', expected: 2 });
       assert.deepEqual(await store.beginRequest(s.id, 2), { kind: 'new' });
-      assert.deepEqual(await store.beginRequest(s.id, 2), { kind: 'duplicate', replySeqs: [] }, 'run, its reply not sent yet');
+      assert.deepEqual(await store.beginRequest(s.id, 2), { kind: 'pending', here: true }, 'counted here, not finished: its process runs it');
+      await store.endRequest(s.id, 2);
+      assert.deepEqual(await store.beginRequest(s.id, 2), { kind: 'duplicate', replySeqs: [] }, 'ran, and sent no reply');
       assert.equal((await store.get(s.id))!.lastCseq, 2);
       await assert.rejects(store.beginRequest(s.id, 0), /cseq must be an integer ≥ 1, got 0/);
+    });
+
+    test('resume: reads after the position and attaches at one moment; the record is of that moment; a position it cannot continue from attaches nothing', async () => {
+      const { store } = await setup();
+      const s = await store.create({ owner: null });
+      await store.append(s.id, text('m1'));
+      await store.append(s.id, text('m2'));
+      assert.deepEqual(await store.beginRequest(s.id, 1), { kind: 'new' });
+      await store.detach(s.id);
+      const beyond = await store.resume(s.id, 9);
+      assert.equal(!beyond.ok && beyond.reason, 'restarted');
+      assert.equal((await store.get(s.id))!.state, 'detached', 'a failed resume attaches nothing');
+      const r = await store.resume(s.id, 1);
+      assert.ok(r.ok);
+      assert.deepEqual(datas(r.messages), ['m2']);
+      assert.deepEqual([r.record.state, r.record.lastSeq, r.record.ackedSeq, r.record.lastCseq], ['attached', 2, 1, 1]);
+      assert.equal((await store.get(s.id))!.state, 'attached');
+      const gone = await store.resume('no-such-session', 0);
+      assert.equal(!gone.ok && gone.reason, 'unknown');
     });
 
     test('remembered replies are bounded; a forgotten one still never runs again', async () => {

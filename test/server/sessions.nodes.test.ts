@@ -13,7 +13,15 @@
  *   forever — the stall of the "two servers sharing a Redis" switch test;
  * - a message another node appended to the session while this one attaches it
  *   (a seq this node did not assign): the connection fetches it from the store
- *   instead of waiting for it.
+ *   instead of waiting for it;
+ * - a slow node is not a dead one: node A has counted a request and not yet
+ *   run it (its store's answer held back by a gate, as a busy event loop holds
+ *   it) when the client resumes on B and re-sends it. B waits for A (the store
+ *   says `pending` while A lives); A runs it once, its reply is kept (it is
+ *   the request's outcome) and B writes it in order. Before, B ran it again
+ *   (its publish pushed twice) or answered it as a duplicate whose reply A
+ *   could no longer store (`moved`: a dead letter on A, the client's request
+ *   timed out). And when A really dies (its lease lapses), B runs it, once.
  *
  * Without redis-server: SKIPPED (under CI=true: a failure).
  */
@@ -21,29 +29,71 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import WebSocket from 'ws';
 import { createRedisAdapter } from '../../src/adapter/redis.ts';
-import { createRedisSessionStore, type RedisSessionStore } from '../../src/adapter/redis-session-store.ts';
+import { createRedisSessionStore, RedisSessionStore, type RedisSessionStoreOptions } from '../../src/adapter/redis-session-store.ts';
+import type { RequestVerdict } from '../../src/adapter/session-store.ts';
+import type { DeadLetter } from '../../src/index.ts';
 import { startDemoServer, type DemoServer } from '../../src/cli/demo-server.ts';
 import { decodeServerFrame, encodeOpen, encodeResume, encodeTextData, type ServerFrame } from '../../src/protocol/session.ts';
 import type { SessionLifecycleEvent } from '../../src/server/sessions.ts';
 import { startRedis } from '../helpers/redis.ts';
-import { waitFor } from '../helpers/server.ts';
+import { delay, waitFor } from '../helpers/server.ts';
+
+/** The Redis store whose answers to beginRequest can be held back: the request is counted in Redis at once, and run only when released (a slow node). */
+class GatedStore extends RedisSessionStore {
+  private gate: { promise: Promise<void>; open(): void } | null = null;
+  /** cseqs counted whose answer is held. */
+  readonly held: number[] = [];
+  hold(): void {
+    let open!: () => void;
+    const promise = new Promise<void>((resolve) => (open = resolve));
+    this.gate = { promise, open };
+  }
+  release(): void {
+    const gate = this.gate;
+    this.gate = null;
+    gate?.open();
+  }
+  override async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
+    const verdict = await super.beginRequest(id, cseq);
+    const gate = this.gate;
+    if (gate !== null) {
+      this.held.push(cseq);
+      await gate.promise;
+    }
+    return verdict;
+  }
+}
 
 interface Node {
   demo: DemoServer;
   store: RedisSessionStore;
   url: string;
   events: SessionLifecycleEvent[];
+  deadLetters: DeadLetter[];
+  /** Payloads this node's handler published (one per run of a publish request). */
+  published: string[];
 }
 
-async function node(t: TestContext, redisUrl: string, prefix: string, name: string): Promise<Node> {
-  const store = createRedisSessionStore({ url: redisUrl, prefix: `${prefix}:session:` });
+async function node<S extends RedisSessionStore = RedisSessionStore>(
+  t: TestContext, redisUrl: string, prefix: string, name: string,
+  make: (o: RedisSessionStoreOptions) => S = (o) => createRedisSessionStore(o) as S, options: Partial<RedisSessionStoreOptions> = {},
+): Promise<Node & { store: S }> {
+  const store = make({ url: redisUrl, prefix: `${prefix}:session:`, ...options });
   const adapter = createRedisAdapter({ url: redisUrl, prefix: `${prefix}:`, nodeId: name });
   const demo = await startDemoServer({ host: '127.0.0.1', port: 0, sessions: { store }, adapter });
   const events: SessionLifecycleEvent[] = [];
+  const deadLetters: DeadLetter[] = [];
+  const published: string[] = [];
   demo.supervisor.on('session', (e) => events.push(e));
+  demo.supervisor.on('deadLetter', (l) => deadLetters.push(l));
+  const publish = demo.supervisor.publish.bind(demo.supervisor);
+  demo.supervisor.publish = ((topic: string, data: string, options?: object) => {
+    published.push(String(data));
+    return publish(topic, data, options as never);
+  }) as typeof demo.supervisor.publish;
   t.after(() => demo.close());
   await waitFor(() => store.status === 'up', 10_000, `${name}'s session store to reach redis`);
-  return { demo, store, events, url: `ws://127.0.0.1:${demo.address.port}/server?ws-session=1` };
+  return { demo, store, events, deadLetters, published, url: `ws://127.0.0.1:${demo.address.port}/server?ws-session=1` };
 }
 
 /** A raw session connection: every frame it got, decoded. */
@@ -143,4 +193,100 @@ test("a seq another node appended while this node carries the session (that node
   onB.request({ command: 'r2' });
   await waitFor(() => onB.data().length >= 3, 5_000, 'the other node\'s message and the second reply');
   assert.deepEqual(onB.data().map((m) => [m.seq, JSON.parse(m.payload).someOtherThing ?? JSON.parse(m.payload).from]), [[1, 'Server processed command: r1'], [2, 'elsewhere'], [3, 'Server processed command: r2']]);
+});
+
+/** Opens a session on `on`, joins topic `room` (request 1); returns the raw client and what it needs to resume. */
+async function openInRoom(t: TestContext, on: Node): Promise<{ raw: Raw; id: string; token: string; epoch: string; lastSeq: number }> {
+  const raw = new Raw(t, on.url);
+  await raw.opened();
+  raw.ws.send(encodeOpen());
+  await waitFor(() => raw.frames.length >= 1, 5_000, 'attached');
+  const { id, token, epoch } = raw.attached();
+  raw.request({ command: 'join', topic: 'room' });
+  await waitFor(() => raw.data().length >= 1, 5_000, 'the join reply');
+  return { raw, id, token, epoch, lastSeq: raw.data().at(-1)!.seq };
+}
+
+const PUBLISH = { command: 'publish', topic: 'room', someOtherThing: 'p1' };
+
+/** What the client got for request 2 (the publish): its replies and its pushes, and the seqs in order. */
+function outcome(raw: Raw, lastSeq: number): { replies: number; pushes: number; seqsInOrder: boolean } {
+  const got = raw.data();
+  const replies = got.filter((m) => (JSON.parse(m.payload) as { requestID?: number }).requestID === 2).length;
+  const pushes = got.filter((m) => m.payload.startsWith('{"command":"publish"')).length;
+  const seqs = got.map((m) => m.seq);
+  return { replies, pushes, seqsInOrder: seqs.every((seq, i) => seq === lastSeq + 1 + i) };
+}
+
+for (const dropFirst of [false, true]) test(`a slow node is not taken for a dead one: A counted a request and has not run it when the client resumes on B and re-sends it; B waits, A runs it once${dropFirst ? ' (after dropping its copy of the session: its detach was refused)' : ''}, its reply reaches the client through B; no push twice, no dead letter`, async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-slow`;
+  const a = await node(t, redis.url, prefix, 'node-a', (o) => new GatedStore(o));
+  const b = await node(t, redis.url, prefix, 'node-b');
+  const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
+
+  // A counts request 2 in Redis, and is slow to run it (its answer held back).
+  a.store.hold();
+  onA.request(PUBLISH);
+  await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
+
+  // The client resumes on B (its connection to A still open, as A has not noticed) and re-sends what it holds unacknowledged.
+  const onB = new Raw(t, b.url);
+  await onB.opened();
+  onB.ws.send(encodeResume({ id, token, lastSeq, epoch }));
+  await waitFor(() => onB.frames.some((f) => f.kind === 'attached'), 5_000, 'attached on B');
+  assert.equal(onB.attached().resumed, true);
+  assert.equal(onB.attached().cseq, 0, 'requests were counted that B did not run: re-send them');
+  onB.request(PUBLISH, 2);
+  // B asks the store about it: A counted it and lives, so B does not run it. (Time for B to run it, were it going to.)
+  await waitFor(() => b.store.operations.beginRequest! >= 2, 5_000, 'B to ask the store again (pending)');
+  assert.deepEqual([a.published.length, b.published.length], [0, 0], 'nobody ran it yet');
+
+  if (dropFirst) {
+    // A learns its connection is gone before it gets to the request: its detach is refused, it drops its copy.
+    onA.ws.terminate();
+    await waitFor(() => a.events.some((e) => e.type === 'moved' && e.id === id), 5_000, 'A to drop its copy (moved)');
+  }
+  a.store.release(); // A's loop gets to it: it runs the request, once
+  await waitFor(() => outcome(onB, lastSeq).replies >= 1 && outcome(onB, lastSeq).pushes >= 1, 10_000, "A's reply and push through B");
+  onB.request({ command: 'echo', someOtherThing: 'after' }, 3);
+  await waitFor(() => onB.data().some((m) => m.payload.startsWith('{"requestID":3,')), 5_000, 'the next request on B');
+  await delay(200); // a second run, reply or push would show by now
+
+  assert.deepEqual([a.published.length, b.published.length], [1, 0], 'the handler ran once in all, on A');
+  const o = outcome(onB, lastSeq);
+  assert.deepEqual(o, { replies: 1, pushes: 1, seqsInOrder: true }, `one reply, one push, in order: ${JSON.stringify(onB.data())}`);
+  assert.deepEqual([...a.deadLetters, ...b.deadLetters], [], 'no dead letter (before, A\'s reply was refused as moved)');
+  assert.ok(!onB.frames.some((f) => f.kind === 'duplicate' && f.replySeqs !== null && f.replySeqs.length === 0), 'never answered as a duplicate without its reply');
+});
+
+test('a node that really dies after counting a request (its lease lapses): B runs the request, once, and the client gets one reply and one push', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-dead`;
+  const leaseTtl = 600;
+  const a = await node(t, redis.url, prefix, 'node-a', (o) => new GatedStore(o), { leaseTtl });
+  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl });
+  const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
+  a.store.hold();
+  onA.request(PUBLISH);
+  await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
+  // A dies before running it: its store stops renewing (its key lapses after leaseTtl); its held answer never comes.
+  await a.store.close();
+  const diedAt = Date.now();
+
+  const onB = new Raw(t, b.url);
+  await onB.opened();
+  onB.ws.send(encodeResume({ id, token, lastSeq, epoch }));
+  await waitFor(() => onB.frames.some((f) => f.kind === 'attached'), 5_000, 'attached on B');
+  assert.equal(onB.attached().resumed, true);
+  onB.request(PUBLISH, 2);
+  await waitFor(() => outcome(onB, lastSeq).replies >= 1 && outcome(onB, lastSeq).pushes >= 1, 10_000, 'the reply and push, run on B');
+  const waited = Date.now() - diedAt;
+  await delay(200);
+  assert.deepEqual([a.published.length, b.published.length], [0, 1], 'run once, on B');
+  assert.deepEqual(outcome(onB, lastSeq), { replies: 1, pushes: 1, seqsInOrder: true });
+  assert.deepEqual(b.deadLetters, []);
+  assert.ok(waited >= leaseTtl / 2, `B ran it only once A's key could have lapsed (after ${waited} ms; leaseTtl ${leaseTtl})`);
 });

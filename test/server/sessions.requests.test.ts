@@ -397,9 +397,9 @@ test('a broadcast appended after the resume read its replay but before the new c
   const attached = attachedOf(a.frames[0]!);
   // The broadcast lands in the one turn between the store's answer to the resume's read and the takeover: the old
   // connection still carries the session, so it gets the seq; the new one's replay does not hold it.
-  const read = srv.store.readAfter.bind(srv.store);
+  const read = srv.store.resume.bind(srv.store);
   let injected = false;
-  srv.store.readAfter = async (id: string, seq: number) => {
+  srv.store.resume = async (id: string, seq: number) => {
     const r = await read(id, seq);
     if (!injected) {
       injected = true;
