@@ -47,6 +47,7 @@ import type {
   SessionStore,
   StoredMessage,
   SessionStoreSync,
+  SessionFanOut,
 } from '../adapter/session-store.ts';
 import { messageBytes } from '../adapter/session-store.ts';
 import type { Logger } from '../base/logger.ts';
@@ -67,6 +68,7 @@ import { TopicError, validateTopic } from '../protocol/topics.ts';
 import type { Connection, SessionHandle, SessionInfo } from './connection.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import { LogSummary } from './log-summary.ts';
+import { fanOutFailureDetail, routeFanOut } from './session-fanout.ts';
 import type { Outbound } from './writer.ts';
 
 /** The supervisor option `sessions`: on when present. Store bounds go to the in-memory store (ignored when `store` is given). */
@@ -313,6 +315,8 @@ export class Sessions<Auth = unknown> {
   readonly store: SessionStore;
   /** The store's data path without promises, when it offers one (the in-memory store). */
   readonly sync: SessionStoreSync | null;
+  /** The store's own fan-out, when it has one (the Redis store): broadcasts and publishes go there once (session-fanout.ts). */
+  readonly fanOut: SessionFanOut | null;
   /** Live sessions this supervisor runs a machine for. */
   private readonly entries = new Map<string, Entry<Auth>>();
   /** topic → the live sessions in it (attached or not). Never holds an empty set. */
@@ -348,11 +352,18 @@ export class Sessions<Auth = unknown> {
     this.options = options;
     this.store = options.store;
     this.sync = options.store.sync ?? null;
+    this.fanOut = options.store.fanOut ?? null;
     this.machineConfig = { machine: sessionMachine, input: { timing: { resumeWindow: options.resumeWindow } }, payloadFree: SESSION_PAYLOAD_FREE_EVENTS };
     this.failureLog = new LogSummary({ logger: host.logger, what: `session store (${options.store.name}) failures` });
     this.store.start({
       logger: host.logger,
       deadLetter: (letter) => this.onStoreDeadLetter(letter),
+      fanOutDelivered: (delivery) => routeFanOut(delivery, (id) => this.entries.get(id), (entry, reason, detail) => {
+        this.overflowed(entry, reason === 'memory' || reason === 'evicted' ? reason : 'overflow', detail);
+      }),
+      fanOutResync: () => {
+        for (const entry of this.entries.values()) entry.carrier?.catchUp(Number.POSITIVE_INFINITY);
+      },
     });
     // A shared store says when it is back (RedisSessionStore's 'status' event): what failed is retried at once.
     (this.store as Partial<StatusEmitter>).on?.('status', this.onStoreStatus);
@@ -465,10 +476,23 @@ export class Sessions<Auth = unknown> {
   // a connection that closes or arrives while a sliced fan-out is under way
   // changes nothing for its session.
 
-  broadcastSessions(data: Outbound, binary: boolean): void {
+  /**
+   * `scope` 'cluster': a broadcast made on this node for the whole cluster.
+   * With a store that fans out itself it goes there, once, for every session
+   * of the cluster (returns true: the other nodes must not append it again);
+   * otherwise, and for 'local' (`broadcast(…, { local: true })`, or another
+   * node's broadcast that its store did not fan out), it is appended to each
+   * session this node runs (false).
+   */
+  broadcastSessions(data: Outbound, binary: boolean, scope: 'cluster' | 'local' = 'local'): boolean {
     // One message object, counted once, for every session (the store copies what it keeps).
     const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
+    if (scope === 'cluster' && this.fanOut !== null) {
+      this.fanOut.broadcast(message).catch((err: unknown) => this.fanOutFailed('broadcast', null, message, err));
+      return true;
+    }
     for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0, true, message);
+    return false;
   }
 
   /**
@@ -489,11 +513,39 @@ export class Sessions<Auth = unknown> {
     return n;
   }
 
-  publishSessions(topic: string, data: Outbound, binary: boolean): void {
+  /** As `broadcastSessions`, for the sessions in `topic`. */
+  publishSessions(topic: string, data: Outbound, binary: boolean, scope: 'cluster' | 'local' = 'local'): boolean {
+    if (scope === 'cluster' && this.fanOut !== null) {
+      const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
+      this.fanOut.publish(topic, message).catch((err: unknown) => this.fanOutFailed('publish', topic, message, err));
+      return true;
+    }
     const members = this.topicIndex.get(topic);
-    if (!members) return;
+    if (!members) return false;
     const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
     for (const entry of members) this.append(entry, data, binary, 0, true, message);
+    return false;
+  }
+
+  /**
+   * The store failed on a fan-out (R12: reported, never a silent gap): the
+   * failure metric; one dead letter (session `*`) for the cluster's sessions,
+   * which this node cannot name; and each member session this node runs is
+   * handled as when its own append fails: unpersisted, the message written
+   * on its connection, or a dead letter of its own when it has none.
+   */
+  private fanOutFailed(kind: 'broadcast' | 'publish', topic: string | null, message: SessionMessage, err: unknown): void {
+    this.reportFailure(kind, null, err);
+    const bytes = message.bytes ?? messageBytes(message.data);
+    const stored = { seq: 0, data: message.data, binary: message.binary, bytes };
+    this.host.deadLetter({ sessionId: '*', reason: 'unavailable', detail: fanOutFailureDetail(kind, topic, err), messages: [stored] });
+    const members = topic === null ? [...this.entries.values()] : [...(this.topicIndex.get(topic) ?? [])];
+    for (const entry of members) {
+      if (entry.ended) continue;
+      this.unpersist(entry, kind, err);
+      if (entry.carrier?.deliverLocal(message.data, message.binary)) continue;
+      this.host.deadLetter({ sessionId: entry.id, reason: 'unavailable', detail: 'the session store failed on a fan-out and no connection carries the session here', messages: [stored] });
+    }
   }
 
   /**
@@ -959,6 +1011,8 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private local = false;
   /** A read of a seq gap from the store is under way (fillGap). */
   private filling = false;
+  /** A position asked for (catchUp) while a read was under way: read again after it, if still not written. */
+  private catchUpTo = 0;
   /** The requests' verdicts from an async store, handled in order (made on the first). */
   private requests: Promise<void> | null = null;
   /** Requests on `requests` not handled yet: while any, a later one queues behind them (even with a sync store). */
@@ -1215,13 +1269,23 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     const entry = this.entry!;
     const from = this.written;
     this.filling = true;
+    // This read covers every position asked for so far (catchUp).
+    this.catchUpTo = 0;
     this.sessions.store.readAfter(entry.id, from).then(
       (read) => {
         this.filling = false;
-        if (!this.live || this.phase !== 'attached' || this.local || this.early === null) return;
+        if (!this.live || this.phase !== 'attached' || this.local) return;
         if (read.ok) {
-          for (const m of read.messages) if (m.seq > this.written && !this.early.has(m.seq)) this.early.set(m.seq, { data: m.data, binary: m.binary });
-          if (read.messages.some((m) => m.seq === from + 1)) return this.drainEarly();
+          for (const m of read.messages) {
+            if (m.seq > this.written && !this.early?.has(m.seq)) (this.early ??= new Map()).set(m.seq, { data: m.data, binary: m.binary });
+          }
+          // Nothing missing (any more): what was asked for arrived meanwhile, or was not there to read.
+          if (this.early === null) return this.catchUpTo > this.written ? this.fillGap() : undefined;
+          if (this.early.has(this.written + 1)) {
+            this.drainEarly();
+            if (this.catchUpTo > this.written) this.fillGap();
+            return;
+          }
         }
         this.sessions.host.logger?.warn({ session: entry.id, after: from, reason: read.ok ? 'not held' : read.reason }, 'session seq gap the store could not fill: closing the connection, the client resumes');
         void this.connection.close(1011, 'session seq gap');
@@ -1232,6 +1296,21 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
         if (this.live) void this.connection.close(1011, 'session store unavailable');
       },
     );
+  }
+
+  /**
+   * @internal The session's stream reaches `seq` (a store that fans out
+   * itself says so: a fan-out that no node was told of, or notifications that
+   * may have been lost; Infinity: whatever it holds): what this connection has
+   * not written is read from the store and written in order.
+   */
+  catchUp(seq: number): void {
+    if (this.local || !this.live || this.phase !== 'attached' || seq <= this.written) return;
+    if (this.filling) {
+      if (seq > this.catchUpTo) this.catchUpTo = seq;
+      return;
+    }
+    this.fillGap();
   }
 
   private write(seq: number, data: Outbound, binary: boolean): void {
