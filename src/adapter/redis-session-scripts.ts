@@ -197,12 +197,20 @@ local function fan_run(key, cursor, max, data, bin)
   for i = 1, #got, 2 do
     local id = got[i]
     cursor = tonumber(got[i + 1])
-    if live(id) then
-      local h = redis.call('HMGET', hkey(id), 'st', 'n')
+    local h = redis.call('HMGET', hkey(id), 'st', 'n')
+    if not h[1] then
+      -- Gone (its keys expired with no node sweeping): no longer a member.
+      redis.call('ZREM', key, id)
+    else
+      -- The append checks that it lives (one past its window is expired there: its letter goes to this node).
       local r = OPS['append']({ id, data, bin, '', '', '1' })
       if r[2] == 1 then
         FAN_DONE = FAN_DONE + 1
         if h[1] == 'a' and h[2] then note(h[2], id .. ' ' .. S(r[3])) end
+      elseif r[3] == 'unknown' then
+        -- Expired just now: not a member any more, so not refused either (its own letter says expired).
+        local last = LETTERS[#LETTERS]
+        if last and last[1] == id and last[2] == 'unknown' then LETTERS[#LETTERS] = nil end
       else
         -- A bound ended it: the message goes into its dead letter with the rest (seq 0: it never got one).
         for _, l in ipairs(LETTERS) do
@@ -210,9 +218,6 @@ local function fan_run(key, cursor, max, data, bin)
         end
         if h[2] then note(h[2], id .. ' 0 ' .. tostring(r[3]) .. ' ' .. tostring(r[4])) end
       end
-    elseif redis.call('EXISTS', hkey(id)) == 0 then
-      -- Gone (ended, or its keys expired with no node sweeping): no longer a member.
-      redis.call('ZREM', key, id)
     end
   end
   FAN_LEFT = FAN_LEFT - #got / 2
