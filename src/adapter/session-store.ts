@@ -56,12 +56,18 @@ export interface StoredMessage extends SessionMessage {
  * - `moved`: a shared store's session was attached on another node since this
  *   node last held it: a message this node sent to it directly (not a
  *   broadcast or publish, which reach the other node by themselves) cannot
- *   follow it there.
+ *   follow it there;
+ * - `fanout`: a store that fans out itself failed on a broadcast or publish
+ *   (`SessionStore.fanOut`): the member sessions of other nodes that missed
+ *   it are not known by name, so the letter's `sessionId` is `*` (the members
+ *   this node runs get letters of their own, `unavailable`, or carry it on
+ *   their connection).
  */
-export type SessionDeadLetterReason = 'overflow' | 'memory' | 'evicted' | 'expired' | 'ended' | 'unknown' | 'unavailable' | 'moved';
+export type SessionDeadLetterReason = 'overflow' | 'memory' | 'evicted' | 'expired' | 'ended' | 'unknown' | 'unavailable' | 'moved' | 'fanout';
 
 /** R12: messages of one session that will never reach its client. */
 export interface SessionDeadLetter {
+  /** The session; `*` for a failed fan-out's members that cannot be named (reason `fanout`). */
   sessionId: string;
   reason: SessionDeadLetterReason;
   /** For people and logs: which bound, which numbers. */

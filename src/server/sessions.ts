@@ -529,8 +529,8 @@ export class Sessions<Auth = unknown> {
 
   /**
    * The store failed on a fan-out (R12: reported, never a silent gap): the
-   * failure metric; one dead letter (session `*`) for the cluster's sessions,
-   * which this node cannot name; and each member session this node runs is
+   * failure metric; one dead letter (reason `fanout`, session `*`) for the
+   * cluster's sessions, which this node cannot name; and each member session this node runs is
    * handled as when its own append fails: unpersisted, the message written
    * on its connection, or a dead letter of its own when it has none.
    */
@@ -538,7 +538,7 @@ export class Sessions<Auth = unknown> {
     this.reportFailure(kind, null, err);
     const bytes = message.bytes ?? messageBytes(message.data);
     const stored = { seq: 0, data: message.data, binary: message.binary, bytes };
-    this.host.deadLetter({ sessionId: '*', reason: 'unavailable', detail: fanOutFailureDetail(kind, topic, err), messages: [stored] });
+    this.host.deadLetter({ sessionId: '*', reason: 'fanout', detail: fanOutFailureDetail(kind, topic, err), messages: [stored] });
     const members = topic === null ? [...this.entries.values()] : [...(this.topicIndex.get(topic) ?? [])];
     for (const entry of members) {
       if (entry.ended) continue;
