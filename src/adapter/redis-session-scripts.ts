@@ -383,6 +383,20 @@ end
 trim(id, seq)
 return { LETTERS, 1, redis.call('XRANGE', xkey(id), '-', '+') }`),
 
+  /**
+   * A[1] id, [12] seq → { letters, 1, entries after max(seq, acknowledged) } | { letters, 0, reason, detail }:
+   * as readAfter, but it trims nothing (a node filling a seq gap has written more than its client may have).
+   */
+  peekAfter: op(`
+local id = A[1]
+local seq = tonumber(A[2])
+if not live(id) then local g = gone(id); return { LETTERS, 0, g[1], g[2] } end
+local f = redis.call('HMGET', hkey(id), 'ls', 'as')
+local last, acked = tonumber(f[1]), tonumber(f[2])
+if seq > last then return { LETTERS, 0, 'restarted', 'lastSeq ' .. S(seq) .. ' is beyond the last seq this store assigned, ' .. S(last) } end
+if acked > seq then seq = acked end
+return { LETTERS, 1, redis.call('XRANGE', xkey(id), S(seq + 1) .. '-0', '+') }`),
+
   /** A[1] id, [12] cseq → { letters, 'new' } | { letters, 'duplicate', seqs|'*'|false } | { letters, 'gap', expected } | { letters, 'unknown' } */
   beginRequest: op(`
 local id = A[1]

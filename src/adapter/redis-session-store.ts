@@ -583,6 +583,15 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     });
   }
 
+  /** As readAfter, trimming nothing: what a node reads to fill a seq gap (it may have written more than its client got). */
+  peekAfter(id: string, seq: number): Promise<ReadResult> {
+    if (!Number.isSafeInteger(seq) || seq < 0) return Promise.resolve({ ok: false, reason: 'unknown', detail: `seq must be an integer ≥ 0, got ${String(seq)}` });
+    return this.#run('peekAfter', id, 'peekAfter', [id, String(seq)], (r): ReadResult => {
+      if (r[1] !== 1) return { ok: false, reason: String(r[2]) as ResumeFailureReason, detail: String(r[3]) };
+      return { ok: true, messages: (r[2] as EntryReply[]).map(toMessage) };
+    });
+  }
+
   beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
     if (!Number.isSafeInteger(cseq) || cseq < 1) return Promise.reject(new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`));
     return this.#run('beginRequest', id, 'beginRequest', [id, String(cseq)], verdictOf);

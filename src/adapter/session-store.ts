@@ -276,6 +276,15 @@ export interface SessionStore {
    * assigned (the store lost what the client has).
    */
   readAfter(id: string, seq: number): Promise<ReadResult>;
+  /**
+   * Optional: the held messages after `seq` (those at or below the
+   * acknowledged seq are gone), changing nothing. What a node reads to fill a
+   * seq gap on a connection: it has written more than its client may have
+   * received, so it must not trim (readAfter would). A store without it is
+   * read with readAfter (the in-memory store: gaps come only from a takeover
+   * in the turn of a resume's read).
+   */
+  peekAfter?(id: string, seq: number): Promise<ReadResult>;
   /** Counts client request `cseq` as run if it is the next one; otherwise says what it is. */
   beginRequest(id: string, cseq: number): Promise<RequestVerdict>;
   /** Remembers that message `seq` answers request `cseq` (for `duplicate` answers); a bounded number per session. */

@@ -1271,7 +1271,9 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     this.filling = true;
     // This read covers every position asked for so far (catchUp).
     this.catchUpTo = 0;
-    this.sessions.store.readAfter(entry.id, from).then(
+    // Never trimmed by this read: what this node wrote, its client may not have received (a cut follows).
+    const store = this.sessions.store;
+    (store.peekAfter ? store.peekAfter(entry.id, from) : store.readAfter(entry.id, from)).then(
       (read) => {
         this.filling = false;
         if (!this.live || this.phase !== 'attached' || this.local) return;

@@ -169,3 +169,24 @@ test('a detached session past its bound during a fan-out: it ends (overflow) wit
   assert.equal(v.ok, false);
   assert.equal(!v.ok && v.reason, 'overflow');
 });
+
+test('peekAfter reads what a connection lacks without trimming (the node wrote more than its client may have received); readAfter, the resume, trims', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const a = await node(t, redis, `fan-${randomBytes(4).toString('hex')}:`);
+  const s = await a.store.create({ owner: null });
+  for (const m of ['m1', 'm2', 'm3']) await a.store.fanOut.broadcast({ data: m, binary: false });
+  const peek = await a.store.peekAfter(s.id, 1);
+  assert.ok(peek.ok);
+  assert.deepEqual(peek.messages.map((m) => [m.seq, String(m.data)]), [[2, 'm2'], [3, 'm3']]);
+  assert.equal((await a.store.get(s.id))!.ackedSeq, 0, 'nothing trimmed');
+  // A client that got only seq 1 still resumes over all of it.
+  const read = await a.store.readAfter(s.id, 1);
+  assert.ok(read.ok);
+  assert.deepEqual(read.messages.map((m) => m.seq), [2, 3]);
+  assert.equal((await a.store.get(s.id))!.ackedSeq, 1, 'the resume trims to its position');
+  // Below the acknowledged seq: what is still held (the caller sees the seqs it lacks are gone); beyond the last: restarted.
+  assert.deepEqual((await a.store.peekAfter(s.id, 0)).ok && (await a.store.peekAfter(s.id, 0) as { messages: { seq: number }[] }).messages.map((m) => m.seq), [2, 3]);
+  const beyond = await a.store.peekAfter(s.id, 9);
+  assert.equal(!beyond.ok && beyond.reason, 'restarted');
+});
