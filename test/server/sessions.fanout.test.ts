@@ -193,7 +193,11 @@ test('broadcasts and publishes flowing from a third node while the session moves
   for (const n of [a, b, p]) {
     assert.deepEqual(n.letters.filter((l) => l.reason === 'moved' || l.sessionId === '*'), [], 'no moved dead letter, no failed fan-out');
   }
-  console.log(`# ${sent} broadcasts and ${sent} publishes over ${MOVES} moves; moved events: A ${a.events.filter((e) => e.type === 'moved').length}, B ${b.events.filter((e) => e.type === 'moved').length}`);
+  const peeks = (n: Node) => n.store.operations['peekAfter'] ?? 0;
+  console.log(
+    `# ${sent} broadcasts and ${sent} publishes over ${MOVES} moves; moved events: A ${a.events.filter((e) => e.type === 'moved').length}, ` +
+      `B ${b.events.filter((e) => e.type === 'moved').length}; gap reads (peekAfter) A ${peeks(a)}, B ${peeks(b)}; notifications A ${a.store.fanOutStats.notifications}, B ${b.store.fanOutStats.notifications}`,
+  );
 });
 
 test('a detached session past its bound while another node broadcasts: it ends overflow (dead letters on the publishing node, the refused message with them), its node is told, and the resume gets overflow as before', async (t) => {
