@@ -9,9 +9,10 @@
  * - `Sessions`, one per supervisor: the store (src/adapter/session-store.ts),
  *   one session machine per session (machines/session.machine.ts) hosted on
  *   a MachineRunner as connections are, and the routing that makes every
- *   broadcast and publish reach every session exactly once — through its
- *   connection while one carries it (the hub calls `Connection.send`, which
- *   comes here), appended straight to the store while none does.
+ *   broadcast and publish reach every session exactly once: appended to each
+ *   session this node runs, at the call; or, with a store that fans out
+ *   itself (Redis), handed to the store once for every session of the
+ *   cluster, its notifications delivered here (session-fanout.ts).
  *
  * Ordering: every message of a session is appended to the store, and written
  * to the connection when its append resolves. Stores resolve in call order,
