@@ -265,6 +265,18 @@ const asReply = (reply: Reply[]): Reply[] => reply;
 interface Batch {
   ops: PendingOp[];
   settled: boolean;
+  /** `answered()` callers waiting for this batch (and so every batch before it). */
+  waiters?: (() => void)[];
+}
+
+/** A settled batch's waiters run after its operations' continuations (a macrotask later). */
+function release(batch: Batch): void {
+  const waiters = batch.waiters;
+  if (waiters === undefined) return;
+  batch.waiters = undefined;
+  setImmediate(() => {
+    for (const w of waiters) w();
+  });
 }
 
 function failureKind(err: Error & { code?: unknown }): string {
@@ -290,6 +302,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   /** Fan-out notifications received (messages on this node's channel) and sessions they named: benchmarks, tests. */
   readonly fanOutStats = { notifications: 0, sessions: 0, malformed: 0 };
   #sub: Redis | null = null;
+  #pingOut: Promise<void> | null = null;
+  #pingNext: Promise<void> | null = null;
   #fanPumping = false;
   #fanAgain = false;
   readonly #limits: {
@@ -476,6 +490,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       for (const batch of this.#batches) {
         batch.settled = true;
         for (const o of batch.ops) o.reject(this.#failed('unavailable', o.operation, o.id, 'unknown', lost));
+        release(batch);
       }
       this.#batches.clear();
       this.#armHead();
@@ -581,6 +596,42 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       if (r[1] !== 1) return { ok: false, reason: String(r[2]) as ResumeFailureReason, detail: String(r[3]) };
       return { ok: true, messages: (r[2] as EntryReply[]).map(toMessage) };
     });
+  }
+
+  /**
+   * Resolves once every batch sent so far is answered or failed (Redis
+   * answers one connection in order: the newest one), and every fan-out
+   * notification Redis sent this node before now has been handed over (a
+   * PING on the notification connection comes back after them).
+   */
+  answered(): Promise<void> {
+    let last: Batch | undefined;
+    for (const b of this.#batches) last = b;
+    const batches = last === undefined ? Promise.resolve() : new Promise<void>((resolve) => (last.waiters ??= []).push(resolve));
+    return Promise.all([batches, this.#notified_()]).then(() => undefined);
+  }
+
+  /**
+   * A PING on the notification connection, sent after this call (one in
+   * flight at a time: callers that come while one is out wait for the next,
+   * since the one out may have left before the notification they miss).
+   */
+  #notified_(): Promise<void> {
+    const sub = this.#sub;
+    if (sub === null || sub.status !== 'ready') return Promise.resolve();
+    const ping = (): Promise<void> => {
+      const p = sub.ping().then(() => undefined, () => undefined).finally(() => {
+        if (this.#pingOut === p) this.#pingOut = null;
+      });
+      this.#pingOut = p;
+      return p;
+    };
+    if (this.#pingOut === null) return ping();
+    this.#pingNext ??= this.#pingOut.then(() => {
+      this.#pingNext = null;
+      return ping();
+    });
+    return this.#pingNext;
   }
 
   /** As readAfter, trimming nothing: what a node reads to fill a seq gap (it may have written more than its client got). */
@@ -963,6 +1014,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       if (batch.settled) return false;
       batch.settled = true;
       this.#batches.delete(batch);
+      release(batch);
       this.#armHead(); // Redis answers in order: the next batch is the oldest now
       return true;
     };
@@ -1027,6 +1079,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
         for (const batch of sent) {
           batch.settled = true;
           for (const o of batch.ops) o.reject(this.#failed('timeout', o.operation, o.id, 'unknown', err));
+          release(batch);
         }
         this.#failQueue(new Error(`redis answered nothing within ${this.#commandTimeout} ms`));
       });

@@ -285,6 +285,13 @@ export interface SessionStore {
    * in the turn of a resume's read).
    */
   peekAfter?(id: string, seq: number): Promise<ReadResult>;
+  /**
+   * Optional: resolves once every operation sent so far has been answered
+   * (or failed), after their callers' continuations. A node that sees a seq
+   * before the one it follows waits for it first: the missing one is most
+   * often its own append's answer, still on its way.
+   */
+  answered?(): Promise<void>;
   /** Counts client request `cseq` as run if it is the next one; otherwise says what it is. */
   beginRequest(id: string, cseq: number): Promise<RequestVerdict>;
   /** Remembers that message `seq` answers request `cseq` (for `duplicate` answers); a bounded number per session. */

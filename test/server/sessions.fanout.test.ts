@@ -222,3 +222,39 @@ test('a detached session past its bound while another node broadcasts: it ends o
   assert.equal(attached.resumed, false);
   assert.equal(attached.reason, 'overflow', JSON.stringify(attached));
 });
+
+test('replies and publishes of 20 sessions interleaved (the reply answered on one Redis connection, the push told on another): every message once, in order, no connection closed for a gap, and gap reads far fewer than messages', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const n = await node(t, redis.url, 'node-a', { prefix: `fanout-${process.pid}-mix` });
+  const CLIENTS = 20;
+  const ROUNDS = 50;
+  const raws = await Promise.all(
+    Array.from({ length: CLIENTS }, async (_, i) => {
+      const raw = new Raw(t, n.url);
+      await attach(raw, encodeOpen());
+      raw.request({ command: 'join', topic: `t${i}` });
+      return raw;
+    }),
+  );
+  await waitFor(() => raws.every((r) => r.data().length >= 1), 10_000, 'the join replies');
+  for (let k = 1; k <= ROUNDS; k++) {
+    raws.forEach((r, i) => {
+      r.request({ command: 'publish', topic: `t${i}`, someOtherThing: `p${k}` });
+      r.request({ command: 'echo', someOtherThing: `r${k}` });
+    });
+    await delay(10);
+  }
+  const want = 1 + 3 * ROUNDS;
+  await waitFor(() => raws.every((r) => r.data().length >= want || r.ws.readyState !== WebSocket.OPEN), 60_000, 'every reply and push');
+  for (const [i, r] of raws.entries()) {
+    assert.equal(r.ws.readyState, WebSocket.OPEN, `client ${i} still connected`);
+    const got = r.data();
+    assert.deepEqual(got.map((m) => m.seq), Array.from({ length: want }, (_, j) => j + 1), `client ${i}: seqs in order, once`);
+    const pushes = got.filter((m) => m.payload.startsWith('{"command":"publish"')).map((m) => (JSON.parse(m.payload) as { someOtherThing: string }).someOtherThing);
+    assert.deepEqual(pushes, Array.from({ length: ROUNDS }, (_, j) => `p${j + 1}`), `client ${i}: every push once, in order`);
+  }
+  const peeks = n.store.operations['peekAfter'] ?? 0;
+  console.log(`# ${CLIENTS * ROUNDS} publishes answered with their replies: ${peeks} gap reads, ${n.store.fanOutStats.notifications} notifications`);
+  assert.ok(peeks < (CLIENTS * ROUNDS) / 2, `gap reads ${peeks}: most early seqs wait for the other connection's answer instead of a read`);
+});
