@@ -19,6 +19,11 @@
  *   P tombs        zset: ended session → creation order (P tseq); P tomb hash: id → until \n reason \n detail
  *                  (until: the store's clock; a resume is told reason and detail until then)
  *   P bytes, P msgs  counters: held bytes and messages over all sessions (the cluster-wide memory bound)
+ *   P all          zset: every live session → its order (P mseq, a counter): the members of a broadcast
+ *   P m:<topic>    zset: the sessions in the topic → join order (P mseq): the members of a publish
+ *   P fq           list: fan-outs not finished yet (job ids, oldest first); P fj:<job> hash: the job
+ *                  (k members key, c the last member score done, x the highest score it covers, d data, b binary)
+ *   P node:<node>  pub/sub channel: the fan-out tells each node which of its attached sessions got which seq
  *
  * The script's ARGV starts with the same eleven values (the ten common ones
  * and the calling node's id); every
@@ -49,6 +54,8 @@ local NODE = ARGV[11]
 local DET, LEASES, TOMBS, TOMB = P .. 'detached', P .. 'leases', P .. 'tombs', P .. 'tomb'
 local BYTES, MSGS, DSEQ, TSEQ, EPOCH = P .. 'bytes', P .. 'msgs', P .. 'dseq', P .. 'tseq', P .. 'epoch'
 local LETTERS = {}
+local ALL, MSEQ, FQ = P .. 'all', P .. 'mseq', P .. 'fq'
+local function mkey(topic) return P .. 'm:' .. topic end
 
 local function S(n) return string.format('%.0f', n) end
 local function hkey(id) return P .. 'h:' .. id end
@@ -74,11 +81,16 @@ end
 
 -- Ends a session: its held messages become one letter (with the refused one, if any); a tombstone for expiry and bounds.
 local function end_session(id, reason, detail, refused)
-  local f = redis.call('HMGET', hkey(id), 'ls', 'as', 'cb', 'ab')
+  local f = redis.call('HMGET', hkey(id), 'ls', 'as', 'cb', 'ab', 't')
   local entries = redis.call('XRANGE', xkey(id), '-', '+')
   redis.call('DEL', hkey(id), xkey(id), rkey(id))
   redis.call('ZREM', DET, id)
   redis.call('ZREM', LEASES, id)
+  -- No longer a member of anything: no fan-out appends to it.
+  redis.call('ZREM', ALL, id)
+  if f[5] and f[5] ~= '[]' then
+    for _, topic in ipairs(cjson.decode(f[5])) do redis.call('ZREM', mkey(topic), id) end
+  end
   if f[1] then
     local n = tonumber(f[1]) - tonumber(f[2])
     local b = tonumber(f[3]) - tonumber(f[4])
@@ -177,7 +189,8 @@ local function read_after(id, seq)
 end
 
 local function attach_here(id)
-  redis.call('HSET', hkey(id), 'st', 'a', 'aa', S(NOW))
+  -- n: the holder node, whom the fan-out tells (the calling node, NODE)
+  redis.call('HSET', hkey(id), 'st', 'a', 'aa', S(NOW), 'n', NODE)
   local gen = redis.call('HINCRBY', hkey(id), 'ag', 1)
   redis.call('ZREM', DET, id)
   redis.call('ZADD', LEASES, RNOW + LEASE, id)
@@ -191,6 +204,91 @@ local function ensure_epoch(candidate)
 end
 `;
 
+/** Member sessions appended to per script call, over all its fan-out operations: one call holds Redis a few ms at most. */
+export const FANOUT_CHUNK = 512;
+
+/**
+ * The fan-out (docs/sessions.md, "Fan-out in the store"): the publishing
+ * node's script appends a broadcast or publish to each member session's
+ * stream, and tells each node holding one of them attached which seq it got
+ * (one PUBLISH per node per chunk: the message once, then its pairs). A
+ * member whose append ends it (a bound) is told to its holder with seq 0 and
+ * the reason. Needs OPS (the append), so it comes after the table is made.
+ *
+ * The notification, on channel P node:<node>: '1' or '0' (binary), then per
+ * session a line '\n<id> <seq>' or '\n<id> 0 <reason> <detail>', then
+ * '\n\n' and the data.
+ */
+const FANOUT_LIB = `
+local FAN_LEFT = ${FANOUT_CHUNK}
+local FAN_DONE = 0
+
+local function fan_run(key, cursor, max, data, bin)
+  if FAN_LEFT <= 0 then return cursor, false end
+  local want = FAN_LEFT
+  local got = redis.call('ZRANGEBYSCORE', key, '(' .. S(cursor), S(max), 'WITHSCORES', 'LIMIT', 0, want)
+  local notes, order = {}, {}
+  local function note(node, line)
+    local l = notes[node]
+    if not l then l = {}; notes[node] = l; order[#order + 1] = node end
+    l[#l + 1] = line
+  end
+  for i = 1, #got, 2 do
+    local id = got[i]
+    cursor = tonumber(got[i + 1])
+    local h = redis.call('HMGET', hkey(id), 'st', 'n')
+    if not h[1] then
+      -- Gone (its keys expired with no node sweeping): no longer a member.
+      redis.call('ZREM', key, id)
+    else
+      -- The append checks that it lives (one past its window is expired there: its letter goes to this node).
+      local r = OPS['append']({ id, data, bin, '', '', '1' })
+      if r[2] == 1 then
+        FAN_DONE = FAN_DONE + 1
+        if h[1] == 'a' and h[2] then note(h[2], id .. ' ' .. S(r[3])) end
+      elseif r[3] == 'unknown' then
+        -- Expired just now: not a member any more, so not refused either (its own letter says expired).
+        local last = LETTERS[#LETTERS]
+        if last and last[1] == id and last[2] == 'unknown' then LETTERS[#LETTERS] = nil end
+      else
+        -- A bound ended it: the message goes into its dead letter with the rest (seq 0: it never got one).
+        for _, l in ipairs(LETTERS) do
+          if l[1] == id and l[5] == 1 then l[5] = 0; table.insert(l[4], { '0-0', { 'c', '0', 'b', bin, 'd', data } }) end
+        end
+        if h[2] then note(h[2], id .. ' 0 ' .. tostring(r[3]) .. ' ' .. tostring(r[4])) end
+      end
+    end
+  end
+  FAN_LEFT = FAN_LEFT - #got / 2
+  for _, node in ipairs(order) do
+    redis.call('PUBLISH', P .. 'node:' .. node, bin .. '\\n' .. table.concat(notes[node], '\\n') .. '\\n\\n' .. data)
+  end
+  return cursor, #got / 2 < want
+end
+
+-- Works on the unfinished fan-outs, oldest first, while this call's budget lasts; true if some are left.
+local function fan_queue()
+  while FAN_LEFT > 0 do
+    local jid = redis.call('LINDEX', FQ, 0)
+    if not jid then return false end
+    local jk = P .. 'fj:' .. jid
+    local j = redis.call('HMGET', jk, 'k', 'c', 'x', 'd', 'b')
+    if not j[1] then
+      redis.call('LPOP', FQ)
+    else
+      local cursor, done = fan_run(j[1], tonumber(j[2]), tonumber(j[3]), j[4], j[5])
+      if done then
+        redis.call('LPOP', FQ)
+        redis.call('DEL', jk)
+      else
+        redis.call('HSET', jk, 'c', S(cursor))
+      end
+    end
+  end
+  return redis.call('LLEN', FQ) > 0
+end
+`;
+
 /** An operation's body: its arguments are `A[1…]` (after the common ones); it returns `{ LETTERS, … }`. */
 function op(body: string): string {
   return body;
@@ -201,13 +299,18 @@ export const SESSION_OPS = {
   /** A[1] candidate epoch → { letters, epoch } */
   epoch: op(`return { LETTERS, ensure_epoch(A[1]) }`),
 
-  /** A[1] id, [12] token digest, [13] owner ('' with [14] '0': none), [15] data JSON, [16] candidate epoch → { letters, ok, epoch, record } */
+  /**
+   * A[1] id, [12] token digest, [13] owner ('' with [14] '0': none), [15] data JSON, [16] candidate epoch,
+   * [17] this node's id (its fan-out channel; '' none) → { letters, ok, epoch, record }
+   */
   create: op(`
 local id = A[1]
 local epoch = ensure_epoch(A[6])
 if redis.call('EXISTS', hkey(id)) == 1 or redis.call('HEXISTS', TOMB, id) == 1 then return { LETTERS, 0 } end
 redis.call('HSET', hkey(id), 'st', 'a', 'ca', S(NOW), 'aa', S(NOW), 'ls', '0', 'as', '0', 'lc', '0', 'cb', '0', 'ab', '0', 'ag', '1', 't', '[]', 'dt', A[5], 'dg', A[2])
 if A[4] == '1' then redis.call('HSET', hkey(id), 'o', A[3]) end
+if A[7] and A[7] ~= '' then redis.call('HSET', hkey(id), 'n', A[7]) end
+redis.call('ZADD', ALL, redis.call('INCR', MSEQ), id)
 redis.call('ZADD', LEASES, RNOW + LEASE, id)
 touch(id)
 return { LETTERS, 1, epoch, record(id) }`),
@@ -328,6 +431,20 @@ local gen = attach_here(id)
 return { LETTERS, 1, gen, entries, record(id) }`),
 
   /**
+   * A[1] id, [12] seq → { letters, 1, entries after max(seq, acknowledged) } | { letters, 0, reason, detail }:
+   * as readAfter, but it trims nothing (a node filling a seq gap has written more than its client may have).
+   */
+  peekAfter: op(`
+local id = A[1]
+local seq = tonumber(A[2])
+if not live(id) then local g = gone(id); return { LETTERS, 0, g[1], g[2] } end
+local f = redis.call('HMGET', hkey(id), 'ls', 'as')
+local last, acked = tonumber(f[1]), tonumber(f[2])
+if seq > last then return { LETTERS, 0, 'restarted', 'lastSeq ' .. S(seq) .. ' is beyond the last seq this store assigned, ' .. S(last) } end
+if acked > seq then seq = acked end
+return { LETTERS, 1, redis.call('XRANGE', xkey(id), S(seq + 1) .. '-0', '+') }`),
+
+  /**
    * A[1] id, [12] cseq, [13] the attach generation this node holds ('' unchecked) →
    * { letters, 'new' } | { letters, 'duplicate', seqs|'*' } | { letters, 'pending', 1 here | 0 } | { letters, 'gap', expected }
    * | { letters, 'moved' } | { letters, 'unknown' }.
@@ -395,9 +512,11 @@ for i, t in ipairs(topics) do if t == A[3] then at = i end end
 if A[2] == 'join' then
   if at then return { LETTERS, 0 } end
   table.insert(topics, A[3])
+  redis.call('ZADD', mkey(A[3]), redis.call('INCR', MSEQ), id)
 else
   if not at then return { LETTERS, 0 } end
   table.remove(topics, at)
+  redis.call('ZREM', mkey(A[3]), id)
 end
 local text = '[]'
 if #topics > 0 then text = cjson.encode(topics) end
@@ -411,11 +530,15 @@ if not live(id) then return { LETTERS, 0 } end
 redis.call('HSET', hkey(id), 'dt', A[2])
 return { LETTERS, 1 }`),
 
-  /** A[1] id → { letters, 0 } | { letters, 1, attach generation } */
+  /**
+   * A[1] id → { letters, 0 } | { letters, 1, attach generation, last seq }: attached to the calling node (NODE):
+   * from now on the fan-out tells this node of the session's new seqs; the last seq tells it whether one
+   * came between its replay read and this attach (told to no node: it reads it).
+   */
   attach: op(`
 local id = A[1]
 if not live(id) then return { LETTERS, 0 } end
-return { LETTERS, 1, attach_here(id) }`),
+return { LETTERS, 1, attach_here(id), tonumber(redis.call('HGET', hkey(id), 'ls')) }`),
 
   /**
    * A[1] id, [12] the attach generation this node holds ('' none known) →
@@ -526,6 +649,31 @@ for k = 4, #A, 2 do
 end
 return res`),
 
+  /**
+   * A broadcast (A[1] 'all') or a publish (A[1] 'm:<topic>'), [12] data, [13] binary → { letters, pending
+   * 1|0, sessions appended by this call }: appended to every member session's stream, each under its next
+   * seq, whatever node holds it or none (fan_run). Unfinished fan-outs come first (fan_queue): one that
+   * does not fit this call's budget is queued and finished by later calls (fanWork), in order.
+   */
+  fanout: op(`
+FAN_DONE = 0
+local key = P .. A[1]
+local max = tonumber(redis.call('GET', MSEQ) or '0')
+local cursor, done = 0, false
+if not fan_queue() then cursor, done = fan_run(key, 0, max, A[2], A[3]) end
+if done then return { LETTERS, 0, FAN_DONE } end
+local jid = S(redis.call('INCR', P .. 'fseq'))
+redis.call('HSET', P .. 'fj:' .. jid, 'k', key, 'c', S(cursor), 'x', S(max), 'd', A[2], 'b', A[3])
+redis.call('PEXPIRE', P .. 'fj:' .. jid, KEY_TTL)
+redis.call('RPUSH', FQ, jid)
+return { LETTERS, 1, FAN_DONE }`),
+
+  /** → { letters, pending 1|0, sessions appended by this call }: the queued fan-outs, oldest first, within this call's budget. */
+  fanWork: op(`
+FAN_DONE = 0
+local pending = fan_queue()
+return { LETTERS, pending and 1 or 0, FAN_DONE }`),
+
   /** → { letters, sessions, detached, messages, bytes, tombstones } */
   stats: op(`
 local det = redis.call('ZCARD', DET)
@@ -547,6 +695,7 @@ export type SessionOpName = keyof typeof SESSION_OPS;
  */
 export const SESSION_BATCH_SCRIPT = `${PRELUDE}
 local OPS = {}
+${FANOUT_LIB}
 ${Object.entries(SESSION_OPS)
   .map(([name, body]) => `OPS['${name}'] = function(A)\n${body}\nend`)
   .join('\n')}

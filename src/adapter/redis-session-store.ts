@@ -46,6 +46,9 @@ import {
   type AckResult,
   type AppendResult,
   type CreatedSession,
+  type FanOutDelivery,
+  type FanOutResult,
+  type SessionFanOut,
   type JsonValue,
   type ReadResult,
   type RequestVerdict,
@@ -289,6 +292,18 @@ const asReply = (reply: Reply[]): Reply[] => reply;
 interface Batch {
   ops: PendingOp[];
   settled: boolean;
+  /** `answered()` callers waiting for this batch (and so every batch before it). */
+  waiters?: (() => void)[];
+}
+
+/** A settled batch's waiters run after its operations' continuations (a macrotask later). */
+function release(batch: Batch): void {
+  const waiters = batch.waiters;
+  if (waiters === undefined) return;
+  batch.waiters = undefined;
+  setImmediate(() => {
+    for (const w of waiters) w();
+  });
 }
 
 function failureKind(err: Error & { code?: unknown }): string {
@@ -300,6 +315,28 @@ function failureKind(err: Error & { code?: unknown }): string {
 
 export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> implements SessionStore {
   readonly name = 'redis';
+  /**
+   * This store instance in Redis (the script's NODE, random per store): the
+   * session records it attaches name it; the fan-out tells it on the pub/sub
+   * channel `<prefix>node:<id>` which of its sessions got which seq
+   * (docs/sessions.md, "Fan-out in the store"); it is who counted a request,
+   * and its key `node:<id>` (renewed with the leases; keys and channels are
+   * separate in Redis) says it is alive: a request it counted is not run
+   * elsewhere while it lives.
+   */
+  readonly nodeId = randomBytes(12).toString('base64url');
+  /** Broadcasts and publishes appended to the member sessions in Redis, by the publishing node alone. */
+  readonly fanOut: SessionFanOut = {
+    broadcast: (message) => this.#fanOut('broadcast', 'all', message),
+    publish: (topic, message) => this.#fanOut('publish', `m:${topic}`, message),
+  };
+  /** Fan-out notifications received (messages on this node's channel) and sessions they named: benchmarks, tests. */
+  readonly fanOutStats = { notifications: 0, sessions: 0, malformed: 0 };
+  #sub: Redis | null = null;
+  #pingOut: Promise<void> | null = null;
+  #pingNext: Promise<void> | null = null;
+  #fanPumping = false;
+  #fanAgain = false;
   readonly #limits: {
     resumeWindow: number;
     maxMessages: number;
@@ -318,11 +355,6 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   readonly #now: (() => number) | null;
   /** The ten arguments every script starts with (all but the clock). */
   readonly #common: string[];
-  /**
-   * This store instance in Redis (the script's NODE): who counted a request, and whose key (`node:<id>`, renewed
-   * with the leases) says it is alive. A request it counted is not run elsewhere while it lives (docs/sessions.md).
-   */
-  readonly nodeId = randomBytes(9).toString('base64url');
   #host: SessionStoreHost | null = null;
   #client: ScriptClient | null = null;
   #ready = false;
@@ -463,6 +495,19 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     const client = new RedisClient(options) as ScriptClient;
     client.defineCommand('wsSessBatch', { lua: SESSION_BATCH_SCRIPT, numberOfKeys: 0 });
     this.#client = client;
+    // The fan-out's notifications for this node (docs/sessions.md, "Fan-out in the store"). Each (re)subscription
+    // may have missed some: the host then catches every carried session up from its stream.
+    const sub = new RedisClient({ ...options, connectionName: 'ws-supervisor:sessions-fanout' });
+    this.#sub = sub;
+    const channel = `${this.#prefix}node:${this.nodeId}`;
+    sub.on('messageBuffer', (_channel: Buffer, message: Buffer) => this.#notified(message));
+    sub.on('ready', () => {
+      sub.subscribe(channel).then(
+        () => this.#host?.fanOutResync?.(),
+        (err: Error) => this.#logFailure(err, 'fan-out channel subscribe failed'),
+      );
+    });
+    sub.on('error', (err: Error) => this.#logFailure(err, 'fan-out channel'));
     this.#everReady = new Promise<void>((resolve) => {
       client.on('ready', () => {
         void this.#connected(client).then(resolve);
@@ -478,6 +523,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       for (const batch of this.#batches) {
         batch.settled = true;
         for (const o of batch.ops) o.reject(this.#failed('unavailable', o.operation, o.id, 'unknown', lost));
+        release(batch);
       }
       this.#batches.clear();
       this.#armHead();
@@ -508,7 +554,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     for (;;) {
       const id = newSessionId();
       const token = newSessionToken();
-      const r = await this.#run('create', id, 'create', [id, tokenDigest(token), init.owner ?? '', init.owner === null ? '0' : '1', data, newEpoch()]);
+      const r = await this.#run('create', id, 'create', [id, tokenDigest(token), init.owner ?? '', init.owner === null ? '0' : '1', data, newEpoch(), this.nodeId]);
       if (r[1] !== 1) continue; // 2^-128: never, but cheap to be sure
       const epoch = this.#noteEpoch(String(r[2]));
       this.#held.set(id, '1');
@@ -613,6 +659,51 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     return answer;
   }
 
+  /**
+   * Resolves once every batch sent so far is answered or failed (Redis
+   * answers one connection in order: the newest one), and every fan-out
+   * notification Redis sent this node before now has been handed over (a
+   * PING on the notification connection comes back after them).
+   */
+  answered(): Promise<void> {
+    let last: Batch | undefined;
+    for (const b of this.#batches) last = b;
+    const batches = last === undefined ? Promise.resolve() : new Promise<void>((resolve) => (last.waiters ??= []).push(resolve));
+    return Promise.all([batches, this.#notified_()]).then(() => undefined);
+  }
+
+  /**
+   * A PING on the notification connection, sent after this call (one in
+   * flight at a time: callers that come while one is out wait for the next,
+   * since the one out may have left before the notification they miss).
+   */
+  #notified_(): Promise<void> {
+    const sub = this.#sub;
+    if (sub === null || sub.status !== 'ready') return Promise.resolve();
+    const ping = (): Promise<void> => {
+      const p = sub.ping().then(() => undefined, () => undefined).finally(() => {
+        if (this.#pingOut === p) this.#pingOut = null;
+      });
+      this.#pingOut = p;
+      return p;
+    };
+    if (this.#pingOut === null) return ping();
+    this.#pingNext ??= this.#pingOut.then(() => {
+      this.#pingNext = null;
+      return ping();
+    });
+    return this.#pingNext;
+  }
+
+  /** As readAfter, trimming nothing: what a node reads to fill a seq gap (it may have written more than its client got). */
+  peekAfter(id: string, seq: number): Promise<ReadResult> {
+    if (!Number.isSafeInteger(seq) || seq < 0) return Promise.resolve({ ok: false, reason: 'unknown', detail: `seq must be an integer ≥ 0, got ${String(seq)}` });
+    return this.#run('peekAfter', id, 'peekAfter', [id, String(seq)], (r): ReadResult => {
+      if (r[1] !== 1) return { ok: false, reason: String(r[2]) as ResumeFailureReason, detail: String(r[3]) };
+      return { ok: true, messages: (r[2] as EntryReply[]).map(toMessage) };
+    });
+  }
+
   beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
     if (!Number.isSafeInteger(cseq) || cseq < 1) return Promise.reject(new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`));
     // The generation this node holds, as append's: a node whose hold is stale counts nothing (`moved`).
@@ -649,10 +740,14 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     // Appends called from now on run after this attach (one connection, in order): they must not present the old generation.
     this.#attaching.set(id, (this.#attaching.get(id) ?? 0) + 1);
     try {
-      const r = await this.#run('attach', id, 'attach', [id]);
+      const r = await this.#run('attach', id, 'attach', [id, this.nodeId]);
       if (r[1] !== 1) return false;
       this.#held.set(id, String(r[2]));
       this.#detachedHere.delete(id);
+      // A fan-out between the resume's read and this attach told no node of its seq (the session named another, or
+      // none): the host reads what its connection lacks.
+      const last = r[3] as number;
+      if (last > 0) this.#host?.fanOutDelivered?.({ message: null, sessions: [{ id, seq: last }], ended: [] });
       return true;
     } finally {
       const n = this.#attaching.get(id)! - 1;
@@ -702,8 +797,79 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     for (;;) {
       const r = await this.#run('sweep', null, 'sweep', [String(REDIS_SESSION_STORE_DEFAULTS.sweepBatch)]);
       expired += r[1] as number;
-      if (r[2] !== 1) return expired;
+      if (r[2] !== 1) break;
     }
+    // A fan-out whose node died (or failed) half-way is finished by whichever node sweeps.
+    this.#pumpFanOut();
+    return expired;
+  }
+
+  /** One fan-out: one operation of the next batch; a large one goes on in later calls (#pumpFanOut). */
+  #fanOut(operation: 'broadcast' | 'publish', key: string, message: SessionMessage): Promise<FanOutResult> {
+    return this.#run(operation, null, 'fanout', [key, message.data, message.binary ? '1' : '0'], (r): FanOutResult => {
+      const pending = r[1] === 1;
+      if (pending) this.#pumpFanOut();
+      return { appended: r[2] as number, pending };
+    });
+  }
+
+  /**
+   * Sends `fanWork` operations, one at a time, while unfinished fan-outs are
+   * left in Redis: each call appends at most FANOUT_CHUNK member sessions, so
+   * other nodes' operations run between the chunks. A failure stops it (the
+   * operation's failure is counted and logged): the queue stays in Redis, and
+   * the next sweep (this node's or another's) goes on with it.
+   */
+  #pumpFanOut(): void {
+    if (this.#fanPumping) {
+      this.#fanAgain = true;
+      return;
+    }
+    this.#fanPumping = true;
+    void (async () => {
+      try {
+        for (;;) {
+          this.#fanAgain = false;
+          if (!this.#ready || this.#closed) return;
+          const r = await this.#call('fanWork', null, 'fanWork', []);
+          if (r[1] !== 1 && !this.#fanAgain) return;
+        }
+      } catch {
+        // Counted and logged by #failed; the queue waits in Redis for the next sweep.
+      } finally {
+        this.#fanPumping = false;
+      }
+    })();
+  }
+
+  /** A notification on this node's channel: which of its attached sessions got which seq of one fan-out. */
+  #notified(frame: Buffer): void {
+    const end = frame.indexOf('\n\n');
+    if (end < 1 || (frame[0] !== 0x30 && frame[0] !== 0x31)) {
+      this.fanOutStats.malformed++;
+      return;
+    }
+    const binary = frame[0] === 0x31;
+    const data = frame.subarray(end + 2);
+    const delivery: FanOutDelivery = { message: { data: binary ? data : data.toString('utf8'), binary, bytes: data.length }, sessions: [], ended: [] };
+    for (const line of frame.toString('utf8', 2, end).split('\n')) {
+      const a = line.indexOf(' ');
+      const b = line.indexOf(' ', a + 1);
+      const id = line.slice(0, a);
+      const seq = Number(b === -1 ? line.slice(a + 1) : line.slice(a + 1, b));
+      if (a < 1 || !Number.isSafeInteger(seq)) {
+        this.fanOutStats.malformed++;
+        continue;
+      }
+      if (seq > 0) delivery.sessions.push({ id, seq });
+      else {
+        const c = line.indexOf(' ', b + 1);
+        delivery.ended.push({ id, reason: line.slice(b + 1, c === -1 ? undefined : c) as SessionDeadLetterReason, detail: c === -1 ? '' : line.slice(c + 1) });
+      }
+    }
+    this.fanOutStats.notifications++;
+    this.fanOutStats.sessions += delivery.sessions.length;
+    this.#host?.fanOutDelivered?.(delivery);
   }
 
   async stats(): Promise<SessionStoreStats> {
@@ -730,6 +896,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       this.#status = 'degraded';
       this.#reason = 'session store closed';
       client?.disconnect();
+      this.#sub?.disconnect();
     })();
     return this.#closed;
   }
@@ -943,6 +1110,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       if (batch.settled) return false;
       batch.settled = true;
       this.#batches.delete(batch);
+      release(batch);
       this.#armHead(); // Redis answers in order: the next batch is the oldest now
       return true;
     };
@@ -1007,6 +1175,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
         for (const batch of sent) {
           batch.settled = true;
           for (const o of batch.ops) o.reject(this.#failed('timeout', o.operation, o.id, 'unknown', err));
+          release(batch);
         }
         this.#failQueue(new Error(`redis answered nothing within ${this.#commandTimeout} ms`));
       });

@@ -161,6 +161,8 @@ interface FrameHeader {
   binary: boolean;
   /** True when the sender also wrote the frame to its history stream (recoverable by its seq). */
   h?: true;
+  /** AdapterMessage.sessionsReached (absent: false; receivers that do not know the field ignore it). */
+  s?: true;
 }
 
 /** The sender's session and the frame's sequence number in it. */
@@ -181,6 +183,7 @@ export function encodeFrame(nodeId: string, message: AdapterMessage, sequence?: 
     topic: message.topic,
     binary: message.binary,
     ...(sequence?.history ? { h: true as const } : {}),
+    ...(message.sessionsReached ? { s: true as const } : {}),
   };
   return Buffer.concat([Buffer.from(JSON.stringify(header) + '\n'), message.data]);
 }
@@ -214,7 +217,7 @@ export function decodeFrame(frame: Buffer): { node: string; sequence: FrameSeque
   return {
     node: header.node,
     sequence,
-    message: { kind: header.kind, topic: header.topic ?? null, binary: header.binary, data: frame.subarray(nl + 1) },
+    message: { kind: header.kind, topic: header.topic ?? null, binary: header.binary, data: frame.subarray(nl + 1), ...(header.s === true ? { sessionsReached: true } : {}) },
   };
 }
 

@@ -56,12 +56,18 @@ export interface StoredMessage extends SessionMessage {
  * - `moved`: a shared store's session was attached on another node since this
  *   node last held it: a message this node sent to it directly (not a
  *   broadcast or publish, which reach the other node by themselves) cannot
- *   follow it there.
+ *   follow it there;
+ * - `fanout`: a store that fans out itself failed on a broadcast or publish
+ *   (`SessionStore.fanOut`): the member sessions of other nodes that missed
+ *   it are not known by name, so the letter's `sessionId` is `*` (the members
+ *   this node runs get letters of their own, `unavailable`, or carry it on
+ *   their connection).
  */
-export type SessionDeadLetterReason = 'overflow' | 'memory' | 'evicted' | 'expired' | 'ended' | 'unknown' | 'unavailable' | 'moved';
+export type SessionDeadLetterReason = 'overflow' | 'memory' | 'evicted' | 'expired' | 'ended' | 'unknown' | 'unavailable' | 'moved' | 'fanout';
 
 /** R12: messages of one session that will never reach its client. */
 export interface SessionDeadLetter {
+  /** The session; `*` for a failed fan-out's members that cannot be named (reason `fanout`). */
   sessionId: string;
   reason: SessionDeadLetterReason;
   /** For people and logs: which bound, which numbers. */
@@ -176,6 +182,47 @@ export interface SessionStoreHost {
   /** R12: messages that will never reach their client. */
   deadLetter(letter: SessionDeadLetter): void;
   readonly logger: Logger | null;
+  /**
+   * A store that fans out itself (`SessionStore.fanOut`): sessions this node
+   * holds attached got a broadcast or publish (whichever node made it) under
+   * these seqs, or a seq this node may not have been told of exists
+   * (`message` null: read what is missing). Deliver in seq order.
+   */
+  fanOutDelivered?(delivery: FanOutDelivery): void;
+  /** A store that fans out itself: some notifications may have been lost (its channel reconnected): catch up every carried session. */
+  fanOutResync?(): void;
+}
+
+/** What a store's fan-out tells the node that holds some of its member sessions attached (docs/sessions.md, "Fan-out in the store"). */
+export interface FanOutDelivery {
+  /** The message, once for all; null: positions only (the sessions' streams reach `seq`: read what was not written). */
+  message: SessionMessage | null;
+  /** In seq order per session. */
+  sessions: { id: string; seq: number }[];
+  /** Sessions the fan-out's append ended (a bound): their dead letters went to the node that ran it. */
+  ended: { id: string; reason: SessionDeadLetterReason; detail: string }[];
+}
+
+/**
+ * A store shared by every node that appends broadcasts and publishes to the
+ * member sessions' streams itself, in one place (docs/sessions.md, "Fan-out
+ * in the store"): the publishing node calls it once; no node appends them
+ * session by session. Every member session gets the message once, whether a
+ * node holds it or none, or it is moving between two; the nodes holding
+ * members attached hear of it through `SessionStoreHost.fanOutDelivered`.
+ */
+export interface SessionFanOut {
+  /** Every live session of the store. */
+  broadcast(message: SessionMessage): Promise<FanOutResult>;
+  /** The sessions that joined `topic`. */
+  publish(topic: string, message: SessionMessage): Promise<FanOutResult>;
+}
+
+export interface FanOutResult {
+  /** Sessions appended to by the call itself (a large fan-out goes on in later calls: `pending`). */
+  appended: number;
+  /** Members are left to append in later calls of the store, in order (nothing is lost if this node dies: any node's store finishes it). */
+  pending: boolean;
 }
 
 export interface ResumeClaim {
@@ -213,6 +260,8 @@ export interface SessionStore {
    * are these, answered at once: the supervisor then calls only these.
    */
   readonly sync?: SessionStoreSync | undefined;
+  /** Present when the store fans broadcasts and publishes out itself (a shared store: Redis); the memory store does not. */
+  readonly fanOut?: SessionFanOut | undefined;
   /** Called once by the host, before any other method. */
   start(host: SessionStoreHost): void;
   /** The store's epoch: a new one whenever the store starts without its data (a restart, a flush). */
@@ -261,6 +310,22 @@ export interface SessionStore {
    * `replyTo`), which lands after the read, in seq order.
    */
   resume(id: string, seq: number): Promise<ResumeResult>;
+  /**
+   * Optional: the held messages after `seq` (those at or below the
+   * acknowledged seq are gone), changing nothing. What a node reads to fill a
+   * seq gap on a connection: it has written more than its client may have
+   * received, so it must not trim (readAfter would). A store without it is
+   * read with readAfter (the in-memory store: gaps come only from a takeover
+   * in the turn of a resume's read).
+   */
+  peekAfter?(id: string, seq: number): Promise<ReadResult>;
+  /**
+   * Optional: resolves once every operation sent so far has been answered
+   * (or failed), after their callers' continuations. A node that sees a seq
+   * before the one it follows waits for it first: the missing one is most
+   * often its own append's answer, still on its way.
+   */
+  answered?(): Promise<void>;
   /**
    * Counts client request `cseq` as run if it is the next one (remembering
    * which process counted it); otherwise says what it is. A shared store

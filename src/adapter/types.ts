@@ -21,6 +21,13 @@ export interface AdapterMessage {
   data: Buffer;
   /** Sent as a binary frame (true) or a text frame (false). */
   binary: boolean;
+  /**
+   * The sender's session store appended it to every member session already
+   * (a store that fans out itself, docs/sessions.md, "Fan-out in the store"):
+   * receivers deliver it to their connections without a session only.
+   * Absent: each receiver hands it to the sessions it runs, as before.
+   */
+  sessionsReached?: boolean;
 }
 
 /**

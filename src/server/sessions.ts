@@ -9,9 +9,10 @@
  * - `Sessions`, one per supervisor: the store (src/adapter/session-store.ts),
  *   one session machine per session (machines/session.machine.ts) hosted on
  *   a MachineRunner as connections are, and the routing that makes every
- *   broadcast and publish reach every session exactly once — through its
- *   connection while one carries it (the hub calls `Connection.send`, which
- *   comes here), appended straight to the store while none does.
+ *   broadcast and publish reach every session exactly once: appended to each
+ *   session this node runs, at the call; or, with a store that fans out
+ *   itself (Redis), handed to the store once for every session of the
+ *   cluster, its notifications delivered here (session-fanout.ts).
  *
  * Ordering: every message of a session is appended to the store, and written
  * to the connection when its append resolves. Stores resolve in call order,
@@ -47,6 +48,7 @@ import type {
   SessionStore,
   StoredMessage,
   SessionStoreSync,
+  SessionFanOut,
 } from '../adapter/session-store.ts';
 import { messageBytes } from '../adapter/session-store.ts';
 import type { Logger } from '../base/logger.ts';
@@ -67,6 +69,7 @@ import { TopicError, validateTopic } from '../protocol/topics.ts';
 import type { Connection, SessionHandle, SessionInfo } from './connection.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import { LogSummary } from './log-summary.ts';
+import { fanOutFailureDetail, routeFanOut } from './session-fanout.ts';
 import type { Outbound } from './writer.ts';
 import { seqFrameOf } from './ws-internals.ts';
 
@@ -316,6 +319,8 @@ export class Sessions<Auth = unknown> {
   readonly store: SessionStore;
   /** The store's data path without promises, when it offers one (the in-memory store). */
   readonly sync: SessionStoreSync | null;
+  /** The store's own fan-out, when it has one (the Redis store): broadcasts and publishes go there once (session-fanout.ts). */
+  readonly fanOut: SessionFanOut | null;
   /** Live sessions this supervisor runs a machine for. */
   private readonly entries = new Map<string, Entry<Auth>>();
   /** topic → the live sessions in it (attached or not). Never holds an empty set. */
@@ -351,11 +356,18 @@ export class Sessions<Auth = unknown> {
     this.options = options;
     this.store = options.store;
     this.sync = options.store.sync ?? null;
+    this.fanOut = options.store.fanOut ?? null;
     this.machineConfig = { machine: sessionMachine, input: { timing: { resumeWindow: options.resumeWindow } }, payloadFree: SESSION_PAYLOAD_FREE_EVENTS };
     this.failureLog = new LogSummary({ logger: host.logger, what: `session store (${options.store.name}) failures` });
     this.store.start({
       logger: host.logger,
       deadLetter: (letter) => this.onStoreDeadLetter(letter),
+      fanOutDelivered: (delivery) => routeFanOut(delivery, (id) => this.entries.get(id), (entry, reason, detail) => {
+        this.overflowed(entry, reason === 'memory' || reason === 'evicted' ? reason : 'overflow', detail);
+      }),
+      fanOutResync: () => {
+        for (const entry of this.entries.values()) entry.carrier?.catchUp(Number.POSITIVE_INFINITY);
+      },
     });
     // A shared store says when it is back (RedisSessionStore's 'status' event): what failed is retried at once.
     (this.store as Partial<StatusEmitter>).on?.('status', this.onStoreStatus);
@@ -468,11 +480,25 @@ export class Sessions<Auth = unknown> {
   // a connection that closes or arrives while a sliced fan-out is under way
   // changes nothing for its session.
 
-  broadcastSessions(data: Outbound, binary: boolean): void {
+  /**
+   * `scope` 'cluster': a broadcast made on this node for the whole cluster.
+   * With a store that fans out itself it goes there, once, for every session
+   * of the cluster (returns true: the other nodes must not append it again);
+   * otherwise, and for 'local' (`broadcast(…, { local: true })`, or another
+   * node's broadcast that its store did not fan out), it is appended to each
+   * session this node runs (false).
+   */
+  broadcastSessions(data: Outbound, binary: boolean, scope: 'cluster' | 'local' = 'local'): boolean {
+    if (scope === 'cluster' && this.fanOut !== null) {
+      const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
+      this.fanOut.broadcast(message).catch((err: unknown) => this.fanOutFailed('broadcast', null, message, err));
+      return true;
+    }
     // One message object, counted once, for every session (the store keeps its data by reference), and its frames
     // shared by the sessions at the same seq.
     const message: FanOutMessage = { data, binary, bytes: messageBytes(data), frames: new FanOutFrames(data, binary) };
     for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0, true, message);
+    return false;
   }
 
   /**
@@ -493,11 +519,39 @@ export class Sessions<Auth = unknown> {
     return n;
   }
 
-  publishSessions(topic: string, data: Outbound, binary: boolean): void {
+  /** As `broadcastSessions`, for the sessions in `topic`. */
+  publishSessions(topic: string, data: Outbound, binary: boolean, scope: 'cluster' | 'local' = 'local'): boolean {
+    if (scope === 'cluster' && this.fanOut !== null) {
+      const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
+      this.fanOut.publish(topic, message).catch((err: unknown) => this.fanOutFailed('publish', topic, message, err));
+      return true;
+    }
     const members = this.topicIndex.get(topic);
-    if (!members) return;
+    if (!members) return false;
     const message: FanOutMessage = { data, binary, bytes: messageBytes(data), frames: new FanOutFrames(data, binary) };
     for (const entry of members) this.append(entry, data, binary, 0, true, message);
+    return false;
+  }
+
+  /**
+   * The store failed on a fan-out (R12: reported, never a silent gap): the
+   * failure metric; one dead letter (reason `fanout`, session `*`) for the
+   * cluster's sessions, which this node cannot name; and each member session this node runs is
+   * handled as when its own append fails: unpersisted, the message written
+   * on its connection, or a dead letter of its own when it has none.
+   */
+  private fanOutFailed(kind: 'broadcast' | 'publish', topic: string | null, message: SessionMessage, err: unknown): void {
+    this.reportFailure(kind, null, err);
+    const bytes = message.bytes ?? messageBytes(message.data);
+    const stored = { seq: 0, data: message.data, binary: message.binary, bytes };
+    this.host.deadLetter({ sessionId: '*', reason: 'fanout', detail: fanOutFailureDetail(kind, topic, err), messages: [stored] });
+    const members = topic === null ? [...this.entries.values()] : [...(this.topicIndex.get(topic) ?? [])];
+    for (const entry of members) {
+      if (entry.ended) continue;
+      this.unpersist(entry, kind, err);
+      if (entry.carrier?.deliverLocal(message.data, message.binary)) continue;
+      this.host.deadLetter({ sessionId: entry.id, reason: 'unavailable', detail: 'the session store failed on a fan-out and no connection carries the session here', messages: [stored] });
+    }
   }
 
   /**
@@ -1042,6 +1096,7 @@ const END_REQUESTED = 2;
 const PAUSED = 4;
 const LOCAL = 8;
 const FILLING = 16;
+const GAP_WAIT = 32;
 
 /**
  * A request counted by a process that has not finished it (`pending`) is
@@ -1071,7 +1126,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private resumeInfo: SessionInfo | null = null;
   /**
    * The binding's booleans, one bit each (see the accessors below: `live`,
-   * `endRequested`, `paused`, `local`, `filling`): one field where five took
+   * `endRequested`, `paused`, `local`, `filling`, `gapWait`): one field where six took
    * 8 bytes each, on every idle session (docs/performance.md).
    */
   private flags = LIVE;
@@ -1085,6 +1140,8 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private expecting = 0;
   /** The client has every seq up to this one (its resume position, then its acks): what a gap read may forget. */
   private clientAcked = 0;
+  /** A position asked for (catchUp) while a read was under way: read again after it, if still not written. */
+  private catchUpTo = 0;
   /** The requests' verdicts from an async store, handled in order (made on the first). */
   private requests: Promise<void> | null = null;
   /** Requests on `requests` not handled yet: while any, a later one queues behind them (even with a sync store). */
@@ -1148,6 +1205,13 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   }
   private set filling(on: boolean) {
     this.flags = on ? this.flags | FILLING : this.flags & ~FILLING;
+  }
+  /** An early seq waits for the store's answers in flight before its gap is read (awaitGap). */
+  private get gapWait(): boolean {
+    return (this.flags & GAP_WAIT) !== 0;
+  }
+  private set gapWait(on: boolean) {
+    this.flags = on ? this.flags | GAP_WAIT : this.flags & ~GAP_WAIT;
   }
   private get attachTimer(): ReturnType<typeof setTimeout> | null {
     return this.timer;
@@ -1446,7 +1510,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     if (seq <= this.written) return; // in the replay already
     if (this.phase !== 'attached' || seq > this.written + 1 || this.paused) {
       (this.early ??= new Map()).set(seq, { data, binary });
-      if (this.phase === 'attached' && !this.paused) this.fillGap();
+      if (this.phase === 'attached' && !this.paused) this.awaitGap();
       return;
     }
     this.write(seq, data, binary, frames);
@@ -1464,7 +1528,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       next = early.get(this.written + 1);
     }
     if (early.size === 0) this.early = null;
-    else if (!this.paused) this.fillGap();
+    else if (!this.paused) this.awaitGap();
   }
 
   /**
@@ -1481,18 +1545,33 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     const entry = this.entry!;
     const from = this.written;
     this.filling = true;
-    // Read after what the client acknowledged, not after what was written: a read forgets (trims) what it reads after,
-    // and a seq written here may never reach the client (the connection cut), whose resume must still find it.
-    this.sessions.store.readAfter(entry.id, Math.min(this.clientAcked, from)).then(
+    // This read covers every position asked for so far (catchUp, expect).
+    this.catchUpTo = 0;
+    const expected = this.expecting;
+    // What this node wrote, its client may not have received (a cut may follow): this read must not forget it.
+    // peekAfter trims nothing; a store without it is read after what the client acknowledged (readAfter trims
+    // what it reads after).
+    const store = this.sessions.store;
+    (store.peekAfter ? store.peekAfter(entry.id, from) : store.readAfter(entry.id, Math.min(this.clientAcked, from))).then(
       (read) => {
         this.filling = false;
         if (!this.live || this.phase !== 'attached' || this.local) return;
-        // Nothing waits any more (written meanwhile, or an expected seq that came): nothing to fill.
-        if (this.early === null && this.expecting <= this.written) return;
-        this.early ??= new Map();
         if (read.ok) {
-          for (const m of read.messages) if (m.seq > this.written && !this.early.has(m.seq)) this.early.set(m.seq, { data: m.data, binary: m.binary });
-          if (read.messages.some((m) => m.seq === from + 1)) return this.drainEarly();
+          for (const m of read.messages) {
+            if (m.seq > this.written && !this.early?.has(m.seq)) (this.early ??= new Map()).set(m.seq, { data: m.data, binary: m.binary });
+          }
+          // Nothing missing (any more): what was asked for arrived meanwhile, or was not there to read. Except a seq
+          // the store was said to hold when this read began (expect: a reply another process stored): not held.
+          if (this.early === null && expected <= this.written) return this.catchUpTo > this.written ? this.fillGap() : undefined;
+          if (this.early !== null && this.early.has(this.written + 1)) {
+            this.drainEarly();
+            if (this.catchUpTo > this.written) this.fillGap();
+            return;
+          }
+          // What arrived meanwhile wrote past the read, and the seq missing now is newer than what it saw (the
+          // read's last): on its way, as any early seq's predecessor. Only one the store held and did not give is lost.
+          const seen = read.messages.length === 0 ? from : read.messages[read.messages.length - 1]!.seq;
+          if (this.early !== null && this.written + 1 > seen) return this.awaitGap();
         }
         this.sessions.host.logger?.warn({ session: entry.id, after: from, reason: read.ok ? 'not held' : read.reason }, 'session seq gap the store could not fill: closing the connection, the client resumes');
         void this.connection.close(1011, 'session seq gap');
@@ -1509,7 +1588,47 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private expect(seq: number): void {
     if (seq <= this.written || this.local || !this.live || this.phase !== 'attached' || this.early?.has(seq)) return;
     if (seq > this.expecting) this.expecting = seq;
+    // A read under way may have begun before it was stored: it is read again after that one.
+    if (this.filling && seq > this.catchUpTo) this.catchUpTo = seq;
     if (!this.paused) this.fillGap();
+  }
+
+
+  /**
+   * A seq came before the one it follows. With a store that fans out itself,
+   * that is mostly the other connection's message still on its way: this
+   * node's own append (a reply) answered after the fan-out's notification,
+   * or the notification after the reply (measured, 20 sessions × 50 rounds of
+   * a publish and a request: 916 gap reads for 1,000 publishes, each for
+   * nothing): wait until the store has answered what is in flight on both,
+   * and read only what is still missing then.
+   */
+  private awaitGap(): void {
+    const store = this.sessions.store;
+    if (store.answered === undefined) return this.fillGap();
+    if (this.gapWait || this.filling) return;
+    this.gapWait = true;
+    store.answered().then(() => {
+      this.gapWait = false;
+      if (this.early === null || this.paused || !this.live || this.phase !== 'attached') return;
+      if (this.early.has(this.written + 1)) this.drainEarly();
+      else this.fillGap();
+    }, () => (this.gapWait = false));
+  }
+
+  /**
+   * @internal The session's stream reaches `seq` (a store that fans out
+   * itself says so: a fan-out that no node was told of, or notifications that
+   * may have been lost; Infinity: whatever it holds): what this connection has
+   * not written is read from the store and written in order.
+   */
+  catchUp(seq: number): void {
+    if (this.local || !this.live || this.phase !== 'attached' || seq <= this.written) return;
+    if (this.filling) {
+      if (seq > this.catchUpTo) this.catchUpTo = seq;
+      return;
+    }
+    this.fillGap();
   }
 
   private write(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null): void {

@@ -1,0 +1,192 @@
+/**
+ * The fan-out in the Redis session store (docs/sessions.md, "Fan-out in the
+ * store"), against a REAL redis-server (test/helpers/redis.ts): a broadcast or
+ * publish is appended by ONE script of the publishing node to every member
+ * session's stream (each under its next seq), whatever node holds it or none;
+ * each node holding members attached is told which seq each got. Large
+ * fan-outs go in chunks (FANOUT_CHUNK members per call), in order. Without
+ * redis-server: SKIPPED (under CI=true: a failure).
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { createRedisSessionStore, type RedisSessionStore, type RedisSessionStoreOptions } from '../../src/adapter/redis-session-store.ts';
+import { FANOUT_CHUNK } from '../../src/adapter/redis-session-scripts.ts';
+import type { FanOutDelivery, SessionDeadLetter } from '../../src/adapter/session-store.ts';
+import { startRedis, type RedisServer } from '../helpers/redis.ts';
+import { waitFor } from '../helpers/server.ts';
+
+interface Node {
+  store: RedisSessionStore;
+  deliveries: FanOutDelivery[];
+  letters: SessionDeadLetter[];
+  resyncs: number;
+}
+
+async function node(t: TestContext, redis: RedisServer, prefix: string, extra: Partial<RedisSessionStoreOptions> = {}): Promise<Node> {
+  const store = createRedisSessionStore({ url: redis.url, prefix, ...extra });
+  const n: Node = { store, deliveries: [], letters: [], resyncs: 0 };
+  store.start({
+    logger: null,
+    deadLetter: (l) => n.letters.push(l),
+    fanOutDelivered: (d) => n.deliveries.push(d),
+    fanOutResync: () => n.resyncs++,
+  });
+  t.after(() => store.close());
+  await waitFor(() => store.status === 'up' && n.resyncs > 0, 10_000, 'the store to reach redis and subscribe its channel');
+  return n;
+}
+
+/** Every (session, seq, payload) this node was told of. */
+function told(n: Node): Array<{ id: string; seq: number; data: string }> {
+  return n.deliveries.flatMap((d) => (d.message === null ? [] : d.sessions.map((s) => ({ id: s.id, seq: s.seq, data: String(d.message!.data) }))));
+}
+
+test('a publish reaches the members of its topic, a broadcast every session: each appended once under its next seq, held attached or detached, and each holder node told its pairs', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `fan-${randomBytes(4).toString('hex')}:`;
+  const [a, b] = [await node(t, redis, prefix), await node(t, redis, prefix)];
+  const s1 = await a.store.create({ owner: null });
+  const s2 = await a.store.create({ owner: null });
+  const s3 = await b.store.create({ owner: null });
+  assert.equal(await a.store.join(s1.id, 'room'), true);
+  assert.equal(await b.store.join(s3.id, 'room'), true);
+  assert.equal(await b.store.detach(s3.id), true);
+
+  const p = await b.store.fanOut.publish('room', { data: 'm1', binary: false });
+  assert.deepEqual(p, { appended: 2, pending: false });
+  const q = await a.store.fanOut.broadcast({ data: Buffer.from([1, 2, 3]), binary: true });
+  assert.deepEqual(q, { appended: 3, pending: false });
+
+  await waitFor(() => told(a).length >= 3, 5_000, "A's notifications");
+  assert.deepEqual(told(a), [
+    { id: s1.id, seq: 1, data: 'm1' },
+    { id: s1.id, seq: 2, data: '\u0001\u0002\u0003' },
+    { id: s2.id, seq: 1, data: '\u0001\u0002\u0003' },
+  ]);
+  const binary = a.deliveries.find((d) => d.message?.binary === true)!;
+  assert.ok(Buffer.isBuffer(binary.message!.data), 'a binary message arrives as bytes');
+  // s3 is detached: no node is told; its stream holds both for the resume.
+  assert.deepEqual(told(b), []);
+  const read = await b.store.readAfter(s3.id, 0);
+  assert.ok(read.ok);
+  assert.deepEqual(read.messages.map((m) => [m.seq, m.binary, Buffer.from(m.data).toString('hex')]), [
+    [1, false, Buffer.from('m1').toString('hex')],
+    [2, true, '010203'],
+  ]);
+  // Left the topic: a publish no longer reaches it; ended: nothing reaches it.
+  assert.equal(await a.store.leave(s1.id, 'room'), true);
+  assert.deepEqual(await a.store.fanOut.publish('room', { data: 'm3', binary: false }), { appended: 1, pending: false });
+  await a.store.end(s2.id, 'test');
+  assert.deepEqual(await a.store.fanOut.broadcast({ data: 'm4', binary: false }), { appended: 2, pending: false });
+  assert.equal((await a.store.get(s1.id))!.lastSeq, 3);
+  assert.equal((await b.store.get(s3.id))!.lastSeq, 4);
+});
+
+test('attach names the node: a fan-out after it is told to the new holder, and the attach itself reports the last seq (one appended between the replay read and the attach)', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `fan-${randomBytes(4).toString('hex')}:`;
+  const [a, b] = [await node(t, redis, prefix), await node(t, redis, prefix)];
+  const s = await a.store.create({ owner: null });
+  await a.store.fanOut.broadcast({ data: 'before', binary: false });
+  await waitFor(() => told(a).length === 1, 5_000, 'A told');
+  // B takes it over: the fan-out told A, so B's attach reports seq 1 as a position (no message).
+  assert.equal(await b.store.attach(s.id), true);
+  assert.deepEqual(b.deliveries.at(-1), { message: null, sessions: [{ id: s.id, seq: 1 }], ended: [] });
+  await a.store.fanOut.broadcast({ data: 'after', binary: false });
+  await waitFor(() => told(b).length === 1, 5_000, 'B told');
+  assert.deepEqual(told(b), [{ id: s.id, seq: 2, data: 'after' }]);
+  assert.equal(told(a).length, 1, 'A is no longer told');
+});
+
+test(`a broadcast to more sessions than one call appends (${FANOUT_CHUNK}) goes on in later calls, in order: every session gets every broadcast once, and two broadcasts in the order they were made`, async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `fan-${randomBytes(4).toString('hex')}:`;
+  const a = await node(t, redis, prefix);
+  const b = await node(t, redis, prefix);
+  const N = FANOUT_CHUNK * 2 + 100;
+  const ids: string[] = [];
+  for (let i = 0; i < N; i += 200) {
+    const made = await Promise.all(Array.from({ length: Math.min(200, N - i) }, () => a.store.create({ owner: null })));
+    ids.push(...made.map((m) => m.id));
+  }
+  // Half detached: their appends wait in the stream, the rest are told to A.
+  await Promise.all(ids.filter((_, i) => i % 2 === 0).map((id) => a.store.detach(id)));
+  // Two nodes publish at once: each node's broadcasts keep their order in every stream.
+  const results = await Promise.all([
+    a.store.fanOut.broadcast({ data: 'a1', binary: false }),
+    a.store.fanOut.broadcast({ data: 'a2', binary: false }),
+    b.store.fanOut.broadcast({ data: 'b1', binary: false }),
+    b.store.fanOut.broadcast({ data: 'b2', binary: false }),
+  ]);
+  assert.ok(results.some((r) => r.pending), `a fan-out of ${N} sessions does not fit one call: ${JSON.stringify(results)}`);
+  assert.ok(results.every((r) => r.appended <= FANOUT_CHUNK), 'no call appends more than its budget');
+  const probe = new Redis(redis.url);
+  t.after(() => probe.disconnect());
+  let queued = -1;
+  const drained = (): boolean => queued === 0;
+  const poll = setInterval(() => void probe.llen(`${prefix}fq`).then((n) => (queued = n)), 20);
+  t.after(() => clearInterval(poll));
+  await waitFor(drained, 20_000, 'the fan-out queue to drain');
+  clearInterval(poll);
+  for (const id of ids) {
+    const read = await a.store.readAfter(id, 0);
+    assert.ok(read.ok);
+    const got = read.messages.map((m) => String(m.data));
+    assert.deepEqual(read.messages.map((m) => m.seq), [1, 2, 3, 4], `session ${id}: seqs`);
+    assert.deepEqual(got.filter((m) => m.startsWith('a')), ['a1', 'a2'], `session ${id}: A's in order`);
+    assert.deepEqual(got.filter((m) => m.startsWith('b')), ['b1', 'b2'], `session ${id}: B's in order`);
+  }
+  // The attached ones were told to A, each seq once.
+  await waitFor(() => told(a).length >= (N / 2) * 4, 10_000, 'every notification');
+  const pairs = told(a).map((x) => `${x.id}:${x.seq}`);
+  assert.equal(new Set(pairs).size, pairs.length, 'no pair told twice');
+  assert.equal(pairs.length, (N / 2) * 4);
+});
+
+test('a detached session past its bound during a fan-out: it ends (overflow) with its messages and the refused one as dead letters of the publishing node, its holder is told, and a resume gets overflow', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `fan-${randomBytes(4).toString('hex')}:`;
+  const a = await node(t, redis, prefix, { maxMessages: 2 });
+  const b = await node(t, redis, prefix, { maxMessages: 2 });
+  const s = await a.store.create({ owner: null });
+  await a.store.detach(s.id);
+  for (const m of ['x1', 'x2']) assert.deepEqual(await b.store.fanOut.broadcast({ data: m, binary: false }), { appended: 1, pending: false });
+  assert.deepEqual(await b.store.fanOut.broadcast({ data: 'x3', binary: false }), { appended: 0, pending: false });
+  assert.equal(b.letters.length, 1);
+  const letter = b.letters[0]!;
+  assert.equal(letter.reason, 'overflow');
+  assert.deepEqual(letter.messages.map((m) => [m.seq, String(m.data)]), [[1, 'x1'], [2, 'x2'], [0, 'x3']]);
+  await waitFor(() => a.deliveries.some((d) => d.ended.length > 0), 5_000, 'the holder to be told');
+  assert.equal(a.deliveries.find((d) => d.ended.length > 0)!.ended[0]!.id, s.id);
+  assert.equal(a.deliveries.find((d) => d.ended.length > 0)!.ended[0]!.reason, 'overflow');
+  const v = await a.store.verify({ id: s.id, token: s.token, owner: null });
+  assert.equal(v.ok, false);
+  assert.equal(!v.ok && v.reason, 'overflow');
+});
+
+test('peekAfter reads what a connection lacks without trimming (the node wrote more than its client may have received); readAfter, the resume, trims', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const a = await node(t, redis, `fan-${randomBytes(4).toString('hex')}:`);
+  const s = await a.store.create({ owner: null });
+  for (const m of ['m1', 'm2', 'm3']) await a.store.fanOut.broadcast({ data: m, binary: false });
+  const peek = await a.store.peekAfter(s.id, 1);
+  assert.ok(peek.ok);
+  assert.deepEqual(peek.messages.map((m) => [m.seq, String(m.data)]), [[2, 'm2'], [3, 'm3']]);
+  assert.equal((await a.store.get(s.id))!.ackedSeq, 0, 'nothing trimmed');
+  // A client that got only seq 1 still resumes over all of it.
+  const read = await a.store.readAfter(s.id, 1);
+  assert.ok(read.ok);
+  assert.deepEqual(read.messages.map((m) => m.seq), [2, 3]);
+  assert.equal((await a.store.get(s.id))!.ackedSeq, 1, 'the resume trims to its position');
+  // Below the acknowledged seq: what is still held (the caller sees the seqs it lacks are gone); beyond the last: restarted.
+  assert.deepEqual((await a.store.peekAfter(s.id, 0)).ok && (await a.store.peekAfter(s.id, 0) as { messages: { seq: number }[] }).messages.map((m) => m.seq), [2, 3]);
+  const beyond = await a.store.peekAfter(s.id, 9);
+  assert.equal(!beyond.ok && beyond.reason, 'restarted');
+});

@@ -1,0 +1,260 @@
+/**
+ * Fan-out in the store (docs/sessions.md, "Fan-out in the store"): with the
+ * Redis session store, a broadcast or publish is appended to every member
+ * session's stream by the publishing node, in Redis, once; the nodes that
+ * hold members attached deliver it from the store's notification. So:
+ *
+ * - a session whose process was SIGKILLed, held by no process, still gets
+ *   every broadcast and publish made meanwhile: its resume on another node
+ *   replays each once, in order (before, no process appended them: lost, and
+ *   nobody could name them);
+ * - a session moving between two nodes while broadcasts flow gets each once,
+ *   in order (before, both nodes could append one, or one's append was
+ *   refused `moved` before the other routed the session: twice, or missed);
+ * - a detached session past its bound still ends `overflow`.
+ *
+ * Real sockets, raw session frames, a real redis-server (test/helpers/redis.ts).
+ * Without redis-server: SKIPPED (under CI=true: a failure).
+ */
+import assert from 'node:assert/strict';
+import { test, type TestContext } from 'node:test';
+import WebSocket from 'ws';
+import { createRedisAdapter } from '../../src/adapter/redis.ts';
+import { createRedisSessionStore, type RedisSessionStore, type RedisSessionStoreOptions } from '../../src/adapter/redis-session-store.ts';
+import type { SessionDeadLetter } from '../../src/adapter/session-store.ts';
+import { startDemoServer, type DemoServer } from '../../src/cli/demo-server.ts';
+import { decodeServerFrame, encodeOpen, encodeResume, encodeTextData, type ServerFrame } from '../../src/protocol/session.ts';
+import type { SessionLifecycleEvent } from '../../src/server/sessions.ts';
+import { startCliServer } from '../helpers/cli.ts';
+import { startRedis } from '../helpers/redis.ts';
+import { delay, waitFor } from '../helpers/server.ts';
+
+interface Node {
+  demo: DemoServer;
+  store: RedisSessionStore;
+  url: string;
+  events: SessionLifecycleEvent[];
+  letters: SessionDeadLetter[];
+}
+
+/** A demo server with the Redis session store and the Redis adapter (the CLI's default prefixes unless `prefix`). */
+async function node(t: TestContext, redisUrl: string, name: string, opts: { prefix?: string; store?: Partial<RedisSessionStoreOptions> } = {}): Promise<Node> {
+  const store = createRedisSessionStore({ url: redisUrl, ...(opts.prefix ? { prefix: `${opts.prefix}:session:` } : {}), ...opts.store });
+  const adapter = createRedisAdapter({ url: redisUrl, ...(opts.prefix ? { prefix: `${opts.prefix}:` } : {}), nodeId: name });
+  const demo = await startDemoServer({ host: '127.0.0.1', port: 0, sessions: { store }, adapter });
+  const events: SessionLifecycleEvent[] = [];
+  const letters: SessionDeadLetter[] = [];
+  demo.supervisor.on('session', (e) => events.push(e));
+  demo.supervisor.on('sessionDeadLetter', (l) => letters.push(l));
+  t.after(() => demo.close());
+  await waitFor(() => store.status === 'up' && demo.supervisor.adapter.status === 'up', 10_000, `${name}'s session store and adapter to reach redis`);
+  return { demo, store, events, letters, url: `ws://127.0.0.1:${demo.address.port}/server?ws-session=1` };
+}
+
+/** A raw session connection: every frame it got, decoded (until `stop()`: then, as a client that moved on, it reads no more). */
+class Raw {
+  readonly ws: WebSocket;
+  readonly frames: ServerFrame[] = [];
+  private cseq = 0;
+  private stopped = false;
+  constructor(t: TestContext, url: string) {
+    this.ws = new WebSocket(url);
+    this.ws.on('message', (d, binary) => {
+      if (!this.stopped) this.frames.push(decodeServerFrame(binary ? (d as Buffer) : d.toString(), binary));
+    });
+    this.ws.on('error', () => undefined);
+    t.after(() => this.ws.terminate());
+  }
+  async opened(): Promise<void> {
+    if (this.ws.readyState !== WebSocket.OPEN) await new Promise((r, j) => (this.ws.once('open', r), this.ws.once('close', () => j(new Error('closed before open')))));
+  }
+  stop(): void {
+    this.stopped = true;
+  }
+  request(body: Record<string, unknown>): void {
+    this.cseq++;
+    this.ws.send(encodeTextData(this.cseq, JSON.stringify({ requestID: this.cseq, ...body })));
+  }
+  data(): Array<{ seq: number; payload: string }> {
+    return this.frames.flatMap((f) => (f.kind === 'data' ? [{ seq: f.seq, payload: String(f.payload) }] : []));
+  }
+  attached(): Extract<ServerFrame, { kind: 'attached' }> | undefined {
+    const f = this.frames.find((x) => x.kind === 'attached');
+    return f && f.kind === 'attached' ? f : undefined;
+  }
+}
+
+async function attach(raw: Raw, frame: string): Promise<Extract<ServerFrame, { kind: 'attached' }>> {
+  await raw.opened();
+  raw.ws.send(frame);
+  await waitFor(() => raw.attached() !== undefined, 10_000, 'attached');
+  return raw.attached()!;
+}
+
+test('a session whose process was SIGKILLed, held by no process: every broadcast and publish made meanwhile on another node reaches it, once each, in order, when it resumes there', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  // Node A: a real process, killed without a goodbye. Node B: in this process, same Redis, the CLI's prefixes.
+  const a = await startCliServer(['--sessions', '--redis', redis.url, '--log-level', 'warn'], t);
+  const b = await node(t, redis.url, 'node-b');
+
+  const onA = new Raw(t, `${a.wsUrl}?ws-session=1`);
+  const { id, token, epoch } = await attach(onA, encodeOpen());
+  onA.request({ command: 'join', topic: 'room' });
+  await waitFor(() => onA.data().length >= 1, 10_000, 'the join reply on A');
+  const lastSeq = onA.data().at(-1)!.seq;
+
+  a.kill();
+  await a.exited;
+  await waitFor(() => onA.ws.readyState === WebSocket.CLOSED, 10_000, "the client to see A's socket close");
+
+  // Nobody holds the session now (A's lease has not lapsed: Redis still counts it attached to a dead process).
+  const N = 40;
+  for (let k = 1; k <= N; k++) {
+    b.demo.supervisor.broadcast(`{"b":${k}}`);
+    b.demo.supervisor.publish('room', `{"p":${k}}`);
+    if (k % 10 === 0) await delay(5);
+  }
+  await waitFor(() => b.store.queuedOperations === 0, 10_000, "B's fan-outs to be sent");
+  let held = 0;
+  for (const deadline = Date.now() + 10_000; held < lastSeq + 2 * N && Date.now() < deadline; await delay(20)) held = (await b.store.get(id))?.lastSeq ?? -1;
+  assert.equal(held, lastSeq + 2 * N, 'every broadcast and publish is in the stream of the session no process holds');
+
+  const onB = new Raw(t, b.url);
+  const attached = await attach(onB, encodeResume({ id, token, lastSeq, epoch }));
+  assert.equal(attached.resumed, true, JSON.stringify(attached));
+  // And what comes after the resume, live through B's attach.
+  for (let k = N + 1; k <= N + 10; k++) {
+    b.demo.supervisor.broadcast(`{"b":${k}}`);
+    b.demo.supervisor.publish('room', `{"p":${k}}`);
+  }
+  await waitFor(() => onB.data().length >= 2 * (N + 10), 10_000, `${2 * (N + 10)} messages on B (got ${onB.data().length})`);
+  await delay(200); // nothing more may come
+  const got = onB.data();
+  assert.deepEqual(got.map((m) => m.seq), Array.from({ length: 2 * (N + 10) }, (_, i) => lastSeq + 1 + i), 'seqs in order, none twice, none skipped');
+  const parsed = got.map((m) => JSON.parse(m.payload) as { b?: number; p?: number });
+  assert.deepEqual(parsed.filter((m) => m.b !== undefined).map((m) => m.b), Array.from({ length: N + 10 }, (_, i) => i + 1), 'every broadcast once, in order');
+  assert.deepEqual(parsed.filter((m) => m.p !== undefined).map((m) => m.p), Array.from({ length: N + 10 }, (_, i) => i + 1), 'every publish once, in order');
+  assert.deepEqual(b.letters, [], 'no dead letter');
+});
+
+test('broadcasts and publishes flowing from a third node while the session moves between A and B again and again (each move a takeover of a still-open connection): every one once, in order, and no `moved` dead letter', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `fanout-${process.pid}`;
+  const [a, b, p] = [await node(t, redis.url, 'node-a', { prefix }), await node(t, redis.url, 'node-b', { prefix }), await node(t, redis.url, 'node-p', { prefix })];
+
+  let current = new Raw(t, a.url);
+  const { id, token, epoch } = await attach(current, encodeOpen());
+  current.request({ command: 'join', topic: 'room' });
+  await waitFor(() => current.data().length >= 1, 10_000, 'the join reply');
+  const accepted: Array<{ seq: number; payload: string }> = [];
+
+  // The publisher: a broadcast and a publish every 2 ms, numbered, until told to stop.
+  let sent = 0;
+  let publishing = true;
+  const publisher = (async () => {
+    while (publishing) {
+      sent++;
+      p.demo.supervisor.broadcast(`{"b":${sent}}`);
+      p.demo.supervisor.publish('room', `{"p":${sent}}`);
+      await delay(2);
+    }
+  })();
+
+  const MOVES = 12;
+  for (let move = 1; move <= MOVES; move++) {
+    await delay(40 + (move % 4) * 25);
+    // The client moves on: it reads nothing more from the old connection, which stays open (half-open), and
+    // resumes on the other node from the last seq it has.
+    current.stop();
+    const had = current.data();
+    accepted.push(...had.filter((m) => m.seq > (accepted.at(-1)?.seq ?? 0)));
+    const lastSeq = accepted.at(-1)!.seq;
+    const old = current;
+    current = new Raw(t, move % 2 === 1 ? b.url : a.url);
+    const attached = await attach(current, encodeResume({ id, token, lastSeq, epoch }));
+    assert.equal(attached.resumed, true, `move ${move}: ${JSON.stringify(attached)}`);
+    old.ws.terminate();
+  }
+  publishing = false;
+  await publisher;
+  // The last of them reaches the last connection.
+  await waitFor(() => current.data().filter((m) => m.payload.startsWith('{"b"')).some((m) => (JSON.parse(m.payload) as { b: number }).b === sent), 15_000, `broadcast ${sent} on the last connection`);
+  await waitFor(() => current.data().filter((m) => m.payload.startsWith('{"p"')).some((m) => (JSON.parse(m.payload) as { p: number }).p === sent), 15_000, `publish ${sent} on the last connection`);
+  await delay(200);
+  accepted.push(...current.data().filter((m) => m.seq > accepted.at(-1)!.seq));
+
+  const seqs = accepted.map((m) => m.seq);
+  assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => 1 + i), 'seqs 1… in order, none twice, none skipped');
+  const parsed = accepted.map((m) => JSON.parse(m.payload) as { b?: number; p?: number });
+  assert.deepEqual(parsed.filter((m) => m.b !== undefined).map((m) => m.b), Array.from({ length: sent }, (_, i) => i + 1), `every one of ${sent} broadcasts once, in order`);
+  assert.deepEqual(parsed.filter((m) => m.p !== undefined).map((m) => m.p), Array.from({ length: sent }, (_, i) => i + 1), `every one of ${sent} publishes once, in order`);
+  for (const n of [a, b, p]) {
+    assert.deepEqual(n.letters.filter((l) => l.reason === 'moved' || l.sessionId === '*'), [], 'no moved dead letter, no failed fan-out');
+  }
+  const peeks = (n: Node) => n.store.operations['peekAfter'] ?? 0;
+  console.log(
+    `# ${sent} broadcasts and ${sent} publishes over ${MOVES} moves; moved events: A ${a.events.filter((e) => e.type === 'moved').length}, ` +
+      `B ${b.events.filter((e) => e.type === 'moved').length}; gap reads (peekAfter) A ${peeks(a)}, B ${peeks(b)}; notifications A ${a.store.fanOutStats.notifications}, B ${b.store.fanOutStats.notifications}`,
+  );
+});
+
+test('a detached session past its bound while another node broadcasts: it ends overflow (dead letters on the publishing node, the refused message with them), its node is told, and the resume gets overflow as before', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `fanout-${process.pid}-bound`;
+  const store = { maxMessages: 20 };
+  const [a, b] = [await node(t, redis.url, 'node-a', { prefix, store }), await node(t, redis.url, 'node-b', { prefix, store })];
+  const onA = new Raw(t, a.url);
+  const { id, token, epoch } = await attach(onA, encodeOpen());
+  onA.ws.close();
+  await waitFor(() => a.events.some((e) => e.type === 'detached' && e.id === id), 10_000, 'detached on A');
+  for (let k = 1; k <= 25; k++) b.demo.supervisor.broadcast(`{"b":${k}}`);
+  await waitFor(() => b.letters.some((l) => l.sessionId === id), 10_000, 'the dead letter on B, the publishing node');
+  const letter = b.letters.find((l) => l.sessionId === id)!;
+  assert.equal(letter.reason, 'overflow');
+  assert.deepEqual(letter.messages.map((m) => m.seq), [...Array.from({ length: 20 }, (_, i) => i + 1), 0], 'the 20 held, then the refused one (seq 0)');
+  assert.equal(String(letter.messages.at(-1)!.data), '{"b":21}');
+  await waitFor(() => a.events.some((e) => e.type === 'overflowed' && e.id === id), 10_000, "A (which runs the session's machine) told: overflowed");
+  const onB = new Raw(t, b.url);
+  const attached = await attach(onB, encodeResume({ id, token, lastSeq: 0, epoch }));
+  assert.equal(attached.resumed, false);
+  assert.equal(attached.reason, 'overflow', JSON.stringify(attached));
+});
+
+test('replies and publishes of 20 sessions interleaved (the reply answered on one Redis connection, the push told on another): every message once, in order, no connection closed for a gap, and gap reads far fewer than messages', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const n = await node(t, redis.url, 'node-a', { prefix: `fanout-${process.pid}-mix` });
+  const CLIENTS = 20;
+  const ROUNDS = 50;
+  const raws = await Promise.all(
+    Array.from({ length: CLIENTS }, async (_, i) => {
+      const raw = new Raw(t, n.url);
+      await attach(raw, encodeOpen());
+      raw.request({ command: 'join', topic: `t${i}` });
+      return raw;
+    }),
+  );
+  await waitFor(() => raws.every((r) => r.data().length >= 1), 10_000, 'the join replies');
+  for (let k = 1; k <= ROUNDS; k++) {
+    raws.forEach((r, i) => {
+      r.request({ command: 'publish', topic: `t${i}`, someOtherThing: `p${k}` });
+      r.request({ command: 'echo', someOtherThing: `r${k}` });
+    });
+    await delay(10);
+  }
+  const want = 1 + 3 * ROUNDS;
+  await waitFor(() => raws.every((r) => r.data().length >= want || r.ws.readyState !== WebSocket.OPEN), 60_000, 'every reply and push');
+  for (const [i, r] of raws.entries()) {
+    assert.equal(r.ws.readyState, WebSocket.OPEN, `client ${i} still connected`);
+    const got = r.data();
+    assert.deepEqual(got.map((m) => m.seq), Array.from({ length: want }, (_, j) => j + 1), `client ${i}: seqs in order, once`);
+    const pushes = got.filter((m) => m.payload.startsWith('{"command":"publish"')).map((m) => (JSON.parse(m.payload) as { someOtherThing: string }).someOtherThing);
+    assert.deepEqual(pushes, Array.from({ length: ROUNDS }, (_, j) => `p${j + 1}`), `client ${i}: every push once, in order`);
+  }
+  const peeks = n.store.operations['peekAfter'] ?? 0;
+  console.log(`# ${CLIENTS * ROUNDS} publishes answered with their replies: ${peeks} gap reads, ${n.store.fanOutStats.notifications} notifications`);
+  assert.ok(peeks < (CLIENTS * ROUNDS) / 2, `gap reads ${peeks}: most early seqs wait for the other connection's answer instead of a read`);
+});
