@@ -278,22 +278,6 @@ export class SocketReader extends LivenessReport implements Deferrable {
     return true;
   }
 
-  /**
-   * R21, fairness: a control frame costs a parse (and for a ping, ws's
-   * automatic pong: a write) like a small message, so it takes a unit of the
-   * turn. Over the share, ws's parser is held after it as after a message
-   * (an empty backlog marks the reader deferred: messages behind it queue
-   * there, in order). Without this a ping flood was parsed a whole 64 KiB
-   * read at a time: ~10,000 pings and as many pong writes in one turn.
-   */
-  private controlFrame(scheduler: TurnScheduler): void {
-    if (this.overBudget || this.stopped || this.backlog !== null || this.parser?.held === true) return;
-    if (scheduler.admit(this, 1)) return;
-    this.backlog = { items: [], head: 0 };
-    this.stopReading();
-    scheduler.defer(this);
-  }
-
   private deliver(data: Buffer, isBinary: boolean): void {
     const io = this.io;
     if (io.inboundBudget !== undefined && this.overBudgetWith(data.length)) return;
@@ -315,13 +299,12 @@ export class SocketReader extends LivenessReport implements Deferrable {
     return true;
   }
 
-  /** A ping from the peer (ws has answered it): liveness (R5), and a frame of the peer's rate, budget and share of the turn (R21). */
+  /** A ping from the peer (ws has answered it): liveness (R5), and a frame of the peer's rate and budget (R21). */
   ping(): void {
     this.inbound();
     const io = this.io;
     if (io.inboundBudget !== undefined && this.overBudgetWith(0)) return;
     if (io.limiter !== undefined) this.overRate(io.limiter);
-    if (io.scheduler !== undefined) this.controlFrame(io.scheduler);
   }
 
   pong(payload: Buffer): void {
@@ -329,7 +312,6 @@ export class SocketReader extends LivenessReport implements Deferrable {
     // R21: unsolicited pongs count too, against the budget and the rate.
     if (io.inboundBudget !== undefined && this.overBudgetWith(payload.length)) return;
     if (io.limiter !== undefined) this.overRate(io.limiter);
-    if (io.scheduler !== undefined) this.controlFrame(io.scheduler);
     if (!this.expecting) return;
     // Our pings carry their send time; a pong that echoes something else still proves liveness.
     const rttMs = payload.length === 8 ? performance.now() - payload.readDoubleBE(0) : -1;

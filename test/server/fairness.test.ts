@@ -163,38 +163,6 @@ test('many peers over their share: one scheduler turn per event-loop iteration, 
   assert.ok(mostWork <= bound, `${mostWork} messages in one event-loop iteration (bound ${bound})`);
 });
 
-test('a ping flood takes its share of the turn like messages: ws parses no more of its pings per turn than the share, every ping answered, a request behind them answered after', T, async (t) => {
-  const SHARE = 8;
-  const BUDGET = 64;
-  const N = 20_000; // 6 bytes each (masked, empty): ~120 KB, two 64 KiB reads and more
-  const s = await serve(t, { fairness: { share: SHARE, turnBudget: BUDGET } });
-  const peer = await rawConnect(s.port);
-  t.after(() => peer.destroy());
-  await waitFor(() => s.connections.length === 1, 5_000, 'the connection');
-  const connection = s.connections[0]!;
-  let pings = 0;
-  connection.ws.on('ping', () => pings++);
-  let last = 0;
-  let mostPerIteration = 0;
-  const stop = everyIteration(() => {
-    mostPerIteration = Math.max(mostPerIteration, pings - last);
-    last = pings;
-  });
-  t.after(stop);
-  const ping = encodeFrame({ opcode: Opcode.PING });
-  void peer.write(Buffer.concat([...Array.from({ length: N }, () => ping), requests(1, 1)]));
-  await waitFor(() => peer.texts.length === 1, 20_000, 'the reply behind the pings');
-  stop();
-  const pongs = peer.frames.filter((f) => f.opcode === Opcode.PONG).length;
-  assert.equal(pings, N, 'every ping parsed');
-  assert.equal(pongs, N, 'every ping answered');
-  assert.equal(peer.frames.at(-1)!.opcode, Opcode.TEXT, 'the reply after the last pong: nothing reordered');
-  assert.deepEqual(s.delivered.get(connection)!.ids, [1]);
-  // An iteration: the poll phase (the share, the ping that crosses it) and the check phase (the same again).
-  // Before, ws parsed a whole read at once: ~10,900 pings (and pong writes) in one iteration.
-  assert.ok(mostPerIteration <= 2 * (SHARE + 1), `${mostPerIteration} pings parsed in one event-loop iteration (share ${SHARE})`);
-});
-
 test('a held peer that resets its connection is closed and released; what ws had read is delivered in order, before the close', T, async (t) => {
   const SHARE = 8;
   const N = 3_000;
