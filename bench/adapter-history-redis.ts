@@ -14,12 +14,11 @@
  *
  * Starts its own redis-server (persistence off) unless REDIS_URL is set.
  */
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { createRedisAdapter, REDIS_HISTORY_DEFAULTS, type RedisAdapter } from '../src/adapter/redis.ts';
 import type { AdapterHost, AdapterMessage } from '../src/adapter/types.ts';
-import { findRedisServer, spawnRedisServer, type RedisServer } from '../test/helpers/redis.ts';
+import { benchRedis } from './lib/redis-probe.ts';
 
 const { values } = parseArgs({
   options: {
@@ -36,24 +35,9 @@ const BURST = Number(values.burst);
 const HELD = Number(values.held);
 const RUNS = Number(values.runs);
 
-let server: RedisServer | null = null;
-let url = process.env.REDIS_URL;
-if (!url) {
-  const binary = findRedisServer();
-  if (!binary) throw new Error('redis-server not found (apt-get install redis-server), or set REDIS_URL');
-  server = await spawnRedisServer(binary);
-  url = server.url;
-}
-const admin = new Redis(url);
-const info = async (section: string, field: string): Promise<number> => Number(new RegExp(`^${field}:(\\S+)`, 'm').exec(await admin.info(section))![1]);
-const pid = await info('server', 'process_id');
+const { url, server, admin, info, cpuUs: redisCpu } = await benchRedis();
 // A burst must not be cut by Redis for B's output buffer (that is the other test): no pub/sub limit here.
 await admin.config('SET', 'client-output-buffer-limit', 'pubsub 0 0 0');
-/** Redis's CPU time so far, µs (user + system, from /proc: the same machine). */
-const redisCpu = (): number => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1e6) / 100; // clock ticks at 100 Hz
-};
 
 interface Pair {
   a: RedisAdapter;

@@ -13,12 +13,11 @@
  *
  * Starts its own redis-server (persistence off) unless REDIS_URL is set.
  */
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { createRedisSessionStore, type RedisSessionStore } from '../src/adapter/redis-session-store.ts';
 import { FANOUT_CHUNK } from '../src/adapter/redis-session-scripts.ts';
-import { findRedisServer, spawnRedisServer, type RedisServer } from '../test/helpers/redis.ts';
+import { benchRedis } from './lib/redis-probe.ts';
 
 const { values } = parseArgs({ options: { sessions: { type: 'string', default: '1000,5000' }, broadcasts: { type: 'string', default: '20' } } });
 const SIZES = values.sessions.split(',').map(Number);
@@ -26,22 +25,7 @@ const BROADCASTS = Number(values.broadcasts);
 /** The articles' broadcast push, 57 bytes. */
 const PUSH = JSON.stringify({ requestID: 0, command: 'push', someOtherThing: 'abcdefghi', success: true }).slice(0, 57);
 
-let server: RedisServer | null = null;
-let url = process.env.REDIS_URL;
-if (!url) {
-  const binary = findRedisServer();
-  if (!binary) throw new Error('redis-server not found (apt-get install redis-server), or set REDIS_URL');
-  server = await spawnRedisServer(binary);
-  url = server.url;
-}
-const admin = new Redis(url);
-const info = async (section: string, field: string) => Number(new RegExp(`^${field}:(\\S+)`, 'm').exec(await admin.info(section))![1]);
-const pid = await info('server', 'process_id');
-/** Redis's CPU time so far, µs (user + system, from /proc: the same machine). */
-const redisCpu = (): number => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1e6) / 100; // clock ticks at 100 Hz
-};
+const { url, server, admin, info, cpuUs: redisCpu } = await benchRedis();
 await admin.config('SET', 'slowlog-log-slower-than', '0');
 await admin.config('SET', 'slowlog-max-len', '100000');
 /** The longest EVALSHA since the last call, µs (SLOWLOG logs every command at threshold 0). */

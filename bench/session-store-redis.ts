@@ -8,11 +8,9 @@
  *
  * Starts its own redis-server (persistence off) unless REDIS_URL is set.
  */
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
 import { createRedisSessionStore } from '../src/adapter/redis.ts';
-import { findRedisServer, spawnRedisServer, type RedisServer } from '../test/helpers/redis.ts';
+import { benchRedis } from './lib/redis-probe.ts';
 
 const { values } = parseArgs({ options: { sessions: { type: 'string', default: '1000' }, messages: { type: 'string', default: '20' }, ops: { type: 'string', default: '20000' } } });
 const SESSIONS = Number(values.sessions);
@@ -21,22 +19,7 @@ const OPS = Number(values.ops);
 /** The articles' broadcast push, 57 bytes. */
 const PUSH = JSON.stringify({ requestID: 0, command: 'push', someOtherThing: 'abcdefghi', success: true }).slice(0, 57);
 
-let server: RedisServer | null = null;
-let url = process.env.REDIS_URL;
-if (!url) {
-  const binary = findRedisServer();
-  if (!binary) throw new Error('redis-server not found (apt-get install redis-server), or set REDIS_URL');
-  server = await spawnRedisServer(binary);
-  url = server.url;
-}
-const admin = new Redis(url);
-const info = async (section: string, field: string) => Number(new RegExp(`^${field}:(\\S+)`, 'm').exec(await admin.info(section))![1]);
-const pid = await info('server', 'process_id');
-/** Redis's CPU time so far, µs (user + system, from /proc: the same machine). */
-const redisCpu = (): number => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1e6) / 100; // clock ticks at 100 Hz
-};
+const { url, server, admin, info, cpuUs: redisCpu } = await benchRedis();
 
 const store = createRedisSessionStore({ url, prefix: 'bench:', maxDetachedSessions: 1_000_000, maxBufferedBytes: 2 ** 31 - 1 });
 store.start({ deadLetter: () => undefined, logger: null });
