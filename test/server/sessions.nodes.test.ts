@@ -37,30 +37,24 @@ import { decodeServerFrame, encodeOpen, encodeResume, encodeTextData, type Serve
 import type { SessionLifecycleEvent } from '../../src/server/sessions.ts';
 import { startRedis } from '../helpers/redis.ts';
 import { delay, waitFor } from '../helpers/server.ts';
+import { VerdictGate } from '../helpers/verdict-gate.ts';
 
 /** The Redis store whose answers to beginRequest can be held back: the request is counted in Redis at once, and run only when released (a slow node). */
 class GatedStore extends RedisSessionStore {
-  private gate: { promise: Promise<void>; open(): void } | null = null;
-  /** cseqs counted whose answer is held. */
-  readonly held: number[] = [];
+  readonly gate = new VerdictGate();
+  /** cseqs whose answer was held. */
+  get held(): number[] {
+    return this.gate.held;
+  }
   hold(): void {
-    let open!: () => void;
-    const promise = new Promise<void>((resolve) => (open = resolve));
-    this.gate = { promise, open };
+    this.gate.hold();
   }
   release(): void {
-    const gate = this.gate;
-    this.gate = null;
-    gate?.open();
+    this.gate.release();
   }
   override async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
     const verdict = await super.beginRequest(id, cseq);
-    const gate = this.gate;
-    if (gate !== null) {
-      this.held.push(cseq);
-      await gate.promise;
-    }
-    return verdict;
+    return this.gate.pass(cseq, verdict);
   }
 }
 

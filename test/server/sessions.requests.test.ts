@@ -30,24 +30,20 @@ import type { TopicError } from '../../src/protocol/topics.ts';
 import { decodeServerFrame, encodeResume, encodeTextData } from '../../src/protocol/session.ts';
 import type { SessionLifecycleEvent } from '../../src/server/sessions.ts';
 import { waitFor } from '../helpers/server.ts';
+import { VerdictGate } from '../helpers/verdict-gate.ts';
 
 /** The in-memory store, whose verdicts on requests can be held back. */
 class GatedStore extends MemorySessionStore {
-  private gate: { promise: Promise<void>; open(): void } | null = null;
-  /** cseqs whose verdict is being held. */
-  readonly held: number[] = [];
-
-  /** Hold every verdict from now until `release()`. */
-  hold(): void {
-    let open!: () => void;
-    const promise = new Promise<void>((resolve) => (open = resolve));
-    this.gate = { promise, open };
+  readonly gate = new VerdictGate();
+  /** cseqs whose answer was held. */
+  get held(): number[] {
+    return this.gate.held;
   }
-
+  hold(): void {
+    this.gate.hold();
+  }
   release(): void {
-    const gate = this.gate;
-    this.gate = null;
-    gate?.open();
+    this.gate.release();
   }
 
   /** Called as a resume's token is verified, before the session is taken over (the old connection still carries it). */
@@ -62,12 +58,7 @@ class GatedStore extends MemorySessionStore {
   override async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
     // The store decides now (as a store would, at the call); only its answer is late.
     const verdict = await super.beginRequest(id, cseq);
-    const gate = this.gate;
-    if (gate !== null) {
-      this.held.push(cseq);
-      await gate.promise;
-    }
-    return verdict;
+    return this.gate.pass(cseq, verdict);
   }
 }
 
