@@ -5,8 +5,8 @@
  * an admin client, INFO fields as numbers, and Redis's CPU time from /proc (so
  * the server must run on this machine).
  */
-import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
+import { procCpuUs } from './proc.ts';
 import { findRedisServer, spawnRedisServer, type RedisServer } from '../../test/helpers/redis.ts';
 
 export interface BenchRedis {
@@ -32,9 +32,6 @@ export async function benchRedis(): Promise<BenchRedis> {
   const admin = new Redis(url);
   const info = async (section: string, field: string): Promise<number> => Number(new RegExp(`^${field}:(\\S+)`, 'm').exec(await admin.info(section))![1]);
   const pid = await info('server', 'process_id');
-  const cpuUs = (): number => {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return ((Number(f[11]) + Number(f[12])) * 1e6) / 100; // clock ticks at 100 Hz
-  };
+  const cpuUs = (): number => procCpuUs(pid);
   return { url, server, admin, info, cpuUs };
 }

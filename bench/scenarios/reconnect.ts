@@ -68,8 +68,7 @@ import {
 import { connectSessionMany, SessionClient, type AttachInfo } from '../lib/session-client.ts';
 import { startRedisServer, type RedisServer } from '../lib/redis-server.ts';
 import { startCli, type CliServer } from '../lib/cli-server.ts';
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { childrenOf, procCpuUs } from '../lib/proc.ts';
 
 const common = scenarioArgs();
 const { values } = parseArgs({
@@ -373,23 +372,7 @@ async function runOnce(store: Store, n: number, rec: Recorder): Promise<string[]
 }
 
 
-/** utime + stime of a process, µs (from /proc; 0 once it is gone). */
-function procCpuUs(pid: number): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) / 100) * 1e6;
-  } catch {
-    return 0;
-  }
-}
 
-function childrenOf(pid: number): number[] {
-  try {
-    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
 
 const PUBLISH_PUSH = /^\{"command":"publish","topic":"t(\d+)","someOtherThing":"p(\d+)"\}$/;
 

@@ -20,14 +20,13 @@
  * Without redis-server: SKIPPED (under CI=true: a failure).
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { test, type TestContext } from 'node:test';
 import { createClient, type Client } from '../../src/client/node.ts';
 import type { ResumeEvent } from '../../src/client/client.ts';
 import { budgets, metric, metricsOf, startCliServer, type CliServer } from '../helpers/cli.ts';
 import { startRedis } from '../helpers/redis.ts';
+import { childrenOf, procCpuUs } from '../../bench/lib/proc.ts';
 
 const B = await budgets();
 const STORM = Number(process.env.WS_SESSIONS_STORM ?? '') || 200;
@@ -166,23 +165,7 @@ async function finish(peers: Peer[], timeoutMs: number, quietMs = Math.min(B.sca
   assert.deepEqual(problems.slice(0, 20), [], `${problems.length} problem(s)`);
 }
 
-/** utime + stime of a process, seconds (from /proc). */
-function cpuSeconds(pid: number): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
 
-function childrenOf(pid: number): number[] {
-  try {
-    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
 
 /** A TCP proxy the clients connect through: `to(port)` moves it; `cut()` destroys every connection (no close frame: 1006). */
 async function proxy(t: TestContext, port: number): Promise<{ url: string; to(port: number): void; cut(): void; refuse(on: boolean): void }> {
@@ -245,7 +228,7 @@ test(`--workers 2 --sessions --redis: a worker SIGKILLed under load, each of its
   // Steady traffic for a few ticks before the kill.
   await new Promise((r) => setTimeout(r, 3 * TICK_MS));
   const victim = workers[0]!;
-  const cpuBefore = new Map(workers.map((pid) => [pid, cpuSeconds(pid)]));
+  const cpuBefore = new Map(workers.map((pid) => [pid, procCpuUs(pid) / 1e6]));
   const killedAt = performance.now();
   process.kill(victim, 'SIGKILL');
   // Its clients see 1006 and resume, on the survivor or on the restarted worker.
@@ -268,7 +251,7 @@ test(`--workers 2 --sessions --redis: a worker SIGKILLed under load, each of its
   );
   const allResumedMs = Math.round(lastChange - killedAt);
   const pids = childrenOf(server.child.pid!);
-  const cpu = pids.reduce((sum, pid) => sum + cpuSeconds(pid) - (cpuBefore.get(pid) ?? 0), 0);
+  const cpu = pids.reduce((sum, pid) => sum + procCpuUs(pid) / 1e6 - (cpuBefore.get(pid) ?? 0), 0);
   const n = affected().length;
   console.log(
     `# storm: ${n} of ${STORM} clients resumed within ${allResumedMs} ms of the SIGKILL; worker CPU meanwhile ${cpu.toFixed(2)} s ` +
