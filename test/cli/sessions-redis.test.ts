@@ -363,8 +363,10 @@ test('Redis hung while a client is attached: its pushes keep arriving on its con
   // Redis stops answering: the appends time out (commandTimeout), the session is unpersisted, delivery goes on locally.
   redis.pause();
   t.after(() => redis.resume());
+  const pausedAt = Date.now();
   for (const text of ['during1', 'during2', 'during3']) push(text);
   await until('the pushes made while Redis hung', () => peer!.pushes.length === 4, B.scaled(30_000));
+  const pushesAfter = Date.now() - pausedAt;
   assert.deepEqual(peer!.pushes, ['before', 'during1', 'during2', 'during3'], 'in order, each once');
   let m = '';
   const deadline = Date.now() + B.scaled(20_000);
@@ -373,7 +375,7 @@ test('Redis hung while a client is attached: its pushes keep arriving on its con
     if (metric(m, 'ws_supervisor_session_events_total', { event: 'unpersisted' }) >= 1 || Date.now() > deadline) break;
     await new Promise((r) => setTimeout(r, 200));
   }
-  assert.equal(metric(m, 'ws_supervisor_session_events_total', { event: 'unpersisted' }), 1, 'the session reported unpersisted');
+  assert.equal(metric(m, 'ws_supervisor_session_events_total', { event: 'unpersisted' }), 1, `the session reported unpersisted (session ${peer!.client.sessionId}; the pushes came ${pushesAfter} ms after the pause)\n${m.split('\n').filter((l) => l.startsWith('ws_supervisor_session')).join('\n')}\n${server.stdout().slice(-4000)}`);
   // Its requests still run, once each, on this connection.
   const reply = await peer!.client.request('still-here');
   assert.equal(reply.someOtherThing, 'Server processed command: still-here');
