@@ -250,7 +250,8 @@ const rows = rec.toRows();
 const checks: Check[] = [];
 for (const abuse of ABUSES) {
   const row = rows.find((r) => r.system === 'supervisor' && r.metric === `${abuse}: prober p99`);
-  if (row) checks.push({ metric: row.metric, system: 'supervisor', value: row.median, unit: 'ms', target: '<= 100', met: row.values.every((v) => v <= 100) });
+  // The target holds in every round, so the value shown beside the verdict is the worst round's (the medians are in the table).
+  if (row) checks.push({ metric: `${row.metric}, worst round`, system: 'supervisor', value: Math.max(...row.values), unit: 'ms', target: '<= 100 in every round', met: row.values.every((v) => v <= 100) });
 }
 const result = {
   rounds: common.rounds,
