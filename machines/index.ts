@@ -3,3 +3,4 @@ export * from './close-codes.ts';
 export * from './client.machine.ts';
 export * from './backoff.ts';
 export * from './session.machine.ts';
+export * from './pending-request.machine.ts';

@@ -36,6 +36,12 @@ import {
   type SessionEnding,
   type SessionMachine,
 } from '../../machines/session.machine.ts';
+import {
+  PENDING_REQUEST_PAYLOAD_FREE_EVENTS,
+  pendingRequestMachine,
+  type PendingRequestMachine,
+  type PendingRequestOutcome,
+} from '../../machines/pending-request.machine.ts';
 import { createMemorySessionStore, SESSION_STORE_DEFAULTS, type MemorySessionStoreOptions } from '../adapter/memory-session-store.ts';
 import type {
   AckResult,
@@ -232,8 +238,6 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
   ended = false;
   /** When the session last detached (epoch ms); null while a connection carries it. */
   detachedAt: number | null = null;
-  /** The store failed on it: no resume may continue it; its connection carries it locally (docs/sessions.md, "Store failures"). */
-  unpersisted = false;
   /** Appends not yet handled, in call order (from `appendHead`): bounded by what the store has in flight. Made on the first async one. */
   appends: (PendingAppend | undefined)[] | null = null;
   appendHead = 0;
@@ -271,6 +275,16 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
     return this.#runner === null ? 0 : this.#runner.getSnapshot().context.lease;
   }
 
+  /**
+   * The store failed on it (the machine's `unpersisted` state, kept in its
+   * context through the end): no resume may continue it; its connection
+   * carries it locally (docs/sessions.md, "Store failures"). False while
+   * the machine is not started (no lifecycle event yet).
+   */
+  get unpersisted(): boolean {
+    return this.#runner !== null && this.#runner.getSnapshot().context.unpersisted;
+  }
+
   /** Stops the machine without finishing it, if it was started. */
   stopMachine(): void {
     this.#runner?.stop();
@@ -281,7 +295,8 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
     return `session:${this.id}`;
   }
   command(command: CarrierCommand): void {
-    this.sessions.dropConnection(this, command.lease, command.reason);
+    if (command.type === 'carrier.drop') this.sessions.dropConnection(this, command.lease, command.reason);
+    else this.sessions.goLocal(this, command.lease);
   }
   stop(): void {
     this.sessions.release(this);
@@ -329,6 +344,12 @@ export class Sessions<Auth = unknown> {
   readonly pending = new Set<Connection<Auth>>();
   /** @internal One for every session's machine: no id in its input, so sessions share snapshots and steps (src/server/runner.ts). */
   readonly machineConfig: RunnerConfig<SessionMachine>;
+  /** @internal One for every wait on a request another process counted (SessionBinding.settlePending). */
+  readonly pendingConfig: RunnerConfig<PendingRequestMachine> = {
+    machine: pendingRequestMachine,
+    input: { timing: { first: PENDING_RETRY_FIRST, max: PENDING_RETRY_MAX, hereMax: PENDING_HERE_MAX } },
+    payloadFree: PENDING_REQUEST_PAYLOAD_FREE_EVENTS,
+  };
   private epoch: string | null = null;
   /**
    * Unpersisted sessions still to be ended in the store (so that no node
@@ -433,7 +454,6 @@ export class Sessions<Auth = unknown> {
   private unpersist(entry: Entry<Auth>, operation: string, err: unknown): void {
     this.reportFailure(operation, entry.id, err);
     if (entry.unpersisted || entry.ended) return;
-    entry.unpersisted = true;
     const detail = `session store ${operation} failed: ${err instanceof Error ? err.message : String(err)}`;
     if (this.toEnd.size >= MAX_TO_END) {
       const oldest = this.toEnd.values().next().value!;
@@ -442,9 +462,18 @@ export class Sessions<Auth = unknown> {
     }
     this.toEnd.add(entry.id);
     this.host.emitSession({ type: 'unpersisted', id: entry.id, reason: 'store-failed', operation, detail });
+    // A resume under way of another process's session (no machine, no connection yet): nothing here to carry it.
+    if (entry.incoming) return entry.runner.send({ type: 'end', detail: `not persisted: ${detail}` });
+    // The machine decides: carried (attached, resuming) → `unpersisted`, whose carrier goes local (goLocal); detached → ended.
+    entry.runner.send({ type: 'unpersist', detail });
+  }
+
+  /** @internal carrier.unpersist: the connection holding `lease` carries the session alone from now on (its seqs jump). */
+  goLocal(entry: Entry<Auth>, lease: Lease): void {
     const carrier = entry.carrier;
-    if (carrier !== null) carrier.unpersist();
-    else entry.runner.send({ type: 'end', detail: `not persisted: ${detail}` });
+    if (carrier !== null && carrier.lease === lease) carrier.unpersist();
+    // No connection carries it (none is left to number it locally): as when that connection closes.
+    else if (carrier === null) entry.runner.send({ type: 'detach', lease });
   }
 
   /** Sessions whose connection is gone, waiting for their client. */
@@ -935,8 +964,9 @@ export class Sessions<Auth = unknown> {
     if (entry.ended) return;
     const connection = binding.connection;
     if (entry.unpersisted) {
-      // Nothing to resume (the store missed some of it): it ends here; the store's copy is ended by `tick`.
-      entry.runner.send({ type: 'end', detail: 'its connection closed, and the session could not be persisted' });
+      // Nothing to resume (the store missed some of it): the machine ends it (unpersisted → ended); the store's copy
+      // is ended by `tick`.
+      entry.runner.send({ type: 'detach', lease: binding.lease });
       return;
     }
     if (binding.endRequested) {
@@ -1100,11 +1130,11 @@ const GAP_WAIT = 32;
 
 /**
  * A request counted by a process that has not finished it (`pending`) is
- * asked about again after these delays, doubling: the first soon (the usual
- * case is a reply already on its way), then at most 4 times a second. The
- * wait is bounded by the store (a shared store answers `new` once the
- * counting process is dead or a lease has passed) and, for a count made in
- * this process, by PENDING_HERE_MAX.
+ * asked about again after these delays, doubling (machines/pending-request.machine.ts):
+ * the first soon (the usual case is a reply already on its way), then at most
+ * 4 times a second. The wait is bounded by the store (a shared store answers
+ * `new` once the counting process is dead or a lease has passed) and, for a
+ * count made in this process, by PENDING_HERE_MAX.
  */
 const PENDING_RETRY_FIRST = 5;
 const PENDING_RETRY_MAX = 250;
@@ -1353,31 +1383,52 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
    * it (request order). Null: this connection closed meanwhile (the client
    * re-sends it on its next resume).
    */
-  private async settlePending(cseq: number, verdict: RequestVerdict): Promise<RequestVerdict | null> {
+  private settlePending(cseq: number, verdict: RequestVerdict): Promise<RequestVerdict | null> {
+    // The wait is the machine's (machines/pending-request.machine.ts: when to ask again, when a count of this process
+    // is settled here); this side tells it each verdict with the facts only this process knows, and asks the store.
     const entry = this.entry!;
-    const started = Date.now();
-    let delay = PENDING_RETRY_FIRST;
-    let v = verdict;
-    while (v.kind === 'pending') {
-      if (!this.live || this.phase !== 'attached' || entry.ended) return null;
-      if (v.here) {
-        // Counted by this process: only this process can tell whether one of its connections still runs it.
-        const running = (entry.counting?.get(cseq) ?? 0) > 0;
-        const ran = cseq <= entry.lastCseqRun; // its reply (or endRequest) is on its way to the store
-        if (!running && !ran) return { kind: 'new' }; // its count's answer was lost (a store failure): run it here, once
-        if (Date.now() - started >= PENDING_HERE_MAX) return ran ? { kind: 'duplicate', replySeqs: [] } : { kind: 'new' };
-      }
-      await new Promise((resolve) => setTimeout(resolve, delay));
-      delay = Math.min(delay * 2, PENDING_RETRY_MAX);
-      if (!this.live || this.phase !== 'attached' || entry.ended) return null;
-      try {
-        v = await this.sessions.store.beginRequest(entry.id, cseq);
-      } catch (err) {
-        this.sessions.bindingStoreFailed(this, 'beginRequest', err);
-        return null;
-      }
-    }
-    return v;
+    const sessions = this.sessions;
+    return new Promise((resolve) => {
+      let answer = verdict;
+      const tell = (v: RequestVerdict): void => {
+        if (!this.live || this.phase !== 'attached' || entry.ended) return runner.send({ type: 'gone' });
+        if (v.kind !== 'pending') {
+          answer = v;
+          return runner.send({ type: 'settled' });
+        }
+        // Only this process can tell whether one of its connections still runs a count of its own, or ran it (its
+        // reply, or endRequest, is on its way to the store).
+        runner.send({ type: 'pending', here: v.here, running: (entry.counting?.get(cseq) ?? 0) > 0, ran: cseq <= entry.lastCseqRun });
+      };
+      const runner: MachineRunner<PendingRequestMachine> = new MachineRunner(sessions.pendingConfig, {
+        get actorId() {
+          return `request:${entry.id}:${cseq}`;
+        },
+        spawn: () => ({
+          command: () => {
+            if (!this.live || this.phase !== 'attached' || entry.ended) return runner.send({ type: 'gone' });
+            sessions.store.beginRequest(entry.id, cseq).then(tell, (err: unknown) => {
+              sessions.bindingStoreFailed(this, 'beginRequest', err);
+              runner.send({ type: 'failed' });
+            });
+          },
+          stop: () => undefined,
+        }),
+        done: () => {
+          const outcome = runner.getSnapshot().value as PendingRequestOutcome;
+          if (outcome === 'answered') resolve(answer);
+          else if (outcome === 'run') resolve({ kind: 'new' });
+          else if (outcome === 'replied') resolve({ kind: 'duplicate', replySeqs: [] });
+          else resolve(null);
+        },
+        failed: (err: unknown) => {
+          sessions.host.logger?.error({ err, session: entry.id, cseq }, 'pending request wait failed');
+          resolve(null);
+        },
+      });
+      runner.start();
+      tell(verdict);
+    });
   }
 
   /** Runs request `cseq` once: as the store says, or (unpersisted, `verdict` null) as this connection has seen. */
