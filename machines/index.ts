@@ -4,3 +4,4 @@ export * from './client.machine.ts';
 export * from './backoff.ts';
 export * from './session.machine.ts';
 export * from './pending-request.machine.ts';
+export * from './gap-reader.machine.ts';

@@ -37,6 +37,14 @@ import {
   type SessionMachine,
 } from '../../machines/session.machine.ts';
 import {
+  GAP_READER_PAYLOAD_FREE_EVENTS,
+  gapReaderMachine,
+  type GapReaderEvent,
+  type GapReaderMachine,
+  type GapStoreCommand,
+  type ReadOutcome,
+} from '../../machines/gap-reader.machine.ts';
+import {
   PENDING_REQUEST_PAYLOAD_FREE_EVENTS,
   pendingRequestMachine,
   type PendingRequestMachine,
@@ -350,6 +358,8 @@ export class Sessions<Auth = unknown> {
     input: { timing: { first: PENDING_RETRY_FIRST, max: PENDING_RETRY_MAX, hereMax: PENDING_HERE_MAX } },
     payloadFree: PENDING_REQUEST_PAYLOAD_FREE_EVENTS,
   };
+  /** @internal One for every connection's gap reader (SessionBinding; started at its first gap). */
+  readonly gapConfig: RunnerConfig<GapReaderMachine>;
   private epoch: string | null = null;
   /**
    * Unpersisted sessions still to be ended in the store (so that no node
@@ -379,6 +389,7 @@ export class Sessions<Auth = unknown> {
     this.sync = options.store.sync ?? null;
     this.fanOut = options.store.fanOut ?? null;
     this.machineConfig = { machine: sessionMachine, input: { timing: { resumeWindow: options.resumeWindow } }, payloadFree: SESSION_PAYLOAD_FREE_EVENTS };
+    this.gapConfig = { machine: gapReaderMachine, input: { awaitAnswers: options.store.answered !== undefined }, payloadFree: GAP_READER_PAYLOAD_FREE_EVENTS };
     this.failureLog = new LogSummary({ logger: host.logger, what: `session store (${options.store.name}) failures` });
     this.store.start({
       logger: host.logger,
@@ -1125,8 +1136,6 @@ const LIVE = 1;
 const END_REQUESTED = 2;
 const PAUSED = 4;
 const LOCAL = 8;
-const FILLING = 16;
-const GAP_WAIT = 32;
 
 /**
  * A request counted by a process that has not finished it (`pending`) is
@@ -1156,7 +1165,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private resumeInfo: SessionInfo | null = null;
   /**
    * The binding's booleans, one bit each (see the accessors below: `live`,
-   * `endRequested`, `paused`, `local`, `filling`, `gapWait`): one field where six took
+   * `endRequested`, `paused`, `local`): one field where four took
    * 8 bytes each, on every idle session (docs/performance.md).
    */
   private flags = LIVE;
@@ -1166,12 +1175,13 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private early: Map<number, { data: Outbound; binary: boolean }> | null = null;
   /** Frames received while the store answered `open`/`resume`: handled after `attached`. */
   private inbox: Array<[Buffer, boolean]> | null = null;
-  /** A seq known to be in the store that this connection must write (a reply stored by another process), 0 none. */
-  private expecting = 0;
   /** The client has every seq up to this one (its resume position, then its acks): what a gap read may forget. */
   private clientAcked = 0;
-  /** A position asked for (catchUp) while a read was under way: read again after it, if still not written. */
-  private catchUpTo = 0;
+  /**
+   * Reads what the store holds and this connection missed (machines/gap-reader.machine.ts): started at the
+   * connection's first gap; null on most connections, which never have one.
+   */
+  private gapReader: MachineRunner<GapReaderMachine> | null = null;
   /** The requests' verdicts from an async store, handled in order (made on the first). */
   private requests: Promise<void> | null = null;
   /** Requests on `requests` not handled yet: while any, a later one queues behind them (even with a sync store). */
@@ -1228,20 +1238,6 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   }
   private set local(on: boolean) {
     this.flags = on ? this.flags | LOCAL : this.flags & ~LOCAL;
-  }
-  /** A read of a seq gap from the store is under way (fillGap). */
-  private get filling(): boolean {
-    return (this.flags & FILLING) !== 0;
-  }
-  private set filling(on: boolean) {
-    this.flags = on ? this.flags | FILLING : this.flags & ~FILLING;
-  }
-  /** An early seq waits for the store's answers in flight before its gap is read (awaitGap). */
-  private get gapWait(): boolean {
-    return (this.flags & GAP_WAIT) !== 0;
-  }
-  private set gapWait(on: boolean) {
-    this.flags = on ? this.flags | GAP_WAIT : this.flags & ~GAP_WAIT;
   }
   private get attachTimer(): ReturnType<typeof setTimeout> | null {
     return this.timer;
@@ -1561,7 +1557,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     if (seq <= this.written) return; // in the replay already
     if (this.phase !== 'attached' || seq > this.written + 1 || this.paused) {
       (this.early ??= new Map()).set(seq, { data, binary });
-      if (this.phase === 'attached' && !this.paused) this.awaitGap();
+      if (this.phase === 'attached' && !this.paused) this.tellGap(GAP);
       return;
     }
     this.write(seq, data, binary, frames);
@@ -1579,58 +1575,93 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       next = early.get(this.written + 1);
     }
     if (early.size === 0) this.early = null;
-    else if (!this.paused) this.awaitGap();
+    else if (!this.paused) this.tellGap(GAP);
   }
 
   /**
-   * A later seq is here and the next one is not: another node appended it (a
-   * shared store, while this node attached the session: a reply or publish
-   * that node made just before it saw its connection close). It never comes
-   * through this node's appends, so it is read from the store, once at a
-   * time; a gap the store cannot fill closes the connection (1011), and the
-   * client's resume replays what the store holds, rather than the connection
-   * waiting for it for ever.
+   * The gap reader (machines/gap-reader.machine.ts) decides when the store is
+   * read: a later seq is here and the next one is not (another node appended
+   * it: a shared store, while this node attached the session; or a fan-out's
+   * notification and this node's own append crossed), a reply another
+   * process stored (`expect`), or the store says the stream reaches further
+   * (`catchUp`). This side tells it those facts, only while its connection
+   * carries the session, and does what it commands (`gapCommand`).
    */
-  private fillGap(): void {
-    if (this.filling || this.local || !this.live || this.phase !== 'attached') return;
+  private tellGap(event: GapReaderEvent): void {
+    let reader = this.gapReader;
+    if (reader === null) reader = this.gapReader = new MachineRunner(this.sessions.gapConfig, new GapReaderHost(this)).start();
+    reader.send(event);
+  }
+
+  /** @internal The gap reader threw (a bug): logged, and the connection closed (1011) so the client resumes. */
+  gapReaderFailed(error: unknown): void {
+    this.sessions.host.logger?.error({ err: error, session: this.entry?.id }, 'session gap reader failed');
+    if (this.live) void this.connection.close(1011, 'session seq gap');
+  }
+
+  /** @internal What the gap reader asks of this connection. */
+  gapCommand(command: GapStoreCommand): void {
+    switch (command.type) {
+      case 'awaitAnswers':
+        this.sessions.store.answered!().then(() => {
+          const early = this.early;
+          const carrying = early !== null && !this.paused && this.live && this.phase === 'attached';
+          const next = carrying && early.has(this.written + 1);
+          this.tellGap({ type: 'answered', missing: carrying && !next });
+          if (next) this.drainEarly();
+        }, () => this.tellGap({ type: 'answered', missing: false }));
+        return;
+      case 'read':
+        return this.readGap(command.expecting);
+      case 'giveUp':
+        if (this.live) void this.connection.close(1011, command.reason);
+        return;
+    }
+  }
+
+  /**
+   * One read of what follows the last seq written, its result classified for
+   * the gap reader. A gap the store cannot fill closes the connection (the
+   * reader's `failed`): the client's resume replays what the store holds.
+   * `expected`: a seq the store was said to hold when this read began.
+   */
+  private readGap(expected: number): void {
+    if (this.local || !this.live || this.phase !== 'attached') return this.tellGap({ type: 'readDone', outcome: 'gone', written: this.written });
     const entry = this.entry!;
     const from = this.written;
-    this.filling = true;
-    // This read covers every position asked for so far (catchUp, expect).
-    this.catchUpTo = 0;
-    const expected = this.expecting;
     // What this node wrote, its client may not have received (a cut may follow): this read must not forget it.
     // peekAfter trims nothing; a store without it is read after what the client acknowledged (readAfter trims
     // what it reads after).
     const store = this.sessions.store;
     (store.peekAfter ? store.peekAfter(entry.id, from) : store.readAfter(entry.id, Math.min(this.clientAcked, from))).then(
       (read) => {
-        this.filling = false;
-        if (!this.live || this.phase !== 'attached' || this.local) return;
+        if (!this.live || this.phase !== 'attached' || this.local) return this.tellGap({ type: 'readDone', outcome: 'gone', written: this.written });
         if (read.ok) {
           for (const m of read.messages) {
             if (m.seq > this.written && !this.early?.has(m.seq)) (this.early ??= new Map()).set(m.seq, { data: m.data, binary: m.binary });
           }
+          let outcome: ReadOutcome | null = null;
           // Nothing missing (any more): what was asked for arrived meanwhile, or was not there to read. Except a seq
           // the store was said to hold when this read began (expect: a reply another process stored): not held.
-          if (this.early === null && expected <= this.written) return this.catchUpTo > this.written ? this.fillGap() : undefined;
-          if (this.early !== null && this.early.has(this.written + 1)) {
+          if (this.early === null && expected <= this.written) outcome = 'done';
+          else if (this.early !== null && this.early.has(this.written + 1)) {
             this.drainEarly();
-            if (this.catchUpTo > this.written) this.fillGap();
-            return;
+            // A seq still missing after what the read gave is newer than the read: on its way (the reader waits).
+            outcome = this.early !== null && !this.paused ? 'inFlight' : 'done';
+          } else {
+            // What arrived meanwhile wrote past the read, and the seq missing now is newer than what it saw (the
+            // read's last): on its way, as any early seq's predecessor. Only one the store held and did not give is lost.
+            const seen = read.messages.length === 0 ? from : read.messages[read.messages.length - 1]!.seq;
+            if (this.early !== null && this.written + 1 > seen) outcome = 'inFlight';
           }
-          // What arrived meanwhile wrote past the read, and the seq missing now is newer than what it saw (the
-          // read's last): on its way, as any early seq's predecessor. Only one the store held and did not give is lost.
-          const seen = read.messages.length === 0 ? from : read.messages[read.messages.length - 1]!.seq;
-          if (this.early !== null && this.written + 1 > seen) return this.awaitGap();
+          if (outcome !== null) return this.tellGap({ type: 'readDone', outcome, written: this.written });
         }
         this.sessions.host.logger?.warn({ session: entry.id, after: from, reason: read.ok ? 'not held' : read.reason }, 'session seq gap the store could not fill: closing the connection, the client resumes');
-        void this.connection.close(1011, 'session seq gap');
+        this.tellGap({ type: 'readDone', outcome: 'lost', written: this.written });
       },
       (err: unknown) => {
-        this.filling = false;
         this.sessions.bindingStoreFailed(this, 'readAfter', err);
-        if (this.live) void this.connection.close(1011, 'session store unavailable');
+        this.tellGap({ type: 'readDone', outcome: 'failed', written: this.written });
       },
     );
   }
@@ -1638,33 +1669,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** Seq `seq` exists in the store (a reply another process stored): written in order once this connection gets to it. */
   private expect(seq: number): void {
     if (seq <= this.written || this.local || !this.live || this.phase !== 'attached' || this.early?.has(seq)) return;
-    if (seq > this.expecting) this.expecting = seq;
-    // A read under way may have begun before it was stored: it is read again after that one.
-    if (this.filling && seq > this.catchUpTo) this.catchUpTo = seq;
-    if (!this.paused) this.fillGap();
-  }
-
-
-  /**
-   * A seq came before the one it follows. With a store that fans out itself,
-   * that is mostly the other connection's message still on its way: this
-   * node's own append (a reply) answered after the fan-out's notification,
-   * or the notification after the reply (measured, 20 sessions × 50 rounds of
-   * a publish and a request: 916 gap reads for 1,000 publishes, each for
-   * nothing): wait until the store has answered what is in flight on both,
-   * and read only what is still missing then.
-   */
-  private awaitGap(): void {
-    const store = this.sessions.store;
-    if (store.answered === undefined) return this.fillGap();
-    if (this.gapWait || this.filling) return;
-    this.gapWait = true;
-    store.answered().then(() => {
-      this.gapWait = false;
-      if (this.early === null || this.paused || !this.live || this.phase !== 'attached') return;
-      if (this.early.has(this.written + 1)) this.drainEarly();
-      else this.fillGap();
-    }, () => (this.gapWait = false));
+    this.tellGap({ type: 'expect', seq, paused: this.paused });
   }
 
   /**
@@ -1675,11 +1680,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
    */
   catchUp(seq: number): void {
     if (this.local || !this.live || this.phase !== 'attached' || seq <= this.written) return;
-    if (this.filling) {
-      if (seq > this.catchUpTo) this.catchUpTo = seq;
-      return;
-    }
-    this.fillGap();
+    this.tellGap({ type: 'catchUp', seq });
   }
 
   private write(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null): void {
@@ -1785,7 +1786,31 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     this.ackTimer = this.attachTimer = null;
     this.early = null;
     this.inbox = null;
+    // Its reads' answers change nothing from now on.
+    this.gapReader?.stop();
     return this.sessions.closed(this);
+  }
+}
+
+/** The one `gap` event (no payload): every gap report sends this object. */
+const GAP: GapReaderEvent = { type: 'gap' };
+
+/** A connection's gap reader's host: made with it, at the connection's first gap. */
+class GapReaderHost<Auth> implements RunnerHost, HostedActor<GapStoreCommand> {
+  constructor(private readonly binding: SessionBinding<Auth>) {}
+  get actorId(): string {
+    return `gap-reader:${this.binding.connection.id}`;
+  }
+  spawn(): HostedActor<never> {
+    return this as unknown as HostedActor<never>;
+  }
+  command(command: GapStoreCommand): void {
+    this.binding.gapCommand(command);
+  }
+  stop(): void {}
+  done(): void {}
+  failed(error: unknown): void {
+    this.binding.gapReaderFailed(error);
   }
 }
 
