@@ -472,8 +472,35 @@ for (const host of ['actor', 'runner'] as const) describe(`session machine, exam
     assert.deepEqual(run.clock.pending(), []);
   });
 
+  test('a store failure while carried: the carrier goes local once; no resume reaches it; its connection\'s close ends it, remembered as unpersisted', () => {
+    const run = new Run(host);
+    run.actor.start();
+    run.send({ type: 'unpersist', detail: 'session store append failed: timeout' });
+    assert.equal(run.snapshot.value, 'unpersisted');
+    run.send({ type: 'unpersist', detail: 'session store join failed: timeout' });
+    assert.deepEqual(run.locals(), [0], 'told once, for the connection that carries it');
+    run.send({ type: 'resume' });
+    run.send({ type: 'detach', lease: 1 });
+    assert.equal(run.snapshot.value, 'unpersisted', 'a resume and a report about a lease never given change nothing');
+    assert.deepEqual(run.clock.pending(), []);
+    run.send({ type: 'detach', lease: 0 });
+    assert.equal(run.snapshot.status, 'done');
+    assert.deepEqual(run.snapshot.output, { reason: 'ended', detail: 'its connection closed, and the session could not be persisted' });
+    assert.equal(run.snapshot.context.unpersisted, true, 'kept through the end: a late reply must not go to the store');
+  });
+
+  test('a store failure while detached ends the session at once: nothing carries it', () => {
+    const run = new Run(host);
+    run.actor.start();
+    run.send({ type: 'detach', lease: 0 });
+    run.send({ type: 'unpersist', detail: 'session store append failed: timeout' });
+    assert.deepEqual(run.snapshot.output, { reason: 'ended', detail: 'not persisted: session store append failed: timeout' });
+    assert.deepEqual(run.locals(), []);
+    assert.deepEqual(run.clock.pending(), [], 'R3: the resume window is cancelled');
+  });
+
   test('a bound ends the session in any live state, naming the bound', () => {
-    for (const prefix of [[], [{ type: 'detach', lease: 0 }], [{ type: 'resume' }]] as SessionEvent[][]) {
+    for (const prefix of [[], [{ type: 'detach', lease: 0 }], [{ type: 'resume' }], [{ type: 'unpersist', detail: 'x' }]] as SessionEvent[][]) {
       const run = new Run(host);
       run.actor.start();
       for (const e of prefix) run.send(e);
