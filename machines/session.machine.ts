@@ -7,6 +7,8 @@
  * MachineRunner can host it: src/server/runner.ts).
  *
  *   attached ⇄ resuming ⇄ detached → expired
+ *   attached | resuming ──unpersist──▶ unpersisted ──detach──▶ ended
+ *   detached ──unpersist──▶ ended
  *   (any live state) → overflowed | ended
  *
  * Like the connection machine, the data path does not run through it: the
@@ -68,12 +70,25 @@ export type SessionEvent =
   /** A bound was exceeded; the store has made the session's messages dead letters. */
   | { type: 'overflow'; kind: SessionOverflowKind; detail: string }
   /** The client sent `end`, or the application ended the session. */
-  | { type: 'end'; detail: string };
+  | { type: 'end'; detail: string }
+  /**
+   * The store failed on the session (an append, a join, an attach…): it can
+   * no longer be resumed over what the store missed (docs/sessions.md,
+   * "Store failures"). `detail` names the operation and the error.
+   */
+  | { type: 'unpersist'; detail: string };
 
 /** What the machine asks of its `carrier` (the host side of the session). */
 export type CarrierCommand =
   /** Terminate this connection: another one took the session over (a half-open cut the heartbeat has not found yet). */
-  { type: 'carrier.drop'; lease: Lease; reason: string };
+  | { type: 'carrier.drop'; lease: Lease; reason: string }
+  /**
+   * The connection holding `lease` carries the session alone from now on: it
+   * numbers its messages past anything the store assigned (the host's seq
+   * jump, LOCAL_SEQ_JUMP in src/server/sessions.ts), so no resume continues
+   * over the store's gap.
+   */
+  | { type: 'carrier.unpersist'; lease: Lease };
 
 /** The carrier's input: nothing (the host knows which session it serves). */
 export type CarrierInput = undefined;
@@ -88,6 +103,12 @@ export interface SessionContext {
   lease: Lease;
   /** Set on reaching a final state. */
   ending: SessionEnding | null;
+  /**
+   * The store failed on the session (it went through `unpersisted`, or ended
+   * on an `unpersist` while detached). Kept in the final snapshot: a reply of
+   * a request still running must not go to the store's copy (it is being ended).
+   */
+  unpersisted: boolean;
 }
 
 export const sessionMachine = setup({
@@ -134,13 +155,25 @@ export const sessionMachine = setup({
     recordExpireEvent: assign({
       ending: ({ event }) => ({ reason: 'expired' as const, detail: (event as Extract<SessionEvent, { type: 'expire' }>).detail }),
     }),
+    /** The connection goes on carrying the session locally; the host ends the store's copy once the store answers. */
+    goLocal: sendTo('carrier', ({ context }) => ({ type: 'carrier.unpersist' as const, lease: context.lease })),
+    markUnpersisted: assign({ unpersisted: true }),
+    /** Detached when the store failed: nothing carries it, and no resume may continue it. */
+    recordNotPersisted: assign({
+      unpersisted: true,
+      ending: ({ event }) => ({ reason: 'ended' as const, detail: `not persisted: ${(event as Extract<SessionEvent, { type: 'unpersist' }>).detail}` }),
+    }),
+    /** Its connection closed: nothing can carry it any more. */
+    recordLocalEnd: assign({
+      ending: { reason: 'ended' as const, detail: 'its connection closed, and the session could not be persisted' },
+    }),
     recordWindowPassed: assign({
       ending: ({ context }) => ({ reason: 'expired' as const, detail: `detached for the resume window (${context.timing.resumeWindow} ms)` }),
     }),
   },
 }).createMachine({
   id: 'session',
-  context: ({ input }) => ({ timing: input.timing, lease: 0, ending: null }),
+  context: ({ input }) => ({ timing: input.timing, lease: 0, ending: null, unpersisted: false }),
   invoke: { id: 'carrier', src: 'carrier' },
   initial: 'attached',
   // R12/R11: a bound ends the session in any live state; so does an explicit end.
@@ -155,6 +188,7 @@ export const sessionMachine = setup({
         detach: { guard: 'fromCurrentConnection', target: 'detached' },
         // The client came back before the old connection was found dead (half-open, R4): take it over.
         resume: { target: 'resuming', actions: ['dropCurrentConnection', 'takeConnection'] },
+        unpersist: { target: 'unpersisted' },
       },
     },
     resuming: {
@@ -164,6 +198,7 @@ export const sessionMachine = setup({
         detach: { guard: 'fromCurrentConnection', target: 'detached' },
         // A second resume while replaying: the newest connection wins.
         resume: { target: 'resuming', reenter: true, actions: ['dropCurrentConnection', 'takeConnection'] },
+        unpersist: { target: 'unpersisted' },
       },
     },
     detached: {
@@ -171,10 +206,20 @@ export const sessionMachine = setup({
       on: {
         resume: { target: 'resuming', actions: 'takeConnection' },
         expire: { target: 'expired', actions: 'recordExpireEvent' },
+        unpersist: { target: 'ended', actions: 'recordNotPersisted' },
       },
       after: {
         // R12: the window passed; the store makes the kept messages dead letters.
         resumeWindow: { target: 'expired', actions: 'recordWindowPassed' },
+      },
+    },
+    unpersisted: {
+      description:
+        'The store failed on it: its connection carries it alone, its seqs jumped past the store\'s; no resume continues it (`restarted`).',
+      entry: ['markUnpersisted', 'goLocal'],
+      on: {
+        // A resume never reaches it: the host answers `restarted` first. A takeover's stale detach changes nothing.
+        detach: { guard: 'fromCurrentConnection', target: 'ended', actions: 'recordLocalEnd' },
       },
     },
     expired: {
@@ -186,7 +231,7 @@ export const sessionMachine = setup({
       type: 'final',
     },
     ended: {
-      description: 'Ended by the client (`end`) or the application; a resume gets `unknown`.',
+      description: 'Ended by the client (`end`), the application, or the close of an unpersisted session\'s connection; a resume gets `unknown` (`restarted` while the host remembers it unpersisted).',
       type: 'final',
     },
   },

@@ -13,6 +13,8 @@ import { fileURLToPath } from 'node:url';
 import type { AnyStateMachine } from 'xstate';
 import { clientMachine } from '../machines/client.machine.ts';
 import { connectionMachine } from '../machines/connection.machine.ts';
+import { gapReaderMachine } from '../machines/gap-reader.machine.ts';
+import { pendingRequestMachine } from '../machines/pending-request.machine.ts';
 import { sessionMachine } from '../machines/session.machine.ts';
 import {
   actionNames,
@@ -61,6 +63,24 @@ export const MACHINES: MachineDoc[] = [
       'One per session (`machines/session.machine.ts`): a session outlives its connections. Its `carrier` (the host) ' +
       'drops a connection still open when a resume takes the session over. Messages never pass through it; see ' +
       '[sessions.md](sessions.md) for the protocol, the store and the bounds.',
+  },
+  {
+    file: 'pending-request-machine.md',
+    title: 'The pending-request machine',
+    machine: pendingRequestMachine,
+    intro:
+      'One per session request whose store verdict is `pending` (another process counted it and has not finished it), ' +
+      'only while it waits (`machines/pending-request.machine.ts`): it asks the store again after a doubling delay until the ' +
+      'answer is the reply or `new`. Its `asker` (the host) asks the store. See [sessions.md](sessions.md#requests-run-once-even-when-the-connection-goes-meanwhile-fixed).',
+  },
+  {
+    file: 'gap-reader-machine.md',
+    title: 'The gap reader',
+    machine: gapReaderMachine,
+    intro:
+      'One per session connection that ever misses a seq (`machines/gap-reader.machine.ts`), started at its first gap: ' +
+      'when the seqs it missed are read from the store, one read at a time. Its `store` (the host) waits for the answers in ' +
+      'flight, reads, or closes the connection. See [sessions.md](sessions.md#fan-out-in-the-store-implemented).',
   },
 ];
 

@@ -36,6 +36,20 @@ import {
   type SessionEnding,
   type SessionMachine,
 } from '../../machines/session.machine.ts';
+import {
+  GAP_READER_PAYLOAD_FREE_EVENTS,
+  gapReaderMachine,
+  type GapReaderEvent,
+  type GapReaderMachine,
+  type GapStoreCommand,
+  type ReadOutcome,
+} from '../../machines/gap-reader.machine.ts';
+import {
+  PENDING_REQUEST_PAYLOAD_FREE_EVENTS,
+  pendingRequestMachine,
+  type PendingRequestMachine,
+  type PendingRequestOutcome,
+} from '../../machines/pending-request.machine.ts';
 import { createMemorySessionStore, SESSION_STORE_DEFAULTS, type MemorySessionStoreOptions } from '../adapter/memory-session-store.ts';
 import type {
   AckResult,
@@ -232,8 +246,6 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
   ended = false;
   /** When the session last detached (epoch ms); null while a connection carries it. */
   detachedAt: number | null = null;
-  /** The store failed on it: no resume may continue it; its connection carries it locally (docs/sessions.md, "Store failures"). */
-  unpersisted = false;
   /** Appends not yet handled, in call order (from `appendHead`): bounded by what the store has in flight. Made on the first async one. */
   appends: (PendingAppend | undefined)[] | null = null;
   appendHead = 0;
@@ -271,6 +283,16 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
     return this.#runner === null ? 0 : this.#runner.getSnapshot().context.lease;
   }
 
+  /**
+   * The store failed on it (the machine's `unpersisted` state, kept in its
+   * context through the end): no resume may continue it; its connection
+   * carries it locally (docs/sessions.md, "Store failures"). False while
+   * the machine is not started (no lifecycle event yet).
+   */
+  get unpersisted(): boolean {
+    return this.#runner !== null && this.#runner.getSnapshot().context.unpersisted;
+  }
+
   /** Stops the machine without finishing it, if it was started. */
   stopMachine(): void {
     this.#runner?.stop();
@@ -281,7 +303,8 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
     return `session:${this.id}`;
   }
   command(command: CarrierCommand): void {
-    this.sessions.dropConnection(this, command.lease, command.reason);
+    if (command.type === 'carrier.drop') this.sessions.dropConnection(this, command.lease, command.reason);
+    else this.sessions.goLocal(this, command.lease);
   }
   stop(): void {
     this.sessions.release(this);
@@ -329,6 +352,14 @@ export class Sessions<Auth = unknown> {
   readonly pending = new Set<Connection<Auth>>();
   /** @internal One for every session's machine: no id in its input, so sessions share snapshots and steps (src/server/runner.ts). */
   readonly machineConfig: RunnerConfig<SessionMachine>;
+  /** @internal One for every wait on a request another process counted (SessionBinding.settlePending). */
+  readonly pendingConfig: RunnerConfig<PendingRequestMachine> = {
+    machine: pendingRequestMachine,
+    input: { timing: { first: PENDING_RETRY_FIRST, max: PENDING_RETRY_MAX, hereMax: PENDING_HERE_MAX } },
+    payloadFree: PENDING_REQUEST_PAYLOAD_FREE_EVENTS,
+  };
+  /** @internal One for every connection's gap reader (SessionBinding; started at its first gap). */
+  readonly gapConfig: RunnerConfig<GapReaderMachine>;
   private epoch: string | null = null;
   /**
    * Unpersisted sessions still to be ended in the store (so that no node
@@ -358,6 +389,7 @@ export class Sessions<Auth = unknown> {
     this.sync = options.store.sync ?? null;
     this.fanOut = options.store.fanOut ?? null;
     this.machineConfig = { machine: sessionMachine, input: { timing: { resumeWindow: options.resumeWindow } }, payloadFree: SESSION_PAYLOAD_FREE_EVENTS };
+    this.gapConfig = { machine: gapReaderMachine, input: { awaitAnswers: options.store.answered !== undefined }, payloadFree: GAP_READER_PAYLOAD_FREE_EVENTS };
     this.failureLog = new LogSummary({ logger: host.logger, what: `session store (${options.store.name}) failures` });
     this.store.start({
       logger: host.logger,
@@ -433,7 +465,6 @@ export class Sessions<Auth = unknown> {
   private unpersist(entry: Entry<Auth>, operation: string, err: unknown): void {
     this.reportFailure(operation, entry.id, err);
     if (entry.unpersisted || entry.ended) return;
-    entry.unpersisted = true;
     const detail = `session store ${operation} failed: ${err instanceof Error ? err.message : String(err)}`;
     if (this.toEnd.size >= MAX_TO_END) {
       const oldest = this.toEnd.values().next().value!;
@@ -442,9 +473,18 @@ export class Sessions<Auth = unknown> {
     }
     this.toEnd.add(entry.id);
     this.host.emitSession({ type: 'unpersisted', id: entry.id, reason: 'store-failed', operation, detail });
+    // A resume under way of another process's session (no machine, no connection yet): nothing here to carry it.
+    if (entry.incoming) return entry.runner.send({ type: 'end', detail: `not persisted: ${detail}` });
+    // The machine decides: carried (attached, resuming) → `unpersisted`, whose carrier goes local (goLocal); detached → ended.
+    entry.runner.send({ type: 'unpersist', detail });
+  }
+
+  /** @internal carrier.unpersist: the connection holding `lease` carries the session alone from now on (its seqs jump). */
+  goLocal(entry: Entry<Auth>, lease: Lease): void {
     const carrier = entry.carrier;
-    if (carrier !== null) carrier.unpersist();
-    else entry.runner.send({ type: 'end', detail: `not persisted: ${detail}` });
+    if (carrier !== null && carrier.lease === lease) carrier.unpersist();
+    // No connection carries it (none is left to number it locally): as when that connection closes.
+    else if (carrier === null) entry.runner.send({ type: 'detach', lease });
   }
 
   /** Sessions whose connection is gone, waiting for their client. */
@@ -935,8 +975,9 @@ export class Sessions<Auth = unknown> {
     if (entry.ended) return;
     const connection = binding.connection;
     if (entry.unpersisted) {
-      // Nothing to resume (the store missed some of it): it ends here; the store's copy is ended by `tick`.
-      entry.runner.send({ type: 'end', detail: 'its connection closed, and the session could not be persisted' });
+      // Nothing to resume (the store missed some of it): the machine ends it (unpersisted → ended); the store's copy
+      // is ended by `tick`.
+      entry.runner.send({ type: 'detach', lease: binding.lease });
       return;
     }
     if (binding.endRequested) {
@@ -1095,16 +1136,14 @@ const LIVE = 1;
 const END_REQUESTED = 2;
 const PAUSED = 4;
 const LOCAL = 8;
-const FILLING = 16;
-const GAP_WAIT = 32;
 
 /**
  * A request counted by a process that has not finished it (`pending`) is
- * asked about again after these delays, doubling: the first soon (the usual
- * case is a reply already on its way), then at most 4 times a second. The
- * wait is bounded by the store (a shared store answers `new` once the
- * counting process is dead or a lease has passed) and, for a count made in
- * this process, by PENDING_HERE_MAX.
+ * asked about again after these delays, doubling (machines/pending-request.machine.ts):
+ * the first soon (the usual case is a reply already on its way), then at most
+ * 4 times a second. The wait is bounded by the store (a shared store answers
+ * `new` once the counting process is dead or a lease has passed) and, for a
+ * count made in this process, by PENDING_HERE_MAX.
  */
 const PENDING_RETRY_FIRST = 5;
 const PENDING_RETRY_MAX = 250;
@@ -1126,7 +1165,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private resumeInfo: SessionInfo | null = null;
   /**
    * The binding's booleans, one bit each (see the accessors below: `live`,
-   * `endRequested`, `paused`, `local`, `filling`, `gapWait`): one field where six took
+   * `endRequested`, `paused`, `local`): one field where four took
    * 8 bytes each, on every idle session (docs/performance.md).
    */
   private flags = LIVE;
@@ -1136,12 +1175,13 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private early: Map<number, { data: Outbound; binary: boolean }> | null = null;
   /** Frames received while the store answered `open`/`resume`: handled after `attached`. */
   private inbox: Array<[Buffer, boolean]> | null = null;
-  /** A seq known to be in the store that this connection must write (a reply stored by another process), 0 none. */
-  private expecting = 0;
   /** The client has every seq up to this one (its resume position, then its acks): what a gap read may forget. */
   private clientAcked = 0;
-  /** A position asked for (catchUp) while a read was under way: read again after it, if still not written. */
-  private catchUpTo = 0;
+  /**
+   * Reads what the store holds and this connection missed (machines/gap-reader.machine.ts): started at the
+   * connection's first gap; null on most connections, which never have one.
+   */
+  private gapReader: MachineRunner<GapReaderMachine> | null = null;
   /** The requests' verdicts from an async store, handled in order (made on the first). */
   private requests: Promise<void> | null = null;
   /** Requests on `requests` not handled yet: while any, a later one queues behind them (even with a sync store). */
@@ -1198,20 +1238,6 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   }
   private set local(on: boolean) {
     this.flags = on ? this.flags | LOCAL : this.flags & ~LOCAL;
-  }
-  /** A read of a seq gap from the store is under way (fillGap). */
-  private get filling(): boolean {
-    return (this.flags & FILLING) !== 0;
-  }
-  private set filling(on: boolean) {
-    this.flags = on ? this.flags | FILLING : this.flags & ~FILLING;
-  }
-  /** An early seq waits for the store's answers in flight before its gap is read (awaitGap). */
-  private get gapWait(): boolean {
-    return (this.flags & GAP_WAIT) !== 0;
-  }
-  private set gapWait(on: boolean) {
-    this.flags = on ? this.flags | GAP_WAIT : this.flags & ~GAP_WAIT;
   }
   private get attachTimer(): ReturnType<typeof setTimeout> | null {
     return this.timer;
@@ -1353,31 +1379,52 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
    * it (request order). Null: this connection closed meanwhile (the client
    * re-sends it on its next resume).
    */
-  private async settlePending(cseq: number, verdict: RequestVerdict): Promise<RequestVerdict | null> {
+  private settlePending(cseq: number, verdict: RequestVerdict): Promise<RequestVerdict | null> {
+    // The wait is the machine's (machines/pending-request.machine.ts: when to ask again, when a count of this process
+    // is settled here); this side tells it each verdict with the facts only this process knows, and asks the store.
     const entry = this.entry!;
-    const started = Date.now();
-    let delay = PENDING_RETRY_FIRST;
-    let v = verdict;
-    while (v.kind === 'pending') {
-      if (!this.live || this.phase !== 'attached' || entry.ended) return null;
-      if (v.here) {
-        // Counted by this process: only this process can tell whether one of its connections still runs it.
-        const running = (entry.counting?.get(cseq) ?? 0) > 0;
-        const ran = cseq <= entry.lastCseqRun; // its reply (or endRequest) is on its way to the store
-        if (!running && !ran) return { kind: 'new' }; // its count's answer was lost (a store failure): run it here, once
-        if (Date.now() - started >= PENDING_HERE_MAX) return ran ? { kind: 'duplicate', replySeqs: [] } : { kind: 'new' };
-      }
-      await new Promise((resolve) => setTimeout(resolve, delay));
-      delay = Math.min(delay * 2, PENDING_RETRY_MAX);
-      if (!this.live || this.phase !== 'attached' || entry.ended) return null;
-      try {
-        v = await this.sessions.store.beginRequest(entry.id, cseq);
-      } catch (err) {
-        this.sessions.bindingStoreFailed(this, 'beginRequest', err);
-        return null;
-      }
-    }
-    return v;
+    const sessions = this.sessions;
+    return new Promise((resolve) => {
+      let answer = verdict;
+      const tell = (v: RequestVerdict): void => {
+        if (!this.live || this.phase !== 'attached' || entry.ended) return runner.send({ type: 'gone' });
+        if (v.kind !== 'pending') {
+          answer = v;
+          return runner.send({ type: 'settled' });
+        }
+        // Only this process can tell whether one of its connections still runs a count of its own, or ran it (its
+        // reply, or endRequest, is on its way to the store).
+        runner.send({ type: 'pending', here: v.here, running: (entry.counting?.get(cseq) ?? 0) > 0, ran: cseq <= entry.lastCseqRun });
+      };
+      const runner: MachineRunner<PendingRequestMachine> = new MachineRunner(sessions.pendingConfig, {
+        get actorId() {
+          return `request:${entry.id}:${cseq}`;
+        },
+        spawn: () => ({
+          command: () => {
+            if (!this.live || this.phase !== 'attached' || entry.ended) return runner.send({ type: 'gone' });
+            sessions.store.beginRequest(entry.id, cseq).then(tell, (err: unknown) => {
+              sessions.bindingStoreFailed(this, 'beginRequest', err);
+              runner.send({ type: 'failed' });
+            });
+          },
+          stop: () => undefined,
+        }),
+        done: () => {
+          const outcome = runner.getSnapshot().value as PendingRequestOutcome;
+          if (outcome === 'answered') resolve(answer);
+          else if (outcome === 'run') resolve({ kind: 'new' });
+          else if (outcome === 'replied') resolve({ kind: 'duplicate', replySeqs: [] });
+          else resolve(null);
+        },
+        failed: (err: unknown) => {
+          sessions.host.logger?.error({ err, session: entry.id, cseq }, 'pending request wait failed');
+          resolve(null);
+        },
+      });
+      runner.start();
+      tell(verdict);
+    });
   }
 
   /** Runs request `cseq` once: as the store says, or (unpersisted, `verdict` null) as this connection has seen. */
@@ -1510,7 +1557,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     if (seq <= this.written) return; // in the replay already
     if (this.phase !== 'attached' || seq > this.written + 1 || this.paused) {
       (this.early ??= new Map()).set(seq, { data, binary });
-      if (this.phase === 'attached' && !this.paused) this.awaitGap();
+      if (this.phase === 'attached' && !this.paused) this.tellGap(GAP);
       return;
     }
     this.write(seq, data, binary, frames);
@@ -1528,58 +1575,93 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       next = early.get(this.written + 1);
     }
     if (early.size === 0) this.early = null;
-    else if (!this.paused) this.awaitGap();
+    else if (!this.paused) this.tellGap(GAP);
   }
 
   /**
-   * A later seq is here and the next one is not: another node appended it (a
-   * shared store, while this node attached the session: a reply or publish
-   * that node made just before it saw its connection close). It never comes
-   * through this node's appends, so it is read from the store, once at a
-   * time; a gap the store cannot fill closes the connection (1011), and the
-   * client's resume replays what the store holds, rather than the connection
-   * waiting for it for ever.
+   * The gap reader (machines/gap-reader.machine.ts) decides when the store is
+   * read: a later seq is here and the next one is not (another node appended
+   * it: a shared store, while this node attached the session; or a fan-out's
+   * notification and this node's own append crossed), a reply another
+   * process stored (`expect`), or the store says the stream reaches further
+   * (`catchUp`). This side tells it those facts, only while its connection
+   * carries the session, and does what it commands (`gapCommand`).
    */
-  private fillGap(): void {
-    if (this.filling || this.local || !this.live || this.phase !== 'attached') return;
+  private tellGap(event: GapReaderEvent): void {
+    let reader = this.gapReader;
+    if (reader === null) reader = this.gapReader = new MachineRunner(this.sessions.gapConfig, new GapReaderHost(this)).start();
+    reader.send(event);
+  }
+
+  /** @internal The gap reader threw (a bug): logged, and the connection closed (1011) so the client resumes. */
+  gapReaderFailed(error: unknown): void {
+    this.sessions.host.logger?.error({ err: error, session: this.entry?.id }, 'session gap reader failed');
+    if (this.live) void this.connection.close(1011, 'session seq gap');
+  }
+
+  /** @internal What the gap reader asks of this connection. */
+  gapCommand(command: GapStoreCommand): void {
+    switch (command.type) {
+      case 'awaitAnswers':
+        this.sessions.store.answered!().then(() => {
+          const early = this.early;
+          const carrying = early !== null && !this.paused && this.live && this.phase === 'attached';
+          const next = carrying && early.has(this.written + 1);
+          this.tellGap({ type: 'answered', missing: carrying && !next });
+          if (next) this.drainEarly();
+        }, () => this.tellGap({ type: 'answered', missing: false }));
+        return;
+      case 'read':
+        return this.readGap(command.expecting);
+      case 'giveUp':
+        if (this.live) void this.connection.close(1011, command.reason);
+        return;
+    }
+  }
+
+  /**
+   * One read of what follows the last seq written, its result classified for
+   * the gap reader. A gap the store cannot fill closes the connection (the
+   * reader's `failed`): the client's resume replays what the store holds.
+   * `expected`: a seq the store was said to hold when this read began.
+   */
+  private readGap(expected: number): void {
+    if (this.local || !this.live || this.phase !== 'attached') return this.tellGap({ type: 'readDone', outcome: 'gone', written: this.written });
     const entry = this.entry!;
     const from = this.written;
-    this.filling = true;
-    // This read covers every position asked for so far (catchUp, expect).
-    this.catchUpTo = 0;
-    const expected = this.expecting;
     // What this node wrote, its client may not have received (a cut may follow): this read must not forget it.
     // peekAfter trims nothing; a store without it is read after what the client acknowledged (readAfter trims
     // what it reads after).
     const store = this.sessions.store;
     (store.peekAfter ? store.peekAfter(entry.id, from) : store.readAfter(entry.id, Math.min(this.clientAcked, from))).then(
       (read) => {
-        this.filling = false;
-        if (!this.live || this.phase !== 'attached' || this.local) return;
+        if (!this.live || this.phase !== 'attached' || this.local) return this.tellGap({ type: 'readDone', outcome: 'gone', written: this.written });
         if (read.ok) {
           for (const m of read.messages) {
             if (m.seq > this.written && !this.early?.has(m.seq)) (this.early ??= new Map()).set(m.seq, { data: m.data, binary: m.binary });
           }
+          let outcome: ReadOutcome | null = null;
           // Nothing missing (any more): what was asked for arrived meanwhile, or was not there to read. Except a seq
           // the store was said to hold when this read began (expect: a reply another process stored): not held.
-          if (this.early === null && expected <= this.written) return this.catchUpTo > this.written ? this.fillGap() : undefined;
-          if (this.early !== null && this.early.has(this.written + 1)) {
+          if (this.early === null && expected <= this.written) outcome = 'done';
+          else if (this.early !== null && this.early.has(this.written + 1)) {
             this.drainEarly();
-            if (this.catchUpTo > this.written) this.fillGap();
-            return;
+            // A seq still missing after what the read gave is newer than the read: on its way (the reader waits).
+            outcome = this.early !== null && !this.paused ? 'inFlight' : 'done';
+          } else {
+            // What arrived meanwhile wrote past the read, and the seq missing now is newer than what it saw (the
+            // read's last): on its way, as any early seq's predecessor. Only one the store held and did not give is lost.
+            const seen = read.messages.length === 0 ? from : read.messages[read.messages.length - 1]!.seq;
+            if (this.early !== null && this.written + 1 > seen) outcome = 'inFlight';
           }
-          // What arrived meanwhile wrote past the read, and the seq missing now is newer than what it saw (the
-          // read's last): on its way, as any early seq's predecessor. Only one the store held and did not give is lost.
-          const seen = read.messages.length === 0 ? from : read.messages[read.messages.length - 1]!.seq;
-          if (this.early !== null && this.written + 1 > seen) return this.awaitGap();
+          if (outcome !== null) return this.tellGap({ type: 'readDone', outcome, written: this.written });
         }
         this.sessions.host.logger?.warn({ session: entry.id, after: from, reason: read.ok ? 'not held' : read.reason }, 'session seq gap the store could not fill: closing the connection, the client resumes');
-        void this.connection.close(1011, 'session seq gap');
+        this.tellGap({ type: 'readDone', outcome: 'lost', written: this.written });
       },
       (err: unknown) => {
-        this.filling = false;
         this.sessions.bindingStoreFailed(this, 'readAfter', err);
-        if (this.live) void this.connection.close(1011, 'session store unavailable');
+        this.tellGap({ type: 'readDone', outcome: 'failed', written: this.written });
       },
     );
   }
@@ -1587,33 +1669,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** Seq `seq` exists in the store (a reply another process stored): written in order once this connection gets to it. */
   private expect(seq: number): void {
     if (seq <= this.written || this.local || !this.live || this.phase !== 'attached' || this.early?.has(seq)) return;
-    if (seq > this.expecting) this.expecting = seq;
-    // A read under way may have begun before it was stored: it is read again after that one.
-    if (this.filling && seq > this.catchUpTo) this.catchUpTo = seq;
-    if (!this.paused) this.fillGap();
-  }
-
-
-  /**
-   * A seq came before the one it follows. With a store that fans out itself,
-   * that is mostly the other connection's message still on its way: this
-   * node's own append (a reply) answered after the fan-out's notification,
-   * or the notification after the reply (measured, 20 sessions × 50 rounds of
-   * a publish and a request: 916 gap reads for 1,000 publishes, each for
-   * nothing): wait until the store has answered what is in flight on both,
-   * and read only what is still missing then.
-   */
-  private awaitGap(): void {
-    const store = this.sessions.store;
-    if (store.answered === undefined) return this.fillGap();
-    if (this.gapWait || this.filling) return;
-    this.gapWait = true;
-    store.answered().then(() => {
-      this.gapWait = false;
-      if (this.early === null || this.paused || !this.live || this.phase !== 'attached') return;
-      if (this.early.has(this.written + 1)) this.drainEarly();
-      else this.fillGap();
-    }, () => (this.gapWait = false));
+    this.tellGap({ type: 'expect', seq, paused: this.paused });
   }
 
   /**
@@ -1624,11 +1680,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
    */
   catchUp(seq: number): void {
     if (this.local || !this.live || this.phase !== 'attached' || seq <= this.written) return;
-    if (this.filling) {
-      if (seq > this.catchUpTo) this.catchUpTo = seq;
-      return;
-    }
-    this.fillGap();
+    this.tellGap({ type: 'catchUp', seq });
   }
 
   private write(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null): void {
@@ -1734,7 +1786,31 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     this.ackTimer = this.attachTimer = null;
     this.early = null;
     this.inbox = null;
+    // Its reads' answers change nothing from now on.
+    this.gapReader?.stop();
     return this.sessions.closed(this);
+  }
+}
+
+/** The one `gap` event (no payload): every gap report sends this object. */
+const GAP: GapReaderEvent = { type: 'gap' };
+
+/** A connection's gap reader's host: made with it, at the connection's first gap. */
+class GapReaderHost<Auth> implements RunnerHost, HostedActor<GapStoreCommand> {
+  constructor(private readonly binding: SessionBinding<Auth>) {}
+  get actorId(): string {
+    return `gap-reader:${this.binding.connection.id}`;
+  }
+  spawn(): HostedActor<never> {
+    return this as unknown as HostedActor<never>;
+  }
+  command(command: GapStoreCommand): void {
+    this.binding.gapCommand(command);
+  }
+  stop(): void {}
+  done(): void {}
+  failed(error: unknown): void {
+    this.binding.gapReaderFailed(error);
   }
 }
 

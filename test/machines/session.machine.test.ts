@@ -70,6 +70,7 @@ const samples: { [T in SessionEvent['type']]: Array<Extract<SessionEvent, { type
     { type: 'overflow', kind: 'evicted', detail: 'maxDetachedSessions 10000' },
   ],
   end: [{ type: 'end', detail: 'client sent end' }],
+  unpersist: [{ type: 'unpersist', detail: 'session store append failed: connection refused' }],
 };
 const allSamples: SessionEvent[] = Object.values(samples).flat();
 
@@ -172,8 +173,14 @@ class Run {
     this.record({ kind: 'timeout' }, this.clock.nextDeadline(timing.resumeWindow));
     this.clock.fireTimer(timing.resumeWindow);
   }
-  drops(): CarrierCommand[] {
+  commands(): CarrierCommand[] {
     return this.timeline.flatMap((e) => (e.kind === 'command' ? [e.command] : []));
+  }
+  drops(): Array<Extract<CarrierCommand, { type: 'carrier.drop' }>> {
+    return this.commands().flatMap((c) => (c.type === 'carrier.drop' ? [c] : []));
+  }
+  locals(): number[] {
+    return this.commands().flatMap((c) => (c.type === 'carrier.unpersist' ? [c.lease] : []));
   }
   count(kind: 'started' | 'stopped'): number {
     return this.timeline.filter((e) => e.kind === kind).length;
@@ -184,18 +191,22 @@ class Run {
 // What the rules say (docs/sessions.md, "The session machine")
 
 interface Expectation {
-  phase: 'attached' | 'resuming' | 'detached' | 'expired' | 'overflowed' | 'ended';
+  phase: 'attached' | 'resuming' | 'detached' | 'unpersisted' | 'expired' | 'overflowed' | 'ended';
   lease: number;
   /** When the session was last detached: the resume window runs from here. */
   detachedAt: number;
   /** The leases of every connection the session left behind while it was still open (takeovers). */
   drops: number[];
+  /** The leases told to carry the session alone (the store failed while they carried it). */
+  locals: number[];
+  /** The store failed on the session at some point (kept through the end). */
+  unpersisted: boolean;
   ending: SessionEnding | null;
 }
 
 function rulesSay(timeline: readonly Entry[]): Expectation {
-  const x: Expectation = { phase: 'attached', lease: FIRST, detachedAt: -1, drops: [], ending: null };
-  const live = (): boolean => x.phase === 'attached' || x.phase === 'resuming' || x.phase === 'detached';
+  const x: Expectation = { phase: 'attached', lease: FIRST, detachedAt: -1, drops: [], locals: [], unpersisted: false, ending: null };
+  const live = (): boolean => x.phase === 'attached' || x.phase === 'resuming' || x.phase === 'detached' || x.phase === 'unpersisted';
   for (const h of timeline) {
     if ((h.kind !== 'sent' && h.kind !== 'timeout') || !live()) continue;
     if (h.kind === 'timeout') {
@@ -214,6 +225,23 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
     } else if (e.type === 'end') {
       x.phase = 'ended';
       x.ending = { reason: 'ended', detail: e.detail };
+    } else if (e.type === 'unpersist') {
+      // Store failures: a carried session goes on locally on its connection; a detached one has nothing to carry it.
+      if (x.phase === 'detached') {
+        x.phase = 'ended';
+        x.ending = { reason: 'ended', detail: `not persisted: ${e.detail}` };
+        x.unpersisted = true;
+      } else if (x.phase !== 'unpersisted') {
+        x.phase = 'unpersisted';
+        x.locals.push(x.lease);
+        x.unpersisted = true;
+      }
+    } else if (x.phase === 'unpersisted') {
+      // Only its own connection's close matters: no resume may continue it (the host answers `restarted` first).
+      if (e.type === 'detach' && current) {
+        x.phase = 'ended';
+        x.ending = { reason: 'ended', detail: 'its connection closed, and the session could not be persisted' };
+      }
     } else if (e.type === 'resume') {
       // A connection still carrying (or replaying) the session is dropped: one connection per session.
       if (x.phase !== 'detached') x.drops.push(x.lease);
@@ -229,7 +257,8 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
       x.phase = 'expired';
       x.ending = { reason: 'expired', detail: e.detail };
     }
-    // Anything else (a stale connection's report, expire while a connection carries it) changes nothing.
+    // Anything else (a stale connection's report, expire while a connection carries it, an unpersisted session's
+    // resume, expire or attach) changes nothing.
   }
   return x;
 }
@@ -257,6 +286,8 @@ const checks: Record<string, Check> = {
     assert.equal(run.snapshot.value, x.phase, 'the state the rules call for');
     assert.equal(run.snapshot.context.lease, x.lease, 'the connection the rules say carries the session');
     assert.deepEqual(run.drops().map((d) => d.lease), x.drops, 'every replaced connection dropped, once');
+    assert.deepEqual(run.locals(), x.locals, 'the carrying connection told to go local once, when the store failed');
+    assert.equal(run.snapshot.context.unpersisted, x.unpersisted, 'the store failure is remembered, through the end');
     assert.equal(run.count('started'), 1, 'one carrier per session');
   },
   '#session.attached': (run) => {
@@ -272,6 +303,10 @@ const checks: Record<string, Check> = {
       [[x.detachedAt, timing.resumeWindow]],
       'one resume window, from the last detach',
     );
+  },
+  '#session.unpersisted': (run) => {
+    assert.equal(run.count('stopped'), 0, 'the carrier lives while its connection carries the session');
+    assert.deepEqual(run.clock.pending(), [], 'no resume window: nothing may resume it');
   },
   '#session.expired': finalCheck,
   '#session.overflowed': finalCheck,
@@ -352,12 +387,16 @@ const EXPECTED_TRANSITIONS = [
   'session: end → session.ended',
   'session.attached: detach if fromCurrentConnection → session.detached',
   'session.attached: resume → session.resuming',
+  'session.attached: unpersist → session.unpersisted',
   'session.resuming: attach if fromCurrentConnection → session.attached',
   'session.resuming: detach if fromCurrentConnection → session.detached',
   'session.resuming: resume → session.resuming (reenter)',
+  'session.resuming: unpersist → session.unpersisted',
   'session.detached: resume → session.resuming',
   'session.detached: expire → session.expired',
+  'session.detached: unpersist → session.ended',
   'session.detached: xstate.after.resumeWindow.session.detached → session.expired',
+  'session.unpersisted: detach if fromCurrentConnection → session.ended',
 ];
 
 describe('session machine, model-based (docs/sessions.md; R12 expiry, R3 no timer left)', () => {
@@ -433,8 +472,35 @@ for (const host of ['actor', 'runner'] as const) describe(`session machine, exam
     assert.deepEqual(run.clock.pending(), []);
   });
 
+  test('a store failure while carried: the carrier goes local once; no resume reaches it; its connection\'s close ends it, remembered as unpersisted', () => {
+    const run = new Run(host);
+    run.actor.start();
+    run.send({ type: 'unpersist', detail: 'session store append failed: timeout' });
+    assert.equal(run.snapshot.value, 'unpersisted');
+    run.send({ type: 'unpersist', detail: 'session store join failed: timeout' });
+    assert.deepEqual(run.locals(), [0], 'told once, for the connection that carries it');
+    run.send({ type: 'resume' });
+    run.send({ type: 'detach', lease: 1 });
+    assert.equal(run.snapshot.value, 'unpersisted', 'a resume and a report about a lease never given change nothing');
+    assert.deepEqual(run.clock.pending(), []);
+    run.send({ type: 'detach', lease: 0 });
+    assert.equal(run.snapshot.status, 'done');
+    assert.deepEqual(run.snapshot.output, { reason: 'ended', detail: 'its connection closed, and the session could not be persisted' });
+    assert.equal(run.snapshot.context.unpersisted, true, 'kept through the end: a late reply must not go to the store');
+  });
+
+  test('a store failure while detached ends the session at once: nothing carries it', () => {
+    const run = new Run(host);
+    run.actor.start();
+    run.send({ type: 'detach', lease: 0 });
+    run.send({ type: 'unpersist', detail: 'session store append failed: timeout' });
+    assert.deepEqual(run.snapshot.output, { reason: 'ended', detail: 'not persisted: session store append failed: timeout' });
+    assert.deepEqual(run.locals(), []);
+    assert.deepEqual(run.clock.pending(), [], 'R3: the resume window is cancelled');
+  });
+
   test('a bound ends the session in any live state, naming the bound', () => {
-    for (const prefix of [[], [{ type: 'detach', lease: 0 }], [{ type: 'resume' }]] as SessionEvent[][]) {
+    for (const prefix of [[], [{ type: 'detach', lease: 0 }], [{ type: 'resume' }], [{ type: 'unpersist', detail: 'x' }]] as SessionEvent[][]) {
       const run = new Run(host);
       run.actor.start();
       for (const e of prefix) run.send(e);
