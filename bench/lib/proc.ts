@@ -17,10 +17,19 @@ export function procCpuUs(pid: number): number {
   }
 }
 
-/** The pids of a process's children (pgrep -P); none once it is gone. */
+/** Whether a process is running: not gone, and not a zombie (exited, not yet reaped by its parent). */
+function alive(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** The pids of a process's live children (pgrep -P, without zombies); none once it is gone. */
 export function childrenOf(pid: number): number[] {
   try {
-    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
+    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number).filter(alive);
   } catch {
     return [];
   }

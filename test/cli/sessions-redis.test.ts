@@ -213,7 +213,7 @@ test(`--workers 2 --sessions --redis: a worker SIGKILLed under load, each of its
   const server = await startServer(t, redis.url, ['--workers', '2']);
   assert.match(server.stdout(), /sessions in redis/);
   const workers = childrenOf(server.child.pid!);
-  assert.equal(workers.length, 2, `two workers under the primary (${workers})`);
+  assert.equal(workers.length, 2, `two workers under the primary (${workers}); its output:\n${server.stdout().slice(-3000)}`);
   t.after(() => {
     for (const pid of childrenOf(server.child.pid!)) {
       try {
