@@ -233,36 +233,72 @@ local function fan_run(key, cursor, max, data, bin)
     if not l then l = {}; notes[node] = l; order[#order + 1] = node end
     l[#l + 1] = line
   end
-  for i = 1, #got, 2 do
-    local id = got[i]
-    cursor = tonumber(got[i + 1])
-    local h = redis.call('HMGET', hkey(id), 'st', 'n')
-    if not h[1] then
-      -- Gone (its keys expired with no node sweeping): no longer a member.
-      redis.call('ZREM', key, id)
-    else
-      -- The append checks that it lives (one past its window is expired there: its letter goes to this node).
-      local r = OPS['append']({ id, data, bin, '', '', '1' })
-      if r[2] == 1 then
-        FAN_DONE = FAN_DONE + 1
-        if h[1] == 'a' and h[2] then note(h[2], id .. ' ' .. S(r[3])) end
-      elseif r[3] == 'unknown' then
-        -- Expired just now: not a member any more, so not refused either (its own letter says expired).
-        local last = LETTERS[#LETTERS]
-        if last and last[1] == id and last[2] == 'unknown' then LETTERS[#LETTERS] = nil end
-      else
-        -- A bound ended it: the message goes into its dead letter with the rest (seq 0: it never got one).
-        for _, l in ipairs(LETTERS) do
-          if l[1] == id and l[5] == 1 then l[5] = 0; table.insert(l[4], { '0-0', { 'c', '0', 'b', bin, 'd', data } }) end
-        end
-        if h[2] then note(h[2], id .. ' 0 ' .. tostring(r[3]) .. ' ' .. tostring(r[4])) end
-      end
+  -- The fast path's counters: added to P msgs / P bytes once per chunk (flushed before any slow path reads them).
+  local bytes = string.len(data)
+  local addN, addB = 0, 0
+  local total = tonumber(redis.call('GET', BYTES) or '0')
+  local function flush()
+    if addN > 0 then
+      redis.call('INCRBY', MSGS, addN)
+      redis.call('INCRBY', BYTES, addB)
+      total = total + addB
+      addN, addB = 0, 0
     end
   end
+  -- In a pcall: an error (Redis out of memory, say) still counts and tells what was appended before it.
+  local ok, err = pcall(function()
+    for i = 1, #got, 2 do
+      local id = got[i]
+      cursor = tonumber(got[i + 1])
+      -- One read per member: its state, holder, detach time and the counters of its bounds.
+      local h = redis.call('HMGET', hkey(id), 'st', 'n', 'da', 'ls', 'as', 'cb', 'ab')
+      if not h[1] then
+        -- Gone (its keys expired with no node sweeping): no longer a member.
+        redis.call('ZREM', key, id)
+      else
+        local ls, cb = tonumber(h[4]), tonumber(h[6])
+        local held = ls - tonumber(h[5])
+        if not (h[1] == 'd' and NOW - tonumber(h[3]) >= WINDOW) and held + 1 <= MAX_MSGS
+          and cb - tonumber(h[7]) + bytes <= MAX_BYTES and total + addB + bytes <= MAX_TOTAL then
+          -- Lives and within every bound: the append's write alone (what append does past its checks).
+          local seq = ls + 1
+          cb = cb + bytes
+          redis.call('XADD', xkey(id), 'MAXLEN', S(MAX_MSGS), S(seq) .. '-0', 'c', S(cb), 'b', bin, 'd', data)
+          -- A stream holding nothing may be new (XADD made it): it expires with its session's keys.
+          if held == 0 and redis.call('PTTL', xkey(id)) == -1 then redis.call('PEXPIRE', xkey(id), KEY_TTL) end
+          redis.call('HSET', hkey(id), 'ls', S(seq), 'cb', S(cb))
+          addN, addB = addN + 1, addB + bytes
+          FAN_DONE = FAN_DONE + 1
+          if h[1] == 'a' and h[2] then note(h[2], id .. ' ' .. S(seq)) end
+        else
+          -- Expired, or a bound is hit: the append itself decides (it ends the session, with its letter).
+          flush()
+          local r = OPS['append']({ id, data, bin, '', '', '1' })
+          total = tonumber(redis.call('GET', BYTES) or '0')
+          if r[2] == 1 then
+            FAN_DONE = FAN_DONE + 1
+            if h[1] == 'a' and h[2] then note(h[2], id .. ' ' .. S(r[3])) end
+          elseif r[3] == 'unknown' then
+            -- Expired just now: not a member any more, so not refused either (its own letter says expired).
+            local last = LETTERS[#LETTERS]
+            if last and last[1] == id and last[2] == 'unknown' then LETTERS[#LETTERS] = nil end
+          else
+            -- A bound ended it: the message goes into its dead letter with the rest (seq 0: it never got one).
+            for _, l in ipairs(LETTERS) do
+              if l[1] == id and l[5] == 1 then l[5] = 0; table.insert(l[4], { '0-0', { 'c', '0', 'b', bin, 'd', data } }) end
+            end
+            if h[2] then note(h[2], id .. ' 0 ' .. tostring(r[3]) .. ' ' .. tostring(r[4])) end
+          end
+        end
+      end
+    end
+  end)
+  flush()
   FAN_LEFT = FAN_LEFT - #got / 2
   for _, node in ipairs(order) do
     redis.call('PUBLISH', P .. 'node:' .. node, bin .. '\\n' .. table.concat(notes[node], '\\n') .. '\\n\\n' .. data)
   end
+  if not ok then error(err) end
   return cursor, #got / 2 < want
 end
 

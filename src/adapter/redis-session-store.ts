@@ -337,6 +337,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   #pingNext: Promise<void> | null = null;
   #fanPumping = false;
   #fanAgain = false;
+  /** A fan-out started here is unfinished in Redis (its last reply said pending): every batch sent carries a fanWork (#pump). */
+  #fanOwed = false;
   readonly #limits: {
     resumeWindow: number;
     maxMessages: number;
@@ -808,7 +810,10 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   #fanOut(operation: 'broadcast' | 'publish', key: string, message: SessionMessage): Promise<FanOutResult> {
     return this.#run(operation, null, 'fanout', [key, message.data, message.binary ? '1' : '0'], (r): FanOutResult => {
       const pending = r[1] === 1;
-      if (pending) this.#pumpFanOut();
+      if (pending) {
+        this.#fanOwed = true;
+        this.#pumpFanOut();
+      }
       return { appended: r[2] as number, pending };
     });
   }
@@ -832,6 +837,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
           this.#fanAgain = false;
           if (!this.#ready || this.#closed) return;
           const r = await this.#call('fanWork', null, 'fanWork', []);
+          this.#fanOwed = r[1] === 1;
           if (r[1] !== 1 && !this.#fanAgain) return;
         }
       } catch {
@@ -1081,15 +1087,20 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       if (this.#inFlightBytes > 0 && this.#queue[this.#queueHead]!.bytes > room) return this.#probe(client);
       const ops: PendingOp[] = [];
       let bytes = 0;
+      let extra = 0;
+      if (this.#fanOwed) {
+        ops.push(this.#fanWorkOp());
+        extra = bytes = ops[0]!.bytes;
+      }
       while (this.#queueHead < this.#queue.length && ops.length < BATCH_MAX_OPS) {
         const next = this.#queue[this.#queueHead]!;
-        if (ops.length > 0 && (bytes + next.bytes > BATCH_MAX_BYTES || bytes + next.bytes > room)) break;
+        if (ops.length > (extra > 0 ? 1 : 0) && (bytes + next.bytes > BATCH_MAX_BYTES || bytes + next.bytes > room)) break;
         ops.push(next);
         bytes += next.bytes;
         if (next.op === 'ack' && this.#queuedAcks.get(next.id!) === next) this.#queuedAcks.delete(next.id!);
         this.#queue[this.#queueHead++] = undefined!;
       }
-      this.#queuedBytes -= bytes;
+      this.#queuedBytes -= bytes - extra;
       if (this.#queueHead === this.#queue.length) {
         this.#queue = [];
         this.#queueHead = 0;
@@ -1099,6 +1110,35 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       }
       this.#send(client, ops, bytes);
     }
+  }
+
+  /**
+   * A fanWork that rides in a batch sent anyway, while a fan-out started here
+   * is unfinished (#fanOwed): one chunk of FANOUT_CHUNK members per batch
+   * (the script's budget is per call, so one per batch), up to
+   * BATCHES_IN_FLIGHT chunks per event-loop turn. #pumpFanOut alone sends one
+   * chunk per round trip, each behind the operations queued before it: under
+   * a storm (10,000 sessions, 2 broadcasts a second: 40 chunks a second) a
+   * turn takes tens of milliseconds and the fan-outs fell behind without end
+   * (docs/scaling.md, "Fan-out in the store"). A failure is counted and
+   * logged by #failed; the sweep goes on with the queue in Redis.
+   */
+  #fanWorkOp(): PendingOp {
+    this.operations['fanWork'] = (this.operations['fanWork'] ?? 0) + 1;
+    return {
+      operation: 'fanWork',
+      id: null,
+      op: 'fanWork',
+      args: [],
+      bytes: OP_HEAP_BYTES + 7,
+      refused: undefined,
+      map: asReply,
+      resolve: (r) => {
+        // The latest answer wins: a batch sent earlier answers first (Redis answers one connection in order).
+        this.#fanOwed = (r as Reply[])[1] === 1;
+      },
+      reject: () => undefined,
+    };
   }
 
   #send(client: ScriptClient, ops: PendingOp[], bytes: number): void {

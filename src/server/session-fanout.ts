@@ -21,12 +21,17 @@ import type { Outbound } from './writer.ts';
 
 /** What a connection carrying a session offers the fan-out (SessionBinding). */
 export interface FanOutCarrier {
-  /** A message of the session got its seq: write it in order. */
-  deliver(seq: number, data: Outbound, binary: boolean): void;
+  /** A message of the session got its seq: write it in order (`frames`: the notification's, shared by the sessions at one seq). */
+  deliver(seq: number, data: Outbound, binary: boolean, frames?: SeqFrames | null): void;
   /** The session is unpersisted: write it under the next local seq. */
   deliverLocal(data: Outbound, binary: boolean): boolean;
   /** The session's stream reaches `seq`: read from the store what was not written yet. */
   catchUp(seq: number): void;
+}
+
+/** A fan-out's frames by seq (sessions.ts FanOutFrames): sessions at the same seq share one frame, made once. */
+export interface SeqFrames {
+  frame(seq: number): Buffer;
 }
 
 /** A session this node runs a machine for (sessions.ts's entry), as the fan-out sees it. */
@@ -46,8 +51,12 @@ export function routeFanOut<S extends FanOutSession>(
   delivery: FanOutDelivery,
   lookup: (id: string) => S | undefined,
   ended: (session: S, reason: SessionDeadLetterReason, detail: string) => void,
+  frames?: (data: Outbound, binary: boolean) => SeqFrames,
 ): void {
   const message = delivery.message;
+  // One notification names up to FANOUT_CHUNK sessions, most at the same seq when they joined together: one frame for
+  // those (measured: a frame per session was 4% of the node's CPU per delivery, its allocation and copy).
+  const shared = message !== null && frames !== undefined ? frames(message.data, message.binary) : null;
   for (const { id, seq } of delivery.sessions) {
     const session = lookup(id);
     const carrier = session?.carrier;
@@ -55,7 +64,7 @@ export function routeFanOut<S extends FanOutSession>(
     if (session.unpersisted) {
       // Its connection carries it alone now (its seqs jumped): the message goes on it, numbered locally.
       if (message !== null) carrier.deliverLocal(message.data, message.binary);
-    } else if (message !== null) carrier.deliver(seq, message.data, message.binary);
+    } else if (message !== null) carrier.deliver(seq, message.data, message.binary, shared);
     else carrier.catchUp(seq);
   }
   for (const e of delivery.ended) {

@@ -396,7 +396,7 @@ export class Sessions<Auth = unknown> {
       deadLetter: (letter) => this.onStoreDeadLetter(letter),
       fanOutDelivered: (delivery) => routeFanOut(delivery, (id) => this.entries.get(id), (entry, reason, detail) => {
         this.overflowed(entry, reason === 'memory' || reason === 'evicted' ? reason : 'overflow', detail);
-      }),
+      }, (data, binary) => new FanOutFrames(data, binary)),
       fanOutResync: () => {
         for (const entry of this.entries.values()) entry.carrier?.catchUp(Number.POSITIVE_INFINITY);
       },

@@ -190,3 +190,24 @@ test('peekAfter reads what a connection lacks without trimming (the node wrote m
   const beyond = await a.store.peekAfter(s.id, 9);
   assert.equal(!beyond.ok && beyond.reason, 'restarted');
 });
+
+test('the fan-out counts what it appends once per chunk: the cluster-wide byte bound (maxBufferedBytes) still ends the oldest detached session in the middle of a chunk, and the held messages and bytes stay exact', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `fan-${randomBytes(4).toString('hex')}:`;
+  // Room for 9 messages of 10 bytes over all sessions: the second broadcast to 5 sessions passes it at its fifth member.
+  const a = await node(t, redis, prefix, { maxBufferedBytes: 90 });
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) ids.push((await a.store.create({ owner: null })).id);
+  for (const id of ids.slice(0, 2)) await a.store.detach(id);
+  assert.deepEqual(await a.store.fanOut.broadcast({ data: '0123456789', binary: false }), { appended: 5, pending: false });
+  assert.deepEqual(await a.store.stats(), { sessions: 5, detached: 2, bufferedMessages: 5, bufferedBytes: 50, tombstones: 0 });
+  // 4 more fit (90 bytes); the fifth ends the oldest detached session (its held message freed), then is appended.
+  assert.deepEqual(await a.store.fanOut.broadcast({ data: 'abcdefghij', binary: false }), { appended: 5, pending: false });
+  assert.equal(a.letters.length, 1);
+  assert.equal(a.letters[0]!.reason, 'memory');
+  assert.equal(a.letters[0]!.sessionId, ids[0]);
+  assert.deepEqual(a.letters[0]!.messages.map((m) => [m.seq, String(m.data)]), [[1, '0123456789'], [2, 'abcdefghij']]);
+  // 4 live sessions × 2 messages of 10 bytes: the counters match the streams (no append counted twice or missed).
+  assert.deepEqual(await a.store.stats(), { sessions: 4, detached: 1, bufferedMessages: 8, bufferedBytes: 80, tombstones: 1 });
+});
