@@ -7,15 +7,33 @@
  * fan-outs go in chunks (FANOUT_CHUNK members per call), in order. Without
  * redis-server: SKIPPED (under CI=true: a failure).
  */
-import { test, type TestContext } from 'node:test';
+import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createRedisSessionStore, type RedisSessionStore, type RedisSessionStoreOptions } from '../../src/adapter/redis-session-store.ts';
 import { FANOUT_CHUNK } from '../../src/adapter/redis-session-scripts.ts';
 import type { FanOutDelivery, SessionDeadLetter } from '../../src/adapter/session-store.ts';
-import { startRedis, type RedisServer } from '../helpers/redis.ts';
+import { findRedisServer, spawnRedisServer, startRedis, type RedisServer } from '../helpers/redis.ts';
 import { waitFor } from '../helpers/server.ts';
+
+let shared: Promise<RedisServer> | null = null;
+/**
+ * One redis-server for the file (each test has its own key prefix), disposed after the file's tests, so a
+ * test's stores close while it still runs. A redis-server of the test's own was killed first (`t.after`
+ * hooks run in the order they were added) and the stores' close then waited out ioredis's 2 s disconnect
+ * timer, past the file's last test: 2–3 s more for the file's process. Without the binary: startRedis skips
+ * (or fails under CI=true).
+ */
+async function redisFor(t: TestContext): Promise<RedisServer | null> {
+  const binary = findRedisServer();
+  if (binary === null) return startRedis(t);
+  shared ??= spawnRedisServer(binary);
+  return shared;
+}
+after(async () => {
+  if (shared) await (await shared).dispose();
+});
 
 interface Node {
   store: RedisSessionStore;
@@ -44,7 +62,7 @@ function told(n: Node): Array<{ id: string; seq: number; data: string }> {
 }
 
 test('a publish reaches the members of its topic, a broadcast every session: each appended once under its next seq, held attached or detached, and each holder node told its pairs', async (t) => {
-  const redis = await startRedis(t);
+  const redis = await redisFor(t);
   if (!redis) return;
   const prefix = `fan-${randomBytes(4).toString('hex')}:`;
   const [a, b] = [await node(t, redis, prefix), await node(t, redis, prefix)];
@@ -86,7 +104,7 @@ test('a publish reaches the members of its topic, a broadcast every session: eac
 });
 
 test('attach names the node: a fan-out after it is told to the new holder, and the attach itself reports the last seq (one appended between the replay read and the attach)', async (t) => {
-  const redis = await startRedis(t);
+  const redis = await redisFor(t);
   if (!redis) return;
   const prefix = `fan-${randomBytes(4).toString('hex')}:`;
   const [a, b] = [await node(t, redis, prefix), await node(t, redis, prefix)];
@@ -103,7 +121,7 @@ test('attach names the node: a fan-out after it is told to the new holder, and t
 });
 
 test(`a broadcast to more sessions than one call appends (${FANOUT_CHUNK}) goes on in later calls, in order: every session gets every broadcast once, and two broadcasts in the order they were made`, async (t) => {
-  const redis = await startRedis(t);
+  const redis = await redisFor(t);
   if (!redis) return;
   const prefix = `fan-${randomBytes(4).toString('hex')}:`;
   const a = await node(t, redis, prefix);
@@ -149,7 +167,7 @@ test(`a broadcast to more sessions than one call appends (${FANOUT_CHUNK}) goes 
 });
 
 test('a detached session past its bound during a fan-out: it ends (overflow) with its messages and the refused one as dead letters of the publishing node, its holder is told, and a resume gets overflow', async (t) => {
-  const redis = await startRedis(t);
+  const redis = await redisFor(t);
   if (!redis) return;
   const prefix = `fan-${randomBytes(4).toString('hex')}:`;
   const a = await node(t, redis, prefix, { maxMessages: 2 });
@@ -171,7 +189,7 @@ test('a detached session past its bound during a fan-out: it ends (overflow) wit
 });
 
 test('peekAfter reads what a connection lacks without trimming (the node wrote more than its client may have received); readAfter, the resume, trims', async (t) => {
-  const redis = await startRedis(t);
+  const redis = await redisFor(t);
   if (!redis) return;
   const a = await node(t, redis, `fan-${randomBytes(4).toString('hex')}:`);
   const s = await a.store.create({ owner: null });

@@ -14,7 +14,7 @@ import { startDemoServer, type DemoServer, type DemoServerOptions } from '../../
 import { parseServerArgs, UsageError, type ServerCliOptions } from '../../src/cli/args.ts';
 import { DEFAULTS } from '../../src/server/options.ts';
 import { encodeFrame, Opcode, rawConnect } from '../helpers/raw-ws.ts';
-import { delay, waitFor } from '../helpers/server.ts';
+import { delay, waitFor, within } from '../helpers/server.ts';
 
 const T = { timeout: 60_000 };
 
@@ -36,15 +36,16 @@ async function probeOnce(port: number): Promise<number> {
   const t0 = performance.now();
   const ws = new WebSocket(`ws://127.0.0.1:${port}/server`);
   try {
-    const ms = await Promise.race([
+    // within(): the 5 s timer is cleared with the reply (a raw delay() in the race kept the process alive after the tests).
+    const ms = await within(
       new Promise<number>((resolve, reject) => {
         ws.once('error', reject);
         ws.once('open', () => ws.send('{"requestID":7,"command":"probe"}'));
         ws.once('message', () => resolve(performance.now() - t0));
       }),
-      delay(5_000).then(() => Infinity),
-    ]);
-    return ms;
+      5_000,
+    );
+    return ms ?? Infinity;
   } catch {
     return Infinity;
   } finally {

@@ -14,7 +14,7 @@ import WebSocket from 'ws';
 import type { Connection, SupervisorOptions } from '../../src/index.ts';
 import type { TurnScheduler } from '../../src/server/scheduler.ts';
 import { encodeFrame, Opcode, rawConnect, type RawWs } from '../helpers/raw-ws.ts';
-import { delay, startSupervisor, waitFor } from '../helpers/server.ts';
+import { delay, startSupervisor, waitFor, within } from '../helpers/server.ts';
 
 const T = { timeout: 60_000 };
 
@@ -189,14 +189,17 @@ async function probeOnce(port: number): Promise<number> {
   const t0 = performance.now();
   const ws = new WebSocket(`ws://127.0.0.1:${port}/server`);
   try {
-    return await Promise.race([
+    // within(): the 5 s timer is cleared with the reply. A raw delay() in the race stayed pending, and the
+    // last probes' kept the file's process alive ~5 s after its last test, holding a slot of the suite run.
+    const ms = await within(
       new Promise<number>((resolve, reject) => {
         ws.once('error', reject);
         ws.once('open', () => ws.send('{"requestID":7,"command":"probe"}'));
         ws.once('message', () => resolve(performance.now() - t0));
       }),
-      delay(5_000).then(() => Infinity),
-    ]);
+      5_000,
+    );
+    return ms ?? Infinity;
   } catch {
     return Infinity;
   } finally {
