@@ -71,7 +71,7 @@ import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } f
 import { LogSummary } from './log-summary.ts';
 import { fanOutFailureDetail, routeFanOut } from './session-fanout.ts';
 import type { Outbound } from './writer.ts';
-import { seqFrameOf } from './ws-internals.ts';
+import { releaseChunkList, seqFrameOf } from './ws-internals.ts';
 
 /** The supervisor option `sessions`: on when present. Store bounds go to the in-memory store (ignored when `store` is given). */
 export interface SessionOptions<Auth = unknown> extends Omit<MemorySessionStoreOptions, 'now'> {
@@ -207,6 +207,19 @@ interface PendingAppend {
   error: unknown;
 }
 
+/** Entry's rarely used fields (Entry.rare). */
+class EntryRare {
+  detachedAt: number | null = null;
+  appends: (PendingAppend | undefined)[] | null = null;
+  appendHead = 0;
+  counting: Map<number, number> | null = null;
+}
+
+/** Entry's flags. */
+const ENTRY_ENDED = 1;
+const ENTRY_UNPERSISTED = 2;
+const ENTRY_INCOMING = 4;
+
 /**
  * One live session here: the host of its machine (machines/session.machine.ts)
  * and the machine's `carrier`, which terminates connections the session left
@@ -228,26 +241,17 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
   routed: Connection<Auth> | null = null;
   /** Topic memberships (the store's, mirrored here so publishes route synchronously). NO_TOPICS (shared) until the first. */
   topics: ReadonlySet<string> = NO_TOPICS;
-  /** Set when the machine finished: entries are deleted then (R3). */
-  ended = false;
-  /** When the session last detached (epoch ms); null while a connection carries it. */
-  detachedAt: number | null = null;
-  /** The store failed on it: no resume may continue it; its connection carries it locally (docs/sessions.md, "Store failures"). */
-  unpersisted = false;
-  /** Appends not yet handled, in call order (from `appendHead`): bounded by what the store has in flight. Made on the first async one. */
-  appends: (PendingAppend | undefined)[] | null = null;
-  appendHead = 0;
+  /** `ended`, `unpersisted`, `incoming` (the accessors below), one bit each: one field where three took 8 bytes each. */
+  private bits = 0;
   /** The highest request cseq this process ran for the session. */
   lastCseqRun = 0;
-  /** Made for a resume under way (Sessions.incoming): routed for fan-outs, no machine, no carrier yet. */
-  incoming = false;
   /**
-   * Requests whose `beginRequest` a binding of this process sent and has not
-   * handled yet, by cseq (how many bindings): a `pending` verdict counted here
-   * is waited for while one is, and run when none is (its count's answer was
-   * lost). Made on the first; only the store's async path uses it.
+   * What few sessions ever need (`detachedAt`, `appends`, `appendHead`,
+   * `counting`: the accessors below), made on the first non-empty one: an
+   * idle attached session holds one null instead of four fields
+   * (docs/performance.md, "Sessions: idle").
    */
-  counting: Map<number, number> | null = null;
+  private rare: EntryRare | null = null;
   #runner: MachineRunner<SessionMachine> | null = null;
 
   constructor(
@@ -274,6 +278,65 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
   /** Stops the machine without finishing it, if it was started. */
   stopMachine(): void {
     this.#runner?.stop();
+  }
+
+  /** Set when the machine finished: entries are deleted then (R3). */
+  get ended(): boolean {
+    return (this.bits & ENTRY_ENDED) !== 0;
+  }
+  set ended(on: boolean) {
+    this.bits = on ? this.bits | ENTRY_ENDED : this.bits & ~ENTRY_ENDED;
+  }
+  /** The store failed on it: no resume may continue it; its connection carries it locally (docs/sessions.md, "Store failures"). */
+  get unpersisted(): boolean {
+    return (this.bits & ENTRY_UNPERSISTED) !== 0;
+  }
+  set unpersisted(on: boolean) {
+    this.bits = on ? this.bits | ENTRY_UNPERSISTED : this.bits & ~ENTRY_UNPERSISTED;
+  }
+  /** Made for a resume under way (Sessions.incoming): routed for fan-outs, no machine, no carrier yet. */
+  get incoming(): boolean {
+    return (this.bits & ENTRY_INCOMING) !== 0;
+  }
+  set incoming(on: boolean) {
+    this.bits = on ? this.bits | ENTRY_INCOMING : this.bits & ~ENTRY_INCOMING;
+  }
+
+  /** When the session last detached (epoch ms); null while a connection carries it. */
+  get detachedAt(): number | null {
+    return this.rare === null ? null : this.rare.detachedAt;
+  }
+  set detachedAt(at: number | null) {
+    if (this.rare !== null) this.rare.detachedAt = at;
+    else if (at !== null) (this.rare = new EntryRare()).detachedAt = at;
+  }
+  /** Appends not yet handled, in call order (from `appendHead`): bounded by what the store has in flight. Made on the first async one. */
+  get appends(): (PendingAppend | undefined)[] | null {
+    return this.rare === null ? null : this.rare.appends;
+  }
+  set appends(appends: (PendingAppend | undefined)[] | null) {
+    if (this.rare !== null) this.rare.appends = appends;
+    else if (appends !== null) (this.rare = new EntryRare()).appends = appends;
+  }
+  get appendHead(): number {
+    return this.rare === null ? 0 : this.rare.appendHead;
+  }
+  set appendHead(head: number) {
+    if (this.rare !== null) this.rare.appendHead = head;
+    else if (head !== 0) (this.rare = new EntryRare()).appendHead = head;
+  }
+  /**
+   * Requests whose `beginRequest` a binding of this process sent and has not
+   * handled yet, by cseq (how many bindings): a `pending` verdict counted here
+   * is waited for while one is, and run when none is (its count's answer was
+   * lost). Made on the first; only the store's async path uses it.
+   */
+  get counting(): Map<number, number> | null {
+    return this.rare === null ? null : this.rare.counting;
+  }
+  set counting(counting: Map<number, number> | null) {
+    if (this.rare !== null) this.rare.counting = counting;
+    else if (counting !== null) (this.rare = new EntryRare()).counting = counting;
   }
 
   /** Made when an inspector or a log asks, not per session. */
@@ -1097,6 +1160,23 @@ const PAUSED = 4;
 const LOCAL = 8;
 const FILLING = 16;
 const GAP_WAIT = 32;
+const REPLIED = 64;
+/** The phase's two bits (PHASES[bits]); 0: awaiting, the phase a binding starts in. */
+const PHASE_SHIFT = 7;
+const PHASE_MASK = 3 << PHASE_SHIFT;
+type Phase = 'awaiting' | 'attaching' | 'attached' | 'left';
+const PHASES: readonly Phase[] = ['awaiting', 'attaching', 'attached', 'left'];
+
+/** SessionBinding's rarely used fields (SessionBinding.rare). */
+class BindingRare {
+  resumeInfo: SessionInfo | null = null;
+  early: Map<number, { data: Outbound; binary: boolean }> | null = null;
+  inbox: Array<[Buffer, boolean]> | null = null;
+  expecting = 0;
+  catchUpTo = 0;
+  requests: Promise<void> | null = null;
+  waiting = 0;
+}
 
 /**
  * A request counted by a process that has not finished it (`pending`) is
@@ -1113,43 +1193,22 @@ const PENDING_HERE_MAX = 15_000;
 
 /** A connection's session side: what `Connection.send` and `Connection.onMessage` turn into on a session connection. */
 export class SessionBinding<Auth = unknown> implements SessionHandle {
-  /** awaiting: no `open`/`resume` yet; attaching: the store is answering; attached: carrying; left: another connection took over. */
-  private phase: 'awaiting' | 'attaching' | 'attached' | 'left' = 'awaiting';
   entry: Entry<Auth> | null = null;
   /** Which of its session's connections this is, as the session machine numbers them (machines/session.machine.ts). */
   lease: Lease = 0;
   /**
-   * The session as `connection.session` shows it, kept only for a resume or a
-   * failed one: a plain `open` (most sessions) has its info made when asked
-   * for (`info`), not held by each of 10k idle connections.
-   */
-  private resumeInfo: SessionInfo | null = null;
-  /**
-   * The binding's booleans, one bit each (see the accessors below: `live`,
-   * `endRequested`, `paused`, `local`, `filling`, `gapWait`): one field where six took
-   * 8 bytes each, on every idle session (docs/performance.md).
+   * The binding's booleans, one bit each, and its phase in two bits (see the
+   * accessors below: `phase`, `live`, `endRequested`, `paused`, `local`,
+   * `filling`, `gapWait`, `replied`): one field where eight took 8 bytes
+   * each, on every idle session (docs/performance.md).
    */
   private flags = LIVE;
   /** The highest seq written on this connection. */
   private written = 0;
-  /** Seqs resolved before their turn (or before the replay was written), or held while the socket pushes back. */
-  private early: Map<number, { data: Outbound; binary: boolean }> | null = null;
-  /** Frames received while the store answered `open`/`resume`: handled after `attached`. */
-  private inbox: Array<[Buffer, boolean]> | null = null;
-  /** A seq known to be in the store that this connection must write (a reply stored by another process), 0 none. */
-  private expecting = 0;
   /** The client has every seq up to this one (its resume position, then its acks): what a gap read may forget. */
   private clientAcked = 0;
-  /** A position asked for (catchUp) while a read was under way: read again after it, if still not written. */
-  private catchUpTo = 0;
-  /** The requests' verdicts from an async store, handled in order (made on the first). */
-  private requests: Promise<void> | null = null;
-  /** Requests on `requests` not handled yet: while any, a later one queues behind them (even with a sync store). */
-  private waiting = 0;
   /** The request whose handler runs now (its sends are its reply), 0 none. */
   private running = 0;
-  /** The running request's handler sent something (its reply). */
-  private replied = false;
   private lastRun = 0;
   private lastAcked = 0;
   /**
@@ -1158,6 +1217,85 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
    * (`attachTimer`, `ackTimer` below name its two uses).
    */
   private timer: ReturnType<typeof setTimeout> | null = null;
+  /**
+   * What an idle attached connection never needs (`resumeInfo`, `early`,
+   * `inbox`, `expecting`, `catchUpTo`, `requests`, `waiting`: the accessors
+   * below), made on the first non-empty one: one null instead of seven
+   * fields on every idle session (docs/performance.md, "Sessions: idle").
+   */
+  private rare: BindingRare | null = null;
+
+  /** The rare fields, made on first use. */
+  private get more(): BindingRare {
+    return (this.rare ??= new BindingRare());
+  }
+  /** awaiting: no `open`/`resume` yet; attaching: the store is answering; attached: carrying; left: another connection took over. */
+  private get phase(): Phase {
+    return PHASES[(this.flags & PHASE_MASK) >> PHASE_SHIFT]!;
+  }
+  private set phase(phase: Phase) {
+    this.flags = (this.flags & ~PHASE_MASK) | (PHASES.indexOf(phase) << PHASE_SHIFT);
+  }
+  /**
+   * The session as `connection.session` shows it, kept only for a resume or a
+   * failed one: a plain `open` (most sessions) has its info made when asked
+   * for (`info`), not held by each of 10k idle connections.
+   */
+  private get resumeInfo(): SessionInfo | null {
+    return this.rare === null ? null : this.rare.resumeInfo;
+  }
+  private set resumeInfo(info: SessionInfo | null) {
+    if (info !== null || this.rare !== null) this.more.resumeInfo = info;
+  }
+  /** Seqs resolved before their turn (or before the replay was written), or held while the socket pushes back. */
+  private get early(): Map<number, { data: Outbound; binary: boolean }> | null {
+    return this.rare === null ? null : this.rare.early;
+  }
+  private set early(early: Map<number, { data: Outbound; binary: boolean }> | null) {
+    if (early !== null || this.rare !== null) this.more.early = early;
+  }
+  /** Frames received while the store answered `open`/`resume`: handled after `attached`. */
+  private get inbox(): Array<[Buffer, boolean]> | null {
+    return this.rare === null ? null : this.rare.inbox;
+  }
+  private set inbox(inbox: Array<[Buffer, boolean]> | null) {
+    if (inbox !== null || this.rare !== null) this.more.inbox = inbox;
+  }
+  /** A seq known to be in the store that this connection must write (a reply stored by another process), 0 none. */
+  private get expecting(): number {
+    return this.rare === null ? 0 : this.rare.expecting;
+  }
+  private set expecting(seq: number) {
+    if (seq !== 0 || this.rare !== null) this.more.expecting = seq;
+  }
+  /** A position asked for (catchUp) while a read was under way: read again after it, if still not written. */
+  private get catchUpTo(): number {
+    return this.rare === null ? 0 : this.rare.catchUpTo;
+  }
+  private set catchUpTo(seq: number) {
+    if (seq !== 0 || this.rare !== null) this.more.catchUpTo = seq;
+  }
+  /** The requests' verdicts from an async store, handled in order (made on the first). */
+  private get requests(): Promise<void> | null {
+    return this.rare === null ? null : this.rare.requests;
+  }
+  private set requests(requests: Promise<void> | null) {
+    if (requests !== null || this.rare !== null) this.more.requests = requests;
+  }
+  /** Requests on `requests` not handled yet: while any, a later one queues behind them (even with a sync store). */
+  private get waiting(): number {
+    return this.rare === null ? 0 : this.rare.waiting;
+  }
+  private set waiting(n: number) {
+    if (n !== 0 || this.rare !== null) this.more.waiting = n;
+  }
+  /** The running request's handler sent something (its reply). */
+  private get replied(): boolean {
+    return (this.flags & REPLIED) !== 0;
+  }
+  private set replied(on: boolean) {
+    this.flags = on ? this.flags | REPLIED : this.flags & ~REPLIED;
+  }
 
   /** The session, or null before it is attached: `{ id, resumed, reason, detail }` (Connection.session). */
   get info(): SessionInfo | null {
@@ -1502,6 +1640,9 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     const inbox = this.inbox;
     this.inbox = null;
     if (inbox && this.live) for (const [data, isBinary] of inbox) this.receive(data, isBinary);
+    // Most session connections sit idle from here, their `open` the only frame they sent: ws's chunk list lets go of
+    // the backing store that frame left it (~150 bytes each; src/server/ws-internals.ts, item 5).
+    if (this.live) releaseChunkList(this.connection.ws);
   }
 
   /** @internal A message of the session got its seq: write it in order. `frames`: a fan-out's, shared by sessions at the same seq. */
