@@ -1166,6 +1166,7 @@ const PHASE_SHIFT = 7;
 const PHASE_MASK = 3 << PHASE_SHIFT;
 type Phase = 'awaiting' | 'attaching' | 'attached' | 'left';
 const PHASES: readonly Phase[] = ['awaiting', 'attaching', 'attached', 'left'];
+const ACK_DUE = 1 << 9;
 
 /** SessionBinding's rarely used fields (SessionBinding.rare). */
 class BindingRare {
@@ -1288,6 +1289,13 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   }
   private set waiting(n: number) {
     if (n !== 0 || this.rare !== null) this.more.waiting = n;
+  }
+  /** The ack timer is half through: the next reply carries the ack (`write`, `scheduleAck`). */
+  private get ackDue(): boolean {
+    return (this.flags & ACK_DUE) !== 0;
+  }
+  private set ackDue(on: boolean) {
+    this.flags = on ? this.flags | ACK_DUE : this.flags & ~ACK_DUE;
   }
   /** The running request's handler sent something (its reply). */
   private get replied(): boolean {
@@ -1781,12 +1789,13 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       // `<seq>:` itself (below). The writer counts `data`'s bytes; its dead letters are the store's (Connection.deadLetter).
       let frame: Buffer;
       if (frames !== null) frame = frames.frame(seq);
-      else if (this.running !== 0 && this.running - this.lastAcked >= this.sessions.options.ackEvery) {
+      else if (this.running > this.lastAcked && (this.running - this.lastAcked >= this.sessions.options.ackEvery || this.ackDue)) {
         // The reply of the request that makes the ack due (its count was taken by the store: it has run, and this reply
-        // is stored) carries the ack in the same write, a second frame after it: no write of its own (docs/sessions.md,
-        // "Acknowledgements").
+        // is stored), or any reply once the ack timer is half through, carries the ack in the same write, a second frame
+        // after it: no write of its own (docs/sessions.md, "Acknowledgements").
         frame = seqFrameOf(seq, data, binary, encodeServerAck(this.running));
         this.lastAcked = this.running;
+        this.ackDue = false;
         if (this.ackTimer) clearTimeout(this.ackTimer);
         this.ackTimer = null;
       } else frame = seqFrameOf(seq, data, binary);
@@ -1814,15 +1823,23 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     // Acknowledged already (with its reply: `write`).
     if (this.lastRun <= this.lastAcked) return;
     if (this.lastRun - this.lastAcked >= this.sessions.options.ackEvery) return this.sendAck();
+    // In two halves: after the first the ack is due, and the next reply carries it (`write`); only a client that sends
+    // nothing in the second half gets it alone, ackDelay after the first unacknowledged request as before. A client
+    // slower than ackEvery requests per ackDelay (most) then gets its acks with its replies, not in writes of their own.
+    const delay = this.sessions.options.ackDelay;
     this.ackTimer ??= setTimeout(() => {
-      this.ackTimer = null;
-      this.sendAck();
-    }, this.sessions.options.ackDelay);
+      this.ackDue = true;
+      this.ackTimer = setTimeout(() => {
+        this.ackTimer = null;
+        this.sendAck();
+      }, delay - (delay >> 1));
+    }, delay >> 1);
   }
 
   private sendAck(): void {
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = null;
+    this.ackDue = false;
     if (this.lastRun <= this.lastAcked || !this.live) return;
     this.lastAcked = this.lastRun;
     this.writeControl(encodeServerAck(this.lastRun));
