@@ -318,6 +318,11 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
     if (this.rare !== null) this.rare.appends = appends;
     else if (appends !== null) (this.rare = new EntryRare()).appends = appends;
   }
+  /** No append waits in `appends` (one read of `rare`, on every append). */
+  get appendsIdle(): boolean {
+    const rare = this.rare;
+    return rare === null || rare.appends === null || rare.appendHead >= rare.appends.length;
+  }
   get appendHead(): number {
     return this.rare === null ? 0 : this.rare.appendHead;
   }
@@ -678,7 +683,7 @@ export class Sessions<Auth = unknown> {
    */
   append(entry: Entry<Auth>, data: Outbound, binary: boolean, cseq: number, fanOut = false, message?: SessionMessage): void {
     const sync = this.sync;
-    const idle = entry.appends === null || entry.appendHead >= entry.appends.length;
+    const idle = entry.appendsIdle;
     let result: AppendResult | null = null;
     let error: unknown = null;
     if (sync !== null && !entry.unpersisted) {
@@ -1164,6 +1169,8 @@ const REPLIED = 64;
 /** The phase's two bits (PHASES[bits]); 0: awaiting, the phase a binding starts in. */
 const PHASE_SHIFT = 7;
 const PHASE_MASK = 3 << PHASE_SHIFT;
+/** The phase bits of `attached` (PHASES[2]). */
+const ATTACHED_BITS = 2 << PHASE_SHIFT;
 type Phase = 'awaiting' | 'attaching' | 'attached' | 'left';
 const PHASES: readonly Phase[] = ['awaiting', 'attaching', 'attached', 'left'];
 const ACK_DUE = 1 << 9;
@@ -1410,15 +1417,16 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
 
   /** Connection.onMessage on a session connection. */
   receive(data: Buffer, isBinary: boolean): void {
-    if (this.phase === 'attaching') {
+    const phase = this.phase;
+    if (phase === 'attaching') {
       // A heartbeat is answered at once (the store may take a while); everything else waits for `attached`.
       if (!isBinary && data[0] === OPEN_BRACE && decodeClientFrame(data, false).kind === 'ping') return this.writeControl(encodePong());
       (this.inbox ??= []).push([data, isBinary]);
       return;
     }
-    if (this.phase === 'left') return;
+    if (phase === 'left') return;
     if (!isBinary && data[0] === OPEN_BRACE) return this.control(data);
-    if (this.phase === 'awaiting') return this.violation('the first frame of a session connection must be {"session":"open"} or {"session":"resume",…}');
+    if (phase === 'awaiting') return this.violation('the first frame of a session connection must be {"session":"open"} or {"session":"resume",…}');
     // A data frame: `<cseq>:<payload>`; the payload is a view of the frame, not a copy.
     const d = decodeBinaryData(data);
     if (!d.ok) return this.violation(d.error);
@@ -1655,6 +1663,12 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
 
   /** @internal A message of the session got its seq: write it in order. `frames`: a fan-out's, shared by sessions at the same seq. */
   deliver(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null): void {
+    // The usual case in one test of the flags: live, attached, not paused, and the next seq.
+    if ((this.flags & (LIVE | PHASE_MASK | PAUSED)) === (LIVE | ATTACHED_BITS) && seq === this.written + 1) {
+      this.write(seq, data, binary, frames);
+      if (this.rare !== null && this.rare.early !== null) this.drainEarly();
+      return;
+    }
     if (!this.live || this.phase === 'left') return;
     if (seq <= this.written) return; // in the replay already
     if (this.phase !== 'attached' || seq > this.written + 1 || this.paused) {
