@@ -14,7 +14,8 @@
  *     a skipped seq is an integrity failure (counted as a gap);
  *   - cumulative acks every 32 data frames (the first after a random 1…32, so
  *     clients that get the same broadcasts do not all ack after the same one)
- *     or 1 s after the first unacknowledged one (client options
+ *     or 1 s after the first unacknowledged one (the first timer after a random
+ *     1…1000 ms, likewise; client options
  *     `session.ackEvery` / `ackDelay` of src/client/client.ts).
  *
  * It implements BenchClient (send / onMessage see the payloads only), so the
@@ -63,6 +64,8 @@ export class SessionClient implements BenchClient {
   /** The seq whose arrival makes the next ack due: ACK_EVERY after the last, the first at random (as the Node client). */
   private ackAt = firstAckAt();
   private ackTimer: NodeJS.Timeout | null = null;
+  /** The next ack timer's wait: the ack delay, the first one at random in 1…delay ms (as the Node client). */
+  private ackWait = firstAckAt(ackDelayMs());
   private cseq = 0;
   /** Requests not yet acknowledged by the server, in cseq order. */
   private readonly unacked: Array<{ cseq: number; text: string }> = [];
@@ -177,7 +180,10 @@ export class SessionClient implements BenchClient {
     this.lastSeq = seq;
     this.counters.delivered++;
     if (this.lastSeq >= this.ackAt) this.ack();
-    else if (this.ackTimer === null) this.ackTimer = setTimeout(() => this.ack(), ackDelayMs());
+    else if (this.ackTimer === null) {
+      this.ackTimer = setTimeout(() => this.ack(), this.ackWait);
+      this.ackWait = ackDelayMs();
+    }
     this.handler(payload);
   }
 
@@ -237,7 +243,7 @@ export async function connectSessionMany(url: string, n: number, options: { batc
   return clients;
 }
 
-/** As the Node client's first ack (src/client/client.ts `firstAckAt`): at a random count in 1…ACK_EVERY. */
-function firstAckAt(): number {
-  return 1 + Math.min(ACK_EVERY - 1, Math.floor(Math.random() * ACK_EVERY));
+/** As the Node client's first ack (src/client/client.ts `firstAckAt`): at a random count in 1…ACK_EVERY (or 1…`n`: the first timer's wait in ms). */
+function firstAckAt(n = ACK_EVERY): number {
+  return 1 + Math.min(n - 1, Math.floor(Math.random() * n));
 }

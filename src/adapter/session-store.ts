@@ -15,7 +15,8 @@
  * handed to `host.deadLetter` with its reason; a message it refuses to accept
  * is reported in the append result and handed over the same way.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import * as nodeCrypto from 'node:crypto';
+import { createHash, randomFillSync, timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../base/logger.ts';
 import type { ResumeFailureReason } from '../protocol/session.ts';
 
@@ -368,17 +369,42 @@ export const SESSION_ID_BYTES = 16;
 /** Resume tokens: 32 random bytes, base64url (43 characters): 256 bits, not guessable. */
 export const SESSION_TOKEN_BYTES = 32;
 
+/**
+ * Random bytes for ids and tokens, drawn from one pool refilled from the
+ * CSPRNG (as `randomBytes`, which it replaces): each byte is used once. One
+ * Buffer for many sessions instead of a Buffer (and its malloc'd backing
+ * store) per id and per token, freed only by a later GC (docs/performance.md,
+ * "Sessions: idle").
+ */
+const RANDOM_POOL = Buffer.alloc(64 * (SESSION_ID_BYTES + SESSION_TOKEN_BYTES));
+let randomOffset = RANDOM_POOL.length;
+
+function randomBase64url(bytes: number): string {
+  if (randomOffset + bytes > RANDOM_POOL.length) {
+    randomFillSync(RANDOM_POOL);
+    randomOffset = 0;
+  }
+  const out = RANDOM_POOL.toString('base64url', randomOffset, randomOffset + bytes);
+  // Used once: nothing of it stays in the pool to be read again.
+  RANDOM_POOL.fill(0, randomOffset, randomOffset + bytes);
+  randomOffset += bytes;
+  return out;
+}
+
 export function newSessionId(): string {
-  return randomBytes(SESSION_ID_BYTES).toString('base64url');
+  return randomBase64url(SESSION_ID_BYTES);
 }
 
 export function newSessionToken(): string {
-  return randomBytes(SESSION_TOKEN_BYTES).toString('base64url');
+  return randomBase64url(SESSION_TOKEN_BYTES);
 }
+
+/** Node's one-shot `crypto.hash` (20.12+): no Hash object per digest; `createHash` on older 20.x. */
+const oneShotHash = (nodeCrypto as { hash?: (algorithm: string, data: string, encoding: 'buffer') => Buffer }).hash;
 
 /** What a store keeps instead of the token: its SHA-256. A dump of the store yields no usable token. */
 export function tokenDigest(token: string): Buffer {
-  return createHash('sha256').update(token, 'utf8').digest();
+  return oneShotHash !== undefined ? oneShotHash('sha256', token, 'buffer') : createHash('sha256').update(token, 'utf8').digest();
 }
 
 /** Constant-time comparison of a presented token with a kept digest (digests are equally long by construction). */

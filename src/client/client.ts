@@ -203,10 +203,12 @@ export class Client {
     if (options.session) {
       const o = options.session === true ? {} : options.session;
       const ackEvery = positiveInt('session.ackEvery', o.ackEvery, CLIENT_DEFAULTS.session.ackEvery);
+      const ackDelay = positiveInt('session.ackDelay', o.ackDelay, CLIENT_DEFAULTS.session.ackDelay);
       this.sess = {
         ackEvery,
-        ackDelay: positiveInt('session.ackDelay', o.ackDelay, CLIENT_DEFAULTS.session.ackDelay),
+        ackDelay,
         id: null, token: null, epoch: null, lastSeq: 0, ackedSeq: 0, ackAt: firstAckAt(ackEvery, this.random), ackTimer: null,
+        ackWait: firstAckAt(ackDelay, this.random),
         awaitingAttached: false, nextCseq: 1, unacked: [],
       };
     } else this.sess = null;
@@ -456,10 +458,13 @@ export class Client {
   private scheduleAck(): void {
     const s = this.sess!;
     if (s.lastSeq >= s.ackAt) return this.sendAck();
-    s.ackTimer ??= setTimeout(() => {
+    if (s.ackTimer !== null) return;
+    s.ackTimer = setTimeout(() => {
       s.ackTimer = null;
       this.sendAck();
-    }, s.ackDelay);
+    }, s.ackWait);
+    // Only the client's first wait is drawn at random (firstAckAt): from then on clients stay apart by themselves.
+    s.ackWait = s.ackDelay;
   }
 
   private sendAck(): void {
@@ -614,6 +619,8 @@ interface SessionState {
   /** The seq whose arrival makes the next ack due by count: ackEvery after the last ack; the first one at random (firstAckAt). */
   ackAt: number;
   ackTimer: ReturnType<typeof setTimeout> | null;
+  /** How long the next ack timer waits: ackDelay, except the client's first one, at random in 1…ackDelay ms (firstAckAt). */
+  ackWait: number;
   /** open/resume sent on this connection, `attached` not yet received. */
   awaitingAttached: boolean;
   nextCseq: number;
@@ -627,6 +634,9 @@ interface SessionState {
  * then ack after different ones, a share at each, instead of every one of
  * them after the same broadcast (a burst of acks the server reads in the
  * turn it fans the next one out: docs/sessions.md, "Acknowledgements").
+ * The same for the first ack timer's wait (in ms, 1…ackDelay): broadcasts
+ * slower than ackEvery per ackDelay are acknowledged by the timer, armed by
+ * the same broadcast on every receiver.
  */
 function firstAckAt(ackEvery: number, random: () => number): number {
   return 1 + Math.min(ackEvery - 1, Math.floor(random() * ackEvery));

@@ -85,7 +85,7 @@ import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } f
 import { LogSummary } from './log-summary.ts';
 import { fanOutFailureDetail, routeFanOut } from './session-fanout.ts';
 import type { Outbound } from './writer.ts';
-import { seqFrameOf } from './ws-internals.ts';
+import { releaseChunkList, seqFrameOf } from './ws-internals.ts';
 
 /** The supervisor option `sessions`: on when present. Store bounds go to the in-memory store (ignored when `store` is given). */
 export interface SessionOptions<Auth = unknown> extends Omit<MemorySessionStoreOptions, 'now'> {
@@ -221,6 +221,18 @@ interface PendingAppend {
   error: unknown;
 }
 
+/** Entry's rarely used fields (Entry.rare). */
+class EntryRare {
+  detachedAt: number | null = null;
+  appends: (PendingAppend | undefined)[] | null = null;
+  appendHead = 0;
+  counting: Map<number, number> | null = null;
+}
+
+/** Entry's flags. */
+const ENTRY_ENDED = 1;
+const ENTRY_INCOMING = 2;
+
 /**
  * One live session here: the host of its machine (machines/session.machine.ts)
  * and the machine's `carrier`, which terminates connections the session left
@@ -242,24 +254,17 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
   routed: Connection<Auth> | null = null;
   /** Topic memberships (the store's, mirrored here so publishes route synchronously). NO_TOPICS (shared) until the first. */
   topics: ReadonlySet<string> = NO_TOPICS;
-  /** Set when the machine finished: entries are deleted then (R3). */
-  ended = false;
-  /** When the session last detached (epoch ms); null while a connection carries it. */
-  detachedAt: number | null = null;
-  /** Appends not yet handled, in call order (from `appendHead`): bounded by what the store has in flight. Made on the first async one. */
-  appends: (PendingAppend | undefined)[] | null = null;
-  appendHead = 0;
+  /** `ended`, `incoming` (the accessors below), one bit each: one field where two took 8 bytes each. */
+  private bits = 0;
   /** The highest request cseq this process ran for the session. */
   lastCseqRun = 0;
-  /** Made for a resume under way (Sessions.incoming): routed for fan-outs, no machine, no carrier yet. */
-  incoming = false;
   /**
-   * Requests whose `beginRequest` a binding of this process sent and has not
-   * handled yet, by cseq (how many bindings): a `pending` verdict counted here
-   * is waited for while one is, and run when none is (its count's answer was
-   * lost). Made on the first; only the store's async path uses it.
+   * What few sessions ever need (`detachedAt`, `appends`, `appendHead`,
+   * `counting`: the accessors below), made on the first non-empty one: an
+   * idle attached session holds one null instead of four fields
+   * (docs/performance.md, "Sessions: idle").
    */
-  counting: Map<number, number> | null = null;
+  private rare: EntryRare | null = null;
   #runner: MachineRunner<SessionMachine> | null = null;
 
   constructor(
@@ -296,6 +301,63 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
   /** Stops the machine without finishing it, if it was started. */
   stopMachine(): void {
     this.#runner?.stop();
+  }
+
+  /** Set when the machine finished: entries are deleted then (R3). */
+  get ended(): boolean {
+    return (this.bits & ENTRY_ENDED) !== 0;
+  }
+  set ended(on: boolean) {
+    this.bits = on ? this.bits | ENTRY_ENDED : this.bits & ~ENTRY_ENDED;
+  }
+  /** Made for a resume under way (Sessions.incoming): routed for fan-outs, no machine, no carrier yet. */
+  get incoming(): boolean {
+    return (this.bits & ENTRY_INCOMING) !== 0;
+  }
+  set incoming(on: boolean) {
+    this.bits = on ? this.bits | ENTRY_INCOMING : this.bits & ~ENTRY_INCOMING;
+  }
+
+  /** When the session last detached (epoch ms); null while a connection carries it. */
+  get detachedAt(): number | null {
+    return this.rare === null ? null : this.rare.detachedAt;
+  }
+  set detachedAt(at: number | null) {
+    if (this.rare !== null) this.rare.detachedAt = at;
+    else if (at !== null) (this.rare = new EntryRare()).detachedAt = at;
+  }
+  /** Appends not yet handled, in call order (from `appendHead`): bounded by what the store has in flight. Made on the first async one. */
+  get appends(): (PendingAppend | undefined)[] | null {
+    return this.rare === null ? null : this.rare.appends;
+  }
+  set appends(appends: (PendingAppend | undefined)[] | null) {
+    if (this.rare !== null) this.rare.appends = appends;
+    else if (appends !== null) (this.rare = new EntryRare()).appends = appends;
+  }
+  /** No append waits in `appends` (one read of `rare`, on every append). */
+  get appendsIdle(): boolean {
+    const rare = this.rare;
+    return rare === null || rare.appends === null || rare.appendHead >= rare.appends.length;
+  }
+  get appendHead(): number {
+    return this.rare === null ? 0 : this.rare.appendHead;
+  }
+  set appendHead(head: number) {
+    if (this.rare !== null) this.rare.appendHead = head;
+    else if (head !== 0) (this.rare = new EntryRare()).appendHead = head;
+  }
+  /**
+   * Requests whose `beginRequest` a binding of this process sent and has not
+   * handled yet, by cseq (how many bindings): a `pending` verdict counted here
+   * is waited for while one is, and run when none is (its count's answer was
+   * lost). Made on the first; only the store's async path uses it.
+   */
+  get counting(): Map<number, number> | null {
+    return this.rare === null ? null : this.rare.counting;
+  }
+  set counting(counting: Map<number, number> | null) {
+    if (this.rare !== null) this.rare.counting = counting;
+    else if (counting !== null) (this.rare = new EntryRare()).counting = counting;
   }
 
   /** Made when an inspector or a log asks, not per session. */
@@ -655,7 +717,7 @@ export class Sessions<Auth = unknown> {
    */
   append(entry: Entry<Auth>, data: Outbound, binary: boolean, cseq: number, fanOut = false, message?: SessionMessage): void {
     const sync = this.sync;
-    const idle = entry.appends === null || entry.appendHead >= entry.appends.length;
+    const idle = entry.appendsIdle;
     let result: AppendResult | null = null;
     let error: unknown = null;
     if (sync !== null && !entry.unpersisted) {
@@ -1136,6 +1198,25 @@ const LIVE = 1;
 const END_REQUESTED = 2;
 const PAUSED = 4;
 const LOCAL = 8;
+const REPLIED = 16;
+/** The phase's two bits (PHASES[bits]); 0: awaiting, the phase a binding starts in. */
+const PHASE_SHIFT = 5;
+const PHASE_MASK = 3 << PHASE_SHIFT;
+/** The phase bits of `attached` (PHASES[2]). */
+const ATTACHED_BITS = 2 << PHASE_SHIFT;
+type Phase = 'awaiting' | 'attaching' | 'attached' | 'left';
+const PHASES: readonly Phase[] = ['awaiting', 'attaching', 'attached', 'left'];
+const ACK_DUE = 1 << 7;
+
+/** SessionBinding's rarely used fields (SessionBinding.rare). */
+class BindingRare {
+  resumeInfo: SessionInfo | null = null;
+  early: Map<number, { data: Outbound; binary: boolean }> | null = null;
+  inbox: Array<[Buffer, boolean]> | null = null;
+  gapReader: MachineRunner<GapReaderMachine> | null = null;
+  requests: Promise<void> | null = null;
+  waiting = 0;
+}
 
 /**
  * A request counted by a process that has not finished it (`pending`) is
@@ -1152,44 +1233,22 @@ const PENDING_HERE_MAX = 15_000;
 
 /** A connection's session side: what `Connection.send` and `Connection.onMessage` turn into on a session connection. */
 export class SessionBinding<Auth = unknown> implements SessionHandle {
-  /** awaiting: no `open`/`resume` yet; attaching: the store is answering; attached: carrying; left: another connection took over. */
-  private phase: 'awaiting' | 'attaching' | 'attached' | 'left' = 'awaiting';
   entry: Entry<Auth> | null = null;
   /** Which of its session's connections this is, as the session machine numbers them (machines/session.machine.ts). */
   lease: Lease = 0;
   /**
-   * The session as `connection.session` shows it, kept only for a resume or a
-   * failed one: a plain `open` (most sessions) has its info made when asked
-   * for (`info`), not held by each of 10k idle connections.
-   */
-  private resumeInfo: SessionInfo | null = null;
-  /**
-   * The binding's booleans, one bit each (see the accessors below: `live`,
-   * `endRequested`, `paused`, `local`): one field where four took
-   * 8 bytes each, on every idle session (docs/performance.md).
+   * The binding's booleans, one bit each, and its phase in two bits (see the
+   * accessors below: `phase`, `live`, `endRequested`, `paused`, `local`,
+   * `replied`, `ackDue`): one field where seven took 8 bytes each, on every
+   * idle session (docs/performance.md).
    */
   private flags = LIVE;
   /** The highest seq written on this connection. */
   private written = 0;
-  /** Seqs resolved before their turn (or before the replay was written), or held while the socket pushes back. */
-  private early: Map<number, { data: Outbound; binary: boolean }> | null = null;
-  /** Frames received while the store answered `open`/`resume`: handled after `attached`. */
-  private inbox: Array<[Buffer, boolean]> | null = null;
   /** The client has every seq up to this one (its resume position, then its acks): what a gap read may forget. */
   private clientAcked = 0;
-  /**
-   * Reads what the store holds and this connection missed (machines/gap-reader.machine.ts): started at the
-   * connection's first gap; null on most connections, which never have one.
-   */
-  private gapReader: MachineRunner<GapReaderMachine> | null = null;
-  /** The requests' verdicts from an async store, handled in order (made on the first). */
-  private requests: Promise<void> | null = null;
-  /** Requests on `requests` not handled yet: while any, a later one queues behind them (even with a sync store). */
-  private waiting = 0;
   /** The request whose handler runs now (its sends are its reply), 0 none. */
   private running = 0;
-  /** The running request's handler sent something (its reply). */
-  private replied = false;
   private lastRun = 0;
   private lastAcked = 0;
   /**
@@ -1198,6 +1257,88 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
    * (`attachTimer`, `ackTimer` below name its two uses).
    */
   private timer: ReturnType<typeof setTimeout> | null = null;
+  /**
+   * What an idle attached connection never needs (`resumeInfo`, `early`,
+   * `inbox`, `gapReader`, `requests`, `waiting`: the accessors
+   * below), made on the first non-empty one: one null instead of six
+   * fields on every idle session (docs/performance.md, "Sessions: idle").
+   */
+  private rare: BindingRare | null = null;
+
+  /** The rare fields, made on first use. */
+  private get more(): BindingRare {
+    return (this.rare ??= new BindingRare());
+  }
+  /** awaiting: no `open`/`resume` yet; attaching: the store is answering; attached: carrying; left: another connection took over. */
+  private get phase(): Phase {
+    return PHASES[(this.flags & PHASE_MASK) >> PHASE_SHIFT]!;
+  }
+  private set phase(phase: Phase) {
+    this.flags = (this.flags & ~PHASE_MASK) | (PHASES.indexOf(phase) << PHASE_SHIFT);
+  }
+  /**
+   * The session as `connection.session` shows it, kept only for a resume or a
+   * failed one: a plain `open` (most sessions) has its info made when asked
+   * for (`info`), not held by each of 10k idle connections.
+   */
+  private get resumeInfo(): SessionInfo | null {
+    return this.rare === null ? null : this.rare.resumeInfo;
+  }
+  private set resumeInfo(info: SessionInfo | null) {
+    if (info !== null || this.rare !== null) this.more.resumeInfo = info;
+  }
+  /** Seqs resolved before their turn (or before the replay was written), or held while the socket pushes back. */
+  private get early(): Map<number, { data: Outbound; binary: boolean }> | null {
+    return this.rare === null ? null : this.rare.early;
+  }
+  private set early(early: Map<number, { data: Outbound; binary: boolean }> | null) {
+    if (early !== null || this.rare !== null) this.more.early = early;
+  }
+  /** Frames received while the store answered `open`/`resume`: handled after `attached`. */
+  private get inbox(): Array<[Buffer, boolean]> | null {
+    return this.rare === null ? null : this.rare.inbox;
+  }
+  private set inbox(inbox: Array<[Buffer, boolean]> | null) {
+    if (inbox !== null || this.rare !== null) this.more.inbox = inbox;
+  }
+  /**
+   * Reads what the store holds and this connection missed (machines/gap-reader.machine.ts): started at the
+   * connection's first gap; null on most connections, which never have one.
+   */
+  private get gapReader(): MachineRunner<GapReaderMachine> | null {
+    return this.rare === null ? null : this.rare.gapReader;
+  }
+  private set gapReader(reader: MachineRunner<GapReaderMachine> | null) {
+    if (reader !== null || this.rare !== null) this.more.gapReader = reader;
+  }
+  /** The requests' verdicts from an async store, handled in order (made on the first). */
+  private get requests(): Promise<void> | null {
+    return this.rare === null ? null : this.rare.requests;
+  }
+  private set requests(requests: Promise<void> | null) {
+    if (requests !== null || this.rare !== null) this.more.requests = requests;
+  }
+  /** Requests on `requests` not handled yet: while any, a later one queues behind them (even with a sync store). */
+  private get waiting(): number {
+    return this.rare === null ? 0 : this.rare.waiting;
+  }
+  private set waiting(n: number) {
+    if (n !== 0 || this.rare !== null) this.more.waiting = n;
+  }
+  /** The ack timer is half through: the next reply carries the ack (`write`, `scheduleAck`). */
+  private get ackDue(): boolean {
+    return (this.flags & ACK_DUE) !== 0;
+  }
+  private set ackDue(on: boolean) {
+    this.flags = on ? this.flags | ACK_DUE : this.flags & ~ACK_DUE;
+  }
+  /** The running request's handler sent something (its reply). */
+  private get replied(): boolean {
+    return (this.flags & REPLIED) !== 0;
+  }
+  private set replied(on: boolean) {
+    this.flags = on ? this.flags | REPLIED : this.flags & ~REPLIED;
+  }
 
   /** The session, or null before it is attached: `{ id, resumed, reason, detail }` (Connection.session). */
   get info(): SessionInfo | null {
@@ -1290,15 +1431,16 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
 
   /** Connection.onMessage on a session connection. */
   receive(data: Buffer, isBinary: boolean): void {
-    if (this.phase === 'attaching') {
+    const phase = this.phase;
+    if (phase === 'attaching') {
       // A heartbeat is answered at once (the store may take a while); everything else waits for `attached`.
       if (!isBinary && data[0] === OPEN_BRACE && decodeClientFrame(data, false).kind === 'ping') return this.writeControl(encodePong());
       (this.inbox ??= []).push([data, isBinary]);
       return;
     }
-    if (this.phase === 'left') return;
+    if (phase === 'left') return;
     if (!isBinary && data[0] === OPEN_BRACE) return this.control(data);
-    if (this.phase === 'awaiting') return this.violation('the first frame of a session connection must be {"session":"open"} or {"session":"resume",…}');
+    if (phase === 'awaiting') return this.violation('the first frame of a session connection must be {"session":"open"} or {"session":"resume",…}');
     // A data frame: `<cseq>:<payload>`; the payload is a view of the frame, not a copy.
     const d = decodeBinaryData(data);
     if (!d.ok) return this.violation(d.error);
@@ -1549,10 +1691,19 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     const inbox = this.inbox;
     this.inbox = null;
     if (inbox && this.live) for (const [data, isBinary] of inbox) this.receive(data, isBinary);
+    // Most session connections sit idle from here, their `open` the only frame they sent: ws's chunk list lets go of
+    // the backing store that frame left it (~150 bytes each; src/server/ws-internals.ts, item 5).
+    if (this.live) releaseChunkList(this.connection.ws);
   }
 
   /** @internal A message of the session got its seq: write it in order. `frames`: a fan-out's, shared by sessions at the same seq. */
   deliver(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null): void {
+    // The usual case in one test of the flags: live, attached, not paused, and the next seq.
+    if ((this.flags & (LIVE | PHASE_MASK | PAUSED)) === (LIVE | ATTACHED_BITS) && seq === this.written + 1) {
+      this.write(seq, data, binary, frames);
+      if (this.rare !== null && this.rare.early !== null) this.drainEarly();
+      return;
+    }
     if (!this.live || this.phase === 'left') return;
     if (seq <= this.written) return; // in the replay already
     if (this.phase !== 'attached' || seq > this.written + 1 || this.paused) {
@@ -1692,12 +1843,13 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       // `<seq>:` itself (below). The writer counts `data`'s bytes; its dead letters are the store's (Connection.deadLetter).
       let frame: Buffer;
       if (frames !== null) frame = frames.frame(seq);
-      else if (this.running !== 0 && this.running - this.lastAcked >= this.sessions.options.ackEvery) {
+      else if (this.running > this.lastAcked && (this.running - this.lastAcked >= this.sessions.options.ackEvery || this.ackDue)) {
         // The reply of the request that makes the ack due (its count was taken by the store: it has run, and this reply
-        // is stored) carries the ack in the same write, a second frame after it: no write of its own (docs/sessions.md,
-        // "Acknowledgements").
+        // is stored), or any reply once the ack timer is half through, carries the ack in the same write, a second frame
+        // after it: no write of its own (docs/sessions.md, "Acknowledgements").
         frame = seqFrameOf(seq, data, binary, encodeServerAck(this.running));
         this.lastAcked = this.running;
+        this.ackDue = false;
         if (this.ackTimer) clearTimeout(this.ackTimer);
         this.ackTimer = null;
       } else frame = seqFrameOf(seq, data, binary);
@@ -1725,15 +1877,23 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     // Acknowledged already (with its reply: `write`).
     if (this.lastRun <= this.lastAcked) return;
     if (this.lastRun - this.lastAcked >= this.sessions.options.ackEvery) return this.sendAck();
+    // In two halves: after the first the ack is due, and the next reply carries it (`write`); only a client that sends
+    // nothing in the second half gets it alone, ackDelay after the first unacknowledged request as before. A client
+    // slower than ackEvery requests per ackDelay (most) then gets its acks with its replies, not in writes of their own.
+    const delay = this.sessions.options.ackDelay;
     this.ackTimer ??= setTimeout(() => {
-      this.ackTimer = null;
-      this.sendAck();
-    }, this.sessions.options.ackDelay);
+      this.ackDue = true;
+      this.ackTimer = setTimeout(() => {
+        this.ackTimer = null;
+        this.sendAck();
+      }, delay - (delay >> 1));
+    }, delay >> 1);
   }
 
   private sendAck(): void {
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = null;
+    this.ackDue = false;
     if (this.lastRun <= this.lastAcked || !this.live) return;
     this.lastAcked = this.lastRun;
     this.writeControl(encodeServerAck(this.lastRun));

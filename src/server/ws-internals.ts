@@ -48,6 +48,13 @@
  *      fair scheduler (src/server/scheduler.ts): a peer over its share of a
  *      turn keeps its frames as bytes in `ws` and the kernel, not as parsed
  *      messages in ours, and nothing is parsed for it until its next turn.
+ *   5. The Receiver's chunk list: `_buffers`, the chunks not parsed yet (an
+ *      array ws pushes each read to and shifts as it parses), and
+ *      `_bufferedBytes`, their byte count. An array once pushed to keeps its
+ *      backing store (~150 bytes) when shifted empty: a connection that sent
+ *      one frame and went quiet (a session's `open`) holds it for its whole
+ *      life. `releaseChunkList` swaps an empty list for a fresh `[]` (no
+ *      backing store) while nothing is buffered, which ws cannot tell apart.
  */
 import type { EventEmitter } from 'node:events';
 import type WebSocket from 'ws';
@@ -64,6 +71,22 @@ export const WS_RECEIVER_MEMBER = '_receiver';
 /** ws's frame parser of an open socket; undefined before the socket is set (or if a ws upgrade renamed it). */
 export function receiverOf(ws: WebSocket): WsReceiver | undefined {
   return (ws as unknown as Record<typeof WS_RECEIVER_MEMBER, WsReceiver | undefined>)[WS_RECEIVER_MEMBER];
+}
+
+/** The Receiver's chunk list and its byte count (item 5): the member names, checked by the test. */
+export const WS_CHUNKS = '_buffers';
+export const WS_CHUNK_BYTES = '_bufferedBytes';
+
+/**
+ * Lets go of the backing store of `ws`'s Receiver's chunk list when nothing
+ * is buffered (item 5): for a connection about to sit idle. A no-op while
+ * bytes wait, and when a ws upgrade renamed the members.
+ */
+export function releaseChunkList(ws: WebSocket): void {
+  const receiver = receiverOf(ws) as unknown as Record<string, unknown> | undefined;
+  if (receiver === undefined) return;
+  const chunks = receiver[WS_CHUNKS];
+  if (receiver[WS_CHUNK_BYTES] === 0 && Array.isArray(chunks) && chunks.length === 0) receiver[WS_CHUNKS] = [];
 }
 
 /** The description of ws's `kWebSocket` symbol, the Receiver's back-pointer to its WebSocket (item 1). */

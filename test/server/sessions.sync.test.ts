@@ -15,7 +15,8 @@ import { MemorySessionStore } from '../../src/adapter/memory-session-store.ts';
 import type { SessionStoreSync } from '../../src/adapter/session-store.ts';
 import { decodeServerFrame, encodeTextData, type ServerFrame } from '../../src/protocol/session.ts';
 import type { SessionLifecycleEvent } from '../../src/server/sessions.ts';
-import { closeOf, startSupervisor, waitFor } from '../helpers/server.ts';
+import { closeOf, delay, startSupervisor, waitFor } from '../helpers/server.ts';
+import { pace } from '../helpers/pace.ts';
 
 /** The in-memory store, counting its calls by path, and able to fail one sync operation on demand. */
 class CountingStore extends MemorySessionStore {
@@ -44,12 +45,12 @@ class CountingStore extends MemorySessionStore {
   }
 }
 
-async function start(t: TestContext) {
+async function start(t: TestContext, acks: { ackEvery?: number; ackDelay?: number } = {}) {
   const store = new CountingStore();
   /** requestID → how many times the handler ran it. */
   const runs = new Map<number, number>();
   const srv = await startSupervisor({
-    sessions: { store, ackEvery: 4 },
+    sessions: { store, ackEvery: 4, ...acks },
     timing: { closeTimeout: 300 },
     onMessage(connection, data) {
       const request = JSON.parse(data.toString()) as { requestID: number; someOtherThing: string };
@@ -173,4 +174,24 @@ test("the server's ack rides with the reply that makes it due: right after that 
   assert.deepEqual(order.slice(6, 9), ['d7', 'a4', 'd8'], `request 4's ack follows its first message: ${order.join(' ')}`);
   assert.deepEqual(order.slice(15, 18), ['d15', 'a8', 'd16'], `request 8's ack follows its first message: ${order.join(' ')}`);
   assert.equal(order.length, 18, `16 messages and 2 acks, nothing else: ${order.join(' ')}`);
+});
+
+test("a time-due ack: once the ack timer is half through, the next reply carries it; with no reply in the second half it goes alone, ackDelay after the first unacknowledged request", async (t) => {
+  // Scaled by this machine's measured pace: request 2 goes at three quarters of the delay, a quarter from either half's end.
+  const ackDelay = pace.scaled(1_200);
+  const srv = await start(t, { ackEvery: 1_000, ackDelay });
+  const { ws, frames } = await open(t, srv.url);
+  const order = (): string[] => frames.slice(1).map((f) => (f.kind === 'data' ? `d${f.seq}` : f.kind === 'ack' ? `a${f.cseq}` : f.kind));
+  ws.send(request(1));
+  await waitFor(() => dataOf(frames).length === 2, 5_000, 'the first reply');
+  await delay(Math.round(ackDelay * 0.75));
+  ws.send(request(2));
+  await waitFor(() => dataOf(frames).length === 4, 5_000, 'the second reply');
+  assert.deepEqual(order(), ['d1', 'd2', 'd3', 'a2', 'd4'], `the ack rides with reply 2, none came alone before: ${order().join(' ')}`);
+  const sent = Date.now();
+  ws.send(request(3));
+  await waitFor(() => frames.some((f) => f.kind === 'ack' && f.cseq === 3), pace.scaled(5_000) + ackDelay, 'the ack of request 3');
+  const waited = Date.now() - sent;
+  assert.ok(waited >= ackDelay * 0.9, `the lone ack came after the whole delay (${waited} ms of ${ackDelay})`);
+  assert.deepEqual(order().slice(5), ['d5', 'd6', 'a3'], `alone, after the reply: ${order().join(' ')}`);
 });

@@ -413,7 +413,9 @@ describe('sessions: client acks', () => {
   test("a client's first ack falls due at a random count in 1…ackEvery, then every ackEvery (receivers of the same broadcasts do not all ack after the same one)", async (t) => {
     const srv = await startSessionServer(t);
     // A second's ack timer never fires within the test: only the count sends acks. random 0: the first at 1; near 1: at 32.
-    const early = sessionClient(t, srv.url, { session: { ackDelay: 60_000 }, random: () => 0 });
+    // The early client's second draw is its first ack timer's wait: near 1, a minute.
+    const draws = [0, 0.9999];
+    const early = sessionClient(t, srv.url, { session: { ackDelay: 60_000 }, random: () => draws.shift() ?? 0 });
     const late = sessionClient(t, srv.url, { session: { ackDelay: 60_000 }, random: () => 0.9999 });
     const got = [pushes(early), pushes(late)];
     await opened(early);
@@ -436,6 +438,36 @@ describe('sessions: client acks', () => {
     for (let n = 2; n <= 40; n++) push(n);
     await waitFor(() => got.every((g) => g.length === 40));
     await until(async () => (await acked(early)) === 33 && (await acked(late)) === 32, 'acks at 1 then 33 (early), at 32 (late)');
+  });
+});
+
+describe('sessions: client ack timer', () => {
+  test("a client's first ack timer waits a random 1…ackDelay ms, the next ones ackDelay (receivers of the same slow broadcasts do not all ack in the same moment)", async (t) => {
+    const srv = await startSessionServer(t);
+    // The count never makes an ack due (its first at 1000: random 1 - ε, then at 501 for the new session); the first timer
+    // waits 1 ms (random 0), then 60 s.
+    const draws = [0.9999, 0];
+    const early = sessionClient(t, srv.url, { session: { ackEvery: 1000, ackDelay: 60_000 }, random: () => draws.shift() ?? 0.5 });
+    const late = sessionClient(t, srv.url, { session: { ackEvery: 1000, ackDelay: 60_000 }, random: () => 0.9999 });
+    const got = [pushes(early), pushes(late)];
+    await opened(early);
+    await opened(late);
+    const store = srv.supervisor.sessions!.store;
+    const acked = async (c: Client): Promise<number> => (await store.get(c.sessionId!))!.ackedSeq;
+    const push = (n: number): void => void srv.supervisor.broadcast(JSON.stringify({ command: 'broadcast', someOtherThing: `b${n}` }));
+    push(1);
+    await waitFor(() => got.every((g) => g.length === 1));
+    const deadline = Date.now() + pace.scaled(2_000);
+    while ((await acked(early)) !== 1) {
+      if (Date.now() > deadline) throw new Error('the early client did not ack after its first timer (1 ms)');
+      await delay(5);
+    }
+    push(2);
+    await waitFor(() => got.every((g) => g.length === 2));
+    // Its second timer waits the whole ackDelay (60 s): nothing more is acknowledged meanwhile; the late one's first waits ~60 s too.
+    await delay(200);
+    assert.equal(await acked(early), 1, 'the second ack waits ackDelay');
+    assert.equal(await acked(late), 0, 'a first wait drawn near ackDelay has not passed');
   });
 });
 

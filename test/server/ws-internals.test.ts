@@ -14,7 +14,8 @@ import type { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import WebSocket, { WebSocketServer } from 'ws';
 import { encodeBinaryData, encodeTextData } from '../../src/protocol/session.ts';
-import { canHoldParser, frameOf, framesDirectly, observeConclude, ParserHold, pingFrame, receiverOf, seqFrameOf, websocketOf, WS_BACK_POINTER, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP } from '../../src/server/ws-internals.ts';
+import { waitFor } from '../helpers/server.ts';
+import { canHoldParser, frameOf, framesDirectly, observeConclude, ParserHold, pingFrame, receiverOf, releaseChunkList, seqFrameOf, websocketOf, WS_BACK_POINTER, WS_CHUNK_BYTES, WS_CHUNKS, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP } from '../../src/server/ws-internals.ts';
 
 const require = createRequire(import.meta.url);
 const WS_VERSION = (require('ws/package.json') as { version: string }).version;
@@ -58,6 +59,30 @@ test(`ws.${WS_RECEIVER_MEMBER} is ws's Receiver, an EventEmitter that ws itself 
     assert.equal(typeof wsExports.Receiver, 'function', changed('ws no longer exports Receiver'));
     assert.ok(receiver instanceof wsExports.Receiver!, changed(`${WS_RECEIVER_MEMBER} is not ws's Receiver`));
     assert.ok(receiver.listenerCount(WS_CONCLUDE) >= 1, changed(`ws no longer listens to its Receiver's '${WS_CONCLUDE}'`));
+  } finally {
+    await p.close();
+  }
+});
+
+test(`ws's Receiver keeps its unparsed chunks in ${WS_CHUNKS} (emptied as it parses) and counts them in ${WS_CHUNK_BYTES}; releaseChunkList swaps the empty list for a new one and the next messages arrive as before`, async () => {
+  const p = await pair();
+  try {
+    const receiver = receiverOf(p.server) as unknown as Record<string, unknown>;
+    const got: string[] = [];
+    p.server.on('message', (data: Buffer) => got.push(data.toString()));
+    p.client.send('one');
+    await waitFor(() => got.length === 1, 5000, 'the first message');
+    const chunks = receiver[WS_CHUNKS];
+    assert.ok(Array.isArray(chunks), changed(`the Receiver has no ${WS_CHUNKS} array`));
+    assert.equal(chunks.length, 0, changed(`${WS_CHUNKS} is not emptied once its frame is parsed`));
+    assert.equal(receiver[WS_CHUNK_BYTES], 0, changed(`${WS_CHUNK_BYTES} is not 0 once every frame is parsed`));
+    releaseChunkList(p.server);
+    assert.notEqual(receiver[WS_CHUNKS], chunks, 'an empty chunk list is replaced');
+    assert.deepEqual(receiver[WS_CHUNKS], []);
+    p.client.send('two');
+    p.client.send('three');
+    await waitFor(() => got.length === 3, 5000, 'the next two messages');
+    assert.deepEqual(got, ['one', 'two', 'three']);
   } finally {
     await p.close();
   }
