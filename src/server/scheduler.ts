@@ -184,6 +184,8 @@ export interface BudgetLimits {
   bytes: number;
   /** Fan-out cost per window: recipients × bytes of the broadcasts and publishes charged to the connection. */
   fanOut: number;
+  /** Control frames (pings and pongs) per window: each costs a parse, a ping a pong write, and no application work. */
+  control: number;
 }
 
 /**
@@ -196,6 +198,7 @@ export class BudgetUse {
   messages = 0;
   bytes = 0;
   fanOut = 0;
+  control = 0;
   /** The close reason of the budget exceeded, once one is (then it stays: the connection is closing). */
   exceeded: string | null = null;
 
@@ -203,13 +206,14 @@ export class BudgetUse {
     this.start = now;
   }
 
-  /** Counts one inbound message; returns the name of the budget it exceeds, or null. */
-  inbound(limits: BudgetLimits, now: number, bytes: number): string | null {
+  /** Counts one inbound message (`control`: a ping or pong frame); returns the name of the budget it exceeds, or null. */
+  inbound(limits: BudgetLimits, now: number, bytes: number, control = false): string | null {
     if (now - this.start >= limits.window) this.reset(now);
     this.messages++;
     this.bytes += bytes;
     if (limits.messages > 0 && this.messages > limits.messages) return overReason('message', limits.messages, limits.window);
     if (limits.bytes > 0 && this.bytes > limits.bytes) return overReason('byte', limits.bytes, limits.window);
+    if (control && limits.control > 0 && ++this.control > limits.control) return overReason('control-frame', limits.control, limits.window);
     return null;
   }
 
@@ -226,6 +230,7 @@ export class BudgetUse {
     this.messages = 0;
     this.bytes = 0;
     this.fanOut = 0;
+    this.control = 0;
   }
 }
 

@@ -48,6 +48,15 @@
  *      fair scheduler (src/server/scheduler.ts): a peer over its share of a
  *      turn keeps its frames as bytes in `ws` and the kernel, not as parsed
  *      messages in ours, and nothing is parsed for it until its next turn.
+ *   5. The Receiver's `_write` and its buffered bytes (`_buffers`,
+ *      `_bufferedBytes`): once a peer is over a budget (R21, the connection is
+ *      closing 1008), `ParserHold.discard()` empties the bytes not yet parsed
+ *      and sets an instance `_write` that drops every later chunk and calls
+ *      back at once, unparsed (ws does the same itself after a close frame).
+ *      The Writable still ends and finishes, so ws still emits 'close'; the
+ *      socket flows until `DISCARD_ALLOWANCE` bytes were dropped (a well-behaved
+ *      peer's last frames and its FIN come within it), then ws pauses it and
+ *      TCP pushes back on the peer until the close timeout ends the socket.
  */
 import type { EventEmitter } from 'node:events';
 import type WebSocket from 'ws';
@@ -114,12 +123,28 @@ export function observeConclude(receiver: WsReceiver, handler: ConcludeHandler):
 /** The Receiver's parse loop (item 4): the member names, checked by the test. */
 export const WS_START_LOOP = 'startLoop';
 export const WS_LOOP = '_loop';
+/** The Receiver's Writable `_write` and its unparsed bytes (item 5). */
+export const WS_WRITE = '_write';
+export const WS_BUFFERS = '_buffers';
+export const WS_BUFFERED_BYTES = '_bufferedBytes';
+
+/**
+ * Bytes a discarding Receiver still takes from the socket before ws pauses it
+ * (item 5): a peer that stops sending when it reads our close frame (a client
+ * over a budget) has its last frames and its FIN read within it, so its close
+ * ends at once; a flooder's further bytes cost no more than this, then TCP
+ * pushes back on it until the close timeout.
+ */
+export const DISCARD_ALLOWANCE = 1 << 20;
 
 type LoopCallback = (err?: Error | null) => void;
 const HOLD = Symbol('ws-supervisor.hold');
 interface ParseLoop {
   [WS_START_LOOP]: (cb: LoopCallback) => void;
   [WS_LOOP]: boolean;
+  [WS_WRITE]: (chunk: Buffer, encoding: string, cb: LoopCallback) => void;
+  [WS_BUFFERS]: Buffer[];
+  [WS_BUFFERED_BYTES]: number;
   readonly destroyed: boolean;
   destroy(err?: Error): void;
   [HOLD]?: ParserHold;
@@ -148,11 +173,32 @@ function heldStartLoop(this: ParseLoop, cb: LoopCallback): void {
   });
 }
 
-/** Whether `receiver` has the parse loop `ParserHold` needs (item 4); false after a `ws` upgrade that changed it. */
+/**
+ * The Receiver's `_write` while discarding (item 5; one function for every
+ * Receiver: `this` is the Receiver): the chunk is dropped unparsed. Past
+ * `DISCARD_ALLOWANCE` bytes, ws pauses the socket (its public `pause()`).
+ */
+function discardWrite(this: ParseLoop, chunk: Buffer, _encoding: string, cb: LoopCallback): void {
+  const hold = this[HOLD];
+  if (hold !== undefined) {
+    hold.discarded += chunk.length;
+    if (hold.discarded > DISCARD_ALLOWANCE) websocketOf(this as unknown as WsReceiver)?.pause();
+  }
+  cb();
+}
+
+/** Whether `receiver` has the parse loop and buffers `ParserHold` needs (items 4 and 5); false after a `ws` upgrade that changed them. */
 export function canHoldParser(receiver: WsReceiver | undefined): receiver is WsReceiver {
   if (receiver === undefined) return false;
   const loop = receiver as unknown as ParseLoop;
-  return typeof loop[WS_START_LOOP] === 'function' && typeof loop[WS_LOOP] === 'boolean' && typeof loop.destroy === 'function';
+  return (
+    typeof loop[WS_START_LOOP] === 'function' &&
+    typeof loop[WS_LOOP] === 'boolean' &&
+    typeof loop.destroy === 'function' &&
+    typeof loop[WS_WRITE] === 'function' &&
+    Array.isArray(loop[WS_BUFFERS]) &&
+    typeof loop[WS_BUFFERED_BYTES] === 'number'
+  );
 }
 
 /**
@@ -166,6 +212,8 @@ export function canHoldParser(receiver: WsReceiver | undefined): receiver is WsR
 export class ParserHold {
   /** True from `hold()` to `release()`. */
   held = false;
+  /** Bytes dropped unparsed since `discard()` (item 5). */
+  discarded = 0;
   /** The callback of the write whose bytes are not all parsed (or `outOfBand`); null when none is kept. */
   private parked: LoopCallback | null = null;
   private disposed = false;
@@ -208,6 +256,31 @@ export class ParserHold {
   dispose(): void {
     this.disposed = true;
     if (this.held) this.release();
+  }
+
+  /** True once `discard()` was called: nothing more is parsed. */
+  get discarding(): boolean {
+    return this.loop[WS_WRITE] === discardWrite;
+  }
+
+  /**
+   * Nothing more is parsed, ever (item 5): the bytes not yet parsed are
+   * dropped, and so is every later chunk. Called from a listener of the parse
+   * loop, the loop ends after the frame being delivered; called while held,
+   * the kept write completes (the Writable takes the next chunks, dropped).
+   */
+  discard(): void {
+    if (this.discarding) return;
+    const loop = this.loop;
+    this.disposed = true;
+    loop[WS_WRITE] = discardWrite;
+    loop[WS_LOOP] = false;
+    loop[WS_BUFFERS].length = 0;
+    loop[WS_BUFFERED_BYTES] = 0;
+    const cb = this.parked;
+    this.held = false;
+    this.parked = null;
+    if (cb !== null && cb !== outOfBand && !loop.destroyed) cb();
   }
 }
 

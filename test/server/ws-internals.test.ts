@@ -14,7 +14,7 @@ import type { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import WebSocket, { WebSocketServer } from 'ws';
 import { encodeBinaryData, encodeTextData } from '../../src/protocol/session.ts';
-import { canHoldParser, frameOf, framesDirectly, observeConclude, ParserHold, pingFrame, receiverOf, seqFrameOf, websocketOf, WS_BACK_POINTER, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP } from '../../src/server/ws-internals.ts';
+import { canHoldParser, DISCARD_ALLOWANCE, frameOf, framesDirectly, observeConclude, ParserHold, pingFrame, receiverOf, seqFrameOf, websocketOf, WS_BACK_POINTER, WS_BUFFERED_BYTES, WS_BUFFERS, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP, WS_WRITE } from '../../src/server/ws-internals.ts';
 
 const require = createRequire(import.meta.url);
 const WS_VERSION = (require('ws/package.json') as { version: string }).version;
@@ -250,6 +250,38 @@ test(`ws's Receiver parse loop (${WS_START_LOOP}, ${WS_LOOP}) can be held betwee
     }
     assert.deepEqual(got, Array.from({ length: N }, (_, i) => i), 'every message once, in order');
     assert.ok(!p.socket.isPaused(), 'the socket is resumed once the Receiver has taken everything');
+  } finally {
+    await p.close();
+  }
+});
+
+test(`ws's Receiver can discard its input (${WS_WRITE}, ${WS_BUFFERS}, ${WS_BUFFERED_BYTES}): nothing more is parsed, ws still reads the socket, and 'close' still comes`, { timeout: 20_000 }, async () => {
+  const p = await pair();
+  try {
+    const receiver = receiverOf(p.server) as unknown as Record<string, unknown>;
+    assert.equal(typeof receiver[WS_WRITE], 'function', changed(`the Receiver has no ${WS_WRITE}()`));
+    assert.ok(Array.isArray(receiver[WS_BUFFERS]), changed(`the Receiver has no ${WS_BUFFERS} array`));
+    assert.equal(typeof receiver[WS_BUFFERED_BYTES], 'number', changed(`the Receiver has no number ${WS_BUFFERED_BYTES}`));
+    const hold = new ParserHold(receiverOf(p.server)!);
+    let got = 0;
+    p.server.on('message', () => {
+      if (++got === 10) hold.discard();
+    });
+    const N = 2_000; // 200 KB, sent in one go: most of it is read after the discard
+    for (let i = 0; i < N; i++) p.client.send('x'.repeat(100));
+    const sent = new Promise<void>((r) => p.client.send('last', () => r()));
+    await sent;
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(got, 10, changed('messages were parsed after the discard'));
+    assert.equal(hold.discarding, true);
+    assert.equal(receiver[WS_BUFFERED_BYTES], 0, 'no bytes kept');
+    assert.ok(hold.discarded > 0, changed('the discarding _write was not called for later chunks'));
+    assert.ok(hold.discarded <= DISCARD_ALLOWANCE + 65_536, `${hold.discarded} bytes discarded`);
+    // The client goes away: ws ends its discarding Receiver, which finishes (no write is kept), so ws emits 'close' as ever.
+    const closed = new Promise<number>((r) => p.server.once('close', (code) => r(code)));
+    p.client.terminate();
+    assert.equal(typeof (await Promise.race([closed, new Promise((r) => setTimeout(() => r('timeout'), 5_000))])), 'number', changed("ws emitted no 'close' for a discarding Receiver"));
   } finally {
     await p.close();
   }
