@@ -8,9 +8,10 @@
  * this scheduler's setImmediate runs; one is armed at a time). Each
  * connection may spend `share` units of work per turn, and all connections
  * together `turnBudget` units or `turnTime` ms per phase, whichever runs out
- * first (a connection's first small message of a turn always runs, so a
- * thousand quiet peers are never deferred). A message costs 1 unit plus 1 per
- * KiB. Beyond that, the reader holds `ws`'s parser after the message that
+ * first (a connection's first small message of a turn runs while the phase
+ * has time left, so a thousand quiet peers are not deferred for the unit
+ * budget alone; past `turnTime` it waits like any other). A message, ping or
+ * pong costs 1 unit plus 1 per KiB. Beyond that, the reader holds `ws`'s parser after the message that
  * crossed the share (src/server/ws-internals.ts, item 4): the frames behind it
  * stay bytes, `ws` stops taking chunks and pauses the socket (backpressure to
  * the peer, TCP does the rest). On later turns, round-robin with the other
@@ -20,10 +21,10 @@
  * turn), the check phase serves the deferred readers (under its own).
  *
  * Cost budgets (R21) ride on the same clock: per connection and
- * window, messages, bytes and fan-out cost (recipients × bytes of the
- * broadcasts and publishes it caused). Over one, the connection is closed
- * 1008 naming the budget; the scheduler only counts, the reader and the
- * supervisor act.
+ * window, messages, bytes, control frames and fan-out cost (recipients ×
+ * bytes of the broadcasts and publishes it caused). Over one, the connection
+ * is closed 1008 naming the budget, and nothing more of its input is parsed;
+ * the scheduler only counts, the reader and the supervisor act.
  */
 
 /**
@@ -69,6 +70,8 @@ export class TurnScheduler {
   readonly turnTime: number;
   /** performance.now() past which this phase's work is over (as if its budget were spent). */
   private deadline = 0;
+  /** This phase is past its deadline: even a connection's first small message of the turn waits. */
+  private late = false;
   /** `spent` at which the clock is read next. */
   private clockAt = CLOCK_EVERY;
   private armed = false;
@@ -95,9 +98,11 @@ export class TurnScheduler {
         this.startPhase(performance.now());
         this.arm();
       }
-      // A connection's first small message of a turn always runs (a thousand quiet peers are never deferred);
-      // a big one waits when the turn's budget is spent.
-      if (cost > this.share && this.spent >= this.turnBudget) return false;
+      // A connection's first small message of a turn runs while the phase has time left (a thousand quiet peers are
+      // not deferred for the unit budget alone); a big one waits when the turn's budget is spent, and every one once
+      // the phase is past its turnTime: a thousand peers sending at once (a broadcast storm) then wait for the check
+      // phase, round-robin, instead of holding the poll phase, and a newcomer's upgrade, for all of theirs.
+      if (this.spent >= this.turnBudget && (cost > this.share || this.late)) return false;
     } else if (reader.fairUsed >= this.share || this.spent >= this.turnBudget) return false;
     reader.fairUsed += cost;
     this.spent += cost;
@@ -119,12 +124,16 @@ export class TurnScheduler {
    */
   private checkClock(): void {
     this.clockAt = this.spent + CLOCK_EVERY;
-    if (this.spent < this.turnBudget && performance.now() >= this.deadline) this.spent = this.turnBudget;
+    if (!this.late && performance.now() >= this.deadline) {
+      this.late = true;
+      if (this.spent < this.turnBudget) this.spent = this.turnBudget;
+    }
   }
 
   /** A phase of work starts: its budget in time from now. */
   private startPhase(now: number): void {
     this.deadline = now + this.turnTime;
+    this.late = false;
     this.clockAt = this.spent + CLOCK_EVERY;
   }
 
