@@ -13,7 +13,8 @@
 //   broadcast  `each` (2) `broadcast` requests from each of the first `senders` peers (all of them by default),
 //              pipelined; every peer counts the pushes and checks each sender's order
 //   deeploop   each peer sends a 500k-deep message whenever the last one was answered, for `durationMs`
-//   pingflood  ping frames as fast as the socket takes them, for `durationMs`
+//   pingflood  ping frames as fast as the socket takes them, for `durationMs` (`"noRead":true`: the peers never read,
+//              so the server's pongs pile up; `at50k`: ms until the 50,000th ping was handed to the socket)
 //   nofin      a close frame, then the echo is read and the TCP side never closed
 // With `"proto":"eio"` the peers speak Socket.IO over engine.io's WebSocket
 // transport (path /socket.io/?EIO=4&transport=websocket): they answer the
@@ -186,11 +187,13 @@ if (kind === 'deeploop') {
 } else if (kind === 'pingflood') {
   const ping = Buffer.concat(Array.from({ length: 1000 }, () => Buffer.from([0x89, 0x80, 0, 0, 0, 0])));
   for (const p of peers) {
+    if (opts.noRead) p.socket.pause();
     void (async () => {
       let n = 0;
       while (performance.now() - start < opts.durationMs && !p.ended && p.closeCode === null) {
         n += 1000;
         p.pingsSent = n;
+        if (n === 50_000) p.at50k = performance.now() - start;
         if (!p.socket.write(ping)) await new Promise((r) => p.socket.once('drain', r));
       }
       p.sent = n;
@@ -237,7 +240,7 @@ const result = {
     ended: p.ended,
     ...(kind === 'pipeline' ? { sent: p.sent ?? null, inOrder: p.inOrder } : {}),
     ...(kind === 'deeploop' ? { sent: p.sent ?? null } : {}),
-    ...(kind === 'pingflood' ? { sent: p.pingsSent ?? 0 } : {}),
+    ...(kind === 'pingflood' ? { sent: p.pingsSent ?? 0, at50k: p.at50k ?? null } : {}),
     ...(kind === 'broadcast' ? { pushes: p.pushes, orderErrors: p.orderErrors } : {}),
     ...(kind === 'deep' ? { texts: p.texts } : {}),
   })),

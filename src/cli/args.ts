@@ -82,6 +82,8 @@ Flags:
   --budget-bytes N          inbound bytes per window per connection (default ${DEFAULTS.budgetBytes}; 0 = none)
   --budget-fan-out N        fan-out cost (recipients x bytes) per window per connection
                             (default ${DEFAULTS.budgetFanOut}; 0 = none)
+  --budget-control N        control frames (pings, pongs) per window per connection
+                            (default ${DEFAULTS.budgetControl}; 0 = none)
 
   --allowed-origins LIST    comma-separated scheme://host[:port] origins allowed instead of
                             the same-origin rule; * allows every origin (development only)
@@ -351,6 +353,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
     'budget-messages': { type: 'string' },
     'budget-bytes': { type: 'string' },
     'budget-fan-out': { type: 'string' },
+    'budget-control': { type: 'string' },
     'allowed-origins': { type: 'string' },
     'log-level': { type: 'string' },
     inspect: { type: 'boolean' },
@@ -472,6 +475,7 @@ export function parseServerArgs(args: string[], env: NodeJS.ProcessEnv = process
       messages: budgetFlag('budget-messages', v['budget-messages']),
       bytes: budgetFlag('budget-bytes', v['budget-bytes']),
       fanOut: budgetFlag('budget-fan-out', v['budget-fan-out']),
+      control: budgetFlag('budget-control', v['budget-control']),
     },
     ...(origins !== undefined ? { origins } : {}),
     // Per-address limits (R21).

@@ -398,14 +398,14 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
     this.shared.hooks.onMessage(this, data, isBinary);
   }
 
-  /** @internal Counts an inbound message against the budgets; the exceeded budget's close reason, or null. */
-  inboundBudget(bytes: number): string | null {
+  /** @internal Counts an inbound message (`control`: a ping or pong) against the budgets; the exceeded budget's close reason, or null. */
+  inboundBudget(bytes: number, control = false): string | null {
     if (this.exceeded !== null) return this.exceeded;
     const limits = this.shared.budget;
     if (limits === undefined) return null;
     const now = this.scheduler?.now ?? performance.now();
     const use = (this.budgetUse ??= new BudgetUse(now));
-    const over = use.inbound(limits, now, bytes);
+    const over = use.inbound(limits, now, bytes, control);
     if (over !== null) use.exceeded = over;
     return over;
   }

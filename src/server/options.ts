@@ -74,6 +74,8 @@ export const DEFAULTS = {
   budgetBytes: 256 * 1_048_576,
   /** Fan-out cost (recipients × bytes) per window per connection: ~6 MiB/s, about what one core can push. */
   budgetFanOut: 64 * 1_048_576,
+  /** Control frames (pings and pongs) per window per connection: 100/s on average; a heartbeat needs one every few seconds. */
+  budgetControl: 1_000,
 } as const;
 
 /** Heartbeat and deadline timings, milliseconds (R4–R6, R10, R16). */
@@ -155,6 +157,11 @@ export interface BudgetOptions {
    * `connection.charge(cost)`). Default 64 MiB.
    */
   fanOut?: number;
+  /**
+   * Control frames (pings and pongs) per window: each costs a parse and,
+   * for a ping, a pong write, for no application work. Default 1000.
+   */
+  control?: number;
 }
 
 export interface SupervisorOptions<Auth = unknown> {
@@ -360,6 +367,7 @@ export function resolveOptions(options: SupervisorOptions<unknown>): ResolvedOpt
             messages: budgetValue('budget.messages', b?.messages, DEFAULTS.budgetMessages),
             bytes: budgetValue('budget.bytes', b?.bytes, DEFAULTS.budgetBytes),
             fanOut: budgetValue('budget.fanOut', b?.fanOut, DEFAULTS.budgetFanOut),
+            control: budgetValue('budget.control', b?.control, DEFAULTS.budgetControl),
           },
   };
 }

@@ -189,7 +189,7 @@ export class SocketReader extends LivenessReport implements Deferrable {
     const ws = this.io.ws as ReadSocket;
     super.stop();
     if (ws[READER] === this) ws[READER] = undefined;
-    this.parser?.dispose(); // what ws still holds is parsed now, for nobody: the connection has ended
+    this.parser?.discard(); // the connection has ended: what ws still holds is for nobody, and is not parsed
     ws.off('open', onOpen);
     if (ws instanceof SupervisedWebSocket) return; // it never throws an 'error' nobody listens to
     for (const [event, listener] of LISTENERS) ws.off(event, listener as (...args: unknown[]) => void);
@@ -204,7 +204,7 @@ export class SocketReader extends LivenessReport implements Deferrable {
     if (this.expecting) this.inbound(); // R5; otherwise no machine event (hot path)
     const scheduler = io.scheduler;
     if (scheduler !== undefined) {
-      if (this.overBudget) return; // closing 1008: the rest is dropped
+      if (this.overBudget || this.flooded) return; // closing 1008: the rest is dropped
       // Fairness: behind deferred messages, or over this turn's share, it waits its turn (in order).
       if (this.backlog !== null) {
         this.backlog.items.push(data, isBinary);
@@ -263,11 +263,11 @@ export class SocketReader extends LivenessReport implements Deferrable {
       }
       if (this.backlog === backlog) this.backlog = null;
     }
+    // Over a budget or the rate (closing 1008), or stopped: ws's input is discarded, never parsed again.
+    if (this.overBudget || this.flooded || this.stopped) return true;
     const parser = this.parser;
     if (parser !== null && parser.held) {
-      // Over a budget or stopped: no more turns, what ws holds is parsed now (and dropped).
-      if (this.overBudget || this.stopped) parser.dispose();
-      else if (this.fairUsed >= scheduler.share) return false;
+      if (this.fairUsed >= scheduler.share) return false;
       else {
         // Its messages come through message(): admitted up to the share, then held (and deferred) again.
         parser.release();
@@ -278,9 +278,48 @@ export class SocketReader extends LivenessReport implements Deferrable {
     return true;
   }
 
+  /**
+   * R21, fairness: a control frame costs a parse (and for a ping, ws's
+   * automatic pong: a write) like a small message, so it takes a unit of the
+   * turn. Over the share, ws's parser is held after it as after a message (an
+   * empty backlog marks the reader deferred: messages behind it queue there,
+   * in order). Without this a ping flood was parsed a whole 64 KiB read at a
+   * time: ~10,000 pings and as many pong writes in one turn. A flood is cut by
+   * the control-frame budget (`budget.control`), not by the peer's reading.
+   */
+  private controlFrame(scheduler: TurnScheduler): void {
+    if (this.overBudget || this.flooded || this.stopped || this.backlog !== null || this.parser?.held === true) return;
+    if (scheduler.admit(this, 1)) return;
+    // The corked pongs (at most the share and this one) leave now: ws terminates a socket with 60 automatic
+    // pongs not yet written (its maxPendingAutoPongs), so a cork must not gather a second share's worth.
+    this.io.writer.uncork();
+    this.backlog = { items: [], head: 0 };
+    this.stopReading();
+    scheduler.defer(this);
+  }
+
+  /**
+   * Over a budget or the rate, the connection is closing 1008: nothing more
+   * of the peer's input is parsed (src/server/ws-internals.ts, item 6), so a
+   * flooder costs no parse and no automatic pong from here on, and what `ws`
+   * held is dropped, not parsed at once (a ping flooder's 64 KiB held read
+   * was ~11,000 pings and pong writes in one go). Our close frame is written
+   * as ever; the close ends when the peer closes TCP, or at `closeTimeout`.
+   * Without the hold (`ws` changed), what `ws` reads is parsed and dropped.
+   */
+  private discardInput(): void {
+    let parser = this.parser;
+    if (parser === null) {
+      const receiver = receiverOf(this.io.ws);
+      if (!canHoldParser(receiver)) return;
+      parser = this.parser = new ParserHold(receiver);
+    }
+    parser.discard();
+  }
+
   private deliver(data: Buffer, isBinary: boolean): void {
     const io = this.io;
-    if (io.inboundBudget !== undefined && this.overBudgetWith(data.length)) return;
+    if (io.inboundBudget !== undefined && this.overBudgetWith(data.length, false)) return;
     if (io.limiter !== undefined && this.overRate(io.limiter)) return; // R21: the excess is dropped
     io.onMessage(data, isBinary);
   }
@@ -289,12 +328,13 @@ export class SocketReader extends LivenessReport implements Deferrable {
    * R21: over a budget, the machine hears it once (it closes 1008 naming it);
    * the rest is dropped. Control frames count as messages of their payload.
    */
-  private overBudgetWith(bytes: number): boolean {
+  private overBudgetWith(bytes: number, control: boolean): boolean {
     if (this.overBudget) return true;
-    const over = this.io.inboundBudget!(bytes);
+    const over = this.io.inboundBudget!(bytes, control);
     if (over === null) return false;
     this.flags |= OVER_BUDGET;
     this.backlog = null;
+    this.discardInput();
     if (!this.stopped) this.sendBack({ type: 'socket.flood', rate: 0, reason: over });
     return true;
   }
@@ -303,15 +343,20 @@ export class SocketReader extends LivenessReport implements Deferrable {
   ping(): void {
     this.inbound();
     const io = this.io;
-    if (io.inboundBudget !== undefined && this.overBudgetWith(0)) return;
-    if (io.limiter !== undefined) this.overRate(io.limiter);
+    if (io.inboundBudget !== undefined && this.overBudgetWith(0, true)) return;
+    if (io.limiter !== undefined && this.overRate(io.limiter)) return;
+    if (io.scheduler === undefined) return;
+    // This ping's pong is out; the pongs of any more this turn leave in one write at its end.
+    io.writer.corkForTurn();
+    this.controlFrame(io.scheduler);
   }
 
   pong(payload: Buffer): void {
     const io = this.io;
     // R21: unsolicited pongs count too, against the budget and the rate.
-    if (io.inboundBudget !== undefined && this.overBudgetWith(payload.length)) return;
-    if (io.limiter !== undefined) this.overRate(io.limiter);
+    if (io.inboundBudget !== undefined && this.overBudgetWith(payload.length, true)) return;
+    if (io.limiter !== undefined && this.overRate(io.limiter)) return;
+    if (io.scheduler !== undefined) this.controlFrame(io.scheduler);
     if (!this.expecting) return;
     // Our pings carry their send time; a pong that echoes something else still proves liveness.
     const rttMs = payload.length === 8 ? performance.now() - payload.readDoubleBE(0) : -1;
@@ -330,6 +375,8 @@ export class SocketReader extends LivenessReport implements Deferrable {
     if (limiter.take()) return false;
     if (!this.flooded) {
       this.flags |= FLOODED;
+      this.backlog = null;
+      this.discardInput(); // closing 1008: the rest is not parsed (src/server/ws-internals.ts, item 6)
       this.sendBack({ type: 'socket.flood', rate: limiter.rate });
     }
     return true;

@@ -8,9 +8,10 @@
  * this scheduler's setImmediate runs; one is armed at a time). Each
  * connection may spend `share` units of work per turn, and all connections
  * together `turnBudget` units or `turnTime` ms per phase, whichever runs out
- * first (a connection's first small message of a turn always runs, so a
- * thousand quiet peers are never deferred). A message costs 1 unit plus 1 per
- * KiB. Beyond that, the reader holds `ws`'s parser after the message that
+ * first (a connection's first small message of a turn runs while the phase
+ * has time left, so a thousand quiet peers are not deferred for the unit
+ * budget alone; past `turnTime` it waits like any other). A message, ping or
+ * pong costs 1 unit plus 1 per KiB. Beyond that, the reader holds `ws`'s parser after the message that
  * crossed the share (src/server/ws-internals.ts, item 4): the frames behind it
  * stay bytes, `ws` stops taking chunks and pauses the socket (backpressure to
  * the peer, TCP does the rest). On later turns, round-robin with the other
@@ -20,10 +21,10 @@
  * turn), the check phase serves the deferred readers (under its own).
  *
  * Cost budgets (R21) ride on the same clock: per connection and
- * window, messages, bytes and fan-out cost (recipients × bytes of the
- * broadcasts and publishes it caused). Over one, the connection is closed
- * 1008 naming the budget; the scheduler only counts, the reader and the
- * supervisor act.
+ * window, messages, bytes, control frames and fan-out cost (recipients ×
+ * bytes of the broadcasts and publishes it caused). Over one, the connection
+ * is closed 1008 naming the budget, and nothing more of its input is parsed;
+ * the scheduler only counts, the reader and the supervisor act.
  */
 
 /**
@@ -69,6 +70,8 @@ export class TurnScheduler {
   readonly turnTime: number;
   /** performance.now() past which this phase's work is over (as if its budget were spent). */
   private deadline = 0;
+  /** This phase is past its deadline: even a connection's first small message of the turn waits. */
+  private late = false;
   /** `spent` at which the clock is read next. */
   private clockAt = CLOCK_EVERY;
   private armed = false;
@@ -95,9 +98,11 @@ export class TurnScheduler {
         this.startPhase(performance.now());
         this.arm();
       }
-      // A connection's first small message of a turn always runs (a thousand quiet peers are never deferred);
-      // a big one waits when the turn's budget is spent.
-      if (cost > this.share && this.spent >= this.turnBudget) return false;
+      // A connection's first small message of a turn runs while the phase has time left (a thousand quiet peers are
+      // not deferred for the unit budget alone); a big one waits when the turn's budget is spent, and every one once
+      // the phase is past its turnTime: a thousand peers sending at once (a broadcast storm) then wait for the check
+      // phase, round-robin, instead of holding the poll phase, and a newcomer's upgrade, for all of theirs.
+      if (this.spent >= this.turnBudget && (cost > this.share || this.late)) return false;
     } else if (reader.fairUsed >= this.share || this.spent >= this.turnBudget) return false;
     reader.fairUsed += cost;
     this.spent += cost;
@@ -119,12 +124,16 @@ export class TurnScheduler {
    */
   private checkClock(): void {
     this.clockAt = this.spent + CLOCK_EVERY;
-    if (this.spent < this.turnBudget && performance.now() >= this.deadline) this.spent = this.turnBudget;
+    if (!this.late && performance.now() >= this.deadline) {
+      this.late = true;
+      if (this.spent < this.turnBudget) this.spent = this.turnBudget;
+    }
   }
 
   /** A phase of work starts: its budget in time from now. */
   private startPhase(now: number): void {
     this.deadline = now + this.turnTime;
+    this.late = false;
     this.clockAt = this.spent + CLOCK_EVERY;
   }
 
@@ -184,6 +193,8 @@ export interface BudgetLimits {
   bytes: number;
   /** Fan-out cost per window: recipients × bytes of the broadcasts and publishes charged to the connection. */
   fanOut: number;
+  /** Control frames (pings and pongs) per window: each costs a parse, a ping a pong write, and no application work. */
+  control: number;
 }
 
 /**
@@ -196,6 +207,7 @@ export class BudgetUse {
   messages = 0;
   bytes = 0;
   fanOut = 0;
+  control = 0;
   /** The close reason of the budget exceeded, once one is (then it stays: the connection is closing). */
   exceeded: string | null = null;
 
@@ -203,13 +215,14 @@ export class BudgetUse {
     this.start = now;
   }
 
-  /** Counts one inbound message; returns the name of the budget it exceeds, or null. */
-  inbound(limits: BudgetLimits, now: number, bytes: number): string | null {
+  /** Counts one inbound message (`control`: a ping or pong frame); returns the name of the budget it exceeds, or null. */
+  inbound(limits: BudgetLimits, now: number, bytes: number, control = false): string | null {
     if (now - this.start >= limits.window) this.reset(now);
     this.messages++;
     this.bytes += bytes;
     if (limits.messages > 0 && this.messages > limits.messages) return overReason('message', limits.messages, limits.window);
     if (limits.bytes > 0 && this.bytes > limits.bytes) return overReason('byte', limits.bytes, limits.window);
+    if (control && limits.control > 0 && ++this.control > limits.control) return overReason('control-frame', limits.control, limits.window);
     return null;
   }
 
@@ -226,6 +239,7 @@ export class BudgetUse {
     this.messages = 0;
     this.bytes = 0;
     this.fanOut = 0;
+    this.control = 0;
   }
 }
 

@@ -22,8 +22,8 @@ export interface SocketIO {
   readonly limiter?: TokenBucket | undefined;
   /** Fair scheduling of inbound work: the server's connections have one, the client has none. */
   readonly scheduler?: TurnScheduler | undefined;
-  /** Counts an inbound message against the connection's budgets; the exceeded budget's close reason, or null. */
-  inboundBudget?(bytes: number): string | null;
+  /** Counts an inbound message (`control`: a ping or pong frame) against the connection's budgets; the exceeded budget's close reason, or null. */
+  inboundBudget?(bytes: number, control: boolean): string | null;
   /** Inbound data, straight to the application (never through the machine). */
   onMessage(data: Buffer, isBinary: boolean): void;
   /** A heartbeat round trip was measured (R4). */

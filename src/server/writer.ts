@@ -422,6 +422,23 @@ export class SendQueue {
   }
 
   /**
+   * @internal Corks the socket for the rest of this turn, from now on: the
+   * frames `ws` writes itself meanwhile (its automatic pongs) leave together
+   * at the turn's end, in order with ours. The reader calls it on a peer's
+   * pings: a burst of them (at most the peer's share per turn) costs one write,
+   * not one per pong. The server's sockets only (frames made here).
+   */
+  corkForTurn(): void {
+    if (this.corked || !this.direct || this.released) return;
+    const socket = this.socket;
+    if (socket.destroyed || socket.writableNeedDrain) return;
+    socket.cork();
+    this.corked = true;
+    corkedQueues.push(this);
+    armTurnEnd();
+  }
+
+  /**
    * @internal The turn ended (or the batch must go now): the corked frames
    * leave in one write. With the socket's buffer empty after it, they reached
    * the OS; otherwise they stay unconfirmed, settled like a partly taken write.

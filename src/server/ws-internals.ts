@@ -55,6 +55,15 @@
  *      one frame and went quiet (a session's `open`) holds it for its whole
  *      life. `releaseChunkList` swaps an empty list for a fresh `[]` (no
  *      backing store) while nothing is buffered, which ws cannot tell apart.
+ *   6. The Receiver's `_write` and its buffered bytes (`_buffers`,
+ *      `_bufferedBytes`): once a peer is over a budget (R21, the connection is
+ *      closing 1008), `ParserHold.discard()` empties the bytes not yet parsed
+ *      and sets an instance `_write` that drops every later chunk and calls
+ *      back at once, unparsed (ws does the same itself after a close frame).
+ *      The Writable still ends and finishes, so ws still emits 'close'; the
+ *      socket flows until `DISCARD_ALLOWANCE` bytes were dropped (a well-behaved
+ *      peer's last frames and its FIN come within it), then ws pauses it and
+ *      TCP pushes back on the peer until the close timeout ends the socket.
  */
 import type { EventEmitter } from 'node:events';
 import type WebSocket from 'ws';
@@ -73,9 +82,9 @@ export function receiverOf(ws: WebSocket): WsReceiver | undefined {
   return (ws as unknown as Record<typeof WS_RECEIVER_MEMBER, WsReceiver | undefined>)[WS_RECEIVER_MEMBER];
 }
 
-/** The Receiver's chunk list and its byte count (item 5): the member names, checked by the test. */
-export const WS_CHUNKS = '_buffers';
-export const WS_CHUNK_BYTES = '_bufferedBytes';
+/** The Receiver's chunk list and its byte count (items 5 and 6): the member names, checked by the test. */
+export const WS_BUFFERS = '_buffers';
+export const WS_BUFFERED_BYTES = '_bufferedBytes';
 
 /**
  * Lets go of the backing store of `ws`'s Receiver's chunk list when nothing
@@ -85,8 +94,8 @@ export const WS_CHUNK_BYTES = '_bufferedBytes';
 export function releaseChunkList(ws: WebSocket): void {
   const receiver = receiverOf(ws) as unknown as Record<string, unknown> | undefined;
   if (receiver === undefined) return;
-  const chunks = receiver[WS_CHUNKS];
-  if (receiver[WS_CHUNK_BYTES] === 0 && Array.isArray(chunks) && chunks.length === 0) receiver[WS_CHUNKS] = [];
+  const chunks = receiver[WS_BUFFERS];
+  if (receiver[WS_BUFFERED_BYTES] === 0 && Array.isArray(chunks) && chunks.length === 0) receiver[WS_BUFFERS] = [];
 }
 
 /** The description of ws's `kWebSocket` symbol, the Receiver's back-pointer to its WebSocket (item 1). */
@@ -137,12 +146,26 @@ export function observeConclude(receiver: WsReceiver, handler: ConcludeHandler):
 /** The Receiver's parse loop (item 4): the member names, checked by the test. */
 export const WS_START_LOOP = 'startLoop';
 export const WS_LOOP = '_loop';
+/** The Receiver's Writable `_write` (item 6; its unparsed bytes are WS_BUFFERS, WS_BUFFERED_BYTES above). */
+export const WS_WRITE = '_write';
+
+/**
+ * Bytes a discarding Receiver still takes from the socket before ws pauses it
+ * (item 6): a peer that stops sending when it reads our close frame (a client
+ * over a budget) has its last frames and its FIN read within it, so its close
+ * ends at once; a flooder's further bytes cost no more than this, then TCP
+ * pushes back on it until the close timeout.
+ */
+export const DISCARD_ALLOWANCE = 1 << 20;
 
 type LoopCallback = (err?: Error | null) => void;
 const HOLD = Symbol('ws-supervisor.hold');
 interface ParseLoop {
   [WS_START_LOOP]: (cb: LoopCallback) => void;
   [WS_LOOP]: boolean;
+  [WS_WRITE]: (chunk: Buffer, encoding: string, cb: LoopCallback) => void;
+  [WS_BUFFERS]: Buffer[];
+  [WS_BUFFERED_BYTES]: number;
   readonly destroyed: boolean;
   destroy(err?: Error): void;
   [HOLD]?: ParserHold;
@@ -171,11 +194,32 @@ function heldStartLoop(this: ParseLoop, cb: LoopCallback): void {
   });
 }
 
-/** Whether `receiver` has the parse loop `ParserHold` needs (item 4); false after a `ws` upgrade that changed it. */
+/**
+ * The Receiver's `_write` while discarding (item 6; one function for every
+ * Receiver: `this` is the Receiver): the chunk is dropped unparsed. Past
+ * `DISCARD_ALLOWANCE` bytes, ws pauses the socket (its public `pause()`).
+ */
+function discardWrite(this: ParseLoop, chunk: Buffer, _encoding: string, cb: LoopCallback): void {
+  const hold = this[HOLD];
+  if (hold !== undefined) {
+    hold.discarded += chunk.length;
+    if (hold.discarded > DISCARD_ALLOWANCE) websocketOf(this as unknown as WsReceiver)?.pause();
+  }
+  cb();
+}
+
+/** Whether `receiver` has the parse loop and buffers `ParserHold` needs (items 4 and 5); false after a `ws` upgrade that changed them. */
 export function canHoldParser(receiver: WsReceiver | undefined): receiver is WsReceiver {
   if (receiver === undefined) return false;
   const loop = receiver as unknown as ParseLoop;
-  return typeof loop[WS_START_LOOP] === 'function' && typeof loop[WS_LOOP] === 'boolean' && typeof loop.destroy === 'function';
+  return (
+    typeof loop[WS_START_LOOP] === 'function' &&
+    typeof loop[WS_LOOP] === 'boolean' &&
+    typeof loop.destroy === 'function' &&
+    typeof loop[WS_WRITE] === 'function' &&
+    Array.isArray(loop[WS_BUFFERS]) &&
+    typeof loop[WS_BUFFERED_BYTES] === 'number'
+  );
 }
 
 /**
@@ -189,6 +233,8 @@ export function canHoldParser(receiver: WsReceiver | undefined): receiver is WsR
 export class ParserHold {
   /** True from `hold()` to `release()`. */
   held = false;
+  /** Bytes dropped unparsed since `discard()` (item 6). */
+  discarded = 0;
   /** The callback of the write whose bytes are not all parsed (or `outOfBand`); null when none is kept. */
   private parked: LoopCallback | null = null;
   private disposed = false;
@@ -231,6 +277,31 @@ export class ParserHold {
   dispose(): void {
     this.disposed = true;
     if (this.held) this.release();
+  }
+
+  /** True once `discard()` was called: nothing more is parsed. */
+  get discarding(): boolean {
+    return this.loop[WS_WRITE] === discardWrite;
+  }
+
+  /**
+   * Nothing more is parsed, ever (item 6): the bytes not yet parsed are
+   * dropped, and so is every later chunk. Called from a listener of the parse
+   * loop, the loop ends after the frame being delivered; called while held,
+   * the kept write completes (the Writable takes the next chunks, dropped).
+   */
+  discard(): void {
+    if (this.discarding) return;
+    const loop = this.loop;
+    this.disposed = true;
+    loop[WS_WRITE] = discardWrite;
+    loop[WS_LOOP] = false;
+    loop[WS_BUFFERS].length = 0;
+    loop[WS_BUFFERED_BYTES] = 0;
+    const cb = this.parked;
+    this.held = false;
+    this.parked = null;
+    if (cb !== null && cb !== outOfBand && !loop.destroyed) cb();
   }
 }
 

@@ -221,19 +221,20 @@ test('R21: budgets close 1008 naming the budget (messages, bytes, fan-out); othe
 });
 
 test('R21: the CLI flags of the fairness and budget limits reach the supervisor; bad values are usage errors', T, async (t) => {
-  const o = parseServerArgs(['--address', '127.0.0.1:0', '--fair-share', '8', '--turn-budget', '100', '--turn-time', '3', '--fan-out-slice', '50', '--budget-window', '2000', '--budget-messages', '0', '--budget-bytes', '1000', '--budget-fan-out', '99']) as ServerCliOptions;
+  const o = parseServerArgs(['--address', '127.0.0.1:0', '--fair-share', '8', '--turn-budget', '100', '--turn-time', '3', '--fan-out-slice', '50', '--budget-window', '2000', '--budget-messages', '0', '--budget-bytes', '1000', '--budget-fan-out', '99', '--budget-control', '7']) as ServerCliOptions;
   const { logLevel: _l, inspectPort: _i, redis: _r, workers: _w, restart: _s, ...demo } = o;
   const server = await serve(t, demo);
   assert.deepEqual(server.supervisor.options.fairness, { share: 8, turnBudget: 100, turnTime: 3, fanOutSlice: 50 });
-  assert.deepEqual(server.supervisor.options.budget, { window: 2000, messages: 0, bytes: 1000, fanOut: 99 });
+  assert.deepEqual(server.supervisor.options.budget, { window: 2000, messages: 0, bytes: 1000, fanOut: 99, control: 7 });
   const defaults = await serve(t);
   assert.deepEqual(defaults.supervisor.options.budget, {
     window: DEFAULTS.budgetWindow,
     messages: DEFAULTS.budgetMessages,
     bytes: DEFAULTS.budgetBytes,
     fanOut: DEFAULTS.budgetFanOut,
+    control: DEFAULTS.budgetControl,
   });
-  for (const args of [['--fair-share', '0'], ['--turn-time', '0'], ['--budget-window', '0'], ['--budget-bytes', '-1'], ['--budget-fan-out', '4294967296'], ['--fan-out-slice', 'x']]) {
+  for (const args of [['--fair-share', '0'], ['--turn-time', '0'], ['--budget-window', '0'], ['--budget-bytes', '-1'], ['--budget-fan-out', '4294967296'], ['--budget-control', '-1'], ['--fan-out-slice', 'x']]) {
     assert.throws(() => parseServerArgs(args), (err: unknown) => err instanceof UsageError && err.message.includes(args[0]!), args.join(' '));
   }
 });

@@ -12,7 +12,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import type { Connection, SupervisorOptions } from '../../src/index.ts';
-import type { TurnScheduler } from '../../src/server/scheduler.ts';
+import { TurnScheduler } from '../../src/server/scheduler.ts';
 import { encodeFrame, Opcode, rawConnect, type RawWs } from '../helpers/raw-ws.ts';
 import { delay, startSupervisor, waitFor, within } from '../helpers/server.ts';
 
@@ -245,4 +245,27 @@ test('50 peers pipelining as fast as they can: a newcomer connects and round-tri
   const limit = Math.max(250, base * 10);
   assert.ok(p90 <= limit, `probe p90 ${p90.toFixed(1)} ms > ${limit.toFixed(0)} ms (idle ${base.toFixed(1)} ms)`);
   assert.ok(times[times.length - 1]! < 5_000, 'no probe timed out');
+});
+
+test('a thousand peers whose first messages of a turn arrive at once: past turnTime, even a first small message waits for the check phase', () => {
+  // The 1,000-sender broadcast storm: every client's first request of the turn was admitted in the poll phase, whatever
+  // the time, so that phase handled all 1,000 (~106 ms measured) before the next socket, a newcomer's upgrade, was read.
+  const TURN_TIME = 5;
+  const scheduler = new TurnScheduler({ share: 32, turnBudget: 512, turnTime: TURN_TIME });
+  const readers = Array.from({ length: 1_000 }, () => ({ fairTurn: 0, fairUsed: 0, drain: () => true }));
+  const t0 = performance.now();
+  let admitted = 0;
+  for (const reader of readers) {
+    if (!scheduler.admit(reader, 1)) break;
+    admitted++;
+    // A broadcast request's handling: ~100 µs of work.
+    const until = performance.now() + 0.1;
+    while (performance.now() < until);
+  }
+  const ms = performance.now() - t0;
+  // Refused once the phase is past turnTime, read every 32 units: each admitted one took ≥ 0.1 ms, so at most
+  // TURN_TIME / 0.1 of them fit in the phase's time, and up to 32 more before the clock is read again.
+  assert.ok(admitted < readers.length, `all ${admitted} first messages admitted in one phase (${ms.toFixed(0)} ms)`);
+  assert.ok(admitted >= 32, `${admitted} admitted: the first ones of a phase run`);
+  assert.ok(admitted <= TURN_TIME / 0.1 + 32, `${admitted} admitted in ${ms.toFixed(0)} ms (turnTime ${TURN_TIME} ms)`);
 });

@@ -15,7 +15,7 @@ import { createRequire } from 'node:module';
 import WebSocket, { WebSocketServer } from 'ws';
 import { encodeBinaryData, encodeTextData } from '../../src/protocol/session.ts';
 import { waitFor } from '../helpers/server.ts';
-import { canHoldParser, frameOf, framesDirectly, observeConclude, ParserHold, pingFrame, receiverOf, releaseChunkList, seqFrameOf, websocketOf, WS_BACK_POINTER, WS_CHUNK_BYTES, WS_CHUNKS, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP } from '../../src/server/ws-internals.ts';
+import { canHoldParser, DISCARD_ALLOWANCE, frameOf, framesDirectly, observeConclude, ParserHold, pingFrame, receiverOf, releaseChunkList, seqFrameOf, websocketOf, WS_BACK_POINTER, WS_BUFFERED_BYTES, WS_BUFFERS, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP, WS_WRITE } from '../../src/server/ws-internals.ts';
 
 const require = createRequire(import.meta.url);
 const WS_VERSION = (require('ws/package.json') as { version: string }).version;
@@ -64,7 +64,7 @@ test(`ws.${WS_RECEIVER_MEMBER} is ws's Receiver, an EventEmitter that ws itself 
   }
 });
 
-test(`ws's Receiver keeps its unparsed chunks in ${WS_CHUNKS} (emptied as it parses) and counts them in ${WS_CHUNK_BYTES}; releaseChunkList swaps the empty list for a new one and the next messages arrive as before`, async () => {
+test(`ws's Receiver keeps its unparsed chunks in ${WS_BUFFERS} (emptied as it parses) and counts them in ${WS_BUFFERED_BYTES}; releaseChunkList swaps the empty list for a new one and the next messages arrive as before`, async () => {
   const p = await pair();
   try {
     const receiver = receiverOf(p.server) as unknown as Record<string, unknown>;
@@ -72,13 +72,13 @@ test(`ws's Receiver keeps its unparsed chunks in ${WS_CHUNKS} (emptied as it par
     p.server.on('message', (data: Buffer) => got.push(data.toString()));
     p.client.send('one');
     await waitFor(() => got.length === 1, 5000, 'the first message');
-    const chunks = receiver[WS_CHUNKS];
-    assert.ok(Array.isArray(chunks), changed(`the Receiver has no ${WS_CHUNKS} array`));
-    assert.equal(chunks.length, 0, changed(`${WS_CHUNKS} is not emptied once its frame is parsed`));
-    assert.equal(receiver[WS_CHUNK_BYTES], 0, changed(`${WS_CHUNK_BYTES} is not 0 once every frame is parsed`));
+    const chunks = receiver[WS_BUFFERS];
+    assert.ok(Array.isArray(chunks), changed(`the Receiver has no ${WS_BUFFERS} array`));
+    assert.equal(chunks.length, 0, changed(`${WS_BUFFERS} is not emptied once its frame is parsed`));
+    assert.equal(receiver[WS_BUFFERED_BYTES], 0, changed(`${WS_BUFFERED_BYTES} is not 0 once every frame is parsed`));
     releaseChunkList(p.server);
-    assert.notEqual(receiver[WS_CHUNKS], chunks, 'an empty chunk list is replaced');
-    assert.deepEqual(receiver[WS_CHUNKS], []);
+    assert.notEqual(receiver[WS_BUFFERS], chunks, 'an empty chunk list is replaced');
+    assert.deepEqual(receiver[WS_BUFFERS], []);
     p.client.send('two');
     p.client.send('three');
     await waitFor(() => got.length === 3, 5000, 'the next two messages');
@@ -275,6 +275,38 @@ test(`ws's Receiver parse loop (${WS_START_LOOP}, ${WS_LOOP}) can be held betwee
     }
     assert.deepEqual(got, Array.from({ length: N }, (_, i) => i), 'every message once, in order');
     assert.ok(!p.socket.isPaused(), 'the socket is resumed once the Receiver has taken everything');
+  } finally {
+    await p.close();
+  }
+});
+
+test(`ws's Receiver can discard its input (${WS_WRITE}, ${WS_BUFFERS}, ${WS_BUFFERED_BYTES}): nothing more is parsed, ws still reads the socket, and 'close' still comes`, { timeout: 20_000 }, async () => {
+  const p = await pair();
+  try {
+    const receiver = receiverOf(p.server) as unknown as Record<string, unknown>;
+    assert.equal(typeof receiver[WS_WRITE], 'function', changed(`the Receiver has no ${WS_WRITE}()`));
+    assert.ok(Array.isArray(receiver[WS_BUFFERS]), changed(`the Receiver has no ${WS_BUFFERS} array`));
+    assert.equal(typeof receiver[WS_BUFFERED_BYTES], 'number', changed(`the Receiver has no number ${WS_BUFFERED_BYTES}`));
+    const hold = new ParserHold(receiverOf(p.server)!);
+    let got = 0;
+    p.server.on('message', () => {
+      if (++got === 10) hold.discard();
+    });
+    const N = 2_000; // 200 KB, sent in one go: most of it is read after the discard
+    for (let i = 0; i < N; i++) p.client.send('x'.repeat(100));
+    const sent = new Promise<void>((r) => p.client.send('last', () => r()));
+    await sent;
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(got, 10, changed('messages were parsed after the discard'));
+    assert.equal(hold.discarding, true);
+    assert.equal(receiver[WS_BUFFERED_BYTES], 0, 'no bytes kept');
+    assert.ok(hold.discarded > 0, changed('the discarding _write was not called for later chunks'));
+    assert.ok(hold.discarded <= DISCARD_ALLOWANCE + 65_536, `${hold.discarded} bytes discarded`);
+    // The client goes away: ws ends its discarding Receiver, which finishes (no write is kept), so ws emits 'close' as ever.
+    const closed = new Promise<number>((r) => p.server.once('close', (code) => r(code)));
+    p.client.terminate();
+    assert.equal(typeof (await Promise.race([closed, new Promise((r) => setTimeout(() => r('timeout'), 5_000))])), 'number', changed("ws emitted no 'close' for a discarding Receiver"));
   } finally {
     await p.close();
   }
