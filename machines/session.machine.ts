@@ -7,7 +7,7 @@
  * MachineRunner can host it: src/server/runner.ts).
  *
  *   attached ⇄ resuming ⇄ detached → expired
- *   attached | resuming ──unpersist──▶ unpersisted ──detach──▶ ended
+ *   attached | resuming ──unpersist──▶ unpersisted ──detach | resume──▶ ended
  *   detached ──unpersist──▶ ended
  *   (any live state) → overflowed | ended
  *
@@ -167,6 +167,10 @@ export const sessionMachine = setup({
     recordLocalEnd: assign({
       ending: { reason: 'ended' as const, detail: 'its connection closed, and the session could not be persisted' },
     }),
+    /** A resume reached it: its client is on another connection, and nothing may continue it over the store's gap. */
+    recordResumeOverGap: assign({
+      ending: { reason: 'ended' as const, detail: 'a resume came after the store failed on it: it cannot continue over the gap' },
+    }),
     recordWindowPassed: assign({
       ending: ({ context }) => ({ reason: 'expired' as const, detail: `detached for the resume window (${context.timing.resumeWindow} ms)` }),
     }),
@@ -215,11 +219,16 @@ export const sessionMachine = setup({
     },
     unpersisted: {
       description:
-        'The store failed on it: its connection carries it alone, its seqs jumped past the store\'s; no resume continues it (`restarted`).',
+        'The store failed on it: its connection carries it alone, its seqs jumped past the store\'s; no resume continues it (`restarted`; a resume that reaches it ends it and drops that connection).',
       entry: ['markUnpersisted', 'goLocal'],
       on: {
-        // A resume never reaches it: the host answers `restarted` first. A takeover's stale detach changes nothing.
+        // A takeover's stale detach changes nothing.
         detach: { guard: 'fromCurrentConnection', target: 'ended', actions: 'recordLocalEnd' },
+        // The host answers a resume `restarted` instead of sending it, checking before and after the store's answers
+        // (the store may fail on the session meanwhile). Should one reach it all the same, it is not ignored: the
+        // client has left the connection that carries the session (half-open, R4), so that one goes, and the session
+        // ends rather than going on with no client or continuing over the gap.
+        resume: { target: 'ended', actions: ['dropCurrentConnection', 'recordResumeOverGap'] },
       },
     },
     expired: {
@@ -231,7 +240,7 @@ export const sessionMachine = setup({
       type: 'final',
     },
     ended: {
-      description: 'Ended by the client (`end`), the application, or the close of an unpersisted session\'s connection; a resume gets `unknown` (`restarted` while the host remembers it unpersisted).',
+      description: 'Ended by the client (`end`), the application, or, unpersisted, by its connection\'s close or a resume; a resume gets `unknown` (`restarted` while the host remembers it unpersisted).',
       type: 'final',
     },
   },

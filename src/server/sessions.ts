@@ -134,6 +134,11 @@ export const SESSION_DEFAULTS = {
  */
 export const LOCAL_SEQ_JUMP = 2 ** 32;
 
+/** A resume of a session the store failed on here: answered as if the store had lost it. */
+function notPersistedFailure(): { reason: ResumeFailureReason; detail: string } {
+  return { reason: 'restarted', detail: 'the session could not be persisted (the session store failed): it cannot be resumed' };
+}
+
 
 export interface ResolvedSessionOptions<Auth = unknown> {
   store: SessionStore;
@@ -541,6 +546,15 @@ export class Sessions<Auth = unknown> {
     entry.runner.send({ type: 'unpersist', detail });
   }
 
+  /**
+   * The store failed on session `id` here: its machine is unpersisted, or
+   * its store copy is still to be ended (`toEnd`: also once its entry has
+   * gone). A resume must not continue it over what the store missed.
+   */
+  private notPersisted(id: string): boolean {
+    return this.entries.get(id)?.unpersisted === true || this.toEnd.has(id);
+  }
+
   /** @internal carrier.unpersist: the connection holding `lease` carries the session alone from now on (its seqs jump). */
   goLocal(entry: Entry<Auth>, lease: Lease): void {
     const carrier = entry.carrier;
@@ -884,14 +898,15 @@ export class Sessions<Auth = unknown> {
     let incoming: Entry<Auth> | null = null;
     try {
       this.epoch ??= await this.store.epoch();
-      const local = claim === null ? undefined : this.entries.get(claim.id);
-      if (local?.unpersisted) {
+      if (claim !== null && this.notPersisted(claim.id)) {
         // The store missed some of it: continuing would be a gap. As when the store lost it.
-        failed = { reason: 'restarted', detail: 'the session could not be persisted (the session store failed): it cannot be resumed' };
+        failed = notPersistedFailure();
         this.host.metrics.resume('failed', failed.reason);
       } else if (claim !== null) {
         const verdict = await this.store.verify({ id: claim.id, token: claim.token, owner, ...(claim.epoch !== undefined ? { epoch: claim.epoch } : {}) });
-        if (verdict.ok) {
+        // The store may fail on the session while it answers (an append, a join…): checked again after each answer.
+        if (verdict.ok && this.notPersisted(claim.id)) failed = notPersistedFailure();
+        else if (verdict.ok) {
           // A session this process runs no machine for (another process's): routed here for the broadcasts and
           // publishes that arrive from now on, before the store attaches it here. Else one the other process can no
           // longer append once the attach lands (`moved`) would reach neither: this process's appends go after the
@@ -901,10 +916,12 @@ export class Sessions<Auth = unknown> {
           // process counts or appends for the session from then on is refused (`moved`), except its reply to a
           // request it had counted, which lands in the stream after the read and is written in order.
           const read = await this.store.resume(claim.id, claim.lastSeq);
-          if (read.ok) return this.resumed(binding, read.record, claim.token, claim.lastSeq, read.messages);
+          // Unpersisted meanwhile, the connection carrying it (the old one, or none) went local: resumed, the client
+          // would go on over the store's gap, and the message that failed would have gone to the old connection only.
+          if (read.ok && !this.notPersisted(claim.id)) return this.resumed(binding, read.record, claim.token, claim.lastSeq, read.messages);
           this.dropIncoming(incoming);
           incoming = null;
-          failed = { reason: read.reason, detail: read.detail };
+          failed = read.ok ? notPersistedFailure() : { reason: read.reason, detail: read.detail };
         } else failed = { reason: verdict.reason, detail: verdict.detail };
         this.host.metrics.resume('failed', failed.reason);
       }

@@ -237,10 +237,15 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
         x.unpersisted = true;
       }
     } else if (x.phase === 'unpersisted') {
-      // Only its own connection's close matters: no resume may continue it (the host answers `restarted` first).
+      // Its own connection's close ends it. No resume may continue it (the host answers `restarted` instead); one that
+      // reaches it all the same is not ignored: the client left the connection carrying it, which goes, and it ends.
       if (e.type === 'detach' && current) {
         x.phase = 'ended';
         x.ending = { reason: 'ended', detail: 'its connection closed, and the session could not be persisted' };
+      } else if (e.type === 'resume') {
+        x.drops.push(x.lease);
+        x.phase = 'ended';
+        x.ending = { reason: 'ended', detail: 'a resume came after the store failed on it: it cannot continue over the gap' };
       }
     } else if (e.type === 'resume') {
       // A connection still carrying (or replaying) the session is dropped: one connection per session.
@@ -258,7 +263,7 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
       x.ending = { reason: 'expired', detail: e.detail };
     }
     // Anything else (a stale connection's report, expire while a connection carries it, an unpersisted session's
-    // resume, expire or attach) changes nothing.
+    // expire or attach) changes nothing.
   }
   return x;
 }
@@ -397,6 +402,7 @@ const EXPECTED_TRANSITIONS = [
   'session.detached: unpersist → session.ended',
   'session.detached: xstate.after.resumeWindow.session.detached → session.expired',
   'session.unpersisted: detach if fromCurrentConnection → session.ended',
+  'session.unpersisted: resume → session.ended',
 ];
 
 describe('session machine, model-based (docs/sessions.md; R12 expiry, R3 no timer left)', () => {
@@ -472,21 +478,34 @@ for (const host of ['actor', 'runner'] as const) describe(`session machine, exam
     assert.deepEqual(run.clock.pending(), []);
   });
 
-  test('a store failure while carried: the carrier goes local once; no resume reaches it; its connection\'s close ends it, remembered as unpersisted', () => {
+  test('a store failure while carried: the carrier goes local once; its connection\'s close ends it, remembered as unpersisted', () => {
     const run = new Run(host);
     run.actor.start();
     run.send({ type: 'unpersist', detail: 'session store append failed: timeout' });
     assert.equal(run.snapshot.value, 'unpersisted');
     run.send({ type: 'unpersist', detail: 'session store join failed: timeout' });
     assert.deepEqual(run.locals(), [0], 'told once, for the connection that carries it');
-    run.send({ type: 'resume' });
     run.send({ type: 'detach', lease: 1 });
-    assert.equal(run.snapshot.value, 'unpersisted', 'a resume and a report about a lease never given change nothing');
+    run.send({ type: 'attach', lease: 0 });
+    assert.equal(run.snapshot.value, 'unpersisted', 'a report about a lease never given, and an attach, change nothing');
     assert.deepEqual(run.clock.pending(), []);
     run.send({ type: 'detach', lease: 0 });
     assert.equal(run.snapshot.status, 'done');
     assert.deepEqual(run.snapshot.output, { reason: 'ended', detail: 'its connection closed, and the session could not be persisted' });
     assert.equal(run.snapshot.context.unpersisted, true, 'kept through the end: a late reply must not go to the store');
+  });
+
+  test('a resume that reaches an unpersisted session is not ignored: the connection carrying it is dropped and the session ends (it cannot continue over the gap)', () => {
+    const run = new Run(host);
+    run.actor.start();
+    run.send({ type: 'unpersist', detail: 'session store append failed: timeout' });
+    run.send({ type: 'resume' });
+    assert.deepEqual(run.drops(), [{ type: 'carrier.drop', lease: 0, reason: 'session resumed on another connection' }], 'the connection it carried on goes (its client left it)');
+    assert.equal(run.snapshot.status, 'done');
+    assert.deepEqual(run.snapshot.output, { reason: 'ended', detail: 'a resume came after the store failed on it: it cannot continue over the gap' });
+    assert.equal(run.snapshot.context.lease, 0, 'no lease given: nothing resumed it');
+    assert.equal(run.snapshot.context.unpersisted, true);
+    assert.equal(run.count('stopped'), 1, 'R3: the carrier is stopped');
   });
 
   test('a store failure while detached ends the session at once: nothing carries it', () => {

@@ -1,0 +1,151 @@
+/**
+ * Sessions when the store fails while a resume, a request's wait or a gap
+ * read is under way (docs/sessions.md, "Store failures"): the session goes
+ * local (unpersisted) in the middle, and what was under way must not carry on
+ * as if it were still persisted. Real sockets on 127.0.0.1, raw session
+ * frames; the store is the in-memory one with its appends failing on demand
+ * and its answers scripted or held, so each interleaving is made on demand.
+ *
+ * - A resume during which an append fails (between the checks before the
+ *   store's answers and the takeover): it must be answered `restarted`.
+ *   Before, the takeover went on: the session machine, already
+ *   `unpersisted`, ignored the `resume`, the new connection was attached
+ *   `resumed: true` with the old connection's lease, and the message whose
+ *   append failed had gone to the old connection only (a gap the client was
+ *   not told of).
+ */
+import assert from 'node:assert/strict';
+import { test, type TestContext } from 'node:test';
+import WebSocket from 'ws';
+import { MemorySessionStore } from '../../src/adapter/memory-session-store.ts';
+import type { AppendResult, ReadResult, RequestVerdict, ResumeClaim, SessionMessage, VerifyResult } from '../../src/adapter/session-store.ts';
+import { decodeServerFrame, encodeResume, encodeTextData, type ServerFrame } from '../../src/protocol/session.ts';
+import { LOCAL_SEQ_JUMP, type SessionLifecycleEvent } from '../../src/server/sessions.ts';
+import { closeOf, startSupervisor, waitFor } from '../helpers/server.ts';
+
+/** The in-memory store (async path: its overrides turn `sync` off), failing and holding on demand. */
+class FailingStore extends MemorySessionStore {
+  /** Appends reject while set. */
+  failAppends = false;
+  /** Called as a resume's token is verified (before the store's answer goes back). */
+  onVerify: (() => Promise<void>) | null = null;
+  /** The next beginRequest answers, in order (then the store's own). */
+  readonly scripted: Array<() => Promise<RequestVerdict>> = [];
+  /** While set, readAfter waits for it and then rejects. */
+  readGate: Promise<void> | null = null;
+  readsHeld = 0;
+
+  override async append(id: string, message: SessionMessage, replyTo?: number): Promise<AppendResult> {
+    if (this.failAppends) throw new Error('append: the store failed (test)');
+    return super.append(id, message, replyTo);
+  }
+
+  override async verify(claim: ResumeClaim): Promise<VerifyResult> {
+    const verdict = await super.verify(claim);
+    await this.onVerify?.();
+    return verdict;
+  }
+
+  override async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
+    const next = this.scripted.shift();
+    return next ? next() : super.beginRequest(id, cseq);
+  }
+
+  override async readAfter(id: string, seq: number): Promise<ReadResult> {
+    const gate = this.readGate;
+    if (gate === null) return super.readAfter(id, seq);
+    this.readsHeld++;
+    await gate;
+    throw new Error('readAfter: the store failed (test)');
+  }
+}
+
+/** Every handled promise callback of this turn has run (an append's rejection: the session is unpersisted). */
+const settled = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+async function start(t: TestContext) {
+  const store = new FailingStore();
+  /** requestID → how many times the handler ran it. */
+  const runs = new Map<number, number>();
+  const srv = await startSupervisor({
+    sessions: { store },
+    timing: { closeTimeout: 300 },
+    onMessage(connection, data) {
+      const request = JSON.parse(data.toString()) as { requestID: number; someOtherThing: string };
+      runs.set(request.requestID, (runs.get(request.requestID) ?? 0) + 1);
+      connection.send(JSON.stringify({ requestID: request.requestID, success: true, someOtherThing: request.someOtherThing }));
+    },
+  });
+  t.after(() => srv.close());
+  const events: SessionLifecycleEvent[] = [];
+  srv.supervisor.on('session', (e) => events.push(e));
+  /** A failing append on every session (a broadcast): each is unpersisted, its message written on its connection. */
+  const failOneAppend = async (text: string): Promise<void> => {
+    store.failAppends = true;
+    srv.supervisor.broadcast(`{"command":"broadcast","someOtherThing":"${text}"}`);
+    await settled();
+  };
+  return { store, runs, events, failOneAppend, supervisor: srv.supervisor, url: `${srv.url}?ws-session=1` };
+}
+
+/** A raw session connection: `first` sent, its frames decoded as they come, its close recorded. */
+async function connect(t: TestContext, url: string, first: string) {
+  const ws = new WebSocket(url);
+  t.after(() => ws.terminate());
+  const frames: ServerFrame[] = [];
+  ws.on('message', (d, isBinary) => frames.push(decodeServerFrame(isBinary ? (d as Buffer) : d.toString(), isBinary)));
+  let closed: { code: number; reason: string } | null = null;
+  void closeOf(ws).then((c) => (closed = c));
+  await new Promise((r) => ws.once('open', r));
+  ws.send(first);
+  await waitFor(() => frames.length >= 1, 5_000, 'the attached frame');
+  const attached = frames[0]!;
+  assert.equal(attached.kind, 'attached');
+  if (attached.kind !== 'attached') throw new Error('not attached');
+  return { ws, frames, attached, closed: () => closed };
+}
+
+const dataOf = (frames: ServerFrame[]) => frames.flatMap((f) => (f.kind === 'data' ? [f] : []));
+const request = (n: number): string => encodeTextData(n, `{"requestID":${n},"command":"echo","someOtherThing":"r${n}"}`);
+const replyTo = (frames: ServerFrame[], n: number) => dataOf(frames).find((f) => (JSON.parse(f.payload as string) as { requestID?: number }).requestID === n);
+
+for (const when of ['as its token is verified', 'as the store reads its replay'] as const) {
+  test(`a resume during which an append fails (${when}): answered restarted, not taken over onto the store's gap`, async (t) => {
+    const srv = await start(t);
+    const a = await connect(t, srv.url, '{"session":"open"}');
+    const { id, token, epoch } = a.attached;
+    // The resume arrives while A still carries the session (a half-open cut: a takeover). The broadcast's append fails
+    // after the server's first check (nothing failed yet) and before it takes the session over.
+    if (when === 'as its token is verified') {
+      srv.store.onVerify = async () => {
+        srv.store.onVerify = null;
+        await srv.failOneAppend('lost');
+      };
+    } else {
+      const read = srv.store.resume.bind(srv.store);
+      srv.store.resume = async (sid: string, seq: number) => {
+        const r = await read(sid, seq);
+        await srv.failOneAppend('lost');
+        return r;
+      };
+    }
+    const b = await connect(t, srv.url, encodeResume({ id, token, lastSeq: 0, epoch }));
+    assert.ok(srv.events.some((e) => e.type === 'unpersisted' && e.id === id), 'the append failed during the resume');
+    assert.deepEqual(
+      [b.attached.resumed, b.attached.reason],
+      [false, 'restarted'],
+      `not resumed over the gap (the failed message went to A only: ${JSON.stringify(dataOf(a.frames).map((f) => f.seq))})`,
+    );
+    assert.notEqual(b.attached.id, id, 'a new session');
+    assert.equal(srv.events.some((e) => e.type === 'resumed'), false, 'no resumed event');
+    const failedResume = srv.events.find((e) => e.type === 'attached' && e.id === b.attached.id);
+    assert.ok(failedResume?.type === 'attached' && failedResume.resumeFailed?.reason === 'restarted', 'the application is told why');
+    const metrics = await srv.supervisor.metrics.registry.metrics();
+    assert.match(metrics, /ws_supervisor_session_resumes_total\{result="failed",reason="restarted"\} 1/);
+    // The new session works once the store does.
+    srv.store.failAppends = false;
+    b.ws.send(request(1));
+    await waitFor(() => replyTo(b.frames, 1) !== undefined, 5_000, 'the reply on the new session');
+    assert.equal(replyTo(b.frames, 1)!.seq, 1);
+  });
+}
