@@ -10,7 +10,7 @@
  * behind it (request order).
  *
  *   checking ──pending──▶ backingOff ──after retry (doubling)──▶ asking ──pending──▶ backingOff …
- *   checking | asking ──settled──▶ answered ;  ──gone | failed──▶ abandoned
+ *   checking | asking ──settled──▶ answered ;  ──gone | failed──▶ abandoned ;  ──local──▶ run
  *   ──pending, counted here by no connection and not run──▶ run
  *   ──pending, counted here, past hereMax──▶ replied (it ran here) | run
  *
@@ -19,6 +19,9 @@
  * answer was lost (a store failure) and it runs here, once; and a count of
  * this process that none of its connections finishes within `hereMax` is
  * settled then (as the Redis store's lease bounds another process's count).
+ * Once the store failed on the session (it is unpersisted: its connection
+ * carries it alone and numbers its requests itself), the store's verdicts say
+ * nothing any more: the request runs on that connection, in order, once.
  *
  * Pure definition: no store, no clock. The host (src/server/sessions.ts,
  * `SessionBinding.settlePending`) sends each verdict with the facts it knows
@@ -56,7 +59,13 @@ export type PendingRequestEvent =
   /** The connection closed or was taken over, or the session ended: the client re-sends the request on its next resume. */
   | { type: 'gone' }
   /** The store failed when asked again (the host reports it and closes the connection: the client resumes). */
-  | { type: 'failed' };
+  | { type: 'failed' }
+  /**
+   * The session went local (the store failed on it, before this verdict or in
+   * this ask: docs/sessions.md, "Store failures"): its connection runs its
+   * requests in order, once each, without the store; the store is not asked again.
+   */
+  | { type: 'local' };
 
 /** What the machine asks of its `asker`. */
 export type AskerCommand = { type: 'ask' };
@@ -130,6 +139,8 @@ export const pendingRequestMachine = setup({
         settled: { target: 'answered' },
         gone: { target: 'abandoned' },
         failed: { target: 'abandoned' },
+        // Not abandoned: with the session local no resume will re-send it (the client's next request would skip it).
+        local: { target: 'run' },
       },
     },
     backingOff: {
@@ -137,7 +148,10 @@ export const pendingRequestMachine = setup({
       after: { retry: { target: 'waiting.asking', actions: 'doubleDelay' } },
     },
     answered: { type: 'final', description: 'The store answered (its reply, or `new`): the host goes on with that answer.' },
-    run: { type: 'final', description: 'This process counted it and its count is settled here: it runs here, once.' },
+    run: {
+      type: 'final',
+      description: 'It runs here, once: this process counted it and its count is settled here, or the session went local (its connection runs its requests in order).',
+    },
     replied: { type: 'final', description: 'This process ran it; its reply is on its way: answered as a duplicate.' },
     abandoned: { type: 'final', description: 'The connection went (the client re-sends it on resume) or the store failed.' },
   },
@@ -146,4 +160,4 @@ export const pendingRequestMachine = setup({
 export type PendingRequestMachine = typeof pendingRequestMachine;
 
 /** Event types whose payload the machine never reads (a host may share their steps by type: src/server/runner.ts). */
-export const PENDING_REQUEST_PAYLOAD_FREE_EVENTS: ReadonlySet<PendingRequestEvent['type']> = new Set<PendingRequestEvent['type']>(['settled', 'gone', 'failed']);
+export const PENDING_REQUEST_PAYLOAD_FREE_EVENTS: ReadonlySet<PendingRequestEvent['type']> = new Set<PendingRequestEvent['type']>(['settled', 'gone', 'failed', 'local']);

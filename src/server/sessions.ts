@@ -47,6 +47,7 @@ import {
 import {
   PENDING_REQUEST_PAYLOAD_FREE_EVENTS,
   pendingRequestMachine,
+  type PendingRequestEvent,
   type PendingRequestMachine,
   type PendingRequestOutcome,
 } from '../../machines/pending-request.machine.ts';
@@ -1545,8 +1546,11 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     const sessions = this.sessions;
     return new Promise((resolve) => {
       let answer = verdict;
+      const gone = (): boolean => !this.live || this.phase !== 'attached' || entry.ended;
       const tell = (v: RequestVerdict): void => {
-        if (!this.live || this.phase !== 'attached' || entry.ended) return runner.send({ type: 'gone' });
+        if (gone()) return runner.send(PENDING_GONE);
+        // The session went local meanwhile: the store's verdicts say nothing any more; this connection runs it, in order.
+        if (this.local) return runner.send(PENDING_LOCAL);
         if (v.kind !== 'pending') {
           answer = v;
           return runner.send({ type: 'settled' });
@@ -1561,10 +1565,13 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
         },
         spawn: () => ({
           command: () => {
-            if (!this.live || this.phase !== 'attached' || entry.ended) return runner.send({ type: 'gone' });
+            if (gone()) return runner.send(PENDING_GONE);
+            if (this.local) return runner.send(PENDING_LOCAL);
             sessions.store.beginRequest(entry.id, cseq).then(tell, (err: unknown) => {
               sessions.bindingStoreFailed(this, 'beginRequest', err);
-              runner.send({ type: 'failed' });
+              // Persisted, the connection is closed (1011) and the client re-sends it on its resume. Local (before or
+              // by this failure), no resume will: it runs here, as a first verdict's failure does (queueRequest).
+              runner.send(gone() ? PENDING_GONE : this.local ? PENDING_LOCAL : PENDING_FAILED);
             });
           },
           stop: () => undefined,
@@ -1829,7 +1836,10 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
       },
       (err: unknown) => {
         this.sessions.bindingStoreFailed(this, 'readAfter', err);
-        this.tellGap({ type: 'readDone', outcome: 'failed', written: this.written });
+        // As an answer would be: a connection that no longer carries the session in the store (closed, taken over,
+        // local since) has nothing to read. Closing a local session's connection (1011) would end the session.
+        const gone = !this.live || this.phase !== 'attached' || this.local;
+        this.tellGap({ type: 'readDone', outcome: gone ? 'gone' : 'failed', written: this.written });
       },
     );
   }
@@ -1971,6 +1981,10 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
 
 /** The one `gap` event (no payload): every gap report sends this object. */
 const GAP: GapReaderEvent = { type: 'gap' };
+/** The pending-request machine's events without a payload, one object each. */
+const PENDING_GONE: PendingRequestEvent = { type: 'gone' };
+const PENDING_FAILED: PendingRequestEvent = { type: 'failed' };
+const PENDING_LOCAL: PendingRequestEvent = { type: 'local' };
 
 /** A connection's gap reader's host: made with it, at the connection's first gap. */
 class GapReaderHost<Auth> implements RunnerHost, HostedActor<GapStoreCommand> {

@@ -59,6 +59,7 @@ const samples: PendingRequestEvent[] = [
   { type: 'settled' },
   { type: 'gone' },
   { type: 'failed' },
+  { type: 'local' },
 ];
 
 // ---------------------------------------------------------------------------
@@ -179,6 +180,7 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
     const e = h.event;
     if (e.type === 'settled') x.phase = 'answered';
     else if (e.type === 'gone' || e.type === 'failed') x.phase = 'abandoned';
+    else if (e.type === 'local') x.phase = 'run'; // the store failed on the session: its connection runs its requests in order
     else if (e.here && !e.running && !e.ran) x.phase = 'run'; // counted here, nobody here runs it, never ran: its count's answer was lost
     else if (e.here && x.overdue) x.phase = e.ran ? 'replied' : 'run'; // a count of this process, settled once overdue
     else {
@@ -249,6 +251,7 @@ const executors: Record<string, Executor> = {
   settled: (run, e) => run.deliver(e as PendingRequestEvent),
   gone: (run, e) => run.deliver(e as PendingRequestEvent),
   failed: (run, e) => run.deliver(e as PendingRequestEvent),
+  local: (run, e) => run.deliver(e as PendingRequestEvent),
   [RETRY]: (run) => run.fire('retry', run.getSnapshot().context.delay),
   [HERE_MAX]: (run) => run.fire('hereMax', hereMax),
 };
@@ -318,6 +321,7 @@ const EXPECTED_TRANSITIONS = [
   'pendingRequest.waiting: settled → pendingRequest.answered',
   'pendingRequest.waiting: gone → pendingRequest.abandoned',
   'pendingRequest.waiting: failed → pendingRequest.abandoned',
+  'pendingRequest.waiting: local → pendingRequest.run',
   'pendingRequest.backingOff: xstate.after.retry.pendingRequest.backingOff → pendingRequest.waiting.asking',
 ];
 

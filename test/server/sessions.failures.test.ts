@@ -13,6 +13,14 @@
  *   `resumed: true` with the old connection's lease, and the message whose
  *   append failed had gone to the old connection only (a gap the client was
  *   not told of).
+ * - A request waiting for another process's count (`pending`) when the
+ *   session goes local: it must run on the connection, once. Before, the next
+ *   ask failed (the store was down), the wait was abandoned, and the request
+ *   was neither run nor answered; the client's next request then skipped
+ *   ahead (closed 1002).
+ * - A gap read that fails after the session went local: nothing to read any
+ *   more. Before, the connection was closed 1011, ending the session it
+ *   alone carried.
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
@@ -149,3 +157,62 @@ for (const when of ['as its token is verified', 'as the store reads its replay']
     assert.equal(replyTo(b.frames, 1)!.seq, 1);
   });
 }
+
+for (const when of ['before the store is asked again', 'in the ask, which fails'] as const) {
+  test(`a request waiting for another process's count when the session goes local (${when}): it runs here, once, and the next one follows`, async (t) => {
+    const srv = await start(t);
+    const a = await connect(t, srv.url, '{"session":"open"}');
+    const failing = async (): Promise<RequestVerdict> => {
+      throw new Error('beginRequest: the store failed (test)');
+    };
+    if (when === 'before the store is asked again') {
+      // Counted by another process, not finished; the store fails on the session as it answers, and stays down.
+      srv.store.scripted.push(async () => {
+        await srv.failOneAppend('lost');
+        return { kind: 'pending', here: false };
+      }, failing, failing, failing);
+    } else {
+      srv.store.scripted.push(
+        async () => ({ kind: 'pending', here: false }),
+        async () => {
+          await srv.failOneAppend('lost');
+          throw new Error('beginRequest: the store failed (test)');
+        },
+        failing,
+        failing,
+      );
+    }
+    a.ws.send(request(1));
+    await waitFor(() => replyTo(a.frames, 1) !== undefined || a.closed() !== null, 5_000, 'request 1 answered');
+    assert.ok(srv.events.some((e) => e.type === 'unpersisted'), 'the session went local');
+    assert.equal(a.closed(), null, 'the connection carrying the local session stays');
+    assert.equal(srv.runs.get(1), 1, 'request 1 ran once');
+    assert.ok(replyTo(a.frames, 1)!.seq > LOCAL_SEQ_JUMP, 'its reply numbered locally');
+    a.ws.send(request(2));
+    await waitFor(() => replyTo(a.frames, 2) !== undefined || a.closed() !== null, 5_000, 'request 2 answered');
+    assert.equal(a.closed(), null, `request 2 did not skip ahead (${JSON.stringify(a.closed())})`);
+    assert.deepEqual([...srv.runs.entries()], [[1, 1], [2, 1]]);
+  });
+}
+
+test('a gap read that fails after the session went local changes nothing: the connection carrying it stays', async (t) => {
+  const srv = await start(t);
+  const a = await connect(t, srv.url, '{"session":"open"}');
+  const id = a.attached.id;
+  // Seq 1 appended elsewhere (as another node would: never written here), then seq 2 here: a gap, read from the store.
+  await srv.store.append(id, { data: '{"command":"broadcast","someOtherThing":"elsewhere"}', binary: false });
+  let release!: () => void;
+  srv.store.readGate = new Promise<void>((r) => (release = r));
+  srv.supervisor.broadcast('{"command":"broadcast","someOtherThing":"here"}');
+  await waitFor(() => srv.store.readsHeld === 1, 5_000, 'the gap read');
+  // The store fails on the session while the read is under way: it goes local, seq 2 and the failed one written locally.
+  await srv.failOneAppend('local');
+  await waitFor(() => dataOf(a.frames).length === 2, 5_000, 'the held and the failed message, written locally');
+  assert.ok(dataOf(a.frames).every((f) => f.seq > LOCAL_SEQ_JUMP));
+  release();
+  await settled();
+  a.ws.send(request(1));
+  await waitFor(() => replyTo(a.frames, 1) !== undefined || a.closed() !== null, 5_000, 'request 1 answered');
+  assert.equal(a.closed(), null, `the failed read did not close the connection (${JSON.stringify(a.closed())})`);
+  assert.equal(srv.runs.get(1), 1);
+});
