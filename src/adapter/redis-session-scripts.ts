@@ -222,7 +222,27 @@ export const FANOUT_CHUNK = 512;
 const FANOUT_LIB = `
 local FAN_LEFT = ${FANOUT_CHUNK}
 local FAN_DONE = 0
+-- A refusal (fan_refused) that stopped this call's fan-out work; the operation raises it when it did nothing else.
+local FAN_ERR = nil
 
+local function fan_errtext(e)
+  if type(e) == 'table' then return tostring(e.err or e.ok or 'error') end
+  return tostring(e)
+end
+
+-- Redis refuses a script's writes for these only before its first write (out of memory, a read-only replica, a
+-- failed save, too few replicas): nothing was written, so the call may fail whole and be made again. Any other
+-- error while appending to a member is that member's own (its keys are not what the store wrote).
+local function fan_refused(e)
+  local m = fan_errtext(e)
+  for _, code in ipairs({ 'OOM ', 'READONLY ', 'MISCONF ', 'NOREPLICAS ' }) do
+    if string.sub(m, 1, #code) == code then return true end
+  end
+  return false
+end
+
+-- Appends to the members after score cursor (up to max) while the call's budget lasts. Returns the score of the
+-- last member finished (the job goes on after it: no member is appended to twice) and true once none is left.
 local function fan_run(key, cursor, max, data, bin)
   if FAN_LEFT <= 0 then return cursor, false end
   local want = FAN_LEFT
@@ -245,11 +265,11 @@ local function fan_run(key, cursor, max, data, bin)
       addN, addB = 0, 0
     end
   end
-  -- In a pcall: an error (Redis out of memory, say) still counts and tells what was appended before it.
-  local ok, err = pcall(function()
-    for i = 1, #got, 2 do
-      local id = got[i]
-      cursor = tonumber(got[i + 1])
+  -- at: the member being worked on (its index in got); done: the score of the last member finished.
+  local at, done = 1, cursor
+  local function walk()
+    while at < #got do
+      local id = got[at]
       -- One read per member: its state, holder, detach time and the counters of its bounds.
       local h = redis.call('HMGET', hkey(id), 'st', 'n', 'da', 'ls', 'as', 'cb', 'ab')
       if not h[1] then
@@ -291,15 +311,40 @@ local function fan_run(key, cursor, max, data, bin)
           end
         end
       end
+      done = tonumber(got[at + 1])
+      at = at + 2
     end
-  end)
+  end
+  -- An error does not undo what was written before it (Redis has no rollback), so it never makes the job start
+  -- over: a member's own error makes it a dead letter (reason fanout, the message, seq 0) and the walk goes on
+  -- after it; a refusal stops this call's fan-out work where it is (nothing was written: see fan_refused).
+  while at < #got do
+    local ok, err = pcall(walk)
+    if ok then break end
+    if fan_refused(err) then
+      FAN_ERR = err
+      break
+    end
+    local id = got[at]
+    -- What an append that failed half-way (through append, say) counted is read again.
+    flush()
+    total = tonumber(redis.call('GET', BYTES) or '0')
+    table.insert(LETTERS, { id, 'fanout', 'a fan-out could not append to session ' .. id .. ' (' .. fan_errtext(err)
+      .. '): the session goes on without this message', { { '0-0', { 'c', '0', 'b', bin, 'd', data } } }, 0 })
+    done = tonumber(got[at + 1])
+    at = at + 2
+  end
   flush()
-  FAN_LEFT = FAN_LEFT - #got / 2
+  FAN_LEFT = FAN_LEFT - (at - 1) / 2
+  -- The holders are told of every member appended to, whatever came after it.
   for _, node in ipairs(order) do
     redis.call('PUBLISH', P .. 'node:' .. node, bin .. '\\n' .. table.concat(notes[node], '\\n') .. '\\n\\n' .. data)
   end
-  if not ok then error(err) end
-  return cursor, #got / 2 < want
+  if FAN_ERR then
+    FAN_LEFT = 0
+    return done, false
+  end
+  return done, #got / 2 < want
 end
 
 -- Works on the unfinished fan-outs, oldest first, while this call's budget lasts; true if some are left.
@@ -312,16 +357,22 @@ local function fan_queue()
     if not j[1] then
       redis.call('LPOP', FQ)
     else
-      local cursor, done = fan_run(j[1], tonumber(j[2]), tonumber(j[3]), j[4], j[5])
-      if done then
+      local from = tonumber(j[2])
+      local cursor, finished = fan_run(j[1], from, tonumber(j[3]), j[4], j[5])
+      if finished then
         redis.call('LPOP', FQ)
         redis.call('DEL', jk)
-      else
+      elseif cursor ~= from then
         redis.call('HSET', jk, 'c', S(cursor))
       end
     end
   end
   return redis.call('LLEN', FQ) > 0
+end
+
+-- A refusal that stopped the fan-out work of an operation that did nothing else: the operation fails whole.
+local function fan_raise_if_idle()
+  if FAN_ERR and FAN_DONE == 0 and #LETTERS == 0 then error(FAN_ERR) end
 end
 `;
 
@@ -693,11 +744,14 @@ return res`),
    */
   fanout: op(`
 FAN_DONE = 0
+FAN_ERR = nil
 local key = P .. A[1]
 local max = tonumber(redis.call('GET', MSEQ) or '0')
 local cursor, done = 0, false
-if not fan_queue() then cursor, done = fan_run(key, 0, max, A[2], A[3]) end
+if not fan_queue() and not FAN_ERR then cursor, done = fan_run(key, 0, max, A[2], A[3]) end
 if done then return { LETTERS, 0, FAN_DONE } end
+-- Refused before it appended anything: it fails whole (appended to none; the node reports it).
+fan_raise_if_idle()
 local jid = S(redis.call('INCR', P .. 'fseq'))
 redis.call('HSET', P .. 'fj:' .. jid, 'k', key, 'c', S(cursor), 'x', S(max), 'd', A[2], 'b', A[3])
 redis.call('PEXPIRE', P .. 'fj:' .. jid, KEY_TTL)
@@ -707,7 +761,9 @@ return { LETTERS, 1, FAN_DONE }`),
   /** → { letters, pending 1|0, sessions appended by this call }: the queued fan-outs, oldest first, within this call's budget. */
   fanWork: op(`
 FAN_DONE = 0
+FAN_ERR = nil
 local pending = fan_queue()
+fan_raise_if_idle()
 return { LETTERS, pending and 1 or 0, FAN_DONE }`),
 
   /** → { letters, sessions, detached, messages, bytes, tombstones } */

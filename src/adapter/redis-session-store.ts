@@ -841,7 +841,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
           if (r[1] !== 1 && !this.#fanAgain) return;
         }
       } catch {
-        // Counted and logged by #failed; the queue waits in Redis for the next sweep.
+        // Counted and logged by #failed; the queue waits in Redis for the next sweep (no batch carries a fanWork meanwhile).
+        this.#fanOwed = false;
       } finally {
         this.#fanPumping = false;
       }
@@ -1055,7 +1056,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     try {
       for (const letter of reply[0] as LetterReply[]) {
         const dead = toLetter(letter, o.refused);
-        this.#held.delete(dead.sessionId);
+        // A fan-out's letter for a member it could not append to (reason fanout): that session goes on.
+        if (dead.reason !== 'fanout') this.#held.delete(dead.sessionId);
         this.#host?.deadLetter(dead);
       }
       o.resolve(o.map(reply));
@@ -1121,7 +1123,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
    * a storm (10,000 sessions, 2 broadcasts a second: 40 chunks a second) a
    * turn takes tens of milliseconds and the fan-outs fell behind without end
    * (docs/scaling.md, "Fan-out in the store"). A failure is counted and
-   * logged by #failed; the sweep goes on with the queue in Redis.
+   * logged by #failed, and ends the riding (#fanOwed false, as a failure
+   * stops #pumpFanOut): the sweep goes on with the queue in Redis.
    */
   #fanWorkOp(): PendingOp {
     this.operations['fanWork'] = (this.operations['fanWork'] ?? 0) + 1;
@@ -1137,7 +1140,11 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
         // The latest answer wins: a batch sent earlier answers first (Redis answers one connection in order).
         this.#fanOwed = (r as Reply[])[1] === 1;
       },
-      reject: () => undefined,
+      // As #pumpFanOut: a failure stops it (a fanWork that fails every time rode in every batch, each failing
+      // again); the queue waits in Redis for the next sweep.
+      reject: () => {
+        this.#fanOwed = false;
+      },
     };
   }
 

@@ -62,13 +62,15 @@ export interface StoredMessage extends SessionMessage {
  *   (`SessionStore.fanOut`): the member sessions of other nodes that missed
  *   it are not known by name, so the letter's `sessionId` is `*` (the members
  *   this node runs get letters of their own, `unavailable`, or carry it on
- *   their connection).
+ *   their connection). Also one member the store's fan-out could not append
+ *   to while the others got it (its keys were not what the store wrote): its
+ *   own id, the message with seq 0; that session goes on without it.
  */
 export type SessionDeadLetterReason = 'overflow' | 'memory' | 'evicted' | 'expired' | 'ended' | 'unknown' | 'unavailable' | 'moved' | 'fanout';
 
 /** R12: messages of one session that will never reach its client. */
 export interface SessionDeadLetter {
-  /** The session; `*` for a failed fan-out's members that cannot be named (reason `fanout`). */
+  /** The session; `*` for a failed fan-out's members that cannot be named (reason `fanout`, or the one member that failed). */
   sessionId: string;
   reason: SessionDeadLetterReason;
   /** For people and logs: which bound, which numbers. */

@@ -15,7 +15,8 @@ import { createRedisSessionStore, type RedisSessionStore, type RedisSessionStore
 import { FANOUT_CHUNK } from '../../src/adapter/redis-session-scripts.ts';
 import type { FanOutDelivery, SessionDeadLetter } from '../../src/adapter/session-store.ts';
 import { findRedisServer, spawnRedisServer, startRedis, type RedisServer } from '../helpers/redis.ts';
-import { waitFor } from '../helpers/server.ts';
+import { delay, waitFor } from '../helpers/server.ts';
+import { pace } from '../helpers/pace.ts';
 
 let shared: Promise<RedisServer> | null = null;
 /**
@@ -228,4 +229,148 @@ test('the fan-out counts what it appends once per chunk: the cluster-wide byte b
   assert.deepEqual(a.letters[0]!.messages.map((m) => [m.seq, String(m.data)]), [[1, '0123456789'], [2, 'abcdefghij']]);
   // 4 live sessions × 2 messages of 10 bytes: the counters match the streams (no append counted twice or missed).
   assert.deepEqual(await a.store.stats(), { sessions: 4, detached: 1, bufferedMessages: 8, bufferedBytes: 80, tombstones: 1 });
+});
+
+/** Sessions made by `n`, in join order (the order the fan-out walks them: `P all` by score). */
+async function joined(n: Node, probe: Redis, prefix: string, count: number): Promise<string[]> {
+  for (let i = 0; i < count; i += 200) await Promise.all(Array.from({ length: Math.min(200, count - i) }, () => n.store.create({ owner: null })));
+  const order = await probe.zrange(`${prefix}all`, '0', '-1');
+  assert.equal(order.length, count);
+  return order;
+}
+
+/** Each session's held messages, as `seq:data`, straight from its stream. */
+async function streams(probe: Redis, prefix: string, ids: string[]): Promise<string[][]> {
+  const replies = (await probe.pipeline(ids.map((id) => ['xrange', `${prefix}x:${id}`, '-', '+'])).exec())!;
+  return replies.map(([err, entries]) => {
+    assert.equal(err, null);
+    return (entries as [string, string[]][]).map(([entryId, fields]) => `${entryId.split('-')[0]}:${fields[fields.indexOf('d') + 1]}`);
+  });
+}
+
+test('an append that fails in the middle of a queued chunk (a member whose stream key is not a stream) does not start the job over: every other member gets the message once, told once; the failing one is a dead letter (fanout) and lives on; the queue drains', async (t) => {
+  const redis = await redisFor(t);
+  if (!redis) return;
+  const prefix = `fan-${randomBytes(4).toString('hex')}:`;
+  const a = await node(t, redis, prefix);
+  const probe = new Redis(redis.url);
+  t.after(() => probe.disconnect());
+  const N = FANOUT_CHUNK + 20;
+  const order = await joined(a, probe, prefix, N);
+  // The third member of the second chunk (a fanWork's): XADD to it fails (WRONGTYPE), after two appends of that chunk.
+  const bad = order[FANOUT_CHUNK + 2]!;
+  const before = order[FANOUT_CHUNK + 1]!;
+  await probe.set(`${prefix}x:${bad}`, 'not a stream');
+  assert.deepEqual(await a.store.fanOut.broadcast({ data: 'once', binary: false }), { appended: FANOUT_CHUNK, pending: true });
+  // Each batch the store sends while it owes a fanWork carries one: before the fix, each appended the message again to
+  // the members before the failing one (new seqs, new notifications), and the job never got past it.
+  const budget = pace.scaled(20_000);
+  const deadline = Date.now() + budget;
+  for (;;) {
+    await a.store.stats();
+    const [left, copies] = await Promise.all([probe.llen(`${prefix}fq`), probe.xlen(`${prefix}x:${before}`)]);
+    assert.ok(copies <= 1, `session ${before}, before the failing member, was appended to ${copies} times`);
+    if (left === 0) break;
+    assert.ok(Date.now() < deadline, `the fan-out queue drains within ${budget} ms (${left} left)`);
+    await delay(20);
+  }
+  const others = order.filter((id) => id !== bad);
+  const held = await streams(probe, prefix, others);
+  others.forEach((id, i) => assert.deepEqual(held[i], ['1:once'], `session ${id}`));
+  const letters = a.letters.filter((l) => l.reason === 'fanout');
+  assert.equal(letters.length, 1, JSON.stringify(a.letters.map((l) => [l.sessionId, l.reason, l.detail])));
+  assert.equal(letters[0]!.sessionId, bad);
+  assert.match(letters[0]!.detail, /WRONGTYPE/);
+  assert.deepEqual(letters[0]!.messages.map((m) => [m.seq, String(m.data)]), [[0, 'once']]);
+  assert.equal((await a.store.get(bad))?.lastSeq, 0, 'the failing member lives on, without a seq for the message');
+  // Every member (attached here) told once, the failing one never.
+  await waitFor(() => told(a).length >= others.length, 10_000, 'every notification');
+  await a.store.stats();
+  const pairs = told(a).map((x) => `${x.id}:${x.seq}:${x.data}`);
+  assert.deepEqual(pairs.sort(), others.map((id) => `${id}:1:once`).sort());
+  // Nothing is owed: no batch carries a fanWork any more.
+  const riding = a.store.operations['fanWork'] ?? 0;
+  for (let i = 0; i < 5; i++) await a.store.stats();
+  assert.equal(a.store.operations['fanWork'] ?? 0, riding);
+  assert.deepEqual((await a.store.stats()).bufferedMessages, others.length);
+});
+
+test("an append that fails in a fan-out's first chunk: the fan-out succeeds for the others (the node's failure path, which delivers to its members itself, does not run: the notifications are the only delivery), the failing member is a dead letter (fanout)", async (t) => {
+  const redis = await redisFor(t);
+  if (!redis) return;
+  const prefix = `fan-${randomBytes(4).toString('hex')}:`;
+  const [a, b] = [await node(t, redis, prefix), await node(t, redis, prefix)];
+  const probe = new Redis(redis.url);
+  t.after(() => probe.disconnect());
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) ids.push((await (i % 2 === 0 ? a : b).store.create({ owner: null })).id);
+  const bad = ids[2]!;
+  await probe.set(`${prefix}x:${bad}`, 'not a stream');
+  // Before the fix: rejected (WRONGTYPE) after ids[0] and ids[1] were appended and their holders told.
+  assert.deepEqual(await b.store.fanOut.broadcast({ data: 'm', binary: false }), { appended: 4, pending: false });
+  const others = ids.filter((id) => id !== bad);
+  assert.deepEqual(await streams(probe, prefix, others), others.map(() => ['1:m']));
+  assert.deepEqual(b.letters.map((l) => [l.sessionId, l.reason, l.messages.map((m) => [m.seq, String(m.data)])]), [[bad, 'fanout', [[0, 'm']]]]);
+  await waitFor(() => told(a).length + told(b).length >= 4, 5_000, 'the holders told');
+  assert.deepEqual(told(a).map((x) => x.id).sort(), [ids[0]!, ids[4]!].sort());
+  assert.deepEqual(told(b).map((x) => x.id), [ids[1]!, ids[3]!]);
+  // The next fan-out goes on as before: the failing member keeps failing alone.
+  assert.deepEqual(await a.store.fanOut.broadcast({ data: 'n', binary: false }), { appended: 4, pending: false });
+  assert.equal(a.letters.filter((l) => l.sessionId === bad).length, 1);
+});
+
+test('a fan-out Redis refuses before it writes anything (out of memory) fails whole: appended to none, so the node reports it and no notification follows; it works once Redis takes writes again', async (t) => {
+  const redis = await redisFor(t);
+  if (!redis) return;
+  const prefix = `fan-${randomBytes(4).toString('hex')}:`;
+  const a = await node(t, redis, prefix);
+  const probe = new Redis(redis.url);
+  // The file's tests share the server: its memory limit is lifted again whatever happens here.
+  const restore = () => probe.config('SET', 'maxmemory', '0');
+  t.after(async () => {
+    await restore().catch(() => undefined);
+    probe.disconnect();
+  });
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) ids.push((await a.store.create({ owner: null })).id);
+  // maxmemory 1 (noeviction): the script's first write is refused (OOM); later writes of a script never are.
+  await probe.config('SET', 'maxmemory', '1');
+  await assert.rejects(a.store.fanOut.broadcast({ data: 'refused', binary: false }), /OOM/);
+  await restore();
+  for (const id of ids) assert.equal((await a.store.get(id))?.lastSeq, 0);
+  assert.deepEqual(a.letters, []);
+  assert.deepEqual(await a.store.fanOut.broadcast({ data: 'later', binary: false }), { appended: 3, pending: false });
+  await waitFor(() => told(a).length >= 3, 5_000, 'the notifications');
+  assert.deepEqual(told(a).map((x) => `${x.seq}:${x.data}`), ['1:later', '1:later', '1:later']);
+});
+
+test('a fanWork that fails every time (a queued job it cannot read) rides in no further batch: the failure stops the work, as it stops the pump, and the sweep goes on with it', async (t) => {
+  const redis = await redisFor(t);
+  if (!redis) return;
+  const prefix = `fan-${randomBytes(4).toString('hex')}:`;
+  const a = await node(t, redis, prefix);
+  const probe = new Redis(redis.url);
+  t.after(() => probe.disconnect());
+  const order = await joined(a, probe, prefix, FANOUT_CHUNK + 10);
+  // Two queued fan-outs: one larger than a call's budget (so the pump's first fanWork says pending, and the store owes
+  // one from then on), then one whose highest join order is not a number (every fanWork that reaches it fails).
+  const max = await probe.get(`${prefix}mseq`);
+  await probe.hset(`${prefix}fj:q1`, 'k', `${prefix}all`, 'c', '0', 'x', max!, 'd', 'queued', 'b', '0');
+  await probe.hset(`${prefix}fj:q2`, 'k', `${prefix}all`, 'c', '0', 'x', 'not a number', 'd', 'unreadable', 'b', '0');
+  await probe.rpush(`${prefix}fq`, 'q1', 'q2');
+  const failed = a.store.failures.error;
+  // The sweep starts the pump; operations meanwhile go in batches that may carry a fanWork of their own.
+  await Promise.all([a.store.sweep(), ...Array.from({ length: 4 }, () => a.store.stats())]);
+  let head: string | null = null;
+  const poll = setInterval(() => void probe.lindex(`${prefix}fq`, 0).then((h) => (head = h)), 20);
+  t.after(() => clearInterval(poll));
+  await waitFor(() => head === 'q2' && a.store.failures.error > failed, 20_000, 'the first job done and a fanWork failed on the second');
+  clearInterval(poll);
+  await delay(50);
+  await a.store.stats();
+  const riding = a.store.operations['fanWork'] ?? 0;
+  for (let i = 0; i < 5; i++) await a.store.stats();
+  assert.equal(a.store.operations['fanWork'] ?? 0, riding, 'no batch carries a fanWork after it failed');
+  const held = await streams(probe, prefix, order);
+  order.forEach((id, i) => assert.deepEqual(held[i], ['1:queued'], `session ${id}`));
 });
