@@ -131,6 +131,8 @@ export class SupervisedWebSocket extends WebSocket {
  * memory per idle connection).
  */
 /** SocketReader's flags, bits of LivenessReport's `flags`. */
+/** Units of a turn after which a connection's next ping holds its parser until a later turn: below ws's 60 pending automatic pongs. */
+const PINGS_PER_TURN_MAX = 48;
 const FLOODED = SUBCLASS_FLAGS;
 const OVER_BUDGET = SUBCLASS_FLAGS << 1;
 
@@ -287,9 +289,12 @@ export class SocketReader extends LivenessReport implements Deferrable {
    * time: ~10,000 pings and as many pong writes in one turn. A flood is cut by
    * the control-frame budget (`budget.control`), not by the peer's reading.
    */
-  private controlFrame(scheduler: TurnScheduler): void {
+  private controlFrame(scheduler: TurnScheduler, ping = false): void {
     if (this.overBudget || this.flooded || this.stopped || this.backlog !== null || this.parser?.held === true) return;
-    if (scheduler.admit(this, 1)) return;
+    // A ping is answered by ws's automatic pong, and ws terminates a socket with 60 of them not yet written
+    // (maxPendingAutoPongs; a write completes after the turn): whatever the share (fairness.share is the user's),
+    // a turn parses fewer pings than that.
+    if (scheduler.admit(this, 1) && !(ping && this.fairUsed >= PINGS_PER_TURN_MAX)) return;
     // The corked pongs (at most the share and this one) leave now: ws terminates a socket with 60 automatic
     // pongs not yet written (its maxPendingAutoPongs), so a cork must not gather a second share's worth.
     this.io.writer.uncork();
@@ -348,7 +353,7 @@ export class SocketReader extends LivenessReport implements Deferrable {
     if (io.scheduler === undefined) return;
     // This ping's pong is out; the pongs of any more this turn leave in one write at its end.
     io.writer.corkForTurn();
-    this.controlFrame(io.scheduler);
+    this.controlFrame(io.scheduler, true);
   }
 
   pong(payload: Buffer): void {
@@ -356,8 +361,11 @@ export class SocketReader extends LivenessReport implements Deferrable {
     // R21: unsolicited pongs count too, against the budget and the rate.
     if (io.inboundBudget !== undefined && this.overBudgetWith(payload.length, true)) return;
     if (io.limiter !== undefined && this.overRate(io.limiter)) return;
-    if (io.scheduler !== undefined) this.controlFrame(io.scheduler);
-    if (!this.expecting) return;
+    // The answer to our own ping is paced by our ping interval: only the others (unsolicited, a flood) take a unit of the turn.
+    if (!this.expecting) {
+      if (io.scheduler !== undefined) this.controlFrame(io.scheduler);
+      return;
+    }
     // Our pings carry their send time; a pong that echoes something else still proves liveness.
     const rttMs = payload.length === 8 ? performance.now() - payload.readDoubleBE(0) : -1;
     if (rttMs >= 0 && rttMs < 3_600_000) {

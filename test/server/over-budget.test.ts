@@ -136,6 +136,23 @@ test('a ping flood takes its share of the turn like messages: ws parses no more 
   assert.ok(mostPerIteration <= 2 * (SHARE + 1), `${mostPerIteration} pings parsed in one event-loop iteration (share ${SHARE})`);
 });
 
+test('with a share above ws\'s 60 pending automatic pongs, a ping flood is still answered ping by ping: the turn\'s cork is let go before 60 pongs wait in it, so ws never terminates the socket', T, async (t) => {
+  const SHARE = 200;
+  const N = 20_000;
+  const s = await serve(t, { budget: false, fairness: { share: SHARE, turnBudget: 4 * SHARE } });
+  const peer = await rawConnect(s.port);
+  t.after(() => peer.destroy());
+  await waitFor(() => s.connections.length === 1, 5_000, 'the connection');
+  const record = s.parsed.get(s.connections[0]!)!;
+  const ping = encodeFrame({ opcode: Opcode.PING });
+  void peer.write(Buffer.concat([...Array.from({ length: N }, () => ping), requests(1, 1)]));
+  await waitFor(() => peer.texts.length === 1 || record.closure !== null, 30_000, 'the reply behind the pings');
+  // Before: the pongs of a turn were corked up to the share, and at 60 unwritten ws terminated the socket (1006).
+  assert.equal(record.closure, null, `closed: ${JSON.stringify(record.closure)}`);
+  assert.equal(peer.frames.filter((f) => f.opcode === Opcode.PONG).length, N, 'every ping answered');
+  assert.equal(peer.frames.at(-1)!.opcode, Opcode.TEXT, 'the reply after the last pong');
+});
+
 /** One probe: connect, one request, its reply. Milliseconds; Infinity on failure (after 5 s). */
 async function probeOnce(port: number): Promise<number> {
   const t0 = performance.now();
