@@ -89,6 +89,9 @@ export async function startSupervisor(o: SystemOptions): Promise<RunningSystem> 
     headersTimeout: 60_000,
     timing: { pingInterval: o.pingInterval, pongTimeout: o.pongTimeout },
     ...(o.sessions !== undefined ? { sessions: sessionOptions(o.sessions, o.resumeWindow) } : {}),
+    // An experiment's knob, never set by `npm run bench`: the recipients per turn of a broadcast (docs/performance.md,
+    // "what the fan-out slice costs a single broadcast"), e.g. 1000000 for one unsliced fan-out as raw ws does.
+    ...(process.env.WS_SUP_BENCH_FAN_OUT_SLICE !== undefined ? { fairness: { fanOutSlice: Number(process.env.WS_SUP_BENCH_FAN_OUT_SLICE) } } : {}),
   });
   const { onOpen, onClose } = o;
   if (onOpen) demo.supervisor.on('connection', () => onOpen());
