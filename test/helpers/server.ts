@@ -131,3 +131,18 @@ export function countWrites(socket: unknown): { readonly count: number } {
   }
   return counter;
 }
+
+/**
+ * Runs `sample` once per event-loop iteration (a setImmediate that queues
+ * itself: it runs exactly once in every check phase) until stopped.
+ */
+export function everyIteration(sample: () => void): () => void {
+  let on = true;
+  const step = (): void => {
+    if (!on) return;
+    sample();
+    setImmediate(step);
+  };
+  setImmediate(step);
+  return () => void (on = false);
+}

@@ -14,7 +14,7 @@ import WebSocket from 'ws';
 import type { Connection, SupervisorOptions } from '../../src/index.ts';
 import { TurnScheduler } from '../../src/server/scheduler.ts';
 import { encodeFrame, Opcode, rawConnect, type RawWs } from '../helpers/raw-ws.ts';
-import { delay, startSupervisor, waitFor, within } from '../helpers/server.ts';
+import { delay, everyIteration, startSupervisor, waitFor, within } from '../helpers/server.ts';
 
 const T = { timeout: 60_000 };
 
@@ -79,20 +79,6 @@ function replyIds(peer: RawWs): number[] {
 
 const range = (first: number, count: number): number[] => Array.from({ length: count }, (_, k) => first + k);
 
-/**
- * Runs `sample` once per event-loop iteration (a setImmediate that queues
- * itself: it runs exactly once in every check phase) until stopped.
- */
-function everyIteration(sample: () => void): () => void {
-  let on = true;
-  const step = (): void => {
-    if (!on) return;
-    sample();
-    setImmediate(step);
-  };
-  setImmediate(step);
-  return () => void (on = false);
-}
 
 test('a peer over its share: ws parses none of its further frames until its next turn, and every request is answered in order', T, async (t) => {
   const SHARE = 8;

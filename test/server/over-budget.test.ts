@@ -16,7 +16,7 @@ import type { Closure, Connection, SupervisorOptions } from '../../src/index.ts'
 import { DEFAULTS } from '../../src/server/options.ts';
 import { encodeFrame, Opcode, rawConnect } from '../helpers/raw-ws.ts';
 import { pace } from '../helpers/pace.ts';
-import { delay, startSupervisor, waitFor } from '../helpers/server.ts';
+import { delay, everyIteration, startSupervisor, waitFor } from '../helpers/server.ts';
 
 const T = { timeout: 90_000 };
 
@@ -68,17 +68,6 @@ async function serve(t: TestContext, options: Omit<SupervisorOptions, 'server'> 
   return { port: srv.port, connections, parsed };
 }
 
-/** Runs `sample` once per event-loop iteration (a setImmediate that queues itself) until stopped. */
-function everyIteration(sample: () => void): () => void {
-  let on = true;
-  const step = (): void => {
-    if (!on) return;
-    sample();
-    setImmediate(step);
-  };
-  setImmediate(step);
-  return () => void (on = false);
-}
 
 test('over its message budget, a peer has nothing more parsed: what ws held and what comes later are dropped as bytes; its FIN still ends the close at once', T, async (t) => {
   const BUDGET = 50;
