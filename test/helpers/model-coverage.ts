@@ -1,5 +1,6 @@
 /**
- * Coverage bookkeeping for model-based tests built on `xstate/graph`'s TestModel.
+ * Coverage bookkeeping for model-based tests built on `xstate/graph`'s TestModel,
+ * and `coverageSuite`, the path runner and coverage tests the machine tests share.
  *
  * TestModel (xstate 5.33) has two silent gaps, found while writing these tests: an event type with no executor and a
  * state with no matching check are skipped without error. These helpers let a
@@ -8,6 +9,8 @@
  * by the system under test are recorded through xstate's `inspect` option, and
  * the two are compared by a stable, human-readable key.
  */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
 import {
   SimulatedClock,
   type AnyMachineSnapshot,
@@ -17,6 +20,7 @@ import {
   type EventObject,
   type InspectionEvent,
 } from 'xstate';
+import type { TestParam, TestPath } from 'xstate/graph';
 
 /** Every state node of `machine`, the root first, in document order. */
 export function allStateNodes(machine: AnyStateMachine): AnyStateNode[] {
@@ -211,4 +215,105 @@ export function greedyCover<T>(candidates: readonly T[], keysOf: (c: T) => Reado
     for (const k of keys[best]!) uncovered.delete(k);
   }
   return chosen;
+}
+
+/** The two hosts a machine test runs its paths on: an XState actor, and the server's MachineRunner (src/server/runner.ts). */
+export type Host = 'actor' | 'runner';
+const HOST_TITLES: Record<Host, string> = { actor: 'on an XState actor', runner: 'on the server MachineRunner' };
+
+export interface CoverageSuiteOptions<R, X, S extends AnyMachineSnapshot, E extends EventObject> {
+  machine: AnyStateMachine;
+  /** The definition's transitions, pinned: a new, renamed or re-guarded transition must be seen in the test first. */
+  transitions: readonly string[];
+  /** One per generated event type, each driving a run as that event says. */
+  executors: Record<string, (run: R, event: EventObject) => void>;
+  /** One per state node (`#id`), run whenever that node is active, given what the rules say the run should be. */
+  checks: Record<string, (run: R, x: X, model: S) => void>;
+  /** The test's own statement of the rules for the run so far (not the machine's table). */
+  rulesSay: (run: R) => X;
+  /** Stops a run when its path has been walked, passed or failed. */
+  stop: (run: R) => void;
+  /** How a path's events read in its test title. */
+  label: (e: EventObject) => string;
+}
+
+/**
+ * What every model-based machine test does with the paths TestModel generates:
+ * walk each on a fresh run on both hosts, with every executor and check bound
+ * to that run, and afterwards show that TestModel's silent gaps stayed closed:
+ * the pinned transitions all taken (recorded on the actor host through
+ * `inspect`, as the runner computes the same transitions with `transition()`),
+ * every generated event type executed, every state node checked.
+ */
+export function coverageSuite<R, X, S extends AnyMachineSnapshot, E extends EventObject>(o: CoverageSuiteOptions<R, X, S, E>) {
+  const taken = new Set<string>();
+  const generatedTypes = new Set<string>();
+  const checkedStates = new Set<string>();
+
+  const execute = async (path: TestPath<S, E>, run: R): Promise<void> => {
+    const params: TestParam<S, E> = {
+      events: Object.fromEntries(
+        Object.entries(o.executors).map(([type, exec]) => [type, (step: { event: EventObject }) => exec(run, step.event)]),
+      ) as unknown as TestParam<S, E>['events'], // keyed by the type strings TestModel generates
+      states: Object.fromEntries(
+        Object.entries(o.checks).map(([id, check]) => [
+          id,
+          (modelSnapshot: S) => {
+            checkedStates.add(id);
+            check(run, o.rulesSay(run), modelSnapshot);
+          },
+        ]),
+      ),
+    };
+    for (const step of path.steps) generatedTypes.add(step.event.type);
+    try {
+      await path.test(params);
+    } finally {
+      o.stop(run);
+    }
+  };
+
+  return {
+    /**
+     * Registers, for each host, one describe per group of paths, one test per path, each on a fresh
+     * `newRun(host, recorder)` (the recorder is the set of taken transitions on the actor host, undefined on the runner).
+     */
+    pathTests(groups: ReadonlyArray<readonly [title: string, paths: ReadonlyArray<TestPath<S, E>>]>, newRun: (host: Host, taken: Set<string> | undefined) => R): void {
+      for (const host of ['actor', 'runner'] as const) {
+        describe(HOST_TITLES[host], () => {
+          for (const [title, paths] of groups) {
+            describe(`${title} (${paths.length} paths)`, () => {
+              paths.forEach((path, i) => test(pathTitle(i, path, o.label), () => execute(path, newRun(host, host === 'actor' ? taken : undefined))));
+            });
+          }
+        });
+      }
+    },
+
+    /** Registers the three coverage tests (to run after every `pathTests` of this suite). */
+    coverageTests(): void {
+      test('the definition has exactly the pinned transitions, and every one was taken by an executed path', (t) => {
+        const all = allTransitionKeys(o.machine);
+        assert.deepEqual(all, o.transitions);
+        const uncovered = missing(all, taken);
+        t.diagnostic(`transitions taken: ${all.length - uncovered.length}/${all.length}`);
+        assert.deepEqual(uncovered, [], 'transitions no executed path took');
+        assert.deepEqual(missing(taken, new Set(all)), [], 'taken transitions unknown to the definition');
+      });
+
+      test('every generated event type has an executor, and every executor ran', (t) => {
+        t.diagnostic(`event types generated: ${[...generatedTypes].join(', ')}`);
+        assert.deepEqual(missing(generatedTypes, new Set(Object.keys(o.executors))), []);
+        assert.deepEqual(missing(Object.keys(o.executors), generatedTypes), [], 'executors for events never generated');
+      });
+
+      test('every state node has a check, and every check ran', (t) => {
+        const ids = allStateNodes(o.machine).map((n) => `#${n.id}`);
+        t.diagnostic(`state nodes checked: ${ids.filter((id) => checkedStates.has(id)).length}/${ids.length}`);
+        assert.deepEqual(missing(ids, new Set(Object.keys(o.checks))), [], 'state nodes without a check');
+        assert.deepEqual(missing(Object.keys(o.checks), new Set(ids)), [], 'checks for no state node');
+        assert.deepEqual(missing(ids, checkedStates), [], 'state nodes never reached and checked');
+      });
+    },
+  };
 }

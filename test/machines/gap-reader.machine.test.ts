@@ -17,7 +17,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createActor, fromCallback, type EventObject, type SnapshotFrom } from 'xstate';
-import { TestModel, type TestParam, type TestPath } from 'xstate/graph';
+import { TestModel } from 'xstate/graph';
 import {
   gapReaderMachine,
   GAP_READER_PAYLOAD_FREE_EVENTS,
@@ -26,7 +26,7 @@ import {
   type GapStoreCommand,
 } from '../../machines/gap-reader.machine.ts';
 import { MachineRunner, type HostedActor } from '../../src/server/runner.ts';
-import { allStateNodes, allTransitionKeys, missing, pathTitle, recordTransitions, stateIdMatcher } from '../helpers/model-coverage.ts';
+import { coverageSuite, recordTransitions, stateIdMatcher, type Host } from '../helpers/model-coverage.ts';
 
 /**
  * Positions: the connection has written up to 4 or 10 when a read ends; a
@@ -52,7 +52,6 @@ const samples: GapReaderEvent[] = [
 // The system under test
 
 type Happening = { kind: 'sent'; event: GapReaderEvent } | { kind: 'command'; command: GapStoreCommand } | { kind: 'started' | 'stopped' };
-type Host = 'actor' | 'runner';
 type Snapshot = SnapshotFrom<typeof gapReaderMachine>;
 
 let recording: Run | null = null;
@@ -70,7 +69,7 @@ class Run {
   readonly stop: () => void;
   readonly sendRaw: (e: GapReaderEvent) => void;
   readonly getSnapshot: () => Snapshot;
-  constructor(host: Host, input: GapReaderInput, taken?: Set<string>) {
+  constructor(host: Host, readonly input: GapReaderInput, taken?: Set<string>) {
     if (host === 'runner') {
       let stopped = false;
       const runner = new MachineRunner(
@@ -260,9 +259,15 @@ const EXPECTED_TRANSITIONS = [
   'gapReader.reading: readDone[4] otherwise → gapReader.idle',
 ];
 
-const taken = new Set<string>();
-const generatedTypes = new Set<string>();
-const checkedStates = new Set<string>();
+const suite = coverageSuite({
+  machine: gapReaderMachine,
+  transitions: EXPECTED_TRANSITIONS,
+  executors,
+  checks,
+  rulesSay: (run: Run) => rulesSay(run.timeline, run.input),
+  stop: (run) => run.stop(),
+  label,
+});
 
 for (const input of [{ awaitAnswers: true }, { awaitAnswers: false }] satisfies GapReaderInput[]) {
   const model = new TestModel(gapReaderMachine, {
@@ -277,68 +282,22 @@ for (const input of [{ awaitAnswers: true }, { awaitAnswers: false }] satisfies 
   // Every cycle-free route through the states (by state only: with the positions too there are thousands).
   const simplePaths = model.getSimplePaths({ serializeState: (s) => JSON.stringify([s.status, s.value]) });
 
-  const execute = async (path: TestPath<Snapshot, GapReaderEvent>, host: Host): Promise<void> => {
-    const run = new Run(host, input, host === 'actor' ? taken : undefined);
-    const params: TestParam<Snapshot, GapReaderEvent> = {
-      events: Object.fromEntries(Object.entries(executors).map(([type, exec]) => [type, (step: { event: EventObject }) => exec(run, step.event)])),
-      states: Object.fromEntries(
-        Object.entries(checks).map(([id, check]) => [
-          id,
-          (modelSnapshot: Snapshot) => {
-            checkedStates.add(id);
-            check(run, rulesSay(run.timeline, input), modelSnapshot);
-          },
-        ]),
-      ),
-    };
-    for (const step of path.steps) generatedTypes.add(step.event.type);
-    try {
-      await path.test(params);
-    } finally {
-      run.stop();
-    }
-  };
-
   describe(`gap reader, model-based, a store that ${input.awaitAnswers ? 'says when it has answered what is in flight' : 'cannot say'} (docs/sessions.md)`, () => {
     test('the model yields paths', () => {
       assert.ok(edgePaths.length > 0 && simplePaths.length > 0);
     });
-    for (const host of ['actor', 'runner'] as const) {
-      describe(`on ${host === 'actor' ? 'an XState actor' : 'the server MachineRunner'}`, () => {
-        describe(`shortest path to every transition (${edgePaths.length} paths)`, () => {
-          edgePaths.forEach((path, i) => test(pathTitle(i, path, label), () => execute(path, host)));
-        });
-        describe(`every simple path (${simplePaths.length} paths)`, () => {
-          simplePaths.forEach((path, i) => test(pathTitle(i, path, label), () => execute(path, host)));
-        });
-      });
-    }
+    suite.pathTests(
+      [
+        ['shortest path to every transition', edgePaths],
+        ['every simple path', simplePaths],
+      ],
+      (host, taken) => new Run(host, input, taken),
+    );
   });
 }
 
 describe('gap reader, coverage over both kinds of store (TestModel skips these gaps silently)', () => {
-  test('the definition has exactly the pinned transitions, and every one was taken by an executed path', (t) => {
-    const all = allTransitionKeys(gapReaderMachine);
-    assert.deepEqual(all, EXPECTED_TRANSITIONS);
-    const uncovered = missing(all, taken);
-    t.diagnostic(`transitions taken: ${all.length - uncovered.length}/${all.length}`);
-    assert.deepEqual(uncovered, [], 'transitions no executed path took');
-    assert.deepEqual(missing(taken, new Set(all)), [], 'taken transitions unknown to the definition');
-  });
-
-  test('every generated event type has an executor, and every executor ran', (t) => {
-    t.diagnostic(`event types generated: ${[...generatedTypes].join(', ')}`);
-    assert.deepEqual(missing(generatedTypes, new Set(Object.keys(executors))), []);
-    assert.deepEqual(missing(Object.keys(executors), generatedTypes), [], 'executors for events never generated');
-  });
-
-  test('every state node has a check, and every check ran', (t) => {
-    const ids = allStateNodes(gapReaderMachine).map((n) => `#${n.id}`);
-    t.diagnostic(`state nodes checked: ${ids.filter((id) => checkedStates.has(id)).length}/${ids.length}`);
-    assert.deepEqual(missing(ids, new Set(Object.keys(checks))), [], 'state nodes without a check');
-    assert.deepEqual(missing(Object.keys(checks), new Set(ids)), [], 'checks for no state node');
-    assert.deepEqual(missing(ids, checkedStates), [], 'state nodes never reached and checked');
-  });
+  suite.coverageTests();
 
   test('an idle reader is one snapshot for every connection (no id in its context): a connection with no gap costs nothing', () => {
     const host = { actorId: 'g', spawn: () => ({ command: () => undefined, stop: () => undefined }) as HostedActor<never>, done: () => undefined, failed: (err: unknown) => { throw err; } };

@@ -16,7 +16,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { __unsafe_getAllOwnEventDescriptors, createActor, fromCallback, type EventObject, type SnapshotFrom } from 'xstate';
-import { TestModel, type TestParam, type TestPath } from 'xstate/graph';
+import { TestModel } from 'xstate/graph';
 import {
   pendingRequestMachine,
   PENDING_REQUEST_PAYLOAD_FREE_EVENTS,
@@ -26,16 +26,7 @@ import {
   type PendingRequestOutcome,
 } from '../../machines/pending-request.machine.ts';
 import { MachineRunner, type HostedActor } from '../../src/server/runner.ts';
-import {
-  TimerTableClock,
-  allStateNodes,
-  allTransitionKeys,
-  delayedEventTypes,
-  missing,
-  pathTitle,
-  recordTransitions,
-  stateIdMatcher,
-} from '../helpers/model-coverage.ts';
+import { TimerTableClock, coverageSuite, delayedEventTypes, recordTransitions, stateIdMatcher, type Host } from '../helpers/model-coverage.ts';
 
 /**
  * hereMax is far above any run of waits a path makes (a path is short), so the
@@ -67,7 +58,6 @@ const samples: PendingRequestEvent[] = [
 
 type Happening = { kind: 'sent'; event: PendingRequestEvent } | { kind: 'timeout'; delay: 'retry' | 'hereMax' } | { kind: 'ask' } | { kind: 'started' | 'stopped' };
 type Entry = Happening & { at: number };
-type Host = 'actor' | 'runner';
 
 let recording: Run | null = null;
 const fakeAsker = fromCallback<AskerCommand, undefined>(({ receive }) => {
@@ -285,32 +275,6 @@ const label = (e: EventObject): string => {
   return p.type === 'pending' ? `pending(${p.here ? 'here' : 'elsewhere'}${p.running ? ',running' : ''}${p.ran ? ',ran' : ''})` : p.type;
 };
 
-const taken = new Set<string>();
-const generatedTypes = new Set<string>();
-const checkedStates = new Set<string>();
-
-async function execute(path: TestPath<Snapshot, PendingRequestEvent>, host: Host): Promise<void> {
-  const run = new Run(host, host === 'actor' ? taken : undefined);
-  const params: TestParam<Snapshot, PendingRequestEvent> = {
-    events: Object.fromEntries(Object.entries(executors).map(([type, exec]) => [type, (step: { event: EventObject }) => exec(run, step.event)])),
-    states: Object.fromEntries(
-      Object.entries(checks).map(([id, check]) => [
-        id,
-        (modelSnapshot: Snapshot) => {
-          checkedStates.add(id);
-          check(run, rulesSay(run.timeline), modelSnapshot);
-        },
-      ]),
-    ),
-  };
-  for (const step of path.steps) generatedTypes.add(step.event.type);
-  try {
-    await path.test(params);
-  } finally {
-    run.stop();
-  }
-}
-
 /** The definition's transitions, pinned: a new, renamed or re-guarded transition must be seen here first. */
 const EXPECTED_TRANSITIONS = [
   'pendingRequest: xstate.after.hereMax.pendingRequest → (no target)',
@@ -325,46 +289,30 @@ const EXPECTED_TRANSITIONS = [
   'pendingRequest.backingOff: xstate.after.retry.pendingRequest.backingOff → pendingRequest.waiting.asking',
 ];
 
+const suite = coverageSuite({
+  machine: pendingRequestMachine,
+  transitions: EXPECTED_TRANSITIONS,
+  executors,
+  checks,
+  rulesSay: (run: Run) => rulesSay(run.timeline),
+  stop: (run) => run.stop(),
+  label,
+});
+
 describe('pending-request machine, model-based (docs/sessions.md, requests run once)', () => {
   test('the model yields paths', () => {
     assert.ok(edgePaths.length > 0 && simplePaths.length >= edgePaths.length);
   });
 
-  for (const host of ['actor', 'runner'] as const) {
-    describe(`on ${host === 'actor' ? 'an XState actor' : 'the server MachineRunner'}`, () => {
-      describe(`shortest path to every transition (${edgePaths.length} paths)`, () => {
-        edgePaths.forEach((path, i) => test(pathTitle(i, path, label), () => execute(path, host)));
-      });
-      describe(`every simple path (${simplePaths.length} paths)`, () => {
-        simplePaths.forEach((path, i) => test(pathTitle(i, path, label), () => execute(path, host)));
-      });
-    });
-  }
+  suite.pathTests(
+    [
+      ['shortest path to every transition', edgePaths],
+      ['every simple path', simplePaths],
+    ],
+    (host, taken) => new Run(host, taken),
+  );
 
-  describe('coverage (TestModel skips these gaps silently)', () => {
-    test('the definition has exactly the pinned transitions, and every one was taken by an executed path', (t) => {
-      const all = allTransitionKeys(pendingRequestMachine);
-      assert.deepEqual(all, EXPECTED_TRANSITIONS);
-      const uncovered = missing(all, taken);
-      t.diagnostic(`transitions taken: ${all.length - uncovered.length}/${all.length}`);
-      assert.deepEqual(uncovered, [], 'transitions no executed path took');
-      assert.deepEqual(missing(taken, new Set(all)), [], 'taken transitions unknown to the definition');
-    });
-
-    test('every generated event type has an executor, and every executor ran', (t) => {
-      t.diagnostic(`event types generated: ${[...generatedTypes].join(', ')}`);
-      assert.deepEqual(missing(generatedTypes, new Set(Object.keys(executors))), []);
-      assert.deepEqual(missing(Object.keys(executors), generatedTypes), [], 'executors for events never generated');
-    });
-
-    test('every state node has a check, and every check ran', (t) => {
-      const ids = allStateNodes(pendingRequestMachine).map((n) => `#${n.id}`);
-      t.diagnostic(`state nodes checked: ${ids.filter((id) => checkedStates.has(id)).length}/${ids.length}`);
-      assert.deepEqual(missing(ids, new Set(Object.keys(checks))), [], 'state nodes without a check');
-      assert.deepEqual(missing(Object.keys(checks), new Set(ids)), [], 'checks for no state node');
-      assert.deepEqual(missing(ids, checkedStates), [], 'state nodes never reached and checked');
-    });
-  });
+  describe('coverage (TestModel skips these gaps silently)', () => suite.coverageTests());
 });
 
 describe('pending-request machine, examples', () => {

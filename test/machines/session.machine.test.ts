@@ -17,7 +17,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { __unsafe_getAllOwnEventDescriptors, createActor, fromCallback, initialTransition, type EventObject, type SnapshotFrom } from 'xstate';
-import { TestModel, type TestParam, type TestPath } from 'xstate/graph';
+import { TestModel } from 'xstate/graph';
 import {
   sessionMachine,
   type CarrierCommand,
@@ -28,16 +28,7 @@ import {
   type SessionTiming,
 } from '../../machines/session.machine.ts';
 import { MachineRunner, type HostedActor } from '../../src/server/runner.ts';
-import {
-  TimerTableClock,
-  allStateNodes,
-  allTransitionKeys,
-  delayedEventTypes,
-  missing,
-  pathTitle,
-  recordTransitions,
-  stateIdMatcher,
-} from '../helpers/model-coverage.ts';
+import { TimerTableClock, coverageSuite, delayedEventTypes, recordTransitions, stateIdMatcher, type Host } from '../helpers/model-coverage.ts';
 
 const timing: SessionTiming = { resumeWindow: 1000 };
 /** Each outside event arrives this long after the previous step: the window must run from the detach, not from the start. */
@@ -83,7 +74,6 @@ type Happening =
   | { kind: 'command'; command: CarrierCommand }
   | { kind: 'started' | 'stopped' };
 type Entry = Happening & { at: number };
-type Host = 'actor' | 'runner';
 
 /** Where the fake carrier records: handed over by the run (the actor host reaches it through a module-level slot). */
 let recording: Run | null = null;
@@ -358,34 +348,6 @@ const label = (e: EventObject): string => {
   return 'lease' in s ? `${s.type}(${s.lease})` : 'kind' in s ? `${s.type}(${s.kind})` : s.type;
 };
 
-const taken = new Set<string>();
-const generatedTypes = new Set<string>();
-const checkedStates = new Set<string>();
-
-async function execute(path: TestPath<Snapshot, SessionEvent>, host: Host): Promise<void> {
-  const run = new Run(host, host === 'actor' ? taken : undefined);
-  const params: TestParam<Snapshot, SessionEvent> = {
-    events: Object.fromEntries(
-      Object.entries(executors).map(([type, exec]) => [type, (step: { event: EventObject }) => exec(run, step.event)]),
-    ),
-    states: Object.fromEntries(
-      Object.entries(checks).map(([id, check]) => [
-        id,
-        (modelSnapshot: Snapshot) => {
-          checkedStates.add(id);
-          check(run, rulesSay(run.timeline), modelSnapshot);
-        },
-      ]),
-    ),
-  };
-  for (const step of path.steps) generatedTypes.add(step.event.type);
-  try {
-    await path.test(params);
-  } finally {
-    run.actor.stop();
-  }
-}
-
 /** The definition's transitions, pinned: a new, renamed or re-guarded transition must be seen here first. */
 const EXPECTED_TRANSITIONS = [
   'session: overflow → session.overflowed',
@@ -405,46 +367,30 @@ const EXPECTED_TRANSITIONS = [
   'session.unpersisted: resume → session.ended',
 ];
 
+const suite = coverageSuite({
+  machine: sessionMachine,
+  transitions: EXPECTED_TRANSITIONS,
+  executors,
+  checks,
+  rulesSay: (run: Run) => rulesSay(run.timeline),
+  stop: (run) => run.actor.stop(),
+  label,
+});
+
 describe('session machine, model-based (docs/sessions.md; R12 expiry, R3 no timer left)', () => {
   test('the model yields paths', () => {
     assert.ok(edgePaths.length > 0 && simplePaths.length > edgePaths.length);
   });
 
-  for (const host of ['actor', 'runner'] as const) {
-    describe(`on ${host === 'actor' ? 'an XState actor' : 'the server MachineRunner'}`, () => {
-      describe(`shortest path to every transition (${edgePaths.length} paths)`, () => {
-        edgePaths.forEach((path, i) => test(pathTitle(i, path, label), () => execute(path, host)));
-      });
-      describe(`every simple path (${simplePaths.length} paths)`, () => {
-        simplePaths.forEach((path, i) => test(pathTitle(i, path, label), () => execute(path, host)));
-      });
-    });
-  }
+  suite.pathTests(
+    [
+      ['shortest path to every transition', edgePaths],
+      ['every simple path', simplePaths],
+    ],
+    (host, taken) => new Run(host, taken),
+  );
 
-  describe('coverage (TestModel skips these gaps silently)', () => {
-    test('the definition has exactly the pinned transitions, and every one was taken by an executed path', (t) => {
-      const all = allTransitionKeys(sessionMachine);
-      assert.deepEqual(all, EXPECTED_TRANSITIONS);
-      const uncovered = missing(all, taken);
-      t.diagnostic(`transitions taken: ${all.length - uncovered.length}/${all.length}`);
-      assert.deepEqual(uncovered, [], 'transitions no executed path took');
-      assert.deepEqual(missing(taken, new Set(all)), [], 'taken transitions unknown to the definition');
-    });
-
-    test('every generated event type has an executor, and every executor ran', (t) => {
-      t.diagnostic(`event types generated: ${[...generatedTypes].join(', ')}`);
-      assert.deepEqual(missing(generatedTypes, new Set(Object.keys(executors))), []);
-      assert.deepEqual(missing(Object.keys(executors), generatedTypes), [], 'executors for events never generated');
-    });
-
-    test('every state node has a check, and every check ran', (t) => {
-      const ids = allStateNodes(sessionMachine).map((n) => `#${n.id}`);
-      t.diagnostic(`state nodes checked: ${ids.filter((id) => checkedStates.has(id)).length}/${ids.length}`);
-      assert.deepEqual(missing(ids, new Set(Object.keys(checks))), [], 'state nodes without a check');
-      assert.deepEqual(missing(Object.keys(checks), new Set(ids)), [], 'checks for no state node');
-      assert.deepEqual(missing(ids, checkedStates), [], 'state nodes never reached and checked');
-    });
-  });
+  describe('coverage (TestModel skips these gaps silently)', () => suite.coverageTests());
 });
 
 // ---------------------------------------------------------------------------
