@@ -225,6 +225,8 @@ export interface CoverageSuiteOptions<R, X, S extends AnyMachineSnapshot, E exte
   machine: AnyStateMachine;
   /** The definition's transitions, pinned: a new, renamed or re-guarded transition must be seen in the test first. */
   transitions: readonly string[];
+  /** The definition's state nodes (`#id`), pinned too, where the test lists them. */
+  states?: readonly string[];
   /** One per generated event type, each driving a run as that event says. */
   executors: Record<string, (run: R, event: EventObject) => void>;
   /** One per state node (`#id`), run whenever that node is active, given what the rules say the run should be. */
@@ -274,6 +276,10 @@ export function coverageSuite<R, X, S extends AnyMachineSnapshot, E extends Even
   };
 
   return {
+    /** Where the actor host records the transitions it takes (`recordTransitions`). */
+    taken,
+    /** Walks one path on `run` (a fresh one per path), with every executor and check bound to it; stops it after. */
+    execute,
     /**
      * Registers, for each host, one describe per group of paths, one test per path, each on a fresh
      * `newRun(host, recorder)` (the recorder is the set of taken transitions on the actor host, undefined on the runner).
@@ -290,7 +296,7 @@ export function coverageSuite<R, X, S extends AnyMachineSnapshot, E extends Even
       }
     },
 
-    /** Registers the three coverage tests (to run after every `pathTests` of this suite). */
+    /** Registers the three coverage tests (to run after every path of this suite). */
     coverageTests(): void {
       test('the definition has exactly the pinned transitions, and every one was taken by an executed path', (t) => {
         const all = allTransitionKeys(o.machine);
@@ -309,6 +315,7 @@ export function coverageSuite<R, X, S extends AnyMachineSnapshot, E extends Even
 
       test('every state node has a check, and every check ran', (t) => {
         const ids = allStateNodes(o.machine).map((n) => `#${n.id}`);
+        if (o.states) assert.deepEqual(ids, o.states, 'the definition has exactly the pinned state nodes');
         t.diagnostic(`state nodes checked: ${ids.filter((id) => checkedStates.has(id)).length}/${ids.length}`);
         assert.deepEqual(missing(ids, new Set(Object.keys(o.checks))), [], 'state nodes without a check');
         assert.deepEqual(missing(Object.keys(o.checks), new Set(ids)), [], 'checks for no state node');
