@@ -35,6 +35,7 @@ import { positiveInt } from '../base/checks.ts';
 import { requirePeer } from '../base/optional-peer.ts';
 import { SESSION_STORE_DEFAULTS } from './memory-session-store.ts';
 import { parseRedisUrl, RedisUrlError, type RedisTarget } from './redis-url.ts';
+import { endRedisClient } from './redis-close.ts';
 import { SESSION_BATCH_SCRIPT, type SessionOpName } from './redis-session-scripts.ts';
 import {
   messageBytes,
@@ -902,8 +903,9 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       this.#ready = false;
       this.#status = 'degraded';
       this.#reason = 'session store closed';
-      client?.disconnect();
-      this.#sub?.disconnect();
+      // Stops reconnecting and ends the sockets at once (R3), with no timer left when Redis is gone.
+      if (client) endRedisClient(client);
+      if (this.#sub) endRedisClient(this.#sub);
     })();
     return this.#closed;
   }

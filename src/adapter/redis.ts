@@ -62,6 +62,7 @@ import { positiveInt } from '../base/checks.ts';
 import { validateTopic } from '../protocol/topics.ts';
 import { parseRedisUrl, RedisUrlError, type RedisTarget } from './redis-url.ts';
 import { REDIS_DEFAULTS } from './redis-defaults.ts';
+import { endRedisClient } from './redis-close.ts';
 import type { Adapter, AdapterFailureReason, AdapterHost, AdapterMessage, AdapterMissedCause, AdapterStatus, NodeInfo } from './types.ts';
 import {
   EPOCH_LUA,
@@ -610,9 +611,9 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
         this.statusValue = 'degraded';
         this.host?.statusChanged('degraded', this.reason);
       }
-      // disconnect() stops reconnecting and ends the sockets at once (R3).
-      pub?.disconnect();
-      sub?.disconnect();
+      // Stops reconnecting and ends the sockets at once (R3), with no timer left when Redis is gone.
+      if (pub) endRedisClient(pub);
+      if (sub) endRedisClient(sub);
       this.host = null;
     })();
     return this.closing;
