@@ -556,11 +556,19 @@ export class Sessions<Auth = unknown> {
     return this.entries.get(id)?.unpersisted === true || this.toEnd.has(id);
   }
 
-  /** @internal carrier.unpersist: the connection holding `lease` carries the session alone from now on (its seqs jump). */
+  /**
+   * @internal carrier.unpersist: the connection holding `lease` carries the session alone from now on (its seqs jump).
+   *
+   * The no-carrier branch stays here, not in the session machine: whether a connection of `lease` is here is this
+   * host's fact, which the machine cannot see. It enters `unpersisted` only from attached or resuming, where the host
+   * always holds a carrier of its lease (set in the turn of the open or resume, cleared in the turn of the detach), so
+   * the branch only guards that invariant. If it breaks, the fact goes in the machine's own word for it (that lease's
+   * connection is gone: `detach`) and the machine decides as for a close (unpersisted → ended); a new event would
+   * repeat `detach`, or add guarded transitions for a state this host does not produce.
+   */
   goLocal(entry: Entry<Auth>, lease: Lease): void {
     const carrier = entry.carrier;
     if (carrier !== null && carrier.lease === lease) carrier.unpersist();
-    // No connection carries it (none is left to number it locally): as when that connection closes.
     else if (carrier === null) entry.runner.send({ type: 'detach', lease });
   }
 
