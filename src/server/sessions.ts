@@ -58,6 +58,7 @@ import type {
   RequestVerdict,
   JsonValue,
   SessionDeadLetter,
+  ResumeResult,
   SessionRecord,
   SessionMessage,
   SessionStore,
@@ -430,6 +431,16 @@ export class Sessions<Auth = unknown> {
   readonly gapConfig: RunnerConfig<GapReaderMachine>;
   private epoch: string | null = null;
   /**
+   * Resumes under way here, by session: how many, and the highest seq a
+   * fan-out notification named for the session meanwhile. The store runs the
+   * resume (read and attach at one moment) and from then on tells this node
+   * of the session's new seqs; but the notification comes on another Redis
+   * connection than the resume's answer, and may be handled first, when no
+   * connection here carries the session yet (or the old one still does): the
+   * resumed connection reads up to that seq once it is attached (`resumed`).
+   */
+  private readonly resuming = new Map<string, { n: number; told: number }>();
+  /**
    * Unpersisted sessions still to be ended in the store (so that no node
    * resumes them over their gap), oldest first; retried every sweep and as
    * soon as the store says it is up. Bounded (MAX_TO_END): past it the oldest
@@ -462,11 +473,20 @@ export class Sessions<Auth = unknown> {
     this.store.start({
       logger: host.logger,
       deadLetter: (letter) => this.onStoreDeadLetter(letter),
-      fanOutDelivered: (delivery) => routeFanOut(delivery, (id) => this.entries.get(id), (entry, reason, detail) => {
-        this.overflowed(entry, reason === 'memory' || reason === 'evicted' ? reason : 'overflow', detail);
-      }, (data, binary) => new FanOutFrames(data, binary)),
+      fanOutDelivered: (delivery) => {
+        if (this.resuming.size > 0) {
+          for (const { id, seq } of delivery.sessions) {
+            const r = this.resuming.get(id);
+            if (r !== undefined && seq > r.told) r.told = seq;
+          }
+        }
+        routeFanOut(delivery, (id) => this.entries.get(id), (entry, reason, detail) => {
+          this.overflowed(entry, reason === 'memory' || reason === 'evicted' ? reason : 'overflow', detail);
+        }, (data, binary) => new FanOutFrames(data, binary));
+      },
       fanOutResync: () => {
         for (const entry of this.entries.values()) entry.carrier?.catchUp(Number.POSITIVE_INFINITY);
+        for (const r of this.resuming.values()) r.told = Number.POSITIVE_INFINITY;
       },
     });
     // A shared store says when it is back (RedisSessionStore's 'status' event): what failed is retried at once.
@@ -916,10 +936,23 @@ export class Sessions<Auth = unknown> {
           // The read, the attach and the record at one moment (docs/sessions.md, "Across nodes"): what another
           // process counts or appends for the session from then on is refused (`moved`), except its reply to a
           // request it had counted, which lands in the stream after the read and is written in order.
-          const read = await this.store.resume(claim.id, claim.lastSeq);
+          const resuming = this.resuming.get(claim.id) ?? { n: 0, told: 0 };
+          resuming.n++;
+          this.resuming.set(claim.id, resuming);
+          let read: ResumeResult;
+          try {
+            read = await this.store.resume(claim.id, claim.lastSeq);
+          } finally {
+            if (--resuming.n === 0) this.resuming.delete(claim.id);
+          }
           // Unpersisted meanwhile, the connection carrying it (the old one, or none) went local: resumed, the client
           // would go on over the store's gap, and the message that failed would have gone to the old connection only.
-          if (read.ok && !this.notPersisted(claim.id)) return this.resumed(binding, read.record, claim.token, claim.lastSeq, read.messages);
+          if (read.ok && !this.notPersisted(claim.id)) {
+            this.resumed(binding, read.record, claim.token, claim.lastSeq, read.messages);
+            // Seqs the store told this node of before its answer (past the replay, or the old connection got them).
+            if (resuming.told > 0) binding.catchUp(resuming.told);
+            return;
+          }
           this.dropIncoming(incoming);
           incoming = null;
           failed = read.ok ? notPersistedFailure() : { reason: read.reason, detail: read.detail };

@@ -200,6 +200,45 @@ test('broadcasts and publishes flowing from a third node while the session moves
   );
 });
 
+for (const where of ['another node', 'the same node'] as const) {
+  test(`a fan-out notification of a seq past the resume's replay, handled before the resume's answer (two Redis connections, no order between them), with nothing after it: the connection resumed on ${where} still gets it`, async (t) => {
+    const redis = await startRedis(t);
+    if (!redis) return;
+    const prefix = `fanout-${process.pid}-early-${where === 'the same node' ? 'same' : 'other'}`;
+    const [a, b] = [await node(t, redis.url, 'node-a', { prefix }), await node(t, redis.url, 'node-b', { prefix })];
+    const to = where === 'the same node' ? a : b;
+    const onA = new Raw(t, a.url);
+    const { id, token, epoch } = await attach(onA, encodeOpen());
+    a.demo.supervisor.broadcast('{"b":1}');
+    await waitFor(() => onA.data().length === 1, 10_000, 'broadcast 1 on A');
+    onA.stop();
+
+    // The interleaving, driven: the resume has run in Redis (its node holds the session: the fan-out tells it), and a
+    // broadcast's notification reaches that node before it goes on with the resume's answer. The notification went to
+    // no connection (another node: none carried the session there yet) or to the old one (the same node), and with no
+    // later seq to show the gap, broadcast 2 never reached the resumed connection.
+    const resume = to.store.resume.bind(to.store);
+    let heldBack = 0;
+    to.store.resume = async (sid, seq) => {
+      const answer = await resume(sid, seq);
+      const before = to.store.fanOutStats.notifications;
+      a.demo.supervisor.broadcast('{"b":2}');
+      await waitFor(() => to.store.fanOutStats.notifications > before, 10_000, "broadcast 2's notification");
+      heldBack++;
+      return answer;
+    };
+    const resumed = new Raw(t, to.url);
+    const attached = await attach(resumed, encodeResume({ id, token, lastSeq: 1, epoch }));
+    assert.equal(attached.resumed, true, JSON.stringify(attached));
+    assert.equal(heldBack, 1, 'the resume went through the interleaving');
+    onA.ws.terminate();
+    await waitFor(() => resumed.data().length >= 1, 5_000, `broadcast 2 on the resumed connection (got ${JSON.stringify(resumed.data())})`);
+    await delay(100); // nothing more may come
+    assert.deepEqual(resumed.data(), [{ seq: 2, payload: '{"b":2}' }], 'broadcast 2, once, under its seq');
+    assert.deepEqual([...a.letters, ...b.letters], [], 'no dead letter');
+  });
+}
+
 test('a detached session past its bound while another node broadcasts: it ends overflow (dead letters on the publishing node, the refused message with them), its node is told, and the resume gets overflow as before', async (t) => {
   const redis = await startRedis(t);
   if (!redis) return;
