@@ -762,8 +762,13 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   async detach(id: string): Promise<boolean> {
     const generation = this.#held.get(id) ?? '';
     const r = await this.#run('detach', id, 'detach', [id, generation]);
-    this.#held.delete(id);
     const ok = r[1] === 1;
+    // A resume or attach of this node that Redis ran before this detach answered first: its hold is newer than the
+    // one presented here (a takeover on this node while the old connection closed), and stays: deleted, its lease went
+    // unrenewed (a sweep detached the session under its connection) and every later append and request was `moved`.
+    const held = this.#held.get(id);
+    if (held !== undefined && held !== generation) return ok;
+    this.#held.delete(id);
     // Detached: the generation then (its own expire must not end one resumed since). Refused (taken over, or gone):
     // the generation it held, so that an append this node still makes is refused (`moved`), not kept unchecked —
     // the session's seqs are the new holder's alone.

@@ -239,6 +239,48 @@ for (const where of ['another node', 'the same node'] as const) {
   });
 }
 
+test("a takeover on the same node whose old connection closes while the resume is on its way to Redis: the old connection's refused detach does not undo the node's new hold (its lease is renewed, its requests are counted)", async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const a = await node(t, redis.url, 'node-a', { prefix: `fanout-${process.pid}-hold` });
+  const first = new Raw(t, a.url);
+  const { id, token, epoch } = await attach(first, encodeOpen());
+  first.request({ command: 'echo', someOtherThing: 'one' });
+  await waitFor(() => first.data().length >= 1, 10_000, 'the reply to request 1');
+  const lastSeq = first.data().at(-1)!.seq;
+  first.stop();
+
+  // The order, driven: Redis stops once the resume's verify is answered, so that the resume is sent, then the old
+  // connection closes and its detach (presenting the hold the resume replaces) is sent behind it; Redis goes on
+  // once the session's detached event fired here, and runs both in that order: the resume (a new hold), then the
+  // detach, refused. Its answer deleted the new hold: no lease renewal (a sweep would detach the session under its
+  // connection, and fan-outs stop telling this node), and every later request was refused `moved` (connection dropped).
+  const detached = new Promise<void>((resolve) => a.demo.supervisor.on('session', (e) => e.type === 'detached' && e.id === id && resolve()));
+  const verify = a.store.verify.bind(a.store);
+  a.store.verify = (claim) => verify(claim).then((v) => (redis.pause(), v));
+  const resume = a.store.resume.bind(a.store);
+  a.store.resume = (sid, seq) => {
+    const answer = resume(sid, seq);
+    first.ws.terminate();
+    void detached.then(() => redis.resume());
+    return answer;
+  };
+  const second = new Raw(t, a.url);
+  const attached = await attach(second, encodeResume({ id, token, lastSeq, epoch }));
+  assert.equal(attached.resumed, true, JSON.stringify(attached));
+  await waitFor(() => a.store.queuedOperations === 0, 10_000, 'the detach answered');
+  await a.store.get(id); // answered after the detach (one connection, in order)
+  const held = a.store.heldSessions;
+  second.ws.send(encodeTextData(2, JSON.stringify({ requestID: 2, command: 'echo', someOtherThing: 'two' })));
+  const reply2 = (): number => second.data().filter((m) => m.payload.includes('"requestID":2')).length;
+  await waitFor(() => reply2() > 0 || second.ws.readyState !== WebSocket.OPEN, 10_000, 'the reply to request 2');
+  await delay(100); // nothing more may come
+  assert.equal(second.ws.readyState, WebSocket.OPEN, 'the resumed connection is not dropped as moved');
+  assert.equal(reply2(), 1, 'request 2 answered once');
+  assert.deepEqual(a.events.filter((e) => e.type === 'moved'), [], 'no moved event');
+  assert.equal(held, 1, 'the node still holds the session it resumed');
+});
+
 test('a detached session past its bound while another node broadcasts: it ends overflow (dead letters on the publishing node, the refused message with them), its node is told, and the resume gets overflow as before', async (t) => {
   const redis = await startRedis(t);
   if (!redis) return;
