@@ -22,7 +22,8 @@
  *   P all          zset: every live session → its order (P mseq, a counter): the members of a broadcast
  *   P m:<topic>    zset: the sessions in the topic → join order (P mseq): the members of a publish
  *   P fq           list: fan-outs not finished yet (job ids, oldest first); P fj:<job> hash: the job
- *                  (k members key, c the last member score done, x the highest score it covers, d data, b binary)
+ *                  (k members key, c the last member score done, x the highest score it covers, d data, b binary,
+ *                  i the id its caller gave the fan-out, '' none)
  *   P node:<node>  pub/sub channel: the fan-out tells each node which of its attached sessions got which seq
  *
  * The script's ARGV starts with the same eleven values (the ten common ones
@@ -215,7 +216,9 @@ export const FANOUT_CHUNK = 512;
  * member whose append ends it (a bound) is told to its holder with seq 0 and
  * the reason. Needs OPS (the append), so it comes after the table is made.
  *
- * The notification, on channel P node:<node>: '1' or '0' (binary), then per
+ * The notification, on channel P node:<node>: '1' or '0' (binary), then
+ * ' <fan-out id>' when its caller gave one (SessionFanOut: the publishing
+ * node tells its own fan-out's late notification from the others), then per
  * session a line '\n<id> <seq>' or '\n<id> 0 <reason> <detail>', then
  * '\n\n' and the data.
  */
@@ -241,9 +244,15 @@ local function fan_refused(e)
   return false
 end
 
+-- The notification's first line after the binary flag: ' <id>' for a fan-out its caller named, else nothing.
+local function fan_id(id)
+  if id == '' then return '' end
+  return ' ' .. id
+end
+
 -- Appends to the members after score cursor (up to max) while the call's budget lasts. Returns the score of the
 -- last member finished (the job goes on after it: no member is appended to twice) and true once none is left.
-local function fan_run(key, cursor, max, data, bin)
+local function fan_run(key, cursor, max, data, bin, fid)
   if FAN_LEFT <= 0 then return cursor, false end
   local want = FAN_LEFT
   local got = redis.call('ZRANGEBYSCORE', key, '(' .. S(cursor), S(max), 'WITHSCORES', 'LIMIT', 0, want)
@@ -338,7 +347,7 @@ local function fan_run(key, cursor, max, data, bin)
   FAN_LEFT = FAN_LEFT - (at - 1) / 2
   -- The holders are told of every member appended to, whatever came after it.
   for _, node in ipairs(order) do
-    redis.call('PUBLISH', P .. 'node:' .. node, bin .. '\\n' .. table.concat(notes[node], '\\n') .. '\\n\\n' .. data)
+    redis.call('PUBLISH', P .. 'node:' .. node, bin .. fid .. '\\n' .. table.concat(notes[node], '\\n') .. '\\n\\n' .. data)
   end
   if FAN_ERR then
     FAN_LEFT = 0
@@ -353,12 +362,12 @@ local function fan_queue()
     local jid = redis.call('LINDEX', FQ, 0)
     if not jid then return false end
     local jk = P .. 'fj:' .. jid
-    local j = redis.call('HMGET', jk, 'k', 'c', 'x', 'd', 'b')
+    local j = redis.call('HMGET', jk, 'k', 'c', 'x', 'd', 'b', 'i')
     if not j[1] then
       redis.call('LPOP', FQ)
     else
       local from = tonumber(j[2])
-      local cursor, finished = fan_run(j[1], from, tonumber(j[3]), j[4], j[5])
+      local cursor, finished = fan_run(j[1], from, tonumber(j[3]), j[4], j[5], fan_id(j[6] or ''))
       if finished then
         redis.call('LPOP', FQ)
         redis.call('DEL', jk)
@@ -737,7 +746,8 @@ end
 return res`),
 
   /**
-   * A broadcast (A[1] 'all') or a publish (A[1] 'm:<topic>'), [12] data, [13] binary → { letters, pending
+   * A broadcast (A[1] 'all') or a publish (A[1] 'm:<topic>'), [12] data, [13] binary, [14] the fan-out's id
+   * ('' none: in the job and every notification of it) → { letters, pending
    * 1|0, sessions appended by this call }: appended to every member session's stream, each under its next
    * seq, whatever node holds it or none (fan_run). Unfinished fan-outs come first (fan_queue): one that
    * does not fit this call's budget is queued and finished by later calls (fanWork), in order.
@@ -748,12 +758,12 @@ FAN_ERR = nil
 local key = P .. A[1]
 local max = tonumber(redis.call('GET', MSEQ) or '0')
 local cursor, done = 0, false
-if not fan_queue() and not FAN_ERR then cursor, done = fan_run(key, 0, max, A[2], A[3]) end
+if not fan_queue() and not FAN_ERR then cursor, done = fan_run(key, 0, max, A[2], A[3], fan_id(A[4] or '')) end
 if done then return { LETTERS, 0, FAN_DONE } end
 -- Refused before it appended anything: it fails whole (appended to none; the node reports it).
 fan_raise_if_idle()
 local jid = S(redis.call('INCR', P .. 'fseq'))
-redis.call('HSET', P .. 'fj:' .. jid, 'k', key, 'c', S(cursor), 'x', S(max), 'd', A[2], 'b', A[3])
+redis.call('HSET', P .. 'fj:' .. jid, 'k', key, 'c', S(cursor), 'x', S(max), 'd', A[2], 'b', A[3], 'i', A[4] or '')
 redis.call('PEXPIRE', P .. 'fj:' .. jid, KEY_TTL)
 redis.call('RPUSH', FQ, jid)
 return { LETTERS, 1, FAN_DONE }`),

@@ -328,8 +328,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   readonly nodeId = randomBytes(12).toString('base64url');
   /** Broadcasts and publishes appended to the member sessions in Redis, by the publishing node alone. */
   readonly fanOut: SessionFanOut = {
-    broadcast: (message) => this.#fanOut('broadcast', 'all', message),
-    publish: (topic, message) => this.#fanOut('publish', `m:${topic}`, message),
+    broadcast: (message, id) => this.#fanOut('broadcast', 'all', message, id),
+    publish: (topic, message, id) => this.#fanOut('publish', `m:${topic}`, message, id),
   };
   /** Fan-out notifications received (messages on this node's channel) and sessions they named: benchmarks, tests. */
   readonly fanOutStats = { notifications: 0, sessions: 0, malformed: 0 };
@@ -763,8 +763,13 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   async detach(id: string): Promise<boolean> {
     const generation = this.#held.get(id) ?? '';
     const r = await this.#run('detach', id, 'detach', [id, generation]);
-    this.#held.delete(id);
     const ok = r[1] === 1;
+    // A resume or attach of this node that Redis ran before this detach answered first: its hold is newer than the
+    // one presented here (a takeover on this node while the old connection closed), and stays: deleted, its lease went
+    // unrenewed (a sweep detached the session under its connection) and every later append and request was `moved`.
+    const held = this.#held.get(id);
+    if (held !== undefined && held !== generation) return ok;
+    this.#held.delete(id);
     // Detached: the generation then (its own expire must not end one resumed since). Refused (taken over, or gone):
     // the generation it held, so that an append this node still makes is refused (`moved`), not kept unchecked —
     // the session's seqs are the new holder's alone.
@@ -808,8 +813,9 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   }
 
   /** One fan-out: one operation of the next batch; a large one goes on in later calls (#pumpFanOut). */
-  #fanOut(operation: 'broadcast' | 'publish', key: string, message: SessionMessage): Promise<FanOutResult> {
-    return this.#run(operation, null, 'fanout', [key, message.data, message.binary ? '1' : '0'], (r): FanOutResult => {
+  #fanOut(operation: 'broadcast' | 'publish', key: string, message: SessionMessage, id = ''): Promise<FanOutResult> {
+    if (!/^[\w.:-]{0,64}$/.test(id)) return Promise.reject(new RangeError(`ws-supervisor: a fan-out's id must be up to 64 letters, digits, '_', '-', '.' or ':', got ${JSON.stringify(id)}`));
+    return this.#run(operation, null, 'fanout', [key, message.data, message.binary ? '1' : '0', id], (r): FanOutResult => {
       const pending = r[1] === 1;
       if (pending) {
         this.#fanOwed = true;
@@ -860,7 +866,13 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     const binary = frame[0] === 0x31;
     const data = frame.subarray(end + 2);
     const delivery: FanOutDelivery = { message: { data: binary ? data : data.toString('utf8'), binary, bytes: data.length }, sessions: [], ended: [] };
-    for (const line of frame.toString('utf8', 2, end).split('\n')) {
+    // ' <fan-out id>' after the flag when its caller named it.
+    let from = 2;
+    if (frame[1] === 0x20) {
+      from = frame.indexOf(0x0a, 2) + 1;
+      delivery.fanOut = frame.toString('latin1', 2, from - 1);
+    }
+    for (const line of frame.toString('utf8', from, end).split('\n')) {
       const a = line.indexOf(' ');
       const b = line.indexOf(' ', a + 1);
       const id = line.slice(0, a);

@@ -204,6 +204,8 @@ export interface FanOutDelivery {
   sessions: { id: string; seq: number }[];
   /** Sessions the fan-out's append ended (a bound): their dead letters went to the node that ran it. */
   ended: { id: string; reason: SessionDeadLetterReason; detail: string }[];
+  /** The id the fan-out's caller gave it (`SessionFanOut.broadcast`/`publish`), if any; none on a position. */
+  fanOut?: string;
 }
 
 /**
@@ -215,10 +217,14 @@ export interface FanOutDelivery {
  * members attached hear of it through `SessionStoreHost.fanOutDelivered`.
  */
 export interface SessionFanOut {
-  /** Every live session of the store. */
-  broadcast(message: SessionMessage): Promise<FanOutResult>;
-  /** The sessions that joined `topic`. */
-  publish(topic: string, message: SessionMessage): Promise<FanOutResult>;
+  /**
+   * Every live session of the store. `id`: the fan-out's name, unique in
+   * the cluster, told with each of its notifications (`FanOutDelivery.fanOut`):
+   * the caller tells a late notification of a fan-out that it saw fail.
+   */
+  broadcast(message: SessionMessage, id?: string): Promise<FanOutResult>;
+  /** The sessions that joined `topic` (`id` as broadcast's). */
+  publish(topic: string, message: SessionMessage, id?: string): Promise<FanOutResult>;
 }
 
 export interface FanOutResult {

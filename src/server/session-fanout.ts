@@ -46,12 +46,16 @@ export interface FanOutSession {
  * this node. A session without a connection here (detached, moved on, ended)
  * has the message in its stream: its resume replays it. `ended`: the
  * fan-out's append hit a bound of the session, which ended in the store.
+ * `failedHere`: a fan-out of this node that failed unconfirmed (a timeout)
+ * and that the store ran after all: its failure path delivered it to the
+ * sessions this node runs (unpersisted since), which skip it here.
  */
 export function routeFanOut<S extends FanOutSession>(
   delivery: FanOutDelivery,
   lookup: (id: string) => S | undefined,
   ended: (session: S, reason: SessionDeadLetterReason, detail: string) => void,
   frames?: (data: Outbound, binary: boolean) => SeqFrames,
+  failedHere = false,
 ): void {
   const message = delivery.message;
   // One notification names up to FANOUT_CHUNK sessions, most at the same seq when they joined together: one frame for
@@ -62,8 +66,9 @@ export function routeFanOut<S extends FanOutSession>(
     const carrier = session?.carrier;
     if (session === undefined || session.ended || carrier == null) continue;
     if (session.unpersisted) {
-      // Its connection carries it alone now (its seqs jumped): the message goes on it, numbered locally.
-      if (message !== null) carrier.deliverLocal(message.data, message.binary);
+      // Its connection carries it alone now (its seqs jumped): the message goes on it, numbered locally. Unless this
+      // node's own fan-out failed unconfirmed and Redis ran it late: the failure path wrote it on that connection.
+      if (message !== null && !failedHere) carrier.deliverLocal(message.data, message.binary);
     } else if (message !== null) carrier.deliver(seq, message.data, message.binary, shared);
     else carrier.catchUp(seq);
   }

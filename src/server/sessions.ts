@@ -27,6 +27,7 @@
  * applied at once, each only when nothing of the session waits for the async
  * path before it (so the order above holds either way).
  */
+import { randomBytes } from 'node:crypto';
 import type { Closure } from '../../machines/close-codes.ts';
 import {
   SESSION_PAYLOAD_FREE_EVENTS,
@@ -58,6 +59,7 @@ import type {
   RequestVerdict,
   JsonValue,
   SessionDeadLetter,
+  ResumeResult,
   SessionRecord,
   SessionMessage,
   SessionStore,
@@ -430,6 +432,33 @@ export class Sessions<Auth = unknown> {
   readonly gapConfig: RunnerConfig<GapReaderMachine>;
   private epoch: string | null = null;
   /**
+   * Resumes under way here, by session: how many, and the highest seq a
+   * fan-out notification named for the session meanwhile. The store runs the
+   * resume (read and attach at one moment) and from then on tells this node
+   * of the session's new seqs; but the notification comes on another Redis
+   * connection than the resume's answer, and may be handled first, when no
+   * connection here carries the session yet (or the old one still does): the
+   * resumed connection reads up to that seq once it is attached (`resumed`).
+   */
+  private readonly resuming = new Map<string, { n: number; told: number }>();
+  /** This supervisor's fan-outs are named `<fanOutBase>.<n>` (SessionFanOut's `id`): unique in the cluster. */
+  private readonly fanOutBase = randomBytes(9).toString('base64url');
+  private fanOutCount = 0;
+  /**
+   * This supervisor's fan-outs the store has not answered yet, by name: true
+   * once a notification of one came (the store ran it, whatever its answer
+   * says later: a lost connection, a timeout).
+   */
+  private readonly ownFanOuts = new Map<string, boolean>();
+  /**
+   * This supervisor's fan-outs that failed unconfirmed (`applied: 'unknown'`:
+   * a timeout, a lost connection) with no notification of them here: the
+   * failure path delivered each to the member sessions this node runs
+   * (unpersisted since), so a late notification of one (the store ran it
+   * after all) is not delivered to them again. The newest MAX_FAILED_FAN_OUTS.
+   */
+  private readonly failedFanOuts = new Set<string>();
+  /**
    * Unpersisted sessions still to be ended in the store (so that no node
    * resumes them over their gap), oldest first; retried every sweep and as
    * soon as the store says it is up. Bounded (MAX_TO_END): past it the oldest
@@ -462,11 +491,26 @@ export class Sessions<Auth = unknown> {
     this.store.start({
       logger: host.logger,
       deadLetter: (letter) => this.onStoreDeadLetter(letter),
-      fanOutDelivered: (delivery) => routeFanOut(delivery, (id) => this.entries.get(id), (entry, reason, detail) => {
-        this.overflowed(entry, reason === 'memory' || reason === 'evicted' ? reason : 'overflow', detail);
-      }, (data, binary) => new FanOutFrames(data, binary)),
+      fanOutDelivered: (delivery) => {
+        const name = delivery.fanOut;
+        let failedHere = false;
+        if (name !== undefined) {
+          if (this.ownFanOuts.has(name)) this.ownFanOuts.set(name, true);
+          else failedHere = this.failedFanOuts.has(name);
+        }
+        if (this.resuming.size > 0) {
+          for (const { id, seq } of delivery.sessions) {
+            const r = this.resuming.get(id);
+            if (r !== undefined && seq > r.told) r.told = seq;
+          }
+        }
+        routeFanOut(delivery, (id) => this.entries.get(id), (entry, reason, detail) => {
+          this.overflowed(entry, reason === 'memory' || reason === 'evicted' ? reason : 'overflow', detail);
+        }, (data, binary) => new FanOutFrames(data, binary), failedHere);
+      },
       fanOutResync: () => {
         for (const entry of this.entries.values()) entry.carrier?.catchUp(Number.POSITIVE_INFINITY);
+        for (const r of this.resuming.values()) r.told = Number.POSITIVE_INFINITY;
       },
     });
     // A shared store says when it is back (RedisSessionStore's 'status' event): what failed is retried at once.
@@ -616,7 +660,8 @@ export class Sessions<Auth = unknown> {
   broadcastSessions(data: Outbound, binary: boolean, scope: 'cluster' | 'local' = 'local'): boolean {
     if (scope === 'cluster' && this.fanOut !== null) {
       const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
-      this.fanOut.broadcast(message).catch((err: unknown) => this.fanOutFailed('broadcast', null, message, err));
+      const name = this.nameFanOut();
+      this.fanOut.broadcast(message, name).then(() => this.ownFanOuts.delete(name), (err: unknown) => this.fanOutFailed('broadcast', null, message, err, name));
       return true;
     }
     // One message object, counted once, for every session (the store keeps its data by reference), and its frames
@@ -648,7 +693,8 @@ export class Sessions<Auth = unknown> {
   publishSessions(topic: string, data: Outbound, binary: boolean, scope: 'cluster' | 'local' = 'local'): boolean {
     if (scope === 'cluster' && this.fanOut !== null) {
       const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
-      this.fanOut.publish(topic, message).catch((err: unknown) => this.fanOutFailed('publish', topic, message, err));
+      const name = this.nameFanOut();
+      this.fanOut.publish(topic, message, name).then(() => this.ownFanOuts.delete(name), (err: unknown) => this.fanOutFailed('publish', topic, message, err, name));
       return true;
     }
     const members = this.topicIndex.get(topic);
@@ -658,15 +704,33 @@ export class Sessions<Auth = unknown> {
     return false;
   }
 
+  /** A name for a fan-out of this supervisor, awaiting the store's answer (`ownFanOuts`). */
+  private nameFanOut(): string {
+    const name = `${this.fanOutBase}.${++this.fanOutCount}`;
+    this.ownFanOuts.set(name, false);
+    return name;
+  }
+
   /**
    * The store failed on a fan-out (R12: reported, never a silent gap): the
    * failure metric; one dead letter (reason `fanout`, session `*`) for the
    * cluster's sessions, which this node cannot name; and each member session this node runs is
    * handled as when its own append fails: unpersisted, the message written
    * on its connection, or a dead letter of its own when it has none.
+   * Except when a notification of it came: the store ran it (its answer was
+   * lost), so every member gets it from the store, once: counted only.
+   * Unconfirmed, a late notification of it is not delivered again to the
+   * sessions this delivered it to (`failedFanOuts`).
    */
-  private fanOutFailed(kind: 'broadcast' | 'publish', topic: string | null, message: SessionMessage, err: unknown): void {
+  private fanOutFailed(kind: 'broadcast' | 'publish', topic: string | null, message: SessionMessage, err: unknown, name: string): void {
     this.reportFailure(kind, null, err);
+    const told = this.ownFanOuts.get(name) === true;
+    this.ownFanOuts.delete(name);
+    if (told) return;
+    if ((err as { applied?: unknown } | null)?.applied === 'unknown') {
+      if (this.failedFanOuts.size >= MAX_FAILED_FAN_OUTS) this.failedFanOuts.delete(this.failedFanOuts.values().next().value!);
+      this.failedFanOuts.add(name);
+    }
     const bytes = message.bytes ?? messageBytes(message.data);
     const stored = { seq: 0, data: message.data, binary: message.binary, bytes };
     this.host.deadLetter({ sessionId: '*', reason: 'fanout', detail: fanOutFailureDetail(kind, topic, err), messages: [stored] });
@@ -924,10 +988,23 @@ export class Sessions<Auth = unknown> {
           // The read, the attach and the record at one moment (docs/sessions.md, "Across nodes"): what another
           // process counts or appends for the session from then on is refused (`moved`), except its reply to a
           // request it had counted, which lands in the stream after the read and is written in order.
-          const read = await this.store.resume(claim.id, claim.lastSeq);
+          const resuming = this.resuming.get(claim.id) ?? { n: 0, told: 0 };
+          resuming.n++;
+          this.resuming.set(claim.id, resuming);
+          let read: ResumeResult;
+          try {
+            read = await this.store.resume(claim.id, claim.lastSeq);
+          } finally {
+            if (--resuming.n === 0) this.resuming.delete(claim.id);
+          }
           // Unpersisted meanwhile, the connection carrying it (the old one, or none) went local: resumed, the client
           // would go on over the store's gap, and the message that failed would have gone to the old connection only.
-          if (read.ok && !this.notPersisted(claim.id)) return this.resumed(binding, read.record, claim.token, claim.lastSeq, read.messages);
+          if (read.ok && !this.notPersisted(claim.id)) {
+            this.resumed(binding, read.record, claim.token, claim.lastSeq, read.messages);
+            // Seqs the store told this node of before its answer (past the replay, or the old connection got them).
+            if (resuming.told > 0) binding.catchUp(resuming.told);
+            return;
+          }
           this.dropIncoming(incoming);
           incoming = null;
           failed = read.ok ? notPersistedFailure() : { reason: read.reason, detail: read.detail };
@@ -1210,6 +1287,14 @@ const NO_TOPICS: ReadonlySet<string> = new Set();
 
 /** Unpersisted sessions remembered for their end in the store (a few dozen bytes each). */
 const MAX_TO_END = 100_000;
+
+/**
+ * Unconfirmed failed fan-outs remembered by name (Sessions.failedFanOuts, some
+ * 40 bytes each): a fan-out Redis runs later than 4,096 further such failures
+ * of this node could reach its sessions twice. Each timed-out batch holds at
+ * most 512 operations, 8 batches in flight.
+ */
+const MAX_FAILED_FAN_OUTS = 4096;
 
 /** What a shared store may offer: a 'status' event ('up' | 'degraded'). */
 interface StatusEmitter {

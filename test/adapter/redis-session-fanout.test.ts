@@ -137,10 +137,10 @@ test(`a broadcast to more sessions than one call appends (${FANOUT_CHUNK}) goes 
   await Promise.all(ids.filter((_, i) => i % 2 === 0).map((id) => a.store.detach(id)));
   // Two nodes publish at once: each node's broadcasts keep their order in every stream.
   const results = await Promise.all([
-    a.store.fanOut.broadcast({ data: 'a1', binary: false }),
-    a.store.fanOut.broadcast({ data: 'a2', binary: false }),
-    b.store.fanOut.broadcast({ data: 'b1', binary: false }),
-    b.store.fanOut.broadcast({ data: 'b2', binary: false }),
+    a.store.fanOut.broadcast({ data: 'a1', binary: false }, 'a1'),
+    a.store.fanOut.broadcast({ data: 'a2', binary: false }, 'a2'),
+    b.store.fanOut.broadcast({ data: 'b1', binary: false }, 'b1'),
+    b.store.fanOut.broadcast({ data: 'b2', binary: false }, 'b2'),
   ]);
   assert.ok(results.some((r) => r.pending), `a fan-out of ${N} sessions does not fit one call: ${JSON.stringify(results)}`);
   assert.ok(results.every((r) => r.appended <= FANOUT_CHUNK), 'no call appends more than its budget');
@@ -165,6 +165,34 @@ test(`a broadcast to more sessions than one call appends (${FANOUT_CHUNK}) goes 
   const pairs = told(a).map((x) => `${x.id}:${x.seq}`);
   assert.equal(new Set(pairs).size, pairs.length, 'no pair told twice');
   assert.equal(pairs.length, (N / 2) * 4);
+  // Every notification names its fan-out, those of its queued chunks (fanWork, maybe another node's) too.
+  assert.deepEqual(a.deliveries.filter((d) => d.message !== null && d.fanOut !== String(d.message.data)), []);
+});
+
+test("a fan-out its caller named: each notification carries the name, also that of one Redis ran after the call had timed out (the caller, whose failure path delivered it to its own sessions already, tells it from the others); a name that could break the notification's line is refused", async (t) => {
+  // Its own redis-server: it is stopped (SIGSTOP) for a while.
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `fan-${randomBytes(4).toString('hex')}:`;
+  const commandTimeout = 500;
+  const a = await node(t, redis, prefix, { commandTimeout });
+  const s = await a.store.create({ owner: null });
+  assert.deepEqual(await a.store.fanOut.broadcast({ data: 'named', binary: false }, 'node-a.1'), { appended: 1, pending: false });
+  assert.deepEqual(await a.store.fanOut.publish('nobody', { data: 'none', binary: false }, 'node-a.2'), { appended: 0, pending: false });
+  assert.deepEqual(await a.store.fanOut.broadcast({ data: 'anonymous', binary: false }), { appended: 1, pending: false });
+  await waitFor(() => told(a).length >= 2, 5_000, 'the notifications');
+  assert.deepEqual(a.deliveries.map((d) => [d.fanOut, String(d.message?.data)]), [['node-a.1', 'named'], [undefined, 'anonymous']]);
+
+  redis.pause();
+  const late = a.store.fanOut.broadcast({ data: 'late', binary: false }, 'node-a.3');
+  await assert.rejects(late, (err: { kind?: string; applied?: string }) => err.kind === 'timeout' && err.applied === 'unknown');
+  redis.resume();
+  await waitFor(() => told(a).some((x) => x.data === 'late'), 10_000, "the late fan-out's notification");
+  assert.deepEqual(a.deliveries.at(-1), { message: { data: 'late', binary: false, bytes: 4 }, sessions: [{ id: s.id, seq: 3 }], ended: [], fanOut: 'node-a.3' });
+
+  await assert.rejects(a.store.fanOut.broadcast({ data: 'x', binary: false }, 'two words'), RangeError);
+  await assert.rejects(a.store.fanOut.broadcast({ data: 'x', binary: false }, 'line\nbreak'), RangeError);
+  assert.equal((await a.store.get(s.id))!.lastSeq, 3);
 });
 
 test('a detached session past its bound during a fan-out: it ends (overflow) with its messages and the refused one as dead letters of the publishing node, its holder is told, and a resume gets overflow', async (t) => {

@@ -17,6 +17,7 @@
  * Without redis-server: SKIPPED (under CI=true: a failure).
  */
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { test, type TestContext } from 'node:test';
 import WebSocket from 'ws';
 import { createRedisAdapter } from '../../src/adapter/redis.ts';
@@ -198,6 +199,179 @@ test('broadcasts and publishes flowing from a third node while the session moves
     `# ${sent} broadcasts and ${sent} publishes over ${MOVES} moves; moved events: A ${a.events.filter((e) => e.type === 'moved').length}, ` +
       `B ${b.events.filter((e) => e.type === 'moved').length}; gap reads (peekAfter) A ${peeks(a)}, B ${peeks(b)}; notifications A ${a.store.fanOutStats.notifications}, B ${b.store.fanOutStats.notifications}`,
   );
+});
+
+for (const where of ['another node', 'the same node'] as const) {
+  test(`a fan-out notification of a seq past the resume's replay, handled before the resume's answer (two Redis connections, no order between them), with nothing after it: the connection resumed on ${where} still gets it`, async (t) => {
+    const redis = await startRedis(t);
+    if (!redis) return;
+    const prefix = `fanout-${process.pid}-early-${where === 'the same node' ? 'same' : 'other'}`;
+    const [a, b] = [await node(t, redis.url, 'node-a', { prefix }), await node(t, redis.url, 'node-b', { prefix })];
+    const to = where === 'the same node' ? a : b;
+    const onA = new Raw(t, a.url);
+    const { id, token, epoch } = await attach(onA, encodeOpen());
+    a.demo.supervisor.broadcast('{"b":1}');
+    await waitFor(() => onA.data().length === 1, 10_000, 'broadcast 1 on A');
+    onA.stop();
+
+    // The interleaving, driven: the resume has run in Redis (its node holds the session: the fan-out tells it), and a
+    // broadcast's notification reaches that node before it goes on with the resume's answer. The notification went to
+    // no connection (another node: none carried the session there yet) or to the old one (the same node), and with no
+    // later seq to show the gap, broadcast 2 never reached the resumed connection.
+    const resume = to.store.resume.bind(to.store);
+    let heldBack = 0;
+    to.store.resume = async (sid, seq) => {
+      const answer = await resume(sid, seq);
+      const before = to.store.fanOutStats.notifications;
+      a.demo.supervisor.broadcast('{"b":2}');
+      await waitFor(() => to.store.fanOutStats.notifications > before, 10_000, "broadcast 2's notification");
+      heldBack++;
+      return answer;
+    };
+    const resumed = new Raw(t, to.url);
+    const attached = await attach(resumed, encodeResume({ id, token, lastSeq: 1, epoch }));
+    assert.equal(attached.resumed, true, JSON.stringify(attached));
+    assert.equal(heldBack, 1, 'the resume went through the interleaving');
+    onA.ws.terminate();
+    await waitFor(() => resumed.data().length >= 1, 5_000, `broadcast 2 on the resumed connection (got ${JSON.stringify(resumed.data())})`);
+    await delay(100); // nothing more may come
+    assert.deepEqual(resumed.data(), [{ seq: 2, payload: '{"b":2}' }], 'broadcast 2, once, under its seq');
+    assert.deepEqual([...a.letters, ...b.letters], [], 'no dead letter');
+  });
+}
+
+test("a takeover on the same node whose old connection closes while the resume is on its way to Redis: the old connection's refused detach does not undo the node's new hold (its lease is renewed, its requests are counted)", async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const a = await node(t, redis.url, 'node-a', { prefix: `fanout-${process.pid}-hold` });
+  const first = new Raw(t, a.url);
+  const { id, token, epoch } = await attach(first, encodeOpen());
+  first.request({ command: 'echo', someOtherThing: 'one' });
+  await waitFor(() => first.data().length >= 1, 10_000, 'the reply to request 1');
+  const lastSeq = first.data().at(-1)!.seq;
+  first.stop();
+
+  // The order, driven: Redis stops once the resume's verify is answered, so that the resume is sent, then the old
+  // connection closes and its detach (presenting the hold the resume replaces) is sent behind it; Redis goes on
+  // once the session's detached event fired here, and runs both in that order: the resume (a new hold), then the
+  // detach, refused. Its answer deleted the new hold: no lease renewal (a sweep would detach the session under its
+  // connection, and fan-outs stop telling this node), and every later request was refused `moved` (connection dropped).
+  const detached = new Promise<void>((resolve) => a.demo.supervisor.on('session', (e) => e.type === 'detached' && e.id === id && resolve()));
+  const verify = a.store.verify.bind(a.store);
+  a.store.verify = (claim) => verify(claim).then((v) => (redis.pause(), v));
+  const resume = a.store.resume.bind(a.store);
+  a.store.resume = (sid, seq) => {
+    const answer = resume(sid, seq);
+    first.ws.terminate();
+    void detached.then(() => redis.resume());
+    return answer;
+  };
+  const second = new Raw(t, a.url);
+  const attached = await attach(second, encodeResume({ id, token, lastSeq, epoch }));
+  assert.equal(attached.resumed, true, JSON.stringify(attached));
+  await waitFor(() => a.store.queuedOperations === 0, 10_000, 'the detach answered');
+  await a.store.get(id); // answered after the detach (one connection, in order)
+  const held = a.store.heldSessions;
+  second.ws.send(encodeTextData(2, JSON.stringify({ requestID: 2, command: 'echo', someOtherThing: 'two' })));
+  const reply2 = (): number => second.data().filter((m) => m.payload.includes('"requestID":2')).length;
+  await waitFor(() => reply2() > 0 || second.ws.readyState !== WebSocket.OPEN, 10_000, 'the reply to request 2');
+  await delay(100); // nothing more may come
+  assert.equal(second.ws.readyState, WebSocket.OPEN, 'the resumed connection is not dropped as moved');
+  assert.equal(reply2(), 1, 'request 2 answered once');
+  assert.deepEqual(a.events.filter((e) => e.type === 'moved'), [], 'no moved event');
+  assert.equal(held, 1, 'the node still holds the session it resumed');
+});
+
+test("a broadcast whose fan-out the node saw time out (Redis stopped) and that Redis ran once it went on: the node's own session gets it once, from the failure path, and not again from the late notification", async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const a = await node(t, redis.url, 'node-a', { prefix: `fanout-${process.pid}-late`, store: { commandTimeout: 500 } });
+  const raw = new Raw(t, a.url);
+  const { id } = await attach(raw, encodeOpen());
+  a.demo.supervisor.broadcast('{"b":1}');
+  await waitFor(() => raw.data().length === 1, 10_000, 'broadcast 1');
+
+  redis.pause();
+  const told = a.store.fanOutStats.notifications;
+  a.demo.supervisor.broadcast('{"b":2}');
+  // commandTimeout passes: the fan-out may or may not have been applied; the node delivers it to its session itself.
+  await waitFor(() => raw.data().length === 2, 10_000, 'broadcast 2 from the failure path');
+  assert.ok(a.events.some((e) => e.type === 'unpersisted' && e.id === id), 'the session is unpersisted');
+  assert.deepEqual(a.letters.map((l) => [l.sessionId, l.reason]), [['*', 'fanout']]);
+  assert.match(a.letters[0]!.detail, /may still have been appended/);
+  redis.resume();
+  // Redis runs the fan-out it held: its notification comes to this node, which delivered the message already.
+  await waitFor(() => a.store.fanOutStats.notifications > told, 10_000, "the late fan-out's notification");
+  await delay(100); // nothing more may come
+  assert.deepEqual(raw.data().map((m) => m.payload), ['{"b":1}', '{"b":2}'], 'broadcast 2 once');
+  assert.equal(raw.ws.readyState, WebSocket.OPEN, 'the connection goes on, carrying the session locally');
+});
+
+/**
+ * A TCP proxy in front of Redis for the session store: `dropAnswers` makes the
+ * store's command connection (named `ws-supervisor:sessions`) lose what Redis
+ * sends back from then on, as a reply lost with its connection; the
+ * notification connection and the rest pass untouched. `cut()` closes the
+ * command connection (the store reconnects).
+ */
+async function answerDropper(t: TestContext, redisUrl: string): Promise<{ url: string; dropAnswers: boolean; cut(): void }> {
+  const target = new URL(redisUrl);
+  const commands = new Set<net.Socket>();
+  const proxy = { url: '', dropAnswers: false, cut: () => commands.forEach((c) => c.destroy()) };
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port), target.hostname);
+    let sniffed = '';
+    let command = false;
+    client.on('data', (d) => {
+      if (!command && sniffed.length < 4096) {
+        sniffed += d.toString('latin1');
+        if (sniffed.includes('ws-supervisor:sessions\r\n')) {
+          command = true;
+          commands.add(client);
+        }
+      }
+      upstream.write(d);
+    });
+    upstream.on('data', (d) => {
+      if (!(command && proxy.dropAnswers)) client.write(d);
+    });
+    const close = (): void => {
+      client.destroy();
+      upstream.destroy();
+      commands.delete(client);
+    };
+    client.on('close', close).on('error', close);
+    upstream.on('close', close).on('error', close);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    proxy.cut();
+    server.close();
+  });
+  proxy.url = `redis://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  return proxy;
+}
+
+test("a broadcast whose fan-out Redis ran but whose answer the node lost (it saw the call time out) after the notification came: the node's own session gets it once, from the notification; nothing is unpersisted and no dead letter is made", async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const proxy = await answerDropper(t, redis.url);
+  const a = await node(t, proxy.url, 'node-a', { prefix: `fanout-${process.pid}-lost`, store: { commandTimeout: 500 } });
+  const raw = new Raw(t, a.url);
+  const { id } = await attach(raw, encodeOpen());
+  a.demo.supervisor.broadcast('{"b":1}');
+  await waitFor(() => raw.data().length === 1, 10_000, 'broadcast 1');
+
+  proxy.dropAnswers = true;
+  const timeouts = a.store.failures.timeout;
+  a.demo.supervisor.broadcast('{"b":2}');
+  // Redis runs it: the notification comes (delivered under seq 2), the answer does not, and commandTimeout passes.
+  await waitFor(() => a.store.failures.timeout > timeouts, 10_000, "the fan-out's call to time out");
+  await delay(100); // nothing more may come
+  proxy.cut();
+  assert.deepEqual(raw.data(), [{ seq: 1, payload: '{"b":1}' }, { seq: 2, payload: '{"b":2}' }], 'broadcast 2 once, under its seq');
+  assert.deepEqual(a.events.filter((e) => e.type === 'unpersisted' && e.id === id), [], 'the session stays persisted: the store holds broadcast 2');
+  assert.deepEqual(a.letters, [], 'no dead letter: every member got it');
 });
 
 test('a detached session past its bound while another node broadcasts: it ends overflow (dead letters on the publishing node, the refused message with them), its node is told, and the resume gets overflow as before', async (t) => {
