@@ -18,6 +18,7 @@ import { createRedisAdapter, decodeFrame } from '../../src/adapter/redis.ts';
 import { createSupervisor } from '../../src/server/supervisor.ts';
 import type { Logger } from '../../src/base/logger.ts';
 import type { AdapterDeadLetter } from '../../src/adapter/types.ts';
+import { compiledEntry } from '../helpers/compiled.ts';
 import { startRedis } from '../helpers/redis.ts';
 import { delay, eventually, waitFor } from '../helpers/server.ts';
 import { pace } from '../helpers/pace.ts';
@@ -67,7 +68,7 @@ interface ClusterNode {
 
 async function startNode(t: TestContext, redisUrl: string, id: string, extraEnv: Record<string, string> = {}): Promise<ClusterNode> {
   // One process per core starting at a time, like the CLI's (test/helpers/cli.ts).
-  const child = await boundedStart(() => spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/cluster-node.ts'], {
+  const child = await boundedStart(() => spawn(process.execPath, [compiledEntry('test/fixtures/cluster-node.ts')], {
     cwd: REPO_ROOT,
     env: {
       ...process.env,
@@ -374,7 +375,8 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     // A graceful node says goodbye: gone at once.
     const c = await startNode(t, redis.url, 'node-c');
     await c.waitLine(/^status up$/);
-    assert.equal((await a.nodes()).length, 3);
+    // Its presence entry is written just after it turns up (the adapter's first heartbeat then): as of that write.
+    await eventually(async () => assert.equal((await a.nodes()).length, 3));
     c.child.stdin.write('close\n');
     await new Promise<void>((resolve) => c.child.once('exit', () => resolve()));
     assert.deepEqual((await a.nodes()).map((n) => n.id).sort(), ['node-a', 'node-b'], 'goodbye: removed without waiting for the TTL');
