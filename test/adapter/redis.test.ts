@@ -213,6 +213,14 @@ async function startCluster(t: TestContext, env: Record<string, string> = {}) {
   return { redis, a, b };
 }
 
+/**
+ * Two tests at once in the describes whose tests mostly wait (a node stopped, a Redis restarted, a heartbeat or a
+ * command timeout to pass): each has its own redis-server and nodes, so they do not interfere, and process starts stay
+ * bounded by boundedStart (one per core across the suite). Not the presence test (it times an expiry against a margin
+ * scaled by the pace measured at the start) nor the backpressure tests (they bound this process's RSS).
+ */
+const WAITING = { concurrency: 2 };
+
 describe('Redis adapter: two node processes, one real redis-server', () => {
   test('broadcast crosses; a topic publish reaches members on both nodes exactly once and no one else; membership ends with the connection', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
@@ -483,7 +491,7 @@ async function cutBByOutputBuffer(t: TestContext, cluster: NonNullable<Awaited<R
   return { a1, b1, fromB: b.lines.length };
 }
 
-describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs, bad URLs)', () => {
+describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs, bad URLs)', WAITING, () => {
   test('D1: the sender sees only itself after Redis lost everything; the node that comes back later reports what it missed (count, sender)', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
@@ -636,7 +644,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
   });
 });
 
-describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /cluster', () => {
+describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /cluster', WAITING, () => {
   test('D4: Redis not reachable at startup: the server serves, and says so on stderr', { timeout: budget.scaled(30_000) }, async (t) => {
     const dead = net.createServer();
     await new Promise<void>((resolve) => dead.listen(0, '127.0.0.1', resolve));
@@ -806,7 +814,7 @@ function pushesOf(client: Client, kind: 'broadcast' | 'publish', tag: string, to
 
 const range = (from: number, to: number): string[] => Array.from({ length: to - from }, (_, i) => String(from + i));
 
-describe('Redis adapter history: a node that missed messages recovers their content (XADD + XRANGE)', () => {
+describe('Redis adapter history: a node that missed messages recovers their content (XADD + XRANGE)', WAITING, () => {
   const HISTORY = { HISTORY: 'true', LOG: '1' };
 
   test('output-buffer cut (client-output-buffer-limit pubsub, SIGSTOP): after it returns, its clients get all N in order, exactly once; nothing reported missed', { timeout: budget.scaled(90_000) }, async (t) => {
