@@ -217,11 +217,12 @@ async function startCluster(t: TestContext, env: Record<string, string> = {}) {
  * Two tests at once in the describes whose tests mostly wait (a node stopped, a Redis restarted, a heartbeat or a
  * command timeout to pass): each has its own redis-server and nodes, so they do not interfere, and process starts stay
  * bounded by boundedStart (one per core across the suite). Not the presence test (it times an expiry against a margin
- * scaled by the pace measured at the start) nor the backpressure tests (they bound this process's RSS).
+ * scaled by the pace measured at the start, in a describe of its own) nor the backpressure tests (they bound this
+ * process's RSS).
  */
 const WAITING = { concurrency: 2 };
 
-describe('Redis adapter: two node processes, one real redis-server', () => {
+describe('Redis adapter: two node processes, one real redis-server', WAITING, () => {
   test('broadcast crosses; a topic publish reaches members on both nodes exactly once and no one else; membership ends with the connection', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
@@ -364,7 +365,10 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     await delay(pace.scaled(HEARTBEAT_MS * 3)); // time for a (wrong) report
     assert.deepEqual([...a.missed(), ...b.missed()], []);
   });
+});
 
+// Alone: it times an expiry against a margin scaled by the pace measured at the file's start.
+describe('Redis adapter: presence', () => {
   test('presence: two nodes listed with their counts; a kill -9\'d node disappears within the presence TTL; a closed one at once', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
