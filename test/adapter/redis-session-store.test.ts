@@ -21,6 +21,7 @@ import { describeSessionStoreContract } from '../helpers/session-store-contract.
 import { findRedisServer, REDIS_INSTALL, spawnRedisServer, type RedisServer } from '../helpers/redis.ts';
 import { IN_CI } from '../interop/require-binary.ts';
 import { REPO_ROOT } from '../helpers/cli.ts';
+import { compiledEntry } from '../helpers/compiled.ts';
 import { delay, within } from '../helpers/server.ts';
 
 const binary = findRedisServer();
@@ -532,7 +533,7 @@ interface StoreNode {
 }
 
 async function startStoreNode(t: TestContext, env: Record<string, string>): Promise<StoreNode> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/session-store-node.ts'], {
+  const child = spawn(process.execPath, [compiledEntry('test/fixtures/session-store-node.ts')], {
     cwd: REPO_ROOT,
     env: { ...process.env, NODE_OPTIONS: '', ...env },
     stdio: ['pipe', 'pipe', 'pipe'],

@@ -18,6 +18,7 @@ import { createRedisAdapter, decodeFrame } from '../../src/adapter/redis.ts';
 import { createSupervisor } from '../../src/server/supervisor.ts';
 import type { Logger } from '../../src/base/logger.ts';
 import type { AdapterDeadLetter } from '../../src/adapter/types.ts';
+import { compiledEntry } from '../helpers/compiled.ts';
 import { startRedis } from '../helpers/redis.ts';
 import { delay, eventually, waitFor } from '../helpers/server.ts';
 import { pace } from '../helpers/pace.ts';
@@ -67,7 +68,7 @@ interface ClusterNode {
 
 async function startNode(t: TestContext, redisUrl: string, id: string, extraEnv: Record<string, string> = {}): Promise<ClusterNode> {
   // One process per core starting at a time, like the CLI's (test/helpers/cli.ts).
-  const child = await boundedStart(() => spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/cluster-node.ts'], {
+  const child = await boundedStart(() => spawn(process.execPath, [compiledEntry('test/fixtures/cluster-node.ts')], {
     cwd: REPO_ROOT,
     env: {
       ...process.env,
@@ -212,7 +213,16 @@ async function startCluster(t: TestContext, env: Record<string, string> = {}) {
   return { redis, a, b };
 }
 
-describe('Redis adapter: two node processes, one real redis-server', () => {
+/**
+ * Two tests at once in the describes whose tests mostly wait (a node stopped, a Redis restarted, a heartbeat or a
+ * command timeout to pass): each has its own redis-server and nodes, so they do not interfere, and process starts stay
+ * bounded by boundedStart (one per core across the suite). Not the presence test (it times an expiry against a margin
+ * scaled by the pace measured at the start, in a describe of its own) nor the backpressure tests (they bound this
+ * process's RSS).
+ */
+const WAITING = { concurrency: 2 };
+
+describe('Redis adapter: two node processes, one real redis-server', WAITING, () => {
   test('broadcast crosses; a topic publish reaches members on both nodes exactly once and no one else; membership ends with the connection', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
@@ -355,7 +365,10 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     await delay(pace.scaled(HEARTBEAT_MS * 3)); // time for a (wrong) report
     assert.deepEqual([...a.missed(), ...b.missed()], []);
   });
+});
 
+// Alone: it times an expiry against a margin scaled by the pace measured at the file's start.
+describe('Redis adapter: presence', () => {
   test('presence: two nodes listed with their counts; a kill -9\'d node disappears within the presence TTL; a closed one at once', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
@@ -374,7 +387,8 @@ describe('Redis adapter: two node processes, one real redis-server', () => {
     // A graceful node says goodbye: gone at once.
     const c = await startNode(t, redis.url, 'node-c');
     await c.waitLine(/^status up$/);
-    assert.equal((await a.nodes()).length, 3);
+    // Its presence entry is written just after it turns up (the adapter's first heartbeat then): as of that write.
+    await eventually(async () => assert.equal((await a.nodes()).length, 3));
     c.child.stdin.write('close\n');
     await new Promise<void>((resolve) => c.child.once('exit', () => resolve()));
     assert.deepEqual((await a.nodes()).map((n) => n.id).sort(), ['node-a', 'node-b'], 'goodbye: removed without waiting for the TTL');
@@ -481,7 +495,7 @@ async function cutBByOutputBuffer(t: TestContext, cluster: NonNullable<Awaited<R
   return { a1, b1, fromB: b.lines.length };
 }
 
-describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs, bad URLs)', () => {
+describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs, bad URLs)', WAITING, () => {
   test('D1: the sender sees only itself after Redis lost everything; the node that comes back later reports what it missed (count, sender)', { timeout: budget.scaled(60_000) }, async (t) => {
     const cluster = await startCluster(t);
     if (!cluster) return;
@@ -634,7 +648,7 @@ describe('Redis adapter: nothing lost without a trace (receiver-side gaps, hangs
   });
 });
 
-describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /cluster', () => {
+describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /cluster', WAITING, () => {
   test('D4: Redis not reachable at startup: the server serves, and says so on stderr', { timeout: budget.scaled(30_000) }, async (t) => {
     const dead = net.createServer();
     await new Promise<void>((resolve) => dead.listen(0, '127.0.0.1', resolve));
@@ -804,7 +818,7 @@ function pushesOf(client: Client, kind: 'broadcast' | 'publish', tag: string, to
 
 const range = (from: number, to: number): string[] => Array.from({ length: to - from }, (_, i) => String(from + i));
 
-describe('Redis adapter history: a node that missed messages recovers their content (XADD + XRANGE)', () => {
+describe('Redis adapter history: a node that missed messages recovers their content (XADD + XRANGE)', WAITING, () => {
   const HISTORY = { HISTORY: 'true', LOG: '1' };
 
   test('output-buffer cut (client-output-buffer-limit pubsub, SIGSTOP): after it returns, its clients get all N in order, exactly once; nothing reported missed', { timeout: budget.scaled(90_000) }, async (t) => {

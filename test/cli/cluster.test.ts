@@ -464,7 +464,14 @@ describe('cluster: --workers 2', { timeout: budget.scaled(180_000) }, () => {
     for (const [i, ws] of clients.entries()) assert.equal((await request(ws, i + 1)).success, true);
     assert.equal(srv.child.exitCode, null, 'the primary is still running');
   });
+});
 
+/**
+ * The tests that end their cluster (the restart intensity, the signals, a worker that cannot start) each start their
+ * own: they mostly wait (a drain's close timeout, restarts, the primary's exit), so two run at once; process starts
+ * stay under the suite's start bound (test/helpers/cli.ts).
+ */
+describe('cluster: --workers 2, a cluster of its own per test', { timeout: budget.scaled(180_000), concurrency: 2 }, () => {
   test('exceeding the restart intensity drains the other workers and exits 1', { timeout: budget.scaled(60_000) }, async (t) => {
     const srv = await startCluster(['--local-broadcast', '--max-restarts', '1', '--restart-period', '60', '--close-timeout', '1000'], t);
     const first = srv.workers().get(1)!;
@@ -523,7 +530,6 @@ describe('cluster: --workers 2', { timeout: budget.scaled(180_000) }, () => {
     assert.doesNotMatch(r.stdout, /listening on/);
     assert.doesNotMatch(r.stderr, /restarting/);
   });
-
 });
 
 // ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import { createClient, type Client } from '../../src/client/node.ts';
 import type { ResumeEvent } from '../../src/client/client.ts';
 import { budgets, metric, metricsOf, startCliServer, type CliServer } from '../helpers/cli.ts';
@@ -268,130 +268,135 @@ test(`--workers 2 --sessions --redis: a worker SIGKILLed under load, each of its
   });
 });
 
-test('two servers sharing a Redis: clients switched from one to the other resume with nothing lost', { timeout: B.scaled(180_000) }, async (t) => {
-  const redis = await startRedis(t);
-  if (!redis) return;
-  const [one, two] = await Promise.all([startServer(t, redis.url), startServer(t, redis.url)]);
-  assert.notEqual(one.port, two.port);
-  const lb = await proxy(t, one.port);
-  const peers = await connectAll(() => lb.url, 50);
-  for (const p of peers) p.run();
-  await new Promise((r) => setTimeout(r, 3 * TICK_MS));
-  // The load balancer sends them to the other server now, and cuts them (no close frame).
-  lb.to(two.port);
-  lb.cut();
-  await until('every client to resume on the second server', () => peers.every((p) => p.resumes.length === 1 && isUp(p.client)), B.scaled(60_000));
-  for (const p of peers) assert.equal(p.resumes[0]!.resumed, true, `${p.topic}: ${JSON.stringify(p.resumes[0])}`);
-  await new Promise((r) => setTimeout(r, 3 * TICK_MS));
-  // And back: the first server's stale copies of these sessions must not append to them (moved).
-  lb.to(one.port);
-  lb.cut();
-  await until('every client to resume on the first server again', () => peers.every((p) => p.resumes.length === 2 && isUp(p.client)), B.scaled(60_000));
-  await new Promise((r) => setTimeout(r, 2 * TICK_MS));
-  await finish(peers, B.scaled(60_000));
-  const m2 = await metricsOf(two.base);
-  assert.equal(metric(m2, 'ws_supervisor_session_resumes_total', { result: 'resumed', reason: 'none' }), peers.length, 'the second server resumed each once');
-});
+// These three mostly wait (ticks of light traffic, a proxy cut, a Redis restart, the store's commandTimeout of
+// 10 s, which the CLI does not expose): they run at once, each with its own redis-server, servers and proxy. The
+// worker storm above, which loads both cores, runs alone before them.
+describe('one server per test, light traffic', { concurrency: true }, () => {
+  test('two servers sharing a Redis: clients switched from one to the other resume with nothing lost', { timeout: B.scaled(180_000) }, async (t) => {
+    const redis = await startRedis(t);
+    if (!redis) return;
+    const [one, two] = await Promise.all([startServer(t, redis.url), startServer(t, redis.url)]);
+    assert.notEqual(one.port, two.port);
+    const lb = await proxy(t, one.port);
+    const peers = await connectAll(() => lb.url, 50);
+    for (const p of peers) p.run();
+    await new Promise((r) => setTimeout(r, 3 * TICK_MS));
+    // The load balancer sends them to the other server now, and cuts them (no close frame).
+    lb.to(two.port);
+    lb.cut();
+    await until('every client to resume on the second server', () => peers.every((p) => p.resumes.length === 1 && isUp(p.client)), B.scaled(60_000));
+    for (const p of peers) assert.equal(p.resumes[0]!.resumed, true, `${p.topic}: ${JSON.stringify(p.resumes[0])}`);
+    await new Promise((r) => setTimeout(r, 3 * TICK_MS));
+    // And back: the first server's stale copies of these sessions must not append to them (moved).
+    lb.to(one.port);
+    lb.cut();
+    await until('every client to resume on the first server again', () => peers.every((p) => p.resumes.length === 2 && isUp(p.client)), B.scaled(60_000));
+    await new Promise((r) => setTimeout(r, 2 * TICK_MS));
+    await finish(peers, B.scaled(60_000));
+    const m2 = await metricsOf(two.base);
+    assert.equal(metric(m2, 'ws_supervisor_session_resumes_total', { result: 'resumed', reason: 'none' }), peers.length, 'the second server resumed each once');
+  });
 
-test('Redis restarted empty while clients are detached: each gets resumed: false, restarted; the pushes it could not keep are dead letters', { timeout: B.scaled(180_000) }, async (t) => {
-  const redis = await startRedis(t);
-  if (!redis) return;
-  const server = await startServer(t, redis.url);
-  const lb = await proxy(t, server.port);
-  const N = 20;
-  const peers = await connectAll(() => lb.url, N);
-  const epochs = new Set(peers.map((p) => p.client.sessionId));
-  assert.equal(epochs.size, N);
-  // A publisher without a session, straight to the server.
-  const publisher = createClient(server.wsUrl, { backoff: { initialDelay: 50, maxDelay: 500 } });
-  t.after(() => publisher.close());
-  await publisher.request('hello');
-  // The clients are cut and cannot come back yet: their sessions are detached.
-  lb.refuse(true);
-  lb.cut();
-  await until('the sessions to detach', () => peers.every((p) => !isUp(p.client)), B.scaled(20_000));
-  await new Promise((r) => setTimeout(r, 500));
-  await redis.kill();
-  // A push for each detached session while Redis is down: nowhere to keep it, and the server names each one. The
-  // session cannot be resumed over that gap, so it ends there (unpersisted); a later publish finds no member.
-  const publishes = 1;
-  for (const p of peers) publisher.send(JSON.stringify({ requestID: 0, command: 'publish', topic: p.topic, someOtherThing: 'lost1' }));
-  let m = '';
-  const deadline = Date.now() + B.scaled(20_000);
-  for (;;) {
-    m = await metricsOf(server.base);
-    if (metric(m, 'ws_supervisor_session_dead_letters_total', { reason: 'unavailable' }) >= N * publishes || Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  assert.equal(metric(m, 'ws_supervisor_session_dead_letters_total', { reason: 'unavailable' }), N * publishes, 'every push it could not keep, named');
-  assert.equal(metric(m, 'ws_supervisor_session_events_total', { event: 'unpersisted' }), N, 'every session reported unpersisted');
-  // A publish is one fan-out in the store (docs/sessions.md, "Fan-out in the store"): its failure is counted as the
-  // publish's, and once more for each member session this server runs; one more letter names the members it cannot.
-  assert.ok(metric(m, 'ws_supervisor_session_store_failures_total', { operation: 'publish' }) >= N, 'the failures counted');
-  assert.equal(metric(m, 'ws_supervisor_session_dead_letters_total', { reason: 'fanout' }), N * publishes, "each failed fan-out reported for the other nodes' members");
-  // Redis back, empty; the clients come back.
-  await redis.restart();
-  lb.refuse(false);
-  await until('every client to get its answer', () => peers.every((p) => p.resumes.length >= 1 && isUp(p.client)), B.scaled(60_000));
-  for (const p of peers) {
-    const r = p.resumes.at(-1)!;
-    assert.equal(r.resumed, false, `${p.topic}: ${JSON.stringify(r)}`);
-    assert.equal(r.reason, 'restarted', `${p.topic}: ${JSON.stringify(r)}`);
-    assert.equal(p.pushes.filter((x) => x.startsWith('lost')).length, 0, 'nothing of the outage arrives as if it had been kept');
-  }
-  // After Redis returned, sessions work again: a new one resumes.
-  const again = peers[0]!;
-  await again.client.request('join', again.topic);
-  lb.cut();
-  await until('a resume after Redis returned', () => again.resumes.length >= 2 && isUp(again.client), B.scaled(30_000));
-  assert.equal(again.resumes.at(-1)!.resumed, true, JSON.stringify(again.resumes.at(-1)));
-  await Promise.all(peers.map((p) => p.client.close()));
-});
+  test('Redis restarted empty while clients are detached: each gets resumed: false, restarted; the pushes it could not keep are dead letters', { timeout: B.scaled(180_000) }, async (t) => {
+    const redis = await startRedis(t);
+    if (!redis) return;
+    const server = await startServer(t, redis.url);
+    const lb = await proxy(t, server.port);
+    const N = 20;
+    const peers = await connectAll(() => lb.url, N);
+    const epochs = new Set(peers.map((p) => p.client.sessionId));
+    assert.equal(epochs.size, N);
+    // A publisher without a session, straight to the server.
+    const publisher = createClient(server.wsUrl, { backoff: { initialDelay: 50, maxDelay: 500 } });
+    t.after(() => publisher.close());
+    await publisher.request('hello');
+    // The clients are cut and cannot come back yet: their sessions are detached.
+    lb.refuse(true);
+    lb.cut();
+    await until('the sessions to detach', () => peers.every((p) => !isUp(p.client)), B.scaled(20_000));
+    await new Promise((r) => setTimeout(r, 500));
+    await redis.kill();
+    // A push for each detached session while Redis is down: nowhere to keep it, and the server names each one. The
+    // session cannot be resumed over that gap, so it ends there (unpersisted); a later publish finds no member.
+    const publishes = 1;
+    for (const p of peers) publisher.send(JSON.stringify({ requestID: 0, command: 'publish', topic: p.topic, someOtherThing: 'lost1' }));
+    let m = '';
+    const deadline = Date.now() + B.scaled(20_000);
+    for (;;) {
+      m = await metricsOf(server.base);
+      if (metric(m, 'ws_supervisor_session_dead_letters_total', { reason: 'unavailable' }) >= N * publishes || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.equal(metric(m, 'ws_supervisor_session_dead_letters_total', { reason: 'unavailable' }), N * publishes, 'every push it could not keep, named');
+    assert.equal(metric(m, 'ws_supervisor_session_events_total', { event: 'unpersisted' }), N, 'every session reported unpersisted');
+    // A publish is one fan-out in the store (docs/sessions.md, "Fan-out in the store"): its failure is counted as the
+    // publish's, and once more for each member session this server runs; one more letter names the members it cannot.
+    assert.ok(metric(m, 'ws_supervisor_session_store_failures_total', { operation: 'publish' }) >= N, 'the failures counted');
+    assert.equal(metric(m, 'ws_supervisor_session_dead_letters_total', { reason: 'fanout' }), N * publishes, "each failed fan-out reported for the other nodes' members");
+    // Redis back, empty; the clients come back.
+    await redis.restart();
+    lb.refuse(false);
+    await until('every client to get its answer', () => peers.every((p) => p.resumes.length >= 1 && isUp(p.client)), B.scaled(60_000));
+    for (const p of peers) {
+      const r = p.resumes.at(-1)!;
+      assert.equal(r.resumed, false, `${p.topic}: ${JSON.stringify(r)}`);
+      assert.equal(r.reason, 'restarted', `${p.topic}: ${JSON.stringify(r)}`);
+      assert.equal(p.pushes.filter((x) => x.startsWith('lost')).length, 0, 'nothing of the outage arrives as if it had been kept');
+    }
+    // After Redis returned, sessions work again: a new one resumes.
+    const again = peers[0]!;
+    await again.client.request('join', again.topic);
+    lb.cut();
+    await until('a resume after Redis returned', () => again.resumes.length >= 2 && isUp(again.client), B.scaled(30_000));
+    assert.equal(again.resumes.at(-1)!.resumed, true, JSON.stringify(again.resumes.at(-1)));
+    await Promise.all(peers.map((p) => p.client.close()));
+  });
 
-test('Redis hung while a client is attached: its pushes keep arriving on its connection; once cut, it is told it cannot resume', { timeout: B.scaled(180_000) }, async (t) => {
-  const redis = await startRedis(t);
-  if (!redis) return;
-  const server = await startServer(t, redis.url);
-  const lb = await proxy(t, server.port);
-  const [peer] = await connectAll(() => lb.url, 1);
-  const publisher = createClient(server.wsUrl, { backoff: { initialDelay: 50, maxDelay: 500 } });
-  t.after(() => publisher.close());
-  await publisher.request('hello');
-  const push = (text: string) => publisher.send(JSON.stringify({ requestID: 0, command: 'publish', topic: peer!.topic, someOtherThing: text }));
-  push('before');
-  await until('the first push', () => peer!.pushes.length === 1, B.scaled(10_000));
-  // Redis stops answering: the appends time out (commandTimeout), the session is unpersisted, delivery goes on locally.
-  redis.pause();
-  t.after(() => redis.resume());
-  const pausedAt = Date.now();
-  for (const text of ['during1', 'during2', 'during3']) push(text);
-  await until('the pushes made while Redis hung', () => peer!.pushes.length === 4, B.scaled(30_000));
-  const pushesAfter = Date.now() - pausedAt;
-  assert.deepEqual(peer!.pushes, ['before', 'during1', 'during2', 'during3'], 'in order, each once');
-  let m = '';
-  const deadline = Date.now() + B.scaled(20_000);
-  for (;;) {
-    m = await metricsOf(server.base);
-    if (metric(m, 'ws_supervisor_session_events_total', { event: 'unpersisted' }) >= 1 || Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  assert.equal(metric(m, 'ws_supervisor_session_events_total', { event: 'unpersisted' }), 1, `the session reported unpersisted (session ${peer!.client.sessionId}; the pushes came ${pushesAfter} ms after the pause)\n${m.split('\n').filter((l) => l.startsWith('ws_supervisor_session')).join('\n')}\n${server.stdout().slice(-4000)}`);
-  // Its requests still run, once each, on this connection.
-  const reply = await peer!.client.request('still-here');
-  assert.equal(reply.someOtherThing, 'Server processed command: still-here');
-  // Redis answers again, with its data; the client is cut and comes back: the session could not be kept, and it is told.
-  redis.resume();
-  lb.cut();
-  await until('the answer to the resume', () => peer!.resumes.length === 1 && isUp(peer!.client), B.scaled(60_000));
-  const r = peer!.resumes[0]!;
-  assert.equal(r.resumed, false, JSON.stringify(r));
-  assert.ok(r.reason === 'restarted' || r.reason === 'expired', JSON.stringify(r));
-  // And a new session resumes normally now.
-  await peer!.client.request('join', peer!.topic);
-  push('after');
-  await until('a push to the new session', () => peer!.pushes.includes('after'), B.scaled(10_000));
-  lb.cut();
-  await until('a resume after Redis returned', () => peer!.resumes.length === 2 && isUp(peer!.client), B.scaled(30_000));
-  assert.equal(peer!.resumes[1]!.resumed, true, JSON.stringify(peer!.resumes[1]));
-  await peer!.client.close();
+  test('Redis hung while a client is attached: its pushes keep arriving on its connection; once cut, it is told it cannot resume', { timeout: B.scaled(180_000) }, async (t) => {
+    const redis = await startRedis(t);
+    if (!redis) return;
+    const server = await startServer(t, redis.url);
+    const lb = await proxy(t, server.port);
+    const [peer] = await connectAll(() => lb.url, 1);
+    const publisher = createClient(server.wsUrl, { backoff: { initialDelay: 50, maxDelay: 500 } });
+    t.after(() => publisher.close());
+    await publisher.request('hello');
+    const push = (text: string) => publisher.send(JSON.stringify({ requestID: 0, command: 'publish', topic: peer!.topic, someOtherThing: text }));
+    push('before');
+    await until('the first push', () => peer!.pushes.length === 1, B.scaled(10_000));
+    // Redis stops answering: the appends time out (commandTimeout), the session is unpersisted, delivery goes on locally.
+    redis.pause();
+    t.after(() => redis.resume());
+    const pausedAt = Date.now();
+    for (const text of ['during1', 'during2', 'during3']) push(text);
+    await until('the pushes made while Redis hung', () => peer!.pushes.length === 4, B.scaled(30_000));
+    const pushesAfter = Date.now() - pausedAt;
+    assert.deepEqual(peer!.pushes, ['before', 'during1', 'during2', 'during3'], 'in order, each once');
+    let m = '';
+    const deadline = Date.now() + B.scaled(20_000);
+    for (;;) {
+      m = await metricsOf(server.base);
+      if (metric(m, 'ws_supervisor_session_events_total', { event: 'unpersisted' }) >= 1 || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.equal(metric(m, 'ws_supervisor_session_events_total', { event: 'unpersisted' }), 1, `the session reported unpersisted (session ${peer!.client.sessionId}; the pushes came ${pushesAfter} ms after the pause)\n${m.split('\n').filter((l) => l.startsWith('ws_supervisor_session')).join('\n')}\n${server.stdout().slice(-4000)}`);
+    // Its requests still run, once each, on this connection.
+    const reply = await peer!.client.request('still-here');
+    assert.equal(reply.someOtherThing, 'Server processed command: still-here');
+    // Redis answers again, with its data; the client is cut and comes back: the session could not be kept, and it is told.
+    redis.resume();
+    lb.cut();
+    await until('the answer to the resume', () => peer!.resumes.length === 1 && isUp(peer!.client), B.scaled(60_000));
+    const r = peer!.resumes[0]!;
+    assert.equal(r.resumed, false, JSON.stringify(r));
+    assert.ok(r.reason === 'restarted' || r.reason === 'expired', JSON.stringify(r));
+    // And a new session resumes normally now.
+    await peer!.client.request('join', peer!.topic);
+    push('after');
+    await until('a push to the new session', () => peer!.pushes.includes('after'), B.scaled(10_000));
+    lb.cut();
+    await until('a resume after Redis returned', () => peer!.resumes.length === 2 && isUp(peer!.client), B.scaled(30_000));
+    assert.equal(peer!.resumes[1]!.resumed, true, JSON.stringify(peer!.resumes[1]));
+    await peer!.client.close();
+  });
 });

@@ -22,6 +22,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
+import { compiledEntry } from './compiled.ts';
 import { pace } from './pace.ts';
 
 /** The repository root (where `tsx` and `src/cli/main.ts` live). */
@@ -221,13 +222,15 @@ export interface CliProcess {
 }
 
 /**
- * Spawns `node --import tsx src/cli/main.ts ...args` in the repo root, once a
+ * Spawns `src/cli/main.ts ...args` in the repo root, bundled once per test
+ * process (test/helpers/compiled.ts: a third of tsx's start CPU), once a
  * start slot is free (`boundedStart`). `waitForStdout` defaults to the start budget.
  */
 export async function spawnCli(args: string[]): Promise<CliProcess> {
   const { startMs } = await budgets();
+  const main = compiledEntry('src/cli/main.ts');
   const child = await boundedStart(() =>
-    spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    spawn(process.execPath, [main, ...args], {
       cwd: REPO_ROOT,
       env: { ...process.env, NODE_OPTIONS: '' },
       stdio: ['pipe', 'pipe', 'pipe'],
