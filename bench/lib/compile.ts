@@ -6,7 +6,7 @@
  * a development loader. Each entry is bundled once per benchmark process (our
  * code inlined, packages external) into bench/.build/.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, renameSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildSync } from 'esbuild';
@@ -22,9 +22,14 @@ export function compiledEntry(entry: string): string {
   const dir = join(BENCH_DIR, '.build');
   mkdirSync(dir, { recursive: true });
   out = join(dir, basename(entry).replace(/\.ts$/, '.mjs'));
+  // Written under a name of this process, then renamed (atomic on one file
+  // system): two processes that build the same entry at once (the two bench
+  // smoke test files run side by side under `npm test`) never let a server
+  // start from a half-written bundle.
+  const partial = `${out}.${process.pid}.tmp`;
   buildSync({
     entryPoints: [join(BENCH_DIR, entry)],
-    outfile: out,
+    outfile: partial,
     bundle: true,
     platform: 'node',
     format: 'esm',
@@ -33,6 +38,7 @@ export function compiledEntry(entry: string): string {
     keepNames: false,
     logLevel: 'error',
   });
+  renameSync(partial, out);
   built.set(entry, out);
   return out;
 }
