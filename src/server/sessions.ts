@@ -737,15 +737,17 @@ export class Sessions<Auth = unknown> {
     let result: AppendResult | null = null;
     let error: unknown = null;
     if (sync !== null && !entry.unpersisted) {
+      // Counted once here: the store bounds the session with it, and the frame is sized by it (`deliver`).
+      const m = message ?? { data, binary, bytes: messageBytes(data) };
       // Answered now (the in-memory store): no promise; handled in call order all the same (after any still queued).
       try {
-        result = sync.append(entry.id, message ?? { data, binary }, cseq !== 0 ? cseq : undefined);
+        result = sync.append(entry.id, m, cseq !== 0 ? cseq : undefined);
       } catch (err) {
         error = err ?? new Error('session store append failed');
       }
       // The usual case, handled here without an item: kept, and nothing queued before it.
       if (idle && result !== null && result.ok) {
-        entry.carrier?.deliver(result.seq, data, binary, (message as FanOutMessage | undefined)?.frames ?? null);
+        entry.carrier?.deliver(result.seq, data, binary, (message as FanOutMessage | undefined)?.frames ?? null, m.bytes);
         return;
       }
     }
@@ -1723,11 +1725,14 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
     if (this.live) releaseChunkList(this.connection.ws);
   }
 
-  /** @internal A message of the session got its seq: write it in order. `frames`: a fan-out's, shared by sessions at the same seq. */
-  deliver(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null): void {
+  /**
+   * @internal A message of the session got its seq: write it in order. `frames`: a fan-out's, shared by sessions at
+   * the same seq; `bytes`: `data`'s length in bytes when known (else counted when framed).
+   */
+  deliver(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null, bytes?: number): void {
     // The usual case in one test of the flags: live, attached, not paused, and the next seq.
     if ((this.flags & (LIVE | PHASE_MASK | PAUSED)) === (LIVE | ATTACHED_BITS) && seq === this.written + 1) {
-      this.write(seq, data, binary, frames);
+      this.write(seq, data, binary, frames, bytes);
       if (this.rare !== null && this.rare.early !== null) this.drainEarly();
       return;
     }
@@ -1864,7 +1869,7 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
     this.tellGap({ type: 'catchUp', seq });
   }
 
-  private write(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null): void {
+  private write(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null, bytes?: number): void {
     this.written = seq;
     const writer = this.connection.writer;
     if (writer.framesHere && !writer.pushingBack) {
@@ -1877,11 +1882,11 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
         // The reply of the request that makes the ack due (its count was taken by the store: it has run, and this reply
         // is stored), or any reply once the ack timer is half through, carries the ack in the same write, a second frame
         // after it: no write of its own (docs/sessions.md, "Acknowledgements").
-        frame = seqFrameOf(seq, data, binary, encodeServerAck(this.running));
+        frame = seqFrameOf(seq, data, binary, encodeServerAck(this.running), bytes);
         this.lastAcked = this.running;
         this.ackDue = false;
         timerWheel.cancel(this); // the ack timer
-      } else frame = seqFrameOf(seq, data, binary);
+      } else frame = seqFrameOf(seq, data, binary, null, bytes);
       writer.fanOut(data, binary, frame);
     } else if (typeof data === 'string') writer.send(encodeTextData(seq, data), binary);
     else {
