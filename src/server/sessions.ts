@@ -1252,8 +1252,9 @@ const PENDING_RETRY_MAX = 250;
 /** A count of this process that none of its connections finishes within this long (as the Redis store's lease, 15 s). */
 const PENDING_HERE_MAX = 15_000;
 
-/** A connection's session side: what `Connection.send` and `Connection.onMessage` turn into on a session connection. */
 /**
+ * A connection's session side: what `Connection.send` and `Connection.onMessage` turn into on a session connection.
+ *
  * The binding is its own timer on the process's timer wheel (src/server/timer-wheel.ts, `fire`): the attach timer
  * while `awaiting` (disarmed by `open`/`resume`), then the ack timer's two halves (only ever armed once attached),
  * never two at once. No Node `Timeout` and no closure per arming: a request/response client at under `ackEvery`
