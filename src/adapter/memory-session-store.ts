@@ -99,7 +99,8 @@ interface Session {
    * The held slots end at `heldEnd(s)` (head + 2 × the messages held), not at
    * the array's length: once everything is acknowledged, a buffer of at most
    * REUSE_SLOTS is written again from slot 0 (trimmed slots hold 0, nothing
-   * else), so a session that is acknowledged as it goes keeps one array for
+   * else), and so is one an ack left a few messages in (MOVE_SLOTS: they move
+   * to the front), so a session that is acknowledged as it goes keeps one array for
    * good instead of a new one, grown again, per acknowledgement: those lived
    * about a second each (the ack delay), long enough to be promoted, and every
    * broadcast grew one per receiver (docs/performance.md, "Sessions, sixth pass").
@@ -136,6 +137,9 @@ const NO_MESSAGES: HeldSlot[] = Object.freeze([]) as unknown as HeldSlot[];
  * starts a new one.
  */
 const REUSE_SLOTS = 256;
+
+/** An ack that leaves at most this many slots held (8 messages) moves them to the front, so the buffer is reused too. */
+const MOVE_SLOTS = 16;
 
 /** Where `s`'s held slots end: the next message goes there. */
 function heldEnd(s: Session): number {
@@ -563,6 +567,17 @@ export class MemorySessionStore implements SessionStore {
       // Everything acknowledged (a request/reply client, after each ack): nothing held. A small buffer is written
       // again from its start (its slots hold 0 now); a big one goes.
       if (held.length > REUSE_SLOTS) s.held = NO_MESSAGES;
+      s.head = 0;
+    } else if (tail - end <= MOVE_SLOTS) {
+      // A few left (a client acks by its clock with a reply on its way): moved to the front of a small buffer (a copy
+      // of a big one), which goes on from there, as an emptied one does.
+      if (held.length > REUSE_SLOTS) s.held = held.slice(end, tail);
+      else {
+        for (let i = 0; i < tail - end; i++) {
+          held[i] = held[end + i]!;
+          held[end + i] = 0;
+        }
+      }
       s.head = 0;
     } else if (end >= 2 * COMPACT_AFTER && end * 2 >= tail) {
       s.held = held.slice(end, tail);
