@@ -7,6 +7,12 @@
  *   node --import tsx bench/instructions.ts [--connections 500] [--requests 200] [--rounds 2] [--tool perf|callgrind]
  *   node --import tsx bench/instructions.ts --workload broadcast [--connections 500] [--bursts 5] [--burst 10] [--rounds 2]
  *   … --sessions memory   (ws-supervisor sessions off vs on, every client opted in: bench/lib/session-client.ts)
+ *   … --node-flags=--single-threaded --warmup 50   (callgrind: flags for the server's node; requests per connection before counting, default 10)
+ *
+ * A/B of a change to the session path (callgrind): `--sessions memory --connections 1 --requests 5000 --warmup 20000`.
+ * One connection makes every request the same work in a turn of its own (with 50, how many share a read and a turn
+ * depends on timing, and the count moved by ±10%); the long warm-up and the figure without TurboFan's compiling
+ * (printed per round) leave the steady state: that figure moved by ±2% between runs here.
  *
  * broadcast: N receivers plus one sender, which sends bursts of B broadcasts
  * back to back (the next burst once every receiver has the last one); the
@@ -44,6 +50,8 @@ const { values } = parseArgs({
     bursts: { type: 'string', default: '5' },
     burst: { type: 'string', default: '10' },
     sessions: { type: 'string' },
+    warmup: { type: 'string' },
+    'node-flags': { type: 'string' },
   },
 });
 const WORKLOAD = values.workload;
@@ -62,8 +70,17 @@ const KINDS = SESSIONS === undefined ? ['raw', 'supervisor'] : ['supervisor', 's
 // server and the session clients read it (bench/lib/systems.ts, bench/lib/session-client.ts).
 if (SESSIONS !== undefined) process.env.WS_SUP_BENCH_ACK_DELAY ??= '600000';
 /** The server's command line for a kind (bench/servers.ts). */
-const serverArgs = (kind: string, port: number): string[] =>
-  kind === 'sessions' ? [compiledEntry('servers.ts'), 'supervisor', String(port), '--sessions', SESSIONS!] : [compiledEntry('servers.ts'), kind, String(port)];
+/**
+ * --node-flags: flags for the server's node, e.g. `--single-threaded` under callgrind (no concurrent compiler or GC
+ * threads, whose work lands in the count at moments that vary from run to run).
+ */
+const NODE_FLAGS = (values['node-flags'] ?? '').split(/\s+/).filter((f) => f !== '');
+/** --warmup: requests per connection (reqres) before the counting starts under callgrind. Default 10. */
+const WARMUP = values.warmup === undefined ? 10 : Number(values.warmup);
+const serverArgs = (kind: string, port: number): string[] => [
+  ...NODE_FLAGS,
+  ...(kind === 'sessions' ? [compiledEntry('servers.ts'), 'supervisor', String(port), '--sessions', SESSIONS!] : [compiledEntry('servers.ts'), kind, String(port)]),
+];
 
 /** A load connection: a plain ws, or a session client (its payloads only; acks and seqs as the Node client's). */
 interface LoadClient {
@@ -150,7 +167,7 @@ async function load(kind: string, port: number, requests: number, between?: { be
     );
   if (between) {
     // Warm-up, not counted (a broadcast run is short: as many bursts again, so the JIT has settled).
-    await run(sender ? requests : Math.min(10, requests));
+    await run(sender ? requests : Math.min(WARMUP, requests));
     between.before();
   }
   await run(requests);
@@ -159,8 +176,14 @@ async function load(kind: string, port: number, requests: number, between?: { be
   for (const ws of clients) ws.terminate();
 }
 
-/** Instructions of the server over exactly the K requests (callgrind, switched on and off around them). */
-async function callgrindInstructions(kind: string, requests: number, port: number): Promise<number> {
+/**
+ * Instructions of the server over exactly the K requests (callgrind, switched on and off around them): all of them,
+ * and those of V8's optimizing compiler (`v8::internal::compiler::` functions, read with callgrind_annotate; 0 when
+ * that is not installed). A window right after the warm-up still holds compiling (TurboFan tiers code up on counts,
+ * and the session path has more code to tier up), which the steady state of a long run does not: on this machine it
+ * was 1–15 k instructions per request and moved by several k from run to run, more than the differences looked for.
+ */
+async function callgrindInstructions(kind: string, requests: number, port: number): Promise<{ total: number; compile: number }> {
   const out = join(mkdtempSync(join(tmpdir(), 'ws-sup-callgrind-')), 'callgrind.out');
   const server = spawn(
     'valgrind',
@@ -183,7 +206,19 @@ async function callgrindInstructions(kind: string, requests: number, port: numbe
   await exited;
   const totals = /^totals:\s+(\d+)/m.exec(readFileSync(out, 'utf8'));
   if (!totals) throw new Error(`no totals in ${out}`);
-  return Number(totals[1]);
+  return { total: Number(totals[1]), compile: compilerInstructions(out) };
+}
+
+/** Instructions callgrind_annotate puts in V8's optimizing compiler (0 if callgrind_annotate is missing). */
+function compilerInstructions(out: string): number {
+  const r = spawnSync('callgrind_annotate', ['--threshold=100', out], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+  if (r.status !== 0) return 0;
+  let n = 0;
+  for (const line of r.stdout.split('\n')) {
+    const m = /^\s*([\d,]+) \([^)]*\)\s+(.*)$/.exec(line);
+    if (m && m[2]!.includes('v8::internal::compiler::')) n += Number(m[1]!.replace(/,/g, ''));
+  }
+  return n;
 }
 
 async function instructions(kind: string, requests: number, port: number): Promise<number> {
@@ -206,21 +241,35 @@ async function instructions(kind: string, requests: number, port: number): Promi
 const WHAT = WORKLOAD === 'broadcast' ? 'delivery' : 'request/response';
 if (spawnSync('taskset', ['-c', '0', 'true']).status === 0) spawnSync('taskset', ['-cp', '1', String(process.pid)]);
 const perRequest: Record<string, number[]> = Object.fromEntries(KINDS.map((k) => [k, []]));
+/** callgrind: per request without the optimizing compiler's instructions (callgrindInstructions). */
+const steady: Record<string, number[]> = Object.fromEntries(KINDS.map((k) => [k, []]));
 let port = 19_700;
 for (let round = 0; round < ROUNDS; round++) {
   for (const kind of KINDS) {
     let per: number;
-    if (TOOL === 'callgrind') per = (await callgrindInstructions(kind, K, port++)) / PER_RUN;
+    let compile = 0;
+    if (TOOL === 'callgrind') {
+      const c = await callgrindInstructions(kind, K, port++);
+      per = c.total / PER_RUN;
+      compile = c.compile / PER_RUN;
+      steady[kind]!.push(per - compile);
+    }
     else {
       const base = await instructions(kind, 0, port++);
       const full = await instructions(kind, K, port++);
       per = (full - base) / PER_RUN;
     }
     perRequest[kind]!.push(per);
-    console.log(`round ${round + 1} ${kind.padEnd(10)} ${(per / 1000).toFixed(1)} k instructions per ${WHAT}`);
+    console.log(
+      `round ${round + 1} ${kind.padEnd(10)} ${(per / 1000).toFixed(1)} k instructions per ${WHAT}` +
+        (TOOL === 'callgrind' ? ` (${((per - compile) / 1000).toFixed(1)} k without the ${(compile / 1000).toFixed(1)} k of TurboFan compiling)` : ''),
+    );
   }
 }
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 console.log(
   `\n${WORKLOAD === 'broadcast' ? `${N} receivers × ${K} bursts of ${BURST}` : `${N} clients × ${K} requests`} (${TOOL}): ${KINDS[1]}/${KINDS[0]} instructions per ${WHAT} = ${(median(perRequest[KINDS[1]!]!) / median(perRequest[KINDS[0]!]!)).toFixed(2)}×`,
 );
+if (TOOL === 'callgrind' && steady[KINDS[0]!]!.length > 0) {
+  console.log(`without TurboFan compiling: ${KINDS[1]}/${KINDS[0]} = ${(median(steady[KINDS[1]!]!) / median(steady[KINDS[0]!]!)).toFixed(3)}× (medians ${(median(steady[KINDS[1]!]!) / 1000).toFixed(1)} k / ${(median(steady[KINDS[0]!]!) / 1000).toFixed(1)} k)`);
+}

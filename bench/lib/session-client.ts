@@ -14,9 +14,9 @@
  *     a skipped seq is an integrity failure (counted as a gap);
  *   - cumulative acks every 32 data frames (the first after a random 1…32, so
  *     clients that get the same broadcasts do not all ack after the same one)
- *     or 1 s after the first unacknowledged one (the first timer after a random
- *     1…1000 ms, likewise; client options
- *     `session.ackEvery` / `ackDelay` of src/client/client.ts).
+ *     or within 1 s of the first unacknowledged one, at the next tick of the
+ *     client's own 1 s ack clock (its phase random, likewise; client options
+ *     `session.ackEvery` / `ackDelay` of src/client/client.ts, `scheduleAck`).
  *
  * It implements BenchClient (send / onMessage see the payloads only), so the
  * scenarios' request/response and broadcast loops run on it unchanged.
@@ -64,8 +64,8 @@ export class SessionClient implements BenchClient {
   /** The seq whose arrival makes the next ack due: ACK_EVERY after the last, the first at random (as the Node client). */
   private ackAt = firstAckAt();
   private ackTimer: NodeJS.Timeout | null = null;
-  /** The next ack timer's wait: the ack delay, the first one at random in 1…delay ms (as the Node client). */
-  private ackWait = firstAckAt(ackDelayMs());
+  /** The phase of this client's ack clock, ms in [0, ack delay): its time-due acks go at its ticks (as the Node client). */
+  private readonly ackPhase = Math.random() * ackDelayMs();
   private cseq = 0;
   /** Requests not yet acknowledged by the server, in cseq order. */
   private readonly unacked: Array<{ cseq: number; text: string }> = [];
@@ -181,8 +181,9 @@ export class SessionClient implements BenchClient {
     this.counters.delivered++;
     if (this.lastSeq >= this.ackAt) this.ack();
     else if (this.ackTimer === null) {
-      this.ackTimer = setTimeout(() => this.ack(), this.ackWait);
-      this.ackWait = ackDelayMs();
+      const d = ackDelayMs();
+      const r = (performance.now() - this.ackPhase) % d;
+      this.ackTimer = setTimeout(() => this.ack(), d - (r < 0 ? r + d : r));
     }
     this.handler(payload);
   }
@@ -243,7 +244,7 @@ export async function connectSessionMany(url: string, n: number, options: { batc
   return clients;
 }
 
-/** As the Node client's first ack (src/client/client.ts `firstAckAt`): at a random count in 1…ACK_EVERY (or 1…`n`: the first timer's wait in ms). */
+/** As the Node client's first ack (src/client/client.ts `firstAckAt`): at a random count in 1…ACK_EVERY. */
 function firstAckAt(n = ACK_EVERY): number {
   return 1 + Math.min(n - 1, Math.floor(Math.random() * n));
 }

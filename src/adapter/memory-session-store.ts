@@ -95,6 +95,15 @@ interface Session {
    * session, and an object each cost an allocation per recipient and ~64
    * bytes per held message (docs/performance.md). NO_MESSAGES (shared) until
    * the first.
+   *
+   * The held slots end at `heldEnd(s)` (head + 2 × the messages held), not at
+   * the array's length: once everything is acknowledged, a buffer of at most
+   * REUSE_SLOTS is written again from slot 0 (trimmed slots hold 0, nothing
+   * else), and so is one an ack left a few messages in (MOVE_SLOTS: they move
+   * to the front), so a session that is acknowledged as it goes keeps one array for
+   * good instead of a new one, grown again, per acknowledgement: those lived
+   * about a second each (the ack delay), long enough to be promoted, and every
+   * broadcast grew one per receiver (docs/performance.md, "Sessions, sixth pass").
    */
   held: HeldSlot[];
   head: number;
@@ -120,6 +129,22 @@ type HeldSlot = string | Buffer | number;
 
 /** The buffer of a session that holds nothing yet (most idle ones): one empty array for all, frozen (never pushed to). */
 const NO_MESSAGES: HeldSlot[] = Object.freeze([]) as unknown as HeldSlot[];
+
+/**
+ * A buffer emptied by an ack is kept and written again from its start while
+ * it has at most this many slots (2 per message: 128 messages, ~2 KiB); a
+ * bigger one (a burst, a slow reader) is let go of, and the next message
+ * starts a new one.
+ */
+const REUSE_SLOTS = 256;
+
+/** An ack that leaves at most this many slots held (8 messages) moves them to the front, so the buffer is reused too. */
+const MOVE_SLOTS = 16;
+
+/** Where `s`'s held slots end: the next message goes there. */
+function heldEnd(s: Session): number {
+  return s.head + 2 * (s.lastSeq - s.ackedSeq);
+}
 
 type ReplySlot = number | number[] | null | undefined;
 
@@ -160,6 +185,8 @@ export class MemorySessionStore implements SessionStore {
   readonly #tombstones = new Map<string, Tombstone>();
   #bufferedBytes = 0;
   #bufferedMessages = 0;
+  /** The session `#live` found last (its id compared first); null once that session has ended. */
+  #lastLive: Session | null = null;
   #host: SessionStoreHost | null = null;
   #closed = false;
 
@@ -241,7 +268,7 @@ export class MemorySessionStore implements SessionStore {
       const gone = this.#gone(id);
       return this.#refuse(id, 'unknown', `session ${id} is gone (${gone.reason}: ${gone.detail})`, message, bytes);
     }
-    const held = (s.held.length - s.head) >> 1;
+    const held = s.lastSeq - s.ackedSeq;
     if (held + 1 > this.#limits.maxMessages || s.bytes + bytes > this.#limits.maxBytes) {
       const detail =
         held + 1 > this.#limits.maxMessages
@@ -262,9 +289,15 @@ export class MemorySessionStore implements SessionStore {
         return { ok: false, reason: 'memory', detail };
       }
     }
+    const at = heldEnd(s);
     const seq = ++s.lastSeq;
-    if (s.held === NO_MESSAGES) s.held = [];
-    s.held.push(message.data, message.binary ? ~bytes : bytes);
+    let slots = s.held;
+    if (slots === NO_MESSAGES) slots = s.held = [];
+    // Into slots an ack emptied (a kept buffer), else at the end.
+    if (at < slots.length) {
+      slots[at] = message.data;
+      slots[at + 1] = message.binary ? ~bytes : bytes;
+    } else slots.push(message.data, message.binary ? ~bytes : bytes);
     s.bytes += bytes;
     this.#bufferedBytes += bytes;
     this.#bufferedMessages += 1;
@@ -490,8 +523,13 @@ export class MemorySessionStore implements SessionStore {
 
   /** The session if it lives; one past its window is expired here (lazily), before anyone sees it. */
   #live(id: string): Session | null {
-    const s = this.#sessions.get(id);
-    if (s === undefined) return null;
+    // A request's count, its reply and the ack after them name the same session: the last one found is checked first.
+    let s = this.#lastLive;
+    if (s === null || s.id !== id) {
+      s = this.#sessions.get(id) ?? null;
+      if (s === null) return null;
+      this.#lastLive = s;
+    }
     if (this.#overdue(s)) {
       this.#endSession(s, 'expired', `detached for the resume window (${this.#limits.resumeWindow} ms)`);
       return null;
@@ -512,6 +550,7 @@ export class MemorySessionStore implements SessionStore {
     const n = seq - s.ackedSeq;
     let freed = 0;
     const held = s.held;
+    const tail = heldEnd(s);
     const end = s.head + 2 * n;
     for (let i = s.head; i < end; i += 2) {
       const size = held[i + 1] as number;
@@ -524,12 +563,24 @@ export class MemorySessionStore implements SessionStore {
     this.#bufferedMessages -= n;
     s.head = end;
     s.ackedSeq = seq;
-    if (end === held.length) {
-      // Everything acknowledged (a request/reply client, after each ack): nothing held, no compaction to come.
-      s.held = NO_MESSAGES;
+    if (end === tail) {
+      // Everything acknowledged (a request/reply client, after each ack): nothing held. A small buffer is written
+      // again from its start (its slots hold 0 now); a big one goes.
+      if (held.length > REUSE_SLOTS) s.held = NO_MESSAGES;
       s.head = 0;
-    } else if (end >= 2 * COMPACT_AFTER && end * 2 >= held.length) {
-      s.held = held.slice(end);
+    } else if (tail - end <= MOVE_SLOTS) {
+      // A few left (a client acks by its clock with a reply on its way): moved to the front of a small buffer (a copy
+      // of a big one), which goes on from there, as an emptied one does.
+      if (held.length > REUSE_SLOTS) s.held = held.slice(end, tail);
+      else {
+        for (let i = 0; i < tail - end; i++) {
+          held[i] = held[end + i]!;
+          held[end + i] = 0;
+        }
+      }
+      s.head = 0;
+    } else if (end >= 2 * COMPACT_AFTER && end * 2 >= tail) {
+      s.held = held.slice(end, tail);
       s.head = 0;
     }
     return n;
@@ -541,6 +592,7 @@ export class MemorySessionStore implements SessionStore {
    */
   #endSession(s: Session, reason: SessionDeadLetterReason, detail: string, refused?: { message: SessionMessage; bytes: number }): void {
     this.#sessions.delete(s.id);
+    if (this.#lastLive === s) this.#lastLive = null;
     this.#detached.delete(s.id);
     const held = heldMessages(s);
     this.#bufferedBytes -= s.bytes;
@@ -571,7 +623,7 @@ export class MemorySessionStore implements SessionStore {
     return {
       id: s.id, owner: s.owner, state: s.state, createdAt: this.#t0 + s.createdAt, attachedAt: this.#t0 + s.attachedAt,
       detachedAt: s.detachedAt === null ? null : this.#t0 + s.detachedAt,
-      lastSeq: s.lastSeq, ackedSeq: s.ackedSeq, lastCseq: s.lastCseq, bufferedMessages: (s.held.length - s.head) >> 1,
+      lastSeq: s.lastSeq, ackedSeq: s.ackedSeq, lastCseq: s.lastCseq, bufferedMessages: s.lastSeq - s.ackedSeq,
       bufferedBytes: s.bytes, topics: s.topics === null ? [] : [...s.topics], data: structuredClone(s.data),
     };
   }
@@ -582,7 +634,8 @@ function heldMessages(s: Session): StoredMessage[] {
   const held = s.held;
   const out: StoredMessage[] = [];
   let seq = s.ackedSeq;
-  for (let i = s.head; i < held.length; i += 2) {
+  const tail = heldEnd(s);
+  for (let i = s.head; i < tail; i += 2) {
     const size = held[i + 1] as number;
     out.push(size < 0 ? { seq: ++seq, data: held[i] as string | Buffer, binary: true, bytes: ~size } : { seq: ++seq, data: held[i] as string | Buffer, binary: false, bytes: size });
   }

@@ -86,7 +86,8 @@ export interface ClientOptions {
    * order, unanswered requests re-sent and run once — or learns why it could
    * not (`resume` event, `client.resumed`, `client.resumeReason`). `true`, or
    * the acknowledgement cadence: `ackEvery` messages (default 32) or
-   * `ackDelay` ms after the first unacknowledged one (default 1000).
+   * within `ackDelay` ms of the first unacknowledged one (default 1000; at
+   * the next tick of the client's own ack clock, whose phase is random).
    * Default false: the articles' protocol, unchanged.
    */
   session?: boolean | SessionClientOptions;
@@ -208,7 +209,7 @@ export class Client {
         ackEvery,
         ackDelay,
         id: null, token: null, epoch: null, lastSeq: 0, ackedSeq: 0, ackAt: firstAckAt(ackEvery, this.random), ackTimer: null,
-        ackWait: firstAckAt(ackDelay, this.random),
+        ackPhase: this.random() * ackDelay,
         awaitingAttached: false, nextCseq: 1, unacked: [],
       };
     } else this.sess = null;
@@ -459,12 +460,17 @@ export class Client {
     const s = this.sess!;
     if (s.lastSeq >= s.ackAt) return this.sendAck();
     if (s.ackTimer !== null) return;
+    // At the next tick of this client's own ack clock (period ackDelay, its phase drawn at random once): at most
+    // ackDelay after the first unacknowledged message, as before, but at a moment of the client's own. A wait counted
+    // from that message's arrival put every receiver that acked between the same two broadcasts in step again at the
+    // next one (they all armed on its arrival): their acks came in bursts, in the middle of later fan-outs, and the
+    // bursts only grew (docs/sessions.md, "Acknowledgements").
+    const d = s.ackDelay;
+    const r = (performance.now() - s.ackPhase) % d;
     s.ackTimer = setTimeout(() => {
       s.ackTimer = null;
       this.sendAck();
-    }, s.ackWait);
-    // Only the client's first wait is drawn at random (firstAckAt): from then on clients stay apart by themselves.
-    s.ackWait = s.ackDelay;
+    }, d - (r < 0 ? r + d : r));
   }
 
   private sendAck(): void {
@@ -619,8 +625,8 @@ interface SessionState {
   /** The seq whose arrival makes the next ack due by count: ackEvery after the last ack; the first one at random (firstAckAt). */
   ackAt: number;
   ackTimer: ReturnType<typeof setTimeout> | null;
-  /** How long the next ack timer waits: ackDelay, except the client's first one, at random in 1…ackDelay ms (firstAckAt). */
-  ackWait: number;
+  /** The phase of the client's ack clock, ms in [0, ackDelay), drawn at random: its time-due acks go at its ticks (scheduleAck). */
+  ackPhase: number;
   /** open/resume sent on this connection, `attached` not yet received. */
   awaitingAttached: boolean;
   nextCseq: number;
@@ -634,9 +640,8 @@ interface SessionState {
  * then ack after different ones, a share at each, instead of every one of
  * them after the same broadcast (a burst of acks the server reads in the
  * turn it fans the next one out: docs/sessions.md, "Acknowledgements").
- * The same for the first ack timer's wait (in ms, 1…ackDelay): broadcasts
- * slower than ackEvery per ackDelay are acknowledged by the timer, armed by
- * the same broadcast on every receiver.
+ * (Broadcasts slower than ackEvery per ackDelay are acknowledged by the
+ * timer instead, at the ticks of each client's own ack clock: scheduleAck.)
  */
 function firstAckAt(ackEvery: number, random: () => number): number {
   return 1 + Math.min(ackEvery - 1, Math.floor(random() * ackEvery));

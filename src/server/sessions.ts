@@ -85,6 +85,7 @@ import {
 import { TopicError, validateTopic } from '../protocol/topics.ts';
 import type { Connection, SessionHandle, SessionInfo } from './connection.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
+import { timerWheel, WheelTimer } from './timer-wheel.ts';
 import { LogSummary } from './log-summary.ts';
 import { fanOutFailureDetail, routeFanOut } from './session-fanout.ts';
 import type { Outbound } from './writer.ts';
@@ -808,15 +809,17 @@ export class Sessions<Auth = unknown> {
     let result: AppendResult | null = null;
     let error: unknown = null;
     if (sync !== null && !entry.unpersisted) {
+      // Counted once here: the store bounds the session with it, and the frame is sized by it (`deliver`).
+      const m = message ?? { data, binary, bytes: messageBytes(data) };
       // Answered now (the in-memory store): no promise; handled in call order all the same (after any still queued).
       try {
-        result = sync.append(entry.id, message ?? { data, binary }, cseq !== 0 ? cseq : undefined);
+        result = sync.append(entry.id, m, cseq !== 0 ? cseq : undefined);
       } catch (err) {
         error = err ?? new Error('session store append failed');
       }
       // The usual case, handled here without an item: kept, and nothing queued before it.
       if (idle && result !== null && result.ok) {
-        entry.carrier?.deliver(result.seq, data, binary, (message as FanOutMessage | undefined)?.frames ?? null);
+        entry.carrier?.deliver(result.seq, data, binary, (message as FanOutMessage | undefined)?.frames ?? null, m.bytes);
         return;
       }
     }
@@ -1342,8 +1345,15 @@ const PENDING_RETRY_MAX = 250;
 /** A count of this process that none of its connections finishes within this long (as the Redis store's lease, 15 s). */
 const PENDING_HERE_MAX = 15_000;
 
-/** A connection's session side: what `Connection.send` and `Connection.onMessage` turn into on a session connection. */
-export class SessionBinding<Auth = unknown> implements SessionHandle {
+/**
+ * A connection's session side: what `Connection.send` and `Connection.onMessage` turn into on a session connection.
+ *
+ * The binding is its own timer on the process's timer wheel (src/server/timer-wheel.ts, `fire`): the attach timer
+ * while `awaiting` (disarmed by `open`/`resume`), then the ack timer's two halves (only ever armed once attached),
+ * never two at once. No Node `Timeout` and no closure per arming: a request/response client at under `ackEvery`
+ * requests per `ackDelay` arms it after nearly every ack (docs/performance.md, "Sessions, sixth pass").
+ */
+export class SessionBinding<Auth = unknown> extends WheelTimer implements SessionHandle {
   entry: Entry<Auth> | null = null;
   /** Which of its session's connections this is, as the session machine numbers them (machines/session.machine.ts). */
   lease: Lease = 0;
@@ -1362,12 +1372,6 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private running = 0;
   private lastRun = 0;
   private lastAcked = 0;
-  /**
-   * The attach timer while `awaiting` (cleared by `open`/`resume`), then the
-   * ack timer (only ever armed once attached): never both, so one field
-   * (`attachTimer`, `ackTimer` below name its two uses).
-   */
-  private timer: ReturnType<typeof setTimeout> | null = null;
   /**
    * What an idle attached connection never needs (`resumeInfo`, `early`,
    * `inbox`, `gapReader`, `requests`, `waiting`: the accessors
@@ -1491,28 +1495,31 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   private set local(on: boolean) {
     this.flags = on ? this.flags | LOCAL : this.flags & ~LOCAL;
   }
-  private get attachTimer(): ReturnType<typeof setTimeout> | null {
-    return this.timer;
-  }
-  private set attachTimer(timer: ReturnType<typeof setTimeout> | null) {
-    this.timer = timer;
-  }
-  private get ackTimer(): ReturnType<typeof setTimeout> | null {
-    return this.timer;
-  }
-  private set ackTimer(timer: ReturnType<typeof setTimeout> | null) {
-    this.timer = timer;
-  }
-
   constructor(
     private readonly sessions: Sessions<Auth>,
     readonly connection: Connection<Auth>,
   ) {
-    this.attachTimer = setTimeout(() => {
-      this.attachTimer = null;
-      if (this.phase === 'awaiting') void connection.close(1008, 'no session open or resume in time');
-    }, sessions.options.attachTimeout);
-    this.attachTimer.unref?.();
+    super();
+    // The attach timer (`fire` while awaiting).
+    timerWheel.schedule(this, sessions.options.attachTimeout);
+  }
+
+  /**
+   * @internal The wheel's timer went off. Awaiting: no `open`/`resume` in time.
+   * Attached: the ack timer's first half (the ack is due: the next reply
+   * carries it, `write`), or its second (no reply came: the ack goes alone).
+   */
+  fire(): void {
+    const phase = this.phase;
+    if (phase === 'awaiting') {
+      void this.connection.close(1008, 'no session open or resume in time');
+      return;
+    }
+    if (phase !== 'attached' || !this.live) return;
+    if (this.ackDue) return this.sendAck();
+    this.ackDue = true;
+    const delay = this.sessions.options.ackDelay;
+    timerWheel.schedule(this, delay - (delay >> 1));
   }
 
   /** Connection.send on a session connection: kept in the session, written when its seq is known. */
@@ -1750,8 +1757,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
           return;
         }
         this.phase = 'attaching';
-        if (this.attachTimer) clearTimeout(this.attachTimer);
-        this.attachTimer = null;
+        timerWheel.cancel(this); // the attach timer
         void this.sessions.attach(this, frame.kind === 'open' ? null : frame);
         return;
       case 'ack': {
@@ -1813,11 +1819,14 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     if (this.live) releaseChunkList(this.connection.ws);
   }
 
-  /** @internal A message of the session got its seq: write it in order. `frames`: a fan-out's, shared by sessions at the same seq. */
-  deliver(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null): void {
+  /**
+   * @internal A message of the session got its seq: write it in order. `frames`: a fan-out's, shared by sessions at
+   * the same seq; `bytes`: `data`'s length in bytes when known (else counted when framed).
+   */
+  deliver(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null, bytes?: number): void {
     // The usual case in one test of the flags: live, attached, not paused, and the next seq.
     if ((this.flags & (LIVE | PHASE_MASK | PAUSED)) === (LIVE | ATTACHED_BITS) && seq === this.written + 1) {
-      this.write(seq, data, binary, frames);
+      this.write(seq, data, binary, frames, bytes);
       if (this.rare !== null && this.rare.early !== null) this.drainEarly();
       return;
     }
@@ -1954,7 +1963,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     this.tellGap({ type: 'catchUp', seq });
   }
 
-  private write(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null): void {
+  private write(seq: number, data: Outbound, binary: boolean, frames: FanOutFrames | null = null, bytes?: number): void {
     this.written = seq;
     const writer = this.connection.writer;
     if (writer.framesHere && !writer.pushingBack) {
@@ -1967,12 +1976,11 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
         // The reply of the request that makes the ack due (its count was taken by the store: it has run, and this reply
         // is stored), or any reply once the ack timer is half through, carries the ack in the same write, a second frame
         // after it: no write of its own (docs/sessions.md, "Acknowledgements").
-        frame = seqFrameOf(seq, data, binary, encodeServerAck(this.running));
+        frame = seqFrameOf(seq, data, binary, encodeServerAck(this.running), bytes);
         this.lastAcked = this.running;
         this.ackDue = false;
-        if (this.ackTimer) clearTimeout(this.ackTimer);
-        this.ackTimer = null;
-      } else frame = seqFrameOf(seq, data, binary);
+        timerWheel.cancel(this); // the ack timer
+      } else frame = seqFrameOf(seq, data, binary, null, bytes);
       writer.fanOut(data, binary, frame);
     } else if (typeof data === 'string') writer.send(encodeTextData(seq, data), binary);
     else {
@@ -1997,22 +2005,15 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
     // Acknowledged already (with its reply: `write`).
     if (this.lastRun <= this.lastAcked) return;
     if (this.lastRun - this.lastAcked >= this.sessions.options.ackEvery) return this.sendAck();
-    // In two halves: after the first the ack is due, and the next reply carries it (`write`); only a client that sends
-    // nothing in the second half gets it alone, ackDelay after the first unacknowledged request as before. A client
-    // slower than ackEvery requests per ackDelay (most) then gets its acks with its replies, not in writes of their own.
-    const delay = this.sessions.options.ackDelay;
-    this.ackTimer ??= setTimeout(() => {
-      this.ackDue = true;
-      this.ackTimer = setTimeout(() => {
-        this.ackTimer = null;
-        this.sendAck();
-      }, delay - (delay >> 1));
-    }, delay >> 1);
+    // In two halves (`fire`): after the first the ack is due, and the next reply carries it (`write`); only a client
+    // that sends nothing in the second half gets it alone, ackDelay after the first unacknowledged request as before.
+    // A client slower than ackEvery requests per ackDelay (most) then gets its acks with its replies, not in writes of
+    // their own. Armed already (either half): it runs on.
+    if (!this.armed) timerWheel.schedule(this, this.sessions.options.ackDelay >> 1);
   }
 
   private sendAck(): void {
-    if (this.ackTimer) clearTimeout(this.ackTimer);
-    this.ackTimer = null;
+    timerWheel.cancel(this);
     this.ackDue = false;
     if (this.lastRun <= this.lastAcked || !this.live) return;
     this.lastAcked = this.lastRun;
@@ -2061,9 +2062,7 @@ export class SessionBinding<Auth = unknown> implements SessionHandle {
   /** @internal The connection closed (R3: timers go). Returns whether the connection had been announced. */
   closed(): boolean {
     this.live = false;
-    if (this.ackTimer) clearTimeout(this.ackTimer);
-    if (this.attachTimer) clearTimeout(this.attachTimer);
-    this.ackTimer = this.attachTimer = null;
+    timerWheel.cancel(this); // the attach or the ack timer
     this.early = null;
     this.inbox = null;
     // Its reads' answers change nothing from now on.

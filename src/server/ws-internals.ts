@@ -372,11 +372,13 @@ export function frameOf(data: string | Buffer, binary: boolean): Buffer {
  * intermediate string or array. `seq` is a seq the store assigned (an integer
  * from 1 to 2^53-1). `then`: a short ASCII text message (≤ 125 bytes) framed
  * right after it in the same Buffer (a session's ack rides with a reply).
+ * `payloadBytes`: the payload's length in bytes, when the caller has it
+ * (the session store counted it): a string is not measured twice.
  */
-export function seqFrameOf(seq: number, payload: string | Buffer, binary: boolean, then: string | null = null): Buffer {
+export function seqFrameOf(seq: number, payload: string | Buffer, binary: boolean, then: string | null = null, payloadBytes?: number): Buffer {
   const opcode = binary ? OPCODE_BINARY : OPCODE_TEXT;
   const digits = seq < 10 ? 1 : seq < 100 ? 2 : seq < 1000 ? 3 : seq < 10_000 ? 4 : seq < 100_000 ? 5 : String(seq).length;
-  const p = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+  const p = payloadBytes ?? (typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length);
   const n = digits + 1 + p;
   const length = headerLength(n) + n;
   if (then !== null && (then.length > 125 || Buffer.byteLength(then) !== then.length)) throw new RangeError(`seqFrameOf: a following frame must be ASCII and at most 125 bytes, got ${then.length} characters`);

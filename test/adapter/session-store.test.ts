@@ -68,6 +68,51 @@ describe('memory session store', () => {
     assert.deepEqual(await store.beginRequest(s.id, 1), { kind: 'duplicate', replySeqs: null });
   });
 
+  test('a buffer emptied by an ack is written again from its start: reads give exactly the unacknowledged messages, in order, through bursts, partial and full acks (seeded)', async () => {
+    let seed = 0xacc;
+    const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000);
+    const store = createMemorySessionStore();
+    const dead: SessionDeadLetter[] = [];
+    store.start({ deadLetter: (l) => dead.push(l), logger: null });
+    const s = await store.create({ owner: null });
+    /** The model: every message the session holds, by seq. */
+    const held = new Map<number, string>();
+    let acked = 0;
+    let last = 0;
+    for (let step = 0; step < 3_000; step++) {
+      // Mostly a few messages between acks; now and then a burst past the kept buffer's size (128 messages).
+      const n = random() < 0.05 ? 100 + Math.floor(random() * 200) : Math.floor(random() * 12);
+      for (let i = 0; i < n; i++) {
+        const binary = random() < 0.2;
+        const text = `m${last + 1}`;
+        const r = await store.append(s.id, binary ? { data: Buffer.from(text), binary } : { data: text, binary });
+        assert.deepEqual(r, { ok: true, seq: ++last });
+        held.set(last, text);
+      }
+      // A full ack half of the time, else a partial one (or none).
+      const to = random() < 0.5 ? last : acked + Math.floor(random() * (last - acked + 1));
+      if (to > acked) {
+        assert.deepEqual(await store.ack(s.id, to), { ok: true, trimmed: to - acked });
+        for (let seq = acked + 1; seq <= to; seq++) held.delete(seq);
+        acked = to;
+      }
+      const read = await store.readAfter(s.id, acked);
+      assert.ok(read.ok);
+      assert.deepEqual(
+        read.messages.map((m) => [m.seq, Buffer.isBuffer(m.data) ? m.data.toString() : m.data, m.bytes]),
+        [...held].map(([seq, text]) => [seq, text, Buffer.byteLength(text)]),
+        `step ${step}: the held messages`,
+      );
+      const rec = (await store.get(s.id))!;
+      assert.equal(rec.bufferedMessages, held.size);
+      assert.equal(rec.bufferedBytes, [...held.values()].reduce((sum, text) => sum + Buffer.byteLength(text), 0));
+    }
+    assert.equal(dead.length, 0, 'nothing handed back: every message stayed held until acknowledged');
+    // What it still holds is handed back, in order, when it ends.
+    await store.end(s.id, 'test');
+    assert.deepEqual(dead.flatMap((l) => l.messages.map((m) => m.seq)), [...held.keys()]);
+  });
+
   test('random operations (seeded): the invariants hold after every step, and every message offered is held, acknowledged or handed back', async (t) => {
     let seed = 0x5eed;
     const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000);

@@ -412,11 +412,14 @@ describe('sessions on real sockets: resume with replay, both directions', () => 
 describe('sessions: client acks', () => {
   test("a client's first ack falls due at a random count in 1…ackEvery, then every ackEvery (receivers of the same broadcasts do not all ack after the same one)", async (t) => {
     const srv = await startSessionServer(t);
-    // A second's ack timer never fires within the test: only the count sends acks. random 0: the first at 1; near 1: at 32.
-    // The early client's second draw is its first ack timer's wait: near 1, a minute.
-    const draws = [0, 0.9999];
-    const early = sessionClient(t, srv.url, { session: { ackDelay: 60_000 }, random: () => draws.shift() ?? 0 });
-    const late = sessionClient(t, srv.url, { session: { ackDelay: 60_000 }, random: () => 0.9999 });
+    // The ack timers never fire within the test: only the count sends acks. The first draw is the count: random 0, the
+    // first ack at 1; near 1, at 32. The second is the phase of the client's ack clock (ackDelay a minute): its next
+    // tick half a minute from now.
+    const halfAMinuteOff = (): number => ((performance.now() + 30_000) % 60_000) / 60_000;
+    const earlyDraws = [0, halfAMinuteOff()];
+    const lateDraws = [0.9999, halfAMinuteOff()];
+    const early = sessionClient(t, srv.url, { session: { ackDelay: 60_000 }, random: () => earlyDraws.shift() ?? 0 });
+    const late = sessionClient(t, srv.url, { session: { ackDelay: 60_000 }, random: () => lateDraws.shift() ?? 0.9999 });
     const got = [pushes(early), pushes(late)];
     await opened(early);
     await opened(late);
@@ -442,32 +445,61 @@ describe('sessions: client acks', () => {
 });
 
 describe('sessions: client ack timer', () => {
-  test("a client's first ack timer waits a random 1…ackDelay ms, the next ones ackDelay (receivers of the same slow broadcasts do not all ack in the same moment)", async (t) => {
+  test("a client's time-due acks go at the ticks of its own ack clock (period ackDelay, random phase): within ackDelay of the first unacknowledged message, and receivers of the same broadcasts not in step", async (t) => {
     const srv = await startSessionServer(t);
-    // The count never makes an ack due (its first at 1000: random 1 - ε, then at 501 for the new session); the first timer
-    // waits 1 ms (random 0), then 60 s.
-    const draws = [0.9999, 0];
-    const early = sessionClient(t, srv.url, { session: { ackEvery: 1000, ackDelay: 60_000 }, random: () => draws.shift() ?? 0.5 });
-    const late = sessionClient(t, srv.url, { session: { ackEvery: 1000, ackDelay: 60_000 }, random: () => 0.9999 });
-    const got = [pushes(early), pushes(late)];
-    await opened(early);
-    await opened(late);
+    // Broadcasts every tenth of ackDelay, far fewer than ackEvery: only the timers ack. Two clients whose clocks tick half
+    // a period apart (the phase is the second draw; the first, near 1, puts the count's first ack at 1000). With a wait
+    // counted from the first unacknowledged message both would arm on the same broadcast, and ack in the same moment.
+    const D = pace.scaled(600);
+    const t0 = performance.now();
+    const phaseAt = (offset: number): number => (((t0 + offset) % D) + D) % D / D;
+    const aDraws = [0.9999, phaseAt(0)];
+    const bDraws = [0.9999, phaseAt(D / 2)];
+    const a = sessionClient(t, srv.url, { session: { ackEvery: 1000, ackDelay: D }, random: () => aDraws.shift() ?? 0.5 });
+    const b = sessionClient(t, srv.url, { session: { ackEvery: 1000, ackDelay: D }, random: () => bDraws.shift() ?? 0.5 });
+    /** When each push reached `a`, by its number. */
+    const receivedA: number[] = [];
+    a.on('push', () => receivedA.push(performance.now()));
+    await opened(a);
+    await opened(b);
     const store = srv.supervisor.sessions!.store;
     const acked = async (c: Client): Promise<number> => (await store.get(c.sessionId!))!.ackedSeq;
-    const push = (n: number): void => void srv.supervisor.broadcast(JSON.stringify({ command: 'broadcast', someOtherThing: `b${n}` }));
-    push(1);
-    await waitFor(() => got.every((g) => g.length === 1));
-    const deadline = Date.now() + pace.scaled(2_000);
-    while ((await acked(early)) !== 1) {
-      if (Date.now() > deadline) throw new Error('the early client did not ack after its first timer (1 ms)');
-      await delay(5);
+    /** Each client's acks as the store saw them: [when, the seq acknowledged]. */
+    const acks: Array<Array<[number, number]>> = [[], []];
+    let pushing = true;
+    const polling = (async () => {
+      const last = [0, 0];
+      while (pushing) {
+        for (const [i, c] of [a, b].entries()) {
+          const seq = await acked(c);
+          if (seq !== last[i]) acks[i]!.push([performance.now(), (last[i] = seq)]);
+        }
+        await delay(2);
+      }
+    })();
+    let n = 0;
+    const until = performance.now() + 3.5 * D;
+    while (performance.now() < until) {
+      void srv.supervisor.broadcast(JSON.stringify({ command: 'broadcast', someOtherThing: `b${++n}` }));
+      await delay(D / 10);
     }
-    push(2);
-    await waitFor(() => got.every((g) => g.length === 2));
-    // Its second timer waits the whole ackDelay (60 s): nothing more is acknowledged meanwhile; the late one's first waits ~60 s too.
-    await delay(200);
-    assert.equal(await acked(early), 1, 'the second ack waits ackDelay');
-    assert.equal(await acked(late), 0, 'a first wait drawn near ackDelay has not passed');
+    await delay(D * 1.3); // the last ones' acks
+    pushing = false;
+    await polling;
+    const [ackA, ackB] = acks as [Array<[number, number]>, Array<[number, number]>];
+    assert.ok(ackA.length >= 2 && ackB.length >= 2, `each client acked at least twice: ${ackA.length}, ${ackB.length}`);
+    // Late by at most a third of a period (a timer fired late, the store polled every few ms on a busy machine): the two
+    // clocks' ticks are half a period apart, so each ack still says whose tick it was.
+    const late = D / 3;
+    const offGrid = (when: number, offset: number): number => ((((when - t0 - offset) % D) + D) % D);
+    for (const [when] of ackA) assert.ok(offGrid(when, 0) < late, `a's ack ${(when - t0).toFixed(0)} ms in is on its clock's ticks (every ${D} ms from 0): ${offGrid(when, 0).toFixed(0)} ms off`);
+    for (const [when] of ackB) assert.ok(offGrid(when, D / 2) < late, `b's ack ${(when - t0).toFixed(0)} ms in is on its ticks (every ${D} ms from ${D / 2}): ${offGrid(when, D / 2).toFixed(0)} ms off`);
+    // The bound: every message a received is acknowledged within ackDelay (and the lateness above).
+    for (const [i, at] of receivedA.entries()) {
+      const ack = ackA.find(([, seq]) => seq >= i + 1);
+      assert.ok(ack !== undefined, `push ${i + 1} acknowledged`);
+      assert.ok(ack[0] - at <= D + late, `push ${i + 1} acknowledged ${(ack[0] - at).toFixed(0)} ms after it came (ackDelay ${D})`);
+    }
   });
 });
 
