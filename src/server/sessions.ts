@@ -472,6 +472,8 @@ export class Sessions<Auth = unknown> {
    * session that went local since must not get the copy as well.
    */
   private readonly awaitingCopy = new Map<string, Array<readonly { id: string }[]>>();
+  /** Sessions named in `awaitingCopy`, over all its lists (MAX_AWAITING_SESSIONS). */
+  private awaitingSessions = 0;
   /**
    * Unpersisted sessions still to be ended in the store (so that no node
    * resumes them over their gap), oldest first; retried every sweep and as
@@ -750,7 +752,7 @@ export class Sessions<Auth = unknown> {
     let notified: Array<readonly { id: string }[]> | undefined;
     if (name !== null) {
       notified = this.awaitingCopy.get(name);
-      if (notified !== undefined) this.awaitingCopy.delete(name);
+      if (notified !== undefined) this.forgetAwaiting(name, notified);
       if (this.copied.size >= MAX_FAN_OUT_NAMES) this.copied.delete(this.copied.values().next().value!);
       this.copied.add(name);
     }
@@ -803,10 +805,20 @@ export class Sessions<Auth = unknown> {
 
   /** A notification of fan-out `name` came before its adapter copy: the sessions it named (attached) have it. */
   private awaitCopy(name: string, sessions: readonly { id: string }[]): void {
+    this.awaitingSessions += sessions.length;
     const list = this.awaitingCopy.get(name);
-    if (list !== undefined) return void list.push(sessions);
-    if (this.awaitingCopy.size >= MAX_FAN_OUT_NAMES) this.awaitingCopy.delete(this.awaitingCopy.keys().next().value!);
-    this.awaitingCopy.set(name, [sessions]);
+    if (list !== undefined) list.push(sessions);
+    else this.awaitingCopy.set(name, [sessions]);
+    // The oldest first (never the one just noted unless it alone is past the bound).
+    while (this.awaitingCopy.size > MAX_FAN_OUT_NAMES || (this.awaitingSessions > MAX_AWAITING_SESSIONS && this.awaitingCopy.size > 1)) {
+      const [oldest, lists] = this.awaitingCopy.entries().next().value!;
+      this.forgetAwaiting(oldest, lists);
+    }
+  }
+
+  private forgetAwaiting(name: string, lists: Array<readonly { id: string }[]>): void {
+    this.awaitingCopy.delete(name);
+    for (const sessions of lists) this.awaitingSessions -= sessions.length;
   }
 
   /** A name for a fan-out of this supervisor, awaiting the store's answer (`ownFanOuts`). */
@@ -1413,6 +1425,15 @@ const MAX_FAILED_FAN_OUTS = 4096;
  * that lag could get that one message twice (never miss it).
  */
 const MAX_FAN_OUT_NAMES = 4096;
+
+/**
+ * Session names kept in `awaitingCopy` at most, over all its fan-outs (the
+ * lists are the notifications' own, kept a little longer): a lag of 26
+ * broadcasts at 10,000 sessions a node, and some 20 MB (estimated, ~80 bytes a name) when the
+ * copies never come (a node whose adapter is not the cluster's). Past it the
+ * oldest fan-out is forgotten, as past MAX_FAN_OUT_NAMES.
+ */
+const MAX_AWAITING_SESSIONS = 262_144;
 
 /** Fan-out names an unpersisted session remembers having written (LocalFanOuts.seen): as MAX_FAN_OUT_NAMES. */
 const MAX_LOCAL_SEEN = 4096;
