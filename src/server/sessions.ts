@@ -643,7 +643,7 @@ export class Sessions<Auth = unknown> {
     if (carrier !== null && carrier.lease === lease) {
       carrier.unpersist();
       // With a store that fans out itself, the cluster's fan-outs reach it from here on through this node (fanOutCopy).
-      if (this.fanOut !== null && !this.localOnly.has(entry)) this.localOnly.set(entry, { seen: new Map(), storeGone: false });
+      if (this.fanOut !== null && !this.localOnly.has(entry)) this.localOnly.set(entry, { seen: new Map(), storeGone: false, since: this.fanOutCount });
     } else if (carrier === null) entry.runner.send({ type: 'detach', lease });
   }
 
@@ -694,7 +694,8 @@ export class Sessions<Auth = unknown> {
     if (scope === 'cluster' && this.fanOut !== null) {
       const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
       const name = this.nameFanOut();
-      this.fanOut.broadcast(message, name).then(() => this.ownFanOuts.delete(name), (err: unknown) => this.fanOutFailed('broadcast', null, message, err, name));
+      const n = this.fanOutCount;
+      this.fanOut.broadcast(message, name).then(() => this.ownFanOuts.delete(name), (err: unknown) => this.fanOutFailed('broadcast', null, message, err, name, n));
       this.fanOutCopy(name, null, data, binary);
       return name;
     }
@@ -728,7 +729,8 @@ export class Sessions<Auth = unknown> {
     if (scope === 'cluster' && this.fanOut !== null) {
       const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
       const name = this.nameFanOut();
-      this.fanOut.publish(topic, message, name).then(() => this.ownFanOuts.delete(name), (err: unknown) => this.fanOutFailed('publish', topic, message, err, name));
+      const n = this.fanOutCount;
+      this.fanOut.publish(topic, message, name).then(() => this.ownFanOuts.delete(name), (err: unknown) => this.fanOutFailed('publish', topic, message, err, name, n));
       this.fanOutCopy(name, topic, data, binary);
       return name;
     }
@@ -839,7 +841,7 @@ export class Sessions<Auth = unknown> {
    * Unconfirmed, a late notification of it is not delivered again to the
    * sessions this delivered it to (`failedFanOuts`).
    */
-  private fanOutFailed(kind: 'broadcast' | 'publish', topic: string | null, message: SessionMessage, err: unknown, name: string): void {
+  private fanOutFailed(kind: 'broadcast' | 'publish', topic: string | null, message: SessionMessage, err: unknown, name: string, n: number): void {
     this.reportFailure(kind, null, err);
     const told = this.ownFanOuts.get(name) === true;
     this.ownFanOuts.delete(name);
@@ -855,7 +857,9 @@ export class Sessions<Auth = unknown> {
     for (const entry of members) {
       if (entry.ended) continue;
       this.unpersist(entry, kind, err);
-      // Written once: a session unpersisted before the call got it at the call (fanOutCopy).
+      // Written once: a session that went local before the call (its `since` below the fan-out's number) got it at
+      // the call (fanOutCopy); one that went local since gets it here unless its notification wrote it (`seen`).
+      if ((this.localOnly.get(entry)?.since ?? n) < n) continue;
       if (entry.carrier !== null && this.localFanOut(entry, name, 1, message.data, message.binary, null)) continue;
       this.host.deadLetter({ sessionId: entry.id, reason: 'unavailable', detail: 'the session store failed on a fan-out and no connection carries the session here', messages: [stored] });
     }
@@ -1450,6 +1454,8 @@ interface LocalFanOuts {
   readonly seen: Map<string, 1 | 2>;
   /** Its store copy is ended and every notification sent before that handed over: none comes for it any more. */
   storeGone: boolean;
+  /** This node's fan-outs named so far when it went local: the later ones were written to it at their call. */
+  readonly since: number;
 }
 
 /** What a shared store may offer: a 'status' event ('up' | 'degraded'). */

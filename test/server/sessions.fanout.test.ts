@@ -488,9 +488,17 @@ test("an unpersisted session whose store copy was ended: every later broadcast a
   assert.ok(after.indexOf('{"b":3}') < after.indexOf('{"p":3}') && after.indexOf('{"b":4}') < after.indexOf('{"p":4}'), "each node's messages in their order");
   assert.equal(raw.ws.readyState, WebSocket.OPEN, 'the connection goes on');
   assert.deepEqual(b.letters, [], 'no dead letter on B');
+
+  // A's own broadcast whose store call fails now: written at the call, and not again by the failure path.
+  redis.pause();
+  a.demo.supervisor.broadcast('{"b":5}');
+  await waitFor(() => a.letters.filter((l) => l.reason === 'fanout').length === 2, 10_000, "broadcast 5's fan-out to fail");
+  redis.resume();
+  await delay(300); // nothing more may come
+  assert.deepEqual(raw.data().slice(7).map((m) => m.payload), ['{"b":5}'], 'broadcast 5 once');
   // On A: the failed fan-out's (broadcast 2, written here all the same), and the store copy's held messages, made
   // `expired` by its end (docs/sessions.md, "Store failures": some reached the client on its connection). None after.
-  assert.deepEqual(a.letters.map((l) => [l.sessionId, l.reason]).filter(([, r]) => r !== 'expired'), [['*', 'fanout']], 'on A no other dead letter');
+  assert.deepEqual(a.letters.map((l) => [l.sessionId, l.reason]).filter(([, r]) => r !== 'expired'), [['*', 'fanout'], ['*', 'fanout']], 'on A no other dead letter');
   assert.ok(a.letters.filter((l) => l.reason === 'expired').every((l) => l.sessionId === id && l.messages.every((m) => !['{"b":3}', '{"p":3}', '{"b":4}', '{"p":4}'].includes(String(m.data)))), 'nothing after the end is a dead letter');
 });
 
