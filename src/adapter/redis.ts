@@ -164,6 +164,8 @@ interface FrameHeader {
   h?: true;
   /** AdapterMessage.sessionsReached (absent: false; receivers that do not know the field ignore it). */
   s?: true;
+  /** AdapterMessage.fanOut (with `s`). */
+  f?: string;
 }
 
 /** The sender's session and the frame's sequence number in it. */
@@ -185,6 +187,7 @@ export function encodeFrame(nodeId: string, message: AdapterMessage, sequence?: 
     binary: message.binary,
     ...(sequence?.history ? { h: true as const } : {}),
     ...(message.sessionsReached ? { s: true as const } : {}),
+    ...(message.sessionsReached && message.fanOut !== undefined ? { f: message.fanOut } : {}),
   };
   return Buffer.concat([Buffer.from(JSON.stringify(header) + '\n'), message.data]);
 }
@@ -218,7 +221,7 @@ export function decodeFrame(frame: Buffer): { node: string; sequence: FrameSeque
   return {
     node: header.node,
     sequence,
-    message: { kind: header.kind, topic: header.topic ?? null, binary: header.binary, data: frame.subarray(nl + 1), ...(header.s === true ? { sessionsReached: true } : {}) },
+    message: { kind: header.kind, topic: header.topic ?? null, binary: header.binary, data: frame.subarray(nl + 1), ...(header.s === true ? { sessionsReached: true, ...(typeof header.f === 'string' ? { fanOut: header.f } : {}) } : {}) },
   };
 }
 

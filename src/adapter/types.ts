@@ -28,6 +28,14 @@ export interface AdapterMessage {
    * Absent: each receiver hands it to the sessions it runs, as before.
    */
   sessionsReached?: boolean;
+  /**
+   * With `sessionsReached`: the name of the store's fan-out that reached them
+   * (`SessionFanOut`'s id, told with each of its notifications). A receiver
+   * writes the message itself to its sessions that no longer get the store's
+   * notifications (unpersisted, docs/sessions.md, "Store failures"), and by
+   * the name writes it once: never as well as the notification.
+   */
+  fanOut?: string;
 }
 
 /**

@@ -56,6 +56,7 @@ export function routeFanOut<S extends FanOutSession>(
   ended: (session: S, reason: SessionDeadLetterReason, detail: string) => void,
   frames?: (data: Outbound, binary: boolean) => SeqFrames,
   failedHere = false,
+  local?: (session: S, data: Outbound, binary: boolean) => void,
 ): void {
   const message = delivery.message;
   // One notification names up to FANOUT_CHUNK sessions, most at the same seq when they joined together: one frame for
@@ -68,7 +69,11 @@ export function routeFanOut<S extends FanOutSession>(
     if (session.unpersisted) {
       // Its connection carries it alone now (its seqs jumped): the message goes on it, numbered locally. Unless this
       // node's own fan-out failed unconfirmed and Redis ran it late: the failure path wrote it on that connection.
-      if (message !== null && !failedHere) carrier.deliverLocal(message.data, message.binary);
+      // `local`: the host writes it once by the fan-out's name (its adapter copy may have come first).
+      if (message !== null && !failedHere) {
+        if (local !== undefined) local(session, message.data, message.binary);
+        else carrier.deliverLocal(message.data, message.binary);
+      }
     } else if (message !== null) carrier.deliver(seq, message.data, message.binary, shared);
     else carrier.catchUp(seq);
   }

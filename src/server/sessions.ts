@@ -460,6 +460,22 @@ export class Sessions<Auth = unknown> {
    */
   private readonly failedFanOuts = new Set<string>();
   /**
+   * The unpersisted sessions a connection here carries alone: every cluster
+   * fan-out is written to them here (fanOutCopy, localFanOut), since the store
+   * stops naming them once their copy is ended.
+   */
+  private readonly localOnly = new Map<Entry<Auth>, LocalFanOuts>();
+  /** Cross-node fan-outs whose adapter copy came, or that this node made (MAX_FAN_OUT_NAMES): their notifications need no record. */
+  private readonly copied = new Set<string>();
+  /**
+   * Fan-outs notified here before their adapter copy came, with the sessions
+   * each notification named (written under their seqs while attached): a
+   * session that went local since must not get the copy as well.
+   */
+  private readonly awaitingCopy = new Map<string, Array<readonly { id: string }[]>>();
+  /** Sessions named in `awaitingCopy`, over all its lists (MAX_AWAITING_SESSIONS). */
+  private awaitingSessions = 0;
+  /**
    * Unpersisted sessions still to be ended in the store (so that no node
    * resumes them over their gap), oldest first; retried every sweep and as
    * soon as the store says it is up. Bounded (MAX_TO_END): past it the oldest
@@ -498,6 +514,7 @@ export class Sessions<Auth = unknown> {
         if (name !== undefined) {
           if (this.ownFanOuts.has(name)) this.ownFanOuts.set(name, true);
           else failedHere = this.failedFanOuts.has(name);
+          if (delivery.message !== null && !this.copied.has(name)) this.awaitCopy(name, delivery.sessions);
         }
         if (this.resuming.size > 0) {
           for (const { id, seq } of delivery.sessions) {
@@ -507,7 +524,9 @@ export class Sessions<Auth = unknown> {
         }
         routeFanOut(delivery, (id) => this.entries.get(id), (entry, reason, detail) => {
           this.overflowed(entry, reason === 'memory' || reason === 'evicted' ? reason : 'overflow', detail);
-        }, (data, binary) => new FanOutFrames(data, binary), failedHere);
+        }, (data, binary) => new FanOutFrames(data, binary), failedHere, (entry, data, binary) => {
+          this.localFanOut(entry, name ?? null, 2, data, binary, null);
+        });
       },
       fanOutResync: () => {
         for (const entry of this.entries.values()) entry.carrier?.catchUp(Number.POSITIVE_INFINITY);
@@ -536,6 +555,15 @@ export class Sessions<Auth = unknown> {
           await this.store.detach(id);
           await this.store.expire(id);
           this.toEnd.delete(id);
+          const entry = this.entries.get(id);
+          const local = entry === undefined ? undefined : this.localOnly.get(entry);
+          if (local !== undefined) {
+            // Every notification Redis sent before the end handed over: none names the session any more, so the
+            // names only the copy brought need no keeping (a later notification of them will not come).
+            await this.store.answered?.();
+            local.storeGone = true;
+            for (const [name, path] of local.seen) if (path === 1) local.seen.delete(name);
+          }
         } catch (err) {
           this.reportFailure('end', id, err);
           return; // still failing: the next tick tries again
@@ -613,8 +641,11 @@ export class Sessions<Auth = unknown> {
    */
   goLocal(entry: Entry<Auth>, lease: Lease): void {
     const carrier = entry.carrier;
-    if (carrier !== null && carrier.lease === lease) carrier.unpersist();
-    else if (carrier === null) entry.runner.send({ type: 'detach', lease });
+    if (carrier !== null && carrier.lease === lease) {
+      carrier.unpersist();
+      // With a store that fans out itself, the cluster's fan-outs reach it from here on through this node (fanOutCopy).
+      if (this.fanOut !== null && !this.localOnly.has(entry)) this.localOnly.set(entry, { seen: new Map(), storeGone: false, since: this.fanOutCount });
+    } else if (carrier === null) entry.runner.send({ type: 'detach', lease });
   }
 
   /** Sessions whose connection is gone, waiting for their client. */
@@ -653,23 +684,27 @@ export class Sessions<Auth = unknown> {
   /**
    * `scope` 'cluster': a broadcast made on this node for the whole cluster.
    * With a store that fans out itself it goes there, once, for every session
-   * of the cluster (returns true: the other nodes must not append it again);
+   * of the cluster (returns the fan-out's name: the other nodes must not
+   * append it again, and write it by that name to their unpersisted sessions
+   * only), and is written at once to this node's unpersisted sessions;
    * otherwise, and for 'local' (`broadcast(…, { local: true })`, or another
    * node's broadcast that its store did not fan out), it is appended to each
-   * session this node runs (false).
+   * session this node runs (null).
    */
-  broadcastSessions(data: Outbound, binary: boolean, scope: 'cluster' | 'local' = 'local'): boolean {
+  broadcastSessions(data: Outbound, binary: boolean, scope: 'cluster' | 'local' = 'local'): string | null {
     if (scope === 'cluster' && this.fanOut !== null) {
       const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
       const name = this.nameFanOut();
-      this.fanOut.broadcast(message, name).then(() => this.ownFanOuts.delete(name), (err: unknown) => this.fanOutFailed('broadcast', null, message, err, name));
-      return true;
+      const n = this.fanOutCount;
+      this.fanOut.broadcast(message, name).then(() => this.ownFanOuts.delete(name), (err: unknown) => this.fanOutFailed('broadcast', null, message, err, name, n));
+      this.fanOutCopy(name, null, data, binary);
+      return name;
     }
     // One message object, counted once, for every session (the store keeps its data by reference), and its frames
     // shared by the sessions at the same seq.
     const message: FanOutMessage = { data, binary, bytes: messageBytes(data), frames: new FanOutFrames(data, binary) };
     for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0, true, message);
-    return false;
+    return null;
   }
 
   /**
@@ -691,18 +726,102 @@ export class Sessions<Auth = unknown> {
   }
 
   /** As `broadcastSessions`, for the sessions in `topic`. */
-  publishSessions(topic: string, data: Outbound, binary: boolean, scope: 'cluster' | 'local' = 'local'): boolean {
+  publishSessions(topic: string, data: Outbound, binary: boolean, scope: 'cluster' | 'local' = 'local'): string | null {
     if (scope === 'cluster' && this.fanOut !== null) {
       const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
       const name = this.nameFanOut();
-      this.fanOut.publish(topic, message, name).then(() => this.ownFanOuts.delete(name), (err: unknown) => this.fanOutFailed('publish', topic, message, err, name));
-      return true;
+      const n = this.fanOutCount;
+      this.fanOut.publish(topic, message, name).then(() => this.ownFanOuts.delete(name), (err: unknown) => this.fanOutFailed('publish', topic, message, err, name, n));
+      this.fanOutCopy(name, topic, data, binary);
+      return name;
     }
     const members = this.topicIndex.get(topic);
-    if (!members) return false;
+    if (!members) return null;
     const message: FanOutMessage = { data, binary, bytes: messageBytes(data), frames: new FanOutFrames(data, binary) };
     for (const entry of members) this.append(entry, data, binary, 0, true, message);
-    return false;
+    return null;
+  }
+
+  /**
+   * A cluster fan-out's message as this node has it besides the store's
+   * notifications: another node's, by the adapter (`sessionsReached`), or its
+   * own at the call. Written to the unpersisted sessions here in it (the
+   * store stops naming them once their copy is ended), unless the store's
+   * notification wrote it to the session first: before it went local (under
+   * its seq: `awaitingCopy`) or since (`seen`). `name` null: a sender that
+   * does not name its fan-outs; written only where no notification can come.
+   */
+  fanOutCopy(name: string | null, topic: string | null, data: Outbound, binary: boolean): void {
+    let notified: Array<readonly { id: string }[]> | undefined;
+    if (name !== null) {
+      notified = this.awaitingCopy.get(name);
+      if (notified !== undefined) this.forgetAwaiting(name, notified);
+      if (this.copied.size >= MAX_FAN_OUT_NAMES) this.copied.delete(this.copied.values().next().value!);
+      this.copied.add(name);
+    }
+    if (this.localOnly.size === 0) return;
+    let before: Set<string> | null = null;
+    if (notified !== undefined) {
+      before = new Set();
+      for (const sessions of notified) for (const { id } of sessions) before.add(id);
+    }
+    for (const entry of [...this.localOnly.keys()]) {
+      if (topic !== null && !entry.topics.has(topic)) continue;
+      if (!this.localFanOut(entry, name, 1, data, binary, before)) {
+        const bytes = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+        this.host.deadLetter({
+          sessionId: entry.id,
+          reason: 'unavailable',
+          detail: 'the session store failed on the session and its connection could not take a cluster fan-out',
+          messages: [{ seq: 0, data, binary, bytes }],
+        });
+      }
+    }
+  }
+
+  /**
+   * Writes fan-out `name` to the unpersisted session `entry` unless it was
+   * written already: by the other path since it went local (`seen`), or under
+   * its seq before (`before`: the sessions its notifications named). `path`
+   * 1: the adapter's copy or the call; 2: the store's notification. False
+   * only when it was due and the connection could not take it.
+   */
+  private localFanOut(entry: Entry<Auth>, name: string | null, path: 1 | 2, data: Outbound, binary: boolean, before: Set<string> | null): boolean {
+    const carrier = entry.carrier;
+    if (entry.ended || carrier === null) return true; // its end (a connection that closed) reports what it held
+    const local = this.localOnly.get(entry);
+    if (local === undefined) return carrier.deliverLocal(data, binary);
+    if (name === null) return path === 2 || local.storeGone ? carrier.deliverLocal(data, binary) : true;
+    const had = local.seen.get(name);
+    if (had !== undefined) {
+      if (had !== path) local.seen.delete(name); // both paths brought it: nothing more will
+      return true;
+    }
+    if (before?.has(entry.id)) return true;
+    // Once the store is gone for it no notification comes: a name the copy brings needs no keeping.
+    if (!(path === 1 && local.storeGone)) {
+      if (local.seen.size >= MAX_LOCAL_SEEN) local.seen.delete(local.seen.keys().next().value!);
+      local.seen.set(name, path);
+    }
+    return carrier.deliverLocal(data, binary);
+  }
+
+  /** A notification of fan-out `name` came before its adapter copy: the sessions it named (attached) have it. */
+  private awaitCopy(name: string, sessions: readonly { id: string }[]): void {
+    this.awaitingSessions += sessions.length;
+    const list = this.awaitingCopy.get(name);
+    if (list !== undefined) list.push(sessions);
+    else this.awaitingCopy.set(name, [sessions]);
+    // The oldest first (never the one just noted unless it alone is past the bound).
+    while (this.awaitingCopy.size > MAX_FAN_OUT_NAMES || (this.awaitingSessions > MAX_AWAITING_SESSIONS && this.awaitingCopy.size > 1)) {
+      const [oldest, lists] = this.awaitingCopy.entries().next().value!;
+      this.forgetAwaiting(oldest, lists);
+    }
+  }
+
+  private forgetAwaiting(name: string, lists: Array<readonly { id: string }[]>): void {
+    this.awaitingCopy.delete(name);
+    for (const sessions of lists) this.awaitingSessions -= sessions.length;
   }
 
   /** A name for a fan-out of this supervisor, awaiting the store's answer (`ownFanOuts`). */
@@ -723,7 +842,7 @@ export class Sessions<Auth = unknown> {
    * Unconfirmed, a late notification of it is not delivered again to the
    * sessions this delivered it to (`failedFanOuts`).
    */
-  private fanOutFailed(kind: 'broadcast' | 'publish', topic: string | null, message: SessionMessage, err: unknown, name: string): void {
+  private fanOutFailed(kind: 'broadcast' | 'publish', topic: string | null, message: SessionMessage, err: unknown, name: string, n: number): void {
     this.reportFailure(kind, null, err);
     const told = this.ownFanOuts.get(name) === true;
     this.ownFanOuts.delete(name);
@@ -739,7 +858,10 @@ export class Sessions<Auth = unknown> {
     for (const entry of members) {
       if (entry.ended) continue;
       this.unpersist(entry, kind, err);
-      if (entry.carrier?.deliverLocal(message.data, message.binary)) continue;
+      // Written once: a session that went local before the call (its `since` below the fan-out's number) got it at
+      // the call (fanOutCopy); one that went local since gets it here unless its notification wrote it (`seen`).
+      if ((this.localOnly.get(entry)?.since ?? n) < n) continue;
+      if (entry.carrier !== null && this.localFanOut(entry, name, 1, message.data, message.binary, null)) continue;
       this.host.deadLetter({ sessionId: entry.id, reason: 'unavailable', detail: 'the session store failed on a fan-out and no connection carries the session here', messages: [stored] });
     }
   }
@@ -1207,6 +1329,7 @@ export class Sessions<Auth = unknown> {
     if (entry.ended) return;
     entry.ended = true;
     this.entries.delete(entry.id);
+    this.localOnly.delete(entry);
     for (const topic of entry.topics) this.index(entry, topic, false);
     entry.carrier = null;
   }
@@ -1298,6 +1421,45 @@ const MAX_TO_END = 100_000;
  * most 512 operations, 8 batches in flight.
  */
 const MAX_FAILED_FAN_OUTS = 4096;
+
+/**
+ * Cross-node fan-outs remembered by name for the cutover of a session going
+ * unpersisted (Sessions.fanOutCopy): those whose adapter copy came (or that
+ * this node made), and the notifications of those whose copy has not come
+ * yet. The copy and the notifications of one fan-out normally arrive within
+ * a few ms of each other; 4096 is a lag of seconds at a thousand fan-outs a
+ * second. Past it the oldest is forgotten: a session going local in exactly
+ * that lag could get that one message twice (never miss it).
+ */
+const MAX_FAN_OUT_NAMES = 4096;
+
+/**
+ * Session names kept in `awaitingCopy` at most, over all its fan-outs (the
+ * lists are the notifications' own, kept a little longer): a lag of 26
+ * broadcasts at 10,000 sessions a node, and some 20 MB (estimated, ~80 bytes a name) when the
+ * copies never come (a node whose adapter is not the cluster's). Past it the
+ * oldest fan-out is forgotten, as past MAX_FAN_OUT_NAMES.
+ */
+const MAX_AWAITING_SESSIONS = 262_144;
+
+/** Fan-out names an unpersisted session remembers having written (LocalFanOuts.seen): as MAX_FAN_OUT_NAMES. */
+const MAX_LOCAL_SEEN = 4096;
+
+/**
+ * An unpersisted session with a connection here (docs/sessions.md, "Store
+ * failures"): the store stops reaching it once its copy is ended, so this
+ * node writes every cluster fan-out to it itself, from the adapter's copy (or
+ * at the call, for its own), and from the store's notification while those
+ * still come: whichever comes first, once by the fan-out's name.
+ */
+interface LocalFanOuts {
+  /** Names written since it went local, by the path that wrote them (1: the copy, 2: the notification); a name leaves when the other path brings it. */
+  readonly seen: Map<string, 1 | 2>;
+  /** Its store copy is ended and every notification sent before that handed over: none comes for it any more. */
+  storeGone: boolean;
+  /** This node's fan-outs named so far when it went local: the later ones were written to it at their call. */
+  readonly since: number;
+}
 
 /** What a shared store may offer: a 'status' event ('up' | 'degraded'). */
 interface StatusEmitter {

@@ -332,8 +332,9 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       const result = this.hub.broadcast(payload, { binary });
       // Every session gets it, attached or not: with a store that fans out itself, every session of the cluster,
       // in the store, once (docs/sessions.md, "Fan-out in the store"); the other nodes then leave their sessions be.
-      const reached = sessions?.broadcastSessions(payload, binary, options.local ? 'local' : 'cluster') ?? false;
-      if (!options.local) this.fanOut({ kind: 'broadcast', topic: null, data: payload, binary, ...(reached ? { sessionsReached: true } : {}) });
+      // Named: another node writes it itself to its unpersisted sessions (no longer the store's members), once by the name.
+      const reached = sessions?.broadcastSessions(payload, binary, options.local ? 'local' : 'cluster') ?? null;
+      if (!options.local) this.fanOut({ kind: 'broadcast', topic: null, data: payload, binary, ...(reached !== null ? { sessionsReached: true, fanOut: reached } : {}) });
       return result;
     }
     if (sessions === null) return this.hub.broadcast(payload, { binary, filter });
@@ -357,8 +358,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     const payload = typeof data === 'string' ? Buffer.from(data) : data;
     if (options.from && !options.from.charge(this.hub.memberCount(topic) * payload.length)) return { accepted: 0, refused: 0, overBudget: true };
     const result = this.hub.publish(topic, payload, { binary });
-    const reached = this.sessions?.publishSessions(topic, payload, binary, options.local ? 'local' : 'cluster') ?? false;
-    if (!options.local) this.fanOut({ kind: 'publish', topic, data: payload, binary, ...(reached ? { sessionsReached: true } : {}) });
+    const reached = this.sessions?.publishSessions(topic, payload, binary, options.local ? 'local' : 'cluster') ?? null;
+    if (!options.local) this.fanOut({ kind: 'publish', topic, data: payload, binary, ...(reached !== null ? { sessionsReached: true, fanOut: reached } : {}) });
     return result;
   }
 
@@ -476,13 +477,16 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   private deliverRemote(message: AdapterMessage): void {
     this.metrics.adapterMessagesTotal.inc({ direction: 'in', kind: message.kind });
     // Its sessions were reached in the sender's store already (every session of the cluster, once): only the
-    // connections without a session here. Otherwise (a sender without such a store), the sessions this node runs.
+    // connections without a session here, and the sessions here the store no longer reaches (unpersisted: written
+    // here, once by the fan-out's name). Otherwise (a sender without such a store), the sessions this node runs.
     if (message.kind === 'broadcast') {
       this.hub.broadcast(message.data, { binary: message.binary });
       if (!message.sessionsReached) this.sessions?.broadcastSessions(message.data, message.binary, 'local');
+      else this.sessions?.fanOutCopy(message.fanOut ?? null, null, message.data, message.binary);
     } else if (message.topic !== null) {
       this.hub.publish(message.topic, message.data, { binary: message.binary });
       if (!message.sessionsReached) this.sessions?.publishSessions(message.topic, message.data, message.binary, 'local');
+      else this.sessions?.fanOutCopy(message.fanOut ?? null, message.topic, message.data, message.binary);
     }
   }
 

@@ -67,3 +67,18 @@ test('frames say whether their sender keeps a history; frames without the flag (
   assert.deepEqual(without.sequence, { session: 's', seq: 7 });
   assert.equal(without.message.data.toString(), 'hi');
 });
+
+test("frames carry a store fan-out's name with sessionsReached (a node writes it by that name to its unpersisted sessions); frames without it still decode", () => {
+  const named = decodeFrame(encodeFrame('n1', { ...message, sessionsReached: true, fanOut: 'abc.7' }));
+  assert.ok(!('error' in named));
+  assert.equal(named.message.sessionsReached, true);
+  assert.equal(named.message.fanOut, 'abc.7');
+  const unnamed = decodeFrame(encodeFrame('n1', { ...message, sessionsReached: true }));
+  assert.ok(!('error' in unnamed));
+  assert.equal(unnamed.message.sessionsReached, true);
+  assert.equal(unnamed.message.fanOut, undefined);
+  // A name without sessionsReached is not sent: it means nothing there.
+  const stray = decodeFrame(encodeFrame('n1', { ...message, fanOut: 'abc.8' }));
+  assert.ok(!('error' in stray));
+  assert.equal(stray.message.fanOut, undefined);
+});

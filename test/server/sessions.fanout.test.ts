@@ -39,10 +39,22 @@ interface Node {
 }
 
 /** A demo server with the Redis session store and the Redis adapter (the CLI's default prefixes unless `prefix`). */
-async function node(t: TestContext, redisUrl: string, name: string, opts: { prefix?: string; store?: Partial<RedisSessionStoreOptions> } = {}): Promise<Node> {
+async function node(
+  t: TestContext,
+  redisUrl: string,
+  name: string,
+  opts: { prefix?: string; store?: Partial<RedisSessionStoreOptions>; sweepInterval?: number; copyDelay?: number } = {},
+): Promise<Node> {
   const store = createRedisSessionStore({ url: redisUrl, ...(opts.prefix ? { prefix: `${opts.prefix}:session:` } : {}), ...opts.store });
   const adapter = createRedisAdapter({ url: redisUrl, ...(opts.prefix ? { prefix: `${opts.prefix}:` } : {}), nodeId: name });
-  const demo = await startDemoServer({ host: '127.0.0.1', port: 0, sessions: { store }, adapter });
+  const copyDelay = opts.copyDelay;
+  if (copyDelay !== undefined) {
+    // The adapter's copies reach the node `copyDelay` ms late (in order): the store's notifications come first.
+    const attachHost = adapter.attach.bind(adapter);
+    adapter.attach = (host) => attachHost({ ...host, deliver: (message) => void setTimeout(() => host.deliver(message), copyDelay) });
+  }
+  const sessions = { store, ...(opts.sweepInterval !== undefined ? { sweepInterval: opts.sweepInterval } : {}) };
+  const demo = await startDemoServer({ host: '127.0.0.1', port: 0, sessions, adapter });
   const events: SessionLifecycleEvent[] = [];
   const letters: SessionDeadLetter[] = [];
   demo.supervisor.on('session', (e) => events.push(e));
@@ -431,4 +443,121 @@ test('replies and publishes of 20 sessions interleaved (the reply answered on on
   const peeks = n.store.operations['peekAfter'] ?? 0;
   console.log(`# ${CLIENTS * ROUNDS} publishes answered with their replies: ${peeks} gap reads, ${n.store.fanOutStats.notifications} notifications`);
   assert.ok(peeks < (CLIENTS * ROUNDS) / 2, `gap reads ${peeks}: most early seqs wait for the other connection's answer instead of a read`);
+});
+
+/** Polls the store until the session's record is gone (the unpersisted session's copy ended). */
+async function storeCopyEnded(store: RedisSessionStore, id: string): Promise<void> {
+  let record: unknown = {};
+  for (const deadline = Date.now() + 10_000; record !== null && Date.now() < deadline; await delay(20)) record = await store.get(id);
+  assert.equal(record, null, "the unpersisted session's store copy is ended");
+}
+
+test("an unpersisted session whose store copy was ended: every later broadcast and publish of its topics, from any node, still reaches its open connection, once", async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `fanout-${process.pid}-gone`;
+  const a = await node(t, redis.url, 'node-a', { prefix, store: { commandTimeout: 500 }, sweepInterval: 100 });
+  const b = await node(t, redis.url, 'node-b', { prefix, store: { commandTimeout: 500 } });
+  const raw = new Raw(t, a.url);
+  const { id } = await attach(raw, encodeOpen());
+  raw.request({ command: 'join', topic: 'room' });
+  await waitFor(() => raw.data().length === 1, 10_000, 'the join reply');
+  a.demo.supervisor.broadcast('{"b":1}');
+  await waitFor(() => raw.data().length === 2, 10_000, 'broadcast 1');
+
+  // Redis hangs: A's broadcast 2 times out in the store, the session goes local (unpersisted), 2 is written on it.
+  redis.pause();
+  a.demo.supervisor.broadcast('{"b":2}');
+  await waitFor(() => raw.data().length === 3, 10_000, 'broadcast 2 from the failure path');
+  assert.ok(a.events.some((e) => e.type === 'unpersisted' && e.id === id), 'the session is unpersisted');
+  redis.resume();
+  // A ends the store's copy (so that nothing resumes it over the gap): from then on the session is no member in Redis.
+  await storeCopyEnded(a.store, id);
+  await waitFor(() => b.store.status === 'up' && b.demo.supervisor.adapter.status === 'up', 10_000, 'B back');
+
+  b.demo.supervisor.broadcast('{"b":3}');
+  b.demo.supervisor.publish('room', '{"p":3}');
+  b.demo.supervisor.publish('elsewhere', '{"x":3}');
+  a.demo.supervisor.broadcast('{"b":4}');
+  a.demo.supervisor.publish('room', '{"p":4}');
+  a.demo.supervisor.publish('elsewhere', '{"x":4}');
+  await waitFor(() => raw.data().length >= 7, 10_000, `the four messages after the store copy ended (got ${JSON.stringify(raw.data().slice(3).map((m) => m.payload))})`);
+  await delay(300); // nothing more may come
+  const after = raw.data().slice(3).map((m) => m.payload);
+  assert.deepEqual([...after].sort(), ['{"b":3}', '{"b":4}', '{"p":3}', '{"p":4}'], 'each once, none of a topic it is not in');
+  assert.ok(after.indexOf('{"b":3}') < after.indexOf('{"p":3}') && after.indexOf('{"b":4}') < after.indexOf('{"p":4}'), "each node's messages in their order");
+  assert.equal(raw.ws.readyState, WebSocket.OPEN, 'the connection goes on');
+  assert.deepEqual(b.letters, [], 'no dead letter on B');
+
+  // A's own broadcast whose store call fails now: written at the call, and not again by the failure path.
+  redis.pause();
+  a.demo.supervisor.broadcast('{"b":5}');
+  await waitFor(() => a.letters.filter((l) => l.reason === 'fanout').length === 2, 10_000, "broadcast 5's fan-out to fail");
+  redis.resume();
+  await delay(300); // nothing more may come
+  assert.deepEqual(raw.data().slice(7).map((m) => m.payload), ['{"b":5}'], 'broadcast 5 once');
+  // On A: the failed fan-out's (broadcast 2, written here all the same), and the store copy's held messages, made
+  // `expired` by its end (docs/sessions.md, "Store failures": some reached the client on its connection). None after.
+  assert.deepEqual(a.letters.map((l) => [l.sessionId, l.reason]).filter(([, r]) => r !== 'expired'), [['*', 'fanout'], ['*', 'fanout']], 'on A no other dead letter');
+  assert.ok(a.letters.filter((l) => l.reason === 'expired').every((l) => l.sessionId === id && l.messages.every((m) => !['{"b":3}', '{"p":3}', '{"b":4}', '{"p":4}'].includes(String(m.data)))), 'nothing after the end is a dead letter');
+});
+
+for (const copyDelay of [0, 40]) test(`a session going unpersisted while another node broadcasts and publishes every 2 ms, then its store copy ended: every message once, none skipped, across both moments (adapter copies ${copyDelay} ms late)`, async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `fanout-${process.pid}-cut${copyDelay}`;
+  const a = await node(t, redis.url, 'node-a', { prefix, sweepInterval: 50, copyDelay });
+  const b = await node(t, redis.url, 'node-b', { prefix });
+  const raw = new Raw(t, a.url);
+  const { id } = await attach(raw, encodeOpen());
+  raw.request({ command: 'join', topic: 'room' });
+  await waitFor(() => raw.data().length === 1, 10_000, 'the join reply');
+
+  let k = 0;
+  let flowing = true;
+  const flow = (async () => {
+    while (flowing) {
+      k++;
+      b.demo.supervisor.broadcast(`{"b":${k}}`);
+      b.demo.supervisor.publish('room', `{"p":${k}}`);
+      await delay(2);
+    }
+  })();
+  t.after(() => void (flowing = false));
+  await waitFor(() => raw.data().length > 40, 10_000, 'the flow to reach the session');
+
+  // One append of this session fails (the reply to a request): the session goes local mid-flow.
+  const append = a.store.append.bind(a.store);
+  let failed = false;
+  a.store.append = (sid, message, cseq) => {
+    if (!failed && sid === id) {
+      failed = true;
+      return Promise.reject(new Error('injected append failure'));
+    }
+    return append(sid, message, cseq);
+  };
+  raw.request({ command: 'noop' });
+  await waitFor(() => a.events.some((e) => e.type === 'unpersisted' && e.id === id), 10_000, 'the session to go unpersisted');
+  const atUnpersist = k;
+  await storeCopyEnded(a.store, id);
+  const atEnd = k;
+  await waitFor(() => k > atEnd + 40, 10_000, 'the flow to go on after the store copy ended');
+  flowing = false;
+  await flow;
+  const last = k;
+  const want = 1 + 1 + 2 * last; // the join reply, the noop reply, every broadcast and publish
+  await waitFor(() => raw.data().length >= want, 10_000, `every message (got ${raw.data().length} of ${want})`);
+  await delay(300); // nothing more may come
+  const parsed = raw.data().map((m) => JSON.parse(m.payload) as { b?: number; p?: number });
+  const bs = parsed.flatMap((m) => (m.b !== undefined ? [m.b] : []));
+  const ps = parsed.flatMap((m) => (m.p !== undefined ? [m.p] : []));
+  const all = Array.from({ length: last }, (_, i) => i + 1);
+  t.diagnostic(`flow: ${last} broadcasts and ${last} publishes; unpersisted at ${atUnpersist}, store copy ended at ${atEnd}`);
+  assert.deepEqual([...bs].sort((x, y) => x - y), all, 'every broadcast once');
+  assert.deepEqual([...ps].sort((x, y) => x - y), all, 'every publish once');
+  assert.equal(raw.data().length, want, 'nothing else, nothing twice');
+  assert.equal(raw.ws.readyState, WebSocket.OPEN, 'the connection goes on');
+  assert.deepEqual(b.letters, [], 'no dead letter on B');
+  // The store copy's held messages are made `expired` by its end (docs/sessions.md, "Store failures"); nothing else.
+  assert.deepEqual(a.letters.filter((l) => !(l.reason === 'expired' && l.sessionId === id)), [], 'no other dead letter on A');
 });
