@@ -71,7 +71,7 @@ test("import 'ws-supervisor/redis' loads ioredis, and the entry's own packages (
 /** Which files may name which packages beyond the library's own (ws, xstate, prom-client). */
 const MAY_NAME: { files: RegExp; packages: string[] }[] = [
   { files: /^src\/cli\//, packages: ['pino', 'sirv'] }, // the application: regular dependencies, never loaded by the library
-  { files: /^src\/adapter\/redis(-session-store)?\.ts$/, packages: ['ioredis'] }, // ws-supervisor/redis: the adapter and the session store
+  { files: /^src\/adapter\/redis(-session-store|-close)?\.ts$/, packages: ['ioredis'] }, // ws-supervisor/redis: the adapter and the session store
   { files: /^src\/observe\/inspector\.ts$/, packages: ['@statelyai/inspect'] },
 ];
 
