@@ -13,6 +13,13 @@
  * reason: the failure path never wrote to that one, so the notification
  * must. Before, every unpersisted session named in such a notification was
  * skipped: that session never got the message.
+ *
+ * And a notification that comes after the node ended an unpersisted
+ * session's store copy (a store whose `answered()` does not vouch for its
+ * notifications: the method is optional in the contract), of a fan-out whose
+ * copy the node wrote to the session already: not written again. Before, the
+ * session dropped the names its copies brought at that end, and the late
+ * notification wrote the message a second time.
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
@@ -59,6 +66,21 @@ class FanOutStore extends MemorySessionStore {
 /** Every handled promise callback of this turn has run. */
 const settled = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+async function start(t: TestContext, sweepInterval?: number) {
+  const store = new FanOutStore();
+  const srv = await startSupervisor({
+    sessions: { store, ...(sweepInterval !== undefined ? { sweepInterval } : {}) },
+    onMessage(connection, data) {
+      const request = JSON.parse(data.toString()) as { requestID: number };
+      connection.send(JSON.stringify({ requestID: request.requestID, success: true }));
+    },
+  });
+  t.after(() => srv.close());
+  const events: SessionLifecycleEvent[] = [];
+  srv.supervisor.on('session', (e) => events.push(e));
+  return { store, srv, events, url: `${srv.url}?ws-session=1` };
+}
+
 async function connect(t: TestContext, url: string) {
   const ws = new WebSocket(url);
   t.after(() => ws.terminate());
@@ -74,19 +96,7 @@ async function connect(t: TestContext, url: string) {
 }
 
 test("a late notification of this node's failed fan-out: skipped by the sessions its failure path wrote to, written to a session that came to the node after the failure and went unpersisted for another reason", async (t) => {
-  const store = new FanOutStore();
-  const srv = await startSupervisor({
-    sessions: { store },
-    onMessage(connection, data) {
-      const request = JSON.parse(data.toString()) as { requestID: number };
-      connection.send(JSON.stringify({ requestID: request.requestID, success: true }));
-    },
-  });
-  t.after(() => srv.close());
-  const events: SessionLifecycleEvent[] = [];
-  srv.supervisor.on('session', (e) => events.push(e));
-  const url = `${srv.url}?ws-session=1`;
-
+  const { store, srv, events, url } = await start(t);
   const a = await connect(t, url);
   srv.supervisor.broadcast('{"b":"X"}');
   assert.equal(store.calls.length, 1, 'one fan-out call, in the store');
@@ -111,4 +121,27 @@ test("a late notification of this node's failed fan-out: skipped by the sessions
   await new Promise((r) => setTimeout(r, 100)); // nothing more may come
   assert.deepEqual(a.payloads(), ['{"b":"X"}'], 'A: X once, from the failure path, not again from the notification');
   assert.deepEqual(b.payloads(), ['{"requestID":1,"success":true}', '{"b":"X"}'], 'B: X once, from the notification');
+});
+
+test("a notification that comes after the node ended an unpersisted session's store copy, of a fan-out whose copy the node wrote to it already: not written again", async (t) => {
+  const { store, srv, events, url } = await start(t, 50);
+  const a = await connect(t, url);
+  // The session goes unpersisted (a reply's append fails): its connection carries it alone.
+  store.failing.add(a.id);
+  a.ws.send(encodeTextData(1, '{"requestID":1}'));
+  await waitFor(() => events.some((e) => e.type === 'unpersisted' && e.id === a.id), 5_000, 'the session to go unpersisted');
+  // Another node's broadcast: its adapter copy comes first, and is written to the session by its name.
+  const data = Buffer.from('{"b":"Y"}');
+  srv.supervisor.sessions!.fanOutCopy('other-node.1', null, data, false);
+  await waitFor(() => a.payloads().length === 2, 5_000, 'Y from the copy');
+  // The node ends the session's store copy (the sweep, every 50 ms); this store has no answered() to wait on.
+  let record: unknown = {};
+  for (const deadline = Date.now() + 10_000; record !== null && Date.now() < deadline; await new Promise((r) => setTimeout(r, 20))) record = await store.get(a.id);
+  assert.equal(record, null, "the session's store copy is ended");
+  await settled();
+  // The store's notification of that broadcast comes only now.
+  store.host!.fanOutDelivered!({ message: { data, binary: false, bytes: data.length }, sessions: [{ id: a.id, seq: 2 }], ended: [], fanOut: 'other-node.1' });
+  await settled();
+  await new Promise((r) => setTimeout(r, 100)); // nothing more may come
+  assert.deepEqual(a.payloads(), ['{"requestID":1,"success":true}', '{"b":"Y"}'], 'Y once');
 });
