@@ -6,7 +6,7 @@
  * a development loader. Each entry is bundled once per benchmark process (our
  * code inlined, packages external) into bench/.build/.
  */
-import { mkdirSync, renameSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildSync } from 'esbuild';
@@ -27,18 +27,23 @@ export function compiledEntry(entry: string): string {
   // smoke test files run side by side under `npm test`) never let a server
   // start from a half-written bundle.
   const partial = `${out}.${process.pid}.tmp`;
-  buildSync({
-    entryPoints: [join(BENCH_DIR, entry)],
-    outfile: partial,
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    packages: 'external',
-    keepNames: false,
-    logLevel: 'error',
-  });
-  renameSync(partial, out);
+  try {
+    buildSync({
+      entryPoints: [join(BENCH_DIR, entry)],
+      outfile: partial,
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      packages: 'external',
+      keepNames: false,
+      logLevel: 'error',
+    });
+    renameSync(partial, out);
+  } finally {
+    // A build that throws (a syntax error) may have left its partial file: never a stray .tmp in bench/.build/.
+    rmSync(partial, { force: true });
+  }
   built.set(entry, out);
   return out;
 }

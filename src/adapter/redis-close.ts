@@ -14,9 +14,15 @@ import type { Redis } from 'ioredis';
  * and ioredis (6.0) arms it on the last socket even when that one has closed
  * already: Redis killed or unreachable, status `reconnecting`, `close` or `end`.
  * No 'close' comes again, so the timer runs out and keeps a closed adapter's
- * process alive 2 s for nothing. There the socket's own 'close' (delivered long
- * ago, its ioredis listener gone) is given once more, to the timer's listener
- * alone, which clears it.
+ * process alive 2 s for nothing. There 'close' is emitted on the socket once
+ * more, which clears that timer. The emit goes to every 'close' listener the
+ * socket still has, not to the timer's alone: the timer-clearing listener of
+ * each earlier disconnect() (harmless again), and ioredis's own `once`
+ * listener if it has not run yet. That is the case `socket.closed` does not
+ * rule out: it is true from the moment the socket was destroyed, while Node
+ * emits its 'close' a tick later; then ioredis's close handler runs at this
+ * emit, after disconnect() (so it ends the client rather than reconnecting),
+ * and not again at the real 'close' (it listened once).
  */
 export function endRedisClient(client: Redis): void {
   const socket = client.stream as (Redis['stream'] & { closed?: boolean }) | undefined;

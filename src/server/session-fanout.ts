@@ -46,16 +46,18 @@ export interface FanOutSession {
  * this node. A session without a connection here (detached, moved on, ended)
  * has the message in its stream: its resume replays it. `ended`: the
  * fan-out's append hit a bound of the session, which ended in the store.
- * `failedHere`: a fan-out of this node that failed unconfirmed (a timeout)
- * and that the store ran after all: its failure path delivered it to the
- * sessions this node runs (unpersisted since), which skip it here.
+ * `failedHere`: for a fan-out of this node that failed unconfirmed (a
+ * timeout) and that the store ran after all, whether its failure path
+ * delivered it to an unpersisted `session` (it did to the members this node
+ * ran then): those skip it here, and only those (a session that came to this
+ * node since, and went unpersisted for another reason, gets it here).
  */
 export function routeFanOut<S extends FanOutSession>(
   delivery: FanOutDelivery,
   lookup: (id: string) => S | undefined,
   ended: (session: S, reason: SessionDeadLetterReason, detail: string) => void,
   frames?: (data: Outbound, binary: boolean) => SeqFrames,
-  failedHere = false,
+  failedHere?: (session: S) => boolean,
   local?: (session: S, data: Outbound, binary: boolean) => void,
 ): void {
   const message = delivery.message;
@@ -68,9 +70,9 @@ export function routeFanOut<S extends FanOutSession>(
     if (session === undefined || session.ended || carrier == null) continue;
     if (session.unpersisted) {
       // Its connection carries it alone now (its seqs jumped): the message goes on it, numbered locally. Unless this
-      // node's own fan-out failed unconfirmed and Redis ran it late: the failure path wrote it on that connection.
+      // node's own fan-out failed unconfirmed and Redis ran it late, and the failure path wrote it on that connection.
       // `local`: the host writes it once by the fan-out's name (its adapter copy may have come first).
-      if (message !== null && !failedHere) {
+      if (message !== null && !(failedHere?.(session) ?? false)) {
         if (local !== undefined) local(session, message.data, message.binary);
         else carrier.deliverLocal(message.data, message.binary);
       }

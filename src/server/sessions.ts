@@ -453,20 +453,36 @@ export class Sessions<Auth = unknown> {
   private readonly ownFanOuts = new Map<string, boolean>();
   /**
    * This supervisor's fan-outs that failed unconfirmed (`applied: 'unknown'`:
-   * a timeout, a lost connection) with no notification of them here: the
-   * failure path delivered each to the member sessions this node runs
-   * (unpersisted since), so a late notification of one (the store ran it
-   * after all) is not delivered to them again. The newest MAX_FAILED_FAN_OUTS.
+   * a timeout, a lost connection) with no notification of them here, by name,
+   * with the `localClock` tick after their failure path: it delivered each to
+   * the member sessions this node runs (unpersisted by it, or before), so a
+   * late notification of one (the store ran it after all) is not delivered
+   * again to a session that was local by that tick; one that went local later
+   * (a session that came to this node since) gets it. The newest MAX_FAILED_FAN_OUTS.
    */
-  private readonly failedFanOuts = new Set<string>();
+  private readonly failedFanOuts = new Map<string, number>();
   /**
    * The unpersisted sessions a connection here carries alone: every cluster
    * fan-out is written to them here (fanOutCopy, localFanOut), since the store
-   * stops naming them once their copy is ended.
+   * stops naming them once their copy is ended. Constant per session (no
+   * names: those are kept once per node, `copied`, `awaitingCopy`).
    */
   private readonly localOnly = new Map<Entry<Auth>, LocalFanOuts>();
-  /** Cross-node fan-outs whose adapter copy came, or that this node made (MAX_FAN_OUT_NAMES): their notifications need no record. */
-  private readonly copied = new Set<string>();
+  /**
+   * One clock for the moments that decide which path writes a fan-out to an
+   * unpersisted session: a session going local (LocalFanOuts.from), a named
+   * fan-out's copy taken (`copied`), a failure path run (`failedFanOuts`).
+   */
+  private localClock = 0;
+  /**
+   * Cross-node fan-outs whose adapter copy came, or that this node made
+   * (MAX_FAN_OUT_NAMES), by name, with the `localClock` tick of that copy:
+   * their notifications need no record; and the copy was written then to
+   * every session local before that tick, so a notification of it that names
+   * one of those is not written again (the node-wide record that replaced a
+   * per-session one: docs/sessions.md, "An unpersisted session").
+   */
+  private readonly copied = new Map<string, number>();
   /**
    * Fan-outs notified here before their adapter copy came, with the sessions
    * each notification named (written under their seqs while attached): a
@@ -510,10 +526,11 @@ export class Sessions<Auth = unknown> {
       deadLetter: (letter) => this.onStoreDeadLetter(letter),
       fanOutDelivered: (delivery) => {
         const name = delivery.fanOut;
-        let failedHere = false;
+        // A fan-out of this node that failed unconfirmed, run by Redis late: the failure path wrote it to the sessions
+        // local by its tick (and only to those: a session that came here since gets it from this notification).
+        const failedAt = name === undefined || this.ownFanOuts.has(name) ? undefined : this.failedFanOuts.get(name);
         if (name !== undefined) {
           if (this.ownFanOuts.has(name)) this.ownFanOuts.set(name, true);
-          else failedHere = this.failedFanOuts.has(name);
           if (delivery.message !== null && !this.copied.has(name)) this.awaitCopy(name, delivery.sessions);
         }
         if (this.resuming.size > 0) {
@@ -524,7 +541,10 @@ export class Sessions<Auth = unknown> {
         }
         routeFanOut(delivery, (id) => this.entries.get(id), (entry, reason, detail) => {
           this.overflowed(entry, reason === 'memory' || reason === 'evicted' ? reason : 'overflow', detail);
-        }, (data, binary) => new FanOutFrames(data, binary), failedHere, (entry, data, binary) => {
+        }, (data, binary) => new FanOutFrames(data, binary), failedAt === undefined ? undefined : (entry) => {
+          const local = this.localOnly.get(entry);
+          return local !== undefined && local.from < failedAt;
+        }, (entry, data, binary) => {
           this.localFanOut(entry, name ?? null, 2, data, binary, null);
         });
       },
@@ -558,11 +578,12 @@ export class Sessions<Auth = unknown> {
           const entry = this.entries.get(id);
           const local = entry === undefined ? undefined : this.localOnly.get(entry);
           if (local !== undefined) {
-            // Every notification Redis sent before the end handed over: none names the session any more, so the
-            // names only the copy brought need no keeping (a later notification of them will not come).
+            // Every notification Redis sent before the end handed over (the Redis store's `answered` waits for a PING
+            // on the notification connection too): none names the session any more, so a fan-out its sender does not
+            // name is written from its copy from now on. Named ones need nothing here: `copied` is node-wide and
+            // kept by count, not dropped at the end, so a notification later than this barrier still finds it.
             await this.store.answered?.();
             local.storeGone = true;
-            for (const [name, path] of local.seen) if (path === 1) local.seen.delete(name);
           }
         } catch (err) {
           this.reportFailure('end', id, err);
@@ -644,7 +665,7 @@ export class Sessions<Auth = unknown> {
     if (carrier !== null && carrier.lease === lease) {
       carrier.unpersist();
       // With a store that fans out itself, the cluster's fan-outs reach it from here on through this node (fanOutCopy).
-      if (this.fanOut !== null && !this.localOnly.has(entry)) this.localOnly.set(entry, { seen: new Map(), storeGone: false, since: this.fanOutCount });
+      if (this.fanOut !== null && !this.localOnly.has(entry)) this.localOnly.set(entry, { from: ++this.localClock, storeGone: false, since: this.fanOutCount });
     } else if (carrier === null) entry.runner.send({ type: 'detach', lease });
   }
 
@@ -747,17 +768,26 @@ export class Sessions<Auth = unknown> {
    * notifications: another node's, by the adapter (`sessionsReached`), or its
    * own at the call. Written to the unpersisted sessions here in it (the
    * store stops naming them once their copy is ended), unless the store's
-   * notification wrote it to the session first: before it went local (under
-   * its seq: `awaitingCopy`) or since (`seen`). `name` null: a sender that
-   * does not name its fan-outs; written only where no notification can come.
+   * notification wrote it to the session first (`awaitingCopy`: the sessions
+   * its notifications named, before or after the session went local). Its
+   * tick in `copied` tells a later notification which sessions it was
+   * written to: those local before it. `name` null: a sender that does not
+   * name its fan-outs; written only where no notification can come.
+   *
+   * Cost: one pass over the unpersisted sessions here (or over the topic's
+   * members, when fewer), no copy of either; memory: nothing per session.
    */
   fanOutCopy(name: string | null, topic: string | null, data: Outbound, binary: boolean): void {
     let notified: Array<readonly { id: string }[]> | undefined;
+    const tick = ++this.localClock;
     if (name !== null) {
       notified = this.awaitingCopy.get(name);
       if (notified !== undefined) this.forgetAwaiting(name, notified);
-      if (this.copied.size >= MAX_FAN_OUT_NAMES) this.copied.delete(this.copied.values().next().value!);
-      this.copied.add(name);
+      // A copy brought twice (never expected) keeps its first tick: the sessions written then are not written again.
+      if (!this.copied.has(name)) {
+        if (this.copied.size >= MAX_FAN_OUT_NAMES) this.copied.delete(this.copied.keys().next().value!);
+        this.copied.set(name, tick);
+      } else return;
     }
     if (this.localOnly.size === 0) return;
     let before: Set<string> | null = null;
@@ -765,7 +795,14 @@ export class Sessions<Auth = unknown> {
       before = new Set();
       for (const sessions of notified) for (const { id } of sessions) before.add(id);
     }
-    for (const entry of [...this.localOnly.keys()]) {
+    const members = topic === null ? undefined : this.topicIndex.get(topic);
+    if (topic !== null && members === undefined) return;
+    // Map and Set iteration survive deletes (a connection that closes on a write); a session going local meanwhile
+    // is visited but skipped (its `from` is past `tick`: a notification of this fan-out still writes it).
+    const pass: Iterable<Entry<Auth>> = members !== undefined && members.size < this.localOnly.size ? members : this.localOnly.keys();
+    for (const entry of pass) {
+      const local = this.localOnly.get(entry);
+      if (local === undefined || local.from > tick) continue;
       if (topic !== null && !entry.topics.has(topic)) continue;
       if (!this.localFanOut(entry, name, 1, data, binary, before)) {
         const bytes = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
@@ -781,10 +818,11 @@ export class Sessions<Auth = unknown> {
 
   /**
    * Writes fan-out `name` to the unpersisted session `entry` unless it was
-   * written already: by the other path since it went local (`seen`), or under
-   * its seq before (`before`: the sessions its notifications named). `path`
-   * 1: the adapter's copy or the call; 2: the store's notification. False
-   * only when it was due and the connection could not take it.
+   * written already. `path` 1: the adapter's copy or the call (fanOutCopy:
+   * skipped where a notification came first, `before`); 2: the store's
+   * notification (skipped where the copy came first: `copied` holds a tick
+   * after the session went local). False only when it was due and the
+   * connection could not take it.
    */
   private localFanOut(entry: Entry<Auth>, name: string | null, path: 1 | 2, data: Outbound, binary: boolean, before: Set<string> | null): boolean {
     const carrier = entry.carrier;
@@ -792,18 +830,22 @@ export class Sessions<Auth = unknown> {
     const local = this.localOnly.get(entry);
     if (local === undefined) return carrier.deliverLocal(data, binary);
     if (name === null) return path === 2 || local.storeGone ? carrier.deliverLocal(data, binary) : true;
-    const had = local.seen.get(name);
-    if (had !== undefined) {
-      if (had !== path) local.seen.delete(name); // both paths brought it: nothing more will
-      return true;
-    }
-    if (before?.has(entry.id)) return true;
-    // Once the store is gone for it no notification comes: a name the copy brings needs no keeping.
-    if (!(path === 1 && local.storeGone)) {
-      if (local.seen.size >= MAX_LOCAL_SEEN) local.seen.delete(local.seen.keys().next().value!);
-      local.seen.set(name, path);
+    if (path === 1) {
+      if (before?.has(entry.id)) return true;
+    } else {
+      const copiedAt = this.copied.get(name);
+      if (copiedAt !== undefined && copiedAt > local.from) return true;
     }
     return carrier.deliverLocal(data, binary);
+  }
+
+  /**
+   * @internal Test hook: what the fan-out bookkeeping of unpersisted sessions holds (docs/sessions.md, "An
+   * unpersisted session"): the sessions, and every fan-out name kept for them, node-wide (a name counted once per
+   * record that holds it). Bounded by MAX_FAN_OUT_NAMES × 3, whatever the number of sessions.
+   */
+  localFanOutState(): { unpersisted: number; names: number } {
+    return { unpersisted: this.localOnly.size, names: this.copied.size + this.failedFanOuts.size + this.awaitingCopy.size };
   }
 
   /** A notification of fan-out `name` came before its adapter copy: the sessions it named (attached) have it. */
@@ -847,10 +889,6 @@ export class Sessions<Auth = unknown> {
     const told = this.ownFanOuts.get(name) === true;
     this.ownFanOuts.delete(name);
     if (told) return;
-    if ((err as { applied?: unknown } | null)?.applied === 'unknown') {
-      if (this.failedFanOuts.size >= MAX_FAILED_FAN_OUTS) this.failedFanOuts.delete(this.failedFanOuts.values().next().value!);
-      this.failedFanOuts.add(name);
-    }
     const bytes = message.bytes ?? messageBytes(message.data);
     const stored = { seq: 0, data: message.data, binary: message.binary, bytes };
     this.host.deadLetter({ sessionId: '*', reason: 'fanout', detail: fanOutFailureDetail(kind, topic, err), messages: [stored] });
@@ -859,10 +897,15 @@ export class Sessions<Auth = unknown> {
       if (entry.ended) continue;
       this.unpersist(entry, kind, err);
       // Written once: a session that went local before the call (its `since` below the fan-out's number) got it at
-      // the call (fanOutCopy); one that went local since gets it here unless its notification wrote it (`seen`).
+      // the call (fanOutCopy); one that went local since gets it here (no notification of it came: `told`).
       if ((this.localOnly.get(entry)?.since ?? n) < n) continue;
       if (entry.carrier !== null && this.localFanOut(entry, name, 1, message.data, message.binary, null)) continue;
       this.host.deadLetter({ sessionId: entry.id, reason: 'unavailable', detail: 'the session store failed on a fan-out and no connection carries the session here', messages: [stored] });
+    }
+    if ((err as { applied?: unknown } | null)?.applied === 'unknown') {
+      // After the walk: every session it wrote to (or that got it at the call) is local by this tick.
+      if (this.failedFanOuts.size >= MAX_FAILED_FAN_OUTS) this.failedFanOuts.delete(this.failedFanOuts.keys().next().value!);
+      this.failedFanOuts.set(name, ++this.localClock);
     }
   }
 
@@ -1442,9 +1485,6 @@ const MAX_FAN_OUT_NAMES = 4096;
  */
 const MAX_AWAITING_SESSIONS = 262_144;
 
-/** Fan-out names an unpersisted session remembers having written (LocalFanOuts.seen): as MAX_FAN_OUT_NAMES. */
-const MAX_LOCAL_SEEN = 4096;
-
 /**
  * An unpersisted session with a connection here (docs/sessions.md, "Store
  * failures"): the store stops reaching it once its copy is ended, so this
@@ -1453,8 +1493,8 @@ const MAX_LOCAL_SEEN = 4096;
  * still come: whichever comes first, once by the fan-out's name.
  */
 interface LocalFanOuts {
-  /** Names written since it went local, by the path that wrote them (1: the copy, 2: the notification); a name leaves when the other path brings it. */
-  readonly seen: Map<string, 1 | 2>;
+  /** The node's `localClock` tick when it went local: a fan-out whose copy has a later tick (`copied`) was written to it then. */
+  readonly from: number;
   /** Its store copy is ended and every notification sent before that handed over: none comes for it any more. */
   storeGone: boolean;
   /** This node's fan-outs named so far when it went local: the later ones were written to it at their call. */

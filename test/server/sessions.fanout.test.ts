@@ -561,3 +561,41 @@ for (const copyDelay of [0, 40]) test(`a session going unpersisted while another
   // The store copy's held messages are made `expired` by its end (docs/sessions.md, "Store failures"); nothing else.
   assert.deepEqual(a.letters.filter((l) => !(l.reason === 'expired' && l.sessionId === id)), [], 'no other dead letter on A');
 });
+
+test('many unpersisted sessions and many broadcasts while Redis hangs: the names kept for them are per node, not per session (bounded whatever their number), and every broadcast reaches every session once, in order', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const a = await node(t, redis.url, 'node-a', { prefix: `fanout-${process.pid}-bound`, store: { commandTimeout: 500 }, sweepInterval: 100 });
+  const sessions = a.demo.supervisor.sessions!;
+  const n = 40;
+  const raws = Array.from({ length: n }, () => new Raw(t, a.url));
+  const ids = (await Promise.all(raws.map((raw) => attach(raw, encodeOpen())))).map((x) => x.id);
+  a.demo.supervisor.broadcast('{"b":0}');
+  await waitFor(() => raws.every((raw) => raw.data().length === 1), 10_000, 'broadcast 0');
+
+  // Redis hangs: broadcast 1 times out in the store, and its failure path unpersists every session of the node.
+  redis.pause();
+  a.demo.supervisor.broadcast('{"b":1}');
+  await waitFor(() => sessions.localFanOutState().unpersisted === n, 10_000, 'every session to go local');
+  // Each later broadcast is written at its call to every one of them (fanOutCopy), while no store copy can be ended.
+  const broadcasts = 150;
+  for (let k = 2; k <= broadcasts; k++) a.demo.supervisor.broadcast(`{"b":${k}}`);
+  await waitFor(() => raws.every((raw) => raw.data().length === broadcasts + 1), 10_000, 'every broadcast on every connection');
+  const held = sessions.localFanOutState();
+  t.diagnostic(`during the outage: ${held.unpersisted} unpersisted sessions, ${held.names} fan-out names kept for them (${broadcasts + 1} fan-outs made)`);
+  assert.equal(held.unpersisted, n);
+  // Per node: at most the fan-outs' names, each in its copy record and its failure record. Per session (before), the
+  // names written by the call or the failure path and not yet brought by a notification: n × broadcasts = 6,000 here.
+  assert.ok(held.names <= 2 * (broadcasts + 1), `names kept: ${held.names}, not growing with the sessions`);
+
+  // Redis goes on: it runs what it held (late notifications of fan-outs the node saw fail), the store copies are ended.
+  redis.resume();
+  for (const id of ids) await storeCopyEnded(a.store, id);
+  await delay(300); // nothing more may come
+  const want = Array.from({ length: broadcasts + 1 }, (_, k) => `{"b":${k}}`);
+  for (const raw of raws) {
+    assert.deepEqual(raw.data().map((m) => m.payload), want, 'every broadcast once, in order');
+    assert.equal(raw.ws.readyState, WebSocket.OPEN, 'the connection goes on');
+  }
+  assert.ok(sessions.localFanOutState().names <= 2 * (broadcasts + 1), 'still bounded after');
+});
