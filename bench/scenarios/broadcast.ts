@@ -219,9 +219,9 @@ if (SYSTEMS.includes('supervisor') && SYSTEMS.includes('raw') && INTERLEAVED_LEV
       // Target: not slower than raw ws, single broadcasts (time until all).
       const t = roundRatio(sup, raw, 'last');
       const target = '<= 1.0';
-      interleavedRatios.push({ metric: `single broadcast to all @${label(n)}, interleaved: median of per-round ratios`, system: 'supervisor', vs: 'raw', ratio: t.ratio, target, met: meetsTarget(t.ratio, target) });
+      interleavedRatios.push({ metric: `single broadcast to all @${label(n)}, interleaved`, system: 'supervisor', vs: 'raw', ratio: t.ratio, target, met: meetsTarget(t.ratio, target) });
       const cpu = roundRatio(sup, raw, 'serverUs');
-      interleavedRatios.push({ metric: `server CPU per delivery, interleaved singles @${label(n)}: median of per-round ratios`, system: 'supervisor', vs: 'raw', ratio: cpu.ratio });
+      interleavedRatios.push({ metric: `server CPU per delivery, interleaved singles @${label(n)}`, system: 'supervisor', vs: 'raw', ratio: cpu.ratio });
       line.push(`supervisor ÷ raw ${t.ratio.toFixed(2)} (lower in ${t.lower} of ${t.rounds} rounds)`);
       interleavedDone.push(n);
     }
@@ -261,8 +261,8 @@ const result = {
   },
   notes: [
     `time from the sender's send until the last receiver has the push; receivers read in the load process (CPU 1)`,
-    `single broadcasts, the verdict: "interleaved" runs the supervisor and raw ws servers at the same time (${INTERLEAVED_LEVELS.join(', ')} receivers each) and alternates one broadcast to each per round (${INTERLEAVED_ROUNDS} rounds after ${INTERLEAVED_WARMUP} warm-up, which one goes first alternating), so both see the same machine; the ratio is the median of the per-round ratios of the time until the last receiver has it. Server CPU per delivery: the server's CPU over the broadcast and the 50 ms gap after it / receivers; load-generator core share: its CPU until the last delivery / that time`,
-    `"sequential passes": each system in turn (${ROUNDS} rounds, order alternating), ${BROADCASTS - WARMUP} broadcasts after ${WARMUP} warm-up per level, p50/p99; on a shared machine these passes, minutes apart, drift ±15–20%, so they are shown, not judged. "first (cold)" is each level's first broadcast, JIT warm-up included`,
+    `single broadcasts, the verdict: "interleaved" runs the supervisor and raw ws servers at the same time (${INTERLEAVED_LEVELS.join(', ')} receivers each) and alternates one broadcast to each per round (${INTERLEAVED_ROUNDS} rounds after ${INTERLEAVED_WARMUP} warm-up, which one goes first alternating), so both see the same machine; its ratios ("single broadcast to all @N, interleaved" and its server CPU) are the median of the per-round ratios (supervisor ÷ raw in the same round) of the time until the last receiver has it, not a ratio of medians. Server CPU per delivery: the server's CPU over the broadcast and the 50 ms gap after it / receivers; load-generator core share: its CPU until the last delivery / that time`,
+    `"sequential passes": each system in turn (${ROUNDS} round${ROUNDS === 1 ? '' : 's'}, order alternating), ${BROADCASTS - WARMUP} broadcasts after ${WARMUP} warm-up per level, p50/p99; on a shared machine these passes, minutes apart, drift ±15–20%, so they are shown, not judged. "first (cold)" is each level's first broadcast, JIT warm-up included`,
     `Socket.IO runs in the sequential passes only: a third set of client sockets does not fit the open-file limit beside the other two (${openFileLimit()} files here)` +
       (lowered.length > 0 ? `; interleaved levels ${lowered.join(', ')} lowered to ${interleavedCapacity()} receivers to fit it` : ''),
     `bursts: ${BURSTS - 1} bursts of ${BURST} broadcasts sent back to back per level (after 1 warm-up burst), medians; server CPU per delivery = the server's CPU over the burst / (${BURST} × receivers); a load-generator core share near 100% means the burst time is bounded by the client, not the server`,
