@@ -294,14 +294,15 @@ function svgChart(rs: Result[]): string {
     .filter((r) => r.ratios.length > 0)
     .map((r) => ({ title: `${TITLES[base(r.scenario)] ?? r.scenario}${r.scenario !== base(r.scenario) ? ' (quick run)' : ''}`, bars: r.ratios.filter((x) => Number.isFinite(x.ratio)).map((x) => ({ label: `${x.metric} — ${x.system}${x.vs !== 'raw' ? ` vs ${x.vs}` : ''}`, ratio: x, ok: r.integrity.ok })) }))
     .filter((g) => g.bars.length > 0);
-  const W = 900;
-  const left = 330;
+  const all = groups.flatMap((g) => g.bars);
+  // Room for the longest label (~6.6 px a character at 12 px), at least 330 px; the bars keep their 500 px.
+  const left = Math.max(330, Math.ceil(6.6 * Math.max(0, ...all.map((b) => b.label.length))) + 14);
+  const W = left + 570;
   const right = 70;
   const barH = 16;
   const gap = 6;
   const groupGap = 30;
   const top = 40;
-  const all = groups.flatMap((g) => g.bars);
   const targetValue = (t?: string): number | null => (t ? Number(/([\d.]+)/.exec(t)?.[1]) : null);
   const maxRatio = Math.max(1.5, ...all.map((b) => b.ratio.ratio), ...all.map((b) => targetValue(b.ratio.target) ?? 0));
   const xmax = Math.ceil(maxRatio * 1.05 * 2) / 2;
