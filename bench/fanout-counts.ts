@@ -27,6 +27,8 @@
  * broadcasts alternate, one of each per round: on a machine shared with
  * other work, the per-round ratios are the figure that holds still (2N
  * client sockets: at most ~9,950 receivers each under a 20,000-file limit).
+ * The broadcast scenario (bench/scenarios/broadcast.ts) runs the same
+ * interleaved rounds (bench/lib/live-broadcast.ts) for its verdict.
  * --json writes the interleaved rounds' rows to a file. --ping-interval
  * sets the servers' heartbeat (default 25 s, as the scenario runs).
  */
@@ -35,9 +37,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import type WebSocket from 'ws';
-import { closeAll, connectClient, connectMany, median, pinSelf, selfCpuUs, sleep, startServer, waitForConnections, type BenchClient, type System } from './lib/harness.ts';
-import { BROADCAST_PUSH } from './lib/broadcast-timing.ts';
+import { median, pinSelf, sleep, type System } from './lib/harness.ts';
+import { interleave, liveBroadcast, roundRatio, type BroadcastRow, type LiveBroadcast } from './lib/live-broadcast.ts';
 
 const { values } = parseArgs({
   options: {
@@ -62,21 +63,7 @@ const PING_INTERVAL = values['ping-interval'] !== undefined ? Number(values['pin
 const COUNTS = values.counts;
 pinSelf(1);
 
-interface Row {
-  first: number;
-  half: number;
-  last: number;
-  clientUs: number;
-  serverUs: number;
-  bytes: number;
-  dataEvents: number;
-  /** Heartbeat pings the receivers got during the broadcast, per delivery. */
-  pings: number;
-}
-
-function socketOf(c: BenchClient): import('node:net').Socket {
-  return (c.raw as unknown as { _socket: import('node:net').Socket })._socket;
-}
+type Row = BroadcastRow;
 
 /** Counted per process with --counts: system calls, and packets put on (net_dev_xmit) and taken off (netif_rx) loopback in its context. */
 const EVENTS = [
@@ -95,82 +82,9 @@ function parsePerf(file: string): Map<string, number> {
   return calls;
 }
 
-interface Live {
-  system: System;
-  serverPid: number;
-  /** One broadcast, measured. */
-  one(): Promise<Row>;
-  close(): Promise<void>;
-}
-
-/** A server of `system` with N receivers and a sender, warmed up. */
-async function setUp(system: System): Promise<Live> {
-  const server = await startServer(system, PING_INTERVAL !== undefined ? { pingInterval: PING_INTERVAL } : {});
-  const receivers = await connectMany(server, N, { batch: 250 });
-  const sender = await connectClient(server);
-  const close = async (): Promise<void> => {
-    await closeAll([sender, ...receivers]);
-    await server.stop();
-  };
-  try {
-    await waitForConnections(server, N + 1, 60_000);
-  } catch (err) {
-    await close();
-    throw err;
-  }
-  let data = 0;
-  const countData = (): void => void data++;
-  for (const r of receivers) socketOf(r).on('data', countData);
-  let pings = 0;
-  const countPing = (): void => void pings++;
-  for (const r of receivers) (r.raw as WebSocket).on('ping', countPing);
-  let k = 0;
-  let got = 0;
-  let arrivals: number[] = [];
-  let t0 = 0;
-  let done: (() => void) | null = null;
-  for (const r of receivers) {
-    r.onMessage((text) => {
-      if (!BROADCAST_PUSH.test(text)) throw new Error(`unexpected message ${text}`);
-      arrivals.push(performance.now() - t0);
-      if (++got === N) done?.();
-    });
-  }
-  sender.onMessage(() => undefined);
-  const one = async (): Promise<Row> => {
-    got = 0;
-    arrivals = [];
-    data = 0;
-    pings = 0;
-    const bytes0 = receivers.reduce((s, r) => s + socketOf(r).bytesRead, 0);
-    const s0 = (await server.stats()).cpuUs;
-    const all = new Promise<void>((resolve) => (done = resolve));
-    const c0 = selfCpuUs();
-    t0 = performance.now();
-    k++;
-    sender.send(`{"requestID":${k},"command":"broadcast","someOtherThing":"b${k}"}`);
-    await all;
-    const c1 = selfCpuUs();
-    const events = data;
-    const pinged = pings;
-    await sleep(50);
-    const s1 = (await server.stats()).cpuUs;
-    const bytes1 = receivers.reduce((s, r) => s + socketOf(r).bytesRead, 0);
-    return {
-      first: arrivals[0]!,
-      half: arrivals[(N >> 1) - 1]!,
-      last: arrivals[N - 1]!,
-      clientUs: (c1 - c0) / N,
-      serverUs: (s1 - s0) / N,
-      bytes: (bytes1 - bytes0) / N,
-      dataEvents: events / N,
-      pings: pinged / N,
-    };
-  };
-  for (let i = 0; i < WARMUP; i++) await one();
-  await sleep(200);
-  return { system, serverPid: server.pid, one, close };
-}
+/** A server of `system` with N receivers and a sender, warmed up (bench/lib/live-broadcast.ts). */
+const setUp = (system: System): Promise<LiveBroadcast> =>
+  liveBroadcast(system, { receivers: N, warmup: WARMUP, ...(PING_INTERVAL !== undefined ? { server: { pingInterval: PING_INTERVAL } } : {}) });
 
 async function measure(system: System, withCounts: boolean): Promise<{ rows: Row[]; counts?: { client: Map<string, number>; server: Map<string, number> } }> {
   const live = await setUp(system);
@@ -210,34 +124,20 @@ async function measure(system: System, withCounts: boolean): Promise<{ rows: Row
 async function interleaved(): Promise<void> {
   const [a, b] = SYSTEMS as [System, System];
   if (SYSTEMS.length !== 2) throw new Error(`--interleaved compares two systems, got --systems ${values.systems}`);
-  const limit = Number(/Max open files\s+(\d+)/.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1] ?? Infinity);
-  if (2 * N + 64 > limit) throw new Error(`--interleaved needs 2 × ${N} client sockets and some room: over this process's open-file limit ${limit}`);
-  const la = await setUp(a);
-  const lb = await setUp(b);
-  try {
-    const ra: Row[] = [];
-    const rb: Row[] = [];
-    for (let i = 0; i < COUNT; i++) {
-      if (i % 2 === 0) {
-        ra.push(await la.one());
-        rb.push(await lb.one());
-      } else {
-        rb.push(await lb.one());
-        ra.push(await la.one());
-      }
-    }
-    if (values.json) writeFileSync(values.json, JSON.stringify({ [a]: ra, [b]: rb }));
-    console.log(`${a.padEnd(10)} ${summary(ra)}`);
-    console.log(`${b.padEnd(10)} ${summary(rb)}`);
-    const ratio = (key: keyof Row): string => {
-      const rs = ra.map((r, i) => r[key] / rb[i]![key]);
-      const below = rs.filter((x) => x < 1).length;
-      return `${f(median(rs))} (${a} lower in ${below} of ${rs.length})`;
-    };
-    console.log(`${a} ÷ ${b}, median of the per-round ratios: last ${ratio('last')}, half ${ratio('half')}, client CPU per delivery ${ratio('clientUs')}, server CPU per delivery ${ratio('serverUs')}`);
-  } finally {
-    await la.close();
-    await lb.close();
+  const { rows, integrity } = await interleave(a, b, COUNT, { receivers: N, warmup: WARMUP, ...(PING_INTERVAL !== undefined ? { server: { pingInterval: PING_INTERVAL } } : {}) });
+  const ra = rows[a]!;
+  const rb = rows[b]!;
+  if (values.json) writeFileSync(values.json, JSON.stringify({ [a]: ra, [b]: rb }));
+  console.log(`${a.padEnd(10)} ${summary(ra)}`);
+  console.log(`${b.padEnd(10)} ${summary(rb)}`);
+  const ratio = (key: keyof Row): string => {
+    const r = roundRatio(ra, rb, key);
+    return `${f(r.ratio)} (${a} lower in ${r.lower} of ${r.rounds})`;
+  };
+  console.log(`${a} ÷ ${b}, median of the per-round ratios: last ${ratio('last')}, half ${ratio('half')}, client CPU per delivery ${ratio('clientUs')}, server CPU per delivery ${ratio('serverUs')}`);
+  for (const s of [a, b]) {
+    const i = integrity[s]!;
+    if (i.timedOut || i.missing || i.duplicated || i.strays || i.badReplies) console.log(`${s} integrity: ${JSON.stringify(i)}`);
   }
 }
 

@@ -1,7 +1,9 @@
 /**
- * Smoke test of the performance suite (bench/): the request/response
+ * Smoke tests of the performance suite (bench/): the request/response
  * scenario in --quick mode (50 connections, 2 s, 1 round, supervisor + raw)
- * runs end to end and writes a result with integrity ok. It checks that the
+ * runs end to end and writes a result with integrity ok; the broadcast
+ * scenario, cut smaller than --quick, writes its interleaved single-broadcast
+ * ratio with the target on it (the sequential ones without). It checks that the
  * harness, the servers and the scenario work, not how fast anything is; the
  * benchmarks themselves are not part of `npm test` (`npm run bench`).
  */
@@ -48,4 +50,38 @@ test('bench/scenarios/reqres.ts --quick produces a result with integrity ok', { 
   }
   const cpu = result.ratios.find((r) => r.metric === 'server CPU per message' && r.system === 'supervisor');
   assert.ok(cpu && cpu.vs === 'raw' && cpu.target === '<= 1.05' && typeof cpu.met === 'boolean');
+});
+
+test('bench/scenarios/broadcast.ts --quick judges single broadcasts on interleaved rounds, integrity ok', { timeout: pace.scaled(60_000) }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ws-supervisor-bench-'));
+  // Smaller than --quick's 200 receivers: the scenario's plumbing, not its figures.
+  const args = ['--quick', '--levels', '50', '--broadcasts', '3', '--bursts', '1', '--interleaved-levels', '50', '--interleaved-rounds', '4'];
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/scenarios/broadcast.ts', ...args], {
+    cwd: REPO,
+    env: { ...process.env, BENCH_RESULTS_DIR: dir, NODE_ENV: 'production' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const killer = setTimeout(() => child.kill('SIGKILL'), pace.scaled(55_000)); // ends a hang: scaled by the measured pace
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  clearTimeout(killer);
+  assert.equal(code, 0, output);
+
+  const result = JSON.parse(readFileSync(join(dir, 'broadcast-quick.json'), 'utf8')) as Result;
+  assert.equal(result.integrity.ok, true, result.integrity.details);
+  assert.match(result.integrity.details, /1 \+ 4 interleaved single broadcasts per system at 50 receivers/);
+  for (const system of ['supervisor', 'raw']) {
+    for (const metric of ['single broadcast to all @50 p50, interleaved', 'server CPU per delivery, interleaved singles @50', 'broadcast to all @50 p50, sequential passes']) {
+      const row = result.rows.find((r) => r.system === system && r.metric === metric);
+      assert.ok(row && Number.isFinite(row.median) && row.median > 0, `row ${system} ${metric} = ${row?.median}`);
+    }
+  }
+  // The single-broadcast target sits on the interleaved ratio; the sequential one is shown without it.
+  const single = result.ratios.find((r) => r.metric === 'single broadcast to all @50, interleaved');
+  assert.ok(single && single.system === 'supervisor' && single.vs === 'raw' && single.target === '<= 1.0' && typeof single.met === 'boolean' && single.ratio > 0);
+  const sequential = result.ratios.find((r) => r.metric === 'broadcast to all @50 p50, sequential passes');
+  assert.ok(sequential && sequential.target === undefined);
+  assert.ok(result.notes?.some((n) => /Socket\.IO runs in the sequential passes only/.test(n)));
 });
