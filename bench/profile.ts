@@ -7,8 +7,14 @@
  *        [--connections 500] [--requests 200]                (reqres: N clients × K sequential requests)
  *        [--receivers 2000] [--bursts 20] [--burst 10]       (broadcast: bursts of B back-to-back broadcasts)
  *        [--connections N] [--ping 1000] [--seconds 10]      (heartbeat: N idle connections, a message = a ping)
- *        [--top 25] [--strace] [--out dir]
+ *        [--top 25] [--strace] [--out dir] [--profile both|cpu|heap|none]
+ *                                                            (none: the server's CPU by thread only, no profiler running)
  *        [--sessions memory|redis://…]                      (supervisor with sessions on, session clients: bench/lib/session-client.ts)
+ *
+ * It also prints the server's CPU per message by thread (/proc/<pid>/task): the
+ * CPU profile samples the main thread only, while V8's GC helpers (parallel
+ * scavenging, concurrent marking and sweeping) run on threads of their own, on
+ * the same pinned core, and count in the process's CPU per message.
  *
  * The server is bench/servers.ts (compiled, pinned to CPU 0), driven over its
  * stdin ("profile start" / "profile stop"); this process is the load generator
@@ -19,7 +25,7 @@
  * --strace, syscalls per message.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -43,12 +49,15 @@ const { values } = parseArgs({
     strace: { type: 'boolean', default: false },
     sessions: { type: 'string' },
     out: { type: 'string' },
+    profile: { type: 'string', default: 'both' },
   },
 });
 const SYSTEM = values.system as System;
 const WORKLOAD = values.workload as 'reqres' | 'broadcast' | 'heartbeat';
 if (!['reqres', 'broadcast', 'heartbeat'].includes(WORKLOAD)) throw new Error(`--workload must be reqres, broadcast or heartbeat, got ${WORKLOAD}`);
 const TOP = Number(values.top);
+const PROFILE = values.profile!;
+if (!['both', 'cpu', 'heap', 'none'].includes(PROFILE)) throw new Error(`--profile must be both, cpu, heap or none, got ${PROFILE}`);
 pinSelf(1);
 
 // ---------------------------------------------------------------------------
@@ -132,6 +141,30 @@ function moduleMap(bundle: string): (url: string, line: number) => string {
   };
 }
 
+/** CPU time (µs) per thread of process `pid` from /proc (Linux; empty elsewhere), by thread name (`comm`), summed over threads of one name. */
+function threadCpu(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tasks) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // utime and stime (fields 14, 15) in USER_HZ ticks (100 per second on Linux); the main thread is named after the process.
+      const key = tid === String(pid) ? `${name} (main)` : name;
+      out.set(key, (out.get(key) ?? 0) + ((Number(fields[11]) + Number(fields[12])) * 1_000_000) / 100);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
 function table(title: string, head: string[], rows: Array<Array<string | number>>): void {
   console.log(`\n#### ${title}\n`);
   console.log(`| ${head.join(' | ')} |`);
@@ -169,7 +202,8 @@ async function run(withStrace: boolean): Promise<void> {
     if (withStrace) {
       strace = spawn('strace', ['-f', '-c', '-o', straceOut, '-p', String(server.pid)], { stdio: 'ignore' });
       await sleep(1000); // attached to every thread
-    } else await server.command('profile start');
+    } else if (PROFILE !== 'none') await server.command(`profile start ${PROFILE}`);
+    const th0 = threadCpu(server.pid);
     const s0 = await server.stats();
     const c0 = selfCpuUs();
     const t0 = performance.now();
@@ -181,12 +215,23 @@ async function run(withStrace: boolean): Promise<void> {
           : await heartbeat(clients, Number(values.seconds));
     const ms = performance.now() - t0;
     const s1 = await server.stats();
+    const th1 = threadCpu(server.pid);
     const loadCpu = selfCpuUs() - c0;
     const cpuPerMsg = (s1.cpuUs - s0.cpuUs) / messages;
     console.log(
       `\n### ${SYSTEM}${SESSIONS !== undefined ? ` (sessions: ${SESSIONS})` : ''}, ${WORKLOAD}${withStrace ? ' (under strace: CPU figures inflated)' : ''}: ${messages} ${{ reqres: 'requests', broadcast: 'deliveries', heartbeat: 'pings' }[WORKLOAD]} in ${ms.toFixed(0)} ms; ` +
         `server CPU ${cpuPerMsg.toFixed(2)} µs per message (${(((s1.cpuUs - s0.cpuUs) / 1000 / ms) * 100).toFixed(1)}% of a core); load generator at ${((loadCpu / 1000 / ms) * 100).toFixed(0)}% of a core`,
     );
+
+    if (th1.size > 0) {
+      const rows = [...th1.entries()].map(([name, us]) => [name, us - (th0.get(name) ?? 0)] as const).filter(([, us]) => us > 0).sort((a, b) => b[1] - a[1]);
+      const all = rows.reduce((sum, [, us]) => sum + us, 0);
+      table(
+        `${SYSTEM} ${WORKLOAD}: server CPU by thread (/proc, 10 ms ticks; the CPU profile below samples the main thread only)`,
+        ['thread', 'µs per message', '% of the process'],
+        rows.map(([name, us]) => [name, (us / messages).toFixed(2), ((us / all) * 100).toFixed(1)]),
+      );
+    }
 
     if (strace) {
       const exited = new Promise((r) => strace!.once('exit', r));
@@ -204,8 +249,10 @@ async function run(withStrace: boolean): Promise<void> {
       return;
     }
 
+    if (PROFILE === 'none') return;
     await server.command(`profile stop ${dir}`);
     const where = moduleMap(compiledEntry('servers.ts'));
+    if (PROFILE !== 'heap') {
     const cpu = JSON.parse(readFileSync(join(dir, 'cpu.cpuprofile'), 'utf8')) as { nodes: CpuNode[]; samples: number[]; startTime: number; endTime: number };
     const profileUs = cpu.endTime - cpu.startTime;
     const usPerSample = profileUs / cpu.samples.length;
@@ -240,6 +287,8 @@ async function run(withStrace: boolean): Promise<void> {
       ['module', '% of busy', 'µs per message'],
       [...perModule.entries()].sort((a, b) => b[1] - a[1]).slice(0, TOP).map(([m, h]) => [m, pct(h), usPer(h)]),
     );
+    }
+    if (PROFILE === 'cpu') return;
 
     const heap = JSON.parse(readFileSync(join(dir, 'heap.heapprofile'), 'utf8')) as { head: HeapNode };
     const bytes = new Map<string, number>();

@@ -14,8 +14,8 @@
  *   ← "snapshot <file>" → GC, then a V8 heap snapshot to <file> (bench/memory-profile.ts)
  *   ← "cut"    → destroys every TCP socket at once (no close frame) → "cut <sockets destroyed>"
  *   ← "cpu"    → "cpu <µs> rss <bytes>" (kept for bench/throughput.ts)
- *   ← "profile start"     → starts V8's CPU profiler and sampling heap profiler → "profile started"
- *   ← "profile stop <dir>" → writes <dir>/cpu.cpuprofile and <dir>/heap.heapprofile → "profile <dir>"
+ *   ← "profile start [cpu|heap|both]" → starts V8's CPU profiler and/or sampling heap profiler (default both) → "profile started"
+ *   ← "profile stop <dir>" → writes <dir>/cpu.cpuprofile and/or <dir>/heap.heapprofile → "profile <dir>"
  *                            (bench/profile.ts: only the load phase is profiled, not start-up or connects)
  */
 import { writeFileSync } from 'node:fs';
@@ -65,7 +65,7 @@ createInterface({ input: process.stdin }).on('line', (line) => {
   else if (cmd === 'cpu') {
     const u = process.cpuUsage();
     console.log(`cpu ${u.user + u.system} rss ${process.memoryUsage().rss}`);
-  } else if (cmd === 'profile start') void profileStart().then(() => console.log('profile started'));
+  } else if (cmd === 'profile start' || cmd.startsWith('profile start ')) void profileStart(cmd.slice(14) || 'both').then(() => console.log('profile started'));
   else if (cmd.startsWith('profile stop ')) void profileStop(cmd.slice(13)).then((dir) => console.log(`profile ${dir}`));
   else console.log(`error unknown command ${cmd}`);
 });
@@ -92,23 +92,34 @@ function feed(arg: string): string {
 }
 
 let session: Session | null = null;
-async function profileStart(): Promise<void> {
+/** Which profilers run: both, or one alone (the heap sampler's stack captures charge allocating functions in the CPU profile). */
+let profiling = { cpu: true, heap: true };
+async function profileStart(which: string): Promise<void> {
+  profiling = { cpu: which !== 'heap', heap: which !== 'cpu' };
   session = new Session();
   session.connect();
-  await session.post('Profiler.enable');
-  await session.post('Profiler.setSamplingInterval', { interval: 100 }); // µs
-  await session.post('HeapProfiler.enable');
-  // Every sampled allocation, collected or not: bytes allocated per message, not only what stays live.
-  const sampling = { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true };
-  await session.post('HeapProfiler.startSampling', sampling);
-  await session.post('Profiler.start');
+  if (profiling.cpu) {
+    await session.post('Profiler.enable');
+    await session.post('Profiler.setSamplingInterval', { interval: 100 }); // µs
+  }
+  if (profiling.heap) {
+    await session.post('HeapProfiler.enable');
+    // Every sampled allocation, collected or not: bytes allocated per message, not only what stays live.
+    const sampling = { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true };
+    await session.post('HeapProfiler.startSampling', sampling);
+  }
+  if (profiling.cpu) await session.post('Profiler.start');
 }
 async function profileStop(dir: string): Promise<string> {
   const s = session!;
-  const { profile } = await s.post('Profiler.stop');
-  const { profile: heap } = await s.post('HeapProfiler.stopSampling');
-  writeFileSync(join(dir, 'cpu.cpuprofile'), JSON.stringify(profile));
-  writeFileSync(join(dir, 'heap.heapprofile'), JSON.stringify(heap));
+  if (profiling.cpu) {
+    const { profile } = await s.post('Profiler.stop');
+    writeFileSync(join(dir, 'cpu.cpuprofile'), JSON.stringify(profile));
+  }
+  if (profiling.heap) {
+    const { profile: heap } = await s.post('HeapProfiler.stopSampling');
+    writeFileSync(join(dir, 'heap.heapprofile'), JSON.stringify(heap));
+  }
   s.disconnect();
   session = null;
   return dir;
