@@ -6,33 +6,9 @@
  * scenarios and the session load client work, not how fast anything is.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import type { Result } from '../bench/lib/harness.ts';
+import { runQuickScenario as runScenario } from './helpers/bench-scenario.ts';
 import { pace } from './helpers/pace.ts';
-
-const REPO = fileURLToPath(new URL('..', import.meta.url));
-
-async function runScenario(file: string, args: string[], budgetMs: number): Promise<Result> {
-  const dir = mkdtempSync(join(tmpdir(), 'ws-supervisor-bench-'));
-  const child = spawn(process.execPath, ['--import', 'tsx', `bench/scenarios/${file}.ts`, '--quick', ...args], {
-    cwd: REPO,
-    env: { ...process.env, BENCH_RESULTS_DIR: dir, NODE_ENV: 'production' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const killer = setTimeout(() => child.kill('SIGKILL'), pace.scaled(budgetMs)); // ends a hang: scaled by the measured pace
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  clearTimeout(killer);
-  assert.equal(code, 0, output);
-  return JSON.parse(readFileSync(join(dir, `${file}-quick.json`), 'utf8')) as Result;
-}
 
 test('bench/scenarios/sessions.ts --quick: sessions off and on side by side, ratios against sessions off', { timeout: pace.scaled(120_000) }, async () => {
   const result = await runScenario('sessions', ['--parts', 'reqres,broadcast', '--variants', 'off,on'], 110_000);

@@ -8,33 +8,12 @@
  * benchmarks themselves are not part of `npm test` (`npm run bench`).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import type { Result } from '../bench/lib/harness.ts';
+import { runQuickScenario } from './helpers/bench-scenario.ts';
 import { pace } from './helpers/pace.ts';
 
-const REPO = fileURLToPath(new URL('..', import.meta.url));
-
 test('bench/scenarios/reqres.ts --quick produces a result with integrity ok', { timeout: pace.scaled(60_000) }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ws-supervisor-bench-'));
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/scenarios/reqres.ts', '--quick'], {
-    cwd: REPO,
-    env: { ...process.env, BENCH_RESULTS_DIR: dir, NODE_ENV: 'production' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const killer = setTimeout(() => child.kill('SIGKILL'), pace.scaled(55_000)); // ends a hang: scaled by the measured pace
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  clearTimeout(killer);
-  assert.equal(code, 0, output);
-
-  const result = JSON.parse(readFileSync(join(dir, 'reqres-quick.json'), 'utf8')) as Result;
+  const result = await runQuickScenario('reqres', [], 55_000);
   assert.equal(result.scenario, 'reqres-quick');
   assert.equal(result.integrity.ok, true, result.integrity.details);
   assert.equal(result.rounds, 1);
@@ -53,23 +32,8 @@ test('bench/scenarios/reqres.ts --quick produces a result with integrity ok', { 
 });
 
 test('bench/scenarios/broadcast.ts --quick judges single broadcasts on interleaved rounds, integrity ok', { timeout: pace.scaled(60_000) }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ws-supervisor-bench-'));
   // Smaller than --quick's 200 receivers: the scenario's plumbing, not its figures.
-  const args = ['--quick', '--levels', '50', '--broadcasts', '3', '--bursts', '1', '--interleaved-levels', '50', '--interleaved-rounds', '4'];
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/scenarios/broadcast.ts', ...args], {
-    cwd: REPO,
-    env: { ...process.env, BENCH_RESULTS_DIR: dir, NODE_ENV: 'production' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const killer = setTimeout(() => child.kill('SIGKILL'), pace.scaled(55_000)); // ends a hang: scaled by the measured pace
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  clearTimeout(killer);
-  assert.equal(code, 0, output);
-
-  const result = JSON.parse(readFileSync(join(dir, 'broadcast-quick.json'), 'utf8')) as Result;
+  const result = await runQuickScenario('broadcast', ['--levels', '50', '--broadcasts', '3', '--bursts', '1', '--interleaved-levels', '50', '--interleaved-rounds', '4'], 55_000);
   assert.equal(result.integrity.ok, true, result.integrity.details);
   assert.match(result.integrity.details, /1 \+ 4 interleaved single broadcasts per system at 50 receivers/);
   for (const system of ['supervisor', 'raw']) {
