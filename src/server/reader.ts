@@ -130,9 +130,9 @@ export class SupervisedWebSocket extends WebSocket {
  * The reader is its own liveness report (one object per connection, not two:
  * memory per idle connection).
  */
-/** SocketReader's flags, bits of LivenessReport's `flags`. */
 /** Units of a turn after which a connection's next ping holds its parser until a later turn: below ws's 60 pending automatic pongs. */
 const PINGS_PER_TURN_MAX = 48;
+/** SocketReader's flags, bits of LivenessReport's `flags`. */
 const FLOODED = SUBCLASS_FLAGS;
 const OVER_BUDGET = SUBCLASS_FLAGS << 1;
 

@@ -51,14 +51,16 @@ export interface FanOutSession {
  * delivered it to an unpersisted `session` (it did to the members this node
  * ran then): those skip it here, and only those (a session that came to this
  * node since, and went unpersisted for another reason, gets it here).
+ * `local`: how the message is written to an unpersisted session (the host
+ * writes it once by the fan-out's name: its adapter copy may have come first).
  */
 export function routeFanOut<S extends FanOutSession>(
   delivery: FanOutDelivery,
   lookup: (id: string) => S | undefined,
   ended: (session: S, reason: SessionDeadLetterReason, detail: string) => void,
-  frames?: (data: Outbound, binary: boolean) => SeqFrames,
-  failedHere?: (session: S) => boolean,
-  local?: (session: S, data: Outbound, binary: boolean) => void,
+  frames: ((data: Outbound, binary: boolean) => SeqFrames) | undefined,
+  failedHere: ((session: S) => boolean) | undefined,
+  local: (session: S, data: Outbound, binary: boolean) => void,
 ): void {
   const message = delivery.message;
   // One notification names up to FANOUT_CHUNK sessions, most at the same seq when they joined together: one frame for
@@ -72,10 +74,7 @@ export function routeFanOut<S extends FanOutSession>(
       // Its connection carries it alone now (its seqs jumped): the message goes on it, numbered locally. Unless this
       // node's own fan-out failed unconfirmed and Redis ran it late, and the failure path wrote it on that connection.
       // `local`: the host writes it once by the fan-out's name (its adapter copy may have come first).
-      if (message !== null && !(failedHere?.(session) ?? false)) {
-        if (local !== undefined) local(session, message.data, message.binary);
-        else carrier.deliverLocal(message.data, message.binary);
-      }
+      if (message !== null && !(failedHere?.(session) ?? false)) local(session, message.data, message.binary);
     } else if (message !== null) carrier.deliver(seq, message.data, message.binary, shared);
     else carrier.catchUp(seq);
   }

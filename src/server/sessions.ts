@@ -713,14 +713,7 @@ export class Sessions<Auth = unknown> {
    * session this node runs (null).
    */
   broadcastSessions(data: Outbound, binary: boolean, scope: 'cluster' | 'local' = 'local'): string | null {
-    if (scope === 'cluster' && this.fanOut !== null) {
-      const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
-      const name = this.nameFanOut();
-      const n = this.fanOutCount;
-      this.fanOut.broadcast(message, name).then(() => this.ownFanOuts.delete(name), (err: unknown) => this.fanOutFailed('broadcast', null, message, err, name, n));
-      this.fanOutCopy(name, null, data, binary);
-      return name;
-    }
+    if (scope === 'cluster' && this.fanOut !== null) return this.clusterFanOut(this.fanOut, null, data, binary);
     // One message object, counted once, for every session (the store keeps its data by reference), and its frames
     // shared by the sessions at the same seq.
     const message: FanOutMessage = { data, binary, bytes: messageBytes(data), frames: new FanOutFrames(data, binary) };
@@ -748,14 +741,7 @@ export class Sessions<Auth = unknown> {
 
   /** As `broadcastSessions`, for the sessions in `topic`. */
   publishSessions(topic: string, data: Outbound, binary: boolean, scope: 'cluster' | 'local' = 'local'): string | null {
-    if (scope === 'cluster' && this.fanOut !== null) {
-      const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
-      const name = this.nameFanOut();
-      const n = this.fanOutCount;
-      this.fanOut.publish(topic, message, name).then(() => this.ownFanOuts.delete(name), (err: unknown) => this.fanOutFailed('publish', topic, message, err, name, n));
-      this.fanOutCopy(name, topic, data, binary);
-      return name;
-    }
+    if (scope === 'cluster' && this.fanOut !== null) return this.clusterFanOut(this.fanOut, topic, data, binary);
     const members = this.topicIndex.get(topic);
     if (!members) return null;
     const message: FanOutMessage = { data, binary, bytes: messageBytes(data), frames: new FanOutFrames(data, binary) };
@@ -805,7 +791,7 @@ export class Sessions<Auth = unknown> {
       if (local === undefined || local.from > tick) continue;
       if (topic !== null && !entry.topics.has(topic)) continue;
       if (!this.localFanOut(entry, name, 1, data, binary, before)) {
-        const bytes = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+        const bytes = messageBytes(data);
         this.host.deadLetter({
           sessionId: entry.id,
           reason: 'unavailable',
@@ -866,10 +852,20 @@ export class Sessions<Auth = unknown> {
     for (const sessions of lists) this.awaitingSessions -= sessions.length;
   }
 
-  /** A name for a fan-out of this supervisor, awaiting the store's answer (`ownFanOuts`). */
-  private nameFanOut(): string {
+  /**
+   * A broadcast (`topic` null) or publish made here for the whole cluster: to the store, once, under a new name
+   * (`ownFanOuts` until it answers; its failure path on a rejection), and at once to this node's unpersisted
+   * sessions (fanOutCopy). Returns the name.
+   */
+  private clusterFanOut(fanOut: SessionFanOut, topic: string | null, data: Outbound, binary: boolean): string {
+    const message: SessionMessage = { data, binary, bytes: messageBytes(data) };
     const name = `${this.fanOutBase}.${++this.fanOutCount}`;
+    const n = this.fanOutCount;
     this.ownFanOuts.set(name, false);
+    const call = topic === null ? fanOut.broadcast(message, name) : fanOut.publish(topic, message, name);
+    const kind = topic === null ? 'broadcast' : 'publish';
+    call.then(() => this.ownFanOuts.delete(name), (err: unknown) => this.fanOutFailed(kind, topic, message, err, name, n));
+    this.fanOutCopy(name, topic, data, binary);
     return name;
   }
 
