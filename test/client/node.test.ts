@@ -683,13 +683,26 @@ describe('Node client: connect attempts (R22)', { timeout: pace.scaled(60_000) }
   test('R22 backoff: delays grow by the multiplier and stop at maxDelay (random fixed near 1)', { timeout: pace.scaled(15_000) }, async (t) => {
     const port = await closedPort();
     const backoff = { initialDelay: 40, maxDelay: 300, multiplier: 2 };
-    const client = fastClient(t, `ws://127.0.0.1:${port}/server`, { backoff, random: () => 1 - 1e-9 });
+    // Each wait is timed from the event that moved the client actor into
+    // waiting (seen by the inspector before the actor handles it, so before the
+    // delay is armed), not from the 'state' event, which comes after the
+    // transition and may be late on a busy machine (a wait then looks short).
+    let rootEventAt = 0;
+    let root: unknown = null;
+    const client = fastClient(t, `ws://127.0.0.1:${port}/server`, {
+      backoff,
+      random: () => 1 - 1e-9,
+      inspect: (ev) => {
+        if (ev.type === '@xstate.event' && ev.actorRef === root) rootEventAt = performance.now();
+      },
+    });
+    root = client.machine;
     const chosen: number[] = [];
     const waits: number[] = [];
     let enteredWaiting = 0;
     client.on('state', ({ state, previous }) => {
       if (state === 'waiting') {
-        enteredWaiting = performance.now();
+        enteredWaiting = rootEventAt;
         chosen.push(client.machine.getSnapshot().context.delayMs);
       } else if (previous === 'waiting' && state === 'connecting') {
         waits.push(performance.now() - enteredWaiting);
