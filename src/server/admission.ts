@@ -36,6 +36,43 @@ export interface Refusal {
   status: number;
   reason: RefusalReason;
   message: string;
+  /** Response headers the status calls for (405: `Allow`; a version mismatch: `Sec-WebSocket-Version`). */
+  headers?: Record<string, string>;
+}
+
+/** A Sec-WebSocket-Key: 16 bytes in base64 (RFC 6455 §4.1), as `ws` checks it. */
+const KEY_PATTERN = /^[+/0-9A-Za-z]{22}==$/;
+
+/**
+ * R15: the handshake itself (RFC 6455 §4.1), checked as `ws` would before
+ * anything else of admission runs (origin, limits, `authenticate`), so that a
+ * request that cannot be upgraded is refused as every other refusal is: plain
+ * text naming the fault, counted and logged (`ws` would answer it itself, in
+ * HTML, uncounted and unlogged, and only after `authenticate` had run).
+ * Versions 13 and 8 are accepted, as `ws` does.
+ */
+export function checkHandshake(request: IncomingMessage): Refusal | null {
+  if (request.method !== 'GET') {
+    return { status: 405, reason: 'bad-request', message: `a WebSocket upgrade must be a GET request, got ${truncate(request.method ?? '?')}`, headers: { Allow: 'GET' } };
+  }
+  const upgrade = request.headers.upgrade;
+  if (upgrade === undefined || upgrade.toLowerCase() !== 'websocket') {
+    return { status: 400, reason: 'bad-request', message: `the Upgrade header must be websocket, got ${upgrade === undefined ? 'none' : JSON.stringify(truncate(upgrade))}` };
+  }
+  const key = request.headers['sec-websocket-key'];
+  if (key === undefined || !KEY_PATTERN.test(key)) {
+    return { status: 400, reason: 'bad-request', message: `Sec-WebSocket-Key must be 16 bytes in base64 (24 characters), got ${key === undefined ? 'none' : `${key.length} characters`}` };
+  }
+  const version = request.headers['sec-websocket-version'];
+  if (version !== '13' && version !== '8') {
+    return {
+      status: 400,
+      reason: 'bad-request',
+      message: `Sec-WebSocket-Version must be 13, got ${version === undefined ? 'none' : JSON.stringify(truncate(version))}`,
+      headers: { 'Sec-WebSocket-Version': '13, 8' },
+    };
+  }
+  return null;
 }
 
 /**
