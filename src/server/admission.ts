@@ -5,7 +5,7 @@
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { OriginPolicy, TrustProxy } from './options.ts';
+import { normaliseAddress, type OriginPolicy, type TrustProxy } from './options.ts';
 
 /** Throw from `authenticate` (or anywhere in admission) to refuse with a specific status. */
 export class AdmissionError extends Error {
@@ -174,11 +174,8 @@ export function refuseUpgrade(socket: Duplex, refusal: { status: number; message
 
 // --- Per-address limits (R21) ---------------------------------------------
 
-/** An address as counted: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) as IPv4, so one client is one key. */
-export function normaliseAddress(address: string | undefined): string {
-  if (address === undefined || address === '') return '?';
-  return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address.toLowerCase();
-}
+/** An address as counted and compared (options.ts: one key per address however it is written). */
+export { normaliseAddress };
 
 /** True when the TCP peer is a proxy the operator trusts. */
 export function isTrustedProxy(peer: string, trust: TrustProxy): boolean {
