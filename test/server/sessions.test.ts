@@ -442,6 +442,25 @@ describe('sessions: client acks', () => {
     await waitFor(() => got.every((g) => g.length === 40));
     await until(async () => (await acked(early)) === 33 && (await acked(late)) === 32, 'acks at 1 then 33 (early), at 32 (late)');
   });
+
+  test('close() acknowledges what the client received before it ends the session: no dead letter for a delivered message (R12)', async (t) => {
+    const srv = await startSessionServer(t);
+    const letters: unknown[] = [];
+    srv.supervisor.on('sessionDeadLetter', (letter) => letters.push(letter));
+    // Neither the count (first ack at 32: random near 1) nor the timer (a minute) acks within the test.
+    const client = sessionClient(t, srv.url, { session: { ackDelay: 60_000 }, random: () => 0.9999 });
+    const got = pushes(client);
+    await opened(client);
+    const id = client.sessionId!;
+    for (let n = 1; n <= 5; n++) void srv.supervisor.broadcast(JSON.stringify({ command: 'broadcast', someOtherThing: `b${n}` }));
+    const reply = await client.request('hello', '');
+    assert.equal(reply.success, true);
+    await waitFor(() => got.length === 5);
+    assert.equal((await srv.supervisor.sessions!.store.get(id))!.ackedSeq, 0, 'nothing acknowledged before close()');
+    await client.close();
+    await waitFor(() => srv.events.some((e) => e.type === 'ended' && e.id === id), 2_000, 'the session to end');
+    assert.deepEqual(letters, [], 'the five pushes and the reply reached the client: none is a dead letter');
+  });
 });
 
 describe('sessions: client ack timer', () => {
