@@ -688,6 +688,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     const resolved = resolveSessionOptions<Auth>(options.sessions!);
     return new Sessions<Auth>(resolved, {
       logger: this.logger,
+      maxDetachedPerAddress: this.options.maxConnectionsPerAddress,
       announce: (connection, topics) => {
         this.hub.register(connection);
         for (const topic of topics) {

@@ -628,6 +628,50 @@ describe('sessions: every resumed: false reason reaches the client', () => {
   });
 });
 
+describe('sessions: one address cannot evict everyone else\'s detached sessions', () => {
+  /** Opens a session from `from` (a loopback address) with a raw ws client, cuts it, and returns its resume frame. */
+  async function detachedSession(url: string, from: string): Promise<string> {
+    const ws = new WebSocket(`${url}?ws-session=1`, { localAddress: from } as WebSocket.ClientOptions);
+    const attached = new Promise<{ id: string; token: string; epoch: string }>((resolve, reject) => {
+      ws.once('message', (d) => resolve(JSON.parse(d.toString())));
+      ws.once('error', reject);
+    });
+    ws.once('open', () => ws.send('{"session":"open"}'));
+    const a = await attached;
+    const closed = new Promise((resolve) => ws.once('close', resolve));
+    ws.terminate();
+    await closed;
+    return JSON.stringify({ session: 'resume', id: a.id, token: a.token, lastSeq: 0, epoch: a.epoch });
+  }
+  async function resume(url: string, frame: string): Promise<{ resumed: boolean; reason?: string }> {
+    const ws = new WebSocket(`${url}?ws-session=1`);
+    try {
+      const answer = new Promise<{ resumed: boolean; reason?: string }>((resolve, reject) => {
+        ws.once('message', (d) => resolve(JSON.parse(d.toString())));
+        ws.once('error', reject);
+      });
+      ws.once('open', () => ws.send(frame));
+      return await answer;
+    } finally {
+      ws.terminate();
+    }
+  }
+
+  test('R21: an address holds at most maxConnectionsPerAddress detached sessions; a churn of open-and-cut from it ends its own oldest, not the sessions of other addresses', async (t) => {
+    // The global bound (maxDetachedSessions 8) is what the churn would otherwise exhaust: every detach over it ends the
+    // oldest detached session of anyone.
+    const srv = await startSessionServer(t, { maxConnectionsPerAddress: 3, sessions: { maxDetachedSessions: 8 } });
+    const victims = [await detachedSession(srv.url, '127.0.0.2'), await detachedSession(srv.url, '127.0.0.3')];
+    const churned: string[] = [];
+    for (let i = 0; i < 12; i++) churned.push(await detachedSession(srv.url, '127.0.0.4'));
+    await waitFor(() => srv.supervisor.sessions!.detachedCount <= 5, 2_000, 'the churning address to be held to 3 detached sessions');
+    for (const v of victims) assert.equal((await resume(srv.url, v)).resumed, true, 'a session of another address survives the churn');
+    // The churner's last three are still there; its older ones were ended (a later resume: unknown).
+    assert.equal((await resume(srv.url, churned[11]!)).resumed, true);
+    assert.deepEqual(await resume(srv.url, churned[0]!).then((a) => [a.resumed, a.reason]), [false, 'unknown']);
+  });
+});
+
 describe('sessions: opting in, and nobody else sees a change', () => {
   test('a client without ws-session=1 on a server with sessions: plain frames, no session', async (t) => {
     const srv = await startSessionServer(t);
