@@ -672,6 +672,33 @@ describe('sessions: one address cannot evict everyone else\'s detached sessions'
   });
 });
 
+describe('sessions: attachTimeout', () => {
+  test('a session connection that never sends open or resume is closed 1008 after attachTimeout, pings or not (they are answered, they do not hold the slot)', async (t) => {
+    const attachTimeout = 300;
+    const srv = await startSessionServer(t, { sessions: { attachTimeout } });
+    const closes = await Promise.all([false, true].map(async (pinging) => {
+      const ws = new WebSocket(`${srv.url}?ws-session=1`);
+      const pongs: string[] = [];
+      ws.on('message', (d) => pongs.push(d.toString()));
+      await new Promise((resolve) => ws.once('open', resolve));
+      const opened = performance.now();
+      const timer = pinging ? setInterval(() => ws.send('{"session":"ping"}'), 50) : undefined;
+      const [code, reason] = await new Promise<[number, string]>((resolve) => ws.once('close', (c, r) => resolve([c, r.toString()])));
+      clearInterval(timer);
+      return { pinging, code, reason, afterMs: performance.now() - opened, pongs };
+    }));
+    for (const c of closes) {
+      assert.deepEqual([c.code, c.reason], [1008, 'no session open or resume in time'], `pinging ${c.pinging}`);
+      // Never early; the timer wheel fires at its first 8 ms tick after the deadline, plus however late the loop runs.
+      assert.ok(c.afterMs >= attachTimeout - 10, `pinging ${c.pinging}: closed after ${c.afterMs.toFixed(0)} ms, before attachTimeout ${attachTimeout}`);
+      assert.ok(c.afterMs < pace.scaled(attachTimeout + 2_000), `pinging ${c.pinging}: closed after ${c.afterMs.toFixed(0)} ms`);
+    }
+    const pinger = closes.find((c) => c.pinging)!;
+    assert.ok(pinger.pongs.length >= 2 && pinger.pongs.every((p) => p === '{"session":"pong"}'), `pongs: ${pinger.pongs.join(' ')}`);
+    await waitFor(() => srv.supervisor.sessions!.pending.size === 0, 2_000, 'the slots to be freed');
+  });
+});
+
 describe('sessions: opting in, and nobody else sees a change', () => {
   test('a client without ws-session=1 on a server with sessions: plain frames, no session', async (t) => {
     const srv = await startSessionServer(t);
