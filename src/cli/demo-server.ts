@@ -215,6 +215,13 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
       res.end(`${path} is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)\n`);
       return;
     }
+    if ((pathname === '/' || pathname === '/index.html') && path !== '/server' && !url.includes('?')) {
+      // The demo page connects to /server unless its URL names the endpoint (?path=): with --path moved, it is sent
+      // to the URL that does, so the page the startup line points to connects.
+      res.writeHead(302, { Location: `/?path=${encodeURIComponent(path)}`, 'Content-Type': 'text/plain; charset=utf-8' });
+      res.end(`the WebSocket endpoint is ${path}: /?path=${encodeURIComponent(path)}\n`);
+      return;
+    }
     if (pathname === `/${CLIENT_BUNDLE}` || pathname === `/${CLIENT_BUNDLE}.map`) {
       serveClientBundle(req, res, pathname.slice(1));
       return;

@@ -348,8 +348,12 @@ export class Client {
 
   /** Deliberate close: never reconnects (R22). Resolves when the client has stopped. */
   close(code = 1000, reason = ''): Promise<ClientOutput> {
-    // Sessions: a deliberate close ends the session too (nothing to resume).
-    if (this.sess !== null && this.sess.id !== null && this.send_ !== null && !this.actor.getSnapshot().context.closeRequest) this.send_(encodeEnd());
+    // Sessions: a deliberate close ends the session too (nothing to resume). What arrived is acknowledged first: the
+    // server counts every message unacknowledged at the end as a dead letter (R12), delivered or not.
+    if (this.sess !== null && this.sess.id !== null && this.send_ !== null && !this.actor.getSnapshot().context.closeRequest) {
+      this.sendAck();
+      this.send_(encodeEnd());
+    }
     this.actor.send({ type: 'close', code, reason });
     return this.ended;
   }

@@ -5,7 +5,7 @@
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { OriginPolicy, TrustProxy } from './options.ts';
+import { normaliseAddress, type OriginPolicy, type TrustProxy } from './options.ts';
 
 /** Throw from `authenticate` (or anywhere in admission) to refuse with a specific status. */
 export class AdmissionError extends Error {
@@ -36,6 +36,43 @@ export interface Refusal {
   status: number;
   reason: RefusalReason;
   message: string;
+  /** Response headers the status calls for (405: `Allow`; a version mismatch: `Sec-WebSocket-Version`). */
+  headers?: Record<string, string>;
+}
+
+/** A Sec-WebSocket-Key: 16 bytes in base64 (RFC 6455 §4.1), as `ws` checks it. */
+const KEY_PATTERN = /^[+/0-9A-Za-z]{22}==$/;
+
+/**
+ * R15: the handshake itself (RFC 6455 §4.1), checked as `ws` would before
+ * anything else of admission runs (origin, limits, `authenticate`), so that a
+ * request that cannot be upgraded is refused as every other refusal is: plain
+ * text naming the fault, counted and logged (`ws` would answer it itself, in
+ * HTML, uncounted and unlogged, and only after `authenticate` had run).
+ * Versions 13 and 8 are accepted, as `ws` does.
+ */
+export function checkHandshake(request: IncomingMessage): Refusal | null {
+  if (request.method !== 'GET') {
+    return { status: 405, reason: 'bad-request', message: `a WebSocket upgrade must be a GET request, got ${truncate(request.method ?? '?')}`, headers: { Allow: 'GET' } };
+  }
+  const upgrade = request.headers.upgrade;
+  if (upgrade === undefined || upgrade.toLowerCase() !== 'websocket') {
+    return { status: 400, reason: 'bad-request', message: `the Upgrade header must be websocket, got ${upgrade === undefined ? 'none' : JSON.stringify(truncate(upgrade))}` };
+  }
+  const key = request.headers['sec-websocket-key'];
+  if (key === undefined || !KEY_PATTERN.test(key)) {
+    return { status: 400, reason: 'bad-request', message: `Sec-WebSocket-Key must be 16 bytes in base64 (24 characters), got ${key === undefined ? 'none' : `${key.length} characters`}` };
+  }
+  const version = request.headers['sec-websocket-version'];
+  if (version !== '13' && version !== '8') {
+    return {
+      status: 400,
+      reason: 'bad-request',
+      message: `Sec-WebSocket-Version must be 13, got ${version === undefined ? 'none' : JSON.stringify(truncate(version))}`,
+      headers: { 'Sec-WebSocket-Version': '13, 8' },
+    };
+  }
+  return null;
 }
 
 /**
@@ -137,11 +174,8 @@ export function refuseUpgrade(socket: Duplex, refusal: { status: number; message
 
 // --- Per-address limits (R21) ---------------------------------------------
 
-/** An address as counted: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) as IPv4, so one client is one key. */
-export function normaliseAddress(address: string | undefined): string {
-  if (address === undefined || address === '') return '?';
-  return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address.toLowerCase();
-}
+/** An address as counted and compared (options.ts: one key per address however it is written). */
+export { normaliseAddress };
 
 /** True when the TCP peer is a proxy the operator trusts. */
 export function isTrustedProxy(peer: string, trust: TrustProxy): boolean {

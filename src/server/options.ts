@@ -306,6 +306,35 @@ export function normaliseOrigin(entry: string): string {
   return url.origin;
 }
 
+/** An IPv4-mapped IPv6 address in its canonical hex form (`::ffff:7f00:1`). */
+const MAPPED_HEX = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/;
+
+/**
+ * An address as counted and compared: one key per address however it is
+ * written. IPv6 in its canonical text (RFC 5952: lower case, the longest zero
+ * run compressed: `2001:DB8:0:0::1` is `2001:db8::1`), IPv4-mapped IPv6 as
+ * IPv4 (`::ffff:1.2.3.4`, `::FFFF:102:304` are `1.2.3.4`). Applied to the
+ * peers' addresses, to X-Forwarded-For entries and to the trustProxy list, so
+ * an entry written another way than the kernel writes the peer still matches.
+ */
+export function normaliseAddress(address: string | undefined): string {
+  if (address === undefined || address === '') return '?';
+  // The kernel's form of an IPv4 peer on a dual-stack socket (every such connection): no URL parse.
+  if (address.startsWith('::ffff:') && isIP(address.slice(7)) === 4) return address.slice(7);
+  if (isIP(address) !== 6) return address.toLowerCase();
+  let canonical: string;
+  try {
+    canonical = new URL(`http://[${address}]/`).hostname.slice(1, -1);
+  } catch {
+    return address.toLowerCase(); // a zone id (`fe80::1%eth0`): compared as written
+  }
+  const mapped = MAPPED_HEX.exec(canonical);
+  if (mapped === null) return canonical;
+  const hi = parseInt(mapped[1]!, 16);
+  const lo = parseInt(mapped[2]!, 16);
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+}
+
 /** The trustProxy option, checked: a list holds IP addresses only (normalised as the peers' are). */
 export function resolveTrustProxy(value: unknown): TrustProxy {
   if (value === undefined || value === false) return false;
@@ -313,7 +342,7 @@ export function resolveTrustProxy(value: unknown): TrustProxy {
   if (!Array.isArray(value)) throw new RangeError(`ws-supervisor: option trustProxy must be true, false or a list of IP addresses, got ${JSON.stringify(value)}`);
   return value.map((entry: unknown) => {
     if (typeof entry !== 'string' || isIP(entry) === 0) throw new RangeError(`ws-supervisor: option trustProxy: ${JSON.stringify(entry)} is not an IP address`);
-    return entry.startsWith('::ffff:') && isIP(entry.slice(7)) === 4 ? entry.slice(7) : entry.toLowerCase();
+    return normaliseAddress(entry);
   });
 }
 

@@ -210,6 +210,12 @@ export interface SessionsHost<Auth> {
   announce(connection: Connection<Auth>, topics: Iterable<string>): void;
   emitSession(event: SessionLifecycleEvent<Auth>): void;
   deadLetter(letter: SessionDeadLetter): void;
+  /**
+   * R21: detached sessions one client address may hold here (the supervisor's maxConnectionsPerAddress). A detach
+   * beyond it ends that address's oldest detached session, so that one address opening and cutting sessions in a loop
+   * cannot push every other client's detached session out of the store's global bound (maxDetachedSessions).
+   */
+  readonly maxDetachedPerAddress: number;
   metrics: {
     resume(result: 'resumed' | 'failed', reason: ResumeFailureReason | 'none'): void;
     replayed(n: number): void;
@@ -417,6 +423,10 @@ export class Sessions<Auth = unknown> {
   readonly fanOut: SessionFanOut | null;
   /** Live sessions this supervisor runs a machine for. */
   private readonly entries = new Map<string, Entry<Auth>>();
+  /** Client address → its detached sessions here, oldest first (R21, SessionsHost.maxDetachedPerAddress). Never an empty set. */
+  private readonly detachedByAddress = new Map<string, Set<Entry<Auth>>>();
+  /** The address each of those sessions is counted under. */
+  private readonly detachedAddress = new Map<Entry<Auth>, string>();
   /** topic → the live sessions in it (attached or not). Never holds an empty set. */
   private readonly topicIndex = new Map<string, Set<Entry<Auth>>>();
   /** Session connections that have not sent `open`/`resume` yet (they count against maxConnections). */
@@ -1252,6 +1262,7 @@ export class Sessions<Auth = unknown> {
     this.pending.delete(connection);
     entry.carrier = binding;
     entry.detachedAt = null;
+    this.forgetDetached(entry);
     // The lease the machine gave this connection (0 on open; the next one on a resume, just sent).
     binding.lease = entry.lease;
     binding.attached(entry, {
@@ -1319,6 +1330,9 @@ export class Sessions<Auth = unknown> {
     }
     entry.runner.send({ type: 'detach', lease: binding.lease });
     entry.detachedAt = Date.now();
+    // remoteAddress is `HOST:PORT` (behind a trusted proxy, the client X-Forwarded-For names, port `?`).
+    const remote = connection.remoteAddress;
+    this.noteDetached(entry, remote.slice(0, remote.lastIndexOf(':')));
     // Not recorded as detached: the store still counts it attached to this node; its resume window must not go unkept.
     this.store.detach(entry.id).then((ok) => {
       // Refused: another node attached the session since this one did (its connection was resumed there while this
@@ -1333,6 +1347,32 @@ export class Sessions<Auth = unknown> {
       this.toDetach.add(entry.id);
     });
     this.host.emitSession({ type: 'detached', id: entry.id, connection });
+  }
+
+  /** R21: counts a detached session under its client's address; over the bound, that address's oldest one ends. */
+  private noteDetached(entry: Entry<Auth>, address: string): void {
+    this.forgetDetached(entry);
+    let set = this.detachedByAddress.get(address);
+    if (!set) this.detachedByAddress.set(address, (set = new Set()));
+    set.add(entry);
+    this.detachedAddress.set(entry, address);
+    const limit = this.host.maxDetachedPerAddress;
+    if (set.size <= limit) return;
+    const oldest = set.values().next().value!;
+    this.forgetDetached(oldest);
+    // Ended as the application ends one (a later resume: unknown); its messages are dead letters `ended` with this detail.
+    this.end(oldest.id, `evicted: more than ${limit} detached sessions from ${address} (maxConnectionsPerAddress)`).catch((err: unknown) => {
+      this.reportFailure('end', oldest.id, err);
+    });
+  }
+
+  private forgetDetached(entry: Entry<Auth>): void {
+    const address = this.detachedAddress.get(entry);
+    if (address === undefined) return;
+    this.detachedAddress.delete(entry);
+    const set = this.detachedByAddress.get(address)!;
+    set.delete(entry);
+    if (set.size === 0) this.detachedByAddress.delete(address);
   }
 
   private index(entry: Entry<Auth>, topic: string, member: boolean): void {
@@ -1368,6 +1408,7 @@ export class Sessions<Auth = unknown> {
     if (entry.ended) return;
     entry.ended = true;
     this.entries.delete(entry.id);
+    this.forgetDetached(entry);
     this.localOnly.delete(entry);
     for (const topic of entry.topics) this.index(entry, topic, false);
     entry.carrier = null;

@@ -15,6 +15,7 @@ import { CloseCodes, SESSIONS_UNSUPPORTED_REASON, type Closure } from '../../mac
 import {
   AddressCounts,
   AdmissionError,
+  checkHandshake,
   checkOrigin,
   clientAddress,
   isTrustedProxy,
@@ -495,6 +496,8 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     if (this.options.path !== null && pathOf(request) !== this.options.path) {
       return { status: 404, reason: 'path', message: `no WebSocket endpoint at ${pathOf(request)} (try ${this.options.path})` };
     }
+    const handshake = checkHandshake(request);
+    if (handshake) return handshake;
     const origin = checkOrigin(request, this.options.origins);
     if (origin) return origin;
     const offered = parseProtocols(request.headers['sec-websocket-protocol']);
@@ -535,7 +538,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
       this.refusalLog.note(refusal.reason, 0, fields, `upgrade refused: ${refusal.message}${hint}`);
     }
     else this.logger?.info(fields, `upgrade refused: ${refusal.message}`);
-    refuseUpgrade(socket, refusal, refusal.status === 503 || refusal.status === 429 ? { 'Retry-After': '5' } : {});
+    refuseUpgrade(socket, refusal, { ...(refusal.status === 503 || refusal.status === 429 ? { 'Retry-After': '5' } : {}), ...refusal.headers });
     this.emit('refused', refusal, request);
   }
 
@@ -685,6 +688,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
     const resolved = resolveSessionOptions<Auth>(options.sessions!);
     return new Sessions<Auth>(resolved, {
       logger: this.logger,
+      maxDetachedPerAddress: this.options.maxConnectionsPerAddress,
       announce: (connection, topics) => {
         this.hub.register(connection);
         for (const topic of topics) {

@@ -350,6 +350,20 @@ describe('CLI limits, path and address', { concurrency: true, timeout: budget.sc
     assert.equal((await httpGet(`${srv.base}/ws`)).status, 426);
   });
 
+  test('--path /ws: the demo page at / is sent to /?path=/ws, so it connects to the moved endpoint (not /server, a 404)', { timeout: budget.scaled(20_000) }, async (t) => {
+    const srv = await startCliServer(['--path', '/ws'], t);
+    for (const page of ['/', '/index.html']) {
+      const r = await httpGet(`${srv.base}${page}`);
+      assert.equal(r.status, 302, `GET ${page}`);
+      assert.equal(r.headers.location, '/?path=%2Fws');
+    }
+    const page = await httpGet(`${srv.base}/?path=%2Fws`);
+    assert.equal(page.status, 200);
+    assert.match(page.body, /<script type="module">/);
+    // Other pages are untouched (the default --path serves / as it is: 'GET / serves the HTML demo client').
+    assert.equal((await httpGet(`${srv.base}/ws-supervisor-client.js`)).status, 200);
+  });
+
   test('an address already in use exits 1 with a clear message', { timeout: budget.scaled(20_000) }, async (t) => {
     const srv = await startCliServer([], t);
     const r = await runCli(['server', '--address', `127.0.0.1:${srv.port}`]);

@@ -20,6 +20,8 @@ export interface HttpReply {
 export interface RawUpgradeOptions {
   /** Request target. Default '/server' (the fixtures' endpoint). */
   path?: string;
+  /** Request method. Default 'GET' (the only one a handshake may use). */
+  method?: string;
   /**
    * Extra or overriding request headers (names matched case-insensitively).
    * A null value removes a default header (e.g. `'Sec-WebSocket-Key': null`).
@@ -109,7 +111,7 @@ export function rawUpgrade(port: number, options: RawUpgradeOptions = {}): Promi
     else headers.set(k.toLowerCase(), [k, v]);
   }
   const request =
-    `GET ${options.path ?? '/server'} HTTP/1.1\r\n` +
+    `${options.method ?? 'GET'} ${options.path ?? '/server'} HTTP/1.1\r\n` +
     [...headers.values()].map(([k, v]) => `${k}: ${v}\r\n`).join('') +
     '\r\n';
 

@@ -203,3 +203,30 @@ test('chromium: a WebSocket from about:blank never opens (blocked by Chromium or
   assert.equal(metric(m, 'ws_supervisor_connections'), 0);
   assertServerHealthy(server);
 });
+
+test('chromium: the demo page\'s ?path= names a path on its own server only: "?path=@host:port/…" does not make it connect to another host', { timeout: pace.scaled(60_000) }, async (t) => {
+  if (!requireBinary(t, CHROMIUM, CHROMIUM_INSTALL)) return;
+  const server = await startCliServer([], t);
+  // Another server on loopback stands for the host a crafted link would name; it records every upgrade it gets.
+  const upgrades: string[] = [];
+  const other = http.createServer();
+  other.on('upgrade', (req, socket) => {
+    upgrades.push(`${req.headers.host} ${req.url}`);
+    socket.destroy();
+  });
+  await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => other.close(() => resolve())));
+  const otherHost = `127.0.0.1:${(other.address() as AddressInfo).port}`;
+  for (const crafted of [`@${otherHost}/server`, `//${otherHost}/server`, `\\\\${otherHost}/server`, `:1@${otherHost}/server`]) {
+    const page = await newPage(t);
+    // Without the check, `ws://${location.host}${path}` is ws://127.0.0.1:PORT@OTHER/server: OTHER is the host.
+    await page.goto(`${server.base}/?path=${encodeURIComponent(crafted)}`, WAIT);
+    await page.click('#connect', WAIT);
+    await page.locator('#status', { hasText: /^open$/ }).waitFor(WAIT);
+    const lines = await logLines(page);
+    assert.ok(lines.some((l) => l.includes(`client for ws://${new URL(server.base).host}/server `)), `?path=${crafted}: the page's own endpoint, log:\n${lines.join('\n')}`);
+    assert.ok(lines.some((l) => l.includes('ignored ?path=')), `?path=${crafted}: the page says why, log:\n${lines.join('\n')}`);
+    await page.close();
+  }
+  assert.deepEqual(upgrades, [], 'no upgrade reached the other host');
+});

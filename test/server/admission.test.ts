@@ -9,6 +9,7 @@ import { AdmissionError, createSupervisor, type Connection, type Supervisor, typ
 import { closeOf, delay, openClient, startSupervisor, waitFor, type TestServer } from '../helpers/server.ts';
 import { rawConnect, rawUpgrade, type HttpReply, type RawUpgradeOptions } from '../helpers/raw-ws.ts';
 import { pace } from '../helpers/pace.ts';
+import type { Logger } from '../../src/base/logger.ts';
 
 const T = { timeout: pace.scaled(10_000) };
 
@@ -307,6 +308,44 @@ describe('R21 limits and admission hooks', () => {
     await client();
     await client();
     assert.equal(sup.size, 2);
+  });
+
+  test('R15/R21 a malformed handshake is refused as every other refusal: plain text naming the fault, counted (bad-request), logged, and before authenticate runs', T, async (t) => {
+    const infos: Array<{ fields: Record<string, unknown>; msg: string }> = [];
+    const noop = (): void => {};
+    const logger: Logger = { debug: noop, warn: noop, error: noop, info: (fields, msg = '') => void infos.push({ fields: fields as Record<string, unknown>, msg }), child: () => logger };
+    let authenticated = 0;
+    const { sup, upgrade } = await serve(t, {
+      logger,
+      authenticate: () => {
+        authenticated++;
+        return { id: 'u' };
+      },
+    });
+    const plain = (reply: HttpReply, status: number, bodyIncludes: string): void => {
+      refused(reply, status, bodyIncludes);
+      assert.match(reply.headers['content-type'] ?? '', /^text\/plain/, `${status} ${reply.body}: a plain-text reason (docs/protocol.md)`);
+      assert.ok(reply.body.endsWith('\n'), 'one line');
+    };
+    // RFC 6455 §4.1: the handshake is a GET; anything else is 405 with the one method allowed.
+    const post = await upgrade({ method: 'POST' });
+    plain(post, 405, 'GET');
+    assert.equal(post.headers.allow, 'GET');
+    plain(await upgrade({ headers: { Upgrade: 'h2c' } }), 400, 'Upgrade');
+    plain(await upgrade({ headers: { 'Sec-WebSocket-Key': null } }), 400, 'Sec-WebSocket-Key');
+    plain(await upgrade({ headers: { 'Sec-WebSocket-Key': 'short' } }), 400, 'Sec-WebSocket-Key');
+    // RFC 6455 §4.4: a version the server does not speak is answered with the versions it does.
+    const v7 = await upgrade({ headers: { 'Sec-WebSocket-Version': '7' } });
+    plain(v7, 400, 'Sec-WebSocket-Version');
+    assert.equal(v7.headers['sec-websocket-version'], '13, 8');
+    plain(await upgrade({ headers: { 'Sec-WebSocket-Version': null } }), 400, 'Sec-WebSocket-Version');
+    assert.equal(await metric(sup, 'ws_supervisor_refused_upgrades_total{reason="bad-request"}'), 6);
+    assert.equal(infos.filter((l) => l.msg.startsWith('upgrade refused:') && l.fields.reason === 'bad-request').length, 6, 'each refusal logged');
+    assert.equal(authenticated, 0, 'authenticate is not asked about a request that cannot be upgraded');
+    // Both versions ws speaks still upgrade.
+    assert.equal((await upgrade({ headers: { 'Sec-WebSocket-Version': '8' } })).status, 101);
+    assert.equal((await upgrade()).status, 101);
+    assert.equal(authenticated, 2);
   });
 
   test('R21 an abrupt TCP reset in the middle of (or right after) the upgrade request does not crash or leak', T, async (t) => {

@@ -159,6 +159,23 @@ describe('per-address admission limits (R21)', () => {
     assert.equal(spoofed.body, 'too many connections from 127.0.0.4 (limit 2 per address)\n');
   });
 
+  test('trustProxy: an address is one address however it is written (IPv4-mapped, upper case, uncompressed IPv6), in the list and in X-Forwarded-For', { timeout: pace.scaled(30_000) }, async (t) => {
+    // Every entry below is 127.0.0.1, the proxy's (the test's) peer address.
+    for (const proxy of ['::FFFF:127.0.0.1', '::ffff:7f00:1', '0:0:0:0:0:ffff:7f00:1']) {
+      const d = await demo(t, { maxConnectionsPerAddress: 1, trustProxy: [proxy] });
+      const held: WebSocket[] = [];
+      t.after(() => held.forEach((ws) => ws.terminate()));
+      const via = (client: string): WebSocket.ClientOptions => ({ headers: { 'X-Forwarded-For': client } }) as WebSocket.ClientOptions;
+      held.push(await openClient(d.url, via('2001:DB8:0:0::7')));
+      // The same client, written as the proxy may write it another time: its one slot is taken.
+      const again = await upgradeStatus(d.url, via('2001:db8::7'));
+      assert.equal(again.status, 429, `trustProxy ${proxy}`);
+      assert.equal(again.body, 'too many connections from 2001:db8::7 (limit 1 per address)\n', `trustProxy ${proxy}: the proxy is trusted, the client counted once`);
+      // Another client behind the same proxy is not held to that client's limit.
+      held.push(await openClient(d.url, via('2001:db8::8')));
+    }
+  });
+
   test('a per-address refusal of a request that came through an untrusted proxy says so in the log (every client behind it shares its address)', { timeout: pace.scaled(30_000) }, async (t) => {
     const lines: string[] = [];
     const logger = {

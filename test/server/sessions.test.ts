@@ -442,6 +442,25 @@ describe('sessions: client acks', () => {
     await waitFor(() => got.every((g) => g.length === 40));
     await until(async () => (await acked(early)) === 33 && (await acked(late)) === 32, 'acks at 1 then 33 (early), at 32 (late)');
   });
+
+  test('close() acknowledges what the client received before it ends the session: no dead letter for a delivered message (R12)', async (t) => {
+    const srv = await startSessionServer(t);
+    const letters: unknown[] = [];
+    srv.supervisor.on('sessionDeadLetter', (letter) => letters.push(letter));
+    // Neither the count (first ack at 32: random near 1) nor the timer (a minute) acks within the test.
+    const client = sessionClient(t, srv.url, { session: { ackDelay: 60_000 }, random: () => 0.9999 });
+    const got = pushes(client);
+    await opened(client);
+    const id = client.sessionId!;
+    for (let n = 1; n <= 5; n++) void srv.supervisor.broadcast(JSON.stringify({ command: 'broadcast', someOtherThing: `b${n}` }));
+    const reply = await client.request('hello', '');
+    assert.equal(reply.success, true);
+    await waitFor(() => got.length === 5);
+    assert.equal((await srv.supervisor.sessions!.store.get(id))!.ackedSeq, 0, 'nothing acknowledged before close()');
+    await client.close();
+    await waitFor(() => srv.events.some((e) => e.type === 'ended' && e.id === id), 2_000, 'the session to end');
+    assert.deepEqual(letters, [], 'the five pushes and the reply reached the client: none is a dead letter');
+  });
 });
 
 describe('sessions: client ack timer', () => {
@@ -606,6 +625,77 @@ describe('sessions: every resumed: false reason reaches the client', () => {
     const answer = JSON.parse(frames2[0]!) as { resumed: boolean; reason: string; id: string };
     assert.deepEqual([answer.resumed, answer.reason], [false, 'forbidden']);
     assert.notEqual(answer.id, attached.id);
+  });
+});
+
+describe('sessions: one address cannot evict everyone else\'s detached sessions', () => {
+  /** Opens a session from `from` (a loopback address) with a raw ws client, cuts it, and returns its resume frame. */
+  async function detachedSession(url: string, from: string): Promise<string> {
+    const ws = new WebSocket(`${url}?ws-session=1`, { localAddress: from } as WebSocket.ClientOptions);
+    const attached = new Promise<{ id: string; token: string; epoch: string }>((resolve, reject) => {
+      ws.once('message', (d) => resolve(JSON.parse(d.toString())));
+      ws.once('error', reject);
+    });
+    ws.once('open', () => ws.send('{"session":"open"}'));
+    const a = await attached;
+    const closed = new Promise((resolve) => ws.once('close', resolve));
+    ws.terminate();
+    await closed;
+    return JSON.stringify({ session: 'resume', id: a.id, token: a.token, lastSeq: 0, epoch: a.epoch });
+  }
+  async function resume(url: string, frame: string): Promise<{ resumed: boolean; reason?: string }> {
+    const ws = new WebSocket(`${url}?ws-session=1`);
+    try {
+      const answer = new Promise<{ resumed: boolean; reason?: string }>((resolve, reject) => {
+        ws.once('message', (d) => resolve(JSON.parse(d.toString())));
+        ws.once('error', reject);
+      });
+      ws.once('open', () => ws.send(frame));
+      return await answer;
+    } finally {
+      ws.terminate();
+    }
+  }
+
+  test('R21: an address holds at most maxConnectionsPerAddress detached sessions; a churn of open-and-cut from it ends its own oldest, not the sessions of other addresses', async (t) => {
+    // The global bound (maxDetachedSessions 8) is what the churn would otherwise exhaust: every detach over it ends the
+    // oldest detached session of anyone.
+    const srv = await startSessionServer(t, { maxConnectionsPerAddress: 3, sessions: { maxDetachedSessions: 8 } });
+    const victims = [await detachedSession(srv.url, '127.0.0.2'), await detachedSession(srv.url, '127.0.0.3')];
+    const churned: string[] = [];
+    for (let i = 0; i < 12; i++) churned.push(await detachedSession(srv.url, '127.0.0.4'));
+    await waitFor(() => srv.supervisor.sessions!.detachedCount <= 5, 2_000, 'the churning address to be held to 3 detached sessions');
+    for (const v of victims) assert.equal((await resume(srv.url, v)).resumed, true, 'a session of another address survives the churn');
+    // The churner's last three are still there; its older ones were ended (a later resume: unknown).
+    assert.equal((await resume(srv.url, churned[11]!)).resumed, true);
+    assert.deepEqual(await resume(srv.url, churned[0]!).then((a) => [a.resumed, a.reason]), [false, 'unknown']);
+  });
+});
+
+describe('sessions: attachTimeout', () => {
+  test('a session connection that never sends open or resume is closed 1008 after attachTimeout, pings or not (they are answered, they do not hold the slot)', async (t) => {
+    const attachTimeout = 300;
+    const srv = await startSessionServer(t, { sessions: { attachTimeout } });
+    const closes = await Promise.all([false, true].map(async (pinging) => {
+      const ws = new WebSocket(`${srv.url}?ws-session=1`);
+      const pongs: string[] = [];
+      ws.on('message', (d) => pongs.push(d.toString()));
+      await new Promise((resolve) => ws.once('open', resolve));
+      const opened = performance.now();
+      const timer = pinging ? setInterval(() => ws.send('{"session":"ping"}'), 50) : undefined;
+      const [code, reason] = await new Promise<[number, string]>((resolve) => ws.once('close', (c, r) => resolve([c, r.toString()])));
+      clearInterval(timer);
+      return { pinging, code, reason, afterMs: performance.now() - opened, pongs };
+    }));
+    for (const c of closes) {
+      assert.deepEqual([c.code, c.reason], [1008, 'no session open or resume in time'], `pinging ${c.pinging}`);
+      // Never early; the timer wheel fires at its first 8 ms tick after the deadline, plus however late the loop runs.
+      assert.ok(c.afterMs >= attachTimeout - 10, `pinging ${c.pinging}: closed after ${c.afterMs.toFixed(0)} ms, before attachTimeout ${attachTimeout}`);
+      assert.ok(c.afterMs < pace.scaled(attachTimeout + 2_000), `pinging ${c.pinging}: closed after ${c.afterMs.toFixed(0)} ms`);
+    }
+    const pinger = closes.find((c) => c.pinging)!;
+    assert.ok(pinger.pongs.length >= 2 && pinger.pongs.every((p) => p === '{"session":"pong"}'), `pongs: ${pinger.pongs.join(' ')}`);
+    await waitFor(() => srv.supervisor.sessions!.pending.size === 0, 2_000, 'the slots to be freed');
   });
 });
 
