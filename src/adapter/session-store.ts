@@ -33,6 +33,13 @@ export interface SessionMessage {
   binary: boolean;
   /** `messageBytes(data)`, when the caller has it (a fan-out counts once for every session); a store may use it instead of counting. */
   bytes?: number;
+  /**
+   * The same message is appended to many sessions (a broadcast, a publish, a
+   * filtered broadcast): a store that copies a message's bytes into a
+   * session's own buffer (the memory store's arena) keeps this one by
+   * reference instead, one copy for all.
+   */
+  shared?: boolean;
 }
 
 /** A message the store holds: the message and its sequence number in the session. */

@@ -716,7 +716,7 @@ export class Sessions<Auth = unknown> {
     if (scope === 'cluster' && this.fanOut !== null) return this.clusterFanOut(this.fanOut, null, data, binary);
     // One message object, counted once, for every session (the store keeps its data by reference), and its frames
     // shared by the sessions at the same seq.
-    const message: FanOutMessage = { data, binary, bytes: messageBytes(data), frames: new FanOutFrames(data, binary) };
+    const message: FanOutMessage = { data, binary, bytes: messageBytes(data), shared: true, frames: new FanOutFrames(data, binary) };
     for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0, true, message);
     return null;
   }
@@ -730,10 +730,12 @@ export class Sessions<Auth = unknown> {
    */
   broadcastFiltered(filter: (connection: Connection<Auth>) => boolean, data: Outbound, binary: boolean): number {
     let n = 0;
+    // One message for all (the memory store holds it by reference, not a copy in each session's arena).
+    const message: SessionMessage = { data, binary, bytes: messageBytes(data), shared: true };
     for (const entry of this.entries.values()) {
       const route = entry.routed;
       if (entry.ended || route === null || !filter(route)) continue;
-      this.append(entry, data, binary, 0);
+      this.append(entry, data, binary, 0, false, message);
       n++;
     }
     return n;
@@ -744,7 +746,7 @@ export class Sessions<Auth = unknown> {
     if (scope === 'cluster' && this.fanOut !== null) return this.clusterFanOut(this.fanOut, topic, data, binary);
     const members = this.topicIndex.get(topic);
     if (!members) return null;
-    const message: FanOutMessage = { data, binary, bytes: messageBytes(data), frames: new FanOutFrames(data, binary) };
+    const message: FanOutMessage = { data, binary, bytes: messageBytes(data), shared: true, frames: new FanOutFrames(data, binary) };
     for (const entry of members) this.append(entry, data, binary, 0, true, message);
     return null;
   }
