@@ -29,6 +29,7 @@ import {
   type SessionDeadLetterReason,
   type SessionMessage,
   type SessionRecord,
+  type SessionSlot,
   type SessionStore,
   type SessionStoreHost,
   type SessionStoreStats,
@@ -74,7 +75,8 @@ interface Session {
   owner: string | null;
   /** The token's SHA-256 as a latin1 string (one byte per char: 48 bytes of heap, where a Buffer costs ~220). */
   digest: string;
-  state: 'attached' | 'detached';
+  /** 'ended' once `#endSession` let it go (a record kept in a caller's SessionSlot is then not used). */
+  state: 'attached' | 'detached' | 'ended';
   /**
    * Times as ms since the store's `#t0` (`#since`), not epoch ms: small
    * integers are held in the object itself, where an epoch ms is a 16-byte
@@ -121,7 +123,7 @@ interface Session {
    * emptied, the arena is written again from 0; full, the run moves to the
    * front (or into a bigger arena, up to ARENA_MAX).
    */
-  arena: Buffer | null;
+  arena: Arena | null;
   arenaEnd: number;
   /** Made on the first join: most sessions join nothing (a Set costs ~160 bytes empty). */
   topics: Set<string> | null;
@@ -144,6 +146,17 @@ type HeldSlot = string | Buffer | number;
 
 /** A session's own message of at most this many bytes is copied into its arena; a bigger one is held by reference. */
 const ARENA_MESSAGE_MAX = 1024;
+/**
+ * Buffer's own encoders (on Buffer.prototype since Node 0.x, not in its
+ * typings): `write(s, off, n, enc)` is these after checking its arguments,
+ * which the store has done already.
+ */
+interface RawWrites {
+  latin1Write(s: string, offset: number, length: number): number;
+  utf8Write(s: string, offset: number, length: number): number;
+}
+type Arena = Buffer & RawWrites;
+
 /** A new arena's size: a few replies (it doubles as needed). */
 const ARENA_MIN = 256;
 /** No arena grows past this: a message that does not fit (after moving the live bytes to the front) is held by reference. */
@@ -230,10 +243,10 @@ export class MemorySessionStore implements SessionStore {
     this.sync =
       this.append === proto.append && this.beginRequest === proto.beginRequest && this.endRequest === proto.endRequest && this.ack === proto.ack
         ? {
-            append: (id, message, replyTo) => this.#append(id, message, replyTo),
-            beginRequest: (id, cseq) => this.#beginRequest(id, cseq),
-            endRequest: (id, cseq) => this.#endRequest(id, cseq),
-            ack: (id, seq) => this.#ack(id, seq),
+            append: (id, message, replyTo, ref) => this.#append(id, message, replyTo, ref),
+            beginRequest: (id, cseq, ref) => this.#beginRequest(id, cseq, ref),
+            endRequest: (id, cseq, ref) => this.#endRequest(id, cseq, ref),
+            ack: (id, seq, ref) => this.#ack(id, seq, ref),
           }
         : undefined;
   }
@@ -285,9 +298,9 @@ export class MemorySessionStore implements SessionStore {
     return this.#append(id, message, replyTo);
   }
 
-  #append(id: string, message: SessionMessage, replyTo: number | undefined): AppendResult {
+  #append(id: string, message: SessionMessage, replyTo: number | undefined, ref?: SessionSlot): AppendResult {
     const bytes = message.bytes ?? messageBytes(message.data);
-    const s = this.#live(id);
+    const s = this.#live(id, ref);
     if (s === null) {
       const gone = this.#gone(id);
       return this.#refuse(id, 'unknown', `session ${id} is gone (${gone.reason}: ${gone.detail})`, message, bytes);
@@ -326,8 +339,11 @@ export class MemorySessionStore implements SessionStore {
         off = s.arenaEnd;
       }
       if (arena !== null) {
-        if (typeof data === 'string') arena.write(data, off, bytes, 'utf8');
-        else data.copy(arena, off);
+        // A string of as many bytes as characters is ASCII: its Latin-1 bytes are its UTF-8 bytes (the cheaper copy).
+        if (typeof data === 'string') {
+          if (bytes === data.length) arena.latin1Write(data, off, bytes);
+          else arena.utf8Write(data, off, bytes);
+        } else data.copy(arena, off);
         s.arenaEnd = off + bytes;
         data = off;
       }
@@ -349,9 +365,9 @@ export class MemorySessionStore implements SessionStore {
     return this.#ack(id, seq);
   }
 
-  #ack(id: string, seq: number): AckResult {
+  #ack(id: string, seq: number, ref?: SessionSlot): AckResult {
     if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, error: `ack seq must be an integer ≥ 0, got ${String(seq)}` };
-    const s = this.#live(id);
+    const s = this.#live(id, ref);
     if (s === null) return { ok: false, error: `session ${id} is gone` };
     if (seq > s.lastSeq) return { ok: false, error: `ack ${seq} is beyond the last seq sent, ${s.lastSeq}` };
     return { ok: true, trimmed: this.#trim(s, seq) };
@@ -395,15 +411,15 @@ export class MemorySessionStore implements SessionStore {
     this.#endRequest(id, cseq);
   }
 
-  #endRequest(id: string, cseq: number): void {
-    const s = this.#live(id);
+  #endRequest(id: string, cseq: number, ref?: SessionSlot): void {
+    const s = this.#live(id, ref);
     if (s === null || !this.#remembered(s, cseq)) return;
     const slot = (cseq - 1) % this.#limits.maxRememberedReplies;
     if (s.replies![slot] === undefined) s.replies![slot] = NO_REPLY;
   }
 
-  #beginRequest(id: string, cseq: number): RequestVerdict {
-    const s = this.#live(id);
+  #beginRequest(id: string, cseq: number, ref?: SessionSlot): RequestVerdict {
+    const s = this.#live(id, ref);
     if (s === null) return { kind: 'unknown' };
     if (!Number.isSafeInteger(cseq) || cseq < 1) throw new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`);
     if (cseq === s.lastCseq + 1) {
@@ -567,14 +583,21 @@ export class MemorySessionStore implements SessionStore {
     return s.state === 'detached' && s.detachedAt !== null && this.#now() - this.#t0 - s.detachedAt >= this.#limits.resumeWindow;
   }
 
-  /** The session if it lives; one past its window is expired here (lazily), before anyone sees it. */
-  #live(id: string): Session | null {
-    // A request's count, its reply and the ack after them name the same session: the last one found is checked first.
-    let s = this.#lastLive;
-    if (s === null || s.id !== id) {
-      s = this.#sessions.get(id) ?? null;
-      if (s === null) return null;
-      this.#lastLive = s;
+  /**
+   * The session if it lives; one past its window is expired here (lazily), before anyone sees it. `ref`: the
+   * caller's for this session (SessionSlot): the record found last time, used when it is still this id's and live.
+   */
+  #live(id: string, ref?: SessionSlot): Session | null {
+    let s = ref === undefined ? null : (ref.storeRecord as Session | undefined) ?? null;
+    if (s === null || s.id !== id || s.state === 'ended') {
+      // A request's count, its reply and the ack after them name the same session: the last one found is checked first.
+      s = this.#lastLive;
+      if (s === null || s.id !== id) {
+        s = this.#sessions.get(id) ?? null;
+        if (s === null) return null;
+        this.#lastLive = s;
+      }
+      if (ref !== undefined) ref.storeRecord = s;
     }
     if (this.#overdue(s)) {
       this.#endSession(s, 'expired', `detached for the resume window (${this.#limits.resumeWindow} ms)`);
@@ -640,6 +663,7 @@ export class MemorySessionStore implements SessionStore {
    */
   #endSession(s: Session, reason: SessionDeadLetterReason, detail: string, refused?: { message: SessionMessage; bytes: number }): void {
     this.#sessions.delete(s.id);
+    s.state = 'ended';
     if (this.#lastLive === s) this.#lastLive = null;
     this.#detached.delete(s.id);
     const held = heldMessages(s);
@@ -671,7 +695,7 @@ export class MemorySessionStore implements SessionStore {
 
   #record(s: Session): SessionRecord {
     return {
-      id: s.id, owner: s.owner, state: s.state, createdAt: this.#t0 + s.createdAt, attachedAt: this.#t0 + s.attachedAt,
+      id: s.id, owner: s.owner, state: s.state as 'attached' | 'detached', createdAt: this.#t0 + s.createdAt, attachedAt: this.#t0 + s.attachedAt,
       detachedAt: s.detachedAt === null ? null : this.#t0 + s.detachedAt,
       lastSeq: s.lastSeq, ackedSeq: s.ackedSeq, lastCseq: s.lastCseq, bufferedMessages: s.lastSeq - s.ackedSeq,
       bufferedBytes: s.bytes, topics: s.topics === null ? [] : [...s.topics], data: structuredClone(s.data),
@@ -708,7 +732,7 @@ function heldMessages(s: Session): StoredMessage[] {
  * size, up to ARENA_MAX; the held slots' offsets move with them. Null: they
  * do not fit in ARENA_MAX with room to spare (the message is held by reference).
  */
-function arenaRoom(s: Session, bytes: number): Buffer | null {
+function arenaRoom(s: Session, bytes: number): Arena | null {
   const held = s.held;
   const tail = heldEnd(s);
   let start = s.arenaEnd;
@@ -727,7 +751,7 @@ function arenaRoom(s: Session, bytes: number): Buffer | null {
     if (need * 2 > ARENA_MAX) return null;
     let size = arena === null ? ARENA_MIN : arena.length * 2;
     while (size < need * 2) size *= 2;
-    const next = Buffer.allocUnsafeSlow(size);
+    const next = Buffer.allocUnsafeSlow(size) as Arena;
     if (arena !== null && live > 0) arena.copy(next, 0, start, s.arenaEnd);
     arena = s.arena = next;
   } else if (live > 0) arena.copyWithin(0, start, s.arenaEnd);

@@ -62,6 +62,7 @@ import type {
   ResumeResult,
   SessionRecord,
   SessionMessage,
+  SessionSlot,
   SessionStore,
   StoredMessage,
   SessionStoreSync,
@@ -254,7 +255,7 @@ const ENTRY_INCOMING = 2;
  * so starting it later changes nothing but the cost: an attached session that
  * never detaches holds no runner.
  */
-class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
+class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost, SessionSlot {
   /** The binding that carries the session (attached) or is replaying it; null while detached. */
   carrier: SessionBinding<Auth> | null = null;
   /** The open connection holding the lease the machine last gave (carrying, replaying, or taken over and not yet closed). */
@@ -267,6 +268,8 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
   private bits = 0;
   /** The highest request cseq this process ran for the session. */
   lastCseqRun = 0;
+  /** The store's own record of the session, kept for it (SessionSlot: the sync data path finds it here, not by id). */
+  storeRecord: unknown = undefined;
   /**
    * What few sessions ever need (`detachedAt`, `appends`, `appendHead`,
    * `counting`: the accessors below), made on the first non-empty one: an
@@ -976,7 +979,7 @@ export class Sessions<Auth = unknown> {
       const m = message ?? { data, binary, bytes: messageBytes(data) };
       // Answered now (the in-memory store): no promise; handled in call order all the same (after any still queued).
       try {
-        result = sync.append(entry.id, m, cseq !== 0 ? cseq : undefined);
+        result = sync.append(entry.id, m, cseq !== 0 ? cseq : undefined, entry);
       } catch (err) {
         error = err ?? new Error('session store append failed');
       }
@@ -1083,7 +1086,7 @@ export class Sessions<Auth = unknown> {
     const sync = this.sync;
     if (sync !== null) {
       try {
-        sync.endRequest(entry.id, cseq);
+        sync.endRequest(entry.id, cseq, entry);
       } catch (err) {
         this.reportFailure('endRequest', entry.id, err);
       }
@@ -1772,7 +1775,7 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
       let v: RequestVerdict | null = null;
       if (!this.local) {
         try {
-          v = sync.beginRequest(entry.id, cseq);
+          v = sync.beginRequest(entry.id, cseq, entry);
         } catch (err) {
           this.sessions.bindingStoreFailed(this, 'beginRequest', err);
           if (!this.local) return;
@@ -1969,7 +1972,7 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
         if (sync !== null) {
           let r: AckResult;
           try {
-            r = sync.ack(this.entry!.id, frame.seq);
+            r = sync.ack(this.entry!.id, frame.seq, this.entry!);
           } catch (err) {
             return this.sessions.bindingStoreFailed(this, 'ack', err);
           }
