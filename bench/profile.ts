@@ -10,6 +10,9 @@
  *        [--top 25] [--strace] [--out dir] [--profile both|cpu|heap|none]
  *                                                            (none: the server's CPU by thread only, no profiler running)
  *        [--sessions memory|redis://…]                      (supervisor with sessions on, session clients: bench/lib/session-client.ts)
+ *        [--gc-trace]                                        (the server under --trace-gc-nvp: per message over the load, the
+ *                                                             scavenges, full GCs, bytes promoted and surviving, GC pause; counts
+ *                                                             that a loaded machine does not move, unlike CPU times)
  *
  * It also prints the server's CPU per message by thread (/proc/<pid>/task): the
  * CPU profile samples the main thread only, while V8's GC helpers (parallel
@@ -50,6 +53,7 @@ const { values } = parseArgs({
     sessions: { type: 'string' },
     out: { type: 'string' },
     profile: { type: 'string', default: 'both' },
+    'gc-trace': { type: 'boolean', default: false },
   },
 });
 const SYSTEM = values.system as System;
@@ -177,6 +181,7 @@ async function run(withStrace: boolean): Promise<void> {
   const server = await startServer(SYSTEM, {
     ...(WORKLOAD === 'heartbeat' ? { pingInterval: Number(values.ping), pongTimeout: 10_000 } : {}),
     ...(SESSIONS !== undefined ? { sessions: SESSIONS } : {}),
+    ...(values['gc-trace'] ? { traceGc: true } : {}),
   });
   const dir = values.out ?? mkdtempSync(join(tmpdir(), `ws-sup-profile-${SYSTEM}-`));
   mkdirSync(dir, { recursive: true });
@@ -205,6 +210,7 @@ async function run(withStrace: boolean): Promise<void> {
     } else if (PROFILE !== 'none') await server.command(`profile start ${PROFILE}`);
     const th0 = threadCpu(server.pid);
     const s0 = await server.stats();
+    const gc0 = server.gcTrace.length;
     const c0 = selfCpuUs();
     const t0 = performance.now();
     const messages =
@@ -215,6 +221,7 @@ async function run(withStrace: boolean): Promise<void> {
           : await heartbeat(clients, Number(values.seconds));
     const ms = performance.now() - t0;
     const s1 = await server.stats();
+    const gc1 = server.gcTrace.length;
     const th1 = threadCpu(server.pid);
     const loadCpu = selfCpuUs() - c0;
     const cpuPerMsg = (s1.cpuUs - s0.cpuUs) / messages;
@@ -230,6 +237,25 @@ async function run(withStrace: boolean): Promise<void> {
         `${SYSTEM} ${WORKLOAD}: server CPU by thread (/proc, 10 ms ticks; the CPU profile below samples the main thread only)`,
         ['thread', 'µs per message', '% of the process'],
         rows.map(([name, us]) => [name, (us / messages).toFixed(2), ((us / all) * 100).toFixed(1)]),
+      );
+    }
+
+    if (values['gc-trace']) {
+      // The GCs the load made (the stats answers around it bracket them: the lines come in order on the same stdout).
+      const sum = { s: 0, full: 0, promoted: 0, survived: 0, pause: 0 };
+      for (const line of server.gcTrace.slice(gc0, gc1)) {
+        const field = (name: string): number => Number(new RegExp(`\\b${name}=([\\d.]+)`).exec(line)?.[1] ?? 0);
+        if (/\bgc=s\b/.test(line)) {
+          sum.s++;
+          sum.promoted += field('promoted');
+          sum.survived += field('new_space_survived');
+        } else sum.full++;
+        sum.pause += field('pause');
+      }
+      table(
+        `${SYSTEM} ${WORKLOAD}: garbage collections during the load (--trace-gc-nvp), per 1,000 messages`,
+        ['scavenges', 'full GCs (mark-compact, any kind)', 'bytes promoted', 'bytes surviving a scavenge', 'GC pause, main thread, ms'],
+        [[(sum.s * 1000 / messages).toFixed(2), (sum.full * 1000 / messages).toFixed(2), (sum.promoted * 1000 / messages).toFixed(0), (sum.survived * 1000 / messages).toFixed(0), (sum.pause * 1000 / messages).toFixed(2)]],
       );
     }
 

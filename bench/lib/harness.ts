@@ -75,6 +75,11 @@ export interface ServerOptions {
   sessions?: string;
   /** Supervisor with sessions: the resume window, ms. */
   resumeWindow?: number;
+  /**
+   * Print V8's line per garbage collection (`--trace-gc-nvp`): the lines are
+   * kept in `gcTrace` (they start with `[`, never an answer of the server's).
+   */
+  traceGc?: boolean;
 }
 
 export interface ServerStats {
@@ -99,6 +104,8 @@ export interface ServerHandle {
   system: System;
   port: number;
   pid: number;
+  /** With `traceGc`: V8's `--trace-gc-nvp` lines so far, in order. */
+  gcTrace: string[];
   child: ChildProcessWithoutNullStreams;
   /** WebSocket URL of the system's endpoint (for socketio: the http origin). */
   url: string;
@@ -114,6 +121,7 @@ export interface ServerHandle {
 export async function startServer(system: System, options: ServerOptions = {}): Promise<ServerHandle> {
   const args = [
     '--expose-gc',
+    ...(options.traceGc ? ['--trace-gc-nvp'] : []),
     compiledEntry('servers.ts'),
     system,
     String(options.port ?? 0),
@@ -149,7 +157,12 @@ export async function startServer(system: System, options: ServerOptions = {}): 
       else reject(new Error(`server ${system}: expected "ready <port>", got ${line}`));
     });
   });
+  const gcTrace: string[] = [];
   lines.on('line', (line) => {
+    if (options.traceGc && line.startsWith('[')) {
+      gcTrace.push(line);
+      return;
+    }
     const w = waiting.shift();
     if (w) w(line);
   });
@@ -174,6 +187,7 @@ export async function startServer(system: System, options: ServerOptions = {}): 
     system,
     port,
     pid: child.pid!,
+    gcTrace,
     child,
     url: system === 'socketio' ? `http://127.0.0.1:${port}` : `ws://127.0.0.1:${port}/server`,
     command,

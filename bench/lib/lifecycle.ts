@@ -18,7 +18,7 @@ export interface LifecycleStats extends ServerStats {
   closedBy: Record<string, number>;
 }
 
-export interface LifecycleServer extends Omit<ServerHandle, 'stats' | 'gc'> {
+export interface LifecycleServer extends Omit<ServerHandle, 'stats' | 'gc' | 'gcTrace'> {
   stats(): Promise<LifecycleStats>;
   /** Four full GCs with event-loop turns between them (weak callbacks, finalizers), then stats. */
   gc(): Promise<LifecycleStats>;

@@ -29,6 +29,7 @@ import {
   type SessionDeadLetterReason,
   type SessionMessage,
   type SessionRecord,
+  type SessionSlot,
   type SessionStore,
   type SessionStoreHost,
   type SessionStoreStats,
@@ -74,7 +75,8 @@ interface Session {
   owner: string | null;
   /** The token's SHA-256 as a latin1 string (one byte per char: 48 bytes of heap, where a Buffer costs ~220). */
   digest: string;
-  state: 'attached' | 'detached';
+  /** 'ended' once `#endSession` let it go (a record kept in a caller's SessionSlot is then not used). */
+  state: 'attached' | 'detached' | 'ended';
   /**
    * Times as ms since the store's `#t0` (`#since`), not epoch ms: small
    * integers are held in the object itself, where an epoch ms is a 16-byte
@@ -108,6 +110,21 @@ interface Session {
   held: HeldSlot[];
   head: number;
   bytes: number;
+  /**
+   * The session's own messages' bytes (replies, sends: not shared, at most
+   * ARENA_MESSAGE_MAX bytes each), one after the other; a held slot's data is
+   * then its offset here (a number), not the string. Null until the first.
+   * A reply string held until the client's ack (up to a second) outlived the
+   * scavenges and was promoted, and every append stored a young string into
+   * an old array: the GC's work per request with sessions on
+   * (docs/performance.md, "Sessions, eighth pass"). Here the strings die
+   * young, and the slots hold small integers. Messages are acknowledged in
+   * order, so the live bytes are one run, [first held offset, arenaEnd):
+   * emptied, the arena is written again from 0; full, the run moves to the
+   * front (or into a bigger arena, up to ARENA_MAX).
+   */
+  arena: Arena | null;
+  arenaEnd: number;
   /** Made on the first join: most sessions join nothing (a Set costs ~160 bytes empty). */
   topics: Set<string> | null;
   data: JsonValue;
@@ -124,8 +141,28 @@ interface Session {
   replies: ReplySlot[] | null;
 }
 
-/** A slot of `Session.held`: a message's data, or its size (~size when binary). */
+/** A slot of `Session.held`: a message's data (its offset in the arena when a number), or its size (~size when binary). */
 type HeldSlot = string | Buffer | number;
+
+/** A session's own message of at most this many bytes is copied into its arena; a bigger one is held by reference. */
+const ARENA_MESSAGE_MAX = 1024;
+/**
+ * Buffer's own encoders (on Buffer.prototype since Node 0.x, not in its
+ * typings): `write(s, off, n, enc)` is these after checking its arguments,
+ * which the store has done already.
+ */
+interface RawWrites {
+  latin1Write(s: string, offset: number, length: number): number;
+  utf8Write(s: string, offset: number, length: number): number;
+}
+type Arena = Buffer & RawWrites;
+
+/** A new arena's size: a few replies (it doubles as needed). */
+const ARENA_MIN = 256;
+/** No arena grows past this: a message that does not fit (after moving the live bytes to the front) is held by reference. */
+const ARENA_MAX = 16 * 1024;
+/** An arena emptied by an ack is kept (written again from 0) up to this size; a bigger one goes, as a big slot buffer does. */
+const ARENA_KEEP = 4 * 1024;
 
 /** The buffer of a session that holds nothing yet (most idle ones): one empty array for all, frozen (never pushed to). */
 const NO_MESSAGES: HeldSlot[] = Object.freeze([]) as unknown as HeldSlot[];
@@ -206,10 +243,10 @@ export class MemorySessionStore implements SessionStore {
     this.sync =
       this.append === proto.append && this.beginRequest === proto.beginRequest && this.endRequest === proto.endRequest && this.ack === proto.ack
         ? {
-            append: (id, message, replyTo) => this.#append(id, message, replyTo),
-            beginRequest: (id, cseq) => this.#beginRequest(id, cseq),
-            endRequest: (id, cseq) => this.#endRequest(id, cseq),
-            ack: (id, seq) => this.#ack(id, seq),
+            append: (id, message, replyTo, ref) => this.#append(id, message, replyTo, ref),
+            beginRequest: (id, cseq, ref) => this.#beginRequest(id, cseq, ref),
+            endRequest: (id, cseq, ref) => this.#endRequest(id, cseq, ref),
+            ack: (id, seq, ref) => this.#ack(id, seq, ref),
           }
         : undefined;
   }
@@ -231,7 +268,7 @@ export class MemorySessionStore implements SessionStore {
     const token = newSessionToken();
     const session: Session = {
       id, owner: init.owner, digest: tokenDigest(token).toString('latin1'), state: 'attached', createdAt: now, attachedAt: now, detachedAt: null,
-      lastSeq: 0, ackedSeq: 0, lastCseq: 0, held: NO_MESSAGES, head: 0, bytes: 0, topics: null,
+      lastSeq: 0, ackedSeq: 0, lastCseq: 0, held: NO_MESSAGES, head: 0, bytes: 0, arena: null, arenaEnd: 0, topics: null,
       data: structuredClone(init.data ?? null), replies: null,
     };
     this.#sessions.set(id, session);
@@ -261,9 +298,9 @@ export class MemorySessionStore implements SessionStore {
     return this.#append(id, message, replyTo);
   }
 
-  #append(id: string, message: SessionMessage, replyTo: number | undefined): AppendResult {
+  #append(id: string, message: SessionMessage, replyTo: number | undefined, ref?: SessionSlot): AppendResult {
     const bytes = message.bytes ?? messageBytes(message.data);
-    const s = this.#live(id);
+    const s = this.#live(id, ref);
     if (s === null) {
       const gone = this.#gone(id);
       return this.#refuse(id, 'unknown', `session ${id} is gone (${gone.reason}: ${gone.detail})`, message, bytes);
@@ -290,14 +327,33 @@ export class MemorySessionStore implements SessionStore {
       }
     }
     const at = heldEnd(s);
-    const seq = ++s.lastSeq;
     let slots = s.held;
     if (slots === NO_MESSAGES) slots = s.held = [];
+    // The session's own message: its bytes copied into the arena, its slot the offset (a shared one stays one copy).
+    let data: HeldSlot = message.data;
+    if (bytes <= ARENA_MESSAGE_MAX && message.shared !== true) {
+      let arena = s.arena;
+      let off = s.arenaEnd;
+      if (arena === null || off + bytes > arena.length) {
+        arena = arenaRoom(s, bytes);
+        off = s.arenaEnd;
+      }
+      if (arena !== null) {
+        // A string of as many bytes as characters is ASCII: its Latin-1 bytes are its UTF-8 bytes (the cheaper copy).
+        if (typeof data === 'string') {
+          if (bytes === data.length) arena.latin1Write(data, off, bytes);
+          else arena.utf8Write(data, off, bytes);
+        } else data.copy(arena, off);
+        s.arenaEnd = off + bytes;
+        data = off;
+      }
+    }
+    const seq = ++s.lastSeq;
     // Into slots an ack emptied (a kept buffer), else at the end.
     if (at < slots.length) {
-      slots[at] = message.data;
+      slots[at] = data;
       slots[at + 1] = message.binary ? ~bytes : bytes;
-    } else slots.push(message.data, message.binary ? ~bytes : bytes);
+    } else slots.push(data, message.binary ? ~bytes : bytes);
     s.bytes += bytes;
     this.#bufferedBytes += bytes;
     this.#bufferedMessages += 1;
@@ -309,9 +365,9 @@ export class MemorySessionStore implements SessionStore {
     return this.#ack(id, seq);
   }
 
-  #ack(id: string, seq: number): AckResult {
+  #ack(id: string, seq: number, ref?: SessionSlot): AckResult {
     if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, error: `ack seq must be an integer ≥ 0, got ${String(seq)}` };
-    const s = this.#live(id);
+    const s = this.#live(id, ref);
     if (s === null) return { ok: false, error: `session ${id} is gone` };
     if (seq > s.lastSeq) return { ok: false, error: `ack ${seq} is beyond the last seq sent, ${s.lastSeq}` };
     return { ok: true, trimmed: this.#trim(s, seq) };
@@ -355,15 +411,15 @@ export class MemorySessionStore implements SessionStore {
     this.#endRequest(id, cseq);
   }
 
-  #endRequest(id: string, cseq: number): void {
-    const s = this.#live(id);
+  #endRequest(id: string, cseq: number, ref?: SessionSlot): void {
+    const s = this.#live(id, ref);
     if (s === null || !this.#remembered(s, cseq)) return;
     const slot = (cseq - 1) % this.#limits.maxRememberedReplies;
     if (s.replies![slot] === undefined) s.replies![slot] = NO_REPLY;
   }
 
-  #beginRequest(id: string, cseq: number): RequestVerdict {
-    const s = this.#live(id);
+  #beginRequest(id: string, cseq: number, ref?: SessionSlot): RequestVerdict {
+    const s = this.#live(id, ref);
     if (s === null) return { kind: 'unknown' };
     if (!Number.isSafeInteger(cseq) || cseq < 1) throw new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`);
     if (cseq === s.lastCseq + 1) {
@@ -499,6 +555,12 @@ export class MemorySessionStore implements SessionStore {
     this.#tombstones.clear();
   }
 
+  /** @internal Test hook: session `id`'s arena (its size in bytes, 0 without one; where the next message goes), or null when it is not live. */
+  arenaOf(id: string): { size: number; end: number } | null {
+    const s = this.#sessions.get(id);
+    return s === undefined ? null : { size: s.arena === null ? 0 : s.arena.length, end: s.arenaEnd };
+  }
+
   // -------------------------------------------------------------------------
 
   /**
@@ -521,14 +583,21 @@ export class MemorySessionStore implements SessionStore {
     return s.state === 'detached' && s.detachedAt !== null && this.#now() - this.#t0 - s.detachedAt >= this.#limits.resumeWindow;
   }
 
-  /** The session if it lives; one past its window is expired here (lazily), before anyone sees it. */
-  #live(id: string): Session | null {
-    // A request's count, its reply and the ack after them name the same session: the last one found is checked first.
-    let s = this.#lastLive;
-    if (s === null || s.id !== id) {
-      s = this.#sessions.get(id) ?? null;
-      if (s === null) return null;
-      this.#lastLive = s;
+  /**
+   * The session if it lives; one past its window is expired here (lazily), before anyone sees it. `ref`: the
+   * caller's for this session (SessionSlot): the record found last time, used when it is still this id's and live.
+   */
+  #live(id: string, ref?: SessionSlot): Session | null {
+    let s = ref === undefined ? null : (ref.storeRecord as Session | undefined) ?? null;
+    if (s === null || s.id !== id || s.state === 'ended') {
+      // A request's count, its reply and the ack after them name the same session: the last one found is checked first.
+      s = this.#lastLive;
+      if (s === null || s.id !== id) {
+        s = this.#sessions.get(id) ?? null;
+        if (s === null) return null;
+        this.#lastLive = s;
+      }
+      if (ref !== undefined) ref.storeRecord = s;
     }
     if (this.#overdue(s)) {
       this.#endSession(s, 'expired', `detached for the resume window (${this.#limits.resumeWindow} ms)`);
@@ -565,9 +634,11 @@ export class MemorySessionStore implements SessionStore {
     s.ackedSeq = seq;
     if (end === tail) {
       // Everything acknowledged (a request/reply client, after each ack): nothing held. A small buffer is written
-      // again from its start (its slots hold 0 now); a big one goes.
+      // again from its start (its slots hold 0 now); a big one goes. So is the arena.
       if (held.length > REUSE_SLOTS) s.held = NO_MESSAGES;
       s.head = 0;
+      s.arenaEnd = 0;
+      if (s.arena !== null && s.arena.length > ARENA_KEEP) s.arena = null;
     } else if (tail - end <= MOVE_SLOTS) {
       // A few left (a client acks by its clock with a reply on its way): moved to the front of a small buffer (a copy
       // of a big one), which goes on from there, as an emptied one does.
@@ -592,6 +663,7 @@ export class MemorySessionStore implements SessionStore {
    */
   #endSession(s: Session, reason: SessionDeadLetterReason, detail: string, refused?: { message: SessionMessage; bytes: number }): void {
     this.#sessions.delete(s.id);
+    s.state = 'ended';
     if (this.#lastLive === s) this.#lastLive = null;
     this.#detached.delete(s.id);
     const held = heldMessages(s);
@@ -600,6 +672,8 @@ export class MemorySessionStore implements SessionStore {
     s.held = NO_MESSAGES;
     s.head = 0;
     s.bytes = 0;
+    s.arena = null;
+    s.arenaEnd = 0;
     if (refused) held.push({ seq: 0, data: refused.message.data, binary: refused.message.binary, bytes: refused.bytes });
     if (reason !== 'ended' && reason !== 'unknown') {
       const kind = reason === 'expired' ? 'expired' : 'overflow';
@@ -621,7 +695,7 @@ export class MemorySessionStore implements SessionStore {
 
   #record(s: Session): SessionRecord {
     return {
-      id: s.id, owner: s.owner, state: s.state, createdAt: this.#t0 + s.createdAt, attachedAt: this.#t0 + s.attachedAt,
+      id: s.id, owner: s.owner, state: s.state as 'attached' | 'detached', createdAt: this.#t0 + s.createdAt, attachedAt: this.#t0 + s.attachedAt,
       detachedAt: s.detachedAt === null ? null : this.#t0 + s.detachedAt,
       lastSeq: s.lastSeq, ackedSeq: s.ackedSeq, lastCseq: s.lastCseq, bufferedMessages: s.lastSeq - s.ackedSeq,
       bufferedBytes: s.bytes, topics: s.topics === null ? [] : [...s.topics], data: structuredClone(s.data),
@@ -637,9 +711,58 @@ function heldMessages(s: Session): StoredMessage[] {
   const tail = heldEnd(s);
   for (let i = s.head; i < tail; i += 2) {
     const size = held[i + 1] as number;
-    out.push(size < 0 ? { seq: ++seq, data: held[i] as string | Buffer, binary: true, bytes: ~size } : { seq: ++seq, data: held[i] as string | Buffer, binary: false, bytes: size });
+    const d = held[i]!;
+    if (typeof d === 'number') {
+      // In the arena: the exact bytes it was sent as (text decodes to a string that encodes to them again).
+      const arena = s.arena!;
+      out.push(
+        size < 0
+          ? { seq: ++seq, data: Buffer.from(arena.subarray(d, d + ~size)), binary: true, bytes: ~size }
+          : { seq: ++seq, data: arena.toString('utf8', d, d + size), binary: false, bytes: size },
+      );
+    } else out.push(size < 0 ? { seq: ++seq, data: d, binary: true, bytes: ~size } : { seq: ++seq, data: d, binary: false, bytes: size });
   }
   return out;
+}
+
+/**
+ * Room for `bytes` more at `s.arenaEnd` (moved there): the live bytes (from
+ * the first held message in the arena to arenaEnd) move to the front of the
+ * arena when that frees at least half of it, else into a new one twice the
+ * size, up to ARENA_MAX; the held slots' offsets move with them. Null: they
+ * do not fit in ARENA_MAX with room to spare (the message is held by reference).
+ */
+function arenaRoom(s: Session, bytes: number): Arena | null {
+  const held = s.held;
+  const tail = heldEnd(s);
+  let start = s.arenaEnd;
+  for (let i = s.head; i < tail; i += 2) {
+    const d = held[i];
+    if (typeof d === 'number') {
+      start = d;
+      break;
+    }
+  }
+  const live = s.arenaEnd - start;
+  const need = live + bytes;
+  let arena = s.arena;
+  if (arena === null || need * 2 > arena.length) {
+    // Too much held here to move cheaply: held by reference. The arena is left as it is (its offsets stay right).
+    if (need * 2 > ARENA_MAX) return null;
+    let size = arena === null ? ARENA_MIN : arena.length * 2;
+    while (size < need * 2) size *= 2;
+    const next = Buffer.allocUnsafeSlow(size) as Arena;
+    if (arena !== null && live > 0) arena.copy(next, 0, start, s.arenaEnd);
+    arena = s.arena = next;
+  } else if (live > 0) arena.copyWithin(0, start, s.arenaEnd);
+  s.arenaEnd = live;
+  if (start !== 0) {
+    for (let i = s.head; i < tail; i += 2) {
+      const d = held[i];
+      if (typeof d === 'number') held[i] = d - start;
+    }
+  }
+  return arena;
 }
 
 /** The in-memory session store (the default). Options: see MemorySessionStoreOptions; a bad value throws RangeError naming it. */

@@ -33,6 +33,13 @@ export interface SessionMessage {
   binary: boolean;
   /** `messageBytes(data)`, when the caller has it (a fan-out counts once for every session); a store may use it instead of counting. */
   bytes?: number;
+  /**
+   * The same message is appended to many sessions (a broadcast, a publish, a
+   * filtered broadcast): a store that copies a message's bytes into a
+   * session's own buffer (the memory store's arena) keeps this one by
+   * reference instead, one copy for all.
+   */
+  shared?: boolean;
 }
 
 /** A message the store holds: the message and its sequence number in the session. */
@@ -254,10 +261,23 @@ export interface ResumeClaim {
  * would reject.
  */
 export interface SessionStoreSync {
-  append(id: string, message: SessionMessage, replyTo?: number): AppendResult;
-  beginRequest(id: string, cseq: number): RequestVerdict;
-  endRequest(id: string, cseq: number): void;
-  ack(id: string, seq: number): AckResult;
+  append(id: string, message: SessionMessage, replyTo?: number, slot?: SessionSlot): AppendResult;
+  beginRequest(id: string, cseq: number, slot?: SessionSlot): RequestVerdict;
+  endRequest(id: string, cseq: number, slot?: SessionSlot): void;
+  ack(id: string, seq: number, slot?: SessionSlot): AckResult;
+}
+
+/**
+ * What the caller keeps for one session and hands back with every call of
+ * the sync data path on it: the store may keep its own record of the session
+ * in `storeRecord`, so that a message does not look the session up by id (the
+ * memory store does: that lookup was ~1% of a request with sessions on,
+ * docs/performance.md, "Sessions, eighth pass"). Opaque to the caller, which
+ * starts it at undefined; a store checks what it finds there (the id, and that
+ * the session still lives) and answers as it would without it.
+ */
+export interface SessionSlot {
+  storeRecord: unknown;
 }
 
 export interface SessionStore {

@@ -62,6 +62,7 @@ import type {
   ResumeResult,
   SessionRecord,
   SessionMessage,
+  SessionSlot,
   SessionStore,
   StoredMessage,
   SessionStoreSync,
@@ -260,7 +261,7 @@ const ENTRY_INCOMING = 2;
  * so starting it later changes nothing but the cost: an attached session that
  * never detaches holds no runner.
  */
-class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
+class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost, SessionSlot {
   /** The binding that carries the session (attached) or is replaying it; null while detached. */
   carrier: SessionBinding<Auth> | null = null;
   /** The open connection holding the lease the machine last gave (carrying, replaying, or taken over and not yet closed). */
@@ -273,6 +274,8 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost {
   private bits = 0;
   /** The highest request cseq this process ran for the session. */
   lastCseqRun = 0;
+  /** The store's own record of the session, kept for it (SessionSlot: the sync data path finds it here, not by id). */
+  storeRecord: unknown = undefined;
   /**
    * What few sessions ever need (`detachedAt`, `appends`, `appendHead`,
    * `counting`: the accessors below), made on the first non-empty one: an
@@ -726,7 +729,7 @@ export class Sessions<Auth = unknown> {
     if (scope === 'cluster' && this.fanOut !== null) return this.clusterFanOut(this.fanOut, null, data, binary);
     // One message object, counted once, for every session (the store keeps its data by reference), and its frames
     // shared by the sessions at the same seq.
-    const message: FanOutMessage = { data, binary, bytes: messageBytes(data), frames: new FanOutFrames(data, binary) };
+    const message: FanOutMessage = { data, binary, bytes: messageBytes(data), shared: true, frames: new FanOutFrames(data, binary) };
     for (const entry of this.entries.values()) if (!entry.ended) this.append(entry, data, binary, 0, true, message);
     return null;
   }
@@ -740,10 +743,12 @@ export class Sessions<Auth = unknown> {
    */
   broadcastFiltered(filter: (connection: Connection<Auth>) => boolean, data: Outbound, binary: boolean): number {
     let n = 0;
+    // One message for all (the memory store holds it by reference, not a copy in each session's arena).
+    const message: SessionMessage = { data, binary, bytes: messageBytes(data), shared: true };
     for (const entry of this.entries.values()) {
       const route = entry.routed;
       if (entry.ended || route === null || !filter(route)) continue;
-      this.append(entry, data, binary, 0);
+      this.append(entry, data, binary, 0, false, message);
       n++;
     }
     return n;
@@ -754,7 +759,7 @@ export class Sessions<Auth = unknown> {
     if (scope === 'cluster' && this.fanOut !== null) return this.clusterFanOut(this.fanOut, topic, data, binary);
     const members = this.topicIndex.get(topic);
     if (!members) return null;
-    const message: FanOutMessage = { data, binary, bytes: messageBytes(data), frames: new FanOutFrames(data, binary) };
+    const message: FanOutMessage = { data, binary, bytes: messageBytes(data), shared: true, frames: new FanOutFrames(data, binary) };
     for (const entry of members) this.append(entry, data, binary, 0, true, message);
     return null;
   }
@@ -984,7 +989,7 @@ export class Sessions<Auth = unknown> {
       const m = message ?? { data, binary, bytes: messageBytes(data) };
       // Answered now (the in-memory store): no promise; handled in call order all the same (after any still queued).
       try {
-        result = sync.append(entry.id, m, cseq !== 0 ? cseq : undefined);
+        result = sync.append(entry.id, m, cseq !== 0 ? cseq : undefined, entry);
       } catch (err) {
         error = err ?? new Error('session store append failed');
       }
@@ -1091,7 +1096,7 @@ export class Sessions<Auth = unknown> {
     const sync = this.sync;
     if (sync !== null) {
       try {
-        sync.endRequest(entry.id, cseq);
+        sync.endRequest(entry.id, cseq, entry);
       } catch (err) {
         this.reportFailure('endRequest', entry.id, err);
       }
@@ -1811,7 +1816,7 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
       let v: RequestVerdict | null = null;
       if (!this.local) {
         try {
-          v = sync.beginRequest(entry.id, cseq);
+          v = sync.beginRequest(entry.id, cseq, entry);
         } catch (err) {
           this.sessions.bindingStoreFailed(this, 'beginRequest', err);
           if (!this.local) return;
@@ -2008,7 +2013,7 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
         if (sync !== null) {
           let r: AckResult;
           try {
-            r = sync.ack(this.entry!.id, frame.seq);
+            r = sync.ack(this.entry!.id, frame.seq, this.entry!);
           } catch (err) {
             return this.sessions.bindingStoreFailed(this, 'ack', err);
           }

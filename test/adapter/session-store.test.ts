@@ -57,6 +57,30 @@ describe('memory session store', () => {
     assert.equal(sameOwner(null, 'alice'), false);
   });
 
+  test("the sync path's slot: the record kept there is used only for its own live session; the answers are those without it", async () => {
+    const store = createMemorySessionStore();
+    const dead: SessionDeadLetter[] = [];
+    store.start({ deadLetter: (l) => dead.push(l), logger: null });
+    const sync = store.sync!;
+    const a = await store.create({ owner: null });
+    const b = await store.create({ owner: null });
+    const slot = { storeRecord: undefined as unknown };
+    assert.deepEqual(sync.append(a.id, { data: 'to a', binary: false }, undefined, slot), { ok: true, seq: 1 });
+    assert.notEqual(slot.storeRecord, undefined, 'the store kept its record in the slot');
+    // The same slot handed with another id: that id's session, not the one in the slot.
+    assert.deepEqual(sync.append(b.id, { data: 'to b', binary: false }, undefined, slot), { ok: true, seq: 1 });
+    assert.deepEqual(sync.beginRequest(a.id, 1, slot), { kind: 'new' });
+    assert.deepEqual(sync.ack(a.id, 1, slot), { ok: true, trimmed: 1 });
+    assert.equal((await store.get(b.id))!.bufferedMessages, 1, "b's message is b's");
+    // Ended: the record in the slot is not used; the session is gone, as it is without a slot.
+    await store.end(a.id, 'test');
+    const r = sync.append(a.id, { data: 'late', binary: false }, undefined, slot);
+    assert.equal(r.ok, false);
+    assert.deepEqual(sync.beginRequest(a.id, 2, slot), { kind: 'unknown' });
+    assert.equal(sync.ack(a.id, 1, slot).ok, false);
+    assert.deepEqual(dead.map((l) => [l.reason, l.messages.map((m) => m.data)]), [['unknown', ['late']]], 'the late message is a dead letter (R12)');
+  });
+
   test('a reply of more than 16 messages is remembered as too many (null), its request still never runs again', async () => {
     const store = createMemorySessionStore();
     store.start({ deadLetter: () => undefined, logger: null });
