@@ -87,7 +87,9 @@ export interface ClientOptions {
    * not (`resume` event, `client.resumed`, `client.resumeReason`). `true`, or
    * the acknowledgement cadence: `ackEvery` messages (default 32) or
    * within `ackDelay` ms of the first unacknowledged one (default 1000; at
-   * the next tick of the client's own ack clock, whose phase is random).
+   * the next tick of the client's own ack clock, whose phase is random). A
+   * due ack rides the next request, in the same socket write (within 1.5 ×
+   * ackDelay then: docs/sessions.md, "Acknowledgements").
    * Default false: the articles' protocol, unchanged.
    */
   session?: boolean | SessionClientOptions;
