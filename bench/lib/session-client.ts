@@ -71,8 +71,8 @@ export class SessionClient implements BenchClient {
   private ackTimer: NodeJS.Timeout | null = null;
   /** An ack is due (0 no, 1 by time, 2 by count): it rides the next request, or goes alone when `ackTimer` fires. */
   private ackDue = 0;
-  /** When the last ack was written: one per half period before a tick (as the Node client). */
-  private lastAckAt = -Infinity;
+  /** When an ack last rode a request: one ride per half period before a tick (as the Node client). */
+  private lastRideAt = -Infinity;
   /** The phase of this client's ack clock, ms in [0, ack delay): its time-due acks go at its ticks (as the Node client). */
   private readonly ackPhase = Math.random() * ackDelayMs();
   private cseq = 0;
@@ -198,7 +198,7 @@ export class SessionClient implements BenchClient {
         const now = performance.now();
         const r = (now - this.ackPhase) % d;
         let untilTick = d - (r < 0 ? r + d : r);
-        if (this.lastAckAt >= now + untilTick - d / 2) untilTick += d; // this tick's half period had its ack
+        if (this.lastRideAt >= now + untilTick - d / 2) untilTick += d; // an ack rode a request in this tick's half period
 
         if (untilTick <= d / 2) {
           this.ackDue = 1;
@@ -224,10 +224,7 @@ export class SessionClient implements BenchClient {
     if (this.lastSeq === this.acked) return;
     this.acked = this.lastSeq;
     this.ackAt = this.lastSeq + ACK_EVERY;
-    if (this.isAttached && this.raw.readyState === WebSocket.OPEN) {
-      this.lastAckAt = performance.now();
-      this.raw.send(encodeClientAck(this.lastSeq));
-    }
+    if (this.isAttached && this.raw.readyState === WebSocket.OPEN) this.raw.send(encodeClientAck(this.lastSeq));
   }
 
   private stopAckTimer(): void {
@@ -252,6 +249,7 @@ export class SessionClient implements BenchClient {
     // The due ack, then the request: two frames, one socket write (ws corks around each frame; the cork nests).
     const socket = (this.raw as unknown as { _socket: Socket })._socket;
     socket.cork();
+    if (this.lastSeq !== this.acked) this.lastRideAt = performance.now();
     this.ack();
     this.raw.send(`${cseq}:${text}`);
     socket.uncork();

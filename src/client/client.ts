@@ -218,7 +218,7 @@ export class Client {
       this.sess = {
         ackEvery,
         ackDelay,
-        id: null, token: null, epoch: null, lastSeq: 0, ackedSeq: 0, ackAt: firstAckAt(ackEvery, this.random), ackTimer: null, ackDue: NOT_DUE, lastAckAt: -Infinity,
+        id: null, token: null, epoch: null, lastSeq: 0, ackedSeq: 0, ackAt: firstAckAt(ackEvery, this.random), ackTimer: null, ackDue: NOT_DUE, lastRideAt: -Infinity,
         ackPhase: this.random() * ackDelay,
         awaitingAttached: false, nextCseq: 1, unacked: [],
       };
@@ -415,10 +415,12 @@ export class Client {
     let sent: boolean;
     if (s.ackDue !== NOT_DUE) {
       sent = false;
+      const acked = s.ackedSeq;
       this.batch_(() => {
         this.sendAck();
         sent = this.send_ !== null && this.send_(framed);
       });
+      if (s.ackedSeq !== acked) s.lastRideAt = performance.now();
     } else sent = this.send_!(framed);
     if (!sent) return false;
     s.unacked.push({ cseq: s.nextCseq++, framed });
@@ -495,8 +497,8 @@ export class Client {
    * continuation) — a request/response loop. By time: the ack is due from the
    * half-way point before this client's next ack-clock tick (so at most half
    * of ackDelay early) and goes alone at the tick, as before, if no request
-   * took it. One ack per such half period: a message that arrives after an
-   * ack already went in it is acknowledged by the next tick's (so within
+   * took it. One ride per such half period: a message that arrives after an
+   * ack rode a request in it is acknowledged in the next tick's (so within
    * 1.5 × ackDelay, and only on a client that sends requests; a client that
    * only receives acks at its ticks, within ackDelay, as before).
    */
@@ -519,9 +521,10 @@ export class Client {
     const now = performance.now();
     const r = (now - s.ackPhase) % d;
     let untilTick = d - (r < 0 ? r + d : r);
-    // An ack went in this tick's half period already (it rode a request): the tick is spent, the next one acks. Else a
-    // client sending requests all through the half period would put an ack on each of them.
-    if (s.lastAckAt >= now + untilTick - d / 2) untilTick += d;
+    // An ack rode a request in this tick's half period already: the tick is spent, the next one acks. Else a client
+    // sending requests all through the half period would put an ack on each of them. (A client that sends no requests
+    // acks at the tick, as before.)
+    if (s.lastRideAt >= now + untilTick - d / 2) untilTick += d;
     if (untilTick <= d / 2) {
       s.ackDue = DUE_BY_TIME;
       s.ackTimer = setTimeout(this.ackAlone, untilTick);
@@ -546,7 +549,6 @@ export class Client {
     s.ackDue = NOT_DUE;
     if (s.lastSeq <= s.ackedSeq || this.send_ === null || s.awaitingAttached) return;
     if (this.send_(encodeClientAck(s.lastSeq))) {
-      s.lastAckAt = performance.now();
       s.ackedSeq = s.lastSeq;
       s.ackAt = s.lastSeq + s.ackEvery;
     }
@@ -698,8 +700,8 @@ interface SessionState {
   ackTimer: ReturnType<typeof setTimeout> | null;
   /** Whether an ack is due (and why): it rides the next request's write, or goes alone when `ackTimer` fires. */
   ackDue: typeof NOT_DUE | typeof DUE_BY_TIME | typeof DUE_BY_COUNT;
-  /** When the last ack was written (performance.now()): one per half period before a tick (scheduleAck). */
-  lastAckAt: number;
+  /** When an ack last rode a request (performance.now()): one per half period before a tick (scheduleAck). */
+  lastRideAt: number;
   /** The phase of the client's ack clock, ms in [0, ackDelay), drawn at random: its time-due acks go at its ticks (scheduleAck). */
   ackPhase: number;
   /** open/resume sent on this connection, `attached` not yet received. */
