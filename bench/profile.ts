@@ -25,7 +25,7 @@
  * bundle's `// src/…` marker above the function's line. Prints markdown tables:
  * self time per function (% of the profile's non-idle samples, µs per message),
  * self time per module, allocated bytes per message per function, and with
- * --strace, syscalls per message.
+ * --strace, syscalls per message, of the server and of the load generator.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
@@ -203,9 +203,13 @@ async function run(withStrace: boolean): Promise<void> {
     await sleep(200);
 
     let strace: ReturnType<typeof spawn> | null = null;
+    let straceSelf: ReturnType<typeof spawn> | null = null;
     const straceOut = join(dir, 'strace.txt');
+    const straceSelfOut = join(dir, 'strace-load.txt');
     if (withStrace) {
       strace = spawn('strace', ['-f', '-c', '-o', straceOut, '-p', String(server.pid)], { stdio: 'ignore' });
+      // The load generator too (this process: its clients' reads and writes per message).
+      straceSelf = spawn('strace', ['-f', '-c', '-o', straceSelfOut, '-p', String(process.pid)], { stdio: 'ignore' });
       await sleep(1000); // attached to every thread
     } else if (PROFILE !== 'none') await server.command(`profile start ${PROFILE}`);
     const th0 = threadCpu(server.pid);
@@ -260,18 +264,22 @@ async function run(withStrace: boolean): Promise<void> {
     }
 
     if (strace) {
-      const exited = new Promise((r) => strace!.once('exit', r));
-      strace.kill('SIGINT');
-      await exited;
-      const text = readFileSync(straceOut, 'utf8');
-      const rows: Array<Array<string | number>> = [];
-      for (const line of text.split('\n')) {
-        // % time, seconds, usecs/call, calls, [errors,] syscall
-        const m = /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)\s*$/.exec(line);
-        if (m && m[3] !== 'total') rows.push([m[3]!, Number(m[1]), (Number(m[1]) / messages).toFixed(3), m[2] ?? '']);
+      for (const p of [strace, straceSelf!]) {
+        const exited = new Promise((r) => p.once('exit', r));
+        p.kill('SIGINT');
+        await exited;
       }
-      rows.sort((a, b) => Number(b[1]) - Number(a[1]));
-      table(`syscalls of the ${SYSTEM} server (strace -c -f over the load)`, ['syscall', 'calls', 'per message', 'errors'], rows.slice(0, 12));
+      const rowsOf = (file: string): Array<Array<string | number>> => {
+        const rows: Array<Array<string | number>> = [];
+        for (const line of readFileSync(file, 'utf8').split('\n')) {
+          // % time, seconds, usecs/call, calls, [errors,] syscall
+          const m = /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)\s*$/.exec(line);
+          if (m && m[3] !== 'total') rows.push([m[3]!, Number(m[1]), (Number(m[1]) / messages).toFixed(3), m[2] ?? '']);
+        }
+        return rows.sort((a, b) => Number(b[1]) - Number(a[1])).slice(0, 12);
+      };
+      table(`syscalls of the ${SYSTEM} server (strace -c -f over the load)`, ['syscall', 'calls', 'per message', 'errors'], rowsOf(straceOut));
+      table('syscalls of the load generator (this process, its clients: strace -c -f over the load)', ['syscall', 'calls', 'per message', 'errors'], rowsOf(straceSelfOut));
       return;
     }
 

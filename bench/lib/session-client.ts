@@ -16,11 +16,16 @@
  *     clients that get the same broadcasts do not all ack after the same one)
  *     or within 1 s of the first unacknowledged one, at the next tick of the
  *     client's own 1 s ack clock (its phase random, likewise; client options
- *     `session.ackEvery` / `ackDelay` of src/client/client.ts, `scheduleAck`).
+ *     `session.ackEvery` / `ackDelay` of src/client/client.ts, `scheduleAck`);
+ *     a due ack rides the next request, ack frame then request in one socket
+ *     write (cork), or goes alone at its bound: the end of the turn when due by
+ *     count, the clock's tick when due by time (due from half a period before
+ *     it), as the Node client does.
  *
  * It implements BenchClient (send / onMessage see the payloads only), so the
  * scenarios' request/response and broadcast loops run on it unchanged.
  */
+import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import { decodeServerFrame, encodeClientAck, encodeOpen, encodeResume } from '../../src/protocol/session.ts';
 import type { BenchClient } from './harness.ts';
@@ -64,6 +69,10 @@ export class SessionClient implements BenchClient {
   /** The seq whose arrival makes the next ack due: ACK_EVERY after the last, the first at random (as the Node client). */
   private ackAt = firstAckAt();
   private ackTimer: NodeJS.Timeout | null = null;
+  /** An ack is due (0 no, 1 by time, 2 by count): it rides the next request, or goes alone when `ackTimer` fires. */
+  private ackDue = 0;
+  /** When an ack last rode a request: one ride per half period before a tick (as the Node client). */
+  private lastRideAt = -Infinity;
   /** The phase of this client's ack clock, ms in [0, ack delay): its time-due acks go at its ticks (as the Node client). */
   private readonly ackPhase = Math.random() * ackDelayMs();
   private cseq = 0;
@@ -179,14 +188,36 @@ export class SessionClient implements BenchClient {
     if (seq !== this.lastSeq + 1) this.counters.gaps += seq - this.lastSeq - 1;
     this.lastSeq = seq;
     this.counters.delivered++;
-    if (this.lastSeq >= this.ackAt) this.ack();
-    else if (this.ackTimer === null) {
-      const d = ackDelayMs();
-      const r = (performance.now() - this.ackPhase) % d;
-      this.ackTimer = setTimeout(() => this.ack(), d - (r < 0 ? r + d : r));
+    if (this.ackDue !== 2) {
+      if (this.lastSeq >= this.ackAt) {
+        this.stopAckTimer();
+        this.ackDue = 2;
+        this.ackTimer = setTimeout(this.ackAlone, 0);
+      } else if (this.ackTimer === null) {
+        const d = ackDelayMs();
+        const now = performance.now();
+        const r = (now - this.ackPhase) % d;
+        let untilTick = d - (r < 0 ? r + d : r);
+        if (this.lastRideAt >= now + untilTick - d / 2) untilTick += d; // an ack rode a request in this tick's half period
+
+        if (untilTick <= d / 2) {
+          this.ackDue = 1;
+          this.ackTimer = setTimeout(this.ackAlone, untilTick);
+        } else {
+          this.ackTimer = setTimeout(() => {
+            this.ackDue = 1;
+            this.ackTimer = setTimeout(this.ackAlone, d / 2);
+          }, untilTick - d / 2);
+        }
+      }
     }
     this.handler(payload);
   }
+
+  private readonly ackAlone = (): void => {
+    this.ackTimer = null;
+    this.ack();
+  };
 
   private ack(): void {
     this.stopAckTimer();
@@ -199,6 +230,7 @@ export class SessionClient implements BenchClient {
   private stopAckTimer(): void {
     if (this.ackTimer !== null) clearTimeout(this.ackTimer);
     this.ackTimer = null;
+    this.ackDue = 0;
   }
 
   /** Requests not yet acknowledged by the server. */
@@ -212,7 +244,15 @@ export class SessionClient implements BenchClient {
     const cseq = ++this.cseq;
     this.unacked.push({ cseq, text });
     // Not before `attached` (a data frame then is a protocol violation): the attach re-sends it with the others.
-    if (this.isAttached && this.raw.readyState === WebSocket.OPEN) this.raw.send(`${cseq}:${text}`);
+    if (!this.isAttached || this.raw.readyState !== WebSocket.OPEN) return;
+    if (this.ackDue === 0) return this.raw.send(`${cseq}:${text}`);
+    // The due ack, then the request: two frames, one socket write (ws corks around each frame; the cork nests).
+    const socket = (this.raw as unknown as { _socket: Socket })._socket;
+    socket.cork();
+    if (this.lastSeq !== this.acked) this.lastRideAt = performance.now();
+    this.ack();
+    this.raw.send(`${cseq}:${text}`);
+    socket.uncork();
   }
   onMessage(handler: (text: string) => void): void {
     this.handler = handler;

@@ -87,7 +87,9 @@ export interface ClientOptions {
    * not (`resume` event, `client.resumed`, `client.resumeReason`). `true`, or
    * the acknowledgement cadence: `ackEvery` messages (default 32) or
    * within `ackDelay` ms of the first unacknowledged one (default 1000; at
-   * the next tick of the client's own ack clock, whose phase is random).
+   * the next tick of the client's own ack clock, whose phase is random). A
+   * due ack rides the next request, in the same socket write (within 1.5 ×
+   * ackDelay then: docs/sessions.md, "Acknowledgements").
    * Default false: the articles' protocol, unchanged.
    */
   session?: boolean | SessionClientOptions;
@@ -134,8 +136,14 @@ export interface ClientPlatform {
 export interface TransportHooks {
   /** An inbound text message (binary frames arrive as their UTF-8 decoding). */
   onMessage(text: string): void;
-  /** A new connection is open; `send` writes to it (false: refused). */
-  onOpen(send: (text: string) => boolean): void;
+  /**
+   * A new connection is open; `send` writes to it (false: refused). `batch`,
+   * where the platform can, runs its function with the socket corked: the
+   * messages it sends leave in one socket write, each its own frame (Node: a
+   * due session ack and the request it rides with; a browser WebSocket cannot
+   * cork, so there the two are sent back to back in the same task).
+   */
+  onOpen(send: (text: string) => boolean, batch?: (fn: () => void) => void): void;
   /** An accepted message never reached the network (R12). */
   onDeadLetter(text: string): void;
   /** A heartbeat round trip was measured (R4). */
@@ -174,6 +182,8 @@ export class Client {
   /** R23: messages waiting for a connection, oldest first. */
   private readonly outbox: { requestID: number | null; text: string }[] = [];
   private send_: ((text: string) => boolean) | null = null;
+  /** The connection's cork (TransportHooks.onOpen), or one that just runs its function. */
+  private batch_: (fn: () => void) => void = runNow;
   private rtt: number | null = null;
   private nextRequestID = 1;
   private current: ClientState = 'connecting';
@@ -208,7 +218,7 @@ export class Client {
       this.sess = {
         ackEvery,
         ackDelay,
-        id: null, token: null, epoch: null, lastSeq: 0, ackedSeq: 0, ackAt: firstAckAt(ackEvery, this.random), ackTimer: null,
+        id: null, token: null, epoch: null, lastSeq: 0, ackedSeq: 0, ackAt: firstAckAt(ackEvery, this.random), ackTimer: null, ackDue: NOT_DUE, lastRideAt: -Infinity,
         ackPhase: this.random() * ackDelay,
         awaitingAttached: false, nextCseq: 1, unacked: [],
       };
@@ -230,9 +240,10 @@ export class Client {
     }
     const hooks: TransportHooks = {
       onMessage: (text) => this.onMessage(text),
-      onOpen: (send) => {
+      onOpen: (send, batch) => {
         this.rtt = null; // a new connection: no round trip measured on it yet
         this.send_ = send;
+        this.batch_ = batch ?? runNow;
         if (this.sess !== null) return this.openSession(send);
         this.flush();
       },
@@ -350,9 +361,12 @@ export class Client {
   close(code = 1000, reason = ''): Promise<ClientOutput> {
     // Sessions: a deliberate close ends the session too (nothing to resume). What arrived is acknowledged first: the
     // server counts every message unacknowledged at the end as a dead letter (R12), delivered or not.
+    // Both in one socket write where the platform can cork.
     if (this.sess !== null && this.sess.id !== null && this.send_ !== null && !this.actor.getSnapshot().context.closeRequest) {
-      this.sendAck();
-      this.send_(encodeEnd());
+      this.batch_(() => {
+        this.sendAck();
+        this.send_?.(encodeEnd());
+      });
     }
     this.actor.send({ type: 'close', code, reason });
     return this.ended;
@@ -389,12 +403,26 @@ export class Client {
     }
   }
 
-  /** Writes one message; with a session it is numbered (cseq) and kept until the server acks it. */
+  /**
+   * Writes one message; with a session it is numbered (cseq) and kept until
+   * the server acks it. A due ack rides with it: the ack frame, then the
+   * request, in one socket write (docs/sessions.md, "Acknowledgements").
+   */
   private write(text: string): boolean {
     const s = this.sess;
     if (s === null) return this.send_!(text);
     const framed = encodeTextData(s.nextCseq, text);
-    if (!this.send_!(framed)) return false;
+    let sent: boolean;
+    if (s.ackDue !== NOT_DUE) {
+      sent = false;
+      const acked = s.ackedSeq;
+      this.batch_(() => {
+        this.sendAck();
+        sent = this.send_ !== null && this.send_(framed);
+      });
+      if (s.ackedSeq !== acked) s.lastRideAt = performance.now();
+    } else sent = this.send_!(framed);
+    if (!sent) return false;
     s.unacked.push({ cseq: s.nextCseq++, framed });
     return true;
   }
@@ -460,27 +488,65 @@ export class Client {
     }
   }
 
+  /**
+   * A data frame arrived. An ack that falls due is not written at once: it
+   * rides the client's next request, in the same socket write (write()), or
+   * goes alone at its bound. By count (ackEvery frames): the bound is the end
+   * of this turn (a 0 ms timer), which catches the request an application
+   * sends in reply to the frame that made it due, in the same turn (its await
+   * continuation) — a request/response loop. By time: the ack is due from the
+   * half-way point before this client's next ack-clock tick (so at most half
+   * of ackDelay early) and goes alone at the tick, as before, if no request
+   * took it. One ride per such half period: a message that arrives after an
+   * ack rode a request in it is acknowledged in the next tick's (so within
+   * 1.5 × ackDelay, and only on a client that sends requests; a client that
+   * only receives acks at its ticks, within ackDelay, as before).
+   */
   private scheduleAck(): void {
     const s = this.sess!;
-    if (s.lastSeq >= s.ackAt) return this.sendAck();
-    if (s.ackTimer !== null) return;
+    if (s.ackDue === DUE_BY_COUNT) return; // rides the next write, or goes alone at the end of the turn
+    if (s.lastSeq >= s.ackAt) {
+      if (s.ackTimer !== null) clearTimeout(s.ackTimer);
+      s.ackDue = DUE_BY_COUNT;
+      s.ackTimer = setTimeout(this.ackAlone, 0);
+      return;
+    }
+    if (s.ackTimer !== null) return; // the clock's half-way point or tick is armed already
     // At the next tick of this client's own ack clock (period ackDelay, its phase drawn at random once): at most
     // ackDelay after the first unacknowledged message, as before, but at a moment of the client's own. A wait counted
     // from that message's arrival put every receiver that acked between the same two broadcasts in step again at the
     // next one (they all armed on its arrival): their acks came in bursts, in the middle of later fan-outs, and the
     // bursts only grew (docs/sessions.md, "Acknowledgements").
     const d = s.ackDelay;
-    const r = (performance.now() - s.ackPhase) % d;
+    const now = performance.now();
+    const r = (now - s.ackPhase) % d;
+    let untilTick = d - (r < 0 ? r + d : r);
+    // An ack rode a request in this tick's half period already: the tick is spent, the next one acks. Else a client
+    // sending requests all through the half period would put an ack on each of them. (A client that sends no requests
+    // acks at the tick, as before.)
+    if (s.lastRideAt >= now + untilTick - d / 2) untilTick += d;
+    if (untilTick <= d / 2) {
+      s.ackDue = DUE_BY_TIME;
+      s.ackTimer = setTimeout(this.ackAlone, untilTick);
+      return;
+    }
     s.ackTimer = setTimeout(() => {
-      s.ackTimer = null;
-      this.sendAck();
-    }, d - (r < 0 ? r + d : r));
+      s.ackDue = DUE_BY_TIME;
+      s.ackTimer = setTimeout(this.ackAlone, d / 2);
+    }, untilTick - d / 2);
   }
+
+  /** The due ack's bound passed and no request took it: it goes alone. */
+  private readonly ackAlone = (): void => {
+    this.sess!.ackTimer = null;
+    this.sendAck();
+  };
 
   private sendAck(): void {
     const s = this.sess!;
     if (s.ackTimer !== null) clearTimeout(s.ackTimer);
     s.ackTimer = null;
+    s.ackDue = NOT_DUE;
     if (s.lastSeq <= s.ackedSeq || this.send_ === null || s.awaitingAttached) return;
     if (this.send_(encodeClientAck(s.lastSeq))) {
       s.ackedSeq = s.lastSeq;
@@ -575,8 +641,10 @@ export class Client {
     this.send_ = null;
     if (this.sess !== null) {
       // Sessions: what was sent is re-sent after the resume (or rejected if the session is lost).
+      // A due ack goes no further: the resume presents the last seq received, which acknowledges it.
       if (this.sess.ackTimer !== null) clearTimeout(this.sess.ackTimer);
       this.sess.ackTimer = null;
+      this.sess.ackDue = NOT_DUE;
       this.sess.awaitingAttached = false;
       this.emit('close', closure);
       return;
@@ -628,7 +696,12 @@ interface SessionState {
   ackedSeq: number;
   /** The seq whose arrival makes the next ack due by count: ackEvery after the last ack; the first one at random (firstAckAt). */
   ackAt: number;
+  /** The pending ack's timer: the half-way point before the clock's tick, or the due ack's bound (scheduleAck). */
   ackTimer: ReturnType<typeof setTimeout> | null;
+  /** Whether an ack is due (and why): it rides the next request's write, or goes alone when `ackTimer` fires. */
+  ackDue: typeof NOT_DUE | typeof DUE_BY_TIME | typeof DUE_BY_COUNT;
+  /** When an ack last rode a request (performance.now()): one per half period before a tick (scheduleAck). */
+  lastRideAt: number;
   /** The phase of the client's ack clock, ms in [0, ackDelay), drawn at random: its time-due acks go at its ticks (scheduleAck). */
   ackPhase: number;
   /** open/resume sent on this connection, `attached` not yet received. */
@@ -649,6 +722,15 @@ interface SessionState {
  */
 function firstAckAt(ackEvery: number, random: () => number): number {
   return 1 + Math.min(ackEvery - 1, Math.floor(random() * ackEvery));
+}
+
+/** SessionState.ackDue: not due; due by the ack clock (alone at its tick); due by count (alone at the turn's end). */
+const NOT_DUE = 0;
+const DUE_BY_TIME = 1;
+const DUE_BY_COUNT = 2;
+
+function runNow(fn: () => void): void {
+  fn();
 }
 
 /** The URL with `ws-session=1` (docs/sessions.md, "Opting in"). */

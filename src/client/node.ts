@@ -117,7 +117,8 @@ const nodeDialer = fromCallback<{ type: 'dialer.noop' }, DialerInput>(({ input, 
       onMessage: (data) => hooks.onMessage(data.toString()),
       onRtt: (ms) => hooks.onRtt(ms),
     };
-    hooks.onOpen((text) => io.writer.send(text));
+    // A due session ack and the request it rides with leave in one socket write (SendQueue.batch).
+    hooks.onOpen((text) => io.writer.send(text), (fn) => io.writer.batch(fn));
     sendBack({ type: 'dial.ready', io });
   });
   return () => {

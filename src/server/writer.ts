@@ -135,6 +135,7 @@ const REPORTED_BLOCKED = 8;
 const PROGRESS_SCHEDULED = 16;
 const CORKED = 32;
 const DIRECT = 64;
+const BATCHING = 128;
 
 export class SendQueue {
   /** null until the socket first pushes back: an idle connection holds no queue arrays. */
@@ -217,6 +218,10 @@ export class SendQueue {
   }
   private set corked(on: boolean) {
     this.flag(CORKED, on);
+  }
+  /** Inside batch(): the socket is corked by it, and writes through ws take the hot path's bookkeeping. */
+  private get batching(): boolean {
+    return (this.state & BATCHING) !== 0;
   }
   /** Frames are made here and written to the socket, not through `ws.send` (the server's sockets). */
   private get direct(): boolean {
@@ -408,8 +413,8 @@ export class SendQueue {
     if (this.corked) this.uncork();
     const u = this.unconfirmed;
     if (u !== null && u.head !== u.data.length) this.settle();
-    if ((u === null || u.head === u.data.length) && socket.writableLength === 0) {
-      // Hot path: nothing unconfirmed and nothing buffered.
+    if (((u === null || u.head === u.data.length) && socket.writableLength === 0) || this.batching) {
+      // Hot path: nothing unconfirmed and nothing buffered (or corked by batch(): settled when it uncorks).
       this.ws.send(data, binary ? BINARY : TEXT);
       if (socket.writableLength === 0) this.delivered(data);
       else this.pushUnconfirmed(data, binary, false, false); // the OS took only part of it
@@ -419,6 +424,29 @@ export class SendQueue {
       this.unconfirmed!.synced[entry] = socket.writableLength === 0;
     }
     if (!this.blocked && socket.writableNeedDrain) this.block();
+  }
+
+  /**
+   * @internal The client's cork: what `fn` sends leaves in one socket write,
+   * each message its own frame (`ws` frames each one, masked, and corks
+   * around its header and payload; the cork nests, so ours holds them all).
+   * The client puts a due session ack and the request it rides with in one
+   * write this way (src/client/client.ts, `write`). Messages the queue holds
+   * back (the socket pushed back) wait in order as always.
+   */
+  batch(fn: () => void): void {
+    const socket = this.socket;
+    if (this.batching || this.corked || this.released || socket.destroyed) return fn();
+    socket.cork();
+    this.flag(BATCHING, true);
+    try {
+      fn();
+    } finally {
+      this.flag(BATCHING, false);
+      socket.uncork();
+      this.settle();
+      if (!this.blocked && !this.released && socket.writableNeedDrain) this.block();
+    }
   }
 
   /**

@@ -11,6 +11,7 @@ import type WebSocket from 'ws';
 import type { Connection, DeadLetter } from '../../src/index.ts';
 import { closeOf, countWrites, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
 import { Opcode, rawConnect } from '../helpers/raw-ws.ts';
+import { SendQueue } from '../../src/server/writer.ts';
 
 async function serve(t: TestContext, onMessage?: (c: Connection, data: Buffer, isBinary: boolean) => void) {
   const srv = await startSupervisor({ onMessage: onMessage ?? (() => undefined), timing: { pingInterval: 24 * 3600_000 } });
@@ -144,3 +145,23 @@ function encode(opcode: number, payload: Buffer): Buffer {
   const body = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]!));
   return Buffer.concat([head, mask, body]);
 }
+
+test("the client's batch (SendQueue.batch, through ws: frames masked): what it sends leaves in one write, each its own frame, in order, confirmed", async (t) => {
+  const got: string[] = [];
+  const { client } = await serve(t, (_c, data) => got.push(data.toString()));
+  const { ws } = await client();
+  const socket = (ws as unknown as { _socket: Duplex })._socket;
+  const queue = new SendQueue({ ws, socket, deadLetter: () => assert.fail('no dead letter') }, { maxMessages: 16, maxBytes: 1 << 20 });
+  await tick();
+  const writes = countWrites(socket);
+  queue.batch(() => {
+    assert.equal(queue.send('{"session":"ack","seq":4}'), true);
+    assert.equal(queue.send('5:{"requestID":5}'), true);
+  });
+  assert.equal(writes.count, 1, 'one write for both');
+  assert.equal(queue.messagesOut, 2, 'both reached the OS when the batch uncorked');
+  assert.equal(queue.send('6:{"requestID":6}'), true);
+  assert.equal(writes.count, 2, 'a send outside a batch writes on its own, as before');
+  await waitFor(() => got.length === 3, 5000, 'the server to read the three');
+  assert.deepEqual(got, ['{"session":"ack","seq":4}', '5:{"requestID":5}', '6:{"requestID":6}']);
+});
