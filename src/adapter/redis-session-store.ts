@@ -972,8 +972,10 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     // At least one call, holding none: it renews this node's own key too (requests it counted are its to finish).
     for (let i = 0; i === 0 || i < ids.length; i += RENEW_BATCH) {
       try {
-        const [, lost] = await this.#call('renew', null, 'renew', ids.slice(i, i + RENEW_BATCH));
+        const [, lost, epoch] = await this.#call('renew', null, 'renew', [newEpoch(), ...ids.slice(i, i + RENEW_BATCH)]);
         for (const id of lost as Buffer[]) this.#held.delete(id.toString());
+        // Flushed (no reconnect tells it): a new epoch, and every session of the old one is gone ('epochChanged').
+        this.#noteEpoch(String(epoch));
       } catch {
         return; // reported by #call; the next renewal tries again
       }

@@ -509,6 +509,7 @@ export class Sessions<Auth = unknown> {
   private readonly onStoreStatus = (status: string): void => {
     if (status === 'up') void this.tick(false);
   };
+  private readonly onStoreEpoch = (_previous: string, current: string): void => this.learnEpoch(current);
 
   constructor(
     options: ResolvedSessionOptions<Auth>,
@@ -555,6 +556,7 @@ export class Sessions<Auth = unknown> {
     });
     // A shared store says when it is back (RedisSessionStore's 'status' event): what failed is retried at once.
     (this.store as Partial<StatusEmitter>).on?.('status', this.onStoreStatus);
+    (this.store as Partial<EpochEmitter>).on?.('epochChanged', this.onStoreEpoch);
     this.sweepTimer = setInterval(() => void this.tick(true), options.sweepInterval);
     this.sweepTimer.unref();
   }
@@ -648,6 +650,32 @@ export class Sessions<Auth = unknown> {
    */
   private notPersisted(id: string): boolean {
     return this.entries.get(id)?.unpersisted === true || this.toEnd.has(id);
+  }
+
+  /**
+   * The store's epoch is `epoch` (its 'epochChanged' event, a created
+   * session's, or a resume claim the store found current). Another than this
+   * node knew: the store lost its data (Redis restarted empty, or flushed),
+   * and with it every session this node runs (all attached under the old
+   * epoch: the node learns a new one before it attaches anything under it).
+   * No fan-out names them any more, so a connection left open would get no
+   * cluster broadcast or publish, and no word of why: each ends here, its
+   * connection closed 1011 `session store restarted`; its client resumes and
+   * is answered `restarted` (docs/sessions.md, "Store failures"). Not the
+   * unpersisted ones (their connections carry them alone already), nor a
+   * resume under way of another node's session (the store answers it).
+   */
+  private learnEpoch(epoch: string): void {
+    const known = this.epoch;
+    this.epoch = epoch;
+    if (known === null || known === epoch) return;
+    const detail = 'the session store lost its data (redis restarted empty or was flushed): the session is gone';
+    for (const entry of [...this.entries.values()]) {
+      if (entry.ended || entry.incoming || entry.unpersisted) continue;
+      const carrier = entry.carrier;
+      entry.runner.send({ type: 'end', detail });
+      if (carrier !== null) void carrier.connection.close(1011, 'session store restarted');
+    }
   }
 
   /**
@@ -1134,13 +1162,15 @@ export class Sessions<Auth = unknown> {
     let failed: { reason: ResumeFailureReason; detail: string } | null = null;
     let incoming: Entry<Auth> | null = null;
     try {
-      this.epoch ??= await this.store.epoch();
+      if (this.epoch === null) this.learnEpoch(await this.store.epoch());
       if (claim !== null && this.notPersisted(claim.id)) {
         // The store missed some of it: continuing would be a gap. As when the store lost it.
         failed = notPersistedFailure();
         this.host.metrics.resume('failed', failed.reason);
       } else if (claim !== null) {
         const verdict = await this.store.verify({ id: claim.id, token: claim.token, owner, ...(claim.epoch !== undefined ? { epoch: claim.epoch } : {}) });
+        // The store found the claim's epoch current: the one its `attached` tells (this node may not have seen it yet).
+        if (verdict.ok && claim.epoch !== undefined) this.learnEpoch(claim.epoch);
         // The store may fail on the session while it answers (an append, a join…): checked again after each answer.
         if (verdict.ok && this.notPersisted(claim.id)) failed = notPersistedFailure();
         else if (verdict.ok) {
@@ -1176,6 +1206,7 @@ export class Sessions<Auth = unknown> {
         this.host.metrics.resume('failed', failed.reason);
       }
       const created = await this.store.create({ owner });
+      this.learnEpoch(created.epoch);
       const entry = this.newEntry(created.id);
       this.carry(binding, entry, {
         id: created.id, token: created.token, epoch: created.epoch, resumed: false,
@@ -1391,6 +1422,7 @@ export class Sessions<Auth = unknown> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
     (this.store as Partial<StatusEmitter>).off?.('status', this.onStoreStatus);
+    (this.store as Partial<EpochEmitter>).off?.('epochChanged', this.onStoreEpoch);
     this.failureLog.close();
     for (const entry of [...this.entries.values()]) {
       entry.stopMachine();
@@ -1501,6 +1533,12 @@ interface LocalFanOuts {
 interface StatusEmitter {
   on(event: 'status', listener: (status: string) => void): unknown;
   off(event: 'status', listener: (status: string) => void): unknown;
+}
+
+/** What a shared store may offer: an 'epochChanged' event (RedisSessionStore: Redis came back without its data). */
+interface EpochEmitter {
+  on(event: 'epochChanged', listener: (previous: string, current: string) => void): unknown;
+  off(event: 'epochChanged', listener: (previous: string, current: string) => void): unknown;
 }
 
 const OPEN_BRACE = 0x7b;
