@@ -549,6 +549,7 @@ export class Sessions<Auth = unknown> {
           this.localFanOut(entry, name ?? null, 2, data, binary, null);
         });
       },
+      attachLost: (ids) => this.attachLost(ids),
       fanOutResync: () => {
         for (const entry of this.entries.values()) entry.carrier?.catchUp(Number.POSITIVE_INFINITY);
         for (const r of this.resuming.values()) r.told = Number.POSITIVE_INFINITY;
@@ -650,6 +651,26 @@ export class Sessions<Auth = unknown> {
    */
   private notPersisted(id: string): boolean {
     return this.entries.get(id)?.unpersisted === true || this.toEnd.has(id);
+  }
+
+  /**
+   * The store no longer counts these sessions attached here (their lease
+   * lapsed: this node stalled past `leaseTtl`, and a sweep detached them):
+   * fan-outs go on appending to their streams but tell no node, so a
+   * connection here would miss them, silently. Each connection that still
+   * carries one (persisted, no resume of it under way) is closed 1011
+   * `session lease lapsed`: its client resumes (here or anywhere), and the
+   * replay brings what it missed. The session is not ended: the store holds
+   * it, detached, for its resume window.
+   */
+  private attachLost(ids: string[]): void {
+    for (const id of ids) {
+      const entry = this.entries.get(id);
+      const carrier = entry?.carrier;
+      if (entry === undefined || carrier == null || entry.ended || entry.incoming || entry.unpersisted || this.resuming.has(id)) continue;
+      this.host.logger?.warn({ session: id }, 'session store: the lease of an attached session lapsed (another node detached it): its connection is closed, its client resumes');
+      void carrier.connection.close(1011, 'session lease lapsed');
+    }
   }
 
   /**

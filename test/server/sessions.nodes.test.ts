@@ -373,3 +373,39 @@ test('a session resumed on a node after Redis restarted empty is told the store\
     await waitFor(() => detached() > before, 5_000, `the detach after resume ${k + 1}`);
   }
 });
+
+test("a node whose lease on an attached session lapsed (it stalled past leaseTtl; another node's sweep detached the session): its connection is closed, and the resume replays what the fan-outs appended meanwhile, instead of the connection staying open and told nothing", async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-lapse`;
+  // A renewal every second (leaseTtl / 3).
+  const a = await node(t, redis.url, prefix, 'node-a', undefined, { leaseTtl: 3_000 });
+  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl: 3_000 });
+  const raw = new Raw(t, a.url);
+  await raw.opened();
+  raw.ws.send(encodeOpen());
+  await waitFor(() => raw.frames.length >= 1, 5_000, 'attached on A');
+  const { id, token, epoch } = raw.attached();
+  b.demo.supervisor.broadcast('before');
+  await waitFor(() => raw.data().length >= 1, 5_000, 'the broadcast before');
+  const closed = closeOf(raw);
+
+  // A's lease ran out (as when its event loop stalls past leaseTtl), and B's sweep detached the session.
+  const admin = new Redis(redis.url);
+  await admin.zadd(`${prefix}:session:leases`, 0, id);
+  admin.disconnect();
+  await b.store.sweep();
+  // Detached in the store: a fan-out appends to its stream and tells no node.
+  b.demo.supervisor.broadcast('after');
+  const outcome = await Promise.race([closed, delay(6_000).then(() => null)]);
+  assert.ok(outcome !== null, `the connection was left open (it got ${JSON.stringify(raw.data().map((m) => m.payload))})`);
+  assert.equal(outcome.code, 1011);
+
+  const onB = new Raw(t, b.url);
+  await onB.opened();
+  onB.ws.send(encodeResume({ id, token, lastSeq: raw.data().at(-1)!.seq, epoch }));
+  await waitFor(() => onB.frames.length >= 1, 5_000, 'attached on B');
+  assert.equal(onB.attached().resumed, true);
+  await waitFor(() => onB.data().length >= 1, 5_000, 'the replay');
+  assert.deepEqual(onB.data().map((m) => m.payload), ['after']);
+});
