@@ -994,6 +994,10 @@ export class Sessions<Auth = unknown> {
     if (!(entry.topics as Set<string>).delete(topic)) return hubLeft;
     this.index(entry, topic, false);
     if (!entry.unpersisted) this.store.leave(entry.id, topic).catch((err: unknown) => this.unpersist(entry, 'leave', err));
+    // Unpersisted, its store copy still names it in the topic until it is ended, and a store that fans out itself
+    // would go on telling this node of the topic's publishes, whose notifications do not say the topic (localFanOut
+    // cannot check it): left there too, best effort (a failure is counted; the end removes it anyway).
+    else if (this.fanOut !== null) this.store.leave(entry.id, topic).catch((err: unknown) => this.reportFailure('leave', entry.id, err));
     return true;
   }
 
