@@ -590,6 +590,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     const ownerOk = sameOwner(claim.owner, fields.has('o') ? fields.get('o')!.toString() : null);
     if (!tokenOk) return { ok: false, reason: 'forbidden', detail: 'the resume token does not match' };
     if (!ownerOk) return { ok: false, reason: 'forbidden', detail: 'the session belongs to another identity' };
+    // The script found the claim's epoch current: this node may not have seen it yet (another node's created it).
+    if (claim.epoch !== undefined) this.#noteEpoch(claim.epoch);
     return { ok: true, record: recordOf(claim.id, fields) };
   }
 

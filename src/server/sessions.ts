@@ -674,8 +674,10 @@ export class Sessions<Auth = unknown> {
   }
 
   /**
-   * The store's epoch is `epoch` (its 'epochChanged' event, a created
-   * session's, or a resume claim the store found current). Another than this
+   * The store's epoch is `epoch` (its 'epochChanged' event: the Redis store
+   * notes the epoch of every answer that says one, in the order Redis ran
+   * them, before the caller's continuation: a reconnect, a renewal, a
+   * created session, a resume claim it found current). Another than this
    * node knew: the store lost its data (Redis restarted empty, or flushed),
    * and with it every session this node runs (all attached under the old
    * epoch: the node learns a new one before it attaches anything under it).
@@ -1194,8 +1196,6 @@ export class Sessions<Auth = unknown> {
         this.host.metrics.resume('failed', failed.reason);
       } else if (claim !== null) {
         const verdict = await this.store.verify({ id: claim.id, token: claim.token, owner, ...(claim.epoch !== undefined ? { epoch: claim.epoch } : {}) });
-        // The store found the claim's epoch current: the one its `attached` tells (this node may not have seen it yet).
-        if (verdict.ok && claim.epoch !== undefined) this.learnEpoch(claim.epoch);
         // The store may fail on the session while it answers (an append, a join…): checked again after each answer.
         if (verdict.ok && this.notPersisted(claim.id)) failed = notPersistedFailure();
         else if (verdict.ok) {
@@ -1231,7 +1231,6 @@ export class Sessions<Auth = unknown> {
         this.host.metrics.resume('failed', failed.reason);
       }
       const created = await this.store.create({ owner });
-      this.learnEpoch(created.epoch);
       const entry = this.newEntry(created.id);
       this.carry(binding, entry, {
         id: created.id, token: created.token, epoch: created.epoch, resumed: false,
