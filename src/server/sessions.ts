@@ -664,13 +664,16 @@ export class Sessions<Auth = unknown> {
    * it, detached, for its resume window.
    */
   private attachLost(ids: string[]): void {
+    let closed = 0;
     for (const id of ids) {
       const entry = this.entries.get(id);
       const carrier = entry?.carrier;
       if (entry === undefined || carrier == null || entry.ended || entry.incoming || entry.unpersisted || this.resuming.has(id)) continue;
-      this.host.logger?.warn({ session: id }, 'session store: the lease of an attached session lapsed (another node detached it): its connection is closed, its client resumes');
+      closed++;
       void carrier.connection.close(1011, 'session lease lapsed');
     }
+    // One line per renewal, however many (a stall lapses every lease of the node at once).
+    if (closed > 0) this.host.logger?.warn({ sessions: closed, first: ids[0] }, `session store: the leases of ${closed} attached sessions lapsed (this process stalled past leaseTtl; another detached them): their connections are closed, their clients resume`);
   }
 
   /**
