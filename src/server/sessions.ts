@@ -655,7 +655,8 @@ export class Sessions<Auth = unknown> {
 
   /**
    * The store no longer counts these sessions attached here (their lease
-   * lapsed: this node stalled past `leaseTtl`, and a sweep detached them):
+   * lapsed: this node stalled past `leaseTtl`, and a sweep detached them; or
+   * another node ended one, say the application's `end` there):
    * fan-outs go on appending to their streams but tell no node, so a
    * connection here would miss them, silently. Each connection that still
    * carries one (persisted, no resume of it under way) is closed 1011
