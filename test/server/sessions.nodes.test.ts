@@ -409,3 +409,26 @@ test("a node whose lease on an attached session lapsed (it stalled past leaseTtl
   await waitFor(() => onB.data().length >= 1, 5_000, 'the replay');
   assert.deepEqual(onB.data().map((m) => m.payload), ['after']);
 });
+
+test('a session ended on another node (the application\'s end there) while its client is attached here: the connection is closed at the next renewal and the resume is told the session is gone, instead of the connection staying open and told nothing', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-endelsewhere`;
+  const a = await node(t, redis.url, prefix, 'node-a', undefined, { leaseTtl: 3_000 });
+  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl: 3_000 });
+  const raw = new Raw(t, a.url);
+  await raw.opened();
+  raw.ws.send(encodeOpen());
+  await waitFor(() => raw.frames.length >= 1, 5_000, 'attached on A');
+  const { id, token, epoch } = raw.attached();
+  const closed = closeOf(raw);
+  assert.equal(await b.demo.supervisor.sessions!.end(id, 'ended by the application on B'), true);
+  const outcome = await Promise.race([closed, delay(6_000).then(() => null)]);
+  assert.ok(outcome !== null, 'the connection was left open');
+  assert.equal(outcome.code, 1011);
+  const again = new Raw(t, b.url);
+  await again.opened();
+  again.ws.send(encodeResume({ id, token, lastSeq: 0, epoch }));
+  await waitFor(() => again.frames.length >= 1, 5_000, 'attached after');
+  assert.equal(again.attached().resumed, false);
+});
