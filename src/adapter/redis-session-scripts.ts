@@ -718,11 +718,15 @@ if stale then
 end
 return { LETTERS, expired, more }`),
 
-  /** A[1…] ids this node holds attached → { letters, ids no longer attached }: the others' leases (and key TTLs) start again, and this node's own key. */
+  /**
+   * A[1] candidate epoch, A[2…] ids this node holds attached → { letters, ids no longer attached, epoch }: the others'
+   * leases (and key TTLs) start again, and this node's own key. The epoch tells every node, within a renewal, that
+   * Redis lost its data (a FLUSHALL leaves its connections open: nothing else would).
+   */
   renew: op(`
 redis.call('SET', P .. 'node:' .. NODE, '1', 'PX', LEASE)
 local lost = {}
-for i = 1, #A do
+for i = 2, #A do
   local id = A[i]
   if redis.call('ZSCORE', LEASES, id) then
     redis.call('ZADD', LEASES, RNOW + LEASE, id)
@@ -731,7 +735,7 @@ for i = 1, #A do
     table.insert(lost, id)
   end
 end
-return { LETTERS, lost }`),
+return { LETTERS, lost, ensure_epoch(A[1]) }`),
 
   /**
    * A[1] data, [2] binary, [3] max seqs per reply, then pairs: [4] id, [5] generation, … →

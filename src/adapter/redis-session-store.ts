@@ -590,6 +590,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     const ownerOk = sameOwner(claim.owner, fields.has('o') ? fields.get('o')!.toString() : null);
     if (!tokenOk) return { ok: false, reason: 'forbidden', detail: 'the resume token does not match' };
     if (!ownerOk) return { ok: false, reason: 'forbidden', detail: 'the session belongs to another identity' };
+    // The script found the claim's epoch current: this node may not have seen it yet (another node's created it).
+    if (claim.epoch !== undefined) this.#noteEpoch(claim.epoch);
     return { ok: true, record: recordOf(claim.id, fields) };
   }
 
@@ -972,8 +974,22 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     // At least one call, holding none: it renews this node's own key too (requests it counted are its to finish).
     for (let i = 0; i === 0 || i < ids.length; i += RENEW_BATCH) {
       try {
-        const [, lost] = await this.#call('renew', null, 'renew', ids.slice(i, i + RENEW_BATCH));
-        for (const id of lost as Buffer[]) this.#held.delete(id.toString());
+        const batch = ids.slice(i, i + RENEW_BATCH);
+        const generations = new Map(batch.map((id) => [id, this.#held.get(id)]));
+        const [, lost, epoch] = await this.#call('renew', null, 'renew', [newEpoch(), ...batch]);
+        // Flushed (no reconnect tells it): a new epoch, and every session of the old one is gone ('epochChanged').
+        // First: those are not lapsed leases (it clears what this node holds).
+        this.#noteEpoch(String(epoch));
+        const gone: string[] = [];
+        for (const b of lost as Buffer[]) {
+          const id = b.toString();
+          // Held as when the renewal left, and no attach of it on its way: else a newer hold of this node (a resume
+          // that Redis ran after the renewal) is not this renewal's to drop.
+          if (this.#held.get(id) !== generations.get(id) || this.#attaching.has(id)) continue;
+          this.#held.delete(id);
+          gone.push(id);
+        }
+        if (gone.length > 0) this.#host?.attachLost?.(gone);
       } catch {
         return; // reported by #call; the next renewal tries again
       }

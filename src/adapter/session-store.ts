@@ -201,6 +201,13 @@ export interface SessionStoreHost {
   fanOutDelivered?(delivery: FanOutDelivery): void;
   /** A store that fans out itself: some notifications may have been lost (its channel reconnected): catch up every carried session. */
   fanOutResync?(): void;
+  /**
+   * A shared store: sessions this node held attached that the store no
+   * longer counts as attached here (their lease lapsed, say the node stalled
+   * past it, and another node's sweep detached them): no fan-out tells this
+   * node of them any more.
+   */
+  attachLost?(ids: string[]): void;
 }
 
 /** What a store's fan-out tells the node that holds some of its member sessions attached (docs/sessions.md, "Fan-out in the store"). */

@@ -522,6 +522,7 @@ export class Sessions<Auth = unknown> {
   private readonly onStoreStatus = (status: string): void => {
     if (status === 'up') void this.tick(false);
   };
+  private readonly onStoreEpoch = (_previous: string, current: string): void => this.learnEpoch(current);
 
   constructor(
     options: ResolvedSessionOptions<Auth>,
@@ -561,6 +562,7 @@ export class Sessions<Auth = unknown> {
           this.localFanOut(entry, name ?? null, 2, data, binary, null);
         });
       },
+      attachLost: (ids) => this.attachLost(ids),
       fanOutResync: () => {
         for (const entry of this.entries.values()) entry.carrier?.catchUp(Number.POSITIVE_INFINITY);
         for (const r of this.resuming.values()) r.told = Number.POSITIVE_INFINITY;
@@ -568,6 +570,7 @@ export class Sessions<Auth = unknown> {
     });
     // A shared store says when it is back (RedisSessionStore's 'status' event): what failed is retried at once.
     (this.store as Partial<StatusEmitter>).on?.('status', this.onStoreStatus);
+    (this.store as Partial<EpochEmitter>).on?.('epochChanged', this.onStoreEpoch);
     this.sweepTimer = setInterval(() => void this.tick(true), options.sweepInterval);
     this.sweepTimer.unref();
   }
@@ -661,6 +664,58 @@ export class Sessions<Auth = unknown> {
    */
   private notPersisted(id: string): boolean {
     return this.entries.get(id)?.unpersisted === true || this.toEnd.has(id);
+  }
+
+  /**
+   * The store no longer counts these sessions attached here (their lease
+   * lapsed: this node stalled past `leaseTtl`, and a sweep detached them; or
+   * another node ended one, say the application's `end` there):
+   * fan-outs go on appending to their streams but tell no node, so a
+   * connection here would miss them, silently. Each connection that still
+   * carries one (persisted, no resume of it under way) is closed 1011
+   * `session lease lapsed`: its client resumes (here or anywhere), and the
+   * replay brings what it missed. The session is not ended: the store holds
+   * it, detached, for its resume window.
+   */
+  private attachLost(ids: string[]): void {
+    let closed = 0;
+    for (const id of ids) {
+      const entry = this.entries.get(id);
+      const carrier = entry?.carrier;
+      if (entry === undefined || carrier == null || entry.ended || entry.incoming || entry.unpersisted || this.resuming.has(id)) continue;
+      closed++;
+      void carrier.connection.close(1011, 'session lease lapsed');
+    }
+    // One line per renewal, however many (a stall lapses every lease of the node at once).
+    if (closed > 0) this.host.logger?.warn({ sessions: closed, first: ids[0] }, `session store: the leases of ${closed} attached sessions lapsed (this process stalled past leaseTtl; another detached them): their connections are closed, their clients resume`);
+  }
+
+  /**
+   * The store's epoch is `epoch` (its 'epochChanged' event: the Redis store
+   * notes the epoch of every answer that says one, in the order Redis ran
+   * them, before the caller's continuation: a reconnect, a renewal, a
+   * created session, a resume claim it found current). Another than this
+   * node knew: the store lost its data (Redis restarted empty, or flushed),
+   * and with it every session this node runs (all attached under the old
+   * epoch: the node learns a new one before it attaches anything under it).
+   * No fan-out names them any more, so a connection left open would get no
+   * cluster broadcast or publish, and no word of why: each ends here, its
+   * connection closed 1011 `session store restarted`; its client resumes and
+   * is answered `restarted` (docs/sessions.md, "Store failures"). Not the
+   * unpersisted ones (their connections carry them alone already), nor a
+   * resume under way of another node's session (the store answers it).
+   */
+  private learnEpoch(epoch: string): void {
+    const known = this.epoch;
+    this.epoch = epoch;
+    if (known === null || known === epoch) return;
+    const detail = 'the session store lost its data (redis restarted empty or was flushed): the session is gone';
+    for (const entry of [...this.entries.values()]) {
+      if (entry.ended || entry.incoming || entry.unpersisted) continue;
+      const carrier = entry.carrier;
+      entry.runner.send({ type: 'end', detail });
+      if (carrier !== null) void carrier.connection.close(1011, 'session store restarted');
+    }
   }
 
   /**
@@ -960,6 +1015,10 @@ export class Sessions<Auth = unknown> {
     if (!(entry.topics as Set<string>).delete(topic)) return hubLeft;
     this.index(entry, topic, false);
     if (!entry.unpersisted) this.store.leave(entry.id, topic).catch((err: unknown) => this.unpersist(entry, 'leave', err));
+    // Unpersisted, its store copy still names it in the topic until it is ended, and a store that fans out itself
+    // would go on telling this node of the topic's publishes, whose notifications do not say the topic (localFanOut
+    // cannot check it): left there too, best effort (a failure is counted; the end removes it anyway).
+    else if (this.fanOut !== null) this.store.leave(entry.id, topic).catch((err: unknown) => this.reportFailure('leave', entry.id, err));
     return true;
   }
 
@@ -1149,7 +1208,7 @@ export class Sessions<Auth = unknown> {
     let failed: { reason: ResumeFailureReason; detail: string } | null = null;
     let incoming: Entry<Auth> | null = null;
     try {
-      this.epoch ??= await this.store.epoch();
+      if (this.epoch === null) this.learnEpoch(await this.store.epoch());
       if (claim !== null && this.notPersisted(claim.id)) {
         // The store missed some of it: continuing would be a gap. As when the store lost it.
         failed = notPersistedFailure();
@@ -1437,6 +1496,7 @@ export class Sessions<Auth = unknown> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
     (this.store as Partial<StatusEmitter>).off?.('status', this.onStoreStatus);
+    (this.store as Partial<EpochEmitter>).off?.('epochChanged', this.onStoreEpoch);
     this.failureLog.close();
     for (const entry of [...this.entries.values()]) {
       entry.stopMachine();
@@ -1547,6 +1607,12 @@ interface LocalFanOuts {
 interface StatusEmitter {
   on(event: 'status', listener: (status: string) => void): unknown;
   off(event: 'status', listener: (status: string) => void): unknown;
+}
+
+/** What a shared store may offer: an 'epochChanged' event (RedisSessionStore: Redis came back without its data). */
+interface EpochEmitter {
+  on(event: 'epochChanged', listener: (previous: string, current: string) => void): unknown;
+  off(event: 'epochChanged', listener: (previous: string, current: string) => void): unknown;
 }
 
 const OPEN_BRACE = 0x7b;

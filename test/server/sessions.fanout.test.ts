@@ -599,3 +599,39 @@ test('many unpersisted sessions and many broadcasts while Redis hangs: the names
   }
   assert.ok(sessions.localFanOutState().names <= 2 * (broadcasts + 1), 'still bounded after');
 });
+
+test("a topic an unpersisted session leaves before its store copy is ended: the store's notifications of that topic's later publishes (which do not say the topic, and come before the adapter's copy) no longer reach it", async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `fanout-${process.pid}-leave`;
+  // No sweep meanwhile: the store copy is ended only at the end of the test. The adapter's copies 40 ms late.
+  const a = await node(t, redis.url, 'node-a', { prefix, sweepInterval: 60_000, copyDelay: 40 });
+  const b = await node(t, redis.url, 'node-b', { prefix });
+  const raw = new Raw(t, a.url);
+  const { id } = await attach(raw, encodeOpen());
+  raw.request({ command: 'join', topic: 'room' });
+  await waitFor(() => raw.data().length === 1, 10_000, 'the join reply');
+  const append = a.store.append.bind(a.store);
+  let failed = false;
+  a.store.append = (sid, message, cseq) => {
+    if (!failed && sid === id) {
+      failed = true;
+      return Promise.reject(new Error('injected append failure'));
+    }
+    return append(sid, message, cseq);
+  };
+  raw.request({ command: 'noop' });
+  await waitFor(() => a.events.some((e) => e.type === 'unpersisted' && e.id === id), 10_000, 'the session to go unpersisted');
+  raw.request({ command: 'leave', topic: 'room' });
+  await waitFor(() => raw.data().length === 3, 10_000, 'the leave reply');
+  // The leave reached the store (it is sent there now): its record no longer lists the topic.
+  let topics: string[] | undefined = ['room'];
+  for (const deadline = Date.now() + 10_000; topics?.includes('room') === true && Date.now() < deadline; await delay(20)) topics = (await a.store.get(id))?.topics;
+
+  b.demo.supervisor.publish('room', '{"p":1}');
+  b.demo.supervisor.broadcast('{"b":1}');
+  await waitFor(() => raw.data().some((m) => m.payload === '{"b":1}'), 10_000, 'the broadcast after the leave');
+  await delay(300); // nothing more may come
+  assert.deepEqual(raw.data().slice(3).map((m) => m.payload), ['{"b":1}'], 'no publish of a topic it left');
+  assert.equal(await a.store.get(id).then((r) => r !== null), true, 'its store copy was not ended meanwhile (the gap this holds)');
+});

@@ -27,6 +27,7 @@
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
+import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { createRedisAdapter } from '../../src/adapter/redis.ts';
 import { createRedisSessionStore, RedisSessionStore, type RedisSessionStoreOptions } from '../../src/adapter/redis-session-store.ts';
@@ -283,4 +284,151 @@ test('a node that really dies after counting a request (its lease lapses): B run
   assert.deepEqual(outcome(onB, lastSeq), { replies: 1, pushes: 1, seqsInOrder: true });
   assert.deepEqual(b.deadLetters, []);
   assert.ok(waited >= leaseTtl / 2, `B ran it only once A's key could have lapsed (after ${waited} ms; leaseTtl ${leaseTtl})`);
+});
+
+/** The close a connection got (code and reason), once it closed. */
+function closeOf(raw: Raw): Promise<{ code: number; reason: string }> {
+  return new Promise((resolve) => raw.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+}
+
+for (const how of ['flushed', 'restarted empty'] as const) test(`Redis ${how} while a client is attached: its connection is closed (1011) and its resume answered restarted, not left open receiving no cluster broadcast`, async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-empty`;
+  // A renewal every second (leaseTtl / 3): a flush leaves the connections open, the renewal finds it.
+  const a = await node(t, redis.url, prefix, 'node-a', undefined, { leaseTtl: 3_000 });
+  const raw = new Raw(t, a.url);
+  await raw.opened();
+  raw.ws.send(encodeOpen());
+  await waitFor(() => raw.frames.length >= 1, 5_000, 'attached');
+  const { id, token, epoch } = raw.attached();
+  a.demo.supervisor.broadcast('before');
+  await waitFor(() => raw.data().length >= 1, 5_000, 'the broadcast before');
+  const closed = closeOf(raw);
+
+  if (how === 'flushed') {
+    const admin = new Redis(redis.url);
+    await admin.flushall();
+    admin.disconnect();
+  } else {
+    await redis.kill();
+    await redis.restart();
+    await waitFor(() => a.store.status === 'up', 15_000, "A's store to reach the restarted redis");
+  }
+  // The session is gone with Redis's data: no fan-out names it any more. Left open, its client would get no
+  // broadcast (nor learn why) for as long as it stayed connected.
+  a.demo.supervisor.broadcast('after');
+  const outcome = await Promise.race([closed, delay(8_000).then(() => null)]);
+  assert.ok(outcome !== null, `the connection was left open (it got ${JSON.stringify(raw.data().map((m) => m.payload))})`);
+  // Restarted, the notification channel's resync may find the session gone first (its gap read: 'session seq gap').
+  assert.equal(outcome.code, 1011);
+  if (how === 'flushed') assert.equal(outcome.reason, 'session store restarted');
+  await waitFor(() => a.events.some((e) => e.type === 'ended' && e.id === id), 5_000, 'the session to end here');
+
+  const again = new Raw(t, a.url);
+  await again.opened();
+  again.ws.send(encodeResume({ id, token, lastSeq: raw.data().at(-1)!.seq, epoch }));
+  await waitFor(() => again.frames.length >= 1, 5_000, 'attached after');
+  assert.deepEqual([again.attached().resumed, again.attached().reason], [false, 'restarted']);
+});
+
+test('a session resumed on a node after Redis restarted empty is told the store\'s new epoch (not the one the node saw first): its next resume goes on', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-epoch`;
+  const a = await node(t, redis.url, prefix, 'node-a');
+  const b = await node(t, redis.url, prefix, 'node-b');
+  // Both nodes learn the first epoch (each has attached a session).
+  const first = await openInRoom(t, a);
+  const onB0 = new Raw(t, b.url);
+  await onB0.opened();
+  onB0.ws.send(encodeOpen());
+  await waitFor(() => onB0.frames.length >= 1, 5_000, 'attached on B');
+  first.raw.ws.terminate();
+  onB0.ws.terminate();
+
+  await redis.kill();
+  await redis.restart();
+  await waitFor(() => a.store.status === 'up' && b.store.status === 'up', 15_000, 'both stores to reach the restarted redis');
+  // A new session, in the new epoch (opened on A), moves to B, then back to A, then to B again.
+  const onA = new Raw(t, a.url);
+  await onA.opened();
+  onA.ws.send(encodeOpen());
+  await waitFor(() => onA.frames.length >= 1, 5_000, 'a new session on A');
+  const { id, token, epoch } = onA.attached();
+  onA.ws.terminate();
+  let seen = epoch;
+  for (const [k, to] of [b, a, b].entries()) {
+    const raw = new Raw(t, to.url);
+    await raw.opened();
+    raw.ws.send(encodeResume({ id, token, lastSeq: 0, epoch: seen }));
+    await waitFor(() => raw.frames.length >= 1, 5_000, `resume ${k + 1}`);
+    const at = raw.attached();
+    assert.deepEqual([at.resumed, at.reason ?? null], [true, null], `resume ${k + 1}: ${JSON.stringify(at)}`);
+    assert.equal(at.epoch, epoch, `resume ${k + 1} tells the store's epoch`);
+    seen = at.epoch;
+    const detached = (): number => to.events.filter((e) => e.type === 'detached' && e.id === id).length;
+    const before = detached();
+    raw.ws.terminate();
+    await waitFor(() => detached() > before, 5_000, `the detach after resume ${k + 1}`);
+  }
+});
+
+test("a node whose lease on an attached session lapsed (it stalled past leaseTtl; another node's sweep detached the session): its connection is closed, and the resume replays what the fan-outs appended meanwhile, instead of the connection staying open and told nothing", async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-lapse`;
+  // A renewal every second (leaseTtl / 3).
+  const a = await node(t, redis.url, prefix, 'node-a', undefined, { leaseTtl: 3_000 });
+  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl: 3_000 });
+  const raw = new Raw(t, a.url);
+  await raw.opened();
+  raw.ws.send(encodeOpen());
+  await waitFor(() => raw.frames.length >= 1, 5_000, 'attached on A');
+  const { id, token, epoch } = raw.attached();
+  b.demo.supervisor.broadcast('before');
+  await waitFor(() => raw.data().length >= 1, 5_000, 'the broadcast before');
+  const closed = closeOf(raw);
+
+  // A's lease ran out (as when its event loop stalls past leaseTtl), and B's sweep detached the session.
+  const admin = new Redis(redis.url);
+  await admin.zadd(`${prefix}:session:leases`, 0, id);
+  admin.disconnect();
+  await b.store.sweep();
+  // Detached in the store: a fan-out appends to its stream and tells no node.
+  b.demo.supervisor.broadcast('after');
+  const outcome = await Promise.race([closed, delay(6_000).then(() => null)]);
+  assert.ok(outcome !== null, `the connection was left open (it got ${JSON.stringify(raw.data().map((m) => m.payload))})`);
+  assert.equal(outcome.code, 1011);
+
+  const onB = new Raw(t, b.url);
+  await onB.opened();
+  onB.ws.send(encodeResume({ id, token, lastSeq: raw.data().at(-1)!.seq, epoch }));
+  await waitFor(() => onB.frames.length >= 1, 5_000, 'attached on B');
+  assert.equal(onB.attached().resumed, true);
+  await waitFor(() => onB.data().length >= 1, 5_000, 'the replay');
+  assert.deepEqual(onB.data().map((m) => m.payload), ['after']);
+});
+
+test('a session ended on another node (the application\'s end there) while its client is attached here: the connection is closed at the next renewal and the resume is told the session is gone, instead of the connection staying open and told nothing', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-endelsewhere`;
+  const a = await node(t, redis.url, prefix, 'node-a', undefined, { leaseTtl: 3_000 });
+  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl: 3_000 });
+  const raw = new Raw(t, a.url);
+  await raw.opened();
+  raw.ws.send(encodeOpen());
+  await waitFor(() => raw.frames.length >= 1, 5_000, 'attached on A');
+  const { id, token, epoch } = raw.attached();
+  const closed = closeOf(raw);
+  assert.equal(await b.demo.supervisor.sessions!.end(id, 'ended by the application on B'), true);
+  const outcome = await Promise.race([closed, delay(6_000).then(() => null)]);
+  assert.ok(outcome !== null, 'the connection was left open');
+  assert.equal(outcome.code, 1011);
+  const again = new Raw(t, b.url);
+  await again.opened();
+  again.ws.send(encodeResume({ id, token, lastSeq: 0, epoch }));
+  await waitFor(() => again.frames.length >= 1, 5_000, 'attached after');
+  assert.equal(again.attached().resumed, false);
 });
