@@ -150,7 +150,10 @@ export interface ClientEvents {
   state: { state: ClientState; previous: ClientState };
   /** Each connection's end (R17), and each failed attempt. */
   close: Closure;
-  /** A message that was accepted but never reached the network (R12). */
+  /**
+   * A message that was accepted but never reached the network (R12). With a session: only a raw `send` the old
+   * session never acknowledged, when a resume fails (everything else is re-sent after the resume).
+   */
   deadLetter: { data: string };
   /** The client stopped for good: deliberately, or out of attempts. */
   end: ClientOutput;
@@ -237,7 +240,11 @@ export class Client {
         if (this.sess !== null) return this.openSession(send);
         this.flush();
       },
-      onDeadLetter: (text) => this.emit('deadLetter', { data: text }),
+      onDeadLetter: (text) => {
+        // Sessions: every message written is kept until the server acks it and re-sent after a resume (or handed back
+        // when the session is lost: sessionLost); the rest are control frames. Nothing the transport drops is lost.
+        if (this.sess === null) this.emit('deadLetter', { data: text });
+      },
       onRtt: (ms) => {
         this.rtt = ms;
       },
@@ -381,7 +388,7 @@ export class Client {
   private flush(): void {
     while (this.outbox.length > 0 && this.send_ !== null) {
       const next = this.outbox[0]!;
-      if (!this.write(next.text)) return;
+      if (!this.write(next.text, next.requestID)) return;
       this.outbox.shift();
       if (next.requestID !== null) {
         const p = this.pending.get(next.requestID);
@@ -391,12 +398,12 @@ export class Client {
   }
 
   /** Writes one message; with a session it is numbered (cseq) and kept until the server acks it. */
-  private write(text: string): boolean {
+  private write(text: string, requestID: number | null): boolean {
     const s = this.sess;
     if (s === null) return this.send_!(text);
     const framed = encodeTextData(s.nextCseq, text);
     if (!this.send_!(framed)) return false;
-    s.unacked.push({ cseq: s.nextCseq++, framed });
+    s.unacked.push({ cseq: s.nextCseq++, framed, raw: requestID === null ? text : null });
     return true;
   }
 
@@ -437,6 +444,8 @@ export class Client {
       } else {
         // A new session: what the old one had not answered may or may not have run.
         lost = this.loseSessionRequests(frame.reason ?? 'unknown');
+        // Raw sends the old session never acknowledged may or may not have reached it: handed back (R12).
+        for (const r of s.unacked) if (r.raw !== null) this.emit('deadLetter', { data: r.raw });
         s.unacked = [];
         s.nextCseq = 1;
         s.lastSeq = 0;
@@ -676,7 +685,7 @@ interface SessionState {
   violated: boolean;
   nextCseq: number;
   /** Requests written and not yet acknowledged by the server, in cseq order. */
-  unacked: { cseq: number; framed: string }[];
+  unacked: { cseq: number; framed: string; raw: string | null }[];
 }
 
 /**

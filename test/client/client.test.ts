@@ -17,11 +17,15 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import http from 'node:http';
+import type net from 'node:net';
 import { describe, test, type TestContext } from 'node:test';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Closure } from '../../machines/close-codes.ts';
 import type { ResumeEvent } from '../../src/client/client.ts';
 import { createClient, type Client, type NodeClientOptions } from '../../src/client/node.ts';
+import { createSupervisor } from '../../src/index.ts';
+import { handleText } from '../../src/protocol/codec.ts';
 import { UNPERSISTED_SEQ_JUMP } from '../../src/protocol/session.ts';
 import { LOCAL_SEQ_JUMP } from '../../src/server/sessions.ts';
 import { pace } from '../helpers/pace.ts';
@@ -316,5 +320,67 @@ describe('session client against a server that breaks the session protocol (R12,
     assert.deepEqual(got, [1, 2, 3]);
     assert.deepEqual(closes, []);
     assert.equal(server.connections(), 1);
+  });
+});
+
+describe('session client: what it wrote is re-sent or reported, never both (R12)', { timeout: pace.scaled(60_000) }, () => {
+  test("a burst over the client's own send queue (R9: closed 1008 as a slow consumer) is re-sent after the resume, each request run once; no deadLetter for what is re-sent", async (t) => {
+    const runs = new Map<number, number>();
+    const server = http.createServer();
+    const supervisor = createSupervisor({
+      server, path: '/server', sessions: {}, timing: { closeTimeout: 300 },
+      onMessage(connection, data) {
+        const text = data.toString();
+        const id = (JSON.parse(text) as { requestID: number }).requestID;
+        runs.set(id, (runs.get(id) ?? 0) + 1);
+        connection.send(handleText(text, { join: () => true, leave: () => true }, connection).reply);
+      },
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(async () => {
+      await supervisor.close();
+      supervisor.detach();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    });
+    const url = `ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/server`;
+    const client = sessionClient(t, url, { session: true, sendQueue: { maxMessages: 2 } });
+    const dead: string[] = [];
+    client.on('deadLetter', (d) => dead.push(d.data.slice(0, 40)));
+    const closes: Closure[] = [];
+    client.on('close', (c) => closes.push(c));
+    await until<undefined>(client, 'open', 5_000, (done) => client.on('state', (s) => s.state === 'open' && done(undefined)));
+    const big = 'x'.repeat(100_000); // over the socket's 16 KiB high-water mark: each one after the first waits in the queue
+    const replies = await Promise.all([1, 2, 3, 4, 5].map(() => client.request('echo', big)));
+    assert.deepEqual(replies.map((r) => r.requestID), [1, 2, 3, 4, 5]);
+    assert.ok(closes.some((c) => c.code === 1008 && c.cause === 'slow-consumer'), `the burst overflowed the queue: ${JSON.stringify(closes)}`);
+    assert.deepEqual([...runs.entries()].sort((a, b) => a[0] - b[0]), [[1, 1], [2, 1], [3, 1], [4, 1], [5, 1]], 'each request ran once');
+    assert.deepEqual(dead, [], 'nothing re-sent is reported lost');
+  });
+
+  test('raw sends the old session never acknowledged, when the resume fails (resumed: false): handed back as deadLetter, not dropped', async (t) => {
+    const server = await scriptedServer(t, [
+      async (peer) => {
+        await peer.next();
+        peer.send(attached({ resumed: false }));
+        assert.equal(await peer.next(), '1:hello');
+        peer.ws.terminate(); // never acknowledged
+      },
+      async (peer) => {
+        assert.equal((JSON.parse(await peer.next()) as { session: string }).session, 'resume');
+        peer.send(JSON.stringify({ ...JSON.parse(attached({ resumed: false, id: 'N'.repeat(22) })), reason: 'expired', detail: 'test' }));
+        await peer.closed;
+      },
+    ]);
+    const client = sessionClient(t, server.url);
+    const dead: string[] = [];
+    client.on('deadLetter', (d) => dead.push(d.data));
+    await until<undefined>(client, 'open', 5_000, (done) => client.on('state', (s) => s.state === 'open' && done(undefined)));
+    client.send('hello');
+    const ev = await until<ResumeEvent>(client, 'resume', 10_000, (done) => client.on('resume', done));
+    assert.equal(ev.resumed, false);
+    assert.equal(ev.reason, 'expired');
+    assert.deepEqual(dead, ['hello']);
+    assert.deepEqual(server.errors, []);
   });
 });
