@@ -151,8 +151,9 @@ export interface ClientEvents {
   /** Each connection's end (R17), and each failed attempt. */
   close: Closure;
   /**
-   * A message that was accepted but never reached the network (R12). With a session: only a raw `send` the old
-   * session never acknowledged, when a resume fails (everything else is re-sent after the resume).
+   * A message that was accepted but never reached the network (R12). With a session: only a raw `send` the
+   * session never acknowledged, when a resume fails or the client ends without resuming it (everything else is
+   * re-sent after the resume).
    */
   deadLetter: { data: string };
   /** The client stopped for good: deliberately, or out of attempts. */
@@ -214,7 +215,7 @@ export class Client {
         ackDelay,
         id: null, token: null, epoch: null, lastSeq: 0, ackedSeq: 0, ackAt: firstAckAt(ackEvery, this.random), ackTimer: null,
         ackPhase: this.random() * ackDelay,
-        awaitingAttached: false, violated: false, nextCseq: 1, unacked: [],
+        awaitingAttached: false, violated: false, endSent: false, nextCseq: 1, unacked: [],
       };
     } else this.sess = null;
     for (const [k, v] of Object.entries(t)) {
@@ -360,7 +361,7 @@ export class Client {
     // server counts every message unacknowledged at the end as a dead letter (R12), delivered or not.
     if (this.sess !== null && this.sess.id !== null && this.send_ !== null && !this.actor.getSnapshot().context.closeRequest) {
       this.sendAck();
-      this.send_(encodeEnd());
+      if (this.send_(encodeEnd()) && !this.sess.awaitingAttached) this.sess.endSent = true;
     }
     this.actor.send({ type: 'close', code, reason });
     return this.ended;
@@ -647,6 +648,10 @@ export class Client {
     this.pending.clear();
     // Raw messages still waiting never reached the network: hand them back (R12).
     for (const m of this.outbox) if (m.requestID === null) this.emit('deadLetter', { data: m.text });
+    // Sessions: raw sends the server never acknowledged may or may not have reached it, unless `end` followed them on
+    // the same connection (they went before it: close flushes): hand them back too.
+    if (this.sess !== null && !this.sess.endSent) for (const r of this.sess.unacked) if (r.raw !== null) this.emit('deadLetter', { data: r.raw });
+    if (this.sess !== null) this.sess.unacked = [];
     this.outbox.length = 0;
   }
 
@@ -683,6 +688,8 @@ interface SessionState {
   awaitingAttached: boolean;
   /** The server broke the protocol on this connection: it is closing, its frames are ignored. */
   violated: boolean;
+  /** close() sent `end` on a live connection: what was written before it reaches the server first. */
+  endSent: boolean;
   nextCseq: number;
   /** Requests written and not yet acknowledged by the server, in cseq order. */
   unacked: { cseq: number; framed: string; raw: string | null }[];

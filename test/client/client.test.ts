@@ -21,6 +21,7 @@ import http from 'node:http';
 import type net from 'node:net';
 import { describe, test, type TestContext } from 'node:test';
 import { WebSocketServer, type WebSocket } from 'ws';
+import type { ClientOutput } from '../../machines/client.machine.ts';
 import type { Closure } from '../../machines/close-codes.ts';
 import type { ResumeEvent } from '../../src/client/client.ts';
 import { createClient, type Client, type NodeClientOptions } from '../../src/client/node.ts';
@@ -380,6 +381,30 @@ describe('session client: what it wrote is re-sent or reported, never both (R12)
     const ev = await until<ResumeEvent>(client, 'resume', 10_000, (done) => client.on('resume', done));
     assert.equal(ev.resumed, false);
     assert.equal(ev.reason, 'expired');
+    assert.deepEqual(dead, ['hello']);
+    assert.deepEqual(server.errors, []);
+  });
+
+  test('raw sends the session never acknowledged, when the client stops without resuming it (gave up): handed back as deadLetter', async (t) => {
+    const server = await scriptedServer(t, [
+      async (peer) => {
+        await peer.next();
+        peer.send(attached({ resumed: false }));
+        assert.equal(await peer.next(), '1:hello');
+        // Never acknowledged; the server goes away for good: this connection is cut and the next attempts refused.
+        peer.ws.terminate();
+      },
+      async (peer) => {
+        peer.ws.terminate();
+      },
+    ]);
+    const client = sessionClient(t, server.url, { session: true, backoff: { initialDelay: 20, maxDelay: 50, maxAttempts: 2 } });
+    const dead: string[] = [];
+    client.on('deadLetter', (d) => dead.push(d.data));
+    await until<undefined>(client, 'open', 5_000, (done) => client.on('state', (s) => s.state === 'open' && done(undefined)));
+    client.send('hello');
+    const output = await until<ClientOutput>(client, 'the end', 10_000, (done) => client.on('end', done));
+    assert.equal(output.reason, 'gave-up');
     assert.deepEqual(dead, ['hello']);
     assert.deepEqual(server.errors, []);
   });
