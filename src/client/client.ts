@@ -10,7 +10,7 @@ import { createActor, type Actor, type AnyActorRef, type InspectionEvent, type O
 import type { BackoffOptions } from '../../machines/backoff.ts';
 import type { ClientMachine, ClientOutput, ClientTiming } from '../../machines/client.machine.ts';
 import { connectionStateName } from '../../machines/connection.machine.ts';
-import type { Closure } from '../../machines/close-codes.ts';
+import { CloseCodes, type Closure } from '../../machines/close-codes.ts';
 import { positiveInt } from '../base/checks.ts';
 import {
   decodeServerFrame,
@@ -20,6 +20,7 @@ import {
   encodeResume,
   encodeTextData,
   SESSION_QUERY_PARAM,
+  UNPERSISTED_SEQ_JUMP,
   type ResumeFailureReason,
 } from '../protocol/session.ts';
 
@@ -56,7 +57,7 @@ export interface ClientOptions {
    * Heartbeat and deadlines (ms). pingInterval 0 turns the heartbeat off.
    * Defaults: pingInterval 25000 (Node: protocol pings; browser: 0 unless
    * `appHeartbeat`), pongTimeout 10000, writeTimeout 10000, closeTimeout 5000,
-   * connectTimeout 10000.
+   * connectTimeout 10000, resumeTimeout 10000 (sessions: the wait for `attached`).
    */
   timing?: Partial<ClientTiming>;
   /**
@@ -157,7 +158,11 @@ export interface ClientEvents {
   state: { state: ClientState; previous: ClientState };
   /** Each connection's end (R17), and each failed attempt. */
   close: Closure;
-  /** A message that was accepted but never reached the network (R12). */
+  /**
+   * A message that was accepted but never reached the network (R12). With a session: only a raw `send` the
+   * session never acknowledged, when a resume fails or the client ends without resuming it (everything else is
+   * re-sent after the resume).
+   */
   deadLetter: { data: string };
   /** The client stopped for good: deliberately, or out of attempts. */
   end: ClientOutput;
@@ -220,7 +225,7 @@ export class Client {
         ackDelay,
         id: null, token: null, epoch: null, lastSeq: 0, ackedSeq: 0, ackAt: firstAckAt(ackEvery, this.random), ackTimer: null, ackDue: NOT_DUE, lastRideAt: -Infinity,
         ackPhase: this.random() * ackDelay,
-        awaitingAttached: false, nextCseq: 1, unacked: [],
+        awaitingAttached: false, violated: false, endSent: false, nextCseq: 1, unacked: [],
       };
     } else this.sess = null;
     for (const [k, v] of Object.entries(t)) {
@@ -247,7 +252,11 @@ export class Client {
         if (this.sess !== null) return this.openSession(send);
         this.flush();
       },
-      onDeadLetter: (text) => this.emit('deadLetter', { data: text }),
+      onDeadLetter: (text) => {
+        // Sessions: every message written is kept until the server acks it and re-sent after a resume (or handed back
+        // when the session is lost: sessionLost); the rest are control frames. Nothing the transport drops is lost.
+        if (this.sess === null) this.emit('deadLetter', { data: text });
+      },
       onRtt: (ms) => {
         this.rtt = ms;
       },
@@ -363,9 +372,10 @@ export class Client {
     // server counts every message unacknowledged at the end as a dead letter (R12), delivered or not.
     // Both in one socket write where the platform can cork.
     if (this.sess !== null && this.sess.id !== null && this.send_ !== null && !this.actor.getSnapshot().context.closeRequest) {
+      const s = this.sess;
       this.batch_(() => {
         this.sendAck();
-        this.send_?.(encodeEnd());
+        if (this.send_ !== null && this.send_(encodeEnd()) && !s.awaitingAttached) s.endSent = true;
       });
     }
     this.actor.send({ type: 'close', code, reason });
@@ -394,7 +404,7 @@ export class Client {
   private flush(): void {
     while (this.outbox.length > 0 && this.send_ !== null) {
       const next = this.outbox[0]!;
-      if (!this.write(next.text)) return;
+      if (!this.write(next.text, next.requestID)) return;
       this.outbox.shift();
       if (next.requestID !== null) {
         const p = this.pending.get(next.requestID);
@@ -408,7 +418,7 @@ export class Client {
    * the server acks it. A due ack rides with it: the ack frame, then the
    * request, in one socket write (docs/sessions.md, "Acknowledgements").
    */
-  private write(text: string): boolean {
+  private write(text: string, requestID: number | null): boolean {
     const s = this.sess;
     if (s === null) return this.send_!(text);
     const framed = encodeTextData(s.nextCseq, text);
@@ -423,7 +433,7 @@ export class Client {
       if (s.ackedSeq !== acked) s.lastRideAt = performance.now();
     } else sent = this.send_!(framed);
     if (!sent) return false;
-    s.unacked.push({ cseq: s.nextCseq++, framed });
+    s.unacked.push({ cseq: s.nextCseq++, framed, raw: requestID === null ? text : null });
     return true;
   }
 
@@ -433,19 +443,28 @@ export class Client {
   private openSession(send: (text: string) => boolean): void {
     const s = this.sess!;
     s.awaitingAttached = true;
+    s.violated = false;
     send(s.id === null ? encodeOpen() : encodeResume({ id: s.id, token: s.token!, lastSeq: s.lastSeq, epoch: s.epoch! }));
   }
 
   private onSessionFrame(text: string): void {
     const s = this.sess!;
+    if (s.violated) return; // this connection is closing (1002): the resume after it starts from what was delivered
     const frame = decodeServerFrame(text, false);
     if (s.awaitingAttached) {
       if (frame.kind !== 'attached') {
         this.actor.send({ type: 'session.unsupported', message: `the server's first answer was not a session frame (${text.slice(0, 60)})` });
         return;
       }
-      s.awaitingAttached = false;
       const resuming = s.id !== null;
+      // An answer the client cannot square with what it sent: acting on it would skip messages or forget requests.
+      if (frame.resumed && !resuming) return this.violation(`attached: resumed: true answering open`);
+      if (frame.resumed && frame.id !== s.id) return this.violation(`attached: resumed a session other than ${s.id}`);
+      if (frame.resumed && frame.lastSeq > s.lastSeq) {
+        return this.violation(`attached: resumed after lastSeq ${frame.lastSeq}, this client has ${s.lastSeq}`);
+      }
+      if (frame.resumed && frame.cseq >= s.nextCseq) return this.violation(`attached: cseq ${frame.cseq}, last sent ${s.nextCseq - 1}`);
+      s.awaitingAttached = false;
       let resent = 0;
       let lost = 0;
       if (frame.resumed) {
@@ -455,6 +474,8 @@ export class Client {
       } else {
         // A new session: what the old one had not answered may or may not have run.
         lost = this.loseSessionRequests(frame.reason ?? 'unknown');
+        // Raw sends the old session never acknowledged may or may not have reached it: handed back (R12).
+        for (const r of s.unacked) if (r.raw !== null) this.emit('deadLetter', { data: r.raw });
         s.unacked = [];
         s.nextCseq = 1;
         s.lastSeq = 0;
@@ -474,18 +495,47 @@ export class Client {
     switch (frame.kind) {
       case 'data': {
         if (frame.seq <= s.lastSeq) return; // sent twice (before the cut, and in the replay): delivered once
+        // Contiguous, or the documented jump of a session whose server store failed (no message between).
+        if (frame.seq !== s.lastSeq + 1 && frame.seq - s.lastSeq - 1 < UNPERSISTED_SEQ_JUMP) {
+          return this.violation(`seq ${frame.seq} after ${s.lastSeq}`);
+        }
         s.lastSeq = frame.seq;
         this.scheduleAck();
         this.onPayload(typeof frame.payload === 'string' ? frame.payload : new TextDecoder().decode(frame.payload));
         return;
       }
       case 'ack':
+        if (frame.cseq >= s.nextCseq) return this.violation(`ack of cseq ${frame.cseq}, last sent ${s.nextCseq - 1}`);
         if (s.unacked.length > 0 && s.unacked[0]!.cseq <= frame.cseq) s.unacked = s.unacked.filter((r) => r.cseq > frame.cseq);
         return;
+      case 'duplicate':
+        // The reply comes in the stream: nothing to do, unless the request was never sent.
+        if (frame.cseq >= s.nextCseq) return this.violation(`duplicate of cseq ${frame.cseq}, last sent ${s.nextCseq - 1}`);
+        return;
+      case 'attached':
+        return this.violation('a second attached on one connection');
+      case 'invalid':
+        // A data frame the client cannot number is a message it would lose; a malformed control frame carries
+        // only state that a later one supersedes (ack, pong), or an answer to a frame the client never sends.
+        if (!text.startsWith('{')) return this.violation(`data frame: ${frame.error}`);
+        return;
       default:
-        // duplicate (the reply comes in the stream), error, invalid: nothing to do here.
+        // error, pong: nothing to do here.
         return;
     }
+  }
+
+  /**
+   * The server broke the session protocol (docs/sessions.md, "Frames on a session connection"): close this
+   * connection 1002 (R15, as the server does with a client's violations) and resume from what was delivered. The
+   * server replays what it skipped; the client re-sends what it has not seen acknowledged. The `close` event
+   * carries the reason; frames after it on this connection are ignored.
+   */
+  private violation(reason: string): void {
+    const s = this.sess!;
+    s.violated = true;
+    const child = (this.actor.getSnapshot().children as Record<string, AnyActorRef | undefined>).connection;
+    child?.send({ type: 'close', code: CloseCodes.PROTOCOL_ERROR, reason: capReason(`session protocol: ${reason}`), cause: 'protocol-error' });
   }
 
   /**
@@ -667,6 +717,10 @@ export class Client {
     this.pending.clear();
     // Raw messages still waiting never reached the network: hand them back (R12).
     for (const m of this.outbox) if (m.requestID === null) this.emit('deadLetter', { data: m.text });
+    // Sessions: raw sends the server never acknowledged may or may not have reached it, unless `end` followed them on
+    // the same connection (they went before it: close flushes): hand them back too.
+    if (this.sess !== null && !this.sess.endSent) for (const r of this.sess.unacked) if (r.raw !== null) this.emit('deadLetter', { data: r.raw });
+    if (this.sess !== null) this.sess.unacked = [];
     this.outbox.length = 0;
   }
 
@@ -706,9 +760,13 @@ interface SessionState {
   ackPhase: number;
   /** open/resume sent on this connection, `attached` not yet received. */
   awaitingAttached: boolean;
+  /** The server broke the protocol on this connection: it is closing, its frames are ignored. */
+  violated: boolean;
+  /** close() sent `end` on a live connection: what was written before it reaches the server first. */
+  endSent: boolean;
   nextCseq: number;
   /** Requests written and not yet acknowledged by the server, in cseq order. */
-  unacked: { cseq: number; framed: string }[];
+  unacked: { cseq: number; framed: string; raw: string | null }[];
 }
 
 /**
@@ -731,6 +789,15 @@ const DUE_BY_COUNT = 2;
 
 function runNow(fn: () => void): void {
   fn();
+}
+
+/** A close reason within the 123 bytes a close frame allows (RFC 6455 §5.5), cut at a character. */
+function capReason(reason: string): string {
+  const encoder = new TextEncoder();
+  if (encoder.encode(reason).length <= 120) return reason;
+  let out = reason.slice(0, 119);
+  while (encoder.encode(out).length > 119) out = out.slice(0, -1);
+  return out + '…';
 }
 
 /** The URL with `ws-session=1` (docs/sessions.md, "Opting in"). */

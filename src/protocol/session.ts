@@ -30,6 +30,15 @@ export const SESSION_QUERY_PARAM = 'ws-session';
 
 /** Why a resume cannot continue a session (docs/sessions.md, "Resume reasons"). */
 export type ResumeFailureReason = 'expired' | 'unknown' | 'overflow' | 'restarted' | 'forbidden';
+/**
+ * The one gap in a session's seqs that is not a lost message: a server whose
+ * store failed numbers the session's further messages from 2^32 past its last
+ * one (docs/sessions.md, "Store failures": the server's LOCAL_SEQ_JUMP, equal
+ * to this). A client accepts a jump at least this large; any smaller one
+ * skipped messages (a protocol violation).
+ */
+export const UNPERSISTED_SEQ_JUMP = 2 ** 32;
+
 export const RESUME_FAILURE_REASONS: readonly ResumeFailureReason[] = ['expired', 'unknown', 'overflow', 'restarted', 'forbidden'];
 
 /** Session ids and tokens as the stores make them: 16 and 32 random bytes, base64url. */

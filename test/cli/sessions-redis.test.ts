@@ -49,10 +49,11 @@ class Peer {
   sent = 0;
   private timer: NodeJS.Timeout | null = null;
 
-  constructor(url: string, i: number) {
+  constructor(url: string, i: number, timing?: { pingInterval: number; pongTimeout: number }) {
     this.topic = `t${i}`;
     this.client = createClient(url, {
       session: true,
+      ...(timing ? { timing } : {}),
       // Reconnect fast (R22) and never give up; requests wait as long as a resume can take under load.
       backoff: { initialDelay: 50, maxDelay: 1_000 },
       requestTimeout: B.scaled(120_000),
@@ -81,12 +82,12 @@ class Peer {
     );
   }
 
-  run(): void {
+  run(tickMs = TICK_MS): void {
     // Spread over the tick so the load is steady, not in bursts.
     setTimeout(() => {
       this.tick();
-      this.timer = setInterval(() => this.tick(), TICK_MS);
-    }, Math.random() * TICK_MS).unref();
+      this.timer = setInterval(() => this.tick(), tickMs);
+    }, Math.random() * tickMs).unref();
   }
 
   stop(): void {
@@ -116,10 +117,10 @@ class Peer {
   }
 }
 
-async function connectAll(url: (i: number) => string, n: number): Promise<Peer[]> {
+async function connectAll(url: (i: number) => string, n: number, timing?: { pingInterval: number; pongTimeout: number }): Promise<Peer[]> {
   const peers: Peer[] = [];
   for (let i = 0; i < n; i += CONNECT_BATCH) {
-    const batch = Array.from({ length: Math.min(CONNECT_BATCH, n - i) }, (_, j) => new Peer(url(i + j), i + j));
+    const batch = Array.from({ length: Math.min(CONNECT_BATCH, n - i) }, (_, j) => new Peer(url(i + j), i + j, timing));
     await Promise.all(batch.map((p) => p.start()));
     peers.push(...batch);
   }
@@ -267,6 +268,47 @@ test(`--workers 2 --sessions --redis: a worker SIGKILLed under load, each of its
     return `${failed.slice(0, 5).join('\n')}\n${await metricsOf(server.base)}`;
   });
 });
+
+// Known defect, not fixed here (server side: src/server/sessions.ts and the Redis store): measured 3 failures in 7 runs
+// of this scenario, each the same shape. Observed on the client: the publish of a request sent just before SIGSTOP
+// arrives some 0.6 s after SIGCONT, after ~200 later ones (out of order, not duplicated); its reply never arrives and
+// the request stays pending until its requestTimeout. Read from the code (not traced): the frozen worker had counted
+// it in Redis, the worker the client resumed on settled it without running it, and the frozen worker ran it when
+// continued (a verdict `new` runs "whatever became of this connection"), its reply going to a session it no longer
+// holds. `todo` until fixed; it then must pass.
+test(
+  '--workers 2 --sessions --redis: a worker frozen (SIGSTOP) past the lease while its clients resume on the other, then continued (SIGCONT): every push and reply once, in order',
+  { timeout: B.scaled(300_000), todo: 'a request counted by the frozen worker runs there after SIGCONT: its push comes out of order, its reply never' },
+  async (t) => {
+    const redis = await startRedis(t);
+    if (!redis) return;
+    const server = await startServer(t, redis.url, ['--workers', '2']);
+    const workers = childrenOf(server.child.pid!);
+    assert.equal(workers.length, 2, `two workers under the primary (${workers})`);
+    t.after(() => {
+      for (const pid of childrenOf(server.child.pid!)) {
+        try {
+          process.kill(pid, 'SIGCONT');
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+    });
+    // The clients' heartbeat finds the frozen worker in 1 to 2 s (R4); the store's lease is 15 s (its default).
+    const peers = await connectAll(() => server.wsUrl, 40, { pingInterval: 1_000, pongTimeout: 1_000 });
+    for (const p of peers) p.run(100);
+    await new Promise((r) => setTimeout(r, 2_000));
+    const victim = workers[0]!;
+    process.kill(victim, 'SIGSTOP');
+    await new Promise((r) => setTimeout(r, 20_000));
+    const resumed = peers.filter((p) => p.resumes.length > 0).length;
+    process.kill(victim, 'SIGCONT');
+    assert.ok(resumed > 0 && resumed < peers.length, `the frozen worker's clients, and only they, resumed (${resumed})`);
+    await new Promise((r) => setTimeout(r, 3_000));
+    await finish(peers, B.scaled(120_000));
+  },
+);
 
 // These three mostly wait (ticks of light traffic, a proxy cut, a Redis restart, the store's commandTimeout of
 // 10 s, which the CLI does not expose): they run at once, each with its own redis-server, servers and proxy. The
