@@ -37,7 +37,7 @@ import { startDemoServer, type DemoServer } from '../../src/cli/demo-server.ts';
 import { decodeServerFrame, encodeOpen, encodeResume, encodeTextData, type ServerFrame } from '../../src/protocol/session.ts';
 import type { SessionLifecycleEvent } from '../../src/server/sessions.ts';
 import { startRedis } from '../helpers/redis.ts';
-import { delay, waitFor } from '../helpers/server.ts';
+import { delay, waitFor, within } from '../helpers/server.ts';
 import { VerdictGate } from '../helpers/verdict-gate.ts';
 
 /** The Redis store whose answers to beginRequest can be held back: the request is counted in Redis at once, and run only when released (a slow node). */
@@ -291,6 +291,20 @@ function closeOf(raw: Raw): Promise<{ code: number; reason: string }> {
   return new Promise((resolve) => raw.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
 }
 
+/** Two nodes on one Redis with a 3 s lease (a renewal every second), and a raw session client attached on A. */
+async function attachedOnA(t: TestContext, name: string) {
+  const redis = await startRedis(t);
+  if (!redis) return null;
+  const prefix = `nodes-${process.pid}-${Date.now()}-${name}`;
+  const a = await node(t, redis.url, prefix, 'node-a', undefined, { leaseTtl: 3_000 });
+  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl: 3_000 });
+  const raw = new Raw(t, a.url);
+  await raw.opened();
+  raw.ws.send(encodeOpen());
+  await waitFor(() => raw.frames.length >= 1, 5_000, 'attached on A');
+  return { redis, prefix, a, b, raw, ...raw.attached() };
+}
+
 for (const how of ['flushed', 'restarted empty'] as const) test(`Redis ${how} while a client is attached: its connection is closed (1011) and its resume answered restarted, not left open receiving no cluster broadcast`, async (t) => {
   const redis = await startRedis(t);
   if (!redis) return;
@@ -318,7 +332,7 @@ for (const how of ['flushed', 'restarted empty'] as const) test(`Redis ${how} wh
   // The session is gone with Redis's data: no fan-out names it any more. Left open, its client would get no
   // broadcast (nor learn why) for as long as it stayed connected.
   a.demo.supervisor.broadcast('after');
-  const outcome = await Promise.race([closed, delay(8_000).then(() => null)]);
+  const outcome = await within(closed, 8_000);
   assert.ok(outcome !== null, `the connection was left open (it got ${JSON.stringify(raw.data().map((m) => m.payload))})`);
   // Restarted, the notification channel's resync may find the session gone first (its gap read: 'session seq gap').
   assert.equal(outcome.code, 1011);
@@ -375,17 +389,9 @@ test('a session resumed on a node after Redis restarted empty is told the store\
 });
 
 test("a node whose lease on an attached session lapsed (it stalled past leaseTtl; another node's sweep detached the session): its connection is closed, and the resume replays what the fan-outs appended meanwhile, instead of the connection staying open and told nothing", async (t) => {
-  const redis = await startRedis(t);
-  if (!redis) return;
-  const prefix = `nodes-${process.pid}-${Date.now()}-lapse`;
-  // A renewal every second (leaseTtl / 3).
-  const a = await node(t, redis.url, prefix, 'node-a', undefined, { leaseTtl: 3_000 });
-  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl: 3_000 });
-  const raw = new Raw(t, a.url);
-  await raw.opened();
-  raw.ws.send(encodeOpen());
-  await waitFor(() => raw.frames.length >= 1, 5_000, 'attached on A');
-  const { id, token, epoch } = raw.attached();
+  const two = await attachedOnA(t, 'lapse');
+  if (!two) return;
+  const { redis, prefix, b, raw, id, token, epoch } = two;
   b.demo.supervisor.broadcast('before');
   await waitFor(() => raw.data().length >= 1, 5_000, 'the broadcast before');
   const closed = closeOf(raw);
@@ -397,7 +403,7 @@ test("a node whose lease on an attached session lapsed (it stalled past leaseTtl
   await b.store.sweep();
   // Detached in the store: a fan-out appends to its stream and tells no node.
   b.demo.supervisor.broadcast('after');
-  const outcome = await Promise.race([closed, delay(6_000).then(() => null)]);
+  const outcome = await within(closed, 6_000);
   assert.ok(outcome !== null, `the connection was left open (it got ${JSON.stringify(raw.data().map((m) => m.payload))})`);
   assert.equal(outcome.code, 1011);
 
@@ -411,19 +417,12 @@ test("a node whose lease on an attached session lapsed (it stalled past leaseTtl
 });
 
 test('a session ended on another node (the application\'s end there) while its client is attached here: the connection is closed at the next renewal and the resume is told the session is gone, instead of the connection staying open and told nothing', async (t) => {
-  const redis = await startRedis(t);
-  if (!redis) return;
-  const prefix = `nodes-${process.pid}-${Date.now()}-endelsewhere`;
-  const a = await node(t, redis.url, prefix, 'node-a', undefined, { leaseTtl: 3_000 });
-  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl: 3_000 });
-  const raw = new Raw(t, a.url);
-  await raw.opened();
-  raw.ws.send(encodeOpen());
-  await waitFor(() => raw.frames.length >= 1, 5_000, 'attached on A');
-  const { id, token, epoch } = raw.attached();
+  const two = await attachedOnA(t, 'endelsewhere');
+  if (!two) return;
+  const { b, raw, id, token, epoch } = two;
   const closed = closeOf(raw);
   assert.equal(await b.demo.supervisor.sessions!.end(id, 'ended by the application on B'), true);
-  const outcome = await Promise.race([closed, delay(6_000).then(() => null)]);
+  const outcome = await within(closed, 6_000);
   assert.ok(outcome !== null, 'the connection was left open');
   assert.equal(outcome.code, 1011);
   const again = new Raw(t, b.url);
