@@ -11,7 +11,7 @@ import { TestModel, getAdjacencyMap, type TestPath } from 'xstate/graph';
 import { clientMachine, type ClientEvent, type ClientInput, type ClientTiming } from '../../machines/client.machine.ts';
 import type { BackoffOptions } from '../../machines/backoff.ts';
 import type { Closure } from '../../machines/close-codes.ts';
-import { delayedEventTypes, shortestPathsOf, simplePathsOf, stateIdMatcher } from './model-coverage.ts';
+import { delayedEventTypes, perSnapshot, shortestPathsOf, simplePathsOf, stateIdMatcher } from './model-coverage.ts';
 
 export type ClientSnapshot = SnapshotFrom<typeof clientMachine>;
 export type ClientPath = TestPath<ClientSnapshot, ClientEvent>;
@@ -134,14 +134,14 @@ export function modelEvents(snapshot: ClientSnapshot): ClientEvent[] {
 }
 
 /** A model vertex: io (an opaque handle), random and the constant input are left out. */
-export const vertex = (s: ClientSnapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.attempt, s.context.delayMs, s.context.closeRequest, s.context.lastClosure, s.context.gaveUp, s.context.unsupported]);
+export const vertex = perSnapshot((s: ClientSnapshot): string =>
+  JSON.stringify([s.status, s.value, s.context.attempt, s.context.delayMs, s.context.closeRequest, s.context.lastClosure, s.context.gaveUp, s.context.unsupported]));
 /**
  * The coarser vertex of the simple paths: lastClosure (a function of the last
  * step) left out; with it the simple paths number 17,058 instead of ~700.
  */
-export const simpleVertex = (s: ClientSnapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.attempt, s.context.closeRequest, s.context.gaveUp, s.context.unsupported]);
+export const simpleVertex = perSnapshot((s: ClientSnapshot): string =>
+  JSON.stringify([s.status, s.value, s.context.attempt, s.context.closeRequest, s.context.gaveUp, s.context.unsupported]));
 
 /**
  * Guards against a machine change that makes the model's state space infinite

@@ -21,7 +21,7 @@ import {
   type ConnectionInput,
   type ConnectionTiming,
 } from '../../machines/connection.machine.ts';
-import { TimerTableClock, delayedEventTypes, shortestPathsOf, simplePathsOf, stateIdMatcher } from './model-coverage.ts';
+import { TimerTableClock, delayedEventTypes, perSnapshot, shortestPathsOf, simplePathsOf, stateIdMatcher } from './model-coverage.ts';
 
 export type ConnectionSnapshot = SnapshotFrom<typeof connectionMachine>;
 export type ConnectionPath = TestPath<ConnectionSnapshot, ConnectionEvent>;
@@ -96,8 +96,8 @@ export const timeouts = new Map<string, DelayName>(
 );
 
 /** A model vertex: the constant id/timing/io are left out. */
-export const vertex = (s: ConnectionSnapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.closeRequest, s.context.peerClose, s.context.closure]);
+export const vertex = perSnapshot((s: ConnectionSnapshot): string =>
+  JSON.stringify([s.status, s.value, s.context.closeRequest, s.context.peerClose, s.context.closure]));
 
 export function inputWith(io: unknown, t: ConnectionTiming): ConnectionInput {
   return { id: 'c1', timing: t, io };
