@@ -28,29 +28,38 @@ if (files.length === 0) {
   process.exit(1);
 }
 // The slowest files first, so that the long ones do not start last; the rest in path order. The
-// order is the files' time on an idle machine, longest first (their tests' time in a full run plus
-// their process start and imports; docs/testing.md, "Wall time"). A model of the run from those
-// times puts the path-order tail within a few seconds of the ideal longest-first order, so a
-// kept record of the last run's times would not pay for itself; re-rank here when a file's time changes.
+// order is each file's time alone, longest first, bundled (`node scripts/time-tests.mjs`, every file
+// of at least 7 s; measured one after another at load 4-8, 2026-12-06, docs/testing.md, "Wall time").
+// A model of the run from those times puts the path-order tail within a few seconds of the ideal
+// longest-first order, so a kept record of the last run's times would not pay for itself; re-rank
+// here when a file's time changes.
 const SLOW_FIRST = [
   'test/adapter/redis.test.ts',
-  'test/cli/sessions-redis.test.ts',
   'test/client/browser.test.ts',
+  'test/cli/sessions-redis.test.ts',
+  'test/adapter/redis-session-store.test.ts',
+  'test/pack.test.ts',
   'test/bench.sessions.smoke.test.ts',
   'test/observe/dashboard.test.ts',
-  'test/adapter/redis-session-store.test.ts',
-  'test/cli/server.test.ts',
-  'test/interop/browser.test.ts',
-  'test/server/fairness.test.ts',
-  'test/machines/client.machine.test.ts',
-  'test/machines/connection.machine.test.ts',
-  'test/cli/cluster.test.ts',
-  'test/cli/overload.test.ts',
-  'test/interop/go.test.ts',
-  'test/bench.smoke.test.ts',
-  'test/client/node.test.ts',
   'test/server/slow-consumer.test.ts',
+  'test/server/fairness.test.ts',
+  'test/cli/overload.test.ts',
+  'test/server/sessions.fanout.test.ts',
+  'test/cli/server.test.ts',
+  'test/bench.smoke.test.ts',
+  'test/server/over-budget.test.ts',
+  'test/interop/browser.test.ts',
+  'test/conformance/server-paths.test.ts',
+  'test/machines/connection.machine.test.ts',
+  'test/server/sessions.test.ts',
   'test/cli/client.test.ts',
+  'test/cli/cluster.test.ts',
+  'test/server/sessions.nodes.test.ts',
+  'test/machines/client.machine.test.ts',
+  'test/client/node.test.ts',
+  'test/interop/go.test.ts',
+  'test/server/supervisor.lifecycle.test.ts',
+  'test/docs.snippets.test.ts',
 ];
 const rank = (f) => {
   const i = SLOW_FIRST.indexOf(f.split('\\').join('/'));
