@@ -47,16 +47,19 @@ const ownImportMetaUrl = {
 
 /**
  * Bundles `files` (test file paths relative to the repository root) into `outDir` (under the
- * repository), keeping their paths: test/a/b.test.ts → outDir/test/a/b.test.mjs. Returns a map
- * from each bundle's path back to its test file.
+ * repository), each under its position in `files`: the third, test/a/b.test.ts, becomes
+ * outDir/002/test/a/b.test.mjs. Node 20's `node --test` sorts the files it is given by path
+ * before it runs them, so the position is what keeps the runner's order (its slowest files
+ * first). Returns a map from each bundle's path back to its test file.
  */
 export async function bundleTests(files, outDir) {
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
+  const width = String(files.length).length;
+  const outOf = (f, i) => join(String(i).padStart(width, '0'), relative(ROOT, join(ROOT, f)).replace(/\.ts$/, ''));
   await build({
-    entryPoints: files.map((f) => join(ROOT, f)),
+    entryPoints: files.map((f, i) => ({ in: join(ROOT, f), out: outOf(f, i) })),
     outdir: outDir,
-    outbase: ROOT,
     outExtension: { '.js': '.mjs' },
     bundle: true,
     platform: 'node',
@@ -68,5 +71,5 @@ export async function bundleTests(files, outDir) {
     logLevel: 'error',
     plugins: [ownImportMetaUrl],
   });
-  return new Map(files.map((f) => [join(outDir, relative(ROOT, join(ROOT, f)).replace(/\.ts$/, '.mjs')), f]));
+  return new Map(files.map((f, i) => [join(outDir, `${outOf(f, i)}.mjs`), f]));
 }

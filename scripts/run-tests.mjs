@@ -27,7 +27,10 @@ if (files.length === 0) {
   console.error('run-tests: no test files found under test/');
   process.exit(1);
 }
-// The slowest files first, so that the long ones do not start last; the rest in path order. The
+// The slowest files first, so that the long ones do not start last; the rest in path order.
+// Node 20's `node --test` sorts the files it is given by path, so this order holds only through
+// the bundles' names (scripts/bundle-tests.mjs puts each under its position); with TEST_TSX=1 the
+// files run in path order (as every run did before the bundles: this list had no effect). The
 // order is each file's time alone, longest first, bundled (`node scripts/time-tests.mjs`, every file
 // of at least 7 s; measured one after another at load 4-8, 2026-12-06, docs/testing.md, "Wall time").
 // A model of the run from those times puts the path-order tail within a few seconds of the ideal
