@@ -1,16 +1,18 @@
 #!/usr/bin/env node
-// Times each test file on its own (`node --import tsx --test FILE`), one after another, and prints
-// a table sorted slowest first: wall seconds, tests passed/failed. The numbers include each file's
-// process start (tsx compiling), which `npm test` pays once per file too (it runs files one at a
-// time in their own processes). With /usr/bin/time present it also prints each file's CPU time
+// Times each test file on its own (`node --enable-source-maps --test BUNDLE`, the file bundled as
+// `npm test` runs it, scripts/bundle-tests.mjs; with --tsx, `node --import tsx --test FILE` as
+// before), one after another, and prints a table sorted slowest first: wall seconds, tests
+// passed/failed. The numbers include each file's process start, which `npm test` pays once per
+// file too (it runs each file in its own process). With /usr/bin/time present it also prints each file's CPU time
 // (user + system of the file's processes and every child they waited for: redis-server, cluster
 // nodes, Chromium), so CPU / wall says how much of a file is waiting (timers, process starts)
 // rather than computing: the model behind the runner's concurrency (docs/testing.md, "Wall time").
-// Usage: node scripts/time-tests.mjs [substring...] [--json=out.json]
+// Usage: node scripts/time-tests.mjs [substring...] [--tsx] [--json=out.json]
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { spawn } from 'node:child_process';
+import { bundleTests } from './bundle-tests.mjs';
 
 function walk(dir) {
   const out = [];
@@ -28,6 +30,10 @@ const filter = args.filter((a) => !a.startsWith('--'));
 let files = walk('test').sort();
 if (filter.length > 0) files = files.filter((f) => filter.some((x) => f.includes(x)));
 
+const viaTsx = args.includes('--tsx');
+const bundleDir = resolve('test', '.build', `time-${process.pid}`);
+const runnable = viaTsx ? new Map(files.map((f) => [f, f])) : new Map([...(await bundleTests(files, bundleDir))].map(([bundle, f]) => [f, bundle]));
+
 const TIME = '/usr/bin/time';
 const hasTime = existsSync(TIME);
 const scratch = mkdtempSync(join(tmpdir(), 'time-tests-'));
@@ -35,7 +41,7 @@ const scratch = mkdtempSync(join(tmpdir(), 'time-tests-'));
 function run(file) {
   return new Promise((resolve) => {
     const start = process.hrtime.bigint();
-    const node = [process.execPath, '--import', 'tsx', '--test', '--test-reporter=tap', file];
+    const node = [process.execPath, ...(viaTsx ? ['--import', 'tsx'] : ['--enable-source-maps']), '--test', '--test-reporter=tap', runnable.get(file)];
     const usage = join(scratch, 'usage');
     const [cmd, ...argv] = hasTime ? [TIME, '-f', '%U %S', '-o', usage, ...node] : node;
     const child = spawn(cmd, argv, {
@@ -75,5 +81,6 @@ console.log(`| file | wall (s) | in tests (s) |${hasTime ? ' CPU (s) |' : ''} pa
 for (const r of results) console.log(`| \`${r.file}\` | ${r.seconds.toFixed(1)} | ${r.inTests.toFixed(1)} |${cpuCell(r.cpu)} ${r.pass} | ${r.fail} |`);
 console.log(`| total (sum) | ${total.toFixed(1)} | ${inTestsTotal.toFixed(1)} |${cpuCell(cpuTotal)} ${results.reduce((s, r) => s + r.pass, 0)} | ${results.reduce((s, r) => s + r.fail, 0)} |`);
 rmSync(scratch, { recursive: true, force: true });
+rmSync(bundleDir, { recursive: true, force: true });
 if (jsonOut) writeFileSync(jsonOut, JSON.stringify(results, null, 2));
 process.exit(results.some((r) => r.fail > 0 || r.code !== 0) ? 1 : 0);

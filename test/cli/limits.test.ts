@@ -12,6 +12,7 @@ import { REDIS_DEFAULTS } from '../../src/adapter/redis-defaults.ts';
 import { FD_RESERVE } from '../../src/server/fd-limit.ts';
 import { IN_CI } from '../interop/require-binary.ts';
 import { pace } from '../helpers/pace.ts';
+import { compiledEntry } from '../helpers/compiled.ts';
 
 const HAS_PRLIMIT = spawnSync('prlimit', ['--version']).status === 0;
 
@@ -32,7 +33,8 @@ function cliUnderLimit(t: TestContext, nofile: number, args: string[]): LimitedC
     t.skip(why);
     return null;
   }
-  const child = spawn('prlimit', [`--nofile=${nofile}:${nofile}`, process.execPath, '--import', 'tsx', 'src/cli/main.ts', 'server', ...args], {
+  // The CLI as every other CLI test runs it: bundled (test/helpers/compiled.ts), not through tsx.
+  const child = spawn('prlimit', [`--nofile=${nofile}:${nofile}`, process.execPath, compiledEntry('src/cli/main.ts'), 'server', ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, NODE_OPTIONS: '' },
     stdio: ['pipe', 'pipe', 'pipe'],

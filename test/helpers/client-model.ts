@@ -11,7 +11,7 @@ import { TestModel, getAdjacencyMap, type TestPath } from 'xstate/graph';
 import { clientMachine, type ClientEvent, type ClientInput, type ClientTiming } from '../../machines/client.machine.ts';
 import type { BackoffOptions } from '../../machines/backoff.ts';
 import type { Closure } from '../../machines/close-codes.ts';
-import { delayedEventTypes, stateIdMatcher } from './model-coverage.ts';
+import { delayedEventTypes, perSnapshot, shortestPathsOf, simplePathsOf, stateIdMatcher } from './model-coverage.ts';
 
 export type ClientSnapshot = SnapshotFrom<typeof clientMachine>;
 export type ClientPath = TestPath<ClientSnapshot, ClientEvent>;
@@ -134,14 +134,14 @@ export function modelEvents(snapshot: ClientSnapshot): ClientEvent[] {
 }
 
 /** A model vertex: io (an opaque handle), random and the constant input are left out. */
-export const vertex = (s: ClientSnapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.attempt, s.context.delayMs, s.context.closeRequest, s.context.lastClosure, s.context.gaveUp, s.context.unsupported]);
+export const vertex = perSnapshot((s: ClientSnapshot): string =>
+  JSON.stringify([s.status, s.value, s.context.attempt, s.context.delayMs, s.context.closeRequest, s.context.lastClosure, s.context.gaveUp, s.context.unsupported]));
 /**
  * The coarser vertex of the simple paths: lastClosure (a function of the last
  * step) left out; with it the simple paths number 17,058 instead of ~700.
  */
-export const simpleVertex = (s: ClientSnapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.attempt, s.context.closeRequest, s.context.gaveUp, s.context.unsupported]);
+export const simpleVertex = perSnapshot((s: ClientSnapshot): string =>
+  JSON.stringify([s.status, s.value, s.context.attempt, s.context.closeRequest, s.context.gaveUp, s.context.unsupported]));
 
 /**
  * Guards against a machine change that makes the model's state space infinite
@@ -166,7 +166,7 @@ function generate(input: ClientInput, maxVertices: number): Generated {
   const out: Generated = { edgePaths: [], simplePaths: [], vertices: 0, error: null };
   try {
     /** Shortest paths to every *transition*: the vertex includes the step that led to it. */
-    out.edgePaths = model.getShortestPaths({
+    out.edgePaths = shortestPathsOf(model, {
       serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
       limit: TRAVERSAL_LIMIT,
     });
@@ -177,7 +177,7 @@ function generate(input: ClientInput, maxVertices: number): Generated {
       throw new Error(`the model has ${out.vertices} simple-path vertices (at most ${maxVertices} expected): too many to enumerate simple paths`);
     }
     /** Every cycle-free route to every state: longer histories (retries, resets, repeated closes) for the oracle. */
-    out.simplePaths = model.getSimplePaths({ serializeState: simpleVertex, limit: TRAVERSAL_LIMIT });
+    out.simplePaths = simplePathsOf(model, { serializeState: simpleVertex, limit: TRAVERSAL_LIMIT });
   } catch (error) {
     out.error = error instanceof Error ? error.message : String(error);
   }

@@ -21,7 +21,7 @@ import {
   type ConnectionInput,
   type ConnectionTiming,
 } from '../../machines/connection.machine.ts';
-import { TimerTableClock, delayedEventTypes, stateIdMatcher } from './model-coverage.ts';
+import { TimerTableClock, delayedEventTypes, perSnapshot, shortestPathsOf, simplePathsOf, stateIdMatcher } from './model-coverage.ts';
 
 export type ConnectionSnapshot = SnapshotFrom<typeof connectionMachine>;
 export type ConnectionPath = TestPath<ConnectionSnapshot, ConnectionEvent>;
@@ -96,8 +96,8 @@ export const timeouts = new Map<string, DelayName>(
 );
 
 /** A model vertex: the constant id/timing/io are left out. */
-export const vertex = (s: ConnectionSnapshot): string =>
-  JSON.stringify([s.status, s.value, s.context.closeRequest, s.context.peerClose, s.context.closure]);
+export const vertex = perSnapshot((s: ConnectionSnapshot): string =>
+  JSON.stringify([s.status, s.value, s.context.closeRequest, s.context.peerClose, s.context.closure]));
 
 export function inputWith(io: unknown, t: ConnectionTiming): ConnectionInput {
   return { id: 'c1', timing: t, io };
@@ -136,10 +136,10 @@ export function modelFor(t: ConnectionTiming) {
  */
 function pathsOf(model: ReturnType<typeof modelFor>): { edge: ConnectionPath[]; simple: ConnectionPath[] } {
   return {
-    edge: model.getShortestPaths({
+    edge: shortestPathsOf(model, {
       serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
     }),
-    simple: model.getSimplePaths({ serializeState: vertex }),
+    simple: simplePathsOf(model, { serializeState: vertex }),
   };
 }
 

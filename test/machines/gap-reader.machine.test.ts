@@ -26,7 +26,7 @@ import {
   type GapStoreCommand,
 } from '../../machines/gap-reader.machine.ts';
 import { MachineRunner, type HostedActor } from '../../src/server/runner.ts';
-import { coverageSuite, recordTransitions, stateIdMatcher, type Host } from '../helpers/model-coverage.ts';
+import { coverageSuite, dedupPaths, recordTransitions, shortestPathsOf, simplePathsOf, stateIdMatcher, type Host } from '../helpers/model-coverage.ts';
 
 /**
  * Positions: the connection has written up to 4 or 10 when a read ends; a
@@ -276,15 +276,29 @@ for (const input of [{ awaitAnswers: true }, { awaitAnswers: false }] satisfies 
     events: (snapshot) => (snapshot.status !== 'active' ? [] : samples),
     stateMatcher: stateIdMatcher(gapReaderMachine),
   });
-  const edgePaths = model.getShortestPaths({
-    serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
-  });
+  const edgeOptions = {
+    serializeState: (s: Snapshot, e: GapReaderEvent | undefined, prev: Snapshot | undefined) =>
+      e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s),
+  };
   // Every cycle-free route through the states (by state only: with the positions too there are thousands).
-  const simplePaths = model.getSimplePaths({ serializeState: (s) => JSON.stringify([s.status, s.value]) });
+  const simpleOptions = { serializeState: (s: Snapshot) => JSON.stringify([s.status, s.value]) };
+  const edgePaths = shortestPathsOf(model, edgeOptions);
+  const simplePaths = simplePathsOf(model, simpleOptions);
 
   describe(`gap reader, model-based, a store that ${input.awaitAnswers ? 'says when it has answered what is in flight' : 'cannot say'} (docs/sessions.md)`, () => {
     test('the model yields paths', () => {
       assert.ok(edgePaths.length > 0 && simplePaths.length > 0);
+    });
+    // Every model test deduplicates its paths with dedupPaths (test/helpers/model-coverage.ts)
+    // instead of the library's slower pass: the same paths, in the same order.
+    test("the paths are the library's own (getShortestPaths, getSimplePaths), in its order", () => {
+      const same = (ours: typeof edgePaths, theirs: typeof edgePaths): void =>
+        assert.deepEqual(
+          ours.map((p) => [p.description, p.steps.map((step) => step.event)]),
+          theirs.map((p) => [p.description, p.steps.map((step) => step.event)]),
+        );
+      same(edgePaths, model.getShortestPaths(edgeOptions));
+      same(simplePaths, model.getSimplePaths(simpleOptions));
     });
     suite.pathTests(
       [
@@ -295,6 +309,25 @@ for (const input of [{ awaitAnswers: true }, { awaitAnswers: false }] satisfies 
     );
   });
 }
+
+test("dedupPaths drops what the library's deduplication drops: prefixes and repeats of a longer path, whatever their order", () => {
+  const model = new TestModel(gapReaderMachine, { input: { awaitAnswers: true }, events: () => samples });
+  const state = createActor(gapReaderMachine, { input: { awaitAnswers: true } }).getSnapshot();
+  const path = (...types: string[]) => ({
+    state,
+    weight: types.length,
+    steps: types.map((type) => ({ state, event: { type } as GapReaderEvent })),
+  });
+  const paths = [
+    path(), path('gap'), path('gap', 'expect'), path('expect', 'gap'), path('gap', 'expect', 'gap'), path('gap', 'expect'),
+    path('catchUp'), path('gap', 'catchUp'), path('catchUp'), path('expect', 'gap', 'gap'), path('gap', 'expect', 'catchUp'),
+  ];
+  const events = (ps: Array<{ steps: Array<{ event: GapReaderEvent }> }>) => ps.map((p) => p.steps.map((step) => step.event.type).join(' '));
+  const theirs = events(model.getPaths(() => paths));
+  assert.deepEqual(events(dedupPaths(paths)), theirs);
+  assert.deepEqual(theirs, ['gap expect gap', 'expect gap gap', 'gap expect catchUp', 'gap catchUp', 'catchUp'], 'the cases it covers');
+  assert.deepEqual(events(dedupPaths([path()])), [''], 'a lone empty path is kept');
+});
 
 describe('gap reader, coverage over both kinds of store (TestModel skips these gaps silently)', () => {
   suite.coverageTests();

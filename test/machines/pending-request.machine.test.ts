@@ -26,7 +26,7 @@ import {
   type PendingRequestOutcome,
 } from '../../machines/pending-request.machine.ts';
 import { MachineRunner, type HostedActor } from '../../src/server/runner.ts';
-import { TimerTableClock, coverageSuite, delayedEventTypes, recordTransitions, stateIdMatcher, type Host } from '../helpers/model-coverage.ts';
+import { TimerTableClock, coverageSuite, delayedEventTypes, recordTransitions, shortestPathsOf, simplePathsOf, stateIdMatcher, type Host } from '../helpers/model-coverage.ts';
 
 /**
  * hereMax is far above any run of waits a path makes (a path is short), so the
@@ -263,10 +263,10 @@ const model = new TestModel(pendingRequestMachine, {
   stateMatcher: stateIdMatcher(pendingRequestMachine),
 });
 
-const edgePaths = model.getShortestPaths({
+const edgePaths = shortestPathsOf(model, {
   serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
 });
-const simplePaths = model.getSimplePaths({ serializeState: vertex });
+const simplePaths = simplePathsOf(model, { serializeState: vertex });
 
 const label = (e: EventObject): string => {
   if (e.type === RETRY) return '⏰retry';

@@ -28,7 +28,7 @@ import {
   type SessionTiming,
 } from '../../machines/session.machine.ts';
 import { MachineRunner, type HostedActor } from '../../src/server/runner.ts';
-import { TimerTableClock, coverageSuite, delayedEventTypes, recordTransitions, stateIdMatcher, type Host } from '../helpers/model-coverage.ts';
+import { TimerTableClock, coverageSuite, delayedEventTypes, recordTransitions, shortestPathsOf, simplePathsOf, stateIdMatcher, type Host } from '../helpers/model-coverage.ts';
 
 const timing: SessionTiming = { resumeWindow: 1000 };
 /** Each outside event arrives this long after the previous step: the window must run from the detach, not from the start. */
@@ -336,11 +336,11 @@ const model = new TestModel(sessionMachine, {
 });
 
 /** Shortest paths to every transition (the vertex includes the step that led to it, so self-loops end some path too). */
-const edgePaths = model.getShortestPaths({
+const edgePaths = shortestPathsOf(model, {
   serializeState: (s, e, prev) => (e && prev ? `${vertex(s)} via ${JSON.stringify(e)} from ${vertex(prev)}` : vertex(s)),
 });
 /** Every cycle-free route to every state: longer histories (takeover after resume, stale reports) for the oracle. */
-const simplePaths = model.getSimplePaths({ serializeState: vertex });
+const simplePaths = simplePathsOf(model, { serializeState: vertex });
 
 const label = (e: EventObject): string => {
   if (timeouts.has(e.type)) return '⏰resumeWindow';

@@ -16,7 +16,7 @@ import type { Closure, Connection, SupervisorOptions } from '../../src/index.ts'
 import { DEFAULTS } from '../../src/server/options.ts';
 import { encodeFrame, Opcode, rawConnect } from '../helpers/raw-ws.ts';
 import { pace } from '../helpers/pace.ts';
-import { delay, everyIteration, startSupervisor, waitFor } from '../helpers/server.ts';
+import { delay, everyIteration, startSupervisor, waitFor, within } from '../helpers/server.ts';
 
 const T = { timeout: 90_000 };
 
@@ -147,14 +147,17 @@ async function probeOnce(port: number): Promise<number> {
   const t0 = performance.now();
   const ws = new WebSocket(`ws://127.0.0.1:${port}/server`);
   try {
-    return await Promise.race([
+    // within() clears its timer: a raw delay(5_000) stayed pending and kept the file's process
+    // alive up to 5 s after its last test.
+    const ms = await within(
       new Promise<number>((resolve, reject) => {
         ws.once('error', reject);
         ws.once('open', () => ws.send('{"requestID":7,"command":"probe"}'));
         ws.once('message', () => resolve(performance.now() - t0));
       }),
-      delay(5_000).then(() => Infinity),
-    ]);
+      5_000,
+    );
+    return ms ?? Infinity;
   } catch {
     return Infinity;
   } finally {

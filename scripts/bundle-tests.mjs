@@ -1,0 +1,75 @@
+// Bundles test files into plain JavaScript for `node --test`, so that no test process loads tsx.
+//
+// Through `node --import tsx`, each test process (one per file: Node 20's runner has no other mode)
+// loads tsx and its loader thread and sends every module of the file through it: measured on the
+// 2-core machine, 0.45 s of CPU for tsx alone and ~0.9 s for a file that imports src/. A bundle
+// (esbuild: tsx's compiler, our code inlined, packages external, as test/helpers/compiled.ts does
+// for the CLI) loads as one module. One esbuild build for all the files, before the run.
+//
+// What must not change for the tests:
+// - `import.meta.url` is each source module's own URL (an esbuild `define` per module, so a test or
+//   helper resolves paths next to its .ts file as before; strings that mention it are left alone);
+// - stack traces name the .ts files and lines: each bundle carries its source map inline (tsx's
+//   transforms do too), and the runner starts Node with --enable-source-maps;
+// - packages load from node_modules as before (external), so a test sees the same package copies;
+// - the bundles sit under test/.build/ (ignored by git), inside the repository, so that packages
+//   resolve from its node_modules.
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join, relative, resolve, sep } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { build, transform } from 'esbuild';
+
+const ROOT = resolve(new URL('..', import.meta.url).pathname);
+
+/** Each module's `import.meta.url` as its source file's URL; TypeScript compiled as tsx would. */
+const ownImportMetaUrl = {
+  name: 'own-import-meta-url',
+  setup(b) {
+    b.onLoad({ filter: /\.[cm]?ts$/ }, async (args) => {
+      if (args.path.includes(`${sep}node_modules${sep}`)) return undefined;
+      const source = readFileSync(args.path, 'utf8');
+      if (!source.includes('import.meta')) return { contents: source, loader: 'ts' };
+      // `define` replaces the expression, never text inside strings; the inline map takes the
+      // lines back to the .ts file (esbuild composes input source maps into the bundle's).
+      const out = await transform(source, {
+        loader: 'ts',
+        format: 'esm',
+        target: 'node20',
+        sourcefile: args.path,
+        sourcemap: 'inline',
+        define: { 'import.meta.url': JSON.stringify(pathToFileURL(args.path).href) },
+        tsconfigRaw: readFileSync(join(ROOT, 'tsconfig.json'), 'utf8'),
+      });
+      return { contents: out.code, loader: 'js' };
+    });
+  },
+};
+
+/**
+ * Bundles `files` (test file paths relative to the repository root) into `outDir` (under the
+ * repository), each under its position in `files`: the third, test/a/b.test.ts, becomes
+ * outDir/002/test/a/b.test.mjs. Node 20's `node --test` sorts the files it is given by path
+ * before it runs them, so the position is what keeps the runner's order (its slowest files
+ * first). Returns a map from each bundle's path back to its test file.
+ */
+export async function bundleTests(files, outDir) {
+  rmSync(outDir, { recursive: true, force: true });
+  mkdirSync(outDir, { recursive: true });
+  const width = String(files.length).length;
+  const outOf = (f, i) => join(String(i).padStart(width, '0'), relative(ROOT, join(ROOT, f)).replace(/\.ts$/, ''));
+  await build({
+    entryPoints: files.map((f, i) => ({ in: join(ROOT, f), out: outOf(f, i) })),
+    outdir: outDir,
+    outExtension: { '.js': '.mjs' },
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    packages: 'external',
+    sourcemap: 'inline',
+    sourcesContent: false,
+    logLevel: 'error',
+    plugins: [ownImportMetaUrl],
+  });
+  return new Map(files.map((f, i) => [join(outDir, `${outOf(f, i)}.mjs`), f]));
+}
