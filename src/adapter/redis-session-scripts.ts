@@ -12,7 +12,8 @@
  *   P x:<id>       stream: the held messages, entry id <seq>-0, fields c (cumulative bytes), b (binary), d (data)
  *   P r:<id>       hash: cseq → reply seqs ("" none yet, "1,2", "*" too many to remember);
  *                  n<cseq> → "<node>:<time>": the node that counted it and when (Redis time, ms), until it
- *                  ends without a reply (endRequest); a reply of that node is accepted even once it is stale
+ *                  ends without a reply (endRequest); a reply of that node is accepted even once it is stale;
+ *                  the newest maxRememberedReplies requests, and any counted one not finished (beginRequest)
  *   P node:<node>  string, PX leaseTtl: the node (one store instance) is alive; renewed with its leases
  *   P leases       zset: attached session → lease deadline (Redis time, ms)
  *   P detached     zset: detached session → detach order (P dseq, a counter): the oldest detach first
