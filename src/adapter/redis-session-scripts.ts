@@ -12,7 +12,8 @@
  *   P x:<id>       stream: the held messages, entry id <seq>-0, fields c (cumulative bytes), b (binary), d (data)
  *   P r:<id>       hash: cseq → reply seqs ("" none yet, "1,2", "*" too many to remember);
  *                  n<cseq> → "<node>:<time>": the node that counted it and when (Redis time, ms), until it
- *                  ends without a reply (endRequest); a reply of that node is accepted even once it is stale
+ *                  ends without a reply (endRequest); a reply of that node is accepted even once it is stale;
+ *                  the newest maxRememberedReplies requests, and any counted one not finished (beginRequest)
  *   P node:<node>  string, PX leaseTtl: the node (one store instance) is alive; renewed with its leases
  *   P leases       zset: attached session → lease deadline (Redis time, ms)
  *   P detached     zset: detached session → detach order (P dseq, a counter): the oldest detach first
@@ -558,7 +559,16 @@ if cseq == last + 1 then
   redis.call('HSET', hkey(id), 'lc', S(cseq))
   redis.call('HSET', rkey(id), S(cseq), '')
   count_here(id, S(cseq))
-  if cseq - MAX_REPLIES > 0 then redis.call('HDEL', rkey(id), S(cseq - MAX_REPLIES), 'n' .. S(cseq - MAX_REPLIES)) end
+  if cseq - MAX_REPLIES > 0 then
+    -- Forgotten past the window, unless its count is unfinished (no reply yet, its counter known): a resumed client
+    -- re-sends it, and its node counts the later ones as they arrive while it waits on this one ('pending'). Forgotten,
+    -- it would read as long answered (duplicate '*') and run nowhere, or where it was counted after the session moved.
+    -- Kept until the session's keys go: one field pair per request counted by a node that never finished it.
+    local old = S(cseq - MAX_REPLIES)
+    if redis.call('HGET', rkey(id), old) ~= '' or redis.call('HEXISTS', rkey(id), 'n' .. old) == 0 then
+      redis.call('HDEL', rkey(id), old, 'n' .. old)
+    end
+  end
   if redis.call('PTTL', rkey(id)) == -1 then redis.call('PEXPIRE', rkey(id), KEY_TTL) end
   return { LETTERS, 'new' }
 end

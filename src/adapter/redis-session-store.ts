@@ -285,6 +285,8 @@ interface PendingOp {
   map: (reply: Reply[]) => unknown;
   resolve: (value: unknown) => void;
   reject: (err: Error) => void;
+  /** When it was queued (performance.now()): a fan-out sent a lease late is refused (#pump). */
+  at: number;
 }
 
 const asReply = (reply: Reply[]): Reply[] => reply;
@@ -316,6 +318,12 @@ function failureKind(err: Error & { code?: unknown }): string {
 
 export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> implements SessionStore {
   readonly name = 'redis';
+
+  /** How long a count of this node holds without its lease renewed (SessionStore.leaseTtl). */
+  get leaseTtl(): number {
+    return this.#limits.leaseTtl;
+  }
+
   /**
    * This store instance in Redis (the script's NODE, random per store): the
    * session records it attaches name it; the fan-out tells it on the pub/sub
@@ -1069,7 +1077,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     }
     this.operations[operation] = (this.operations[operation] ?? 0) + 1;
     return new Promise<T>((resolve, reject) => {
-      const op: PendingOp = { operation, id, op: name, args: extra, bytes, refused, map, resolve: resolve as (value: unknown) => void, reject };
+      const op: PendingOp = { operation, id, op: name, args: extra, bytes, refused, map, resolve: resolve as (value: unknown) => void, reject, at: performance.now() };
       this.#queue.push(op);
       if (name === 'ack') this.#queuedAcks.set(id!, op);
       this.#queuedBytes += bytes;
@@ -1124,8 +1132,20 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
         ops.push(this.#fanWorkOp());
         extra = bytes = ops[0]!.bytes;
       }
+      // A fan-out queued two thirds of a lease ago (this process stalled: frozen, swapped) is not sent: the request
+      // that made it may have been taken over meanwhile by another node (its count unfinished past this node's lease)
+      // and run there, its push made there; sent now, it would come twice, the second far out of order. Refused: its
+      // message is a dead letter of the fan-out (R12), never delivered twice.
+      const staleBefore = performance.now() - Math.floor((this.#limits.leaseTtl * 2) / 3);
       while (this.#queueHead < this.#queue.length && ops.length < BATCH_MAX_OPS) {
         const next = this.#queue[this.#queueHead]!;
+        if (next.op === 'fanout' && next.at <= staleBefore) {
+          this.#queue[this.#queueHead++] = undefined!;
+          this.#queuedBytes -= next.bytes;
+          const waited = Math.round(performance.now() - next.at);
+          next.reject(this.#failed('unavailable', next.operation, null, 'no', new Error(`not sent: queued ${waited} ms ago (this process stalled over two thirds of leaseTtl ${this.#limits.leaseTtl}), the request that made it may have run on another node since`)));
+          continue;
+        }
         if (ops.length > (extra > 0 ? 1 : 0) && (bytes + next.bytes > BATCH_MAX_BYTES || bytes + next.bytes > room)) break;
         ops.push(next);
         bytes += next.bytes;
@@ -1140,6 +1160,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
         this.#queue.splice(0, this.#queueHead);
         this.#queueHead = 0;
       }
+      if (ops.length === 0) continue; // every one refused (stale fan-outs)
       this.#send(client, ops, bytes);
     }
   }
@@ -1163,6 +1184,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       id: null,
       op: 'fanWork',
       args: [],
+      at: performance.now(),
       bytes: OP_HEAP_BYTES + 7,
       refused: undefined,
       map: asReply,

@@ -298,6 +298,15 @@ export interface SessionStore {
   readonly sync?: SessionStoreSync | undefined;
   /** Present when the store fans broadcasts and publishes out itself (a shared store: Redis); the memory store does not. */
   readonly fanOut?: SessionFanOut | undefined;
+  /**
+   * A shared store: how long a process's count of a request holds without
+   * the process renewing its lease (ms). A `new` verdict this process reads
+   * that long after it asked may no longer be its own: another process may
+   * have taken the count over and run the request (`pending`'s takeover), so
+   * the host does not run it (docs/sessions.md, "Across nodes"). Undefined:
+   * one process, nobody takes a count over.
+   */
+  readonly leaseTtl?: number | undefined;
   /** Called once by the host, before any other method. */
   start(host: SessionStoreHost): void;
   /** The store's epoch: a new one whenever the store starts without its data (a restart, a flush). */

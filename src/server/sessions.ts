@@ -1149,6 +1149,23 @@ export class Sessions<Auth = unknown> {
     if (entry !== null) this.drop(entry, 'the session store refused to count a request: the session was attached on another node since');
   }
 
+  /**
+   * @internal A `new` verdict this process may no longer own if read this
+   * late (ms): a count of a process is taken over once its node key lapses,
+   * which can be two thirds of the lease after the process asked (it renews
+   * every third of it). Infinity: a store of one process (no takeover).
+   */
+  get staleVerdictMs(): number {
+    const lease = this.store.leaseTtl;
+    return lease === undefined ? Infinity : Math.floor((lease * 2) / 3);
+  }
+
+  /** @internal The verdict of request `cseq` came too late to be this process's (SessionBinding.queueRequest): not run. */
+  staleVerdict(binding: SessionBinding<Auth>, cseq: number): void {
+    this.host.logger?.warn({ session: binding.entry?.id ?? null, cseq }, 'session request: its count was answered too late to run here (this process stalled past the lease); the connection is closed, its client resumes');
+    void binding.connection.close(1011, 'session lease lapsed');
+  }
+
   /** @internal Request `cseq` ran here and sent no reply in its handler's turn: a duplicate of it is answered at once (not `pending`). */
   requestEnded(entry: Entry<Auth>, cseq: number): void {
     if (entry.unpersisted) return;
@@ -1911,6 +1928,16 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
       else entry.counting!.set(cseq, n);
     };
     this.waiting++;
+    // How long the store took to answer this connection's own count (not how long it then waited behind the requests
+    // before it, which may be a lease: a pending one): measured when the answer is read, as a stalled process reads it.
+    let answeredIn = 0;
+    if (counting && verdict !== null) {
+      const asked = performance.now();
+      verdict = verdict.then((v) => {
+        answeredIn = performance.now() - asked;
+        return v;
+      });
+    }
     this.requests = (this.requests ?? Promise.resolve()).then(async () => {
       try {
         let v: RequestVerdict | null = null;
@@ -1923,6 +1950,14 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
             // Closed (1011) unless the session went local meanwhile: then this connection runs it.
             if (!this.local) return;
           }
+        }
+        if (v !== null && v.kind === 'new' && counting && !this.local && answeredIn >= this.sessions.staleVerdictMs) {
+          // Counted here, but read so late (this process stalled: a freeze, a swap) that its lease may have lapsed
+          // meanwhile and another process taken the count over and run it: running it here could run it twice, its
+          // push out of order and its reply refused. Not run: the connection closes, its client resumes and re-sends
+          // it, and the store says who runs it (a count of this process is settled here: 'pending', here).
+          uncount();
+          return this.sessions.staleVerdict(this, cseq);
         }
         if (v !== null && v.kind === 'pending') {
           uncount(); // not this binding's to run: it waits for whoever counted it

@@ -406,6 +406,33 @@ describe('redis session store, requests across nodes', () => {
     assert.equal(!stray.ok && stray.reason, 'moved', 'a reply to a request another node counted is refused');
   });
 
+  test('a request counted by node A and unfinished is not forgotten while B counts maxRememberedReplies later ones: B is told pending (not an old duplicate), and A\'s reply is then kept and remembered', async (t) => {
+    // A resumed client re-sends every request A never answered; B counts the later ones as they arrive while it
+    // waits on the first (counting runs ahead of running). Forgotten past the window, the first read as long answered
+    // (duplicate, reply not remembered): B moved past it, and A ran it later with its reply refused.
+    const redis = await ownRedis(t);
+    if (!redis) return;
+    const p = prefix();
+    const window = 4;
+    const a = track(createRedisSessionStore({ url: redis.url, prefix: p, maxRememberedReplies: window }));
+    const b = track(createRedisSessionStore({ url: redis.url, prefix: p, maxRememberedReplies: window }));
+    collect(a);
+    collect(b);
+    const s = await a.create({ owner: null });
+    assert.deepEqual(await a.beginRequest(s.id, 1), { kind: 'new' }, 'A counts request 1 (and stalls before running it)');
+    assert.ok((await b.resume(s.id, 0)).ok);
+    assert.deepEqual(await b.beginRequest(s.id, 1), { kind: 'pending', here: false });
+    for (let c = 2; c <= 2 + 3 * window; c++) {
+      assert.deepEqual(await b.beginRequest(s.id, c), { kind: 'new' }, `B counts ${c}`);
+      await b.endRequest(s.id, c);
+    }
+    assert.deepEqual(await b.beginRequest(s.id, 1), { kind: 'pending', here: false }, 'still counted by A, alive: B waits, it does not move past it');
+    assert.deepEqual(await b.beginRequest(s.id, 2), { kind: 'duplicate', replySeqs: null }, 'a finished request past the window is forgotten (as before)');
+    const reply = await a.append(s.id, { data: 'reply 1', binary: false }, 1);
+    assert.deepEqual(reply, { ok: true, seq: 1 }, "A's reply to the request it counted is kept, though another node holds the session");
+    assert.deepEqual(await b.beginRequest(s.id, 1), { kind: 'duplicate', replySeqs: [1] }, 'and B answers it with that reply');
+  });
+
   test('a request counted by a node that died (its key lapsed after leaseTtl) runs on the node that asks: counted there (new), once', async (t) => {
     const redis = await ownRedis(t);
     if (!redis) return;

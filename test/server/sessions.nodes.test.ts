@@ -286,6 +286,52 @@ test('a node that really dies after counting a request (its lease lapses): B run
   assert.ok(waited >= leaseTtl / 2, `B ran it only once A's key could have lapsed (after ${waited} ms; leaseTtl ${leaseTtl})`);
 });
 
+test('a node frozen past the lease after counting a request, while its client resumes on B and sends more than maxRememberedReplies later requests: B waits for the count (not an old duplicate), takes it over once the lease passes and runs it once; A, reading its verdict that late, does not run it: one reply, one push, in order, no dead letter', async (t) => {
+  // Measured before the fix (a worker SIGSTOPped 20 s, lease 15 s): B counted the later requests as they arrived while
+  // waiting on the first, which pushed its count out of the remembered window: B read it as long answered (duplicate,
+  // no reply) and moved past it; A, continued, ran it: its push came 20 s late, out of order, its reply refused (moved).
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-frozen`;
+  const leaseTtl = 600;
+  const window = 4;
+  const a = await node(t, redis.url, prefix, 'node-a', (o) => new GatedStore(o), { leaseTtl, maxRememberedReplies: window });
+  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl, maxRememberedReplies: window });
+  const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
+  const closedOnA = closeOf(onA);
+  // A counts request 2 in Redis; its answer is held (its event loop frozen), but its store goes on renewing its lease.
+  a.store.hold();
+  onA.request(PUBLISH);
+  await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
+  const countedAt = Date.now();
+
+  const onB = new Raw(t, b.url);
+  await onB.opened();
+  onB.ws.send(encodeResume({ id, token, lastSeq, epoch }));
+  await waitFor(() => onB.frames.some((f) => f.kind === 'attached'), 5_000, 'attached on B');
+  assert.equal(onB.attached().cseq, 0);
+  onB.request(PUBLISH, 2);
+  const last = 3 + 3 * window;
+  for (let c = 3; c <= last; c++) onB.request({ command: 'echo', someOtherThing: `e${c}` }, c);
+  const replied = (c: number): number => onB.data().filter((m) => (JSON.parse(m.payload) as { requestID?: number }).requestID === c).length;
+  await waitFor(() => replied(last) >= 1, 10_000, 'every request answered on B');
+  assert.ok(Date.now() - countedAt >= leaseTtl / 2, `B ran request 2 only once A's count could be taken over (${Date.now() - countedAt} ms; leaseTtl ${leaseTtl})`);
+  assert.deepEqual([a.published.length, b.published.length], [0, 1], 'run on B, once A left it unfinished for a lease');
+
+  a.store.release(); // A continues: its verdict (new) comes a lease late
+  const closed = await Promise.race([closedOnA, delay(5_000).then(() => null)]);
+  assert.deepEqual(closed, { code: 1011, reason: 'session lease lapsed' }, "A's connection is closed, not used to run the request");
+  await delay(300); // a second run, reply or push would show by now
+  assert.deepEqual([a.published.length, b.published.length], [0, 1], 'the handler ran once in all');
+  assert.deepEqual(outcome(onB, lastSeq), { replies: 1, pushes: 1, seqsInOrder: true }, JSON.stringify(onB.data()));
+  for (let c = 3; c <= last; c++) assert.equal(replied(c), 1, `request ${c} answered once`);
+  // The reply of 2 comes before the replies of the later ones (requests run in order).
+  const order = onB.data().map((m) => (JSON.parse(m.payload) as { requestID?: number }).requestID ?? 0).filter((c) => c >= 2);
+  assert.deepEqual(order, Array.from({ length: last - 1 }, (_, i) => i + 2));
+  assert.deepEqual([...a.deadLetters, ...b.deadLetters], [], 'no dead letter');
+  assert.ok(!onB.frames.some((f) => f.kind === 'duplicate'), 'nothing answered as a duplicate');
+});
+
 /** The close a connection got (code and reason), once it closed. */
 function closeOf(raw: Raw): Promise<{ code: number; reason: string }> {
   return new Promise((resolve) => raw.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
