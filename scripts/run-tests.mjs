@@ -69,37 +69,20 @@ const rank = (f) => {
   return i === -1 ? SLOW_FIRST.length : i;
 };
 files = files.map((f, i) => [f, i]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1]).map(([f]) => f);
-// How many files at once (TEST_CONCURRENCY overrides): one per core plus one, or plus two when
-// the cores are idle as the run starts. The files spend much of their time waiting (process
-// starts, Redis restarts, timeouts), so a core-count of files keeps only ~1.5 of 2 cores busy.
-// Measured on the 2-core machine, idle: 255 s at 2 files at once, 211 s at 3 (docs/testing.md,
-// "Wall time"), and 3 passes under a busy loop on every core (5 runnable CPU hogs at most on 2
-// cores). A fourth file is only taken on idle cores (at most 4 hogs on 2): under a busy loop per
-// core, which starts before the suite, the run keeps 3. The files that spawn processes share one
-// start bound through this directory (test/helpers/cli.ts: one process starting per core across
-// the whole suite), so more files at once do not start more processes at once.
+// How many files at once (TEST_CONCURRENCY overrides): one per core, plus one. The files spend
+// much of their time waiting (process starts, Redis restarts, timeouts), so a core-count of files
+// keeps only ~1.5 of 2 cores busy. Measured on the 2-core machine, idle: 255 s at 2 files at once,
+// 211 s at 3 (docs/testing.md, "Wall time"), and 3 passes under a busy loop on every core (5
+// runnable CPU hogs at most on 2 cores). A fourth file when the cores were idle at the start was
+// tried and dropped: its first clean-clone run failed a prober's latency bound
+// (test/server/over-budget.test.ts) with the server's process on 24% of a core, the four files
+// starving each other, for 195 s of wall time. The files that spawn processes share one start bound
+// through this directory (test/helpers/cli.ts: one process starting per core across the whole
+// suite), so more files at once do not start more processes at once.
 const cores = availableParallelism();
-const idle = process.env.TEST_CONCURRENCY === undefined ? await coresIdle(cores) : null;
-const concurrency = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? (idle.idle ? cores + 2 : cores + 1)));
-console.log(
-  `run-tests: ${concurrency} files at once (${idle === null ? 'TEST_CONCURRENCY' : `${cores} cores, ${idle.idle ? 'idle' : 'busy'} at the start: a spin per core ran ${idle.share.toFixed(2)}× its CPU time in wall time`})`,
-);
+const concurrency = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? cores + 1));
+console.log(`run-tests: ${concurrency} files at once (${process.env.TEST_CONCURRENCY === undefined ? `${cores} cores, plus one` : 'TEST_CONCURRENCY'})`);
 
-/**
- * Are the cores idle now? One thread per core spins for 300 ms; the process's CPU time over the
- * wall time of all of them says what share of the cores they got: on idle cores wall = CPU
- * (1.0); with one other busy loop on two cores, 1.5; with one per core, 2.0.
- */
-async function coresIdle(n) {
-  const { Worker } = await import('node:worker_threads');
-  const spin = 'const t = performance.now(); while (performance.now() - t < 300) {}';
-  const wall0 = performance.now();
-  const cpu0 = process.cpuUsage();
-  await Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => new Worker(spin, { eval: true }).once('exit', resolve).once('error', reject))));
-  const cpu = process.cpuUsage(cpu0);
-  const share = (n * (performance.now() - wall0)) / ((cpu.user + cpu.system) / 1000);
-  return { idle: share < 1.25, share };
-}
 // `npm pack` runs the build (`prepare`), which first deletes dist/ while other files serve the
 // browser bundle from it. So the runner builds dist/ once here, before any file (3.7 s on this
 // machine), and tells test/pack.test.ts to pack that fresh build without running the build again
