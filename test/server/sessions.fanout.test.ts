@@ -65,6 +65,21 @@ async function node(
 }
 
 /** A raw session connection: every frame it got, decoded (until `stop()`: then, as a client that moved on, it reads no more). */
+/** One append of session `id` on node `a` fails (the reply to a `noop` request): the session goes unpersisted. */
+async function unpersistOnce(a: Node, raw: Raw, id: string): Promise<void> {
+  const append = a.store.append.bind(a.store);
+  let failed = false;
+  a.store.append = (sid, message, cseq) => {
+    if (!failed && sid === id) {
+      failed = true;
+      return Promise.reject(new Error('injected append failure'));
+    }
+    return append(sid, message, cseq);
+  };
+  raw.request({ command: 'noop' });
+  await waitFor(() => a.events.some((e) => e.type === 'unpersisted' && e.id === id), 10_000, 'the session to go unpersisted');
+}
+
 class Raw {
   readonly ws: WebSocket;
   readonly frames: ServerFrame[] = [];
@@ -527,17 +542,7 @@ for (const copyDelay of [0, 40]) test(`a session going unpersisted while another
   await waitFor(() => raw.data().length > 40, 10_000, 'the flow to reach the session');
 
   // One append of this session fails (the reply to a request): the session goes local mid-flow.
-  const append = a.store.append.bind(a.store);
-  let failed = false;
-  a.store.append = (sid, message, cseq) => {
-    if (!failed && sid === id) {
-      failed = true;
-      return Promise.reject(new Error('injected append failure'));
-    }
-    return append(sid, message, cseq);
-  };
-  raw.request({ command: 'noop' });
-  await waitFor(() => a.events.some((e) => e.type === 'unpersisted' && e.id === id), 10_000, 'the session to go unpersisted');
+  await unpersistOnce(a, raw, id);
   const atUnpersist = k;
   await storeCopyEnded(a.store, id);
   const atEnd = k;
@@ -611,17 +616,7 @@ test("a topic an unpersisted session leaves before its store copy is ended: the 
   const { id } = await attach(raw, encodeOpen());
   raw.request({ command: 'join', topic: 'room' });
   await waitFor(() => raw.data().length === 1, 10_000, 'the join reply');
-  const append = a.store.append.bind(a.store);
-  let failed = false;
-  a.store.append = (sid, message, cseq) => {
-    if (!failed && sid === id) {
-      failed = true;
-      return Promise.reject(new Error('injected append failure'));
-    }
-    return append(sid, message, cseq);
-  };
-  raw.request({ command: 'noop' });
-  await waitFor(() => a.events.some((e) => e.type === 'unpersisted' && e.id === id), 10_000, 'the session to go unpersisted');
+  await unpersistOnce(a, raw, id);
   raw.request({ command: 'leave', topic: 'room' });
   await waitFor(() => raw.data().length === 3, 10_000, 'the leave reply');
   // The leave reached the store (it is sent there now): its record no longer lists the topic.
