@@ -90,3 +90,20 @@ export function isSendableCloseCode(code: number): boolean {
     (code === 1000 || (code >= 3000 && code <= 4999) || (code >= 1001 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006))
   );
 }
+
+/** RFC 6455 §5.5: a close frame's reason is at most 123 bytes of UTF-8. */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/**
+ * A close reason cut to fit a close frame (MAX_CLOSE_REASON_BYTES, UTF-8), at
+ * a character, with `…` at the end when it was cut: for reasons built from a
+ * peer's input (a protocol violation's detail), which may be of any length.
+ */
+export function capCloseReason(reason: string): string {
+  const encoder = new TextEncoder();
+  if (encoder.encode(reason).length <= MAX_CLOSE_REASON_BYTES) return reason;
+  const room = MAX_CLOSE_REASON_BYTES - encoder.encode('…').length;
+  let out = reason.slice(0, room);
+  while (encoder.encode(out).length > room) out = out.slice(0, -1);
+  return out + '…';
+}

@@ -10,7 +10,7 @@ import { createActor, type Actor, type AnyActorRef, type InspectionEvent, type O
 import type { BackoffOptions } from '../../machines/backoff.ts';
 import type { ClientMachine, ClientOutput, ClientTiming } from '../../machines/client.machine.ts';
 import { connectionStateName } from '../../machines/connection.machine.ts';
-import { CloseCodes, type Closure } from '../../machines/close-codes.ts';
+import { capCloseReason, CloseCodes, type Closure } from '../../machines/close-codes.ts';
 import { positiveInt } from '../base/checks.ts';
 import {
   decodeServerFrame,
@@ -535,7 +535,7 @@ export class Client {
     const s = this.sess!;
     s.violated = true;
     const child = (this.actor.getSnapshot().children as Record<string, AnyActorRef | undefined>).connection;
-    child?.send({ type: 'close', code: CloseCodes.PROTOCOL_ERROR, reason: capReason(`session protocol: ${reason}`), cause: 'protocol-error' });
+    child?.send({ type: 'close', code: CloseCodes.PROTOCOL_ERROR, reason: capCloseReason(`session protocol: ${reason}`), cause: 'protocol-error' });
   }
 
   /**
@@ -789,15 +789,6 @@ const DUE_BY_COUNT = 2;
 
 function runNow(fn: () => void): void {
   fn();
-}
-
-/** A close reason within the 123 bytes a close frame allows (RFC 6455 §5.5), cut at a character. */
-function capReason(reason: string): string {
-  const encoder = new TextEncoder();
-  if (encoder.encode(reason).length <= 120) return reason;
-  let out = reason.slice(0, 119);
-  while (encoder.encode(out).length > 119) out = out.slice(0, -1);
-  return out + '…';
 }
 
 /** The URL with `ws-session=1` (docs/sessions.md, "Opting in"). */

@@ -28,7 +28,7 @@
  * path before it (so the order above holds either way).
  */
 import { randomBytes } from 'node:crypto';
-import type { Closure } from '../../machines/close-codes.ts';
+import { capCloseReason, type Closure } from '../../machines/close-codes.ts';
 import {
   SESSION_PAYLOAD_FREE_EVENTS,
   sessionMachine,
@@ -2367,7 +2367,7 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
 
   private violation(message: string): void {
     // R15: a protocol violation closes 1002 (the reason is capped at 123 bytes).
-    void this.connection.close(1002, truncate(message, 120));
+    void this.connection.close(1002, capCloseReason(message));
   }
 
   /**
@@ -2440,13 +2440,6 @@ class GapReaderHost<Auth> implements RunnerHost, HostedActor<GapStoreCommand> {
   failed(error: unknown): void {
     this.binding.gapReaderFailed(error);
   }
-}
-
-function truncate(s: string, bytes: number): string {
-  if (Buffer.byteLength(s) <= bytes) return s;
-  let out = s.slice(0, bytes);
-  while (Buffer.byteLength(out) > bytes - 1) out = out.slice(0, -1);
-  return out + '…';
 }
 
 export type { JsonValue, Closure };
