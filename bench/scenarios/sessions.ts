@@ -8,10 +8,13 @@
  *   reqres     N connections (1,000), one request in flight each: throughput,
  *              latency, server CPU per message (as bench/scenarios/reqres.ts)
  *   idle       RSS and heap per idle connection at 1k, 5k, 10k (as idle.ts)
- *   broadcast  time until every receiver has a broadcast, 1k and 5k receivers (as broadcast.ts)
+ *   broadcast  time until every receiver has a broadcast, 1k and 5k receivers (as broadcast.ts),
+ *              300 broadcasts per level and round: the p99 of 100 was the round's second-worst
+ *              broadcast, and its ratio read 1.01× to 1.49× across four runs of trees that did not
+ *              differ on that path (docs/performance.md, "The broadcast p99 of the sessions scenario")
  *
  *   node --import tsx bench/scenarios/sessions.ts [--quick] [--rounds 3] [--parts reqres,idle,broadcast]
- *        [--variants off,on,redis] [--connections 1000] [--seconds 5] [--levels 1000,5000,10000] [--receivers 1000,5000] [--broadcasts 100]
+ *        [--variants off,on,redis] [--connections 1000] [--seconds 5] [--levels 1000,5000,10000] [--receivers 1000,5000] [--broadcasts 300]
  *
  * Variants (rows are named by them):
  *   sessions off          the supervisor without the `sessions` option, plain clients
@@ -83,7 +86,7 @@ const WARMUP_S = QUICK ? 0.5 : 1;
 const LEVELS = (values.levels ?? (QUICK ? '500,1000' : '1000,5000,10000')).split(',').map(Number);
 const RECEIVERS = (values.receivers ?? (QUICK ? '200' : '1000,5000')).split(',').map(Number);
 const BCAST_WARMUP = QUICK ? 1 : 3;
-const BROADCASTS = BCAST_WARMUP + Number(values.broadcasts ?? (QUICK ? 10 : 100));
+const BROADCASTS = BCAST_WARMUP + Number(values.broadcasts ?? (QUICK ? 10 : 300));
 const KiB = 1024;
 const label = (n: number): string => (n % 1000 === 0 ? `${n / 1000}k` : String(n));
 const OFF = VARIANT_NAMES.off;
