@@ -6,6 +6,7 @@
  *
  *   node --import tsx bench/instructions.ts [--connections 500] [--requests 200] [--rounds 2] [--tool perf|callgrind]
  *   node --import tsx bench/instructions.ts --workload broadcast [--connections 500] [--bursts 5] [--burst 10] [--rounds 2]
+ *   node --import tsx bench/instructions.ts --workload heartbeat [--connections 200] [--ping 500] [--seconds 10] [--rounds 2]
  *   … --sessions memory   (ws-supervisor sessions off vs on, every client opted in: bench/lib/session-client.ts)
  *   … --node-flags=--single-threaded --warmup 50   (callgrind: flags for the server's node; requests per connection before counting, default 10)
  *
@@ -13,6 +14,13 @@
  * One connection makes every request the same work in a turn of its own (with 50, how many share a read and a turn
  * depends on timing, and the count moved by ±10%); the long warm-up and the figure without TurboFan's compiling
  * (printed per round) leave the steady state: that figure moved by ±2% between runs here.
+ *
+ * heartbeat (callgrind only): N idle connections, the server pinging each every
+ * `--ping` ms (pong timeout 10 s); after as many seconds of warm-up, counting is
+ * on for `--seconds`, and the count is per ping the clients received meanwhile
+ * (the wheel's or the interval's ticks included: they are the heartbeat's too).
+ * Under callgrind the server runs ~50× slower: keep N × 1000 / ping at a few
+ * hundred pings a second, or the pings come late (the count stays per ping).
  *
  * broadcast: N receivers plus one sender, which sends bursts of B broadcasts
  * back to back (the next burst once every receiver has the last one); the
@@ -52,10 +60,15 @@ const { values } = parseArgs({
     sessions: { type: 'string' },
     warmup: { type: 'string' },
     'node-flags': { type: 'string' },
+    ping: { type: 'string', default: '500' },
+    seconds: { type: 'string', default: '10' },
   },
 });
 const WORKLOAD = values.workload;
-if (WORKLOAD !== 'reqres' && WORKLOAD !== 'broadcast') throw new Error(`--workload must be reqres or broadcast, got ${WORKLOAD}`);
+if (WORKLOAD !== 'reqres' && WORKLOAD !== 'broadcast' && WORKLOAD !== 'heartbeat') throw new Error(`--workload must be reqres, broadcast or heartbeat, got ${WORKLOAD}`);
+if (WORKLOAD === 'heartbeat' && values.sessions !== undefined) throw new Error('--workload heartbeat compares raw ws and ws-supervisor only (no --sessions)');
+const PING_MS = Number(values.ping);
+const SECONDS = Number(values.seconds);
 const N = Number(values.connections);
 const K = WORKLOAD === 'broadcast' ? Number(values.bursts) : Number(values.requests);
 const BURST = Number(values.burst);
@@ -80,6 +93,7 @@ const WARMUP = values.warmup === undefined ? 10 : Number(values.warmup);
 const serverArgs = (kind: string, port: number): string[] => [
   ...NODE_FLAGS,
   ...(kind === 'sessions' ? [compiledEntry('servers.ts'), 'supervisor', String(port), '--sessions', SESSIONS!] : [compiledEntry('servers.ts'), kind, String(port)]),
+  ...(WORKLOAD === 'heartbeat' ? ['--ping-interval', String(PING_MS), '--pong-timeout', '10000'] : []),
 ];
 
 /** A load connection: a plain ws, or a session client (its payloads only; acks and seqs as the Node client's). */
@@ -176,6 +190,31 @@ async function load(kind: string, port: number, requests: number, between?: { be
   for (const ws of clients) ws.terminate();
 }
 
+/** heartbeat: N idle connections; warm-up, then `between.before()`, SECONDS of pings, `between.after()`. Resolves with the pings in between. */
+async function heartbeatLoad(port: number, between: { before(): void; after(): void }): Promise<number> {
+  const clients: WebSocket[] = [];
+  let counting = false;
+  let pings = 0;
+  const count = (): void => {
+    if (counting) pings++;
+  };
+  for (let i = 0; i < N; i++) {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/server`, { perMessageDeflate: false });
+    await new Promise((r) => ws.once('open', r));
+    ws.on('ping', count);
+    clients.push(ws);
+  }
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  await sleep(SECONDS * 1000); // warm-up: every connection pinged several times, the JIT settled
+  between.before();
+  counting = true;
+  await sleep(SECONDS * 1000);
+  counting = false;
+  between.after();
+  for (const ws of clients) ws.terminate();
+  return pings;
+}
+
 /**
  * Instructions of the server over exactly the K requests (callgrind, switched on and off around them): all of them,
  * and those of V8's optimizing compiler (`v8::internal::compiler::` functions, read with callgrind_annotate; 0 when
@@ -183,7 +222,7 @@ async function load(kind: string, port: number, requests: number, between?: { be
  * and the session path has more code to tier up), which the steady state of a long run does not: on this machine it
  * was 1–15 k instructions per request and moved by several k from run to run, more than the differences looked for.
  */
-async function callgrindInstructions(kind: string, requests: number, port: number): Promise<{ total: number; compile: number }> {
+async function callgrindInstructions(kind: string, requests: number, port: number): Promise<{ total: number; compile: number; messages: number }> {
   const out = join(mkdtempSync(join(tmpdir(), 'ws-sup-callgrind-')), 'callgrind.out');
   const server = spawn(
     'valgrind',
@@ -200,13 +239,16 @@ async function callgrindInstructions(kind: string, requests: number, port: numbe
     const r = spawnSync('callgrind_control', [flag, String(server.pid)], { encoding: 'utf8' });
     if (r.status !== 0 || !/OK/.test(r.stdout)) throw new Error(`callgrind_control ${flag} ${server.pid}: ${r.stdout} ${r.stderr}`);
   };
-  await load(kind, port, requests, { before: () => control('--instr=on'), after: () => control('--instr=off') });
+  const between = { before: () => control('--instr=on'), after: () => control('--instr=off') };
+  let messages = PER_RUN;
+  if (WORKLOAD === 'heartbeat') messages = await heartbeatLoad(port, between);
+  else await load(kind, port, requests, between);
   const exited = new Promise((r) => server.once('exit', r));
   spawnSync('pkill', ['-INT', '-f', `servers.mjs ${kind === 'sessions' ? 'supervisor' : kind} ${port}`]); // valgrind passes it on; the server exits 0 and callgrind writes its totals
   await exited;
   const totals = /^totals:\s+(\d+)/m.exec(readFileSync(out, 'utf8'));
   if (!totals) throw new Error(`no totals in ${out}`);
-  return { total: Number(totals[1]), compile: compilerInstructions(out) };
+  return { total: Number(totals[1]), compile: compilerInstructions(out), messages };
 }
 
 /** Instructions callgrind_annotate puts in V8's optimizing compiler (0 if callgrind_annotate is missing). */
@@ -238,7 +280,11 @@ async function instructions(kind: string, requests: number, port: number): Promi
   return Number(line?.split(',')[0]);
 }
 
-const WHAT = WORKLOAD === 'broadcast' ? 'delivery' : 'request/response';
+const WHAT = WORKLOAD === 'broadcast' ? 'delivery' : WORKLOAD === 'heartbeat' ? 'ping' : 'request/response';
+if (WORKLOAD === 'heartbeat' && TOOL !== 'callgrind') {
+  console.error('bench/instructions: --workload heartbeat runs under callgrind only (--tool callgrind)');
+  process.exit(1);
+}
 if (spawnSync('taskset', ['-c', '0', 'true']).status === 0) spawnSync('taskset', ['-cp', '1', String(process.pid)]);
 const perRequest: Record<string, number[]> = Object.fromEntries(KINDS.map((k) => [k, []]));
 /** callgrind: per request without the optimizing compiler's instructions (callgrindInstructions). */
@@ -250,8 +296,9 @@ for (let round = 0; round < ROUNDS; round++) {
     let compile = 0;
     if (TOOL === 'callgrind') {
       const c = await callgrindInstructions(kind, K, port++);
-      per = c.total / PER_RUN;
-      compile = c.compile / PER_RUN;
+      per = c.total / c.messages;
+      compile = c.compile / c.messages;
+      if (WORKLOAD === 'heartbeat') console.log(`round ${round + 1} ${kind.padEnd(10)} ${c.messages} pings in ${SECONDS} s counted (${N} connections, ${PING_MS} ms interval)`);
       steady[kind]!.push(per - compile);
     }
     else {
@@ -268,7 +315,7 @@ for (let round = 0; round < ROUNDS; round++) {
 }
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 console.log(
-  `\n${WORKLOAD === 'broadcast' ? `${N} receivers × ${K} bursts of ${BURST}` : `${N} clients × ${K} requests`} (${TOOL}): ${KINDS[1]}/${KINDS[0]} instructions per ${WHAT} = ${(median(perRequest[KINDS[1]!]!) / median(perRequest[KINDS[0]!]!)).toFixed(2)}×`,
+  `\n${WORKLOAD === 'broadcast' ? `${N} receivers × ${K} bursts of ${BURST}` : WORKLOAD === 'heartbeat' ? `${N} idle connections, ${PING_MS} ms ping, ${SECONDS} s` : `${N} clients × ${K} requests`} (${TOOL}): ${KINDS[1]}/${KINDS[0]} instructions per ${WHAT} = ${(median(perRequest[KINDS[1]!]!) / median(perRequest[KINDS[0]!]!)).toFixed(2)}×`,
 );
 if (TOOL === 'callgrind' && steady[KINDS[0]!]!.length > 0) {
   console.log(`without TurboFan compiling: ${KINDS[1]}/${KINDS[0]} = ${(median(steady[KINDS[1]!]!) / median(steady[KINDS[0]!]!)).toFixed(3)}× (medians ${(median(steady[KINDS[1]!]!) / 1000).toFixed(1)} k / ${(median(steady[KINDS[0]!]!) / 1000).toFixed(1)} k)`);

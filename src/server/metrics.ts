@@ -34,6 +34,94 @@ export interface MetricsSource {
 
 const STATES = ['connecting', 'open', 'pinging', 'closing'] as const;
 
+/** One value of prom-client's export of a metric (`getForPromString`'s, before `get()` merges the labels). */
+interface ExportedValue {
+  value: number;
+  labels: Record<string, string | number>;
+  metricName?: string;
+}
+type GetForPromString = (this: Histogram) => Promise<{ values: ExportedValue[] }>;
+/** prom-client's own export of a histogram (the registry's text format and `get()` both come from it). */
+const promExport = (Histogram.prototype as unknown as { getForPromString?: GetForPromString }).getForPromString;
+
+/**
+ * The heartbeat's round-trip-time histogram, counted here on every pong and
+ * handed to prom-client only when it exports (a scrape): `add` finds the
+ * bucket in a short array of numbers and bumps three counters. prom-client's
+ * `observe` cost 2–4% of the server's busy time in the heartbeat (a closure
+ * and label checks per call, and a number-to-string key per bucket lookup:
+ * docs/performance.md). The export is exactly prom-client's: the same name,
+ * help, buckets and values (a value falls in every bucket whose bound it does
+ * not exceed, the sum added in arrival order), because it is prom-client's
+ * own export with these counts added to its series; `observe` still works
+ * and adds to the same series. It relies on prom-client's Histogram
+ * exporting through `getForPromString` (used by both the registry's text
+ * format and `get()`, 15.x); test/server/metrics.test.ts compares the output
+ * with a plain prom-client Histogram fed the same values, and fails if an
+ * upgrade changes that.
+ */
+export class RttHistogram extends Histogram {
+  /** Its name: the series' names are `<name>_bucket`, `<name>_sum`, `<name>_count`. */
+  private readonly rttName: string;
+  /** The upper bounds, in prom-client's order (ascending). */
+  private readonly rttBounds: readonly number[];
+  /** Values per bucket (not cumulative); the last entry counts those above every bound (+Inf only). */
+  private readonly rttCounts: Float64Array;
+  private rttCount = 0;
+  private rttSum = 0;
+
+  constructor(config: { name: string; help: string; buckets: number[]; registers: Registry[] }) {
+    super(config);
+    this.rttName = config.name;
+    this.rttBounds = config.buckets.slice();
+    this.rttCounts = new Float64Array(config.buckets.length + 1);
+  }
+
+  /** One value, as `observe(value)` would count it (non-finite values, which `observe` refuses, are ignored). */
+  add(value: number): void {
+    if (!Number.isFinite(value)) return;
+    const bounds = this.rttBounds;
+    let i = 0;
+    while (i < bounds.length && value > bounds[i]!) i++;
+    this.rttCounts[i]!++;
+    this.rttCount++;
+    this.rttSum += value;
+  }
+
+  /** prom-client's export, with the values `add` counted put into its series. */
+  async getForPromString(): Promise<{ values: ExportedValue[] }> {
+    let data = await promExport!.call(this);
+    if (this.rttCount === 0) return data;
+    const name = this.rttName;
+    const bucketName = `${name}_bucket`;
+    if (!data.values.some((v) => v.metricName === `${name}_count`)) {
+      this.zero({}); // after reset(): the series exists again, as after an observe
+      data = await promExport!.call(this);
+    }
+    for (const v of data.values) {
+      if (v.metricName === bucketName) {
+        const le = v.labels.le;
+        if (le === '+Inf') v.value += this.rttCount;
+        else {
+          let below = 0;
+          for (let i = 0; i < this.rttBounds.length && this.rttBounds[i]! <= (le as number); i++) below += this.rttCounts[i]!;
+          v.value += below;
+        }
+      } else if (v.metricName === `${name}_sum`) v.value += this.rttSum;
+      else if (v.metricName === `${name}_count`) v.value += this.rttCount;
+    }
+    return data;
+  }
+
+  override reset(): void {
+    super.reset();
+    // prom-client's constructor calls reset() too, before this class has set its fields.
+    (this.rttCounts as Float64Array | undefined)?.fill(0);
+    this.rttCount = 0;
+    this.rttSum = 0;
+  }
+}
+
 
 interface Sums {
   byState: Record<string, number>;
@@ -61,13 +149,8 @@ export class SupervisorMetrics {
   readonly slowConsumerClosesTotal: Counter<'cause'>;
   /** Connections terminated because no pong arrived in time (R4). */
   readonly heartbeatTimeoutsTotal: Counter;
-  readonly rttSeconds: Histogram;
-  /**
-   * `rttSeconds.observe` bound to its (empty) label set once: prom-client's
-   * unbound `observe` makes a closure and a labels object per call, on every
-   * pong of the heartbeat (docs/performance.md).
-   */
-  private readonly observeRtt: (seconds: number) => void;
+  /** Counted on every pong without prom-client's `observe` (see RttHistogram); exported as any prom-client histogram. */
+  readonly rttSeconds: RttHistogram;
   /** R12: broadcasts/publishes that may not have reached every other node, by reason (unavailable, error, partial). */
   readonly adapterPublishFailuresTotal: Counter<'reason'>;
   /** Messages handed to the adapter (out) and delivered from other nodes (in), by kind (broadcast, publish). */
@@ -142,13 +225,12 @@ export class SupervisorMetrics {
       help: 'Connections terminated because no pong or other traffic arrived within the pong timeout',
       registers,
     });
-    this.rttSeconds = new Histogram({
+    this.rttSeconds = new RttHistogram({
       name: `${prefix}rtt_seconds`,
       help: 'Heartbeat ping-to-pong round trip time',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     });
-    this.observeRtt = this.rttSeconds.labels().observe;
     this.adapterPublishFailuresTotal = new Counter({
       name: `${prefix}adapter_publish_failures_total`,
       help: 'Broadcasts and topic publishes that may not have reached every other node (delivered locally), by reason',
@@ -302,7 +384,7 @@ export class SupervisorMetrics {
   }
 
   rtt(ms: number): void {
-    this.observeRtt(ms / 1000);
+    this.rttSeconds.add(ms / 1000);
   }
 
   /** One pass over the live connections per scrape (cached for 100 ms: one scrape calls several collectors). */

@@ -150,6 +150,12 @@ export class SocketReader extends LivenessReport implements Deferrable {
   private backlog: Backlog | null = null;
   /** Holds `ws`'s parser while over the share (made at the first hold: a quiet connection has none). */
   private parser: ParserHold | null = null;
+  /**
+   * When the last ping went out (`performance.now()`, set with `expecting`):
+   * the first pong after it gives the round trip. A double from the start
+   * (NaN), so the field never changes representation.
+   */
+  private pingAt = Number.NaN;
 
   constructor(
     private readonly io: SocketIO,
@@ -174,6 +180,12 @@ export class SocketReader extends LivenessReport implements Deferrable {
   /** Over a budget: the machine has been told once; every later message is dropped. */
   private get overBudget(): boolean {
     return (this.flags & OVER_BUDGET) !== 0;
+  }
+
+  /** A ping went out (the machine sends `writer.ping`, then this, in one step): the round trip starts now. */
+  override command(command: ReaderCommand): void {
+    if (command.type === 'reader.expectLiveness') this.pingAt = performance.now();
+    super.command(command);
   }
 
   /** setImmediate runs after the poll phase: anything the peer sent before the pong timer fired has been read (and reported) by then. */
@@ -366,12 +378,10 @@ export class SocketReader extends LivenessReport implements Deferrable {
       if (io.scheduler !== undefined) this.controlFrame(io.scheduler);
       return;
     }
-    // Our pings carry their send time; a pong that echoes something else still proves liveness.
-    const rttMs = payload.length === 8 ? performance.now() - payload.readDoubleBE(0) : -1;
-    if (rttMs >= 0 && rttMs < 3_600_000) {
-      this.io.onRtt(rttMs);
-      this.inbound(rttMs);
-    } else this.inbound();
+    // The first pong after our ping, whatever it echoes: the round trip since the ping went out (R5: liveness).
+    const rttMs = performance.now() - this.pingAt;
+    io.onRtt(rttMs);
+    this.inbound(rttMs);
   }
 
   /**

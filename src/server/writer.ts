@@ -29,7 +29,7 @@ import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
 import { fromCallback } from 'xstate';
 import type { ActorInput, WriterCommand, WriterEvent } from '../../machines/connection.machine.ts';
-import { frameOf, framesDirectly, pingFrame } from './ws-internals.ts';
+import { frameOf, framesDirectly, PING_FRAME, writeNow, writesToFd } from './ws-internals.ts';
 
 export type Outbound = string | Buffer;
 
@@ -136,6 +136,7 @@ const PROGRESS_SCHEDULED = 16;
 const CORKED = 32;
 const DIRECT = 64;
 const BATCHING = 128;
+const TO_FD = 256;
 
 export class SendQueue {
   /** null until the socket first pushes back: an idle connection holds no queue arrays. */
@@ -163,7 +164,7 @@ export class SendQueue {
     /** Server side: frame and cork here (client frames must be masked, so the client leaves framing to `ws`). */
     frameHere = false,
   ) {
-    if (frameHere && framesDirectly(io.ws)) this.state |= DIRECT;
+    if (frameHere && framesDirectly(io.ws)) this.state |= DIRECT | (writesToFd(io.socket) ? TO_FD : 0);
   }
 
   private get ws(): WebSocket {
@@ -321,17 +322,20 @@ export class SendQueue {
     this.release();
   }
 
+  /**
+   * R4: a ping with no payload (the reader times the round trip from the
+   * moment it is told a ping went out: src/server/reader.ts). On the
+   * server's plain TCP sockets it is one shared 2-byte frame written to the
+   * socket's descriptor while nothing waits in the stream (ws-internals.ts,
+   * item 7): no write request, no after-write tick, no callback per ping.
+   * Behind queued or corked bytes it goes through the stream, after them.
+   */
   ping(): void {
     if (this.released || this.ws.readyState !== 1) return;
-    // The payload is the send time; the pong echoes it, so RTT needs no state (RFC 6455 §5.5.3).
-    if (this.direct) {
-      // One pre-framed 10-byte Buffer (joins the cork if the socket is corked).
-      this.socket.write(pingFrame(performance.now()));
-      return;
-    }
-    const payload = Buffer.allocUnsafe(8);
-    payload.writeDoubleBE(performance.now());
-    this.ws.ping(payload, undefined, ignoreError);
+    const state = this.state;
+    if ((state & TO_FD) !== 0) writeNow(this.socket, PING_FRAME);
+    else if ((state & DIRECT) !== 0) this.socket.write(PING_FRAME);
+    else this.ws.ping(undefined, undefined, ignoreError);
   }
 
   close(code: number, reason: string, flush: boolean): void {

@@ -26,7 +26,7 @@
  *      permessage-deflate off, `ws`'s Sender keeps no state between whole
  *      messages and never queues a frame (it queues only while deflating or
  *      reading a Blob, neither of which the server does), so a complete
- *      frame the writer puts on the socket itself (`frameOf`, `pingFrame`)
+ *      frame the writer puts on the socket itself (`frameOf`, `PING_FRAME`)
  *      is indistinguishable from one `ws.send` / `ws.ping` would have written,
  *      and frames from both stay in socket order. That is what lets the
  *      writer frame a message in one Buffer (one write instead of `ws`'s
@@ -64,8 +64,32 @@
  *      socket flows until `DISCARD_ALLOWANCE` bytes were dropped (a well-behaved
  *      peer's last frames and its FIN come within it), then ws pauses it and
  *      TCP pushes back on the peer until the close timeout ends the socket.
+ *   7. Node's, not ws's: a plain TCP (or pipe) socket's file descriptor, for
+ *      the heartbeat's ping (`writeNow`). A `net.Socket` keeps its libuv handle
+ *      in `_handle` (a `TCP` or `Pipe` object; TLS has a `TLSWrap` there, whose
+ *      bytes must be encrypted, and is never written to this way), and the
+ *      handle's `fd` is the descriptor (-1 once closed, and on Windows). While
+ *      the socket's `writableLength` is 0 nothing it was given is still
+ *      waiting, in the Writable or in libuv's write queue (Node counts a
+ *      pending write until its callback), so a frame written to the
+ *      descriptor now with `fs.writeSync` leaves after everything written
+ *      before it, as `socket.write` would have put it, and a later
+ *      `socket.write` leaves after it. A socket with an idle timeout
+ *      (`socket.timeout`: ws sets 0) is written through the stream, which
+ *      refreshes that timer; so is every socket while anything waits. What
+ *      the descriptor does not take at once (its kernel buffer is full:
+ *      EAGAIN, or a partial write) goes through the stream after the part
+ *      that left; an error (EPIPE, ECONNRESET) is met again by that stream
+ *      write, which handles it as it handles any write error. The bytes do
+ *      not count in `socket.bytesWritten`. Why: the Writable's work around a
+ *      2-byte ping (`Writable.write`, `Socket._write`, a write request,
+ *      `onwrite` and its after-write tick) is as much again as the JS that
+ *      writes it this way, once per connection per ping interval
+ *      (docs/performance.md, "Heartbeat, fifth pass").
  */
 import type { EventEmitter } from 'node:events';
+import { writeSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
 
 /** ws's Receiver: the parts we use. */
@@ -403,11 +427,61 @@ export function seqFrameOf(seq: number, payload: string | Buffer, binary: boolea
   return frame;
 }
 
-/** A ping frame whose 8-byte payload is `sentAt` (a double, big-endian): 10 bytes, one Buffer. */
-export function pingFrame(sentAt: number): Buffer {
-  const frame = Buffer.allocUnsafe(10);
-  frame[0] = FIN | OPCODE_PING;
-  frame[1] = 8;
-  frame.writeDoubleBE(sentAt, 2);
-  return frame;
+/**
+ * The server's ping (R4): a ping frame with no payload, 2 bytes, the same
+ * Buffer for every ping of the process (it is never written into). The
+ * round trip is timed by the reader from when the ping went out
+ * (src/server/reader.ts), not from a payload the pong echoes.
+ */
+export const PING_FRAME: Buffer = Buffer.from([FIN | OPCODE_PING, 0]);
+
+/** The member of a `net.Socket` holding its libuv handle (item 7). */
+export const NODE_HANDLE_MEMBER = '_handle';
+/** The handles whose `fd` is the socket's own descriptor, bytes written to it are the bytes on the wire (item 7). */
+const FD_HANDLES: ReadonlySet<string> = new Set(['TCP', 'Pipe']);
+
+interface FdHandle {
+  readonly fd?: number;
+}
+type HandleOf = Duplex & { readonly [NODE_HANDLE_MEMBER]?: FdHandle | null; readonly timeout?: number; readonly encrypted?: boolean };
+
+/**
+ * Whether frames for `socket` may be written to its file descriptor (item 7):
+ * a plain TCP or pipe socket with an open descriptor, not TLS. Asked once per
+ * connection; `writeNow` still checks the descriptor at every write.
+ */
+export function writesToFd(socket: Duplex): boolean {
+  const s = socket as HandleOf;
+  if (s.encrypted === true) return false;
+  const handle = s[NODE_HANDLE_MEMBER];
+  return handle != null && FD_HANDLES.has(handle.constructor.name) && typeof handle.fd === 'number' && handle.fd >= 0;
+}
+
+/** `fs.writeSync`'s shape, as `writeNow` calls it (a test hands it a partial or failing one). */
+export type FdWrite = (fd: number, buffer: Buffer) => number;
+
+/**
+ * Puts `frame` (a whole frame, never changed afterwards) on a socket for
+ * which `writesToFd` said yes, in order with everything written to it
+ * before (item 7): straight to its descriptor while nothing waits in the
+ * stream, else (or for what the descriptor did not take) with
+ * `socket.write`.
+ */
+export function writeNow(socket: Duplex, frame: Buffer, write: FdWrite = writeSync): void {
+  const s = socket as HandleOf;
+  if (s.writableLength === 0 && !s.timeout) {
+    const fd = s[NODE_HANDLE_MEMBER]?.fd ?? -1;
+    if (fd >= 0) {
+      let n = 0;
+      try {
+        n = write(fd, frame);
+      } catch {
+        // EAGAIN (the kernel's buffer is full), or an error the stream's write below meets too.
+      }
+      if (n === frame.length) return;
+      socket.write(n > 0 ? frame.subarray(n) : frame);
+      return;
+    }
+  }
+  socket.write(frame);
 }

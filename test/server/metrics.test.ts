@@ -1,6 +1,8 @@
 /** The Prometheus metrics of one supervisor (docs/metrics.md), on real sockets. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Histogram, Registry } from 'prom-client';
+import { SupervisorMetrics } from '../../src/server/metrics.ts';
 import { pace } from '../helpers/pace.ts';
 import { closeOf, nextMessage, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
 
@@ -55,4 +57,47 @@ test('metrics: states, opens, closes by cause, RTT, traffic of live and closed c
   assert.equal(value(text, 'ws_supervisor_closes_total{code="1000"}'), 1);
   assert.equal(value(text, 'ws_supervisor_closes_by_cause_total{cause="peer",expected="true",initiator="remote"}'), 1);
   b.close();
+});
+
+test('the RTT histogram (counted without prom-client\'s observe, handed over at export) exports exactly what a prom-client Histogram fed the same values exports: name, help, buckets, sum, count, as text and as JSON, after a reset too, and observe still adds to it', async () => {
+  const metrics = new SupervisorMetrics({ closedTraffic: () => ({ messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0 }), live: () => [] });
+  const reference = new Registry();
+  // The metric as it was defined before the histogram was counted here (docs/metrics.md: buckets 0.5 ms … 5 s).
+  const plain = new Histogram({
+    name: 'ws_supervisor_rtt_seconds',
+    help: 'Heartbeat ping-to-pong round trip time',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [reference],
+  });
+  const NAME = 'ws_supervisor_rtt_seconds';
+  const same = async (when: string): Promise<void> => {
+    assert.equal(await metrics.registry.getSingleMetricAsString(NAME), await reference.getSingleMetricAsString(NAME), `text, ${when}`);
+    assert.deepEqual(await metrics.registry.getSingleMetric(NAME)!.get(), await plain.get(), `JSON, ${when}`);
+    const json = (await metrics.registry.getMetricsAsJSON()).find((m) => m.name === NAME);
+    assert.deepEqual(json, (await reference.getMetricsAsJSON())[0], `getMetricsAsJSON, ${when}`);
+  };
+  await same('before any pong');
+  // Round trips in ms, as the reader reports them: on and around every bound, below the first and above the last.
+  const ms = [0, 1e-6, 0.1, 0.5, 0.5000001, 0.9999, 1, 1.7, 2.5, 4.2, 5, 9.99, 10, 24, 25, 26, 50, 99, 100, 250, 333.3, 500, 999, 1000, 2499.9, 2500, 4999, 5000, 5000.01, 7000, 86_400_000];
+  for (const m of ms) {
+    metrics.rtt(m);
+    plain.observe(m / 1000);
+  }
+  await same(`after ${ms.length} round trips`);
+  const text = await metrics.registry.getSingleMetricAsString(NAME);
+  assert.match(text, new RegExp(`^${NAME}_count ${ms.length}$`, 'm'));
+  assert.match(text, /^ws_supervisor_rtt_seconds_bucket\{le="0\.0005"\} 4$/m, 'a value equal to a bound counts in its bucket');
+  metrics.registry.resetMetrics();
+  reference.resetMetrics();
+  await same('after a reset');
+  // From here dyadic values (2^-10 s, 0.25 s, 0.5 s, 2^-8 s): their sums are exact in any order.
+  metrics.rtt(0.9765625);
+  plain.observe(0.9765625 / 1000);
+  await same('after a reset and one round trip');
+  // prom-client's own observe (a user's) adds to the same series.
+  metrics.rttSeconds.observe(0.25);
+  metrics.rtt(500);
+  metrics.rtt(3.90625);
+  for (const v of [0.25, 0.5, 0.00390625]) plain.observe(v);
+  await same('beside observe');
 });

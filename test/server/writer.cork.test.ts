@@ -11,6 +11,7 @@ import type WebSocket from 'ws';
 import type { Connection, DeadLetter } from '../../src/index.ts';
 import { closeOf, countWrites, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
 import { Opcode, rawConnect } from '../helpers/raw-ws.ts';
+import { pace } from '../helpers/pace.ts';
 import { SendQueue } from '../../src/server/writer.ts';
 
 async function serve(t: TestContext, onMessage?: (c: Connection, data: Buffer, isBinary: boolean) => void) {
@@ -164,4 +165,65 @@ test("the client's batch (SendQueue.batch, through ws: frames masked): what it s
   assert.equal(writes.count, 2, 'a send outside a batch writes on its own, as before');
   await waitFor(() => got.length === 3, 5000, 'the server to read the three');
   assert.deepEqual(got, ['{"session":"ack","seq":4}', '5:{"requestID":5}', '6:{"requestID":6}']);
+});
+
+test('the heartbeat ping: one empty ping frame put on the socket without its Writable while nothing waits there, behind waiting frames through it; the round trip is timed from it', { timeout: pace.scaled(10_000) }, async (t) => {
+  // The client answers from this process: the pong timeout scaled by the measured pace.
+  const srv = await startSupervisor({ onMessage: () => undefined, timing: { pingInterval: 40, pongTimeout: pace.scaled(2_000) } });
+  const opened = new Promise<Connection>((r) => srv.supervisor.once('connection', (c) => r(c)));
+  const ws = await openClient(srv.url);
+  t.after(async () => {
+    ws.terminate();
+    await srv.close();
+  });
+  const connection = await opened;
+  const socket = connection.socket;
+  // Every ping the writer sends, and those of them handed to the socket's write() (the Writable), by their ordinal.
+  let pings = 0;
+  const throughStream: number[] = [];
+  const writer = connection.writer as unknown as { ping(): void };
+  const ping = writer.ping.bind(writer);
+  writer.ping = () => {
+    pings++;
+    ping();
+  };
+  const write = socket.write;
+  socket.write = function (this: Duplex, chunk: unknown, ...rest: unknown[]): boolean {
+    if (Buffer.isBuffer(chunk) && chunk.length === 2 && chunk[0] === 0x89) throughStream.push(pings);
+    return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+  } as typeof socket.write;
+  const writes = countWrites(socket);
+  const seen: string[] = [];
+  ws.on('ping', (d: Buffer) => seen.push(`ping:${d.length}`));
+  ws.on('message', (d: Buffer) => seen.push(d.toString().slice(0, 8)));
+  await waitFor(() => seen.length >= 3 && connection.rttMs !== null, 5_000, 'three pings and a round trip');
+  assert.deepEqual(seen.slice(0, 3), ['ping:0', 'ping:0', 'ping:0'], 'the ping carries no payload');
+  assert.equal(writes.count, 0, "no ping went through the socket's Writable");
+  assert.deepEqual(throughStream, [], 'no ping was handed to socket.write');
+  const rtt = connection.rttMs!;
+  assert.ok(rtt > 0 && rtt < pace.scaled(2_000), `rttMs ${rtt}`);
+
+  // The client stops reading: the server's frames wait in the socket's Writable, and the next ping goes behind them.
+  // Paused right after a pong (no ping waiting for its answer, which the paused client would not give), in the same turn.
+  const clientSocket = (ws as unknown as { _socket: Duplex })._socket;
+  await waitFor(() => connection.stateName === 'open', 2_000, 'a pong (the heartbeat idle)');
+  clientSocket.pause();
+  const big = 'x'.repeat(64 * 1024);
+  let n = 0;
+  while (!connection.writer.pushingBack && n < 2_000) connection.send(`${String(n++).padStart(8, '0')}${big}`);
+  assert.ok(connection.writer.pushingBack, 'the socket pushed back');
+  await waitFor(() => throughStream.length > 0, 2_000, 'a ping handed to the stream behind the waiting frames');
+  const ordinal = throughStream[0]!;
+  clientSocket.resume();
+  const pingsSeen = (): number => seen.filter((x) => x.startsWith('ping')).length;
+  await waitFor(() => seen.length - pingsSeen() === n && pingsSeen() >= ordinal, 5_000, 'every message and the ping behind them');
+  let at = -1;
+  for (let i = 0, k = 0; i < seen.length && at < 0; i++) if (seen[i]!.startsWith('ping') && ++k === ordinal) at = i;
+  let lastMessage = -1;
+  seen.forEach((x, i) => {
+    if (!x.startsWith('ping')) lastMessage = i;
+  });
+  assert.ok(at > lastMessage, `ping ${ordinal}, written behind the waiting frames, arrived after all ${n} of them (at ${at}, the last message at ${lastMessage})`);
+  assert.equal(seen[lastMessage], String(n - 1).padStart(8, '0'));
+  assert.notEqual(connection.stateName, 'closed');
 });

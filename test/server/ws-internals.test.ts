@@ -8,14 +8,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
+import { writeSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
+import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import WebSocket, { WebSocketServer } from 'ws';
 import { encodeBinaryData, encodeTextData } from '../../src/protocol/session.ts';
 import { waitFor, within } from '../helpers/server.ts';
-import { canHoldParser, DISCARD_ALLOWANCE, frameOf, framesDirectly, observeConclude, ParserHold, pingFrame, receiverOf, releaseChunkList, seqFrameOf, websocketOf, WS_BACK_POINTER, WS_BUFFERED_BYTES, WS_BUFFERS, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP, WS_WRITE } from '../../src/server/ws-internals.ts';
+import { canHoldParser, DISCARD_ALLOWANCE, frameOf, framesDirectly, NODE_HANDLE_MEMBER, observeConclude, ParserHold, PING_FRAME, receiverOf, releaseChunkList, seqFrameOf, websocketOf, writeNow, writesToFd, WS_BACK_POINTER, WS_BUFFERED_BYTES, WS_BUFFERS, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP, WS_WRITE } from '../../src/server/ws-internals.ts';
 
 const require = createRequire(import.meta.url);
 const WS_VERSION = (require('ws/package.json') as { version: string }).version;
@@ -167,7 +169,7 @@ function wsFrame(data: Buffer, opcode: number): Buffer {
   return Buffer.concat((wsExports.Sender!.frame as SenderFrame)(data, { fin: true, opcode, mask: false, readOnly: false, rsv1: false }));
 }
 
-test("frameOf and pingFrame make byte for byte the frames ws's Sender makes, at every header length", () => {
+test("frameOf and PING_FRAME make byte for byte the frames ws's Sender makes, at every header length", () => {
   for (const n of [0, 1, 125, 126, 127, 65_535, 65_536, 70_000]) {
     const text = 'é'.repeat(Math.floor(n / 2)) + 'x'.repeat(n % 2); // n bytes of UTF-8, multi-byte characters included
     const bytes = Buffer.from(text);
@@ -176,10 +178,7 @@ test("frameOf and pingFrame make byte for byte the frames ws's Sender makes, at 
     assert.ok(frameOf(bytes, false).equals(wsFrame(bytes, 1)), changed(`a ${n}-byte text frame (from a Buffer) differs from ws's`));
     assert.ok(frameOf(bytes, true).equals(wsFrame(bytes, 2)), changed(`a ${n}-byte binary frame differs from ws's`));
   }
-  const at = 1234.5;
-  const payload = Buffer.alloc(8);
-  payload.writeDoubleBE(at);
-  assert.ok(pingFrame(at).equals(wsFrame(payload, 0x9)), changed("the ping frame differs from ws's"));
+  assert.ok(PING_FRAME.equals(wsFrame(Buffer.alloc(0), 0x9)), changed("the ping frame differs from ws's"));
 });
 
 test('seqFrameOf makes the frame of `<seq>:payload` byte for byte as ws frames encodeTextData / encodeBinaryData, at every header and seq length', () => {
@@ -217,14 +216,104 @@ test('frames written to the upgrade socket beside ws (no permessage-deflate): ws
     p.server.send('two');
     p.socket.write(frameOf(Buffer.from('three'), true));
     p.server.ping(Buffer.alloc(8));
-    p.socket.write(pingFrame(1));
+    p.socket.write(PING_FRAME);
     p.socket.write(frameOf('four', false));
     p.server.close(4002, 'done');
     p.socket.uncork();
     assert.equal(sender?._queue?.length ?? 0, 0, changed("ws's Sender queued a frame with permessage-deflate off"));
     assert.equal(sender?._bufferedBytes ?? 0, 0, changed("ws's Sender buffered bytes with permessage-deflate off"));
     assert.equal(await closed, 4002);
-    assert.deepEqual(got, ['text:one', 'text:two', 'bin:three', 'ping:8', 'ping:8', 'text:four'], changed('frames written beside ws did not arrive in socket order'));
+    assert.deepEqual(got, ['text:one', 'text:two', 'bin:three', 'ping:8', 'ping:0', 'text:four'], changed('frames written beside ws did not arrive in socket order'));
+  } finally {
+    await p.close();
+  }
+});
+
+/** Counts the writes that reach the socket's Writable (`_write`/`_writev`), as test/helpers/server.ts countWrites. */
+function streamWrites(socket: Duplex): { count: number } {
+  const s = socket as unknown as Record<'_write' | '_writev', (...a: unknown[]) => unknown>;
+  const counter = { count: 0 };
+  for (const name of ['_write', '_writev'] as const) {
+    const original = s[name];
+    s[name] = function (this: unknown, ...a: unknown[]) {
+      counter.count++;
+      return original.apply(this, a);
+    };
+  }
+  return counter;
+}
+
+const nodeChanged = (what: string): string => `Node ${process.version} changed an internal ws-supervisor relies on: ${what} (see src/server/ws-internals.ts, item 7)`;
+
+test(`a plain TCP upgrade socket keeps its descriptor at ${NODE_HANDLE_MEMBER}.fd; writeNow puts the ping there (not through the stream) in order with ws's frames; a TLS socket is never written that way`, { skip: process.platform === 'win32' ? 'no descriptors for sockets on Windows: writesToFd is false there' : false }, async () => {
+  const p = await pair();
+  try {
+    const handle = (p.socket as unknown as Record<string, { fd?: unknown; constructor: { name: string } } | null>)[NODE_HANDLE_MEMBER];
+    assert.ok(handle != null, nodeChanged(`a net.Socket has no ${NODE_HANDLE_MEMBER}`));
+    assert.equal(handle.constructor.name, 'TCP', nodeChanged(`a TCP socket's ${NODE_HANDLE_MEMBER} is no longer a TCP handle`));
+    assert.equal(typeof handle.fd, 'number', nodeChanged(`${NODE_HANDLE_MEMBER}.fd is not a number`));
+    assert.ok((handle.fd as number) >= 0, nodeChanged(`${NODE_HANDLE_MEMBER}.fd of an open socket is ${String(handle.fd)}`));
+    assert.equal(writesToFd(p.socket), true);
+    assert.equal((p.socket as Duplex & { timeout?: number }).timeout, 0, changed('ws no longer sets the upgrade socket\'s timeout to 0 (writeNow would then always go through the stream)'));
+
+    const got: string[] = [];
+    p.client.on('message', (d: Buffer) => got.push(`text:${d.toString()}`));
+    p.client.on('ping', (d: Buffer) => got.push(`ping:${d.length}`));
+    const writes = streamWrites(p.socket);
+    p.server.send('one');
+    writeNow(p.socket, PING_FRAME);
+    p.server.send('two');
+    assert.equal(writes.count, 2, 'the two sends went through the stream, the ping did not');
+    await waitFor(() => got.length === 3, 5000, 'the three frames');
+    assert.deepEqual(got, ['text:one', 'ping:0', 'text:two'], nodeChanged('a frame written to the descriptor did not arrive between the frames written before and after it'));
+
+    // What the descriptor does not take goes through the stream, after the part that left.
+    const fd = handle.fd as number;
+    writeNow(p.socket, PING_FRAME, (f, b) => writeSync(f, b.subarray(0, 1))); // a partial write: 1 byte of 2
+    assert.equal(fd, (p.socket as unknown as Record<string, { fd: number }>)[NODE_HANDLE_MEMBER]!.fd);
+    writeNow(p.socket, PING_FRAME, () => {
+      throw Object.assign(new Error('EAGAIN: resource temporarily unavailable, write'), { code: 'EAGAIN' });
+    });
+    p.server.send('three');
+    assert.equal(writes.count, 5, 'the rest of the partial ping, the refused ping and the send went through the stream');
+    await waitFor(() => got.length === 6, 5000, 'the three frames');
+    assert.deepEqual(got.slice(3), ['ping:0', 'ping:0', 'text:three']);
+
+    // An idle timeout on the socket: the stream's write refreshes it, so the ping goes that way.
+    (p.socket as net.Socket).setTimeout(60_000);
+    writeNow(p.socket, PING_FRAME);
+    assert.equal(writes.count, 6, 'a socket with a timeout is written through the stream');
+    (p.socket as net.Socket).setTimeout(0);
+    await waitFor(() => got.length === 7, 5000, 'the ping');
+
+    // A TLS socket (its handle is a TLSWrap, its bytes must be encrypted): never.
+    const tlsSocket = new tls.TLSSocket(new net.Socket());
+    try {
+      assert.equal(writesToFd(tlsSocket), false, 'a TLS socket is not written to its descriptor');
+    } finally {
+      tlsSocket.destroy();
+    }
+  } finally {
+    await p.close();
+  }
+});
+
+test("Node counts a write libuv has not finished in the socket's writableLength (writeNow's order rests on it), and a destroyed socket has no handle", async () => {
+  const p = await pair();
+  try {
+    // The client stops reading: the kernel's buffers fill and libuv keeps the rest of a big write.
+    (p.client as unknown as { _socket: Duplex })._socket.pause();
+    const big = Buffer.alloc(32 * 1024 * 1024);
+    let done = false;
+    p.socket.write(big, () => (done = true));
+    assert.equal(done, false);
+    assert.ok(p.socket.writableLength > 0, nodeChanged('a write libuv is still sending does not count in writableLength'));
+    const pending = p.socket.writableLength;
+    writeNow(p.socket, PING_FRAME);
+    assert.equal(p.socket.writableLength, pending + PING_FRAME.length, 'behind a pending write, the ping goes through the stream (after it)');
+    p.socket.destroy();
+    assert.equal((p.socket as unknown as Record<string, unknown>)[NODE_HANDLE_MEMBER], null, nodeChanged(`a destroyed socket still has a ${NODE_HANDLE_MEMBER}`));
+    assert.doesNotThrow(() => writeNow(p.socket, PING_FRAME));
   } finally {
     await p.close();
   }
