@@ -398,7 +398,9 @@ export class MemorySessionStore implements SessionStore {
     if (!read.ok) return read;
     const s = this.#sessions.get(id)!;
     s.state = 'attached';
-    s.attachedAt = this.#now();
+    // Ms since #t0, as every time here (an epoch ms would come out of #record with #t0 added twice, and make the field
+    // a heap number in every session).
+    s.attachedAt = this.#since();
     this.#detached.delete(id);
     return { ok: true, record: this.#record(s), messages: read.messages };
   }

@@ -57,6 +57,27 @@ describe('memory session store', () => {
     assert.equal(sameOwner(null, 'alice'), false);
   });
 
+  test("a record's times are epoch ms, a resumed session's attachedAt too (the store keeps them as ms since it began)", async () => {
+    let now = 1_700_000_000_000;
+    const store = createMemorySessionStore({ now: () => now });
+    store.start({ deadLetter: () => undefined, logger: null });
+    const s = await store.create({ owner: null });
+    assert.deepEqual([s.record.createdAt, s.record.attachedAt, s.record.detachedAt], [now, now, null]);
+    now += 1000;
+    await store.detach(s.id);
+    assert.equal((await store.get(s.id))!.detachedAt, 1_700_000_001_000);
+    now += 500;
+    const r = await store.resume(s.id, 0);
+    assert.ok(r.ok);
+    assert.equal(r.record.attachedAt, 1_700_000_001_500, 'the resume');
+    assert.equal((await store.get(s.id))!.attachedAt, 1_700_000_001_500);
+    assert.equal(r.record.createdAt, 1_700_000_000_000);
+    now += 250;
+    await store.detach(s.id);
+    await store.attach(s.id);
+    assert.equal((await store.get(s.id))!.attachedAt, 1_700_000_001_750, 'an attach');
+  });
+
   test("the sync path's slot: the record kept there is used only for its own live session; the answers are those without it", async () => {
     const store = createMemorySessionStore();
     const dead: SessionDeadLetter[] = [];
