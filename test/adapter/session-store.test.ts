@@ -6,7 +6,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createMemorySessionStore, SESSION_STORE_DEFAULTS } from '../../src/adapter/memory-session-store.ts';
-import { newSessionToken, sameOwner, tokenDigest, tokenMatches, type SessionDeadLetter } from '../../src/adapter/session-store.ts';
+import { newSessionToken, newTokenBoundSession, sameOwner, tokenDigest, tokenMatches, tokenOpens, type SessionDeadLetter } from '../../src/adapter/session-store.ts';
 import { describeSessionStoreContract } from '../helpers/session-store-contract.ts';
 
 describeSessionStoreContract('memory', async (limits) => {
@@ -55,6 +55,25 @@ describe('memory session store', () => {
     assert.equal(sameOwner('alice', 'bob'), false);
     assert.equal(sameOwner(null, null), true);
     assert.equal(sameOwner(null, 'alice'), false);
+  });
+
+  test("credentials: the memory store's id is the first 16 bytes of the token's SHA-256, all it keeps to check a token by", async () => {
+    const { id, token } = newTokenBoundSession();
+    assert.match(id, /^[A-Za-z0-9_-]{22}$/);
+    assert.match(token, /^[A-Za-z0-9_-]{43}$/);
+    assert.equal(id, tokenDigest(token).subarray(0, 16).toString('base64url'));
+    assert.equal(tokenOpens(token, id), true);
+    assert.equal(tokenOpens(newSessionToken(), id), false);
+    assert.equal(tokenOpens(token + 'x', id), false);
+    assert.equal(tokenOpens(token, newTokenBoundSession().id), false);
+    assert.equal(tokenOpens(token, 'short'), false, 'an id that does not decode to 16 bytes is compared without throwing');
+    const store = createMemorySessionStore();
+    store.start({ deadLetter: () => undefined, logger: null });
+    const s = await store.create({ owner: null });
+    assert.equal(tokenOpens(s.token, s.id), true, "the store's ids are bound to their tokens");
+    assert.equal((await store.verify({ id: s.id, token: s.token, owner: null })).ok, true);
+    const other = await store.create({ owner: null });
+    assert.equal((await store.verify({ id: s.id, token: other.token, owner: null })).ok, false, "another session's token");
   });
 
   test("a record's times are epoch ms, a resumed session's attachedAt too (the store keeps them as ms since it began)", async () => {
