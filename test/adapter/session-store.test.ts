@@ -97,6 +97,54 @@ describe('memory session store', () => {
     assert.equal((await store.get(s.id))!.attachedAt, 1_700_000_001_750, 'an attach');
   });
 
+  test("an idle session shares one empty body: each first change (message, request, topic, data, detach) is its own, and the others stay empty", async () => {
+    const store = createMemorySessionStore();
+    store.start({ deadLetter: () => undefined, logger: null });
+    interface View {
+      lastSeq: number;
+      ackedSeq: number;
+      lastCseq: number;
+      bufferedMessages: number;
+      bufferedBytes: number;
+      topics: string[];
+      data: unknown;
+      detachedAt: number | null;
+    }
+    const empty: View = { lastSeq: 0, ackedSeq: 0, lastCseq: 0, bufferedMessages: 0, bufferedBytes: 0, topics: [], data: null, detachedAt: null };
+    const view = (r: Awaited<ReturnType<typeof store.get>>): View => ({
+      lastSeq: r!.lastSeq, ackedSeq: r!.ackedSeq, lastCseq: r!.lastCseq, bufferedMessages: r!.bufferedMessages, bufferedBytes: r!.bufferedBytes,
+      topics: r!.topics, data: r!.data, detachedAt: r!.detachedAt,
+    });
+    const witness = await store.create({ owner: null });
+    const changes: Array<[string, (id: string) => Promise<unknown>, Partial<View>]> = [
+      ['append', (id) => store.append(id, { data: 'hello', binary: false }), { lastSeq: 1, bufferedMessages: 1, bufferedBytes: 5 }],
+      ['beginRequest', (id) => store.beginRequest(id, 1), { lastCseq: 1 }],
+      ['join', (id) => store.join(id, 't'), { topics: ['t'] }],
+      ['setData', (id) => store.setData(id, { a: 1 }), { data: { a: 1 } }],
+    ];
+    for (const [name, change, expected] of changes) {
+      const s = await store.create({ owner: null });
+      assert.deepEqual(view(await store.get(s.id)), empty, `${name}: a new session is empty`);
+      await change(s.id);
+      assert.deepEqual(view(await store.get(s.id)), { ...empty, ...expected }, name);
+      assert.deepEqual(view(await store.get(witness.id)), empty, `${name}: another session is untouched`);
+    }
+    const d = await store.create({ owner: null });
+    await store.setData(d.id, null);
+    assert.deepEqual(view(await store.get(d.id)), empty, 'setData(null) on an empty session');
+    await store.detach(d.id);
+    assert.notEqual((await store.get(d.id))!.detachedAt, null);
+    assert.equal((await store.get(witness.id))!.detachedAt, null);
+    const withData = await store.create({ owner: null, data: { plan: 'pro' } });
+    assert.deepEqual((await store.get(withData.id))!.data, { plan: 'pro' });
+    assert.deepEqual(view(await store.get(witness.id)), empty);
+    // An ack and a resume read of an empty session change nothing (and need no body of its own).
+    assert.deepEqual(await store.ack(witness.id, 0), { ok: true, trimmed: 0 });
+    assert.deepEqual(await store.readAfter(witness.id, 0), { ok: true, messages: [] });
+    await store.end(witness.id, 'test');
+    assert.equal(await store.get(witness.id), null);
+  });
+
   test("the sync path's slot: the record kept there is used only for its own live session; the answers are those without it", async () => {
     const store = createMemorySessionStore();
     const dead: SessionDeadLetter[] = [];
