@@ -3,9 +3,12 @@
  * (bench/servers.ts) with 0 and with N idle connections, self sizes summed per
  * constructor, the difference divided by N (bytes per connection), largest first.
  *
- *   node --import tsx bench/memory-profile.ts [--system supervisor] [--connections 2000] [--top 30] [--sessions memory|redis://…]
+ *   node --import tsx bench/memory-profile.ts [--system supervisor] [--connections 2000] [--top 30] [--sessions memory|redis://…] [--versus-off]
  *
  * --sessions: the supervisor with sessions on, every client opting in (bench/lib/session-client.ts).
+ * --versus-off (with --sessions): the same run with sessions off too, one server after the other, and the
+ *   difference per constructor: what an idle session adds to its connection (docs/performance.md,
+ *   "Sessions, ninth pass").
  */
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,9 +18,16 @@ import { connectSessionMany } from './lib/session-client.ts';
 import { closeAll, connectMany, pinSelf, sleep, startServer, waitForConnections, type System } from './lib/harness.ts';
 
 const { values } = parseArgs({
-  options: { system: { type: 'string', default: 'supervisor' }, connections: { type: 'string', default: '2000' }, top: { type: 'string', default: '30' }, sessions: { type: 'string' } },
+  options: {
+    system: { type: 'string', default: 'supervisor' },
+    connections: { type: 'string', default: '2000' },
+    top: { type: 'string', default: '30' },
+    sessions: { type: 'string' },
+    'versus-off': { type: 'boolean', default: false },
+  },
 });
 const N = Number(values.connections);
+const TOP = Number(values.top);
 pinSelf(1);
 
 interface Snapshot {
@@ -26,8 +36,10 @@ interface Snapshot {
   strings: string[];
 }
 
+type Summary = Map<string, { size: number; count: number }>;
+
 /** Self size and count per "type:name" (constructor name for objects). */
-function summarize(file: string): Map<string, { size: number; count: number }> {
+function summarize(file: string): Summary {
   const s = JSON.parse(readFileSync(file, 'utf8')) as Snapshot;
   const f = s.snapshot.meta.node_fields;
   const width = f.length;
@@ -35,7 +47,7 @@ function summarize(file: string): Map<string, { size: number; count: number }> {
   const iName = f.indexOf('name');
   const iSize = f.indexOf('self_size');
   const types = s.snapshot.meta.node_types[0];
-  const out = new Map<string, { size: number; count: number }>();
+  const out: Summary = new Map();
   for (let i = 0; i < s.nodes.length; i += width) {
     const type = types[s.nodes[i + iType]!]!;
     const name = type === 'object' || type === 'closure' || type === 'native' ? s.strings[s.nodes[i + iName]!]! : '';
@@ -48,27 +60,55 @@ function summarize(file: string): Map<string, { size: number; count: number }> {
   return out;
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'ws-sup-heap-'));
-const server = await startServer(values.system as System, values.sessions !== undefined ? { sessions: values.sessions } : {});
-try {
-  await sleep(500);
-  await server.command(`snapshot ${join(dir, 'a.heapsnapshot')}`);
-  const before = await server.gc();
-  const clients = values.sessions !== undefined ? await connectSessionMany(server.url, N, { batch: 250 }) : await connectMany(server, N, { batch: 250 });
-  await waitForConnections(server, N);
-  await sleep(1000);
-  const after = await server.gc();
-  await server.command(`snapshot ${join(dir, 'b.heapsnapshot')}`);
-  const kib = (x: number): string => (x / N / 1024).toFixed(2);
-  console.log(`${values.system}, ${N} idle connections, per connection: RSS ${kib(after.rss - before.rss)} KiB, heapUsed ${kib(after.heapUsed - before.heapUsed)} KiB, external ${kib(after.external - before.external)} KiB, arrayBuffers ${kib(after.arrayBuffers - before.arrayBuffers)} KiB`);
-  await closeAll(clients);
-  const a = summarize(join(dir, 'a.heapsnapshot'));
-  const b = summarize(join(dir, 'b.heapsnapshot'));
-  const rows = [...b].map(([k, v]) => ({ k, size: v.size - (a.get(k)?.size ?? 0), count: v.count - (a.get(k)?.count ?? 0) })).sort((x, y) => y.size - x.size);
+/** b − a per key. */
+function delta(a: Summary, b: Summary): Summary {
+  const out: Summary = new Map();
+  for (const k of new Set([...a.keys(), ...b.keys()])) {
+    const x = a.get(k) ?? { size: 0, count: 0 };
+    const y = b.get(k) ?? { size: 0, count: 0 };
+    out.set(k, { size: y.size - x.size, count: y.count - x.count });
+  }
+  return out;
+}
+
+function print(title: string, d: Summary): void {
+  const rows = [...d].map(([k, v]) => ({ k, ...v })).sort((x, y) => Math.abs(y.size) - Math.abs(x.size));
   const total = rows.reduce((t, r) => t + r.size, 0);
-  console.log(`heap snapshot delta: ${(total / N).toFixed(0)} B per connection; largest:`);
-  for (const r of rows.slice(0, Number(values.top))) console.log(`${(r.size / N).toFixed(0).padStart(7)} B  ${(r.count / N).toFixed(2).padStart(6)} per conn  ${r.k}`);
-} finally {
-  await server.stop();
-  console.log("snapshots in", dir);
+  const code = rows.filter((r) => r.k === 'code').reduce((t, r) => t + r.size, 0);
+  console.log(`${title}: ${(total / N).toFixed(0)} B per connection (${((total - code) / N).toFixed(0)} B without code objects); largest:`);
+  for (const r of rows.slice(0, TOP)) console.log(`${(r.size / N).toFixed(0).padStart(7)} B  ${(r.count / N).toFixed(2).padStart(6)} per conn  ${r.k}`);
+}
+
+/** One server: snapshots before and after N idle connections; their difference per constructor. */
+async function profile(sessions: string | undefined): Promise<Summary> {
+  const dir = mkdtempSync(join(tmpdir(), 'ws-sup-heap-'));
+  const server = await startServer(values.system as System, sessions !== undefined ? { sessions } : {});
+  try {
+    await sleep(500);
+    await server.command(`snapshot ${join(dir, 'a.heapsnapshot')}`);
+    const before = await server.gc();
+    const clients = sessions !== undefined ? await connectSessionMany(server.url, N, { batch: 250 }) : await connectMany(server, N, { batch: 250 });
+    await waitForConnections(server, N);
+    await sleep(1000);
+    const after = await server.gc();
+    await server.command(`snapshot ${join(dir, 'b.heapsnapshot')}`);
+    const kib = (x: number): string => (x / N / 1024).toFixed(2);
+    console.log(`${values.system}${sessions !== undefined ? ` (sessions ${sessions})` : ''}, ${N} idle connections, per connection: RSS ${kib(after.rss - before.rss)} KiB, heapUsed ${kib(after.heapUsed - before.heapUsed)} KiB, external ${kib(after.external - before.external)} KiB, arrayBuffers ${kib(after.arrayBuffers - before.arrayBuffers)} KiB`);
+    await closeAll(clients);
+    const d = delta(summarize(join(dir, 'a.heapsnapshot')), summarize(join(dir, 'b.heapsnapshot')));
+    print('heap snapshot delta', d);
+    return d;
+  } finally {
+    await server.stop();
+    console.log('snapshots in', dir);
+  }
+}
+
+if (values['versus-off'] && values.sessions === undefined) throw new Error('--versus-off compares with --sessions: give one');
+const on = await profile(values.sessions);
+if (values['versus-off']) {
+  console.log('');
+  const off = await profile(undefined);
+  console.log('');
+  print(`sessions ${values.sessions} minus sessions off, per idle session`, delta(off, on));
 }

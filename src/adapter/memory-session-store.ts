@@ -13,11 +13,9 @@ import { randomBytes } from 'node:crypto';
 import { positiveInt } from '../base/checks.ts';
 import {
   messageBytes,
-  newSessionId,
-  newSessionToken,
+  newTokenBoundSession,
   sameOwner,
-  tokenDigest,
-  tokenMatches,
+  tokenOpens,
   type AckResult,
   type AppendResult,
   type CreatedSession,
@@ -71,10 +69,13 @@ const MAX_SEQS_PER_REPLY = 16;
 const COMPACT_AFTER = 1024;
 
 interface Session {
+  /**
+   * The first 16 bytes of the token's SHA-256 (newTokenBoundSession): all the
+   * store keeps to check a token by (`tokenOpens`), where a digest string
+   * beside a random id cost another 56 bytes per session.
+   */
   id: string;
   owner: string | null;
-  /** The token's SHA-256 as a latin1 string (one byte per char: 48 bytes of heap, where a Buffer costs ~220). */
-  digest: string;
   /** 'ended' once `#endSession` let it go (a record kept in a caller's SessionSlot is then not used). */
   state: 'attached' | 'detached' | 'ended';
   /**
@@ -85,6 +86,20 @@ interface Session {
    */
   createdAt: number;
   attachedAt: number;
+  /**
+   * Everything else, made at the first change: EMPTY_BODY (shared, frozen)
+   * until then. Most sessions are attached and idle, and their twelve
+   * fields below all hold their first values: one pointer to the shared
+   * body instead of twelve fields per session (docs/performance.md,
+   * "Sessions, ninth pass"). Read through `s.body`; written through
+   * `own(s)`, which makes the session's own first (a write to the shared
+   * one throws: it is frozen).
+   */
+  body: Body;
+}
+
+/** A session's messages, requests, topics and data (Session.body). */
+interface Body {
   detachedAt: number | null;
   lastSeq: number;
   ackedSeq: number;
@@ -141,7 +156,7 @@ interface Session {
   replies: ReplySlot[] | null;
 }
 
-/** A slot of `Session.held`: a message's data (its offset in the arena when a number), or its size (~size when binary). */
+/** A slot of `Body.held`: a message's data (its offset in the arena when a number), or its size (~size when binary). */
 type HeldSlot = string | Buffer | number;
 
 /** A session's own message of at most this many bytes is copied into its arena; a bigger one is held by reference. */
@@ -178,9 +193,25 @@ const REUSE_SLOTS = 256;
 /** An ack that leaves at most this many slots held (8 messages) moves them to the front, so the buffer is reused too. */
 const MOVE_SLOTS = 16;
 
-/** Where `s`'s held slots end: the next message goes there. */
-function heldEnd(s: Session): number {
-  return s.head + 2 * (s.lastSeq - s.ackedSeq);
+/** Where `b`'s held slots end: the next message goes there. */
+function heldEnd(b: Body): number {
+  return b.head + 2 * (b.lastSeq - b.ackedSeq);
+}
+
+function newBody(): Body {
+  return {
+    detachedAt: null, lastSeq: 0, ackedSeq: 0, lastCseq: 0, held: NO_MESSAGES, head: 0, bytes: 0, arena: null, arenaEnd: 0,
+    topics: null, data: null, replies: null,
+  };
+}
+
+/** The body of every session that has not changed one of its fields yet (Session.body): frozen, never written. */
+const EMPTY_BODY: Body = Object.freeze(newBody());
+
+/** `s`'s own body, made now if it has the shared one (EMPTY_BODY): what every write to a body goes through. */
+function own(s: Session): Body {
+  const b = s.body;
+  return b !== EMPTY_BODY ? b : (s.body = newBody());
 }
 
 type ReplySlot = number | number[] | null | undefined;
@@ -263,14 +294,10 @@ export class MemorySessionStore implements SessionStore {
   async create(init: { owner: string | null; data?: JsonValue }): Promise<CreatedSession> {
     this.#usable();
     const now = this.#since();
-    let id = newSessionId();
-    while (this.#sessions.has(id) || this.#tombstones.has(id)) id = newSessionId(); // 2^-128: never, but cheap to be sure
-    const token = newSessionToken();
-    const session: Session = {
-      id, owner: init.owner, digest: tokenDigest(token).toString('latin1'), state: 'attached', createdAt: now, attachedAt: now, detachedAt: null,
-      lastSeq: 0, ackedSeq: 0, lastCseq: 0, held: NO_MESSAGES, head: 0, bytes: 0, arena: null, arenaEnd: 0, topics: null,
-      data: structuredClone(init.data ?? null), replies: null,
-    };
+    let { id, token } = newTokenBoundSession();
+    while (this.#sessions.has(id) || this.#tombstones.has(id)) ({ id, token } = newTokenBoundSession()); // 2^-128: never, but cheap to be sure
+    const session: Session = { id, owner: init.owner, state: 'attached', createdAt: now, attachedAt: now, body: EMPTY_BODY };
+    if (init.data !== undefined && init.data !== null) own(session).data = structuredClone(init.data);
     this.#sessions.set(id, session);
     return { id, token, epoch: this.#epoch, record: this.#record(session) };
   }
@@ -287,7 +314,7 @@ export class MemorySessionStore implements SessionStore {
     const s = this.#live(claim.id);
     if (s === null) return this.#gone(claim.id);
     // Both compared, whatever the first says: the answer's timing tells nothing about which failed.
-    const tokenOk = tokenMatches(claim.token, Buffer.from(s.digest, 'latin1'));
+    const tokenOk = tokenOpens(claim.token, s.id);
     const ownerOk = sameOwner(claim.owner, s.owner);
     if (!tokenOk) return { ok: false, reason: 'forbidden', detail: 'the resume token does not match' };
     if (!ownerOk) return { ok: false, reason: 'forbidden', detail: 'the session belongs to another identity' };
@@ -305,12 +332,13 @@ export class MemorySessionStore implements SessionStore {
       const gone = this.#gone(id);
       return this.#refuse(id, 'unknown', `session ${id} is gone (${gone.reason}: ${gone.detail})`, message, bytes);
     }
-    const held = s.lastSeq - s.ackedSeq;
-    if (held + 1 > this.#limits.maxMessages || s.bytes + bytes > this.#limits.maxBytes) {
+    const was = s.body;
+    const held = was.lastSeq - was.ackedSeq;
+    if (held + 1 > this.#limits.maxMessages || was.bytes + bytes > this.#limits.maxBytes) {
       const detail =
         held + 1 > this.#limits.maxMessages
           ? `${held + 1} unacknowledged messages, over sessions.maxMessages ${this.#limits.maxMessages}`
-          : `${s.bytes + bytes} unacknowledged bytes, over sessions.maxBytes ${this.#limits.maxBytes}`;
+          : `${was.bytes + bytes} unacknowledged bytes, over sessions.maxBytes ${this.#limits.maxBytes}`;
       this.#endSession(s, 'overflow', detail, { message, bytes });
       return { ok: false, reason: 'overflow', detail };
     }
@@ -326,17 +354,18 @@ export class MemorySessionStore implements SessionStore {
         return { ok: false, reason: 'memory', detail };
       }
     }
-    const at = heldEnd(s);
-    let slots = s.held;
-    if (slots === NO_MESSAGES) slots = s.held = [];
+    const b = own(s);
+    const at = heldEnd(b);
+    let slots = b.held;
+    if (slots === NO_MESSAGES) slots = b.held = [];
     // The session's own message: its bytes copied into the arena, its slot the offset (a shared one stays one copy).
     let data: HeldSlot = message.data;
     if (bytes <= ARENA_MESSAGE_MAX && message.shared !== true) {
-      let arena = s.arena;
-      let off = s.arenaEnd;
+      let arena = b.arena;
+      let off = b.arenaEnd;
       if (arena === null || off + bytes > arena.length) {
-        arena = arenaRoom(s, bytes);
-        off = s.arenaEnd;
+        arena = arenaRoom(b, bytes);
+        off = b.arenaEnd;
       }
       if (arena !== null) {
         // A string of as many bytes as characters is ASCII: its Latin-1 bytes are its UTF-8 bytes (the cheaper copy).
@@ -344,17 +373,17 @@ export class MemorySessionStore implements SessionStore {
           if (bytes === data.length) arena.latin1Write(data, off, bytes);
           else arena.utf8Write(data, off, bytes);
         } else data.copy(arena, off);
-        s.arenaEnd = off + bytes;
+        b.arenaEnd = off + bytes;
         data = off;
       }
     }
-    const seq = ++s.lastSeq;
+    const seq = ++b.lastSeq;
     // Into slots an ack emptied (a kept buffer), else at the end.
     if (at < slots.length) {
       slots[at] = data;
       slots[at + 1] = message.binary ? ~bytes : bytes;
     } else slots.push(data, message.binary ? ~bytes : bytes);
-    s.bytes += bytes;
+    b.bytes += bytes;
     this.#bufferedBytes += bytes;
     this.#bufferedMessages += 1;
     if (replyTo !== undefined) this.#rememberReply(s, replyTo, seq);
@@ -369,7 +398,8 @@ export class MemorySessionStore implements SessionStore {
     if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, error: `ack seq must be an integer ≥ 0, got ${String(seq)}` };
     const s = this.#live(id, ref);
     if (s === null) return { ok: false, error: `session ${id} is gone` };
-    if (seq > s.lastSeq) return { ok: false, error: `ack ${seq} is beyond the last seq sent, ${s.lastSeq}` };
+    const last = s.body.lastSeq;
+    if (seq > last) return { ok: false, error: `ack ${seq} is beyond the last seq sent, ${last}` };
     return { ok: true, trimmed: this.#trim(s, seq) };
   }
 
@@ -381,14 +411,15 @@ export class MemorySessionStore implements SessionStore {
     const s = this.#live(id);
     if (s === null) return this.#gone(id);
     if (!Number.isSafeInteger(seq) || seq < 0) return { ok: false, reason: 'unknown', detail: `lastSeq must be an integer ≥ 0, got ${String(seq)}` };
-    if (seq > s.lastSeq) {
-      return { ok: false, reason: 'restarted', detail: `lastSeq ${seq} is beyond the last seq this store assigned, ${s.lastSeq}` };
+    const b = s.body;
+    if (seq > b.lastSeq) {
+      return { ok: false, reason: 'restarted', detail: `lastSeq ${seq} is beyond the last seq this store assigned, ${b.lastSeq}` };
     }
-    if (seq < s.ackedSeq) {
-      return { ok: false, reason: 'overflow', detail: `lastSeq ${seq} is behind the acknowledged ${s.ackedSeq}: seqs ${seq + 1}…${s.ackedSeq} are no longer held` };
+    if (seq < b.ackedSeq) {
+      return { ok: false, reason: 'overflow', detail: `lastSeq ${seq} is behind the acknowledged ${b.ackedSeq}: seqs ${seq + 1}…${b.ackedSeq} are no longer held` };
     }
     this.#trim(s, seq);
-    return { ok: true, messages: heldMessages(s) };
+    return { ok: true, messages: heldMessages(s.body) };
   }
 
   async resume(id: string, seq: number): Promise<ResumeResult> {
@@ -398,7 +429,9 @@ export class MemorySessionStore implements SessionStore {
     if (!read.ok) return read;
     const s = this.#sessions.get(id)!;
     s.state = 'attached';
-    s.attachedAt = this.#now();
+    // Ms since #t0, as every time here (an epoch ms would come out of #record with #t0 added twice, and make the field
+    // a heap number in every session).
+    s.attachedAt = this.#since();
     this.#detached.delete(id);
     return { ok: true, record: this.#record(s), messages: read.messages };
   }
@@ -413,33 +446,38 @@ export class MemorySessionStore implements SessionStore {
 
   #endRequest(id: string, cseq: number, ref?: SessionSlot): void {
     const s = this.#live(id, ref);
-    if (s === null || !this.#remembered(s, cseq)) return;
+    if (s === null) return;
+    // Remembered: the session's own body (its ring is made by the request's count).
+    const b = s.body;
+    if (!this.#remembered(b, cseq)) return;
     const slot = (cseq - 1) % this.#limits.maxRememberedReplies;
-    if (s.replies![slot] === undefined) s.replies![slot] = NO_REPLY;
+    if (b.replies![slot] === undefined) b.replies![slot] = NO_REPLY;
   }
 
   #beginRequest(id: string, cseq: number, ref?: SessionSlot): RequestVerdict {
     const s = this.#live(id, ref);
     if (s === null) return { kind: 'unknown' };
     if (!Number.isSafeInteger(cseq) || cseq < 1) throw new RangeError(`cseq must be an integer ≥ 1, got ${String(cseq)}`);
-    if (cseq === s.lastCseq + 1) {
-      s.lastCseq = cseq;
+    const b = s.body;
+    if (cseq === b.lastCseq + 1) {
+      const mine = own(s);
+      mine.lastCseq = cseq;
       // Its reply seqs are collected from now on; the slot's previous request is forgotten (a duplicate of it gets null;
       // it still never runs again: lastCseq says so).
-      const replies = (s.replies ??= []);
+      const replies = (mine.replies ??= []);
       const slot = (cseq - 1) % this.#limits.maxRememberedReplies;
       if (slot === replies.length) replies.push(undefined);
       else replies[slot] = undefined;
       return NEW;
     }
-    if (cseq <= s.lastCseq) {
-      if (!this.#remembered(s, cseq)) return { kind: 'duplicate', replySeqs: null };
-      const seqs = s.replies![(cseq - 1) % this.#limits.maxRememberedReplies];
+    if (cseq <= b.lastCseq) {
+      if (!this.#remembered(b, cseq)) return { kind: 'duplicate', replySeqs: null };
+      const seqs = b.replies![(cseq - 1) % this.#limits.maxRememberedReplies];
       // Counted, not finished: its process (this one) is running it, or about to.
       if (seqs === undefined) return PENDING_HERE;
       return { kind: 'duplicate', replySeqs: seqs === NO_REPLY ? [] : typeof seqs === 'number' ? [seqs] : seqs === null ? null : seqs.slice() };
     }
-    return { kind: 'gap', expected: s.lastCseq + 1 };
+    return { kind: 'gap', expected: b.lastCseq + 1 };
   }
 
   async rememberReply(id: string, cseq: number, seq: number): Promise<void> {
@@ -449,8 +487,9 @@ export class MemorySessionStore implements SessionStore {
 
   #rememberReply(s: Session, cseq: number, seq: number): void {
     // A request never run, or forgotten already: nothing to remember it by.
-    if (!this.#remembered(s, cseq)) return;
-    const replies = s.replies!;
+    const b = s.body;
+    if (!this.#remembered(b, cseq)) return;
+    const replies = b.replies!;
     const slot = (cseq - 1) % this.#limits.maxRememberedReplies;
     const seqs = replies[slot];
     if (seqs === undefined || seqs === NO_REPLY) replies[slot] = seq;
@@ -461,26 +500,29 @@ export class MemorySessionStore implements SessionStore {
   }
 
   /** Whether request `cseq` ran and its reply seqs are still kept. */
-  #remembered(s: Session, cseq: number): boolean {
-    return s.replies !== null && Number.isSafeInteger(cseq) && cseq >= 1 && cseq <= s.lastCseq && cseq > s.lastCseq - this.#limits.maxRememberedReplies;
+  #remembered(b: Body, cseq: number): boolean {
+    return b.replies !== null && Number.isSafeInteger(cseq) && cseq >= 1 && cseq <= b.lastCseq && cseq > b.lastCseq - this.#limits.maxRememberedReplies;
   }
 
   async join(id: string, topic: string): Promise<boolean> {
     const s = this.#live(id);
-    if (s === null || s.topics?.has(topic)) return false;
-    (s.topics ??= new Set()).add(topic);
+    if (s === null || s.body.topics?.has(topic)) return false;
+    (own(s).topics ??= new Set()).add(topic);
     return true;
   }
 
   async leave(id: string, topic: string): Promise<boolean> {
     const s = this.#live(id);
-    return s !== null && s.topics !== null && s.topics.delete(topic);
+    // A Set only ever in the session's own body.
+    return s !== null && s.body.topics !== null && s.body.topics.delete(topic);
   }
 
   async setData(id: string, data: JsonValue): Promise<boolean> {
     const s = this.#live(id);
     if (s === null) return false;
-    s.data = structuredClone(data);
+    const copy = structuredClone(data);
+    // The shared body holds null: a null on a session that holds it already changes nothing (no body of its own).
+    if (copy !== null || s.body.data !== null) own(s).data = copy;
     return true;
   }
 
@@ -497,7 +539,7 @@ export class MemorySessionStore implements SessionStore {
     const s = this.#live(id);
     if (s === null) return false;
     s.state = 'detached';
-    s.detachedAt = this.#since();
+    own(s).detachedAt = this.#since();
     this.#detached.delete(id);
     this.#detached.set(id, s);
     while (this.#detached.size > this.#limits.maxDetachedSessions) {
@@ -558,7 +600,7 @@ export class MemorySessionStore implements SessionStore {
   /** @internal Test hook: session `id`'s arena (its size in bytes, 0 without one; where the next message goes), or null when it is not live. */
   arenaOf(id: string): { size: number; end: number } | null {
     const s = this.#sessions.get(id);
-    return s === undefined ? null : { size: s.arena === null ? 0 : s.arena.length, end: s.arenaEnd };
+    return s === undefined ? null : { size: s.body.arena === null ? 0 : s.body.arena.length, end: s.body.arenaEnd };
   }
 
   // -------------------------------------------------------------------------
@@ -580,7 +622,9 @@ export class MemorySessionStore implements SessionStore {
   }
 
   #overdue(s: Session): boolean {
-    return s.state === 'detached' && s.detachedAt !== null && this.#now() - this.#t0 - s.detachedAt >= this.#limits.resumeWindow;
+    if (s.state !== 'detached') return false;
+    const at = s.body.detachedAt;
+    return at !== null && this.#now() - this.#t0 - at >= this.#limits.resumeWindow;
   }
 
   /**
@@ -615,44 +659,46 @@ export class MemorySessionStore implements SessionStore {
 
   /** Forgets the messages up to `seq` (acknowledged); returns how many. */
   #trim(s: Session, seq: number): number {
-    if (seq <= s.ackedSeq) return 0;
-    const n = seq - s.ackedSeq;
+    if (seq <= s.body.ackedSeq) return 0;
+    // Past ackedSeq and not past lastSeq (the callers check): a session that has had messages, so its own body.
+    const b = own(s);
+    const n = seq - b.ackedSeq;
     let freed = 0;
-    const held = s.held;
-    const tail = heldEnd(s);
-    const end = s.head + 2 * n;
-    for (let i = s.head; i < end; i += 2) {
+    const held = b.held;
+    const tail = heldEnd(b);
+    const end = b.head + 2 * n;
+    for (let i = b.head; i < end; i += 2) {
       const size = held[i + 1] as number;
       freed += size < 0 ? ~size : size;
       // Let go of it now, not at the next compaction: an acknowledged message (its data too) is garbage at once.
       held[i] = 0;
     }
-    s.bytes -= freed;
+    b.bytes -= freed;
     this.#bufferedBytes -= freed;
     this.#bufferedMessages -= n;
-    s.head = end;
-    s.ackedSeq = seq;
+    b.head = end;
+    b.ackedSeq = seq;
     if (end === tail) {
       // Everything acknowledged (a request/reply client, after each ack): nothing held. A small buffer is written
       // again from its start (its slots hold 0 now); a big one goes. So is the arena.
-      if (held.length > REUSE_SLOTS) s.held = NO_MESSAGES;
-      s.head = 0;
-      s.arenaEnd = 0;
-      if (s.arena !== null && s.arena.length > ARENA_KEEP) s.arena = null;
+      if (held.length > REUSE_SLOTS) b.held = NO_MESSAGES;
+      b.head = 0;
+      b.arenaEnd = 0;
+      if (b.arena !== null && b.arena.length > ARENA_KEEP) b.arena = null;
     } else if (tail - end <= MOVE_SLOTS) {
       // A few left (a client acks by its clock with a reply on its way): moved to the front of a small buffer (a copy
       // of a big one), which goes on from there, as an emptied one does.
-      if (held.length > REUSE_SLOTS) s.held = held.slice(end, tail);
+      if (held.length > REUSE_SLOTS) b.held = held.slice(end, tail);
       else {
         for (let i = 0; i < tail - end; i++) {
           held[i] = held[end + i]!;
           held[end + i] = 0;
         }
       }
-      s.head = 0;
+      b.head = 0;
     } else if (end >= 2 * COMPACT_AFTER && end * 2 >= tail) {
-      s.held = held.slice(end, tail);
-      s.head = 0;
+      b.held = held.slice(end, tail);
+      b.head = 0;
     }
     return n;
   }
@@ -666,14 +712,17 @@ export class MemorySessionStore implements SessionStore {
     s.state = 'ended';
     if (this.#lastLive === s) this.#lastLive = null;
     this.#detached.delete(s.id);
-    const held = heldMessages(s);
-    this.#bufferedBytes -= s.bytes;
+    const b = s.body;
+    const held = heldMessages(b);
+    this.#bufferedBytes -= b.bytes;
     this.#bufferedMessages -= held.length;
-    s.held = NO_MESSAGES;
-    s.head = 0;
-    s.bytes = 0;
-    s.arena = null;
-    s.arenaEnd = 0;
+    if (b !== EMPTY_BODY) {
+      b.held = NO_MESSAGES;
+      b.head = 0;
+      b.bytes = 0;
+      b.arena = null;
+      b.arenaEnd = 0;
+    }
     if (refused) held.push({ seq: 0, data: refused.message.data, binary: refused.message.binary, bytes: refused.bytes });
     if (reason !== 'ended' && reason !== 'unknown') {
       const kind = reason === 'expired' ? 'expired' : 'overflow';
@@ -694,27 +743,28 @@ export class MemorySessionStore implements SessionStore {
   }
 
   #record(s: Session): SessionRecord {
+    const b = s.body;
     return {
       id: s.id, owner: s.owner, state: s.state as 'attached' | 'detached', createdAt: this.#t0 + s.createdAt, attachedAt: this.#t0 + s.attachedAt,
-      detachedAt: s.detachedAt === null ? null : this.#t0 + s.detachedAt,
-      lastSeq: s.lastSeq, ackedSeq: s.ackedSeq, lastCseq: s.lastCseq, bufferedMessages: s.lastSeq - s.ackedSeq,
-      bufferedBytes: s.bytes, topics: s.topics === null ? [] : [...s.topics], data: structuredClone(s.data),
+      detachedAt: b.detachedAt === null ? null : this.#t0 + b.detachedAt,
+      lastSeq: b.lastSeq, ackedSeq: b.ackedSeq, lastCseq: b.lastCseq, bufferedMessages: b.lastSeq - b.ackedSeq,
+      bufferedBytes: b.bytes, topics: b.topics === null ? [] : [...b.topics], data: structuredClone(b.data),
     };
   }
 }
 
-/** The held messages of `s` as StoredMessages, in seq order (a replay, a dead letter: made when asked for). */
-function heldMessages(s: Session): StoredMessage[] {
-  const held = s.held;
+/** The held messages of `b` as StoredMessages, in seq order (a replay, a dead letter: made when asked for). */
+function heldMessages(b: Body): StoredMessage[] {
+  const held = b.held;
   const out: StoredMessage[] = [];
-  let seq = s.ackedSeq;
-  const tail = heldEnd(s);
-  for (let i = s.head; i < tail; i += 2) {
+  let seq = b.ackedSeq;
+  const tail = heldEnd(b);
+  for (let i = b.head; i < tail; i += 2) {
     const size = held[i + 1] as number;
     const d = held[i]!;
     if (typeof d === 'number') {
       // In the arena: the exact bytes it was sent as (text decodes to a string that encodes to them again).
-      const arena = s.arena!;
+      const arena = b.arena!;
       out.push(
         size < 0
           ? { seq: ++seq, data: Buffer.from(arena.subarray(d, d + ~size)), binary: true, bytes: ~size }
@@ -726,38 +776,38 @@ function heldMessages(s: Session): StoredMessage[] {
 }
 
 /**
- * Room for `bytes` more at `s.arenaEnd` (moved there): the live bytes (from
+ * Room for `bytes` more at `b.arenaEnd` (moved there): the live bytes (from
  * the first held message in the arena to arenaEnd) move to the front of the
  * arena when that frees at least half of it, else into a new one twice the
  * size, up to ARENA_MAX; the held slots' offsets move with them. Null: they
  * do not fit in ARENA_MAX with room to spare (the message is held by reference).
  */
-function arenaRoom(s: Session, bytes: number): Arena | null {
-  const held = s.held;
-  const tail = heldEnd(s);
-  let start = s.arenaEnd;
-  for (let i = s.head; i < tail; i += 2) {
+function arenaRoom(b: Body, bytes: number): Arena | null {
+  const held = b.held;
+  const tail = heldEnd(b);
+  let start = b.arenaEnd;
+  for (let i = b.head; i < tail; i += 2) {
     const d = held[i];
     if (typeof d === 'number') {
       start = d;
       break;
     }
   }
-  const live = s.arenaEnd - start;
+  const live = b.arenaEnd - start;
   const need = live + bytes;
-  let arena = s.arena;
+  let arena = b.arena;
   if (arena === null || need * 2 > arena.length) {
     // Too much held here to move cheaply: held by reference. The arena is left as it is (its offsets stay right).
     if (need * 2 > ARENA_MAX) return null;
     let size = arena === null ? ARENA_MIN : arena.length * 2;
     while (size < need * 2) size *= 2;
     const next = Buffer.allocUnsafeSlow(size) as Arena;
-    if (arena !== null && live > 0) arena.copy(next, 0, start, s.arenaEnd);
-    arena = s.arena = next;
-  } else if (live > 0) arena.copyWithin(0, start, s.arenaEnd);
-  s.arenaEnd = live;
+    if (arena !== null && live > 0) arena.copy(next, 0, start, b.arenaEnd);
+    arena = b.arena = next;
+  } else if (live > 0) arena.copyWithin(0, start, b.arenaEnd);
+  b.arenaEnd = live;
   if (start !== 0) {
-    for (let i = s.head; i < tail; i += 2) {
+    for (let i = b.head; i < tail; i += 2) {
       const d = held[i];
       if (typeof d === 'number') held[i] = d - start;
     }

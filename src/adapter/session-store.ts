@@ -456,6 +456,29 @@ export function tokenMatches(token: string, digest: Buffer): boolean {
   return timingSafeEqual(tokenDigest(token), digest);
 }
 
+/**
+ * A session's id and token where the id is the first SESSION_ID_BYTES of the
+ * token's SHA-256 (base64url, 22 characters, as a random id): the id is the
+ * digest a store keeps, so a store that keeps the id keeps nothing more to
+ * check the token by (`tokenOpens`). The in-memory store's credentials: 56
+ * bytes less per session than a random id and a digest string beside it
+ * (docs/performance.md, "Sessions, ninth pass"). As unguessable as a random
+ * id (the token is 256 random bits), and a store dump or a log line yields no
+ * usable token: finding a token for a known id is a 128-bit preimage.
+ */
+export function newTokenBoundSession(): { id: string; token: string } {
+  const token = newSessionToken();
+  return { id: tokenDigest(token).toString('base64url', 0, SESSION_ID_BYTES), token };
+}
+
+/** Whether `token` is the one `id` was made from (`newTokenBoundSession`), in constant time. */
+export function tokenOpens(token: string, id: string): boolean {
+  const kept = Buffer.from(id, 'base64url');
+  // Every id such a store holds decodes to SESSION_ID_BYTES; the comparison below needs equal lengths.
+  if (kept.length !== SESSION_ID_BYTES) return false;
+  return timingSafeEqual(tokenDigest(token).subarray(0, SESSION_ID_BYTES), kept);
+}
+
 /** Whether two owners are the same identity; compared in constant time too (an owner may be a secret-ish user id). */
 export function sameOwner(a: string | null, b: string | null): boolean {
   if (a === null || b === null) return a === b;

@@ -121,6 +121,13 @@ export interface ConnectionShared<Auth = unknown> {
   scheduler?: TurnScheduler;
   /** Per-connection budgets per window. */
   budget?: BudgetLimits;
+  /**
+   * The supervisor's sessions (src/server/sessions.ts), when on: what a
+   * connection's session binding reaches through its connection, one pointer
+   * per supervisor instead of one per session (docs/performance.md,
+   * "Sessions, ninth pass").
+   */
+  sessions?: unknown;
 }
 
 export interface ConnectionInit<Auth = unknown> {
@@ -207,6 +214,11 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   /** When it opened (ms since the epoch, as `Date.now()`). */
   get openedAt(): number {
     return EPOCH + this.opened;
+  }
+
+  /** @internal The supervisor's sessions (ConnectionShared.sessions), for the session binding. */
+  get sessionsHost(): unknown {
+    return this.shared.sessions;
   }
 
   /** @internal Fair scheduling of this connection's inbound work. */

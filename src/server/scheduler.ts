@@ -203,6 +203,13 @@ export interface BudgetLimits {
  * a peer can use up to twice a budget across a window boundary, documented.
  */
 export class BudgetUse {
+  /**
+   * When the window began, in whole ms (rounded up): a small integer held in
+   * the field itself, where the fractional `performance.now()` was a 16-byte
+   * heap number per connection that ever sent a message (every session
+   * connection: its `open`; docs/performance.md, "Sessions, ninth pass"). A
+   * window then lasts up to 1 ms longer, never less.
+   */
   start: number;
   messages = 0;
   bytes = 0;
@@ -212,7 +219,7 @@ export class BudgetUse {
   exceeded: string | null = null;
 
   constructor(now: number) {
-    this.start = now;
+    this.start = Math.ceil(now);
   }
 
   /** Counts one inbound message (`control`: a ping or pong frame); returns the name of the budget it exceeds, or null. */
@@ -235,7 +242,7 @@ export class BudgetUse {
   }
 
   private reset(now: number): void {
-    this.start = now;
+    this.start = Math.ceil(now);
     this.messages = 0;
     this.bytes = 0;
     this.fanOut = 0;

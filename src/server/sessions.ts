@@ -239,6 +239,8 @@ interface PendingAppend {
 
 /** Entry's rarely used fields (Entry.rare). */
 class EntryRare {
+  /** The session's machine, once started (Entry.runner). */
+  runner: MachineRunner<SessionMachine> | null = null;
   detachedAt: number | null = null;
   appends: (PendingAppend | undefined)[] | null = null;
   appendHead = 0;
@@ -264,10 +266,11 @@ const ENTRY_INCOMING = 2;
 class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost, SessionSlot {
   /** The binding that carries the session (attached) or is replaying it; null while detached. */
   carrier: SessionBinding<Auth> | null = null;
-  /** The open connection holding the lease the machine last gave (carrying, replaying, or taken over and not yet closed). */
+  /**
+   * The open connection holding the lease the machine last gave (carrying, replaying, or taken over and not yet
+   * closed); from `carry` until its connection closes.
+   */
   holder: SessionBinding<Auth> | null = null;
-  /** The live hub connection through which the application's sends reach this session; null while none carries it. */
-  routed: Connection<Auth> | null = null;
   /** Topic memberships (the store's, mirrored here so publishes route synchronously). NO_TOPICS (shared) until the first. */
   topics: ReadonlySet<string> = NO_TOPICS;
   /** `ended`, `incoming` (the accessors below), one bit each: one field where two took 8 bytes each. */
@@ -277,24 +280,29 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost, SessionSlo
   /** The store's own record of the session, kept for it (SessionSlot: the sync data path finds it here, not by id). */
   storeRecord: unknown = undefined;
   /**
-   * What few sessions ever need (`detachedAt`, `appends`, `appendHead`,
-   * `counting`: the accessors below), made on the first non-empty one: an
-   * idle attached session holds one null instead of four fields
-   * (docs/performance.md, "Sessions: idle").
+   * What few sessions ever need (the machine's runner, `detachedAt`,
+   * `appends`, `appendHead`, `counting`: the accessors below), made on the
+   * first non-empty one: an idle attached session holds one null instead of
+   * five fields (docs/performance.md, "Sessions: idle" and "ninth pass").
    */
   private rare: EntryRare | null = null;
-  #runner: MachineRunner<SessionMachine> | null = null;
 
   constructor(
     private readonly sessions: Sessions<Auth>,
     readonly id: string,
   ) {}
 
+  /** The session's machine if it was started, else null (no lifecycle event yet). */
+  private get machine(): MachineRunner<SessionMachine> | null {
+    const rare = this.rare;
+    return rare === null ? null : rare.runner;
+  }
+
   /** The session's machine, started on first use (an ended entry's never starts: events to it change nothing). */
   get runner(): MachineRunner<SessionMachine> {
-    let runner = this.#runner;
+    let runner = this.machine;
     if (runner === null) {
-      runner = this.#runner = new MachineRunner(this.sessions.machineConfig, this);
+      runner = (this.rare ??= new EntryRare()).runner = new MachineRunner(this.sessions.machineConfig, this);
       if (this.ended) runner.stop();
       else runner.start();
     }
@@ -303,7 +311,8 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost, SessionSlo
 
   /** The lease the machine gave last (0, the opening connection's, until it is started). */
   get lease(): Lease {
-    return this.#runner === null ? 0 : this.#runner.getSnapshot().context.lease;
+    const runner = this.machine;
+    return runner === null ? 0 : runner.getSnapshot().context.lease;
   }
 
   /**
@@ -313,12 +322,13 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost, SessionSlo
    * the machine is not started (no lifecycle event yet).
    */
   get unpersisted(): boolean {
-    return this.#runner !== null && this.#runner.getSnapshot().context.unpersisted;
+    const runner = this.machine;
+    return runner !== null && runner.getSnapshot().context.unpersisted;
   }
 
   /** Stops the machine without finishing it, if it was started. */
   stopMachine(): void {
-    this.#runner?.stop();
+    this.machine?.stop();
   }
 
   /** Set when the machine finished: entries are deleted then (R3). */
@@ -376,6 +386,15 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost, SessionSlo
   set counting(counting: Map<number, number> | null) {
     if (this.rare !== null) this.rare.counting = counting;
     else if (counting !== null) (this.rare = new EntryRare()).counting = counting;
+  }
+
+  /**
+   * The live hub connection through which the application's sends reach this session; null while none carries it:
+   * the holder's (set and cleared with it: a field of its own was 8 bytes per session).
+   */
+  get routed(): Connection<Auth> | null {
+    const holder = this.holder;
+    return holder === null ? null : holder.connection;
   }
 
   /** Made when an inspector or a log asks, not per session. */
@@ -1367,10 +1386,9 @@ export class Sessions<Auth = unknown> {
       return;
     }
     if (!storeAttached) this.store.attach(entry.id).catch((err: unknown) => this.unpersist(entry, 'attach', err));
-    entry.holder = binding;
     // The application's sends now go through the new connection (broadcasts reach the session anyway).
     const old = entry.routed;
-    entry.routed = connection;
+    entry.holder = binding;
     if (old !== null && old !== connection) this.host.logger?.debug?.({ session: entry.id, from: old.id, to: connection.id }, 'session taken over');
     this.host.announce(connection, entry.topics);
   }
@@ -1383,8 +1401,8 @@ export class Sessions<Auth = unknown> {
     const connection = binding.connection;
     const announced = !this.pending.delete(connection) && binding.entry !== null;
     const entry = binding.entry;
+    // The route goes with it (Entry.routed).
     if (entry !== null && entry.holder === binding) entry.holder = null;
-    if (entry !== null && entry.routed === connection) entry.routed = null;
     if (entry !== null && entry.carrier === binding) this.detach(binding);
     return announced;
   }
@@ -1649,8 +1667,16 @@ type Phase = 'awaiting' | 'attaching' | 'attached' | 'left';
 const PHASES: readonly Phase[] = ['awaiting', 'attaching', 'attached', 'left'];
 const ACK_DUE = 1 << 7;
 
+/**
+ * The session request whose handler runs now, and its binding (SessionBinding.running): a handler runs synchronously
+ * in `request`, which sets these around it and puts back what was there (a handler that makes another connection's
+ * request run inside it, were there a way, would find its own again after it).
+ */
+const RUNNING: { binding: object | null; cseq: number } = { binding: null, cseq: 0 };
+
 /** SessionBinding's rarely used fields (SessionBinding.rare). */
 class BindingRare {
+  lease: Lease = 0;
   resumeInfo: SessionInfo | null = null;
   early: Map<number, { data: Outbound; binary: boolean }> | null = null;
   inbox: Array<[Buffer, boolean]> | null = null;
@@ -1682,8 +1708,6 @@ const PENDING_HERE_MAX = 15_000;
  */
 export class SessionBinding<Auth = unknown> extends WheelTimer implements SessionHandle {
   entry: Entry<Auth> | null = null;
-  /** Which of its session's connections this is, as the session machine numbers them (machines/session.machine.ts). */
-  lease: Lease = 0;
   /**
    * The binding's booleans, one bit each, and its phase in two bits (see the
    * accessors below: `phase`, `live`, `endRequested`, `paused`, `local`,
@@ -1695,17 +1719,35 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
   private written = 0;
   /** The client has every seq up to this one (its resume position, then its acks): what a gap read may forget. */
   private clientAcked = 0;
-  /** The request whose handler runs now (its sends are its reply), 0 none. */
-  private running = 0;
   private lastRun = 0;
   private lastAcked = 0;
   /**
-   * What an idle attached connection never needs (`resumeInfo`, `early`,
-   * `inbox`, `gapReader`, `requests`, `waiting`: the accessors
-   * below), made on the first non-empty one: one null instead of six
-   * fields on every idle session (docs/performance.md, "Sessions: idle").
+   * What an idle attached connection never needs (`lease`, `resumeInfo`,
+   * `early`, `inbox`, `gapReader`, `requests`, `waiting`: the accessors
+   * below), made on the first non-empty one: one null instead of seven
+   * fields on every idle session (docs/performance.md, "Sessions: idle" and
+   * "ninth pass").
    */
   private rare: BindingRare | null = null;
+
+  /**
+   * Which of its session's connections this is, as the session machine numbers them (machines/session.machine.ts):
+   * 0 for the connection that opened it, kept with the rare fields since only a resume's is more (and a resume's
+   * binding makes them anyway, for its `resumeInfo`).
+   */
+  get lease(): Lease {
+    return this.rare === null ? 0 : this.rare.lease;
+  }
+  set lease(lease: Lease) {
+    if (lease !== 0 || this.rare !== null) this.more.lease = lease;
+  }
+  /**
+   * The request whose handler runs now (its sends are its reply), 0 none. One for the process (`RUNNING`), not a
+   * field per binding: a handler runs synchronously, one at a time (nested ones saved and restored, `request`).
+   */
+  private get running(): number {
+    return RUNNING.binding === this ? RUNNING.cseq : 0;
+  }
 
   /** The rare fields, made on first use. */
   private get more(): BindingRare {
@@ -1823,12 +1865,18 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
     this.flags = on ? this.flags | LOCAL : this.flags & ~LOCAL;
   }
   constructor(
-    private readonly sessions: Sessions<Auth>,
+    sessions: Sessions<Auth>,
     readonly connection: Connection<Auth>,
   ) {
     super();
+    if (connection.sessionsHost !== sessions) throw new Error('ws-supervisor: a session binding must be made by its connection\'s sessions');
     // The attach timer (`fire` while awaiting).
     timerWheel.schedule(this, sessions.options.attachTimeout);
+  }
+
+  /** The supervisor's sessions, through the connection (ConnectionShared.sessions): not a field on every binding. */
+  private get sessions(): Sessions<Auth> {
+    return this.connection.sessionsHost as Sessions<Auth>;
   }
 
   /**
@@ -2056,12 +2104,16 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
     switch (verdict.kind) {
       case 'new':
         if (cseq > entry.lastCseqRun) entry.lastCseqRun = cseq;
-        this.running = cseq;
+        const outer = RUNNING.binding;
+        const outerCseq = RUNNING.cseq;
+        RUNNING.binding = this;
+        RUNNING.cseq = cseq;
         this.replied = false;
         try {
           this.connection.runHandler(payload, isBinary);
         } finally {
-          this.running = 0;
+          RUNNING.binding = outer;
+          RUNNING.cseq = outerCseq;
         }
         // No reply in its turn: the store is told, so that a duplicate elsewhere is answered at once, not waited for.
         if (!this.replied && !this.local) this.sessions.requestEnded(entry, cseq);

@@ -654,6 +654,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
         maxMessageRate: this.options.maxMessageRate,
         scheduler: this.scheduler,
         ...(this.options.budget ? { budget: this.options.budget } : {}),
+        ...(this.sessions !== null ? { sessions: this.sessions } : {}),
       }),
     });
     // A session connection goes live once its session is attached (its first frame): sessions.ts announces it.

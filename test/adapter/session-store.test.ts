@@ -6,7 +6,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createMemorySessionStore, SESSION_STORE_DEFAULTS } from '../../src/adapter/memory-session-store.ts';
-import { newSessionToken, sameOwner, tokenDigest, tokenMatches, type SessionDeadLetter } from '../../src/adapter/session-store.ts';
+import { newSessionToken, newTokenBoundSession, sameOwner, tokenDigest, tokenMatches, tokenOpens, type SessionDeadLetter } from '../../src/adapter/session-store.ts';
 import { describeSessionStoreContract } from '../helpers/session-store-contract.ts';
 
 describeSessionStoreContract('memory', async (limits) => {
@@ -55,6 +55,94 @@ describe('memory session store', () => {
     assert.equal(sameOwner('alice', 'bob'), false);
     assert.equal(sameOwner(null, null), true);
     assert.equal(sameOwner(null, 'alice'), false);
+  });
+
+  test("credentials: the memory store's id is the first 16 bytes of the token's SHA-256, all it keeps to check a token by", async () => {
+    const { id, token } = newTokenBoundSession();
+    assert.match(id, /^[A-Za-z0-9_-]{22}$/);
+    assert.match(token, /^[A-Za-z0-9_-]{43}$/);
+    assert.equal(id, tokenDigest(token).subarray(0, 16).toString('base64url'));
+    assert.equal(tokenOpens(token, id), true);
+    assert.equal(tokenOpens(newSessionToken(), id), false);
+    assert.equal(tokenOpens(token + 'x', id), false);
+    assert.equal(tokenOpens(token, newTokenBoundSession().id), false);
+    assert.equal(tokenOpens(token, 'short'), false, 'an id that does not decode to 16 bytes is compared without throwing');
+    const store = createMemorySessionStore();
+    store.start({ deadLetter: () => undefined, logger: null });
+    const s = await store.create({ owner: null });
+    assert.equal(tokenOpens(s.token, s.id), true, "the store's ids are bound to their tokens");
+    assert.equal((await store.verify({ id: s.id, token: s.token, owner: null })).ok, true);
+    const other = await store.create({ owner: null });
+    assert.equal((await store.verify({ id: s.id, token: other.token, owner: null })).ok, false, "another session's token");
+  });
+
+  test("a record's times are epoch ms, a resumed session's attachedAt too (the store keeps them as ms since it began)", async () => {
+    let now = 1_700_000_000_000;
+    const store = createMemorySessionStore({ now: () => now });
+    store.start({ deadLetter: () => undefined, logger: null });
+    const s = await store.create({ owner: null });
+    assert.deepEqual([s.record.createdAt, s.record.attachedAt, s.record.detachedAt], [now, now, null]);
+    now += 1000;
+    await store.detach(s.id);
+    assert.equal((await store.get(s.id))!.detachedAt, 1_700_000_001_000);
+    now += 500;
+    const r = await store.resume(s.id, 0);
+    assert.ok(r.ok);
+    assert.equal(r.record.attachedAt, 1_700_000_001_500, 'the resume');
+    assert.equal((await store.get(s.id))!.attachedAt, 1_700_000_001_500);
+    assert.equal(r.record.createdAt, 1_700_000_000_000);
+    now += 250;
+    await store.detach(s.id);
+    await store.attach(s.id);
+    assert.equal((await store.get(s.id))!.attachedAt, 1_700_000_001_750, 'an attach');
+  });
+
+  test("an idle session shares one empty body: each first change (message, request, topic, data, detach) is its own, and the others stay empty", async () => {
+    const store = createMemorySessionStore();
+    store.start({ deadLetter: () => undefined, logger: null });
+    interface View {
+      lastSeq: number;
+      ackedSeq: number;
+      lastCseq: number;
+      bufferedMessages: number;
+      bufferedBytes: number;
+      topics: string[];
+      data: unknown;
+      detachedAt: number | null;
+    }
+    const empty: View = { lastSeq: 0, ackedSeq: 0, lastCseq: 0, bufferedMessages: 0, bufferedBytes: 0, topics: [], data: null, detachedAt: null };
+    const view = (r: Awaited<ReturnType<typeof store.get>>): View => ({
+      lastSeq: r!.lastSeq, ackedSeq: r!.ackedSeq, lastCseq: r!.lastCseq, bufferedMessages: r!.bufferedMessages, bufferedBytes: r!.bufferedBytes,
+      topics: r!.topics, data: r!.data, detachedAt: r!.detachedAt,
+    });
+    const witness = await store.create({ owner: null });
+    const changes: Array<[string, (id: string) => Promise<unknown>, Partial<View>]> = [
+      ['append', (id) => store.append(id, { data: 'hello', binary: false }), { lastSeq: 1, bufferedMessages: 1, bufferedBytes: 5 }],
+      ['beginRequest', (id) => store.beginRequest(id, 1), { lastCseq: 1 }],
+      ['join', (id) => store.join(id, 't'), { topics: ['t'] }],
+      ['setData', (id) => store.setData(id, { a: 1 }), { data: { a: 1 } }],
+    ];
+    for (const [name, change, expected] of changes) {
+      const s = await store.create({ owner: null });
+      assert.deepEqual(view(await store.get(s.id)), empty, `${name}: a new session is empty`);
+      await change(s.id);
+      assert.deepEqual(view(await store.get(s.id)), { ...empty, ...expected }, name);
+      assert.deepEqual(view(await store.get(witness.id)), empty, `${name}: another session is untouched`);
+    }
+    const d = await store.create({ owner: null });
+    await store.setData(d.id, null);
+    assert.deepEqual(view(await store.get(d.id)), empty, 'setData(null) on an empty session');
+    await store.detach(d.id);
+    assert.notEqual((await store.get(d.id))!.detachedAt, null);
+    assert.equal((await store.get(witness.id))!.detachedAt, null);
+    const withData = await store.create({ owner: null, data: { plan: 'pro' } });
+    assert.deepEqual((await store.get(withData.id))!.data, { plan: 'pro' });
+    assert.deepEqual(view(await store.get(witness.id)), empty);
+    // An ack and a resume read of an empty session change nothing (and need no body of its own).
+    assert.deepEqual(await store.ack(witness.id, 0), { ok: true, trimmed: 0 });
+    assert.deepEqual(await store.readAfter(witness.id, 0), { ok: true, messages: [] });
+    await store.end(witness.id, 'test');
+    assert.equal(await store.get(witness.id), null);
   });
 
   test("the sync path's slot: the record kept there is used only for its own live session; the answers are those without it", async () => {
