@@ -276,14 +276,19 @@ test(`--workers 2 --sessions --redis: a worker SIGKILLed under load, each of its
 // answered, it ran nowhere but on the frozen worker once continued, its reply refused there (moved). Fixed with its two
 // neighbours (docs/sessions.md, "Across nodes": a process frozen past its lease); the unit tests are in
 // test/server/sessions.nodes.test.ts ("a node frozen past the lease") and test/adapter/redis-session-store.test.ts.
-// Still open, so `todo` (it runs, and its outcome is printed, but does not fail the suite): the first clean-clone run
-// after the fix (2026-12-06) failed with one client's pushes p8 and p9 twice. A publish the frozen worker had already
-// handed to its Redis connection before the freeze is sent at SIGCONT, after the other worker ran the same request
-// again (the store's age check only holds back fan-outs still in its own queue); the fan-out script needs to refuse a
-// count it no longer owns (a fencing check) for this to pass every time.
+// Then, in the first clean-clone run after that fix (2026-12-06): one client's pushes p8 and p9 twice. A publish the
+// frozen worker had already handed to its Redis connection before the freeze reached Redis at SIGCONT, after the
+// other worker had run the same request again (the store's age check only holds back fan-outs still in its own
+// queue). Fixed by the fan-out fence: the store's script refuses a fan-out made by a request whose count the worker
+// no longer holds (a dead letter, reason fanout, on the frozen worker); its tests are "the fan-out fence"
+// (test/adapter/redis-session-store.test.ts) and "a node frozen past the lease with a publish already handed to its
+// Redis connection" (test/server/sessions.nodes.test.ts), which hold the publish on the wire and fail without it.
+// After the fence: 8 of 8 runs passed (2026-12-06, load average 4.5-8.7), the fence refusing nothing in any of them
+// (the line printed below) and the late-verdict rule holding back 4 to 198 counts in 5: what the rare duplicate
+// needs, a publish still on its way to Redis at the instant of the freeze, did not occur in those runs.
 test(
   '--workers 2 --sessions --redis: a worker frozen (SIGSTOP) past the lease while its clients resume on the other, then continued (SIGCONT): every push and reply once, in order',
-  { timeout: B.scaled(300_000), todo: 'a publish handed to Redis before the freeze goes out at SIGCONT after the other worker ran the request again: a duplicate push (a fencing check in the fan-out script is the fix)' },
+  { timeout: B.scaled(300_000) },
   async (t) => {
     const redis = await startRedis(t);
     if (!redis) return;
@@ -311,6 +316,13 @@ test(
     process.kill(victim, 'SIGCONT');
     assert.ok(resumed > 0 && resumed < peers.length, `the frozen worker's clients, and only they, resumed (${resumed})`);
     await new Promise((r) => setTimeout(r, 3_000));
+    // What the continued worker held back (each a warning of its own): how often each rule had something to do.
+    const lines = server.stdout().split('\n');
+    const count = (text: string): number => lines.filter((l) => l.includes(text)).length;
+    console.log(
+      `# frozen worker: ${resumed} of ${peers.length} clients resumed on the other; after SIGCONT, ${count('session fan-out refused')} fan-out(s) refused by the fence, ` +
+        `${count('answered too late to run here')} count(s) answered too late not run`,
+    );
     await finish(peers, B.scaled(120_000));
   },
 );
