@@ -387,7 +387,10 @@ end
 -- fan-out there; made here too, its members would get it twice (a node frozen past its lease, whose fan-out reached
 -- Redis only when it continued). Passes: the same generation (no other node can have run the request); a count still
 -- this node's (a slow node, not a dead one: the other waits for it, 'pending', and this run is the only one, as its
--- reply is kept by append); a session gone (no hold to compare: its requests run nowhere any more).
+-- reply is kept by append); a session gone (no hold to compare: its requests run nowhere any more). A count of this
+-- node's forgotten past maxRememberedReplies (its reply stored in an earlier batch than this fan-out, and that many
+-- later requests counted elsewhere before this one arrived) is refused too, although the request ran here alone: the
+-- push is then a dead letter on this node, not a duplicate (R12), in an order that needs a stall between two batches.
 local function fan_fenced(id, gen, c)
   if gen == '' then return nil end
   local ag = redis.call('HGET', hkey(id), 'ag')
