@@ -1153,7 +1153,11 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
           this.#queue[this.#queueHead++] = undefined!;
           this.#queuedBytes -= next.bytes;
           const waited = Math.round(performance.now() - next.at);
-          next.reject(this.#failed('unavailable', next.operation, null, 'no', new Error(`not sent: queued ${waited} ms ago (this process stalled over two thirds of leaseTtl ${this.#limits.leaseTtl}), the request that made it may have run on another node since`)));
+          // Answered as refused (FanOutResult.refused), as the fence refuses one in Redis: not a failure of the store.
+          // A failure made every member session this node runs unpersisted, and an unpersisted session's connection
+          // runs its requests itself: at SIGCONT it ran those its client had sent before it saw the freeze (still in
+          // the socket), which the other node had run already, and their publishes went to the store unfenced.
+          next.resolve({ appended: 0, pending: false, refused: `not sent: queued ${waited} ms ago (this process stalled over two thirds of leaseTtl ${this.#limits.leaseTtl}); the request that made it may have run on another node since` });
           continue;
         }
         if (ops.length > (extra > 0 ? 1 : 0) && (bytes + next.bytes > BATCH_MAX_BYTES || bytes + next.bytes > room)) break;

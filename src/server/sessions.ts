@@ -959,15 +959,15 @@ export class Sessions<Auth = unknown> {
   }
 
   /**
-   * The store's fence refused a fan-out a request's handler made here (FanOutFence): another node attached the
-   * request's session since and took its count over (this process stalled past its lease: frozen, swapped), so the
-   * request ran again there and made its fan-out there; this one reached no session. R12: one dead letter (reason
+   * The store refused a fan-out made here: its fence (FanOutFence: another node attached the request's session since
+   * and took its count over, this process having stalled past its lease, so the request ran again there and made its
+   * fan-out there), or its age (queued two thirds of a lease: the Redis store's own queue); it reached no session. R12: one dead letter (reason
    * `fanout`, session `*`: its members are not known here), never a silent drop nor a second push. Not a failure of
    * the store: nothing goes unpersisted, and no failure is counted.
    */
   private fanOutRefused(kind: 'broadcast' | 'publish', topic: string | null, message: SessionMessage, why: string): void {
     const detail = fanOutRefusedDetail(kind, topic, why);
-    this.host.logger?.warn({ topic, detail }, 'session fan-out refused by the store: the request that made it was taken over by another node (this process stalled past its lease)');
+    this.host.logger?.warn({ topic, detail }, 'session fan-out refused by the store, appended to no session (this process stalled past its lease)');
     const bytes = message.bytes ?? messageBytes(message.data);
     this.host.deadLetter({ sessionId: '*', reason: 'fanout', detail, messages: [{ seq: 0, data: message.data, binary: message.binary, bytes }] });
   }

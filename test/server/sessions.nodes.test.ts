@@ -432,6 +432,35 @@ test("a node frozen past the lease with a publish already handed to its Redis co
   assert.deepEqual([b.sessionLetters, a.deadLetters, b.deadLetters], [[], [], []], 'no other dead letter');
 });
 
+test("a fan-out the store holds back by its age (this process stalled two thirds of a lease with it still queued) is refused: one dead letter (fanout), and the member sessions here stay persisted, not unpersisted as after a store failure", async (t) => {
+  // Seen in the frozen-worker CLI test under load: the age refusal was a store failure, so every member session the
+  // frozen worker ran went unpersisted; an unpersisted session's connection runs its requests itself, and at SIGCONT
+  // it ran those its client had sent before it saw the freeze (still in the socket), which the other worker had run
+  // already: their publishes went to the store unfenced, and 6 or 7 clients got some 15 pushes each a second time.
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-stale`;
+  const leaseTtl = 600;
+  const a = await node(t, redis.url, prefix, 'node-a', undefined, { leaseTtl });
+  const { raw } = await openInRoom(t, a);
+  // A publish, then this process stalls (its event loop blocked) past two thirds of the lease before the store's
+  // queue goes out.
+  a.demo.supervisor.publish('room', 'stale');
+  const until = performance.now() + leaseTtl;
+  while (performance.now() < until) {
+    // stalled
+  }
+  await waitFor(() => a.sessionLetters.length >= 1, 5_000, 'the refusal');
+  await a.store.answered();
+  assert.deepEqual(a.sessionLetters.map((l) => [l.sessionId, l.reason]), [['*', 'fanout']]);
+  assert.match(a.sessionLetters[0]!.detail, /not sent: queued \d+ ms ago/);
+  assert.deepEqual(a.events.filter((e) => e.type === 'unpersisted'), [], 'the member session here stays persisted');
+  // It goes on through the store: the next publish reaches it; the refused one never does.
+  a.demo.supervisor.publish('room', 'after');
+  await waitFor(() => raw.data().some((m) => m.payload === 'after'), 5_000, 'the next publish');
+  assert.deepEqual(raw.data().map((m) => m.payload).filter((p) => p === 'stale' || p === 'after'), ['after']);
+});
+
 /** The close a connection got (code and reason), once it closed. */
 function closeOf(raw: Raw): Promise<{ code: number; reason: string }> {
   return new Promise((resolve) => raw.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
