@@ -17,7 +17,7 @@ export { SupervisorMetrics, type MetricsSource } from './server/metrics.ts';
 // Sessions (docs/sessions.md): the server side, the store contract and the in-memory store.
 export { SESSION_DEFAULTS, type SessionOptions, type SessionLifecycleEvent, type SessionInfo } from './server/sessions.ts';
 export { createMemorySessionStore, MemorySessionStore, SESSION_STORE_DEFAULTS, type MemorySessionStoreOptions } from './adapter/memory-session-store.ts';
-export type { SessionStore, SessionStoreHost, SessionStoreStats, SessionRecord, SessionMessage, StoredMessage, SessionDeadLetter, SessionDeadLetterReason, SessionFanOut, FanOutDelivery, FanOutResult, JsonValue, ResumeClaim, VerifyResult, AppendResult, ReadResult, AckResult, RequestVerdict, CreatedSession } from './adapter/session-store.ts';
+export type { SessionStore, SessionStoreHost, SessionStoreStats, SessionRecord, SessionMessage, StoredMessage, SessionDeadLetter, SessionDeadLetterReason, SessionFanOut, FanOutDelivery, FanOutFence, FanOutResult, JsonValue, ResumeClaim, VerifyResult, AppendResult, ReadResult, AckResult, RequestVerdict, CreatedSession } from './adapter/session-store.ts';
 export type { ResumeFailureReason } from './protocol/session.ts';
 export type { DeadLetterReason, Outbound } from './server/writer.ts';
 export * from '../machines/index.ts';

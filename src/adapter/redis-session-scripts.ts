@@ -380,6 +380,30 @@ local function fan_queue()
   return redis.call('LLEN', FQ) > 0
 end
 
+-- The fencing check of a fan-out made by request c of session id in its handler's turn on this node (NODE), which
+-- then held the session's attach generation gen ('' unknown: unchecked). Refused (the detail) when another node
+-- attached the session since (ag moved on) and the request's count is no longer this node's: another node took it
+-- over (its counter names that node) or finished it there (gone), so the request ran there again and made this
+-- fan-out there; made here too, its members would get it twice (a node frozen past its lease, whose fan-out reached
+-- Redis only when it continued). Passes: the same generation (no other node can have run the request); a count still
+-- this node's (a slow node, not a dead one: the other waits for it, 'pending', and this run is the only one, as its
+-- reply is kept by append); a session gone (no hold to compare: its requests run nowhere any more). A count of this
+-- node's forgotten past maxRememberedReplies (its reply stored in an earlier batch than this fan-out, and that many
+-- later requests counted elsewhere before this one arrived) is refused too, although the request ran here alone: the
+-- push is then a dead letter on this node, not a duplicate (R12), in an order that needs a stall between two batches.
+local function fan_fenced(id, gen, c)
+  if gen == '' then return nil end
+  local ag = redis.call('HGET', hkey(id), 'ag')
+  if not ag or ag == gen then return nil end
+  local node = counter(id, c)
+  if node == NODE then return nil end
+  local now = 'none: ended or forgotten'
+  if node then now = 'node ' .. node end
+  return 'made by request ' .. c .. ' of session ' .. id .. ' on this node, which another node has attached since (attach '
+    .. ag .. ', this node held ' .. gen .. ') and whose count this node no longer holds (' .. now
+    .. '): the request runs there now, its fan-outs made there'
+end
+
 -- A refusal that stopped the fan-out work of an operation that did nothing else: the operation fails whole.
 local function fan_raise_if_idle()
   if FAN_ERR and FAN_DONE == 0 and #LETTERS == 0 then error(FAN_ERR) end
@@ -761,14 +785,20 @@ return res`),
 
   /**
    * A broadcast (A[1] 'all') or a publish (A[1] 'm:<topic>'), [12] data, [13] binary, [14] the fan-out's id
-   * ('' none: in the job and every notification of it) → { letters, pending
-   * 1|0, sessions appended by this call }: appended to every member session's stream, each under its next
+   * ('' none: in the job and every notification of it), its fence ([15] session, [16] the attach generation this
+   * node held, [17] cseq: the request whose handler made it; '' none) → { letters, pending
+   * 1|0, sessions appended by this call } | { letters, 0, 0, why refused } (fan_fenced): appended to every member
+   * session's stream, each under its next
    * seq, whatever node holds it or none (fan_run). Unfinished fan-outs come first (fan_queue): one that
    * does not fit this call's budget is queued and finished by later calls (fanWork), in order.
    */
   fanout: op(`
 FAN_DONE = 0
 FAN_ERR = nil
+if (A[5] or '') ~= '' then
+  local refused = fan_fenced(A[5], A[6], A[7])
+  if refused then return { LETTERS, 0, 0, refused } end
+end
 local key = P .. A[1]
 local max = tonumber(redis.call('GET', MSEQ) or '0')
 local cursor, done = 0, false

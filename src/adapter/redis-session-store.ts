@@ -48,6 +48,7 @@ import {
   type AppendResult,
   type CreatedSession,
   type FanOutDelivery,
+  type FanOutFence,
   type FanOutResult,
   type SessionFanOut,
   type JsonValue,
@@ -336,8 +337,8 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
   readonly nodeId = randomBytes(12).toString('base64url');
   /** Broadcasts and publishes appended to the member sessions in Redis, by the publishing node alone. */
   readonly fanOut: SessionFanOut = {
-    broadcast: (message, id) => this.#fanOut('broadcast', 'all', message, id),
-    publish: (topic, message, id) => this.#fanOut('publish', `m:${topic}`, message, id),
+    broadcast: (message, id, fence) => this.#fanOut('broadcast', 'all', message, id, fence),
+    publish: (topic, message, id, fence) => this.#fanOut('publish', `m:${topic}`, message, id, fence),
   };
   /** Fan-out notifications received (messages on this node's channel) and sessions they named: benchmarks, tests. */
   readonly fanOutStats = { notifications: 0, sessions: 0, malformed: 0 };
@@ -822,10 +823,19 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     return expired;
   }
 
-  /** One fan-out: one operation of the next batch; a large one goes on in later calls (#pumpFanOut). */
-  #fanOut(operation: 'broadcast' | 'publish', key: string, message: SessionMessage, id = ''): Promise<FanOutResult> {
+  /**
+   * One fan-out: one operation of the next batch; a large one goes on in later calls (#pumpFanOut). With a fence
+   * (the request whose handler made it), the script checks it first, against the attach generation this node holds
+   * now (as the request's reply presents it: `append`): refused there, atomically with everything before it in Redis,
+   * when another node took the request over (fan_fenced in redis-session-scripts.ts). Three more arguments of the
+   * operation already sent; no round trip of its own.
+   */
+  #fanOut(operation: 'broadcast' | 'publish', key: string, message: SessionMessage, id = '', fence?: FanOutFence): Promise<FanOutResult> {
     if (!/^[\w.:-]{0,64}$/.test(id)) return Promise.reject(new RangeError(`ws-supervisor: a fan-out's id must be up to 64 letters, digits, '_', '-', '.' or ':', got ${JSON.stringify(id)}`));
-    return this.#run(operation, null, 'fanout', [key, message.data, message.binary ? '1' : '0', id], (r): FanOutResult => {
+    const args: (string | Buffer)[] = [key, message.data, message.binary ? '1' : '0', id];
+    if (fence !== undefined) args.push(fence.sessionId, this.#generation(fence.sessionId), String(fence.cseq));
+    return this.#run(operation, null, 'fanout', args, (r): FanOutResult => {
+      if (r[3] != null) return { appended: 0, pending: false, refused: String(r[3]) };
       const pending = r[1] === 1;
       if (pending) {
         this.#fanOwed = true;
@@ -1143,7 +1153,11 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
           this.#queue[this.#queueHead++] = undefined!;
           this.#queuedBytes -= next.bytes;
           const waited = Math.round(performance.now() - next.at);
-          next.reject(this.#failed('unavailable', next.operation, null, 'no', new Error(`not sent: queued ${waited} ms ago (this process stalled over two thirds of leaseTtl ${this.#limits.leaseTtl}), the request that made it may have run on another node since`)));
+          // Answered as refused (FanOutResult.refused), as the fence refuses one in Redis: not a failure of the store.
+          // A failure made every member session this node runs unpersisted, and an unpersisted session's connection
+          // runs its requests itself: at SIGCONT it ran those its client had sent before it saw the freeze (still in
+          // the socket), which the other node had run already, and their publishes went to the store unfenced.
+          next.resolve({ appended: 0, pending: false, refused: `not sent: queued ${waited} ms ago (this process stalled over two thirds of leaseTtl ${this.#limits.leaseTtl}); the request that made it may have run on another node since` });
           continue;
         }
         if (ops.length > (extra > 0 ? 1 : 0) && (bytes + next.bytes > BATCH_MAX_BYTES || bytes + next.bytes > room)) break;

@@ -71,7 +71,10 @@ export interface StoredMessage extends SessionMessage {
  *   this node runs get letters of their own, `unavailable`, or carry it on
  *   their connection). Also one member the store's fan-out could not append
  *   to while the others got it (its keys were not what the store wrote): its
- *   own id, the message with seq 0; that session goes on without it.
+ *   own id, the message with seq 0; that session goes on without it. And a
+ *   fan-out the store refused whole (`sessionId` `*`): made by a request
+ *   another node took over and ran again (`FanOutFence`), or queued on a
+ *   node that stalled past its lease.
  */
 export type SessionDeadLetterReason = 'overflow' | 'memory' | 'evicted' | 'expired' | 'ended' | 'unknown' | 'unavailable' | 'moved' | 'fanout';
 
@@ -236,9 +239,24 @@ export interface SessionFanOut {
    * the cluster, told with each of its notifications (`FanOutDelivery.fanOut`):
    * the caller tells a late notification of a fan-out that it saw fail.
    */
-  broadcast(message: SessionMessage, id?: string): Promise<FanOutResult>;
-  /** The sessions that joined `topic` (`id` as broadcast's). */
-  publish(topic: string, message: SessionMessage, id?: string): Promise<FanOutResult>;
+  broadcast(message: SessionMessage, id?: string, fence?: FanOutFence): Promise<FanOutResult>;
+  /** The sessions that joined `topic` (`id` and `fence` as broadcast's). */
+  publish(topic: string, message: SessionMessage, id?: string, fence?: FanOutFence): Promise<FanOutResult>;
+}
+
+/**
+ * The request whose handler made a fan-out (in its turn), for the store's
+ * fencing check: the store refuses the fan-out (`FanOutResult.refused`,
+ * appended to none) when another node attached the session since this node
+ * held it and the request's count is no longer this node's (another node took
+ * it over and ran the request again: its fan-out came from there). A fan-out
+ * made outside a request's turn has none, and is never refused by it.
+ */
+export interface FanOutFence {
+  /** The session whose request it is. */
+  sessionId: string;
+  /** The request (`cseq`) whose handler runs. */
+  cseq: number;
 }
 
 export interface FanOutResult {
@@ -246,6 +264,8 @@ export interface FanOutResult {
   appended: number;
   /** Members are left to append in later calls of the store, in order (nothing is lost if this node dies: any node's store finishes it). */
   pending: boolean;
+  /** Only when the store refused it (its fence, `FanOutFence`; or queued too long by a stalled process): appended to none; why, for the dead letter. */
+  refused?: string;
 }
 
 export interface ResumeClaim {

@@ -14,7 +14,8 @@
  *   stream reaches that seq, read what the connection lacks (a fan-out that
  *   ran between a resume's replay read and its attach told no node).
  * - `fanOutFailureDetail`: the words of the dead letter for a fan-out the store
- *   failed on (sessions.ts reports it: R12, never a silent gap).
+ *   failed on (sessions.ts reports it: R12, never a silent gap);
+ *   `fanOutRefusedDetail`, for one its fence refused (FanOutFence).
  */
 import type { FanOutDelivery, SessionDeadLetterReason } from '../adapter/session-store.ts';
 import type { Outbound } from './writer.ts';
@@ -82,6 +83,12 @@ export function routeFanOut<S extends FanOutSession>(
     const session = lookup(e.id);
     if (session !== undefined && !session.ended) ended(session, e.reason, e.detail || `a fan-out's append ended it (${e.reason})`);
   }
+}
+
+/** The dead letter's detail for a fan-out the store's fence refused (FanOutFence): `why` is the store's. */
+export function fanOutRefusedDetail(kind: 'broadcast' | 'publish', topic: string | null, why: string): string {
+  const what = kind === 'broadcast' ? 'a broadcast to every session' : `a publish to the sessions in topic ${JSON.stringify(topic)}`;
+  return `${what} was refused by the session store, appended to no session: ${why}`;
 }
 
 /** The dead letter's detail for a fan-out the store failed on. */

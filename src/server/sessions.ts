@@ -88,7 +88,7 @@ import type { Connection, SessionHandle, SessionInfo } from './connection.ts';
 import { MachineRunner, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import { timerWheel, WheelTimer } from './timer-wheel.ts';
 import { LogSummary } from './log-summary.ts';
-import { fanOutFailureDetail, routeFanOut } from './session-fanout.ts';
+import { fanOutFailureDetail, fanOutRefusedDetail, routeFanOut } from './session-fanout.ts';
 import type { Outbound } from './writer.ts';
 import { releaseChunkList, seqFrameOf } from './ws-internals.ts';
 
@@ -474,6 +474,17 @@ export class Sessions<Auth = unknown> {
    * resumed connection reads up to that seq once it is attached (`resumed`).
    */
   private readonly resuming = new Map<string, { n: number; told: number }>();
+  /**
+   * @internal The request whose handler runs now (SessionBinding.request), counted by the store for this process:
+   * a broadcast or publish its handler makes in that turn carries it to the store's fencing check (FanOutFence,
+   * `clusterFanOut`), which refuses the fan-out once another node took the request over and ran it again. Null
+   * outside such a turn (a timer, another connection's message, a handler's continuation after an await, a request
+   * run locally): that fan-out is not tied to a count, so no other node runs it again, and it is not fenced. Two
+   * fields, not an object: nothing is allocated per request.
+   */
+  turnSession: string | null = null;
+  /** @internal The cseq of `turnSession`'s request; 0 with it null. */
+  turnCseq = 0;
   /** This supervisor's fan-outs are named `<fanOutBase>.<n>` (SessionFanOut's `id`): unique in the cluster. */
   private readonly fanOutBase = randomBytes(9).toString('base64url');
   private fanOutCount = 0;
@@ -951,11 +962,33 @@ export class Sessions<Auth = unknown> {
     const name = `${this.fanOutBase}.${++this.fanOutCount}`;
     const n = this.fanOutCount;
     this.ownFanOuts.set(name, false);
-    const call = topic === null ? fanOut.broadcast(message, name) : fanOut.publish(topic, message, name);
+    // Made by a request's handler in its turn: the store fences it by that request's count (FanOutFence).
+    const fence = this.turnSession === null ? undefined : { sessionId: this.turnSession, cseq: this.turnCseq };
+    const call = topic === null ? fanOut.broadcast(message, name, fence) : fanOut.publish(topic, message, name, fence);
     const kind = topic === null ? 'broadcast' : 'publish';
-    call.then(() => this.ownFanOuts.delete(name), (err: unknown) => this.fanOutFailed(kind, topic, message, err, name, n));
+    call.then(
+      (r) => {
+        this.ownFanOuts.delete(name);
+        if (r.refused !== undefined) this.fanOutRefused(kind, topic, message, r.refused);
+      },
+      (err: unknown) => this.fanOutFailed(kind, topic, message, err, name, n),
+    );
     this.fanOutCopy(name, topic, data, binary);
     return name;
+  }
+
+  /**
+   * The store refused a fan-out made here: its fence (FanOutFence: another node attached the request's session since
+   * and took its count over, this process having stalled past its lease, so the request ran again there and made its
+   * fan-out there), or its age (queued two thirds of a lease: the Redis store's own queue); it reached no session. R12: one dead letter (reason
+   * `fanout`, session `*`: its members are not known here), never a silent drop nor a second push. Not a failure of
+   * the store: nothing goes unpersisted, and no failure is counted.
+   */
+  private fanOutRefused(kind: 'broadcast' | 'publish', topic: string | null, message: SessionMessage, why: string): void {
+    const detail = fanOutRefusedDetail(kind, topic, why);
+    this.host.logger?.warn({ topic, detail }, 'session fan-out refused by the store, appended to no session (this process stalled past its lease)');
+    const bytes = message.bytes ?? messageBytes(message.data);
+    this.host.deadLetter({ sessionId: '*', reason: 'fanout', detail, messages: [{ seq: 0, data: message.data, binary: message.binary, bytes }] });
   }
 
   /**
@@ -2102,18 +2135,27 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
     }
     const entry = this.entry!;
     switch (verdict.kind) {
-      case 'new':
+      case 'new': {
         if (cseq > entry.lastCseqRun) entry.lastCseqRun = cseq;
         const outer = RUNNING.binding;
         const outerCseq = RUNNING.cseq;
         RUNNING.binding = this;
         RUNNING.cseq = cseq;
         this.replied = false;
+        // Counted by the store for this process: the fan-outs of its turn carry the count (Sessions.turnSession). Kept
+        // and put back around the handler (a handler that makes another run synchronously gets its own).
+        const sessions = this.sessions;
+        const outerSession = sessions.turnSession;
+        const outerTurnCseq = sessions.turnCseq;
+        sessions.turnSession = admitted ? entry.id : null;
+        sessions.turnCseq = admitted ? cseq : 0;
         try {
           this.connection.runHandler(payload, isBinary);
         } finally {
           RUNNING.binding = outer;
           RUNNING.cseq = outerCseq;
+          sessions.turnSession = outerSession;
+          sessions.turnCseq = outerTurnCseq;
         }
         // No reply in its turn: the store is told, so that a duplicate elsewhere is answered at once, not waited for.
         if (!this.replied && !this.local) this.sessions.requestEnded(entry, cseq);
@@ -2121,6 +2163,7 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
         if (cseq > this.lastRun) this.lastRun = cseq;
         this.scheduleAck();
         return;
+      }
       case 'duplicate':
         this.writeControl(encodeDuplicate(cseq, verdict.replySeqs));
         // Its reply may be in the store only (appended by the process that ran it after this connection's replay was

@@ -460,6 +460,69 @@ describe('redis session store, requests across nodes', () => {
   });
 });
 
+describe('redis session store, the fan-out fence', () => {
+  test("a publish made by a request whose count another node took over (its node stalled past the lease, the fan-out reached Redis only after) is refused whole, appended to none; one made while the session was not moved, while the count is still the node's (a slow node), for a session gone, or with no fence at all goes out", async (t) => {
+    // Seen before the fence (a worker SIGSTOPped past its lease, then continued): the publish its handler had handed to
+    // its Redis connection before the freeze was appended after the other worker had run the same request again, and
+    // the client got that push twice. Here the late arrival is made by the order of the calls.
+    const redis = await ownRedis(t);
+    if (!redis) return;
+    const p = prefix();
+    const leaseTtl = 300;
+    const a = track(createRedisSessionStore({ url: redis.url, prefix: p, leaseTtl }));
+    const b = track(createRedisSessionStore({ url: redis.url, prefix: p, leaseTtl }));
+    const lettersA = collect(a);
+    const lettersB = collect(b);
+    const s = await a.create({ owner: null });
+    assert.equal(await a.join(s.id, 'room'), true);
+    const fenced = (store: RedisSessionStore, data: string, cseq: number, sessionId = s.id) => store.fanOut.publish('room', text(data), undefined, { sessionId, cseq });
+
+    // Nobody else attached the session: A's fan-out of its own request goes out.
+    assert.deepEqual(await a.beginRequest(s.id, 1), { kind: 'new' });
+    assert.deepEqual(await fenced(a, 'p1', 1), { appended: 1, pending: false });
+    await a.endRequest(s.id, 1);
+    // The client sent three more; A counts them, then stalls: its client resumes on B.
+    for (const c of [2, 3, 4]) assert.deepEqual(await a.beginRequest(s.id, c), { kind: 'new' }, `A counts ${c}`);
+    assert.ok((await b.resume(s.id, 0)).ok);
+    // A slow node, not a dead one: its count of 2 is still its own (B, asking, would wait: pending); its run is the only one.
+    assert.deepEqual(await fenced(a, 'p2', 2), { appended: 1, pending: false }, "A's count: its fan-out goes out although B holds the session");
+    await a.endRequest(s.id, 2);
+    // A stalls past the lease: B takes its counts of 3 and 4 over and runs them (3 publishes and replies, 4 neither).
+    const started = Date.now();
+    let v = await b.beginRequest(s.id, 3);
+    while (v.kind === 'pending' && Date.now() - started < 30 * leaseTtl) {
+      await delay(20);
+      v = await b.beginRequest(s.id, 3);
+    }
+    assert.deepEqual(v, { kind: 'new' }, "B takes A's count of 3 over once it is a lease old");
+    assert.deepEqual(await fenced(b, 'p3', 3), { appended: 1, pending: false }, "B's run of 3 publishes");
+    assert.ok((await b.append(s.id, text('reply 3'), 3)).ok);
+    assert.deepEqual(await b.beginRequest(s.id, 4), { kind: 'new' }, 'and 4');
+    await b.endRequest(s.id, 4);
+
+    // A continues: the fan-outs its handlers made before the stall reach Redis now. Refused, appended to none.
+    const late3 = await fenced(a, 'p3', 3);
+    assert.equal(late3.appended, 0);
+    assert.equal(late3.pending, false);
+    assert.match(late3.refused ?? '', new RegExp(`request 3 of session ${s.id} .*node ${b.nodeId}`), 'the count is B\'s now');
+    const late4 = await fenced(a, 'p4', 4);
+    assert.match(late4.refused ?? '', /request 4 .*none: ended or forgotten/, "B ended it: the count is nobody's");
+    // Not a request's fan-out (a timer's, say): no fence, never refused by it.
+    assert.deepEqual(await a.fanOut.publish('room', text('unfenced')), { appended: 1, pending: false });
+    // The request's session gone (ended meanwhile, here on another node): no hold to compare, it goes out.
+    const s2 = await a.create({ owner: null });
+    assert.deepEqual(await a.beginRequest(s2.id, 1), { kind: 'new' });
+    assert.equal(await b.end(s2.id, 'ended by the application'), true);
+    assert.deepEqual(await fenced(a, 'after end', 1, s2.id), { appended: 1, pending: false });
+
+    const read = await b.readAfter(s.id, 0);
+    assert.ok(read.ok);
+    assert.deepEqual(read.messages.map((m) => String(m.data)), ['p1', 'p2', 'p3', 'reply 3', 'unfenced', 'after end'], "each push once: none of A's late ones");
+    // The store answers the refusal to its caller (the supervisor makes it a dead letter); it ends no session.
+    assert.deepEqual([lettersA, lettersB], [[], []]);
+  });
+});
+
 describe('redis session store, batches', () => {
   test('a storm in one turn goes in batches: 4,000 operations on 1,000 sessions (a broadcast of 3 messages, an ack each) run in call order in a few dozen script calls', async (t) => {
     if (binary === null) return void (await ownRedis(t));

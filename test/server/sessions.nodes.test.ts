@@ -26,12 +26,13 @@
  * Without redis-server: SKIPPED (under CI=true: a failure).
  */
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { test, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { createRedisAdapter } from '../../src/adapter/redis.ts';
 import { createRedisSessionStore, RedisSessionStore, type RedisSessionStoreOptions } from '../../src/adapter/redis-session-store.ts';
-import type { RequestVerdict } from '../../src/adapter/session-store.ts';
+import type { RequestVerdict, SessionDeadLetter } from '../../src/adapter/session-store.ts';
 import type { DeadLetter } from '../../src/index.ts';
 import { startDemoServer, type DemoServer } from '../../src/cli/demo-server.ts';
 import { decodeServerFrame, encodeOpen, encodeResume, encodeTextData, type ServerFrame } from '../../src/protocol/session.ts';
@@ -65,6 +66,8 @@ interface Node {
   url: string;
   events: SessionLifecycleEvent[];
   deadLetters: DeadLetter[];
+  /** The session dead letters (R12) this node's supervisor handed over (`sessionDeadLetter`). */
+  sessionLetters: SessionDeadLetter[];
   /** Payloads this node's handler published (one per run of a publish request). */
   published: string[];
 }
@@ -78,9 +81,11 @@ async function node<S extends RedisSessionStore = RedisSessionStore>(
   const demo = await startDemoServer({ host: '127.0.0.1', port: 0, sessions: { store }, adapter });
   const events: SessionLifecycleEvent[] = [];
   const deadLetters: DeadLetter[] = [];
+  const sessionLetters: SessionDeadLetter[] = [];
   const published: string[] = [];
   demo.supervisor.on('session', (e) => events.push(e));
   demo.supervisor.on('deadLetter', (l) => deadLetters.push(l));
+  demo.supervisor.on('sessionDeadLetter', (l) => sessionLetters.push(l));
   const publish = demo.supervisor.publish.bind(demo.supervisor);
   demo.supervisor.publish = ((topic: string, data: string, options?: object) => {
     published.push(String(data));
@@ -88,7 +93,7 @@ async function node<S extends RedisSessionStore = RedisSessionStore>(
   }) as typeof demo.supervisor.publish;
   t.after(() => demo.close());
   await waitFor(() => store.status === 'up', 10_000, `${name}'s session store to reach redis`);
-  return { demo, store, events, deadLetters, published, url: `ws://127.0.0.1:${demo.address.port}/server?ws-session=1` };
+  return { demo, store, events, deadLetters, sessionLetters, published, url: `ws://127.0.0.1:${demo.address.port}/server?ws-session=1` };
 }
 
 /** A raw session connection: every frame it got, decoded. */
@@ -330,6 +335,130 @@ test('a node frozen past the lease after counting a request, while its client re
   assert.deepEqual(order, Array.from({ length: last - 1 }, (_, i) => i + 2));
   assert.deepEqual([...a.deadLetters, ...b.deadLetters], [], 'no dead letter');
   assert.ok(!onB.frames.some((f) => f.kind === 'duplicate'), 'nothing answered as a duplicate');
+});
+
+/**
+ * A TCP proxy in front of Redis that can hold what its clients send, and pass it on later in order: a process
+ * frozen (SIGSTOP) just after it handed a batch to its connection, or a network that delays it. Redis's answers
+ * and notifications pass at once.
+ */
+async function holdingWire(t: TestContext, redisPort: number): Promise<{ url: string; hold(): void; release(): void; heldText(): string }> {
+  let holding = false;
+  const held: Array<{ to: net.Socket; chunk: Buffer }> = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((inbound) => {
+    const outbound = net.connect(redisPort, '127.0.0.1');
+    for (const sock of [inbound, outbound]) {
+      sockets.add(sock);
+      sock.on('error', () => undefined);
+      sock.on('close', () => {
+        sockets.delete(sock);
+        inbound.destroy();
+        outbound.destroy();
+      });
+    }
+    inbound.on('data', (chunk: Buffer) => {
+      if (holding) held.push({ to: outbound, chunk });
+      else outbound.write(chunk);
+    });
+    outbound.pipe(inbound);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => {
+    for (const sock of sockets) sock.destroy();
+    server.close();
+  });
+  return {
+    url: `redis://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    hold: () => (holding = true),
+    release: () => {
+      holding = false;
+      for (const h of held.splice(0)) h.to.write(h.chunk);
+    },
+    heldText: () => Buffer.concat(held.map((h) => h.chunk)).toString('latin1'),
+  };
+}
+
+test("a node frozen past the lease with a publish already handed to its Redis connection: B takes the request over and runs it; when A continues, its publish reaches Redis and the store's fence refuses it (a dead letter on A, reason fanout): the client gets the push once", async (t) => {
+  // Seen before the fence (test/cli/sessions-redis.test.ts, a worker SIGSTOPped 20 s, lease 15 s): the publish of a
+  // request the frozen worker had run just before the freeze went out when it continued, after the other worker had
+  // taken the request over and run it again: one client got pushes p8 and p9 twice. The store's age check cannot hold
+  // it back (it left the store's queue before the freeze); here the wire holds it, as the frozen process did.
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-fence`;
+  const leaseTtl = 600;
+  const wire = await holdingWire(t, redis.port);
+  // A's session store reaches Redis through the wire (its adapter does not: what the fence is about is the store).
+  const a = await node(t, redis.url, prefix, 'node-a', (o) => new GatedStore({ ...o, url: wire.url }), { leaseTtl });
+  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl });
+  const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
+
+  // A counts request 2 (a publish); its answer waits a moment at the gate while the wire starts holding what A sends.
+  a.store.hold();
+  onA.request(PUBLISH);
+  await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
+  wire.hold();
+  a.store.release(); // read at once (not a lease late): A runs it
+  await waitFor(() => a.published.length === 1, 5_000, 'A to run request 2');
+  // Its reply and its publish are on the wire: handed to the connection, not in Redis.
+  await waitFor(() => wire.heldText().includes('fanout'), 5_000, "A's publish on the wire");
+  onA.ws.terminate(); // the client gives up on A (its heartbeat would find A frozen)
+
+  // The client resumes on B and re-sends the request. A's count stays unfinished in Redis: a lease later, B takes it
+  // over and runs it.
+  const onB = new Raw(t, b.url);
+  await onB.opened();
+  onB.ws.send(encodeResume({ id, token, lastSeq, epoch }));
+  await waitFor(() => onB.frames.some((f) => f.kind === 'attached'), 5_000, 'attached on B');
+  assert.equal(onB.attached().resumed, true);
+  onB.request(PUBLISH, 2);
+  await waitFor(() => outcome(onB, lastSeq).replies >= 1 && outcome(onB, lastSeq).pushes >= 1, 15_000, "B's run of request 2: its reply and push");
+  assert.equal(b.published.length, 1);
+
+  // A continues: what it had handed to its connection reaches Redis now.
+  wire.release();
+  await waitFor(() => a.sessionLetters.some((l) => l.reason === 'moved'), 5_000, "A's late reply to be refused (moved)");
+  // The publish went in the same batch, after the reply: settled with it.
+  await Promise.all([a.store.answered(), b.store.answered()]);
+  await delay(300); // a second push would show by now
+  assert.deepEqual([a.published.length, b.published.length], [1, 1], "the handler ran on both (A's run before the freeze, B's after the takeover): the push must not come twice");
+  assert.deepEqual(outcome(onB, lastSeq), { replies: 1, pushes: 1, seqsInOrder: true }, `one reply, one push: ${JSON.stringify(onB.data())}`);
+  const letters = a.sessionLetters.map((l) => `${l.sessionId} ${l.reason}`).sort();
+  assert.deepEqual(letters, ['* fanout', `${id} moved`], 'A\'s reply refused (moved) and its publish refused by the fence (fanout)');
+  const fenced = a.sessionLetters.find((l) => l.reason === 'fanout')!;
+  assert.match(fenced.detail, new RegExp(`a publish to the sessions in topic "room" was refused .*request 2 of session ${id}`));
+  assert.deepEqual(fenced.messages.map((m) => [m.seq, String(m.data)]), [[0, '{"command":"publish","topic":"room","someOtherThing":"p1"}']]);
+  assert.deepEqual([b.sessionLetters, a.deadLetters, b.deadLetters], [[], [], []], 'no other dead letter');
+});
+
+test("a fan-out the store holds back by its age (this process stalled two thirds of a lease with it still queued) is refused: one dead letter (fanout), and the member sessions here stay persisted, not unpersisted as after a store failure", async (t) => {
+  // Seen in the frozen-worker CLI test under load: the age refusal was a store failure, so every member session the
+  // frozen worker ran went unpersisted; an unpersisted session's connection runs its requests itself, and at SIGCONT
+  // it ran those its client had sent before it saw the freeze (still in the socket), which the other worker had run
+  // already: their publishes went to the store unfenced, and 6 or 7 clients got some 15 pushes each a second time.
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-stale`;
+  const leaseTtl = 600;
+  const a = await node(t, redis.url, prefix, 'node-a', undefined, { leaseTtl });
+  const { raw } = await openInRoom(t, a);
+  // A publish, then this process stalls (its event loop blocked) past two thirds of the lease before the store's
+  // queue goes out.
+  a.demo.supervisor.publish('room', 'stale');
+  const until = performance.now() + leaseTtl;
+  while (performance.now() < until) {
+    // stalled
+  }
+  await waitFor(() => a.sessionLetters.length >= 1, 5_000, 'the refusal');
+  await a.store.answered();
+  assert.deepEqual(a.sessionLetters.map((l) => [l.sessionId, l.reason]), [['*', 'fanout']]);
+  assert.match(a.sessionLetters[0]!.detail, /not sent: queued \d+ ms ago/);
+  assert.deepEqual(a.events.filter((e) => e.type === 'unpersisted'), [], 'the member session here stays persisted');
+  // It goes on through the store: the next publish reaches it; the refused one never does.
+  a.demo.supervisor.publish('room', 'after');
+  await waitFor(() => raw.data().some((m) => m.payload === 'after'), 5_000, 'the next publish');
+  assert.deepEqual(raw.data().map((m) => m.payload).filter((p) => p === 'stale' || p === 'after'), ['after']);
 });
 
 /** The close a connection got (code and reason), once it closed. */
