@@ -11,7 +11,7 @@
  *   broadcast  time until every receiver has a broadcast, 1k and 5k receivers (as broadcast.ts)
  *
  *   node --import tsx bench/scenarios/sessions.ts [--quick] [--rounds 3] [--parts reqres,idle,broadcast]
- *        [--variants off,on,redis] [--connections 1000] [--seconds 5] [--levels 1000,5000,10000] [--receivers 1000,5000] [--broadcasts 100]
+ *        [--variants off,on,redis] [--connections 1000] [--seconds 5] [--warmup 1] [--levels 1000,5000,10000] [--receivers 1000,5000] [--broadcasts 100]
  *
  * Variants (rows are named by them):
  *   sessions off          the supervisor without the `sessions` option, plain clients
@@ -60,6 +60,7 @@ const { values } = parseArgs({
     variants: { type: 'string' },
     connections: { type: 'string' },
     seconds: { type: 'string' },
+    warmup: { type: 'string' },
     levels: { type: 'string' },
     receivers: { type: 'string' },
     broadcasts: { type: 'string' },
@@ -79,7 +80,7 @@ if (!VARIANTS.includes('off')) throw new Error('--variants must include off: eve
 
 const CONNECTIONS = Number(values.connections ?? (QUICK ? 50 : 1000));
 const SECONDS = Number(values.seconds ?? (QUICK ? 2 : 5));
-const WARMUP_S = QUICK ? 0.5 : 1;
+const WARMUP_S = Number(values.warmup ?? (QUICK ? 0.5 : 1));
 const LEVELS = (values.levels ?? (QUICK ? '500,1000' : '1000,5000,10000')).split(',').map(Number);
 const RECEIVERS = (values.receivers ?? (QUICK ? '200' : '1000,5000')).split(',').map(Number);
 const BCAST_WARMUP = QUICK ? 1 : 3;
