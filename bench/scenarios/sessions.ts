@@ -14,7 +14,7 @@
  *              differ on that path (docs/performance.md, "The broadcast p99 of the sessions scenario")
  *
  *   node --import tsx bench/scenarios/sessions.ts [--quick] [--rounds 3] [--parts reqres,idle,broadcast]
- *        [--variants off,on,redis] [--connections 1000] [--seconds 5] [--levels 1000,5000,10000] [--receivers 1000,5000] [--broadcasts 300]
+ *        [--variants off,on,redis] [--connections 1000] [--seconds 5] [--warmup 1] [--levels 1000,5000,10000] [--receivers 1000,5000] [--broadcasts 300]
  *
  * Variants (rows are named by them):
  *   sessions off          the supervisor without the `sessions` option, plain clients
@@ -63,6 +63,7 @@ const { values } = parseArgs({
     variants: { type: 'string' },
     connections: { type: 'string' },
     seconds: { type: 'string' },
+    warmup: { type: 'string' },
     levels: { type: 'string' },
     receivers: { type: 'string' },
     broadcasts: { type: 'string' },
@@ -82,7 +83,7 @@ if (!VARIANTS.includes('off')) throw new Error('--variants must include off: eve
 
 const CONNECTIONS = Number(values.connections ?? (QUICK ? 50 : 1000));
 const SECONDS = Number(values.seconds ?? (QUICK ? 2 : 5));
-const WARMUP_S = QUICK ? 0.5 : 1;
+const WARMUP_S = Number(values.warmup ?? (QUICK ? 0.5 : 1));
 const LEVELS = (values.levels ?? (QUICK ? '500,1000' : '1000,5000,10000')).split(',').map(Number);
 const RECEIVERS = (values.receivers ?? (QUICK ? '200' : '1000,5000')).split(',').map(Number);
 const BCAST_WARMUP = QUICK ? 1 : 3;
