@@ -474,17 +474,6 @@ export class Sessions<Auth = unknown> {
    * resumed connection reads up to that seq once it is attached (`resumed`).
    */
   private readonly resuming = new Map<string, { n: number; told: number }>();
-  /**
-   * @internal The request whose handler runs now (SessionBinding.request), counted by the store for this process:
-   * a broadcast or publish its handler makes in that turn carries it to the store's fencing check (FanOutFence,
-   * `clusterFanOut`), which refuses the fan-out once another node took the request over and ran it again. Null
-   * outside such a turn (a timer, another connection's message, a handler's continuation after an await, a request
-   * run locally): that fan-out is not tied to a count, so no other node runs it again, and it is not fenced. Two
-   * fields, not an object: nothing is allocated per request.
-   */
-  turnSession: string | null = null;
-  /** @internal The cseq of `turnSession`'s request; 0 with it null. */
-  turnCseq = 0;
   /** This supervisor's fan-outs are named `<fanOutBase>.<n>` (SessionFanOut's `id`): unique in the cluster. */
   private readonly fanOutBase = randomBytes(9).toString('base64url');
   private fanOutCount = 0;
@@ -962,8 +951,8 @@ export class Sessions<Auth = unknown> {
     const name = `${this.fanOutBase}.${++this.fanOutCount}`;
     const n = this.fanOutCount;
     this.ownFanOuts.set(name, false);
-    // Made by a request's handler in its turn: the store fences it by that request's count (FanOutFence).
-    const fence = this.turnSession === null ? undefined : { sessionId: this.turnSession, cseq: this.turnCseq };
+    // Made by a request's handler in its turn: the store fences it by that request's count (FanOutFence, RUNNING).
+    const fence = RUNNING.fence !== null && RUNNING.owner === this ? { sessionId: RUNNING.fence, cseq: RUNNING.cseq } : undefined;
     const call = topic === null ? fanOut.broadcast(message, name, fence) : fanOut.publish(topic, message, name, fence);
     const kind = topic === null ? 'broadcast' : 'publish';
     call.then(
@@ -1701,11 +1690,16 @@ const PHASES: readonly Phase[] = ['awaiting', 'attaching', 'attached', 'left'];
 const ACK_DUE = 1 << 7;
 
 /**
- * The session request whose handler runs now, and its binding (SessionBinding.running): a handler runs synchronously
- * in `request`, which sets these around it and puts back what was there (a handler that makes another connection's
- * request run inside it, were there a way, would find its own again after it).
+ * The session request whose handler runs now: its binding (SessionBinding.running: its sends are its reply) and, when
+ * the store counted it for this process, its session (`fence`) and supervisor (`owner`): a broadcast or publish its
+ * handler makes in that turn carries it to the store's fencing check (FanOutFence, Sessions.clusterFanOut), which
+ * refuses the fan-out once another node took the request over and ran it again. `fence` is null for a request run
+ * locally (unpersisted: not tied to a count) and outside a handler's turn (a timer, a continuation after an await).
+ * A handler runs synchronously in `request`, which sets these around it and puts back what was there (a handler that
+ * makes another connection's request run inside it, were there a way, would find its own again after it). One for
+ * the process, not a field per binding or supervisor: nothing is allocated per request.
  */
-const RUNNING: { binding: object | null; cseq: number } = { binding: null, cseq: 0 };
+const RUNNING: { binding: object | null; cseq: number; fence: string | null; owner: object | null } = { binding: null, cseq: 0, fence: null, owner: null };
 
 /** SessionBinding's rarely used fields (SessionBinding.rare). */
 class BindingRare {
@@ -2137,25 +2131,20 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
     switch (verdict.kind) {
       case 'new': {
         if (cseq > entry.lastCseqRun) entry.lastCseqRun = cseq;
-        const outer = RUNNING.binding;
-        const outerCseq = RUNNING.cseq;
+        const { binding: outer, cseq: outerCseq, fence: outerFence, owner: outerOwner } = RUNNING;
         RUNNING.binding = this;
         RUNNING.cseq = cseq;
+        // Counted by the store for this process: the fan-outs of its turn carry the count.
+        RUNNING.fence = admitted ? entry.id : null;
+        RUNNING.owner = this.sessions;
         this.replied = false;
-        // Counted by the store for this process: the fan-outs of its turn carry the count (Sessions.turnSession). Kept
-        // and put back around the handler (a handler that makes another run synchronously gets its own).
-        const sessions = this.sessions;
-        const outerSession = sessions.turnSession;
-        const outerTurnCseq = sessions.turnCseq;
-        sessions.turnSession = admitted ? entry.id : null;
-        sessions.turnCseq = admitted ? cseq : 0;
         try {
           this.connection.runHandler(payload, isBinary);
         } finally {
           RUNNING.binding = outer;
           RUNNING.cseq = outerCseq;
-          sessions.turnSession = outerSession;
-          sessions.turnCseq = outerTurnCseq;
+          RUNNING.fence = outerFence;
+          RUNNING.owner = outerOwner;
         }
         // No reply in its turn: the store is told, so that a duplicate elsewhere is answered at once, not waited for.
         if (!this.replied && !this.local) this.sessions.requestEnded(entry, cseq);
