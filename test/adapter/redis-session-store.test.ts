@@ -45,6 +45,13 @@ function track(store: RedisSessionStore): RedisSessionStore {
   return store;
 }
 
+/** Two store nodes on the same Redis and prefix (`options` each), tracked for closing, with their dead letters. */
+function twoNodes(options: RedisSessionStoreOptions): { a: RedisSessionStore; b: RedisSessionStore; lettersA: SessionDeadLetter[]; lettersB: SessionDeadLetter[] } {
+  const a = track(createRedisSessionStore(options));
+  const b = track(createRedisSessionStore(options));
+  return { a, b, lettersA: collect(a), lettersB: collect(b) };
+}
+
 const prefix = () => `test:${randomBytes(6).toString('hex')}:`;
 
 /** Skips (or fails under CI=true) when redis-server is missing; else a fresh server of this test's own. */
@@ -141,10 +148,7 @@ describe('redis session store', () => {
     const { url } = await sharedRedis();
     const p = prefix();
     const options = { url, prefix: p, maxBufferedBytes: 100, ...fast };
-    const a = track(createRedisSessionStore(options));
-    const b = track(createRedisSessionStore(options));
-    const aLetters = collect(a);
-    const bLetters = collect(b);
+    const { a, b, lettersA: aLetters, lettersB: bLetters } = twoNodes(options);
     const onA = await a.create({ owner: null });
     await a.append(onA.id, text('a'.repeat(60)));
     await a.detach(onA.id);
@@ -377,10 +381,7 @@ describe('redis session store, requests across nodes', () => {
     const redis = await ownRedis(t);
     if (!redis) return;
     const p = prefix();
-    const a = track(createRedisSessionStore({ url: redis.url, prefix: p }));
-    const b = track(createRedisSessionStore({ url: redis.url, prefix: p }));
-    collect(a);
-    collect(b);
+    const { a, b } = twoNodes({ url: redis.url, prefix: p });
     const s = await a.create({ owner: null });
     assert.deepEqual(await a.beginRequest(s.id, 1), { kind: 'new' }, 'A counts request 1 (and is slow to run it)');
     const r = await b.resume(s.id, 0);
@@ -414,10 +415,7 @@ describe('redis session store, requests across nodes', () => {
     if (!redis) return;
     const p = prefix();
     const window = 4;
-    const a = track(createRedisSessionStore({ url: redis.url, prefix: p, maxRememberedReplies: window }));
-    const b = track(createRedisSessionStore({ url: redis.url, prefix: p, maxRememberedReplies: window }));
-    collect(a);
-    collect(b);
+    const { a, b } = twoNodes({ url: redis.url, prefix: p, maxRememberedReplies: window });
     const s = await a.create({ owner: null });
     assert.deepEqual(await a.beginRequest(s.id, 1), { kind: 'new' }, 'A counts request 1 (and stalls before running it)');
     assert.ok((await b.resume(s.id, 0)).ok);
@@ -438,10 +436,7 @@ describe('redis session store, requests across nodes', () => {
     if (!redis) return;
     const p = prefix();
     const leaseTtl = 300;
-    const a = track(createRedisSessionStore({ url: redis.url, prefix: p, leaseTtl }));
-    const b = track(createRedisSessionStore({ url: redis.url, prefix: p, leaseTtl }));
-    collect(a);
-    collect(b);
+    const { a, b } = twoNodes({ url: redis.url, prefix: p, leaseTtl });
     const s = await a.create({ owner: null });
     assert.deepEqual(await a.beginRequest(s.id, 1), { kind: 'new' });
     await a.close(); // A stops renewing its key (as a SIGKILLed process)
@@ -469,10 +464,7 @@ describe('redis session store, the fan-out fence', () => {
     if (!redis) return;
     const p = prefix();
     const leaseTtl = 300;
-    const a = track(createRedisSessionStore({ url: redis.url, prefix: p, leaseTtl }));
-    const b = track(createRedisSessionStore({ url: redis.url, prefix: p, leaseTtl }));
-    const lettersA = collect(a);
-    const lettersB = collect(b);
+    const { a, b, lettersA, lettersB } = twoNodes({ url: redis.url, prefix: p, leaseTtl });
     const s = await a.create({ owner: null });
     assert.equal(await a.join(s.id, 'room'), true);
     const fenced = (store: RedisSessionStore, data: string, cseq: number, sessionId = s.id) => store.fanOut.publish('room', text(data), undefined, { sessionId, cseq });

@@ -6,7 +6,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createMemorySessionStore, SESSION_STORE_DEFAULTS } from '../../src/adapter/memory-session-store.ts';
-import { newSessionToken, newTokenBoundSession, sameOwner, tokenDigest, tokenMatches, tokenOpens, type SessionDeadLetter } from '../../src/adapter/session-store.ts';
+import { newSessionToken, newTokenBoundSession, sameOwner, tokenDigest, tokenMatches, tokenOpens, type SessionDeadLetter, type SessionRecord } from '../../src/adapter/session-store.ts';
 import { describeSessionStoreContract } from '../helpers/session-store-contract.ts';
 
 describeSessionStoreContract('memory', async (limits) => {
@@ -100,16 +100,7 @@ describe('memory session store', () => {
   test("an idle session shares one empty body: each first change (message, request, topic, data, detach) is its own, and the others stay empty", async () => {
     const store = createMemorySessionStore();
     store.start({ deadLetter: () => undefined, logger: null });
-    interface View {
-      lastSeq: number;
-      ackedSeq: number;
-      lastCseq: number;
-      bufferedMessages: number;
-      bufferedBytes: number;
-      topics: string[];
-      data: unknown;
-      detachedAt: number | null;
-    }
+    type View = Pick<SessionRecord, 'lastSeq' | 'ackedSeq' | 'lastCseq' | 'bufferedMessages' | 'bufferedBytes' | 'topics' | 'data' | 'detachedAt'>;
     const empty: View = { lastSeq: 0, ackedSeq: 0, lastCseq: 0, bufferedMessages: 0, bufferedBytes: 0, topics: [], data: null, detachedAt: null };
     const view = (r: Awaited<ReturnType<typeof store.get>>): View => ({
       lastSeq: r!.lastSeq, ackedSeq: r!.ackedSeq, lastCseq: r!.lastCseq, bufferedMessages: r!.bufferedMessages, bufferedBytes: r!.bufferedBytes,

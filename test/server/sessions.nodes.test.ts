@@ -142,10 +142,7 @@ test('a session resumed on node B while its connection to node A was still open:
   const lastSeq = onA.data().at(-1)!.seq;
 
   // Resumed on B; A's connection is still open (A does not know the client moved).
-  const onB = new Raw(t, b.url);
-  await onB.opened();
-  onB.ws.send(encodeResume({ id, token, lastSeq, epoch }));
-  await waitFor(() => onB.frames.some((f) => f.kind === 'attached'), 5_000, 'attached on B');
+  const onB = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
   assert.equal(onB.attached().resumed, true);
   // Now A learns that its connection is gone: its detach comes after B's attach, and the store refuses it.
   onA.ws.terminate();
@@ -232,10 +229,7 @@ for (const dropFirst of [false, true]) test(`a slow node is not taken for a dead
   await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
 
   // The client resumes on B (its connection to A still open, as A has not noticed) and re-sends what it holds unacknowledged.
-  const onB = new Raw(t, b.url);
-  await onB.opened();
-  onB.ws.send(encodeResume({ id, token, lastSeq, epoch }));
-  await waitFor(() => onB.frames.some((f) => f.kind === 'attached'), 5_000, 'attached on B');
+  const onB = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
   assert.equal(onB.attached().resumed, true);
   assert.equal(onB.attached().cseq, 0, 'requests were counted that B did not run: re-send them');
   onB.request(PUBLISH, 2);
@@ -276,10 +270,7 @@ test('a node that really dies after counting a request (its lease lapses): B run
   await a.store.close();
   const diedAt = Date.now();
 
-  const onB = new Raw(t, b.url);
-  await onB.opened();
-  onB.ws.send(encodeResume({ id, token, lastSeq, epoch }));
-  await waitFor(() => onB.frames.some((f) => f.kind === 'attached'), 5_000, 'attached on B');
+  const onB = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
   assert.equal(onB.attached().resumed, true);
   onB.request(PUBLISH, 2);
   await waitFor(() => outcome(onB, lastSeq).replies >= 1 && outcome(onB, lastSeq).pushes >= 1, 10_000, 'the reply and push, run on B');
@@ -310,10 +301,7 @@ test('a node frozen past the lease after counting a request, while its client re
   await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
   const countedAt = Date.now();
 
-  const onB = new Raw(t, b.url);
-  await onB.opened();
-  onB.ws.send(encodeResume({ id, token, lastSeq, epoch }));
-  await waitFor(() => onB.frames.some((f) => f.kind === 'attached'), 5_000, 'attached on B');
+  const onB = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
   assert.equal(onB.attached().cseq, 0);
   onB.request(PUBLISH, 2);
   const last = 3 + 3 * window;
@@ -407,10 +395,7 @@ test("a node frozen past the lease with a publish already handed to its Redis co
 
   // The client resumes on B and re-sends the request. A's count stays unfinished in Redis: a lease later, B takes it
   // over and runs it.
-  const onB = new Raw(t, b.url);
-  await onB.opened();
-  onB.ws.send(encodeResume({ id, token, lastSeq, epoch }));
-  await waitFor(() => onB.frames.some((f) => f.kind === 'attached'), 5_000, 'attached on B');
+  const onB = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
   assert.equal(onB.attached().resumed, true);
   onB.request(PUBLISH, 2);
   await waitFor(() => outcome(onB, lastSeq).replies >= 1 && outcome(onB, lastSeq).pushes >= 1, 15_000, "B's run of request 2: its reply and push");
@@ -464,6 +449,15 @@ test("a fan-out the store holds back by its age (this process stalled two thirds
 /** The close a connection got (code and reason), once it closed. */
 function closeOf(raw: Raw): Promise<{ code: number; reason: string }> {
   return new Promise((resolve) => raw.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+}
+
+/** A client connection to `url` that resumes `claim` and has its `attached` (what it says is the caller's to check). */
+async function resumeOn(t: TestContext, url: string, claim: Parameters<typeof encodeResume>[0]): Promise<Raw> {
+  const raw = new Raw(t, url);
+  await raw.opened();
+  raw.ws.send(encodeResume(claim));
+  await waitFor(() => raw.frames.some((f) => f.kind === 'attached'), 5_000, `attached on ${url}`);
+  return raw;
 }
 
 /** Two nodes on one Redis with a 3 s lease (a renewal every second), and a raw session client attached on A. */
