@@ -236,8 +236,10 @@ test('10 peers flooding pings (≥ 50k/s each) and never reading: each is cut by
       `probes ${times.length}, median ${times[times.length >> 1]!.toFixed(1)} ms, p90 ${p90.toFixed(1)} ms, max ${times[times.length - 1]!.toFixed(1)} ms; ` +
       `bounded by this process's CPU meanwhile: p90 ${servedP90.toFixed(1)} ms`,
   );
-  // The flood: each peer offered 50,000 pings within a second (≥ 50k pings/s).
-  for (const p of report.peers) assert.ok(p.at50k !== null && p.at50k <= 1_000, `a flooder offered 50k pings after ${p.at50k} ms`);
+  // The flood: each peer offered 50,000 pings within a second (≥ 50k pings/s) at this machine's pace: the flooders'
+  // process shares the two cores with the server, the prober and the suite's other files (a clean-clone run, quiet,
+  // three files at once, once saw 1,342 ms against a constant 1,000).
+  for (const p of report.peers) assert.ok(p.at50k !== null && p.at50k <= pace.scaled(1_000), `a flooder offered 50k pings after ${p.at50k} ms (bound ${pace.scaled(1_000)} ms at pace ${pace.factor.toFixed(2)})`);
   for (const c of flooders) {
     const r = s.parsed.get(c)!;
     assert.equal(r.closure?.code, 1008, 'closed 1008');
