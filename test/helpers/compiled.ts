@@ -33,8 +33,8 @@ const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
  * sirv) are in its bundle, not loaded from node_modules file by file. Node's
  * module loader resolved, read and compiled each of their files in every child
  * it started: `--help` took 0.34-0.40 s of CPU with the packages outside, 0.20-0.23
- * s with them inlined (6 alternating pairs, load ~7), and the suite starts about
- * 200 children (docs/testing.md, "The suite's CPU, 2026-12-06"). The same
+ * s with them inlined (6 alternating pairs, load ~7; docs/testing.md, "The
+ * suite's CPU, 2026-12-06"). The same
  * package sources, through the same compiler. What the code loads on demand by
  * name is still loaded from node_modules at run time: the optional peers
  * (ioredis, @statelyai/inspect: src/base/optional-peer.ts, createRequire and a
