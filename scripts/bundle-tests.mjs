@@ -93,6 +93,11 @@ export async function bundleTests(files, outDir) {
     platform: 'node',
     format: 'esm',
     target: 'node20',
+    // What several test files share (src/, the helpers, the inlined packages) goes to shared chunks once,
+    // instead of into each of the 76 bundles: all files bundled in 2.3-2.5 s instead of 4.5-4.9 s before
+    // the packages were inlined (8.1-9.6 s inlined without splitting), 5 MB written instead of 27 MB.
+    // Each test file still runs in its own process; its chunks are plain ES modules beside it.
+    splitting: true,
     sourcemap: 'inline',
     sourcesContent: false,
     banner: { js: REQUIRE_SHIM },
