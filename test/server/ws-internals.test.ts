@@ -14,15 +14,19 @@ import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
-import WebSocket, { WebSocketServer } from 'ws';
+import WebSocket, * as wsModule from 'ws';
+import { WebSocketServer } from 'ws';
 import { encodeBinaryData, encodeTextData } from '../../src/protocol/session.ts';
 import { waitFor, within } from '../helpers/server.ts';
 import { canHoldParser, DISCARD_ALLOWANCE, frameOf, framesDirectly, NODE_HANDLE_MEMBER, observeConclude, ParserHold, PING_FRAME, receiverOf, releaseChunkList, seqFrameOf, websocketOf, writeNow, writesToFd, WS_BACK_POINTER, WS_BUFFERED_BYTES, WS_BUFFERS, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP, WS_WRITE } from '../../src/server/ws-internals.ts';
 
 const require = createRequire(import.meta.url);
 const WS_VERSION = (require('ws/package.json') as { version: string }).version;
-/** ws's CommonJS exports beyond @types/ws: its Receiver and Sender classes. */
-const wsExports = require('ws') as { Receiver?: new (...args: never[]) => EventEmitter; Sender?: { frame?: unknown } };
+/**
+ * ws's exports beyond @types/ws: its Receiver and Sender classes. From the module the server uses (the test
+ * bundles inline ws, scripts/bundle-tests.mjs: a require('ws') here would load a second copy from node_modules).
+ */
+const wsExports = wsModule as unknown as { Receiver?: new (...args: never[]) => EventEmitter; Sender?: { frame?: unknown } };
 const changed = (what: string): string =>
   `ws ${WS_VERSION} changed an internal ws-supervisor relies on: ${what} (see src/server/ws-internals.ts)`;
 
