@@ -14,7 +14,8 @@
  *   ← "snapshot <file>" → GC, then a V8 heap snapshot to <file> (bench/memory-profile.ts)
  *   ← "cut"    → destroys every TCP socket at once (no close frame) → "cut <sockets destroyed>"
  *   ← "cpu"    → "cpu <µs> rss <bytes>" (kept for bench/throughput.ts)
- *   ← "profile start [cpu|heap|both]" → starts V8's CPU profiler and/or sampling heap profiler (default both) → "profile started"
+ *   ← "profile start [cpu|heap|both|survivors]" → starts V8's CPU profiler and/or sampling heap profiler (default both;
+ *                            survivors: the heap sampler keeping only what outlived a scavenge) → "profile started"
  *   ← "profile stop <dir>" → writes <dir>/cpu.cpuprofile and/or <dir>/heap.heapprofile → "profile <dir>"
  *                            (bench/profile.ts: only the load phase is profiled, not start-up or connects)
  */
@@ -24,7 +25,7 @@ import { join } from 'node:path';
 import { writeHeapSnapshot } from 'node:v8';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
-import { processStats, startSystem } from './lib/systems.ts';
+import { processStats, startSystem, trace } from './lib/systems.ts';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -61,6 +62,13 @@ createInterface({ input: process.stdin }).on('line', (line) => {
     (globalThis as { gc?: () => void }).gc?.();
     console.log(`snapshot ${writeHeapSnapshot(cmd.slice(9))}`);
   } else if (cmd === 'cut') console.log(`cut ${cut()}`);
+  else if (cmd === 'trace' || cmd.startsWith('trace ')) {
+    // BENCH_TRACE=1 (bench/broadcast-trace.ts): the timeline so far, into the file named (not on stdout, where
+    // --trace-gc-nvp's lines would cut into it), then it starts over.
+    if (cmd.length > 6) writeFileSync(cmd.slice(6), JSON.stringify(trace));
+    console.log('trace');
+    trace.broadcasts.length = trace.acks.length = trace.defers.length = trace.gc.length = 0;
+  }
   else if (cmd.startsWith('feed ')) console.log(feed(cmd.slice(5)));
   else if (cmd === 'cpu') {
     const u = process.cpuUsage();
@@ -94,8 +102,12 @@ function feed(arg: string): string {
 let session: Session | null = null;
 /** Which profilers run: both, or one alone (the heap sampler's stack captures charge allocating functions in the CPU profile). */
 let profiling = { cpu: true, heap: true };
+let survivorsOnly = false;
 async function profileStart(which: string): Promise<void> {
-  profiling = { cpu: which !== 'heap', heap: which !== 'cpu' };
+  // 'survivors': the heap sampler alone, keeping only what outlived a scavenge (promoted, or still young at the
+  // stop): where the bytes a scavenge copies come from (bench/broadcast-trace.ts --survivors).
+  survivorsOnly = which === 'survivors';
+  profiling = { cpu: which !== 'heap' && !survivorsOnly, heap: which !== 'cpu' };
   session = new Session();
   session.connect();
   if (profiling.cpu) {
@@ -105,7 +117,7 @@ async function profileStart(which: string): Promise<void> {
   if (profiling.heap) {
     await session.post('HeapProfiler.enable');
     // Every sampled allocation, collected or not: bytes allocated per message, not only what stays live.
-    const sampling = { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true };
+    const sampling = { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: !survivorsOnly };
     await session.post('HeapProfiler.startSampling', sampling);
   }
   if (profiling.cpu) await session.post('Profiler.start');
