@@ -36,7 +36,6 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '3' },
     'gc-trace': { type: 'boolean', default: false },
     snapshot: { type: 'boolean', default: false },
-    survivors: { type: 'boolean', default: false },
   },
 });
 const VARIANTS = values.variants.split(',') as Array<'off' | 'on'>;
@@ -133,8 +132,8 @@ async function run(variant: 'off' | 'on'): Promise<{ variant: string; traced: Tr
     });
     await sleep(500);
     const snapDir = process.env.BENCH_RESULTS_DIR ?? RESULTS_DIR;
+    mkdirSync(snapDir, { recursive: true });
     if (values.snapshot) await server.command(`snapshot ${join(snapDir, `trace-${variant}-before.heapsnapshot`)}`);
-    if (values.survivors) await server.command('profile start survivors');
     await server.command('trace'); // start the server's timeline here
     const gc0 = server.gcTrace.length;
     clientGc.length = 0;
@@ -160,12 +159,6 @@ async function run(variant: 'off' | 'on'): Promise<{ variant: string; traced: Tr
       sends.push({ k, t0, t1, cpu, first: sorted[0]! - t0, median: sorted[N >> 1]! - t0, p90: sorted[Math.floor(N * 0.9)]! - t0 });
       done = null;
       await sleep(GAP_MS);
-    }
-    if (values.survivors) {
-      const dir = join(snapDir, `survivors-${variant}`);
-      mkdirSync(dir, { recursive: true });
-      await server.command(`profile stop ${dir}`);
-      printSurvivors(variant, join(dir, 'heap.heapprofile'), COUNT);
     }
     if (values.snapshot) {
       // At once after the last broadcast (the sessions hold what their clients have not acknowledged yet): what the
@@ -272,30 +265,6 @@ function printDelta(variant: string, a: Summary, b: Summary): void {
   rows.sort((x, y) => Math.abs(y.size) - Math.abs(x.size));
   console.log(`${variant}: heap after the broadcasts − before, largest (bytes, objects):`);
   for (const r of rows.slice(0, 15)) console.log(`  ${String(r.size).padStart(10)} ${String(r.count).padStart(8)}  ${r.k}`);
-}
-
-interface HeapNode {
-  callFrame: { functionName: string; url: string; lineNumber: number };
-  selfSize: number;
-  children: HeapNode[];
-}
-/** The bytes that outlived a scavenge (sampled), per broadcast, by allocating function and its caller. */
-function printSurvivors(variant: string, file: string, broadcasts: number): void {
-  const { head } = JSON.parse(readFileSync(file, 'utf8')) as { head: HeapNode };
-  const by = new Map<string, number>();
-  let total = 0;
-  const name = (n: HeapNode): string => `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.replace(/^.*node_modules\//, '').replace(/^.*\//, '')}:${n.callFrame.lineNumber + 1}`;
-  const walk = (n: HeapNode, parent: HeapNode | null): void => {
-    if (n.selfSize > 0) {
-      const key = `${name(n)} ← ${parent ? name(parent) : '-'}`;
-      by.set(key, (by.get(key) ?? 0) + n.selfSize);
-      total += n.selfSize;
-    }
-    for (const c of n.children) walk(c, n);
-  };
-  walk(head, null);
-  console.log(`${variant}: bytes that outlived a scavenge, per broadcast: ${(total / broadcasts / 1024).toFixed(1)} KiB; largest (allocating function ← its caller, line in the bundle):`);
-  for (const [k, v] of [...by].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`  ${(v / broadcasts / 1024).toFixed(1).padStart(8)} KiB  ${k}`);
 }
 
 /** The server's scavenges and full GCs (--trace-gc-nvp), per 100 broadcasts: count, pause, bytes surviving and promoted. */

@@ -14,8 +14,7 @@
  *   ← "snapshot <file>" → GC, then a V8 heap snapshot to <file> (bench/memory-profile.ts)
  *   ← "cut"    → destroys every TCP socket at once (no close frame) → "cut <sockets destroyed>"
  *   ← "cpu"    → "cpu <µs> rss <bytes>" (kept for bench/throughput.ts)
- *   ← "profile start [cpu|heap|both|survivors]" → starts V8's CPU profiler and/or sampling heap profiler (default both;
- *                            survivors: the heap sampler keeping only what outlived a scavenge) → "profile started"
+ *   ← "profile start [cpu|heap|both]" → starts V8's CPU profiler and/or sampling heap profiler (default both) → "profile started"
  *   ← "profile stop <dir>" → writes <dir>/cpu.cpuprofile and/or <dir>/heap.heapprofile → "profile <dir>"
  *                            (bench/profile.ts: only the load phase is profiled, not start-up or connects)
  */
@@ -102,12 +101,8 @@ function feed(arg: string): string {
 let session: Session | null = null;
 /** Which profilers run: both, or one alone (the heap sampler's stack captures charge allocating functions in the CPU profile). */
 let profiling = { cpu: true, heap: true };
-let survivorsOnly = false;
 async function profileStart(which: string): Promise<void> {
-  // 'survivors': the heap sampler alone, keeping only what outlived a scavenge (promoted, or still young at the
-  // stop): where the bytes a scavenge copies come from (bench/broadcast-trace.ts --survivors).
-  survivorsOnly = which === 'survivors';
-  profiling = { cpu: which !== 'heap' && !survivorsOnly, heap: which !== 'cpu' };
+  profiling = { cpu: which !== 'heap', heap: which !== 'cpu' };
   session = new Session();
   session.connect();
   if (profiling.cpu) {
@@ -117,7 +112,7 @@ async function profileStart(which: string): Promise<void> {
   if (profiling.heap) {
     await session.post('HeapProfiler.enable');
     // Every sampled allocation, collected or not: bytes allocated per message, not only what stays live.
-    const sampling = { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: !survivorsOnly };
+    const sampling = { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true };
     await session.post('HeapProfiler.startSampling', sampling);
   }
   if (profiling.cpu) await session.post('Profiler.start');
