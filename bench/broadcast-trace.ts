@@ -21,7 +21,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PerformanceObserver } from 'node:perf_hooks';
+import { constants, PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { closeAll, connectClient, connectMany, percentile, pinSelf, RESULTS_DIR, selfCpuUs, sleep, startServer, waitForConnections, type BenchClient } from './lib/harness.ts';
 import { BROADCAST_PUSH } from './lib/broadcast-timing.ts';
@@ -88,8 +88,8 @@ interface Traced {
   lastTenth: number;
 }
 
-/** GC kinds (perf_hooks constants): 1 minor (scavenge), 2 major (mark-compact), 4 incremental, 8 weak callbacks. */
-const MAJOR = 2;
+/** A mark-compact (perf_hooks' GC kind; minor = a scavenge). */
+const MAJOR = constants.NODE_PERFORMANCE_GC_MAJOR;
 
 function within<T extends [number, ...number[]]>(xs: readonly T[], from: number, to: number): T[] {
   return xs.filter((x) => x[0] >= from && x[0] < to);
@@ -135,6 +135,7 @@ async function run(variant: 'off' | 'on'): Promise<{ variant: string; traced: Tr
     mkdirSync(snapDir, { recursive: true });
     if (values.snapshot) await server.command(`snapshot ${join(snapDir, `trace-${variant}-before.heapsnapshot`)}`);
     await server.command('trace'); // start the server's timeline here
+    const cpu0 = (await server.stats()).cpuUs;
     const gc0 = server.gcTrace.length;
     clientGc.length = 0;
     acksSent.length = 0;
@@ -153,6 +154,7 @@ async function run(variant: 'off' | 'on'): Promise<{ variant: string; traced: Tr
       const t0 = now();
       sender.send(`{"requestID":${k},"command":"broadcast","someOtherThing":"b${k}"}`);
       if (!(await all)) throw new Error(`${variant}: broadcast ${k} reached ${got} of ${N}`);
+      if (values.snapshot && k === COUNT >> 1) await server.command(`snapshot ${join(snapDir, `trace-${variant}-mid.heapsnapshot`)}`);
       const t1 = now();
       const cpu = (selfCpuUs() - c0) / 1000;
       const sorted = Float64Array.from(arrived).sort();
@@ -160,11 +162,15 @@ async function run(variant: 'off' | 'on'): Promise<{ variant: string; traced: Tr
       done = null;
       await sleep(GAP_MS);
     }
+    const serverCpuMs = ((await server.stats()).cpuUs - cpu0) / 1000;
     if (values.snapshot) {
       // At once after the last broadcast (the sessions hold what their clients have not acknowledged yet): what the
       // broadcasts left on the heap, by constructor, against the snapshot before them.
       await server.command(`snapshot ${join(snapDir, `trace-${variant}-after.heapsnapshot`)}`);
       printDelta(variant, summarize(join(snapDir, `trace-${variant}-before.heapsnapshot`)), summarize(join(snapDir, `trace-${variant}-after.heapsnapshot`)));
+      // Objects live at the end that were not at the middle (snapshot node ids are stable): what the second half's
+      // broadcasts and acks left behind for longer than a GC, e.g. state a connection replaces on each message.
+      printNew(variant, join(snapDir, `trace-${variant}-mid.heapsnapshot`), join(snapDir, `trace-${variant}-after.heapsnapshot`));
     }
     await sleep(200);
     const traceFile = join(snapDir, `trace-${variant}.json`);
@@ -203,7 +209,7 @@ async function run(variant: 'off' | 'on'): Promise<{ variant: string; traced: Tr
     const sgc = within(st.gc, span[0], span[1]);
     const cgc = within(clientGc, span[0], span[1]);
     console.log(
-      `${variant}: per 100 broadcasts: server GC ${(sgc.length * per100).toFixed(0)} (major ${(sgc.filter((g) => g[2] === MAJOR).length * per100).toFixed(1)}, ${(sgc.reduce((a, g) => a + g[1], 0) * per100).toFixed(0)} ms), ` +
+      `${variant}: per 100 broadcasts: server CPU ${(serverCpuMs * per100).toFixed(0)} ms, server GC ${(sgc.length * per100).toFixed(0)} (major ${(sgc.filter((g) => g[2] === MAJOR).length * per100).toFixed(1)}, ${(sgc.reduce((a, g) => a + g[1], 0) * per100).toFixed(0)} ms), ` +
         `acks processed ${(countWithin(st.acks, span[0], span[1]) * per100).toFixed(0)}, readers deferred ${(countWithin(st.defers, span[0], span[1]) * per100).toFixed(0)}, acks sent ${(countWithin(acksSent, span[0], span[1]) * per100).toFixed(0)}, ` +
         `client GC ${(cgc.length * per100).toFixed(0)} (major ${(cgc.filter((g) => g[2] === MAJOR).length * per100).toFixed(1)}, ${(cgc.reduce((a, g) => a + g[1], 0) * per100).toFixed(0)} ms)`,
     );
@@ -265,6 +271,36 @@ function printDelta(variant: string, a: Summary, b: Summary): void {
   rows.sort((x, y) => Math.abs(y.size) - Math.abs(x.size));
   console.log(`${variant}: heap after the broadcasts − before, largest (bytes, objects):`);
   for (const r of rows.slice(0, 15)) console.log(`  ${String(r.size).padStart(10)} ${String(r.count).padStart(8)}  ${r.k}`);
+}
+
+/** Live objects of snapshot `b` that `a` did not have (by node id), per "type:name": count and bytes. */
+function printNew(variant: string, a: string, b: string): void {
+  type Snap = { snapshot: { meta: { node_fields: string[]; node_types: [string[], ...unknown[]] } }; nodes: number[]; strings: string[] };
+  const ids = (s: Snap, width: number, iId: number): Set<number> => {
+    const out = new Set<number>();
+    for (let i = 0; i < s.nodes.length; i += width) out.add(s.nodes[i + iId]!);
+    return out;
+  };
+  const sa = JSON.parse(readFileSync(a, 'utf8')) as Snap;
+  const f = sa.snapshot.meta.node_fields;
+  const width = f.length;
+  const [iType, iName, iSize, iId] = [f.indexOf('type'), f.indexOf('name'), f.indexOf('self_size'), f.indexOf('id')];
+  const old = ids(sa, width, iId);
+  const sb = JSON.parse(readFileSync(b, 'utf8')) as Snap;
+  const types = sb.snapshot.meta.node_types[0];
+  const by = new Map<string, { size: number; count: number }>();
+  for (let i = 0; i < sb.nodes.length; i += width) {
+    if (old.has(sb.nodes[i + iId]!)) continue;
+    const type = types[sb.nodes[i + iType]!]!;
+    const name = type === 'code' || type === 'string' || type === 'number' ? '' : sb.strings[sb.nodes[i + iName]!]!;
+    const key = `${type}${name ? `:${name.slice(0, 60)}` : ''}`;
+    const e = by.get(key) ?? { size: 0, count: 0 };
+    e.size += sb.nodes[i + iSize]!;
+    e.count++;
+    by.set(key, e);
+  }
+  console.log(`${variant}: objects live at the end and not at the middle snapshot, largest (bytes, objects):`);
+  for (const [k, v] of [...by].sort((x, y) => y[1].size - x[1].size).slice(0, 20)) console.log(`  ${String(v.size).padStart(10)} ${String(v.count).padStart(8)}  ${k}`);
 }
 
 /** The server's scavenges and full GCs (--trace-gc-nvp), per 100 broadcasts: count, pause, bytes surviving and promoted. */
