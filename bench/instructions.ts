@@ -9,6 +9,7 @@
  *   node --import tsx bench/instructions.ts --workload heartbeat [--connections 200] [--ping 500] [--seconds 10] [--rounds 2]
  *   … --sessions memory   (ws-supervisor sessions off vs on, every client opted in: bench/lib/session-client.ts)
  *   … --node-flags=--single-threaded --warmup 50   (callgrind: flags for the server's node; requests per connection before counting, default 10)
+ *   … --port 19700   (the first server's port, each run the next: two checkouts benching at once need their own)
  *
  * A/B of a change to the session path (callgrind): `--sessions memory --connections 1 --requests 5000 --warmup 20000`.
  * One connection makes every request the same work in a turn of its own (with 50, how many share a read and a turn
@@ -62,6 +63,7 @@ const { values } = parseArgs({
     'node-flags': { type: 'string' },
     ping: { type: 'string', default: '500' },
     seconds: { type: 'string', default: '10' },
+    port: { type: 'string', default: '19700' },
   },
 });
 const WORKLOAD = values.workload;
@@ -248,6 +250,7 @@ async function callgrindInstructions(kind: string, requests: number, port: numbe
   await exited;
   const totals = /^totals:\s+(\d+)/m.exec(readFileSync(out, 'utf8'));
   if (!totals) throw new Error(`no totals in ${out}`);
+  console.log(`${kind}: callgrind output ${out} (per function: callgrind_annotate ${out})`);
   return { total: Number(totals[1]), compile: compilerInstructions(out), messages };
 }
 
@@ -289,7 +292,8 @@ if (spawnSync('taskset', ['-c', '0', 'true']).status === 0) spawnSync('taskset',
 const perRequest: Record<string, number[]> = Object.fromEntries(KINDS.map((k) => [k, []]));
 /** callgrind: per request without the optimizing compiler's instructions (callgrindInstructions). */
 const steady: Record<string, number[]> = Object.fromEntries(KINDS.map((k) => [k, []]));
-let port = 19_700;
+/** --port: the first server's port (each run takes the next); another checkout's bench on the same machine needs its own. */
+let port = Number(values.port);
 for (let round = 0; round < ROUNDS; round++) {
   for (const kind of KINDS) {
     let per: number;
