@@ -90,7 +90,7 @@ if (SESSIONS !== undefined) process.env.WS_SUP_BENCH_ACK_DELAY ??= '600000';
  * threads, whose work lands in the count at moments that vary from run to run).
  */
 const NODE_FLAGS = (values['node-flags'] ?? '').split(/\s+/).filter((f) => f !== '');
-/** --warmup: requests per connection (reqres) before the counting starts under callgrind. Default 10. */
+/** --warmup: requests per connection (reqres) before the counting starts under callgrind. Default 10 (then at most --requests); a given one is used as given (it was capped at --requests: `--requests 5000 --warmup 20000` warmed up with 5,000). */
 const WARMUP = values.warmup === undefined ? 10 : Number(values.warmup);
 const serverArgs = (kind: string, port: number): string[] => [
   ...NODE_FLAGS,
@@ -145,7 +145,7 @@ if (TOOL === 'callgrind' && !hasCallgrind) {
 const pin = (cpu: number, cmd: string[]): string[] =>
   spawnSync('taskset', ['-c', '0', 'true']).status === 0 ? ['taskset', '-c', String(cpu), ...cmd] : cmd;
 
-async function load(kind: string, port: number, requests: number, between?: { before(): void; after(): void }): Promise<void> {
+async function load(kind: string, port: number, requests: number, between?: { before(): Promise<void>; after(): void }): Promise<void> {
   const clients: LoadClient[] = [];
   for (let i = 0; i < N; i++) clients.push(await connect(kind, port));
   const sender = WORKLOAD === 'broadcast' ? await connect(kind, port) : null;
@@ -183,8 +183,8 @@ async function load(kind: string, port: number, requests: number, between?: { be
     );
   if (between) {
     // Warm-up, not counted (a broadcast run is short: as many bursts again, so the JIT has settled).
-    await run(sender ? requests : Math.min(WARMUP, requests));
-    between.before();
+    await run(sender ? requests : values.warmup === undefined ? Math.min(WARMUP, requests) : WARMUP);
+    await between.before();
   }
   await run(requests);
   between?.after();
@@ -193,7 +193,7 @@ async function load(kind: string, port: number, requests: number, between?: { be
 }
 
 /** heartbeat: N idle connections; warm-up, then `between.before()`, SECONDS of pings, `between.after()`. Resolves with the pings in between. */
-async function heartbeatLoad(port: number, between: { before(): void; after(): void }): Promise<number> {
+async function heartbeatLoad(port: number, between: { before(): Promise<void>; after(): void }): Promise<number> {
   const clients: WebSocket[] = [];
   let counting = false;
   let pings = 0;
@@ -208,7 +208,7 @@ async function heartbeatLoad(port: number, between: { before(): void; after(): v
   }
   const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
   await sleep(SECONDS * 1000); // warm-up: every connection pinged several times, the JIT settled
-  between.before();
+  await between.before();
   counting = true;
   await sleep(SECONDS * 1000);
   counting = false;
@@ -241,7 +241,7 @@ async function callgrindInstructions(kind: string, requests: number, port: numbe
     const r = spawnSync('callgrind_control', [flag, String(server.pid)], { encoding: 'utf8' });
     if (r.status !== 0 || !/OK/.test(r.stdout)) throw new Error(`callgrind_control ${flag} ${server.pid}: ${r.stdout} ${r.stderr}`);
   };
-  const between = { before: () => control('--instr=on'), after: () => control('--instr=off') };
+  const between = { before: async (): Promise<void> => control('--instr=on'), after: () => control('--instr=off') };
   let messages = PER_RUN;
   if (WORKLOAD === 'heartbeat') messages = await heartbeatLoad(port, between);
   else await load(kind, port, requests, between);
