@@ -224,7 +224,7 @@ async function heartbeatLoad(port: number, between: { before(): Promise<void>; a
  * and the session path has more code to tier up), which the steady state of a long run does not: on this machine it
  * was 1–15 k instructions per request and moved by several k from run to run, more than the differences looked for.
  */
-async function callgrindInstructions(kind: string, requests: number, port: number): Promise<{ total: number; compile: number; messages: number }> {
+async function callgrindInstructions(kind: string, requests: number, port: number): Promise<{ total: number; compile: number; gc: number; messages: number }> {
   const out = join(mkdtempSync(join(tmpdir(), 'ws-sup-callgrind-')), 'callgrind.out');
   const server = spawn(
     'valgrind',
@@ -251,19 +251,32 @@ async function callgrindInstructions(kind: string, requests: number, port: numbe
   const totals = /^totals:\s+(\d+)/m.exec(readFileSync(out, 'utf8'));
   if (!totals) throw new Error(`no totals in ${out}`);
   console.log(`${kind}: callgrind output ${out} (per function: callgrind_annotate ${out})`);
-  return { total: Number(totals[1]), compile: compilerInstructions(out), messages };
+  return { total: Number(totals[1]), ...compilerAndGcInstructions(out), messages };
 }
 
-/** Instructions callgrind_annotate puts in V8's optimizing compiler (0 if callgrind_annotate is missing). */
-function compilerInstructions(out: string): number {
+/**
+ * V8's garbage collector, by the names callgrind_annotate gives its functions: scavenges, marking (concurrent and on
+ * the main thread), sweeping, evacuation, and the slot and page bookkeeping around them.
+ */
+const GC_FUNCTION = /v8::internal::(Scavenge|MarkCompact|Marking|MainMarking|ConcurrentMarking|Sweeper|MinorMarkCompact|Heap::|MemoryChunk|MemoryAllocator|PagedSpace|Evacuat|FullEvacuator|RecordMigrated|IncrementalMarking|RootScavengeVisitor|IterateObjectCache|GlobalHandles|SlotSet|RememberedSet|TypedSlot|ArrayBufferSweeper|PointersUpdating|LiveObject|WeakObjects|ExternalStringTable|MarkingBarrier|GCTracer)|heap::base::|cppgc::|BodyDescriptorBase|MarkingVisitorBase|std::__detail::_Map_base<v8::internal::MemoryChunk/;
+
+/**
+ * Instructions callgrind_annotate puts in V8's optimizing compiler, and in its garbage collector (0 if
+ * callgrind_annotate is missing). A major GC is ~100 M instructions here: one falls in a 10,000-request window or not
+ * by chance (~10 k per request when it does), as TurboFan's jobs do; the figure without either is the steadiest.
+ */
+function compilerAndGcInstructions(out: string): { compile: number; gc: number } {
   const r = spawnSync('callgrind_annotate', ['--threshold=100', out], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
-  if (r.status !== 0) return 0;
-  let n = 0;
+  if (r.status !== 0) return { compile: 0, gc: 0 };
+  let compile = 0;
+  let gc = 0;
   for (const line of r.stdout.split('\n')) {
     const m = /^\s*([\d,]+) \([^)]*\)\s+(.*)$/.exec(line);
-    if (m && m[2]!.includes('v8::internal::compiler::')) n += Number(m[1]!.replace(/,/g, ''));
+    if (m === null || m[2]!.includes('PROGRAM TOTALS')) continue;
+    if (m[2]!.includes('v8::internal::compiler::')) compile += Number(m[1]!.replace(/,/g, ''));
+    else if (GC_FUNCTION.test(m[2]!)) gc += Number(m[1]!.replace(/,/g, ''));
   }
-  return n;
+  return { compile, gc };
 }
 
 async function instructions(kind: string, requests: number, port: number): Promise<number> {
@@ -292,18 +305,23 @@ if (spawnSync('taskset', ['-c', '0', 'true']).status === 0) spawnSync('taskset',
 const perRequest: Record<string, number[]> = Object.fromEntries(KINDS.map((k) => [k, []]));
 /** callgrind: per request without the optimizing compiler's instructions (callgrindInstructions). */
 const steady: Record<string, number[]> = Object.fromEntries(KINDS.map((k) => [k, []]));
+/** callgrind: per request without the optimizing compiler's nor the garbage collector's instructions. */
+const mutator: Record<string, number[]> = Object.fromEntries(KINDS.map((k) => [k, []]));
 /** --port: the first server's port (each run takes the next); another checkout's bench on the same machine needs its own. */
 let port = Number(values.port);
 for (let round = 0; round < ROUNDS; round++) {
   for (const kind of KINDS) {
     let per: number;
     let compile = 0;
+    let gc = 0;
     if (TOOL === 'callgrind') {
       const c = await callgrindInstructions(kind, K, port++);
       per = c.total / c.messages;
       compile = c.compile / c.messages;
+      gc = c.gc / c.messages;
       if (WORKLOAD === 'heartbeat') console.log(`round ${round + 1} ${kind.padEnd(10)} ${c.messages} pings in ${SECONDS} s counted (${N} connections, ${PING_MS} ms interval)`);
       steady[kind]!.push(per - compile);
+      mutator[kind]!.push(per - compile - gc);
     }
     else {
       const base = await instructions(kind, 0, port++);
@@ -313,7 +331,7 @@ for (let round = 0; round < ROUNDS; round++) {
     perRequest[kind]!.push(per);
     console.log(
       `round ${round + 1} ${kind.padEnd(10)} ${(per / 1000).toFixed(1)} k instructions per ${WHAT}` +
-        (TOOL === 'callgrind' ? ` (${((per - compile) / 1000).toFixed(1)} k without the ${(compile / 1000).toFixed(1)} k of TurboFan compiling)` : ''),
+        (TOOL === 'callgrind' ? ` (${((per - compile) / 1000).toFixed(1)} k without the ${(compile / 1000).toFixed(1)} k of TurboFan compiling; ${((per - compile - gc) / 1000).toFixed(1)} k without it and the ${(gc / 1000).toFixed(1)} k of GC)` : ''),
     );
   }
 }
@@ -323,4 +341,5 @@ console.log(
 );
 if (TOOL === 'callgrind' && steady[KINDS[0]!]!.length > 0) {
   console.log(`without TurboFan compiling: ${KINDS[1]}/${KINDS[0]} = ${(median(steady[KINDS[1]!]!) / median(steady[KINDS[0]!]!)).toFixed(3)}× (medians ${(median(steady[KINDS[1]!]!) / 1000).toFixed(1)} k / ${(median(steady[KINDS[0]!]!) / 1000).toFixed(1)} k)`);
+  console.log(`without TurboFan compiling and GC: ${KINDS[1]}/${KINDS[0]} = ${(median(mutator[KINDS[1]!]!) / median(mutator[KINDS[0]!]!)).toFixed(3)}× (medians ${(median(mutator[KINDS[1]!]!) / 1000).toFixed(1)} k / ${(median(mutator[KINDS[0]!]!) / 1000).toFixed(1)} k)`);
 }
