@@ -65,7 +65,8 @@
  *      peer's last frames and its FIN come within it), then ws pauses it and
  *      TCP pushes back on the peer until the close timeout ends the socket.
  *   7. Node's, not ws's: a plain TCP (or pipe) socket's file descriptor, for
- *      the heartbeat's ping (`writeNow`). A `net.Socket` keeps its libuv handle
+ *      the heartbeat's ping and the first frame a connection writes in a turn
+ *      (a reply, a fan-out's frame: `writeNow`). A `net.Socket` keeps its libuv handle
  *      in `_handle` (a `TCP` or `Pipe` object; TLS has a `TLSWrap` there, whose
  *      bytes must be encrypted, and is never written to this way), and the
  *      handle's `fd` is the descriptor (-1 once closed, and on Windows). While
@@ -85,7 +86,8 @@
  *      2-byte ping (`Writable.write`, `Socket._write`, a write request,
  *      `onwrite` and its after-write tick) is as much again as the JS that
  *      writes it this way, once per connection per ping interval
- *      (docs/performance.md, "Heartbeat, fifth pass").
+ *      (docs/performance.md, "Heartbeat, fifth pass"), and the same work
+ *      around every reply (docs/performance.md, "Request/response, 2026-12-06").
  */
 import type { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
