@@ -88,6 +88,10 @@
  *      writes it this way, once per connection per ping interval
  *      (docs/performance.md, "Heartbeat, fifth pass"), and the same work
  *      around every reply (docs/performance.md, "Request/response, 2026-12-06").
+ *   8. Node's too: Buffer's own encoders `latin1Write` and `utf8Write`
+ *      (`Encoders`), what `buf.write` calls once it has checked its arguments.
+ *      The frames here are sized first, so the checks are done; the memory
+ *      session store writes its arena with them the same way.
  */
 import type { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
@@ -369,6 +373,29 @@ function writeHeader(target: Buffer, opcode: number, n: number): number {
 }
 
 /**
+ * Buffer's own encoders (item 8: on Buffer.prototype since Node 0.x, not in
+ * its typings): `buf.write(s, offset, length, encoding)` is one of these after
+ * checking its arguments (two `validateOffset` calls, each behind Node's
+ * `hideStackFrames` wrapper), which the framing here has done already: a
+ * frame is sized by the string's byte length and written once.
+ */
+export type Encoders = Buffer & {
+  latin1Write(s: string, offset: number, length: number): number;
+  utf8Write(s: string, offset: number, length: number): number;
+};
+
+/**
+ * Writes `s`, `bytes` long in UTF-8, into `target` at `at`. A string of as
+ * many bytes as characters is ASCII (any other character takes 2 to 4
+ * bytes, a lone surrogate 3), whose Latin-1 bytes are its UTF-8 bytes: the
+ * one-byte copy, not the UTF-8 encoder (a JSON reply is ASCII as a rule).
+ */
+function writeText(target: Buffer, s: string, at: number, bytes: number): void {
+  if (bytes === s.length) (target as Encoders).latin1Write(s, at, bytes);
+  else (target as Encoders).utf8Write(s, at, bytes);
+}
+
+/**
  * One whole unmasked data frame (FIN set, RSV bits clear) carrying `data`, as
  * a single Buffer: header and payload together, so it leaves in one write.
  * A string is encoded as UTF-8 straight into the frame (a text frame unless
@@ -380,7 +407,7 @@ export function frameOf(data: string | Buffer, binary: boolean): Buffer {
   if (typeof data === 'string') {
     const n = Buffer.byteLength(data);
     const frame = Buffer.allocUnsafe(headerLength(n) + n);
-    frame.write(data, writeHeader(frame, opcode, n), n, 'utf8');
+    writeText(frame, data, writeHeader(frame, opcode, n), n);
     return frame;
   }
   const n = data.length;
@@ -413,7 +440,7 @@ export function seqFrameOf(seq: number, payload: string | Buffer, binary: boolea
     // A second, short text frame after the first (a session ack): both leave in one write.
     frame[length] = FIN | OPCODE_TEXT;
     frame[length + 1] = then.length;
-    frame.write(then, length + 2, then.length, 'latin1');
+    (frame as Encoders).latin1Write(then, length + 2, then.length);
   }
   const at = writeHeader(frame, opcode, n);
   // Digits from the last one back (integer division is exact below 2^53).
@@ -424,7 +451,7 @@ export function seqFrameOf(seq: number, payload: string | Buffer, binary: boolea
     v = q;
   }
   frame[at + digits] = 0x3a; // ':'
-  if (typeof payload === 'string') frame.write(payload, at + digits + 1, p, 'utf8');
+  if (typeof payload === 'string') writeText(frame, payload, at + digits + 1, p);
   else payload.copy(frame, at + digits + 1);
   return frame;
 }
