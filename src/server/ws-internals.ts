@@ -117,6 +117,20 @@ export const WS_BUFFERS = '_buffers';
 export const WS_BUFFERED_BYTES = '_bufferedBytes';
 
 /**
+ * Whether `ws`'s Receiver has parsed every byte it was given (items 4 and 5:
+ * its `_bufferedBytes` is 0; ws takes a frame's payload out of its chunks
+ * before it emits the message, so from a 'message' listener this says the
+ * message being delivered is the last of what ws has read). The fair
+ * scheduler then defers a peer's message without holding the parser: ws's
+ * loop ends by itself, and the hold is installed if the peer's next bytes
+ * come before its turn (src/server/reader.ts). False when unknown (no
+ * Receiver, or a ws upgrade renamed the member): hold, as before.
+ */
+export function parsedAll(receiver: WsReceiver | undefined): boolean {
+  return receiver !== undefined && (receiver as unknown as Record<string, unknown>)[WS_BUFFERED_BYTES] === 0;
+}
+
+/**
  * Lets go of the backing store of `ws`'s Receiver's chunk list when nothing
  * is buffered (item 5): for a connection about to sit idle. A no-op while
  * bytes wait, and when a ws upgrade renamed the members.
