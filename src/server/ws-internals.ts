@@ -87,7 +87,8 @@
  *      `onwrite` and its after-write tick) is as much again as the JS that
  *      writes it this way, once per connection per ping interval
  *      (docs/performance.md, "Heartbeat, fifth pass"), and the same work
- *      around every reply (docs/performance.md, "Request/response, 2026-12-06").
+ *      around every reply, less `fs.writeSync`'s own trace-event checks
+ *      (docs/performance.md, "Request/response, 2026-12-06").
  *   8. Node's too: Buffer's own encoders `latin1Write` and `utf8Write`
  *      (`Encoders`), what `buf.write` calls once it has checked its arguments.
  *      The frames here are sized first, so the checks are done; the memory
