@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import type { Connection, SupervisorOptions } from '../../src/index.ts';
 import { TurnScheduler, type Deferrable } from '../../src/server/scheduler.ts';
+import { receiverOf, WS_START_LOOP } from '../../src/server/ws-internals.ts';
 import { encodeFrame, Opcode, rawConnect, type RawWs } from '../helpers/raw-ws.ts';
 import { delay, everyIteration, startSupervisor, waitFor, within } from '../helpers/server.ts';
 
@@ -110,6 +111,31 @@ test('a peer over its share: ws parses none of its further frames until its next
   const most = Math.max(...perTurn.values());
   assert.ok(most <= SHARE, `${most} messages delivered in one turn (share ${SHARE})`);
   assert.ok(perTurn.size >= N / SHARE, `${perTurn.size} turns for ${N} messages at ${SHARE} per turn`);
+});
+
+test("a deferred message with nothing behind it does not hold ws's parser; more bytes from the peer before its turn are held from there on; all answered in order", T, async (t) => {
+  const s = await serve(t, { fairness: { share: 1, turnBudget: 64 } });
+  const peer = await rawConnect(s.port);
+  t.after(() => peer.destroy());
+  await waitFor(() => s.connections.length === 1, 5_000, 'the connection');
+  const connection = s.connections[0]!;
+  const receiver = receiverOf(connection.ws) as unknown as Record<string, unknown>;
+  const ownLoop = (): boolean => Object.prototype.hasOwnProperty.call(receiver, WS_START_LOOP);
+  // Two requests in one write: the second finds the share (1) used and is deferred, and ws has parsed every byte.
+  void peer.write(requests(1, 2));
+  await waitFor(() => peer.texts.length === 2, 5_000, 'two replies');
+  assert.equal(ownLoop(), false, "a lone deferred message left ws's parse loop as it was (no hold installed)");
+  assert.deepEqual(s.delivered.get(connection)!.ids, [1, 2]);
+  const turns = s.delivered.get(connection)!.turns;
+  assert.ok(turns[1]! > turns[0]!, 'the second request waited for a later turn');
+  // Three in one write: the second is deferred with the third still bytes in ws: held, as before.
+  void peer.write(requests(3, 3));
+  await waitFor(() => peer.texts.length === 5, 5_000, 'five replies');
+  assert.equal(ownLoop(), true, "a deferred message with more behind it holds ws's parser");
+  assert.deepEqual(s.delivered.get(connection)!.ids, range(1, 5), 'delivered once each, in order');
+  assert.deepEqual(replyIds(peer), range(1, 5), 'answered once each, in order');
+  const more = s.delivered.get(connection)!.turns.slice(2);
+  assert.equal(new Set(more).size, 3, 'one of the three per turn (share 1)');
 });
 
 test('many peers over their share: one scheduler turn per event-loop iteration, and an iteration does bounded work', T, async (t) => {

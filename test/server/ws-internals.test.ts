@@ -249,6 +249,26 @@ function streamWrites(socket: Duplex): { count: number } {
 
 const nodeChanged = (what: string): string => `Node ${process.version} changed an internal ws-supervisor relies on: ${what} (see src/server/ws-internals.ts, item 7)`;
 
+const encodersChanged = (what: string): string => `Node ${process.version} changed an internal ws-supervisor relies on: ${what} (see src/server/ws-internals.ts, item 8)`;
+
+test("Buffer's own encoders (item 8) write what buf.write writes; frameOf and seqFrameOf frame ASCII text (the Latin-1 copy), other text and lone surrogates (UTF-8) as ws does", () => {
+  const proto = Buffer.prototype as unknown as Record<string, unknown>;
+  for (const name of ['latin1Write', 'utf8Write']) assert.equal(typeof proto[name], 'function', encodersChanged(`Buffer.prototype.${name} is gone (frameOf and the memory session store write with it)`));
+  for (const text of ['', 'x', '{"requestID":1,"success":true}', 'x'.repeat(125), 'x'.repeat(126), 'x'.repeat(70_000), 'é', 'aé', '€x', '😀', '\ud800', 'a\udc00b', '\u0080'.repeat(3), '\u007f']) {
+    const bytes = Buffer.from(text);
+    const a = Buffer.alloc(bytes.length + 2, 0xee);
+    const b = Buffer.alloc(bytes.length + 2, 0xee);
+    a.write(text, 1, bytes.length, 'utf8');
+    const e = b as Buffer & { latin1Write(s: string, o: number, n: number): number; utf8Write(s: string, o: number, n: number): number };
+    const written = bytes.length === text.length ? e.latin1Write(text, 1, bytes.length) : e.utf8Write(text, 1, bytes.length);
+    assert.equal(written, bytes.length, encodersChanged(`an encoder wrote ${written} of ${bytes.length} bytes`));
+    assert.ok(a.equals(b), encodersChanged(`Buffer's encoder wrote other bytes than buf.write for ${JSON.stringify(text)}`));
+    assert.ok(frameOf(text, false).equals(wsFrame(bytes, 1)), `frameOf ${JSON.stringify(text.slice(0, 20))}`);
+    assert.ok(seqFrameOf(42, text, false).equals(wsFrame(Buffer.from(encodeTextData(42, text)), 1)), `seqFrameOf ${JSON.stringify(text.slice(0, 20))}`);
+  }
+});
+
+
 test(`a plain TCP upgrade socket keeps its descriptor at ${NODE_HANDLE_MEMBER}.fd; writeNow puts the ping there (not through the stream) in order with ws's frames; a TLS socket is never written that way`, { skip: process.platform === 'win32' ? 'no descriptors for sockets on Windows: writesToFd is false there' : false }, async () => {
   const p = await pair();
   try {
