@@ -52,7 +52,7 @@ import {
   type ServerHandle,
 } from '../lib/harness.ts';
 import { BROADCAST_PUSH, timeBroadcasts } from '../lib/broadcast-timing.ts';
-import { connectSessionMany, SessionClient } from '../lib/session-client.ts';
+import { ACK_DELAY_MS, ACK_EVERY, connectSessionMany, SessionClient } from '../lib/session-client.ts';
 import { startRedisServer, type RedisServer } from '../lib/redis-server.ts';
 
 const common = scenarioArgs();
