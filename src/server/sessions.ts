@@ -250,6 +250,7 @@ class EntryRare {
 /** Entry's flags. */
 const ENTRY_ENDED = 1;
 const ENTRY_INCOMING = 2;
+const ENTRY_UNSETTLED = 4;
 
 /**
  * One live session here: the host of its machine (machines/session.machine.ts)
@@ -344,6 +345,18 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost, SessionSlo
   }
   set incoming(on: boolean) {
     this.bits = on ? this.bits | ENTRY_INCOMING : this.bits & ~ENTRY_INCOMING;
+  }
+  /**
+   * A request of the session was left unrun here since its last resume that re-sent everything (its connection went
+   * while it waited on another process's count, a verdict read a lease late, a failed count; SessionBinding.abandon):
+   * its count may be open in the store though `lastCseqRun` is past it, so the next resume here has the client re-send
+   * every request it holds unacknowledged (Sessions.resumed).
+   */
+  get unsettled(): boolean {
+    return (this.bits & ENTRY_UNSETTLED) !== 0;
+  }
+  set unsettled(on: boolean) {
+    this.bits = on ? this.bits | ENTRY_UNSETTLED : this.bits & ~ENTRY_UNSETTLED;
   }
 
   /** When the session last detached (epoch ms); null while a connection carries it. */
@@ -1343,7 +1356,12 @@ export class Sessions<Auth = unknown> {
     // connection counted one and closed before running it). The client re-sends every request it holds
     // unacknowledged (cseq 0), and the store says what each is (SessionBinding.request): answered (`duplicate`),
     // still running where it was counted (`pending`: waited for), or counted by a process now dead (`new`: runs here).
-    const adopt = record.lastCseq > entry.lastCseqRun;
+    // `lastCseqRun` is the highest cseq run here, not a count of every one below it: a request a connection here left
+    // unrun (`unsettled`: it waited on another process's count when its connection went) hides below it, and a
+    // resume that told the client `lastCseqRun` had it re-send nothing: that request was never answered (the frozen
+    // worker of test/cli/sessions-redis.test.ts, under load).
+    const adopt = record.lastCseq > entry.lastCseqRun || entry.unsettled;
+    if (adopt) entry.unsettled = false;
     const cseq = adopt ? 0 : record.lastCseq;
     this.carry(binding, entry, {
       id: record.id, token, epoch: this.epoch!, resumed: true,
@@ -1688,6 +1706,8 @@ const ATTACHED_BITS = 2 << PHASE_SHIFT;
 type Phase = 'awaiting' | 'attaching' | 'attached' | 'left';
 const PHASES: readonly Phase[] = ['awaiting', 'attaching', 'attached', 'left'];
 const ACK_DUE = 1 << 7;
+/** A request of this connection was left unrun (SessionBinding.abandon): its later ones are not run here either. */
+const ABANDONED = 1 << 8;
 
 /**
  * The session request whose handler runs now: its binding (SessionBinding.running: its sends are its reply) and, when
@@ -2023,21 +2043,24 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
             uncount();
             this.sessions.bindingStoreFailed(this, 'beginRequest', err);
             // Closed (1011) unless the session went local meanwhile: then this connection runs it.
-            if (!this.local) return;
+            if (!this.local) return this.abandon();
           }
         }
+        // An earlier request of this connection was left unrun: this one is not run here either (below).
+        if (this.abandoned && !this.local) return;
         if (v !== null && v.kind === 'new' && counting && !this.local && answeredIn >= this.sessions.staleVerdictMs) {
           // Counted here, but read so late (this process stalled: a freeze, a swap) that its lease may have lapsed
           // meanwhile and another process taken the count over and run it: running it here could run it twice, its
           // push out of order and its reply refused. Not run: the connection closes, its client resumes and re-sends
           // it, and the store says who runs it (a count of this process is settled here: 'pending', here).
           uncount();
+          this.abandon();
           return this.sessions.staleVerdict(this, cseq);
         }
         if (v !== null && v.kind === 'pending') {
           uncount(); // not this binding's to run: it waits for whoever counted it
           v = await this.settlePending(cseq, v);
-          if (v === null) return;
+          if (v === null) return this.abandon();
         }
         this.request(cseq, v, payload, isBinary);
       } finally {
@@ -2048,6 +2071,25 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
       // Never left rejected: the next request's turn must still come.
       this.sessions.host.logger?.error({ err, session: entry.id, cseq }, 'session request failed');
     });
+  }
+
+  /**
+   * A request of this connection is left unrun (its connection went while it waited on another process's count, the
+   * store failed on its count, or its count was read a lease late): the client re-sends it on its next resume. Every
+   * later request of this connection is then left too, even one the store counted here (`new`): run now, it would
+   * run before the one left (its push out of order), and the session's `lastCseqRun` would pass over the one left,
+   * so that a resume here told the client it had nothing to re-send (Entry.unsettled). Left, such a count is this
+   * process's and unfinished: re-sent here, it runs at once (the pending-request machine's count lost here); re-sent
+   * to another process, that one waits for it up to a lease (docs/sessions.md, "Across nodes").
+   */
+  private abandon(): void {
+    this.flags |= ABANDONED;
+    const entry = this.entry;
+    if (entry !== null) entry.unsettled = true;
+  }
+
+  private get abandoned(): boolean {
+    return (this.flags & ABANDONED) !== 0;
   }
 
   /**
@@ -2115,6 +2157,8 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
 
   /** Runs request `cseq` once: as the store says, or (unpersisted, `verdict` null) as this connection has seen. */
   private request(cseq: number, verdict: RequestVerdict | null, payload: Buffer, isBinary: boolean): void {
+    // Left with an earlier one of this connection (abandon): the client re-sends both.
+    if ((this.flags & (ABANDONED | LOCAL)) === ABANDONED) return;
     const admitted = verdict !== null && !this.local && verdict.kind === 'new';
     // A request the store admitted (counted as run) runs now, whatever became of this connection meanwhile (closed by
     // a cut, whose last frames `ws` delivers in the same turn as its close; or taken over by a resume): else the

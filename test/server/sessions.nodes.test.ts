@@ -325,6 +325,58 @@ test('a node frozen past the lease after counting a request, while its client re
   assert.ok(!onB.frames.some((f) => f.kind === 'duplicate'), 'nothing answered as a duplicate');
 });
 
+test("a connection that goes while it waits on another node's count leaves its later requests unrun too, and the next resume re-sends everything: no request is skipped, none runs out of order", async (t) => {
+  // Measured before the fix (test/cli/sessions-redis.test.ts, a worker SIGSTOPped 20 s, under a busy loop per core):
+  // the client's connection to B closed while B waited on the frozen worker's counts; B left those (the pending
+  // wait gave up: the client re-sends them on its resume) but ran the later requests it had counted itself, so its
+  // lastCseqRun passed the ones left, and the next resume on B answered cseq = lastCseqRun: the client re-sent
+  // nothing, and those requests were never answered (8 of 17 clients), or answered out of order when the frozen
+  // worker ran them at SIGCONT.
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-left`;
+  // A lease long enough that B does not take A's count over before the connection goes (it waits on it: pending).
+  const leaseTtl = 3_000;
+  const a = await node(t, redis.url, prefix, 'node-a', (o) => new GatedStore(o), { leaseTtl });
+  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl });
+  const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
+  // A counts request 2 and never answers it (frozen: its store renews its lease, its loop does not get to the verdict).
+  a.store.hold();
+  onA.request(PUBLISH);
+  await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
+
+  // The client resumes on B, re-sends 2 and sends 3: B waits on A's count of 2, and counts 3 itself (behind 2).
+  const first = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
+  assert.equal(first.attached().cseq, 0);
+  first.request(PUBLISH, 2);
+  first.request({ ...PUBLISH, someOtherThing: 'p3' }, 3);
+  await waitFor(() => b.store.operations.beginRequest! >= 3, 5_000, 'B to count 3 and ask about 2 again');
+  // The connection to B goes while B still waits on 2 (a heartbeat missed under load).
+  first.ws.terminate();
+  await waitFor(() => b.events.some((e) => e.type === 'detached' && e.id === id), 5_000, 'B to see it go');
+  await delay(400); // B's wait asks again at most every 250 ms: it gives up on 2 by now; 3 would have run
+  assert.deepEqual(b.published, [], 'B ran neither: 3 is not run before the 2 it left');
+
+  // The next resume, on B again: the client must re-send both.
+  const second = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
+  assert.equal(second.attached().resumed, true);
+  assert.equal(second.attached().cseq, 0, 'a request left unrun here: the client re-sends everything it holds unacknowledged');
+  second.request(PUBLISH, 2);
+  second.request({ ...PUBLISH, someOtherThing: 'p3' }, 3);
+  // 2 is A's count, unfinished: B takes it over once A left it a lease; 3 is B's own, left: it runs at once after 2.
+  const repliesTo = (c: number): number => second.data().filter((m) => (JSON.parse(m.payload) as { requestID?: number }).requestID === c).length;
+  await waitFor(() => repliesTo(3) >= 1, 15_000, 'the replies of 2 and 3 on the second resume');
+  a.store.release(); // A's verdict comes a lease late: not run there
+  await delay(300); // a second run, reply or push would show by now
+  const texts = (published: string[]): string[] => published.map((d) => (JSON.parse(d) as { someOtherThing: string }).someOtherThing);
+  assert.deepEqual([texts(a.published), texts(b.published)], [[], ['p1', 'p3']], 'each run once, on B, in order');
+  assert.deepEqual([repliesTo(2), repliesTo(3)], [1, 1]);
+  const pushes = second.data().filter((m) => m.payload.startsWith('{"command":"publish"')).map((m) => (JSON.parse(m.payload) as { someOtherThing: string }).someOtherThing);
+  assert.deepEqual(pushes, ['p1', 'p3'], 'the pushes in request order');
+  const seqs = second.data().map((m) => m.seq);
+  assert.deepEqual(seqs, seqs.map((_, i) => lastSeq + 1 + i), 'the seqs in order, none missing');
+});
+
 /**
  * A TCP proxy in front of Redis that can hold what its clients send, and pass it on later in order: a process
  * frozen (SIGSTOP) just after it handed a batch to its connection, or a network that delays it. Redis's answers
