@@ -498,6 +498,37 @@ test("a fan-out the store holds back by its age (this process stalled two thirds
   assert.deepEqual(raw.data().map((m) => m.payload).filter((p) => p === 'stale' || p === 'after'), ['after']);
 });
 
+test("a fan-out made by a request's handler and held that long in the store's queue is sent (its fence decides, not its age): the request ran here alone, and its push reaches the session once", async (t) => {
+  // Measured before (test/cli/sessions-redis.test.ts, a worker SIGSTOPped 20 s, under a busy loop per core): the frozen
+  // worker had run a request just before the freeze, its publish still in the store's queue; the other worker had
+  // not taken the count over (its client's connection went while it waited on it). At SIGCONT the age refusal
+  // dropped the publish (a dead letter) though no other node ran the request: the client never got pushes p7 and p8,
+  // and got their replies. The fence refuses exactly the taken-over case (the test with a publish on the wire, above).
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-agedfenced`;
+  const leaseTtl = 600;
+  const a = await node(t, redis.url, prefix, 'node-a', undefined, { leaseTtl });
+  const { raw } = await openInRoom(t, a);
+  // The handler's publish, then this process stalls past two thirds of the lease before the store's queue goes out.
+  const publish = a.demo.supervisor.publish;
+  a.demo.supervisor.publish = ((...args: Parameters<typeof publish>) => {
+    const name = publish(...args);
+    const until = performance.now() + Math.ceil((leaseTtl * 2) / 3) + 50;
+    while (performance.now() < until) {
+      // stalled
+    }
+    return name;
+  }) as typeof publish;
+  raw.request(PUBLISH);
+  await waitFor(() => outcome(raw, 0).replies >= 1 && outcome(raw, 0).pushes >= 1, 5_000, 'the reply and the push');
+  await a.store.answered();
+  await delay(200); // a second push would show by now
+  assert.deepEqual(outcome(raw, 0), { replies: 1, pushes: 1, seqsInOrder: true }, JSON.stringify(raw.data()));
+  assert.deepEqual(a.sessionLetters, [], 'not refused');
+  assert.deepEqual(a.events.filter((e) => e.type === 'unpersisted'), []);
+});
+
 /** The close a connection got (code and reason), once it closed. */
 function closeOf(raw: Raw): Promise<{ code: number; reason: string }> {
   return new Promise((resolve) => raw.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
