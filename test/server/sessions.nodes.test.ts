@@ -40,6 +40,7 @@ import type { SessionLifecycleEvent } from '../../src/server/sessions.ts';
 import { startRedis } from '../helpers/redis.ts';
 import { delay, waitFor, within } from '../helpers/server.ts';
 import { VerdictGate } from '../helpers/verdict-gate.ts';
+import { pace } from '../helpers/pace.ts';
 
 /** The Redis store whose answers to beginRequest can be held back: the request is counted in Redis at once, and run only when released (a slow node). */
 class GatedStore extends RedisSessionStore {
@@ -335,8 +336,9 @@ test("a connection that goes while it waits on another node's count leaves its l
   const redis = await startRedis(t);
   if (!redis) return;
   const prefix = `nodes-${process.pid}-${Date.now()}-left`;
-  // A lease long enough that B does not take A's count over before the connection goes (it waits on it: pending).
-  const leaseTtl = 3_000;
+  // A lease long enough that B does not take A's count over before the connection goes (it waits on it: pending), and
+  // that B's own counts are not read two thirds of it late (not run: the stale-verdict rule) on a loaded machine.
+  const leaseTtl = pace.scaled(3_000);
   const a = await node(t, redis.url, prefix, 'node-a', (o) => new GatedStore(o), { leaseTtl });
   const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl });
   const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
@@ -354,7 +356,7 @@ test("a connection that goes while it waits on another node's count leaves its l
   // The connection to B goes while B still waits on 2 (a heartbeat missed under load).
   first.ws.terminate();
   await waitFor(() => b.events.some((e) => e.type === 'detached' && e.id === id), 5_000, 'B to see it go');
-  await delay(400); // B's wait asks again at most every 250 ms: it gives up on 2 by now; 3 would have run
+  await delay(pace.scaled(400)); // B's wait asks again at most every 250 ms: it gives up on 2 by now; 3 would have run
   assert.deepEqual(b.published, [], 'B ran neither: 3 is not run before the 2 it left');
 
   // The next resume, on B again: the client must re-send both.
@@ -365,7 +367,7 @@ test("a connection that goes while it waits on another node's count leaves its l
   second.request({ ...PUBLISH, someOtherThing: 'p3' }, 3);
   // 2 is A's count, unfinished: B takes it over once A left it a lease; 3 is B's own, left: it runs at once after 2.
   const repliesTo = (c: number): number => second.data().filter((m) => (JSON.parse(m.payload) as { requestID?: number }).requestID === c).length;
-  await waitFor(() => repliesTo(3) >= 1, 15_000, 'the replies of 2 and 3 on the second resume');
+  await waitFor(() => repliesTo(3) >= 1, 15_000 + leaseTtl, 'the replies of 2 and 3 on the second resume');
   a.store.release(); // A's verdict comes a lease late: not run there
   await delay(300); // a second run, reply or push would show by now
   const texts = (published: string[]): string[] => published.map((d) => (JSON.parse(d) as { someOtherThing: string }).someOtherThing);
@@ -507,7 +509,8 @@ test("a fan-out made by a request's handler and held that long in the store's qu
   const redis = await startRedis(t);
   if (!redis) return;
   const prefix = `nodes-${process.pid}-${Date.now()}-agedfenced`;
-  const leaseTtl = 600;
+  // Long enough that the request's own count is not read two thirds of it late on a loaded machine (not run).
+  const leaseTtl = pace.scaled(600);
   const a = await node(t, redis.url, prefix, 'node-a', undefined, { leaseTtl });
   const { raw } = await openInRoom(t, a);
   // The handler's publish, then this process stalls past two thirds of the lease before the store's queue goes out.
