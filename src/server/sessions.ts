@@ -235,6 +235,8 @@ interface PendingAppend {
   settled: boolean;
   result: AppendResult | null;
   error: unknown;
+  /** A request's reply whose store answer its ack waits for (SessionBinding.request): called once it settles. */
+  stored?: () => void;
 }
 
 /** Entry's rarely used fields (Entry.rare). */
@@ -982,7 +984,7 @@ export class Sessions<Auth = unknown> {
   /**
    * The store refused a fan-out made here: its fence (FanOutFence: another node attached the request's session since
    * and took its count over, this process having stalled past its lease, so the request ran again there and made its
-   * fan-out there), or its age (queued two thirds of a lease: the Redis store's own queue); it reached no session. R12: one dead letter (reason
+   * fan-out there), or its age (one without a fence, queued two thirds of a lease: the Redis store's own queue); it reached no session. R12: one dead letter (reason
    * `fanout`, session `*`: its members are not known here), never a silent drop nor a second push. Not a failure of
    * the store: nothing goes unpersisted, and no failure is counted.
    */
@@ -1120,11 +1122,13 @@ export class Sessions<Auth = unknown> {
           item.settled = true;
           item.result = r;
           this.flushAppends(entry);
+          item.stored?.();
         },
         (err: unknown) => {
           item.settled = true;
           item.error = err ?? new Error('session store append failed');
           this.flushAppends(entry);
+          item.stored?.();
         },
       );
     }
@@ -1220,9 +1224,12 @@ export class Sessions<Auth = unknown> {
     void binding.connection.close(1011, 'session lease lapsed');
   }
 
-  /** @internal Request `cseq` ran here and sent no reply in its handler's turn: a duplicate of it is answered at once (not `pending`). */
-  requestEnded(entry: Entry<Auth>, cseq: number): void {
-    if (entry.unpersisted) return;
+  /**
+   * @internal Request `cseq` ran here and sent no reply in its handler's turn: a duplicate of it is answered at once
+   * (not `pending`). Returns, for an async store, when the store has answered (its ack waits for it), else null.
+   */
+  requestEnded(entry: Entry<Auth>, cseq: number): Promise<void> | null {
+    if (entry.unpersisted) return null;
     const sync = this.sync;
     if (sync !== null) {
       try {
@@ -1230,10 +1237,10 @@ export class Sessions<Auth = unknown> {
       } catch (err) {
         this.reportFailure('endRequest', entry.id, err);
       }
-      return;
+      return null;
     }
     // Failing, a duplicate elsewhere waits for it up to a lease, then runs it again (docs/sessions.md): counted only.
-    this.store.endRequest(entry.id, cseq).catch((err: unknown) => this.reportFailure('endRequest', entry.id, err));
+    return this.store.endRequest(entry.id, cseq).catch((err: unknown) => this.reportFailure('endRequest', entry.id, err));
   }
 
   private overflowed(entry: Entry<Auth>, kind: 'overflow' | 'memory' | 'evicted', detail: string): void {
@@ -1730,6 +1737,8 @@ class BindingRare {
   gapReader: MachineRunner<GapReaderMachine> | null = null;
   requests: Promise<void> | null = null;
   waiting = 0;
+  /** With an async store: the highest request whose outcome (reply, or its end) the store has answered; -1 untracked (SessionBinding.ackTo). */
+  stored = -1;
 }
 
 /**
@@ -2014,6 +2023,8 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
    */
   private queueRequest(cseq: number, verdict: Promise<RequestVerdict> | null, counting: boolean, payload: Buffer, isBinary: boolean): void {
     const entry = this.entry!;
+    // An async store: acks wait for the store's answer to each request's outcome (ackTo); from the position attached.
+    if (this.sessions.sync === null && this.more.stored < 0) this.more.stored = this.lastRun;
     if (counting) (entry.counting ??= new Map()).set(cseq, (entry.counting.get(cseq) ?? 0) + 1);
     const uncount = (): void => {
       if (!counting) return;
@@ -2191,10 +2202,25 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
           RUNNING.owner = outerOwner;
         }
         // No reply in its turn: the store is told, so that a duplicate elsewhere is answered at once, not waited for.
-        if (!this.replied && !this.local) this.sessions.requestEnded(entry, cseq);
+        const ended = !this.replied && !this.local ? this.sessions.requestEnded(entry, cseq) : null;
         if (!this.live || this.phase !== 'attached') return;
         if (cseq > this.lastRun) this.lastRun = cseq;
-        this.scheduleAck();
+        const rare = this.rare;
+        if (rare === null || rare.stored < 0 || this.local) return this.scheduleAck();
+        // The ack tells the client it may forget the request: not before its outcome is in the store. Sent earlier,
+        // a process frozen (or killed) with the reply and the fan-outs still in its store's queue had acknowledged a
+        // request whose count stayed its own and unfinished: the client, resuming elsewhere, did not re-send it, so
+        // the other process ran the later ones without waiting for it, and its push came after theirs when the frozen
+        // one continued (out of order), or never (killed).
+        const stored = (): void => {
+          if (cseq > rare.stored) rare.stored = cseq;
+          this.scheduleAck();
+        };
+        if (ended !== null) return void ended.then(stored);
+        const q = entry.appends;
+        const reply = q !== null && q.length > entry.appendHead ? q[q.length - 1] : undefined;
+        if (reply !== undefined && reply.cseq === cseq && !reply.settled) reply.stored = stored;
+        else stored();
         return;
       }
       case 'duplicate':
@@ -2474,10 +2500,20 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
     if (this.live) this.connection.writer.send(frame, false);
   }
 
+  /**
+   * The cseq the next ack may name: the last request run here, or, with an async store, the last whose outcome the
+   * store has answered (BindingRare.stored); local (unpersisted), the last run.
+   */
+  private get ackTo(): number {
+    const rare = this.rare;
+    return rare === null || rare.stored < 0 || this.local ? this.lastRun : Math.min(this.lastRun, rare.stored);
+  }
+
   private scheduleAck(): void {
+    const to = this.ackTo;
     // Acknowledged already (with its reply: `write`).
-    if (this.lastRun <= this.lastAcked) return;
-    if (this.lastRun - this.lastAcked >= this.sessions.options.ackEvery) return this.sendAck();
+    if (to <= this.lastAcked) return;
+    if (to - this.lastAcked >= this.sessions.options.ackEvery) return this.sendAck();
     // In two halves (`fire`): after the first the ack is due, and the next reply carries it (`write`); only a client
     // that sends nothing in the second half gets it alone, ackDelay after the first unacknowledged request as before.
     // A client slower than ackEvery requests per ackDelay (most) then gets its acks with its replies, not in writes of
@@ -2488,9 +2524,10 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
   private sendAck(): void {
     timerWheel.cancel(this);
     this.ackDue = false;
-    if (this.lastRun <= this.lastAcked || !this.live) return;
-    this.lastAcked = this.lastRun;
-    this.writeControl(encodeServerAck(this.lastRun));
+    const to = this.ackTo;
+    if (to <= this.lastAcked || !this.live) return;
+    this.lastAcked = to;
+    this.writeControl(encodeServerAck(to));
   }
 
   private violation(message: string): void {

@@ -471,6 +471,48 @@ test("a node frozen past the lease with a publish already handed to its Redis co
   assert.deepEqual([b.sessionLetters, a.deadLetters, b.deadLetters], [[], [], []], 'no other dead letter');
 });
 
+test("a request is acknowledged only once the store has its outcome: A, frozen with the reply and the publish of a request it ran still on its Redis wire, has not acknowledged it, so the client re-sends it on B, which waits for it: every push once and in order", async (t) => {
+  // Seen in test/cli/sessions-redis.test.ts (a worker SIGSTOPped 20 s, beside test/server/sessions*): one client's push
+  // p4 came after p5 and p6. Reproduced here: A acknowledged the request (its ack timer) while its reply and publish
+  // were still on the way to Redis, so the client, resuming on B, did not re-send it; its count stayed A's, B did not
+  // wait for it and ran the next request first, and when A continued its push landed after the next one's. Had A died
+  // instead, that reply and push were lost.
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-ack`;
+  const wire = await holdingWire(t, redis.port);
+  // A's commandTimeout well past the wait below (a batch held that long would fail: the session unpersisted, local),
+  // and a lease B does not see pass on a loaded machine (it would take A's count over and run request 2 again).
+  const a = await node(t, redis.url, prefix, 'node-a', (o) => new GatedStore({ ...o, url: wire.url }), { commandTimeout: 120_000, leaseTtl: 120_000 });
+  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl: 120_000 });
+  const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
+  // A counts request 2 and runs it while the wire holds what it sends after: its reply and its publish.
+  a.store.hold();
+  onA.request(PUBLISH);
+  await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
+  wire.hold();
+  a.store.release();
+  await waitFor(() => a.published.length === 1, 5_000, 'A to run request 2');
+  await waitFor(() => wire.heldText().includes('fanout'), 5_000, "A's publish on the wire");
+  await delay(Math.min(pace.scaled(1_500), 60_000)); // the ack timer (ackDelay 1 s) has fired by now
+  const acked = Math.max(0, ...onA.frames.flatMap((f) => (f.kind === 'ack' ? [f.cseq] : [])));
+  assert.ok(acked < 2, `request 2 acknowledged (ack ${acked}) while its outcome was not in the store`);
+
+  // The client gives up on A and resumes on B, re-sending what is unacknowledged (as the client does), then request 3.
+  onA.ws.terminate();
+  const onB = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
+  assert.equal(onB.attached().cseq, 0);
+  for (let c = acked + 1; c <= 2; c++) onB.request(PUBLISH, c);
+  onB.request({ ...PUBLISH, someOtherThing: 'p3' }, 3);
+  await delay(pace.scaled(300)); // B would run 3 now, were it not waiting on 2
+  wire.release(); // A continues: its reply and publish reach Redis
+  const pushes = (): string[] => onB.data().filter((m) => m.payload.startsWith('{"command":"publish"')).map((m) => (JSON.parse(m.payload) as { someOtherThing: string }).someOtherThing);
+  await waitFor(() => pushes().length >= 2, 10_000, 'the pushes of 2 and 3 on B');
+  await delay(300); // a second push would show by now
+  assert.deepEqual(pushes(), ['p1', 'p3'], 'each push once, in request order');
+  assert.deepEqual([a.published.length, b.published.length], [1, 1], '2 ran on A only, 3 on B');
+});
+
 test("a fan-out the store holds back by its age (this process stalled two thirds of a lease with it still queued) is refused: one dead letter (fanout), and the member sessions here stay persisted, not unpersisted as after a store failure", async (t) => {
   // Seen in the frozen-worker CLI test under load: the age refusal was a store failure, so every member session the
   // frozen worker ran went unpersisted; an unpersisted session's connection runs its requests itself, and at SIGCONT
