@@ -9,6 +9,7 @@
  *   node --import tsx bench/instructions.ts --workload heartbeat [--connections 200] [--ping 500] [--seconds 10] [--rounds 2]
  *   … --sessions memory   (ws-supervisor sessions off vs on, every client opted in: bench/lib/session-client.ts)
  *   … --node-flags=--single-threaded --warmup 50   (callgrind: flags for the server's node; requests per connection before counting, default 10)
+ *   … --port 19700   (the first server's port, each run the next: two checkouts benching at once need their own)
  *
  * A/B of a change to the session path (callgrind): `--sessions memory --connections 1 --requests 5000 --warmup 20000`.
  * One connection makes every request the same work in a turn of its own (with 50, how many share a read and a turn
@@ -62,6 +63,7 @@ const { values } = parseArgs({
     'node-flags': { type: 'string' },
     ping: { type: 'string', default: '500' },
     seconds: { type: 'string', default: '10' },
+    port: { type: 'string', default: '19700' },
   },
 });
 const WORKLOAD = values.workload;
@@ -88,7 +90,7 @@ if (SESSIONS !== undefined) process.env.WS_SUP_BENCH_ACK_DELAY ??= '600000';
  * threads, whose work lands in the count at moments that vary from run to run).
  */
 const NODE_FLAGS = (values['node-flags'] ?? '').split(/\s+/).filter((f) => f !== '');
-/** --warmup: requests per connection (reqres) before the counting starts under callgrind. Default 10. */
+/** --warmup: requests per connection (reqres) before the counting starts under callgrind. Default 10 (then at most --requests); a given one is used as given (it was capped at --requests: `--requests 5000 --warmup 20000` warmed up with 5,000). */
 const WARMUP = values.warmup === undefined ? 10 : Number(values.warmup);
 const serverArgs = (kind: string, port: number): string[] => [
   ...NODE_FLAGS,
@@ -143,7 +145,7 @@ if (TOOL === 'callgrind' && !hasCallgrind) {
 const pin = (cpu: number, cmd: string[]): string[] =>
   spawnSync('taskset', ['-c', '0', 'true']).status === 0 ? ['taskset', '-c', String(cpu), ...cmd] : cmd;
 
-async function load(kind: string, port: number, requests: number, between?: { before(): void; after(): void }): Promise<void> {
+async function load(kind: string, port: number, requests: number, between?: { before(): Promise<void>; after(): void }): Promise<void> {
   const clients: LoadClient[] = [];
   for (let i = 0; i < N; i++) clients.push(await connect(kind, port));
   const sender = WORKLOAD === 'broadcast' ? await connect(kind, port) : null;
@@ -181,8 +183,8 @@ async function load(kind: string, port: number, requests: number, between?: { be
     );
   if (between) {
     // Warm-up, not counted (a broadcast run is short: as many bursts again, so the JIT has settled).
-    await run(sender ? requests : Math.min(WARMUP, requests));
-    between.before();
+    await run(sender ? requests : values.warmup === undefined ? Math.min(WARMUP, requests) : WARMUP);
+    await between.before();
   }
   await run(requests);
   between?.after();
@@ -191,7 +193,7 @@ async function load(kind: string, port: number, requests: number, between?: { be
 }
 
 /** heartbeat: N idle connections; warm-up, then `between.before()`, SECONDS of pings, `between.after()`. Resolves with the pings in between. */
-async function heartbeatLoad(port: number, between: { before(): void; after(): void }): Promise<number> {
+async function heartbeatLoad(port: number, between: { before(): Promise<void>; after(): void }): Promise<number> {
   const clients: WebSocket[] = [];
   let counting = false;
   let pings = 0;
@@ -206,7 +208,7 @@ async function heartbeatLoad(port: number, between: { before(): void; after(): v
   }
   const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
   await sleep(SECONDS * 1000); // warm-up: every connection pinged several times, the JIT settled
-  between.before();
+  await between.before();
   counting = true;
   await sleep(SECONDS * 1000);
   counting = false;
@@ -222,7 +224,7 @@ async function heartbeatLoad(port: number, between: { before(): void; after(): v
  * and the session path has more code to tier up), which the steady state of a long run does not: on this machine it
  * was 1–15 k instructions per request and moved by several k from run to run, more than the differences looked for.
  */
-async function callgrindInstructions(kind: string, requests: number, port: number): Promise<{ total: number; compile: number; messages: number }> {
+async function callgrindInstructions(kind: string, requests: number, port: number): Promise<{ total: number; compile: number; gc: number; messages: number }> {
   const out = join(mkdtempSync(join(tmpdir(), 'ws-sup-callgrind-')), 'callgrind.out');
   const server = spawn(
     'valgrind',
@@ -239,7 +241,7 @@ async function callgrindInstructions(kind: string, requests: number, port: numbe
     const r = spawnSync('callgrind_control', [flag, String(server.pid)], { encoding: 'utf8' });
     if (r.status !== 0 || !/OK/.test(r.stdout)) throw new Error(`callgrind_control ${flag} ${server.pid}: ${r.stdout} ${r.stderr}`);
   };
-  const between = { before: () => control('--instr=on'), after: () => control('--instr=off') };
+  const between = { before: async (): Promise<void> => control('--instr=on'), after: () => control('--instr=off') };
   let messages = PER_RUN;
   if (WORKLOAD === 'heartbeat') messages = await heartbeatLoad(port, between);
   else await load(kind, port, requests, between);
@@ -248,19 +250,33 @@ async function callgrindInstructions(kind: string, requests: number, port: numbe
   await exited;
   const totals = /^totals:\s+(\d+)/m.exec(readFileSync(out, 'utf8'));
   if (!totals) throw new Error(`no totals in ${out}`);
-  return { total: Number(totals[1]), compile: compilerInstructions(out), messages };
+  console.log(`${kind}: callgrind output ${out} (per function: callgrind_annotate ${out})`);
+  return { total: Number(totals[1]), ...compilerAndGcInstructions(out), messages };
 }
 
-/** Instructions callgrind_annotate puts in V8's optimizing compiler (0 if callgrind_annotate is missing). */
-function compilerInstructions(out: string): number {
+/**
+ * V8's garbage collector, by the names callgrind_annotate gives its functions: scavenges, marking (concurrent and on
+ * the main thread), sweeping, evacuation, and the slot and page bookkeeping around them.
+ */
+const GC_FUNCTION = /v8::internal::(Scavenge|MarkCompact|Marking|MainMarking|ConcurrentMarking|Sweeper|MinorMarkCompact|Heap::|MemoryChunk|MemoryAllocator|PagedSpace|Evacuat|FullEvacuator|RecordMigrated|IncrementalMarking|RootScavengeVisitor|IterateObjectCache|GlobalHandles|SlotSet|RememberedSet|TypedSlot|ArrayBufferSweeper|PointersUpdating|LiveObject|WeakObjects|ExternalStringTable|MarkingBarrier|GCTracer)|heap::base::|cppgc::|BodyDescriptorBase|MarkingVisitorBase|std::__detail::_Map_base<v8::internal::MemoryChunk/;
+
+/**
+ * Instructions callgrind_annotate puts in V8's optimizing compiler, and in its garbage collector (0 if
+ * callgrind_annotate is missing). A major GC is ~100 M instructions here: one falls in a 10,000-request window or not
+ * by chance (~10 k per request when it does), as TurboFan's jobs do; the figure without either is the steadiest.
+ */
+function compilerAndGcInstructions(out: string): { compile: number; gc: number } {
   const r = spawnSync('callgrind_annotate', ['--threshold=100', out], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
-  if (r.status !== 0) return 0;
-  let n = 0;
+  if (r.status !== 0) return { compile: 0, gc: 0 };
+  let compile = 0;
+  let gc = 0;
   for (const line of r.stdout.split('\n')) {
     const m = /^\s*([\d,]+) \([^)]*\)\s+(.*)$/.exec(line);
-    if (m && m[2]!.includes('v8::internal::compiler::')) n += Number(m[1]!.replace(/,/g, ''));
+    if (m === null || m[2]!.includes('PROGRAM TOTALS')) continue;
+    if (m[2]!.includes('v8::internal::compiler::')) compile += Number(m[1]!.replace(/,/g, ''));
+    else if (GC_FUNCTION.test(m[2]!)) gc += Number(m[1]!.replace(/,/g, ''));
   }
-  return n;
+  return { compile, gc };
 }
 
 async function instructions(kind: string, requests: number, port: number): Promise<number> {
@@ -289,17 +305,23 @@ if (spawnSync('taskset', ['-c', '0', 'true']).status === 0) spawnSync('taskset',
 const perRequest: Record<string, number[]> = Object.fromEntries(KINDS.map((k) => [k, []]));
 /** callgrind: per request without the optimizing compiler's instructions (callgrindInstructions). */
 const steady: Record<string, number[]> = Object.fromEntries(KINDS.map((k) => [k, []]));
-let port = 19_700;
+/** callgrind: per request without the optimizing compiler's nor the garbage collector's instructions. */
+const mutator: Record<string, number[]> = Object.fromEntries(KINDS.map((k) => [k, []]));
+/** --port: the first server's port (each run takes the next); another checkout's bench on the same machine needs its own. */
+let port = Number(values.port);
 for (let round = 0; round < ROUNDS; round++) {
   for (const kind of KINDS) {
     let per: number;
     let compile = 0;
+    let gc = 0;
     if (TOOL === 'callgrind') {
       const c = await callgrindInstructions(kind, K, port++);
       per = c.total / c.messages;
       compile = c.compile / c.messages;
+      gc = c.gc / c.messages;
       if (WORKLOAD === 'heartbeat') console.log(`round ${round + 1} ${kind.padEnd(10)} ${c.messages} pings in ${SECONDS} s counted (${N} connections, ${PING_MS} ms interval)`);
       steady[kind]!.push(per - compile);
+      mutator[kind]!.push(per - compile - gc);
     }
     else {
       const base = await instructions(kind, 0, port++);
@@ -309,7 +331,7 @@ for (let round = 0; round < ROUNDS; round++) {
     perRequest[kind]!.push(per);
     console.log(
       `round ${round + 1} ${kind.padEnd(10)} ${(per / 1000).toFixed(1)} k instructions per ${WHAT}` +
-        (TOOL === 'callgrind' ? ` (${((per - compile) / 1000).toFixed(1)} k without the ${(compile / 1000).toFixed(1)} k of TurboFan compiling)` : ''),
+        (TOOL === 'callgrind' ? ` (${((per - compile) / 1000).toFixed(1)} k without the ${(compile / 1000).toFixed(1)} k of TurboFan compiling; ${((per - compile - gc) / 1000).toFixed(1)} k without it and the ${(gc / 1000).toFixed(1)} k of GC)` : ''),
     );
   }
 }
@@ -319,4 +341,5 @@ console.log(
 );
 if (TOOL === 'callgrind' && steady[KINDS[0]!]!.length > 0) {
   console.log(`without TurboFan compiling: ${KINDS[1]}/${KINDS[0]} = ${(median(steady[KINDS[1]!]!) / median(steady[KINDS[0]!]!)).toFixed(3)}× (medians ${(median(steady[KINDS[1]!]!) / 1000).toFixed(1)} k / ${(median(steady[KINDS[0]!]!) / 1000).toFixed(1)} k)`);
+  console.log(`without TurboFan compiling and GC: ${KINDS[1]}/${KINDS[0]} = ${(median(mutator[KINDS[1]!]!) / median(mutator[KINDS[0]!]!)).toFixed(3)}× (medians ${(median(mutator[KINDS[1]!]!) / 1000).toFixed(1)} k / ${(median(mutator[KINDS[0]!]!) / 1000).toFixed(1)} k)`);
 }

@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { writeHeapSnapshot } from 'node:v8';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
-import { processStats, startSystem } from './lib/systems.ts';
+import { processStats, startSystem, trace } from './lib/systems.ts';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -61,6 +61,13 @@ createInterface({ input: process.stdin }).on('line', (line) => {
     (globalThis as { gc?: () => void }).gc?.();
     console.log(`snapshot ${writeHeapSnapshot(cmd.slice(9))}`);
   } else if (cmd === 'cut') console.log(`cut ${cut()}`);
+  else if (cmd === 'trace' || cmd.startsWith('trace ')) {
+    // BENCH_TRACE=1 (bench/broadcast-trace.ts): the timeline so far, into the file named (not on stdout, where
+    // --trace-gc-nvp's lines would cut into it), then it starts over.
+    if (cmd.length > 6) writeFileSync(cmd.slice(6), JSON.stringify(trace));
+    console.log('trace');
+    trace.broadcasts.length = trace.acks.length = trace.defers.length = trace.gc.length = 0;
+  }
   else if (cmd.startsWith('feed ')) console.log(feed(cmd.slice(5)));
   else if (cmd === 'cpu') {
     const u = process.cpuUsage();

@@ -32,36 +32,44 @@ if (files.length === 0) {
 // the bundles' names (scripts/bundle-tests.mjs puts each under its position); with TEST_TSX=1 the
 // files run in path order (as every run did before the bundles: this list had no effect). The
 // order is each file's time alone, longest first, bundled (`node scripts/time-tests.mjs`, every file
-// of at least 7 s; measured one after another at load 4-8, 2026-12-06, docs/testing.md, "Wall time").
+// of at least 7 s; measured one after another at load 2-12, 2026-12-06 06:58-07:10 UTC, docs/testing.md,
+// "The suite's CPU"; test/server/slow-consumer.test.ts a little earlier than its time alone: its windows
+// grow with the measured pace, so beside two other files it takes 2-3 times as long).
 // A model of the run from those times puts the path-order tail within a few seconds of the ideal
 // longest-first order, so a kept record of the last run's times would not pay for itself; re-rank
 // here when a file's time changes.
 const SLOW_FIRST = [
-  'test/adapter/redis.test.ts',
-  'test/client/browser.test.ts',
   'test/cli/sessions-redis.test.ts',
-  'test/adapter/redis-session-store.test.ts',
+  'test/adapter/redis.test.ts',
+  'test/cli/server.test.ts',
+  'test/client/browser.test.ts',
   'test/pack.test.ts',
+  'test/cli/cluster.test.ts',
+  'test/interop/browser.test.ts',
+  'test/adapter/redis-session-store.test.ts',
   'test/bench.sessions.smoke.test.ts',
   'test/observe/dashboard.test.ts',
   'test/server/slow-consumer.test.ts',
-  'test/server/fairness.test.ts',
+  'test/bench.smoke.test.ts',
   'test/cli/overload.test.ts',
   'test/server/sessions.fanout.test.ts',
-  'test/cli/server.test.ts',
-  'test/bench.smoke.test.ts',
+  'test/server/fairness.test.ts',
+  'test/cli/demo-server.test.ts',
   'test/server/over-budget.test.ts',
-  'test/interop/browser.test.ts',
-  'test/conformance/server-paths.test.ts',
-  'test/machines/connection.machine.test.ts',
-  'test/server/sessions.test.ts',
-  'test/cli/client.test.ts',
-  'test/cli/cluster.test.ts',
   'test/server/sessions.nodes.test.ts',
+  'test/observe/inspector.test.ts',
+  'test/server/sessions.test.ts',
   'test/machines/client.machine.test.ts',
-  'test/client/node.test.ts',
-  'test/interop/go.test.ts',
+  'test/machines/connection.machine.test.ts',
   'test/server/supervisor.lifecycle.test.ts',
+  'test/conformance/server-paths.test.ts',
+  'test/cli/client.test.ts',
+  'test/interop/go.test.ts',
+  'test/client/node.test.ts',
+  'test/cli/limits.test.ts',
+  'test/cli/args.test.ts',
+  'test/interop/python.test.ts',
+  'test/machines/session.machine.test.ts',
   'test/docs.snippets.test.ts',
 ];
 const rank = (f) => {

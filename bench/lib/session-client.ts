@@ -14,8 +14,8 @@
  *     a skipped seq is an integrity failure (counted as a gap);
  *   - cumulative acks every 32 data frames (the first after a random 1…32, so
  *     clients that get the same broadcasts do not all ack after the same one)
- *     or within 1 s of the first unacknowledged one, at the next tick of the
- *     client's own 1 s ack clock (its phase random, likewise; client options
+ *     or within 5 s of the first unacknowledged one, at the next tick of the
+ *     client's own 5 s ack clock (its phase random, likewise; client options
  *     `session.ackEvery` / `ackDelay` of src/client/client.ts, `scheduleAck`);
  *     a due ack rides the next request, ack frame then request in one socket
  *     write (cork), or goes alone at its bound: the end of the turn when due by
@@ -28,10 +28,12 @@
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import { decodeServerFrame, encodeClientAck, encodeOpen, encodeResume } from '../../src/protocol/session.ts';
+import { CLIENT_DEFAULTS } from '../../src/client/client.ts';
 import type { BenchClient } from './harness.ts';
 
-export const ACK_EVERY = 32;
-export const ACK_DELAY_MS = 1000;
+/** The Node client's defaults, so the stand-in cannot drift from them. */
+export const ACK_EVERY = CLIENT_DEFAULTS.session.ackEvery;
+export const ACK_DELAY_MS = CLIENT_DEFAULTS.session.ackDelay;
 /** The ack delay in use: ACK_DELAY_MS, unless WS_SUP_BENCH_ACK_DELAY says otherwise (bench/instructions.ts --sessions). */
 const ackDelayMs = (): number => Number(process.env.WS_SUP_BENCH_ACK_DELAY ?? ACK_DELAY_MS);
 

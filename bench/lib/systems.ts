@@ -97,6 +97,7 @@ export async function startSupervisor(o: SystemOptions): Promise<RunningSystem> 
   if (onOpen) demo.supervisor.on('connection', () => onOpen());
   if (onClose) demo.supervisor.on('close', (_c, closure) => onClose(closure.cause));
   const sessions = demo.supervisor.sessions;
+  if (process.env.BENCH_TRACE === '1') traceSupervisor(demo.supervisor);
   return {
     port: demo.address.port,
     connections: () => demo.supervisor.size,
@@ -269,4 +270,47 @@ export function processStats(connections: number): ServerStats {
     resources,
     connections,
   };
+}
+
+/**
+ * With BENCH_TRACE=1 (bench/broadcast-trace.ts only: it wraps a method per call): a timeline of the
+ * server, on the clock both processes share (performance.timeOrigin + now, ms): each broadcast call's
+ * start and end (the sessions' fan-out runs inside it; the hub's slices may run on after it) and the
+ * readers the fair scheduler had deferred at its start, each session ack the store was given
+ * (in-memory store), each reader deferred, each GC (start, duration, kind). `trace <file>` writes
+ * it and starts over.
+ */
+export const trace = {
+  broadcasts: [] as Array<[number, number, number]>,
+  acks: [] as number[],
+  defers: [] as number[],
+  gc: [] as Array<[number, number, number]>,
+};
+function traceSupervisor(supervisor: Awaited<ReturnType<typeof startDemoServer>>['supervisor']): void {
+  const at = (): number => performance.timeOrigin + performance.now();
+  const scheduler = (supervisor as unknown as { scheduler: { deferred: number; defer(r: unknown): void } }).scheduler;
+  const defer = scheduler.defer.bind(scheduler);
+  scheduler.defer = (r: unknown) => {
+    trace.defers.push(at());
+    defer(r);
+  };
+  const broadcast = supervisor.broadcast.bind(supervisor);
+  supervisor.broadcast = ((...args: Parameters<typeof broadcast>) => {
+    const t = at();
+    const waiting = scheduler.deferred;
+    const r = broadcast(...args);
+    trace.broadcasts.push([t, at(), waiting]);
+    return r;
+  }) as typeof broadcast;
+  const sync = supervisor.sessions?.sync as { ack?: (...a: unknown[]) => unknown } | null | undefined;
+  if (sync?.ack) {
+    const ack = sync.ack;
+    sync.ack = (...a: unknown[]) => {
+      trace.acks.push(at());
+      return ack(...a);
+    };
+  }
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) trace.gc.push([performance.timeOrigin + e.startTime, e.duration, ((e as unknown as { detail?: { kind?: number } }).detail?.kind ?? 0)]);
+  }).observe({ entryTypes: ['gc'] });
 }

@@ -87,7 +87,7 @@ export interface ClientOptions {
    * order, unanswered requests re-sent and run once — or learns why it could
    * not (`resume` event, `client.resumed`, `client.resumeReason`). `true`, or
    * the acknowledgement cadence: `ackEvery` messages (default 32) or
-   * within `ackDelay` ms of the first unacknowledged one (default 1000; at
+   * within `ackDelay` ms of the first unacknowledged one (default 5000; at
    * the next tick of the client's own ack clock, whose phase is random). A
    * due ack rides the next request, in the same socket write (within 1.5 ×
    * ackDelay then: docs/sessions.md, "Acknowledgements").
@@ -120,8 +120,12 @@ export const CLIENT_DEFAULTS = {
   backoff: { initialDelay: 500, maxDelay: 30_000, multiplier: 2, maxAttempts: 0, stableAfter: 10_000 },
   offlineBuffer: 100,
   requestTimeout: 10_000,
-  /** As docs/sessions.md, "Acknowledgements": one 25-byte ack per 32 messages, or a second after the first. */
-  session: { ackEvery: 32, ackDelay: 1000, resumeTimeout: 10_000 },
+  /**
+   * As docs/sessions.md, "Acknowledgements": one 25-byte ack per 32 messages, or five seconds after the first. The count
+   * bounds what an attached session holds whatever the delay; the delay only clears a slow stream's few messages, and
+   * each ack is a frame the server reads on its own (a second made a 5,000-receiver broadcast stream cost 5,000 acks a second).
+   */
+  session: { ackEvery: 32, ackDelay: 5000, resumeTimeout: 10_000 },
 } as const;
 
 /** What a platform hands the client: its provided machine and how to write to the current connection. */

@@ -262,6 +262,17 @@ function canonicalAck(data: string | Uint8Array, prefix: string): number {
   return Number.isSafeInteger(n) ? n : -1;
 }
 
+/**
+ * Whether `data` (a text frame's bytes) is a client's ack as encodeClientAck
+ * writes it: the server takes such a frame at once even past its turn's
+ * budget (src/server/reader.ts, `message`), as its handling costs less than
+ * deferring it. Any other spelling of an ack is an ack too, only not taken
+ * early.
+ */
+export function isClientAck(data: Uint8Array): boolean {
+  return canonicalAck(data, CLIENT_ACK_PREFIX) !== -1;
+}
+
 // ---------------------------------------------------------------------------
 // What the server receives
 

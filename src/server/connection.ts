@@ -24,6 +24,7 @@ import { readerActor, SocketReader } from './reader.ts';
 import { MachineRunner, type ActorParent, type HostedActor, type RunnerConfig, type RunnerHost } from './runner.ts';
 import type { SocketIO } from './socket-io.ts';
 import type { JsonValue, ResumeFailureReason } from '../adapter/session-store.ts';
+import { isClientAck } from '../protocol/session.ts';
 import { SendQueue, writerActor, type DeadLetterReason, type DeadLetterSink, type Outbound, type SendQueueLimits } from './writer.ts';
 
 /**
@@ -403,6 +404,11 @@ export class Connection<Auth = unknown> implements SocketIO, RunnerHost, DeadLet
   onMessage(data: Buffer, isBinary: boolean): void {
     if (this.sessionBinding !== null) return this.sessionBinding.receive(data, isBinary);
     this.shared.hooks.onMessage(this, data, isBinary);
+  }
+
+  /** @internal A session's ack (SocketIO.prompt): taken by the reader at once, not deferred to a later turn. */
+  prompt(data: Buffer, isBinary: boolean): boolean {
+    return this.sessionBinding !== null && !isBinary && isClientAck(data);
   }
 
   /** @internal A session request to run (once: src/server/sessions.ts decided). */

@@ -14,7 +14,9 @@
  * pong costs 1 unit plus 1 per KiB. Beyond that, the reader holds `ws`'s parser after the message that
  * crossed the share (src/server/ws-internals.ts, item 4): the frames behind it
  * stay bytes, `ws` stops taking chunks and pauses the socket (backpressure to
- * the peer, TCP does the rest). On later turns, round-robin with the other
+ * the peer, TCP does the rest). A message with nothing behind it in `ws`
+ * (the usual deferred one: a peer with one request in flight) is deferred
+ * without a hold; the peer's next frame before its turn installs it. On later turns, round-robin with the other
  * deferred readers, that message is delivered and the parser goes on, up to
  * the share each turn. Nothing is dropped or reordered. The two phases: the
  * poll phase reads the sockets that have data (under a fresh budget after each

@@ -1958,15 +1958,18 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
     const entry = this.entry;
     // The reply of a request the store counted goes to the store even once this copy of the session is gone (dropped:
     // another process holds it, and waits for this reply; `append` then accepts it from the process that counted it).
-    if (entry === null || (entry.ended && this.running === 0)) return false;
+    // Which request runs now, read once (RUNNING): every test below and the append need it.
+    const running = RUNNING.binding === this ? RUNNING.cseq : 0;
+    if (entry === null || (entry.ended && running === 0)) return false;
     // The route of the session, a reply of a request running here, or the application answering on a connection
     // that has closed since (a reply outlives its connection: the session keeps it). Anything else on a connection
     // taken over but not yet closed is refused: the application's send to the connection it had, not to the session.
     // (Broadcasts never come this way: the supervisor appends them to the sessions at the call, `broadcastSessions`,
     // `broadcastFiltered`, so a fan-out that reaches the old connection late cannot add a copy nor skip the session.)
-    if (entry.routed !== this.connection && this.live && this.running === 0) return false;
-    if (this.running !== 0) this.replied = true;
-    this.sessions.append(entry, data, binary, this.running);
+    if (running === 0) {
+      if (entry.routed !== this.connection && this.live) return false;
+    } else this.flags |= REPLIED;
+    this.sessions.append(entry, data, binary, running);
     return true;
   }
 
@@ -1980,6 +1983,8 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
 
   /** Connection.onMessage on a session connection. */
   receive(data: Buffer, isBinary: boolean): void {
+    // The usual frame first, in one test of the flags: a request (`<cseq>:`, never `{`) on an attached connection.
+    if ((this.flags & PHASE_MASK) === ATTACHED_BITS && (isBinary || data[0] !== OPEN_BRACE)) return this.dataFrame(data, isBinary);
     const phase = this.phase;
     if (phase === 'attaching') {
       // A heartbeat is answered at once (the store may take a while); everything else waits for `attached`.
@@ -1990,7 +1995,11 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
     if (phase === 'left') return;
     if (!isBinary && data[0] === OPEN_BRACE) return this.control(data);
     if (phase === 'awaiting') return this.violation('the first frame of a session connection must be {"session":"open"} or {"session":"resume",…}');
-    // A data frame: `<cseq>:<payload>`; the payload is a view of the frame, not a copy.
+    this.dataFrame(data, isBinary);
+  }
+
+  /** A data frame on an attached connection: `<cseq>:<payload>`; the payload is a view of the frame, not a copy. */
+  private dataFrame(data: Buffer, isBinary: boolean): void {
     const d = decodeBinaryData(data);
     if (!d.ok) return this.violation(d.error);
     const entry = this.entry!;
@@ -2192,7 +2201,7 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
         // Counted by the store for this process: the fan-outs of its turn carry the count.
         RUNNING.fence = admitted ? entry.id : null;
         RUNNING.owner = this.sessions;
-        this.replied = false;
+        this.flags &= ~REPLIED;
         try {
           this.connection.runHandler(payload, isBinary);
         } finally {
@@ -2202,8 +2211,8 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
           RUNNING.owner = outerOwner;
         }
         // No reply in its turn: the store is told, so that a duplicate elsewhere is answered at once, not waited for.
-        const ended = !this.replied && !this.local ? this.sessions.requestEnded(entry, cseq) : null;
-        if (!this.live || this.phase !== 'attached') return;
+        const ended = (this.flags & (REPLIED | LOCAL)) === 0 ? this.sessions.requestEnded(entry, cseq) : null;
+        if ((this.flags & (LIVE | PHASE_MASK)) !== (LIVE | ATTACHED_BITS)) return;
         if (cseq > this.lastRun) this.lastRun = cseq;
         const rare = this.rare;
         if (rare === null || rare.stored < 0 || this.local) return this.scheduleAck();
@@ -2470,13 +2479,14 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
       // Only while nothing waits in the send queue: what waits there is framed when it leaves, so it must hold the
       // `<seq>:` itself (below). The writer counts `data`'s bytes; its dead letters are the store's (Connection.deadLetter).
       let frame: Buffer;
+      const running = frames === null && RUNNING.binding === this ? RUNNING.cseq : 0;
       if (frames !== null) frame = frames.frame(seq);
-      else if (this.running > this.lastAcked && (this.running - this.lastAcked >= this.sessions.options.ackEvery || this.ackDue)) {
+      else if (running > this.lastAcked && (running - this.lastAcked >= this.sessions.options.ackEvery || this.ackDue)) {
         // The reply of the request that makes the ack due (its count was taken by the store: it has run, and this reply
         // is stored), or any reply once the ack timer is half through, carries the ack in the same write, a second frame
         // after it: no write of its own (docs/sessions.md, "Acknowledgements").
-        frame = seqFrameOf(seq, data, binary, encodeServerAck(this.running), bytes);
-        this.lastAcked = this.running;
+        frame = seqFrameOf(seq, data, binary, encodeServerAck(running), bytes);
+        this.lastAcked = running;
         this.ackDue = false;
         timerWheel.cancel(this); // the ack timer
       } else frame = seqFrameOf(seq, data, binary, null, bytes);

@@ -26,6 +26,13 @@ export interface SocketIO {
   inboundBudget?(bytes: number, control: boolean): string | null;
   /** Inbound data, straight to the application (never through the machine). */
   onMessage(data: Buffer, isBinary: boolean): void;
+  /**
+   * A frame whose handling costs less than deferring it (a session's ack: a
+   * few compares and a trim of the session's buffer, no application code):
+   * the reader takes it at once, not deferred, while the connection's own
+   * share of the turn lasts, even past the turn's budget (src/server/reader.ts).
+   */
+  prompt?(data: Buffer, isBinary: boolean): boolean;
   /** A heartbeat round trip was measured (R4). */
   onRtt(rttMs: number): void;
 }

@@ -12,7 +12,9 @@
  * item 3): one Buffer per frame, written straight to the upgrade socket, and a
  * broadcast is framed once for all its receivers (src/server/hub.ts). It also
  * corks: the first frame a socket gets in an event-loop turn leaves at once
- * (a request's reply is not delayed), a second one in the same turn corks the
+ * (a request's reply is not delayed; on a plain TCP socket with nothing
+ * waiting it goes to the descriptor, not through the socket's Writable:
+ * ws-internals.ts, item 7), a second one in the same turn corks the
  * socket, and every frame after it joins one write when the turn ends (one
  * shared `setImmediate` uncorks every corked socket): ten broadcasts in one
  * turn reach a receiver in two system calls, not ten. (A fan-out once corked
@@ -399,10 +401,13 @@ export class SendQueue {
           this.pushUnconfirmed(data, binary, false, false);
           return;
         }
-        // Hot path: the turn's first frame, nothing unconfirmed and nothing buffered.
+        // Hot path: the turn's first frame, nothing unconfirmed and nothing buffered. On a plain TCP socket it goes
+        // straight to the descriptor (ws-internals.ts, item 7), as the ping does: no write request, no `onwrite`,
+        // no after-write tick; what the kernel does not take at once goes through the stream, after the part that left.
         this.lastTurn = turn;
         armTurnEnd();
-        socket.write(frame);
+        if ((this.state & TO_FD) !== 0) writeNow(socket, frame);
+        else socket.write(frame);
         if (socket.writableLength === 0) this.delivered(data);
         else this.pushUnconfirmed(data, binary, false, false); // the OS took only part of it
       } else {

@@ -65,7 +65,8 @@
  *      peer's last frames and its FIN come within it), then ws pauses it and
  *      TCP pushes back on the peer until the close timeout ends the socket.
  *   7. Node's, not ws's: a plain TCP (or pipe) socket's file descriptor, for
- *      the heartbeat's ping (`writeNow`). A `net.Socket` keeps its libuv handle
+ *      the heartbeat's ping and the first frame a connection writes in a turn
+ *      (a reply, a fan-out's frame: `writeNow`). A `net.Socket` keeps its libuv handle
  *      in `_handle` (a `TCP` or `Pipe` object; TLS has a `TLSWrap` there, whose
  *      bytes must be encrypted, and is never written to this way), and the
  *      handle's `fd` is the descriptor (-1 once closed, and on Windows). While
@@ -85,7 +86,13 @@
  *      2-byte ping (`Writable.write`, `Socket._write`, a write request,
  *      `onwrite` and its after-write tick) is as much again as the JS that
  *      writes it this way, once per connection per ping interval
- *      (docs/performance.md, "Heartbeat, fifth pass").
+ *      (docs/performance.md, "Heartbeat, fifth pass"), and the same work
+ *      around every reply, less `fs.writeSync`'s own trace-event checks
+ *      (docs/performance.md, "Request/response, 2026-12-06").
+ *   8. Node's too: Buffer's own encoders `latin1Write` and `utf8Write`
+ *      (`Encoders`), what `buf.write` calls once it has checked its arguments.
+ *      The frames here are sized first, so the checks are done; the memory
+ *      session store writes its arena with them the same way.
  */
 import type { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
@@ -109,6 +116,20 @@ export function receiverOf(ws: WebSocket): WsReceiver | undefined {
 /** The Receiver's chunk list and its byte count (items 5 and 6): the member names, checked by the test. */
 export const WS_BUFFERS = '_buffers';
 export const WS_BUFFERED_BYTES = '_bufferedBytes';
+
+/**
+ * Whether `ws`'s Receiver has parsed every byte it was given (items 4 and 5:
+ * its `_bufferedBytes` is 0; ws takes a frame's payload out of its chunks
+ * before it emits the message, so from a 'message' listener this says the
+ * message being delivered is the last of what ws has read). The fair
+ * scheduler then defers a peer's message without holding the parser: ws's
+ * loop ends by itself, and the hold is installed if the peer's next bytes
+ * come before its turn (src/server/reader.ts). False when unknown (no
+ * Receiver, or a ws upgrade renamed the member): hold, as before.
+ */
+export function parsedAll(receiver: WsReceiver | undefined): boolean {
+  return receiver !== undefined && (receiver as unknown as Record<string, unknown>)[WS_BUFFERED_BYTES] === 0;
+}
 
 /**
  * Lets go of the backing store of `ws`'s Receiver's chunk list when nothing
@@ -367,6 +388,29 @@ function writeHeader(target: Buffer, opcode: number, n: number): number {
 }
 
 /**
+ * Buffer's own encoders (item 8: on Buffer.prototype since Node 0.x, not in
+ * its typings): `buf.write(s, offset, length, encoding)` is one of these after
+ * checking its arguments (two `validateOffset` calls, each behind Node's
+ * `hideStackFrames` wrapper), which the framing here has done already: a
+ * frame is sized by the string's byte length and written once.
+ */
+export type Encoders = Buffer & {
+  latin1Write(s: string, offset: number, length: number): number;
+  utf8Write(s: string, offset: number, length: number): number;
+};
+
+/**
+ * Writes `s`, `bytes` long in UTF-8, into `target` at `at`. A string of as
+ * many bytes as characters is ASCII (any other character takes 2 to 4
+ * bytes, a lone surrogate 3), whose Latin-1 bytes are its UTF-8 bytes: the
+ * one-byte copy, not the UTF-8 encoder (a JSON reply is ASCII as a rule).
+ */
+function writeText(target: Buffer, s: string, at: number, bytes: number): void {
+  if (bytes === s.length) (target as Encoders).latin1Write(s, at, bytes);
+  else (target as Encoders).utf8Write(s, at, bytes);
+}
+
+/**
  * One whole unmasked data frame (FIN set, RSV bits clear) carrying `data`, as
  * a single Buffer: header and payload together, so it leaves in one write.
  * A string is encoded as UTF-8 straight into the frame (a text frame unless
@@ -378,7 +422,7 @@ export function frameOf(data: string | Buffer, binary: boolean): Buffer {
   if (typeof data === 'string') {
     const n = Buffer.byteLength(data);
     const frame = Buffer.allocUnsafe(headerLength(n) + n);
-    frame.write(data, writeHeader(frame, opcode, n), n, 'utf8');
+    writeText(frame, data, writeHeader(frame, opcode, n), n);
     return frame;
   }
   const n = data.length;
@@ -411,7 +455,7 @@ export function seqFrameOf(seq: number, payload: string | Buffer, binary: boolea
     // A second, short text frame after the first (a session ack): both leave in one write.
     frame[length] = FIN | OPCODE_TEXT;
     frame[length + 1] = then.length;
-    frame.write(then, length + 2, then.length, 'latin1');
+    (frame as Encoders).latin1Write(then, length + 2, then.length);
   }
   const at = writeHeader(frame, opcode, n);
   // Digits from the last one back (integer division is exact below 2^53).
@@ -422,7 +466,7 @@ export function seqFrameOf(seq: number, payload: string | Buffer, binary: boolea
     v = q;
   }
   frame[at + digits] = 0x3a; // ':'
-  if (typeof payload === 'string') frame.write(payload, at + digits + 1, p, 'utf8');
+  if (typeof payload === 'string') writeText(frame, payload, at + digits + 1, p);
   else payload.copy(frame, at + digits + 1);
   return frame;
 }

@@ -28,6 +28,22 @@ import { fileURLToPath } from 'node:url';
 import { buildSync } from 'esbuild';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/**
+ * PACKAGES_INLINED: the packages a child loads (ws, xstate, pino, prom-client,
+ * sirv) are in its bundle, not loaded from node_modules file by file. Node's
+ * module loader resolved, read and compiled each of their files in every child
+ * it started: `--help` took 0.34-0.40 s of CPU with the packages outside, 0.20-0.23
+ * s with them inlined (6 alternating pairs, load ~7; docs/testing.md, "The
+ * suite's CPU, 2026-12-06"). The same
+ * package sources, through the same compiler. What the code loads on demand by
+ * name is still loaded from node_modules at run time: the optional peers
+ * (ioredis, @statelyai/inspect: src/base/optional-peer.ts, createRequire and a
+ * computed import) and ws's optional native add-ons, named here so that the
+ * bundle leaves them to require() as ws does.
+ */
+const NOT_INLINED = ['bufferutil', 'utf-8-validate'];
+/** An ESM bundle of CommonJS packages needs `require` (esbuild's shim calls it for Node's built-ins). */
+const REQUIRE_SHIM = "import { createRequire as __testBundleCreateRequire } from 'node:module'; const require = __testBundleCreateRequire(import.meta.url);";
 const OUT_DIR = join(REPO_ROOT, 'test', '.build');
 const built = new Map<string, string>();
 /** The run of scripts/run-tests.mjs this process belongs to (its bundles are shared), or none. */
@@ -57,7 +73,9 @@ export function compiledEntry(entry: string): string {
       platform: 'node',
       format: 'esm',
       target: 'node20',
-      packages: 'external',
+      // The packages inlined too (PACKAGES_INLINED); require() for the CommonJS ones and for what stays outside.
+      external: NOT_INLINED,
+      banner: { js: REQUIRE_SHIM },
       logLevel: 'error',
     });
   } catch (error) {

@@ -272,6 +272,37 @@ export function pathTitle<E extends EventObject>(i: number, path: { steps: Reado
 }
 
 /**
+ * Paths walked per `test()` by `pathTests`. node:test costs ~1 ms of CPU per test in the file's process
+ * and the runner's (an async-hook resource per test, its events serialized to the runner and formatted
+ * by each reporter): 4,400 empty tests took 4.3 s of CPU under `node --test` with the runner's reporters
+ * here, and the model files register ~11,400 (docs/testing.md, "The suite's CPU, 2026-12-06").
+ */
+export const PATHS_PER_TEST = 100;
+
+/**
+ * Registers one test per PATHS_PER_TEST of `paths` (in order), each walking its paths one after another,
+ * as separate tests would (node:test runs a file's tests one at a time). A path that fails does not stop
+ * the others: the test fails at its end naming every failed path (its title, as a test of its own would
+ * be named) with its error.
+ */
+export function pathTests<P>(paths: readonly P[], title: (i: number, p: P) => string, walk: (p: P, i: number) => Promise<void>): void {
+  for (let from = 0; from < paths.length; from += PATHS_PER_TEST) {
+    const to = Math.min(paths.length, from + PATHS_PER_TEST);
+    test(`paths #${from + 1}–#${to} of ${paths.length}`, async () => {
+      const failed: string[] = [];
+      for (let i = from; i < to; i++) {
+        try {
+          await walk(paths[i]!, i);
+        } catch (err) {
+          failed.push(`${title(i, paths[i]!)}\n${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+        }
+      }
+      if (failed.length > 0) assert.fail(`${failed.length} of ${to - from} paths failed:\n\n${failed.join('\n\n')}`);
+    });
+  }
+}
+
+/**
  * A sample of paths that still takes every transition any candidate takes:
  * greedy set cover, each time the candidate with the most uncovered keys per
  * unit of cost (run time).
@@ -358,15 +389,16 @@ export function coverageSuite<R, X, S extends AnyMachineSnapshot, E extends Even
     /** Walks one path on `run` (a fresh one per path), with every executor and check bound to it; stops it after. */
     execute,
     /**
-     * Registers, for each host, one describe per group of paths, one test per path, each on a fresh
-     * `newRun(host, recorder)` (the recorder is the set of taken transitions on the actor host, undefined on the runner).
+     * Registers, for each host, one describe per group of paths, a test per PATHS_PER_TEST paths (`pathTests`), each
+     * path on a fresh `newRun(host, recorder)` (the recorder is the set of taken transitions on the actor host,
+     * undefined on the runner).
      */
     pathTests(groups: ReadonlyArray<readonly [title: string, paths: ReadonlyArray<TestPath<S, E>>]>, newRun: (host: Host, taken: Set<string> | undefined) => R): void {
       for (const host of ['actor', 'runner'] as const) {
         describe(HOST_TITLES[host], () => {
           for (const [title, paths] of groups) {
             describe(`${title} (${paths.length} paths)`, () => {
-              paths.forEach((path, i) => test(pathTitle(i, path, o.label), () => execute(path, newRun(host, host === 'actor' ? taken : undefined))));
+              pathTests(paths, (i, path) => pathTitle(i, path, o.label), (path) => execute(path, newRun(host, host === 'actor' ? taken : undefined)));
             });
           }
         });

@@ -1,5 +1,7 @@
 /** Shared test fixtures: a supervisor on a loopback http server, clients, waiting. */
+import fs from 'node:fs';
 import http from 'node:http';
+import { syncBuiltinESMExports } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import WebSocket, { type ClientOptions } from 'ws';
 import { createSupervisor, type Supervisor, type SupervisorOptions } from '../../src/index.ts';
@@ -113,23 +115,55 @@ export async function within<T>(p: Promise<T>, ms: number): Promise<T | null> {
   }
 }
 
-/** Counts a server socket's writes (`_write` and `_writev` calls: one system call each when the OS takes it). */
-export function countWrites(socket: unknown): { readonly count: number } {
-  const s = socket as { _write: (...a: unknown[]) => void; _writev?: (...a: unknown[]) => void };
-  const counter = { count: 0 };
+/**
+ * Counts a server socket's writes: `count` every write (one system call each when the OS takes it), `stream` those
+ * through its Writable (`_write` and `_writev` calls), `fd` the frames the server's writer put on its descriptor
+ * with `fs.writeSync` (src/server/ws-internals.ts, item 7: the heartbeat's ping, the first frame of a turn).
+ */
+export function countWrites(socket: unknown): { readonly count: number; readonly stream: number; readonly fd: number } {
+  const s = socket as { _write: (...a: unknown[]) => void; _writev?: (...a: unknown[]) => void; _handle?: { fd?: number } | null };
+  const counter = {
+    stream: 0,
+    fd: 0,
+    get count(): number {
+      return this.stream + this.fd;
+    },
+  };
   const write = s._write;
   s._write = function (this: unknown, ...a: unknown[]) {
-    counter.count++;
+    counter.stream++;
     return write.apply(this, a);
   };
   const writev = s._writev;
   if (writev) {
     s._writev = function (this: unknown, ...a: unknown[]) {
-      counter.count++;
+      counter.stream++;
       return writev.apply(this, a);
     };
   }
+  const fd = s._handle?.fd;
+  if (typeof fd === 'number' && fd >= 0) fdCounters.set(fd, counter);
+  countFdWrites();
   return counter;
+}
+
+/** countWrites' counters by descriptor (a descriptor closed and reused later counts for the last socket asked about). */
+const fdCounters = new Map<number, { fd: number }>();
+let fdWritesCounted = false;
+/**
+ * `fs.writeSync` wrapped once for the process: the writer calls it through its ESM import of `node:fs`, which
+ * `syncBuiltinESMExports` points at the wrapper.
+ */
+function countFdWrites(): void {
+  if (fdWritesCounted) return;
+  fdWritesCounted = true;
+  const original = fs.writeSync;
+  fs.writeSync = function (this: unknown, fd: number, ...rest: unknown[]) {
+    const counter = fdCounters.get(fd);
+    if (counter !== undefined) counter.fd++;
+    return (original as (...a: unknown[]) => number).call(this, fd, ...rest);
+  } as typeof fs.writeSync;
+  syncBuiltinESMExports();
 }
 
 /**

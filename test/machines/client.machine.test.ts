@@ -46,7 +46,7 @@ import {
 import type { ConnectionCommand, ConnectionInput, ConnectionMachine } from '../../machines/connection.machine.ts';
 import { backoffDelay, type BackoffOptions } from '../../machines/backoff.ts';
 import type { Closure } from '../../machines/close-codes.ts';
-import { TimerTableClock, coverageSuite, recordTransitions, pathTitle } from '../helpers/model-coverage.ts';
+import { TimerTableClock, coverageSuite, recordTransitions, pathTests, pathTitle } from '../helpers/model-coverage.ts';
 import {
   ABANDON,
   CLIENT_ID,
@@ -658,11 +658,11 @@ describe('client machine, model-based (R22: backoff, jitter, cap, max attempts, 
   for (const [name, g] of Object.entries(models)) {
     const session = name === 'session';
     describe(`${session ? 'with sessions' : 'without sessions'}: shortest path to every transition (${g.edgePaths.length} paths)`, () => {
-      g.edgePaths.forEach((path, i) => test(pathTitle(i, path, label), () => execute(path, session)));
+      pathTests(g.edgePaths, (i, path) => pathTitle(i, path, label), (path) => execute(path, session));
     });
 
     describe(`${session ? 'with sessions' : 'without sessions'}: every simple path (${g.simplePaths.length} paths)`, () => {
-      g.simplePaths.forEach((path, i) => test(pathTitle(i, path, label), () => execute(path, session)));
+      pathTests(g.simplePaths, (i, path) => pathTitle(i, path, label), (path) => execute(path, session));
     });
   }
 

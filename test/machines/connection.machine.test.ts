@@ -47,7 +47,7 @@ import {
   type WriterEvent,
 } from '../../machines/connection.machine.ts';
 import type { CloseCause, Closure } from '../../machines/close-codes.ts';
-import { TimerTableClock, coverageSuite, recordTransitions, pathTitle, type Host } from '../helpers/model-coverage.ts';
+import { TimerTableClock, coverageSuite, recordTransitions, pathTests, pathTitle, type Host } from '../helpers/model-coverage.ts';
 import {
   HEARTBEAT_OFF,
   HEARTBEAT_TIMINGS,
@@ -669,10 +669,10 @@ describe('connection machine, model-based (R1–R5, R7, R8, R10, R11, R15–R17;
       for (const [heartbeat, kinds] of Object.entries(planned)) {
         const name = heartbeat === 'on' ? 'heartbeat on' : 'heartbeat off (pingInterval 0, R7)';
         describe(`${name}: shortest path to every transition (${kinds.edge.length} paths)`, () => {
-          kinds.edge.forEach((p, i) => test(pathName(i, p.path), () => execute(p, host)));
+          pathTests(kinds.edge, (i, p) => pathName(i, p.path), (p) => execute(p, host));
         });
         describe(`${name}: every simple path (${kinds.simple.length} paths)`, () => {
-          kinds.simple.forEach((p, i) => test(pathName(i, p.path), () => execute(p, host)));
+          pathTests(kinds.simple, (i, p) => pathName(i, p.path), (p) => execute(p, host));
         });
       }
     });

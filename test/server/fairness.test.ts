@@ -12,7 +12,8 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import type { Connection, SupervisorOptions } from '../../src/index.ts';
-import { TurnScheduler } from '../../src/server/scheduler.ts';
+import { TurnScheduler, type Deferrable } from '../../src/server/scheduler.ts';
+import { receiverOf, WS_START_LOOP } from '../../src/server/ws-internals.ts';
 import { encodeFrame, Opcode, rawConnect, type RawWs } from '../helpers/raw-ws.ts';
 import { delay, everyIteration, startSupervisor, waitFor, within } from '../helpers/server.ts';
 
@@ -110,6 +111,31 @@ test('a peer over its share: ws parses none of its further frames until its next
   const most = Math.max(...perTurn.values());
   assert.ok(most <= SHARE, `${most} messages delivered in one turn (share ${SHARE})`);
   assert.ok(perTurn.size >= N / SHARE, `${perTurn.size} turns for ${N} messages at ${SHARE} per turn`);
+});
+
+test("a deferred message with nothing behind it does not hold ws's parser; more bytes from the peer before its turn are held from there on; all answered in order", T, async (t) => {
+  const s = await serve(t, { fairness: { share: 1, turnBudget: 64 } });
+  const peer = await rawConnect(s.port);
+  t.after(() => peer.destroy());
+  await waitFor(() => s.connections.length === 1, 5_000, 'the connection');
+  const connection = s.connections[0]!;
+  const receiver = receiverOf(connection.ws) as unknown as Record<string, unknown>;
+  const ownLoop = (): boolean => Object.prototype.hasOwnProperty.call(receiver, WS_START_LOOP);
+  // Two requests in one write: the second finds the share (1) used and is deferred, and ws has parsed every byte.
+  void peer.write(requests(1, 2));
+  await waitFor(() => peer.texts.length === 2, 5_000, 'two replies');
+  assert.equal(ownLoop(), false, "a lone deferred message left ws's parse loop as it was (no hold installed)");
+  assert.deepEqual(s.delivered.get(connection)!.ids, [1, 2]);
+  const turns = s.delivered.get(connection)!.turns;
+  assert.ok(turns[1]! > turns[0]!, 'the second request waited for a later turn');
+  // Three in one write: the second is deferred with the third still bytes in ws: held, as before.
+  void peer.write(requests(3, 3));
+  await waitFor(() => peer.texts.length === 5, 5_000, 'five replies');
+  assert.equal(ownLoop(), true, "a deferred message with more behind it holds ws's parser");
+  assert.deepEqual(s.delivered.get(connection)!.ids, range(1, 5), 'delivered once each, in order');
+  assert.deepEqual(replyIds(peer), range(1, 5), 'answered once each, in order');
+  const more = s.delivered.get(connection)!.turns.slice(2);
+  assert.equal(new Set(more).size, 3, 'one of the three per turn (share 1)');
 });
 
 test('many peers over their share: one scheduler turn per event-loop iteration, and an iteration does bounded work', T, async (t) => {
@@ -254,4 +280,85 @@ test('a thousand peers whose first messages of a turn arrive at once: past turnT
   assert.ok(admitted < readers.length, `all ${admitted} first messages admitted in one phase (${ms.toFixed(0)} ms)`);
   assert.ok(admitted >= 32, `${admitted} admitted: the first ones of a phase run`);
   assert.ok(admitted <= TURN_TIME / 0.1 + 32, `${admitted} admitted in ${ms.toFixed(0)} ms (turnTime ${TURN_TIME} ms)`);
+});
+
+test("a session's ack past the turn's budget is taken at once, not deferred; one behind a deferred request waits for it, in order", T, async (t) => {
+  // After a fan-out to thousands of sessions (one long turn) their receivers' acks arrive at once, past the phase's
+  // turnTime. Deferred, each made a backlog and a parser hold and queued its reader, and a request read with them (the
+  // next broadcast) waited behind them all, round-robin (docs/performance.md, "The broadcast tail with sessions on").
+  const { MemorySessionStore } = await import('../../src/adapter/memory-session-store.ts');
+  const { decodeServerFrame, encodeTextData } = await import('../../src/protocol/session.ts');
+  const store = new MemorySessionStore();
+  const log: string[] = [];
+  const sync = store.sync!;
+  const ack = sync.ack.bind(sync);
+  sync.ack = (id, seq, ref) => {
+    log.push(`ack ${seq}`);
+    return ack(id, seq, ref);
+  };
+  const srv = await startSupervisor({
+    budget: false,
+    sessions: { store },
+    onMessage(connection, data) {
+      const id = Number(REQUEST_ID.exec(data.toString())?.[1] ?? -1);
+      log.push(`request ${id}`);
+      connection.send(`{"requestID":${id},"success":true}`);
+    },
+  });
+  t.after(() => srv.close());
+  const connections: Connection[] = [];
+  srv.supervisor.on('connection', (c) => connections.push(c));
+  const ws = new WebSocket(`${srv.url}?ws-session=1`);
+  t.after(() => ws.terminate());
+  const seqs: number[] = [];
+  ws.on('message', (d, isBinary) => {
+    const f = decodeServerFrame(isBinary ? (d as Buffer) : d.toString(), isBinary);
+    if (f.kind === 'data') seqs.push(f.seq);
+    else if (f.kind === 'attached') seqs.push(0);
+  });
+  await new Promise((r) => ws.once('open', r));
+  ws.send('{"session":"open"}');
+  await waitFor(() => seqs.length === 1, 5_000, 'attached');
+  srv.supervisor.broadcast('{"command":"broadcast"}');
+  srv.supervisor.broadcast('{"command":"broadcast"}');
+  await waitFor(() => seqs.length === 3, 5_000, 'two broadcasts');
+
+  // Every turn from here is spent (as past turnTime): each message is refused the turn's budget, a connection's own
+  // share untouched. The scheduler's turns go on as ever (its check phase drains what was deferred).
+  await waitFor(() => connections.length === 1, 5_000, 'the connection');
+  const scheduler = connections[0]!.scheduler!;
+  const admit = scheduler.admit.bind(scheduler);
+  const deferred: number[] = [];
+  scheduler.admit = (reader: Deferrable) => {
+    if (reader.fairTurn !== scheduler.turn) {
+      reader.fairTurn = scheduler.turn;
+      reader.fairUsed = 0;
+    }
+    return false;
+  };
+  const defer = scheduler.defer.bind(scheduler);
+  scheduler.defer = (reader: Deferrable) => {
+    deferred.push(scheduler.turn);
+    defer(reader);
+  };
+  t.after(() => {
+    scheduler.admit = admit;
+    scheduler.defer = defer;
+  });
+
+  // An ack alone: taken in the turn it is read, no reader deferred.
+  ws.send('{"session":"ack","seq":1}');
+  await waitFor(() => log.includes('ack 1'), 5_000, 'the ack taken');
+  assert.deepEqual(deferred, [], 'the ack was deferred to a later turn');
+
+  // A request, then an ack, two frames in one write (one read): the request is deferred (it runs the application's code), and the ack
+  // behind it waits in its backlog, taken after it, in order.
+  const socket = (ws as unknown as { _socket: import('node:net').Socket })._socket;
+  socket.cork();
+  ws.send(encodeTextData(1, '{"requestID":7,"command":"work"}'));
+  ws.send('{"session":"ack","seq":2}');
+  socket.uncork();
+  await waitFor(() => log.includes('ack 2'), 5_000, `the second ack taken (log: ${log.join(', ')}; deferred in turns ${deferred.join(', ')})`);
+  assert.equal(deferred.length, 1, 'the request was deferred once, the ack behind it not on its own');
+  assert.deepEqual(log.slice(-2), ['request 7', 'ack 2'], 'the ack taken before the request it came behind');
 });

@@ -51,6 +51,34 @@ test('ten sends in one turn: the first leaves at once, the other nine in one wri
   assert.equal(deadLetters.length, 0);
 });
 
+test("a plain TCP socket: the turn's first frame goes to its descriptor, not through its Writable; frames behind it in the turn, behind waiting bytes, or on a socket with an idle timeout go through the stream, all in order", { skip: process.platform === 'win32' ? 'no descriptors for sockets on Windows' : false }, async (t) => {
+  const { client, deadLetters } = await serve(t);
+  const { connection, got } = await client();
+  const socket = connection.socket as Duplex & { setTimeout(ms: number): void };
+  await tick(); // a fresh turn
+  const writes = countWrites(socket);
+  assert.equal(connection.send('a'), true);
+  assert.deepEqual([writes.fd, writes.stream], [1, 0], "the reply went to the descriptor (ws-internals.ts, item 7), not through the socket's Writable");
+  assert.equal(connection.stats.messagesOut, 1, 'the descriptor took it: it reached the OS');
+  assert.equal(connection.send('b'), true); // a second frame this turn: corked, through the stream
+  await tick();
+  await tick();
+  assert.deepEqual([writes.fd, writes.stream], [1, 1], 'the second frame of the turn left through the stream at its end');
+  // An idle timeout on the socket (the stream's write refreshes it): the first frame of a turn goes through the stream.
+  socket.setTimeout(60_000);
+  assert.equal(connection.send('c'), true);
+  assert.deepEqual([writes.fd, writes.stream], [1, 2], 'a socket with a timeout is written through the stream');
+  socket.setTimeout(0);
+  await tick();
+  await tick();
+  assert.equal(connection.send('d'), true);
+  assert.deepEqual([writes.fd, writes.stream], [2, 2]);
+  await waitFor(() => got.length === 4, 5000, 'the client to read all four');
+  assert.deepEqual(got, ['a', 'b', 'c', 'd']);
+  assert.equal(connection.stats.messagesOut, 4);
+  assert.equal(deadLetters.length, 0);
+});
+
 test('a burst of ten broadcasts reaches each receiver in two writes, framed once, in order', async (t) => {
   const { sup, client, deadLetters } = await serve(t);
   const peers = [await client(), await client(), await client()];
@@ -198,7 +226,7 @@ test('the heartbeat ping: one empty ping frame put on the socket without its Wri
   ws.on('message', (d: Buffer) => seen.push(d.toString().slice(0, 8)));
   await waitFor(() => seen.length >= 3 && connection.rttMs !== null, 5_000, 'three pings and a round trip');
   assert.deepEqual(seen.slice(0, 3), ['ping:0', 'ping:0', 'ping:0'], 'the ping carries no payload');
-  assert.equal(writes.count, 0, "no ping went through the socket's Writable");
+  assert.equal(writes.stream, 0, "no ping went through the socket's Writable");
   assert.deepEqual(throughStream, [], 'no ping was handed to socket.write');
   const rtt = connection.rttMs!;
   assert.ok(rtt > 0 && rtt < pace.scaled(2_000), `rttMs ${rtt}`);

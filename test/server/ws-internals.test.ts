@@ -14,15 +14,19 @@ import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
-import WebSocket, { WebSocketServer } from 'ws';
+import WebSocket, * as wsModule from 'ws';
+import { WebSocketServer } from 'ws';
 import { encodeBinaryData, encodeTextData } from '../../src/protocol/session.ts';
 import { waitFor, within } from '../helpers/server.ts';
 import { canHoldParser, DISCARD_ALLOWANCE, frameOf, framesDirectly, NODE_HANDLE_MEMBER, observeConclude, ParserHold, PING_FRAME, receiverOf, releaseChunkList, seqFrameOf, websocketOf, writeNow, writesToFd, WS_BACK_POINTER, WS_BUFFERED_BYTES, WS_BUFFERS, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP, WS_WRITE } from '../../src/server/ws-internals.ts';
 
 const require = createRequire(import.meta.url);
 const WS_VERSION = (require('ws/package.json') as { version: string }).version;
-/** ws's CommonJS exports beyond @types/ws: its Receiver and Sender classes. */
-const wsExports = require('ws') as { Receiver?: new (...args: never[]) => EventEmitter; Sender?: { frame?: unknown } };
+/**
+ * ws's exports beyond @types/ws: its Receiver and Sender classes. From the module the server uses (the test
+ * bundles inline ws, scripts/bundle-tests.mjs: a require('ws') here would load a second copy from node_modules).
+ */
+const wsExports = wsModule as unknown as { Receiver?: new (...args: never[]) => EventEmitter; Sender?: { frame?: unknown } };
 const changed = (what: string): string =>
   `ws ${WS_VERSION} changed an internal ws-supervisor relies on: ${what} (see src/server/ws-internals.ts)`;
 
@@ -244,6 +248,26 @@ function streamWrites(socket: Duplex): { count: number } {
 }
 
 const nodeChanged = (what: string): string => `Node ${process.version} changed an internal ws-supervisor relies on: ${what} (see src/server/ws-internals.ts, item 7)`;
+
+const encodersChanged = (what: string): string => `Node ${process.version} changed an internal ws-supervisor relies on: ${what} (see src/server/ws-internals.ts, item 8)`;
+
+test("Buffer's own encoders (item 8) write what buf.write writes; frameOf and seqFrameOf frame ASCII text (the Latin-1 copy), other text and lone surrogates (UTF-8) as ws does", () => {
+  const proto = Buffer.prototype as unknown as Record<string, unknown>;
+  for (const name of ['latin1Write', 'utf8Write']) assert.equal(typeof proto[name], 'function', encodersChanged(`Buffer.prototype.${name} is gone (frameOf and the memory session store write with it)`));
+  for (const text of ['', 'x', '{"requestID":1,"success":true}', 'x'.repeat(125), 'x'.repeat(126), 'x'.repeat(70_000), 'é', 'aé', '€x', '😀', '\ud800', 'a\udc00b', '\u0080'.repeat(3), '\u007f']) {
+    const bytes = Buffer.from(text);
+    const a = Buffer.alloc(bytes.length + 2, 0xee);
+    const b = Buffer.alloc(bytes.length + 2, 0xee);
+    a.write(text, 1, bytes.length, 'utf8');
+    const e = b as Buffer & { latin1Write(s: string, o: number, n: number): number; utf8Write(s: string, o: number, n: number): number };
+    const written = bytes.length === text.length ? e.latin1Write(text, 1, bytes.length) : e.utf8Write(text, 1, bytes.length);
+    assert.equal(written, bytes.length, encodersChanged(`an encoder wrote ${written} of ${bytes.length} bytes`));
+    assert.ok(a.equals(b), encodersChanged(`Buffer's encoder wrote other bytes than buf.write for ${JSON.stringify(text)}`));
+    assert.ok(frameOf(text, false).equals(wsFrame(bytes, 1)), `frameOf ${JSON.stringify(text.slice(0, 20))}`);
+    assert.ok(seqFrameOf(42, text, false).equals(wsFrame(Buffer.from(encodeTextData(42, text)), 1)), `seqFrameOf ${JSON.stringify(text.slice(0, 20))}`);
+  }
+});
+
 
 test(`a plain TCP upgrade socket keeps its descriptor at ${NODE_HANDLE_MEMBER}.fd; writeNow puts the ping there (not through the stream) in order with ws's frames; a TLS socket is never written that way`, { skip: process.platform === 'win32' ? 'no descriptors for sockets on Windows: writesToFd is false there' : false }, async () => {
   const p = await pair();
