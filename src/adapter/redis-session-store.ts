@@ -151,6 +151,8 @@ const RENEW_BATCH = 500;
  * the script's start, ioredis's per-command work) 512-fold under load.
  */
 const BATCH_MAX_OPS = 512;
+/** A `fanout` operation's arguments without a fence (key, message, binary, id); a fence adds three (#fanOut). */
+const FANOUT_ARGS = 4;
 /** Bytes of arguments per script call (a batch of large messages goes in several). */
 const BATCH_MAX_BYTES = 1_048_576;
 /**
@@ -1142,14 +1144,18 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
         ops.push(this.#fanWorkOp());
         extra = bytes = ops[0]!.bytes;
       }
-      // A fan-out queued two thirds of a lease ago (this process stalled: frozen, swapped) is not sent: the request
-      // that made it may have been taken over meanwhile by another node (its count unfinished past this node's lease)
-      // and run there, its push made there; sent now, it would come twice, the second far out of order. Refused: its
-      // message is a dead letter of the fan-out (R12), never delivered twice.
+      // A fan-out without a fence (FanOutFence: made outside a request's turn, or by a request run locally) queued
+      // two thirds of a lease ago (this process stalled: frozen, swapped) is not sent: a request that made it may have
+      // been taken over meanwhile by another node (its count unfinished past this node's lease) and run there, its
+      // push made there; sent now, it would come twice, the second far out of order. Refused: its message is a dead
+      // letter of the fan-out (R12), never delivered twice. A fenced one goes: the script refuses it exactly when its
+      // request was taken over, and passes it when the request ran here alone (its count still this node's: the other
+      // node waits for it). Refused by its age, that push was lost though its request ran once (a frozen worker's
+      // clients missed pushes p7 and p8 of test/cli/sessions-redis.test.ts, under load, their replies delivered).
       const staleBefore = performance.now() - Math.floor((this.#limits.leaseTtl * 2) / 3);
       while (this.#queueHead < this.#queue.length && ops.length < BATCH_MAX_OPS) {
         const next = this.#queue[this.#queueHead]!;
-        if (next.op === 'fanout' && next.at <= staleBefore) {
+        if (next.op === 'fanout' && next.at <= staleBefore && next.args.length === FANOUT_ARGS) {
           this.#queue[this.#queueHead++] = undefined!;
           this.#queuedBytes -= next.bytes;
           const waited = Math.round(performance.now() - next.at);

@@ -264,7 +264,7 @@ export interface FanOutResult {
   appended: number;
   /** Members are left to append in later calls of the store, in order (nothing is lost if this node dies: any node's store finishes it). */
   pending: boolean;
-  /** Only when the store refused it (its fence, `FanOutFence`; or queued too long by a stalled process): appended to none; why, for the dead letter. */
+  /** Only when the store refused it (its fence, `FanOutFence`; or, one without a fence, queued too long by a stalled process): appended to none; why, for the dead letter. */
   refused?: string;
 }
 

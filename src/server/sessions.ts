@@ -235,6 +235,8 @@ interface PendingAppend {
   settled: boolean;
   result: AppendResult | null;
   error: unknown;
+  /** A request's reply whose store answer its ack waits for (SessionBinding.request): called once it settles. */
+  stored?: () => void;
 }
 
 /** Entry's rarely used fields (Entry.rare). */
@@ -250,6 +252,7 @@ class EntryRare {
 /** Entry's flags. */
 const ENTRY_ENDED = 1;
 const ENTRY_INCOMING = 2;
+const ENTRY_UNSETTLED = 4;
 
 /**
  * One live session here: the host of its machine (machines/session.machine.ts)
@@ -344,6 +347,18 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost, SessionSlo
   }
   set incoming(on: boolean) {
     this.bits = on ? this.bits | ENTRY_INCOMING : this.bits & ~ENTRY_INCOMING;
+  }
+  /**
+   * A request of the session was left unrun here since its last resume that re-sent everything (its connection went
+   * while it waited on another process's count, a verdict read a lease late, a failed count; SessionBinding.abandon):
+   * its count may be open in the store though `lastCseqRun` is past it, so the next resume here has the client re-send
+   * every request it holds unacknowledged (Sessions.resumed).
+   */
+  get unsettled(): boolean {
+    return (this.bits & ENTRY_UNSETTLED) !== 0;
+  }
+  set unsettled(on: boolean) {
+    this.bits = on ? this.bits | ENTRY_UNSETTLED : this.bits & ~ENTRY_UNSETTLED;
   }
 
   /** When the session last detached (epoch ms); null while a connection carries it. */
@@ -969,7 +984,7 @@ export class Sessions<Auth = unknown> {
   /**
    * The store refused a fan-out made here: its fence (FanOutFence: another node attached the request's session since
    * and took its count over, this process having stalled past its lease, so the request ran again there and made its
-   * fan-out there), or its age (queued two thirds of a lease: the Redis store's own queue); it reached no session. R12: one dead letter (reason
+   * fan-out there), or its age (one without a fence, queued two thirds of a lease: the Redis store's own queue); it reached no session. R12: one dead letter (reason
    * `fanout`, session `*`: its members are not known here), never a silent drop nor a second push. Not a failure of
    * the store: nothing goes unpersisted, and no failure is counted.
    */
@@ -1107,11 +1122,13 @@ export class Sessions<Auth = unknown> {
           item.settled = true;
           item.result = r;
           this.flushAppends(entry);
+          item.stored?.();
         },
         (err: unknown) => {
           item.settled = true;
           item.error = err ?? new Error('session store append failed');
           this.flushAppends(entry);
+          item.stored?.();
         },
       );
     }
@@ -1207,9 +1224,12 @@ export class Sessions<Auth = unknown> {
     void binding.connection.close(1011, 'session lease lapsed');
   }
 
-  /** @internal Request `cseq` ran here and sent no reply in its handler's turn: a duplicate of it is answered at once (not `pending`). */
-  requestEnded(entry: Entry<Auth>, cseq: number): void {
-    if (entry.unpersisted) return;
+  /**
+   * @internal Request `cseq` ran here and sent no reply in its handler's turn: a duplicate of it is answered at once
+   * (not `pending`). Returns, for an async store, when the store has answered (its ack waits for it), else null.
+   */
+  requestEnded(entry: Entry<Auth>, cseq: number): Promise<void> | null {
+    if (entry.unpersisted) return null;
     const sync = this.sync;
     if (sync !== null) {
       try {
@@ -1217,10 +1237,10 @@ export class Sessions<Auth = unknown> {
       } catch (err) {
         this.reportFailure('endRequest', entry.id, err);
       }
-      return;
+      return null;
     }
     // Failing, a duplicate elsewhere waits for it up to a lease, then runs it again (docs/sessions.md): counted only.
-    this.store.endRequest(entry.id, cseq).catch((err: unknown) => this.reportFailure('endRequest', entry.id, err));
+    return this.store.endRequest(entry.id, cseq).catch((err: unknown) => this.reportFailure('endRequest', entry.id, err));
   }
 
   private overflowed(entry: Entry<Auth>, kind: 'overflow' | 'memory' | 'evicted', detail: string): void {
@@ -1343,7 +1363,12 @@ export class Sessions<Auth = unknown> {
     // connection counted one and closed before running it). The client re-sends every request it holds
     // unacknowledged (cseq 0), and the store says what each is (SessionBinding.request): answered (`duplicate`),
     // still running where it was counted (`pending`: waited for), or counted by a process now dead (`new`: runs here).
-    const adopt = record.lastCseq > entry.lastCseqRun;
+    // `lastCseqRun` is the highest cseq run here, not a count of every one below it: a request a connection here left
+    // unrun (`unsettled`: it waited on another process's count when its connection went) hides below it, and a
+    // resume that told the client `lastCseqRun` had it re-send nothing: that request was never answered (the frozen
+    // worker of test/cli/sessions-redis.test.ts, under load).
+    const adopt = record.lastCseq > entry.lastCseqRun || entry.unsettled;
+    if (adopt) entry.unsettled = false;
     const cseq = adopt ? 0 : record.lastCseq;
     this.carry(binding, entry, {
       id: record.id, token, epoch: this.epoch!, resumed: true,
@@ -1688,6 +1713,8 @@ const ATTACHED_BITS = 2 << PHASE_SHIFT;
 type Phase = 'awaiting' | 'attaching' | 'attached' | 'left';
 const PHASES: readonly Phase[] = ['awaiting', 'attaching', 'attached', 'left'];
 const ACK_DUE = 1 << 7;
+/** A request of this connection was left unrun (SessionBinding.abandon): its later ones are not run here either. */
+const ABANDONED = 1 << 8;
 
 /**
  * The session request whose handler runs now: its binding (SessionBinding.running: its sends are its reply) and, when
@@ -1710,6 +1737,8 @@ class BindingRare {
   gapReader: MachineRunner<GapReaderMachine> | null = null;
   requests: Promise<void> | null = null;
   waiting = 0;
+  /** With an async store: the highest request whose outcome (reply, or its end) the store has answered; -1 untracked (SessionBinding.ackTo). */
+  stored = -1;
 }
 
 /**
@@ -2003,6 +2032,8 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
    */
   private queueRequest(cseq: number, verdict: Promise<RequestVerdict> | null, counting: boolean, payload: Buffer, isBinary: boolean): void {
     const entry = this.entry!;
+    // An async store: acks wait for the store's answer to each request's outcome (ackTo); from the position attached.
+    if (this.sessions.sync === null && this.more.stored < 0) this.more.stored = this.lastRun;
     if (counting) (entry.counting ??= new Map()).set(cseq, (entry.counting.get(cseq) ?? 0) + 1);
     const uncount = (): void => {
       if (!counting) return;
@@ -2032,21 +2063,24 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
             uncount();
             this.sessions.bindingStoreFailed(this, 'beginRequest', err);
             // Closed (1011) unless the session went local meanwhile: then this connection runs it.
-            if (!this.local) return;
+            if (!this.local) return this.abandon();
           }
         }
+        // An earlier request of this connection was left unrun: this one is not run here either (below).
+        if (this.abandoned && !this.local) return;
         if (v !== null && v.kind === 'new' && counting && !this.local && answeredIn >= this.sessions.staleVerdictMs) {
           // Counted here, but read so late (this process stalled: a freeze, a swap) that its lease may have lapsed
           // meanwhile and another process taken the count over and run it: running it here could run it twice, its
           // push out of order and its reply refused. Not run: the connection closes, its client resumes and re-sends
           // it, and the store says who runs it (a count of this process is settled here: 'pending', here).
           uncount();
+          this.abandon();
           return this.sessions.staleVerdict(this, cseq);
         }
         if (v !== null && v.kind === 'pending') {
           uncount(); // not this binding's to run: it waits for whoever counted it
           v = await this.settlePending(cseq, v);
-          if (v === null) return;
+          if (v === null) return this.abandon();
         }
         this.request(cseq, v, payload, isBinary);
       } finally {
@@ -2057,6 +2091,25 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
       // Never left rejected: the next request's turn must still come.
       this.sessions.host.logger?.error({ err, session: entry.id, cseq }, 'session request failed');
     });
+  }
+
+  /**
+   * A request of this connection is left unrun (its connection went while it waited on another process's count, the
+   * store failed on its count, or its count was read a lease late): the client re-sends it on its next resume. Every
+   * later request of this connection is then left too, even one the store counted here (`new`): run now, it would
+   * run before the one left (its push out of order), and the session's `lastCseqRun` would pass over the one left,
+   * so that a resume here told the client it had nothing to re-send (Entry.unsettled). Left, such a count is this
+   * process's and unfinished: re-sent here, it runs at once (the pending-request machine's count lost here); re-sent
+   * to another process, that one waits for it up to a lease (docs/sessions.md, "Across nodes").
+   */
+  private abandon(): void {
+    this.flags |= ABANDONED;
+    const entry = this.entry;
+    if (entry !== null) entry.unsettled = true;
+  }
+
+  private get abandoned(): boolean {
+    return (this.flags & ABANDONED) !== 0;
   }
 
   /**
@@ -2124,6 +2177,8 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
 
   /** Runs request `cseq` once: as the store says, or (unpersisted, `verdict` null) as this connection has seen. */
   private request(cseq: number, verdict: RequestVerdict | null, payload: Buffer, isBinary: boolean): void {
+    // Left with an earlier one of this connection (abandon): the client re-sends both.
+    if ((this.flags & (ABANDONED | LOCAL)) === ABANDONED) return;
     const admitted = verdict !== null && !this.local && verdict.kind === 'new';
     // A request the store admitted (counted as run) runs now, whatever became of this connection meanwhile (closed by
     // a cut, whose last frames `ws` delivers in the same turn as its close; or taken over by a resume): else the
@@ -2156,10 +2211,25 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
           RUNNING.owner = outerOwner;
         }
         // No reply in its turn: the store is told, so that a duplicate elsewhere is answered at once, not waited for.
-        if ((this.flags & (REPLIED | LOCAL)) === 0) this.sessions.requestEnded(entry, cseq);
+        const ended = (this.flags & (REPLIED | LOCAL)) === 0 ? this.sessions.requestEnded(entry, cseq) : null;
         if ((this.flags & (LIVE | PHASE_MASK)) !== (LIVE | ATTACHED_BITS)) return;
         if (cseq > this.lastRun) this.lastRun = cseq;
-        this.scheduleAck();
+        const rare = this.rare;
+        if (rare === null || rare.stored < 0 || this.local) return this.scheduleAck();
+        // The ack tells the client it may forget the request: not before its outcome is in the store. Sent earlier,
+        // a process frozen (or killed) with the reply and the fan-outs still in its store's queue had acknowledged a
+        // request whose count stayed its own and unfinished: the client, resuming elsewhere, did not re-send it, so
+        // the other process ran the later ones without waiting for it, and its push came after theirs when the frozen
+        // one continued (out of order), or never (killed).
+        const stored = (): void => {
+          if (cseq > rare.stored) rare.stored = cseq;
+          this.scheduleAck();
+        };
+        if (ended !== null) return void ended.then(stored);
+        const q = entry.appends;
+        const reply = q !== null && q.length > entry.appendHead ? q[q.length - 1] : undefined;
+        if (reply !== undefined && reply.cseq === cseq && !reply.settled) reply.stored = stored;
+        else stored();
         return;
       }
       case 'duplicate':
@@ -2440,10 +2510,20 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
     if (this.live) this.connection.writer.send(frame, false);
   }
 
+  /**
+   * The cseq the next ack may name: the last request run here, or, with an async store, the last whose outcome the
+   * store has answered (BindingRare.stored); local (unpersisted), the last run.
+   */
+  private get ackTo(): number {
+    const rare = this.rare;
+    return rare === null || rare.stored < 0 || this.local ? this.lastRun : Math.min(this.lastRun, rare.stored);
+  }
+
   private scheduleAck(): void {
+    const to = this.ackTo;
     // Acknowledged already (with its reply: `write`).
-    if (this.lastRun <= this.lastAcked) return;
-    if (this.lastRun - this.lastAcked >= this.sessions.options.ackEvery) return this.sendAck();
+    if (to <= this.lastAcked) return;
+    if (to - this.lastAcked >= this.sessions.options.ackEvery) return this.sendAck();
     // In two halves (`fire`): after the first the ack is due, and the next reply carries it (`write`); only a client
     // that sends nothing in the second half gets it alone, ackDelay after the first unacknowledged request as before.
     // A client slower than ackEvery requests per ackDelay (most) then gets its acks with its replies, not in writes of
@@ -2454,9 +2534,10 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
   private sendAck(): void {
     timerWheel.cancel(this);
     this.ackDue = false;
-    if (this.lastRun <= this.lastAcked || !this.live) return;
-    this.lastAcked = this.lastRun;
-    this.writeControl(encodeServerAck(this.lastRun));
+    const to = this.ackTo;
+    if (to <= this.lastAcked || !this.live) return;
+    this.lastAcked = to;
+    this.writeControl(encodeServerAck(to));
   }
 
   private violation(message: string): void {

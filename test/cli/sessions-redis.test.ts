@@ -298,11 +298,31 @@ describe('one server per test, light traffic', { concurrency: true }, () => {
   // traced: an unpersisted session running them at SIGCONT is one candidate, no longer made by the age refusal; the
   // 6 runs since that change passed, but the age refusal never fired in them, so they say nothing of it). In 1, one
   // client's two ticks (p12, p13, r12, r13) never answered though its second resume re-sent nothing; in 1, one client's
-  // pushes all once but one out of order. So `todo` again (it runs and prints, and does not fail the suite); a failure
-  // prints the failing clients (where the order breaks, their resumes) and what the workers logged of their sessions.
+  // pushes all once but one out of order. Reproduced (2026-12-06) under a busy loop per core: 3 of 4 runs failed (2 to 8
+  // clients each: pushes missing or out of order, replies missing; resumes that re-sent nothing). Traced with temporary logging of every
+  // resume, verdict and pending wait in the workers: a client's connection to the other worker went while that worker
+  // waited on the frozen one's counts; the wait gave up on them (the client re-sends them on its resume) but the worker
+  // ran the requests it had counted behind them, its lastCseqRun passed the ones left, and the client's next resume
+  // there was told to re-send nothing: never answered (r8-r10 and their pushes), or run at SIGCONT by the frozen worker,
+  // out of order (p9-p11 after p83). And the push of a request the frozen worker had run alone just before the freeze
+  // was refused by its age in the queue, its reply delivered (p7, p8 missing). The late-duplicate shape was not seen
+  // in any run of this work. Fixed: a connection that leaves a
+  // request unrun leaves its later ones too, and the next resume re-sends everything ("a connection that goes while it
+  // waits on another node's count", test/server/sessions.nodes.test.ts); the age refusal holds back only unfenced
+  // fan-outs, the fence decides the others ("a fan-out made by a request's handler and held that long"). After these
+  // two: 24 of 25 runs passed (alone, under a busy loop per core, beside test/server/sessions*; load average 8-21), the
+  // fence refusing up to 53 fan-outs a run. The failure: one client's p4 after p5 and p6 (not traced in that run); a
+  // mechanism that gives that order, reproduced with a proxy holding the frozen worker's Redis connection: it had
+  // acknowledged a request whose reply and publish were still in its store's queue, so the client did not re-send it.
+  // Fixed by acknowledging a request only once the store has its outcome ("a request is acknowledged only once the
+  // store has its outcome"). After that, 5 of 6 runs passed (3 alone, 3 under a busy
+  // loop; load average 10-15); the failure is the shape in the todo reason (docs/sessions.md, "Across nodes": known
+  // gap). So `todo` still (it runs and prints, and does not fail the suite): the
+  // shape left is in its reason. A failure prints the failing clients (where the order breaks, their resumes) and what
+  // the workers logged of their sessions.
   test(
     '--workers 2 --sessions --redis: a worker frozen (SIGSTOP) past the lease while its clients resume on the other, then continued (SIGCONT): every push and reply once, in order',
-    { timeout: B.scaled(300_000), todo: 'under load, some clients get the requests they sent the frozen worker before they saw the freeze pushed a second time ~20 s late (not the in-transit fan-out the fence refuses; cause not traced), and rarely a request pair is never answered or a push out of order' },
+    { timeout: B.scaled(300_000), todo: 'under load, now rarely: pushes out of order (p10-p17 after p68) when a client moves from the worker it resumed on back to the continued one, which takes over the counts the first made while it waited on the frozen worker (by their age, inferred: a lease since the count) and runs them after the first ran later ones; the fence keeps each push once, not in order' },
     async (t) => {
       const redis = await startRedis(t);
       if (!redis) return;

@@ -40,6 +40,7 @@ import type { SessionLifecycleEvent } from '../../src/server/sessions.ts';
 import { startRedis } from '../helpers/redis.ts';
 import { delay, waitFor, within } from '../helpers/server.ts';
 import { VerdictGate } from '../helpers/verdict-gate.ts';
+import { pace } from '../helpers/pace.ts';
 
 /** The Redis store whose answers to beginRequest can be held back: the request is counted in Redis at once, and run only when released (a slow node). */
 class GatedStore extends RedisSessionStore {
@@ -325,6 +326,59 @@ test('a node frozen past the lease after counting a request, while its client re
   assert.ok(!onB.frames.some((f) => f.kind === 'duplicate'), 'nothing answered as a duplicate');
 });
 
+test("a connection that goes while it waits on another node's count leaves its later requests unrun too, and the next resume re-sends everything: no request is skipped, none runs out of order", async (t) => {
+  // Measured before the fix (test/cli/sessions-redis.test.ts, a worker SIGSTOPped 20 s, under a busy loop per core):
+  // the client's connection to B closed while B waited on the frozen worker's counts; B left those (the pending
+  // wait gave up: the client re-sends them on its resume) but ran the later requests it had counted itself, so its
+  // lastCseqRun passed the ones left, and the next resume on B answered cseq = lastCseqRun: the client re-sent
+  // nothing, and those requests were never answered (8 of 17 clients), or answered out of order when the frozen
+  // worker ran them at SIGCONT.
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-left`;
+  // A lease long enough that B does not take A's count over before the connection goes (it waits on it: pending), and
+  // that B's own counts are not read two thirds of it late (not run: the stale-verdict rule) on a loaded machine.
+  const leaseTtl = pace.scaled(3_000);
+  const a = await node(t, redis.url, prefix, 'node-a', (o) => new GatedStore(o), { leaseTtl });
+  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl });
+  const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
+  // A counts request 2 and never answers it (frozen: its store renews its lease, its loop does not get to the verdict).
+  a.store.hold();
+  onA.request(PUBLISH);
+  await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
+
+  // The client resumes on B, re-sends 2 and sends 3: B waits on A's count of 2, and counts 3 itself (behind 2).
+  const first = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
+  assert.equal(first.attached().cseq, 0);
+  first.request(PUBLISH, 2);
+  first.request({ ...PUBLISH, someOtherThing: 'p3' }, 3);
+  await waitFor(() => b.store.operations.beginRequest! >= 3, 5_000, 'B to count 3 and ask about 2 again');
+  // The connection to B goes while B still waits on 2 (a heartbeat missed under load).
+  first.ws.terminate();
+  await waitFor(() => b.events.some((e) => e.type === 'detached' && e.id === id), 5_000, 'B to see it go');
+  await delay(pace.scaled(400)); // B's wait asks again at most every 250 ms: it gives up on 2 by now; 3 would have run
+  assert.deepEqual(b.published, [], 'B ran neither: 3 is not run before the 2 it left');
+
+  // The next resume, on B again: the client must re-send both.
+  const second = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
+  assert.equal(second.attached().resumed, true);
+  assert.equal(second.attached().cseq, 0, 'a request left unrun here: the client re-sends everything it holds unacknowledged');
+  second.request(PUBLISH, 2);
+  second.request({ ...PUBLISH, someOtherThing: 'p3' }, 3);
+  // 2 is A's count, unfinished: B takes it over once A left it a lease; 3 is B's own, left: it runs at once after 2.
+  const repliesTo = (c: number): number => second.data().filter((m) => (JSON.parse(m.payload) as { requestID?: number }).requestID === c).length;
+  await waitFor(() => repliesTo(3) >= 1, 15_000 + leaseTtl, 'the replies of 2 and 3 on the second resume');
+  a.store.release(); // A's verdict comes a lease late: not run there
+  await delay(300); // a second run, reply or push would show by now
+  const texts = (published: string[]): string[] => published.map((d) => (JSON.parse(d) as { someOtherThing: string }).someOtherThing);
+  assert.deepEqual([texts(a.published), texts(b.published)], [[], ['p1', 'p3']], 'each run once, on B, in order');
+  assert.deepEqual([repliesTo(2), repliesTo(3)], [1, 1]);
+  const pushes = second.data().filter((m) => m.payload.startsWith('{"command":"publish"')).map((m) => (JSON.parse(m.payload) as { someOtherThing: string }).someOtherThing);
+  assert.deepEqual(pushes, ['p1', 'p3'], 'the pushes in request order');
+  const seqs = second.data().map((m) => m.seq);
+  assert.deepEqual(seqs, seqs.map((_, i) => lastSeq + 1 + i), 'the seqs in order, none missing');
+});
+
 /**
  * A TCP proxy in front of Redis that can hold what its clients send, and pass it on later in order: a process
  * frozen (SIGSTOP) just after it handed a batch to its connection, or a network that delays it. Redis's answers
@@ -417,6 +471,48 @@ test("a node frozen past the lease with a publish already handed to its Redis co
   assert.deepEqual([b.sessionLetters, a.deadLetters, b.deadLetters], [[], [], []], 'no other dead letter');
 });
 
+test("a request is acknowledged only once the store has its outcome: A, frozen with the reply and the publish of a request it ran still on its Redis wire, has not acknowledged it, so the client re-sends it on B, which waits for it: every push once and in order", async (t) => {
+  // Seen in test/cli/sessions-redis.test.ts (a worker SIGSTOPped 20 s, beside test/server/sessions*): one client's push
+  // p4 came after p5 and p6. Reproduced here: A acknowledged the request (its ack timer) while its reply and publish
+  // were still on the way to Redis, so the client, resuming on B, did not re-send it; its count stayed A's, B did not
+  // wait for it and ran the next request first, and when A continued its push landed after the next one's. Had A died
+  // instead, that reply and push were lost.
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-ack`;
+  const wire = await holdingWire(t, redis.port);
+  // A's commandTimeout well past the wait below (a batch held that long would fail: the session unpersisted, local),
+  // and a lease B does not see pass on a loaded machine (it would take A's count over and run request 2 again).
+  const a = await node(t, redis.url, prefix, 'node-a', (o) => new GatedStore({ ...o, url: wire.url }), { commandTimeout: 120_000, leaseTtl: 120_000 });
+  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl: 120_000 });
+  const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
+  // A counts request 2 and runs it while the wire holds what it sends after: its reply and its publish.
+  a.store.hold();
+  onA.request(PUBLISH);
+  await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
+  wire.hold();
+  a.store.release();
+  await waitFor(() => a.published.length === 1, 5_000, 'A to run request 2');
+  await waitFor(() => wire.heldText().includes('fanout'), 5_000, "A's publish on the wire");
+  await delay(Math.min(pace.scaled(1_500), 60_000)); // the ack timer (ackDelay 1 s) has fired by now
+  const acked = Math.max(0, ...onA.frames.flatMap((f) => (f.kind === 'ack' ? [f.cseq] : [])));
+  assert.ok(acked < 2, `request 2 acknowledged (ack ${acked}) while its outcome was not in the store`);
+
+  // The client gives up on A and resumes on B, re-sending what is unacknowledged (as the client does), then request 3.
+  onA.ws.terminate();
+  const onB = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
+  assert.equal(onB.attached().cseq, 0);
+  for (let c = acked + 1; c <= 2; c++) onB.request(PUBLISH, c);
+  onB.request({ ...PUBLISH, someOtherThing: 'p3' }, 3);
+  await delay(pace.scaled(300)); // B would run 3 now, were it not waiting on 2
+  wire.release(); // A continues: its reply and publish reach Redis
+  const pushes = (): string[] => onB.data().filter((m) => m.payload.startsWith('{"command":"publish"')).map((m) => (JSON.parse(m.payload) as { someOtherThing: string }).someOtherThing);
+  await waitFor(() => pushes().length >= 2, 10_000, 'the pushes of 2 and 3 on B');
+  await delay(300); // a second push would show by now
+  assert.deepEqual(pushes(), ['p1', 'p3'], 'each push once, in request order');
+  assert.deepEqual([a.published.length, b.published.length], [1, 1], '2 ran on A only, 3 on B');
+});
+
 test("a fan-out the store holds back by its age (this process stalled two thirds of a lease with it still queued) is refused: one dead letter (fanout), and the member sessions here stay persisted, not unpersisted as after a store failure", async (t) => {
   // Seen in the frozen-worker CLI test under load: the age refusal was a store failure, so every member session the
   // frozen worker ran went unpersisted; an unpersisted session's connection runs its requests itself, and at SIGCONT
@@ -444,6 +540,38 @@ test("a fan-out the store holds back by its age (this process stalled two thirds
   a.demo.supervisor.publish('room', 'after');
   await waitFor(() => raw.data().some((m) => m.payload === 'after'), 5_000, 'the next publish');
   assert.deepEqual(raw.data().map((m) => m.payload).filter((p) => p === 'stale' || p === 'after'), ['after']);
+});
+
+test("a fan-out made by a request's handler and held that long in the store's queue is sent (its fence decides, not its age): the request ran here alone, and its push reaches the session once", async (t) => {
+  // Measured before (test/cli/sessions-redis.test.ts, a worker SIGSTOPped 20 s, under a busy loop per core): the frozen
+  // worker had run a request just before the freeze, its publish still in the store's queue; the other worker had
+  // not taken the count over (its client's connection went while it waited on it). At SIGCONT the age refusal
+  // dropped the publish (a dead letter) though no other node ran the request: the client never got pushes p7 and p8,
+  // and got their replies. The fence refuses exactly the taken-over case (the test with a publish on the wire, above).
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-agedfenced`;
+  // Long enough that the request's own count is not read two thirds of it late on a loaded machine (not run).
+  const leaseTtl = pace.scaled(600);
+  const a = await node(t, redis.url, prefix, 'node-a', undefined, { leaseTtl });
+  const { raw } = await openInRoom(t, a);
+  // The handler's publish, then this process stalls past two thirds of the lease before the store's queue goes out.
+  const publish = a.demo.supervisor.publish;
+  a.demo.supervisor.publish = ((...args: Parameters<typeof publish>) => {
+    const name = publish(...args);
+    const until = performance.now() + Math.ceil((leaseTtl * 2) / 3) + 50;
+    while (performance.now() < until) {
+      // stalled
+    }
+    return name;
+  }) as typeof publish;
+  raw.request(PUBLISH);
+  await waitFor(() => outcome(raw, 0).replies >= 1 && outcome(raw, 0).pushes >= 1, 5_000, 'the reply and the push');
+  await a.store.answered();
+  await delay(200); // a second push would show by now
+  assert.deepEqual(outcome(raw, 0), { replies: 1, pushes: 1, seqsInOrder: true }, JSON.stringify(raw.data()));
+  assert.deepEqual(a.sessionLetters, [], 'not refused');
+  assert.deepEqual(a.events.filter((e) => e.type === 'unpersisted'), []);
 });
 
 /** The close a connection got (code and reason), once it closed. */
