@@ -388,7 +388,7 @@ const result = {
   },
   notes: [
     'ratios are against sessions off (the same ws-supervisor server without the `sessions` option, plain clients), not raw ws',
-    'sessions on: every client opts in (ws-session=1) and acks every 32 messages or 1 s, as the Node client does; the target (≤ 1.15×, throughput ≥ 0.87×) applies to the in-memory store',
+    `sessions on: every client opts in (ws-session=1) and acks every ${ACK_EVERY} messages or ${ACK_DELAY_MS / 1000} s, as the Node client does; the target (≤ 1.15×, throughput ≥ 0.87×) applies to the in-memory store`,
     ...(VARIANTS.includes('redis') ? ['sessions on (Redis): the Redis session store on a local redis-server (persistence off), shown without a target: each appended message is a Redis round trip'] : [!redisFound ? 'sessions on (Redis) not run: redis-server not found' : 'sessions on (Redis) not run (--variants)']),
     ...notes,
   ],
