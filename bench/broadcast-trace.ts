@@ -25,6 +25,7 @@ import { constants, PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { closeAll, connectClient, connectMany, percentile, pinSelf, RESULTS_DIR, selfCpuUs, sleep, startServer, waitForConnections, type BenchClient } from './lib/harness.ts';
 import { BROADCAST_PUSH } from './lib/broadcast-timing.ts';
+import { heapDelta, summarizeHeap, type HeapSummary } from './lib/heap-summary.ts';
 import { connectSessionMany, SessionClient } from './lib/session-client.ts';
 
 const { values } = parseArgs({
@@ -242,32 +243,10 @@ const COLS: Array<[keyof Traced, string, number]> = [
   ['clientShare', 'cli share', 2],
 ];
 
-type Summary = Map<string, { size: number; count: number }>;
-/** Self size and count per "type:name" of a V8 heap snapshot (as bench/memory-profile.ts). */
-function summarize(file: string): Summary {
-  const s = JSON.parse(readFileSync(file, 'utf8')) as { snapshot: { meta: { node_fields: string[]; node_types: [string[], ...unknown[]] } }; nodes: number[]; strings: string[] };
-  const f = s.snapshot.meta.node_fields;
-  const width = f.length;
-  const [iType, iName, iSize] = [f.indexOf('type'), f.indexOf('name'), f.indexOf('self_size')];
-  const types = s.snapshot.meta.node_types[0];
-  const out: Summary = new Map();
-  for (let i = 0; i < s.nodes.length; i += width) {
-    const type = types[s.nodes[i + iType]!]!;
-    const name = type === 'object' || type === 'closure' || type === 'native' ? s.strings[s.nodes[i + iName]!]! : '';
-    const key = `${type}${name ? `:${name.slice(0, 60)}` : ''}`;
-    const e = out.get(key) ?? { size: 0, count: 0 };
-    e.size += s.nodes[i + iSize]!;
-    e.count++;
-    out.set(key, e);
-  }
-  return out;
-}
+type Summary = HeapSummary;
+const summarize = summarizeHeap;
 function printDelta(variant: string, a: Summary, b: Summary): void {
-  const rows = [...new Set([...a.keys(), ...b.keys()])].map((k) => {
-    const x = a.get(k) ?? { size: 0, count: 0 };
-    const y = b.get(k) ?? { size: 0, count: 0 };
-    return { k, size: y.size - x.size, count: y.count - x.count };
-  });
+  const rows = [...heapDelta(a, b)].map(([k, v]) => ({ k, ...v }));
   rows.sort((x, y) => Math.abs(y.size) - Math.abs(x.size));
   console.log(`${variant}: heap after the broadcasts − before, largest (bytes, objects):`);
   for (const r of rows.slice(0, 15)) console.log(`  ${String(r.size).padStart(10)} ${String(r.count).padStart(8)}  ${r.k}`);

@@ -10,10 +10,11 @@
  *   difference per constructor: what an idle session adds to its connection (docs/performance.md,
  *   "Sessions, ninth pass").
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { heapDelta, summarizeHeap, type HeapSummary } from './lib/heap-summary.ts';
 import { connectSessionMany } from './lib/session-client.ts';
 import { closeAll, connectMany, pinSelf, sleep, startServer, waitForConnections, type System } from './lib/harness.ts';
 
@@ -30,46 +31,9 @@ const N = Number(values.connections);
 const TOP = Number(values.top);
 pinSelf(1);
 
-interface Snapshot {
-  snapshot: { meta: { node_fields: string[]; node_types: [string[], ...unknown[]] } };
-  nodes: number[];
-  strings: string[];
-}
-
-type Summary = Map<string, { size: number; count: number }>;
-
-/** Self size and count per "type:name" (constructor name for objects). */
-function summarize(file: string): Summary {
-  const s = JSON.parse(readFileSync(file, 'utf8')) as Snapshot;
-  const f = s.snapshot.meta.node_fields;
-  const width = f.length;
-  const iType = f.indexOf('type');
-  const iName = f.indexOf('name');
-  const iSize = f.indexOf('self_size');
-  const types = s.snapshot.meta.node_types[0];
-  const out: Summary = new Map();
-  for (let i = 0; i < s.nodes.length; i += width) {
-    const type = types[s.nodes[i + iType]!]!;
-    const name = type === 'object' || type === 'closure' || type === 'native' ? s.strings[s.nodes[i + iName]!]! : '';
-    const key = `${type}${name ? `:${name.slice(0, 60)}` : ''}`;
-    const e = out.get(key) ?? { size: 0, count: 0 };
-    e.size += s.nodes[i + iSize]!;
-    e.count++;
-    out.set(key, e);
-  }
-  return out;
-}
-
-/** b − a per key. */
-function delta(a: Summary, b: Summary): Summary {
-  const out: Summary = new Map();
-  for (const k of new Set([...a.keys(), ...b.keys()])) {
-    const x = a.get(k) ?? { size: 0, count: 0 };
-    const y = b.get(k) ?? { size: 0, count: 0 };
-    out.set(k, { size: y.size - x.size, count: y.count - x.count });
-  }
-  return out;
-}
+type Summary = HeapSummary;
+const summarize = summarizeHeap;
+const delta = heapDelta;
 
 function print(title: string, d: Summary): void {
   const rows = [...d].map(([k, v]) => ({ k, ...v })).sort((x, y) => Math.abs(y.size) - Math.abs(x.size));
