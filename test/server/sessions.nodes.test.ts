@@ -194,6 +194,13 @@ test("a seq another node appended while this node carries the session (that node
 });
 
 /** Opens a session on `on`, joins topic `room` (request 1); returns the raw client and what it needs to resume. */
+/** Request 2 (a publish) sent on `raw`, counted by the store in Redis, its answer held at the gate (A frozen or slow). */
+async function countHeld(store: GatedStore, raw: Raw): Promise<void> {
+  store.hold();
+  raw.request(PUBLISH);
+  await waitFor(() => store.held.includes(2), 5_000, 'A to count request 2');
+}
+
 async function openInRoom(t: TestContext, on: Node): Promise<{ raw: Raw; id: string; token: string; epoch: string; lastSeq: number }> {
   const raw = new Raw(t, on.url);
   await raw.opened();
@@ -225,9 +232,7 @@ for (const dropFirst of [false, true]) test(`a slow node is not taken for a dead
   const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
 
   // A counts request 2 in Redis, and is slow to run it (its answer held back).
-  a.store.hold();
-  onA.request(PUBLISH);
-  await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
+  await countHeld(a.store, onA);
 
   // The client resumes on B (its connection to A still open, as A has not noticed) and re-sends what it holds unacknowledged.
   const onB = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
@@ -264,9 +269,7 @@ test('a node that really dies after counting a request (its lease lapses): B run
   const a = await node(t, redis.url, prefix, 'node-a', (o) => new GatedStore(o), { leaseTtl });
   const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl });
   const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
-  a.store.hold();
-  onA.request(PUBLISH);
-  await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
+  await countHeld(a.store, onA);
   // A dies before running it: its store stops renewing (its key lapses after leaseTtl); its held answer never comes.
   await a.store.close();
   const diedAt = Date.now();
@@ -297,9 +300,7 @@ test('a node frozen past the lease after counting a request, while its client re
   const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
   const closedOnA = closeOf(onA);
   // A counts request 2 in Redis; its answer is held (its event loop frozen), but its store goes on renewing its lease.
-  a.store.hold();
-  onA.request(PUBLISH);
-  await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
+  await countHeld(a.store, onA);
   const countedAt = Date.now();
 
   const onB = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
@@ -343,9 +344,7 @@ test("a connection that goes while it waits on another node's count leaves its l
   const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl });
   const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
   // A counts request 2 and never answers it (frozen: its store renews its lease, its loop does not get to the verdict).
-  a.store.hold();
-  onA.request(PUBLISH);
-  await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
+  await countHeld(a.store, onA);
 
   // The client resumes on B, re-sends 2 and sends 3: B waits on A's count of 2, and counts 3 itself (behind 2).
   const first = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
@@ -437,9 +436,7 @@ test("a node frozen past the lease with a publish already handed to its Redis co
   const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
 
   // A counts request 2 (a publish); its answer waits a moment at the gate while the wire starts holding what A sends.
-  a.store.hold();
-  onA.request(PUBLISH);
-  await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
+  await countHeld(a.store, onA);
   wire.hold();
   a.store.release(); // read at once (not a lease late): A runs it
   await waitFor(() => a.published.length === 1, 5_000, 'A to run request 2');
@@ -487,9 +484,7 @@ test("a request is acknowledged only once the store has its outcome: A, frozen w
   const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl: 120_000 });
   const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
   // A counts request 2 and runs it while the wire holds what it sends after: its reply and its publish.
-  a.store.hold();
-  onA.request(PUBLISH);
-  await waitFor(() => a.store.held.includes(2), 5_000, 'A to count request 2');
+  await countHeld(a.store, onA);
   wire.hold();
   a.store.release();
   await waitFor(() => a.published.length === 1, 5_000, 'A to run request 2');
