@@ -337,11 +337,15 @@ clearInterval(sampler);
 const ended = performance.now();
 
 // Where the time went: the slowest files (the time in their top-level tests), then the wall time.
-// Each file has a times file of its own, so the line's file name (a bundle's path) is not needed.
+// Each file has a times file of its own, so the lines' file names are not needed: run directly, the
+// reporter names the source-mapped file of each test's definition, so a file whose tests are made by
+// a helper (the model files' pathTests) has a line for the helper too; summed into the test file.
 const perFile = timeFiles
-  .flatMap(({ path, file }) => (existsSync(path) ? readFileSync(path, 'utf8').split('\n') : []).map((line) => [/^(\d+) (\d+) /.exec(line), file]))
-  .filter(([m]) => m !== null)
-  .map(([m, file]) => ({ ms: Number(m[1]), tests: Number(m[2]), file: norm(file) }))
+  .map(({ path, file }) => {
+    const lines = (existsSync(path) ? readFileSync(path, 'utf8').split('\n') : []).map((line) => /^(\d+) (\d+) /.exec(line)).filter((m) => m !== null);
+    return { ms: lines.reduce((sum, m) => sum + Number(m[1]), 0), tests: lines.reduce((sum, m) => sum + Number(m[2]), 0), file: norm(file), lines: lines.length };
+  })
+  .filter((f) => f.lines > 0)
   .sort((a, b) => b.ms - a.ms);
 const { mean, max } = concurrencyOf(spans);
 if (perFile.length > 0) {
