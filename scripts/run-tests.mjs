@@ -133,13 +133,18 @@ const QUIET = [
   'test/bench.sessions.smoke.test.ts',
 ];
 /**
- * Files that need dist/ (the runner's `npm run build`, which first deletes it): the pack test packs it,
- * and the demo server serves the browser bundle from dist/browser/ to the three that request it
- * (`/ws-supervisor-client.js`: directly, or through www/index.html in Chromium). Found by searching
- * test/ for `dist`, `ws-supervisor-client` and imports of the package by its name (test/docs.snippets
- * maps those to src/ for tsc). The other files start while the build still runs.
+ * Files that need dist/, and how much of it: the pack test packs all of it; the demo server serves the
+ * browser bundle from dist/browser/ to the three that request it (`/ws-supervisor-client.js`: directly,
+ * or through www/index.html in Chromium). Found by searching test/ for `dist`, `ws-supervisor-client`
+ * and imports of the package by its name (test/docs.snippets maps those to src/ for tsc). The other
+ * files start while the build still runs.
  */
-const NEEDS_DIST = ['test/pack.test.ts', 'test/cli/server.test.ts', 'test/client/browser.test.ts', 'test/interop/browser.test.ts'];
+const NEEDS_DIST = new Map([
+  ['test/pack.test.ts', 'all'],
+  ['test/cli/server.test.ts', 'browser'],
+  ['test/client/browser.test.ts', 'browser'],
+  ['test/interop/browser.test.ts', 'browser'],
+]);
 
 const work = mkdtempSync(join(tmpdir(), 'ws-supervisor-tests-'));
 mkdirSync(join(work, 'start-slots'));
@@ -148,35 +153,64 @@ const runId = String(process.pid);
 const env = { ...process.env, WS_SUPERVISOR_TEST_START_SLOTS: join(work, 'start-slots'), WS_SUPERVISOR_TEST_RUN: runId };
 const started = performance.now();
 const seconds = (ms) => (ms / 1000).toFixed(1);
+/** A command through the shell with node_modules/.bin on the PATH, as npm runs a script (without npm's own start). */
+function shell(command, extraEnv = process.env) {
+  const PATH = [resolve('node_modules', '.bin'), process.env.PATH].join(process.platform === 'win32' ? ';' : ':');
+  return spawn(command, { shell: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...extraEnv, PATH } });
+}
+/** Runs a command to its end: its exit code (or signal) and its output, stdout and stderr as they came. */
+function step(command) {
+  return new Promise((done) => {
+    const child = shell(command);
+    const out = [];
+    child.stdout.on('data', (c) => out.push(c));
+    child.stderr.on('data', (c) => out.push(c));
+    child.on('close', (code, signal) => done({ code, signal, out: Buffer.concat(out) }));
+  });
+}
 
 // `npm pack` runs the build (`prepare`), which first deletes dist/ while other files serve the
 // browser bundle from it. So the runner builds dist/ once (3.7 s on this machine, idle), and tells
 // test/pack.test.ts to pack that fresh build without running the build again (`--ignore-scripts`).
 // The build runs while the test files are bundled, and the files that do not need dist/ start as
-// soon as the bundles are written; those in NEEDS_DIST wait for it (before, the build and then the
-// bundling ran one after the other, ~6 s before the first file).
-let distReady = !files.some((f) => norm(f) === 'test/pack.test.ts');
-let buildFailed = false;
-const build = distReady
+// soon as the bundles are written (before, the build and then the bundling ran one after the other,
+// ~6 s before the first file). And when package.json's build script is BUILD_SCRIPT, the runner runs
+// its three steps itself with the browser bundle before tsc: the browser bundle takes 0.4-0.7 s, tsc
+// 8.8-10.7 s at load ~6 (two runs each), so the three files that need only dist/browser/ (two of them
+// among the longest) start without waiting for tsc. dist/ ends up the same: tsc does not write to
+// dist/browser/. Another build script is run whole (`npm run build`), and every file of NEEDS_DIST
+// waits for its end.
+const BUILD_SCRIPT = `node -e "require('node:fs').rmSync('dist', { recursive: true, force: true })" && tsc -p tsconfig.build.json && node scripts/build-browser.mjs`;
+const ready = { browser: true, all: true };
+/** Called when a part of dist/ is built: the scheduler, once it exists (the bundling may still run). */
+let builtSome = () => {};
+const buildFailedFor = new Set();
+const build = !files.some((f) => norm(f) === 'test/pack.test.ts')
   ? Promise.resolve()
-  : new Promise((done) => {
-      const child = spawn(process.platform === 'win32' ? 'npm.cmd' : 'npm', ['run', 'build'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      const out = [];
-      child.stdout.on('data', (c) => out.push(c));
-      child.stderr.on('data', (c) => out.push(c));
-      child.on('close', (code, signal) => {
-        process.stdout.write(Buffer.concat(out));
-        if (code === 0) {
-          console.log(`run-tests: dist/ built in ${seconds(performance.now() - started)} s`);
-          distReady = true;
-        } else {
-          console.error(`run-tests: \`npm run build\` failed (exit ${code ?? signal}): the files that need dist/ do not run: ${NEEDS_DIST.join(', ')}`);
-          buildFailed = true;
+  : (async () => {
+      ready.browser = ready.all = false;
+      const report = (what, r) => {
+        process.stdout.write(r.out);
+        if (r.code === 0) console.log(`run-tests: ${what} built in ${seconds(performance.now() - started)} s`);
+        else console.error(`run-tests: ${what}: the build failed (exit ${r.code ?? r.signal}); what needs it does not run`);
+        return r.code === 0;
+      };
+      if (JSON.parse(readFileSync('package.json', 'utf8')).scripts.build === BUILD_SCRIPT) {
+        rmSync('dist', { recursive: true, force: true });
+        if (!report('dist/browser/', await step('node scripts/build-browser.mjs'))) {
+          buildFailedFor.add('browser').add('all');
+          return;
         }
-        done();
-      });
-    });
-if (!distReady) env.WS_SUPERVISOR_TEST_DIST_BUILT = '1';
+        ready.browser = true;
+        builtSome();
+        if (report('dist/', await step('tsc -p tsconfig.build.json'))) ready.all = true;
+        else buildFailedFor.add('all');
+      } else if (report('dist/ (npm run build)', await step('npm run build'))) ready.browser = ready.all = true;
+      else buildFailedFor.add('browser').add('all');
+    })();
+env.WS_SUPERVISOR_TEST_DIST_BUILT = '1';
+const distNeed = (f) => NEEDS_DIST.get(norm(f));
+const isReady = (f) => distNeed(f) === undefined || ready[distNeed(f)];
 
 // Each test process loads its file as one bundle instead of loading tsx and compiling every module
 // through its loader thread: 0.3–0.5 s less CPU per file (docs/testing.md, "Wall time"). The bundles
@@ -230,11 +264,7 @@ let finished;
 const allDone = new Promise((resolve) => (finished = resolve));
 
 /** The type check's own command (package.json's `typecheck` script), through the shell as npm runs it, without npm. */
-function startTypecheck() {
-  const script = JSON.parse(readFileSync('package.json', 'utf8')).scripts.typecheck;
-  const PATH = [resolve('node_modules', '.bin'), process.env.PATH].join(process.platform === 'win32' ? ';' : ':');
-  return spawn(script, { shell: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PATH } });
-}
+const startTypecheck = () => shell(JSON.parse(readFileSync('package.json', 'utf8')).scripts.typecheck);
 
 function startFile(file, kind) {
   const i = taps.length;
@@ -291,16 +321,16 @@ function schedule() {
     const now = performance.now();
     const kind = admission.admit(now, { running: running.size, quietRunning: [...running.values()].some((r) => r.quiet) });
     if (kind === null) break;
-    const i = pickNext(queue, kind, { ready: (f) => distReady || !NEEDS_DIST.includes(norm(f)), quiet: (f) => QUIET.includes(norm(f)) });
+    const i = pickNext(queue, kind, { ready: isReady, quiet: (f) => QUIET.includes(norm(f)) });
     if (i === -1) break;
     const [file] = queue.splice(i, 1);
     if (kind === 'extra') console.log(`run-tests: ${norm(file)} starts as an extra (${running.size} running, at least ${admission.idleThroughout(now)?.toFixed(2)} cores idle throughout the last ${admission.windowMs / 1000} s)`);
     startFile(file, kind);
     admission.started(now);
   }
-  if (buildFailed) {
-    // What needs dist/ cannot run: counted as failed, not silently dropped.
-    for (const f of queue.filter((q) => NEEDS_DIST.includes(norm(q)))) {
+  if (buildFailedFor.size > 0) {
+    // What needs the part of dist/ that failed to build cannot run: counted as failed, not dropped.
+    for (const f of queue.filter((q) => buildFailedFor.has(distNeed(q)))) {
       queue.splice(queue.indexOf(f), 1);
       failedFiles.push(norm(f));
       crashed.push(norm(f));
@@ -329,6 +359,7 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
     process.exit(signal === 'SIGINT' ? 130 : 143);
   });
 }
+builtSome = schedule;
 build.then(schedule);
 schedule();
 await allDone;
