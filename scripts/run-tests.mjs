@@ -110,9 +110,20 @@ const norm = (f) => f.split('\\').join('/');
 // process starting per core across the whole suite), so more files at once do not start more
 // processes at once.
 const cores = availableParallelism();
+/** A count from the environment: a whole number of at least `least`, or the default; anything else is an error (not NaN, which would lift the cap). */
+function countFrom(name, fallback, least) {
+  const raw = process.env[name];
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < least) {
+    console.error(`run-tests: ${name}=${raw}: a whole number of at least ${least}, please`);
+    process.exit(2);
+  }
+  return n;
+}
 const fixed = process.env.TEST_CONCURRENCY !== undefined;
-const base = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? cores + 1));
-const extrasAllowed = fixed ? 0 : Math.max(0, Number(process.env.TEST_EXTRA ?? cores));
+const base = countFrom('TEST_CONCURRENCY', cores + 1, 1);
+const extrasAllowed = fixed ? 0 : countFrom('TEST_EXTRA', cores, 0);
 const admission = new Admission({ base, cap: base + extrasAllowed });
 console.log(
   `run-tests: ${base} files at once (${fixed ? 'TEST_CONCURRENCY' : `${cores} cores, plus one`})` +
@@ -241,8 +252,8 @@ if (!viaTsx) {
 // Each file's output (its spec report, and whatever it writes to stdout and stderr) is printed whole
 // when it ends, so the files' reports do not interleave.
 const timesReporter = new URL('./test-file-times.mjs', import.meta.url).href;
-// Node's own warning when a process has three reporters (they add listeners to one stream), in every
-// file's stderr: not about the tests.
+// Node's own warning when a process has three reporters (they add listeners to one stream), in a
+// file's stderr now and then (under `node --test` it came once, from the parent): not about the tests.
 const REPORTERS_WARNING = /^\(node:\d+\) MaxListenersExceededWarning: Possible EventEmitter memory leak detected\. \d+ end listeners added to \[TestsStream\]\..*\n\(Use `node --trace-warnings \.\.\.` to show where the warning was created\)\n/m;
 /** The queue's name for the type check (--typecheck). */
 const TYPECHECK = 'npm run typecheck';
