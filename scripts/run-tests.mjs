@@ -305,6 +305,8 @@ function startFile(file, kind) {
   const out = [];
   child.stdout.on('data', (c) => out.push(c));
   child.stderr.on('data', (c) => out.push(c));
+  // A process that could not start: its error goes in its output, and 'close' follows with a code.
+  child.on('error', (error) => out.push(Buffer.from(`run-tests: ${error.message}\n`)));
   child.on('close', (code, signal) => {
     const t1 = performance.now();
     running.delete(child);
