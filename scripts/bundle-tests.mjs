@@ -76,9 +76,10 @@ const REQUIRE_SHIM = "import { createRequire as __testBundleCreateRequire } from
 /**
  * Bundles `files` (test file paths relative to the repository root) into `outDir` (under the
  * repository), each under its position in `files`: the third, test/a/b.test.ts, becomes
- * outDir/002/test/a/b.test.mjs. Node 20's `node --test` sorts the files it is given by path
- * before it runs them, so the position is what keeps the runner's order (its slowest files
- * first). Returns a map from each bundle's path back to its test file.
+ * outDir/002/test/a/b.test.mjs. (The position kept the runner's order when `node --test`, which
+ * sorts the files it is given by path, ran them; scripts/run-tests.mjs now starts each file
+ * itself, and scripts/time-tests.mjs runs them one at a time.) Returns a map from each bundle's
+ * path back to its test file.
  */
 export async function bundleTests(files, outDir) {
   rmSync(outDir, { recursive: true, force: true });

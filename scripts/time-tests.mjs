@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// Times each test file on its own (`node --enable-source-maps --test BUNDLE`, the file bundled as
-// `npm test` runs it, scripts/bundle-tests.mjs; with --tsx, `node --import tsx --test FILE` as
-// before), one after another, and prints a table sorted slowest first: wall seconds, tests
+// Times each test file on its own (`node --enable-source-maps --test-reporter=tap BUNDLE`, the file
+// bundled and run directly as `npm test` runs it, scripts/bundle-tests.mjs and scripts/run-tests.mjs;
+// with --tsx, `node --import tsx --test-reporter=tap FILE`), one after another, and prints a table sorted slowest first: wall seconds, tests
 // passed/failed. The numbers include each file's process start, which `npm test` pays once per
 // file too (it runs each file in its own process). With /usr/bin/time present it also prints each file's CPU time
 // (user + system of the file's processes and every child they waited for: redis-server, cluster
@@ -41,7 +41,7 @@ const scratch = mkdtempSync(join(tmpdir(), 'time-tests-'));
 function run(file) {
   return new Promise((resolve) => {
     const start = process.hrtime.bigint();
-    const node = [process.execPath, ...(viaTsx ? ['--import', 'tsx'] : ['--enable-source-maps']), '--test', '--test-reporter=tap', runnable.get(file)];
+    const node = [process.execPath, ...(viaTsx ? ['--import', 'tsx'] : ['--enable-source-maps']), '--test-reporter=tap', runnable.get(file)];
     const usage = join(scratch, 'usage');
     const [cmd, ...argv] = hasTime ? [TIME, '-f', '%U %S', '-o', usage, ...node] : node;
     const child = spawn(cmd, argv, {

@@ -1,0 +1,138 @@
+// The admission logic of scripts/run-tests.mjs's scheduler (scripts/test-scheduler.mjs), fed
+// synthetic CPU samples: a base file starts whenever fewer than the base run; an extra only when the
+// cores were idle in every sample of the window, not right after a start, never at the cap, never as
+// or beside a quiet file; and a simulated run starts extras on idle cores and none on busy ones.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Admission, concurrencyOf, idleBetween, pickNext } from '../scripts/test-scheduler.mjs';
+
+const cpu = (user: number, idle: number) => ({ times: { user, nice: 0, sys: 0, idle, irq: 0 } });
+
+test('idleBetween: idle cores from two readings of the per-core times', () => {
+  // Core 0 idle for the whole 500 ms, core 1 busy for 400 of them: 1.2 cores idle.
+  const r = idleBetween([cpu(1000, 1000), cpu(1000, 1000)], [cpu(1000, 1500), cpu(1400, 1100)]);
+  assert.equal(r.ms, 500);
+  assert.ok(Math.abs(r.idleCores - 1.2) < 1e-9, `${r.idleCores}`);
+  assert.deepEqual(idleBetween([cpu(5, 5)], [cpu(5, 5)]), { ms: 0, idleCores: 0 }, 'no time passed: nothing idle to count');
+  const nice = { times: { user: 0, nice: 500, sys: 0, idle: 0, irq: 0 } };
+  assert.equal(idleBetween([cpu(0, 0)], [nice]).idleCores, 0, 'time at a lower priority (nice) is busy, not idle');
+});
+
+/** An admission with samples every 500 ms from 0 to `until`, `idle(t)` idle cores in the sample ending at t. */
+function sampled(idle: (end: number) => number, until: number, o: Partial<ConstructorParameters<typeof Admission>[0]> = {}) {
+  const a = new Admission({ base: 3, cap: 5, ...o });
+  for (let end = 500; end <= until; end += 500) a.sample(end, 500, idle(end));
+  return a;
+}
+
+test('a base file starts whenever fewer than the base run, however busy the cores', () => {
+  const a = sampled(() => 0, 5000);
+  a.started(4900);
+  assert.equal(a.admit(5000, { running: 0, quietRunning: false }), 'base');
+  assert.equal(a.admit(5000, { running: 2, quietRunning: true }), 'base');
+  assert.equal(a.admit(5000, { running: 3, quietRunning: false }), null, 'busy cores: no extra');
+});
+
+test('an extra starts when the cores were idle in every sample of the window, and only then', () => {
+  const idle = sampled(() => 1.0, 5000);
+  assert.equal(idle.idleThroughout(5000), 1.0);
+  assert.equal(idle.admit(5000, { running: 3, quietRunning: false }), 'extra');
+  assert.equal(idle.admit(5000, { running: 4, quietRunning: false }), 'extra', 'a second extra, below the cap');
+  assert.equal(idle.admit(5000, { running: 5, quietRunning: false }), null, 'at the cap');
+  assert.equal(idle.admit(5000, { running: 3, quietRunning: true }), null, 'never beside a quiet file');
+
+  // Idle on average over the window (1.05 cores) but busy in its last sample: a burst has begun.
+  const burst = sampled((t) => (t === 5000 ? 0.1 : 1.4), 5000);
+  assert.equal(burst.admit(5000, { running: 3, quietRunning: false }), null);
+  // Busy up to 3 s: the window ending at 5 s starts at 3 s, so the sample over 2.5-3.0 s is not in it.
+  const earlier = sampled((t) => (t <= 3000 ? 0 : 1.0), 5000);
+  assert.equal(earlier.admit(5000, { running: 3, quietRunning: false }), 'extra', 'busy before the window: no matter');
+  const edge = sampled((t) => (t === 3500 ? 0.2 : 1.0), 5000);
+  assert.equal(edge.admit(5000, { running: 3, quietRunning: false }), null, 'the window reaches back 2 s: the sample over 3.0-3.5 s is in it');
+
+  // Just under the threshold throughout.
+  assert.equal(sampled(() => 0.49, 5000).admit(5000, { running: 3, quietRunning: false }), null);
+  // A busy machine (a busy loop per core): no extra, ever.
+  assert.equal(sampled(() => 0.02, 60_000).admit(60_000, { running: 3, quietRunning: false }), null);
+});
+
+test('no extra right after a start, nor on samples that do not cover the window', () => {
+  const a = sampled(() => 2, 5000);
+  a.started(4000);
+  assert.equal(a.admit(5000, { running: 3, quietRunning: false }), null, '1 s after a start');
+  assert.equal(a.admit(6000, { running: 3, quietRunning: false }), null, 'the samples stop at 5 s: stale at 6 s');
+  a.sample(5500, 500, 2);
+  a.sample(6000, 500, 2);
+  assert.equal(a.admit(6000, { running: 3, quietRunning: false }), 'extra', '2 s after it, the window idle');
+
+  const young = sampled(() => 2, 1500);
+  assert.equal(young.idleThroughout(1500), null, '1.5 s of samples do not cover a 2 s window');
+  assert.equal(young.admit(1500, { running: 3, quietRunning: false }), null);
+});
+
+test('extras are off when the cap is the base', () => {
+  const a = sampled(() => 2, 10_000, { cap: 3 });
+  assert.equal(a.admit(10_000, { running: 3, quietRunning: false }), null);
+});
+
+test('pickNext: the first ready file; for an extra, the first ready file that is not quiet', () => {
+  const queue = ['needs-dist', 'quiet', 'plain', 'plain-2'];
+  const o = { ready: (f: string) => f !== 'needs-dist', quiet: (f: string) => f === 'quiet' };
+  assert.equal(pickNext(queue, 'base', o), 1);
+  assert.equal(pickNext(queue, 'extra', o), 2);
+  assert.equal(pickNext(['needs-dist'], 'base', o), -1);
+  assert.equal(pickNext(['quiet'], 'extra', o), -1);
+});
+
+test('concurrencyOf: the time-weighted mean number of files at once and the most', () => {
+  assert.deepEqual(concurrencyOf([[0, 10], [0, 10]]), { mean: 2, max: 2 });
+  const r = concurrencyOf([[0, 10], [5, 10], [10, 20]]);
+  assert.equal(r.max, 2, 'a file ending as another starts is not counted with it');
+  assert.ok(Math.abs(r.mean - 25 / 20) < 1e-9, `${r.mean}`);
+  assert.deepEqual(concurrencyOf([]), { mean: 0, max: 0 });
+});
+
+/**
+ * A run of 20 files simulated in 250 ms steps on 2 cores: each file runs 30 s and needs `need` cores
+ * while it runs (a waiting file: 0.3), `busy` cores are taken by other work. The runner's loop: a
+ * sample every 500 ms, admissions every step.
+ */
+function simulate(need: number, busy: number) {
+  const cores = 2;
+  const a = new Admission({ base: cores + 1, cap: 2 * cores + 1 });
+  const queue = Array.from({ length: 20 }, (_, i) => `f${i}`);
+  const running: { end: number }[] = [];
+  const spans: [number, number][] = [];
+  let extras = 0;
+  let most = 0;
+  for (let now = 0; queue.length > 0 || running.length > 0; now += 250) {
+    for (let i = running.length - 1; i >= 0; i--) if (running[i]!.end <= now) running.splice(i, 1);
+    if (now % 500 === 0 && now > 0) a.sample(now, 500, Math.max(0, cores - busy - need * running.length));
+    for (;;) {
+      const kind = queue.length > 0 ? a.admit(now, { running: running.length, quietRunning: false }) : null;
+      if (kind === null) break;
+      queue.shift();
+      if (kind === 'extra') extras++;
+      running.push({ end: now + 30_000 });
+      spans.push([now, now + 30_000]);
+      a.started(now);
+    }
+    most = Math.max(most, running.length);
+  }
+  return { extras, most, ...concurrencyOf(spans) };
+}
+
+test('a simulated run: extras on idle cores, none on busy ones, never past the cap', () => {
+  const waiting = simulate(0.3, 0);
+  assert.ok(waiting.extras >= 2, `waiting files on idle cores: ${waiting.extras} extras`);
+  assert.equal(waiting.most, 5, 'up to the cap (2 cores + 3 files idle = 0.5 core at 5 files: the fifth still fits)');
+  assert.ok(waiting.mean > 3.5, `files at once on average: ${waiting.mean.toFixed(2)}`);
+
+  const heavy = simulate(0.7, 0);
+  assert.equal(heavy.extras, 0, 'three files of 0.7 cores leave 0.1 idle: no extra');
+  assert.equal(heavy.most, 3);
+
+  const underBusyLoops = simulate(0.3, 2);
+  assert.equal(underBusyLoops.extras, 0, 'a busy loop per core: no extra');
+  assert.equal(underBusyLoops.most, 3);
+});
