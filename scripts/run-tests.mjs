@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { spawn } from 'node:child_process';
+import { BUILD_STEPS, cleanDist, shell } from './build.mjs';
 import { bundleTests } from './bundle-tests.mjs';
 import { Admission, concurrencyOf, idleBetween, pickNext } from './test-scheduler.mjs';
 
@@ -164,11 +165,6 @@ const runId = String(process.pid);
 const env = { ...process.env, WS_SUPERVISOR_TEST_START_SLOTS: join(work, 'start-slots'), WS_SUPERVISOR_TEST_RUN: runId };
 const started = performance.now();
 const seconds = (ms) => (ms / 1000).toFixed(1);
-/** A command through the shell with node_modules/.bin on the PATH, as npm runs a script (without npm's own start). */
-function shell(command, extraEnv = process.env) {
-  const PATH = [resolve('node_modules', '.bin'), process.env.PATH].join(process.platform === 'win32' ? ';' : ':');
-  return spawn(command, { shell: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...extraEnv, PATH } });
-}
 /** Runs a command to its end: its exit code (or signal) and its output, stdout and stderr as they came. */
 function step(command) {
   return new Promise((done) => {
@@ -185,13 +181,10 @@ function step(command) {
 // test/pack.test.ts to pack that fresh build without running the build again (`--ignore-scripts`).
 // The build runs while the test files are bundled, and the files that do not need dist/ start as
 // soon as the bundles are written (before, the build and then the bundling ran one after the other,
-// ~6 s before the first file). And when package.json's build script is BUILD_SCRIPT, the runner runs
-// its three steps itself with the browser bundle before tsc: the browser bundle takes 0.4-0.7 s, tsc
-// 8.8-10.7 s at load ~6 (two runs each), so the three files that need only dist/browser/ (two of them
-// among the longest) start without waiting for tsc. dist/ ends up the same: tsc does not write to
-// dist/browser/. Another build script is run whole (`npm run build`), and every file of NEEDS_DIST
-// waits for its end.
-const BUILD_SCRIPT = `node -e "require('node:fs').rmSync('dist', { recursive: true, force: true })" && tsc -p tsconfig.build.json && node scripts/build-browser.mjs`;
+// ~6 s before the first file). The runner runs the build's steps one by one (scripts/build.mjs, the
+// same list as `npm run build`): the browser bundle first, 0.4-0.7 s, then tsc, 8.8-10.7 s at load ~6
+// (two runs each), so the three files that need only dist/browser/ (two of them among the longest)
+// start without waiting for tsc.
 const ready = { browser: true, all: true };
 /** Called when a part of dist/ is built: the scheduler, once it exists (the bundling may still run). */
 let builtSome = () => {};
@@ -200,24 +193,19 @@ const build = !files.some((f) => norm(f) === 'test/pack.test.ts')
   ? Promise.resolve()
   : (async () => {
       ready.browser = ready.all = false;
-      const report = (what, r) => {
+      cleanDist();
+      for (const { builds, command } of BUILD_STEPS) {
+        const r = await step(command);
         process.stdout.write(r.out);
-        if (r.code === 0) console.log(`run-tests: ${what} built in ${seconds(performance.now() - started)} s`);
-        else console.error(`run-tests: ${what}: the build failed (exit ${r.code ?? r.signal}); what needs it does not run`);
-        return r.code === 0;
-      };
-      if (JSON.parse(readFileSync('package.json', 'utf8')).scripts.build === BUILD_SCRIPT) {
-        rmSync('dist', { recursive: true, force: true });
-        if (!report('dist/browser/', await step('node scripts/build-browser.mjs'))) {
-          buildFailedFor.add('browser').add('all');
+        if (r.code !== 0) {
+          console.error(`run-tests: \`${command}\` failed (exit ${r.code ?? r.signal}); what needs dist/ does not run`);
+          for (const part of builds === 'all' ? ['all'] : ['browser', 'all']) buildFailedFor.add(part);
           return;
         }
-        ready.browser = true;
+        console.log(`run-tests: ${builds === 'all' ? 'dist/' : `dist/${builds}/`} built in ${seconds(performance.now() - started)} s`);
+        ready[builds] = true;
         builtSome();
-        if (report('dist/', await step('tsc -p tsconfig.build.json'))) ready.all = true;
-        else buildFailedFor.add('all');
-      } else if (report('dist/ (npm run build)', await step('npm run build'))) ready.browser = ready.all = true;
-      else buildFailedFor.add('browser').add('all');
+      }
     })();
 env.WS_SUPERVISOR_TEST_DIST_BUILT = '1';
 const distNeed = (f) => NEEDS_DIST.get(norm(f));
