@@ -14,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { browser, CHROMIUM, CHROMIUM_INSTALL, WAIT } from '../helpers/chromium.ts';
 import WebSocket from 'ws';
 import { httpGet, metric, metricsOf, REPO_ROOT, startCliServer, type CliServer } from '../helpers/cli.ts';
@@ -54,12 +54,23 @@ function ready(t: TestContext): boolean {
   return true;
 }
 
+let context: Promise<BrowserContext> | null = null;
+/**
+ * One browser context for the file's pages (closed with the browser), a page per test: each test's page is of its
+ * own server's origin (its own port), and nothing here keeps state a later test could see (no cookie, no storage; the
+ * cache is keyed by the URL, port included). A context per test cost Chromium ~0.2 s more of CPU each (docs/testing.md,
+ * "The suite's CPU (the tenth session…)").
+ */
+function sharedContext(): Promise<BrowserContext> {
+  context ??= browser().then((b) => b.newContext());
+  return context;
+}
+
 /** A page of the server's own origin (R19) with a client from the bundle in `window.h`; its page errors fail the test. */
 /** `setup`: page code run right after the client is made, in the same turn (before any frame can arrive); `h` is in scope. */
 async function clientPage(t: TestContext, server: CliServer, options: Record<string, unknown>, setup = ''): Promise<Page> {
-  const context = await (await browser()).newContext();
-  t.after(() => context.close());
-  const page = await context.newPage();
+  const page = await (await sharedContext()).newPage();
+  t.after(() => page.close());
   const errors: string[] = [];
   page.on('pageerror', (err) => errors.push(err.message));
   t.after(() => assert.deepEqual(errors, [], 'page errors'));
