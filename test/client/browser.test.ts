@@ -14,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { browser, CHROMIUM, CHROMIUM_INSTALL, WAIT } from '../helpers/chromium.ts';
 import WebSocket from 'ws';
 import { httpGet, metric, metricsOf, REPO_ROOT, startCliServer, type CliServer } from '../helpers/cli.ts';
@@ -54,15 +54,47 @@ function ready(t: TestContext): boolean {
   return true;
 }
 
+let context: Promise<BrowserContext> | null = null;
+let shared: Page | null = null;
+let sharedInUse = false;
+/**
+ * One page for the file's tests, one test at a time: each test loads its own server's page into it (a new document,
+ * of that server's origin: its own port), and at the test's end the page goes to about:blank, which ends the test's
+ * document (its client, its socket) before the next test's loads, in the same renderer. Nothing in these pages keeps
+ * state a later document could see (no cookie, no storage; the cache is keyed by the URL, port included). A new page
+ * per test cost Chromium ~1.7 s of CPU each, most of it in the renderer that held the new page's first about:blank,
+ * which is swapped out at the first navigation and then works on for ~1 s; a navigation in a page stays in its
+ * renderer (docs/testing.md, "The suite's CPU (the tenth session…)"). A new page only if the shared one is closed
+ * (it crashed) or taken (tests at once).
+ */
+async function testPage(t: TestContext): Promise<Page> {
+  context ??= browser().then((b) => b.newContext());
+  let page: Page;
+  if (shared && !shared.isClosed() && !sharedInUse) page = shared;
+  else if (sharedInUse) {
+    page = await (await context).newPage();
+    t.after(() => page.close());
+    return page;
+  } else page = shared = await (await context).newPage();
+  sharedInUse = true;
+  t.after(async () => {
+    await page.goto('about:blank', WAIT).catch(() => page.close());
+    sharedInUse = false;
+  });
+  return page;
+}
+
 /** A page of the server's own origin (R19) with a client from the bundle in `window.h`; its page errors fail the test. */
 /** `setup`: page code run right after the client is made, in the same turn (before any frame can arrive); `h` is in scope. */
 async function clientPage(t: TestContext, server: CliServer, options: Record<string, unknown>, setup = ''): Promise<Page> {
-  const context = await (await browser()).newContext();
-  t.after(() => context.close());
-  const page = await context.newPage();
+  const page = await testPage(t);
   const errors: string[] = [];
-  page.on('pageerror', (err) => errors.push(err.message));
-  t.after(() => assert.deepEqual(errors, [], 'page errors'));
+  const onError = (err: Error): void => void errors.push(err.message);
+  page.on('pageerror', onError);
+  t.after(() => {
+    page.off('pageerror', onError);
+    assert.deepEqual(errors, [], 'page errors');
+  });
   await page.goto(`${server.base}/`, WAIT);
   await page.evaluate(`(async () => {
     const { createClient } = await import('/ws-supervisor-client.js');

@@ -217,8 +217,11 @@ test('chromium: the demo page\'s ?path= names a path on its own server only: "?p
   await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
   t.after(() => new Promise<void>((resolve) => other.close(() => resolve())));
   const otherHost = `127.0.0.1:${(other.address() as AddressInfo).port}`;
+  // One page, loaded afresh for each link (a new document: its own log and client; the last one's socket closes as it
+  // unloads): a new page in a new context for each cost ~0.6 s more of Chromium's CPU apiece (a context, a page, its
+  // first renderer; docs/testing.md, "The suite's CPU (the tenth session…)"), and nothing here depends on a new one.
+  const page = await newPage(t);
   for (const crafted of [`@${otherHost}/server`, `//${otherHost}/server`, `\\\\${otherHost}/server`, `:1@${otherHost}/server`]) {
-    const page = await newPage(t);
     // Without the check, `ws://${location.host}${path}` is ws://127.0.0.1:PORT@OTHER/server: OTHER is the host.
     await page.goto(`${server.base}/?path=${encodeURIComponent(crafted)}`, WAIT);
     await page.click('#connect', WAIT);
@@ -226,7 +229,6 @@ test('chromium: the demo page\'s ?path= names a path on its own server only: "?p
     const lines = await logLines(page);
     assert.ok(lines.some((l) => l.includes(`client for ws://${new URL(server.base).host}/server `)), `?path=${crafted}: the page's own endpoint, log:\n${lines.join('\n')}`);
     assert.ok(lines.some((l) => l.includes('ignored ?path=')), `?path=${crafted}: the page says why, log:\n${lines.join('\n')}`);
-    await page.close();
   }
   assert.deepEqual(upgrades, [], 'no upgrade reached the other host');
 });
