@@ -61,6 +61,36 @@ class GatedStore extends RedisSessionStore {
   }
 }
 
+/**
+ * The Redis store of a node slow to read one answer: the `new` that takes request `cseq` over from another node (a
+ * wait's answer, counted in Redis at once) is held until `releaseTakeover()`, as a busy event loop or a long store
+ * queue holds it. Every other answer passes.
+ */
+class TakeoverGate extends RedisSessionStore {
+  private armed: number | null = null;
+  private gate: { promise: Promise<void>; open(): void } | null = null;
+  /** The takeover's answer is held now. */
+  held = false;
+  holdTakeoverOf(cseq: number): void {
+    this.armed = cseq;
+    let open!: () => void;
+    const promise = new Promise<void>((resolve) => (open = resolve));
+    this.gate = { promise, open };
+  }
+  releaseTakeover(): void {
+    this.gate?.open();
+  }
+  override async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
+    const verdict = await super.beginRequest(id, cseq);
+    if (this.armed === cseq && verdict.kind === 'new' && this.gate !== null) {
+      this.armed = null;
+      this.held = true;
+      await this.gate.promise;
+    }
+    return verdict;
+  }
+}
+
 interface Node {
   demo: DemoServer;
   store: RedisSessionStore;
@@ -376,6 +406,89 @@ test("a connection that goes while it waits on another node's count leaves its l
   assert.deepEqual(pushes, ['p1', 'p3'], 'the pushes in request order');
   const seqs = second.data().map((m) => m.seq);
   assert.deepEqual(seqs, seqs.map((_, i) => lastSeq + 1 + i), 'the seqs in order, none missing');
+});
+
+test("a node that counted a client's later requests while it waited on an earlier one keeps them while it works on them: the client, moving on to a third node a lease after those counts, has them answered from that node's runs, each once and in order, not taken over and run again after the later ones", async (t) => {
+  // Seen in test/cli/sessions-redis.test.ts (a worker frozen 20 s past the 15 s lease, under load): a client's pushes
+  // p10-p17 came after p68, each once. The worker it had resumed on (B here) counted its later requests while it waited
+  // on the frozen worker's counts; the client then moved on to the continued worker (C here), which took those counts
+  // over by their age (a lease since the count, B alive) and ran them, while B ran them too when its wait ended (the
+  // fence refused B's pushes of them) and then the ones it had counted after, whose pushes passed first.
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-kept`;
+  // B's wait on A's count lasts a lease; C must ask about B's counts a lease after them and B run them soon after:
+  // a lease long enough that a loaded machine does neither too late (B's late verdict rules, two thirds of it).
+  const leaseTtl = pace.scaled(3_000);
+  const a = await node(t, redis.url, prefix, 'node-a', (o) => new GatedStore(o), { leaseTtl });
+  const b = await node(t, redis.url, prefix, 'node-b', (o) => new TakeoverGate(o), { leaseTtl });
+  const c = await node(t, redis.url, prefix, 'node-c', undefined, { leaseTtl });
+  const admin = new Redis(redis.url);
+  t.after(() => admin.disconnect());
+  /** Which node counted request `n` of the session and when (Redis time, ms), from the store's own record. */
+  const countOf = async (n: number): Promise<{ node: string; at: number } | null> => {
+    const v = await admin.hget(`${prefix}:session:r:${id}`, `n${n}`);
+    if (v === null) return null;
+    const i = v.indexOf(':');
+    return { node: v.slice(0, i), at: Number(v.slice(i + 1)) };
+  };
+  const redisNow = async (): Promise<number> => {
+    const [sec, us] = await admin.time();
+    return Number(sec) * 1000 + Math.floor(Number(us) / 1000);
+  };
+  const countedBy = async (n: number, by: RedisSessionStore): Promise<number> => {
+    const deadline = Date.now() + pace.scaled(5_000) + leaseTtl;
+    for (;;) {
+      const count = await countOf(n);
+      if (count !== null && count.node === by.nodeId) return count.at;
+      if (Date.now() > deadline) throw new Error(`request ${n} never counted by ${by.nodeId} (${JSON.stringify(count)})`);
+      await delay(10);
+    }
+  };
+  const pub = (k: number) => ({ ...PUBLISH, someOtherThing: `p${k}` });
+
+  const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
+  // A counts request 2 (push p1) and never gets to it (frozen: its store renews its lease, its loop does not run it).
+  await countHeld(a.store, onA);
+
+  // The client resumes on B, re-sends 2 and sends 3 and 4: B waits on A's count of 2, and counts 3 and 4 behind it.
+  const onB = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
+  assert.equal(onB.attached().cseq, 0);
+  b.store.holdTakeoverOf(2);
+  onB.request(PUBLISH, 2);
+  onB.request(pub(2), 3);
+  onB.request(pub(3), 4);
+  const counted4 = await countedBy(4, b.store);
+  // A lease after A's count, B takes 2 over; B is slow to read that answer (a busy loop, a long store queue).
+  await waitFor(() => b.store.held, leaseTtl + 10_000, "B's takeover of A's count of 2");
+  // The client's next request reaches B: counted now, behind 2.
+  onB.request(pub(4), 5);
+  await countedBy(5, b.store);
+  // B's counts of 3 and 4 are a lease old now, by the store's clock; B is alive, and runs them once it reads its answer.
+  while ((await redisNow()) < counted4 + leaseTtl + 20) await delay(10);
+
+  // The client moves on to C (its connection to B open still: B has not noticed) and re-sends everything.
+  const onC = await resumeOn(t, c.url, { id, token, lastSeq, epoch });
+  assert.equal(onC.attached().cseq, 0);
+  onC.request(PUBLISH, 2);
+  for (const n of [3, 4, 5]) onC.request(pub(n - 1), n);
+  await waitFor(() => (c.store.operations.beginRequest ?? 0) >= 4, 5_000, 'C to ask about each');
+  await c.store.answered();
+  b.store.releaseTakeover(); // B reads its answer: it runs 2, then 3, 4 and 5
+  const pushes = (): string[] => onC.data().filter((m) => m.payload.startsWith('{"command":"publish"')).map((m) => (JSON.parse(m.payload) as { someOtherThing: string }).someOtherThing);
+  await waitFor(() => pushes().length >= 4, 10_000 + leaseTtl, 'the four pushes on C');
+  a.store.release(); // A continues: its verdict comes a lease late, not run there
+  await Promise.all([a.store.answered(), b.store.answered(), c.store.answered()]);
+  await delay(300); // a second run, push or reply would show by now
+
+  const texts = (published: string[]): string[] => published.map((d) => (JSON.parse(d) as { someOtherThing: string }).someOtherThing);
+  assert.deepEqual(pushes(), ['p1', 'p2', 'p3', 'p4'], 'every push once, in request order');
+  assert.deepEqual([texts(a.published), texts(b.published), texts(c.published)], [[], ['p1', 'p2', 'p3', 'p4'], []], 'each request ran once, on B, which counted it: C waited for it');
+  const repliesTo = (n: number): number => onC.data().filter((m) => (JSON.parse(m.payload) as { requestID?: number }).requestID === n).length;
+  assert.deepEqual([2, 3, 4, 5].map(repliesTo), [1, 1, 1, 1], 'every reply once');
+  const seqs = onC.data().map((m) => m.seq);
+  assert.deepEqual(seqs, seqs.map((_, i) => lastSeq + 1 + i), 'the seqs in order, none missing');
+  assert.deepEqual([...b.sessionLetters, ...c.sessionLetters].map((l) => l.reason), [], 'no push refused by the fence, no reply refused');
 });
 
 /**
