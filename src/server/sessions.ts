@@ -1218,6 +1218,20 @@ export class Sessions<Auth = unknown> {
     return lease === undefined ? Infinity : Math.floor((lease * 2) / 3);
   }
 
+  /**
+   * @internal Request `cseq` of the binding's connection is left unrun here (SessionBinding.abandon): its count, if
+   * still this process's and unfinished, is released in the store, so the process that gets the client's re-send
+   * runs it at once, in order, instead of waiting a lease for it. Not while another connection here carries the
+   * session: its own verdicts decide what runs (a count of this process re-sent there runs there).
+   */
+  requestLeft(binding: SessionBinding<Auth>, cseq: number): void {
+    const entry = binding.entry;
+    const store = this.store;
+    if (entry === null || entry.unpersisted || store.releaseRequests === undefined) return;
+    if (entry.carrier !== null && entry.carrier !== binding) return;
+    store.releaseRequests(entry.id, [cseq]).catch((err: unknown) => this.reportFailure('releaseRequests', entry.id, err));
+  }
+
   /** @internal The verdict of request `cseq` came too late to be this process's (SessionBinding.queueRequest): not run. */
   staleVerdict(binding: SessionBinding<Auth>, cseq: number): void {
     this.host.logger?.warn({ session: binding.entry?.id ?? null, cseq }, 'session request: its count was answered too late to run here (this process stalled past the lease); the connection is closed, its client resumes');
@@ -1739,6 +1753,11 @@ class BindingRare {
   waiting = 0;
   /** With an async store: the highest request whose outcome (reply, or its end) the store has answered; -1 untracked (SessionBinding.ackTo). */
   stored = -1;
+  /**
+   * When (performance.now()) this connection last asked the store about a request and was told to wait (`pending`):
+   * the store noted then that this process works on the session's requests, so its later counts age from there.
+   */
+  worked = 0;
 }
 
 /**
@@ -2046,10 +2065,12 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
     // How long the store took to answer this connection's own count (not how long it then waited behind the requests
     // before it, which may be a lease: a pending one): measured when the answer is read, as a stalled process reads it.
     let answeredIn = 0;
+    let asked = 0;
     if (counting && verdict !== null) {
-      const asked = performance.now();
+      asked = performance.now();
       verdict = verdict.then((v) => {
         answeredIn = performance.now() - asked;
+        if (v.kind === 'pending') this.noteWorked(asked);
         return v;
       });
     }
@@ -2063,24 +2084,42 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
             uncount();
             this.sessions.bindingStoreFailed(this, 'beginRequest', err);
             // Closed (1011) unless the session went local meanwhile: then this connection runs it.
-            if (!this.local) return this.abandon();
+            if (!this.local) return this.abandon(cseq);
           }
         }
         // An earlier request of this connection was left unrun: this one is not run here either (below).
-        if (this.abandoned && !this.local) return;
+        if (this.abandoned && !this.local) return this.sessions.requestLeft(this, cseq);
         if (v !== null && v.kind === 'new' && counting && !this.local && answeredIn >= this.sessions.staleVerdictMs) {
           // Counted here, but read so late (this process stalled: a freeze, a swap) that its lease may have lapsed
           // meanwhile and another process taken the count over and run it: running it here could run it twice, its
           // push out of order and its reply refused. Not run: the connection closes, its client resumes and re-sends
           // it, and the store says who runs it (a count of this process is settled here: 'pending', here).
           uncount();
-          this.abandon();
+          this.abandon(cseq);
+          return this.sessions.staleVerdict(this, cseq);
+        }
+        if (v !== null && v.kind === 'new' && counting && !this.local && performance.now() - Math.max(asked, this.more.worked) >= this.sessions.staleVerdictMs) {
+          // Counted here and read in time, but its turn came this late (it waited behind an earlier request, on another
+          // process's count or a slow answer) with no word from this process to the store since: its count may have
+          // been taken over by its age meanwhile, and run elsewhere. Run here too, it ran twice, and out of order (the
+          // other process ran it after this one had run the later ones). Not run, as a count read late is not. While
+          // this connection waits on the earlier one, its asking tells the store it works on its counts (`worked`),
+          // so an ordinary wait of a lease does not come here.
+          uncount();
+          this.abandon(cseq);
           return this.sessions.staleVerdict(this, cseq);
         }
         if (v !== null && v.kind === 'pending') {
           uncount(); // not this binding's to run: it waits for whoever counted it
-          v = await this.settlePending(cseq, v);
-          if (v === null) return this.abandon();
+          const decided = { at: asked };
+          v = await this.settlePending(cseq, v, decided);
+          if (v === null) return this.abandon(cseq);
+          if (v.kind === 'new' && !this.local && performance.now() - decided.at >= this.sessions.staleVerdictMs) {
+            // The answer that made it this process's (a takeover, or its own count found lost) was read this late:
+            // as a count read late, it may have been taken over from this process meanwhile. Not run.
+            this.abandon(cseq);
+            return this.sessions.staleVerdict(this, cseq);
+          }
         }
         this.request(cseq, v, payload, isBinary);
       } finally {
@@ -2102,10 +2141,17 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
    * process's and unfinished: re-sent here, it runs at once (the pending-request machine's count lost here); re-sent
    * to another process, that one waits for it up to a lease (docs/sessions.md, "Across nodes").
    */
-  private abandon(): void {
+  private abandon(cseq: number): void {
     this.flags |= ABANDONED;
     const entry = this.entry;
     if (entry !== null) entry.unsettled = true;
+    this.sessions.requestLeft(this, cseq);
+  }
+
+  /** The store was told, asked at `at` (performance.now()), that this process waits on a request of the session. */
+  private noteWorked(at: number): void {
+    const rare = this.more;
+    if (at > rare.worked) rare.worked = at;
   }
 
   private get abandoned(): boolean {
@@ -2121,7 +2167,7 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
    * it (request order). Null: this connection closed meanwhile (the client
    * re-sends it on its next resume).
    */
-  private settlePending(cseq: number, verdict: RequestVerdict): Promise<RequestVerdict | null> {
+  private settlePending(cseq: number, verdict: RequestVerdict, decided: { at: number }): Promise<RequestVerdict | null> {
     // The wait is the machine's (machines/pending-request.machine.ts: when to ask again, when a count of this process
     // is settled here); this side tells it each verdict with the facts only this process knows, and asks the store.
     const entry = this.entry!;
@@ -2149,7 +2195,13 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
           command: () => {
             if (gone()) return runner.send(PENDING_GONE);
             if (this.local) return runner.send(PENDING_LOCAL);
-            sessions.store.beginRequest(entry.id, cseq).then(tell, (err: unknown) => {
+            const at = performance.now();
+            sessions.store.beginRequest(entry.id, cseq).then((v) => {
+              // When the answer that ends the wait was asked (`decided`): a `new` read two thirds of a lease later is not run.
+              decided.at = at;
+              if (v.kind === 'pending') this.noteWorked(at);
+              tell(v);
+            }, (err: unknown) => {
               sessions.bindingStoreFailed(this, 'beginRequest', err);
               // Persisted, the connection is closed (1011) and the client re-sends it on its resume. Local (before or
               // by this failure), no resume will: it runs here, as a first verdict's failure does (queueRequest).
@@ -2241,7 +2293,10 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
       case 'pending':
         return; // settled before request() (settlePending)
       case 'moved':
-        // Another process attached the session since this one held it: nothing of it runs here any more.
+        // Another process attached the session since this one held it: nothing of it runs here any more. Nor do the
+        // later requests this connection had counted before (the answer to a wait on an earlier one): the process the
+        // client is on now runs them after this one, in order, once they are released.
+        this.abandon(cseq);
         this.sessions.bindingMoved(this);
         return;
       case 'gap':
