@@ -35,6 +35,7 @@ import {
   type CarrierCommand,
   type Lease,
   type SessionEnding,
+  type SessionEvent,
   type SessionMachine,
 } from '../../machines/session.machine.ts';
 import {
@@ -252,7 +253,6 @@ class EntryRare {
 /** Entry's flags. */
 const ENTRY_ENDED = 1;
 const ENTRY_INCOMING = 2;
-const ENTRY_UNSETTLED = 4;
 
 /**
  * One live session here: the host of its machine (machines/session.machine.ts)
@@ -347,18 +347,6 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost, SessionSlo
   }
   set incoming(on: boolean) {
     this.bits = on ? this.bits | ENTRY_INCOMING : this.bits & ~ENTRY_INCOMING;
-  }
-  /**
-   * A request of the session was left unrun here since its last resume that re-sent everything (its connection went
-   * while it waited on another process's count, a verdict read a lease late, a failed count; SessionBinding.abandon):
-   * its count may be open in the store though `lastCseqRun` is past it, so the next resume here has the client re-send
-   * every request it holds unacknowledged (Sessions.resumed).
-   */
-  get unsettled(): boolean {
-    return (this.bits & ENTRY_UNSETTLED) !== 0;
-  }
-  set unsettled(on: boolean) {
-    this.bits = on ? this.bits | ENTRY_UNSETTLED : this.bits & ~ENTRY_UNSETTLED;
   }
 
   /** When the session last detached (epoch ms); null while a connection carries it. */
@@ -1378,12 +1366,12 @@ export class Sessions<Auth = unknown> {
     // unacknowledged (cseq 0), and the store says what each is (SessionBinding.request): answered (`duplicate`),
     // still running where it was counted (`pending`: waited for), or counted by a process now dead (`new`: runs here).
     // `lastCseqRun` is the highest cseq run here, not a count of every one below it: a request a connection here left
-    // unrun (`unsettled`: it waited on another process's count when its connection went) hides below it, and a
+    // unrun (the machine's `unsettled`: it waited on another process's count when its connection went) hides below it, and a
     // resume that told the client `lastCseqRun` had it re-send nothing: that request was never answered (the frozen
     // worker of test/cli/sessions-redis.test.ts, under load).
-    const adopt = record.lastCseq > entry.lastCseqRun || entry.unsettled;
-    if (adopt) entry.unsettled = false;
-    const cseq = adopt ? 0 : record.lastCseq;
+    // The machine decides (machines/session.machine.ts, `requestsCounted`).
+    entry.runner.send({ type: 'requestsCounted', aheadOfRuns: record.lastCseq > entry.lastCseqRun });
+    const cseq = entry.runner.getSnapshot().context.resendAll ? 0 : record.lastCseq;
     this.carry(binding, entry, {
       id: record.id, token, epoch: this.epoch!, resumed: true,
       lastSeq, replay: replay.length, cseq, resumeWindow: this.options.resumeWindow,
@@ -2137,14 +2125,14 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
    * store failed on its count, or its count was read a lease late): the client re-sends it on its next resume. Every
    * later request of this connection is then left too, even one the store counted here (`new`): run now, it would
    * run before the one left (its push out of order), and the session's `lastCseqRun` would pass over the one left,
-   * so that a resume here told the client it had nothing to re-send (Entry.unsettled). Left, such a count is this
+   * so that a resume here told the client it had nothing to re-send (the session machine's `requestLeft`). Left, such a count is this
    * process's and unfinished: re-sent here, it runs at once (the pending-request machine's count lost here); re-sent
    * to another process, that one waits for it up to a lease (docs/sessions.md, "Across nodes").
    */
   private abandon(cseq: number): void {
     this.flags |= ABANDONED;
     const entry = this.entry;
-    if (entry !== null) entry.unsettled = true;
+    if (entry !== null) entry.runner.send(REQUEST_LEFT);
     this.sessions.requestLeft(this, cseq);
   }
 
@@ -2652,6 +2640,8 @@ const GAP: GapReaderEvent = { type: 'gap' };
 const PENDING_GONE: PendingRequestEvent = { type: 'gone' };
 const PENDING_FAILED: PendingRequestEvent = { type: 'failed' };
 const PENDING_LOCAL: PendingRequestEvent = { type: 'local' };
+/** The session machine's `requestLeft` (no payload): one object for every report. */
+const REQUEST_LEFT: SessionEvent = { type: 'requestLeft' };
 
 /** A connection's gap reader's host: made with it, at the connection's first gap. */
 class GapReaderHost<Auth> implements RunnerHost, HostedActor<GapStoreCommand> {
