@@ -1366,10 +1366,9 @@ export class Sessions<Auth = unknown> {
     // unacknowledged (cseq 0), and the store says what each is (SessionBinding.request): answered (`duplicate`),
     // still running where it was counted (`pending`: waited for), or counted by a process now dead (`new`: runs here).
     // `lastCseqRun` is the highest cseq run here, not a count of every one below it: a request a connection here left
-    // unrun (the machine's `unsettled`: it waited on another process's count when its connection went) hides below it, and a
-    // resume that told the client `lastCseqRun` had it re-send nothing: that request was never answered (the frozen
-    // worker of test/cli/sessions-redis.test.ts, under load).
-    // The machine decides (machines/session.machine.ts, `requestsCounted`).
+    // unrun (the machine's `unsettled`: it waited on another process's count when its connection went) hides below
+    // it, and a resume that told the client `lastCseqRun` had it re-send nothing: that request was never answered (the
+    // frozen worker of test/cli/sessions-redis.test.ts, under load). The machine decides (`requestsCounted`).
     entry.runner.send({ type: 'requestsCounted', aheadOfRuns: record.lastCseq > entry.lastCseqRun });
     const cseq = entry.runner.getSnapshot().context.resendAll ? 0 : record.lastCseq;
     this.carry(binding, entry, {
@@ -2125,9 +2124,9 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
    * store failed on its count, or its count was read a lease late): the client re-sends it on its next resume. Every
    * later request of this connection is then left too, even one the store counted here (`new`): run now, it would
    * run before the one left (its push out of order), and the session's `lastCseqRun` would pass over the one left,
-   * so that a resume here told the client it had nothing to re-send (the session machine's `requestLeft`). Left, such a count is this
-   * process's and unfinished: re-sent here, it runs at once (the pending-request machine's count lost here); re-sent
-   * to another process, that one waits for it up to a lease (docs/sessions.md, "Across nodes").
+   * so that a resume here told the client it had nothing to re-send (the session machine's `requestLeft`). Each request
+   * left is released in the store (Sessions.requestLeft): the process that gets the client's re-send, this one or
+   * another, runs it at once, in order (docs/sessions.md, "Across nodes"); before, another waited up to a lease for it.
    */
   private abandon(cseq: number): void {
     this.flags |= ABANDONED;
