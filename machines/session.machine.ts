@@ -10,6 +10,8 @@
  *   attached | resuming ──unpersist──▶ unpersisted ──detach | resume──▶ ended
  *   detached ──unpersist──▶ ended
  *   (any live state) → overflowed | ended
+ *   attached | resuming | detached ──requestLeft──▶ (stays; unsettled)
+ *   attached | resuming ──requestsCounted──▶ (stays; resendAll = aheadOfRuns or unsettled)
  *
  * Like the connection machine, the data path does not run through it: the
  * messages, their sequence numbers and acknowledgements live in the session
@@ -76,7 +78,19 @@ export type SessionEvent =
    * no longer be resumed over what the store missed (docs/sessions.md,
    * "Store failures"). `detail` names the operation and the error.
    */
-  | { type: 'unpersist'; detail: string };
+  | { type: 'unpersist'; detail: string }
+  /**
+   * A request of the session was left unrun on this host (its connection went, or the session moved, while it
+   * waited on another process's count; its count failed or was read a lease late): its count may be open in the
+   * store below the highest request this host ran, so the next resume here has the client re-send everything.
+   */
+  | { type: 'requestLeft' }
+  /**
+   * A resume read the store's record of the session. `aheadOfRuns`: the store counted requests past the highest
+   * this host ran (another process counted them, or took them over). The machine decides what the resume asks the
+   * client to re-send (`resendAll`).
+   */
+  | { type: 'requestsCounted'; aheadOfRuns: boolean };
 
 /** What the machine asks of its `carrier` (the host side of the session). */
 export type CarrierCommand =
@@ -109,7 +123,24 @@ export interface SessionContext {
    * a request still running must not go to the store's copy (it is being ended).
    */
   unpersisted: boolean;
+  /** A request was left unrun here since the last resume that had the client re-send everything (`requestLeft`). */
+  unsettled: boolean;
+  /**
+   * What the last resume asks of the client (`requestsCounted`): true, re-send every request it holds
+   * unacknowledged (`attached.cseq` 0; the store says what each is); false, only those past the store's last count.
+   */
+  resendAll: boolean;
 }
+
+/**
+ * What a resume asks the client to re-send (docs/sessions.md, "A process frozen past its lease"): the host reports
+ * each request left unrun and, at each resume, whether the store counted past what ran here; the machine decides.
+ * Not in `unpersisted`: its connection runs its requests itself, and no resume continues it.
+ */
+const REQUEST_LEFT = { requestLeft: { actions: 'markUnsettled' as const } };
+const REQUESTS_COUNTED = {
+  requestsCounted: [{ guard: 'mustResendAll' as const, actions: 'askResendAll' as const }, { actions: 'askResendLater' as const }],
+};
 
 export const sessionMachine = setup({
   types: {} as {
@@ -133,6 +164,12 @@ export const sessionMachine = setup({
     /** A detach or attach about a connection the session has since left behind (taken over) changes nothing. */
     fromCurrentConnection: ({ context, event }) =>
       (event.type === 'detach' || event.type === 'attach') && event.lease === context.lease,
+    /**
+     * A resume must have the client re-send every request it holds unacknowledged: the store counted requests this
+     * host did not run, or a request was left unrun here (below the highest one run here, where a resume that told
+     * the client the store's last count had it re-send nothing, and that request was never answered).
+     */
+    mustResendAll: ({ context, event }) => event.type === 'requestsCounted' && (event.aheadOfRuns || context.unsettled),
   },
   actions: {
     /** The resuming connection gets the next lease; reports about the previous one change nothing from now on. */
@@ -171,13 +208,17 @@ export const sessionMachine = setup({
     recordResumeOverGap: assign({
       ending: { reason: 'ended' as const, detail: 'a resume came after the store failed on it: it cannot continue over the gap' },
     }),
+    markUnsettled: assign({ unsettled: true }),
+    /** This resume has the client re-send everything: what was left unrun is settled by the store's answers to it. */
+    askResendAll: assign({ resendAll: true, unsettled: false }),
+    askResendLater: assign({ resendAll: false }),
     recordWindowPassed: assign({
       ending: ({ context }) => ({ reason: 'expired' as const, detail: `detached for the resume window (${context.timing.resumeWindow} ms)` }),
     }),
   },
 }).createMachine({
   id: 'session',
-  context: ({ input }) => ({ timing: input.timing, lease: 0, ending: null, unpersisted: false }),
+  context: ({ input }) => ({ timing: input.timing, lease: 0, ending: null, unpersisted: false, unsettled: false, resendAll: false }),
   invoke: { id: 'carrier', src: 'carrier' },
   initial: 'attached',
   // R12/R11: a bound ends the session in any live state; so does an explicit end.
@@ -193,6 +234,9 @@ export const sessionMachine = setup({
         // The client came back before the old connection was found dead (half-open, R4): take it over.
         resume: { target: 'resuming', actions: ['dropCurrentConnection', 'takeConnection'] },
         unpersist: { target: 'unpersisted' },
+        ...REQUEST_LEFT,
+        // A session this host runs no machine for starts here on its resume (the store attached it: src/server/sessions.ts).
+        ...REQUESTS_COUNTED,
       },
     },
     resuming: {
@@ -203,6 +247,8 @@ export const sessionMachine = setup({
         // A second resume while replaying: the newest connection wins.
         resume: { target: 'resuming', reenter: true, actions: ['dropCurrentConnection', 'takeConnection'] },
         unpersist: { target: 'unpersisted' },
+        ...REQUEST_LEFT,
+        ...REQUESTS_COUNTED,
       },
     },
     detached: {
@@ -211,6 +257,8 @@ export const sessionMachine = setup({
         resume: { target: 'resuming', actions: 'takeConnection' },
         expire: { target: 'expired', actions: 'recordExpireEvent' },
         unpersist: { target: 'ended', actions: 'recordNotPersisted' },
+        // A connection's wait on another process's count ends after its close (it asks again at most 4 times a second).
+        ...REQUEST_LEFT,
       },
       after: {
         // R12: the window passed; the store makes the kept messages dead letters.
@@ -250,4 +298,4 @@ export const sessionMachine = setup({
 export type SessionMachine = typeof sessionMachine;
 
 /** Event types whose payload the machine never reads (a host may share their steps by type: src/server/runner.ts). */
-export const SESSION_PAYLOAD_FREE_EVENTS: ReadonlySet<SessionEvent['type']> = new Set<SessionEvent['type']>(['resume']);
+export const SESSION_PAYLOAD_FREE_EVENTS: ReadonlySet<SessionEvent['type']> = new Set<SessionEvent['type']>(['resume', 'requestLeft']);

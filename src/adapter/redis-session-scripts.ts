@@ -13,7 +13,10 @@
  *   P r:<id>       hash: cseq → reply seqs ("" none yet, "1,2", "*" too many to remember);
  *                  n<cseq> → "<node>:<time>": the node that counted it and when (Redis time, ms), until it
  *                  ends without a reply (endRequest); a reply of that node is accepted even once it is stale;
- *                  the newest maxRememberedReplies requests, and any counted one not finished (beginRequest)
+ *                  "<empty>:<time>" once that node released it (releaseRequests: it will not run it);
+ *                  the newest maxRememberedReplies requests, and any counted one not finished (beginRequest);
+ *                  w<node> → the last time (Redis time, ms) that node, holding the session, was told to wait on
+ *                  one of its requests (beginRequest's 'pending'): its counts of the session are worked on until then
  *   P node:<node>  string, PX leaseTtl: the node (one store instance) is alive; renewed with its leases
  *   P leases       zset: attached session → lease deadline (Redis time, ms)
  *   P detached     zset: detached session → detach order (P dseq, a counter): the oldest detach first
@@ -167,6 +170,7 @@ end
 local function record(id) return redis.call('HGETALL', hkey(id)) end
 
 -- Which node counted request c of id (and when), if it has not finished it without a reply: node, time | nil.
+-- The node is '' once it released the count (releaseRequests): nobody's, the next node asked about it takes it over.
 local function counter(id, c)
   local n = redis.call('HGET', rkey(id), 'n' .. c)
   if not n then return nil end
@@ -398,7 +402,7 @@ local function fan_fenced(id, gen, c)
   local node = counter(id, c)
   if node == NODE then return nil end
   local now = 'none: ended or forgotten'
-  if node then now = 'node ' .. node end
+  if node == '' then now = 'none: released' elseif node then now = 'node ' .. node end
   return 'made by request ' .. c .. ' of session ' .. id .. ' on this node, which another node has attached since (attach '
     .. ag .. ', this node held ' .. gen .. ') and whose count this node no longer holds (' .. now
     .. '): the request runs there now, its fan-outs made there'
@@ -578,6 +582,12 @@ local cseq = tonumber(A[2])
 if not live(id) then return { LETTERS, 'unknown' } end
 local f = redis.call('HMGET', hkey(id), 'lc', 'ag')
 if A[3] ~= '' and f[2] ~= A[3] then return { LETTERS, 'moved' } end
+-- This node waits on an earlier request of the session (it asks again until that one is settled): its own later
+-- counts, which it runs once the wait ends, are being worked on. Noted, so that their age runs from now (below).
+local function waiting(here)
+  redis.call('HSET', rkey(id), 'w' .. NODE, S(RNOW))
+  return { LETTERS, 'pending', here }
+end
 local last = tonumber(f[1])
 if cseq == last + 1 then
   redis.call('HSET', hkey(id), 'lc', S(cseq))
@@ -601,10 +611,16 @@ if cseq <= last then
   if not seqs then return { LETTERS, 'duplicate', '*' } end
   if seqs == '' then
     local node, at = counter(id, S(cseq))
-    if node == NODE then return { LETTERS, 'pending', 1 } end
+    if node == NODE then return waiting(1) end
     if node then
-      if redis.call('EXISTS', P .. 'node:' .. node) == 1 and RNOW - at < LEASE then return { LETTERS, 'pending', 0 } end
-      -- Its node died (its key lapsed), or left it unfinished for a whole lease: this node runs it.
+      -- A count's age runs from the later of the count and the last time its node waited on an earlier request of the
+      -- session: a node that counted the client's later requests while it waits (a lease, on a frozen node's count)
+      -- still runs them when its wait ends. Taken over by their age meanwhile, they ran twice, and out of order: the
+      -- taker ran them after the waiting node had run the ones counted after them (test/server/sessions.nodes.test.ts).
+      local worked = tonumber(redis.call('HGET', rkey(id), 'w' .. node) or '0')
+      if worked > at then at = worked end
+      if node ~= '' and redis.call('EXISTS', P .. 'node:' .. node) == 1 and RNOW - at < LEASE then return waiting(0) end
+      -- Its node died (its key lapsed), left it unfinished for a whole lease, or released it: this node runs it.
       count_here(id, S(cseq))
       return { LETTERS, 'new' }
     end
@@ -612,6 +628,20 @@ if cseq <= last then
   return { LETTERS, 'duplicate', seqs }
 end
 return { LETTERS, 'gap', last + 1 }`),
+
+  /**
+   * A[1] id, [12…] cseqs → { letters }: this node will not run these requests (its connection left them unrun: the
+   * client re-sends them on its next resume). Each one still counted by this node and unfinished is released: the
+   * next node asked about it (this one too) takes it over at once, instead of waiting a lease for it.
+   */
+  releaseRequests: op(`
+local id = A[1]
+if not live(id) then return { LETTERS } end
+for i = 2, #A do
+  local c = A[i]
+  if redis.call('HGET', rkey(id), c) == '' and counter(id, c) == NODE then redis.call('HSET', rkey(id), 'n' .. c, ':' .. S(RNOW)) end
+end
+return { LETTERS }`),
 
   /** A[1] id, [12] cseq → { letters }: the request ran and sent no reply (a duplicate of it is answered at once). */
   endRequest: op(`

@@ -730,6 +730,10 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     return this.#run('endRequest', id, 'endRequest', [id, String(cseq)], () => undefined);
   }
 
+  releaseRequests(id: string, cseqs: readonly number[]): Promise<void> {
+    return this.#run('releaseRequests', id, 'releaseRequests', [id, ...cseqs.map(String)], () => undefined);
+  }
+
   /** The attach generation this node presents for `id`: held (attached, or detached by it); '' (unchecked) while an attach is on its way or none is known. */
   #generation(id: string): string {
     return this.#attaching.has(id) ? '' : (this.#held.get(id) ?? this.#detachedHere.get(id) ?? '');

@@ -403,6 +403,15 @@ export interface SessionStore {
    * `duplicate` of it now gets `replySeqs: []` at once instead of `pending`.
    */
   endRequest(id: string, cseq: number): Promise<void>;
+  /**
+   * Optional (a shared store): this process will not run these requests it
+   * may have counted (its connection left them unrun; the client re-sends
+   * them on its next resume). A count still this process's and unfinished is
+   * released: the next process asked about it runs it at once, instead of
+   * waiting a lease for it (`pending`). A store of one process has no use for
+   * it: a count of its own left unrun is run when re-sent (`pending`, `here`).
+   */
+  releaseRequests?(id: string, cseqs: readonly number[]): Promise<void>;
   /** Remembers that message `seq` answers request `cseq` (for `duplicate` answers); a bounded number per session. */
   rememberReply(id: string, cseq: number, seq: number): Promise<void>;
   /** Topic memberships; false when the session is gone (join: or was already a member; leave: or was not). */

@@ -35,6 +35,7 @@ import {
   type CarrierCommand,
   type Lease,
   type SessionEnding,
+  type SessionEvent,
   type SessionMachine,
 } from '../../machines/session.machine.ts';
 import {
@@ -252,7 +253,6 @@ class EntryRare {
 /** Entry's flags. */
 const ENTRY_ENDED = 1;
 const ENTRY_INCOMING = 2;
-const ENTRY_UNSETTLED = 4;
 
 /**
  * One live session here: the host of its machine (machines/session.machine.ts)
@@ -347,18 +347,6 @@ class Entry<Auth> implements HostedActor<CarrierCommand>, RunnerHost, SessionSlo
   }
   set incoming(on: boolean) {
     this.bits = on ? this.bits | ENTRY_INCOMING : this.bits & ~ENTRY_INCOMING;
-  }
-  /**
-   * A request of the session was left unrun here since its last resume that re-sent everything (its connection went
-   * while it waited on another process's count, a verdict read a lease late, a failed count; SessionBinding.abandon):
-   * its count may be open in the store though `lastCseqRun` is past it, so the next resume here has the client re-send
-   * every request it holds unacknowledged (Sessions.resumed).
-   */
-  get unsettled(): boolean {
-    return (this.bits & ENTRY_UNSETTLED) !== 0;
-  }
-  set unsettled(on: boolean) {
-    this.bits = on ? this.bits | ENTRY_UNSETTLED : this.bits & ~ENTRY_UNSETTLED;
   }
 
   /** When the session last detached (epoch ms); null while a connection carries it. */
@@ -1218,6 +1206,20 @@ export class Sessions<Auth = unknown> {
     return lease === undefined ? Infinity : Math.floor((lease * 2) / 3);
   }
 
+  /**
+   * @internal Request `cseq` of the binding's connection is left unrun here (SessionBinding.abandon): its count, if
+   * still this process's and unfinished, is released in the store, so the process that gets the client's re-send
+   * runs it at once, in order, instead of waiting a lease for it. Not while another connection here carries the
+   * session: its own verdicts decide what runs (a count of this process re-sent there runs there).
+   */
+  requestLeft(binding: SessionBinding<Auth>, cseq: number): void {
+    const entry = binding.entry;
+    const store = this.store;
+    if (entry === null || entry.unpersisted || store.releaseRequests === undefined) return;
+    if (entry.carrier !== null && entry.carrier !== binding) return;
+    store.releaseRequests(entry.id, [cseq]).catch((err: unknown) => this.reportFailure('releaseRequests', entry.id, err));
+  }
+
   /** @internal The verdict of request `cseq` came too late to be this process's (SessionBinding.queueRequest): not run. */
   staleVerdict(binding: SessionBinding<Auth>, cseq: number): void {
     this.host.logger?.warn({ session: binding.entry?.id ?? null, cseq }, 'session request: its count was answered too late to run here (this process stalled past the lease); the connection is closed, its client resumes');
@@ -1364,12 +1366,11 @@ export class Sessions<Auth = unknown> {
     // unacknowledged (cseq 0), and the store says what each is (SessionBinding.request): answered (`duplicate`),
     // still running where it was counted (`pending`: waited for), or counted by a process now dead (`new`: runs here).
     // `lastCseqRun` is the highest cseq run here, not a count of every one below it: a request a connection here left
-    // unrun (`unsettled`: it waited on another process's count when its connection went) hides below it, and a
-    // resume that told the client `lastCseqRun` had it re-send nothing: that request was never answered (the frozen
-    // worker of test/cli/sessions-redis.test.ts, under load).
-    const adopt = record.lastCseq > entry.lastCseqRun || entry.unsettled;
-    if (adopt) entry.unsettled = false;
-    const cseq = adopt ? 0 : record.lastCseq;
+    // unrun (the machine's `unsettled`: it waited on another process's count when its connection went) hides below
+    // it, and a resume that told the client `lastCseqRun` had it re-send nothing: that request was never answered (the
+    // frozen worker of test/cli/sessions-redis.test.ts, under load). The machine decides (`requestsCounted`).
+    entry.runner.send({ type: 'requestsCounted', aheadOfRuns: record.lastCseq > entry.lastCseqRun });
+    const cseq = entry.runner.getSnapshot().context.resendAll ? 0 : record.lastCseq;
     this.carry(binding, entry, {
       id: record.id, token, epoch: this.epoch!, resumed: true,
       lastSeq, replay: replay.length, cseq, resumeWindow: this.options.resumeWindow,
@@ -1739,6 +1740,11 @@ class BindingRare {
   waiting = 0;
   /** With an async store: the highest request whose outcome (reply, or its end) the store has answered; -1 untracked (SessionBinding.ackTo). */
   stored = -1;
+  /**
+   * When (performance.now()) this connection last asked the store about a request and was told to wait (`pending`):
+   * the store noted then that this process works on the session's requests, so its later counts age from there.
+   */
+  worked = 0;
 }
 
 /**
@@ -2046,10 +2052,12 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
     // How long the store took to answer this connection's own count (not how long it then waited behind the requests
     // before it, which may be a lease: a pending one): measured when the answer is read, as a stalled process reads it.
     let answeredIn = 0;
+    let asked = 0;
     if (counting && verdict !== null) {
-      const asked = performance.now();
+      asked = performance.now();
       verdict = verdict.then((v) => {
         answeredIn = performance.now() - asked;
+        if (v.kind === 'pending') this.noteWorked(asked);
         return v;
       });
     }
@@ -2063,24 +2071,42 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
             uncount();
             this.sessions.bindingStoreFailed(this, 'beginRequest', err);
             // Closed (1011) unless the session went local meanwhile: then this connection runs it.
-            if (!this.local) return this.abandon();
+            if (!this.local) return this.abandon(cseq);
           }
         }
         // An earlier request of this connection was left unrun: this one is not run here either (below).
-        if (this.abandoned && !this.local) return;
+        if (this.abandoned && !this.local) return this.sessions.requestLeft(this, cseq);
         if (v !== null && v.kind === 'new' && counting && !this.local && answeredIn >= this.sessions.staleVerdictMs) {
           // Counted here, but read so late (this process stalled: a freeze, a swap) that its lease may have lapsed
           // meanwhile and another process taken the count over and run it: running it here could run it twice, its
           // push out of order and its reply refused. Not run: the connection closes, its client resumes and re-sends
           // it, and the store says who runs it (a count of this process is settled here: 'pending', here).
           uncount();
-          this.abandon();
+          this.abandon(cseq);
+          return this.sessions.staleVerdict(this, cseq);
+        }
+        if (v !== null && v.kind === 'new' && counting && !this.local && performance.now() - Math.max(asked, this.more.worked) >= this.sessions.staleVerdictMs) {
+          // Counted here and read in time, but its turn came this late (it waited behind an earlier request, on another
+          // process's count or a slow answer) with no word from this process to the store since: its count may have
+          // been taken over by its age meanwhile, and run elsewhere. Run here too, it ran twice, and out of order (the
+          // other process ran it after this one had run the later ones). Not run, as a count read late is not. While
+          // this connection waits on the earlier one, its asking tells the store it works on its counts (`worked`),
+          // so an ordinary wait of a lease does not come here.
+          uncount();
+          this.abandon(cseq);
           return this.sessions.staleVerdict(this, cseq);
         }
         if (v !== null && v.kind === 'pending') {
           uncount(); // not this binding's to run: it waits for whoever counted it
-          v = await this.settlePending(cseq, v);
-          if (v === null) return this.abandon();
+          const decided = { at: asked };
+          v = await this.settlePending(cseq, v, decided);
+          if (v === null) return this.abandon(cseq);
+          if (v.kind === 'new' && !this.local && performance.now() - decided.at >= this.sessions.staleVerdictMs) {
+            // The answer that made it this process's (a takeover, or its own count found lost) was read this late:
+            // as a count read late, it may have been taken over from this process meanwhile. Not run.
+            this.abandon(cseq);
+            return this.sessions.staleVerdict(this, cseq);
+          }
         }
         this.request(cseq, v, payload, isBinary);
       } finally {
@@ -2098,14 +2124,21 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
    * store failed on its count, or its count was read a lease late): the client re-sends it on its next resume. Every
    * later request of this connection is then left too, even one the store counted here (`new`): run now, it would
    * run before the one left (its push out of order), and the session's `lastCseqRun` would pass over the one left,
-   * so that a resume here told the client it had nothing to re-send (Entry.unsettled). Left, such a count is this
-   * process's and unfinished: re-sent here, it runs at once (the pending-request machine's count lost here); re-sent
-   * to another process, that one waits for it up to a lease (docs/sessions.md, "Across nodes").
+   * so that a resume here told the client it had nothing to re-send (the session machine's `requestLeft`). Each request
+   * left is released in the store (Sessions.requestLeft): the process that gets the client's re-send, this one or
+   * another, runs it at once, in order (docs/sessions.md, "Across nodes"); before, another waited up to a lease for it.
    */
-  private abandon(): void {
+  private abandon(cseq: number): void {
     this.flags |= ABANDONED;
     const entry = this.entry;
-    if (entry !== null) entry.unsettled = true;
+    if (entry !== null) entry.runner.send(REQUEST_LEFT);
+    this.sessions.requestLeft(this, cseq);
+  }
+
+  /** The store was told, asked at `at` (performance.now()), that this process waits on a request of the session. */
+  private noteWorked(at: number): void {
+    const rare = this.more;
+    if (at > rare.worked) rare.worked = at;
   }
 
   private get abandoned(): boolean {
@@ -2121,7 +2154,7 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
    * it (request order). Null: this connection closed meanwhile (the client
    * re-sends it on its next resume).
    */
-  private settlePending(cseq: number, verdict: RequestVerdict): Promise<RequestVerdict | null> {
+  private settlePending(cseq: number, verdict: RequestVerdict, decided: { at: number }): Promise<RequestVerdict | null> {
     // The wait is the machine's (machines/pending-request.machine.ts: when to ask again, when a count of this process
     // is settled here); this side tells it each verdict with the facts only this process knows, and asks the store.
     const entry = this.entry!;
@@ -2149,7 +2182,13 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
           command: () => {
             if (gone()) return runner.send(PENDING_GONE);
             if (this.local) return runner.send(PENDING_LOCAL);
-            sessions.store.beginRequest(entry.id, cseq).then(tell, (err: unknown) => {
+            const at = performance.now();
+            sessions.store.beginRequest(entry.id, cseq).then((v) => {
+              // When the answer that ends the wait was asked (`decided`): a `new` read two thirds of a lease later is not run.
+              decided.at = at;
+              if (v.kind === 'pending') this.noteWorked(at);
+              tell(v);
+            }, (err: unknown) => {
               sessions.bindingStoreFailed(this, 'beginRequest', err);
               // Persisted, the connection is closed (1011) and the client re-sends it on its resume. Local (before or
               // by this failure), no resume will: it runs here, as a first verdict's failure does (queueRequest).
@@ -2241,7 +2280,10 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
       case 'pending':
         return; // settled before request() (settlePending)
       case 'moved':
-        // Another process attached the session since this one held it: nothing of it runs here any more.
+        // Another process attached the session since this one held it: nothing of it runs here any more. Nor do the
+        // later requests this connection had counted before (the answer to a wait on an earlier one): the process the
+        // client is on now runs them after this one, in order, once they are released.
+        this.abandon(cseq);
         this.sessions.bindingMoved(this);
         return;
       case 'gap':
@@ -2597,6 +2639,8 @@ const GAP: GapReaderEvent = { type: 'gap' };
 const PENDING_GONE: PendingRequestEvent = { type: 'gone' };
 const PENDING_FAILED: PendingRequestEvent = { type: 'failed' };
 const PENDING_LOCAL: PendingRequestEvent = { type: 'local' };
+/** The session machine's `requestLeft` (no payload): one object for every report. */
+const REQUEST_LEFT: SessionEvent = { type: 'requestLeft' };
 
 /** A connection's gap reader's host: made with it, at the connection's first gap. */
 class GapReaderHost<Auth> implements RunnerHost, HostedActor<GapStoreCommand> {

@@ -469,6 +469,51 @@ describe('redis session store, requests across nodes', () => {
   });
 });
 
+describe('redis session store, counts of a live node that is still working on them', () => {
+  test("a node's unfinished counts age from its last wait on the session, not from the count: while it asks about an earlier request (told pending), another node asking about a later one waits; once it stops, a lease later, or at once when it releases them, the other takes them over", async (t) => {
+    // Seen in test/cli/sessions-redis.test.ts (a worker frozen past the lease, under load): the worker the clients
+    // resumed on counted their later requests while it waited on the frozen worker's counts. A lease after those
+    // counts, the client moved to the continued worker, which took them over by their age although the first was
+    // alive and ran them as soon as its wait ended: run twice (the fence kept each push once), and out of order (the
+    // taker ran them after the first had run the later ones).
+    const redis = await ownRedis(t);
+    if (!redis) return;
+    const p = prefix();
+    const leaseTtl = 400;
+    const { a: b, b: c, lettersA: lettersB, lettersB: lettersC } = twoNodes({ url: redis.url, prefix: p, leaseTtl });
+    const s = await b.create({ owner: null });
+    assert.equal(await b.join(s.id, 'room'), true);
+    // B counts 1, 2 and 3; one of its connections runs 1 (slowly), another waits on it and asks again and again.
+    for (const n of [1, 2, 3]) assert.deepEqual(await b.beginRequest(s.id, n), { kind: 'new' }, `B counts ${n}`);
+    const counted = Date.now();
+    while (Date.now() - counted < 2 * leaseTtl) {
+      assert.deepEqual(await b.beginRequest(s.id, 1), { kind: 'pending', here: true }, 'B waits on its own count of 1');
+      await delay(40);
+    }
+    // Its counts are two leases old. The client moves to C, which asks about them: B works on them, so C waits.
+    assert.ok((await c.resume(s.id, 0)).ok);
+    assert.deepEqual(await c.beginRequest(s.id, 2), { kind: 'pending', here: false }, 'B waited on the session less than a lease ago: its count of 2 is not taken over');
+    assert.deepEqual(await c.beginRequest(s.id, 3), { kind: 'pending', here: false });
+    // B's connection left 2 unrun (it went while waiting): B releases it, and C runs it at once.
+    await b.releaseRequests(s.id, [2]);
+    const fenced = await b.fanOut.publish('room', text('B runs 2 after all'), undefined, { sessionId: s.id, cseq: 2 });
+    assert.match(fenced.refused ?? '', /request 2 .*\(none: released\)/, "a fan-out of B's run of a count it released is refused");
+    assert.deepEqual(await c.beginRequest(s.id, 2), { kind: 'new' }, 'released: taken over at once');
+    assert.deepEqual(await b.beginRequest(s.id, 2), { kind: 'moved' }, 'B holds a stale attach: it counts nothing');
+    // 3 is still B's, which no longer asks about the session (its connection went): a lease later C takes it over.
+    await b.releaseRequests(s.id, [99]); // a count B does not hold changes nothing
+    assert.deepEqual(await c.beginRequest(s.id, 3), { kind: 'pending', here: false });
+    await delay(leaseTtl + 50);
+    assert.deepEqual(await c.beginRequest(s.id, 3), { kind: 'new' }, 'a lease after B last waited on the session');
+    // A finished count is not released: 1 ran on B (its reply stored), and C answers it as a duplicate.
+    assert.ok((await b.append(s.id, text('reply 1'), 1)).ok);
+    await b.releaseRequests(s.id, [1]);
+    const one = await c.beginRequest(s.id, 1);
+    assert.equal(one.kind, 'duplicate');
+    assert.deepEqual([lettersB, lettersC], [[], []]);
+  });
+});
+
 describe('redis session store, the fan-out fence', () => {
   test("a publish made by a request whose count another node took over (its node stalled past the lease, the fan-out reached Redis only after) is refused whole, appended to none; one made while the session was not moved, while the count is still the node's (a slow node), for a session gone, or with no fence at all goes out", async (t) => {
     // Seen before the fence (a worker SIGSTOPped past its lease, then continued): the publish its handler had handed to

@@ -62,6 +62,8 @@ const samples: { [T in SessionEvent['type']]: Array<Extract<SessionEvent, { type
   ],
   end: [{ type: 'end', detail: 'client sent end' }],
   unpersist: [{ type: 'unpersist', detail: 'session store append failed: connection refused' }],
+  requestLeft: [{ type: 'requestLeft' }],
+  requestsCounted: [false, true].map((aheadOfRuns) => ({ type: 'requestsCounted' as const, aheadOfRuns })),
 };
 const allSamples: SessionEvent[] = Object.values(samples).flat();
 
@@ -191,11 +193,15 @@ interface Expectation {
   locals: number[];
   /** The store failed on the session at some point (kept through the end). */
   unpersisted: boolean;
+  /** A request was left unrun since the last resume that asked the client to re-send everything. */
+  unsettled: boolean;
+  /** The last resume asks the client to re-send every request it holds unacknowledged. */
+  resendAll: boolean;
   ending: SessionEnding | null;
 }
 
 function rulesSay(timeline: readonly Entry[]): Expectation {
-  const x: Expectation = { phase: 'attached', lease: FIRST, detachedAt: -1, drops: [], locals: [], unpersisted: false, ending: null };
+  const x: Expectation = { phase: 'attached', lease: FIRST, detachedAt: -1, drops: [], locals: [], unpersisted: false, unsettled: false, resendAll: false, ending: null };
   const live = (): boolean => x.phase === 'attached' || x.phase === 'resuming' || x.phase === 'detached' || x.phase === 'unpersisted';
   for (const h of timeline) {
     if ((h.kind !== 'sent' && h.kind !== 'timeout') || !live()) continue;
@@ -209,7 +215,17 @@ function rulesSay(timeline: readonly Entry[]): Expectation {
     }
     const e = h.event;
     const current = 'lease' in e && e.lease === x.lease;
-    if (e.type === 'overflow') {
+    if (e.type === 'requestLeft') {
+      // A request left unrun: the next resume has the client re-send everything. Unpersisted, no resume continues it.
+      if (x.phase !== 'unpersisted') x.unsettled = true;
+    } else if (e.type === 'requestsCounted') {
+      // A resume (carried or replaying) asks for everything when the store counted past what ran here, or a request
+      // was left unrun here; that re-send settles what was left.
+      if (x.phase === 'attached' || x.phase === 'resuming') {
+        x.resendAll = e.aheadOfRuns || x.unsettled;
+        if (x.resendAll) x.unsettled = false;
+      }
+    } else if (e.type === 'overflow') {
       x.phase = 'overflowed';
       x.ending = { reason: 'overflow', detail: `${e.kind}: ${e.detail}` };
     } else if (e.type === 'end') {
@@ -283,6 +299,8 @@ const checks: Record<string, Check> = {
     assert.deepEqual(run.drops().map((d) => d.lease), x.drops, 'every replaced connection dropped, once');
     assert.deepEqual(run.locals(), x.locals, 'the carrying connection told to go local once, when the store failed');
     assert.equal(run.snapshot.context.unpersisted, x.unpersisted, 'the store failure is remembered, through the end');
+    assert.equal(run.snapshot.context.unsettled, x.unsettled, 'a request left unrun is remembered until a resume asks for everything');
+    assert.equal(run.snapshot.context.resendAll, x.resendAll, 'what the last resume asks the client to re-send');
     assert.equal(run.count('started'), 1, 'one carrier per session');
   },
   '#session.attached': (run) => {
@@ -345,6 +363,7 @@ const simplePaths = simplePathsOf(model, { serializeState: vertex });
 const label = (e: EventObject): string => {
   if (timeouts.has(e.type)) return '⏰resumeWindow';
   const s = e as SessionEvent;
+  if (s.type === 'requestsCounted') return `${s.type}(${s.aheadOfRuns ? 'ahead' : 'not ahead'})`;
   return 'lease' in s ? `${s.type}(${s.lease})` : 'kind' in s ? `${s.type}(${s.kind})` : s.type;
 };
 
@@ -355,13 +374,20 @@ const EXPECTED_TRANSITIONS = [
   'session.attached: detach if fromCurrentConnection → session.detached',
   'session.attached: resume → session.resuming',
   'session.attached: unpersist → session.unpersisted',
+  'session.attached: requestLeft → (no target)',
+  'session.attached: requestsCounted[0] if mustResendAll → (no target)',
+  'session.attached: requestsCounted[1] otherwise → (no target)',
   'session.resuming: attach if fromCurrentConnection → session.attached',
   'session.resuming: detach if fromCurrentConnection → session.detached',
   'session.resuming: resume → session.resuming (reenter)',
   'session.resuming: unpersist → session.unpersisted',
+  'session.resuming: requestLeft → (no target)',
+  'session.resuming: requestsCounted[0] if mustResendAll → (no target)',
+  'session.resuming: requestsCounted[1] otherwise → (no target)',
   'session.detached: resume → session.resuming',
   'session.detached: expire → session.expired',
   'session.detached: unpersist → session.ended',
+  'session.detached: requestLeft → (no target)',
   'session.detached: xstate.after.resumeWindow.session.detached → session.expired',
   'session.unpersisted: detach if fromCurrentConnection → session.ended',
   'session.unpersisted: resume → session.ended',
@@ -462,6 +488,24 @@ for (const host of ['actor', 'runner'] as const) describe(`session machine, exam
     assert.deepEqual(run.snapshot.output, { reason: 'ended', detail: 'not persisted: session store append failed: timeout' });
     assert.deepEqual(run.locals(), []);
     assert.deepEqual(run.clock.pending(), [], 'R3: the resume window is cancelled');
+  });
+
+  test('a request left unrun makes the next resume ask the client for everything, once: the resume after it asks only for what the store counted past what ran here', () => {
+    const run = new Run(host);
+    run.actor.start();
+    run.send({ type: 'requestLeft' }); // its connection went while it waited on another process's count
+    run.send({ type: 'detach', lease: 0 });
+    run.send({ type: 'resume' });
+    run.send({ type: 'requestsCounted', aheadOfRuns: false });
+    assert.deepEqual([run.snapshot.context.resendAll, run.snapshot.context.unsettled], [true, false], 'everything: the store\'s last count is past the request left');
+    run.send({ type: 'attach', lease: 1 });
+    run.send({ type: 'detach', lease: 1 });
+    run.send({ type: 'resume' });
+    run.send({ type: 'requestsCounted', aheadOfRuns: false });
+    assert.equal(run.snapshot.context.resendAll, false, 'settled by the re-send: only what comes after the store\'s last count');
+    run.send({ type: 'requestsCounted', aheadOfRuns: true });
+    assert.equal(run.snapshot.context.resendAll, true, 'the store counted past what ran here (another process ran them): everything');
+    assert.equal(run.snapshot.value, 'resuming', 'neither changes the state');
   });
 
   test('a bound ends the session in any live state, naming the bound', () => {

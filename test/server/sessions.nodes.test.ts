@@ -61,6 +61,39 @@ class GatedStore extends RedisSessionStore {
   }
 }
 
+/**
+ * The Redis store of a node slow to read one answer: the first answer of kind `kind` about request `cseq` (a wait's
+ * answer: `new`, the count taken over from another node, counted in Redis at once; `duplicate`, the request answered
+ * elsewhere) is held until `releaseTakeover()`, as a busy event loop or a long store queue holds it. Every other
+ * answer passes.
+ */
+class TakeoverGate extends RedisSessionStore {
+  private armed: number | null = null;
+  private kind: RequestVerdict['kind'] = 'new';
+  private gate: { promise: Promise<void>; open(): void } | null = null;
+  /** The answer is held now. */
+  held = false;
+  holdTakeoverOf(cseq: number, kind: RequestVerdict['kind'] = 'new'): void {
+    this.armed = cseq;
+    this.kind = kind;
+    let open!: () => void;
+    const promise = new Promise<void>((resolve) => (open = resolve));
+    this.gate = { promise, open };
+  }
+  releaseTakeover(): void {
+    this.gate?.open();
+  }
+  override async beginRequest(id: string, cseq: number): Promise<RequestVerdict> {
+    const verdict = await super.beginRequest(id, cseq);
+    if (this.armed === cseq && verdict.kind === this.kind && this.gate !== null) {
+      this.armed = null;
+      this.held = true;
+      await this.gate.promise;
+    }
+    return verdict;
+  }
+}
+
 interface Node {
   demo: DemoServer;
   store: RedisSessionStore;
@@ -375,6 +408,155 @@ test("a connection that goes while it waits on another node's count leaves its l
   const pushes = second.data().filter((m) => m.payload.startsWith('{"command":"publish"')).map((m) => (JSON.parse(m.payload) as { someOtherThing: string }).someOtherThing);
   assert.deepEqual(pushes, ['p1', 'p3'], 'the pushes in request order');
   const seqs = second.data().map((m) => m.seq);
+  assert.deepEqual(seqs, seqs.map((_, i) => lastSeq + 1 + i), 'the seqs in order, none missing');
+});
+
+for (const stall of [null, 'new', 'duplicate'] as const) test(stall !== null
+  ? `a node that counted a client's later requests while it waited on an earlier one, then stalled past a lease with the answer that ends its wait (${stall === 'new' ? 'it takes the count over' : 'the request was answered elsewhere'}), runs none of them when it continues: the node the client moved on to took them over and runs them, each once and in order`
+  : "a node that counted a client's later requests while it waited on an earlier one keeps them while it works on them: the client, moving on to a third node a lease after those counts, has them answered from that node's runs, each once and in order, not taken over and run again after the later ones", async (t) => {
+  // Seen in test/cli/sessions-redis.test.ts (a worker frozen 20 s past the 15 s lease, under load): a client's pushes
+  // p10-p17 came after p68, each once. The worker it had resumed on (B here) counted its later requests while it waited
+  // on the frozen worker's counts; the client then moved on to the continued worker (C here), which took those counts
+  // over by their age (a lease since the count, B alive) and ran them, while B ran them too when its wait ended (the
+  // fence refused B's pushes of them) and then the ones it had counted after, whose pushes passed first.
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-kept`;
+  // B's wait on A's count lasts a lease; C must ask about B's counts a lease after them and B run them soon after:
+  // a lease long enough that a loaded machine does neither too late (B's late verdict rules, two thirds of it).
+  const leaseTtl = pace.scaled(3_000);
+  const a = await node(t, redis.url, prefix, 'node-a', (o) => new GatedStore(o), { leaseTtl });
+  const b = await node(t, redis.url, prefix, 'node-b', (o) => new TakeoverGate(o), { leaseTtl });
+  const c = await node(t, redis.url, prefix, 'node-c', undefined, { leaseTtl });
+  const admin = new Redis(redis.url);
+  t.after(() => admin.disconnect());
+  /** Which node counted request `n` of the session and when (Redis time, ms), from the store's own record. */
+  const countOf = async (n: number): Promise<{ node: string; at: number } | null> => {
+    const v = await admin.hget(`${prefix}:session:r:${id}`, `n${n}`);
+    if (v === null) return null;
+    const i = v.indexOf(':');
+    return { node: v.slice(0, i), at: Number(v.slice(i + 1)) };
+  };
+  const redisNow = async (): Promise<number> => {
+    const [sec, us] = await admin.time();
+    return Number(sec) * 1000 + Math.floor(Number(us) / 1000);
+  };
+  const countedBy = async (n: number, by: RedisSessionStore): Promise<number> => {
+    const deadline = Date.now() + pace.scaled(5_000) + leaseTtl;
+    for (;;) {
+      const count = await countOf(n);
+      if (count !== null && count.node === by.nodeId) return count.at;
+      if (Date.now() > deadline) throw new Error(`request ${n} never counted by ${by.nodeId} (${JSON.stringify(count)})`);
+      await delay(10);
+    }
+  };
+  const pub = (k: number) => ({ ...PUBLISH, someOtherThing: `p${k}` });
+
+  const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
+  // A counts request 2 (push p1) and never gets to it (frozen: its store renews its lease, its loop does not run it).
+  await countHeld(a.store, onA);
+
+  // The client resumes on B, re-sends 2 and sends 3 and 4: B waits on A's count of 2, and counts 3 and 4 behind it.
+  const onB = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
+  assert.equal(onB.attached().cseq, 0);
+  b.store.holdTakeoverOf(2, stall ?? 'new');
+  onB.request(PUBLISH, 2);
+  onB.request(pub(2), 3);
+  onB.request(pub(3), 4);
+  const counted4 = await countedBy(4, b.store);
+  // A lease after A's count, B takes 2 over; B is slow to read that answer (a busy loop, a long store queue). Or A
+  // runs 2 now (its answer read in time), and B is slow to read the answer that 2 was answered (duplicate).
+  if (stall === 'duplicate') a.store.release();
+  await waitFor(() => b.store.held, leaseTtl + 10_000, "B's answer about 2, held");
+  // The client's next request reaches B: counted now, behind 2.
+  onB.request(pub(4), 5);
+  await countedBy(5, b.store);
+  // B's counts of 3 and 4 are a lease old now, by the store's clock; B is alive, and runs them once it reads its answer.
+  // Stalled: B last waited on the session (its last question about 2 answered pending) a lease ago too.
+  const worked = Number(await admin.hget(`${prefix}:session:r:${id}`, `w${b.store.nodeId}`));
+  assert.ok(worked > 0, "the store noted B's wait");
+  const until = (stall !== null ? Math.max(counted4, worked) : counted4) + leaseTtl + 20;
+  while ((await redisNow()) < until) await delay(10);
+
+  // The client moves on to C (its connection to B open still: B has not noticed) and re-sends everything.
+  const onC = await resumeOn(t, c.url, { id, token, lastSeq, epoch });
+  assert.equal(onC.attached().cseq, 0);
+  onC.request(PUBLISH, 2);
+  for (const n of [3, 4, 5]) onC.request(pub(n - 1), n);
+  await waitFor(() => (c.store.operations.beginRequest ?? 0) >= 4, 5_000, 'C to ask about each');
+  await c.store.answered();
+  const closedOnB = closeOf(onB);
+  b.store.releaseTakeover(); // B reads its answer: it runs 2, then 3, 4 and 5 (stalled: none of them)
+  const pushes = (): string[] => onC.data().filter((m) => m.payload.startsWith('{"command":"publish"')).map((m) => (JSON.parse(m.payload) as { someOtherThing: string }).someOtherThing);
+  await waitFor(() => pushes().length >= 4, 10_000 + leaseTtl, 'the four pushes on C');
+  if (stall !== 'duplicate') a.store.release(); // A continues: its verdict comes a lease late, not run there
+  await Promise.all([a.store.answered(), b.store.answered(), c.store.answered()]);
+  await delay(300); // a second run, push or reply would show by now
+
+  const texts = (published: string[]): string[] => published.map((d) => (JSON.parse(d) as { someOtherThing: string }).someOtherThing);
+  assert.deepEqual(pushes(), ['p1', 'p2', 'p3', 'p4'], 'every push once, in request order');
+  if (stall === 'new') {
+    // B read the answer that took 2 over two thirds of a lease late: not run, nor anything after it (they run on C, in
+    // order: 3 and 4 taken over by their age, 2 and 5 once B released them); its connection is closed.
+    assert.deepEqual([texts(a.published), texts(b.published), texts(c.published)], [[], [], ['p1', 'p2', 'p3', 'p4']], 'each request ran once, on C');
+    assert.deepEqual(await within(closedOnB, 5_000), { code: 1011, reason: 'session lease lapsed' });
+  } else if (stall === 'duplicate') {
+    // A ran 2. B read that late, and the turn of its counts 3, 4 and 5 came with nothing told to the store of them for
+    // a lease: not run (3 and 4 were taken over by C, 5 is released); its connection is closed.
+    assert.deepEqual([texts(a.published), texts(b.published), texts(c.published)], [['p1'], [], ['p2', 'p3', 'p4']], 'each request ran once');
+    assert.deepEqual(await within(closedOnB, 5_000), { code: 1011, reason: 'session lease lapsed' });
+  } else {
+    assert.deepEqual([texts(a.published), texts(b.published), texts(c.published)], [[], ['p1', 'p2', 'p3', 'p4'], []], 'each request ran once, on B, which counted it: C waited for it');
+  }
+  const repliesTo = (n: number): number => onC.data().filter((m) => (JSON.parse(m.payload) as { requestID?: number }).requestID === n).length;
+  assert.deepEqual([2, 3, 4, 5].map(repliesTo), [1, 1, 1, 1], 'every reply once');
+  const seqs = onC.data().map((m) => m.seq);
+  assert.deepEqual(seqs, seqs.map((_, i) => lastSeq + 1 + i), 'the seqs in order, none missing');
+  assert.deepEqual([...b.sessionLetters, ...c.sessionLetters].map((l) => l.reason), [], 'no push refused by the fence, no reply refused');
+});
+
+test("a wait that ends because the client moved on (the store answers moved) leaves the connection's later requests unrun and releases their counts: the node the client is on runs them at once, after the one waited on, not a lease later or before it", async (t) => {
+  // Before: B's wait on A's count of 2 ended with 'moved' (the client had resumed on C while its connection to B was
+  // still open to B); B dropped its copy of the session but still ran 3, which it had counted before (a count runs
+  // whatever became of its connection): its push came before 2's, which A ran when it continued.
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const prefix = `nodes-${process.pid}-${Date.now()}-movedwait`;
+  // Long enough that A's held verdict is read within two thirds of it (A runs 2: slow, not frozen), on a loaded machine.
+  const leaseTtl = pace.scaled(6_000);
+  const a = await node(t, redis.url, prefix, 'node-a', (o) => new GatedStore(o), { leaseTtl });
+  const b = await node(t, redis.url, prefix, 'node-b', undefined, { leaseTtl });
+  const c = await node(t, redis.url, prefix, 'node-c', undefined, { leaseTtl });
+  const { raw: onA, id, token, epoch, lastSeq } = await openInRoom(t, a);
+  // A counts request 2 (push p1) and is slow to run it.
+  await countHeld(a.store, onA);
+  // The client resumes on B, re-sends 2 (B waits on A) and sends 3 (push p2), which B counts behind it.
+  const onB = await resumeOn(t, b.url, { id, token, lastSeq, epoch });
+  onB.request(PUBLISH, 2);
+  onB.request({ ...PUBLISH, someOtherThing: 'p2' }, 3);
+  await waitFor(() => (b.store.operations.beginRequest ?? 0) >= 3, 5_000, 'B to count 3 and ask about 2 again');
+  await b.store.answered();
+  // The client moves on to C (its connection to B open still) and re-sends both; B's next question about 2 is 'moved'.
+  const onC = await resumeOn(t, c.url, { id, token, lastSeq, epoch });
+  assert.equal(onC.attached().cseq, 0);
+  onC.request(PUBLISH, 2);
+  onC.request({ ...PUBLISH, someOtherThing: 'p2' }, 3);
+  await waitFor(() => b.events.some((e) => e.type === 'moved' && e.id === id), 5_000, 'B to be told the session moved');
+  await b.store.answered();
+  await delay(pace.scaled(200)); // B would run 3 now
+  assert.deepEqual(b.published, [], 'B runs nothing after the request it waited on went elsewhere');
+  // A gets to 2 and runs it; C answers it from A's reply, then runs 3, which B released.
+  const released = performance.now();
+  a.store.release();
+  const pushes = (): string[] => onC.data().filter((m) => m.payload.startsWith('{"command":"publish"')).map((m) => (JSON.parse(m.payload) as { someOtherThing: string }).someOtherThing);
+  await waitFor(() => pushes().length >= 2, 10_000 + leaseTtl, 'both pushes on C');
+  const tookMs = performance.now() - released;
+  await delay(300); // a second run or push would show by now
+  const texts = (published: string[]): string[] => published.map((d) => (JSON.parse(d) as { someOtherThing: string }).someOtherThing);
+  assert.deepEqual(pushes(), ['p1', 'p2'], 'each push once, in request order');
+  assert.deepEqual([texts(a.published), texts(b.published), texts(c.published)], [['p1'], [], ['p2']]);
+  assert.ok(tookMs < leaseTtl / 2, `C ran 3 at once (${Math.round(tookMs)} ms), not a lease (${leaseTtl} ms) after B left it`);
+  const seqs = onC.data().map((m) => m.seq);
   assert.deepEqual(seqs, seqs.map((_, i) => lastSeq + 1 + i), 'the seqs in order, none missing');
 });
 
