@@ -511,7 +511,11 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
     this.#client = client;
     // The fan-out's notifications for this node (docs/sessions.md, "Fan-out in the store"). Each (re)subscription
     // may have missed some: the host then catches every carried session up from its stream.
-    const sub = new RedisClient({ ...options, connectionName: 'ws-supervisor:sessions-fanout' });
+    // autoResubscribe off, as on the adapter's subscriber: the 'ready' handler below subscribes again itself. ioredis's
+    // own resubscribe drops the promise of its SUBSCRIBE, which (no offline queue) is rejected when the connection
+    // drops again as it becomes ready: an unhandled rejection, which ends a Node process (seen once while Redis
+    // restarted, under a busy loop per core).
+    const sub = new RedisClient({ ...options, autoResubscribe: false, connectionName: 'ws-supervisor:sessions-fanout' });
     this.#sub = sub;
     const channel = `${this.#prefix}node:${this.nodeId}`;
     sub.on('messageBuffer', (_channel: Buffer, message: Buffer) => this.#notified(message));
