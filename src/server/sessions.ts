@@ -2049,6 +2049,8 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
       else entry.counting!.set(cseq, n);
     };
     this.waiting++;
+    /** A `new` answer asked at `since` (performance.now()) is too late to run here: two thirds of a lease or more. */
+    const tooLate = (since: number): boolean => !this.local && performance.now() - since >= this.sessions.staleVerdictMs;
     // How long the store took to answer this connection's own count (not how long it then waited behind the requests
     // before it, which may be a lease: a pending one): measured when the answer is read, as a stalled process reads it.
     let answeredIn = 0;
@@ -2076,37 +2078,25 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
         }
         // An earlier request of this connection was left unrun: this one is not run here either (below).
         if (this.abandoned && !this.local) return this.sessions.requestLeft(this, cseq);
-        if (v !== null && v.kind === 'new' && counting && !this.local && answeredIn >= this.sessions.staleVerdictMs) {
-          // Counted here, but read so late (this process stalled: a freeze, a swap) that its lease may have lapsed
-          // meanwhile and another process taken the count over and run it: running it here could run it twice, its
-          // push out of order and its reply refused. Not run: the connection closes, its client resumes and re-sends
-          // it, and the store says who runs it (a count of this process is settled here: 'pending', here).
+        // Counted here, but its answer read so late (this process stalled: a freeze, a swap), or its turn come so late
+        // (it waited behind an earlier request, on another process's count or a slow answer) with no word from this
+        // process to the store since, that its count may have been taken over by its age meanwhile and run elsewhere:
+        // run here too, it ran twice, its push out of order and its reply refused. Not run: the connection closes, its
+        // client resumes and re-sends it, and the store says who runs it (a count of this process is settled here:
+        // 'pending', here). While this connection waits on an earlier request, its asking tells the store it works on
+        // its counts (`worked`), so an ordinary wait of a lease does not come here.
+        if (v !== null && v.kind === 'new' && counting && !this.local && (answeredIn >= this.sessions.staleVerdictMs || tooLate(Math.max(asked, this.more.worked)))) {
           uncount();
-          this.abandon(cseq);
-          return this.sessions.staleVerdict(this, cseq);
-        }
-        if (v !== null && v.kind === 'new' && counting && !this.local && performance.now() - Math.max(asked, this.more.worked) >= this.sessions.staleVerdictMs) {
-          // Counted here and read in time, but its turn came this late (it waited behind an earlier request, on another
-          // process's count or a slow answer) with no word from this process to the store since: its count may have
-          // been taken over by its age meanwhile, and run elsewhere. Run here too, it ran twice, and out of order (the
-          // other process ran it after this one had run the later ones). Not run, as a count read late is not. While
-          // this connection waits on the earlier one, its asking tells the store it works on its counts (`worked`),
-          // so an ordinary wait of a lease does not come here.
-          uncount();
-          this.abandon(cseq);
-          return this.sessions.staleVerdict(this, cseq);
+          return this.leaveLate(cseq);
         }
         if (v !== null && v.kind === 'pending') {
           uncount(); // not this binding's to run: it waits for whoever counted it
           const decided = { at: asked };
           v = await this.settlePending(cseq, v, decided);
           if (v === null) return this.abandon(cseq);
-          if (v.kind === 'new' && !this.local && performance.now() - decided.at >= this.sessions.staleVerdictMs) {
-            // The answer that made it this process's (a takeover, or its own count found lost) was read this late:
-            // as a count read late, it may have been taken over from this process meanwhile. Not run.
-            this.abandon(cseq);
-            return this.sessions.staleVerdict(this, cseq);
-          }
+          // The answer that made it this process's (a takeover, or its own count found lost) was asked this long ago:
+          // as a count read late, it may have been taken over from this process meanwhile. Not run.
+          if (v.kind === 'new' && tooLate(decided.at)) return this.leaveLate(cseq);
         }
         this.request(cseq, v, payload, isBinary);
       } finally {
@@ -2133,6 +2123,12 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
     const entry = this.entry;
     if (entry !== null) entry.runner.send(REQUEST_LEFT);
     this.sessions.requestLeft(this, cseq);
+  }
+
+  /** Request `cseq`'s count came (or its turn) too late to run here: left, and the connection closed (Sessions.staleVerdict). */
+  private leaveLate(cseq: number): void {
+    this.abandon(cseq);
+    this.sessions.staleVerdict(this, cseq);
   }
 
   /** The store was told, asked at `at` (performance.now()), that this process waits on a request of the session. */
