@@ -23,6 +23,7 @@ import { IN_CI } from '../interop/require-binary.ts';
 import { REPO_ROOT } from '../helpers/cli.ts';
 import { compiledEntry } from '../helpers/compiled.ts';
 import { delay, within } from '../helpers/server.ts';
+import { pace } from '../helpers/pace.ts';
 
 const binary = findRedisServer();
 let shared: Promise<RedisServer> | null = null;
@@ -516,7 +517,9 @@ describe('redis session store, counts of a live node that is still working on th
     const redis = await ownRedis(t);
     if (!redis) return;
     const p = prefix();
-    const leaseTtl = 400;
+    // Scaled with the measured pace: C must ask within a lease of B's last wait (a fixed 400 ms was once exceeded
+    // under a busy loop per core, 2026-12-06: 'new' against 'pending').
+    const leaseTtl = pace.scaled(600);
     const { a: b, b: c, lettersA: lettersB, lettersB: lettersC } = twoNodes({ url: redis.url, prefix: p, leaseTtl });
     const s = await b.create({ owner: null });
     assert.equal(await b.join(s.id, 'room'), true);
@@ -559,7 +562,7 @@ describe('redis session store, the fan-out fence', () => {
     const redis = await ownRedis(t);
     if (!redis) return;
     const p = prefix();
-    const leaseTtl = 300;
+    const leaseTtl = pace.scaled(300); // A's count of 2 must still be younger than a lease when its fan-out arrives
     const { a, b, lettersA, lettersB } = twoNodes({ url: redis.url, prefix: p, leaseTtl });
     const s = await a.create({ owner: null });
     assert.equal(await a.join(s.id, 'room'), true);
