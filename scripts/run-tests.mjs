@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { spawn } from 'node:child_process';
-import { BUILD_STEPS, cleanDist, shell } from './build.mjs';
+import { BUILD_STEPS, cleanDist, shell, staleBecause, writeStamp } from './build.mjs';
 import { bundleTests } from './bundle-tests.mjs';
 import { Admission, concurrencyOf, idleBetween, pickNext } from './test-scheduler.mjs';
 
@@ -185,13 +185,19 @@ function step(command) {
 // same list as `npm run build`): the browser bundle first, 0.4-0.7 s, then tsc, 8.8-10.7 s at load ~6
 // (two runs each), so the three files that need only dist/browser/ (two of them among the longest)
 // start without waiting for tsc.
+// A dist/ that a finished build wrote from the current sources (its stamp says so: scripts/build.mjs)
+// is not built again: on a fresh clone `npm install` has just built it (`prepare`), ~10 s of CPU.
 const ready = { browser: true, all: true };
 /** Called when a part of dist/ is built: the scheduler, once it exists (the bundling may still run). */
 let builtSome = () => {};
 const buildFailedFor = new Set();
-const build = !files.some((f) => norm(f) === 'test/pack.test.ts')
+const needsBuild = files.some((f) => NEEDS_DIST.has(norm(f)));
+const stale = needsBuild ? staleBecause() : null;
+if (needsBuild && stale === null) console.log('run-tests: dist/ is what a build of the current sources wrote (its stamp): not built again');
+const build = !needsBuild || stale === null
   ? Promise.resolve()
   : (async () => {
+      console.log(`run-tests: building dist/ (${stale})`);
       ready.browser = ready.all = false;
       cleanDist();
       for (const { builds, command } of BUILD_STEPS) {
@@ -206,6 +212,7 @@ const build = !files.some((f) => norm(f) === 'test/pack.test.ts')
         ready[builds] = true;
         builtSome();
       }
+      writeStamp();
     })();
 env.WS_SUPERVISOR_TEST_DIST_BUILT = '1';
 const distNeed = (f) => NEEDS_DIST.get(norm(f));
