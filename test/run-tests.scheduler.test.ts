@@ -2,9 +2,12 @@
 // synthetic CPU samples: a base file starts whenever fewer than the base run; an extra only when the
 // cores were idle in every sample of the window, not right after a start, never at the cap, never as
 // or beside a quiet file; and a simulated run starts extras on idle cores and none on busy ones.
+// And the runner's tables (scripts/test-files.mjs) name only files that exist.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { Admission, concurrencyOf, idleBetween, pickNext } from '../scripts/test-scheduler.mjs';
+import { ALONE, NEEDS_DIST, QUIET, SLOW_FIRST, TYPECHECK } from '../scripts/test-files.mjs';
 
 const cpu = (user: number, idle: number) => ({ times: { user, nice: 0, sys: 0, idle, irq: 0 } });
 
@@ -82,6 +85,14 @@ test('pickNext: the first ready file; for an extra, the first ready file that is
   assert.equal(pickNext(queue, 'extra', o), 2);
   assert.equal(pickNext(['needs-dist'], 'base', o), -1);
   assert.equal(pickNext(['quiet'], 'extra', o), -1);
+});
+
+test("the runner's tables name only test files that exist", () => {
+  const named = [...SLOW_FIRST, ...QUIET, ...NEEDS_DIST.keys(), ...[...ALONE.keys()].filter((f) => f !== TYPECHECK)];
+  const missing = named.filter((f) => !existsSync(f));
+  assert.deepEqual(missing, [], 'scripts/test-files.mjs names files that are gone: re-measure or remove them');
+  assert.ok(ALONE.has(TYPECHECK));
+  for (const [file, { wall, cpu }] of ALONE) assert.ok(wall > 0 && cpu > 0, `${file}: ${wall} s, ${cpu} s of CPU`);
 });
 
 test('concurrencyOf: the time-weighted mean number of files at once and the most', () => {
