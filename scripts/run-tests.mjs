@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process';
 import { BUILD_STEPS, cleanDist, shell } from './build.mjs';
 import { bundleTests } from './bundle-tests.mjs';
 import { Admission, concurrencyOf, idleBetween, pickNext } from './test-scheduler.mjs';
-import { NEEDS_DIST, QUIET, TYPECHECK, norm, runOrder } from './test-files.mjs';
+import { NEEDS_DIST, QUIET, TYPECHECK, norm, runOrder, shareOf } from './test-files.mjs';
 
 function walk(dir) {
   const out = [];
@@ -80,6 +80,14 @@ const fixed = process.env.TEST_CONCURRENCY !== undefined;
 const base = countFrom('TEST_CONCURRENCY', cores + 1, 1);
 const extrasAllowed = fixed ? 0 : countFrom('TEST_EXTRA', cores, 0);
 const admission = new Admission({ base, cap: base + extrasAllowed });
+// Which file takes a base place: the first in the queue, or a later one when the first would leave the
+// cores idle by the files' shares alone (scripts/test-scheduler.mjs, pickNext). TEST_PICK=order keeps
+// the queue's order (the runner before the fill), for a comparison.
+const pickRule = process.env.TEST_PICK ?? 'fill';
+if (pickRule !== 'fill' && pickRule !== 'order') {
+  console.error(`run-tests: TEST_PICK=${pickRule}: 'fill' or 'order', please`);
+  process.exit(2);
+}
 console.log(
   `run-tests: ${base} files at once (${fixed ? 'TEST_CONCURRENCY' : `${cores} cores, plus one`})` +
     (extrasAllowed > 0 ? `, up to ${extrasAllowed} more while the cores are idle` : ''),
@@ -177,6 +185,8 @@ const timeFiles = [];
 /** [start, end] of each file, for the mean number at once. */
 const spans = [];
 const extras = [];
+/** Jobs that took a base place before the first of the queue (pickNext's fill). */
+let startedEarly = 0;
 const crashed = [];
 const failedFiles = [];
 let status = 0;
@@ -243,8 +253,15 @@ function schedule() {
     const now = performance.now();
     const kind = admission.admit(now, { running: running.size, quietRunning: [...running.values()].some((r) => r.quiet) });
     if (kind === null) break;
-    const i = pickNext(queue, kind, { ready: isReady, quiet: (f) => QUIET.includes(norm(f)) });
+    const o = { ready: isReady, quiet: (f) => QUIET.includes(norm(f)), share: shareOf, running: [...running.values()].map((r) => r.file), cores };
+    const i = pickNext(queue, kind, { ...o, rule: pickRule });
     if (i === -1) break;
+    const first = pickNext(queue, kind, { ...o, rule: 'order' });
+    if (i !== first) {
+      startedEarly++;
+      const load = o.running.reduce((sum, f) => sum + shareOf(f), 0);
+      console.log(`run-tests: ${norm(queue[i])} (${shareOf(queue[i]).toFixed(2)} of a core alone) starts before ${norm(queue[first])} (${shareOf(queue[first]).toFixed(2)}), beside files of ${load.toFixed(2)} cores`);
+    }
     const [file] = queue.splice(i, 1);
     if (kind === 'extra') console.log(`run-tests: ${norm(file)} starts as an extra (${running.size} running, at least ${admission.idleThroughout(now)?.toFixed(2)} cores idle throughout the last ${admission.windowMs / 1000} s)`);
     startFile(file, kind);
@@ -307,7 +324,7 @@ if (perFile.length > 0) {
   for (const f of perFile.slice(0, 12)) console.log(`  ${(f.ms / 1000).toFixed(1).padStart(6)} s  ${String(f.tests).padStart(5)} tests  ${f.file}`);
 }
 // One line for every log: how many files ran beside the base number, and how many ran at once.
-console.log(`run-tests: ${extras.length} of ${spans.length} ${withTypecheck ? 'jobs (the test files and the type check)' : 'files'} ran as extras on idle cores; at once: ${mean.toFixed(2)} on average, ${max} at most (base ${base})`);
+console.log(`run-tests: ${extras.length} of ${spans.length} ${withTypecheck ? 'jobs (the test files and the type check)' : 'files'} ran as extras on idle cores, ${startedEarly} started before their turn to fill the cores; at once: ${mean.toFixed(2)} on average, ${max} at most (base ${base})`);
 console.log(`wall time ${((ended - started) / 1000).toFixed(0)} s (the build and the bundling included)`);
 // One plain closing line for whoever reads the log.
 const summaries = taps.map((tap) => (existsSync(tap) ? readFileSync(tap, 'utf8') : ''));
