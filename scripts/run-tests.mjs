@@ -253,7 +253,7 @@ function schedule() {
     const now = performance.now();
     const kind = admission.admit(now, { running: running.size, quietRunning: [...running.values()].some((r) => r.quiet) });
     if (kind === null) break;
-    const o = { ready: isReady, quiet: (f) => QUIET.includes(norm(f)), share: shareOf, running: [...running.values()].map((r) => r.file), cores };
+    const o = { ready: isReady, quiet: (f) => QUIET.includes(norm(f)), share: shareOf, running: [...running.values()].map((r) => r.file), cores, base };
     const i = pickNext(queue, kind, { ...o, rule: pickRule });
     if (i === -1) break;
     const first = pickNext(queue, kind, { ...o, rule: 'order' });

@@ -134,6 +134,7 @@ export function simulateRun({
         share: shareIn,
         running: placed.map((j) => j.file),
         cores,
+        base: cores + 1,
         rule,
       });
       if (i === -1) return;

@@ -26,6 +26,7 @@ export function pickNext(
         share(file: string): number;
         running: readonly string[];
         cores: number;
+        base: number;
       },
 ): number;
 export function concurrencyOf(spans: ReadonlyArray<readonly [number, number]>): { mean: number; max: number };

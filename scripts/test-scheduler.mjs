@@ -127,7 +127,9 @@ export const FILL_SLACK = 0.5;
  * - rule 'order' (the runner before the fill, `TEST_PICK=order`), and every extra: the first candidate.
  *   An extra starts because the cores were measured idle, and the queue's order keeps the long files
  *   early.
- * - rule 'fill', a base place: the first candidate, unless the running files' shares and its own
+ * - rule 'fill', the last free base place (`base` - 1 files running; while more are free, as at the
+ *   start, the next picks fill them at once, and the longest files keep their turn): the first
+ *   candidate, unless the running files' shares and its own
  *   (`share`: CPU / wall of each file alone, scripts/test-files.mjs) sum to less than `cores` -
  *   FILL_SLACK: then the first candidate that reaches it, and if none does, the first. Why: three
  *   files that mostly wait can hold all the base places while the cores idle, and when one of them is
@@ -147,12 +149,13 @@ export const FILL_SLACK = 0.5;
  * @param {(file: string) => number} [o.share] the cores a file keeps busy (needed for 'fill')
  * @param {string[]} [o.running] the files running now (needed for 'fill')
  * @param {number} [o.cores] (needed for 'fill')
+ * @param {number} [o.base] the base number of places (needed for 'fill')
  */
-export function pickNext(queue, kind, { ready, quiet, rule = 'fill', share, running, cores }) {
+export function pickNext(queue, kind, { ready, quiet, rule = 'fill', share, running, cores, base }) {
   const candidates = [];
   for (let i = 0; i < queue.length; i++) if (ready(queue[i]) && (kind === 'base' || !quiet(queue[i]))) candidates.push(i);
   if (candidates.length === 0) return -1;
-  if (rule === 'order' || kind === 'extra') return candidates[0];
+  if (rule === 'order' || kind === 'extra' || running.length + 1 < base) return candidates[0];
   const load = running.reduce((sum, f) => sum + share(f), 0);
   const fills = (i) => load + share(queue[i]) >= cores - FILL_SLACK;
   return candidates.find(fills) ?? candidates[0];

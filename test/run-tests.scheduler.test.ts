@@ -99,6 +99,7 @@ const shares = {
   quiet: (f: string) => f.startsWith('q'),
   share: (f: string) => Number(f.slice(f.lastIndexOf('-') + 1)),
   cores: 2,
+  base: 3,
 };
 const pick = (queue: string[], running: string[], kind: 'base' | 'extra' = 'base') => {
   const i = pickNext(queue, kind, { ...shares, running });
@@ -110,15 +111,26 @@ test('pickNext fills: a base place goes to the first later file that fills the c
   assert.equal(pick(['w-0.2', 'c-0.9', 'c-1.2'], ['w-0.2', 'w-0.2']), 'c-1.2', 'the first that reaches 1.5 cores, in the queue order');
   assert.equal(pick(['w-0.2', 'c-1.1', 'c-1.2'], ['w-0.2', 'w-0.2']), 'c-1.1', 'not the largest: the first that fills');
   // Exactly at cores - FILL_SLACK counts as filled: the first file keeps its turn.
-  assert.equal(pick(['w-0.5', 'c-1.0'], ['c-1.0']), 'w-0.5');
+  assert.equal(pick(['w-0.5', 'c-1.0'], ['c-0.7', 'w-0.3']), 'w-0.5');
   assert.equal(FILL_SLACK, 0.5);
   // The first file fills: the queue's order, however light the file.
   assert.equal(pick(['w-0.2', 'c-1.0'], ['c-1.0', 'c-0.4']), 'w-0.2');
   // A file that is not ready is not a candidate, however well it would fill.
-  assert.equal(pick(['w-0.2', 'nd-1.4', 'c-0.3'], ['w-0.2']), 'w-0.2', 'nothing ready fills: the first');
-  assert.equal(pick(['nd-1.4'], ['w-0.2']), null);
+  assert.equal(pick(['w-0.2', 'nd-1.4', 'c-0.3'], ['w-0.2', 'w-0.2']), 'w-0.2', 'nothing ready fills: the first');
+  assert.equal(pick(['nd-1.4'], ['w-0.2', 'w-0.2']), null);
   // An extra takes the first ready file that is not quiet, as before: it starts on measured idle.
   assert.equal(pick(['q-0.2', 'w-0.2', 'c-1.4'], ['w-0.2', 'w-0.2', 'w-0.2'], 'extra'), 'w-0.2');
+});
+
+test('pickNext fills only the last free base place: at the start of a run the longest files keep their turn', () => {
+  // The first run with the fill took a 1.5-core file of 4 s before the longest file (0.47 cores, 34 s
+  // alone) when nothing ran yet. Three places are free at the start: the next two picks fill them at
+  // once, so only the last one is chosen by the shares.
+  const queue = ['long-0.47', 'long-0.55', 'long-0.84', 'short-1.5'];
+  assert.equal(pick(queue, []), 'long-0.47');
+  assert.equal(pick(queue.slice(1), ['long-0.47']), 'long-0.55');
+  assert.equal(pick(['w-0.3', 'short-1.5'], ['long-0.47', 'long-0.55']), 'short-1.5', 'the last place: 1.32 cores would leave the cores idle');
+  assert.equal(pick(queue.slice(2), ['long-0.47', 'long-0.55']), 'long-0.84', 'the last place, filled by the first file');
 });
 
 test('pickNext fills: a quiet file that waits starts beside CPU-bound work, not beside waiting files', () => {
