@@ -13,6 +13,7 @@ import { spawn } from 'node:child_process';
 import { BUILD_STEPS, cleanDist, shell, staleBecause, writeStamp } from './build.mjs';
 import { bundleTests } from './bundle-tests.mjs';
 import { Admission, concurrencyOf, idleBetween, pickNext } from './test-scheduler.mjs';
+import { NEEDS_DIST, QUIET, TYPECHECK, norm, runOrder, shareOf } from './test-files.mjs';
 
 function walk(dir) {
   const out = [];
@@ -42,56 +43,9 @@ if (files.length === 0) {
   console.error('run-tests: no test files found under test/');
   process.exit(1);
 }
-// The slowest files first, so that the long ones do not start last; the rest in path order. (Under
-// `node --test`, which sorts the files it is given by path, this order held only through the
-// bundles' names; the scheduler below starts the files in this order itself, TEST_TSX=1 too.) The
-// order is each file's time alone, longest first, bundled (`node scripts/time-tests.mjs`, every file
-// of at least 7 s; measured one after another at load 2-12, 2026-12-06 06:58-07:10 UTC, docs/testing.md,
-// "The suite's CPU"; test/server/slow-consumer.test.ts a little earlier than its time alone: its windows
-// grow with the measured pace, so beside two other files it takes 2-3 times as long).
-// A model of the run from those times puts the path-order tail within a few seconds of the ideal
-// longest-first order, so a kept record of the last run's times would not pay for itself; re-rank
-// here when a file's time changes.
-const SLOW_FIRST = [
-  'test/cli/sessions-redis.test.ts',
-  'test/adapter/redis.test.ts',
-  'test/cli/server.test.ts',
-  'test/client/browser.test.ts',
-  'test/pack.test.ts',
-  'test/cli/cluster.test.ts',
-  'test/interop/browser.test.ts',
-  'test/adapter/redis-session-store.test.ts',
-  'test/bench.sessions.smoke.test.ts',
-  'test/observe/dashboard.test.ts',
-  'test/server/slow-consumer.test.ts',
-  'test/bench.smoke.test.ts',
-  'test/cli/overload.test.ts',
-  'test/server/sessions.fanout.test.ts',
-  'test/server/fairness.test.ts',
-  'test/cli/demo-server.test.ts',
-  'test/server/over-budget.test.ts',
-  'test/server/sessions.nodes.test.ts',
-  'test/observe/inspector.test.ts',
-  'test/server/sessions.test.ts',
-  'test/machines/client.machine.test.ts',
-  'test/machines/connection.machine.test.ts',
-  'test/server/supervisor.lifecycle.test.ts',
-  'test/conformance/server-paths.test.ts',
-  'test/cli/client.test.ts',
-  'test/interop/go.test.ts',
-  'test/client/node.test.ts',
-  'test/cli/limits.test.ts',
-  'test/cli/args.test.ts',
-  'test/interop/python.test.ts',
-  'test/machines/session.machine.test.ts',
-  'test/docs.snippets.test.ts',
-];
-const rank = (f) => {
-  const i = SLOW_FIRST.indexOf(f.split('\\').join('/'));
-  return i === -1 ? SLOW_FIRST.length : i;
-};
-files = files.map((f, i) => [f, i]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1]).map(([f]) => f);
-const norm = (f) => f.split('\\').join('/');
+// The runner's order (SLOW_FIRST: the slowest files first, then path order) and the other tables
+// about the files (QUIET, NEEDS_DIST, each file's time and CPU alone) are in scripts/test-files.mjs.
+files = runOrder(files);
 
 // How many files at once. The base is one per core plus one (TEST_CONCURRENCY overrides it, and then
 // no extras start: a number given is the number run). Measured on the 2-core machine, idle: 255 s at
@@ -126,38 +80,18 @@ const fixed = process.env.TEST_CONCURRENCY !== undefined;
 const base = countFrom('TEST_CONCURRENCY', cores + 1, 1);
 const extrasAllowed = fixed ? 0 : countFrom('TEST_EXTRA', cores, 0);
 const admission = new Admission({ base, cap: base + extrasAllowed });
+// Which file takes a base place: the first in the queue, or a later one when the first would leave the
+// cores idle by the files' shares alone (scripts/test-scheduler.mjs, pickNext). TEST_PICK=order keeps
+// the queue's order (the runner before the fill), for a comparison.
+const pickRule = process.env.TEST_PICK ?? 'fill';
+if (pickRule !== 'fill' && pickRule !== 'order') {
+  console.error(`run-tests: TEST_PICK=${pickRule}: 'fill' or 'order', please`);
+  process.exit(2);
+}
 console.log(
   `run-tests: ${base} files at once (${fixed ? 'TEST_CONCURRENCY' : `${cores} cores, plus one`})` +
     (extrasAllowed > 0 ? `, up to ${extrasAllowed} more while the cores are idle` : ''),
 );
-/**
- * Files whose bounds are about latency, a fair share of the CPU or a benchmark's ratios: never started
- * as an extra, and no extra starts while one runs. The probers (over-budget, fairness, overload) bound
- * a p90 that four files at once broke (above); slow-consumer bounds its readers' latency; the bench
- * smoke tests run a client and a server flat out and assert their ratios.
- */
-const QUIET = [
-  'test/server/over-budget.test.ts',
-  'test/server/fairness.test.ts',
-  'test/cli/overload.test.ts',
-  'test/server/slow-consumer.test.ts',
-  'test/bench.smoke.test.ts',
-  'test/bench.sessions.smoke.test.ts',
-];
-/**
- * Files that need dist/, and how much of it: the pack test packs all of it; the demo server serves the
- * browser bundle from dist/browser/ to the three that request it (`/ws-supervisor-client.js`: directly,
- * or through www/index.html in Chromium). Found by searching test/ for `dist`, `ws-supervisor-client`
- * and imports of the package by its name (test/docs.snippets maps those to src/ for tsc). The other
- * files start while the build still runs.
- */
-const NEEDS_DIST = new Map([
-  ['test/pack.test.ts', 'all'],
-  ['test/cli/server.test.ts', 'browser'],
-  ['test/client/browser.test.ts', 'browser'],
-  ['test/interop/browser.test.ts', 'browser'],
-]);
-
 const work = mkdtempSync(join(tmpdir(), 'ws-supervisor-tests-'));
 mkdirSync(join(work, 'start-slots'));
 // The run's name: the files of this run share the CLI's bundle (test/helpers/compiled.ts).
@@ -250,12 +184,7 @@ const timesReporter = new URL('./test-file-times.mjs', import.meta.url).href;
 // Node's own warning when a process has three reporters (they add listeners to one stream), in a
 // file's stderr now and then (under `node --test` it came once, from the parent): not about the tests.
 const REPORTERS_WARNING = /^\(node:\d+\) MaxListenersExceededWarning: Possible EventEmitter memory leak detected\. \d+ end listeners added to \[TestsStream\]\..*\n\(Use `node --trace-warnings \.\.\.` to show where the warning was created\)\n/m;
-/** The queue's name for the type check (--typecheck). */
-const TYPECHECK = 'npm run typecheck';
-const queue = [...files];
-// The type check goes after the files of SLOW_FIRST: beside the long waiting files it fills idle
-// time, and it never delays the start of a long file (it is CPU for one core, ~7 s).
-if (withTypecheck) queue.splice(files.filter((f) => rank(f) < SLOW_FIRST.length).length, 0, TYPECHECK);
+const queue = runOrder(files, { typecheck: withTypecheck });
 /** @type {Map<import('node:child_process').ChildProcess, { file: string, quiet: boolean }>} */
 const running = new Map();
 const taps = [];
@@ -263,6 +192,8 @@ const timeFiles = [];
 /** [start, end] of each file, for the mean number at once. */
 const spans = [];
 const extras = [];
+/** Jobs that took a base place before the first of the queue (pickNext's fill). */
+let startedEarly = 0;
 const crashed = [];
 const failedFiles = [];
 let status = 0;
@@ -329,8 +260,15 @@ function schedule() {
     const now = performance.now();
     const kind = admission.admit(now, { running: running.size, quietRunning: [...running.values()].some((r) => r.quiet) });
     if (kind === null) break;
-    const i = pickNext(queue, kind, { ready: isReady, quiet: (f) => QUIET.includes(norm(f)) });
+    const o = { ready: isReady, quiet: (f) => QUIET.includes(norm(f)), share: shareOf, running: [...running.values()].map((r) => r.file), cores, base };
+    const i = pickNext(queue, kind, { ...o, rule: pickRule });
     if (i === -1) break;
+    const first = pickNext(queue, kind, { ...o, rule: 'order' });
+    if (i !== first) {
+      startedEarly++;
+      const load = o.running.reduce((sum, f) => sum + shareOf(f), 0);
+      console.log(`run-tests: ${norm(queue[i])} (${shareOf(queue[i]).toFixed(2)} of a core alone) starts before ${norm(queue[first])} (${shareOf(queue[first]).toFixed(2)}), beside files of ${load.toFixed(2)} cores`);
+    }
     const [file] = queue.splice(i, 1);
     if (kind === 'extra') console.log(`run-tests: ${norm(file)} starts as an extra (${running.size} running, at least ${admission.idleThroughout(now)?.toFixed(2)} cores idle throughout the last ${admission.windowMs / 1000} s)`);
     startFile(file, kind);
@@ -393,7 +331,7 @@ if (perFile.length > 0) {
   for (const f of perFile.slice(0, 12)) console.log(`  ${(f.ms / 1000).toFixed(1).padStart(6)} s  ${String(f.tests).padStart(5)} tests  ${f.file}`);
 }
 // One line for every log: how many files ran beside the base number, and how many ran at once.
-console.log(`run-tests: ${extras.length} of ${spans.length} ${withTypecheck ? 'jobs (the test files and the type check)' : 'files'} ran as extras on idle cores; at once: ${mean.toFixed(2)} on average, ${max} at most (base ${base})`);
+console.log(`run-tests: ${extras.length} of ${spans.length} ${withTypecheck ? 'jobs (the test files and the type check)' : 'files'} ran as extras on idle cores, ${startedEarly} started before their turn to fill the cores; at once: ${mean.toFixed(2)} on average, ${max} at most (base ${base})`);
 console.log(`wall time ${((ended - started) / 1000).toFixed(0)} s (the build and the bundling included)`);
 // One plain closing line for whoever reads the log.
 const summaries = taps.map((tap) => (existsSync(tap) ? readFileSync(tap, 'utf8') : ''));

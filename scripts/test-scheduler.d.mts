@@ -13,5 +13,20 @@ export class Admission {
   admit(now: number, state: { running: number; quietRunning: boolean }): 'base' | 'extra' | null;
   started(now: number): void;
 }
-export function pickNext(queue: readonly string[], kind: 'base' | 'extra', o: { ready(file: string): boolean; quiet(file: string): boolean }): number;
+export const FILL_SLACK: number;
+export function pickNext(
+  queue: readonly string[],
+  kind: 'base' | 'extra',
+  o:
+    | { ready(file: string): boolean; quiet(file: string): boolean; rule: 'order' }
+    | {
+        ready(file: string): boolean;
+        quiet(file: string): boolean;
+        rule?: 'fill';
+        share(file: string): number;
+        running: readonly string[];
+        cores: number;
+        base: number;
+      },
+): number;
 export function concurrencyOf(spans: ReadonlyArray<readonly [number, number]>): { mean: number; max: number };

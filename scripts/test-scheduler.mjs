@@ -23,6 +23,11 @@
 //   extra, and no extra starts while one runs. A quiet file can still start beside an extra that was
 //   already running (it then takes a base place: fewer than `base` files were running), so it never
 //   shares the machine with more than `base` - 1 other files when it starts, as under `node --test`.
+// - **which file** (pickNext): a base place goes to the first ready file of the queue, unless the
+//   files' CPU shares alone (each file's CPU / wall alone, scripts/test-files.mjs) say it would leave
+//   half a core or more idle beside the running ones; then to the first later file that would not.
+//   Waiting files (and quiet files that wait) then run beside CPU-bound ones instead of holding all
+//   the base places together while the cores idle, where no extra may help when one is quiet.
 
 /**
  * The idle cores between two readings of the per-core CPU times (os.cpus()[i].times, in ms): the idle
@@ -109,15 +114,51 @@ export class Admission {
 }
 
 /**
- * Which queued file starts, for an admission of `kind`: the first in the queue (the runner's order)
- * that is ready (its prerequisites done: dist/ built for the files that serve or pack it), and for
- * an extra also not quiet. -1: none may start now.
+ * How much idle a base pick may leave, in cores, by the files' shares alone: the half core an extra
+ * needs (minIdleCores). A pick that would leave more starts a later file that fills the cores instead.
+ */
+export const FILL_SLACK = 0.5;
+
+/**
+ * Which queued file starts, for an admission of `kind`. -1: none may start now. The candidates are the
+ * queued files that are ready (their prerequisites done: dist/ built for the files that serve or pack
+ * it), for an extra also not quiet, in the queue's order (the runner's: SLOW_FIRST, then the rest).
+ *
+ * - rule 'order' (the runner before the fill, `TEST_PICK=order`), and every extra: the first candidate.
+ *   An extra starts because the cores were measured idle, and the queue's order keeps the long files
+ *   early.
+ * - rule 'fill', the last free base place (`base` - 1 files running; while more are free, as at the
+ *   start, the next picks fill them at once, and the longest files keep their turn): the first
+ *   candidate, unless the running files' shares and its own
+ *   (`share`: CPU / wall of each file alone, scripts/test-files.mjs) sum to less than `cores` -
+ *   FILL_SLACK: then the first candidate that reaches it, and if none does, the first. Why: three
+ *   files that mostly wait can hold all the base places while the cores idle, and when one of them is
+ *   quiet no extra may start beside it (the quiet run of 2026-12-06: fairness, over-budget and
+ *   sessions.nodes together, 105-113 s, 1.6-1.8 cores idle). Starting a CPU-bound file there instead
+ *   keeps the cores busy, and the waiting file starts at the next place, beside it. A quiet file that
+ *   waits (over-budget, fairness, slow-consumer) thus starts beside CPU-bound work rather than beside
+ *   other waiting files, and waiting files start beside each other when nothing that fills is left.
+ *   The number of files is not changed: a base pick fills a base place, as before.
+ *
  * @param {string[]} queue
  * @param {'base' | 'extra'} kind
- * @param {{ ready(file: string): boolean, quiet(file: string): boolean }} o
+ * @param {object} o
+ * @param {(file: string) => boolean} o.ready
+ * @param {(file: string) => boolean} o.quiet
+ * @param {'fill' | 'order'} [o.rule]
+ * @param {(file: string) => number} [o.share] the cores a file keeps busy (needed for 'fill')
+ * @param {string[]} [o.running] the files running now (needed for 'fill')
+ * @param {number} [o.cores] (needed for 'fill')
+ * @param {number} [o.base] the base number of places (needed for 'fill')
  */
-export function pickNext(queue, kind, { ready, quiet }) {
-  return queue.findIndex((f) => ready(f) && (kind === 'base' || !quiet(f)));
+export function pickNext(queue, kind, { ready, quiet, rule = 'fill', share, running, cores, base }) {
+  const candidates = [];
+  for (let i = 0; i < queue.length; i++) if (ready(queue[i]) && (kind === 'base' || !quiet(queue[i]))) candidates.push(i);
+  if (candidates.length === 0) return -1;
+  if (rule === 'order' || kind === 'extra' || running.length + 1 < base) return candidates[0];
+  const load = running.reduce((sum, f) => sum + share(f), 0);
+  const fills = (i) => load + share(queue[i]) >= cores - FILL_SLACK;
+  return candidates.find(fills) ?? candidates[0];
 }
 
 /**
