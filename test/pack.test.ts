@@ -16,19 +16,14 @@ import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, normalize, relative, sep } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { dependencyClosure, loadedPackages } from './helpers/loaded-packages.ts';
+import { TSC } from './helpers/tsc.ts';
 
 // Not test/helpers/cli.ts's REPO_ROOT: importing that module measures the pace (test/helpers/pace.ts,
 // ~0.15 s of busy loop), and nothing here is timed by it.
 const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url));
 const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
-/**
- * The native compiler that typescript's `bin/tsc` runs, found as that script finds it: the script is
- * a Node process (~0.15 s of CPU here) that, on Node 20, waits for the compiler as its child.
- */
-const nativeTsc = async (): Promise<string> =>
-  ((await import(pathToFileURL(join(REPO_ROOT, 'node_modules', 'typescript', 'lib', 'getExePath.js')).href)) as { default: () => string }).default();
 const STEP_TIMEOUT_MS = 240_000;
 
 function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<{ stdout: string; stderr: string; code: number }> {
@@ -195,14 +190,14 @@ test('the packed tarball, installed into a fresh project: strict types, lean loa
   // 1.3-1.4 s and 1.0-1.2 s, the same wall time or less; docs/testing.md, "Wall time").
   // One compiler process for both (`tsc -b` with the two projects: each its own program, with its
   // own lib and types, and each checked whether or not the other has errors), started directly
-  // rather than through the Node script of typescript's bin: less CPU than two `tsc -p` through
+  // rather than through the Node script of typescript's bin (test/helpers/tsc.ts): less CPU than two `tsc -p` through
   // that script (docs/testing.md, "Wall time"). The project is fresh, so no .tsbuildinfo can make
   // -b skip a project as up to date; --verbose names each project built, and both must be named.
   writeFileSync(join(app, 'consumer.ts'), CONSUMER);
   writeFileSync(join(app, 'browser.ts'), BROWSER);
   writeFileSync(join(app, 'tsconfig.json'), TSCONFIG(['consumer.ts'], {}));
   writeFileSync(join(app, 'tsconfig.browser.json'), TSCONFIG(['browser.ts'], { lib: ['ES2022', 'DOM'], types: [] }));
-  const tsc = await run(await nativeTsc(), ['-b', 'tsconfig.json', 'tsconfig.browser.json', '--singleThreaded', '--verbose', '--pretty', 'false'], app);
+  const tsc = await run(TSC, ['-b', 'tsconfig.json', 'tsconfig.browser.json', '--singleThreaded', '--verbose', '--pretty', 'false'], app);
   const tscOut = `${tsc.stdout}${tsc.stderr}`;
   // Each project's diagnostics follow its "Building project '…'" line.
   const checked = new Map(tscOut.split(/^.*Building project '/m).slice(1).map((section) => [section.slice(0, section.indexOf("'")), /error TS\d+/.test(section)] as const));
