@@ -9,6 +9,7 @@
  * dead peer), R18 (SIGTERM/SIGINT drain), R19 (origins), R21 (max payload).
  */
 import assert from 'node:assert/strict';
+import net, { type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { closeOf, delay, openClient, within } from '../helpers/server.ts';
@@ -323,6 +324,13 @@ describe('CLI origins (R19)', { concurrency: true, timeout: budget.scaled(60_000
 // ---------------------------------------------------------------------------
 
 describe('CLI limits, path and address', { concurrency: true, timeout: budget.scaled(60_000) }, () => {
+  // The two --path /ws tests share one server (one CLI start fewer, ~0.4 s of CPU): one speaks
+  // WebSocket on /ws and GETs /server and /ws, the other only GETs pages; neither changes what the
+  // other sees.
+  let movedPath: Promise<CliServer> | undefined;
+  const pathServer = (): Promise<CliServer> => (movedPath ??= startCliServer(['--path', '/ws']));
+  after(async () => (await movedPath?.catch(() => undefined))?.kill());
+
   test('--max-connections 2: a third upgrade gets 503, a freed slot is reusable (R21)', { timeout: budget.scaled(20_000) }, async (t) => {
     const srv = await startCliServer(['--max-connections', '2'], t);
     const [a, b] = [await openClient(srv.wsUrl), await openClient(srv.wsUrl)];
@@ -340,7 +348,7 @@ describe('CLI limits, path and address', { concurrency: true, timeout: budget.sc
   });
 
   test('--path /ws moves the endpoint; other paths get 404 (R21)', { timeout: budget.scaled(20_000) }, async (t) => {
-    const srv = await startCliServer(['--path', '/ws'], t);
+    const srv = await pathServer();
     assert.match(srv.stdout(), new RegExp(`WebSocket ws://127\\.0\\.0\\.1:${srv.port}/ws\\)`));
     const a = await client(`ws://127.0.0.1:${srv.port}/ws`);
     t.after(() => a.ws.terminate());
@@ -350,8 +358,8 @@ describe('CLI limits, path and address', { concurrency: true, timeout: budget.sc
     assert.equal((await httpGet(`${srv.base}/ws`)).status, 426);
   });
 
-  test('--path /ws: the demo page at / is sent to /?path=/ws, so it connects to the moved endpoint (not /server, a 404)', { timeout: budget.scaled(20_000) }, async (t) => {
-    const srv = await startCliServer(['--path', '/ws'], t);
+  test('--path /ws: the demo page at / is sent to /?path=/ws, so it connects to the moved endpoint (not /server, a 404)', { timeout: budget.scaled(20_000) }, async () => {
+    const srv = await pathServer();
     for (const page of ['/', '/index.html']) {
       const r = await httpGet(`${srv.base}${page}`);
       assert.equal(r.status, 302, `GET ${page}`);
@@ -365,8 +373,13 @@ describe('CLI limits, path and address', { concurrency: true, timeout: budget.sc
   });
 
   test('an address already in use exits 1 with a clear message', { timeout: budget.scaled(20_000) }, async (t) => {
-    const srv = await startCliServer([], t);
-    const r = await runCli(['server', '--address', `127.0.0.1:${srv.port}`]);
+    // The port is held by a listener of this process, not by a second CLI (one CLI start fewer): what
+    // is checked is the CLI's answer to EADDRINUSE, whoever holds the port (Node 20's listen has no
+    // port sharing between processes, so a CLI holding it would refuse the same way).
+    const holder = net.createServer();
+    await new Promise<void>((resolve, reject) => holder.once('error', reject).listen(0, '127.0.0.1', resolve));
+    t.after(() => holder.close());
+    const r = await runCli(['server', '--address', `127.0.0.1:${(holder.address() as AddressInfo).port}`]);
     assert.equal(r.timedOut, false);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /cannot listen/);
