@@ -111,16 +111,18 @@ function step(command) {
 }
 
 // `npm pack` runs the build (`prepare`), which first deletes dist/ while other files serve the
-// browser bundle from it. So the runner builds dist/ once (3.7 s on this machine, idle), and tells
+// browser bundle from it. So the runner builds dist/ itself when it is stale, and tells
 // test/pack.test.ts to pack that fresh build without running the build again (`--ignore-scripts`).
 // The build runs while the test files are bundled, and the files that do not need dist/ start as
 // soon as the bundles are written (before, the build and then the bundling ran one after the other,
 // ~6 s before the first file). The runner runs the build's steps one by one (scripts/build.mjs, the
-// same list as `npm run build`): the browser bundle first, 0.4-0.7 s, then tsc, 8.8-10.7 s at load ~6
-// (two runs each), so the three files that need only dist/browser/ (two of them among the longest)
+// same list as `npm run build`): the browser bundle first, 0.4-0.7 s, then tsc (3.9-5.8 s
+// single-threaded, scripts/build.mjs), so the three files that need only dist/browser/ (two of them among the longest)
 // start without waiting for tsc.
 // A dist/ that a finished build wrote from the current sources (its stamp says so: scripts/build.mjs)
-// is not built again: on a fresh clone `npm install` has just built it (`prepare`), ~10 s of CPU.
+// is not built again: on a fresh clone `npm install` has just built it (`prepare`); a second build
+// was ~10 s of CPU at the start of each run (the build's tsc was then parallel: 9.2 s CPU for the
+// whole build at load 4-5, 6.8-7.0 s single-threaded).
 const ready = { browser: true, all: true };
 /** Called when a part of dist/ is built: the scheduler, once it exists (the bundling may still run). */
 let builtSome = () => {};
