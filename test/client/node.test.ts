@@ -238,7 +238,7 @@ async function startProxy(t: TestContext, upstreamPort: number) {
 
 // ---------------------------------------------------------------------------
 
-describe('Node client: requests and pushes (R14, R24)', { timeout: pace.scaled(30_000), concurrency: 2 }, () => {
+describe('Node client: requests and pushes (R14, R24)', { timeout: pace.scaled(30_000) }, () => {
   test('replies correlate by requestID; requestIDs are unique and increasing', { timeout: pace.scaled(10_000) }, async (t) => {
     const demo = await startDemoServer({ host: '127.0.0.1', port: 0 });
     t.after(() => demo.close());
@@ -458,11 +458,7 @@ describe('Node client: deliberate close (R22)', { timeout: pace.scaled(30_000) }
     await delay(pace.scaled(400)); // twice the largest backoff delay, scaled: time for a (wrong) reconnect
     assert.equal(proxy.accepted, accepted, 'no reconnect');
   });
-});
 
-// The two that only wait for a (wrong) reconnect, with no bound on how long anything took: at once. The close that is
-// timed (above) and every other timed test of this file run alone, as a test beside them would delay their timers.
-describe('Node client: no reconnect after a deliberate close (R22)', { timeout: pace.scaled(30_000), concurrency: 2 }, () => {
   test('close() ends in closed with reason closed, a 1000 handshake, and no reconnect', { timeout: pace.scaled(10_000) }, async (t) => {
     const server = await startCountingServer(t);
     const client = fastClient(t, server.url);

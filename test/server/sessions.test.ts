@@ -229,9 +229,7 @@ function assertOnce(runs: Map<number, number>, ids: number[]): void {
 
 // ---------------------------------------------------------------------------
 
-// These wait on the network and the store, not on a timer against this process: three at once. A cut found by a
-// heartbeat (below) is timed against this process (pings and pongs of 60-150 ms answered from it): alone.
-describe('sessions on real sockets: resume with replay, both directions', { concurrency: 3 }, () => {
+describe('sessions on real sockets: resume with replay, both directions', () => {
   test('a cut resumes the session: what was broadcast while detached is replayed in order, once, before anything new', async (t) => {
     const srv = await startSessionServer(t);
     const client = sessionClient(t, srv.url);
@@ -276,6 +274,26 @@ describe('sessions on real sockets: resume with replay, both directions', { conc
     assert.equal(got[0]!.someOtherThing, 'first ever');
   });
 
+  test('an idle session beyond two heartbeat periods, then cut (fails in Socket.IO): resumes, with what came meanwhile', async (t) => {
+    const timing = { pingInterval: 60, pongTimeout: 60 };
+    const srv = await startSessionServer(t, { timing });
+    const client = sessionClient(t, srv.url, { timing: { pingInterval: 60, pongTimeout: 200 } });
+    const got = pushes(client);
+    await opened(client);
+    await client.request('broadcast', 'one');
+    // Idle: only heartbeats cross for more than two periods (ping + pong timeout) of both sides.
+    await delay(5 * (timing.pingInterval + timing.pongTimeout));
+    assert.ok(srv.supervisor.hub.size === 1 && client.state !== 'closed', 'still connected after the idle time');
+    const resume = nextResume(client);
+    cut(srv);
+    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 2_000);
+    srv.supervisor.broadcast('{"command":"broadcast","someOtherThing":"two"}');
+    const r = await resume;
+    assert.equal(r.resumed, true, `resumed (reason ${r.reason}: ${r.detail})`);
+    await waitFor(() => got.length === 2);
+    assert.deepEqual(got.map((p) => p.someOtherThing), ['one', 'two']);
+  });
+
   test('requests in flight at the cut (not resent by Socket.IO): each answered once, each run once on the server', async (t) => {
     const srv = await startSessionServer(t);
     const proxy = await startProxy(t, srv.port);
@@ -303,67 +321,6 @@ describe('sessions on real sockets: resume with replay, both directions', { conc
     assert.deepEqual(replies.map((x) => x.someOtherThing), ['Server processed command: echo', 'Server processed command: echo', 'Server processed command: echo', 'Server processed command: echo']);
     await delay(100); // anything run twice would show by now
     assertOnce(srv.runs, [1, 2, 3, 4, 5]);
-  });
-
-  test('a sliced fan-out (over several turns) and a cut in the middle of it: the session still gets every broadcast once, in order', async (t) => {
-    // One recipient per slice: each broadcast to three clients takes three turns.
-    const srv = await startSessionServer(t, { fairness: { fanOutSlice: 1 } });
-    const clients = [0, 1, 2].map(() => sessionClient(t, srv.url));
-    const got = clients.map((c) => pushes(c));
-    for (const c of clients) await opened(c);
-    const victim = clients[2]!;
-    const resume = nextResume(victim);
-    for (let i = 0; i < 10; i++) srv.supervisor.broadcast(`{"command":"broadcast","someOtherThing":"${i}"}`);
-    // Cut the last client's connection while the slices are under way.
-    [...srv.supervisor.hub.values()].find((c) => c.session?.id === victim.sessionId)!.socket.destroy();
-    assert.equal((await resume).resumed, true);
-    await waitFor(() => got.every((g) => g.length >= 10), 5_000, 'every client to get the ten broadcasts');
-    await delay(50);
-    for (const g of got) assert.deepEqual(g.map((p) => p.someOtherThing), ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
-  });
-
-  test('topic memberships and connection.data come back; publishes to a detached session are kept for it', async (t) => {
-    const srv = await startSessionServer(t);
-    const client = sessionClient(t, srv.url);
-    const got = pushes(client);
-    await opened(client);
-    await client.request('join', 'news');
-    await client.request('echo', 'remember');
-    assert.deepEqual(serverConnection(srv).data, { remembered: 2 });
-    const resume = nextResume(client);
-    cut(srv);
-    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 2_000);
-    srv.supervisor.publish('news', '{"command":"publish","topic":"news","someOtherThing":"while away"}');
-    srv.supervisor.publish('sports', '{"command":"publish","topic":"sports","someOtherThing":"not a member"}');
-    assert.equal((await resume).resumed, true);
-    const c = serverConnection(srv);
-    assert.deepEqual(srv.supervisor.topicsOf(c), ['news'], 'the membership is back in the hub');
-    assert.deepEqual(c.data, { remembered: 2 });
-    srv.supervisor.publish('news', '{"command":"publish","topic":"news","someOtherThing":"back"}');
-    await waitFor(() => got.length === 2);
-    assert.deepEqual(got.map((p) => p.someOtherThing), ['while away', 'back']);
-  });
-});
-
-describe('sessions on real sockets: cuts found by a heartbeat, and an idle session', () => {
-  test('an idle session beyond two heartbeat periods, then cut (fails in Socket.IO): resumes, with what came meanwhile', async (t) => {
-    const timing = { pingInterval: 60, pongTimeout: 60 };
-    const srv = await startSessionServer(t, { timing });
-    const client = sessionClient(t, srv.url, { timing: { pingInterval: 60, pongTimeout: 200 } });
-    const got = pushes(client);
-    await opened(client);
-    await client.request('broadcast', 'one');
-    // Idle: only heartbeats cross for more than two periods (ping + pong timeout) of both sides.
-    await delay(5 * (timing.pingInterval + timing.pongTimeout));
-    assert.ok(srv.supervisor.hub.size === 1 && client.state !== 'closed', 'still connected after the idle time');
-    const resume = nextResume(client);
-    cut(srv);
-    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 2_000);
-    srv.supervisor.broadcast('{"command":"broadcast","someOtherThing":"two"}');
-    const r = await resume;
-    assert.equal(r.resumed, true, `resumed (reason ${r.reason}: ${r.detail})`);
-    await waitFor(() => got.length === 2);
-    assert.deepEqual(got.map((p) => p.someOtherThing), ['one', 'two']);
   });
 
   test('a half-open cut found by the client heartbeat: the resume takes the session over, the old connection is dropped', async (t) => {
@@ -411,9 +368,48 @@ describe('sessions on real sockets: cuts found by a heartbeat, and an idle sessi
     await waitFor(() => got.length === 1);
     assert.equal(got[0]!.someOtherThing, 'while detached');
   });
+
+  test('a sliced fan-out (over several turns) and a cut in the middle of it: the session still gets every broadcast once, in order', async (t) => {
+    // One recipient per slice: each broadcast to three clients takes three turns.
+    const srv = await startSessionServer(t, { fairness: { fanOutSlice: 1 } });
+    const clients = [0, 1, 2].map(() => sessionClient(t, srv.url));
+    const got = clients.map((c) => pushes(c));
+    for (const c of clients) await opened(c);
+    const victim = clients[2]!;
+    const resume = nextResume(victim);
+    for (let i = 0; i < 10; i++) srv.supervisor.broadcast(`{"command":"broadcast","someOtherThing":"${i}"}`);
+    // Cut the last client's connection while the slices are under way.
+    [...srv.supervisor.hub.values()].find((c) => c.session?.id === victim.sessionId)!.socket.destroy();
+    assert.equal((await resume).resumed, true);
+    await waitFor(() => got.every((g) => g.length >= 10), 5_000, 'every client to get the ten broadcasts');
+    await delay(50);
+    for (const g of got) assert.deepEqual(g.map((p) => p.someOtherThing), ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
+  });
+
+  test('topic memberships and connection.data come back; publishes to a detached session are kept for it', async (t) => {
+    const srv = await startSessionServer(t);
+    const client = sessionClient(t, srv.url);
+    const got = pushes(client);
+    await opened(client);
+    await client.request('join', 'news');
+    await client.request('echo', 'remember');
+    assert.deepEqual(serverConnection(srv).data, { remembered: 2 });
+    const resume = nextResume(client);
+    cut(srv);
+    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 2_000);
+    srv.supervisor.publish('news', '{"command":"publish","topic":"news","someOtherThing":"while away"}');
+    srv.supervisor.publish('sports', '{"command":"publish","topic":"sports","someOtherThing":"not a member"}');
+    assert.equal((await resume).resumed, true);
+    const c = serverConnection(srv);
+    assert.deepEqual(srv.supervisor.topicsOf(c), ['news'], 'the membership is back in the hub');
+    assert.deepEqual(c.data, { remembered: 2 });
+    srv.supervisor.publish('news', '{"command":"publish","topic":"news","someOtherThing":"back"}');
+    await waitFor(() => got.length === 2);
+    assert.deepEqual(got.map((p) => p.someOtherThing), ['while away', 'back']);
+  });
 });
 
-describe('sessions: client acks', { concurrency: 2 }, () => {
+describe('sessions: client acks', () => {
   test("a client's first ack falls due at a random count in 1…ackEvery, then every ackEvery (receivers of the same broadcasts do not all ack after the same one)", async (t) => {
     const srv = await startSessionServer(t);
     // The ack timers never fire within the test: only the count sends acks. The first draw is the count: random 0, the
