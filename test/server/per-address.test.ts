@@ -19,9 +19,19 @@ import { metric, upgradeStatus, httpGet } from '../helpers/cli.ts';
 import { pace } from '../helpers/pace.ts';
 import { delay, openClient, startSupervisor, waitFor } from '../helpers/server.ts';
 
+/**
+ * The idle sockets of each test, ended before its server closes: the demo server's close() waits up to 1 s for
+ * sockets that never sent a request (its keep-alive fallback), and a test's `after` hooks run in the order they were
+ * added, the server's first. Ended there, two tests of this file spent ~1 s each in that wait.
+ */
+const idleSockets = new WeakMap<TestContext, Set<net.Socket>>();
+
 async function demo(t: TestContext, options: Parameters<typeof startDemoServer>[0]): Promise<DemoServer & { url: string; base: string }> {
   const d = await startDemoServer({ host: '127.0.0.1', port: 0, ...options });
-  t.after(() => d.close());
+  t.after(async () => {
+    for (const socket of idleSockets.get(t) ?? []) socket.destroy();
+    await d.close();
+  });
   return { ...d, url: `ws://127.0.0.1:${d.address.port}/server`, base: `http://127.0.0.1:${d.address.port}` };
 }
 
@@ -37,6 +47,8 @@ function idleSocket(t: TestContext, port: number, from: string): Promise<IdleSoc
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: '127.0.0.1', port, localAddress: from });
     t.after(() => void socket.destroy());
+    if (!idleSockets.has(t)) idleSockets.set(t, new Set());
+    idleSockets.get(t)!.add(socket);
     let data = '';
     socket.setEncoding('utf8').on('data', (s: string) => (data += s));
     const closed = new Promise<void>((r) => socket.once('close', () => r()));

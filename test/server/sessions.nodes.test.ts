@@ -24,10 +24,21 @@
  *   timed out). And when A really dies (its lease lapses), B runs it, once.
  *
  * Without redis-server: SKIPPED (under CI=true: a failure).
+ *
+ * Most of these tests wait (a lease to lapse, a store's poll, a renewal), using little CPU: alone, one after
+ * another, the file took ~30 s of wall time for ~5 s of CPU. Each has its own redis-server, nodes and key prefix, so
+ * most run TOGETHER at once (`together`, below; a describe at the end of the file). These run first, alone, as plain
+ * top-level tests: the two that stall this process's event loop on purpose (a fan-out held by its age: a stall would
+ * stall every test beside it), and those whose outcome turns on how soon this process reads an answer against a
+ * short lease: the fixed 600 ms leases (a node that dies, one frozen past the lease, the fence), whose late-verdict
+ * rule refuses what is read 400 ms late, and the connection that goes while it waits (a scaled 400 ms against the
+ * wait's 250 ms poll). Six at once, with those among them, failed two of them at load 8 (B read its take-over
+ * verdict too late, and never ran the request); a test beside them delays their reads as a loaded machine does,
+ * beyond what the pace measured at the file's start allows for.
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { createRedisAdapter } from '../../src/adapter/redis.ts';
@@ -41,6 +52,14 @@ import { startRedis } from '../helpers/redis.ts';
 import { delay, waitFor, within } from '../helpers/server.ts';
 import { VerdictGate } from '../helpers/verdict-gate.ts';
 import { pace } from '../helpers/pace.ts';
+
+/** How many of the waiting tests run at once. */
+const TOGETHER = 3;
+const waiting: Array<[name: string, fn: (t: TestContext) => Promise<void>]> = [];
+/** A test that waits more than it computes: run TOGETHER at once with the others (the describe at the end of the file). */
+function together(name: string, fn: (t: TestContext) => Promise<void>): void {
+  waiting.push([name, fn]);
+}
 
 /** The Redis store whose answers to beginRequest can be held back: the request is counted in Redis at once, and run only when released (a slow node). */
 class GatedStore extends RedisSessionStore {
@@ -160,7 +179,7 @@ class Raw {
   }
 }
 
-test('a session resumed on node B while its connection to node A was still open: A, told by the store it no longer holds it, drops its copy; B gets every later push and reply once, in order', async (t) => {
+together('a session resumed on node B while its connection to node A was still open: A, told by the store it no longer holds it, drops its copy; B gets every later push and reply once, in order', async (t) => {
   const redis = await startRedis(t);
   if (!redis) return;
   const prefix = `nodes-${process.pid}-${Date.now()}`;
@@ -200,7 +219,7 @@ test('a session resumed on node B while its connection to node A was still open:
   assert.equal(got.length, 3 * N, 'every reply and push, nothing more');
 });
 
-test("a seq another node appended while this node carries the session (that node's last reply, made as it saw its connection close): read from the store and written in order, not waited for", async (t) => {
+together("a seq another node appended while this node carries the session (that node's last reply, made as it saw its connection close): read from the store and written in order, not waited for", async (t) => {
   const redis = await startRedis(t);
   if (!redis) return;
   const prefix = `nodes-${process.pid}-${Date.now()}-gap`;
@@ -256,7 +275,7 @@ function outcome(raw: Raw, lastSeq: number): { replies: number; pushes: number; 
   return { replies, pushes, seqsInOrder: seqs.every((seq, i) => seq === lastSeq + 1 + i) };
 }
 
-for (const dropFirst of [false, true]) test(`a slow node is not taken for a dead one: A counted a request and has not run it when the client resumes on B and re-sends it; B waits, A runs it once${dropFirst ? ' (after dropping its copy of the session: its detach was refused)' : ''}, its reply reaches the client through B; no push twice, no dead letter`, async (t) => {
+for (const dropFirst of [false, true]) together(`a slow node is not taken for a dead one: A counted a request and has not run it when the client resumes on B and re-sends it; B waits, A runs it once${dropFirst ? ' (after dropping its copy of the session: its detach was refused)' : ''}, its reply reaches the client through B; no push twice, no dead letter`, async (t) => {
   const redis = await startRedis(t);
   if (!redis) return;
   const prefix = `nodes-${process.pid}-${Date.now()}-slow`;
@@ -411,7 +430,7 @@ test("a connection that goes while it waits on another node's count leaves its l
   assert.deepEqual(seqs, seqs.map((_, i) => lastSeq + 1 + i), 'the seqs in order, none missing');
 });
 
-for (const stall of [null, 'new', 'duplicate'] as const) test(stall !== null
+for (const stall of [null, 'new', 'duplicate'] as const) together(stall !== null
   ? `a node that counted a client's later requests while it waited on an earlier one, then stalled past a lease with the answer that ends its wait (${stall === 'new' ? 'it takes the count over' : 'the request was answered elsewhere'}), runs none of them when it continues: the node the client moved on to took them over and runs them, each once and in order`
   : "a node that counted a client's later requests while it waited on an earlier one keeps them while it works on them: the client, moving on to a third node a lease after those counts, has them answered from that node's runs, each once and in order, not taken over and run again after the later ones", async (t) => {
   // Seen in test/cli/sessions-redis.test.ts (a worker frozen 20 s past the 15 s lease, under load): a client's pushes
@@ -515,7 +534,7 @@ for (const stall of [null, 'new', 'duplicate'] as const) test(stall !== null
   assert.deepEqual([...b.sessionLetters, ...c.sessionLetters].map((l) => l.reason), [], 'no push refused by the fence, no reply refused');
 });
 
-test("a wait that ends because the client moved on (the store answers moved) leaves the connection's later requests unrun and releases their counts: the node the client is on runs them at once, after the one waited on, not a lease later or before it", async (t) => {
+together("a wait that ends because the client moved on (the store answers moved) leaves the connection's later requests unrun and releases their counts: the node the client is on runs them at once, after the one waited on, not a lease later or before it", async (t) => {
   // Before: B's wait on A's count of 2 ended with 'moved' (the client had resumed on C while its connection to B was
   // still open to B); B dropped its copy of the session but still ran 3, which it had counted before (a count runs
   // whatever became of its connection): its push came before 2's, which A ran when it continued.
@@ -650,7 +669,7 @@ test("a node frozen past the lease with a publish already handed to its Redis co
   assert.deepEqual([b.sessionLetters, a.deadLetters, b.deadLetters], [[], [], []], 'no other dead letter');
 });
 
-test("a request is acknowledged only once the store has its outcome: A, frozen with the reply and the publish of a request it ran still on its Redis wire, has not acknowledged it, so the client re-sends it on B, which waits for it: every push once and in order", async (t) => {
+together("a request is acknowledged only once the store has its outcome: A, frozen with the reply and the publish of a request it ran still on its Redis wire, has not acknowledged it, so the client re-sends it on B, which waits for it: every push once and in order", async (t) => {
   // Seen in test/cli/sessions-redis.test.ts (a worker SIGSTOPped 20 s, beside test/server/sessions*): one client's push
   // p4 came after p5 and p6. Reproduced here: A acknowledged the request (its ack timer) while its reply and publish
   // were still on the way to Redis, so the client, resuming on B, did not re-send it; its count stayed A's, B did not
@@ -779,7 +798,7 @@ async function attachedOnA(t: TestContext, name: string) {
   return { redis, prefix, a, b, raw, ...raw.attached() };
 }
 
-for (const how of ['flushed', 'restarted empty'] as const) test(`Redis ${how} while a client is attached: its connection is closed (1011) and its resume answered restarted, not left open receiving no cluster broadcast`, async (t) => {
+for (const how of ['flushed', 'restarted empty'] as const) together(`Redis ${how} while a client is attached: its connection is closed (1011) and its resume answered restarted, not left open receiving no cluster broadcast`, async (t) => {
   const redis = await startRedis(t);
   if (!redis) return;
   const prefix = `nodes-${process.pid}-${Date.now()}-empty`;
@@ -820,7 +839,7 @@ for (const how of ['flushed', 'restarted empty'] as const) test(`Redis ${how} wh
   assert.deepEqual([again.attached().resumed, again.attached().reason], [false, 'restarted']);
 });
 
-test('a session resumed on a node after Redis restarted empty is told the store\'s new epoch (not the one the node saw first): its next resume goes on', async (t) => {
+together('a session resumed on a node after Redis restarted empty is told the store\'s new epoch (not the one the node saw first): its next resume goes on', async (t) => {
   const redis = await startRedis(t);
   if (!redis) return;
   const prefix = `nodes-${process.pid}-${Date.now()}-epoch`;
@@ -862,7 +881,7 @@ test('a session resumed on a node after Redis restarted empty is told the store\
   }
 });
 
-test("a node whose lease on an attached session lapsed (it stalled past leaseTtl; another node's sweep detached the session): its connection is closed, and the resume replays what the fan-outs appended meanwhile, instead of the connection staying open and told nothing", async (t) => {
+together("a node whose lease on an attached session lapsed (it stalled past leaseTtl; another node's sweep detached the session): its connection is closed, and the resume replays what the fan-outs appended meanwhile, instead of the connection staying open and told nothing", async (t) => {
   const two = await attachedOnA(t, 'lapse');
   if (!two) return;
   const { redis, prefix, b, raw, id, token, epoch } = two;
@@ -890,7 +909,7 @@ test("a node whose lease on an attached session lapsed (it stalled past leaseTtl
   assert.deepEqual(onB.data().map((m) => m.payload), ['after']);
 });
 
-test('a session ended on another node (the application\'s end there) while its client is attached here: the connection is closed at the next renewal and the resume is told the session is gone, instead of the connection staying open and told nothing', async (t) => {
+together('a session ended on another node (the application\'s end there) while its client is attached here: the connection is closed at the next renewal and the resume is told the session is gone, instead of the connection staying open and told nothing', async (t) => {
   const two = await attachedOnA(t, 'endelsewhere');
   if (!two) return;
   const { b, raw, id, token, epoch } = two;
@@ -904,4 +923,8 @@ test('a session ended on another node (the application\'s end there) while its c
   again.ws.send(encodeResume({ id, token, lastSeq: 0, epoch }));
   await waitFor(() => again.frames.length >= 1, 5_000, 'attached after');
   assert.equal(again.attached().resumed, false);
+});
+
+describe(`the tests that wait, ${TOGETHER} at once`, { concurrency: TOGETHER }, () => {
+  for (const [name, fn] of waiting) test(name, fn);
 });
