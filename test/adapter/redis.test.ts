@@ -217,12 +217,10 @@ async function startCluster(t: TestContext, env: Record<string, string> = {}) {
  * Two tests at once in the describes whose tests mostly wait (a node stopped, a Redis restarted, a heartbeat or a
  * command timeout to pass): each has its own redis-server and nodes, so they do not interfere, and process starts stay
  * bounded by boundedStart (one per core across the suite). Not the presence test (it times an expiry against a margin
- * scaled by the pace measured at the start, in a describe of its own). The two backpressure tests bound this process's
- * RSS, so they run beside each other only (`TOGETHER`): each then counts the other's growth too, which is ~4-11 MiB
- * each against the 96 MiB bound (it catches ~2 copies of the 60-68 MiB sent); the two in-process history tests,
- * each with its own redis-server, also run together. Measured (2026-12-06, alternating pairs, `nice -n 5`): those two
- * describes 16.8 and 18.6 s → 9.5 and 11.9 s (load 9-11); the file 52.5 and 39.3 s → 38.5 and 31.3 s (load 4-8), its
- * CPU the same (21.9-22.6 s).
+ * scaled by the pace measured at the start, in a describe of its own) nor the backpressure tests (they bound this
+ * process's RSS: tried beside each other, 2026-12-06, the process grew 24 MiB in the whole file against 4-11 MiB one
+ * after the other, 51 MiB in a process running only these two against 37 and 20 MiB, of the 96 MiB bound). The two
+ * in-process history tests, each with its own redis-server, run beside each other (`TOGETHER`), in a describe run alone.
  */
 const WAITING = { concurrency: 2 };
 /** The two tests of a describe at once, in a describe run alone (see WAITING). */
@@ -702,7 +700,7 @@ describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /c
   });
 });
 
-describe('Redis adapter: backpressure while Redis hangs', TOGETHER, () => {
+describe('Redis adapter: backpressure while Redis hangs', () => {
   // With the history option the frame goes out in a script (XADD + PUBLISH): the same bound and reports must hold.
   for (const history of [false, true]) test(`Redis hung (SIGSTOP) under ~2k msg/s of 8 KiB broadcasts${history ? ', history on' : ''}: bytes in flight stay under maxInFlightBytes, RSS stays bounded, the excess is reported unavailable at once, every message is delivered or reported, warnings are aggregated`, { timeout: 60_000 }, async (t) => {
     const redis = await startRedis(t);
