@@ -659,21 +659,32 @@ describe('redis session store, batches', () => {
   test('a busy Redis delays, never fails: operations queued behind it far longer than commandTimeout all succeed, as Redis keeps answering within it', async (t) => {
     if (binary === null) return void (await ownRedis(t));
     const { url } = await sharedRedis();
-    const commandTimeout = 1_000;
+    // Another client keeps Redis busy with scripts of `hogMs`, back to back: each of the store's batches waits for one at
+    // most (a quarter of commandTimeout), but 24,000 operations take six rounds of batches or more (8 batches of 512 in
+    // flight), so the last wait longer. Redis spins through every script: the test costs a core for as long as it runs.
+    // Measured (2026-12-06, load ~8): Redis answers about 2 batches per script, so the 47-48 batches take 23-27 scripts;
+    // with scripts of 250 ms that was 7-10 s of wall time and as much of Redis's CPU, 2.3-3.4 s with 100 ms. The scripts
+    // are 100 ms scaled by the pace (at most the 250 ms the test had), so the margin under commandTimeout (3 scripts)
+    // grows on a loaded machine. A per-batch clock from the send (the bug the head's clock avoids) fails thousands.
+    const hogMs = Math.min(250, pace.scaled(100));
+    const commandTimeout = 4 * hogMs;
     const store = track(createRedisSessionStore({ url, prefix: prefix(), commandTimeout, maxDetachedSessions: 5_000, ...fast }));
     collect(store);
     const sessions = await Promise.all(Array.from({ length: 2_000 }, () => store.create({ owner: null })));
-    // Another client keeps Redis busy with scripts of 250 ms, back to back: each of the store's batches waits for one at
-    // most (a quarter of commandTimeout), but 24,000 operations take six rounds of batches or more, so the last wait longer.
     const admin = new Redis(url);
     t.after(() => admin.disconnect());
-    const busy = `local t0 = redis.call('TIME') repeat local t = redis.call('TIME') until (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 250000 return 1`;
+    const busy = `local t0 = redis.call('TIME') repeat local t = redis.call('TIME') until (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > ${hogMs * 1000} return 1`;
     let done = false;
+    let scripts = 0;
     const hog = (async () => {
-      while (!done) await admin.eval(busy, 0);
+      while (!done) {
+        await admin.eval(busy, 0);
+        scripts++;
+      }
     })();
     await delay(50);
     let slowest = 0;
+    const batchesBefore = store.batches;
     const started = performance.now();
     const results = await Promise.allSettled(
       Array.from({ length: 12 }, (_, k) => sessions.map((s) => store.append(s.id, text(`m${k}`)).finally(() => (slowest = Math.max(slowest, performance.now() - started))))).flat(),
@@ -684,6 +695,7 @@ describe('redis session store, batches', () => {
     assert.equal(failed.length, 0, `${failed.length} failed, e.g. ${String((failed[0] as PromiseRejectedResult | undefined)?.reason)}`);
     assert.deepEqual(store.failures, { unavailable: 0, timeout: 0, error: 0 });
     assert.equal(store.status, 'up');
+    t.diagnostic(`scripts of ${hogMs} ms, commandTimeout ${commandTimeout} ms: ${store.batches - batchesBefore} batches behind ${scripts} scripts, the slowest operation ${slowest.toFixed(0)} ms`);
     // What makes the test mean something: the last operations waited longer than commandTimeout.
     assert.ok(slowest > commandTimeout, `the slowest operation took ${slowest.toFixed(0)} ms: the queue did not outlast commandTimeout (${commandTimeout} ms)`);
   });
