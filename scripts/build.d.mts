@@ -1,6 +1,7 @@
 // Types of scripts/build.mjs (plain JavaScript: it runs on Node without tsx), for test/build.test.ts.
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 export const STAMP: string;
+export const runAsScript: boolean;
 export const BUILD_INPUTS: readonly string[];
 export const BUILD_STEPS: ReadonlyArray<{ builds: 'browser' | 'all'; command: string }>;
 export function cleanDist(root?: string): void;

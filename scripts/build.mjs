@@ -103,7 +103,10 @@ export function shell(command, stdio = ['ignore', 'pipe', 'pipe']) {
   return spawn(command, { shell: true, stdio, env: { ...process.env, PATH } });
 }
 
-if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+/** Whether this module is the process's entry (`node scripts/build.mjs`, `npm run build`): only then does it build. */
+export const runAsScript = process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
+
+if (runAsScript) {
   cleanDist();
   for (const { command } of BUILD_STEPS) {
     const code = await new Promise((done) => shell(command, 'inherit').on('close', (c, signal) => done(c ?? signal)));

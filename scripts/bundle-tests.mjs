@@ -26,14 +26,18 @@ const ROOT = resolve(new URL('..', import.meta.url).pathname);
 const ownImportMetaUrl = {
   name: 'own-import-meta-url',
   setup(b) {
-    b.onLoad({ filter: /\.[cm]?ts$/ }, async (args) => {
+    // Our own .mjs too (scripts/): a script that runs its main part only when it is the process's
+    // entry (`argv[1]` against its own import.meta.url) would otherwise see the bundle's URL, the entry,
+    // and run it inside the test (scripts/build.mjs: a whole build, dist/ deleted first).
+    b.onLoad({ filter: /\.([cm]?ts|mjs)$/ }, async (args) => {
       if (args.path.includes(`${sep}node_modules${sep}`)) return undefined;
       const source = readFileSync(args.path, 'utf8');
-      if (!source.includes('import.meta')) return { contents: source, loader: 'ts' };
+      const loader = args.path.endsWith('.mjs') ? 'js' : 'ts';
+      if (!source.includes('import.meta')) return { contents: source, loader };
       // `define` replaces the expression, never text inside strings; the inline map takes the
       // lines back to the .ts file (esbuild composes input source maps into the bundle's).
       const out = await transform(source, {
-        loader: 'ts',
+        loader,
         format: 'esm',
         target: 'node20',
         sourcefile: args.path,

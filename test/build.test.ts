@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { BUILD_INPUTS, STAMP, cleanDist, staleBecause, writeStamp } from '../scripts/build.mjs';
+import { BUILD_INPUTS, STAMP, cleanDist, runAsScript, staleBecause, writeStamp } from '../scripts/build.mjs';
 
 /** A project with one file per input and a built dist/, stamped. */
 function project(): string {
@@ -25,6 +25,13 @@ function project(): string {
   writeStamp(root);
   return root;
 }
+
+test('importing the build script builds nothing: it builds only when it is the entry point', () => {
+  // In the test runner's bundle its import.meta.url must be its own (scripts/bundle-tests.mjs), not the
+  // bundle's: else it took itself for the entry and ran a whole build, deleting dist/ under the files
+  // that serve it.
+  assert.equal(runAsScript, false);
+});
 
 test('a dist/ just built and stamped is fresh; the stamp is outside dist/ (which is packed)', (t) => {
   const root = project();
