@@ -163,6 +163,23 @@ function cut(srv: SessionServer): Connection {
   return c;
 }
 
+/**
+ * Runs `act` as the session detaches, from the lifecycle event itself. A test that polled for the
+ * detach and then broadcast raced the client's reconnect (30 ms of backoff): under load the client
+ * resumed first and the message came live after the resume (replayed 0), not in the replay under test.
+ */
+function onDetach(srv: SessionServer, act: () => void): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const listener = (e: SessionLifecycleEvent): void => {
+      if (e.type !== 'detached') return;
+      srv.supervisor.off('session', listener);
+      act();
+      resolve();
+    };
+    srv.supervisor.on('session', listener);
+  });
+}
+
 /** A TCP proxy whose current connections can be frozen (nothing forwarded, nothing closed: half-open) or cut. */
 async function startProxy(t: TestContext, upstreamPort: number) {
   const pairs = new Set<{ down: net.Socket; up: net.Socket; frozen: boolean }>();
@@ -239,9 +256,11 @@ describe('sessions on real sockets: resume with replay, both directions', () => 
     await client.request('broadcast', 'before');
     await waitFor(() => got.length === 1);
     const resume = nextResume(client);
+    const detached = onDetach(srv, () => {
+      for (let i = 0; i < 5; i++) srv.supervisor.broadcast(JSON.stringify({ command: 'broadcast', someOtherThing: `away ${i}` }));
+    });
     cut(srv);
-    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 2_000, 'the server to detach the session');
-    for (let i = 0; i < 5; i++) srv.supervisor.broadcast(JSON.stringify({ command: 'broadcast', someOtherThing: `away ${i}` }));
+    await detached;
     const r = await resume;
     assert.deepEqual({ resumed: r.resumed, reason: r.reason, replayed: r.replayed }, { resumed: true, reason: null, replayed: 5 });
     assert.equal(client.resumed, true);
@@ -263,10 +282,10 @@ describe('sessions on real sockets: resume with replay, both directions', () => 
     const client = sessionClient(t, srv.url);
     await opened(client);
     const resume = nextResume(client);
-    cut(srv);
-    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 2_000);
-    srv.supervisor.broadcast('{"command":"broadcast","someOtherThing":"first ever"}');
     const got = pushes(client);
+    const detached = onDetach(srv, () => srv.supervisor.broadcast('{"command":"broadcast","someOtherThing":"first ever"}'));
+    cut(srv);
+    await detached;
     const r = await resume;
     assert.equal(r.resumed, true, `resumed (reason ${r.reason}: ${r.detail})`);
     assert.equal(r.replayed, 1);
@@ -285,9 +304,9 @@ describe('sessions on real sockets: resume with replay, both directions', () => 
     await delay(5 * (timing.pingInterval + timing.pongTimeout));
     assert.ok(srv.supervisor.hub.size === 1 && client.state !== 'closed', 'still connected after the idle time');
     const resume = nextResume(client);
+    const detached = onDetach(srv, () => srv.supervisor.broadcast('{"command":"broadcast","someOtherThing":"two"}'));
     cut(srv);
-    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 2_000);
-    srv.supervisor.broadcast('{"command":"broadcast","someOtherThing":"two"}');
+    await detached;
     const r = await resume;
     assert.equal(r.resumed, true, `resumed (reason ${r.reason}: ${r.detail})`);
     await waitFor(() => got.length === 2);
@@ -395,10 +414,12 @@ describe('sessions on real sockets: resume with replay, both directions', () => 
     await client.request('echo', 'remember');
     assert.deepEqual(serverConnection(srv).data, { remembered: 2 });
     const resume = nextResume(client);
+    const detached = onDetach(srv, () => {
+      srv.supervisor.publish('news', '{"command":"publish","topic":"news","someOtherThing":"while away"}');
+      srv.supervisor.publish('sports', '{"command":"publish","topic":"sports","someOtherThing":"not a member"}');
+    });
     cut(srv);
-    await waitFor(() => srv.events.some((e) => e.type === 'detached'), 2_000);
-    srv.supervisor.publish('news', '{"command":"publish","topic":"news","someOtherThing":"while away"}');
-    srv.supervisor.publish('sports', '{"command":"publish","topic":"sports","someOtherThing":"not a member"}');
+    await detached;
     assert.equal((await resume).resumed, true);
     const c = serverConnection(srv);
     assert.deepEqual(srv.supervisor.topicsOf(c), ['news'], 'the membership is back in the hub');
