@@ -1011,15 +1011,18 @@ describe('Redis adapter history, in process: held frames are bounded; bad entrie
     const r = await admin(t, redis.url);
     const letters: AdapterDeadLetter[] = [];
     const got: number[] = [];
-    const make = (nodeId: string, deliver: (data: Buffer) => void) => {
+    const make = (nodeId: string, deliver: (data: Buffer) => void, backoff = { initialDelay: 20, maxDelay: 200 }) => {
       // Heartbeats far apart: A's presence entry keeps its first number, so the gap is found from A's next frame, after the stream was replaced.
-      const adapter = createRedisAdapter({ url: redis.url, nodeId, history: true, heartbeatInterval: 30_000, presenceTtl: 60_000, backoff: { initialDelay: 20, maxDelay: 200 } });
+      const adapter = createRedisAdapter({ url: redis.url, nodeId, history: true, heartbeatInterval: 30_000, presenceTtl: 60_000, backoff });
       adapter.attach({ deliver: (m) => deliver(m.data), deadLetter: (l) => void letters.push(l), statusChanged: () => undefined, connections: () => 0, logger: null });
       t.after(() => adapter.close());
       return adapter;
     };
     const a = make('a', () => undefined);
-    const b = make('b', (data) => void got.push(indexOf(data)));
+    // B resubscribes 0.5-1 s (scaled by the pace) after its subscriber is killed, not 10-20 ms: it must stay deaf while A
+    // publishes and the stream is replaced. With 20 ms a loaded run had B back before A's publishes reached Redis: B got
+    // them live, found no gap, and reported nothing (missed [] against the four reports).
+    const b = make('b', (data) => void got.push(indexOf(data)), { initialDelay: pace.scaled(1_000), maxDelay: pace.scaled(1_000) });
     await waitUntil(async () => a.status === 'up' && b.status === 'up' && (await b.nodes()).length === 2, 10_000, 'both up');
     const publish = (i: number): void => a.publish({ kind: 'broadcast', topic: null, data: payload(i, 64), binary: false });
     publish(0);
@@ -1032,6 +1035,8 @@ describe('Redis adapter history, in process: held frames are bounded; bad entrie
     await r.del(a.historyKey);
     for (const seq of [2, 3, 4]) await r.xadd(a.historyKey, `${seq}-0`, 'f', seq === 3 ? 'garbage' : 'x\ny');
     const resubscribed = async (): Promise<boolean> => / name=ws-supervisor:b:sub .*\bsub=1\b/.test(String(await r.client('LIST')));
+    assert.equal(await resubscribed(), false, 'B is still deaf: A published and the stream was replaced before it came back');
+    assert.deepEqual(got, [0], 'B got nothing while deaf');
     await waitUntil(resubscribed, 5000, 'B resubscribed');
     publish(6); // seq 7: reveals the gap, and is delivered after it
     await waitFor(() => got.includes(6), pace.scaled(10_000), 'the next one crosses');
