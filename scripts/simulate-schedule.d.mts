@@ -11,6 +11,7 @@ export function simulateRun(o: {
   typecheck?: boolean;
   extra?: number;
   timeline?: boolean;
+  staleDist?: boolean;
   jitter?: number;
   seed?: number;
 }): { wall: number; idle: number; busy: number; extras: number; mean: number; max: number; lines: string[] };

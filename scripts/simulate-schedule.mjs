@@ -14,9 +14,10 @@
 //   min(1, C / D) seconds per second, and max(0, C - D) cores idle. No other work on the machine.
 //   A waiting file's waits stretch like its CPU under overload (the model knows one share per file),
 //   and nothing else slows a file: not the process-start bound, not a pace measured under load.
-// - Before the files, the bundling: 1.1 s of one core (the quiet run's log). The build (when the pack
-//   test is in the run) runs beside the files as a job that holds no place: the browser bundle 0.5 s,
-//   then tsc 9 s, one core each (NEEDS_DIST's files wait for their part).
+// - Before the files, the bundling: 1.1 s of one core (the quiet run's log). dist/ is fresh, as after
+//   `npm install` (the runner does not build it again: scripts/build.mjs, its stamp); with
+//   `--stale-dist` the build runs beside the files as a job that holds no place: the browser bundle
+//   0.5 s, then tsc 5 s single-threaded, one core each (NEEDS_DIST's files wait for their part).
 // - The runner's loop: a CPU sample every 500 ms (the mean idle cores over it) into Admission, and a
 //   schedule (admit, pick, start, as many as admitted) at every sample and every end. Time steps of
 //   10 ms.
@@ -26,13 +27,14 @@
 //   table's (seeded, so the same every time), the pick still reading the table: does a rule's gain
 //   survive numbers that are off, as measured numbers are?
 //
-// Calibration: ALONE's CPU sums to 233 s with the type check, 243 s with the build and the bundling;
-// the quiet run of 2026-12-06 (172 s in the runner) used ~289 core-s by /proc/stat, so
-// `--cpu-scale=1.2` gives the model the same busy core-seconds. It then puts the old rule at 158 s:
-// optimistic by 14 s (files slow each other more than by sharing CPU), so compare the rules with each
-// other, not with a clock.
+// Calibration (the table of the first measurement, 12:47 UTC): ALONE's CPU summed to 233 s with the type
+// check, 243 s with the build and the bundling; the quiet run of 2026-12-06 (172 s in the runner) used
+// ~289 core-s by /proc/stat, so `--cpu-scale=1.2` gave the model the same busy core-seconds. It then put
+// the old rule at 158 s: optimistic by 14 s (files slow each other more than by sharing CPU), and it
+// predicts ~6 idle core-seconds for the new rule where a real run had ~40. So compare the rules with each
+// other, not with a clock. (ALONE re-measured at 13:53-13:59 sums to 236 s with the type check.)
 //
-// Usage: node scripts/simulate-schedule.mjs [--cpu-scale=1.2] [--timeline] [--jitter=0.3 --seeds=30]
+// Usage: node scripts/simulate-schedule.mjs [--cpu-scale=1.2] [--timeline] [--stale-dist] [--jitter=0.3 --seeds=30]
 import { readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,6 +58,7 @@ const STEP_MS = 10;
  * @param {boolean} [o.typecheck] the type check as a job (`npm test`)
  * @param {number} [o.extra] extras allowed (the runner's TEST_EXTRA, default one per core)
  * @param {boolean} [o.timeline] keep one line per second: idle cores and the jobs running
+ * @param {boolean} [o.staleDist] dist/ is stale, so the runner builds it (else it is fresh, as after npm install)
  */
 export function simulateRun({
   files,
@@ -69,6 +72,7 @@ export function simulateRun({
   typecheck = true,
   extra = cores,
   timeline = false,
+  staleDist = false,
   jitter = 0,
   seed = 1,
 }) {
@@ -105,13 +109,13 @@ export function simulateRun({
   let extras = 0;
   let idleMs = 0;
   let busyMs = 0;
-  // As the runner: the build runs when a file needs all of dist/ (the pack test), else nothing waits.
-  const building = queue.some((f) => needsDist.get(norm(f)) === 'all');
+  // As the runner: the build runs when dist/ is stale and a file needs it, else nothing waits.
+  const building = staleDist && queue.some((f) => needsDist.has(norm(f)));
   const ready = { browser: !building, all: !building };
   const BUNDLE_MS = 1100;
   const build = [
     { part: 'browser', left: 0.5 },
-    { part: 'all', left: 9 },
+    { part: 'all', left: 5 },
   ];
   if (building) jobs.push({ file: 'build', left: build[0].left, share: 1, start: 0, place: false });
   let sampleIdle = 0;
@@ -197,24 +201,25 @@ function walk(dir) {
   return out;
 }
 
-// Run as a script, not when imported (test/run-tests.scheduler.test.ts imports it into its bundle, where
-// import.meta.url is the bundle's own, as process.argv[1] is).
-if (process.argv[1] !== undefined && /simulate-schedule\.mjs$/.test(process.argv[1]) && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+// Run as a script, not when imported (test/run-tests.scheduler.test.ts imports it; its bundle gives this
+// module its own import.meta.url: scripts/bundle-tests.mjs).
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
   const scale = Number(args.find((a) => a.startsWith('--cpu-scale='))?.slice('--cpu-scale='.length) ?? 1);
   const withTimeline = args.includes('--timeline');
+  const staleDist = args.includes('--stale-dist');
   const jitter = Number(args.find((a) => a.startsWith('--jitter='))?.slice('--jitter='.length) ?? 0);
   const seeds = Number(args.find((a) => a.startsWith('--seeds='))?.slice('--seeds='.length) ?? 1);
   const files = walk('test').sort();
   console.log(`${files.length} test files and the type check on 2 cores, CPU × ${scale}; time and CPU alone from ALONE (scripts/test-files.mjs)`);
   if (seeds > 1) {
-    const runs = Array.from({ length: seeds }, (_, k) => ['order', 'fill'].map((rule) => simulateRun({ files, rule, cpuScale: scale, jitter, seed: k + 1 })));
+    const runs = Array.from({ length: seeds }, (_, k) => ['order', 'fill'].map((rule) => simulateRun({ files, rule, cpuScale: scale, jitter, seed: k + 1, staleDist })));
     const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
     const diff = runs.map(([o, n]) => n.wall - o.wall);
     console.log(`${seeds} runs, each job's wall and CPU × [${1 - jitter}, ${1 + jitter}]: old ${mean(runs.map((r) => r[0].wall)).toFixed(1)} s wall, ${mean(runs.map((r) => r[0].idle)).toFixed(1)} idle core-s; new ${mean(runs.map((r) => r[1].wall)).toFixed(1)} s, ${mean(runs.map((r) => r[1].idle)).toFixed(1)}; new - old ${Math.min(...diff).toFixed(1)} to ${Math.max(...diff).toFixed(1)} s, shorter in ${diff.filter((d) => d < 0).length}`);
   }
   for (const rule of ['order', 'fill']) {
-    const r = simulateRun({ files, rule, cpuScale: scale, timeline: withTimeline });
+    const r = simulateRun({ files, rule, cpuScale: scale, timeline: withTimeline, staleDist });
     console.log(
       `${rule === 'order' ? 'old (the queue order)' : 'new (fill the cores)'}: wall ${r.wall.toFixed(1)} s, idle ${r.idle.toFixed(1)} core-s, busy ${r.busy.toFixed(1)} core-s; ` +
         `${r.extras} extras, ${r.mean.toFixed(2)} at once on average, ${r.max} at most`,
