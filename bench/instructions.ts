@@ -41,9 +41,9 @@
  * between runs here (raw `ws` 235–273 k, ws-supervisor 249–314 k): run rounds.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { compiledEntry } from './lib/compile.ts';
@@ -293,6 +293,7 @@ async function instructions(kind: string, requests: number, port: number): Promi
   server.kill('SIGINT');
   await exited;
   const line = readFileSync(out, 'utf8').split('\n').find((l) => l.includes('instructions'));
+  rmSync(dirname(out), { recursive: true, force: true }); // perf's count is read; callgrind's output above stays, for callgrind_annotate
   return Number(line?.split(',')[0]);
 }
 

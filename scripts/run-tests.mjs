@@ -288,13 +288,20 @@ function schedule() {
   if (queue.length === 0 && running.size === 0) finished();
 }
 
-// The CPU samples: every 500 ms, the idle share of all cores since the last sample.
+// The CPU samples: every 500 ms, the idle share of all cores since the last sample. Summed for the
+// closing lines: the cores' idle time over the run, and how much of it came after the last file
+// started (the tail, when nothing is left to start beside the files still running).
 let lastCpus = cpus();
 let lastSample = performance.now();
+const idleTime = { all: 0, tail: 0, measured: 0 };
 const sampler = setInterval(() => {
   const now = performance.now();
   const next = cpus();
-  admission.sample(now, now - lastSample, idleBetween(lastCpus, next).idleCores);
+  const { ms, idleCores } = idleBetween(lastCpus, next);
+  admission.sample(now, now - lastSample, idleCores);
+  idleTime.all += (idleCores * ms) / 1000;
+  idleTime.measured += ms / 1000;
+  if (queue.length === 0) idleTime.tail += (idleCores * ms) / 1000;
   lastCpus = next;
   lastSample = now;
   schedule();
@@ -335,6 +342,11 @@ if (perFile.length > 0) {
 // One line for every log: how many files ran beside the base number, and how many ran at once.
 console.log(`run-tests: ${extras.length} of ${spans.length} ${withTypecheck ? 'jobs (the test files and the type check)' : 'files'} ran as extras on idle cores, ${startedEarly} started before their turn to fill the cores; at once: ${mean.toFixed(2)} on average, ${max} at most (base ${base})`);
 console.log(`wall time ${((ended - started) / 1000).toFixed(0)} s (the build and the bundling included)`);
+// What the wall time could not use: idle core-seconds, from the samples above (every process on the
+// machine counts, the suite's or not; the bundling before the first sample is not in it).
+if (idleTime.measured > 0) {
+  console.log(`idle cores: ${idleTime.all.toFixed(0)} core-seconds of ${(idleTime.measured * cores).toFixed(0)} (${((100 * idleTime.all) / (idleTime.measured * cores)).toFixed(0)} %), ${idleTime.tail.toFixed(0)} of them after the last file started`);
+}
 // One plain closing line for whoever reads the log.
 const summaries = taps.map((tap) => (existsSync(tap) ? readFileSync(tap, 'utf8') : ''));
 const count = (name) => summaries.reduce((sum, text) => sum + Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(text)?.[1] ?? 0), 0);

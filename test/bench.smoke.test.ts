@@ -8,6 +8,9 @@
  * benchmarks themselves are not part of `npm test` (`npm run bench`).
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { runQuickScenario } from './helpers/bench-scenario.ts';
 import { pace } from './helpers/pace.ts';
@@ -15,7 +18,15 @@ import { pace } from './helpers/pace.ts';
 test('bench/scenarios/reqres.ts --quick produces a result with integrity ok', { timeout: pace.scaled(60_000) }, async () => {
   // Shorter than --quick's 2 s (and 0.5 s warmup): every row and ratio is there from the first
   // replies; the benchmark's figures are not what this checks.
-  const result = await runQuickScenario('reqres', ['--seconds', '0.5', '--warmup', '0.25'], 55_000);
+  // In a temp root of its own, to check the scenario's temp folder is gone afterwards (the runs of the
+  // suite left one per scenario run in the system's temp folder before).
+  const tmpRoot = mkdtempSync(join(tmpdir(), 'ws-supervisor-bench-root-'));
+  let leftBehind: string[] = [];
+  const result = await runQuickScenario('reqres', ['--seconds', '0.5', '--warmup', '0.25'], 55_000, { tmpRoot }).finally(() => {
+    leftBehind = readdirSync(tmpRoot);
+    rmSync(tmpRoot, { recursive: true, force: true });
+  });
+  assert.deepEqual(leftBehind, [], 'the scenario left its temp folder behind');
   assert.equal(result.scenario, 'reqres-quick');
   assert.equal(result.integrity.ok, true, result.integrity.details);
   assert.equal(result.rounds, 1);
