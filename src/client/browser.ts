@@ -98,7 +98,7 @@ export function createClient(url: string, options: BrowserClientOptions = {}): C
 }
 
 export { Client, ClientError, CLIENT_DEFAULTS } from './client.ts';
-export type { ClientOptions, ClientState, ClientEvents, Reply, Push } from './client.ts';
+export type { ClientOptions, ClientState, ClientEvents, Reply, Push, SessionClientOptions, ResumeEvent } from './client.ts';
 export type { ClientOutput, ClientTiming } from '../../machines/client.machine.ts';
 export type { Closure, CloseCause } from '../../machines/close-codes.ts';
 export type { BackoffOptions } from '../../machines/backoff.ts';

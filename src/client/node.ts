@@ -145,4 +145,10 @@ export function createClient(url: string, options: NodeClientOptions = {}): Clie
   });
 }
 
-export { Client, ClientError, type ClientOptions, type ClientState, type Reply, type Push, type ClientEvents } from './client.ts';
+// The same names as the browser entry (src/client/browser.ts), so that code typed against one builds against the other,
+// and every type an option, an event or `ended` is declared with is importable by name.
+export { Client, ClientError, CLIENT_DEFAULTS } from './client.ts';
+export type { ClientOptions, ClientState, ClientEvents, Reply, Push, SessionClientOptions, ResumeEvent } from './client.ts';
+export type { ClientOutput, ClientTiming } from '../../machines/client.machine.ts';
+export type { Closure, CloseCause } from '../../machines/close-codes.ts';
+export type { BackoffOptions } from '../../machines/backoff.ts';
