@@ -109,7 +109,7 @@ const STUBS: Record<string, string> = {
   import type { Server } from 'node:http';
   interface FastifyInstance {
     server: Server;
-    addHook(name: 'onClose', hook: (instance: FastifyInstance) => Promise<void>): FastifyInstance;
+    addHook(name: 'onClose' | 'preClose', hook: (instance: FastifyInstance) => Promise<void>): FastifyInstance;
     listen(options: { port: number; host?: string }): Promise<string>;
     close(): Promise<void>;
   }
