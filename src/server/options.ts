@@ -222,8 +222,10 @@ export interface SupervisorOptions<Auth = unknown> {
   /**
    * Sessions that survive a dropped connection (docs/sessions.md), for the
    * clients that ask (`ws-session=1`); everyone else is unaffected. Off when
-   * absent (and `ws-session=1` is then refused with 400); `{}` turns them on
-   * with the defaults (in-memory store, resumeWindow 120000, …).
+   * absent (a `ws-session=1` upgrade is then accepted and closed at once with
+   * 4501, CloseCodes.SESSIONS_UNSUPPORTED, so the clients stop instead of
+   * retrying); `{}` turns them on with the defaults (in-memory store,
+   * resumeWindow 120000, …).
    */
   sessions?: SessionOptions<Auth>;
 
