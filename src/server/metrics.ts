@@ -290,7 +290,7 @@ export class SupervisorMetrics {
     });
     this.sessionEventsTotal = new Counter({
       name: `${prefix}session_events_total`,
-      help: 'Session lifecycle events: attached, resumed, detached, expired, overflowed, ended',
+      help: 'Session lifecycle events: attached, resumed, detached, expired, overflowed, ended, unpersisted, moved',
       labelNames: ['event'],
       registers,
     });

@@ -1,6 +1,8 @@
 /** The Prometheus metrics of one supervisor (docs/metrics.md), on real sockets. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Histogram, Registry } from 'prom-client';
 import { SupervisorMetrics } from '../../src/server/metrics.ts';
 import { pace } from '../helpers/pace.ts';
@@ -100,4 +102,15 @@ test('the RTT histogram (counted without prom-client\'s observe, handed over at 
   metrics.rtt(3.90625);
   for (const v of [0.25, 0.5, 0.00390625]) plain.observe(v);
   await same('beside observe');
+});
+
+test('docs/metrics.md has a row for every metric a supervisor registers, and no row for one it does not', () => {
+  // The page says it lists every metric; ws_supervisor_session_store_failures_total had been registered without a row.
+  const metrics = new SupervisorMetrics({ closedTraffic: () => ({ messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0 }), live: () => [] });
+  const registered = metrics.registry.getMetricsAsArray().map((m) => m.name).sort();
+  const page = readFileSync(fileURLToPath(new URL('../../docs/metrics.md', import.meta.url)), 'utf8');
+  const documented = [...page.matchAll(/^\| `(ws_supervisor_[a-z_]+)` \|/gm)].map((m) => m[1]!).sort();
+  assert.ok(registered.length >= 20, `${registered.length} metrics registered`);
+  assert.deepEqual(registered.filter((name) => !documented.includes(name)), [], 'registered, but no row in docs/metrics.md');
+  assert.deepEqual(documented.filter((name) => !registered.includes(name)), [], 'a row in docs/metrics.md, but not registered');
 });
