@@ -192,9 +192,11 @@ async function runClient(options: ClientCliOptions): Promise<void> {
   client.on('state', ({ state, previous }) => {
     let detail = '';
     if (state === 'waiting') {
-      // Failed attempts emit no 'close' event: say here why we wait, and how long (R22).
+      // Say here why we wait, and how long (R22). A cut connection (a killed server, a reset) has no reason
+      // text: its code and cause say what happened instead of an empty ': )'.
       const { delayMs, attempt, lastClosure } = client.machine.getSnapshot().context;
-      detail = ` (attempt ${attempt}, retry in ${delayMs} ms${lastClosure ? `: ${lastClosure.reason}` : ''})`;
+      const why = lastClosure === null ? '' : `: ${lastClosure.reason || `code ${lastClosure.code}, ${lastClosure.cause}`}`;
+      detail = ` (attempt ${attempt}, retry in ${delayMs} ms${why})`;
     }
     console.log(`state: ${previous} → ${state}${detail}`);
   });

@@ -261,6 +261,9 @@ describe('client CLI against a server', { concurrency: true, timeout: budget.sca
     // The TCP connection dies under the client (no close frame: 1006, unexpected).
     for (const c of demo.supervisor.hub) c.socket.destroy();
     await client.waitForStdout(/^resumed: session \S+, \d+ message\(s\) replayed, \d+ request\(s\) re-sent$/m, 10_000);
+    // The cut has no reason text: the waiting line names its code and cause instead of ending in an empty ': )'.
+    assert.match(client.stdout(), /^state: \w+ → waiting \(attempt 1, retry in \d+ ms: code 1006, [a-z-]+\)$/m);
+    assert.doesNotMatch(client.stdout(), / ms: \)$/m);
     const after = client.stdout().split('\n').filter((l) => REPLY.test(l)).length;
     await waitFor(() => client.stdout().split('\n').filter((l) => REPLY.test(l)).length >= after + 3, 10_000, 'replies after the resume');
     client.child.kill('SIGINT');
