@@ -348,7 +348,67 @@ export function resolveTrustProxy(value: unknown): TrustProxy {
   });
 }
 
+/** A value as an error message shows it: strings quoted, the kind of anything that has no short form. */
+function shown(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object' && value !== null) return 'an object';
+  return String(value);
+}
+
+/** An object option (timing, sendQueue, …): absent, or a plain object. */
+function optionalObject(name: string, value: unknown): void {
+  if (value !== undefined && (typeof value !== 'object' || value === null || Array.isArray(value))) {
+    throw new RangeError(`ws-supervisor: option ${name} must be an object, got ${shown(value)}`);
+  }
+}
+
+/** An option that must have these methods (a logger, an adapter, a server): absent, or an object that has them. */
+function withMethods(name: string, value: unknown, what: string, methods: readonly string[]): void {
+  if (value === undefined) return;
+  const missing = typeof value === 'object' && value !== null ? methods.filter((m) => typeof (value as Record<string, unknown>)[m] !== 'function') : methods;
+  if (missing.length > 0) {
+    throw new RangeError(`ws-supervisor: option ${name} must be ${what} (with ${methods.join(', ')}), got ${shown(value)}${missing.length < methods.length ? ` without ${missing.join(', ')}` : ''}`);
+  }
+}
+
+/**
+ * The options TypeScript types but JavaScript callers can still get wrong, checked as the numbers are: a RangeError
+ * naming the option and the value at creation, not a TypeError at the first upgrade or message. A `protocols` string
+ * instead of a list was the worst: iterated character by character, it accepted a client offering `c` for 'chat'.
+ */
+function checkShapes(options: SupervisorOptions<unknown>): void {
+  if (options.path !== undefined && (typeof options.path !== 'string' || !options.path.startsWith('/'))) {
+    throw new RangeError(`ws-supervisor: option path must start with "/", got ${shown(options.path)}`);
+  }
+  const { protocols } = options;
+  if (protocols !== undefined && (!Array.isArray(protocols) || !protocols.every((p) => typeof p === 'string' && p !== ''))) {
+    throw new RangeError(`ws-supervisor: option protocols must be a list of subprotocol names, got ${Array.isArray(protocols) ? JSON.stringify(protocols) : shown(protocols)}`);
+  }
+  if (options.requireProtocol !== undefined && typeof options.requireProtocol !== 'boolean') {
+    throw new RangeError(`ws-supervisor: option requireProtocol must be true or false, got ${shown(options.requireProtocol)}`);
+  }
+  for (const name of ['authenticate', 'onMessage'] as const) {
+    if (options[name] !== undefined && typeof options[name] !== 'function') {
+      throw new RangeError(`ws-supervisor: option ${name} must be a function, got ${shown(options[name])}`);
+    }
+  }
+  const { inspect } = options;
+  if (inspect !== undefined && typeof inspect !== 'function' && (typeof inspect !== 'object' || inspect === null || typeof inspect.next !== 'function')) {
+    throw new RangeError(`ws-supervisor: option inspect must be an XState inspector (a function, or an observer with next), got ${shown(inspect)}`);
+  }
+  optionalObject('timing', options.timing);
+  optionalObject('sendQueue', options.sendQueue);
+  optionalObject('fairness', options.fairness);
+  if (options.budget !== false) optionalObject('budget', options.budget);
+  withMethods('server', options.server, 'an http.Server', ['on', 'off', 'listenerCount']);
+  withMethods('logger', options.logger, 'a pino-compatible logger', ['debug', 'info', 'warn', 'error', 'child']);
+  withMethods('adapter', options.adapter, 'an Adapter', ['attach', 'publish', 'nodes', 'close']);
+}
+
 export function resolveOptions(options: SupervisorOptions<unknown>): ResolvedOptions {
+  checkShapes(options);
   const t = options.timing ?? {};
   const q = options.sendQueue ?? {};
   const f = options.fairness ?? {};
@@ -357,9 +417,6 @@ export function resolveOptions(options: SupervisorOptions<unknown>): ResolvedOpt
   if (Array.isArray(origins)) origins = origins.map(normaliseOrigin);
   else if (origins !== 'same-origin' && origins !== '*') {
     throw new RangeError(`ws-supervisor: option origins must be 'same-origin', '*' or a list, got ${String(origins)}`);
-  }
-  if (options.path !== undefined && !options.path.startsWith('/')) {
-    throw new RangeError(`ws-supervisor: option path must start with "/", got ${JSON.stringify(options.path)}`);
   }
   return {
     path: options.path ?? null,

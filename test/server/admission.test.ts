@@ -140,6 +140,34 @@ describe('R19 origin check', () => {
   });
 });
 
+test('options that are not numbers are checked at creation too: a RangeError naming the option and the value (docs/options.md)', () => {
+  // What a JavaScript caller (no types) can pass. Before, each was accepted and went wrong later: protocols 'chat' was
+  // iterated character by character (a client offering 'c' got it, and one offering 'chat' threw a TypeError out of the
+  // upgrade handler, which ended the process), onMessage 1 closed every connection 1011 at its first message,
+  // authenticate 1 answered every upgrade 500, path 5 and adapter {} threw a TypeError about a method.
+  const bad: [string, Record<string, unknown>, RegExp][] = [
+    ['path', { path: 5 }, /option path must start with "\/", got 5$/],
+    ['protocols', { protocols: 'chat' }, /option protocols must be a list of subprotocol names, got "chat"$/],
+    ['protocols', { protocols: ['chat', 7] }, /option protocols must be a list of subprotocol names, got \["chat",7\]$/],
+    ['requireProtocol', { requireProtocol: 'yes' }, /option requireProtocol must be true or false, got "yes"$/],
+    ['onMessage', { onMessage: 1 }, /option onMessage must be a function, got 1$/],
+    ['authenticate', { authenticate: 'token' }, /option authenticate must be a function, got "token"$/],
+    ['inspect', { inspect: true }, /option inspect must be an XState inspector \(a function, or an observer with next\), got true$/],
+    ['timing', { timing: 5000 }, /option timing must be an object, got 5000$/],
+    ['budget', { budget: true }, /option budget must be an object, got true$/],
+    ['adapter', { adapter: {} }, /option adapter must be an Adapter \(with attach, publish, nodes, close\), got an object$/],
+    ['logger', { logger: console }, /option logger must be a pino-compatible logger \(with debug, info, warn, error, child\), got an object without child$/],
+    ['server', { server: 8080 }, /option server must be an http.Server \(with on, off, listenerCount\), got 8080$/],
+  ];
+  for (const [name, options, message] of bad) {
+    assert.throws(() => createSupervisor(options as SupervisorOptions), (err: Error) => err instanceof RangeError && message.test(err.message), `${name}: ${JSON.stringify(options)}`);
+  }
+  // What is documented still passes: budget false, an observer object, the list forms.
+  for (const options of [{ budget: false }, { inspect: { next: () => undefined } }, { protocols: ['v1'], requireProtocol: true }] as SupervisorOptions[]) {
+    void createSupervisor(options).close();
+  }
+});
+
 describe('R20 subprotocol negotiation', () => {
   const protocols = ['v2.json', 'v1.json'];
 
