@@ -183,6 +183,32 @@ interface Pending {
 
 let clientCounter = 0;
 
+/**
+ * The options TypeScript types but JavaScript callers can still get wrong, refused at creation with a RangeError
+ * naming the option and the value, as the numbers are. Before, each was taken as given: `random: 1` left the client
+ * in `connecting` for good after its first failed attempt (the backoff threw inside the machine, and nothing said
+ * so), `offline: 'drop'` buffered as `'buffer'` does, `session: 'yes'` asked for a session.
+ */
+function checkClientShapes(options: ClientOptions): void {
+  const shown = (v: unknown): string => (typeof v === 'string' ? JSON.stringify(v) : typeof v === 'object' && v !== null ? (Array.isArray(v) ? 'an array' : 'an object') : String(v));
+  const bad = (name: string, what: string, value: unknown): RangeError => new RangeError(`ws-supervisor client: option ${name} must be ${what}, got ${shown(value)}`);
+  const { offline, random, session, protocols, inspect, timing, backoff } = options;
+  if (offline !== undefined && offline !== 'buffer' && offline !== 'reject') throw bad('offline', "'buffer' or 'reject'", offline);
+  if (random !== undefined && typeof random !== 'function') throw bad('random', 'a function returning a number in [0, 1)', random);
+  if (session !== undefined && typeof session !== 'boolean' && (typeof session !== 'object' || session === null || Array.isArray(session))) {
+    throw bad('session', 'true, false or { ackEvery, ackDelay }', session);
+  }
+  if (protocols !== undefined && (!Array.isArray(protocols) || !protocols.every((p) => typeof p === 'string' && p !== ''))) {
+    throw bad('protocols', 'a list of subprotocol names', Array.isArray(protocols) ? JSON.stringify(protocols) : protocols);
+  }
+  if (inspect !== undefined && typeof inspect !== 'function' && (typeof inspect !== 'object' || inspect === null || typeof inspect.next !== 'function')) {
+    throw bad('inspect', 'an XState inspector (a function, or an observer with next)', inspect);
+  }
+  for (const [name, value] of [['timing', timing], ['backoff', backoff]] as const) {
+    if (value !== undefined && (typeof value !== 'object' || value === null || Array.isArray(value))) throw bad(name, 'an object', value);
+  }
+}
+
 export class Client {
   readonly id: string;
   private readonly actor: Actor<ClientMachine>;
@@ -214,6 +240,7 @@ export class Client {
     options: ClientOptions,
     platform: ClientPlatform,
   ) {
+    checkClientShapes(options);
     this.id = `client-${++clientCounter}`;
     this.offline = options.offline ?? 'buffer';
     this.offlineBuffer = positiveInt('offlineBuffer', options.offlineBuffer, CLIENT_DEFAULTS.offlineBuffer);

@@ -238,6 +238,28 @@ async function startProxy(t: TestContext, upstreamPort: number) {
 
 // ---------------------------------------------------------------------------
 
+test('options that are not numbers are checked at creation: a RangeError naming the option and the value', () => {
+  // What a JavaScript caller (no types) can pass. Before, each was taken: random 1 left the client in `connecting`
+  // with no transition at all after its first failed attempt (measured: still there 6 s later, against a closed
+  // port), offline 'drop' buffered, session 'yes' asked for a session.
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ random: 1 }, /option random must be a function returning a number in \[0, 1\), got 1$/],
+    [{ offline: 'drop' }, /option offline must be 'buffer' or 'reject', got "drop"$/],
+    [{ session: 'yes' }, /option session must be true, false or \{ ackEvery, ackDelay \}, got "yes"$/],
+    [{ protocols: 'chat' }, /option protocols must be a list of subprotocol names, got "chat"$/],
+    [{ inspect: true }, /option inspect must be an XState inspector \(a function, or an observer with next\), got true$/],
+    [{ timing: 1000 }, /option timing must be an object, got 1000$/],
+    [{ backoff: [500] }, /option backoff must be an object, got an array$/],
+  ];
+  for (const [options, message] of bad) {
+    assert.throws(() => createClient('ws://127.0.0.1:1/server', options as NodeClientOptions), (err: Error) => err instanceof RangeError && message.test(err.message), JSON.stringify(options));
+  }
+  // The documented forms still pass (created and closed at once, before any attempt could matter).
+  for (const options of [{ session: true }, { session: { ackEvery: 8 } }, { offline: 'reject' }, { protocols: ['v1'] }, { inspect: { next: () => undefined } }] as NodeClientOptions[]) {
+    void createClient('ws://127.0.0.1:1/server', { ...options, backoff: { maxAttempts: 1 } }).close();
+  }
+});
+
 describe('Node client: requests and pushes (R14, R24)', { timeout: pace.scaled(30_000) }, () => {
   test('replies correlate by requestID; requestIDs are unique and increasing', { timeout: pace.scaled(10_000) }, async (t) => {
     const demo = await startDemoServer({ host: '127.0.0.1', port: 0 });
