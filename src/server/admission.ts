@@ -68,7 +68,7 @@ export function checkHandshake(request: IncomingMessage): Refusal | null {
     return {
       status: 400,
       reason: 'bad-request',
-      message: `Sec-WebSocket-Version must be 13, got ${version === undefined ? 'none' : JSON.stringify(truncate(version))}`,
+      message: `Sec-WebSocket-Version must be 13 (or 8), got ${version === undefined ? 'none' : JSON.stringify(truncate(version))}`,
       headers: { 'Sec-WebSocket-Version': '13, 8' },
     };
   }

@@ -336,7 +336,7 @@ describe('R21 limits and admission hooks', () => {
     plain(await upgrade({ headers: { 'Sec-WebSocket-Key': 'short' } }), 400, 'Sec-WebSocket-Key');
     // RFC 6455 §4.4: a version the server does not speak is answered with the versions it does.
     const v7 = await upgrade({ headers: { 'Sec-WebSocket-Version': '7' } });
-    plain(v7, 400, 'Sec-WebSocket-Version');
+    plain(v7, 400, 'Sec-WebSocket-Version must be 13 (or 8), got "7"');
     assert.equal(v7.headers['sec-websocket-version'], '13, 8');
     plain(await upgrade({ headers: { 'Sec-WebSocket-Version': null } }), 400, 'Sec-WebSocket-Version');
     assert.equal(await metric(sup, 'ws_supervisor_refused_upgrades_total{reason="bad-request"}'), 6);
