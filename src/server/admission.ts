@@ -226,6 +226,7 @@ export class AddressCounts {
   }
 }
 
-function truncate(s: string): string {
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+/** A peer's text in a refusal's reason or log line, cut to `max` characters: the peer must not choose how long our lines are. */
+export function truncate(s: string, max = 80): string {
+  return s.length > max ? `${s.slice(0, max - 3)}...` : s;
 }
