@@ -232,10 +232,13 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
       res.end(`not found: ${pathname}\n`);
     });
   });
-  // A hostile or broken HTTP client gets a 400, never a crash.
+  // A hostile or broken HTTP client gets a 400, never a crash: 408 for a head not complete within headersTimeout,
+  // 431 for a head over Node's limit (16 KiB, --max-http-header-size), as Node itself answers without this handler
+  // and RFC 6585 §5 says (a 100 KB header was answered a bare 400 before).
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
-    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    const status =
+      err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
     // Then let go of the socket, whether or not the peer ever reads the answer or closes its side.
     socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
   });

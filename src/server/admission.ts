@@ -68,7 +68,7 @@ export function checkHandshake(request: IncomingMessage): Refusal | null {
     return {
       status: 400,
       reason: 'bad-request',
-      message: `Sec-WebSocket-Version must be 13, got ${version === undefined ? 'none' : JSON.stringify(truncate(version))}`,
+      message: `Sec-WebSocket-Version must be 13 (or 8), got ${version === undefined ? 'none' : JSON.stringify(truncate(version))}`,
       headers: { 'Sec-WebSocket-Version': '13, 8' },
     };
   }
@@ -226,6 +226,7 @@ export class AddressCounts {
   }
 }
 
-function truncate(s: string): string {
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+/** A peer's text in a refusal's reason or log line, cut to `max` characters: the peer must not choose how long our lines are. */
+export function truncate(s: string, max = 80): string {
+  return s.length > max ? `${s.slice(0, max - 3)}...` : s;
 }

@@ -23,6 +23,7 @@ import {
   negotiateProtocol,
   parseProtocols,
   refuseUpgrade,
+  truncate,
   type Refusal,
 } from './admission.ts';
 import { createMemoryAdapter } from '../adapter/memory.ts';
@@ -494,7 +495,7 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
   private admit(request: IncomingMessage, address: string): Refusal | null {
     if (this.draining) return { status: 503, reason: 'draining', message: 'server is shutting down' };
     if (this.options.path !== null && pathOf(request) !== this.options.path) {
-      return { status: 404, reason: 'path', message: `no WebSocket endpoint at ${pathOf(request)} (try ${this.options.path})` };
+      return { status: 404, reason: 'path', message: `no WebSocket endpoint at ${truncate(pathOf(request))} (try ${this.options.path})` };
     }
     const handshake = checkHandshake(request);
     if (handshake) return handshake;
@@ -529,7 +530,15 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
 
   private refuse(request: IncomingMessage, socket: Duplex, refusal: Refusal): void {
     this.metrics.refusedTotal.inc({ reason: refusal.reason });
-    const fields = { status: refusal.status, reason: refusal.reason, url: request.url, origin: request.headers.origin, remote: request.socket.remoteAddress };
+    // The URL and Origin are the peer's: cut, as every header value in the reasons is (a 15 KB URL made a 30 KB line).
+    const { url, origin } = { url: request.url, origin: request.headers.origin };
+    const fields = {
+      status: refusal.status,
+      reason: refusal.reason,
+      url: url === undefined ? undefined : truncate(url, LOGGED_TEXT_MAX),
+      origin: origin === undefined ? undefined : truncate(origin, LOGGED_TEXT_MAX),
+      remote: request.socket.remoteAddress,
+    };
     if (refusal.reason === 'per-address') {
       // Behind a reverse proxy that is not trusted, every client shares the proxy's address: say so where the operator looks.
       const hint = request.headers['x-forwarded-for'] !== undefined && !isTrustedProxy(request.socket.remoteAddress ?? '', this.options.trustProxy)
@@ -734,6 +743,9 @@ export class Supervisor<Auth = unknown> extends EventEmitter<SupervisorEvents<Au
 export function createSupervisor<Auth = unknown>(options: SupervisorOptions<Auth> = {}): Supervisor<Auth> {
   return new Supervisor<Auth>(options);
 }
+
+/** Characters of the peer's URL and Origin a refusal's log line keeps (docs/protocol.md, "HTTP statuses at upgrade"). */
+const LOGGED_TEXT_MAX = 256;
 
 function pathOf(request: IncomingMessage): string {
   const url = request.url ?? '/';

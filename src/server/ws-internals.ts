@@ -48,6 +48,13 @@
  *      fair scheduler (src/server/scheduler.ts): a peer over its share of a
  *      turn keeps its frames as bytes in `ws` and the kernel, not as parsed
  *      messages in ours, and nothing is parsed for it until its next turn.
+ *      A hold installed inside a loop ws runs itself cannot keep that loop's
+ *      `cb` (ws calls it), so the Writable could finish with held bytes
+ *      unparsed when the peer's input ends (its FIN): the hold also sets the
+ *      Receiver's `_final` (Node's Writable calls it, if set, before
+ *      'finish'), which waits until the held bytes are parsed or dropped;
+ *      ws's 'close' waits for 'finish', so the peer's last messages still
+ *      come, in order, before it.
  *   5. The Receiver's chunk list: `_buffers`, the chunks not parsed yet (an
  *      array ws pushes each read to and shifts as it parses), and
  *      `_bufferedBytes`, their byte count. An array once pushed to keeps its
@@ -193,6 +200,8 @@ export const WS_START_LOOP = 'startLoop';
 export const WS_LOOP = '_loop';
 /** The Receiver's Writable `_write` (item 6; its unparsed bytes are WS_BUFFERS, WS_BUFFERED_BYTES above). */
 export const WS_WRITE = '_write';
+/** Node's Writable `_final` (item 4), which the Writable calls, if set, before it emits 'finish'. */
+export const WS_FINAL = '_final';
 
 /**
  * Bytes a discarding Receiver still takes from the socket before ws pauses it
@@ -209,6 +218,7 @@ interface ParseLoop {
   [WS_START_LOOP]: (cb: LoopCallback) => void;
   [WS_LOOP]: boolean;
   [WS_WRITE]: (chunk: Buffer, encoding: string, cb: LoopCallback) => void;
+  [WS_FINAL]?: (cb: LoopCallback) => void;
   [WS_BUFFERS]: Buffer[];
   [WS_BUFFERED_BYTES]: number;
   readonly destroyed: boolean;
@@ -233,10 +243,30 @@ function heldStartLoop(this: ParseLoop, cb: LoopCallback): void {
   if (hold === undefined) return protoStartLoop!.call(this, cb);
   if (hold.held) return hold.park(cb);
   protoStartLoop!.call(this, (err) => {
-    if (!err && hold.held) hold.park(cb);
-    else if (cb !== outOfBand) cb(err);
+    if (!err && hold.held) return hold.park(cb);
+    if (cb !== outOfBand) cb(err);
     else if (err) this.destroy(err); // what the Writable does with an error from `_write`
+    if (!err) hold.finishIfKept(); // the bytes ran out unheld: an `end()` that was waiting for them completes now
   });
+}
+
+/**
+ * The Receiver's `_final` once a hold is installed (one function for every
+ * Receiver: `this` is the Receiver). The Writable calls it when the peer's
+ * input has ended (ws calls `end()` on the peer's FIN, or when the socket
+ * closes) and every write has called back. A hold installed during a parse
+ * loop that ws runs itself leaves its write's callback to ws, which calls it
+ * when the loop ends, bytes unparsed or not: while held, those bytes are
+ * still to come, so 'finish' (and with it ws's 'close', which waits for it)
+ * waits until they are parsed, or dropped (`discard()`). Without this, a peer
+ * that pipelined past its share and half-closed (FIN, no close frame) lost
+ * every message behind the hold: ws emitted 'close' at once and the reader,
+ * stopped, dropped them (1,000 requests then FIN: 65 delivered).
+ */
+function heldFinal(this: ParseLoop, cb: LoopCallback): void {
+  const hold = this[HOLD];
+  if (hold === undefined || !hold.held) return cb();
+  hold.keepFinal(cb);
 }
 
 /**
@@ -282,6 +312,8 @@ export class ParserHold {
   discarded = 0;
   /** The callback of the write whose bytes are not all parsed (or `outOfBand`); null when none is kept. */
   private parked: LoopCallback | null = null;
+  /** The Writable's `_final` callback, kept while held (`heldFinal`); null when none is kept. */
+  private final: LoopCallback | null = null;
   private disposed = false;
   private readonly loop: ParseLoop;
 
@@ -291,6 +323,7 @@ export class ParserHold {
     protoStartLoop ??= (Object.getPrototypeOf(loop) as ParseLoop)[WS_START_LOOP];
     loop[HOLD] = this;
     loop[WS_START_LOOP] = heldStartLoop;
+    loop[WS_FINAL] = heldFinal;
   }
 
   /** Ends the current parse loop after the message being delivered. False once disposed (the loop goes on). */
@@ -307,6 +340,19 @@ export class ParserHold {
   /** @internal A loop ended held: keep its callback (a write's own over the out-of-band one). */
   park(cb: LoopCallback): void {
     if (cb !== outOfBand || this.parked === null) this.parked = cb;
+  }
+
+  /** @internal The input ended while held (`heldFinal`): 'finish' waits for the held bytes. */
+  keepFinal(cb: LoopCallback): void {
+    this.final = cb;
+  }
+
+  /** @internal The held bytes are parsed (or dropped): a kept `_final` completes, and the Writable finishes. */
+  finishIfKept(): void {
+    const cb = this.final;
+    if (cb === null) return;
+    this.final = null;
+    if (!this.loop.destroyed) cb();
   }
 
   /** Parses on, now: messages are emitted until the bytes run out (the write's callback is then called) or `hold()`. */
@@ -347,6 +393,7 @@ export class ParserHold {
     this.held = false;
     this.parked = null;
     if (cb !== null && cb !== outOfBand && !loop.destroyed) cb();
+    this.finishIfKept();
   }
 }
 

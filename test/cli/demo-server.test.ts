@@ -214,6 +214,29 @@ test('slowloris: half-sent request heads are cut after headersTimeout (408) even
   await closeOf(ws);
 });
 
+test('a request head over the HTTP header limit (an upgrade or a GET) is answered 431 Request Header Fields Too Large and closed; the server keeps serving', { timeout: pace.scaled(20_000) }, async (t) => {
+  const { url } = await start(t);
+  const { port } = new URL(url);
+  const { default: net } = await import('node:net');
+  // Node's limit on a request head is 16 KiB (--max-http-header-size); this one is 100 KB in one header.
+  const oversized = (head: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const socket = net.connect(Number(port), '127.0.0.1', () => socket.write(`${head}X-Big: ${'a'.repeat(100_000)}\r\n\r\n`));
+      let answer = '';
+      socket.on('data', (d: Buffer) => (answer += d.toString()));
+      socket.on('error', () => undefined);
+      socket.once('close', () => resolve(answer));
+      setTimeout(() => reject(new Error(`no close; answered ${JSON.stringify(answer)}`)), pace.scaled(5_000)).unref();
+    });
+  const upgrade = 'GET /server HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n';
+  // RFC 6585 §5 (and Node's own answer without a clientError handler): 431, not a bare 400.
+  assert.match(await oversized(upgrade), /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+  assert.match(await oversized('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n'), /^HTTP\/1\.1 431 /);
+  const ws = await openClient(url);
+  ws.close();
+  await closeOf(ws);
+});
+
 test('the demo page links to the dashboard; both pages declare their icon, so a browser asks for no /favicon.ico (which would 404)', { timeout: pace.scaled(20_000) }, async (t) => {
   const { base } = await start(t);
   const demo = await httpGet(`${base}/`);

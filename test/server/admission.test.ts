@@ -326,6 +326,26 @@ describe('R21 limits and admission hooks', () => {
     assert.equal(await metric(sup, 'ws_supervisor_refused_upgrades_total{reason="subprotocol"}'), 1);
   });
 
+  test("R21 a refusal's reason and log line are bounded whatever the peer sends: a 10 KB path, query or Origin is cut", T, async (t) => {
+    const lines: Array<{ fields: Record<string, unknown>; msg: string }> = [];
+    const noop = (): void => {};
+    const logger: Logger = { debug: noop, warn: noop, error: noop, info: (fields, msg = '') => void lines.push({ fields: fields as Record<string, unknown>, msg }), child: () => logger };
+    const { upgrade } = await serve(t, { logger });
+    const long = 'a'.repeat(10_000);
+    const path = await upgrade({ path: `/${long}` });
+    refused(path, 404, `/${long.slice(0, 40)}`);
+    refused(await upgrade({ path: `/server?ws-session=${long}` }), 400, 'ws-session');
+    refused(await upgrade({ headers: { Origin: `http://${long}.example` } }), 403);
+    assert.ok(path.body.length < 300, `a 404 body of ${path.body.length} characters`);
+    assert.equal(lines.length, 3, 'each refusal logged');
+    for (const { fields, msg } of lines) {
+      // Before: the 404's line carried the path twice (url and reason), ~20 KB for a 10 KB path.
+      const size = JSON.stringify(fields).length + msg.length;
+      assert.ok(size < 1_000, `a refusal line of ${size} characters: ${msg.slice(0, 60)}`);
+    }
+    assert.equal((lines[0]!.fields.url as string).slice(0, 41), `/${long.slice(0, 40)}`, 'the URL is cut, not dropped');
+  });
+
   test('R21 a malformed upgrade (no Sec-WebSocket-Key) gets 400 from ws, no crash, no leaked slot', T, async (t) => {
     const { sup, client, upgrade } = await serve(t, { maxConnections: 2 });
     for (let i = 0; i < 5; i++) {
@@ -364,7 +384,7 @@ describe('R21 limits and admission hooks', () => {
     plain(await upgrade({ headers: { 'Sec-WebSocket-Key': 'short' } }), 400, 'Sec-WebSocket-Key');
     // RFC 6455 §4.4: a version the server does not speak is answered with the versions it does.
     const v7 = await upgrade({ headers: { 'Sec-WebSocket-Version': '7' } });
-    plain(v7, 400, 'Sec-WebSocket-Version');
+    plain(v7, 400, 'Sec-WebSocket-Version must be 13 (or 8), got "7"');
     assert.equal(v7.headers['sec-websocket-version'], '13, 8');
     plain(await upgrade({ headers: { 'Sec-WebSocket-Version': null } }), 400, 'Sec-WebSocket-Version');
     assert.equal(await metric(sup, 'ws_supervisor_refused_upgrades_total{reason="bad-request"}'), 6);

@@ -196,6 +196,31 @@ test('a held peer that resets its connection is closed and released; what ws had
   assert.equal(s.size(), 0, 'the connection was released');
 });
 
+test('a held peer that half-closes (FIN, no close frame) has every request it sent delivered, in order, before the close', T, async (t) => {
+  const SHARE = 8;
+  const s = await serve(t, { fairness: { share: SHARE, turnBudget: 64 } });
+  // ~34 KB: one read, so the first hold is installed inside the parse loop ws runs itself. 1,001: the last
+  // request is the one that crosses a share, deferred with nothing behind it (no parser held for it).
+  for (const [k, N] of [1_000, 1_001].entries()) {
+    const peer = await rawConnect(s.port);
+    t.after(() => peer.destroy());
+    await waitFor(() => s.connections.length === k + 1, 5_000, 'the connection');
+    const connection = s.connections[k]!;
+    // The requests and the FIN in one go: the server has every byte (and the end of the input) before its
+    // second turn for this peer. ws ends its own side on the FIN; the replies after that have nowhere to go.
+    peer.socket.end(requests(1, N));
+    await waitFor(() => s.closed.length === k + 1, 10_000, 'the close');
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    const ids = s.delivered.get(connection)?.ids ?? [];
+    // Before: ws's Receiver finished on the FIN with the held bytes unparsed, ws emitted 'close' at once and the
+    // stopped reader dropped them (65 of 1,000 delivered in the CLI server); then, the last of 1,001 came after the close.
+    assert.equal(s.closed[k]!.delivered, N, `every request sent before the FIN reached the application before the close (${N})`);
+    assert.deepEqual(ids, range(1, N), 'delivered once each, in order, none after the close');
+    assert.equal(s.closed[k]!.code, 1006, 'no close frame: abnormal closure');
+  }
+  assert.equal(s.size(), 0, 'the connections were released');
+});
+
 /** One probe: connect, one request, its reply. Milliseconds; Infinity on failure (after 5 s). */
 async function probeOnce(port: number): Promise<number> {
   const t0 = performance.now();

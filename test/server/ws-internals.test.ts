@@ -17,8 +17,9 @@ import { createRequire } from 'node:module';
 import WebSocket, * as wsModule from 'ws';
 import { WebSocketServer } from 'ws';
 import { encodeBinaryData, encodeTextData } from '../../src/protocol/session.ts';
+import { encodeFrame, Opcode } from '../helpers/raw-ws.ts';
 import { waitFor, within } from '../helpers/server.ts';
-import { canHoldParser, DISCARD_ALLOWANCE, frameOf, framesDirectly, NODE_HANDLE_MEMBER, observeConclude, ParserHold, PING_FRAME, receiverOf, releaseChunkList, seqFrameOf, websocketOf, writeNow, writesToFd, WS_BACK_POINTER, WS_BUFFERED_BYTES, WS_BUFFERS, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_START_LOOP, WS_WRITE } from '../../src/server/ws-internals.ts';
+import { canHoldParser, DISCARD_ALLOWANCE, frameOf, framesDirectly, NODE_HANDLE_MEMBER, observeConclude, ParserHold, PING_FRAME, receiverOf, releaseChunkList, seqFrameOf, websocketOf, writeNow, writesToFd, WS_BACK_POINTER, WS_BUFFERED_BYTES, WS_BUFFERS, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_FINAL, WS_START_LOOP, WS_WRITE } from '../../src/server/ws-internals.ts';
 
 const require = createRequire(import.meta.url);
 const WS_VERSION = (require('ws/package.json') as { version: string }).version;
@@ -388,6 +389,39 @@ test(`ws's Receiver parse loop (${WS_START_LOOP}, ${WS_LOOP}) can be held betwee
     }
     assert.deepEqual(got, Array.from({ length: N }, (_, i) => i), 'every message once, in order');
     assert.ok(!p.socket.isPaused(), 'the socket is resumed once the Receiver has taken everything');
+  } finally {
+    await p.close();
+  }
+});
+
+test(`a hold keeps ws's Receiver from finishing (Node's Writable ${WS_FINAL}): on the peer's FIN, ws's 'close' waits until the held bytes are parsed, in order`, { timeout: 20_000 }, async () => {
+  const p = await pair();
+  try {
+    let hold: ParserHold | null = null;
+    const got: number[] = [];
+    let closedAt = -1;
+    p.server.on('message', (data) => {
+      got.push(Number(data.toString().slice(0, 8)));
+      // Installed and held inside a parse loop ws runs itself (as the reader does at a peer's first hold): ws
+      // calls that write's callback when the loop ends, with the bytes after this message unparsed.
+      if (got.length === 10) (hold = new ParserHold(receiverOf(p.server)!)).hold();
+    });
+    p.server.once('close', () => (closedAt = got.length));
+    // 21 KB in one write (one read on the server, so the hold falls inside ws's loop over it), then the FIN (no
+    // close frame). Written under the client's WebSocket, which is only its TCP socket's holder here.
+    const N = 200;
+    const frames = Array.from({ length: N }, (_, i) => encodeFrame({ opcode: Opcode.TEXT, payload: String(i).padStart(8, '0') + 'x'.repeat(92) }));
+    (p.client as unknown as { _socket: net.Socket })._socket.end(Buffer.concat(frames));
+    await waitFor(() => (p.socket as net.Socket).readableEnded, 5_000, "the server socket's end");
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(got.length, 10, 'held: nothing more parsed');
+    // Node's Writable calls an instance _final before 'finish'; ws's 'close' waits for 'finish'.
+    assert.equal(closedAt, -1, changed("ws emitted 'close' with the held bytes unparsed (its Receiver finished without calling _final)"));
+    hold!.release();
+    await waitFor(() => closedAt !== -1, 5_000, "ws's 'close'");
+    assert.equal(closedAt, N, "every message before ws's 'close'");
+    assert.deepEqual(got, Array.from({ length: N }, (_, i) => i), 'every message once, in order');
   } finally {
     await p.close();
   }
