@@ -11,6 +11,7 @@
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -277,6 +278,46 @@ test('events: the subscriber cap answers 503; the timer runs only while someone 
   await waitFor(() => timeouts() <= baseline, 3000, `timers back to baseline ${baseline} (now ${timeouts()})`);
   await new Promise((r) => setTimeout(r, 1200)); // a tick's worth: nothing restarted it
   assert.ok(timeouts() <= baseline, `still at baseline after a tick (${timeouts()} vs ${baseline})`);
+});
+
+test('events: a subscriber that stops reading is ended after stallTimeoutMs and frees its place; one that reads is never skipped', async (t) => {
+  let dashboard: ReturnType<typeof createDashboard> | null = null;
+  const s = await startSupervisor({}, (req, res) => {
+    if (dashboard?.handle(req, res)) return;
+    res.writeHead(404);
+    res.end();
+  });
+  t.after(() => s.close());
+  // Snapshots of 60 rows every 5 ms fill the kernel's buffers of a peer that reads nothing within a
+  // few seconds (a paused socket: its receive window does not grow).
+  const d = (dashboard = createDashboard(s.supervisor, { pageSize: 60, intervalMs: 5, maxSubscribers: 2, stallTimeoutMs: 200 }));
+  t.after(() => d.close());
+  const clients = await Promise.all(Array.from({ length: 60 }, () => openClient(s.url)));
+  t.after(() => clients.forEach((c) => c.terminate()));
+  await waitFor(() => s.supervisor.size === 60);
+  const base = `http://127.0.0.1:${s.port}`;
+
+  const reading = await stream(`${base}/dashboard/events`);
+  t.after(() => reading.close());
+  const deaf = net.connect(s.port, '127.0.0.1');
+  t.after(() => deaf.destroy());
+  deaf.on('error', () => undefined);
+  deaf.write('GET /dashboard/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n');
+  deaf.pause();
+  await waitFor(() => d.subscribers === 2, 3000, 'both streams subscribed');
+  assert.equal((await stream(`${base}/dashboard/events`)).status, 503, 'both places taken');
+
+  const t0 = performance.now();
+  await waitFor(() => d.subscribers === 1, pace.scaled(20_000), 'the stream that reads nothing ended');
+  t.diagnostic(`the deaf stream was ended ${Math.round(performance.now() - t0)} ms after it subscribed`);
+  const again = await stream(`${base}/dashboard/events`);
+  t.after(() => again.close());
+  assert.equal(again.status, 200, 'its place is free again');
+
+  const seen = reading.snapshots.length;
+  await waitFor(() => reading.snapshots.length >= seen + 3, 3000, 'the reading stream still gets snapshots');
+  assert.equal(reading.snapshots.at(-1)!.totals.live, 60);
+  assert.equal(d.subscribers, 2, 'the reading stream was not ended');
 });
 
 test('library mount: createDashboard on any http server, custom basePath, pagination, close()', async (t) => {

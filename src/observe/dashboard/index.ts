@@ -48,6 +48,16 @@ export interface DashboardOptions {
   maxSubscribers?: number;
   /** Time between snapshots, ms. Default 1000. */
   intervalMs?: number;
+  /**
+   * An event stream whose peer has read nothing for this long is ended, so that
+   * a viewer that stopped reading cannot hold one of the `maxSubscribers`
+   * places for good (twenty of them would lock every other viewer out). Its
+   * snapshots are skipped meanwhile (memory stays bounded). Default 30000 ms:
+   * thirty snapshots at the default interval. A browser tab in the background
+   * still reads (the kernel reads for it), and an EventSource that was cut
+   * reconnects by itself (the stream's `retry: 2000`).
+   */
+  stallTimeoutMs?: number;
   /** Page title. Default 'ws-supervisor dashboard'. */
   title?: string;
 }
@@ -86,6 +96,8 @@ interface Subscriber {
   page: number;
   /** The closures version this subscriber last received (-1: none yet). */
   closuresVersion: number;
+  /** When a snapshot was first skipped because the stream was not draining (null: it drains). */
+  stalledSince: number | null;
 }
 
 /** Passes closer together than this are served from the last one (a reconnect storm costs nothing extra). */
@@ -109,6 +121,7 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
   const recentClosures = positiveInt('recentClosures', options.recentClosures, 100, 0);
   const maxSubscribers = positiveInt('maxSubscribers', options.maxSubscribers, 20);
   const intervalMs = positiveInt('intervalMs', options.intervalMs, 1000);
+  const stallTimeoutMs = positiveInt('stallTimeoutMs', options.stallTimeoutMs, 30_000);
   const title = options.title ?? 'ws-supervisor dashboard';
 
   const index = stateIndex(connectionMachine);
@@ -198,9 +211,19 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
     );
   };
 
-  /** Writes one snapshot to one subscriber; a subscriber that is not draining skips this one (bounded memory). */
+  /**
+   * Writes one snapshot to one subscriber; a subscriber that is not draining skips this one (bounded
+   * memory), and one that has not drained for stallTimeoutMs is ended (its place frees on 'close').
+   */
   const send = (sub: Subscriber, p: Pass, cache: Map<string, string>): void => {
-    if (sub.res.writableNeedDrain || sub.res.destroyed) return;
+    if (sub.res.destroyed) return;
+    if (sub.res.writableNeedDrain) {
+      const now = Date.now();
+      if (sub.stalledSince === null) sub.stalledSince = now;
+      else if (now - sub.stalledSince >= stallTimeoutMs) sub.res.destroy();
+      return;
+    }
+    sub.stalledSince = null;
     const pageIndex = clampPage(sub.page, p.totals.live, pageSize);
     const withClosures = sub.closuresVersion !== closures.version;
     const key = `${pageIndex}:${withClosures}`;
@@ -237,7 +260,7 @@ export function createDashboard<Auth = unknown>(supervisor: Supervisor<Auth>, op
       res.end(`too many dashboard subscribers (limit ${maxSubscribers})\n`);
       return;
     }
-    const sub: Subscriber = { res, page: Math.max(0, Math.floor(Number(url.searchParams.get('page'))) || 0), closuresVersion: -1 };
+    const sub: Subscriber = { res, page: Math.max(0, Math.floor(Number(url.searchParams.get('page'))) || 0), closuresVersion: -1, stalledSince: null };
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-store',
