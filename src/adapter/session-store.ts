@@ -211,6 +211,12 @@ export interface SessionStoreHost {
    * node of them any more.
    */
   attachLost?(ids: string[]): void;
+  /**
+   * A shared store: sessions this node holds attached that another node has
+   * attached since (the client resumed there while its connection here
+   * stayed open, half-open): that connection carries the session no more.
+   */
+  attachMoved?(ids: string[]): void;
 }
 
 /** What a store's fan-out tells the node that holds some of its member sessions attached (docs/sessions.md, "Fan-out in the store"). */

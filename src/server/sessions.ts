@@ -585,6 +585,7 @@ export class Sessions<Auth = unknown> {
         });
       },
       attachLost: (ids) => this.attachLost(ids),
+      attachMoved: (ids) => this.attachMoved(ids),
       fanOutResync: () => {
         for (const entry of this.entries.values()) entry.carrier?.catchUp(Number.POSITIVE_INFINITY);
         for (const r of this.resuming.values()) r.told = Number.POSITIVE_INFINITY;
@@ -710,6 +711,25 @@ export class Sessions<Auth = unknown> {
     }
     // One line per renewal, however many (a stall lapses every lease of the node at once).
     if (closed > 0) this.host.logger?.warn({ sessions: closed, first: ids[0] }, `session store: the leases of ${closed} attached sessions lapsed (this process stalled past leaseTtl; another detached them): their connections are closed, their clients resume`);
+  }
+
+  /**
+   * Another node attached these sessions since this one did (a takeover
+   * across nodes: the client resumed there while its connection here stayed
+   * open, half-open, or simply left open by the client). As a takeover on
+   * one node does (`carrier.drop`), the connection is terminated: no close
+   * handshake with a peer that has moved on. Its close then runs the usual
+   * detach, which the store refuses (another node holds a newer attach), and
+   * this node's copy of the session goes (`moved`). Not while a resume of the
+   * session is under way here (the store's answer to it decides).
+   */
+  private attachMoved(ids: string[]): void {
+    for (const id of ids) {
+      const entry = this.entries.get(id);
+      const carrier = entry?.carrier;
+      if (entry === undefined || carrier == null || entry.ended || entry.incoming || entry.unpersisted || this.resuming.has(id)) continue;
+      void carrier.connection.terminate('session resumed on another node');
+    }
   }
 
   /**
