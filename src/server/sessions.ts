@@ -540,6 +540,8 @@ export class Sessions<Auth = unknown> {
   private readonly failureLog: LogSummary;
   private sweepTimer: NodeJS.Timeout | null = null;
   private sweeping = false;
+  /** A tick was asked for while one ran (`tick`): run again once it ends; true if that one must sweep too. */
+  private tickAgain: boolean | null = null;
   private closed_ = false;
   private readonly onStoreStatus = (status: string): void => {
     if (status === 'up') void this.tick(false);
@@ -604,7 +606,15 @@ export class Sessions<Auth = unknown> {
    * store promise is awaited here; a failure is reported, never thrown.
    */
   private async tick(sweep: boolean): Promise<void> {
-    if (this.sweeping || this.closed_) return;
+    if (this.closed_) return;
+    if (this.sweeping) {
+      // Not dropped: the store's 'up' often comes while a tick still awaits a store call made during the outage, and
+      // the ends that tick took its list of before the outage was over are not those of the sessions unpersisted
+      // since. Dropped, they waited a whole sweepInterval, and another process resumed such a session over the gap
+      // meanwhile (resumed: true, the outage's messages missing: seen with Redis SIGSTOPped past commandTimeout).
+      this.tickAgain = (this.tickAgain ?? false) || sweep;
+      return;
+    }
     this.sweeping = true;
     try {
       for (const id of [...this.toEnd]) {
@@ -648,6 +658,9 @@ export class Sessions<Auth = unknown> {
       }
     } finally {
       this.sweeping = false;
+      const again = this.tickAgain;
+      this.tickAgain = null;
+      if (again !== null) void this.tick(again);
     }
   }
 
