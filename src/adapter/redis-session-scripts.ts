@@ -712,15 +712,16 @@ detach_one(id)
 return { LETTERS, 1, redis.call('HGET', hkey(id), 'ag') or false }`),
 
   /**
-   * A[1] id, [12] the attach generation when this node detached it ('' none known) → { letters, 1|0 }:
-   * a detached session ends now (expired), unless it was attached since (by any node: its window restarted).
+   * A[1] id, [12] the attach generation when this node detached it ('' none known), [3] the detail ('' or absent:
+   * the resume window's) → { letters, 1|0 }: a detached session ends now (expired), unless it was attached since
+   * (by any node: its window restarted).
    */
   expire: op(`
 local id = A[1]
 local f = redis.call('HMGET', hkey(id), 'st', 'ag')
 if f[1] ~= 'd' then return { LETTERS, 0 } end
 if A[2] ~= '' and f[2] ~= A[2] then return { LETTERS, 0 } end
-end_session(id, 'expired', expired_detail())
+end_session(id, 'expired', (A[3] and A[3] ~= '') and A[3] or expired_detail())
 return { LETTERS, 1 }`),
 
   /** A[1] id, [12] detail → { letters, 1|0 } */

@@ -808,10 +808,10 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
    * any node): this node's resume-window timer is stale, the session's window
    * restarted elsewhere.
    */
-  async expire(id: string): Promise<boolean> {
+  async expire(id: string, detail?: string): Promise<boolean> {
     const generation = this.#detachedHere.get(id) ?? '';
     this.#detachedHere.delete(id);
-    const expired = (await this.#run('expire', id, 'expire', [id, generation]))[1] === 1;
+    const expired = (await this.#run('expire', id, 'expire', [id, generation, detail ?? '']))[1] === 1;
     if (expired) this.#held.delete(id);
     return expired;
   }

@@ -138,6 +138,13 @@ export const SESSION_DEFAULTS = {
  * assigned, so a later resume, on any node, presents a position the store
  * never reached and is answered `restarted` instead of continuing over the gap.
  */
+/**
+ * The detail of the store's copy of an unpersisted session, ended by `tick` (its tombstone: a later resume, on any
+ * process, is answered `expired` with it). Before, it read as the resume window's ("detached for the resume window
+ * (120000 ms)"), told to a client a second after its cut: `detail` must say why.
+ */
+export const UNPERSISTED_END_DETAIL = 'the session store failed on it: what was sent to it meanwhile is not in the store, so it cannot be resumed';
+
 export const LOCAL_SEQ_JUMP = 2 ** 32;
 
 /** A resume of a session the store failed on here: answered as if the store had lost it. */
@@ -622,7 +629,7 @@ export class Sessions<Auth = unknown> {
           // Detach, then expire: both change nothing if another process attached the session since (a shared store
           // checks the attach generation), so a session resumed elsewhere is never ended under its new connection.
           await this.store.detach(id);
-          await this.store.expire(id);
+          await this.store.expire(id, UNPERSISTED_END_DETAIL);
           this.toEnd.delete(id);
           const entry = this.entries.get(id);
           const local = entry === undefined ? undefined : this.localOnly.get(entry);

@@ -29,7 +29,7 @@ import WebSocket from 'ws';
 import { MemorySessionStore } from '../../src/adapter/memory-session-store.ts';
 import type { AppendResult, ReadResult, RequestVerdict, ResumeClaim, SessionMessage, VerifyResult } from '../../src/adapter/session-store.ts';
 import { decodeServerFrame, encodeResume, encodeTextData, type ServerFrame } from '../../src/protocol/session.ts';
-import { LOCAL_SEQ_JUMP, type SessionLifecycleEvent } from '../../src/server/sessions.ts';
+import { LOCAL_SEQ_JUMP, UNPERSISTED_END_DETAIL, type SessionLifecycleEvent } from '../../src/server/sessions.ts';
 import { closeOf, startSupervisor, waitFor } from '../helpers/server.ts';
 
 /** The in-memory store (async path: its overrides turn `sync` off), failing and holding on demand. */
@@ -234,7 +234,7 @@ test('a gap read that fails after the session went local changes nothing: the co
   assert.equal(srv.runs.get(1), 1);
 });
 
-test("the store back while the server is still ending another session's store copy: a session unpersisted meanwhile has its copy ended then too, not a sweep interval later (another process would resume it over the gap until then)", async (t) => {
+test("the store back while the server is still ending another session's store copy: a session unpersisted meanwhile has its copy ended then too, not a sweep interval later (another process would resume it over the gap until then), and its resume is told why", async (t) => {
   // Measured with two CLI servers on one redis-server, a detached session of A, broadcasts from A, Redis SIGSTOPped
   // 13 s (past commandTimeout): once in 6 runs the session, resumed on B a second after SIGCONT, was resumed: true
   // with the 466 broadcasts of the outage missing (their append had failed on A). One order that leads there: A's
@@ -263,4 +263,7 @@ test("the store back while the server is still ending another session's store co
   // Ended in the turns the store's answers take (the in-memory store answers at once), or not before 60 s: 1 s tells.
   for (const until = Date.now() + 1_000; Date.now() < until && (await srv.store.get(dId)) !== null; ) await new Promise((r) => setTimeout(r, 10));
   assert.equal(await srv.store.get(dId), null, "D's store copy was left holding the session (resumable elsewhere over the gap) until the next sweep tick, 60 s on");
+  // Its resume is told why, not that it sat out the resume window (it was cut a moment ago).
+  const again = await connect(t, srv.url, encodeResume({ id: dId, token: d.attached.token, lastSeq: 0, epoch: d.attached.epoch }));
+  assert.deepEqual([again.attached.resumed, again.attached.reason, again.attached.detail], [false, 'expired', UNPERSISTED_END_DETAIL]);
 });
