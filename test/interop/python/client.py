@@ -145,7 +145,7 @@ class SessionClient:
         self.violations = []
         self.ws = None
         self.reader = None
-        self.since_ack = 0
+        self.since_ack = self.since_ack_chars = 0
         self.cut_when = None  # checked after each data frame: true cuts the connection there, mid-read
 
     async def connect(self, claim=None):
@@ -205,9 +205,11 @@ class SessionClient:
                     self.cut_when = None
                     ws.transport.abort()
                     return
+                # Every 32 messages or 1 MiB, whichever first (a count alone overflows on large messages).
                 self.since_ack += 1
-                if self.since_ack >= 32:
-                    self.since_ack = 0
+                self.since_ack_chars += len(f)
+                if self.since_ack >= 32 or self.since_ack_chars >= 1 << 20:
+                    self.since_ack = self.since_ack_chars = 0
                     await ws.send(json.dumps({"session": "ack", "seq": self.last_seq}))
         except websockets.ConnectionClosed:
             pass
