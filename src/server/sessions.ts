@@ -2103,6 +2103,11 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
         return v;
       });
     }
+    // Awaited in request order (below), so possibly only after the requests before it are done: its rejection (the
+    // store failed) can come first. Marked handled now, still thrown where it is awaited. Before, that rejection had
+    // no handler yet and killed the process (Node's unhandled rejection): with Redis SIGKILLed under a client that
+    // pipelined its requests, the node died, every connection with it.
+    verdict?.catch(() => undefined);
     this.requests = (this.requests ?? Promise.resolve()).then(async () => {
       try {
         let v: RequestVerdict | null = null;

@@ -267,3 +267,32 @@ test("the store back while the server is still ending another session's store co
   const again = await connect(t, srv.url, encodeResume({ id: dId, token: d.attached.token, lastSeq: 0, epoch: d.attached.epoch }));
   assert.deepEqual([again.attached.resumed, again.attached.reason, again.attached.detail], [false, 'expired', UNPERSISTED_END_DETAIL]);
 });
+
+test('the store fails on a request while an earlier one of the connection still waits for its answer: the failure is handled, not an unhandled rejection that crashes the process', async (t) => {
+  // Measured before: a CLI server with --sessions --redis, a Python session client sending a request every 2 ms, Redis
+  // SIGKILLed: the process died ("SessionStoreUnavailableError: … beginRequest … failed (not applied): Stream isn't
+  // writeable"), every connection of the node with it. Requests are handled in order: the answer of a later one was
+  // awaited only once the earlier ones were done, and its rejection came first, with no handler yet.
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+  process.on('unhandledRejection', onUnhandled);
+  t.after(() => process.off('unhandledRejection', onUnhandled));
+  const srv = await start(t);
+  const a = await connect(t, srv.url, '{"session":"open"}');
+  let answer1!: (v: RequestVerdict) => void;
+  srv.store.scripted.push(
+    () => new Promise<RequestVerdict>((resolve) => (answer1 = resolve)), // request 1: the store answers late
+    async () => {
+      throw new Error('beginRequest: the store failed (test)'); // request 2: fails at once
+    },
+  );
+  a.ws.send(request(1));
+  a.ws.send(request(2));
+  await waitFor(() => answer1 !== undefined && srv.store.scripted.length === 0, 5_000, 'both counts asked');
+  await new Promise((r) => setTimeout(r, 20)); // the rejection's turn, and the check for unhandled ones after it
+  answer1({ kind: 'new' });
+  await waitFor(() => a.closed() !== null, 5_000, 'the connection closed (the store failed on its request)');
+  assert.deepEqual(unhandled.map(String), [], 'no unhandled rejection');
+  assert.deepEqual(a.closed(), { code: 1011, reason: 'session store unavailable' });
+  assert.equal(srv.runs.get(2), undefined, 'request 2 not run');
+});
