@@ -5,7 +5,7 @@ masking, ping and close implementation.
 
 Usage: client.py URL protocol [--ping-wait SECONDS]
        client.py URL oversize [--size BYTES]
-       client.py URL session [--burst N]
+       client.py URL[,URL…] session [--burst N]
 
 Prints one JSON summary line on stdout; the TS test asserts on it. Exit status
 is 0 unless the script itself crashed (failed checks are in the summary).
@@ -32,7 +32,9 @@ session (a server with --sessions; docs/sessions.md, "Writing a client"):
     connection open (a takeover: the server must drop it). Then a resume
     with a wrong token (a new session, reason forbidden), an ack, `end` and
     close 1000. The summary says what arrived how often, and every frame
-    the client could not square with the docs (`violations`).
+    the client could not square with the docs (`violations`). Given several
+    URLs (servers sharing a session store), each new connection goes to the
+    next server, the takeover's to the same one.
 """
 
 import argparse
@@ -134,8 +136,10 @@ async def oversize_case(url, size):
 class SessionClient:
     """The client side of one session, from docs/sessions.md: its position, its numbered requests, its resumes."""
 
-    def __init__(self, url):
-        self.url = url + ("&" if "?" in url else "?") + "ws-session=1"
+    def __init__(self, urls):
+        # Several servers sharing one session store: each connection goes to the next (a load balancer's choice).
+        self.urls = [u + ("&" if "?" in u else "?") + "ws-session=1" for u in urls.split(",")]
+        self.node = -1
         self.id = self.token = self.epoch = None
         self.last_seq = 0  # the highest seq received, every one before it included
         self.next_cseq = 1
@@ -148,8 +152,10 @@ class SessionClient:
         self.since_ack = self.since_ack_chars = 0
         self.cut_when = None  # checked after each data frame: true cuts the connection there, mid-read
 
-    async def connect(self, claim=None):
-        ws = await websockets.connect(self.url, ping_interval=None, max_queue=None, open_timeout=5, close_timeout=1)
+    async def connect(self, claim=None, same_node=False):
+        if not same_node:
+            self.node = (self.node + 1) % len(self.urls)
+        ws = await websockets.connect(self.urls[self.node], ping_interval=None, max_queue=None, open_timeout=5, close_timeout=1)
         if claim is None and self.id is None:
             await ws.send('{"session":"open"}')
         else:
@@ -246,10 +252,11 @@ async def until(ok, timeout=5.0):
     return ok()
 
 
-async def session_case(url, burst):
+async def session_case(urls, burst):
     s = {}
     seen = {}  # what the plain observer got: each request's broadcast, once per run of the request
-    observer = await websockets.connect(url, ping_interval=None, max_queue=None, open_timeout=5)
+    plain = urls.split(",")
+    observer = await websockets.connect(plain[-1], ping_interval=None, max_queue=None, open_timeout=5)
 
     async def observe():
         try:
@@ -261,7 +268,7 @@ async def session_case(url, burst):
             pass
 
     watching = asyncio.ensure_future(observe())
-    c = SessionClient(url)
+    c = SessionClient(urls)
     await c.connect()
     n = 0
 
@@ -282,7 +289,7 @@ async def session_case(url, burst):
     await c.cut()
     await c.connect()
     # 3. A burst from another connection, cut in the middle of it.
-    pusher = await websockets.connect(url, ping_interval=None, max_queue=None, open_timeout=5)
+    pusher = await websockets.connect(plain[0], ping_interval=None, max_queue=None, open_timeout=5)
     for i in range(1, burst + 1):
         await pusher.send(json.dumps({"requestID": i, "command": "broadcast", "someOtherThing": f"p{i}"}))
     pushes = lambda: [m["someOtherThing"] for m in c.data if m.get("command") == "broadcast" and m["someOtherThing"].startswith("p")]
@@ -293,12 +300,13 @@ async def session_case(url, burst):
     await c.connect()
     await until(lambda: len(pushes()) >= burst)
     await pusher.close()
-    # 4. A takeover: the old connection left open (the client stops reading it), a request held meanwhile.
+    # 4. A takeover: the old connection left open (the client stops reading it), a request held meanwhile. On the
+    # same server (across servers the old one drops it only at its next lease renewal, seconds later).
     old, old_reader = c.ws, c.reader
     old_reader.cancel()
     c.ws = None
     await request()
-    await c.connect()
+    await c.connect(same_node=True)
     try:
         await asyncio.wait_for(old.wait_closed(), 3)
         s["takeover_old_close"] = old.close_code
@@ -308,7 +316,7 @@ async def session_case(url, burst):
     replies = lambda: [m["requestID"] for m in c.data if "requestID" in m]
     await until(lambda: len(replies()) >= n and all(seen.get(f"c{k}") for k in range(1, n + 1)))
     # 5. A wrong token: a new session (forbidden), which numbers its requests from 1; this one goes on.
-    other = SessionClient(url)
+    other = SessionClient(plain[0])
     forbidden = await other.connect({"id": c.id, "token": "A" * 43, "lastSeq": c.last_seq, "epoch": c.epoch})
     s["forbidden"] = {k: forbidden.get(k) for k in ("resumed", "reason", "lastSeq", "cseq")}
     s["forbidden_new_id"] = forbidden["id"] != c.id
@@ -336,6 +344,7 @@ async def session_case(url, burst):
     s["last_seq"] = c.last_seq
     s["messages"] = len(c.data)
     s["violations"] = c.violations + other.violations
+    s["servers"] = len(plain)
     return s
 
 
