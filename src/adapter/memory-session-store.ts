@@ -549,11 +549,11 @@ export class MemorySessionStore implements SessionStore {
     return true;
   }
 
-  async expire(id: string): Promise<boolean> {
+  async expire(id: string, detail?: string): Promise<boolean> {
     const s = this.#sessions.get(id);
     // A connection carries an attached session: it has no window to run out.
     if (s === undefined || s.state === 'attached') return false;
-    this.#endSession(s, 'expired', `detached for the resume window (${this.#limits.resumeWindow} ms)`);
+    this.#endSession(s, 'expired', detail || `detached for the resume window (${this.#limits.resumeWindow} ms)`);
     return true;
   }
 

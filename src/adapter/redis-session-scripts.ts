@@ -712,15 +712,16 @@ detach_one(id)
 return { LETTERS, 1, redis.call('HGET', hkey(id), 'ag') or false }`),
 
   /**
-   * A[1] id, [12] the attach generation when this node detached it ('' none known) → { letters, 1|0 }:
-   * a detached session ends now (expired), unless it was attached since (by any node: its window restarted).
+   * A[1] id, [12] the attach generation when this node detached it ('' none known), [3] the detail ('' or absent:
+   * the resume window's) → { letters, 1|0 }: a detached session ends now (expired), unless it was attached since
+   * (by any node: its window restarted).
    */
   expire: op(`
 local id = A[1]
 local f = redis.call('HMGET', hkey(id), 'st', 'ag')
 if f[1] ~= 'd' then return { LETTERS, 0 } end
 if A[2] ~= '' and f[2] ~= A[2] then return { LETTERS, 0 } end
-end_session(id, 'expired', expired_detail())
+end_session(id, 'expired', (A[3] and A[3] ~= '') and A[3] or expired_detail())
 return { LETTERS, 1 }`),
 
   /** A[1] id, [12] detail → { letters, 1|0 } */
@@ -783,23 +784,30 @@ end
 return { LETTERS, expired, more }`),
 
   /**
-   * A[1] candidate epoch, A[2…] ids this node holds attached → { letters, ids no longer attached, epoch }: the others'
-   * leases (and key TTLs) start again, and this node's own key. The epoch tells every node, within a renewal, that
-   * Redis lost its data (a FLUSHALL leaves its connections open: nothing else would).
+   * A[1] candidate epoch, then pairs: A[2] id this node holds attached, A[3] the attach generation it holds, … →
+   * { letters, ids no longer attached, epoch, ids attached by another node since }: the others' leases (and key
+   * TTLs) start again, and this node's own key. The epoch tells every node, within a renewal, that Redis lost its
+   * data (a FLUSHALL leaves its connections open: nothing else would). A session whose generation moved on was
+   * resumed elsewhere while its connection here stayed open (a takeover across nodes): its lease is the other
+   * node's to renew (renewed here, it would never lapse should that node die), and this node is told, so that it
+   * terminates that connection as a takeover on one node does. Before, the generation was not compared: the
+   * connection stayed open until its heartbeat failed (never, for a peer that still answers pings).
    */
   renew: op(`
 redis.call('SET', P .. 'node:' .. NODE, '1', 'PX', LEASE)
-local lost = {}
-for i = 2, #A do
-  local id = A[i]
-  if redis.call('ZSCORE', LEASES, id) then
+local lost, moved = {}, {}
+for i = 2, #A, 2 do
+  local id, gen = A[i], A[i + 1]
+  if not redis.call('ZSCORE', LEASES, id) then
+    table.insert(lost, id)
+  elseif gen ~= '' and redis.call('HGET', hkey(id), 'ag') ~= gen then
+    table.insert(moved, id)
+  else
     redis.call('ZADD', LEASES, RNOW + LEASE, id)
     touch(id)
-  else
-    table.insert(lost, id)
   end
 end
-return { LETTERS, lost, ensure_epoch(A[1]) }`),
+return { LETTERS, lost, ensure_epoch(A[1]), moved }`),
 
   /**
    * A[1] data, [2] binary, [3] max seqs per reply, then pairs: [4] id, [5] generation, … →

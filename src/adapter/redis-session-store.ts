@@ -808,10 +808,10 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
    * any node): this node's resume-window timer is stale, the session's window
    * restarted elsewhere.
    */
-  async expire(id: string): Promise<boolean> {
+  async expire(id: string, detail?: string): Promise<boolean> {
     const generation = this.#detachedHere.get(id) ?? '';
     this.#detachedHere.delete(id);
-    const expired = (await this.#run('expire', id, 'expire', [id, generation]))[1] === 1;
+    const expired = (await this.#run('expire', id, 'expire', [id, generation, detail ?? '']))[1] === 1;
     if (expired) this.#held.delete(id);
     return expired;
   }
@@ -1004,7 +1004,7 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
       try {
         const batch = ids.slice(i, i + RENEW_BATCH);
         const generations = new Map(batch.map((id) => [id, this.#held.get(id)]));
-        const [, lost, epoch] = await this.#call('renew', null, 'renew', [newEpoch(), ...batch]);
+        const [, lost, epoch, moved] = await this.#call('renew', null, 'renew', [newEpoch(), ...batch.flatMap((id) => [id, generations.get(id) ?? ''])]);
         // Flushed (no reconnect tells it): a new epoch, and every session of the old one is gone ('epochChanged').
         // First: those are not lapsed leases (it clears what this node holds).
         this.#noteEpoch(String(epoch));
@@ -1018,6 +1018,17 @@ export class RedisSessionStore extends EventEmitter<RedisSessionStoreEvents> imp
           gone.push(id);
         }
         if (gone.length > 0) this.#host?.attachLost?.(gone);
+        // Attached by another node since (a takeover there): kept in #held, with the generation this node held, so
+        // that the detach its connection's close makes is refused (deleted, that detach would be unconditional and
+        // detach the session under the other node's connection). The host terminates that connection; until it
+        // has, each renewal names the session again.
+        const taken: string[] = [];
+        for (const b of moved as Buffer[]) {
+          const id = b.toString();
+          if (this.#held.get(id) !== generations.get(id) || this.#attaching.has(id)) continue;
+          taken.push(id);
+        }
+        if (taken.length > 0) this.#host?.attachMoved?.(taken);
       } catch {
         return; // reported by #call; the next renewal tries again
       }

@@ -211,6 +211,12 @@ export interface SessionStoreHost {
    * node of them any more.
    */
   attachLost?(ids: string[]): void;
+  /**
+   * A shared store: sessions this node holds attached that another node has
+   * attached since (the client resumed there while its connection here
+   * stayed open, half-open): that connection carries the session no more.
+   */
+  attachMoved?(ids: string[]): void;
 }
 
 /** What a store's fan-out tells the node that holds some of its member sessions attached (docs/sessions.md, "Fan-out in the store"). */
@@ -423,8 +429,11 @@ export interface SessionStore {
   attach(id: string): Promise<boolean>;
   /** Its connection closed: the resume window starts; the detached cap may end the oldest detached session. */
   detach(id: string): Promise<boolean>;
-  /** The resume window passed: a detached session ends, its messages become dead letters (`expired`), a tombstone stays. False for an attached one. */
-  expire(id: string): Promise<boolean>;
+  /**
+   * The resume window passed: a detached session ends, its messages become dead letters (`expired`), a tombstone stays. False for an attached one.
+   * `detail`: why, when it is not the window (the tombstone's, told to a later resume; default: the resume window's).
+   */
+  expire(id: string, detail?: string): Promise<boolean>;
   /** The session ends for good (`ended`); a later resume gets `unknown`. */
   end(id: string, detail: string): Promise<boolean>;
   /** Expires every detached session past its window; returns how many. */

@@ -86,7 +86,10 @@ export interface ClientOptions {
    * close the client resumes it — every server message exactly once and in
    * order, unanswered requests re-sent and run once — or learns why it could
    * not (`resume` event, `client.resumed`, `client.resumeReason`). `true`, or
-   * the acknowledgement cadence: `ackEvery` messages (default 32) or
+   * the acknowledgement cadence: `ackEvery` messages (default 32), or
+   * `ackBytes` characters of them (default 1 MiB: a quarter of the server's
+   * default `maxBytes`, so that large messages do not overflow the session
+   * of a client reading at full speed), or
    * within `ackDelay` ms of the first unacknowledged one (default 5000; at
    * the next tick of the client's own ack clock, whose phase is random). A
    * due ack rides the next request, in the same socket write (within 1.5 ×
@@ -98,6 +101,8 @@ export interface ClientOptions {
 
 export interface SessionClientOptions {
   ackEvery?: number;
+  /** Ack once the data frames received since the last ack hold this many characters (UTF-16 code units), whatever their count. */
+  ackBytes?: number;
   ackDelay?: number;
 }
 
@@ -125,7 +130,7 @@ export const CLIENT_DEFAULTS = {
    * bounds what an attached session holds whatever the delay; the delay only clears a slow stream's few messages, and
    * each ack is a frame the server reads on its own (a second made a 5,000-receiver broadcast stream cost 5,000 acks a second).
    */
-  session: { ackEvery: 32, ackDelay: 5000, resumeTimeout: 10_000 },
+  session: { ackEvery: 32, ackBytes: 1024 * 1024, ackDelay: 5000, resumeTimeout: 10_000 },
 } as const;
 
 /** What a platform hands the client: its provided machine and how to write to the current connection. */
@@ -251,10 +256,12 @@ export class Client {
       const o = options.session === true ? {} : options.session;
       const ackEvery = positiveInt('session.ackEvery', o.ackEvery, CLIENT_DEFAULTS.session.ackEvery);
       const ackDelay = positiveInt('session.ackDelay', o.ackDelay, CLIENT_DEFAULTS.session.ackDelay);
+      const ackBytes = positiveInt('session.ackBytes', o.ackBytes, CLIENT_DEFAULTS.session.ackBytes);
       this.sess = {
         ackEvery,
+        ackBytes,
         ackDelay,
-        id: null, token: null, epoch: null, lastSeq: 0, ackedSeq: 0, ackAt: firstAckAt(ackEvery, this.random), ackTimer: null, ackDue: NOT_DUE, lastRideAt: -Infinity,
+        id: null, token: null, epoch: null, lastSeq: 0, ackedSeq: 0, ackAt: firstAckAt(ackEvery, this.random), unackedChars: 0, ackTimer: null, ackDue: NOT_DUE, lastRideAt: -Infinity,
         ackPhase: this.random() * ackDelay,
         awaitingAttached: false, violated: false, endSent: false, nextCseq: 1, unacked: [],
       };
@@ -512,6 +519,7 @@ export class Client {
         s.lastSeq = 0;
         s.ackedSeq = 0;
         s.ackAt = firstAckAt(s.ackEvery, this.random);
+        s.unackedChars = 0;
       }
       s.id = frame.id;
       s.token = frame.token;
@@ -531,6 +539,7 @@ export class Client {
           return this.violation(`seq ${frame.seq} after ${s.lastSeq}`);
         }
         s.lastSeq = frame.seq;
+        s.unackedChars += text.length;
         this.scheduleAck();
         this.onPayload(typeof frame.payload === 'string' ? frame.payload : new TextDecoder().decode(frame.payload));
         return;
@@ -586,7 +595,7 @@ export class Client {
   private scheduleAck(): void {
     const s = this.sess!;
     if (s.ackDue === DUE_BY_COUNT) return; // rides the next write, or goes alone at the end of the turn
-    if (s.lastSeq >= s.ackAt) {
+    if (s.lastSeq >= s.ackAt || s.unackedChars >= s.ackBytes) {
       if (s.ackTimer !== null) clearTimeout(s.ackTimer);
       s.ackDue = DUE_BY_COUNT;
       s.ackTimer = setTimeout(this.ackAlone, 0);
@@ -632,6 +641,7 @@ export class Client {
     if (this.send_(encodeClientAck(s.lastSeq))) {
       s.ackedSeq = s.lastSeq;
       s.ackAt = s.lastSeq + s.ackEvery;
+      s.unackedChars = 0;
     }
   }
 
@@ -771,6 +781,7 @@ export class Client {
 
 interface SessionState {
   ackEvery: number;
+  ackBytes: number;
   ackDelay: number;
   id: string | null;
   token: string | null;
@@ -781,6 +792,14 @@ interface SessionState {
   ackedSeq: number;
   /** The seq whose arrival makes the next ack due by count: ackEvery after the last ack; the first one at random (firstAckAt). */
   ackAt: number;
+  /**
+   * Characters of the data frames received since the last ack: at ackBytes the ack is due as by count. The count
+   * alone let 32 large messages (up to maxPayload, 1 MiB, each) wait unacknowledged: the server ends a session
+   * past its maxBytes (4 MiB by default), and did so under a client reading at full speed (40 broadcasts of 200 KB:
+   * closed 1008 after 20). Characters, not bytes: no encoding per frame; a text of multi-byte characters weighs up
+   * to 3 bytes per character on the server, still under its default bound.
+   */
+  unackedChars: number;
   /** The pending ack's timer: the half-way point before the clock's tick, or the due ack's bound (scheduleAck). */
   ackTimer: ReturnType<typeof setTimeout> | null;
   /** Whether an ack is due (and why): it rides the next request's write, or goes alone when `ackTimer` fires. */

@@ -138,6 +138,13 @@ export const SESSION_DEFAULTS = {
  * assigned, so a later resume, on any node, presents a position the store
  * never reached and is answered `restarted` instead of continuing over the gap.
  */
+/**
+ * The detail of the store's copy of an unpersisted session, ended by `tick` (its tombstone: a later resume, on any
+ * process, is answered `expired` with it). Before, it read as the resume window's ("detached for the resume window
+ * (120000 ms)"), told to a client a second after its cut: `detail` must say why.
+ */
+export const UNPERSISTED_END_DETAIL = 'the session store failed on it: what was sent to it meanwhile is not in the store, so it cannot be resumed';
+
 export const LOCAL_SEQ_JUMP = 2 ** 32;
 
 /** A resume of a session the store failed on here: answered as if the store had lost it. */
@@ -540,6 +547,8 @@ export class Sessions<Auth = unknown> {
   private readonly failureLog: LogSummary;
   private sweepTimer: NodeJS.Timeout | null = null;
   private sweeping = false;
+  /** A tick was asked for while one ran (`tick`): run again once it ends; true if that one must sweep too. */
+  private tickAgain: boolean | null = null;
   private closed_ = false;
   private readonly onStoreStatus = (status: string): void => {
     if (status === 'up') void this.tick(false);
@@ -585,6 +594,7 @@ export class Sessions<Auth = unknown> {
         });
       },
       attachLost: (ids) => this.attachLost(ids),
+      attachMoved: (ids) => this.attachMoved(ids),
       fanOutResync: () => {
         for (const entry of this.entries.values()) entry.carrier?.catchUp(Number.POSITIVE_INFINITY);
         for (const r of this.resuming.values()) r.told = Number.POSITIVE_INFINITY;
@@ -603,7 +613,15 @@ export class Sessions<Auth = unknown> {
    * store promise is awaited here; a failure is reported, never thrown.
    */
   private async tick(sweep: boolean): Promise<void> {
-    if (this.sweeping || this.closed_) return;
+    if (this.closed_) return;
+    if (this.sweeping) {
+      // Not dropped: the store's 'up' often comes while a tick still awaits a store call made during the outage, and
+      // the ends that tick took its list of before the outage was over are not those of the sessions unpersisted
+      // since. Dropped, they waited a whole sweepInterval, and another process resumed such a session over the gap
+      // meanwhile (resumed: true, the outage's messages missing: seen with Redis SIGSTOPped past commandTimeout).
+      this.tickAgain = (this.tickAgain ?? false) || sweep;
+      return;
+    }
     this.sweeping = true;
     try {
       for (const id of [...this.toEnd]) {
@@ -611,7 +629,7 @@ export class Sessions<Auth = unknown> {
           // Detach, then expire: both change nothing if another process attached the session since (a shared store
           // checks the attach generation), so a session resumed elsewhere is never ended under its new connection.
           await this.store.detach(id);
-          await this.store.expire(id);
+          await this.store.expire(id, UNPERSISTED_END_DETAIL);
           this.toEnd.delete(id);
           const entry = this.entries.get(id);
           const local = entry === undefined ? undefined : this.localOnly.get(entry);
@@ -647,6 +665,9 @@ export class Sessions<Auth = unknown> {
       }
     } finally {
       this.sweeping = false;
+      const again = this.tickAgain;
+      this.tickAgain = null;
+      if (again !== null) void this.tick(again);
     }
   }
 
@@ -710,6 +731,25 @@ export class Sessions<Auth = unknown> {
     }
     // One line per renewal, however many (a stall lapses every lease of the node at once).
     if (closed > 0) this.host.logger?.warn({ sessions: closed, first: ids[0] }, `session store: the leases of ${closed} attached sessions lapsed (this process stalled past leaseTtl; another detached them): their connections are closed, their clients resume`);
+  }
+
+  /**
+   * Another node attached these sessions since this one did (a takeover
+   * across nodes: the client resumed there while its connection here stayed
+   * open, half-open, or simply left open by the client). As a takeover on
+   * one node does (`carrier.drop`), the connection is terminated: no close
+   * handshake with a peer that has moved on. Its close then runs the usual
+   * detach, which the store refuses (another node holds a newer attach), and
+   * this node's copy of the session goes (`moved`). Not while a resume of the
+   * session is under way here (the store's answer to it decides).
+   */
+  private attachMoved(ids: string[]): void {
+    for (const id of ids) {
+      const entry = this.entries.get(id);
+      const carrier = entry?.carrier;
+      if (entry === undefined || carrier == null || entry.ended || entry.incoming || entry.unpersisted || this.resuming.has(id)) continue;
+      void carrier.connection.terminate('session resumed on another node');
+    }
   }
 
   /**
@@ -2063,6 +2103,11 @@ export class SessionBinding<Auth = unknown> extends WheelTimer implements Sessio
         return v;
       });
     }
+    // Awaited in request order (below), so possibly only after the requests before it are done: its rejection (the
+    // store failed) can come first. Marked handled now, still thrown where it is awaited. Before, that rejection had
+    // no handler yet and killed the process (Node's unhandled rejection): with Redis SIGKILLed under a client that
+    // pipelined its requests, the node died, every connection with it.
+    verdict?.catch(() => undefined);
     this.requests = (this.requests ?? Promise.resolve()).then(async () => {
       try {
         let v: RequestVerdict | null = null;

@@ -191,3 +191,29 @@ test('close() acknowledges what arrived, in the same write as its end', async (t
   const last = writes.find((w) => w.frames.some((f) => ackSeq(f) !== null));
   assert.deepEqual(last?.frames, ['{"session":"ack","seq":3}', '{"session":"end"}'], 'the ack of all three replies, then end, in one write');
 });
+
+test("a stream of large messages is acknowledged by bytes too: a client reading at full speed keeps its session under the server's default maxBytes (4 MiB)", async (t) => {
+  // Measured before (the Node client and a Python one from the docs, both acking every 32 messages): 40 broadcasts of
+  // 200 KB, 5 ms apart, to a session client that read each at once: closed 1008 `session buffer overflow` after 20
+  // (4,200,978 unacknowledged bytes, over maxBytes 4,194,304), the session ended `overflow`: 32 messages of up to
+  // maxPayload (1 MiB) each are 32 MiB, eight times what the server holds for a session.
+  const srv = await startServer(t);
+  const client = sessionClient(t, srv.url, { session: { ackDelay: 60_000 }, random: () => 0.9999 });
+  await waitFor(() => client.state === 'open' && client.sessionId !== null, 5_000, 'the session to attach');
+  const id = client.sessionId!;
+  let pushes = 0;
+  client.on('push', () => pushes++);
+  const closes: number[] = [];
+  client.on('close', (c) => closes.push(c.code));
+  const big = 'x'.repeat(200_000);
+  for (let i = 1; i <= 40; i++) {
+    srv.supervisor.broadcast(JSON.stringify({ command: 'broadcast', someOtherThing: `b${i}:${big}` }));
+    await delay(5);
+  }
+  await waitFor(() => pushes >= 40 || closes.length > 0, 10_000, 'the 40 pushes');
+  assert.deepEqual(closes, [], 'the connection stayed (no session buffer overflow)');
+  assert.equal(pushes, 40);
+  assert.equal(client.sessionId, id, 'the same session');
+  const held = await srv.supervisor.sessions!.store.get(id);
+  assert.ok(held !== null && held.bufferedBytes <= 2 * 1024 * 1024, `the server holds at most ~1 MiB unacknowledged (${held?.bufferedBytes} bytes)`);
+});

@@ -293,6 +293,13 @@ export function describeSessionStoreContract(name: string, make: (limits: Contra
       assert.equal(await store.expire(c.id), false, 'an attached session has no window to run out');
       assert.equal(await store.expire(b.id), true);
       assert.deepEqual(letters.map((l) => [l.sessionId, l.reason]), [[a.id, 'expired'], [b.id, 'expired']]);
+      // The tombstone tells a later resume why: the window's detail, or the one expire() was given.
+      const window = await store.verify({ id: b.id, token: b.token, owner: null });
+      assert.ok(!window.ok && window.reason === 'expired' && /resume window/.test(window.detail), JSON.stringify(window));
+      await store.detach(c.id);
+      assert.equal(await store.expire(c.id, 'the session store failed on it (test)'), true);
+      assert.deepEqual(await store.verify({ id: c.id, token: c.token, owner: null }), { ok: false, reason: 'expired', detail: 'the session store failed on it (test)' });
+      assert.equal(letters.at(-1)?.detail, 'the session store failed on it (test)');
     });
 
     test('beginRequest: the next cseq runs once; a repeat is a duplicate with its reply seqs; a skip is a gap', async () => {

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { budgets, metric, metricsOf, startCliServer } from '../helpers/cli.ts';
+import { startRedis } from '../helpers/redis.ts';
 import { requireBinary } from './require-binary.ts';
 import { assertServerHealthy, jsonSummary, runProgram } from './spawn.ts';
 
@@ -124,4 +125,79 @@ test('python websockets: a 4 KiB message over --max-payload 1024 is closed with 
   const m = await metricsWhen(server.base, (x) => metric(x, 'ws_supervisor_closes_total', { code: '1009' }) === 1);
   assert.equal(metric(m, 'ws_supervisor_closes_total', { code: '1009' }), 1);
   assertServerHealthy(server);
+});
+
+interface SessionSummary {
+  burst_cut_after: number;
+  takeover_old_close: number | null;
+  forbidden: { resumed: boolean; reason: string; lastSeq: number; cseq: number };
+  forbidden_new_id: boolean;
+  forbidden_session_reply: unknown[];
+  end_close_code: number;
+  requests: number;
+  reply_counts: Record<string, number>;
+  runs: Record<string, number>;
+  own_pushes_in_order: boolean;
+  burst: number;
+  burst_in_order_once: boolean;
+  burst_received: number;
+  resumes: Array<{ resumed: boolean; lastSeq: number; replay: number; cseq: number; reason: string | null }>;
+  violations: string[];
+}
+
+// Sessions (docs/sessions.md, "Writing a client") from a client that shares no code with ours: the frames as the
+// docs spell them, and the promise (nothing sent either way lost or doubled across cuts) checked from outside.
+test('python websockets: a session client written from the docs, cut mid-frame, before the ack, mid-burst and left open (takeover): every request run once, every message once and in order', { timeout: budget.scaled(45_000) }, async (t) => {
+  if (!requirePython(t)) return;
+  const server = await startCliServer(['--sessions'], t);
+  const r = await runClient(t, [server.wsUrl, 'session', '--burst', '300']);
+  const s = jsonSummary<SessionSummary>(r);
+  t.diagnostic(`${r.ms} ms; burst cut after ${s.burst_cut_after} of ${s.burst}; resumes ${JSON.stringify(s.resumes)}`);
+  assert.deepEqual(s.violations, []);
+  const once = Object.fromEntries(Array.from({ length: s.requests }, (_, i) => [String(i + 1), 1]));
+  assert.equal(s.requests, 11);
+  assert.deepEqual(s.runs, once, 'each request run once (its broadcast seen once by a plain connection)');
+  assert.deepEqual(s.reply_counts, once, 'each reply received once');
+  assert.equal(s.own_pushes_in_order, true);
+  assert.equal(s.burst_received, s.burst);
+  assert.equal(s.burst_in_order_once, true);
+  assert.deepEqual(s.resumes.map((x) => [x.resumed, x.reason]), Array.from({ length: 4 }, () => [true, null]));
+  // The frame cut half-way never ran (cseq 5). Of the three sent right before the next cut, the server may have read
+  // some or all (an abort can discard what the client's socket had not sent yet): it says which (6 to 9).
+  assert.equal(s.resumes[0]!.cseq, 5);
+  assert.ok(s.resumes[1]!.cseq >= 6 && s.resumes[1]!.cseq <= 9, `cseq ${s.resumes[1]!.cseq}`);
+  assert.equal(s.burst_cut_after, Math.floor(s.burst / 3), 'cut in the middle of the burst, as its 100th push was read');
+  assert.equal(s.takeover_old_close, 1006, 'the connection a resume took over is terminated');
+  assert.deepEqual([s.forbidden.resumed, s.forbidden.reason, s.forbidden.lastSeq, s.forbidden.cseq, s.forbidden_new_id], [false, 'forbidden', 0, 0, true]);
+  assert.deepEqual(s.forbidden_session_reply, [{ requestID: 1, success: true, someOtherThing: 'Server processed command: after forbidden' }]);
+  assert.equal(s.end_close_code, 1000);
+  assertServerHealthy(server);
+});
+
+test('python websockets: the same session client against two servers sharing a Redis, each connection on the other server: every request run once, every message once and in order', { timeout: budget.scaled(60_000) }, async (t) => {
+  if (!requirePython(t)) return;
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const flags = ['--sessions', '--redis', redis.url, '--log-level', 'warn'];
+  const [a, b] = await Promise.all([startCliServer(flags, t), startCliServer(flags, t)]);
+  const r = await runClient(t, [`${a.wsUrl},${b.wsUrl}`, 'session', '--burst', '300']);
+  const s = jsonSummary<SessionSummary & { servers: number }>(r);
+  t.diagnostic(`${r.ms} ms; burst cut after ${s.burst_cut_after} of ${s.burst}; resumes ${JSON.stringify(s.resumes)}`);
+  assert.equal(s.servers, 2);
+  assert.deepEqual(s.violations, []);
+  const once = Object.fromEntries(Array.from({ length: s.requests }, (_, i) => [String(i + 1), 1]));
+  assert.deepEqual(s.runs, once, 'each request run once (its broadcast seen once by a plain connection on the other server)');
+  assert.deepEqual(s.reply_counts, once, 'each reply received once');
+  assert.equal(s.own_pushes_in_order, true);
+  assert.equal(s.burst_received, s.burst);
+  assert.equal(s.burst_in_order_once, true);
+  assert.deepEqual(s.resumes.map((x) => [x.resumed, x.reason]), Array.from({ length: 4 }, () => [true, null]));
+  // A resume on the other server answers cseq 0 when requests were counted there that it did not run (the client
+  // then re-sends all it holds, answered duplicate or run), else the last one run.
+  assert.ok([0, 5].includes(s.resumes[0]!.cseq), `cseq ${s.resumes[0]!.cseq}`);
+  assert.equal(s.takeover_old_close, 1006);
+  assert.deepEqual([s.forbidden.resumed, s.forbidden.reason], [false, 'forbidden']);
+  assert.equal(s.end_close_code, 1000);
+  assertServerHealthy(a);
+  assertServerHealthy(b);
 });

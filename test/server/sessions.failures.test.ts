@@ -23,12 +23,13 @@
  *   alone carried.
  */
 import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
 import { test, type TestContext } from 'node:test';
 import WebSocket from 'ws';
 import { MemorySessionStore } from '../../src/adapter/memory-session-store.ts';
 import type { AppendResult, ReadResult, RequestVerdict, ResumeClaim, SessionMessage, VerifyResult } from '../../src/adapter/session-store.ts';
 import { decodeServerFrame, encodeResume, encodeTextData, type ServerFrame } from '../../src/protocol/session.ts';
-import { LOCAL_SEQ_JUMP, type SessionLifecycleEvent } from '../../src/server/sessions.ts';
+import { LOCAL_SEQ_JUMP, UNPERSISTED_END_DETAIL, type SessionLifecycleEvent } from '../../src/server/sessions.ts';
 import { closeOf, startSupervisor, waitFor } from '../helpers/server.ts';
 
 /** The in-memory store (async path: its overrides turn `sync` off), failing and holding on demand. */
@@ -39,6 +40,22 @@ class FailingStore extends MemorySessionStore {
   onVerify: (() => Promise<void>) | null = null;
   /** The next beginRequest answers, in order (then the store's own). */
   readonly scripted: Array<() => Promise<RequestVerdict>> = [];
+  /** While set, a detach of `heldDetach` waits for it (a store call hung, as Redis is until it answers). */
+  detachGate: Promise<void> | null = null;
+  heldDetach: string | null = null;
+  /** The 'status' event a shared store emits (RedisSessionStore): the server listens when the store has `on`. */
+  readonly statusEvents = new EventEmitter();
+  on(event: 'status', listener: (status: string) => void): void {
+    this.statusEvents.on(event, listener);
+  }
+  off(event: 'status', listener: (status: string) => void): void {
+    this.statusEvents.off(event, listener);
+  }
+
+  override async detach(id: string): Promise<boolean> {
+    if (this.detachGate !== null && id === this.heldDetach) await this.detachGate;
+    return super.detach(id);
+  }
   /** While set, readAfter waits for it and then rejects. */
   readGate: Promise<void> | null = null;
   readsHeld = 0;
@@ -71,12 +88,12 @@ class FailingStore extends MemorySessionStore {
 /** Every handled promise callback of this turn has run (an append's rejection: the session is unpersisted). */
 const settled = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-async function start(t: TestContext) {
+async function start(t: TestContext, sweepInterval?: number) {
   const store = new FailingStore();
   /** requestID → how many times the handler ran it. */
   const runs = new Map<number, number>();
   const srv = await startSupervisor({
-    sessions: { store },
+    sessions: { store, ...(sweepInterval !== undefined ? { sweepInterval } : {}) },
     timing: { closeTimeout: 300 },
     onMessage(connection, data) {
       const request = JSON.parse(data.toString()) as { requestID: number; someOtherThing: string };
@@ -215,4 +232,67 @@ test('a gap read that fails after the session went local changes nothing: the co
   await waitFor(() => replyTo(a.frames, 1) !== undefined || a.closed() !== null, 5_000, 'request 1 answered');
   assert.equal(a.closed(), null, `the failed read did not close the connection (${JSON.stringify(a.closed())})`);
   assert.equal(srv.runs.get(1), 1);
+});
+
+test("the store back while the server is still ending another session's store copy: a session unpersisted meanwhile has its copy ended then too, not a sweep interval later (another process would resume it over the gap until then), and its resume is told why", async (t) => {
+  // Measured with two CLI servers on one redis-server, a detached session of A, broadcasts from A, Redis SIGSTOPped
+  // 13 s (past commandTimeout): once in 6 runs the session, resumed on B a second after SIGCONT, was resumed: true
+  // with the 466 broadcasts of the outage missing (their append had failed on A). One order that leads there: A's
+  // 'up' comes while a tick of its own is still under way (awaiting a store call), and was dropped, so the copy
+  // was ended only at A's next sweep tick. Here: the first tick hangs on ending X's copy; D goes unpersisted
+  // meanwhile; the store says up.
+  const srv = await start(t, 60_000);
+  const x = await connect(t, srv.url, '{"session":"open"}');
+  await srv.failOneAppend('lost on X');
+  srv.store.failAppends = false;
+  assert.ok(srv.events.some((e) => e.type === 'unpersisted' && e.id === x.attached.id));
+  let release!: () => void;
+  srv.store.detachGate = new Promise<void>((r) => (release = r));
+  srv.store.heldDetach = x.attached.id;
+  srv.store.statusEvents.emit('status', 'up'); // the tick: ending X's copy, its detach hung
+
+  const d = await connect(t, srv.url, '{"session":"open"}');
+  const dId = d.attached.id;
+  d.ws.terminate();
+  await waitFor(() => srv.events.some((e) => e.type === 'detached' && e.id === dId), 5_000, 'D detached');
+  await srv.failOneAppend('lost on D'); // D's append fails: D ends here, its store copy still to end
+  srv.store.failAppends = false;
+  await waitFor(() => srv.events.some((e) => e.type === 'unpersisted' && e.id === dId), 5_000, 'D unpersisted here');
+  srv.store.statusEvents.emit('status', 'up'); // the store is back: end what is left to end
+  release();
+  // Ended in the turns the store's answers take (the in-memory store answers at once), or not before 60 s: 1 s tells.
+  for (const until = Date.now() + 1_000; Date.now() < until && (await srv.store.get(dId)) !== null; ) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(await srv.store.get(dId), null, "D's store copy was left holding the session (resumable elsewhere over the gap) until the next sweep tick, 60 s on");
+  // Its resume is told why, not that it sat out the resume window (it was cut a moment ago).
+  const again = await connect(t, srv.url, encodeResume({ id: dId, token: d.attached.token, lastSeq: 0, epoch: d.attached.epoch }));
+  assert.deepEqual([again.attached.resumed, again.attached.reason, again.attached.detail], [false, 'expired', UNPERSISTED_END_DETAIL]);
+});
+
+test('the store fails on a request while an earlier one of the connection still waits for its answer: the failure is handled, not an unhandled rejection that crashes the process', async (t) => {
+  // Measured before: a CLI server with --sessions --redis, a Python session client sending a request every 2 ms, Redis
+  // SIGKILLed: the process died ("SessionStoreUnavailableError: … beginRequest … failed (not applied): Stream isn't
+  // writeable"), every connection of the node with it. Requests are handled in order: the answer of a later one was
+  // awaited only once the earlier ones were done, and its rejection came first, with no handler yet.
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+  process.on('unhandledRejection', onUnhandled);
+  t.after(() => process.off('unhandledRejection', onUnhandled));
+  const srv = await start(t);
+  const a = await connect(t, srv.url, '{"session":"open"}');
+  let answer1!: (v: RequestVerdict) => void;
+  srv.store.scripted.push(
+    () => new Promise<RequestVerdict>((resolve) => (answer1 = resolve)), // request 1: the store answers late
+    async () => {
+      throw new Error('beginRequest: the store failed (test)'); // request 2: fails at once
+    },
+  );
+  a.ws.send(request(1));
+  a.ws.send(request(2));
+  await waitFor(() => answer1 !== undefined && srv.store.scripted.length === 0, 5_000, 'both counts asked');
+  await new Promise((r) => setTimeout(r, 20)); // the rejection's turn, and the check for unhandled ones after it
+  answer1({ kind: 'new' });
+  await waitFor(() => a.closed() !== null, 5_000, 'the connection closed (the store failed on its request)');
+  assert.deepEqual(unhandled.map(String), [], 'no unhandled rejection');
+  assert.deepEqual(a.closed(), { code: 1011, reason: 'session store unavailable' });
+  assert.equal(srv.runs.get(2), undefined, 'request 2 not run');
 });
