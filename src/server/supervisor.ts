@@ -747,8 +747,20 @@ export function createSupervisor<Auth = unknown>(options: SupervisorOptions<Auth
 /** Characters of the peer's URL and Origin a refusal's log line keeps (docs/protocol.md, "HTTP statuses at upgrade"). */
 const LOGGED_TEXT_MAX = 256;
 
-function pathOf(request: IncomingMessage): string {
-  const url = request.url ?? '/';
+/** An absolute-form request target: `http://` or `https://`, then the authority up to the path. */
+const ABSOLUTE_FORM = /^https?:\/\/[^/?#]*/i;
+
+/**
+ * The path the request asks for, without its query. The target may be in absolute form
+ * (`GET http://host:port/server?x=1`): RFC 6455 4.2.1 lets a handshake's Request-URI be an absolute
+ * http or https URI whose resource name matches, and RFC 7230 5.3.2 makes a server accept that form.
+ * Before, such a handshake was refused 404 (its path compared whole, scheme and host included).
+ */
+function pathOf(request: { url?: string }): string {
+  let url = request.url ?? '/';
+  const absolute = ABSOLUTE_FORM.exec(url);
+  if (absolute !== null) url = url.slice(absolute[0].length) || '/';
+  if (url.startsWith('?')) url = `/${url}`;
   const q = url.indexOf('?');
   return q === -1 ? url : url.slice(0, q);
 }

@@ -319,9 +319,14 @@ describe('R21 limits and admission hooks', () => {
     refused(await upgrade({ path: '/nope' }), 404, '/nope');
     refused(await upgrade({ path: '/nope?x=1' }), 404, '/server');
     assert.equal((await upgrade({ path: '/server?token=abc' })).status, 101, 'the query string is ignored');
+    // The absolute form of the target (RFC 6455 4.2.1, RFC 7230 5.3.2): its path is what counts.
+    assert.equal((await upgrade({ path: `http://127.0.0.1/server` })).status, 101, 'absolute-form http target');
+    assert.equal((await upgrade({ path: `HTTPS://example.com:443/server?ws-x=1` })).status, 101, 'absolute-form https target, with a query');
+    refused(await upgrade({ path: 'http://127.0.0.1/nope' }), 404, '/nope');
+    refused(await upgrade({ path: 'http://127.0.0.1' }), 404, 'at / ');
     refused(await upgrade({ headers: { Origin: 'http://evil.example' } }), 403);
     refused(await upgrade({ headers: { 'Sec-WebSocket-Protocol': 'chat' } }), 400);
-    assert.equal(await metric(sup, 'ws_supervisor_refused_upgrades_total{reason="path"}'), 2);
+    assert.equal(await metric(sup, 'ws_supervisor_refused_upgrades_total{reason="path"}'), 4);
     assert.equal(await metric(sup, 'ws_supervisor_refused_upgrades_total{reason="origin"}'), 1);
     assert.equal(await metric(sup, 'ws_supervisor_refused_upgrades_total{reason="subprotocol"}'), 1);
   });
