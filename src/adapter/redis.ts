@@ -345,6 +345,12 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
   private pubReady = false;
   private subReady = false;
   private lastError: string | null = null;
+  /**
+   * What Redis answered when it refused what the adapter needs to start (today: SELECT of the URL's database), as
+   * `database 99: ERR DB index is out of range`; null when the last failure was not an answer (a refused or lost
+   * connection, a timeout) or the adapter is up. The CLI's startup warning says "refused …" then, not "not reachable".
+   */
+  private refusalValue: string | null = null;
   /** Set while Redis leaves commands unanswered (hung, overloaded): degraded until a command succeeds. */
   private stalled: string | null = null;
   /** Failure kinds already logged since the adapter was last up (D4: the first of each, no flood). */
@@ -443,6 +449,11 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
     return this.reason;
   }
 
+  /** While degraded because Redis answered a refusal (a database it does not have): what it refused and its answer; else null. */
+  get refusal(): string | null {
+    return this.refusalValue;
+  }
+
   /** The Redis URL with its password masked (for logs and banners). */
   get displayUrl(): string {
     return this.target.display;
@@ -516,6 +527,7 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
       // ioredis emits one per failed attempt: the first of each kind is logged, the rest only at debug.
       client.on('error', (err: Error) => {
         this.lastError = describeError(err);
+        this.refusalValue = null; // a connection failure now, whatever Redis answered before
         this.logFailure(err, 'connection error');
         this.update();
       });
@@ -633,6 +645,9 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
       } catch (err) {
         // Never db 0 instead, never an unhandled rejection: degraded with the reason, retried while connected.
         this.lastError = `cannot select database ${this.target.db}: ${describeError(err as Error)}`;
+        // ioredis names Redis's own error replies ReplyError; anything else (the connection closed meanwhile, a command
+        // timeout) is not an answer.
+        this.refusalValue = (err as Error).name === 'ReplyError' ? `database ${this.target.db}: ${(err as Error).message}` : null;
         this.logFailure(err as Error, `cannot select database ${this.target.db}`);
         this.update();
         if (this.selectRetry) clearTimeout(this.selectRetry);
@@ -1085,6 +1100,7 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
     this.reason = reason;
     if (up) {
       this.lastError = null;
+      this.refusalValue = null;
       this.loggedFailures.clear();
     }
     const log = this.host?.logger;

@@ -571,6 +571,8 @@ export function parseCommand(argv: string[], env: NodeJS.ProcessEnv = process.en
       return { kind: 'help', text: USAGE, exitCode: 0 };
     case '-v':
     case '--version':
+      // Like every other command, nothing unexpected after it is ignored: `--version extra` printed the version.
+      if (rest.length > 0) throw new UsageError(`${command} takes no arguments, got ${JSON.stringify(rest.join(' '))}`);
       return { kind: 'version' };
     case 'help': {
       const [topic, ...extra] = rest;

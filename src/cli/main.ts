@@ -158,8 +158,11 @@ async function runServer(options: ServerCliOptions): Promise<void> {
     // D4: say it plainly when Redis cannot be reached at startup; the server serves its own clients meanwhile.
     const timer = setTimeout(() => {
       if (adapter.status === 'up' || draining) return;
+      // Redis answered but refused (a database it does not have): say what it answered, not that it cannot be reached.
+      const refused = adapter.refusal;
+      const what = refused !== null ? `refused ${refused}` : `is not reachable (${adapter.statusReason ?? 'connecting'})`;
       console.error(
-        `${tag}: warning: Redis at ${adapter.displayUrl} is not reachable (${adapter.statusReason ?? 'connecting'}): ` +
+        `${tag}: warning: Redis at ${adapter.displayUrl} ${what}: ` +
           'serving this process\'s clients only, cross-process broadcasts are reported as dead letters; retrying in the background',
       );
     }, REDIS_STARTUP_GRACE_MS);

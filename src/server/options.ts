@@ -348,8 +348,8 @@ export function resolveTrustProxy(value: unknown): TrustProxy {
   });
 }
 
-/** A value as an error message shows it: strings quoted, the kind of anything that has no short form. */
-function shown(value: unknown): string {
+/** A value as an error message shows it: strings quoted, the kind of anything that has no short form. Also the Node client's. */
+export function shown(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
   if (typeof value === 'function') return 'a function';
   if (Array.isArray(value)) return 'an array';
@@ -357,8 +357,8 @@ function shown(value: unknown): string {
   return String(value);
 }
 
-/** An object option (timing, sendQueue, …): absent, or a plain object. */
-function optionalObject(name: string, value: unknown): void {
+/** An object option (timing, sendQueue, …): absent, or a plain object. Also the Node client's `sendQueue`. */
+export function optionalObject(name: string, value: unknown): void {
   if (value !== undefined && (typeof value !== 'object' || value === null || Array.isArray(value))) {
     throw new RangeError(`ws-supervisor: option ${name} must be an object, got ${shown(value)}`);
   }

@@ -669,6 +669,20 @@ describe('CLI with Redis: startup warning, masked passwords, --redis-env, GET /c
     assert.equal(warns.length, 1, `one JSON warning for the repeated refusals:\n${srv.stdout()}`);
   });
 
+  test('D4 + D6: Redis answered but refused the database (/99 of 16): the warning says what Redis answered, not "not reachable"', { timeout: budget.scaled(30_000) }, async (t) => {
+    const redis = await startRedis(t);
+    if (!redis) return;
+    const srv = await startCliServer(['--redis', `${redis.url}/99`], t);
+    await waitFor(() => /warning: Redis/.test(srv.stderr()), 10_000, 'the startup warning');
+    // Before, this said "is not reachable (redis unavailable: cannot select database 99: …)" of a Redis that had answered.
+    assert.match(
+      srv.stderr(),
+      new RegExp(`^ws-supervisor: warning: Redis at redis://127\\.0\\.0\\.1:${redis.port}/99 refused database 99: ERR DB index is out of range: serving this process's clients only`, 'm'),
+    );
+    assert.doesNotMatch(srv.stderr(), /not reachable/);
+    assert.equal((await httpGet(`${srv.base}/healthz`)).status, 200, 'it serves meanwhile');
+  });
+
   test('D5 + D8: ?password= is masked in every line; --redis-env reads the URL from the environment; /cluster lists both nodes', { timeout: budget.scaled(60_000) }, async (t) => {
     const redis = await startRedis(t, { args: ['--requirepass', 's3cr3t-P4ss'] });
     if (!redis) return;

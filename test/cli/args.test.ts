@@ -56,6 +56,12 @@ describe('ws-supervisor: commands, help, version', () => {
     assert.equal(packageVersion(), VERSION);
     assert.deepEqual(parseCommand(['--version'], {}), { kind: 'version' });
     assert.deepEqual(parseCommand(['-v'], {}), { kind: 'version' });
+    // Anything after it is a usage error naming it, as for every other command (it printed the version before).
+    for (const argv of [['--version', 'extra'], ['-v', 'extra'], ['--version', '--path', '/x']]) {
+      const exit = usageOf(argv);
+      assert.equal(exit.exitCode, 2, argv.join(' '));
+      assert.equal(exit.stderr, `ws-supervisor: ${argv[0]} takes no arguments, got ${JSON.stringify(argv.slice(1).join(' '))}\nRun 'ws-supervisor --help' for the flags.\n`);
+    }
   });
 
   test('top-level help lists the subcommands and how to get their flags; no command is a usage error (exit 2) that prints it', () => {

@@ -250,12 +250,23 @@ test('options that are not numbers are checked at creation: a RangeError naming 
     [{ inspect: true }, /option inspect must be an XState inspector \(a function, or an observer with next\), got true$/],
     [{ timing: 1000 }, /option timing must be an object, got 1000$/],
     [{ backoff: [500] }, /option backoff must be an object, got an array$/],
+    // Node only (checked in node.ts as the server checks its own): before, maxPayload -1 or 'big' turned ws's limit
+    // off (it reads `maxPayload | 0` and applies it only above 0), sendQueue.maxMessages 0 refused every send.
+    [{ maxPayload: -1 }, /option maxPayload must be a positive integer no larger than 2147483647, got -1$/],
+    [{ maxPayload: 'big' }, /option maxPayload must be a positive integer no larger than 2147483647, got big$/],
+    [{ sendQueue: 5 }, /option sendQueue must be an object, got 5$/],
+    [{ sendQueue: { maxMessages: 0 } }, /option sendQueue\.maxMessages must be a positive integer no larger than 2147483647, got 0$/],
+    [{ sendQueue: { maxBytes: 1.5 } }, /option sendQueue\.maxBytes must be a positive integer no larger than 2147483647, got 1\.5$/],
+    [{ headers: 'x' }, /option headers must be an object of header names to values, got "x"$/],
+    [{ headers: { a: 1 } }, /option headers\.a must be a string or a list of strings, got 1$/],
+    [{ headers: { a: ['b', 2] } }, /option headers\.a must be a string or a list of strings, got \["b",2\]$/],
   ];
   for (const [options, message] of bad) {
     assert.throws(() => createClient('ws://127.0.0.1:1/server', options as NodeClientOptions), (err: Error) => err instanceof RangeError && message.test(err.message), JSON.stringify(options));
   }
   // The documented forms still pass (created and closed at once, before any attempt could matter).
-  for (const options of [{ session: true }, { session: { ackEvery: 8 } }, { offline: 'reject' }, { protocols: ['v1'] }, { inspect: { next: () => undefined } }] as NodeClientOptions[]) {
+  for (const options of [{ session: true }, { session: { ackEvery: 8 } }, { offline: 'reject' }, { protocols: ['v1'] }, { inspect: { next: () => undefined } },
+    { maxPayload: 1024, sendQueue: { maxMessages: 8 }, headers: { authorization: 'Bearer t', 'x-list': ['a', 'b'] } }] as NodeClientOptions[]) {
     void createClient('ws://127.0.0.1:1/server', { ...options, backoff: { maxAttempts: 1 } }).close();
   }
 });
