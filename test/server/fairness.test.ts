@@ -13,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import type { Connection, SupervisorOptions } from '../../src/index.ts';
 import { TurnScheduler, type Deferrable } from '../../src/server/scheduler.ts';
-import { receiverOf, WS_START_LOOP } from '../../src/server/ws-internals.ts';
+import { ParserHold, receiverOf, WS_START_LOOP } from '../../src/server/ws-internals.ts';
+import { pace } from '../helpers/pace.ts';
 import { encodeFrame, Opcode, rawConnect, type RawWs } from '../helpers/raw-ws.ts';
 import { delay, everyIteration, startSupervisor, waitFor, within } from '../helpers/server.ts';
 
@@ -34,14 +35,16 @@ interface Served {
   /** Per connection: the requestIDs delivered to the application, in order, and the scheduler turn of each. */
   delivered: Map<Connection, { ids: number[]; turns: number[] }>;
   /** The supervisor's 'close' events: how many messages the connection had been given by then. */
-  closed: Array<{ code: number; delivered: number }>;
+  closed: Array<{ code: number; delivered: number; at: number }>;
   /** Connections registered now. */
   size(): number;
+  /** The supervisor's close (drain, R18). */
+  close(): Promise<void>;
   scheduler(): TurnScheduler;
 }
 
 /** A supervisor that answers every request with its requestID (the shape overload-peers.mjs checks), recording what it delivered. */
-async function serve(t: TestContext, options: Omit<SupervisorOptions, 'server'> = {}): Promise<Served> {
+async function serve(t: TestContext, options: Omit<SupervisorOptions, 'server'> = {}, onDelivered?: (connection: Connection, id: number) => void): Promise<Served> {
   const delivered = new Map<Connection, { ids: number[]; turns: number[] }>();
   const connections: Connection[] = [];
   const srv = await startSupervisor({
@@ -57,11 +60,12 @@ async function serve(t: TestContext, options: Omit<SupervisorOptions, 'server'> 
       record.ids.push(id);
       record.turns.push(connection.scheduler!.turn);
       connection.send(`{"requestID":${id},"success":true}`);
+      onDelivered?.(connection, id);
     },
   });
-  const closed: Array<{ code: number; delivered: number }> = [];
+  const closed: Array<{ code: number; delivered: number; at: number }> = [];
   srv.supervisor.on('connection', (c) => connections.push(c));
-  srv.supervisor.on('close', (c, closure) => closed.push({ code: closure.code, delivered: delivered.get(c)?.ids.length ?? 0 }));
+  srv.supervisor.on('close', (c, closure) => closed.push({ code: closure.code, delivered: delivered.get(c)?.ids.length ?? 0, at: performance.now() }));
   t.after(() => srv.close());
   return {
     port: srv.port,
@@ -69,6 +73,7 @@ async function serve(t: TestContext, options: Omit<SupervisorOptions, 'server'> 
     delivered,
     closed,
     size: () => srv.supervisor.size,
+    close: () => srv.supervisor.close(),
     scheduler: () => connections[0]!.scheduler!,
   };
 }
@@ -219,6 +224,183 @@ test('a held peer that half-closes (FIN, no close frame) has every request it se
     assert.equal(s.closed[k]!.code, 1006, 'no close frame: abnormal closure');
   }
   assert.equal(s.size(), 0, 'the connections were released');
+});
+
+/** 500 pipelined requests (~17 KB), made once: `pump` writes it again and again. */
+const PUMPED = requests(1, 500);
+
+/**
+ * Keeps `peer` pipelining (the same 500 requests over and over) as fast as the server takes them, until its socket
+ * ends: one write per event-loop iteration at most (the kernel takes megabytes on loopback: writing until a write is
+ * refused blocked this process, server included, for ~300 ms).
+ */
+function pump(peer: RawWs): void {
+  const more = (): void => {
+    if (peer.socket.destroyed || !peer.socket.writable) return;
+    if (peer.socket.write(PUMPED)) setImmediate(more);
+    else peer.socket.once('drain', more);
+  };
+  more();
+}
+
+/** The parser hold the reader installed on a connection's ws Receiver (src/server/ws-internals.ts, item 4), if any. */
+function holdOf(connection: Connection): ParserHold | undefined {
+  const receiver = receiverOf(connection.ws) as unknown as Record<symbol, unknown> | undefined;
+  if (receiver === undefined) return undefined;
+  const key = Object.getOwnPropertySymbols(receiver).find((k) => k.description === 'ws-supervisor.hold');
+  return key === undefined ? undefined : (receiver[key] as ParserHold);
+}
+
+/** The hold keeps the Receiver's `_final` callback: the peer's input ended (FIN) while held, and ws's 'close' waits. */
+const finalKept = (hold: ParserHold): boolean => (hold as unknown as { final: unknown }).final !== null;
+
+/** What the hold was when the reader dropped the connection's input (`discard()`: a budget over, or the reader stopped). */
+function watchDiscard(hold: ParserHold): Array<{ held: boolean; finalKept: boolean }> {
+  const seen: Array<{ held: boolean; finalKept: boolean }> = [];
+  const own = hold.discard.bind(hold);
+  hold.discard = () => {
+    seen.push({ held: hold.held, finalKept: finalKept(hold) });
+    own();
+  };
+  return seen;
+}
+
+test("a held peer's connection ended by us (terminate; close() with the peer silent till closeTimeout; a budget over), its FIN kept or not: ws's 'close' and the supervisor's come within a bound, and it is released", T, async (t) => {
+  const SHARE = 8;
+  const CLOSE_TIMEOUT = 100;
+  const MARGIN = pace.scaled(500);
+  // Armed by a case: at the first message delivered while the parser is held (a drain turn delivers the deferred one
+  // before it releases the parser) and, for a peer that sent its FIN, once the hold keeps the Receiver's `_final`.
+  let armed: { connection: Connection; fin: boolean; fire(connection: Connection, hold: ParserHold): void } | null = null;
+  const onDelivered = (connection: Connection): void => {
+    const hold = armed?.connection === connection ? holdOf(connection) : undefined;
+    if (hold === undefined || !hold.held || (armed!.fin && !finalKept(hold))) return;
+    const { fire } = armed!;
+    armed = null;
+    fire(connection, hold);
+  };
+  const options = { fairness: { share: SHARE, turnBudget: 64 }, timing: { closeTimeout: CLOSE_TIMEOUT } };
+  const plain = await serve(t, options, onDelivered);
+  // Over at the 25th message: one delivered from the backlog while held (the 8k + 1st, share 8).
+  const budgeted = await serve(t, { ...options, budget: { messages: 24, window: 60_000 } }, onDelivered);
+  // `parsed`: the close waits for nothing of ours, so the held bytes are parsed on the next turns (after a FIN, every
+  // request delivered) and that completes the Receiver; otherwise the input is dropped while held, which completes it.
+  // `timer`: the input is dropped when closeTimeout fires (the reader stops at `closed`, as on terminate()), between
+  // two turns: held then in 5 of 6 runs; in the other, ws had parsed all it had read of the pumping peer by then (47,392
+  // requests in the 106 ms), and the input was dropped unheld. Either way the bound holds; the held drop is the one the
+  // terminate() cases make deterministically (the same stop, the same discard()).
+  const cases: Array<{ name: string; s: Served; fin: boolean; end?: (c: Connection, peer: RawWs) => void; wait: number; parsed?: true; timer?: true }> = [
+    { name: 'terminate()', s: plain, fin: false, end: (c) => void c.terminate(), wait: 0 },
+    { name: 'terminate() after a FIN', s: plain, fin: true, end: (c) => void c.terminate(), wait: 0 },
+    { name: 'close(), the peer silent', s: plain, fin: false, end: (c) => void c.close(1000), wait: CLOSE_TIMEOUT, timer: true },
+    { name: 'close() after a FIN', s: plain, fin: true, end: (c) => void c.close(1000), wait: 0, parsed: true },
+    { name: 'a budget over, the peer silent', s: budgeted, fin: false, wait: CLOSE_TIMEOUT },
+    { name: 'a budget over after a FIN', s: budgeted, fin: true, wait: 0 },
+    // The peer's RST while held: ws parses what it had read (the socket's buffer and its own) on the next turns.
+    { name: "the peer's RST", s: plain, fin: false, end: (_c, peer) => void peer.socket.resetAndDestroy(), wait: 0, parsed: true },
+  ];
+  for (const c of cases) {
+    const k = c.s.connections.length;
+    const peer = await rawConnect(c.s.port);
+    t.after(() => peer.destroy());
+    await waitFor(() => c.s.connections.length === k + 1, 5_000, 'the connection');
+    const connection = c.s.connections[k]!;
+    let wsClosedAt = -1;
+    connection.ws.once('close', () => (wsClosedAt = performance.now()));
+    let endedAt = -1;
+    let seen: Array<{ held: boolean; finalKept: boolean }> = [];
+    armed = {
+      connection,
+      fin: c.fin,
+      fire(conn, hold) {
+        seen = watchDiscard(hold);
+        endedAt = performance.now();
+        c.end?.(conn, peer);
+      },
+    };
+    // With a FIN: ~34 KB then the end of the input, every byte read before the second turn. Without: requests as
+    // fast as the server reads them (8 per turn), so it is held at every turn's end until its input is dropped.
+    if (c.fin) peer.socket.end(requests(1, 1_000));
+    else pump(peer);
+    await waitFor(() => endedAt !== -1, 5_000, `${c.name}: a delivery while held`);
+    await waitFor(() => c.s.closed.length === k + 1 && wsClosedAt !== -1, c.wait + 5_000, `${c.name}: the closes`);
+    const closedAt = c.s.closed[k]!.at;
+    const bound = c.wait + MARGIN;
+    assert.ok(seen.length >= 1, `${c.name}: the reader dropped the input`);
+    if (c.parsed) {
+      assert.deepEqual(seen[0], { held: false, finalKept: false }, `${c.name}: nothing left held when the reader stopped`);
+      if (c.fin) assert.deepEqual(c.s.delivered.get(connection)!.ids, range(1, 1_000), `${c.name}: every request delivered, in order, before the close`);
+    } else if (!c.timer) {
+      // The path under test: the input dropped while the parser was held (and, after a FIN, its _final kept).
+      assert.equal(seen[0]!.held, true, `${c.name}: held when the input was dropped (${JSON.stringify(seen)}, ${c.s.closed[k]!.delivered} delivered, closed after ${(closedAt - endedAt).toFixed(1)} ms)`);
+      if (c.fin) assert.equal(seen[0]!.finalKept, true, `${c.name}: ws's Receiver was waiting for the held bytes`);
+    }
+    assert.ok(closedAt - endedAt <= bound, `${c.name}: the supervisor's 'close' ${(closedAt - endedAt).toFixed(0)} ms after (bound ${bound})`);
+    assert.ok(wsClosedAt - endedAt <= bound, `${c.name}: ws's 'close' ${(wsClosedAt - endedAt).toFixed(0)} ms after (bound ${bound})`);
+    t.diagnostic(`${c.name}: supervisor 'close' +${(closedAt - endedAt).toFixed(1)} ms, ws 'close' +${(wsClosedAt - endedAt).toFixed(1)} ms (input dropped ${seen[0]!.held ? 'while held' : 'unheld'})`);
+    const delivered = c.s.delivered.get(connection)!.ids.length;
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(c.s.delivered.get(connection)!.ids.length, delivered, `${c.name}: nothing delivered after the close`);
+    assert.equal(c.s.size(), 0, `${c.name}: released`);
+  }
+  // A protocol error behind the held bytes, then the FIN: the parse that the next turn releases ends in ws's error
+  // (an unmasked frame: 1002), which ends the Receiver instead of its kept _final; ws's 'close' follows at once.
+  {
+    const k = plain.connections.length;
+    const peer = await rawConnect(plain.port);
+    t.after(() => peer.destroy());
+    await waitFor(() => plain.connections.length === k + 1, 5_000, 'the connection');
+    const connection = plain.connections[k]!;
+    let wsClosedAt = -1;
+    connection.ws.once('close', () => (wsClosedAt = performance.now()));
+    let heldAt = -1;
+    armed = { connection, fin: true, fire: () => (heldAt = performance.now()) };
+    peer.socket.end(Buffer.concat([requests(1, 1_000), encodeFrame({ opcode: Opcode.TEXT, payload: 'unmasked', mask: false })]));
+    await waitFor(() => heldAt !== -1, 5_000, 'held with its FIN kept');
+    await waitFor(() => plain.closed.length === k + 1 && wsClosedAt !== -1, 5_000, 'the closes');
+    const closedAt = plain.closed[k]!.at;
+    assert.ok(closedAt - heldAt <= MARGIN && wsClosedAt - heldAt <= MARGIN, `a protocol error behind the held bytes: the closes ${(closedAt - heldAt).toFixed(0)} and ${(wsClosedAt - heldAt).toFixed(0)} ms after (bound ${MARGIN})`);
+    assert.deepEqual(plain.delivered.get(connection)!.ids, range(1, 1_000), 'every request before the bad frame delivered, in order');
+    assert.equal(plain.closed[k]!.code, 1002, 'closed for the protocol error');
+    assert.equal(plain.size(), 0, 'released');
+    t.diagnostic(`a protocol error behind the held bytes after a FIN: supervisor 'close' +${(closedAt - heldAt).toFixed(1)} ms, ws 'close' +${(wsClosedAt - heldAt).toFixed(1)} ms`);
+  }
+  // The drain (R18) with peers held: three pipelining without end, one whose FIN is kept, none answering the close.
+  const first = plain.connections.length;
+  const peers: RawWs[] = [];
+  for (let k = 0; k < 4; k++) {
+    const peer = await rawConnect(plain.port);
+    t.after(() => peer.destroy());
+    peers.push(peer);
+  }
+  await waitFor(() => plain.connections.length === first + 4, 5_000, 'the connections');
+  const connections = plain.connections.slice(first);
+  const wsClosed = connections.map((c) => new Promise<void>((resolve) => c.ws.once('close', () => resolve())));
+  let t0 = -1;
+  let closing: Promise<void> | null = null;
+  let othersHeld = false;
+  // Started while the fourth peer's parser is held with its FIN kept, and the other three are held too.
+  armed = {
+    connection: connections[3]!,
+    fin: true,
+    fire: () => {
+      othersHeld = connections.slice(0, 3).every((c) => holdOf(c)?.held === true);
+      t0 = performance.now();
+      closing = plain.close();
+    },
+  };
+  for (const peer of peers.slice(0, 3)) pump(peer);
+  await waitFor(() => connections.slice(0, 3).every((c) => holdOf(c)?.held === true), 5_000, 'three held');
+  peers[3]!.socket.end(requests(1, 1_000));
+  await waitFor(() => closing !== null, 5_000, "the fourth held with its FIN kept");
+  assert.equal(othersHeld, true, 'the other three were held when the drain began');
+  const drained = await within(closing!, pace.scaled(5_000) + CLOSE_TIMEOUT);
+  const took = performance.now() - t0;
+  assert.notEqual(drained, null, 'supervisor.close() resolved');
+  assert.ok(took <= CLOSE_TIMEOUT + MARGIN, `supervisor.close() took ${took.toFixed(0)} ms (bound ${CLOSE_TIMEOUT + MARGIN})`);
+  assert.notEqual(await within(Promise.all(wsClosed), MARGIN), null, "ws's 'close' on every socket");
+  assert.equal(plain.size(), 0, 'every connection released');
+  t.diagnostic(`supervisor.close() with 4 held peers: ${took.toFixed(1)} ms (closeTimeout ${CLOSE_TIMEOUT})`);
 });
 
 /** One probe: connect, one request, its reply. Milliseconds; Infinity on failure (after 5 s). */

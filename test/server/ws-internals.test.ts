@@ -19,6 +19,7 @@ import { WebSocketServer } from 'ws';
 import { encodeBinaryData, encodeTextData } from '../../src/protocol/session.ts';
 import { encodeFrame, Opcode } from '../helpers/raw-ws.ts';
 import { waitFor, within } from '../helpers/server.ts';
+import { pace } from '../helpers/pace.ts';
 import { canHoldParser, DISCARD_ALLOWANCE, frameOf, framesDirectly, NODE_HANDLE_MEMBER, observeConclude, ParserHold, PING_FRAME, receiverOf, releaseChunkList, seqFrameOf, websocketOf, writeNow, writesToFd, WS_BACK_POINTER, WS_BUFFERED_BYTES, WS_BUFFERS, WS_CONCLUDE, WS_LOOP, WS_RECEIVER_MEMBER, WS_FINAL, WS_START_LOOP, WS_WRITE } from '../../src/server/ws-internals.ts';
 
 const require = createRequire(import.meta.url);
@@ -424,6 +425,51 @@ test(`a hold keeps ws's Receiver from finishing (Node's Writable ${WS_FINAL}): o
     assert.deepEqual(got, Array.from({ length: N }, (_, i) => i), 'every message once, in order');
   } finally {
     await p.close();
+  }
+});
+
+test(`a hold's kept ${WS_FINAL} ends with discard(): ws's input ended while held (the peer's FIN, or our terminate()) has ws's 'close' wait, and discard() lets it come at once, nothing more parsed`, { timeout: 20_000 }, async () => {
+  const N = 200;
+  const frames = Buffer.concat(Array.from({ length: N }, (_, i) => encodeFrame({ opcode: Opcode.TEXT, payload: String(i).padStart(8, '0') + 'x'.repeat(92) })));
+  // How the input ends while held: the peer's FIN (the client writes then ends), or our side destroying the socket
+  // (ws's terminate(): heartbeat or write timeout, a takeover, closeTimeout), the peer still connected.
+  for (const end of ['fin', 'terminate'] as const) {
+    const p = await pair();
+    try {
+      let hold: ParserHold | null = null;
+      const got: number[] = [];
+      let closedAt = -1;
+      p.server.on('message', (data) => {
+        got.push(Number(data.toString().slice(0, 8)));
+        // Held inside a parse loop ws runs itself, as the reader's first hold: ws calls that write's callback itself.
+        if (got.length === 10) (hold = new ParserHold(receiverOf(p.server)!)).hold();
+      });
+      p.server.once('close', () => (closedAt = performance.now()));
+      const clientSocket = (p.client as unknown as { _socket: net.Socket })._socket;
+      if (end === 'fin') {
+        clientSocket.end(frames);
+        await waitFor(() => (p.socket as net.Socket).readableEnded, 5_000, "the server socket's end");
+      } else {
+        clientSocket.write(frames);
+        await waitFor(() => hold !== null, 5_000, 'the hold');
+        p.server.terminate();
+        await waitFor(() => p.socket.destroyed, 5_000, 'the server socket destroyed');
+      }
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(got.length, 10, `${end}: held, nothing more parsed`);
+      // Nothing but the hold's owner ends this wait: the reader does it at its next turn (release) or when it stops (discard).
+      assert.equal(closedAt, -1, `${end}: ws's 'close' waits for the held bytes`);
+      assert.equal((p.server as unknown as { _receiver: { _writableState: { ending: boolean } } })._receiver._writableState.ending, true, `${end}: ws ended its Receiver`);
+      const t0 = performance.now();
+      hold!.discard();
+      await waitFor(() => closedAt !== -1, 5_000, `${end}: ws's 'close'`);
+      // discard() completes the kept _final synchronously; 'finish' (and ws's 'close') follow within a few ticks.
+      assert.ok(closedAt - t0 < pace.scaled(100), `${end}: ws's 'close' ${(closedAt - t0).toFixed(1)} ms after discard()`);
+      assert.equal(got.length, 10, `${end}: the held bytes were dropped, not parsed`);
+    } finally {
+      await p.close();
+    }
   }
 });
 
