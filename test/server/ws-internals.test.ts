@@ -395,33 +395,46 @@ test(`ws's Receiver parse loop (${WS_START_LOOP}, ${WS_LOOP}) can be held betwee
   }
 });
 
+/** 200 numbered text frames of 100 bytes each (21 KB: one read on the server), as the peer writes them. */
+const NUMBERED_FRAMES = 200;
+const numberedFrames = (): Buffer =>
+  Buffer.concat(Array.from({ length: NUMBERED_FRAMES }, (_, i) => encodeFrame({ opcode: Opcode.TEXT, payload: String(i).padStart(8, '0') + 'x'.repeat(92) })));
+
+/**
+ * The server side of `p` records the numbers of the messages it gets, and is held at the 10th from inside a parse
+ * loop ws runs itself (as the reader's first hold: ws calls that write's callback when the loop ends, the bytes after
+ * it unparsed); `closedAt` is set when ws emits 'close', by `at`.
+ */
+function holdAtTenth(p: Awaited<ReturnType<typeof pair>>, at: () => number): { got: number[]; hold: () => ParserHold | null; closedAt: () => number } {
+  let hold: ParserHold | null = null;
+  let closedAt = -1;
+  const got: number[] = [];
+  p.server.on('message', (data) => {
+    got.push(Number(data.toString().slice(0, 8)));
+    if (got.length === 10) (hold = new ParserHold(receiverOf(p.server)!)).hold();
+  });
+  p.server.once('close', () => (closedAt = at()));
+  return { got, hold: () => hold, closedAt: () => closedAt };
+}
+
 test(`a hold keeps ws's Receiver from finishing (Node's Writable ${WS_FINAL}): on the peer's FIN, ws's 'close' waits until the held bytes are parsed, in order`, { timeout: 20_000 }, async () => {
   const p = await pair();
   try {
-    let hold: ParserHold | null = null;
-    const got: number[] = [];
-    let closedAt = -1;
-    p.server.on('message', (data) => {
-      got.push(Number(data.toString().slice(0, 8)));
-      // Installed and held inside a parse loop ws runs itself (as the reader does at a peer's first hold): ws
-      // calls that write's callback when the loop ends, with the bytes after this message unparsed.
-      if (got.length === 10) (hold = new ParserHold(receiverOf(p.server)!)).hold();
-    });
-    p.server.once('close', () => (closedAt = got.length));
+    const held = holdAtTenth(p, () => held.got.length);
+    const { got } = held;
     // 21 KB in one write (one read on the server, so the hold falls inside ws's loop over it), then the FIN (no
     // close frame). Written under the client's WebSocket, which is only its TCP socket's holder here.
-    const N = 200;
-    const frames = Array.from({ length: N }, (_, i) => encodeFrame({ opcode: Opcode.TEXT, payload: String(i).padStart(8, '0') + 'x'.repeat(92) }));
-    (p.client as unknown as { _socket: net.Socket })._socket.end(Buffer.concat(frames));
+    const N = NUMBERED_FRAMES;
+    (p.client as unknown as { _socket: net.Socket })._socket.end(numberedFrames());
     await waitFor(() => (p.socket as net.Socket).readableEnded, 5_000, "the server socket's end");
     for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(got.length, 10, 'held: nothing more parsed');
     // Node's Writable calls an instance _final before 'finish'; ws's 'close' waits for 'finish'.
-    assert.equal(closedAt, -1, changed("ws emitted 'close' with the held bytes unparsed (its Receiver finished without calling _final)"));
-    hold!.release();
-    await waitFor(() => closedAt !== -1, 5_000, "ws's 'close'");
-    assert.equal(closedAt, N, "every message before ws's 'close'");
+    assert.equal(held.closedAt(), -1, changed("ws emitted 'close' with the held bytes unparsed (its Receiver finished without calling _final)"));
+    held.hold()!.release();
+    await waitFor(() => held.closedAt() !== -1, 5_000, "ws's 'close'");
+    assert.equal(held.closedAt(), N, "every message before ws's 'close'");
     assert.deepEqual(got, Array.from({ length: N }, (_, i) => i), 'every message once, in order');
   } finally {
     await p.close();
@@ -429,29 +442,18 @@ test(`a hold keeps ws's Receiver from finishing (Node's Writable ${WS_FINAL}): o
 });
 
 test(`a hold's kept ${WS_FINAL} ends with discard(): ws's input ended while held (the peer's FIN, or our terminate()) has ws's 'close' wait, and discard() lets it come at once, nothing more parsed`, { timeout: 20_000 }, async () => {
-  const N = 200;
-  const frames = Buffer.concat(Array.from({ length: N }, (_, i) => encodeFrame({ opcode: Opcode.TEXT, payload: String(i).padStart(8, '0') + 'x'.repeat(92) })));
-  // How the input ends while held: the peer's FIN (the client writes then ends), or our side destroying the socket
-  // (ws's terminate(): heartbeat or write timeout, a takeover, closeTimeout), the peer still connected.
+  const frames = numberedFrames();
   for (const end of ['fin', 'terminate'] as const) {
     const p = await pair();
     try {
-      let hold: ParserHold | null = null;
-      const got: number[] = [];
-      let closedAt = -1;
-      p.server.on('message', (data) => {
-        got.push(Number(data.toString().slice(0, 8)));
-        // Held inside a parse loop ws runs itself, as the reader's first hold: ws calls that write's callback itself.
-        if (got.length === 10) (hold = new ParserHold(receiverOf(p.server)!)).hold();
-      });
-      p.server.once('close', () => (closedAt = performance.now()));
+      const { got, hold, closedAt } = holdAtTenth(p, () => performance.now());
       const clientSocket = (p.client as unknown as { _socket: net.Socket })._socket;
       if (end === 'fin') {
         clientSocket.end(frames);
         await waitFor(() => (p.socket as net.Socket).readableEnded, 5_000, "the server socket's end");
       } else {
         clientSocket.write(frames);
-        await waitFor(() => hold !== null, 5_000, 'the hold');
+        await waitFor(() => hold() !== null, 5_000, 'the hold');
         p.server.terminate();
         await waitFor(() => p.socket.destroyed, 5_000, 'the server socket destroyed');
       }
@@ -459,13 +461,13 @@ test(`a hold's kept ${WS_FINAL} ends with discard(): ws's input ended while held
       await new Promise((r) => setTimeout(r, 50));
       assert.equal(got.length, 10, `${end}: held, nothing more parsed`);
       // Nothing but the hold's owner ends this wait: the reader does it at its next turn (release) or when it stops (discard).
-      assert.equal(closedAt, -1, `${end}: ws's 'close' waits for the held bytes`);
+      assert.equal(closedAt(), -1, `${end}: ws's 'close' waits for the held bytes`);
       assert.equal((p.server as unknown as { _receiver: { _writableState: { ending: boolean } } })._receiver._writableState.ending, true, `${end}: ws ended its Receiver`);
       const t0 = performance.now();
-      hold!.discard();
-      await waitFor(() => closedAt !== -1, 5_000, `${end}: ws's 'close'`);
+      hold()!.discard();
+      await waitFor(() => closedAt() !== -1, 5_000, `${end}: ws's 'close'`);
       // discard() completes the kept _final synchronously; 'finish' (and ws's 'close') follow within a few ticks.
-      assert.ok(closedAt - t0 < pace.scaled(100), `${end}: ws's 'close' ${(closedAt - t0).toFixed(1)} ms after discard()`);
+      assert.ok(closedAt() - t0 < pace.scaled(100), `${end}: ws's 'close' ${(closedAt() - t0).toFixed(1)} ms after discard()`);
       assert.equal(got.length, 10, `${end}: the held bytes were dropped, not parsed`);
     } finally {
       await p.close();
