@@ -11,7 +11,7 @@ import type { BackoffOptions } from '../../machines/backoff.ts';
 import type { ClientMachine, ClientOutput, ClientTiming } from '../../machines/client.machine.ts';
 import { connectionStateName } from '../../machines/connection.machine.ts';
 import { capCloseReason, CloseCodes, type Closure } from '../../machines/close-codes.ts';
-import { positiveInt } from '../base/checks.ts';
+import { isInspector, isPlainObject, isProtocolList, optionalObject, positiveInt, shown } from '../base/checks.ts';
 import {
   decodeServerFrame,
   encodeClientAck,
@@ -195,23 +195,17 @@ let clientCounter = 0;
  * so), `offline: 'drop'` buffered as `'buffer'` does, `session: 'yes'` asked for a session.
  */
 function checkClientShapes(options: ClientOptions): void {
-  const shown = (v: unknown): string => (typeof v === 'string' ? JSON.stringify(v) : typeof v === 'object' && v !== null ? (Array.isArray(v) ? 'an array' : 'an object') : String(v));
   const bad = (name: string, what: string, value: unknown): RangeError => new RangeError(`ws-supervisor client: option ${name} must be ${what}, got ${shown(value)}`);
   const { offline, random, session, protocols, inspect, timing, backoff } = options;
   if (offline !== undefined && offline !== 'buffer' && offline !== 'reject') throw bad('offline', "'buffer' or 'reject'", offline);
   if (random !== undefined && typeof random !== 'function') throw bad('random', 'a function returning a number in [0, 1)', random);
-  if (session !== undefined && typeof session !== 'boolean' && (typeof session !== 'object' || session === null || Array.isArray(session))) {
-    throw bad('session', 'true, false or { ackEvery, ackDelay }', session);
-  }
-  if (protocols !== undefined && (!Array.isArray(protocols) || !protocols.every((p) => typeof p === 'string' && p !== ''))) {
+  if (session !== undefined && typeof session !== 'boolean' && !isPlainObject(session)) throw bad('session', 'true, false or { ackEvery, ackDelay }', session);
+  if (protocols !== undefined && !isProtocolList(protocols)) {
     throw bad('protocols', 'a list of subprotocol names', Array.isArray(protocols) ? JSON.stringify(protocols) : protocols);
   }
-  if (inspect !== undefined && typeof inspect !== 'function' && (typeof inspect !== 'object' || inspect === null || typeof inspect.next !== 'function')) {
-    throw bad('inspect', 'an XState inspector (a function, or an observer with next)', inspect);
-  }
-  for (const [name, value] of [['timing', timing], ['backoff', backoff]] as const) {
-    if (value !== undefined && (typeof value !== 'object' || value === null || Array.isArray(value))) throw bad(name, 'an object', value);
-  }
+  if (inspect !== undefined && !isInspector(inspect)) throw bad('inspect', 'an XState inspector (a function, or an observer with next)', inspect);
+  optionalObject('timing', timing, 'ws-supervisor client');
+  optionalObject('backoff', backoff, 'ws-supervisor client');
 }
 
 export class Client {

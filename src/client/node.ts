@@ -8,8 +8,8 @@ import WebSocket, { type ClientOptions as ClientOptionsOfWs } from 'ws';
 import { fromCallback } from 'xstate';
 import { clientMachine, type DialerInput } from '../../machines/client.machine.ts';
 import { supervisedConnectionMachine } from '../server/connection.ts';
-import { positiveInt } from '../base/checks.ts';
-import { DEFAULTS, optionalObject, shown } from '../server/options.ts';
+import { isPlainObject, optionalObject, positiveInt, shown } from '../base/checks.ts';
+import { DEFAULTS } from '../server/options.ts';
 import type { SocketIO, WsCloseTimeout } from '../server/socket-io.ts';
 import { SendQueue } from '../server/writer.ts';
 import { SESSION_QUERY_PARAM } from '../protocol/session.ts';
@@ -26,24 +26,22 @@ export interface NodeClientOptions extends ClientOptions {
 
 /**
  * The Node-only options, refused at creation with a RangeError naming the option and the value, as the shared ones
- * are (checkClientShapes in client.ts) and with the server's own checks for the same options (src/server/options.ts;
- * this file already runs the server's connection actors, so importing them costs the browser bundle nothing: it never
- * imports this file). Before, each was taken as given: `maxPayload: -1` or `'big'` reached `ws`, which reads
+ * are (checkClientShapes in client.ts), with the checks the server uses for the same options (src/base/checks.ts). Before, each was taken as given: `maxPayload: -1` or `'big'` reached `ws`, which reads
  * `maxPayload | 0` and applies the limit only when that is above 0, so either turned the R21 limit off;
  * `sendQueue: { maxMessages: 0 }` reached the SendQueue, which then refused every send as a slow consumer (R11);
  * `headers: 'x'` or `{ a: 1 }` went on to the upgrade request for `ws` and Node's HTTP layer to make what they could of.
  */
 function checkNodeOptions(options: NodeClientOptions): void {
   positiveInt('maxPayload', options.maxPayload, DEFAULTS.maxPayload);
-  optionalObject('sendQueue', options.sendQueue);
+  optionalObject('sendQueue', options.sendQueue, 'ws-supervisor client');
   positiveInt('sendQueue.maxMessages', options.sendQueue?.maxMessages, DEFAULTS.sendQueueMessages);
   positiveInt('sendQueue.maxBytes', options.sendQueue?.maxBytes, DEFAULTS.sendQueueBytes);
   const { headers } = options;
   if (headers === undefined) return;
-  if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) {
+  if (!isPlainObject(headers)) {
     throw new RangeError(`ws-supervisor client: option headers must be an object of header names to values, got ${shown(headers)}`);
   }
-  for (const [name, value] of Object.entries(headers as Record<string, unknown>)) {
+  for (const [name, value] of Object.entries(headers)) {
     if (typeof value !== 'string' && !(Array.isArray(value) && value.every((v) => typeof v === 'string'))) {
       const got = Array.isArray(value) ? JSON.stringify(value) : shown(value);
       throw new RangeError(`ws-supervisor client: option headers.${name} must be a string or a list of strings, got ${got}`);

@@ -7,7 +7,7 @@ import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { InspectionEvent, Observer } from 'xstate';
 import type { Adapter } from '../adapter/types.ts';
 import type { Logger } from '../base/logger.ts';
-import { positiveInt } from '../base/checks.ts';
+import { isInspector, isProtocolList, optionalObject, positiveInt, shown } from '../base/checks.ts';
 import type { Connection } from './connection.ts';
 import type { SessionOptions } from './sessions.ts';
 import { isIP } from 'node:net';
@@ -348,22 +348,6 @@ export function resolveTrustProxy(value: unknown): TrustProxy {
   });
 }
 
-/** A value as an error message shows it: strings quoted, the kind of anything that has no short form. Also the Node client's. */
-export function shown(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
-  if (typeof value === 'function') return 'a function';
-  if (Array.isArray(value)) return 'an array';
-  if (typeof value === 'object' && value !== null) return 'an object';
-  return String(value);
-}
-
-/** An object option (timing, sendQueue, …): absent, or a plain object. Also the Node client's `sendQueue`. */
-export function optionalObject(name: string, value: unknown): void {
-  if (value !== undefined && (typeof value !== 'object' || value === null || Array.isArray(value))) {
-    throw new RangeError(`ws-supervisor: option ${name} must be an object, got ${shown(value)}`);
-  }
-}
-
 /** An option that must have these methods (a logger, an adapter, a server): absent, or an object that has them. */
 function withMethods(name: string, value: unknown, what: string, methods: readonly string[]): void {
   if (value === undefined) return;
@@ -383,7 +367,7 @@ function checkShapes(options: SupervisorOptions<unknown>): void {
     throw new RangeError(`ws-supervisor: option path must start with "/", got ${shown(options.path)}`);
   }
   const { protocols } = options;
-  if (protocols !== undefined && (!Array.isArray(protocols) || !protocols.every((p) => typeof p === 'string' && p !== ''))) {
+  if (protocols !== undefined && !isProtocolList(protocols)) {
     throw new RangeError(`ws-supervisor: option protocols must be a list of subprotocol names, got ${Array.isArray(protocols) ? JSON.stringify(protocols) : shown(protocols)}`);
   }
   if (options.requireProtocol !== undefined && typeof options.requireProtocol !== 'boolean') {
@@ -395,7 +379,7 @@ function checkShapes(options: SupervisorOptions<unknown>): void {
     }
   }
   const { inspect } = options;
-  if (inspect !== undefined && typeof inspect !== 'function' && (typeof inspect !== 'object' || inspect === null || typeof inspect.next !== 'function')) {
+  if (inspect !== undefined && !isInspector(inspect)) {
     throw new RangeError(`ws-supervisor: option inspect must be an XState inspector (a function, or an observer with next), got ${shown(inspect)}`);
   }
   optionalObject('timing', options.timing);

@@ -265,12 +265,7 @@ export class SocketReader extends LivenessReport implements Deferrable {
    * turn (the drain delivers a backlog even once the reader has stopped).
    */
   override close(code: number, reason: string): void {
-    const backlog = this.backlog;
-    if (backlog !== null && !this.stopped && !this.overBudget && !this.flooded) {
-      this.backlog = null;
-      const items = backlog.items;
-      for (let i = backlog.head; i < items.length && !this.overBudget && !this.flooded; i += 2) this.deliver(items[i] as Buffer, items[i + 1] as boolean);
-    }
+    if (this.backlog !== null && !this.stopped && !this.overBudget && !this.flooded) this.deliverBacklog(null);
     super.close(code, reason);
   }
 
@@ -296,27 +291,35 @@ export class SocketReader extends LivenessReport implements Deferrable {
   }
 
   /**
+   * Delivers the deferred messages in order: on a turn (`scheduler`) counted against it and up to its share (false:
+   * some are left for a later turn), or all of them at ws's 'close' (null). Over a budget meanwhile, the rest is
+   * dropped (the budget's check clears the backlog).
+   */
+  private deliverBacklog(scheduler: TurnScheduler | null): boolean {
+    const backlog = this.backlog!;
+    const items = backlog.items;
+    while (backlog.head < items.length) {
+      const data = items[backlog.head] as Buffer;
+      const isBinary = items[backlog.head + 1] as boolean;
+      items[backlog.head] = items[backlog.head + 1] = undefined;
+      backlog.head += 2;
+      scheduler?.count(this, costOf(data.length));
+      this.deliver(data, isBinary);
+      if (this.backlog !== backlog) break; // over a budget meanwhile: dropped
+      if (scheduler !== null && this.fairUsed >= scheduler.share && backlog.head < items.length) return false;
+    }
+    if (this.backlog === backlog) this.backlog = null;
+    return true;
+  }
+
+  /**
    * @internal The scheduler's turn for this reader: deferred messages first,
    * then `ws`'s parser again, up to the share. False: serve it again on a
    * later turn; true: done, or deferred again by a message its parser
    * produced (then it is already queued).
    */
   drain(scheduler: TurnScheduler): boolean {
-    const backlog = this.backlog;
-    if (backlog !== null) {
-      const items = backlog.items;
-      while (backlog.head < items.length) {
-        const data = items[backlog.head] as Buffer;
-        const isBinary = items[backlog.head + 1] as boolean;
-        items[backlog.head] = items[backlog.head + 1] = undefined;
-        backlog.head += 2;
-        scheduler.count(this, costOf(data.length));
-        this.deliver(data, isBinary);
-        if (this.backlog !== backlog) break; // over a budget meanwhile: dropped
-        if (this.fairUsed >= scheduler.share && backlog.head < items.length) return false;
-      }
-      if (this.backlog === backlog) this.backlog = null;
-    }
+    if (this.backlog !== null && !this.deliverBacklog(scheduler)) return false;
     // Over a budget or the rate (closing 1008), or stopped: ws's input is discarded, never parsed again.
     if (this.overBudget || this.flooded || this.stopped) return true;
     const parser = this.parser;
