@@ -147,21 +147,30 @@ interface SessionSummary {
 
 // Sessions (docs/sessions.md, "Writing a client") from a client that shares no code with ours: the frames as the
 // docs spell them, and the promise (nothing sent either way lost or doubled across cuts) checked from outside.
+/**
+ * The session client's promise, whichever servers it ran against: no protocol violation, every request run once (its
+ * broadcast seen once by `watcher`) and answered once, its own pushes and the burst each once and in order, and every
+ * one of its four resumes resumed.
+ */
+function assertExactlyOnce(s: SessionSummary, watcher: string): void {
+  assert.deepEqual(s.violations, []);
+  const once = Object.fromEntries(Array.from({ length: s.requests }, (_, i) => [String(i + 1), 1]));
+  assert.deepEqual(s.runs, once, `each request run once (its broadcast seen once by ${watcher})`);
+  assert.deepEqual(s.reply_counts, once, 'each reply received once');
+  assert.equal(s.own_pushes_in_order, true);
+  assert.equal(s.burst_received, s.burst);
+  assert.equal(s.burst_in_order_once, true);
+  assert.deepEqual(s.resumes.map((x) => [x.resumed, x.reason]), Array.from({ length: 4 }, () => [true, null]));
+}
+
 test('python websockets: a session client written from the docs, cut mid-frame, before the ack, mid-burst and left open (takeover): every request run once, every message once and in order', { timeout: budget.scaled(45_000) }, async (t) => {
   if (!requirePython(t)) return;
   const server = await startCliServer(['--sessions'], t);
   const r = await runClient(t, [server.wsUrl, 'session', '--burst', '300']);
   const s = jsonSummary<SessionSummary>(r);
   t.diagnostic(`${r.ms} ms; burst cut after ${s.burst_cut_after} of ${s.burst}; resumes ${JSON.stringify(s.resumes)}`);
-  assert.deepEqual(s.violations, []);
-  const once = Object.fromEntries(Array.from({ length: s.requests }, (_, i) => [String(i + 1), 1]));
   assert.equal(s.requests, 11);
-  assert.deepEqual(s.runs, once, 'each request run once (its broadcast seen once by a plain connection)');
-  assert.deepEqual(s.reply_counts, once, 'each reply received once');
-  assert.equal(s.own_pushes_in_order, true);
-  assert.equal(s.burst_received, s.burst);
-  assert.equal(s.burst_in_order_once, true);
-  assert.deepEqual(s.resumes.map((x) => [x.resumed, x.reason]), Array.from({ length: 4 }, () => [true, null]));
+  assertExactlyOnce(s, 'a plain connection');
   // The frame cut half-way never ran (cseq 5). Of the three sent right before the next cut, the server may have read
   // some or all (an abort can discard what the client's socket had not sent yet): it says which (6 to 9).
   assert.equal(s.resumes[0]!.cseq, 5);
@@ -184,14 +193,7 @@ test('python websockets: the same session client against two servers sharing a R
   const s = jsonSummary<SessionSummary & { servers: number }>(r);
   t.diagnostic(`${r.ms} ms; burst cut after ${s.burst_cut_after} of ${s.burst}; resumes ${JSON.stringify(s.resumes)}`);
   assert.equal(s.servers, 2);
-  assert.deepEqual(s.violations, []);
-  const once = Object.fromEntries(Array.from({ length: s.requests }, (_, i) => [String(i + 1), 1]));
-  assert.deepEqual(s.runs, once, 'each request run once (its broadcast seen once by a plain connection on the other server)');
-  assert.deepEqual(s.reply_counts, once, 'each reply received once');
-  assert.equal(s.own_pushes_in_order, true);
-  assert.equal(s.burst_received, s.burst);
-  assert.equal(s.burst_in_order_once, true);
-  assert.deepEqual(s.resumes.map((x) => [x.resumed, x.reason]), Array.from({ length: 4 }, () => [true, null]));
+  assertExactlyOnce(s, 'a plain connection on the other server');
   // A resume on the other server answers cseq 0 when requests were counted there that it did not run (the client
   // then re-sends all it holds, answered duplicate or run), else the last one run.
   assert.ok([0, 5].includes(s.resumes[0]!.cseq), `cseq ${s.resumes[0]!.cseq}`);
