@@ -305,7 +305,9 @@ describe('redis session store', () => {
   test('Redis hung (SIGSTOP): operations fail within commandTimeout as unconfirmed (timeout), the store is degraded; after SIGCONT it works, with its data and epoch', async (t) => {
     const redis = await ownRedis(t);
     if (!redis) return;
-    const commandTimeout = 300;
+    // Scaled with the measured pace: the set-up before Redis is paused (create, append) must get its answers
+    // within it (a fixed 300 ms timed out a create under a busy loop on every core).
+    const commandTimeout = pace.scaled(300);
     const logger = { warns: [] as string[] };
     const store = track(createRedisSessionStore({ url: redis.url, commandTimeout, ...fast }));
     collect(store, logger);
@@ -350,7 +352,9 @@ describe('redis session store', () => {
   test('Redis hung: operations waiting on the node for their batch are capped (maxQueuedBytes, counted as the memory they hold, a broadcast\'s message once): beyond it one fails at once; the queued ones fail, not applied, once Redis has answered nothing for commandTimeout', async (t) => {
     const redis = await ownRedis(t);
     if (!redis) return;
-    const commandTimeout = 400;
+    // Scaled with the measured pace: the set-up before Redis is paused (create, append) must get its answers
+    // within it (a fixed 300 ms timed out a create under a busy loop on every core).
+    const commandTimeout = pace.scaled(400);
     // Room for one batch in flight (~2 ops of 3 KB) and a queue of ~10 small appends (768 bytes each counted).
     const store = track(createRedisSessionStore({ url: redis.url, commandTimeout, maxInFlightBytes: 4000, maxQueuedBytes: 10_000, ...fast }));
     collect(store);
@@ -377,7 +381,9 @@ describe('redis session store', () => {
   test('Redis hung: the bytes awaiting its answer are capped (maxInFlightBytes): beyond it an operation fails at once, not applied; a timed-out one stays counted until Redis answers', async (t) => {
     const redis = await ownRedis(t);
     if (!redis) return;
-    const commandTimeout = 300;
+    // Scaled with the measured pace: the set-up before Redis is paused (create, append) must get its answers
+    // within it (a fixed 300 ms timed out a create under a busy loop on every core).
+    const commandTimeout = pace.scaled(300);
     const store = track(createRedisSessionStore({ url: redis.url, commandTimeout, maxInFlightBytes: 4000, ...fast }));
     collect(store);
     const s = await store.create({ owner: null });
@@ -706,7 +712,9 @@ describe('redis session store, batches', () => {
   test('a busy event loop is not a hung Redis: an answer that arrived while the loop was blocked past commandTimeout is taken, not timed out', async (t) => {
     if (binary === null) return void (await ownRedis(t));
     const { url } = await sharedRedis();
-    const commandTimeout = 200;
+    // Scaled with the measured pace: the set-up before Redis is paused (create, append) must get its answers
+    // within it (a fixed 300 ms timed out a create under a busy loop on every core).
+    const commandTimeout = pace.scaled(200);
     const store = track(createRedisSessionStore({ url, prefix: prefix(), commandTimeout, ...fast }));
     collect(store);
     const s = await store.create({ owner: null });
